@@ -1,0 +1,21 @@
+//! The contract between the XDP program and the daemon.
+//!
+//! Everything the kernel and userspace both read lives here: map names and
+//! capacities, the `#[repr(C)]` keys and values stored in those maps, the
+//! reason codes counters are indexed by, and the pure decision the XDP
+//! program applies once it has parsed a packet. Keeping the decision here
+//! lets host unit tests pin it down without a kernel.
+#![no_std]
+
+mod addr;
+mod decide;
+mod maps;
+mod reason;
+
+pub use addr::{ADDR_ANY, ipv4_mapped};
+pub use decide::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, unlisted_local_verdict};
+pub use maps::{
+    Counter, ListenerKey, ListenerKind, ListenerValue, LocalAddrValue, MAX_LISTENERS,
+    MAX_LOCAL_ADDRS, Settings, map_names,
+};
+pub use reason::{Reason, Verdict};

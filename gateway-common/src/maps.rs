@@ -1,0 +1,123 @@
+//! Map names, capacities and the `#[repr(C)]` types stored in them.
+//!
+//! Every type here has explicit fields for what would otherwise be padding
+//! and no `bool` or `Option`, so its bytes are fully defined on both sides;
+//! the size assertions below fail the build if that ever changes.
+
+/// Names of the maps in the XDP object, looked up by the loader.
+pub mod map_names {
+    /// `HashMap<ListenerKey, ListenerValue>`: which destinations belong to a listener.
+    pub const LISTENERS: &str = "LISTENERS";
+    /// `HashMap<[u8; 16], LocalAddrValue>`: the gateway's own addresses (IPv4 mapped).
+    pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+    /// `Array<Settings>` with one entry: knobs for the decision.
+    pub const SETTINGS: &str = "SETTINGS";
+    /// `PerCpuArray<Counter>` indexed by `Reason` code.
+    pub const REASON_STATS: &str = "REASON_STATS";
+    /// `PerCpuArray<Counter>` indexed by `ListenerValue::id`.
+    pub const LISTENER_STATS: &str = "LISTENER_STATS";
+    /// Every map name, for the loader's self-check.
+    pub const ALL: [&str; 5] = [
+        LISTENERS,
+        LOCAL_ADDRS,
+        SETTINGS,
+        REASON_STATS,
+        LISTENER_STATS,
+    ];
+}
+
+/// Capacity of `LISTENERS` and `LISTENER_STATS`; listener ids are below it.
+pub const MAX_LISTENERS: u32 = 1024;
+/// Capacity of `LOCAL_ADDRS`.
+pub const MAX_LOCAL_ADDRS: u32 = 256;
+
+/// Key of `LISTENERS`: a destination the gateway serves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenerKey {
+    /// Destination address, IPv4 as `::ffff:a.b.c.d`; `ADDR_ANY` for any gateway address.
+    pub addr: [u8; 16],
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// IANA L4 protocol (`IPPROTO_TCP`, `IPPROTO_UDP`).
+    pub protocol: u8,
+    /// Always zero; makes the trailing byte explicit so hashing sees no garbage.
+    pub pad: u8,
+}
+
+/// How a listener's traffic is handled once it passes; chooses the later
+/// in-kernel steps (SNI classification for `Tls`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ListenerKind {
+    /// Plaintext HTTP family (HTTP, HTTP2, GRPC, GRPC-WEB): served by the proxy.
+    Http = 1,
+    /// TLS (HTTPS, TLS): SNI decides the server.
+    Tls = 2,
+    /// Opaque TCP (TCP, MONGO, ...).
+    Tcp = 3,
+}
+
+/// Value of `LISTENERS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenerValue {
+    /// Index into `LISTENER_STATS`, below `MAX_LISTENERS`.
+    pub id: u32,
+    /// A `ListenerKind` code.
+    pub kind: u32,
+}
+
+/// Value of `LOCAL_ADDRS`; the key's presence is what matters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LocalAddrValue {
+    /// Reserved for per-address options; zero today.
+    pub flags: u32,
+}
+
+/// The single entry of `SETTINGS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// First port of the host's ephemeral range (`net.ipv4.ip_local_port_range`); 0 = no range.
+    pub ephemeral_first: u16,
+    /// Last port of the ephemeral range, inclusive.
+    pub ephemeral_last: u16,
+}
+
+impl Settings {
+    /// Whether `port` is in the host's ephemeral range.
+    #[inline(always)]
+    pub fn is_ephemeral(&self, port: u16) -> bool {
+        self.ephemeral_first != 0 && port >= self.ephemeral_first && port <= self.ephemeral_last
+    }
+}
+
+/// A packet and byte count; the value of both per-CPU stats arrays.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counter {
+    /// Packets seen.
+    pub packets: u64,
+    /// Bytes seen, whole frame from the Ethernet header on.
+    pub bytes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ListenerKey>() == 20);
+const _: () = assert!(core::mem::size_of::<ListenerValue>() == 8);
+const _: () = assert!(core::mem::size_of::<LocalAddrValue>() == 4);
+const _: () = assert!(core::mem::size_of::<Settings>() == 4);
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (all impls): `#[repr(C)]`, only integer and integer-array fields,
+    // no implicit padding (checked by the size assertions above), so every bit
+    // pattern is a valid value.
+    unsafe impl aya::Pod for super::ListenerKey {}
+    unsafe impl aya::Pod for super::ListenerValue {}
+    unsafe impl aya::Pod for super::LocalAddrValue {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::Counter {}
+}

@@ -1,0 +1,122 @@
+/// Why the XDP program gave a packet its verdict; the index of the per-CPU
+/// reason counters.
+///
+/// Codes are part of the userspace ABI and of dashboards: never renumber or
+/// reuse one. Retire a code by renaming it `UnusedN`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// Destination (address, port, protocol) belongs to a listener: passed to the stack.
+    Listener = 0,
+    /// Addressed to the gateway on a port no listener owns: dropped.
+    NoListener = 1,
+    /// Destination is not one of the gateway's addresses: not ours, passed.
+    NotLocal = 2,
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...): passed.
+    NotIp = 3,
+    /// IP but neither TCP nor UDP (ICMP, ...): passed so ping and PMTU discovery work.
+    NotTcpUdp = 4,
+    /// A non-first IP fragment: no ports to classify, passed to reassembly.
+    Fragment = 5,
+    /// Truncated or invalid headers: passed, the stack discards them with its own counters.
+    Malformed = 6,
+    /// Unlisted port in the host's ephemeral range, not a connection attempt:
+    /// replies to connections the host itself opened, passed.
+    LocalReply = 7,
+    /// Valid headers deeper than the parser follows (more than two VLAN tags,
+    /// long IPv6 extension-header chains): passed.
+    Unparsed = 8,
+}
+
+/// What the XDP program does with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand the packet to the kernel stack (`XDP_PASS`).
+    Pass,
+    /// Discard the packet in the driver (`XDP_DROP`).
+    Drop,
+}
+
+impl Reason {
+    /// Number of reason codes; the size of the reason counter array.
+    pub const COUNT: u32 = 9;
+
+    /// Every reason, in code order.
+    pub const ALL: [Reason; Self::COUNT as usize] = [
+        Reason::Listener,
+        Reason::NoListener,
+        Reason::NotLocal,
+        Reason::NotIp,
+        Reason::NotTcpUdp,
+        Reason::Fragment,
+        Reason::Malformed,
+        Reason::LocalReply,
+        Reason::Unparsed,
+    ];
+
+    /// The verdict that goes with this reason.
+    #[inline(always)]
+    pub const fn verdict(self) -> Verdict {
+        match self {
+            Reason::NoListener => Verdict::Drop,
+            _ => Verdict::Pass,
+        }
+    }
+
+    /// Stable snake_case name, used in logs and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::Listener => "listener",
+            Reason::NoListener => "no_listener",
+            Reason::NotLocal => "not_local",
+            Reason::NotIp => "not_ip",
+            Reason::NotTcpUdp => "not_tcp_udp",
+            Reason::Fragment => "fragment",
+            Reason::Malformed => "malformed",
+            Reason::LocalReply => "local_reply",
+            Reason::Unparsed => "unparsed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_are_never_renumbered() {
+        let codes: [(Reason, u32); 9] = [
+            (Reason::Listener, 0),
+            (Reason::NoListener, 1),
+            (Reason::NotLocal, 2),
+            (Reason::NotIp, 3),
+            (Reason::NotTcpUdp, 4),
+            (Reason::Fragment, 5),
+            (Reason::Malformed, 6),
+            (Reason::LocalReply, 7),
+            (Reason::Unparsed, 8),
+        ];
+        for (reason, code) in codes {
+            assert_eq!(reason as u32, code, "{}", reason.name());
+        }
+    }
+
+    #[test]
+    fn all_lists_every_reason_in_code_order() {
+        for (index, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index);
+        }
+    }
+
+    #[test]
+    fn only_no_listener_drops() {
+        for reason in Reason::ALL {
+            let expected = if reason == Reason::NoListener {
+                Verdict::Drop
+            } else {
+                Verdict::Pass
+            };
+            assert_eq!(reason.verdict(), expected, "{}", reason.name());
+        }
+    }
+}

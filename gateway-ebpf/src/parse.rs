@@ -1,0 +1,183 @@
+//! Header parsing: one bounds-checked accessor and one `parse_<hdr>` step per
+//! header, each returning where the next header starts.
+use core::mem;
+
+use aya_ebpf::programs::XdpContext;
+use gateway_common::{IPPROTO_TCP, IPPROTO_UDP, Reason, ipv4_mapped};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+/// 802.1ad QinQ carries at most two tags in practice.
+const MAX_VLAN_TAGS: usize = 2;
+
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+const IPV6_DEST_OPTS: u8 = 60;
+/// Extension headers followed before giving up with `Reason::Unparsed`.
+const MAX_IPV6_EXT_HEADERS: usize = 4;
+
+/// What the decision needs from a TCP or UDP packet.
+pub struct Packet {
+    /// Destination address, IPv4 mapped into IPv6.
+    pub dst: [u8; 16],
+    /// Destination port, host byte order.
+    pub dst_port: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub protocol: u8,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+}
+
+/// Parses Ethernet (with up to two VLAN tags), IPv4 or IPv6 (with options
+/// and extension headers), then TCP or UDP. Anything it cannot or need not
+/// classify comes back as the `Reason` to count it under.
+#[inline(always)]
+pub fn parse_packet(ctx: &XdpContext) -> Result<Packet, Reason> {
+    let (ether_type, l3) = parse_eth(ctx)?;
+    let (dst, protocol, l4) = match ether_type {
+        ETH_P_IPV4 => parse_ipv4(ctx, l3)?,
+        ETH_P_IPV6 => parse_ipv6(ctx, l3)?,
+        _ => return Err(Reason::NotIp),
+    };
+    match protocol {
+        IPPROTO_TCP => {
+            let tcp: *const TcpHdr = header_at(ctx, l4)?;
+            // SAFETY: `header_at` checked the whole header lies inside the packet.
+            let (dest, syn, ack) = unsafe { ((*tcp).dest, (*tcp).syn(), (*tcp).ack()) };
+            let flags = (if syn != 0 { gateway_common::TCP_SYN } else { 0 })
+                | (if ack != 0 { gateway_common::TCP_ACK } else { 0 });
+            Ok(Packet {
+                dst,
+                dst_port: u16::from_be_bytes(dest),
+                protocol,
+                tcp_flags: flags,
+            })
+        }
+        IPPROTO_UDP => {
+            let udp: *const UdpHdr = header_at(ctx, l4)?;
+            // SAFETY: bounds checked by `header_at`.
+            let dest = unsafe { (*udp).dst };
+            Ok(Packet {
+                dst,
+                dst_port: u16::from_be_bytes(dest),
+                protocol,
+                tcp_flags: 0,
+            })
+        }
+        _ => Err(Reason::NotTcpUdp),
+    }
+}
+
+/// The one bounds-checked access to packet memory: a pointer to a `T` at
+/// `offset` from the start of the frame, or `Malformed` if it does not fit.
+#[inline(always)]
+fn header_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    // The verifier only accepts packet reads after a comparison of the
+    // accessed range against data_end on this same path.
+    if start + offset + mem::size_of::<T>() > end {
+        return Err(Reason::Malformed);
+    }
+    Ok((start + offset) as *const T)
+}
+
+/// Returns the EtherType after any VLAN tags and the offset of the L3 header.
+#[inline(always)]
+fn parse_eth(ctx: &XdpContext) -> Result<(u16, usize), Reason> {
+    let eth: *const EthHdr = header_at(ctx, 0)?;
+    // SAFETY: bounds checked by `header_at`.
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut offset = EthHdr::LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            return Ok((ether_type, offset));
+        }
+        let vlan: *const VlanHdr = header_at(ctx, offset)?;
+        // SAFETY: bounds checked by `header_at`.
+        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
+        offset += VlanHdr::LEN;
+    }
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        return Err(Reason::Unparsed);
+    }
+    Ok((ether_type, offset))
+}
+
+/// Returns (destination, L4 protocol, L4 offset), honouring IHL so options are skipped.
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize), Reason> {
+    let ip: *const Ipv4Hdr = header_at(ctx, offset)?;
+    // SAFETY: bounds checked by `header_at`.
+    let (vihl, frags, proto, dst) =
+        unsafe { ((*ip).vihl, (*ip).frags, (*ip).proto, (*ip).dst_addr) };
+    let ihl = (vihl & 0x0f) as usize;
+    if vihl >> 4 != 4 || ihl < 5 {
+        return Err(Reason::Malformed);
+    }
+    // Fragment offset is the low 13 bits; only the first fragment has ports.
+    if u16::from_be_bytes(frags) & 0x1fff != 0 {
+        return Err(Reason::Fragment);
+    }
+    Ok((ipv4_mapped(dst), proto, offset + ihl * 4))
+}
+
+/// Returns (destination, L4 protocol, L4 offset) after walking up to
+/// `MAX_IPV6_EXT_HEADERS` extension headers.
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize), Reason> {
+    let ip: *const Ipv6Hdr = header_at(ctx, offset)?;
+    // SAFETY: bounds checked by `header_at`.
+    let (vcf0, mut next, dst) = unsafe { ((*ip).vcf[0], (*ip).next_hdr, (*ip).dst_addr) };
+    if vcf0 >> 4 != 6 {
+        return Err(Reason::Malformed);
+    }
+    let mut offset = offset + Ipv6Hdr::LEN;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        let len = match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
+                let ext: *const [u8; 2] = header_at(ctx, offset)?;
+                // SAFETY: bounds checked by `header_at`.
+                let [nh, hdr_len] = unsafe { *ext };
+                next = nh;
+                (hdr_len as usize + 1) * 8
+            }
+            IPV6_AUTH => {
+                let ext: *const [u8; 2] = header_at(ctx, offset)?;
+                // SAFETY: bounds checked by `header_at`.
+                let [nh, payload_len] = unsafe { *ext };
+                next = nh;
+                (payload_len as usize + 2) * 4
+            }
+            IPV6_FRAGMENT => {
+                let frag: *const [u8; 4] = header_at(ctx, offset)?;
+                // SAFETY: bounds checked by `header_at`.
+                let [nh, _, off_hi, off_lo] = unsafe { *frag };
+                if u16::from_be_bytes([off_hi, off_lo]) >> 3 != 0 {
+                    return Err(Reason::Fragment);
+                }
+                next = nh;
+                8
+            }
+            _ => return Ok((dst, next, offset)),
+        };
+        offset += len;
+    }
+    match next {
+        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH | IPV6_FRAGMENT => {
+            Err(Reason::Unparsed)
+        }
+        _ => Ok((dst, next, offset)),
+    }
+}

@@ -1,0 +1,39 @@
+//! The single exit of the program: count the outcome, return the action.
+use aya_ebpf::bindings::xdp_action;
+use gateway_common::{Counter, Verdict};
+
+use crate::{
+    classify::Outcome,
+    maps::{LISTENER_STATS, REASON_STATS},
+};
+
+/// Counts `outcome` by reason (and by listener when there is one) and turns
+/// it into an XDP action.
+#[inline(always)]
+pub fn record_verdict(outcome: Outcome, frame_len: u64) -> u32 {
+    let Some(reason_counter) = REASON_STATS.get_ptr_mut(outcome.reason as u32) else {
+        // Every reason code is below the array size; a failed lookup means a
+        // broken build, which XDP_ABORTED makes visible in xdp tracepoints.
+        return xdp_action::XDP_ABORTED;
+    };
+    bump(reason_counter, frame_len);
+    if let Some(id) = outcome.listener {
+        if let Some(listener_counter) = LISTENER_STATS.get_ptr_mut(id) {
+            bump(listener_counter, frame_len);
+        }
+    }
+    match outcome.reason.verdict() {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+#[inline(always)]
+fn bump(counter: *mut Counter, frame_len: u64) {
+    // SAFETY: the pointer comes from a successful per-CPU map lookup, so it is
+    // valid and only this CPU writes it (XDP runs with preemption disabled).
+    unsafe {
+        (*counter).packets += 1;
+        (*counter).bytes += frame_len;
+    }
+}

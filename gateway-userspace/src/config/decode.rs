@@ -1,0 +1,161 @@
+//! Typed access to [`Node`]s that records a positioned diagnostic for
+//! every problem instead of stopping at the first.
+use std::path::Path;
+
+use super::{
+    diagnostic::{Diagnostic, Severity},
+    yaml::{Node, Value},
+};
+
+/// Decodes one resource, collecting diagnostics.
+pub struct Decoder<'a> {
+    file: &'a Path,
+    /// `<Kind> <namespace>/<name>`, once known.
+    pub resource: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(file: &'a Path) -> Self {
+        Decoder {
+            file,
+            resource: String::new(),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    pub fn report(&mut self, severity: Severity, node: &Node, field: &str, message: String) {
+        self.diagnostics.push(Diagnostic {
+            severity,
+            file: self.file.to_path_buf(),
+            line: node.line,
+            col: node.col,
+            resource: self.resource.clone(),
+            field: field.to_string(),
+            message,
+        });
+    }
+
+    pub fn error(&mut self, node: &Node, field: &str, message: impl Into<String>) {
+        self.report(Severity::Error, node, field, message.into());
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+
+    /// The entries of a mapping; warns about keys not in `known` so typos
+    /// do not pass silently. Null counts as an empty mapping.
+    pub fn mapping<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        known: &[&str],
+    ) -> Option<&'n [(Node, Node)]> {
+        match &node.value {
+            Value::Map(entries) => {
+                for (key, _) in entries {
+                    match &key.value {
+                        Value::Str(name) if known.contains(&name.as_str()) => {}
+                        Value::Str(name) => {
+                            let field = join(path, name);
+                            self.report(
+                                Severity::Warning,
+                                key,
+                                &field,
+                                "unknown field, ignored".to_string(),
+                            );
+                        }
+                        _ => self.error(key, path, "mapping keys must be strings"),
+                    }
+                }
+                Some(entries)
+            }
+            Value::Null => Some(&[]),
+            _ => {
+                self.error(
+                    node,
+                    path,
+                    format!("expected a mapping, found {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+        match &node.value {
+            Value::Str(s) => Some(s.clone()),
+            _ => {
+                self.error(
+                    node,
+                    path,
+                    format!("expected a string, found {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            _ => {
+                self.error(
+                    node,
+                    path,
+                    format!("expected true or false, found {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn integer(&mut self, node: &Node, path: &str) -> Option<i64> {
+        match &node.value {
+            Value::Int(i) => Some(*i),
+            _ => {
+                self.error(
+                    node,
+                    path,
+                    format!("expected an integer, found {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn sequence<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Node]> {
+        match &node.value {
+            Value::Seq(items) => Some(items),
+            Value::Null => Some(&[]),
+            _ => {
+                self.error(
+                    node,
+                    path,
+                    format!("expected a list, found {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `path.field`, or `field` at the top level.
+pub fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// The value of `key` among mapping entries.
+pub fn field<'n>(entries: &'n [(Node, Node)], key: &str) -> Option<&'n Node> {
+    entries
+        .iter()
+        .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
+        .map(|(_, v)| v)
+}

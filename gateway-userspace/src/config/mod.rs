@@ -1,0 +1,195 @@
+//! Reading Istio YAML: the only module that knows YAML. Produces
+//! [`model`](crate::model) values plus every diagnostic, each pinned to
+//! `PATH:LINE:COL`.
+mod decode;
+mod diagnostic;
+mod gateway;
+mod yaml;
+
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+pub use diagnostic::{Diagnostic, Severity};
+
+use self::{decode::Decoder, yaml::Value};
+use crate::model::Gateway;
+
+/// API group whose `v1`, `v1beta1` and `v1alpha3` versions are read alike.
+const ISTIO_NETWORKING: &str = "networking.istio.io";
+const ISTIO_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+
+/// Failure to read the configuration at all (as opposed to problems in it,
+/// which are [`Diagnostic`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A path given on the command line or found in a directory could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Everything read from the configuration paths.
+#[derive(Debug, Default)]
+pub struct Config {
+    /// Gateways without errors, in the order they were read.
+    pub gateways: Vec<Gateway>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Config {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Reads files and directories (recursively, `*.yaml` / `*.yml`, in sorted order).
+pub fn load_paths(paths: &[PathBuf]) -> Result<Config, ConfigError> {
+    let mut files = Vec::new();
+    for path in paths {
+        collect_files(path, &mut files)?;
+    }
+    let mut sources = Vec::new();
+    for file in files {
+        let text = fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        sources.push((file, text));
+    }
+    Ok(load_sources(&sources))
+}
+
+fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = fs::metadata(path).map_err(read_err)?;
+    if !meta.is_dir() {
+        files.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries = fs::read_dir(path)
+        .map_err(read_err)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err)?;
+    entries.sort();
+    for entry in entries {
+        let is_yaml = entry
+            .extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml");
+        if entry.is_dir() || is_yaml {
+            collect_files(&entry, files)?;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes already-read sources; the seam tests use instead of files.
+pub fn load_sources(sources: &[(PathBuf, String)]) -> Config {
+    let mut config = Config::default();
+    // (kind, namespace, name) -> where it was first defined.
+    let mut seen: BTreeMap<(String, String, String), (PathBuf, usize, usize)> = BTreeMap::new();
+    for (file, text) in sources {
+        let docs = match yaml::parse_documents(text) {
+            Ok(docs) => docs,
+            Err(err) => {
+                config.diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    file: file.clone(),
+                    line: err.line,
+                    col: err.col,
+                    resource: String::new(),
+                    field: String::new(),
+                    message: format!("invalid YAML: {}", err.message),
+                });
+                continue;
+            }
+        };
+        for doc in &docs {
+            load_document(file, doc, &mut seen, &mut config);
+        }
+    }
+    config
+}
+
+fn load_document(
+    file: &Path,
+    doc: &yaml::Node,
+    seen: &mut BTreeMap<(String, String, String), (PathBuf, usize, usize)>,
+    config: &mut Config,
+) {
+    if doc.value == Value::Null {
+        return;
+    }
+    let mut d = Decoder::new(file);
+    let (Some(api_version), Some(kind)) = (doc.get("apiVersion"), doc.get("kind")) else {
+        d.error(
+            doc,
+            "",
+            "not a Kubernetes resource: apiVersion and kind are required",
+        );
+        config.diagnostics.append(&mut d.diagnostics);
+        return;
+    };
+    let (Some(api_version), Some(kind)) =
+        (d.string(api_version, "apiVersion"), d.string(kind, "kind"))
+    else {
+        config.diagnostics.append(&mut d.diagnostics);
+        return;
+    };
+    let istio = api_version.split_once('/').is_some_and(|(group, version)| {
+        group == ISTIO_NETWORKING && ISTIO_VERSIONS.contains(&version)
+    });
+    if !istio || kind != "Gateway" {
+        d.report(
+            Severity::Note,
+            doc,
+            "",
+            format!("{kind} ({api_version}) is not served by this gateway yet; skipped"),
+        );
+        config.diagnostics.append(&mut d.diagnostics);
+        return;
+    }
+    let Some((namespace, name)) = gateway::identity(&mut d, doc) else {
+        config.diagnostics.append(&mut d.diagnostics);
+        return;
+    };
+    d.resource = format!("{kind} {namespace}/{name}");
+    let key = (kind.clone(), namespace.clone(), name.clone());
+    if let Some((first_file, line, col)) = seen.get(&key) {
+        let message = format!(
+            "duplicate {kind} {namespace}/{name}: first defined at {}:{line}:{col}",
+            first_file.display()
+        );
+        let name_node = doc
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .unwrap_or(doc);
+        d.error(name_node, "metadata.name", message);
+        config.diagnostics.append(&mut d.diagnostics);
+        return;
+    }
+    let name_node = doc
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .unwrap_or(doc);
+    seen.insert(key, (file.to_path_buf(), name_node.line, name_node.col));
+    if let Some(gw) = gateway::decode(&mut d, doc, namespace, name) {
+        config.gateways.push(gw);
+    }
+    config.diagnostics.append(&mut d.diagnostics);
+}
+
+#[cfg(test)]
+mod tests;

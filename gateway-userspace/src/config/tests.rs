@@ -1,0 +1,203 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::model::{Protocol, TlsMode};
+
+fn load(text: &str) -> Config {
+    load_sources(&[(PathBuf::from("gw.yaml"), text.to_string())])
+}
+
+fn messages(config: &Config) -> Vec<String> {
+    config.diagnostics.iter().map(ToString::to_string).collect()
+}
+
+const REDIRECT: &str = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: web
+  namespace: istio-system
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts:
+    - dataengine.com
+    tls:
+      httpsRedirect: true
+";
+
+#[test]
+fn http_server_with_https_redirect_is_decoded() {
+    let config = load(REDIRECT);
+    assert!(config.diagnostics.is_empty(), "{:?}", messages(&config));
+    let gw = &config.gateways[0];
+    assert_eq!(
+        (gw.namespace.as_str(), gw.name.as_str()),
+        ("istio-system", "web")
+    );
+    assert_eq!(
+        gw.selector.get("istio").map(String::as_str),
+        Some("ingressgateway")
+    );
+    let server = &gw.servers[0];
+    assert_eq!(server.port.number, 80);
+    assert_eq!(server.port.protocol, Protocol::Http);
+    assert_eq!(server.hosts, vec!["dataengine.com".to_string()]);
+    let tls = server.tls.as_ref().unwrap();
+    assert!(tls.https_redirect);
+    assert_eq!(tls.mode, TlsMode::Passthrough);
+}
+
+#[test]
+fn every_istio_api_version_is_read_alike() {
+    for version in ["v1", "v1beta1", "v1alpha3"] {
+        let text = REDIRECT.replace(
+            "networking.istio.io/v1",
+            &format!("networking.istio.io/{version}"),
+        );
+        assert_eq!(load(&text).gateways.len(), 1, "{version}");
+    }
+}
+
+#[test]
+fn namespace_defaults_to_default() {
+    let config = load(&REDIRECT.replace("  namespace: istio-system\n", ""));
+    assert_eq!(config.gateways[0].namespace, "default");
+}
+
+#[test]
+fn invalid_protocol_is_pinned_to_its_field() {
+    let config = load(&REDIRECT.replace("protocol: HTTP", "protocol: \"\""));
+    assert_eq!(config.gateways.len(), 0);
+    let first = &messages(&config)[0];
+    assert!(
+        first.starts_with("gw.yaml:13:17: error: Gateway istio-system/web: spec.servers[0].port.protocol: invalid protocol \"\""),
+        "{first}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = REDIRECT
+        .replace("protocol: HTTP", "protocol: SMTP")
+        .replace("name: http", "name: \"\"");
+    let config = load(&text);
+    let errors: Vec<_> = config
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.field.as_str())
+        .collect();
+    assert_eq!(
+        errors,
+        vec!["spec.servers[0].port.protocol", "spec.servers[0].port.name"]
+    );
+}
+
+#[test]
+fn unknown_field_is_a_warning_not_silence() {
+    let config = load(&REDIRECT.replace(
+        "httpsRedirect: true",
+        "httpsRedirect: true\n      httpRedirect: true",
+    ));
+    assert_eq!(config.gateways.len(), 1);
+    let warning = &messages(&config)[0];
+    assert!(
+        warning.contains(
+            "warning: Gateway istio-system/web: spec.servers[0].tls.httpRedirect: unknown field"
+        ),
+        "{warning}"
+    );
+}
+
+#[test]
+fn https_server_with_empty_tls_is_an_error() {
+    let text = REDIRECT
+        .replace("protocol: HTTP", "protocol: HTTPS")
+        .replace("    tls:\n      httpsRedirect: true\n", "    tls:\n");
+    let config = load(&text);
+    assert!(
+        messages(&config)
+            .iter()
+            .any(|m| m.contains("server must have TLS settings for HTTPS/TLS protocols")),
+        "{:?}",
+        messages(&config)
+    );
+}
+
+#[test]
+fn duplicate_gateway_names_both_locations() {
+    let config = load(&format!("{REDIRECT}---\n{REDIRECT}"));
+    assert_eq!(config.gateways.len(), 1);
+    let error = &messages(&config)[0];
+    assert!(
+        error.contains("duplicate Gateway istio-system/web: first defined at gw.yaml:4:9"),
+        "{error}"
+    );
+    assert!(error.starts_with("gw.yaml:22:9:"), "{error}");
+}
+
+#[test]
+fn other_kinds_are_skipped_with_a_note() {
+    let config = load("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n");
+    assert_eq!(config.diagnostics[0].severity, Severity::Note);
+    assert!(!config.has_errors());
+}
+
+#[test]
+fn yaml_syntax_error_is_positioned() {
+    let config = load("kind: [Gateway\n");
+    let error = &messages(&config)[0];
+    assert!(error.starts_with("gw.yaml:"), "{error}");
+    assert!(error.contains("error: invalid YAML"), "{error}");
+}
+
+#[test]
+fn wrong_types_are_errors_not_panics() {
+    let config = load(
+        &REDIRECT
+            .replace("number: 80", "number: eighty")
+            .replace("- dataengine.com", "- {a: b}"),
+    );
+    let fields: Vec<_> = config
+        .diagnostics
+        .iter()
+        .map(|d| d.field.as_str())
+        .collect();
+    assert!(
+        fields.contains(&"spec.servers[0].port.number"),
+        "{fields:?}"
+    );
+    assert!(fields.contains(&"spec.servers[0].hosts[0]"), "{fields:?}");
+}
+
+#[test]
+fn directories_are_read_recursively_in_sorted_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(
+        dir.path().join("sub/b.yaml"),
+        REDIRECT.replace("name: web", "name: b"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("a.yml"),
+        REDIRECT.replace("name: web", "name: a"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not yaml").unwrap();
+    let config = load_paths(&[dir.path().to_path_buf()]).unwrap();
+    let names: Vec<_> = config.gateways.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, vec!["a", "b"]);
+}
+
+#[test]
+fn unreadable_path_is_an_error_naming_it() {
+    let err = load_paths(&[PathBuf::from("/nonexistent/gw.yaml")]).unwrap_err();
+    assert_eq!(err.to_string(), "cannot read /nonexistent/gw.yaml");
+}

@@ -1,0 +1,120 @@
+use std::io;
+
+use aya::{EbpfError, maps::MapError, programs::ProgramError};
+
+/// Why the kernel side could not be set up; every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The binary was built without bpf-linker, so it carries no XDP object.
+    #[error(
+        "this binary was built without the XDP program (bpf-linker or the nightly toolchain was missing); rebuild with `cargo xtask run`, which installs them"
+    )]
+    NotBuilt,
+    /// Loading needs CAP_BPF and CAP_NET_ADMIN.
+    #[error(
+        "permission denied loading the XDP program: run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+    )]
+    PermissionDenied,
+    /// The verifier or the kernel refused the object.
+    #[error(
+        "the kernel rejected the XDP program; this gateway needs Linux >= 5.10 with BPF and BTF enabled"
+    )]
+    KernelRejected {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The object lacks a map the loader needs: a build mismatch.
+    #[error("the XDP object has no map named {name}; rebuild the gateway")]
+    MissingMap { name: &'static str },
+    /// The object lacks the program: a build mismatch.
+    #[error("the XDP object has no program named {name}; rebuild the gateway")]
+    MissingProgram { name: &'static str },
+    /// The program is not an XDP program: a build mismatch.
+    #[error("the program in the object is not an XDP program")]
+    WrongProgramType {
+        #[source]
+        source: ProgramError,
+    },
+    /// Reading or writing a map failed.
+    #[error("map {name} operation failed")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    /// No interface with that name in this network namespace.
+    #[error("no network interface named {interface:?} (see `ip link`)")]
+    UnknownInterface { interface: String },
+    /// Another XDP program is attached to the interface.
+    #[error(
+        "interface {interface} already has an XDP program attached (another gateway instance, or a stale one: `ip link set dev {interface} xdp off` removes it)"
+    )]
+    AlreadyAttached { interface: String },
+    /// The driver does not support the requested mode.
+    #[error("cannot attach XDP to {interface} in the requested mode; try `--xdp-mode generic`")]
+    Attach {
+        interface: String,
+        #[source]
+        source: ProgramError,
+    },
+    /// Detaching failed.
+    #[error("detaching the XDP program failed")]
+    Detach {
+        #[source]
+        source: ProgramError,
+    },
+}
+
+impl DataplaneError {
+    pub(super) fn from_load(err: EbpfError) -> Self {
+        if is_permission_error(&err) {
+            return DataplaneError::PermissionDenied;
+        }
+        DataplaneError::KernelRejected {
+            source: Box::new(err),
+        }
+    }
+
+    pub(super) fn from_program_load(err: ProgramError) -> Self {
+        if is_permission_error(&err) {
+            return DataplaneError::PermissionDenied;
+        }
+        DataplaneError::KernelRejected {
+            source: Box::new(err),
+        }
+    }
+
+    pub(super) fn from_attach(interface: &str, err: ProgramError) -> Self {
+        match &err {
+            ProgramError::UnknownInterface { .. } => DataplaneError::UnknownInterface {
+                interface: interface.to_string(),
+            },
+            _ if io_errno(&err) == Some(libc::EBUSY) || io_errno(&err) == Some(libc::EEXIST) => {
+                DataplaneError::AlreadyAttached {
+                    interface: interface.to_string(),
+                }
+            }
+            _ if is_permission_error(&err) => DataplaneError::PermissionDenied,
+            _ => DataplaneError::Attach {
+                interface: interface.to_string(),
+                source: err,
+            },
+        }
+    }
+}
+
+/// The errno of the first `io::Error` in the source chain.
+fn io_errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return io.raw_os_error();
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn is_permission_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(io_errno(err), Some(libc::EPERM) | Some(libc::EACCES))
+}

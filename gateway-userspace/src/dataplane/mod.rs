@@ -1,0 +1,263 @@
+//! The only module that talks to the kernel's BPF side: loads the embedded
+//! XDP object, applies a [`Plan`] to its maps as a diff, attaches it to an
+//! interface and reads the counters. It never decides what is served.
+mod error;
+
+use std::collections::BTreeSet;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{ProgramError, Xdp, XdpMode},
+};
+use gateway_common::{
+    Counter, ListenerKey, ListenerValue, LocalAddrValue, MAX_LISTENERS, Reason, Settings, map_names,
+};
+
+pub use self::error::DataplaneError;
+use crate::compile::{Plan, addr_key};
+
+/// Name of the XDP function in the object (`gateway-ebpf/src/main.rs`).
+pub const PROGRAM_NAME: &str = "xdp_ingress";
+
+/// The XDP object built by build.rs, embedded so the binary is self-contained.
+#[cfg(not(gateway_no_ebpf))]
+pub static XDP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-xdp"));
+/// Empty when bpf-linker was missing at build time; `load` explains.
+#[cfg(gateway_no_ebpf)]
+pub static XDP_OBJECT: &[u8] = &[];
+
+/// The loaded XDP program and its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    attached: Option<Attachment>,
+}
+
+struct Attachment {
+    interface: String,
+    link: aya::programs::xdp::XdpLinkId,
+}
+
+/// How to attach the program to the interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Driver mode when the driver supports it, generic otherwise.
+    Auto,
+    /// Native (driver) XDP only.
+    Native,
+    /// Generic (skb) XDP, for drivers without XDP support.
+    Generic,
+}
+
+impl Dataplane {
+    /// Loads the object into the kernel and checks every map the loader
+    /// relies on exists.
+    pub fn load() -> Result<Self, DataplaneError> {
+        if XDP_OBJECT.is_empty() {
+            return Err(DataplaneError::NotBuilt);
+        }
+        raise_memlock_limit();
+        let mut ebpf = Ebpf::load(XDP_OBJECT).map_err(DataplaneError::from_load)?;
+        for name in map_names::ALL {
+            if ebpf.map(name).is_none() {
+                return Err(DataplaneError::MissingMap { name });
+            }
+        }
+        let program = xdp_program(&mut ebpf)?;
+        program.load().map_err(DataplaneError::from_program_load)?;
+        Ok(Dataplane {
+            ebpf,
+            attached: None,
+        })
+    }
+
+    /// The loaded program, for `BPF_PROG_TEST_RUN` in tests and benchmarks.
+    pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        xdp_program(&mut self.ebpf)
+    }
+
+    /// Makes the maps equal to `plan`: inserts and updates what it has,
+    /// removes what it no longer has; entries that do not change are not
+    /// touched, so traffic to them never sees a gap.
+    pub fn apply(&mut self, plan: &Plan, settings: Settings) -> Result<(), DataplaneError> {
+        let mut listeners: HashMap<&mut MapData, ListenerKey, ListenerValue> =
+            map(&mut self.ebpf, map_names::LISTENERS)?;
+        let wanted: Vec<(ListenerKey, ListenerValue)> = plan
+            .listeners
+            .iter()
+            .map(|l| (l.key(), l.value()))
+            .collect();
+        let stale: Vec<ListenerKey> = listeners
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !wanted.iter().any(|(k, _)| k == key))
+            .collect();
+        for (key, value) in &wanted {
+            if listeners.get(key, 0).ok().as_ref() != Some(value) {
+                listeners
+                    .insert(key, value, 0)
+                    .map_err(|source| DataplaneError::Map {
+                        name: map_names::LISTENERS,
+                        source,
+                    })?;
+            }
+        }
+        for key in &stale {
+            listeners
+                .remove(key)
+                .map_err(|source| DataplaneError::Map {
+                    name: map_names::LISTENERS,
+                    source,
+                })?;
+        }
+
+        let mut local: HashMap<&mut MapData, [u8; 16], LocalAddrValue> =
+            map(&mut self.ebpf, map_names::LOCAL_ADDRS)?;
+        let wanted: BTreeSet<[u8; 16]> = plan.local_addrs.iter().copied().map(addr_key).collect();
+        let stale: Vec<[u8; 16]> = local
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !wanted.contains(key))
+            .collect();
+        for key in &wanted {
+            local
+                .insert(key, LocalAddrValue { flags: 0 }, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: map_names::LOCAL_ADDRS,
+                    source,
+                })?;
+        }
+        for key in &stale {
+            local.remove(key).map_err(|source| DataplaneError::Map {
+                name: map_names::LOCAL_ADDRS,
+                source,
+            })?;
+        }
+
+        let mut settings_map: Array<&mut MapData, Settings> =
+            map(&mut self.ebpf, map_names::SETTINGS)?;
+        settings_map
+            .set(0, settings, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: map_names::SETTINGS,
+                source,
+            })
+    }
+
+    /// Attaches the program to `interface`. Fails if any XDP program is
+    /// already attached there (another instance, or a stale attachment).
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<(), DataplaneError> {
+        let xdp_mode = match mode {
+            AttachMode::Auto => XdpMode::Default,
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+        };
+        let program = xdp_program(&mut self.ebpf)?;
+        let link = program
+            .attach(interface, xdp_mode)
+            .map_err(|source| DataplaneError::from_attach(interface, source))?;
+        self.attached = Some(Attachment {
+            interface: interface.to_string(),
+            link,
+        });
+        Ok(())
+    }
+
+    /// Detaches from the interface; dropping the `Dataplane` does the same.
+    pub fn detach(&mut self) -> Result<Option<String>, DataplaneError> {
+        let Some(attachment) = self.attached.take() else {
+            return Ok(None);
+        };
+        let program = xdp_program(&mut self.ebpf)?;
+        program
+            .detach(attachment.link)
+            .map_err(|source| DataplaneError::Detach { source })?;
+        Ok(Some(attachment.interface))
+    }
+
+    /// Counters summed over CPUs: by reason code, and by listener id.
+    pub fn stats(&self) -> Result<Stats, DataplaneError> {
+        let reasons: PerCpuArray<&MapData, Counter> = map_ref(&self.ebpf, map_names::REASON_STATS)?;
+        let listeners: PerCpuArray<&MapData, Counter> =
+            map_ref(&self.ebpf, map_names::LISTENER_STATS)?;
+        let sum = |array: &PerCpuArray<&MapData, Counter>, index: u32, name: &'static str| {
+            array
+                .get(&index, 0)
+                .map(|per_cpu| {
+                    per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                        packets: acc.packets + c.packets,
+                        bytes: acc.bytes + c.bytes,
+                    })
+                })
+                .map_err(|source| DataplaneError::Map { name, source })
+        };
+        let mut stats = Stats::default();
+        for reason in Reason::ALL {
+            stats.reasons.push((
+                reason,
+                sum(&reasons, reason as u32, map_names::REASON_STATS)?,
+            ));
+        }
+        for id in 0..MAX_LISTENERS {
+            let counter = sum(&listeners, id, map_names::LISTENER_STATS)?;
+            if counter.packets != 0 {
+                stats.listeners.push((id, counter));
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// Counter snapshot, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Every reason, in code order.
+    pub reasons: Vec<(Reason, Counter)>,
+    /// Listeners that saw at least one packet, by id.
+    pub listeners: Vec<(u32, Counter)>,
+}
+
+impl Stats {
+    /// The counter of one reason.
+    pub fn reason(&self, reason: Reason) -> Counter {
+        self.reasons
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(Counter::default(), |(_, c)| *c)
+    }
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(DataplaneError::MissingProgram { name: PROGRAM_NAME })?
+        .try_into()
+        .map_err(|source: ProgramError| DataplaneError::WrongProgramType { source })
+}
+
+fn map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let raw = ebpf
+        .map_mut(name)
+        .ok_or(DataplaneError::MissingMap { name })?;
+    T::try_from(raw).map_err(|source| DataplaneError::Map { name, source })
+}
+
+fn map_ref<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let raw = ebpf.map(name).ok_or(DataplaneError::MissingMap { name })?;
+    T::try_from(raw).map_err(|source| DataplaneError::Map { name, source })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it so map
+/// creation does not fail there. Newer kernels ignore it.
+fn raise_memlock_limit() {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    if let Err(err) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        log::debug!("could not raise RLIMIT_MEMLOCK: {err}");
+    }
+}

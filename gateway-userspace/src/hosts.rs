@@ -1,0 +1,208 @@
+//! Host matching as Envoy does it for an Istio virtual host: exact names
+//! first, then `*.suffix` wildcards longest first, then `*`; case-insensitive,
+//! port in the Host header ignored.
+use std::fmt;
+
+/// A server host with its `namespace/` prefix removed, lower-cased.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HostPattern {
+    /// `example.com`
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`; matches `a.example.com`
+    /// and `a.b.example.com`, never `example.com`.
+    Suffix(String),
+    /// `*`
+    Any,
+}
+
+impl HostPattern {
+    /// Parses a Gateway server host (`[ns/]name`).
+    pub fn from_server_host(host: &str) -> Self {
+        let name = host.split_once('/').map_or(host, |(_, name)| name);
+        let name = name.to_ascii_lowercase();
+        if name == "*" {
+            HostPattern::Any
+        } else if let Some(suffix) = name.strip_prefix('*') {
+            HostPattern::Suffix(suffix.to_string())
+        } else {
+            HostPattern::Exact(name)
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => name == host,
+            HostPattern::Suffix(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+            HostPattern::Any => true,
+        }
+    }
+
+    /// Sort key: exact before wildcard, longer wildcard before shorter, `*` last.
+    fn precedence(&self) -> (u8, std::cmp::Reverse<usize>) {
+        match self {
+            HostPattern::Exact(name) => (0, std::cmp::Reverse(name.len())),
+            HostPattern::Suffix(suffix) => (1, std::cmp::Reverse(suffix.len())),
+            HostPattern::Any => (2, std::cmp::Reverse(0)),
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Suffix(suffix) => write!(f, "*{suffix}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+/// What the proxy does for requests to one virtual host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualHost {
+    pub pattern: HostPattern,
+    /// Answer every request with a 301 to `https://` (`tls.httpsRedirect`).
+    pub https_redirect: bool,
+}
+
+/// The virtual hosts of one plaintext HTTP listener, in match precedence.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostTable {
+    hosts: Vec<VirtualHost>,
+}
+
+impl HostTable {
+    /// Builds a table; the same pattern from several servers becomes one
+    /// virtual host that redirects if any of them asks to (Istio: sticky).
+    pub fn new(hosts: impl IntoIterator<Item = VirtualHost>) -> Self {
+        let mut merged: Vec<VirtualHost> = Vec::new();
+        for host in hosts {
+            match merged.iter_mut().find(|h| h.pattern == host.pattern) {
+                Some(existing) => existing.https_redirect |= host.https_redirect,
+                None => merged.push(host),
+            }
+        }
+        merged.sort_by(|a, b| {
+            a.pattern
+                .precedence()
+                .cmp(&b.pattern.precedence())
+                .then_with(|| a.pattern.cmp(&b.pattern))
+        });
+        HostTable { hosts: merged }
+    }
+
+    /// The virtual host serving a Host header value (or :authority).
+    pub fn lookup(&self, authority: &str) -> Option<&VirtualHost> {
+        let host = strip_port(authority).to_ascii_lowercase();
+        self.hosts.iter().find(|vh| vh.pattern.matches(&host))
+    }
+
+    /// Virtual hosts in precedence order.
+    pub fn hosts(&self) -> &[VirtualHost] {
+        &self.hosts
+    }
+}
+
+/// `example.com:8080` -> `example.com`; `[2001:db8::1]:80` -> `[2001:db8::1]`.
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(hosts: &[(&str, bool)]) -> HostTable {
+        HostTable::new(hosts.iter().map(|(h, r)| VirtualHost {
+            pattern: HostPattern::from_server_host(h),
+            https_redirect: *r,
+        }))
+    }
+
+    fn matched(table: &HostTable, host: &str) -> Option<String> {
+        table.lookup(host).map(|vh| vh.pattern.to_string())
+    }
+
+    #[test]
+    fn exact_host_beats_wildcard() {
+        let t = table(&[("*.example.com", false), ("a.example.com", true)]);
+        assert_eq!(
+            matched(&t, "a.example.com").as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            matched(&t, "b.example.com").as_deref(),
+            Some("*.example.com")
+        );
+    }
+
+    #[test]
+    fn longest_wildcard_suffix_wins() {
+        let t = table(&[("*.com", false), ("*.example.com", false)]);
+        assert_eq!(
+            matched(&t, "a.example.com").as_deref(),
+            Some("*.example.com")
+        );
+        assert_eq!(matched(&t, "a.other.com").as_deref(), Some("*.com"));
+    }
+
+    #[test]
+    fn wildcard_never_matches_the_bare_domain() {
+        let t = table(&[("*.example.com", false)]);
+        assert_eq!(matched(&t, "example.com"), None);
+    }
+
+    #[test]
+    fn star_matches_everything_last() {
+        let t = table(&[("*", false), ("a.example.com", false)]);
+        assert_eq!(matched(&t, "zzz").as_deref(), Some("*"));
+        assert_eq!(
+            matched(&t, "a.example.com").as_deref(),
+            Some("a.example.com")
+        );
+    }
+
+    #[test]
+    fn matching_ignores_case_and_port() {
+        let t = table(&[("DataEngine.com", true)]);
+        assert_eq!(
+            matched(&t, "dataengine.COM:31380").as_deref(),
+            Some("dataengine.com")
+        );
+    }
+
+    #[test]
+    fn namespace_prefix_is_not_part_of_the_host() {
+        let t = table(&[
+            ("istio-system/a.example.com", false),
+            ("./b.example.com", false),
+        ]);
+        assert!(t.lookup("a.example.com").is_some());
+        assert!(t.lookup("b.example.com").is_some());
+    }
+
+    #[test]
+    fn ipv6_literal_authority_keeps_brackets() {
+        assert_eq!(strip_port("[2001:db8::1]:80"), "[2001:db8::1]");
+        assert_eq!(strip_port("[2001:db8::1]"), "[2001:db8::1]");
+        assert_eq!(strip_port("example.com"), "example.com");
+    }
+
+    #[test]
+    fn redirect_is_sticky_across_servers_with_the_same_host() {
+        let t = table(&[("a.example.com", false), ("a.example.com", true)]);
+        assert_eq!(t.hosts().len(), 1);
+        assert!(t.lookup("a.example.com").unwrap().https_redirect);
+    }
+}

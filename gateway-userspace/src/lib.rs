@@ -1,0 +1,14 @@
+//! The gateway daemon's library: Istio config in, BPF maps and a proxy out.
+//!
+//! Pipeline: [`config::load_paths`] -> [`compile::plan`] ->
+//! [`dataplane::Dataplane::apply`] and [`proxy::bind_all`]. See ARCHITECTURE.md.
+#![deny(unsafe_code)]
+
+pub mod admin;
+pub mod compile;
+pub mod config;
+pub mod dataplane;
+pub mod hosts;
+pub mod model;
+pub mod proxy;
+pub mod stats;

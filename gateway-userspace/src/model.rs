@@ -1,0 +1,157 @@
+//! The validated configuration the compiler works from: plain Rust values,
+//! no YAML, no kernel types beyond the listener kind.
+use std::{collections::BTreeMap, net::IpAddr};
+
+use gateway_common::{IPPROTO_TCP, IPPROTO_UDP, ListenerKind};
+
+/// An Istio `Gateway` that passed decoding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gateway {
+    pub namespace: String,
+    pub name: String,
+    /// Workload labels this Gateway applies to; empty applies to every gateway.
+    pub selector: BTreeMap<String, String>,
+    pub servers: Vec<Server>,
+}
+
+/// One `spec.servers[]` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Server {
+    pub port: Port,
+    /// Hosts as written, including any `namespace/` prefix.
+    pub hosts: Vec<String>,
+    /// `bind` address; `None` serves every gateway address.
+    pub bind: Option<IpAddr>,
+    pub tls: Option<ServerTls>,
+}
+
+/// `spec.servers[].port`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Port {
+    pub number: u16,
+    pub name: String,
+    pub protocol: Protocol,
+}
+
+/// The parts of `spec.servers[].tls` the data plane acts on today.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerTls {
+    pub https_redirect: bool,
+    pub mode: TlsMode,
+}
+
+/// `tls.mode`; Istio's default (field absent) is `Passthrough`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    Passthrough,
+    Simple,
+    Mutual,
+    AutoPassthrough,
+    IstioMutual,
+    OptionalMutual,
+}
+
+impl TlsMode {
+    /// Parses the case-sensitive enum name Istio's CRD accepts.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "PASSTHROUGH" => Self::Passthrough,
+            "SIMPLE" => Self::Simple,
+            "MUTUAL" => Self::Mutual,
+            "AUTO_PASSTHROUGH" => Self::AutoPassthrough,
+            "ISTIO_MUTUAL" => Self::IstioMutual,
+            "OPTIONAL_MUTUAL" => Self::OptionalMutual,
+            _ => return None,
+        })
+    }
+}
+
+/// `port.protocol`, parsed case-insensitively as Istio does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    GrpcWeb,
+    Https,
+    Tls,
+    Tcp,
+    Mongo,
+    Redis,
+    Mysql,
+    Udp,
+}
+
+impl Protocol {
+    /// Parses every protocol Istio's `protocol.Parse` knows (case-insensitive).
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text.to_ascii_lowercase().as_str() {
+            "http" => Self::Http,
+            "http2" => Self::Http2,
+            "grpc" => Self::Grpc,
+            "grpc-web" => Self::GrpcWeb,
+            "https" => Self::Https,
+            "tls" => Self::Tls,
+            "tcp" => Self::Tcp,
+            "mongo" => Self::Mongo,
+            "redis" => Self::Redis,
+            "mysql" => Self::Mysql,
+            "udp" => Self::Udp,
+            _ => return None,
+        })
+    }
+
+    /// HTTP, HTTP2, GRPC and GRPC-WEB share one plaintext listener.
+    pub fn is_http_family(self) -> bool {
+        matches!(self, Self::Http | Self::Http2 | Self::Grpc | Self::GrpcWeb)
+    }
+
+    /// How the kernel classifies this protocol's listener.
+    pub fn listener_kind(self) -> ListenerKind {
+        match self {
+            _ if self.is_http_family() => ListenerKind::Http,
+            Self::Https | Self::Tls => ListenerKind::Tls,
+            _ => ListenerKind::Tcp,
+        }
+    }
+
+    /// The L4 protocol number the listener is keyed by.
+    pub fn ip_protocol(self) -> u8 {
+        match self {
+            Self::Udp => IPPROTO_UDP,
+            _ => IPPROTO_TCP,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_parse_is_case_insensitive() {
+        assert_eq!(Protocol::parse("hTTp"), Some(Protocol::Http));
+        assert_eq!(Protocol::parse("GRPC-WEB"), Some(Protocol::GrpcWeb));
+        assert_eq!(Protocol::parse(""), None);
+    }
+
+    #[test]
+    fn http_family_shares_the_http_listener_kind() {
+        for p in [
+            Protocol::Http,
+            Protocol::Http2,
+            Protocol::Grpc,
+            Protocol::GrpcWeb,
+        ] {
+            assert_eq!(p.listener_kind(), ListenerKind::Http);
+        }
+        assert_eq!(Protocol::Https.listener_kind(), ListenerKind::Tls);
+        assert_eq!(Protocol::Mongo.listener_kind(), ListenerKind::Tcp);
+    }
+
+    #[test]
+    fn tls_mode_is_case_sensitive() {
+        assert_eq!(TlsMode::parse("SIMPLE"), Some(TlsMode::Simple));
+        assert_eq!(TlsMode::parse("simple"), None);
+    }
+}

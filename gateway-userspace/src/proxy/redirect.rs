@@ -1,0 +1,199 @@
+//! What the plaintext HTTP listener answers, decided from the request head
+//! alone. Pure so the Istio/Envoy contract is pinned by unit tests.
+use crate::hosts::HostTable;
+
+/// The proxy's answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// 301 with `Location`, empty body (Envoy's `require_tls: ALL`).
+    Redirect { location: String },
+    /// 404: no virtual host for the authority, or a virtual host with no
+    /// routes (Envoy's `NR`).
+    NotFound,
+    /// 400: the request cannot be routed (missing or invalid authority).
+    BadRequest { reason: &'static str },
+    /// 426: HTTP/1.0, which Istio's gateway does not accept.
+    UpgradeRequired,
+}
+
+/// The request facts the answer depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead<'a> {
+    /// HTTP/1.0 request.
+    pub http10: bool,
+    /// Absolute-form or HTTP/2 `:authority`, which takes precedence over Host.
+    pub uri_authority: Option<&'a str>,
+    /// Every `Host` header value, in order.
+    pub host_headers: &'a [&'a [u8]],
+    /// `:path` including the query; `None` for authority-form (CONNECT).
+    pub path_and_query: Option<&'a str>,
+}
+
+/// Decides the answer for a request on a listener serving `hosts`.
+pub fn answer(hosts: &HostTable, head: RequestHead<'_>) -> Answer {
+    if head.http10 {
+        return Answer::UpgradeRequired;
+    }
+    let authority = match (head.uri_authority, head.host_headers) {
+        (Some(authority), _) => authority,
+        (None, [host]) => match std::str::from_utf8(host) {
+            Ok(host) => host,
+            Err(_) => {
+                return Answer::BadRequest {
+                    reason: "invalid Host header",
+                };
+            }
+        },
+        (None, []) => {
+            return Answer::BadRequest {
+                reason: "missing Host header",
+            };
+        }
+        (None, _) => {
+            return Answer::BadRequest {
+                reason: "multiple Host headers",
+            };
+        }
+    };
+    if !is_valid_authority(authority) {
+        return Answer::BadRequest {
+            reason: "invalid Host header",
+        };
+    }
+    let Some(virtual_host) = hosts.lookup(authority) else {
+        return Answer::NotFound;
+    };
+    let Some(path) = head.path_and_query else {
+        return Answer::NotFound;
+    };
+    if virtual_host.https_redirect {
+        // Envoy copies the authority verbatim, port included, and never invents one.
+        Answer::Redirect {
+            location: format!("https://{authority}{path}"),
+        }
+    } else {
+        // No VirtualService routing yet: a virtual host without routes is 404 NR in Envoy.
+        Answer::NotFound
+    }
+}
+
+/// RFC 3986 `host [ ":" port ]` characters: unreserved, sub-delims, `:`,
+/// brackets for IPv6 literals and `%` for escapes. Rejects `/`, `?`, `#`,
+/// `@` and whitespace so a Host header cannot smuggle a path into `Location`.
+fn is_valid_authority(authority: &str) -> bool {
+    !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::{HostPattern, VirtualHost};
+
+    fn dataengine() -> HostTable {
+        HostTable::new([VirtualHost {
+            pattern: HostPattern::from_server_host("dataengine.com"),
+            https_redirect: true,
+        }])
+    }
+
+    fn head<'a>(hosts: &'a [&'a [u8]], path: &'a str) -> RequestHead<'a> {
+        RequestHead {
+            http10: false,
+            uri_authority: None,
+            host_headers: hosts,
+            path_and_query: Some(path),
+        }
+    }
+
+    #[test]
+    fn redirect_keeps_host_path_and_query_verbatim() {
+        let answer = answer(&dataengine(), head(&[b"dataengine.com"], "/x?y=1"));
+        assert_eq!(
+            answer,
+            Answer::Redirect {
+                location: "https://dataengine.com/x?y=1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn redirect_keeps_the_port_of_the_host_header() {
+        let answer = answer(&dataengine(), head(&[b"DataEngine.com:8080"], "/"));
+        assert_eq!(
+            answer,
+            Answer::Redirect {
+                location: "https://DataEngine.com:8080/".into()
+            }
+        );
+    }
+
+    #[test]
+    fn undeclared_host_is_not_found_not_redirected() {
+        assert_eq!(
+            answer(&dataengine(), head(&[b"other.com"], "/")),
+            Answer::NotFound
+        );
+    }
+
+    #[test]
+    fn absolute_form_authority_wins_over_host_header() {
+        let mut h = head(&[b"other.com"], "/a");
+        h.uri_authority = Some("dataengine.com");
+        assert_eq!(
+            answer(&dataengine(), h),
+            Answer::Redirect {
+                location: "https://dataengine.com/a".into()
+            }
+        );
+    }
+
+    #[test]
+    fn missing_host_is_a_bad_request() {
+        assert!(matches!(
+            answer(&dataengine(), head(&[], "/")),
+            Answer::BadRequest { .. }
+        ));
+    }
+
+    #[test]
+    fn duplicate_host_headers_are_a_bad_request() {
+        let hosts: &[&[u8]] = &[b"dataengine.com", b"dataengine.com"];
+        assert!(matches!(
+            answer(&dataengine(), head(hosts, "/")),
+            Answer::BadRequest { .. }
+        ));
+    }
+
+    #[test]
+    fn host_with_path_characters_is_a_bad_request() {
+        let star = HostTable::new([VirtualHost {
+            pattern: HostPattern::Any,
+            https_redirect: true,
+        }]);
+        for bad in [&b"evil.com/x"[..], b"a@b.com", b"a b", b""] {
+            assert!(
+                matches!(answer(&star, head(&[bad], "/")), Answer::BadRequest { .. }),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn http10_gets_upgrade_required() {
+        let mut h = head(&[b"dataengine.com"], "/");
+        h.http10 = true;
+        assert_eq!(answer(&dataengine(), h), Answer::UpgradeRequired);
+    }
+
+    #[test]
+    fn host_without_redirect_has_no_routes_yet() {
+        let plain = HostTable::new([VirtualHost {
+            pattern: HostPattern::from_server_host("plain.com"),
+            https_redirect: false,
+        }]);
+        assert_eq!(answer(&plain, head(&[b"plain.com"], "/")), Answer::NotFound);
+    }
+}
