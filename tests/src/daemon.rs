@@ -1,0 +1,142 @@
+//! A `gateway run` process inside a test namespace: started, waited for
+//! until ready, stopped with SIGTERM (SIGKILL if it hangs) on drop.
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Child, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::netns::Topology;
+
+/// Where the daemon's admin endpoint listens inside its namespace.
+pub const ADMIN: &str = "127.0.0.1:15000";
+
+/// The `gateway` binary under test: `GATEWAY_BIN` (set by `cargo xtask test`)
+/// or the workspace's debug build.
+pub fn gateway_bin() -> PathBuf {
+    match std::env::var_os("GATEWAY_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/gateway"),
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `gateway run <args>` in the topology's gateway namespace and
+    /// waits until its admin endpoint answers. Panics with the daemon's log
+    /// if it exits or is not ready within 20 seconds.
+    pub fn start(topology: &Topology, args: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("{}-gateway.log", topology.gateway_ns));
+        let log_file = fs::File::create(&log).expect("create daemon log");
+        let child = topology
+            .exec(&topology.gateway_ns, &[])
+            .arg(gateway_bin())
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn gateway");
+        let mut daemon = Daemon {
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = daemon.try_wait() {
+                panic!("gateway exited early with {status}:\n{}", daemon.log());
+            }
+            let ready = topology.gateway(&[
+                "curl",
+                "-sf",
+                "--max-time",
+                "1",
+                &format!("http://{ADMIN}/ready"),
+            ]);
+            if ready.status.success() {
+                return daemon;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready after 20s:\n{}",
+                daemon.log()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The daemon's combined stdout and stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends SIGTERM and waits up to 10 seconds; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// Runs `gateway <args>` to completion in the gateway namespace.
+pub fn run_to_completion(
+    topology: &Topology,
+    args: &[&str],
+    timeout: Duration,
+) -> std::process::Output {
+    let mut cmd = topology.exec(
+        &topology.gateway_ns,
+        &["timeout", "-s", "KILL", &timeout.as_secs().to_string()],
+    );
+    cmd.arg(gateway_bin()).args(args);
+    cmd.output().expect("run gateway")
+}
+
+/// Reads one counter from the daemon's `/stats`.
+pub fn stat(topology: &Topology, name: &str) -> u64 {
+    let out = topology.gateway(&[
+        "curl",
+        "-sf",
+        "--max-time",
+        "2",
+        &format!("http://{ADMIN}/stats"),
+    ]);
+    assert!(out.status.success(), "cannot read /stats");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("no stat {name} in:\n{text}"))
+}

@@ -1,0 +1,121 @@
+//! Two network namespaces joined by a veth pair, with documentation-range
+//! addresses: the gateway side and the client side. Removed on drop.
+use std::{
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// Gateway-side IPv4 address.
+pub const GATEWAY_V4: &str = "192.0.2.1";
+/// Client-side IPv4 address.
+pub const CLIENT_V4: &str = "192.0.2.2";
+/// Gateway-side IPv6 address.
+pub const GATEWAY_V6: &str = "2001:db8::1";
+/// Client-side IPv6 address.
+pub const CLIENT_V6: &str = "2001:db8::2";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The namespaces and links of one test.
+pub struct Topology {
+    /// Namespace the daemon runs in.
+    pub gateway_ns: String,
+    /// Namespace the clients run in.
+    pub client_ns: String,
+    /// The veth end inside `gateway_ns`, where XDP attaches.
+    pub gateway_if: String,
+}
+
+impl Topology {
+    /// Creates the namespaces and link; panics (after cleaning up) on failure.
+    pub fn new() -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}x{n}", std::process::id() % 100_000);
+        let topology = Topology {
+            gateway_ns: format!("gwt-{tag}-gw"),
+            client_ns: format!("gwt-{tag}-cl"),
+            gateway_if: format!("gw{tag}"),
+        };
+        let client_if = format!("cl{tag}");
+        let (gw, cl, gw_if) = (
+            &topology.gateway_ns,
+            &topology.client_ns,
+            &topology.gateway_if,
+        );
+        // The guard exists from here on, so a failing step still removes what was made.
+        for ns in [gw, cl] {
+            must(Command::new("ip").args(["netns", "add", ns]));
+        }
+        must(Command::new("ip").args([
+            "link", "add", gw_if, "netns", gw, "type", "veth", "peer", "name", &client_if, "netns",
+            cl,
+        ]));
+        for (ns, link, v4, v6) in [
+            (gw, gw_if, GATEWAY_V4, GATEWAY_V6),
+            (cl, &client_if, CLIENT_V4, CLIENT_V6),
+        ] {
+            must(&mut topology.exec(ns, &["ip", "addr", "add", &format!("{v4}/24"), "dev", link]));
+            must(&mut topology.exec(
+                ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{v6}/64"),
+                    "dev",
+                    link,
+                    "nodad",
+                ],
+            ));
+            must(&mut topology.exec(ns, &["ip", "link", "set", link, "up"]));
+            must(&mut topology.exec(ns, &["ip", "link", "set", "lo", "up"]));
+        }
+        topology
+    }
+
+    /// A command that runs `argv` inside namespace `ns`.
+    pub fn exec(&self, ns: &str, argv: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).args(argv);
+        cmd
+    }
+
+    /// Runs `argv` in the client namespace and returns its output.
+    pub fn client(&self, argv: &[&str]) -> Output {
+        output(&mut self.exec(&self.client_ns, argv))
+    }
+
+    /// Runs `argv` in the gateway namespace and returns its output.
+    pub fn gateway(&self, argv: &[&str]) -> Output {
+        output(&mut self.exec(&self.gateway_ns, argv))
+    }
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth end inside it, and with it the peer.
+        for ns in [&self.gateway_ns, &self.client_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"))
+}
+
+fn must(cmd: &mut Command) {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,316 @@
+//! The real XDP program, run on crafted frames with BPF_PROG_TEST_RUN:
+//! each test seeds the maps through the same `Dataplane::apply` the daemon
+//! uses, then checks the verdict and the counters.
+use std::net::IpAddr;
+
+use aya::programs::{TestRun, TestRunOptions};
+use gateway_common::{Reason, Settings};
+use gateway_tests::{
+    frame::{ACK, Frame, SYN},
+    require_root,
+};
+use gateway_userspace::{
+    compile::{self, Plan},
+    dataplane::Dataplane,
+    model::{Gateway, Port, Protocol, Server},
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+const GW_V4: [u8; 4] = [192, 0, 2, 1];
+const OTHER_V4: [u8; 4] = [198, 51, 100, 9];
+const BIND_V4: [u8; 4] = [192, 0, 2, 7];
+const GW_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const EPHEMERAL: Settings = Settings {
+    ephemeral_first: 32768,
+    ephemeral_last: 60999,
+};
+
+fn server(port: u16, protocol: Protocol, bind: Option<[u8; 4]>) -> Server {
+    Server {
+        port: Port {
+            number: port,
+            name: format!("p{port}"),
+            protocol,
+        },
+        hosts: vec!["dataengine.com".into()],
+        bind: bind.map(IpAddr::from),
+        tls: None,
+    }
+}
+
+/// HTTP on 80 and UDP 5353 on every gateway address, TCP 9000 on 192.0.2.7 only.
+fn test_plan() -> Plan {
+    let gateway = Gateway {
+        namespace: "istio-system".into(),
+        name: "packet-test".into(),
+        selector: Default::default(),
+        servers: vec![
+            server(80, Protocol::Http, None),
+            server(5353, Protocol::Udp, None),
+            server(9000, Protocol::Tcp, Some(BIND_V4)),
+        ],
+    };
+    compile::plan(&[gateway], &[IpAddr::from(GW_V4), IpAddr::from(GW_V6)]).expect("plan")
+}
+
+struct Harness {
+    dataplane: Dataplane,
+    plan: Plan,
+}
+
+impl Harness {
+    fn new() -> Self {
+        require_root();
+        let mut dataplane = Dataplane::load().expect("load XDP program");
+        let plan = test_plan();
+        dataplane.apply(&plan, EPHEMERAL).expect("apply plan");
+        Harness { dataplane, plan }
+    }
+
+    fn run(&mut self, frame: &Frame) -> u32 {
+        let bytes = frame.build();
+        let program = self.dataplane.program().expect("program");
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(&bytes),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        result.return_value
+    }
+
+    /// Runs `frame` and checks the action and that exactly one packet was
+    /// counted, under `reason`, with the frame's length in bytes.
+    fn expect(&mut self, frame: Frame, action: u32, reason: Reason) {
+        let before = self.dataplane.stats().expect("stats");
+        let got = self.run(&frame);
+        let after = self.dataplane.stats().expect("stats");
+        assert_eq!(got, action, "action for {frame:?}");
+        for r in Reason::ALL {
+            let delta = after.reason(r).packets - before.reason(r).packets;
+            let want = u64::from(r == reason);
+            assert_eq!(delta, want, "{} counter after {frame:?}", r.name());
+        }
+        let bytes = after.reason(reason).bytes - before.reason(reason).bytes;
+        assert_eq!(bytes, frame.build().len() as u64, "byte counter");
+    }
+
+    fn listener_packets(&self, port: u16) -> u64 {
+        let id = self
+            .plan
+            .listeners
+            .iter()
+            .find(|l| l.port == port)
+            .expect("listener")
+            .id;
+        let stats = self.dataplane.stats().expect("stats");
+        stats
+            .listeners
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map_or(0, |(_, c)| c.packets)
+    }
+}
+
+#[test]
+fn every_map_the_loader_names_exists_in_the_object() {
+    // Dataplane::load checks every `map_names::ALL` entry resolves.
+    let _ = Harness::new();
+}
+
+#[test]
+fn syn_to_listener_passes_and_counts_the_listener() {
+    let mut h = Harness::new();
+    h.expect(Frame::tcp4(GW_V4, 80, SYN), XDP_PASS, Reason::Listener);
+    assert_eq!(h.listener_packets(80), 1);
+}
+
+#[test]
+fn syn_to_unlisted_port_on_gateway_address_is_dropped() {
+    let mut h = Harness::new();
+    h.expect(Frame::tcp4(GW_V4, 8081, SYN), XDP_DROP, Reason::NoListener);
+    assert_eq!(h.listener_packets(80), 0);
+}
+
+#[test]
+fn traffic_to_other_destinations_passes_untouched() {
+    let mut h = Harness::new();
+    h.expect(Frame::tcp4(OTHER_V4, 8081, SYN), XDP_PASS, Reason::NotLocal);
+    h.expect(Frame::tcp4(OTHER_V4, 80, SYN), XDP_PASS, Reason::NotLocal);
+    assert_eq!(
+        h.listener_packets(80),
+        0,
+        "port 80 of another host is not our listener"
+    );
+}
+
+#[test]
+fn bound_listener_matches_only_its_address() {
+    let mut h = Harness::new();
+    h.expect(Frame::tcp4(BIND_V4, 9000, SYN), XDP_PASS, Reason::Listener);
+    h.expect(Frame::tcp4(GW_V4, 9000, SYN), XDP_DROP, Reason::NoListener);
+}
+
+#[test]
+fn protocol_is_part_of_the_listener() {
+    let mut h = Harness::new();
+    h.expect(Frame::udp4(GW_V4, 5353), XDP_PASS, Reason::Listener);
+    h.expect(Frame::tcp4(GW_V4, 5353, SYN), XDP_DROP, Reason::NoListener);
+    h.expect(Frame::udp4(GW_V4, 80), XDP_DROP, Reason::NoListener);
+}
+
+#[test]
+fn replies_to_the_hosts_own_connections_pass_in_the_ephemeral_range() {
+    let mut h = Harness::new();
+    h.expect(
+        Frame::tcp4(GW_V4, 40000, SYN | ACK),
+        XDP_PASS,
+        Reason::LocalReply,
+    );
+    h.expect(Frame::tcp4(GW_V4, 40000, ACK), XDP_PASS, Reason::LocalReply);
+    h.expect(Frame::udp4(GW_V4, 40000), XDP_PASS, Reason::LocalReply);
+    h.expect(Frame::tcp4(GW_V4, 40000, SYN), XDP_DROP, Reason::NoListener);
+    h.expect(Frame::tcp4(GW_V4, 22, ACK), XDP_DROP, Reason::NoListener);
+}
+
+#[test]
+fn ipv4_options_are_skipped_using_ihl() {
+    let mut h = Harness::new();
+    // Read without honouring IHL, these option bytes would look like a
+    // segment to port 80 (bytes 2..4 = 0x0050), a listener.
+    let options = [0x01, 0x01, 0x00, 0x50, 0x01, 0x01, 0x01, 0x01];
+    h.expect(
+        Frame::tcp4(GW_V4, 8081, SYN).ipv4_options(&options),
+        XDP_DROP,
+        Reason::NoListener,
+    );
+    h.expect(
+        Frame::tcp4(GW_V4, 80, SYN).ipv4_options(&options),
+        XDP_PASS,
+        Reason::Listener,
+    );
+}
+
+#[test]
+fn ipv4_header_shorter_than_five_words_is_malformed() {
+    let mut h = Harness::new();
+    h.expect(
+        Frame::tcp4(GW_V4, 8081, SYN).ipv4_ihl(4),
+        XDP_PASS,
+        Reason::Malformed,
+    );
+}
+
+#[test]
+fn truncated_tcp_header_is_malformed_not_dropped() {
+    let mut h = Harness::new();
+    // Ethernet 14 + IPv4 20 + 10 of the 20 TCP bytes.
+    h.expect(
+        Frame::tcp4(GW_V4, 8081, SYN).truncate(44),
+        XDP_PASS,
+        Reason::Malformed,
+    );
+}
+
+#[test]
+fn non_first_ipv4_fragment_passes_to_reassembly() {
+    let mut h = Harness::new();
+    h.expect(
+        Frame::tcp4(GW_V4, 8081, SYN).fragment(185),
+        XDP_PASS,
+        Reason::Fragment,
+    );
+}
+
+#[test]
+fn ipv6_is_classified_like_ipv4() {
+    let mut h = Harness::new();
+    h.expect(Frame::tcp6(GW_V6, 80, SYN), XDP_PASS, Reason::Listener);
+    h.expect(Frame::tcp6(GW_V6, 8081, SYN), XDP_DROP, Reason::NoListener);
+    h.expect(Frame::udp6(GW_V6, 5353), XDP_PASS, Reason::Listener);
+    let mut other = GW_V6;
+    other[15] = 9;
+    h.expect(Frame::tcp6(other, 8081, SYN), XDP_PASS, Reason::NotLocal);
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked() {
+    let mut h = Harness::new();
+    let frame = |port| Frame::tcp6(GW_V6, port, SYN).ipv6_ext(0, 0).ipv6_ext(60, 1);
+    h.expect(frame(80), XDP_PASS, Reason::Listener);
+    h.expect(frame(8081), XDP_DROP, Reason::NoListener);
+}
+
+#[test]
+fn ipv6_first_fragment_is_classified_and_later_ones_pass() {
+    let mut h = Harness::new();
+    h.expect(
+        Frame::tcp6(GW_V6, 8081, SYN).fragment(0),
+        XDP_DROP,
+        Reason::NoListener,
+    );
+    h.expect(
+        Frame::tcp6(GW_V6, 8081, SYN).fragment(100),
+        XDP_PASS,
+        Reason::Fragment,
+    );
+}
+
+#[test]
+fn too_many_ipv6_extension_headers_are_unparsed() {
+    let mut h = Harness::new();
+    let frame = Frame::tcp6(GW_V6, 8081, SYN)
+        .ipv6_ext(0, 0)
+        .ipv6_ext(60, 0)
+        .ipv6_ext(43, 0)
+        .ipv6_ext(60, 0)
+        .ipv6_ext(60, 0);
+    h.expect(frame, XDP_PASS, Reason::Unparsed);
+}
+
+#[test]
+fn vlan_tags_are_skipped() {
+    let mut h = Harness::new();
+    h.expect(
+        Frame::tcp4(GW_V4, 8081, SYN).vlan(10),
+        XDP_DROP,
+        Reason::NoListener,
+    );
+    h.expect(
+        Frame::tcp4(GW_V4, 80, SYN).vlan(10).vlan(20),
+        XDP_PASS,
+        Reason::Listener,
+    );
+    h.expect(
+        Frame::tcp4(GW_V4, 8081, SYN).vlan(1).vlan(2).vlan(3),
+        XDP_PASS,
+        Reason::Unparsed,
+    );
+}
+
+#[test]
+fn non_ip_and_non_tcp_udp_traffic_passes() {
+    let mut h = Harness::new();
+    h.expect(Frame::arp(), XDP_PASS, Reason::NotIp);
+    h.expect(Frame::icmp4(GW_V4), XDP_PASS, Reason::NotTcpUdp);
+}
+
+#[test]
+fn applying_a_new_plan_removes_listeners_it_no_longer_has() {
+    let mut h = Harness::new();
+    h.expect(Frame::tcp4(GW_V4, 80, SYN), XDP_PASS, Reason::Listener);
+    let only_8080 = Gateway {
+        namespace: "istio-system".into(),
+        name: "reloaded".into(),
+        selector: Default::default(),
+        servers: vec![server(8080, Protocol::Http, None)],
+    };
+    let plan = compile::plan(&[only_8080], &[IpAddr::from(GW_V4)]).expect("plan");
+    h.dataplane.apply(&plan, EPHEMERAL).expect("apply");
+    h.expect(Frame::tcp4(GW_V4, 80, SYN), XDP_DROP, Reason::NoListener);
+    h.expect(Frame::tcp4(GW_V4, 8080, SYN), XDP_PASS, Reason::Listener);
+    // The IPv6 address is no longer the gateway's.
+    h.expect(Frame::tcp6(GW_V6, 8081, SYN), XDP_PASS, Reason::NotLocal);
+}
