@@ -1,0 +1,251 @@
+//! End to end: the daemon in one namespace with XDP on its veth, curl in
+//! another, exactly as a client on the network would see the gateway.
+use std::{fs, time::Duration};
+
+use gateway_tests::{
+    daemon::{ADMIN, Daemon, run_to_completion, stat},
+    netns::{GATEWAY_V4, GATEWAY_V6, Topology},
+    require_root,
+};
+
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../examples/dataengine-gateway.yaml"
+);
+const NO_LISTENER: &str = "xdp.reason.no_listener.packets";
+const LISTENER_80: &str = "xdp.listener.*_80_tcp.packets";
+
+fn start(topology: &Topology) -> Daemon {
+    Daemon::start(
+        topology,
+        &[
+            "--config",
+            EXAMPLE,
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            GATEWAY_V4,
+            "--address",
+            GATEWAY_V6,
+            "--admin-address",
+            ADMIN,
+        ],
+    )
+}
+
+/// Response status line and headers (lower-cased names) of a curl request.
+fn curl_head(topology: &Topology, args: &[&str]) -> (String, Vec<(String, String)>) {
+    let mut argv = vec![
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        "--max-time",
+        "5",
+    ];
+    argv.extend_from_slice(args);
+    let out = topology.client(&argv);
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let status = lines.next().unwrap_or_default().trim().to_string();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn http_request_gets_the_exact_https_redirect() {
+    require_root();
+    let topology = Topology::new();
+    let daemon = start(&topology);
+    let resolve = format!("dataengine.com:80:{GATEWAY_V4}");
+    let (status, headers) = curl_head(
+        &topology,
+        &["--resolve", &resolve, "http://dataengine.com/x?y=1"],
+    );
+    assert_eq!(status, "HTTP/1.1 301 Moved Permanently", "{}", daemon.log());
+    assert_eq!(
+        header(&headers, "location"),
+        Some("https://dataengine.com/x?y=1")
+    );
+    assert_eq!(header(&headers, "content-length"), Some("0"));
+}
+
+#[test]
+fn redirect_works_over_ipv6_and_keeps_the_host_port() {
+    require_root();
+    let topology = Topology::new();
+    let _daemon = start(&topology);
+    let url = format!("http://[{GATEWAY_V6}]/a/b?c=d");
+    let (status, headers) = curl_head(&topology, &["-H", "Host: www.dataengine.com:80", &url]);
+    assert_eq!(status, "HTTP/1.1 301 Moved Permanently");
+    assert_eq!(
+        header(&headers, "location"),
+        Some("https://www.dataengine.com:80/a/b?c=d")
+    );
+}
+
+#[test]
+fn undeclared_host_gets_404_not_a_redirect() {
+    require_root();
+    let topology = Topology::new();
+    let _daemon = start(&topology);
+    let url = format!("http://{GATEWAY_V4}/");
+    let (status, headers) = curl_head(&topology, &["-H", "Host: other.example", &url]);
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert_eq!(header(&headers, "location"), None);
+}
+
+#[test]
+fn connect_to_unlisted_port_times_out_and_counts_a_drop() {
+    require_root();
+    let topology = Topology::new();
+    let _daemon = start(&topology);
+    let before = stat(&topology, NO_LISTENER);
+    let url = format!("http://{GATEWAY_V4}:8081/");
+    let out = topology.client(&["curl", "-sS", "--connect-timeout", "2", &url]);
+    // curl exit 28 = timed out; 7 would mean the SYN reached the stack and was refused.
+    assert_eq!(
+        out.status.code(),
+        Some(28),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = stat(&topology, NO_LISTENER);
+    assert!(
+        after > before,
+        "drop counter did not rise: {before} -> {after}"
+    );
+}
+
+#[test]
+fn listener_port_traffic_is_passed_and_counted() {
+    require_root();
+    let topology = Topology::new();
+    let _daemon = start(&topology);
+    let drops_before = stat(&topology, NO_LISTENER);
+    let resolve = format!("dataengine.com:80:{GATEWAY_V4}");
+    for _ in 0..3 {
+        let (status, _) = curl_head(
+            &topology,
+            &["--resolve", &resolve, "http://dataengine.com/"],
+        );
+        assert_eq!(status, "HTTP/1.1 301 Moved Permanently");
+    }
+    assert!(
+        stat(&topology, LISTENER_80) >= 3 * 3,
+        "SYN, request and ACKs of three connections"
+    );
+    assert_eq!(
+        stat(&topology, NO_LISTENER),
+        drops_before,
+        "no listener traffic was dropped"
+    );
+}
+
+#[test]
+fn ping_still_works_on_the_gateway_address() {
+    require_root();
+    let topology = Topology::new();
+    let _daemon = start(&topology);
+    let out = topology.client(&["ping", "-c", "1", "-W", "2", GATEWAY_V4]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn second_instance_on_the_same_interface_is_refused() {
+    require_root();
+    let topology = Topology::new();
+    let _daemon = start(&topology);
+    let config = std::env::temp_dir().join(format!("{}-second.yaml", topology.gateway_ns));
+    let text = fs::read_to_string(EXAMPLE)
+        .expect("example")
+        .replace("number: 80", "number: 8082");
+    fs::write(&config, text).expect("write config");
+    let out = run_to_completion(
+        &topology,
+        &[
+            "run",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            GATEWAY_V4,
+            "--admin-address",
+            "127.0.0.1:15001",
+        ],
+        Duration::from_secs(20),
+    );
+    let _ = fs::remove_file(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "interface {} already has an XDP program attached",
+            topology.gateway_if
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_interface_is_one_clear_sentence() {
+    require_root();
+    let topology = Topology::new();
+    let out = run_to_completion(
+        &topology,
+        &["run", "--config", EXAMPLE, "--interface", "nosuch0"],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: no network interface named \"nosuch0\" (see `ip link`)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_detaches_the_program_and_exits_cleanly() {
+    require_root();
+    let topology = Topology::new();
+    let mut daemon = start(&topology);
+    let attached = topology.gateway(&["ip", "link", "show", "dev", &topology.gateway_if]);
+    assert!(
+        String::from_utf8_lossy(&attached.stdout).contains("xdp"),
+        "XDP not attached"
+    );
+    let status = daemon.stop().expect("daemon was running");
+    assert!(status.success(), "exit status {status}:\n{}", daemon.log());
+    let detached = topology.gateway(&["ip", "link", "show", "dev", &topology.gateway_if]);
+    assert!(
+        !String::from_utf8_lossy(&detached.stdout).contains("xdp"),
+        "XDP still attached"
+    );
+    assert!(
+        daemon.log().contains("XDP detached from"),
+        "{}",
+        daemon.log()
+    );
+}
