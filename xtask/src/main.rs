@@ -1,1 +1,173 @@
-fn main() {}
+//! `cargo xtask <command>`: what cargo alone cannot express. Provisioning
+//! the eBPF toolchain, running the gateway on a demo interface, and running
+//! every test level (some need root and network namespaces).
+mod demo;
+mod exec;
+mod provision;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+use crate::exec::{cargo, run};
+
+#[derive(Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the build and tests need: nightly rust-src, a bpf-linker
+    /// matching nightly's LLVM, and the Debian packages the tests use.
+    Setup,
+    /// Provision, then build the gateway with its XDP program.
+    Build,
+    /// Build and run the gateway. Without arguments: serve the shipped
+    /// example on a demo veth pair it creates and removes. Arguments after
+    /// `--` go to `gateway run` instead.
+    Run {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build everything and run every test level: unit, BPF_PROG_TEST_RUN
+    /// packet tests and netns end-to-end tests (needs root).
+    Test,
+    /// `cargo fmt --check` and clippy with `-D warnings` (host crates and the eBPF crate).
+    Lint,
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = workspace_root();
+    std::env::set_current_dir(&root).context("cannot enter the workspace root")?;
+    match Cli::parse().command {
+        Command::Setup => provision::all(),
+        Command::Build => {
+            provision::toolchain()?;
+            build_gateway().map(|_| ())
+        }
+        Command::Run { args } => {
+            require_root(
+                "cargo xtask run",
+                "it attaches XDP and, by default, creates a demo interface",
+            )?;
+            provision::toolchain()?;
+            provision::debian_packages(provision::RUN_PACKAGES)?;
+            let gateway = build_gateway()?;
+            if args.is_empty() {
+                demo::serve(&gateway)
+            } else {
+                let status = std::process::Command::new(&gateway)
+                    .arg("run")
+                    .args(&args)
+                    .status()
+                    .with_context(|| format!("cannot start {}", gateway.display()))?;
+                std::process::exit(status.code().unwrap_or(1));
+            }
+        }
+        Command::Test => test(),
+        Command::Lint => {
+            provision::toolchain()?;
+            lint()
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Builds the `gateway` binary (debug) with its XDP object, which must be built.
+fn build_gateway() -> anyhow::Result<PathBuf> {
+    run(&mut cargo(&[
+        "build",
+        "--package",
+        "gateway-userspace",
+        "--bin",
+        "gateway",
+    ]))?;
+    Ok(workspace_root().join("target/debug/gateway"))
+}
+
+fn test() -> anyhow::Result<()> {
+    provision::all()?;
+    require_root(
+        "cargo xtask test",
+        "the packet tests load BPF programs and the end-to-end tests create network namespaces",
+    )?;
+    println!("== unit tests (host crates)");
+    run(&mut cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "gateway-tests",
+        "--exclude",
+        "gateway-ebpf",
+    ]))?;
+    let gateway = build_gateway()?;
+    println!("== packet tests (BPF_PROG_TEST_RUN on the XDP program)");
+    run(&mut cargo(&[
+        "test",
+        "--package",
+        "gateway-tests",
+        "--test",
+        "packet",
+    ]))?;
+    println!("== end-to-end tests (network namespaces, real clients)");
+    let mut e2e = cargo(&["test", "--package", "gateway-tests", "--test", "e2e"]);
+    e2e.env("GATEWAY_BIN", &gateway);
+    run(&mut e2e)?;
+    println!("== all test levels passed");
+    Ok(())
+}
+
+fn lint() -> anyhow::Result<()> {
+    run(&mut cargo(&["fmt", "--all", "--check"]))?;
+    run(&mut cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "gateway-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The eBPF crate only builds for the BPF target, with nightly and build-std.
+    let mut ebpf = std::process::Command::new("rustup");
+    ebpf.args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "--package",
+        "gateway-ebpf",
+        "--release",
+    ])
+    .args([
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ])
+    .env("GATEWAY_REQUIRE_EBPF", "1")
+    .env_remove("RUSTC")
+    .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    run(&mut ebpf)
+}
+
+fn require_root(command: &str, why: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{command} needs root because {why}: run it as root (e.g. `sudo -E {command}`)");
+    }
+    Ok(())
+}
