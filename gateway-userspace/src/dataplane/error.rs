@@ -12,7 +12,7 @@ pub enum DataplaneError {
     NotBuilt,
     /// Loading needs CAP_BPF and CAP_NET_ADMIN.
     #[error(
-        "permission denied loading the XDP program: run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+        "permission denied loading the XDP program: run the gateway as root"
     )]
     PermissionDenied,
     /// The verifier or the kernel refused the object.
