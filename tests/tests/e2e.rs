@@ -102,6 +102,28 @@ fn redirect_works_over_ipv6_and_keeps_the_host_port() {
 }
 
 #[test]
+fn h2c_prior_knowledge_gets_the_same_redirect() {
+    require_root();
+    let topology = Topology::new();
+    let _daemon = start(&topology);
+    let resolve = format!("dataengine.com:80:{GATEWAY_V4}");
+    let (status, headers) = curl_head(
+        &topology,
+        &[
+            "--http2-prior-knowledge",
+            "--resolve",
+            &resolve,
+            "http://dataengine.com/x?y=1",
+        ],
+    );
+    assert_eq!(status, "HTTP/2 301");
+    assert_eq!(
+        header(&headers, "location"),
+        Some("https://dataengine.com/x?y=1")
+    );
+}
+
+#[test]
 fn undeclared_host_gets_404_not_a_redirect() {
     require_root();
     let topology = Topology::new();

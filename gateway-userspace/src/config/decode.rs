@@ -74,56 +74,28 @@ impl<'a> Decoder<'a> {
                 Some(entries)
             }
             Value::Null => Some(&[]),
-            _ => {
-                self.error(
-                    node,
-                    path,
-                    format!("expected a mapping, found {}", node.type_name()),
-                );
-                None
-            }
+            _ => self.type_error(node, path, "a mapping"),
         }
     }
 
     pub fn string(&mut self, node: &Node, path: &str) -> Option<String> {
         match &node.value {
             Value::Str(s) => Some(s.clone()),
-            _ => {
-                self.error(
-                    node,
-                    path,
-                    format!("expected a string, found {}", node.type_name()),
-                );
-                None
-            }
+            _ => self.type_error(node, path, "a string"),
         }
     }
 
     pub fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
         match &node.value {
             Value::Bool(b) => Some(*b),
-            _ => {
-                self.error(
-                    node,
-                    path,
-                    format!("expected true or false, found {}", node.type_name()),
-                );
-                None
-            }
+            _ => self.type_error(node, path, "true or false"),
         }
     }
 
     pub fn integer(&mut self, node: &Node, path: &str) -> Option<i64> {
         match &node.value {
             Value::Int(i) => Some(*i),
-            _ => {
-                self.error(
-                    node,
-                    path,
-                    format!("expected an integer, found {}", node.type_name()),
-                );
-                None
-            }
+            _ => self.type_error(node, path, "an integer"),
         }
     }
 
@@ -131,15 +103,18 @@ impl<'a> Decoder<'a> {
         match &node.value {
             Value::Seq(items) => Some(items),
             Value::Null => Some(&[]),
-            _ => {
-                self.error(
-                    node,
-                    path,
-                    format!("expected a list, found {}", node.type_name()),
-                );
-                None
-            }
+            _ => self.type_error(node, path, "a list"),
         }
+    }
+
+    /// Records "expected X, found Y" and yields nothing.
+    fn type_error<T>(&mut self, node: &Node, path: &str, expected: &str) -> Option<T> {
+        self.error(
+            node,
+            path,
+            format!("expected {expected}, found {}", node.type_name()),
+        );
+        None
     }
 }
 

@@ -11,9 +11,7 @@ pub enum DataplaneError {
     )]
     NotBuilt,
     /// Loading needs CAP_BPF and CAP_NET_ADMIN.
-    #[error(
-        "permission denied loading the XDP program: run the gateway as root"
-    )]
+    #[error("permission denied loading the XDP program: run the gateway as root")]
     PermissionDenied,
     /// The verifier or the kernel refused the object.
     #[error(
