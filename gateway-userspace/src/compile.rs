@@ -11,7 +11,7 @@ use gateway_common::{
 
 use crate::{
     hosts::{HostPattern, HostTable, VirtualHost},
-    model::{Gateway, Protocol},
+    model::{Bind, Gateway, Protocol},
 };
 
 /// What to program into the kernel and the proxy.
@@ -109,7 +109,15 @@ pub fn plan(gateways: &[Gateway], local_addrs: &[IpAddr]) -> Result<Plan, Compil
     for gateway in ordered {
         for (index, server) in gateway.servers.iter().enumerate() {
             let protocol = server.port.protocol;
-            let slot_key = (server.bind, server.port.number, protocol.ip_protocol());
+            if let Bind::Unix(path) = &server.bind {
+                dropped.push(DroppedServer {
+                    gateway: format!("{}/{}", gateway.namespace, gateway.name),
+                    server: index,
+                    reason: format!("unix socket bind {path:?} is not served yet"),
+                });
+                continue;
+            }
+            let slot_key = (server.bind.ip(), server.port.number, protocol.ip_protocol());
             let slot = slots
                 .entry(slot_key)
                 .or_insert_with(|| (protocol.listener_kind(), protocol, Vec::new()));

@@ -20,9 +20,29 @@ pub struct Server {
     pub port: Port,
     /// Hosts as written, including any `namespace/` prefix.
     pub hosts: Vec<String>,
-    /// `bind` address; `None` serves every gateway address.
-    pub bind: Option<IpAddr>,
+    pub bind: Bind,
     pub tls: Option<ServerTls>,
+}
+
+/// `spec.servers[].bind`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Bind {
+    /// Absent (or `0.0.0.0` / `::`): every gateway address.
+    Any,
+    /// One address of the gateway.
+    Ip(IpAddr),
+    /// A Unix domain socket (`unix:///path` or `unix://@abstract`): gateway-internal.
+    Unix(String),
+}
+
+impl Bind {
+    /// The IP a listener is keyed by: `None` for every address.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Bind::Ip(ip) => Some(*ip),
+            Bind::Any | Bind::Unix(_) => None,
+        }
+    }
 }
 
 /// `spec.servers[].port`.
@@ -33,16 +53,39 @@ pub struct Port {
     pub protocol: Protocol,
 }
 
-/// The parts of `spec.servers[].tls` the data plane acts on today.
-#[derive(Clone, Debug, PartialEq)]
+/// `spec.servers[].tls`, validated (cipher suites filtered as Istio does).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServerTls {
     pub https_redirect: bool,
     pub mode: TlsMode,
+    pub server_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
+    pub ca_crl: Option<String>,
+    /// `credentialName`, or the one or two `credentialNames`.
+    pub credential_names: Vec<String>,
+    pub ca_cert_credential_name: Option<String>,
+    pub tls_certificates: Vec<TlsCertificate>,
+    pub subject_alt_names: Vec<String>,
+    pub verify_certificate_spki: Vec<String>,
+    pub verify_certificate_hash: Vec<String>,
+    pub min_protocol_version: Option<String>,
+    pub max_protocol_version: Option<String>,
+    pub cipher_suites: Vec<String>,
+}
+
+/// One `tls.tlsCertificates[]` entry.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsCertificate {
+    pub server_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
 }
 
 /// `tls.mode`; Istio's default (field absent) is `Passthrough`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TlsMode {
+    #[default]
     Passthrough,
     Simple,
     Mutual,
@@ -52,6 +95,18 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
+    /// The enum name as written in YAML.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Passthrough => "PASSTHROUGH",
+            Self::Simple => "SIMPLE",
+            Self::Mutual => "MUTUAL",
+            Self::AutoPassthrough => "AUTO_PASSTHROUGH",
+            Self::IstioMutual => "ISTIO_MUTUAL",
+            Self::OptionalMutual => "OPTIONAL_MUTUAL",
+        }
+    }
+
     /// Parses the case-sensitive enum name Istio's CRD accepts.
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {

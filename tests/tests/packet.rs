@@ -12,7 +12,7 @@ use gateway_tests::{
 use gateway_userspace::{
     compile::{self, Plan},
     dataplane::Dataplane,
-    model::{Gateway, Port, Protocol, Server},
+    model::{Bind, Gateway, Port, Protocol, Server},
 };
 
 const XDP_DROP: u32 = 1;
@@ -35,7 +35,7 @@ fn server(port: u16, protocol: Protocol, bind: Option<[u8; 4]>) -> Server {
             protocol,
         },
         hosts: vec!["dataengine.com".into()],
-        bind: bind.map(IpAddr::from),
+        bind: bind.map_or(Bind::Any, |ip| Bind::Ip(IpAddr::from(ip))),
         tls: None,
     }
 }

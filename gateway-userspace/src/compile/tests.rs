@@ -3,7 +3,7 @@ use std::net::IpAddr;
 use gateway_common::{ADDR_ANY, IPPROTO_TCP, ListenerKind, ipv4_mapped};
 
 use super::*;
-use crate::model::{Gateway, Port, Protocol, Server, ServerTls, TlsMode};
+use crate::model::{Bind, Gateway, Port, Protocol, Server, ServerTls, TlsMode};
 
 fn server(port: u16, protocol: Protocol, hosts: &[&str], redirect: bool) -> Server {
     Server {
@@ -13,10 +13,11 @@ fn server(port: u16, protocol: Protocol, hosts: &[&str], redirect: bool) -> Serv
             protocol,
         },
         hosts: hosts.iter().map(|h| h.to_string()).collect(),
-        bind: None,
-        tls: redirect.then_some(ServerTls {
+        bind: Bind::Any,
+        tls: redirect.then(|| ServerTls {
             https_redirect: true,
             mode: TlsMode::Passthrough,
+            ..Default::default()
         }),
     }
 }
@@ -61,7 +62,7 @@ fn http_server_becomes_a_wildcard_listener_and_a_host_table() {
 #[test]
 fn bind_address_keys_the_listener_by_that_address() {
     let mut s = server(8080, Protocol::Tcp, &["*"], false);
-    s.bind = Some(addr("192.0.2.7"));
+    s.bind = Bind::Ip(addr("192.0.2.7"));
     let plan = plan(&[gateway("tcp", vec![s])], &[]).unwrap();
     assert_eq!(plan.listeners[0].key().addr, ipv4_mapped([192, 0, 2, 7]));
     assert!(plan.http.is_empty());

@@ -40,6 +40,15 @@ impl<'a> Decoder<'a> {
         self.report(Severity::Error, node, field, message.into());
     }
 
+    /// Number of errors reported so far; compare before and after a step
+    /// to tell whether that step failed.
+    pub fn error_count(&self) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
     pub fn has_errors(&self) -> bool {
         self.diagnostics
             .iter()

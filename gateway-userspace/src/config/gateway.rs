@@ -1,11 +1,14 @@
-//! Decodes `networking.istio.io` `Gateway` documents into [`model::Gateway`].
-use std::{collections::BTreeMap, net::IpAddr};
+//! Decodes `networking.istio.io` `Gateway` documents into [`model::Gateway`],
+//! applying Istio's validation rules (semantics doc §10) with positions.
+use std::collections::BTreeMap;
 
 use super::{
     decode::{Decoder, field, join},
+    diagnostic::Severity,
+    rules,
     yaml::{Node, Value},
 };
-use crate::model::{Gateway, Port, Protocol, Server, ServerTls, TlsMode};
+use crate::model::{Bind, Gateway, Port, Protocol, Server, ServerTls, TlsCertificate, TlsMode};
 
 const METADATA_FIELDS: &[&str] = &[
     "name",
@@ -27,7 +30,6 @@ const METADATA_FIELDS: &[&str] = &[
 const SPEC_FIELDS: &[&str] = &["servers", "selector"];
 const SERVER_FIELDS: &[&str] = &["port", "hosts", "bind", "tls", "name", "defaultEndpoint"];
 const PORT_FIELDS: &[&str] = &["number", "protocol", "name", "targetPort"];
-/// Every `ServerTLSSettings` field Istio defines; only some are acted on today.
 const TLS_FIELDS: &[&str] = &[
     "httpsRedirect",
     "mode",
@@ -48,6 +50,7 @@ const TLS_FIELDS: &[&str] = &[
     "insecureSkipVerify",
     "ecdhCurves",
 ];
+const TLS_CERTIFICATE_FIELDS: &[&str] = &["serverCertificate", "privateKey", "caCertificates"];
 
 /// The namespace of a resource whose `metadata.namespace` is absent.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -75,6 +78,12 @@ pub fn identity(d: &mut Decoder<'_>, doc: &Node) -> Option<(String, String)> {
 /// Decodes a Gateway document whose identity is already known. Returns
 /// `None` if any error was reported for it.
 pub fn decode(d: &mut Decoder<'_>, doc: &Node, namespace: String, name: String) -> Option<Gateway> {
+    if let (Err(message), Some(name_node)) = (
+        rules::gateway_name(&name),
+        doc.get("metadata").and_then(|m| m.get("name")),
+    ) {
+        d.error(name_node, "metadata.name", message);
+    }
     let Some(spec) = doc.get("spec") else {
         d.error(doc, "spec", "missing spec");
         return None;
@@ -87,22 +96,21 @@ pub fn decode(d: &mut Decoder<'_>, doc: &Node, namespace: String, name: String) 
     let mut servers = Vec::new();
     match field(entries, "servers") {
         Some(node) => {
-            for (index, server) in d
-                .sequence(node, "spec.servers")
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-            {
-                if let Some(server) = decode_server(d, server, &format!("spec.servers[{index}]")) {
-                    servers.push(server);
-                }
-            }
-            if servers.is_empty() && !d.has_errors() {
+            let items = d.sequence(node, "spec.servers").unwrap_or_default();
+            if items.is_empty() {
                 d.error(
                     node,
                     "spec.servers",
                     "gateway must have at least one server",
                 );
+            }
+            let mut port_names: Vec<String> = Vec::new();
+            for (index, item) in items.iter().enumerate() {
+                let path = format!("spec.servers[{index}]");
+                if let Some(server) = decode_server(d, item, &path) {
+                    check_port_name_unique(d, item, &path, &server.port.name, &mut port_names);
+                    servers.push(server);
+                }
             }
         }
         None => d.error(
@@ -122,15 +130,44 @@ pub fn decode(d: &mut Decoder<'_>, doc: &Node, namespace: String, name: String) 
     })
 }
 
-fn decode_labels(d: &mut Decoder<'_>, node: &Node, path: &str) -> BTreeMap<String, String> {
+/// Rule 10.1.4: port names are unique across a Gateway's servers.
+fn check_port_name_unique(
+    d: &mut Decoder<'_>,
+    server: &Node,
+    path: &str,
+    name: &str,
+    seen: &mut Vec<String>,
+) {
+    if seen.iter().any(|n| n == name) {
+        let node = server
+            .get("port")
+            .and_then(|p| p.get("name"))
+            .unwrap_or(server);
+        d.error(
+            node,
+            &format!("{path}.port.name"),
+            format!("port names in servers must be unique: duplicate name {name}"),
+        );
+    } else {
+        seen.push(name.to_string());
+    }
+}
+
+/// A mapping of string keys to string values (`selector`, `labels`).
+pub fn decode_labels(d: &mut Decoder<'_>, node: &Node, path: &str) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
-    let Some(entries) = d.mapping(node, path, &[]) else {
-        return labels;
+    let entries = match &node.value {
+        Value::Map(entries) => entries,
+        Value::Null => return labels,
+        _ => {
+            d.error(
+                node,
+                path,
+                format!("expected a mapping, found {}", node.type_name()),
+            );
+            return labels;
+        }
     };
-    // Every key is a label, so the "unknown field" warnings from `mapping`
-    // do not apply here: drop them.
-    d.diagnostics
-        .retain(|diag| !(diag.field.starts_with(path) && diag.message == "unknown field, ignored"));
     for (key, value) in entries {
         let Some(key) = d.string(key, path) else {
             continue;
@@ -145,69 +182,134 @@ fn decode_labels(d: &mut Decoder<'_>, node: &Node, path: &str) -> BTreeMap<Strin
 
 fn decode_server(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Server> {
     let entries = d.mapping(node, path, SERVER_FIELDS)?;
-    let errors_before = d.diagnostics.len();
+    let errors_before = d.error_count();
+    let bind = match field(entries, "bind") {
+        Some(bind) => decode_bind(d, bind, &join(path, "bind")),
+        None => Bind::Any,
+    };
     let port = match field(entries, "port") {
-        Some(port) => decode_port(d, port, &join(path, "port")),
+        Some(port) => decode_port(d, port, &join(path, "port"), &bind),
         None => {
             d.error(node, &join(path, "port"), "port is required");
             None
         }
     };
     let hosts = decode_hosts(d, node, entries, path);
-    let bind = match field(entries, "bind") {
-        Some(bind) => decode_bind(d, bind, &join(path, "bind")),
-        None => None,
-    };
     // `tls:` with nothing under it is YAML null, which Istio reads as no TLS settings.
-    let tls = match field(entries, "tls") {
-        Some(tls) if tls.value != Value::Null => decode_tls(d, tls, &join(path, "tls")),
-        _ => None,
-    };
-    let port = port?;
-    if matches!(port.protocol, Protocol::Https | Protocol::Tls) && tls.is_none() {
-        d.error(
-            field(entries, "tls").unwrap_or(node),
-            &join(path, "tls"),
-            "server must have TLS settings for HTTPS/TLS protocols",
-        );
+    let tls_node = field(entries, "tls").filter(|tls| tls.value != Value::Null);
+    let tls = tls_node.and_then(|tls| decode_tls(d, tls, &join(path, "tls")));
+    if let Some(port) = &port {
+        check_tls_fits_protocol(d, node, tls_node, tls.as_ref(), port.protocol, path);
     }
-    let new_errors = d.diagnostics[errors_before..]
-        .iter()
-        .any(|diag| diag.severity == super::diagnostic::Severity::Error);
-    if new_errors {
+    if d.error_count() > errors_before {
         return None;
     }
     Some(Server {
-        port,
+        port: port?,
         hosts,
         bind,
         tls,
     })
 }
 
-fn decode_port(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Port> {
+/// Rules 10.2.3 and 10.2.4, and the httpsRedirect warning (10.1.5).
+fn check_tls_fits_protocol(
+    d: &mut Decoder<'_>,
+    server: &Node,
+    tls_node: Option<&Node>,
+    tls: Option<&ServerTls>,
+    protocol: Protocol,
+    path: &str,
+) {
+    let tls_path = join(path, "tls");
+    let Some(tls_node) = tls_node else {
+        if matches!(protocol, Protocol::Https | Protocol::Tls) {
+            let at = server.get("tls").unwrap_or(server);
+            d.error(
+                at,
+                &tls_path,
+                "server must have TLS settings for HTTPS/TLS protocols",
+            );
+        }
+        return;
+    };
+    let Some(tls) = tls else { return };
+    if tls.https_redirect && !protocol.is_http_family() {
+        let at = tls_node.get("httpsRedirect").unwrap_or(tls_node);
+        d.report(
+            Severity::Warning,
+            at,
+            &join(&tls_path, "httpsRedirect"),
+            "tls.httpsRedirect should only be used with http servers".into(),
+        );
+    }
+    if matches!(protocol, Protocol::Https | Protocol::Tls) {
+        return;
+    }
+    if protocol.is_http_family() {
+        let passthrough = matches!(tls.mode, TlsMode::Passthrough | TlsMode::AutoPassthrough);
+        let has_certs = tls.server_certificate.is_some()
+            || tls.private_key.is_some()
+            || tls.ca_certificates.is_some();
+        if !passthrough || has_certs {
+            d.error(
+                tls_node,
+                &tls_path,
+                "server cannot have TLS settings for plain text HTTP ports",
+            );
+        }
+    } else {
+        d.error(
+            tls_node,
+            &tls_path,
+            "server cannot have TLS settings for non HTTPS/TLS ports",
+        );
+    }
+}
+
+fn decode_port(d: &mut Decoder<'_>, node: &Node, path: &str, bind: &Bind) -> Option<Port> {
     let entries = d.mapping(node, path, PORT_FIELDS)?;
+    let number_path = join(path, "number");
     let number = match field(entries, "number") {
-        Some(n) => match d.integer(n, &join(path, "number")) {
-            Some(value @ 1..=65535) => u16::try_from(value).ok(),
-            Some(value) => {
+        Some(n) => match (d.integer(n, &number_path), bind) {
+            (Some(0), Bind::Unix(_)) => Some(0),
+            (Some(value), Bind::Unix(_)) => {
                 d.error(
                     n,
-                    &join(path, "number"),
-                    format!("port number {value} is not in 1..65535"),
+                    &number_path,
+                    format!("port number {value} must be 0 for unix domain socket"),
                 );
                 None
             }
-            None => None,
+            (Some(value @ 1..=65535), _) => u16::try_from(value).ok(),
+            (Some(value), _) => {
+                d.error(
+                    n,
+                    &number_path,
+                    format!("port number {value} must be in the range 1..65535"),
+                );
+                None
+            }
+            (None, _) => None,
         },
         None => {
-            d.error(node, &join(path, "number"), "port number is required");
+            d.error(node, &number_path, "port number is required");
             None
         }
     };
+    if let Some(target) = field(entries, "targetPort") {
+        if d.integer(target, &join(path, "targetPort"))
+            .is_some_and(|t| t > 0)
+        {
+            d.error(
+                target,
+                &join(path, "targetPort"),
+                "targetPort has no impact on Gateways",
+            );
+        }
+    }
     let protocol = match field(entries, "protocol") {
-        Some(p) => {
-            let text = d.string(p, &join(path, "protocol"))?;
+        Some(p) => d.string(p, &join(path, "protocol")).and_then(|text| {
             let parsed = Protocol::parse(&text);
             if parsed.is_none() {
                 d.error(
@@ -217,7 +319,7 @@ fn decode_port(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Port> {
                 );
             }
             parsed
-        }
+        }),
         None => {
             d.error(node, &join(path, "protocol"), "port protocol is required");
             None
@@ -225,8 +327,8 @@ fn decode_port(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Port> {
     };
     let name = match field(entries, "name") {
         Some(n) => {
-            let name = d.string(n, &join(path, "name"))?;
-            if name.is_empty() {
+            let name = d.string(n, &join(path, "name")).unwrap_or_default();
+            if name.is_empty() && matches!(n.value, Value::Str(_) | Value::Null) {
                 d.error(n, &join(path, "name"), "port name must be set");
             }
             name
@@ -258,53 +360,83 @@ fn decode_hosts(
         );
         return Vec::new();
     };
-    let mut hosts = Vec::new();
-    for (index, host) in d
-        .sequence(node, &hosts_path)
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        let host_path = format!("{hosts_path}[{index}]");
-        if let Some(text) = d.string(host, &host_path) {
-            if text.is_empty() {
-                d.error(host, &host_path, "host must not be empty");
-            } else {
-                hosts.push(text);
-            }
-        }
-    }
-    if hosts.is_empty() && matches!(&node.value, Value::Seq(items) if items.is_empty()) {
+    let items = d.sequence(node, &hosts_path).unwrap_or_default();
+    if items.is_empty() && matches!(node.value, Value::Seq(_) | Value::Null) {
         d.error(
             node,
             &hosts_path,
             "server config must contain at least one host",
         );
     }
+    let mut hosts = Vec::new();
+    for (index, host) in items.iter().enumerate() {
+        let host_path = format!("{hosts_path}[{index}]");
+        let Some(text) = d.string(host, &host_path) else {
+            continue;
+        };
+        match rules::server_host(&text) {
+            Ok(()) => hosts.push(text),
+            Err(message) => d.error(host, &host_path, message),
+        }
+    }
     hosts
 }
 
-fn decode_bind(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<IpAddr> {
-    let text = d.string(node, path)?;
+fn decode_bind(d: &mut Decoder<'_>, node: &Node, path: &str) -> Bind {
+    let Some(text) = d.string(node, path) else {
+        return Bind::Any;
+    };
     if text.is_empty() {
-        return None;
+        return Bind::Any;
     }
-    match text.parse::<IpAddr>() {
-        Ok(ip) if ip.is_unspecified() => None,
-        Ok(ip) => Some(ip),
-        Err(_) => {
-            d.error(node, path, format!("{text} is not a valid IP"));
-            None
+    match rules::bind(&text) {
+        Ok(rules::Bind::Ip(ip)) if ip.is_unspecified() => Bind::Any,
+        Ok(rules::Bind::Ip(ip)) => Bind::Ip(ip),
+        Ok(rules::Bind::Unix(path)) => Bind::Unix(path),
+        Err(message) => {
+            d.error(node, path, message);
+            Bind::Any
         }
     }
 }
 
+/// Optional string field.
+fn opt_string(
+    d: &mut Decoder<'_>,
+    entries: &[(Node, Node)],
+    name: &str,
+    path: &str,
+) -> Option<String> {
+    field(entries, name)
+        .and_then(|n| d.string(n, &join(path, name)))
+        .filter(|s| !s.is_empty())
+}
+
+/// Optional list-of-strings field.
+fn string_list(
+    d: &mut Decoder<'_>,
+    entries: &[(Node, Node)],
+    name: &str,
+    path: &str,
+) -> Vec<String> {
+    let Some(node) = field(entries, name) else {
+        return Vec::new();
+    };
+    let list_path = join(path, name);
+    d.sequence(node, &list_path)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| d.string(item, &format!("{list_path}[{i}]")))
+        .collect()
+}
+
 fn decode_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ServerTls> {
     let entries = d.mapping(node, path, TLS_FIELDS)?;
-    let https_redirect = match field(entries, "httpsRedirect") {
-        Some(b) => d.boolean(b, &join(path, "httpsRedirect")).unwrap_or(false),
-        None => false,
-    };
+    let errors_before = d.error_count();
+    let https_redirect = field(entries, "httpsRedirect")
+        .and_then(|b| d.boolean(b, &join(path, "httpsRedirect")))
+        .unwrap_or(false);
     let mode = match field(entries, "mode") {
         Some(m) => {
             let text = d.string(m, &join(path, "mode"))?;
@@ -322,8 +454,285 @@ fn decode_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ServerTls>
         }
         None => TlsMode::Passthrough,
     };
-    Some(ServerTls {
+    let mut tls = ServerTls {
         https_redirect,
         mode,
-    })
+        server_certificate: opt_string(d, entries, "serverCertificate", path),
+        private_key: opt_string(d, entries, "privateKey", path),
+        ca_certificates: opt_string(d, entries, "caCertificates", path),
+        ca_crl: opt_string(d, entries, "caCrl", path),
+        credential_names: Vec::new(),
+        ca_cert_credential_name: opt_string(d, entries, "caCertCredentialName", path),
+        tls_certificates: Vec::new(),
+        subject_alt_names: string_list(d, entries, "subjectAltNames", path),
+        verify_certificate_spki: string_list(d, entries, "verifyCertificateSpki", path),
+        verify_certificate_hash: string_list(d, entries, "verifyCertificateHash", path),
+        min_protocol_version: opt_string(d, entries, "minProtocolVersion", path),
+        max_protocol_version: opt_string(d, entries, "maxProtocolVersion", path),
+        cipher_suites: string_list(d, entries, "cipherSuites", path),
+    };
+    let credential_name = opt_string(d, entries, "credentialName", path);
+    let credential_names = string_list(d, entries, "credentialNames", path);
+    let tls_certificates = decode_tls_certificates(d, entries, path);
+    check_tls_options(
+        d,
+        node,
+        entries,
+        path,
+        &tls,
+        credential_name.is_some(),
+        &credential_names,
+        &tls_certificates,
+    );
+    tls.credential_names = credential_name
+        .into_iter()
+        .chain(credential_names)
+        .collect();
+    tls.tls_certificates = tls_certificates;
+    // Istio drops unknown and duplicate cipher suites after warning about them.
+    let mut kept: Vec<String> = Vec::new();
+    for suite in tls.cipher_suites.drain(..) {
+        if rules::cipher_suite_warnings(&[suite.as_str()]).is_empty() && !kept.contains(&suite) {
+            kept.push(suite);
+        }
+    }
+    tls.cipher_suites = kept;
+    (d.error_count() == errors_before).then_some(tls)
+}
+
+fn decode_tls_certificates(
+    d: &mut Decoder<'_>,
+    entries: &[(Node, Node)],
+    path: &str,
+) -> Vec<TlsCertificate> {
+    let Some(node) = field(entries, "tlsCertificates") else {
+        return Vec::new();
+    };
+    let list_path = join(path, "tlsCertificates");
+    let mut certs = Vec::new();
+    for (i, item) in d
+        .sequence(node, &list_path)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let item_path = format!("{list_path}[{i}]");
+        let Some(cert) = d.mapping(item, &item_path, TLS_CERTIFICATE_FIELDS) else {
+            continue;
+        };
+        certs.push(TlsCertificate {
+            server_certificate: opt_string(d, cert, "serverCertificate", &item_path),
+            private_key: opt_string(d, cert, "privateKey", &item_path),
+            ca_certificates: opt_string(d, cert, "caCertificates", &item_path),
+        });
+    }
+    certs
+}
+
+/// §10.5 rules 2 to 9, in Istio's order.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the values are the rule's inputs"
+)]
+fn check_tls_options(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    entries: &[(Node, Node)],
+    path: &str,
+    tls: &ServerTls,
+    has_credential_name: bool,
+    credential_names: &[String],
+    tls_certificates: &[TlsCertificate],
+) {
+    let at = |name: &str| field(entries, name).unwrap_or(node);
+    let path_of = |name: &str| join(path, name);
+    for name in ["minProtocolVersion", "maxProtocolVersion"] {
+        let value = if name == "minProtocolVersion" {
+            &tls.min_protocol_version
+        } else {
+            &tls.max_protocol_version
+        };
+        if let Some(version) = value {
+            if !rules::TLS_VERSIONS.contains(&version.as_str()) {
+                d.error(
+                    at(name),
+                    &path_of(name),
+                    format!(
+                        "invalid TLS version {version:?}, supported versions are {}",
+                        rules::TLS_VERSIONS.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    // Rule 2.
+    if matches!(
+        tls.min_protocol_version.as_deref(),
+        Some("TLSV1_0" | "TLSV1_1")
+    ) && tls.cipher_suites.is_empty()
+    {
+        d.report(
+            Severity::Warning,
+            at("minProtocolVersion"),
+            &path_of("minProtocolVersion"),
+            "TLS versions below TLSV1_2 need explicit cipherSuites; the default suites are TLS 1.2 only".into(),
+        );
+    }
+    // Rule 3.
+    let suites: Vec<&str> = tls.cipher_suites.iter().map(String::as_str).collect();
+    for warning in rules::cipher_suite_warnings(&suites) {
+        d.report(
+            Severity::Warning,
+            at("cipherSuites"),
+            &path_of("cipherSuites"),
+            warning,
+        );
+    }
+    // CRD limits on the list fields.
+    for (name, len) in [
+        ("credentialNames", credential_names.len()),
+        ("tlsCertificates", tls_certificates.len()),
+    ] {
+        if field(entries, name).is_some() && !(1..=2).contains(&len) {
+            d.error(
+                at(name),
+                &path_of(name),
+                format!("{name} must have 1 or 2 entries, found {len}"),
+            );
+        }
+    }
+    let mode = tls.mode.name();
+    // Rule 4: ISTIO_MUTUAL uses Istio's own certificates.
+    if tls.mode == TlsMode::IstioMutual {
+        for name in [
+            "serverCertificate",
+            "privateKey",
+            "caCertificates",
+            "tlsCertificates",
+            "credentialName",
+            "credentialNames",
+        ] {
+            if field(entries, name).is_some() {
+                d.error(
+                    at(name),
+                    &path_of(name),
+                    format!("ISTIO_MUTUAL TLS cannot have associated {name}"),
+                );
+            }
+        }
+        return;
+    }
+    // Rule 5.
+    let cert_fields = [
+        "caCrl",
+        "serverCertificate",
+        "privateKey",
+        "caCertificates",
+        "tlsCertificates",
+        "credentialName",
+        "credentialNames",
+    ];
+    if matches!(tls.mode, TlsMode::Passthrough | TlsMode::AutoPassthrough) {
+        if let Some(name) = cert_fields
+            .iter()
+            .find(|name| field(entries, name).is_some())
+        {
+            d.report(
+                Severity::Warning,
+                at(name),
+                &path_of(name),
+                format!("{mode} mode does not use certificates, they will be ignored"),
+            );
+        }
+    }
+    // Rule 6: one certificate source.
+    let sources = [
+        tls.server_certificate.is_some() && tls.private_key.is_some(),
+        has_credential_name,
+        !credential_names.is_empty(),
+        !tls_certificates.is_empty(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        d.error(node, path, "only one of credentialName, credentialNames, serverCertificate/privateKey, tlsCertificates should be specified");
+    }
+    // Rule 9 (the credentialName half is only reachable for passthrough modes,
+    // as rule 7 stops terminating modes first).
+    if tls.ca_crl.is_some()
+        && (has_credential_name || !credential_names.is_empty())
+        && !matches!(
+            tls.mode,
+            TlsMode::Simple | TlsMode::Mutual | TlsMode::OptionalMutual
+        )
+    {
+        d.error(
+            at("caCrl"),
+            &path_of("caCrl"),
+            "CRL is not supported with credentialName",
+        );
+    }
+    let terminating = matches!(
+        tls.mode,
+        TlsMode::Simple | TlsMode::Mutual | TlsMode::OptionalMutual
+    );
+    // Rule 7.
+    if !terminating || has_credential_name || !credential_names.is_empty() {
+        return;
+    }
+    // Rule 8.
+    if matches!(tls.mode, TlsMode::Mutual | TlsMode::OptionalMutual)
+        && tls.ca_certificates.is_none()
+        && tls_certificates.iter().all(|c| c.ca_certificates.is_none())
+    {
+        d.error(
+            node,
+            &path_of("caCertificates"),
+            "MUTUAL TLS requires a client CA bundle",
+        );
+    }
+    let label = if tls.mode == TlsMode::Simple {
+        "SIMPLE"
+    } else {
+        "MUTUAL"
+    };
+    if tls_certificates.is_empty() {
+        if tls.server_certificate.is_none() {
+            d.error(
+                node,
+                &path_of("serverCertificate"),
+                format!("{label} TLS requires a server certificate"),
+            );
+        }
+        if tls.private_key.is_none() {
+            d.error(
+                node,
+                &path_of("privateKey"),
+                format!("{label} TLS requires a private key"),
+            );
+        }
+    }
+    for (i, cert) in tls_certificates.iter().enumerate() {
+        let item_path = format!("{}[{i}]", path_of("tlsCertificates"));
+        if cert.server_certificate.is_none() {
+            d.error(
+                at("tlsCertificates"),
+                &join(&item_path, "serverCertificate"),
+                format!("{label} TLS requires a server certificate"),
+            );
+        }
+        if cert.private_key.is_none() {
+            d.error(
+                at("tlsCertificates"),
+                &join(&item_path, "privateKey"),
+                format!("{label} TLS requires a private key"),
+            );
+        }
+    }
+    // Rule 9, SIMPLE half.
+    if tls.mode == TlsMode::Simple && tls.ca_crl.is_some() {
+        d.error(
+            at("caCrl"),
+            &path_of("caCrl"),
+            "CRL is not supported with SIMPLE TLS",
+        );
+    }
 }

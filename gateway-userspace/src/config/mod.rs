@@ -4,6 +4,7 @@
 mod decode;
 mod diagnostic;
 mod gateway;
+mod rules;
 mod yaml;
 
 use std::{
@@ -191,5 +192,7 @@ fn load_document(
     config.diagnostics.append(&mut d.diagnostics);
 }
 
+#[cfg(test)]
+mod gateway_rules_tests;
 #[cfg(test)]
 mod tests;

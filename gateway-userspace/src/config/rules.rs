@@ -1,0 +1,276 @@
+//! Istio's Gateway validation rules as pure functions over the values as
+//! written (semantics doc §2.3 and §10). Each returns the message Istio
+//! would give, so diagnostics read like `istioctl` but carry positions.
+
+/// Ciphers Istio accepts in `tls.cipherSuites` (security.go `ValidCipherSuites`).
+const VALID_CIPHER_SUITES: &[&str] = &[
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "AES256-SHA",
+    "DES-CBC3-SHA",
+];
+
+/// TLS protocol version names of `min/maxProtocolVersion`.
+pub const TLS_VERSIONS: &[&str] = &["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"];
+
+/// A DNS-1123 label: lower-case alphanumerics and `-`, alphanumeric at both
+/// ends, at most 63 characters (Gateway `metadata.name`, namespaces).
+pub fn is_dns1123_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// `metadata.name` of a Gateway.
+pub fn gateway_name(name: &str) -> Result<(), String> {
+    if is_dns1123_label(name) {
+        Ok(())
+    } else {
+        Err(format!("invalid gateway name: {name:?}"))
+    }
+}
+
+/// A server host, `[namespace/]dnsName` (§2.3).
+pub fn server_host(host: &str) -> Result<(), String> {
+    let dns_name = match host.split_once('/') {
+        Some((namespace, dns_name)) => {
+            if namespace.is_empty() || dns_name.is_empty() {
+                return Err(format!(
+                    "config namespace and dnsName in host entry cannot be empty: {host:?}"
+                ));
+            }
+            if namespace != "*" && namespace != "." && !is_dns1123_label(namespace) {
+                return Err(format!("invalid namespace value {namespace:?} in gateway"));
+            }
+            dns_name
+        }
+        None => host,
+    };
+    wildcard_dns_name(dns_name)
+}
+
+/// A host name that may start with a whole `*` label (or be exactly `*`).
+fn wildcard_dns_name(name: &str) -> Result<(), String> {
+    if name == "*" {
+        return Ok(());
+    }
+    if !name.contains('.') {
+        return Err(format!("short names (non FQDN) are not allowed: {name:?}"));
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    let rest = name.strip_prefix("*.").unwrap_or(name);
+    if rest.contains('*') || (name.starts_with('*') && !name.starts_with("*.")) {
+        let first_label = name.split('.').next().unwrap_or_default();
+        if first_label.contains('*') && first_label != "*" {
+            return Err(format!("partial wildcard {name:?} not allowed"));
+        }
+        return Err(format!(
+            "domain name {name:?} invalid (wildcard must be the whole left-most label)"
+        ));
+    }
+    fqdn(rest).map_err(|why| format!("domain name {name:?} invalid ({why})"))
+}
+
+/// RFC 1123 host name: labels of letters, digits and `-`, at most 63
+/// characters each and 255 in all; the top-level label is not all digits;
+/// a trailing dot is accepted.
+fn fqdn(name: &str) -> Result<(), &'static str> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.len() > 255 {
+        return Err("longer than 255 characters");
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    for label in &labels {
+        let bytes = label.as_bytes();
+        if bytes.is_empty() || bytes.len() > 63 {
+            return Err("a label is empty or longer than 63 characters");
+        }
+        if !bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        {
+            return Err("a label has characters other than letters, digits and '-'");
+        }
+        if bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
+            return Err("a label starts or ends with '-'");
+        }
+    }
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("the top-level domain is all digits");
+    }
+    Ok(())
+}
+
+/// `bind`: an IP address or a Unix socket `unix:///abs/path` / `unix://@name`.
+pub enum Bind {
+    Ip(std::net::IpAddr),
+    Unix(String),
+}
+
+/// Parses and checks `bind` (§10.4).
+pub fn bind(text: &str) -> Result<Bind, String> {
+    if let Some(path) = text.strip_prefix("unix://") {
+        if path.is_empty() {
+            return Err("unix address must not be empty".into());
+        }
+        if !path.starts_with('@') && (!path.starts_with('/') || path.ends_with('/')) {
+            return Err(format!("{path} is not an absolute path to a file"));
+        }
+        return Ok(Bind::Unix(path.to_string()));
+    }
+    text.parse()
+        .map(Bind::Ip)
+        .map_err(|_| format!("{text} is not a valid IP"))
+}
+
+/// Warnings for `tls.cipherSuites` (§10.5 rule 3): unknown names and duplicates.
+pub fn cipher_suite_warnings(suites: &[&str]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for suite in suites {
+        let passthrough =
+            suite.starts_with(|c: char| !c.is_ascii_alphanumeric()) || *suite == "ALL";
+        if !passthrough && !VALID_CIPHER_SUITES.contains(suite) {
+            warnings.push(format!("ignoring invalid cipher suite {suite:?}"));
+        } else if seen.contains(suite) {
+            warnings.push(format!("ignoring duplicate cipher suite {suite:?}"));
+        }
+        seen.push(suite);
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_name_must_be_a_dns1123_label() {
+        assert!(gateway_name("istio-gateway").is_ok());
+        for bad in ["", "Gateway", "gw.example", "-gw", "gw-", &"a".repeat(64)] {
+            assert!(gateway_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_namespace_and_name_must_not_be_empty() {
+        assert!(server_host("/a.example.com").is_err());
+        assert!(server_host("ns/").is_err());
+    }
+
+    #[test]
+    fn host_namespace_is_star_dot_or_a_label() {
+        for ok in ["*/a.example.com", "./a.example.com", "prod/a.example.com"] {
+            assert!(server_host(ok).is_ok(), "{ok}");
+        }
+        assert!(server_host("Prod/a.example.com").is_err());
+        assert!(server_host("~/a.example.com").is_err());
+    }
+
+    #[test]
+    fn short_names_are_rejected() {
+        assert_eq!(
+            server_host("localhost"),
+            Err("short names (non FQDN) are not allowed: \"localhost\"".into())
+        );
+        assert!(
+            server_host("2001:db8::1").is_err(),
+            "IPv6 literals have no dot"
+        );
+    }
+
+    #[test]
+    fn star_alone_and_ipv4_literals_are_allowed() {
+        assert!(server_host("*").is_ok());
+        assert!(server_host("ns/*").is_ok());
+        assert!(server_host("192.0.2.1").is_ok());
+    }
+
+    #[test]
+    fn only_a_whole_leftmost_wildcard_label_is_allowed() {
+        assert!(server_host("*.example.com").is_ok());
+        for partial in ["*example.com", "foo*.com", "*-x.example.com"] {
+            let err = server_host(partial).unwrap_err();
+            assert!(err.starts_with("partial wildcard"), "{partial}: {err}");
+        }
+        assert!(server_host("foo.*.example.com").is_err());
+    }
+
+    #[test]
+    fn labels_follow_rfc1123() {
+        assert!(
+            server_host("UPPER.example.com").is_ok(),
+            "upper case is accepted"
+        );
+        assert!(
+            server_host("a.example.com.").is_ok(),
+            "trailing dot is accepted"
+        );
+        assert!(server_host("a_b.example.com").is_err());
+        assert!(server_host("-a.example.com").is_err());
+        assert!(server_host(&format!("{}.com", "a".repeat(64))).is_err());
+        assert!(server_host("a..com").is_err());
+    }
+
+    #[test]
+    fn top_level_domain_must_not_be_all_digits() {
+        assert!(server_host("example.123").is_err());
+    }
+
+    #[test]
+    fn bind_accepts_ips_and_unix_sockets() {
+        assert!(matches!(bind("192.0.2.1"), Ok(Bind::Ip(_))));
+        assert!(matches!(bind("2001:db8::1"), Ok(Bind::Ip(_))));
+        assert!(matches!(bind("unix:///var/run/gw.sock"), Ok(Bind::Unix(_))));
+        assert!(matches!(bind("unix://@abstract"), Ok(Bind::Unix(_))));
+    }
+
+    #[test]
+    fn bind_rejects_hostnames_cidrs_and_relative_sockets() {
+        assert_eq!(
+            bind("gw.example.com").err(),
+            Some("gw.example.com is not a valid IP".into())
+        );
+        assert!(bind("192.0.2.0/24").is_err());
+        assert_eq!(
+            bind("unix://").err(),
+            Some("unix address must not be empty".into())
+        );
+        assert!(bind("unix://relative/path").is_err());
+        assert!(bind("unix:///dir/").is_err());
+    }
+
+    #[test]
+    fn invalid_and_duplicate_cipher_suites_warn() {
+        let warnings =
+            cipher_suite_warnings(&["AES128-SHA", "NOT-A-CIPHER", "AES128-SHA", "!RC4", "ALL"]);
+        assert_eq!(
+            warnings,
+            vec![
+                "ignoring invalid cipher suite \"NOT-A-CIPHER\"".to_string(),
+                "ignoring duplicate cipher suite \"AES128-SHA\"".to_string(),
+            ]
+        );
+    }
+}
