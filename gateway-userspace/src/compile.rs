@@ -95,12 +95,12 @@ pub fn addr_key(addr: IpAddr) -> [u8; 16] {
 
 /// Compiles Gateways for an instance whose own addresses are `local_addrs`.
 ///
-/// Servers are taken in (name, namespace) order of their Gateway, then list
-/// order; the first server on a (bind, port) fixes its kind, and a later
-/// server of another kind is dropped and reported.
+/// Servers are taken in Istio's Gateway order (creationTimestamp, name,
+/// namespace), then list order; the first server on a (bind, port) fixes
+/// its kind, and a later server of another kind is dropped and reported.
 pub fn plan(gateways: &[Gateway], local_addrs: &[IpAddr]) -> Result<Plan, CompileError> {
     let mut ordered: Vec<&Gateway> = gateways.iter().collect();
-    ordered.sort_by(|a, b| (&a.name, &a.namespace).cmp(&(&b.name, &b.namespace)));
+    ordered.sort_by(|a, b| a.merge_order().cmp(&b.merge_order()));
 
     // (bind, port, ip_protocol) -> (kind, first protocol, http virtual hosts)
     type Slot = (ListenerKind, Protocol, Vec<VirtualHost>);

@@ -42,7 +42,7 @@ impl HostPattern {
     /// Sort key: exact before wildcard, longer wildcard before shorter, `*` last.
     fn precedence(&self) -> (u8, std::cmp::Reverse<usize>) {
         match self {
-            HostPattern::Exact(name) => (0, std::cmp::Reverse(name.len())),
+            HostPattern::Exact(_) => (0, std::cmp::Reverse(0)),
             HostPattern::Suffix(suffix) => (1, std::cmp::Reverse(suffix.len())),
             HostPattern::Any => (2, std::cmp::Reverse(0)),
         }

@@ -11,4 +11,5 @@ pub mod dataplane;
 pub mod hosts;
 pub mod model;
 pub mod proxy;
+pub mod report;
 pub mod stats;

@@ -9,9 +9,64 @@ use gateway_common::{IPPROTO_TCP, IPPROTO_UDP, ListenerKind};
 pub struct Gateway {
     pub namespace: String,
     pub name: String,
+    /// `metadata.creationTimestamp` (RFC 3339, UTC); absent sorts first, as
+    /// Kubernetes' zero time does in Istio.
+    pub creation_timestamp: Option<String>,
     /// Workload labels this Gateway applies to; empty applies to every gateway.
     pub selector: BTreeMap<String, String>,
     pub servers: Vec<Server>,
+}
+
+impl Gateway {
+    /// Istio's processing order for merging: creationTimestamp, then name,
+    /// then namespace (`configCompareByCreationTime`).
+    pub fn merge_order(&self) -> (&str, &str, &str) {
+        (
+            self.creation_timestamp.as_deref().unwrap_or(""),
+            &self.name,
+            &self.namespace,
+        )
+    }
+
+    /// Whether this Gateway applies to a gateway workload with `labels`:
+    /// every selector label present with the same value; no selector selects all.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.selector
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+    }
+}
+
+/// Who this gateway instance is: the workload labels and namespace Istio
+/// matches Gateways and visibility against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    pub labels: BTreeMap<String, String>,
+    pub namespace: String,
+}
+
+impl Default for Instance {
+    /// Istio's default ingress gateway: `istio=ingressgateway` in `istio-system`.
+    fn default() -> Self {
+        Instance {
+            labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+            namespace: "istio-system".to_string(),
+        }
+    }
+}
+
+/// Parses `k=v,k2=v2` (the `--labels` flag).
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => {
+                labels.insert(key.to_string(), value.to_string());
+            }
+            _ => return Err(format!("expected key=value, found {pair:?}")),
+        }
+    }
+    Ok(labels)
 }
 
 /// One `spec.servers[]` entry.
@@ -202,6 +257,52 @@ mod tests {
         }
         assert_eq!(Protocol::Https.listener_kind(), ListenerKind::Tls);
         assert_eq!(Protocol::Mongo.listener_kind(), ListenerKind::Tcp);
+    }
+
+    fn gateway(selector: &[(&str, &str)]) -> Gateway {
+        Gateway {
+            namespace: "ns".into(),
+            name: "gw".into(),
+            creation_timestamp: None,
+            selector: selector
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            servers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn selector_must_be_a_subset_of_the_instance_labels() {
+        let labels = parse_labels("istio=ingressgateway,app=edge").unwrap();
+        assert!(gateway(&[("istio", "ingressgateway")]).selects(&labels));
+        assert!(!gateway(&[("istio", "egressgateway")]).selects(&labels));
+        assert!(!gateway(&[("istio", "ingressgateway"), ("zone", "a")]).selects(&labels));
+    }
+
+    #[test]
+    fn nil_selector_selects_every_gateway() {
+        assert!(gateway(&[]).selects(&BTreeMap::new()));
+    }
+
+    #[test]
+    fn labels_flag_rejects_pairs_without_equals() {
+        assert_eq!(
+            parse_labels("a=b,c"),
+            Err("expected key=value, found \"c\"".into())
+        );
+        assert_eq!(parse_labels("").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn merge_order_is_creation_time_then_name_then_namespace() {
+        let mut old = gateway(&[]);
+        old.name = "zzz".into();
+        old.creation_timestamp = Some("2024-01-01T00:00:00Z".into());
+        let mut new = gateway(&[]);
+        new.name = "aaa".into();
+        new.creation_timestamp = Some("2025-01-01T00:00:00Z".into());
+        assert!(old.merge_order() < new.merge_order());
     }
 
     #[test]

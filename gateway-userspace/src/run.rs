@@ -48,6 +48,24 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if config.gateways.is_empty() {
         bail!("no Gateway resources found in the configuration paths");
     }
+    let instance = args.instance.instance();
+    let read = config.gateways.len();
+    let gateways: Vec<_> = config
+        .gateways
+        .into_iter()
+        .filter(|g| g.selects(&instance.labels))
+        .collect();
+    if gateways.is_empty() {
+        let labels: Vec<String> = instance
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        bail!(
+            "none of the {read} Gateways selects this instance (labels {}); pass the workload's labels with --labels",
+            labels.join(",")
+        );
+    }
 
     // Privilege first: loading needs CAP_BPF, and touches nothing outside the process.
     let mut dataplane = Dataplane::load()?;
@@ -56,7 +74,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     } else {
         args.address.clone()
     };
-    let plan = compile::plan(&config.gateways, &addresses)?;
+    let plan = compile::plan(&gateways, &addresses)?;
     for dropped in &plan.dropped {
         log::warn!(
             "Gateway {}: spec.servers[{}] not served: {}",

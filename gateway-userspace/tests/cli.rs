@@ -72,3 +72,109 @@ fn bad_flag_value_is_rejected_by_name() {
         "{stderr}"
     );
 }
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn check_passes_the_shipped_examples() {
+    let out = gateway(&["check", EXAMPLES]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.ends_with("0 error(s), 0 warning(s)\n"), "{stdout}");
+}
+
+#[test]
+fn check_fails_only_on_errors_unless_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let warned = write(
+        &dir,
+        "warn.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: w}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [a.example.com]\n    typo: 1\n",
+    );
+    let out = gateway(&["check", &warned]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("warning: Gateway default/w: spec.servers[0].typo: unknown field, ignored"),
+        "{stdout}"
+    );
+    assert_eq!(
+        gateway(&["check", "--strict", &warned]).status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn check_with_labels_reports_servers_dropped_by_the_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = |name: &str, protocol: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec:\n  servers:\n  - port: {{number: 8000, name: p, protocol: {protocol}}}\n    hosts: [a.example.com]\n"
+        )
+    };
+    let path = write(
+        &dir,
+        "gws.yaml",
+        &format!("{}---\n{}", gw("alpha", "TCP"), gw("beta", "HTTP")),
+    );
+    let out = gateway(&["check", "--labels", "istio=ingressgateway", &path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("2 of 2 Gateways select the instance istio=ingressgateway"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: Gateway default/beta: spec.servers[0]: not served"),
+        "{stdout}"
+    );
+    assert_eq!(
+        gateway(&[
+            "check",
+            "--strict",
+            "--labels",
+            "istio=ingressgateway",
+            &path
+        ])
+        .status
+        .code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn compile_prints_the_plan_as_json() {
+    let out = gateway(&["compile", "--format", "json", EXAMPLES]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["listeners"][0]["port"], 80);
+    assert_eq!(plan["listeners"][0]["kind"], "http");
+    assert_eq!(plan["listeners"][0]["hosts"][0]["host"], "dataengine.com");
+    assert_eq!(plan["listeners"][0]["hosts"][0]["httpsRedirect"], true);
+    assert_eq!(plan["listeners"][1]["port"], 443);
+}
+
+#[test]
+fn compile_serves_only_gateways_that_select_the_instance() {
+    let out = gateway(&[
+        "compile",
+        "--format",
+        "json",
+        "--labels",
+        "istio=egressgateway",
+        EXAMPLES,
+    ]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["listeners"], serde_json::json!([]));
+}

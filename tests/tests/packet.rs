@@ -45,6 +45,7 @@ fn test_plan() -> Plan {
     let gateway = Gateway {
         namespace: "istio-system".into(),
         name: "packet-test".into(),
+        creation_timestamp: None,
         selector: Default::default(),
         servers: vec![
             server(80, Protocol::Http, None),
@@ -304,6 +305,7 @@ fn applying_a_new_plan_removes_listeners_it_no_longer_has() {
     let only_8080 = Gateway {
         namespace: "istio-system".into(),
         name: "reloaded".into(),
+        creation_timestamp: None,
         selector: Default::default(),
         servers: vec![server(8080, Protocol::Http, None)],
     };

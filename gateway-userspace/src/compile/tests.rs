@@ -26,6 +26,7 @@ fn gateway(name: &str, servers: Vec<Server>) -> Gateway {
     Gateway {
         namespace: "istio-system".into(),
         name: name.into(),
+        creation_timestamp: None,
         selector: Default::default(),
         servers,
     }

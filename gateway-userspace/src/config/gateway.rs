@@ -55,6 +55,12 @@ const TLS_CERTIFICATE_FIELDS: &[&str] = &["serverCertificate", "privateKey", "ca
 /// The namespace of a resource whose `metadata.namespace` is absent.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// `metadata.creationTimestamp`, if present and a string.
+fn creation_timestamp(d: &mut Decoder<'_>, doc: &Node) -> Option<String> {
+    let node = doc.get("metadata")?.get("creationTimestamp")?;
+    d.string(node, "metadata.creationTimestamp")
+}
+
 /// Reads `metadata.name` and `metadata.namespace` so diagnostics can name
 /// the resource before the rest is decoded.
 pub fn identity(d: &mut Decoder<'_>, doc: &Node) -> Option<(String, String)> {
@@ -123,6 +129,7 @@ pub fn decode(d: &mut Decoder<'_>, doc: &Node, namespace: String, name: String) 
         return None;
     }
     Some(Gateway {
+        creation_timestamp: creation_timestamp(d, doc),
         namespace,
         name,
         selector,
