@@ -93,51 +93,116 @@ pub fn addr_key(addr: IpAddr) -> [u8; 16] {
     }
 }
 
+/// One (bind, port, L4 protocol) while servers are being merged.
+struct Slot {
+    kind: ListenerKind,
+    /// The plaintext server that owns the port, if any: (protocol, who).
+    plaintext: Option<(Protocol, String)>,
+    /// Hosts (namespace stripped, lower-cased) claimed by TLS-bearing servers: host -> who.
+    tls_hosts: BTreeMap<String, String>,
+    virtual_hosts: Vec<VirtualHost>,
+}
+
 /// Compiles Gateways for an instance whose own addresses are `local_addrs`.
 ///
-/// Servers are taken in Istio's Gateway order (creationTimestamp, name,
-/// namespace), then list order; the first server on a (bind, port) fixes
-/// its kind, and a later server of another kind is dropped and reported.
+/// Merges servers as Istio does (semantics doc §8.3), taking Gateways in
+/// Istio's order (creationTimestamp, name, namespace) and servers in list
+/// order; every server left out is reported with the one it lost to:
+/// - a server with a `tls` block whose host is already claimed on the same
+///   (bind, port) by an earlier one is left out. Hosts are compared after
+///   removing their namespace, so `a/*` and `b/*` collide instead of
+///   producing two identical matchers (Istio bug §8.5);
+/// - plaintext servers share a port only if both are HTTP-family;
+/// - a TLS server cannot join a port a plaintext server owns, while a
+///   plaintext server may join a port TLS servers own (Istio's asymmetry).
 pub fn plan(gateways: &[Gateway], local_addrs: &[IpAddr]) -> Result<Plan, CompileError> {
     let mut ordered: Vec<&Gateway> = gateways.iter().collect();
     ordered.sort_by(|a, b| a.merge_order().cmp(&b.merge_order()));
 
-    // (bind, port, ip_protocol) -> (kind, first protocol, http virtual hosts)
-    type Slot = (ListenerKind, Protocol, Vec<VirtualHost>);
     let mut slots: BTreeMap<(Option<IpAddr>, u16, u8), Slot> = BTreeMap::new();
     let mut dropped = Vec::new();
     for gateway in ordered {
+        let gateway_id = format!("{}/{}", gateway.namespace, gateway.name);
         for (index, server) in gateway.servers.iter().enumerate() {
-            let protocol = server.port.protocol;
-            if let Bind::Unix(path) = &server.bind {
+            let who = format!("Gateway {gateway_id} spec.servers[{index}]");
+            let mut drop = |reason: String| {
                 dropped.push(DroppedServer {
-                    gateway: format!("{}/{}", gateway.namespace, gateway.name),
+                    gateway: gateway_id.clone(),
                     server: index,
-                    reason: format!("unix socket bind {path:?} is not served yet"),
+                    reason,
                 });
+            };
+            if let Bind::Unix(path) = &server.bind {
+                drop(format!("unix socket bind {path:?} is not served yet"));
                 continue;
             }
-            let slot_key = (server.bind.ip(), server.port.number, protocol.ip_protocol());
+            let protocol = server.port.protocol;
+            let port = server.port.number;
             let slot = slots
-                .entry(slot_key)
-                .or_insert_with(|| (protocol.listener_kind(), protocol, Vec::new()));
-            if slot.0 != protocol.listener_kind() {
-                dropped.push(DroppedServer {
-                    gateway: format!("{}/{}", gateway.namespace, gateway.name),
-                    server: index,
-                    reason: format!(
-                        "port {} is already served as {:?} by an earlier server; {:?} cannot share it",
-                        server.port.number, slot.1, protocol
-                    ),
+                .entry((server.bind.ip(), port, protocol.ip_protocol()))
+                .or_insert_with(|| Slot {
+                    kind: protocol.listener_kind(),
+                    plaintext: None,
+                    tls_hosts: BTreeMap::new(),
+                    virtual_hosts: Vec::new(),
                 });
-                continue;
+            let hosts: Vec<String> = server
+                .hosts
+                .iter()
+                .map(|h| HostPattern::from_server_host(h).to_string())
+                .collect();
+            if server.tls.is_some() {
+                if let Some((host, owner)) =
+                    hosts.iter().find_map(|h| slot.tls_hosts.get_key_value(h))
+                {
+                    drop(format!(
+                        "duplicate host {host} on port {port}: already served by {owner}"
+                    ));
+                    continue;
+                }
+            }
+            let is_tls = matches!(protocol, Protocol::Https | Protocol::Tls);
+            match (&slot.plaintext, is_tls) {
+                (Some((existing, owner)), true) => {
+                    drop(format!(
+                        "{protocol:?} cannot share port {port} with the {existing:?} server {owner}"
+                    ));
+                    continue;
+                }
+                (Some((existing, owner)), false)
+                    if !(existing.is_http_family() && protocol.is_http_family()) =>
+                {
+                    drop(format!(
+                        "{protocol:?} cannot share port {port} with the {existing:?} server {owner}"
+                    ));
+                    continue;
+                }
+                (None, false) if slot.kind == ListenerKind::Tls => {
+                    // Istio accepts this and tells the two apart by TLS
+                    // detection, which the proxy does not do yet: say so.
+                    drop(format!(
+                        "plaintext {protocol:?} on port {port}, which TLS servers own, is not served yet"
+                    ));
+                    continue;
+                }
+                (None, false) => slot.plaintext = Some((protocol, who.clone())),
+                _ => {}
+            }
+            if server.tls.is_some() {
+                for host in &hosts {
+                    slot.tls_hosts.insert(host.clone(), who.clone());
+                }
+            }
+            if is_tls {
+                slot.kind = ListenerKind::Tls;
             }
             if protocol.is_http_family() {
                 let https_redirect = server.tls.as_ref().is_some_and(|t| t.https_redirect);
-                slot.2.extend(server.hosts.iter().map(|host| VirtualHost {
-                    pattern: HostPattern::from_server_host(host),
-                    https_redirect,
-                }));
+                slot.virtual_hosts
+                    .extend(server.hosts.iter().map(|host| VirtualHost {
+                        pattern: HostPattern::from_server_host(host),
+                        https_redirect,
+                    }));
             }
         }
     }
@@ -150,7 +215,7 @@ pub fn plan(gateways: &[Gateway], local_addrs: &[IpAddr]) -> Result<Plan, Compil
     }
     let mut listeners = Vec::new();
     let mut http = Vec::new();
-    for (id, ((bind, port, ip_protocol), (kind, _, hosts))) in slots.into_iter().enumerate() {
+    for (id, ((bind, port, ip_protocol), slot)) in slots.into_iter().enumerate() {
         // Bounded by MAX_LISTENERS above, so the id fits.
         let id = u32::try_from(id).unwrap_or(u32::MAX);
         listeners.push(Listener {
@@ -158,14 +223,14 @@ pub fn plan(gateways: &[Gateway], local_addrs: &[IpAddr]) -> Result<Plan, Compil
             bind,
             port,
             ip_protocol,
-            kind,
+            kind: slot.kind,
         });
-        if kind == ListenerKind::Http {
+        if slot.kind == ListenerKind::Http {
             http.push(HttpListener {
                 listener_id: id,
                 bind,
                 port,
-                hosts: HostTable::new(hosts),
+                hosts: HostTable::new(slot.virtual_hosts),
             });
         }
     }

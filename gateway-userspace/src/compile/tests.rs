@@ -134,3 +134,319 @@ fn too_many_listeners_is_an_error() {
         }
     );
 }
+
+// === Merge scenarios from Istio's TestMergeGateways / TestBuildGatewayListeners
+// (semantics doc §8.4), as golden plan tables.
+
+fn tls_server(port: u16, protocol: Protocol, hosts: &[&str], mode: TlsMode) -> Server {
+    let mut s = server(port, protocol, hosts, false);
+    s.tls = Some(ServerTls {
+        mode,
+        credential_names: vec!["cert".into()],
+        ..Default::default()
+    });
+    s
+}
+
+fn bound(mut s: Server, ip: &str) -> Server {
+    s.bind = Bind::Ip(addr(ip));
+    s
+}
+
+fn golden(gateways: &[Gateway], expected: &str) {
+    let plan = plan(gateways, &[]).unwrap();
+    assert_eq!(crate::report::table(&plan), expected);
+}
+
+#[test]
+fn merge_one_http_server() {
+    golden(
+        &[gateway(
+            "gw",
+            vec![server(7, Protocol::Http, &["foo.bar.com"], false)],
+        )],
+        "listeners:\n  *:7/tcp  http  (id 0)\n    host foo.bar.com  -> 404 (no routes)\n",
+    );
+}
+
+#[test]
+fn merge_two_gateways_http_same_port_share_one_listener() {
+    golden(
+        &[
+            gateway(
+                "gw1",
+                vec![server(7, Protocol::Http, &["foo.bar.com"], false)],
+            ),
+            gateway(
+                "gw2",
+                vec![server(7, Protocol::Http, &["bar.foo.com"], false)],
+            ),
+        ],
+        "listeners:\n  *:7/tcp  http  (id 0)\n    host bar.foo.com  -> 404 (no routes)\n    host foo.bar.com  -> 404 (no routes)\n",
+    );
+}
+
+#[test]
+fn merge_same_port_different_bind_are_separate_listeners() {
+    golden(
+        &[
+            gateway(
+                "gw1",
+                vec![server(7, Protocol::Http, &["foo.bar.com"], false)],
+            ),
+            gateway(
+                "gw2",
+                vec![bound(
+                    server(7, Protocol::Http, &["bar.foo.com"], false),
+                    "127.0.0.1",
+                )],
+            ),
+        ],
+        "listeners:\n  *:7/tcp  http  (id 0)\n    host foo.bar.com  -> 404 (no routes)\n  127.0.0.1:7/tcp  http  (id 1)\n    host bar.foo.com  -> 404 (no routes)\n",
+    );
+}
+
+#[test]
+fn merge_http_and_tcp_on_different_ports() {
+    golden(
+        &[gateway(
+            "gw",
+            vec![
+                server(7, Protocol::Http, &["foo.bar.com"], false),
+                server(8, Protocol::Tcp, &["*"], false),
+            ],
+        )],
+        "listeners:\n  *:7/tcp  http  (id 0)\n    host foo.bar.com  -> 404 (no routes)\n  *:8/tcp  tcp  (id 1)\n",
+    );
+}
+
+#[test]
+fn merge_https_and_tls_passthrough_coexist_by_sni() {
+    let plan = plan(
+        &[
+            gateway(
+                "gw1",
+                vec![tls_server(
+                    443,
+                    Protocol::Https,
+                    &["*.example.com"],
+                    TlsMode::Simple,
+                )],
+            ),
+            gateway(
+                "gw2",
+                vec![tls_server(
+                    443,
+                    Protocol::Tls,
+                    &["foo.example.com"],
+                    TlsMode::Passthrough,
+                )],
+            ),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(plan.listeners.len(), 1);
+    assert_eq!(plan.listeners[0].kind, ListenerKind::Tls);
+    assert!(plan.dropped.is_empty(), "{:?}", plan.dropped);
+}
+
+#[test]
+fn merge_binds_split_one_port_into_listeners() {
+    let gws = [gateway(
+        "gw",
+        vec![
+            bound(
+                tls_server(443, Protocol::Https, &["*"], TlsMode::Simple),
+                "192.0.2.1",
+            ),
+            bound(server(443, Protocol::Grpc, &["*"], false), "192.0.2.2"),
+            server(443, Protocol::Grpc, &["grpc.example.org"], false),
+        ],
+    )];
+    let plan = plan(&gws, &[]).unwrap();
+    let listeners: Vec<String> = plan
+        .listeners
+        .iter()
+        .map(|l| {
+            format!(
+                "{}_{}",
+                l.bind.map_or("0.0.0.0".into(), |ip| ip.to_string()),
+                l.port
+            )
+        })
+        .collect();
+    assert_eq!(
+        listeners,
+        vec!["0.0.0.0_443", "192.0.2.1_443", "192.0.2.2_443"]
+    );
+}
+
+#[test]
+fn merge_tls_servers_sharing_a_host_keep_the_first() {
+    let a = gateway(
+        "a",
+        vec![tls_server(
+            443,
+            Protocol::Https,
+            &["*.example.com"],
+            TlsMode::Simple,
+        )],
+    );
+    let b = gateway(
+        "b",
+        vec![tls_server(
+            443,
+            Protocol::Https,
+            &["*.example.com"],
+            TlsMode::Simple,
+        )],
+    );
+    let plan = plan(&[b, a], &[]).unwrap();
+    assert_eq!(plan.dropped.len(), 1);
+    assert_eq!(plan.dropped[0].gateway, "istio-system/b");
+    assert_eq!(
+        plan.dropped[0].reason,
+        "duplicate host *.example.com on port 443: already served by Gateway istio-system/a spec.servers[0]"
+    );
+}
+
+#[test]
+fn merge_duplicate_hosts_collide_across_namespaces() {
+    // Istio compares `default/*` and `prod/*` literally and emits two
+    // identical match-all chains (bug §8.5); we keep the first and report.
+    let a = gateway(
+        "a",
+        vec![tls_server(
+            443,
+            Protocol::Https,
+            &["default/*"],
+            TlsMode::Simple,
+        )],
+    );
+    let b = gateway(
+        "b",
+        vec![tls_server(
+            443,
+            Protocol::Https,
+            &["prod/*"],
+            TlsMode::Simple,
+        )],
+    );
+    let plan = plan(&[a, b], &[]).unwrap();
+    assert_eq!(plan.dropped.len(), 1, "{:?}", plan.dropped);
+}
+
+#[test]
+fn merge_http_redirect_servers_take_part_in_the_duplicate_host_check() {
+    // An HTTP server with only `httpsRedirect` has a tls block, so Istio's
+    // duplicate-host rule applies to it too.
+    let a = gateway(
+        "a",
+        vec![server(80, Protocol::Http, &["a.example.com"], true)],
+    );
+    let b = gateway(
+        "b",
+        vec![server(80, Protocol::Http, &["a.example.com"], true)],
+    );
+    let plan = plan(&[a, b], &[]).unwrap();
+    assert_eq!(plan.dropped.len(), 1);
+}
+
+#[test]
+fn merge_tcp_first_then_http_keeps_tcp() {
+    let alpha = gateway("alpha", vec![server(8000, Protocol::Tcp, &["*"], false)]);
+    let beta = gateway("beta", vec![server(8000, Protocol::Http, &["*"], false)]);
+    let plan = plan(&[beta, alpha], &[]).unwrap();
+    assert_eq!(plan.listeners[0].kind, ListenerKind::Tcp);
+    assert_eq!(plan.dropped[0].gateway, "istio-system/beta");
+}
+
+#[test]
+fn merge_http_first_then_tcp_keeps_http() {
+    let alpha = gateway("alpha", vec![server(8000, Protocol::Http, &["*"], false)]);
+    let beta = gateway("beta", vec![server(8000, Protocol::Tcp, &["*"], false)]);
+    let plan = plan(&[alpha, beta], &[]).unwrap();
+    assert_eq!(plan.listeners[0].kind, ListenerKind::Http);
+    assert_eq!(plan.dropped[0].gateway, "istio-system/beta");
+}
+
+#[test]
+fn merge_tcp_with_tcp_on_one_port_keeps_the_first() {
+    let a = gateway(
+        "a",
+        vec![server(8000, Protocol::Tcp, &["a.example.com"], false)],
+    );
+    let b = gateway(
+        "b",
+        vec![server(8000, Protocol::Tcp, &["b.example.com"], false)],
+    );
+    assert_eq!(plan(&[a, b], &[]).unwrap().dropped.len(), 1);
+}
+
+#[test]
+fn merge_https_after_http_on_one_port_is_dropped() {
+    let a = gateway(
+        "a",
+        vec![server(443, Protocol::Http, &["a.example.com"], false)],
+    );
+    let b = gateway(
+        "b",
+        vec![tls_server(
+            443,
+            Protocol::Https,
+            &["b.example.com"],
+            TlsMode::Simple,
+        )],
+    );
+    let plan = plan(&[a, b], &[]).unwrap();
+    assert_eq!(plan.listeners[0].kind, ListenerKind::Http);
+    assert_eq!(
+        plan.dropped[0].reason,
+        "Https cannot share port 443 with the Http server Gateway istio-system/a spec.servers[0]"
+    );
+}
+
+#[test]
+fn merge_two_gateways_with_https_and_tcp_on_443_share_one_tls_listener() {
+    // TestBuildGatewayListeners: gw1{HTTPS, TCP} + gw2{HTTPS, TCP} on 443 -> one listener.
+    let gw1 = gateway(
+        "gw1",
+        vec![
+            tls_server(443, Protocol::Https, &["*.1.example.com"], TlsMode::Simple),
+            server(443, Protocol::Tcp, &["*.1.example.com"], false),
+        ],
+    );
+    let gw2 = gateway(
+        "gw2",
+        vec![
+            tls_server(443, Protocol::Https, &["*.2.example.com"], TlsMode::Simple),
+            server(443, Protocol::Tcp, &["*.2.example.com"], false),
+        ],
+    );
+    let plan = plan(&[gw1, gw2], &[]).unwrap();
+    assert_eq!(plan.listeners.len(), 1);
+    assert_eq!(plan.listeners[0].kind, ListenerKind::Tls);
+    let dropped: Vec<_> = plan
+        .dropped
+        .iter()
+        .map(|d| (d.gateway.as_str(), d.server))
+        .collect();
+    // gw1's TCP server joins in Istio (TLS detection); not served yet, and reported.
+    assert_eq!(
+        dropped,
+        vec![("istio-system/gw1", 1), ("istio-system/gw2", 1)]
+    );
+}
+
+#[test]
+fn merge_unix_socket_servers_are_reported_not_served() {
+    let mut s = server(0, Protocol::Http, &["a.example.com"], false);
+    s.bind = Bind::Unix("/run/gw.sock".into());
+    let plan = plan(&[gateway("gw", vec![s])], &[]).unwrap();
+    assert!(plan.listeners.is_empty());
+    assert_eq!(
+        plan.dropped[0].reason,
+        "unix socket bind \"/run/gw.sock\" is not served yet"
+    );
+}
