@@ -59,6 +59,29 @@ impl fmt::Display for HostPattern {
     }
 }
 
+/// Istio's host intersection (`host.Names.Intersection`): the more specific
+/// of two patterns when one covers the other, else `None`.
+/// `*.example.com` and `a.example.com` give `a.example.com`.
+pub fn intersect(a: &HostPattern, b: &HostPattern) -> Option<HostPattern> {
+    use HostPattern::{Any, Exact, Suffix};
+    match (a, b) {
+        (Any, other) | (other, Any) => Some(other.clone()),
+        (Exact(x), Exact(y)) => (x == y).then(|| a.clone()),
+        (Exact(name), pattern @ Suffix(_)) | (pattern @ Suffix(_), Exact(name)) => {
+            pattern.matches(name).then(|| Exact(name.clone()))
+        }
+        (Suffix(x), Suffix(y)) => {
+            if x.ends_with(y.as_str()) {
+                Some(a.clone())
+            } else if y.ends_with(x.as_str()) {
+                Some(b.clone())
+            } else {
+                None
+            }
+        }
+    }
+}
+
 /// What the proxy does for requests to one virtual host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VirtualHost {
@@ -190,6 +213,30 @@ mod tests {
         ]);
         assert!(t.lookup("a.example.com").is_some());
         assert!(t.lookup("b.example.com").is_some());
+    }
+
+    fn pattern(text: &str) -> HostPattern {
+        HostPattern::from_server_host(text)
+    }
+
+    #[test]
+    fn intersection_takes_the_more_specific_host() {
+        let i = |a, b| intersect(&pattern(a), &pattern(b)).map(|p| p.to_string());
+        assert_eq!(
+            i("*.example.com", "a.example.com").as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            i("a.example.com", "*.example.com").as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(i("*", "a.example.com").as_deref(), Some("a.example.com"));
+        assert_eq!(
+            i("*.example.com", "*.a.example.com").as_deref(),
+            Some("*.a.example.com")
+        );
+        assert_eq!(i("*.example.com", "example.com"), None);
+        assert_eq!(i("a.example.com", "b.example.com"), None);
     }
 
     #[test]

@@ -116,6 +116,58 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// An optional string field; empty counts as absent.
+    pub fn opt_string(
+        &mut self,
+        entries: &[(Node, Node)],
+        name: &str,
+        path: &str,
+    ) -> Option<String> {
+        field(entries, name)
+            .and_then(|n| self.string(n, &join(path, name)))
+            .filter(|s| !s.is_empty())
+    }
+
+    /// An optional boolean field, false when absent.
+    pub fn flag(&mut self, entries: &[(Node, Node)], name: &str, path: &str) -> bool {
+        field(entries, name)
+            .and_then(|n| self.boolean(n, &join(path, name)))
+            .unwrap_or(false)
+    }
+
+    /// An optional list of strings.
+    pub fn string_list(&mut self, entries: &[(Node, Node)], name: &str, path: &str) -> Vec<String> {
+        let Some(node) = field(entries, name) else {
+            return Vec::new();
+        };
+        let list_path = join(path, name);
+        let items = self.sequence(node, &list_path).unwrap_or_default();
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.string(item, &format!("{list_path}[{i}]")))
+            .collect()
+    }
+
+    /// The items of an optional list field, each with its path.
+    pub fn items<'n>(
+        &mut self,
+        entries: &'n [(Node, Node)],
+        name: &str,
+        path: &str,
+    ) -> Vec<(String, &'n Node)> {
+        let Some(node) = field(entries, name) else {
+            return Vec::new();
+        };
+        let list_path = join(path, name);
+        self.sequence(node, &list_path)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (format!("{list_path}[{i}]"), item))
+            .collect()
+    }
+
     /// Records "expected X, found Y" and yields nothing.
     fn type_error<T>(&mut self, node: &Node, path: &str, expected: &str) -> Option<T> {
         self.error(

@@ -56,7 +56,7 @@ const TLS_CERTIFICATE_FIELDS: &[&str] = &["serverCertificate", "privateKey", "ca
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// `metadata.creationTimestamp`, if present and a string.
-fn creation_timestamp(d: &mut Decoder<'_>, doc: &Node) -> Option<String> {
+pub fn creation_timestamp(d: &mut Decoder<'_>, doc: &Node) -> Option<String> {
     let node = doc.get("metadata")?.get("creationTimestamp")?;
     d.string(node, "metadata.creationTimestamp")
 }
@@ -407,37 +407,6 @@ fn decode_bind(d: &mut Decoder<'_>, node: &Node, path: &str) -> Bind {
     }
 }
 
-/// Optional string field.
-fn opt_string(
-    d: &mut Decoder<'_>,
-    entries: &[(Node, Node)],
-    name: &str,
-    path: &str,
-) -> Option<String> {
-    field(entries, name)
-        .and_then(|n| d.string(n, &join(path, name)))
-        .filter(|s| !s.is_empty())
-}
-
-/// Optional list-of-strings field.
-fn string_list(
-    d: &mut Decoder<'_>,
-    entries: &[(Node, Node)],
-    name: &str,
-    path: &str,
-) -> Vec<String> {
-    let Some(node) = field(entries, name) else {
-        return Vec::new();
-    };
-    let list_path = join(path, name);
-    d.sequence(node, &list_path)
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, item)| d.string(item, &format!("{list_path}[{i}]")))
-        .collect()
-}
-
 fn decode_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ServerTls> {
     let entries = d.mapping(node, path, TLS_FIELDS)?;
     let errors_before = d.error_count();
@@ -464,22 +433,22 @@ fn decode_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ServerTls>
     let mut tls = ServerTls {
         https_redirect,
         mode,
-        server_certificate: opt_string(d, entries, "serverCertificate", path),
-        private_key: opt_string(d, entries, "privateKey", path),
-        ca_certificates: opt_string(d, entries, "caCertificates", path),
-        ca_crl: opt_string(d, entries, "caCrl", path),
+        server_certificate: d.opt_string(entries, "serverCertificate", path),
+        private_key: d.opt_string(entries, "privateKey", path),
+        ca_certificates: d.opt_string(entries, "caCertificates", path),
+        ca_crl: d.opt_string(entries, "caCrl", path),
         credential_names: Vec::new(),
-        ca_cert_credential_name: opt_string(d, entries, "caCertCredentialName", path),
+        ca_cert_credential_name: d.opt_string(entries, "caCertCredentialName", path),
         tls_certificates: Vec::new(),
-        subject_alt_names: string_list(d, entries, "subjectAltNames", path),
-        verify_certificate_spki: string_list(d, entries, "verifyCertificateSpki", path),
-        verify_certificate_hash: string_list(d, entries, "verifyCertificateHash", path),
-        min_protocol_version: opt_string(d, entries, "minProtocolVersion", path),
-        max_protocol_version: opt_string(d, entries, "maxProtocolVersion", path),
-        cipher_suites: string_list(d, entries, "cipherSuites", path),
+        subject_alt_names: d.string_list(entries, "subjectAltNames", path),
+        verify_certificate_spki: d.string_list(entries, "verifyCertificateSpki", path),
+        verify_certificate_hash: d.string_list(entries, "verifyCertificateHash", path),
+        min_protocol_version: d.opt_string(entries, "minProtocolVersion", path),
+        max_protocol_version: d.opt_string(entries, "maxProtocolVersion", path),
+        cipher_suites: d.string_list(entries, "cipherSuites", path),
     };
-    let credential_name = opt_string(d, entries, "credentialName", path);
-    let credential_names = string_list(d, entries, "credentialNames", path);
+    let credential_name = d.opt_string(entries, "credentialName", path);
+    let credential_names = d.string_list(entries, "credentialNames", path);
     let tls_certificates = decode_tls_certificates(d, entries, path);
     check_tls_options(
         d,
@@ -528,9 +497,9 @@ fn decode_tls_certificates(
             continue;
         };
         certs.push(TlsCertificate {
-            server_certificate: opt_string(d, cert, "serverCertificate", &item_path),
-            private_key: opt_string(d, cert, "privateKey", &item_path),
-            ca_certificates: opt_string(d, cert, "caCertificates", &item_path),
+            server_certificate: d.opt_string(cert, "serverCertificate", &item_path),
+            private_key: d.opt_string(cert, "privateKey", &item_path),
+            ca_certificates: d.opt_string(cert, "caCertificates", &item_path),
         });
     }
     certs

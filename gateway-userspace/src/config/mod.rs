@@ -1,10 +1,14 @@
 //! Reading Istio YAML: the only module that knows YAML. Produces
 //! [`model`](crate::model) values plus every diagnostic, each pinned to
 //! `PATH:LINE:COL`.
+mod common;
 mod decode;
+mod destination_rule;
 mod diagnostic;
 mod gateway;
 mod rules;
+mod service_entry;
+mod virtual_service;
 mod yaml;
 
 use std::{
@@ -16,8 +20,15 @@ use std::{
 pub use diagnostic::{Diagnostic, Severity};
 
 use self::{decode::Decoder, yaml::Value};
-use crate::model::Gateway;
+use crate::model::{DestinationRule, Gateway, ServiceEntry, VirtualService};
 
+/// Kinds of `networking.istio.io` the gateway reads.
+const KINDS: &[&str] = &[
+    "Gateway",
+    "VirtualService",
+    "DestinationRule",
+    "ServiceEntry",
+];
 /// API group whose `v1`, `v1beta1` and `v1alpha3` versions are read alike.
 const ISTIO_NETWORKING: &str = "networking.istio.io";
 const ISTIO_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
@@ -38,8 +49,11 @@ pub enum ConfigError {
 /// Everything read from the configuration paths.
 #[derive(Debug, Default)]
 pub struct Config {
-    /// Gateways without errors, in the order they were read.
+    /// Resources without errors, each in the order read.
     pub gateways: Vec<Gateway>,
+    pub virtual_services: Vec<VirtualService>,
+    pub destination_rules: Vec<DestinationRule>,
+    pub service_entries: Vec<ServiceEntry>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -152,7 +166,7 @@ fn load_document(
     let istio = api_version.split_once('/').is_some_and(|(group, version)| {
         group == ISTIO_NETWORKING && ISTIO_VERSIONS.contains(&version)
     });
-    if !istio || kind != "Gateway" {
+    if !istio || !KINDS.contains(&kind.as_str()) {
         d.report(
             Severity::Note,
             doc,
@@ -186,13 +200,35 @@ fn load_document(
         .and_then(|m| m.get("name"))
         .unwrap_or(doc);
     seen.insert(key, (file.to_path_buf(), name_node.line, name_node.col));
-    if let Some(gw) = gateway::decode(&mut d, doc, namespace, name) {
-        config.gateways.push(gw);
+    match kind.as_str() {
+        "Gateway" => {
+            if let Some(gw) = gateway::decode(&mut d, doc, namespace, name) {
+                config.gateways.push(gw);
+            }
+        }
+        "VirtualService" => {
+            let created = gateway::creation_timestamp(&mut d, doc);
+            if let Some(vs) = virtual_service::decode(&mut d, doc, namespace, name, created) {
+                config.virtual_services.push(vs);
+            }
+        }
+        "DestinationRule" => {
+            if let Some(dr) = destination_rule::decode(&mut d, doc, namespace, name) {
+                config.destination_rules.push(dr);
+            }
+        }
+        _ => {
+            if let Some(se) = service_entry::decode(&mut d, doc, namespace, name) {
+                config.service_entries.push(se);
+            }
+        }
     }
     config.diagnostics.append(&mut d.diagnostics);
 }
 
 #[cfg(test)]
 mod gateway_rules_tests;
+#[cfg(test)]
+mod routing_rules_tests;
 #[cfg(test)]
 mod tests;

@@ -144,6 +144,86 @@ pub fn bind(text: &str) -> Result<Bind, String> {
         .map_err(|_| format!("{text} is not a valid IP"))
 }
 
+/// Milliseconds of a protobuf/Go duration (`1h`, `5m`, `1.5s`, `100ms`, `10us`);
+/// `None` if it does not parse or is negative.
+pub fn duration_millis(text: &str) -> Option<f64> {
+    let units: [(&str, f64); 6] = [
+        ("ms", 1.0),
+        ("us", 0.001),
+        ("ns", 0.000_001),
+        ("h", 3_600_000.0),
+        ("m", 60_000.0),
+        ("s", 1000.0),
+    ];
+    let (number, scale) = units
+        .iter()
+        .find_map(|(unit, scale)| text.strip_suffix(unit).map(|n| (n, *scale)))?;
+    let value: f64 = number.parse().ok()?;
+    (value.is_finite() && value >= 0.0).then_some(value * scale)
+}
+
+/// A VirtualService / ServiceEntry / DestinationRule host: a DNS name that
+/// may start with a `*` label, `*` alone, a short name, or an IP address.
+pub fn service_host(host: &str) -> Result<(), String> {
+    if host == "*" || host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if !host.contains('.') {
+        // Short names are resolved relative to the resource's namespace.
+        return fqdn(host.strip_prefix("*.").unwrap_or(host))
+            .or_else(|_| {
+                if host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                    Ok(())
+                } else {
+                    Err("invalid characters")
+                }
+            })
+            .map_err(|why| format!("host {host:?} invalid ({why})"));
+    }
+    wildcard_dns_name(host)
+}
+
+/// A gateway reference in `VirtualService.spec.gateways`, resolved to
+/// `namespace/name` (or `mesh`); a legacy FQDN comes with a warning.
+pub fn gateway_reference(
+    reference: &str,
+    vs_namespace: &str,
+) -> Result<(String, Option<String>), String> {
+    if reference == "mesh" {
+        return Ok(("mesh".into(), None));
+    }
+    if let Some((namespace, name)) = reference.split_once('/') {
+        let namespace = if namespace == "." {
+            vs_namespace
+        } else {
+            namespace
+        };
+        if !is_dns1123_label(namespace) || !is_dns1123_label(name) {
+            return Err(format!(
+                "invalid gateway {reference:?}: expected namespace/name"
+            ));
+        }
+        return Ok((format!("{namespace}/{name}"), None));
+    }
+    if let Some((name, rest)) = reference.split_once('.') {
+        let namespace = rest.split('.').next().unwrap_or_default();
+        if is_dns1123_label(name) && is_dns1123_label(namespace) {
+            return Ok((
+                format!("{namespace}/{name}"),
+                Some(format!(
+                    "using legacy gatewayName format {reference:?}; write {namespace}/{name}"
+                )),
+            ));
+        }
+        return Err(format!("invalid gateway {reference:?}"));
+    }
+    if is_dns1123_label(reference) {
+        Ok((format!("{vs_namespace}/{reference}"), None))
+    } else {
+        Err(format!("invalid gateway {reference:?}"))
+    }
+}
+
 /// Warnings for `tls.cipherSuites` (§10.5 rule 3): unknown names and duplicates.
 pub fn cipher_suite_warnings(suites: &[&str]) -> Vec<String> {
     let mut warnings = Vec::new();
@@ -259,6 +339,62 @@ mod tests {
         );
         assert!(bind("unix://relative/path").is_err());
         assert!(bind("unix:///dir/").is_err());
+    }
+
+    #[test]
+    fn durations_take_go_units() {
+        assert_eq!(duration_millis("1.5s"), Some(1500.0));
+        assert_eq!(duration_millis("100ms"), Some(100.0));
+        assert_eq!(duration_millis("2m"), Some(120_000.0));
+        assert_eq!(duration_millis("5"), None);
+        assert_eq!(duration_millis("-1s"), None);
+    }
+
+    #[test]
+    fn gateway_references_resolve_to_namespace_and_name() {
+        assert_eq!(
+            gateway_reference("gw", "apps"),
+            Ok(("apps/gw".into(), None))
+        );
+        assert_eq!(
+            gateway_reference("istio-system/gw", "apps"),
+            Ok(("istio-system/gw".into(), None))
+        );
+        assert_eq!(
+            gateway_reference("./gw", "apps"),
+            Ok(("apps/gw".into(), None))
+        );
+        assert_eq!(gateway_reference("mesh", "apps"), Ok(("mesh".into(), None)));
+    }
+
+    #[test]
+    fn legacy_gateway_fqdn_warns() {
+        let (resolved, warning) =
+            gateway_reference("gw.istio-system.svc.cluster.local", "apps").unwrap();
+        assert_eq!(resolved, "istio-system/gw");
+        assert!(warning.is_some());
+    }
+
+    #[test]
+    fn wildcard_gateway_references_are_rejected() {
+        assert!(gateway_reference("ns/*", "apps").is_err());
+        assert!(gateway_reference("*/gw", "apps").is_err());
+    }
+
+    #[test]
+    fn service_hosts_allow_short_names_ips_and_wildcards() {
+        for ok in [
+            "reviews",
+            "reviews.prod.svc.cluster.local",
+            "*.example.com",
+            "192.0.2.1",
+            "*",
+        ] {
+            assert!(service_host(ok).is_ok(), "{ok}");
+        }
+        for bad in ["a_b", "*a.example.com", "foo.*.com"] {
+            assert!(service_host(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

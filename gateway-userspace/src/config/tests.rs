@@ -143,6 +143,15 @@ fn duplicate_gateway_names_both_locations() {
 }
 
 #[test]
+fn routing_kinds_are_read_and_others_skipped_with_a_note() {
+    let routing = load(
+        "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: d}\nspec: {host: web}\n",
+    );
+    assert_eq!(routing.destination_rules.len(), 1);
+    assert!(routing.diagnostics.is_empty(), "{:?}", messages(&routing));
+}
+
+#[test]
 fn other_kinds_are_skipped_with_a_note() {
     let config = load("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n");
     assert_eq!(config.diagnostics[0].severity, Severity::Note);

@@ -1,5 +1,3 @@
-//! The validated configuration the compiler works from: plain Rust values,
-//! no YAML, no kernel types beyond the listener kind.
 use std::{collections::BTreeMap, net::IpAddr};
 
 use gateway_common::{IPPROTO_TCP, IPPROTO_UDP, ListenerKind};

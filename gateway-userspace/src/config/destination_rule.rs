@@ -1,0 +1,380 @@
+//! Decodes `DestinationRule` documents: subsets and traffic policy.
+use super::{
+    common::{count, duration, export_to, string_map},
+    decode::{Decoder, field, join},
+    rules,
+    yaml::Node,
+};
+use crate::model::{
+    ClientTls, ConnectionPool, DestinationRule, HashKey, LoadBalancer, OutlierDetection, Subset,
+    TrafficPolicy,
+};
+
+const LB_SIMPLE: &[&str] = &[
+    "UNSPECIFIED",
+    "LEAST_CONN",
+    "RANDOM",
+    "PASSTHROUGH",
+    "ROUND_ROBIN",
+    "LEAST_REQUEST",
+];
+const CLIENT_TLS_MODES: &[&str] = &["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"];
+
+/// Decodes a DestinationRule whose identity is known; `None` on any error.
+pub fn decode(
+    d: &mut Decoder<'_>,
+    doc: &Node,
+    namespace: String,
+    name: String,
+) -> Option<DestinationRule> {
+    let Some(spec) = doc.get("spec") else {
+        d.error(doc, "spec", "missing spec");
+        return None;
+    };
+    let entries = d.mapping(
+        spec,
+        "spec",
+        &[
+            "host",
+            "trafficPolicy",
+            "subsets",
+            "exportTo",
+            "workloadSelector",
+        ],
+    )?;
+    let errors_before = d.error_count();
+    let host = match d.opt_string(entries, "host", "spec") {
+        Some(host) => {
+            if let Err(message) = rules::service_host(&host) {
+                d.error(field(entries, "host").unwrap_or(spec), "spec.host", message);
+            }
+            host
+        }
+        None => {
+            d.error(spec, "spec.host", "destination rule must have a host");
+            String::new()
+        }
+    };
+    let traffic_policy = field(entries, "trafficPolicy")
+        .and_then(|n| decode_traffic_policy(d, n, "spec.trafficPolicy"))
+        .unwrap_or_default();
+    let mut subsets: Vec<Subset> = Vec::new();
+    for (subset_path, item) in d.items(entries, "subsets", "spec") {
+        let Some(s) = d.mapping(item, &subset_path, &["name", "labels", "trafficPolicy"]) else {
+            continue;
+        };
+        let Some(subset_name) = d.opt_string(s, "name", &subset_path) else {
+            d.error(item, &join(&subset_path, "name"), "subset name is required");
+            continue;
+        };
+        let at = field(s, "name").unwrap_or(item);
+        if !rules::is_dns1123_label(&subset_name) {
+            d.error(
+                at,
+                &join(&subset_path, "name"),
+                format!("subset name {subset_name:?} must be a DNS-1123 label"),
+            );
+        } else if subsets.iter().any(|existing| existing.name == subset_name) {
+            d.error(
+                at,
+                &join(&subset_path, "name"),
+                format!("duplicate subset name {subset_name}"),
+            );
+        }
+        subsets.push(Subset {
+            name: subset_name,
+            labels: field(s, "labels")
+                .map(|n| string_map(d, n, &join(&subset_path, "labels")))
+                .unwrap_or_default(),
+            traffic_policy: field(s, "trafficPolicy")
+                .and_then(|n| decode_traffic_policy(d, n, &join(&subset_path, "trafficPolicy"))),
+        });
+    }
+    let export_to = export_to(d, entries, "spec");
+    if d.error_count() > errors_before {
+        return None;
+    }
+    Some(DestinationRule {
+        namespace,
+        name,
+        host,
+        traffic_policy,
+        subsets,
+        export_to,
+    })
+}
+
+fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<TrafficPolicy> {
+    let entries = d.mapping(
+        node,
+        path,
+        &[
+            "loadBalancer",
+            "connectionPool",
+            "outlierDetection",
+            "tls",
+            "portLevelSettings",
+            "tunnel",
+            "proxyProtocol",
+            "retryBudget",
+        ],
+    )?;
+    Some(TrafficPolicy {
+        load_balancer: field(entries, "loadBalancer")
+            .and_then(|n| load_balancer(d, n, &join(path, "loadBalancer"))),
+        connection_pool: field(entries, "connectionPool")
+            .and_then(|n| connection_pool(d, n, &join(path, "connectionPool")))
+            .unwrap_or_default(),
+        outlier_detection: field(entries, "outlierDetection")
+            .and_then(|n| outlier_detection(d, n, &join(path, "outlierDetection"))),
+        tls: field(entries, "tls").and_then(|n| client_tls(d, n, &join(path, "tls"))),
+    })
+}
+
+fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<LoadBalancer> {
+    let entries = d.mapping(
+        node,
+        path,
+        &[
+            "simple",
+            "consistentHash",
+            "localityLbSetting",
+            "warmupDurationSecs",
+            "warmup",
+        ],
+    )?;
+    match (field(entries, "simple"), field(entries, "consistentHash")) {
+        (Some(simple), None) => {
+            let text = d.string(simple, &join(path, "simple"))?;
+            if !LB_SIMPLE.contains(&text.as_str()) {
+                d.error(
+                    simple,
+                    &join(path, "simple"),
+                    format!(
+                        "invalid load balancer {text:?}, supported values are {}",
+                        LB_SIMPLE.join(", ")
+                    ),
+                );
+                return None;
+            }
+            Some(LoadBalancer::Simple(text))
+        }
+        (None, Some(hash)) => {
+            let hash_path = join(path, "consistentHash");
+            let h = d.mapping(
+                hash,
+                &hash_path,
+                &[
+                    "httpHeaderName",
+                    "httpCookie",
+                    "useSourceIp",
+                    "httpQueryParameterName",
+                    "ringHash",
+                    "maglev",
+                    "minimumRingSize",
+                ],
+            )?;
+            let mut keys = Vec::new();
+            if let Some(name) = d.opt_string(h, "httpHeaderName", &hash_path) {
+                keys.push(HashKey::Header(name.to_ascii_lowercase()));
+            }
+            if let Some(cookie) = field(h, "httpCookie") {
+                let cookie_path = join(&hash_path, "httpCookie");
+                if let Some(c) =
+                    d.mapping(cookie, &cookie_path, &["name", "path", "ttl", "attributes"])
+                {
+                    match d.opt_string(c, "name", &cookie_path) {
+                        Some(name) => keys.push(HashKey::Cookie {
+                            name,
+                            ttl: duration(d, c, "ttl", &cookie_path),
+                        }),
+                        None => d.error(
+                            cookie,
+                            &join(&cookie_path, "name"),
+                            "cookie name is required",
+                        ),
+                    }
+                }
+            }
+            if d.flag(h, "useSourceIp", &hash_path) {
+                keys.push(HashKey::SourceIp);
+            }
+            if let Some(name) = d.opt_string(h, "httpQueryParameterName", &hash_path) {
+                keys.push(HashKey::QueryParameter(name));
+            }
+            if keys.len() != 1 {
+                d.error(hash, &hash_path, "consistentHash needs exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName");
+                return None;
+            }
+            keys.pop().map(LoadBalancer::ConsistentHash)
+        }
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            d.error(
+                node,
+                path,
+                "only one of simple and consistentHash may be set",
+            );
+            None
+        }
+    }
+}
+
+fn connection_pool(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ConnectionPool> {
+    let entries = d.mapping(node, path, &["tcp", "http"])?;
+    let mut pool = ConnectionPool::default();
+    if let Some(tcp) = field(entries, "tcp") {
+        let tcp_path = join(path, "tcp");
+        let t = d
+            .mapping(
+                tcp,
+                &tcp_path,
+                &[
+                    "maxConnections",
+                    "connectTimeout",
+                    "tcpKeepalive",
+                    "maxConnectionDuration",
+                    "idleTimeout",
+                ],
+            )
+            .unwrap_or_default();
+        pool.max_connections = positive(d, t, "maxConnections", &tcp_path);
+        pool.connect_timeout = duration(d, t, "connectTimeout", &tcp_path);
+    }
+    if let Some(http) = field(entries, "http") {
+        let http_path = join(path, "http");
+        let h = d
+            .mapping(
+                http,
+                &http_path,
+                &[
+                    "http1MaxPendingRequests",
+                    "http2MaxRequests",
+                    "maxRequestsPerConnection",
+                    "maxRetries",
+                    "idleTimeout",
+                    "h2UpgradePolicy",
+                    "useClientProtocol",
+                    "maxConcurrentStreams",
+                ],
+            )
+            .unwrap_or_default();
+        pool.http1_max_pending_requests = positive(d, h, "http1MaxPendingRequests", &http_path);
+        pool.http2_max_requests = positive(d, h, "http2MaxRequests", &http_path);
+        pool.max_requests_per_connection = count(d, h, "maxRequestsPerConnection", &http_path);
+        pool.max_retries = count(d, h, "maxRetries", &http_path);
+        pool.idle_timeout = duration(d, h, "idleTimeout", &http_path);
+    }
+    Some(pool)
+}
+
+/// A count that must be at least 1 when set (a limit of 0 would block everything).
+fn positive(d: &mut Decoder<'_>, entries: &[(Node, Node)], name: &str, path: &str) -> Option<u32> {
+    let value = count(d, entries, name, path)?;
+    if value == 0 {
+        if let Some(at) = field(entries, name) {
+            d.error(
+                at,
+                &join(path, name),
+                format!("{name} must be greater than 0"),
+            );
+        }
+        return None;
+    }
+    Some(value)
+}
+
+fn outlier_detection(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<OutlierDetection> {
+    let entries = d.mapping(
+        node,
+        path,
+        &[
+            "consecutive5xxErrors",
+            "consecutiveGatewayErrors",
+            "consecutiveLocalOriginFailures",
+            "splitExternalLocalOriginErrors",
+            "interval",
+            "baseEjectionTime",
+            "maxEjectionPercent",
+            "minHealthPercent",
+            "consecutiveErrors",
+        ],
+    )?;
+    let max_ejection_percent = count(d, entries, "maxEjectionPercent", path);
+    if let (Some(percent), Some(at)) = (max_ejection_percent, field(entries, "maxEjectionPercent"))
+    {
+        if percent > 100 {
+            d.error(
+                at,
+                &join(path, "maxEjectionPercent"),
+                format!("maxEjectionPercent {percent} must be between 0 and 100"),
+            );
+        }
+    }
+    Some(OutlierDetection {
+        consecutive_5xx_errors: count(d, entries, "consecutive5xxErrors", path),
+        interval: duration(d, entries, "interval", path),
+        base_ejection_time: duration(d, entries, "baseEjectionTime", path),
+        max_ejection_percent,
+    })
+}
+
+fn client_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ClientTls> {
+    let entries = d.mapping(
+        node,
+        path,
+        &[
+            "mode",
+            "clientCertificate",
+            "privateKey",
+            "caCertificates",
+            "credentialName",
+            "subjectAltNames",
+            "sni",
+            "insecureSkipVerify",
+            "caCrl",
+        ],
+    )?;
+    let mode = d
+        .opt_string(entries, "mode", path)
+        .unwrap_or_else(|| "DISABLE".into());
+    if !CLIENT_TLS_MODES.contains(&mode.as_str()) {
+        let at = field(entries, "mode").unwrap_or(node);
+        d.error(
+            at,
+            &join(path, "mode"),
+            format!(
+                "invalid TLS mode {mode:?}, supported modes are {}",
+                CLIENT_TLS_MODES.join(", ")
+            ),
+        );
+        return None;
+    }
+    let tls = ClientTls {
+        client_certificate: d.opt_string(entries, "clientCertificate", path),
+        private_key: d.opt_string(entries, "privateKey", path),
+        ca_certificates: d.opt_string(entries, "caCertificates", path),
+        credential_name: d.opt_string(entries, "credentialName", path),
+        sni: d.opt_string(entries, "sni", path),
+        subject_alt_names: d.string_list(entries, "subjectAltNames", path),
+        insecure_skip_verify: d.flag(entries, "insecureSkipVerify", path),
+        mode,
+    };
+    if tls.mode == "MUTUAL" && tls.credential_name.is_none() {
+        if tls.client_certificate.is_none() {
+            d.error(
+                node,
+                &join(path, "clientCertificate"),
+                "client certificate required for mutual tls",
+            );
+        }
+        if tls.private_key.is_none() {
+            d.error(
+                node,
+                &join(path, "privateKey"),
+                "private key required for mutual tls",
+            );
+        }
+    }
+    Some(tls)
+}

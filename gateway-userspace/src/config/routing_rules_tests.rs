@@ -1,0 +1,522 @@
+//! One test per VirtualService, ServiceEntry and DestinationRule rule.
+use std::path::PathBuf;
+
+use super::*;
+use crate::model::{EndpointAddress, HashKey, HttpAction, LoadBalancer, Resolution, StringMatch};
+
+fn load_kind(kind: &str, spec: &str) -> Config {
+    let text = format!(
+        "apiVersion: networking.istio.io/v1\nkind: {kind}\nmetadata:\n  name: r\n  namespace: apps\nspec:\n{spec}"
+    );
+    load_sources(&[(PathBuf::from("r.yaml"), text)])
+}
+
+fn vs(spec: &str) -> Config {
+    load_kind("VirtualService", spec)
+}
+
+fn assert_has(config: &Config, severity: Severity, field: &str, message: &str) {
+    let all: Vec<_> = config
+        .diagnostics
+        .iter()
+        .map(|d| (d.severity, d.field.clone(), d.message.clone()))
+        .collect();
+    assert!(
+        all.iter()
+            .any(|(s, f, m)| *s == severity && f == field && m == message),
+        "missing {severity:?} {field}: {message}\nfound: {all:#?}"
+    );
+}
+
+const ROUTE: &str = "  http:\n  - route:\n    - destination: {host: web.apps.svc.cluster.local}\n";
+
+#[test]
+fn virtual_service_is_decoded_with_resolved_gateways() {
+    let config = vs(&format!(
+        "  hosts: [a.example.com]\n  gateways: [istio-system/gw, local-gw]\n{ROUTE}"
+    ));
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let vs = &config.virtual_services[0];
+    assert_eq!(
+        vs.gateways,
+        vec!["istio-system/gw".to_string(), "apps/local-gw".to_string()]
+    );
+    let HttpAction::Route(dest) = &vs.http[0].action else {
+        panic!("not a route")
+    };
+    assert_eq!(dest[0].weight, 100, "a single destination gets all traffic");
+}
+
+#[test]
+fn virtual_service_needs_hosts() {
+    let config = vs(&format!("  gateways: [gw]\n{ROUTE}"));
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.hosts",
+        "virtual service must have at least one host",
+    );
+}
+
+#[test]
+fn wildcard_host_is_not_allowed_when_bound_to_mesh() {
+    let config = vs(&format!("  hosts: [\"*\"]\n{ROUTE}"));
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.hosts[0]",
+        "wildcard host * is not allowed for virtual services bound to the mesh gateway",
+    );
+    let at_gateway = vs(&format!("  hosts: [\"*\"]\n  gateways: [gw]\n{ROUTE}"));
+    assert!(
+        at_gateway.diagnostics.is_empty(),
+        "{:?}",
+        at_gateway.diagnostics
+    );
+}
+
+#[test]
+fn duplicate_hosts_in_one_virtual_service_are_rejected() {
+    let config = vs(&format!(
+        "  hosts: [a.example.com, A.example.com]\n  gateways: [gw]\n{ROUTE}"
+    ));
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.hosts[1]",
+        "duplicate hosts in virtual service: A.example.com",
+    );
+}
+
+#[test]
+fn gateway_references_with_wildcards_are_rejected() {
+    let config = vs(&format!(
+        "  hosts: [a.example.com]\n  gateways: [\"istio-system/*\"]\n{ROUTE}"
+    ));
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.gateways[0]",
+        "invalid gateway \"istio-system/*\": expected namespace/name",
+    );
+}
+
+#[test]
+fn a_virtual_service_needs_http_tls_or_tcp() {
+    let config = vs("  hosts: [a.example.com]\n  gateways: [gw]\n");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec",
+        "http, tcp or tls must be provided in virtual service",
+    );
+}
+
+#[test]
+fn http_rule_needs_exactly_one_action() {
+    let none = vs("  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - name: nothing\n");
+    assert_has(
+        &none,
+        Severity::Error,
+        "spec.http[0]",
+        "HTTP route, redirect or direct response is required",
+    );
+    let both = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - redirect: {uri: /x}\n    directResponse: {status: 200}\n",
+    );
+    assert_has(
+        &both,
+        Severity::Error,
+        "spec.http[0]",
+        "only one of route, redirect and directResponse may be set",
+    );
+}
+
+#[test]
+fn rewrite_and_redirect_cannot_be_combined() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - redirect: {uri: /x}\n    rewrite: {uri: /y}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0]",
+        "rewrite and redirect cannot be used together",
+    );
+}
+
+#[test]
+fn weights_of_several_destinations_must_not_all_be_zero() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {host: a}\n    - destination: {host: b}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].route",
+        "total destination weight is 0; give the destinations weights",
+    );
+}
+
+#[test]
+fn destination_host_is_required() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {subset: v1}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].route[0].destination.host",
+        "destination.host is required",
+    );
+}
+
+#[test]
+fn string_match_needs_exactly_one_kind() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - match:\n    - uri: {exact: /a, prefix: /b}\n    redirect: {uri: /x}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].match[0].uri",
+        "exactly one of exact, prefix or regex must be set",
+    );
+}
+
+#[test]
+fn prefix_match_must_not_be_empty() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - match:\n    - uri: {prefix: \"\"}\n    redirect: {uri: /x}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].match[0].uri.prefix",
+        "prefix match must not be empty",
+    );
+}
+
+#[test]
+fn regex_must_compile() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - match:\n    - uri: {regex: \"/a(\"}\n    redirect: {uri: /x}\n",
+    );
+    let error = config
+        .diagnostics
+        .iter()
+        .find(|d| d.field == "spec.http[0].match[0].uri.regex")
+        .expect("regex error");
+    assert!(
+        error.message.starts_with("invalid regex"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn header_match_keys_must_be_lower_case() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - match:\n    - headers: {X-User: {exact: a}}\n    redirect: {uri: /x}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].match[0].headers.X-User",
+        "header match key must be lowercase",
+    );
+}
+
+#[test]
+fn header_presence_match_is_an_empty_matcher() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - match:\n    - headers: {x-canary: {}}\n      uri: {prefix: /api}\n    redirect: {uri: /x}\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let m = &config.virtual_services[0].http[0].matches[0];
+    assert_eq!(m.headers.get("x-canary"), Some(&None));
+    assert_eq!(m.uri, Some(StringMatch::Prefix("/api".into())));
+}
+
+#[test]
+fn redirect_code_must_be_a_redirect_status() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - redirect: {uri: /x, redirectCode: 200}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].redirect.redirectCode",
+        "redirect code 200 must be one of 301, 302, 303, 307, 308",
+    );
+}
+
+#[test]
+fn unsupported_http_features_warn_instead_of_passing_silently() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - redirect: {uri: /x}\n    retries: {attempts: 3}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.http[0].retries",
+        "retries is not applied by this gateway yet",
+    );
+    assert_eq!(config.virtual_services.len(), 1);
+}
+
+#[test]
+fn tls_route_sni_hosts_must_be_within_the_virtual_service_hosts() {
+    let config = vs(
+        "  hosts: [\"*.example.com\"]\n  gateways: [gw]\n  tls:\n  - match:\n    - sniHosts: [a.example.com, other.org]\n    route:\n    - destination: {host: backend}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.tls[0].match[0].sniHosts[1]",
+        "the SNI host other.org must match one of the virtual service hosts",
+    );
+}
+
+#[test]
+fn tls_route_needs_sni_hosts() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  tls:\n  - match:\n    - port: 443\n    route:\n    - destination: {host: backend}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.tls[0].match[0].sniHosts",
+        "TLS match must have at least one SNI host",
+    );
+}
+
+#[test]
+fn tcp_route_needs_a_destination() {
+    let config =
+        vs("  hosts: [a.example.com]\n  gateways: [gw]\n  tcp:\n  - match:\n    - port: 9000\n");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.tcp[0].route",
+        "TCP route must have at least one destination",
+    );
+}
+
+const SE_PORTS: &str = "  ports:\n  - {number: 8080, name: http, protocol: HTTP}\n";
+
+#[test]
+fn service_entry_static_endpoints_are_decoded() {
+    let config = load_kind(
+        "ServiceEntry",
+        &format!(
+            "  hosts: [web.internal]\n{SE_PORTS}  resolution: STATIC\n  endpoints:\n  - address: 192.0.2.10\n    labels: {{version: v1}}\n    ports: {{http: 9080}}\n"
+        ),
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let se = &config.service_entries[0];
+    assert_eq!(se.resolution, Resolution::Static);
+    assert_eq!(
+        se.endpoints[0].address,
+        EndpointAddress::Ip("192.0.2.10".parse().unwrap())
+    );
+    assert_eq!(se.endpoints[0].ports.get("http"), Some(&9080));
+}
+
+#[test]
+fn static_resolution_needs_ip_endpoints() {
+    let config = load_kind(
+        "ServiceEntry",
+        &format!(
+            "  hosts: [web.internal]\n{SE_PORTS}  resolution: STATIC\n  endpoints:\n  - address: web.example.com\n"
+        ),
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.endpoints[0].address",
+        "endpoint address \"web.example.com\" must be an IP address for STATIC resolution",
+    );
+}
+
+#[test]
+fn service_entry_ports_must_be_unique() {
+    let config = load_kind(
+        "ServiceEntry",
+        "  hosts: [web.internal]\n  ports:\n  - {number: 80, name: a, protocol: HTTP}\n  - {number: 80, name: b, protocol: HTTP}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.ports[1].number",
+        "port number 80 is declared twice",
+    );
+}
+
+#[test]
+fn endpoint_port_names_must_be_declared() {
+    let config = load_kind(
+        "ServiceEntry",
+        &format!(
+            "  hosts: [web.internal]\n{SE_PORTS}  resolution: STATIC\n  endpoints:\n  - address: 192.0.2.10\n    ports: {{grpc: 9090}}\n"
+        ),
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.endpoints[0].ports.grpc",
+        "endpoint port name grpc is not declared in spec.ports",
+    );
+}
+
+#[test]
+fn dns_resolution_of_wildcard_hosts_needs_endpoints() {
+    let config = load_kind(
+        "ServiceEntry",
+        &format!("  hosts: [\"*.example.com\"]\n{SE_PORTS}  resolution: DNS\n"),
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.hosts[0]",
+        "wildcard host *.example.com cannot be resolved by DNS without endpoints",
+    );
+}
+
+#[test]
+fn invalid_resolution_is_named() {
+    let config = load_kind(
+        "ServiceEntry",
+        &format!("  hosts: [web.internal]\n{SE_PORTS}  resolution: dns\n"),
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.resolution",
+        "invalid resolution \"dns\", supported values are NONE, STATIC, DNS, DNS_ROUND_ROBIN",
+    );
+}
+
+#[test]
+fn destination_rule_subsets_and_policy_are_decoded() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web.internal\n  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: X-User}}\n    connectionPool: {tcp: {maxConnections: 100, connectTimeout: 2s}}\n  subsets:\n  - {name: v1, labels: {version: v1}}\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let dr = &config.destination_rules[0];
+    assert_eq!(
+        dr.traffic_policy.load_balancer,
+        Some(LoadBalancer::ConsistentHash(HashKey::Header(
+            "x-user".into()
+        )))
+    );
+    assert_eq!(dr.traffic_policy.connection_pool.max_connections, Some(100));
+    assert_eq!(
+        dr.subsets[0].labels.get("version").map(String::as_str),
+        Some("v1")
+    );
+}
+
+#[test]
+fn destination_rule_needs_a_host() {
+    let config = load_kind("DestinationRule", "  subsets: []\n");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.host",
+        "destination rule must have a host",
+    );
+}
+
+#[test]
+fn subset_names_are_unique_dns_labels() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  subsets:\n  - {name: v1}\n  - {name: v1}\n  - {name: V2}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.subsets[1].name",
+        "duplicate subset name v1",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.subsets[2].name",
+        "subset name \"V2\" must be a DNS-1123 label",
+    );
+}
+
+#[test]
+fn consistent_hash_needs_exactly_one_key() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: x, useSourceIp: true}}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.trafficPolicy.loadBalancer.consistentHash",
+        "consistentHash needs exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
+    );
+}
+
+#[test]
+fn simple_load_balancer_must_be_known() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    loadBalancer: {simple: FASTEST}\n",
+    );
+    assert!(
+        config
+            .diagnostics
+            .iter()
+            .any(|d| d.field == "spec.trafficPolicy.loadBalancer.simple"),
+        "{:?}",
+        config.diagnostics
+    );
+}
+
+#[test]
+fn connection_limits_must_be_positive_and_durations_valid() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 0, connectTimeout: 5}}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+        "maxConnections must be greater than 0",
+    );
+    assert!(
+        config
+            .diagnostics
+            .iter()
+            .any(|d| d.field == "spec.trafficPolicy.connectionPool.tcp.connectTimeout"),
+        "{:?}",
+        config.diagnostics
+    );
+}
+
+#[test]
+fn mutual_origination_needs_certificate_and_key() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    tls: {mode: MUTUAL}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.trafficPolicy.tls.clientCertificate",
+        "client certificate required for mutual tls",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.trafficPolicy.tls.privateKey",
+        "private key required for mutual tls",
+    );
+}

@@ -1,0 +1,522 @@
+//! Decodes `VirtualService` documents, applying Istio's validation rules
+//! (`ValidateVirtualService`) for what a gateway serves.
+use std::collections::BTreeMap;
+
+use super::{
+    common::{destinations, duration, export_to, port_number, string_match},
+    decode::{Decoder, field, join},
+    diagnostic::Severity,
+    rules,
+    yaml::Node,
+};
+use crate::{
+    hosts::HostPattern,
+    model::{
+        HttpAction, HttpMatch, HttpRedirect, HttpRoute, StringMatch, TcpMatch, TcpRoute, TlsMatch,
+        TlsRoute, VirtualService,
+    },
+};
+
+const SPEC_FIELDS: &[&str] = &["hosts", "gateways", "http", "tls", "tcp", "exportTo"];
+const HTTP_FIELDS: &[&str] = &[
+    "name",
+    "match",
+    "route",
+    "redirect",
+    "directResponse",
+    "rewrite",
+    "timeout",
+    // Accepted, not applied yet: each gets a warning so nobody relies on it silently.
+    "retries",
+    "fault",
+    "mirror",
+    "mirrors",
+    "mirrorPercentage",
+    "mirrorPercent",
+    "corsPolicy",
+    "headers",
+    "delegate",
+    "internalActiveRedirect",
+];
+const NOT_APPLIED_YET: &[&str] = &[
+    "retries",
+    "fault",
+    "mirror",
+    "mirrors",
+    "mirrorPercentage",
+    "mirrorPercent",
+    "corsPolicy",
+    "headers",
+    "delegate",
+    "internalActiveRedirect",
+];
+const HTTP_MATCH_FIELDS: &[&str] = &[
+    "name",
+    "uri",
+    "scheme",
+    "method",
+    "authority",
+    "headers",
+    "withoutHeaders",
+    "queryParams",
+    "ignoreUriCase",
+    "port",
+    "gateways",
+    "sourceLabels",
+    "sourceNamespace",
+    "statPrefix",
+];
+const REDIRECT_CODES: &[i64] = &[301, 302, 303, 307, 308];
+
+/// Decodes a VirtualService whose identity is known; `None` on any error.
+pub fn decode(
+    d: &mut Decoder<'_>,
+    doc: &Node,
+    namespace: String,
+    name: String,
+    creation_timestamp: Option<String>,
+) -> Option<VirtualService> {
+    let Some(spec) = doc.get("spec") else {
+        d.error(doc, "spec", "missing spec");
+        return None;
+    };
+    let entries = d.mapping(spec, "spec", SPEC_FIELDS)?;
+    let errors_before = d.error_count();
+
+    let mut gateways = Vec::new();
+    for (item_path, item) in d.items(entries, "gateways", "spec") {
+        let Some(reference) = d.string(item, &item_path) else {
+            continue;
+        };
+        match rules::gateway_reference(&reference, &namespace) {
+            Ok((resolved, warning)) => {
+                if let Some(warning) = warning {
+                    d.report(Severity::Warning, item, &item_path, warning);
+                }
+                gateways.push(resolved);
+            }
+            Err(message) => d.error(item, &item_path, message),
+        }
+    }
+    let bound_to_mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
+
+    let mut hosts: Vec<String> = Vec::new();
+    let host_items = d.items(entries, "hosts", "spec");
+    if host_items.is_empty() {
+        d.error(
+            spec,
+            "spec.hosts",
+            "virtual service must have at least one host",
+        );
+    }
+    for (item_path, item) in host_items {
+        let Some(host) = d.string(item, &item_path) else {
+            continue;
+        };
+        if host == "*" && bound_to_mesh {
+            d.error(
+                item,
+                &item_path,
+                "wildcard host * is not allowed for virtual services bound to the mesh gateway",
+            );
+        } else if let Err(message) = rules::service_host(&host) {
+            d.error(item, &item_path, message);
+        } else if hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+            d.error(
+                item,
+                &item_path,
+                format!("duplicate hosts in virtual service: {host}"),
+            );
+        } else {
+            hosts.push(host);
+        }
+    }
+
+    let http: Vec<HttpRoute> = d
+        .items(entries, "http", "spec")
+        .into_iter()
+        .filter_map(|(path, item)| decode_http_route(d, item, &path))
+        .collect();
+    let tls: Vec<TlsRoute> = d
+        .items(entries, "tls", "spec")
+        .into_iter()
+        .filter_map(|(path, item)| decode_tls_route(d, item, &path, &hosts))
+        .collect();
+    let tcp: Vec<TcpRoute> = d
+        .items(entries, "tcp", "spec")
+        .into_iter()
+        .filter_map(|(path, item)| decode_tcp_route(d, item, &path))
+        .collect();
+    if ["http", "tls", "tcp"]
+        .iter()
+        .all(|k| field(entries, k).is_none())
+    {
+        d.error(
+            spec,
+            "spec",
+            "http, tcp or tls must be provided in virtual service",
+        );
+    }
+    let export_to = export_to(d, entries, "spec");
+    if d.error_count() > errors_before {
+        return None;
+    }
+    Some(VirtualService {
+        namespace,
+        name,
+        creation_timestamp,
+        hosts,
+        gateways,
+        export_to,
+        http,
+        tls,
+        tcp,
+    })
+}
+
+fn decode_http_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HttpRoute> {
+    let entries = d.mapping(node, path, HTTP_FIELDS)?;
+    let errors_before = d.error_count();
+    for name in NOT_APPLIED_YET {
+        if let Some(at) = field(entries, name) {
+            d.report(
+                Severity::Warning,
+                at,
+                &join(path, name),
+                format!("{name} is not applied by this gateway yet"),
+            );
+        }
+    }
+    let matches: Vec<HttpMatch> = d
+        .items(entries, "match", path)
+        .into_iter()
+        .filter_map(|(match_path, item)| decode_http_match(d, item, &match_path))
+        .collect();
+    let route = destinations(d, entries, path);
+    let redirect =
+        field(entries, "redirect").and_then(|n| decode_redirect(d, n, &join(path, "redirect")));
+    let direct = field(entries, "directResponse")
+        .and_then(|n| decode_direct_response(d, n, &join(path, "directResponse")));
+    let (rewrite_uri, rewrite_authority) = match field(entries, "rewrite") {
+        Some(rewrite) => {
+            let rw_path = join(path, "rewrite");
+            let rw = d
+                .mapping(rewrite, &rw_path, &["uri", "authority", "uriRegexRewrite"])
+                .unwrap_or_default();
+            if field(rw, "uriRegexRewrite").is_some() {
+                d.report(
+                    Severity::Warning,
+                    rewrite,
+                    &join(&rw_path, "uriRegexRewrite"),
+                    "uriRegexRewrite is not applied by this gateway yet".into(),
+                );
+            }
+            (
+                d.opt_string(rw, "uri", &rw_path),
+                d.opt_string(rw, "authority", &rw_path),
+            )
+        }
+        None => (None, None),
+    };
+    let has_route = field(entries, "route").is_some();
+    let actions = [
+        has_route,
+        field(entries, "redirect").is_some(),
+        field(entries, "directResponse").is_some(),
+    ];
+    match actions.iter().filter(|a| **a).count() {
+        0 => d.error(
+            node,
+            path,
+            "HTTP route, redirect or direct response is required",
+        ),
+        1 => {}
+        _ => d.error(
+            node,
+            path,
+            "only one of route, redirect and directResponse may be set",
+        ),
+    }
+    if field(entries, "redirect").is_some() && field(entries, "rewrite").is_some() {
+        d.error(node, path, "rewrite and redirect cannot be used together");
+    }
+    let timeout = duration(d, entries, "timeout", path);
+    if d.error_count() > errors_before {
+        return None;
+    }
+    let action = match (redirect, direct) {
+        (Some(redirect), _) => HttpAction::Redirect(redirect),
+        (None, Some((status, body))) => HttpAction::DirectResponse { status, body },
+        (None, None) => HttpAction::Route(route),
+    };
+    Some(HttpRoute {
+        name: d.opt_string(entries, "name", path),
+        matches,
+        action,
+        rewrite_uri,
+        rewrite_authority,
+        timeout,
+    })
+}
+
+fn decode_http_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HttpMatch> {
+    let entries = d.mapping(node, path, HTTP_MATCH_FIELDS)?;
+    let mut m = HttpMatch::default();
+    for (name, slot) in [
+        ("uri", &mut m.uri),
+        ("scheme", &mut m.scheme),
+        ("method", &mut m.method),
+        ("authority", &mut m.authority),
+    ] {
+        if let Some(n) = field(entries, name) {
+            *slot = string_match(d, n, &join(path, name));
+        }
+    }
+    for (name, slot) in [
+        ("headers", &mut m.headers),
+        ("withoutHeaders", &mut m.without_headers),
+        ("queryParams", &mut m.query_params),
+    ] {
+        if let Some(n) = field(entries, name) {
+            *slot = decode_keyed_matches(d, n, &join(path, name), name != "queryParams");
+        }
+    }
+    m.ignore_uri_case = d.flag(entries, "ignoreUriCase", path);
+    m.port = field(entries, "port").and_then(|n| port_number(d, n, &join(path, "port")));
+    m.gateways = d.string_list(entries, "gateways", path);
+    for name in ["sourceLabels", "sourceNamespace"] {
+        if let Some(at) = field(entries, name) {
+            d.report(
+                Severity::Warning,
+                at,
+                &join(path, name),
+                format!("{name} only applies to sidecars (mesh); ignored at a gateway"),
+            );
+        }
+    }
+    Some(m)
+}
+
+/// `headers` / `withoutHeaders` / `queryParams`: name -> StringMatch (empty = presence).
+fn decode_keyed_matches(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+    lower_case_keys: bool,
+) -> BTreeMap<String, Option<StringMatch>> {
+    let mut out = BTreeMap::new();
+    let Some(entries) = d.mapping(node, path, &[]) else {
+        return out;
+    };
+    // Every key is a header or parameter name, so `mapping`'s unknown-field
+    // warnings do not apply here.
+    d.diagnostics
+        .retain(|diag| !(diag.field.starts_with(path) && diag.message == "unknown field, ignored"));
+    for (key, value) in entries {
+        let Some(name) = d.string(key, path) else {
+            continue;
+        };
+        let key_path = join(path, &name);
+        if lower_case_keys && name.bytes().any(|b| b.is_ascii_uppercase()) {
+            d.error(key, &key_path, "header match key must be lowercase");
+            continue;
+        }
+        let empty = matches!(&value.value, super::yaml::Value::Map(m) if m.is_empty())
+            || value.value == super::yaml::Value::Null;
+        let matcher = if empty {
+            None
+        } else {
+            string_match(d, value, &key_path)
+        };
+        out.insert(name, matcher);
+    }
+    out
+}
+
+fn decode_redirect(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HttpRedirect> {
+    let entries = d.mapping(
+        node,
+        path,
+        &[
+            "uri",
+            "authority",
+            "port",
+            "scheme",
+            "redirectCode",
+            "derivePort",
+        ],
+    )?;
+    let code = match field(entries, "redirectCode") {
+        Some(n) => match d.integer(n, &join(path, "redirectCode")) {
+            Some(code) if REDIRECT_CODES.contains(&code) => u16::try_from(code).ok()?,
+            Some(code) => {
+                d.error(
+                    n,
+                    &join(path, "redirectCode"),
+                    format!("redirect code {code} must be one of 301, 302, 303, 307, 308"),
+                );
+                return None;
+            }
+            None => return None,
+        },
+        None => 301,
+    };
+    if let Some(at) = field(entries, "derivePort") {
+        d.report(
+            Severity::Warning,
+            at,
+            &join(path, "derivePort"),
+            "derivePort is not applied by this gateway yet".into(),
+        );
+    }
+    Some(HttpRedirect {
+        uri: d.opt_string(entries, "uri", path),
+        authority: d.opt_string(entries, "authority", path),
+        port: field(entries, "port").and_then(|n| port_number(d, n, &join(path, "port"))),
+        scheme: d.opt_string(entries, "scheme", path),
+        code,
+    })
+}
+
+fn decode_direct_response(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+) -> Option<(u16, Option<String>)> {
+    let entries = d.mapping(node, path, &["status", "body"])?;
+    let status_node = field(entries, "status").or_else(|| {
+        d.error(
+            node,
+            &join(path, "status"),
+            "directResponse.status is required",
+        );
+        None
+    })?;
+    let status = d.integer(status_node, &join(path, "status"))?;
+    if !(200..=599).contains(&status) {
+        d.error(
+            status_node,
+            &join(path, "status"),
+            format!("status {status} must be between 200 and 599"),
+        );
+        return None;
+    }
+    let body = match field(entries, "body") {
+        Some(body) => {
+            let body_path = join(path, "body");
+            let b = d
+                .mapping(body, &body_path, &["string", "bytes"])
+                .unwrap_or_default();
+            d.opt_string(b, "string", &body_path)
+                .or_else(|| d.opt_string(b, "bytes", &body_path))
+        }
+        None => None,
+    };
+    Some((u16::try_from(status).ok()?, body))
+}
+
+fn decode_tls_route(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+    vs_hosts: &[String],
+) -> Option<TlsRoute> {
+    let entries = d.mapping(node, path, &["match", "route"])?;
+    let errors_before = d.error_count();
+    let match_items = d.items(entries, "match", path);
+    if match_items.is_empty() {
+        d.error(
+            node,
+            &join(path, "match"),
+            "TLS route must have at least one match",
+        );
+    }
+    let mut matches = Vec::new();
+    for (match_path, item) in match_items {
+        let Some(m) = d.mapping(
+            item,
+            &match_path,
+            &[
+                "sniHosts",
+                "port",
+                "gateways",
+                "destinationSubnets",
+                "sourceLabels",
+                "sourceNamespace",
+            ],
+        ) else {
+            continue;
+        };
+        let sni_hosts = d.string_list(m, "sniHosts", &match_path);
+        if sni_hosts.is_empty() {
+            d.error(
+                item,
+                &join(&match_path, "sniHosts"),
+                "TLS match must have at least one SNI host",
+            );
+        }
+        for (i, sni) in sni_hosts.iter().enumerate() {
+            let covered = vs_hosts.iter().any(|h| {
+                let vs = HostPattern::from_server_host(h);
+                let sni = HostPattern::from_server_host(sni);
+                crate::hosts::intersect(&vs, &sni).is_some_and(|i| i == sni)
+            });
+            if !covered {
+                let at = field(m, "sniHosts").unwrap_or(item);
+                d.error(
+                    at,
+                    &format!("{}[{i}]", join(&match_path, "sniHosts")),
+                    format!("the SNI host {sni} must match one of the virtual service hosts"),
+                );
+            }
+        }
+        matches.push(TlsMatch {
+            sni_hosts,
+            port: field(m, "port").and_then(|n| port_number(d, n, &join(&match_path, "port"))),
+            gateways: d.string_list(m, "gateways", &match_path),
+        });
+    }
+    let route = destinations(d, entries, path);
+    if route.is_empty() {
+        d.error(
+            node,
+            &join(path, "route"),
+            "TLS route must have at least one destination",
+        );
+    }
+    (d.error_count() == errors_before).then_some(TlsRoute { matches, route })
+}
+
+fn decode_tcp_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<TcpRoute> {
+    let entries = d.mapping(node, path, &["match", "route"])?;
+    let errors_before = d.error_count();
+    let mut matches = Vec::new();
+    for (match_path, item) in d.items(entries, "match", path) {
+        let Some(m) = d.mapping(
+            item,
+            &match_path,
+            &[
+                "port",
+                "gateways",
+                "destinationSubnets",
+                "sourceLabels",
+                "sourceNamespace",
+            ],
+        ) else {
+            continue;
+        };
+        matches.push(TcpMatch {
+            port: field(m, "port").and_then(|n| port_number(d, n, &join(&match_path, "port"))),
+            gateways: d.string_list(m, "gateways", &match_path),
+        });
+    }
+    let route = destinations(d, entries, path);
+    if route.is_empty() {
+        d.error(
+            node,
+            &join(path, "route"),
+            "TCP route must have at least one destination",
+        );
+    }
+    (d.error_count() == errors_before).then_some(TcpRoute { matches, route })
+}

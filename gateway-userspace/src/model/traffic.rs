@@ -1,0 +1,331 @@
+//! Routing resources: `VirtualService`, `DestinationRule`, `ServiceEntry`.
+use std::{collections::BTreeMap, net::IpAddr};
+
+/// Who may see a resource (`exportTo`); empty means everyone (`*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportTo(pub Vec<String>);
+
+impl ExportTo {
+    /// Whether a resource in `own_namespace` is visible from `namespace`.
+    pub fn visible_from(&self, own_namespace: &str, namespace: &str) -> bool {
+        self.0.is_empty()
+            || self
+                .0
+                .iter()
+                .any(|to| to == "*" || to == namespace || (to == "." && own_namespace == namespace))
+    }
+}
+
+/// An Istio `VirtualService`, as far as a gateway needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VirtualService {
+    pub namespace: String,
+    pub name: String,
+    pub creation_timestamp: Option<String>,
+    pub hosts: Vec<String>,
+    /// Gateways as `namespace/name`, or `mesh`.
+    pub gateways: Vec<String>,
+    pub export_to: ExportTo,
+    pub http: Vec<HttpRoute>,
+    pub tls: Vec<TlsRoute>,
+    pub tcp: Vec<TcpRoute>,
+}
+
+impl VirtualService {
+    /// Istio's order for routes of the same host across VirtualServices.
+    pub fn merge_order(&self) -> (&str, &str, &str) {
+        (
+            self.creation_timestamp.as_deref().unwrap_or(""),
+            &self.name,
+            &self.namespace,
+        )
+    }
+}
+
+/// How a string is matched.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    /// RE2 syntax, validated at load.
+    Regex(String),
+}
+
+/// One `http[].match[]` entry; all present fields must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpMatch {
+    pub uri: Option<StringMatch>,
+    pub scheme: Option<StringMatch>,
+    pub method: Option<StringMatch>,
+    pub authority: Option<StringMatch>,
+    /// Header name (lower-case) -> match; `None` = presence only.
+    pub headers: BTreeMap<String, Option<StringMatch>>,
+    pub without_headers: BTreeMap<String, Option<StringMatch>>,
+    pub query_params: BTreeMap<String, Option<StringMatch>>,
+    pub ignore_uri_case: bool,
+    pub port: Option<u16>,
+    pub gateways: Vec<String>,
+}
+
+impl HttpMatch {
+    /// A match that accepts every request (`prefix: /`, regex `.*`, or nothing).
+    pub fn is_catch_all(&self) -> bool {
+        let uri_all = match &self.uri {
+            None => true,
+            Some(StringMatch::Prefix(p)) => p == "/",
+            Some(StringMatch::Regex(r)) => r == ".*" || r == "/.*",
+            Some(StringMatch::Exact(_)) => false,
+        };
+        uri_all
+            && self.scheme.is_none()
+            && self.method.is_none()
+            && self.authority.is_none()
+            && self.headers.is_empty()
+            && self.without_headers.is_empty()
+            && self.query_params.is_empty()
+    }
+}
+
+/// Where a route sends traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: Option<u16>,
+    /// Relative weight; a single destination gets all traffic.
+    pub weight: u32,
+}
+
+/// `http[].redirect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpRedirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub port: Option<u16>,
+    pub scheme: Option<String>,
+    /// 301 unless set (301, 302, 303, 307, 308).
+    pub code: u16,
+}
+
+/// What an HTTP route does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpAction {
+    Route(Vec<Destination>),
+    Redirect(HttpRedirect),
+    DirectResponse { status: u16, body: Option<String> },
+}
+
+/// One `http[]` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRoute {
+    pub name: Option<String>,
+    /// OR'ed; empty matches everything.
+    pub matches: Vec<HttpMatch>,
+    pub action: HttpAction,
+    pub rewrite_uri: Option<String>,
+    pub rewrite_authority: Option<String>,
+    /// `timeout` as written (`"5s"`); none = no timeout at the gateway.
+    pub timeout: Option<String>,
+}
+
+impl HttpRoute {
+    /// Whether the rule accepts every request it sees.
+    pub fn is_catch_all(&self) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(HttpMatch::is_catch_all)
+    }
+}
+
+/// One `tls[].match[]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsMatch {
+    pub sni_hosts: Vec<String>,
+    pub port: Option<u16>,
+    pub gateways: Vec<String>,
+}
+
+/// One `tls[]` rule (SNI passthrough).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsRoute {
+    pub matches: Vec<TlsMatch>,
+    pub route: Vec<Destination>,
+}
+
+/// One `tcp[].match[]` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpMatch {
+    pub port: Option<u16>,
+    pub gateways: Vec<String>,
+}
+
+/// One `tcp[]` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpRoute {
+    pub matches: Vec<TcpMatch>,
+    pub route: Vec<Destination>,
+}
+
+/// `ServiceEntry.spec.resolution`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    None,
+    Static,
+    Dns,
+    DnsRoundRobin,
+}
+
+/// A `ServiceEntry` port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    pub number: u16,
+    pub name: String,
+    pub protocol: Option<String>,
+    pub target_port: Option<u16>,
+}
+
+/// Where an endpoint is.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EndpointAddress {
+    Ip(IpAddr),
+    /// A DNS name, resolved by the proxy at connect time.
+    Dns(String),
+}
+
+/// A `ServiceEntry` endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadEntry {
+    pub address: EndpointAddress,
+    /// Port name -> port number on this endpoint.
+    pub ports: BTreeMap<String, u16>,
+    pub labels: BTreeMap<String, String>,
+    pub weight: u32,
+}
+
+/// An Istio `ServiceEntry`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceEntry {
+    pub namespace: String,
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub ports: Vec<ServicePort>,
+    pub resolution: Resolution,
+    pub endpoints: Vec<WorkloadEntry>,
+    pub mesh_internal: bool,
+    pub export_to: ExportTo,
+}
+
+/// `trafficPolicy.loadBalancer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadBalancer {
+    /// `simple`: ROUND_ROBIN, LEAST_REQUEST, RANDOM, PASSTHROUGH, ...
+    Simple(String),
+    /// `consistentHash` on one key.
+    ConsistentHash(HashKey),
+}
+
+/// What `consistentHash` hashes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    Header(String),
+    Cookie { name: String, ttl: Option<String> },
+    SourceIp,
+    QueryParameter(String),
+}
+
+/// `trafficPolicy.connectionPool`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionPool {
+    pub max_connections: Option<u32>,
+    pub connect_timeout: Option<String>,
+    pub http1_max_pending_requests: Option<u32>,
+    pub http2_max_requests: Option<u32>,
+    pub max_requests_per_connection: Option<u32>,
+    pub max_retries: Option<u32>,
+    pub idle_timeout: Option<String>,
+}
+
+/// `trafficPolicy.outlierDetection`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutlierDetection {
+    pub consecutive_5xx_errors: Option<u32>,
+    pub interval: Option<String>,
+    pub base_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// `trafficPolicy.tls`: TLS origination towards the backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL.
+    pub mode: String,
+    pub client_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
+    pub credential_name: Option<String>,
+    pub sni: Option<String>,
+    pub subject_alt_names: Vec<String>,
+    pub insecure_skip_verify: bool,
+}
+
+/// `trafficPolicy`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrafficPolicy {
+    pub load_balancer: Option<LoadBalancer>,
+    pub connection_pool: ConnectionPool,
+    pub outlier_detection: Option<OutlierDetection>,
+    pub tls: Option<ClientTls>,
+}
+
+/// A `DestinationRule` subset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subset {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub traffic_policy: Option<TrafficPolicy>,
+}
+
+/// An Istio `DestinationRule`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DestinationRule {
+    pub namespace: String,
+    pub name: String,
+    pub host: String,
+    pub traffic_policy: TrafficPolicy,
+    pub subsets: Vec<Subset>,
+    pub export_to: ExportTo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_to_defaults_to_everyone() {
+        assert!(ExportTo::default().visible_from("a", "b"));
+    }
+
+    #[test]
+    fn export_to_dot_means_own_namespace_only() {
+        let dot = ExportTo(vec![".".into()]);
+        assert!(dot.visible_from("a", "a"));
+        assert!(!dot.visible_from("a", "istio-system"));
+    }
+
+    #[test]
+    fn catch_all_matches_are_recognised() {
+        let prefix_root = HttpMatch {
+            uri: Some(StringMatch::Prefix("/".into())),
+            ..Default::default()
+        };
+        assert!(prefix_root.is_catch_all());
+        let with_header = HttpMatch {
+            headers: BTreeMap::from([("x".into(), None)]),
+            ..prefix_root.clone()
+        };
+        assert!(!with_header.is_catch_all());
+        let exact = HttpMatch {
+            uri: Some(StringMatch::Exact("/".into())),
+            ..Default::default()
+        };
+        assert!(!exact.is_catch_all());
+    }
+}
