@@ -6,7 +6,7 @@ use anyhow::bail;
 use gateway_userspace::{
     compile,
     config::{self, Config, Severity},
-    model::Gateway,
+    model::Instance,
     report,
 };
 
@@ -20,31 +20,34 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     }
     let mut warnings = count(&config, Severity::Warning);
     if let Some(labels) = &args.labels {
-        let selected: Vec<Gateway> = config
+        let instance = Instance {
+            labels: labels.clone(),
+            namespace: args.namespace.clone(),
+        };
+        let selected = config
+            .model
             .gateways
             .iter()
             .filter(|g| g.selects(labels))
-            .cloned()
-            .collect();
+            .count();
+        let labels_text: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
-            "{} of {} Gateways select the instance {} in namespace {}",
-            selected.len(),
-            config.gateways.len(),
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
+            "{selected} of {} Gateways select the instance {} in namespace {}",
+            config.model.gateways.len(),
+            labels_text.join(","),
             args.namespace
         );
-        let plan = compile::plan(&selected, &[])?;
+        let plan = compile::plan(&config.model, &instance, &[])?;
         for dropped in &plan.dropped {
             println!(
                 "warning: Gateway {}: spec.servers[{}]: not served: {}",
                 dropped.gateway, dropped.server, dropped.reason
             );
         }
-        warnings += plan.dropped.len();
+        for warning in &plan.warnings {
+            println!("warning: {warning}");
+        }
+        warnings += plan.dropped.len() + plan.warnings.len();
     }
     let errors = count(&config, Severity::Error);
     println!("{errors} error(s), {warnings} warning(s)");
@@ -70,13 +73,10 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     if errors > 0 {
         bail!("{errors} error(s) in the configuration; run `gateway check` for details");
     }
-    let instance = args.instance.instance();
-    let selected: Vec<Gateway> = config
-        .gateways
-        .into_iter()
-        .filter(|g| g.selects(&instance.labels))
-        .collect();
-    let plan = compile::plan(&selected, &args.address)?;
+    let plan = compile::plan(&config.model, &args.instance.instance(), &args.address)?;
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
     match args.format {
         Format::Table => print!("{}", report::table(&plan)),
         Format::Json => println!("{:#}", report::json(&plan)),

@@ -83,29 +83,44 @@ pub fn intersect(a: &HostPattern, b: &HostPattern) -> Option<HostPattern> {
 }
 
 /// What the proxy does for requests to one virtual host.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct VirtualHost {
     pub pattern: HostPattern,
     /// Answer every request with a 301 to `https://` (`tls.httpsRedirect`).
     pub https_redirect: bool,
+    /// In evaluation order, catch-alls last; empty answers 404.
+    pub routes: Vec<crate::compile::Route>,
 }
 
 /// The virtual hosts of one plaintext HTTP listener, in match precedence.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostTable {
     hosts: Vec<VirtualHost>,
 }
 
 impl HostTable {
-    /// Builds a table; the same pattern from several servers becomes one
-    /// virtual host that redirects if any of them asks to (Istio: sticky).
+    /// Builds a table. The same pattern from several servers or
+    /// VirtualServices becomes one virtual host: it redirects if any of them
+    /// asks to (Istio: sticky), its routes are appended in order, and then
+    /// catch-all routes move to the end (`SortVHostRoutes`).
     pub fn new(hosts: impl IntoIterator<Item = VirtualHost>) -> Self {
         let mut merged: Vec<VirtualHost> = Vec::new();
         for host in hosts {
             match merged.iter_mut().find(|h| h.pattern == host.pattern) {
-                Some(existing) => existing.https_redirect |= host.https_redirect,
+                Some(existing) => {
+                    existing.https_redirect |= host.https_redirect;
+                    for route in host.routes {
+                        if !existing.routes.contains(&route) {
+                            existing.routes.push(route);
+                        }
+                    }
+                }
                 None => merged.push(host),
             }
+        }
+        for host in &mut merged {
+            // Stable: relative order within each group is kept.
+            host.routes.sort_by_key(|route| route.catch_all);
         }
         merged.sort_by(|a, b| {
             a.pattern
@@ -150,6 +165,7 @@ mod tests {
         HostTable::new(hosts.iter().map(|(h, r)| VirtualHost {
             pattern: HostPattern::from_server_host(h),
             https_redirect: *r,
+            routes: Vec::new(),
         }))
     }
 

@@ -4,10 +4,14 @@ use std::fmt::Write as _;
 use gateway_common::{IPPROTO_UDP, ListenerKind};
 use serde_json::{Value, json};
 
-use crate::compile::{Listener, Plan};
+use crate::{
+    compile::{Forward, Listener, Plan, Route, RouteAction, TlsServerKind},
+    hosts::HostTable,
+    model::{EndpointAddress, HttpMatch, StringMatch},
+};
 
-fn bind_text(listener: &Listener) -> String {
-    listener.bind.map_or("*".to_string(), |ip| ip.to_string())
+fn bind_text(bind: Option<std::net::IpAddr>) -> String {
+    bind.map_or("*".to_string(), |ip| ip.to_string())
 }
 
 fn protocol_text(listener: &Listener) -> &'static str {
@@ -26,6 +30,115 @@ fn kind_text(kind: ListenerKind) -> &'static str {
     }
 }
 
+fn string_match_text(m: &StringMatch) -> String {
+    match m {
+        StringMatch::Exact(v) => format!("= {v}"),
+        StringMatch::Prefix(v) => format!("prefix {v}"),
+        StringMatch::Regex(v) => format!("~ {v}"),
+    }
+}
+
+fn match_text(m: &HttpMatch) -> String {
+    let mut parts = Vec::new();
+    for (name, value) in [
+        ("uri", &m.uri),
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ] {
+        if let Some(value) = value {
+            parts.push(format!("{name} {}", string_match_text(value)));
+        }
+    }
+    for (kind, map) in [
+        ("header", &m.headers),
+        ("without header", &m.without_headers),
+        ("query", &m.query_params),
+    ] {
+        for (name, value) in map {
+            match value {
+                Some(value) => parts.push(format!("{kind} {name} {}", string_match_text(value))),
+                None => parts.push(format!("{kind} {name} present")),
+            }
+        }
+    }
+    if parts.is_empty() {
+        "any".to_string()
+    } else {
+        parts.join(" and ")
+    }
+}
+
+fn forward_text(forward: &Forward) -> String {
+    forward
+        .0
+        .iter()
+        .map(|b| match &b.target {
+            Ok(cluster) => format!("{cluster} ({})", b.weight),
+            Err(reason) => format!("503: {reason} ({})", b.weight),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn action_text(action: &RouteAction) -> String {
+    match action {
+        RouteAction::Forward { backends, .. } => forward_text(backends),
+        RouteAction::Redirect(r) => format!(
+            "{} to {}{}{}",
+            r.code,
+            r.scheme
+                .as_deref()
+                .map(|s| format!("{s}://"))
+                .unwrap_or_default(),
+            r.authority.as_deref().unwrap_or("<same host>"),
+            r.uri.as_deref().unwrap_or("<same path>")
+        ),
+        RouteAction::DirectResponse { status, .. } => format!("respond {status}"),
+    }
+}
+
+fn route_text(route: &Route) -> String {
+    let matches = if route.matches.is_empty() {
+        "any".to_string()
+    } else {
+        route
+            .matches
+            .iter()
+            .map(match_text)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    format!(
+        "{matches} -> {}  [{}]",
+        action_text(&route.action),
+        route.source
+    )
+}
+
+fn hosts_table(out: &mut String, hosts: &HostTable, indent: &str) {
+    for host in hosts.hosts() {
+        if host.https_redirect {
+            let _ = writeln!(out, "{indent}host {}  -> 301 to https", host.pattern);
+        } else if host.routes.is_empty() {
+            let _ = writeln!(out, "{indent}host {}  -> 404 (no routes)", host.pattern);
+        } else {
+            let _ = writeln!(out, "{indent}host {}", host.pattern);
+            for route in &host.routes {
+                let _ = writeln!(out, "{indent}  {}", route_text(route));
+            }
+        }
+    }
+}
+
+fn address_text(address: &EndpointAddress) -> String {
+    match address {
+        EndpointAddress::Ip(ip) if ip.is_ipv6() => format!("[{ip}]"),
+        EndpointAddress::Ip(ip) => ip.to_string(),
+        EndpointAddress::Dns(name) => name.clone(),
+    }
+}
+
 /// The plan as an indented text table.
 pub fn table(plan: &Plan) -> String {
     let mut out = String::from("listeners:\n");
@@ -33,25 +146,81 @@ pub fn table(plan: &Plan) -> String {
         let _ = writeln!(
             out,
             "  {}:{}/{}  {}  (id {})",
-            bind_text(listener),
+            bind_text(listener.bind),
             listener.port,
             protocol_text(listener),
             kind_text(listener.kind),
             listener.id
         );
         if let Some(http) = plan.http.iter().find(|h| h.listener_id == listener.id) {
-            for host in http.hosts.hosts() {
-                let action = if host.https_redirect {
-                    "301 to https"
-                } else {
-                    "404 (no routes)"
+            hosts_table(&mut out, &http.hosts, "    ");
+        }
+        if let Some(tls) = plan.tls.iter().find(|t| t.listener_id == listener.id) {
+            for server in &tls.servers {
+                let hosts: Vec<String> = server.hosts.iter().map(ToString::to_string).collect();
+                let what = match &server.kind {
+                    TlsServerKind::TerminateHttp { tls, .. } => {
+                        format!("terminate {} then HTTP", tls.mode.name())
+                    }
+                    TlsServerKind::TerminateTcp { tls, .. } => {
+                        format!("terminate {} then TCP", tls.mode.name())
+                    }
+                    TlsServerKind::Passthrough { .. } => "passthrough by SNI".to_string(),
+                    TlsServerKind::AutoPassthrough => {
+                        "auto passthrough (SNI names the mesh destination)".to_string()
+                    }
                 };
-                let _ = writeln!(out, "    host {}  -> {action}", host.pattern);
+                let _ = writeln!(
+                    out,
+                    "    sni {}: {what}  [{}]",
+                    hosts.join(", "),
+                    server.source
+                );
+                match &server.kind {
+                    TlsServerKind::TerminateHttp { hosts, .. } => {
+                        hosts_table(&mut out, hosts, "      ")
+                    }
+                    TlsServerKind::TerminateTcp {
+                        route: Some((forward, source)),
+                        ..
+                    } => {
+                        let _ = writeln!(out, "      -> {}  [{source}]", forward_text(forward));
+                    }
+                    TlsServerKind::TerminateTcp { route: None, .. } => {
+                        let _ = writeln!(out, "      -> no tcp route: connections are closed");
+                    }
+                    TlsServerKind::Passthrough { routes } => {
+                        for route in routes {
+                            let _ = writeln!(
+                                out,
+                                "      sni {} -> {}  [{}]",
+                                route.sni,
+                                forward_text(&route.forward),
+                                route.source
+                            );
+                        }
+                    }
+                    TlsServerKind::AutoPassthrough => {}
+                }
             }
+        }
+        if let Some(tcp) = plan.tcp.iter().find(|t| t.listener_id == listener.id) {
+            let _ = writeln!(out, "    -> {}  [{}]", forward_text(&tcp.route), tcp.source);
         }
     }
     if plan.listeners.is_empty() {
         out.push_str("  (none)\n");
+    }
+    if !plan.clusters.is_empty() {
+        out.push_str("clusters:\n");
+        for cluster in &plan.clusters {
+            let endpoints: Vec<String> = cluster
+                .endpoints
+                .iter()
+                .map(|e| format!("{}:{}", address_text(&e.address), e.port))
+                .collect();
+            let _ = writeln!(out, "  {}  {}", cluster.name, endpoints.join(", "));
+        }
     }
     if !plan.dropped.is_empty() {
         out.push_str("dropped servers:\n");
@@ -63,7 +232,53 @@ pub fn table(plan: &Plan) -> String {
             );
         }
     }
+    if !plan.warnings.is_empty() {
+        out.push_str("warnings:\n");
+        for warning in &plan.warnings {
+            let _ = writeln!(out, "  {warning}");
+        }
+    }
     out
+}
+
+fn forward_json(forward: &Forward) -> Value {
+    Value::Array(
+        forward
+            .0
+            .iter()
+            .map(|b| match &b.target {
+                Ok(cluster) => json!({"cluster": cluster, "weight": b.weight}),
+                Err(reason) => json!({"unavailable": reason, "weight": b.weight}),
+            })
+            .collect(),
+    )
+}
+
+fn hosts_json(hosts: &HostTable) -> Value {
+    Value::Array(
+        hosts
+            .hosts()
+            .iter()
+            .map(|host| {
+                let routes: Vec<Value> = host
+                    .routes
+                    .iter()
+                    .map(|r| json!({"source": r.source, "match": route_match_json(r), "action": action_text(&r.action), "catchAll": r.catch_all}))
+                    .collect();
+                json!({"host": host.pattern.to_string(), "httpsRedirect": host.https_redirect, "routes": routes})
+            })
+            .collect(),
+    )
+}
+
+fn route_match_json(route: &Route) -> Value {
+    Value::Array(
+        route
+            .matches
+            .iter()
+            .map(|m| Value::String(match_text(m)))
+            .collect(),
+    )
 }
 
 /// The plan as JSON, for scripts and golden files.
@@ -72,21 +287,52 @@ pub fn json(plan: &Plan) -> Value {
         .listeners
         .iter()
         .map(|listener| {
-            let hosts: Vec<Value> = plan
-                .http
-                .iter()
-                .filter(|h| h.listener_id == listener.id)
-                .flat_map(|h| h.hosts.hosts())
-                .map(|host| json!({"host": host.pattern.to_string(), "httpsRedirect": host.https_redirect}))
-                .collect();
-            json!({
+            let mut value = json!({
                 "id": listener.id,
-                "bind": bind_text(listener),
+                "bind": bind_text(listener.bind),
                 "port": listener.port,
                 "protocol": protocol_text(listener),
                 "kind": kind_text(listener.kind),
-                "hosts": hosts,
-            })
+            });
+            if let Some(http) = plan.http.iter().find(|h| h.listener_id == listener.id) {
+                value["hosts"] = hosts_json(&http.hosts);
+            }
+            if let Some(tls) = plan.tls.iter().find(|t| t.listener_id == listener.id) {
+                let servers: Vec<Value> = tls
+                    .servers
+                    .iter()
+                    .map(|s| {
+                        let hosts: Vec<String> = s.hosts.iter().map(ToString::to_string).collect();
+                        let detail = match &s.kind {
+                            TlsServerKind::TerminateHttp { tls, hosts } => json!({"terminate": tls.mode.name(), "hosts": hosts_json(hosts)}),
+                            TlsServerKind::TerminateTcp { tls, route } => json!({
+                                "terminate": tls.mode.name(),
+                                "forward": route.as_ref().map(|(f, _)| forward_json(f)),
+                            }),
+                            TlsServerKind::Passthrough { routes } => json!({"passthrough": routes.iter().map(|r| json!({"sni": r.sni.to_string(), "forward": forward_json(&r.forward), "source": r.source})).collect::<Vec<_>>()}),
+                            TlsServerKind::AutoPassthrough => json!({"autoPassthrough": true}),
+                        };
+                        json!({"source": s.source, "sni": hosts, "server": detail})
+                    })
+                    .collect();
+                value["servers"] = Value::Array(servers);
+            }
+            if let Some(tcp) = plan.tcp.iter().find(|t| t.listener_id == listener.id) {
+                value["forward"] = forward_json(&tcp.route);
+            }
+            value
+        })
+        .collect();
+    let clusters: Vec<Value> = plan
+        .clusters
+        .iter()
+        .map(|c| {
+            let endpoints: Vec<String> = c
+                .endpoints
+                .iter()
+                .map(|e| format!("{}:{}", address_text(&e.address), e.port))
+                .collect();
+            json!({"name": c.name, "endpoints": endpoints})
         })
         .collect();
     let dropped: Vec<Value> = plan
@@ -95,5 +341,5 @@ pub fn json(plan: &Plan) -> Value {
         .map(|d| json!({"gateway": d.gateway, "server": d.server, "reason": d.reason}))
         .collect();
     let addresses: Vec<String> = plan.local_addrs.iter().map(ToString::to_string).collect();
-    json!({"listeners": listeners, "dropped": dropped, "addresses": addresses})
+    json!({"listeners": listeners, "clusters": clusters, "dropped": dropped, "warnings": plan.warnings, "addresses": addresses})
 }

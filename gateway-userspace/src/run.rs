@@ -45,17 +45,17 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if errors > 0 {
         bail!("{errors} error(s) in the configuration; nothing was started");
     }
-    if config.gateways.is_empty() {
+    if config.model.gateways.is_empty() {
         bail!("no Gateway resources found in the configuration paths");
     }
     let instance = args.instance.instance();
-    let read = config.gateways.len();
-    let gateways: Vec<_> = config
+    let read = config.model.gateways.len();
+    if !config
+        .model
         .gateways
-        .into_iter()
-        .filter(|g| g.selects(&instance.labels))
-        .collect();
-    if gateways.is_empty() {
+        .iter()
+        .any(|g| g.selects(&instance.labels))
+    {
         let labels: Vec<String> = instance
             .labels
             .iter()
@@ -74,7 +74,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     } else {
         args.address.clone()
     };
-    let plan = compile::plan(&gateways, &addresses)?;
+    let plan = compile::plan(&config.model, &instance, &addresses)?;
+    for warning in &plan.warnings {
+        log::warn!("{warning}");
+    }
     for dropped in &plan.dropped {
         log::warn!(
             "Gateway {}: spec.servers[{}] not served: {}",

@@ -12,7 +12,7 @@ use gateway_tests::{
 use gateway_userspace::{
     compile::{self, Plan},
     dataplane::Dataplane,
-    model::{Bind, Gateway, Port, Protocol, Server},
+    model::{Bind, Gateway, Instance, Model, Port, Protocol, Server},
 };
 
 const XDP_DROP: u32 = 1;
@@ -53,7 +53,16 @@ fn test_plan() -> Plan {
             server(9000, Protocol::Tcp, Some(BIND_V4)),
         ],
     };
-    compile::plan(&[gateway], &[IpAddr::from(GW_V4), IpAddr::from(GW_V6)]).expect("plan")
+    let model = Model {
+        gateways: vec![gateway],
+        ..Default::default()
+    };
+    compile::plan(
+        &model,
+        &Instance::default(),
+        &[IpAddr::from(GW_V4), IpAddr::from(GW_V6)],
+    )
+    .expect("plan")
 }
 
 struct Harness {
@@ -309,7 +318,11 @@ fn applying_a_new_plan_removes_listeners_it_no_longer_has() {
         selector: Default::default(),
         servers: vec![server(8080, Protocol::Http, None)],
     };
-    let plan = compile::plan(&[only_8080], &[IpAddr::from(GW_V4)]).expect("plan");
+    let model = Model {
+        gateways: vec![only_8080],
+        ..Default::default()
+    };
+    let plan = compile::plan(&model, &Instance::default(), &[IpAddr::from(GW_V4)]).expect("plan");
     h.dataplane.apply(&plan, EPHEMERAL).expect("apply");
     h.expect(Frame::tcp4(GW_V4, 80, SYN), XDP_DROP, Reason::NoListener);
     h.expect(Frame::tcp4(GW_V4, 8080, SYN), XDP_PASS, Reason::Listener);

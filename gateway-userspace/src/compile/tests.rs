@@ -3,7 +3,11 @@ use std::net::IpAddr;
 use gateway_common::{ADDR_ANY, IPPROTO_TCP, ListenerKind, ipv4_mapped};
 
 use super::*;
-use crate::model::{Bind, Gateway, Port, Protocol, Server, ServerTls, TlsMode};
+use crate::model::{
+    Bind, Destination, EndpointAddress, ExportTo, Gateway, Instance, Model, Port, Protocol,
+    Resolution, Server, ServerTls, ServiceEntry, ServicePort, TcpRoute, TlsMode, VirtualService,
+    WorkloadEntry,
+};
 
 fn server(port: u16, protocol: Protocol, hosts: &[&str], redirect: bool) -> Server {
     Server {
@@ -32,6 +36,59 @@ fn gateway(name: &str, servers: Vec<Server>) -> Gateway {
     }
 }
 
+/// Compiles Gateways for the default instance. Every Gateway is bound to a
+/// catch-all `tcp` route to a static backend, so TCP servers get listeners
+/// and these tests stay about merging.
+fn plan_of(gateways: &[Gateway], addrs: &[IpAddr]) -> Result<Plan, CompileError> {
+    let model = Model {
+        gateways: gateways.to_vec(),
+        virtual_services: vec![VirtualService {
+            namespace: "istio-system".into(),
+            name: "tcp-all".into(),
+            creation_timestamp: None,
+            hosts: vec!["*".into()],
+            gateways: gateways
+                .iter()
+                .map(|g| format!("{}/{}", g.namespace, g.name))
+                .collect(),
+            export_to: ExportTo::default(),
+            http: Vec::new(),
+            tls: Vec::new(),
+            tcp: vec![TcpRoute {
+                matches: Vec::new(),
+                route: vec![Destination {
+                    host: "backend.internal".into(),
+                    subset: None,
+                    port: None,
+                    weight: 100,
+                }],
+            }],
+        }],
+        destination_rules: Vec::new(),
+        service_entries: vec![ServiceEntry {
+            namespace: "istio-system".into(),
+            name: "backend".into(),
+            hosts: vec!["backend.internal".into()],
+            ports: vec![ServicePort {
+                number: 9000,
+                name: "tcp".into(),
+                protocol: Some("TCP".into()),
+                target_port: None,
+            }],
+            resolution: Resolution::Static,
+            endpoints: vec![WorkloadEntry {
+                address: EndpointAddress::Ip("192.0.2.50".parse().unwrap()),
+                ports: Default::default(),
+                labels: Default::default(),
+                weight: 1,
+            }],
+            mesh_internal: false,
+            export_to: ExportTo::default(),
+        }],
+    };
+    plan(&model, &Instance::default(), addrs)
+}
+
 fn addr(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
@@ -42,7 +99,7 @@ fn http_server_becomes_a_wildcard_listener_and_a_host_table() {
         "web",
         vec![server(80, Protocol::Http, &["dataengine.com"], true)],
     );
-    let plan = plan(&[gw], &[addr("192.0.2.1")]).unwrap();
+    let plan = plan_of(&[gw], &[addr("192.0.2.1")]).unwrap();
     assert_eq!(plan.listeners.len(), 1);
     let key = plan.listeners[0].key();
     assert_eq!(
@@ -64,7 +121,7 @@ fn http_server_becomes_a_wildcard_listener_and_a_host_table() {
 fn bind_address_keys_the_listener_by_that_address() {
     let mut s = server(8080, Protocol::Tcp, &["*"], false);
     s.bind = Bind::Ip(addr("192.0.2.7"));
-    let plan = plan(&[gateway("tcp", vec![s])], &[]).unwrap();
+    let plan = plan_of(&[gateway("tcp", vec![s])], &[]).unwrap();
     assert_eq!(plan.listeners[0].key().addr, ipv4_mapped([192, 0, 2, 7]));
     assert!(plan.http.is_empty());
 }
@@ -73,7 +130,7 @@ fn bind_address_keys_the_listener_by_that_address() {
 fn http_family_servers_on_one_port_share_a_host_table() {
     let a = gateway("a", vec![server(80, Protocol::Http, &["a.com"], true)]);
     let b = gateway("b", vec![server(80, Protocol::Grpc, &["b.com"], false)]);
-    let plan = plan(&[a, b], &[]).unwrap();
+    let plan = plan_of(&[a, b], &[]).unwrap();
     assert_eq!(plan.listeners.len(), 1);
     assert_eq!(plan.http[0].hosts.hosts().len(), 2);
     assert!(plan.dropped.is_empty());
@@ -83,7 +140,7 @@ fn http_family_servers_on_one_port_share_a_host_table() {
 fn conflicting_later_server_is_dropped_and_reported() {
     let a = gateway("a", vec![server(80, Protocol::Http, &["a.com"], false)]);
     let b = gateway("b", vec![server(80, Protocol::Tcp, &["b.com"], false)]);
-    let plan = plan(&[b.clone(), a.clone()], &[]).unwrap();
+    let plan = plan_of(&[b.clone(), a.clone()], &[]).unwrap();
     assert_eq!(plan.listeners[0].kind, ListenerKind::Http);
     assert_eq!(plan.dropped.len(), 1);
     assert_eq!(plan.dropped[0].gateway, "istio-system/b");
@@ -103,11 +160,11 @@ fn plan_is_independent_of_input_order() {
         gateway("c", vec![server(80, Protocol::Http, &["*.c.com"], false)]),
     ];
     let addrs = [addr("2001:db8::1"), addr("192.0.2.1")];
-    let forward = plan(&gws, &addrs).unwrap();
+    let forward = plan_of(&gws, &addrs).unwrap();
     let mut reversed_gws = gws.clone();
     reversed_gws.reverse();
     let reversed_addrs = [addrs[1], addrs[0]];
-    assert_eq!(forward, plan(&reversed_gws, &reversed_addrs).unwrap());
+    assert_eq!(forward, plan_of(&reversed_gws, &reversed_addrs).unwrap());
 }
 
 #[test]
@@ -115,7 +172,7 @@ fn listener_ids_are_dense_and_below_the_limit() {
     let servers = (1..=100)
         .map(|p| server(p, Protocol::Tcp, &["*"], false))
         .collect();
-    let plan = plan(&[gateway("many", servers)], &[]).unwrap();
+    let plan = plan_of(&[gateway("many", servers)], &[]).unwrap();
     let ids: Vec<u32> = plan.listeners.iter().map(|l| l.id).collect();
     assert_eq!(ids, (0..100).collect::<Vec<_>>());
 }
@@ -125,7 +182,7 @@ fn too_many_listeners_is_an_error() {
     let servers = (1..=(MAX_LISTENERS as u16 + 1))
         .map(|p| server(p, Protocol::Tcp, &["*"], false))
         .collect();
-    let err = plan(&[gateway("many", servers)], &[]).unwrap_err();
+    let err = plan_of(&[gateway("many", servers)], &[]).unwrap_err();
     assert_eq!(
         err,
         CompileError::TooManyListeners {
@@ -154,7 +211,7 @@ fn bound(mut s: Server, ip: &str) -> Server {
 }
 
 fn golden(gateways: &[Gateway], expected: &str) {
-    let plan = plan(gateways, &[]).unwrap();
+    let plan = plan_of(gateways, &[]).unwrap();
     assert_eq!(crate::report::table(&plan), expected);
 }
 
@@ -216,13 +273,13 @@ fn merge_http_and_tcp_on_different_ports() {
                 server(8, Protocol::Tcp, &["*"], false),
             ],
         )],
-        "listeners:\n  *:7/tcp  http  (id 0)\n    host foo.bar.com  -> 404 (no routes)\n  *:8/tcp  tcp  (id 1)\n",
+        "listeners:\n  *:7/tcp  http  (id 0)\n    host foo.bar.com  -> 404 (no routes)\n  *:8/tcp  tcp  (id 1)\n    -> outbound|9000||backend.internal (100)  [VirtualService istio-system/tcp-all spec.tcp[0]]\nclusters:\n  outbound|9000||backend.internal  192.0.2.50:9000\n",
     );
 }
 
 #[test]
 fn merge_https_and_tls_passthrough_coexist_by_sni() {
-    let plan = plan(
+    let plan = plan_of(
         &[
             gateway(
                 "gw1",
@@ -264,7 +321,7 @@ fn merge_binds_split_one_port_into_listeners() {
             server(443, Protocol::Grpc, &["grpc.example.org"], false),
         ],
     )];
-    let plan = plan(&gws, &[]).unwrap();
+    let plan = plan_of(&gws, &[]).unwrap();
     let listeners: Vec<String> = plan
         .listeners
         .iter()
@@ -302,7 +359,7 @@ fn merge_tls_servers_sharing_a_host_keep_the_first() {
             TlsMode::Simple,
         )],
     );
-    let plan = plan(&[b, a], &[]).unwrap();
+    let plan = plan_of(&[b, a], &[]).unwrap();
     assert_eq!(plan.dropped.len(), 1);
     assert_eq!(plan.dropped[0].gateway, "istio-system/b");
     assert_eq!(
@@ -333,7 +390,7 @@ fn merge_duplicate_hosts_collide_across_namespaces() {
             TlsMode::Simple,
         )],
     );
-    let plan = plan(&[a, b], &[]).unwrap();
+    let plan = plan_of(&[a, b], &[]).unwrap();
     assert_eq!(plan.dropped.len(), 1, "{:?}", plan.dropped);
 }
 
@@ -349,7 +406,7 @@ fn merge_http_redirect_servers_take_part_in_the_duplicate_host_check() {
         "b",
         vec![server(80, Protocol::Http, &["a.example.com"], true)],
     );
-    let plan = plan(&[a, b], &[]).unwrap();
+    let plan = plan_of(&[a, b], &[]).unwrap();
     assert_eq!(plan.dropped.len(), 1);
 }
 
@@ -357,7 +414,7 @@ fn merge_http_redirect_servers_take_part_in_the_duplicate_host_check() {
 fn merge_tcp_first_then_http_keeps_tcp() {
     let alpha = gateway("alpha", vec![server(8000, Protocol::Tcp, &["*"], false)]);
     let beta = gateway("beta", vec![server(8000, Protocol::Http, &["*"], false)]);
-    let plan = plan(&[beta, alpha], &[]).unwrap();
+    let plan = plan_of(&[beta, alpha], &[]).unwrap();
     assert_eq!(plan.listeners[0].kind, ListenerKind::Tcp);
     assert_eq!(plan.dropped[0].gateway, "istio-system/beta");
 }
@@ -366,7 +423,7 @@ fn merge_tcp_first_then_http_keeps_tcp() {
 fn merge_http_first_then_tcp_keeps_http() {
     let alpha = gateway("alpha", vec![server(8000, Protocol::Http, &["*"], false)]);
     let beta = gateway("beta", vec![server(8000, Protocol::Tcp, &["*"], false)]);
-    let plan = plan(&[alpha, beta], &[]).unwrap();
+    let plan = plan_of(&[alpha, beta], &[]).unwrap();
     assert_eq!(plan.listeners[0].kind, ListenerKind::Http);
     assert_eq!(plan.dropped[0].gateway, "istio-system/beta");
 }
@@ -381,7 +438,7 @@ fn merge_tcp_with_tcp_on_one_port_keeps_the_first() {
         "b",
         vec![server(8000, Protocol::Tcp, &["b.example.com"], false)],
     );
-    assert_eq!(plan(&[a, b], &[]).unwrap().dropped.len(), 1);
+    assert_eq!(plan_of(&[a, b], &[]).unwrap().dropped.len(), 1);
 }
 
 #[test]
@@ -399,7 +456,7 @@ fn merge_https_after_http_on_one_port_is_dropped() {
             TlsMode::Simple,
         )],
     );
-    let plan = plan(&[a, b], &[]).unwrap();
+    let plan = plan_of(&[a, b], &[]).unwrap();
     assert_eq!(plan.listeners[0].kind, ListenerKind::Http);
     assert_eq!(
         plan.dropped[0].reason,
@@ -424,7 +481,7 @@ fn merge_two_gateways_with_https_and_tcp_on_443_share_one_tls_listener() {
             server(443, Protocol::Tcp, &["*.2.example.com"], false),
         ],
     );
-    let plan = plan(&[gw1, gw2], &[]).unwrap();
+    let plan = plan_of(&[gw1, gw2], &[]).unwrap();
     assert_eq!(plan.listeners.len(), 1);
     assert_eq!(plan.listeners[0].kind, ListenerKind::Tls);
     let dropped: Vec<_> = plan
@@ -443,7 +500,7 @@ fn merge_two_gateways_with_https_and_tcp_on_443_share_one_tls_listener() {
 fn merge_unix_socket_servers_are_reported_not_served() {
     let mut s = server(0, Protocol::Http, &["a.example.com"], false);
     s.bind = Bind::Unix("/run/gw.sock".into());
-    let plan = plan(&[gateway("gw", vec![s])], &[]).unwrap();
+    let plan = plan_of(&[gateway("gw", vec![s])], &[]).unwrap();
     assert!(plan.listeners.is_empty());
     assert_eq!(
         plan.dropped[0].reason,

@@ -86,7 +86,7 @@ fn https_redirect_on_a_non_http_server_warns() {
         "tls.httpsRedirect should only be used with http servers",
     );
     assert_eq!(
-        config.gateways.len(),
+        config.model.gateways.len(),
         1,
         "a warning does not reject the Gateway"
     );
@@ -187,7 +187,7 @@ fn unix_socket_bind_requires_port_zero() {
         "  - port: {number: 0, name: p, protocol: HTTP}\n    bind: unix:///run/gw.sock\n    hosts: [a.example.com]\n",
     );
     assert_eq!(
-        good.gateways[0].servers[0].bind,
+        good.model.gateways[0].servers[0].bind,
         Bind::Unix("/run/gw.sock".into())
     );
 }
@@ -264,7 +264,7 @@ fn invalid_and_duplicate_cipher_suites_warn_and_are_dropped() {
         "spec.servers[0].tls.cipherSuites",
         "ignoring duplicate cipher suite \"AES128-SHA\"",
     );
-    let tls = config.gateways[0].servers[0].tls.as_ref().unwrap();
+    let tls = config.model.gateways[0].servers[0].tls.as_ref().unwrap();
     assert_eq!(tls.cipher_suites, vec!["AES128-SHA".to_string()]);
 }
 
@@ -294,7 +294,7 @@ fn passthrough_with_certificates_warns_they_are_ignored() {
         "spec.servers[0].tls.serverCertificate",
         "PASSTHROUGH mode does not use certificates, they will be ignored",
     );
-    assert_eq!(config.gateways.len(), 1);
+    assert_eq!(config.model.gateways.len(), 1);
 }
 
 #[test]
@@ -323,7 +323,7 @@ fn credential_name_is_enough_for_terminating_modes() {
             "{mode}: {:?}",
             found(&config)
         );
-        let tls = config.gateways[0].servers[0].tls.as_ref().unwrap();
+        let tls = config.model.gateways[0].servers[0].tls.as_ref().unwrap();
         assert_eq!(tls.credential_names, vec!["c".to_string()]);
     }
 }
@@ -406,7 +406,11 @@ fn crl_is_not_supported_with_simple_tls() {
 fn tls_mode_defaults_to_passthrough() {
     let config = gateway_with(&server("TLS", "    tls: {}\n"));
     assert_eq!(
-        config.gateways[0].servers[0].tls.as_ref().unwrap().mode,
+        config.model.gateways[0].servers[0]
+            .tls
+            .as_ref()
+            .unwrap()
+            .mode,
         TlsMode::Passthrough
     );
 }

@@ -20,7 +20,7 @@ use std::{
 pub use diagnostic::{Diagnostic, Severity};
 
 use self::{decode::Decoder, yaml::Value};
-use crate::model::{DestinationRule, Gateway, ServiceEntry, VirtualService};
+use crate::model::Model;
 
 /// Kinds of `networking.istio.io` the gateway reads.
 const KINDS: &[&str] = &[
@@ -49,11 +49,8 @@ pub enum ConfigError {
 /// Everything read from the configuration paths.
 #[derive(Debug, Default)]
 pub struct Config {
-    /// Resources without errors, each in the order read.
-    pub gateways: Vec<Gateway>,
-    pub virtual_services: Vec<VirtualService>,
-    pub destination_rules: Vec<DestinationRule>,
-    pub service_entries: Vec<ServiceEntry>,
+    /// Resources without errors, each kind in the order read.
+    pub model: Model,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -203,23 +200,23 @@ fn load_document(
     match kind.as_str() {
         "Gateway" => {
             if let Some(gw) = gateway::decode(&mut d, doc, namespace, name) {
-                config.gateways.push(gw);
+                config.model.gateways.push(gw);
             }
         }
         "VirtualService" => {
             let created = gateway::creation_timestamp(&mut d, doc);
             if let Some(vs) = virtual_service::decode(&mut d, doc, namespace, name, created) {
-                config.virtual_services.push(vs);
+                config.model.virtual_services.push(vs);
             }
         }
         "DestinationRule" => {
             if let Some(dr) = destination_rule::decode(&mut d, doc, namespace, name) {
-                config.destination_rules.push(dr);
+                config.model.destination_rules.push(dr);
             }
         }
         _ => {
             if let Some(se) = service_entry::decode(&mut d, doc, namespace, name) {
-                config.service_entries.push(se);
+                config.model.service_entries.push(se);
             }
         }
     }

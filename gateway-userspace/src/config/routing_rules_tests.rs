@@ -36,7 +36,7 @@ fn virtual_service_is_decoded_with_resolved_gateways() {
         "  hosts: [a.example.com]\n  gateways: [istio-system/gw, local-gw]\n{ROUTE}"
     ));
     assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
-    let vs = &config.virtual_services[0];
+    let vs = &config.model.virtual_services[0];
     assert_eq!(
         vs.gateways,
         vec!["istio-system/gw".to_string(), "apps/local-gw".to_string()]
@@ -233,7 +233,7 @@ fn header_presence_match_is_an_empty_matcher() {
         "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - match:\n    - headers: {x-canary: {}}\n      uri: {prefix: /api}\n    redirect: {uri: /x}\n",
     );
     assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
-    let m = &config.virtual_services[0].http[0].matches[0];
+    let m = &config.model.virtual_services[0].http[0].matches[0];
     assert_eq!(m.headers.get("x-canary"), Some(&None));
     assert_eq!(m.uri, Some(StringMatch::Prefix("/api".into())));
 }
@@ -262,7 +262,7 @@ fn unsupported_http_features_warn_instead_of_passing_silently() {
         "spec.http[0].retries",
         "retries is not applied by this gateway yet",
     );
-    assert_eq!(config.virtual_services.len(), 1);
+    assert_eq!(config.model.virtual_services.len(), 1);
 }
 
 #[test]
@@ -314,7 +314,7 @@ fn service_entry_static_endpoints_are_decoded() {
         ),
     );
     assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
-    let se = &config.service_entries[0];
+    let se = &config.model.service_entries[0];
     assert_eq!(se.resolution, Resolution::Static);
     assert_eq!(
         se.endpoints[0].address,
@@ -404,7 +404,7 @@ fn destination_rule_subsets_and_policy_are_decoded() {
         "  host: web.internal\n  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: X-User}}\n    connectionPool: {tcp: {maxConnections: 100, connectTimeout: 2s}}\n  subsets:\n  - {name: v1, labels: {version: v1}}\n",
     );
     assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
-    let dr = &config.destination_rules[0];
+    let dr = &config.model.destination_rules[0];
     assert_eq!(
         dr.traffic_policy.load_balancer,
         Some(LoadBalancer::ConsistentHash(HashKey::Header(

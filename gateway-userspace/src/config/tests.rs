@@ -35,7 +35,7 @@ spec:
 fn http_server_with_https_redirect_is_decoded() {
     let config = load(REDIRECT);
     assert!(config.diagnostics.is_empty(), "{:?}", messages(&config));
-    let gw = &config.gateways[0];
+    let gw = &config.model.gateways[0];
     assert_eq!(
         (gw.namespace.as_str(), gw.name.as_str()),
         ("istio-system", "web")
@@ -60,20 +60,20 @@ fn every_istio_api_version_is_read_alike() {
             "networking.istio.io/v1",
             &format!("networking.istio.io/{version}"),
         );
-        assert_eq!(load(&text).gateways.len(), 1, "{version}");
+        assert_eq!(load(&text).model.gateways.len(), 1, "{version}");
     }
 }
 
 #[test]
 fn namespace_defaults_to_default() {
     let config = load(&REDIRECT.replace("  namespace: istio-system\n", ""));
-    assert_eq!(config.gateways[0].namespace, "default");
+    assert_eq!(config.model.gateways[0].namespace, "default");
 }
 
 #[test]
 fn invalid_protocol_is_pinned_to_its_field() {
     let config = load(&REDIRECT.replace("protocol: HTTP", "protocol: \"\""));
-    assert_eq!(config.gateways.len(), 0);
+    assert_eq!(config.model.gateways.len(), 0);
     let first = &messages(&config)[0];
     assert!(
         first.starts_with("gw.yaml:13:17: error: Gateway istio-system/web: spec.servers[0].port.protocol: invalid protocol \"\""),
@@ -105,7 +105,7 @@ fn unknown_field_is_a_warning_not_silence() {
         "httpsRedirect: true",
         "httpsRedirect: true\n      httpRedirect: true",
     ));
-    assert_eq!(config.gateways.len(), 1);
+    assert_eq!(config.model.gateways.len(), 1);
     let warning = &messages(&config)[0];
     assert!(
         warning.contains(
@@ -133,7 +133,7 @@ fn https_server_with_empty_tls_is_an_error() {
 #[test]
 fn duplicate_gateway_names_both_locations() {
     let config = load(&format!("{REDIRECT}---\n{REDIRECT}"));
-    assert_eq!(config.gateways.len(), 1);
+    assert_eq!(config.model.gateways.len(), 1);
     let error = &messages(&config)[0];
     assert!(
         error.contains("duplicate Gateway istio-system/web: first defined at gw.yaml:4:9"),
@@ -147,7 +147,7 @@ fn routing_kinds_are_read_and_others_skipped_with_a_note() {
     let routing = load(
         "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: d}\nspec: {host: web}\n",
     );
-    assert_eq!(routing.destination_rules.len(), 1);
+    assert_eq!(routing.model.destination_rules.len(), 1);
     assert!(routing.diagnostics.is_empty(), "{:?}", messages(&routing));
 }
 
@@ -201,7 +201,12 @@ fn directories_are_read_recursively_in_sorted_order() {
     .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not yaml").unwrap();
     let config = load_paths(&[dir.path().to_path_buf()]).unwrap();
-    let names: Vec<_> = config.gateways.iter().map(|g| g.name.as_str()).collect();
+    let names: Vec<_> = config
+        .model
+        .gateways
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
     assert_eq!(names, vec!["a", "b"]);
 }
 

@@ -5,3 +5,12 @@ mod traffic;
 
 pub use gateway::*;
 pub use traffic::*;
+
+/// Every resource read, the input of [`crate::compile::plan`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Model {
+    pub gateways: Vec<Gateway>,
+    pub virtual_services: Vec<VirtualService>,
+    pub destination_rules: Vec<DestinationRule>,
+    pub service_entries: Vec<ServiceEntry>,
+}

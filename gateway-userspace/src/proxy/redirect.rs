@@ -96,6 +96,7 @@ mod tests {
         HostTable::new([VirtualHost {
             pattern: HostPattern::from_server_host("dataengine.com"),
             https_redirect: true,
+            routes: Vec::new(),
         }])
     }
 
@@ -172,6 +173,7 @@ mod tests {
         let star = HostTable::new([VirtualHost {
             pattern: HostPattern::Any,
             https_redirect: true,
+            routes: Vec::new(),
         }]);
         for bad in [&b"evil.com/x"[..], b"a@b.com", b"a b", b""] {
             assert!(
@@ -193,6 +195,7 @@ mod tests {
         let plain = HostTable::new([VirtualHost {
             pattern: HostPattern::from_server_host("plain.com"),
             https_redirect: false,
+            routes: Vec::new(),
         }]);
         assert_eq!(answer(&plain, head(&[b"plain.com"], "/")), Answer::NotFound);
     }

@@ -1,8 +1,16 @@
 //! Model -> plan: a pure, deterministic function. The plan is everything
 //! the kernel maps and the proxy need; nothing else decides what is served.
+mod bind;
+mod clusters;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+};
+
+pub use self::{
+    bind::{Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
+    clusters::{Cluster, Endpoint},
 };
 
 use gateway_common::{
@@ -10,8 +18,8 @@ use gateway_common::{
 };
 
 use crate::{
-    hosts::{HostPattern, HostTable, VirtualHost},
-    model::{Bind, Gateway, Protocol},
+    hosts::{HostPattern, HostTable},
+    model::{Bind, Gateway, Instance, Model, Protocol},
 };
 
 /// What to program into the kernel and the proxy.
@@ -23,8 +31,38 @@ pub struct Plan {
     pub local_addrs: Vec<IpAddr>,
     /// Plaintext HTTP listeners the proxy serves, sorted by (bind, port).
     pub http: Vec<HttpListener>,
+    /// TLS listeners: per server, its SNI hosts and what happens after the handshake.
+    pub tls: Vec<TlsListener>,
+    /// Opaque TCP listeners and where they forward.
+    pub tcp: Vec<TcpListener>,
+    /// Every backend a route refers to, by name.
+    pub clusters: Vec<Cluster>,
     /// Servers left out, each with the reason; never silent.
     pub dropped: Vec<DroppedServer>,
+    /// Problems found while binding routes (unresolvable destinations,
+    /// duplicate SNI hosts, ...): served, but not as written.
+    pub warnings: Vec<String>,
+}
+
+/// A TLS port: one entry per server that shares it, matched by SNI.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsListener {
+    pub listener_id: u32,
+    pub bind: Option<IpAddr>,
+    pub port: u16,
+    pub servers: Vec<TlsServer>,
+}
+
+/// An opaque TCP port.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TcpListener {
+    pub listener_id: u32,
+    pub bind: Option<IpAddr>,
+    pub port: u16,
+    /// Where connections go; from the first VirtualService `tcp` rule that binds.
+    pub route: Forward,
+    /// `VirtualService ns/name spec.tcp[i]` the route came from.
+    pub source: String,
 }
 
 /// A destination the kernel passes to the stack.
@@ -94,13 +132,14 @@ pub fn addr_key(addr: IpAddr) -> [u8; 16] {
 }
 
 /// One (bind, port, L4 protocol) while servers are being merged.
-struct Slot {
+struct Slot<'m> {
     kind: ListenerKind,
+    /// Servers that survived the merge, in order.
+    servers: Vec<bind::Accepted<'m>>,
     /// The plaintext server that owns the port, if any: (protocol, who).
     plaintext: Option<(Protocol, String)>,
     /// Hosts (namespace stripped, lower-cased) claimed by TLS-bearing servers: host -> who.
     tls_hosts: BTreeMap<String, String>,
-    virtual_hosts: Vec<VirtualHost>,
 }
 
 /// Compiles Gateways for an instance whose own addresses are `local_addrs`.
@@ -115,11 +154,19 @@ struct Slot {
 /// - plaintext servers share a port only if both are HTTP-family;
 /// - a TLS server cannot join a port a plaintext server owns, while a
 ///   plaintext server may join a port TLS servers own (Istio's asymmetry).
-pub fn plan(gateways: &[Gateway], local_addrs: &[IpAddr]) -> Result<Plan, CompileError> {
-    let mut ordered: Vec<&Gateway> = gateways.iter().collect();
+pub fn plan(
+    model: &Model,
+    instance: &Instance,
+    local_addrs: &[IpAddr],
+) -> Result<Plan, CompileError> {
+    let mut ordered: Vec<&Gateway> = model
+        .gateways
+        .iter()
+        .filter(|g| g.selects(&instance.labels))
+        .collect();
     ordered.sort_by(|a, b| a.merge_order().cmp(&b.merge_order()));
 
-    let mut slots: BTreeMap<(Option<IpAddr>, u16, u8), Slot> = BTreeMap::new();
+    let mut slots: BTreeMap<(Option<IpAddr>, u16, u8), Slot<'_>> = BTreeMap::new();
     let mut dropped = Vec::new();
     for gateway in ordered {
         let gateway_id = format!("{}/{}", gateway.namespace, gateway.name);
@@ -142,9 +189,9 @@ pub fn plan(gateways: &[Gateway], local_addrs: &[IpAddr]) -> Result<Plan, Compil
                 .entry((server.bind.ip(), port, protocol.ip_protocol()))
                 .or_insert_with(|| Slot {
                     kind: protocol.listener_kind(),
+                    servers: Vec::new(),
                     plaintext: None,
                     tls_hosts: BTreeMap::new(),
-                    virtual_hosts: Vec::new(),
                 });
             let hosts: Vec<String> = server
                 .hosts
@@ -196,52 +243,111 @@ pub fn plan(gateways: &[Gateway], local_addrs: &[IpAddr]) -> Result<Plan, Compil
             if is_tls {
                 slot.kind = ListenerKind::Tls;
             }
-            if protocol.is_http_family() {
-                let https_redirect = server.tls.as_ref().is_some_and(|t| t.https_redirect);
-                slot.virtual_hosts
-                    .extend(server.hosts.iter().map(|host| VirtualHost {
-                        pattern: HostPattern::from_server_host(host),
-                        https_redirect,
-                    }));
-            }
-        }
-    }
-
-    if slots.len() > MAX_LISTENERS as usize {
-        return Err(CompileError::TooManyListeners {
-            count: slots.len(),
-            limit: MAX_LISTENERS,
-        });
-    }
-    let mut listeners = Vec::new();
-    let mut http = Vec::new();
-    for (id, ((bind, port, ip_protocol), slot)) in slots.into_iter().enumerate() {
-        // Bounded by MAX_LISTENERS above, so the id fits.
-        let id = u32::try_from(id).unwrap_or(u32::MAX);
-        listeners.push(Listener {
-            id,
-            bind,
-            port,
-            ip_protocol,
-            kind: slot.kind,
-        });
-        if slot.kind == ListenerKind::Http {
-            http.push(HttpListener {
-                listener_id: id,
-                bind,
-                port,
-                hosts: HostTable::new(slot.virtual_hosts),
+            slot.servers.push(bind::Accepted {
+                gateway,
+                index,
+                server,
             });
         }
     }
+
+    let mut binder = bind::Binder::new(model, instance);
+    let mut listeners = Vec::new();
+    let mut http = Vec::new();
+    let mut tls = Vec::new();
+    let mut tcp = Vec::new();
+    for ((bind, port, ip_protocol), slot) in slots {
+        let kind = slot.kind;
+        match kind {
+            ListenerKind::Http => {
+                let hosts = binder.http_hosts(&slot.servers, port);
+                http.push((bind, port, hosts));
+            }
+            ListenerKind::Tls => {
+                let servers = binder.tls_servers(&slot.servers, port);
+                tls.push((bind, port, servers));
+            }
+            ListenerKind::Tcp => match binder.tcp_route(&slot.servers, port) {
+                Some((route, source)) => tcp.push((bind, port, route, source)),
+                None => {
+                    for accepted in &slot.servers {
+                        dropped.push(DroppedServer {
+                            gateway: accepted.gateway_ref(),
+                            server: accepted.index,
+                            reason: format!("no VirtualService tcp route binds port {port}; Istio opens no listener"),
+                        });
+                    }
+                    continue;
+                }
+            },
+        }
+        listeners.push(Listener {
+            id: 0,
+            bind,
+            port,
+            ip_protocol,
+            kind,
+        });
+    }
+    if listeners.len() > MAX_LISTENERS as usize {
+        return Err(CompileError::TooManyListeners {
+            count: listeners.len(),
+            limit: MAX_LISTENERS,
+        });
+    }
+    // Dense ids in key order; the bound above makes every id fit.
+    for (id, listener) in listeners.iter_mut().enumerate() {
+        listener.id = u32::try_from(id).unwrap_or(u32::MAX);
+    }
+    let id_of = |bind: Option<IpAddr>, port: u16| {
+        listeners
+            .iter()
+            .find(|l| l.bind == bind && l.port == port)
+            .map_or(u32::MAX, |l| l.id)
+    };
+    let http = http
+        .into_iter()
+        .map(|(bind, port, hosts)| HttpListener {
+            listener_id: id_of(bind, port),
+            bind,
+            port,
+            hosts,
+        })
+        .collect();
+    let tls = tls
+        .into_iter()
+        .map(|(bind, port, servers)| TlsListener {
+            listener_id: id_of(bind, port),
+            bind,
+            port,
+            servers,
+        })
+        .collect();
+    let tcp = tcp
+        .into_iter()
+        .map(|(bind, port, route, source)| TcpListener {
+            listener_id: id_of(bind, port),
+            bind,
+            port,
+            route,
+            source,
+        })
+        .collect();
+    let (clusters, warnings) = binder.finish();
     let local_addrs: BTreeSet<IpAddr> = local_addrs.iter().copied().collect();
     Ok(Plan {
         listeners,
         local_addrs: local_addrs.into_iter().collect(),
         http,
+        tls,
+        tcp,
+        clusters,
         dropped,
+        warnings,
     })
 }
 
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;

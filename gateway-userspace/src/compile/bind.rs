@@ -1,0 +1,383 @@
+//! Binding VirtualServices to the servers that survived the merge, and
+//! building what each listener does with a request or connection
+//! (semantics doc §5, §9).
+use std::collections::BTreeSet;
+
+use super::clusters::Clusters;
+use crate::{
+    hosts::{HostPattern, HostTable, VirtualHost, intersect},
+    model::{
+        Destination, Gateway, HttpAction, HttpMatch, HttpRedirect, Instance, Model, Protocol,
+        Server, ServerTls, TlsMode, VirtualService,
+    },
+};
+
+/// A server that survived the merge.
+pub struct Accepted<'m> {
+    pub gateway: &'m Gateway,
+    pub index: usize,
+    pub server: &'m Server,
+}
+
+impl Accepted<'_> {
+    /// `namespace/name` of the Gateway, as VirtualServices reference it.
+    pub fn gateway_ref(&self) -> String {
+        format!("{}/{}", self.gateway.namespace, self.gateway.name)
+    }
+}
+
+/// Weighted backends; a share whose backend could not be resolved answers 503.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forward(pub Vec<Backend>);
+
+/// One weighted share of a [`Forward`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    pub weight: u32,
+    /// A cluster name, or why there is none (503).
+    pub target: Result<String, String>,
+}
+
+/// One HTTP route of a virtual host, in evaluation order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    /// `VirtualService ns/name spec.http[i]`.
+    pub source: String,
+    /// OR'ed; empty matches every request.
+    pub matches: Vec<HttpMatch>,
+    pub action: RouteAction,
+    pub catch_all: bool,
+}
+
+/// What a matched HTTP route does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouteAction {
+    Forward {
+        backends: Forward,
+        rewrite_uri: Option<String>,
+        rewrite_authority: Option<String>,
+        timeout: Option<String>,
+    },
+    Redirect(HttpRedirect),
+    DirectResponse {
+        status: u16,
+        body: Option<String>,
+    },
+}
+
+/// A passthrough SNI entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SniRoute {
+    pub sni: HostPattern,
+    pub source: String,
+    pub forward: Forward,
+}
+
+/// One server of a TLS listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsServer {
+    /// `Gateway ns/name spec.servers[i]`.
+    pub source: String,
+    /// SNI names this server answers (`*` answers clients without SNI too).
+    pub hosts: Vec<HostPattern>,
+    pub kind: TlsServerKind,
+}
+
+/// What happens on a TLS server after SNI picked it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TlsServerKind {
+    /// HTTPS terminated here, then HTTP routing.
+    TerminateHttp { tls: ServerTls, hosts: HostTable },
+    /// TLS terminated here, then the first VirtualService `tcp` route.
+    TerminateTcp {
+        tls: ServerTls,
+        route: Option<(Forward, String)>,
+    },
+    /// Not terminated: VirtualService `tls` routes pick the backend by SNI.
+    Passthrough { routes: Vec<SniRoute> },
+    /// AUTO_PASSTHROUGH: the SNI names the mesh destination.
+    AutoPassthrough,
+}
+
+/// Binds VirtualServices and resolves their destinations.
+pub struct Binder<'m> {
+    /// Visible VirtualServices that name a gateway, in Istio's order.
+    virtual_services: Vec<&'m VirtualService>,
+    clusters: Clusters<'m>,
+    warnings: Vec<String>,
+}
+
+impl<'m> Binder<'m> {
+    pub fn new(model: &'m Model, instance: &'m Instance) -> Self {
+        let mut virtual_services: Vec<&VirtualService> = model
+            .virtual_services
+            .iter()
+            .filter(|vs| {
+                vs.export_to
+                    .visible_from(&vs.namespace, &instance.namespace)
+            })
+            .collect();
+        virtual_services.sort_by(|a, b| a.merge_order().cmp(&b.merge_order()));
+        Binder {
+            virtual_services,
+            clusters: Clusters::new(model, &instance.namespace),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The clusters built and the warnings collected.
+    pub fn finish(self) -> (Vec<super::Cluster>, Vec<String>) {
+        (self.clusters.into_clusters(), self.warnings)
+    }
+
+    fn bound_to(&self, gateway: &str) -> Vec<&'m VirtualService> {
+        self.virtual_services
+            .iter()
+            .copied()
+            .filter(|vs| vs.gateways.iter().any(|g| g == gateway))
+            .collect()
+    }
+
+    /// The virtual hosts of an HTTP route table shared by `servers`.
+    pub fn http_hosts(&mut self, servers: &[Accepted<'m>], port: u16) -> HostTable {
+        let mut vhosts = Vec::new();
+        for accepted in servers {
+            let https_redirect = accepted
+                .server
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.https_redirect);
+            // The server's own hosts: redirect-only, or 404 (no routes), when nothing binds.
+            vhosts.extend(accepted.server.hosts.iter().map(|host| VirtualHost {
+                pattern: HostPattern::from_server_host(host),
+                https_redirect,
+                routes: Vec::new(),
+            }));
+            let gateway = accepted.gateway_ref();
+            for vs in self.bound_to(&gateway) {
+                let names = vhost_names(accepted, vs);
+                if names.is_empty() {
+                    continue;
+                }
+                let routes = self.http_routes(vs, &gateway, port);
+                for pattern in names {
+                    vhosts.push(VirtualHost {
+                        pattern,
+                        https_redirect,
+                        routes: routes.clone(),
+                    });
+                }
+            }
+        }
+        HostTable::new(vhosts)
+    }
+
+    /// A VirtualService's rules that apply to `gateway` on `port`, stopping
+    /// after the first catch-all (`route.go::BuildHTTPRoutesForVirtualService`).
+    fn http_routes(&mut self, vs: &VirtualService, gateway: &str, port: u16) -> Vec<Route> {
+        let mut routes = Vec::new();
+        for (index, rule) in vs.http.iter().enumerate() {
+            let matches: Vec<HttpMatch> = rule
+                .matches
+                .iter()
+                .filter(|m| m.port.is_none_or(|p| p == port))
+                .filter(|m| m.gateways.is_empty() || m.gateways.iter().any(|g| g == gateway))
+                .cloned()
+                .collect();
+            if !rule.matches.is_empty() && matches.is_empty() {
+                continue;
+            }
+            let source = format!(
+                "VirtualService {}/{} spec.http[{index}]",
+                vs.namespace, vs.name
+            );
+            let action = match &rule.action {
+                HttpAction::Route(destinations) => RouteAction::Forward {
+                    backends: self.forward(destinations, &vs.namespace, &source),
+                    rewrite_uri: rule.rewrite_uri.clone(),
+                    rewrite_authority: rule.rewrite_authority.clone(),
+                    timeout: rule.timeout.clone(),
+                },
+                HttpAction::Redirect(redirect) => RouteAction::Redirect(redirect.clone()),
+                HttpAction::DirectResponse { status, body } => RouteAction::DirectResponse {
+                    status: *status,
+                    body: body.clone(),
+                },
+            };
+            let catch_all = matches.is_empty() || matches.iter().any(HttpMatch::is_catch_all);
+            routes.push(Route {
+                source,
+                matches,
+                action,
+                catch_all,
+            });
+            if catch_all {
+                break;
+            }
+        }
+        routes
+    }
+
+    fn forward(&mut self, destinations: &[Destination], namespace: &str, source: &str) -> Forward {
+        let backends = destinations
+            .iter()
+            .map(|dest| {
+                let target = self.clusters.resolve(dest, namespace);
+                if let Err(reason) = &target {
+                    self.warnings
+                        .push(format!("{source}: {reason}; requests routed there get 503"));
+                }
+                Backend {
+                    weight: dest.weight,
+                    target,
+                }
+            })
+            .collect();
+        Forward(backends)
+    }
+
+    /// The servers of a TLS listener, with passthrough SNI routes unique
+    /// across the listener.
+    pub fn tls_servers(&mut self, servers: &[Accepted<'m>], port: u16) -> Vec<TlsServer> {
+        let mut seen_sni: BTreeSet<HostPattern> = BTreeSet::new();
+        let mut out = Vec::new();
+        for accepted in servers {
+            let Some(tls) = accepted.server.tls.clone() else {
+                continue;
+            };
+            let source = format!(
+                "Gateway {} spec.servers[{}]",
+                accepted.gateway_ref(),
+                accepted.index
+            );
+            let kind = match (tls.mode, accepted.server.port.protocol) {
+                (TlsMode::Passthrough, _) => TlsServerKind::Passthrough {
+                    routes: self.sni_routes(accepted, port, &mut seen_sni),
+                },
+                (TlsMode::AutoPassthrough, _) => TlsServerKind::AutoPassthrough,
+                (_, Protocol::Tls) => TlsServerKind::TerminateTcp {
+                    route: self.tcp_route(std::slice::from_ref(accepted), port),
+                    tls,
+                },
+                _ => TlsServerKind::TerminateHttp {
+                    hosts: self.http_hosts(std::slice::from_ref(accepted), port),
+                    tls,
+                },
+            };
+            out.push(TlsServer {
+                source,
+                hosts: accepted
+                    .server
+                    .hosts
+                    .iter()
+                    .map(|h| HostPattern::from_server_host(h))
+                    .collect(),
+                kind,
+            });
+        }
+        out
+    }
+
+    fn sni_routes(
+        &mut self,
+        accepted: &Accepted<'m>,
+        port: u16,
+        seen: &mut BTreeSet<HostPattern>,
+    ) -> Vec<SniRoute> {
+        let gateway = accepted.gateway_ref();
+        let mut routes = Vec::new();
+        for vs in self.bound_to(&gateway) {
+            for (index, rule) in vs.tls.iter().enumerate() {
+                let source = format!(
+                    "VirtualService {}/{} spec.tls[{index}]",
+                    vs.namespace, vs.name
+                );
+                for m in &rule.matches {
+                    if m.port.is_some_and(|p| p != port)
+                        || !(m.gateways.is_empty() || m.gateways.contains(&gateway))
+                    {
+                        continue;
+                    }
+                    for sni in &m.sni_hosts {
+                        let sni = HostPattern::from_server_host(sni);
+                        let Some(name) =
+                            allowed_server_hosts(accepted, vs).find_map(|h| intersect(&h, &sni))
+                        else {
+                            continue;
+                        };
+                        if !seen.insert(name.clone()) {
+                            self.warnings.push(format!("{source}: duplicate SNI host {name} on port {port}; the earlier route wins"));
+                            continue;
+                        }
+                        let forward = self.forward(&rule.route, &vs.namespace, &source);
+                        routes.push(SniRoute {
+                            sni: name,
+                            source: source.clone(),
+                            forward,
+                        });
+                    }
+                }
+            }
+        }
+        routes
+    }
+
+    /// The first VirtualService `tcp` rule that binds one of `servers` on `port`.
+    pub fn tcp_route(&mut self, servers: &[Accepted<'m>], port: u16) -> Option<(Forward, String)> {
+        for accepted in servers {
+            let gateway = accepted.gateway_ref();
+            for vs in self.bound_to(&gateway) {
+                if vhost_names(accepted, vs).is_empty() {
+                    continue;
+                }
+                for (index, rule) in vs.tcp.iter().enumerate() {
+                    let applies = rule.matches.is_empty()
+                        || rule.matches.iter().any(|m| {
+                            m.port.is_none_or(|p| p == port)
+                                && (m.gateways.is_empty() || m.gateways.contains(&gateway))
+                        });
+                    if applies {
+                        let source = format!(
+                            "VirtualService {}/{} spec.tcp[{index}]",
+                            vs.namespace, vs.name
+                        );
+                        return Some((self.forward(&rule.route, &vs.namespace, &source), source));
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The server hosts a VirtualService in `vs.namespace` may bind to: a
+/// `ns/host` only binds VirtualServices of `ns` (`.` = the Gateway's own).
+fn allowed_server_hosts<'a>(
+    accepted: &'a Accepted<'_>,
+    vs: &'a VirtualService,
+) -> impl Iterator<Item = HostPattern> + 'a {
+    accepted.server.hosts.iter().filter_map(move |host| {
+        let allowed = match host.split_once('/') {
+            Some(("*", _)) | None => true,
+            Some((".", _)) => vs.namespace == accepted.gateway.namespace,
+            Some((namespace, _)) => vs.namespace == namespace,
+        };
+        allowed.then(|| HostPattern::from_server_host(host))
+    })
+}
+
+/// Virtual host names for `vs` on a server: every non-empty intersection of
+/// an allowed server host with a VirtualService host (the more specific wins).
+fn vhost_names(accepted: &Accepted<'_>, vs: &VirtualService) -> Vec<HostPattern> {
+    let mut names = Vec::new();
+    for server_host in allowed_server_hosts(accepted, vs) {
+        for vs_host in &vs.hosts {
+            if let Some(name) = intersect(&server_host, &HostPattern::from_server_host(vs_host)) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+}

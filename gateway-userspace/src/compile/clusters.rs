@@ -1,0 +1,220 @@
+//! Destinations -> clusters: a route's `host`/`port`/`subset` resolved
+//! through ServiceEntries and DestinationRules to concrete endpoints.
+use std::collections::BTreeMap;
+
+use crate::{
+    hosts::HostPattern,
+    model::{Destination, EndpointAddress, Model, Resolution, TrafficPolicy},
+};
+
+/// A backend service at one port (and subset), with its endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cluster {
+    /// Istio's name: `outbound|<port>|<subset>|<host>`.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub subset: Option<String>,
+    pub endpoints: Vec<Endpoint>,
+    /// The DestinationRule policy, with the subset's policy in its place if it has one.
+    pub policy: TrafficPolicy,
+}
+
+/// One address a cluster connects to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub address: EndpointAddress,
+    pub port: u16,
+    pub weight: u32,
+}
+
+/// Resolves destinations, building each cluster once.
+pub struct Clusters<'m> {
+    model: &'m Model,
+    namespace: &'m str,
+    built: BTreeMap<String, Cluster>,
+}
+
+/// `name` -> `name.<namespace>.svc.cluster.local`; names with a dot stay.
+pub fn qualify(host: &str, namespace: &str) -> String {
+    if host.contains('.') || host == "*" {
+        host.to_ascii_lowercase()
+    } else {
+        format!(
+            "{}.{namespace}.svc.cluster.local",
+            host.to_ascii_lowercase()
+        )
+    }
+}
+
+/// The most specific pattern among `hosts` that covers `host`: exact, then longest wildcard.
+fn specificity(hosts: &[String], namespace: &str, host: &str) -> Option<(u8, usize)> {
+    hosts
+        .iter()
+        .filter_map(
+            |h| match HostPattern::from_server_host(&qualify(h, namespace)) {
+                HostPattern::Exact(name) if name == host => Some((0, usize::MAX)),
+                HostPattern::Suffix(suffix)
+                    if host.len() > suffix.len() && host.ends_with(&suffix) =>
+                {
+                    Some((1, usize::MAX - suffix.len()))
+                }
+                HostPattern::Any => Some((2, usize::MAX)),
+                _ => None,
+            },
+        )
+        .min()
+}
+
+impl<'m> Clusters<'m> {
+    /// Resolution as seen from the gateway workload's `namespace` (exportTo).
+    pub fn new(model: &'m Model, namespace: &'m str) -> Self {
+        Clusters {
+            model,
+            namespace,
+            built: BTreeMap::new(),
+        }
+    }
+
+    /// The cluster name for `dest` (written in a resource of `namespace`),
+    /// or why there is none.
+    pub fn resolve(&mut self, dest: &Destination, namespace: &str) -> Result<String, String> {
+        let host = qualify(&dest.host, namespace);
+        let entry = self
+            .best(&self.model.service_entries, &host, |se| {
+                (
+                    &se.hosts,
+                    &se.namespace,
+                    &se.name,
+                    se.export_to.visible_from(&se.namespace, self.namespace),
+                )
+            })
+            .ok_or_else(|| format!("no ServiceEntry declares host {host}"))?;
+        let port = match (dest.port, entry.ports.as_slice()) {
+            (Some(port), _) => port,
+            (None, [only]) => only.number,
+            (None, ports) => {
+                return Err(format!(
+                    "destination port required: {host} has {} ports",
+                    ports.len()
+                ));
+            }
+        };
+        let service_port = entry
+            .ports
+            .iter()
+            .find(|p| p.number == port)
+            .ok_or_else(|| {
+                format!(
+                    "ServiceEntry {}/{} has no port {port}",
+                    entry.namespace, entry.name
+                )
+            })?;
+        let rule = self.best(&self.model.destination_rules, &host, |dr| {
+            (
+                std::slice::from_ref(&dr.host),
+                &dr.namespace,
+                &dr.name,
+                dr.export_to.visible_from(&dr.namespace, self.namespace),
+            )
+        });
+        let mut policy = rule.map(|dr| dr.traffic_policy.clone()).unwrap_or_default();
+        let mut labels = BTreeMap::new();
+        if let Some(subset_name) = &dest.subset {
+            let dr = rule.ok_or_else(|| {
+                format!("subset {subset_name} needs a DestinationRule for {host}")
+            })?;
+            let subset = dr
+                .subsets
+                .iter()
+                .find(|s| &s.name == subset_name)
+                .ok_or_else(|| {
+                    format!(
+                        "subset {subset_name} is not defined in DestinationRule {}/{}",
+                        dr.namespace, dr.name
+                    )
+                })?;
+            labels = subset.labels.clone();
+            if let Some(subset_policy) = &subset.traffic_policy {
+                policy = subset_policy.clone();
+            }
+        }
+        let name = format!(
+            "outbound|{port}|{}|{host}",
+            dest.subset.as_deref().unwrap_or("")
+        );
+        if self.built.contains_key(&name) {
+            return Ok(name);
+        }
+        let default_port = service_port.target_port.unwrap_or(port);
+        let endpoints: Vec<Endpoint> = match entry.resolution {
+            Resolution::None => {
+                return Err(format!(
+                    "ServiceEntry {}/{} has resolution NONE: a gateway has no original destination to forward to",
+                    entry.namespace, entry.name
+                ));
+            }
+            _ if entry.endpoints.is_empty() && !host.starts_with('*') => vec![Endpoint {
+                address: EndpointAddress::Dns(host.clone()),
+                port: default_port,
+                weight: 1,
+            }],
+            _ => entry
+                .endpoints
+                .iter()
+                .filter(|ep| labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)))
+                .map(|ep| Endpoint {
+                    address: ep.address.clone(),
+                    port: ep
+                        .ports
+                        .get(&service_port.name)
+                        .copied()
+                        .unwrap_or(default_port),
+                    weight: ep.weight,
+                })
+                .collect(),
+        };
+        if endpoints.is_empty() {
+            return Err(match &dest.subset {
+                Some(subset) => format!("subset {subset} of {host} selects no endpoints"),
+                None => format!("{host} has no endpoints"),
+            });
+        }
+        self.built.insert(
+            name.clone(),
+            Cluster {
+                name: name.clone(),
+                host,
+                port,
+                subset: dest.subset.clone(),
+                endpoints,
+                policy,
+            },
+        );
+        Ok(name)
+    }
+
+    /// The visible resource whose host covers `host` most specifically;
+    /// ties go to the first by (namespace, name).
+    fn best<T>(
+        &self,
+        items: &'m [T],
+        host: &str,
+        view: impl Fn(&'m T) -> (&'m [String], &'m String, &'m String, bool),
+    ) -> Option<&'m T> {
+        items
+            .iter()
+            .filter_map(|item| {
+                let (hosts, namespace, name, visible) = view(item);
+                let rank = specificity(hosts, namespace, host)?;
+                visible.then_some(((rank, namespace, name), item))
+            })
+            .min_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, item)| item)
+    }
+
+    /// Every cluster built, sorted by name.
+    pub fn into_clusters(self) -> Vec<Cluster> {
+        self.built.into_values().collect()
+    }
+}

@@ -1,0 +1,421 @@
+//! VirtualService binding, route order and destination resolution, from
+//! YAML through the whole pipeline (semantics doc §5, §6, §7, §9).
+use std::path::PathBuf;
+
+use super::*;
+use crate::{
+    config::{Severity, load_sources},
+    model::Instance,
+};
+
+const GATEWAY: &str = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [\"*.example.com\"]
+";
+
+const BACKENDS: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web, namespace: apps}
+spec:
+  hosts: [web.apps.svc.cluster.local]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 192.0.2.10, labels: {version: v1}}
+  - {address: 192.0.2.11, labels: {version: v2}, ports: {http: 9080}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: apps}
+spec:
+  host: web
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+";
+
+fn compile_yaml(docs: &[&str]) -> Plan {
+    let text = docs.join("---\n");
+    let config = load_sources(&[(PathBuf::from("t.yaml"), text)]);
+    let errors: Vec<String> = config
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(ToString::to_string)
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    plan(&config.model, &Instance::default(), &[]).expect("plan")
+}
+
+fn vs(name: &str, namespace: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{spec}"
+    )
+}
+
+/// Route sources of one host on the first HTTP listener.
+fn routes_of(plan: &Plan, host: &str) -> Vec<String> {
+    let vhost = plan.http[0].hosts.lookup(host).expect("virtual host");
+    vhost.routes.iter().map(|r| r.source.clone()).collect()
+}
+
+fn first_forward(plan: &Plan, host: &str) -> Forward {
+    let vhost = plan.http[0].hosts.lookup(host).expect("virtual host");
+    match &vhost.routes[0].action {
+        RouteAction::Forward { backends, .. } => backends.clone(),
+        other => panic!("not a forward: {other:?}"),
+    }
+}
+
+const ROUTE_WEB: &str = "  http:\n  - route:\n    - destination: {host: web}\n";
+
+#[test]
+fn bound_virtual_service_becomes_the_more_specific_virtual_host() {
+    let plan = compile_yaml(&[
+        GATEWAY,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            &format!("  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    assert_eq!(
+        routes_of(&plan, "a.example.com"),
+        vec!["VirtualService apps/r spec.http[0]"]
+    );
+    assert!(
+        routes_of(&plan, "b.example.com").is_empty(),
+        "other hosts keep the server's route-less vhost"
+    );
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+}
+
+#[test]
+fn virtual_service_without_gateways_is_mesh_only() {
+    let plan = compile_yaml(&[
+        GATEWAY,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            &format!("  hosts: [a.example.com]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    assert!(routes_of(&plan, "a.example.com").is_empty());
+}
+
+#[test]
+fn virtual_service_hosts_must_intersect_server_hosts() {
+    let plan = compile_yaml(&[
+        GATEWAY,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            &format!("  hosts: [a.other.org]\n  gateways: [istio-system/gw]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    assert!(plan.http[0].hosts.lookup("a.other.org").is_none());
+}
+
+#[test]
+fn namespace_scoped_server_host_binds_only_that_namespace() {
+    let gateway = GATEWAY.replace(
+        "hosts: [\"*.example.com\"]",
+        "hosts: [\"apps/*.example.com\"]",
+    );
+    let bound = compile_yaml(&[
+        &gateway,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            &format!("  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    assert_eq!(routes_of(&bound, "a.example.com").len(), 1);
+    let other = compile_yaml(&[
+        &gateway,
+        BACKENDS,
+        &vs(
+            "r",
+            "shop",
+            &format!("  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    assert!(routes_of(&other, "a.example.com").is_empty());
+}
+
+#[test]
+fn dot_namespace_server_host_binds_the_gateways_own_namespace() {
+    let gateway = GATEWAY.replace("hosts: [\"*.example.com\"]", "hosts: [\"./*.example.com\"]");
+    let own = compile_yaml(&[
+        &gateway,
+        BACKENDS,
+        &vs(
+            "r",
+            "istio-system",
+            "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {host: web.apps.svc.cluster.local}\n",
+        ),
+    ]);
+    assert_eq!(routes_of(&own, "a.example.com").len(), 1);
+}
+
+#[test]
+fn export_to_dot_hides_a_virtual_service_from_the_gateway_namespace() {
+    let plan = compile_yaml(&[
+        GATEWAY,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            &format!(
+                "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  exportTo: [\".\"]\n{ROUTE_WEB}"
+            ),
+        ),
+    ]);
+    assert!(routes_of(&plan, "a.example.com").is_empty());
+}
+
+#[test]
+fn routes_of_several_virtual_services_follow_creation_order_with_catch_alls_last() {
+    let first = vs("zz-first", "apps", "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web}\n")
+        .replace("metadata: {name: zz-first, namespace: apps}", "metadata: {name: zz-first, namespace: apps, creationTimestamp: \"2024-01-01T00:00:00Z\"}");
+    let second = vs("aa-second", "apps", "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{uri: {prefix: /api}}]\n    route:\n    - destination: {host: web}\n")
+        .replace("metadata: {name: aa-second, namespace: apps}", "metadata: {name: aa-second, namespace: apps, creationTimestamp: \"2025-01-01T00:00:00Z\"}");
+    let plan = compile_yaml(&[GATEWAY, BACKENDS, &first, &second]);
+    assert_eq!(
+        routes_of(&plan, "a.example.com"),
+        vec![
+            "VirtualService apps/aa-second spec.http[0]",
+            "VirtualService apps/zz-first spec.http[0]"
+        ],
+        "zz-first is older, but its catch-all moves after aa-second's /api"
+    );
+}
+
+#[test]
+fn rules_after_a_catch_all_in_one_virtual_service_are_unreachable_and_left_out() {
+    let plan = compile_yaml(&[
+        GATEWAY,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web}\n  - match: [{uri: {prefix: /never}}]\n    route:\n    - destination: {host: web}\n",
+        ),
+    ]);
+    assert_eq!(
+        routes_of(&plan, "a.example.com"),
+        vec!["VirtualService apps/r spec.http[0]"]
+    );
+}
+
+#[test]
+fn match_port_and_gateways_filter_rules_per_server() {
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw, istio-system/other]\n  http:\n  - match: [{port: 443, uri: {prefix: /tls}}]\n    route:\n    - destination: {host: web}\n  - match: [{gateways: [istio-system/other], uri: {prefix: /other}}]\n    route:\n    - destination: {host: web}\n  - match: [{uri: {prefix: /here}}]\n    route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
+    assert_eq!(
+        routes_of(&plan, "a.example.com"),
+        vec!["VirtualService apps/r spec.http[2]"]
+    );
+}
+
+#[test]
+fn short_destination_hosts_resolve_in_the_virtual_service_namespace() {
+    let plan = compile_yaml(&[
+        GATEWAY,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            &format!("  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    assert_eq!(
+        first_forward(&plan, "a.example.com").0[0].target,
+        Ok("outbound|8080||web.apps.svc.cluster.local".to_string())
+    );
+    let cluster = &plan.clusters[0];
+    let endpoints: Vec<String> = cluster
+        .endpoints
+        .iter()
+        .map(|e| format!("{:?}:{}", e.address, e.port))
+        .collect();
+    assert_eq!(
+        endpoints,
+        vec!["Ip(192.0.2.10):8080", "Ip(192.0.2.11):9080"],
+        "endpoint port names override the service port"
+    );
+}
+
+#[test]
+fn subsets_select_endpoints_by_destination_rule_labels() {
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web, subset: v1}\n      weight: 90\n    - destination: {host: web, subset: v2}\n      weight: 10\n";
+    let plan = compile_yaml(&[GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
+    let names: Vec<&str> = plan.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "outbound|8080|v1|web.apps.svc.cluster.local",
+            "outbound|8080|v2|web.apps.svc.cluster.local"
+        ]
+    );
+    assert_eq!(plan.clusters[0].endpoints.len(), 1);
+    let weights: Vec<u32> = first_forward(&plan, "a.example.com")
+        .0
+        .iter()
+        .map(|b| b.weight)
+        .collect();
+    assert_eq!(weights, vec![90, 10]);
+}
+
+#[test]
+fn unresolvable_destination_stays_as_a_503_route_with_a_warning() {
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: nowhere.example.org}\n";
+    let plan = compile_yaml(&[GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
+    assert_eq!(
+        first_forward(&plan, "a.example.com").0[0].target,
+        Err("no ServiceEntry declares host nowhere.example.org".to_string())
+    );
+    assert_eq!(
+        plan.warnings,
+        vec!["VirtualService apps/r spec.http[0]: no ServiceEntry declares host nowhere.example.org; requests routed there get 503".to_string()]
+    );
+}
+
+#[test]
+fn undefined_subset_is_a_503_route() {
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web, subset: v9}\n";
+    let plan = compile_yaml(&[GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
+    assert_eq!(
+        first_forward(&plan, "a.example.com").0[0].target,
+        Err("subset v9 is not defined in DestinationRule apps/web".to_string())
+    );
+}
+
+#[test]
+fn destination_port_is_required_when_the_service_has_several() {
+    let two_ports = BACKENDS.replace("ports: [{number: 8080, name: http, protocol: HTTP}]", "ports: [{number: 8080, name: http, protocol: HTTP}, {number: 8443, name: https, protocol: HTTPS}]");
+    let plan = compile_yaml(&[
+        GATEWAY,
+        &two_ports,
+        &vs(
+            "r",
+            "apps",
+            &format!("  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    assert_eq!(
+        first_forward(&plan, "a.example.com").0[0].target,
+        Err("destination port required: web.apps.svc.cluster.local has 2 ports".to_string())
+    );
+}
+
+#[test]
+fn redirect_server_redirects_bound_virtual_hosts_too() {
+    let gateway = GATEWAY.replace(
+        "    hosts: [\"*.example.com\"]\n",
+        "    hosts: [\"*.example.com\"]\n    tls: {httpsRedirect: true}\n",
+    );
+    let plan = compile_yaml(&[
+        &gateway,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            &format!("  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    assert!(
+        plan.http[0]
+            .hosts
+            .lookup("a.example.com")
+            .unwrap()
+            .https_redirect
+    );
+    assert!(
+        plan.http[0]
+            .hosts
+            .lookup("b.example.com")
+            .unwrap()
+            .https_redirect
+    );
+}
+
+const TLS_GATEWAY: &str = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: istio-system}
+spec:
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [\"*.example.com\"]
+    tls: {mode: PASSTHROUGH}
+";
+
+#[test]
+fn passthrough_server_routes_by_sni_and_reports_duplicates() {
+    let tls_spec = "  hosts: [\"*.example.com\"]\n  gateways: [istio-system/tls]\n  tls:\n  - match: [{sniHosts: [a.example.com]}]\n    route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[
+        TLS_GATEWAY,
+        BACKENDS,
+        &vs("first", "apps", tls_spec),
+        &vs("second", "apps", tls_spec),
+    ]);
+    let TlsServerKind::Passthrough { routes } = &plan.tls[0].servers[0].kind else {
+        panic!("not passthrough")
+    };
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].sni.to_string(), "a.example.com");
+    assert_eq!(routes[0].source, "VirtualService apps/first spec.tls[0]");
+    assert_eq!(
+        plan.warnings,
+        vec!["VirtualService apps/second spec.tls[0]: duplicate SNI host a.example.com on port 443; the earlier route wins".to_string()]
+    );
+}
+
+#[test]
+fn tcp_server_uses_the_first_tcp_route_and_without_one_opens_nothing() {
+    let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tcp, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 9000, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n";
+    let without = compile_yaml(&[gateway, BACKENDS]);
+    assert!(without.listeners.is_empty());
+    assert_eq!(
+        without.dropped[0].reason,
+        "no VirtualService tcp route binds port 9000; Istio opens no listener"
+    );
+    let tcp_spec = "  hosts: [\"*\"]\n  gateways: [istio-system/tcp]\n  tcp:\n  - match: [{port: 9001}]\n    route:\n    - destination: {host: web, subset: v2}\n  - route:\n    - destination: {host: web, subset: v1}\n";
+    let with = compile_yaml(&[gateway, BACKENDS, &vs("t", "apps", tcp_spec)]);
+    assert_eq!(with.tcp[0].source, "VirtualService apps/t spec.tcp[1]");
+    assert_eq!(
+        with.tcp[0].route.0[0].target,
+        Ok("outbound|8080|v1|web.apps.svc.cluster.local".to_string())
+    );
+}
+
+#[test]
+fn https_server_terminates_and_routes_its_own_hosts() {
+    let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: web, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, credentialName: a-cert}\n";
+    let plan = compile_yaml(&[
+        gateway,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            &format!("  hosts: [a.example.com]\n  gateways: [istio-system/web]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    let TlsServerKind::TerminateHttp { hosts, tls } = &plan.tls[0].servers[0].kind else {
+        panic!("not terminating")
+    };
+    assert_eq!(tls.credential_names, vec!["a-cert".to_string()]);
+    assert_eq!(hosts.lookup("a.example.com").unwrap().routes.len(), 1);
+}
