@@ -48,6 +48,9 @@ impl InstanceArgs {
     }
 }
 
+/// Where `credentialName` secrets live in standalone mode.
+const DEFAULT_CREDENTIALS_DIR: &str = "/etc/gateway/credentials";
+
 /// Options of `gateway run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -67,6 +70,9 @@ pub struct RunArgs {
     /// Admin endpoint (`/stats`, `/ready`).
     #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR:PORT")]
     pub admin_address: SocketAddr,
+    /// `credentialName: X` reads `DIR/X/tls.crt`, `DIR/X/tls.key` and `DIR/X/ca.crt`.
+    #[arg(long, default_value = DEFAULT_CREDENTIALS_DIR, value_name = "DIR")]
+    pub credentials_dir: PathBuf,
     #[command(flatten)]
     pub instance: InstanceArgs,
 }
@@ -86,6 +92,9 @@ pub struct CheckArgs {
     /// Namespace of the gateway workload for the merge analysis.
     #[arg(long, default_value = "istio-system")]
     pub namespace: String,
+    /// Where `credentialName` secrets live, as for `gateway run`.
+    #[arg(long, default_value = DEFAULT_CREDENTIALS_DIR, value_name = "DIR")]
+    pub credentials_dir: PathBuf,
 }
 
 /// Options of `gateway compile`.
@@ -100,6 +109,9 @@ pub struct CompileArgs {
     /// The gateway's own addresses, as for `gateway run`.
     #[arg(long = "address", value_name = "IP")]
     pub address: Vec<IpAddr>,
+    /// Where `credentialName` secrets live, as for `gateway run`.
+    #[arg(long, default_value = DEFAULT_CREDENTIALS_DIR, value_name = "DIR")]
+    pub credentials_dir: PathBuf,
     #[command(flatten)]
     pub instance: InstanceArgs,
 }

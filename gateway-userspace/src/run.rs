@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use gateway_common::Settings;
 use gateway_userspace::{
     admin, compile,
-    config::{self, Severity},
+    config::{self, Disk, Environment, Severity},
     dataplane::Dataplane,
     proxy, stats,
 };
@@ -29,7 +29,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
-    let config = config::load_paths(&args.config)?;
+    let config = config::load_paths(
+        &args.config,
+        &Environment {
+            files: &Disk,
+            credentials_dir: &args.credentials_dir,
+        },
+    )?;
     for diagnostic in &config.diagnostics {
         match diagnostic.severity {
             Severity::Error => log::error!("{diagnostic}"),

@@ -74,6 +74,7 @@ fn bad_flag_value_is_rejected_by_name() {
 }
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+const CREDENTIALS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/credentials");
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
@@ -83,7 +84,7 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 
 #[test]
 fn check_passes_the_shipped_examples() {
-    let out = gateway(&["check", EXAMPLES]);
+    let out = gateway(&["check", "--credentials-dir", CREDENTIALS, EXAMPLES]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.ends_with("0 error(s), 0 warning(s)\n"), "{stdout}");
@@ -150,7 +151,14 @@ fn check_with_labels_reports_servers_dropped_by_the_merge() {
 
 #[test]
 fn compile_prints_the_plan_as_json() {
-    let out = gateway(&["compile", "--format", "json", EXAMPLES]);
+    let out = gateway(&[
+        "compile",
+        "--format",
+        "json",
+        "--credentials-dir",
+        CREDENTIALS,
+        EXAMPLES,
+    ]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -173,8 +181,18 @@ fn compile_serves_only_gateways_that_select_the_instance() {
         "json",
         "--labels",
         "istio=egressgateway",
+        "--credentials-dir",
+        CREDENTIALS,
         EXAMPLES,
     ]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["listeners"], serde_json::json!([]));
+}
+
+#[test]
+fn check_without_the_credentials_names_the_missing_file() {
+    let out = gateway(&["check", "--credentials-dir", "/nonexistent", EXAMPLES]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("spec.servers[1].tls.credentialName: cannot read /nonexistent/dataengine-com-cert/tls.crt: No such file or directory"), "{stdout}");
 }

@@ -12,6 +12,7 @@ const EXAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../examples/dataengine-gateway.yaml"
 );
+const CREDENTIALS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/credentials");
 const NO_LISTENER: &str = "xdp.reason.no_listener.packets";
 const LISTENER_80: &str = "xdp.listener.*_80_tcp.packets";
 
@@ -29,6 +30,8 @@ fn start(topology: &Topology) -> Daemon {
             GATEWAY_V6,
             "--admin-address",
             ADMIN,
+            "--credentials-dir",
+            CREDENTIALS,
         ],
     )
 }
@@ -216,6 +219,8 @@ fn second_instance_on_the_same_interface_is_refused() {
             GATEWAY_V4,
             "--admin-address",
             "127.0.0.1:15001",
+            "--credentials-dir",
+            CREDENTIALS,
         ],
         Duration::from_secs(20),
     );
@@ -237,7 +242,15 @@ fn unknown_interface_is_one_clear_sentence() {
     let topology = Topology::new();
     let out = run_to_completion(
         &topology,
-        &["run", "--config", EXAMPLE, "--interface", "nosuch0"],
+        &[
+            "run",
+            "--config",
+            EXAMPLE,
+            "--interface",
+            "nosuch0",
+            "--credentials-dir",
+            CREDENTIALS,
+        ],
         Duration::from_secs(20),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);

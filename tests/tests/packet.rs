@@ -12,7 +12,10 @@ use gateway_tests::{
 use gateway_userspace::{
     compile::{self, Plan},
     dataplane::Dataplane,
-    model::{Bind, Gateway, Instance, Model, Port, Protocol, Server},
+    model::{
+        Bind, Destination, EndpointAddress, ExportTo, Gateway, Instance, Model, Port, Protocol,
+        Resolution, Server, ServiceEntry, ServicePort, TcpRoute, VirtualService, WorkloadEntry,
+    },
 };
 
 const XDP_DROP: u32 = 1;
@@ -55,14 +58,56 @@ fn test_plan() -> Plan {
     };
     let model = Model {
         gateways: vec![gateway],
-        ..Default::default()
+        // TCP and UDP servers only get a listener when a tcp route binds them.
+        virtual_services: vec![VirtualService {
+            namespace: "istio-system".into(),
+            name: "tcp-all".into(),
+            creation_timestamp: None,
+            hosts: vec!["*".into()],
+            gateways: vec!["istio-system/packet-test".into()],
+            export_to: ExportTo::default(),
+            http: Vec::new(),
+            tls: Vec::new(),
+            tcp: vec![TcpRoute {
+                matches: Vec::new(),
+                route: vec![Destination {
+                    host: "backend.internal".into(),
+                    subset: None,
+                    port: None,
+                    weight: 100,
+                }],
+            }],
+        }],
+        destination_rules: Vec::new(),
+        service_entries: vec![ServiceEntry {
+            namespace: "istio-system".into(),
+            name: "backend".into(),
+            hosts: vec!["backend.internal".into()],
+            ports: vec![ServicePort {
+                number: 9000,
+                name: "tcp".into(),
+                protocol: None,
+                target_port: None,
+            }],
+            resolution: Resolution::Static,
+            endpoints: vec![WorkloadEntry {
+                address: EndpointAddress::Ip(IpAddr::from([198, 51, 100, 50])),
+                ports: Default::default(),
+                labels: Default::default(),
+                weight: 1,
+            }],
+            mesh_internal: false,
+            export_to: ExportTo::default(),
+        }],
     };
-    compile::plan(
+    let plan = compile::plan(
         &model,
         &Instance::default(),
         &[IpAddr::from(GW_V4), IpAddr::from(GW_V6)],
     )
-    .expect("plan")
+    .expect("plan");
+    assert!(plan.dropped.is_empty(), "{:?}", plan.dropped);
+    plan
 }
 
 struct Harness {

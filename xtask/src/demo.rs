@@ -25,6 +25,7 @@ const SUBNETS: &[(&str, &str)] = &[
 ];
 const ADMIN: &str = "127.0.0.1:15000";
 const EXAMPLE: &str = "examples/dataengine-gateway.yaml";
+const CREDENTIALS: &str = "examples/credentials";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -156,6 +157,7 @@ pub fn serve(gateway: &Path) -> anyhow::Result<()> {
     let _network = DemoNetwork::create(&a)?;
     let mut child = Command::new(gateway)
         .args(["run", "--config", EXAMPLE, "--interface", HOST_IF])
+        .args(["--credentials-dir", CREDENTIALS])
         .args([
             "--address",
             &a.gateway_v4,

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::{
+    certs::Environment,
     diagnostic::{Diagnostic, Severity},
     yaml::{Node, Value},
 };
@@ -10,15 +11,18 @@ use super::{
 /// Decodes one resource, collecting diagnostics.
 pub struct Decoder<'a> {
     file: &'a Path,
+    /// Certificate files and credentials; `None` skips file checks (pure decoding).
+    pub env: Option<&'a Environment<'a>>,
     /// `<Kind> <namespace>/<name>`, once known.
     pub resource: String,
     pub diagnostics: Vec<Diagnostic>,
 }
 
 impl<'a> Decoder<'a> {
-    pub fn new(file: &'a Path) -> Self {
+    pub fn new(file: &'a Path, env: Option<&'a Environment<'a>>) -> Self {
         Decoder {
             file,
+            env,
             resource: String::new(),
             diagnostics: Vec::new(),
         }

@@ -1,5 +1,8 @@
 //! Decodes `DestinationRule` documents: subsets and traffic policy.
+use std::path::Path;
+
 use super::{
+    certs,
     common::{count, duration, export_to, string_map},
     decode::{Decoder, field, join},
     rules,
@@ -374,6 +377,20 @@ fn client_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ClientTls>
                 &join(path, "privateKey"),
                 "private key required for mutual tls",
             );
+        }
+    }
+    if let Some(env) = d.env {
+        if let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key) {
+            if let Err(message) = certs::check_pair(env.files, Path::new(cert), Path::new(key)) {
+                let at = field(entries, "clientCertificate").unwrap_or(node);
+                d.error(at, &join(path, "clientCertificate"), message);
+            }
+        }
+        if let Some(ca) = &tls.ca_certificates {
+            if let Err(message) = certs::check_ca(env.files, Path::new(ca)) {
+                let at = field(entries, "caCertificates").unwrap_or(node);
+                d.error(at, &join(path, "caCertificates"), message);
+            }
         }
     }
     Some(tls)

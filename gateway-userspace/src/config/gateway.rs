@@ -2,13 +2,18 @@
 //! applying Istio's validation rules (semantics doc §10) with positions.
 use std::collections::BTreeMap;
 
+use std::path::Path;
+
 use super::{
+    certs,
     decode::{Decoder, field, join},
     diagnostic::Severity,
     rules,
     yaml::{Node, Value},
 };
-use crate::model::{Bind, Gateway, Port, Protocol, Server, ServerTls, TlsCertificate, TlsMode};
+use crate::model::{
+    Bind, CertificateFiles, Gateway, Port, Protocol, Server, ServerTls, TlsCertificate, TlsMode,
+};
 
 const METADATA_FIELDS: &[&str] = &[
     "name",
@@ -446,6 +451,8 @@ fn decode_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ServerTls>
         min_protocol_version: d.opt_string(entries, "minProtocolVersion", path),
         max_protocol_version: d.opt_string(entries, "maxProtocolVersion", path),
         cipher_suites: d.string_list(entries, "cipherSuites", path),
+        certificates: Vec::new(),
+        client_ca: None,
     };
     let credential_name = d.opt_string(entries, "credentialName", path);
     let credential_names = d.string_list(entries, "credentialNames", path);
@@ -473,7 +480,129 @@ fn decode_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ServerTls>
         }
     }
     tls.cipher_suites = kept;
+    if d.error_count() == errors_before {
+        resolve_certificates(d, node, entries, path, &mut tls);
+    }
     (d.error_count() == errors_before).then_some(tls)
+}
+
+/// Fills `certificates` and `client_ca` for terminating modes and, when
+/// loading with an environment, checks the files exist, parse and match.
+fn resolve_certificates(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    entries: &[(Node, Node)],
+    path: &str,
+    tls: &mut ServerTls,
+) {
+    if !matches!(
+        tls.mode,
+        TlsMode::Simple | TlsMode::Mutual | TlsMode::OptionalMutual
+    ) {
+        return;
+    }
+    let mutual = tls.mode != TlsMode::Simple;
+    // (certificate, key, where to report, field path)
+    let mut pairs: Vec<(String, String, &Node, String)> = Vec::new();
+    let mut ca: Option<(String, &Node, String)> = None;
+    if !tls.credential_names.is_empty() {
+        let Some(env) = d.env else { return };
+        let at = field(entries, "credentialName")
+            .or_else(|| field(entries, "credentialNames"))
+            .unwrap_or(node);
+        for name in &tls.credential_names {
+            let (cert, key, _) = certs::credential_files(env.credentials_dir, name);
+            pairs.push((
+                cert.display().to_string(),
+                key.display().to_string(),
+                at,
+                join(path, "credentialName"),
+            ));
+        }
+        if mutual {
+            let ca_name = tls
+                .ca_cert_credential_name
+                .clone()
+                .unwrap_or_else(|| tls.credential_names[0].clone());
+            let (_, _, own_ca) = certs::credential_files(env.credentials_dir, &ca_name);
+            let (_, _, separate_ca) =
+                certs::credential_files(env.credentials_dir, &format!("{ca_name}-cacert"));
+            // Istio also takes the CA from a `<name>-cacert` secret.
+            let chosen = if env.files.read(&own_ca).is_err() && env.files.read(&separate_ca).is_ok()
+            {
+                separate_ca
+            } else {
+                own_ca
+            };
+            ca = Some((
+                chosen.display().to_string(),
+                at,
+                join(path, "credentialName"),
+            ));
+        }
+    } else if !tls.tls_certificates.is_empty() {
+        let at = field(entries, "tlsCertificates").unwrap_or(node);
+        for (i, cert) in tls.tls_certificates.iter().enumerate() {
+            if let (Some(c), Some(k)) = (&cert.server_certificate, &cert.private_key) {
+                pairs.push((
+                    c.clone(),
+                    k.clone(),
+                    at,
+                    format!("{}[{i}]", join(path, "tlsCertificates")),
+                ));
+            }
+        }
+        if let Some(c) = tls
+            .tls_certificates
+            .iter()
+            .find_map(|c| c.ca_certificates.clone())
+            .or_else(|| tls.ca_certificates.clone())
+        {
+            ca = Some((
+                c,
+                field(entries, "caCertificates").unwrap_or(at),
+                join(path, "caCertificates"),
+            ));
+        }
+    } else if let (Some(c), Some(k)) = (&tls.server_certificate, &tls.private_key) {
+        let at = field(entries, "serverCertificate").unwrap_or(node);
+        pairs.push((c.clone(), k.clone(), at, join(path, "serverCertificate")));
+        if let Some(c) = &tls.ca_certificates {
+            ca = Some((
+                c.clone(),
+                field(entries, "caCertificates").unwrap_or(node),
+                join(path, "caCertificates"),
+            ));
+        }
+    }
+    tls.certificates = pairs
+        .iter()
+        .map(|(c, k, _, _)| CertificateFiles {
+            certificate: c.clone(),
+            private_key: k.clone(),
+        })
+        .collect();
+    tls.client_ca = if mutual {
+        ca.as_ref().map(|(c, _, _)| c.clone())
+    } else {
+        None
+    };
+    let Some(env) = d.env else { return };
+    for (cert, key, at, field_path) in &pairs {
+        if let Err(message) = certs::check_pair(env.files, Path::new(cert), Path::new(key)) {
+            d.error(at, field_path, message);
+        }
+    }
+    if let (true, Some((ca_path, at, field_path))) = (mutual, &ca) {
+        if let Err(message) = certs::check_ca(env.files, Path::new(ca_path)) {
+            d.error(at, field_path, message);
+        }
+    }
+    if let (Some(crl), Some(at)) = (&tls.ca_crl, field(entries, "caCrl")) {
+        if let Err(message) = certs::check_crl(env.files, Path::new(crl)) {
+            d.error(at, &join(path, "caCrl"), message);
+        }
+    }
 }
 
 fn decode_tls_certificates(

@@ -1,6 +1,7 @@
 //! Reading Istio YAML: the only module that knows YAML. Produces
 //! [`model`](crate::model) values plus every diagnostic, each pinned to
 //! `PATH:LINE:COL`.
+mod certs;
 mod common;
 mod decode;
 mod destination_rule;
@@ -17,6 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use certs::{Disk, Environment, FileSource, MemoryFiles};
 pub use diagnostic::{Diagnostic, Severity};
 
 use self::{decode::Decoder, yaml::Value};
@@ -63,8 +65,9 @@ impl Config {
     }
 }
 
-/// Reads files and directories (recursively, `*.yaml` / `*.yml`, in sorted order).
-pub fn load_paths(paths: &[PathBuf]) -> Result<Config, ConfigError> {
+/// Reads files and directories (recursively, `*.yaml` / `*.yml`, in sorted
+/// order), checking the certificate files they name through `env`.
+pub fn load_paths(paths: &[PathBuf], env: &Environment<'_>) -> Result<Config, ConfigError> {
     let mut files = Vec::new();
     for path in paths {
         collect_files(path, &mut files)?;
@@ -77,7 +80,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Config, ConfigError> {
         })?;
         sources.push((file, text));
     }
-    Ok(load_sources(&sources))
+    Ok(load_sources_with(&sources, Some(env)))
 }
 
 fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
@@ -107,8 +110,14 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), ConfigErro
     Ok(())
 }
 
-/// Decodes already-read sources; the seam tests use instead of files.
+/// Decodes already-read sources without reading any other file (no
+/// certificate checks); the seam for tests of the rules.
 pub fn load_sources(sources: &[(PathBuf, String)]) -> Config {
+    load_sources_with(sources, None)
+}
+
+/// Decodes already-read sources, checking certificate files through `env` if given.
+pub fn load_sources_with(sources: &[(PathBuf, String)], env: Option<&Environment<'_>>) -> Config {
     let mut config = Config::default();
     // (kind, namespace, name) -> where it was first defined.
     let mut seen: BTreeMap<(String, String, String), (PathBuf, usize, usize)> = BTreeMap::new();
@@ -129,7 +138,7 @@ pub fn load_sources(sources: &[(PathBuf, String)]) -> Config {
             }
         };
         for doc in &docs {
-            load_document(file, doc, &mut seen, &mut config);
+            load_document(file, doc, env, &mut seen, &mut config);
         }
     }
     config
@@ -138,13 +147,14 @@ pub fn load_sources(sources: &[(PathBuf, String)]) -> Config {
 fn load_document(
     file: &Path,
     doc: &yaml::Node,
+    env: Option<&Environment<'_>>,
     seen: &mut BTreeMap<(String, String, String), (PathBuf, usize, usize)>,
     config: &mut Config,
 ) {
     if doc.value == Value::Null {
         return;
     }
-    let mut d = Decoder::new(file);
+    let mut d = Decoder::new(file, env);
     let (Some(api_version), Some(kind)) = (doc.get("apiVersion"), doc.get("kind")) else {
         d.error(
             doc,
@@ -223,6 +233,8 @@ fn load_document(
     config.diagnostics.append(&mut d.diagnostics);
 }
 
+#[cfg(test)]
+mod certs_tests;
 #[cfg(test)]
 mod gateway_rules_tests;
 #[cfg(test)]

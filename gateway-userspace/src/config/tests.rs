@@ -3,6 +3,13 @@ use std::path::PathBuf;
 use super::*;
 use crate::model::{Protocol, TlsMode};
 
+fn disk_env() -> Environment<'static> {
+    Environment {
+        files: &Disk,
+        credentials_dir: std::path::Path::new("/nonexistent"),
+    }
+}
+
 fn load(text: &str) -> Config {
     load_sources(&[(PathBuf::from("gw.yaml"), text.to_string())])
 }
@@ -200,7 +207,7 @@ fn directories_are_read_recursively_in_sorted_order() {
     )
     .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not yaml").unwrap();
-    let config = load_paths(&[dir.path().to_path_buf()]).unwrap();
+    let config = load_paths(&[dir.path().to_path_buf()], &disk_env()).unwrap();
     let names: Vec<_> = config
         .model
         .gateways
@@ -212,6 +219,6 @@ fn directories_are_read_recursively_in_sorted_order() {
 
 #[test]
 fn unreadable_path_is_an_error_naming_it() {
-    let err = load_paths(&[PathBuf::from("/nonexistent/gw.yaml")]).unwrap_err();
+    let err = load_paths(&[PathBuf::from("/nonexistent/gw.yaml")], &disk_env()).unwrap_err();
     assert_eq!(err.to_string(), "cannot read /nonexistent/gw.yaml");
 }

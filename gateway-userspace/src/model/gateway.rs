@@ -125,6 +125,18 @@ pub struct ServerTls {
     pub min_protocol_version: Option<String>,
     pub max_protocol_version: Option<String>,
     pub cipher_suites: Vec<String>,
+    /// Certificate chains and keys to serve, resolved from the fields above
+    /// (credentials to files); checked to exist, parse and match at load.
+    pub certificates: Vec<CertificateFiles>,
+    /// Client CA bundle for MUTUAL / OPTIONAL_MUTUAL, resolved likewise.
+    pub client_ca: Option<String>,
+}
+
+/// A certificate chain and its private key on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub certificate: String,
+    pub private_key: String,
 }
 
 /// One `tls.tlsCertificates[]` entry.

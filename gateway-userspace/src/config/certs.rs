@@ -1,0 +1,208 @@
+//! Certificate files named in TLS settings: they must exist, parse as PEM,
+//! and a private key must match its certificate. Files are read through
+//! [`FileSource`] so tests can supply them from memory.
+use std::{
+    collections::BTreeMap,
+    io,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use rustls::{
+    crypto::ring::sign::any_supported_type,
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject},
+    sign::CertifiedKey,
+};
+
+/// Where certificate files come from.
+pub trait FileSource: Sync {
+    /// The whole file at `path`.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+}
+
+/// The real file system.
+pub struct Disk;
+
+impl FileSource for Disk {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+/// Files held in memory, for tests and fuzzing.
+#[derive(Default)]
+pub struct MemoryFiles(pub BTreeMap<PathBuf, Vec<u8>>);
+
+impl FileSource for MemoryFiles {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.0
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "No such file or directory"))
+    }
+}
+
+/// What loading may read besides the YAML.
+pub struct Environment<'a> {
+    pub files: &'a dyn FileSource,
+    /// `credentialName: X` reads `<dir>/X/tls.crt`, `tls.key` and `ca.crt`.
+    pub credentials_dir: &'a Path,
+}
+
+fn read(files: &dyn FileSource, path: &Path) -> Result<Vec<u8>, String> {
+    files
+        .read(path)
+        .map_err(|err| format!("cannot read {}: {}", path.display(), plain_io_message(&err)))
+}
+
+/// `No such file or directory`, without Rust's ` (os error 2)` suffix.
+fn plain_io_message(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_string(),
+        None => text,
+    }
+}
+
+fn certificates(
+    files: &dyn FileSource,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read(files, path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|err| format!("{} is not valid PEM: {err:?}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} has no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// A certificate chain and its private key: both parse and they match.
+pub fn check_pair(files: &dyn FileSource, cert_path: &Path, key_path: &Path) -> Result<(), String> {
+    let chain = certificates(files, cert_path)?;
+    let key_pem = read(files, key_path)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| format!("{} has no PEM private key", key_path.display()))?;
+    let signing_key = any_supported_type(&key)
+        .map_err(|err| format!("{}: unsupported private key ({err})", key_path.display()))?;
+    CertifiedKey::new(chain, Arc::clone(&signing_key))
+        .keys_match()
+        .map_err(|err| match err {
+            rustls::Error::InconsistentKeys(_) => format!(
+                "private key {} does not match certificate {}",
+                key_path.display(),
+                cert_path.display()
+            ),
+            other => format!("{}: {other}", cert_path.display()),
+        })
+}
+
+/// A CA bundle: at least one PEM certificate.
+pub fn check_ca(files: &dyn FileSource, path: &Path) -> Result<(), String> {
+    certificates(files, path).map(|_| ())
+}
+
+/// A CRL file: at least one PEM `X509 CRL` block.
+pub fn check_crl(files: &dyn FileSource, path: &Path) -> Result<(), String> {
+    let pem = read(files, path)?;
+    let crls: Vec<CertificateRevocationListDer<'static>> =
+        CertificateRevocationListDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|err| format!("{} is not valid PEM: {err:?}", path.display()))?;
+    if crls.is_empty() {
+        return Err(format!(
+            "{} has no PEM certificate revocation list",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The files of credential `name` under `dir`: (tls.crt, tls.key, ca.crt).
+pub fn credential_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let base = dir.join(name);
+    (
+        base.join("tls.crt"),
+        base.join("tls.key"),
+        base.join("ca.crt"),
+    )
+}
+
+#[cfg(test)]
+pub mod test_pki {
+    //! Fixed test certificates (generated once with openssl, committed).
+    use super::*;
+
+    pub const CERT: &str = include_str!("testdata/a.example.com.crt");
+    pub const KEY: &str = include_str!("testdata/a.example.com.key");
+    pub const OTHER_KEY: &str = include_str!("testdata/other.key");
+    pub const CRL: &str = include_str!("testdata/ca.crl");
+
+    /// An in-memory file system with `entries`.
+    pub fn files(entries: &[(&str, &str)]) -> MemoryFiles {
+        MemoryFiles(
+            entries
+                .iter()
+                .map(|(p, c)| (PathBuf::from(p), c.as_bytes().to_vec()))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{test_pki::*, *};
+
+    #[test]
+    fn matching_certificate_and_key_pass() {
+        let fs = files(&[("/c.pem", CERT), ("/k.pem", KEY)]);
+        assert_eq!(
+            check_pair(&fs, Path::new("/c.pem"), Path::new("/k.pem")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn key_of_another_certificate_is_rejected() {
+        let fs = files(&[("/c.pem", CERT), ("/k.pem", OTHER_KEY)]);
+        assert_eq!(
+            check_pair(&fs, Path::new("/c.pem"), Path::new("/k.pem")),
+            Err("private key /k.pem does not match certificate /c.pem".into())
+        );
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let fs = files(&[]);
+        assert_eq!(
+            check_ca(&fs, Path::new("/ca.pem")),
+            Err("cannot read /ca.pem: No such file or directory".into())
+        );
+    }
+
+    #[test]
+    fn a_key_is_not_a_certificate() {
+        let fs = files(&[("/c.pem", KEY), ("/k.pem", KEY)]);
+        assert_eq!(
+            check_pair(&fs, Path::new("/c.pem"), Path::new("/k.pem")),
+            Err("/c.pem has no PEM certificate".into())
+        );
+    }
+
+    #[test]
+    fn a_certificate_is_not_a_key() {
+        let fs = files(&[("/c.pem", CERT), ("/k.pem", CERT)]);
+        assert_eq!(
+            check_pair(&fs, Path::new("/c.pem"), Path::new("/k.pem")),
+            Err("/k.pem has no PEM private key".into())
+        );
+    }
+
+    #[test]
+    fn crl_must_hold_a_crl() {
+        let fs = files(&[("/crl.pem", CRL), ("/c.pem", CERT)]);
+        assert_eq!(check_crl(&fs, Path::new("/crl.pem")), Ok(()));
+        assert!(check_crl(&fs, Path::new("/c.pem")).is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! Certificate files named by TLS settings, checked at load with positions.
+use std::path::{Path, PathBuf};
+
+use super::{certs::test_pki::*, *};
+
+fn load_with(text: &str, files: &MemoryFiles) -> Config {
+    let env = Environment {
+        files,
+        credentials_dir: Path::new("/creds"),
+    };
+    load_sources_with(&[(PathBuf::from("gw.yaml"), text.to_string())], Some(&env))
+}
+
+fn https(tls: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [a.example.com]\n    tls: {tls}\n"
+    )
+}
+
+fn errors(config: &Config) -> Vec<String> {
+    config
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn certificate_files_that_match_are_resolved_into_the_model() {
+    let fs = files(&[("/c.pem", CERT), ("/k.pem", KEY)]);
+    let config = load_with(
+        &https("{mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}"),
+        &fs,
+    );
+    assert_eq!(errors(&config), Vec::<String>::new());
+    let tls = config.model.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(tls.certificates[0].certificate, "/c.pem");
+}
+
+#[test]
+fn missing_certificate_file_is_an_error_at_the_field() {
+    let config = load_with(
+        &https("{mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}"),
+        &files(&[]),
+    );
+    assert_eq!(
+        errors(&config),
+        vec![
+            "gw.yaml:8:44: error: Gateway default/gw: spec.servers[0].tls.serverCertificate: cannot read /c.pem: No such file or directory"
+        ]
+    );
+}
+
+#[test]
+fn key_that_does_not_match_the_certificate_is_an_error() {
+    let fs = files(&[("/c.pem", CERT), ("/k.pem", OTHER_KEY)]);
+    let config = load_with(
+        &https("{mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}"),
+        &fs,
+    );
+    assert!(
+        errors(&config)[0].ends_with("private key /k.pem does not match certificate /c.pem"),
+        "{:?}",
+        errors(&config)
+    );
+}
+
+#[test]
+fn credential_name_resolves_under_the_credentials_dir() {
+    let fs = files(&[("/creds/web/tls.crt", CERT), ("/creds/web/tls.key", KEY)]);
+    let config = load_with(&https("{mode: SIMPLE, credentialName: web}"), &fs);
+    assert_eq!(errors(&config), Vec::<String>::new());
+    let tls = config.model.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(tls.certificates[0].private_key, "/creds/web/tls.key");
+}
+
+#[test]
+fn missing_credential_is_named_with_its_expected_path() {
+    let config = load_with(&https("{mode: SIMPLE, credentialName: web}"), &files(&[]));
+    assert!(
+        errors(&config)[0].ends_with("spec.servers[0].tls.credentialName: cannot read /creds/web/tls.crt: No such file or directory"),
+        "{:?}",
+        errors(&config)
+    );
+}
+
+#[test]
+fn mutual_credential_needs_a_ca_in_the_secret_or_a_cacert_secret() {
+    let base = [("/creds/web/tls.crt", CERT), ("/creds/web/tls.key", KEY)];
+    let without = load_with(&https("{mode: MUTUAL, credentialName: web}"), &files(&base));
+    assert!(
+        errors(&without)[0].ends_with("cannot read /creds/web/ca.crt: No such file or directory"),
+        "{:?}",
+        errors(&without)
+    );
+    let mut with_cacert = base.to_vec();
+    with_cacert.push(("/creds/web-cacert/ca.crt", CERT));
+    let config = load_with(
+        &https("{mode: MUTUAL, credentialName: web}"),
+        &files(&with_cacert),
+    );
+    assert_eq!(errors(&config), Vec::<String>::new());
+    let tls = config.model.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(tls.client_ca.as_deref(), Some("/creds/web-cacert/ca.crt"));
+}
+
+#[test]
+fn passthrough_servers_read_no_certificate_files() {
+    let config = load_with(&https("{mode: PASSTHROUGH}"), &files(&[]));
+    assert_eq!(errors(&config), Vec::<String>::new());
+}
+
+#[test]
+fn destination_rule_client_certificates_are_checked() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: web\n  trafficPolicy:\n    tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem}\n";
+    let config = load_with(text, &files(&[("/c.pem", CERT), ("/k.pem", KEY)]));
+    assert_eq!(
+        errors(&config),
+        vec![
+            "gw.yaml:7:88: error: DestinationRule default/d: spec.trafficPolicy.tls.caCertificates: cannot read /ca.pem: No such file or directory"
+        ]
+    );
+}
