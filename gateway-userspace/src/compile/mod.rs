@@ -348,6 +348,8 @@ pub fn plan(
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod routing_tests;
 #[cfg(test)]
 mod tests;
