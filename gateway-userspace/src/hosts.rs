@@ -1,7 +1,7 @@
 //! Host matching as Envoy does it for an Istio virtual host: exact names
 //! first, then `*.suffix` wildcards longest first, then `*`; case-insensitive,
 //! port in the Host header ignored.
-use std::fmt;
+use std::{collections::HashMap, fmt};
 
 /// A server host with its `namespace/` prefix removed, lower-cased.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -105,9 +105,11 @@ impl HostTable {
     /// catch-all routes move to the end (`SortVHostRoutes`).
     pub fn new(hosts: impl IntoIterator<Item = VirtualHost>) -> Self {
         let mut merged: Vec<VirtualHost> = Vec::new();
+        let mut index: HashMap<HostPattern, usize> = HashMap::new();
         for host in hosts {
-            match merged.iter_mut().find(|h| h.pattern == host.pattern) {
-                Some(existing) => {
+            match index.get(&host.pattern) {
+                Some(&at) => {
+                    let existing = &mut merged[at];
                     existing.https_redirect |= host.https_redirect;
                     for route in host.routes {
                         if !existing.routes.contains(&route) {
@@ -115,7 +117,10 @@ impl HostTable {
                         }
                     }
                 }
-                None => merged.push(host),
+                None => {
+                    index.insert(host.pattern.clone(), merged.len());
+                    merged.push(host);
+                }
             }
         }
         for host in &mut merged {

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: what cargo alone cannot express. Provisioning
 //! the eBPF toolchain, running the gateway on a demo interface, and running
 //! every test level (some need root and network namespaces).
+mod bench;
 mod demo;
 mod exec;
 mod provision;
@@ -38,6 +39,17 @@ enum Command {
     Test,
     /// `cargo fmt --check` and clippy with `-D warnings` (host crates and the eBPF crate).
     Lint,
+    /// Benchmarks, reported against a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Load, validate and compile a large generated Istio configuration.
+    Config(bench::ConfigSize),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,6 +84,12 @@ fn main() -> anyhow::Result<()> {
         Command::Lint => {
             provision::toolchain()?;
             lint()
+        }
+        Command::Bench { which } => {
+            provision::toolchain()?;
+            match which {
+                Bench::Config(size) => bench::config(&root, size),
+            }
         }
     }
 }

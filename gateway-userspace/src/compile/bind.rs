@@ -1,7 +1,7 @@
 //! Binding VirtualServices to the servers that survived the merge, and
 //! building what each listener does with a request or connection
 //! (semantics doc §5, §9).
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::clusters::Clusters;
 use crate::{
@@ -101,15 +101,16 @@ pub enum TlsServerKind {
 
 /// Binds VirtualServices and resolves their destinations.
 pub struct Binder<'m> {
-    /// Visible VirtualServices that name a gateway, in Istio's order.
-    virtual_services: Vec<&'m VirtualService>,
+    /// Visible VirtualServices by the gateway (`namespace/name`) they name,
+    /// each list in Istio's order.
+    by_gateway: HashMap<&'m str, Vec<&'m VirtualService>>,
     clusters: Clusters<'m>,
     warnings: Vec<String>,
 }
 
 impl<'m> Binder<'m> {
     pub fn new(model: &'m Model, instance: &'m Instance) -> Self {
-        let mut virtual_services: Vec<&VirtualService> = model
+        let mut visible: Vec<&VirtualService> = model
             .virtual_services
             .iter()
             .filter(|vs| {
@@ -117,9 +118,19 @@ impl<'m> Binder<'m> {
                     .visible_from(&vs.namespace, &instance.namespace)
             })
             .collect();
-        virtual_services.sort_by(|a, b| a.merge_order().cmp(&b.merge_order()));
+        visible.sort_by(|a, b| a.merge_order().cmp(&b.merge_order()));
+        let mut by_gateway: HashMap<&str, Vec<&VirtualService>> = HashMap::new();
+        for vs in visible {
+            for gateway in &vs.gateways {
+                let list = by_gateway.entry(gateway.as_str()).or_default();
+                // A VirtualService naming the same gateway twice binds once.
+                if !list.last().is_some_and(|last| std::ptr::eq(*last, vs)) {
+                    list.push(vs);
+                }
+            }
+        }
         Binder {
-            virtual_services,
+            by_gateway,
             clusters: Clusters::new(model, &instance.namespace),
             warnings: Vec::new(),
         }
@@ -131,11 +142,7 @@ impl<'m> Binder<'m> {
     }
 
     fn bound_to(&self, gateway: &str) -> Vec<&'m VirtualService> {
-        self.virtual_services
-            .iter()
-            .copied()
-            .filter(|vs| vs.gateways.iter().any(|g| g == gateway))
-            .collect()
+        self.by_gateway.get(gateway).cloned().unwrap_or_default()
     }
 
     /// The virtual hosts of an HTTP route table shared by `servers`.

@@ -69,7 +69,18 @@ impl<'a> Decoder<'a> {
     ) -> Option<&'n [(Node, Node)]> {
         match &node.value {
             Value::Map(entries) => {
-                for (key, _) in entries {
+                for (index, (key, _)) in entries.iter().enumerate() {
+                    let duplicate = entries[..index]
+                        .iter()
+                        .any(|(earlier, _)| earlier.value == key.value);
+                    if duplicate {
+                        let name = match &key.value {
+                            Value::Str(name) => name.clone(),
+                            _ => String::from("(non-string key)"),
+                        };
+                        self.error(key, &join(path, &name), format!("duplicate key {name}"));
+                        continue;
+                    }
                     match &key.value {
                         Value::Str(name) if known.contains(&name.as_str()) => {}
                         Value::Str(name) => {

@@ -122,23 +122,19 @@ pub fn load_sources_with(sources: &[(PathBuf, String)], env: Option<&Environment
     // (kind, namespace, name) -> where it was first defined.
     let mut seen: BTreeMap<(String, String, String), (PathBuf, usize, usize)> = BTreeMap::new();
     for (file, text) in sources {
-        let docs = match yaml::parse_documents(text) {
-            Ok(docs) => docs,
-            Err(err) => {
-                config.diagnostics.push(Diagnostic {
-                    severity: Severity::Error,
-                    file: file.clone(),
-                    line: err.line,
-                    col: err.col,
-                    resource: String::new(),
-                    field: String::new(),
-                    message: format!("invalid YAML: {}", err.message),
-                });
-                continue;
-            }
-        };
-        for doc in &docs {
-            load_document(file, doc, env, &mut seen, &mut config);
+        let parsed = yaml::for_each_document(text, |doc| {
+            load_document(file, &doc, env, &mut seen, &mut config);
+        });
+        if let Err(err) = parsed {
+            config.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                file: file.clone(),
+                line: err.line,
+                col: err.col,
+                resource: String::new(),
+                field: String::new(),
+                message: format!("invalid YAML: {}", err.message),
+            });
         }
     }
     config

@@ -222,3 +222,18 @@ fn unreadable_path_is_an_error_naming_it() {
     let err = load_paths(&[PathBuf::from("/nonexistent/gw.yaml")], &disk_env()).unwrap_err();
     assert_eq!(err.to_string(), "cannot read /nonexistent/gw.yaml");
 }
+
+#[test]
+fn duplicate_keys_are_an_error_not_a_silent_override() {
+    let config = load(&REDIRECT.replace(
+        "      number: 80\n",
+        "      number: 80\n      number: 8080\n",
+    ));
+    let error = &messages(&config)[0];
+    assert!(
+        error.contains(
+            "error: Gateway istio-system/web: spec.servers[0].port.number: duplicate key number"
+        ),
+        "{error}"
+    );
+}

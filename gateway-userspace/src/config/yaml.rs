@@ -1,6 +1,9 @@
 //! The only code that knows the YAML library: turns text into a small tree
-//! of [`Node`]s that remember where they were written.
-use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+//! of [`Node`]s that remember where they were written, one document at a
+//! time, straight from the parser's events (no intermediate tree).
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, SpannedEventReceiver, Tag};
 
 /// A YAML value with the 1-based line and column it starts at.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,7 +22,7 @@ pub enum Value {
     Float(f64),
     Str(String),
     Seq(Vec<Node>),
-    /// Entries in document order.
+    /// Entries in document order, duplicates kept (the decoder reports them).
     Map(Vec<(Node, Node)>),
 }
 
@@ -31,39 +34,197 @@ pub struct SyntaxError {
     pub message: String,
 }
 
-/// Parses every document of a (multi-document) YAML text.
-pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
-    let docs = MarkedYamlOwned::load_from_str(text).map_err(|err| SyntaxError {
-        line: err.marker().line(),
-        col: err.marker().col() + 1,
-        message: err.info().to_string(),
-    })?;
-    Ok(docs.into_iter().map(convert).collect())
+/// Parses a (multi-document) YAML text, handing each document to `each` as
+/// soon as it is complete, so only one document tree is alive at a time.
+/// Documents before a syntax error have been handed over when it is returned.
+pub fn for_each_document(text: &str, each: impl FnMut(Node)) -> Result<(), SyntaxError> {
+    let mut builder = Builder {
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        each,
+    };
+    Parser::new_from_str(text)
+        .load(&mut builder, true)
+        .map_err(|err| SyntaxError {
+            line: err.marker().line(),
+            col: err.marker().col() + 1,
+            message: err.info().to_string(),
+        })
 }
 
-fn convert(node: MarkedYamlOwned) -> Node {
-    let line = node.span.start.line();
-    let col = node.span.start.col() + 1;
-    let value = match node.data {
-        YamlDataOwned::Value(scalar) => match scalar {
-            ScalarOwned::Null => Value::Null,
-            ScalarOwned::Boolean(b) => Value::Bool(b),
-            ScalarOwned::Integer(i) => Value::Int(i),
-            ScalarOwned::FloatingPoint(f) => Value::Float(f.into_inner()),
-            ScalarOwned::String(s) => Value::Str(s),
-        },
-        YamlDataOwned::Representation(text, _, _) => Value::Str(text),
-        YamlDataOwned::Sequence(items) => Value::Seq(items.into_iter().map(convert).collect()),
-        YamlDataOwned::Mapping(entries) => Value::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| (convert(k), convert(v)))
-                .collect(),
-        ),
-        YamlDataOwned::Tagged(_, inner) => return convert(*inner),
-        YamlDataOwned::Alias(_) | YamlDataOwned::BadValue => Value::Null,
-    };
-    Node { value, line, col }
+/// Parses every document of a text.
+#[cfg(test)]
+fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    let mut docs = Vec::new();
+    for_each_document(text, |doc| docs.push(doc))?;
+    Ok(docs)
+}
+
+/// A collection being built.
+enum Frame {
+    Seq {
+        node: Node,
+        anchor: usize,
+    },
+    Map {
+        node: Node,
+        anchor: usize,
+        key: Option<Node>,
+    },
+}
+
+struct Builder<F> {
+    stack: Vec<Frame>,
+    /// Anchored nodes by id, for aliases (`*name`).
+    anchors: HashMap<usize, Node>,
+    each: F,
+}
+
+impl<F: FnMut(Node)> Builder<F> {
+    fn complete(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => (self.each)(node),
+            Some(Frame::Seq { node: seq, .. }) => {
+                if let Value::Seq(items) = &mut seq.value {
+                    items.push(node);
+                }
+            }
+            Some(Frame::Map { node: map, key, .. }) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => {
+                    if let Value::Map(entries) = &mut map.value {
+                        entries.push((k, node));
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl<'input, F: FnMut(Node)> SpannedEventReceiver<'input> for Builder<F> {
+    fn on_event(&mut self, event: Event<'input>, span: Span) {
+        let at = |value| Node {
+            value,
+            line: span.start.line(),
+            col: span.start.col() + 1,
+        };
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let node = at(resolve_scalar(&text, style, tag.as_deref()));
+                self.complete(node, anchor);
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
+                node: at(Value::Seq(Vec::new())),
+                anchor,
+            }),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
+                node: at(Value::Map(Vec::new())),
+                anchor,
+                key: None,
+            }),
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some(Frame::Seq { node, anchor } | Frame::Map { node, anchor, .. }) =
+                    self.stack.pop()
+                {
+                    self.complete(node, anchor);
+                }
+            }
+            Event::Alias(id) => {
+                let node = self
+                    .anchors
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| at(Value::Null));
+                self.complete(node, 0);
+            }
+            Event::DocumentStart(_) => self.anchors.clear(),
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
+        }
+    }
+}
+
+/// YAML 1.2 core schema resolution of a scalar; quoted and block scalars
+/// are strings, and `!!str` / `!!int` / `!!bool` / `!!null` tags are honoured.
+fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Value {
+    if let Some(tag) = tag.filter(|t| t.handle == "tag:yaml.org,2002:" || t.handle == "!!") {
+        let typed = match tag.suffix.as_str() {
+            "str" => Some(Value::Str(text.to_string())),
+            "int" => parse_int(text).map(Value::Int),
+            "float" => parse_float(text).map(Value::Float),
+            "bool" => parse_bool(text).map(Value::Bool),
+            "null" => Some(Value::Null),
+            _ => None,
+        };
+        if let Some(value) = typed {
+            return value;
+        }
+    }
+    if style != ScalarStyle::Plain {
+        return Value::Str(text.to_string());
+    }
+    if matches!(text, "" | "~" | "null" | "Null" | "NULL") {
+        return Value::Null;
+    }
+    if let Some(b) = parse_bool(text) {
+        return Value::Bool(b);
+    }
+    if let Some(i) = parse_int(text) {
+        return Value::Int(i);
+    }
+    if let Some(f) = parse_float(text) {
+        return Value::Float(f);
+    }
+    Value::Str(text.to_string())
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_int(text: &str) -> Option<i64> {
+    if let Some(octal) = text.strip_prefix("0o") {
+        return i64::from_str_radix(octal, 8).ok();
+    }
+    if let Some(hex) = text.strip_prefix("0x") {
+        return i64::from_str_radix(hex, 16).ok();
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn parse_float(text: &str) -> Option<f64> {
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    match unsigned {
+        ".inf" | ".Inf" | ".INF" => {
+            return Some(if text.starts_with('-') {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            });
+        }
+        ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
+        _ => {}
+    }
+    // Core schema: digits, optional fraction, optional exponent; Rust's
+    // parser also takes "inf" and "nan", which YAML treats as strings.
+    let numeric = unsigned
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        && unsigned
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    if numeric { text.parse().ok() } else { None }
 }
 
 impl Node {
@@ -115,5 +276,61 @@ mod tests {
         let err = parse_documents("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.line >= 1, "{err:?}");
         assert!(!err.message.is_empty());
+    }
+
+    #[test]
+    fn scalars_resolve_with_the_core_schema() {
+        let docs = parse_documents(
+            "[~, null, true, False, 42, -7, 0x1f, 0o17, 1.5, .inf, \"80\", '1', yes, on, 1.2.3]",
+        )
+        .unwrap();
+        let Value::Seq(items) = &docs[0].value else {
+            panic!("not a list")
+        };
+        let values: Vec<Value> = items.iter().map(|n| n.value.clone()).collect();
+        assert_eq!(
+            values,
+            vec![
+                Value::Null,
+                Value::Null,
+                Value::Bool(true),
+                Value::Bool(false),
+                Value::Int(42),
+                Value::Int(-7),
+                Value::Int(31),
+                Value::Int(15),
+                Value::Float(1.5),
+                Value::Float(f64::INFINITY),
+                Value::Str("80".into()),
+                Value::Str("1".into()),
+                Value::Str("yes".into()),
+                Value::Str("on".into()),
+                Value::Str("1.2.3".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn str_tag_keeps_a_number_as_text() {
+        let docs = parse_documents("a: !!str 80\n").unwrap();
+        assert_eq!(docs[0].get("a").unwrap().value, Value::Str("80".into()));
+    }
+
+    #[test]
+    fn aliases_repeat_the_anchored_node() {
+        let docs = parse_documents("a: &x {b: 1}\nc: *x\n").unwrap();
+        assert_eq!(
+            docs[0].get("c").unwrap().get("b").unwrap().value,
+            Value::Int(1)
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_kept_for_the_decoder_to_report() {
+        let docs = parse_documents("a: 1\na: 2\n").unwrap();
+        let Value::Map(entries) = &docs[0].value else {
+            panic!("not a map")
+        };
+        assert_eq!(entries.len(), 2);
     }
 }
