@@ -4,11 +4,18 @@
 //! Without those tools (a host that only runs unit tests), the binary is
 //! built without the object and `gateway run` says how to fix that, unless
 //! GATEWAY_REQUIRE_EBPF=1 (set by `cargo xtask`), which makes it a hard error.
+//! GATEWAY_SKIP_EBPF=1 leaves the object out on purpose, for builds that never
+//! load it (fuzzing).
 use std::{env, path::PathBuf, process::Command};
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(gateway_no_ebpf)");
     println!("cargo:rerun-if-env-changed=GATEWAY_REQUIRE_EBPF");
+    println!("cargo:rerun-if-env-changed=GATEWAY_SKIP_EBPF");
+    if env::var("GATEWAY_SKIP_EBPF").is_ok_and(|v| v == "1") {
+        println!("cargo:rustc-cfg=gateway_no_ebpf");
+        return;
+    }
     let required = env::var("GATEWAY_REQUIRE_EBPF").is_ok_and(|v| v == "1");
     if let Some(missing) = missing_tool() {
         if required {

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod compile;
 pub mod config;
 pub mod dataplane;
+pub mod fuzzing;
 pub mod hosts;
 pub mod model;
 pub mod proxy;

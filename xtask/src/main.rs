@@ -39,6 +39,12 @@ enum Command {
     Test,
     /// `cargo fmt --check` and clippy with `-D warnings` (host crates and the eBPF crate).
     Lint,
+    /// Run every fuzz target on the committed corpus (installs cargo-fuzz).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Benchmarks, reported against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -84,6 +90,10 @@ fn main() -> anyhow::Result<()> {
         Command::Lint => {
             provision::toolchain()?;
             lint()
+        }
+        Command::Fuzz { seconds } => {
+            provision::toolchain()?;
+            fuzz(&root, seconds)
         }
         Command::Bench { which } => {
             provision::toolchain()?;
@@ -140,7 +150,35 @@ fn test() -> anyhow::Result<()> {
     let mut e2e = cargo(&["test", "--package", "gateway-tests", "--test", "e2e"]);
     e2e.env("GATEWAY_BIN", &gateway);
     run(&mut e2e)?;
+    println!("== fuzz smoke ({FUZZ_SMOKE_SECONDS} s per target)");
+    fuzz(&workspace_root(), FUZZ_SMOKE_SECONDS)?;
     println!("== all test levels passed");
+    Ok(())
+}
+
+/// Fuzz targets (`fuzz/fuzz_targets/*.rs`), each with a seed corpus in `fuzz/corpus/<name>`.
+const FUZZ_TARGETS: &[&str] = &["config"];
+/// Length of the smoke run `cargo xtask test` does per target.
+const FUZZ_SMOKE_SECONDS: u64 = 15;
+
+fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
+    provision::cargo_fuzz()?;
+    for target in FUZZ_TARGETS {
+        // New inputs go to a scratch corpus; the committed seeds are read only.
+        let scratch = root.join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&scratch)
+            .with_context(|| format!("cannot create {}", scratch.display()))?;
+        let mut cmd = std::process::Command::new("rustup");
+        cmd.args(["run", "nightly", "cargo", "fuzz", "run", target])
+            .arg(&scratch)
+            .arg(root.join("fuzz/corpus").join(target))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .env("GATEWAY_SKIP_EBPF", "1")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER");
+        run(&mut cmd)?;
+    }
     Ok(())
 }
 

@@ -9,6 +9,9 @@ use crate::exec::{on_path, output, run};
 /// toolchain. bpf-linker loads rustc's own LLVM, so the two majors must agree.
 const BPF_LINKER_FOR_LLVM: &[(u32, &str)] = &[(22, "0.10.2")];
 
+/// cargo-fuzz release installed for `cargo xtask fuzz`.
+const CARGO_FUZZ: &str = "0.13.1";
+
 /// (command, Debian package) the `run` demo needs.
 pub const RUN_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("curl", "curl")];
 /// (command, Debian package) the end-to-end tests need.
@@ -71,6 +74,24 @@ pub fn toolchain() -> anyhow::Result<()> {
         run(Command::new("cargo").args([
             "install",
             &format!("bpf-linker@{pinned}"),
+            "--locked",
+            "--force",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// The pinned `cargo-fuzz`, installed if missing or of another version.
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    let current = output(Command::new("cargo").args(["fuzz", "--version"])).unwrap_or_default();
+    if current.trim() != format!("cargo-fuzz {CARGO_FUZZ}") {
+        println!(
+            "== installing cargo-fuzz {CARGO_FUZZ} (found: {:?})",
+            current.trim()
+        );
+        run(Command::new("cargo").args([
+            "install",
+            &format!("cargo-fuzz@{CARGO_FUZZ}"),
             "--locked",
             "--force",
         ]))?;
