@@ -6,6 +6,10 @@ use crate::{compile::Plan, dataplane::Stats};
 /// One `name value` line per counter, stable names for scripts and tests.
 pub fn render(stats: &Stats, plan: &Plan) -> String {
     let mut out = String::new();
+    // What the configuration lost in the merge or binding (Istio's
+    // pilot_total_rejected_configs, but per gateway instance).
+    let _ = writeln!(out, "config.servers_dropped {}", plan.dropped.len());
+    let _ = writeln!(out, "config.route_warnings {}", plan.warnings.len());
     for (reason, counter) in &stats.reasons {
         let name = reason.name();
         let _ = writeln!(out, "xdp.reason.{name}.packets {}", counter.packets);
@@ -29,4 +33,30 @@ pub fn render(stats: &Stats, plan: &Plan) -> String {
         let _ = writeln!(out, "xdp.listener.{label}.bytes {}", counter.bytes);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::DroppedServer;
+
+    #[test]
+    fn dropped_servers_and_route_warnings_are_counted() {
+        let plan = Plan {
+            listeners: Vec::new(),
+            local_addrs: Vec::new(),
+            http: Vec::new(),
+            tls: Vec::new(),
+            tcp: Vec::new(),
+            clusters: Vec::new(),
+            dropped: vec![DroppedServer {
+                gateway: "ns/gw".into(),
+                server: 1,
+                reason: "conflict".into(),
+            }],
+            warnings: vec!["a".into(), "b".into()],
+        };
+        let text = render(&Stats::default(), &plan);
+        assert!(text.starts_with("config.servers_dropped 1\nconfig.route_warnings 2\n"), "{text}");
+    }
 }
