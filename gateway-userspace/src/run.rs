@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use gateway_common::Settings;
 use gateway_userspace::{
     admin, compile,
-    config::{self, Disk, Environment, Severity},
+    config::{self, Severity},
     dataplane::Dataplane,
     proxy, stats,
 };
@@ -29,13 +29,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
-    let config = config::load_paths(
-        &args.config,
-        &Environment {
-            files: &Disk,
-            credentials_dir: &args.credentials_dir,
-        },
-    )?;
+    let config = config::load_from_disk(&args.config, &args.credentials_dir)?;
     for diagnostic in &config.diagnostics {
         match diagnostic.severity {
             Severity::Error => log::error!("{diagnostic}"),

@@ -57,6 +57,9 @@ mod tests {
             warnings: vec!["a".into(), "b".into()],
         };
         let text = render(&Stats::default(), &plan);
-        assert!(text.starts_with("config.servers_dropped 1\nconfig.route_warnings 2\n"), "{text}");
+        assert!(
+            text.starts_with("config.servers_dropped 1\nconfig.route_warnings 2\n"),
+            "{text}"
+        );
     }
 }

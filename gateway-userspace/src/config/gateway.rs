@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::{
     certs,
+    common::string_map,
     decode::{Decoder, field, join},
     diagnostic::Severity,
     rules,
@@ -56,6 +57,15 @@ const TLS_FIELDS: &[&str] = &[
     "ecdhCurves",
 ];
 const TLS_CERTIFICATE_FIELDS: &[&str] = &["serverCertificate", "privateKey", "caCertificates"];
+/// TLS fields that name certificates (rules 10.5.4 and 10.5.5).
+const CERTIFICATE_FIELDS: &[&str] = &[
+    "serverCertificate",
+    "privateKey",
+    "caCertificates",
+    "tlsCertificates",
+    "credentialName",
+    "credentialNames",
+];
 
 /// The namespace of a resource whose `metadata.namespace` is absent.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -101,7 +111,7 @@ pub fn decode(d: &mut Decoder<'_>, doc: &Node, namespace: String, name: String) 
     };
     let entries = d.mapping(spec, "spec", SPEC_FIELDS)?;
     let selector = match field(entries, "selector") {
-        Some(node) => decode_labels(d, node, "spec.selector"),
+        Some(node) => string_map(d, node, "spec.selector"),
         None => BTreeMap::new(),
     };
     let mut servers = Vec::new();
@@ -163,33 +173,6 @@ fn check_port_name_unique(
     } else {
         seen.push(name.to_string());
     }
-}
-
-/// A mapping of string keys to string values (`selector`, `labels`).
-pub fn decode_labels(d: &mut Decoder<'_>, node: &Node, path: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let entries = match &node.value {
-        Value::Map(entries) => entries,
-        Value::Null => return labels,
-        _ => {
-            d.error(
-                node,
-                path,
-                format!("expected a mapping, found {}", node.type_name()),
-            );
-            return labels;
-        }
-    };
-    for (key, value) in entries {
-        let Some(key) = d.string(key, path) else {
-            continue;
-        };
-        let field_path = join(path, &key);
-        if let Some(value) = d.string(value, &field_path) {
-            labels.insert(key, value);
-        }
-    }
-    labels
 }
 
 fn decode_server(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Server> {
@@ -709,14 +692,7 @@ fn check_tls_options(
     let mode = tls.mode.name();
     // Rule 4: ISTIO_MUTUAL uses Istio's own certificates.
     if tls.mode == TlsMode::IstioMutual {
-        for name in [
-            "serverCertificate",
-            "privateKey",
-            "caCertificates",
-            "tlsCertificates",
-            "credentialName",
-            "credentialNames",
-        ] {
+        for name in CERTIFICATE_FIELDS {
             if field(entries, name).is_some() {
                 d.error(
                     at(name),
@@ -728,18 +704,9 @@ fn check_tls_options(
         return;
     }
     // Rule 5.
-    let cert_fields = [
-        "caCrl",
-        "serverCertificate",
-        "privateKey",
-        "caCertificates",
-        "tlsCertificates",
-        "credentialName",
-        "credentialNames",
-    ];
     if matches!(tls.mode, TlsMode::Passthrough | TlsMode::AutoPassthrough) {
-        if let Some(name) = cert_fields
-            .iter()
+        if let Some(name) = std::iter::once(&"caCrl")
+            .chain(CERTIFICATE_FIELDS)
             .find(|name| field(entries, name).is_some())
         {
             d.report(

@@ -65,6 +65,17 @@ impl Config {
     }
 }
 
+/// `load_paths` on the real file system, with credentials under `credentials_dir`.
+pub fn load_from_disk(paths: &[PathBuf], credentials_dir: &Path) -> Result<Config, ConfigError> {
+    load_paths(
+        paths,
+        &Environment {
+            files: &Disk,
+            credentials_dir,
+        },
+    )
+}
+
 /// Reads files and directories (recursively, `*.yaml` / `*.yml`, in sorted
 /// order), checking the certificate files they name through `env`.
 pub fn load_paths(paths: &[PathBuf], env: &Environment<'_>) -> Result<Config, ConfigError> {
