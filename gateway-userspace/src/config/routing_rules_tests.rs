@@ -84,8 +84,22 @@ fn duplicate_hosts_in_one_virtual_service_are_rejected() {
         &config,
         Severity::Error,
         "spec.hosts[1]",
-        "duplicate hosts in virtual service: A.example.com",
+        "duplicate hosts in virtual service: a.example.com & A.example.com",
     );
+}
+
+#[test]
+fn overlapping_wildcard_hosts_in_one_virtual_service_are_duplicates() {
+    let config = vs(&format!(
+        "  hosts: [\"*.foo.com\", \"*.com\", bar.org]\n  gateways: [gw]\n{ROUTE}"
+    ));
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.hosts[1]",
+        "duplicate hosts in virtual service: *.foo.com & *.com",
+    );
+    assert_eq!(config.diagnostics.len(), 1, "bar.org overlaps nothing");
 }
 
 #[test]

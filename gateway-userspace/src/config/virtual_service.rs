@@ -10,7 +10,7 @@ use super::{
     yaml::Node,
 };
 use crate::{
-    hosts::HostPattern,
+    hosts::{HostPattern, intersect},
     model::{
         HttpAction, HttpMatch, HttpRedirect, HttpRoute, StringMatch, TcpMatch, TcpRoute, TlsMatch,
         TlsRoute, VirtualService,
@@ -121,11 +121,18 @@ pub fn decode(
             );
         } else if let Err(message) = rules::service_host(&host) {
             d.error(item, &item_path, message);
-        } else if hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+        } else if let Some(earlier) = hosts.iter().find(|h| {
+            // Istio's `host.Name.Matches`: `*.foo.com` and `*.com` overlap too.
+            intersect(
+                &HostPattern::from_server_host(h),
+                &HostPattern::from_server_host(&host),
+            )
+            .is_some()
+        }) {
             d.error(
                 item,
                 &item_path,
-                format!("duplicate hosts in virtual service: {host}"),
+                format!("duplicate hosts in virtual service: {earlier} & {host}"),
             );
         } else {
             hosts.push(host);
@@ -459,7 +466,7 @@ fn decode_tls_route(
             let covered = vs_hosts.iter().any(|h| {
                 let vs = HostPattern::from_server_host(h);
                 let sni = HostPattern::from_server_host(sni);
-                crate::hosts::intersect(&vs, &sni).is_some_and(|i| i == sni)
+                intersect(&vs, &sni).is_some_and(|i| i == sni)
             });
             if !covered {
                 let at = field(m, "sniHosts").unwrap_or(item);
