@@ -230,6 +230,18 @@ fn match_port_and_gateways_filter_rules_per_server() {
 }
 
 #[test]
+fn match_gateways_resolve_like_top_level_gateways() {
+    // `gw` in a match means `<VirtualService namespace>/gw`, as at the top level.
+    let gateway = GATEWAY.replace("namespace: istio-system}", "namespace: apps}");
+    let spec = "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - match: [{gateways: [gw], uri: {prefix: /mine}}]\n    route:\n    - destination: {host: web}\n  - match: [{gateways: [other], uri: {prefix: /other}}]\n    route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[&gateway, BACKENDS, &vs("r", "apps", spec)]);
+    assert_eq!(
+        routes_of(&plan, "a.example.com"),
+        vec!["VirtualService apps/r spec.http[0]"]
+    );
+}
+
+#[test]
 fn short_destination_hosts_resolve_in_the_virtual_service_namespace() {
     let plan = compile_yaml(&[
         GATEWAY,

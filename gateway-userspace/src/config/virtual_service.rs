@@ -12,8 +12,8 @@ use super::{
 use crate::{
     hosts::{HostPattern, intersect},
     model::{
-        HttpAction, HttpMatch, HttpRedirect, HttpRoute, StringMatch, TcpMatch, TcpRoute, TlsMatch,
-        TlsRoute, VirtualService,
+        Destination, HttpAction, HttpMatch, HttpRedirect, HttpRoute, StringMatch, TcpMatch,
+        TcpRoute, TlsMatch, TlsRoute, VirtualService,
     },
 };
 
@@ -142,17 +142,17 @@ pub fn decode(
     let http: Vec<HttpRoute> = d
         .items(entries, "http", "spec")
         .into_iter()
-        .filter_map(|(path, item)| decode_http_route(d, item, &path))
+        .filter_map(|(path, item)| decode_http_route(d, item, &path, &namespace))
         .collect();
     let tls: Vec<TlsRoute> = d
         .items(entries, "tls", "spec")
         .into_iter()
-        .filter_map(|(path, item)| decode_tls_route(d, item, &path, &hosts))
+        .filter_map(|(path, item)| decode_tls_route(d, item, &path, &hosts, &namespace))
         .collect();
     let tcp: Vec<TcpRoute> = d
         .items(entries, "tcp", "spec")
         .into_iter()
-        .filter_map(|(path, item)| decode_tcp_route(d, item, &path))
+        .filter_map(|(path, item)| decode_tcp_route(d, item, &path, &namespace))
         .collect();
     if ["http", "tls", "tcp"]
         .iter()
@@ -181,7 +181,57 @@ pub fn decode(
     })
 }
 
-fn decode_http_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HttpRoute> {
+/// `match[].gateways`, resolved against the VirtualService's namespace as
+/// the top-level `gateways` are, so binding compares like with like.
+fn match_gateways(
+    d: &mut Decoder<'_>,
+    entries: &[(Node, Node)],
+    path: &str,
+    namespace: &str,
+) -> Vec<String> {
+    let mut resolved = Vec::new();
+    for (item_path, item) in d.items(entries, "gateways", path) {
+        let Some(reference) = d.string(item, &item_path) else {
+            continue;
+        };
+        match rules::gateway_reference(&reference, namespace) {
+            Ok((gateway, warning)) => {
+                if let Some(warning) = warning {
+                    d.report(Severity::Warning, item, &item_path, warning);
+                }
+                resolved.push(gateway);
+            }
+            Err(message) => d.error(item, &item_path, message),
+        }
+    }
+    resolved
+}
+
+/// A tls or tcp rule's `route`, which must name at least one destination.
+fn required_route(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    entries: &[(Node, Node)],
+    path: &str,
+    kind: &str,
+) -> Vec<Destination> {
+    let route = destinations(d, entries, path);
+    if route.is_empty() {
+        d.error(
+            node,
+            &join(path, "route"),
+            format!("{kind} route must have at least one destination"),
+        );
+    }
+    route
+}
+
+fn decode_http_route(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+    namespace: &str,
+) -> Option<HttpRoute> {
     let entries = d.mapping(node, path, HTTP_FIELDS)?;
     let errors_before = d.error_count();
     for name in NOT_APPLIED_YET {
@@ -197,7 +247,7 @@ fn decode_http_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Htt
     let matches: Vec<HttpMatch> = d
         .items(entries, "match", path)
         .into_iter()
-        .filter_map(|(match_path, item)| decode_http_match(d, item, &match_path))
+        .filter_map(|(match_path, item)| decode_http_match(d, item, &match_path, namespace))
         .collect();
     let route = destinations(d, entries, path);
     let redirect =
@@ -266,7 +316,12 @@ fn decode_http_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Htt
     })
 }
 
-fn decode_http_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HttpMatch> {
+fn decode_http_match(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+    namespace: &str,
+) -> Option<HttpMatch> {
     let entries = d.mapping(node, path, HTTP_MATCH_FIELDS)?;
     let mut m = HttpMatch::default();
     for (name, slot) in [
@@ -290,7 +345,7 @@ fn decode_http_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Htt
     }
     m.ignore_uri_case = d.flag(entries, "ignoreUriCase", path);
     m.port = field(entries, "port").and_then(|n| port_number(d, n, &join(path, "port")));
-    m.gateways = d.string_list(entries, "gateways", path);
+    m.gateways = match_gateways(d, entries, path, namespace);
     for name in ["sourceLabels", "sourceNamespace"] {
         if let Some(at) = field(entries, name) {
             d.report(
@@ -427,6 +482,7 @@ fn decode_tls_route(
     node: &Node,
     path: &str,
     vs_hosts: &[String],
+    namespace: &str,
 ) -> Option<TlsRoute> {
     let entries = d.mapping(node, path, &["match", "route"])?;
     let errors_before = d.error_count();
@@ -480,21 +536,19 @@ fn decode_tls_route(
         matches.push(TlsMatch {
             sni_hosts,
             port: field(m, "port").and_then(|n| port_number(d, n, &join(&match_path, "port"))),
-            gateways: d.string_list(m, "gateways", &match_path),
+            gateways: match_gateways(d, m, &match_path, namespace),
         });
     }
-    let route = destinations(d, entries, path);
-    if route.is_empty() {
-        d.error(
-            node,
-            &join(path, "route"),
-            "TLS route must have at least one destination",
-        );
-    }
+    let route = required_route(d, node, entries, path, "TLS");
     (d.error_count() == errors_before).then_some(TlsRoute { matches, route })
 }
 
-fn decode_tcp_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<TcpRoute> {
+fn decode_tcp_route(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+    namespace: &str,
+) -> Option<TcpRoute> {
     let entries = d.mapping(node, path, &["match", "route"])?;
     let errors_before = d.error_count();
     let mut matches = Vec::new();
@@ -514,16 +568,9 @@ fn decode_tcp_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<TcpR
         };
         matches.push(TcpMatch {
             port: field(m, "port").and_then(|n| port_number(d, n, &join(&match_path, "port"))),
-            gateways: d.string_list(m, "gateways", &match_path),
+            gateways: match_gateways(d, m, &match_path, namespace),
         });
     }
-    let route = destinations(d, entries, path);
-    if route.is_empty() {
-        d.error(
-            node,
-            &join(path, "route"),
-            "TCP route must have at least one destination",
-        );
-    }
+    let route = required_route(d, node, entries, path, "TCP");
     (d.error_count() == errors_before).then_some(TcpRoute { matches, route })
 }
