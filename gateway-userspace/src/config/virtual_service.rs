@@ -26,18 +26,8 @@ const HTTP_FIELDS: &[&str] = &[
     "directResponse",
     "rewrite",
     "timeout",
-    // Accepted, not applied yet: each gets a warning so nobody relies on it silently.
-    "retries",
-    "fault",
-    "mirror",
-    "mirrors",
-    "mirrorPercentage",
-    "mirrorPercent",
-    "corsPolicy",
-    "headers",
-    "delegate",
-    "internalActiveRedirect",
 ];
+/// Accepted, not applied yet: each gets a warning so nobody relies on it silently.
 const NOT_APPLIED_YET: &[&str] = &[
     "retries",
     "fault",
@@ -232,7 +222,7 @@ fn decode_http_route(
     path: &str,
     namespace: &str,
 ) -> Option<HttpRoute> {
-    let entries = d.mapping(node, path, HTTP_FIELDS)?;
+    let entries = d.mapping(node, path, &[HTTP_FIELDS, NOT_APPLIED_YET].concat())?;
     let errors_before = d.error_count();
     for name in NOT_APPLIED_YET {
         if let Some(at) = field(entries, name) {

@@ -1,6 +1,6 @@
 use std::io;
 
-use aya::{EbpfError, maps::MapError, programs::ProgramError};
+use aya::{maps::MapError, programs::ProgramError};
 
 /// Why the kernel side could not be set up; every message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -64,16 +64,8 @@ pub enum DataplaneError {
 }
 
 impl DataplaneError {
-    pub(super) fn from_load(err: EbpfError) -> Self {
-        if is_permission_error(&err) {
-            return DataplaneError::PermissionDenied;
-        }
-        DataplaneError::KernelRejected {
-            source: Box::new(err),
-        }
-    }
-
-    pub(super) fn from_program_load(err: ProgramError) -> Self {
+    /// Loading the object or the program failed: missing privilege, or the kernel said no.
+    pub(super) fn from_load(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         if is_permission_error(&err) {
             return DataplaneError::PermissionDenied;
         }

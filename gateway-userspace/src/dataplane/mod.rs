@@ -65,7 +65,7 @@ impl Dataplane {
             }
         }
         let program = xdp_program(&mut ebpf)?;
-        program.load().map_err(DataplaneError::from_program_load)?;
+        program.load().map_err(DataplaneError::from_load)?;
         Ok(Dataplane {
             ebpf,
             attached: None,
