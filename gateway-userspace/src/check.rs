@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use gateway_userspace::{
     compile,
-    config::{self, Config, Severity},
+    config::{Config, Severity},
     model::Instance,
     report,
 };
@@ -14,7 +14,7 @@ use crate::{CheckArgs, CompileArgs, Format};
 
 /// Prints every diagnostic and a summary; exit 1 on errors (or warnings with --strict).
 pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let config = config::load_from_disk(&args.paths, &args.credentials_dir)?;
+    let config = args.source.load(&args.paths)?;
     for diagnostic in &config.diagnostics {
         println!("{diagnostic}");
     }
@@ -61,7 +61,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints the plan for the Gateways that select the instance.
 pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
-    let config = config::load_from_disk(&args.paths, &args.credentials_dir)?;
+    let config = args.source.load(&args.paths)?;
     let errors = count(&config, Severity::Error);
     for diagnostic in config
         .diagnostics

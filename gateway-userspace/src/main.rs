@@ -2,10 +2,14 @@
 mod check;
 mod run;
 
-use std::{collections::BTreeMap, net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{
+    collections::BTreeMap, net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode,
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand};
 use gateway_userspace::{
+    config::{self, Config, ConfigError},
     dataplane::AttachMode,
     model::{Instance, parse_labels},
 };
@@ -51,6 +55,69 @@ impl InstanceArgs {
 /// Where `credentialName` secrets live in standalone mode.
 const DEFAULT_CREDENTIALS_DIR: &str = "/etc/gateway/credentials";
 
+/// How the configuration files and their secrets are read, the same for
+/// every command so `check` reads exactly what `run` would.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// `credentialName: X` reads `DIR/X/tls.crt`, `DIR/X/tls.key` and `DIR/X/ca.crt`.
+    #[arg(long, default_value = DEFAULT_CREDENTIALS_DIR, value_name = "DIR")]
+    pub credentials_dir: PathBuf,
+    /// Largest configuration file read; larger files are an error. Bytes, or
+    /// with a K, M or G suffix (powers of 1024).
+    #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
+    pub max_config_bytes: u64,
+}
+
+impl SourceArgs {
+    /// Loads and validates the configuration at `paths`.
+    fn load(&self, paths: &[PathBuf]) -> Result<Config, ConfigError> {
+        config::load_from_disk(paths, &self.credentials_dir, self.max_config_bytes)
+    }
+}
+
+/// `16M` style sizes for flags.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return Err(format!("unknown size unit {unit:?} (use K, M or G)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive size such as 16M"))
+}
+
+/// `10s`, `500ms`, `2m` style durations for flags.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let millis_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("{text:?} needs a unit: ms, s, m or h (e.g. 10s)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(millis_per_unit))
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is not a positive duration such as 10s"))
+}
+
 /// Options of `gateway run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -70,9 +137,21 @@ pub struct RunArgs {
     /// Admin endpoint (`/stats`, `/ready`).
     #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR:PORT")]
     pub admin_address: SocketAddr,
-    /// `credentialName: X` reads `DIR/X/tls.crt`, `DIR/X/tls.key` and `DIR/X/ca.crt`.
-    #[arg(long, default_value = DEFAULT_CREDENTIALS_DIR, value_name = "DIR")]
-    pub credentials_dir: PathBuf,
+    /// A connection that has not sent a complete request head this long
+    /// after it was accepted is closed, whatever its protocol (silent
+    /// clients, a partial HTTP/2 preface, slowloris).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub request_head_timeout: Duration,
+    /// A connection with no request in progress for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+    /// Most client connections served at once; past it new connections are
+    /// closed at once. Default: half the open-file limit left after a
+    /// reserve of 128, since a proxied connection needs two descriptors.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     #[command(flatten)]
     pub instance: InstanceArgs,
 }
@@ -92,9 +171,8 @@ pub struct CheckArgs {
     /// Namespace of the gateway workload for the merge analysis.
     #[arg(long, default_value = "istio-system")]
     pub namespace: String,
-    /// Where `credentialName` secrets live, as for `gateway run`.
-    #[arg(long, default_value = DEFAULT_CREDENTIALS_DIR, value_name = "DIR")]
-    pub credentials_dir: PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 /// Options of `gateway compile`.
@@ -109,9 +187,8 @@ pub struct CompileArgs {
     /// The gateway's own addresses, as for `gateway run`.
     #[arg(long = "address", value_name = "IP")]
     pub address: Vec<IpAddr>,
-    /// Where `credentialName` secrets live, as for `gateway run`.
-    #[arg(long, default_value = DEFAULT_CREDENTIALS_DIR, value_name = "DIR")]
-    pub credentials_dir: PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
     #[command(flatten)]
     pub instance: InstanceArgs,
 }
@@ -137,5 +214,31 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("1K"), Ok(1024));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("300"), Ok(300));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("16MB").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 }

@@ -7,12 +7,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use gateway_common::Settings;
-use gateway_userspace::{
-    admin, compile,
-    config::{self, Severity},
-    dataplane::Dataplane,
-    proxy, stats,
-};
+use gateway_userspace::{admin, compile, config::Severity, dataplane::Dataplane, proxy, stats};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::watch,
@@ -29,7 +24,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
-    let config = config::load_from_disk(&args.config, &args.credentials_dir)?;
+    let config = args.source.load(&args.config)?;
     for diagnostic in &config.diagnostics {
         match diagnostic.severity {
             Severity::Error => log::error!("{diagnostic}"),

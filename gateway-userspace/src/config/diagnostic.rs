@@ -13,7 +13,8 @@ pub enum Severity {
 }
 
 /// One problem, printed as
-/// `PATH:LINE:COL: error|warning: <Kind> <namespace>/<name>: <field path>: <message>`.
+/// `PATH:LINE:COL: error|warning: <Kind> <namespace>/<name>: <field path>: <message>`,
+/// or `PATH: error|warning: <message>` for a file as a whole (line 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
     pub severity: Severity,
@@ -34,13 +35,18 @@ impl fmt::Display for Diagnostic {
             Severity::Warning => "warning",
             Severity::Note => "note",
         };
-        write!(
-            f,
-            "{}:{}:{}: {severity}: ",
-            self.file.display(),
-            self.line,
-            self.col
-        )?;
+        // Line 0: about the file as a whole (unreadable, too large).
+        if self.line == 0 {
+            write!(f, "{}: {severity}: ", self.file.display())?;
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {severity}: ",
+                self.file.display(),
+                self.line,
+                self.col
+            )?;
+        }
         if !self.resource.is_empty() {
             write!(f, "{}: ", self.resource)?;
         }

@@ -207,7 +207,12 @@ fn directories_are_read_recursively_in_sorted_order() {
     )
     .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not yaml").unwrap();
-    let config = load_paths(&[dir.path().to_path_buf()], &disk_env()).unwrap();
+    let config = load_paths(
+        &[dir.path().to_path_buf()],
+        DEFAULT_MAX_FILE_BYTES,
+        &disk_env(),
+    )
+    .unwrap();
     let names: Vec<_> = config
         .model
         .gateways
@@ -219,7 +224,12 @@ fn directories_are_read_recursively_in_sorted_order() {
 
 #[test]
 fn unreadable_path_is_an_error_naming_it() {
-    let err = load_paths(&[PathBuf::from("/nonexistent/gw.yaml")], &disk_env()).unwrap_err();
+    let err = load_paths(
+        &[PathBuf::from("/nonexistent/gw.yaml")],
+        DEFAULT_MAX_FILE_BYTES,
+        &disk_env(),
+    )
+    .unwrap_err();
     assert_eq!(err.to_string(), "cannot read /nonexistent/gw.yaml");
 }
 
@@ -235,5 +245,114 @@ fn duplicate_keys_are_an_error_not_a_silent_override() {
             "error: Gateway istio-system/web: spec.servers[0].port.number: duplicate key number"
         ),
         "{error}"
+    );
+}
+
+fn write_gateway(dir: &std::path::Path, file: &str, name: &str) {
+    std::fs::write(
+        dir.join(file),
+        REDIRECT.replace("name: web", &format!("name: {name}")),
+    )
+    .unwrap();
+}
+
+fn load_dir(paths: &[PathBuf]) -> Config {
+    load_paths(paths, DEFAULT_MAX_FILE_BYTES, &disk_env()).unwrap()
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn symlink_loops_are_walked_once_and_files_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_gateway(dir.path(), "gw.yaml", "a");
+    std::os::unix::fs::symlink(".", dir.path().join("s1")).unwrap();
+    std::os::unix::fs::symlink(".", dir.path().join("s2")).unwrap();
+    std::os::unix::fs::symlink("gw.yaml", dir.path().join("again.yaml")).unwrap();
+    let config = load_dir(&[dir.path().to_path_buf(), dir.path().join("gw.yaml")]);
+    assert_eq!(config.model.gateways.len(), 1);
+    assert!(config.diagnostics.is_empty(), "{:?}", messages(&config));
+}
+
+#[test]
+fn a_fifo_is_reported_and_skipped_never_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    write_gateway(dir.path(), "gw.yaml", "a");
+    let fifo = dir.path().join("pipe.yaml");
+    mkfifo(&fifo);
+    let config = load_dir(&[dir.path().to_path_buf()]);
+    assert_eq!(config.model.gateways.len(), 1);
+    assert_eq!(
+        messages(&config),
+        vec![format!(
+            "{}: warning: not a regular file (a FIFO); skipped",
+            fifo.display()
+        )]
+    );
+    // Named on the command line it is an error: the operator asked for it.
+    let config = load_dir(&[fifo.clone()]);
+    assert_eq!(
+        messages(&config),
+        vec![format!(
+            "{}: error: not a regular file (a FIFO); skipped",
+            fifo.display()
+        )]
+    );
+}
+
+#[test]
+fn devices_are_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.yaml")).unwrap();
+    let config = load_dir(&[dir.path().to_path_buf()]);
+    assert_eq!(
+        messages(&config),
+        vec![format!(
+            "{}: warning: not a regular file (a character device); skipped",
+            dir.path().join("zero.yaml").display()
+        )]
+    );
+    let config = load_dir(&[PathBuf::from("/dev/zero")]);
+    assert_eq!(
+        messages(&config),
+        vec!["/dev/zero: error: not a regular file (a character device); skipped"]
+    );
+}
+
+#[test]
+fn files_over_the_size_limit_are_errors_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    write_gateway(dir.path(), "gw.yaml", "a");
+    let size = std::fs::metadata(dir.path().join("gw.yaml")).unwrap().len();
+    let config = load_paths(&[dir.path().to_path_buf()], size - 1, &disk_env()).unwrap();
+    assert_eq!(
+        messages(&config),
+        vec![format!(
+            "{}: error: file is {size} bytes, over the limit of {} bytes (--max-config-bytes)",
+            dir.path().join("gw.yaml").display(),
+            size - 1
+        )]
+    );
+    let config = load_paths(&[dir.path().to_path_buf()], size, &disk_env()).unwrap();
+    assert_eq!(config.model.gateways.len(), 1);
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_an_error_with_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), b"kind: \xff\n").unwrap();
+    let config = load_dir(&[dir.path().to_path_buf()]);
+    assert_eq!(
+        messages(&config),
+        vec![format!(
+            "{}: error: not UTF-8 text (invalid byte at offset 6)",
+            dir.path().join("bad.yaml").display()
+        )]
     );
 }

@@ -3,7 +3,7 @@
 //! time, straight from the parser's events (no intermediate tree).
 use std::collections::HashMap;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, Span, SpannedEventReceiver, Tag};
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
 /// A YAML value with the 1-based line and column it starts at.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,30 +26,54 @@ pub enum Value {
     Map(Vec<(Node, Node)>),
 }
 
-/// A YAML syntax error, positioned.
+/// Why a text could not be loaded, positioned: a syntax error, or a
+/// document past one of the limits below.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyntaxError {
     pub line: usize,
     pub col: usize,
+    /// The whole message, e.g. `invalid YAML: ...` or `document nests deeper than ...`.
     pub message: String,
 }
 
+/// Deepest nesting of sequences and mappings accepted. Istio resources nest
+/// about 10 levels and the deepest Kubernetes objects (CRD schemas) a few
+/// dozen; the bound keeps every recursive walk of the tree (decoding,
+/// cloning, dropping) far from the stack's end.
+pub const MAX_DEPTH: usize = 256;
+/// Most nodes one document may hold, aliases expanded: about 60 MB of tree.
+/// The largest realistic resource (a VirtualService with 10,000 routes) is
+/// a few hundred thousand.
+pub const MAX_DOCUMENT_NODES: usize = 1_000_000;
+/// Scalar bytes aliases may copy on top of a document's own text.
+const ALIAS_BYTES_ALLOWANCE: usize = 1 << 20;
+
 /// Parses a (multi-document) YAML text, handing each document to `each` as
 /// soon as it is complete, so only one document tree is alive at a time.
-/// Documents before a syntax error have been handed over when it is returned.
+/// Documents before an error have been handed over when it is returned.
+///
+/// Events are pulled one at a time (the parser's own `load` recurses once
+/// per nesting level and overflows the stack on deep block-style input), and
+/// every document is held to [`MAX_DEPTH`], [`MAX_DOCUMENT_NODES`] and the
+/// alias limits of [`AliasBudget`] before anything is copied.
 pub fn for_each_document(text: &str, each: impl FnMut(Node)) -> Result<(), SyntaxError> {
     let mut builder = Builder {
         stack: Vec::new(),
         anchors: HashMap::new(),
+        nodes: 0,
+        aliases: AliasBudget::new(text.len()),
         each,
     };
-    Parser::new_from_str(text)
-        .load(&mut builder, true)
-        .map_err(|err| SyntaxError {
+    let mut parser = Parser::new_from_str(text);
+    while let Some(next) = parser.next_event() {
+        let (event, span) = next.map_err(|err| SyntaxError {
             line: err.marker().line(),
             col: err.marker().col() + 1,
-            message: err.info().to_string(),
-        })
+            message: format!("invalid YAML: {}", err.info()),
+        })?;
+        builder.on_event(event, span)?;
+    }
+    Ok(())
 }
 
 /// Parses every document of a text.
@@ -60,89 +84,233 @@ fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
     Ok(docs)
 }
 
+/// How much of a document may come from alias expansion. Node counts follow
+/// the rule Kubernetes' YAML library (go-yaml v3, `allowedAliasRatio`)
+/// applies: past 100 aliased nodes in a document of over 1,000, at most 99%
+/// of a small document's nodes may come from aliases, falling to 10% for
+/// documents of 4 million nodes. A node count alone would let one large
+/// anchored string be copied thousands of times, so the scalar bytes aliases
+/// copy are also bounded: at most the document's text again, plus 1 MiB.
+#[derive(Debug)]
+struct AliasBudget {
+    aliased_nodes: usize,
+    aliased_bytes: usize,
+    max_bytes: usize,
+}
+
+impl AliasBudget {
+    fn new(text_len: usize) -> Self {
+        AliasBudget {
+            aliased_nodes: 0,
+            aliased_bytes: 0,
+            max_bytes: text_len.saturating_add(ALIAS_BYTES_ALLOWANCE),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.aliased_nodes = 0;
+        self.aliased_bytes = 0;
+    }
+
+    /// Accounts for an alias copying `size` into a document that holds
+    /// `document_nodes` nodes with the copy; the message when it is too much.
+    fn spend(&mut self, size: Size, document_nodes: usize) -> Result<(), String> {
+        self.aliased_nodes += size.nodes;
+        self.aliased_bytes += size.bytes;
+        if self.aliased_nodes > 100
+            && document_nodes > 1000
+            && self.aliased_nodes as f64 / document_nodes as f64
+                > allowed_alias_ratio(document_nodes)
+        {
+            return Err(format!(
+                "excessive aliasing: {} of the document's {document_nodes} nodes come from aliases (a YAML alias bomb?)",
+                self.aliased_nodes
+            ));
+        }
+        if self.aliased_bytes > self.max_bytes {
+            return Err(format!(
+                "excessive aliasing: aliases copy {} bytes of text, more than the {} allowed for this file (a YAML alias bomb?)",
+                self.aliased_bytes, self.max_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// go-yaml v3's `allowedAliasRatio`: 0.99 up to 400,000 nodes, 0.10 from
+/// 4,000,000, linear in between.
+fn allowed_alias_ratio(nodes: usize) -> f64 {
+    const LOW: f64 = 400_000.0;
+    const HIGH: f64 = 4_000_000.0;
+    let nodes = nodes as f64;
+    if nodes <= LOW {
+        0.99
+    } else if nodes >= HIGH {
+        0.10
+    } else {
+        0.99 - 0.89 * (nodes - LOW) / (HIGH - LOW)
+    }
+}
+
+/// What a subtree costs: its nodes and the bytes of its scalars.
+#[derive(Clone, Copy, Debug, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Size {
+    fn add(&mut self, other: Size) {
+        self.nodes += other.nodes;
+        self.bytes += other.bytes;
+    }
+}
+
 /// A collection being built.
 enum Frame {
     Seq {
         node: Node,
         anchor: usize,
+        size: Size,
     },
     Map {
         node: Node,
         anchor: usize,
+        size: Size,
         key: Option<Node>,
     },
 }
 
 struct Builder<F> {
     stack: Vec<Frame>,
-    /// Anchored nodes by id, for aliases (`*name`).
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes by id, with their size, for aliases (`*name`).
+    anchors: HashMap<usize, (Node, Size)>,
+    /// Nodes in the current document so far, aliases expanded.
+    nodes: usize,
+    aliases: AliasBudget,
     each: F,
 }
 
 impl<F: FnMut(Node)> Builder<F> {
-    fn complete(&mut self, node: Node, anchor: usize) {
+    fn complete(&mut self, node: Node, anchor: usize, size: Size) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => (self.each)(node),
-            Some(Frame::Seq { node: seq, .. }) => {
+            Some(Frame::Seq {
+                node: seq,
+                size: parent,
+                ..
+            }) => {
+                parent.add(size);
                 if let Value::Seq(items) = &mut seq.value {
                     items.push(node);
                 }
             }
-            Some(Frame::Map { node: map, key, .. }) => match key.take() {
-                None => *key = Some(node),
-                Some(k) => {
-                    if let Value::Map(entries) = &mut map.value {
-                        entries.push((k, node));
+            Some(Frame::Map {
+                node: map,
+                key,
+                size: parent,
+                ..
+            }) => {
+                parent.add(size);
+                match key.take() {
+                    None => *key = Some(node),
+                    Some(k) => {
+                        if let Value::Map(entries) = &mut map.value {
+                            entries.push((k, node));
+                        }
                     }
                 }
-            },
+            }
         }
     }
-}
 
-impl<'input, F: FnMut(Node)> SpannedEventReceiver<'input> for Builder<F> {
-    fn on_event(&mut self, event: Event<'input>, span: Span) {
+    /// Counts `added` nodes into the document, failing past the limit.
+    fn count(&mut self, added: usize) -> Result<(), String> {
+        self.nodes += added;
+        if self.nodes > MAX_DOCUMENT_NODES {
+            return Err(format!(
+                "document has more than {MAX_DOCUMENT_NODES} nodes (aliases expanded)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a collection opened now stays within [`MAX_DEPTH`].
+    fn open(&mut self) -> Result<(), String> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(format!("document nests deeper than {MAX_DEPTH} levels"));
+        }
+        self.count(1)
+    }
+
+    fn on_event(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {
         let at = |value| Node {
             value,
             line: span.start.line(),
             col: span.start.col() + 1,
         };
+        let positioned = |message| SyntaxError {
+            line: span.start.line(),
+            col: span.start.col() + 1,
+            message,
+        };
+        let one = |bytes| Size { nodes: 1, bytes };
         match event {
             Event::Scalar(text, style, anchor, tag) => {
+                self.count(1).map_err(positioned)?;
                 let node = at(resolve_scalar(&text, style, tag.as_deref()));
-                self.complete(node, anchor);
+                self.complete(node, anchor, one(text.len()));
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
-                node: at(Value::Seq(Vec::new())),
-                anchor,
-            }),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
-                node: at(Value::Map(Vec::new())),
-                anchor,
-                key: None,
-            }),
+            Event::SequenceStart(anchor, _) => {
+                self.open().map_err(positioned)?;
+                self.stack.push(Frame::Seq {
+                    node: at(Value::Seq(Vec::new())),
+                    anchor,
+                    size: one(0),
+                });
+            }
+            Event::MappingStart(anchor, _) => {
+                self.open().map_err(positioned)?;
+                self.stack.push(Frame::Map {
+                    node: at(Value::Map(Vec::new())),
+                    anchor,
+                    size: one(0),
+                    key: None,
+                });
+            }
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some(Frame::Seq { node, anchor } | Frame::Map { node, anchor, .. }) =
-                    self.stack.pop()
+                if let Some(
+                    Frame::Seq { node, anchor, size }
+                    | Frame::Map {
+                        node, anchor, size, ..
+                    },
+                ) = self.stack.pop()
                 {
-                    self.complete(node, anchor);
+                    self.complete(node, anchor, size);
                 }
             }
             Event::Alias(id) => {
+                // Every limit is checked before the anchored node is copied.
+                let size = self.anchors.get(&id).map_or(one(0), |(_, size)| *size);
+                self.count(size.nodes).map_err(positioned)?;
+                self.aliases.spend(size, self.nodes).map_err(positioned)?;
                 let node = self
                     .anchors
                     .get(&id)
-                    .cloned()
-                    .unwrap_or_else(|| at(Value::Null));
-                self.complete(node, 0);
+                    .map_or_else(|| at(Value::Null), |(node, _)| node.clone());
+                self.complete(node, 0, size);
             }
-            Event::DocumentStart(_) => self.anchors.clear(),
+            Event::DocumentStart(_) => {
+                self.anchors.clear();
+                self.nodes = 0;
+                self.aliases.reset();
+            }
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
+        Ok(())
     }
 }
 
@@ -332,5 +500,100 @@ mod tests {
             panic!("not a map")
         };
         assert_eq!(entries.len(), 2);
+    }
+
+    /// The generator: `levels` anchors, each a list of 9 aliases of the previous.
+    fn alias_bomb(levels: usize) -> String {
+        let mut text = String::from("a: &a [1,1,1,1,1,1,1,1,1]\n");
+        let names: Vec<char> = ('a'..='z').collect();
+        for level in 1..levels {
+            let aliases = vec![format!("*{}", names[level - 1]); 9].join(",");
+            text += &format!("{}: &{} [{aliases}]\n", names[level], names[level]);
+        }
+        text
+    }
+
+    #[test]
+    fn alias_bomb_is_refused_at_the_alias_that_crosses_the_limit() {
+        let bomb = alias_bomb(7);
+        assert!(bomb.len() < 320, "{}", bomb.len());
+        let err = parse_documents(&bomb).unwrap_err();
+        assert!(err.message.starts_with("excessive aliasing"), "{err:?}");
+        // Level d (line 4) is the first whose expansion passes 1,000 nodes.
+        assert_eq!(err.line, 4, "{err:?}");
+    }
+
+    #[test]
+    fn modest_alias_reuse_is_accepted() {
+        // Three levels expand to 9 + 81 + 729 nodes: within 99% of 1,000+.
+        let docs = parse_documents(&alias_bomb(3)).unwrap();
+        let Value::Seq(c) = &docs[0].get("c").unwrap().value else {
+            panic!("not a list")
+        };
+        assert_eq!(c.len(), 9);
+    }
+
+    #[test]
+    fn one_large_string_copied_by_many_aliases_is_refused() {
+        let big = "x".repeat(64 * 1024);
+        let aliases = vec!["*s"; 40].join(", ");
+        let text = format!("s: &s {big}\nl: [{aliases}]\n");
+        let err = parse_documents(&text).unwrap_err();
+        assert!(err.message.contains("aliases copy"), "{err:?}");
+        assert_eq!(err.line, 2, "{err:?}");
+    }
+
+    #[test]
+    fn deep_block_sequences_get_a_positioned_error_not_a_stack_overflow() {
+        let err = parse_documents(&format!("{}x", "- ".repeat(20_000))).unwrap_err();
+        assert_eq!(
+            err.message,
+            format!("document nests deeper than {MAX_DEPTH} levels")
+        );
+        assert_eq!((err.line, err.col), (1, 2 * MAX_DEPTH + 1));
+    }
+
+    #[test]
+    fn deep_block_mappings_and_flow_nesting_get_errors_too() {
+        for text in [
+            format!("{}x", "? ".repeat(10_000)),
+            "[".repeat(20_000),
+            "{a: ".repeat(20_000),
+            format!("a:\n{}", "  - ".repeat(300)),
+        ] {
+            let Err(err) = parse_documents(&text) else {
+                panic!("accepted {}", &text[..20]);
+            };
+            assert!(
+                err.message.contains("deeper than") || err.message.contains("recursion limit"),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_accepted() {
+        let text = format!("{}x", "- ".repeat(MAX_DEPTH));
+        assert_eq!(parse_documents(&text).unwrap().len(), 1);
+        let text = format!("{}x", "- ".repeat(MAX_DEPTH + 1));
+        assert!(parse_documents(&text).is_err());
+    }
+
+    #[test]
+    fn a_large_document_cannot_pay_for_a_bomb_in_the_next() {
+        // Alone, the bomb is refused; after 5,000 plain nodes in another
+        // document it would pass if nodes were counted per stream.
+        let plain = format!("[{}]\n", vec!["1"; 5_000].join(","));
+        let text = format!("{plain}---\n{}", alias_bomb(4));
+        let err = parse_documents(&text).unwrap_err();
+        assert!(err.message.starts_with("excessive aliasing"), "{err:?}");
+    }
+
+    #[test]
+    fn aliases_of_earlier_documents_do_not_count_against_later_ones() {
+        let reuse = alias_bomb(3);
+        let plain = format!("[&x 1, {}, *x]\n", vec!["1"; 1_000].join(","));
+        let text = format!("{reuse}---\n{reuse}---\n{plain}");
+        assert_eq!(parse_documents(&text).unwrap().len(), 3);
     }
 }
