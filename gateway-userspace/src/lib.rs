@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod compile;
 pub mod config;
+pub mod connection;
 pub mod dataplane;
 pub mod fuzzing;
 pub mod hosts;

@@ -1,13 +1,15 @@
 //! `gateway run`: load, compile, bind, attach, serve, and detach on signal.
-use std::{
-    fs,
-    net::IpAddr,
-    sync::{Arc, Mutex},
-};
+use std::{fs, net::IpAddr, sync::Arc};
 
 use anyhow::{Context as _, bail};
 use gateway_common::Settings;
-use gateway_userspace::{admin, compile, config::Severity, dataplane::Dataplane, proxy, stats};
+use gateway_userspace::{
+    admin, compile,
+    config::Severity,
+    connection::{self, Gate, Limits},
+    dataplane::Dataplane,
+    proxy, stats,
+};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::watch,
@@ -64,9 +66,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
 
     // Privilege first: loading needs CAP_BPF, and touches nothing outside the process.
     let mut dataplane = Dataplane::load()?;
+    let interface_addrs = interface_addresses(&args.interface)?;
     let addresses = if args.address.is_empty() {
-        interface_addresses(&args.interface)?
+        interface_addrs
     } else {
+        check_addresses_on_interface(&args.address, &interface_addrs, &args.interface)?;
         args.address.clone()
     };
     let plan = compile::plan(&config.model, &instance, &addresses)?;
@@ -81,14 +85,25 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             dropped.reason
         );
     }
+    let open_files = raise_open_file_limit();
+    let proxy_gate = Arc::new(Gate::new(Limits {
+        request_head_timeout: args.request_head_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(|| connection::default_max_connections(open_files)),
+    }));
+    let admin_gate = Arc::new(Gate::new(Limits {
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        ..proxy_gate.limits
+    }));
     // Bind before attaching, so a port conflict changes nothing on the interface.
     let listeners = proxy::bind_all(&plan.http, &args.address).map_err(|err| {
         let busy = matches!(&err, proxy::ProxyError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse);
         let hint = if busy { " (is another gateway instance running?)" } else { "" };
         anyhow::anyhow!("{err}: {}{hint}", std::error::Error::source(&err).map_or(String::new(), |s| s.to_string()))
     })?;
-    let admin_listener = tokio::net::TcpListener::bind(args.admin_address)
-        .await
+    let admin_listener = std::net::TcpListener::bind(args.admin_address)
         .with_context(|| format!("cannot listen on the admin address {}", args.admin_address))?;
 
     dataplane.apply(&plan, ephemeral_range())?;
@@ -110,40 +125,101 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     for bound in &listeners {
         log::info!("serving HTTP on {}", bound.local_addr);
     }
-    log::info!("admin on http://{}/stats", args.admin_address);
+    let limits = proxy_gate.limits;
+    log::info!(
+        "connections: at most {} at once (open-file limit {open_files}); request head within {:?} of accept; idle timeout {:?}",
+        limits.max_connections,
+        limits.request_head_timeout,
+        limits.idle_timeout
+    );
 
-    let dataplane = Arc::new(Mutex::new(dataplane));
+    let stats_reader = dataplane.take_stats_reader()?;
+    let listener_ids: Vec<u32> = plan.listeners.iter().map(|l| l.id).collect();
+    let (proxy_counters, admin_counters) = (
+        Arc::clone(&proxy_gate.counters),
+        Arc::clone(&admin_gate.counters),
+    );
     let stats_plan = plan.clone();
-    let stats_dataplane = Arc::clone(&dataplane);
-    let stats_fn: admin::StatsFn = Arc::new(move || {
-        let dataplane = stats_dataplane
-            .lock()
-            .map_err(|_| "stats unavailable".to_string())?;
-        let snapshot = dataplane.stats().map_err(|err| err.to_string())?;
-        Ok(stats::render(&snapshot, &stats_plan))
+    let render: admin::RenderFn = Box::new(move || {
+        let snapshot = stats_reader
+            .read(listener_ids.iter().copied())
+            .map_err(|err| err.to_string())?;
+        let mut text = stats::render(&snapshot, &stats_plan);
+        proxy_counters.render("proxy", &mut text);
+        admin_counters.render("admin", &mut text);
+        Ok(text)
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let proxy_task = tokio::spawn(proxy::serve(listeners, shutdown_rx.clone()));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, stats_fn, shutdown_rx));
+    let proxy_task = tokio::spawn(proxy::serve(listeners, proxy_gate, shutdown_rx.clone()));
+    let admin_thread = admin::spawn(admin_listener, render, admin_gate, shutdown_rx)
+        .context("cannot start the admin thread")?;
+    log::info!("admin on http://{}/stats", args.admin_address);
 
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::select! {
-        _ = sigterm.recv() => log::info!("SIGTERM: shutting down"),
-        _ = sigint.recv() => log::info!("SIGINT: shutting down"),
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break }
+            _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break }
+            _ = sighup.recv() => log::warn!("SIGHUP: configuration reload is not implemented yet; ignored, still serving the configuration loaded at start"),
+        }
     }
     let _ = shutdown_tx.send(true);
-    let detached = dataplane
-        .lock()
-        .map_err(|_| anyhow::anyhow!("dataplane lock poisoned"))?
-        .detach()?;
-    if let Some(interface) = detached {
+    if let Some(interface) = dataplane.detach()? {
         log::info!("XDP detached from {interface}");
     }
     let _ = proxy_task.await;
-    let _ = admin_task.await;
+    let _ = tokio::task::spawn_blocking(move || admin_thread.join()).await;
     Ok(())
+}
+
+/// Admin connections served at once: operators and scrapers on loopback.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Every `--address` must be on the interface XDP attaches to: an address
+/// elsewhere would be served by the proxy but never protected by XDP.
+fn check_addresses_on_interface(
+    wanted: &[IpAddr],
+    present: &[IpAddr],
+    interface: &str,
+) -> anyhow::Result<()> {
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|ip| !present.contains(ip))
+        .map(ToString::to_string)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let present: Vec<String> = present.iter().map(ToString::to_string).collect();
+    bail!(
+        "--address {} is not an address of interface {interface} (it has {}); XDP on {interface} would not protect it: add the address to the interface or name the interface that has it",
+        missing.join(", "),
+        present.join(", ")
+    )
+}
+
+/// Raises the soft open-file limit to the hard limit (connections are
+/// descriptors) and returns the limit in force.
+fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                log::info!("open-file limit raised from {soft} to {hard}");
+                return hard;
+            }
+            Err(err) => {
+                log::warn!("open-file limit stays at {soft}: cannot raise it to {hard}: {err}")
+            }
+        }
+    }
+    soft
 }
 
 /// The addresses configured on `interface`, which the gateway then owns.

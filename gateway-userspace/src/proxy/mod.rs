@@ -25,12 +25,14 @@ use tokio::{
 };
 
 use self::redirect::{Answer, RequestHead, answer};
-use crate::{compile::HttpListener, hosts::HostTable};
+use crate::{
+    compile::HttpListener,
+    connection::{Acceptor, Activity, Admitted, Expiry, Gate, with_deadlines},
+    hosts::HostTable,
+};
 
 /// Largest request head accepted; Envoy's default `max_request_headers_kb` is 60.
 const MAX_REQUEST_HEAD: usize = 60 * 1024;
-/// A client that has not sent a full request head by then is disconnected.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const LISTEN_BACKLOG: u32 = 1024;
 const SERVER_HEADER: &str = "xdp-gateway";
 
@@ -93,27 +95,29 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Serves every listener until `shutdown` flips to true, then stops
 /// accepting and lets in-flight connections finish for a short grace period.
-pub async fn serve(listeners: Vec<BoundListener>, shutdown: watch::Receiver<bool>) {
+/// Every connection of every listener passes `gate` (one cap for the whole
+/// proxy) and is held to its deadlines.
+pub async fn serve(
+    listeners: Vec<BoundListener>,
+    gate: Arc<Gate>,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut tasks = JoinSet::new();
     for listener in listeners {
-        tasks.spawn(accept_loop(listener, shutdown.clone()));
+        tasks.spawn(accept_loop(listener, Arc::clone(&gate), shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }
 
-async fn accept_loop(bound: BoundListener, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(bound: BoundListener, gate: Arc<Gate>, mut shutdown: watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
+    let mut acceptor = Acceptor::new(format!("proxy {}", bound.local_addr));
     loop {
         tokio::select! {
-            accepted = bound.listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+            (stream, _peer) = acceptor.accept(&bound.listener, &gate.counters) => {
+                if let Some((stream, admitted)) = gate.admit(stream) {
                     let hosts = Arc::clone(&bound.hosts);
-                    connections.spawn(serve_connection(stream, hosts));
-                }
-                Err(err) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    log::warn!("accept on {} failed: {err}", bound.local_addr);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    connections.spawn(serve_connection(stream, hosts, Arc::clone(&gate), admitted));
                 }
             },
             _ = shutdown.changed() => break,
@@ -131,26 +135,46 @@ async fn accept_loop(bound: BoundListener, mut shutdown: watch::Receiver<bool>) 
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, hosts: Arc<HostTable>) {
-    let service = service_fn(move |req| {
-        let hosts = Arc::clone(&hosts);
-        async move { Ok::<_, Infallible>(handle(&hosts, &req)) }
+/// How long an idle connection gets to close gracefully (HTTP/2 GOAWAY,
+/// HTTP/1 close after the current exchange) before it is dropped.
+const GRACEFUL_CLOSE: Duration = Duration::from_secs(1);
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    hosts: Arc<HostTable>,
+    gate: Arc<Gate>,
+    _admitted: Admitted,
+) {
+    let activity = Arc::new(Activity::new());
+    let service = service_fn({
+        let activity = Arc::clone(&activity);
+        move |req| {
+            let _request = activity.begin();
+            let response = handle(&hosts, &req);
+            async move { Ok::<_, Infallible>(response) }
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(gate.limits.request_head_timeout)
         .max_buf_size(MAX_REQUEST_HEAD);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_REQUEST_HEAD as u32);
-    if let Err(err) = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
-        log::debug!("connection ended with an error: {err}");
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    match with_deadlines(connection.as_mut(), &activity, &gate.limits, &gate.counters).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => log::debug!("connection ended with an error: {err}"),
+        // Nothing was ever asked: drop it without a word.
+        Err(Expiry::Head) => {}
+        Err(Expiry::Idle) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(GRACEFUL_CLOSE, connection).await;
+        }
     }
 }
 

@@ -60,10 +60,13 @@ pub fn answer(hosts: &HostTable, head: RequestHead<'_>) -> Answer {
             reason: "invalid Host header",
         };
     }
-    let Some(virtual_host) = hosts.lookup(authority) else {
+    // Envoy answers a path that does not start with `/` (asterisk-form
+    // `OPTIONS *`, HTTP/2 `:path *`) with 404 before routing
+    // (`absolute_path_rejected`), and so never builds a Location from it.
+    let Some(path) = head.path_and_query.filter(|path| path.starts_with('/')) else {
         return Answer::NotFound;
     };
-    let Some(path) = head.path_and_query else {
+    let Some(virtual_host) = hosts.lookup(authority) else {
         return Answer::NotFound;
     };
     if virtual_host.https_redirect {
@@ -198,5 +201,34 @@ mod tests {
             routes: Vec::new(),
         }]);
         assert_eq!(answer(&plain, head(&[b"plain.com"], "/")), Answer::NotFound);
+    }
+
+    #[test]
+    fn host_with_query_or_fragment_is_a_bad_request() {
+        let star = HostTable::new([VirtualHost {
+            pattern: HostPattern::Any,
+            https_redirect: true,
+            routes: Vec::new(),
+        }]);
+        for bad in [&b"evil.com?x"[..], b"evil.com#x"] {
+            assert_eq!(
+                answer(&star, head(&[bad], "/")),
+                Answer::BadRequest {
+                    reason: "invalid Host header"
+                },
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn asterisk_form_is_404_as_envoy_answers_it_never_a_location() {
+        for path in ["*", "x", ""] {
+            assert_eq!(
+                answer(&dataengine(), head(&[b"dataengine.com:8443"], path)),
+                Answer::NotFound,
+                "{path:?}"
+            );
+        }
     }
 }

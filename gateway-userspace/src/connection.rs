@@ -1,0 +1,409 @@
+//! What every accepted connection is held to, proxy and admin alike: a cap
+//! on how many are served at once, a deadline from accept to the first
+//! complete request head whatever the protocol turns out to be, an idle
+//! timeout between requests, and accept loops that back off when the
+//! process runs out of file descriptors instead of spinning.
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+// tokio's clock, so tests can pause time.
+use tokio::{
+    net::{TcpListener, TcpStream},
+    time::Instant,
+};
+
+/// Limits of one kind of listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// From accept to the first complete request head.
+    pub request_head_timeout: Duration,
+    /// With no request in progress, between the end of one and the head of the next.
+    pub idle_timeout: Duration,
+    /// Connections served at once; past it new ones are closed at once.
+    pub max_connections: usize,
+}
+
+/// Descriptors kept back from the connection cap for listeners, maps,
+/// log files, upstream connections being opened and the admin endpoint.
+const FD_RESERVE: u64 = 128;
+
+/// The default connection cap for an open-file limit: half of what is left
+/// after the reserve, since a proxied connection needs two descriptors
+/// (client and upstream).
+pub fn default_max_connections(open_file_limit: u64) -> usize {
+    let usable = open_file_limit.saturating_sub(FD_RESERVE) / 2;
+    usize::try_from(usable).unwrap_or(usize::MAX).max(16)
+}
+
+/// Counters of one kind of listener, for `/stats`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub accepted: AtomicU64,
+    pub active: AtomicUsize,
+    /// Closed at accept because `max_connections` were being served.
+    pub rejected: AtomicU64,
+    /// Closed because no complete request head came in time.
+    pub head_timeouts: AtomicU64,
+    /// Closed after `idle_timeout` without a request.
+    pub idle_timeouts: AtomicU64,
+    /// Failed `accept` calls (EMFILE and friends).
+    pub accept_errors: AtomicU64,
+}
+
+impl Counters {
+    /// `name value` lines under `prefix`, in a fixed order.
+    pub fn render(&self, prefix: &str, out: &mut String) {
+        use std::fmt::Write as _;
+        let lines = [
+            ("accepted", self.accepted.load(Ordering::Relaxed)),
+            ("active", self.active.load(Ordering::Relaxed) as u64),
+            ("rejected_over_limit", self.rejected.load(Ordering::Relaxed)),
+            (
+                "closed_head_timeout",
+                self.head_timeouts.load(Ordering::Relaxed),
+            ),
+            (
+                "closed_idle_timeout",
+                self.idle_timeouts.load(Ordering::Relaxed),
+            ),
+            ("accept_errors", self.accept_errors.load(Ordering::Relaxed)),
+        ];
+        for (name, value) in lines {
+            let _ = writeln!(out, "{prefix}.connections.{name} {value}");
+        }
+    }
+}
+
+/// Admission of connections against the cap, shared by every accept loop
+/// of one kind.
+#[derive(Debug)]
+pub struct Gate {
+    pub limits: Limits,
+    pub counters: Arc<Counters>,
+}
+
+/// A connection being served; counted until dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    counters: Arc<Counters>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.counters.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Gate {
+    /// A gate with fresh counters.
+    pub fn new(limits: Limits) -> Self {
+        Gate {
+            limits,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Admits `stream` if fewer than `max_connections` are served, and
+    /// otherwise closes it with a reset (no TIME_WAIT, and the client learns
+    /// at once rather than waiting for a timeout).
+    pub fn admit(&self, stream: TcpStream) -> Option<(TcpStream, Admitted)> {
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let previous = self.counters.active.fetch_add(1, Ordering::Relaxed);
+        let admitted = Admitted {
+            counters: Arc::clone(&self.counters),
+        };
+        if previous < self.limits.max_connections {
+            return Some((stream, admitted));
+        }
+        drop(admitted);
+        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_zero_linger();
+        None
+    }
+}
+
+/// When requests start and end on one connection, so the deadlines can be
+/// judged without knowing the protocol.
+#[derive(Debug)]
+pub struct Activity {
+    accepted: Instant,
+    in_flight: AtomicUsize,
+    /// Requests seen so far.
+    requests: AtomicU64,
+    /// Milliseconds after `accepted` of the last request start or end.
+    last_change_ms: AtomicU64,
+}
+
+/// A request in progress; ends when dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    activity: Arc<Activity>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.activity.touch();
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a connection was closed by its deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// No complete request head within `request_head_timeout` of accept.
+    Head,
+    /// No request for `idle_timeout` after the last one ended.
+    Idle,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Activity {
+    /// Starts the clock at accept.
+    pub fn new() -> Self {
+        Activity {
+            accepted: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            last_change_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Called when a complete request head has arrived; the request is in
+    /// progress until the guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        InFlight {
+            activity: Arc::clone(self),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_change_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection must be closed if nothing changes, and why;
+    /// `None` while a request is in progress.
+    fn deadline(&self, limits: &Limits) -> Option<(Instant, Expiry)> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            return Some((self.accepted + limits.request_head_timeout, Expiry::Head));
+        }
+        let last =
+            self.accepted + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
+        Some((last + limits.idle_timeout, Expiry::Idle))
+    }
+}
+
+/// Drives `connection` until it ends or `activity` passes a deadline of
+/// `limits`, whichever is first. A timed-out connection is left to the
+/// caller to close (drop, or shut down gracefully first).
+pub async fn with_deadlines<F: Future>(
+    mut connection: Pin<&mut F>,
+    activity: &Activity,
+    limits: &Limits,
+    counters: &Counters,
+) -> Result<F::Output, Expiry> {
+    loop {
+        // With a request in progress, look again after an idle period: the
+        // request's end moves the deadline anyway.
+        let wake_at = activity
+            .deadline(limits)
+            .map_or(Instant::now() + limits.idle_timeout, |(due, _)| due);
+        tokio::select! {
+            output = connection.as_mut() => return Ok(output),
+            () = tokio::time::sleep_until(wake_at) => {
+                let passed = activity.deadline(limits).filter(|(due, _)| *due <= Instant::now());
+                if let Some((_, expiry)) = passed {
+                    let counter = match expiry {
+                        Expiry::Head => &counters.head_timeouts,
+                        Expiry::Idle => &counters.idle_timeouts,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    return Err(expiry);
+                }
+            }
+        }
+    }
+}
+
+/// How long an accept loop sleeps after the first resource error, and at most.
+const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one log line per interval per listener for failed accepts.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// `accept` that survives running out of descriptors: on EMFILE, ENFILE,
+/// ENOBUFS or ENOMEM it sleeps (10 ms doubling to 1 s) so the loop never
+/// spins, and it logs failures at most once per 10 seconds with a count.
+#[derive(Debug)]
+pub struct Acceptor {
+    what: String,
+    backoff: Duration,
+    last_log: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Acceptor {
+    /// `what` names the listener in log lines (`proxy 0.0.0.0:80`).
+    pub fn new(what: String) -> Self {
+        Acceptor {
+            what,
+            backoff: BACKOFF_FIRST,
+            last_log: None,
+            suppressed: 0,
+        }
+    }
+
+    /// The next connection; errors are counted, logged (rate-limited) and
+    /// retried, never returned.
+    pub async fn accept(
+        &mut self,
+        listener: &TcpListener,
+        counters: &Counters,
+    ) -> (TcpStream, SocketAddr) {
+        loop {
+            match listener.accept().await {
+                Ok(accepted) => {
+                    self.backoff = BACKOFF_FIRST;
+                    return accepted;
+                }
+                Err(err) => {
+                    counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    let exhausted = is_resource_exhaustion(&err);
+                    self.log(&err, exhausted);
+                    if exhausted {
+                        tokio::time::sleep(self.backoff).await;
+                        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        }
+    }
+
+    fn log(&mut self, err: &io::Error, exhausted: bool) {
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_some_and(|last| now.duration_since(last) < ACCEPT_LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let more = match self.suppressed {
+            0 => String::new(),
+            n => format!(" ({n} more since the last report)"),
+        };
+        let action = if exhausted {
+            "; backing off (raise the open-file limit or lower --max-connections)"
+        } else {
+            ""
+        };
+        log::warn!("{}: accept failed: {err}{more}{action}", self.what);
+        self.last_log = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+fn is_resource_exhaustion(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        request_head_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 2,
+    };
+
+    #[test]
+    fn default_cap_leaves_a_reserve_and_two_descriptors_per_connection() {
+        assert_eq!(default_max_connections(1024), 448);
+        assert_eq!(default_max_connections(1_048_576), 524_224);
+        assert_eq!(default_max_connections(100), 16);
+    }
+
+    #[test]
+    fn the_head_deadline_counts_from_accept_until_the_first_request() {
+        let activity = Arc::new(Activity::new());
+        let (due, expiry) = activity.deadline(&LIMITS).unwrap();
+        assert_eq!(expiry, Expiry::Head);
+        assert_eq!(due, activity.accepted + LIMITS.request_head_timeout);
+        let request = activity.begin();
+        assert_eq!(activity.deadline(&LIMITS), None);
+        drop(request);
+        let (due, expiry) = activity.deadline(&LIMITS).unwrap();
+        assert_eq!(expiry, Expiry::Idle);
+        assert!(due >= activity.accepted + LIMITS.idle_timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_expires_at_the_head_deadline() {
+        let activity = Activity::new();
+        let counters = Counters::default();
+        let never = std::future::pending::<()>();
+        tokio::pin!(never);
+        let started = Instant::now();
+        let result = with_deadlines(never.as_mut(), &activity, &LIMITS, &counters).await;
+        assert_eq!(result, Err(Expiry::Head));
+        assert_eq!(started.elapsed(), LIMITS.request_head_timeout);
+        assert_eq!(counters.head_timeouts.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_request_is_never_cut_by_the_idle_timeout() {
+        let activity = Arc::new(Activity::new());
+        let counters = Counters::default();
+        let work = async {
+            let _request = activity.begin();
+            tokio::time::sleep(LIMITS.idle_timeout * 3).await;
+        };
+        tokio::pin!(work);
+        let result = with_deadlines(work.as_mut(), &activity, &LIMITS, &counters).await;
+        assert_eq!(result, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_are_closed_and_counted() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gate = Gate::new(LIMITS);
+        let mut kept = Vec::new();
+        for _ in 0..3 {
+            let _client = TcpStream::connect(addr).await.unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            if let Some(admitted) = gate.admit(stream) {
+                kept.push(admitted);
+            }
+        }
+        assert_eq!(kept.len(), 2);
+        assert_eq!(gate.counters.rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(gate.counters.active.load(Ordering::Relaxed), 2);
+        kept.pop();
+        assert_eq!(gate.counters.active.load(Ordering::Relaxed), 1);
+    }
+}
