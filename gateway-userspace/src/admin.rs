@@ -5,8 +5,9 @@
 //! single-threaded runtime at a lower scheduling priority, as Envoy keeps
 //! admin on its main thread, away from the workers), owns the counter maps
 //! outright so no lock is ever shared with the proxy, reads them at most once
-//! per [`STATS_MIN_INTERVAL`] however many scrapes arrive, and holds its
-//! connections to the same deadlines and cap as the proxy's.
+//! per [`STATS_MAX_AGE`] however many scrapes arrive (a scrape gets counters
+//! at most that old), and holds its connections to the same deadlines and
+//! cap as the proxy's.
 use std::{
     cell::RefCell, convert::Infallible, io, net::SocketAddr, rc::Rc, sync::Arc, thread::JoinHandle,
     time::Duration,
@@ -23,9 +24,9 @@ use crate::connection::{Acceptor, Activity, Admitted, Gate, with_deadlines};
 /// Renders the current counters as text. Called on the admin thread only.
 pub type RenderFn = Box<dyn FnMut() -> Result<String, String> + Send>;
 
-/// Shortest time between two reads of the counters: a scrape waits at most
-/// this long for a snapshot taken after it arrived.
-pub const STATS_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// Oldest counters a scrape is served: the maps are read at most once per
+/// this interval, and every scrape within it shares that read.
+pub const STATS_MAX_AGE: Duration = Duration::from_millis(100);
 /// Largest admin request head.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// Scheduling priority (nice) of the admin thread: under CPU contention the
@@ -120,14 +121,9 @@ async fn serve_connection(
     let service = service_fn({
         let activity = Arc::clone(&activity);
         move |req: hyper::Request<hyper::body::Incoming>| {
-            let request = activity.begin();
-            let cache = Rc::clone(&cache);
-            let arrived = Instant::now();
-            async move {
-                let response = respond(req.method(), req.uri().path(), arrived, &cache).await;
-                drop(request);
-                Ok::<_, Infallible>(response)
-            }
+            let _request = activity.begin();
+            let response = respond(req.method(), req.uri().path(), Instant::now(), &cache);
+            async move { Ok::<_, Infallible>(response) }
         }
     });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -143,10 +139,10 @@ async fn serve_connection(
     }
 }
 
-async fn respond(
+fn respond(
     method: &Method,
     path: &str,
-    arrived: Instant,
+    now: Instant,
     cache: &RefCell<StatsCache>,
 ) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
@@ -161,7 +157,7 @@ async fn respond(
     }
     match path {
         "/ready" => text(StatusCode::OK, Bytes::from_static(b"LIVE\n")),
-        "/stats" => match StatsCache::snapshot(cache, arrived).await {
+        "/stats" => match cache.borrow_mut().snapshot(now) {
             Ok(body) => text(StatusCode::OK, body),
             Err(err) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -199,28 +195,17 @@ impl StatsCache {
         }
     }
 
-    /// A snapshot taken after `arrived`, so a scrape never sees counters
-    /// older than itself; concurrent scrapes share one read, and reads are
-    /// at least [`STATS_MIN_INTERVAL`] apart.
-    async fn snapshot(cache: &RefCell<StatsCache>, arrived: Instant) -> Result<Bytes, String> {
-        loop {
-            // No borrow lives across an await: the runtime is single-threaded,
-            // so between two awaits this task has the cache to itself.
-            let next_read = match &cache.borrow().latest {
-                Some((taken, snapshot)) if *taken >= arrived => return snapshot.clone(),
-                Some((taken, _)) => *taken + STATS_MIN_INTERVAL,
-                None => Instant::now(),
-            };
-            if Instant::now() < next_read {
-                tokio::time::sleep_until(next_read).await;
-                continue;
+    /// Counters at most [`STATS_MAX_AGE`] old at `now`, read only if the
+    /// last snapshot is older.
+    fn snapshot(&mut self, now: Instant) -> Result<Bytes, String> {
+        if let Some((taken, snapshot)) = &self.latest {
+            if now.duration_since(*taken) < STATS_MAX_AGE {
+                return snapshot.clone();
             }
-            let mut cache = cache.borrow_mut();
-            let taken = Instant::now();
-            let snapshot = (cache.render)().map(Bytes::from);
-            cache.latest = Some((taken, snapshot.clone()));
-            return snapshot;
         }
+        let snapshot = (self.render)().map(Bytes::from);
+        self.latest = Some((now, snapshot.clone()));
+        snapshot
     }
 }
 
@@ -230,56 +215,41 @@ mod tests {
 
     use super::*;
 
-    fn counting_cache() -> (Rc<RefCell<StatsCache>>, Arc<AtomicUsize>) {
+    fn counting_cache() -> (RefCell<StatsCache>, Arc<AtomicUsize>) {
         let reads = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&reads);
         let render: RenderFn = Box::new(move || {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             Ok(format!("reads {n}\n"))
         });
-        (Rc::new(RefCell::new(StatsCache::new(render))), reads)
+        (RefCell::new(StatsCache::new(render)), reads)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_flood_of_scrapes_reads_the_counters_once_per_interval() {
+    #[test]
+    fn a_flood_of_scrapes_reads_the_counters_once_per_interval() {
         let (cache, reads) = counting_cache();
-        LocalSet::new()
-            .run_until(async move {
-                let first = StatsCache::snapshot(&cache, Instant::now()).await;
-                assert_eq!(first, Ok(Bytes::from("reads 1\n")));
-                tokio::time::advance(Duration::from_millis(10)).await;
-                let mut scrapes = Vec::new();
-                for _ in 0..100 {
-                    let cache = Rc::clone(&cache);
-                    let arrived = Instant::now();
-                    scrapes.push(tokio::task::spawn_local(async move {
-                        StatsCache::snapshot(&cache, arrived).await
-                    }));
-                }
-                for scrape in scrapes {
-                    assert_eq!(scrape.await.unwrap(), Ok(Bytes::from("reads 2\n")));
-                }
-            })
-            .await;
+        let start = Instant::now();
+        for i in 0..1_000u32 {
+            let now = start + STATS_MAX_AGE * i / 1_000;
+            let response = respond(&Method::GET, "/stats", now, &cache);
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        let later = cache.borrow_mut().snapshot(start + STATS_MAX_AGE);
+        assert_eq!(later, Ok(Bytes::from("reads 2\n")));
         assert_eq!(reads.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_scrape_never_gets_counters_older_than_itself() {
-        let (cache, _reads) = counting_cache();
-        let _ = StatsCache::snapshot(&cache, Instant::now()).await;
-        tokio::time::advance(Duration::from_secs(5)).await;
-        let later = StatsCache::snapshot(&cache, Instant::now()).await;
-        assert_eq!(later, Ok(Bytes::from("reads 2\n")));
-    }
-
-    #[tokio::test]
-    async fn only_get_and_head_are_allowed() {
-        let (cache, _reads) = counting_cache();
-        let response = respond(&Method::POST, "/stats", Instant::now(), &cache).await;
-        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
-        let response = respond(&Method::HEAD, "/ready", Instant::now(), &cache).await;
+    #[test]
+    fn only_get_and_head_are_allowed() {
+        let (cache, reads) = counting_cache();
+        for method in [Method::POST, Method::PUT, Method::DELETE] {
+            let response = respond(&method, "/stats", Instant::now(), &cache);
+            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+            assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 0);
+        let response = respond(&Method::HEAD, "/ready", Instant::now(), &cache);
         assert_eq!(response.status(), StatusCode::OK);
     }
 }

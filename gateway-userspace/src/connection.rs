@@ -49,6 +49,8 @@ pub fn default_max_connections(open_file_limit: u64) -> usize {
 pub struct Counters {
     pub accepted: AtomicU64,
     pub active: AtomicUsize,
+    /// Most connections active at once since the last [`Counters::take_peak`].
+    pub peak: AtomicUsize,
     /// Closed at accept because `max_connections` were being served.
     pub rejected: AtomicU64,
     /// Closed because no complete request head came in time.
@@ -60,6 +62,12 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// The peak since the last call, restarting the count from now.
+    pub fn take_peak(&self) -> usize {
+        let active = self.active.load(Ordering::Relaxed);
+        self.peak.swap(active, Ordering::Relaxed).max(active)
+    }
+
     /// `name value` lines under `prefix`, in a fixed order.
     pub fn render(&self, prefix: &str, out: &mut String) {
         use std::fmt::Write as _;
@@ -122,6 +130,9 @@ impl Gate {
             counters: Arc::clone(&self.counters),
         };
         if previous < self.limits.max_connections {
+            self.counters
+                .peak
+                .fetch_max(previous + 1, Ordering::Relaxed);
             return Some((stream, admitted));
         }
         drop(admitted);

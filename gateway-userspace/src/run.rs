@@ -1,12 +1,12 @@
 //! `gateway run`: load, compile, bind, attach, serve, and detach on signal.
-use std::{fs, net::IpAddr, sync::Arc};
+use std::{fs, net::IpAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use gateway_common::Settings;
 use gateway_userspace::{
     admin, compile,
     config::Severity,
-    connection::{self, Gate, Limits},
+    connection::{self, Counters, Gate, Limits},
     dataplane::Dataplane,
     proxy, stats,
 };
@@ -151,6 +151,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(return_memory_after_bursts(Arc::clone(&proxy_gate.counters)));
     let proxy_task = tokio::spawn(proxy::serve(listeners, proxy_gate, shutdown_rx.clone()));
     let admin_thread = admin::spawn(admin_listener, render, admin_gate, shutdown_rx)
         .context("cannot start the admin thread")?;
@@ -173,6 +174,32 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let _ = proxy_task.await;
     let _ = tokio::task::spawn_blocking(move || admin_thread.join()).await;
     Ok(())
+}
+
+/// How often the daemon looks for a burst of connections that has ended,
+/// and how many connections make a burst.
+const BURST_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+const BURST_CONNECTIONS: usize = 256;
+
+/// Gives the memory of a connection burst back to the system once it is
+/// over. glibc keeps freed memory in per-thread arenas; without a trim, a
+/// flood of 2,000 connections leaves the daemon 10 MB larger for good.
+async fn return_memory_after_bursts(counters: Arc<Counters>) {
+    let mut interval = tokio::time::interval(BURST_CHECK_INTERVAL);
+    loop {
+        interval.tick().await;
+        let peak = counters.take_peak();
+        let active = counters.active.load(std::sync::atomic::Ordering::Relaxed);
+        if peak >= active + BURST_CONNECTIONS {
+            release_freed_memory();
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// Admin connections served at once: operators and scrapers on loopback.

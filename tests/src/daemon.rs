@@ -2,6 +2,7 @@
 //! until ready, stopped with SIGTERM (SIGKILL if it hangs) on drop.
 use std::{
     fs,
+    os::unix::process::CommandExt as _,
     path::PathBuf,
     process::{Child, Stdio},
     thread,
@@ -33,10 +34,36 @@ impl Daemon {
     /// waits until its admin endpoint answers. Panics with the daemon's log
     /// if it exits or is not ready within 20 seconds.
     pub fn start(topology: &Topology, args: &[&str]) -> Self {
+        Self::start_with_open_files(topology, args, None)
+    }
+
+    /// As [`Daemon::start`], with the open-file limit (soft and hard) set to
+    /// `open_files` first, when given.
+    pub fn start_with_open_files(
+        topology: &Topology,
+        args: &[&str],
+        open_files: Option<u64>,
+    ) -> Self {
         let log = std::env::temp_dir().join(format!("{}-gateway.log", topology.gateway_ns));
         let log_file = fs::File::create(&log).expect("create daemon log");
-        let child = topology
-            .exec(&topology.gateway_ns, &[])
+        let mut command = topology.exec(&topology.gateway_ns, &[]);
+        if let Some(limit) = open_files {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = command
             .arg(gateway_bin())
             .arg("run")
             .args(args)
@@ -71,6 +98,11 @@ impl Daemon {
             );
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The daemon's process id (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// The daemon's combined stdout and stderr so far.
@@ -122,8 +154,11 @@ pub fn run_to_completion(
     cmd.output().expect("run gateway")
 }
 
-/// Reads one counter from the daemon's `/stats`.
+/// Reads one counter from the daemon's `/stats`, after waiting out the
+/// admin endpoint's snapshot age (100 ms), so it reflects what the test did
+/// before the call.
 pub fn stat(topology: &Topology, name: &str) -> u64 {
+    thread::sleep(Duration::from_millis(150));
     let out = topology.gateway(&[
         "curl",
         "-sf",

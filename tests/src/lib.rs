@@ -4,6 +4,7 @@
 //! drop, also when a test fails.
 pub mod daemon;
 pub mod frame;
+pub mod hostile;
 pub mod netns;
 
 /// Fails fast, with the reason, when the tests are not run as root.
