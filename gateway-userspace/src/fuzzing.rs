@@ -28,6 +28,34 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// Any bytes through the YAML loader alone: it must return an error or
+/// documents within its own limits, never panic, overflow the stack or
+/// expand past them (libFuzzer's memory and time limits catch the rest).
+pub fn yaml(data: &[u8]) {
+    use crate::config::yaml::{self, MAX_DEPTH, MAX_DOCUMENT_NODES, Node, Value};
+    let text = String::from_utf8_lossy(data);
+    let _ = yaml::for_each_document(&text, |doc| {
+        // (node, depth) pairs on an explicit stack: no recursion here either.
+        let mut pending: Vec<(&Node, usize)> = vec![(&doc, 1)];
+        let mut nodes = 0;
+        while let Some((node, depth)) = pending.pop() {
+            nodes += 1;
+            assert!(depth <= MAX_DEPTH + 1, "depth {depth} past the limit");
+            match &node.value {
+                Value::Seq(items) => pending.extend(items.iter().map(|n| (n, depth + 1))),
+                Value::Map(entries) => {
+                    for (k, v) in entries {
+                        pending.push((k, depth + 1));
+                        pending.push((v, depth + 1));
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(nodes <= MAX_DOCUMENT_NODES, "{nodes} nodes past the limit");
+    });
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -39,5 +67,16 @@ mod tests {
             seeds += 1;
         }
         assert!(seeds >= 4, "the committed corpus has {seeds} seeds");
+    }
+
+    #[test]
+    fn the_yaml_seed_corpus_passes_through_the_loader() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/yaml");
+        let mut seeds = 0;
+        for entry in std::fs::read_dir(dir).expect("corpus") {
+            super::yaml(&std::fs::read(entry.expect("entry").path()).expect("seed"));
+            seeds += 1;
+        }
+        assert!(seeds >= 5, "the committed corpus has {seeds} seeds");
     }
 }

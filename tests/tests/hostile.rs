@@ -296,7 +296,10 @@ fn a_flood_past_the_connection_cap_is_reset_and_service_returns_when_it_ends() {
         );
         thread::sleep(Duration::from_millis(50));
     };
-    eprintln!("service back {back:?} after the flood ended");
+    eprintln!(
+        "cap flood: {held} connections, {} reset at accept, service back {back:?} after the flood ended",
+        stat(&topology, "proxy.connections.rejected_over_limit")
+    );
     let lines = log_lines_since(&daemon, ready_lines);
     assert!(
         lines.len() <= 5,

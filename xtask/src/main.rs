@@ -35,7 +35,8 @@ enum Command {
         args: Vec<String>,
     },
     /// Build everything and run every test level: unit, BPF_PROG_TEST_RUN
-    /// packet tests and netns end-to-end tests (needs root).
+    /// packet tests, netns end-to-end tests, hostile input and a fuzz smoke
+    /// run (needs root).
     Test,
     /// `cargo fmt --check` and clippy with `-D warnings` (host crates and the eBPF crate).
     Lint,
@@ -150,6 +151,20 @@ fn test() -> anyhow::Result<()> {
     let mut e2e = cargo(&["test", "--package", "gateway-tests", "--test", "e2e"]);
     e2e.env("GATEWAY_BIN", &gateway);
     run(&mut e2e)?;
+    println!("== hostile input (alias bombs, deep nesting, FIFOs, silent and flooding clients)");
+    // One at a time: the load tests measure latency and CPU time.
+    let mut hostile = cargo(&[
+        "test",
+        "--package",
+        "gateway-tests",
+        "--test",
+        "hostile",
+        "--",
+        "--test-threads",
+        "1",
+    ]);
+    hostile.env("GATEWAY_BIN", &gateway);
+    run(&mut hostile)?;
     println!("== fuzz smoke ({FUZZ_SMOKE_SECONDS} s per target)");
     fuzz(&workspace_root(), FUZZ_SMOKE_SECONDS)?;
     println!("== all test levels passed");
@@ -157,7 +172,9 @@ fn test() -> anyhow::Result<()> {
 }
 
 /// Fuzz targets (`fuzz/fuzz_targets/*.rs`), each with a seed corpus in `fuzz/corpus/<name>`.
-const FUZZ_TARGETS: &[&str] = &["config"];
+const FUZZ_TARGETS: &[&str] = &["config", "yaml"];
+/// Dictionary of YAML tokens (anchors, aliases, nesting) both targets use.
+const FUZZ_DICTIONARY: &str = "fuzz/yaml.dict";
 /// Length of the smoke run `cargo xtask test` does per target.
 const FUZZ_SMOKE_SECONDS: u64 = 15;
 
@@ -174,6 +191,11 @@ fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
             .arg(root.join("fuzz/corpus").join(target))
             .arg("--")
             .arg(format!("-max_total_time={seconds}"))
+            .arg(format!("-dict={}", root.join(FUZZ_DICTIONARY).display()))
+            // An input that takes this much memory or time is a finding:
+            // the loader's limits are meant to prevent exactly that.
+            .arg("-rss_limit_mb=1024")
+            .arg("-timeout=10")
             .env("GATEWAY_SKIP_EBPF", "1")
             .env_remove("RUSTC")
             .env_remove("RUSTC_WORKSPACE_WRAPPER");

@@ -11,7 +11,7 @@ mod rules;
 mod service_entry;
 mod virtual_service;
 mod walk;
-mod yaml;
+pub(crate) mod yaml;
 
 use std::{
     collections::BTreeMap,
