@@ -284,3 +284,97 @@ fn sigterm_detaches_the_program_and_exits_cleanly() {
         daemon.log()
     );
 }
+
+#[test]
+fn asterisk_form_gets_404_never_a_malformed_location() {
+    require_root();
+    let topology = Topology::new();
+    let _daemon = start(&topology);
+    let url = format!("http://{GATEWAY_V4}/");
+    let (status, headers) = curl_head(
+        &topology,
+        &[
+            "-X",
+            "OPTIONS",
+            "--request-target",
+            "*",
+            "-H",
+            "Host: dataengine.com:8443",
+            &url,
+        ],
+    );
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert_eq!(header(&headers, "location"), None);
+}
+
+#[test]
+fn admin_refuses_methods_other_than_get_and_head() {
+    require_root();
+    let topology = Topology::new();
+    let _daemon = start(&topology);
+    let out = topology.gateway(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        &format!("http://{ADMIN}/stats"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "405");
+}
+
+#[test]
+fn an_address_not_on_the_interface_is_refused_naming_both() {
+    require_root();
+    let topology = Topology::new();
+    let out = run_to_completion(
+        &topology,
+        &[
+            "run",
+            "--config",
+            EXAMPLE,
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            "198.51.100.7",
+            "--credentials-dir",
+            CREDENTIALS,
+        ],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--address 198.51.100.7 is not an address of interface {}",
+            topology.gateway_if
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sighup_is_logged_and_ignored() {
+    require_root();
+    let topology = Topology::new();
+    let daemon = start(&topology);
+    // SAFETY: kill(2) on the pid of the daemon this test started.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    let resolve = format!("dataengine.com:80:{GATEWAY_V4}");
+    let (status, _) = curl_head(
+        &topology,
+        &["--resolve", &resolve, "http://dataengine.com/"],
+    );
+    assert_eq!(status, "HTTP/1.1 301 Moved Permanently", "{}", daemon.log());
+    assert!(
+        daemon
+            .log()
+            .contains("SIGHUP: configuration reload is not implemented yet; ignored"),
+        "{}",
+        daemon.log()
+    );
+}
