@@ -47,7 +47,9 @@ pub fn default_max_connections(open_file_limit: u64) -> usize {
 /// Counters of one kind of listener, for `/stats`.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Every connection `accept` returned, admitted or not.
     pub accepted: AtomicU64,
+    /// Being served now.
     pub active: AtomicUsize,
     /// Most connections active at once since the last [`Counters::take_peak`].
     pub peak: AtomicUsize,
@@ -262,9 +264,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// At most one log line per interval per listener for failed accepts.
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// `accept` that survives running out of descriptors: on EMFILE, ENFILE,
-/// ENOBUFS or ENOMEM it sleeps (10 ms doubling to 1 s) so the loop never
-/// spins, and it logs failures at most once per 10 seconds with a count.
+/// `accept` that survives running out of descriptors: on any error but the
+/// ones that concern a single pending connection (EMFILE, ENFILE, ENOBUFS,
+/// ENOMEM and anything unexpected) it sleeps, 10 ms doubling to 1 s, so the
+/// loop never spins, and it logs failures at most once per 10 seconds with a
+/// count.
 #[derive(Debug)]
 pub struct Acceptor {
     what: String,
@@ -299,9 +303,9 @@ impl Acceptor {
                 }
                 Err(err) => {
                     counters.accept_errors.fetch_add(1, Ordering::Relaxed);
-                    let exhausted = is_resource_exhaustion(&err);
-                    self.log(&err, exhausted);
-                    if exhausted {
+                    let transient = concerns_one_connection(&err);
+                    self.log(&err, !transient);
+                    if !transient {
                         tokio::time::sleep(self.backoff).await;
                         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                     }
@@ -310,7 +314,7 @@ impl Acceptor {
         }
     }
 
-    fn log(&mut self, err: &io::Error, exhausted: bool) {
+    fn log(&mut self, err: &io::Error, backing_off: bool) {
         let now = Instant::now();
         if self
             .last_log
@@ -323,8 +327,8 @@ impl Acceptor {
             0 => String::new(),
             n => format!(" ({n} more since the last report)"),
         };
-        let action = if exhausted {
-            "; backing off (raise the open-file limit or lower --max-connections)"
+        let action = if backing_off {
+            "; backing off (if the process is out of descriptors: raise the open-file limit or lower --max-connections)"
         } else {
             ""
         };
@@ -334,10 +338,24 @@ impl Acceptor {
     }
 }
 
-fn is_resource_exhaustion(err: &io::Error) -> bool {
+/// Errors accept(2) reports for one pending connection that failed (the
+/// man page says to retry them as EAGAIN); the next accept may well succeed.
+fn concerns_one_connection(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        Some(
+            libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
     )
 }
 
@@ -396,6 +414,39 @@ mod tests {
         tokio::pin!(work);
         let result = with_deadlines(work.as_mut(), &activity, &LIMITS, &counters).await;
         assert_eq!(result, Ok(()));
+    }
+
+    #[test]
+    fn only_errors_about_one_connection_are_retried_at_once() {
+        for errno in [libc::ECONNABORTED, libc::EPROTO, libc::EINTR] {
+            assert!(concerns_one_connection(&io::Error::from_raw_os_error(
+                errno
+            )));
+        }
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EINVAL,
+        ] {
+            assert!(!concerns_one_connection(&io::Error::from_raw_os_error(
+                errno
+            )));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_accepts_are_logged_once_per_interval() {
+        let mut acceptor = Acceptor::new("test".into());
+        let err = io::Error::from_raw_os_error(libc::EMFILE);
+        for _ in 0..1_000 {
+            acceptor.log(&err, true);
+        }
+        assert_eq!(acceptor.suppressed, 999);
+        tokio::time::advance(ACCEPT_LOG_INTERVAL).await;
+        acceptor.log(&err, true);
+        assert_eq!(acceptor.suppressed, 0);
     }
 
     #[tokio::test]
