@@ -127,8 +127,8 @@ pub struct RunArgs {
     /// Interface to attach the XDP program to.
     #[arg(long, short = 'i', value_name = "IFNAME")]
     pub interface: String,
-    /// The gateway's own address; repeatable. Default: the interface's addresses,
-    /// with listeners on the wildcard address.
+    /// The gateway's own address, which must be on `--interface`; repeatable.
+    /// Default: the interface's addresses, with listeners on the wildcard address.
     #[arg(long = "address", short = 'a', value_name = "IP")]
     pub address: Vec<IpAddr>,
     /// XDP attach mode.
@@ -146,10 +146,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
     /// Most client connections served at once; past it new connections are
-    /// closed at once. Default: half the open-file limit left after a
-    /// reserve of 128, since a proxied connection needs two descriptors.
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<usize>,
+    /// reset at accept. Default: half the open-file limit left after a
+    /// reserve of 128, since a proxied connection needs two descriptors (the
+    /// figure is logged at start).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
     #[command(flatten)]
     pub source: SourceArgs,
     #[command(flatten)]

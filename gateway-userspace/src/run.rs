@@ -89,9 +89,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let proxy_gate = Arc::new(Gate::new(Limits {
         request_head_timeout: args.request_head_timeout,
         idle_timeout: args.idle_timeout,
-        max_connections: args
-            .max_connections
-            .unwrap_or_else(|| connection::default_max_connections(open_files)),
+        max_connections: args.max_connections.map_or_else(
+            || connection::default_max_connections(open_files),
+            |n| usize::try_from(n).unwrap_or(usize::MAX),
+        ),
     }));
     let admin_gate = Arc::new(Gate::new(Limits {
         max_connections: ADMIN_MAX_CONNECTIONS,

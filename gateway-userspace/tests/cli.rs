@@ -196,3 +196,49 @@ fn check_without_the_credentials_names_the_missing_file() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("spec.servers[1].tls.credentialName: cannot read /nonexistent/dataengine-com-cert/tls.crt: No such file or directory"), "{stdout}");
 }
+
+#[test]
+fn limit_flags_reject_values_that_would_disable_them() {
+    for (flag, value, expected) in [
+        ("--max-connections", "0", "0 is not in 1.."),
+        (
+            "--request-head-timeout",
+            "10",
+            "needs a unit: ms, s, m or h",
+        ),
+        ("--idle-timeout", "0s", "is not a positive duration"),
+        ("--max-config-bytes", "0", "is not a positive size"),
+    ] {
+        let out = gateway(&[
+            "run",
+            "--config",
+            "x.yaml",
+            "--interface",
+            "lo",
+            flag,
+            value,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{flag}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(expected), "{flag} {value}: {stderr}");
+    }
+}
+
+#[test]
+fn check_reports_a_file_over_the_size_limit_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "big.yaml", &"# padding\n".repeat(200));
+    let out = gateway(&["check", &path, "--max-config-bytes", "1K"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{path}: error: file is 2000 bytes, over the limit of 1024 bytes (--max-config-bytes)"
+        )),
+        "{stdout}"
+    );
+}
