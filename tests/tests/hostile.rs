@@ -355,6 +355,11 @@ fn running_out_of_descriptors_backs_off_with_a_bounded_log() {
         thread::sleep(Duration::from_millis(50));
     }
     let lines = log_lines_since(&daemon, ready_lines);
+    eprintln!(
+        "descriptors exhausted: {held} connections held, daemon CPU {busy:?} in {wall:?}, {} accept errors, {} log lines",
+        stat(&topology, "proxy.connections.accept_errors"),
+        lines.len()
+    );
     assert!(
         lines.len() <= 10,
         "log grew by {} lines:\n{}",
