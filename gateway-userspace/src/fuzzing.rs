@@ -58,25 +58,28 @@ pub fn yaml(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_seed_corpus_passes_through_the_pipeline() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/config");
+    /// Runs `target` on every seed of `fuzz/corpus/<name>`; returns how many.
+    fn run_seeds(name: &str, target: fn(&[u8])) -> usize {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(name);
         let mut seeds = 0;
         for entry in std::fs::read_dir(dir).expect("corpus") {
-            super::config(&std::fs::read(entry.expect("entry").path()).expect("seed"));
+            target(&std::fs::read(entry.expect("entry").path()).expect("seed"));
             seeds += 1;
         }
+        seeds
+    }
+
+    #[test]
+    fn the_seed_corpus_passes_through_the_pipeline() {
+        let seeds = run_seeds("config", super::config);
         assert!(seeds >= 4, "the committed corpus has {seeds} seeds");
     }
 
     #[test]
     fn the_yaml_seed_corpus_passes_through_the_loader() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/yaml");
-        let mut seeds = 0;
-        for entry in std::fs::read_dir(dir).expect("corpus") {
-            super::yaml(&std::fs::read(entry.expect("entry").path()).expect("seed"));
-            seeds += 1;
-        }
+        let seeds = run_seeds("yaml", super::yaml);
         assert!(seeds >= 5, "the committed corpus has {seeds} seeds");
     }
 }

@@ -75,12 +75,17 @@ impl SourceArgs {
     }
 }
 
+/// A flag value's leading digits and the unit after them (`16M` -> `16`, `M`).
+fn number_and_unit(text: &str) -> (&str, &str) {
+    text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    )
+}
+
 /// `16M` style sizes for flags.
 fn parse_size(text: &str) -> Result<u64, String> {
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, ""),
-    };
+    let (digits, unit) = number_and_unit(text);
     let shift = match unit {
         "" => 0,
         "K" | "KiB" => 10,
@@ -98,10 +103,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 /// `10s`, `500ms`, `2m` style durations for flags.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, ""),
-    };
+    let (digits, unit) = number_and_unit(text);
     let millis_per_unit = match unit {
         "ms" => 1,
         "s" => 1_000,

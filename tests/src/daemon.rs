@@ -4,12 +4,12 @@ use std::{
     fs,
     os::unix::process::CommandExt as _,
     path::PathBuf,
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use crate::netns::Topology;
+use crate::netns::{GATEWAY_V4, GATEWAY_V6, Topology};
 
 /// Where the daemon's admin endpoint listens inside its namespace.
 pub const ADMIN: &str = "127.0.0.1:15000";
@@ -48,20 +48,7 @@ impl Daemon {
         let log_file = fs::File::create(&log).expect("create daemon log");
         let mut command = topology.exec(&topology.gateway_ns, &[]);
         if let Some(limit) = open_files {
-            let limit = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
-            unsafe {
-                command.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
+            limit_before_exec(&mut command, libc::RLIMIT_NOFILE, limit);
         }
         let child = command
             .arg(gateway_bin())
@@ -137,6 +124,55 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
         let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// The shipped example the end-to-end tests serve, and its demo credentials.
+pub const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../examples/dataengine-gateway.yaml"
+);
+/// `--credentials-dir` for [`EXAMPLE`].
+pub const CREDENTIALS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/credentials");
+
+/// Starts the daemon on [`EXAMPLE`], on the topology's interface and both
+/// gateway addresses, with `extra` arguments and optionally a lower
+/// open-file limit.
+pub fn start_example(topology: &Topology, extra: &[&str], open_files: Option<u64>) -> Daemon {
+    let mut args = vec![
+        "--config",
+        EXAMPLE,
+        "--interface",
+        &topology.gateway_if,
+        "--address",
+        GATEWAY_V4,
+        "--address",
+        GATEWAY_V6,
+        "--admin-address",
+        ADMIN,
+        "--credentials-dir",
+        CREDENTIALS,
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start_with_open_files(topology, &args, open_files)
+}
+
+/// Sets resource limit `resource` (soft and hard) to `value` in the child
+/// `command` starts, between fork and exec.
+pub fn limit_before_exec(command: &mut Command, resource: libc::__rlimit_resource_t, value: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(resource, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
 }
 

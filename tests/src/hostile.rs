@@ -181,25 +181,11 @@ pub struct Bounded {
 /// kill after `time_cap`, and measures its peak memory and CPU time, so a
 /// regression fails a test instead of taking the machine down.
 pub fn run_bounded(cmd: &mut Command, memory_cap: u64, time_cap: Duration) -> Bounded {
-    use std::os::unix::process::CommandExt as _;
     let scratch = Scratch::new();
     let (out_path, err_path) = (scratch.path.join("stdout"), scratch.path.join("stderr"));
-    let limit = libc::rlimit {
-        rlim_cur: memory_cap,
-        rlim_max: memory_cap,
-    };
     cmd.stdout(fs::File::create(&out_path).expect("stdout file"))
         .stderr(fs::File::create(&err_path).expect("stderr file"));
-    // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    crate::daemon::limit_before_exec(cmd, libc::RLIMIT_AS, memory_cap);
     let start = Instant::now();
     let child = cmd.spawn().expect("spawn bounded child");
     let pid = child.id() as libc::pid_t;

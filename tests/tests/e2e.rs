@@ -3,37 +3,16 @@
 use std::{fs, time::Duration};
 
 use gateway_tests::{
-    daemon::{ADMIN, Daemon, run_to_completion, stat},
+    daemon::{ADMIN, CREDENTIALS, Daemon, EXAMPLE, run_to_completion, start_example, stat},
     netns::{GATEWAY_V4, GATEWAY_V6, Topology},
     require_root,
 };
 
-const EXAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../examples/dataengine-gateway.yaml"
-);
-const CREDENTIALS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/credentials");
 const NO_LISTENER: &str = "xdp.reason.no_listener.packets";
 const LISTENER_80: &str = "xdp.listener.*_80_tcp.packets";
 
 fn start(topology: &Topology) -> Daemon {
-    Daemon::start(
-        topology,
-        &[
-            "--config",
-            EXAMPLE,
-            "--interface",
-            &topology.gateway_if,
-            "--address",
-            GATEWAY_V4,
-            "--address",
-            GATEWAY_V6,
-            "--admin-address",
-            ADMIN,
-            "--credentials-dir",
-            CREDENTIALS,
-        ],
-    )
+    start_example(topology, &[], None)
 }
 
 /// Response status line and headers (lower-cased names) of a curl request.

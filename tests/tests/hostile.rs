@@ -13,21 +13,16 @@ use std::{
 };
 
 use gateway_tests::{
-    daemon::{ADMIN, Daemon, gateway_bin, stat},
+    daemon::{ADMIN, CREDENTIALS, Daemon, EXAMPLE, gateway_bin, start_example as start, stat},
     hostile::{
         H2_PARTIAL_PREFACE, H2_PREFACE_AND_SETTINGS, Scratch, closed_by_peer, cpu_time,
         fresh_round_trip, in_netns, keep_alive_round_trips, open_connections, quantile,
         raise_open_file_limit, rss_kib, run_bounded,
     },
-    netns::{GATEWAY_V4, GATEWAY_V6, Topology},
+    netns::{GATEWAY_V4, Topology},
     require_root,
 };
 
-const EXAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../examples/dataengine-gateway.yaml"
-);
-const CREDENTIALS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/credentials");
 const HOST: &str = "dataengine.com";
 
 // ---------------------------------------------------------------- config
@@ -145,25 +140,6 @@ fn gateway_addr(port: u16) -> SocketAddr {
     SocketAddr::new(GATEWAY_V4.parse().expect("address"), port)
 }
 
-fn start(topology: &Topology, extra: &[&str], open_files: Option<u64>) -> Daemon {
-    let mut args = vec![
-        "--config",
-        EXAMPLE,
-        "--interface",
-        &topology.gateway_if,
-        "--address",
-        GATEWAY_V4,
-        "--address",
-        GATEWAY_V6,
-        "--admin-address",
-        ADMIN,
-        "--credentials-dir",
-        CREDENTIALS,
-    ];
-    args.extend_from_slice(extra);
-    Daemon::start_with_open_files(topology, &args, open_files)
-}
-
 /// One redirect on a new connection from the client namespace; its latency,
 /// or the error.
 fn probe(topology: &Topology) -> std::io::Result<Duration> {
@@ -255,6 +231,21 @@ fn flood(topology: &Topology, count: usize, hold: Duration) -> (usize, Vec<Durat
     (held, kept_served)
 }
 
+/// How long after now the gateway answers a normal request again; fails
+/// the test past `within`.
+fn service_back_within(topology: &Topology, daemon: &Daemon, within: Duration) -> Duration {
+    let ended = Instant::now();
+    while probe(topology).is_err() {
+        assert!(
+            ended.elapsed() < within,
+            "no service {within:?} after the flood:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    ended.elapsed()
+}
+
 /// Log lines the daemon wrote after it was ready.
 fn log_lines_since(daemon: &Daemon, ready_lines: usize) -> Vec<String> {
     daemon
@@ -284,18 +275,7 @@ fn a_flood_past_the_connection_cap_is_reset_and_service_returns_when_it_ends() {
     assert!(held <= 1_000);
     assert!(stat(&topology, "proxy.connections.rejected_over_limit") >= 900);
     // Service returns as soon as the flood ends.
-    let ended = Instant::now();
-    let back = loop {
-        if probe(&topology).is_ok() {
-            break ended.elapsed();
-        }
-        assert!(
-            ended.elapsed() < Duration::from_secs(2),
-            "no service 2 s after the flood:\n{}",
-            daemon.log()
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+    let back = service_back_within(&topology, &daemon, Duration::from_secs(2));
     eprintln!(
         "cap flood: {held} connections, {} reset at accept, service back {back:?} after the flood ended",
         stat(&topology, "proxy.connections.rejected_over_limit")
@@ -345,18 +325,10 @@ fn running_out_of_descriptors_backs_off_with_a_bounded_log() {
     );
     // Back-off, not a spin: well under a quarter of one core while exhausted.
     assert!(busy < wall / 4, "daemon used {busy:?} of CPU in {wall:?}");
-    let ended = Instant::now();
-    while probe(&topology).is_err() {
-        assert!(
-            ended.elapsed() < Duration::from_secs(3),
-            "no service 3 s after the flood:\n{}",
-            daemon.log()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    let back = service_back_within(&topology, &daemon, Duration::from_secs(3));
     let lines = log_lines_since(&daemon, ready_lines);
     eprintln!(
-        "descriptors exhausted: {held} connections held, daemon CPU {busy:?} in {wall:?}, {} accept errors, {} log lines",
+        "descriptors exhausted: {held} connections held, daemon CPU {busy:?} in {wall:?}, {} accept errors, {} log lines, service back {back:?} after the flood ended",
         stat(&topology, "proxy.connections.accept_errors"),
         lines.len()
     );
