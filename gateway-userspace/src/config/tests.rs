@@ -356,3 +356,77 @@ fn a_file_that_is_not_utf8_is_an_error_with_the_offset() {
         )]
     );
 }
+
+#[test]
+fn an_error_diagnostic_means_has_errors() {
+    let config = load(&REDIRECT.replace("protocol: HTTP", "protocol: HTTP3"));
+    assert!(config.has_errors(), "{:?}", messages(&config));
+}
+
+#[test]
+fn only_istio_networking_api_versions_are_read() {
+    for api_version in ["networking.istio.io/v2", "example.com/v1"] {
+        let config = load(&REDIRECT.replace("networking.istio.io/v1", api_version));
+        assert!(config.model.gateways.is_empty(), "{api_version}");
+        assert_eq!(
+            config.diagnostics[0].severity,
+            Severity::Note,
+            "{api_version}"
+        );
+    }
+}
+
+#[test]
+fn load_from_disk_reads_the_given_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    write_gateway(dir.path(), "gw.yaml", "a");
+    let config = load_from_disk(
+        &[dir.path().to_path_buf()],
+        std::path::Path::new("/nonexistent"),
+        DEFAULT_MAX_FILE_BYTES,
+    )
+    .unwrap();
+    assert_eq!(config.model.gateways.len(), 1);
+}
+
+#[test]
+fn only_directories_and_yaml_files_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    write_gateway(dir.path(), "gw.yaml", "a");
+    std::fs::write(dir.path().join("notes.txt"), "not: [yaml").unwrap();
+    std::os::unix::fs::symlink("missing", dir.path().join("gone.txt")).unwrap();
+    let config = load_dir(&[dir.path().to_path_buf()]);
+    assert_eq!(config.model.gateways.len(), 1);
+    assert!(config.diagnostics.is_empty(), "{:?}", messages(&config));
+}
+
+#[test]
+fn a_dangling_yaml_symlink_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("gone.yaml");
+    std::os::unix::fs::symlink("missing.yaml", &link).unwrap();
+    let config = load_dir(&[dir.path().to_path_buf()]);
+    assert_eq!(
+        messages(&config),
+        vec![format!(
+            "{}: warning: cannot read: No such file or directory (os error 2)",
+            link.display()
+        )]
+    );
+}
+
+#[test]
+fn reading_a_fifo_directly_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.yaml");
+    mkfifo(&fifo);
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || send.send(walk::read_text(&fifo, 100)));
+    let result = receive
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("read_text waited for a writer");
+    assert_eq!(
+        result,
+        Err("not a regular file (a FIFO); skipped".to_string())
+    );
+}

@@ -57,10 +57,17 @@ const ALIAS_BYTES_ALLOWANCE: usize = 1 << 20;
 /// every document is held to [`MAX_DEPTH`], [`MAX_DOCUMENT_NODES`] and the
 /// alias limits of [`AliasBudget`] before anything is copied.
 pub fn for_each_document(text: &str, each: impl FnMut(Node)) -> Result<(), SyntaxError> {
+    load(text, MAX_DOCUMENT_NODES, each)
+}
+
+/// [`for_each_document`] with the node limit as a parameter, so tests can
+/// reach it without building a million nodes.
+fn load(text: &str, max_nodes: usize, each: impl FnMut(Node)) -> Result<(), SyntaxError> {
     let mut builder = Builder {
         stack: Vec::new(),
         anchors: HashMap::new(),
         nodes: 0,
+        max_nodes,
         aliases: AliasBudget::new(text.len()),
         each,
     };
@@ -187,6 +194,8 @@ struct Builder<F> {
     anchors: HashMap<usize, (Node, Size)>,
     /// Nodes in the current document so far, aliases expanded.
     nodes: usize,
+    /// [`MAX_DOCUMENT_NODES`] outside tests.
+    max_nodes: usize,
     aliases: AliasBudget,
     each: F,
 }
@@ -230,9 +239,10 @@ impl<F: FnMut(Node)> Builder<F> {
     /// Counts `added` nodes into the document, failing past the limit.
     fn count(&mut self, added: usize) -> Result<(), String> {
         self.nodes += added;
-        if self.nodes > MAX_DOCUMENT_NODES {
+        if self.nodes > self.max_nodes {
             return Err(format!(
-                "document has more than {MAX_DOCUMENT_NODES} nodes (aliases expanded)"
+                "document has more than {} nodes (aliases expanded)",
+                self.max_nodes
             ));
         }
         Ok(())
@@ -595,5 +605,114 @@ mod tests {
         let plain = format!("[&x 1, {}, *x]\n", vec!["1"; 1_000].join(","));
         let text = format!("{reuse}---\n{reuse}---\n{plain}");
         assert_eq!(parse_documents(&text).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_offending_character() {
+        let err = parse_documents("a: b: c\n").unwrap_err();
+        assert_eq!((err.line, err.col), (1, 5), "{err:?}");
+    }
+
+    #[test]
+    fn a_document_may_hold_exactly_the_node_limit() {
+        // A list and four items: five nodes.
+        let text = "[1, 2, 3, 4]\n";
+        assert!(load(text, 5, |_| {}).is_ok());
+        let err = load(text, 4, |_| {}).unwrap_err();
+        assert_eq!(
+            err.message,
+            "document has more than 4 nodes (aliases expanded)"
+        );
+        assert_eq!((err.line, err.col), (1, 11));
+        // Aliases count as the nodes they copy.
+        assert!(load("[&a [1, 2], *a]\n", 7, |_| {}).is_ok());
+        assert!(load("[&a [1, 2], *a]\n", 6, |_| {}).is_err());
+    }
+
+    #[test]
+    fn the_alias_ratio_follows_go_yaml() {
+        assert_eq!(allowed_alias_ratio(0), 0.99);
+        assert_eq!(allowed_alias_ratio(400_000), 0.99);
+        assert!((allowed_alias_ratio(2_200_000) - 0.545).abs() < 1e-9);
+        assert!((allowed_alias_ratio(1_300_000) - 0.7675).abs() < 1e-9);
+        assert_eq!(allowed_alias_ratio(4_000_000), 0.10);
+        assert_eq!(allowed_alias_ratio(9_000_000), 0.10);
+    }
+
+    fn nodes(nodes: usize) -> Size {
+        Size { nodes, bytes: 0 }
+    }
+
+    #[test]
+    fn the_alias_budget_edges() {
+        // Up to 100 aliased nodes are always fine, however small the document.
+        assert!(AliasBudget::new(0).spend(nodes(50), 50).is_ok());
+        // The ratio is only judged past 1,000 nodes.
+        assert!(AliasBudget::new(0).spend(nodes(995), 1_000).is_ok());
+        assert!(AliasBudget::new(0).spend(nodes(996), 1_001).is_err());
+        // Exactly 99% is allowed; more is not.
+        assert!(AliasBudget::new(0).spend(nodes(1_980), 2_000).is_ok());
+        assert!(AliasBudget::new(0).spend(nodes(1_981), 2_000).is_err());
+        // Many aliased nodes in a document mostly its own are fine.
+        assert!(AliasBudget::new(0).spend(nodes(500), 2_000).is_ok());
+        assert!(AliasBudget::new(0).spend(nodes(200), 500).is_ok());
+        // Bytes: the text's size plus 1 MiB, exactly.
+        let bytes = |bytes| Size { nodes: 1, bytes };
+        assert!(
+            AliasBudget::new(10)
+                .spend(bytes((1 << 20) + 10), 10)
+                .is_ok()
+        );
+        assert!(
+            AliasBudget::new(10)
+                .spend(bytes((1 << 20) + 11), 10)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn an_anchored_list_of_large_strings_counts_every_byte() {
+        let big = "x".repeat(64 * 1024);
+        let aliases = vec!["*s"; 40].join(", ");
+        let text = format!("s: &s [{big}, {big}]\nl: [{aliases}]\n");
+        let err = parse_documents(&text).unwrap_err();
+        assert!(err.message.contains("aliases copy"), "{err:?}");
+    }
+
+    #[test]
+    fn core_tags_type_quoted_scalars_and_other_tags_are_ignored() {
+        let docs = parse_documents(
+            "[!!int '7', !!float '1.5', !!bool 'true', !!null 'x', !str 80, !!int x]",
+        )
+        .unwrap();
+        let Value::Seq(items) = &docs[0].value else {
+            panic!("not a list")
+        };
+        let values: Vec<Value> = items.iter().map(|n| n.value.clone()).collect();
+        assert_eq!(
+            values,
+            vec![
+                Value::Int(7),
+                Value::Float(1.5),
+                Value::Bool(true),
+                Value::Null,
+                Value::Int(80),
+                Value::Str("x".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn floats_follow_the_core_schema() {
+        let docs = parse_documents("[.5, .nan, -.inf, 1e3, e5, inf]").unwrap();
+        let Value::Seq(items) = &docs[0].value else {
+            panic!("not a list")
+        };
+        assert_eq!(items[0].value, Value::Float(0.5));
+        assert!(matches!(items[1].value, Value::Float(f) if f.is_nan()));
+        assert_eq!(items[2].value, Value::Float(f64::NEG_INFINITY));
+        assert_eq!(items[3].value, Value::Float(1000.0));
+        assert_eq!(items[4].value, Value::Str("e5".into()));
+        assert_eq!(items[5].value, Value::Str("inf".into()));
     }
 }
