@@ -202,7 +202,8 @@ struct Builder<F> {
 
 impl<F: FnMut(Node)> Builder<F> {
     fn complete(&mut self, node: Node, anchor: usize, size: Size) {
-        if anchor > 0 {
+        // Anchor ids start at 1; 0 means the node has none.
+        if anchor != 0 {
             self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
@@ -373,10 +374,7 @@ fn parse_int(text: &str) -> Option<i64> {
     if let Some(hex) = text.strip_prefix("0x") {
         return i64::from_str_radix(hex, 16).ok();
     }
-    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
+    // Rust's parser takes exactly the core schema's `[-+]?[0-9]+`.
     text.parse().ok()
 }
 
@@ -393,15 +391,13 @@ fn parse_float(text: &str) -> Option<f64> {
         ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
         _ => {}
     }
-    // Core schema: digits, optional fraction, optional exponent; Rust's
-    // parser also takes "inf" and "nan", which YAML treats as strings.
+    // Rust's parser takes the core schema's digits, fraction and exponent,
+    // and also "inf", "infinity" and "nan" spelled any way, which YAML reads
+    // as strings: a core-schema float starts with a digit or a dot, none of those do.
     let numeric = unsigned
         .bytes()
         .next()
-        .is_some_and(|b| b.is_ascii_digit() || b == b'.')
-        && unsigned
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+        .is_some_and(|b| b.is_ascii_digit() || b == b'.');
     if numeric { text.parse().ok() } else { None }
 }
 
@@ -704,7 +700,7 @@ mod tests {
 
     #[test]
     fn floats_follow_the_core_schema() {
-        let docs = parse_documents("[.5, .nan, -.inf, 1e3, e5, inf]").unwrap();
+        let docs = parse_documents("[.5, .nan, -.inf, 1e3, e5, inf, +5, 1_0, -+5, 1.5x]").unwrap();
         let Value::Seq(items) = &docs[0].value else {
             panic!("not a list")
         };
@@ -714,5 +710,9 @@ mod tests {
         assert_eq!(items[3].value, Value::Float(1000.0));
         assert_eq!(items[4].value, Value::Str("e5".into()));
         assert_eq!(items[5].value, Value::Str("inf".into()));
+        assert_eq!(items[6].value, Value::Int(5));
+        for (item, text) in items[7..].iter().zip(["1_0", "-+5", "1.5x"]) {
+            assert_eq!(item.value, Value::Str(text.into()));
+        }
     }
 }
