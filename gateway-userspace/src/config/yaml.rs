@@ -715,4 +715,25 @@ mod tests {
             assert_eq!(item.value, Value::Str(text.into()));
         }
     }
+
+    #[test]
+    fn type_names_read_well_in_messages() {
+        let docs = parse_documents("[~, true, 1, 1.5, a, [], {}]").unwrap();
+        let Value::Seq(items) = &docs[0].value else {
+            panic!("not a list")
+        };
+        let names: Vec<&str> = items.iter().map(Node::type_name).collect();
+        assert_eq!(
+            names,
+            [
+                "null",
+                "a boolean",
+                "an integer",
+                "a number",
+                "a string",
+                "a list",
+                "a mapping"
+            ]
+        );
+    }
 }
