@@ -73,6 +73,13 @@ mod tests {
     }
 
     #[test]
+    fn ephemeral_range_starts_exactly_at_its_first_port() {
+        let at = |port| unlisted_local_verdict(IPPROTO_UDP, 0, port, &RANGE);
+        assert_eq!(at(32768), Reason::LocalReply);
+        assert_eq!(at(32767), Reason::NoListener);
+    }
+
+    #[test]
     fn udp_outside_ephemeral_range_is_dropped() {
         let reason = unlisted_local_verdict(IPPROTO_UDP, 0, 53, &RANGE);
         assert_eq!(reason, Reason::NoListener);

@@ -205,6 +205,13 @@ mod tests {
     fn wildcard_never_matches_the_bare_domain() {
         let t = table(&[("*.example.com", false)]);
         assert_eq!(matched(&t, "example.com"), None);
+        assert_eq!(matched(&t, ".example.com"), None, "`*` is never empty");
+    }
+
+    #[test]
+    fn wildcard_matches_only_names_ending_in_its_suffix() {
+        let t = table(&[("*.example.com", false)]);
+        assert_eq!(matched(&t, "a-much-longer-name.example.org"), None);
     }
 
     #[test]
@@ -268,8 +275,21 @@ mod tests {
     }
 
     #[test]
+    fn only_a_numeric_port_is_stripped() {
+        let t = table(&[("a.example.com", false)]);
+        assert_eq!(matched(&t, "a.example.com:http"), None);
+    }
+
+    #[test]
     fn redirect_is_sticky_across_servers_with_the_same_host() {
         let t = table(&[("a.example.com", false), ("a.example.com", true)]);
+        assert_eq!(t.hosts().len(), 1);
+        assert!(t.lookup("a.example.com").unwrap().https_redirect);
+    }
+
+    #[test]
+    fn a_later_server_without_redirect_keeps_the_redirect() {
+        let t = table(&[("a.example.com", true), ("a.example.com", false)]);
         assert_eq!(t.hosts().len(), 1);
         assert!(t.lookup("a.example.com").unwrap().https_redirect);
     }

@@ -176,6 +176,20 @@ impl Frame {
         self
     }
 
+    /// Adds an IPv6 Authentication Header (RFC 4302) with an ICV of
+    /// `icv_words` 4-byte words. Its length field counts 4-byte words minus
+    /// 2, unlike the 8-byte units of the other extension headers.
+    pub fn ipv6_auth(mut self, icv_words: u8) -> Self {
+        if let L3::V6 { ext, .. } = &mut self.l3 {
+            let mut h = vec![0, 1 + icv_words, 0, 0];
+            h.extend_from_slice(&0x100u32.to_be_bytes()); // SPI
+            h.extend_from_slice(&1u32.to_be_bytes()); // sequence number
+            h.extend(std::iter::repeat_n(0xaa, 4 * icv_words as usize));
+            ext.push((51, h));
+        }
+        self
+    }
+
     /// Cuts the frame to `len` bytes.
     pub fn truncate(mut self, len: usize) -> Self {
         self.truncate_to = Some(len);

@@ -231,6 +231,17 @@ fn replies_to_the_hosts_own_connections_pass_in_the_ephemeral_range() {
 }
 
 #[test]
+fn ephemeral_range_bounds_are_inclusive() {
+    let mut h = Harness::new();
+    let (first, last) = (EPHEMERAL.ephemeral_first, EPHEMERAL.ephemeral_last);
+    h.expect(Frame::udp4(GW_V4, first), XDP_PASS, Reason::LocalReply);
+    h.expect(Frame::tcp4(GW_V4, first, ACK), XDP_PASS, Reason::LocalReply);
+    h.expect(Frame::udp4(GW_V4, last), XDP_PASS, Reason::LocalReply);
+    h.expect(Frame::udp4(GW_V4, first - 1), XDP_DROP, Reason::NoListener);
+    h.expect(Frame::udp4(GW_V4, last + 1), XDP_DROP, Reason::NoListener);
+}
+
+#[test]
 fn ipv4_options_are_skipped_using_ihl() {
     let mut h = Harness::new();
     // Read without honouring IHL, these option bytes would look like a
@@ -294,6 +305,16 @@ fn ipv6_is_classified_like_ipv4() {
 fn ipv6_extension_headers_are_walked() {
     let mut h = Harness::new();
     let frame = |port| Frame::tcp6(GW_V6, port, SYN).ipv6_ext(0, 0).ipv6_ext(60, 1);
+    h.expect(frame(80), XDP_PASS, Reason::Listener);
+    h.expect(frame(8081), XDP_DROP, Reason::NoListener);
+}
+
+#[test]
+fn ipv6_authentication_header_length_is_in_4_byte_units() {
+    let mut h = Harness::new();
+    // A 24-byte AH (96-bit ICV) has length field 4: read in 8-byte units
+    // like the other extension headers it would span 40 bytes, into TCP.
+    let frame = |port| Frame::tcp6(GW_V6, port, SYN).ipv6_auth(3);
     h.expect(frame(80), XDP_PASS, Reason::Listener);
     h.expect(frame(8081), XDP_DROP, Reason::NoListener);
 }

@@ -218,3 +218,37 @@ impl<'m> Clusters<'m> {
         self.built.into_values().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rank(hosts: &[&str], host: &str) -> Option<(u8, usize)> {
+        let hosts: Vec<String> = hosts.iter().map(ToString::to_string).collect();
+        specificity(&hosts, "apps", host)
+    }
+
+    #[test]
+    fn exact_beats_longer_wildcard_beats_shorter_wildcard_beats_any() {
+        let host = "v1.api.example.com";
+        let ranks = [
+            rank(&[host], host),
+            rank(&["*.api.example.com"], host),
+            rank(&["*.com"], host),
+            rank(&["*"], host),
+        ];
+        assert!(ranks.iter().all(Option::is_some), "{ranks:?}");
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
+        assert_eq!(rank(&["*", "*.com", host], host), ranks[0]);
+    }
+
+    #[test]
+    fn wildcard_covers_only_longer_names_with_its_suffix() {
+        assert_eq!(rank(&["*.example.com"], "example.com"), None);
+        assert_eq!(rank(&["*.example.com"], ".example.com"), None);
+        assert_eq!(
+            rank(&["*.example.com"], "a-much-longer-name.example.org"),
+            None
+        );
+    }
+}

@@ -431,3 +431,128 @@ fn https_server_terminates_and_routes_its_own_hosts() {
     assert_eq!(tls.credential_names, vec!["a-cert".to_string()]);
     assert_eq!(hosts.lookup("a.example.com").unwrap().routes.len(), 1);
 }
+
+fn service_entry(name: &str, host: &str, address: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  hosts: [\"{host}\"]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: {address}}}]\n"
+    )
+}
+
+/// The endpoint addresses of the one cluster a plan builds.
+fn endpoint_addresses(plan: &Plan) -> Vec<String> {
+    assert_eq!(plan.clusters.len(), 1, "{:?}", plan.clusters);
+    plan.clusters[0]
+        .endpoints
+        .iter()
+        .map(|e| format!("{:?}", e.address))
+        .collect()
+}
+
+#[test]
+fn most_specific_service_entry_host_wins_in_either_order() {
+    // `a-wild` sorts first by name, so only specificity can pick `z-api`.
+    let wild = service_entry("a-wild", "*.example.com", "192.0.2.20");
+    let exact = service_entry("z-api", "api.example.com", "192.0.2.21");
+    let route = vs(
+        "r",
+        "apps",
+        "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: api.example.com}\n",
+    );
+    for entries in [[&wild, &exact], [&exact, &wild]] {
+        let plan = compile_yaml(&[GATEWAY, entries[0], entries[1], &route]);
+        assert_eq!(endpoint_addresses(&plan), vec!["Ip(192.0.2.21)"]);
+    }
+}
+
+#[test]
+fn subset_selects_only_endpoints_with_all_its_labels() {
+    // Endpoint .10 has both labels of subset v1; .11 has only `version: v1`.
+    let backends = BACKENDS
+        .replace("labels: {version: v1}}", "labels: {version: v1, zone: a}}")
+        .replace("labels: {version: v2}", "labels: {version: v1, zone: b}");
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web, subset: v1}\n";
+    let plan = compile_yaml(&[GATEWAY, &backends, &vs("r", "apps", spec)]);
+    assert_eq!(endpoint_addresses(&plan), vec!["Ip(192.0.2.10)"]);
+}
+
+#[test]
+fn rule_with_any_catch_all_match_is_a_catch_all() {
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{uri: {prefix: /api}}, {uri: {prefix: /}}]\n    route:\n    - destination: {host: web}\n  - match: [{uri: {prefix: /never}}]\n    route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
+    let vhost = plan.http[0].hosts.lookup("a.example.com").unwrap();
+    let routes: Vec<(&str, bool)> = vhost
+        .routes
+        .iter()
+        .map(|r| (r.source.as_str(), r.catch_all))
+        .collect();
+    assert_eq!(routes, vec![("VirtualService apps/r spec.http[0]", true)]);
+}
+
+#[test]
+fn tls_server_kind_follows_mode_and_protocol() {
+    let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tls, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 443, name: auto, protocol: TLS}\n    hosts: [auto.example.com]\n    tls: {mode: AUTO_PASSTHROUGH}\n  - port: {number: 443, name: tcp, protocol: TLS}\n    hosts: [tcp.example.com]\n    tls: {mode: SIMPLE, credentialName: c}\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [https.example.com]\n    tls: {mode: SIMPLE, credentialName: c}\n";
+    let plan = compile_yaml(&[gateway]);
+    let kinds: Vec<&str> = plan.tls[0]
+        .servers
+        .iter()
+        .map(|s| match s.kind {
+            TlsServerKind::AutoPassthrough => "auto",
+            TlsServerKind::TerminateTcp { .. } => "tcp",
+            TlsServerKind::TerminateHttp { .. } => "http",
+            TlsServerKind::Passthrough { .. } => "passthrough",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["auto", "tcp", "http"]);
+}
+
+#[test]
+fn tls_route_match_port_must_be_the_listener_port() {
+    let spec = "  hosts: [\"*.example.com\"]\n  gateways: [istio-system/tls]\n  tls:\n  - match: [{port: 8443, sniHosts: [a.example.com]}]\n    route:\n    - destination: {host: web}\n  - match: [{port: 443, sniHosts: [a.example.com]}]\n    route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[TLS_GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
+    let TlsServerKind::Passthrough { routes } = &plan.tls[0].servers[0].kind else {
+        panic!("not passthrough")
+    };
+    let sources: Vec<&str> = routes.iter().map(|r| r.source.as_str()).collect();
+    assert_eq!(sources, vec!["VirtualService apps/r spec.tls[1]"]);
+}
+
+#[test]
+fn tcp_route_match_needs_the_port_and_gateway_of_the_server() {
+    let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tcp, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 9000, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n";
+    let tcp_spec = "  hosts: [\"*\"]\n  gateways: [istio-system/tcp, istio-system/other]\n  tcp:\n  - match: [{gateways: [istio-system/other]}]\n    route:\n    - destination: {host: web}\n  - match: [{port: 9000}]\n    route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[gateway, BACKENDS, &vs("t", "apps", tcp_spec)]);
+    assert_eq!(plan.tcp[0].source, "VirtualService apps/t spec.tcp[1]");
+}
+
+#[test]
+fn dns_service_entry_without_endpoints_resolves_its_host() {
+    let dns = service_entry("api", "api.example.com", "192.0.2.21").replace(
+        "resolution: STATIC\n  endpoints: [{address: 192.0.2.21}]\n",
+        "resolution: DNS\n",
+    );
+    let route = vs(
+        "r",
+        "apps",
+        "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: api.example.com}\n",
+    );
+    let plan = compile_yaml(&[GATEWAY, &dns, &route]);
+    assert_eq!(endpoint_addresses(&plan), vec!["Dns(\"api.example.com\")"]);
+}
+
+#[test]
+fn service_entry_with_resolution_none_is_a_503_route() {
+    let none = service_entry("api", "api.example.com", "192.0.2.21").replace(
+        "resolution: STATIC\n  endpoints: [{address: 192.0.2.21}]\n",
+        "resolution: NONE\n",
+    );
+    let route = vs(
+        "r",
+        "apps",
+        "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: api.example.com}\n",
+    );
+    let plan = compile_yaml(&[GATEWAY, &none, &route]);
+    assert_eq!(
+        first_forward(&plan, "a.example.com").0[0].target,
+        Err("ServiceEntry apps/api has resolution NONE: a gateway has no original destination to forward to".to_string())
+    );
+}

@@ -178,6 +178,15 @@ fn listener_ids_are_dense_and_below_the_limit() {
 }
 
 #[test]
+fn exactly_max_listeners_fit() {
+    let servers = (1..=(MAX_LISTENERS as u16))
+        .map(|p| server(p, Protocol::Tcp, &["*"], false))
+        .collect();
+    let plan = plan_of(&[gateway("many", servers)], &[]).unwrap();
+    assert_eq!(plan.listeners.len(), MAX_LISTENERS as usize);
+}
+
+#[test]
 fn too_many_listeners_is_an_error() {
     let servers = (1..=(MAX_LISTENERS as u16 + 1))
         .map(|p| server(p, Protocol::Tcp, &["*"], false))
@@ -506,4 +515,15 @@ fn merge_unix_socket_servers_are_reported_not_served() {
         plan.dropped[0].reason,
         "unix socket bind \"/run/gw.sock\" is not served yet"
     );
+}
+
+#[test]
+fn merge_takes_the_older_gateway_first_whatever_its_name() {
+    let mut old = gateway("zzz", vec![server(8000, Protocol::Tcp, &["*"], false)]);
+    old.creation_timestamp = Some("2024-01-01T00:00:00Z".into());
+    let mut new = gateway("aaa", vec![server(8000, Protocol::Http, &["*"], false)]);
+    new.creation_timestamp = Some("2025-01-01T00:00:00Z".into());
+    let plan = plan_of(&[new, old], &[]).unwrap();
+    assert_eq!(plan.listeners[0].kind, ListenerKind::Tcp);
+    assert_eq!(plan.dropped[0].gateway, "istio-system/aaa");
 }

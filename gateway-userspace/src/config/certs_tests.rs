@@ -122,3 +122,35 @@ fn destination_rule_client_certificates_are_checked() {
         ]
     );
 }
+
+#[test]
+fn certificate_files_are_read_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, CERT).unwrap();
+    std::fs::write(&key, KEY).unwrap();
+    let env = Environment {
+        files: &Disk,
+        credentials_dir: Path::new("/nonexistent"),
+    };
+    let tls = format!(
+        "{{mode: SIMPLE, serverCertificate: {}, privateKey: {}}}",
+        cert.display(),
+        key.display()
+    );
+    let config = load_sources_with(&[(PathBuf::from("gw.yaml"), https(&tls))], Some(&env));
+    assert_eq!(errors(&config), Vec::<String>::new());
+}
+
+#[test]
+fn files_are_not_checked_after_a_tls_settings_error() {
+    let config = load_with(
+        &https(
+            "{mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem, minProtocolVersion: TLSV9}",
+        ),
+        &files(&[]),
+    );
+    let errors = errors(&config);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("minProtocolVersion"), "{errors:#?}");
+}

@@ -131,12 +131,21 @@ fn https_and_tls_servers_need_tls_settings() {
 }
 
 #[test]
+fn https_redirect_false_is_read_as_false() {
+    let config = gateway_with(&server("HTTP", "    tls: {httpsRedirect: false}\n"));
+    assert!(config.diagnostics.is_empty(), "{:?}", found(&config));
+    let tls = config.model.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert!(!tls.https_redirect);
+}
+
+#[test]
 fn plain_http_server_may_only_carry_redirect_or_passthrough_tls() {
     let ok = gateway_with(&server("HTTP", "    tls: {httpsRedirect: true}\n"));
     assert!(ok.diagnostics.is_empty(), "{:?}", found(&ok));
     for tls in [
         "{mode: SIMPLE, credentialName: c}",
         "{serverCertificate: /c.pem}",
+        "{caCertificates: /ca.pem}",
     ] {
         let config = gateway_with(&server("HTTP", &format!("    tls: {tls}\n")));
         assert_has(
@@ -170,6 +179,76 @@ fn port_number_must_be_in_range() {
         "spec.servers[0].port.number",
         "port number 70000 must be in the range 1..65535",
     );
+}
+
+#[test]
+fn port_number_range_edges() {
+    let config = gateway_with(
+        "  - port: {number: 65536, name: a, protocol: HTTP}\n    hosts: [a.example.com]\n  - port: {number: 65535, name: b, protocol: HTTP}\n    hosts: [b.example.com]\n",
+    );
+    assert_eq!(
+        found(&config),
+        vec![(
+            Severity::Error,
+            "spec.servers[0].port.number".into(),
+            "port number 65536 must be in the range 1..65535".into()
+        )]
+    );
+}
+
+#[test]
+fn port_zero_is_rejected_on_an_ip_bind() {
+    let config = gateway_with(
+        "  - port: {number: 0, name: p, protocol: HTTP}\n    bind: 192.0.2.1\n    hosts: [a.example.com]\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.servers[0].port.number",
+        "port number 0 must be in the range 1..65535",
+    );
+}
+
+#[test]
+fn creation_timestamp_is_read_from_metadata() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  creationTimestamp: \"2024-01-01T00:00:00Z\"\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [a.example.com]\n";
+    let config = load_sources(&[(PathBuf::from("gw.yaml"), text.to_string())]);
+    assert_eq!(
+        config.model.gateways[0].creation_timestamp.as_deref(),
+        Some("2024-01-01T00:00:00Z")
+    );
+}
+
+#[test]
+fn a_server_with_errors_takes_no_port_name() {
+    // Its errors are reported; a second "duplicate name" error would only repeat them.
+    let config = gateway_with(
+        "  - port: {number: 80, name: web, protocol: HTTP}\n    hosts: [\"*example.com\"]\n  - port: {number: 81, name: web, protocol: HTTP}\n    hosts: [b.example.com]\n",
+    );
+    let fields: Vec<String> = found(&config).into_iter().map(|(_, f, _)| f).collect();
+    assert_eq!(fields, vec!["spec.servers[0].hosts[0]"]);
+}
+
+#[test]
+fn target_port_zero_is_the_same_as_none() {
+    let config = gateway_with(
+        "  - port: {number: 80, name: p, protocol: HTTP, targetPort: 0}\n    hosts: [a.example.com]\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", found(&config));
+}
+
+#[test]
+fn unspecified_bind_address_means_every_address() {
+    for (bind, expected) in [
+        ("0.0.0.0", Bind::Any),
+        ("\"::\"", Bind::Any),
+        ("192.0.2.1", Bind::Ip("192.0.2.1".parse().unwrap())),
+    ] {
+        let config = gateway_with(&format!(
+            "  - port: {{number: 80, name: p, protocol: HTTP}}\n    bind: {bind}\n    hosts: [a.example.com]\n"
+        ));
+        assert_eq!(config.model.gateways[0].servers[0].bind, expected, "{bind}");
+    }
 }
 
 #[test]
@@ -412,5 +491,38 @@ fn tls_mode_defaults_to_passthrough() {
             .unwrap()
             .mode,
         TlsMode::Passthrough
+    );
+}
+
+#[test]
+fn crl_is_not_supported_with_credential_names() {
+    let crl_error = |tls: &str| {
+        let config = gateway_with(&server("TLS", &format!("    tls: {tls}\n")));
+        found(&config)
+            .iter()
+            .any(|(_, _, m)| m == "CRL is not supported with credentialName")
+    };
+    assert!(crl_error(
+        "{mode: PASSTHROUGH, credentialName: c, caCrl: /crl.pem}"
+    ));
+    assert!(crl_error(
+        "{mode: PASSTHROUGH, credentialNames: [c], caCrl: /crl.pem}"
+    ));
+    assert!(!crl_error("{mode: PASSTHROUGH, credentialName: c}"));
+    assert!(!crl_error("{mode: PASSTHROUGH, caCrl: /crl.pem}"));
+}
+
+#[test]
+fn a_certificate_without_its_key_is_not_a_second_source() {
+    let config = gateway_with(&server(
+        "HTTPS",
+        "    tls: {mode: SIMPLE, credentialName: c, serverCertificate: /c.pem}\n",
+    ));
+    assert!(
+        !found(&config)
+            .iter()
+            .any(|(_, _, m)| m.starts_with("only one of")),
+        "{:#?}",
+        found(&config)
     );
 }

@@ -2,7 +2,9 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::model::{EndpointAddress, HashKey, HttpAction, LoadBalancer, Resolution, StringMatch};
+use crate::model::{
+    EndpointAddress, HashKey, HttpAction, LoadBalancer, OutlierDetection, Resolution, StringMatch,
+};
 
 fn load_kind(kind: &str, spec: &str) -> Config {
     let text = format!(
@@ -532,5 +534,301 @@ fn mutual_origination_needs_certificate_and_key() {
         Severity::Error,
         "spec.trafficPolicy.tls.privateKey",
         "private key required for mutual tls",
+    );
+}
+
+#[test]
+fn export_to_takes_star_dot_or_namespace_names() {
+    let good = vs(&format!(
+        "  hosts: [a.example.com]\n  exportTo: [\"*\", \".\", apps]\n{ROUTE}"
+    ));
+    assert!(good.diagnostics.is_empty(), "{:?}", good.diagnostics);
+    let bad = vs(&format!(
+        "  hosts: [a.example.com]\n  exportTo: [Bad_NS]\n{ROUTE}"
+    ));
+    assert_has(
+        &bad,
+        Severity::Error,
+        "spec.exportTo[0]",
+        "invalid exportTo value \"Bad_NS\": expected \"*\", \".\" or a namespace",
+    );
+}
+
+#[test]
+fn label_values_may_be_written_as_booleans_and_numbers() {
+    let config = load_kind(
+        "ServiceEntry",
+        &format!(
+            "  hosts: [web.internal]\n{SE_PORTS}  resolution: STATIC\n  endpoints:\n  - address: 192.0.2.10\n    labels: {{canary: true, tier: 1, version: v1}}\n  - address: 192.0.2.11\n    labels:\n"
+        ),
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let labels = &config.model.service_entries[0].endpoints[0].labels;
+    let pairs: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![("canary", "true"), ("tier", "1"), ("version", "v1")]
+    );
+}
+
+#[test]
+fn regex_error_names_the_problem() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - match:\n    - uri: {regex: \"/a(\"}\n    redirect: {uri: /x}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].match[0].uri.regex",
+        "invalid regex: error: unclosed group",
+    );
+}
+
+#[test]
+fn regex_length_limit_is_inclusive() {
+    let with_regex = |len: usize| {
+        vs(&format!(
+            "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - match:\n    - uri: {{regex: \"{}\"}}\n    redirect: {{uri: /x}}\n",
+            "a".repeat(len)
+        ))
+    };
+    let at_limit = with_regex(1024);
+    assert!(
+        at_limit.diagnostics.is_empty(),
+        "{:?}",
+        at_limit.diagnostics
+    );
+    assert_has(
+        &with_regex(1025),
+        Severity::Error,
+        "spec.http[0].match[0].uri.regex",
+        "regex is 1025 characters, the limit is 1024",
+    );
+}
+
+#[test]
+fn null_mappings_and_lists_count_as_empty() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web.internal\n  trafficPolicy:\n  subsets:\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    assert_eq!(config.model.destination_rules.len(), 1);
+}
+
+#[test]
+fn outlier_detection_is_decoded_and_max_ejection_percent_is_at_most_100() {
+    let with_percent = |percent: u32| {
+        load_kind(
+            "DestinationRule",
+            &format!(
+                "  host: web\n  trafficPolicy:\n    outlierDetection: {{consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: {percent}}}\n"
+            ),
+        )
+    };
+    let config = with_percent(100);
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let policy = &config.model.destination_rules[0].traffic_policy;
+    assert_eq!(
+        policy.outlier_detection,
+        Some(OutlierDetection {
+            consecutive_5xx_errors: Some(5),
+            interval: Some("10s".into()),
+            base_ejection_time: Some("30s".into()),
+            max_ejection_percent: Some(100),
+        })
+    );
+    assert_has(
+        &with_percent(101),
+        Severity::Error,
+        "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
+        "maxEjectionPercent 101 must be between 0 and 100",
+    );
+}
+
+#[test]
+fn only_mutual_origination_without_credential_name_needs_files() {
+    for tls in ["{mode: SIMPLE}", "{mode: MUTUAL, credentialName: c}"] {
+        let config = load_kind(
+            "DestinationRule",
+            &format!("  host: web\n  trafficPolicy:\n    tls: {tls}\n"),
+        );
+        assert!(
+            config.diagnostics.is_empty(),
+            "{tls}: {:?}",
+            config.diagnostics
+        );
+    }
+}
+
+#[test]
+fn destination_rule_with_an_error_is_left_out_of_the_model() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  subsets:\n  - {name: Bad_Name, labels: {version: v1}}\n",
+    );
+    assert!(config.has_errors());
+    assert!(config.model.destination_rules.is_empty());
+}
+
+fn service_entry(spec: &str) -> Config {
+    load_kind(
+        "ServiceEntry",
+        &format!("  hosts: [web.internal]\n{SE_PORTS}{spec}"),
+    )
+}
+
+#[test]
+fn dns_endpoint_addresses_are_names_with_a_dot() {
+    let good = service_entry("  resolution: DNS\n  endpoints:\n  - address: web.example.com\n");
+    assert!(good.diagnostics.is_empty(), "{:?}", good.diagnostics);
+    assert_eq!(
+        good.model.service_entries[0].endpoints[0].address,
+        EndpointAddress::Dns("web.example.com".into())
+    );
+    for bad in ["web", "bad_name.example.com"] {
+        let config = service_entry(&format!(
+            "  resolution: DNS\n  endpoints:\n  - address: {bad}\n"
+        ));
+        assert_has(
+            &config,
+            Severity::Error,
+            "spec.endpoints[0].address",
+            &format!("endpoint address {bad:?} is neither an IP address nor a DNS name"),
+        );
+    }
+}
+
+#[test]
+fn endpoint_port_zero_is_out_of_range() {
+    let config = service_entry(
+        "  resolution: STATIC\n  endpoints:\n  - address: 192.0.2.10\n    ports: {http: 0}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.endpoints[0].ports.http",
+        "port 0 must be in the range 1..65535",
+    );
+}
+
+#[test]
+fn only_static_resolution_needs_an_endpoints_field() {
+    let without = service_entry("  resolution: STATIC\n");
+    assert_has(
+        &without,
+        Severity::Error,
+        "spec.endpoints",
+        "STATIC resolution needs endpoints",
+    );
+    for ok in [
+        "  resolution: STATIC\n  endpoints: []\n",
+        "  resolution: DNS\n",
+    ] {
+        let config = service_entry(ok);
+        assert!(
+            config.diagnostics.is_empty(),
+            "{ok}: {:?}",
+            config.diagnostics
+        );
+    }
+}
+
+#[test]
+fn wildcard_service_entry_with_endpoints_is_valid_for_dns_too() {
+    for resolution in ["STATIC", "DNS"] {
+        let config = load_kind(
+            "ServiceEntry",
+            &format!(
+                "  hosts: [\"*.example.com\"]\n{SE_PORTS}  resolution: {resolution}\n  endpoints:\n  - address: 192.0.2.10\n"
+            ),
+        );
+        assert!(
+            config.diagnostics.is_empty(),
+            "{resolution}: {:?}",
+            config.diagnostics
+        );
+    }
+}
+
+#[test]
+fn service_entry_with_an_error_is_left_out_of_the_model() {
+    let config = service_entry("  resolution: STATIC\n");
+    assert!(config.has_errors());
+    assert!(config.model.service_entries.is_empty());
+}
+
+#[test]
+fn virtual_service_with_an_error_is_left_out_of_the_model() {
+    let config = vs(&format!("  gateways: [gw]\n{ROUTE}"));
+    assert!(config.has_errors());
+    assert!(config.model.virtual_services.is_empty());
+}
+
+fn first_rule(config: &Config) -> &crate::model::HttpRoute {
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    &config.model.virtual_services[0].http[0]
+}
+
+#[test]
+fn direct_response_status_and_body_are_decoded_within_200_to_599() {
+    let with_status = |status: u16| {
+        vs(&format!(
+            "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - directResponse: {{status: {status}, body: {{string: down}}}}\n"
+        ))
+    };
+    let config = with_status(503);
+    assert_eq!(
+        first_rule(&config).action,
+        HttpAction::DirectResponse {
+            status: 503,
+            body: Some("down".into())
+        }
+    );
+    assert_has(
+        &with_status(600),
+        Severity::Error,
+        "spec.http[0].directResponse.status",
+        "status 600 must be between 200 and 599",
+    );
+}
+
+#[test]
+fn redirect_code_is_decoded() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - redirect: {uri: /x, redirectCode: 308}\n",
+    );
+    let HttpAction::Redirect(redirect) = &first_rule(&config).action else {
+        panic!("not a redirect")
+    };
+    assert_eq!(redirect.code, 308);
+}
+
+#[test]
+fn header_match_with_an_empty_value_tests_presence_only() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - match:\n    - headers: {x-user: {exact: a}, x-any: {}}\n    redirect: {uri: /x}\n",
+    );
+    let headers = &first_rule(&config).matches[0].headers;
+    assert_eq!(
+        headers.get("x-user"),
+        Some(&Some(StringMatch::Exact("a".into())))
+    );
+    assert_eq!(headers.get("x-any"), Some(&None));
+}
+
+#[test]
+fn header_names_do_not_hide_unknown_field_warnings_elsewhere() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  colour: blue\n  http:\n  - match:\n    - headers: {x-user: {exact: a}}\n    redirect: {uri: /x}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.colour",
+        "unknown field, ignored",
     );
 }

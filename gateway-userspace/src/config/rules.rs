@@ -255,8 +255,14 @@ mod tests {
 
     #[test]
     fn host_namespace_and_name_must_not_be_empty() {
-        assert!(server_host("/a.example.com").is_err());
-        assert!(server_host("ns/").is_err());
+        for bad in ["/a.example.com", "ns/"] {
+            assert_eq!(
+                server_host(bad),
+                Err(format!(
+                    "config namespace and dnsName in host entry cannot be empty: {bad:?}"
+                ))
+            );
+        }
     }
 
     #[test]
@@ -294,7 +300,10 @@ mod tests {
             let err = server_host(partial).unwrap_err();
             assert!(err.starts_with("partial wildcard"), "{partial}: {err}");
         }
-        assert!(server_host("foo.*.example.com").is_err());
+        assert_eq!(
+            server_host("foo.*.example.com"),
+            Err("domain name \"foo.*.example.com\" invalid (wildcard must be the whole left-most label)".into())
+        );
     }
 
     #[test]
@@ -311,6 +320,24 @@ mod tests {
         assert!(server_host("-a.example.com").is_err());
         assert!(server_host(&format!("{}.com", "a".repeat(64))).is_err());
         assert!(server_host("a..com").is_err());
+    }
+
+    #[test]
+    fn name_and_label_length_limits_are_inclusive() {
+        // Three 63-character labels, then one of `last` characters and `.com`.
+        let name = |last: usize| {
+            let label = "a".repeat(63);
+            format!("{label}.{label}.{label}.{}.com", "b".repeat(last))
+        };
+        assert_eq!(name(59).len(), 255);
+        assert_eq!(server_host(&name(59)), Ok(()));
+        assert_eq!(
+            server_host(&name(60)),
+            Err(format!(
+                "domain name {:?} invalid (longer than 255 characters)",
+                name(60)
+            ))
+        );
     }
 
     #[test]
@@ -373,6 +400,16 @@ mod tests {
             gateway_reference("gw.istio-system.svc.cluster.local", "apps").unwrap();
         assert_eq!(resolved, "istio-system/gw");
         assert!(warning.is_some());
+    }
+
+    #[test]
+    fn legacy_gateway_fqdn_needs_a_valid_name_and_namespace() {
+        for bad in ["gw.Istio_System.svc", "Gw.istio-system.svc"] {
+            assert_eq!(
+                gateway_reference(bad, "apps"),
+                Err(format!("invalid gateway {bad:?}"))
+            );
+        }
     }
 
     #[test]
