@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod exec;
+mod mutants;
 mod provision;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,13 @@ enum Command {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+    },
+    /// Mutation testing (cargo-mutants) of the pure modules: config, compile,
+    /// hosts and the redirect answer. Needs no root.
+    Mutants {
+        /// Only mutants on lines changed since this git revision.
+        #[arg(long, value_name = "BASE")]
+        in_diff: Option<String>,
     },
     /// Benchmarks, reported against a baseline measured in the same run.
     Bench {
@@ -96,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             provision::toolchain()?;
             fuzz(&root, seconds)
         }
+        Command::Mutants { in_diff } => mutants::run(in_diff.as_deref()),
         Command::Bench { which } => {
             provision::toolchain()?;
             match which {

@@ -11,6 +11,8 @@ const BPF_LINKER_FOR_LLVM: &[(u32, &str)] = &[(22, "0.10.2")];
 
 /// cargo-fuzz release installed for `cargo xtask fuzz`.
 const CARGO_FUZZ: &str = "0.13.1";
+/// cargo-mutants release installed for `cargo xtask mutants` (needs rustc >= 1.88).
+const CARGO_MUTANTS: &str = "27.1.0";
 
 /// (command, Debian package) the `run` demo needs.
 pub const RUN_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("curl", "curl")];
@@ -83,15 +85,25 @@ pub fn toolchain() -> anyhow::Result<()> {
 
 /// The pinned `cargo-fuzz`, installed if missing or of another version.
 pub fn cargo_fuzz() -> anyhow::Result<()> {
-    let current = output(Command::new("cargo").args(["fuzz", "--version"])).unwrap_or_default();
-    if current.trim() != format!("cargo-fuzz {CARGO_FUZZ}") {
+    cargo_subcommand("fuzz", CARGO_FUZZ)
+}
+
+/// The pinned `cargo-mutants`, installed if missing or of another version.
+pub fn cargo_mutants() -> anyhow::Result<()> {
+    cargo_subcommand("mutants", CARGO_MUTANTS)
+}
+
+/// Installs `cargo-<name>@<version>` unless `cargo <name> --version` says it is there.
+fn cargo_subcommand(name: &str, version: &str) -> anyhow::Result<()> {
+    let current = output(Command::new("cargo").args([name, "--version"])).unwrap_or_default();
+    if current.trim() != format!("cargo-{name} {version}") {
         println!(
-            "== installing cargo-fuzz {CARGO_FUZZ} (found: {:?})",
+            "== installing cargo-{name} {version} (found: {:?})",
             current.trim()
         );
         run(Command::new("cargo").args([
             "install",
-            &format!("cargo-fuzz@{CARGO_FUZZ}"),
+            &format!("cargo-{name}@{version}"),
             "--locked",
             "--force",
         ]))?;
