@@ -187,6 +187,9 @@ pub fn run_bounded(cmd: &mut Command, memory_cap: u64, time_cap: Duration) -> Bo
         .stderr(fs::File::create(&err_path).expect("stderr file"));
     crate::daemon::limit_before_exec(cmd, libc::RLIMIT_AS, memory_cap);
     let start = Instant::now();
+    // Reaped with wait4 below, which reports its resource usage; std's
+    // `wait` cannot.
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().expect("spawn bounded child");
     let pid = child.id() as libc::pid_t;
     let killer = thread::spawn(move || {
@@ -216,7 +219,7 @@ pub fn run_bounded(cmd: &mut Command, memory_cap: u64, time_cap: Duration) -> Bo
             + usage.ru_stime.tv_usec) as u64,
     );
     let exited = libc::WIFEXITED(status);
-    let bounded = Bounded {
+    Bounded {
         code: exited.then(|| libc::WEXITSTATUS(status)),
         signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
         stdout: fs::read_to_string(&out_path).unwrap_or_default(),
@@ -224,8 +227,7 @@ pub fn run_bounded(cmd: &mut Command, memory_cap: u64, time_cap: Duration) -> Bo
         max_rss_kib: usage.ru_maxrss as u64,
         cpu,
         wall,
-    };
-    bounded
+    }
 }
 
 /// A scratch directory under the system temp dir, removed on drop.

@@ -296,7 +296,7 @@ fn a_fifo_is_reported_and_skipped_never_waited_on() {
         )]
     );
     // Named on the command line it is an error: the operator asked for it.
-    let config = load_dir(&[fifo.clone()]);
+    let config = load_dir(std::slice::from_ref(&fifo));
     assert_eq!(
         messages(&config),
         vec![format!(
