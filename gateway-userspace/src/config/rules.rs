@@ -169,16 +169,9 @@ pub fn service_host(host: &str) -> Result<(), String> {
         return Ok(());
     }
     if !host.contains('.') {
-        // Short names are resolved relative to the resource's namespace.
-        return fqdn(host.strip_prefix("*.").unwrap_or(host))
-            .or_else(|_| {
-                if host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                    Ok(())
-                } else {
-                    Err("invalid characters")
-                }
-            })
-            .map_err(|why| format!("host {host:?} invalid ({why})"));
+        // Short names are resolved relative to the resource's namespace, and
+        // must be a DNS label as Istio's validateDNS1123Labels checks it.
+        return fqdn(host).map_err(|why| format!("host {host:?} invalid ({why})"));
     }
     wildcard_dns_name(host)
 }
@@ -432,6 +425,19 @@ mod tests {
         for bad in ["a_b", "*a.example.com", "foo.*.com"] {
             assert!(service_host(bad).is_err(), "{bad}");
         }
+        // Short names Istio rejects: an all-digit top-level domain, a label
+        // that starts or ends with '-', one longer than 63 characters.
+        for (bad, why) in [
+            ("123", "the top-level domain is all digits"),
+            ("-web", "a label starts or ends with '-'"),
+            ("web-", "a label starts or ends with '-'"),
+        ] {
+            assert_eq!(
+                service_host(bad),
+                Err(format!("host {bad:?} invalid ({why})"))
+            );
+        }
+        assert!(service_host(&"a".repeat(64)).is_err());
     }
 
     #[test]
