@@ -1,6 +1,6 @@
 //! Destinations -> clusters: a route's `host`/`port`/`subset` resolved
 //! through ServiceEntries and DestinationRules to concrete endpoints.
-use std::collections::BTreeMap;
+use std::{cmp::Reverse, collections::BTreeMap};
 
 use crate::{
     hosts::HostPattern,
@@ -47,19 +47,22 @@ pub fn qualify(host: &str, namespace: &str) -> String {
     }
 }
 
+/// How specific a matching host pattern is: smaller is more specific.
+type Rank = (u8, Reverse<usize>);
+
 /// The most specific pattern among `hosts` that covers `host`: exact, then longest wildcard.
-fn specificity(hosts: &[String], namespace: &str, host: &str) -> Option<(u8, usize)> {
+fn specificity(hosts: &[String], namespace: &str, host: &str) -> Option<Rank> {
     hosts
         .iter()
         .filter_map(
             |h| match HostPattern::from_server_host(&qualify(h, namespace)) {
-                HostPattern::Exact(name) if name == host => Some((0, usize::MAX)),
+                HostPattern::Exact(name) if name == host => Some((0, Reverse(0))),
                 HostPattern::Suffix(suffix)
                     if host.len() > suffix.len() && host.ends_with(&suffix) =>
                 {
-                    Some((1, usize::MAX - suffix.len()))
+                    Some((1, Reverse(suffix.len())))
                 }
-                HostPattern::Any => Some((2, usize::MAX)),
+                HostPattern::Any => Some((2, Reverse(0))),
                 _ => None,
             },
         )
@@ -223,7 +226,7 @@ impl<'m> Clusters<'m> {
 mod tests {
     use super::*;
 
-    fn rank(hosts: &[&str], host: &str) -> Option<(u8, usize)> {
+    fn rank(hosts: &[&str], host: &str) -> Option<Rank> {
         let hosts: Vec<String> = hosts.iter().map(ToString::to_string).collect();
         specificity(&hosts, "apps", host)
     }

@@ -49,8 +49,9 @@ pub fn string_map(d: &mut Decoder<'_>, node: &Node, path: &str) -> BTreeMap<Stri
         let Some(key) = d.string(key, path) else {
             continue;
         };
+        // Kubernetes label values are strings; unquoted numbers and booleans
+        // are turned back into text.
         let value = match &value.value {
-            Value::Str(s) => Some(s.clone()),
             Value::Int(i) => Some(i.to_string()),
             Value::Bool(b) => Some(b.to_string()),
             _ => d.string(value, &join(path, &key)),
