@@ -431,6 +431,20 @@ impl Node {
 mod tests {
     use super::*;
 
+    /// The items of a one-document flow list.
+    fn list_items(text: &str) -> Vec<Node> {
+        let docs = parse_documents(text).unwrap();
+        let Value::Seq(items) = &docs[0].value else {
+            panic!("not a list: {text}")
+        };
+        items.clone()
+    }
+
+    /// The values of [`list_items`].
+    fn list_values(text: &str) -> Vec<Value> {
+        list_items(text).into_iter().map(|n| n.value).collect()
+    }
+
     #[test]
     fn positions_are_one_based() {
         let docs = parse_documents("a:\n  b: 7\n").unwrap();
@@ -454,14 +468,9 @@ mod tests {
 
     #[test]
     fn scalars_resolve_with_the_core_schema() {
-        let docs = parse_documents(
+        let values = list_values(
             "[~, null, true, False, 42, -7, 0x1f, 0o17, 1.5, .inf, \"80\", '1', yes, on, 1.2.3]",
-        )
-        .unwrap();
-        let Value::Seq(items) = &docs[0].value else {
-            panic!("not a list")
-        };
-        let values: Vec<Value> = items.iter().map(|n| n.value.clone()).collect();
+        );
         assert_eq!(
             values,
             vec![
@@ -677,14 +686,8 @@ mod tests {
 
     #[test]
     fn core_tags_type_quoted_scalars_and_other_tags_are_ignored() {
-        let docs = parse_documents(
-            "[!!int '7', !!float '1.5', !!bool 'true', !!null 'x', !str 80, !!int x]",
-        )
-        .unwrap();
-        let Value::Seq(items) = &docs[0].value else {
-            panic!("not a list")
-        };
-        let values: Vec<Value> = items.iter().map(|n| n.value.clone()).collect();
+        let values =
+            list_values("[!!int '7', !!float '1.5', !!bool 'true', !!null 'x', !str 80, !!int x]");
         assert_eq!(
             values,
             vec![
@@ -700,10 +703,7 @@ mod tests {
 
     #[test]
     fn floats_follow_the_core_schema() {
-        let docs = parse_documents("[.5, .nan, -.inf, 1e3, e5, inf, +5, 1_0, -+5, 1.5x]").unwrap();
-        let Value::Seq(items) = &docs[0].value else {
-            panic!("not a list")
-        };
+        let items = list_items("[.5, .nan, -.inf, 1e3, e5, inf, +5, 1_0, -+5, 1.5x]");
         assert_eq!(items[0].value, Value::Float(0.5));
         assert!(matches!(items[1].value, Value::Float(f) if f.is_nan()));
         assert_eq!(items[2].value, Value::Float(f64::NEG_INFINITY));
@@ -718,10 +718,7 @@ mod tests {
 
     #[test]
     fn type_names_read_well_in_messages() {
-        let docs = parse_documents("[~, true, 1, 1.5, a, [], {}]").unwrap();
-        let Value::Seq(items) = &docs[0].value else {
-            panic!("not a list")
-        };
+        let items = list_items("[~, true, 1, 1.5, a, [], {}]");
         let names: Vec<&str> = items.iter().map(Node::type_name).collect();
         assert_eq!(
             names,
