@@ -4,14 +4,14 @@
 use std::net::IpAddr;
 
 use aya::programs::{TestRun, TestRunOptions};
-use gateway_common::{Reason, Settings};
+use gateway_common::{MAX_LISTENERS, Reason, Settings};
 use gateway_tests::{
     frame::{ACK, Frame, SYN},
     require_root,
 };
 use gateway_userspace::{
     compile::{self, Plan},
-    dataplane::Dataplane,
+    dataplane::{Dataplane, Stats, StatsReader},
     model::{
         Bind, Destination, EndpointAddress, ExportTo, Gateway, Instance, Model, Port, Protocol,
         Resolution, Server, ServiceEntry, ServicePort, TcpRoute, VirtualService, WorkloadEntry,
@@ -112,6 +112,7 @@ fn test_plan() -> Plan {
 
 struct Harness {
     dataplane: Dataplane,
+    counters: StatsReader,
     plan: Plan,
 }
 
@@ -121,7 +122,17 @@ impl Harness {
         let mut dataplane = Dataplane::load().expect("load XDP program");
         let plan = test_plan();
         dataplane.apply(&plan, EPHEMERAL).expect("apply plan");
-        Harness { dataplane, plan }
+        let counters = dataplane.take_stats_reader().expect("counter maps");
+        Harness {
+            dataplane,
+            counters,
+            plan,
+        }
+    }
+
+    /// Every reason's and listener slot's counters.
+    fn stats(&self) -> Stats {
+        self.counters.read(0..MAX_LISTENERS).expect("stats")
     }
 
     fn run(&mut self, frame: &Frame) -> u32 {
@@ -139,9 +150,9 @@ impl Harness {
     /// Runs `frame` and checks the action and that exactly one packet was
     /// counted, under `reason`, with the frame's length in bytes.
     fn expect(&mut self, frame: Frame, action: u32, reason: Reason) {
-        let before = self.dataplane.stats().expect("stats");
+        let before = self.stats();
         let got = self.run(&frame);
-        let after = self.dataplane.stats().expect("stats");
+        let after = self.stats();
         assert_eq!(got, action, "action for {frame:?}");
         for r in Reason::ALL {
             let delta = after.reason(r).packets - before.reason(r).packets;
@@ -160,8 +171,7 @@ impl Harness {
             .find(|l| l.port == port)
             .expect("listener")
             .id;
-        let stats = self.dataplane.stats().expect("stats");
-        stats
+        self.stats()
             .listeners
             .iter()
             .find(|(i, _)| *i == id)

@@ -3,7 +3,7 @@
 //! interface and reads the counters. It never decides what is served.
 mod error;
 
-use std::{borrow::Borrow, collections::BTreeSet};
+use std::collections::BTreeSet;
 
 use aya::{
     Ebpf,
@@ -176,18 +176,8 @@ impl Dataplane {
         Ok(Some(attachment.interface))
     }
 
-    /// Counters summed over CPUs, every listener slot (tests; the daemon
-    /// reads through a [`StatsReader`]). Fails once the reader was taken.
-    pub fn stats(&self) -> Result<Stats, DataplaneError> {
-        read_stats(
-            &map_ref(&self.ebpf, map_names::REASON_STATS)?,
-            &map_ref(&self.ebpf, map_names::LISTENER_STATS)?,
-            0..MAX_LISTENERS,
-        )
-    }
-
-    /// Takes the counter maps out of the object for the admin thread, which
-    /// then reads them without sharing any lock with the rest of the daemon.
+    /// Takes the counter maps out of the object, so their reader (the admin
+    /// thread) shares no lock with the rest of the daemon.
     pub fn take_stats_reader(&mut self) -> Result<StatsReader, DataplaneError> {
         let mut take =
             |name: &'static str| -> Result<PerCpuArray<MapData, Counter>, DataplaneError> {
@@ -212,46 +202,44 @@ pub struct StatsReader {
 
 impl StatsReader {
     /// Counters summed over CPUs: every reason code, and the listeners in
-    /// `listener_ids` (the plan's, not all [`MAX_LISTENERS`] slots, so a read
-    /// costs a lookup per listener served).
+    /// `listener_ids` (the daemon passes the plan's, not all
+    /// [`MAX_LISTENERS`] slots, so a read costs a lookup per listener served).
     pub fn read(
         &self,
         listener_ids: impl IntoIterator<Item = u32>,
     ) -> Result<Stats, DataplaneError> {
-        read_stats(&self.reasons, &self.listeners, listener_ids)
+        let mut stats = Stats::default();
+        for reason in Reason::ALL {
+            stats.reasons.push((
+                reason,
+                sum(&self.reasons, reason as u32, map_names::REASON_STATS)?,
+            ));
+        }
+        for id in listener_ids.into_iter().filter(|id| *id < MAX_LISTENERS) {
+            let counter = sum(&self.listeners, id, map_names::LISTENER_STATS)?;
+            if counter.packets != 0 {
+                stats.listeners.push((id, counter));
+            }
+        }
+        Ok(stats)
     }
 }
 
-fn read_stats<T: Borrow<MapData>>(
-    reasons: &PerCpuArray<T, Counter>,
-    listeners: &PerCpuArray<T, Counter>,
-    listener_ids: impl IntoIterator<Item = u32>,
-) -> Result<Stats, DataplaneError> {
-    let sum = |array: &PerCpuArray<T, Counter>, index: u32, name: &'static str| {
-        array
-            .get(&index, 0)
-            .map(|per_cpu| {
-                per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                    packets: acc.packets + c.packets,
-                    bytes: acc.bytes + c.bytes,
-                })
+/// One counter summed over CPUs.
+fn sum(
+    array: &PerCpuArray<MapData, Counter>,
+    index: u32,
+    name: &'static str,
+) -> Result<Counter, DataplaneError> {
+    array
+        .get(&index, 0)
+        .map(|per_cpu| {
+            per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
             })
-            .map_err(|source| DataplaneError::Map { name, source })
-    };
-    let mut stats = Stats::default();
-    for reason in Reason::ALL {
-        stats.reasons.push((
-            reason,
-            sum(reasons, reason as u32, map_names::REASON_STATS)?,
-        ));
-    }
-    for id in listener_ids.into_iter().filter(|id| *id < MAX_LISTENERS) {
-        let counter = sum(listeners, id, map_names::LISTENER_STATS)?;
-        if counter.packets != 0 {
-            stats.listeners.push((id, counter));
-        }
-    }
-    Ok(stats)
+        })
+        .map_err(|source| DataplaneError::Map { name, source })
 }
 
 /// Counter snapshot, summed over CPUs.
@@ -287,14 +275,6 @@ where
     let raw = ebpf
         .map_mut(name)
         .ok_or(DataplaneError::MissingMap { name })?;
-    T::try_from(raw).map_err(|source| DataplaneError::Map { name, source })
-}
-
-fn map_ref<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<T, DataplaneError>
-where
-    T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let raw = ebpf.map(name).ok_or(DataplaneError::MissingMap { name })?;
     T::try_from(raw).map_err(|source| DataplaneError::Map { name, source })
 }
 
