@@ -132,9 +132,7 @@ async fn serve_connection(
         .max_buf_size(MAX_REQUEST_HEAD)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    if let Ok(Err(err)) =
-        with_deadlines(connection.as_mut(), &activity, &gate.limits, &gate.counters).await
-    {
+    if let Ok(Err(err)) = with_deadlines(connection.as_mut(), &activity, &gate).await {
         log::debug!("admin connection: {err}");
     }
 }

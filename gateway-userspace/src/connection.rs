@@ -69,28 +69,6 @@ impl Counters {
         let active = self.active.load(Ordering::Relaxed);
         self.peak.swap(active, Ordering::Relaxed).max(active)
     }
-
-    /// `name value` lines under `prefix`, in a fixed order.
-    pub fn render(&self, prefix: &str, out: &mut String) {
-        use std::fmt::Write as _;
-        let lines = [
-            ("accepted", self.accepted.load(Ordering::Relaxed)),
-            ("active", self.active.load(Ordering::Relaxed) as u64),
-            ("rejected_over_limit", self.rejected.load(Ordering::Relaxed)),
-            (
-                "closed_head_timeout",
-                self.head_timeouts.load(Ordering::Relaxed),
-            ),
-            (
-                "closed_idle_timeout",
-                self.idle_timeouts.load(Ordering::Relaxed),
-            ),
-            ("accept_errors", self.accept_errors.load(Ordering::Relaxed)),
-        ];
-        for (name, value) in lines {
-            let _ = writeln!(out, "{prefix}.connections.{name} {value}");
-        }
-    }
 }
 
 /// Admission of connections against the cap, shared by every accept loop
@@ -227,14 +205,15 @@ impl Activity {
 }
 
 /// Drives `connection` until it ends or `activity` passes a deadline of
-/// `limits`, whichever is first. A timed-out connection is left to the
-/// caller to close (drop, or shut down gracefully first).
+/// the gate's limits, whichever is first, counting expiries on the gate. A
+/// timed-out connection is left to the caller to close (drop, or shut down
+/// gracefully first).
 pub async fn with_deadlines<F: Future>(
     mut connection: Pin<&mut F>,
     activity: &Activity,
-    limits: &Limits,
-    counters: &Counters,
+    gate: &Gate,
 ) -> Result<F::Output, Expiry> {
+    let (limits, counters) = (&gate.limits, &gate.counters);
     loop {
         // With a request in progress, look again after an idle period: the
         // request's end moves the deadline anyway.
@@ -393,26 +372,26 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_connection_expires_at_the_head_deadline() {
         let activity = Activity::new();
-        let counters = Counters::default();
+        let gate = Gate::new(LIMITS);
         let never = std::future::pending::<()>();
         tokio::pin!(never);
         let started = Instant::now();
-        let result = with_deadlines(never.as_mut(), &activity, &LIMITS, &counters).await;
+        let result = with_deadlines(never.as_mut(), &activity, &gate).await;
         assert_eq!(result, Err(Expiry::Head));
         assert_eq!(started.elapsed(), LIMITS.request_head_timeout);
-        assert_eq!(counters.head_timeouts.load(Ordering::Relaxed), 1);
+        assert_eq!(gate.counters.head_timeouts.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_long_request_is_never_cut_by_the_idle_timeout() {
         let activity = Arc::new(Activity::new());
-        let counters = Counters::default();
+        let gate = Gate::new(LIMITS);
         let work = async {
             let _request = activity.begin();
             tokio::time::sleep(LIMITS.idle_timeout * 3).await;
         };
         tokio::pin!(work);
-        let result = with_deadlines(work.as_mut(), &activity, &LIMITS, &counters).await;
+        let result = with_deadlines(work.as_mut(), &activity, &gate).await;
         assert_eq!(result, Ok(()));
     }
 

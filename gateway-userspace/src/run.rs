@@ -145,10 +145,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         let snapshot = stats_reader
             .read(listener_ids.iter().copied())
             .map_err(|err| err.to_string())?;
-        let mut text = stats::render(&snapshot, &stats_plan);
-        proxy_counters.render("proxy", &mut text);
-        admin_counters.render("admin", &mut text);
-        Ok(text)
+        Ok(stats::render(
+            &snapshot,
+            &stats_plan,
+            &[("proxy", &proxy_counters), ("admin", &admin_counters)],
+        ))
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

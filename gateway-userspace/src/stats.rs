@@ -1,10 +1,15 @@
 //! Text rendering of the kernel counters for the admin `/stats` endpoint.
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
-use crate::{compile::Plan, dataplane::Stats};
+use crate::{compile::Plan, connection::Counters, dataplane::Stats};
 
-/// One `name value` line per counter, stable names for scripts and tests.
-pub fn render(stats: &Stats, plan: &Plan) -> String {
+/// One `name value` line per counter, stable names for scripts and tests:
+/// the configuration's, the kernel's (`stats`), and each kind of
+/// listener's connections (`proxy`, `admin`).
+pub fn render(stats: &Stats, plan: &Plan, connections: &[(&str, &Counters)]) -> String {
     let mut out = String::new();
     // What the configuration lost in the merge or binding (Istio's
     // pilot_total_rejected_configs, but per gateway instance).
@@ -32,7 +37,26 @@ pub fn render(stats: &Stats, plan: &Plan) -> String {
         let _ = writeln!(out, "xdp.listener.{label}.packets {}", counter.packets);
         let _ = writeln!(out, "xdp.listener.{label}.bytes {}", counter.bytes);
     }
+    for (prefix, counters) in connections {
+        render_connections(prefix, counters, &mut out);
+    }
     out
+}
+
+/// `<prefix>.connections.<name> <value>` lines, in a fixed order.
+fn render_connections(prefix: &str, counters: &Counters, out: &mut String) {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let lines = [
+        ("accepted", load(&counters.accepted)),
+        ("active", counters.active.load(Ordering::Relaxed) as u64),
+        ("rejected_over_limit", load(&counters.rejected)),
+        ("closed_head_timeout", load(&counters.head_timeouts)),
+        ("closed_idle_timeout", load(&counters.idle_timeouts)),
+        ("accept_errors", load(&counters.accept_errors)),
+    ];
+    for (name, value) in lines {
+        let _ = writeln!(out, "{prefix}.connections.{name} {value}");
+    }
 }
 
 #[cfg(test)]
@@ -56,7 +80,7 @@ mod tests {
             }],
             warnings: vec!["a".into(), "b".into()],
         };
-        let text = render(&Stats::default(), &plan);
+        let text = render(&Stats::default(), &plan, &[]);
         assert!(
             text.starts_with("config.servers_dropped 1\nconfig.route_warnings 2\n"),
             "{text}"

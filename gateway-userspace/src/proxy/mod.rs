@@ -166,7 +166,7 @@ async fn serve_connection(
         .max_header_list_size(MAX_REQUEST_HEAD as u32);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    match with_deadlines(connection.as_mut(), &activity, &gate.limits, &gate.counters).await {
+    match with_deadlines(connection.as_mut(), &activity, &gate).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => log::debug!("connection ended with an error: {err}"),
         // Nothing was ever asked: drop it without a word.
