@@ -75,17 +75,12 @@ impl SourceArgs {
     }
 }
 
-/// A flag value's leading digits and the unit after them (`16M` -> `16`, `M`).
-fn number_and_unit(text: &str) -> (&str, &str) {
-    text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    )
-}
-
 /// `16M` style sizes for flags.
 fn parse_size(text: &str) -> Result<u64, String> {
-    let (digits, unit) = number_and_unit(text);
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let shift = match unit {
         "" => 0,
         "K" | "KiB" => 10,
@@ -101,22 +96,15 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a positive size such as 16M"))
 }
 
-/// `10s`, `500ms`, `2m` style durations for flags.
+/// `10s`, `500ms`, `2m` style durations for flags: the Go/protobuf form
+/// Istio's own durations are written in, read by the same parser.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (digits, unit) = number_and_unit(text);
-    let millis_per_unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(format!("{text:?} needs a unit: ms, s, m or h (e.g. 10s)")),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(millis_per_unit))
-        .filter(|ms| *ms > 0)
-        .map(Duration::from_millis)
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{text:?} needs a unit: ms, s, m or h (e.g. 10s)"));
+    }
+    config::duration_millis(text)
+        .filter(|ms| *ms > 0.0)
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
         .ok_or_else(|| format!("{text:?} is not a positive duration such as 10s"))
 }
 
@@ -233,6 +221,15 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("16MB").is_err());
         assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn the_flag_default_is_the_loaders_default_file_limit() {
+        let cli = Cli::parse_from(["gateway", "check", "x.yaml"]);
+        let Command::Check(args) = cli.command else {
+            panic!("not check")
+        };
+        assert_eq!(args.source.max_config_bytes, config::DEFAULT_MAX_FILE_BYTES);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::{
 
 pub use certs::{Disk, Environment, FileSource, MemoryFiles};
 pub use diagnostic::{Diagnostic, Severity};
+pub use rules::duration_millis;
 
 use self::{decode::Decoder, yaml::Value};
 use crate::model::Model;
