@@ -96,15 +96,13 @@ async fn serve(
     let mut acceptor = Acceptor::new(format!("admin {addr}"));
     loop {
         tokio::select! {
-            (stream, _) = acceptor.accept(&listener, &gate.counters) => {
-                if let Some((stream, admitted)) = gate.admit(stream) {
-                    tokio::task::spawn_local(serve_connection(
-                        stream,
-                        Rc::clone(&cache),
-                        Arc::clone(&gate),
-                        admitted,
-                    ));
-                }
+            (stream, admitted) = acceptor.admitted(&listener, &gate) => {
+                tokio::task::spawn_local(serve_connection(
+                    stream,
+                    Rc::clone(&cache),
+                    Arc::clone(&gate),
+                    admitted,
+                ));
             }
             _ = shutdown.changed() => return,
         }

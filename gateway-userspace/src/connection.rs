@@ -293,6 +293,17 @@ impl Acceptor {
         }
     }
 
+    /// The next connection `gate` admits; those past its cap are reset and
+    /// skipped.
+    pub async fn admitted(&mut self, listener: &TcpListener, gate: &Gate) -> (TcpStream, Admitted) {
+        loop {
+            let (stream, _) = self.accept(listener, &gate.counters).await;
+            if let Some(admitted) = gate.admit(stream) {
+                return admitted;
+            }
+        }
+    }
+
     fn log(&mut self, err: &io::Error, backing_off: bool) {
         let now = Instant::now();
         if self

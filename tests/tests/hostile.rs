@@ -246,14 +246,22 @@ fn service_back_within(topology: &Topology, daemon: &Daemon, within: Duration) -
     ended.elapsed()
 }
 
-/// Log lines the daemon wrote after it was ready.
-fn log_lines_since(daemon: &Daemon, ready_lines: usize) -> Vec<String> {
-    daemon
+/// Fails unless the daemon wrote at most `most` log lines after its first
+/// `ready_lines`; returns how many it wrote.
+fn assert_log_grew_at_most(daemon: &Daemon, ready_lines: usize, most: usize) -> usize {
+    let lines: Vec<String> = daemon
         .log()
         .lines()
         .skip(ready_lines)
         .map(str::to_string)
-        .collect()
+        .collect();
+    assert!(
+        lines.len() <= most,
+        "log grew by {} lines:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    lines.len()
 }
 
 #[test]
@@ -280,13 +288,7 @@ fn a_flood_past_the_connection_cap_is_reset_and_service_returns_when_it_ends() {
         "cap flood: {held} connections, {} reset at accept, service back {back:?} after the flood ended",
         stat(&topology, "proxy.connections.rejected_over_limit")
     );
-    let lines = log_lines_since(&daemon, ready_lines);
-    assert!(
-        lines.len() <= 5,
-        "log grew by {} lines:\n{}",
-        lines.len(),
-        lines.join("\n")
-    );
+    assert_log_grew_at_most(&daemon, ready_lines, 5);
 }
 
 #[test]
@@ -326,17 +328,10 @@ fn running_out_of_descriptors_backs_off_with_a_bounded_log() {
     // Back-off, not a spin: well under a quarter of one core while exhausted.
     assert!(busy < wall / 4, "daemon used {busy:?} of CPU in {wall:?}");
     let back = service_back_within(&topology, &daemon, Duration::from_secs(3));
-    let lines = log_lines_since(&daemon, ready_lines);
+    let lines = assert_log_grew_at_most(&daemon, ready_lines, 10);
     eprintln!(
-        "descriptors exhausted: {held} connections held, daemon CPU {busy:?} in {wall:?}, {} accept errors, {} log lines, service back {back:?} after the flood ended",
+        "descriptors exhausted: {held} connections held, daemon CPU {busy:?} in {wall:?}, {} accept errors, {lines} log lines, service back {back:?} after the flood ended",
         stat(&topology, "proxy.connections.accept_errors"),
-        lines.len()
-    );
-    assert!(
-        lines.len() <= 10,
-        "log grew by {} lines:\n{}",
-        lines.len(),
-        lines.join("\n")
     );
 }
 

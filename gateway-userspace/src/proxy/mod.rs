@@ -114,11 +114,9 @@ async fn accept_loop(bound: BoundListener, gate: Arc<Gate>, mut shutdown: watch:
     let mut acceptor = Acceptor::new(format!("proxy {}", bound.local_addr));
     loop {
         tokio::select! {
-            (stream, _peer) = acceptor.accept(&bound.listener, &gate.counters) => {
-                if let Some((stream, admitted)) = gate.admit(stream) {
-                    let hosts = Arc::clone(&bound.hosts);
-                    connections.spawn(serve_connection(stream, hosts, Arc::clone(&gate), admitted));
-                }
+            (stream, admitted) = acceptor.admitted(&bound.listener, &gate) => {
+                let hosts = Arc::clone(&bound.hosts);
+                connections.spawn(serve_connection(stream, hosts, Arc::clone(&gate), admitted));
             },
             _ = shutdown.changed() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
