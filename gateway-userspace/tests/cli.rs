@@ -73,7 +73,41 @@ fn bad_flag_value_is_rejected_by_name() {
     );
 }
 
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+/// The examples the demo serves together; `examples/` also holds
+/// `seed-as-written.yaml`, which is invalid on purpose.
+const GATEWAY_EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../examples/dataengine-gateway.yaml"
+);
+const ROUTING_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/routing.yaml");
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// Runs the binary from the repository root, so paths print as a user types them.
+fn gateway_in_repo(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(args)
+        .current_dir(REPO)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run gateway")
+}
+
+#[test]
+fn check_of_the_seed_as_written_prints_every_problem_once_in_file_order() {
+    let out = gateway_in_repo(&["check", "examples/seed-as-written.yaml"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "\
+examples/seed-as-written.yaml:23:5: error: Gateway default/istio-gateway: spec.servers[1].tls: server must have TLS settings for HTTPS/TLS protocols
+examples/seed-as-written.yaml:28:9: error: Gateway default/istio-gateway: metadata.name: duplicate Gateway default/istio-gateway: first defined at examples/seed-as-written.yaml:4:9
+examples/seed-as-written.yaml:35:7: error: Gateway default/istio-gateway: spec.servers[0].port.name: port name must be set
+examples/seed-as-written.yaml:36:7: error: Gateway default/istio-gateway: spec.servers[0].port.protocol: port protocol is required
+4 error(s), 0 warning(s)
+"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(1));
+}
 const CREDENTIALS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/credentials");
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
@@ -84,7 +118,13 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 
 #[test]
 fn check_passes_the_shipped_examples() {
-    let out = gateway(&["check", "--credentials-dir", CREDENTIALS, EXAMPLES]);
+    let out = gateway(&[
+        "check",
+        "--credentials-dir",
+        CREDENTIALS,
+        GATEWAY_EXAMPLE,
+        ROUTING_EXAMPLE,
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.ends_with("0 error(s), 0 warning(s)\n"), "{stdout}");
@@ -157,7 +197,8 @@ fn compile_prints_the_plan_as_json() {
         "json",
         "--credentials-dir",
         CREDENTIALS,
-        EXAMPLES,
+        GATEWAY_EXAMPLE,
+        ROUTING_EXAMPLE,
     ]);
     assert_eq!(
         out.status.code(),
@@ -183,7 +224,8 @@ fn compile_serves_only_gateways_that_select_the_instance() {
         "istio=egressgateway",
         "--credentials-dir",
         CREDENTIALS,
-        EXAMPLES,
+        GATEWAY_EXAMPLE,
+        ROUTING_EXAMPLE,
     ]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["listeners"], serde_json::json!([]));
@@ -191,7 +233,12 @@ fn compile_serves_only_gateways_that_select_the_instance() {
 
 #[test]
 fn check_without_the_credentials_names_the_missing_file() {
-    let out = gateway(&["check", "--credentials-dir", "/nonexistent", EXAMPLES]);
+    let out = gateway(&[
+        "check",
+        "--credentials-dir",
+        "/nonexistent",
+        GATEWAY_EXAMPLE,
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("spec.servers[1].tls.credentialName: cannot read /nonexistent/dataengine-com-cert/tls.crt: No such file or directory"), "{stdout}");

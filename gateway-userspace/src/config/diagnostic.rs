@@ -57,6 +57,12 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Orders diagnostics by (file, line, column) so they read top to bottom
+/// however the checks that found them were ordered; ties keep their order.
+pub fn sort_by_position(diagnostics: &mut [Diagnostic]) {
+    diagnostics.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +81,43 @@ mod tests {
         assert_eq!(
             diagnostic.to_string(),
             "examples/seed.yaml:52:9: error: Gateway default/istio-gateway: spec.servers[0].port.protocol: invalid protocol \"\""
+        );
+    }
+
+    fn at(file: &str, line: usize, col: usize, message: &str) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            file: PathBuf::from(file),
+            line,
+            col,
+            resource: String::new(),
+            field: String::new(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn sorting_follows_file_line_and_column_and_keeps_ties_in_order() {
+        let mut diagnostics = vec![
+            at("b.yaml", 1, 1, "b"),
+            at("a.yaml", 36, 9, "later line"),
+            at("a.yaml", 35, 9, "first tie"),
+            at("a.yaml", 35, 2, "earlier column"),
+            at("a.yaml", 35, 9, "second tie"),
+            at("a.yaml", 0, 0, "whole file"),
+        ];
+        sort_by_position(&mut diagnostics);
+        let order: Vec<&str> = diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "whole file",
+                "earlier column",
+                "first tie",
+                "second tie",
+                "later line",
+                "b"
+            ]
         );
     }
 }

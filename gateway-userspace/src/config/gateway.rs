@@ -219,7 +219,7 @@ fn check_tls_fits_protocol(
     let tls_path = join(path, "tls");
     let Some(tls_node) = tls_node else {
         if matches!(protocol, Protocol::Https | Protocol::Tls) {
-            let at = server.get("tls").unwrap_or(server);
+            let at = server.key("tls").unwrap_or(server);
             d.error(
                 at,
                 &tls_path,
@@ -303,7 +303,9 @@ fn decode_port(d: &mut Decoder<'_>, node: &Node, path: &str, bind: &Bind) -> Opt
             );
         }
     }
-    let protocol = match field(entries, "protocol") {
+    // `protocol:` and `name:` with nothing after them are YAML null: unset,
+    // reported once as missing rather than also as a type error.
+    let protocol = match field(entries, "protocol").filter(|p| p.value != Value::Null) {
         Some(p) => d.string(p, &join(path, "protocol")).and_then(|text| {
             let parsed = Protocol::parse(&text);
             if parsed.is_none() {
@@ -316,20 +318,22 @@ fn decode_port(d: &mut Decoder<'_>, node: &Node, path: &str, bind: &Bind) -> Opt
             parsed
         }),
         None => {
-            d.error(node, &join(path, "protocol"), "port protocol is required");
+            let at = node.key("protocol").unwrap_or(node);
+            d.error(at, &join(path, "protocol"), "port protocol is required");
             None
         }
     };
-    let name = match field(entries, "name") {
+    let name = match field(entries, "name").filter(|n| n.value != Value::Null) {
         Some(n) => {
             let name = d.string(n, &join(path, "name")).unwrap_or_default();
-            if name.is_empty() && matches!(n.value, Value::Str(_) | Value::Null) {
+            if name.is_empty() && matches!(n.value, Value::Str(_)) {
                 d.error(n, &join(path, "name"), "port name must be set");
             }
             name
         }
         None => {
-            d.error(node, &join(path, "name"), "port name must be set");
+            let at = node.key("name").unwrap_or(node);
+            d.error(at, &join(path, "name"), "port name must be set");
             String::new()
         }
     };

@@ -129,6 +129,7 @@ pub fn load_paths(
         message: problem.message,
     });
     config.diagnostics.splice(0..0, file_diagnostics);
+    diagnostic::sort_by_position(&mut config.diagnostics);
     Ok(config)
 }
 
@@ -159,6 +160,7 @@ pub fn load_sources_with(sources: &[(PathBuf, String)], env: Option<&Environment
             });
         }
     }
+    diagnostic::sort_by_position(&mut config.diagnostics);
     config
 }
 
@@ -207,46 +209,53 @@ fn load_document(
     };
     d.resource = format!("{kind} {namespace}/{name}");
     let key = (kind.clone(), namespace.clone(), name.clone());
+    let name_node = doc
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .unwrap_or(doc);
+    // A duplicate is an error, but its content is still validated so every
+    // problem in it shows at once; it never reaches the model.
     if let Some((first_file, line, col)) = seen.get(&key) {
         let message = format!(
             "duplicate {kind} {namespace}/{name}: first defined at {}:{line}:{col}",
             first_file.display()
         );
-        let name_node = doc
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .unwrap_or(doc);
         d.error(name_node, "metadata.name", message);
-        config.diagnostics.append(&mut d.diagnostics);
-        return;
+    } else {
+        seen.insert(key, (file.to_path_buf(), name_node.line, name_node.col));
     }
-    let name_node = doc
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .unwrap_or(doc);
-    seen.insert(key, (file.to_path_buf(), name_node.line, name_node.col));
+    let mut model = Model::default();
     match kind.as_str() {
         "Gateway" => {
-            if let Some(gw) = gateway::decode(&mut d, doc, namespace, name) {
-                config.model.gateways.push(gw);
-            }
+            model
+                .gateways
+                .extend(gateway::decode(&mut d, doc, namespace, name));
         }
         "VirtualService" => {
             let created = gateway::creation_timestamp(&mut d, doc);
-            if let Some(vs) = virtual_service::decode(&mut d, doc, namespace, name, created) {
-                config.model.virtual_services.push(vs);
-            }
+            model.virtual_services.extend(virtual_service::decode(
+                &mut d, doc, namespace, name, created,
+            ));
         }
         "DestinationRule" => {
-            if let Some(dr) = destination_rule::decode(&mut d, doc, namespace, name) {
-                config.model.destination_rules.push(dr);
-            }
+            model
+                .destination_rules
+                .extend(destination_rule::decode(&mut d, doc, namespace, name));
         }
         _ => {
-            if let Some(se) = service_entry::decode(&mut d, doc, namespace, name) {
-                config.model.service_entries.push(se);
-            }
+            model
+                .service_entries
+                .extend(service_entry::decode(&mut d, doc, namespace, name));
         }
+    }
+    if !d.has_errors() {
+        let target = &mut config.model;
+        target.gateways.append(&mut model.gateways);
+        target.virtual_services.append(&mut model.virtual_services);
+        target
+            .destination_rules
+            .append(&mut model.destination_rules);
+        target.service_entries.append(&mut model.service_entries);
     }
     config.diagnostics.append(&mut d.diagnostics);
 }

@@ -100,10 +100,46 @@ fn every_error_is_reported_at_once() {
         .filter(|d| d.severity == Severity::Error)
         .map(|d| d.field.as_str())
         .collect();
+    // In file order: `name` (line 12) before `protocol` (line 13).
     assert_eq!(
         errors,
-        vec!["spec.servers[0].port.protocol", "spec.servers[0].port.name"]
+        vec!["spec.servers[0].port.name", "spec.servers[0].port.protocol"]
     );
+}
+
+#[test]
+fn empty_port_name_and_protocol_get_one_diagnostic_each_at_their_key() {
+    let text = REDIRECT
+        .replace("protocol: HTTP", "protocol:")
+        .replace("name: http", "name:");
+    assert_eq!(
+        messages(&load(&text)),
+        vec![
+            "gw.yaml:12:7: error: Gateway istio-system/web: spec.servers[0].port.name: port name must be set",
+            "gw.yaml:13:7: error: Gateway istio-system/web: spec.servers[0].port.protocol: port protocol is required",
+        ]
+    );
+}
+
+#[test]
+fn a_duplicate_resource_is_reported_and_its_content_still_validated() {
+    let second = REDIRECT.replace("name: http", "name:");
+    let config = load(&format!("{REDIRECT}---\n{second}"));
+    assert_eq!(
+        messages(&config),
+        vec![
+            "gw.yaml:22:9: error: Gateway istio-system/web: metadata.name: duplicate Gateway istio-system/web: first defined at gw.yaml:4:9",
+            "gw.yaml:30:7: error: Gateway istio-system/web: spec.servers[0].port.name: port name must be set",
+        ]
+    );
+    assert_eq!(config.model.gateways.len(), 1);
+}
+
+#[test]
+fn a_valid_duplicate_never_reaches_the_model() {
+    let config = load(&format!("{REDIRECT}---\n{REDIRECT}"));
+    assert_eq!(config.diagnostics.len(), 1, "{:?}", messages(&config));
+    assert_eq!(config.model.gateways.len(), 1);
 }
 
 #[test]
@@ -127,13 +163,12 @@ fn https_server_with_empty_tls_is_an_error() {
     let text = REDIRECT
         .replace("protocol: HTTP", "protocol: HTTPS")
         .replace("    tls:\n      httpsRedirect: true\n", "    tls:\n");
-    let config = load(&text);
-    assert!(
-        messages(&config)
-            .iter()
-            .any(|m| m.contains("server must have TLS settings for HTTPS/TLS protocols")),
-        "{:?}",
-        messages(&config)
+    // One error, at the `tls` key (its null value has no position of its own).
+    assert_eq!(
+        messages(&load(&text)),
+        vec![
+            "gw.yaml:16:5: error: Gateway istio-system/web: spec.servers[0].tls: server must have TLS settings for HTTPS/TLS protocols"
+        ]
     );
 }
 

@@ -417,11 +417,20 @@ impl Node {
 
     /// The value of `key` in a mapping node.
     pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|(_, v)| v)
+    }
+
+    /// The key node of `key` in a mapping node: where to point at a field
+    /// left empty (`name:`), whose null value has no text of its own.
+    pub fn key(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|(k, _)| k)
+    }
+
+    fn entry(&self, key: &str) -> Option<&(Node, Node)> {
         match &self.value {
             Value::Map(entries) => entries
                 .iter()
-                .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
-                .map(|(_, v)| v),
+                .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key)),
             _ => None,
         }
     }
