@@ -117,6 +117,22 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 }
 
 #[test]
+fn check_of_the_seed_made_valid_passes_without_warnings() {
+    let out = gateway_in_repo(&[
+        "check",
+        "--credentials-dir",
+        "examples/credentials",
+        "examples/seed.yaml",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0 error(s), 0 warning(s)\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
 fn check_passes_the_shipped_examples() {
     let out = gateway(&[
         "check",
