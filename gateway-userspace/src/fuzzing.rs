@@ -16,7 +16,7 @@ pub fn config(data: &[u8]) {
     let files = MemoryFiles::default();
     let env = Environment {
         files: &files,
-        credentials_dir: Path::new("/credentials"),
+        credentials_dir: Some(Path::new("/credentials")),
     };
     let loaded = config::load_sources_with(&[(PathBuf::from("fuzz.yaml"), text)], Some(&env));
     for diagnostic in &loaded.diagnostics {

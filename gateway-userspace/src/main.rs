@@ -52,16 +52,16 @@ impl InstanceArgs {
     }
 }
 
-/// Where `credentialName` secrets live in standalone mode.
-const DEFAULT_CREDENTIALS_DIR: &str = "/etc/gateway/credentials";
-
 /// How the configuration files and their secrets are read, the same for
 /// every command so `check` reads exactly what `run` would.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SourceArgs {
-    /// `credentialName: X` reads `DIR/X/tls.crt`, `DIR/X/tls.key` and `DIR/X/ca.crt`.
-    #[arg(long, default_value = DEFAULT_CREDENTIALS_DIR, value_name = "DIR")]
-    pub credentials_dir: PathBuf,
+    /// `credentialName: X` reads `DIR/X/tls.crt`, `DIR/X/tls.key` and
+    /// `DIR/X/ca.crt`. Default: `credentials/X` beside the configuration
+    /// file that names X, then `/etc/gateway/credentials/X`; with this flag,
+    /// only `DIR/X`.
+    #[arg(long, value_name = "DIR")]
+    pub credentials_dir: Option<PathBuf>,
     /// Largest configuration file read; larger files are an error. Bytes, or
     /// with a K, M or G suffix (powers of 1024).
     #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
@@ -71,7 +71,11 @@ pub struct SourceArgs {
 impl SourceArgs {
     /// Loads and validates the configuration at `paths`.
     fn load(&self, paths: &[PathBuf]) -> Result<Config, ConfigError> {
-        config::load_from_disk(paths, &self.credentials_dir, self.max_config_bytes)
+        config::load_from_disk(
+            paths,
+            self.credentials_dir.as_deref(),
+            self.max_config_bytes,
+        )
     }
 }
 
@@ -230,6 +234,21 @@ mod tests {
             panic!("not check")
         };
         assert_eq!(args.source.max_config_bytes, config::DEFAULT_MAX_FILE_BYTES);
+    }
+
+    #[test]
+    fn credentials_dir_help_names_the_default_search() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let check = cli.find_subcommand_mut("check").unwrap();
+        let arg = check
+            .get_arguments()
+            .find(|a| a.get_id() == "credentials_dir")
+            .unwrap();
+        let help = arg.get_long_help().or(arg.get_help()).unwrap().to_string();
+        assert!(help.contains("beside the configuration"), "{help}");
+        assert!(help.contains(config::SYSTEM_CREDENTIALS_DIR), "{help}");
+        assert_eq!(arg.get_default_values(), &[] as &[clap::builder::OsStr]);
     }
 
     #[test]

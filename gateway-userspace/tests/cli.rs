@@ -118,12 +118,7 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 
 #[test]
 fn check_of_the_seed_made_valid_passes_without_warnings() {
-    let out = gateway_in_repo(&[
-        "check",
-        "--credentials-dir",
-        "examples/credentials",
-        "examples/seed.yaml",
-    ]);
+    let out = gateway_in_repo(&["check", "examples/seed.yaml"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "0 error(s), 0 warning(s)\n"
@@ -144,6 +139,20 @@ fn check_passes_the_shipped_examples() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.ends_with("0 error(s), 0 warning(s)\n"), "{stdout}");
+}
+
+#[test]
+fn check_finds_credentials_beside_the_config_without_the_flag() {
+    // From another working directory: the search is relative to the file.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check", GATEWAY_EXAMPLE, ROUTING_EXAMPLE])
+        .current_dir(elsewhere.path())
+        .output()
+        .expect("run gateway");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, "0 error(s), 0 warning(s)\n");
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]

@@ -42,11 +42,59 @@ impl FileSource for MemoryFiles {
     }
 }
 
+/// Where credentials live when no directory is given and the configuration
+/// file has no `credentials/` directory beside it.
+pub const SYSTEM_CREDENTIALS_DIR: &str = "/etc/gateway/credentials";
+
 /// What loading may read besides the YAML.
 pub struct Environment<'a> {
     pub files: &'a dyn FileSource,
     /// `credentialName: X` reads `<dir>/X/tls.crt`, `tls.key` and `ca.crt`.
-    pub credentials_dir: &'a Path,
+    /// `Some(dir)` (`--credentials-dir`) looks only there; `None` looks in
+    /// `credentials/` beside the file naming X, then in
+    /// [`SYSTEM_CREDENTIALS_DIR`], so a checkout's examples work as they are.
+    pub credentials_dir: Option<&'a Path>,
+}
+
+impl Environment<'_> {
+    /// The directories searched, in order, for a credential named in `config_file`.
+    pub fn credential_dirs(&self, config_file: &Path) -> Vec<PathBuf> {
+        match self.credentials_dir {
+            Some(dir) => vec![dir.to_path_buf()],
+            None => vec![
+                config_file
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join("credentials"),
+                PathBuf::from(SYSTEM_CREDENTIALS_DIR),
+            ],
+        }
+    }
+
+    /// The directory holding credential `name`: the first searched that has
+    /// its `tls.crt` or `ca.crt`. With a single directory that is it (the
+    /// file checks then name what is missing); with several and none has
+    /// it, the error names each.
+    pub fn credential_dir(&self, config_file: &Path, name: &str) -> Result<PathBuf, String> {
+        let dirs = self.credential_dirs(config_file);
+        let found = dirs.iter().find(|dir| {
+            let (cert, _, ca) = credential_files(dir, name);
+            self.files.read(&cert).is_ok() || self.files.read(&ca).is_ok()
+        });
+        match (found, dirs.as_slice()) {
+            (Some(dir), _) | (None, [dir]) => Ok(dir.clone()),
+            (None, _) => {
+                let looked: Vec<String> = dirs
+                    .iter()
+                    .map(|dir| dir.join(name).display().to_string())
+                    .collect();
+                Err(format!(
+                    "credential {name} not found: no {} (--credentials-dir names another directory)",
+                    looked.join(" nor ")
+                ))
+            }
+        }
+    }
 }
 
 fn read(files: &dyn FileSource, path: &Path) -> Result<Vec<u8>, String> {

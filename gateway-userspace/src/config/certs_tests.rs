@@ -6,7 +6,7 @@ use super::{certs::test_pki::*, *};
 fn load_with(text: &str, files: &MemoryFiles) -> Config {
     let env = Environment {
         files,
-        credentials_dir: Path::new("/creds"),
+        credentials_dir: Some(Path::new("/creds")),
     };
     load_sources_with(&[(PathBuf::from("gw.yaml"), text.to_string())], Some(&env))
 }
@@ -85,6 +85,75 @@ fn missing_credential_is_named_with_its_expected_path() {
     );
 }
 
+/// Loads `text` as `/cfg/gw.yaml` with the default credential search.
+fn load_without_dir(text: &str, files: &MemoryFiles) -> Config {
+    let env = Environment {
+        files,
+        credentials_dir: None,
+    };
+    load_sources_with(
+        &[(PathBuf::from("/cfg/gw.yaml"), text.to_string())],
+        Some(&env),
+    )
+}
+
+fn first_certificate(config: &Config) -> String {
+    let tls = config.model.gateways[0].servers[0].tls.as_ref().unwrap();
+    tls.certificates[0].certificate.clone()
+}
+
+#[test]
+fn without_a_dir_credentials_beside_the_config_come_first() {
+    let fs = files(&[
+        ("/cfg/credentials/web/tls.crt", CERT),
+        ("/cfg/credentials/web/tls.key", KEY),
+        ("/etc/gateway/credentials/web/tls.crt", CERT),
+        ("/etc/gateway/credentials/web/tls.key", KEY),
+    ]);
+    let config = load_without_dir(&https("{mode: SIMPLE, credentialName: web}"), &fs);
+    assert_eq!(errors(&config), Vec::<String>::new());
+    assert_eq!(first_certificate(&config), "/cfg/credentials/web/tls.crt");
+}
+
+#[test]
+fn without_a_dir_the_system_directory_is_next() {
+    let fs = files(&[
+        ("/etc/gateway/credentials/web/tls.crt", CERT),
+        ("/etc/gateway/credentials/web/tls.key", KEY),
+    ]);
+    let config = load_without_dir(&https("{mode: SIMPLE, credentialName: web}"), &fs);
+    assert_eq!(errors(&config), Vec::<String>::new());
+    assert_eq!(
+        first_certificate(&config),
+        "/etc/gateway/credentials/web/tls.crt"
+    );
+}
+
+#[test]
+fn without_a_dir_a_missing_credential_names_every_place_looked_once() {
+    let config = load_without_dir(&https("{mode: MUTUAL, credentialName: web}"), &files(&[]));
+    assert_eq!(
+        errors(&config),
+        vec![
+            "/cfg/gw.yaml:8:41: error: Gateway default/gw: spec.servers[0].tls.credentialName: credential web not found: no /cfg/credentials/web nor /etc/gateway/credentials/web (--credentials-dir names another directory)"
+        ]
+    );
+}
+
+#[test]
+fn a_given_dir_is_the_only_place_looked() {
+    let fs = files(&[
+        ("/cfg/credentials/web/tls.crt", CERT),
+        ("/cfg/credentials/web/tls.key", KEY),
+    ]);
+    let config = load_with(&https("{mode: SIMPLE, credentialName: web}"), &fs);
+    assert!(
+        errors(&config)[0].ends_with("cannot read /creds/web/tls.crt: No such file or directory"),
+        "{:?}",
+        errors(&config)
+    );
+}
+
 #[test]
 fn mutual_credential_needs_a_ca_in_the_secret_or_a_cacert_secret() {
     let base = [("/creds/web/tls.crt", CERT), ("/creds/web/tls.key", KEY)];
@@ -131,7 +200,7 @@ fn certificate_files_are_read_from_disk() {
     std::fs::write(&key, KEY).unwrap();
     let env = Environment {
         files: &Disk,
-        credentials_dir: Path::new("/nonexistent"),
+        credentials_dir: Some(Path::new("/nonexistent")),
     };
     let tls = format!(
         "{{mode: SIMPLE, serverCertificate: {}, privateKey: {}}}",

@@ -28,6 +28,11 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// The configuration file being decoded.
+    pub fn file(&self) -> &'a Path {
+        self.file
+    }
+
     pub fn report(&mut self, severity: Severity, node: &Node, field: &str, message: String) {
         self.diagnostics.push(Diagnostic {
             severity,

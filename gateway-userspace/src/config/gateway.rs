@@ -2,7 +2,7 @@
 //! applying Istio's validation rules (semantics doc §10) with positions.
 use std::collections::BTreeMap;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{
     certs,
@@ -497,35 +497,50 @@ fn resolve_certificates(
         let at = field(entries, "credentialName")
             .or_else(|| field(entries, "credentialNames"))
             .unwrap_or(node);
+        let file = d.file();
+        let field_path = join(path, "credentialName");
         for name in &tls.credential_names {
-            let (cert, key, _) = certs::credential_files(env.credentials_dir, name);
-            pairs.push((
-                cert.display().to_string(),
-                key.display().to_string(),
-                at,
-                join(path, "credentialName"),
-            ));
+            match env.credential_dir(file, name) {
+                Ok(dir) => {
+                    let (cert, key, _) = certs::credential_files(&dir, name);
+                    pairs.push((
+                        cert.display().to_string(),
+                        key.display().to_string(),
+                        at,
+                        field_path.clone(),
+                    ));
+                }
+                Err(message) => d.error(at, &field_path, message),
+            }
         }
         if mutual {
             let ca_name = tls
                 .ca_cert_credential_name
                 .clone()
                 .unwrap_or_else(|| tls.credential_names[0].clone());
-            let (_, _, own_ca) = certs::credential_files(env.credentials_dir, &ca_name);
-            let (_, _, separate_ca) =
-                certs::credential_files(env.credentials_dir, &format!("{ca_name}-cacert"));
+            let ca_file = |name: &str| {
+                env.credential_dir(file, name)
+                    .map(|dir| certs::credential_files(&dir, name).2)
+            };
+            let readable = |ca: &Result<PathBuf, String>| {
+                ca.as_ref().is_ok_and(|ca| env.files.read(ca).is_ok())
+            };
+            let own_ca = ca_file(&ca_name);
+            let separate_ca = ca_file(&format!("{ca_name}-cacert"));
             // Istio also takes the CA from a `<name>-cacert` secret.
-            let chosen = if env.files.read(&own_ca).is_err() && env.files.read(&separate_ca).is_ok()
-            {
+            let chosen = if !readable(&own_ca) && readable(&separate_ca) {
                 separate_ca
             } else {
                 own_ca
             };
-            ca = Some((
-                chosen.display().to_string(),
-                at,
-                join(path, "credentialName"),
-            ));
+            match chosen {
+                Ok(chosen) => ca = Some((chosen.display().to_string(), at, field_path)),
+                // A missing certificate credential was reported just above.
+                Err(message) if !tls.credential_names.contains(&ca_name) => {
+                    d.error(at, &field_path, message);
+                }
+                Err(_) => {}
+            }
         }
     } else if !tls.tls_certificates.is_empty() {
         let at = field(entries, "tlsCertificates").unwrap_or(node);

@@ -19,7 +19,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use certs::{Disk, Environment, FileSource, MemoryFiles};
+pub use certs::{Disk, Environment, FileSource, MemoryFiles, SYSTEM_CREDENTIALS_DIR};
 pub use diagnostic::{Diagnostic, Severity};
 pub use rules::duration_millis;
 
@@ -72,10 +72,11 @@ impl Config {
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// `load_paths` on the real file system, with credentials under
-/// `credentials_dir` and files up to `max_file_bytes`.
+/// `credentials_dir` (`None`: the default search, see [`Environment`]) and
+/// files up to `max_file_bytes`.
 pub fn load_from_disk(
     paths: &[PathBuf],
-    credentials_dir: &Path,
+    credentials_dir: Option<&Path>,
     max_file_bytes: u64,
 ) -> Result<Config, ConfigError> {
     load_paths(

@@ -6,7 +6,7 @@ use crate::model::{Protocol, TlsMode};
 fn disk_env() -> Environment<'static> {
     Environment {
         files: &Disk,
-        credentials_dir: std::path::Path::new("/nonexistent"),
+        credentials_dir: Some(std::path::Path::new("/nonexistent")),
     }
 }
 
@@ -417,7 +417,7 @@ fn load_from_disk_reads_the_given_paths() {
     write_gateway(dir.path(), "gw.yaml", "a");
     let config = load_from_disk(
         &[dir.path().to_path_buf()],
-        std::path::Path::new("/nonexistent"),
+        Some(std::path::Path::new("/nonexistent")),
         DEFAULT_MAX_FILE_BYTES,
     )
     .unwrap();
