@@ -10,6 +10,11 @@ use crate::{
     model::{EndpointAddress, HttpMatch, StringMatch},
 };
 
+/// What a client sees for an unresolvable destination of an HTTP route.
+const HTTP_UNRESOLVED: &str = "503";
+/// ... and of a TCP or TLS forward: there is no response to send.
+const CONNECTION_UNRESOLVED: &str = "connection closed";
+
 fn bind_text(bind: Option<std::net::IpAddr>) -> String {
     bind.map_or("*".to_string(), |ip| ip.to_string())
 }
@@ -69,13 +74,15 @@ fn match_text(m: &HttpMatch) -> String {
     }
 }
 
-fn forward_text(forward: &Forward) -> String {
+/// `unresolved` is what a client sees for a share without a backend:
+/// `503` on an HTTP route, `connection closed` on a TCP or TLS forward.
+fn forward_text(forward: &Forward, unresolved: &str) -> String {
     forward
         .0
         .iter()
         .map(|b| match &b.target {
             Ok(cluster) => format!("{cluster} ({})", b.weight),
-            Err(reason) => format!("503: {reason} ({})", b.weight),
+            Err(reason) => format!("{unresolved}: {reason} ({})", b.weight),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -83,7 +90,7 @@ fn forward_text(forward: &Forward) -> String {
 
 fn action_text(action: &RouteAction) -> String {
     match action {
-        RouteAction::Forward { backends, .. } => forward_text(backends),
+        RouteAction::Forward { backends, .. } => forward_text(backends, HTTP_UNRESOLVED),
         RouteAction::Redirect(r) => format!(
             "{} to {}{}{}",
             r.code,
@@ -184,7 +191,11 @@ pub fn table(plan: &Plan) -> String {
                         route: Some((forward, source)),
                         ..
                     } => {
-                        let _ = writeln!(out, "      -> {}  [{source}]", forward_text(forward));
+                        let _ = writeln!(
+                            out,
+                            "      -> {}  [{source}]",
+                            forward_text(forward, CONNECTION_UNRESOLVED)
+                        );
                     }
                     TlsServerKind::TerminateTcp { route: None, .. } => {
                         let _ = writeln!(out, "      -> no tcp route: connections are closed");
@@ -195,7 +206,7 @@ pub fn table(plan: &Plan) -> String {
                                 out,
                                 "      sni {} -> {}  [{}]",
                                 route.sni,
-                                forward_text(&route.forward),
+                                forward_text(&route.forward, CONNECTION_UNRESOLVED),
                                 route.source
                             );
                         }
@@ -205,7 +216,12 @@ pub fn table(plan: &Plan) -> String {
             }
         }
         if let Some(tcp) = plan.tcp.iter().find(|t| t.listener_id == listener.id) {
-            let _ = writeln!(out, "    -> {}  [{}]", forward_text(&tcp.route), tcp.source);
+            let _ = writeln!(
+                out,
+                "    -> {}  [{}]",
+                forward_text(&tcp.route, CONNECTION_UNRESOLVED),
+                tcp.source
+            );
         }
     }
     if plan.listeners.is_empty() {

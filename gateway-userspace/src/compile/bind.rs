@@ -26,7 +26,8 @@ impl Accepted<'_> {
     }
 }
 
-/// Weighted backends; a share whose backend could not be resolved answers 503.
+/// Weighted backends. A share whose backend could not be resolved answers
+/// 503 on an HTTP route; on a TCP or TLS forward its connections are closed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Forward(pub Vec<Backend>);
 
@@ -34,7 +35,7 @@ pub struct Forward(pub Vec<Backend>);
 #[derive(Clone, Debug, PartialEq)]
 pub struct Backend {
     pub weight: u32,
-    /// A cluster name, or why there is none (503).
+    /// A cluster name, or why there is none.
     pub target: Result<String, String>,
 }
 
@@ -99,6 +100,14 @@ pub enum TlsServerKind {
     AutoPassthrough,
 }
 
+/// Where a forward's unresolvable share fails: an HTTP route can answer
+/// 503, a TCP or TLS forward can only close the connection.
+#[derive(Clone, Copy)]
+enum Layer {
+    Http,
+    Connection,
+}
+
 /// Binds VirtualServices and resolves their destinations.
 pub struct Binder<'m> {
     /// Visible VirtualServices by the gateway (`namespace/name`) they name,
@@ -136,9 +145,17 @@ impl<'m> Binder<'m> {
         }
     }
 
-    /// The clusters built and the warnings collected.
+    /// The clusters built and the warnings collected, each once in the
+    /// order first found (a VirtualService bound through two Gateways that
+    /// merge into one listener is bound twice).
     pub fn finish(self) -> (Vec<super::Cluster>, Vec<String>) {
-        (self.clusters.into_clusters(), self.warnings)
+        let mut warnings: Vec<String> = Vec::new();
+        for warning in self.warnings {
+            if !warnings.contains(&warning) {
+                warnings.push(warning);
+            }
+        }
+        (self.clusters.into_clusters(), warnings)
     }
 
     fn bound_to(&self, gateway: &str) -> Vec<&'m VirtualService> {
@@ -149,11 +166,15 @@ impl<'m> Binder<'m> {
     pub fn http_hosts(&mut self, servers: &[Accepted<'m>], port: u16) -> HostTable {
         let mut vhosts = Vec::new();
         for accepted in servers {
-            let https_redirect = accepted
-                .server
-                .tls
-                .as_ref()
-                .is_some_and(|t| t.https_redirect);
+            // Only a plaintext server redirects: on one that terminates TLS
+            // the request already came over HTTPS, and Istio routes it
+            // (semantics doc §6, simulation "httpsRedirect on https").
+            let https_redirect = accepted.server.port.protocol.is_http_family()
+                && accepted
+                    .server
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.https_redirect);
             // The server's own hosts: redirect-only, or 404 (no routes), when nothing binds.
             vhosts.extend(accepted.server.hosts.iter().map(|host| VirtualHost {
                 pattern: HostPattern::from_server_host(host),
@@ -200,7 +221,7 @@ impl<'m> Binder<'m> {
             );
             let action = match &rule.action {
                 HttpAction::Route(destinations) => RouteAction::Forward {
-                    backends: self.forward(destinations, &vs.namespace, &source),
+                    backends: self.forward(destinations, &vs.namespace, &source, Layer::Http),
                     rewrite_uri: rule.rewrite_uri.clone(),
                     rewrite_authority: rule.rewrite_authority.clone(),
                     timeout: rule.timeout.clone(),
@@ -225,14 +246,23 @@ impl<'m> Binder<'m> {
         routes
     }
 
-    fn forward(&mut self, destinations: &[Destination], namespace: &str, source: &str) -> Forward {
+    fn forward(
+        &mut self,
+        destinations: &[Destination],
+        namespace: &str,
+        source: &str,
+        layer: Layer,
+    ) -> Forward {
         let backends = destinations
             .iter()
             .map(|dest| {
                 let target = self.clusters.resolve(dest, namespace);
                 if let Err(reason) = &target {
-                    self.warnings
-                        .push(format!("{source}: {reason}; requests routed there get 503"));
+                    let outcome = match layer {
+                        Layer::Http => "requests routed there get 503",
+                        Layer::Connection => "connections routed there are closed",
+                    };
+                    self.warnings.push(format!("{source}: {reason}; {outcome}"));
                 }
                 Backend {
                     weight: dest.weight,
@@ -316,7 +346,8 @@ impl<'m> Binder<'m> {
                             self.warnings.push(format!("{source}: duplicate SNI host {name} on port {port}; the earlier route wins"));
                             continue;
                         }
-                        let forward = self.forward(&rule.route, &vs.namespace, &source);
+                        let forward =
+                            self.forward(&rule.route, &vs.namespace, &source, Layer::Connection);
                         routes.push(SniRoute {
                             sni: name,
                             source: source.clone(),
@@ -348,7 +379,9 @@ impl<'m> Binder<'m> {
                             "VirtualService {}/{} spec.tcp[{index}]",
                             vs.namespace, vs.name
                         );
-                        return Some((self.forward(&rule.route, &vs.namespace, &source), source));
+                        let forward =
+                            self.forward(&rule.route, &vs.namespace, &source, Layer::Connection);
+                        return Some((forward, source));
                     }
                 }
             }

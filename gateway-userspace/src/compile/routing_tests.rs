@@ -414,6 +414,51 @@ fn tcp_server_uses_the_first_tcp_route_and_without_one_opens_nothing() {
 }
 
 #[test]
+fn an_unresolvable_tcp_forward_closes_connections_where_http_answers_503() {
+    let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tcp, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 9000, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n";
+    let tcp_spec = "  hosts: [\"*\"]\n  gateways: [istio-system/tcp]\n  tcp:\n  - route:\n    - destination: {host: nowhere.example.org}\n";
+    let http_spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: nowhere.example.org}\n";
+    let plan = compile_yaml(&[
+        GATEWAY,
+        gateway,
+        &vs("t", "apps", tcp_spec),
+        &vs("h", "apps", http_spec),
+    ]);
+    assert_eq!(
+        plan.warnings,
+        vec![
+            "VirtualService apps/h spec.http[0]: no ServiceEntry declares host nowhere.example.org; requests routed there get 503",
+            "VirtualService apps/t spec.tcp[0]: no ServiceEntry declares host nowhere.example.org; connections routed there are closed",
+        ]
+    );
+    let table = crate::report::table(&plan);
+    assert!(
+        table.contains("    -> connection closed: no ServiceEntry declares host nowhere.example.org (100)  [VirtualService apps/t spec.tcp[0]]\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains("any -> 503: no ServiceEntry declares host nowhere.example.org (100)  [VirtualService apps/h spec.http[0]]\n"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_virtual_service_bound_through_two_merged_gateways_warns_once() {
+    let second = GATEWAY
+        .replace("name: gw,", "name: gw2,")
+        .replace("*.example.com", "*.example.org");
+    let spec = "  hosts: [\"*\"]\n  gateways: [istio-system/gw, istio-system/gw2]\n  http:\n  - route:\n    - destination: {host: nowhere.example.org}\n";
+    let plan = compile_yaml(&[GATEWAY, &second, &vs("r", "apps", spec)]);
+    assert_eq!(plan.http.len(), 1, "the two servers share port 80");
+    assert_eq!(
+        plan.warnings,
+        vec![
+            "VirtualService apps/r spec.http[0]: no ServiceEntry declares host nowhere.example.org; requests routed there get 503"
+        ]
+    );
+}
+
+#[test]
 fn https_server_terminates_and_routes_its_own_hosts() {
     let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: web, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, credentialName: a-cert}\n";
     let plan = compile_yaml(&[
@@ -429,6 +474,27 @@ fn https_server_terminates_and_routes_its_own_hosts() {
         panic!("not terminating")
     };
     assert_eq!(tls.credential_names, vec!["a-cert".to_string()]);
+    assert_eq!(hosts.lookup("a.example.com").unwrap().routes.len(), 1);
+}
+
+#[test]
+fn https_redirect_on_a_terminating_server_routes_instead_of_redirecting() {
+    let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: web, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, credentialName: a-cert, httpsRedirect: true}\n";
+    let plan = compile_yaml(&[
+        gateway,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            &format!("  hosts: [a.example.com]\n  gateways: [istio-system/web]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    let TlsServerKind::TerminateHttp { hosts, .. } = &plan.tls[0].servers[0].kind else {
+        panic!("not terminating")
+    };
+    for vhost in hosts.hosts() {
+        assert!(!vhost.https_redirect, "{} redirects", vhost.pattern);
+    }
     assert_eq!(hosts.lookup("a.example.com").unwrap().routes.len(), 1);
 }
 
