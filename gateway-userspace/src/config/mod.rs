@@ -7,6 +7,7 @@ mod decode;
 mod destination_rule;
 mod diagnostic;
 mod gateway;
+mod kube_service;
 mod rules;
 mod service_entry;
 mod virtual_service;
@@ -194,6 +195,11 @@ fn load_document(
     let istio = api_version.split_once('/').is_some_and(|(group, version)| {
         group == ISTIO_NETWORKING && ISTIO_VERSIONS.contains(&version)
     });
+    if api_version == "v1" && kind == "Service" {
+        d.report(Severity::Warning, doc, "", kube_service::warning(doc));
+        config.diagnostics.append(&mut d.diagnostics);
+        return;
+    }
     if !istio || !KINDS.contains(&kind.as_str()) {
         d.report(
             Severity::Note,

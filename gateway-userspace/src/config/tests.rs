@@ -201,6 +201,26 @@ fn other_kinds_are_skipped_with_a_note() {
 }
 
 #[test]
+fn a_kubernetes_service_warns_that_its_target_ports_are_not_applied() {
+    let config = load(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: istio-ingressgateway}\nspec:\n  ports:\n  - {name: http2, port: 80, targetPort: 8080}\n  - {port: 443, targetPort: https}\n  - {name: status, port: 15021}\n",
+    );
+    assert_eq!(
+        messages(&config),
+        vec![
+            "gw.yaml:1:1: warning: Kubernetes Service istio-ingressgateway is not read: the gateway listens on each Gateway server's port number, not on a Service's targetPort (this Service maps port 80 (http2) to targetPort 8080, port 443 to targetPort https; the gateway does not)"
+        ]
+    );
+    let bare = load("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n");
+    assert_eq!(
+        messages(&bare),
+        vec![
+            "gw.yaml:1:1: warning: Kubernetes Service web is not read: the gateway listens on each Gateway server's port number, not on a Service's targetPort"
+        ]
+    );
+}
+
+#[test]
 fn yaml_syntax_error_is_positioned() {
     let config = load("kind: [Gateway\n");
     let error = &messages(&config)[0];
