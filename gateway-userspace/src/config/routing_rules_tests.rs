@@ -113,8 +113,22 @@ fn gateway_references_with_wildcards_are_rejected() {
         &config,
         Severity::Error,
         "spec.gateways[0]",
-        "invalid gateway \"istio-system/*\": expected namespace/name",
+        "invalid value for gateway name: \"*\"",
     );
+}
+
+#[test]
+fn a_dot_gateway_namespace_is_rejected_as_istio_does() {
+    let config = vs(&format!(
+        "  hosts: [a.example.com]\n  gateways: [./gw]\n{ROUTE}"
+    ));
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.gateways[0]",
+        "invalid value for namespace: \".\"",
+    );
+    assert!(config.model.virtual_services.is_empty());
 }
 
 #[test]

@@ -186,15 +186,12 @@ pub fn gateway_reference(
         return Ok(("mesh".into(), None));
     }
     if let Some((namespace, name)) = reference.split_once('/') {
-        let namespace = if namespace == "." {
-            vs_namespace
-        } else {
-            namespace
-        };
-        if !is_dns1123_label(namespace) || !is_dns1123_label(name) {
-            return Err(format!(
-                "invalid gateway {reference:?}: expected namespace/name"
-            ));
+        // Istio's validateGatewayNames: `./name` is not a shorthand here.
+        if !is_dns1123_label(namespace) {
+            return Err(format!("invalid value for namespace: {namespace:?}"));
+        }
+        if !is_dns1123_label(name) {
+            return Err(format!("invalid value for gateway name: {name:?}"));
         }
         return Ok((format!("{namespace}/{name}"), None));
     }
@@ -380,11 +377,15 @@ mod tests {
             gateway_reference("istio-system/gw", "apps"),
             Ok(("istio-system/gw".into(), None))
         );
+        assert_eq!(gateway_reference("mesh", "apps"), Ok(("mesh".into(), None)));
+    }
+
+    #[test]
+    fn dot_is_not_a_namespace_in_a_gateway_reference() {
         assert_eq!(
             gateway_reference("./gw", "apps"),
-            Ok(("apps/gw".into(), None))
+            Err("invalid value for namespace: \".\"".into())
         );
-        assert_eq!(gateway_reference("mesh", "apps"), Ok(("mesh".into(), None)));
     }
 
     #[test]
