@@ -1,14 +1,17 @@
 //! Binding VirtualServices to the servers that survived the merge, and
 //! building what each listener does with a request or connection
 //! (semantics doc §5, §9).
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use super::clusters::Clusters;
 use crate::{
     hosts::{HostPattern, HostTable, VirtualHost, intersect},
     model::{
-        Destination, Gateway, HttpAction, HttpMatch, HttpRedirect, Instance, Model, Protocol,
-        Server, ServerTls, TlsMode, VirtualService,
+        Destination, Gateway, HeaderOperations, HttpAction, HttpMatch, HttpRedirect, Instance,
+        Model, Protocol, Server, ServerTls, TlsMode, VirtualService,
     },
 };
 
@@ -48,6 +51,10 @@ pub struct Route {
     pub matches: Vec<HttpMatch>,
     pub action: RouteAction,
     pub catch_all: bool,
+    /// `headers.request` of the rule, whatever the action.
+    pub request_headers: HeaderOperations,
+    /// `headers.response` of the rule, whatever the action.
+    pub response_headers: HeaderOperations,
 }
 
 /// What a matched HTTP route does.
@@ -56,8 +63,11 @@ pub enum RouteAction {
     Forward {
         backends: Forward,
         rewrite_uri: Option<String>,
+        /// (RE2 pattern, substitution with `\1` groups) for the path.
+        rewrite_uri_regex: Option<(String, String)>,
         rewrite_authority: Option<String>,
-        timeout: Option<String>,
+        /// None: no timeout, as in Istio.
+        timeout: Option<Duration>,
     },
     Redirect(HttpRedirect),
     DirectResponse {
@@ -223,8 +233,9 @@ impl<'m> Binder<'m> {
                 HttpAction::Route(destinations) => RouteAction::Forward {
                     backends: self.forward(destinations, &vs.namespace, &source, Layer::Http),
                     rewrite_uri: rule.rewrite_uri.clone(),
+                    rewrite_uri_regex: rule.rewrite_uri_regex.clone(),
                     rewrite_authority: rule.rewrite_authority.clone(),
-                    timeout: rule.timeout.clone(),
+                    timeout: rule.timeout,
                 },
                 HttpAction::Redirect(redirect) => RouteAction::Redirect(redirect.clone()),
                 HttpAction::DirectResponse { status, body } => RouteAction::DirectResponse {
@@ -238,6 +249,8 @@ impl<'m> Binder<'m> {
                 matches,
                 action,
                 catch_all,
+                request_headers: rule.request_headers.clone(),
+                response_headers: rule.response_headers.clone(),
             });
             if catch_all {
                 break;

@@ -102,8 +102,11 @@ fn http_route() -> impl Strategy<Value = HttpRoute> {
                 .unwrap_or_default(),
             action: HttpAction::Route(destinations),
             rewrite_uri: None,
+            rewrite_uri_regex: None,
             rewrite_authority: None,
             timeout: None,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
         })
 }
 

@@ -622,3 +622,33 @@ fn service_entry_with_resolution_none_is_a_503_route() {
         Err("ServiceEntry apps/api has resolution NONE: a gateway has no original destination to forward to".to_string())
     );
 }
+
+#[test]
+fn header_operations_rewrites_and_timeouts_reach_every_route_kind() {
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{uri: {prefix: /old}}]\n    redirect: {uri: /new}\n    headers: {response: {set: {x-moved: \"yes\"}}}\n  - route:\n    - destination: {host: web}\n    timeout: 2s\n    rewrite: {uriRegexRewrite: {match: \"^/api/(.*)\", rewrite: \"/\\\\1\"}}\n    headers: {request: {remove: [cookie]}, response: {add: {x-served-by: gw}}}\n";
+    let plan = compile_yaml(&[GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
+    let routes = &plan.http[0].hosts.lookup("a.example.com").unwrap().routes;
+    assert_eq!(
+        routes[0].response_headers.set,
+        vec![("x-moved".to_string(), "yes".to_string())]
+    );
+    assert!(matches!(routes[0].action, RouteAction::Redirect(_)));
+    assert_eq!(routes[1].request_headers.remove, vec!["cookie".to_string()]);
+    assert_eq!(
+        routes[1].response_headers.add,
+        vec![("x-served-by".to_string(), "gw".to_string())]
+    );
+    let RouteAction::Forward {
+        timeout,
+        rewrite_uri_regex,
+        ..
+    } = &routes[1].action
+    else {
+        panic!("not a forward: {:?}", routes[1].action)
+    };
+    assert_eq!(*timeout, Some(std::time::Duration::from_secs(2)));
+    assert_eq!(
+        rewrite_uri_regex.as_ref(),
+        Some(&("^/api/(.*)".to_string(), "/\\1".to_string()))
+    );
+}

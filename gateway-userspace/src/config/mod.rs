@@ -7,6 +7,7 @@ mod decode;
 mod destination_rule;
 mod diagnostic;
 mod gateway;
+mod headers;
 mod kube_service;
 mod rules;
 mod service_entry;

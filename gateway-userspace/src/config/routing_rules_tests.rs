@@ -3,7 +3,8 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::model::{
-    EndpointAddress, HashKey, HttpAction, LoadBalancer, OutlierDetection, Resolution, StringMatch,
+    EndpointAddress, HashKey, HeaderOperations, HttpAction, LoadBalancer, OutlierDetection,
+    Resolution, StringMatch,
 };
 
 fn load_kind(kind: &str, spec: &str) -> Config {
@@ -845,4 +846,93 @@ fn header_names_do_not_hide_unknown_field_warnings_elsewhere() {
         "spec.colour",
         "unknown field, ignored",
     );
+}
+
+fn http_rule(rule: &str) -> Config {
+    vs(&format!(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {{host: web}}\n{rule}"
+    ))
+}
+
+#[test]
+fn header_operations_are_decoded_with_lower_case_names() {
+    let config = http_rule(
+        "    headers:\n      request:\n        set: {X-Env: prod, \":authority\": b.example.com}\n        add: {x-trace: \"1\"}\n        remove: [Cookie]\n      response:\n        remove: [server]\n",
+    );
+    let rule = first_rule(&config);
+    assert_eq!(
+        rule.request_headers,
+        HeaderOperations {
+            set: vec![
+                ("x-env".into(), "prod".into()),
+                (":authority".into(), "b.example.com".into())
+            ],
+            add: vec![("x-trace".into(), "1".into())],
+            remove: vec!["cookie".into()],
+        }
+    );
+    assert_eq!(rule.response_headers.remove, vec!["server".to_string()]);
+    assert!(rule.response_headers.set.is_empty());
+}
+
+#[test]
+fn header_operations_may_not_touch_host_or_pseudo_headers() {
+    let config = http_rule(
+        "    headers:\n      request:\n        remove: [host]\n      response:\n        set: {\":status\": \"200\"}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].headers.request.remove[0]",
+        "invalid header \"host\": cannot set Host header",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].headers.response.set.:status",
+        "invalid header \":status\": header cannot have \":\" prefix",
+    );
+    assert!(config.model.virtual_services.is_empty());
+}
+
+#[test]
+fn uri_regex_rewrite_is_decoded_and_its_regex_checked() {
+    let config = http_rule(
+        "    rewrite:\n      uriRegexRewrite: {match: \"^/v1/(.*)\", rewrite: \"/\\\\1\"}\n",
+    );
+    assert_eq!(
+        first_rule(&config).rewrite_uri_regex,
+        Some(("^/v1/(.*)".to_string(), "/\\1".to_string()))
+    );
+    let bad = http_rule("    rewrite:\n      uriRegexRewrite: {match: \"(\", rewrite: /}\n");
+    assert!(
+        bad.diagnostics.iter().any(|d| d.severity == Severity::Error
+            && d.field == "spec.http[0].rewrite.uriRegexRewrite.match"
+            && d.message.starts_with("invalid regex")),
+        "{:?}",
+        bad.diagnostics
+    );
+}
+
+#[test]
+fn uri_and_uri_regex_rewrite_cannot_be_combined() {
+    let config = http_rule(
+        "    rewrite:\n      uri: /x\n      uriRegexRewrite: {match: \"^/\", rewrite: /}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].rewrite.uriRegexRewrite",
+        "rewrite may only contain one of uri or uriRegexRewrite",
+    );
+}
+
+#[test]
+fn timeout_is_a_duration_and_zero_means_none() {
+    let config = http_rule("    timeout: 1.5s\n");
+    assert_eq!(
+        first_rule(&config).timeout,
+        Some(std::time::Duration::from_millis(1500))
+    );
+    assert_eq!(first_rule(&http_rule("    timeout: 0s\n")).timeout, None);
 }

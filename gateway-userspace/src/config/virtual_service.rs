@@ -1,12 +1,12 @@
 //! Decodes `VirtualService` documents, applying Istio's validation rules
 //! (`ValidateVirtualService`) for what a gateway serves.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use super::{
     common::{destinations, duration, export_to, port_number, string_match},
     decode::{Decoder, field, join},
     diagnostic::Severity,
-    rules,
+    headers, rules,
     yaml::Node,
 };
 use crate::{
@@ -26,6 +26,7 @@ const HTTP_FIELDS: &[&str] = &[
     "directResponse",
     "rewrite",
     "timeout",
+    "headers",
 ];
 /// Accepted, not applied yet: each gets a warning so nobody relies on it silently.
 const NOT_APPLIED_YET: &[&str] = &[
@@ -36,7 +37,6 @@ const NOT_APPLIED_YET: &[&str] = &[
     "mirrorPercentage",
     "mirrorPercent",
     "corsPolicy",
-    "headers",
     "delegate",
     "internalActiveRedirect",
 ];
@@ -244,27 +244,12 @@ fn decode_http_route(
         field(entries, "redirect").and_then(|n| decode_redirect(d, n, &join(path, "redirect")));
     let direct = field(entries, "directResponse")
         .and_then(|n| decode_direct_response(d, n, &join(path, "directResponse")));
-    let (rewrite_uri, rewrite_authority) = match field(entries, "rewrite") {
-        Some(rewrite) => {
-            let rw_path = join(path, "rewrite");
-            let rw = d
-                .mapping(rewrite, &rw_path, &["uri", "authority", "uriRegexRewrite"])
-                .unwrap_or_default();
-            if field(rw, "uriRegexRewrite").is_some() {
-                d.report(
-                    Severity::Warning,
-                    rewrite,
-                    &join(&rw_path, "uriRegexRewrite"),
-                    "uriRegexRewrite is not applied by this gateway yet".into(),
-                );
-            }
-            (
-                d.opt_string(rw, "uri", &rw_path),
-                d.opt_string(rw, "authority", &rw_path),
-            )
-        }
-        None => (None, None),
-    };
+    let rewrite = field(entries, "rewrite")
+        .map(|n| decode_rewrite(d, n, &join(path, "rewrite")))
+        .unwrap_or_default();
+    let (request_headers, response_headers) = field(entries, "headers")
+        .map(|n| headers::decode(d, n, &join(path, "headers")))
+        .unwrap_or_default();
     let has_route = field(entries, "route").is_some();
     let actions = [
         has_route,
@@ -287,7 +272,11 @@ fn decode_http_route(
     if field(entries, "redirect").is_some() && field(entries, "rewrite").is_some() {
         d.error(node, path, "rewrite and redirect cannot be used together");
     }
-    let timeout = duration(d, entries, "timeout", path);
+    // `0s` disables the timeout, as Envoy reads a zero route timeout.
+    let timeout = duration(d, entries, "timeout", path)
+        .and_then(|text| rules::duration_millis(&text))
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+        .filter(|t| !t.is_zero());
     if d.error_count() > errors_before {
         return None;
     }
@@ -300,10 +289,69 @@ fn decode_http_route(
         name: d.opt_string(entries, "name", path),
         matches,
         action,
-        rewrite_uri,
-        rewrite_authority,
+        rewrite_uri: rewrite.uri,
+        rewrite_uri_regex: rewrite.uri_regex,
+        rewrite_authority: rewrite.authority,
         timeout,
+        request_headers,
+        response_headers,
     })
+}
+
+/// `http[].rewrite`.
+#[derive(Default)]
+struct Rewrite {
+    uri: Option<String>,
+    /// `uriRegexRewrite`: (RE2 match, substitution with `\1` groups).
+    uri_regex: Option<(String, String)>,
+    authority: Option<String>,
+}
+
+fn decode_rewrite(d: &mut Decoder<'_>, node: &Node, path: &str) -> Rewrite {
+    let Some(entries) = d.mapping(node, path, &["uri", "authority", "uriRegexRewrite"]) else {
+        return Rewrite::default();
+    };
+    let uri = d.opt_string(entries, "uri", path);
+    let uri_regex = field(entries, "uriRegexRewrite").and_then(|n| {
+        let regex_path = join(path, "uriRegexRewrite");
+        let re = d.mapping(n, &regex_path, &["match", "rewrite"])?;
+        let pattern = d.opt_string(re, "match", &regex_path);
+        let substitution = d.opt_string(re, "rewrite", &regex_path);
+        if uri.is_some() {
+            d.error(
+                n,
+                &regex_path,
+                "rewrite may only contain one of uri or uriRegexRewrite",
+            );
+        }
+        let (Some(pattern), Some(substitution)) = (pattern, substitution) else {
+            d.error(
+                n,
+                &regex_path,
+                "uriRegexRewrite requires both match and rewrite",
+            );
+            return None;
+        };
+        let at = field(re, "match").unwrap_or(n);
+        match regex::Regex::new(&pattern) {
+            Ok(_) => Some((pattern, substitution)),
+            Err(err) => {
+                let message = err.to_string();
+                let last = message.lines().last().unwrap_or(&message).trim();
+                d.error(
+                    at,
+                    &join(&regex_path, "match"),
+                    format!("invalid regex: {last}"),
+                );
+                None
+            }
+        }
+    });
+    Rewrite {
+        uri,
+        uri_regex,
+        authority: d.opt_string(entries, "authority", path),
+    }
 }
 
 fn decode_http_match(

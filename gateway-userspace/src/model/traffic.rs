@@ -1,5 +1,5 @@
 //! Routing resources: `VirtualService`, `DestinationRule`, `ServiceEntry`.
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 /// Who may see a resource (`exportTo`); empty means everyone (`*`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -123,9 +123,35 @@ pub struct HttpRoute {
     pub matches: Vec<HttpMatch>,
     pub action: HttpAction,
     pub rewrite_uri: Option<String>,
+    /// `rewrite.uriRegexRewrite`: (RE2 pattern, substitution with `\1`
+    /// groups); never together with `rewrite_uri`.
+    pub rewrite_uri_regex: Option<(String, String)>,
     pub rewrite_authority: Option<String>,
-    /// `timeout` as written (`"5s"`); none = no timeout at the gateway.
-    pub timeout: Option<String>,
+    /// `timeout`; none (or `0s`) = no timeout at the gateway, as in Istio.
+    pub timeout: Option<Duration>,
+    /// `headers.request`: applied before the request is forwarded.
+    pub request_headers: HeaderOperations,
+    /// `headers.response`: applied before the response goes back.
+    pub response_headers: HeaderOperations,
+}
+
+/// `headers.request` or `headers.response` of an HTTP rule: validated, names
+/// lower-cased, in the order written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderOperations {
+    /// Replace the header with this value.
+    pub set: Vec<(String, String)>,
+    /// Append a value, keeping existing ones.
+    pub add: Vec<(String, String)>,
+    /// Remove the header.
+    pub remove: Vec<String>,
+}
+
+impl HeaderOperations {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
 }
 
 impl HttpRoute {
