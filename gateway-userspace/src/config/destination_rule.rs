@@ -21,6 +21,8 @@ const LB_SIMPLE: &[&str] = &[
     "ROUND_ROBIN",
     "LEAST_REQUEST",
 ];
+/// `connectionPool.http.h2UpgradePolicy` values (case-sensitive enum).
+const H2_UPGRADE_POLICIES: &[&str] = &["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"];
 const CLIENT_TLS_MODES: &[&str] = &["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"];
 
 /// Decodes a DestinationRule whose identity is known; `None` on any error.
@@ -267,6 +269,24 @@ fn connection_pool(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Conne
         pool.max_requests_per_connection = count(d, h, "maxRequestsPerConnection", &http_path);
         pool.max_retries = count(d, h, "maxRetries", &http_path);
         pool.idle_timeout = duration(d, h, "idleTimeout", &http_path);
+        if let Some(node) = field(h, "h2UpgradePolicy") {
+            let policy_path = join(&http_path, "h2UpgradePolicy");
+            if let Some(policy) = d.string(node, &policy_path) {
+                if H2_UPGRADE_POLICIES.contains(&policy.as_str()) {
+                    pool.h2_upgrade_policy = Some(policy);
+                } else {
+                    d.error(
+                        node,
+                        &policy_path,
+                        format!(
+                            "invalid h2UpgradePolicy {policy:?}, supported are {}",
+                            H2_UPGRADE_POLICIES.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        pool.use_client_protocol = d.flag(h, "useClientProtocol", &http_path);
     }
     Some(pool)
 }

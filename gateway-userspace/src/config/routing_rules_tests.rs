@@ -936,3 +936,27 @@ fn timeout_is_a_duration_and_zero_means_none() {
     );
     assert_eq!(first_rule(&http_rule("    timeout: 0s\n")).timeout, None);
 }
+
+#[test]
+fn h2_upgrade_policy_and_use_client_protocol_are_decoded() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    connectionPool: {http: {h2UpgradePolicy: UPGRADE, useClientProtocol: true}}\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let pool = &config.model.destination_rules[0]
+        .traffic_policy
+        .connection_pool;
+    assert_eq!(pool.h2_upgrade_policy.as_deref(), Some("UPGRADE"));
+    assert!(pool.use_client_protocol);
+    let bad = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    connectionPool: {http: {h2UpgradePolicy: upgrade}}\n",
+    );
+    assert_has(
+        &bad,
+        Severity::Error,
+        "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy",
+        "invalid h2UpgradePolicy \"upgrade\", supported are DEFAULT, DO_NOT_UPGRADE, UPGRADE",
+    );
+}

@@ -267,6 +267,11 @@ pub struct ConnectionPool {
     pub max_requests_per_connection: Option<u32>,
     pub max_retries: Option<u32>,
     pub idle_timeout: Option<String>,
+    /// `http.h2UpgradePolicy`: DEFAULT, DO_NOT_UPGRADE or UPGRADE (HTTP/1.1
+    /// upstream connections upgraded to HTTP/2).
+    pub h2_upgrade_policy: Option<String>,
+    /// `http.useClientProtocol`: speak the client's HTTP version upstream.
+    pub use_client_protocol: bool,
 }
 
 /// `trafficPolicy.outlierDetection`.
