@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{
-    certs,
+    certs, cipher_suites,
     common::string_map,
     decode::{Decoder, field, join},
     diagnostic::Severity,
@@ -14,6 +14,7 @@ use super::{
 };
 use crate::model::{
     Bind, CertificateFiles, Gateway, Port, Protocol, Server, ServerTls, TlsCertificate, TlsMode,
+    TlsVersion,
 };
 
 const METADATA_FIELDS: &[&str] = &[
@@ -435,9 +436,10 @@ fn decode_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ServerTls>
         subject_alt_names: d.string_list(entries, "subjectAltNames", path),
         verify_certificate_spki: d.string_list(entries, "verifyCertificateSpki", path),
         verify_certificate_hash: d.string_list(entries, "verifyCertificateHash", path),
-        min_protocol_version: d.opt_string(entries, "minProtocolVersion", path),
-        max_protocol_version: d.opt_string(entries, "maxProtocolVersion", path),
+        min_protocol_version: tls_version(d, entries, "minProtocolVersion", path),
+        max_protocol_version: tls_version(d, entries, "maxProtocolVersion", path),
         cipher_suites: d.string_list(entries, "cipherSuites", path),
+        cipher_suites_resolved: Vec::new(),
         certificates: Vec::new(),
         client_ca: None,
     };
@@ -467,6 +469,8 @@ fn decode_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ServerTls>
         }
     }
     tls.cipher_suites = kept;
+    check_versions_offered(d, node, entries, path, &tls);
+    tls.cipher_suites_resolved = resolve_cipher_suites(d, node, entries, path, &tls.cipher_suites);
     if d.error_count() == errors_before {
         resolve_certificates(d, node, entries, path, &mut tls);
     }
@@ -607,6 +611,122 @@ fn resolve_certificates(
     }
 }
 
+/// `minProtocolVersion` / `maxProtocolVersion`: one of Istio's enum names.
+fn tls_version(
+    d: &mut Decoder<'_>,
+    entries: &[(Node, Node)],
+    name: &str,
+    path: &str,
+) -> Option<TlsVersion> {
+    let text = d.opt_string(entries, name, path)?;
+    let version = TlsVersion::parse(&text);
+    if version.is_none() {
+        let names: Vec<&str> = TlsVersion::ALL.iter().map(|v| v.name()).collect();
+        d.error(
+            field(entries, name)?,
+            &join(path, name),
+            format!(
+                "invalid TLS version {text:?}, supported versions are {}",
+                names.join(", ")
+            ),
+        );
+    }
+    version
+}
+
+/// The version range against what rustls speaks (TLS 1.2 and 1.3): a
+/// range below it is an error, a minimum below it a warning.
+fn check_versions_offered(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    entries: &[(Node, Node)],
+    path: &str,
+    tls: &ServerTls,
+) {
+    let at = |name: &str| field(entries, name).unwrap_or(node);
+    let explicit = |v: Option<TlsVersion>| v.filter(|v| *v != TlsVersion::Auto);
+    let (min, max) = (
+        explicit(tls.min_protocol_version),
+        explicit(tls.max_protocol_version),
+    );
+    if let (Some(min), Some(max)) = (min, max) {
+        if max < min {
+            d.error(
+                at("maxProtocolVersion"),
+                &join(path, "maxProtocolVersion"),
+                format!(
+                    "maxProtocolVersion {} is below minProtocolVersion {}",
+                    max.name(),
+                    min.name()
+                ),
+            );
+            return;
+        }
+    }
+    if let Some(max) = max.filter(|v| *v < TlsVersion::LOWEST_OFFERED) {
+        d.error(
+            at("maxProtocolVersion"),
+            &join(path, "maxProtocolVersion"),
+            format!(
+                "maxProtocolVersion {} leaves no TLS version this gateway offers (TLSV1_2, TLSV1_3)",
+                max.name()
+            ),
+        );
+        return;
+    }
+    if let Some(min) = min.filter(|v| *v < TlsVersion::LOWEST_OFFERED) {
+        d.report(
+            Severity::Warning,
+            at("minProtocolVersion"),
+            &join(path, "minProtocolVersion"),
+            format!(
+                "{} is not offered by this gateway's TLS library (TLS 1.2 and 1.3 only); clients need TLS 1.2 or later",
+                min.name()
+            ),
+        );
+    }
+}
+
+/// `cipherSuites` (already filtered as Istio does) as rustls suites: a
+/// warning for each one rustls does not offer, an error if none is.
+fn resolve_cipher_suites(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    entries: &[(Node, Node)],
+    path: &str,
+    suites: &[String],
+) -> Vec<rustls::CipherSuite> {
+    let at = field(entries, "cipherSuites").unwrap_or(node);
+    let suites_path = join(path, "cipherSuites");
+    let mut resolved = Vec::new();
+    for entry in suites {
+        let (offered, unsupported) = cipher_suites::resolve_entry(entry);
+        for name in unsupported {
+            d.report(
+                Severity::Warning,
+                at,
+                &suites_path,
+                format!(
+                    "cipher suite {name} is not offered by this gateway's TLS library; it is ignored"
+                ),
+            );
+        }
+        for suite in offered {
+            if !resolved.contains(&suite) {
+                resolved.push(suite);
+            }
+        }
+    }
+    if !suites.is_empty() && resolved.is_empty() {
+        d.error(
+            at,
+            &suites_path,
+            "none of the cipherSuites is offered by this gateway's TLS library (rustls offers ECDHE-ECDSA/ECDHE-RSA with AES128-GCM-SHA256, AES256-GCM-SHA384 or CHACHA20-POLY1305)",
+        );
+    }
+    resolved
+}
+
 fn decode_tls_certificates(
     d: &mut Decoder<'_>,
     entries: &[(Node, Node)],
@@ -653,38 +773,8 @@ fn check_tls_options(
 ) {
     let at = |name: &str| field(entries, name).unwrap_or(node);
     let path_of = |name: &str| join(path, name);
-    for name in ["minProtocolVersion", "maxProtocolVersion"] {
-        let value = if name == "minProtocolVersion" {
-            &tls.min_protocol_version
-        } else {
-            &tls.max_protocol_version
-        };
-        if let Some(version) = value {
-            if !rules::TLS_VERSIONS.contains(&version.as_str()) {
-                d.error(
-                    at(name),
-                    &path_of(name),
-                    format!(
-                        "invalid TLS version {version:?}, supported versions are {}",
-                        rules::TLS_VERSIONS.join(", ")
-                    ),
-                );
-            }
-        }
-    }
-    // Rule 2.
-    if matches!(
-        tls.min_protocol_version.as_deref(),
-        Some("TLSV1_0" | "TLSV1_1")
-    ) && tls.cipher_suites.is_empty()
-    {
-        d.report(
-            Severity::Warning,
-            at("minProtocolVersion"),
-            &path_of("minProtocolVersion"),
-            "TLS versions below TLSV1_2 need explicit cipherSuites; the default suites are TLS 1.2 only".into(),
-        );
-    }
+    // Rule 2 (a minimum below TLSV1_2 needs cipherSuites) is replaced by
+    // `check_versions_offered`: this gateway offers nothing below TLS 1.2.
     // Rule 3.
     let suites: Vec<&str> = tls.cipher_suites.iter().map(String::as_str).collect();
     for warning in rules::cipher_suite_warnings(&suites) {

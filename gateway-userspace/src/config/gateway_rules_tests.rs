@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::model::{Bind, TlsMode};
+use crate::model::{Bind, TlsMode, TlsVersion};
 
 /// A Gateway with the given servers (YAML list items, indented by 2).
 fn gateway_with(servers: &str) -> Config {
@@ -298,17 +298,103 @@ fn bind_must_be_an_ip_or_a_unix_socket() {
 }
 
 #[test]
-fn tls_below_1_2_without_cipher_suites_warns() {
+fn tls_minimum_below_1_2_warns_it_is_not_offered() {
     let config = gateway_with(&server(
         "HTTPS",
         "    tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_0}\n",
     ));
+    assert_eq!(
+        found(&config),
+        vec![(
+            Severity::Warning,
+            "spec.servers[0].tls.minProtocolVersion".to_string(),
+            "TLSV1_0 is not offered by this gateway's TLS library (TLS 1.2 and 1.3 only); clients need TLS 1.2 or later".to_string()
+        )]
+    );
+    let tls = config.model.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(tls.min_protocol_version, Some(TlsVersion::V1_0));
+    assert_eq!(tls.max_protocol_version, None);
+}
+
+#[test]
+fn tls_maximum_below_minimum_is_an_error() {
+    let config = gateway_with(&server(
+        "HTTPS",
+        "    tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_3, maxProtocolVersion: TLSV1_2}\n",
+    ));
     assert_has(
         &config,
-        Severity::Warning,
-        "spec.servers[0].tls.minProtocolVersion",
-        "TLS versions below TLSV1_2 need explicit cipherSuites; the default suites are TLS 1.2 only",
+        Severity::Error,
+        "spec.servers[0].tls.maxProtocolVersion",
+        "maxProtocolVersion TLSV1_2 is below minProtocolVersion TLSV1_3",
     );
+}
+
+#[test]
+fn tls_range_without_an_offered_version_is_an_error() {
+    let config = gateway_with(&server(
+        "HTTPS",
+        "    tls: {mode: SIMPLE, credentialName: c, maxProtocolVersion: TLSV1_1}\n",
+    ));
+    assert_eq!(
+        found(&config),
+        vec![(
+            Severity::Error,
+            "spec.servers[0].tls.maxProtocolVersion".to_string(),
+            "maxProtocolVersion TLSV1_1 leaves no TLS version this gateway offers (TLSV1_2, TLSV1_3)".to_string()
+        )]
+    );
+    let auto = gateway_with(&server(
+        "HTTPS",
+        "    tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_3, maxProtocolVersion: TLS_AUTO}\n",
+    ));
+    assert_eq!(found(&auto), vec![]);
+}
+
+#[test]
+fn cipher_suites_resolve_to_rustls_suites_and_unsupported_ones_warn() {
+    let config = gateway_with(&server(
+        "HTTPS",
+        "    tls: {mode: SIMPLE, credentialName: c, cipherSuites: [AES128-SHA, ECDHE-RSA-AES128-GCM-SHA256, \"[ECDHE-ECDSA-AES256-GCM-SHA384|ECDHE-ECDSA-AES128-SHA]\"]}\n",
+    ));
+    assert_eq!(
+        found(&config),
+        vec![
+            (
+                Severity::Warning,
+                "spec.servers[0].tls.cipherSuites".to_string(),
+                "cipher suite AES128-SHA is not offered by this gateway's TLS library; it is ignored".to_string()
+            ),
+            (
+                Severity::Warning,
+                "spec.servers[0].tls.cipherSuites".to_string(),
+                "cipher suite ECDHE-ECDSA-AES128-SHA is not offered by this gateway's TLS library; it is ignored".to_string()
+            ),
+        ]
+    );
+    let tls = config.model.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(
+        tls.cipher_suites_resolved,
+        vec![
+            rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        ]
+    );
+}
+
+#[test]
+fn cipher_suites_none_of_which_is_offered_are_an_error() {
+    let config = gateway_with(&server(
+        "HTTPS",
+        "    tls: {mode: SIMPLE, credentialName: c, cipherSuites: [AES128-SHA]}\n",
+    ));
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.servers[0].tls.cipherSuites",
+        "none of the cipherSuites is offered by this gateway's TLS library (rustls offers ECDHE-ECDSA/ECDHE-RSA with AES128-GCM-SHA256, AES256-GCM-SHA384 or CHACHA20-POLY1305)",
+    );
+    assert!(config.model.gateways.is_empty());
 }
 
 #[test]
@@ -329,7 +415,7 @@ fn unknown_tls_version_is_an_error() {
 fn invalid_and_duplicate_cipher_suites_warn_and_are_dropped() {
     let config = gateway_with(&server(
         "HTTPS",
-        "    tls: {mode: SIMPLE, credentialName: c, cipherSuites: [AES128-SHA, BOGUS, AES128-SHA]}\n",
+        "    tls: {mode: SIMPLE, credentialName: c, cipherSuites: [AES128-SHA, BOGUS, AES128-SHA, ECDHE-RSA-AES128-GCM-SHA256]}\n",
     ));
     assert_has(
         &config,
@@ -344,7 +430,13 @@ fn invalid_and_duplicate_cipher_suites_warn_and_are_dropped() {
         "ignoring duplicate cipher suite \"AES128-SHA\"",
     );
     let tls = config.model.gateways[0].servers[0].tls.as_ref().unwrap();
-    assert_eq!(tls.cipher_suites, vec!["AES128-SHA".to_string()]);
+    assert_eq!(
+        tls.cipher_suites,
+        vec![
+            "AES128-SHA".to_string(),
+            "ECDHE-RSA-AES128-GCM-SHA256".to_string()
+        ]
+    );
 }
 
 #[test]

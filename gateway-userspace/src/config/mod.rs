@@ -2,6 +2,7 @@
 //! [`model`](crate::model) values plus every diagnostic, each pinned to
 //! `PATH:LINE:COL`.
 mod certs;
+mod cipher_suites;
 mod common;
 mod decode;
 mod destination_rule;

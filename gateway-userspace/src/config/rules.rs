@@ -21,9 +21,6 @@ const VALID_CIPHER_SUITES: &[&str] = &[
     "DES-CBC3-SHA",
 ];
 
-/// TLS protocol version names of `min/maxProtocolVersion`.
-pub const TLS_VERSIONS: &[&str] = &["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"];
-
 /// A DNS-1123 label: lower-case alphanumerics and `-`, alphanumeric at both
 /// ends, at most 63 characters (Gateway `metadata.name`, namespaces).
 pub fn is_dns1123_label(text: &str) -> bool {

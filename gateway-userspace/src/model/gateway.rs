@@ -122,9 +122,14 @@ pub struct ServerTls {
     pub subject_alt_names: Vec<String>,
     pub verify_certificate_spki: Vec<String>,
     pub verify_certificate_hash: Vec<String>,
-    pub min_protocol_version: Option<String>,
-    pub max_protocol_version: Option<String>,
+    pub min_protocol_version: Option<TlsVersion>,
+    pub max_protocol_version: Option<TlsVersion>,
+    /// As written, after Istio's filtering of unknown and duplicate names.
     pub cipher_suites: Vec<String>,
+    /// The TLS 1.2 suites of `cipher_suites` the proxy's TLS library
+    /// (rustls) offers, in order; empty means its defaults. TLS 1.3 suites
+    /// are not restricted, as in Envoy.
+    pub cipher_suites_resolved: Vec<rustls::CipherSuite>,
     /// Certificate chains and keys to serve, resolved from the fields above
     /// (credentials to files); checked to exist, parse and match at load.
     pub certificates: Vec<CertificateFiles>,
@@ -183,6 +188,40 @@ impl TlsMode {
             "OPTIONAL_MUTUAL" => Self::OptionalMutual,
             _ => return None,
         })
+    }
+}
+
+/// `tls.minProtocolVersion` / `maxProtocolVersion`, in version order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// `TLS_AUTO`: the default of the field it is in.
+    Auto,
+    V1_0,
+    V1_1,
+    V1_2,
+    V1_3,
+}
+
+impl TlsVersion {
+    /// The lowest version the proxy's TLS library (rustls) speaks.
+    pub const LOWEST_OFFERED: Self = Self::V1_2;
+    /// Every version, as Istio names them.
+    pub const ALL: [Self; 5] = [Self::Auto, Self::V1_0, Self::V1_1, Self::V1_2, Self::V1_3];
+
+    /// The enum name as written in YAML.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "TLS_AUTO",
+            Self::V1_0 => "TLSV1_0",
+            Self::V1_1 => "TLSV1_1",
+            Self::V1_2 => "TLSV1_2",
+            Self::V1_3 => "TLSV1_3",
+        }
+    }
+
+    /// Parses the case-sensitive enum name Istio's CRD accepts.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == text)
     }
 }
 
