@@ -3,6 +3,7 @@
 //! `tls.httpsRedirect` 301 and 404 for undeclared hosts.
 pub mod client_hello;
 pub mod redirect;
+pub mod rewrite;
 pub mod route;
 
 use std::{
