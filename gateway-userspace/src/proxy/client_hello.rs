@@ -80,22 +80,31 @@ impl ClientHello {
 /// Why a TLS handshake is not a usable ClientHello.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
+    /// Over [`MAX_CLIENT_HELLO`] on the wire.
     #[error("ClientHello larger than {MAX_CLIENT_HELLO} bytes")]
     TooLarge,
+    /// A record of length 0 or over 2^14.
     #[error("TLS record length {0} out of range")]
     RecordLength(usize),
+    /// Another record type before the ClientHello was complete.
     #[error("non-handshake record (content type {0}) inside the ClientHello")]
     Interleaved(u8),
+    /// The first handshake message is some other message.
     #[error("first handshake message is type {0}, not ClientHello")]
     NotClientHello(u8),
+    /// An SSLv2-format ClientHello (see the module documentation).
     #[error("SSLv2-compatible ClientHello is not supported")]
     SslV2,
+    /// A field (named) is truncated or out of range.
     #[error("ClientHello field does not parse: {0}")]
     Syntax(&'static str),
+    /// The same extension twice (RFC 8446 §4.2 forbids it).
     #[error("extension {0} appears twice")]
     DuplicateExtension(u16),
+    /// A `server_name` BoringSSL, or our ASCII rule, refuses.
     #[error("invalid server_name: {0}")]
     ServerName(&'static str),
+    /// An empty ALPN list or an empty protocol name.
     #[error("invalid ALPN extension")]
     Alpn,
 }

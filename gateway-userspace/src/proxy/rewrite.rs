@@ -205,8 +205,10 @@ pub fn rewrite_uri(path_and_query: &str, matched: Option<&StringMatch>, rewrite:
 /// A `uriRegexRewrite` whose pattern or substitution is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {
+    /// The pattern is not a valid regex.
     #[error("regex {0:?} does not compile")]
     Regex(String, #[source] regex::Error),
+    /// The substitution has an escape RE2 refuses or names a missing group.
     #[error("substitution {substitution:?}: {reason}")]
     Substitution {
         substitution: String,

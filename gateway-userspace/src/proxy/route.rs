@@ -38,6 +38,7 @@ use crate::{
 /// The request facts routing depends on.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestFacts<'a> {
+    /// `GET`, `POST`, ... as sent.
     pub method: &'a str,
     /// `http` or `https`, as the request arrived.
     pub scheme: &'a str,
@@ -47,6 +48,7 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     /// What follows the first `?`, if there is one.
     pub query: Option<&'a str>,
+    /// The request's headers, as hyper parsed them.
     pub headers: &'a HeaderMap,
     /// Listener port (already used to pick the route table).
     pub port: u16,
@@ -69,7 +71,9 @@ pub struct Selected {
 pub struct RouteError {
     /// `VirtualService ns/name spec.http[i]`.
     pub route: String,
+    /// The regex as written.
     pub pattern: String,
+    /// Why it does not compile.
     #[source]
     pub source: regex::Error,
 }
