@@ -56,6 +56,41 @@ pub fn yaml(data: &[u8]) {
     });
 }
 
+/// Any bytes as the first bytes of a connection: the ClientHello inspector
+/// never panics, a decided answer never changes as more bytes arrive (every
+/// prefix is `NeedMore` or the same answer), and a hello's SNI and ALPN obey
+/// the inspector's own rules.
+pub fn client_hello(data: &[u8]) {
+    use crate::proxy::client_hello::{Inspection, inspect};
+    let whole = inspect(data);
+    if let Inspection::Hello(hello) = &whole {
+        if let Some(sni) = &hello.sni {
+            assert!(
+                !sni.is_empty() && sni.len() <= 255,
+                "SNI length {}",
+                sni.len()
+            );
+            assert!(
+                sni.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()),
+                "SNI {sni:?}"
+            );
+        }
+        assert!(hello.alpn.iter().all(|p| !p.is_empty()), "empty ALPN name");
+    }
+    // Every short prefix, then a sample of longer ones: all of them would
+    // make a long input quadratic.
+    let step = (data.len() / 64).max(1);
+    let prefixes = (0..data.len().min(64)).chain((64..data.len()).step_by(step));
+    for len in prefixes.chain(data.len().checked_sub(1)) {
+        let partial = inspect(data.get(..len).unwrap_or_default());
+        assert!(
+            partial == Inspection::NeedMore || partial == whole,
+            "prefix {len} gave {partial:?}, the whole input {whole:?}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Runs `target` on every seed of `fuzz/corpus/<name>`; returns how many.
@@ -81,5 +116,40 @@ mod tests {
     fn the_yaml_seed_corpus_passes_through_the_loader() {
         let seeds = run_seeds("yaml", super::yaml);
         assert!(seeds >= 5, "the committed corpus has {seeds} seeds");
+    }
+
+    #[test]
+    fn the_client_hello_seed_corpus_passes_through_the_inspector() {
+        let seeds = run_seeds("client_hello", super::client_hello);
+        assert!(seeds >= 3, "the committed corpus has {seeds} seeds");
+    }
+
+    /// The committed seeds are real ClientHellos: regenerate them with
+    /// `GATEWAY_WRITE_SEEDS=1 cargo test -p gateway-userspace --lib fuzzing`.
+    #[test]
+    fn the_client_hello_seeds_are_real_hellos() {
+        use crate::proxy::client_hello::{Inspection, inspect, samples};
+        let seeds = [
+            ("rustls-sni-alpn.bin", samples::with_sni()),
+            ("rustls-no-sni.bin", samples::without_sni()),
+            (
+                "rustls-sni-two-records.bin",
+                samples::split_in_two_records(),
+            ),
+        ];
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/client_hello");
+        for (name, hello) in seeds {
+            assert!(matches!(inspect(&hello), Inspection::Hello(_)), "{name}");
+            if std::env::var_os("GATEWAY_WRITE_SEEDS").is_some() {
+                std::fs::create_dir_all(&dir).expect("corpus dir");
+                std::fs::write(dir.join(name), &hello).expect("seed");
+            }
+            let committed = std::fs::read(dir.join(name)).expect("committed seed");
+            assert!(
+                matches!(inspect(&committed), Inspection::Hello(_)),
+                "{name}"
+            );
+        }
     }
 }

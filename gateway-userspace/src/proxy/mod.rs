@@ -1,7 +1,10 @@
 //! The userspace proxy for what needs a TCP stack. Today: the plaintext
 //! HTTP listeners (HTTP/1.1 and h2c, as Envoy's codec AUTO), answering the
 //! `tls.httpsRedirect` 301 and 404 for undeclared hosts.
+pub mod client_hello;
 pub mod redirect;
+pub mod rewrite;
+pub mod route;
 
 use std::{
     convert::Infallible,
