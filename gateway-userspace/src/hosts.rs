@@ -138,8 +138,13 @@ impl HostTable {
 
     /// The virtual host serving a Host header value (or :authority).
     pub fn lookup(&self, authority: &str) -> Option<&VirtualHost> {
+        self.position(authority).and_then(|at| self.hosts.get(at))
+    }
+
+    /// The index in [`HostTable::hosts`] of the virtual host serving `authority`.
+    pub fn position(&self, authority: &str) -> Option<usize> {
         let host = strip_port(authority).to_ascii_lowercase();
-        self.hosts.iter().find(|vh| vh.pattern.matches(&host))
+        self.hosts.iter().position(|vh| vh.pattern.matches(&host))
     }
 
     /// Virtual hosts in precedence order.

@@ -15,6 +15,8 @@ pub struct Cluster {
     pub host: String,
     pub port: u16,
     pub subset: Option<String>,
+    /// The ServiceEntry port's protocol (`HTTP`, `HTTP2`, `GRPC`, `TCP`, ...).
+    pub protocol: Option<String>,
     pub endpoints: Vec<Endpoint>,
     /// The DestinationRule policy, with the subset's policy in its place if it has one.
     pub policy: TrafficPolicy,
@@ -190,6 +192,7 @@ impl<'m> Clusters<'m> {
                 host,
                 port,
                 subset: dest.subset.clone(),
+                protocol: service_port.protocol.clone(),
                 endpoints,
                 policy,
             },

@@ -9,7 +9,7 @@ use std::{
 };
 
 pub use self::{
-    bind::{Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
+    bind::{Backend, Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
     clusters::{Cluster, Endpoint},
 };
 
@@ -51,6 +51,9 @@ pub struct TlsListener {
     pub bind: Option<IpAddr>,
     pub port: u16,
     pub servers: Vec<TlsServer>,
+    /// Plaintext HTTP servers sharing the port: connections that do not
+    /// start with a TLS record are served by these virtual hosts.
+    pub plaintext: Option<HostTable>,
 }
 
 /// An opaque TCP port.
@@ -224,13 +227,16 @@ pub fn plan(
                     ));
                     continue;
                 }
-                (None, false) if slot.kind == ListenerKind::Tls => {
-                    // Istio accepts this and tells the two apart by TLS
-                    // detection, which the proxy does not do yet: say so.
+                (None, false) if slot.kind == ListenerKind::Tls && !protocol.is_http_family() => {
                     drop(format!(
-                        "plaintext {protocol:?} on port {port}, which TLS servers own, is not served yet"
+                        "plaintext {protocol:?} on port {port}, which TLS servers own, is not served: only HTTP is told apart from TLS there"
                     ));
                     continue;
+                }
+                // Istio accepts this; the proxy tells TLS and plaintext
+                // apart per connection (TLS detection).
+                (None, false) if slot.kind == ListenerKind::Tls => {
+                    slot.plaintext = Some((protocol, who.clone()))
                 }
                 (None, false) => slot.plaintext = Some((protocol, who.clone())),
                 _ => {}
@@ -264,8 +270,14 @@ pub fn plan(
                 http.push((bind, port, hosts));
             }
             ListenerKind::Tls => {
-                let servers = binder.tls_servers(&slot.servers, port);
-                tls.push((bind, port, servers));
+                let (encrypted, plaintext): (Vec<_>, Vec<_>) =
+                    slot.servers.into_iter().partition(|a| {
+                        matches!(a.server.port.protocol, Protocol::Https | Protocol::Tls)
+                    });
+                let servers = binder.tls_servers(&encrypted, port);
+                let plaintext =
+                    (!plaintext.is_empty()).then(|| binder.http_hosts(&plaintext, port));
+                tls.push((bind, port, servers, plaintext));
             }
             ListenerKind::Tcp => match binder.tcp_route(&slot.servers, port) {
                 Some((route, source)) => tcp.push((bind, port, route, source)),
@@ -316,11 +328,12 @@ pub fn plan(
         .collect();
     let tls = tls
         .into_iter()
-        .map(|(bind, port, servers)| TlsListener {
+        .map(|(bind, port, servers, plaintext)| TlsListener {
             listener_id: id_of(bind, port),
             bind,
             port,
             servers,
+            plaintext,
         })
         .collect();
     let tcp = tcp
