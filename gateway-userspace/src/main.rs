@@ -145,10 +145,29 @@ pub struct RunArgs {
     /// figure is logged at start).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// Proxies in front of the gateway whose `X-Forwarded-Proto` and
+    /// `X-Forwarded-For` are believed (Istio's `numTrustedProxies`). With 0,
+    /// the scheme is the connection's own; behind a TLS-terminating load
+    /// balancer use 1, so `httpsRedirect` does not loop.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub trusted_proxies: u32,
+    /// Access log on stdout, one line per request or TCP connection: `on` or `off`.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub access_log: String,
+    /// Access-log line format: Istio's default text line, or one JSON object.
+    #[arg(long, value_enum, default_value = "text")]
+    pub access_log_format: LogFormat,
     #[command(flatten)]
     pub source: SourceArgs,
     #[command(flatten)]
     pub instance: InstanceArgs,
+}
+
+/// `--access-log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Options of `gateway check`.

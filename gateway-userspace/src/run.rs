@@ -15,7 +15,7 @@ use tokio::{
     sync::watch,
 };
 
-use crate::RunArgs;
+use crate::{LogFormat, RunArgs};
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -98,8 +98,23 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         max_connections: ADMIN_MAX_CONNECTIONS,
         ..proxy_gate.limits
     }));
+    let options = proxy::Options {
+        trusted_proxies: args.trusted_proxies,
+        access_log: match (args.access_log.as_str(), args.access_log_format) {
+            ("off", _) => proxy::access_log::Format::Off,
+            (_, LogFormat::Json) => proxy::access_log::Format::Json,
+            (_, LogFormat::Text) => proxy::access_log::Format::Text,
+        },
+    };
+    // Certificates and keys are loaded before anything is attached or bound.
+    let served = proxy::Served::new(&plan, options).map_err(|err| {
+        anyhow::anyhow!(
+            "{err}: {}",
+            std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
+        )
+    })?;
     // Bind before attaching, so a port conflict changes nothing on the interface.
-    let listeners = proxy::bind_all(&plan.http, &args.address).map_err(|err| {
+    let listeners = proxy::bind_all(&plan, &args.address).map_err(|err| {
         let busy = matches!(&err, proxy::ProxyError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse);
         let hint = if busy { " (is another gateway instance running?)" } else { "" };
         anyhow::anyhow!("{err}: {}{hint}", std::error::Error::source(&err).map_or(String::new(), |s| s.to_string()))
@@ -124,7 +139,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         log::info!("listener {bind}:{} {:?}", listener.port, listener.kind);
     }
     for bound in &listeners {
-        log::info!("serving HTTP on {}", bound.local_addr);
+        log::info!("serving on {}", bound.local_addr);
     }
     let limits = proxy_gate.limits;
     log::info!(
@@ -154,7 +169,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(return_memory_after_bursts(Arc::clone(&proxy_gate.counters)));
-    let proxy_task = tokio::spawn(proxy::serve(listeners, proxy_gate, shutdown_rx.clone()));
+    // The sender stays here: a configuration reload replaces what is served.
+    let (_served_tx, served_rx) = watch::channel(Arc::new(served));
+    let proxy_task = tokio::spawn(proxy::serve(
+        listeners,
+        served_rx,
+        proxy_gate,
+        shutdown_rx.clone(),
+    ));
     let admin_thread = admin::spawn(admin_listener, render, admin_gate, shutdown_rx)
         .context("cannot start the admin thread")?;
     log::info!("admin on http://{}/stats", args.admin_address);

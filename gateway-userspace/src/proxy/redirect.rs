@@ -1,10 +1,14 @@
-//! What the plaintext HTTP listener answers, decided from the request head
-//! alone. Pure so the Istio/Envoy contract is pinned by unit tests.
+//! What the gateway answers from the request head alone, before any route
+//! is looked at: bad heads, unknown hosts, the `tls.httpsRedirect` 301.
+//! Pure so the Istio/Envoy contract is pinned by unit tests.
 use crate::hosts::HostTable;
 
-/// The proxy's answer to one request.
+/// The proxy's answer to one request head.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
+pub enum Answer<'a> {
+    /// Route the request within virtual host `host` (an index into
+    /// [`HostTable::hosts`]), for the validated `authority`.
+    Proceed { authority: &'a str, host: usize },
     /// 301 with `Location`, empty body (Envoy's `require_tls: ALL`).
     Redirect { location: String },
     /// 404: no virtual host for the authority, or a virtual host with no
@@ -29,8 +33,10 @@ pub struct RequestHead<'a> {
     pub path_and_query: Option<&'a str>,
 }
 
-/// Decides the answer for a request on a listener serving `hosts`.
-pub fn answer(hosts: &HostTable, head: RequestHead<'_>) -> Answer {
+/// Decides the answer for a request on a listener serving `hosts`;
+/// `already_https` is the request's effective scheme (TLS connection, or a
+/// trusted hop's `X-Forwarded-Proto: https`), which skips the redirect.
+pub fn answer<'a>(hosts: &HostTable, head: RequestHead<'a>, already_https: bool) -> Answer<'a> {
     if head.http10 {
         return Answer::UpgradeRequired;
     }
@@ -66,17 +72,22 @@ pub fn answer(hosts: &HostTable, head: RequestHead<'_>) -> Answer {
     let Some(path) = head.path_and_query.filter(|path| path.starts_with('/')) else {
         return Answer::NotFound;
     };
-    let Some(virtual_host) = hosts.lookup(authority) else {
+    let Some(host) = hosts.position(authority) else {
         return Answer::NotFound;
     };
-    if virtual_host.https_redirect {
+    let Some(virtual_host) = hosts.hosts().get(host) else {
+        return Answer::NotFound;
+    };
+    if virtual_host.https_redirect && !already_https {
         // Envoy copies the authority verbatim, port included, and never invents one.
         Answer::Redirect {
             location: format!("https://{authority}{path}"),
         }
-    } else {
-        // No VirtualService routing yet: a virtual host without routes is 404 NR in Envoy.
+    } else if virtual_host.routes.is_empty() {
+        // Envoy's 404 NR for a virtual host without routes.
         Answer::NotFound
+    } else {
+        Answer::Proceed { authority, host }
     }
 }
 
@@ -114,7 +125,7 @@ mod tests {
 
     #[test]
     fn redirect_keeps_host_path_and_query_verbatim() {
-        let answer = answer(&dataengine(), head(&[b"dataengine.com"], "/x?y=1"));
+        let answer = answer(&dataengine(), head(&[b"dataengine.com"], "/x?y=1"), false);
         assert_eq!(
             answer,
             Answer::Redirect {
@@ -125,7 +136,7 @@ mod tests {
 
     #[test]
     fn redirect_keeps_the_port_of_the_host_header() {
-        let answer = answer(&dataengine(), head(&[b"DataEngine.com:8080"], "/"));
+        let answer = answer(&dataengine(), head(&[b"DataEngine.com:8080"], "/"), false);
         assert_eq!(
             answer,
             Answer::Redirect {
@@ -137,7 +148,7 @@ mod tests {
     #[test]
     fn undeclared_host_is_not_found_not_redirected() {
         assert_eq!(
-            answer(&dataengine(), head(&[b"other.com"], "/")),
+            answer(&dataengine(), head(&[b"other.com"], "/"), false),
             Answer::NotFound
         );
     }
@@ -147,7 +158,7 @@ mod tests {
         let mut h = head(&[b"other.com"], "/a");
         h.uri_authority = Some("dataengine.com");
         assert_eq!(
-            answer(&dataengine(), h),
+            answer(&dataengine(), h, false),
             Answer::Redirect {
                 location: "https://dataengine.com/a".into()
             }
@@ -157,7 +168,7 @@ mod tests {
     #[test]
     fn missing_host_is_a_bad_request() {
         assert!(matches!(
-            answer(&dataengine(), head(&[], "/")),
+            answer(&dataengine(), head(&[], "/"), false),
             Answer::BadRequest { .. }
         ));
     }
@@ -166,7 +177,7 @@ mod tests {
     fn duplicate_host_headers_are_a_bad_request() {
         let hosts: &[&[u8]] = &[b"dataengine.com", b"dataengine.com"];
         assert!(matches!(
-            answer(&dataengine(), head(hosts, "/")),
+            answer(&dataengine(), head(hosts, "/"), false),
             Answer::BadRequest { .. }
         ));
     }
@@ -180,7 +191,10 @@ mod tests {
         }]);
         for bad in [&b"evil.com/x"[..], b"a@b.com", b"a b", b""] {
             assert!(
-                matches!(answer(&star, head(&[bad], "/")), Answer::BadRequest { .. }),
+                matches!(
+                    answer(&star, head(&[bad], "/"), false),
+                    Answer::BadRequest { .. }
+                ),
                 "{bad:?}"
             );
         }
@@ -190,7 +204,7 @@ mod tests {
     fn http10_gets_upgrade_required() {
         let mut h = head(&[b"dataengine.com"], "/");
         h.http10 = true;
-        assert_eq!(answer(&dataengine(), h), Answer::UpgradeRequired);
+        assert_eq!(answer(&dataengine(), h, false), Answer::UpgradeRequired);
     }
 
     #[test]
@@ -200,7 +214,10 @@ mod tests {
             https_redirect: false,
             routes: Vec::new(),
         }]);
-        assert_eq!(answer(&plain, head(&[b"plain.com"], "/")), Answer::NotFound);
+        assert_eq!(
+            answer(&plain, head(&[b"plain.com"], "/"), false),
+            Answer::NotFound
+        );
     }
 
     #[test]
@@ -212,7 +229,7 @@ mod tests {
         }]);
         for bad in [&b"evil.com?x"[..], b"evil.com#x"] {
             assert_eq!(
-                answer(&star, head(&[bad], "/")),
+                answer(&star, head(&[bad], "/"), false),
                 Answer::BadRequest {
                     reason: "invalid Host header"
                 },
@@ -225,7 +242,7 @@ mod tests {
     fn asterisk_form_is_404_as_envoy_answers_it_never_a_location() {
         for path in ["*", "x", ""] {
             assert_eq!(
-                answer(&dataengine(), head(&[b"dataengine.com:8443"], path)),
+                answer(&dataengine(), head(&[b"dataengine.com:8443"], path), false),
                 Answer::NotFound,
                 "{path:?}"
             );

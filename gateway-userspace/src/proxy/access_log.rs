@@ -1,0 +1,267 @@
+//! One access-log line per HTTP request or TCP connection on stdout, in
+//! Istio's default Envoy text format or as one JSON object per line, so
+//! existing log pipelines keep parsing them.
+use std::{
+    io::Write,
+    net::SocketAddr,
+    sync::Mutex,
+    time::{Duration, SystemTime},
+};
+
+/// `--access-log` and `--access-log-format` together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Istio's default text line (`meshConfig.accessLogEncoding: TEXT`).
+    Text,
+    /// One JSON object per line with Istio's JSON field names.
+    Json,
+    /// No access log.
+    Off,
+}
+
+/// What one request or connection did.
+#[derive(Clone, Debug, Default)]
+pub struct Entry {
+    pub start: Option<SystemTime>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// `HTTP/1.1`, `HTTP/2`; `None` for TCP.
+    pub protocol: Option<&'static str>,
+    /// 0 for TCP, as Envoy logs it.
+    pub status: u16,
+    /// Envoy response flags (`NR`, `UF`, `UH`, `UT`, `DC`, ...); empty is `-`.
+    pub flags: Vec<&'static str>,
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` (`via_upstream`, `route_not_found`, ...).
+    pub details: Option<&'static str>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration: Duration,
+    pub upstream_service_time: Option<Duration>,
+    pub x_forwarded_for: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub authority: Option<String>,
+    pub upstream_host: Option<SocketAddr>,
+    pub upstream_cluster: Option<String>,
+    pub downstream_local: Option<SocketAddr>,
+    pub downstream_remote: Option<SocketAddr>,
+    /// SNI the client sent.
+    pub sni: Option<String>,
+    /// `VirtualService ns/name spec.http[i]` of the matched route.
+    pub route: Option<String>,
+}
+
+/// The log sink: lines are buffered and written at most every second or
+/// every 32 KiB, like Envoy's access-log flush, so logging costs no
+/// syscall per request.
+#[derive(Debug)]
+pub struct AccessLog {
+    format: Format,
+    buffer: Mutex<Vec<u8>>,
+}
+
+const FLUSH_BYTES: usize = 32 * 1024;
+/// How often buffered lines reach stdout at the latest.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+impl AccessLog {
+    /// A sink writing `format` to stdout.
+    pub fn new(format: Format) -> Self {
+        AccessLog {
+            format,
+            buffer: Mutex::new(Vec::with_capacity(FLUSH_BYTES)),
+        }
+    }
+
+    /// Whether entries are wanted at all (skip building them when not).
+    pub fn enabled(&self) -> bool {
+        self.format != Format::Off
+    }
+
+    /// Appends one entry.
+    pub fn log(&self, entry: &Entry) {
+        let line = match self.format {
+            Format::Off => return,
+            Format::Text => text(entry),
+            Format::Json => json(entry),
+        };
+        let full = match self.buffer.lock() {
+            Ok(mut buffer) => {
+                buffer.extend_from_slice(line.as_bytes());
+                buffer.push(b'\n');
+                buffer.len() >= FLUSH_BYTES
+            }
+            Err(_) => false,
+        };
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Writes what is buffered.
+    pub fn flush(&self) {
+        let pending = match self.buffer.lock() {
+            Ok(mut buffer) if !buffer.is_empty() => std::mem::take(&mut *buffer),
+            _ => return,
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(&pending);
+        let _ = stdout.flush();
+    }
+}
+
+fn or_dash<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn start_time(entry: &Entry) -> String {
+    entry.start.map_or_else(|| "-".to_string(), rfc3339_millis)
+}
+
+/// `2026-11-27T12:00:00.123Z`, Envoy's `%START_TIME%` default.
+fn rfc3339_millis(time: SystemTime) -> String {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+fn flags(entry: &Entry) -> String {
+    if entry.flags.is_empty() {
+        "-".to_string()
+    } else {
+        entry.flags.join(",")
+    }
+}
+
+/// Istio's default `accessLogFormat`:
+/// `[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%`
+pub fn text(entry: &Entry) -> String {
+    format!(
+        "[{}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}",
+        start_time(entry),
+        or_dash(entry.method.as_deref()),
+        or_dash(entry.path.as_deref()),
+        or_dash(entry.protocol),
+        entry.status,
+        flags(entry),
+        or_dash(entry.details),
+        entry.bytes_received,
+        entry.bytes_sent,
+        entry.duration.as_millis(),
+        or_dash(entry.upstream_service_time.map(|d| d.as_millis())),
+        or_dash(entry.x_forwarded_for.as_deref()),
+        or_dash(entry.user_agent.as_deref()),
+        or_dash(entry.request_id.as_deref()),
+        or_dash(entry.authority.as_deref()),
+        or_dash(entry.upstream_host),
+        or_dash(entry.upstream_cluster.as_deref()),
+        or_dash(entry.downstream_local),
+        or_dash(entry.downstream_remote),
+        or_dash(entry.sni.as_deref()),
+        or_dash(entry.route.as_deref().map(|r| r.replace(' ', "_"))),
+    )
+}
+
+/// Istio's JSON access-log field names, absent values as `null`.
+pub fn json(entry: &Entry) -> String {
+    let text = |v: Option<String>| v.map_or(serde_json::Value::Null, serde_json::Value::from);
+    serde_json::json!({
+        "start_time": text(entry.start.map(|_| start_time(entry))),
+        "method": text(entry.method.clone()),
+        "path": text(entry.path.clone()),
+        "protocol": text(entry.protocol.map(str::to_string)),
+        "response_code": entry.status,
+        "response_flags": flags(entry),
+        "response_code_details": text(entry.details.map(str::to_string)),
+        "bytes_received": entry.bytes_received,
+        "bytes_sent": entry.bytes_sent,
+        "duration": u64::try_from(entry.duration.as_millis()).unwrap_or(u64::MAX),
+        "upstream_service_time": entry.upstream_service_time.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        "x_forwarded_for": text(entry.x_forwarded_for.clone()),
+        "user_agent": text(entry.user_agent.clone()),
+        "request_id": text(entry.request_id.clone()),
+        "authority": text(entry.authority.clone()),
+        "upstream_host": text(entry.upstream_host.map(|a| a.to_string())),
+        "upstream_cluster": text(entry.upstream_cluster.clone()),
+        "downstream_local_address": text(entry.downstream_local.map(|a| a.to_string())),
+        "downstream_remote_address": text(entry.downstream_remote.map(|a| a.to_string())),
+        "requested_server_name": text(entry.sni.clone()),
+        "route_name": text(entry.route.clone()),
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            start: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_245_000_123)),
+            method: Some("GET".into()),
+            path: Some("/x?y=1".into()),
+            protocol: Some("HTTP/1.1"),
+            status: 404,
+            flags: vec!["NR"],
+            details: Some("route_not_found"),
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration: Duration::from_millis(3),
+            authority: Some("dataengine.com".into()),
+            downstream_remote: Some(SocketAddr::from(([192, 0, 2, 9], 40000))),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn text_line_follows_istio_default_format() {
+        assert_eq!(
+            text(&entry()),
+            "[2025-11-27T12:03:20.123Z] \"GET /x?y=1 HTTP/1.1\" 404 NR route_not_found - \"-\" 0 0 3 - \"-\" \"-\" \"-\" \"dataengine.com\" \"-\" - - - 192.0.2.9:40000 - -"
+        );
+    }
+
+    #[test]
+    fn json_line_is_one_object_with_istio_field_names() {
+        let value: serde_json::Value = serde_json::from_str(&json(&entry())).expect("valid JSON");
+        assert_eq!(value["response_code"], 404);
+        assert_eq!(value["response_flags"], "NR");
+        assert_eq!(value["authority"], "dataengine.com");
+        assert_eq!(value["upstream_host"], serde_json::Value::Null);
+        assert!(!json(&entry()).contains('\n'));
+    }
+
+    #[test]
+    fn start_time_is_utc_rfc3339_with_millis() {
+        let at = |ms: u64| rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(at(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn several_flags_are_comma_separated() {
+        let mut e = entry();
+        e.flags = vec!["UF", "URX"];
+        assert!(text(&e).contains(" 404 UF,URX "));
+    }
+}

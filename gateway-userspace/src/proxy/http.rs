@@ -1,0 +1,958 @@
+//! The HTTP request path, plaintext or after TLS termination: head checks,
+//! the gateway's forwarding headers, virtual host and route selection, and
+//! the route's action (forward, redirect, direct response), with one
+//! access-log entry per request.
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+use hyper::{
+    HeaderMap, Request, Response, StatusCode, Uri, Version,
+    body::{Body, Frame, Incoming, SizeHint},
+    header::{self, HeaderName, HeaderValue},
+};
+
+use super::{
+    access_log::{AccessLog, Entry},
+    redirect::{self, Answer, RequestHead},
+    rewrite::{self, RedirectRequest, RegexRewrite, RewriteError},
+    route::{CompiledRoutes, RequestFacts, RouteError},
+    upstream::{self, UpstreamError, UpstreamProtocol, Upstreams},
+};
+use crate::{
+    compile::{Backend, Route, RouteAction},
+    hosts::HostTable,
+    model::{HeaderOperations, StringMatch},
+};
+
+/// Every body the proxy sends or forwards.
+pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+const SERVER_HEADER: &str = "xdp-gateway";
+
+/// What every connection of the proxy shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub upstreams: Upstreams,
+    pub access_log: AccessLog,
+    /// `--trusted-proxies`: hops in front of the gateway whose
+    /// `X-Forwarded-Proto`/`X-Forwarded-For` are believed (Istio's `numTrustedProxies`).
+    pub trusted_proxies: u32,
+}
+
+/// The virtual hosts of one route table, their routes compiled for matching.
+#[derive(Debug)]
+pub struct VirtualHosts {
+    pub table: HostTable,
+    /// `compiled[i]` matches the routes of `table.hosts()[i]`.
+    compiled: Vec<CompiledRoutes>,
+    /// `regex_rewrites[i][j]`: the compiled `uriRegexRewrite` of route `j` of host `i`.
+    regex_rewrites: Vec<Vec<Option<RegexRewrite>>>,
+}
+
+/// A route whose regexes do not compile (validation at load makes this
+/// unreachable unless the two regex dialects disagree).
+#[derive(Debug, thiserror::Error)]
+pub enum RoutesError {
+    #[error(transparent)]
+    Match(#[from] RouteError),
+    #[error("{route}: uriRegexRewrite")]
+    Rewrite {
+        route: String,
+        #[source]
+        source: RewriteError,
+    },
+}
+
+impl VirtualHosts {
+    /// Compiles every virtual host's routes.
+    pub fn new(table: HostTable) -> Result<Self, RoutesError> {
+        let mut compiled = Vec::new();
+        let mut regex_rewrites = Vec::new();
+        for host in table.hosts() {
+            compiled.push(CompiledRoutes::new(&host.routes)?);
+            let rewrites = host
+                .routes
+                .iter()
+                .map(|route| match &route.action {
+                    RouteAction::Forward {
+                        rewrite_uri_regex: Some((pattern, substitution)),
+                        ..
+                    } => RegexRewrite::new(pattern, substitution)
+                        .map(Some)
+                        .map_err(|source| RoutesError::Rewrite {
+                            route: route.source.clone(),
+                            source,
+                        }),
+                    _ => Ok(None),
+                })
+                .collect::<Result<_, _>>()?;
+            regex_rewrites.push(rewrites);
+        }
+        Ok(VirtualHosts {
+            table,
+            compiled,
+            regex_rewrites,
+        })
+    }
+}
+
+/// The connection a request arrived on.
+#[derive(Clone, Debug)]
+pub struct Downstream {
+    /// Terminated TLS (`https`) or plaintext.
+    pub tls: bool,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub sni: Option<String>,
+}
+
+/// Answers one request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    hosts: Arc<VirtualHosts>,
+    downstream: Arc<Downstream>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let mut entry = Entry {
+        start: Some(SystemTime::now()),
+        method: Some(req.method().to_string()),
+        path: req.uri().path_and_query().map(|p| p.as_str().to_string()),
+        protocol: Some(protocol_name(req.version())),
+        user_agent: header_text(req.headers(), &header::USER_AGENT),
+        downstream_local: Some(downstream.local),
+        downstream_remote: Some(downstream.remote),
+        sni: downstream.sni.clone(),
+        ..Entry::default()
+    };
+    let received = Arc::new(AtomicU64::new(0));
+    let mut response =
+        route_request(&shared, &hosts, &downstream, req, &mut entry, &received).await;
+    response
+        .headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static(SERVER_HEADER));
+    entry.status = response.status().as_u16();
+    if !shared.access_log.enabled() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let logged = Logged {
+        inner: body,
+        pending: Some(Pending {
+            entry,
+            started,
+            received,
+            shared,
+        }),
+    };
+    Response::from_parts(parts, logged.boxed_unsync())
+}
+
+async fn route_request(
+    shared: &Shared,
+    hosts: &VirtualHosts,
+    downstream: &Downstream,
+    mut req: Request<Incoming>,
+    entry: &mut Entry,
+    received: &Arc<AtomicU64>,
+) -> Response<ProxyBody> {
+    let host_headers: Vec<&[u8]> = req
+        .headers()
+        .get_all(header::HOST)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let forwarded_https = forwarded_proto(req.headers(), downstream, shared.trusted_proxies);
+    let head = RequestHead {
+        http10: req.version() == Version::HTTP_10,
+        uri_authority: req.uri().authority().map(|a| a.as_str()),
+        host_headers: &host_headers,
+        path_and_query: req.uri().path_and_query().map(|p| p.as_str()),
+    };
+    let answer = redirect::answer(&hosts.table, head, forwarded_https == "https");
+    let (authority, host_index) = match answer {
+        Answer::Proceed { authority, host } => (authority.to_string(), host),
+        Answer::Redirect { location } => {
+            entry.details = Some("via_https_redirect");
+            return redirect_response(StatusCode::MOVED_PERMANENTLY, &location);
+        }
+        Answer::NotFound => {
+            entry.flags.push("NR");
+            entry.details = Some("route_not_found");
+            entry.authority = authority_of(&head);
+            return local(StatusCode::NOT_FOUND, "");
+        }
+        Answer::BadRequest { reason } => {
+            log::debug!("400 for {}: {reason}", req.uri());
+            entry.details = Some("http1.codec_error");
+            return local(StatusCode::BAD_REQUEST, "");
+        }
+        Answer::UpgradeRequired => {
+            entry.details = Some("low_version");
+            return local(StatusCode::UPGRADE_REQUIRED, "");
+        }
+    };
+    entry.authority = Some(authority.clone());
+    drop(host_headers);
+
+    // Envoy's normalize_path, before routing and as forwarded.
+    let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let Ok(path_and_query) = rewrite::normalize_path(original) else {
+        entry.details = Some("path_normalization_failed");
+        return local(StatusCode::BAD_REQUEST, "");
+    };
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query.as_str(), None),
+    };
+
+    set_forwarding_headers(
+        req.headers_mut(),
+        downstream,
+        shared.trusted_proxies,
+        forwarded_https,
+    );
+    entry.x_forwarded_for = header_text(req.headers(), &X_FORWARDED_FOR);
+    entry.request_id = header_text(req.headers(), &X_REQUEST_ID);
+
+    let Some(virtual_host) = hosts.table.hosts().get(host_index) else {
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let scheme = if downstream.tls { "https" } else { "http" };
+    let facts = RequestFacts {
+        method: req.method().as_str(),
+        scheme,
+        authority: &authority,
+        path,
+        query,
+        headers: req.headers(),
+        port: downstream.local.port(),
+    };
+    let Some(selected) = hosts
+        .compiled
+        .get(host_index)
+        .and_then(|t| t.select(&facts))
+    else {
+        entry.flags.push("NR");
+        entry.details = Some("route_not_found");
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let Some(route) = virtual_host.routes.get(selected.route) else {
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let matched_uri = selected
+        .matched
+        .and_then(|i| route.matches.get(i))
+        .and_then(|m| m.uri.as_ref());
+    let regex_rewrite = hosts
+        .regex_rewrites
+        .get(host_index)
+        .and_then(|r| r.get(selected.route))
+        .and_then(Option::as_ref);
+    entry.route = Some(route.source.clone());
+    apply_header_operations(req.headers_mut(), &route.request_headers);
+
+    let mut response = match &route.action {
+        RouteAction::Redirect(redirect) => {
+            let request = RedirectRequest {
+                scheme,
+                authority: &authority,
+                path_and_query: &path_and_query,
+            };
+            let location = rewrite::redirect_location(redirect, request, downstream.tls);
+            entry.details = Some("direct_response");
+            let code = StatusCode::from_u16(rewrite::redirect_status(redirect))
+                .unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            redirect_response(code, &location)
+        }
+        RouteAction::DirectResponse { status, body } => {
+            entry.details = Some("direct_response");
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            local(status, body.clone().unwrap_or_default())
+        }
+        RouteAction::Forward { .. } => {
+            let target = Target {
+                authority: &authority,
+                path_and_query: &path_and_query,
+                matched_uri,
+                regex_rewrite,
+            };
+            forward(shared, route, req, target, entry, received).await
+        }
+    };
+    apply_header_operations(response.headers_mut(), &route.response_headers);
+    response
+}
+
+/// Where a forwarded request goes, before the route's rewrites.
+struct Target<'a> {
+    authority: &'a str,
+    /// Normalized path and the query.
+    path_and_query: &'a str,
+    /// The `uri` of the match that selected the route (what `rewrite.uri` replaces).
+    matched_uri: Option<&'a StringMatch>,
+    regex_rewrite: Option<&'a RegexRewrite>,
+}
+
+/// Sends the request to one of the route's backends.
+async fn forward(
+    shared: &Shared,
+    route: &Route,
+    req: Request<Incoming>,
+    target: Target<'_>,
+    entry: &mut Entry,
+    received: &Arc<AtomicU64>,
+) -> Response<ProxyBody> {
+    let RouteAction::Forward {
+        backends,
+        rewrite_uri,
+        rewrite_authority,
+        timeout,
+        ..
+    } = &route.action
+    else {
+        return local(StatusCode::INTERNAL_SERVER_ERROR, "");
+    };
+    let Some(backend) = pick_backend(&backends.0) else {
+        entry.flags.push("NC");
+        entry.details = Some("cluster_not_found");
+        return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    };
+    let cluster = match &backend.target {
+        Ok(name) => shared.upstreams.get(name),
+        Err(_) => None,
+    };
+    let Some(cluster) = cluster else {
+        entry.flags.push("NC");
+        entry.details = Some("cluster_not_found");
+        return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    };
+    entry.upstream_cluster = Some(cluster.name.clone());
+
+    let mut new_path = target.path_and_query.to_string();
+    if let Some(rewrite) = rewrite_uri {
+        new_path = rewrite::rewrite_uri(&new_path, target.matched_uri, rewrite);
+    }
+    if let Some(regex) = target.regex_rewrite {
+        new_path = regex.apply(&new_path);
+    }
+    let authority = rewrite_authority
+        .as_deref()
+        .unwrap_or(target.authority)
+        .to_string();
+
+    let version = match cluster.protocol {
+        UpstreamProtocol::Http2 => Version::HTTP_2,
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::SameAsClient if req.version() == Version::HTTP_2 => Version::HTTP_2,
+        UpstreamProtocol::SameAsClient => Version::HTTP_11,
+    };
+    let (upstream_req, downstream_upgrade) =
+        match upstream_request(req, &authority, &new_path, version, received) {
+            Ok(parts) => parts,
+            Err(reason) => {
+                log::debug!("400: {reason}");
+                entry.details = Some("invalid_path_rewrite");
+                return local(StatusCode::BAD_REQUEST, "");
+            }
+        };
+
+    let endpoint = match cluster.pick().await {
+        Ok(endpoint) => endpoint,
+        Err(err) => return upstream_failure(err, entry),
+    };
+    entry.upstream_host = Some(endpoint.addr);
+    let sent = Instant::now();
+    let exchange = upstream::send(&endpoint, cluster.connect_timeout, version, upstream_req);
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(*limit, exchange).await {
+            Ok(result) => result,
+            Err(_) => {
+                entry.flags.push("UT");
+                entry.details = Some("upstream_response_timeout");
+                return local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+            }
+        },
+        None => exchange.await,
+    };
+    let (mut response, active) = match result {
+        Ok(ok) => ok,
+        Err(err) => return upstream_failure(err, entry),
+    };
+    let service_time = sent.elapsed();
+    entry.upstream_service_time = Some(service_time);
+    entry.details = Some("via_upstream");
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(downstream_upgrade) = downstream_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                let _active = active;
+                if let (Ok(down), Ok(up)) = tokio::join!(downstream_upgrade, upstream_upgrade) {
+                    let mut down = hyper_util::rt::TokioIo::new(down);
+                    let mut up = hyper_util::rt::TokioIo::new(up);
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+            let (mut parts, _) = response.into_parts();
+            parts.headers.insert(
+                HeaderName::from_static("x-envoy-upstream-service-time"),
+                millis_header(service_time),
+            );
+            return Response::from_parts(parts, empty());
+        }
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    parts.headers.insert(
+        HeaderName::from_static("x-envoy-upstream-service-time"),
+        millis_header(service_time),
+    );
+    parts.version = Version::HTTP_11;
+    let body = Holding {
+        inner: body,
+        _active: active,
+    };
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// Weighted random choice among the route's backends (Envoy weighted_clusters).
+fn pick_backend(backends: &[Backend]) -> Option<&Backend> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return backends.first();
+    }
+    let mut ticket = upstream::random() % total;
+    for backend in backends {
+        let weight = u64::from(backend.weight);
+        if ticket < weight {
+            return Some(backend);
+        }
+        ticket -= weight;
+    }
+    backends.last()
+}
+
+fn upstream_failure(err: UpstreamError, entry: &mut Entry) -> Response<ProxyBody> {
+    log::debug!("503: {err}");
+    entry.flags.push(err.flag());
+    match err {
+        UpstreamError::NoEndpoint | UpstreamError::Resolve { .. } => {
+            entry.details = Some("no_healthy_upstream");
+            local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+        }
+        UpstreamError::Connect { .. } => {
+            entry.details = Some("upstream_reset_before_response_started{connection_failure}");
+            local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            )
+        }
+        UpstreamError::Exchange { .. } => {
+            entry.details = Some("upstream_reset_before_response_started{connection_termination}");
+            local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+            )
+        }
+    }
+}
+
+/// The request as the backend gets it; for an upgrade, also the client's
+/// side of the upgraded connection.
+type UpstreamParts = (Request<ProxyBody>, Option<hyper::upgrade::OnUpgrade>);
+
+fn upstream_request(
+    mut req: Request<Incoming>,
+    authority: &str,
+    path_and_query: &str,
+    version: Version,
+    received: &Arc<AtomicU64>,
+) -> Result<UpstreamParts, String> {
+    let websocket = version == Version::HTTP_11 && is_upgrade(req.headers());
+    let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, websocket);
+    parts.uri = if version == Version::HTTP_2 {
+        Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+    } else {
+        Uri::builder().path_and_query(path_and_query).build()
+    }
+    .map_err(|err| format!("cannot forward {path_and_query:?}: {err}"))?;
+    parts.version = version;
+    parts.headers.remove(header::HOST);
+    if version != Version::HTTP_2 {
+        let host = HeaderValue::from_str(authority).map_err(|err| err.to_string())?;
+        parts.headers.insert(header::HOST, host);
+    }
+    let body = Counted {
+        inner: body,
+        count: Arc::clone(received),
+    };
+    Ok((
+        Request::from_parts(parts, body.boxed_unsync()),
+        downstream_upgrade,
+    ))
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "upgrade"))
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy, except the
+/// upgrade handshake of a websocket, which must reach the backend.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(str::trim).map(str::to_ascii_lowercase))
+        .filter(|name| !(keep_upgrade && name == "upgrade"))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "trailer",
+    ] {
+        headers.remove(name);
+    }
+    // `te: trailers` is what gRPC needs; anything else goes.
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(header::TE);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The scheme the request was made with: the connection's, unless a
+/// trusted hop in front (`--trusted-proxies` >= 1) says otherwise (Envoy's
+/// `use_remote_address` with `xff_num_trusted_hops`).
+fn forwarded_proto(headers: &HeaderMap, downstream: &Downstream, trusted: u32) -> &'static str {
+    let own = if downstream.tls { "https" } else { "http" };
+    if trusted == 0 {
+        return own;
+    }
+    match headers.get(&X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
+        Some(v) if v.eq_ignore_ascii_case(b"https") => "https",
+        Some(v) if v.eq_ignore_ascii_case(b"http") => "http",
+        _ => own,
+    }
+}
+
+/// What Envoy sets at an Istio gateway: `X-Forwarded-For` gains the peer
+/// address, `X-Forwarded-Proto` is the scheme decided above, and a request
+/// without `X-Request-Id` gets a fresh UUIDv4 (Istio keeps a client's id).
+fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    downstream: &Downstream,
+    trusted: u32,
+    proto: &'static str,
+) {
+    let peer = downstream.remote.ip().to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if trusted > 0 && !existing.trim().is_empty() => {
+            format!("{existing},{peer}")
+        }
+        Some(existing) if !existing.trim().is_empty() => format!("{existing},{peer}"),
+        _ => peer,
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if !headers.contains_key(&X_REQUEST_ID) {
+        if let Ok(value) = HeaderValue::from_str(&uuid_v4()) {
+            headers.insert(X_REQUEST_ID.clone(), value);
+        }
+    }
+}
+
+/// A random (version 4) UUID.
+fn uuid_v4() -> String {
+    let (a, b) = (upstream::random(), upstream::random());
+    let a = (a & !0xf000) | 0x4000; // version 4
+    let b = (b & !(0b11 << 62)) | (0b10 << 62); // RFC 4122 variant
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// `set` replaces, `add` appends, `remove` deletes (Istio `Headers.HeaderOperations`).
+fn apply_header_operations(headers: &mut HeaderMap, ops: &HeaderOperations) {
+    for (name, value) in &ops.set {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    for (name, value) in &ops.add {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    for name in &ops.remove {
+        headers.remove(name.as_str());
+    }
+}
+
+fn authority_of(head: &RequestHead<'_>) -> Option<String> {
+    head.uri_authority
+        .map(str::to_string)
+        .or_else(|| match head.host_headers {
+            [one] => std::str::from_utf8(one).ok().map(str::to_string),
+            _ => None,
+        })
+}
+
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn millis_header(elapsed: Duration) -> HeaderValue {
+    HeaderValue::from(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A response the proxy makes itself; a body gets `text/plain` as from Envoy.
+pub fn local(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let body: Bytes = body.into();
+    let length = body.len();
+    let has_body = !body.is_empty();
+    let mut response = Response::new(if has_body {
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    } else {
+        empty()
+    });
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if has_body {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    response
+}
+
+fn redirect_response(status: StatusCode, location: &str) -> Response<ProxyBody> {
+    let mut response = local(status, "");
+    match HeaderValue::from_str(location) {
+        Ok(value) => {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        // The authority was validated and the path parsed, so this cannot happen.
+        Err(_) => *response.status_mut() = StatusCode::NOT_FOUND,
+    }
+    response
+}
+
+/// Counts the bytes of a body as they pass.
+struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Keeps the endpoint's in-flight count until the response body is done.
+struct Holding<B> {
+    inner: B,
+    _active: upstream::ActiveRequest,
+}
+
+impl<B: Body + Unpin> Body for Holding<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The access-log entry of a request whose response is still streaming.
+struct Pending {
+    entry: Entry,
+    started: Instant,
+    received: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+/// Writes the entry when the response body ends, or is dropped early
+/// (the client went away: Envoy's `DC`).
+struct Logged {
+    inner: ProxyBody,
+    pending: Option<Pending>,
+}
+
+impl Logged {
+    fn finish(&mut self, complete: bool) {
+        if let Some(mut pending) = self.pending.take() {
+            if !complete {
+                pending.entry.flags.push("DC");
+            }
+            pending.entry.duration = pending.started.elapsed();
+            pending.entry.bytes_received = pending.received.load(Ordering::Relaxed);
+            pending.shared.access_log.log(&pending.entry);
+        }
+    }
+}
+
+impl Body for Logged {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(pending)) = (frame.data_ref(), self.pending.as_mut()) {
+                    pending.entry.bytes_sent += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(true);
+                }
+            }
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn downstream(tls: bool) -> Downstream {
+        Downstream {
+            tls,
+            local: SocketAddr::from(([203, 0, 113, 1], 80)),
+            remote: SocketAddr::from(([203, 0, 113, 2], 40000)),
+            sni: None,
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn forwarded_proto_is_the_connections_unless_a_trusted_hop_says() {
+        let xfp = headers(&[("x-forwarded-proto", "https")]);
+        assert_eq!(forwarded_proto(&xfp, &downstream(false), 0), "http");
+        assert_eq!(forwarded_proto(&xfp, &downstream(false), 1), "https");
+        assert_eq!(
+            forwarded_proto(&HeaderMap::new(), &downstream(true), 1),
+            "https"
+        );
+        let odd = headers(&[("x-forwarded-proto", "gopher")]);
+        assert_eq!(forwarded_proto(&odd, &downstream(false), 1), "http");
+    }
+
+    #[test]
+    fn forwarding_headers_append_the_peer_and_set_the_scheme() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarding_headers(&mut h, &downstream(false), 0, "http");
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7,203.0.113.2");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        let id = h["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4", "{id}");
+    }
+
+    #[test]
+    fn a_clients_request_id_is_kept() {
+        let mut h = headers(&[("x-request-id", "abc")]);
+        set_forwarding_headers(&mut h, &downstream(true), 0, "https");
+        assert_eq!(h["x-request-id"], "abc");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.2");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_upgrade_kept_for_websocket() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "gzip"),
+            ("upgrade", "websocket"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none());
+        assert!(h.get("te").is_none() && h.get("upgrade").is_none());
+        assert_eq!(h["x-kept"], "1");
+        let mut ws = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut ws, true);
+        assert_eq!(ws["upgrade"], "websocket");
+        assert_eq!(ws["connection"], "upgrade");
+        let mut grpc = headers(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut grpc, false);
+        assert_eq!(grpc["te"], "trailers");
+    }
+
+    #[test]
+    fn header_operations_set_add_remove() {
+        let mut h = headers(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        let ops = HeaderOperations {
+            set: vec![("a".into(), "2".into())],
+            add: vec![("b".into(), "2".into())],
+            remove: vec!["c".into()],
+        };
+        apply_header_operations(&mut h, &ops);
+        assert_eq!(h.get_all("a").iter().collect::<Vec<_>>(), ["2"]);
+        assert_eq!(h.get_all("b").iter().collect::<Vec<_>>(), ["1", "2"]);
+        assert!(h.get("c").is_none());
+    }
+
+    #[test]
+    fn weighted_backends_split_by_weight() {
+        let backends = [
+            Backend {
+                weight: 90,
+                target: Ok("a".into()),
+            },
+            Backend {
+                weight: 10,
+                target: Ok("b".into()),
+            },
+        ];
+        let a = (0..10_000)
+            .filter(|_| {
+                pick_backend(&backends).and_then(|b| b.target.as_ref().ok())
+                    == Some(&"a".to_string())
+            })
+            .count();
+        assert!((8_700..9_300).contains(&a), "{a}");
+    }
+}

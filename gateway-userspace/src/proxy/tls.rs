@@ -1,0 +1,336 @@
+//! TLS termination with rustls: one server configuration per Gateway
+//! server (certificate, versions, client verification, ALPN), chosen by SNI
+//! before the handshake starts, as Envoy picks a filter chain.
+use std::{fs, io, sync::Arc};
+
+use rustls::{
+    ProtocolVersion, RootCertStore, ServerConfig, SupportedProtocolVersion,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::{WebPkiClientVerifier, danger::ClientCertVerifier},
+};
+
+use super::client_cert::{PinnedVerifier, Pins};
+use crate::{
+    hosts::HostPattern,
+    model::{ServerTls, TlsMode, TlsVersion},
+};
+
+/// ALPN offered on every terminating server, as Istio configures Envoy.
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Why a server's TLS configuration cannot be built from files that
+/// passed validation at load (they changed since, or the key type is
+/// one rustls cannot sign with).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Pem { path: String, reason: String },
+    #[error("no certificate configured")]
+    NoCertificate,
+    #[error("TLS version range {min:?}..{max:?} leaves no version this gateway offers")]
+    NoVersion { min: String, max: String },
+    #[error("client certificate verification: {0}")]
+    ClientVerifier(String),
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Builds the rustls configuration for one terminating server.
+pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let provider = Arc::new(provider(&tls.cipher_suites_resolved));
+    let versions = versions(tls.min_protocol_version, tls.max_protocol_version)?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&versions)?;
+    let mutual = matches!(tls.mode, TlsMode::Mutual | TlsMode::OptionalMutual);
+    let builder = match (&tls.client_ca, mutual) {
+        (Some(ca), true) => builder.with_client_cert_verifier(Arc::new(PinnedVerifier {
+            inner: client_verifier(ca, tls.mode, &provider)?,
+            pins: Pins::from_tls(tls),
+        })),
+        _ => builder.with_no_client_auth(),
+    };
+    let files = tls
+        .certificates
+        .first()
+        .ok_or(TlsSetupError::NoCertificate)?;
+    let chain = read_chain(&files.certificate)?;
+    let key = read_key(&files.private_key)?;
+    let mut config = builder.with_single_cert(chain, key)?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // Resumption: TLS 1.3 tickets and TLS 1.2 tickets both come from a
+    // ticketer whose key rotates (every 6 hours, keeping the previous one).
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+    Ok(Arc::new(config))
+}
+
+/// ring's provider, its TLS 1.2 suites limited to `cipher_suites` when given
+/// (Envoy's `cipher_suites` governs TLS 1.2 only; TLS 1.3 suites are fixed),
+/// in the order given.
+fn provider(cipher_suites: &[rustls::CipherSuite]) -> CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if cipher_suites.is_empty() {
+        return provider;
+    }
+    let all = std::mem::take(&mut provider.cipher_suites);
+    let (tls13, tls12): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|suite| suite.version() == &rustls::version::TLS13);
+    provider.cipher_suites = tls13;
+    for wanted in cipher_suites {
+        if let Some(suite) = tls12.iter().find(|s| s.suite() == *wanted) {
+            provider.cipher_suites.push(*suite);
+        }
+    }
+    provider
+}
+
+/// TLS versions in `[min, max]`; Istio's default minimum at a gateway is 1.2,
+/// and rustls offers nothing older.
+fn versions(
+    min: Option<TlsVersion>,
+    max: Option<TlsVersion>,
+) -> Result<Vec<&'static SupportedProtocolVersion>, TlsSetupError> {
+    let low = min
+        .filter(|v| *v != TlsVersion::Auto)
+        .unwrap_or(TlsVersion::V1_2);
+    let high = max
+        .filter(|v| *v != TlsVersion::Auto)
+        .unwrap_or(TlsVersion::V1_3);
+    let offered: Vec<&'static SupportedProtocolVersion> = [
+        (TlsVersion::V1_2, &rustls::version::TLS12),
+        (TlsVersion::V1_3, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (low..=high).contains(v))
+    .map(|(_, v)| v)
+    .collect();
+    if offered.is_empty() {
+        return Err(TlsSetupError::NoVersion {
+            min: low.name().to_string(),
+            max: high.name().to_string(),
+        });
+    }
+    Ok(offered)
+}
+
+fn client_verifier(
+    ca_path: &str,
+    mode: TlsMode,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_chain(ca_path)? {
+        roots
+            .add(cert)
+            .map_err(|err| TlsSetupError::ClientVerifier(format!("{ca_path}: {err}")))?;
+    }
+    let builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
+    let builder = if mode == TlsMode::OptionalMutual {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    builder
+        .build()
+        .map_err(|err| TlsSetupError::ClientVerifier(err.to_string()))
+}
+
+fn read(path: &str) -> Result<Vec<u8>, TlsSetupError> {
+    fs::read(path).map_err(|source| TlsSetupError::Read {
+        path: path.to_string(),
+        source,
+    })
+}
+
+fn read_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let pem = read(path)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|err| TlsSetupError::Pem {
+            path: path.to_string(),
+            reason: err.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsSetupError::Pem {
+            path: path.to_string(),
+            reason: "no PEM certificate".into(),
+        });
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|err| TlsSetupError::Pem {
+        path: path.to_string(),
+        reason: err.to_string(),
+    })
+}
+
+/// The entry of `servers` whose hosts match `sni` most specifically, as
+/// Envoy's filter-chain match does: exact name, then longest `*.suffix`,
+/// then a `*` server, which also takes clients that send no SNI.
+pub fn select<'a, T>(
+    servers: &'a [T],
+    hosts: impl Fn(&T) -> &[HostPattern],
+    sni: Option<&str>,
+) -> Option<&'a T> {
+    let mut best: Option<(u8, usize, &T)> = None;
+    for server in servers {
+        for pattern in hosts(server) {
+            let rank = match (pattern, sni) {
+                (HostPattern::Exact(name), Some(sni)) if name == sni => (0, usize::MAX),
+                (HostPattern::Suffix(suffix), Some(sni))
+                    if sni.len() > suffix.len() && sni.ends_with(suffix.as_str()) =>
+                {
+                    (1, suffix.len())
+                }
+                (HostPattern::Any, _) => (2, 0),
+                _ => continue,
+            };
+            // Lower class wins; within wildcards, the longer suffix; first server on ties.
+            let better = best
+                .is_none_or(|(class, len, _)| rank.0 < class || (rank.0 == class && rank.1 > len));
+            if better {
+                best = Some((rank.0, rank.1, server));
+            }
+        }
+    }
+    best.map(|(_, _, server)| server)
+}
+
+/// A fatal TLS alert record, sent before any handshake message of ours.
+pub fn alert(description: AlertDescription) -> [u8; 7] {
+    let version = ProtocolVersion::TLSv1_2.to_array();
+    [0x15, version[0], version[1], 0, 2, 2, description as u8]
+}
+
+/// The alerts the listener sends itself, before rustls is involved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AlertDescription {
+    /// No server for this client (no SNI and no `*` server).
+    HandshakeFailure = 40,
+    /// The bytes were a TLS record but not a ClientHello we can read.
+    DecodeError = 50,
+    /// The SNI names no server on this port (RFC 6066 §3).
+    UnrecognizedName = 112,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patterns(hosts: &[&str]) -> Vec<HostPattern> {
+        hosts
+            .iter()
+            .map(|h| HostPattern::from_server_host(h))
+            .collect()
+    }
+
+    fn pick(servers: &[Vec<HostPattern>], sni: Option<&str>) -> Option<usize> {
+        select(servers, |s| s.as_slice(), sni).map(|chosen| {
+            servers
+                .iter()
+                .position(|s| std::ptr::eq(s, chosen))
+                .unwrap_or(99)
+        })
+    }
+
+    #[test]
+    fn exact_sni_beats_wildcards_and_star() {
+        let servers = vec![
+            patterns(&["*"]),
+            patterns(&["*.example.com"]),
+            patterns(&["a.example.com"]),
+        ];
+        assert_eq!(pick(&servers, Some("a.example.com")), Some(2));
+        assert_eq!(pick(&servers, Some("b.example.com")), Some(1));
+        assert_eq!(pick(&servers, Some("other.org")), Some(0));
+    }
+
+    #[test]
+    fn longest_wildcard_wins_whatever_the_order() {
+        let servers = vec![patterns(&["*.com"]), patterns(&["*.example.com"])];
+        assert_eq!(pick(&servers, Some("a.example.com")), Some(1));
+        let reversed = vec![patterns(&["*.example.com"]), patterns(&["*.com"])];
+        assert_eq!(pick(&reversed, Some("a.example.com")), Some(0));
+    }
+
+    #[test]
+    fn no_sni_only_reaches_a_star_server() {
+        let servers = vec![patterns(&["a.example.com"])];
+        assert_eq!(pick(&servers, None), None);
+        let with_star = vec![patterns(&["a.example.com"]), patterns(&["*"])];
+        assert_eq!(pick(&with_star, None), Some(1));
+    }
+
+    #[test]
+    fn unknown_sni_without_star_matches_nothing() {
+        let servers = vec![patterns(&["a.example.com", "*.b.example.com"])];
+        assert_eq!(pick(&servers, Some("example.com")), None);
+        assert_eq!(pick(&servers, Some("b.example.com")), None);
+    }
+
+    #[test]
+    fn version_range_defaults_to_tls12_and_13() {
+        use TlsVersion::{Auto, V1_0, V1_1, V1_2, V1_3};
+        let v =
+            |min, max| versions(min, max).map(|v| v.iter().map(|v| v.version).collect::<Vec<_>>());
+        let both = [ProtocolVersion::TLSv1_2, ProtocolVersion::TLSv1_3];
+        assert_eq!(v(None, None).unwrap(), both);
+        assert_eq!(v(Some(Auto), Some(Auto)).unwrap(), both);
+        assert_eq!(v(Some(V1_3), None).unwrap(), [ProtocolVersion::TLSv1_3]);
+        assert_eq!(
+            v(Some(V1_0), Some(V1_2)).unwrap(),
+            [ProtocolVersion::TLSv1_2]
+        );
+        assert!(v(Some(V1_0), Some(V1_1)).is_err());
+    }
+
+    #[test]
+    fn cipher_suites_limit_tls12_in_order_and_keep_tls13() {
+        use rustls::CipherSuite as C;
+        let p = provider(&[
+            C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ]);
+        let tls12: Vec<_> = p
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS12)
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            tls12,
+            [
+                C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            ]
+        );
+        assert_eq!(
+            p.cipher_suites
+                .iter()
+                .filter(|s| s.version() == &rustls::version::TLS13)
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn unrecognized_name_alert_is_a_fatal_alert_record() {
+        assert_eq!(
+            alert(AlertDescription::UnrecognizedName),
+            [0x15, 3, 3, 0, 2, 2, 112]
+        );
+    }
+}

@@ -1,0 +1,558 @@
+//! Backends: a cluster's endpoints (static, or resolved by DNS and
+//! refreshed), load balancing across them, and a keep-alive connection
+//! pool per endpoint for HTTP/1.1 and HTTP/2.
+//!
+//! The pool is ours rather than hyper-util's because a request is sent to
+//! the endpoint the balancer picked while its `Host`/`:authority` stays the
+//! one the client asked for; hyper-util keys its pool by the URI authority.
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, Hasher},
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hyper::{
+    Request, Response, Version,
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::http::ProxyBody;
+use crate::{
+    compile::{Cluster, Endpoint},
+    model::{EndpointAddress, LoadBalancer},
+};
+
+/// Istio's default upstream connect timeout (`connectTimeout`).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a resolved DNS answer is used. The system resolver gives no
+/// TTL, so this is Envoy's `dns_refresh_rate` default.
+const DNS_REFRESH: Duration = Duration::from_secs(5);
+/// Idle keep-alive connections kept per endpoint, and for how long.
+const MAX_IDLE_PER_ENDPOINT: usize = 128;
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a request did not reach a backend; each maps to Envoy's flag.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The cluster has no endpoint to try (UH).
+    #[error("no healthy upstream")]
+    NoEndpoint,
+    /// DNS gave no address (UH).
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    /// TCP connect failed or timed out (UF).
+    #[error("upstream connect error to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    /// The exchange failed after the connection was made (UC: reset before headers).
+    #[error("upstream {addr}: {source}")]
+    Exchange {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl UpstreamError {
+    /// Envoy's response flag for this failure.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            UpstreamError::NoEndpoint | UpstreamError::Resolve { .. } => "UH",
+            UpstreamError::Connect { .. } => "UF",
+            UpstreamError::Exchange { .. } => "UC",
+        }
+    }
+}
+
+/// The protocol spoken to a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+    /// HTTP/2 when the client spoke HTTP/2 (`useClientProtocol`).
+    SameAsClient,
+}
+
+/// One address of a cluster, with its share and its in-flight requests.
+#[derive(Debug)]
+pub struct UpstreamEndpoint {
+    pub addr: SocketAddr,
+    weight: u32,
+    active: AtomicUsize,
+    pool: Mutex<Pool>,
+}
+
+#[derive(Debug, Default)]
+struct Pool {
+    http1: Vec<(Instant, http1::SendRequest<ProxyBody>)>,
+    http2: Option<http2::SendRequest<ProxyBody>>,
+}
+
+impl UpstreamEndpoint {
+    fn new(addr: SocketAddr, weight: u32) -> Arc<Self> {
+        Arc::new(UpstreamEndpoint {
+            addr,
+            weight: weight.max(1),
+            active: AtomicUsize::new(0),
+            pool: Mutex::new(Pool::default()),
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Endpoints {
+    Static(Vec<Arc<UpstreamEndpoint>>),
+    /// Names resolved with the system resolver, each at its port.
+    Dns {
+        names: Vec<(String, u16, u32)>,
+        cache: DnsCache,
+    },
+}
+
+/// The last DNS answer and when it was taken.
+type DnsCache = Mutex<Option<(Instant, Vec<Arc<UpstreamEndpoint>>)>>;
+
+/// How a cluster spreads requests (`trafficPolicy.loadBalancer.simple`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+/// A cluster ready to take requests.
+#[derive(Debug)]
+pub struct UpstreamCluster {
+    pub name: String,
+    balance: Balance,
+    endpoints: Endpoints,
+    next: AtomicUsize,
+    pub connect_timeout: Duration,
+    pub protocol: UpstreamProtocol,
+}
+
+impl UpstreamCluster {
+    /// Builds the runtime form of a compiled cluster.
+    pub fn new(cluster: &Cluster) -> Self {
+        let balance = match &cluster.policy.load_balancer {
+            Some(LoadBalancer::Simple(name)) if name == "LEAST_REQUEST" || name == "LEAST_CONN" => {
+                Balance::LeastRequest
+            }
+            Some(LoadBalancer::Simple(name)) if name == "RANDOM" => Balance::Random,
+            _ => Balance::RoundRobin,
+        };
+        let mut fixed = Vec::new();
+        let mut names = Vec::new();
+        for Endpoint {
+            address,
+            port,
+            weight,
+        } in &cluster.endpoints
+        {
+            match address {
+                EndpointAddress::Ip(ip) => {
+                    fixed.push(UpstreamEndpoint::new(SocketAddr::new(*ip, *port), *weight))
+                }
+                EndpointAddress::Dns(name) => names.push((name.clone(), *port, *weight)),
+            }
+        }
+        let endpoints = if names.is_empty() {
+            Endpoints::Static(fixed)
+        } else {
+            Endpoints::Dns {
+                names,
+                cache: Mutex::new(None),
+            }
+        };
+        let connect_timeout = cluster
+            .policy
+            .connection_pool
+            .connect_timeout
+            .as_deref()
+            .and_then(crate::config::duration_millis)
+            .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        UpstreamCluster {
+            name: cluster.name.clone(),
+            balance,
+            endpoints,
+            next: AtomicUsize::new(0),
+            connect_timeout,
+            protocol: upstream_protocol(cluster),
+        }
+    }
+
+    /// The endpoint the next request goes to.
+    pub async fn pick(&self) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
+        let endpoints = match &self.endpoints {
+            Endpoints::Static(endpoints) => endpoints.clone(),
+            Endpoints::Dns { names, cache } => resolved(names, cache).await?,
+        };
+        choose(&endpoints, self.balance, &self.next).ok_or(UpstreamError::NoEndpoint)
+    }
+}
+
+/// HTTP/2 to backends whose port says so (HTTP2, GRPC, GRPC-WEB) or whose
+/// DestinationRule upgrades; otherwise HTTP/1.1, Istio's default.
+fn upstream_protocol(cluster: &Cluster) -> UpstreamProtocol {
+    let pool = &cluster.policy.connection_pool;
+    if pool.use_client_protocol {
+        return UpstreamProtocol::SameAsClient;
+    }
+    let h2_port = cluster.protocol.as_deref().is_some_and(|p| {
+        matches!(
+            p.to_ascii_uppercase().as_str(),
+            "HTTP2" | "GRPC" | "GRPC-WEB"
+        )
+    });
+    if h2_port || pool.h2_upgrade_policy.as_deref() == Some("UPGRADE") {
+        UpstreamProtocol::Http2
+    } else {
+        UpstreamProtocol::Http1
+    }
+}
+
+async fn resolved(
+    names: &[(String, u16, u32)],
+    cache: &DnsCache,
+) -> Result<Vec<Arc<UpstreamEndpoint>>, UpstreamError> {
+    if let Ok(guard) = cache.lock() {
+        if let Some((at, endpoints)) = guard.as_ref() {
+            if at.elapsed() < DNS_REFRESH {
+                return Ok(endpoints.clone());
+            }
+        }
+    }
+    let mut fresh: Vec<Arc<UpstreamEndpoint>> = Vec::new();
+    let mut last_error = None;
+    for (name, port, weight) in names {
+        match tokio::net::lookup_host((name.as_str(), *port)).await {
+            Ok(addrs) => {
+                for addr in addrs {
+                    fresh.push(reuse(cache, addr, *weight));
+                }
+            }
+            Err(err) => last_error = Some((name.clone(), err.to_string())),
+        }
+    }
+    if fresh.is_empty() {
+        // Keep serving the last answer if the resolver is down for a moment.
+        if let Ok(guard) = cache.lock() {
+            if let Some((_, endpoints)) = guard.as_ref() {
+                return Ok(endpoints.clone());
+            }
+        }
+        let (host, reason) = last_error.unwrap_or_else(|| (names_text(names), "no address".into()));
+        return Err(UpstreamError::Resolve { host, reason });
+    }
+    if let Ok(mut guard) = cache.lock() {
+        *guard = Some((Instant::now(), fresh.clone()));
+    }
+    Ok(fresh)
+}
+
+fn names_text(names: &[(String, u16, u32)]) -> String {
+    names
+        .iter()
+        .map(|(n, _, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The endpoint for `addr` from the last answer (keeping its pool), or a new one.
+fn reuse(cache: &DnsCache, addr: SocketAddr, weight: u32) -> Arc<UpstreamEndpoint> {
+    let known = cache.lock().ok().and_then(|guard| {
+        guard
+            .as_ref()
+            .and_then(|(_, eps)| eps.iter().find(|ep| ep.addr == addr).cloned())
+    });
+    known.unwrap_or_else(|| UpstreamEndpoint::new(addr, weight))
+}
+
+/// Picks by weight: round robin walks the weighted ring, random draws
+/// from it, least request compares two random draws (Envoy's P2C).
+fn choose(
+    endpoints: &[Arc<UpstreamEndpoint>],
+    balance: Balance,
+    next: &AtomicUsize,
+) -> Option<Arc<UpstreamEndpoint>> {
+    let total: u64 = endpoints.iter().map(|ep| u64::from(ep.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let at = |ticket: u64| {
+        let mut ticket = ticket % total;
+        for ep in endpoints {
+            let weight = u64::from(ep.weight);
+            if ticket < weight {
+                return Some(Arc::clone(ep));
+            }
+            ticket -= weight;
+        }
+        None
+    };
+    match balance {
+        Balance::RoundRobin => at(next.fetch_add(1, Ordering::Relaxed) as u64),
+        Balance::Random => at(random()),
+        Balance::LeastRequest => {
+            let a = at(random())?;
+            let b = at(random())?;
+            let load = |ep: &UpstreamEndpoint| ep.active.load(Ordering::Relaxed);
+            Some(if load(&b) < load(&a) { b } else { a })
+        }
+    }
+}
+
+/// A fast, non-cryptographic random number (balancing and request ids'
+/// uniqueness do not need a CSPRNG; `RandomState` seeds per process).
+pub fn random() -> u64 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x9e37_79b9_7f4a_7c15);
+            h.finish() | 1
+        });
+    }
+    STATE.with(|state| {
+        // splitmix64
+        let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+/// Counts a request against its endpoint while it is in flight.
+#[derive(Debug)]
+pub struct ActiveRequest(Arc<UpstreamEndpoint>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends `req` (origin-form URI, headers ready) to `endpoint` over
+/// `version`, reusing a pooled connection when one is idle.
+pub async fn send(
+    endpoint: &Arc<UpstreamEndpoint>,
+    connect_timeout: Duration,
+    version: Version,
+    req: Request<ProxyBody>,
+) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
+    endpoint.active.fetch_add(1, Ordering::Relaxed);
+    let active = ActiveRequest(Arc::clone(endpoint));
+    let response = if version == Version::HTTP_2 {
+        send_http2(endpoint, connect_timeout, req).await?
+    } else {
+        send_http1(endpoint, connect_timeout, req).await?
+    };
+    Ok((response, active))
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    let failed = |reason: String| UpstreamError::Connect { addr, reason };
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| failed(format!("timed out after {timeout:?}")))?
+        .map_err(|err| failed(err.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn send_http1(
+    endpoint: &Arc<UpstreamEndpoint>,
+    connect_timeout: Duration,
+    req: Request<ProxyBody>,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let pooled = take_idle_http1(endpoint);
+    let mut sender = match pooled {
+        Some(sender) => sender,
+        None => {
+            let stream = connect(endpoint.addr, connect_timeout).await?;
+            let (sender, connection) = http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|source| UpstreamError::Exchange {
+                    addr: endpoint.addr,
+                    source,
+                })?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.with_upgrades().await {
+                    log::debug!("upstream connection ended: {err}");
+                }
+            });
+            sender
+        }
+    };
+    let response = sender
+        .send_request(req)
+        .await
+        .map_err(|source| UpstreamError::Exchange {
+            addr: endpoint.addr,
+            source,
+        })?;
+    // Back to the pool once this exchange's body is done, as hyper-util does.
+    let endpoint = Arc::clone(endpoint);
+    tokio::spawn(async move {
+        if sender.ready().await.is_ok() {
+            if let Ok(mut pool) = endpoint.pool.lock() {
+                if pool.http1.len() < MAX_IDLE_PER_ENDPOINT {
+                    pool.http1.push((Instant::now(), sender));
+                }
+            }
+        }
+    });
+    Ok(response)
+}
+
+fn take_idle_http1(endpoint: &UpstreamEndpoint) -> Option<http1::SendRequest<ProxyBody>> {
+    let mut pool = endpoint.pool.lock().ok()?;
+    while let Some((since, sender)) = pool.http1.pop() {
+        if since.elapsed() < POOL_IDLE_TIMEOUT && sender.is_ready() {
+            return Some(sender);
+        }
+    }
+    None
+}
+
+async fn send_http2(
+    endpoint: &Arc<UpstreamEndpoint>,
+    connect_timeout: Duration,
+    req: Request<ProxyBody>,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let shared = endpoint
+        .pool
+        .lock()
+        .ok()
+        .and_then(|pool| pool.http2.clone())
+        .filter(|sender| !sender.is_closed());
+    let mut sender = match shared {
+        Some(sender) => sender,
+        None => {
+            let stream = connect(endpoint.addr, connect_timeout).await?;
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|source| UpstreamError::Exchange {
+                    addr: endpoint.addr,
+                    source,
+                })?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    log::debug!("upstream h2 connection ended: {err}");
+                }
+            });
+            if let Ok(mut pool) = endpoint.pool.lock() {
+                pool.http2 = Some(sender.clone());
+            }
+            sender
+        }
+    };
+    sender
+        .send_request(req)
+        .await
+        .map_err(|source| UpstreamError::Exchange {
+            addr: endpoint.addr,
+            source,
+        })
+}
+
+/// Every cluster of a plan, by name.
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    clusters: HashMap<String, Arc<UpstreamCluster>>,
+}
+
+impl Upstreams {
+    /// Builds the runtime clusters of a plan.
+    pub fn new(clusters: &[Cluster]) -> Self {
+        Upstreams {
+            clusters: clusters
+                .iter()
+                .map(|c| (c.name.clone(), Arc::new(UpstreamCluster::new(c))))
+                .collect(),
+        }
+    }
+
+    /// The cluster a route names.
+    pub fn get(&self, name: &str) -> Option<&Arc<UpstreamCluster>> {
+        self.clusters.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(weights: &[u32]) -> Vec<Arc<UpstreamEndpoint>> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                UpstreamEndpoint::new(SocketAddr::from(([192, 0, 2, i as u8 + 1], 80)), *w)
+            })
+            .collect()
+    }
+
+    fn counts(eps: &[Arc<UpstreamEndpoint>], balance: Balance, n: usize) -> Vec<usize> {
+        let next = AtomicUsize::new(0);
+        let mut counts = vec![0; eps.len()];
+        for _ in 0..n {
+            let ep = choose(eps, balance, &next).expect("an endpoint");
+            let i = eps.iter().position(|e| Arc::ptr_eq(e, &ep)).expect("known");
+            counts[i] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn round_robin_follows_weights_exactly() {
+        let eps = endpoints(&[1, 3]);
+        assert_eq!(counts(&eps, Balance::RoundRobin, 400), [100, 300]);
+    }
+
+    #[test]
+    fn random_follows_weights_roughly() {
+        let eps = endpoints(&[1, 1]);
+        let c = counts(&eps, Balance::Random, 10_000);
+        assert!(c.iter().all(|&n| (4_000..6_000).contains(&n)), "{c:?}");
+    }
+
+    #[test]
+    fn least_request_avoids_the_busy_endpoint() {
+        let eps = endpoints(&[1, 1]);
+        eps[0].active.store(10, Ordering::Relaxed);
+        let c = counts(&eps, Balance::LeastRequest, 1_000);
+        // P2C picks the busy one only when both draws land on it (~1/4).
+        assert!(c[1] > 650, "{c:?}");
+    }
+
+    #[test]
+    fn no_endpoints_gives_none() {
+        assert!(choose(&[], Balance::RoundRobin, &AtomicUsize::new(0)).is_none());
+    }
+
+    #[test]
+    fn flags_name_the_failure() {
+        assert_eq!(UpstreamError::NoEndpoint.flag(), "UH");
+        let addr = SocketAddr::from(([192, 0, 2, 1], 80));
+        assert_eq!(
+            UpstreamError::Connect {
+                addr,
+                reason: String::new()
+            }
+            .flag(),
+            "UF"
+        );
+    }
+}
