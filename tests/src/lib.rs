@@ -2,10 +2,12 @@
 //! BPF_PROG_TEST_RUN packet tests, and network-namespace topologies with a
 //! running daemon for end-to-end tests. Everything created is removed on
 //! drop, also when a test fails.
+pub mod backend;
 pub mod daemon;
 pub mod frame;
 pub mod hostile;
 pub mod netns;
+pub mod pki;
 
 /// Fails fast, with the reason, when the tests are not run as root.
 pub fn require_root() {

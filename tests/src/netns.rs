@@ -13,6 +13,10 @@ pub const CLIENT_V4: &str = "192.0.2.2";
 pub const GATEWAY_V6: &str = "2001:db8::1";
 /// Client-side IPv6 address.
 pub const CLIENT_V6: &str = "2001:db8::2";
+/// The gateway's address towards the backend namespace.
+pub const GATEWAY_TO_BACKEND_V4: &str = "198.51.100.1";
+/// The backend namespace's address.
+pub const BACKEND_V4: &str = "198.51.100.2";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -24,6 +28,9 @@ pub struct Topology {
     pub client_ns: String,
     /// The veth end inside `gateway_ns`, where XDP attaches.
     pub gateway_if: String,
+    /// Namespace backends run in, linked to the gateway's (not the
+    /// client's), once [`Topology::add_backend_namespace`] made it.
+    pub backend_ns: Option<String>,
 }
 
 impl Topology {
@@ -35,6 +42,7 @@ impl Topology {
             gateway_ns: format!("gwt-{tag}-gw"),
             client_ns: format!("gwt-{tag}-cl"),
             gateway_if: format!("gw{tag}"),
+            backend_ns: None,
         };
         let client_if = format!("cl{tag}");
         let (gw, cl, gw_if) = (
@@ -73,6 +81,45 @@ impl Topology {
         topology
     }
 
+    /// Adds a backend namespace joined to the gateway's by a second veth:
+    /// the gateway is [`GATEWAY_TO_BACKEND_V4`], backends [`BACKEND_V4`].
+    pub fn add_backend_namespace(&mut self) -> &str {
+        let tag = self
+            .gateway_ns
+            .trim_end_matches("-gw")
+            .trim_start_matches("gwt-")
+            .to_string();
+        let ns = format!("gwt-{tag}-be");
+        must(Command::new("ip").args(["netns", "add", &ns]));
+        // Recorded at once, so Drop removes it even if a later step fails.
+        self.backend_ns = Some(ns.clone());
+        let (gw_side, be_side) = (format!("gb{tag}"), format!("bg{tag}"));
+        must(Command::new("ip").args([
+            "link",
+            "add",
+            &gw_side,
+            "netns",
+            &self.gateway_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &be_side,
+            "netns",
+            &ns,
+        ]));
+        let gateway_ns = self.gateway_ns.clone();
+        for (ns, link, v4) in [
+            (&gateway_ns, &gw_side, GATEWAY_TO_BACKEND_V4),
+            (&ns, &be_side, BACKEND_V4),
+        ] {
+            must(&mut self.exec(ns, &["ip", "addr", "add", &format!("{v4}/24"), "dev", link]));
+            must(&mut self.exec(ns, &["ip", "link", "set", link, "up"]));
+            must(&mut self.exec(ns, &["ip", "link", "set", "lo", "up"]));
+        }
+        self.backend_ns.as_deref().unwrap_or_default()
+    }
+
     /// A command that runs `argv` inside namespace `ns`.
     pub fn exec(&self, ns: &str, argv: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
@@ -100,7 +147,14 @@ impl Default for Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         // Deleting a namespace deletes the veth end inside it, and with it the peer.
-        for ns in [&self.gateway_ns, &self.client_ns] {
+        for ns in [
+            Some(&self.gateway_ns),
+            Some(&self.client_ns),
+            self.backend_ns.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }

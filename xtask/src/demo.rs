@@ -24,8 +24,10 @@ const SUBNETS: &[(&str, &str)] = &[
     ("192.0.2", "2001:db8:192::"),
 ];
 const ADMIN: &str = "127.0.0.1:15000";
-const EXAMPLE: &str = "examples/dataengine-gateway.yaml";
-const CREDENTIALS: &str = "examples/credentials";
+const EXAMPLE: &str = "examples/seed.yaml";
+/// The demo backend `examples/seed.yaml`'s ServiceEntry points at.
+const BACKEND: &str = "127.0.0.1:18080";
+const CA: &str = "examples/credentials/dataengine-com-cert/tls.crt";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -137,8 +139,19 @@ fn remove() {
     quiet(&["netns", "del", NAMESPACE]);
 }
 
-/// Creates the demo network, runs the gateway on it until Ctrl-C, cleans up.
-pub fn serve(gateway: &Path) -> anyhow::Result<()> {
+/// The demo backend, stopped on drop.
+struct DemoBackend(std::process::Child);
+
+impl Drop for DemoBackend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Creates the demo network and backend, runs the gateway on it until
+/// Ctrl-C, cleans up.
+pub fn serve(gateway: &Path, backend: &Path) -> anyhow::Result<()> {
     // A handler (not SIG_IGN, which children would inherit) keeps xtask
     // alive on Ctrl-C so it can clean up after the gateway exits.
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -155,9 +168,15 @@ pub fn serve(gateway: &Path) -> anyhow::Result<()> {
     remove(); // a previous demo killed with SIGKILL may have left them behind
     let a = free_addresses()?;
     let _network = DemoNetwork::create(&a)?;
+    let _backend = DemoBackend(
+        Command::new(backend)
+            .args(["--name", "demo-backend", "--listen", BACKEND])
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", backend.display()))?,
+    );
     let mut child = Command::new(gateway)
         .args(["run", "--config", EXAMPLE, "--interface", HOST_IF])
-        .args(["--credentials-dir", CREDENTIALS])
         .args([
             "--address",
             &a.gateway_v4,
@@ -220,11 +239,14 @@ Clients in namespace {NAMESPACE} ({cl4}) reach it through the XDP program.
 Try it from this host:
   curl -si --resolve dataengine.com:80:{gw4} 'http://dataengine.com/x?y=1'
       -> 301 Moved Permanently, Location: https://dataengine.com/x?y=1
+  curl -s --cacert {CA} --resolve dataengine.com:443:{gw4} 'https://dataengine.com/x?y=1'
+      -> the demo backend ({BACKEND}) describes the request it got: backend=demo-backend ...
 Through the XDP program, from the client namespace:
   ip netns exec {NAMESPACE} curl -si --resolve dataengine.com:80:{gw4} 'http://dataengine.com/x?y=1'
+  ip netns exec {NAMESPACE} curl -s --cacert {CA} --resolve dataengine.com:443:{gw4} https://dataengine.com/
   ip netns exec {NAMESPACE} curl --connect-timeout 2 http://{gw4}:8081/
       -> times out: no listener on 8081, the SYN is dropped in XDP
-Counters:
+Counters (the access log is the gateway's stdout):
   curl -s http://{ADMIN}/stats
 
 Ctrl-C stops the gateway and removes the demo interface.\n"

@@ -85,7 +85,17 @@ fn main() -> anyhow::Result<()> {
             provision::debian_packages(provision::RUN_PACKAGES)?;
             let gateway = build_gateway()?;
             if args.is_empty() {
-                demo::serve(&gateway)
+                run(&mut cargo(&[
+                    "build",
+                    "--package",
+                    "gateway-tests",
+                    "--bin",
+                    "test-backend",
+                ]))?;
+                demo::serve(
+                    &gateway,
+                    &workspace_root().join("target/debug/test-backend"),
+                )
             } else {
                 let status = std::process::Command::new(&gateway)
                     .arg("run")

@@ -1,0 +1,245 @@
+//! A backend for the end-to-end tests, run inside a backend namespace.
+//!
+//! `test-backend --name NAME --listen ADDR:PORT [--tls CERT KEY] [--echo]`
+//!
+//! HTTP (HTTP/1.1 and h2c, or h2/http1.1 over TLS): answers 200 with a
+//! text body describing the request (`backend=`, `method=`, `path=`,
+//! `version=`, then `header <name>: <value>` lines), so a test can see
+//! exactly what the gateway forwarded. `Upgrade: websocket` gets a 101 and
+//! the upgraded bytes are echoed; `/delay/<ms>` answers that much later. `--echo`: raw TCP echo prefixed with
+//! `NAME:` (for TCP and passthrough tests).
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, body::Incoming, header, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
+};
+
+struct Args {
+    name: String,
+    listen: Vec<SocketAddr>,
+    tls: Option<(String, String)>,
+    echo: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        name: "backend".into(),
+        listen: Vec::new(),
+        tls: None,
+        echo: false,
+    };
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
+        let mut value = |what: &str| argv.next().ok_or(format!("{what} needs a value"));
+        match arg.as_str() {
+            "--name" => args.name = value("--name")?,
+            "--listen" => args.listen.push(
+                value("--listen")?
+                    .parse()
+                    .map_err(|e| format!("--listen: {e}"))?,
+            ),
+            "--tls" => {
+                let cert = value("--tls")?;
+                let key = value("--tls")?;
+                args.tls = Some((cert, key));
+            }
+            "--echo" => args.echo = true,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.listen.is_empty() {
+        return Err("--listen is required".into());
+    }
+    Ok(args)
+}
+
+fn tls_acceptor(cert: &str, key: &str) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{cert}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = match parse_args() {
+        Ok(args) => Arc::new(args),
+        Err(err) => {
+            eprintln!("test-backend: {err}");
+            std::process::exit(2);
+        }
+    };
+    let acceptor = match &args.tls {
+        Some((cert, key)) => match tls_acceptor(cert, key) {
+            Ok(acceptor) => Some(acceptor),
+            Err(err) => {
+                eprintln!("test-backend: {err}");
+                std::process::exit(2);
+            }
+        },
+        None => None,
+    };
+    let mut tasks = Vec::new();
+    for addr in &args.listen {
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                eprintln!("test-backend: cannot listen on {addr}: {err}");
+                std::process::exit(2);
+            }
+        };
+        let (args, acceptor) = (Arc::clone(&args), acceptor.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (args, acceptor) = (Arc::clone(&args), acceptor.clone());
+                tokio::spawn(async move {
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                serve(tls, args).await;
+                            }
+                        }
+                        None => serve(stream, args).await,
+                    }
+                });
+            }
+        }));
+    }
+    println!("test-backend {} ready", args.name);
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn serve<S>(stream: S, args: Arc<Args>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if args.echo {
+        echo(stream, &args.name).await;
+        return;
+    }
+    let service = service_fn(move |req| {
+        let name = args.name.clone();
+        async move {
+            // `/delay/<ms>` answers late, for timeout tests.
+            let delay = req
+                .uri()
+                .path()
+                .strip_prefix("/delay/")
+                .and_then(|ms| ms.parse::<u64>().ok());
+            if let Some(ms) = delay {
+                tokio::time::sleep(std::time::Duration::from_millis(ms.min(30_000))).await;
+            }
+            Ok::<_, Infallible>(answer(req, &name))
+        }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, name: &str) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let mut out = format!("{name}:").into_bytes();
+                out.extend_from_slice(&buf[..n]);
+                if stream.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn answer(mut req: Request<Incoming>, name: &str) -> Response<Full<Bytes>> {
+    if let Some(key) = req.headers().get("sec-websocket-key").cloned() {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut accept = key.as_bytes().to_vec();
+        accept.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+        let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &accept);
+        return Response::builder()
+            .status(101)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header("sec-websocket-accept", base64(digest.as_ref()))
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default();
+    }
+    let mut body = format!(
+        "backend={name}\nmethod={}\npath={}\nversion={:?}\n",
+        req.method(),
+        req.uri().path_and_query().map_or("", |p| p.as_str()),
+        req.version()
+    );
+    if let Some(authority) = req.uri().authority() {
+        body.push_str(&format!("authority={authority}\n"));
+    }
+    for (name, value) in req.headers() {
+        body.push_str(&format!(
+            "header {name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    Response::builder()
+        .header("x-backend", name)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

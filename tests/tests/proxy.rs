@@ -1,0 +1,996 @@
+//! End to end through the proxy: the daemon in its namespace with XDP on
+//! the client-facing veth, curl, openssl and small Python clients in the
+//! client namespace, backends (test-backend, nginx) in a backend namespace
+//! behind the gateway. One scenario per capability of the proxy.
+use std::{
+    fs,
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Output},
+};
+
+use gateway_tests::{
+    backend::Backend,
+    daemon::{ADMIN, Daemon},
+    hostile::Scratch,
+    netns::{BACKEND_V4, GATEWAY_V4, Topology},
+    pki::Pki,
+    require_root,
+};
+
+const TEST_BACKEND: &str = env!("CARGO_BIN_EXE_test-backend");
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed.yaml");
+const DEMO_CA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../examples/credentials/dataengine-com-cert/tls.crt"
+);
+/// Debian's Python, which the scripts below use (stdlib only).
+const PYTHON: &str = "/usr/bin/python3";
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A topology with a backend namespace.
+fn topology() -> Topology {
+    let mut topology = Topology::new();
+    topology.add_backend_namespace();
+    topology
+}
+
+fn backend_ns(topology: &Topology) -> &str {
+    topology.backend_ns.as_deref().unwrap_or_default()
+}
+
+/// A test-backend named `name` on `addr` in the backend namespace.
+fn backend(topology: &Topology, name: &str, addr: &str, extra: &[&str]) -> Backend {
+    let mut args = vec!["--name", name, "--listen", addr];
+    args.extend_from_slice(extra);
+    let addr: SocketAddr = addr.parse().expect("backend address");
+    Backend::start(
+        topology,
+        backend_ns(topology),
+        Path::new(TEST_BACKEND),
+        &args,
+        addr,
+    )
+}
+
+/// Writes `yaml` as the only config file and starts the daemon on it.
+fn start(topology: &Topology, scratch: &Scratch, yaml: &str, extra: &[&str]) -> Daemon {
+    let config = scratch.path.join("config.yaml");
+    fs::write(&config, yaml).expect("write config");
+    let config = config.display().to_string();
+    let mut args = vec![
+        "--config",
+        &config,
+        "--interface",
+        &topology.gateway_if,
+        "--address",
+        GATEWAY_V4,
+        "--admin-address",
+        ADMIN,
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(topology, &args)
+}
+
+/// `curl -sS --max-time 5 <args>` in the client namespace.
+fn curl(topology: &Topology, args: &[&str]) -> Output {
+    let mut argv = vec!["curl", "-sS", "--max-time", "5"];
+    argv.extend_from_slice(args);
+    topology.client(&argv)
+}
+
+fn resolve(host_port: &str) -> String {
+    format!("{host_port}:{GATEWAY_V4}")
+}
+
+/// The status code curl saw (`-w %{http_code}`), body discarded.
+fn status(topology: &Topology, args: &[&str]) -> String {
+    let mut argv = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    argv.extend_from_slice(args);
+    let out = curl(topology, &argv);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A Gateway `gw` in istio-system for `*.test` on port 80 (HTTP) plus
+/// `servers`, and `rest` appended as more documents.
+fn gateway_yaml(servers: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: ['*.test']
+{servers}
+---
+{rest}"
+    )
+}
+
+/// A STATIC ServiceEntry `name.backend` on `port` with `endpoints` (YAML flow list).
+fn service_entry(name: &str, port: u16, protocol: &str, endpoints: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: istio-system}}
+spec:
+  hosts: [{name}.backend]
+  ports: [{{number: {port}, name: p, protocol: {protocol}}}]
+  resolution: STATIC
+  endpoints: {endpoints}
+"
+    )
+}
+
+#[test]
+fn seed_redirects_http_and_serves_https_from_the_backend() {
+    require_root();
+    let topology = topology();
+    // examples/seed.yaml's ServiceEntry names 127.0.0.1:18080 for the demo backend.
+    let gw_ns = topology.gateway_ns.clone();
+    let _backend = Backend::start(
+        &topology,
+        &gw_ns,
+        Path::new(TEST_BACKEND),
+        &["--name", "demo-backend", "--listen", "127.0.0.1:18080"],
+        "127.0.0.1:18080".parse().expect("addr"),
+    );
+    let daemon = Daemon::start(
+        &topology,
+        &[
+            "--config",
+            SEED,
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            GATEWAY_V4,
+            "--admin-address",
+            ADMIN,
+        ],
+    );
+    let out = curl(
+        &topology,
+        &[
+            "-i",
+            "--resolve",
+            &resolve("dataengine.com:80"),
+            "http://dataengine.com/x?y=1",
+        ],
+    );
+    let head = text(&out);
+    assert!(head.starts_with("HTTP/1.1 301"), "{head}");
+    assert!(
+        head.contains("location: https://dataengine.com/x?y=1"),
+        "{head}"
+    );
+
+    for version in ["--http1.1", "--http2"] {
+        let out = curl(
+            &topology,
+            &[
+                version,
+                "--cacert",
+                DEMO_CA,
+                "--resolve",
+                &resolve("dataengine.com:443"),
+                "https://dataengine.com/x?y=1",
+            ],
+        );
+        let body = text(&out);
+        assert!(out.status.success(), "{version}: {body}\n{}", daemon.log());
+        assert!(body.contains("backend=demo-backend"), "{body}");
+        assert!(body.contains("path=/x?y=1"), "{body}");
+        assert!(body.contains("header x-forwarded-proto: https"), "{body}");
+        assert!(body.contains("header host: dataengine.com"), "{body}");
+    }
+    // Access log: flushed at least every second.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"GET /x?y=1 HTTP/2\" 200 - via_upstream")
+                && l.contains("\"127.0.0.1:18080\"")
+                && l.contains(" dataengine.com ")),
+        "{log}"
+    );
+}
+
+#[test]
+fn unknown_host_is_404_and_unknown_sni_gets_an_unrecognized_name_alert() {
+    require_root();
+    let topology = topology();
+    let gw_ns = topology.gateway_ns.clone();
+    let _backend = Backend::start(
+        &topology,
+        &gw_ns,
+        Path::new(TEST_BACKEND),
+        &["--name", "demo-backend", "--listen", "127.0.0.1:18080"],
+        "127.0.0.1:18080".parse().expect("addr"),
+    );
+    let _daemon = Daemon::start(
+        &topology,
+        &[
+            "--config",
+            SEED,
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            GATEWAY_V4,
+            "--admin-address",
+            ADMIN,
+        ],
+    );
+    // SNI dataengine.com, Host other.com: the server's route table lacks it.
+    let code = status(
+        &topology,
+        &[
+            "--cacert",
+            DEMO_CA,
+            "--resolve",
+            &resolve("dataengine.com:443"),
+            "-H",
+            "Host: other.com",
+            "https://dataengine.com/",
+        ],
+    );
+    assert_eq!(code, "404");
+    let connect = format!("{GATEWAY_V4}:443");
+    let out = topology.client(&[
+        "timeout",
+        "5",
+        "openssl",
+        "s_client",
+        "-connect",
+        &connect,
+        "-servername",
+        "other.com",
+    ]);
+    assert!(
+        text(&out).contains("alert number 112"),
+        "expected unrecognized_name: {}",
+        text(&out)
+    );
+    let out = topology.client(&[
+        "timeout",
+        "5",
+        "openssl",
+        "s_client",
+        "-connect",
+        &connect,
+        "-noservername",
+    ]);
+    assert!(
+        text(&out).contains("alert number 40"),
+        "no SNI and no `*` server: handshake_failure: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn mutual_tls_accepts_the_pinned_client_and_refuses_others() {
+    require_root();
+    let topology = topology();
+    let pki = Pki::new();
+    let credentials = pki.credential("api-cert", "DNS:api.test", true);
+    let (good_crt, good_key) = pki.issue("good", "URI:spiffe://test/client");
+    let (bad_crt, bad_key) = pki.issue("bad", "URI:spiffe://test/other");
+    let _backend = backend(&topology, "api", &format!("{BACKEND_V4}:8080"), &[]);
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml(
+        "  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [api.test]
+    tls:
+      mode: MUTUAL
+      credentialName: api-cert
+      subjectAltNames: [spiffe://test/client]",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: istio-system}}
+spec:
+  hosts: [api.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: api.backend}}}}]
+---
+{}",
+            service_entry("api", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
+        ),
+    );
+    let credentials = credentials.display().to_string();
+    let daemon = start(
+        &topology,
+        &scratch,
+        &yaml,
+        &["--credentials-dir", &credentials],
+    );
+    let ca = pki.path("ca.crt");
+    let base = ["--cacert", &ca, "--resolve", &resolve("api.test:443")];
+    let with = |crt: &str, key: &str| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(&["--cert", crt, "--key", key, "https://api.test/"]);
+        status(&topology, &args)
+    };
+    assert_eq!(with(&good_crt, &good_key), "200", "{}", daemon.log());
+    assert_eq!(
+        with(&bad_crt, &bad_key),
+        "000",
+        "wrong SAN must fail the handshake"
+    );
+    let mut none = base.to_vec();
+    none.push("https://api.test/");
+    assert_eq!(status(&topology, &none), "000", "no client certificate");
+}
+
+/// Sends a TLS ClientHello for `sni` in `pieces` separate TCP segments
+/// (50 ms apart), completes the handshake trusting `ca`, sends an HTTP
+/// request and prints the response.
+const SPLIT_HELLO: &str = r#"
+import socket, ssl, sys, time
+host, port, sni, ca, pieces = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+ctx = ssl.create_default_context(cafile=ca)
+ctx.set_alpn_protocols(["http/1.1"])
+incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
+sock = socket.create_connection((host, port), timeout=5)
+sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def pump(first=False):
+    data = outgoing.read()
+    if first and data:
+        step = max(1, len(data) // pieces)
+        for i in range(0, len(data), step):
+            sock.sendall(data[i:i + step]); time.sleep(0.05)
+    elif data:
+        sock.sendall(data)
+first = True
+while True:
+    try:
+        tls.do_handshake(); pump(); break
+    except ssl.SSLWantReadError:
+        pump(first); first = False
+        chunk = sock.recv(65536)
+        if not chunk: sys.exit("closed during handshake")
+        incoming.write(chunk)
+tls.write(("GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % sni).encode()); pump()
+out = b""
+while True:
+    try:
+        out += tls.read(65536)
+    except ssl.SSLWantReadError:
+        chunk = sock.recv(65536)
+        if not chunk: break
+        incoming.write(chunk)
+    except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+        break
+print(out.decode(errors="replace"))
+"#;
+
+#[test]
+fn passthrough_reaches_the_tls_backend_by_sni_even_with_a_split_client_hello() {
+    require_root();
+    let topology = topology();
+    let pki = Pki::new();
+    let (a_crt, a_key) = pki.issue("a", "DNS:a.pass.test");
+    let (b_crt, b_key) = pki.issue("b", "DNS:b.pass.test");
+    let _a = backend(
+        &topology,
+        "tls-a",
+        &format!("{BACKEND_V4}:8443"),
+        &["--tls", &a_crt, &a_key],
+    );
+    let _b = backend(
+        &topology,
+        "tls-b",
+        &format!("{BACKEND_V4}:9443"),
+        &["--tls", &b_crt, &b_key],
+    );
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml(
+        "  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ['*.pass.test']
+    tls: {mode: PASSTHROUGH}",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: pass, namespace: istio-system}}
+spec:
+  hosts: ['*.pass.test']
+  gateways: [gw]
+  tls:
+  - match: [{{sniHosts: [a.pass.test]}}]
+    route: [{{destination: {{host: a.backend}}}}]
+  - match: [{{sniHosts: [b.pass.test]}}]
+    route: [{{destination: {{host: b.backend}}}}]
+---
+{}---
+{}",
+            service_entry("a", 8443, "TLS", &format!("[{{address: {BACKEND_V4}}}]")),
+            service_entry("b", 9443, "TLS", &format!("[{{address: {BACKEND_V4}}}]"))
+        ),
+    );
+    let daemon = start(&topology, &scratch, &yaml, &[]);
+    let ca = pki.path("ca.crt");
+    for (sni, name) in [("a.pass.test", "tls-a"), ("b.pass.test", "tls-b")] {
+        let out = curl(
+            &topology,
+            &[
+                "--cacert",
+                &ca,
+                "--resolve",
+                &resolve(&format!("{sni}:443")),
+                &format!("https://{sni}/"),
+            ],
+        );
+        assert!(
+            text(&out).contains(&format!("backend={name}")),
+            "{sni}: {}\n{}",
+            text(&out),
+            daemon.log()
+        );
+    }
+    for pieces in [2, 5] {
+        let out = topology.client(&[
+            PYTHON,
+            "-c",
+            SPLIT_HELLO,
+            GATEWAY_V4,
+            "443",
+            "b.pass.test",
+            &ca,
+            &pieces.to_string(),
+        ]);
+        assert!(
+            text(&out).contains("backend=tls-b"),
+            "hello in {pieces} segments: {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn weighted_routes_split_within_tolerance_and_rules_match_in_order() {
+    require_root();
+    let topology = topology();
+    let _v1 = backend(&topology, "v1", &format!("{BACKEND_V4}:8081"), &[]);
+    let _v2 = backend(&topology, "v2", &format!("{BACKEND_V4}:8082"), &[]);
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml(
+        "",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop, namespace: istio-system}}
+spec:
+  hosts: [shop.test]
+  gateways: [gw]
+  http:
+  - match: [{{uri: {{prefix: /v2only}}, headers: {{x-canary: {{exact: 'yes'}}}}}}]
+    route: [{{destination: {{host: shop.backend, subset: v2}}}}]
+  - match: [{{uri: {{exact: /moved}}}}]
+    redirect: {{uri: /new, redirectCode: 302}}
+  - match: [{{uri: {{prefix: /hello}}}}]
+    directResponse: {{status: 418, body: {{string: teapot}}}}
+    headers: {{response: {{set: {{x-answer: direct}}}}}}
+  - route:
+    - {{destination: {{host: shop.backend, subset: v1}}, weight: 80}}
+    - {{destination: {{host: shop.backend, subset: v2}}, weight: 20}}
+    headers: {{request: {{set: {{x-added: '1'}}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: shop, namespace: istio-system}}
+spec:
+  host: shop.backend
+  subsets:
+  - {{name: v1, labels: {{v: '1'}}}}
+  - {{name: v2, labels: {{v: '2'}}}}
+---
+{}",
+            service_entry(
+                "shop",
+                8080,
+                "HTTP",
+                &format!(
+                    "[{{address: {BACKEND_V4}, ports: {{p: 8081}}, labels: {{v: '1'}}}}, {{address: {BACKEND_V4}, ports: {{p: 8082}}, labels: {{v: '2'}}}}]"
+                )
+            )
+        ),
+    );
+    let daemon = start(&topology, &scratch, &yaml, &["--access-log", "off"]);
+    let resolve = resolve("shop.test:80");
+    const N: usize = 200;
+    let url = "http://shop.test/";
+    let mut args = vec![
+        "-o",
+        "/dev/null",
+        "-w",
+        "%header{x-backend}\\n",
+        "--resolve",
+        &resolve,
+    ];
+    args.extend(std::iter::repeat_n(url, N));
+    let out = curl(&topology, &args);
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v1 = seen.lines().filter(|l| *l == "v1").count();
+    let v2 = seen.lines().filter(|l| *l == "v2").count();
+    assert_eq!(v1 + v2, N, "{seen}\n{}", daemon.log());
+    // 80/20 over 200: mean 160, sd 5.7; 3.5 sd either side.
+    assert!((140..=180).contains(&v1), "v1={v1} v2={v2}");
+
+    let body = text(&curl(&topology, &["--resolve", &resolve, url]));
+    assert!(body.contains("header x-added: 1"), "{body}");
+    let canary = text(&curl(
+        &topology,
+        &[
+            "--resolve",
+            &resolve,
+            "-H",
+            "x-canary: yes",
+            "http://shop.test/v2only/x",
+        ],
+    ));
+    assert!(canary.contains("backend=v2"), "{canary}");
+    let moved = text(&curl(
+        &topology,
+        &["-i", "--resolve", &resolve, "http://shop.test/moved?q=1"],
+    ));
+    assert!(moved.starts_with("HTTP/1.1 302"), "{moved}");
+    assert!(moved.contains("location: http://shop.test/new"), "{moved}");
+    let teapot = text(&curl(
+        &topology,
+        &["-i", "--resolve", &resolve, "http://shop.test/hello"],
+    ));
+    assert!(teapot.starts_with("HTTP/1.1 418"), "{teapot}");
+    assert!(
+        teapot.contains("x-answer: direct") && teapot.ends_with("teapot"),
+        "{teapot}"
+    );
+    let nohost = status(
+        &topology,
+        &["--resolve", &resolve, "-H", "Host: nope.test", url],
+    );
+    assert_eq!(nohost, "404");
+}
+
+#[test]
+fn dns_endpoint_is_resolved_and_failures_get_503_or_504() {
+    require_root();
+    let topology = topology();
+    let _backend = backend(&topology, "dns", &format!("{BACKEND_V4}:8080"), &[]);
+    // `ip netns exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts.
+    let hosts_dir = Path::new("/etc/netns").join(&topology.gateway_ns);
+    fs::create_dir_all(&hosts_dir).expect("hosts dir");
+    let _hosts = RemoveOnDrop(hosts_dir.clone());
+    fs::write(
+        hosts_dir.join("hosts"),
+        format!("127.0.0.1 localhost\n{BACKEND_V4} svc.dns.test\n"),
+    )
+    .expect("write hosts");
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml(
+        "",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: dns, namespace: istio-system}}
+spec:
+  hosts: [app.test]
+  gateways: [gw]
+  http:
+  - match: [{{uri: {{prefix: /down}}}}]
+    route: [{{destination: {{host: down.backend}}}}]
+  - match: [{{uri: {{prefix: /delay}}}}]
+    route: [{{destination: {{host: svc.dns.test}}}}]
+    timeout: 300ms
+  - route: [{{destination: {{host: svc.dns.test}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: dns, namespace: istio-system}}
+spec:
+  hosts: [svc.dns.test]
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  resolution: DNS
+---
+{}",
+            service_entry(
+                "down",
+                8099,
+                "HTTP",
+                &format!("[{{address: {BACKEND_V4}}}]")
+            )
+        ),
+    );
+    let daemon = start(&topology, &scratch, &yaml, &[]);
+    let resolve = resolve("app.test:80");
+    let body = text(&curl(
+        &topology,
+        &["--resolve", &resolve, "http://app.test/dns"],
+    ));
+    assert!(body.contains("backend=dns"), "{body}\n{}", daemon.log());
+    let down = text(&curl(
+        &topology,
+        &["-i", "--resolve", &resolve, "http://app.test/down"],
+    ));
+    assert!(down.starts_with("HTTP/1.1 503"), "{down}");
+    let late = status(
+        &topology,
+        &["--resolve", &resolve, "http://app.test/delay/2000"],
+    );
+    assert_eq!(late, "504");
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let log = daemon.log();
+    assert!(log.contains("\" 503 UF "), "{log}");
+    assert!(log.contains("\" 504 UT "), "{log}");
+}
+
+/// Removes a directory on drop.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Opens a websocket through `host:port` for `authority`, sends one
+/// masked text frame and prints the echoed frame's payload.
+const WEBSOCKET: &str = r#"
+import base64, os, socket, sys
+host, port, authority = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.create_connection((host, port), timeout=5)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (authority, key)).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(4096)
+    if not chunk: sys.exit("closed: %r" % head)
+    head += chunk
+status = head.split(b"\r\n")[0]
+print(status.decode())
+payload, mask = b"hello websocket", os.urandom(4)
+frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+s.sendall(frame)
+rest = head.split(b"\r\n\r\n", 1)[1]
+while len(rest) < len(frame):
+    chunk = s.recv(4096)
+    if not chunk: break
+    rest += chunk
+echoed = rest[6:6 + len(payload)]
+print("echo:", bytes(b ^ mask[i % 4] for i, b in enumerate(echoed)).decode(errors="replace"))
+"#;
+
+#[test]
+fn websocket_h2c_and_tcp_pass_through_the_gateway() {
+    require_root();
+    let topology = topology();
+    let _http = backend(&topology, "web", &format!("{BACKEND_V4}:8080"), &[]);
+    let _echo = backend(
+        &topology,
+        "echo",
+        &format!("{BACKEND_V4}:7000"),
+        &["--echo"],
+    );
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml(
+        "  - port: {number: 9000, name: tcp, protocol: TCP}
+    hosts: ['*']",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: istio-system}}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: web.backend}}}}]
+  tcp:
+  - match: [{{port: 9000}}]
+    route: [{{destination: {{host: echo.backend}}}}]
+---
+{}---
+{}",
+            service_entry("web", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]")),
+            service_entry("echo", 7000, "TCP", &format!("[{{address: {BACKEND_V4}}}]"))
+        ),
+    );
+    let daemon = start(&topology, &scratch, &yaml, &[]);
+    let out = topology.client(&[PYTHON, "-c", WEBSOCKET, GATEWAY_V4, "80", "web.test"]);
+    let seen = text(&out);
+    assert!(seen.contains("101"), "{seen}\n{}", daemon.log());
+    assert!(seen.contains("echo: hello websocket"), "{seen}");
+
+    let h2c = text(&curl(
+        &topology,
+        &[
+            "--http2-prior-knowledge",
+            "-i",
+            "--resolve",
+            &resolve("web.test:80"),
+            "http://web.test/h2c",
+        ],
+    ));
+    assert!(h2c.starts_with("HTTP/2 200"), "{h2c}");
+    assert!(h2c.contains("backend=web"), "{h2c}");
+
+    let tcp = topology.client(&[
+        "bash",
+        "-c",
+        &format!("exec 3<>/dev/tcp/{GATEWAY_V4}/9000; printf ping >&3; timeout 2 head -c 9 <&3"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&tcp.stdout),
+        "echo:ping",
+        "{}",
+        text(&tcp)
+    );
+}
+
+#[test]
+fn trusted_proxies_decide_whether_x_forwarded_proto_skips_the_redirect() {
+    require_root();
+    let topology = topology();
+    let _backend = backend(&topology, "app", &format!("{BACKEND_V4}:8080"), &[]);
+    let scratch = Scratch::new();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [app.test]
+    tls: {{httpsRedirect: true}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app, namespace: istio-system}}
+spec:
+  hosts: [app.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: app.backend}}}}]
+---
+{}",
+        service_entry("app", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
+    );
+    let resolve = resolve("app.test:80");
+    let args = [
+        "--resolve",
+        resolve.as_str(),
+        "-H",
+        "X-Forwarded-Proto: https",
+        "http://app.test/",
+    ];
+    {
+        let _daemon = start(&topology, &scratch, &yaml, &[]);
+        assert_eq!(
+            status(&topology, &args),
+            "301",
+            "0 trusted hops: XFP ignored"
+        );
+    }
+    let _daemon = start(&topology, &scratch, &yaml, &["--trusted-proxies", "1"]);
+    assert_eq!(status(&topology, &args), "200", "a trusted hop said https");
+    assert_eq!(
+        status(&topology, &[args[0], args[1], args[4]]),
+        "301",
+        "no XFP: still redirected"
+    );
+}
+
+#[test]
+fn a_port_with_tls_and_plaintext_servers_tells_them_apart_per_connection() {
+    require_root();
+    let topology = topology();
+    let _backend = backend(&topology, "mixed", &format!("{BACKEND_V4}:8080"), &[]);
+    let pki = Pki::new();
+    let credentials = pki.credential("mixed-cert", "DNS:mixed.test", false);
+    let scratch = Scratch::new();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8443, name: https, protocol: HTTPS}}
+    hosts: [mixed.test]
+    tls: {{mode: SIMPLE, credentialName: mixed-cert}}
+  - port: {{number: 8443, name: http, protocol: HTTP}}
+    hosts: [mixed.test]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: mixed, namespace: istio-system}}
+spec:
+  hosts: [mixed.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: mixed.backend}}}}]
+---
+{}",
+        service_entry(
+            "mixed",
+            8080,
+            "HTTP",
+            &format!("[{{address: {BACKEND_V4}}}]")
+        )
+    );
+    let credentials = credentials.display().to_string();
+    let daemon = start(
+        &topology,
+        &scratch,
+        &yaml,
+        &["--credentials-dir", &credentials],
+    );
+    let resolve = resolve("mixed.test:8443");
+    let ca = pki.path("ca.crt");
+    let tls = text(&curl(
+        &topology,
+        &[
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            "https://mixed.test:8443/",
+        ],
+    ));
+    assert!(
+        tls.contains("header x-forwarded-proto: https"),
+        "{tls}\n{}",
+        daemon.log()
+    );
+    let plain = text(&curl(
+        &topology,
+        &["--resolve", &resolve, "http://mixed.test:8443/"],
+    ));
+    assert!(
+        plain.contains("header x-forwarded-proto: http\n"),
+        "{plain}"
+    );
+}
+
+#[test]
+fn nginx_serves_as_a_backend() {
+    require_root();
+    let topology = topology();
+    let scratch = Scratch::new();
+    let conf = scratch.path.join("nginx.conf");
+    let dir = scratch.path.display();
+    fs::write(
+        &conf,
+        format!(
+            "pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{}}
+http {{
+  access_log off;
+  client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
+  uwsgi_temp_path {dir}; scgi_temp_path {dir};
+  server {{
+    listen {BACKEND_V4}:8088;
+    location / {{ return 200 \"nginx saw $http_x_forwarded_proto $host\\n\"; }}
+  }}
+}}
+"
+        ),
+    )
+    .expect("nginx.conf");
+    let conf = conf.display().to_string();
+    let _nginx = Backend::start(
+        &topology,
+        backend_ns(&topology),
+        Path::new("nginx"),
+        &["-c", &conf, "-g", "daemon off;"],
+        format!("{BACKEND_V4}:8088").parse().expect("addr"),
+    );
+    let yaml = gateway_yaml(
+        "",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: ngx, namespace: istio-system}}
+spec:
+  hosts: [ngx.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: ngx.backend}}}}]
+    rewrite: {{authority: rewritten.test}}
+---
+{}",
+            service_entry("ngx", 8088, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
+        ),
+    );
+    let daemon = start(&topology, &scratch, &yaml, &[]);
+    let body = text(&curl(
+        &topology,
+        &["--resolve", &resolve("ngx.test:80"), "http://ngx.test/"],
+    ));
+    assert_eq!(body, "nginx saw http rewritten.test\n", "{}", daemon.log());
+}
+
+#[test]
+fn silent_tls_clients_are_closed_while_requests_keep_flowing() {
+    require_root();
+    let topology = topology();
+    let gw_ns = topology.gateway_ns.clone();
+    let _backend = Backend::start(
+        &topology,
+        &gw_ns,
+        Path::new(TEST_BACKEND),
+        &["--name", "demo-backend", "--listen", "127.0.0.1:18080"],
+        "127.0.0.1:18080".parse().expect("addr"),
+    );
+    let daemon = Daemon::start(
+        &topology,
+        &[
+            "--config",
+            SEED,
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            GATEWAY_V4,
+            "--admin-address",
+            ADMIN,
+            "--request-head-timeout",
+            "1s",
+        ],
+    );
+    // 100 connections that never send a ClientHello, or only half of one.
+    let script = format!(
+        r#"
+import socket, time
+socks = []
+for i in range(100):
+    s = socket.create_connection(("{GATEWAY_V4}", 443), timeout=5)
+    if i % 2: s.sendall(bytes([0x16, 3, 1, 0, 200, 1, 0]))
+    socks.append(s)
+time.sleep(2.5)
+closed = 0
+for s in socks:
+    s.settimeout(0.2)
+    try:
+        closed += s.recv(1) == b""
+    except (ConnectionResetError, socket.timeout):
+        closed += 0
+print("closed", closed)
+"#
+    );
+    let silent = std::thread::spawn({
+        let client_ns = topology.client_ns.clone();
+        move || {
+            Command::new("ip")
+                .args(["netns", "exec", &client_ns, PYTHON, "-c", &script])
+                .output()
+                .expect("python")
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for _ in 0..5 {
+        let code = status(
+            &topology,
+            &[
+                "--cacert",
+                DEMO_CA,
+                "--resolve",
+                &resolve("dataengine.com:443"),
+                "https://dataengine.com/",
+            ],
+        );
+        assert_eq!(code, "200", "{}", daemon.log());
+    }
+    let out = silent.join().expect("join");
+    assert!(text(&out).contains("closed 100"), "{}", text(&out));
+}
