@@ -364,7 +364,9 @@ tls.write(("GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % sni).enco
 out = b""
 while True:
     try:
-        out += tls.read(65536)
+        data = tls.read(65536)
+        if not data: break
+        out += data
     except ssl.SSLWantReadError:
         chunk = sock.recv(65536)
         if not chunk: break
@@ -439,6 +441,8 @@ spec:
     }
     for pieces in [2, 5] {
         let out = topology.client(&[
+            "timeout",
+            "20",
             PYTHON,
             "-c",
             SPLIT_HELLO,
@@ -705,7 +709,9 @@ spec:
         ),
     );
     let daemon = start(&topology, &scratch, &yaml, &[]);
-    let out = topology.client(&[PYTHON, "-c", WEBSOCKET, GATEWAY_V4, "80", "web.test"]);
+    let out = topology.client(&[
+        "timeout", "20", PYTHON, "-c", WEBSOCKET, GATEWAY_V4, "80", "web.test",
+    ]);
     let seen = text(&out);
     assert!(seen.contains("101"), "{seen}\n{}", daemon.log());
     assert!(seen.contains("echo: hello websocket"), "{seen}");
@@ -972,7 +978,9 @@ print("closed", closed)
         let client_ns = topology.client_ns.clone();
         move || {
             Command::new("ip")
-                .args(["netns", "exec", &client_ns, PYTHON, "-c", &script])
+                .args([
+                    "netns", "exec", &client_ns, "timeout", "20", PYTHON, "-c", &script,
+                ])
                 .output()
                 .expect("python")
         }
@@ -993,4 +1001,103 @@ print("closed", closed)
     }
     let out = silent.join().expect("join");
     assert!(text(&out).contains("closed 100"), "{}", text(&out));
+}
+
+#[test]
+fn shutdown_finishes_requests_in_flight_and_closes_idle_connections() {
+    require_root();
+    let topology = topology();
+    let _backend = backend(&topology, "slow", &format!("{BACKEND_V4}:8080"), &[]);
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml(
+        "",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: slow, namespace: istio-system}}
+spec:
+  hosts: [slow.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: slow.backend}}}}]
+---
+{}",
+            service_entry(
+                "slow",
+                8080,
+                "HTTP",
+                &format!("[{{address: {BACKEND_V4}}}]")
+            )
+        ),
+    );
+    let mut daemon = start(&topology, &scratch, &yaml, &[]);
+    let resolve = resolve("slow.test:80");
+    let in_flight = std::thread::spawn({
+        let client_ns = topology.client_ns.clone();
+        move || {
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &client_ns,
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "10",
+                ])
+                .args([
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--resolve",
+                    &resolve,
+                ])
+                .arg("http://slow.test/delay/1500")
+                .output()
+                .expect("curl")
+        }
+    });
+    // An idle keep-alive connection: draining closes it at once instead of
+    // holding the shutdown for the 5 s grace period.
+    let idle = format!(
+        r#"
+import socket, time
+s = socket.create_connection(("{GATEWAY_V4}", 80), timeout=10)
+s.sendall(b"GET / HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+s.recv(65536)
+start = time.time()
+while s.recv(65536): pass
+print("closed after %.1f" % (time.time() - start))
+"#
+    );
+    let idle = std::thread::spawn({
+        let client_ns = topology.client_ns.clone();
+        move || {
+            Command::new("ip")
+                .args([
+                    "netns", "exec", &client_ns, "timeout", "20", PYTHON, "-c", &idle,
+                ])
+                .output()
+                .expect("python")
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let stopping = std::time::Instant::now();
+    let exit = daemon.stop();
+    let took = stopping.elapsed();
+    let out = in_flight.join().expect("join");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        text(&out)
+    );
+    assert!(exit.is_some_and(|s| s.success()), "daemon exit: {exit:?}");
+    let idle = idle.join().expect("join");
+    assert!(text(&idle).contains("closed after"), "{}", text(&idle));
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "shutdown took {took:?} with an idle connection open"
+    );
 }

@@ -294,7 +294,7 @@ async fn accept_loop(
         tokio::select! {
             (stream, admitted) = acceptor.admitted(&bound.listener, &gate) => {
                 let current = Arc::clone(&served.borrow());
-                connections.spawn(serve_connection(stream, bound.listener_id, current, Arc::clone(&gate), admitted));
+                connections.spawn(serve_connection(stream, bound.listener_id, current, Arc::clone(&gate), admitted, shutdown.clone()));
             },
             _ = shutdown.changed() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -321,8 +321,15 @@ async fn serve_connection(
     served: Arc<Served>,
     gate: Arc<Gate>,
     _admitted: Admitted,
+    drain: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::new());
+    let conn = Conn {
+        shared: &served.shared,
+        gate: &gate,
+        activity: &activity,
+        drain,
+    };
     let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
         return;
     };
@@ -337,9 +344,7 @@ async fn serve_connection(
         sni: None,
     };
     match &*service {
-        PortService::Http(hosts) => {
-            serve_http(stream, downstream, hosts, &served.shared, &gate, &activity).await
-        }
+        PortService::Http(hosts) => serve_http(stream, downstream, hosts, conn).await,
         PortService::Tcp(forward) => {
             let _in_flight = activity.begin();
             forward_tcp(stream, &[], forward, downstream, &served.shared).await;
@@ -349,22 +354,32 @@ async fn serve_connection(
                 servers,
                 plaintext: plaintext.as_ref(),
             };
-            serve_tls(stream, port, downstream, &served.shared, &gate, &activity).await
+            serve_tls(stream, port, downstream, conn).await
         }
     }
 }
 
+/// What a connection is served with, whatever its kind.
+struct Conn<'a> {
+    shared: &'a Arc<Shared>,
+    gate: &'a Gate,
+    activity: &'a Arc<Activity>,
+    /// Flips to true when the daemon stops: HTTP connections finish the
+    /// request in progress and close (GOAWAY for HTTP/2).
+    drain: watch::Receiver<bool>,
+}
+
 /// Serves HTTP/1.1 and HTTP/2 on `io` (plaintext or terminated TLS).
-async fn serve_http<I>(
-    io: I,
-    downstream: Downstream,
-    hosts: &Arc<VirtualHosts>,
-    shared: &Arc<Shared>,
-    gate: &Gate,
-    activity: &Arc<Activity>,
-) where
+async fn serve_http<I>(io: I, downstream: Downstream, hosts: &Arc<VirtualHosts>, conn: Conn<'_>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Conn {
+        shared,
+        gate,
+        activity,
+        mut drain,
+    } = conn;
     let downstream = Arc::new(downstream);
     let service = service_fn({
         let activity = Arc::clone(activity);
@@ -398,7 +413,16 @@ async fn serve_http<I>(
         .max_local_error_reset_streams(Some(1024));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
-    match with_deadlines(connection.as_mut(), activity, gate).await {
+    let outcome = tokio::select! {
+        outcome = with_deadlines(connection.as_mut(), activity, gate) => outcome,
+        () = draining(&mut drain) => {
+            // Shutdown: finish what is in flight, then close cleanly.
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN_GRACE, connection).await;
+            return;
+        }
+    };
+    match outcome {
         Ok(Ok(())) => {}
         Ok(Err(err)) => log::debug!("connection ended with an error: {err}"),
         // Nothing was ever asked: drop it without a word.
@@ -409,6 +433,21 @@ async fn serve_http<I>(
         }
     }
 }
+
+/// Resolves once the daemon starts stopping (never if the sender is gone).
+async fn draining(drain: &mut watch::Receiver<bool>) {
+    loop {
+        if *drain.borrow_and_update() {
+            return;
+        }
+        if drain.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// How long in-flight requests get to finish when the daemon stops.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Reads from `stream` until the bytes are a whole ClientHello, something
 /// else, or too large.
@@ -438,10 +477,9 @@ async fn serve_tls(
     mut stream: TcpStream,
     port: TlsPort<'_>,
     mut downstream: Downstream,
-    shared: &Arc<Shared>,
-    gate: &Gate,
-    activity: &Arc<Activity>,
+    conn: Conn<'_>,
 ) {
+    let (shared, gate, activity) = (conn.shared, conn.gate, conn.activity);
     // The ClientHello must arrive within the request-head deadline.
     let hello = {
         let read = read_client_hello(&mut stream);
@@ -462,7 +500,7 @@ async fn serve_tls(
             match port.plaintext {
                 Some(hosts) => {
                     let stream = Rewind::new(prefix, stream);
-                    serve_http(stream, downstream, hosts, shared, gate, activity).await;
+                    serve_http(stream, downstream, hosts, conn).await;
                 }
                 None => log::debug!("{}: not TLS on a TLS port", downstream.remote),
             }
@@ -504,7 +542,7 @@ async fn serve_tls(
                 return;
             };
             downstream.tls = true;
-            serve_http(tls_stream, downstream, hosts, shared, gate, activity).await;
+            serve_http(tls_stream, downstream, hosts, conn).await;
         }
         TlsAction::TerminateTcp { config, forward } => {
             let Some(tls_stream) = handshake(stream, prefix, config, activity, gate).await else {
