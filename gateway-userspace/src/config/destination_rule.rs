@@ -5,6 +5,7 @@ use super::{
     certs,
     common::{count, duration, export_to, string_map},
     decode::{Decoder, field, join},
+    diagnostic::Severity,
     rules,
     yaml::Node,
 };
@@ -124,6 +125,33 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             "retryBudget",
         ],
     )?;
+    not_applied_yet(
+        d,
+        entries,
+        path,
+        &[
+            "outlierDetection",
+            "portLevelSettings",
+            "tunnel",
+            "proxyProtocol",
+            "retryBudget",
+        ],
+    );
+    let tls = field(entries, "tls").and_then(|node| {
+        let tls = client_tls(d, node, &join(path, "tls"))?;
+        if tls.mode != "DISABLE" {
+            d.report(
+                Severity::Warning,
+                node,
+                &join(path, "tls"),
+                format!(
+                    "TLS origination ({}) is not applied by this gateway yet: it connects to this host in plaintext",
+                    tls.mode
+                ),
+            );
+        }
+        Some(tls)
+    });
     Some(TrafficPolicy {
         load_balancer: field(entries, "loadBalancer")
             .and_then(|n| load_balancer(d, n, &join(path, "loadBalancer"))),
@@ -132,7 +160,7 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             .unwrap_or_default(),
         outlier_detection: field(entries, "outlierDetection")
             .and_then(|n| outlier_detection(d, n, &join(path, "outlierDetection"))),
-        tls: field(entries, "tls").and_then(|n| client_tls(d, n, &join(path, "tls"))),
+        tls,
     })
 }
 
@@ -148,9 +176,28 @@ fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<LoadBal
             "warmup",
         ],
     )?;
+    not_applied_yet(
+        d,
+        entries,
+        path,
+        &[
+            "consistentHash",
+            "localityLbSetting",
+            "warmupDurationSecs",
+            "warmup",
+        ],
+    );
     match (field(entries, "simple"), field(entries, "consistentHash")) {
         (Some(simple), None) => {
             let text = d.string(simple, &join(path, "simple"))?;
+            if text == "PASSTHROUGH" {
+                d.report(
+                    Severity::Warning,
+                    simple,
+                    &join(path, "simple"),
+                    "PASSTHROUGH is not applied by this gateway yet: requests are balanced round robin".into(),
+                );
+            }
             if !LB_SIMPLE.contains(&text.as_str()) {
                 d.error(
                     simple,
@@ -245,6 +292,17 @@ fn connection_pool(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Conne
             .unwrap_or_default();
         pool.max_connections = positive(d, t, "maxConnections", &tcp_path);
         pool.connect_timeout = duration(d, t, "connectTimeout", &tcp_path);
+        not_applied_yet(
+            d,
+            t,
+            &tcp_path,
+            &[
+                "maxConnections",
+                "tcpKeepalive",
+                "maxConnectionDuration",
+                "idleTimeout",
+            ],
+        );
     }
     if let Some(http) = field(entries, "http") {
         let http_path = join(path, "http");
@@ -287,8 +345,36 @@ fn connection_pool(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Conne
             }
         }
         pool.use_client_protocol = d.flag(h, "useClientProtocol", &http_path);
+        not_applied_yet(
+            d,
+            h,
+            &http_path,
+            &[
+                "http1MaxPendingRequests",
+                "http2MaxRequests",
+                "maxRequestsPerConnection",
+                "maxRetries",
+                "idleTimeout",
+                "maxConcurrentStreams",
+            ],
+        );
     }
     Some(pool)
+}
+
+/// Fields that are valid and decoded but not acted on by the proxy yet:
+/// each present one gets a warning, so nobody relies on it silently.
+fn not_applied_yet(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str, names: &[&str]) {
+    for name in names {
+        if let Some(node) = field(entries, name) {
+            d.report(
+                Severity::Warning,
+                node,
+                &join(path, name),
+                format!("{name} is not applied by this gateway yet"),
+            );
+        }
+    }
 }
 
 /// A count that must be at least 1 when set (a limit of 0 would block everything).

@@ -434,7 +434,7 @@ fn destination_rule_subsets_and_policy_are_decoded() {
         "DestinationRule",
         "  host: web.internal\n  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: X-User}}\n    connectionPool: {tcp: {maxConnections: 100, connectTimeout: 2s}}\n  subsets:\n  - {name: v1, labels: {version: v1}}\n",
     );
-    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    assert_no_errors(&config);
     let dr = &config.model.destination_rules[0];
     assert_eq!(
         dr.traffic_policy.load_balancer,
@@ -645,7 +645,7 @@ fn outlier_detection_is_decoded_and_max_ejection_percent_is_at_most_100() {
         )
     };
     let config = with_percent(100);
-    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    assert_no_errors(&config);
     let policy = &config.model.destination_rules[0].traffic_policy;
     assert_eq!(
         policy.outlier_detection,
@@ -671,12 +671,55 @@ fn only_mutual_origination_without_credential_name_needs_files() {
             "DestinationRule",
             &format!("  host: web\n  trafficPolicy:\n    tls: {tls}\n"),
         );
-        assert!(
-            config.diagnostics.is_empty(),
-            "{tls}: {:?}",
-            config.diagnostics
-        );
+        assert_no_errors(&config);
     }
+}
+
+fn assert_no_errors(config: &Config) {
+    assert!(
+        config
+            .diagnostics
+            .iter()
+            .all(|d| d.severity != Severity::Error),
+        "{:?}",
+        config.diagnostics
+    );
+}
+
+#[test]
+fn traffic_policy_the_proxy_does_not_apply_yet_is_warned_field_by_field() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n    connectionPool: {tcp: {maxConnections: 5, connectTimeout: 1s}, http: {maxRetries: 2, h2UpgradePolicy: UPGRADE}}\n    outlierDetection: {consecutive5xxErrors: 5}\n    tls: {mode: SIMPLE}\n",
+    );
+    let warned: Vec<&str> = config
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .map(|d| d.field.as_str())
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "spec.trafficPolicy.loadBalancer.consistentHash",
+            "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+            "spec.trafficPolicy.connectionPool.http.maxRetries",
+            "spec.trafficPolicy.outlierDetection",
+            "spec.trafficPolicy.tls",
+        ]
+    );
+    assert!(
+        config.diagnostics.iter().any(|d| d.message
+            == "TLS origination (SIMPLE) is not applied by this gateway yet: it connects to this host in plaintext"),
+        "{:?}",
+        config.diagnostics
+    );
+    // Applied: connectTimeout, h2UpgradePolicy, and DISABLE origination.
+    let applied = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    loadBalancer: {simple: LEAST_REQUEST}\n    connectionPool: {tcp: {connectTimeout: 1s}, http: {useClientProtocol: true}}\n    tls: {mode: DISABLE}\n",
+    );
+    assert!(applied.diagnostics.is_empty(), "{:?}", applied.diagnostics);
 }
 
 #[test]
