@@ -1101,3 +1101,41 @@ print("closed after %.1f" % (time.time() - start))
         "shutdown took {took:?} with an idle connection open"
     );
 }
+
+#[test]
+fn a_request_head_that_stalls_gets_408_and_a_silent_client_nothing() {
+    require_root();
+    let topology = topology();
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml("", "");
+    let daemon = start(
+        &topology,
+        &scratch,
+        yaml.trim_end_matches("---\n"),
+        &["--request-head-timeout", "1s"],
+    );
+    let script = format!(
+        r#"
+import socket
+def answer(first):
+    s = socket.create_connection(("{GATEWAY_V4}", 80), timeout=5)
+    if first: s.sendall(first)
+    out = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk: return out
+        out += chunk
+print(repr(answer(b"GET / HTTP/1.1\r\nHost: a.test\r\n")))
+print(repr(answer(b"")))
+"#
+    );
+    let out = topology.client(&["timeout", "20", PYTHON, "-c", &script]);
+    let seen = text(&out);
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines.len(), 2, "{seen}\n{}", daemon.log());
+    assert!(
+        lines[0].starts_with("b'HTTP/1.1 408 Request Timeout"),
+        "{seen}"
+    );
+    assert_eq!(lines[1], "b''", "a silent client gets no answer");
+}

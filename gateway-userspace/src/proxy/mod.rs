@@ -23,7 +23,11 @@ use std::{
     convert::Infallible,
     io,
     net::{IpAddr, Ipv6Addr, SocketAddr},
-    sync::Arc,
+    os::fd::{AsRawFd, RawFd},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -344,7 +348,10 @@ async fn serve_connection(
         sni: None,
     };
     match &*service {
-        PortService::Http(hosts) => serve_http(stream, downstream, hosts, conn).await,
+        PortService::Http(hosts) => {
+            let raw = Some(stream.as_raw_fd());
+            serve_http(Probed::new(stream), raw, downstream, hosts, conn).await
+        }
         PortService::Tcp(forward) => {
             let _in_flight = activity.begin();
             forward_tcp(stream, &[], forward, downstream, &served.shared).await;
@@ -370,8 +377,15 @@ struct Conn<'a> {
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `io` (plaintext or terminated TLS).
-async fn serve_http<I>(io: I, downstream: Downstream, hosts: &Arc<VirtualHosts>, conn: Conn<'_>)
-where
+/// `raw` is the plaintext socket under `io`, for the 408 Envoy sends to a
+/// client whose request head did not arrive in time.
+async fn serve_http<I>(
+    io: Probed<I>,
+    raw: Option<RawFd>,
+    downstream: Downstream,
+    hosts: &Arc<VirtualHosts>,
+    conn: Conn<'_>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Conn {
@@ -411,6 +425,7 @@ where
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_pending_accept_reset_streams(Some(100))
         .max_local_error_reset_streams(Some(1024));
+    let probe = Arc::clone(&io.probe);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let outcome = tokio::select! {
@@ -424,13 +439,128 @@ where
     };
     match outcome {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => log::debug!("connection ended with an error: {err}"),
-        // Nothing was ever asked: drop it without a word.
-        Err(Expiry::Head) => {}
+        Ok(Err(err)) => {
+            let head_timeout = err
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout);
+            if head_timeout {
+                request_timeout(raw, &probe);
+            }
+            log::debug!("connection ended with an error: {err}")
+        }
+        Err(Expiry::Head) => request_timeout(raw, &probe),
         Err(Expiry::Idle) => {
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(GRACEFUL_CLOSE, connection).await;
         }
+    }
+}
+
+/// Answers 408 on a plaintext HTTP/1 connection that sent part of a request
+/// head but not all of it in time; a silent client (or an HTTP/2 one, which
+/// has no such answer) is closed without a word.
+fn request_timeout(raw: Option<RawFd>, probe: &Probe) {
+    const ANSWER: &[u8] =
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let Some(fd) = raw else {
+        return;
+    };
+    if !probe.partial_http1() {
+        return;
+    }
+    // SAFETY: `fd` belongs to the connection, which the caller still holds,
+    // so it is open; a non-blocking send of a static buffer touches nothing else.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::send(
+            fd,
+            ANSWER.as_ptr().cast(),
+            ANSWER.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        );
+    }
+}
+
+/// What a connection sent before its request head was complete.
+#[derive(Debug, Default)]
+struct Probe {
+    received: AtomicBool,
+    /// The first bytes were the HTTP/2 preface (`PRI `).
+    http2: AtomicBool,
+}
+
+impl Probe {
+    fn partial_http1(&self) -> bool {
+        self.received.load(Ordering::Relaxed) && !self.http2.load(Ordering::Relaxed)
+    }
+}
+
+/// `io`, noting whether any byte arrived and whether it started like HTTP/2.
+struct Probed<I> {
+    inner: I,
+    probe: Arc<Probe>,
+}
+
+impl<I> Probed<I> {
+    fn new(inner: I) -> Self {
+        Probed {
+            inner,
+            probe: Arc::new(Probe::default()),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Probed<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let fresh = buf.filled().get(before..).unwrap_or_default();
+        if !fresh.is_empty() && !self.probe.received.swap(true, Ordering::Relaxed) {
+            self.probe
+                .http2
+                .store(fresh.starts_with(b"PRI "), Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Probed<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -499,8 +629,9 @@ async fn serve_tls(
             // TLS detection: plaintext HTTP servers on this port take it.
             match port.plaintext {
                 Some(hosts) => {
-                    let stream = Rewind::new(prefix, stream);
-                    serve_http(stream, downstream, hosts, conn).await;
+                    let raw = Some(stream.as_raw_fd());
+                    let stream = Probed::new(Rewind::new(prefix, stream));
+                    serve_http(stream, raw, downstream, hosts, conn).await;
                 }
                 None => log::debug!("{}: not TLS on a TLS port", downstream.remote),
             }
@@ -542,7 +673,8 @@ async fn serve_tls(
                 return;
             };
             downstream.tls = true;
-            serve_http(tls_stream, downstream, hosts, conn).await;
+            // A 408 would have to be encrypted: a slow TLS client is just closed.
+            serve_http(Probed::new(tls_stream), None, downstream, hosts, conn).await;
         }
         TlsAction::TerminateTcp { config, forward } => {
             let Some(tls_stream) = handshake(stream, prefix, config, activity, gate).await else {
@@ -676,6 +808,18 @@ impl AsyncWrite for Rewind {
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
         std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(
