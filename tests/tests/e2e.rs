@@ -184,7 +184,8 @@ fn second_instance_on_the_same_interface_is_refused() {
     let config = std::env::temp_dir().join(format!("{}-second.yaml", topology.gateway_ns));
     let text = fs::read_to_string(EXAMPLE)
         .expect("example")
-        .replace("number: 80", "number: 8082");
+        .replace("number: 80", "number: 8082")
+        .replace("number: 443", "number: 8443");
     fs::write(&config, text).expect("write config");
     let out = run_to_completion(
         &topology,

@@ -13,7 +13,7 @@ use std::{
 };
 
 use gateway_tests::{
-    daemon::{ADMIN, CREDENTIALS, Daemon, EXAMPLE, gateway_bin, start_example as start, stat},
+    daemon::{ADMIN, CREDENTIALS, Daemon, EXAMPLE, gateway_bin, start_example, stat},
     hostile::{
         H2_PARTIAL_PREFACE, H2_PREFACE_AND_SETTINGS, Scratch, closed_by_peer, cpu_time,
         fresh_round_trip, in_netns, keep_alive_round_trips, open_connections, quantile,
@@ -22,6 +22,15 @@ use gateway_tests::{
     netns::{GATEWAY_V4, Topology},
     require_root,
 };
+
+/// The example daemon with the access log off: these tests bound the
+/// daemon's own diagnostics, and the access log is one line per request by
+/// design.
+fn start(topology: &Topology, extra: &[&str], open_files: Option<u64>) -> Daemon {
+    let mut args = vec!["--access-log", "off"];
+    args.extend_from_slice(extra);
+    start_example(topology, &args, open_files)
+}
 
 const HOST: &str = "dataengine.com";
 

@@ -35,6 +35,14 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// A path for a scratch file of this test process.
+fn daemon_scratch_file(name: &str) -> String {
+    std::env::temp_dir()
+        .join(format!("{name}-{}", std::process::id()))
+        .display()
+        .to_string()
+}
+
 /// A topology with a backend namespace.
 fn topology() -> Topology {
     let mut topology = Topology::new();
@@ -192,6 +200,23 @@ fn seed_redirects_http_and_serves_https_from_the_backend() {
         assert!(body.contains("header x-forwarded-proto: https"), "{body}");
         assert!(body.contains("header host: dataengine.com"), "{body}");
     }
+    // Session resumption: a ticket from the first handshake resumes the second.
+    let session = daemon_scratch_file("seed-session");
+    let connect = format!("{GATEWAY_V4}:443");
+    for (flag, expect) in [
+        ("-sess_out", "New, TLSv1.3"),
+        ("-sess_in", "Reused, TLSv1.3"),
+    ] {
+        let out = topology.client(&[
+            "bash",
+            "-c",
+            &format!(
+                "printf 'GET / HTTP/1.1\\r\\nHost: dataengine.com\\r\\nConnection: close\\r\\n\\r\\n' | timeout 5 openssl s_client -connect {connect} -servername dataengine.com -CAfile {DEMO_CA} {flag} {session} -ign_eof"
+            ),
+        ]);
+        assert!(text(&out).contains(expect), "{flag}: {}", text(&out));
+    }
+    let _ = fs::remove_file(&session);
     // Access log: flushed at least every second.
     std::thread::sleep(std::time::Duration::from_millis(1300));
     let log = daemon.log();
@@ -1138,4 +1163,59 @@ print(repr(answer(b"")))
         "{seen}"
     );
     assert_eq!(lines[1], "b''", "a silent client gets no answer");
+}
+
+#[test]
+fn http2_backends_get_http2_and_the_access_log_can_be_json() {
+    require_root();
+    let topology = topology();
+    let _backend = backend(&topology, "h2", &format!("{BACKEND_V4}:8080"), &[]);
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml(
+        "",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: h2, namespace: istio-system}}
+spec:
+  hosts: [h2.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: h2.backend}}}}]
+---
+{}",
+            service_entry("h2", 8080, "HTTP2", &format!("[{{address: {BACKEND_V4}}}]"))
+        ),
+    );
+    let daemon = start(&topology, &scratch, &yaml, &["--access-log-format", "json"]);
+    let body = text(&curl(
+        &topology,
+        &[
+            "--http1.1",
+            "--resolve",
+            &resolve("h2.test:80"),
+            "http://h2.test/p?q=1",
+        ],
+    ));
+    assert!(
+        body.contains("version=HTTP/2.0"),
+        "{body}\n{}",
+        daemon.log()
+    );
+    assert!(body.contains("authority=h2.test"), "{body}");
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with('{') && l.contains("\"path\":\"/p?q=1\""))
+        .unwrap_or_else(|| panic!("no JSON access-log line:\n{log}"));
+    for field in [
+        "\"response_code\":200",
+        "\"protocol\":\"HTTP/1.1\"",
+        "\"upstream_cluster\":\"outbound|8080||h2.backend\"",
+        "\"authority\":\"h2.test\"",
+        "\"response_flags\":\"-\"",
+    ] {
+        assert!(line.contains(field), "{field} missing in {line}");
+    }
 }

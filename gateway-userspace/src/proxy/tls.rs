@@ -7,7 +7,9 @@ use rustls::{
     ProtocolVersion, RootCertStore, ServerConfig, SupportedProtocolVersion,
     crypto::CryptoProvider,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::ResolvesServerCert,
     server::{WebPkiClientVerifier, danger::ClientCertVerifier},
+    sign::CertifiedKey,
 };
 
 use super::client_cert::{PinnedVerifier, Pins};
@@ -56,19 +58,49 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsSetupError
         })),
         _ => builder.with_no_client_auth(),
     };
-    let files = tls
-        .certificates
-        .first()
-        .ok_or(TlsSetupError::NoCertificate)?;
-    let chain = read_chain(&files.certificate)?;
-    let key = read_key(&files.private_key)?;
-    let mut config = builder.with_single_cert(chain, key)?;
+    let mut keys = Vec::new();
+    for files in &tls.certificates {
+        let chain = read_chain(&files.certificate)?;
+        let key = provider
+            .key_provider
+            .load_private_key(read_key(&files.private_key)?)?;
+        let certified = CertifiedKey::new(chain, key);
+        certified.keys_match()?;
+        keys.push(Arc::new(certified));
+    }
+    if keys.is_empty() {
+        return Err(TlsSetupError::NoCertificate);
+    }
+    let mut config = builder.with_cert_resolver(Arc::new(ByKeyType(keys)));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     // Resumption: TLS 1.3 tickets and TLS 1.2 tickets both come from a
     // ticketer whose key rotates (every 6 hours, keeping the previous one).
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     Ok(Arc::new(config))
+}
+
+/// A server's certificates (Istio allows one RSA and one ECDSA, through
+/// `credentialNames` or `tlsCertificates`): the first whose key can sign
+/// with a scheme the client offers, as Envoy picks among its certificates.
+#[derive(Debug)]
+struct ByKeyType(Vec<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for ByKeyType {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        choose(&self.0, hello.signature_schemes()).cloned()
+    }
+}
+
+/// The first key that supports one of `offered`, else the first key (the
+/// handshake then fails the way it would with a single certificate).
+fn choose<'a>(
+    keys: &'a [Arc<CertifiedKey>],
+    offered: &[rustls::SignatureScheme],
+) -> Option<&'a Arc<CertifiedKey>> {
+    keys.iter()
+        .find(|certified| certified.key.choose_scheme(offered).is_some())
+        .or_else(|| keys.first())
 }
 
 /// ring's provider, its TLS 1.2 suites limited to `cipher_suites` when given
@@ -324,6 +356,34 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    fn certified(cert: &str, key: &str) -> Arc<CertifiedKey> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/proxy/testdata/");
+        let chain = read_chain(&format!("{dir}{cert}")).expect("chain");
+        let key = rustls::crypto::ring::default_provider()
+            .key_provider
+            .load_private_key(read_key(&format!("{dir}{key}")).expect("key"))
+            .expect("signing key");
+        Arc::new(CertifiedKey::new(chain, key))
+    }
+
+    #[test]
+    fn the_certificate_is_chosen_by_the_schemes_the_client_offers() {
+        use rustls::SignatureScheme as S;
+        let rsa = certified("rsa.crt", "rsa.key");
+        let ec = certified("ec.crt", "ec.key");
+        let keys = [Arc::clone(&rsa), Arc::clone(&ec)];
+        let chosen = |offered: &[S]| choose(&keys, offered).map(|k| k.cert.clone());
+        assert_eq!(chosen(&[S::ECDSA_NISTP256_SHA256]), Some(ec.cert.clone()));
+        assert_eq!(chosen(&[S::RSA_PSS_SHA256]), Some(rsa.cert.clone()));
+        assert_eq!(
+            chosen(&[S::ECDSA_NISTP256_SHA256, S::RSA_PSS_SHA256]),
+            Some(rsa.cert.clone()),
+            "both offered: the configured order decides"
+        );
+        assert_eq!(chosen(&[S::ED25519]), Some(rsa.cert.clone()));
+        assert!(choose(&[], &[S::RSA_PSS_SHA256]).is_none());
     }
 
     #[test]
