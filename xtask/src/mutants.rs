@@ -16,6 +16,11 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/compile/**",
     "gateway-userspace/src/hosts.rs",
     "gateway-userspace/src/proxy/redirect.rs",
+    "gateway-userspace/src/proxy/route.rs",
+    "gateway-userspace/src/proxy/rewrite.rs",
+    "gateway-userspace/src/proxy/client_hello.rs",
+    "gateway-userspace/src/proxy/client_cert.rs",
+    "gateway-userspace/src/proxy/access_log.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];

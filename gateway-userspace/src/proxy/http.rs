@@ -184,6 +184,7 @@ async fn route_request(
         Answer::Proceed { authority, host } => (authority.to_string(), host),
         Answer::Redirect { location } => {
             entry.details = Some("via_https_redirect");
+            entry.authority = authority_of(&head);
             return redirect_response(StatusCode::MOVED_PERMANENTLY, &location);
         }
         Answer::NotFound => {
