@@ -506,6 +506,14 @@ spec:
     route: [{{destination: {{host: shop.backend, subset: v2}}}}]
   - match: [{{uri: {{exact: /moved}}}}]
     redirect: {{uri: /new, redirectCode: 302}}
+  - match: [{{uri: {{prefix: /api}}}}]
+    rewrite: {{uri: /v1}}
+    route: [{{destination: {{host: shop.backend, subset: v1}}}}]
+  - match: [{{uri: {{regex: '/re/[a-z]+'}}}}]
+    rewrite: {{uriRegexRewrite: {{match: '^/re/(.*)$', rewrite: '/\\1/done'}}}}
+    route: [{{destination: {{host: shop.backend, subset: v1}}}}]
+  - match: [{{uri: {{exact: /CaSe}}, ignoreUriCase: true}}, {{queryParams: {{pick: {{exact: two}}}}}}]
+    route: [{{destination: {{host: shop.backend, subset: v2}}}}]
   - match: [{{uri: {{prefix: /hello}}}}]
     directResponse: {{status: 418, body: {{string: teapot}}}}
     headers: {{response: {{set: {{x-answer: direct}}}}}}
@@ -568,6 +576,33 @@ spec:
         ],
     ));
     assert!(canary.contains("backend=v2"), "{canary}");
+    let api = text(&curl(
+        &topology,
+        &["--resolve", &resolve, "http://shop.test/api/x?q=1"],
+    ));
+    assert!(api.contains("path=/v1/x?q=1"), "prefix rewrite: {api}");
+    let re = text(&curl(
+        &topology,
+        &["--resolve", &resolve, "http://shop.test/re/abc?q=1"],
+    ));
+    assert!(re.contains("path=/abc/done?q=1"), "regex rewrite: {re}");
+    for url in ["http://shop.test/case", "http://shop.test/?pick=two"] {
+        let body = text(&curl(&topology, &["--resolve", &resolve, url]));
+        assert!(body.contains("backend=v2"), "{url}: {body}");
+    }
+    let normalized = text(&curl(
+        &topology,
+        &[
+            "--path-as-is",
+            "--resolve",
+            &resolve,
+            "http://shop.test/a/../api/./y",
+        ],
+    ));
+    assert!(
+        normalized.contains("path=/v1/y"),
+        "normalized before routing: {normalized}"
+    );
     let moved = text(&curl(
         &topology,
         &["-i", "--resolve", &resolve, "http://shop.test/moved?q=1"],

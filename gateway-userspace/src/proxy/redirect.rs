@@ -248,4 +248,47 @@ mod tests {
             );
         }
     }
+
+    fn routed() -> HostTable {
+        use crate::compile::{Route, RouteAction};
+        HostTable::new([VirtualHost {
+            pattern: HostPattern::from_server_host("dataengine.com"),
+            https_redirect: true,
+            routes: vec![Route {
+                source: "VirtualService a/b spec.http[0]".into(),
+                matches: Vec::new(),
+                action: RouteAction::DirectResponse {
+                    status: 200,
+                    body: None,
+                },
+                catch_all: true,
+                request_headers: Default::default(),
+                response_headers: Default::default(),
+            }],
+        }])
+    }
+
+    #[test]
+    fn a_request_already_on_https_is_routed_not_redirected() {
+        let h = head(&[b"dataengine.com:8443"], "/x");
+        assert_eq!(
+            answer(&routed(), h, true),
+            Answer::Proceed {
+                authority: "dataengine.com:8443",
+                host: 0
+            }
+        );
+        assert!(matches!(
+            answer(&routed(), h, false),
+            Answer::Redirect { .. }
+        ));
+    }
+
+    #[test]
+    fn https_without_routes_is_404_not_a_loop() {
+        assert_eq!(
+            answer(&dataengine(), head(&[b"dataengine.com"], "/"), true),
+            Answer::NotFound
+        );
+    }
 }
