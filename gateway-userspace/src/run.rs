@@ -180,6 +180,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let admin_thread = admin::spawn(admin_listener, render, admin_gate, shutdown_rx)
         .context("cannot start the admin thread")?;
     log::info!("admin on http://{}/stats", args.admin_address);
+    // Loading the program parses the kernel's BTF (tens of MB at peak, all
+    // freed by now): give that memory back instead of idling on it.
+    release_freed_memory();
 
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
