@@ -96,7 +96,7 @@ async fn serve(
     let mut acceptor = Acceptor::new(format!("admin {addr}"));
     loop {
         tokio::select! {
-            (stream, admitted) = acceptor.admitted(&listener, &gate) => {
+            (stream, _, admitted) = acceptor.admitted(&listener, &gate) => {
                 tokio::task::spawn_local(serve_connection(
                     stream,
                     Rc::clone(&cache),

@@ -293,13 +293,17 @@ impl Acceptor {
         }
     }
 
-    /// The next connection `gate` admits; those past its cap are reset and
-    /// skipped.
-    pub async fn admitted(&mut self, listener: &TcpListener, gate: &Gate) -> (TcpStream, Admitted) {
+    /// The next connection `gate` admits, with its peer address; those
+    /// past its cap are reset and skipped.
+    pub async fn admitted(
+        &mut self,
+        listener: &TcpListener,
+        gate: &Gate,
+    ) -> (TcpStream, SocketAddr, Admitted) {
         loop {
-            let (stream, _) = self.accept(listener, &gate.counters).await;
-            if let Some(admitted) = gate.admit(stream) {
-                return admitted;
+            let (stream, peer) = self.accept(listener, &gate.counters).await;
+            if let Some((stream, admitted)) = gate.admit(stream) {
+                return (stream, peer, admitted);
             }
         }
     }

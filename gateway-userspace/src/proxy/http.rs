@@ -124,16 +124,22 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let mut entry = Entry {
-        start: Some(SystemTime::now()),
-        method: Some(req.method().to_string()),
-        path: req.uri().path_and_query().map(|p| p.as_str().to_string()),
-        protocol: Some(protocol_name(req.version())),
-        user_agent: header_text(req.headers(), &header::USER_AGENT),
-        downstream_local: Some(downstream.local),
-        downstream_remote: Some(downstream.remote),
-        sni: downstream.sni.clone(),
-        ..Entry::default()
+    let logging = shared.access_log.enabled();
+    // Filled only when it will be written: the redirect path stays allocation-light.
+    let mut entry = if logging {
+        Entry {
+            start: Some(SystemTime::now()),
+            method: Some(req.method().to_string()),
+            path: req.uri().path_and_query().map(|p| p.as_str().to_string()),
+            protocol: Some(protocol_name(req.version())),
+            user_agent: header_text(req.headers(), &header::USER_AGENT),
+            downstream_local: Some(downstream.local),
+            downstream_remote: Some(downstream.remote),
+            sni: downstream.sni.clone(),
+            ..Entry::default()
+        }
+    } else {
+        Entry::default()
     };
     let received = Arc::new(AtomicU64::new(0));
     let mut response =
@@ -142,7 +148,7 @@ pub async fn handle(
         .headers_mut()
         .insert(header::SERVER, HeaderValue::from_static(SERVER_HEADER));
     entry.status = response.status().as_u16();
-    if !shared.access_log.enabled() {
+    if !logging {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -166,17 +172,19 @@ async fn route_request(
     entry: &mut Entry,
     received: &Arc<AtomicU64>,
 ) -> Response<ProxyBody> {
-    let host_headers: Vec<&[u8]> = req
-        .headers()
-        .get_all(header::HOST)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
+    // At most two Host values matter (none, one, or too many): no allocation.
+    let mut hosts_sent = req.headers().get_all(header::HOST).iter();
+    let host_values = [hosts_sent.next(), hosts_sent.next()].map(|v| v.map(HeaderValue::as_bytes));
+    let host_headers: &[&[u8]] = match &host_values {
+        [None, _] => &[],
+        [Some(one), None] => std::slice::from_ref(one),
+        [Some(_), Some(_)] => &[b"", b""],
+    };
     let forwarded_https = forwarded_proto(req.headers(), downstream, shared.trusted_proxies);
     let head = RequestHead {
         http10: req.version() == Version::HTTP_10,
         uri_authority: req.uri().authority().map(|a| a.as_str()),
-        host_headers: &host_headers,
+        host_headers,
         path_and_query: req.uri().path_and_query().map(|p| p.as_str()),
     };
     let answer = redirect::answer(&hosts.table, head, forwarded_https == "https");
@@ -184,7 +192,9 @@ async fn route_request(
         Answer::Proceed { authority, host } => (authority.to_string(), host),
         Answer::Redirect { location } => {
             entry.details = Some("via_https_redirect");
-            entry.authority = authority_of(&head);
+            if entry.start.is_some() {
+                entry.authority = authority_of(&head);
+            }
             return redirect_response(StatusCode::MOVED_PERMANENTLY, &location);
         }
         Answer::NotFound => {
@@ -204,7 +214,6 @@ async fn route_request(
         }
     };
     entry.authority = Some(authority.clone());
-    drop(host_headers);
 
     // Envoy's normalize_path, before routing and as forwarded.
     let original = req.uri().path_and_query().map_or("/", |p| p.as_str());

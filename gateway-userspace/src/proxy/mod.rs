@@ -296,9 +296,10 @@ async fn accept_loop(
     let mut acceptor = Acceptor::new(format!("proxy {}", bound.local_addr));
     loop {
         tokio::select! {
-            (stream, admitted) = acceptor.admitted(&bound.listener, &gate) => {
+            (stream, remote, admitted) = acceptor.admitted(&bound.listener, &gate) => {
                 let current = Arc::clone(&served.borrow());
-                connections.spawn(serve_connection(stream, bound.listener_id, current, Arc::clone(&gate), admitted, shutdown.clone()));
+                let addrs = (bound.local_addr, remote);
+                connections.spawn(serve_connection(stream, addrs, bound.listener_id, current, Arc::clone(&gate), admitted, shutdown.clone()));
             },
             _ = shutdown.changed() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -321,6 +322,7 @@ const GRACEFUL_CLOSE: Duration = Duration::from_secs(1);
 
 async fn serve_connection(
     stream: TcpStream,
+    (listening, remote): (SocketAddr, SocketAddr),
     listener_id: u32,
     served: Arc<Served>,
     gate: Arc<Gate>,
@@ -334,8 +336,14 @@ async fn serve_connection(
         activity: &activity,
         drain,
     };
-    let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
-        return;
+    // A socket bound to one address needs no getsockname(2) per connection.
+    let local = if listening.ip().is_unspecified() {
+        match stream.local_addr() {
+            Ok(local) => local,
+            Err(_) => return,
+        }
+    } else {
+        listening
     };
     let _ = stream.set_nodelay(true);
     let Some(service) = served.ports.get(&listener_id).cloned() else {
