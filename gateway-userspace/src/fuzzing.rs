@@ -91,6 +91,141 @@ pub fn client_hello(data: &[u8]) {
     }
 }
 
+/// A route table with every kind of match and rewrite, compiled once.
+fn fuzz_routes() -> &'static (
+    crate::hosts::HostTable,
+    Vec<crate::proxy::route::CompiledRoutes>,
+) {
+    use std::sync::OnceLock;
+    static ROUTES: OnceLock<(
+        crate::hosts::HostTable,
+        Vec<crate::proxy::route::CompiledRoutes>,
+    )> = OnceLock::new();
+    ROUTES.get_or_init(|| {
+        let yaml = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: ns}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - match: [{uri: {regex: '/r/[a-z]+(/.*)?'}, headers: {x-a: {prefix: v}}}]
+    rewrite: {uriRegexRewrite: {match: '^/r/([a-z]+)', rewrite: '/\\1/x'}}
+    directResponse: {status: 200}
+  - match: [{uri: {prefix: /P}, ignoreUriCase: true, queryParams: {q: {regex: '[0-9]+'}}}]
+    redirect: {uri: /moved, authority: b.example, port: 8080, scheme: https}
+  - match: [{uri: {exact: /e}, withoutHeaders: {x-b: {}}, method: {exact: GET}}]
+    rewrite: {uri: /rewritten}
+    directResponse: {status: 201}
+  - match: [{uri: {prefix: /}, authority: {regex: '.*\\.example'}, scheme: {exact: http}}]
+    directResponse: {status: 202}
+";
+        let loaded = config::load_sources(&[(PathBuf::from("routes.yaml"), yaml.to_string())]);
+        let table = compile::plan(&loaded.model, &Instance::default(), &[])
+            .ok()
+            .and_then(|plan| plan.http.into_iter().next())
+            .map(|listener| listener.hosts)
+            .unwrap_or_default();
+        let compiled = table
+            .hosts()
+            .iter()
+            .filter_map(|host| crate::proxy::route::CompiledRoutes::new(&host.routes).ok())
+            .collect();
+        (table, compiled)
+    })
+}
+
+/// Any bytes as a request (first line `path?query`, then `name: value`
+/// header lines): normalisation, route selection and the matched route's
+/// rewrites and redirect never panic, and what they produce is a path.
+pub fn request(data: &[u8]) {
+    use crate::{
+        compile::RouteAction,
+        proxy::{
+            rewrite::{self, RedirectRequest, RegexRewrite},
+            route::RequestFacts,
+        },
+    };
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n');
+    let target = lines.next().unwrap_or_default();
+    let mut headers = hyper::HeaderMap::new();
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            if let (Ok(name), Ok(value)) = (
+                hyper::header::HeaderName::from_bytes(name.trim().as_bytes()),
+                hyper::header::HeaderValue::from_str(value.trim()),
+            ) {
+                headers.append(name, value);
+            }
+        }
+    }
+    let Ok(normalized) = rewrite::normalize_path(target) else {
+        return;
+    };
+    if target.starts_with('/') {
+        assert!(normalized.starts_with('/'), "{target:?} -> {normalized:?}");
+    }
+    let (path, query) = match normalized.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (normalized.as_str(), None),
+    };
+    let (table, compiled) = fuzz_routes();
+    let facts = RequestFacts {
+        method: "GET",
+        scheme: "http",
+        authority: "a.example",
+        path,
+        query,
+        headers: &headers,
+        port: 80,
+    };
+    for (host, routes) in table.hosts().iter().zip(compiled) {
+        let Some(selected) = routes.select(&facts) else {
+            continue;
+        };
+        let Some(route) = host.routes.get(selected.route) else {
+            panic!("selected route {} of {}", selected.route, host.routes.len());
+        };
+        let matched = selected
+            .matched
+            .and_then(|i| route.matches.get(i))
+            .and_then(|m| m.uri.as_ref());
+        let _ = rewrite::rewrite_uri(&normalized, matched, "/rewritten");
+        if let Ok(regex) = RegexRewrite::new("^/r/([a-z]+)", "/\\1/x") {
+            let _ = regex.apply(&normalized);
+        }
+        if let RouteAction::Redirect(redirect) = &route.action {
+            let request = RedirectRequest {
+                scheme: "http",
+                authority: "a.example:80",
+                path_and_query: &normalized,
+            };
+            let location = rewrite::redirect_location(redirect, request, false);
+            assert!(location.starts_with("https://"), "{location}");
+        }
+    }
+}
+
+/// Any bytes as a client certificate: the DER walk behind the SAN, SPKI
+/// and hash pins never panics or reads out of bounds.
+pub fn certificate(data: &[u8]) {
+    let tls = crate::model::ServerTls {
+        subject_alt_names: vec!["spiffe://example.org/client".into()],
+        verify_certificate_spki: vec!["AAAA".into()],
+        ..Default::default()
+    };
+    let _ = crate::proxy::client_cert::Pins::from_tls(&tls).check(data);
+}
+
 #[cfg(test)]
 mod tests {
     /// Runs `target` on every seed of `fuzz/corpus/<name>`; returns how many.
@@ -116,6 +251,20 @@ mod tests {
     fn the_yaml_seed_corpus_passes_through_the_loader() {
         let seeds = run_seeds("yaml", super::yaml);
         assert!(seeds >= 5, "the committed corpus has {seeds} seeds");
+    }
+
+    #[test]
+    fn the_request_target_has_routes_to_reach_and_seeds_that_reach_them() {
+        let (table, compiled) = super::fuzz_routes();
+        assert_eq!(table.hosts().len(), 1);
+        assert_eq!(table.hosts()[0].routes.len(), 4);
+        assert_eq!(compiled.len(), 1);
+        assert!(run_seeds("request", super::request) >= 3);
+    }
+
+    #[test]
+    fn the_certificate_seeds_are_certificates() {
+        assert!(run_seeds("certificate", super::certificate) >= 2);
     }
 
     #[test]
