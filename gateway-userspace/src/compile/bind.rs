@@ -11,7 +11,7 @@ use crate::{
     hosts::{HostPattern, HostTable, VirtualHost, intersect},
     model::{
         Destination, Gateway, HeaderOperations, HttpAction, HttpMatch, HttpRedirect, Instance,
-        Model, Protocol, Server, ServerTls, TlsMode, VirtualService,
+        Model, Protocol, Server, ServerTls, Subnet, TcpMatch, TlsMode, VirtualService,
     },
 };
 
@@ -348,6 +348,10 @@ impl<'m> Binder<'m> {
                     {
                         continue;
                     }
+                    if !m.destination_subnets.is_empty() {
+                        self.warnings
+                            .push(subnets_not_applied(&source, &m.destination_subnets));
+                    }
                     for sni in &m.sni_hosts {
                         let sni = HostPattern::from_server_host(sni);
                         let Some(name) =
@@ -382,16 +386,26 @@ impl<'m> Binder<'m> {
                     continue;
                 }
                 for (index, rule) in vs.tcp.iter().enumerate() {
-                    let applies = rule.matches.is_empty()
-                        || rule.matches.iter().any(|m| {
+                    let matching: Vec<&TcpMatch> = rule
+                        .matches
+                        .iter()
+                        .filter(|m| {
                             m.port.is_none_or(|p| p == port)
                                 && (m.gateways.is_empty() || m.gateways.contains(&gateway))
-                        });
-                    if applies {
+                        })
+                        .collect();
+                    if rule.matches.is_empty() || !matching.is_empty() {
                         let source = format!(
                             "VirtualService {}/{} spec.tcp[{index}]",
                             vs.namespace, vs.name
                         );
+                        let subnets: Vec<Subnet> = matching
+                            .iter()
+                            .flat_map(|m| m.destination_subnets.iter().copied())
+                            .collect();
+                        if !subnets.is_empty() {
+                            self.warnings.push(subnets_not_applied(&source, &subnets));
+                        }
                         let forward =
                             self.forward(&rule.route, &vs.namespace, &source, Layer::Connection);
                         return Some((forward, source));
@@ -401,6 +415,17 @@ impl<'m> Binder<'m> {
         }
         None
     }
+}
+
+/// The warning for a bound rule whose match names destination subnets:
+/// Istio's gateway listeners match tls and tcp rules by SNI, port and
+/// gateway only (`gateway.go::l4SingleMatch`), so the subnets change nothing.
+fn subnets_not_applied(source: &str, subnets: &[Subnet]) -> String {
+    let list: Vec<String> = subnets.iter().map(ToString::to_string).collect();
+    format!(
+        "{source}: destinationSubnets {} not applied: as in Istio, a gateway matches tls and tcp rules by SNI, port and gateway only, so the rule takes connections to any address",
+        list.join(", ")
+    )
 }
 
 /// The server hosts a VirtualService in `vs.namespace` may bind to: a

@@ -652,3 +652,29 @@ fn header_operations_rewrites_and_timeouts_reach_every_route_kind() {
         Some(&("^/api/(.*)".to_string(), "/\\1".to_string()))
     );
 }
+
+#[test]
+fn destination_subnets_do_not_change_which_tcp_rule_a_gateway_takes() {
+    let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tcp, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 9000, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n";
+    let spec = "  hosts: [\"*\"]\n  gateways: [istio-system/tcp]\n  tcp:\n  - match: [{destinationSubnets: [198.51.100.0/24]}]\n    route:\n    - destination: {host: web, subset: v1}\n  - route:\n    - destination: {host: web, subset: v2}\n";
+    let plan = compile_yaml(&[gateway, BACKENDS, &vs("t", "apps", spec)]);
+    assert_eq!(plan.tcp[0].source, "VirtualService apps/t spec.tcp[0]");
+    assert_eq!(
+        plan.warnings,
+        vec!["VirtualService apps/t spec.tcp[0]: destinationSubnets 198.51.100.0/24 not applied: as in Istio, a gateway matches tls and tcp rules by SNI, port and gateway only, so the rule takes connections to any address".to_string()]
+    );
+}
+
+#[test]
+fn destination_subnets_of_a_passthrough_match_are_reported_not_applied() {
+    let spec = "  hosts: [\"*.example.com\"]\n  gateways: [istio-system/tls]\n  tls:\n  - match: [{sniHosts: [a.example.com], destinationSubnets: [\"2001:db8::/32\"]}]\n    route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[TLS_GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
+    let TlsServerKind::Passthrough { routes } = &plan.tls[0].servers[0].kind else {
+        panic!("not passthrough")
+    };
+    assert_eq!(routes.len(), 1);
+    assert_eq!(
+        plan.warnings,
+        vec!["VirtualService apps/r spec.tls[0]: destinationSubnets 2001:db8::/32 not applied: as in Istio, a gateway matches tls and tcp rules by SNI, port and gateway only, so the rule takes connections to any address".to_string()]
+    );
+}
