@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use super::clusters::Clusters;
+use super::{auto_passthrough, clusters::Clusters};
 use crate::{
     hosts::{HostPattern, HostTable, VirtualHost, intersect},
     model::{
@@ -106,8 +106,9 @@ pub enum TlsServerKind {
     },
     /// Not terminated: VirtualService `tls` routes pick the backend by SNI.
     Passthrough { routes: Vec<SniRoute> },
-    /// AUTO_PASSTHROUGH: the SNI names the mesh destination.
-    AutoPassthrough,
+    /// AUTO_PASSTHROUGH: the SNI (`outbound_.<port>_.<subset>_.<host>`)
+    /// names the cluster; only these clusters can be named.
+    AutoPassthrough { clusters: BTreeSet<String> },
 }
 
 /// Where a forward's unresolvable share fails: an HTTP route can answer
@@ -123,6 +124,9 @@ pub struct Binder<'m> {
     /// Visible VirtualServices by the gateway (`namespace/name`) they name,
     /// each list in Istio's order.
     by_gateway: HashMap<&'m str, Vec<&'m VirtualService>>,
+    model: &'m Model,
+    /// The gateway workload's namespace, which resources must be exported to.
+    namespace: &'m str,
     clusters: Clusters<'m>,
     warnings: Vec<String>,
 }
@@ -150,6 +154,8 @@ impl<'m> Binder<'m> {
         }
         Binder {
             by_gateway,
+            model,
+            namespace: &instance.namespace,
             clusters: Clusters::new(model, &instance.namespace),
             warnings: Vec::new(),
         }
@@ -304,7 +310,23 @@ impl<'m> Binder<'m> {
                 (TlsMode::Passthrough, _) => TlsServerKind::Passthrough {
                     routes: self.sni_routes(accepted, port, &mut seen_sni),
                 },
-                (TlsMode::AutoPassthrough, _) => TlsServerKind::AutoPassthrough,
+                (TlsMode::AutoPassthrough, _) => {
+                    let hosts: Vec<HostPattern> = accepted
+                        .server
+                        .hosts
+                        .iter()
+                        .map(|h| HostPattern::from_server_host(h))
+                        .collect();
+                    let (clusters, warnings) = auto_passthrough::reachable(
+                        self.model,
+                        self.namespace,
+                        &mut self.clusters,
+                        &hosts,
+                        &source,
+                    );
+                    self.warnings.extend(warnings);
+                    TlsServerKind::AutoPassthrough { clusters }
+                }
                 (_, Protocol::Tls) => TlsServerKind::TerminateTcp {
                     route: self.tcp_route(std::slice::from_ref(accepted), port),
                     tls,
