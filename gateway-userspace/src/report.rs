@@ -173,7 +173,7 @@ pub fn table(plan: &Plan) -> String {
                         format!("terminate {} then TCP", tls.mode.name())
                     }
                     TlsServerKind::Passthrough { .. } => "passthrough by SNI".to_string(),
-                    TlsServerKind::AutoPassthrough => {
+                    TlsServerKind::AutoPassthrough { .. } => {
                         "auto passthrough (SNI names the mesh destination)".to_string()
                     }
                 };
@@ -211,7 +211,15 @@ pub fn table(plan: &Plan) -> String {
                             );
                         }
                     }
-                    TlsServerKind::AutoPassthrough => {}
+                    TlsServerKind::AutoPassthrough { clusters } if clusters.is_empty() => {
+                        let _ =
+                            writeln!(out, "      -> no cluster to reach: connections are closed");
+                    }
+                    TlsServerKind::AutoPassthrough { clusters } => {
+                        for cluster in clusters {
+                            let _ = writeln!(out, "      may reach {cluster}");
+                        }
+                    }
                 }
             }
         }
@@ -326,7 +334,7 @@ pub fn json(plan: &Plan) -> Value {
                                 "forward": route.as_ref().map(|(f, _)| forward_json(f)),
                             }),
                             TlsServerKind::Passthrough { routes } => json!({"passthrough": routes.iter().map(|r| json!({"sni": r.sni.to_string(), "forward": forward_json(&r.forward), "source": r.source})).collect::<Vec<_>>()}),
-                            TlsServerKind::AutoPassthrough => json!({"autoPassthrough": true}),
+                            TlsServerKind::AutoPassthrough { clusters } => json!({"autoPassthrough": clusters}),
                         };
                         json!({"source": s.source, "sni": hosts, "server": detail})
                     })

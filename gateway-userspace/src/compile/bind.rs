@@ -6,12 +6,12 @@ use std::{
     time::Duration,
 };
 
-use super::clusters::Clusters;
+use super::{auto_passthrough, clusters::Clusters};
 use crate::{
     hosts::{HostPattern, HostTable, VirtualHost, intersect},
     model::{
         Destination, Gateway, HeaderOperations, HttpAction, HttpMatch, HttpRedirect, Instance,
-        Model, Protocol, Server, ServerTls, TlsMode, VirtualService,
+        Model, Protocol, Server, ServerTls, Subnet, TcpMatch, TlsMode, VirtualService,
     },
 };
 
@@ -106,8 +106,9 @@ pub enum TlsServerKind {
     },
     /// Not terminated: VirtualService `tls` routes pick the backend by SNI.
     Passthrough { routes: Vec<SniRoute> },
-    /// AUTO_PASSTHROUGH: the SNI names the mesh destination.
-    AutoPassthrough,
+    /// AUTO_PASSTHROUGH: the SNI (`outbound_.<port>_.<subset>_.<host>`)
+    /// names the cluster; only these clusters can be named.
+    AutoPassthrough { clusters: BTreeSet<String> },
 }
 
 /// Where a forward's unresolvable share fails: an HTTP route can answer
@@ -123,6 +124,9 @@ pub struct Binder<'m> {
     /// Visible VirtualServices by the gateway (`namespace/name`) they name,
     /// each list in Istio's order.
     by_gateway: HashMap<&'m str, Vec<&'m VirtualService>>,
+    model: &'m Model,
+    /// The gateway workload's namespace, which resources must be exported to.
+    namespace: &'m str,
     clusters: Clusters<'m>,
     warnings: Vec<String>,
 }
@@ -150,6 +154,8 @@ impl<'m> Binder<'m> {
         }
         Binder {
             by_gateway,
+            model,
+            namespace: &instance.namespace,
             clusters: Clusters::new(model, &instance.namespace),
             warnings: Vec::new(),
         }
@@ -304,7 +310,23 @@ impl<'m> Binder<'m> {
                 (TlsMode::Passthrough, _) => TlsServerKind::Passthrough {
                     routes: self.sni_routes(accepted, port, &mut seen_sni),
                 },
-                (TlsMode::AutoPassthrough, _) => TlsServerKind::AutoPassthrough,
+                (TlsMode::AutoPassthrough, _) => {
+                    let hosts: Vec<HostPattern> = accepted
+                        .server
+                        .hosts
+                        .iter()
+                        .map(|h| HostPattern::from_server_host(h))
+                        .collect();
+                    let (clusters, warnings) = auto_passthrough::reachable(
+                        self.model,
+                        self.namespace,
+                        &mut self.clusters,
+                        &hosts,
+                        &source,
+                    );
+                    self.warnings.extend(warnings);
+                    TlsServerKind::AutoPassthrough { clusters }
+                }
                 (_, Protocol::Tls) => TlsServerKind::TerminateTcp {
                     route: self.tcp_route(std::slice::from_ref(accepted), port),
                     tls,
@@ -348,6 +370,10 @@ impl<'m> Binder<'m> {
                     {
                         continue;
                     }
+                    if !m.destination_subnets.is_empty() {
+                        self.warnings
+                            .push(subnets_not_applied(&source, &m.destination_subnets));
+                    }
                     for sni in &m.sni_hosts {
                         let sni = HostPattern::from_server_host(sni);
                         let Some(name) =
@@ -382,16 +408,26 @@ impl<'m> Binder<'m> {
                     continue;
                 }
                 for (index, rule) in vs.tcp.iter().enumerate() {
-                    let applies = rule.matches.is_empty()
-                        || rule.matches.iter().any(|m| {
+                    let matching: Vec<&TcpMatch> = rule
+                        .matches
+                        .iter()
+                        .filter(|m| {
                             m.port.is_none_or(|p| p == port)
                                 && (m.gateways.is_empty() || m.gateways.contains(&gateway))
-                        });
-                    if applies {
+                        })
+                        .collect();
+                    if rule.matches.is_empty() || !matching.is_empty() {
                         let source = format!(
                             "VirtualService {}/{} spec.tcp[{index}]",
                             vs.namespace, vs.name
                         );
+                        let subnets: Vec<Subnet> = matching
+                            .iter()
+                            .flat_map(|m| m.destination_subnets.iter().copied())
+                            .collect();
+                        if !subnets.is_empty() {
+                            self.warnings.push(subnets_not_applied(&source, &subnets));
+                        }
                         let forward =
                             self.forward(&rule.route, &vs.namespace, &source, Layer::Connection);
                         return Some((forward, source));
@@ -401,6 +437,17 @@ impl<'m> Binder<'m> {
         }
         None
     }
+}
+
+/// The warning for a bound rule whose match names destination subnets:
+/// Istio's gateway listeners match tls and tcp rules by SNI, port and
+/// gateway only (`gateway.go::l4SingleMatch`), so the subnets change nothing.
+fn subnets_not_applied(source: &str, subnets: &[Subnet]) -> String {
+    let list: Vec<String> = subnets.iter().map(ToString::to_string).collect();
+    format!(
+        "{source}: destinationSubnets {} not applied: as in Istio, a gateway matches tls and tcp rules by SNI, port and gateway only, so the rule takes connections to any address",
+        list.join(", ")
+    )
 }
 
 /// The server hosts a VirtualService in `vs.namespace` may bind to: a

@@ -200,6 +200,20 @@ impl<'m> Clusters<'m> {
         Ok(name)
     }
 
+    /// The subset names of the DestinationRule that applies to `host`.
+    pub fn subset_names(&self, host: &str) -> Vec<String> {
+        self.best(&self.model.destination_rules, host, |dr| {
+            (
+                std::slice::from_ref(&dr.host),
+                &dr.namespace,
+                &dr.name,
+                dr.export_to.visible_from(&dr.namespace, self.namespace),
+            )
+        })
+        .map(|dr| dr.subsets.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default()
+    }
+
     /// The visible resource whose host covers `host` most specifically;
     /// ties go to the first by (namespace, name).
     fn best<T>(

@@ -1,5 +1,6 @@
 //! Model -> plan: a pure, deterministic function. The plan is everything
 //! the kernel maps and the proxy need; nothing else decides what is served.
+mod auto_passthrough;
 mod bind;
 mod clusters;
 

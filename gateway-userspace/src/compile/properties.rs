@@ -135,6 +135,7 @@ fn virtual_service(index: usize, gateways: Vec<String>) -> impl Strategy<Value =
                             sni_hosts: vec![hosts[0].to_string()],
                             port: None,
                             gateways: Vec::new(),
+                            destination_subnets: Vec::new(),
                         }],
                         route: vec![Destination {
                             host: "web".into(),

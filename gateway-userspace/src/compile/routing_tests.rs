@@ -562,7 +562,7 @@ fn tls_server_kind_follows_mode_and_protocol() {
         .servers
         .iter()
         .map(|s| match s.kind {
-            TlsServerKind::AutoPassthrough => "auto",
+            TlsServerKind::AutoPassthrough { .. } => "auto",
             TlsServerKind::TerminateTcp { .. } => "tcp",
             TlsServerKind::TerminateHttp { .. } => "http",
             TlsServerKind::Passthrough { .. } => "passthrough",
@@ -650,5 +650,119 @@ fn header_operations_rewrites_and_timeouts_reach_every_route_kind() {
     assert_eq!(
         rewrite_uri_regex.as_ref(),
         Some(&("^/api/(.*)".to_string(), "/\\1".to_string()))
+    );
+}
+
+#[test]
+fn destination_subnets_do_not_change_which_tcp_rule_a_gateway_takes() {
+    let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tcp, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 9000, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n";
+    let spec = "  hosts: [\"*\"]\n  gateways: [istio-system/tcp]\n  tcp:\n  - match: [{destinationSubnets: [198.51.100.0/24]}]\n    route:\n    - destination: {host: web, subset: v1}\n  - route:\n    - destination: {host: web, subset: v2}\n";
+    let plan = compile_yaml(&[gateway, BACKENDS, &vs("t", "apps", spec)]);
+    assert_eq!(plan.tcp[0].source, "VirtualService apps/t spec.tcp[0]");
+    assert_eq!(
+        plan.warnings,
+        vec!["VirtualService apps/t spec.tcp[0]: destinationSubnets 198.51.100.0/24 not applied: as in Istio, a gateway matches tls and tcp rules by SNI, port and gateway only, so the rule takes connections to any address".to_string()]
+    );
+}
+
+#[test]
+fn destination_subnets_of_a_passthrough_match_are_reported_not_applied() {
+    let spec = "  hosts: [\"*.example.com\"]\n  gateways: [istio-system/tls]\n  tls:\n  - match: [{sniHosts: [a.example.com], destinationSubnets: [\"2001:db8::/32\"]}]\n    route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[TLS_GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
+    let TlsServerKind::Passthrough { routes } = &plan.tls[0].servers[0].kind else {
+        panic!("not passthrough")
+    };
+    assert_eq!(routes.len(), 1);
+    assert_eq!(
+        plan.warnings,
+        vec!["VirtualService apps/r spec.tls[0]: destinationSubnets 2001:db8::/32 not applied: as in Istio, a gateway matches tls and tcp rules by SNI, port and gateway only, so the rule takes connections to any address".to_string()]
+    );
+}
+
+const AUTO_GATEWAY: &str = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: east-west, namespace: istio-system}
+spec:
+  servers:
+  - port: {number: 15443, name: tls, protocol: TLS}
+    hosts: [\"*.apps.svc.cluster.local\"]
+    tls: {mode: AUTO_PASSTHROUGH}
+";
+
+/// The clusters the one AUTO_PASSTHROUGH server of a plan may reach.
+fn auto_clusters(plan: &Plan) -> Vec<&str> {
+    let TlsServerKind::AutoPassthrough { clusters } = &plan.tls[0].servers[0].kind else {
+        panic!("not auto passthrough")
+    };
+    clusters.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn auto_passthrough_reaches_every_port_and_subset_of_covered_mesh_services() {
+    let mesh = BACKENDS.replace("resolution: STATIC", "location: MESH_INTERNAL\n  resolution: STATIC")
+        .replace("ports: [{number: 8080, name: http, protocol: HTTP}]", "ports: [{number: 8080, name: http, protocol: HTTP}, {number: 53, name: dns, protocol: UDP}]");
+    let plan = compile_yaml(&[AUTO_GATEWAY, &mesh]);
+    assert_eq!(
+        auto_clusters(&plan),
+        [
+            "outbound|8080|v1|web.apps.svc.cluster.local",
+            "outbound|8080|v2|web.apps.svc.cluster.local",
+            "outbound|8080||web.apps.svc.cluster.local",
+        ]
+    );
+    let names: Vec<&str> = plan.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, auto_clusters(&plan));
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+}
+
+#[test]
+fn auto_passthrough_leaves_out_external_uncovered_wildcard_and_unresolved_services() {
+    let se = |name: &str, host: &str, extra: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  hosts: [\"{host}\"]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n{extra}"
+        )
+    };
+    let internal =
+        "  location: MESH_INTERNAL\n  resolution: STATIC\n  endpoints: [{address: 192.0.2.1}]\n";
+    let plan = compile_yaml(&[
+        AUTO_GATEWAY,
+        &se("ok", "ok.apps.svc.cluster.local", internal),
+        &se(
+            "external",
+            "ext.apps.svc.cluster.local",
+            "  resolution: STATIC\n  endpoints: [{address: 192.0.2.2}]\n",
+        ),
+        &se("elsewhere", "web.other.svc.cluster.local", internal),
+        &se("wild", "*.wild.apps.svc.cluster.local", internal),
+        &se(
+            "none",
+            "none.apps.svc.cluster.local",
+            "  location: MESH_INTERNAL\n  resolution: NONE\n",
+        ),
+    ]);
+    assert_eq!(
+        auto_clusters(&plan),
+        ["outbound|80||ok.apps.svc.cluster.local"]
+    );
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+}
+
+#[test]
+fn auto_passthrough_warns_about_a_subset_without_endpoints() {
+    let mesh = BACKENDS
+        .replace(
+            "resolution: STATIC",
+            "location: MESH_INTERNAL\n  resolution: STATIC",
+        )
+        .replace(
+            "- {name: v2, labels: {version: v2}}",
+            "- {name: v2, labels: {version: v2}}\n  - {name: v3, labels: {version: v3}}",
+        );
+    let plan = compile_yaml(&[AUTO_GATEWAY, &mesh]);
+    assert!(!auto_clusters(&plan).contains(&"outbound|8080|v3|web.apps.svc.cluster.local"));
+    assert_eq!(
+        plan.warnings,
+        vec!["Gateway istio-system/east-west spec.servers[0]: AUTO_PASSTHROUGH cannot reach outbound_.8080_.v3_.web.apps.svc.cluster.local: subset v3 of web.apps.svc.cluster.local selects no endpoints; connections naming it are closed".to_string()]
     );
 }

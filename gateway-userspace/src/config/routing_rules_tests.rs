@@ -334,6 +334,45 @@ fn tcp_route_needs_a_destination() {
     );
 }
 
+#[test]
+fn destination_subnets_of_tls_and_tcp_matches_are_decoded() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  tls:\n  - match:\n    - sniHosts: [a.example.com]\n      destinationSubnets: [10.0.0.0/8]\n    route:\n    - destination: {host: backend}\n  tcp:\n  - match:\n    - destinationSubnets: [192.0.2.1, \"2001:db8::/32\"]\n    route:\n    - destination: {host: backend}\n",
+    );
+    let vs = &config.model.virtual_services[0];
+    let text = |subnets: &[crate::model::Subnet]| -> Vec<String> {
+        subnets.iter().map(ToString::to_string).collect()
+    };
+    assert_eq!(
+        text(&vs.tls[0].matches[0].destination_subnets),
+        ["10.0.0.0/8"]
+    );
+    assert_eq!(
+        text(&vs.tcp[0].matches[0].destination_subnets),
+        ["192.0.2.1/32", "2001:db8::/32"]
+    );
+}
+
+#[test]
+fn invalid_destination_subnets_are_rejected_with_istio_messages() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  tls:\n  - match:\n    - sniHosts: [a.example.com]\n      destinationSubnets: [10.0.0.0/33]\n    route:\n    - destination: {host: backend}\n  tcp:\n  - match:\n    - destinationSubnets: [10.0.0.0/8, example.com]\n    route:\n    - destination: {host: backend}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.tls[0].match[0].destinationSubnets[0]",
+        "10.0.0.0/33 is not a valid CIDR block",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.tcp[0].match[0].destinationSubnets[1]",
+        "example.com is not a valid IP",
+    );
+    assert!(config.model.virtual_services.is_empty());
+}
+
 const SE_PORTS: &str = "  ports:\n  - {number: 8080, name: http, protocol: HTTP}\n";
 
 #[test]

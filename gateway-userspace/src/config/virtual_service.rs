@@ -12,7 +12,7 @@ use super::{
 use crate::{
     hosts::{HostPattern, intersect},
     model::{
-        Destination, HttpAction, HttpMatch, HttpRedirect, HttpRoute, StringMatch, TcpMatch,
+        Destination, HttpAction, HttpMatch, HttpRedirect, HttpRoute, StringMatch, Subnet, TcpMatch,
         TcpRoute, TlsMatch, TlsRoute, VirtualService,
     },
 };
@@ -195,6 +195,22 @@ fn match_gateways(
         }
     }
     resolved
+}
+
+/// `match[].destinationSubnets` of a tls or tcp rule, each an address or a
+/// CIDR block (Istio's `ValidateIPSubnet`).
+fn destination_subnets(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> Vec<Subnet> {
+    let mut subnets = Vec::new();
+    for (item_path, item) in d.items(entries, "destinationSubnets", path) {
+        let Some(text) = d.string(item, &item_path) else {
+            continue;
+        };
+        match text.parse::<Subnet>() {
+            Ok(subnet) => subnets.push(subnet),
+            Err(err) => d.error(item, &item_path, err.to_string()),
+        }
+    }
+    subnets
 }
 
 /// A tls or tcp rule's `route`, which must name at least one destination.
@@ -575,6 +591,7 @@ fn decode_tls_route(
             sni_hosts,
             port: field(m, "port").and_then(|n| port_number(d, n, &join(&match_path, "port"))),
             gateways: match_gateways(d, m, &match_path, namespace),
+            destination_subnets: destination_subnets(d, m, &match_path),
         });
     }
     let route = required_route(d, node, entries, path, "TLS");
@@ -607,6 +624,7 @@ fn decode_tcp_route(
         matches.push(TcpMatch {
             port: field(m, "port").and_then(|n| port_number(d, n, &join(&match_path, "port"))),
             gateways: match_gateways(d, m, &match_path, namespace),
+            destination_subnets: destination_subnets(d, m, &match_path),
         });
     }
     let route = required_route(d, node, entries, path, "TCP");

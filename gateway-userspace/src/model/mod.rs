@@ -1,9 +1,11 @@
 //! The validated configuration the compiler works from: plain Rust values,
 //! no YAML, no kernel types beyond the listener kind.
 mod gateway;
+mod subnet;
 mod traffic;
 
 pub use gateway::*;
+pub use subnet::*;
 pub use traffic::*;
 
 /// Every resource read, the input of [`crate::compile::plan`].

@@ -1,6 +1,8 @@
 //! Routing resources: `VirtualService`, `DestinationRule`, `ServiceEntry`.
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
+use super::Subnet;
+
 /// Who may see a resource (`exportTo`); empty means everyone (`*`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExportTo(pub Vec<String>);
@@ -167,6 +169,9 @@ pub struct TlsMatch {
     pub sni_hosts: Vec<String>,
     pub port: Option<u16>,
     pub gateways: Vec<String>,
+    /// Validated and kept so the compiler can say it is not applied: Istio
+    /// matches a gateway's tls rules by SNI, port and gateway only.
+    pub destination_subnets: Vec<Subnet>,
 }
 
 /// One `tls[]` rule (SNI passthrough).
@@ -181,6 +186,9 @@ pub struct TlsRoute {
 pub struct TcpMatch {
     pub port: Option<u16>,
     pub gateways: Vec<String>,
+    /// Validated and kept so the compiler can say it is not applied: Istio
+    /// matches a gateway's tcp rules by port and gateway only.
+    pub destination_subnets: Vec<Subnet>,
 }
 
 /// One `tcp[]` rule.

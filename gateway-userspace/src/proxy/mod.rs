@@ -8,6 +8,7 @@
 //! terminate ([`tls`]) and serve HTTP or forward, or pass the bytes
 //! through ([`tcp`]); TCP: forward ([`tcp`]).
 pub mod access_log;
+pub mod auto_passthrough;
 pub mod client_cert;
 pub mod client_hello;
 pub mod http;
@@ -19,7 +20,7 @@ pub mod tls;
 pub mod upstream;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     convert::Infallible,
     io,
     net::{IpAddr, Ipv6Addr, SocketAddr},
@@ -121,9 +122,9 @@ pub enum TlsAction {
         forward: Option<Forward>,
     },
     Passthrough(Vec<SniRoute>),
-    /// AUTO_PASSTHROUGH needs mesh SNI names a standalone node does not
-    /// have; connections are closed and counted.
-    AutoPassthrough,
+    /// AUTO_PASSTHROUGH: the SNI names one of these clusters
+    /// ([`auto_passthrough::forward`]); other connections are closed and logged.
+    AutoPassthrough(BTreeSet<String>),
 }
 
 /// Everything the proxy serves, built from one plan. Connections read it
@@ -174,11 +175,19 @@ impl Served {
                         forward: route.as_ref().map(|(forward, _)| forward.clone()),
                     },
                     TlsServerKind::Passthrough { routes } => TlsAction::Passthrough(routes.clone()),
-                    TlsServerKind::AutoPassthrough => TlsAction::AutoPassthrough,
+                    TlsServerKind::AutoPassthrough { clusters } => {
+                        TlsAction::AutoPassthrough(clusters.clone())
+                    }
+                };
+                let hosts = match &action {
+                    TlsAction::AutoPassthrough(clusters) => {
+                        auto_passthrough::server_names(&server.hosts, clusters)
+                    }
+                    _ => server.hosts.clone(),
                 };
                 entries.push(TlsEntry {
                     source: server.source.clone(),
-                    hosts: server.hosts.clone(),
+                    hosts,
                     action,
                 });
             }
@@ -675,7 +684,13 @@ async fn serve_tls(
                 None => log_unrouted(&downstream, shared),
             }
         }
-        TlsAction::AutoPassthrough => log_unrouted(&downstream, shared),
+        TlsAction::AutoPassthrough(clusters) => {
+            let _in_flight = activity.begin();
+            match auto_passthrough::forward(sni.as_deref(), &hello.alpn, clusters) {
+                Some(forward) => forward_tcp(stream, &prefix, &forward, downstream, shared).await,
+                None => log_unrouted(&downstream, shared),
+            }
+        }
         TlsAction::TerminateHttp { config, hosts } => {
             let Some(tls_stream) = handshake(stream, prefix, config, activity, gate).await else {
                 return;

@@ -1,0 +1,73 @@
+//! AUTO_PASSTHROUGH: the clusters a server lets clients name by SNI
+//! (`outbound_.<port>_.<subset>_.<host>`), built as Istio's
+//! `gateway.go::builtAutoPassthroughFilterChains` builds its filter chains.
+use std::collections::BTreeSet;
+
+use super::clusters::{Clusters, qualify};
+use crate::{
+    hosts::{HostPattern, intersect},
+    model::{Destination, Model, Resolution},
+};
+
+/// The clusters an AUTO_PASSTHROUGH server with `server_hosts` may reach,
+/// and a warning for each one that cannot be built.
+///
+/// As in Istio: every MESH_INTERNAL ServiceEntry visible from `namespace`,
+/// each of its hosts the server's hosts cover, each port but UDP ones, the
+/// service itself and every subset of its DestinationRule. Hosts with a
+/// wildcard and ServiceEntries with resolution NONE are left out: a
+/// standalone gateway has no address to send their connections to.
+pub fn reachable(
+    model: &Model,
+    namespace: &str,
+    clusters: &mut Clusters<'_>,
+    server_hosts: &[HostPattern],
+    source: &str,
+) -> (BTreeSet<String>, Vec<String>) {
+    let mut names = BTreeSet::new();
+    let mut warnings = Vec::new();
+    let entries = model.service_entries.iter().filter(|se| {
+        se.mesh_internal
+            && se.resolution != Resolution::None
+            && se.export_to.visible_from(&se.namespace, namespace)
+    });
+    for se in entries {
+        for host in &se.hosts {
+            let host = qualify(host, &se.namespace);
+            let exact = HostPattern::from_server_host(&host);
+            let covered = server_hosts
+                .iter()
+                .any(|h| intersect(h, &exact).is_some_and(|i| i == exact));
+            if host.contains('*') || !covered {
+                continue;
+            }
+            let subsets = clusters.subset_names(&host);
+            let ports = se.ports.iter().filter(|p| {
+                !p.protocol
+                    .as_deref()
+                    .is_some_and(|p| p.eq_ignore_ascii_case("UDP"))
+            });
+            for port in ports {
+                for subset in std::iter::once(None).chain(subsets.iter().cloned().map(Some)) {
+                    let dest = Destination {
+                        host: host.clone(),
+                        subset: subset.clone(),
+                        port: Some(port.number),
+                        weight: 1,
+                    };
+                    match clusters.resolve(&dest, &se.namespace) {
+                        Ok(name) => {
+                            names.insert(name);
+                        }
+                        Err(reason) => warnings.push(format!(
+                            "{source}: AUTO_PASSTHROUGH cannot reach outbound_.{}_.{}_.{host}: {reason}; connections naming it are closed",
+                            port.number,
+                            subset.as_deref().unwrap_or("")
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    (names, warnings)
+}
