@@ -402,7 +402,7 @@ print(out.decode(errors="replace"))
 "#;
 
 #[test]
-fn passthrough_reaches_the_tls_backend_by_sni_even_with_a_split_client_hello() {
+fn passthrough_by_sni_even_with_a_split_hello_and_auto_passthrough_by_mesh_sni() {
     require_root();
     let topology = topology();
     let pki = Pki::new();
@@ -424,8 +424,11 @@ fn passthrough_reaches_the_tls_backend_by_sni_even_with_a_split_client_hello() {
     let yaml = gateway_yaml(
         "  - port: {number: 443, name: tls, protocol: TLS}
     hosts: ['*.pass.test']
-    tls: {mode: PASSTHROUGH}",
-        &format!(
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 15443, name: mesh, protocol: TLS}
+    hosts: ['*.mesh.test']
+    tls: {mode: AUTO_PASSTHROUGH}",
+        &(format!(
             "apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: pass, namespace: istio-system}}
@@ -442,9 +445,41 @@ spec:
 {}",
             service_entry("a", 8443, "TLS", &format!("[{{address: {BACKEND_V4}}}]")),
             service_entry("b", 9443, "TLS", &format!("[{{address: {BACKEND_V4}}}]"))
-        ),
+        ) + &format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: mesh, namespace: istio-system}}
+spec:
+  hosts: [a.mesh.test]
+  location: MESH_INTERNAL
+  ports: [{{number: 8443, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: {BACKEND_V4}}}]
+"
+        )),
     );
     let daemon = start(&topology, &scratch, &yaml, &[]);
+    // AUTO_PASSTHROUGH: the SNI names the mesh cluster; Istio's mTLS ALPN is required.
+    let mesh = format!("{GATEWAY_V4}:15443");
+    let via_sni = |alpn: &str| {
+        let out = topology.client(&[
+            "bash",
+            "-c",
+            &format!(
+                "printf 'GET / HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n' | timeout 5 openssl s_client -quiet -ign_eof -connect {mesh} -servername outbound_.8443_._.a.mesh.test -alpn {alpn}"
+            ),
+        ]);
+        text(&out)
+    };
+    let reached = via_sni("istio,http/1.1");
+    assert!(
+        reached.contains("backend=tls-a"),
+        "{reached}\n{}",
+        daemon.log()
+    );
+    let refused = via_sni("http/1.1");
+    assert!(!refused.contains("backend="), "no mesh ALPN: {refused}");
     let ca = pki.path("ca.crt");
     for (sni, name) in [("a.pass.test", "tls-a"), ("b.pass.test", "tls-b")] {
         let out = curl(
