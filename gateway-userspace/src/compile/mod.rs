@@ -15,7 +15,7 @@ pub use self::{
 };
 
 use gateway_common::{
-    ADDR_ANY, ListenerKey, ListenerKind, ListenerValue, MAX_LISTENERS, ipv4_mapped,
+    ADDR_ANY, IPPROTO_TCP, ListenerKey, ListenerKind, ListenerValue, MAX_LISTENERS, ipv4_mapped,
 };
 
 use crate::{
@@ -189,6 +189,13 @@ pub fn plan(
             }
             let protocol = server.port.protocol;
             let port = server.port.number;
+            if protocol == Protocol::Udp {
+                // Istio builds no gateway listener for UDP; neither do we.
+                drop(format!(
+                    "UDP on port {port} is not served at a gateway (Istio opens no listener for it)"
+                ));
+                continue;
+            }
             let slot = slots
                 .entry((server.bind.ip(), port, protocol.ip_protocol()))
                 .or_insert_with(|| Slot {
@@ -312,10 +319,11 @@ pub fn plan(
     for (id, listener) in listeners.iter_mut().enumerate() {
         listener.id = u32::try_from(id).unwrap_or(u32::MAX);
     }
+    // Every listener the proxy serves is TCP (UDP servers were left out above).
     let id_of = |bind: Option<IpAddr>, port: u16| {
         listeners
             .iter()
-            .find(|l| l.bind == bind && l.port == port)
+            .find(|l| l.bind == bind && l.port == port && l.ip_protocol == IPPROTO_TCP)
             .map_or(u32::MAX, |l| l.id)
     };
     let http = http

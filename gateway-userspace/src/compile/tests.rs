@@ -527,3 +527,31 @@ fn merge_takes_the_older_gateway_first_whatever_its_name() {
     assert_eq!(plan.listeners[0].kind, ListenerKind::Tcp);
     assert_eq!(plan.dropped[0].gateway, "istio-system/aaa");
 }
+
+#[test]
+fn udp_servers_get_no_listener_and_tcp_on_the_same_port_keeps_its_id() {
+    let plan = plan_of(
+        &[gateway(
+            "dns",
+            vec![
+                server(53, Protocol::Udp, &["*"], false),
+                server(53, Protocol::Tcp, &["*"], false),
+            ],
+        )],
+        &[],
+    )
+    .expect("plan");
+    assert_eq!(plan.listeners.len(), 1, "{:?}", plan.listeners);
+    assert_eq!(plan.listeners[0].ip_protocol, IPPROTO_TCP);
+    assert_eq!(plan.tcp.len(), 1);
+    assert_eq!(plan.tcp[0].listener_id, plan.listeners[0].id);
+    assert_eq!(plan.dropped.len(), 1);
+    assert_eq!(plan.dropped[0].server, 0);
+    assert!(
+        plan.dropped[0]
+            .reason
+            .contains("UDP on port 53 is not served"),
+        "{:?}",
+        plan.dropped
+    );
+}
