@@ -190,9 +190,12 @@ pub fn plan(
             let protocol = server.port.protocol;
             let port = server.port.number;
             if protocol == Protocol::Udp {
-                // Istio builds no gateway listener for UDP; neither do we.
+                // Istio's gateway builds a TCP listener for a UDP server
+                // (buildGatewayTCPBasedFilterChains takes every non-QUIC
+                // server); a TCP socket for a UDP port would surprise more
+                // than help, so it is left out and said.
                 drop(format!(
-                    "UDP on port {port} is not served at a gateway (Istio opens no listener for it)"
+                    "UDP on port {port} is not served: the gateway proxies TCP only (Istio would open a TCP listener for it)"
                 ));
                 continue;
             }
