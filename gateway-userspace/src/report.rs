@@ -272,7 +272,7 @@ fn forward_json(forward: &Forward) -> Value {
             .iter()
             .map(|b| match &b.target {
                 Ok(cluster) => json!({"cluster": cluster, "weight": b.weight}),
-                Err(reason) => json!({"unavailable": reason, "weight": b.weight}),
+                Err(reason) => json!({"unavailable": reason.to_string(), "weight": b.weight}),
             })
             .collect(),
     )

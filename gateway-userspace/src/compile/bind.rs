@@ -6,7 +6,10 @@ use std::{
     time::Duration,
 };
 
-use super::{auto_passthrough, clusters::Clusters};
+use super::{
+    auto_passthrough,
+    clusters::{Clusters, Unresolved},
+};
 use crate::{
     hosts::{HostPattern, HostTable, VirtualHost, intersect},
     model::{
@@ -39,7 +42,7 @@ pub struct Forward(pub Vec<Backend>);
 pub struct Backend {
     pub weight: u32,
     /// A cluster name, or why there is none.
-    pub target: Result<String, String>,
+    pub target: Result<String, Unresolved>,
 }
 
 /// One HTTP route of a virtual host, in evaluation order.

@@ -30,6 +30,30 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
+/// Why a destination resolves to no cluster. The route keeps it: requests
+/// routed there get 503 (HTTP), connections are closed (TCP, TLS).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unresolved {
+    #[error("no ServiceEntry declares host {host}")]
+    NoServiceEntry { host: String },
+    #[error("destination port required: {host} has {ports} ports")]
+    PortRequired { host: String, ports: usize },
+    #[error("ServiceEntry {entry} has no port {port}")]
+    NoSuchPort { entry: String, port: u16 },
+    #[error("subset {subset} needs a DestinationRule for {host}")]
+    SubsetWithoutRule { subset: String, host: String },
+    #[error("subset {subset} is not defined in DestinationRule {rule}")]
+    UnknownSubset { subset: String, rule: String },
+    #[error(
+        "ServiceEntry {entry} has resolution NONE: a gateway has no original destination to forward to"
+    )]
+    ResolutionNone { entry: String },
+    #[error("subset {subset} of {host} selects no endpoints")]
+    SubsetWithoutEndpoints { subset: String, host: String },
+    #[error("{host} has no endpoints")]
+    NoEndpoints { host: String },
+}
+
 /// Resolves destinations, building each cluster once.
 pub struct Clusters<'m> {
     model: &'m Model,
@@ -83,7 +107,7 @@ impl<'m> Clusters<'m> {
 
     /// The cluster name for `dest` (written in a resource of `namespace`),
     /// or why there is none.
-    pub fn resolve(&mut self, dest: &Destination, namespace: &str) -> Result<String, String> {
+    pub fn resolve(&mut self, dest: &Destination, namespace: &str) -> Result<String, Unresolved> {
         let host = qualify(&dest.host, namespace);
         let entry = self
             .best(&self.model.service_entries, &host, |se| {
@@ -94,26 +118,24 @@ impl<'m> Clusters<'m> {
                     se.export_to.visible_from(&se.namespace, self.namespace),
                 )
             })
-            .ok_or_else(|| format!("no ServiceEntry declares host {host}"))?;
+            .ok_or_else(|| Unresolved::NoServiceEntry { host: host.clone() })?;
         let port = match (dest.port, entry.ports.as_slice()) {
             (Some(port), _) => port,
             (None, [only]) => only.number,
             (None, ports) => {
-                return Err(format!(
-                    "destination port required: {host} has {} ports",
-                    ports.len()
-                ));
+                return Err(Unresolved::PortRequired {
+                    host,
+                    ports: ports.len(),
+                });
             }
         };
         let service_port = entry
             .ports
             .iter()
             .find(|p| p.number == port)
-            .ok_or_else(|| {
-                format!(
-                    "ServiceEntry {}/{} has no port {port}",
-                    entry.namespace, entry.name
-                )
+            .ok_or_else(|| Unresolved::NoSuchPort {
+                entry: format!("{}/{}", entry.namespace, entry.name),
+                port,
             })?;
         let rule = self.best(&self.model.destination_rules, &host, |dr| {
             (
@@ -126,18 +148,17 @@ impl<'m> Clusters<'m> {
         let mut policy = rule.map(|dr| dr.traffic_policy.clone()).unwrap_or_default();
         let mut labels = BTreeMap::new();
         if let Some(subset_name) = &dest.subset {
-            let dr = rule.ok_or_else(|| {
-                format!("subset {subset_name} needs a DestinationRule for {host}")
+            let dr = rule.ok_or_else(|| Unresolved::SubsetWithoutRule {
+                subset: subset_name.clone(),
+                host: host.clone(),
             })?;
             let subset = dr
                 .subsets
                 .iter()
                 .find(|s| &s.name == subset_name)
-                .ok_or_else(|| {
-                    format!(
-                        "subset {subset_name} is not defined in DestinationRule {}/{}",
-                        dr.namespace, dr.name
-                    )
+                .ok_or_else(|| Unresolved::UnknownSubset {
+                    subset: subset_name.clone(),
+                    rule: format!("{}/{}", dr.namespace, dr.name),
                 })?;
             labels = subset.labels.clone();
             if let Some(subset_policy) = &subset.traffic_policy {
@@ -154,10 +175,9 @@ impl<'m> Clusters<'m> {
         let default_port = service_port.target_port.unwrap_or(port);
         let endpoints: Vec<Endpoint> = match entry.resolution {
             Resolution::None => {
-                return Err(format!(
-                    "ServiceEntry {}/{} has resolution NONE: a gateway has no original destination to forward to",
-                    entry.namespace, entry.name
-                ));
+                return Err(Unresolved::ResolutionNone {
+                    entry: format!("{}/{}", entry.namespace, entry.name),
+                });
             }
             _ if entry.endpoints.is_empty() && !host.starts_with('*') => vec![Endpoint {
                 address: EndpointAddress::Dns(host.clone()),
@@ -181,8 +201,11 @@ impl<'m> Clusters<'m> {
         };
         if endpoints.is_empty() {
             return Err(match &dest.subset {
-                Some(subset) => format!("subset {subset} of {host} selects no endpoints"),
-                None => format!("{host} has no endpoints"),
+                Some(subset) => Unresolved::SubsetWithoutEndpoints {
+                    subset: subset.clone(),
+                    host,
+                },
+                None => Unresolved::NoEndpoints { host },
             });
         }
         self.built.insert(

@@ -11,7 +11,7 @@ use std::{
 
 pub use self::{
     bind::{Backend, Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
-    clusters::{Cluster, Endpoint},
+    clusters::{Cluster, Endpoint, Unresolved},
 };
 
 use gateway_common::{

@@ -291,7 +291,7 @@ proptest! {
         for backend in backends(&plan) {
             match &backend.target {
                 Ok(name) => prop_assert!(plan.clusters.iter().any(|c| &c.name == name), "missing cluster {}", name),
-                Err(reason) => prop_assert!(plan.warnings.iter().any(|w| w.contains(reason.as_str())), "unflagged: {}", reason),
+                Err(reason) => prop_assert!(plan.warnings.iter().any(|w| w.contains(&reason.to_string())), "unflagged: {}", reason),
             }
         }
     }

@@ -253,7 +253,10 @@ fn short_destination_hosts_resolve_in_the_virtual_service_namespace() {
         ),
     ]);
     assert_eq!(
-        first_forward(&plan, "a.example.com").0[0].target,
+        first_forward(&plan, "a.example.com").0[0]
+            .target
+            .clone()
+            .map_err(|e| e.to_string()),
         Ok("outbound|8080||web.apps.svc.cluster.local".to_string())
     );
     let cluster = &plan.clusters[0];
@@ -295,7 +298,10 @@ fn unresolvable_destination_stays_as_a_503_route_with_a_warning() {
     let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: nowhere.example.org}\n";
     let plan = compile_yaml(&[GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
     assert_eq!(
-        first_forward(&plan, "a.example.com").0[0].target,
+        first_forward(&plan, "a.example.com").0[0]
+            .target
+            .clone()
+            .map_err(|e| e.to_string()),
         Err("no ServiceEntry declares host nowhere.example.org".to_string())
     );
     assert_eq!(
@@ -309,7 +315,10 @@ fn undefined_subset_is_a_503_route() {
     let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web, subset: v9}\n";
     let plan = compile_yaml(&[GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
     assert_eq!(
-        first_forward(&plan, "a.example.com").0[0].target,
+        first_forward(&plan, "a.example.com").0[0]
+            .target
+            .clone()
+            .map_err(|e| e.to_string()),
         Err("subset v9 is not defined in DestinationRule apps/web".to_string())
     );
 }
@@ -327,7 +336,10 @@ fn destination_port_is_required_when_the_service_has_several() {
         ),
     ]);
     assert_eq!(
-        first_forward(&plan, "a.example.com").0[0].target,
+        first_forward(&plan, "a.example.com").0[0]
+            .target
+            .clone()
+            .map_err(|e| e.to_string()),
         Err("destination port required: web.apps.svc.cluster.local has 2 ports".to_string())
     );
 }
@@ -408,7 +420,10 @@ fn tcp_server_uses_the_first_tcp_route_and_without_one_opens_nothing() {
     let with = compile_yaml(&[gateway, BACKENDS, &vs("t", "apps", tcp_spec)]);
     assert_eq!(with.tcp[0].source, "VirtualService apps/t spec.tcp[1]");
     assert_eq!(
-        with.tcp[0].route.0[0].target,
+        with.tcp[0].route.0[0]
+            .target
+            .clone()
+            .map_err(|e| e.to_string()),
         Ok("outbound|8080|v1|web.apps.svc.cluster.local".to_string())
     );
 }
@@ -618,7 +633,7 @@ fn service_entry_with_resolution_none_is_a_503_route() {
     );
     let plan = compile_yaml(&[GATEWAY, &none, &route]);
     assert_eq!(
-        first_forward(&plan, "a.example.com").0[0].target,
+        first_forward(&plan, "a.example.com").0[0].target.clone().map_err(|e| e.to_string()),
         Err("ServiceEntry apps/api has resolution NONE: a gateway has no original destination to forward to".to_string())
     );
 }

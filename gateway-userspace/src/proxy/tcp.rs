@@ -86,7 +86,7 @@ fn cluster<'a>(
         Ok(name) => upstreams
             .get(name)
             .ok_or_else(|| ForwardError::NoCluster(format!("cluster {name} is not built"))),
-        Err(reason) => Err(ForwardError::NoCluster(reason.clone())),
+        Err(reason) => Err(ForwardError::NoCluster(reason.to_string())),
     }
 }
 
