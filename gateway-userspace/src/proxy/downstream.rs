@@ -1,0 +1,370 @@
+//! One client connection after accept: HTTP served with hyper (plaintext
+//! or after TLS termination), TLS ports read up to the ClientHello and
+//! dispatched by SNI, TCP and passthrough forwarded; deadlines, drain on
+//! shutdown and the 408 for a stalled request head.
+use std::{
+    convert::Infallible,
+    io,
+    os::fd::{AsRawFd, RawFd},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use rustls::ServerConfig;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    sync::watch,
+};
+
+use super::{
+    access_log::Entry,
+    auto_passthrough,
+    client_hello::{self, ClientHello, Inspection},
+    http::{self, Downstream, Shared, VirtualHosts},
+    served::{TlsAction, TlsEntry},
+    stream::{Probe, Probed, Rewind},
+    tcp,
+    tls::{self, AlertDescription},
+};
+use crate::{
+    compile::Forward,
+    connection::{Activity, Expiry, Gate, with_deadlines},
+};
+
+/// Largest request head accepted; Envoy's default `max_request_headers_kb` is 60.
+const MAX_REQUEST_HEAD: usize = 60 * 1024;
+/// Concurrent HTTP/2 streams per connection (Envoy's default is 2^31-1;
+/// bounded here so one client cannot hold unbounded work).
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// How long an idle connection gets to close gracefully (HTTP/2 GOAWAY,
+/// HTTP/1 close after the current exchange) before it is dropped.
+const GRACEFUL_CLOSE: Duration = Duration::from_secs(1);
+
+/// What a connection is served with, whatever its kind.
+pub(super) struct Conn<'a> {
+    pub(super) shared: &'a Arc<Shared>,
+    pub(super) gate: &'a Gate,
+    pub(super) activity: &'a Arc<Activity>,
+    /// Flips to true when the daemon stops: HTTP connections finish the
+    /// request in progress and close (GOAWAY for HTTP/2).
+    pub(super) drain: watch::Receiver<bool>,
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `io` (plaintext or terminated TLS).
+/// `raw` is the plaintext socket under `io`, for the 408 Envoy sends to a
+/// client whose request head did not arrive in time.
+pub(super) async fn serve_http<I>(
+    io: Probed<I>,
+    raw: Option<RawFd>,
+    downstream: Downstream,
+    hosts: &Arc<VirtualHosts>,
+    conn: Conn<'_>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Conn {
+        shared,
+        gate,
+        activity,
+        mut drain,
+    } = conn;
+    let downstream = Arc::new(downstream);
+    let service = service_fn({
+        let activity = Arc::clone(activity);
+        let (hosts, shared) = (Arc::clone(hosts), Arc::clone(shared));
+        move |req| {
+            let request = activity.begin();
+            let (hosts, shared, downstream) = (
+                Arc::clone(&hosts),
+                Arc::clone(&shared),
+                Arc::clone(&downstream),
+            );
+            async move {
+                let response = http::handle(shared, hosts, downstream, req).await;
+                drop(request);
+                Ok::<_, Infallible>(response)
+            }
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(gate.limits.request_head_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_REQUEST_HEAD as u32)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(Some(100))
+        .max_local_error_reset_streams(Some(1024));
+    let probe = Arc::clone(&io.probe);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let outcome = tokio::select! {
+        outcome = with_deadlines(connection.as_mut(), activity, gate) => outcome,
+        () = draining(&mut drain) => {
+            // Shutdown: finish what is in flight, then close cleanly.
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN_GRACE, connection).await;
+            return;
+        }
+    };
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            let head_timeout = err
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout);
+            if head_timeout {
+                request_timeout(raw, &probe);
+            }
+            log::debug!("connection ended with an error: {err}")
+        }
+        Err(Expiry::Head) => request_timeout(raw, &probe),
+        Err(Expiry::Idle) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(GRACEFUL_CLOSE, connection).await;
+        }
+    }
+}
+
+/// Answers 408 on a plaintext HTTP/1 connection that sent part of a request
+/// head but not all of it in time; a silent client (or an HTTP/2 one, which
+/// has no such answer) is closed without a word.
+fn request_timeout(raw: Option<RawFd>, probe: &Probe) {
+    const ANSWER: &[u8] =
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let Some(fd) = raw else {
+        return;
+    };
+    if !probe.partial_http1() {
+        return;
+    }
+    // SAFETY: `fd` belongs to the connection, which the caller still holds,
+    // so it is open; a non-blocking send of a static buffer touches nothing else.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::send(
+            fd,
+            ANSWER.as_ptr().cast(),
+            ANSWER.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        );
+    }
+}
+
+/// Resolves once the daemon starts stopping (never if the sender is gone).
+async fn draining(drain: &mut watch::Receiver<bool>) {
+    loop {
+        if *drain.borrow_and_update() {
+            return;
+        }
+        if drain.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// How long in-flight requests get to finish when the daemon stops.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Reads from `stream` until the bytes are a whole ClientHello, something
+/// else, or too large.
+async fn read_client_hello(stream: &mut TcpStream) -> io::Result<(Vec<u8>, Inspection)> {
+    let mut buffer = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        match client_hello::inspect(&buffer) {
+            Inspection::NeedMore => continue,
+            done => return Ok((buffer, done)),
+        }
+    }
+}
+
+/// What a TLS port serves, borrowed from [`PortService::Tls`].
+pub(super) struct TlsPort<'a> {
+    pub(super) servers: &'a [TlsEntry],
+    pub(super) plaintext: Option<&'a Arc<VirtualHosts>>,
+}
+
+pub(super) async fn serve_tls(
+    mut stream: TcpStream,
+    port: TlsPort<'_>,
+    mut downstream: Downstream,
+    conn: Conn<'_>,
+) {
+    let (shared, gate, activity) = (conn.shared, conn.gate, conn.activity);
+    // The ClientHello must arrive within the request-head deadline.
+    let hello = {
+        let read = read_client_hello(&mut stream);
+        tokio::pin!(read);
+        with_deadlines(read, activity, gate).await
+    };
+    let (prefix, hello) = match hello {
+        Ok(Ok((prefix, Inspection::Hello(hello)))) => (prefix, hello),
+        Ok(Ok((_, Inspection::Malformed(reason)))) => {
+            log::debug!("{}: malformed ClientHello: {reason}", downstream.remote);
+            let _ = stream
+                .write_all(&tls::alert(AlertDescription::DecodeError))
+                .await;
+            return;
+        }
+        Ok(Ok((prefix, _))) => {
+            // TLS detection: plaintext HTTP servers on this port take it.
+            match port.plaintext {
+                Some(hosts) => {
+                    let raw = Some(stream.as_raw_fd());
+                    let stream = Probed::new(Rewind::new(prefix, stream));
+                    serve_http(stream, raw, downstream, hosts, conn).await;
+                }
+                None => log::debug!("{}: not TLS on a TLS port", downstream.remote),
+            }
+            return;
+        }
+        Ok(Err(_)) | Err(_) => return,
+    };
+    let ClientHello { sni, .. } = &hello;
+    downstream.sni = sni.clone();
+    let Some(entry) = tls::select(port.servers, |e| e.hosts.as_slice(), sni.as_deref()) else {
+        let alert = if sni.is_some() {
+            AlertDescription::UnrecognizedName
+        } else {
+            AlertDescription::HandshakeFailure
+        };
+        log::debug!(
+            "{}: no server for SNI {:?}; {alert:?} alert",
+            downstream.remote,
+            sni
+        );
+        let _ = stream.write_all(&tls::alert(alert)).await;
+        let _ = stream.shutdown().await;
+        return;
+    };
+    match &entry.action {
+        TlsAction::Passthrough(routes) => {
+            let route = tls::select(routes, |r| std::slice::from_ref(&r.sni), sni.as_deref());
+            let _in_flight = activity.begin();
+            match route {
+                Some(route) => {
+                    forward_tcp(stream, &prefix, &route.forward, downstream, shared).await
+                }
+                None => log_unrouted(&downstream, shared),
+            }
+        }
+        TlsAction::AutoPassthrough(clusters) => {
+            let _in_flight = activity.begin();
+            match auto_passthrough::forward(sni.as_deref(), &hello.alpn, clusters) {
+                Some(forward) => forward_tcp(stream, &prefix, &forward, downstream, shared).await,
+                None => log_unrouted(&downstream, shared),
+            }
+        }
+        TlsAction::TerminateHttp { config, hosts } => {
+            let Some(tls_stream) = handshake(stream, prefix, config, activity, gate).await else {
+                return;
+            };
+            downstream.tls = true;
+            // A 408 would have to be encrypted: a slow TLS client is just closed.
+            serve_http(Probed::new(tls_stream), None, downstream, hosts, conn).await;
+        }
+        TlsAction::TerminateTcp { config, forward } => {
+            let Some(tls_stream) = handshake(stream, prefix, config, activity, gate).await else {
+                return;
+            };
+            let _in_flight = activity.begin();
+            match forward {
+                Some(forward) => forward_tcp(tls_stream, &[], forward, downstream, shared).await,
+                None => log_unrouted(&downstream, shared),
+            }
+        }
+    }
+}
+
+/// Completes the handshake on bytes already read plus the rest of the stream.
+async fn handshake(
+    stream: TcpStream,
+    prefix: Vec<u8>,
+    config: &Arc<ServerConfig>,
+    activity: &Arc<Activity>,
+    gate: &Gate,
+) -> Option<tokio_rustls::server::TlsStream<Rewind>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
+    let accept = acceptor.accept(Rewind::new(prefix, stream));
+    tokio::pin!(accept);
+    match with_deadlines(accept, activity, gate).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(err)) => {
+            log::debug!("TLS handshake failed: {err}");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+fn log_unrouted(downstream: &Downstream, shared: &Shared) {
+    shared.access_log.log(&Entry {
+        start: Some(SystemTime::now()),
+        flags: vec!["NR"],
+        details: Some("filter_chain_not_found"),
+        downstream_local: Some(downstream.local),
+        downstream_remote: Some(downstream.remote),
+        sni: downstream.sni.clone(),
+        ..Entry::default()
+    });
+}
+
+/// Forwards a connection (after `prefix`, bytes already read from it) and
+/// logs it when it ends.
+pub(super) async fn forward_tcp<D>(
+    mut client: D,
+    prefix: &[u8],
+    forward: &Forward,
+    downstream: Downstream,
+    shared: &Shared,
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let mut entry = Entry {
+        start: Some(SystemTime::now()),
+        downstream_local: Some(downstream.local),
+        downstream_remote: Some(downstream.remote),
+        sni: downstream.sni.clone(),
+        ..Entry::default()
+    };
+    match tcp::connect(forward, &shared.upstreams).await {
+        Ok(mut upstream) => {
+            entry.upstream_host = Some(upstream.addr);
+            entry.upstream_cluster = Some(upstream.cluster.clone());
+            match tcp::copy_both_ways(&mut client, prefix, &mut upstream.stream).await {
+                Ok((received, sent)) => {
+                    entry.bytes_received = received;
+                    entry.bytes_sent = sent;
+                }
+                Err(err) => {
+                    log::debug!("{}: forwarding ended: {err}", downstream.remote);
+                    entry.flags.push("UC");
+                }
+            }
+        }
+        Err(err) => {
+            log::debug!("{}: cannot forward: {err}", downstream.remote);
+            entry.flags.push(err.flag());
+        }
+    }
+    entry.duration = started.elapsed();
+    shared.access_log.log(&entry);
+}

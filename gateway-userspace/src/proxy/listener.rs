@@ -1,0 +1,195 @@
+//! Listening sockets: one per listener and address, accept loops held to
+//! the connection cap, and the dispatch of each connection by listener kind.
+use std::{
+    io,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    os::fd::AsRawFd,
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::watch,
+    task::JoinSet,
+};
+
+use super::{
+    ProxyError, access_log,
+    downstream::{Conn, TlsPort, forward_tcp, serve_http, serve_tls},
+    http::Downstream,
+    served::{PortService, Served},
+    stream::Probed,
+};
+use crate::{
+    compile::Plan,
+    connection::{Acceptor, Activity, Admitted, Gate},
+};
+
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listening socket and the listener it serves.
+pub struct BoundListener {
+    pub local_addr: SocketAddr,
+    listener: TcpListener,
+    listener_id: u32,
+}
+
+/// Opens a socket for every listener of the plan the proxy serves: on its
+/// bind address, or on each of `addresses`, or on the dual-stack wildcard
+/// when none are given.
+pub fn bind_all(plan: &Plan, addresses: &[IpAddr]) -> Result<Vec<BoundListener>, ProxyError> {
+    let served = plan
+        .http
+        .iter()
+        .map(|l| (l.listener_id, l.bind, l.port))
+        .chain(plan.tls.iter().map(|l| (l.listener_id, l.bind, l.port)))
+        .chain(plan.tcp.iter().map(|l| (l.listener_id, l.bind, l.port)));
+    let mut bound = Vec::new();
+    for (listener_id, bind, port) in served {
+        let ips: Vec<IpAddr> = match (bind, addresses) {
+            (Some(bind), _) => vec![bind],
+            (None, []) => vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
+            (None, addresses) => addresses.to_vec(),
+        };
+        for ip in ips {
+            let addr = SocketAddr::new(ip, port);
+            let socket = listen(addr).map_err(|source| ProxyError::Bind { addr, source })?;
+            bound.push(BoundListener {
+                local_addr: socket.local_addr().unwrap_or(addr),
+                listener: socket,
+                listener_id,
+            });
+        }
+    }
+    Ok(bound)
+}
+
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // Restarting the daemon must not wait for TIME_WAIT sockets of the old one.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves every listener until `shutdown` flips to true, then stops
+/// accepting and lets in-flight connections finish for a short grace period.
+/// Every connection of every listener passes `gate` (one cap for the whole
+/// proxy) and is held to its deadlines; each takes the `served` current at accept.
+pub async fn serve(
+    listeners: Vec<BoundListener>,
+    served: watch::Receiver<Arc<Served>>,
+    gate: Arc<Gate>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    for listener in listeners {
+        tasks.spawn(accept_loop(
+            listener,
+            served.clone(),
+            Arc::clone(&gate),
+            shutdown.clone(),
+        ));
+    }
+    let flusher = tokio::spawn(flush_access_log(served.clone()));
+    while tasks.join_next().await.is_some() {}
+    flusher.abort();
+    served.borrow().shared.access_log.flush();
+}
+
+async fn flush_access_log(served: watch::Receiver<Arc<Served>>) {
+    let mut interval = tokio::time::interval(access_log::FLUSH_INTERVAL);
+    loop {
+        interval.tick().await;
+        let current = Arc::clone(&served.borrow());
+        current.shared.access_log.flush();
+    }
+}
+
+async fn accept_loop(
+    bound: BoundListener,
+    served: watch::Receiver<Arc<Served>>,
+    gate: Arc<Gate>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    let mut acceptor = Acceptor::new(format!("proxy {}", bound.local_addr));
+    loop {
+        tokio::select! {
+            (stream, remote, admitted) = acceptor.admitted(&bound.listener, &gate) => {
+                let current = Arc::clone(&served.borrow());
+                let addrs = (bound.local_addr, remote);
+                connections.spawn(serve_connection(stream, addrs, bound.listener_id, current, Arc::clone(&gate), admitted, shutdown.clone()));
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(bound.listener);
+    let grace = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            next = connections.join_next() => if next.is_none() { break },
+            _ = &mut grace => { connections.abort_all(); break }
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    (listening, remote): (SocketAddr, SocketAddr),
+    listener_id: u32,
+    served: Arc<Served>,
+    gate: Arc<Gate>,
+    _admitted: Admitted,
+    drain: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let conn = Conn {
+        shared: &served.shared,
+        gate: &gate,
+        activity: &activity,
+        drain,
+    };
+    // A socket bound to one address needs no getsockname(2) per connection.
+    let local = if listening.ip().is_unspecified() {
+        match stream.local_addr() {
+            Ok(local) => local,
+            Err(_) => return,
+        }
+    } else {
+        listening
+    };
+    let _ = stream.set_nodelay(true);
+    let Some(service) = served.ports.get(&listener_id).cloned() else {
+        return;
+    };
+    let downstream = Downstream {
+        tls: false,
+        local,
+        remote,
+        sni: None,
+    };
+    match &*service {
+        PortService::Http(hosts) => {
+            let raw = Some(stream.as_raw_fd());
+            serve_http(Probed::new(stream), raw, downstream, hosts, conn).await
+        }
+        PortService::Tcp(forward) => {
+            let _in_flight = activity.begin();
+            forward_tcp(stream, &[], forward, downstream, &served.shared).await;
+        }
+        PortService::Tls { servers, plaintext } => {
+            let port = TlsPort {
+                servers,
+                plaintext: plaintext.as_ref(),
+            };
+            serve_tls(stream, port, downstream, conn).await
+        }
+    }
+}
