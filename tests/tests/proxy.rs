@@ -600,6 +600,26 @@ spec:
 
     let body = text(&curl(&topology, &["--resolve", &resolve, url]));
     assert!(body.contains("header x-added: 1"), "{body}");
+    // Keep-alive to the backend: two client connections, one upstream connection.
+    let peer = |body: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("peer="))
+            .map(str::to_string)
+    };
+    let canary_url = "http://shop.test/v2only/pool";
+    let pooled: Vec<Option<String>> = (0..2)
+        .map(|_| {
+            peer(&text(&curl(
+                &topology,
+                &["--resolve", &resolve, "-H", "x-canary: yes", canary_url],
+            )))
+        })
+        .collect();
+    assert!(pooled[0].is_some(), "{pooled:?}");
+    assert_eq!(
+        pooled[0], pooled[1],
+        "the upstream connection was not reused"
+    );
     let canary = text(&curl(
         &topology,
         &[

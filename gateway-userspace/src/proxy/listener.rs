@@ -4,8 +4,8 @@ use std::{
     io,
     net::{IpAddr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd,
-    sync::Arc,
-    time::Duration,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
 };
 
 use tokio::{
@@ -116,29 +116,31 @@ async fn accept_loop(
     gate: Arc<Gate>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
     let mut acceptor = Acceptor::new(format!("proxy {}", bound.local_addr));
     loop {
         tokio::select! {
             (stream, remote, admitted) = acceptor.admitted(&bound.listener, &gate) => {
                 let current = Arc::clone(&served.borrow());
                 let addrs = (bound.local_addr, remote);
-                connections.spawn(serve_connection(stream, addrs, bound.listener_id, current, Arc::clone(&gate), admitted, shutdown.clone()));
+                // Detached: nothing wakes this loop when a connection ends;
+                // `Admitted` counts it on the gate until then.
+                tokio::spawn(serve_connection(stream, addrs, bound.listener_id, current, Arc::clone(&gate), admitted, shutdown.clone()));
             },
             _ = shutdown.changed() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     drop(bound.listener);
-    let grace = tokio::time::sleep(Duration::from_secs(5));
-    tokio::pin!(grace);
-    loop {
-        tokio::select! {
-            next = connections.join_next() => if next.is_none() { break },
-            _ = &mut grace => { connections.abort_all(); break }
-        }
+    // Connections see the same shutdown signal and drain; wait for the
+    // gate's count to reach zero, at most the grace period (the process
+    // then exits and takes what is left with it).
+    let grace = Instant::now() + SHUTDOWN_GRACE;
+    while gate.counters.active.load(Ordering::Relaxed) > 0 && Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// How long the proxy waits for connections to finish when stopping.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 async fn serve_connection(
     stream: TcpStream,

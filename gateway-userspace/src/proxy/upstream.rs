@@ -330,13 +330,30 @@ pub fn random() -> u64 {
     })
 }
 
-/// Counts a request against its endpoint while it is in flight.
+/// Counts a request against its endpoint while it is in flight, and gives
+/// its HTTP/1.1 connection back to the pool when the response is done
+/// (held by the response body, so nothing is spawned per request).
 #[derive(Debug)]
-pub struct ActiveRequest(Arc<UpstreamEndpoint>);
+pub struct ActiveRequest {
+    endpoint: Arc<UpstreamEndpoint>,
+    http1: Option<http1::SendRequest<ProxyBody>>,
+}
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
+        let Some(sender) = self.http1.take() else {
+            return;
+        };
+        // A body dropped before its end closes the connection; hyper says so.
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut pool) = self.endpoint.pool.lock() {
+            if pool.http1.len() < MAX_IDLE_PER_ENDPOINT {
+                pool.http1.push((Instant::now(), sender));
+            }
+        }
     }
 }
 
@@ -349,11 +366,16 @@ pub async fn send(
     req: Request<ProxyBody>,
 ) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
     endpoint.active.fetch_add(1, Ordering::Relaxed);
-    let active = ActiveRequest(Arc::clone(endpoint));
+    let mut active = ActiveRequest {
+        endpoint: Arc::clone(endpoint),
+        http1: None,
+    };
     let response = if version == Version::HTTP_2 {
         send_http2(endpoint, connect_timeout, req).await?
     } else {
-        send_http1(endpoint, connect_timeout, req).await?
+        let (response, sender) = send_http1(endpoint, connect_timeout, req).await?;
+        active.http1 = Some(sender);
+        response
     };
     Ok((response, active))
 }
@@ -368,11 +390,13 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Upstr
     Ok(stream)
 }
 
+/// The response, and the connection it came on (for the pool, once the
+/// response body is done).
 async fn send_http1(
     endpoint: &Arc<UpstreamEndpoint>,
     connect_timeout: Duration,
     req: Request<ProxyBody>,
-) -> Result<Response<Incoming>, UpstreamError> {
+) -> Result<(Response<Incoming>, http1::SendRequest<ProxyBody>), UpstreamError> {
     let pooled = take_idle_http1(endpoint);
     let mut sender = match pooled {
         Some(sender) => sender,
@@ -400,28 +424,23 @@ async fn send_http1(
             addr: endpoint.addr,
             source,
         })?;
-    // Back to the pool once this exchange's body is done, as hyper-util does.
-    let endpoint = Arc::clone(endpoint);
-    tokio::spawn(async move {
-        if sender.ready().await.is_ok() {
-            if let Ok(mut pool) = endpoint.pool.lock() {
-                if pool.http1.len() < MAX_IDLE_PER_ENDPOINT {
-                    pool.http1.push((Instant::now(), sender));
-                }
-            }
-        }
-    });
-    Ok(response)
+    Ok((response, sender))
 }
 
+/// The most recently returned connection that is ready for a request.
+/// Closed and expired ones are dropped; one whose last response is still
+/// being finished stays pooled for a later request.
 fn take_idle_http1(endpoint: &UpstreamEndpoint) -> Option<http1::SendRequest<ProxyBody>> {
     let mut pool = endpoint.pool.lock().ok()?;
-    while let Some((since, sender)) = pool.http1.pop() {
-        if since.elapsed() < POOL_IDLE_TIMEOUT && sender.is_ready() {
-            return Some(sender);
-        }
-    }
-    None
+    let now = Instant::now();
+    pool.http1.retain(|(since, sender)| {
+        !sender.is_closed() && now.duration_since(*since) < POOL_IDLE_TIMEOUT
+    });
+    let at = pool
+        .http1
+        .iter()
+        .rposition(|(_, sender)| sender.is_ready())?;
+    Some(pool.http1.swap_remove(at).1)
 }
 
 async fn send_http2(

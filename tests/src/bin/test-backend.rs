@@ -3,7 +3,8 @@
 //! `test-backend --name NAME --listen ADDR:PORT [--tls CERT KEY] [--echo]`
 //!
 //! HTTP (HTTP/1.1 and h2c, or h2/http1.1 over TLS): answers 200 with a
-//! text body describing the request (`backend=`, `method=`, `path=`,
+//! text body describing the request (`backend=`, `peer=` (the connection it
+//! came on), `method=`, `path=`,
 //! `version=`, then `header <name>: <value>` lines), so a test can see
 //! exactly what the gateway forwarded. `Upgrade: websocket` gets a 101 and
 //! the upgraded bytes are echoed; `/delay/<ms>` answers that much later. `--echo`: raw TCP echo prefixed with
@@ -109,7 +110,7 @@ async fn main() {
         let (args, acceptor) = (Arc::clone(&args), acceptor.clone());
         tasks.push(tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let (args, acceptor) = (Arc::clone(&args), acceptor.clone());
@@ -117,10 +118,10 @@ async fn main() {
                     match acceptor {
                         Some(acceptor) => {
                             if let Ok(tls) = acceptor.accept(stream).await {
-                                serve(tls, args).await;
+                                serve(tls, args, peer).await;
                             }
                         }
-                        None => serve(stream, args).await,
+                        None => serve(stream, args, peer).await,
                     }
                 });
             }
@@ -132,7 +133,7 @@ async fn main() {
     }
 }
 
-async fn serve<S>(stream: S, args: Arc<Args>)
+async fn serve<S>(stream: S, args: Arc<Args>, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -152,7 +153,7 @@ where
             if let Some(ms) = delay {
                 tokio::time::sleep(std::time::Duration::from_millis(ms.min(30_000))).await;
             }
-            Ok::<_, Infallible>(answer(req, &name))
+            Ok::<_, Infallible>(answer(req, &name, peer))
         }
     });
     let _ = auto::Builder::new(TokioExecutor::new())
@@ -176,7 +177,7 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, name: &str) {
     }
 }
 
-fn answer(mut req: Request<Incoming>, name: &str) -> Response<Full<Bytes>> {
+fn answer(mut req: Request<Incoming>, name: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
     if let Some(key) = req.headers().get("sec-websocket-key").cloned() {
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -202,7 +203,7 @@ fn answer(mut req: Request<Incoming>, name: &str) -> Response<Full<Bytes>> {
             .unwrap_or_default();
     }
     let mut body = format!(
-        "backend={name}\nmethod={}\npath={}\nversion={:?}\n",
+        "backend={name}\npeer={peer}\nmethod={}\npath={}\nversion={:?}\n",
         req.method(),
         req.uri().path_and_query().map_or("", |p| p.as_str()),
         req.version()
