@@ -482,6 +482,8 @@ fn remove_network() {
             .status();
     }
     let _ = fs::remove_dir_all(Path::new("/etc/netns").join(CLI_NS));
+    // Only if empty: other tools may keep their own namespaces' files there.
+    let _ = fs::remove_dir("/etc/netns");
 }
 
 /// A started server process, stopped (SIGTERM, then SIGKILL) on drop.
@@ -1403,6 +1405,21 @@ fn find_envoy(venv: &Path) -> Option<PathBuf> {
     None
 }
 
+/// Set by SIGINT/SIGTERM: the benchmark stops after the current load run
+/// and its guards remove what it created.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn stop_requested() -> anyhow::Result<()> {
+    if STOP.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
 /// Runs the benchmark and prints (and writes) the table.
 pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
     args.only.sort();
@@ -1428,6 +1445,17 @@ pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
     let per_contender = args.only.len() as u64 * (args.seconds + 4) + 15;
     let limit = Duration::from_secs(2 * args.runs * CONTENDERS.len() as u64 * per_contender);
     let started = Instant::now();
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            request_stop as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            request_stop as *const () as libc::sighandler_t,
+        );
+    }
     let _network = Network::create()?;
     let _backend = Server::start(
         "backend nginx",
@@ -1442,6 +1470,7 @@ pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
     let mut results = Results::default();
     for run_no in 1..=args.runs {
         for c in CONTENDERS {
+            stop_requested()?;
             if started.elapsed() > limit {
                 bail!("the benchmark ran past its {} s limit", limit.as_secs());
             }
@@ -1488,6 +1517,7 @@ fn bench_contender(
     results.push(Row::IdleRss, c, tree_rss_kib(server.pid()) as f64 / 1024.0);
     let mut peak = 0;
     for &m in &args.only {
+        stop_requested()?;
         let log = dir.join(format!("load-{m:?}.log"));
         let (s, rss) = measure(m, &mut server, tools, args.seconds, &log)?;
         println!(
