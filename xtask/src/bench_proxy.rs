@@ -177,6 +177,7 @@ impl Contender {
                     .args(["run", "--config"])
                     .arg(config)
                     .args(["--interface", SRV_IF, "--address", SERVER_IP])
+                    .args(["--xdp-mode", "native"])
                     .args(["--admin-address", ADMIN, "--access-log", "off"]);
             }
             Contender::Nginx => {
