@@ -2,6 +2,7 @@
 //! the eBPF toolchain, running the gateway on a demo interface, and running
 //! every test level (some need root and network namespaces).
 mod bench;
+mod bench_proxy;
 mod demo;
 mod exec;
 mod mutants;
@@ -65,6 +66,10 @@ enum Command {
 enum Bench {
     /// Load, validate and compile a large generated Istio configuration.
     Config(bench::ConfigSize),
+    /// Our gateway against nginx, HAProxy and Envoy on the same jobs (HTTP
+    /// 301, TLS handshakes, proxying), interleaved, in network namespaces
+    /// it creates (needs root; installs the contenders and load generators).
+    Proxy(bench_proxy::ProxyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -119,6 +124,13 @@ fn main() -> anyhow::Result<()> {
             provision::toolchain()?;
             match which {
                 Bench::Config(size) => bench::config(&root, size),
+                Bench::Proxy(args) => {
+                    require_root(
+                        "cargo xtask bench proxy",
+                        "it creates network namespaces and attaches XDP programs",
+                    )?;
+                    bench_proxy::proxy(&root, args)
+                }
             }
         }
     }

