@@ -73,6 +73,8 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsSetupError
     }
     let mut config = builder.with_cert_resolver(Arc::new(ByKeyType(keys)));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // The server's suite order decides, as in Envoy.
+    config.ignore_client_order = true;
     // Resumption: TLS 1.3 tickets and TLS 1.2 tickets both come from a
     // ticketer whose key rotates (every 6 hours, keeping the previous one).
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
@@ -103,25 +105,46 @@ fn choose<'a>(
         .or_else(|| keys.first())
 }
 
-/// ring's provider, its TLS 1.2 suites limited to `cipher_suites` when given
-/// (Envoy's `cipher_suites` governs TLS 1.2 only; TLS 1.3 suites are fixed),
-/// in the order given.
+/// ring's provider with Envoy's (BoringSSL's) server preference: AES-128-GCM
+/// first, then AES-256-GCM, then ChaCha20-Poly1305, for TLS 1.3 and TLS
+/// 1.2 alike. The TLS 1.2 suites are limited to `cipher_suites` in their
+/// given order when any are given (Envoy's `cipher_suites` governs TLS 1.2
+/// only; TLS 1.3 suites are fixed).
 fn provider(cipher_suites: &[rustls::CipherSuite]) -> CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
-    if cipher_suites.is_empty() {
-        return provider;
-    }
     let all = std::mem::take(&mut provider.cipher_suites);
-    let (tls13, tls12): (Vec<_>, Vec<_>) = all
+    let (mut tls13, mut tls12): (Vec<_>, Vec<_>) = all
         .into_iter()
         .partition(|suite| suite.version() == &rustls::version::TLS13);
+    tls13.sort_by_key(|suite| preference(suite.suite()));
+    tls12.sort_by_key(|suite| preference(suite.suite()));
     provider.cipher_suites = tls13;
+    if cipher_suites.is_empty() {
+        provider.cipher_suites.extend(tls12);
+        return provider;
+    }
     for wanted in cipher_suites {
         if let Some(suite) = tls12.iter().find(|s| s.suite() == *wanted) {
             provider.cipher_suites.push(*suite);
         }
     }
     provider
+}
+
+/// BoringSSL's order: AES-128-GCM, AES-256-GCM, ChaCha20 (ECDSA before RSA
+/// within TLS 1.2 only matters for which certificate is chosen, and that is
+/// decided by the client's signature schemes).
+fn preference(suite: rustls::CipherSuite) -> u8 {
+    use rustls::CipherSuite as C;
+    match suite {
+        C::TLS13_AES_128_GCM_SHA256
+        | C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        C::TLS13_AES_256_GCM_SHA384
+        | C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    }
 }
 
 /// TLS versions in `[min, max]`; Istio's default minimum at a gateway is 1.2,
@@ -384,6 +407,29 @@ mod tests {
         );
         assert_eq!(chosen(&[S::ED25519]), Some(rsa.cert.clone()));
         assert!(choose(&[], &[S::RSA_PSS_SHA256]).is_none());
+    }
+
+    #[test]
+    fn suites_follow_boringssl_preference_aes128_first() {
+        use rustls::CipherSuite as C;
+        let order: Vec<C> = provider(&[])
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            order[..3],
+            [
+                C::TLS13_AES_128_GCM_SHA256,
+                C::TLS13_AES_256_GCM_SHA384,
+                C::TLS13_CHACHA20_POLY1305_SHA256
+            ]
+        );
+        assert_eq!(order.len(), 9);
+        assert!(matches!(
+            order[3],
+            C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        ));
     }
 
     #[test]
