@@ -15,7 +15,8 @@ pub use self::{
 };
 
 use gateway_common::{
-    ADDR_ANY, IPPROTO_TCP, ListenerKey, ListenerKind, ListenerValue, MAX_LISTENERS, ipv4_mapped,
+    ADDR_ANY, IPPROTO_TCP, IPPROTO_UDP, ListenerKey, ListenerKind, ListenerValue, MAX_LISTENERS,
+    ipv4_mapped,
 };
 
 use crate::{
@@ -189,16 +190,6 @@ pub fn plan(
             }
             let protocol = server.port.protocol;
             let port = server.port.number;
-            if protocol == Protocol::Udp {
-                // Istio's gateway builds a TCP listener for a UDP server
-                // (buildGatewayTCPBasedFilterChains takes every non-QUIC
-                // server); a TCP socket for a UDP port would surprise more
-                // than help, so it is left out and said.
-                drop(format!(
-                    "UDP on port {port} is not served: the gateway proxies TCP only (Istio would open a TCP listener for it)"
-                ));
-                continue;
-            }
             let slot = slots
                 .entry((server.bind.ip(), port, protocol.ip_protocol()))
                 .or_insert_with(|| Slot {
@@ -269,6 +260,7 @@ pub fn plan(
     }
 
     let mut binder = bind::Binder::new(model, instance);
+    let mut udp_warnings = Vec::new();
     let mut listeners = Vec::new();
     let mut http = Vec::new();
     let mut tls = Vec::new();
@@ -291,6 +283,12 @@ pub fn plan(
                 tls.push((bind, port, servers, plaintext));
             }
             ListenerKind::Tcp => match binder.tcp_route(&slot.servers, port) {
+                // XDP passes the port's UDP traffic to the host, but the
+                // proxy forwards TCP only (Istio's gateway would build a TCP
+                // listener for a UDP server): said, not served by the proxy.
+                Some(_) if ip_protocol == IPPROTO_UDP => udp_warnings.push(format!(
+                    "UDP on port {port}: XDP passes it to the host, but the proxy forwards TCP only; nothing serves it"
+                )),
                 Some((route, source)) => tcp.push((bind, port, route, source)),
                 None => {
                     for accepted in &slot.servers {
@@ -322,7 +320,7 @@ pub fn plan(
     for (id, listener) in listeners.iter_mut().enumerate() {
         listener.id = u32::try_from(id).unwrap_or(u32::MAX);
     }
-    // Every listener the proxy serves is TCP (UDP servers were left out above).
+    // Every listener the proxy serves is TCP.
     let id_of = |bind: Option<IpAddr>, port: u16| {
         listeners
             .iter()
@@ -358,7 +356,8 @@ pub fn plan(
             source,
         })
         .collect();
-    let (clusters, warnings) = binder.finish();
+    let (clusters, mut warnings) = binder.finish();
+    warnings.extend(udp_warnings);
     let local_addrs: BTreeSet<IpAddr> = local_addrs.iter().copied().collect();
     Ok(Plan {
         listeners,

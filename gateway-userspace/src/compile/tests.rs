@@ -529,7 +529,7 @@ fn merge_takes_the_older_gateway_first_whatever_its_name() {
 }
 
 #[test]
-fn udp_servers_get_no_listener_and_tcp_on_the_same_port_keeps_its_id() {
+fn udp_servers_get_an_xdp_listener_but_no_proxy_socket_and_tcp_keeps_its_id() {
     let plan = plan_of(
         &[gateway(
             "dns",
@@ -541,17 +541,20 @@ fn udp_servers_get_no_listener_and_tcp_on_the_same_port_keeps_its_id() {
         &[],
     )
     .expect("plan");
-    assert_eq!(plan.listeners.len(), 1, "{:?}", plan.listeners);
-    assert_eq!(plan.listeners[0].ip_protocol, IPPROTO_TCP);
-    assert_eq!(plan.tcp.len(), 1);
-    assert_eq!(plan.tcp[0].listener_id, plan.listeners[0].id);
-    assert_eq!(plan.dropped.len(), 1);
-    assert_eq!(plan.dropped[0].server, 0);
+    assert_eq!(plan.listeners.len(), 2, "{:?}", plan.listeners);
+    let tcp_listener = plan
+        .listeners
+        .iter()
+        .find(|l| l.ip_protocol == IPPROTO_TCP)
+        .expect("a TCP listener");
+    assert_eq!(plan.tcp.len(), 1, "only TCP reaches the proxy");
+    assert_eq!(plan.tcp[0].listener_id, tcp_listener.id);
+    assert!(plan.dropped.is_empty(), "{:?}", plan.dropped);
     assert!(
-        plan.dropped[0]
-            .reason
-            .contains("UDP on port 53 is not served"),
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("UDP on port 53") && w.contains("TCP only")),
         "{:?}",
-        plan.dropped
+        plan.warnings
     );
 }
