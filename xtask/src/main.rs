@@ -37,8 +37,8 @@ enum Command {
         args: Vec<String>,
     },
     /// Build everything and run every test level: unit, BPF_PROG_TEST_RUN
-    /// packet tests, netns end-to-end tests, hostile input and a fuzz smoke
-    /// run (needs root).
+    /// packet tests, netns end-to-end and proxy tests, hostile input and a
+    /// fuzz smoke run (needs root).
     Test,
     /// `cargo fmt --check` and clippy with `-D warnings` (host crates and the eBPF crate).
     Lint,
@@ -182,6 +182,22 @@ fn test() -> anyhow::Result<()> {
     let mut e2e = cargo(&["test", "--package", "gateway-tests", "--test", "e2e"]);
     e2e.env("GATEWAY_BIN", &gateway);
     run(&mut e2e)?;
+    println!(
+        "== proxy end to end (TLS, mTLS, passthrough, routing, upstreams, websocket, TCP; curl, openssl, nginx)"
+    );
+    // One at a time: the slow-client and drain scenarios measure time.
+    let mut proxy = cargo(&[
+        "test",
+        "--package",
+        "gateway-tests",
+        "--test",
+        "proxy",
+        "--",
+        "--test-threads",
+        "1",
+    ]);
+    proxy.env("GATEWAY_BIN", &gateway);
+    run(&mut proxy)?;
     println!("== hostile input (alias bombs, deep nesting, FIFOs, silent and flooding clients)");
     // One at a time: the load tests measure latency and CPU time.
     let mut hostile = cargo(&[

@@ -21,6 +21,11 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("curl", "curl"),
     ("ping", "iputils-ping"),
+    ("openssl", "openssl"),
+    // A real backend for one proxy scenario.
+    ("nginx", "nginx-light"),
+    // Debian's own Python (stdlib only) runs the TLS and websocket clients.
+    ("/usr/bin/python3", "python3"),
 ];
 
 /// Toolchain and test packages.
