@@ -235,11 +235,8 @@ pub fn plan(
                     ));
                     continue;
                 }
-                // Istio accepts this; the proxy tells TLS and plaintext
-                // apart per connection (TLS detection).
-                (None, false) if slot.kind == ListenerKind::Tls => {
-                    slot.plaintext = Some((protocol, who.clone()))
-                }
+                // On a port TLS servers own, Istio accepts this too; the
+                // proxy tells TLS and plaintext apart per connection.
                 (None, false) => slot.plaintext = Some((protocol, who.clone())),
                 _ => {}
             }

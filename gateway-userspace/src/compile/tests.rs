@@ -558,3 +558,32 @@ fn udp_servers_get_an_xdp_listener_but_no_proxy_socket_and_tcp_keeps_its_id() {
         plan.warnings
     );
 }
+
+#[test]
+fn a_tls_port_gets_plaintext_virtual_hosts_only_when_plaintext_servers_share_it() {
+    let https = |hosts: &[&str]| {
+        let mut s = server(8443, Protocol::Https, hosts, false);
+        s.tls = Some(ServerTls {
+            mode: TlsMode::Simple,
+            ..Default::default()
+        });
+        s
+    };
+    let tls_only = plan_of(&[gateway("a", vec![https(&["a.example.com"])])], &[]).expect("plan");
+    assert_eq!(tls_only.tls.len(), 1);
+    assert!(tls_only.tls[0].plaintext.is_none());
+    let mixed = plan_of(
+        &[gateway(
+            "a",
+            vec![
+                https(&["a.example.com"]),
+                server(8443, Protocol::Http, &["a.example.com"], false),
+            ],
+        )],
+        &[],
+    )
+    .expect("plan");
+    assert!(mixed.dropped.is_empty(), "{:?}", mixed.dropped);
+    let plaintext = mixed.tls[0].plaintext.as_ref().expect("plaintext hosts");
+    assert!(plaintext.lookup("a.example.com").is_some());
+}

@@ -223,3 +223,18 @@ fn files_are_not_checked_after_a_tls_settings_error() {
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(errors[0].contains("minProtocolVersion"), "{errors:#?}");
 }
+
+#[test]
+fn a_separate_ca_credential_found_nowhere_is_an_error_of_its_own() {
+    let fs = files(&[
+        ("/cfg/credentials/web/tls.crt", CERT),
+        ("/cfg/credentials/web/tls.key", KEY),
+    ]);
+    let config = load_without_dir(
+        &https("{mode: MUTUAL, credentialName: web, caCertCredentialName: other-ca}"),
+        &fs,
+    );
+    let errors = errors(&config);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("other-ca"), "{errors:?}");
+}
