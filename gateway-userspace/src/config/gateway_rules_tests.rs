@@ -618,3 +618,12 @@ fn a_certificate_without_its_key_is_not_a_second_source() {
         found(&config)
     );
 }
+
+#[test]
+fn a_range_of_exactly_tls_1_2_is_offered_and_valid() {
+    let config = gateway_with(&server(
+        "HTTPS",
+        "    tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_2, maxProtocolVersion: TLSV1_2}\n",
+    ));
+    assert_eq!(found(&config), Vec::new());
+}
