@@ -141,16 +141,24 @@ pub async fn handle(
     } else {
         Entry::default()
     };
-    let received = Arc::new(AtomicU64::new(0));
-    let mut response =
-        route_request(&shared, &hosts, &downstream, req, &mut entry, &received).await;
+    // Request bytes are counted only for the log line.
+    let received = logging.then(|| Arc::new(AtomicU64::new(0)));
+    let mut response = route_request(
+        &shared,
+        &hosts,
+        &downstream,
+        req,
+        &mut entry,
+        received.as_ref(),
+    )
+    .await;
     response
         .headers_mut()
         .insert(header::SERVER, HeaderValue::from_static(SERVER_HEADER));
     entry.status = response.status().as_u16();
-    if !logging {
+    let Some(received) = received else {
         return response;
-    }
+    };
     let (parts, body) = response.into_parts();
     let logged = Logged {
         inner: body,
@@ -170,7 +178,7 @@ async fn route_request(
     downstream: &Downstream,
     mut req: Request<Incoming>,
     entry: &mut Entry,
-    received: &Arc<AtomicU64>,
+    received: Option<&Arc<AtomicU64>>,
 ) -> Response<ProxyBody> {
     // At most two Host values matter (none, one, or too many): no allocation.
     let mut hosts_sent = req.headers().get_all(header::HOST).iter();
@@ -321,7 +329,7 @@ async fn forward(
     req: Request<Incoming>,
     target: Target<'_>,
     entry: &mut Entry,
-    received: &Arc<AtomicU64>,
+    received: Option<&Arc<AtomicU64>>,
 ) -> Response<ProxyBody> {
     let RouteAction::Forward {
         backends,
@@ -438,19 +446,8 @@ async fn forward(
 
 /// Weighted random choice among the route's backends (Envoy weighted_clusters).
 fn pick_backend(backends: &[Backend]) -> Option<&Backend> {
-    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-    if total == 0 {
-        return backends.first();
-    }
-    let mut ticket = upstream::random() % total;
-    for backend in backends {
-        let weight = u64::from(backend.weight);
-        if ticket < weight {
-            return Some(backend);
-        }
-        ticket -= weight;
-    }
-    backends.last()
+    upstream::weighted(backends, |b| u64::from(b.weight), upstream::random())
+        .or_else(|| backends.first())
 }
 
 fn upstream_failure(err: UpstreamError, entry: &mut Entry) -> Response<ProxyBody> {
@@ -487,7 +484,7 @@ fn upstream_request(
     authority: &str,
     path_and_query: &str,
     version: Version,
-    received: &Arc<AtomicU64>,
+    received: Option<&Arc<AtomicU64>>,
 ) -> Result<UpstreamParts, String> {
     let websocket = version == Version::HTTP_11 && is_upgrade(req.headers());
     let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
@@ -509,14 +506,15 @@ fn upstream_request(
         let host = HeaderValue::from_str(authority).map_err(|err| err.to_string())?;
         parts.headers.insert(header::HOST, host);
     }
-    let body = Counted {
-        inner: body,
-        count: Arc::clone(received),
+    let body = match received {
+        Some(count) => Counted {
+            inner: body,
+            count: Arc::clone(count),
+        }
+        .boxed_unsync(),
+        None => body.boxed_unsync(),
     };
-    Ok((
-        Request::from_parts(parts, body.boxed_unsync()),
-        downstream_upgrade,
-    ))
+    Ok((Request::from_parts(parts, body), downstream_upgrade))
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {

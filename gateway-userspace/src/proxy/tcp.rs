@@ -10,7 +10,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::upstream::{UpstreamCluster, UpstreamError, Upstreams, random};
+use super::upstream::{UpstreamCluster, UpstreamError, Upstreams, random, weighted};
 use crate::compile::{Backend, Forward};
 
 /// A connected backend and how it was chosen.
@@ -68,19 +68,7 @@ fn cluster<'a>(
     backends: &[Backend],
     upstreams: &'a Upstreams,
 ) -> Result<&'a Arc<UpstreamCluster>, ForwardError> {
-    let total: u64 = backends.iter().map(|b| u64::from(b.weight.max(1))).sum();
-    let mut ticket = if total == 0 { 0 } else { random() % total };
-    let backend = backends
-        .iter()
-        .find(|b| {
-            let weight = u64::from(b.weight.max(1));
-            if ticket < weight {
-                true
-            } else {
-                ticket -= weight;
-                false
-            }
-        })
+    let backend = weighted(backends, |b| u64::from(b.weight.max(1)), random())
         .ok_or_else(|| ForwardError::NoCluster("the route has no destination".into()))?;
     match &backend.target {
         Ok(name) => upstreams

@@ -60,6 +60,11 @@ pub enum UpstreamError {
     },
 }
 
+/// The error of a failed exchange with `addr`, for `map_err`.
+fn exchange(addr: SocketAddr) -> impl FnOnce(hyper::Error) -> UpstreamError {
+    move |source| UpstreamError::Exchange { addr, source }
+}
+
 impl UpstreamError {
     /// Envoy's response flag for this failure.
     pub fn flag(&self) -> &'static str {
@@ -283,21 +288,7 @@ fn choose(
     balance: Balance,
     next: &AtomicUsize,
 ) -> Option<Arc<UpstreamEndpoint>> {
-    let total: u64 = endpoints.iter().map(|ep| u64::from(ep.weight)).sum();
-    if total == 0 {
-        return None;
-    }
-    let at = |ticket: u64| {
-        let mut ticket = ticket % total;
-        for ep in endpoints {
-            let weight = u64::from(ep.weight);
-            if ticket < weight {
-                return Some(Arc::clone(ep));
-            }
-            ticket -= weight;
-        }
-        None
-    };
+    let at = |ticket: u64| weighted(endpoints, |ep| u64::from(ep.weight), ticket).cloned();
     match balance {
         Balance::RoundRobin => at(next.fetch_add(1, Ordering::Relaxed) as u64),
         Balance::Random => at(random()),
@@ -308,6 +299,25 @@ fn choose(
             Some(if load(&b) < load(&a) { b } else { a })
         }
     }
+}
+
+/// The item `ticket` lands on when each item owns a share of `weight(item)`
+/// tickets, in order (the ticket taken modulo the total); `None` when the
+/// total is zero. Load balancing and weighted route destinations share it.
+pub fn weighted<T>(items: &[T], weight: impl Fn(&T) -> u64, ticket: u64) -> Option<&T> {
+    let total: u64 = items.iter().map(&weight).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut ticket = ticket % total;
+    for item in items {
+        let share = weight(item);
+        if ticket < share {
+            return Some(item);
+        }
+        ticket -= share;
+    }
+    None
 }
 
 /// A fast, non-cryptographic random number (balancing and request ids'
@@ -405,10 +415,7 @@ async fn send_http1(
             let (sender, connection) = http1::Builder::new()
                 .handshake(TokioIo::new(stream))
                 .await
-                .map_err(|source| UpstreamError::Exchange {
-                    addr: endpoint.addr,
-                    source,
-                })?;
+                .map_err(exchange(endpoint.addr))?;
             tokio::spawn(async move {
                 if let Err(err) = connection.with_upgrades().await {
                     log::debug!("upstream connection ended: {err}");
@@ -420,10 +427,7 @@ async fn send_http1(
     let response = sender
         .send_request(req)
         .await
-        .map_err(|source| UpstreamError::Exchange {
-            addr: endpoint.addr,
-            source,
-        })?;
+        .map_err(exchange(endpoint.addr))?;
     Ok((response, sender))
 }
 
@@ -462,10 +466,7 @@ async fn send_http2(
                 .timer(TokioTimer::new())
                 .handshake(TokioIo::new(stream))
                 .await
-                .map_err(|source| UpstreamError::Exchange {
-                    addr: endpoint.addr,
-                    source,
-                })?;
+                .map_err(exchange(endpoint.addr))?;
             tokio::spawn(async move {
                 if let Err(err) = connection.await {
                     log::debug!("upstream h2 connection ended: {err}");
@@ -480,10 +481,7 @@ async fn send_http2(
     sender
         .send_request(req)
         .await
-        .map_err(|source| UpstreamError::Exchange {
-            addr: endpoint.addr,
-            source,
-        })
+        .map_err(exchange(endpoint.addr))
 }
 
 /// Every cluster of a plan, by name.
