@@ -68,6 +68,30 @@ fn backend(topology: &Topology, name: &str, addr: &str, extra: &[&str]) -> Backe
     )
 }
 
+/// The demo backend examples/seed.yaml's ServiceEntry names (127.0.0.1:18080
+/// next to the gateway) and the daemon serving the seed with `extra` flags.
+fn start_seed(topology: &Topology, extra: &[&str]) -> (Backend, Daemon) {
+    let backend = Backend::start(
+        topology,
+        &topology.gateway_ns,
+        Path::new(TEST_BACKEND),
+        &["--name", "demo-backend", "--listen", "127.0.0.1:18080"],
+        "127.0.0.1:18080".parse().expect("addr"),
+    );
+    let mut args = vec![
+        "--config",
+        SEED,
+        "--interface",
+        &topology.gateway_if,
+        "--address",
+        GATEWAY_V4,
+        "--admin-address",
+        ADMIN,
+    ];
+    args.extend_from_slice(extra);
+    (backend, Daemon::start(topology, &args))
+}
+
 /// Writes `yaml` as the only config file and starts the daemon on it.
 fn start(topology: &Topology, scratch: &Scratch, yaml: &str, extra: &[&str]) -> Daemon {
     let config = scratch.path.join("config.yaml");
@@ -143,28 +167,7 @@ spec:
 fn seed_redirects_http_and_serves_https_from_the_backend() {
     require_root();
     let topology = topology();
-    // examples/seed.yaml's ServiceEntry names 127.0.0.1:18080 for the demo backend.
-    let gw_ns = topology.gateway_ns.clone();
-    let _backend = Backend::start(
-        &topology,
-        &gw_ns,
-        Path::new(TEST_BACKEND),
-        &["--name", "demo-backend", "--listen", "127.0.0.1:18080"],
-        "127.0.0.1:18080".parse().expect("addr"),
-    );
-    let daemon = Daemon::start(
-        &topology,
-        &[
-            "--config",
-            SEED,
-            "--interface",
-            &topology.gateway_if,
-            "--address",
-            GATEWAY_V4,
-            "--admin-address",
-            ADMIN,
-        ],
-    );
+    let (_backend, daemon) = start_seed(&topology, &[]);
     let out = curl(
         &topology,
         &[
@@ -233,27 +236,7 @@ fn seed_redirects_http_and_serves_https_from_the_backend() {
 fn unknown_host_is_404_and_unknown_sni_gets_an_unrecognized_name_alert() {
     require_root();
     let topology = topology();
-    let gw_ns = topology.gateway_ns.clone();
-    let _backend = Backend::start(
-        &topology,
-        &gw_ns,
-        Path::new(TEST_BACKEND),
-        &["--name", "demo-backend", "--listen", "127.0.0.1:18080"],
-        "127.0.0.1:18080".parse().expect("addr"),
-    );
-    let _daemon = Daemon::start(
-        &topology,
-        &[
-            "--config",
-            SEED,
-            "--interface",
-            &topology.gateway_if,
-            "--address",
-            GATEWAY_V4,
-            "--admin-address",
-            ADMIN,
-        ],
-    );
+    let (_backend, _daemon) = start_seed(&topology, &[]);
     // SNI dataengine.com, Host other.com: the server's route table lacks it.
     let code = status(
         &topology,
@@ -1046,29 +1029,7 @@ spec:
 fn silent_tls_clients_are_closed_while_requests_keep_flowing() {
     require_root();
     let topology = topology();
-    let gw_ns = topology.gateway_ns.clone();
-    let _backend = Backend::start(
-        &topology,
-        &gw_ns,
-        Path::new(TEST_BACKEND),
-        &["--name", "demo-backend", "--listen", "127.0.0.1:18080"],
-        "127.0.0.1:18080".parse().expect("addr"),
-    );
-    let daemon = Daemon::start(
-        &topology,
-        &[
-            "--config",
-            SEED,
-            "--interface",
-            &topology.gateway_if,
-            "--address",
-            GATEWAY_V4,
-            "--admin-address",
-            ADMIN,
-            "--request-head-timeout",
-            "1s",
-        ],
-    );
+    let (_backend, daemon) = start_seed(&topology, &["--request-head-timeout", "1s"]);
     // 100 connections that never send a ClientHello, or only half of one.
     let script = format!(
         r#"
