@@ -76,6 +76,14 @@ pub struct ProxyArgs {
     /// c (TLS 1.3 full handshakes), d (TLS keep-alive proxied to a backend).
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
     pub only: Vec<Measurement>,
+    /// Contenders to run (all by default; one alone is for profiling, the
+    /// ratios need the baselines of the same run).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ours,nginx,haproxy,envoy"
+    )]
+    pub contenders: Vec<Contender>,
 }
 
 /// One load run's job.
@@ -105,8 +113,9 @@ impl Measurement {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Contender {
+/// A server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Contender {
     Ours,
     Nginx,
     Haproxy,
@@ -1425,6 +1434,8 @@ fn stop_requested() -> anyhow::Result<()> {
 pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
     args.only.sort();
     args.only.dedup();
+    args.contenders.sort();
+    args.contenders.dedup();
     let mut tools = provision(root)?;
     let scratch = root.join("target/bench/proxy");
     let _ = fs::remove_dir_all(&scratch);
@@ -1444,7 +1455,7 @@ pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
 
     // Per load run: its seconds plus start, checks and stop of a contender.
     let per_contender = args.only.len() as u64 * (args.seconds + 4) + 15;
-    let limit = Duration::from_secs(2 * args.runs * CONTENDERS.len() as u64 * per_contender);
+    let limit = Duration::from_secs(2 * args.runs * args.contenders.len() as u64 * per_contender);
     let started = Instant::now();
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -1470,7 +1481,7 @@ pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
 
     let mut results = Results::default();
     for run_no in 1..=args.runs {
-        for c in CONTENDERS {
+        for &c in &args.contenders {
             stop_requested()?;
             if started.elapsed() > limit {
                 bail!("the benchmark ran past its {} s limit", limit.as_secs());
