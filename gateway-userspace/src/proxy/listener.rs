@@ -72,6 +72,9 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     // Restarting the daemon must not wait for TIME_WAIT sockets of the old one.
     socket.set_reuseaddr(true)?;
+    // Accepted sockets inherit TCP_NODELAY: responses and forwarded chunks
+    // go out at once, with no setsockopt(2) per connection.
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -167,7 +170,6 @@ async fn serve_connection(
     } else {
         listening
     };
-    let _ = stream.set_nodelay(true);
     let Some(service) = served.ports.get(&listener_id).cloned() else {
         return;
     };
@@ -193,5 +195,19 @@ async fn serve_connection(
             };
             serve_tls(stream, port, downstream, conn).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 }

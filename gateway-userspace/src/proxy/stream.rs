@@ -28,10 +28,20 @@ impl Probe {
     }
 }
 
+/// Size of the first read from a connection: a whole ordinary request
+/// head, so the 24-byte HTTP/2 preface check in front of hyper does not
+/// cost a second read(2) for the rest of the head.
+const FIRST_READ: usize = 4096;
+
 /// `io`, noting whether any byte arrived and whether it started like HTTP/2.
+/// Its first read takes up to [`FIRST_READ`] bytes whatever the caller asked
+/// for, and hands the surplus out on the next reads.
 pub(super) struct Probed<I> {
     inner: I,
     pub(super) probe: Arc<Probe>,
+    /// What the first read got beyond the caller's buffer, from `offset` on.
+    surplus: Vec<u8>,
+    offset: usize,
 }
 
 impl<I> Probed<I> {
@@ -39,6 +49,16 @@ impl<I> Probed<I> {
         Probed {
             inner,
             probe: Arc::new(Probe::default()),
+            surplus: Vec::new(),
+            offset: 0,
+        }
+    }
+
+    fn note(&self, fresh: &[u8]) {
+        if !fresh.is_empty() && !self.probe.received.swap(true, Ordering::Relaxed) {
+            self.probe
+                .http2
+                .store(fresh.starts_with(b"PRI "), Ordering::Relaxed);
         }
     }
 }
@@ -49,14 +69,32 @@ impl<I: AsyncRead + Unpin> AsyncRead for Probed<I> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        let fresh = buf.filled().get(before..).unwrap_or_default();
-        if !fresh.is_empty() && !self.probe.received.swap(true, Ordering::Relaxed) {
-            self.probe
-                .http2
-                .store(fresh.starts_with(b"PRI "), Ordering::Relaxed);
+        let this = &mut *self;
+        if let Some(rest) = this.surplus.get(this.offset..).filter(|r| !r.is_empty()) {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.offset += n;
+            if this.offset == this.surplus.len() {
+                this.surplus = Vec::new();
+                this.offset = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
         }
+        let first = !this.probe.received.load(Ordering::Relaxed);
+        if first && (1..FIRST_READ).contains(&buf.remaining()) {
+            let mut space = [std::mem::MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut whole = tokio::io::ReadBuf::uninit(&mut space);
+            std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut whole))?;
+            let fresh = whole.filled();
+            this.note(fresh);
+            let n = fresh.len().min(buf.remaining());
+            buf.put_slice(&fresh[..n]);
+            this.surplus = fresh[n..].to_vec();
+            return std::task::Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.note(buf.filled().get(before..).unwrap_or_default());
         polled
     }
 }
@@ -166,5 +204,69 @@ impl AsyncWrite for Rewind {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{pin::Pin, task::Poll};
+
+    use tokio::io::{AsyncReadExt, ReadBuf};
+
+    use super::*;
+
+    /// Yields `data` in reads of whatever size is asked, counting them.
+    struct Counted {
+        data: Vec<u8>,
+        reads: usize,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.reads += 1;
+            let n = self.data.len().min(buf.remaining());
+            let taken: Vec<u8> = self.data.drain(..n).collect();
+            buf.put_slice(&taken);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_first_read_takes_the_whole_head_in_one_read() {
+        let head = b"GET /some/path HTTP/1.1\r\nhost: dataengine.com\r\n\r\n".to_vec();
+        let mut probed = Probed::new(Counted {
+            data: head.clone(),
+            reads: 0,
+        });
+        let mut preface = [0u8; 24];
+        probed.read_exact(&mut preface).await.unwrap();
+        let mut rest = vec![0u8; 8192];
+        let n = probed.read(&mut rest).await.unwrap();
+        assert_eq!([&preface[..], &rest[..n]].concat(), head);
+        assert_eq!(
+            probed.inner.reads, 1,
+            "one read of the source for the whole head"
+        );
+        assert!(probed.probe.partial_http1());
+        assert_eq!(
+            probed.read(&mut rest).await.unwrap(),
+            0,
+            "then the source's end"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_http2_preface_is_noted_through_the_first_read() {
+        let mut probed = Probed::new(Counted {
+            data: b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+            reads: 0,
+        });
+        let mut first = [0u8; 4];
+        probed.read_exact(&mut first).await.unwrap();
+        assert!(!probed.probe.partial_http1());
     }
 }
