@@ -1042,3 +1042,26 @@ fn h2_upgrade_policy_and_use_client_protocol_are_decoded() {
         "invalid h2UpgradePolicy \"upgrade\", supported are DEFAULT, DO_NOT_UPGRADE, UPGRADE",
     );
 }
+
+#[test]
+fn header_operation_maps_may_be_null_but_not_lists() {
+    let with = |request: &str| {
+        vs(&format!(
+            "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {{host: web.apps.svc.cluster.local}}\n    headers:\n      request: {request}\n"
+        ))
+    };
+    let config = with("{set: null}");
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let config = with("{add: [x-a]}");
+    let error = config
+        .diagnostics
+        .iter()
+        .find(|d| d.field == "spec.http[0].headers.request.add")
+        .expect("an error for the list");
+    assert_eq!(error.severity, Severity::Error);
+    assert!(
+        error.message.starts_with("expected a mapping"),
+        "{}",
+        error.message
+    );
+}

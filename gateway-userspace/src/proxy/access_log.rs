@@ -54,10 +54,18 @@ pub struct Entry {
 /// The log sink: lines are buffered and written at most every second or
 /// every 32 KiB, like Envoy's access-log flush, so logging costs no
 /// syscall per request.
-#[derive(Debug)]
 pub struct AccessLog {
     format: Format,
     buffer: Mutex<Vec<u8>>,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
 }
 
 const FLUSH_BYTES: usize = 32 * 1024;
@@ -67,9 +75,15 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 impl AccessLog {
     /// A sink writing `format` to stdout.
     pub fn new(format: Format) -> Self {
+        Self::to(format, Box::new(std::io::stdout()))
+    }
+
+    /// A sink writing `format` to `out` (stdout but in tests).
+    fn to(format: Format, out: Box<dyn Write + Send>) -> Self {
         AccessLog {
             format,
             buffer: Mutex::new(Vec::with_capacity(FLUSH_BYTES)),
+            out: Mutex::new(out),
         }
     }
 
@@ -104,9 +118,10 @@ impl AccessLog {
             Ok(mut buffer) if !buffer.is_empty() => std::mem::take(&mut *buffer),
             _ => return,
         };
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(&pending);
-        let _ = stdout.flush();
+        if let Ok(mut out) = self.out.lock() {
+            let _ = out.write_all(&pending);
+            let _ = out.flush();
+        }
     }
 }
 
@@ -256,6 +271,91 @@ mod tests {
         assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(at(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn start_time_follows_the_gregorian_leap_rules() {
+        let at = |secs: u64| rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        // Days since 1970 of dates around century and 400-year boundaries.
+        let day = |days: u64| at(days * 86_400);
+        assert_eq!(day(10_956), "1999-12-31T00:00:00.000Z");
+        assert_eq!(day(11_016), "2000-02-29T00:00:00.000Z");
+        assert_eq!(day(11_017), "2000-03-01T00:00:00.000Z");
+        assert_eq!(day(19_782), "2024-02-29T00:00:00.000Z");
+        assert_eq!(day(47_540), "2100-02-28T00:00:00.000Z");
+        assert_eq!(day(47_541), "2100-03-01T00:00:00.000Z");
+        assert_eq!(day(157_113), "2400-02-29T00:00:00.000Z");
+        assert_eq!(day(157_114), "2400-03-01T00:00:00.000Z");
+        assert_eq!(day(157_419), "2400-12-31T00:00:00.000Z");
+        assert_eq!(at(86_399 + 3_600), "1970-01-02T00:59:59.000Z");
+    }
+
+    /// A writer the test can read back, counting flushes.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<Mutex<(Vec<u8>, usize)>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.lock().unwrap().1 += 1;
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn written(&self) -> (String, usize) {
+            let inner = self.0.lock().unwrap();
+            (String::from_utf8(inner.0.clone()).unwrap(), inner.1)
+        }
+    }
+
+    #[test]
+    fn lines_wait_in_the_buffer_until_a_flush_or_32_kib() {
+        let out = Shared::default();
+        let log = AccessLog::to(Format::Text, Box::new(out.clone()));
+        assert!(log.enabled());
+        let line = text(&entry());
+        // Just under 32 KiB of lines: nothing reaches the writer.
+        let fit = (FLUSH_BYTES - 1) / (line.len() + 1);
+        for _ in 0..fit {
+            log.log(&entry());
+        }
+        assert_eq!(out.written(), (String::new(), 0));
+        log.flush();
+        let (written, flushes) = out.written();
+        assert_eq!(written, format!("{line}\n").repeat(fit));
+        assert_eq!(flushes, 1);
+        // An empty buffer writes nothing, not even a flush.
+        log.flush();
+        assert_eq!(out.written().1, 1);
+        // The line that reaches 32 KiB takes the whole buffer out.
+        for _ in 0..=fit {
+            log.log(&entry());
+        }
+        let (written, flushes) = out.written();
+        assert_eq!(written.len(), (2 * fit + 1) * (line.len() + 1));
+        assert_eq!(flushes, 2);
+    }
+
+    #[test]
+    fn json_sink_writes_json_and_off_writes_nothing() {
+        let out = Shared::default();
+        let log = AccessLog::to(Format::Json, Box::new(out.clone()));
+        log.log(&entry());
+        log.flush();
+        let (written, _) = out.written();
+        assert_eq!(written, format!("{}\n", json(&entry())));
+
+        let out = Shared::default();
+        let log = AccessLog::to(Format::Off, Box::new(out.clone()));
+        assert!(!log.enabled());
+        log.log(&entry());
+        log.flush();
+        assert_eq!(out.written(), (String::new(), 0));
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn base64(bytes: &[u8]) -> String {
             chunk.get(1).copied().unwrap_or(0),
             chunk.get(2).copied().unwrap_or(0),
         ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let n = u32::from_be_bytes([0, b[0], b[1], b[2]]);
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
@@ -164,9 +164,9 @@ mod der {
 
     /// One TLV read from the front of the input: (tag, the whole element,
     /// its contents, what follows it).
-    type Element<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+    pub(super) type Element<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
 
-    fn element(input: &[u8]) -> Option<Element<'_>> {
+    pub(super) fn element(input: &[u8]) -> Option<Element<'_>> {
         let tag = *input.first()?;
         let first = *input.get(1)?;
         let (len, header) = if first < 0x80 {
@@ -297,6 +297,115 @@ mod tests {
             ("foobar", "Zm9vYmFy"),
         ] {
             assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn hex_is_lower_case_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0xab, 0x10, 0xff]), "00ab10ff");
+    }
+
+    #[test]
+    fn der_lengths_take_the_short_form_or_one_to_four_octets() {
+        let short = [0x04, 0x02, 0xaa, 0xbb, 0xcc];
+        let (tag, whole, contents, rest) = der::element(&short).unwrap();
+        assert_eq!(
+            (tag, whole, contents, rest),
+            (0x04, &short[..4], &[0xaa, 0xbb][..], &[0xcc][..])
+        );
+        // 0x80 is BER's indefinite length, which DER forbids.
+        let mut indefinite = vec![0x04, 0x80];
+        indefinite.extend([0u8; 130]);
+        assert!(der::element(&indefinite).is_none());
+        let long_one = [0x04, 0x81, 0x01, 0xaa];
+        assert_eq!(der::element(&long_one).unwrap().2, &[0xaa]);
+        let long_four = [0x04, 0x84, 0x00, 0x00, 0x00, 0x01, 0xaa];
+        assert_eq!(der::element(&long_four).unwrap().2, &[0xaa]);
+        let long_five = [0x04, 0x85, 0x00, 0x00, 0x00, 0x00, 0x01, 0xaa];
+        assert!(der::element(&long_five).is_none());
+    }
+
+    #[test]
+    fn pins_come_from_the_tls_block_with_hashes_normalised() {
+        let tls = ServerTls {
+            subject_alt_names: vec!["spiffe://example.org/client".into()],
+            verify_certificate_spki: vec!["AAAA".into()],
+            verify_certificate_hash: vec!["AB:CD:0F".into()],
+            ..ServerTls::default()
+        };
+        let pins = Pins::from_tls(&tls);
+        assert_eq!(
+            pins,
+            Pins {
+                subject_alt_names: vec!["spiffe://example.org/client".into()],
+                spki: vec!["AAAA".into()],
+                hashes: vec!["abcd0f".into()],
+            }
+        );
+        assert!(Pins::from_tls(&ServerTls::default()).is_empty());
+    }
+
+    #[test]
+    fn any_one_pin_makes_the_set_non_empty() {
+        assert!(pins(&[], &[], &[]).is_empty());
+        assert!(!pins(&["a"], &[], &[]).is_empty());
+        assert!(!pins(&[], &["a"], &[]).is_empty());
+        assert!(!pins(&[], &[], &["a"]).is_empty());
+    }
+
+    #[test]
+    fn a_lone_spki_or_hash_pin_must_match() {
+        let cert = include_bytes!("testdata/client.der");
+        assert!(pins(&[], &[], &["00"]).check(cert).is_err());
+        assert!(pins(&[], &["AAAA"], &[]).check(cert).is_err());
+        let hash = "4b227777d4dd1fc61c6f884f48641d02b4d121d3fd328cb08b5531fcacdabf8a";
+        assert!(
+            pins(&[], &[], &[hash]).check(cert).is_err(),
+            "a foreign digest"
+        );
+    }
+
+    /// The chain verifier of a MUTUAL (`optional` false) or
+    /// OPTIONAL_MUTUAL server, trusting the test CA.
+    fn chain_verifier(optional: bool) -> Arc<dyn ClientCertVerifier> {
+        use rustls::pki_types::pem::PemObject;
+        let ca = CertificateDer::from_pem_slice(include_bytes!("testdata/ec.crt")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let builder = if optional {
+            builder.allow_unauthenticated()
+        } else {
+            builder
+        };
+        builder.build().unwrap()
+    }
+
+    #[test]
+    fn the_pinned_verifier_asks_for_certificates_as_its_chain_verifier_does() {
+        for optional in [false, true] {
+            let inner = chain_verifier(optional);
+            let pinned = PinnedVerifier {
+                inner: Arc::clone(&inner),
+                pins: pins(&["x"], &[], &[]),
+            };
+            assert!(pinned.offer_client_auth());
+            assert_eq!(pinned.client_auth_mandatory(), !optional);
+            assert!(!pinned.root_hint_subjects().is_empty());
+            let subjects = |v: &dyn ClientCertVerifier| -> Vec<Vec<u8>> {
+                v.root_hint_subjects()
+                    .iter()
+                    .map(|s| s.as_ref().to_vec())
+                    .collect()
+            };
+            assert_eq!(subjects(&pinned), subjects(&*inner));
+            assert!(!pinned.supported_verify_schemes().is_empty());
+            assert_eq!(
+                pinned.supported_verify_schemes(),
+                inner.supported_verify_schemes()
+            );
         }
     }
 
