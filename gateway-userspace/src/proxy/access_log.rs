@@ -319,8 +319,9 @@ mod tests {
         let log = AccessLog::to(Format::Text, Box::new(out.clone()));
         assert!(log.enabled());
         let line = text(&entry());
+        assert!(format!("{log:?}").contains("Text"));
         // Just under 32 KiB of lines: nothing reaches the writer.
-        let fit = (FLUSH_BYTES - 1) / (line.len() + 1);
+        let fit = (32 * 1024 - 1) / (line.len() + 1);
         for _ in 0..fit {
             log.log(&entry());
         }

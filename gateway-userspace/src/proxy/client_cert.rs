@@ -176,11 +176,9 @@ mod der {
             if count == 0 || count > 4 {
                 return None;
             }
-            let mut len = 0usize;
-            for i in 0..count {
-                len = (len << 8) | usize::from(*input.get(2 + i)?);
-            }
-            (len, 2 + count)
+            let mut be = [0u8; 4];
+            be[4 - count..].copy_from_slice(input.get(2..2 + count)?);
+            (u32::from_be_bytes(be) as usize, 2 + count)
         };
         let end = header.checked_add(len)?;
         let whole = input.get(..end)?;
@@ -241,7 +239,7 @@ mod der {
 
     /// `Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue }`:
     /// `None` when not the SAN extension, `Some(None)` when it is but is malformed.
-    fn san_extension(extension: &[u8]) -> Option<Option<Vec<String>>> {
+    pub(super) fn san_extension(extension: &[u8]) -> Option<Option<Vec<String>>> {
         let (OID, _, oid, mut rest) = element(extension)? else {
             return None;
         };
@@ -326,6 +324,29 @@ mod tests {
     }
 
     #[test]
+    fn san_extension_reads_ip_addresses_and_skips_the_critical_flag() {
+        let mut names = vec![0x87, 4, 192, 0, 2, 1, 0x87, 16, 0x20, 0x01, 0x0d, 0xb8];
+        names.extend([0; 11]);
+        names.extend([1, 0x82, 3, b'a', b'.', b'b', 0x87, 3, 1, 2, 3]);
+        let mut value = vec![0x30, names.len() as u8];
+        value.extend(names);
+        let mut octets = vec![0x04, value.len() as u8];
+        octets.extend(value);
+        let expected = vec![
+            "192.0.2.1".to_string(),
+            "2001:db8::1".to_string(),
+            "a.b".to_string(),
+        ];
+        let oid = [0x06, 3, 0x55, 0x1d, 0x11];
+        for critical in [&[][..], &[0x01, 0x01, 0xff]] {
+            let extension = [&oid[..], critical, &octets].concat();
+            assert_eq!(der::san_extension(&extension), Some(Some(expected.clone())));
+        }
+        let other = [&[0x06, 3, 0x55, 0x1d, 0x0f][..], &octets].concat();
+        assert_eq!(der::san_extension(&other), None, "not the SAN extension");
+    }
+
+    #[test]
     fn pins_come_from_the_tls_block_with_hashes_normalised() {
         let tls = ServerTls {
             subject_alt_names: vec!["spiffe://example.org/client".into()],
@@ -407,6 +428,11 @@ mod tests {
                 inner.supported_verify_schemes()
             );
         }
+        let none = PinnedVerifier {
+            inner: Arc::new(rustls::server::NoClientAuth),
+            pins: pins(&["x"], &[], &[]),
+        };
+        assert!(!none.offer_client_auth());
     }
 
     #[test]
