@@ -215,7 +215,7 @@ fn message_length(message: &[u8]) -> Result<Option<usize>, Malformed> {
     let Some(header) = message.get(..HANDSHAKE_HEADER) else {
         return Ok(None);
     };
-    let body = usize::from(header[1]) << 16 | usize::from(header[2]) << 8 | usize::from(header[3]);
+    let body = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
     // The message alone, without any record header, must already fit.
     if HANDSHAKE_HEADER + body + RECORD_HEADER > MAX_CLIENT_HELLO {
         return Err(Malformed::TooLarge);
@@ -699,7 +699,8 @@ mod tests {
         assert_eq!(inspect(&header), Inspection::Malformed(Malformed::TooLarge));
         // A hello that fits one full record but not with its header:
         // 51 bytes of message around the padding, 5 of record header.
-        let padding = (0xff00, vec![0; MAX_CLIENT_HELLO - 55]);
+        let limit = 16 * 1024;
+        let padding = (0xff00, vec![0; limit - 55]);
         let message = handshake(&body(Some(&[padding])));
         assert!(message.len() <= MAX_RECORD);
         assert_eq!(
@@ -707,11 +708,59 @@ mod tests {
             Inspection::Malformed(Malformed::TooLarge)
         );
         // Exactly at the limit is fine.
-        let padding = (0xff00, vec![0; MAX_CLIENT_HELLO - 56]);
+        let padding = (0xff00, vec![0; limit - 56]);
         let message = handshake(&body(Some(&[padding])));
         let wire = records(&message, MAX_RECORD);
-        assert_eq!(wire.len(), MAX_CLIENT_HELLO);
+        assert_eq!(wire.len(), limit);
         assert!(matches!(inspect(&wire), Inspection::Hello(_)));
+        // A handshake length past 64 KiB (its top byte set) is refused too.
+        let header = [CONTENT_HANDSHAKE, 3, 1, 0x01, 0x00, 1, 0x01, 0x00, 0x00];
+        assert_eq!(inspect(&header), Inspection::Malformed(Malformed::TooLarge));
+    }
+
+    #[test]
+    fn a_full_record_is_refused_as_too_large_not_as_a_bad_length() {
+        // 16,384 bytes is a valid record length, but with its 5-byte header
+        // it cannot fit the 16 KiB limit; 16,380 cannot either.
+        for length in [MAX_RECORD, MAX_RECORD - 4] {
+            let len = u16::try_from(length).unwrap().to_be_bytes();
+            let header = [CONTENT_HANDSHAKE, 3, 1, len[0], len[1]];
+            assert_eq!(
+                inspect(&header),
+                Inspection::Malformed(Malformed::TooLarge),
+                "record length {length}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_partial_later_record_header_is_judged_by_its_content_type() {
+        let message = handshake(&body(Some(&[sni_ext(b"a.com")])));
+        let mut wire = records(&message[..10], 10);
+        wire.push(CONTENT_HANDSHAKE);
+        assert_eq!(inspect(&wire), Inspection::NeedMore);
+        wire.pop();
+        wire.push(23);
+        assert_eq!(
+            inspect(&wire),
+            Inspection::Malformed(Malformed::Interleaved(23))
+        );
+    }
+
+    #[test]
+    fn cipher_suites_must_be_a_non_empty_list_of_pairs() {
+        for suites in [&[0x00, 0x00][..], &[0x00, 0x03, 0x13, 0x01, 0x13]] {
+            let mut b = vec![0x03, 0x03];
+            b.extend([7u8; 32]);
+            b.push(0);
+            b.extend(suites);
+            b.extend([0x01, 0x00]);
+            assert_eq!(
+                inspect(&records(&handshake(&b), 512)),
+                Inspection::Malformed(Malformed::Syntax("cipher_suites")),
+                "{suites:?}"
+            );
+        }
     }
 
     #[test]
