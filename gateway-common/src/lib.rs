@@ -15,7 +15,7 @@ mod reason;
 pub use addr::{ADDR_ANY, ipv4_mapped};
 pub use decide::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, unlisted_local_verdict};
 pub use maps::{
-    Counter, ListenerKey, ListenerKind, ListenerValue, LocalAddrValue, MAX_LISTENERS,
-    MAX_LOCAL_ADDRS, Settings, map_names,
+    ALLOWED_PORT_WORDS, Counter, ListenerKey, ListenerKind, ListenerValue, LocalAddrValue,
+    MAX_LISTENERS, MAX_LOCAL_ADDRS, Settings, allowed_port_bit, map_names,
 };
 pub use reason::{Reason, Verdict};

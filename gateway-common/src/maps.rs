@@ -16,13 +16,17 @@ pub mod map_names {
     pub const REASON_STATS: &str = "REASON_STATS";
     /// `PerCpuArray<Counter>` indexed by `ListenerValue::id`.
     pub const LISTENER_STATS: &str = "LISTENER_STATS";
+    /// `Array<u64>`: the management allow-list, one bit per (protocol,
+    /// port); see `allowed_port_bit`.
+    pub const ALLOWED_PORTS: &str = "ALLOWED_PORTS";
     /// Every map name, for the loader's self-check.
-    pub const ALL: [&str; 5] = [
+    pub const ALL: [&str; 6] = [
         LISTENERS,
         LOCAL_ADDRS,
         SETTINGS,
         REASON_STATS,
         LISTENER_STATS,
+        ALLOWED_PORTS,
     ];
 }
 
@@ -30,6 +34,23 @@ pub mod map_names {
 pub const MAX_LISTENERS: u32 = 1024;
 /// Capacity of `LOCAL_ADDRS`.
 pub const MAX_LOCAL_ADDRS: u32 = 256;
+
+/// Entries of `ALLOWED_PORTS`: 1024 words of 64 bits for TCP's 65536
+/// ports, then as many for UDP's. An array indexed by port costs the drop
+/// path one direct lookup, no hashing.
+pub const ALLOWED_PORT_WORDS: u32 = 2 * 1024;
+
+/// Where the bit for (`protocol`, `port`) lives in `ALLOWED_PORTS`: the word
+/// index and the mask within it; `None` for protocols other than TCP and UDP.
+#[inline(always)]
+pub fn allowed_port_bit(protocol: u8, port: u16) -> Option<(u32, u64)> {
+    let base = match protocol {
+        crate::IPPROTO_TCP => 0,
+        crate::IPPROTO_UDP => ALLOWED_PORT_WORDS / 2,
+        _ => return None,
+    };
+    Some((base + u32::from(port / 64), 1u64 << (port % 64)))
+}
 
 /// Key of `LISTENERS`: a destination the gateway serves.
 #[repr(C)]
@@ -120,4 +141,37 @@ mod pod {
     unsafe impl aya::Pod for super::LocalAddrValue {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{IPPROTO_TCP, IPPROTO_UDP};
+
+    #[test]
+    fn every_tcp_and_udp_port_has_its_own_bit() {
+        let mut seen = [0u64; ALLOWED_PORT_WORDS as usize];
+        for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+            for port in 0..=u16::MAX {
+                let (word, mask) = allowed_port_bit(protocol, port).unwrap();
+                assert!(word < ALLOWED_PORT_WORDS, "{protocol}/{port}");
+                assert_eq!(mask.count_ones(), 1);
+                assert_eq!(
+                    seen[word as usize] & mask,
+                    0,
+                    "{protocol}/{port} shares a bit"
+                );
+                seen[word as usize] |= mask;
+            }
+        }
+        assert!(seen.iter().all(|w| *w == u64::MAX), "every bit used");
+    }
+
+    #[test]
+    fn ssh_is_bit_22_of_the_first_word_and_udp_starts_half_way() {
+        assert_eq!(allowed_port_bit(IPPROTO_TCP, 22), Some((0, 1 << 22)));
+        assert_eq!(allowed_port_bit(IPPROTO_TCP, 65), Some((1, 1 << 1)));
+        assert_eq!(allowed_port_bit(IPPROTO_UDP, 22), Some((1024, 1 << 22)));
+        assert_eq!(allowed_port_bit(1, 22), None);
+    }
 }

@@ -26,6 +26,9 @@ pub enum Reason {
     /// Valid headers deeper than the parser follows (more than two VLAN tags,
     /// long IPv6 extension-header chains): passed.
     Unparsed = 8,
+    /// Addressed to the gateway on an unlisted port of the management
+    /// allow-list (`--allow-port`, SSH by default): passed.
+    AllowedPort = 9,
 }
 
 /// What the XDP program does with a packet.
@@ -39,7 +42,7 @@ pub enum Verdict {
 
 impl Reason {
     /// Number of reason codes; the size of the reason counter array.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 
     /// Every reason, in code order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -52,6 +55,7 @@ impl Reason {
         Reason::Malformed,
         Reason::LocalReply,
         Reason::Unparsed,
+        Reason::AllowedPort,
     ];
 
     /// The verdict that goes with this reason.
@@ -75,6 +79,7 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::LocalReply => "local_reply",
             Reason::Unparsed => "unparsed",
+            Reason::AllowedPort => "allowed_port",
         }
     }
 }
@@ -85,7 +90,7 @@ mod tests {
 
     #[test]
     fn reason_codes_are_never_renumbered() {
-        let codes: [(Reason, u32); 9] = [
+        let codes: [(Reason, u32); 10] = [
             (Reason::Listener, 0),
             (Reason::NoListener, 1),
             (Reason::NotLocal, 2),
@@ -95,6 +100,7 @@ mod tests {
             (Reason::Malformed, 6),
             (Reason::LocalReply, 7),
             (Reason::Unparsed, 8),
+            (Reason::AllowedPort, 9),
         ];
         for (reason, code) in codes {
             assert_eq!(reason as u32, code, "{}", reason.name());

@@ -2,10 +2,12 @@
 //! traffic, or an unwanted packet to the gateway. Reads maps, never writes
 //! packet bytes.
 use aya_ebpf::programs::XdpContext;
-use gateway_common::{ADDR_ANY, ListenerKey, Reason, Settings, unlisted_local_verdict};
+use gateway_common::{
+    ADDR_ANY, ListenerKey, Reason, Settings, allowed_port_bit, unlisted_local_verdict,
+};
 
 use crate::{
-    maps::{LISTENERS, LOCAL_ADDRS, SETTINGS},
+    maps::{ALLOWED_PORTS, LISTENERS, LOCAL_ADDRS, SETTINGS},
     parse::{Packet, parse_packet},
 };
 
@@ -72,10 +74,14 @@ fn unlisted(packet: &Packet) -> Reason {
         Some(settings) => *settings,
         None => Settings::default(),
     };
+    let allowed = allowed_port_bit(packet.protocol, packet.dst_port)
+        .and_then(|(word, mask)| ALLOWED_PORTS.get(word).map(|bits| bits & mask != 0))
+        .unwrap_or(false);
     unlisted_local_verdict(
         packet.protocol,
         packet.tcp_flags,
         packet.dst_port,
         &settings,
+        allowed,
     )
 }

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use gateway_common::{
-    Counter, ListenerKey, ListenerValue, LocalAddrValue, MAX_LISTENERS, MAX_LOCAL_ADDRS, Reason,
-    Settings,
+    ALLOWED_PORT_WORDS, Counter, ListenerKey, ListenerValue, LocalAddrValue, MAX_LISTENERS,
+    MAX_LOCAL_ADDRS, Reason, Settings,
 };
 
 #[map]
@@ -25,3 +25,6 @@ pub static REASON_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Re
 
 #[map]
 pub static LISTENER_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
+
+#[map]
+pub static ALLOWED_PORTS: Array<u64> = Array::with_max_entries(ALLOWED_PORT_WORDS, 0);

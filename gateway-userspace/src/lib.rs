@@ -11,6 +11,7 @@ pub mod connection;
 pub mod dataplane;
 pub mod fuzzing;
 pub mod hosts;
+pub mod management;
 pub mod model;
 pub mod proxy;
 pub mod report;

@@ -128,6 +128,17 @@ pub struct RunArgs {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: AttachMode,
+    /// A port no listener owns that still reaches the host on the gateway's
+    /// addresses (SSH and other management): `22` for TCP and UDP, `22/tcp`,
+    /// `161/udp`; repeatable. Ports given replace the default 22 (name it
+    /// again to keep SSH); `none` allows nothing.
+    #[arg(
+        long = "allow-port",
+        default_value = "22",
+        value_parser = gateway_userspace::management::parse_allow_port,
+        value_name = "PORT[/tcp|/udp]|none"
+    )]
+    pub allow_port: Vec<gateway_userspace::management::AllowPort>,
     /// Admin endpoint (`/stats`, `/ready`).
     #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR:PORT")]
     pub admin_address: SocketAddr,

@@ -8,7 +8,7 @@ use gateway_userspace::{
     config::Severity,
     connection::{self, Counters, Gate, Limits},
     dataplane::Dataplane,
-    proxy, stats,
+    management, proxy, stats,
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -64,6 +64,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
+    let allowed = management::allow_list(&args.allow_port).map_err(anyhow::Error::msg)?;
     // Privilege first: loading needs CAP_BPF, and touches nothing outside the process.
     let mut dataplane = Dataplane::load()?;
     let interface_addrs = interface_addresses(&args.interface)?;
@@ -123,6 +124,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on the admin address {}", args.admin_address))?;
 
     dataplane.apply(&plan, ephemeral_range())?;
+    dataplane.set_allowed_ports(&management::allowed_port_words(&allowed))?;
+    let default_routes = management::default_route_interfaces(
+        &fs::read_to_string("/proc/net/route").unwrap_or_default(),
+        &fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default(),
+    );
+    if let Some(warning) = management::lockout_warning(&args.interface, &allowed, &default_routes) {
+        log::warn!("{warning}");
+    }
     dataplane.attach(&args.interface, args.xdp_mode)?;
     log::info!(
         "XDP attached to {} ({:?} mode); gateway addresses: {}",
@@ -133,6 +142,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    log::info!(
+        "management ports passed on the gateway's addresses (--allow-port): {}",
+        management::describe(&allowed)
     );
     for listener in &plan.listeners {
         let bind = listener.bind.map_or("*".to_string(), |ip| ip.to_string());

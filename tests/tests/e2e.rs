@@ -4,11 +4,12 @@ use std::{fs, time::Duration};
 
 use gateway_tests::{
     daemon::{ADMIN, CREDENTIALS, Daemon, EXAMPLE, run_to_completion, start_example, stat},
-    netns::{GATEWAY_V4, GATEWAY_V6, Topology},
+    netns::{CLIENT_V4, GATEWAY_V4, GATEWAY_V6, Topology},
     require_root,
 };
 
 const NO_LISTENER: &str = "xdp.reason.no_listener.packets";
+const ALLOWED_PORT: &str = "xdp.reason.allowed_port.packets";
 const LISTENER_80: &str = "xdp.listener.*_80_tcp.packets";
 
 fn start(topology: &Topology) -> Daemon {
@@ -357,4 +358,50 @@ fn sighup_is_logged_and_ignored() {
         "{}",
         daemon.log()
     );
+}
+
+#[test]
+fn the_ssh_port_reaches_the_host_unless_the_allow_list_is_none() {
+    require_root();
+    let topology = Topology::new();
+    let url = format!("telnet://{GATEWAY_V4}:22");
+    let connect = || topology.client(&["curl", "-sS", "--connect-timeout", "2", &url]);
+    {
+        let daemon = start(&topology);
+        let before = stat(&topology, ALLOWED_PORT);
+        let out = connect();
+        // curl exit 7 = refused: nothing listens on 22 in the test namespace,
+        // so the host's stack answered the SYN, which XDP let through.
+        assert_eq!(
+            out.status.code(),
+            Some(7),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let after = stat(&topology, ALLOWED_PORT);
+        assert!(after > before, "allowed-port counter: {before} -> {after}");
+        assert!(
+            daemon.log().contains("(--allow-port): 22"),
+            "{}",
+            daemon.log()
+        );
+        assert!(!daemon.log().contains("default route"), "{}", daemon.log());
+    }
+    // Make the gateway's veth the namespace's default route, then allow nothing.
+    let route = topology.gateway(&["ip", "route", "add", "default", "via", CLIENT_V4]);
+    assert!(route.status.success(), "{route:?}");
+    let daemon = start_example(&topology, &["--allow-port", "none"], None);
+    let out = connect();
+    assert_eq!(
+        out.status.code(),
+        Some(28),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = daemon.log();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("carries the host's default route"))
+        .unwrap_or_else(|| panic!("no lock-out warning in:\n{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
 }

@@ -12,6 +12,7 @@ use gateway_tests::{
 use gateway_userspace::{
     compile::{self, Plan},
     dataplane::{Dataplane, Stats, StatsReader},
+    management,
     model::{
         Bind, Destination, EndpointAddress, ExportTo, Gateway, Instance, Model, Port, Protocol,
         Resolution, Server, ServiceEntry, ServicePort, TcpRoute, VirtualService, WorkloadEntry,
@@ -374,6 +375,42 @@ fn vlan_tags_are_skipped() {
         XDP_PASS,
         Reason::Unparsed,
     );
+}
+
+#[test]
+fn ports_on_the_management_allow_list_pass_and_only_those() {
+    let mut h = Harness::new();
+    h.expect(Frame::tcp4(GW_V4, 22, SYN), XDP_DROP, Reason::NoListener);
+    let values: Vec<_> = ["22/tcp", "161/udp", "65535"]
+        .iter()
+        .map(|v| management::parse_allow_port(v).expect("value"))
+        .collect();
+    let allowed = management::allow_list(&values).expect("list");
+    h.dataplane
+        .set_allowed_ports(&management::allowed_port_words(&allowed))
+        .expect("allow-list");
+    h.expect(Frame::tcp4(GW_V4, 22, SYN), XDP_PASS, Reason::AllowedPort);
+    h.expect(Frame::tcp6(GW_V6, 22, SYN), XDP_PASS, Reason::AllowedPort);
+    h.expect(Frame::udp4(GW_V4, 161), XDP_PASS, Reason::AllowedPort);
+    h.expect(
+        Frame::tcp4(GW_V4, 65535, SYN),
+        XDP_PASS,
+        Reason::AllowedPort,
+    );
+    h.expect(Frame::udp4(GW_V4, 65535), XDP_PASS, Reason::AllowedPort);
+    // The protocol counts, and neighbours stay dropped.
+    h.expect(Frame::udp4(GW_V4, 22), XDP_DROP, Reason::NoListener);
+    h.expect(Frame::tcp4(GW_V4, 161, SYN), XDP_DROP, Reason::NoListener);
+    h.expect(Frame::tcp4(GW_V4, 21, SYN), XDP_DROP, Reason::NoListener);
+    h.expect(Frame::tcp4(GW_V4, 23, SYN), XDP_DROP, Reason::NoListener);
+    // Listeners and other hosts' traffic are decided before the list.
+    h.expect(Frame::tcp4(GW_V4, 80, SYN), XDP_PASS, Reason::Listener);
+    h.expect(Frame::tcp4(OTHER_V4, 23, SYN), XDP_PASS, Reason::NotLocal);
+    // An emptied list drops again.
+    h.dataplane
+        .set_allowed_ports(&Default::default())
+        .expect("allow-list");
+    h.expect(Frame::tcp4(GW_V4, 22, SYN), XDP_DROP, Reason::NoListener);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! interface and reads the counters. It never decides what is served.
 mod error;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{
     Ebpf,
@@ -11,7 +11,8 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use gateway_common::{
-    Counter, ListenerKey, ListenerValue, LocalAddrValue, MAX_LISTENERS, Reason, Settings, map_names,
+    ALLOWED_PORT_WORDS, Counter, ListenerKey, ListenerValue, LocalAddrValue, MAX_LISTENERS, Reason,
+    Settings, map_names,
 };
 
 pub use self::error::DataplaneError;
@@ -143,6 +144,24 @@ impl Dataplane {
                 name: map_names::SETTINGS,
                 source,
             })
+    }
+
+    /// Makes the management allow-list bitmap equal to `words` (the
+    /// non-zero words, from `management::allowed_port_words`); words that
+    /// do not change are not written.
+    pub fn set_allowed_ports(&mut self, words: &BTreeMap<u32, u64>) -> Result<(), DataplaneError> {
+        let mut bitmap: Array<&mut MapData, u64> = map(&mut self.ebpf, map_names::ALLOWED_PORTS)?;
+        let error = |source| DataplaneError::Map {
+            name: map_names::ALLOWED_PORTS,
+            source,
+        };
+        for index in 0..ALLOWED_PORT_WORDS {
+            let wanted = words.get(&index).copied().unwrap_or(0);
+            if bitmap.get(&index, 0).map_err(error)? != wanted {
+                bitmap.set(index, wanted, 0).map_err(error)?;
+            }
+        }
+        Ok(())
     }
 
     /// Attaches the program to `interface`. Fails if any XDP program is
