@@ -16,6 +16,7 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/config/**",
     "gateway-userspace/src/compile/**",
     "gateway-userspace/src/hosts.rs",
+    "gateway-userspace/src/management.rs",
     "gateway-userspace/src/proxy/redirect.rs",
     "gateway-userspace/src/proxy/route.rs",
     "gateway-userspace/src/proxy/rewrite.rs",

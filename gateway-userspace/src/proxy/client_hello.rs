@@ -625,6 +625,24 @@ mod tests {
     }
 
     #[test]
+    fn supported_versions_must_be_one_non_empty_list_of_pairs() {
+        let bad = [
+            vec![0],                   // empty list
+            vec![3, 0x03, 0x04, 0x03], // odd length
+            vec![2, 0x03, 0x04, 0x03], // a byte after the list
+            vec![4, 0x03, 0x04],       // list longer than the data
+        ];
+        for data in bad {
+            let ext = (EXT_SUPPORTED_VERSIONS, data.clone());
+            assert_eq!(
+                inspect(&records(&handshake(&body(Some(&[ext]))), 512)),
+                Inspection::Malformed(Malformed::Syntax("supported_versions")),
+                "{data:?}"
+            );
+        }
+    }
+
+    #[test]
     fn truncated_fields_inside_a_complete_message_are_malformed() {
         let full = body(Some(&[sni_ext(b"a.com")]));
         for len in [0, 1, 33, 35, 38, full.len() - 1] {

@@ -643,6 +643,23 @@ mod tests {
             location(http.clone(), request("https", "a.com:443", "/p")),
             "http://a.com/p"
         );
+        // A port is default only for its own scheme.
+        assert_eq!(
+            location(http.clone(), request("https", "a.com:8443", "/p")),
+            "http://a.com:8443/p"
+        );
+        assert_eq!(
+            location(http.clone(), request("https", "a.com:80", "/p")),
+            "http://a.com:80/p"
+        );
+        let to_https = HttpRedirect {
+            scheme: Some("https".into()),
+            ..HttpRedirect::default()
+        };
+        assert_eq!(
+            location(to_https, request("http", "a.com:443", "/p")),
+            "https://a.com:443/p"
+        );
         // Same scheme: the port stays, default or not.
         assert_eq!(
             location(http, request("http", "a.com:80", "/p")),

@@ -642,6 +642,16 @@ mod tests {
             ..HttpMatch::default()
         };
         assert!(accepts(m, &get("/")));
+        let m = HttpMatch {
+            headers: keyed(&[(":scheme", Some(exact("http")))]),
+            ..HttpMatch::default()
+        };
+        assert!(accepts(m, &get("/")));
+        let m = HttpMatch {
+            headers: keyed(&[(":authority", Some(exact("example.com")))]),
+            ..HttpMatch::default()
+        };
+        assert!(accepts(m, &get("/")));
     }
 
     #[test]
