@@ -1125,17 +1125,7 @@ impl Results {
     }
 
     fn median(&self, row: Row, c: Contender) -> Option<f64> {
-        let mut v = self.cells.get(&(row, c))?.clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        Some(if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        })
+        median(self.cells.get(&(row, c))?)
     }
 
     fn cell(&self, row: Row, c: Contender) -> String {
@@ -1168,45 +1158,71 @@ fn fmt(v: f64) -> String {
     }
 }
 
-fn verdict(ratio: f64, target: f64) -> String {
+/// The median and range of `ratios` against `target`; empty without ratios.
+fn verdict(ratios: &[f64], target: f64) -> String {
+    let Some(ratio) = median(ratios) else {
+        return "–".to_string();
+    };
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!(
-        "{ratio:.2}× (target ≥ {target}×) {}",
+        "{ratio:.2}× ({min:.2}–{max:.2}) (target ≥ {target}×) {}",
         if ratio >= target { "PASS" } else { "MISS" }
     )
 }
 
-/// The target column for `row`, from the medians.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// For each run, the smallest of `top`'s values over the smallest of
+/// `bottom`'s. The contenders of one run are measured minutes apart, so a
+/// ratio within a run cancels drift of the whole machine between runs that
+/// a ratio of medians over all runs would not.
+fn per_run_ratios(r: &Results, row: Row, top: &[Contender], bottom: &[Contender]) -> Vec<f64> {
+    let values = |c: &Contender| r.cells.get(&(row, *c)).cloned().unwrap_or_default();
+    let runs = top
+        .iter()
+        .chain(bottom)
+        .map(|c| values(c).len())
+        .min()
+        .unwrap_or(0);
+    let least = |side: &[Contender], run: usize| {
+        side.iter()
+            .map(|c| values(c)[run])
+            .fold(f64::INFINITY, f64::min)
+    };
+    (0..runs)
+        .map(|run| least(top, run) / least(bottom, run))
+        .collect()
+}
+
+/// The target column for `row`: per-run ratios (see [`per_run_ratios`]).
 fn target(r: &Results, row: Row) -> String {
     use Contender::{Envoy, Haproxy, Nginx, Ours};
-    let med = |c| r.median(row, c);
+    let ratios = |top: &[Contender], bottom: &[Contender]| per_run_ratios(r, row, top, bottom);
     match row {
-        Row::Process(Measurement::A | Measurement::B) => {
-            let (Some(ours), Some(n), Some(h), Some(e)) =
-                (med(Ours), med(Nginx), med(Haproxy), med(Envoy))
-            else {
-                return String::new();
-            };
-            format!(
-                "min(nginx, HAProxy)/ours {}; Envoy/ours {}",
-                verdict(n.min(h) / ours, 1.0),
-                verdict(e / ours, TARGET_VS_ENVOY)
-            )
-        }
-        Row::Rate(Measurement::C) | Row::Capacity(Measurement::C) => {
-            match (med(Ours), med(Nginx)) {
-                (Some(o), Some(n)) => {
-                    format!("ours/nginx {}", verdict(o / n, TARGET_HANDSHAKES_VS_NGINX))
-                }
-                _ => String::new(),
-            }
-        }
-        Row::Rate(Measurement::D) | Row::Capacity(Measurement::D) => {
-            match (med(Ours), med(Haproxy)) {
-                (Some(o), Some(h)) => format!("ours/HAProxy {}", verdict(o / h, 1.0)),
-                _ => String::new(),
-            }
-        }
-        Row::IdleRss => match med(Ours) {
+        Row::Process(Measurement::A | Measurement::B) => format!(
+            "min(nginx, HAProxy)/ours {}; Envoy/ours {}",
+            verdict(&ratios(&[Nginx, Haproxy], &[Ours]), 1.0),
+            verdict(&ratios(&[Envoy], &[Ours]), TARGET_VS_ENVOY)
+        ),
+        Row::Rate(Measurement::C) | Row::Capacity(Measurement::C) => format!(
+            "ours/nginx {}",
+            verdict(&ratios(&[Ours], &[Nginx]), TARGET_HANDSHAKES_VS_NGINX)
+        ),
+        Row::Rate(Measurement::D) | Row::Capacity(Measurement::D) => format!(
+            "ours/HAProxy {}",
+            verdict(&ratios(&[Ours], &[Haproxy]), 1.0)
+        ),
+        Row::IdleRss => match r.median(row, Ours) {
             Some(o) => format!(
                 "ours ≤ {TARGET_IDLE_RSS_MB} MB: {}",
                 if o <= TARGET_IDLE_RSS_MB {
@@ -1225,7 +1241,7 @@ fn table(r: &Results, args: &ProxyArgs, notes: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# cargo xtask bench proxy\n\n{} interleaved runs, {} s per load run, {} connections; median (min–max) per cell.\n",
+        "# cargo xtask bench proxy\n\n{} interleaved runs, {} s per load run, {} connections; median (min–max) per cell; target ratios are taken within each run, then their median (min–max).\n",
         args.runs, args.seconds, CONNECTIONS
     );
     let _ = writeln!(
@@ -1571,6 +1587,35 @@ fn bench_contender(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_ratios_are_taken_within_each_run() {
+        let mut r = Results::default();
+        let row = Row::Process(Measurement::A);
+        // The machine is 20% slower in the second run, for everyone.
+        for (c, values) in [
+            (Contender::Ours, [10.0, 12.0]),
+            (Contender::Nginx, [9.0, 11.0]),
+            (Contender::Haproxy, [10.0, 10.8]),
+        ] {
+            for v in values {
+                r.push(row, c, v);
+            }
+        }
+        let ratios = per_run_ratios(
+            &r,
+            row,
+            &[Contender::Nginx, Contender::Haproxy],
+            &[Contender::Ours],
+        );
+        assert_eq!(ratios, [0.9, 0.9]);
+        assert_eq!(
+            verdict(&ratios, 1.0),
+            "0.90× (0.90–0.90) (target ≥ 1×) MISS"
+        );
+        assert_eq!(verdict(&[], 1.0), "–");
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
+    }
 
     #[test]
     fn wrk_summary_is_parsed() {
