@@ -48,7 +48,6 @@ pub fn decode(
             "workloadSelector",
         ],
     )?;
-    let errors_before = d.error_count();
     let host = match d.opt_string(entries, "host", "spec") {
         Some(host) => {
             if let Err(message) = rules::service_host(&host) {
@@ -97,9 +96,6 @@ pub fn decode(
         });
     }
     let export_to = export_to(d, entries, "spec");
-    if d.error_count() > errors_before {
-        return None;
-    }
     Some(DestinationRule {
         namespace,
         name,

@@ -36,7 +36,6 @@ pub fn decode(
         return None;
     };
     let entries = d.mapping(spec, "spec", SPEC_FIELDS)?;
-    let errors_before = d.error_count();
     let host_items = d.items(entries, "hosts", "spec");
     if host_items.is_empty() {
         d.error(
@@ -265,9 +264,6 @@ pub fn decode(
         }
     }
     let export_to = export_to(d, entries, "spec");
-    if d.error_count() > errors_before {
-        return None;
-    }
     Some(ServiceEntry {
         namespace,
         name,

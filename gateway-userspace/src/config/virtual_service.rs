@@ -71,7 +71,6 @@ pub fn decode(
         return None;
     };
     let entries = d.mapping(spec, "spec", SPEC_FIELDS)?;
-    let errors_before = d.error_count();
 
     let mut gateways = Vec::new();
     for (item_path, item) in d.items(entries, "gateways", "spec") {
@@ -155,9 +154,6 @@ pub fn decode(
         );
     }
     let export_to = export_to(d, entries, "spec");
-    if d.error_count() > errors_before {
-        return None;
-    }
     Some(VirtualService {
         namespace,
         name,
@@ -239,7 +235,6 @@ fn decode_http_route(
     namespace: &str,
 ) -> Option<HttpRoute> {
     let entries = d.mapping(node, path, &[HTTP_FIELDS, NOT_APPLIED_YET].concat())?;
-    let errors_before = d.error_count();
     for name in NOT_APPLIED_YET {
         if let Some(at) = field(entries, name) {
             d.report(
@@ -293,9 +288,6 @@ fn decode_http_route(
         .and_then(|text| rules::duration_millis(&text))
         .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
         .filter(|t| !t.is_zero());
-    if d.error_count() > errors_before {
-        return None;
-    }
     let action = match (redirect, direct) {
         (Some(redirect), _) => HttpAction::Redirect(redirect),
         (None, Some((status, body))) => HttpAction::DirectResponse { status, body },
