@@ -66,9 +66,11 @@ pub fn allow_list(values: &[AllowPort]) -> Result<Vec<AllowedPort>, String> {
 pub fn allowed_port_words(ports: &[AllowedPort]) -> BTreeMap<u32, u64> {
     let mut words = BTreeMap::new();
     for port in ports {
-        let protocols = [(port.tcp, IPPROTO_TCP), (port.udp, IPPROTO_UDP)];
-        for (_, protocol) in protocols.iter().filter(|(wanted, _)| *wanted) {
-            if let Some((word, mask)) = allowed_port_bit(*protocol, port.port) {
+        for (wanted, protocol) in [(port.tcp, IPPROTO_TCP), (port.udp, IPPROTO_UDP)] {
+            if !wanted {
+                continue;
+            }
+            if let Some((word, mask)) = allowed_port_bit(protocol, port.port) {
                 *words.entry(word).or_insert(0) |= mask;
             }
         }

@@ -28,6 +28,30 @@ impl Probe {
     }
 }
 
+/// Bytes already read from a stream, handed out before it is read again.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    offset: usize,
+}
+
+impl Pending {
+    /// Moves what fits into `buf`; false when nothing is pending. The
+    /// buffer is freed once drained.
+    fn take_into(&mut self, buf: &mut tokio::io::ReadBuf<'_>) -> bool {
+        let Some(rest) = self.bytes.get(self.offset..).filter(|r| !r.is_empty()) else {
+            return false;
+        };
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        self.offset += n;
+        if self.offset == self.bytes.len() {
+            *self = Pending::default();
+        }
+        true
+    }
+}
+
 /// Size of the first read from a connection: a whole ordinary request
 /// head, so the 24-byte HTTP/2 preface check in front of hyper does not
 /// cost a second read(2) for the rest of the head.
@@ -39,9 +63,8 @@ const FIRST_READ: usize = 4096;
 pub(super) struct Probed<I> {
     inner: I,
     pub(super) probe: Arc<Probe>,
-    /// What the first read got beyond the caller's buffer, from `offset` on.
-    surplus: Vec<u8>,
-    offset: usize,
+    /// What the first read got beyond the caller's buffer.
+    surplus: Pending,
 }
 
 impl<I> Probed<I> {
@@ -49,8 +72,7 @@ impl<I> Probed<I> {
         Probed {
             inner,
             probe: Arc::new(Probe::default()),
-            surplus: Vec::new(),
-            offset: 0,
+            surplus: Pending::default(),
         }
     }
 
@@ -70,14 +92,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Probed<I> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some(rest) = this.surplus.get(this.offset..).filter(|r| !r.is_empty()) {
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.offset += n;
-            if this.offset == this.surplus.len() {
-                this.surplus = Vec::new();
-                this.offset = 0;
-            }
+        if this.surplus.take_into(buf) {
             return std::task::Poll::Ready(Ok(()));
         }
         let first = !this.probe.received.load(Ordering::Relaxed);
@@ -89,7 +104,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Probed<I> {
             this.note(fresh);
             let n = fresh.len().min(buf.remaining());
             buf.put_slice(&fresh[..n]);
-            this.surplus = fresh[n..].to_vec();
+            this.surplus = Pending {
+                bytes: fresh[n..].to_vec(),
+                offset: 0,
+            };
             return std::task::Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -138,8 +156,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Probed<I> {
 /// A stream that first yields bytes already read from it: the peeked
 /// ClientHello is handed to rustls, or to the backend, unchanged.
 pub struct Rewind {
-    prefix: Vec<u8>,
-    offset: usize,
+    prefix: Pending,
     inner: TcpStream,
 }
 
@@ -147,8 +164,10 @@ impl Rewind {
     /// `prefix` comes first, then the rest of `inner`.
     pub fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
         Rewind {
-            prefix,
-            offset: 0,
+            prefix: Pending {
+                bytes: prefix,
+                offset: 0,
+            },
             inner,
         }
     }
@@ -161,10 +180,7 @@ impl AsyncRead for Rewind {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some(rest) = this.prefix.get(this.offset..).filter(|r| !r.is_empty()) {
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.offset += n;
+        if this.prefix.take_into(buf) {
             return std::task::Poll::Ready(Ok(()));
         }
         std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
