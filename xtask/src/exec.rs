@@ -1,5 +1,8 @@
 //! Running child processes with the command line shown and failures named.
-use std::process::Command;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, bail};
 
@@ -40,4 +43,18 @@ pub fn on_path(name: &str) -> bool {
         let candidate = dir.join(name);
         std::fs::metadata(&candidate).is_ok_and(|m| m.is_file())
     })
+}
+
+/// Builds the release `gateway` binary (with its XDP object) that the
+/// benchmarks measure; returns its path under `root`.
+pub fn build_release_gateway(root: &Path) -> anyhow::Result<PathBuf> {
+    run(&mut cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "gateway-userspace",
+        "--bin",
+        "gateway",
+    ]))?;
+    Ok(root.join("target/release/gateway"))
 }

@@ -154,6 +154,17 @@ fn build_gateway() -> anyhow::Result<PathBuf> {
     Ok(workspace_root().join("target/debug/gateway"))
 }
 
+/// Runs one test file of `gateway-tests` against the `gateway` binary; with
+/// `serial`, one test at a time.
+fn gateway_tests(file: &str, gateway: &Path, serial: bool) -> anyhow::Result<()> {
+    let mut cmd = cargo(&["test", "--package", "gateway-tests", "--test", file]);
+    if serial {
+        cmd.args(["--", "--test-threads", "1"]);
+    }
+    cmd.env("GATEWAY_BIN", gateway);
+    run(&mut cmd)
+}
+
 fn test() -> anyhow::Result<()> {
     provision::all()?;
     require_root(
@@ -171,47 +182,17 @@ fn test() -> anyhow::Result<()> {
     ]))?;
     let gateway = build_gateway()?;
     println!("== packet tests (BPF_PROG_TEST_RUN on the XDP program)");
-    run(&mut cargo(&[
-        "test",
-        "--package",
-        "gateway-tests",
-        "--test",
-        "packet",
-    ]))?;
+    gateway_tests("packet", &gateway, false)?;
     println!("== end-to-end tests (network namespaces, real clients)");
-    let mut e2e = cargo(&["test", "--package", "gateway-tests", "--test", "e2e"]);
-    e2e.env("GATEWAY_BIN", &gateway);
-    run(&mut e2e)?;
+    gateway_tests("e2e", &gateway, false)?;
     println!(
         "== proxy end to end (TLS, mTLS, passthrough, routing, upstreams, websocket, TCP; curl, openssl, nginx)"
     );
     // One at a time: the slow-client and drain scenarios measure time.
-    let mut proxy = cargo(&[
-        "test",
-        "--package",
-        "gateway-tests",
-        "--test",
-        "proxy",
-        "--",
-        "--test-threads",
-        "1",
-    ]);
-    proxy.env("GATEWAY_BIN", &gateway);
-    run(&mut proxy)?;
+    gateway_tests("proxy", &gateway, true)?;
     println!("== hostile input (alias bombs, deep nesting, FIFOs, silent and flooding clients)");
     // One at a time: the load tests measure latency and CPU time.
-    let mut hostile = cargo(&[
-        "test",
-        "--package",
-        "gateway-tests",
-        "--test",
-        "hostile",
-        "--",
-        "--test-threads",
-        "1",
-    ]);
-    hostile.env("GATEWAY_BIN", &gateway);
-    run(&mut hostile)?;
+    gateway_tests("hostile", &gateway, true)?;
     println!("== fuzz smoke ({FUZZ_SMOKE_SECONDS} s per target)");
     fuzz(&workspace_root(), FUZZ_SMOKE_SECONDS)?;
     println!("== all test levels passed");
