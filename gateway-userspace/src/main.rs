@@ -168,6 +168,12 @@ pub struct RunArgs {
     /// Access-log line format: Istio's default text line, or one JSON object.
     #[arg(long, value_enum, default_value = "text")]
     pub access_log_format: LogFormat,
+    /// Threads serving connections (Envoy's `--concurrency`, nginx's
+    /// `worker_processes`). Default: the CPUs this process may run on. With
+    /// 1, the proxy runs on a single-threaded scheduler, which saves the
+    /// cross-thread wake-ups a work-stealing one pays for nothing.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
     #[command(flatten)]
     pub source: SourceArgs,
     #[command(flatten)]

@@ -18,11 +18,30 @@ use tokio::{
 use crate::{LogFormat, RunArgs};
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let (runtime, workers) = runtime(args.workers).context("cannot start the async runtime")?;
+    log::info!("serving on {workers} worker thread(s)");
     runtime.block_on(serve(args))
+}
+
+/// The scheduler for `--workers` (default: the CPUs this process may run
+/// on) and the number of workers it has. One worker gets the
+/// single-threaded scheduler: with the work-stealing one, the wake-ups
+/// between a downstream and its upstream connection go through shared
+/// queues for nothing (in the proxy benchmark, a TLS proxied request cost
+/// about 38 µs of CPU on it against 30 µs single-threaded).
+fn runtime(workers: Option<u16>) -> std::io::Result<(tokio::runtime::Runtime, usize)> {
+    let workers = workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    Ok((builder.enable_all().build()?, workers))
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
@@ -328,5 +347,30 @@ fn ephemeral_range() -> Settings {
     Settings {
         ephemeral_first: first,
         ephemeral_last: last,
+    }
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::runtime;
+
+    #[test]
+    fn one_worker_is_the_single_threaded_scheduler_and_more_are_work_stealing() {
+        let (one, workers) = runtime(Some(1)).unwrap();
+        assert_eq!(workers, 1);
+        assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let (three, workers) = runtime(Some(3)).unwrap();
+        assert_eq!(workers, 3);
+        assert_eq!(three.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(three.metrics().num_workers(), 3);
+    }
+
+    #[test]
+    fn the_default_is_one_worker_per_usable_cpu() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let (_, workers) = runtime(None).unwrap();
+        assert_eq!(workers, cpus);
     }
 }

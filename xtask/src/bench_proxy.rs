@@ -191,7 +191,9 @@ impl Contender {
                     .arg(config)
                     .args(["--interface", SRV_IF, "--address", SERVER_IP])
                     .args(["--xdp-mode", "native"])
-                    .args(["--admin-address", ADMIN, "--access-log", "off"]);
+                    .args(["--admin-address", ADMIN, "--access-log", "off"])
+                    // One worker, as every other contender gets.
+                    .args(["--workers", "1"]);
             }
             Contender::Nginx => {
                 cmd.args(["nginx", "-c"]).arg(config).arg("-p").arg(
