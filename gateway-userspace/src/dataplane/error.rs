@@ -66,7 +66,9 @@ pub enum DataplaneError {
 impl DataplaneError {
     /// Loading the object or the program failed: missing privilege, or the kernel said no.
     pub(super) fn from_load(err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        if is_permission_error(&err) {
+        // EPERM is a missing capability; the verifier rejects a program
+        // with EACCES (or EINVAL), and its log is in the source chain.
+        if io_errno(&err) == Some(libc::EPERM) {
             return DataplaneError::PermissionDenied;
         }
         DataplaneError::KernelRejected {
