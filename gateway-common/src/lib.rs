@@ -9,13 +9,20 @@
 
 mod addr;
 mod decide;
+mod host;
 mod maps;
 mod reason;
 
 pub use addr::{ADDR_ANY, ipv4_mapped};
 pub use decide::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, unlisted_local_verdict};
+pub use host::{
+    Frame, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostClass, HostKey, HostTable, HostValue,
+    MAX_FRAME_OFFSET, MAX_HOST_LEN, MAX_HTTP_SCAN, MAX_PAYLOAD_SCAN, MAX_TLS_EXTENSIONS,
+    MAX_WILDCARD_DEPTH, Name, classify_host, find_name, host_class_index, host_hash, host_value,
+    http_host, http_host_value_start, match_host, tls_server_name,
+};
 pub use maps::{
     ALLOWED_PORT_WORDS, Counter, ListenerKey, ListenerKind, ListenerValue, LocalAddrValue,
-    MAX_LISTENERS, MAX_LOCAL_ADDRS, Settings, allowed_port_bit, map_names,
+    MAX_HOSTS, MAX_LISTENERS, MAX_LOCAL_ADDRS, Settings, allowed_port_bit, map_names,
 };
 pub use reason::{Reason, Verdict};

@@ -19,14 +19,28 @@ pub mod map_names {
     /// `Array<u64>`: the management allow-list, one bit per (protocol,
     /// port); see `allowed_port_bit`.
     pub const ALLOWED_PORTS: &str = "ALLOWED_PORTS";
+    /// `HashMap<HostKey, HostValue>`: every listener's server hosts, for
+    /// host classification of first data segments.
+    pub const HOSTS: &str = "HOSTS";
+    /// `PerCpuArray<Counter>` indexed by `HostValue::id`.
+    pub const HOST_STATS: &str = "HOST_STATS";
+    /// `PerCpuArray<Counter>` indexed by `host_class_index(listener, class)`.
+    pub const HOST_CLASS_STATS: &str = "HOST_CLASS_STATS";
+    /// `ProgramArray` with one slot: `xdp_host`, tail-called for a
+    /// listener's data segment.
+    pub const HOST_PROGRAMS: &str = "HOST_PROGRAMS";
     /// Every map name, for the loader's self-check.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 10] = [
         LISTENERS,
         LOCAL_ADDRS,
         SETTINGS,
         REASON_STATS,
         LISTENER_STATS,
         ALLOWED_PORTS,
+        HOSTS,
+        HOST_STATS,
+        HOST_CLASS_STATS,
+        HOST_PROGRAMS,
     ];
 }
 
@@ -34,6 +48,8 @@ pub mod map_names {
 pub const MAX_LISTENERS: u32 = 1024;
 /// Capacity of `LOCAL_ADDRS`.
 pub const MAX_LOCAL_ADDRS: u32 = 256;
+/// Capacity of `HOSTS` and `HOST_STATS`: server hosts over all listeners.
+pub const MAX_HOSTS: u32 = 16 * 1024;
 
 /// Entries of `ALLOWED_PORTS`: 1024 words of 64 bits for TCP's 65536
 /// ports, then as many for UDP's. An array indexed by port costs the drop
@@ -141,6 +157,8 @@ mod pod {
     unsafe impl aya::Pod for super::LocalAddrValue {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for crate::HostKey {}
+    unsafe impl aya::Pod for crate::HostValue {}
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! packet bytes.
 use aya_ebpf::programs::XdpContext;
 use gateway_common::{
-    ADDR_ANY, ListenerKey, Reason, Settings, allowed_port_bit, unlisted_local_verdict,
+    ADDR_ANY, IPPROTO_TCP, ListenerKey, ListenerValue, Reason, Settings, allowed_port_bit,
+    unlisted_local_verdict,
 };
 
 use crate::{
@@ -11,10 +12,21 @@ use crate::{
     parse::{Packet, parse_packet},
 };
 
-/// The decision for one packet: why, and which listener it belongs to.
+/// The decision for one packet: why, which listener it belongs to, and
+/// for a listener's TCP segment with payload, where that payload lies (the
+/// host classifier's input).
 pub struct Outcome {
     pub reason: Reason,
     pub listener: Option<u32>,
+    pub data: Option<ListenerData>,
+}
+
+/// A listener's TCP payload: the listener, its kind, and the payload's
+/// start and end offsets in the frame.
+pub struct ListenerData {
+    pub listener: ListenerValue,
+    pub payload: usize,
+    pub payload_end: usize,
 }
 
 impl Outcome {
@@ -23,6 +35,26 @@ impl Outcome {
         Outcome {
             reason,
             listener: None,
+            data: None,
+        }
+    }
+
+    #[inline(always)]
+    fn listener(packet: &Packet, listener: ListenerValue) -> Self {
+        // Only segments with payload can name a host; pure ACKs, SYNs and
+        // FINs are the bulk of a connection's packets and skip the parser.
+        let data =
+            (packet.protocol == IPPROTO_TCP && packet.payload < packet.payload_end).then(|| {
+                ListenerData {
+                    listener,
+                    payload: packet.payload,
+                    payload_end: packet.payload_end,
+                }
+            });
+        Outcome {
+            reason: Reason::Listener,
+            listener: Some(listener.id),
+            data,
         }
     }
 }
@@ -42,30 +74,24 @@ pub fn classify(ctx: &XdpContext) -> Outcome {
         protocol: packet.protocol,
         pad: 0,
     };
-    if let Some(id) = lookup_listener(&key) {
-        return Outcome {
-            reason: Reason::Listener,
-            listener: Some(id),
-        };
+    if let Some(listener) = lookup_listener(&key) {
+        return Outcome::listener(&packet, listener);
     }
     if LOCAL_ADDRS.get_ptr(packet.dst).is_none() {
         return Outcome::reason(Reason::NotLocal);
     }
     key.addr = ADDR_ANY;
-    if let Some(id) = lookup_listener(&key) {
-        return Outcome {
-            reason: Reason::Listener,
-            listener: Some(id),
-        };
+    if let Some(listener) = lookup_listener(&key) {
+        return Outcome::listener(&packet, listener);
     }
     Outcome::reason(unlisted(&packet))
 }
 
 #[inline(always)]
-fn lookup_listener(key: &ListenerKey) -> Option<u32> {
+fn lookup_listener(key: &ListenerKey) -> Option<ListenerValue> {
     // SAFETY: the value is copied out at once; userspace replaces entries
-    // whole, so a concurrent update yields either the old or the new id.
-    unsafe { LISTENERS.get(key) }.map(|value| value.id)
+    // whole, so a concurrent update yields either the old or the new value.
+    unsafe { LISTENERS.get(key) }.copied()
 }
 
 #[inline(always)]

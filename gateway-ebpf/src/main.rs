@@ -3,22 +3,70 @@
 #![no_main]
 
 mod classify;
+mod host;
 mod maps;
 mod parse;
 mod stats;
 
-use aya_ebpf::{macros::xdp, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 /// Classifies every frame received on the interface it is attached to.
 ///
 /// Passes traffic for listeners and anything that is not addressed to the
 /// gateway, drops traffic to the gateway's addresses on ports no listener
-/// owns, and counts each outcome by reason and by listener.
+/// owns, and counts each outcome by reason and by listener. A listener's
+/// TCP segment with payload then goes on to `xdp_host` by tail call.
 #[xdp]
 pub fn xdp_ingress(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     let outcome = classify::classify(&ctx);
-    stats::record_verdict(outcome, frame_len)
+    let action = stats::record_verdict(&outcome, frame_len);
+    if let Some(data) = outcome.data {
+        host::hand_over(
+            &ctx,
+            host::Segment::new(
+                data.listener.id,
+                data.listener.kind,
+                data.payload as u32,
+                data.payload_end as u32,
+                frame_len,
+            ),
+        );
+    }
+    action
+}
+
+/// Host classification (TLS SNI, HTTP `Host`) of a listener's data
+/// segment, first step: find the name, or where the `Host` value starts.
+/// Reached only by tail call from `xdp_ingress`, which has already counted
+/// the packet and decided to pass it; goes on to `xdp_host_value` or
+/// `xdp_host_match`.
+#[xdp]
+pub fn xdp_host(ctx: XdpContext) -> u32 {
+    if let Some((segment, class)) = host::find_segment_name(&ctx) {
+        stats::record_host(segment.listener, class, None, segment.frame_len);
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Host classification of a plaintext HTTP segment, second step: read
+/// the `Host` value whose start `xdp_host` found.
+#[xdp]
+pub fn xdp_host_value(ctx: XdpContext) -> u32 {
+    if let Some((segment, class)) = host::read_host_value(&ctx) {
+        stats::record_host(segment.listener, class, None, segment.frame_len);
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Host classification, last step: match the name found
+/// against the listener's server hosts, and count it.
+#[xdp]
+pub fn xdp_host_match(_ctx: XdpContext) -> u32 {
+    if let Some((segment, class, host)) = host::match_segment_name() {
+        stats::record_host(segment.listener, class, host, segment.frame_len);
+    }
+    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

@@ -1,12 +1,13 @@
 //! Every map of the program. Names must match `gateway_common::map_names`
 //! (the loader checks each one resolves).
+use crate::host::Segment;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray},
 };
 use gateway_common::{
-    ALLOWED_PORT_WORDS, Counter, ListenerKey, ListenerValue, LocalAddrValue, MAX_LISTENERS,
-    MAX_LOCAL_ADDRS, Reason, Settings,
+    ALLOWED_PORT_WORDS, Counter, HostClass, HostKey, HostValue, ListenerKey, ListenerValue,
+    LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, Reason, Settings,
 };
 
 #[map]
@@ -28,3 +29,31 @@ pub static LISTENER_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(
 
 #[map]
 pub static ALLOWED_PORTS: Array<u64> = Array::with_max_entries(ALLOWED_PORT_WORDS, 0);
+
+#[map]
+pub static HOSTS: HashMap<HostKey, HostValue> = HashMap::with_max_entries(MAX_HOSTS, 0);
+
+#[map]
+pub static HOST_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_HOSTS, 0);
+
+#[map]
+pub static HOST_CLASS_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(MAX_LISTENERS * HostClass::COUNT, 0);
+
+/// Per-CPU copy of a segment's payload for the host parser (`host.rs`).
+#[map]
+pub static SCRATCH: PerCpuArray<[u8; MAX_PAYLOAD_SCAN]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The listener data segment `xdp_ingress` hands to `xdp_host`.
+#[map]
+pub static SEGMENT: PerCpuArray<Segment> = PerCpuArray::with_max_entries(1, 0);
+
+/// `xdp_host`, `xdp_host_value` and `xdp_host_match`, the tail-call
+/// targets; filled by the loader.
+#[map]
+pub static HOST_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(3, 0);
+
+/// Per-CPU slot `host::forget` passes a value through to hide it from
+/// the verifier.
+#[map]
+pub static FORGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -37,6 +37,11 @@ pub struct Packet {
     pub protocol: u8,
     /// TCP flags byte (0 for UDP).
     pub tcp_flags: u8,
+    /// Offset of the TCP payload from the frame start (0 for UDP).
+    pub payload: usize,
+    /// End of the TCP payload: the IP length's end, or the frame's if that
+    /// is shorter (a truncated frame); equal to `payload` when there is none.
+    pub payload_end: usize,
 }
 
 /// Parses Ethernet (with up to two VLAN tags), IPv4 or IPv6 (with options
@@ -45,7 +50,7 @@ pub struct Packet {
 #[inline(always)]
 pub fn parse_packet(ctx: &XdpContext) -> Result<Packet, Reason> {
     let (ether_type, l3) = parse_eth(ctx)?;
-    let (dst, protocol, l4) = match ether_type {
+    let (dst, protocol, l4, ip_end) = match ether_type {
         ETH_P_IPV4 => parse_ipv4(ctx, l3)?,
         ETH_P_IPV6 => parse_ipv6(ctx, l3)?,
         _ => return Err(Reason::NotIp),
@@ -54,14 +59,20 @@ pub fn parse_packet(ctx: &XdpContext) -> Result<Packet, Reason> {
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = header_at(ctx, l4)?;
             // SAFETY: `header_at` checked the whole header lies inside the packet.
-            let (dest, syn, ack) = unsafe { ((*tcp).dest, (*tcp).syn(), (*tcp).ack()) };
+            let (dest, syn, ack, doff) =
+                unsafe { ((*tcp).dest, (*tcp).syn(), (*tcp).ack(), (*tcp).doff()) };
             let flags = (if syn != 0 { gateway_common::TCP_SYN } else { 0 })
                 | (if ack != 0 { gateway_common::TCP_ACK } else { 0 });
+            let payload = l4 + usize::from(doff) * 4;
+            let frame_end = ctx.data_end() - ctx.data();
+            let payload_end = ip_end.min(frame_end).max(payload);
             Ok(Packet {
                 dst,
                 dst_port: u16::from_be_bytes(dest),
                 protocol,
                 tcp_flags: flags,
+                payload,
+                payload_end,
             })
         }
         IPPROTO_UDP => {
@@ -73,6 +84,8 @@ pub fn parse_packet(ctx: &XdpContext) -> Result<Packet, Reason> {
                 dst_port: u16::from_be_bytes(dest),
                 protocol,
                 tcp_flags: 0,
+                payload: 0,
+                payload_end: 0,
             })
         }
         _ => Err(Reason::NotTcpUdp),
@@ -115,13 +128,21 @@ fn parse_eth(ctx: &XdpContext) -> Result<(u16, usize), Reason> {
     Ok((ether_type, offset))
 }
 
-/// Returns (destination, L4 protocol, L4 offset), honouring IHL so options are skipped.
+/// Returns (destination, L4 protocol, L4 offset, end of the IP packet),
+/// honouring IHL so options are skipped.
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize), Reason> {
+fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize, usize), Reason> {
     let ip: *const Ipv4Hdr = header_at(ctx, offset)?;
     // SAFETY: bounds checked by `header_at`.
-    let (vihl, frags, proto, dst) =
-        unsafe { ((*ip).vihl, (*ip).frags, (*ip).proto, (*ip).dst_addr) };
+    let (vihl, frags, proto, dst, total_len) = unsafe {
+        (
+            (*ip).vihl,
+            (*ip).frags,
+            (*ip).proto,
+            (*ip).dst_addr,
+            (*ip).tot_len(),
+        )
+    };
     let ihl = (vihl & 0x0f) as usize;
     if vihl >> 4 != 4 || ihl < 5 {
         return Err(Reason::Malformed);
@@ -130,20 +151,33 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize), 
     if u16::from_be_bytes(frags) & 0x1fff != 0 {
         return Err(Reason::Fragment);
     }
-    Ok((ipv4_mapped(dst), proto, offset + ihl * 4))
+    Ok((
+        ipv4_mapped(dst),
+        proto,
+        offset + ihl * 4,
+        offset + usize::from(total_len),
+    ))
 }
 
-/// Returns (destination, L4 protocol, L4 offset) after walking up to
-/// `MAX_IPV6_EXT_HEADERS` extension headers.
+/// Returns (destination, L4 protocol, L4 offset, end of the IP packet)
+/// after walking up to `MAX_IPV6_EXT_HEADERS` extension headers.
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize), Reason> {
+fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize, usize), Reason> {
     let ip: *const Ipv6Hdr = header_at(ctx, offset)?;
     // SAFETY: bounds checked by `header_at`.
-    let (vcf0, mut next, dst) = unsafe { ((*ip).vcf[0], (*ip).next_hdr, (*ip).dst_addr) };
+    let (vcf0, mut next, dst, payload_len) = unsafe {
+        (
+            (*ip).vcf[0],
+            (*ip).next_hdr,
+            (*ip).dst_addr,
+            (*ip).payload_len(),
+        )
+    };
     if vcf0 >> 4 != 6 {
         return Err(Reason::Malformed);
     }
     let mut offset = offset + Ipv6Hdr::LEN;
+    let ip_end = offset + usize::from(payload_len);
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         let len = match next {
             IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
@@ -170,7 +204,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize), 
                 next = nh;
                 8
             }
-            _ => return Ok((dst, next, offset)),
+            _ => return Ok((dst, next, offset, ip_end)),
         };
         offset += len;
     }
@@ -178,6 +212,6 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize), 
         IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH | IPV6_FRAGMENT => {
             Err(Reason::Unparsed)
         }
-        _ => Ok((dst, next, offset)),
+        _ => Ok((dst, next, offset, ip_end)),
     }
 }

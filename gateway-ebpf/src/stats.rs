@@ -1,16 +1,16 @@
 //! The single exit of the program: count the outcome, return the action.
 use aya_ebpf::bindings::xdp_action;
-use gateway_common::{Counter, Verdict};
+use gateway_common::{Counter, HostClass, Verdict, host_class_index};
 
 use crate::{
     classify::Outcome,
-    maps::{LISTENER_STATS, REASON_STATS},
+    maps::{HOST_CLASS_STATS, HOST_STATS, LISTENER_STATS, REASON_STATS},
 };
 
 /// Counts `outcome` by reason (and by listener when there is one) and turns
 /// it into an XDP action.
 #[inline(always)]
-pub fn record_verdict(outcome: Outcome, frame_len: u64) -> u32 {
+pub fn record_verdict(outcome: &Outcome, frame_len: u64) -> u32 {
     let Some(reason_counter) = REASON_STATS.get_ptr_mut(outcome.reason as u32) else {
         // Every reason code is below the array size; a failed lookup means a
         // broken build, which XDP_ABORTED makes visible in xdp tracepoints.
@@ -25,6 +25,17 @@ pub fn record_verdict(outcome: Outcome, frame_len: u64) -> u32 {
     match outcome.reason.verdict() {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+/// Counts a listener's data segment by host class, and by host when known.
+#[inline(always)]
+pub fn record_host(listener: u32, class: HostClass, host: Option<u32>, frame_len: u64) {
+    if let Some(class_counter) = HOST_CLASS_STATS.get_ptr_mut(host_class_index(listener, class)) {
+        bump(class_counter, frame_len);
+    }
+    if let Some(host_counter) = host.and_then(|host| HOST_STATS.get_ptr_mut(host)) {
+        bump(host_counter, frame_len);
     }
 }
 

@@ -183,6 +183,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
 
     let stats_reader = dataplane.take_stats_reader()?;
     let listener_ids: Vec<u32> = plan.listeners.iter().map(|l| l.id).collect();
+    let host_ids: Vec<u32> = plan.kernel_hosts().iter().map(|h| h.id).collect();
     let (proxy_counters, admin_counters) = (
         Arc::clone(&proxy_gate.counters),
         Arc::clone(&admin_gate.counters),
@@ -190,7 +191,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let stats_plan = plan.clone();
     let render: admin::RenderFn = Box::new(move || {
         let snapshot = stats_reader
-            .read(listener_ids.iter().copied())
+            .read(listener_ids.iter().copied(), host_ids.iter().copied())
             .map_err(|err| err.to_string())?;
         Ok(stats::render(
             &snapshot,

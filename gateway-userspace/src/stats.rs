@@ -4,6 +4,8 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use gateway_common::{HostClass, IPPROTO_TCP, ListenerKind};
+
 use crate::{compile::Plan, connection::Counters, dataplane::Stats};
 
 /// One `name value` line per counter, stable names for scripts and tests:
@@ -20,6 +22,7 @@ pub fn render(stats: &Stats, plan: &Plan, connections: &[(&str, &Counters)]) -> 
         let _ = writeln!(out, "xdp.reason.{name}.packets {}", counter.packets);
         let _ = writeln!(out, "xdp.reason.{name}.bytes {}", counter.bytes);
     }
+    let hosts = plan.kernel_hosts();
     for listener in &plan.listeners {
         let counter = stats
             .listeners
@@ -36,6 +39,38 @@ pub fn render(stats: &Stats, plan: &Plan, connections: &[(&str, &Counters)]) -> 
         let label = format!("{bind}_{}_{proto}", listener.port);
         let _ = writeln!(out, "xdp.listener.{label}.packets {}", counter.packets);
         let _ = writeln!(out, "xdp.listener.{label}.bytes {}", counter.bytes);
+        if listener.kind == ListenerKind::Tcp || listener.ip_protocol != IPPROTO_TCP {
+            continue;
+        }
+        // What the first data segments said about the host (TLS SNI, HTTP Host).
+        for class in HostClass::ALL {
+            let counter = stats
+                .host_classes
+                .iter()
+                .find(|(id, c, _)| *id == listener.id && *c == class)
+                .map(|(_, _, c)| *c)
+                .unwrap_or_default();
+            let name = class.name();
+            let _ = writeln!(
+                out,
+                "xdp.listener.{label}.host_class.{name}.packets {}",
+                counter.packets
+            );
+        }
+        for host in hosts.iter().filter(|h| h.listener_id == listener.id) {
+            let counter = stats
+                .hosts
+                .iter()
+                .find(|(id, _)| *id == host.id)
+                .map(|(_, c)| *c)
+                .unwrap_or_default();
+            let pattern = &host.pattern;
+            let _ = writeln!(
+                out,
+                "xdp.listener.{label}.host.{pattern}.packets {}",
+                counter.packets
+            );
+        }
     }
     for (prefix, counters) in connections {
         render_connections(prefix, counters, &mut out);

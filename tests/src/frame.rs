@@ -18,6 +18,7 @@ pub struct Frame {
     l3: L3,
     protocol: u8,
     l4: Vec<u8>,
+    padding: usize,
     truncate_to: Option<usize>,
 }
 
@@ -67,6 +68,7 @@ impl Frame {
             },
             protocol,
             l4,
+            padding: 0,
             truncate_to: None,
         }
     }
@@ -80,6 +82,7 @@ impl Frame {
             },
             protocol,
             l4,
+            padding: 0,
             truncate_to: None,
         }
     }
@@ -116,6 +119,7 @@ impl Frame {
             l3: L3::Arp,
             protocol: 0,
             l4: Vec::new(),
+            padding: 0,
             truncate_to: None,
         }
     }
@@ -191,6 +195,19 @@ impl Frame {
     }
 
     /// Cuts the frame to `len` bytes.
+    /// Appends `bytes` to the L4 payload (after the TCP or UDP header).
+    pub fn payload(mut self, bytes: &[u8]) -> Self {
+        self.l4.extend_from_slice(bytes);
+        self
+    }
+
+    /// Adds `bytes` of Ethernet padding after the IP packet, as a NIC does
+    /// to reach the 60-byte minimum: in the frame, not in the IP length.
+    pub fn pad(mut self, bytes: usize) -> Self {
+        self.padding = bytes;
+        self
+    }
+
     pub fn truncate(mut self, len: usize) -> Self {
         self.truncate_to = Some(len);
         self
@@ -257,6 +274,7 @@ impl Frame {
                 out.extend_from_slice(&[192, 0, 2, 1]);
             }
         }
+        out.resize(out.len() + self.padding, 0);
         if let Some(len) = self.truncate_to {
             out.truncate(len);
         }

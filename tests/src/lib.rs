@@ -4,7 +4,9 @@
 //! drop, also when a test fails.
 pub mod backend;
 pub mod daemon;
+pub mod fixtures;
 pub mod frame;
+pub mod hello;
 pub mod hostile;
 pub mod netns;
 pub mod pki;

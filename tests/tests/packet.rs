@@ -133,7 +133,7 @@ impl Harness {
 
     /// Every reason's and listener slot's counters.
     fn stats(&self) -> Stats {
-        self.counters.read(0..MAX_LISTENERS).expect("stats")
+        self.counters.read(0..MAX_LISTENERS, 0..0).expect("stats")
     }
 
     fn run(&mut self, frame: &Frame) -> u32 {

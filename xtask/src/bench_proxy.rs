@@ -575,8 +575,9 @@ impl Drop for XdpPass {
     }
 }
 
-/// Compiles the trivial XDP_PASS program (LLVM IR) with `llc`.
-fn build_xdp_pass(scratch: &Path) -> anyhow::Result<PathBuf> {
+/// Compiles the trivial XDP_PASS program (LLVM IR) with `llc`: the
+/// baseline of both benchmarks that involve XDP.
+pub fn build_xdp_pass(scratch: &Path) -> anyhow::Result<PathBuf> {
     let source = scratch.join("xdp_pass.ll");
     let object = scratch.join("xdp_pass.o");
     fs::write(

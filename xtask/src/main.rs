@@ -70,6 +70,20 @@ enum Bench {
     /// 301, TLS handshakes, proxying), interleaved, in network namespaces
     /// it creates (needs root; installs the contenders and load generators).
     Proxy(bench_proxy::ProxyArgs),
+    /// ns/packet of the XDP classifier (BPF_PROG_TEST_RUN) on each path a
+    /// packet can take, against a trivial XDP_PASS program in the same
+    /// rounds (needs root).
+    Xdp(XdpArgs),
+}
+
+#[derive(clap::Args)]
+struct XdpArgs {
+    /// Runs of each program on each path per measurement (the kernel reports their mean).
+    #[arg(long, default_value_t = 1_000_000)]
+    repeat: u32,
+    /// Interleaved rounds; each cell is the median (and range) over them.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -131,9 +145,52 @@ fn main() -> anyhow::Result<()> {
                     )?;
                     bench_proxy::proxy(&root, args)
                 }
+                Bench::Xdp(args) => {
+                    require_root("cargo xtask bench xdp", "it loads BPF programs")?;
+                    bench_xdp(&root, &args)
+                }
             }
         }
     }
+}
+
+/// Builds the XDP_PASS baseline and the release benchmark binary (with the
+/// XDP object), runs it, and writes its table to `target/bench-xdp.md`.
+fn bench_xdp(root: &Path, args: &XdpArgs) -> anyhow::Result<()> {
+    provision::debian_packages(&[("llc", "llvm")])?;
+    let scratch = root.join("target/bench/xdp");
+    std::fs::create_dir_all(&scratch)?;
+    let baseline = bench_proxy::build_xdp_pass(&scratch)?;
+    run(&mut cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "gateway-tests",
+        "--bin",
+        "xdp-bench",
+    ]))?;
+    let bench = std::process::Command::new(root.join("target/release/xdp-bench"))
+        .arg(&baseline)
+        .arg(args.repeat.to_string())
+        .arg(args.rounds.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot start xdp-bench")?;
+    if !bench.status.success() {
+        bail!("xdp-bench failed ({})", bench.status);
+    }
+    let table = String::from_utf8_lossy(&bench.stdout);
+    let machine = exec::output(std::process::Command::new("uname").arg("-r")).unwrap_or_default();
+    let report = format!(
+        "{table}Kernel {}, {} CPUs.\n",
+        machine.trim(),
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    print!("{report}");
+    let out = root.join("target/bench-xdp.md");
+    std::fs::write(&out, report)?;
+    println!("(written to {})", out.display());
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
@@ -183,6 +240,7 @@ fn test() -> anyhow::Result<()> {
     let gateway = build_gateway()?;
     println!("== packet tests (BPF_PROG_TEST_RUN on the XDP program)");
     gateway_tests("packet", &gateway, false)?;
+    gateway_tests("packet_hosts", &gateway, false)?;
     println!("== end-to-end tests (network namespaces, real clients)");
     gateway_tests("e2e", &gateway, false)?;
     println!(

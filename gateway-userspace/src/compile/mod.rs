@@ -15,8 +15,8 @@ pub use self::{
 };
 
 use gateway_common::{
-    ADDR_ANY, IPPROTO_TCP, IPPROTO_UDP, ListenerKey, ListenerKind, ListenerValue, MAX_LISTENERS,
-    ipv4_mapped,
+    ADDR_ANY, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostKey, HostValue, IPPROTO_TCP, IPPROTO_UDP,
+    ListenerKey, ListenerKind, ListenerValue, MAX_LISTENERS, host_hash, ipv4_mapped,
 };
 
 use crate::{
@@ -98,6 +98,74 @@ impl Listener {
             id: self.id,
             kind: self.kind as u32,
         }
+    }
+}
+
+/// A server host of a listener, as the kernel classifies the listener's
+/// first data segments (TLS SNI, HTTP `Host`) against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelHost {
+    /// Index into the kernel's per-host counters.
+    pub id: u32,
+    pub listener_id: u32,
+    pub pattern: HostPattern,
+}
+
+impl KernelHost {
+    /// The `HOSTS` map key.
+    pub fn key(&self) -> HostKey {
+        let (kind, hash) = match &self.pattern {
+            HostPattern::Exact(name) => (HOST_EXACT, host_hash(name.as_bytes())),
+            HostPattern::Suffix(suffix) => (HOST_SUFFIX, host_hash(suffix.as_bytes())),
+            HostPattern::Any => (HOST_ANY, 0),
+        };
+        HostKey {
+            listener: self.listener_id,
+            kind,
+            hash,
+        }
+    }
+
+    /// The `HOSTS` map value.
+    pub fn value(&self) -> HostValue {
+        HostValue {
+            id: self.id,
+            pad: 0,
+        }
+    }
+}
+
+impl Plan {
+    /// Every listener's server hosts for the kernel: an HTTP port's
+    /// virtual hosts, a TLS port's SNI hosts and the virtual hosts of the
+    /// plaintext servers sharing it. De-duplicated per listener; ids count
+    /// up in (listener, pattern) order, so the same plan gives the same ids.
+    pub fn kernel_hosts(&self) -> Vec<KernelHost> {
+        let mut wanted: BTreeSet<(u32, HostPattern)> = BTreeSet::new();
+        for listener in &self.http {
+            for host in listener.hosts.hosts() {
+                wanted.insert((listener.listener_id, host.pattern.clone()));
+            }
+        }
+        for listener in &self.tls {
+            for server in &listener.servers {
+                for pattern in &server.hosts {
+                    wanted.insert((listener.listener_id, pattern.clone()));
+                }
+            }
+            for host in listener.plaintext.iter().flat_map(HostTable::hosts) {
+                wanted.insert((listener.listener_id, host.pattern.clone()));
+            }
+        }
+        wanted
+            .into_iter()
+            .zip(0u32..)
+            .map(|((listener_id, pattern), id)| KernelHost {
+                id,
+                listener_id,
+                pattern,
+            })
+            .collect()
     }
 }
 

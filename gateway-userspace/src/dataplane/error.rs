@@ -24,6 +24,11 @@ pub enum DataplaneError {
     /// The object lacks a map the loader needs: a build mismatch.
     #[error("the XDP object has no map named {name}; rebuild the gateway")]
     MissingMap { name: &'static str },
+    /// The plan names more server hosts than the kernel's host table holds.
+    #[error(
+        "the configuration has {count} server hosts over all listeners; the kernel's host table holds {max}"
+    )]
+    TooManyHosts { count: usize, max: usize },
     /// The object lacks the program: a build mismatch.
     #[error("the XDP object has no program named {name}; rebuild the gateway")]
     MissingProgram { name: &'static str },

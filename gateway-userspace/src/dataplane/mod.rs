@@ -3,16 +3,16 @@
 //! interface and reads the counters. It never decides what is served.
 mod error;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use aya::{
-    Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    Ebpf, Pod,
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use gateway_common::{
-    ALLOWED_PORT_WORDS, Counter, ListenerKey, ListenerValue, LocalAddrValue, MAX_LISTENERS, Reason,
-    Settings, map_names,
+    ALLOWED_PORT_WORDS, Counter, HostClass, HostKey, HostValue, ListenerKey, ListenerValue,
+    LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, Reason, Settings, host_class_index, map_names,
 };
 
 pub use self::error::DataplaneError;
@@ -20,6 +20,10 @@ use crate::compile::{Plan, addr_key};
 
 /// Name of the XDP function in the object (`gateway-ebpf/src/main.rs`).
 pub const PROGRAM_NAME: &str = "xdp_ingress";
+
+/// The host-classification programs, reached only by tail call, in the
+/// order of their `HOST_PROGRAMS` slots (`gateway-ebpf/src/host.rs`).
+pub const HOST_PROGRAM_NAMES: [&str; 3] = ["xdp_host", "xdp_host_value", "xdp_host_match"];
 
 /// The XDP object built by build.rs, embedded so the binary is self-contained.
 #[cfg(not(gateway_no_ebpf))]
@@ -67,6 +71,7 @@ impl Dataplane {
         }
         let program = xdp_program(&mut ebpf)?;
         program.load().map_err(DataplaneError::from_load)?;
+        load_host_programs(&mut ebpf)?;
         Ok(Dataplane {
             ebpf,
             attached: None,
@@ -78,72 +83,81 @@ impl Dataplane {
         xdp_program(&mut self.ebpf)
     }
 
+    /// How many instructions the verifier walked for each program, to
+    /// show it stays well inside the kernel's 1M limit (`None` where the
+    /// kernel does not say).
+    pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
+        std::iter::once(PROGRAM_NAME)
+            .chain(HOST_PROGRAM_NAMES)
+            .map(|name| {
+                let count = self
+                    .ebpf
+                    .program(name)
+                    .and_then(|program| program.info().ok())
+                    .and_then(|info| info.verified_instruction_count());
+                (name, count)
+            })
+            .collect()
+    }
+
     /// Makes the maps equal to `plan`: inserts and updates what it has,
     /// removes what it no longer has; entries that do not change are not
     /// touched, so traffic to them never sees a gap.
     pub fn apply(&mut self, plan: &Plan, settings: Settings) -> Result<(), DataplaneError> {
-        let mut listeners: HashMap<&mut MapData, ListenerKey, ListenerValue> =
-            map(&mut self.ebpf, map_names::LISTENERS)?;
-        let wanted: Vec<(ListenerKey, ListenerValue)> = plan
+        let listeners: BTreeMap<ListenerKey, ListenerValue> = plan
             .listeners
             .iter()
             .map(|l| (l.key(), l.value()))
             .collect();
-        let stale: Vec<ListenerKey> = listeners
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !wanted.iter().any(|(k, _)| k == key))
+        self.sync(map_names::LISTENERS, &listeners)?;
+        let local: BTreeMap<[u8; 16], LocalAddrValue> = plan
+            .local_addrs
+            .iter()
+            .map(|addr| (addr_key(*addr), LocalAddrValue { flags: 0 }))
             .collect();
-        for (key, value) in &wanted {
-            if listeners.get(key, 0).ok().as_ref() != Some(value) {
-                listeners
-                    .insert(key, value, 0)
-                    .map_err(|source| DataplaneError::Map {
-                        name: map_names::LISTENERS,
-                        source,
-                    })?;
-            }
+        self.sync(map_names::LOCAL_ADDRS, &local)?;
+        let kernel_hosts = plan.kernel_hosts();
+        if kernel_hosts.len() > MAX_HOSTS as usize {
+            return Err(DataplaneError::TooManyHosts {
+                count: kernel_hosts.len(),
+                max: MAX_HOSTS as usize,
+            });
         }
-        for key in &stale {
-            listeners
-                .remove(key)
-                .map_err(|source| DataplaneError::Map {
-                    name: map_names::LISTENERS,
-                    source,
-                })?;
-        }
-
-        let mut local: HashMap<&mut MapData, [u8; 16], LocalAddrValue> =
-            map(&mut self.ebpf, map_names::LOCAL_ADDRS)?;
-        let wanted: BTreeSet<[u8; 16]> = plan.local_addrs.iter().copied().map(addr_key).collect();
-        let stale: Vec<[u8; 16]> = local
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !wanted.contains(key))
-            .collect();
-        for key in &wanted {
-            local
-                .insert(key, LocalAddrValue { flags: 0 }, 0)
-                .map_err(|source| DataplaneError::Map {
-                    name: map_names::LOCAL_ADDRS,
-                    source,
-                })?;
-        }
-        for key in &stale {
-            local.remove(key).map_err(|source| DataplaneError::Map {
-                name: map_names::LOCAL_ADDRS,
-                source,
-            })?;
-        }
+        let hosts: BTreeMap<HostKey, HostValue> =
+            kernel_hosts.iter().map(|h| (h.key(), h.value())).collect();
+        self.sync(map_names::HOSTS, &hosts)?;
 
         let mut settings_map: Array<&mut MapData, Settings> =
             map(&mut self.ebpf, map_names::SETTINGS)?;
-        settings_map
-            .set(0, settings, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: map_names::SETTINGS,
-                source,
-            })
+        if settings_map.get(&0, 0).ok() != Some(settings) {
+            settings_map
+                .set(0, settings, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: map_names::SETTINGS,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Makes the hash map `name` hold exactly `wanted`, writing only the
+    /// difference ([`diff`]).
+    fn sync<K: Pod + Ord, V: Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        wanted: &BTreeMap<K, V>,
+    ) -> Result<(), DataplaneError> {
+        let mut table: HashMap<&mut MapData, K, V> = map(&mut self.ebpf, name)?;
+        let current: BTreeMap<K, V> = table.iter().filter_map(Result::ok).collect();
+        let error = |source| DataplaneError::Map { name, source };
+        let changes = diff(&current, wanted);
+        for (key, value) in changes.upserts {
+            table.insert(key, value, 0).map_err(error)?;
+        }
+        for key in changes.removals {
+            table.remove(key).map_err(error)?;
+        }
+        Ok(())
     }
 
     /// Makes the management allow-list bitmap equal to `words` (the
@@ -209,7 +223,36 @@ impl Dataplane {
         Ok(StatsReader {
             reasons: take(map_names::REASON_STATS)?,
             listeners: take(map_names::LISTENER_STATS)?,
+            hosts: take(map_names::HOST_STATS)?,
+            host_classes: take(map_names::HOST_CLASS_STATS)?,
         })
+    }
+}
+
+/// What turns one map's contents into another's: entries to insert or
+/// overwrite, then keys to remove. Entries equal on both sides are in
+/// neither, so lookups of them never see a gap.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Changes<'a, K, V> {
+    pub upserts: Vec<(&'a K, &'a V)>,
+    pub removals: Vec<&'a K>,
+}
+
+/// The changes from `current` to `wanted`; pure, so the plan-to-map
+/// update is tested without a kernel.
+pub fn diff<'a, K: Ord, V: PartialEq>(
+    current: &'a BTreeMap<K, V>,
+    wanted: &'a BTreeMap<K, V>,
+) -> Changes<'a, K, V> {
+    Changes {
+        upserts: wanted
+            .iter()
+            .filter(|(key, value)| current.get(key) != Some(value))
+            .collect(),
+        removals: current
+            .keys()
+            .filter(|key| !wanted.contains_key(key))
+            .collect(),
     }
 }
 
@@ -217,15 +260,19 @@ impl Dataplane {
 pub struct StatsReader {
     reasons: PerCpuArray<MapData, Counter>,
     listeners: PerCpuArray<MapData, Counter>,
+    hosts: PerCpuArray<MapData, Counter>,
+    host_classes: PerCpuArray<MapData, Counter>,
 }
 
 impl StatsReader {
-    /// Counters summed over CPUs: every reason code, and the listeners in
-    /// `listener_ids` (the daemon passes the plan's, not all
-    /// [`MAX_LISTENERS`] slots, so a read costs a lookup per listener served).
+    /// Counters summed over CPUs: every reason code, the listeners in
+    /// `listener_ids` with their host classes, and the hosts in `host_ids`
+    /// (the daemon passes the plan's, not every slot, so a read costs a
+    /// lookup per listener and host served).
     pub fn read(
         &self,
         listener_ids: impl IntoIterator<Item = u32>,
+        host_ids: impl IntoIterator<Item = u32>,
     ) -> Result<Stats, DataplaneError> {
         let mut stats = Stats::default();
         for reason in Reason::ALL {
@@ -238,6 +285,19 @@ impl StatsReader {
             let counter = sum(&self.listeners, id, map_names::LISTENER_STATS)?;
             if counter.packets != 0 {
                 stats.listeners.push((id, counter));
+            }
+            for class in HostClass::ALL {
+                let index = host_class_index(id, class);
+                let counter = sum(&self.host_classes, index, map_names::HOST_CLASS_STATS)?;
+                if counter.packets != 0 {
+                    stats.host_classes.push((id, class, counter));
+                }
+            }
+        }
+        for id in host_ids.into_iter().filter(|id| *id < MAX_HOSTS) {
+            let counter = sum(&self.hosts, id, map_names::HOST_STATS)?;
+            if counter.packets != 0 {
+                stats.hosts.push((id, counter));
             }
         }
         Ok(stats)
@@ -268,6 +328,10 @@ pub struct Stats {
     pub reasons: Vec<(Reason, Counter)>,
     /// Listeners that saw at least one packet, by id.
     pub listeners: Vec<(u32, Counter)>,
+    /// Host classes of listeners' data segments (listener id, class), those seen.
+    pub host_classes: Vec<(u32, HostClass, Counter)>,
+    /// Known hosts (`KernelHost::id`) that saw at least one data segment.
+    pub hosts: Vec<(u32, Counter)>,
 }
 
 impl Stats {
@@ -278,6 +342,32 @@ impl Stats {
             .find(|(r, _)| *r == reason)
             .map_or(Counter::default(), |(_, c)| *c)
     }
+}
+
+/// Loads the host-classification programs into the `HOST_PROGRAMS` slots
+/// the ingress program tail-calls for a listener's data segment, in order.
+fn load_host_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    for (slot, name) in (0u32..).zip(HOST_PROGRAM_NAMES) {
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source: ProgramError| DataplaneError::WrongProgramType { source })?;
+        program.load().map_err(DataplaneError::from_load)?;
+        let fd = program
+            .fd()
+            .map_err(DataplaneError::from_load)?
+            .try_clone()
+            .map_err(DataplaneError::from_load)?;
+        let mut slots: ProgramArray<&mut MapData> = map(ebpf, map_names::HOST_PROGRAMS)?;
+        slots
+            .set(slot, &fd, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: map_names::HOST_PROGRAMS,
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
@@ -303,5 +393,31 @@ fn raise_memlock_limit() {
     use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
     if let Err(err) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
         log::debug!("could not raise RLIMIT_MEMLOCK: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_diff_writes_new_and_changed_entries_and_removes_gone_ones_only() {
+        let current = BTreeMap::from([(1, 'a'), (2, 'b'), (3, 'c')]);
+        let wanted = BTreeMap::from([(1, 'a'), (2, 'B'), (4, 'd')]);
+        let changes = diff(&current, &wanted);
+        assert_eq!(changes.upserts, vec![(&2, &'B'), (&4, &'d')]);
+        assert_eq!(changes.removals, vec![&3]);
+    }
+
+    #[test]
+    fn equal_contents_need_no_write() {
+        let same = BTreeMap::from([(1, 'a'), (2, 'b')]);
+        let changes = diff(&same, &same);
+        assert!(changes.upserts.is_empty() && changes.removals.is_empty());
+        let empty = BTreeMap::new();
+        let changes = diff(&same, &empty);
+        assert_eq!(changes.removals, vec![&1, &2]);
+        let changes = diff(&empty, &same);
+        assert_eq!(changes.upserts.len(), 2);
     }
 }

@@ -1,0 +1,515 @@
+//! Host classification of a connection's first data segment: the TLS
+//! ClientHello's SNI or the HTTP request's `Host`, matched against the
+//! listener's server hosts as Envoy matches virtual hosts (exact, then the
+//! longest `*.suffix`, then `*`).
+//!
+//! The same code runs in the XDP program (over packet memory) and on the
+//! host (over a byte slice, as the reference classifier tests compare the
+//! kernel with): it reads bytes only through [`Frame`] and looks hosts up
+//! only through [`HostTable`]. Every loop has a constant bound, as the
+//! verifier requires, and every offset is checked before use.
+//!
+//! A name is reduced to a 64-bit FNV-1a hash of its lower-cased bytes taken
+//! from the last to the first, so one backwards pass yields the hash of the
+//! whole name and of every `.suffix` of it, each one map lookup. A hash
+//! collision can only make an unknown name look known, never the reverse:
+//! the kernel's verdict is a hint and the proxy stays authoritative.
+
+/// Longest DNS name (RFC 1035: 255 octets on the wire, 253 as text).
+pub const MAX_HOST_LEN: usize = 255;
+/// TLS extensions walked before giving up; browsers send about 20, in a
+/// random order (Chrome), so the SNI can be anywhere among them.
+pub const MAX_TLS_EXTENSIONS: usize = 32;
+/// Bytes of an HTTP request head searched for the `Host` header.
+pub const MAX_HTTP_SCAN: usize = 256;
+/// Bytes of a segment's payload the classifier looks at (the kernel copies
+/// them out of the packet first): a whole 1500-byte-MTU segment. A power
+/// of two, so the kernel can mask indexes into its copy.
+pub const MAX_PAYLOAD_SCAN: usize = 2048;
+/// No byte of a frame beyond this offset is read (a 9000-byte jumbo frame
+/// ends below it); the kernel's bounds proofs rely on it, and the reference
+/// keeps the same limit so both agree.
+pub const MAX_FRAME_OFFSET: usize = 0x3fff;
+
+/// `HostKey::kind` of an exact server host (`example.com`).
+pub const HOST_EXACT: u32 = 1;
+/// `HostKey::kind` of a wildcard server host (`*.example.com`), hashed as `.example.com`.
+pub const HOST_SUFFIX: u32 = 2;
+/// `HostKey::kind` of the catch-all server host `*` (hash 0).
+pub const HOST_ANY: u32 = 3;
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Key of the `HOSTS` map: one server host of one listener.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostKey {
+    /// The listener's id (`ListenerValue::id`).
+    pub listener: u32,
+    /// `HOST_EXACT`, `HOST_SUFFIX` or `HOST_ANY`.
+    pub kind: u32,
+    /// [`host_hash`] of the name (exact) or of `.suffix` (wildcard); 0 for `*`.
+    pub hash: u64,
+}
+
+/// Value of the `HOSTS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostValue {
+    /// Index into `HOST_STATS`, below `MAX_HOSTS`.
+    pub id: u32,
+    /// Always zero.
+    pub pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<HostKey>() == 16);
+const _: () = assert!(core::mem::size_of::<HostValue>() == 8);
+
+/// What the first data segment said about the host; the index (with the
+/// listener) of the per-listener host-class counters.
+///
+/// Codes are part of the userspace ABI: never renumber or reuse one.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HostClass {
+    /// The name matched a server host of the listener.
+    Known = 0,
+    /// A complete name that no server host of the listener accepts.
+    Unknown = 1,
+    /// A complete ClientHello without SNI, or a complete request head without `Host`.
+    NoHost = 2,
+    /// The name is not in this segment (a ClientHello or request head that
+    /// continues in later segments): no verdict, the proxy decides.
+    Partial = 3,
+    /// Neither a ClientHello nor an HTTP/1 request head (a later segment,
+    /// HTTP/2 prior knowledge, garbage): no verdict.
+    Unrecognised = 4,
+}
+
+impl HostClass {
+    /// Number of classes; the stride of the per-listener class counters.
+    pub const COUNT: u32 = 5;
+
+    /// Every class, in code order.
+    pub const ALL: [HostClass; Self::COUNT as usize] = [
+        HostClass::Known,
+        HostClass::Unknown,
+        HostClass::NoHost,
+        HostClass::Partial,
+        HostClass::Unrecognised,
+    ];
+
+    /// Stable snake_case name, used in logs and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HostClass::Known => "known",
+            HostClass::Unknown => "unknown",
+            HostClass::NoHost => "no_host",
+            HostClass::Partial => "partial",
+            HostClass::Unrecognised => "unrecognised",
+        }
+    }
+}
+
+/// Index of (`listener`, `class`) in the `HOST_CLASS_STATS` array.
+#[inline(always)]
+pub fn host_class_index(listener: u32, class: HostClass) -> u32 {
+    listener * HostClass::COUNT + class as u32
+}
+
+/// Read access to the bytes of one segment, from wherever they live.
+pub trait Frame {
+    /// The byte at `offset` from the start of the frame, if inside it.
+    fn byte(&self, offset: usize) -> Option<u8>;
+
+    /// Big-endian u16 at `offset`.
+    #[inline(always)]
+    fn be16(&self, offset: usize) -> Option<u16> {
+        Some(u16::from_be_bytes([
+            self.byte(offset)?,
+            self.byte(offset + 1)?,
+        ]))
+    }
+}
+
+impl Frame for [u8] {
+    fn byte(&self, offset: usize) -> Option<u8> {
+        if offset > MAX_FRAME_OFFSET {
+            return None;
+        }
+        self.get(offset).copied()
+    }
+}
+
+/// The server hosts of every listener (the `HOSTS` map, or a copy of its contents).
+pub trait HostTable {
+    /// The entry for `key`.
+    fn host(&self, key: &HostKey) -> Option<HostValue>;
+}
+
+/// Where a name lies in the segment, or why there is none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Name {
+    /// `len` bytes (1 to `MAX_HOST_LEN`) at `offset`.
+    At { offset: usize, len: usize },
+    /// No name; the class says why.
+    Absent(HostClass),
+}
+
+/// FNV-1a step on the ASCII lower-case of `byte`.
+#[inline(always)]
+fn step(hash: u64, byte: u8) -> u64 {
+    (hash ^ ascii_lowercase(byte)).wrapping_mul(FNV_PRIME)
+}
+
+/// `byte.to_ascii_lowercase()`, computed without a branch: BPF has no
+/// conditional move, so the comparisons of `to_ascii_lowercase` become
+/// three paths per byte for the verifier to walk. Bit 7 of `byte + 63` is
+/// set for bytes 65 (`A`) to 192, bit 7 of `byte + 37` for 91 (`[`) to
+/// 218: set in the first and clear in the second means `A..=Z`, and
+/// shifted down it is the case bit.
+#[inline(always)]
+fn ascii_lowercase(byte: u8) -> u64 {
+    let byte = u64::from(byte);
+    let upper = (byte + 63) & !(byte + 37) & 0x80;
+    byte | (upper >> 2)
+}
+
+/// The hash a name is stored under: FNV-1a over its lower-cased bytes,
+/// last byte first. Userspace hashes `example.com` for an exact host and
+/// `.example.com` for `*.example.com`.
+pub fn host_hash(name: &[u8]) -> u64 {
+    name.iter()
+        .rev()
+        .fold(FNV_OFFSET, |hash, byte| step(hash, *byte))
+}
+
+/// Finds the SNI host name in a TLS record starting at `start` (the TCP
+/// payload) and ending at `end`: a handshake record holding a ClientHello
+/// whose extensions up to `server_name` are in this segment.
+#[inline(always)]
+pub fn tls_server_name<F: Frame + ?Sized>(frame: &F, start: usize, end: usize) -> Name {
+    match tls_server_name_inner(frame, start, end) {
+        Ok(name) => name,
+        Err(class) => Name::Absent(class),
+    }
+}
+
+#[inline(always)]
+fn tls_server_name_inner<F: Frame + ?Sized>(
+    frame: &F,
+    start: usize,
+    end: usize,
+) -> Result<Name, HostClass> {
+    use HostClass::{NoHost, Partial, Unrecognised};
+    // Record header (type 22 = handshake, version 3.x), then the handshake
+    // header (type 1 = ClientHello); anything else is not a connection's start.
+    let content_type = frame.byte(start).ok_or(Unrecognised)?;
+    let major = frame.byte(start + 1).ok_or(Unrecognised)?;
+    let handshake_type = frame.byte(start + 5).ok_or(Unrecognised)?;
+    if content_type != 22 || major != 3 || handshake_type != 1 {
+        return Err(Unrecognised);
+    }
+    let record_end = start + 5 + usize::from(frame.be16(start + 3).ok_or(Unrecognised)?);
+    // legacy_version (2) and random (32) follow the 4-byte handshake header.
+    let session_id = start + 5 + 4 + 2 + 32;
+    let mut offset = session_id + 1 + usize::from(frame.byte(session_id).ok_or(Partial)?);
+    offset = bounded(offset + 2 + usize::from(frame.be16(offset).ok_or(Partial)?))?;
+    offset = bounded(offset + 1 + usize::from(frame.byte(offset).ok_or(Partial)?))?;
+    let extensions_len = usize::from(frame.be16(offset).ok_or(Partial)?);
+    offset += 2;
+    let extensions_end = offset + extensions_len;
+    if extensions_end > record_end {
+        return Err(Unrecognised);
+    }
+    for _ in 0..MAX_TLS_EXTENSIONS {
+        if offset >= extensions_end {
+            return Err(NoHost);
+        }
+        offset = bounded(offset)?;
+        let kind = frame.be16(offset).ok_or(Partial)?;
+        let len = usize::from(frame.be16(offset + 2).ok_or(Partial)?);
+        if kind == 0 {
+            // server_name: list length (2), name type (1, 0 = host_name),
+            // name length (2), name.
+            let name_type = frame.byte(offset + 6).ok_or(Partial)?;
+            let name_len = usize::from(frame.be16(offset + 7).ok_or(Partial)?);
+            let name = offset + 9;
+            if name_type != 0 || name_len == 0 || name_len > MAX_HOST_LEN {
+                return Err(Unrecognised);
+            }
+            if name + name_len > offset + 4 + len || name + name_len > extensions_end {
+                return Err(Unrecognised);
+            }
+            if name + name_len > end {
+                return Err(Partial);
+            }
+            return Ok(Name::At {
+                offset: name,
+                len: name_len,
+            });
+        }
+        offset += 4 + len;
+    }
+    Err(Partial)
+}
+
+/// `offset` if it is within reach of the parser, else `Partial`: a
+/// ClientHello this large continues past any single segment.
+#[inline(always)]
+fn bounded(offset: usize) -> Result<usize, HostClass> {
+    if offset > MAX_FRAME_OFFSET {
+        Err(HostClass::Partial)
+    } else {
+        Ok(offset)
+    }
+}
+
+/// Finds the `Host` header's name (without port) in an HTTP/1 request head
+/// starting at `start` and ending at `end`.
+#[inline(always)]
+pub fn http_host<F: Frame + ?Sized>(frame: &F, start: usize, end: usize) -> Name {
+    match http_host_value_start(frame, start, end) {
+        Ok(at) => host_value(frame, at, end),
+        Err(class) => Name::Absent(class),
+    }
+}
+
+/// Where the `Host` header's value starts (just past `host:`) in an HTTP/1
+/// request head starting at `start` and ending at `end`; the first half of
+/// [`http_host`], which the kernel runs as a program of its own.
+#[inline(always)]
+pub fn http_host_value_start<F: Frame + ?Sized>(
+    frame: &F,
+    start: usize,
+    end: usize,
+) -> Result<usize, HostClass> {
+    // A request line starts with an upper-case method token; HTTP/2's
+    // prior-knowledge preface (`PRI * HTTP/2.0`) carries no Host.
+    match frame.byte(start) {
+        Some(b'A'..=b'Z') => {}
+        _ => return Err(HostClass::Unrecognised),
+    }
+    if matches!(frame.byte(start), Some(b'P'))
+        && matches!(frame.byte(start + 1), Some(b'R'))
+        && matches!(frame.byte(start + 2), Some(b'I'))
+        && matches!(frame.byte(start + 3), Some(b' '))
+    {
+        return Err(HostClass::Unrecognised);
+    }
+    // The last six bytes read, as a window shifted one byte per step:
+    // every step takes the same path, and the only state carried is the
+    // window, a value the verifier does not track, so the loop is verified
+    // once per step however the header lines fall.
+    let mut window: u64 = 0;
+    for i in 0..MAX_HTTP_SCAN {
+        let at = start + i;
+        if at >= end {
+            return Err(HostClass::Partial);
+        }
+        let Some(byte) = frame.byte(at) else {
+            return Err(HostClass::Partial);
+        };
+        window = (window << 8) | u64::from(byte);
+        // An empty line: the head ended without a Host header.
+        let last_two = window & 0xffff;
+        if last_two == u64::from_be_bytes(*b"\0\0\0\0\0\0\n\r")
+            || last_two == u64::from_be_bytes(*b"\0\0\0\0\0\0\n\n")
+        {
+            return Err(HostClass::NoHost);
+        }
+        // `\nhost:`, the letters in either case (0x20 is ASCII's case bit).
+        if (window | HOST_HEADER_CASE) & HOST_HEADER_MASK == HOST_HEADER {
+            return Ok(at + 1);
+        }
+    }
+    Err(HostClass::Partial)
+}
+
+/// A line feed and `host:`, as the last six bytes of a `u64` window.
+const HOST_HEADER: u64 = u64::from_be_bytes(*b"\0\0\nhost:");
+/// The six bytes of [`HOST_HEADER`].
+const HOST_HEADER_MASK: u64 = 0xffff_ffff_ffff;
+/// The case bit of the four letters of [`HOST_HEADER`].
+const HOST_HEADER_CASE: u64 = 0x0000_0020_2020_2000;
+
+/// The name in a `Host` value starting at `at`: leading blanks skipped,
+/// ended by a `:port`, blank or line end. An IPv6 literal keeps its
+/// brackets and is matched as it is (no server host names one).
+#[inline(always)]
+pub fn host_value<F: Frame + ?Sized>(frame: &F, at: usize, end: usize) -> Name {
+    let mut name_start = at;
+    for _ in 0..MAX_LEADING_BLANKS {
+        match frame.byte(name_start) {
+            Some(b' ') | Some(b'\t') => name_start += 1,
+            _ => break,
+        }
+    }
+    let bracketed = match frame.byte(name_start) {
+        Some(byte) => byte == b'[',
+        None => return Name::Absent(HostClass::Partial),
+    };
+    // Only the loop index is carried, as in `http_host`.
+    for len in 0..=MAX_HOST_LEN {
+        let offset = name_start + len;
+        if offset >= end {
+            return Name::Absent(HostClass::Partial);
+        }
+        let Some(byte) = frame.byte(offset) else {
+            return Name::Absent(HostClass::Partial);
+        };
+        let name_len = match byte {
+            b'\r' | b'\n' | b' ' | b'\t' => len,
+            b':' if !bracketed => len,
+            b']' if bracketed => len + 1,
+            _ => continue,
+        };
+        if name_len == 0 {
+            return Name::Absent(HostClass::NoHost);
+        }
+        if name_len > MAX_HOST_LEN {
+            return Name::Absent(HostClass::Unrecognised);
+        }
+        return Name::At {
+            offset: name_start,
+            len: name_len,
+        };
+    }
+    Name::Absent(HostClass::Unrecognised)
+}
+
+/// Blanks skipped before a `Host` value.
+const MAX_LEADING_BLANKS: usize = 8;
+
+/// Wildcard suffixes of a name looked up, the longest first. A name with
+/// more dots than this gets no wildcard verdict unless one of its longest
+/// suffixes matches (then it is the longest match, as it should be).
+pub const MAX_WILDCARD_DEPTH: usize = 8;
+
+/// Matches the name at `offset` (`len` bytes) against `listener`'s hosts
+/// in `table`: exact, then the longest wildcard, then `*`. Returns the
+/// class and, when known, the host's id.
+///
+/// One pass right to left hashes the name and notes the hash at each dot
+/// (the hash of `.suffix`); lookups come after it, so every step of the
+/// pass takes the same path and the verifier walks it once.
+#[inline(always)]
+pub fn match_host<F: Frame + ?Sized, T: HostTable + ?Sized>(
+    frame: &F,
+    offset: usize,
+    len: usize,
+    listener: u32,
+    table: &T,
+) -> (HostClass, Option<u32>) {
+    // A wildcard needs at least one byte before its suffix: `*.example.com`
+    // matches `a.example.com`, never `example.com` or `.example.com`.
+    let Some(first) = frame.byte(offset) else {
+        return (HostClass::Partial, None);
+    };
+    let wildcards_apply = first != b'.';
+    let mut hash = FNV_OFFSET;
+    // A ring of the hashes at the last MAX_WILDCARD_DEPTH dots, kept
+    // without a branch (BPF has no conditional move): every step writes
+    // its ring slot, with the new hash at a dot and the old one elsewhere.
+    // One path per step means one walk of the pass for the verifier; a
+    // branch per dot made the dot count part of its state, and it walked
+    // the rest of the pass once per count.
+    let mut suffixes = [0u64; MAX_WILDCARD_DEPTH];
+    // The ring's next slot, and the dots seen up to MAX_WILDCARD_DEPTH + 1
+    // ("more than the ring holds"). Both are masked, so their ranges are
+    // the same after every step and the lookups after the pass are
+    // verified once, not once per name length.
+    let mut ring = 0usize;
+    let mut seen = 0usize;
+    for i in 0..MAX_HOST_LEN {
+        if i >= len {
+            break;
+        }
+        let Some(byte) = frame.byte(offset + len - 1 - i) else {
+            return (HostClass::Partial, None);
+        };
+        hash = step(hash, byte);
+        // All ones at a dot, else zero: `byte ^ b'.'` is 0 only at a dot,
+        // and only 0 - 1 sets the top bit.
+        let dot_mask = 0u64.wrapping_sub((u64::from(byte ^ b'.').wrapping_sub(1)) >> 63);
+        let dot = (dot_mask & 1) as usize;
+        let slot = &mut suffixes[ring];
+        *slot = (hash & dot_mask) | (*slot & !dot_mask);
+        ring = (ring + dot) & (MAX_WILDCARD_DEPTH - 1);
+        // 1 once `seen` is MAX_WILDCARD_DEPTH + 1, as above.
+        let full = ((seen ^ (MAX_WILDCARD_DEPTH + 1)) as u64).wrapping_sub(1) >> 63;
+        seen = (seen + (dot & (full as usize ^ 1))) & (2 * MAX_WILDCARD_DEPTH - 1);
+    }
+    if let Some(value) = table.host(&HostKey {
+        listener,
+        kind: HOST_EXACT,
+        hash,
+    }) {
+        return (HostClass::Known, Some(value.id));
+    }
+    if wildcards_apply {
+        for back in 1..=MAX_WILDCARD_DEPTH {
+            if back > seen {
+                break;
+            }
+            let key = HostKey {
+                listener,
+                kind: HOST_SUFFIX,
+                hash: suffixes[ring.wrapping_sub(back) & (MAX_WILDCARD_DEPTH - 1)],
+            };
+            if let Some(value) = table.host(&key) {
+                return (HostClass::Known, Some(value.id));
+            }
+        }
+    }
+    let any = HostKey {
+        listener,
+        kind: HOST_ANY,
+        hash: 0,
+    };
+    match table.host(&any) {
+        Some(value) => (HostClass::Known, Some(value.id)),
+        // Shorter suffixes of a deeper name were never looked up.
+        None if wildcards_apply && seen > MAX_WILDCARD_DEPTH => (HostClass::Unrecognised, None),
+        None => (HostClass::Unknown, None),
+    }
+}
+
+/// Where the name lies in a data segment of a TLS (`tls`) or HTTP
+/// listener, looking at the first `MAX_PAYLOAD_SCAN` bytes of the payload.
+#[inline(always)]
+pub fn find_name<F: Frame + ?Sized>(
+    frame: &F,
+    payload: usize,
+    payload_end: usize,
+    tls: bool,
+) -> Name {
+    let payload_end = payload_end.min(payload + MAX_PAYLOAD_SCAN);
+    if tls {
+        tls_server_name(frame, payload, payload_end)
+    } else {
+        http_host(frame, payload, payload_end)
+    }
+}
+
+/// The whole decision for a data segment: find the name, then match it.
+/// The kernel runs the two halves as separate programs (see gateway-ebpf's
+/// `host.rs`); this is the reference it is tested against.
+#[inline(always)]
+pub fn classify_host<F: Frame + ?Sized, T: HostTable + ?Sized>(
+    frame: &F,
+    payload: usize,
+    payload_end: usize,
+    tls: bool,
+    listener: u32,
+    table: &T,
+) -> (HostClass, Option<u32>) {
+    match find_name(frame, payload, payload_end, tls) {
+        Name::At { offset, len } => match_host(frame, offset, len, listener, table),
+        Name::Absent(class) => (class, None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! Host classification of a listener's data segments: the shared
+//! classifier (`gateway_common::classify_host`) run over packet memory and
+//! the `HOSTS` map.
+use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
+use gateway_common::{
+    Frame, HostClass, HostKey, HostTable, HostValue, ListenerKind, MAX_PAYLOAD_SCAN, Name,
+    host_value, http_host_value_start, match_host, tls_server_name,
+};
+
+use crate::maps::{FORGET, HOST_PROGRAMS, HOSTS, SCRATCH, SEGMENT};
+
+/// The start of a segment's payload, copied out of the packet.
+///
+/// Verifier rule: a packet pointer with a variable offset is readable only
+/// through the very register that was compared with `data_end`, and LLVM
+/// recomputes pointers (and turns `p + 1 > end` into `p >= end`, which
+/// proves nothing), so byte-wise parsing straight from the packet does not
+/// verify. One `bpf_xdp_load_bytes` copy into a per-CPU buffer, read with a
+/// masked index, does, and costs one memcpy.
+struct Scratch {
+    buf: *const [u8; MAX_PAYLOAD_SCAN],
+    len: usize,
+}
+
+impl Scratch {
+    /// A frame over the first `len` bytes of `buf`.
+    #[inline(always)]
+    fn new(buf: *const [u8; MAX_PAYLOAD_SCAN], len: usize) -> Self {
+        Scratch { buf, len }
+    }
+}
+
+impl Frame for Scratch {
+    #[inline(always)]
+    fn byte(&self, offset: usize) -> Option<u8> {
+        // SAFETY: the buffer is a live per-CPU map value of
+        // MAX_PAYLOAD_SCAN bytes (a power of two), and the mask keeps the
+        // index inside it. Verifier rule: the byte is read before the
+        // length check, so it is defined on both paths; LLVM compares an
+        // `Option<u8>` by its payload even when it is `None`, and the
+        // verifier refuses a register that was never written.
+        let byte = unsafe { (*self.buf)[offset & (MAX_PAYLOAD_SCAN - 1)] };
+        (offset < self.len).then_some(byte)
+    }
+}
+
+/// `value`, read back from map memory so the verifier knows nothing of it.
+///
+/// Verifier rule: the helper's size argument must be provably non-zero,
+/// and the bound learnt from `payload < payload_end` does not survive the
+/// subtraction; re-checking an unknown scalar gives the verifier the
+/// range it needs. Volatile, so LLVM neither forwards the stored value nor
+/// drops the checks made after it.
+#[inline(always)]
+fn forget(value: usize) -> usize {
+    let Some(slot) = FORGET.get_ptr_mut(0) else {
+        // Unreachable (index 0 of a one-slot array); a constant keeps this
+        // branch to a single state too.
+        return 0;
+    };
+    // SAFETY: a live per-CPU map value only this CPU touches.
+    unsafe {
+        core::ptr::write_volatile(slot, value as u64);
+        core::ptr::read_volatile(slot) as usize
+    }
+}
+
+/// The `HOSTS` map.
+struct Hosts;
+
+impl HostTable for Hosts {
+    #[inline(always)]
+    fn host(&self, key: &HostKey) -> Option<HostValue> {
+        // SAFETY: copied out at once; userspace replaces entries whole.
+        unsafe { HOSTS.get(key) }.copied()
+    }
+}
+
+/// A listener's data segment as it goes from program to program:
+/// `xdp_ingress` fills in where the payload is, `xdp_host` the scratch
+/// copy's length and where the `Host` value starts, `xdp_host_value` or
+/// `xdp_host` where the name is.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Segment {
+    pub listener: u32,
+    /// A `ListenerKind` code.
+    pub kind: u32,
+    /// Payload start and end offsets in the frame.
+    pub payload: u32,
+    pub payload_end: u32,
+    pub frame_len: u64,
+    /// The scratch copy's length.
+    pub scratch_len: u32,
+    /// Where the HTTP `Host` header's value starts in the scratch copy.
+    pub value_start: u32,
+    /// The name's offset and length in the scratch copy.
+    pub name_offset: u32,
+    pub name_len: u32,
+}
+
+impl Segment {
+    /// A segment whose payload `xdp_ingress` found at `payload..payload_end`.
+    #[inline(always)]
+    pub fn new(listener: u32, kind: u32, payload: u32, payload_end: u32, frame_len: u64) -> Self {
+        Segment {
+            listener,
+            kind,
+            payload,
+            payload_end,
+            frame_len,
+            scratch_len: 0,
+            value_start: 0,
+            name_offset: 0,
+            name_len: 0,
+        }
+    }
+}
+
+/// Slots of `HOST_PROGRAMS` (the loader fills them in this order).
+const FIND_NAME_PROGRAM: u32 = 0;
+const HOST_VALUE_PROGRAM: u32 = 1;
+const MATCH_PROGRAM: u32 = 2;
+
+/// Leaves `segment` for `xdp_host` and tail-calls it. Returns only when
+/// the call fails (no program in the slot: the daemon has not finished
+/// loading), and then the segment simply goes unclassified.
+///
+/// Verifier rule: a program is verified once per distinct state at each
+/// instruction. The payload offsets differ on every parse path (VLAN tags,
+/// IPv4 options, IPv6 extension headers, exact or wildcard listener), and
+/// a parser step reached from each iteration of a scan loop carries that
+/// iteration's offset, so inlined parsers were walked hundreds of times,
+/// past the 1M instruction limit. Split into programs reached by tail call
+/// (Cilium's pattern), each step starts from offsets read back from the
+/// `SEGMENT` map, unknown scalars, and is verified once.
+#[inline(always)]
+pub fn hand_over(ctx: &XdpContext, segment: Segment) {
+    let Some(slot) = SEGMENT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a live per-CPU map value; XDP runs with preemption off, so
+    // nothing else on this CPU touches it before `xdp_host` reads it.
+    unsafe {
+        *slot = segment;
+        HOST_PROGRAMS.tail_call(ctx, FIND_NAME_PROGRAM);
+    }
+}
+
+/// `xdp_host`: copies the payload and finds the TLS server name (then
+/// tail-calls `xdp_host_match`) or the start of the HTTP `Host` value
+/// (then tail-calls `xdp_host_value`). Returns the segment and its class
+/// when there is nothing further to do (or a tail call failed); `None` for
+/// listeners that carry no host (TCP). A TLS listener that also serves
+/// plaintext HTTP sees requests too: a segment that does not start a TLS
+/// record is read as HTTP.
+#[inline(always)]
+pub fn find_segment_name(ctx: &XdpContext) -> Option<(Segment, HostClass)> {
+    let slot = SEGMENT.get_ptr_mut(0)?;
+    // SAFETY: a live per-CPU map value, copied out at once.
+    let segment = unsafe { *slot };
+    let tls = if segment.kind == ListenerKind::Tls as u32 {
+        true
+    } else if segment.kind == ListenerKind::Http as u32 {
+        false
+    } else {
+        return None;
+    };
+    let (payload, payload_end) = (segment.payload as usize, segment.payload_end as usize);
+    if payload >= payload_end {
+        return None;
+    }
+    let len = forget((payload_end - payload).min(MAX_PAYLOAD_SCAN));
+    if len == 0 || len > MAX_PAYLOAD_SCAN {
+        return None;
+    }
+    let buf = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: `buf` is MAX_PAYLOAD_SCAN bytes and `len` (1 to that) fits;
+    // the helper checks `payload + len` against the frame.
+    let copied = unsafe { bpf_xdp_load_bytes(ctx.ctx, payload as u32, buf.cast(), len as u32) };
+    if copied != 0 {
+        return None;
+    }
+    let frame = Scratch::new(buf, len);
+    // SAFETY (both blocks below): as above; the next program reads the slot.
+    unsafe { (*slot).scratch_len = len as u32 };
+    if tls && matches!(frame.byte(0), Some(22)) {
+        return match tls_server_name(&frame, 0, len) {
+            Name::Absent(class) => Some((segment, class)),
+            Name::At { offset, len } => Some((segment, hand_name(ctx, slot, offset, len))),
+        };
+    }
+    match http_host_value_start(&frame, 0, len) {
+        Err(class) => Some((segment, class)),
+        Ok(at) => {
+            unsafe {
+                (*slot).value_start = at as u32;
+                HOST_PROGRAMS.tail_call(ctx, HOST_VALUE_PROGRAM);
+            }
+            // The tail call failed: the header was found but not read.
+            Some((segment, HostClass::Partial))
+        }
+    }
+}
+
+/// `xdp_host_value`: reads the HTTP `Host` value whose start `xdp_host`
+/// found, then tail-calls `xdp_host_match`. Returns the segment and its
+/// class when there is no name to match (or the tail call failed).
+#[inline(always)]
+pub fn read_host_value(ctx: &XdpContext) -> Option<(Segment, HostClass)> {
+    let slot = SEGMENT.get_ptr_mut(0)?;
+    // SAFETY: a live per-CPU map value, copied out at once.
+    let segment = unsafe { *slot };
+    let frame = Scratch::new(SCRATCH.get_ptr(0)?, segment.scratch_len as usize);
+    match host_value(&frame, segment.value_start as usize, frame.len) {
+        Name::Absent(class) => Some((segment, class)),
+        Name::At { offset, len } => Some((segment, hand_name(ctx, slot, offset, len))),
+    }
+}
+
+/// Leaves the name's place in `slot` and tail-calls `xdp_host_match`.
+/// Returns only when the call fails: the name was found but not matched.
+#[inline(always)]
+fn hand_name(ctx: &XdpContext, slot: *mut Segment, offset: usize, len: usize) -> HostClass {
+    // SAFETY: `slot` is the live per-CPU `SEGMENT` value the caller read.
+    unsafe {
+        (*slot).name_offset = offset as u32;
+        (*slot).name_len = len as u32;
+        HOST_PROGRAMS.tail_call(ctx, MATCH_PROGRAM);
+    }
+    HostClass::Partial
+}
+
+/// `xdp_host_match`: matches the name found before against the
+/// listener's hosts. Returns the segment, its class and the known host's id.
+#[inline(always)]
+pub fn match_segment_name() -> Option<(Segment, HostClass, Option<u32>)> {
+    let slot = SEGMENT.get_ptr(0)?;
+    // SAFETY: a live per-CPU map value, copied out at once.
+    let segment = unsafe { *slot };
+    let frame = Scratch::new(SCRATCH.get_ptr(0)?, segment.scratch_len as usize);
+    let (class, host) = match_host(
+        &frame,
+        segment.name_offset as usize,
+        segment.name_len as usize,
+        segment.listener,
+        &Hosts,
+    );
+    Some((segment, class, host))
+}
