@@ -12,6 +12,7 @@ mod decide;
 mod host;
 mod maps;
 mod reason;
+mod reset;
 
 pub use addr::{ADDR_ANY, ipv4_mapped};
 pub use decide::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, unlisted_local_verdict};
@@ -22,7 +23,9 @@ pub use host::{
     http_host, http_host_value_start, match_host, tls_server_name,
 };
 pub use maps::{
-    ALLOWED_PORT_WORDS, Counter, ListenerKey, ListenerKind, ListenerValue, LocalAddrValue,
-    MAX_HOSTS, MAX_LISTENERS, MAX_LOCAL_ADDRS, Settings, allowed_port_bit, map_names,
+    ALLOWED_PORT_WORDS, Counter, LISTENER_RESET_UNKNOWN_HOSTS, ListenerKey, ListenerKind,
+    ListenerValue, LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, MAX_LOCAL_ADDRS, Settings,
+    allowed_port_bit, map_names,
 };
 pub use reason::{Reason, Verdict};
+pub use reset::{MAX_RESET_HEADERS, ResetFlow, ResetHeaders, make_reset, reset_flow};

@@ -26,11 +26,14 @@ pub mod map_names {
     pub const HOST_STATS: &str = "HOST_STATS";
     /// `PerCpuArray<Counter>` indexed by `host_class_index(listener, class)`.
     pub const HOST_CLASS_STATS: &str = "HOST_CLASS_STATS";
-    /// `ProgramArray` with one slot: `xdp_host`, tail-called for a
-    /// listener's data segment.
+    /// `PerCpuArray<Counter>` indexed by listener id: data segments turned
+    /// into resets (`LISTENER_RESET_UNKNOWN_HOSTS`).
+    pub const HOST_RESETS: &str = "HOST_RESETS";
+    /// `ProgramArray`: `xdp_host`, `xdp_host_value`, `xdp_host_match`,
+    /// `xdp_host_reset`, the tail-call targets for a listener's data segment.
     pub const HOST_PROGRAMS: &str = "HOST_PROGRAMS";
     /// Every map name, for the loader's self-check.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         LISTENERS,
         LOCAL_ADDRS,
         SETTINGS,
@@ -40,6 +43,7 @@ pub mod map_names {
         HOSTS,
         HOST_STATS,
         HOST_CLASS_STATS,
+        HOST_RESETS,
         HOST_PROGRAMS,
     ];
 }
@@ -103,7 +107,13 @@ pub struct ListenerValue {
     pub id: u32,
     /// A `ListenerKind` code.
     pub kind: u32,
+    /// `LISTENER_*` option bits.
+    pub flags: u32,
 }
+
+/// `ListenerValue::flags`: reset connections whose first data segment
+/// names a host no server on the listener accepts (off by default).
+pub const LISTENER_RESET_UNKNOWN_HOSTS: u32 = 1;
 
 /// Value of `LOCAL_ADDRS`; the key's presence is what matters.
 #[repr(C)]
@@ -142,7 +152,7 @@ pub struct Counter {
 }
 
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 20);
-const _: () = assert!(core::mem::size_of::<ListenerValue>() == 8);
+const _: () = assert!(core::mem::size_of::<ListenerValue>() == 12);
 const _: () = assert!(core::mem::size_of::<LocalAddrValue>() == 4);
 const _: () = assert!(core::mem::size_of::<Settings>() == 4);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);

@@ -21,12 +21,15 @@ pub struct Outcome {
     pub data: Option<ListenerData>,
 }
 
-/// A listener's TCP payload: the listener, its kind, and the payload's
-/// start and end offsets in the frame.
+/// A listener's TCP payload: the listener, the payload's start and end
+/// offsets in the frame, and where its IP and TCP headers are.
 pub struct ListenerData {
     pub listener: ListenerValue,
     pub payload: usize,
     pub payload_end: usize,
+    pub ip: usize,
+    pub tcp: usize,
+    pub ipv6: bool,
 }
 
 impl Outcome {
@@ -43,13 +46,14 @@ impl Outcome {
     fn listener(packet: &Packet, listener: ListenerValue) -> Self {
         // Only segments with payload can name a host; pure ACKs, SYNs and
         // FINs are the bulk of a connection's packets and skip the parser.
-        let data =
-            (packet.protocol == IPPROTO_TCP && packet.payload < packet.payload_end).then(|| {
-                ListenerData {
-                    listener,
-                    payload: packet.payload,
-                    payload_end: packet.payload_end,
-                }
+        let data = (packet.protocol == IPPROTO_TCP && packet.payload < packet.payload_end)
+            .then_some(ListenerData {
+                listener,
+                payload: packet.payload,
+                payload_end: packet.payload_end,
+                ip: packet.ip,
+                tcp: packet.l4,
+                ipv6: packet.ipv6,
             });
         Outcome {
             reason: Reason::Listener,

@@ -1,13 +1,18 @@
 //! Host classification of a listener's data segments: the shared
 //! classifier (`gateway_common::classify_host`) run over packet memory and
 //! the `HOSTS` map.
-use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
+use aya_ebpf::{
+    helpers::{bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    programs::XdpContext,
+};
 use gateway_common::{
-    Frame, HostClass, HostKey, HostTable, HostValue, ListenerKind, MAX_PAYLOAD_SCAN, Name,
-    host_value, http_host_value_start, match_host, tls_server_name,
+    Frame, HostClass, HostKey, HostTable, HostValue, ListenerKind, MAX_PAYLOAD_SCAN,
+    MAX_RESET_HEADERS, Name, ResetHeaders, host_value, http_host_value_start, make_reset,
+    match_host, reset_flow, tls_server_name,
 };
 
-use crate::maps::{FORGET, HOST_PROGRAMS, HOSTS, SCRATCH, SEGMENT};
+use crate::classify::ListenerData;
+use crate::maps::{FORGET, HOST_PROGRAMS, HOSTS, RESET_FLOWS, SCRATCH, SEGMENT};
 
 /// The start of a segment's payload, copied out of the packet.
 ///
@@ -97,22 +102,33 @@ pub struct Segment {
     /// The name's offset and length in the scratch copy.
     pub name_offset: u32,
     pub name_len: u32,
+    /// Offsets of the IP and TCP headers in the frame.
+    pub ip: u32,
+    pub tcp: u32,
+    /// 1 for IPv6, 0 for IPv4.
+    pub ipv6: u32,
+    /// The listener's `LISTENER_*` option bits.
+    pub flags: u32,
 }
 
 impl Segment {
-    /// A segment whose payload `xdp_ingress` found at `payload..payload_end`.
+    /// A listener's data segment as `xdp_ingress` found it.
     #[inline(always)]
-    pub fn new(listener: u32, kind: u32, payload: u32, payload_end: u32, frame_len: u64) -> Self {
+    pub fn new(data: &ListenerData, frame_len: u64) -> Self {
         Segment {
-            listener,
-            kind,
-            payload,
-            payload_end,
+            listener: data.listener.id,
+            kind: data.listener.kind,
+            payload: data.payload as u32,
+            payload_end: data.payload_end as u32,
             frame_len,
             scratch_len: 0,
             value_start: 0,
             name_offset: 0,
             name_len: 0,
+            ip: data.ip as u32,
+            tcp: data.tcp as u32,
+            ipv6: u32::from(data.ipv6),
+            flags: data.listener.flags,
         }
     }
 }
@@ -121,6 +137,7 @@ impl Segment {
 const FIND_NAME_PROGRAM: u32 = 0;
 const HOST_VALUE_PROGRAM: u32 = 1;
 const MATCH_PROGRAM: u32 = 2;
+const RESET_PROGRAM: u32 = 3;
 
 /// Leaves `segment` for `xdp_host` and tail-calls it. Returns only when
 /// the call fails (no program in the slot: the daemon has not finished
@@ -229,6 +246,85 @@ fn hand_name(ctx: &XdpContext, slot: *mut Segment, offset: usize, len: usize) ->
         HOST_PROGRAMS.tail_call(ctx, MATCH_PROGRAM);
     }
     HostClass::Partial
+}
+
+/// Tail-calls `xdp_host_reset` for the segment `xdp_host_match` matched.
+/// Returns only when the call fails, and then the segment passes as it is.
+///
+/// Verifier rule: as a program of its own, the reset is verified once
+/// from a clean state instead of after each of the match's exits.
+#[inline(always)]
+pub fn hand_reset(ctx: &XdpContext) {
+    // SAFETY: the slot holds a program of this object (the loader's).
+    unsafe { HOST_PROGRAMS.tail_call(ctx, RESET_PROGRAM) };
+}
+
+/// The segment the previous program left, copied out.
+#[inline(always)]
+pub fn segment() -> Option<Segment> {
+    let slot = SEGMENT.get_ptr(0)?;
+    // SAFETY: a live per-CPU map value, copied out at once.
+    Some(unsafe { *slot })
+}
+
+/// Turns the segment into a bare RST|ACK for the local stack (see
+/// gateway-common's `reset.rs`): headers copied out, rewritten, copied
+/// back, and the payload cut off. Returns whether it did; the segment is
+/// passed unchanged when it cannot be (headers too long, a helper failed).
+#[inline(always)]
+pub fn reset_segment(ctx: &XdpContext, segment: &Segment) -> bool {
+    let (ip, tcp, payload) = (
+        segment.ip as usize,
+        segment.tcp as usize,
+        segment.payload as usize,
+    );
+    if ip >= tcp || tcp >= payload {
+        return false;
+    }
+    // Verifier rule: helper sizes must be provably in range, and the
+    // range learnt from the comparisons above does not survive the
+    // subtraction; re-checking an unknown scalar gives it one.
+    let len = forget(payload - ip);
+    if len < 40 || len > MAX_RESET_HEADERS {
+        return false;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let buf: *mut [u8; MAX_RESET_HEADERS] = scratch.cast();
+    // The frame is unchanged since `xdp_ingress` measured it. Verifier
+    // rule: no arithmetic on `data_end`, which measuring again here led
+    // LLVM to (it folded the subtraction into `payload - frame_len`).
+    let frame_len = segment.frame_len as usize;
+    // SAFETY: the scratch buffer is MAX_PAYLOAD_SCAN >= MAX_RESET_HEADERS
+    // bytes of per-CPU map memory only this program touches now; the
+    // helpers check `ip + len` against the frame.
+    unsafe {
+        if bpf_xdp_load_bytes(ctx.ctx, ip as u32, buf.cast(), len as u32) != 0 {
+            return false;
+        }
+        let headers = ResetHeaders {
+            ipv6: segment.ipv6 != 0,
+            tcp: tcp - ip,
+            len,
+        };
+        // The client's retransmission of a segment already turned into a
+        // reset: let it meet the closed socket, whose stack resets it.
+        let flow = reset_flow(&*buf, headers);
+        if RESET_FLOWS.get(&flow).is_some() {
+            let _ = RESET_FLOWS.remove(&flow);
+            return false;
+        }
+        if RESET_FLOWS.insert(&flow, &1, 0).is_err() {
+            return false;
+        }
+        make_reset(&mut *buf, headers);
+        if bpf_xdp_store_bytes(ctx.ctx, ip as u32, buf.cast(), len as u32) != 0 {
+            return false;
+        }
+        // Cut the payload and any Ethernet padding after it.
+        bpf_xdp_adjust_tail(ctx.ctx, payload as i32 - frame_len as i32) == 0
+    }
 }
 
 /// `xdp_host_match`: matches the name found before against the

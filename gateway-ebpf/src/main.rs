@@ -9,6 +9,7 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use gateway_common::{HostClass, LISTENER_RESET_UNKNOWN_HOSTS};
 
 /// Classifies every frame received on the interface it is attached to.
 ///
@@ -22,16 +23,7 @@ pub fn xdp_ingress(ctx: XdpContext) -> u32 {
     let outcome = classify::classify(&ctx);
     let action = stats::record_verdict(&outcome, frame_len);
     if let Some(data) = outcome.data {
-        host::hand_over(
-            &ctx,
-            host::Segment::new(
-                data.listener.id,
-                data.listener.kind,
-                data.payload as u32,
-                data.payload_end as u32,
-                frame_len,
-            ),
-        );
+        host::hand_over(&ctx, host::Segment::new(&data, frame_len));
     }
     action
 }
@@ -59,12 +51,29 @@ pub fn xdp_host_value(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Host classification, last step: match the name found
-/// against the listener's server hosts, and count it.
+/// Host classification, last step: match the name found against the
+/// listener's server hosts, and count it. A name no server accepts, on a
+/// listener that asks for it, turns the segment into a reset.
 #[xdp]
-pub fn xdp_host_match(_ctx: XdpContext) -> u32 {
+pub fn xdp_host_match(ctx: XdpContext) -> u32 {
     if let Some((segment, class, host)) = host::match_segment_name() {
         stats::record_host(segment.listener, class, host, segment.frame_len);
+        if matches!(class, HostClass::Unknown) && segment.flags & LISTENER_RESET_UNKNOWN_HOSTS != 0
+        {
+            host::hand_reset(&ctx);
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Host classification, on a listener that asks for it: turn the data
+/// segment of an unknown host into a reset for the local stack.
+#[xdp]
+pub fn xdp_host_reset(ctx: XdpContext) -> u32 {
+    if let Some(segment) = host::segment() {
+        if host::reset_segment(&ctx, &segment) {
+            stats::record_reset(segment.listener);
+        }
     }
     xdp_action::XDP_PASS
 }

@@ -3,11 +3,12 @@
 use crate::host::Segment;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use gateway_common::{
     ALLOWED_PORT_WORDS, Counter, HostClass, HostKey, HostValue, ListenerKey, ListenerValue,
-    LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, Reason, Settings,
+    LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, Reason, ResetFlow,
+    Settings,
 };
 
 #[map]
@@ -40,6 +41,15 @@ pub static HOST_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_
 pub static HOST_CLASS_STATS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(MAX_LISTENERS * HostClass::COUNT, 0);
 
+#[map]
+pub static HOST_RESETS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
+
+/// Connections `xdp_host_reset` reset towards the local stack, so the
+/// client's retransmission passes untouched and the stack resets the
+/// client too. Least recently used entries make room.
+#[map]
+pub static RESET_FLOWS: LruHashMap<ResetFlow, u8> = LruHashMap::with_max_entries(4096, 0);
+
 /// Per-CPU copy of a segment's payload for the host parser (`host.rs`).
 #[map]
 pub static SCRATCH: PerCpuArray<[u8; MAX_PAYLOAD_SCAN]> = PerCpuArray::with_max_entries(1, 0);
@@ -48,10 +58,10 @@ pub static SCRATCH: PerCpuArray<[u8; MAX_PAYLOAD_SCAN]> = PerCpuArray::with_max_
 #[map]
 pub static SEGMENT: PerCpuArray<Segment> = PerCpuArray::with_max_entries(1, 0);
 
-/// `xdp_host`, `xdp_host_value` and `xdp_host_match`, the tail-call
-/// targets; filled by the loader.
+/// `xdp_host`, `xdp_host_value`, `xdp_host_match` and `xdp_host_reset`,
+/// the tail-call targets; filled by the loader.
 #[map]
-pub static HOST_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(3, 0);
+pub static HOST_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(4, 0);
 
 /// Per-CPU slot `host::forget` passes a value through to hide it from
 /// the verifier.

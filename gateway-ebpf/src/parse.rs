@@ -42,6 +42,11 @@ pub struct Packet {
     /// End of the TCP payload: the IP length's end, or the frame's if that
     /// is shorter (a truncated frame); equal to `payload` when there is none.
     pub payload_end: usize,
+    /// Offsets of the IP header and of the TCP or UDP header.
+    pub ip: usize,
+    pub l4: usize,
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
 }
 
 /// Parses Ethernet (with up to two VLAN tags), IPv4 or IPv6 (with options
@@ -73,6 +78,9 @@ pub fn parse_packet(ctx: &XdpContext) -> Result<Packet, Reason> {
                 tcp_flags: flags,
                 payload,
                 payload_end,
+                ip: l3,
+                l4,
+                ipv6: ether_type == ETH_P_IPV6,
             })
         }
         IPPROTO_UDP => {
@@ -86,6 +94,9 @@ pub fn parse_packet(ctx: &XdpContext) -> Result<Packet, Reason> {
                 tcp_flags: 0,
                 payload: 0,
                 payload_end: 0,
+                ip: l3,
+                l4,
+                ipv6: ether_type == ETH_P_IPV6,
             })
         }
         _ => Err(Reason::NotTcpUdp),

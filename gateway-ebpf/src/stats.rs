@@ -4,7 +4,7 @@ use gateway_common::{Counter, HostClass, Verdict, host_class_index};
 
 use crate::{
     classify::Outcome,
-    maps::{HOST_CLASS_STATS, HOST_STATS, LISTENER_STATS, REASON_STATS},
+    maps::{HOST_CLASS_STATS, HOST_RESETS, HOST_STATS, LISTENER_STATS, REASON_STATS},
 };
 
 /// Counts `outcome` by reason (and by listener when there is one) and turns
@@ -36,6 +36,15 @@ pub fn record_host(listener: u32, class: HostClass, host: Option<u32>, frame_len
     }
     if let Some(host_counter) = host.and_then(|host| HOST_STATS.get_ptr_mut(host)) {
         bump(host_counter, frame_len);
+    }
+}
+
+/// Counts a data segment of `listener` turned into a reset (its length
+/// is then the headers', so only packets are counted).
+#[inline(always)]
+pub fn record_reset(listener: u32) {
+    if let Some(counter) = HOST_RESETS.get_ptr_mut(listener) {
+        bump(counter, 0);
     }
 }
 

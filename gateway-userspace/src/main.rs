@@ -139,6 +139,12 @@ pub struct RunArgs {
         value_name = "PORT[/tcp|/udp]|none"
     )]
     pub allow_port: Vec<gateway_userspace::management::AllowPort>,
+    /// Have the kernel reset connections on this port whose first data
+    /// segment names a host (TLS SNI, HTTP `Host`) no server on the port
+    /// accepts, so they never reach the proxy; repeatable. Off by default:
+    /// a host the kernel cannot see in one segment is always let through.
+    #[arg(long = "reset-unknown-hosts", value_name = "PORT")]
+    pub reset_unknown_hosts: Vec<u16>,
     /// Admin endpoint (`/stats`, `/ready`).
     #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR:PORT")]
     pub admin_address: SocketAddr,

@@ -93,7 +93,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         check_addresses_on_interface(&args.address, &interface_addrs, &args.interface)?;
         args.address.clone()
     };
-    let plan = compile::plan(&config.model, &instance, &addresses)?;
+    let mut plan = compile::plan(&config.model, &instance, &addresses)?;
+    plan.reset_unknown_hosts(&args.reset_unknown_hosts)?;
     for warning in &plan.warnings {
         log::warn!("{warning}");
     }

@@ -57,6 +57,19 @@ pub fn render(stats: &Stats, plan: &Plan, connections: &[(&str, &Counters)]) -> 
                 counter.packets
             );
         }
+        if listener.reset_unknown_hosts {
+            let resets = stats
+                .resets
+                .iter()
+                .find(|(id, _)| *id == listener.id)
+                .map(|(_, c)| *c)
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "xdp.listener.{label}.unknown_host_resets {}",
+                resets.packets
+            );
+        }
         for host in hosts.iter().filter(|h| h.listener_id == listener.id) {
             let counter = stats
                 .hosts

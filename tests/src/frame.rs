@@ -282,6 +282,12 @@ impl Frame {
     }
 }
 
+/// Whether `bytes` (an IPv4 header, or a TCP pseudo-header and segment)
+/// carry a valid Internet checksum: their one's-complement sum is all ones.
+pub fn checksum_is_valid(bytes: &[u8]) -> bool {
+    ipv4_checksum(bytes) == 0
+}
+
 fn ipv4_checksum(header: &[u8]) -> u16 {
     let mut sum: u32 = header
         .chunks(2)

@@ -405,3 +405,45 @@ fn the_ssh_port_reaches_the_host_unless_the_allow_list_is_none() {
         .unwrap_or_else(|| panic!("no lock-out warning in:\n{log}"));
     assert!(warning.contains("WARN"), "{warning}");
 }
+
+#[test]
+fn the_kernel_resets_an_unknown_host_when_asked_and_still_serves_known_ones() {
+    require_root();
+    let topology = Topology::new();
+    let _daemon = start_example(&topology, &["--reset-unknown-hosts", "80"], None);
+    let url = format!("http://{GATEWAY_V4}/");
+    let started = std::time::Instant::now();
+    let out = topology.client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "-H",
+        "Host: other.example",
+        &url,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // curl 56: failure receiving data, here "Connection reset by peer":
+    // the stack answered the client's retransmission with a reset.
+    assert_eq!(out.status.code(), Some(56), "{stderr}");
+    assert!(stderr.contains("reset"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "reset only after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        stat(&topology, "xdp.listener.*_80_tcp.unknown_host_resets"),
+        1
+    );
+    let resolve = format!("dataengine.com:80:{GATEWAY_V4}");
+    let (status, _) = curl_head(
+        &topology,
+        &["--resolve", &resolve, "http://dataengine.com/"],
+    );
+    assert_eq!(status, "HTTP/1.1 301 Moved Permanently");
+    assert_eq!(
+        stat(&topology, "xdp.listener.*_80_tcp.unknown_host_resets"),
+        1
+    );
+}

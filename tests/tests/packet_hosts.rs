@@ -10,7 +10,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use gateway_common::{HostClass, HostKey, HostTable, HostValue, Settings, classify_host};
 use gateway_tests::{
     fixtures::hosts_plan,
-    frame::{ACK, Frame},
+    frame::{ACK, Frame, checksum_is_valid},
     hello::client_hello,
     require_root,
 };
@@ -53,9 +53,15 @@ struct Counted {
 
 impl Harness {
     fn new() -> Self {
+        Self::resetting(&[])
+    }
+
+    /// A harness whose listeners on `ports` reset unknown hosts.
+    fn resetting(ports: &[u16]) -> Self {
         require_root();
         let mut dataplane = Dataplane::load().expect("load XDP program");
-        let plan = plan();
+        let mut plan = plan();
+        plan.reset_unknown_hosts(ports).expect("ports with hosts");
         dataplane
             .apply(&plan, Settings::default())
             .expect("apply plan");
@@ -140,6 +146,32 @@ impl Harness {
         }
     }
 
+    /// Runs `frame` and returns what the program made of it (it must pass).
+    fn output(&mut self, frame: &Frame) -> Vec<u8> {
+        let bytes = frame.build();
+        let mut out = vec![0u8; bytes.len() + 256];
+        let program = self.dataplane.program().expect("program");
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(&bytes),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(result.return_value, XDP_PASS, "never dropped: {frame:?}");
+        out.truncate(result.data_size_out as usize);
+        out
+    }
+
+    fn resets(&self, port: u16) -> u64 {
+        let listener = self.listener(port);
+        self.stats()
+            .resets
+            .iter()
+            .find(|(id, _)| *id == listener)
+            .map_or(0, |(_, c)| c.packets)
+    }
+
     fn reference(&self) -> Reference {
         Reference(self.hosts.iter().map(|h| (h.key(), h.value())).collect())
     }
@@ -159,6 +191,11 @@ fn class(class: HostClass) -> Counted {
     }
 }
 
+/// An HTTP/1.1 request head for `host`.
+fn get(host: &str) -> String {
+    format!("GET /x HTTP/1.1\r\nUser-Agent: t\r\nHost: {host}\r\n\r\n")
+}
+
 fn tls4(payload: &[u8]) -> Frame {
     Frame::tcp4(GW_V4, 443, PSH_ACK).payload(payload)
 }
@@ -174,7 +211,7 @@ const VERIFIER_LIMIT: u32 = 1_000_000;
 fn every_program_verifies_in_under_a_tenth_of_the_kernel_limit() {
     let harness = Harness::new();
     let counts = harness.dataplane.verified_instructions();
-    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert_eq!(counts.len(), 5, "{counts:?}");
     for (name, count) in counts {
         let count = count.expect("the kernel reports verified instructions");
         println!("{name}: {count} instructions verified");
@@ -228,7 +265,14 @@ fn a_client_hello_split_over_segments_gives_no_verdict_on_either() {
     let hello = client_hello("dataengine.com");
     let (first, second) = hello.split_at(60);
     assert_eq!(h.run(443, &tls4(first)), class(HostClass::Partial));
-    assert_eq!(h.run(443, &tls4(second)), class(HostClass::Unrecognised));
+    // The rest starts inside the hello's random bytes: read as a TLS
+    // record or (on a listener that also serves plaintext) as HTTP, it
+    // gives no verdict either way.
+    let rest = h.run(443, &tls4(second));
+    assert!(
+        rest == class(HostClass::Unrecognised) || rest == class(HostClass::Partial),
+        "{rest:?}"
+    );
 }
 
 #[test]
@@ -246,7 +290,6 @@ fn the_host_header_is_classified_on_http_listeners() {
     let mut h = Harness::new();
     let exact = h.host_id(80, "dataengine.com");
     let wildcard = h.host_id(80, "*.example.com");
-    let get = |host: &str| format!("GET /x HTTP/1.1\r\nUser-Agent: t\r\nHost: {host}\r\n\r\n");
     assert_eq!(
         h.run(80, &http4(get("dataengine.com:80").as_bytes())),
         known(exact)
@@ -291,9 +334,99 @@ fn a_frame_cut_short_of_its_ip_length_is_read_only_as_far_as_it_goes() {
     let mut h = Harness::new();
     let hello = client_hello("dataengine.com");
     let frame = tls4(&hello);
-    let full = frame.build().len();
-    let cut = frame.truncate(full - 10);
+    let bytes = frame.build();
+    let name_at = bytes
+        .windows(14)
+        .position(|w| w == b"dataengine.com")
+        .expect("SNI in the frame");
+    // The IP length says the name is all there; the frame ends inside it.
+    let cut = frame.clone().truncate(name_at + 5);
     assert_eq!(h.run(443, &cut), class(HostClass::Partial));
+    // Cut after the name, the rest of the hello is not needed.
+    let cut = frame.truncate(bytes.len() - 10);
+    let exact = h.host_id(443, "dataengine.com");
+    assert_eq!(h.run(443, &cut), known(exact));
+}
+
+/// Checks `out` is `input`'s headers as a bare RST|ACK: payload and
+/// padding gone, IP length matching, same ports and sequence numbers,
+/// valid checksums. `ip` is the IP header's offset, `tcp` the TCP header's.
+fn assert_reset(input: &[u8], out: &[u8], ip: usize, tcp: usize, ipv6: bool) {
+    assert_eq!(out.len(), tcp + 20, "headers only");
+    assert_eq!(out[..ip], input[..ip], "link layer kept");
+    let addresses = if ipv6 {
+        ip + 8..ip + 40
+    } else {
+        ip + 12..ip + 20
+    };
+    assert_eq!(out[addresses.clone()], input[addresses], "addresses kept");
+    assert_eq!(out[tcp..tcp + 4], input[tcp..tcp + 4], "ports kept");
+    assert_eq!(
+        out[tcp + 4..tcp + 12],
+        input[tcp + 4..tcp + 12],
+        "sequence numbers kept"
+    );
+    assert_eq!(out[tcp + 13], 0x14, "RST|ACK");
+    let addresses = if ipv6 {
+        assert_eq!(
+            usize::from(u16::from_be_bytes([out[ip + 4], out[ip + 5]])),
+            out.len() - ip - 40
+        );
+        &out[ip + 8..ip + 40]
+    } else {
+        assert_eq!(
+            usize::from(u16::from_be_bytes([out[ip + 2], out[ip + 3]])),
+            out.len() - ip
+        );
+        assert!(checksum_is_valid(&out[ip..tcp]), "IPv4 header checksum");
+        &out[ip + 12..ip + 20]
+    };
+    let mut pseudo = addresses.to_vec();
+    pseudo.extend([0, 6]);
+    pseudo.extend(((out.len() - tcp) as u16).to_be_bytes());
+    pseudo.extend(&out[tcp..]);
+    assert!(checksum_is_valid(&pseudo), "TCP checksum");
+}
+
+#[test]
+fn an_unknown_host_on_a_resetting_listener_becomes_a_reset_to_the_stack() {
+    let mut h = Harness::resetting(&[80, 443]);
+    let unknown = http4(get("evil.test").as_bytes()).pad(4);
+    let input = unknown.build();
+    let out = h.output(&unknown);
+    assert_reset(&input, &out, 14, 34, false);
+    assert_eq!(h.resets(80), 1);
+    // The client's retransmission meets the closed socket as it is, so the
+    // stack resets the client; a later one is reset again.
+    assert_eq!(h.output(&unknown), input);
+    assert_eq!(h.resets(80), 1);
+    assert_reset(&input, &h.output(&unknown), 14, 34, false);
+    assert_eq!(h.resets(80), 2);
+    // Over IPv6 behind a VLAN tag, with an unknown SNI.
+    let hello = client_hello("evil.test");
+    let unknown6 = Frame::tcp6(GW_V6, 443, PSH_ACK).vlan(7).payload(&hello);
+    let input = unknown6.build();
+    let out = h.output(&unknown6);
+    assert_reset(&input, &out, 18, 58, true);
+    assert_eq!(h.resets(443), 1);
+    // Known hosts, no host, and no verdict pass untouched and reset nothing.
+    for frame in [
+        http4(get("dataengine.com").as_bytes()),
+        http4(b"GET / HTTP/1.0\r\n\r\n"),
+        http4(b"GET /cut-before-the-host"),
+        tls4(&client_hello("dataengine.com")),
+    ] {
+        assert_eq!(h.output(&frame), frame.build(), "{frame:?}");
+    }
+    assert_eq!((h.resets(80), h.resets(443)), (2, 1));
+}
+
+#[test]
+fn listeners_reset_nothing_unless_asked() {
+    let mut h = Harness::new();
+    let unknown = http4(get("evil.test").as_bytes());
+    assert_eq!(h.output(&unknown), unknown.build());
+    assert_eq!(h.resets(80), 0);
 }
 
 /// xorshift64*: deterministic, seeded per run from the clock and printed,

@@ -16,7 +16,8 @@ pub use self::{
 
 use gateway_common::{
     ADDR_ANY, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostKey, HostValue, IPPROTO_TCP, IPPROTO_UDP,
-    ListenerKey, ListenerKind, ListenerValue, MAX_LISTENERS, host_hash, ipv4_mapped,
+    LISTENER_RESET_UNKNOWN_HOSTS, ListenerKey, ListenerKind, ListenerValue, MAX_LISTENERS,
+    host_hash, ipv4_mapped,
 };
 
 use crate::{
@@ -79,6 +80,9 @@ pub struct Listener {
     pub port: u16,
     pub ip_protocol: u8,
     pub kind: ListenerKind,
+    /// The kernel resets connections whose first data segment names a
+    /// host no server here accepts (`--reset-unknown-hosts`).
+    pub reset_unknown_hosts: bool,
 }
 
 impl Listener {
@@ -97,6 +101,11 @@ impl Listener {
         ListenerValue {
             id: self.id,
             kind: self.kind as u32,
+            flags: if self.reset_unknown_hosts {
+                LISTENER_RESET_UNKNOWN_HOSTS
+            } else {
+                0
+            },
         }
     }
 }
@@ -136,6 +145,25 @@ impl KernelHost {
 }
 
 impl Plan {
+    /// Turns on the kernel's reset of unknown hosts for the HTTP and TLS
+    /// listeners on each of `ports`. A port with no such listener is an
+    /// error: the option would silently do nothing there.
+    pub fn reset_unknown_hosts(&mut self, ports: &[u16]) -> Result<(), CompileError> {
+        for port in ports {
+            let mut found = false;
+            for listener in self.listeners.iter_mut().filter(|l| {
+                l.port == *port && l.ip_protocol == IPPROTO_TCP && l.kind != ListenerKind::Tcp
+            }) {
+                listener.reset_unknown_hosts = true;
+                found = true;
+            }
+            if !found {
+                return Err(CompileError::NoHostListener { port: *port });
+            }
+        }
+        Ok(())
+    }
+
     /// Every listener's server hosts for the kernel: an HTTP port's
     /// virtual hosts, a TLS port's SNI hosts and the virtual hosts of the
     /// plaintext servers sharing it. De-duplicated per listener; ids count
@@ -194,6 +222,11 @@ pub enum CompileError {
     /// More distinct (bind, port, protocol) listeners than the kernel map holds.
     #[error("{count} listeners exceed the limit of {limit}")]
     TooManyListeners { count: usize, limit: u32 },
+    /// `--reset-unknown-hosts` names a port no HTTP or TLS listener has.
+    #[error(
+        "--reset-unknown-hosts {port}: no HTTP or TLS server listens on port {port}, so no host could be checked there"
+    )]
+    NoHostListener { port: u16 },
 }
 
 /// The 16-byte map form of an address (IPv4 mapped into IPv6).
@@ -373,6 +406,7 @@ pub fn plan(
             port,
             ip_protocol,
             kind,
+            reset_unknown_hosts: false,
         });
     }
     if listeners.len() > MAX_LISTENERS as usize {

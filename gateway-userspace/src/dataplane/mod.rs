@@ -23,7 +23,12 @@ pub const PROGRAM_NAME: &str = "xdp_ingress";
 
 /// The host-classification programs, reached only by tail call, in the
 /// order of their `HOST_PROGRAMS` slots (`gateway-ebpf/src/host.rs`).
-pub const HOST_PROGRAM_NAMES: [&str; 3] = ["xdp_host", "xdp_host_value", "xdp_host_match"];
+pub const HOST_PROGRAM_NAMES: [&str; 4] = [
+    "xdp_host",
+    "xdp_host_value",
+    "xdp_host_match",
+    "xdp_host_reset",
+];
 
 /// The XDP object built by build.rs, embedded so the binary is self-contained.
 #[cfg(not(gateway_no_ebpf))]
@@ -225,6 +230,7 @@ impl Dataplane {
             listeners: take(map_names::LISTENER_STATS)?,
             hosts: take(map_names::HOST_STATS)?,
             host_classes: take(map_names::HOST_CLASS_STATS)?,
+            resets: take(map_names::HOST_RESETS)?,
         })
     }
 }
@@ -262,6 +268,7 @@ pub struct StatsReader {
     listeners: PerCpuArray<MapData, Counter>,
     hosts: PerCpuArray<MapData, Counter>,
     host_classes: PerCpuArray<MapData, Counter>,
+    resets: PerCpuArray<MapData, Counter>,
 }
 
 impl StatsReader {
@@ -285,6 +292,10 @@ impl StatsReader {
             let counter = sum(&self.listeners, id, map_names::LISTENER_STATS)?;
             if counter.packets != 0 {
                 stats.listeners.push((id, counter));
+            }
+            let resets = sum(&self.resets, id, map_names::HOST_RESETS)?;
+            if resets.packets != 0 {
+                stats.resets.push((id, resets));
             }
             for class in HostClass::ALL {
                 let index = host_class_index(id, class);
@@ -332,6 +343,8 @@ pub struct Stats {
     pub host_classes: Vec<(u32, HostClass, Counter)>,
     /// Known hosts (`KernelHost::id`) that saw at least one data segment.
     pub hosts: Vec<(u32, Counter)>,
+    /// Listeners that reset connections for an unknown host, and how many.
+    pub resets: Vec<(u32, Counter)>,
 }
 
 impl Stats {
