@@ -8,6 +8,9 @@
 pub mod map_names {
     /// `HashMap<ListenerKey, ListenerValue>`: which destinations belong to a listener.
     pub const LISTENERS: &str = "LISTENERS";
+    /// `Array<PortValue>` indexed by `port_index`: what listens on each
+    /// (protocol, port), so most packets need no hash lookup.
+    pub const PORTS: &str = "PORTS";
     /// `HashMap<[u8; 16], LocalAddrValue>`: the gateway's own addresses (IPv4 mapped).
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     /// `Array<Settings>` with one entry: knobs for the decision.
@@ -33,8 +36,9 @@ pub mod map_names {
     /// `xdp_host_reset`, the tail-call targets for a listener's data segment.
     pub const HOST_PROGRAMS: &str = "HOST_PROGRAMS";
     /// Every map name, for the loader's self-check.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         LISTENERS,
+        PORTS,
         LOCAL_ADDRS,
         SETTINGS,
         REASON_STATS,
@@ -72,6 +76,39 @@ pub fn allowed_port_bit(protocol: u8, port: u16) -> Option<(u32, u64)> {
     Some((base + u32::from(port / 64), 1u64 << (port % 64)))
 }
 
+/// Entries of `PORTS`: TCP's 65536 ports, then UDP's.
+pub const PORT_SLOTS: u32 = 2 * 65536;
+
+/// The `PORTS` index of (`protocol`, `port`); `None` for protocols other
+/// than TCP and UDP.
+#[inline(always)]
+pub fn port_index(protocol: u8, port: u16) -> Option<u32> {
+    match protocol {
+        crate::IPPROTO_TCP => Some(u32::from(port)),
+        crate::IPPROTO_UDP => Some(PORT_SLOTS / 2 + u32::from(port)),
+        _ => None,
+    }
+}
+
+/// Value of `PORTS`: the listeners on one (protocol, port). Most
+/// gateways listen on every address, and then this array entry alone
+/// names the listener: the packet path hashes only the destination
+/// address (is it the gateway's?), never the listener key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortValue {
+    /// The listener on every gateway address (valid with `PORT_WILDCARD`).
+    pub wildcard: ListenerValue,
+    /// `PORT_*` bits.
+    pub flags: u32,
+}
+
+/// `PortValue::flags`: a listener on every gateway address.
+pub const PORT_WILDCARD: u32 = 1;
+/// `PortValue::flags`: listeners bound to particular addresses (in
+/// `LISTENERS`, looked up by the packet's destination).
+pub const PORT_BOUND: u32 = 2;
+
 /// Key of `LISTENERS`: a destination the gateway serves.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -101,7 +138,7 @@ pub enum ListenerKind {
 
 /// Value of `LISTENERS`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ListenerValue {
     /// Index into `LISTENER_STATS`, below `MAX_LISTENERS`.
     pub id: u32,
@@ -153,6 +190,7 @@ pub struct Counter {
 
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ListenerValue>() == 12);
+const _: () = assert!(core::mem::size_of::<PortValue>() == 16);
 const _: () = assert!(core::mem::size_of::<LocalAddrValue>() == 4);
 const _: () = assert!(core::mem::size_of::<Settings>() == 4);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
@@ -164,6 +202,7 @@ mod pod {
     // pattern is a valid value.
     unsafe impl aya::Pod for super::ListenerKey {}
     unsafe impl aya::Pod for super::ListenerValue {}
+    unsafe impl aya::Pod for super::PortValue {}
     unsafe impl aya::Pod for super::LocalAddrValue {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Counter {}

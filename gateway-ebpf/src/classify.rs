@@ -3,12 +3,12 @@
 //! packet bytes.
 use aya_ebpf::programs::XdpContext;
 use gateway_common::{
-    ADDR_ANY, IPPROTO_TCP, ListenerKey, ListenerValue, Reason, Settings, allowed_port_bit,
-    unlisted_local_verdict,
+    IPPROTO_TCP, ListenerKey, ListenerValue, PORT_BOUND, PORT_WILDCARD, Reason, Settings,
+    allowed_port_bit, port_index, unlisted_local_verdict,
 };
 
 use crate::{
-    maps::{ALLOWED_PORTS, LISTENERS, LOCAL_ADDRS, SETTINGS},
+    maps::{ALLOWED_PORTS, LISTENERS, LOCAL_ADDRS, PORTS, SETTINGS},
     parse::{Packet, parse_packet},
 };
 
@@ -63,30 +63,36 @@ impl Outcome {
     }
 }
 
-/// Parse, then look up in order: a listener bound to the exact destination
-/// address, whether the destination is a gateway address at all, a listener
-/// bound to any gateway address, and finally the unlisted-port rule.
+/// Parse, then look up in order: what listens on the destination port
+/// (an array entry, no hashing), a listener bound to the exact destination
+/// address if the port has any, whether the destination is a gateway
+/// address at all, the port's listener on every gateway address, and
+/// finally the unlisted-port rule.
 #[inline(always)]
 pub fn classify(ctx: &XdpContext) -> Outcome {
     let packet = match parse_packet(ctx) {
         Ok(packet) => packet,
         Err(reason) => return Outcome::reason(reason),
     };
-    let mut key = ListenerKey {
-        addr: packet.dst,
-        port: packet.dst_port,
-        protocol: packet.protocol,
-        pad: 0,
-    };
-    if let Some(listener) = lookup_listener(&key) {
-        return Outcome::listener(&packet, listener);
+    let port = port_index(packet.protocol, packet.dst_port)
+        .and_then(|index| PORTS.get(index).copied())
+        .unwrap_or_default();
+    if port.flags & PORT_BOUND != 0 {
+        let key = ListenerKey {
+            addr: packet.dst,
+            port: packet.dst_port,
+            protocol: packet.protocol,
+            pad: 0,
+        };
+        if let Some(listener) = lookup_listener(&key) {
+            return Outcome::listener(&packet, listener);
+        }
     }
     if LOCAL_ADDRS.get_ptr(packet.dst).is_none() {
         return Outcome::reason(Reason::NotLocal);
     }
-    key.addr = ADDR_ANY;
-    if let Some(listener) = lookup_listener(&key) {
-        return Outcome::listener(&packet, listener);
+    if port.flags & PORT_WILDCARD != 0 {
+        return Outcome::listener(&packet, port.wildcard);
     }
     Outcome::reason(unlisted(&packet))
 }

@@ -7,13 +7,16 @@ use aya_ebpf::{
 };
 use gateway_common::{
     ALLOWED_PORT_WORDS, Counter, HostClass, HostKey, HostValue, ListenerKey, ListenerValue,
-    LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, Reason, ResetFlow,
-    Settings,
+    LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, PORT_SLOTS,
+    PortValue, Reason, ResetFlow, Settings,
 };
 
 #[map]
 pub static LISTENERS: HashMap<ListenerKey, ListenerValue> =
     HashMap::with_max_entries(MAX_LISTENERS, 0);
+
+#[map]
+pub static PORTS: Array<PortValue> = Array::with_max_entries(PORT_SLOTS, 0);
 
 #[map]
 pub static LOCAL_ADDRS: HashMap<[u8; 16], LocalAddrValue> =

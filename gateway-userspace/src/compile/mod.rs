@@ -17,7 +17,7 @@ pub use self::{
 use gateway_common::{
     ADDR_ANY, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostKey, HostValue, IPPROTO_TCP, IPPROTO_UDP,
     LISTENER_RESET_UNKNOWN_HOSTS, ListenerKey, ListenerKind, ListenerValue, MAX_LISTENERS,
-    host_hash, ipv4_mapped,
+    PORT_BOUND, PORT_WILDCARD, PortValue, host_hash, ipv4_mapped, port_index,
 };
 
 use crate::{
@@ -145,6 +145,27 @@ impl KernelHost {
 }
 
 impl Plan {
+    /// The `PORTS` entries: per (protocol, port), the listener on every
+    /// gateway address and whether address-bound listeners exist. Ports
+    /// without listeners are absent (zero in the kernel's array).
+    pub fn ports(&self) -> BTreeMap<u32, PortValue> {
+        let mut ports: BTreeMap<u32, PortValue> = BTreeMap::new();
+        for listener in &self.listeners {
+            let Some(index) = port_index(listener.ip_protocol, listener.port) else {
+                continue;
+            };
+            let entry = ports.entry(index).or_default();
+            match listener.bind {
+                None => {
+                    entry.wildcard = listener.value();
+                    entry.flags |= PORT_WILDCARD;
+                }
+                Some(_) => entry.flags |= PORT_BOUND,
+            }
+        }
+        ports
+    }
+
     /// Turns on the kernel's reset of unknown hosts for the HTTP and TLS
     /// listeners on each of `ports`. A port with no such listener is an
     /// error: the option would silently do nothing there.

@@ -12,7 +12,8 @@ use aya::{
 };
 use gateway_common::{
     ALLOWED_PORT_WORDS, Counter, HostClass, HostKey, HostValue, ListenerKey, ListenerValue,
-    LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, Reason, Settings, host_class_index, map_names,
+    LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, PortValue, Reason, Settings, host_class_index,
+    map_names,
 };
 
 pub use self::error::DataplaneError;
@@ -42,6 +43,10 @@ pub static XDP_OBJECT: &[u8] = &[];
 pub struct Dataplane {
     ebpf: Ebpf,
     attached: Option<Attachment>,
+    /// The non-zero `PORTS` entries as last written: the array has 131072
+    /// slots, and reading them all back for every diff would cost as many
+    /// system calls.
+    ports: BTreeMap<u32, PortValue>,
 }
 
 struct Attachment {
@@ -80,6 +85,7 @@ impl Dataplane {
         Ok(Dataplane {
             ebpf,
             attached: None,
+            ports: BTreeMap::new(),
         })
     }
 
@@ -115,6 +121,7 @@ impl Dataplane {
             .map(|l| (l.key(), l.value()))
             .collect();
         self.sync(map_names::LISTENERS, &listeners)?;
+        self.sync_ports(plan.ports())?;
         let local: BTreeMap<[u8; 16], LocalAddrValue> = plan
             .local_addrs
             .iter()
@@ -162,6 +169,27 @@ impl Dataplane {
         for key in changes.removals {
             table.remove(key).map_err(error)?;
         }
+        Ok(())
+    }
+
+    /// Makes `PORTS` hold `wanted` (zero elsewhere), writing only the
+    /// difference from what was last written; removed entries are zeroed.
+    /// Runs after `LISTENERS` is synced, so a port never points at a bound
+    /// listener that is not there yet.
+    fn sync_ports(&mut self, wanted: BTreeMap<u32, PortValue>) -> Result<(), DataplaneError> {
+        let mut array: Array<&mut MapData, PortValue> = map(&mut self.ebpf, map_names::PORTS)?;
+        let error = |source| DataplaneError::Map {
+            name: map_names::PORTS,
+            source,
+        };
+        let changes = diff(&self.ports, &wanted);
+        for (index, value) in changes.upserts {
+            array.set(*index, *value, 0).map_err(error)?;
+        }
+        for index in changes.removals {
+            array.set(*index, PortValue::default(), 0).map_err(error)?;
+        }
+        self.ports = wanted;
         Ok(())
     }
 
