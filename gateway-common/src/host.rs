@@ -157,23 +157,16 @@ pub enum Name {
     Absent(HostClass),
 }
 
-/// FNV-1a step on the ASCII lower-case of `byte`.
+/// FNV-1a step on `byte` with its case bit (0x20) set. That folds ASCII
+/// upper case into lower case in one instruction (a full
+/// `to_ascii_lowercase` is eight here, per byte of every name), and it
+/// also folds a few pairs of non-letters (`_` and DEL, `[` and `{`, ...).
+/// Folding only ever makes two names hash alike, never apart, so a name
+/// the proxy accepts is always found; a name that is not a valid host
+/// name may be taken for one, which the proxy, authoritative, then refuses.
 #[inline(always)]
 fn step(hash: u64, byte: u8) -> u64 {
-    (hash ^ ascii_lowercase(byte)).wrapping_mul(FNV_PRIME)
-}
-
-/// `byte.to_ascii_lowercase()`, computed without a branch: BPF has no
-/// conditional move, so the comparisons of `to_ascii_lowercase` become
-/// three paths per byte for the verifier to walk. Bit 7 of `byte + 63` is
-/// set for bytes 65 (`A`) to 192, bit 7 of `byte + 37` for 91 (`[`) to
-/// 218: set in the first and clear in the second means `A..=Z`, and
-/// shifted down it is the case bit.
-#[inline(always)]
-fn ascii_lowercase(byte: u8) -> u64 {
-    let byte = u64::from(byte);
-    let upper = (byte + 63) & !(byte + 37) & 0x80;
-    byte | (upper >> 2)
+    (hash ^ u64::from(byte | 0x20)).wrapping_mul(FNV_PRIME)
 }
 
 /// The hash a name is stored under: FNV-1a over its lower-cased bytes,
@@ -387,6 +380,9 @@ const MAX_LEADING_BLANKS: usize = 8;
 /// suffixes matches (then it is the longest match, as it should be).
 pub const MAX_WILDCARD_DEPTH: usize = 8;
 
+/// Slots of `match_host`'s ring of suffix hashes.
+const RING_SLOTS: usize = 2 * MAX_WILDCARD_DEPTH;
+
 /// Matches the name at `offset` (`len` bytes) against `listener`'s hosts
 /// in `table`: exact, then the longest wildcard, then `*`. Returns the
 /// class and, when known, the host's id.
@@ -409,19 +405,18 @@ pub fn match_host<F: Frame + ?Sized, T: HostTable + ?Sized>(
     };
     let wildcards_apply = first != b'.';
     let mut hash = FNV_OFFSET;
-    // A ring of the hashes at the last MAX_WILDCARD_DEPTH dots, kept
-    // without a branch (BPF has no conditional move): every step writes
-    // its ring slot, with the new hash at a dot and the old one elsewhere.
-    // One path per step means one walk of the pass for the verifier; a
+    // The hash at each dot, in a ring of twice MAX_WILDCARD_DEPTH slots.
+    // Every step writes the running hash into the slot after the last dot
+    // and moves past it only at a dot: no branch (BPF has no conditional
+    // move), one path per step, so the verifier walks the pass once; a
     // branch per dot made the dot count part of its state, and it walked
-    // the rest of the pass once per count.
-    let mut suffixes = [0u64; MAX_WILDCARD_DEPTH];
-    // The ring's next slot, and the dots seen up to MAX_WILDCARD_DEPTH + 1
-    // ("more than the ring holds"). Both are masked, so their ranges are
-    // the same after every step and the lookups after the pass are
-    // verified once, not once per name length.
-    let mut ring = 0usize;
-    let mut seen = 0usize;
+    // the rest of the pass once per count. The slot written is the 16th
+    // last dot's, never one of the 8 read afterwards. `dots` is masked so
+    // its range is the same after every step and the lookups after the
+    // pass are verified once, not once per name length (a name has fewer
+    // than 256 bytes, so the mask never changes its value).
+    let mut suffixes = [0u64; RING_SLOTS];
+    let mut dots = 0usize;
     for i in 0..MAX_HOST_LEN {
         if i >= len {
             break;
@@ -430,17 +425,15 @@ pub fn match_host<F: Frame + ?Sized, T: HostTable + ?Sized>(
             return (HostClass::Partial, None);
         };
         hash = step(hash, byte);
-        // All ones at a dot, else zero: `byte ^ b'.'` is 0 only at a dot,
-        // and only 0 - 1 sets the top bit.
-        let dot_mask = 0u64.wrapping_sub((u64::from(byte ^ b'.').wrapping_sub(1)) >> 63);
-        let dot = (dot_mask & 1) as usize;
-        let slot = &mut suffixes[ring];
-        *slot = (hash & dot_mask) | (*slot & !dot_mask);
-        ring = (ring + dot) & (MAX_WILDCARD_DEPTH - 1);
-        // 1 once `seen` is MAX_WILDCARD_DEPTH + 1, as above.
-        let full = ((seen ^ (MAX_WILDCARD_DEPTH + 1)) as u64).wrapping_sub(1) >> 63;
-        seen = (seen + (dot & (full as usize ^ 1))) & (2 * MAX_WILDCARD_DEPTH - 1);
+        suffixes[dots & (RING_SLOTS - 1)] = hash;
+        // 1 at a dot, else 0: `byte ^ b'.'` is 0 only at a dot, and only
+        // 0 - 1 sets the top bit.
+        let dot = (u64::from(byte ^ b'.').wrapping_sub(1) >> 63) as usize;
+        dots = (dots + dot) & 0xff;
     }
+    // Suffixes looked up, the longest first; more dots than that means
+    // shorter suffixes went unread.
+    let seen = dots.min(MAX_WILDCARD_DEPTH + 1);
     if let Some(value) = table.host(&HostKey {
         listener,
         kind: HOST_EXACT,
@@ -456,7 +449,7 @@ pub fn match_host<F: Frame + ?Sized, T: HostTable + ?Sized>(
             let key = HostKey {
                 listener,
                 kind: HOST_SUFFIX,
-                hash: suffixes[ring.wrapping_sub(back) & (MAX_WILDCARD_DEPTH - 1)],
+                hash: suffixes[dots.wrapping_sub(back) & (RING_SLOTS - 1)],
             };
             if let Some(value) = table.host(&key) {
                 return (HostClass::Known, Some(value.id));
