@@ -226,6 +226,86 @@ pub fn certificate(data: &[u8]) {
     let _ = crate::proxy::client_cert::Pins::from_tls(&tls).check(data);
 }
 
+/// A copy of `HOSTS` contents, the reference classifier's table.
+struct FuzzHosts(std::collections::BTreeMap<gateway_common::HostKey, gateway_common::HostValue>);
+
+impl gateway_common::HostTable for FuzzHosts {
+    fn host(&self, key: &gateway_common::HostKey) -> Option<gateway_common::HostValue> {
+        self.0.get(key).copied()
+    }
+}
+
+/// The hosts the `host` target matches against: exact, wildcards at two
+/// depths on listener 1; listener 2's (with a catch-all) must never match.
+fn fuzz_host_table() -> &'static FuzzHosts {
+    use gateway_common::{HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostKey, HostValue, host_hash};
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<FuzzHosts> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let hosts: [(u32, u32, &str); 5] = [
+            (1, HOST_EXACT, "example.com"),
+            (1, HOST_SUFFIX, ".example.com"),
+            (1, HOST_SUFFIX, ".b.a.example.com"),
+            (2, HOST_EXACT, "other.test"),
+            (2, HOST_ANY, ""),
+        ];
+        let entries = hosts
+            .iter()
+            .enumerate()
+            .map(|(id, (listener, kind, name))| {
+                let hash = if *kind == HOST_ANY {
+                    0
+                } else {
+                    host_hash(name.as_bytes())
+                };
+                let key = HostKey {
+                    listener: *listener,
+                    kind: *kind,
+                    hash,
+                };
+                let value = HostValue {
+                    id: id as u32,
+                    pad: 0,
+                };
+                (key, value)
+            });
+        FuzzHosts(entries.collect())
+    })
+}
+
+/// Any bytes as the first data segment of a listener (the first byte
+/// picks TLS or HTTP): the kernel's host classifier, run here as its host
+/// reference, never panics, finds names only inside the segment, matches
+/// only listener 1's hosts, and never changes a verdict once it has one
+/// (a segment cut shorter gives the same verdict or none).
+pub fn host(data: &[u8]) {
+    use gateway_common::{HostClass, Name, classify_host, find_name};
+    let Some((&selector, segment)) = data.split_first() else {
+        return;
+    };
+    let tls = selector & 1 == 1;
+    let table = fuzz_host_table();
+    if let Name::At { offset, len } = find_name(segment, 0, segment.len(), tls) {
+        assert!((1..=255).contains(&len), "name length {len}");
+        assert!(offset + len <= segment.len(), "name past the segment");
+    }
+    let whole = classify_host(segment, 0, segment.len(), tls, 1, table);
+    if let (HostClass::Known, Some(id)) = whole {
+        assert!(id < 3, "listener 2's host {id} matched on listener 1");
+    }
+    let no_verdict = |class| matches!(class, HostClass::Partial | HostClass::Unrecognised);
+    let step = (segment.len() / 64).max(1);
+    let prefixes = (0..segment.len().min(64)).chain((64..segment.len()).step_by(step));
+    for len in prefixes {
+        let cut = segment.get(..len).unwrap_or_default();
+        let partial = classify_host(cut, 0, cut.len(), tls, 1, table);
+        assert!(
+            no_verdict(partial.0) || partial == whole,
+            "prefix {len} gave {partial:?}, the whole segment {whole:?}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Runs `target` on every seed of `fuzz/corpus/<name>`; returns how many.
@@ -265,6 +345,64 @@ mod tests {
     #[test]
     fn the_certificate_seeds_are_certificates() {
         assert!(run_seeds("certificate", super::certificate) >= 2);
+    }
+
+    #[test]
+    fn the_host_seeds_reach_every_verdict() {
+        use gateway_common::{HostClass, classify_host};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/host");
+        let hello = |sni: &str| {
+            let mut seed = vec![1u8];
+            let name =
+                rustls::pki_types::ServerName::try_from(sni.to_string()).expect("valid name");
+            seed.extend(crate::proxy::client_hello::samples::rustls_hello(
+                name,
+                &[b"h2"],
+            ));
+            seed
+        };
+        let request = |head: &str| [b"\0".as_slice(), head.as_bytes()].concat();
+        let seeds = [
+            ("tls-exact.bin", hello("example.com"), HostClass::Known),
+            (
+                "tls-deep-wildcard.bin",
+                hello("c.b.a.example.com"),
+                HostClass::Known,
+            ),
+            ("tls-unknown.bin", hello("other.test"), HostClass::Unknown),
+            (
+                "http-host.bin",
+                request("GET / HTTP/1.1\r\nUser-Agent: x\r\nHost: A.Example.com:80\r\n\r\n"),
+                HostClass::Known,
+            ),
+            (
+                "http-no-host.bin",
+                request("GET / HTTP/1.0\r\n\r\n"),
+                HostClass::NoHost,
+            ),
+            (
+                "http-ipv6.bin",
+                request("GET / HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\n\r\n"),
+                HostClass::Unknown,
+            ),
+        ];
+        for (name, seed, class) in seeds {
+            let segment = &seed[1..];
+            let (got, _) = classify_host(
+                segment,
+                0,
+                segment.len(),
+                seed[0] == 1,
+                1,
+                super::fuzz_host_table(),
+            );
+            assert_eq!(got, class, "{name}");
+            if std::env::var_os("GATEWAY_WRITE_SEEDS").is_some() {
+                std::fs::create_dir_all(&dir).expect("corpus dir");
+                std::fs::write(dir.join(name), &seed).expect("seed");
+            }
+        }
+        assert!(run_seeds("host", super::host) >= 6);
     }
 
     #[test]

@@ -258,7 +258,14 @@ fn test() -> anyhow::Result<()> {
 }
 
 /// Fuzz targets (`fuzz/fuzz_targets/*.rs`), each with a seed corpus in `fuzz/corpus/<name>`.
-const FUZZ_TARGETS: &[&str] = &["config", "yaml", "client_hello", "request", "certificate"];
+const FUZZ_TARGETS: &[&str] = &[
+    "config",
+    "yaml",
+    "client_hello",
+    "request",
+    "certificate",
+    "host",
+];
 /// Dictionary of YAML tokens (anchors, aliases, nesting) both targets use.
 const FUZZ_DICTIONARY: &str = "fuzz/yaml.dict";
 /// Length of the smoke run `cargo xtask test` does per target.
