@@ -285,7 +285,7 @@ pub fn reset_segment(ctx: &XdpContext, segment: &Segment) -> bool {
     // range learnt from the comparisons above does not survive the
     // subtraction; re-checking an unknown scalar gives it one.
     let len = forget(payload - ip);
-    if len < 40 || len > MAX_RESET_HEADERS {
+    if !(40..=MAX_RESET_HEADERS).contains(&len) {
         return false;
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -311,11 +311,11 @@ pub fn reset_segment(ctx: &XdpContext, segment: &Segment) -> bool {
         // The client's retransmission of a segment already turned into a
         // reset: let it meet the closed socket, whose stack resets it.
         let flow = reset_flow(&*buf, headers);
-        if RESET_FLOWS.get(&flow).is_some() {
-            let _ = RESET_FLOWS.remove(&flow);
+        if RESET_FLOWS.get(flow).is_some() {
+            let _ = RESET_FLOWS.remove(flow);
             return false;
         }
-        if RESET_FLOWS.insert(&flow, &1, 0).is_err() {
+        if RESET_FLOWS.insert(flow, 1, 0).is_err() {
             return false;
         }
         make_reset(&mut *buf, headers);
