@@ -11,6 +11,9 @@ pub mod map_names {
     /// `Array<PortValue>` indexed by `port_index`: what listens on each
     /// (protocol, port), so most packets need no hash lookup.
     pub const PORTS: &str = "PORTS";
+    /// `SockMap` of two: the proxy's IPv4 (0) and IPv6 (1) listening
+    /// sockets, where `sk_lookup_steer` hands listener connections.
+    pub const PROXY_SOCKETS: &str = "PROXY_SOCKETS";
     /// `HashMap<[u8; 16], LocalAddrValue>`: the gateway's own addresses (IPv4 mapped).
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     /// `Array<Settings>` with one entry: knobs for the decision.
@@ -36,9 +39,10 @@ pub mod map_names {
     /// `xdp_host_reset`, the tail-call targets for a listener's data segment.
     pub const HOST_PROGRAMS: &str = "HOST_PROGRAMS";
     /// Every map name, for the loader's self-check.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         LISTENERS,
         PORTS,
+        PROXY_SOCKETS,
         LOCAL_ADDRS,
         SETTINGS,
         REASON_STATS,

@@ -63,38 +63,59 @@ impl Outcome {
     }
 }
 
-/// Parse, then look up in order: what listens on the destination port
-/// (an array entry, no hashing), a listener bound to the exact destination
-/// address if the port has any, whether the destination is a gateway
-/// address at all, the port's listener on every gateway address, and
-/// finally the unlisted-port rule.
+/// Parse, then find the destination's listener ([`find_listener`]), and
+/// for a gateway address that has none, apply the unlisted-port rule.
 #[inline(always)]
 pub fn classify(ctx: &XdpContext) -> Outcome {
     let packet = match parse_packet(ctx) {
         Ok(packet) => packet,
         Err(reason) => return Outcome::reason(reason),
     };
-    let port = port_index(packet.protocol, packet.dst_port)
+    match find_listener(packet.dst, packet.dst_port, packet.protocol) {
+        Destination::Listener(listener) => Outcome::listener(&packet, listener),
+        Destination::NotLocal => Outcome::reason(Reason::NotLocal),
+        Destination::Unlisted => Outcome::reason(unlisted(&packet)),
+    }
+}
+
+/// Whose a destination is.
+pub enum Destination {
+    /// A listener's.
+    Listener(ListenerValue),
+    /// Not one of the gateway's addresses.
+    NotLocal,
+    /// A gateway address, on a port no listener owns there.
+    Unlisted,
+}
+
+/// The listener of (`dst`, `port`, `protocol`), looked up in order: what
+/// listens on the port (a `PORTS` array entry, no hashing), a listener
+/// bound to the exact address if the port has any, whether the address is
+/// the gateway's at all, and the port's listener on every gateway address.
+/// XDP and sk_lookup decide with this same function.
+#[inline(always)]
+pub fn find_listener(dst: [u8; 16], port: u16, protocol: u8) -> Destination {
+    let entry = port_index(protocol, port)
         .and_then(|index| PORTS.get(index).copied())
         .unwrap_or_default();
-    if port.flags & PORT_BOUND != 0 {
+    if entry.flags & PORT_BOUND != 0 {
         let key = ListenerKey {
-            addr: packet.dst,
-            port: packet.dst_port,
-            protocol: packet.protocol,
+            addr: dst,
+            port,
+            protocol,
             pad: 0,
         };
         if let Some(listener) = lookup_listener(&key) {
-            return Outcome::listener(&packet, listener);
+            return Destination::Listener(listener);
         }
     }
-    if LOCAL_ADDRS.get_ptr(packet.dst).is_none() {
-        return Outcome::reason(Reason::NotLocal);
+    if LOCAL_ADDRS.get_ptr(dst).is_none() {
+        return Destination::NotLocal;
     }
-    if port.flags & PORT_WILDCARD != 0 {
-        return Outcome::listener(&packet, port.wildcard);
+    if entry.flags & PORT_WILDCARD != 0 {
+        return Destination::Listener(entry.wildcard);
     }
-    Outcome::reason(unlisted(&packet))
+    Destination::Unlisted
 }
 
 #[inline(always)]

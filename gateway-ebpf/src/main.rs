@@ -1,4 +1,5 @@
-//! XDP entry point: parse, decide, count, and return one verdict.
+//! Entry points: `xdp_ingress` and the host classification steps it
+//! tail-calls (XDP), and `sk_lookup_steer` (socket lookup).
 #![no_std]
 #![no_main]
 
@@ -6,9 +7,14 @@ mod classify;
 mod host;
 mod maps;
 mod parse;
+mod sk_lookup;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{sk_lookup, xdp},
+    programs::{SkLookupContext, XdpContext},
+};
 use gateway_common::{HostClass, LISTENER_RESET_UNKNOWN_HOSTS};
 
 /// Classifies every frame received on the interface it is attached to.
@@ -76,6 +82,13 @@ pub fn xdp_host_reset(ctx: XdpContext) -> u32 {
         }
     }
     xdp_action::XDP_PASS
+}
+
+/// Hands every TCP connection to a listener's (address, port) to the
+/// proxy's listening socket (attached to the daemon's network namespace).
+#[sk_lookup]
+pub fn sk_lookup_steer(ctx: SkLookupContext) -> u32 {
+    sk_lookup::steer(&ctx)
 }
 
 #[cfg(not(test))]

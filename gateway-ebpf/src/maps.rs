@@ -3,7 +3,7 @@
 use crate::host::Segment;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, SockMap},
 };
 use gateway_common::{
     ALLOWED_PORT_WORDS, Counter, HostClass, HostKey, HostValue, ListenerKey, ListenerValue,
@@ -17,6 +17,11 @@ pub static LISTENERS: HashMap<ListenerKey, ListenerValue> =
 
 #[map]
 pub static PORTS: Array<PortValue> = Array::with_max_entries(PORT_SLOTS, 0);
+
+/// The proxy's listening sockets, IPv4 in slot 0 and IPv6 in slot 1
+/// (`sk_lookup.rs`); filled by the daemon.
+#[map]
+pub static PROXY_SOCKETS: SockMap = SockMap::with_max_entries(2, 0);
 
 #[map]
 pub static LOCAL_ADDRS: HashMap<[u8; 16], LocalAddrValue> =

@@ -1,7 +1,7 @@
 //! The gateway daemon's library: Istio config in, BPF maps and a proxy out.
 //!
 //! Pipeline: [`config::load_paths`] -> [`compile::plan`] ->
-//! [`dataplane::Dataplane::apply`] and [`proxy::bind_all`]. See ARCHITECTURE.md.
+//! [`dataplane::Dataplane::apply`] and [`proxy::serve`]. See ARCHITECTURE.md.
 #![deny(unsafe_code)]
 
 pub mod admin;

@@ -134,17 +134,22 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
         )
     })?;
-    // Bind before attaching, so a port conflict changes nothing on the interface.
-    let listeners = proxy::bind_all(&plan, &args.address).map_err(|err| {
-        let busy = matches!(&err, proxy::ProxyError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse);
-        let hint = if busy { " (is another gateway instance running?)" } else { "" };
-        anyhow::anyhow!("{err}: {}{hint}", std::error::Error::source(&err).map_or(String::new(), |s| s.to_string()))
+    // The proxy's two sockets on loopback ports; the kernel steers every
+    // listener's connections into them (sk_lookup), so nothing is bound
+    // per listener and no listener port can be taken by another process.
+    let (socket_v4, socket_v6) = proxy::steering_sockets().map_err(|err| {
+        anyhow::anyhow!(
+            "{err}: {}",
+            std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
+        )
     })?;
     let admin_listener = std::net::TcpListener::bind(args.admin_address)
         .with_context(|| format!("cannot listen on the admin address {}", args.admin_address))?;
 
     dataplane.apply(&plan, ephemeral_range())?;
     dataplane.set_allowed_ports(&management::allowed_port_words(&allowed))?;
+    dataplane.set_proxy_sockets(&socket_v4, socket_v6.as_ref())?;
+    dataplane.attach_steering()?;
     let default_routes = management::default_route_interfaces(
         &fs::read_to_string("/proc/net/route").unwrap_or_default(),
         &fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default(),
@@ -171,9 +176,16 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         let bind = listener.bind.map_or("*".to_string(), |ip| ip.to_string());
         log::info!("listener {bind}:{} {:?}", listener.port, listener.kind);
     }
-    for bound in &listeners {
-        log::info!("serving on {}", bound.local_addr);
-    }
+    let listeners: Vec<proxy::BoundListener> =
+        std::iter::once(socket_v4).chain(socket_v6).collect();
+    log::info!(
+        "listener connections are steered (sk_lookup) to the proxy's sockets {}",
+        listeners
+            .iter()
+            .map(|l| l.local_addr.to_string())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    );
     let limits = proxy_gate.limits;
     log::info!(
         "connections: at most {} at once (open-file limit {open_files}); request head within {:?} of accept; idle timeout {:?}",

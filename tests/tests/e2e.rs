@@ -3,11 +3,13 @@
 use std::{fs, time::Duration};
 
 use gateway_tests::{
+    backend::Backend,
     daemon::{ADMIN, CREDENTIALS, Daemon, EXAMPLE, run_to_completion, start_example, stat},
     netns::{CLIENT_V4, GATEWAY_V4, GATEWAY_V6, Topology},
     require_root,
 };
 
+const TEST_BACKEND: &str = env!("CARGO_BIN_EXE_test-backend");
 const NO_LISTENER: &str = "xdp.reason.no_listener.packets";
 const ALLOWED_PORT: &str = "xdp.reason.allowed_port.packets";
 const LISTENER_80: &str = "xdp.listener.*_80_tcp.packets";
@@ -446,4 +448,48 @@ fn the_kernel_resets_an_unknown_host_when_asked_and_still_serves_known_ones() {
         stat(&topology, "xdp.listener.*_80_tcp.unknown_host_resets"),
         1
     );
+}
+
+#[test]
+fn listener_connections_are_steered_to_the_proxy_which_binds_no_listener_port() {
+    require_root();
+    let topology = Topology::new();
+    // Another server already on the listener's port, on every address:
+    // binding per port would have failed; steering takes the gateway's
+    // addresses from it, and leaves it loopback.
+    let _squatter = Backend::start(
+        &topology,
+        &topology.gateway_ns,
+        std::path::Path::new(TEST_BACKEND),
+        &["--name", "squatter", "--listen", "0.0.0.0:80"],
+        "127.0.0.1:80".parse().expect("addr"),
+    );
+    let daemon = start(&topology);
+    let resolve = format!("dataengine.com:80:{GATEWAY_V4}");
+    let (status, _) = curl_head(
+        &topology,
+        &["--resolve", &resolve, "http://dataengine.com/"],
+    );
+    assert_eq!(
+        status, "HTTP/1.1 301 Moved Permanently",
+        "the proxy answered"
+    );
+    // The daemon's listening sockets: loopback ones only, none on a
+    // listener's port.
+    let sockets = topology.gateway(&["ss", "-Hltnp"]);
+    let text = String::from_utf8_lossy(&sockets.stdout);
+    let pid = format!("pid={},", daemon.pid());
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains(&pid)).collect();
+    assert!(!ours.is_empty(), "{text}");
+    for line in &ours {
+        let local = line.split_whitespace().nth(3).unwrap_or_default();
+        assert!(
+            local.starts_with("127.0.0.1:") || local.starts_with("[::1]:"),
+            "the daemon listens on {local}: {text}"
+        );
+        assert!(
+            !local.ends_with(":80") && !local.ends_with(":443"),
+            "the daemon bound a listener port: {text}"
+        );
+    }
 }

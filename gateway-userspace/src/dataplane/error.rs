@@ -32,8 +32,8 @@ pub enum DataplaneError {
     /// The object lacks the program: a build mismatch.
     #[error("the XDP object has no program named {name}; rebuild the gateway")]
     MissingProgram { name: &'static str },
-    /// The program is not an XDP program: a build mismatch.
-    #[error("the program in the object is not an XDP program")]
+    /// A program is not of the type the loader expects: a build mismatch.
+    #[error("a program in the object is not of the expected type; rebuild the gateway")]
     WrongProgramType {
         #[source]
         source: ProgramError,
@@ -59,6 +59,12 @@ pub enum DataplaneError {
         interface: String,
         #[source]
         source: ProgramError,
+    },
+    /// Attaching the socket-lookup program to the network namespace failed.
+    #[error("cannot attach the socket-steering (sk_lookup) program to this network namespace")]
+    AttachSteering {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Detaching failed.
     #[error("detaching the XDP program failed")]

@@ -5,10 +5,12 @@ mod error;
 
 use std::collections::BTreeMap;
 
+use std::os::fd::AsRawFd;
+
 use aya::{
     Ebpf, Pod,
-    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray},
-    programs::{ProgramError, Xdp, XdpMode},
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, SockMap},
+    programs::{ProgramError, SkLookup, Xdp, XdpMode},
 };
 use gateway_common::{
     ALLOWED_PORT_WORDS, Counter, HostClass, HostKey, HostValue, ListenerKey, ListenerValue,
@@ -49,6 +51,9 @@ pub struct Dataplane {
     ports: BTreeMap<u32, PortValue>,
 }
 
+/// The socket-lookup program that hands listener connections to the proxy.
+pub const STEER_PROGRAM_NAME: &str = "sk_lookup_steer";
+
 struct Attachment {
     interface: String,
     link: aya::programs::xdp::XdpLinkId,
@@ -82,6 +87,7 @@ impl Dataplane {
         let program = xdp_program(&mut ebpf)?;
         program.load().map_err(DataplaneError::from_load)?;
         load_host_programs(&mut ebpf)?;
+        load_steering(&mut ebpf)?;
         Ok(Dataplane {
             ebpf,
             attached: None,
@@ -100,6 +106,7 @@ impl Dataplane {
     pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
         std::iter::once(PROGRAM_NAME)
             .chain(HOST_PROGRAM_NAMES)
+            .chain([STEER_PROGRAM_NAME])
             .map(|name| {
                 let count = self
                     .ebpf
@@ -208,6 +215,67 @@ impl Dataplane {
                 bitmap.set(index, wanted, 0).map_err(error)?;
             }
         }
+        Ok(())
+    }
+
+    /// Puts the proxy's listening sockets (`v4`, and `v6` when IPv6 is
+    /// available) where the socket-lookup program hands listener
+    /// connections (`PROXY_SOCKETS`).
+    pub fn set_proxy_sockets(
+        &mut self,
+        v4: &impl AsRawFd,
+        v6: Option<&impl AsRawFd>,
+    ) -> Result<(), DataplaneError> {
+        let mut sockets: SockMap<&mut MapData> = map(&mut self.ebpf, map_names::PROXY_SOCKETS)?;
+        let error = |source| DataplaneError::Map {
+            name: map_names::PROXY_SOCKETS,
+            source,
+        };
+        sockets.set(0, v4, 0).map_err(error)?;
+        match v6 {
+            Some(v6) => sockets.set(1, v6, 0).map_err(error)?,
+            None => match sockets.clear_index(&1) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => return Err(error(source)),
+            },
+        }
+        Ok(())
+    }
+
+    /// The socket-lookup program, for `BPF_PROG_TEST_RUN` in tests.
+    pub fn steering_program(&self) -> Result<&SkLookup, DataplaneError> {
+        self.ebpf
+            .program(STEER_PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram {
+                name: STEER_PROGRAM_NAME,
+            })?
+            .try_into()
+            .map_err(|source: ProgramError| DataplaneError::WrongProgramType { source })
+    }
+
+    /// Attaches the socket-lookup program to this process's network
+    /// namespace: from then on every connection to a listener's (address,
+    /// port) reaches the proxy's sockets, whatever ports they are bound
+    /// to. The link lives as long as the `Dataplane`.
+    pub fn attach_steering(&mut self) -> Result<(), DataplaneError> {
+        let netns = std::fs::File::open("/proc/self/ns/net").map_err(|source| {
+            DataplaneError::AttachSteering {
+                source: Box::new(source),
+            }
+        })?;
+        let program: &mut SkLookup = self
+            .ebpf
+            .program_mut(STEER_PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram {
+                name: STEER_PROGRAM_NAME,
+            })?
+            .try_into()
+            .map_err(|source: ProgramError| DataplaneError::WrongProgramType { source })?;
+        program
+            .attach(netns)
+            .map_err(|source| DataplaneError::AttachSteering {
+                source: Box::new(source),
+            })?;
         Ok(())
     }
 
@@ -409,6 +477,18 @@ fn load_host_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
             })?;
     }
     Ok(())
+}
+
+/// Loads the socket-lookup program (attached later, by `steer_to`).
+fn load_steering(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    let program: &mut SkLookup = ebpf
+        .program_mut(STEER_PROGRAM_NAME)
+        .ok_or(DataplaneError::MissingProgram {
+            name: STEER_PROGRAM_NAME,
+        })?
+        .try_into()
+        .map_err(|source: ProgramError| DataplaneError::WrongProgramType { source })?;
+    program.load().map_err(DataplaneError::from_load)
 }
 
 fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {

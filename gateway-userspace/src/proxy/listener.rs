@@ -2,7 +2,7 @@
 //! the connection cap, and the dispatch of each connection by listener kind.
 use std::{
     io,
-    net::{IpAddr, Ipv6Addr, SocketAddr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
@@ -21,48 +21,45 @@ use super::{
     served::{PortService, Served},
     stream::Probed,
 };
-use crate::{
-    compile::Plan,
-    connection::{Acceptor, Activity, Admitted, Gate},
-};
+use crate::connection::{Acceptor, Activity, Admitted, Gate};
 
 const LISTEN_BACKLOG: u32 = 1024;
 
-/// A listening socket and the listener it serves.
+/// A listening socket of the proxy. The kernel's socket-lookup program
+/// hands it every connection to every listener of the address family;
+/// each connection's listener is read from the address it was made to.
 pub struct BoundListener {
     pub local_addr: SocketAddr,
     listener: TcpListener,
-    listener_id: u32,
 }
 
-/// Opens a socket for every listener of the plan the proxy serves: on its
-/// bind address, or on each of `addresses`, or on the dual-stack wildcard
-/// when none are given.
-pub fn bind_all(plan: &Plan, addresses: &[IpAddr]) -> Result<Vec<BoundListener>, ProxyError> {
-    let served = plan
-        .http
-        .iter()
-        .map(|l| (l.listener_id, l.bind, l.port))
-        .chain(plan.tls.iter().map(|l| (l.listener_id, l.bind, l.port)))
-        .chain(plan.tcp.iter().map(|l| (l.listener_id, l.bind, l.port)));
-    let mut bound = Vec::new();
-    for (listener_id, bind, port) in served {
-        let ips: Vec<IpAddr> = match (bind, addresses) {
-            (Some(bind), _) => vec![bind],
-            (None, []) => vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
-            (None, addresses) => addresses.to_vec(),
-        };
-        for ip in ips {
-            let addr = SocketAddr::new(ip, port);
-            let socket = listen(addr).map_err(|source| ProxyError::Bind { addr, source })?;
-            bound.push(BoundListener {
-                local_addr: socket.local_addr().unwrap_or(addr),
-                listener: socket,
-                listener_id,
-            });
-        }
+impl AsRawFd for BoundListener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.listener.as_raw_fd()
     }
-    Ok(bound)
+}
+
+/// The proxy's two listening sockets, IPv4 and IPv6 (`None` where the
+/// host has no IPv6), on loopback ports the system picks: the proxy binds
+/// nothing per listener, so ports below 1024 need no privilege to bind,
+/// and a listener added or removed is only a map update.
+pub fn steering_sockets() -> Result<(BoundListener, Option<BoundListener>), ProxyError> {
+    let open = |addr: SocketAddr| {
+        let socket = listen(addr).map_err(|source| ProxyError::Bind { addr, source })?;
+        Ok::<_, ProxyError>(BoundListener {
+            local_addr: socket.local_addr().unwrap_or(addr),
+            listener: socket,
+        })
+    };
+    let v4 = open(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    let v6 = match open(SocketAddr::from((Ipv6Addr::LOCALHOST, 0))) {
+        Ok(v6) => Some(v6),
+        Err(err) => {
+            log::warn!("no IPv6 listening socket ({err}); IPv6 listeners are not served");
+            None
+        }
+    };
+    Ok((v4, v6))
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -124,10 +121,9 @@ async fn accept_loop(
         tokio::select! {
             (stream, remote, admitted) = acceptor.admitted(&bound.listener, &gate) => {
                 let current = Arc::clone(&served.borrow());
-                let addrs = (bound.local_addr, remote);
                 // Detached: nothing wakes this loop when a connection ends;
                 // `Admitted` counts it on the gate until then.
-                tokio::spawn(serve_connection(stream, addrs, bound.listener_id, current, Arc::clone(&gate), admitted, shutdown.clone()));
+                tokio::spawn(serve_connection(stream, remote, current, Arc::clone(&gate), admitted, shutdown.clone()));
             },
             _ = shutdown.changed() => break,
         }
@@ -147,8 +143,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 async fn serve_connection(
     stream: TcpStream,
-    (listening, remote): (SocketAddr, SocketAddr),
-    listener_id: u32,
+    remote: SocketAddr,
     served: Arc<Served>,
     gate: Arc<Gate>,
     _admitted: Admitted,
@@ -161,16 +156,18 @@ async fn serve_connection(
         activity: &activity,
         drain,
     };
-    // A socket bound to one address needs no getsockname(2) per connection.
-    let local = if listening.ip().is_unspecified() {
-        match stream.local_addr() {
-            Ok(local) => local,
-            Err(_) => return,
-        }
-    } else {
-        listening
+    // The address the client connected to: the kernel steered it here
+    // from a listener's (address, port), which names the listener.
+    let Ok(local) = stream.local_addr() else {
+        return;
     };
-    let Some(service) = served.ports.get(&listener_id).cloned() else {
+    let Some(service) = served
+        .listeners
+        .listener_at(local)
+        .and_then(|id| served.ports.get(&id).cloned())
+    else {
+        // Steered by a plan this `Served` does not have yet (a reload in
+        // flight): closing is what a missing listener gets.
         return;
     };
     let downstream = Downstream {

@@ -26,8 +26,8 @@ pub mod upstream;
 use std::{io, net::SocketAddr};
 
 pub use self::{
-    listener::{BoundListener, bind_all, serve},
-    served::{Options, PortService, Served, TlsAction, TlsEntry},
+    listener::{BoundListener, serve, steering_sockets},
+    served::{ListenerMap, Options, PortService, Served, TlsAction, TlsEntry},
     stream::Rewind,
 };
 

@@ -3,6 +3,7 @@
 //! forward, and what every connection shares (upstreams, access log).
 use std::{
     collections::{BTreeSet, HashMap},
+    net::{IpAddr, SocketAddr},
     sync::Arc,
 };
 
@@ -66,6 +67,46 @@ pub struct Served {
     pub shared: Arc<Shared>,
     /// By listener id.
     pub ports: HashMap<u32, Arc<PortService>>,
+    /// Which listener a connection's local (address, port) reaches.
+    pub listeners: ListenerMap,
+}
+
+/// The listener of a connection, from the address and port it was made
+/// to (the kernel steers every listener's connections into the same
+/// sockets): a listener bound to that address, else the port's listener
+/// on every gateway address, as the kernel decided.
+#[derive(Debug, Default)]
+pub struct ListenerMap {
+    bound: HashMap<(IpAddr, u16), u32>,
+    any: HashMap<u16, u32>,
+}
+
+impl ListenerMap {
+    fn new(plan: &Plan) -> Self {
+        let mut map = ListenerMap::default();
+        let served = plan
+            .http
+            .iter()
+            .map(|l| (l.listener_id, l.bind, l.port))
+            .chain(plan.tls.iter().map(|l| (l.listener_id, l.bind, l.port)))
+            .chain(plan.tcp.iter().map(|l| (l.listener_id, l.bind, l.port)));
+        for (id, bind, port) in served {
+            match bind {
+                Some(ip) => map.bound.insert((ip.to_canonical(), port), id),
+                None => map.any.insert(port, id),
+            };
+        }
+        map
+    }
+
+    /// The listener serving connections made to `local`.
+    pub fn listener_at(&self, local: SocketAddr) -> Option<u32> {
+        let ip = local.ip().to_canonical();
+        self.bound
+            .get(&(ip, local.port()))
+            .or_else(|| self.any.get(&local.port()))
+            .copied()
+    }
 }
 
 /// Settings the plan does not carry.
@@ -141,6 +182,31 @@ impl Served {
                 Arc::new(PortService::Tcp(listener.route.clone())),
             );
         }
-        Ok(Served { shared, ports })
+        Ok(Served {
+            shared,
+            ports,
+            listeners: ListenerMap::new(plan),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, SocketAddr};
+
+    use super::ListenerMap;
+
+    #[test]
+    fn a_bound_listener_wins_over_the_ports_listener_on_every_address() {
+        let mut map = ListenerMap::default();
+        map.any.insert(443, 1);
+        map.bound.insert(("192.0.2.7".parse().unwrap(), 443), 2);
+        let at = |ip: &str, port| map.listener_at(SocketAddr::new(ip.parse().unwrap(), port));
+        assert_eq!(at("192.0.2.7", 443), Some(2));
+        assert_eq!(at("::ffff:192.0.2.7", 443), Some(2));
+        assert_eq!(at("192.0.2.8", 443), Some(1));
+        assert_eq!(at("2001:db8::1", 443), Some(1));
+        assert_eq!(at("192.0.2.7", 80), None);
+        let _: IpAddr = "::1".parse().unwrap();
     }
 }
