@@ -241,6 +241,7 @@ fn test() -> anyhow::Result<()> {
     println!("== packet tests (BPF_PROG_TEST_RUN on the XDP program)");
     gateway_tests("packet", &gateway, false)?;
     gateway_tests("packet_hosts", &gateway, false)?;
+    gateway_tests("packet_steering", &gateway, false)?;
     println!("== end-to-end tests (network namespaces, real clients)");
     gateway_tests("e2e", &gateway, false)?;
     println!(
