@@ -13,6 +13,8 @@ pub mod fuzzing;
 pub mod hosts;
 pub mod management;
 pub mod model;
+pub mod pidfile;
 pub mod proxy;
 pub mod report;
 pub mod stats;
+pub mod watch;

@@ -30,6 +30,18 @@ enum Command {
     Check(CheckArgs),
     /// Print the plan the gateway would serve: listeners, hosts, dropped servers.
     Compile(CompileArgs),
+    /// Have the daemon running on an interface (in this network namespace)
+    /// reload its configuration: sends it SIGHUP. An invalid configuration
+    /// changes nothing; the daemon's log says why.
+    Reload(ReloadArgs),
+}
+
+/// `gateway reload`.
+#[derive(clap::Args, Debug)]
+pub struct ReloadArgs {
+    /// The interface the daemon serves (its `--interface`).
+    #[arg(long, short = 'i', value_name = "IFNAME")]
+    pub interface: String,
 }
 
 /// Which gateway workload this is (Istio matches Gateway selectors against it).
@@ -244,6 +256,15 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check::check(&args),
         Command::Compile(args) => check::compile(&args),
+        Command::Reload(args) => gateway_userspace::pidfile::signal_reload(&args.interface)
+            .map(|pid| {
+                println!(
+                    "asked the gateway on {} (process {pid}) to reload its configuration",
+                    args.interface
+                );
+                ExitCode::SUCCESS
+            })
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(code) => code,

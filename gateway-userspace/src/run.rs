@@ -1,14 +1,23 @@
 //! `gateway run`: load, compile, bind, attach, serve, and detach on signal.
-use std::{fs, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    fs,
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use gateway_common::Settings;
 use gateway_userspace::{
     admin, compile,
-    config::Severity,
+    config::{Config, Severity},
     connection::{self, Counters, Gate, Limits},
     dataplane::Dataplane,
-    management, proxy, stats,
+    management,
+    model::Instance,
+    proxy, stats,
+    watch::Watcher,
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -44,7 +53,10 @@ fn runtime(workers: Option<u16>) -> std::io::Result<(tokio::runtime::Runtime, us
     Ok((builder.enable_all().build()?, workers))
 }
 
-async fn serve(args: RunArgs) -> anyhow::Result<()> {
+/// Reads and validates the configuration: every diagnostic is logged in
+/// the `check` format, and any error, or no Gateway selecting this
+/// instance, refuses it.
+fn read_config(args: &RunArgs, instance: &Instance) -> anyhow::Result<Config> {
     let config = args.source.load(&args.config)?;
     for diagnostic in &config.diagnostics {
         match diagnostic.severity {
@@ -59,12 +71,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         .filter(|d| d.severity == Severity::Error)
         .count();
     if errors > 0 {
-        bail!("{errors} error(s) in the configuration; nothing was started");
+        bail!("{errors} error(s) in the configuration");
     }
     if config.model.gateways.is_empty() {
         bail!("no Gateway resources found in the configuration paths");
     }
-    let instance = args.instance.instance();
     let read = config.model.gateways.len();
     if !config
         .model
@@ -82,19 +93,33 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             labels.join(",")
         );
     }
+    Ok(config)
+}
 
-    let allowed = management::allow_list(&args.allow_port).map_err(anyhow::Error::msg)?;
-    // Privilege first: loading needs CAP_BPF, and touches nothing outside the process.
-    let mut dataplane = Dataplane::load()?;
-    let interface_addrs = interface_addresses(&args.interface)?;
-    let addresses = if args.address.is_empty() {
-        interface_addrs
-    } else {
-        check_addresses_on_interface(&args.address, &interface_addrs, &args.interface)?;
-        args.address.clone()
-    };
-    let mut plan = compile::plan(&config.model, &instance, &addresses)?;
+/// A configuration compiled and ready to serve.
+struct Built {
+    plan: compile::Plan,
+    served: proxy::Served,
+    /// The certificate files it names, watched for changes.
+    certificates: Vec<PathBuf>,
+}
+
+/// Compiles `config` for this instance and builds what the proxy serves
+/// (certificates loaded, regexes compiled). `previous`, on a reload, lends
+/// its ids to the listeners and hosts that stay.
+fn build(
+    config: &Config,
+    args: &RunArgs,
+    instance: &Instance,
+    addresses: &[IpAddr],
+    options: proxy::Options,
+    previous: Option<&compile::Plan>,
+) -> anyhow::Result<Built> {
+    let mut plan = compile::plan(&config.model, instance, addresses)?;
     plan.reset_unknown_hosts(&args.reset_unknown_hosts)?;
+    if let Some(previous) = previous {
+        plan.keep_ids_from(previous);
+    }
     for warning in &plan.warnings {
         log::warn!("{warning}");
     }
@@ -106,6 +131,51 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             dropped.reason
         );
     }
+    let served = proxy::Served::new(&plan, options).map_err(|err| {
+        anyhow::anyhow!(
+            "{err}: {}",
+            std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
+        )
+    })?;
+    Ok(Built {
+        plan,
+        served,
+        certificates: certificate_files(config),
+    })
+}
+
+/// Every certificate, key and CA file the configuration names.
+fn certificate_files(config: &Config) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for gateway in &config.model.gateways {
+        for server in &gateway.servers {
+            let Some(tls) = &server.tls else { continue };
+            for cert in &tls.certificates {
+                files.push(PathBuf::from(&cert.certificate));
+                files.push(PathBuf::from(&cert.private_key));
+            }
+            files.extend(tls.client_ca.iter().map(PathBuf::from));
+        }
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    let instance = args.instance.instance();
+    let config = read_config(&args, &instance)
+        .map_err(|err| anyhow::anyhow!("{err:#}; nothing was started"))?;
+    let allowed = management::allow_list(&args.allow_port).map_err(anyhow::Error::msg)?;
+    // Privilege first: loading needs CAP_BPF, and touches nothing outside the process.
+    let mut dataplane = Dataplane::load()?;
+    let interface_addrs = interface_addresses(&args.interface)?;
+    let addresses = if args.address.is_empty() {
+        interface_addrs
+    } else {
+        check_addresses_on_interface(&args.address, &interface_addrs, &args.interface)?;
+        args.address.clone()
+    };
     let open_files = raise_open_file_limit();
     let proxy_gate = Arc::new(Gate::new(Limits {
         request_head_timeout: args.request_head_timeout,
@@ -127,13 +197,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             (_, LogFormat::Text) => proxy::access_log::Format::Text,
         },
     };
-    // Certificates and keys are loaded before anything is attached or bound.
-    let served = proxy::Served::new(&plan, options).map_err(|err| {
-        anyhow::anyhow!(
-            "{err}: {}",
-            std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
-        )
-    })?;
+    // Certificates and keys are loaded before anything is attached.
+    let Built {
+        plan,
+        served,
+        certificates,
+    } = build(&config, &args, &instance, &addresses, options, None)?;
+    drop(config);
     // The proxy's two sockets on loopback ports; the kernel steers every
     // listener's connections into them (sk_lookup), so nothing is bound
     // per listener and no listener port can be taken by another process.
@@ -158,6 +228,16 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         log::warn!("{warning}");
     }
     dataplane.attach(&args.interface, args.xdp_mode)?;
+    // Written once this instance owns the interface; `gateway reload` reads it.
+    let _pid_file = match gateway_userspace::pidfile::PidFile::create(&args.interface) {
+        Ok(file) => Some(file),
+        Err(err) => {
+            log::warn!(
+                "{err:#}; `gateway reload` will not find this daemon (send SIGHUP yourself)"
+            );
+            None
+        }
+    };
     log::info!(
         "XDP attached to {} ({:?} mode); gateway addresses: {}",
         args.interface,
@@ -195,20 +275,27 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     );
 
     let stats_reader = dataplane.take_stats_reader()?;
-    let listener_ids: Vec<u32> = plan.listeners.iter().map(|l| l.id).collect();
-    let host_ids: Vec<u32> = plan.kernel_hosts().iter().map(|h| h.id).collect();
     let (proxy_counters, admin_counters) = (
         Arc::clone(&proxy_gate.counters),
         Arc::clone(&admin_gate.counters),
     );
-    let stats_plan = plan.clone();
+    let reloads = Arc::new(stats::ReloadCounters::default());
+    // The plan the counters are read for: a reload replaces it.
+    let (plan_tx, plan_rx) = watch::channel(Arc::new(plan));
+    let render_reloads = Arc::clone(&reloads);
     let render: admin::RenderFn = Box::new(move || {
+        let plan = Arc::clone(&plan_rx.borrow());
+        let hosts = plan.kernel_hosts();
         let snapshot = stats_reader
-            .read(listener_ids.iter().copied(), host_ids.iter().copied())
+            .read(
+                plan.listeners.iter().map(|l| l.id),
+                hosts.iter().map(|h| h.id),
+            )
             .map_err(|err| err.to_string())?;
         Ok(stats::render(
             &snapshot,
-            &stats_plan,
+            &plan,
+            &render_reloads,
             &[("proxy", &proxy_counters), ("admin", &admin_counters)],
         ))
     });
@@ -216,7 +303,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(return_memory_after_bursts(Arc::clone(&proxy_gate.counters)));
     // The sender stays here: a configuration reload replaces what is served.
-    let (_served_tx, served_rx) = watch::channel(Arc::new(served));
+    let (served_tx, served_rx) = watch::channel(Arc::new(served));
     let proxy_task = tokio::spawn(proxy::serve(
         listeners,
         served_rx,
@@ -233,11 +320,31 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut watcher = Watcher::new(args.config.clone(), certificates);
+    let mut poll = tokio::time::interval(WATCH_INTERVAL);
+    let reload = Reload {
+        args: &args,
+        instance: &instance,
+        addresses: &addresses,
+        options,
+        counters: &reloads,
+    };
     loop {
-        tokio::select! {
+        let why = tokio::select! {
             _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break }
-            _ = sighup.recv() => log::warn!("SIGHUP: configuration reload is not implemented yet; ignored, still serving the configuration loaded at start"),
+            _ = sighup.recv() => "SIGHUP",
+            _ = poll.tick() => {
+                if !watcher.poll() {
+                    continue;
+                }
+                "the configuration files changed"
+            }
+        };
+        let current = Arc::clone(&plan_tx.borrow());
+        if let Some((plan, certificates)) = reload.run(why, &current, &mut dataplane, &served_tx) {
+            watcher.rebase(certificates);
+            let _ = plan_tx.send(Arc::new(plan));
         }
     }
     let _ = shutdown_tx.send(true);
@@ -247,6 +354,74 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let _ = proxy_task.await;
     let _ = tokio::task::spawn_blocking(move || admin_thread.join()).await;
     Ok(())
+}
+
+/// How often the configuration files are looked at; a change is applied
+/// once two looks agree on it (1 to 2 intervals after the last write).
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a reload needs from the start-up.
+struct Reload<'a> {
+    args: &'a RunArgs,
+    instance: &'a Instance,
+    addresses: &'a [IpAddr],
+    options: proxy::Options,
+    counters: &'a stats::ReloadCounters,
+}
+
+impl Reload<'_> {
+    /// Reads, validates and compiles the configuration again and, if all
+    /// of that succeeds, serves it: the proxy first (new connections take
+    /// the new listeners, hosts and certificates; established ones keep
+    /// what they had), then the kernel's maps as a diff (entries that do
+    /// not change are not touched). Any failure before that changes
+    /// nothing: the previous configuration keeps serving, the errors are
+    /// logged in the `check` format, and `config.reload_failures` counts it.
+    /// Returns the new plan and the certificate files it names.
+    fn run(
+        &self,
+        why: &str,
+        current: &compile::Plan,
+        dataplane: &mut Dataplane,
+        served_tx: &watch::Sender<Arc<proxy::Served>>,
+    ) -> Option<(compile::Plan, Vec<PathBuf>)> {
+        log::info!("{why}: reloading the configuration");
+        let built = read_config(self.args, self.instance).and_then(|config| {
+            build(
+                &config,
+                self.args,
+                self.instance,
+                self.addresses,
+                self.options,
+                Some(current),
+            )
+        });
+        let built = match built {
+            Ok(built) => built,
+            Err(err) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    "configuration reload refused ({err:#}); still serving the previous configuration"
+                );
+                return None;
+            }
+        };
+        let _ = served_tx.send(Arc::new(built.served));
+        if let Err(err) = dataplane.apply(&built.plan, ephemeral_range()) {
+            // The proxy already serves the new plan; the kernel maps are
+            // part way. The next reload applies the difference again.
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            log::error!("configuration reload: updating the kernel maps failed: {err:#}");
+            return Some((built.plan, built.certificates));
+        }
+        self.counters.applied.fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            "configuration reloaded: {} listener(s), {} server host(s)",
+            built.plan.listeners.len(),
+            built.plan.kernel_hosts().len()
+        );
+        Some((built.plan, built.certificates))
+    }
 }
 
 /// How often the daemon looks for a burst of connections that has ended,

@@ -11,12 +11,27 @@ use crate::{compile::Plan, connection::Counters, dataplane::Stats};
 /// One `name value` line per counter, stable names for scripts and tests:
 /// the configuration's, the kernel's (`stats`), and each kind of
 /// listener's connections (`proxy`, `admin`).
-pub fn render(stats: &Stats, plan: &Plan, connections: &[(&str, &Counters)]) -> String {
+pub fn render(
+    stats: &Stats,
+    plan: &Plan,
+    reloads: &ReloadCounters,
+    connections: &[(&str, &Counters)],
+) -> String {
     let mut out = String::new();
     // What the configuration lost in the merge or binding (Istio's
     // pilot_total_rejected_configs, but per gateway instance).
     let _ = writeln!(out, "config.servers_dropped {}", plan.dropped.len());
     let _ = writeln!(out, "config.route_warnings {}", plan.warnings.len());
+    let _ = writeln!(
+        out,
+        "config.reloads {}",
+        reloads.applied.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "config.reload_failures {}",
+        reloads.failed.load(Ordering::Relaxed)
+    );
     for (reason, counter) in &stats.reasons {
         let name = reason.name();
         let _ = writeln!(out, "xdp.reason.{name}.packets {}", counter.packets);
@@ -91,6 +106,14 @@ pub fn render(stats: &Stats, plan: &Plan, connections: &[(&str, &Counters)]) -> 
     out
 }
 
+/// Configuration reloads since start: applied, and refused (the previous
+/// configuration kept serving).
+#[derive(Debug, Default)]
+pub struct ReloadCounters {
+    pub applied: AtomicU64,
+    pub failed: AtomicU64,
+}
+
 /// `<prefix>.connections.<name> <value>` lines, in a fixed order.
 fn render_connections(prefix: &str, counters: &Counters, out: &mut String) {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -127,8 +150,9 @@ mod tests {
                 reason: "conflict".into(),
             }],
             warnings: vec!["a".into(), "b".into()],
+            host_ids: Default::default(),
         };
-        let text = render(&Stats::default(), &plan, &[]);
+        let text = render(&Stats::default(), &plan, &ReloadCounters::default(), &[]);
         assert!(
             text.starts_with("config.servers_dropped 1\nconfig.route_warnings 2\n"),
             "{text}"

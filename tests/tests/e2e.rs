@@ -340,29 +340,6 @@ fn an_address_not_on_the_interface_is_refused_naming_both() {
 }
 
 #[test]
-fn sighup_is_logged_and_ignored() {
-    require_root();
-    let topology = Topology::new();
-    let daemon = start(&topology);
-    // SAFETY: kill(2) on the pid of the daemon this test started.
-    unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
-    std::thread::sleep(Duration::from_millis(300));
-    let resolve = format!("dataengine.com:80:{GATEWAY_V4}");
-    let (status, _) = curl_head(
-        &topology,
-        &["--resolve", &resolve, "http://dataengine.com/"],
-    );
-    assert_eq!(status, "HTTP/1.1 301 Moved Permanently", "{}", daemon.log());
-    assert!(
-        daemon
-            .log()
-            .contains("SIGHUP: configuration reload is not implemented yet; ignored"),
-        "{}",
-        daemon.log()
-    );
-}
-
-#[test]
 fn the_ssh_port_reaches_the_host_unless_the_allow_list_is_none() {
     require_root();
     let topology = Topology::new();

@@ -244,6 +244,7 @@ fn test() -> anyhow::Result<()> {
     gateway_tests("packet_steering", &gateway, false)?;
     println!("== end-to-end tests (network namespaces, real clients)");
     gateway_tests("e2e", &gateway, false)?;
+    gateway_tests("reload", &gateway, false)?;
     println!(
         "== proxy end to end (TLS, mTLS, passthrough, routing, upstreams, websocket, TCP; curl, openssl, nginx)"
     );

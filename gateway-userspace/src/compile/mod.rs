@@ -3,6 +3,7 @@
 mod auto_passthrough;
 mod bind;
 mod clusters;
+mod ids;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -45,6 +46,9 @@ pub struct Plan {
     /// Problems found while binding routes (unresolvable destinations,
     /// duplicate SNI hosts, ...): served, but not as written.
     pub warnings: Vec<String>,
+    /// Kernel host ids kept from the plan this one replaces, by (listener
+    /// id, pattern) ([`Plan::keep_ids_from`]); empty for a first plan.
+    pub host_ids: BTreeMap<(u32, HostPattern), u32>,
 }
 
 /// A TLS port: one entry per server that shares it, matched by SNI.
@@ -206,13 +210,24 @@ impl Plan {
                 wanted.insert((listener.listener_id, host.pattern.clone()));
             }
         }
+        // Ids kept from the previous plan first, then the lowest free ones.
+        let used: BTreeSet<u32> = wanted
+            .iter()
+            .filter_map(|key| self.host_ids.get(key).copied())
+            .collect();
+        let mut free = ids::FreeIds::new(used);
         wanted
             .into_iter()
-            .zip(0u32..)
-            .map(|((listener_id, pattern), id)| KernelHost {
-                id,
-                listener_id,
-                pattern,
+            .map(|(listener_id, pattern)| {
+                let id = match self.host_ids.get(&(listener_id, pattern.clone())) {
+                    Some(id) => *id,
+                    None => free.take(),
+                };
+                KernelHost {
+                    id,
+                    listener_id,
+                    pattern,
+                }
             })
             .collect()
     }
@@ -488,6 +503,7 @@ pub fn plan(
         clusters,
         dropped,
         warnings,
+        host_ids: BTreeMap::new(),
     })
 }
 

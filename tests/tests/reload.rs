@@ -1,0 +1,287 @@
+//! Live reload: a running daemon takes an edited configuration (file
+//! change or SIGHUP, or `gateway reload`) without a restart, a new socket
+//! or a failed request, and refuses an invalid one while the old one keeps
+//! serving.
+use std::{
+    fs,
+    path::Path,
+    process::{Child, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use gateway_tests::{
+    daemon::{ADMIN, Daemon, gateway_bin, stat},
+    hostile::Scratch,
+    netns::{GATEWAY_V4, Topology},
+    require_root,
+};
+
+/// An HTTP server on `port` for `hosts`, answering each with its name.
+fn gateway(servers: &[(u32, &str)]) -> String {
+    let mut yaml = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n",
+    );
+    for (index, (port, host)) in servers.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - port: {{number: {port}, name: http-{index}, protocol: HTTP}}\n    hosts: [\"{host}\"]\n"
+        ));
+    }
+    for (index, (_, host)) in servers.iter().enumerate() {
+        yaml.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs{index}, namespace: istio-system}}\nspec:\n  hosts: [\"{host}\"]\n  gateways: [gw]\n  http:\n  - directResponse: {{status: 200, body: {{string: \"{host}\"}}}}\n"
+        ));
+    }
+    yaml
+}
+
+/// Replaces `path` the way editors and config managers do: write a new
+/// file, rename it over the old one.
+fn replace(path: &Path, text: &str) {
+    let staged = path.with_extension("staged");
+    fs::write(&staged, text).expect("write config");
+    fs::rename(&staged, path).expect("rename config");
+}
+
+fn start(topology: &Topology, config: &Path) -> Daemon {
+    Daemon::start(
+        topology,
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            GATEWAY_V4,
+            "--admin-address",
+            ADMIN,
+        ],
+    )
+}
+
+/// The body `host` gets on `port`, or curl's complaint.
+fn get(topology: &Topology, host: &str, port: u16) -> Result<String, String> {
+    let resolve = format!("{host}:{port}:{GATEWAY_V4}");
+    let url = format!("http://{host}:{port}/");
+    let out = topology.client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "3",
+        "--resolve",
+        &resolve,
+        &url,
+    ]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Waits until `host` on `port` answers with its name; panics after 10 s.
+fn wait_served(topology: &Topology, daemon: &Daemon, host: &str, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(topology, host, port).as_deref() != Ok(host) {
+        assert!(
+            Instant::now() < deadline,
+            "{host}:{port} never served: {}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The daemon's listening sockets, as `ss` prints their local addresses.
+fn listening(topology: &Topology, daemon: &Daemon) -> Vec<String> {
+    let out = topology.gateway(&["ss", "-Hltnp"]);
+    let pid = format!("pid={},", daemon.pid());
+    let mut sockets: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(&pid))
+        .filter_map(|line| line.split_whitespace().nth(3).map(str::to_string))
+        .collect();
+    sockets.sort();
+    sockets
+}
+
+/// A client in its own process asking for `host` on port 80 in a loop
+/// (bounded: 600 requests or 60 s), one status code per line.
+struct Loop {
+    child: Child,
+}
+
+impl Loop {
+    fn start(topology: &Topology, host: &str) -> Self {
+        let script = format!(
+            "end=$((SECONDS+60)); for i in $(seq 1 600); do [ $SECONDS -ge $end ] && break; \
+             curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 3 --resolve {host}:80:{GATEWAY_V4} http://{host}/; done"
+        );
+        let child = topology
+            .exec(&topology.client_ns, &["bash", "-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("client loop");
+        Loop { child }
+    }
+
+    /// Stops the loop and returns the status codes it saw.
+    fn finish(mut self) -> Vec<String> {
+        use std::io::Read as _;
+        let _ = self.child.kill();
+        let mut text = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = stdout.read_to_string(&mut text);
+        }
+        text.lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_edited_configuration_adds_a_listener_and_a_host_without_a_restart_or_a_failed_request() {
+    require_root();
+    let topology = Topology::new();
+    let scratch = Scratch::new();
+    let config = scratch.path.join("gateway.yaml");
+    fs::write(&config, gateway(&[(80, "a.example")])).expect("write config");
+    let daemon = start(&topology, &config);
+    wait_served(&topology, &daemon, "a.example", 80);
+    assert!(
+        get(&topology, "b.example", 79).is_err(),
+        "no listener on 79 yet"
+    );
+    let sockets_before = listening(&topology, &daemon);
+    let port_80_before = stat(&topology, "xdp.listener.*_80_tcp.packets");
+
+    let client = Loop::start(&topology, "a.example");
+    thread::sleep(Duration::from_millis(1500));
+    // Port 79 sorts before 80: the new listener must not take port 80's
+    // counter slot.
+    replace(
+        &config,
+        &gateway(&[(80, "a.example"), (80, "c.example"), (79, "b.example")]),
+    );
+    wait_served(&topology, &daemon, "b.example", 79);
+    wait_served(&topology, &daemon, "c.example", 80);
+    thread::sleep(Duration::from_millis(500));
+    let codes = client.finish();
+
+    assert!(codes.len() >= 5, "the client loop ran: {codes:?}");
+    assert!(
+        codes.iter().all(|code| code == "200"),
+        "every request through the change was served: {codes:?}\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        listening(&topology, &daemon),
+        sockets_before,
+        "no new socket"
+    );
+    assert_eq!(stat(&topology, "config.reloads"), 1, "{}", daemon.log());
+    assert_eq!(stat(&topology, "config.reload_failures"), 0);
+    assert!(
+        stat(&topology, "xdp.listener.*_79_tcp.packets") > 0,
+        "the kernel counts the new listener"
+    );
+    assert!(
+        // Each request sends the listener at least a SYN, an ACK, the
+        // request and a FIN: counted in one slot before and after.
+        stat(&topology, "xdp.listener.*_80_tcp.packets") >= port_80_before + 4 * codes.len() as u64,
+        "port 80 kept its counters"
+    );
+}
+
+#[test]
+fn an_invalid_configuration_changes_nothing_and_is_counted() {
+    require_root();
+    let topology = Topology::new();
+    let scratch = Scratch::new();
+    let config = scratch.path.join("gateway.yaml");
+    fs::write(&config, gateway(&[(80, "a.example")])).expect("write config");
+    let daemon = start(&topology, &config);
+    wait_served(&topology, &daemon, "a.example", 80);
+    // A port number Istio refuses.
+    replace(
+        &config,
+        &gateway(&[(80, "a.example"), (70000, "b.example")]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(&topology, "config.reload_failures") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no reload attempted: {}",
+            daemon.log()
+        );
+    }
+    assert_eq!(get(&topology, "a.example", 80).as_deref(), Ok("a.example"));
+    assert_eq!(stat(&topology, "config.reloads"), 0);
+    let log = daemon.log();
+    assert!(
+        log.contains("gateway.yaml:"),
+        "errors in the check format: {log}"
+    );
+    assert!(
+        log.contains("configuration reload refused (1 error(s) in the configuration); still serving the previous configuration"),
+        "{log}"
+    );
+}
+
+#[test]
+fn gateway_reload_and_sighup_reread_the_configuration() {
+    require_root();
+    let topology = Topology::new();
+    let scratch = Scratch::new();
+    let config = scratch.path.join("gateway.yaml");
+    fs::write(&config, gateway(&[(80, "a.example")])).expect("write config");
+    let daemon = start(&topology, &config);
+    wait_served(&topology, &daemon, "a.example", 80);
+    let out = topology
+        .exec(
+            &topology.gateway_ns,
+            &[
+                &gateway_bin().display().to_string(),
+                "reload",
+                "--interface",
+                &topology.gateway_if,
+            ],
+        )
+        .output()
+        .expect("gateway reload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stat(&topology, "config.reloads") == 0 {
+        assert!(Instant::now() < deadline, "no reload: {}", daemon.log());
+    }
+    assert!(daemon.log().contains("SIGHUP: reloading the configuration"));
+    // With no daemon on the interface, one clear sentence.
+    let out = topology
+        .exec(
+            &topology.gateway_ns,
+            &[
+                &gateway_bin().display().to_string(),
+                "reload",
+                "--interface",
+                "nosuch0",
+            ],
+        )
+        .output()
+        .expect("gateway reload");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no gateway is running on interface nosuch0"),
+        "{stderr}"
+    );
+}
