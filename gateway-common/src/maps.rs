@@ -38,6 +38,10 @@ pub mod map_names {
     /// `ProgramArray`: `xdp_host`, `xdp_host_value`, `xdp_host_match`,
     /// `xdp_host_reset`, the tail-call targets for a listener's data segment.
     pub const HOST_PROGRAMS: &str = "HOST_PROGRAMS";
+    /// The kernel programs' own maps (scratch copies, the segment handed
+    /// between tail calls, the reset flows): pinned with the others so a
+    /// restarted daemon's programs and the running ones share them.
+    pub const INTERNAL: [&str; 4] = ["SCRATCH", "SEGMENT", "FORGET", "RESET_FLOWS"];
     /// Every map name, for the loader's self-check.
     pub const ALL: [&str; 13] = [
         LISTENERS,

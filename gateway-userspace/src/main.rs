@@ -157,6 +157,16 @@ pub struct RunArgs {
     /// a host the kernel cannot see in one segment is always let through.
     #[arg(long = "reset-unknown-hosts", value_name = "PORT")]
     pub reset_unknown_hosts: Vec<u16>,
+    /// On a clean stop (SIGTERM, SIGINT), leave XDP and steering attached
+    /// with their maps pinned: unlisted ports stay dropped and listener
+    /// connections are refused until a daemon starts again and adopts them.
+    #[arg(long, conflicts_with = "detach_on_exit")]
+    pub keep_attached: bool,
+    /// On a clean stop, detach XDP and steering and remove the pinned maps
+    /// (the default). A daemon killed outright (`kill -9`) leaves them
+    /// either way, and the next one adopts them.
+    #[arg(long)]
+    pub detach_on_exit: bool,
     /// Admin endpoint (`/stats`, `/ready`).
     #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR:PORT")]
     pub admin_address: SocketAddr,

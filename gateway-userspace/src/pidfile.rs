@@ -68,6 +68,20 @@ impl Drop for PidFile {
     }
 }
 
+/// The process id of a live daemon on `interface` in this network
+/// namespace other than this process, if its pid file names one.
+pub fn running(interface: &str) -> Option<i32> {
+    let text = fs::read_to_string(path(interface).ok()?).ok()?;
+    let pid: i32 = text.trim().parse().ok().filter(|pid| *pid > 0)?;
+    (pid != std::process::id() as i32 && alive(pid)).then_some(pid)
+}
+
+#[allow(unsafe_code)]
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
 /// Sends SIGHUP (reload the configuration) to the daemon on `interface`
 /// in this network namespace; returns its process id.
 pub fn signal_reload(interface: &str) -> Result<i32, PidFileError> {

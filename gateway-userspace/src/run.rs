@@ -13,7 +13,7 @@ use gateway_userspace::{
     admin, compile,
     config::{Config, Severity},
     connection::{self, Counters, Gate, Limits},
-    dataplane::Dataplane,
+    dataplane::{Dataplane, pins},
     management,
     model::Instance,
     proxy, stats,
@@ -27,6 +27,16 @@ use tokio::{
 use crate::{LogFormat, RunArgs};
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Before any thread exists: pins must live where they outlive us.
+    match pins::join_outer_mount_namespace() {
+        Ok(Some(pid)) => log::info!(
+            "joined the mount namespace of process {pid} (outside `ip netns exec`'s), so the pinned maps and links outlive this process"
+        ),
+        Ok(None) => {}
+        Err(err) => log::warn!(
+            "cannot leave `ip netns exec`'s private mount namespace ({err}); the pinned maps and links will not outlive this process"
+        ),
+    }
     let (runtime, workers) = runtime(args.workers).context("cannot start the async runtime")?;
     log::info!("serving on {workers} worker thread(s)");
     runtime.block_on(serve(args))
@@ -168,7 +178,16 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|err| anyhow::anyhow!("{err:#}; nothing was started"))?;
     let allowed = management::allow_list(&args.allow_port).map_err(anyhow::Error::msg)?;
     // Privilege first: loading needs CAP_BPF, and touches nothing outside the process.
-    let mut dataplane = Dataplane::load()?;
+    if let Some(pid) = gateway_userspace::pidfile::running(&args.interface) {
+        bail!(
+            "another gateway (process {pid}) already serves interface {}; stop it first, or `gateway reload --interface {}` to change its configuration",
+            args.interface,
+            args.interface
+        );
+    }
+    // Maps and links are pinned: a daemon killed outright leaves XDP in
+    // place, and this one adopts what a previous one left.
+    let mut dataplane = Dataplane::load_pinned(&args.interface)?;
     let interface_addrs = interface_addresses(&args.interface)?;
     let addresses = if args.address.is_empty() {
         interface_addrs
@@ -348,7 +367,15 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     let _ = shutdown_tx.send(true);
-    if let Some(interface) = dataplane.detach()? {
+    if args.keep_attached {
+        log::info!(
+            "--keep-attached: XDP and steering stay attached, maps pinned in {}",
+            dataplane
+                .pin_dir()
+                .map_or(String::new(), |dir| dir.display().to_string())
+        );
+    }
+    if let Some(interface) = dataplane.detach(args.keep_attached)? {
         log::info!("XDP detached from {interface}");
     }
     let _ = proxy_task.await;

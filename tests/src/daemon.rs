@@ -103,7 +103,16 @@ impl Daemon {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// Sends SIGTERM and waits up to 10 seconds; returns the exit status.
+    /// Kills the daemon outright (SIGKILL) and reaps it: nothing runs its
+    /// shutdown.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and waits up to 10 s for it to exit.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         // SAFETY: kill(2) on the pid of a child we own and have not reaped.

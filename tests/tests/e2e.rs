@@ -212,7 +212,7 @@ fn second_instance_on_the_same_interface_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "interface {} already has an XDP program attached",
+            "already serves interface {}; stop it first",
             topology.gateway_if
         )),
         "{stderr}"

@@ -245,6 +245,7 @@ fn test() -> anyhow::Result<()> {
     println!("== end-to-end tests (network namespaces, real clients)");
     gateway_tests("e2e", &gateway, false)?;
     gateway_tests("reload", &gateway, false)?;
+    gateway_tests("restart", &gateway, false)?;
     println!(
         "== proxy end to end (TLS, mTLS, passthrough, routing, upstreams, websocket, TCP; curl, openssl, nginx)"
     );

@@ -26,6 +26,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nginx", "nginx-light"),
     // Debian's own Python (stdlib only) runs the TLS and websocket clients.
     ("/usr/bin/python3", "python3"),
+    // Reads the pinned maps in the restart test, as an operator would.
+    ("bpftool", "bpftool"),
+    // `ss` lists the daemon's sockets (iproute2 too), `nsenter` is util-linux.
+    ("ss", "iproute2"),
 ];
 
 /// Toolchain and test packages.

@@ -153,21 +153,7 @@ impl Plan {
     /// gateway address and whether address-bound listeners exist. Ports
     /// without listeners are absent (zero in the kernel's array).
     pub fn ports(&self) -> BTreeMap<u32, PortValue> {
-        let mut ports: BTreeMap<u32, PortValue> = BTreeMap::new();
-        for listener in &self.listeners {
-            let Some(index) = port_index(listener.ip_protocol, listener.port) else {
-                continue;
-            };
-            let entry = ports.entry(index).or_default();
-            match listener.bind {
-                None => {
-                    entry.wildcard = listener.value();
-                    entry.flags |= PORT_WILDCARD;
-                }
-                Some(_) => entry.flags |= PORT_BOUND,
-            }
-        }
-        ports
+        ports_of(self.listeners.iter().map(|l| (l.key(), l.value())))
     }
 
     /// Turns on the kernel's reset of unknown hosts for the HTTP and TLS
@@ -263,6 +249,27 @@ pub enum CompileError {
         "--reset-unknown-hosts {port}: no HTTP or TLS server listens on port {port}, so no host could be checked there"
     )]
     NoHostListener { port: u16 },
+}
+
+/// The `PORTS` entries for `LISTENERS` entries: what [`Plan::ports`]
+/// writes, and what a restarted daemon finds in the pinned maps it adopts.
+pub fn ports_of(
+    listeners: impl IntoIterator<Item = (ListenerKey, ListenerValue)>,
+) -> BTreeMap<u32, PortValue> {
+    let mut ports: BTreeMap<u32, PortValue> = BTreeMap::new();
+    for (key, value) in listeners {
+        let Some(index) = port_index(key.protocol, key.port) else {
+            continue;
+        };
+        let entry = ports.entry(index).or_default();
+        if key.addr == ADDR_ANY {
+            entry.wildcard = value;
+            entry.flags |= PORT_WILDCARD;
+        } else {
+            entry.flags |= PORT_BOUND;
+        }
+    }
+    ports
 }
 
 /// The 16-byte map form of an address (IPv4 mapped into IPv6).

@@ -66,6 +66,20 @@ pub enum DataplaneError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The pin directory (a bpffs under /run) cannot be set up or used.
+    #[error("cannot use the pinned state at {path}")]
+    Pins {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Pinning or adopting a link failed.
+    #[error("cannot pin or adopt the {what} link")]
+    Link {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Detaching failed.
     #[error("detaching the XDP program failed")]
     Detach {

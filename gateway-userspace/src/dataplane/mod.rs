@@ -2,15 +2,18 @@
 //! XDP object, applies a [`Plan`] to its maps as a diff, attaches it to an
 //! interface and reads the counters. It never decides what is served.
 mod error;
+pub mod pins;
 
-use std::collections::BTreeMap;
-
-use std::os::fd::AsRawFd;
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, AsRawFd},
+    path::{Path, PathBuf},
+};
 
 use aya::{
-    Ebpf, Pod,
+    Ebpf, EbpfLoader, Pod,
     maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, SockMap},
-    programs::{ProgramError, SkLookup, Xdp, XdpMode},
+    programs::{ProgramError, SkLookup, Xdp, XdpMode, links::FdLink},
 };
 use gateway_common::{
     ALLOWED_PORT_WORDS, Counter, HostClass, HostKey, HostValue, ListenerKey, ListenerValue,
@@ -49,6 +52,24 @@ pub struct Dataplane {
     /// slots, and reading them all back for every diff would cost as many
     /// system calls.
     ports: BTreeMap<u32, PortValue>,
+    /// Where maps and links are pinned (`load_pinned`); `None` for a
+    /// process-owned load (tests, benchmarks).
+    pins: Option<PathBuf>,
+    /// The interface XDP is attached to, in pinned mode.
+    pinned_interface: Option<String>,
+    /// The pins were made by this process, not adopted: a daemon that
+    /// fails before attaching removes them again.
+    fresh_pins: bool,
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.pins {
+            if self.fresh_pins && self.pinned_interface.is_none() {
+                remove_pins(dir, true);
+            }
+        }
+    }
 }
 
 /// The socket-lookup program that hands listener connections to the proxy.
@@ -72,27 +93,60 @@ pub enum AttachMode {
 
 impl Dataplane {
     /// Loads the object into the kernel and checks every map the loader
-    /// relies on exists.
+    /// relies on exists. Maps and links belong to this process.
     pub fn load() -> Result<Self, DataplaneError> {
-        if XDP_OBJECT.is_empty() {
-            return Err(DataplaneError::NotBuilt);
-        }
-        raise_memlock_limit();
-        let mut ebpf = Ebpf::load(XDP_OBJECT).map_err(DataplaneError::from_load)?;
-        for name in map_names::ALL {
-            if ebpf.map(name).is_none() {
-                return Err(DataplaneError::MissingMap { name });
-            }
-        }
-        let program = xdp_program(&mut ebpf)?;
-        program.load().map_err(DataplaneError::from_load)?;
-        load_host_programs(&mut ebpf)?;
-        load_steering(&mut ebpf)?;
+        let ebpf = load_object(None)?;
         Ok(Dataplane {
             ebpf,
             attached: None,
             ports: BTreeMap::new(),
+            pins: None,
+            pinned_interface: None,
+            fresh_pins: false,
         })
+    }
+
+    /// Loads the object with its maps pinned for the daemon on
+    /// `interface` ([`pins`]): maps a previous daemon pinned there are
+    /// adopted, contents and counters included, and `attach` and
+    /// `attach_steering` take over its links. Maps of another build that
+    /// do not fit are replaced (their contents lost, said in the log).
+    pub fn load_pinned(interface: &str) -> Result<Self, DataplaneError> {
+        let dir = pins::pin_dir(interface)?;
+        let fresh_pins = !pins::map_path(&dir, map_names::LISTENERS).exists();
+        let ebpf = match load_object(Some(&dir)) {
+            Ok(ebpf) => ebpf,
+            Err(err) => {
+                log::warn!(
+                    "the pinned maps in {} do not fit this build ({err}); replacing them",
+                    dir.display()
+                );
+                remove_pins(&dir, false);
+                load_object(Some(&dir))?
+            }
+        };
+        let mut dataplane = Dataplane {
+            ebpf,
+            attached: None,
+            ports: BTreeMap::new(),
+            pins: Some(dir),
+            pinned_interface: None,
+            fresh_pins,
+        };
+        // What an adopted PORTS array holds follows from LISTENERS.
+        let listeners: HashMap<&MapData, ListenerKey, ListenerValue> = dataplane
+            .ebpf
+            .map(map_names::LISTENERS)
+            .ok_or(DataplaneError::MissingMap {
+                name: map_names::LISTENERS,
+            })?
+            .try_into()
+            .map_err(|source| DataplaneError::Map {
+                name: map_names::LISTENERS,
+                source,
+            })?;
+        dataplane.ports = crate::compile::ports_of(listeners.iter().filter_map(Result::ok));
+        Ok(dataplane)
     }
 
     /// The loaded program, for `BPF_PROG_TEST_RUN` in tests and benchmarks.
@@ -271,6 +325,28 @@ impl Dataplane {
             })?
             .try_into()
             .map_err(|source: ProgramError| DataplaneError::WrongProgramType { source })?;
+        if let Some(dir) = &self.pins {
+            let path = dir.join(pins::STEER_LINK);
+            if adopt_link(
+                &path,
+                program.fd().map_err(link_error("sk_lookup"))?.as_fd(),
+            )? {
+                return Ok(());
+            }
+            let link_id =
+                program
+                    .attach(netns)
+                    .map_err(|source| DataplaneError::AttachSteering {
+                        source: Box::new(source),
+                    })?;
+            let link = program
+                .take_link(link_id)
+                .map_err(link_error("sk_lookup"))?;
+            FdLink::from(link)
+                .pin(&path)
+                .map_err(link_error("sk_lookup"))?;
+            return Ok(());
+        }
         program
             .attach(netns)
             .map_err(|source| DataplaneError::AttachSteering {
@@ -280,14 +356,30 @@ impl Dataplane {
     }
 
     /// Attaches the program to `interface`. Fails if any XDP program is
-    /// already attached there (another instance, or a stale attachment).
+    /// already attached there (another instance, or a stale attachment),
+    /// except, in pinned mode, the link a previous daemon pinned, whose
+    /// program is replaced with this one atomically.
     pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<(), DataplaneError> {
         let xdp_mode = match mode {
             AttachMode::Auto => XdpMode::Default,
             AttachMode::Native => XdpMode::Driver,
             AttachMode::Generic => XdpMode::Skb,
         };
+        let pins = self.pins.clone();
         let program = xdp_program(&mut self.ebpf)?;
+        if let Some(dir) = pins {
+            let path = dir.join(pins::XDP_LINK);
+            if !adopt_link(&path, program.fd().map_err(link_error("XDP"))?.as_fd())? {
+                let link_id = program
+                    .attach(interface, xdp_mode)
+                    .map_err(|source| DataplaneError::from_attach(interface, source))?;
+                let link = program.take_link(link_id).map_err(link_error("XDP"))?;
+                let link = FdLink::try_from(link).map_err(link_error("XDP"))?;
+                link.pin(&path).map_err(link_error("XDP"))?;
+            }
+            self.pinned_interface = Some(interface.to_string());
+            return Ok(());
+        }
         let link = program
             .attach(interface, xdp_mode)
             .map_err(|source| DataplaneError::from_attach(interface, source))?;
@@ -298,8 +390,23 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Detaches from the interface; dropping the `Dataplane` does the same.
-    pub fn detach(&mut self) -> Result<Option<String>, DataplaneError> {
+    /// Whether the maps and links are pinned.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_deref()
+    }
+
+    /// Detaches from the interface; dropping a process-owned `Dataplane`
+    /// does the same. In pinned mode, `keep_attached` leaves the links and
+    /// maps pinned (XDP keeps filtering; with no proxy socket, listener
+    /// connections are refused); otherwise links and pins are removed.
+    pub fn detach(&mut self, keep_attached: bool) -> Result<Option<String>, DataplaneError> {
+        if let Some(dir) = &self.pins {
+            if keep_attached {
+                return Ok(None);
+            }
+            remove_pins(dir, true);
+            return Ok(self.pinned_interface.take());
+        }
         let Some(attachment) = self.attached.take() else {
             return Ok(None);
         };
@@ -479,7 +586,87 @@ fn load_host_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
     Ok(())
 }
 
-/// Loads the socket-lookup program (attached later, by `steer_to`).
+/// Loads the object, with every map pinned in `pins` when given (adopted
+/// if already there), and its programs; checks every map name resolves.
+fn load_object(pins: Option<&Path>) -> Result<Ebpf, DataplaneError> {
+    if XDP_OBJECT.is_empty() {
+        return Err(DataplaneError::NotBuilt);
+    }
+    raise_memlock_limit();
+    let names: Vec<&'static str> = map_names::ALL
+        .iter()
+        .chain(map_names::INTERNAL.iter())
+        .copied()
+        .collect();
+    let paths: Vec<(&'static str, PathBuf)> = match pins {
+        Some(dir) => names
+            .iter()
+            .map(|name| (*name, pins::map_path(dir, name)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut loader = EbpfLoader::new();
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(XDP_OBJECT).map_err(DataplaneError::from_load)?;
+    for name in map_names::ALL {
+        if ebpf.map(name).is_none() {
+            return Err(DataplaneError::MissingMap { name });
+        }
+    }
+    let program = xdp_program(&mut ebpf)?;
+    program.load().map_err(DataplaneError::from_load)?;
+    load_host_programs(&mut ebpf)?;
+    load_steering(&mut ebpf)?;
+    Ok(ebpf)
+}
+
+/// Points the link pinned at `path`, if there is one, at `program`;
+/// returns whether there was one.
+fn adopt_link(path: &Path, program: std::os::fd::BorrowedFd<'_>) -> Result<bool, DataplaneError> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    let link = pins::object_get(path).map_err(|source| DataplaneError::Pins {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    pins::link_update(link.as_fd(), program).map_err(|source| DataplaneError::Pins {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(true)
+}
+
+/// Removes the pinned maps in `dir`, and with `links` the pinned links
+/// (which detaches them, as nothing else holds them) and the directory.
+fn remove_pins(dir: &Path, links: bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_link = name.to_string_lossy().starts_with("link_");
+        if links || !is_link {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    if links {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+fn link_error<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl Fn(E) -> DataplaneError {
+    move |source| DataplaneError::Link {
+        what,
+        source: Box::new(source),
+    }
+}
+
+/// Loads the socket-lookup program (attached later, by `attach_steering`).
 fn load_steering(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
     let program: &mut SkLookup = ebpf
         .program_mut(STEER_PROGRAM_NAME)

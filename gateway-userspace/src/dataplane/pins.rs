@@ -1,0 +1,241 @@
+//! Pinned state: the maps and links of a daemon live in a bpffs of its
+//! own, so they outlive the process. `kill -9` leaves XDP filtering and
+//! steering in place (with no proxy socket, listener connections are
+//! refused), `bpftool map dump pinned ...` and `gateway stats` read the
+//! maps, and a restarted daemon adopts them instead of failing with
+//! "already attached".
+//!
+//! The bpffs is mounted at `/run/gateway/bpf`, not `/sys/fs/bpf`: `ip netns
+//! exec` remounts `/sys`, and pins there would vanish inside it. One
+//! directory per network namespace and interface.
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd, BorrowedFd},
+        unix::fs::MetadataExt,
+    },
+    path::{Path, PathBuf},
+};
+
+use super::DataplaneError;
+
+/// Where the daemon's bpffs is mounted.
+pub const BPFFS: &str = "/run/gateway/bpf";
+/// The pinned XDP link, in a pin directory.
+pub const XDP_LINK: &str = "link_xdp";
+/// The pinned socket-lookup link, in a pin directory.
+pub const STEER_LINK: &str = "link_sk_lookup";
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The pin directory of the daemon on `interface` in this network
+/// namespace, with the bpffs mounted and the directory made if needed.
+pub fn pin_dir(interface: &str) -> Result<PathBuf, DataplaneError> {
+    let error = |source: io::Error| DataplaneError::Pins {
+        path: PathBuf::from(BPFFS),
+        source,
+    };
+    std::fs::create_dir_all(BPFFS).map_err(error)?;
+    {
+        // Two daemons starting at once must not both mount: the second
+        // mount would hide the first one's pins.
+        let _lock = lock(Path::new(BPFFS).with_extension("lock").as_path()).map_err(error)?;
+        if !is_bpffs(Path::new(BPFFS)).map_err(error)? {
+            mount_bpffs(Path::new(BPFFS)).map_err(error)?;
+        }
+    }
+    let netns = std::fs::metadata("/proc/self/ns/net").map_err(error)?;
+    let dir = Path::new(BPFFS).join(format!("{}-{interface}", netns.ino()));
+    std::fs::create_dir_all(&dir).map_err(|source| DataplaneError::Pins {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// An exclusive lock on `path` (created if missing), held until dropped.
+#[allow(unsafe_code)]
+fn lock(path: &Path) -> io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: flock(2) on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// Where a map named `name` is pinned in `dir`.
+pub fn map_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("map_{name}"))
+}
+
+#[allow(unsafe_code)]
+fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let path = c_path(path)?;
+    // SAFETY: `stat` is a plain out-parameter, `path` a valid C string.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Mounts a bpffs at `path` in this process's mount namespace.
+fn mount_bpffs(path: &Path) -> io::Result<()> {
+    mount_here(path)
+}
+
+/// Joins the mount namespace `ip netns exec` was run from, when this
+/// process runs in the private one `ip netns exec` makes (to remount
+/// `/sys`) and no bpffs is mounted at [`BPFFS`] yet. A bpffs mounted in
+/// the private namespace, with every pin in it, would die with the
+/// process; in the outer one (the host's) it outlives it, and the next
+/// `ip netns exec` sees it. The network namespace does not change. Must
+/// run before the process starts threads (`setns` refuses otherwise).
+/// Returns the process whose namespace was joined.
+#[allow(unsafe_code)]
+pub fn join_outer_mount_namespace() -> io::Result<Option<u32>> {
+    if is_bpffs(Path::new(BPFFS)).unwrap_or(false) {
+        return Ok(None);
+    }
+    let Some((pid, ns)) = outer_mount_namespace() else {
+        return Ok(None);
+    };
+    let file = std::fs::File::open(&ns)?;
+    // SAFETY: a valid namespace file descriptor; the process has one thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some(pid))
+}
+
+/// `/proc/<pid>/ns/mnt` of the nearest ancestor in another mount
+/// namespace than this process, if any can be read.
+fn outer_mount_namespace() -> Option<(u32, PathBuf)> {
+    let ours = std::fs::metadata("/proc/self/ns/mnt").ok()?.ino();
+    let mut pid = std::process::id();
+    for _ in 0..32 {
+        pid = parent_of(pid)?;
+        let ns = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
+        match std::fs::metadata(&ns) {
+            Ok(meta) if meta.ino() != ours => return Some((pid, ns)),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+        if pid <= 1 {
+            return None;
+        }
+    }
+    None
+}
+
+/// The parent of process `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: skip past it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[allow(unsafe_code)]
+fn mount_here(path: &Path) -> io::Result<()> {
+    let target = c_path(path)?;
+    let fstype = c"bpf";
+    // SAFETY: valid C strings; no data argument.
+    let ret = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt as _;
+    CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
+}
+
+/// Replaces the program of an existing link with `program`, atomically
+/// (`BPF_LINK_UPDATE`): the adopted links of a restarted daemon run its
+/// programs from the next packet on, with no moment without one.
+#[allow(unsafe_code)]
+pub fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
+    /// The `link_update` member of `union bpf_attr`, zero-padded.
+    #[repr(C)]
+    struct LinkUpdate {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+        pad: [u64; 14],
+    }
+    const BPF_LINK_UPDATE: libc::c_long = 29;
+    let attr = LinkUpdate {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: program.as_raw_fd() as u32,
+        flags: 0,
+        old_prog_fd: 0,
+        pad: [0; 14],
+    };
+    // SAFETY: `attr` is a valid, fully initialised `bpf_attr` of the size given.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_UPDATE,
+            &attr as *const LinkUpdate,
+            std::mem::size_of::<LinkUpdate>(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens the object pinned at `path` (`BPF_OBJ_GET`).
+#[allow(unsafe_code)]
+pub fn object_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    /// The `obj_get` member of `union bpf_attr`, zero-padded.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        pad: [u64; 14],
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let path = c_path(path)?;
+    let attr = ObjGet {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        pad: [0; 14],
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` and `path` outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGet,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new file descriptor we now own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}

@@ -1,0 +1,145 @@
+//! Pinned state: a daemon killed outright leaves XDP filtering (and
+//! listener connections refused, never handed elsewhere); a restarted one
+//! adopts the pinned maps and links and serves within 2 seconds;
+//! `--keep-attached` leaves them on a clean stop, the default removes them.
+use std::{
+    path::PathBuf,
+    process::Output,
+    thread,
+    time::{Duration, Instant},
+};
+
+use gateway_tests::{
+    daemon::{Daemon, start_example, stat},
+    netns::{GATEWAY_V4, Topology},
+    require_root,
+};
+
+/// The daemon's pin directory for the topology's interface; removed on
+/// drop, so a failing test leaves no pinned links behind.
+struct Pins(PathBuf);
+
+impl Pins {
+    fn of(topology: &Topology) -> Self {
+        let out = topology.gateway(&["stat", "-L", "-c", "%i", "/proc/self/ns/net"]);
+        let netns = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Pins(PathBuf::from(format!(
+            "/run/gateway/bpf/{netns}-{}",
+            topology.gateway_if
+        )))
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn curl(topology: &Topology, url: &str, extra: &[&str]) -> Output {
+    let mut argv = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"];
+    argv.extend_from_slice(extra);
+    argv.push(url);
+    topology.client(&argv)
+}
+
+/// The redirect of the example's HTTP listener, or curl's exit code.
+fn redirect(topology: &Topology) -> Result<(), Option<i32>> {
+    let resolve = format!("dataengine.com:80:{GATEWAY_V4}");
+    let out = curl(
+        topology,
+        "http://dataengine.com/",
+        &["--max-time", "2", "--resolve", &resolve],
+    );
+    if out.status.success() && out.stdout == b"301" {
+        Ok(())
+    } else {
+        Err(out.status.code())
+    }
+}
+
+fn xdp_attached(topology: &Topology) -> bool {
+    let out = topology.gateway(&["ip", "link", "show", "dev", &topology.gateway_if]);
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+#[test]
+fn after_kill_9_xdp_keeps_filtering_and_a_new_daemon_adopts_and_serves_within_2_seconds() {
+    require_root();
+    let topology = Topology::new();
+    let pins = Pins::of(&topology);
+    let mut daemon = start_example(&topology, &[], None);
+    assert_eq!(redirect(&topology), Ok(()));
+    let drops_before = stat(&topology, "xdp.reason.no_listener.packets");
+    daemon.kill();
+
+    assert!(xdp_attached(&topology), "XDP left attached");
+    assert!(pins.0.join("map_LISTENERS").exists(), "maps pinned");
+    // An unlisted port: still dropped in XDP (a timeout, not a refusal).
+    let url = format!("http://{GATEWAY_V4}:8081/");
+    let out = curl(&topology, &url, &["--connect-timeout", "2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(28),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A listener's port with no proxy socket: refused, not handed to
+    // whatever else might listen there.
+    assert_eq!(redirect(&topology), Err(Some(7)), "connection refused");
+    // The pinned maps are readable with bpftool (`cargo xtask test`
+    // installs it).
+    let dump = std::process::Command::new("bpftool")
+        .args(["map", "dump", "pinned"])
+        .arg(pins.0.join("map_LISTENERS"))
+        .output()
+        .expect("bpftool");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&dump.stdout).contains("key"),
+        "{}",
+        String::from_utf8_lossy(&dump.stdout)
+    );
+
+    let started = Instant::now();
+    let _again = start_example(&topology, &[], None);
+    while redirect(&topology).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never served again"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "served again after {took:?}");
+    // The counters carried on: the drop made while no daemon ran is there.
+    assert!(
+        stat(&topology, "xdp.reason.no_listener.packets") > drops_before,
+        "adopted counters"
+    );
+}
+
+#[test]
+fn keep_attached_leaves_xdp_on_a_clean_stop_and_the_default_removes_everything() {
+    require_root();
+    let topology = Topology::new();
+    let pins = Pins::of(&topology);
+    let mut daemon: Daemon = start_example(&topology, &["--keep-attached"], None);
+    let status = daemon.stop().expect("running");
+    assert!(status.success(), "{}", daemon.log());
+    assert!(xdp_attached(&topology), "--keep-attached left XDP attached");
+    assert!(pins.0.exists());
+
+    let mut daemon = start_example(&topology, &[], None);
+    assert_eq!(redirect(&topology), Ok(()));
+    let status = daemon.stop().expect("running");
+    assert!(status.success(), "{}", daemon.log());
+    assert!(!xdp_attached(&topology), "detached on exit");
+    assert!(!pins.0.exists(), "pins removed");
+    // Nothing steers any more: the port is closed, not refused by us.
+    assert_eq!(redirect(&topology), Err(Some(7)));
+}
