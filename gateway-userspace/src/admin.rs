@@ -21,8 +21,17 @@ use tokio::{net::TcpListener, sync::watch, task::LocalSet, time::Instant};
 
 use crate::connection::{Acceptor, Activity, Admitted, Gate, with_deadlines};
 
-/// Renders the current counters as text. Called on the admin thread only.
-pub type RenderFn = Box<dyn FnMut() -> Result<String, String> + Send>;
+/// Renders the current counters in a format. Called on the admin thread only.
+pub type RenderFn = Box<dyn FnMut(StatsFormat) -> Result<String, String> + Send>;
+
+/// The formats `/stats` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsFormat {
+    /// `name value` lines (`/stats`).
+    Text,
+    /// Prometheus' text exposition format (`/stats/prometheus`).
+    Prometheus,
+}
 
 /// Oldest counters a scrape is served: the maps are read at most once per
 /// this interval, and every scrape within it shares that read.
@@ -153,16 +162,33 @@ fn respond(
     }
     match path {
         "/ready" => text(StatusCode::OK, Bytes::from_static(b"LIVE\n")),
-        "/stats" => match cache.borrow_mut().snapshot(now) {
-            Ok(body) => text(StatusCode::OK, body),
-            Err(err) => text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Bytes::from(format!("{err}\n")),
-            ),
-        },
+        "/stats" | "/stats/prometheus" => {
+            let format = if path == "/stats" {
+                StatsFormat::Text
+            } else {
+                StatsFormat::Prometheus
+            };
+            match cache.borrow_mut().snapshot(format, now) {
+                Ok(body) if format == StatsFormat::Prometheus => {
+                    let mut response = text(StatusCode::OK, body);
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static(
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        ),
+                    );
+                    response
+                }
+                Ok(body) => text(StatusCode::OK, body),
+                Err(err) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Bytes::from(format!("{err}\n")),
+                ),
+            }
+        }
         _ => text(
             StatusCode::NOT_FOUND,
-            Bytes::from_static(b"endpoints: /stats /ready\n"),
+            Bytes::from_static(b"endpoints: /stats /stats/prometheus /ready\n"),
         ),
     }
 }
@@ -177,30 +203,31 @@ fn text(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     response
 }
 
-/// The last rendering of the counters and when it was taken.
+/// The last rendering of the counters in each format and when it was taken.
 struct StatsCache {
     render: RenderFn,
-    latest: Option<(Instant, Result<Bytes, String>)>,
+    latest: [Option<(Instant, Result<Bytes, String>)>; 2],
 }
 
 impl StatsCache {
     fn new(render: RenderFn) -> Self {
         StatsCache {
             render,
-            latest: None,
+            latest: [None, None],
         }
     }
 
     /// Counters at most [`STATS_MAX_AGE`] old at `now`, read only if the
-    /// last snapshot is older.
-    fn snapshot(&mut self, now: Instant) -> Result<Bytes, String> {
-        if let Some((taken, snapshot)) = &self.latest {
+    /// last snapshot in that format is older.
+    fn snapshot(&mut self, format: StatsFormat, now: Instant) -> Result<Bytes, String> {
+        let slot = &mut self.latest[format as usize];
+        if let Some((taken, snapshot)) = slot {
             if now.duration_since(*taken) < STATS_MAX_AGE {
                 return snapshot.clone();
             }
         }
-        let snapshot = (self.render)().map(Bytes::from);
-        self.latest = Some((now, snapshot.clone()));
+        let snapshot = (self.render)(format).map(Bytes::from);
+        *slot = Some((now, snapshot.clone()));
         snapshot
     }
 }
@@ -214,7 +241,7 @@ mod tests {
     fn counting_cache() -> (RefCell<StatsCache>, Arc<AtomicUsize>) {
         let reads = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&reads);
-        let render: RenderFn = Box::new(move || {
+        let render: RenderFn = Box::new(move |_| {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             Ok(format!("reads {n}\n"))
         });
@@ -231,7 +258,9 @@ mod tests {
             assert_eq!(response.status(), StatusCode::OK);
         }
         assert_eq!(reads.load(Ordering::SeqCst), 1);
-        let later = cache.borrow_mut().snapshot(start + STATS_MAX_AGE);
+        let later = cache
+            .borrow_mut()
+            .snapshot(StatsFormat::Text, start + STATS_MAX_AGE);
         assert_eq!(later, Ok(Bytes::from("reads 2\n")));
         assert_eq!(reads.load(Ordering::SeqCst), 2);
     }

@@ -1,5 +1,6 @@
 //! `gateway`: command-line parsing and wiring only.
 mod check;
+mod inspect;
 mod run;
 
 use std::{
@@ -34,6 +35,27 @@ enum Command {
     /// reload its configuration: sends it SIGHUP. An invalid configuration
     /// changes nothing; the daemon's log says why.
     Reload(ReloadArgs),
+    /// Print the kernel's counters of the daemon on an interface, read from
+    /// its pinned maps (no daemon needed: it may be busy, stopped with
+    /// --keep-attached, or killed).
+    Stats(StatsArgs),
+}
+
+/// `gateway stats`.
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// The interface the daemon serves (its `--interface`).
+    #[arg(long, short = 'i', value_name = "IFNAME")]
+    pub interface: String,
+    /// One JSON object per report.
+    #[arg(long)]
+    pub json: bool,
+    /// Report again every this many seconds, with rates, until interrupted.
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<f64>,
+    /// With --watch, stop after this many reports.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub count: Option<u64>,
 }
 
 /// `gateway reload`.
@@ -266,6 +288,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check::check(&args),
         Command::Compile(args) => check::compile(&args),
+        Command::Stats(args) => inspect::stats(&args).map(|()| ExitCode::SUCCESS),
         Command::Reload(args) => gateway_userspace::pidfile::signal_reload(&args.interface)
             .map(|pid| {
                 println!(

@@ -248,6 +248,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     }
     dataplane.attach(&args.interface, args.xdp_mode)?;
     // Written once this instance owns the interface; `gateway reload` reads it.
+    write_layout(&args.interface, &plan);
     let _pid_file = match gateway_userspace::pidfile::PidFile::create(&args.interface) {
         Ok(file) => Some(file),
         Err(err) => {
@@ -302,7 +303,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     // The plan the counters are read for: a reload replaces it.
     let (plan_tx, plan_rx) = watch::channel(Arc::new(plan));
     let render_reloads = Arc::clone(&reloads);
-    let render: admin::RenderFn = Box::new(move || {
+    let render: admin::RenderFn = Box::new(move |format| {
         let plan = Arc::clone(&plan_rx.borrow());
         let hosts = plan.kernel_hosts();
         let snapshot = stats_reader
@@ -311,12 +312,16 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 hosts.iter().map(|h| h.id),
             )
             .map_err(|err| err.to_string())?;
-        Ok(stats::render(
+        let samples = stats::samples(
             &snapshot,
             &plan,
             &render_reloads,
             &[("proxy", &proxy_counters), ("admin", &admin_counters)],
-        ))
+        );
+        Ok(match format {
+            admin::StatsFormat::Text => stats::render(&samples),
+            admin::StatsFormat::Prometheus => stats::render_prometheus(&samples),
+        })
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -363,6 +368,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         let current = Arc::clone(&plan_tx.borrow());
         if let Some((plan, certificates)) = reload.run(why, &current, &mut dataplane, &served_tx) {
             watcher.rebase(certificates);
+            write_layout(&args.interface, &plan);
             let _ = plan_tx.send(Arc::new(plan));
         }
     }
@@ -375,12 +381,33 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 .map_or(String::new(), |dir| dir.display().to_string())
         );
     }
+    if !args.keep_attached {
+        if let Some(path) = pins::layout_path(&args.interface) {
+            let _ = fs::remove_file(path);
+        }
+    }
     if let Some(interface) = dataplane.detach(args.keep_attached)? {
         log::info!("XDP detached from {interface}");
     }
     let _ = proxy_task.await;
     let _ = tokio::task::spawn_blocking(move || admin_thread.join()).await;
     Ok(())
+}
+
+/// Writes what the kernel's counter slots stand for, for `gateway stats`.
+fn write_layout(interface: &str, plan: &compile::Plan) {
+    let Some(path) = pins::layout_path(interface) else {
+        return;
+    };
+    let staged = path.with_extension("staged");
+    let written = fs::write(&staged, stats::Layout::of(plan).to_json())
+        .and_then(|()| fs::rename(&staged, &path));
+    if let Err(err) = written {
+        log::warn!(
+            "cannot write {} ({err}); `gateway stats` cannot name the counters",
+            path.display()
+        );
+    }
 }
 
 /// How often the configuration files are looked at; a change is applied

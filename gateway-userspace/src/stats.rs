@@ -8,53 +8,221 @@ use gateway_common::{HostClass, IPPROTO_TCP, ListenerKind};
 
 use crate::{compile::Plan, connection::Counters, dataplane::Stats};
 
-/// One `name value` line per counter, stable names for scripts and tests:
-/// the configuration's, the kernel's (`stats`), and each kind of
-/// listener's connections (`proxy`, `admin`).
-pub fn render(
+/// One counter: its `/stats` name, and its Prometheus family and labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub name: String,
+    pub family: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: u64,
+}
+
+/// Prometheus families: (name, type, help).
+const FAMILIES: &[(&str, &str, &str)] = &[
+    (
+        "gateway_config_servers_dropped",
+        "gauge",
+        "Servers of the configuration left out of the plan.",
+    ),
+    (
+        "gateway_config_route_warnings",
+        "gauge",
+        "Routes served, but not as written.",
+    ),
+    (
+        "gateway_config_reloads_total",
+        "counter",
+        "Configuration reloads applied.",
+    ),
+    (
+        "gateway_config_reload_failures_total",
+        "counter",
+        "Configuration reloads refused; the previous configuration kept serving.",
+    ),
+    (
+        "gateway_xdp_packets_total",
+        "counter",
+        "Packets seen by XDP, by the reason of their verdict.",
+    ),
+    (
+        "gateway_xdp_bytes_total",
+        "counter",
+        "Bytes seen by XDP, by the reason of their verdict.",
+    ),
+    (
+        "gateway_xdp_listener_packets_total",
+        "counter",
+        "Packets to each listener.",
+    ),
+    (
+        "gateway_xdp_listener_bytes_total",
+        "counter",
+        "Bytes to each listener.",
+    ),
+    (
+        "gateway_xdp_host_class_packets_total",
+        "counter",
+        "Data segments of HTTP and TLS listeners by what their host was.",
+    ),
+    (
+        "gateway_xdp_unknown_host_resets_total",
+        "counter",
+        "Connections the kernel reset for an unknown host.",
+    ),
+    (
+        "gateway_xdp_host_packets_total",
+        "counter",
+        "Data segments naming each server host.",
+    ),
+    (
+        "gateway_connections_total",
+        "counter",
+        "Connections of the proxy and the admin endpoint, by event.",
+    ),
+    (
+        "gateway_connections_active",
+        "gauge",
+        "Connections of the proxy and the admin endpoint open now.",
+    ),
+];
+
+/// Every counter of the configuration, the kernel (`stats`) and each kind
+/// of listener's connections (`proxy`, `admin`), in a stable order.
+pub fn samples(
     stats: &Stats,
     plan: &Plan,
     reloads: &ReloadCounters,
     connections: &[(&str, &Counters)],
-) -> String {
-    let mut out = String::new();
+) -> Vec<Sample> {
+    let mut out = Vec::new();
+    let mut push = |name: String, family, labels: Vec<(&'static str, String)>, value| {
+        out.push(Sample {
+            name,
+            family,
+            labels,
+            value,
+        });
+    };
     // What the configuration lost in the merge or binding (Istio's
     // pilot_total_rejected_configs, but per gateway instance).
-    let _ = writeln!(out, "config.servers_dropped {}", plan.dropped.len());
-    let _ = writeln!(out, "config.route_warnings {}", plan.warnings.len());
-    let _ = writeln!(
-        out,
-        "config.reloads {}",
-        reloads.applied.load(Ordering::Relaxed)
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    push(
+        "config.servers_dropped".into(),
+        "gateway_config_servers_dropped",
+        vec![],
+        plan.dropped.len() as u64,
     );
-    let _ = writeln!(
-        out,
-        "config.reload_failures {}",
-        reloads.failed.load(Ordering::Relaxed)
+    push(
+        "config.route_warnings".into(),
+        "gateway_config_route_warnings",
+        vec![],
+        plan.warnings.len() as u64,
     );
+    push(
+        "config.reloads".into(),
+        "gateway_config_reloads_total",
+        vec![],
+        load(&reloads.applied),
+    );
+    push(
+        "config.reload_failures".into(),
+        "gateway_config_reload_failures_total",
+        vec![],
+        load(&reloads.failed),
+    );
+    out.extend(kernel_samples(stats, &Layout::of(plan)));
+    let mut push = |name: String, family, labels: Vec<(&'static str, String)>, value| {
+        out.push(Sample {
+            name,
+            family,
+            labels,
+            value,
+        });
+    };
+    for (prefix, counters) in connections {
+        let events = [
+            ("accepted", load(&counters.accepted)),
+            ("active", counters.active.load(Ordering::Relaxed) as u64),
+            ("rejected_over_limit", load(&counters.rejected)),
+            ("closed_head_timeout", load(&counters.head_timeouts)),
+            ("closed_idle_timeout", load(&counters.idle_timeouts)),
+            ("accept_errors", load(&counters.accept_errors)),
+        ];
+        for (event, value) in events {
+            let (family, labels) = if event == "active" {
+                (
+                    "gateway_connections_active",
+                    vec![("endpoint", (*prefix).to_string())],
+                )
+            } else {
+                (
+                    "gateway_connections_total",
+                    vec![
+                        ("endpoint", (*prefix).to_string()),
+                        ("event", event.to_string()),
+                    ],
+                )
+            };
+            push(
+                format!("{prefix}.connections.{event}"),
+                family,
+                labels,
+                value,
+            );
+        }
+    }
+    out
+}
+
+/// The kernel's counters (`stats`), named by `layout`.
+pub fn kernel_samples(stats: &Stats, layout: &Layout) -> Vec<Sample> {
+    let mut out = Vec::new();
+    let mut push = |name: String, family, labels: Vec<(&'static str, String)>, value| {
+        out.push(Sample {
+            name,
+            family,
+            labels,
+            value,
+        });
+    };
     for (reason, counter) in &stats.reasons {
         let name = reason.name();
-        let _ = writeln!(out, "xdp.reason.{name}.packets {}", counter.packets);
-        let _ = writeln!(out, "xdp.reason.{name}.bytes {}", counter.bytes);
+        let labels = vec![("reason", name.to_string())];
+        push(
+            format!("xdp.reason.{name}.packets"),
+            "gateway_xdp_packets_total",
+            labels.clone(),
+            counter.packets,
+        );
+        push(
+            format!("xdp.reason.{name}.bytes"),
+            "gateway_xdp_bytes_total",
+            labels,
+            counter.bytes,
+        );
     }
-    let hosts = plan.kernel_hosts();
-    for listener in &plan.listeners {
+    for listener in &layout.listeners {
         let counter = stats
             .listeners
             .iter()
             .find(|(id, _)| *id == listener.id)
             .map(|(_, c)| *c)
             .unwrap_or_default();
-        let bind = listener.bind.map_or("*".to_string(), |ip| ip.to_string());
-        let proto = if listener.ip_protocol == gateway_common::IPPROTO_UDP {
-            "udp"
-        } else {
-            "tcp"
-        };
-        let label = format!("{bind}_{}_{proto}", listener.port);
-        let _ = writeln!(out, "xdp.listener.{label}.packets {}", counter.packets);
-        let _ = writeln!(out, "xdp.listener.{label}.bytes {}", counter.bytes);
-        if listener.kind == ListenerKind::Tcp || listener.ip_protocol != IPPROTO_TCP {
+        let label = listener.label.clone();
+        let labels = vec![("listener", label.clone())];
+        push(
+            format!("xdp.listener.{label}.packets"),
+            "gateway_xdp_listener_packets_total",
+            labels.clone(),
+            counter.packets,
+        );
+        push(
+            format!("xdp.listener.{label}.bytes"),
+            "gateway_xdp_listener_bytes_total",
+            labels,
+            counter.bytes,
+        );
+        if !listener.names_hosts {
             continue;
         }
         // What the first data segments said about the host (TLS SNI, HTTP Host).
@@ -66,43 +234,198 @@ pub fn render(
                 .map(|(_, _, c)| *c)
                 .unwrap_or_default();
             let name = class.name();
-            let _ = writeln!(
-                out,
-                "xdp.listener.{label}.host_class.{name}.packets {}",
-                counter.packets
+            push(
+                format!("xdp.listener.{label}.host_class.{name}.packets"),
+                "gateway_xdp_host_class_packets_total",
+                vec![("listener", label.clone()), ("class", name.to_string())],
+                counter.packets,
             );
         }
-        if listener.reset_unknown_hosts {
+        if listener.resets {
             let resets = stats
                 .resets
                 .iter()
                 .find(|(id, _)| *id == listener.id)
                 .map(|(_, c)| *c)
                 .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "xdp.listener.{label}.unknown_host_resets {}",
-                resets.packets
+            push(
+                format!("xdp.listener.{label}.unknown_host_resets"),
+                "gateway_xdp_unknown_host_resets_total",
+                vec![("listener", label.clone())],
+                resets.packets,
             );
         }
-        for host in hosts.iter().filter(|h| h.listener_id == listener.id) {
+        for host in layout.hosts.iter().filter(|h| h.listener_id == listener.id) {
             let counter = stats
                 .hosts
                 .iter()
                 .find(|(id, _)| *id == host.id)
                 .map(|(_, c)| *c)
                 .unwrap_or_default();
-            let pattern = &host.pattern;
-            let _ = writeln!(
-                out,
-                "xdp.listener.{label}.host.{pattern}.packets {}",
-                counter.packets
+            let pattern = host.pattern.clone();
+            push(
+                format!("xdp.listener.{label}.host.{pattern}.packets"),
+                "gateway_xdp_host_packets_total",
+                vec![("listener", label.clone()), ("host", pattern)],
+                counter.packets,
             );
         }
     }
-    for (prefix, counters) in connections {
-        render_connections(prefix, counters, &mut out);
+    out
+}
+
+/// What the kernel's counter slots stand for: the listeners and server
+/// hosts of the plan, by id. The daemon writes it beside its pins, so
+/// `gateway stats` can name the counters without asking the daemon.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    pub listeners: Vec<LayoutListener>,
+    pub hosts: Vec<LayoutHost>,
+}
+
+/// One listener's counter slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutListener {
+    pub id: u32,
+    /// `<bind or *>_<port>_<tcp|udp>`.
+    pub label: String,
+    /// An HTTP or TLS listener: its data segments are classified by host.
+    pub names_hosts: bool,
+    /// `--reset-unknown-hosts` applies to it.
+    pub resets: bool,
+}
+
+/// One server host's counter slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutHost {
+    pub id: u32,
+    pub listener_id: u32,
+    pub pattern: String,
+}
+
+impl Layout {
+    /// The layout of `plan`'s counters.
+    pub fn of(plan: &Plan) -> Self {
+        Layout {
+            listeners: plan
+                .listeners
+                .iter()
+                .map(|l| LayoutListener {
+                    id: l.id,
+                    label: listener_label(l),
+                    names_hosts: l.kind != ListenerKind::Tcp && l.ip_protocol == IPPROTO_TCP,
+                    resets: l.reset_unknown_hosts,
+                })
+                .collect(),
+            hosts: plan
+                .kernel_hosts()
+                .into_iter()
+                .map(|h| LayoutHost {
+                    id: h.id,
+                    listener_id: h.listener_id,
+                    pattern: h.pattern.to_string(),
+                })
+                .collect(),
+        }
     }
+
+    /// As JSON, for the file `gateway stats` reads.
+    pub fn to_json(&self) -> String {
+        let listeners: Vec<serde_json::Value> = self
+            .listeners
+            .iter()
+            .map(|l| {
+                serde_json::json!({"id": l.id, "label": l.label, "names_hosts": l.names_hosts, "resets": l.resets})
+            })
+            .collect();
+        let hosts: Vec<serde_json::Value> = self
+            .hosts
+            .iter()
+            .map(|h| serde_json::json!({"id": h.id, "listener_id": h.listener_id, "pattern": h.pattern}))
+            .collect();
+        serde_json::json!({"listeners": listeners, "hosts": hosts}).to_string()
+    }
+
+    /// Reads [`Layout::to_json`]'s output; `None` if it is not that.
+    pub fn from_json(text: &str) -> Option<Self> {
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        let id = |v: &serde_json::Value, key: &str| -> Option<u32> {
+            u32::try_from(v.get(key)?.as_u64()?).ok()
+        };
+        let listeners = value
+            .get("listeners")?
+            .as_array()?
+            .iter()
+            .map(|l| {
+                Some(LayoutListener {
+                    id: id(l, "id")?,
+                    label: l.get("label")?.as_str()?.to_string(),
+                    names_hosts: l.get("names_hosts")?.as_bool()?,
+                    resets: l.get("resets")?.as_bool()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let hosts = value
+            .get("hosts")?
+            .as_array()?
+            .iter()
+            .map(|h| {
+                Some(LayoutHost {
+                    id: id(h, "id")?,
+                    listener_id: id(h, "listener_id")?,
+                    pattern: h.get("pattern")?.as_str()?.to_string(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Layout { listeners, hosts })
+    }
+}
+
+/// A listener's name in counters: `<bind or *>_<port>_<tcp|udp>`.
+pub fn listener_label(listener: &crate::compile::Listener) -> String {
+    let bind = listener.bind.map_or("*".to_string(), |ip| ip.to_string());
+    let proto = if listener.ip_protocol == gateway_common::IPPROTO_UDP {
+        "udp"
+    } else {
+        "tcp"
+    };
+    format!("{bind}_{}_{proto}", listener.port)
+}
+
+/// One `name value` line per sample: stable names for scripts and tests.
+pub fn render(samples: &[Sample]) -> String {
+    let mut out = String::new();
+    for sample in samples {
+        let _ = writeln!(out, "{} {}", sample.name, sample.value);
+    }
+    out
+}
+
+/// The samples in Prometheus' text exposition format, each family once
+/// with its help and type, then the proxy's Istio metrics.
+pub fn render_prometheus(samples: &[Sample]) -> String {
+    let mut out = String::new();
+    for (family, kind, help) in FAMILIES {
+        let members: Vec<&Sample> = samples.iter().filter(|s| s.family == *family).collect();
+        if members.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {family} {help}");
+        let _ = writeln!(out, "# TYPE {family} {kind}");
+        for sample in members {
+            let labels: Vec<String> = sample
+                .labels
+                .iter()
+                .map(|(key, value)| format!("{key}=\"{}\"", crate::proxy::metrics::escape(value)))
+                .collect();
+            if labels.is_empty() {
+                let _ = writeln!(out, "{family} {}", sample.value);
+            } else {
+                let _ = writeln!(out, "{family}{{{}}} {}", labels.join(","), sample.value);
+            }
+        }
+    }
+    crate::proxy::metrics::render(&mut out);
     out
 }
 
@@ -112,22 +435,6 @@ pub fn render(
 pub struct ReloadCounters {
     pub applied: AtomicU64,
     pub failed: AtomicU64,
-}
-
-/// `<prefix>.connections.<name> <value>` lines, in a fixed order.
-fn render_connections(prefix: &str, counters: &Counters, out: &mut String) {
-    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    let lines = [
-        ("accepted", load(&counters.accepted)),
-        ("active", counters.active.load(Ordering::Relaxed) as u64),
-        ("rejected_over_limit", load(&counters.rejected)),
-        ("closed_head_timeout", load(&counters.head_timeouts)),
-        ("closed_idle_timeout", load(&counters.idle_timeouts)),
-        ("accept_errors", load(&counters.accept_errors)),
-    ];
-    for (name, value) in lines {
-        let _ = writeln!(out, "{prefix}.connections.{name} {value}");
-    }
 }
 
 #[cfg(test)]
@@ -152,7 +459,12 @@ mod tests {
             warnings: vec!["a".into(), "b".into()],
             host_ids: Default::default(),
         };
-        let text = render(&Stats::default(), &plan, &ReloadCounters::default(), &[]);
+        let text = render(&samples(
+            &Stats::default(),
+            &plan,
+            &ReloadCounters::default(),
+            &[],
+        ));
         assert!(
             text.starts_with("config.servers_dropped 1\nconfig.route_warnings 2\n"),
             "{text}"

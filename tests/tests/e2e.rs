@@ -470,3 +470,54 @@ fn listener_connections_are_steered_to_the_proxy_which_binds_no_listener_port() 
         );
     }
 }
+
+#[test]
+fn gateway_stats_reads_the_pinned_counters_and_reports_rates() {
+    require_root();
+    let topology = Topology::new();
+    let _daemon = start(&topology);
+    let resolve = format!("dataengine.com:80:{GATEWAY_V4}");
+    let watch = topology
+        .exec(
+            &topology.gateway_ns,
+            &[
+                &gateway_tests::daemon::gateway_bin().display().to_string(),
+                "stats",
+                "--interface",
+                &topology.gateway_if,
+                "--watch",
+                "1",
+                "--count",
+                "2",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gateway stats --watch");
+    for _ in 0..10 {
+        let (status, _) = curl_head(
+            &topology,
+            &["--resolve", &resolve, "http://dataengine.com/"],
+        );
+        assert_eq!(status, "HTTP/1.1 301 Moved Permanently");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let out = watch
+        .wait_with_output()
+        .expect("gateway stats exits after 2 reports");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rates: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("xdp.listener.*_80_tcp.packets "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(2)?
+                .trim_end_matches("/s")
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(rates.len(), 2, "{text}");
+    assert!(rates.iter().any(|r| *r > 0.0), "{text}");
+}

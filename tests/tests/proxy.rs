@@ -1264,3 +1264,112 @@ spec:
         assert!(line.contains(field), "{field} missing in {line}");
     }
 }
+
+/// Scrapes `/stats/prometheus` from inside the gateway namespace and
+/// parses it with a Prometheus text-format parser.
+fn prometheus(topology: &Topology) -> prometheus_parse::Scrape {
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let out = topology.gateway(&["curl", "-sf", &format!("http://{ADMIN}/stats/prometheus")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines = body.lines().map(|line| Ok(line.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
+}
+
+/// The value of the sample of `name` whose labels include `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(ref buckets) => {
+                buckets.last().map_or(0.0, |b| b.count)
+            }
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+}
+
+#[test]
+fn prometheus_scrapes_carry_istio_request_metrics_and_kernel_counters() {
+    require_root();
+    let topology = topology();
+    let (_backend, daemon) = start_seed(&topology, &[]);
+    let first = prometheus(&topology);
+    let packets = |scrape: &prometheus_parse::Scrape| {
+        sample(
+            scrape,
+            "gateway_xdp_packets_total",
+            &[("reason", "listener")],
+        )
+        .unwrap_or(0.0)
+    };
+    for _ in 0..3 {
+        let out = curl(
+            &topology,
+            &[
+                "--resolve",
+                &resolve("dataengine.com:80"),
+                "http://dataengine.com/",
+            ],
+        );
+        assert!(out.status.success());
+    }
+    let out = curl(
+        &topology,
+        &[
+            "--cacert",
+            DEMO_CA,
+            "--resolve",
+            &resolve("dataengine.com:443"),
+            "https://dataengine.com/x",
+        ],
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), daemon.log());
+    let second = prometheus(&topology);
+    assert!(packets(&second) > packets(&first), "kernel counters move");
+    let redirects = sample(
+        &second,
+        "istio_requests_total",
+        &[("response_code", "301"), ("reporter", "source")],
+    );
+    assert_eq!(redirects, Some(3.0));
+    let proxied = sample(
+        &second,
+        "istio_requests_total",
+        &[("response_code", "200"), ("request_protocol", "http")],
+    );
+    assert_eq!(proxied, Some(1.0));
+    let services: Vec<&str> = second
+        .samples
+        .iter()
+        .filter(|s| s.metric == "istio_requests_total")
+        .filter_map(|s| s.labels.get("destination_service"))
+        .collect();
+    assert!(services.iter().any(|s| *s != "unknown"), "{services:?}");
+    // Histograms: the parser folds buckets, sum and count into one sample.
+    for name in [
+        "istio_request_duration_milliseconds",
+        "istio_request_bytes",
+        "istio_response_bytes",
+    ] {
+        assert_eq!(
+            sample(&second, name, &[("response_code", "200")]),
+            Some(1.0),
+            "{name}"
+        );
+    }
+    assert!(
+        sample(
+            &second,
+            "gateway_connections_total",
+            &[("endpoint", "proxy"), ("event", "accepted")]
+        )
+        .unwrap_or(0.0)
+            >= 4.0
+    );
+}

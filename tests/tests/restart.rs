@@ -10,7 +10,7 @@ use std::{
 };
 
 use gateway_tests::{
-    daemon::{Daemon, start_example, stat},
+    daemon::{Daemon, gateway_bin, start_example, stat},
     netns::{GATEWAY_V4, Topology},
     require_root,
 };
@@ -103,6 +103,35 @@ fn after_kill_9_xdp_keeps_filtering_and_a_new_daemon_adopts_and_serves_within_2_
         String::from_utf8_lossy(&dump.stdout).contains("key"),
         "{}",
         String::from_utf8_lossy(&dump.stdout)
+    );
+
+    // The counters, from the pinned maps, with no daemon running.
+    let out = topology.gateway(&[
+        &gateway_bin().display().to_string(),
+        "stats",
+        "--interface",
+        &topology.gateway_if,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let drops = report["xdp.reason.no_listener.packets"]
+        .as_u64()
+        .expect("drop counter");
+    assert!(
+        drops > drops_before,
+        "the drop made after kill -9 is counted: {report}"
+    );
+    assert!(
+        report["xdp.listener.*_80_tcp.packets"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "listeners named from the layout: {report}"
     );
 
     let started = Instant::now();

@@ -475,6 +475,24 @@ pub struct StatsReader {
 }
 
 impl StatsReader {
+    /// The counter maps a daemon pinned in `dir` (`pins::pin_dir`), read
+    /// without the daemon: `gateway stats`.
+    pub fn open_pinned(dir: &Path) -> Result<Self, DataplaneError> {
+        let open = |name: &'static str| -> Result<PerCpuArray<MapData, Counter>, DataplaneError> {
+            let data = MapData::from_pin(pins::map_path(dir, name))
+                .map_err(|source| DataplaneError::Map { name, source })?;
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))
+                .map_err(|source| DataplaneError::Map { name, source })
+        };
+        Ok(StatsReader {
+            reasons: open(map_names::REASON_STATS)?,
+            listeners: open(map_names::LISTENER_STATS)?,
+            hosts: open(map_names::HOST_STATS)?,
+            host_classes: open(map_names::HOST_CLASS_STATS)?,
+            resets: open(map_names::HOST_RESETS)?,
+        })
+    }
+
     /// Counters summed over CPUs: every reason code, the listeners in
     /// `listener_ids` with their host classes, and the hosts in `host_ids`
     /// (the daemon passes the plan's, not every slot, so a read costs a

@@ -69,6 +69,21 @@ fn lock(path: &Path) -> io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// The pin directory of the daemon on `interface` in this network
+/// namespace, if one exists; mounts nothing.
+pub fn existing_pin_dir(interface: &str) -> Option<PathBuf> {
+    let netns = std::fs::metadata("/proc/self/ns/net").ok()?;
+    let dir = Path::new(BPFFS).join(format!("{}-{interface}", netns.ino()));
+    dir.is_dir().then_some(dir)
+}
+
+/// Where the daemon on `interface` describes its counter slots
+/// (`stats::Layout`), beside its pid file.
+pub fn layout_path(interface: &str) -> Option<PathBuf> {
+    let netns = std::fs::metadata("/proc/self/ns/net").ok()?;
+    Some(Path::new("/run/gateway").join(format!("{}-{interface}.layout.json", netns.ino())))
+}
+
 /// Where a map named `name` is pinned in `dir`.
 pub fn map_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("map_{name}"))

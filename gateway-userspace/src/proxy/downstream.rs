@@ -315,7 +315,7 @@ async fn handshake(
 }
 
 fn log_unrouted(downstream: &Downstream, shared: &Shared) {
-    shared.access_log.log(&Entry {
+    shared.finished(&Entry {
         start: Some(SystemTime::now()),
         flags: vec!["NR"],
         details: Some("filter_chain_not_found"),
@@ -349,6 +349,7 @@ pub(super) async fn forward_tcp<D>(
         Ok(mut upstream) => {
             entry.upstream_host = Some(upstream.addr);
             entry.upstream_cluster = Some(upstream.cluster.clone());
+            super::metrics::tcp_opened(&entry);
             match tcp::copy_both_ways(&mut client, prefix, &mut upstream.stream).await {
                 Ok((received, sent)) => {
                     entry.bytes_received = received;
@@ -366,5 +367,5 @@ pub(super) async fn forward_tcp<D>(
         }
     }
     entry.duration = started.elapsed();
-    shared.access_log.log(&entry);
+    shared.finished(&entry);
 }

@@ -49,6 +49,14 @@ pub struct Shared {
     pub trusted_proxies: u32,
 }
 
+impl Shared {
+    /// A request or connection has finished: logged and counted.
+    pub fn finished(&self, entry: &super::access_log::Entry) {
+        self.access_log.log(entry);
+        super::metrics::record(entry);
+    }
+}
+
 /// The virtual hosts of one route table, their routes compiled for matching.
 #[derive(Debug)]
 pub struct VirtualHosts {
@@ -801,7 +809,7 @@ impl Logged {
             }
             pending.entry.duration = pending.started.elapsed();
             pending.entry.bytes_received = pending.received.load(Ordering::Relaxed);
-            pending.shared.access_log.log(&pending.entry);
+            pending.shared.finished(&pending.entry);
         }
     }
 }

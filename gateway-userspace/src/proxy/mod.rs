@@ -14,6 +14,7 @@ pub mod client_hello;
 mod downstream;
 pub mod http;
 mod listener;
+pub mod metrics;
 pub mod redirect;
 pub mod rewrite;
 pub mod route;

@@ -1,0 +1,97 @@
+//! `gateway stats`: the kernel's counters of the daemon on an interface,
+//! read from its pinned maps (summed over CPUs), without talking to it, so
+//! they can be read while the daemon is busy, stopped with
+//! `--keep-attached`, or gone after `kill -9`.
+use std::{collections::BTreeMap, thread, time::Duration};
+
+use anyhow::{Context as _, bail};
+use gateway_userspace::{
+    dataplane::{StatsReader, pins},
+    stats::{self, Layout},
+};
+
+use crate::StatsArgs;
+
+/// Prints the counters once, or every `--watch` seconds with rates.
+pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
+    let Some(dir) = pins::existing_pin_dir(&args.interface) else {
+        bail!(
+            "no gateway has pinned maps for interface {} in this network namespace",
+            args.interface
+        );
+    };
+    let reader = StatsReader::open_pinned(&dir)
+        .with_context(|| format!("cannot open the pinned counter maps in {}", dir.display()))?;
+    let layout = pins::layout_path(&args.interface)
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| Layout::from_json(&text))
+        .unwrap_or_default();
+    let read = || -> anyhow::Result<BTreeMap<String, u64>> {
+        let snapshot = reader.read(
+            layout.listeners.iter().map(|l| l.id),
+            layout.hosts.iter().map(|h| h.id),
+        )?;
+        Ok(stats::kernel_samples(&snapshot, &layout)
+            .into_iter()
+            .map(|s| (s.name, s.value))
+            .collect())
+    };
+    let Some(interval) = args.watch else {
+        print(&read()?, None, args.json);
+        return Ok(());
+    };
+    if !(interval > 0.0 && interval.is_finite()) {
+        bail!("--watch takes a number of seconds above 0, not {interval}");
+    }
+    let interval = Duration::from_secs_f64(interval);
+    let mut previous = read()?;
+    let mut reports = 0u64;
+    loop {
+        thread::sleep(interval);
+        let current = read()?;
+        print(&current, Some((&previous, interval)), args.json);
+        previous = current;
+        reports += 1;
+        if args.count.is_some_and(|count| reports >= count) {
+            return Ok(());
+        }
+    }
+}
+
+/// One report: `name value` lines (with `rate/s` under `--watch`), or one
+/// JSON object per report.
+fn print(
+    current: &BTreeMap<String, u64>,
+    previous: Option<(&BTreeMap<String, u64>, Duration)>,
+    json: bool,
+) {
+    let rate = |name: &str, value: u64| {
+        previous.map(|(before, interval)| {
+            let delta = value.saturating_sub(before.get(name).copied().unwrap_or(0));
+            delta as f64 / interval.as_secs_f64()
+        })
+    };
+    if json {
+        let object: serde_json::Map<String, serde_json::Value> = current
+            .iter()
+            .map(|(name, value)| {
+                let value = match rate(name, *value) {
+                    Some(rate) => serde_json::json!({"value": value, "rate": rate}),
+                    None => serde_json::json!(value),
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        println!("{}", serde_json::Value::Object(object));
+        return;
+    }
+    for (name, value) in current {
+        match rate(name, *value) {
+            Some(rate) => println!("{name} {value} {rate:.1}/s"),
+            None => println!("{name} {value}"),
+        }
+    }
+    if previous.is_some() {
+        println!();
+    }
+}

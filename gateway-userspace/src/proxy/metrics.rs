@@ -1,0 +1,303 @@
+//! The proxy's request and connection metrics under Istio's standard
+//! names, for `/stats/prometheus`: what a dashboard built for Istio's
+//! gateways reads. Recorded from the same finished request or connection
+//! the access log writes ([`record`]), kept for the life of the process
+//! (a reload does not reset them), rendered in Prometheus' text format.
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{LazyLock, Mutex},
+};
+
+use super::access_log::Entry;
+
+/// Istio's default buckets for `istio_request_duration_milliseconds`.
+const DURATION_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+/// Istio's default buckets for `istio_request_bytes` and `istio_response_bytes`.
+const SIZE_BUCKETS: [f64; 9] = [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1e6, 1e7, 1e8];
+
+/// A histogram: per-bucket counts (not cumulative), the sum and count.
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], value: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; bounds.len()];
+        }
+        if let Some(index) = bounds.iter().position(|bound| value <= *bound) {
+            self.buckets[index] += 1;
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+}
+
+/// The labels of an HTTP request's series.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct RequestLabels {
+    request_protocol: &'static str,
+    response_code: u16,
+    response_flags: String,
+    destination_service: String,
+}
+
+#[derive(Debug, Default)]
+struct RequestSeries {
+    total: u64,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+#[derive(Debug, Default)]
+struct TcpSeries {
+    opened: u64,
+    closed: u64,
+    sent: u64,
+    received: u64,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    requests: BTreeMap<RequestLabels, RequestSeries>,
+    /// By (destination service, response flags).
+    tcp: BTreeMap<(String, String), TcpSeries>,
+}
+
+/// Everything recorded since start.
+static METRICS: LazyLock<Mutex<Series>> = LazyLock::new(|| Mutex::new(Series::default()));
+
+/// The service of a cluster name (`outbound|80|v1|shop.backend` ->
+/// `shop.backend`), as Istio's `destination_service` label.
+fn destination_service(entry: &Entry) -> String {
+    entry
+        .upstream_cluster
+        .as_deref()
+        .and_then(|cluster| cluster.rsplit('|').next())
+        .filter(|service| !service.is_empty())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+fn flags(entry: &Entry) -> String {
+    if entry.flags.is_empty() {
+        "-".to_string()
+    } else {
+        entry.flags.join(",")
+    }
+}
+
+/// Records a finished request (an entry with a protocol) or TCP
+/// connection (without one).
+pub fn record(entry: &Entry) {
+    let Ok(mut series) = METRICS.lock() else {
+        return;
+    };
+    let service = destination_service(entry);
+    match entry.protocol {
+        Some(protocol) => {
+            let labels = RequestLabels {
+                request_protocol: if protocol.starts_with("HTTP") {
+                    "http"
+                } else {
+                    protocol
+                },
+                response_code: entry.status,
+                response_flags: flags(entry),
+                destination_service: service,
+            };
+            let request = series.requests.entry(labels).or_default();
+            request.total += 1;
+            let millis = entry.duration.as_secs_f64() * 1000.0;
+            request.duration.observe(&DURATION_BUCKETS_MS, millis);
+            request
+                .request_bytes
+                .observe(&SIZE_BUCKETS, entry.bytes_received as f64);
+            request
+                .response_bytes
+                .observe(&SIZE_BUCKETS, entry.bytes_sent as f64);
+        }
+        None => {
+            let tcp = series.tcp.entry((service, flags(entry))).or_default();
+            // Forwarded connections were counted open when they reached
+            // their backend ([`tcp_opened`]); the others open and close here.
+            if entry.upstream_host.is_none() {
+                tcp.opened += 1;
+            }
+            tcp.closed += 1;
+            tcp.sent += entry.bytes_sent;
+            tcp.received += entry.bytes_received;
+        }
+    }
+}
+
+/// Counts a TCP connection open once it reached its backend (`entry`
+/// has the cluster, no flags yet).
+pub fn tcp_opened(entry: &Entry) {
+    if let Ok(mut series) = METRICS.lock() {
+        let key = (destination_service(entry), flags(entry));
+        series.tcp.entry(key).or_default().opened += 1;
+    }
+}
+
+/// A histogram family: name, help, which histogram of a series, bounds.
+type HistogramFamily = (
+    &'static str,
+    &'static str,
+    fn(&RequestSeries) -> &Histogram,
+    &'static [f64],
+);
+/// A TCP counter family: name, help, which counter of a series.
+type TcpFamily = (&'static str, &'static str, fn(&TcpSeries) -> u64);
+
+/// The metrics in Prometheus' text exposition format.
+pub fn render(out: &mut String) {
+    let Ok(series) = METRICS.lock() else {
+        return;
+    };
+    let request_labels = |labels: &RequestLabels| {
+        format!(
+            "reporter=\"source\",request_protocol=\"{}\",response_code=\"{}\",response_flags=\"{}\",destination_service=\"{}\"",
+            labels.request_protocol,
+            labels.response_code,
+            escape(&labels.response_flags),
+            escape(&labels.destination_service)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "# HELP istio_requests_total Requests served by the gateway."
+    );
+    let _ = writeln!(out, "# TYPE istio_requests_total counter");
+    for (labels, request) in &series.requests {
+        let _ = writeln!(
+            out,
+            "istio_requests_total{{{}}} {}",
+            request_labels(labels),
+            request.total
+        );
+    }
+    let histograms: [HistogramFamily; 3] = [
+        (
+            "istio_request_duration_milliseconds",
+            "Time from the first byte of a request to the last byte of its response.",
+            |r| &r.duration,
+            &DURATION_BUCKETS_MS,
+        ),
+        (
+            "istio_request_bytes",
+            "Request body sizes.",
+            |r| &r.request_bytes,
+            &SIZE_BUCKETS,
+        ),
+        (
+            "istio_response_bytes",
+            "Response body sizes.",
+            |r| &r.response_bytes,
+            &SIZE_BUCKETS,
+        ),
+    ];
+    for (name, help, pick, bounds) in histograms {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (labels, request) in &series.requests {
+            let histogram = pick(request);
+            let labels = request_labels(labels);
+            let mut cumulative = 0;
+            for (index, bound) in bounds.iter().enumerate() {
+                cumulative += histogram.buckets.get(index).copied().unwrap_or(0);
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+                histogram.count
+            );
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", histogram.sum);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", histogram.count);
+        }
+    }
+    let tcp: [TcpFamily; 4] = [
+        (
+            "istio_tcp_connections_opened_total",
+            "TCP connections opened.",
+            |t| t.opened,
+        ),
+        (
+            "istio_tcp_connections_closed_total",
+            "TCP connections closed.",
+            |t| t.closed,
+        ),
+        (
+            "istio_tcp_sent_bytes_total",
+            "Bytes sent to clients on TCP connections.",
+            |t| t.sent,
+        ),
+        (
+            "istio_tcp_received_bytes_total",
+            "Bytes received from clients on TCP connections.",
+            |t| t.received,
+        ),
+    ];
+    for (name, help, pick) in tcp {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for ((service, flags), series) in &series.tcp {
+            let _ = writeln!(
+                out,
+                "{name}{{reporter=\"source\",destination_service=\"{}\",response_flags=\"{}\"}} {}",
+                escape(service),
+                escape(flags),
+                pick(series)
+            );
+        }
+    }
+}
+
+/// A label value with `\`, `"` and line feeds escaped.
+pub fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_label_values_escaped() {
+        let mut histogram = Histogram::default();
+        for value in [0.2, 3.0, 3.0, 7e6] {
+            histogram.observe(&DURATION_BUCKETS_MS, value);
+        }
+        assert_eq!(histogram.count, 4);
+        assert_eq!(histogram.buckets[0], 1);
+        assert_eq!(histogram.buckets[2], 2, "3 ms falls in le=5");
+        assert_eq!(
+            histogram.buckets.iter().sum::<u64>(),
+            3,
+            "7e6 ms is past the last bound"
+        );
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let entry = Entry {
+            upstream_cluster: Some("outbound|80|v1|shop.backend".into()),
+            protocol: Some("HTTP/1.1"),
+            status: 200,
+            duration: Duration::from_millis(3),
+            ..Entry::default()
+        };
+        assert_eq!(destination_service(&entry), "shop.backend");
+    }
+}
