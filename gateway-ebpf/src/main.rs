@@ -15,6 +15,7 @@ use aya_ebpf::{
     macros::{sk_lookup, xdp},
     programs::{SkLookupContext, XdpContext},
 };
+use aya_log_ebpf::debug;
 use gateway_common::{HostClass, LISTENER_RESET_UNKNOWN_HOSTS};
 
 /// Classifies every frame received on the interface it is attached to.
@@ -28,6 +29,14 @@ pub fn xdp_ingress(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     let outcome = classify::classify(&ctx);
     let action = stats::record_verdict(&outcome, frame_len);
+    if action == xdp_action::XDP_DROP {
+        // Diagnostic event, off unless the daemon runs with --ebpf-log:
+        // the level is a load-time constant, so the verifier removes it.
+        debug!(
+            &ctx,
+            "dropped: a connection attempt to a port no listener owns"
+        );
+    }
     if let Some(data) = outcome.data {
         host::hand_over(&ctx, host::Segment::new(&data, frame_len));
     }
@@ -64,9 +73,14 @@ pub fn xdp_host_value(ctx: XdpContext) -> u32 {
 pub fn xdp_host_match(ctx: XdpContext) -> u32 {
     if let Some((segment, class, host)) = host::match_segment_name() {
         stats::record_host(segment.listener, class, host, segment.frame_len);
-        if matches!(class, HostClass::Unknown) && segment.flags & LISTENER_RESET_UNKNOWN_HOSTS != 0
-        {
-            host::hand_reset(&ctx);
+        if matches!(class, HostClass::Unknown) {
+            debug!(
+                &ctx,
+                "listener {}: a host no server accepts", segment.listener
+            );
+            if segment.flags & LISTENER_RESET_UNKNOWN_HOSTS != 0 {
+                host::hand_reset(&ctx);
+            }
         }
     }
     xdp_action::XDP_PASS
@@ -79,6 +93,10 @@ pub fn xdp_host_reset(ctx: XdpContext) -> u32 {
     if let Some(segment) = host::segment() {
         if host::reset_segment(&ctx, &segment) {
             stats::record_reset(segment.listener);
+            debug!(
+                &ctx,
+                "listener {}: reset a connection to an unknown host", segment.listener
+            );
         }
     }
     xdp_action::XDP_PASS

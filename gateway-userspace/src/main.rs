@@ -179,6 +179,11 @@ pub struct RunArgs {
     /// a host the kernel cannot see in one segment is always let through.
     #[arg(long = "reset-unknown-hosts", value_name = "PORT")]
     pub reset_unknown_hosts: Vec<u16>,
+    /// Diagnostic events of the kernel programs (a drop, an unknown host, a
+    /// reset) in this log, at this level and above; off by default, when
+    /// they cost the packet path nothing.
+    #[arg(long, value_enum, default_value = "off", value_name = "LEVEL")]
+    pub ebpf_log: gateway_userspace::dataplane::EbpfLog,
     /// On a clean stop (SIGTERM, SIGINT), leave XDP and steering attached
     /// with their maps pinned: unlisted ports stay dropped and listener
     /// connections are refused until a daemon starts again and adopts them.
@@ -282,8 +287,14 @@ pub enum Format {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Command::Run(args) = &cli.command {
+        // The kernel programs' events carry their crate's target.
+        logger.filter_module("gateway_xdp", args.ebpf_log.filter());
+    }
+    logger.init();
     let result = match cli.command {
         Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check::check(&args),

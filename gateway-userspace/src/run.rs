@@ -13,7 +13,7 @@ use gateway_userspace::{
     admin, compile,
     config::{Config, Severity},
     connection::{self, Counters, Gate, Limits},
-    dataplane::{Dataplane, pins},
+    dataplane::{Dataplane, EbpfLog, pins},
     management,
     model::Instance,
     proxy, stats,
@@ -187,7 +187,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     }
     // Maps and links are pinned: a daemon killed outright leaves XDP in
     // place, and this one adopts what a previous one left.
-    let mut dataplane = Dataplane::load_pinned(&args.interface)?;
+    let mut dataplane = Dataplane::load_pinned(&args.interface, args.ebpf_log)?;
     let interface_addrs = interface_addresses(&args.interface)?;
     let addresses = if args.address.is_empty() {
         interface_addrs
@@ -324,6 +324,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         })
     });
 
+    if args.ebpf_log != EbpfLog::Off {
+        match dataplane.take_event_logger() {
+            Some(logger) => {
+                tokio::spawn(forward_kernel_events(logger));
+            }
+            None => log::warn!("--ebpf-log: the kernel programs' event buffer is missing"),
+        }
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(return_memory_after_bursts(Arc::clone(&proxy_gate.counters)));
     // The sender stays here: a configuration reload replaces what is served.
@@ -392,6 +400,26 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let _ = proxy_task.await;
     let _ = tokio::task::spawn_blocking(move || admin_thread.join()).await;
     Ok(())
+}
+
+/// Forwards the kernel programs' diagnostic events to the log as they come.
+#[allow(unsafe_code)]
+async fn forward_kernel_events(logger: gateway_userspace::dataplane::EventLogger) {
+    use tokio::io::{Interest, unix::AsyncFd};
+    // SAFETY: the logger owns its ring buffer's descriptor, which stays
+    // open and the same until the logger (owned here) is dropped.
+    let registered = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) };
+    let Ok(mut events) = registered else {
+        log::warn!("--ebpf-log: cannot poll the kernel programs' event buffer");
+        return;
+    };
+    loop {
+        let Ok(mut ready) = events.readable_mut().await else {
+            return;
+        };
+        ready.get_inner_mut().flush();
+        ready.clear_ready();
+    }
 }
 
 /// Writes what the kernel's counter slots stand for, for `gateway stats`.

@@ -521,3 +521,30 @@ fn gateway_stats_reads_the_pinned_counters_and_reports_rates() {
     assert_eq!(rates.len(), 2, "{text}");
     assert!(rates.iter().any(|r| *r > 0.0), "{text}");
 }
+
+#[test]
+fn kernel_events_reach_the_log_only_with_ebpf_log() {
+    require_root();
+    for (flags, expect) in [(&["--ebpf-log", "debug"][..], true), (&[][..], false)] {
+        let topology = Topology::new();
+        let daemon = start_example(&topology, flags, None);
+        let url = format!("http://{GATEWAY_V4}:8081/");
+        let _ = topology.client(&["curl", "-sS", "--connect-timeout", "1", &url]);
+        let _ = curl_head(
+            &topology,
+            &[
+                "-H",
+                "Host: other.example",
+                &format!("http://{GATEWAY_V4}/"),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let log = daemon.log();
+        for event in [
+            "dropped: a connection attempt to a port no listener owns",
+            "a host no server accepts",
+        ] {
+            assert_eq!(log.contains(event), expect, "{flags:?} {event}:\n{log}");
+        }
+    }
+}

@@ -80,6 +80,35 @@ struct Attachment {
     link: aya::programs::xdp::XdpLinkId,
 }
 
+/// Which diagnostic events of the kernel programs reach the daemon's log
+/// (aya-log); `Off` compiles them out at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EbpfLog {
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+    Trace = 5,
+}
+
+impl EbpfLog {
+    /// The `log` filter that lets these events through.
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            EbpfLog::Off => log::LevelFilter::Off,
+            EbpfLog::Error => log::LevelFilter::Error,
+            EbpfLog::Warn => log::LevelFilter::Warn,
+            EbpfLog::Info => log::LevelFilter::Info,
+            EbpfLog::Debug => log::LevelFilter::Debug,
+            EbpfLog::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// The kernel programs' diagnostic events, for the daemon to forward to its log.
+pub type EventLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
 /// How to attach the program to the interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
@@ -95,7 +124,13 @@ impl Dataplane {
     /// Loads the object into the kernel and checks every map the loader
     /// relies on exists. Maps and links belong to this process.
     pub fn load() -> Result<Self, DataplaneError> {
-        let ebpf = load_object(None)?;
+        Self::load_logging(EbpfLog::Off)
+    }
+
+    /// [`Dataplane::load`] with the kernel programs' diagnostic events on
+    /// at `log` (for the benchmark of their cost).
+    pub fn load_logging(log: EbpfLog) -> Result<Self, DataplaneError> {
+        let ebpf = load_object(None, log)?;
         Ok(Dataplane {
             ebpf,
             attached: None,
@@ -111,10 +146,10 @@ impl Dataplane {
     /// adopted, contents and counters included, and `attach` and
     /// `attach_steering` take over its links. Maps of another build that
     /// do not fit are replaced (their contents lost, said in the log).
-    pub fn load_pinned(interface: &str) -> Result<Self, DataplaneError> {
+    pub fn load_pinned(interface: &str, log: EbpfLog) -> Result<Self, DataplaneError> {
         let dir = pins::pin_dir(interface)?;
         let fresh_pins = !pins::map_path(&dir, map_names::LISTENERS).exists();
-        let ebpf = match load_object(Some(&dir)) {
+        let ebpf = match load_object(Some(&dir), log) {
             Ok(ebpf) => ebpf,
             Err(err) => {
                 log::warn!(
@@ -122,7 +157,7 @@ impl Dataplane {
                     dir.display()
                 );
                 remove_pins(&dir, false);
-                load_object(Some(&dir))?
+                load_object(Some(&dir), log)?
             }
         };
         let mut dataplane = Dataplane {
@@ -417,6 +452,12 @@ impl Dataplane {
         Ok(Some(attachment.interface))
     }
 
+    /// Takes the reader of the kernel programs' diagnostic events (the
+    /// daemon polls it); only when loaded with logging on.
+    pub fn take_event_logger(&mut self) -> Option<EventLogger> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).ok()
+    }
+
     /// Takes the counter maps out of the object, so their reader (the admin
     /// thread) shares no lock with the rest of the daemon.
     pub fn take_stats_reader(&mut self) -> Result<StatsReader, DataplaneError> {
@@ -606,7 +647,7 @@ fn load_host_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
 
 /// Loads the object, with every map pinned in `pins` when given (adopted
 /// if already there), and its programs; checks every map name resolves.
-fn load_object(pins: Option<&Path>) -> Result<Ebpf, DataplaneError> {
+fn load_object(pins: Option<&Path>, log: EbpfLog) -> Result<Ebpf, DataplaneError> {
     if XDP_OBJECT.is_empty() {
         return Err(DataplaneError::NotBuilt);
     }
@@ -624,6 +665,10 @@ fn load_object(pins: Option<&Path>) -> Result<Ebpf, DataplaneError> {
         None => Vec::new(),
     };
     let mut loader = EbpfLoader::new();
+    // A load-time constant: with logging off, the verifier drops every
+    // log statement as dead code, so it costs the packet path nothing.
+    let level = log as u8;
+    loader.override_global("AYA_LOG_LEVEL", &level, true);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }

@@ -16,7 +16,7 @@ use gateway_tests::{
     frame::{ACK, Frame, SYN},
     hello::client_hello,
 };
-use gateway_userspace::dataplane::Dataplane;
+use gateway_userspace::dataplane::{Dataplane, EbpfLog};
 
 const GW_V4: [u8; 4] = [192, 0, 2, 1];
 const OTHER_V4: [u8; 4] = [198, 51, 100, 9];
@@ -149,6 +149,33 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "\n{rounds} interleaved rounds of BPF_PROG_TEST_RUN with repeat {repeat} per program and path; median (min-max)."
+    );
+    log_cost(&mut dataplane, &plan, repeat, rounds)?;
+    Ok(())
+}
+
+/// The cost of the kernel programs' diagnostic events on the drop path
+/// (which has one): logging off, as the daemon runs by default, against
+/// the same object with the events on at debug (written to the ring
+/// buffer, which nobody reads here), interleaved in the same rounds.
+fn log_cost(
+    off: &mut Dataplane,
+    plan: &gateway_userspace::compile::Plan,
+    repeat: u32,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let mut on = Dataplane::load_logging(EbpfLog::Debug)?;
+    on.apply(plan, Settings::default())?;
+    let frame = Frame::tcp4(GW_V4, 8081, SYN).build();
+    let (mut off_ns, mut on_ns) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        off_ns.push(time(off.program()?, &frame, repeat, 1)?);
+        on_ns.push(time(on.program()?, &frame, repeat, 1)?);
+    }
+    println!(
+        "\nDiagnostic events (`--ebpf-log`) on the unlisted-drop path, which logs one: off {:.1} ns/packet, debug {:.1} ns/packet.",
+        median(&mut off_ns),
+        median(&mut on_ns)
     );
     Ok(())
 }
