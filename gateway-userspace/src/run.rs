@@ -468,6 +468,7 @@ impl Reload<'_> {
         served_tx: &watch::Sender<Arc<proxy::Served>>,
     ) -> Option<(compile::Plan, Vec<PathBuf>)> {
         log::info!("{why}: reloading the configuration");
+        let started = std::time::Instant::now();
         let built = read_config(self.args, self.instance).and_then(|config| {
             build(
                 &config,
@@ -488,6 +489,7 @@ impl Reload<'_> {
                 return None;
             }
         };
+        let compiled = started.elapsed();
         let _ = served_tx.send(Arc::new(built.served));
         if let Err(err) = dataplane.apply(&built.plan, ephemeral_range()) {
             // The proxy already serves the new plan; the kernel maps are
@@ -498,9 +500,11 @@ impl Reload<'_> {
         }
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
         log::info!(
-            "configuration reloaded: {} listener(s), {} server host(s)",
+            "configuration reloaded: {} listener(s), {} server host(s); read and compiled in {:.1} ms, kernel maps updated in {:.1} ms",
             built.plan.listeners.len(),
-            built.plan.kernel_hosts().len()
+            built.plan.kernel_hosts().len(),
+            compiled.as_secs_f64() * 1000.0,
+            (started.elapsed() - compiled).as_secs_f64() * 1000.0
         );
         Some((built.plan, built.certificates))
     }

@@ -74,6 +74,10 @@ enum Bench {
     /// packet can take, against a trivial XDP_PASS program in the same
     /// rounds (needs root).
     Xdp(XdpArgs),
+    /// Reloads a running daemon to 1,000 listeners with 10,000 hosts and
+    /// back under a client loop: time to compile and to update the maps,
+    /// and failed requests (needs root).
+    Reload,
 }
 
 #[derive(clap::Args)]
@@ -149,6 +153,13 @@ fn main() -> anyhow::Result<()> {
                     require_root("cargo xtask bench xdp", "it loads BPF programs")?;
                     bench_xdp(&root, &args)
                 }
+                Bench::Reload => {
+                    require_root(
+                        "cargo xtask bench reload",
+                        "it creates network namespaces and attaches XDP programs",
+                    )?;
+                    bench_reload(&root)
+                }
             }
         }
     }
@@ -189,6 +200,35 @@ fn bench_xdp(root: &Path, args: &XdpArgs) -> anyhow::Result<()> {
     print!("{report}");
     let out = root.join("target/bench-xdp.md");
     std::fs::write(&out, report)?;
+    println!("(written to {})", out.display());
+    Ok(())
+}
+
+/// Builds the release gateway and the reload benchmark, runs it, and
+/// writes its table to `target/bench-reload.md`.
+fn bench_reload(root: &Path) -> anyhow::Result<()> {
+    provision::debian_packages(&[("curl", "curl"), ("ip", "iproute2")])?;
+    let gateway = exec::build_release_gateway(root)?;
+    run(&mut cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "gateway-tests",
+        "--bin",
+        "reload-bench",
+    ]))?;
+    let bench = std::process::Command::new(root.join("target/release/reload-bench"))
+        .env("GATEWAY_BIN", &gateway)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot start reload-bench")?;
+    let table = String::from_utf8_lossy(&bench.stdout).into_owned();
+    print!("{table}");
+    if !bench.status.success() {
+        bail!("reload-bench failed ({})", bench.status);
+    }
+    let out = root.join("target/bench-reload.md");
+    std::fs::write(&out, table)?;
     println!("(written to {})", out.display());
     Ok(())
 }
