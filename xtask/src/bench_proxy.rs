@@ -578,12 +578,19 @@ impl Drop for XdpPass {
 /// Compiles the trivial XDP_PASS program (LLVM IR) with `llc`: the
 /// baseline of both benchmarks that involve XDP.
 pub fn build_xdp_pass(scratch: &Path) -> anyhow::Result<PathBuf> {
-    let source = scratch.join("xdp_pass.ll");
-    let object = scratch.join("xdp_pass.o");
+    build_trivial_xdp(scratch, "xdp_pass", 2)
+}
+
+/// A program `name` that only returns `action` (1 = XDP_DROP, 2 = XDP_PASS).
+pub fn build_trivial_xdp(scratch: &Path, name: &str, action: u32) -> anyhow::Result<PathBuf> {
+    let source = scratch.join(format!("{name}.ll"));
+    let object = scratch.join(format!("{name}.o"));
     fs::write(
         &source,
-        "@_license = global [4 x i8] c\"GPL\\00\", section \"license\", align 1\n\
-         define i32 @xdp_pass(i8* %ctx) section \"xdp\" {\n  ret i32 2\n}\n",
+        format!(
+            "@_license = global [4 x i8] c\"GPL\\00\", section \"license\", align 1\n\
+             define i32 @{name}(i8* %ctx) section \"xdp\" {{\n  ret i32 {action}\n}}\n"
+        ),
     )?;
     run(Command::new("llc")
         .args(["-march=bpf", "-filetype=obj", "-o"])

@@ -2,6 +2,7 @@
 //! the eBPF toolchain, running the gateway on a demo interface, and running
 //! every test level (some need root and network namespaces).
 mod bench;
+mod bench_flood;
 mod bench_proxy;
 mod demo;
 mod exec;
@@ -85,9 +86,13 @@ struct XdpArgs {
     /// Runs of each program on each path per measurement (the kernel reports their mean).
     #[arg(long, default_value_t = 1_000_000)]
     repeat: u32,
-    /// Interleaved rounds; each cell is the median (and range) over them.
+    /// Interleaved rounds; each cell is the median (and range) over them
+    /// (the flood runs at most 3).
     #[arg(long, default_value_t = 5)]
     rounds: u32,
+    /// SYNs sent per flood measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    flood_packets: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -191,9 +196,12 @@ fn bench_xdp(root: &Path, args: &XdpArgs) -> anyhow::Result<()> {
         bail!("xdp-bench failed ({})", bench.status);
     }
     let table = String::from_utf8_lossy(&bench.stdout);
+    provision::debian_packages(&[("trafgen", "netsniff-ng"), ("nft", "nftables")])?;
+    let gateway = exec::build_release_gateway(root)?;
+    let flood = bench_flood::flood(root, &gateway, args.flood_packets, args.rounds.min(3))?;
     let machine = exec::output(std::process::Command::new("uname").arg("-r")).unwrap_or_default();
     let report = format!(
-        "{table}Kernel {}, {} CPUs.\n",
+        "{table}\n{flood}\nKernel {}, {} CPUs.\n",
         machine.trim(),
         std::thread::available_parallelism().map_or(1, usize::from)
     );
