@@ -12,6 +12,7 @@ mod decide;
 mod host;
 mod maps;
 mod reason;
+pub mod reference;
 mod reset;
 
 pub use addr::{ADDR_ANY, ipv4_mapped};

@@ -10,6 +10,7 @@ pub mod hello;
 pub mod hostile;
 pub mod netns;
 pub mod pki;
+pub mod rng;
 pub mod steer;
 
 /// Fails fast, with the reason, when the tests are not run as root.

@@ -13,6 +13,7 @@ use gateway_tests::{
     frame::{ACK, Frame, checksum_is_valid},
     hello::client_hello,
     require_root,
+    rng::Rng,
 };
 use gateway_userspace::{
     compile::{KernelHost, Plan},
@@ -429,25 +430,6 @@ fn listeners_reset_nothing_unless_asked() {
     assert_eq!(h.resets(80), 0);
 }
 
-/// xorshift64*: deterministic, seeded per run from the clock and printed,
-/// so a failing case can be replayed with `HOST_PROPERTY_SEED`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// Mutates a segment the ways a hostile or broken client might: flipped
-/// bytes, overwritten length fields, cuts, and spliced-in copies.
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut bytes = seed.to_vec();
     for _ in 0..=rng.below(4) {
@@ -478,17 +460,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 fn the_kernel_agrees_with_the_reference_on_real_and_mutated_segments() {
     let mut h = Harness::new();
     let reference = h.reference();
-    let seed = std::env::var("HOST_PROPERTY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
-    println!("HOST_PROPERTY_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("HOST_PROPERTY_SEED");
     let seeds: Vec<(u16, Vec<u8>)> = vec![
         (443, client_hello("dataengine.com")),
         (443, client_hello("x.example.com")),

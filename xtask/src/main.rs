@@ -290,6 +290,7 @@ fn test() -> anyhow::Result<()> {
     gateway_tests("packet", &gateway, false)?;
     gateway_tests("packet_hosts", &gateway, false)?;
     gateway_tests("packet_steering", &gateway, false)?;
+    gateway_tests("packet_reference", &gateway, false)?;
     println!("== end-to-end tests (network namespaces, real clients)");
     gateway_tests("e2e", &gateway, false)?;
     gateway_tests("reload", &gateway, false)?;
