@@ -441,7 +441,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
             0 => bytes[at] ^= 1 << rng.below(8),
             1 => bytes[at] = [0x00, 0xff, 0x2e, 0x0a, 0x3a][rng.below(5)],
             2 => {
-                let len = (rng.next() & 0xffff) as u16;
+                let len = (rng.next_u64() & 0xffff) as u16;
                 let end = (at + 2).min(bytes.len());
                 bytes[at..end].copy_from_slice(&len.to_be_bytes()[..end - at]);
             }

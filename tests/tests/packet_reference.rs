@@ -318,7 +318,7 @@ fn random_frame(rng: &mut Rng, shapes: &[Vec<u8>]) -> Vec<u8> {
         bytes[at] = match rng.below(4) {
             0 => bytes[at] ^ (1 << rng.below(8)),
             1 => [0x00, 0xff, 0x06, 0x11, 0x2c, 0x33, 0x81, 0x86][rng.below(8)],
-            _ => rng.next() as u8,
+            _ => rng.next_u64() as u8,
         };
     }
     if rng.below(4) == 0 && bytes.len() > ETH_HLEN {
