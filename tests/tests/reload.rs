@@ -285,3 +285,115 @@ fn gateway_reload_and_sighup_reread_the_configuration() {
         "{stderr}"
     );
 }
+
+/// A TLS client that keeps one connection open across a certificate
+/// change: prints the certificate's subject, makes a request, waits for
+/// the file `argv[4]`, then makes a second request on the same connection.
+const KEEP_OPEN: &str = r#"
+import os, socket, ssl, sys, time
+host, ip, ca, flag = sys.argv[1:5]
+context = ssl.create_default_context(cafile=ca)
+conn = context.wrap_socket(socket.create_connection((ip, 443), timeout=5), server_hostname=host)
+def get():
+    conn.sendall(("GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host).encode())
+    data = b""
+    while not data.endswith(b"served"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise SystemExit("connection closed")
+        data += chunk
+subject = dict(x[0] for x in conn.getpeercert()["subject"])
+print("held connection certificate:", subject["commonName"], flush=True)
+get()
+for _ in range(400):
+    if os.path.exists(flag):
+        break
+    time.sleep(0.05)
+get()
+print("second request on the held connection: served", flush=True)
+"#;
+
+/// Prints the certificate a new connection gets.
+const NEW_CONNECTION: &str = r#"
+import socket, ssl, sys
+host, ip, ca = sys.argv[1:4]
+context = ssl.create_default_context(cafile=ca)
+conn = context.wrap_socket(socket.create_connection((ip, 443), timeout=5), server_hostname=host)
+print(dict(x[0] for x in conn.getpeercert()["subject"])["commonName"])
+"#;
+
+#[test]
+fn a_renewed_certificate_is_served_to_new_connections_and_held_ones_stay_up() {
+    require_root();
+    let topology = Topology::new();
+    let scratch = Scratch::new();
+    let pki = gateway_tests::pki::Pki::new();
+    let (crt_a, key_a) = pki.issue("cert-a", "DNS:tls.example");
+    let (crt_b, key_b) = pki.issue("cert-b", "DNS:tls.example");
+    let (crt, key) = (scratch.path.join("tls.crt"), scratch.path.join("tls.key"));
+    fs::copy(&crt_a, &crt).expect("crt");
+    fs::copy(&key_a, &key).expect("key");
+    let config = scratch.path.join("gateway.yaml");
+    fs::write(
+        &config,
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [tls.example]\n    tls: {{mode: SIMPLE, serverCertificate: {}, privateKey: {}}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: istio-system}}\nspec:\n  hosts: [tls.example]\n  gateways: [gw]\n  http:\n  - directResponse: {{status: 200, body: {{string: served}}}}\n",
+            crt.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let daemon = start(&topology, &config);
+    let ca = pki.path("ca.crt");
+    let flag = scratch.path.join("go");
+    let python = "/usr/bin/python3";
+    let held = topology
+        .exec(
+            &topology.client_ns,
+            &[
+                "timeout",
+                "30",
+                python,
+                "-c",
+                KEEP_OPEN,
+                "tls.example",
+                GATEWAY_V4,
+                &ca,
+            ],
+        )
+        .arg(&flag)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("held client");
+    thread::sleep(Duration::from_millis(500));
+    // Renew: new files renamed over the old ones, as cert-manager does.
+    let staged = scratch.path.join("staged");
+    fs::copy(&crt_b, &staged).expect("stage crt");
+    fs::rename(&staged, &crt).expect("crt");
+    fs::copy(&key_b, &staged).expect("stage key");
+    fs::rename(&staged, &key).expect("key");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(&topology, "config.reloads") == 0 {
+        assert!(Instant::now() < deadline, "no reload: {}", daemon.log());
+    }
+    let fresh = topology.client(&[python, "-c", NEW_CONNECTION, "tls.example", GATEWAY_V4, &ca]);
+    assert_eq!(
+        String::from_utf8_lossy(&fresh.stdout).trim(),
+        "cert-b",
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    fs::write(&flag, "go").expect("flag");
+    let out = held.wait_with_output().expect("held client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("held connection certificate: cert-a"),
+        "{text}"
+    );
+    assert!(
+        text.contains("second request on the held connection: served"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
