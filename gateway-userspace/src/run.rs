@@ -28,13 +28,14 @@ use crate::{LogFormat, RunArgs};
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Before any thread exists: pins must live where they outlive us.
-    match pins::join_outer_mount_namespace() {
+    match pins::prepare_outer_bpffs() {
         Ok(Some(pid)) => log::info!(
-            "joined the mount namespace of process {pid} (outside `ip netns exec`'s), so the pinned maps and links outlive this process"
+            "pinned maps and links go to the bpffs at {} in the mount namespace of process {pid} (outside `ip netns exec`'s), so they outlive this process",
+            pins::BPFFS
         ),
         Ok(None) => {}
         Err(err) => log::warn!(
-            "cannot leave `ip netns exec`'s private mount namespace ({err}); the pinned maps and links will not outlive this process"
+            "cannot reach the mount namespace outside `ip netns exec`'s ({err}); the pinned maps and links will not outlive this process"
         ),
     }
     let (runtime, workers) = runtime(args.workers).context("cannot start the async runtime")?;

@@ -70,6 +70,10 @@ fn after_kill_9_xdp_keeps_filtering_and_a_new_daemon_adopts_and_serves_within_2_
     let pins = Pins::of(&topology);
     let mut daemon = start_example(&topology, &[], None);
     assert_eq!(redirect(&topology), Ok(()));
+    // The daemon stays in the mount namespace `ip netns exec` made (its
+    // /etc/netns files and /sys apply), though its pins live outside it.
+    let mount_ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    assert_ne!(mount_ns(daemon.pid()), mount_ns(std::process::id()));
     let drops_before = stat(&topology, "xdp.reason.no_listener.packets");
     daemon.kill();
 

@@ -13,7 +13,7 @@ use std::{
     io,
     os::{
         fd::{AsRawFd, BorrowedFd},
-        unix::fs::MetadataExt,
+        unix::fs::{MetadataExt, OpenOptionsExt},
     },
     path::{Path, PathBuf},
 };
@@ -32,26 +32,42 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// The pin directory of the daemon on `interface` in this network
 /// namespace, with the bpffs mounted and the directory made if needed.
 pub fn pin_dir(interface: &str) -> Result<PathBuf, DataplaneError> {
+    let root = bpffs_root();
     let error = |source: io::Error| DataplaneError::Pins {
         path: PathBuf::from(BPFFS),
         source,
     };
-    std::fs::create_dir_all(BPFFS).map_err(error)?;
-    {
-        // Two daemons starting at once must not both mount: the second
-        // mount would hide the first one's pins.
-        let _lock = lock(Path::new(BPFFS).with_extension("lock").as_path()).map_err(error)?;
-        if !is_bpffs(Path::new(BPFFS)).map_err(error)? {
-            mount_bpffs(Path::new(BPFFS)).map_err(error)?;
-        }
+    if root == Path::new(BPFFS) {
+        ensure_bpffs().map_err(error)?;
     }
     let netns = std::fs::metadata("/proc/self/ns/net").map_err(error)?;
-    let dir = Path::new(BPFFS).join(format!("{}-{interface}", netns.ino()));
+    let dir = root.join(format!("{}-{interface}", netns.ino()));
     std::fs::create_dir_all(&dir).map_err(|source| DataplaneError::Pins {
         path: dir.clone(),
         source,
     })?;
     Ok(dir)
+}
+
+/// Mounts a bpffs at [`BPFFS`] in this mount namespace unless one is there.
+fn ensure_bpffs() -> io::Result<()> {
+    std::fs::create_dir_all(BPFFS)?;
+    // Two daemons starting at once must not both mount: the second mount
+    // would hide the first one's pins.
+    let _lock = lock(Path::new(BPFFS).with_extension("lock").as_path())?;
+    if !is_bpffs(Path::new(BPFFS))? {
+        mount_bpffs(Path::new(BPFFS))?;
+    }
+    Ok(())
+}
+
+/// Where [`BPFFS`] is reached from this process: the path itself, or,
+/// after [`prepare_outer_bpffs`], a descriptor of the outer namespace's
+/// mount (`/proc/self/fd/N`).
+static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+fn bpffs_root() -> PathBuf {
+    ROOT.get().cloned().unwrap_or_else(|| PathBuf::from(BPFFS))
 }
 
 /// An exclusive lock on `path` (created if missing), held until dropped.
@@ -73,7 +89,7 @@ fn lock(path: &Path) -> io::Result<std::fs::File> {
 /// namespace, if one exists; mounts nothing.
 pub fn existing_pin_dir(interface: &str) -> Option<PathBuf> {
     let netns = std::fs::metadata("/proc/self/ns/net").ok()?;
-    let dir = Path::new(BPFFS).join(format!("{}-{interface}", netns.ino()));
+    let dir = bpffs_root().join(format!("{}-{interface}", netns.ino()));
     dir.is_dir().then_some(dir)
 }
 
@@ -105,27 +121,44 @@ fn mount_bpffs(path: &Path) -> io::Result<()> {
     mount_here(path)
 }
 
-/// Joins the mount namespace `ip netns exec` was run from, when this
-/// process runs in the private one `ip netns exec` makes (to remount
-/// `/sys`) and no bpffs is mounted at [`BPFFS`] yet. A bpffs mounted in
-/// the private namespace, with every pin in it, would die with the
-/// process; in the outer one (the host's) it outlives it, and the next
-/// `ip netns exec` sees it. The network namespace does not change. Must
+/// Mounts the bpffs in the mount namespace `ip netns exec` was run from,
+/// when this process runs in the private one `ip netns exec` makes (to
+/// remount `/sys`, and to bind `/etc/netns/NAME/*` over `/etc`) and no
+/// bpffs is at [`BPFFS`] yet. A bpffs mounted in the private namespace,
+/// with every pin in it, would die with the process; in the outer one
+/// (the host's) it outlives it, and the next `ip netns exec` sees it. The
+/// process enters the outer namespace only long enough to mount and to
+/// open the mount, then returns, so its own `/etc` and `/sys` stay as
+/// `ip netns exec` made them; pins go through the open descriptor. Must
 /// run before the process starts threads (`setns` refuses otherwise).
-/// Returns the process whose namespace was joined.
+/// Returns the process whose namespace holds the bpffs.
 #[allow(unsafe_code)]
-pub fn join_outer_mount_namespace() -> io::Result<Option<u32>> {
+pub fn prepare_outer_bpffs() -> io::Result<Option<u32>> {
     if is_bpffs(Path::new(BPFFS)).unwrap_or(false) {
         return Ok(None);
     }
-    let Some((pid, ns)) = outer_mount_namespace() else {
+    let Some((pid, outer)) = outer_mount_namespace() else {
         return Ok(None);
     };
-    let file = std::fs::File::open(&ns)?;
-    // SAFETY: a valid namespace file descriptor; the process has one thread.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+    let ours = std::fs::File::open("/proc/self/ns/mnt")?;
+    let outer = std::fs::File::open(&outer)?;
+    // SAFETY: valid namespace file descriptors; the process has one thread.
+    if unsafe { libc::setns(outer.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    let opened = ensure_bpffs().and_then(|()| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(BPFFS)
+    });
+    // SAFETY: as above; back to the namespace this process started in.
+    if unsafe { libc::setns(ours.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let dir = opened?;
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(dir);
+    let _ = ROOT.set(PathBuf::from(format!("/proc/self/fd/{fd}")));
     Ok(Some(pid))
 }
 
