@@ -335,16 +335,18 @@ fn a_frame_cut_short_of_its_ip_length_is_read_only_as_far_as_it_goes() {
     let mut h = Harness::new();
     let hello = client_hello("dataengine.com");
     let frame = tls4(&hello);
-    let bytes = frame.build();
-    let name_at = bytes
+    let name_at = frame
+        .build()
         .windows(14)
         .position(|w| w == b"dataengine.com")
         .expect("SNI in the frame");
     // The IP length says the name is all there; the frame ends inside it.
     let cut = frame.clone().truncate(name_at + 5);
     assert_eq!(h.run(443, &cut), class(HostClass::Partial));
-    // Cut after the name, the rest of the hello is not needed.
-    let cut = frame.truncate(bytes.len() - 10);
+    // Cut right after the name, the rest of the hello is not needed
+    // (rustls orders extensions differently from run to run, so the name
+    // may come last: the cut is made where the name ends).
+    let cut = frame.truncate(name_at + "dataengine.com".len());
     let exact = h.host_id(443, "dataengine.com");
     assert_eq!(h.run(443, &cut), known(exact));
 }
