@@ -295,6 +295,7 @@ fn test() -> anyhow::Result<()> {
     gateway_tests("e2e", &gateway, false)?;
     gateway_tests("reload", &gateway, false)?;
     gateway_tests("restart", &gateway, false)?;
+    gateway_tests("egress", &gateway, false)?;
     println!(
         "== proxy end to end (TLS, mTLS, passthrough, routing, upstreams, websocket, TCP; curl, openssl, nginx)"
     );
