@@ -123,3 +123,128 @@ fn the_egress_instance_passes_a_workloads_tls_through_to_the_external_host() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn plain_http_leaves_the_egress_gateway_as_verified_tls() {
+    require_root();
+    let mut topology = Topology::new();
+    topology.add_backend_namespace();
+    let outside_ns = topology.backend_ns.clone().expect("outside namespace");
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("external-api", "DNS:api.external.test");
+    let other_ca = Pki::new();
+    let outside_addr: SocketAddr = format!("{BACKEND_V4}:443").parse().expect("addr");
+    let _outside = Backend::start(
+        &topology,
+        &outside_ns,
+        Path::new(TEST_BACKEND),
+        &[
+            "--name",
+            "external-api",
+            "--listen",
+            &outside_addr.to_string(),
+            "--tls",
+            &crt,
+            &key,
+        ],
+        outside_addr,
+    );
+    let _hosts = NetnsHosts::new(
+        &topology.gateway_ns,
+        &format!("{BACKEND_V4} api.external.test bad.external.test\n"),
+    );
+    let ca = pki.path("ca.crt");
+    let wrong_ca = other_ca.path("ca.crt");
+    let mut yaml = String::from(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [api.external.test, bad.external.test]
+",
+    );
+    for (host, ca) in [("api.external.test", &ca), ("bad.external.test", &wrong_ca)] {
+        yaml.push_str(&format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {host}, namespace: istio-system}}
+spec:
+  hosts: [{host}]
+  gateways: [egress]
+  http:
+  - route: [{{destination: {{host: {host}, port: {{number: 443}}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {host}, namespace: istio-system}}
+spec:
+  hosts: [{host}]
+  location: MESH_EXTERNAL
+  ports: [{{number: 443, name: https, protocol: HTTPS}}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {host}, namespace: istio-system}}
+spec:
+  host: {host}
+  trafficPolicy:
+    tls: {{mode: SIMPLE, sni: api.external.test, caCertificates: {ca}}}
+"
+        ));
+    }
+    let scratch = gateway_tests::hostile::Scratch::new();
+    let config = scratch.path.join("egress.yaml");
+    fs::write(&config, yaml).expect("config");
+    let daemon = Daemon::start(
+        &topology,
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--labels",
+            "istio=egressgateway",
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            GATEWAY_V4,
+            "--admin-address",
+            ADMIN,
+        ],
+    );
+    let get = |host: &str| {
+        let resolve = format!("{host}:80:{GATEWAY_V4}");
+        topology.client(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-w",
+            "\nstatus=%{http_code}",
+            "--resolve",
+            &resolve,
+            &format!("http://{host}/plain"),
+        ])
+    };
+    let out = get("api.external.test");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("status=200"), "{body}\n{}", daemon.log());
+    assert!(body.contains("backend=external-api"), "{body}");
+    assert!(body.contains("path=/plain"), "{body}");
+    // A certificate the DestinationRule's CA did not sign: 503, logged,
+    // never sent in plaintext.
+    let out = get("bad.external.test");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("status=503"), "{body}");
+    assert!(body.contains("TLS error"), "{body}");
+    assert!(!body.contains("backend=external-api"), "{body}");
+    assert!(
+        daemon.log().contains("upstream TLS to")
+            && daemon.log().contains("not falling back to plaintext"),
+        "{}",
+        daemon.log()
+    );
+}

@@ -135,16 +135,20 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
     );
     let tls = field(entries, "tls").and_then(|node| {
         let tls = client_tls(d, node, &join(path, "tls"))?;
-        if tls.mode != "DISABLE" {
-            d.report(
-                Severity::Warning,
-                node,
-                &join(path, "tls"),
-                format!(
-                    "TLS origination ({}) is not applied by this gateway yet: it connects to this host in plaintext",
-                    tls.mode
-                ),
-            );
+        let not_applied = match tls.mode.as_str() {
+            "ISTIO_MUTUAL" => Some(
+                "TLS origination (ISTIO_MUTUAL) needs mesh identities this gateway does not have: it connects to this host in plaintext",
+            ),
+            "MUTUAL" if tls.client_certificate.is_none() => Some(
+                "TLS origination (MUTUAL) with credentialName is not applied yet: give clientCertificate and privateKey files; it connects to this host in plaintext",
+            ),
+            _ if tls.insecure_skip_verify => Some(
+                "insecureSkipVerify is not applied: the server certificate is always verified",
+            ),
+            _ => None,
+        };
+        if let Some(message) = not_applied {
+            d.report(Severity::Warning, node, &join(path, "tls"), message.to_string());
         }
         Some(tls)
     });

@@ -729,7 +729,7 @@ fn assert_no_errors(config: &Config) {
 fn traffic_policy_the_proxy_does_not_apply_yet_is_warned_field_by_field() {
     let config = load_kind(
         "DestinationRule",
-        "  host: web\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n    connectionPool: {tcp: {maxConnections: 5, connectTimeout: 1s}, http: {maxRetries: 2, h2UpgradePolicy: UPGRADE}}\n    outlierDetection: {consecutive5xxErrors: 5}\n    tls: {mode: SIMPLE}\n",
+        "  host: web\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n    connectionPool: {tcp: {maxConnections: 5, connectTimeout: 1s}, http: {maxRetries: 2, h2UpgradePolicy: UPGRADE}}\n    outlierDetection: {consecutive5xxErrors: 5}\n    tls: {mode: ISTIO_MUTUAL}\n",
     );
     let warned: Vec<&str> = config
         .diagnostics
@@ -749,11 +749,24 @@ fn traffic_policy_the_proxy_does_not_apply_yet_is_warned_field_by_field() {
     );
     assert!(
         config.diagnostics.iter().any(|d| d.message
-            == "TLS origination (SIMPLE) is not applied by this gateway yet: it connects to this host in plaintext"),
+            == "TLS origination (ISTIO_MUTUAL) needs mesh identities this gateway does not have: it connects to this host in plaintext"),
         "{:?}",
         config.diagnostics
     );
-    // Applied: connectTimeout, h2UpgradePolicy, and DISABLE origination.
+    // Applied: connectTimeout, h2UpgradePolicy, and DISABLE origination;
+    // SIMPLE and MUTUAL origination too (no warning).
+    let simple = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    tls: {mode: SIMPLE, sni: web.example}\n",
+    );
+    assert!(
+        simple
+            .diagnostics
+            .iter()
+            .all(|d| d.severity != Severity::Warning),
+        "{:?}",
+        simple.diagnostics
+    );
     let applied = load_kind(
         "DestinationRule",
         "  host: web\n  trafficPolicy:\n    loadBalancer: {simple: LEAST_REQUEST}\n    connectionPool: {tcp: {connectTimeout: 1s}, http: {useClientProtocol: true}}\n    tls: {mode: DISABLE}\n",

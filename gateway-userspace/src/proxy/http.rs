@@ -399,7 +399,7 @@ async fn forward(
     };
     entry.upstream_host = Some(endpoint.addr);
     let sent = Instant::now();
-    let exchange = upstream::send(&endpoint, cluster.connect_timeout, version, upstream_req);
+    let exchange = upstream::send(&endpoint, cluster, version, upstream_req);
     let result = match timeout {
         Some(limit) => match tokio::time::timeout(*limit, exchange).await {
             Ok(result) => result,
@@ -471,6 +471,15 @@ fn upstream_failure(err: UpstreamError, entry: &mut Entry) -> Response<ProxyBody
             local(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            )
+        }
+        UpstreamError::Tls { .. } => {
+            // Envoy's wording for a failed upstream TLS handshake.
+            entry.details =
+                Some("upstream_reset_before_response_started{connection_failure,TLS_error}");
+            local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error",
             )
         }
         UpstreamError::Exchange { .. } => {

@@ -15,6 +15,7 @@ mod downstream;
 pub mod http;
 mod listener;
 pub mod metrics;
+pub mod origination;
 pub mod redirect;
 pub mod rewrite;
 pub mod route;
@@ -45,6 +46,13 @@ pub enum ProxyError {
     /// A route table whose regexes do not compile.
     #[error("routes")]
     Routes(#[from] http::RoutesError),
+    /// A cluster's TLS origination (DestinationRule `tls`) cannot be set up.
+    #[error("{cluster}: TLS origination")]
+    Origination {
+        cluster: String,
+        #[source]
+        source: tls::TlsSetupError,
+    },
     /// A terminating server's certificate or settings cannot be used.
     #[error("{server}: TLS")]
     Tls {

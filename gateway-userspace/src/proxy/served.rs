@@ -120,7 +120,7 @@ impl Served {
     /// Builds what every listener of `plan` serves, loading certificates.
     pub fn new(plan: &Plan, options: Options) -> Result<Self, ProxyError> {
         let shared = Arc::new(Shared {
-            upstreams: upstream::Upstreams::new(&plan.clusters),
+            upstreams: upstream::Upstreams::new(&plan.clusters)?,
             access_log: access_log::AccessLog::new(options.access_log),
             trusted_proxies: options.trusted_proxies,
         });

@@ -5,18 +5,18 @@
 //! planned in-kernel splice (sockmap) replaces it for raw TCP streams.
 use std::{net::SocketAddr, sync::Arc};
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::upstream::{UpstreamCluster, UpstreamError, Upstreams, random, weighted};
+use super::{
+    origination::UpstreamIo,
+    upstream::{UpstreamCluster, UpstreamError, Upstreams, random, weighted},
+};
 use crate::compile::{Backend, Forward};
 
 /// A connected backend and how it was chosen.
 #[derive(Debug)]
 pub struct Connected {
-    pub stream: TcpStream,
+    pub stream: UpstreamIo,
     pub addr: SocketAddr,
     pub cluster: String,
 }
@@ -46,17 +46,10 @@ impl ForwardError {
 pub async fn connect(forward: &Forward, upstreams: &Upstreams) -> Result<Connected, ForwardError> {
     let cluster = cluster(&forward.0, upstreams)?;
     let endpoint = cluster.pick().await?;
-    let stream = tokio::time::timeout(cluster.connect_timeout, TcpStream::connect(endpoint.addr))
-        .await
-        .map_err(|_| UpstreamError::Connect {
-            addr: endpoint.addr,
-            reason: format!("timed out after {:?}", cluster.connect_timeout),
-        })?
-        .map_err(|err| UpstreamError::Connect {
-            addr: endpoint.addr,
-            reason: err.to_string(),
-        })?;
-    let _ = stream.set_nodelay(true);
+    // TLS when the cluster originates it, as for HTTP.
+    let stream =
+        super::upstream::connect(endpoint.addr, cluster.connect_timeout, cluster.tls.as_ref())
+            .await?;
     Ok(Connected {
         stream,
         addr: endpoint.addr,
@@ -84,13 +77,14 @@ pub type Moved = (u64, u64);
 /// Sends `prefix` (bytes already read from the client, such as a peeked
 /// ClientHello) to the backend, then copies both directions until both
 /// sides have closed. Half-closes are passed on.
-pub async fn copy_both_ways<D>(
+pub async fn copy_both_ways<D, U>(
     downstream: &mut D,
     prefix: &[u8],
-    upstream: &mut TcpStream,
+    upstream: &mut U,
 ) -> std::io::Result<Moved>
 where
     D: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     upstream.write_all(prefix).await?;
     let (up, down) = tokio::io::copy_bidirectional(downstream, upstream).await?;

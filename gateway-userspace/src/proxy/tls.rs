@@ -206,7 +206,7 @@ fn read(path: &str) -> Result<Vec<u8>, TlsSetupError> {
     })
 }
 
-fn read_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+pub(super) fn read_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let pem = read(path)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
@@ -223,7 +223,7 @@ fn read_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsSetupError>
     Ok(chain)
 }
 
-fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+pub(super) fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
     let pem = read(path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|err| TlsSetupError::Pem {
         path: path.to_string(),

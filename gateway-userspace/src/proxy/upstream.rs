@@ -24,7 +24,11 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::http::ProxyBody;
+use super::{
+    ProxyError,
+    http::ProxyBody,
+    origination::{Origination, UpstreamIo, origination},
+};
 use crate::{
     compile::{Cluster, Endpoint},
     model::{EndpointAddress, LoadBalancer},
@@ -51,6 +55,9 @@ pub enum UpstreamError {
     /// TCP connect failed or timed out (UF).
     #[error("upstream connect error to {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
+    /// The TLS handshake of origination failed (UF): a 503, never plaintext.
+    #[error("upstream TLS to {addr} failed: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
     /// The exchange failed after the connection was made (UC: reset before headers).
     #[error("upstream {addr}: {source}")]
     Exchange {
@@ -70,7 +77,7 @@ impl UpstreamError {
     pub fn flag(&self) -> &'static str {
         match self {
             UpstreamError::NoEndpoint | UpstreamError::Resolve { .. } => "UH",
-            UpstreamError::Connect { .. } => "UF",
+            UpstreamError::Connect { .. } | UpstreamError::Tls { .. } => "UF",
             UpstreamError::Exchange { .. } => "UC",
         }
     }
@@ -141,11 +148,14 @@ pub struct UpstreamCluster {
     next: AtomicUsize,
     pub connect_timeout: Duration,
     pub protocol: UpstreamProtocol,
+    /// TLS to the endpoints (DestinationRule `tls` SIMPLE or MUTUAL).
+    pub tls: Option<Origination>,
 }
 
 impl UpstreamCluster {
-    /// Builds the runtime form of a compiled cluster.
-    pub fn new(cluster: &Cluster) -> Self {
+    /// Builds the runtime form of a compiled cluster; fails when its TLS
+    /// origination cannot be set up (a start or a reload fails, never a request).
+    pub fn new(cluster: &Cluster) -> Result<Self, ProxyError> {
         let balance = match &cluster.policy.load_balancer {
             Some(LoadBalancer::Simple(name)) if name == "LEAST_REQUEST" || name == "LEAST_CONN" => {
                 Balance::LeastRequest
@@ -184,14 +194,31 @@ impl UpstreamCluster {
             .and_then(crate::config::duration_millis)
             .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        UpstreamCluster {
+        let protocol = upstream_protocol(cluster);
+        // TLS to an HTTP/2 cluster negotiates h2; the others speak HTTP/1.1
+        // (a cluster that follows the client speaks HTTP/1.1 over TLS).
+        let alpn: &[u8] = if protocol == UpstreamProtocol::Http2 {
+            b"h2"
+        } else {
+            b"http/1.1"
+        };
+        let tls = origination(cluster, alpn).map_err(|source| ProxyError::Origination {
+            cluster: cluster.name.clone(),
+            source,
+        })?;
+        let protocol = match (&tls, protocol) {
+            (Some(_), UpstreamProtocol::SameAsClient) => UpstreamProtocol::Http1,
+            (_, protocol) => protocol,
+        };
+        Ok(UpstreamCluster {
             name: cluster.name.clone(),
             balance,
             endpoints,
             next: AtomicUsize::new(0),
             connect_timeout,
-            protocol: upstream_protocol(cluster),
-        }
+            protocol,
+            tls,
+        })
     }
 
     /// The endpoint the next request goes to.
@@ -367,37 +394,58 @@ impl Drop for ActiveRequest {
     }
 }
 
-/// Sends `req` (origin-form URI, headers ready) to `endpoint` over
-/// `version`, reusing a pooled connection when one is idle.
+/// Sends `req` (origin-form URI, headers ready) to `endpoint` of
+/// `cluster` over `version`, reusing a pooled connection when one is idle.
 pub async fn send(
     endpoint: &Arc<UpstreamEndpoint>,
-    connect_timeout: Duration,
+    cluster: &UpstreamCluster,
     version: Version,
     req: Request<ProxyBody>,
 ) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
+    let connect_timeout = cluster.connect_timeout;
+    let tls = cluster.tls.as_ref();
     endpoint.active.fetch_add(1, Ordering::Relaxed);
     let mut active = ActiveRequest {
         endpoint: Arc::clone(endpoint),
         http1: None,
     };
     let response = if version == Version::HTTP_2 {
-        send_http2(endpoint, connect_timeout, req).await?
+        send_http2(endpoint, connect_timeout, tls, req).await?
     } else {
-        let (response, sender) = send_http1(endpoint, connect_timeout, req).await?;
+        let (response, sender) = send_http1(endpoint, connect_timeout, tls, req).await?;
         active.http1 = Some(sender);
         response
     };
     Ok((response, active))
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+/// Connects to `addr`, wrapped in TLS when the cluster originates it (the
+/// handshake within the same connect timeout).
+pub(super) async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&Origination>,
+) -> Result<UpstreamIo, UpstreamError> {
     let failed = |reason: String| UpstreamError::Connect { addr, reason };
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let connecting = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|err| failed(err.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => Ok(UpstreamIo::Plain(stream)),
+            Some(tls) => tls.connect(stream).await.map_err(|err| {
+                log::warn!("upstream TLS to {addr} failed: {err}; not falling back to plaintext");
+                UpstreamError::Tls {
+                    addr,
+                    reason: err.to_string(),
+                }
+            }),
+        }
+    };
+    tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| failed(format!("timed out after {timeout:?}")))?
-        .map_err(|err| failed(err.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }
 
 /// The response, and the connection it came on (for the pool, once the
@@ -405,13 +453,14 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Upstr
 async fn send_http1(
     endpoint: &Arc<UpstreamEndpoint>,
     connect_timeout: Duration,
+    tls: Option<&Origination>,
     req: Request<ProxyBody>,
 ) -> Result<(Response<Incoming>, http1::SendRequest<ProxyBody>), UpstreamError> {
     let pooled = take_idle_http1(endpoint);
     let mut sender = match pooled {
         Some(sender) => sender,
         None => {
-            let stream = connect(endpoint.addr, connect_timeout).await?;
+            let stream = connect(endpoint.addr, connect_timeout, tls).await?;
             let (sender, connection) = http1::Builder::new()
                 .handshake(TokioIo::new(stream))
                 .await
@@ -450,6 +499,7 @@ fn take_idle_http1(endpoint: &UpstreamEndpoint) -> Option<http1::SendRequest<Pro
 async fn send_http2(
     endpoint: &Arc<UpstreamEndpoint>,
     connect_timeout: Duration,
+    tls: Option<&Origination>,
     req: Request<ProxyBody>,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let shared = endpoint
@@ -461,7 +511,7 @@ async fn send_http2(
     let mut sender = match shared {
         Some(sender) => sender,
         None => {
-            let stream = connect(endpoint.addr, connect_timeout).await?;
+            let stream = connect(endpoint.addr, connect_timeout, tls).await?;
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(TokioIo::new(stream))
@@ -492,13 +542,15 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Builds the runtime clusters of a plan.
-    pub fn new(clusters: &[Cluster]) -> Self {
-        Upstreams {
-            clusters: clusters
-                .iter()
-                .map(|c| (c.name.clone(), Arc::new(UpstreamCluster::new(c))))
-                .collect(),
+    pub fn new(clusters: &[Cluster]) -> Result<Self, ProxyError> {
+        let mut built = HashMap::new();
+        for cluster in clusters {
+            built.insert(
+                cluster.name.clone(),
+                Arc::new(UpstreamCluster::new(cluster)?),
+            );
         }
+        Ok(Upstreams { clusters: built })
     }
 
     /// The cluster a route names.
