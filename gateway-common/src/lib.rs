@@ -25,8 +25,9 @@ pub use host::{
 };
 pub use maps::{
     ALLOWED_PORT_WORDS, Counter, LISTENER_RESET_UNKNOWN_HOSTS, ListenerKey, ListenerKind,
-    ListenerValue, LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, MAX_LOCAL_ADDRS, PORT_BOUND,
-    PORT_SLOTS, PORT_WILDCARD, PortValue, Settings, allowed_port_bit, map_names, port_index,
+    ListenerValue, LocalAddrValue, MAX_EGRESS_EXCLUDES, MAX_EGRESS_IFACES, MAX_HOSTS,
+    MAX_LISTENERS, MAX_LOCAL_ADDRS, PORT_BOUND, PORT_SLOTS, PORT_WILDCARD, PortValue, Settings,
+    allowed_port_bit, map_names, port_index,
 };
 pub use reason::{Reason, Verdict};
 pub use reset::{MAX_RESET_HEADERS, ResetFlow, ResetHeaders, make_reset, reset_flow};

@@ -14,6 +14,12 @@ pub mod map_names {
     /// `SockMap` of two: the proxy's IPv4 (0) and IPv6 (1) listening
     /// sockets, where `sk_lookup_steer` hands listener connections.
     pub const PROXY_SOCKETS: &str = "PROXY_SOCKETS";
+    /// `HashMap<u32, u32>`: interfaces (by index) whose workloads' outbound
+    /// TCP connections the egress instance captures (`--egress-from`).
+    pub const EGRESS_IFACES: &str = "EGRESS_IFACES";
+    /// `LpmTrie<[u8; 16], u8>`: destinations never captured (`--egress-exclude`,
+    /// IPv4 mapped, prefix lengths counted on the 128-bit form).
+    pub const EGRESS_EXCLUDE: &str = "EGRESS_EXCLUDE";
     /// `HashMap<[u8; 16], LocalAddrValue>`: the gateway's own addresses (IPv4 mapped).
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     /// `Array<Settings>` with one entry: knobs for the decision.
@@ -43,10 +49,12 @@ pub mod map_names {
     /// restarted daemon's programs and the running ones share them.
     pub const INTERNAL: [&str; 4] = ["SCRATCH", "SEGMENT", "FORGET", "RESET_FLOWS"];
     /// Every map name, for the loader's self-check.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 15] = [
         LISTENERS,
         PORTS,
         PROXY_SOCKETS,
+        EGRESS_IFACES,
+        EGRESS_EXCLUDE,
         LOCAL_ADDRS,
         SETTINGS,
         REASON_STATS,
@@ -62,6 +70,9 @@ pub mod map_names {
 
 /// Capacity of `LISTENERS` and `LISTENER_STATS`; listener ids are below it.
 pub const MAX_LISTENERS: u32 = 1024;
+/// Capacity of `EGRESS_IFACES` and of `EGRESS_EXCLUDE`.
+pub const MAX_EGRESS_IFACES: u32 = 256;
+pub const MAX_EGRESS_EXCLUDES: u32 = 1024;
 /// Capacity of `LOCAL_ADDRS`.
 pub const MAX_LOCAL_ADDRS: u32 = 256;
 /// Capacity of `HOSTS` and `HOST_STATS`: server hosts over all listeners.

@@ -3,12 +3,12 @@
 use crate::host::Segment;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, SockMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, SockMap},
 };
 use gateway_common::{
     ALLOWED_PORT_WORDS, Counter, HostClass, HostKey, HostValue, ListenerKey, ListenerValue,
-    LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, PORT_SLOTS,
-    PortValue, Reason, ResetFlow, Settings,
+    LocalAddrValue, MAX_EGRESS_EXCLUDES, MAX_EGRESS_IFACES, MAX_HOSTS, MAX_LISTENERS,
+    MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, PORT_SLOTS, PortValue, Reason, ResetFlow, Settings,
 };
 
 #[map]
@@ -22,6 +22,14 @@ pub static PORTS: Array<PortValue> = Array::with_max_entries(PORT_SLOTS, 0);
 /// (`sk_lookup.rs`); filled by the daemon.
 #[map]
 pub static PROXY_SOCKETS: SockMap = SockMap::with_max_entries(2, 0);
+
+#[map]
+pub static EGRESS_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_EGRESS_IFACES, 0);
+
+/// Flag 1: required by the kernel for LPM tries (BPF_F_NO_PREALLOC).
+#[map]
+pub static EGRESS_EXCLUDE: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(MAX_EGRESS_EXCLUDES, 1);
 
 #[map]
 pub static LOCAL_ADDRS: HashMap<[u8; 16], LocalAddrValue> =

@@ -9,6 +9,7 @@ pub mod compile;
 pub mod config;
 pub mod connection;
 pub mod dataplane;
+pub mod egress;
 pub mod fuzzing;
 pub mod hosts;
 pub mod management;

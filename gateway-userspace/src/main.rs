@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve Istio Gateway resources on an interface (needs root).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate every resource in the paths; exit 1 on errors. Needs no root.
     Check(CheckArgs),
     /// Print the plan the gateway would serve: listeners, hosts, dropped servers.
@@ -194,6 +194,15 @@ pub struct RunArgs {
     /// either way, and the next one adopts them.
     #[arg(long)]
     pub detach_on_exit: bool,
+    /// Egress: capture the outbound TCP connections of the workloads behind
+    /// this interface (their veth's host side) for this instance, without
+    /// iptables or proxy settings in the workloads; repeatable.
+    #[arg(long = "egress-from", value_name = "IFNAME")]
+    pub egress_from: Vec<String>,
+    /// Egress: destinations never captured (`10.0.0.0/8`, `2001:db8::/32`,
+    /// or one address); repeatable. The node's own addresses never are.
+    #[arg(long = "egress-exclude", value_parser = gateway_userspace::egress::parse_cidr, value_name = "CIDR")]
+    pub egress_exclude: Vec<gateway_userspace::egress::Cidr>,
     /// Admin endpoint (`/stats`, `/ready`).
     #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR:PORT")]
     pub admin_address: SocketAddr,
@@ -296,7 +305,7 @@ fn main() -> ExitCode {
     }
     logger.init();
     let result = match cli.command {
-        Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check::check(&args),
         Command::Compile(args) => check::compile(&args),
         Command::Stats(args) => inspect::stats(&args).map(|()| ExitCode::SUCCESS),

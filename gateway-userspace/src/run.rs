@@ -227,12 +227,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     // The proxy's two sockets on loopback ports; the kernel steers every
     // listener's connections into them (sk_lookup), so nothing is bound
     // per listener and no listener port can be taken by another process.
-    let (socket_v4, socket_v6) = proxy::steering_sockets().map_err(|err| {
-        anyhow::anyhow!(
-            "{err}: {}",
-            std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
-        )
-    })?;
+    let (socket_v4, socket_v6) =
+        proxy::steering_sockets(!args.egress_from.is_empty()).map_err(|err| {
+            anyhow::anyhow!(
+                "{err}: {}",
+                std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
+            )
+        })?;
     let admin_listener = std::net::TcpListener::bind(args.admin_address)
         .with_context(|| format!("cannot listen on the admin address {}", args.admin_address))?;
 
@@ -240,6 +241,31 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     dataplane.set_allowed_ports(&management::allowed_port_words(&allowed))?;
     dataplane.set_proxy_sockets(&socket_v4, socket_v6.as_ref())?;
     dataplane.attach_steering()?;
+    let mut ifindexes = Vec::new();
+    for interface in &args.egress_from {
+        let index = nix::net::if_::if_nametoindex(interface.as_str()).with_context(|| {
+            format!("--egress-from {interface}: no such interface (see `ip link`)")
+        })?;
+        ifindexes.push(index);
+    }
+    dataplane.set_egress(&ifindexes, &args.egress_exclude)?;
+    let _capture = if args.egress_from.is_empty() {
+        None
+    } else {
+        let capture =
+            gateway_userspace::egress::Capture::install(&args.egress_from, &args.egress_exclude)
+                .map_err(anyhow::Error::msg)?;
+        log::info!(
+            "egress: capturing the outbound TCP of the workloads behind {} (excluded: {})",
+            args.egress_from.join(", "),
+            args.egress_exclude
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Some(capture)
+    };
     let default_routes = management::default_route_interfaces(
         &fs::read_to_string("/proc/net/route").unwrap_or_default(),
         &fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default(),

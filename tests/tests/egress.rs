@@ -248,3 +248,173 @@ spec:
         daemon.log()
     );
 }
+
+#[test]
+fn a_workloads_outbound_https_is_captured_in_the_kernel_and_passed_through() {
+    require_root();
+    let mut topology = Topology::new();
+    topology.add_backend_namespace();
+    let outside_ns = topology.backend_ns.clone().expect("outside namespace");
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("dataengine", "DNS:dataengine.com");
+    let outside_addr: SocketAddr = format!("{BACKEND_V4}:443").parse().expect("addr");
+    let _outside = Backend::start(
+        &topology,
+        &outside_ns,
+        Path::new(TEST_BACKEND),
+        &[
+            "--name",
+            "external-dataengine",
+            "--listen",
+            &outside_addr.to_string(),
+            "--tls",
+            &crt,
+            &key,
+        ],
+        outside_addr,
+    );
+    // The workload: its own resolver names the external address, and its
+    // route to it goes through the gateway's node, as a pod's would.
+    let names = format!("{BACKEND_V4} dataengine.com\n");
+    let _workload_hosts = NetnsHosts::new(&topology.client_ns, &names);
+    let _gateway_hosts = NetnsHosts::new(&topology.gateway_ns, &names);
+    let out = topology.client(&["ip", "route", "add", "198.51.100.0/24", "via", GATEWAY_V4]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let daemon = Daemon::start(
+        &topology,
+        &[
+            "--config",
+            SEED,
+            "--labels",
+            "istio=egressgateway",
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            GATEWAY_V4,
+            "--egress-from",
+            &topology.gateway_if,
+            "--admin-address",
+            ADMIN,
+            "--credentials-dir",
+            CREDENTIALS,
+        ],
+    );
+    // The workload connects to dataengine.com as it would without a
+    // gateway; the kernel hands the connection to the egress instance.
+    let ca = pki.path("ca.crt");
+    let out = topology.client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "--cacert",
+        &ca,
+        "https://dataengine.com/unaware",
+    ]);
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log()
+    );
+    assert!(body.contains("backend=external-dataengine"), "{body}");
+    // The external server saw the gateway's connection, not the workload's.
+    assert!(body.contains("peer=198.51.100.1:"), "{body}");
+    // A port the egress Gateway does not serve: reset at once by the
+    // proxy (curl's exit 56, "connection reset"), not left to time out.
+    let started = std::time::Instant::now();
+    let out = topology.client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        &format!("http://{BACKEND_V4}:8080/"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn excluded_destinations_are_routed_as_before_never_captured() {
+    require_root();
+    let mut topology = Topology::new();
+    topology.add_backend_namespace();
+    let outside_ns = topology.backend_ns.clone().expect("outside namespace");
+    let outside_addr: SocketAddr = format!("{BACKEND_V4}:8080").parse().expect("addr");
+    let _outside = Backend::start(
+        &topology,
+        &outside_ns,
+        Path::new(TEST_BACKEND),
+        &["--name", "direct", "--listen", &outside_addr.to_string()],
+        outside_addr,
+    );
+    // Plain routing between the workload and the outside, through the
+    // gateway's node.
+    for (ns, argv) in [
+        (
+            &topology.client_ns,
+            vec!["ip", "route", "add", "198.51.100.0/24", "via", GATEWAY_V4],
+        ),
+        (
+            &outside_ns,
+            vec!["ip", "route", "add", "192.0.2.0/24", "via", "198.51.100.1"],
+        ),
+        (
+            &topology.gateway_ns,
+            vec!["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        ),
+    ] {
+        let out = topology.exec(ns, &argv).output().expect("setup");
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _daemon = Daemon::start(
+        &topology,
+        &[
+            "--config",
+            SEED,
+            "--labels",
+            "istio=egressgateway",
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            GATEWAY_V4,
+            "--egress-from",
+            &topology.gateway_if,
+            "--egress-exclude",
+            "198.51.100.0/28",
+            "--admin-address",
+            ADMIN,
+            "--credentials-dir",
+            CREDENTIALS,
+        ],
+    );
+    let out = topology.client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        &format!("http://{outside_addr}/direct"),
+    ]);
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The outside server saw the workload itself: routed, not proxied.
+    assert!(body.contains("peer=192.0.2.2:"), "{body}");
+}

@@ -331,6 +331,42 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Captures the outbound TCP connections arriving on `ifindexes` for
+    /// the egress proxy, except to `excludes` (`EGRESS_IFACES`,
+    /// `EGRESS_EXCLUDE`; the routing side is `egress::Capture`).
+    pub fn set_egress(
+        &mut self,
+        ifindexes: &[u32],
+        excludes: &[crate::egress::Cidr],
+    ) -> Result<(), DataplaneError> {
+        let mut ifaces: HashMap<&mut MapData, u32, u32> =
+            map(&mut self.ebpf, map_names::EGRESS_IFACES)?;
+        for index in ifindexes {
+            ifaces
+                .insert(index, 1, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: map_names::EGRESS_IFACES,
+                    source,
+                })?;
+        }
+        let mut trie: aya::maps::lpm_trie::LpmTrie<&mut MapData, [u8; 16], u8> =
+            map(&mut self.ebpf, map_names::EGRESS_EXCLUDE)?;
+        for cidr in excludes {
+            // IPv4 is stored mapped (`::ffff:a.b.c.d`): 96 bits in front.
+            let prefix = match cidr.addr {
+                std::net::IpAddr::V4(_) => u32::from(cidr.prefix) + 96,
+                std::net::IpAddr::V6(_) => u32::from(cidr.prefix),
+            };
+            let key = aya::maps::lpm_trie::Key::new(prefix, addr_key(cidr.addr));
+            trie.insert(&key, 1, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: map_names::EGRESS_EXCLUDE,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     /// The socket-lookup program, for `BPF_PROG_TEST_RUN` in tests.
     pub fn steering_program(&self) -> Result<&SkLookup, DataplaneError> {
         self.ebpf

@@ -43,9 +43,17 @@ impl AsRawFd for BoundListener {
 /// host has no IPv6), on loopback ports the system picks: the proxy binds
 /// nothing per listener, so ports below 1024 need no privilege to bind,
 /// and a listener added or removed is only a map update.
-pub fn steering_sockets() -> Result<(BoundListener, Option<BoundListener>), ProxyError> {
+///
+/// `transparent` (egress capture): the sockets may answer from addresses
+/// that are not the node's (a workload's original destination), as a
+/// TPROXY socket does (`IP_TRANSPARENT`); without it the kernel refuses
+/// to route the SYN-ACK from a foreign source address.
+pub fn steering_sockets(
+    transparent: bool,
+) -> Result<(BoundListener, Option<BoundListener>), ProxyError> {
     let open = |addr: SocketAddr| {
-        let socket = listen(addr).map_err(|source| ProxyError::Bind { addr, source })?;
+        let socket =
+            listen(addr, transparent).map_err(|source| ProxyError::Bind { addr, source })?;
         Ok::<_, ProxyError>(BoundListener {
             local_addr: socket.local_addr().unwrap_or(addr),
             listener: socket,
@@ -62,11 +70,17 @@ pub fn steering_sockets() -> Result<(BoundListener, Option<BoundListener>), Prox
     Ok((v4, v6))
 }
 
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+fn listen(addr: SocketAddr, transparent: bool) -> io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    if transparent {
+        use nix::sys::socket::{setsockopt, sockopt};
+        // IP_TRANSPARENT sets the same socket flag as IPV6_TRANSPARENT.
+        setsockopt(&socket, sockopt::IpTransparent, &true)?;
+        let _ = addr;
+    }
     // Restarting the daemon must not wait for TIME_WAIT sockets of the old one.
     socket.set_reuseaddr(true)?;
     // Accepted sockets inherit TCP_NODELAY: responses and forwarded chunks
@@ -166,8 +180,12 @@ async fn serve_connection(
         .listener_at(local)
         .and_then(|id| served.ports.get(&id).cloned())
     else {
-        // Steered by a plan this `Served` does not have yet (a reload in
-        // flight): closing is what a missing listener gets.
+        // No listener for the address: an egress workload's connection to
+        // a port the egress Gateway does not serve, or one steered by a
+        // plan this `Served` does not have yet (a reload in flight). A
+        // reset, so the client fails at once instead of waiting.
+        log::debug!("{remote} -> {local}: no listener; reset");
+        let _ = stream.set_zero_linger();
         return;
     };
     let downstream = Downstream {
@@ -218,7 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn accepted_connections_have_nagle_off() {
-        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0)), false).unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
