@@ -326,7 +326,7 @@ fn a_workloads_outbound_https_is_captured_in_the_kernel_and_passed_through() {
     // The external server saw the gateway's connection, not the workload's.
     assert!(body.contains("peer=198.51.100.1:"), "{body}");
     // A port the egress Gateway does not serve: reset at once by the
-    // proxy (curl's exit 56, "connection reset"), not left to time out.
+    // proxy, not left to time out.
     let started = std::time::Instant::now();
     let out = topology.client(&[
         "curl",
@@ -335,10 +335,12 @@ fn a_workloads_outbound_https_is_captured_in_the_kernel_and_passed_through() {
         "5",
         &format!("http://{BACKEND_V4}:8080/"),
     ]);
-    assert_eq!(
+    // Depending on when the reset meets curl: refused (7), reset while
+    // sending (55) or receiving (56); never a timeout (28).
+    assert!(
+        matches!(out.status.code(), Some(7 | 55 | 56)),
+        "{:?}: {}",
         out.status.code(),
-        Some(7),
-        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
