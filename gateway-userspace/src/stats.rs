@@ -95,50 +95,34 @@ pub fn samples(
     connections: &[(&str, &Counters)],
 ) -> Vec<Sample> {
     let mut out = Vec::new();
-    let mut push = |name: String, family, labels: Vec<(&'static str, String)>, value| {
-        out.push(Sample {
-            name,
-            family,
-            labels,
-            value,
-        });
-    };
     // What the configuration lost in the merge or binding (Istio's
     // pilot_total_rejected_configs, but per gateway instance).
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    push(
+    out.push(sample(
         "config.servers_dropped".into(),
         "gateway_config_servers_dropped",
         vec![],
         plan.dropped.len() as u64,
-    );
-    push(
+    ));
+    out.push(sample(
         "config.route_warnings".into(),
         "gateway_config_route_warnings",
         vec![],
         plan.warnings.len() as u64,
-    );
-    push(
+    ));
+    out.push(sample(
         "config.reloads".into(),
         "gateway_config_reloads_total",
         vec![],
         load(&reloads.applied),
-    );
-    push(
+    ));
+    out.push(sample(
         "config.reload_failures".into(),
         "gateway_config_reload_failures_total",
         vec![],
         load(&reloads.failed),
-    );
+    ));
     out.extend(kernel_samples(stats, &Layout::of(plan)));
-    let mut push = |name: String, family, labels: Vec<(&'static str, String)>, value| {
-        out.push(Sample {
-            name,
-            family,
-            labels,
-            value,
-        });
-    };
     for (prefix, counters) in connections {
         let events = [
             ("accepted", load(&counters.accepted)),
@@ -163,12 +147,12 @@ pub fn samples(
                     ],
                 )
             };
-            push(
+            out.push(sample(
                 format!("{prefix}.connections.{event}"),
                 family,
                 labels,
                 value,
-            );
+            ));
         }
     }
     out
@@ -177,29 +161,21 @@ pub fn samples(
 /// The kernel's counters (`stats`), named by `layout`.
 pub fn kernel_samples(stats: &Stats, layout: &Layout) -> Vec<Sample> {
     let mut out = Vec::new();
-    let mut push = |name: String, family, labels: Vec<(&'static str, String)>, value| {
-        out.push(Sample {
-            name,
-            family,
-            labels,
-            value,
-        });
-    };
     for (reason, counter) in &stats.reasons {
         let name = reason.name();
         let labels = vec![("reason", name.to_string())];
-        push(
+        out.push(sample(
             format!("xdp.reason.{name}.packets"),
             "gateway_xdp_packets_total",
             labels.clone(),
             counter.packets,
-        );
-        push(
+        ));
+        out.push(sample(
             format!("xdp.reason.{name}.bytes"),
             "gateway_xdp_bytes_total",
             labels,
             counter.bytes,
-        );
+        ));
     }
     for listener in &layout.listeners {
         let counter = stats
@@ -210,18 +186,18 @@ pub fn kernel_samples(stats: &Stats, layout: &Layout) -> Vec<Sample> {
             .unwrap_or_default();
         let label = listener.label.clone();
         let labels = vec![("listener", label.clone())];
-        push(
+        out.push(sample(
             format!("xdp.listener.{label}.packets"),
             "gateway_xdp_listener_packets_total",
             labels.clone(),
             counter.packets,
-        );
-        push(
+        ));
+        out.push(sample(
             format!("xdp.listener.{label}.bytes"),
             "gateway_xdp_listener_bytes_total",
             labels,
             counter.bytes,
-        );
+        ));
         if !listener.names_hosts {
             continue;
         }
@@ -234,12 +210,12 @@ pub fn kernel_samples(stats: &Stats, layout: &Layout) -> Vec<Sample> {
                 .map(|(_, _, c)| *c)
                 .unwrap_or_default();
             let name = class.name();
-            push(
+            out.push(sample(
                 format!("xdp.listener.{label}.host_class.{name}.packets"),
                 "gateway_xdp_host_class_packets_total",
                 vec![("listener", label.clone()), ("class", name.to_string())],
                 counter.packets,
-            );
+            ));
         }
         if listener.resets {
             let resets = stats
@@ -248,12 +224,12 @@ pub fn kernel_samples(stats: &Stats, layout: &Layout) -> Vec<Sample> {
                 .find(|(id, _)| *id == listener.id)
                 .map(|(_, c)| *c)
                 .unwrap_or_default();
-            push(
+            out.push(sample(
                 format!("xdp.listener.{label}.unknown_host_resets"),
                 "gateway_xdp_unknown_host_resets_total",
                 vec![("listener", label.clone())],
                 resets.packets,
-            );
+            ));
         }
         for host in layout.hosts.iter().filter(|h| h.listener_id == listener.id) {
             let counter = stats
@@ -263,12 +239,12 @@ pub fn kernel_samples(stats: &Stats, layout: &Layout) -> Vec<Sample> {
                 .map(|(_, c)| *c)
                 .unwrap_or_default();
             let pattern = host.pattern.clone();
-            push(
+            out.push(sample(
                 format!("xdp.listener.{label}.host.{pattern}.packets"),
                 "gateway_xdp_host_packets_total",
                 vec![("listener", label.clone()), ("host", pattern)],
                 counter.packets,
-            );
+            ));
         }
     }
     out
@@ -378,6 +354,21 @@ impl Layout {
             })
             .collect::<Option<Vec<_>>>()?;
         Some(Layout { listeners, hosts })
+    }
+}
+
+/// One sample (the arguments in [`Sample`]'s field order).
+fn sample(
+    name: String,
+    family: &'static str,
+    labels: Vec<(&'static str, String)>,
+    value: u64,
+) -> Sample {
+    Sample {
+        name,
+        family,
+        labels,
+        value,
     }
 }
 

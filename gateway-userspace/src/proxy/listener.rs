@@ -79,7 +79,6 @@ fn listen(addr: SocketAddr, transparent: bool) -> io::Result<TcpListener> {
         use nix::sys::socket::{setsockopt, sockopt};
         // IP_TRANSPARENT sets the same socket flag as IPV6_TRANSPARENT.
         setsockopt(&socket, sockopt::IpTransparent, &true)?;
-        let _ = addr;
     }
     // Restarting the daemon must not wait for TIME_WAIT sockets of the old one.
     socket.set_reuseaddr(true)?;
