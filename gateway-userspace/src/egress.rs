@@ -92,43 +92,50 @@ impl Capture {
         for interface in interfaces {
             for cidr in excludes {
                 let family = if cidr.addr.is_ipv4() { "-4" } else { "-6" };
-                let rule = strings(&[
+                let to = cidr.to_string();
+                capture.add_rule(
                     family,
-                    "rule",
-                    "add",
-                    "iif",
-                    interface,
-                    "to",
-                    &cidr.to_string(),
-                    "lookup",
-                    "main",
-                    "priority",
-                    EXCLUDE_PRIORITY,
-                ]);
-                ip(&rule)?;
-                let mut undo = rule.clone();
-                undo[2] = "del".into();
-                capture.undo.push(undo);
+                    &[
+                        "iif",
+                        interface,
+                        "to",
+                        &to,
+                        "lookup",
+                        "main",
+                        "priority",
+                        EXCLUDE_PRIORITY,
+                    ],
+                )?;
             }
             for family in ["-4", "-6"] {
-                let rule = strings(&[
+                capture.add_rule(
                     family,
-                    "rule",
-                    "add",
-                    "iif",
-                    interface,
-                    "lookup",
-                    TABLE,
-                    "priority",
-                    CAPTURE_PRIORITY,
-                ]);
-                ip(&rule)?;
-                let mut undo = rule.clone();
-                undo[2] = "del".into();
-                capture.undo.push(undo);
+                    &[
+                        "iif",
+                        interface,
+                        "lookup",
+                        TABLE,
+                        "priority",
+                        CAPTURE_PRIORITY,
+                    ],
+                )?;
             }
         }
         Ok(capture)
+    }
+}
+
+impl Capture {
+    /// `ip <family> rule add <selector>`, and its `del` for the drop.
+    fn add_rule(&mut self, family: &str, selector: &[&str]) -> Result<(), String> {
+        let rule = |verb: &str| {
+            let mut args = strings(&[family, "rule", verb]);
+            args.extend(strings(selector));
+            args
+        };
+        ip(&rule("add"))?;
+        self.undo.push(rule("del"));
+        Ok(())
     }
 }
 

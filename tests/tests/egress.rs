@@ -34,53 +34,74 @@ impl Drop for NetnsHosts {
     }
 }
 
+/// A topology whose backend namespace plays "outside", and that namespace.
+fn with_outside() -> (Topology, String) {
+    let mut topology = Topology::new();
+    topology.add_backend_namespace();
+    let outside = topology.backend_ns.clone().expect("outside namespace");
+    (topology, outside)
+}
+
+/// A test-backend named `name` outside, on `port`, with TLS when given
+/// its certificate and key.
+fn outside_server(
+    topology: &Topology,
+    outside: &str,
+    name: &str,
+    port: u16,
+    tls: Option<(&str, &str)>,
+) -> (Backend, SocketAddr) {
+    let addr: SocketAddr = format!("{BACKEND_V4}:{port}").parse().expect("addr");
+    let listen = addr.to_string();
+    let mut args = vec!["--name", name, "--listen", &listen];
+    if let Some((crt, key)) = tls {
+        args.extend(["--tls", crt, key]);
+    }
+    let backend = Backend::start(topology, outside, Path::new(TEST_BACKEND), &args, addr);
+    (backend, addr)
+}
+
+/// The egress instance on the topology's interface, serving `config`,
+/// with `extra` flags.
+fn egress_daemon(topology: &Topology, config: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec![
+        "--config",
+        config,
+        "--labels",
+        "istio=egressgateway",
+        "--interface",
+        &topology.gateway_if,
+        "--address",
+        GATEWAY_V4,
+        "--admin-address",
+        ADMIN,
+        "--credentials-dir",
+        CREDENTIALS,
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(topology, &args)
+}
+
 #[test]
 fn the_egress_instance_passes_a_workloads_tls_through_to_the_external_host() {
     require_root();
-    let mut topology = Topology::new();
-    topology.add_backend_namespace();
-    let outside_ns = topology.backend_ns.clone().expect("outside namespace");
+    let (topology, outside_ns) = with_outside();
     // "Outside": dataengine.com with a certificate of its own CA.
     let pki = Pki::new();
     let (crt, key) = pki.issue("dataengine", "DNS:dataengine.com");
-    let outside_addr: SocketAddr = format!("{BACKEND_V4}:443").parse().expect("addr");
-    let _outside = Backend::start(
+    let _outside = outside_server(
         &topology,
         &outside_ns,
-        Path::new(TEST_BACKEND),
-        &[
-            "--name",
-            "external-dataengine",
-            "--listen",
-            &outside_addr.to_string(),
-            "--tls",
-            &crt,
-            &key,
-        ],
-        outside_addr,
+        "external-dataengine",
+        443,
+        Some((&crt, &key)),
     );
     // The gateway's resolver: dataengine.com is the outside server.
     let _hosts = NetnsHosts::new(
         &topology.gateway_ns,
         &format!("{BACKEND_V4} dataengine.com\n"),
     );
-    let daemon = Daemon::start(
-        &topology,
-        &[
-            "--config",
-            SEED,
-            "--labels",
-            "istio=egressgateway",
-            "--interface",
-            &topology.gateway_if,
-            "--address",
-            GATEWAY_V4,
-            "--admin-address",
-            ADMIN,
-            "--credentials-dir",
-            CREDENTIALS,
-        ],
-    );
+    let daemon = egress_daemon(&topology, SEED, &[]);
     let resolve = format!("dataengine.com:443:{GATEWAY_V4}");
     let ca = pki.path("ca.crt");
     let out = topology.client(&[
@@ -127,27 +148,16 @@ fn the_egress_instance_passes_a_workloads_tls_through_to_the_external_host() {
 #[test]
 fn plain_http_leaves_the_egress_gateway_as_verified_tls() {
     require_root();
-    let mut topology = Topology::new();
-    topology.add_backend_namespace();
-    let outside_ns = topology.backend_ns.clone().expect("outside namespace");
+    let (topology, outside_ns) = with_outside();
     let pki = Pki::new();
     let (crt, key) = pki.issue("external-api", "DNS:api.external.test");
     let other_ca = Pki::new();
-    let outside_addr: SocketAddr = format!("{BACKEND_V4}:443").parse().expect("addr");
-    let _outside = Backend::start(
+    let _outside = outside_server(
         &topology,
         &outside_ns,
-        Path::new(TEST_BACKEND),
-        &[
-            "--name",
-            "external-api",
-            "--listen",
-            &outside_addr.to_string(),
-            "--tls",
-            &crt,
-            &key,
-        ],
-        outside_addr,
+        "external-api",
+        443,
+        Some((&crt, &key)),
     );
     let _hosts = NetnsHosts::new(
         &topology.gateway_ns,
@@ -200,21 +210,7 @@ spec:
     let scratch = gateway_tests::hostile::Scratch::new();
     let config = scratch.path.join("egress.yaml");
     fs::write(&config, yaml).expect("config");
-    let daemon = Daemon::start(
-        &topology,
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--labels",
-            "istio=egressgateway",
-            "--interface",
-            &topology.gateway_if,
-            "--address",
-            GATEWAY_V4,
-            "--admin-address",
-            ADMIN,
-        ],
-    );
+    let daemon = egress_daemon(&topology, &config.display().to_string(), &[]);
     let get = |host: &str| {
         let resolve = format!("{host}:80:{GATEWAY_V4}");
         topology.client(&[
@@ -252,26 +248,15 @@ spec:
 #[test]
 fn a_workloads_outbound_https_is_captured_in_the_kernel_and_passed_through() {
     require_root();
-    let mut topology = Topology::new();
-    topology.add_backend_namespace();
-    let outside_ns = topology.backend_ns.clone().expect("outside namespace");
+    let (topology, outside_ns) = with_outside();
     let pki = Pki::new();
     let (crt, key) = pki.issue("dataengine", "DNS:dataengine.com");
-    let outside_addr: SocketAddr = format!("{BACKEND_V4}:443").parse().expect("addr");
-    let _outside = Backend::start(
+    let _outside = outside_server(
         &topology,
         &outside_ns,
-        Path::new(TEST_BACKEND),
-        &[
-            "--name",
-            "external-dataengine",
-            "--listen",
-            &outside_addr.to_string(),
-            "--tls",
-            &crt,
-            &key,
-        ],
-        outside_addr,
+        "external-dataengine",
+        443,
+        Some((&crt, &key)),
     );
     // The workload: its own resolver names the external address, and its
     // route to it goes through the gateway's node, as a pod's would.
@@ -284,25 +269,7 @@ fn a_workloads_outbound_https_is_captured_in_the_kernel_and_passed_through() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let daemon = Daemon::start(
-        &topology,
-        &[
-            "--config",
-            SEED,
-            "--labels",
-            "istio=egressgateway",
-            "--interface",
-            &topology.gateway_if,
-            "--address",
-            GATEWAY_V4,
-            "--egress-from",
-            &topology.gateway_if,
-            "--admin-address",
-            ADMIN,
-            "--credentials-dir",
-            CREDENTIALS,
-        ],
-    );
+    let daemon = egress_daemon(&topology, SEED, &["--egress-from", &topology.gateway_if]);
     // The workload connects to dataengine.com as it would without a
     // gateway; the kernel hands the connection to the egress instance.
     let ca = pki.path("ca.crt");
@@ -349,17 +316,8 @@ fn a_workloads_outbound_https_is_captured_in_the_kernel_and_passed_through() {
 #[test]
 fn excluded_destinations_are_routed_as_before_never_captured() {
     require_root();
-    let mut topology = Topology::new();
-    topology.add_backend_namespace();
-    let outside_ns = topology.backend_ns.clone().expect("outside namespace");
-    let outside_addr: SocketAddr = format!("{BACKEND_V4}:8080").parse().expect("addr");
-    let _outside = Backend::start(
-        &topology,
-        &outside_ns,
-        Path::new(TEST_BACKEND),
-        &["--name", "direct", "--listen", &outside_addr.to_string()],
-        outside_addr,
-    );
+    let (topology, outside_ns) = with_outside();
+    let (_outside, outside_addr) = outside_server(&topology, &outside_ns, "direct", 8080, None);
     // Plain routing between the workload and the outside, through the
     // gateway's node.
     for (ns, argv) in [
@@ -383,25 +341,14 @@ fn excluded_destinations_are_routed_as_before_never_captured() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let _daemon = Daemon::start(
+    let _daemon = egress_daemon(
         &topology,
+        SEED,
         &[
-            "--config",
-            SEED,
-            "--labels",
-            "istio=egressgateway",
-            "--interface",
-            &topology.gateway_if,
-            "--address",
-            GATEWAY_V4,
             "--egress-from",
             &topology.gateway_if,
             "--egress-exclude",
             "198.51.100.0/28",
-            "--admin-address",
-            ADMIN,
-            "--credentials-dir",
-            CREDENTIALS,
         ],
     );
     let out = topology.client(&[

@@ -388,14 +388,7 @@ impl Dataplane {
                 source: Box::new(source),
             }
         })?;
-        let program: &mut SkLookup = self
-            .ebpf
-            .program_mut(STEER_PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingProgram {
-                name: STEER_PROGRAM_NAME,
-            })?
-            .try_into()
-            .map_err(|source: ProgramError| DataplaneError::WrongProgramType { source })?;
+        let program = steering_program(&mut self.ebpf)?;
         if let Some(dir) = &self.pins {
             let path = dir.join(pins::STEER_LINK);
             if adopt_link(
@@ -767,14 +760,18 @@ fn link_error<E: std::error::Error + Send + Sync + 'static>(
 
 /// Loads the socket-lookup program (attached later, by `attach_steering`).
 fn load_steering(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
-    let program: &mut SkLookup = ebpf
-        .program_mut(STEER_PROGRAM_NAME)
+    steering_program(ebpf)?
+        .load()
+        .map_err(DataplaneError::from_load)
+}
+
+fn steering_program(ebpf: &mut Ebpf) -> Result<&mut SkLookup, DataplaneError> {
+    ebpf.program_mut(STEER_PROGRAM_NAME)
         .ok_or(DataplaneError::MissingProgram {
             name: STEER_PROGRAM_NAME,
         })?
         .try_into()
-        .map_err(|source: ProgramError| DataplaneError::WrongProgramType { source })?;
-    program.load().map_err(DataplaneError::from_load)
+        .map_err(|source: ProgramError| DataplaneError::WrongProgramType { source })
 }
 
 fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
