@@ -9,6 +9,7 @@
 
 mod addr;
 mod decide;
+mod egress;
 mod host;
 mod maps;
 mod reason;
@@ -17,6 +18,10 @@ mod reset;
 
 pub use addr::{ADDR_ANY, ipv4_mapped};
 pub use decide::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, unlisted_local_verdict};
+pub use egress::{
+    EgressPolicy, EgressRefusal, REFUSAL_V4_LEN, REFUSAL_V6_LEN, REFUSED_NOT_IN_REGISTRY, Syn,
+    WorkloadCounters, WorkloadKey, egress_allowed, refusal_frame,
+};
 pub use host::{
     Frame, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostClass, HostKey, HostTable, HostValue,
     MAX_FRAME_OFFSET, MAX_HOST_LEN, MAX_HTTP_SCAN, MAX_PAYLOAD_SCAN, MAX_TLS_EXTENSIONS,
@@ -24,10 +29,11 @@ pub use host::{
     http_host, http_host_value_start, match_host, tls_server_name,
 };
 pub use maps::{
-    ALLOWED_PORT_WORDS, Counter, LISTENER_RESET_UNKNOWN_HOSTS, ListenerKey, ListenerKind,
-    ListenerValue, LocalAddrValue, MAX_EGRESS_EXCLUDES, MAX_EGRESS_IFACES, MAX_HOSTS,
-    MAX_LISTENERS, MAX_LOCAL_ADDRS, PORT_BOUND, PORT_SLOTS, PORT_WILDCARD, PortValue, Settings,
-    allowed_port_bit, map_names, port_index,
+    ALLOWED_PORT_WORDS, Counter, EGRESS_REFUSALS_BYTES, LISTENER_RESET_UNKNOWN_HOSTS, ListenerKey,
+    ListenerKind, ListenerValue, LocalAddrValue, MAX_EGRESS_ALLOWED, MAX_EGRESS_EXCLUDES,
+    MAX_EGRESS_IFACES, MAX_EGRESS_OPEN_PORTS, MAX_EGRESS_WORKLOADS, MAX_HOSTS, MAX_LISTENERS,
+    MAX_LOCAL_ADDRS, PORT_BOUND, PORT_SLOTS, PORT_WILDCARD, PortValue, Settings, allowed_port_bit,
+    map_names, port_index,
 };
 pub use reason::{Reason, Verdict};
 pub use reset::{MAX_RESET_HEADERS, ResetFlow, ResetHeaders, make_reset, reset_flow};

@@ -20,6 +20,21 @@ pub mod map_names {
     /// `LpmTrie<[u8; 16], u8>`: destinations never captured (`--egress-exclude`,
     /// IPv4 mapped, prefix lengths counted on the 128-bit form).
     pub const EGRESS_EXCLUDE: &str = "EGRESS_EXCLUDE";
+    /// `LpmTrie<[u8; 16], u8>`: the addresses registry entries resolve to
+    /// (ServiceEntry addresses and endpoints, DNS answers), which the
+    /// egress guard lets workloads connect to under REGISTRY_ONLY.
+    pub const EGRESS_ALLOWED: &str = "EGRESS_ALLOWED";
+    /// `HashMap<u32, u8>`: ports of registry entries with no address to
+    /// know them by (wildcard hosts, resolution NONE): open to any
+    /// address in the kernel, checked by SNI/Host in the proxy.
+    pub const EGRESS_OPEN_PORTS: &str = "EGRESS_OPEN_PORTS";
+    /// `Array<EgressPolicy>` with one entry: REGISTRY_ONLY or ALLOW_ANY.
+    pub const EGRESS_POLICY: &str = "EGRESS_POLICY";
+    /// `LruPerCpuHashMap<WorkloadKey, WorkloadCounters>`: per-workload
+    /// connection attempts and refusals.
+    pub const EGRESS_WORKLOADS: &str = "EGRESS_WORKLOADS";
+    /// `RingBuf` of `EgressRefusal`: each refusal, for the daemon's log.
+    pub const EGRESS_REFUSALS: &str = "EGRESS_REFUSALS";
     /// `HashMap<[u8; 16], LocalAddrValue>`: the gateway's own addresses (IPv4 mapped).
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     /// `Array<Settings>` with one entry: knobs for the decision.
@@ -49,12 +64,17 @@ pub mod map_names {
     /// restarted daemon's programs and the running ones share them.
     pub const INTERNAL: [&str; 4] = ["SCRATCH", "SEGMENT", "FORGET", "RESET_FLOWS"];
     /// Every map name, for the loader's self-check.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 20] = [
         LISTENERS,
         PORTS,
         PROXY_SOCKETS,
         EGRESS_IFACES,
         EGRESS_EXCLUDE,
+        EGRESS_ALLOWED,
+        EGRESS_OPEN_PORTS,
+        EGRESS_POLICY,
+        EGRESS_WORKLOADS,
+        EGRESS_REFUSALS,
         LOCAL_ADDRS,
         SETTINGS,
         REASON_STATS,
@@ -73,6 +93,14 @@ pub const MAX_LISTENERS: u32 = 1024;
 /// Capacity of `EGRESS_IFACES` and of `EGRESS_EXCLUDE`.
 pub const MAX_EGRESS_IFACES: u32 = 256;
 pub const MAX_EGRESS_EXCLUDES: u32 = 1024;
+/// Capacity of `EGRESS_ALLOWED`: addresses and ranges of the registry.
+pub const MAX_EGRESS_ALLOWED: u32 = 16 * 1024;
+/// Capacity of `EGRESS_OPEN_PORTS`.
+pub const MAX_EGRESS_OPEN_PORTS: u32 = 1024;
+/// Capacity of `EGRESS_WORKLOADS`; the least recently seen make room.
+pub const MAX_EGRESS_WORKLOADS: u32 = 4096;
+/// Bytes of `EGRESS_REFUSALS`: about 1,600 refusals between two reads.
+pub const EGRESS_REFUSALS_BYTES: u32 = 64 * 1024;
 /// Capacity of `LOCAL_ADDRS`.
 pub const MAX_LOCAL_ADDRS: u32 = 256;
 /// Capacity of `HOSTS` and `HOST_STATS`: server hosts over all listeners.
@@ -227,6 +255,9 @@ mod pod {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for crate::HostKey {}
     unsafe impl aya::Pod for crate::HostValue {}
+    unsafe impl aya::Pod for crate::WorkloadKey {}
+    unsafe impl aya::Pod for crate::WorkloadCounters {}
+    unsafe impl aya::Pod for crate::EgressPolicy {}
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! Entry points: `xdp_ingress` and the host classification steps it
-//! tail-calls (XDP), and `sk_lookup_steer` (socket lookup).
+//! tail-calls (XDP), `sk_lookup_steer` (socket lookup) and
+//! `tc_egress_guard` (TC, on captured workload interfaces).
 #![no_std]
 #![no_main]
 
 mod classify;
+mod egress_guard;
 mod host;
 mod maps;
 mod parse;
@@ -12,8 +14,8 @@ mod stats;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    macros::{sk_lookup, xdp},
-    programs::{SkLookupContext, XdpContext},
+    macros::{classifier, sk_lookup, xdp},
+    programs::{SkLookupContext, TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
 use gateway_common::{HostClass, LISTENER_RESET_UNKNOWN_HOSTS};
@@ -107,6 +109,14 @@ pub fn xdp_host_reset(ctx: XdpContext) -> u32 {
 #[sk_lookup]
 pub fn sk_lookup_steer(ctx: SkLookupContext) -> u32 {
     sk_lookup::steer(&ctx)
+}
+
+/// Counts each captured workload's connection attempts and, under
+/// REGISTRY_ONLY, refuses those to addresses no registry entry resolves
+/// to with a reset (TC ingress of each `--egress-from` interface).
+#[classifier]
+pub fn tc_egress_guard(ctx: TcContext) -> i32 {
+    egress_guard::guard(&ctx)
 }
 
 #[cfg(not(test))]

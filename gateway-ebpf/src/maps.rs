@@ -3,12 +3,17 @@
 use crate::host::Segment;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, SockMap},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
+        SockMap,
+    },
 };
 use gateway_common::{
-    ALLOWED_PORT_WORDS, Counter, HostClass, HostKey, HostValue, ListenerKey, ListenerValue,
-    LocalAddrValue, MAX_EGRESS_EXCLUDES, MAX_EGRESS_IFACES, MAX_HOSTS, MAX_LISTENERS,
+    ALLOWED_PORT_WORDS, Counter, EGRESS_REFUSALS_BYTES, EgressPolicy, HostClass, HostKey,
+    HostValue, ListenerKey, ListenerValue, LocalAddrValue, MAX_EGRESS_ALLOWED, MAX_EGRESS_EXCLUDES,
+    MAX_EGRESS_IFACES, MAX_EGRESS_OPEN_PORTS, MAX_EGRESS_WORKLOADS, MAX_HOSTS, MAX_LISTENERS,
     MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, PORT_SLOTS, PortValue, Reason, ResetFlow, Settings,
+    WorkloadCounters, WorkloadKey,
 };
 
 #[map]
@@ -30,6 +35,24 @@ pub static EGRESS_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_EGRE
 #[map]
 pub static EGRESS_EXCLUDE: LpmTrie<[u8; 16], u8> =
     LpmTrie::with_max_entries(MAX_EGRESS_EXCLUDES, 1);
+
+/// Flag 1: required by the kernel for LPM tries (BPF_F_NO_PREALLOC).
+#[map]
+pub static EGRESS_ALLOWED: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_EGRESS_ALLOWED, 1);
+
+#[map]
+pub static EGRESS_OPEN_PORTS: HashMap<u32, u8> =
+    HashMap::with_max_entries(MAX_EGRESS_OPEN_PORTS, 0);
+
+#[map]
+pub static EGRESS_POLICY: Array<EgressPolicy> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static EGRESS_WORKLOADS: LruPerCpuHashMap<WorkloadKey, WorkloadCounters> =
+    LruPerCpuHashMap::with_max_entries(MAX_EGRESS_WORKLOADS, 0);
+
+#[map]
+pub static EGRESS_REFUSALS: RingBuf = RingBuf::with_byte_size(EGRESS_REFUSALS_BYTES, 0);
 
 #[map]
 pub static LOCAL_ADDRS: HashMap<[u8; 16], LocalAddrValue> =

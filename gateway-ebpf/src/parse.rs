@@ -2,7 +2,7 @@
 //! header, each returning where the next header starts.
 use core::mem;
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 use gateway_common::{IPPROTO_TCP, IPPROTO_UDP, Reason, ipv4_mapped};
 use network_types::{
     eth::EthHdr,
@@ -26,6 +26,37 @@ const IPV6_AUTH: u8 = 51;
 const IPV6_DEST_OPTS: u8 = 60;
 /// Extension headers followed before giving up with `Reason::Unparsed`.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
+
+/// A packet the parser can read directly: XDP's frame, or TC's socket
+/// buffer (whose linear part holds the headers of what the guard reads).
+pub trait PacketBytes {
+    /// Address of the first byte (the Ethernet header).
+    fn start(&self) -> usize;
+    /// Address one past the last directly readable byte.
+    fn end(&self) -> usize;
+}
+
+impl PacketBytes for XdpContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+}
+
+impl PacketBytes for TcContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+}
 
 /// What the decision needs from a TCP or UDP packet.
 pub struct Packet {
@@ -53,7 +84,7 @@ pub struct Packet {
 /// and extension headers), then TCP or UDP. Anything it cannot or need not
 /// classify comes back as the `Reason` to count it under.
 #[inline(always)]
-pub fn parse_packet(ctx: &XdpContext) -> Result<Packet, Reason> {
+pub fn parse_packet<C: PacketBytes>(ctx: &C) -> Result<Packet, Reason> {
     let (ether_type, l3) = parse_eth(ctx)?;
     let (dst, protocol, l4, ip_end) = match ether_type {
         ETH_P_IPV4 => parse_ipv4(ctx, l3)?,
@@ -69,7 +100,7 @@ pub fn parse_packet(ctx: &XdpContext) -> Result<Packet, Reason> {
             let flags = (if syn != 0 { gateway_common::TCP_SYN } else { 0 })
                 | (if ack != 0 { gateway_common::TCP_ACK } else { 0 });
             let payload = l4 + usize::from(doff) * 4;
-            let frame_end = ctx.data_end() - ctx.data();
+            let frame_end = ctx.end() - ctx.start();
             let payload_end = ip_end.min(frame_end).max(payload);
             Ok(Packet {
                 dst,
@@ -106,9 +137,9 @@ pub fn parse_packet(ctx: &XdpContext) -> Result<Packet, Reason> {
 /// The one bounds-checked access to packet memory: a pointer to a `T` at
 /// `offset` from the start of the frame, or `Malformed` if it does not fit.
 #[inline(always)]
-fn header_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
-    let start = ctx.data();
-    let end = ctx.data_end();
+pub fn header_at<T, C: PacketBytes>(ctx: &C, offset: usize) -> Result<*const T, Reason> {
+    let start = ctx.start();
+    let end = ctx.end();
     // The verifier only accepts packet reads after a comparison of the
     // accessed range against data_end on this same path.
     if start + offset + mem::size_of::<T>() > end {
@@ -119,7 +150,7 @@ fn header_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
 
 /// Returns the EtherType after any VLAN tags and the offset of the L3 header.
 #[inline(always)]
-fn parse_eth(ctx: &XdpContext) -> Result<(u16, usize), Reason> {
+fn parse_eth<C: PacketBytes>(ctx: &C) -> Result<(u16, usize), Reason> {
     let eth: *const EthHdr = header_at(ctx, 0)?;
     // SAFETY: bounds checked by `header_at`.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
@@ -142,7 +173,10 @@ fn parse_eth(ctx: &XdpContext) -> Result<(u16, usize), Reason> {
 /// Returns (destination, L4 protocol, L4 offset, end of the IP packet),
 /// honouring IHL so options are skipped.
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize, usize), Reason> {
+fn parse_ipv4<C: PacketBytes>(
+    ctx: &C,
+    offset: usize,
+) -> Result<([u8; 16], u8, usize, usize), Reason> {
     let ip: *const Ipv4Hdr = header_at(ctx, offset)?;
     // SAFETY: bounds checked by `header_at`.
     let (vihl, frags, proto, dst, total_len) = unsafe {
@@ -173,7 +207,10 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize, u
 /// Returns (destination, L4 protocol, L4 offset, end of the IP packet)
 /// after walking up to `MAX_IPV6_EXT_HEADERS` extension headers.
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<([u8; 16], u8, usize, usize), Reason> {
+fn parse_ipv6<C: PacketBytes>(
+    ctx: &C,
+    offset: usize,
+) -> Result<([u8; 16], u8, usize, usize), Reason> {
     let ip: *const Ipv6Hdr = header_at(ctx, offset)?;
     // SAFETY: bounds checked by `header_at`.
     let (vcf0, mut next, dst, payload_len) = unsafe {

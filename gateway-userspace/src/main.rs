@@ -203,6 +203,13 @@ pub struct RunArgs {
     /// or one address); repeatable. The node's own addresses never are.
     #[arg(long = "egress-exclude", value_parser = gateway_userspace::egress::parse_cidr, value_name = "CIDR")]
     pub egress_exclude: Vec<gateway_userspace::egress::Cidr>,
+    /// Egress: Istio's `outboundTrafficPolicy` for the captured workloads.
+    /// `registry-only` refuses, in the kernel, connections to addresses no
+    /// ServiceEntry resolves to, and in the proxy hosts and ports the
+    /// egress Gateway does not serve; `allow-any` sends those to their
+    /// original destination.
+    #[arg(long, value_enum, default_value = "registry-only", value_name = "MODE")]
+    pub outbound_traffic_policy: gateway_userspace::proxy::egress::OutboundPolicy,
     /// Admin endpoint (`/stats`, `/ready`).
     #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR:PORT")]
     pub admin_address: SocketAddr,

@@ -1,5 +1,6 @@
 //! `gateway run`: load, compile, bind, attach, serve, and detach on signal.
 use std::{
+    collections::BTreeMap,
     fs,
     net::IpAddr,
     path::PathBuf,
@@ -13,10 +14,16 @@ use gateway_userspace::{
     admin, compile,
     config::{Config, Severity},
     connection::{self, Counters, Gate, Limits},
-    dataplane::{Dataplane, EbpfLog, pins},
+    dataplane::{Dataplane, EbpfLog, EgressMaps, pins},
+    egress::{
+        allow_list::AllowList,
+        refusal_log,
+        registry::{Registry, host_cidr, registry},
+    },
     management,
     model::Instance,
-    proxy, stats,
+    proxy::{self, egress::OutboundPolicy},
+    stats,
     watch::Watcher,
 };
 use tokio::{
@@ -111,6 +118,8 @@ fn read_config(args: &RunArgs, instance: &Instance) -> anyhow::Result<Config> {
 struct Built {
     plan: compile::Plan,
     served: proxy::Served,
+    /// What the registry lets captured workloads reach (egress).
+    registry: Registry,
     /// The certificate files it names, watched for changes.
     certificates: Vec<PathBuf>,
 }
@@ -123,7 +132,7 @@ fn build(
     args: &RunArgs,
     instance: &Instance,
     addresses: &[IpAddr],
-    options: proxy::Options,
+    options: &proxy::Options,
     previous: Option<&compile::Plan>,
 ) -> anyhow::Result<Built> {
     let mut plan = compile::plan(&config.model, instance, addresses)?;
@@ -142,7 +151,7 @@ fn build(
             dropped.reason
         );
     }
-    let served = proxy::Served::new(&plan, options).map_err(|err| {
+    let served = proxy::Served::new(&plan, options.clone()).map_err(|err| {
         anyhow::anyhow!(
             "{err}: {}",
             std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
@@ -151,6 +160,7 @@ fn build(
     Ok(Built {
         plan,
         served,
+        registry: registry(&config.model),
         certificates: certificate_files(config),
     })
 }
@@ -209,6 +219,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         max_connections: ADMIN_MAX_CONNECTIONS,
         ..proxy_gate.limits
     }));
+    let captured = captured_interfaces(&args.egress_from)?;
+    let egress_maps = if captured.is_empty() {
+        None
+    } else {
+        Some(dataplane.take_egress_maps()?)
+    };
     let options = proxy::Options {
         trusted_proxies: args.trusted_proxies,
         access_log: match (args.access_log.as_str(), args.access_log_format) {
@@ -216,13 +232,20 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             (_, LogFormat::Json) => proxy::access_log::Format::Json,
             (_, LogFormat::Text) => proxy::access_log::Format::Text,
         },
+        egress: egress_maps.as_ref().map(|maps| proxy::egress::Egress {
+            policy: args.outbound_traffic_policy,
+            gateway_addresses: addresses.clone(),
+            interfaces: captured.clone(),
+            workloads: Some(maps.workloads()),
+        }),
     };
     // Certificates and keys are loaded before anything is attached.
     let Built {
         plan,
         served,
+        registry,
         certificates,
-    } = build(&config, &args, &instance, &addresses, options, None)?;
+    } = build(&config, &args, &instance, &addresses, &options, None)?;
     drop(config);
     // The proxy's two sockets on loopback ports; the kernel steers every
     // listener's connections into them (sk_lookup), so nothing is bound
@@ -241,14 +264,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     dataplane.set_allowed_ports(&management::allowed_port_words(&allowed))?;
     dataplane.set_proxy_sockets(&socket_v4, socket_v6.as_ref())?;
     dataplane.attach_steering()?;
-    let mut ifindexes = Vec::new();
-    for interface in &args.egress_from {
-        let index = nix::net::if_::if_nametoindex(interface.as_str()).with_context(|| {
-            format!("--egress-from {interface}: no such interface (see `ip link`)")
-        })?;
-        ifindexes.push(index);
-    }
-    dataplane.set_egress(&ifindexes, &args.egress_exclude)?;
+    let registry_tx = match egress_maps {
+        Some(maps) => {
+            Some(start_egress_guard(&args, &mut dataplane, maps, &captured, registry).await?)
+        }
+        None => None,
+    };
     let _capture = if args.egress_from.is_empty() {
         None
     } else {
@@ -330,6 +351,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     // The plan the counters are read for: a reload replaces it.
     let (plan_tx, plan_rx) = watch::channel(Arc::new(plan));
     let render_reloads = Arc::clone(&reloads);
+    let workloads = options.egress.as_ref().and_then(|e| e.workloads.clone());
+    let captured_names = captured.clone();
     let render: admin::RenderFn = Box::new(move |format| {
         let plan = Arc::clone(&plan_rx.borrow());
         let hosts = plan.kernel_hosts();
@@ -339,12 +362,15 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 hosts.iter().map(|h| h.id),
             )
             .map_err(|err| err.to_string())?;
-        let samples = stats::samples(
+        let mut samples = stats::samples(
             &snapshot,
             &plan,
             &render_reloads,
             &[("proxy", &proxy_counters), ("admin", &admin_counters)],
         );
+        if let Some(workloads) = &workloads {
+            samples.extend(stats::workload_samples(&workloads.all(), &captured_names));
+        }
         Ok(match format {
             admin::StatsFormat::Text => stats::render(&samples),
             admin::StatsFormat::Prometheus => stats::render_prometheus(&samples),
@@ -387,6 +413,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         addresses: &addresses,
         options,
         counters: &reloads,
+        registry: registry_tx.as_ref(),
     };
     loop {
         let why = tokio::select! {
@@ -427,6 +454,52 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let _ = proxy_task.await;
     let _ = tokio::task::spawn_blocking(move || admin_thread.join()).await;
     Ok(())
+}
+
+/// The `--egress-from` interfaces by index.
+fn captured_interfaces(names: &[String]) -> anyhow::Result<BTreeMap<u32, String>> {
+    let mut captured = BTreeMap::new();
+    for name in names {
+        let index = nix::net::if_::if_nametoindex(name.as_str())
+            .with_context(|| format!("--egress-from {name}: no such interface (see `ip link`)"))?;
+        captured.insert(index, name.clone());
+    }
+    Ok(captured)
+}
+
+/// The egress guard: what is never captured (the excluded ranges and
+/// every address of the node), the policy, the registry's addresses
+/// written once before the guard is attached to the captured interfaces,
+/// then the tasks that keep them current and log the refusals. Returns
+/// where a reload sends the new registry.
+async fn start_egress_guard(
+    args: &RunArgs,
+    dataplane: &mut Dataplane,
+    mut maps: EgressMaps,
+    captured: &BTreeMap<u32, String>,
+    registry: Registry,
+) -> anyhow::Result<watch::Sender<Registry>> {
+    let mut never = args.egress_exclude.clone();
+    never.extend(node_addresses(None)?.into_iter().map(host_cidr));
+    let ifindexes: Vec<u32> = captured.keys().copied().collect();
+    dataplane.set_egress(&ifindexes, &never)?;
+    maps.set_policy(args.outbound_traffic_policy == OutboundPolicy::AllowAny)?;
+    if let Some(refusals) = maps.take_refusals() {
+        tokio::spawn(refusal_log::log_refusals(refusals, captured.clone()));
+    }
+    let mut allow_list = AllowList::new(maps);
+    allow_list.refresh(&registry).await;
+    log::info!(
+        "egress: outboundTrafficPolicy {:?}; the registry allows {} fixed address range(s), the current addresses of {} name(s), and any address on {} port(s) left to the proxy",
+        args.outbound_traffic_policy,
+        registry.fixed.len(),
+        registry.names.len(),
+        registry.open_ports.len()
+    );
+    dataplane.attach_egress_guard(&args.egress_from)?;
+    let (registry_tx, registry_rx) = watch::channel(registry);
+    tokio::spawn(allow_list.keep_current(registry_rx));
+    Ok(registry_tx)
 }
 
 /// Forwards the kernel programs' diagnostic events to the log as they come.
@@ -476,6 +549,8 @@ struct Reload<'a> {
     addresses: &'a [IpAddr],
     options: proxy::Options,
     counters: &'a stats::ReloadCounters,
+    /// Where a new registry goes (egress only).
+    registry: Option<&'a watch::Sender<Registry>>,
 }
 
 impl Reload<'_> {
@@ -502,7 +577,7 @@ impl Reload<'_> {
                 self.args,
                 self.instance,
                 self.addresses,
-                self.options,
+                &self.options,
                 Some(current),
             )
         });
@@ -518,6 +593,9 @@ impl Reload<'_> {
         };
         let compiled = started.elapsed();
         let _ = served_tx.send(Arc::new(built.served));
+        if let Some(registry) = self.registry {
+            let _ = registry.send(built.registry);
+        }
         if let Err(err) = dataplane.apply(&built.plan, ephemeral_range()) {
             // The proxy already serves the new plan; the kernel maps are
             // part way. The next reload applies the difference again.
@@ -615,9 +693,20 @@ fn interface_addresses(interface: &str) -> anyhow::Result<Vec<IpAddr>> {
     if nix::net::if_::if_nametoindex(interface).is_err() {
         bail!("no network interface named {interface:?} (see `ip link`)");
     }
+    let addresses = node_addresses(Some(interface))?;
+    if addresses.is_empty() {
+        bail!(
+            "interface {interface} has no IP address; give the gateway's addresses with --address"
+        );
+    }
+    Ok(addresses)
+}
+
+/// The addresses of `interface`, or of every interface of the node.
+fn node_addresses(interface: Option<&str>) -> anyhow::Result<Vec<IpAddr>> {
     let mut addresses = Vec::new();
     for ifaddr in nix::ifaddrs::getifaddrs().context("cannot list interface addresses")? {
-        if ifaddr.interface_name != interface {
+        if interface.is_some_and(|name| ifaddr.interface_name != name) {
             continue;
         }
         let Some(address) = ifaddr.address else {
@@ -628,11 +717,6 @@ fn interface_addresses(interface: &str) -> anyhow::Result<Vec<IpAddr>> {
         } else if let Some(v6) = address.as_sockaddr_in6() {
             addresses.push(IpAddr::V6(v6.ip()));
         }
-    }
-    if addresses.is_empty() {
-        bail!(
-            "interface {interface} has no IP address; give the gateway's addresses with --address"
-        );
     }
     Ok(addresses)
 }

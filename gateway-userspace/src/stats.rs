@@ -84,7 +84,50 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "gauge",
         "Connections of the proxy and the admin endpoint open now.",
     ),
+    (
+        "gateway_egress_workload_connections_total",
+        "counter",
+        "Connection attempts (SYNs) of each captured workload, seen by the egress guard.",
+    ),
+    (
+        "gateway_egress_workload_refused_total",
+        "counter",
+        "Connection attempts of each captured workload refused in the kernel (no registry entry for the address).",
+    ),
 ];
+
+/// The egress guard's per-workload counters, by workload address and
+/// captured interface (`interfaces` names them).
+pub fn workload_samples(
+    workloads: &[crate::dataplane::Workload],
+    interfaces: &std::collections::BTreeMap<u32, String>,
+) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for workload in workloads {
+        let interface = interfaces
+            .get(&workload.ifindex)
+            .cloned()
+            .unwrap_or_else(|| workload.ifindex.to_string());
+        let labels = vec![
+            ("workload", workload.addr.to_string()),
+            ("interface", interface.clone()),
+        ];
+        let key = format!("egress.workload.{}.{interface}", workload.addr);
+        out.push(sample(
+            format!("{key}.connections"),
+            "gateway_egress_workload_connections_total",
+            labels.clone(),
+            workload.counters.connections,
+        ));
+        out.push(sample(
+            format!("{key}.refused"),
+            "gateway_egress_workload_refused_total",
+            labels,
+            workload.counters.refused,
+        ));
+    }
+    out
+}
 
 /// Every counter of the configuration, the kernel (`stats`) and each kind
 /// of listener's connections (`proxy`, `admin`), in a stable order.

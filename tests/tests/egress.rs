@@ -23,8 +23,19 @@ impl NetnsHosts {
     fn new(ns: &str, lines: &str) -> Self {
         let dir = PathBuf::from("/etc/netns").join(ns);
         fs::create_dir_all(&dir).expect("/etc/netns dir");
-        fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{lines}")).expect("hosts");
-        NetnsHosts(dir)
+        let hosts = NetnsHosts(dir);
+        hosts.update(lines);
+        hosts
+    }
+
+    /// Rewrites the file in place: the bind mount of a running process
+    /// sees the same file, so its next lookup finds the new lines.
+    fn update(&self, lines: &str) {
+        fs::write(
+            self.0.join("hosts"),
+            format!("127.0.0.1 localhost\n{lines}"),
+        )
+        .expect("hosts");
     }
 }
 
@@ -80,6 +91,120 @@ fn egress_daemon(topology: &Topology, config: &str, extra: &[&str]) -> Daemon {
     ];
     args.extend_from_slice(extra);
     Daemon::start(topology, &args)
+}
+
+/// The workload's route to the outside goes through the gateway's node,
+/// as a pod's would.
+fn route_outside_via_gateway(topology: &Topology) {
+    let out = topology.client(&["ip", "route", "add", "198.51.100.0/24", "via", GATEWAY_V4]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A second outside address no ServiceEntry names.
+const UNKNOWN_V4: &str = "198.51.100.3";
+
+/// Gives the outside namespace `UNKNOWN_V4` too (on its loopback: the
+/// namespace answers for it on its link as well).
+fn add_unknown_address(topology: &Topology, outside: &str) {
+    let out = topology
+        .exec(
+            outside,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{UNKNOWN_V4}/32"),
+                "dev",
+                "lo",
+            ],
+        )
+        .output()
+        .expect("ip addr");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test-backend at `addr` outside.
+fn outside_server_at(
+    topology: &Topology,
+    outside: &str,
+    name: &str,
+    addr: &str,
+    tls: Option<(&str, &str)>,
+) -> Backend {
+    let listen = addr.to_string();
+    let mut args = vec!["--name", name, "--listen", &listen];
+    if let Some((crt, key)) = tls {
+        args.extend(["--tls", crt, key]);
+    }
+    let addr: SocketAddr = addr.parse().expect("addr");
+    Backend::start(topology, outside, Path::new(TEST_BACKEND), &args, addr)
+}
+
+/// curl from the workload with `args`; (exit code, stdout, stderr).
+fn workload_curl(topology: &Topology, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut argv = vec!["curl", "-sS", "--max-time", "5"];
+    argv.extend_from_slice(args);
+    let out = topology.client(&argv);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An egress Gateway serving dataengine.com by TLS passthrough on 443
+/// and by HTTP on 80, both to the external dataengine.com.
+const HTTP_AND_TLS: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [dataengine.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [dataengine.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: dataengine, namespace: istio-system}
+spec:
+  hosts: [dataengine.com]
+  gateways: [egress]
+  tls:
+  - match: [{port: 443, sniHosts: [dataengine.com]}]
+    route: [{destination: {host: dataengine.com, port: {number: 443}}}]
+  http:
+  - route: [{destination: {host: dataengine.com, port: {number: 80}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dataengine, namespace: istio-system}
+spec:
+  hosts: [dataengine.com]
+  location: MESH_EXTERNAL
+  ports:
+  - {number: 443, name: tls, protocol: TLS}
+  - {number: 80, name: http, protocol: HTTP}
+  resolution: DNS
+";
+
+/// `HTTP_AND_TLS` written to a scratch file.
+fn http_and_tls_config() -> (gateway_tests::hostile::Scratch, String) {
+    let scratch = gateway_tests::hostile::Scratch::new();
+    let path = scratch.path.join("egress.yaml");
+    fs::write(&path, HTTP_AND_TLS).expect("config");
+    let path = path.display().to_string();
+    (scratch, path)
 }
 
 #[test]
@@ -263,12 +388,7 @@ fn a_workloads_outbound_https_is_captured_in_the_kernel_and_passed_through() {
     let names = format!("{BACKEND_V4} dataengine.com\n");
     let _workload_hosts = NetnsHosts::new(&topology.client_ns, &names);
     let _gateway_hosts = NetnsHosts::new(&topology.gateway_ns, &names);
-    let out = topology.client(&["ip", "route", "add", "198.51.100.0/24", "via", GATEWAY_V4]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    route_outside_via_gateway(&topology);
     let daemon = egress_daemon(&topology, SEED, &["--egress-from", &topology.gateway_if]);
     // The workload connects to dataengine.com as it would without a
     // gateway; the kernel hands the connection to the egress instance.
@@ -366,4 +486,278 @@ fn excluded_destinations_are_routed_as_before_never_captured() {
     );
     // The outside server saw the workload itself: routed, not proxied.
     assert!(body.contains("peer=192.0.2.2:"), "{body}");
+}
+
+#[test]
+fn a_forbidden_address_is_refused_fast_in_the_kernel_logged_and_counted() {
+    require_root();
+    let (topology, outside_ns) = with_outside();
+    add_unknown_address(&topology, &outside_ns);
+    let unknown = format!("{UNKNOWN_V4}:8080");
+    let _unknown = outside_server_at(&topology, &outside_ns, "unregistered", &unknown, None);
+    let _gateway_hosts = NetnsHosts::new(
+        &topology.gateway_ns,
+        &format!("{BACKEND_V4} dataengine.com\n"),
+    );
+    route_outside_via_gateway(&topology);
+    let daemon = egress_daemon(&topology, SEED, &["--egress-from", &topology.gateway_if]);
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = workload_curl(&topology, &[&format!("http://{unknown}/")]);
+    // Refused (7) by the kernel's reset to the SYN, at once.
+    assert_eq!(code, Some(7), "{stderr}\n{}", daemon.log());
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    let line = format!(
+        "egress refused in the kernel: workload 192.0.2.2 on {} -> {unknown}: no ServiceEntry resolves to this address",
+        topology.gateway_if
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !daemon.log().contains(&line) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(daemon.log().contains(&line), "{}", daemon.log());
+    let key = format!("egress.workload.192.0.2.2.{}", topology.gateway_if);
+    assert_eq!(
+        gateway_tests::daemon::stat(&topology, &format!("{key}.refused")),
+        1
+    );
+    assert_eq!(
+        gateway_tests::daemon::stat(&topology, &format!("{key}.connections")),
+        1
+    );
+    // The gateway's own connections are never captured: the same address
+    // answers the gateway.
+    let out = topology.gateway(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        &format!("http://{unknown}/own"),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("backend=unregistered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_forbidden_host_on_an_allowed_address_is_refused_at_the_proxy_by_sni_and_by_host() {
+    require_root();
+    let (topology, outside_ns) = with_outside();
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("dataengine", "DNS:dataengine.com,DNS:evil.example");
+    let tls_at = format!("{BACKEND_V4}:443");
+    let http_at = format!("{BACKEND_V4}:80");
+    let _tls = outside_server_at(
+        &topology,
+        &outside_ns,
+        "cdn-tls",
+        &tls_at,
+        Some((&crt, &key)),
+    );
+    let _http = outside_server_at(&topology, &outside_ns, "cdn-http", &http_at, None);
+    // One address serves both names, as a CDN's does.
+    let names = format!("{BACKEND_V4} dataengine.com evil.example\n");
+    let _workload_hosts = NetnsHosts::new(&topology.client_ns, &names);
+    let _gateway_hosts = NetnsHosts::new(&topology.gateway_ns, &names);
+    route_outside_via_gateway(&topology);
+    let (_scratch, config) = http_and_tls_config();
+    let daemon = egress_daemon(&topology, &config, &["--egress-from", &topology.gateway_if]);
+    let ca = pki.path("ca.crt");
+    let (code, body, stderr) =
+        workload_curl(&topology, &["--cacert", &ca, "https://dataengine.com/ok"]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", daemon.log());
+    assert!(body.contains("backend=cdn-tls"), "{body}");
+    let (code, body, _) = workload_curl(&topology, &["--cacert", &ca, "https://evil.example/"]);
+    assert_ne!(code, Some(0), "{body}");
+    assert!(!body.contains("backend="), "{body}");
+    let by_sni = format!(
+        "egress refused at the proxy: workload 192.0.2.2 on {} -> {tls_at}: SNI evil.example is not a host of the egress Gateway",
+        topology.gateway_if
+    );
+    assert!(daemon.log().contains(&by_sni), "{}", daemon.log());
+    let (_, body, _) = workload_curl(
+        &topology,
+        &["-w", "\nstatus=%{http_code}", "http://dataengine.com/ok"],
+    );
+    assert!(
+        body.contains("status=200") && body.contains("backend=cdn-http"),
+        "{body}"
+    );
+    let (_, body, _) = workload_curl(
+        &topology,
+        &["-w", "\nstatus=%{http_code}", "http://evil.example/"],
+    );
+    assert!(body.contains("status=404"), "{body}");
+    assert!(!body.contains("backend="), "{body}");
+    // The access log names the workload's interface and the verdict, and
+    // the per-host counter has the refusal.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let log = daemon.log();
+    let refused_line = log
+        .lines()
+        .find(|l| l.contains("\"evil.example\"") && l.contains(" 404 NR "))
+        .unwrap_or_default();
+    assert!(
+        refused_line.ends_with(&format!(" {} refused", topology.gateway_if)),
+        "{log}"
+    );
+    let out = topology.gateway(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "2",
+        &format!("http://{ADMIN}/stats/prometheus"),
+    ]);
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    for (host, verdict) in [("evil.example", "refused"), ("dataengine.com", "allowed")] {
+        let series = format!(
+            "gateway_egress_decisions_total{{workload=\"192.0.2.2\",interface=\"{}\",host=\"{host}\",verdict=\"{verdict}\"}} 2",
+            topology.gateway_if
+        );
+        assert!(metrics.contains(&series), "{series}\n{metrics}");
+    }
+}
+
+#[test]
+fn allow_any_passes_unknown_addresses_hosts_and_ports_to_their_original_destination() {
+    require_root();
+    let (topology, outside_ns) = with_outside();
+    add_unknown_address(&topology, &outside_ns);
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("unknown", "DNS:unknown.example");
+    let tls_at = format!("{UNKNOWN_V4}:443");
+    let http_at = format!("{UNKNOWN_V4}:80");
+    let other_at = format!("{UNKNOWN_V4}:8443");
+    let _tls = outside_server_at(
+        &topology,
+        &outside_ns,
+        "any-tls",
+        &tls_at,
+        Some((&crt, &key)),
+    );
+    let _http = outside_server_at(&topology, &outside_ns, "any-http", &http_at, None);
+    let _other = outside_server_at(&topology, &outside_ns, "any-port", &other_at, None);
+    let _workload_hosts = NetnsHosts::new(
+        &topology.client_ns,
+        &format!("{UNKNOWN_V4} unknown.example\n"),
+    );
+    let _gateway_hosts = NetnsHosts::new(
+        &topology.gateway_ns,
+        &format!("{BACKEND_V4} dataengine.com\n"),
+    );
+    route_outside_via_gateway(&topology);
+    let (_scratch, config) = http_and_tls_config();
+    let daemon = egress_daemon(
+        &topology,
+        &config,
+        &[
+            "--egress-from",
+            &topology.gateway_if,
+            "--outbound-traffic-policy",
+            "allow-any",
+        ],
+    );
+    let ca = pki.path("ca.crt");
+    for (args, backend) in [
+        (
+            vec!["--cacert", ca.as_str(), "https://unknown.example/"],
+            "any-tls",
+        ),
+        (vec!["http://unknown.example/"], "any-http"),
+        (vec!["http://unknown.example:8443/"], "any-port"),
+    ] {
+        let (code, body, stderr) = workload_curl(&topology, &args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}\n{}", daemon.log());
+        assert!(body.contains(&format!("backend={backend}")), "{body}");
+        // Through the gateway: the server saw the gateway's address.
+        assert!(body.contains("peer=198.51.100.1:"), "{body}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let log = daemon.log();
+    let passthrough = log
+        .lines()
+        .filter(|l| l.contains("PassthroughCluster") && l.ends_with(" passthrough"))
+        .count();
+    assert_eq!(passthrough, 3, "{log}");
+}
+
+#[test]
+fn a_dns_change_is_followed_by_the_kernel_and_the_proxy() {
+    require_root();
+    let (topology, outside_ns) = with_outside();
+    add_unknown_address(&topology, &outside_ns);
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("dataengine", "DNS:dataengine.com");
+    let old_at = format!("{BACKEND_V4}:443");
+    let new_at = format!("{UNKNOWN_V4}:443");
+    let _old = outside_server_at(
+        &topology,
+        &outside_ns,
+        "old-address",
+        &old_at,
+        Some((&crt, &key)),
+    );
+    let _new = outside_server_at(
+        &topology,
+        &outside_ns,
+        "new-address",
+        &new_at,
+        Some((&crt, &key)),
+    );
+    let before = format!("{BACKEND_V4} dataengine.com\n");
+    let workload_hosts = NetnsHosts::new(&topology.client_ns, &before);
+    let gateway_hosts = NetnsHosts::new(&topology.gateway_ns, &before);
+    route_outside_via_gateway(&topology);
+    let daemon = egress_daemon(&topology, SEED, &["--egress-from", &topology.gateway_if]);
+    let ca = pki.path("ca.crt");
+    let (_, body, stderr) = workload_curl(&topology, &["--cacert", &ca, "https://dataengine.com/"]);
+    assert!(
+        body.contains("backend=old-address"),
+        "{body}{stderr}\n{}",
+        daemon.log()
+    );
+    // dataengine.com moves: the workload's resolver and the gateway's say so.
+    let after = format!("{UNKNOWN_V4} dataengine.com\n");
+    workload_hosts.update(&after);
+    gateway_hosts.update(&after);
+    // Within a DNS refresh (5 s) the kernel allows the new address and
+    // the proxy sends there; until then the new address is refused.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        let (_, body, stderr) =
+            workload_curl(&topology, &["--cacert", &ca, "https://dataengine.com/"]);
+        if body.contains("backend=new-address") {
+            last.clear();
+            break;
+        }
+        last = format!("{body}{stderr}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(
+        last.is_empty(),
+        "never reached the new address: {last}\n{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains(&format!(
+            "egress: dataengine.com resolves to {UNKNOWN_V4} (was {BACKEND_V4})"
+        )),
+        "{}",
+        daemon.log()
+    );
+    // The old address is no longer the registry's: refused in the kernel.
+    let pin_old = format!("dataengine.com:443:{BACKEND_V4}");
+    let (code, _, stderr) = workload_curl(
+        &topology,
+        &[
+            "--cacert",
+            &ca,
+            "--resolve",
+            &pin_old,
+            "https://dataengine.com/",
+        ],
+    );
+    assert_eq!(code, Some(7), "{stderr}");
 }

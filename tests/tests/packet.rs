@@ -84,6 +84,7 @@ fn test_plan() -> Plan {
             namespace: "istio-system".into(),
             name: "backend".into(),
             hosts: vec!["backend.internal".into()],
+            addresses: Vec::new(),
             ports: vec![ServicePort {
                 number: 9000,
                 name: "tcp".into(),

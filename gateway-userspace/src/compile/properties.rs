@@ -205,6 +205,7 @@ fn model() -> impl Strategy<Value = Model> {
             namespace: "apps".into(),
             name: "web".into(),
             hosts: vec!["web.apps.svc.cluster.local".into()],
+            addresses: Vec::new(),
             ports: vec![ServicePort {
                 number: 8080,
                 name: "http".into(),

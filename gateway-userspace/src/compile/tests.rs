@@ -69,6 +69,7 @@ fn plan_of(gateways: &[Gateway], addrs: &[IpAddr]) -> Result<Plan, CompileError>
             namespace: "istio-system".into(),
             name: "backend".into(),
             hosts: vec!["backend.internal".into()],
+            addresses: Vec::new(),
             ports: vec![ServicePort {
                 number: 9000,
                 name: "tcp".into(),

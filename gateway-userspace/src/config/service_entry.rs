@@ -9,7 +9,7 @@ use super::{
     yaml::Node,
 };
 use crate::model::{
-    EndpointAddress, Protocol, Resolution, ServiceEntry, ServicePort, WorkloadEntry,
+    EndpointAddress, Protocol, Resolution, ServiceEntry, ServicePort, Subnet, WorkloadEntry,
 };
 
 const SPEC_FIELDS: &[&str] = &[
@@ -59,6 +59,16 @@ pub fn decode(
             d.error(item, &item_path, message);
         } else {
             hosts.push(host);
+        }
+    }
+    let mut addresses = Vec::new();
+    for (item_path, item) in d.items(entries, "addresses", "spec") {
+        let Some(text) = d.string(item, &item_path) else {
+            continue;
+        };
+        match text.parse::<Subnet>() {
+            Ok(subnet) => addresses.push(subnet),
+            Err(err) => d.error(item, &item_path, err.to_string()),
         }
     }
     if let Some(at) = field(entries, "workloadSelector") {
@@ -268,6 +278,7 @@ pub fn decode(
         namespace,
         name,
         hosts,
+        addresses,
         ports,
         resolution,
         endpoints,

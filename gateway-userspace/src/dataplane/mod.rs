@@ -1,6 +1,7 @@
 //! The only module that talks to the kernel's BPF side: loads the embedded
 //! XDP object, applies a [`Plan`] to its maps as a diff, attaches it to an
 //! interface and reads the counters. It never decides what is served.
+mod egress;
 mod error;
 pub mod pins;
 
@@ -21,7 +22,10 @@ use gateway_common::{
     map_names,
 };
 
-pub use self::error::DataplaneError;
+pub use self::{
+    egress::{AllowedChange, EgressMaps, GUARD_PROGRAM_NAME, Workload, Workloads, key_addr},
+    error::DataplaneError,
+};
 use crate::compile::{Plan, addr_key};
 
 /// Name of the XDP function in the object (`gateway-ebpf/src/main.rs`).
@@ -195,7 +199,7 @@ impl Dataplane {
     pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
         std::iter::once(PROGRAM_NAME)
             .chain(HOST_PROGRAM_NAMES)
-            .chain([STEER_PROGRAM_NAME])
+            .chain([STEER_PROGRAM_NAME, GUARD_PROGRAM_NAME])
             .map(|name| {
                 let count = self
                     .ebpf
@@ -711,6 +715,7 @@ fn load_object(pins: Option<&Path>, log: EbpfLog) -> Result<Ebpf, DataplaneError
     program.load().map_err(DataplaneError::from_load)?;
     load_host_programs(&mut ebpf)?;
     load_steering(&mut ebpf)?;
+    egress::load_guard(&mut ebpf)?;
     Ok(ebpf)
 }
 

@@ -240,6 +240,8 @@ pub struct ServiceEntry {
     pub namespace: String,
     pub name: String,
     pub hosts: Vec<String>,
+    /// `spec.addresses`: the entry's virtual IPs or CIDR blocks.
+    pub addresses: Vec<super::Subnet>,
     pub ports: Vec<ServicePort>,
     pub resolution: Resolution,
     pub endpoints: Vec<WorkloadEntry>,

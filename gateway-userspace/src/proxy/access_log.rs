@@ -49,6 +49,9 @@ pub struct Entry {
     pub sni: Option<String>,
     /// `VirtualService ns/name spec.http[i]` of the matched route.
     pub route: Option<String>,
+    /// Egress: the captured interface the workload sent from; entries
+    /// with it carry the egress verdict too.
+    pub workload_interface: Option<std::sync::Arc<str>>,
 }
 
 /// The log sink: lines are buffered and written at most every second or
@@ -169,7 +172,17 @@ fn flags(entry: &Entry) -> String {
 
 /// Istio's default `accessLogFormat`:
 /// `[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%`
+/// Egress entries append the workload's interface and the verdict
+/// (`allowed`, `refused`, `passthrough`).
 pub fn text(entry: &Entry) -> String {
+    let mut line = istio_text(entry);
+    if let Some(interface) = &entry.workload_interface {
+        line.push_str(&format!(" {interface} {}", super::egress::verdict(entry)));
+    }
+    line
+}
+
+fn istio_text(entry: &Entry) -> String {
     format!(
         "[{}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}",
         start_time(entry),
@@ -199,7 +212,7 @@ pub fn text(entry: &Entry) -> String {
 /// Istio's JSON access-log field names, absent values as `null`.
 pub fn json(entry: &Entry) -> String {
     let text = |v: Option<String>| v.map_or(serde_json::Value::Null, serde_json::Value::from);
-    serde_json::json!({
+    let mut value = serde_json::json!({
         "start_time": text(entry.start.map(|_| start_time(entry))),
         "method": text(entry.method.clone()),
         "path": text(entry.path.clone()),
@@ -221,8 +234,12 @@ pub fn json(entry: &Entry) -> String {
         "downstream_remote_address": text(entry.downstream_remote.map(|a| a.to_string())),
         "requested_server_name": text(entry.sni.clone()),
         "route_name": text(entry.route.clone()),
-    })
-    .to_string()
+    });
+    if let Some(interface) = &entry.workload_interface {
+        value["workload_interface"] = serde_json::Value::from(interface.as_ref());
+        value["egress_verdict"] = serde_json::Value::from(super::egress::verdict(entry));
+    }
+    value.to_string()
 }
 
 #[cfg(test)]

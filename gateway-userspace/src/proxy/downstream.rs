@@ -26,6 +26,7 @@ use super::{
     access_log::Entry,
     auto_passthrough,
     client_hello::{self, ClientHello, Inspection},
+    egress::{self, OutboundPolicy, Refusal},
     http::{self, Downstream, Shared, VirtualHosts},
     served::{TlsAction, TlsEntry},
     stream::{Probe, Probed, Rewind},
@@ -240,6 +241,14 @@ pub(super) async fn serve_tls(
     let ClientHello { sni, .. } = &hello;
     downstream.sni = sni.clone();
     let Some(entry) = tls::select(port.servers, |e| e.hosts.as_slice(), sni.as_deref()) else {
+        if let Some(egress) = shared.egress.as_ref().filter(|_| downstream.is_captured()) {
+            if egress.policy == OutboundPolicy::AllowAny {
+                let _in_flight = activity.begin();
+                egress::pass_through(stream, &prefix, &downstream, shared).await;
+                return;
+            }
+            egress::refused(shared, &downstream, &Refusal::UnknownSni(sni.clone()));
+        }
         let alert = if sni.is_some() {
             AlertDescription::UnrecognizedName
         } else {
@@ -322,6 +331,7 @@ fn log_unrouted(downstream: &Downstream, shared: &Shared) {
         downstream_local: Some(downstream.local),
         downstream_remote: Some(downstream.remote),
         sni: downstream.sni.clone(),
+        workload_interface: downstream.workload_interface.clone(),
         ..Entry::default()
     });
 }
@@ -343,6 +353,7 @@ pub(super) async fn forward_tcp<D>(
         downstream_local: Some(downstream.local),
         downstream_remote: Some(downstream.remote),
         sni: downstream.sni.clone(),
+        workload_interface: downstream.workload_interface.clone(),
         ..Entry::default()
     };
     match tcp::connect(forward, &shared.upstreams).await {

@@ -43,6 +43,8 @@ const SERVER_HEADER: &str = "xdp-gateway";
 #[derive(Debug)]
 pub struct Shared {
     pub upstreams: Upstreams,
+    /// The egress capture, on an egress instance.
+    pub egress: Option<super::egress::Egress>,
     pub access_log: AccessLog,
     /// `--trusted-proxies`: hops in front of the gateway whose
     /// `X-Forwarded-Proto`/`X-Forwarded-For` are believed (Istio's `numTrustedProxies`).
@@ -122,6 +124,16 @@ pub struct Downstream {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub sni: Option<String>,
+    /// Egress: the interface of the workload whose connection was captured.
+    pub workload_interface: Option<Arc<str>>,
+}
+
+impl Downstream {
+    /// Whether the egress capture brought this connection (a workload's,
+    /// to an address not the gateway's).
+    pub fn is_captured(&self) -> bool {
+        self.workload_interface.is_some()
+    }
 }
 
 /// Answers one request.
@@ -144,6 +156,7 @@ pub async fn handle(
             downstream_local: Some(downstream.local),
             downstream_remote: Some(downstream.remote),
             sni: downstream.sni.clone(),
+            workload_interface: downstream.workload_interface.clone(),
             ..Entry::default()
         }
     } else {
@@ -874,6 +887,7 @@ mod tests {
             local: SocketAddr::from(([203, 0, 113, 1], 80)),
             remote: SocketAddr::from(([203, 0, 113, 2], 40000)),
             sni: None,
+            workload_interface: None,
         }
     }
 

@@ -17,6 +17,7 @@ use tokio::{
 use super::{
     ProxyError, access_log,
     downstream::{Conn, TlsPort, forward_tcp, serve_http, serve_tls},
+    egress::{self, OutboundPolicy, Refusal},
     http::Downstream,
     served::{PortService, Served},
     stream::Probed,
@@ -174,30 +175,47 @@ async fn serve_connection(
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let Some(service) = served
-        .listeners
-        .listener_at(local)
-        .and_then(|id| served.ports.get(&id).cloned())
-    else {
-        // No listener for the address: an egress workload's connection to
-        // a port the egress Gateway does not serve, or one steered by a
-        // plan this `Served` does not have yet (a reload in flight). A
-        // reset, so the client fails at once instead of waiting.
-        log::debug!("{remote} -> {local}: no listener; reset");
-        let _ = stream.set_zero_linger();
-        return;
-    };
+    let egress = served.shared.egress.as_ref().filter(|e| e.captured(local));
     let downstream = Downstream {
         tls: false,
         local,
         remote,
         sni: None,
+        workload_interface: egress.map(|e| e.interface_of(remote.ip())),
+    };
+    let Some(service) = served
+        .listeners
+        .listener_at(local)
+        .and_then(|id| served.ports.get(&id).cloned())
+    else {
+        match egress {
+            Some(e) if e.policy == OutboundPolicy::AllowAny => {
+                let _in_flight = activity.begin();
+                egress::pass_through(stream, &[], &downstream, &served.shared).await;
+            }
+            Some(_) => {
+                egress::refused(&served.shared, &downstream, &Refusal::UnservedPort);
+                let _ = stream.set_zero_linger();
+            }
+            // No listener for the address: one steered by a plan this
+            // `Served` does not have yet (a reload in flight). A reset, so
+            // the client fails at once instead of waiting.
+            None => {
+                log::debug!("{remote} -> {local}: no listener; reset");
+                let _ = stream.set_zero_linger();
+            }
+        }
+        return;
     };
     // Each kind's future is boxed: the task's own future stays a few hundred
     // bytes, which tokio moves at spawn and at completion, instead of the
     // whole connection state (about 7 KiB).
     match &*service {
         PortService::Http(hosts) => {
+            if egress.is_some_and(|e| e.policy == OutboundPolicy::AllowAny) {
+                Box::pin(egress::serve_http_or_pass(stream, downstream, hosts, conn)).await;
+                return;
+            }
             let raw = Some(stream.as_raw_fd());
             Box::pin(serve_http(
                 Probed::new(stream),

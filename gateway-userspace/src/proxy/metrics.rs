@@ -65,11 +65,22 @@ struct TcpSeries {
     received: u64,
 }
 
+/// The labels of an egress decision's series: who, where, what host, verdict.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct EgressLabels {
+    workload: String,
+    interface: String,
+    host: String,
+    verdict: &'static str,
+}
+
 #[derive(Debug, Default)]
 struct Series {
     requests: BTreeMap<RequestLabels, RequestSeries>,
     /// By (destination service, response flags).
     tcp: BTreeMap<(String, String), TcpSeries>,
+    /// Egress decisions (connections and HTTP requests) by workload and host.
+    egress: BTreeMap<EgressLabels, u64>,
 }
 
 /// Everything recorded since start.
@@ -87,6 +98,17 @@ fn destination_service(entry: &Entry) -> String {
         .to_string()
 }
 
+/// The external host an egress entry went for: the SNI, the `Host`,
+/// else the original destination address.
+fn external_host(entry: &Entry) -> String {
+    let named = entry.sni.as_deref().or(entry.authority.as_deref());
+    match (named, entry.downstream_local) {
+        (Some(name), _) => name.to_string(),
+        (None, Some(local)) => local.ip().to_canonical().to_string(),
+        (None, None) => "-".to_string(),
+    }
+}
+
 fn flags(entry: &Entry) -> String {
     if entry.flags.is_empty() {
         "-".to_string()
@@ -101,6 +123,17 @@ pub fn record(entry: &Entry) {
     let Ok(mut series) = METRICS.lock() else {
         return;
     };
+    if let Some(interface) = &entry.workload_interface {
+        let labels = EgressLabels {
+            workload: entry
+                .downstream_remote
+                .map_or_else(|| "-".to_string(), |a| a.ip().to_canonical().to_string()),
+            interface: interface.to_string(),
+            host: external_host(entry),
+            verdict: super::egress::verdict(entry),
+        };
+        *series.egress.entry(labels).or_default() += 1;
+    }
     let service = destination_service(entry);
     match entry.protocol {
         Some(protocol) => {
@@ -259,6 +292,30 @@ pub fn render(out: &mut String) {
                 pick(series)
             );
         }
+    }
+    render_egress(out, &series);
+}
+
+/// The egress family, only on an egress instance that has decided something.
+fn render_egress(out: &mut String, series: &Series) {
+    if series.egress.is_empty() {
+        return;
+    }
+    let name = "gateway_egress_decisions_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Captured workload connections (TCP, TLS) and requests (HTTP) by workload, external host and verdict."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (labels, count) in &series.egress {
+        let _ = writeln!(
+            out,
+            "{name}{{workload=\"{}\",interface=\"{}\",host=\"{}\",verdict=\"{}\"}} {count}",
+            escape(&labels.workload),
+            escape(&labels.interface),
+            escape(&labels.host),
+            labels.verdict
+        );
     }
 }
 

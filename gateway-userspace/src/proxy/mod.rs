@@ -12,6 +12,7 @@ pub mod auto_passthrough;
 pub mod client_cert;
 pub mod client_hello;
 mod downstream;
+pub mod egress;
 pub mod http;
 mod listener;
 pub mod metrics;

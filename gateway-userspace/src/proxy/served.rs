@@ -110,10 +110,12 @@ impl ListenerMap {
 }
 
 /// Settings the plan does not carry.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     pub trusted_proxies: u32,
     pub access_log: access_log::Format,
+    /// The egress capture, on an egress instance.
+    pub egress: Option<super::egress::Egress>,
 }
 
 impl Served {
@@ -123,6 +125,7 @@ impl Served {
             upstreams: upstream::Upstreams::new(&plan.clusters)?,
             access_log: access_log::AccessLog::new(options.access_log),
             trusted_proxies: options.trusted_proxies,
+            egress: options.egress,
         });
         let mut ports = HashMap::new();
         for listener in &plan.http {

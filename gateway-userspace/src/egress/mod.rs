@@ -5,10 +5,11 @@
 //! proxy (`sk_lookup.rs`), which reads the original destination from the
 //! accepted socket's local address. Excluded destinations get a rule of
 //! their own back to the main table. No iptables, nothing per workload.
-use std::{
-    net::IpAddr,
-    process::{Command, Stdio},
-};
+use std::process::{Command, Stdio};
+
+pub mod allow_list;
+pub mod refusal_log;
+pub mod registry;
 
 /// The routing table of the capture.
 const TABLE: &str = "4711";
@@ -16,38 +17,13 @@ const TABLE: &str = "4711";
 const EXCLUDE_PRIORITY: &str = "4710";
 const CAPTURE_PRIORITY: &str = "4711";
 
-/// A destination range never captured (`--egress-exclude`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
+/// A destination range: one never captured (`--egress-exclude`), or one
+/// the registry allows. Istio's subnet syntax, as `destinationSubnets`.
+pub use crate::model::Subnet as Cidr;
 
 /// `10.0.0.0/8`, `2001:db8::/32` or a bare address (a single host).
 pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
-    let (addr, prefix) = match text.split_once('/') {
-        Some((addr, prefix)) => (addr, Some(prefix)),
-        None => (text, None),
-    };
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{text:?} is not an address or CIDR"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix {
-        Some(p) => p
-            .parse::<u8>()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
-        None => max,
-    };
-    Ok(Cidr { addr, prefix })
+    text.parse::<Cidr>().map_err(|err| err.to_string())
 }
 
 /// The routing rules of the capture; removed on drop.
