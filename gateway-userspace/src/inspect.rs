@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, thread, time::Duration};
 
 use anyhow::{Context as _, bail};
 use gateway_userspace::{
-    dataplane::{StatsReader, pins},
+    dataplane::{StatsReader, Workload, Workloads, pins},
     stats::{self, Layout},
 };
 
@@ -26,15 +26,19 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
         .and_then(|path| std::fs::read_to_string(path).ok())
         .and_then(|text| Layout::from_json(&text))
         .unwrap_or_default();
+    // The egress guard's per-workload counters (empty on an ingress instance).
+    let workloads = Workloads::open_pinned(&dir).ok();
     let read = || -> anyhow::Result<BTreeMap<String, u64>> {
         let snapshot = reader.read(
             layout.listeners.iter().map(|l| l.id),
             layout.hosts.iter().map(|h| h.id),
         )?;
-        Ok(stats::kernel_samples(&snapshot, &layout)
-            .into_iter()
-            .map(|s| (s.name, s.value))
-            .collect())
+        let mut samples = stats::kernel_samples(&snapshot, &layout);
+        if let Some(workloads) = &workloads {
+            let all = workloads.all();
+            samples.extend(stats::workload_samples(&all, &interface_names(&all)));
+        }
+        Ok(samples.into_iter().map(|s| (s.name, s.value)).collect())
     };
     let Some(interval) = args.watch else {
         print(&read()?, None, args.json);
@@ -56,6 +60,17 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// The names of the interfaces the workloads were seen on.
+fn interface_names(workloads: &[Workload]) -> BTreeMap<u32, String> {
+    workloads
+        .iter()
+        .filter_map(|w| {
+            let name = nix::net::if_::if_indextoname(w.ifindex).ok()?;
+            Some((w.ifindex, name.to_string_lossy().into_owned()))
+        })
+        .collect()
 }
 
 /// One report: `name value` lines (with `rate/s` under `--watch`), or one

@@ -524,6 +524,11 @@ fn a_forbidden_address_is_refused_fast_in_the_kernel_logged_and_counted() {
         gateway_tests::daemon::stat(&topology, &format!("{key}.connections")),
         1
     );
+    // The same counters from the pinned maps, without the daemon.
+    let gateway = gateway_tests::daemon::gateway_bin().display().to_string();
+    let out = topology.gateway(&[&gateway, "stats", "--interface", &topology.gateway_if]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{key}.refused 1\n")), "{text}");
     // The gateway's own connections are never captured: the same address
     // answers the gateway.
     let out = topology.gateway(&[
@@ -760,4 +765,36 @@ fn a_dns_change_is_followed_by_the_kernel_and_the_proxy() {
         ],
     );
     assert_eq!(code, Some(7), "{stderr}");
+}
+
+#[test]
+fn an_egress_daemon_killed_outright_captures_again_when_restarted() {
+    require_root();
+    let (topology, outside_ns) = with_outside();
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("dataengine", "DNS:dataengine.com");
+    let tls_at = format!("{BACKEND_V4}:443");
+    let _outside = outside_server_at(
+        &topology,
+        &outside_ns,
+        "external",
+        &tls_at,
+        Some((&crt, &key)),
+    );
+    let names = format!("{BACKEND_V4} dataengine.com\n");
+    let _workload_hosts = NetnsHosts::new(&topology.client_ns, &names);
+    let _gateway_hosts = NetnsHosts::new(&topology.gateway_ns, &names);
+    route_outside_via_gateway(&topology);
+    let capture = ["--egress-from", topology.gateway_if.as_str()];
+    let mut first = egress_daemon(&topology, SEED, &capture);
+    first.kill();
+    // Its capture rules are still there; the new daemon takes them over.
+    let second = egress_daemon(&topology, SEED, &capture);
+    let ca = pki.path("ca.crt");
+    let (code, body, stderr) = workload_curl(
+        &topology,
+        &["--cacert", &ca, "https://dataengine.com/again"],
+    );
+    assert_eq!(code, Some(0), "{stderr}\n{}", second.log());
+    assert!(body.contains("backend=external"), "{body}");
 }

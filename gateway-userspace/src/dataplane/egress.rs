@@ -199,6 +199,16 @@ pub struct Workload {
 }
 
 impl Workloads {
+    /// The counters a daemon pinned in `dir`, read without the daemon:
+    /// `gateway stats`.
+    pub fn open_pinned(dir: &std::path::Path) -> Result<Self, DataplaneError> {
+        let name = map_names::EGRESS_WORKLOADS;
+        let error = |source| DataplaneError::Map { name, source };
+        let data = MapData::from_pin(super::pins::map_path(dir, name)).map_err(error)?;
+        let map = PerCpuHashMap::try_from(aya::maps::Map::PerCpuLruHashMap(data)).map_err(error)?;
+        Ok(Workloads(Arc::new(Mutex::new(map))))
+    }
+
     /// Every workload the guard has seen (the least recent make room).
     pub fn all(&self) -> Vec<Workload> {
         let Ok(map) = self.0.lock() else {

@@ -11,6 +11,10 @@ pub mod allow_list;
 pub mod refusal_log;
 pub mod registry;
 
+/// Copies of one rule removed before it is added: more than killed
+/// daemons could have left.
+const MAX_STALE_RULES: usize = 16;
+
 /// The routing table of the capture.
 const TABLE: &str = "4711";
 /// Rule priorities: exclusions before the capture.
@@ -102,13 +106,20 @@ impl Capture {
 }
 
 impl Capture {
-    /// `ip <family> rule add <selector>`, and its `del` for the drop.
+    /// `ip <family> rule add <selector>`, and its `del` for the drop. The
+    /// same rule left by a daemon that was killed outright is removed
+    /// first (the kernel refuses a duplicate), so a restart captures again.
     fn add_rule(&mut self, family: &str, selector: &[&str]) -> Result<(), String> {
         let rule = |verb: &str| {
             let mut args = strings(&[family, "rule", verb]);
             args.extend(strings(selector));
             args
         };
+        for _ in 0..MAX_STALE_RULES {
+            if ip(&rule("del")).is_err() {
+                break;
+            }
+        }
         ip(&rule("add"))?;
         self.undo.push(rule("del"));
         Ok(())
