@@ -69,10 +69,43 @@ pub fn run(
     remote: SocketAddr,
     local: SocketAddr,
 ) -> io::Result<Steered> {
+    let lookup = Lookup {
+        protocol,
+        remote,
+        local,
+        ingress_ifindex: 0,
+    };
+    run_repeated(program, &lookup, 1).map(|(steered, _)| steered)
+}
+
+/// One socket lookup to run the program on.
+#[derive(Clone, Copy, Debug)]
+pub struct Lookup {
+    pub protocol: u8,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    /// The interface the SYN arrived on (0: none).
+    pub ingress_ifindex: u32,
+}
+
+/// Runs `program` `repeat` times on `lookup`: what it made of it, and
+/// the kernel's mean nanoseconds per run.
+pub fn run_repeated(
+    program: &SkLookup,
+    lookup: &Lookup,
+    repeat: u32,
+) -> io::Result<(Steered, u32)> {
+    let Lookup {
+        protocol,
+        remote,
+        local,
+        ingress_ifindex,
+    } = *lookup;
     let mut ctx = SkLookupCtx {
         protocol: u32::from(protocol),
         remote_port: remote.port().to_be(),
         local_port: u32::from(local.port()),
+        ingress_ifindex,
         ..Default::default()
     };
     match (remote.ip(), local.ip()) {
@@ -96,7 +129,7 @@ pub fn run(
         ctx_size_out: CTX_SIZE,
         ctx_in: &ctx as *const SkLookupCtx as u64,
         ctx_out: &mut out as *mut SkLookupCtx as u64,
-        repeat: 1,
+        repeat,
         ..Default::default()
     };
     // SAFETY: `attr` is a valid `bpf_attr` prefix of the size passed, and
@@ -112,10 +145,11 @@ pub fn run(
     if ret != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(Steered {
+    let steered = Steered {
         verdict: attr.retval,
         cookie: out.cookie,
-    })
+    };
+    Ok((steered, attr.duration))
 }
 
 fn words(octets: [u8; 16]) -> [u32; 4] {

@@ -42,7 +42,7 @@ const CLIENT_IP: &str = "203.0.113.2";
 const SRV_BAK_IP: &str = "198.51.100.1";
 const BACKEND_IP: &str = "198.51.100.2";
 const BACKEND_PORT: u16 = 8080;
-const HOST: &str = "dataengine.com";
+pub(crate) const HOST: &str = "dataengine.com";
 const SERVER_CORE: &str = "1";
 const CLIENT_CORE: &str = "0";
 const CONNECTIONS: &str = "50";
@@ -218,12 +218,12 @@ impl Contender {
 }
 
 /// The benchmark's certificate: ECDSA P-256 for dataengine.com, self-signed.
-struct Cert {
-    crt: PathBuf,
-    key: PathBuf,
+pub(crate) struct Cert {
+    pub(crate) crt: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
-fn make_cert(scratch: &Path) -> anyhow::Result<Cert> {
+pub(crate) fn make_cert(scratch: &Path) -> anyhow::Result<Cert> {
     let dir = scratch.join("cert");
     fs::create_dir_all(&dir)?;
     let cert = Cert {
@@ -282,7 +282,7 @@ spec:
 }
 
 /// Lines every nginx here shares: foreground, one worker, files in `dir`.
-fn nginx_common(dir: &Path) -> String {
+pub(crate) fn nginx_common(dir: &Path) -> String {
     let d = dir.display();
     format!(
         "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
@@ -503,13 +503,13 @@ fn remove_network() {
 }
 
 /// A started server process, stopped (SIGTERM, then SIGKILL) on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     name: String,
 }
 
 impl Server {
-    fn start(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn start(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
         let out = fs::File::create(log)?;
         let child = cmd
             .stdin(Stdio::null())
@@ -523,12 +523,12 @@ impl Server {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Fails if the process has exited.
-    fn alive(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!("{} exited with {status}", self.name);
         }
@@ -641,7 +641,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 }
 
 /// utime + stime of the whole tree, in clock ticks.
-fn tree_cpu_ticks(root: u32) -> u64 {
+pub(crate) fn tree_cpu_ticks(root: u32) -> u64 {
     process_tree(root)
         .into_iter()
         .filter_map(stat_fields)
@@ -667,7 +667,7 @@ fn tree_rss_kib(root: u32) -> u64 {
 }
 
 /// (busy, total) ticks of core `core` (/proc/stat `cpuN`; idle and iowait are not busy).
-fn core_ticks(core: &str) -> (u64, u64) {
+pub(crate) fn core_ticks(core: &str) -> (u64, u64) {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
     let label = format!("cpu{core} ");
     let fields: Vec<u64> = stat
@@ -686,7 +686,7 @@ fn core_ticks(core: &str) -> (u64, u64) {
     (total.saturating_sub(idle), total)
 }
 
-fn ticks_per_second() -> f64 {
+pub(crate) fn ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 { hz as f64 } else { 100.0 }
@@ -727,7 +727,11 @@ impl RssSampler {
 }
 
 /// Runs `cmd`, killing it past `limit`; returns its stdout.
-fn run_bounded(cmd: &mut Command, limit: Duration, log: &Path) -> anyhow::Result<String> {
+pub(crate) fn run_bounded(
+    cmd: &mut Command,
+    limit: Duration,
+    log: &Path,
+) -> anyhow::Result<String> {
     let shown = format!("{cmd:?}");
     let out_path = log.with_extension("out");
     let mut child = cmd
@@ -758,12 +762,12 @@ fn run_bounded(cmd: &mut Command, limit: Duration, log: &Path) -> anyhow::Result
 
 /// What the load generator reports.
 #[derive(Clone, Copy, Debug, Default)]
-struct Load {
+pub(crate) struct Load {
     /// Completed requests with the expected status class.
-    ok: u64,
+    pub(crate) ok: u64,
     /// Socket errors, timeouts and unexpected statuses.
-    errors: u64,
-    seconds: f64,
+    pub(crate) errors: u64,
+    pub(crate) seconds: f64,
 }
 
 /// One contender's figures of one load run.
@@ -827,7 +831,7 @@ fn parse_duration(text: &str) -> Option<f64> {
 }
 
 /// oha's JSON summary: successes are 200 answers, everything else errors.
-fn parse_oha(text: &str) -> anyhow::Result<Load> {
+pub(crate) fn parse_oha(text: &str) -> anyhow::Result<Load> {
     let number_after = |key: &str| -> Option<f64> {
         let at = text.find(key)? + key.len();
         let rest = text[at..].trim_start_matches(['"', ':', ' ']);
@@ -1157,7 +1161,7 @@ impl Results {
 }
 
 /// Three significant figures, no exponent.
-fn fmt(v: f64) -> String {
+pub(crate) fn fmt(v: f64) -> String {
     let a = v.abs();
     if a >= 100.0 {
         format!("{v:.0}")
@@ -1169,7 +1173,7 @@ fn fmt(v: f64) -> String {
 }
 
 /// The median and range of `ratios` against `target`; empty without ratios.
-fn verdict(ratios: &[f64], target: f64) -> String {
+pub(crate) fn verdict(ratios: &[f64], target: f64) -> String {
     let Some(ratio) = median(ratios) else {
         return "–".to_string();
     };
@@ -1181,7 +1185,7 @@ fn verdict(ratios: &[f64], target: f64) -> String {
     )
 }
 
-fn median(values: &[f64]) -> Option<f64> {
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -1349,7 +1353,7 @@ fn provision(root: &Path) -> anyhow::Result<Tools> {
 /// client session cache, so with `--disable-keepalive` almost every
 /// connection would resume with a ticket instead of doing a full
 /// handshake; the benchmark patches one line into its TLS setup.
-fn install_oha(tools: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn install_oha(tools: &Path) -> anyhow::Result<PathBuf> {
     let oha = tools.join("bin/oha");
     let marker = tools.join(format!("oha-{OHA}-no-resumption"));
     if marker.exists() && oha.exists() {
@@ -1445,7 +1449,23 @@ extern "C" fn request_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn stop_requested() -> anyhow::Result<()> {
+/// SIGINT and SIGTERM set [`STOP`] instead of killing the benchmark, so
+/// its guards still remove the namespaces and processes it made.
+pub(crate) fn stop_on_signals() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            request_stop as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            request_stop as *const () as libc::sighandler_t,
+        );
+    }
+}
+
+pub(crate) fn stop_requested() -> anyhow::Result<()> {
     if STOP.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
@@ -1487,17 +1507,7 @@ pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
     let per_contender = args.only.len() as u64 * (args.seconds + 4) + 15;
     let limit = Duration::from_secs(2 * args.runs * args.contenders.len() as u64 * per_contender);
     let started = Instant::now();
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            request_stop as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            request_stop as *const () as libc::sighandler_t,
-        );
-    }
+    stop_on_signals();
     let _network = Network::create()?;
     let _backend = Server::start(
         "backend nginx",

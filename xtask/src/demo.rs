@@ -29,7 +29,8 @@ const EXAMPLE: &str = "examples/seed.yaml";
 const BACKEND: &str = "127.0.0.1:18080";
 const CA: &str = "examples/credentials/dataengine-com-cert/tls.crt";
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by SIGINT/SIGTERM: the demo stops the gateway and cleans up.
+pub static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn request_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
@@ -149,11 +150,10 @@ impl Drop for DemoBackend {
     }
 }
 
-/// Creates the demo network and backend, runs the gateway on it until
-/// Ctrl-C, cleans up.
-pub fn serve(gateway: &Path, backend: &Path) -> anyhow::Result<()> {
-    // A handler (not SIG_IGN, which children would inherit) keeps xtask
-    // alive on Ctrl-C so it can clean up after the gateway exits.
+/// Ctrl-C and SIGTERM set [`STOP`]. A handler (not SIG_IGN, which
+/// children would inherit) keeps xtask alive on Ctrl-C so it can clean up
+/// after the gateway exits.
+pub fn handle_stop_signals() {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(
@@ -165,6 +165,12 @@ pub fn serve(gateway: &Path, backend: &Path) -> anyhow::Result<()> {
             request_stop as *const () as libc::sighandler_t,
         );
     }
+}
+
+/// Creates the demo network and backend, runs the gateway on it until
+/// Ctrl-C, cleans up.
+pub fn serve(gateway: &Path, backend: &Path) -> anyhow::Result<()> {
+    handle_stop_signals();
     remove(); // a previous demo killed with SIGKILL may have left them behind
     let a = free_addresses()?;
     let _network = DemoNetwork::create(&a)?;

@@ -2,9 +2,11 @@
 //! the eBPF toolchain, running the gateway on a demo interface, and running
 //! every test level (some need root and network namespaces).
 mod bench;
+mod bench_egress;
 mod bench_flood;
 mod bench_proxy;
 mod demo;
+mod demo_egress;
 mod exec;
 mod mutants;
 mod provision;
@@ -34,6 +36,11 @@ enum Command {
     /// example on a demo veth pair it creates and removes. Arguments after
     /// `--` go to `gateway run` instead.
     Run {
+        /// The egress instance instead: a workload, the egress gateway
+        /// capturing its outbound TCP and an outside dataengine.com, each
+        /// in a network namespace the demo creates.
+        #[arg(long, conflicts_with = "args")]
+        egress: bool,
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -79,6 +86,11 @@ enum Bench {
     /// back under a client loop: time to compile and to update the maps,
     /// and failed requests (needs root).
     Reload,
+    /// A workload's outbound HTTPS steered through the egress instance
+    /// (TLS passthrough) against going direct and against a CONNECT proxy
+    /// (tinyproxy): CPU per connection and throughput, in network
+    /// namespaces it creates (needs root; installs tinyproxy, nginx, oha).
+    Egress(bench_egress::EgressArgs),
 }
 
 #[derive(clap::Args)]
@@ -104,7 +116,7 @@ fn main() -> anyhow::Result<()> {
             provision::toolchain()?;
             build_gateway().map(|_| ())
         }
-        Command::Run { args } => {
+        Command::Run { egress, args } => {
             require_root(
                 "cargo xtask run",
                 "it attaches XDP and, by default, creates a demo interface",
@@ -120,10 +132,12 @@ fn main() -> anyhow::Result<()> {
                     "--bin",
                     "test-backend",
                 ]))?;
-                demo::serve(
-                    &gateway,
-                    &workspace_root().join("target/debug/test-backend"),
-                )
+                let backend = workspace_root().join("target/debug/test-backend");
+                if egress {
+                    demo_egress::serve(&gateway, &backend)
+                } else {
+                    demo::serve(&gateway, &backend)
+                }
             } else {
                 let status = std::process::Command::new(&gateway)
                     .arg("run")
@@ -164,6 +178,13 @@ fn main() -> anyhow::Result<()> {
                         "it creates network namespaces and attaches XDP programs",
                     )?;
                     bench_reload(&root)
+                }
+                Bench::Egress(args) => {
+                    require_root(
+                        "cargo xtask bench egress",
+                        "it creates network namespaces and attaches XDP and steering programs",
+                    )?;
+                    bench_egress::egress(&root, &args)
                 }
             }
         }
@@ -290,6 +311,7 @@ fn test() -> anyhow::Result<()> {
     gateway_tests("packet", &gateway, false)?;
     gateway_tests("packet_hosts", &gateway, false)?;
     gateway_tests("packet_steering", &gateway, false)?;
+    gateway_tests("packet_egress", &gateway, false)?;
     gateway_tests("packet_reference", &gateway, false)?;
     println!("== end-to-end tests (network namespaces, real clients)");
     gateway_tests("e2e", &gateway, false)?;

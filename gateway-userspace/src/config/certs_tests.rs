@@ -192,6 +192,70 @@ fn destination_rule_client_certificates_are_checked() {
     );
 }
 
+fn origination(tls: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec:\n  host: web\n  trafficPolicy:\n    tls: {tls}\n"
+    )
+}
+
+#[test]
+fn origination_takes_its_client_certificate_and_ca_from_a_credential() {
+    let fs = files(&[
+        ("/creds/client/tls.crt", CERT),
+        ("/creds/client/tls.key", KEY),
+        ("/creds/client/ca.crt", CERT),
+    ]);
+    let config = load_with(&origination("{mode: MUTUAL, credentialName: client}"), &fs);
+    assert_eq!(errors(&config), Vec::<String>::new());
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let tls = config.model.destination_rules[0]
+        .traffic_policy
+        .tls
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        tls.client_certificate.as_deref(),
+        Some("/creds/client/tls.crt")
+    );
+    assert_eq!(tls.private_key.as_deref(), Some("/creds/client/tls.key"));
+    assert_eq!(tls.ca_certificates.as_deref(), Some("/creds/client/ca.crt"));
+    // SIMPLE takes only the CA; without a ca.crt the system roots verify.
+    let fs = files(&[
+        ("/creds/client/tls.crt", CERT),
+        ("/creds/client/tls.key", KEY),
+    ]);
+    let config = load_with(&origination("{mode: SIMPLE, credentialName: client}"), &fs);
+    let tls = config.model.destination_rules[0]
+        .traffic_policy
+        .tls
+        .as_ref()
+        .unwrap();
+    assert_eq!(tls.client_certificate, None);
+    assert_eq!(tls.ca_certificates, None);
+}
+
+#[test]
+fn an_origination_credential_is_found_or_named_and_never_mixed_with_files() {
+    let config = load_with(
+        &origination("{mode: MUTUAL, credentialName: gone}"),
+        &files(&[]),
+    );
+    assert!(
+        errors(&config)[0].ends_with("spec.trafficPolicy.tls.credentialName: cannot read /creds/gone/tls.crt: No such file or directory"),
+        "{:?}",
+        errors(&config)
+    );
+    let config = load_with(
+        &origination("{mode: SIMPLE, credentialName: client, caCertificates: /ca.pem}"),
+        &files(&[]),
+    );
+    assert!(
+        errors(&config)[0].ends_with("spec.trafficPolicy.tls.credentialName: cannot specify client certificates or CA certificate if credentialName is set"),
+        "{:?}",
+        errors(&config)
+    );
+}
+
 #[test]
 fn certificate_files_are_read_from_disk() {
     let dir = tempfile::tempdir().unwrap();

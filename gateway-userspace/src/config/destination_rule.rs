@@ -139,9 +139,6 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             "ISTIO_MUTUAL" => Some(
                 "TLS origination (ISTIO_MUTUAL) needs mesh identities this gateway does not have: it connects to this host in plaintext",
             ),
-            "MUTUAL" if tls.client_certificate.is_none() => Some(
-                "TLS origination (MUTUAL) with credentialName is not applied yet: give clientCertificate and privateKey files; it connects to this host in plaintext",
-            ),
             _ if tls.insecure_skip_verify => Some(
                 "insecureSkipVerify is not applied: the server certificate is always verified",
             ),
@@ -428,6 +425,54 @@ fn outlier_detection(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Out
     })
 }
 
+/// `credentialName: X` for origination: the client certificate and key
+/// (MUTUAL) and the CA that verifies the server (`ca.crt`, when the
+/// credential has one; else the system roots) from the credential's
+/// files, found as a Gateway's are. Istio takes them from the secret
+/// alone: naming files as well is an error.
+fn credential_files(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    entries: &[(Node, Node)],
+    path: &str,
+    tls: &mut ClientTls,
+) {
+    let at = field(entries, "credentialName").unwrap_or(node);
+    let field_path = join(path, "credentialName");
+    if tls.client_certificate.is_some()
+        || tls.private_key.is_some()
+        || tls.ca_certificates.is_some()
+    {
+        d.error(
+            at,
+            &field_path,
+            "cannot specify client certificates or CA certificate if credentialName is set",
+        );
+        return;
+    }
+    let (Some(env), Some(name)) = (d.env, tls.credential_name.clone()) else {
+        return;
+    };
+    let dir = match env.credential_dir(d.file(), &name) {
+        Ok(dir) => dir,
+        Err(message) => return d.error(at, &field_path, message),
+    };
+    let (cert, key, ca) = certs::credential_files(&dir, &name);
+    if tls.mode == "MUTUAL" {
+        if let Err(message) = certs::check_pair(env.files, &cert, &key) {
+            return d.error(at, &field_path, message);
+        }
+        tls.client_certificate = Some(cert.display().to_string());
+        tls.private_key = Some(key.display().to_string());
+    }
+    if env.files.read(&ca).is_ok() {
+        if let Err(message) = certs::check_ca(env.files, &ca) {
+            return d.error(at, &field_path, message);
+        }
+        tls.ca_certificates = Some(ca.display().to_string());
+    }
+}
+
 fn client_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ClientTls> {
     let entries = d.mapping(
         node,
@@ -459,7 +504,7 @@ fn client_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ClientTls>
         );
         return None;
     }
-    let tls = ClientTls {
+    let mut tls = ClientTls {
         client_certificate: d.opt_string(entries, "clientCertificate", path),
         private_key: d.opt_string(entries, "privateKey", path),
         ca_certificates: d.opt_string(entries, "caCertificates", path),
@@ -485,7 +530,9 @@ fn client_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ClientTls>
             );
         }
     }
-    if let Some(env) = d.env {
+    if tls.credential_name.is_some() {
+        credential_files(d, node, entries, path, &mut tls);
+    } else if let Some(env) = d.env {
         if let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key) {
             if let Err(message) = certs::check_pair(env.files, Path::new(cert), Path::new(key)) {
                 let at = field(entries, "clientCertificate").unwrap_or(node);

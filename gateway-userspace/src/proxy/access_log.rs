@@ -283,6 +283,21 @@ mod tests {
     }
 
     #[test]
+    fn egress_lines_add_the_workloads_interface_and_the_verdict() {
+        let plain = text(&entry());
+        let egress = Entry {
+            workload_interface: Some("veth-w".into()),
+            ..entry()
+        };
+        assert_eq!(text(&egress), format!("{plain} veth-w refused"));
+        let value: serde_json::Value = serde_json::from_str(&json(&egress)).expect("valid JSON");
+        assert_eq!(value["workload_interface"], "veth-w");
+        assert_eq!(value["egress_verdict"], "refused");
+        let ingress: serde_json::Value = serde_json::from_str(&json(&entry())).expect("valid JSON");
+        assert!(ingress.get("egress_verdict").is_none());
+    }
+
+    #[test]
     fn start_time_is_utc_rfc3339_with_millis() {
         let at = |ms: u64| rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
         assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
