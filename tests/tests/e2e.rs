@@ -548,3 +548,108 @@ fn kernel_events_reach_the_log_only_with_ebpf_log() {
         }
     }
 }
+
+/// Sends `requests` on one connection from the client namespace, one write
+/// each with a pause between, and returns everything the gateway answered
+/// (Debian's Python, stdlib only).
+fn one_connection(topology: &Topology, requests: &[&str]) -> String {
+    let script = format!(
+        "import socket, sys, time\n\
+         s = socket.create_connection(('{GATEWAY_V4}', 80), timeout=5)\n\
+         for r in sys.argv[1:]:\n\
+         \x20   s.sendall(r.encode())\n\
+         \x20   time.sleep(0.2)\n\
+         s.shutdown(socket.SHUT_WR)\n\
+         out = b''\n\
+         while True:\n\
+         \x20   d = s.recv(65536)\n\
+         \x20   if not d: break\n\
+         \x20   out += d\n\
+         sys.stdout.write(out.decode())\n"
+    );
+    let mut argv = vec!["/usr/bin/python3", "-c", &script];
+    argv.extend_from_slice(requests);
+    let out = topology.client(&argv);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The answers' header blocks, without their `date` lines.
+fn heads_without_date(answers: &str) -> Vec<String> {
+    answers
+        .split("\r\n\r\n")
+        .filter(|head| !head.is_empty())
+        .map(|head| {
+            head.lines()
+                .filter(|line| !line.starts_with("date: "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
+}
+
+#[test]
+fn redirects_answered_without_hyper_are_hypers_answers_byte_for_byte() {
+    require_root();
+    let topology = Topology::new();
+    let daemon = start(&topology);
+    // The first request is answered by the lean path; a forwarded scheme
+    // (untrusted here, so still redirected) sends the second to hyper.
+    let lean = "GET /x?y=1 HTTP/1.1\r\nHost: dataengine.com\r\n\r\n";
+    let via_hyper =
+        "GET /x?y=1 HTTP/1.1\r\nHost: dataengine.com\r\nX-Forwarded-Proto: http\r\n\r\n";
+    let answers = one_connection(&topology, &[lean, via_hyper]);
+    let heads = heads_without_date(&answers);
+    assert_eq!(heads.len(), 2, "{answers}\n{}", daemon.log());
+    assert_eq!(heads[0], heads[1], "{answers}");
+    assert!(
+        heads[0].starts_with("HTTP/1.1 301 Moved Permanently\n"),
+        "{answers}"
+    );
+    assert_eq!(answers.matches("\r\ndate: ").count(), 2, "{answers}");
+    // `Connection: close` from both: the same answer, and the close.
+    let closing = "GET / HTTP/1.1\r\nHost: dataengine.com\r\nConnection: close\r\n\r\n";
+    let lean_close = one_connection(&topology, &[closing]);
+    let hyper_close = one_connection(
+        &topology,
+        &[
+            "GET / HTTP/1.1\r\nHost: dataengine.com\r\nConnection: close\r\nX-Forwarded-Proto: http\r\n\r\n",
+        ],
+    );
+    assert_eq!(
+        heads_without_date(&lean_close),
+        heads_without_date(&hyper_close)
+    );
+}
+
+#[test]
+fn pipelined_redirects_and_a_request_for_hyper_mid_connection_are_all_answered_in_order() {
+    require_root();
+    let topology = Topology::new();
+    let daemon = start(&topology);
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: dataengine.com\r\n\r\n");
+    // Two pipelined in one write, then a request with a body (hyper's),
+    // then a plain one again (hyper keeps the connection from then on).
+    let pipelined = format!("{}{}", get("/one"), get("/two"));
+    let with_body = "POST /three HTTP/1.1\r\nHost: dataengine.com\r\nContent-Length: 4\r\n\r\nbody";
+    let answers = one_connection(&topology, &[&pipelined, with_body, &get("/four")]);
+    let locations: Vec<&str> = answers
+        .lines()
+        .filter_map(|line| line.strip_prefix("location: "))
+        .collect();
+    assert_eq!(
+        locations,
+        [
+            "https://dataengine.com/one",
+            "https://dataengine.com/two",
+            "https://dataengine.com/three",
+            "https://dataengine.com/four"
+        ],
+        "{answers}\n{}",
+        daemon.log()
+    );
+}

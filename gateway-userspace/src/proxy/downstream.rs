@@ -138,12 +138,15 @@ pub(super) async fn serve_http<I>(
     }
 }
 
+/// Envoy's answer to a request head that did not arrive in time.
+pub(super) const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
 /// Answers 408 on a plaintext HTTP/1 connection that sent part of a request
 /// head but not all of it in time; a silent client (or an HTTP/2 one, which
 /// has no such answer) is closed without a word.
 fn request_timeout(raw: Option<RawFd>, probe: &Probe) {
-    const ANSWER: &[u8] =
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    const ANSWER: &[u8] = REQUEST_TIMEOUT;
     let Some(fd) = raw else {
         return;
     };
@@ -164,7 +167,7 @@ fn request_timeout(raw: Option<RawFd>, probe: &Probe) {
 }
 
 /// Resolves once the daemon starts stopping (never if the sender is gone).
-async fn draining(drain: &mut watch::Receiver<bool>) {
+pub(super) async fn draining(drain: &mut watch::Receiver<bool>) {
     loop {
         if *drain.borrow_and_update() {
             return;

@@ -37,7 +37,7 @@ use crate::{
 /// Every body the proxy sends or forwards.
 pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
-const SERVER_HEADER: &str = "xdp-gateway";
+pub(super) const SERVER_HEADER: &str = "xdp-gateway";
 
 /// What every connection of the proxy shares.
 #[derive(Debug)]
@@ -67,6 +67,8 @@ pub struct VirtualHosts {
     compiled: Vec<CompiledRoutes>,
     /// `regex_rewrites[i][j]`: the compiled `uriRegexRewrite` of route `j` of host `i`.
     regex_rewrites: Vec<Vec<Option<RegexRewrite>>>,
+    /// Some virtual host redirects to HTTPS (the lean path is worth trying).
+    pub redirects: bool,
 }
 
 /// A route whose regexes do not compile (validation at load makes this
@@ -108,10 +110,12 @@ impl VirtualHosts {
                 .collect::<Result<_, _>>()?;
             regex_rewrites.push(rewrites);
         }
+        let redirects = table.hosts().iter().any(|host| host.https_redirect);
         Ok(VirtualHosts {
             table,
             compiled,
             regex_rewrites,
+            redirects,
         })
     }
 }

@@ -19,6 +19,7 @@ use super::{
     downstream::{Conn, TlsPort, forward_tcp, serve_http, serve_tls},
     egress::{self, OutboundPolicy, Refusal},
     http::Downstream,
+    lean_redirect,
     served::{PortService, Served},
     stream::Probed,
 };
@@ -214,6 +215,10 @@ async fn serve_connection(
         PortService::Http(hosts) => {
             if egress.is_some_and(|e| e.policy == OutboundPolicy::AllowAny) {
                 Box::pin(egress::serve_http_or_pass(stream, downstream, hosts, conn)).await;
+                return;
+            }
+            if hosts.redirects {
+                Box::pin(lean_redirect::serve(stream, downstream, hosts, conn)).await;
                 return;
             }
             let raw = Some(stream.as_raw_fd());

@@ -14,6 +14,7 @@ pub mod client_hello;
 mod downstream;
 pub mod egress;
 pub mod http;
+mod lean_redirect;
 mod listener;
 pub mod metrics;
 pub mod origination;

@@ -1,0 +1,269 @@
+//! The `tls.httpsRedirect` 301, the whole job of most gateways' plaintext
+//! port, answered without hyper: read a request head, decide with the same
+//! [`redirect::answer`] hyper's path uses, write the 301, and go on with
+//! the next request on the connection. Building hyper's connection, request
+//! and response for an answer that needs none of them is most of the
+//! proxy's own CPU time per redirect.
+//!
+//! Only the plainest requests are answered here: HTTP/1.1 in origin form,
+//! no body, no `Upgrade`, `Expect` or `X-Forwarded-Proto`, and an answer
+//! that is the redirect. Anything else (another answer, HTTP/1.0 or
+//! HTTP/2, a body, a malformed or oversized head) goes to hyper with every
+//! byte read so far put back, and hyper serves the rest of the connection
+//! exactly as it would have served all of it.
+use std::{
+    cell::RefCell,
+    os::fd::AsRawFd,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use super::{
+    access_log::Entry,
+    downstream::{Conn, draining, serve_http},
+    http::{Downstream, SERVER_HEADER, VirtualHosts},
+    redirect::{self, Answer, RequestHead},
+    stream::{Probed, Rewind},
+};
+use crate::connection::{Expiry, with_deadlines};
+
+/// Largest request head read here (Envoy's default limit); a longer one
+/// goes to hyper, which answers it as it does.
+const MAX_REQUEST_HEAD: usize = 60 * 1024;
+/// Headers looked at per request; a request with more goes to hyper.
+const MAX_HEADERS: usize = 64;
+/// Bytes asked for per read: a whole ordinary request head.
+const READ_SIZE: usize = 4096;
+
+/// How the lean loop ended.
+enum Next {
+    /// The connection is done (closed by the client, or `Connection: close`).
+    Close,
+    /// A request this module does not answer: hyper takes the connection.
+    HandOver,
+}
+
+/// Serves a plaintext HTTP connection: redirects here, the rest by hyper.
+pub(super) async fn serve(
+    mut stream: TcpStream,
+    downstream: Downstream,
+    hosts: &Arc<VirtualHosts>,
+    mut conn: Conn<'_>,
+) {
+    let mut buffer = Vec::with_capacity(READ_SIZE);
+    let (activity, gate) = (conn.activity, conn.gate);
+    let outcome = {
+        let lean = answer_redirects(&mut stream, &mut buffer, &downstream, hosts, &mut conn);
+        tokio::pin!(lean);
+        with_deadlines(lean, activity, gate).await
+    };
+    match outcome {
+        Ok(Ok(Next::HandOver)) => {
+            let raw = Some(stream.as_raw_fd());
+            let stream = Probed::new(Rewind::new(buffer, stream));
+            serve_http(stream, raw, downstream, hosts, conn).await;
+        }
+        Ok(Ok(Next::Close)) | Ok(Err(_)) | Err(Expiry::Idle) => {}
+        Err(Expiry::Head) => {
+            // Part of an HTTP/1 head, not all of it in time: Envoy's 408
+            // (a partial HTTP/2 preface is closed without a word, as by hyper).
+            if !buffer.is_empty() && !buffer.starts_with(b"PRI ") {
+                let _ = stream.try_write(super::downstream::REQUEST_TIMEOUT);
+            }
+        }
+    }
+}
+
+/// Answers requests while they are redirects; returns when the connection
+/// ends or a request needs hyper (its bytes, and any after them, left in
+/// `buffer`).
+async fn answer_redirects(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    downstream: &Downstream,
+    hosts: &VirtualHosts,
+    conn: &mut Conn<'_>,
+) -> std::io::Result<Next> {
+    let mut response = Vec::with_capacity(256);
+    loop {
+        let head_len = loop {
+            if let Some(len) = head_length(buffer) {
+                break len;
+            }
+            if buffer.len() >= MAX_REQUEST_HEAD {
+                return Ok(Next::HandOver);
+            }
+            let read = tokio::select! {
+                read = stream.read_buf(buffer) => read?,
+                () = draining(&mut conn.drain), if buffer.is_empty() => return Ok(Next::Close),
+            };
+            if read == 0 {
+                // Closed between requests, or within a head hyper would
+                // have refused the same way: nothing to answer.
+                return Ok(Next::Close);
+            }
+        };
+        let started = Instant::now();
+        let Some(redirect) = redirect_of(&buffer[..head_len], hosts, downstream) else {
+            return Ok(Next::HandOver);
+        };
+        let request = conn.activity.begin();
+        let close = redirect.close || *conn.drain.borrow();
+        response.clear();
+        write_response(&mut response, &redirect.location, close);
+        stream.write_all(&response).await?;
+        drop(request);
+        if conn.shared.access_log.enabled() {
+            let mut entry = redirect.entry;
+            entry.downstream_local = Some(downstream.local);
+            entry.downstream_remote = Some(downstream.remote);
+            entry.workload_interface = downstream.workload_interface.clone();
+            entry.duration = started.elapsed();
+            conn.shared.finished(&entry);
+        }
+        buffer.drain(..head_len);
+        if close {
+            let _ = stream.shutdown().await;
+            return Ok(Next::Close);
+        }
+    }
+}
+
+/// The length of the request head at the start of `buffer`, once whole.
+fn head_length(buffer: &[u8]) -> Option<usize> {
+    buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
+}
+
+/// Headers whose handling is hyper's: a chunked body, a protocol upgrade,
+/// `100-continue`, and the forwarded scheme (trusted or not by hop count).
+const NEEDS_HYPER: [&str; 4] = [
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "x-forwarded-proto",
+];
+
+/// A redirect to answer, and the access-log entry for it.
+struct Redirect {
+    location: String,
+    /// The client asked to close (`Connection: close`).
+    close: bool,
+    entry: Entry,
+}
+
+/// The redirect `head` gets, if it is one of the plain requests answered
+/// here; `None` sends it to hyper.
+fn redirect_of(head: &[u8], hosts: &VirtualHosts, downstream: &Downstream) -> Option<Redirect> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(len)) if len == head.len() => {}
+        _ => return None,
+    }
+    if request.version != Some(1) {
+        return None;
+    }
+    let (method, path) = (request.method?, request.path?);
+    let mut host_values: Vec<&[u8]> = Vec::with_capacity(1);
+    let mut close = false;
+    let mut user_agent = None;
+    for header in request.headers.iter() {
+        let name = header.name;
+        if NEEDS_HYPER.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            // A body, or a length hyper would refuse: hyper's to handle.
+            if header.value.trim_ascii() != b"0" {
+                return None;
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            host_values.push(header.value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            close |= header
+                .value
+                .split(|b| *b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            user_agent = std::str::from_utf8(header.value).ok();
+        }
+    }
+    if !path.starts_with('/') || method == "CONNECT" {
+        return None;
+    }
+    let request_head = RequestHead {
+        http10: false,
+        uri_authority: None,
+        host_headers: &host_values,
+        path_and_query: Some(path),
+    };
+    let Answer::Redirect { location } =
+        redirect::answer(&hosts.table, request_head, downstream.tls)
+    else {
+        return None;
+    };
+    let entry = Entry {
+        start: Some(SystemTime::now()),
+        method: Some(method.to_string()),
+        path: Some(path.to_string()),
+        protocol: Some("HTTP/1.1"),
+        status: 301,
+        details: Some("via_https_redirect"),
+        user_agent: user_agent.map(str::to_string),
+        authority: host_values
+            .first()
+            .and_then(|host| std::str::from_utf8(host).ok())
+            .map(str::to_string),
+        ..Entry::default()
+    };
+    Some(Redirect {
+        location,
+        close,
+        entry,
+    })
+}
+
+/// The 301 as hyper writes the same response: the same header names,
+/// values and order.
+fn write_response(out: &mut Vec<u8>, location: &str, close: bool) {
+    out.extend_from_slice(b"HTTP/1.1 301 Moved Permanently\r\nlocation: ");
+    out.extend_from_slice(location.as_bytes());
+    out.extend_from_slice(b"\r\nserver: ");
+    out.extend_from_slice(SERVER_HEADER.as_bytes());
+    if close {
+        out.extend_from_slice(b"\r\nconnection: close");
+    }
+    out.extend_from_slice(b"\r\ncontent-length: 0\r\ndate: ");
+    with_date(|date| out.extend_from_slice(date));
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+thread_local! {
+    /// The `date` value, formatted once per second per thread.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+fn with_date(use_it: impl FnOnce(&[u8])) {
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        use_it(cached.1.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests;
