@@ -90,6 +90,10 @@ async fn answer_redirects(
     conn: &mut Conn<'_>,
 ) -> std::io::Result<Next> {
     let mut response = Vec::with_capacity(256);
+    // A client that sends its request with the handshake's last ACK has
+    // it here already: take it now rather than after the reactor's next
+    // turn reports the new socket readable.
+    read_now(stream, buffer)?;
     loop {
         let head_len = loop {
             if let Some(len) = head_length(buffer) {
@@ -109,7 +113,8 @@ async fn answer_redirects(
             }
         };
         let started = Instant::now();
-        let Some(redirect) = redirect_of(&buffer[..head_len], hosts, downstream) else {
+        let logging = conn.shared.access_log.enabled();
+        let Some(redirect) = redirect_of(&buffer[..head_len], hosts, downstream, logging) else {
             return Ok(Next::HandOver);
         };
         let request = conn.activity.begin();
@@ -118,8 +123,7 @@ async fn answer_redirects(
         write_response(&mut response, &redirect.location, close);
         stream.write_all(&response).await?;
         drop(request);
-        if conn.shared.access_log.enabled() {
-            let mut entry = redirect.entry;
+        if let Some(mut entry) = redirect.entry {
             entry.downstream_local = Some(downstream.local);
             entry.downstream_remote = Some(downstream.remote);
             entry.workload_interface = downstream.workload_interface.clone();
@@ -128,9 +132,31 @@ async fn answer_redirects(
         }
         buffer.drain(..head_len);
         if close {
-            let _ = stream.shutdown().await;
+            // Bytes the client sent after asking to close would turn the
+            // close into a reset that could overtake the answer: a FIN
+            // first then. Otherwise the close itself sends the FIN.
+            if !buffer.is_empty() {
+                let _ = stream.shutdown().await;
+            }
             return Ok(Next::Close);
         }
+    }
+}
+
+/// Reads what has arrived, without waiting: nothing (`EAGAIN`) is fine.
+fn read_now(stream: &TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+    use nix::{
+        errno::Errno,
+        sys::socket::{MsgFlags, recv},
+    };
+    let mut chunk = [0u8; READ_SIZE];
+    match recv(stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
+        Ok(read) => {
+            buffer.extend_from_slice(&chunk[..read]);
+            Ok(())
+        }
+        Err(Errno::EAGAIN | Errno::EINTR) => Ok(()),
+        Err(errno) => Err(errno.into()),
     }
 }
 
@@ -156,12 +182,18 @@ struct Redirect {
     location: String,
     /// The client asked to close (`Connection: close`).
     close: bool,
-    entry: Entry,
+    /// For the access log, when it is on.
+    entry: Option<Entry>,
 }
 
 /// The redirect `head` gets, if it is one of the plain requests answered
 /// here; `None` sends it to hyper.
-fn redirect_of(head: &[u8], hosts: &VirtualHosts, downstream: &Downstream) -> Option<Redirect> {
+fn redirect_of(
+    head: &[u8],
+    hosts: &VirtualHosts,
+    downstream: &Downstream,
+    logging: bool,
+) -> Option<Redirect> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(head) {
@@ -210,7 +242,7 @@ fn redirect_of(head: &[u8], hosts: &VirtualHosts, downstream: &Downstream) -> Op
     else {
         return None;
     };
-    let entry = Entry {
+    let entry = logging.then(|| Entry {
         start: Some(SystemTime::now()),
         method: Some(method.to_string()),
         path: Some(path.to_string()),
@@ -223,7 +255,7 @@ fn redirect_of(head: &[u8], hosts: &VirtualHosts, downstream: &Downstream) -> Op
             .and_then(|host| std::str::from_utf8(host).ok())
             .map(str::to_string),
         ..Entry::default()
-    };
+    });
     Some(Redirect {
         location,
         close,
