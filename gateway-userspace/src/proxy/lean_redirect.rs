@@ -121,7 +121,14 @@ async fn answer_redirects(
         let close = redirect.close || *conn.drain.borrow();
         response.clear();
         write_response(&mut response, &redirect.location, close);
-        stream.write_all(&response).await?;
+        // The last answer on the connection waits for the close (MSG_MORE),
+        // so answer and FIN leave in one segment instead of two.
+        let sent = if close {
+            send_more(stream, &response)
+        } else {
+            0
+        };
+        stream.write_all(&response[sent..]).await?;
         drop(request);
         if let Some(mut entry) = redirect.entry {
             entry.downstream_local = Some(downstream.local);
@@ -141,6 +148,17 @@ async fn answer_redirects(
             return Ok(Next::Close);
         }
     }
+}
+
+/// Sends what the socket takes now of `bytes` with `MSG_MORE` (held until
+/// the close or the next send), and returns how much that was.
+fn send_more(stream: &TcpStream, bytes: &[u8]) -> usize {
+    use nix::sys::socket::{MsgFlags, send};
+    // nix names no MSG_MORE; the bit is the kernel's.
+    let flags = MsgFlags::from_bits_retain(libc::MSG_MORE)
+        | MsgFlags::MSG_DONTWAIT
+        | MsgFlags::MSG_NOSIGNAL;
+    send(stream.as_raw_fd(), bytes, flags).unwrap_or(0)
 }
 
 /// Reads what has arrived, without waiting: nothing (`EAGAIN`) is fine.
