@@ -1296,9 +1296,20 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
 
 #[test]
 fn prometheus_scrapes_carry_istio_request_metrics_and_kernel_counters() {
+    scrapes_carry_request_metrics(&[]);
+}
+
+#[test]
+fn request_metrics_are_kept_with_the_access_log_off() {
+    scrapes_carry_request_metrics(&["--access-log", "off"]);
+}
+
+/// Three redirects and one proxied request, then the metrics they must
+/// have left, whatever `extra` flags the daemon has.
+fn scrapes_carry_request_metrics(extra: &[&str]) {
     require_root();
     let topology = topology();
-    let (_backend, daemon) = start_seed(&topology, &[]);
+    let (_backend, daemon) = start_seed(&topology, extra);
     let first = prometheus(&topology);
     let packets = |scrape: &prometheus_parse::Scrape| {
         sample(

@@ -149,7 +149,8 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let logging = shared.access_log.enabled();
-    // Filled only when it will be written: the redirect path stays allocation-light.
+    // The text fields only when the log line is written; the metrics need
+    // the rest, which every request fills in.
     let mut entry = if logging {
         Entry {
             start: Some(SystemTime::now()),
@@ -164,26 +165,25 @@ pub async fn handle(
             ..Entry::default()
         }
     } else {
-        Entry::default()
+        Entry {
+            protocol: Some(protocol_name(req.version())),
+            ..Entry::default()
+        }
     };
-    // Request bytes are counted only for the log line.
-    let received = logging.then(|| Arc::new(AtomicU64::new(0)));
+    let received = Arc::new(AtomicU64::new(0));
     let mut response = route_request(
         &shared,
         &hosts,
         &downstream,
         req,
         &mut entry,
-        received.as_ref(),
+        Some(&received),
     )
     .await;
     response
         .headers_mut()
         .insert(header::SERVER, HeaderValue::from_static(SERVER_HEADER));
     entry.status = response.status().as_u16();
-    let Some(received) = received else {
-        return response;
-    };
     let (parts, body) = response.into_parts();
     let logged = Logged {
         inner: body,

@@ -36,7 +36,7 @@ use crate::connection::{Expiry, with_deadlines};
 /// goes to hyper, which answers it as it does.
 const MAX_REQUEST_HEAD: usize = 60 * 1024;
 /// Headers looked at per request; a request with more goes to hyper.
-const MAX_HEADERS: usize = 64;
+const MAX_HEADERS: usize = 32;
 /// Bytes asked for per read: a whole ordinary request head.
 const READ_SIZE: usize = 4096;
 
@@ -130,13 +130,12 @@ async fn answer_redirects(
         };
         stream.write_all(&response[sent..]).await?;
         drop(request);
-        if let Some(mut entry) = redirect.entry {
-            entry.downstream_local = Some(downstream.local);
-            entry.downstream_remote = Some(downstream.remote);
-            entry.workload_interface = downstream.workload_interface.clone();
-            entry.duration = started.elapsed();
-            conn.shared.finished(&entry);
-        }
+        let mut entry = redirect.entry;
+        entry.downstream_local = Some(downstream.local);
+        entry.downstream_remote = Some(downstream.remote);
+        entry.workload_interface = downstream.workload_interface.clone();
+        entry.duration = started.elapsed();
+        conn.shared.finished(&entry);
         buffer.drain(..head_len);
         if close {
             // Bytes the client sent after asking to close would turn the
@@ -200,8 +199,9 @@ struct Redirect {
     location: String,
     /// The client asked to close (`Connection: close`).
     close: bool,
-    /// For the access log, when it is on.
-    entry: Option<Entry>,
+    /// For the metrics, and with its text fields for the access log when
+    /// that is on.
+    entry: Entry,
 }
 
 /// The redirect `head` gets, if it is one of the plain requests answered
@@ -222,7 +222,9 @@ fn redirect_of(
         return None;
     }
     let (method, path) = (request.method?, request.path?);
-    let mut host_values: Vec<&[u8]> = Vec::with_capacity(1);
+    // At most two Host values matter (none, one, or too many): no allocation.
+    let mut host_values: [&[u8]; 2] = [b"", b""];
+    let mut hosts_seen = 0;
     let mut close = false;
     let mut user_agent = None;
     for header in request.headers.iter() {
@@ -236,7 +238,10 @@ fn redirect_of(
                 return None;
             }
         } else if name.eq_ignore_ascii_case("host") {
-            host_values.push(header.value);
+            if let Some(slot) = host_values.get_mut(hosts_seen) {
+                *slot = header.value;
+            }
+            hosts_seen += 1;
         } else if name.eq_ignore_ascii_case("connection") {
             close |= header
                 .value
@@ -252,7 +257,7 @@ fn redirect_of(
     let request_head = RequestHead {
         http10: false,
         uri_authority: None,
-        host_headers: &host_values,
+        host_headers: &host_values[..hosts_seen.min(2)],
         path_and_query: Some(path),
     };
     let Answer::Redirect { location } =
@@ -260,20 +265,22 @@ fn redirect_of(
     else {
         return None;
     };
-    let entry = logging.then(|| Entry {
-        start: Some(SystemTime::now()),
-        method: Some(method.to_string()),
-        path: Some(path.to_string()),
+    let mut entry = Entry {
         protocol: Some("HTTP/1.1"),
         status: 301,
         details: Some("via_https_redirect"),
-        user_agent: user_agent.map(str::to_string),
-        authority: host_values
+        ..Entry::default()
+    };
+    if logging {
+        entry.start = Some(SystemTime::now());
+        entry.method = Some(method.to_string());
+        entry.path = Some(path.to_string());
+        entry.user_agent = user_agent.map(str::to_string);
+        entry.authority = host_values[..hosts_seen.min(1)]
             .first()
             .and_then(|host| std::str::from_utf8(host).ok())
-            .map(str::to_string),
-        ..Entry::default()
-    });
+            .map(str::to_string);
+    }
     Some(Redirect {
         location,
         close,

@@ -4,7 +4,7 @@
 //! the access log writes ([`record`]), kept for the life of the process
 //! (a reload does not reset them), rendered in Prometheus' text format.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt::Write as _,
     sync::{LazyLock, Mutex},
 };
@@ -41,12 +41,44 @@ impl Histogram {
 }
 
 /// The labels of an HTTP request's series.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct RequestLabels {
     request_protocol: &'static str,
     response_code: u16,
     response_flags: String,
     destination_service: String,
+}
+
+impl RequestLabels {
+    /// Whether these are the labels of a request with these parts,
+    /// compared without building them.
+    fn describe(&self, protocol: &str, code: u16, flags: &[&str], service: &str) -> bool {
+        self.request_protocol == protocol
+            && self.response_code == code
+            && self.destination_service == service
+            && flags_text_is(&self.response_flags, flags)
+    }
+}
+
+/// Whether `text` is `flags` as [`flags`] writes them.
+fn flags_text_is(text: &str, flags: &[&str]) -> bool {
+    if flags.is_empty() {
+        return text == "-";
+    }
+    let mut rest = text;
+    for (i, flag) in flags.iter().enumerate() {
+        if i > 0 {
+            let Some(after) = rest.strip_prefix(',') else {
+                return false;
+            };
+            rest = after;
+        }
+        let Some(after) = rest.strip_prefix(flag) else {
+            return false;
+        };
+        rest = after;
+    }
+    rest.is_empty()
 }
 
 #[derive(Debug, Default)]
@@ -76,7 +108,12 @@ struct EgressLabels {
 
 #[derive(Debug, Default)]
 struct Series {
-    requests: BTreeMap<RequestLabels, RequestSeries>,
+    /// Request series in the order they first appeared, found through
+    /// `request_index`; the last one used is tried first, so a run of
+    /// requests alike records without building its labels.
+    requests: Vec<(RequestLabels, RequestSeries)>,
+    request_index: HashMap<RequestLabels, usize>,
+    last_request: Option<usize>,
     /// By (destination service, response flags).
     tcp: BTreeMap<(String, String), TcpSeries>,
     /// Egress decisions (connections and HTTP requests) by workload and host.
@@ -89,13 +126,16 @@ static METRICS: LazyLock<Mutex<Series>> = LazyLock::new(|| Mutex::new(Series::de
 /// The service of a cluster name (`outbound|80|v1|shop.backend` ->
 /// `shop.backend`), as Istio's `destination_service` label.
 fn destination_service(entry: &Entry) -> String {
+    service_of(entry).to_string()
+}
+
+fn service_of(entry: &Entry) -> &str {
     entry
         .upstream_cluster
         .as_deref()
         .and_then(|cluster| cluster.rsplit('|').next())
         .filter(|service| !service.is_empty())
         .unwrap_or("unknown")
-        .to_string()
 }
 
 /// The external host an egress entry went for: the SNI, the `Host`,
@@ -134,20 +174,9 @@ pub fn record(entry: &Entry) {
         };
         *series.egress.entry(labels).or_default() += 1;
     }
-    let service = destination_service(entry);
     match entry.protocol {
         Some(protocol) => {
-            let labels = RequestLabels {
-                request_protocol: if protocol.starts_with("HTTP") {
-                    "http"
-                } else {
-                    protocol
-                },
-                response_code: entry.status,
-                response_flags: flags(entry),
-                destination_service: service,
-            };
-            let request = series.requests.entry(labels).or_default();
+            let request = request_series(&mut series, entry, protocol);
             request.total += 1;
             let millis = entry.duration.as_secs_f64() * 1000.0;
             request.duration.observe(&DURATION_BUCKETS_MS, millis);
@@ -159,6 +188,7 @@ pub fn record(entry: &Entry) {
                 .observe(&SIZE_BUCKETS, entry.bytes_sent as f64);
         }
         None => {
+            let service = destination_service(entry);
             let tcp = series.tcp.entry((service, flags(entry))).or_default();
             // Forwarded connections were counted open when they reached
             // their backend ([`tcp_opened`]); the others open and close here.
@@ -170,6 +200,49 @@ pub fn record(entry: &Entry) {
             tcp.received += entry.bytes_received;
         }
     }
+}
+
+/// The series of a request like `entry`: the last one used when it has
+/// the same labels, else the one for them, made on first use.
+fn request_series<'s>(
+    series: &'s mut Series,
+    entry: &Entry,
+    protocol: &'static str,
+) -> &'s mut RequestSeries {
+    let protocol = if protocol.starts_with("HTTP") {
+        "http"
+    } else {
+        protocol
+    };
+    let service = service_of(entry);
+    let Series {
+        requests,
+        request_index,
+        last_request,
+        ..
+    } = series;
+    let same = last_request.filter(|&i| {
+        requests.get(i).is_some_and(|(labels, _)| {
+            labels.describe(protocol, entry.status, &entry.flags, service)
+        })
+    });
+    let index = match same {
+        Some(i) => i,
+        None => {
+            let labels = RequestLabels {
+                request_protocol: protocol,
+                response_code: entry.status,
+                response_flags: flags(entry),
+                destination_service: service.to_string(),
+            };
+            *request_index.entry(labels.clone()).or_insert_with(|| {
+                requests.push((labels, RequestSeries::default()));
+                requests.len() - 1
+            })
+        }
+    };
+    *last_request = Some(index);
+    &mut requests[index].1
 }
 
 /// Counts a TCP connection open once it reached its backend (`entry`
@@ -210,7 +283,9 @@ pub fn render(out: &mut String) {
         "# HELP istio_requests_total Requests served by the gateway."
     );
     let _ = writeln!(out, "# TYPE istio_requests_total counter");
-    for (labels, request) in &series.requests {
+    let mut requests: Vec<&(RequestLabels, RequestSeries)> = series.requests.iter().collect();
+    requests.sort_by(|a, b| a.0.cmp(&b.0));
+    for (labels, request) in requests.iter().map(|pair| (&pair.0, &pair.1)) {
         let _ = writeln!(
             out,
             "istio_requests_total{{{}}} {}",
@@ -241,7 +316,7 @@ pub fn render(out: &mut String) {
     for (name, help, pick, bounds) in histograms {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} histogram");
-        for (labels, request) in &series.requests {
+        for (labels, request) in requests.iter().map(|pair| (&pair.0, &pair.1)) {
             let histogram = pick(request);
             let labels = request_labels(labels);
             let mut cumulative = 0;
@@ -356,5 +431,63 @@ mod tests {
             ..Entry::default()
         };
         assert_eq!(destination_service(&entry), "shop.backend");
+    }
+
+    #[test]
+    fn flags_compare_as_written_without_being_joined() {
+        assert!(flags_text_is("-", &[]));
+        assert!(flags_text_is("NR", &["NR"]));
+        assert!(flags_text_is("UF,URX", &["UF", "URX"]));
+        assert!(!flags_text_is("UF,URX", &["UF"]));
+        assert!(!flags_text_is("UF", &["UF", "URX"]));
+        assert!(!flags_text_is("-", &["NR"]));
+        assert!(!flags_text_is("UFURX", &["UF", "URX"]));
+    }
+
+    #[test]
+    fn requests_alike_and_unlike_each_count_in_their_own_series() {
+        let mut series = Series::default();
+        let request = |status: u16, flags: Vec<&'static str>| Entry {
+            protocol: Some("HTTP/1.1"),
+            status,
+            flags,
+            upstream_cluster: Some("outbound|80||web".into()),
+            ..Entry::default()
+        };
+        let plan = [
+            request(200, vec![]),
+            request(200, vec![]),
+            request(503, vec!["UF"]),
+            request(200, vec![]),
+            request(503, vec!["UH"]),
+            request(503, vec!["UF"]),
+        ];
+        for entry in &plan {
+            request_series(&mut series, entry, "HTTP/1.1").total += 1;
+        }
+        let totals: BTreeMap<(u16, String), u64> = series
+            .requests
+            .iter()
+            .map(|(labels, s)| {
+                (
+                    (labels.response_code, labels.response_flags.clone()),
+                    s.total,
+                )
+            })
+            .collect();
+        assert_eq!(
+            totals,
+            BTreeMap::from([
+                ((200, "-".to_string()), 3),
+                ((503, "UF".to_string()), 2),
+                ((503, "UH".to_string()), 1),
+            ])
+        );
+        assert!(
+            series
+                .requests
+                .iter()
+                .all(|(l, _)| l.destination_service == "web")
+        );
     }
 }
