@@ -17,6 +17,10 @@ pub const CLIENT_V6: &str = "2001:db8::2";
 pub const GATEWAY_TO_BACKEND_V4: &str = "198.51.100.1";
 /// The backend namespace's address.
 pub const BACKEND_V4: &str = "198.51.100.2";
+/// The gateway's IPv6 address towards the backend namespace.
+pub const GATEWAY_TO_BACKEND_V6: &str = "2001:db8:1::1";
+/// The backend namespace's IPv6 address.
+pub const BACKEND_V6: &str = "2001:db8:1::2";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -109,11 +113,18 @@ impl Topology {
             &ns,
         ]));
         let gateway_ns = self.gateway_ns.clone();
-        for (ns, link, v4) in [
-            (&gateway_ns, &gw_side, GATEWAY_TO_BACKEND_V4),
-            (&ns, &be_side, BACKEND_V4),
+        for (ns, link, v4, v6) in [
+            (
+                &gateway_ns,
+                &gw_side,
+                GATEWAY_TO_BACKEND_V4,
+                GATEWAY_TO_BACKEND_V6,
+            ),
+            (&ns, &be_side, BACKEND_V4, BACKEND_V6),
         ] {
             must(&mut self.exec(ns, &["ip", "addr", "add", &format!("{v4}/24"), "dev", link]));
+            let v6 = format!("{v6}/64");
+            must(&mut self.exec(ns, &["ip", "addr", "add", &v6, "dev", link, "nodad"]));
             must(&mut self.exec(ns, &["ip", "link", "set", link, "up"]));
             must(&mut self.exec(ns, &["ip", "link", "set", "lo", "up"]));
         }

@@ -7,7 +7,7 @@ use std::{fs, net::SocketAddr, path::Path, path::PathBuf};
 use gateway_tests::{
     backend::Backend,
     daemon::{ADMIN, CREDENTIALS, Daemon},
-    netns::{BACKEND_V4, GATEWAY_V4, Topology},
+    netns::{BACKEND_V4, BACKEND_V6, GATEWAY_TO_BACKEND_V6, GATEWAY_V4, GATEWAY_V6, Topology},
     pki::Pki,
     require_root,
 };
@@ -797,4 +797,64 @@ fn an_egress_daemon_killed_outright_captures_again_when_restarted() {
     );
     assert_eq!(code, Some(0), "{stderr}\n{}", second.log());
     assert!(body.contains("backend=external"), "{body}");
+}
+
+#[test]
+fn ipv6_workloads_are_captured_and_refused_as_ipv4_ones_are() {
+    require_root();
+    let (topology, outside_ns) = with_outside();
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("dataengine", "DNS:dataengine.com");
+    let tls_at = format!("[{BACKEND_V6}]:443");
+    let _outside = outside_server_at(
+        &topology,
+        &outside_ns,
+        "external-v6",
+        &tls_at,
+        Some((&crt, &key)),
+    );
+    let names = format!("{BACKEND_V6} dataengine.com\n");
+    let _workload_hosts = NetnsHosts::new(&topology.client_ns, &names);
+    let _gateway_hosts = NetnsHosts::new(&topology.gateway_ns, &names);
+    let out = topology.client(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:db8:1::/64",
+        "via",
+        GATEWAY_V6,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let daemon = egress_daemon(&topology, SEED, &["--egress-from", &topology.gateway_if]);
+    let ca = pki.path("ca.crt");
+    let (code, body, stderr) = workload_curl(
+        &topology,
+        &["-6", "--cacert", &ca, "https://dataengine.com/v6"],
+    );
+    assert_eq!(code, Some(0), "{stderr}\n{}", daemon.log());
+    assert!(body.contains("backend=external-v6"), "{body}");
+    // Through the gateway: the server saw the gateway's IPv6 address.
+    assert!(
+        body.contains(&format!("peer=[{GATEWAY_TO_BACKEND_V6}]:")),
+        "{body}"
+    );
+    // An IPv6 address no ServiceEntry resolves to: the kernel's reset.
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = workload_curl(&topology, &["-k", "https://[2001:db8:1::9]/"]);
+    assert_eq!(code, Some(7), "{stderr}\n{}", daemon.log());
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    let line = format!(
+        "egress refused in the kernel: workload 2001:db8::2 on {} -> [2001:db8:1::9]:443",
+        topology.gateway_if
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !daemon.log().contains(&line) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(daemon.log().contains(&line), "{}", daemon.log());
 }
