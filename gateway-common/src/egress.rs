@@ -8,6 +8,7 @@
 //! "connection refused" instead of waiting out its SYN retries. The frame
 //! is built here, a pure function, so host tests check the exact bytes
 //! the kernel sends.
+use crate::reset::fold;
 
 /// Key of `EGRESS_WORKLOADS`: a workload, by source address and the
 /// interface its packets arrive on.
@@ -171,15 +172,6 @@ fn sum16(bytes: &[u8]) -> u64 {
         i += 2;
     }
     sum
-}
-
-/// One's-complement fold of a sum of a few dozen words.
-#[inline(always)]
-fn fold(sum: u64) -> u16 {
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    sum as u16
 }
 
 #[cfg(test)]

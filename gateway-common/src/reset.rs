@@ -124,9 +124,10 @@ fn sum_words(buf: &[u8; MAX_RESET_HEADERS], start: usize, len: usize, max_words:
     sum
 }
 
-/// One's-complement fold of a sum of at most a few hundred words.
+/// One's-complement fold of a sum of at most a few hundred words: the
+/// Internet checksum's last step, shared by every frame built here.
 #[inline(always)]
-fn fold(sum: u64) -> u16 {
+pub(crate) fn fold(sum: u64) -> u16 {
     let sum = (sum & 0xffff) + (sum >> 16);
     let sum = (sum & 0xffff) + (sum >> 16);
     let sum = (sum & 0xffff) + (sum >> 16);

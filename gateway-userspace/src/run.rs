@@ -235,7 +235,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         egress: egress_maps.as_ref().map(|maps| proxy::egress::Egress {
             policy: args.outbound_traffic_policy,
             gateway_addresses: addresses.clone(),
-            interfaces: captured.clone(),
+            interfaces: captured
+                .iter()
+                .map(|(index, name)| (*index, Arc::from(name.as_str())))
+                .collect(),
             workloads: Some(maps.workloads()),
         }),
     };

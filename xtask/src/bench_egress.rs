@@ -16,7 +16,7 @@ use std::{
     fmt::Write as _,
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -30,6 +30,7 @@ use crate::{
         verdict,
     },
     exec::{output, run},
+    netns::{self, ip},
 };
 
 const WORKLOAD_NS: &str = "egb-wl";
@@ -380,12 +381,7 @@ impl Network {
         }
         // `ip netns exec` bind-mounts this over /etc/hosts.
         for ns in [WORKLOAD_NS, GATEWAY_NS] {
-            let dir = Path::new("/etc/netns").join(ns);
-            fs::create_dir_all(&dir)?;
-            fs::write(
-                dir.join("hosts"),
-                format!("127.0.0.1 localhost\n{SERVER_IP} {HOST}\n"),
-            )?;
+            netns::write_hosts(ns, &format!("127.0.0.1 localhost\n{SERVER_IP} {HOST}\n"))?;
         }
         Ok(guard)
     }
@@ -397,28 +393,8 @@ impl Drop for Network {
     }
 }
 
-fn ip(ns: &str, args: &[&str]) -> anyhow::Result<()> {
-    run(Command::new("ip").args(["-n", ns]).args(args))
-}
-
 fn remove_network() {
-    for ns in NAMESPACES {
-        let _ = Command::new("ip")
-            .args(["netns", "del", ns])
-            .stderr(Stdio::null())
-            .status();
-        let _ = fs::remove_dir_all(Path::new("/etc/netns").join(ns));
-    }
-    // Only if empty: other tools may keep their own namespaces' files there.
-    let _ = fs::remove_dir("/etc/netns");
-}
-
-/// A command run inside namespace `ns` (`ip netns exec` execs it, so the
-/// child's pid is the program's own).
-fn in_netns(ns: &str) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]);
-    cmd
+    netns::remove(&NAMESPACES);
 }
 
 /// The outside HTTPS server, answering the workload directly.
@@ -426,7 +402,7 @@ fn start_server(setup: &Setup) -> anyhow::Result<Server> {
     let dir = &setup.scratch;
     let mut server = Server::start(
         "nginx",
-        in_netns(OUTSIDE_NS)
+        netns::exec(OUTSIDE_NS)
             .args(["nginx", "-c"])
             .arg(dir.join("nginx.conf"))
             .arg("-p")
@@ -440,7 +416,7 @@ fn start_server(setup: &Setup) -> anyhow::Result<Server> {
 /// What sits on the path for `mode`: nothing, the egress gateway, or tinyproxy.
 fn start_middle(mode: Mode, setup: &Setup) -> anyhow::Result<Option<Server>> {
     let dir = &setup.scratch;
-    let mut cmd = in_netns(GATEWAY_NS);
+    let mut cmd = netns::exec(GATEWAY_NS);
     let name = match mode {
         Mode::Direct => return Ok(None),
         Mode::Steered | Mode::Explicit => {
@@ -503,7 +479,7 @@ fn check_peer(mode: Mode, ca: &Path) -> anyhow::Result<()> {
 /// curl in the workload namespace over `mode`'s path, verifying the server
 /// against `ca`, bounded by `seconds`.
 fn curl(mode: Mode, ca: &Path, seconds: u64) -> Command {
-    let mut cmd = in_netns(WORKLOAD_NS);
+    let mut cmd = netns::exec(WORKLOAD_NS);
     cmd.args([
         "curl",
         "-sS",
@@ -530,7 +506,7 @@ fn bench_mode(
     results: &mut Results,
 ) -> anyhow::Result<()> {
     let ports = format!("net.ipv4.ip_local_port_range={}", mode.ports());
-    run(in_netns(WORKLOAD_NS).args(["sysctl", "-q", "-w", &ports]))?;
+    run(netns::exec(WORKLOAD_NS).args(["sysctl", "-q", "-w", &ports]))?;
     let mut middle = start_middle(mode, setup)?;
     let watched = Watched {
         server: server_pid,
@@ -594,7 +570,7 @@ fn connections(
     concurrency: u64,
     watched: &Watched,
 ) -> anyhow::Result<Connections> {
-    let mut cmd = in_netns(WORKLOAD_NS);
+    let mut cmd = netns::exec(WORKLOAD_NS);
     cmd.arg(&setup.oha)
         .args(["-n", &count.to_string(), "-c", &concurrency.to_string()])
         .args(["--disable-keepalive", "--insecure", "--no-tui"])

@@ -26,7 +26,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::exec::{output, run};
+use crate::{
+    exec::{output, run},
+    netns::{self, ip},
+};
 
 const SRV_NS: &str = "pxb-srv";
 const CLI_NS: &str = "pxb-cli";
@@ -473,9 +476,7 @@ impl Network {
         }
         // `ip netns exec` bind-mounts this over /etc/hosts: the clients
         // resolve dataengine.com (SNI and Host) to the server.
-        let hosts = Path::new("/etc/netns").join(CLI_NS);
-        fs::create_dir_all(&hosts)?;
-        fs::write(hosts.join("hosts"), format!("{SERVER_IP} {HOST}\n"))?;
+        netns::write_hosts(CLI_NS, &format!("{SERVER_IP} {HOST}\n"))?;
         Ok(guard)
     }
 }
@@ -486,20 +487,8 @@ impl Drop for Network {
     }
 }
 
-fn ip(ns: &str, args: &[&str]) -> anyhow::Result<()> {
-    run(Command::new("ip").args(["-n", ns]).args(args))
-}
-
 fn remove_network() {
-    for ns in [SRV_NS, CLI_NS, BAK_NS] {
-        let _ = Command::new("ip")
-            .args(["netns", "del", ns])
-            .stderr(Stdio::null())
-            .status();
-    }
-    let _ = fs::remove_dir_all(Path::new("/etc/netns").join(CLI_NS));
-    // Only if empty: other tools may keep their own namespaces' files there.
-    let _ = fs::remove_dir("/etc/netns");
+    netns::remove(&[SRV_NS, CLI_NS, BAK_NS]);
 }
 
 /// A started server process, stopped (SIGTERM, then SIGKILL) on drop.

@@ -4,8 +4,7 @@
 //! capturing its outbound TCP, and an "outside" with a server posing as
 //! dataengine.com. Nothing touches the host's own interfaces.
 use std::{
-    fs,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Output, Stdio},
     sync::atomic::Ordering,
     thread,
@@ -14,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{demo::STOP, exec::run};
+use crate::{demo::STOP, exec::run, netns};
 
 const WORKLOAD_NS: &str = "gwdemo-wl";
 const GATEWAY_NS: &str = "gwdemo-egw";
@@ -48,22 +47,12 @@ impl Drop for EgressNetwork {
 }
 
 fn remove() {
-    for ns in [WORKLOAD_NS, GATEWAY_NS, OUTSIDE_NS] {
-        let _ = Command::new("ip")
-            .args(["netns", "del", ns])
-            .stderr(Stdio::null())
-            .status();
-        let _ = fs::remove_dir_all(netns_dir(ns));
-    }
-}
-
-fn netns_dir(ns: &str) -> PathBuf {
-    Path::new("/etc/netns").join(ns)
+    netns::remove(&[WORKLOAD_NS, GATEWAY_NS, OUTSIDE_NS]);
 }
 
 fn in_ns(ns: &str, argv: &[&str]) -> Command {
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", ns]).args(argv);
+    let mut command = netns::exec(ns);
+    command.args(argv);
     command
 }
 
@@ -122,10 +111,9 @@ impl EgressNetwork {
         // Both resolvers name the outside server (`ip netns exec` binds
         // this file over /etc/hosts).
         for ns in [WORKLOAD_NS, GATEWAY_NS] {
-            fs::create_dir_all(netns_dir(ns))?;
-            fs::write(
-                netns_dir(ns).join("hosts"),
-                format!("127.0.0.1 localhost\n{EXTERNAL_V4} dataengine.com\n"),
+            netns::write_hosts(
+                ns,
+                &format!("127.0.0.1 localhost\n{EXTERNAL_V4} dataengine.com\n"),
             )?;
         }
         Ok(guard)

@@ -9,6 +9,7 @@ mod demo;
 mod demo_egress;
 mod exec;
 mod mutants;
+mod netns;
 mod provision;
 
 use std::path::{Path, PathBuf};

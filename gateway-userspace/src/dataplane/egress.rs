@@ -228,10 +228,14 @@ impl Workloads {
     }
 
     /// The interface among `ifindexes` the guard saw `addr` on, if any.
-    pub fn interface_of(&self, addr: IpAddr, ifindexes: &[u32]) -> Option<u32> {
+    pub fn interface_of(
+        &self,
+        addr: IpAddr,
+        mut ifindexes: impl Iterator<Item = u32>,
+    ) -> Option<u32> {
         let map = self.0.lock().ok()?;
         let key_addr = addr_key(addr);
-        ifindexes.iter().copied().find(|ifindex| {
+        ifindexes.find(|ifindex| {
             map.get(
                 &WorkloadKey {
                     addr: key_addr,

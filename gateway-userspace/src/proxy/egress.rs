@@ -46,8 +46,9 @@ pub struct Egress {
     pub policy: OutboundPolicy,
     /// The gateway's own addresses: connections to them are not captured.
     pub gateway_addresses: Vec<IpAddr>,
-    /// Captured interfaces by index.
-    pub interfaces: BTreeMap<u32, String>,
+    /// Captured interfaces by index; each name is shared by the
+    /// connections from it, not copied per connection.
+    pub interfaces: BTreeMap<u32, Arc<str>>,
     /// The kernel's per-workload counters, which also say which
     /// interface a workload's packets came in on.
     pub workloads: Option<Workloads>,
@@ -73,18 +74,15 @@ impl Egress {
     }
 
     /// The name of the interface the workload at `remote` sends from.
-    pub fn interface_of(&self, remote: IpAddr) -> Arc<str> {
-        let indexes: Vec<u32> = self.interfaces.keys().copied().collect();
-        let found = match (&self.workloads, indexes.as_slice()) {
-            (_, [only]) => Some(*only),
-            (Some(workloads), _) => workloads.interface_of(remote.to_canonical(), &indexes),
+    pub fn interface_of(&self, remote: IpAddr) -> Option<Arc<str>> {
+        let index = match (&self.workloads, self.interfaces.len()) {
+            (_, 1) => self.interfaces.keys().next().copied(),
+            (Some(workloads), _) => {
+                workloads.interface_of(remote.to_canonical(), self.interfaces.keys().copied())
+            }
             (None, _) => None,
         };
-        Arc::from(
-            found
-                .and_then(|index| self.interfaces.get(&index))
-                .map_or("-", String::as_str),
-        )
+        index.and_then(|index| self.interfaces.get(&index)).cloned()
     }
 }
 

@@ -182,7 +182,12 @@ async fn serve_connection(
         local,
         remote,
         sni: None,
-        workload_interface: egress.map(|e| e.interface_of(remote.ip())),
+        // A captured connection always names its interface; "-" when the
+        // guard has not seen the workload.
+        workload_interface: egress.map(|e| {
+            e.interface_of(remote.ip())
+                .unwrap_or_else(|| Arc::from("-"))
+        }),
     };
     let Some(service) = served
         .listeners
