@@ -40,7 +40,7 @@ pub fn xdp_ingress(ctx: XdpContext) -> u32 {
         );
     }
     if let Some(data) = outcome.data {
-        host::hand_over(&ctx, host::Segment::new(&data, frame_len));
+        host::hand_over(&ctx, &data, frame_len);
     }
     action
 }
