@@ -43,7 +43,7 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// Key of the `HOSTS` map: one server host of one listener.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct HostKey {
     /// The listener's id (`ListenerValue::id`).
     pub listener: u32,
@@ -55,7 +55,7 @@ pub struct HostKey {
 
 /// Value of the `HOSTS` map.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct HostValue {
     /// Index into `HOST_STATS`, below `MAX_HOSTS`.
     pub id: u32,

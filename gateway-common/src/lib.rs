@@ -11,6 +11,8 @@ mod addr;
 mod decide;
 mod egress;
 mod host;
+mod host_buckets;
+mod local_addrs;
 mod maps;
 mod reason;
 pub mod reference;
@@ -28,6 +30,10 @@ pub use host::{
     MAX_WILDCARD_DEPTH, Name, classify_host, find_name, host_class_index, host_hash, host_value,
     http_host, http_host_value_start, match_host, tls_server_name,
 };
+pub use host_buckets::{
+    BucketLookup, HOST_BUCKET_SLOTS, HOST_BUCKETS, HostBucket, HostSlot, host_bucket,
+};
+pub use local_addrs::{LOCAL_ADDR_SLOTS, LocalAddrList, LocalAddrSlot, LocalLookup, addr_words};
 pub use maps::{
     ALLOWED_PORT_WORDS, Counter, EGRESS_REFUSALS_BYTES, LISTENER_RESET_UNKNOWN_HOSTS, ListenerKey,
     ListenerKind, ListenerValue, LocalAddrValue, MAX_EGRESS_ALLOWED, MAX_EGRESS_EXCLUDES,

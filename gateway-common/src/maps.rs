@@ -37,6 +37,10 @@ pub mod map_names {
     pub const EGRESS_REFUSALS: &str = "EGRESS_REFUSALS";
     /// `HashMap<[u8; 16], LocalAddrValue>`: the gateway's own addresses (IPv4 mapped).
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+    /// `Array<LocalAddrList>` with one entry: the addresses of
+    /// `LOCAL_ADDRS` again, in front of it, so classifying a packet needs
+    /// no hash lookup.
+    pub const LOCAL_ADDR_LIST: &str = "LOCAL_ADDR_LIST";
     /// `Array<Settings>` with one entry: knobs for the decision.
     pub const SETTINGS: &str = "SETTINGS";
     /// `PerCpuArray<Counter>` indexed by `Reason` code.
@@ -49,6 +53,9 @@ pub mod map_names {
     /// `HashMap<HostKey, HostValue>`: every listener's server hosts, for
     /// host classification of first data segments.
     pub const HOSTS: &str = "HOSTS";
+    /// `Array<HostBucket>` indexed by `host_bucket`: the keys of `HOSTS`
+    /// again, in front of it, so the host match needs no hash lookup.
+    pub const HOST_BUCKETS: &str = "HOST_BUCKETS";
     /// `PerCpuArray<Counter>` indexed by `HostValue::id`.
     pub const HOST_STATS: &str = "HOST_STATS";
     /// `PerCpuArray<Counter>` indexed by `host_class_index(listener, class)`.
@@ -64,7 +71,7 @@ pub mod map_names {
     /// restarted daemon's programs and the running ones share them.
     pub const INTERNAL: [&str; 4] = ["SCRATCH", "SEGMENT", "FORGET", "RESET_FLOWS"];
     /// Every map name, for the loader's self-check.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 22] = [
         LISTENERS,
         PORTS,
         PROXY_SOCKETS,
@@ -76,11 +83,13 @@ pub mod map_names {
         EGRESS_WORKLOADS,
         EGRESS_REFUSALS,
         LOCAL_ADDRS,
+        LOCAL_ADDR_LIST,
         SETTINGS,
         REASON_STATS,
         LISTENER_STATS,
         ALLOWED_PORTS,
         HOSTS,
+        HOST_BUCKETS,
         HOST_STATS,
         HOST_CLASS_STATS,
         HOST_RESETS,
@@ -255,6 +264,8 @@ mod pod {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for crate::HostKey {}
     unsafe impl aya::Pod for crate::HostValue {}
+    unsafe impl aya::Pod for crate::HostBucket {}
+    unsafe impl aya::Pod for crate::LocalAddrList {}
     unsafe impl aya::Pod for crate::WorkloadKey {}
     unsafe impl aya::Pod for crate::WorkloadCounters {}
     unsafe impl aya::Pod for crate::EgressPolicy {}

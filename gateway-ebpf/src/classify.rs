@@ -3,12 +3,12 @@
 //! packet bytes.
 use aya_ebpf::programs::XdpContext;
 use gateway_common::{
-    IPPROTO_TCP, ListenerKey, ListenerValue, PORT_BOUND, PORT_WILDCARD, Reason, Settings,
-    allowed_port_bit, port_index, unlisted_local_verdict,
+    IPPROTO_TCP, ListenerKey, ListenerValue, LocalLookup, PORT_BOUND, PORT_WILDCARD, Reason,
+    Settings, addr_words, allowed_port_bit, port_index, unlisted_local_verdict,
 };
 
 use crate::{
-    maps::{ALLOWED_PORTS, LISTENERS, LOCAL_ADDRS, PORTS, SETTINGS},
+    maps::{ALLOWED_PORTS, LISTENERS, LOCAL_ADDR_LIST, LOCAL_ADDRS, PORTS, SETTINGS},
     parse::{Packet, parse_packet},
 };
 
@@ -109,13 +109,28 @@ pub fn find_listener(dst: [u8; 16], port: u16, protocol: u8) -> Destination {
             return Destination::Listener(listener);
         }
     }
-    if LOCAL_ADDRS.get_ptr(dst).is_none() {
+    if !is_local(&dst) {
         return Destination::NotLocal;
     }
     if entry.flags & PORT_WILDCARD != 0 {
         return Destination::Listener(entry.wildcard);
     }
     Destination::Unlisted
+}
+
+/// Whether `dst` is one of the gateway's addresses: `LOCAL_ADDR_LIST`
+/// first, the `LOCAL_ADDRS` hash map only when the list overflows (see
+/// gateway-common's `local_addrs.rs`).
+#[inline(always)]
+fn is_local(dst: &[u8; 16]) -> bool {
+    if let Some(list) = LOCAL_ADDR_LIST.get(0) {
+        match list.find(addr_words(dst)) {
+            LocalLookup::Local => return true,
+            LocalLookup::NotLocal => return false,
+            LocalLookup::Overflow => {}
+        }
+    }
+    LOCAL_ADDRS.get_ptr(dst).is_some()
 }
 
 #[inline(always)]

@@ -6,13 +6,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gateway_common::{
-    Frame, HostClass, HostKey, HostTable, HostValue, ListenerKind, MAX_PAYLOAD_SCAN,
-    MAX_RESET_HEADERS, Name, ResetHeaders, host_value, http_host_value_start, make_reset,
-    match_host, reset_flow, tls_server_name,
+    BucketLookup, Frame, HostClass, HostKey, HostTable, HostValue, ListenerKind, MAX_PAYLOAD_SCAN,
+    MAX_RESET_HEADERS, Name, ResetHeaders, host_bucket, host_value, http_host_value_start,
+    make_reset, match_host, reset_flow, tls_server_name,
 };
 
 use crate::classify::ListenerData;
-use crate::maps::{FORGET, HOST_PROGRAMS, HOSTS, RESET_FLOWS, SCRATCH, SEGMENT};
+use crate::maps::{FORGET, HOST_BUCKETS, HOST_PROGRAMS, HOSTS, RESET_FLOWS, SCRATCH, SEGMENT};
 
 /// The start of a segment's payload, copied out of the packet.
 ///
@@ -76,12 +76,21 @@ fn forget(value: usize) -> usize {
     }
 }
 
-/// The `HOSTS` map.
+/// The `HOSTS` map, behind `HOST_BUCKETS` (see gateway-common's
+/// `host_buckets.rs`): the hash map is read only for a key its bucket
+/// does not hold while the bucket overflows.
 struct Hosts;
 
 impl HostTable for Hosts {
     #[inline(always)]
     fn host(&self, key: &HostKey) -> Option<HostValue> {
+        if let Some(bucket) = HOST_BUCKETS.get(host_bucket(key)) {
+            match bucket.find(key) {
+                BucketLookup::Found(value) => return Some(value),
+                BucketLookup::Absent => return None,
+                BucketLookup::Overflow => {}
+            }
+        }
         // SAFETY: copied out at once; userspace replaces entries whole.
         unsafe { HOSTS.get(key) }.copied()
     }

@@ -9,8 +9,9 @@ use aya_ebpf::{
     },
 };
 use gateway_common::{
-    ALLOWED_PORT_WORDS, Counter, EGRESS_REFUSALS_BYTES, EgressPolicy, HostClass, HostKey,
-    HostValue, ListenerKey, ListenerValue, LocalAddrValue, MAX_EGRESS_ALLOWED, MAX_EGRESS_EXCLUDES,
+    ALLOWED_PORT_WORDS, Counter, EGRESS_REFUSALS_BYTES, EgressPolicy,
+    HOST_BUCKETS as HOST_BUCKETS_LEN, HostBucket, HostClass, HostKey, HostValue, ListenerKey,
+    ListenerValue, LocalAddrList, LocalAddrValue, MAX_EGRESS_ALLOWED, MAX_EGRESS_EXCLUDES,
     MAX_EGRESS_IFACES, MAX_EGRESS_OPEN_PORTS, MAX_EGRESS_WORKLOADS, MAX_HOSTS, MAX_LISTENERS,
     MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, PORT_SLOTS, PortValue, Reason, ResetFlow, Settings,
     WorkloadCounters, WorkloadKey,
@@ -59,6 +60,9 @@ pub static LOCAL_ADDRS: HashMap<[u8; 16], LocalAddrValue> =
     HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
 
 #[map]
+pub static LOCAL_ADDR_LIST: Array<LocalAddrList> = Array::with_max_entries(1, 0);
+
+#[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 #[map]
@@ -72,6 +76,9 @@ pub static ALLOWED_PORTS: Array<u64> = Array::with_max_entries(ALLOWED_PORT_WORD
 
 #[map]
 pub static HOSTS: HashMap<HostKey, HostValue> = HashMap::with_max_entries(MAX_HOSTS, 0);
+
+#[map]
+pub static HOST_BUCKETS: Array<HostBucket> = Array::with_max_entries(HOST_BUCKETS_LEN, 0);
 
 #[map]
 pub static HOST_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_HOSTS, 0);

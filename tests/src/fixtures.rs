@@ -62,7 +62,13 @@ spec:
 /// The plan of [`CONFIG`] for a gateway owning `addresses`; panics on any
 /// error, since the fixture is fixed.
 pub fn hosts_plan(addresses: &[IpAddr]) -> Plan {
-    let loaded = config::load_sources(&[(PathBuf::from("hosts.yaml"), CONFIG.to_string())]);
+    plan_of(CONFIG, addresses)
+}
+
+/// The plan of the configuration `yaml` for a gateway owning `addresses`;
+/// panics on any error, since test configurations are fixed.
+pub fn plan_of(yaml: &str, addresses: &[IpAddr]) -> Plan {
+    let loaded = config::load_sources(&[(PathBuf::from("hosts.yaml"), yaml.to_string())]);
     assert!(
         loaded
             .diagnostics

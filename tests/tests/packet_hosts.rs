@@ -7,9 +7,12 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::programs::{TestRun, TestRunOptions};
-use gateway_common::{HostClass, HostKey, HostTable, HostValue, Settings, classify_host};
+use gateway_common::{
+    HOST_BUCKET_SLOTS, HOST_EXACT, HostClass, HostKey, HostTable, HostValue, Settings,
+    classify_host, host_bucket, host_hash,
+};
 use gateway_tests::{
-    fixtures::hosts_plan,
+    fixtures::{hosts_plan, plan_of},
     frame::{ACK, Frame, checksum_is_valid},
     hello::client_hello,
     require_root,
@@ -59,10 +62,14 @@ impl Harness {
 
     /// A harness whose listeners on `ports` reset unknown hosts.
     fn resetting(ports: &[u16]) -> Self {
-        require_root();
-        let mut dataplane = Dataplane::load().expect("load XDP program");
         let mut plan = plan();
         plan.reset_unknown_hosts(ports).expect("ports with hosts");
+        Self::with_plan(plan)
+    }
+
+    fn with_plan(plan: Plan) -> Self {
+        require_root();
+        let mut dataplane = Dataplane::load().expect("load XDP program");
         dataplane
             .apply(&plan, Settings::default())
             .expect("apply plan");
@@ -514,4 +521,62 @@ fn the_kernel_agrees_with_the_reference_on_real_and_mutated_segments() {
         };
         assert_eq!(got, want, "case {case}, payload {payload:?}");
     }
+}
+
+/// A TLS passthrough listener on 443 for `hosts`.
+fn passthrough_config(hosts: &[String]) -> String {
+    let list = hosts.join("\", \"");
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: many, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: tls, protocol: TLS}}
+    hosts: ["{list}"]
+    tls: {{mode: PASSTHROUGH}}
+"#
+    )
+}
+
+#[test]
+fn hosts_past_a_full_bucket_are_found_in_the_hash_map() {
+    // The listener's id, then names whose keys all fall in one bucket of
+    // HOST_BUCKETS: one more than it holds, so the last overflows to HOSTS.
+    let probe = plan_of(
+        &passthrough_config(&["probe.test".to_string()]),
+        &[IpAddr::from(GW_V4)],
+    );
+    let listener = probe.listeners[0].id;
+    let key = |name: &str| HostKey {
+        listener,
+        kind: HOST_EXACT,
+        hash: host_hash(name.as_bytes()),
+    };
+    let bucket = host_bucket(&key("h0.collide.test"));
+    let names: Vec<String> = (0..)
+        .map(|n| format!("h{n}.collide.test"))
+        .filter(|name| host_bucket(&key(name)) == bucket)
+        .take(HOST_BUCKET_SLOTS + 2)
+        .collect();
+    let plan = plan_of(&passthrough_config(&names), &[IpAddr::from(GW_V4)]);
+    assert_eq!(plan.listeners[0].id, listener);
+    let mut h = Harness::with_plan(plan);
+    let reference = h.reference();
+    for name in &names {
+        let id = h.host_id(443, name);
+        assert_eq!(h.run(443, &tls4(&client_hello(name))), known(id), "{name}");
+        assert_eq!(reference.host(&key(name)).map(|v| v.id), Some(id), "{name}");
+    }
+    // A name of the same bucket that no server has is still unknown.
+    let stranger = (0..)
+        .map(|n| format!("s{n}.collide.test"))
+        .find(|name| host_bucket(&key(name)) == bucket)
+        .expect("a name of the bucket");
+    assert_eq!(
+        h.run(443, &tls4(&client_hello(&stranger))),
+        class(HostClass::Unknown)
+    );
 }

@@ -9,8 +9,8 @@ use std::{
 
 use aya::programs::{TestRun, TestRunOptions};
 use gateway_common::{
-    IPPROTO_TCP, IPPROTO_UDP, ListenerKey, ListenerValue, PortValue, Reason, Settings,
-    allowed_port_bit,
+    IPPROTO_TCP, IPPROTO_UDP, LOCAL_ADDR_SLOTS, ListenerKey, ListenerValue, PortValue, Reason,
+    Settings, allowed_port_bit,
     reference::{Decision, Tables, classify_frame},
 };
 use gateway_tests::{
@@ -72,8 +72,13 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_addresses(&[IpAddr::from(GW_V4), IpAddr::from(GW_V6)])
+    }
+
+    /// A harness whose gateway owns `addresses`.
+    fn with_addresses(addresses: &[IpAddr]) -> Self {
         require_root();
-        let plan = hosts_plan(&[IpAddr::from(GW_V4), IpAddr::from(GW_V6)]);
+        let plan = hosts_plan(addresses);
         let mut allowed: BTreeMap<u32, u64> = BTreeMap::new();
         for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
             if let Some((word, mask)) = allowed_port_bit(protocol, 22) {
@@ -360,4 +365,23 @@ fn the_kernel_agrees_with_the_reference_on_random_and_mutated_frames() {
         Reason::ALL.len(),
         "reasons reached: {reasons:?}"
     );
+}
+
+#[test]
+fn addresses_past_the_kernel_list_are_found_in_the_hash_map() {
+    // More gateway addresses than LOCAL_ADDR_LIST holds: the last ones are
+    // in LOCAL_ADDRS only, and must still be taken for the gateway's.
+    let addresses: Vec<IpAddr> = (1..=LOCAL_ADDR_SLOTS as u8 + 2)
+        .map(|last| IpAddr::from([192, 0, 2, last]))
+        .collect();
+    let mut h = Harness::with_addresses(&addresses);
+    for last in [1, LOCAL_ADDR_SLOTS as u8 + 2] {
+        let dst = [192, 0, 2, last];
+        let listener = h.agree(&Frame::tcp4(dst, 443, SYN).build(), "listener");
+        assert_eq!(listener.reason, Reason::Listener, "192.0.2.{last}");
+        let unlisted = h.agree(&Frame::tcp4(dst, 8081, SYN).build(), "unlisted");
+        assert_eq!(unlisted.reason, Reason::NoListener, "192.0.2.{last}");
+    }
+    let other = h.agree(&Frame::tcp4(OTHER_V4, 443, SYN).build(), "other");
+    assert_eq!(other.reason, Reason::NotLocal);
 }

@@ -1,6 +1,7 @@
 //! The only module that talks to the kernel's BPF side: loads the embedded
 //! XDP object, applies a [`Plan`] to its maps as a diff, attaches it to an
 //! interface and reads the counters. It never decides what is served.
+mod buckets;
 mod egress;
 mod error;
 pub mod pins;
@@ -17,9 +18,9 @@ use aya::{
     programs::{ProgramError, SkLookup, Xdp, XdpMode, links::FdLink},
 };
 use gateway_common::{
-    ALLOWED_PORT_WORDS, Counter, HostClass, HostKey, HostValue, ListenerKey, ListenerValue,
-    LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, PortValue, Reason, Settings, host_class_index,
-    map_names,
+    ALLOWED_PORT_WORDS, Counter, HostBucket, HostClass, HostKey, HostValue, ListenerKey,
+    ListenerValue, LocalAddrList, LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, PortValue, Reason,
+    Settings, host_class_index, map_names,
 };
 
 pub use self::{
@@ -64,6 +65,11 @@ pub struct Dataplane {
     /// The pins were made by this process, not adopted: a daemon that
     /// fails before attaching removes them again.
     fresh_pins: bool,
+    /// `HOST_BUCKETS` or `LOCAL_ADDR_LIST` is new while the hash map
+    /// behind it may have been adopted (a daemon of an earlier build
+    /// pinned it): the next `apply` fills them from every host and
+    /// address, not just from the changed ones.
+    rebuild_fronts: bool,
 }
 
 impl Drop for Dataplane {
@@ -142,6 +148,7 @@ impl Dataplane {
             pins: None,
             pinned_interface: None,
             fresh_pins: false,
+            rebuild_fronts: false,
         })
     }
 
@@ -153,6 +160,9 @@ impl Dataplane {
     pub fn load_pinned(interface: &str, log: EbpfLog) -> Result<Self, DataplaneError> {
         let dir = pins::pin_dir(interface)?;
         let fresh_pins = !pins::map_path(&dir, map_names::LISTENERS).exists();
+        let rebuild_fronts = [map_names::HOST_BUCKETS, map_names::LOCAL_ADDR_LIST]
+            .iter()
+            .any(|name| !pins::map_path(&dir, name).exists());
         let ebpf = match load_object(Some(&dir), log) {
             Ok(ebpf) => ebpf,
             Err(err) => {
@@ -171,6 +181,7 @@ impl Dataplane {
             pins: Some(dir),
             pinned_interface: None,
             fresh_pins,
+            rebuild_fronts,
         };
         // What an adopted PORTS array holds follows from LISTENERS.
         let listeners: HashMap<&MapData, ListenerKey, ListenerValue> = dataplane
@@ -227,7 +238,7 @@ impl Dataplane {
             .iter()
             .map(|addr| (addr_key(*addr), LocalAddrValue { flags: 0 }))
             .collect();
-        self.sync(map_names::LOCAL_ADDRS, &local)?;
+        self.sync_local_addrs(&local)?;
         let kernel_hosts = plan.kernel_hosts();
         if kernel_hosts.len() > MAX_HOSTS as usize {
             return Err(DataplaneError::TooManyHosts {
@@ -237,7 +248,8 @@ impl Dataplane {
         }
         let hosts: BTreeMap<HostKey, HostValue> =
             kernel_hosts.iter().map(|h| (h.key(), h.value())).collect();
-        self.sync(map_names::HOSTS, &hosts)?;
+        self.sync_hosts(&hosts)?;
+        self.rebuild_fronts = false;
 
         let mut settings_map: Array<&mut MapData, Settings> =
             map(&mut self.ebpf, map_names::SETTINGS)?;
@@ -268,6 +280,87 @@ impl Dataplane {
         }
         for key in changes.removals {
             table.remove(key).map_err(error)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `HOSTS` hold exactly `wanted` and `HOST_BUCKETS` agree with
+    /// it: new and changed hosts go into the hash map first, then the
+    /// buckets are written, then the hosts that left are removed, so a
+    /// bucket never names a host the map lacks while it may overflow.
+    fn sync_hosts(&mut self, wanted: &BTreeMap<HostKey, HostValue>) -> Result<(), DataplaneError> {
+        let error = |name| move |source| DataplaneError::Map { name, source };
+        let mut table: HashMap<&mut MapData, HostKey, HostValue> =
+            map(&mut self.ebpf, map_names::HOSTS)?;
+        let current: BTreeMap<HostKey, HostValue> = table.iter().filter_map(Result::ok).collect();
+        let changes = diff(&current, wanted);
+        for (key, value) in &changes.upserts {
+            table
+                .insert(*key, *value, 0)
+                .map_err(error(map_names::HOSTS))?;
+        }
+        let mut buckets: Array<&mut MapData, HostBucket> =
+            map(&mut self.ebpf, map_names::HOST_BUCKETS)?;
+        let writes = buckets::bucket_writes(&changes, wanted, self.rebuild_fronts, |index| {
+            buckets.get(&index, 0).unwrap_or_default()
+        });
+        for (index, bucket) in writes {
+            buckets
+                .set(index, bucket, 0)
+                .map_err(error(map_names::HOST_BUCKETS))?;
+        }
+        let mut table: HashMap<&mut MapData, HostKey, HostValue> =
+            map(&mut self.ebpf, map_names::HOSTS)?;
+        for key in changes.removals {
+            table.remove(key).map_err(error(map_names::HOSTS))?;
+        }
+        Ok(())
+    }
+
+    /// Makes `LOCAL_ADDRS` hold exactly `wanted` and `LOCAL_ADDR_LIST`
+    /// agree with it, in the order of [`Dataplane::sync_hosts`]; a list
+    /// that loses addresses and gains others is written twice, first
+    /// without the lost ones, so no slot goes from one address to another
+    /// in a single write.
+    fn sync_local_addrs(
+        &mut self,
+        wanted: &BTreeMap<[u8; 16], LocalAddrValue>,
+    ) -> Result<(), DataplaneError> {
+        let error = |name| move |source| DataplaneError::Map { name, source };
+        let mut table: HashMap<&mut MapData, [u8; 16], LocalAddrValue> =
+            map(&mut self.ebpf, map_names::LOCAL_ADDRS)?;
+        let current: BTreeMap<[u8; 16], LocalAddrValue> =
+            table.iter().filter_map(Result::ok).collect();
+        let changes = diff(&current, wanted);
+        for (key, value) in &changes.upserts {
+            table
+                .insert(**key, *value, 0)
+                .map_err(error(map_names::LOCAL_ADDRS))?;
+        }
+        let mut list: Array<&mut MapData, LocalAddrList> =
+            map(&mut self.ebpf, map_names::LOCAL_ADDR_LIST)?;
+        let old = list.get(&0, 0).unwrap_or_default();
+        let mut writes = Vec::new();
+        if self.rebuild_fronts {
+            writes.push(LocalAddrList::default().with_changes([], wanted.keys()));
+        } else {
+            let without = old.with_changes(changes.removals.iter().copied(), []);
+            let new = without.with_changes([], changes.upserts.iter().map(|(key, _)| *key));
+            if without != old && new != without {
+                writes.push(without);
+            }
+            if new != old {
+                writes.push(new);
+            }
+        }
+        for value in writes {
+            list.set(0, value, 0)
+                .map_err(error(map_names::LOCAL_ADDR_LIST))?;
+        }
+        let mut table: HashMap<&mut MapData, [u8; 16], LocalAddrValue> =
+            map(&mut self.ebpf, map_names::LOCAL_ADDRS)?;
+        for key in changes.removals {
+            table.remove(key).map_err(error(map_names::LOCAL_ADDRS))?;
         }
         Ok(())
     }

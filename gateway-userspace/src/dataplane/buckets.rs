@@ -1,0 +1,165 @@
+//! The writes that keep `HOST_BUCKETS` in step with `HOSTS` (see
+//! gateway-common's `host_buckets.rs`); pure, so the order is tested
+//! without a kernel.
+use std::collections::BTreeMap;
+
+use gateway_common::{HostBucket, HostKey, HostValue, host_bucket};
+
+use super::Changes;
+
+/// The bucket writes for `changes` to `HOSTS`, in order, reading each
+/// touched bucket's current value with `current`. With `rebuild`, every
+/// bucket of a `wanted` or removed key is built afresh from the wanted
+/// keys (the bucket array is new, or of another build, while `HOSTS` was
+/// adopted from a previous daemon).
+///
+/// A bucket that loses keys and gains others is written twice, first
+/// without the lost keys: a slot is never rewritten from one key to
+/// another in a single write, which a kernel reading it meanwhile could
+/// see half done.
+pub fn bucket_writes(
+    changes: &Changes<'_, HostKey, HostValue>,
+    wanted: &BTreeMap<HostKey, HostValue>,
+    rebuild: bool,
+    mut current: impl FnMut(u32) -> HostBucket,
+) -> Vec<(u32, HostBucket)> {
+    type Touched<'a> = (Vec<&'a HostKey>, Vec<(&'a HostKey, &'a HostValue)>);
+    let mut touched: BTreeMap<u32, Touched<'_>> = BTreeMap::new();
+    for key in &changes.removals {
+        touched.entry(host_bucket(key)).or_default().0.push(key);
+    }
+    let upserts: Vec<(&HostKey, &HostValue)> = if rebuild {
+        wanted.iter().collect()
+    } else {
+        changes.upserts.clone()
+    };
+    for (key, value) in upserts {
+        touched
+            .entry(host_bucket(key))
+            .or_default()
+            .1
+            .push((key, value));
+    }
+    let mut writes = Vec::new();
+    for (index, (removed, upserted)) in touched {
+        let old = current(index);
+        if rebuild {
+            // Built afresh; keys may move, which only an upgrade does.
+            let new = HostBucket::default().with_changes([], upserted);
+            if new != old {
+                writes.push((index, new));
+            }
+            continue;
+        }
+        let without = old.with_changes(removed, []);
+        let new = without.with_changes([], upserted);
+        if without != old && new != without {
+            writes.push((index, without));
+        }
+        if new != old {
+            writes.push((index, new));
+        }
+    }
+    writes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::diff;
+    use gateway_common::HOST_EXACT;
+
+    fn key(hash: u64) -> HostKey {
+        HostKey {
+            listener: 1,
+            kind: HOST_EXACT,
+            hash,
+        }
+    }
+
+    /// Two keys of one bucket.
+    fn pair() -> (HostKey, HostKey) {
+        let first = key(0);
+        let second = (1..)
+            .map(key)
+            .find(|k| host_bucket(k) == host_bucket(&first))
+            .expect("a second key of the bucket");
+        (first, second)
+    }
+
+    /// Applies `writes` to `buckets`.
+    fn apply(buckets: &mut BTreeMap<u32, HostBucket>, writes: &[(u32, HostBucket)]) {
+        for (index, bucket) in writes {
+            buckets.insert(*index, *bucket);
+        }
+    }
+
+    #[test]
+    fn buckets_follow_the_hosts_and_unchanged_ones_are_not_written() {
+        let (a, b) = pair();
+        let old = BTreeMap::from([(a, HostValue { id: 1, pad: 0 })]);
+        let new = BTreeMap::from([(b, HostValue { id: 2, pad: 0 })]);
+        let mut buckets = BTreeMap::new();
+        let first = bucket_writes(&diff(&BTreeMap::new(), &old), &old, false, |i| {
+            buckets.get(&i).copied().unwrap_or_default()
+        });
+        apply(&mut buckets, &first);
+        let index = host_bucket(&a);
+        assert!(matches!(
+            buckets[&index].find(&a),
+            gateway_common::BucketLookup::Found(HostValue { id: 1, .. })
+        ));
+        // a leaves and b arrives in the same bucket: two writes, the first
+        // holding neither, so the slot is never rewritten from a to b.
+        let writes = bucket_writes(&diff(&old, &new), &new, false, |i| {
+            buckets.get(&i).copied().unwrap_or_default()
+        });
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        assert_eq!(writes[0].1.find(&a), gateway_common::BucketLookup::Absent);
+        assert_eq!(writes[0].1.find(&b), gateway_common::BucketLookup::Absent);
+        apply(&mut buckets, &writes);
+        assert!(matches!(
+            buckets[&index].find(&b),
+            gateway_common::BucketLookup::Found(HostValue { id: 2, .. })
+        ));
+        // Nothing changes: nothing is written.
+        let none = bucket_writes(&diff(&new, &new), &new, false, |i| {
+            buckets.get(&i).copied().unwrap_or_default()
+        });
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_rebuild_fills_every_bucket_of_the_wanted_hosts() {
+        let (a, b) = pair();
+        let hosts = BTreeMap::from([
+            (a, HostValue { id: 1, pad: 0 }),
+            (b, HostValue { id: 2, pad: 0 }),
+            (key(7), HostValue { id: 3, pad: 0 }),
+        ]);
+        // HOSTS was adopted holding them and a host since removed; the
+        // buckets are of another build: one still names the removed host.
+        let gone = key(9);
+        let adopted = {
+            let mut adopted = hosts.clone();
+            adopted.insert(gone, HostValue { id: 4, pad: 0 });
+            adopted
+        };
+        let stale = HostBucket::default().with_changes([], [(&gone, &adopted[&gone])]);
+        let mut buckets = BTreeMap::from([(host_bucket(&gone), stale)]);
+        let writes = bucket_writes(&diff(&adopted, &hosts), &hosts, true, |i| {
+            buckets.get(&i).copied().unwrap_or_default()
+        });
+        apply(&mut buckets, &writes);
+        assert_ne!(
+            buckets[&host_bucket(&gone)].find(&gone),
+            gateway_common::BucketLookup::Found(adopted[&gone])
+        );
+        for (k, v) in &hosts {
+            assert_eq!(
+                buckets[&host_bucket(k)].find(k),
+                gateway_common::BucketLookup::Found(*v)
+            );
+        }
+    }
+}
