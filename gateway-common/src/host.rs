@@ -132,6 +132,19 @@ pub trait Frame {
         self.byte(offset).unwrap_or(0)
     }
 
+    /// The eight bytes at `offset`, the first in the lowest bits; bytes
+    /// past the frame read as zero here, and as anything (but stay in
+    /// bounds) where an implementation says so. Lets a scan skip eight
+    /// bytes with one read.
+    #[inline(always)]
+    fn word(&self, offset: usize) -> u64 {
+        let mut word = 0u64;
+        for index in 0..8 {
+            word |= u64::from(self.byte(offset + index).unwrap_or(0)) << (8 * index);
+        }
+        word
+    }
+
     /// Big-endian u16 at `offset`.
     #[inline(always)]
     fn be16(&self, offset: usize) -> Option<u16> {
@@ -300,41 +313,86 @@ pub fn http_host_value_start<F: Frame + ?Sized>(
     {
         return Err(HostClass::Unrecognised);
     }
-    // The last six bytes read, as a window shifted one byte per step:
-    // every step takes the same path, and the only state carried is the
-    // window, a value the verifier does not track, so the loop is verified
-    // once per step however the header lines fall.
-    let mut window: u64 = 0;
-    for i in 0..MAX_HTTP_SCAN {
-        let at = start + i;
-        if at >= end {
+    // Eight bytes at a time: a word with no line feed is skipped whole
+    // (most of a request line and of each header line), and only after a
+    // line feed are bytes read one by one, to see whether the next line is
+    // empty (the head ended without a Host) or starts with `host:`. The
+    // line feeds of a word are taken in order, so the first line that
+    // decides wins, as in a byte-by-byte scan.
+    let limit = end.min(start + MAX_HTTP_SCAN);
+    for word_index in 0..MAX_HTTP_SCAN / 8 {
+        let base = start + 8 * word_index;
+        if base >= limit {
             return Err(HostClass::Partial);
         }
-        let Some(byte) = frame.byte(at) else {
-            return Err(HostClass::Partial);
-        };
-        window = (window << 8) | u64::from(byte);
-        // An empty line: the head ended without a Host header.
-        let last_two = window & 0xffff;
-        if last_two == u64::from_be_bytes(*b"\0\0\0\0\0\0\n\r")
-            || last_two == u64::from_be_bytes(*b"\0\0\0\0\0\0\n\n")
-        {
-            return Err(HostClass::NoHost);
-        }
-        // `\nhost:`, the letters in either case (0x20 is ASCII's case bit).
-        if (window | HOST_HEADER_CASE) & HOST_HEADER_MASK == HOST_HEADER {
-            return Ok(at + 1);
+        let mut feeds = line_feeds(frame.word(base));
+        // At most four line feeds of a word are followed by another line:
+        // a fifth would sit right after one of them, and the line after
+        // that one is then empty, which ends the scan.
+        for _ in 0..4 {
+            if feeds == 0 {
+                break;
+            }
+            let newline = base + lowest_marked_byte(feeds);
+            feeds &= feeds - 1;
+            // A line feed at or past the limit (or past the frame, read as
+            // whatever is there) ends the scan in `line_after_feed`, as
+            // reaching the limit does.
+            if let Some(found) = line_after_feed(frame, newline + 1, limit) {
+                return found;
+            }
         }
     }
     Err(HostClass::Partial)
 }
 
-/// A line feed and `host:`, as the last six bytes of a `u64` window.
-const HOST_HEADER: u64 = u64::from_be_bytes(*b"\0\0\nhost:");
-/// The six bytes of [`HOST_HEADER`].
-const HOST_HEADER_MASK: u64 = 0xffff_ffff_ffff;
-/// The case bit of the four letters of [`HOST_HEADER`].
-const HOST_HEADER_CASE: u64 = 0x0000_0020_2020_2000;
+/// The high bit of each byte of `word` that is a line feed, and no other
+/// bit (the exact form of the zero-byte test, with no false positives).
+#[inline(always)]
+fn line_feeds(word: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = word ^ 0x0a0a_0a0a_0a0a_0a0a;
+    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
+}
+
+/// The index (0 to 7, first byte 0) of the lowest byte whose high bit is
+/// set in `marks` (non-zero): a multiply instead of a count of trailing
+/// zeros, which BPF has no instruction for.
+#[inline(always)]
+fn lowest_marked_byte(marks: u64) -> usize {
+    let lowest = marks & marks.wrapping_neg();
+    ((lowest >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize
+}
+
+/// What the line starting at `at` (just after a line feed) says: the end
+/// of the head (`NoHost`), the Host value's start (just past `host:`, the
+/// letters in either case), or `Partial` when it runs past `limit`; `None`
+/// for any other line.
+#[inline(always)]
+fn line_after_feed<F: Frame + ?Sized>(
+    frame: &F,
+    at: usize,
+    limit: usize,
+) -> Option<Result<usize, HostClass>> {
+    for (offset, expected) in b"host:".iter().enumerate() {
+        let position = at + offset;
+        if position >= limit {
+            return Some(Err(HostClass::Partial));
+        }
+        let Some(byte) = frame.byte(position) else {
+            return Some(Err(HostClass::Partial));
+        };
+        if offset == 0 && (byte == b'\r' || byte == b'\n') {
+            return Some(Err(HostClass::NoHost));
+        }
+        // ASCII's case bit (0x20) folds the four letters, not the colon.
+        let folded = if *expected == b':' { byte } else { byte | 0x20 };
+        if folded != *expected {
+            return None;
+        }
+    }
+    Some(Ok(at + 5))
+}
 
 /// The name in a `Host` value starting at `at`: leading blanks skipped,
 /// ended by a `:port`, blank or line end. An IPv6 literal keeps its

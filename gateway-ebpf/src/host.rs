@@ -49,6 +49,24 @@ impl Frame for Scratch {
     }
 
     #[inline(always)]
+    fn word(&self, offset: usize) -> u64 {
+        if offset & 7 != 0 {
+            // Never taken: the copy starts at 0 and the scan reads whole
+            // words from there. Byte by byte, as the default does.
+            let mut word = 0u64;
+            for index in 0..8 {
+                word |= u64::from(self.byte_within(offset + index)) << (8 * index);
+            }
+            return word;
+        }
+        let words: *const [u64; MAX_PAYLOAD_SCAN / 8] = self.buf.cast();
+        // SAFETY: the buffer is MAX_PAYLOAD_SCAN bytes of 8-aligned map
+        // memory and the mask keeps the index inside it. Words past `len`
+        // hold whatever an earlier segment left, which the caller allows.
+        u64::from_le(unsafe { (*words)[(offset >> 3) & (MAX_PAYLOAD_SCAN / 8 - 1)] })
+    }
+
+    #[inline(always)]
     fn byte_within(&self, offset: usize) -> u8 {
         // SAFETY: as above; the caller has checked `offset < len`.
         unsafe { (*self.buf)[offset & (MAX_PAYLOAD_SCAN - 1)] }

@@ -470,3 +470,95 @@ fn a_name_deeper_than_the_ring_without_a_match_gets_no_verdict() {
         (HostClass::Known, Some(0))
     );
 }
+
+/// The byte-by-byte scan `http_host_value_start` replaced (a rolling
+/// six-byte window), kept as the oracle the word-wise scan must agree with.
+fn bytewise_host_value_start(frame: &[u8], start: usize, end: usize) -> Result<usize, HostClass> {
+    match frame.byte(start) {
+        Some(b'A'..=b'Z') => {}
+        _ => return Err(HostClass::Unrecognised),
+    }
+    if frame.get(start..start + 4) == Some(b"PRI ".as_slice()) {
+        return Err(HostClass::Unrecognised);
+    }
+    const HEADER: u64 = u64::from_be_bytes(*b"\0\0\nhost:");
+    const CASE: u64 = 0x0000_0020_2020_2000;
+    let mut window: u64 = 0;
+    for i in 0..MAX_HTTP_SCAN {
+        let at = start + i;
+        if at >= end {
+            return Err(HostClass::Partial);
+        }
+        let Some(byte) = frame.byte(at) else {
+            return Err(HostClass::Partial);
+        };
+        window = (window << 8) | u64::from(byte);
+        let last_two = window & 0xffff;
+        if last_two == 0x0a0d || last_two == 0x0a0a {
+            return Err(HostClass::NoHost);
+        }
+        if (window | CASE) & 0xffff_ffff_ffff == HEADER {
+            return Ok(at + 1);
+        }
+    }
+    Err(HostClass::Partial)
+}
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn the_word_wise_scan_agrees_with_the_byte_wise_one() {
+    // Request heads built from pieces that matter to the scan (line
+    // feeds, carriage returns, `host:` in both cases, near misses), cut,
+    // placed at every alignment, with the end anywhere.
+    let pieces: [&[u8]; 12] = [
+        b"GET / HTTP/1.1",
+        b"\r\n",
+        b"\n",
+        b"Host: a.example.com",
+        b"HOST:x",
+        b"hOsT:",
+        b"hos",
+        b"t:",
+        b"User-Agent: curl/8",
+        b"\r",
+        b"X-Host: no",
+        b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ];
+    let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
+    for round in 0..20_000 {
+        let mut head: Vec<u8> = b"GET /".to_vec();
+        for _ in 0..rng.below(12) {
+            head.extend_from_slice(pieces[rng.below(pieces.len())]);
+        }
+        if rng.below(4) == 0 {
+            let at = rng.below(head.len());
+            head[at] = [b'\n', b'\r', b':', b'h', 0xff][rng.below(5)];
+        }
+        let padding = rng.below(9);
+        let mut frame = vec![b'Z'; padding];
+        frame.extend_from_slice(&head);
+        frame.extend_from_slice(&[b'\n'; 3][..rng.below(4)]);
+        let end = padding + rng.below(frame.len() - padding + 1);
+        assert_eq!(
+            http_host_value_start(frame.as_slice(), padding, end),
+            bytewise_host_value_start(&frame, padding, end),
+            "round {round}: {:?} from {padding} to {end}",
+            String::from_utf8_lossy(&frame)
+        );
+    }
+}
