@@ -322,6 +322,9 @@ fn nginx_conf(dir: &Path, cert: &Cert) -> String {
       proxy_http_version 1.1;
       proxy_set_header Connection \"\";
       proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Request-ID $request_id;
     }}
   }}
 }}
@@ -358,6 +361,11 @@ frontend tls
   http-request return status 200 content-type text/plain string ok if {{ path {HANDSHAKE_PATH} }}
   default_backend trivial
 backend trivial
+  # The headers the gateway adds to every proxied request (Envoy's at a
+  # gateway, which Istio users get): the same job for every contender.
+  option forwardfor
+  http-request set-header X-Forwarded-Proto https
+  http-request set-header X-Request-ID %[uuid()] unless {{ req.hdr(x-request-id) -m found }}
   http-reuse always
   server b1 {BACKEND_IP}:{BACKEND_PORT}
 ",
@@ -372,6 +380,7 @@ fn envoy_yaml(cert: &Cert) -> String {
         typed_config:
           \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {prefix}
+          use_remote_address: true
           route_config:
             virtual_hosts:
             - name: {prefix}
@@ -1288,7 +1297,7 @@ fn table(r: &Results, args: &ProxyArgs, notes: &str) -> String {
 
 const NOTES: &str = "\
 Method:
-- Each contender runs alone in namespace pxb-srv (203.0.113.1), pinned to core 1 (taskset); the load generator runs in pxb-cli (203.0.113.2) on core 0; the backend of (d) (nginx `return 200`, one worker, the same for all) runs in pxb-bak (198.51.100.2) on core 0.
+- Each contender runs alone in namespace pxb-srv (203.0.113.1), pinned to core 1 (taskset); the load generator runs in pxb-cli (203.0.113.2) on core 0; the backend of (d) (nginx `return 200`, one worker, the same for all) runs in pxb-bak (198.51.100.2) on core 0. In (d) every contender adds `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Request-ID` to the proxied request, as the gateway does (Envoy's behaviour at an Istio gateway; HAProxy `option forwardfor` and `set-header`, nginx `proxy_set_header`, Envoy `use_remote_address`).
 - XDP: ours attaches its own program natively to the server veth; nginx, HAProxy and Envoy get a native XDP_PASS program (compiled from LLVM IR with llc) on the same veth, so every contender's receive path is the same.
 - Server CPU (the figure the targets use) = utime+stime of the contender's processes (/proc/PID/stat: all threads and children) per successful request. On this kernel (tick accounting, no IRQ_TIME_ACCOUNTING) it includes the softirq network work that ran in their context; softirq that ran elsewhere on core 1 (ksoftirqd, or interrupting an idle core, e.g. the veth receive with XDP) is not in it.
 - Softirq time on core 1 is not added: with tick accounting, process time already contains the softirq work done in the contender's context (adding /proc/stat's softirq ticks gave more than 100% of the core), and the core's other time is polluted by other work on this shared machine. The per-run lines above the table also show all non-idle time of core 1 per request (an upper bound including that softirq, ours' XDP program and foreign work).

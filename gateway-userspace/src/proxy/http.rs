@@ -6,7 +6,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -130,6 +130,9 @@ pub struct Downstream {
     pub sni: Option<String>,
     /// Egress: the interface of the workload whose connection was captured.
     pub workload_interface: Option<Arc<str>>,
+    /// `remote`'s address as a header value, made at the connection's
+    /// first forwarded request and reused by the others.
+    pub remote_ip: OnceLock<HeaderValue>,
 }
 
 impl Downstream {
@@ -137,6 +140,16 @@ impl Downstream {
     /// to an address not the gateway's).
     pub fn is_captured(&self) -> bool {
         self.workload_interface.is_some()
+    }
+
+    /// The client's address as an `X-Forwarded-For` value.
+    fn remote_ip_header(&self) -> HeaderValue {
+        self.remote_ip
+            .get_or_init(|| {
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(self.remote.ip().to_string()))
+                    .unwrap_or_else(|_| HeaderValue::from_static("-"))
+            })
+            .clone()
     }
 }
 
@@ -259,12 +272,7 @@ async fn route_request(
         None => (path_and_query.as_str(), None),
     };
 
-    set_forwarding_headers(
-        req.headers_mut(),
-        downstream,
-        shared.trusted_proxies,
-        forwarded_https,
-    );
+    set_forwarding_headers(req.headers_mut(), downstream, forwarded_https);
     entry.x_forwarded_for = header_text(req.headers(), &X_FORWARDED_FOR);
     entry.request_id = header_text(req.headers(), &X_REQUEST_ID);
 
@@ -567,40 +575,48 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy, except the
 /// upgrade handshake of a websocket, which must reach the backend.
+///
+/// One pass over the names a message has finds what goes: most messages
+/// carry none of these but `connection`, and looking each candidate up by
+/// name (hashing it, twice per request) cost more than the pass.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(str::trim).map(str::to_ascii_lowercase))
-        .filter(|name| !(keep_upgrade && name == "upgrade"))
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    let connection = headers.get_all(header::CONNECTION);
+    let named_by_connection = |name: &HeaderName| {
+        connection.iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',').map(str::trim).any(|token| {
+                    token.eq_ignore_ascii_case(name.as_str())
+                        && !(keep_upgrade && token.eq_ignore_ascii_case("upgrade"))
+                })
+            })
+        })
+    };
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let hop = if name == header::CONNECTION || name == header::UPGRADE {
+            !keep_upgrade
+        } else if name == header::TE {
+            // `te: trailers` is what gRPC needs; anything else goes.
+            headers
+                .get(header::TE)
+                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        } else {
+            name == header::TRANSFER_ENCODING
+                || name == header::PROXY_AUTHENTICATE
+                || name == header::PROXY_AUTHORIZATION
+                || name == header::TRAILER
+                || name.as_str() == "keep-alive"
+                || name.as_str() == "proxy-connection"
+        };
+        if hop || named_by_connection(name) {
+            doomed.push(name.clone());
+        }
     }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "trailer",
-    ] {
+    for name in doomed {
         headers.remove(name);
-    }
-    // `te: trailers` is what gRPC needs; anything else goes.
-    if headers
-        .get(header::TE)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    {
-        headers.remove(header::TE);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -626,44 +642,42 @@ fn forwarded_proto(headers: &HeaderMap, downstream: &Downstream, trusted: u32) -
 /// What Envoy sets at an Istio gateway: `X-Forwarded-For` gains the peer
 /// address, `X-Forwarded-Proto` is the scheme decided above, and a request
 /// without `X-Request-Id` gets a fresh UUIDv4 (Istio keeps a client's id).
-fn set_forwarding_headers(
-    headers: &mut HeaderMap,
-    downstream: &Downstream,
-    trusted: u32,
-    proto: &'static str,
-) {
-    let peer = downstream.remote.ip().to_string();
+fn set_forwarding_headers(headers: &mut HeaderMap, downstream: &Downstream, proto: &'static str) {
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if trusted > 0 && !existing.trim().is_empty() => {
-            format!("{existing},{peer}")
+        Some(existing) if !existing.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{existing},{}", downstream.remote.ip())).ok()
         }
-        Some(existing) if !existing.trim().is_empty() => format!("{existing},{peer}"),
-        _ => peer,
+        _ => Some(downstream.remote_ip_header()),
     };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
+    if let Some(value) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if !headers.contains_key(&X_REQUEST_ID) {
-        if let Ok(value) = HeaderValue::from_str(&uuid_v4()) {
+        if let Ok(value) = HeaderValue::from_bytes(&uuid_v4()) {
             headers.insert(X_REQUEST_ID.clone(), value);
         }
     }
 }
 
-/// A random (version 4) UUID.
-fn uuid_v4() -> String {
+/// A random (version 4) UUID, in its 36-character text form.
+fn uuid_v4() -> [u8; 36] {
     let (a, b) = (upstream::random(), upstream::random());
     let a = (a & !0xf000) | 0x4000; // version 4
     let b = (b & !(0b11 << 62)) | (0b10 << 62); // RFC 4122 variant
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
+    let bytes = (u128::from(a) << 64 | u128::from(b)).to_be_bytes();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 36];
+    let mut at = 0;
+    for (index, byte) in bytes.iter().enumerate() {
+        if matches!(index, 4 | 6 | 8 | 10) {
+            at += 1; // a dash
+        }
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
+    }
+    text
 }
 
 /// `set` replaces, `add` appends, `remove` deletes (Istio `Headers.HeaderOperations`).
@@ -892,6 +906,7 @@ mod tests {
             remote: SocketAddr::from(([203, 0, 113, 2], 40000)),
             sni: None,
             workload_interface: None,
+            remote_ip: OnceLock::new(),
         }
     }
 
@@ -925,7 +940,7 @@ mod tests {
             ("x-forwarded-for", "198.51.100.7"),
             ("x-forwarded-proto", "https"),
         ]);
-        set_forwarding_headers(&mut h, &downstream(false), 0, "http");
+        set_forwarding_headers(&mut h, &downstream(false), "http");
         assert_eq!(h["x-forwarded-for"], "198.51.100.7,203.0.113.2");
         assert_eq!(h["x-forwarded-proto"], "http");
         let id = h["x-request-id"].to_str().unwrap().to_string();
@@ -934,9 +949,31 @@ mod tests {
     }
 
     #[test]
+    fn request_ids_are_version_4_uuids() {
+        let first = uuid_v4();
+        assert_ne!(first, uuid_v4());
+        let text = std::str::from_utf8(&first).expect("ascii");
+        let groups: Vec<&str> = text.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12],
+            "{text}"
+        );
+        assert!(
+            text.bytes()
+                .all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert!(groups[2].starts_with('4'), "version 4: {text}");
+        assert!(
+            matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
+            "variant: {text}"
+        );
+    }
+
+    #[test]
     fn a_clients_request_id_is_kept() {
         let mut h = headers(&[("x-request-id", "abc")]);
-        set_forwarding_headers(&mut h, &downstream(true), 0, "https");
+        set_forwarding_headers(&mut h, &downstream(true), "https");
         assert_eq!(h["x-request-id"], "abc");
         assert_eq!(h["x-forwarded-for"], "203.0.113.2");
     }

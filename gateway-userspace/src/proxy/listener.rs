@@ -188,6 +188,7 @@ async fn serve_connection(
             e.interface_of(remote.ip())
                 .unwrap_or_else(|| Arc::from("-"))
         }),
+        remote_ip: std::sync::OnceLock::new(),
     };
     let Some(service) = served
         .listeners

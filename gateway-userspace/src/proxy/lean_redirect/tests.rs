@@ -19,6 +19,7 @@ fn downstream() -> Downstream {
         remote: SocketAddr::from(([192, 0, 2, 2], 40000)),
         sni: None,
         workload_interface: None,
+        remote_ip: std::sync::OnceLock::new(),
     }
 }
 
