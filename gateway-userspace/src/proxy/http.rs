@@ -259,7 +259,11 @@ async fn route_request(
             return local(StatusCode::UPGRADE_REQUIRED, "");
         }
     };
-    entry.authority = Some(authority.clone());
+    // The text fields only the log line (and egress metrics) read.
+    let logging = shared.access_log.enabled();
+    if logging || downstream.is_captured() {
+        entry.authority = Some(authority.clone());
+    }
 
     // Envoy's normalize_path, before routing and as forwarded.
     let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -273,8 +277,10 @@ async fn route_request(
     };
 
     set_forwarding_headers(req.headers_mut(), downstream, forwarded_https);
-    entry.x_forwarded_for = header_text(req.headers(), &X_FORWARDED_FOR);
-    entry.request_id = header_text(req.headers(), &X_REQUEST_ID);
+    if logging {
+        entry.x_forwarded_for = header_text(req.headers(), &X_FORWARDED_FOR);
+        entry.request_id = header_text(req.headers(), &X_REQUEST_ID);
+    }
 
     let Some(virtual_host) = hosts.table.hosts().get(host_index) else {
         return local(StatusCode::NOT_FOUND, "");
@@ -310,7 +316,9 @@ async fn route_request(
         .get(host_index)
         .and_then(|r| r.get(selected.route))
         .and_then(Option::as_ref);
-    entry.route = Some(route.source.clone());
+    if logging {
+        entry.route = Some(route.source.clone());
+    }
     apply_header_operations(req.headers_mut(), &route.request_headers);
 
     let mut response = match &route.action {
