@@ -38,8 +38,8 @@ pub use maps::{
     ALLOWED_PORT_WORDS, Counter, EGRESS_REFUSALS_BYTES, LISTENER_RESET_UNKNOWN_HOSTS, ListenerKey,
     ListenerKind, ListenerValue, LocalAddrValue, MAX_EGRESS_ALLOWED, MAX_EGRESS_EXCLUDES,
     MAX_EGRESS_IFACES, MAX_EGRESS_OPEN_PORTS, MAX_EGRESS_WORKLOADS, MAX_HOSTS, MAX_LISTENERS,
-    MAX_LOCAL_ADDRS, PORT_BOUND, PORT_SLOTS, PORT_WILDCARD, PortValue, Settings, allowed_port_bit,
-    map_names, port_index,
+    MAX_LOCAL_ADDRS, PORT_BOUND, PORT_SLOTS, PORT_WILDCARD, PROXY_SOCKET_SLOTS, PortValue,
+    Settings, allowed_port_bit, map_names, port_index, proxy_socket_slot,
 };
 pub use reason::{Reason, Verdict};
 pub use reset::{MAX_RESET_HEADERS, ResetFlow, ResetHeaders, make_reset, reset_flow};

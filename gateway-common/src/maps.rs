@@ -11,8 +11,9 @@ pub mod map_names {
     /// `Array<PortValue>` indexed by `port_index`: what listens on each
     /// (protocol, port), so most packets need no hash lookup.
     pub const PORTS: &str = "PORTS";
-    /// `SockMap` of two: the proxy's IPv4 (0) and IPv6 (1) listening
-    /// sockets, where `sk_lookup_steer` hands listener connections.
+    /// `SockMap` of `PROXY_SOCKET_SLOTS`: the proxy's listening sockets,
+    /// where `sk_lookup_steer` hands listener connections (see
+    /// `proxy_socket_slot`).
     pub const PROXY_SOCKETS: &str = "PROXY_SOCKETS";
     /// `HashMap<u32, u32>`: interfaces (by index) whose workloads' outbound
     /// TCP connections the egress instance captures (`--egress-from`).
@@ -114,6 +115,21 @@ pub const EGRESS_REFUSALS_BYTES: u32 = 64 * 1024;
 pub const MAX_LOCAL_ADDRS: u32 = 256;
 /// Capacity of `HOSTS` and `HOST_STATS`: server hosts over all listeners.
 pub const MAX_HOSTS: u32 = 16 * 1024;
+
+/// Slots of `PROXY_SOCKETS`: IPv4 and IPv6, each for listeners whose
+/// clients speak first and for the others.
+pub const PROXY_SOCKET_SLOTS: u32 = 4;
+
+/// The `PROXY_SOCKETS` slot for a connection over IPv6 (or IPv4) to a
+/// listener whose clients speak first (HTTP, TLS) or not (opaque TCP, whose
+/// server may speak first, and captured egress connections, whose protocol
+/// is unknown). The proxy accepts the first kind only once data has arrived
+/// (`TCP_DEFER_ACCEPT`): one wake-up per connection instead of two, and a
+/// connection that never sends costs the proxy nothing.
+#[inline(always)]
+pub fn proxy_socket_slot(ipv6: bool, client_first: bool) -> u32 {
+    u32::from(ipv6) | (u32::from(!client_first) << 1)
+}
 
 /// Entries of `ALLOWED_PORTS`: 1024 words of 64 bits for TCP's 65536
 /// ports, then as many for UDP's. An array indexed by port costs the drop

@@ -13,8 +13,8 @@ use gateway_common::{
     HOST_BUCKETS as HOST_BUCKETS_LEN, HostBucket, HostClass, HostKey, HostValue, ListenerKey,
     ListenerValue, LocalAddrList, LocalAddrValue, MAX_EGRESS_ALLOWED, MAX_EGRESS_EXCLUDES,
     MAX_EGRESS_IFACES, MAX_EGRESS_OPEN_PORTS, MAX_EGRESS_WORKLOADS, MAX_HOSTS, MAX_LISTENERS,
-    MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, PORT_SLOTS, PortValue, Reason, ResetFlow, Settings,
-    WorkloadCounters, WorkloadKey,
+    MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, PORT_SLOTS, PROXY_SOCKET_SLOTS, PortValue, Reason,
+    ResetFlow, Settings, WorkloadCounters, WorkloadKey,
 };
 
 #[map]
@@ -27,7 +27,7 @@ pub static PORTS: Array<PortValue> = Array::with_max_entries(PORT_SLOTS, 0);
 /// The proxy's listening sockets, IPv4 in slot 0 and IPv6 in slot 1
 /// (`sk_lookup.rs`); filled by the daemon.
 #[map]
-pub static PROXY_SOCKETS: SockMap = SockMap::with_max_entries(2, 0);
+pub static PROXY_SOCKETS: SockMap = SockMap::with_max_entries(PROXY_SOCKET_SLOTS, 0);
 
 #[map]
 pub static EGRESS_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_EGRESS_IFACES, 0);

@@ -2,7 +2,7 @@
 //! the proxy's listening socket, whatever port that socket is bound to, so
 //! the proxy binds nothing per listener (Cloudflare's tubular pattern).
 use aya_ebpf::{bindings::sk_action, maps::lpm_trie::Key, programs::SkLookupContext};
-use gateway_common::{IPPROTO_TCP, ipv4_mapped};
+use gateway_common::{IPPROTO_TCP, ListenerKind, ipv4_mapped, proxy_socket_slot};
 
 use crate::{
     classify::{Destination, find_listener},
@@ -12,14 +12,9 @@ use crate::{
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
-/// `PROXY_SOCKETS` slot of the proxy's IPv4 listening socket.
-pub const SLOT_V4: u32 = 0;
-/// `PROXY_SOCKETS` slot of the proxy's IPv6 listening socket.
-pub const SLOT_V6: u32 = 1;
-
 /// The verdict for one socket lookup: a TCP connection to a listener goes
-/// to the proxy's socket of its address family; everything else takes the
-/// kernel's own lookup. With no proxy socket in the slot (the daemon is
+/// to the proxy's socket of its address family and of the listener's kind
+/// (`proxy_socket_slot`); everything else takes the kernel's own lookup. With no proxy socket in the slot (the daemon is
 /// gone or restarting), a listener's connection is refused rather than
 /// handed to whatever else listens on that port.
 #[inline(always)]
@@ -29,10 +24,10 @@ pub fn steer(ctx: &SkLookupContext) -> u32 {
     if lookup.protocol != u32::from(IPPROTO_TCP) {
         return sk_action::SK_PASS;
     }
-    let (addr, slot) = match lookup.family {
+    let (addr, ipv6) = match lookup.family {
         // `local_ip4` holds the address in network byte order.
-        AF_INET => (ipv4_mapped(lookup.local_ip4.to_ne_bytes()), SLOT_V4),
-        AF_INET6 => (ipv6_bytes(local_ip6(ctx)), SLOT_V6),
+        AF_INET => (ipv4_mapped(lookup.local_ip4.to_ne_bytes()), false),
+        AF_INET6 => (ipv6_bytes(local_ip6(ctx)), true),
         _ => return sk_action::SK_PASS,
     };
     // `local_port` is in host byte order, and a port.
@@ -43,9 +38,13 @@ pub fn steer(ctx: &SkLookupContext) -> u32 {
     // SAFETY: a field of the kernel's context, valid for this run.
     let ifindex = unsafe { core::ptr::read_volatile(&raw const (*ctx.lookup).ingress_ifindex) };
     match find_listener(addr, port, IPPROTO_TCP) {
-        Destination::Listener(_) => to_proxy(ctx, slot),
+        Destination::Listener(listener) => {
+            let client_first = listener.kind == ListenerKind::Http as u32
+                || listener.kind == ListenerKind::Tls as u32;
+            to_proxy(ctx, proxy_socket_slot(ipv6, client_first))
+        }
         Destination::Unlisted => sk_action::SK_PASS,
-        Destination::NotLocal => egress(ctx, ifindex, addr, slot),
+        Destination::NotLocal => egress(ctx, ifindex, addr, proxy_socket_slot(ipv6, false)),
     }
 }
 

@@ -250,22 +250,27 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         certificates,
     } = build(&config, &args, &instance, &addresses, &options, None)?;
     drop(config);
-    // The proxy's two sockets on loopback ports; the kernel steers every
+    // The proxy's sockets on loopback ports (per address family and per
+    // listener kind); the kernel steers every
     // listener's connections into them (sk_lookup), so nothing is bound
     // per listener and no listener port can be taken by another process.
-    let (socket_v4, socket_v6) =
-        proxy::steering_sockets(!args.egress_from.is_empty()).map_err(|err| {
-            anyhow::anyhow!(
-                "{err}: {}",
-                std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
-            )
-        })?;
+    let listeners = proxy::steering_sockets(!args.egress_from.is_empty()).map_err(|err| {
+        anyhow::anyhow!(
+            "{err}: {}",
+            std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
+        )
+    })?;
     let admin_listener = std::net::TcpListener::bind(args.admin_address)
         .with_context(|| format!("cannot listen on the admin address {}", args.admin_address))?;
 
     dataplane.apply(&plan, ephemeral_range())?;
     dataplane.set_allowed_ports(&management::allowed_port_words(&allowed))?;
-    dataplane.set_proxy_sockets(&socket_v4, socket_v6.as_ref())?;
+    let slots: Vec<(u32, std::os::fd::BorrowedFd<'_>)> = listeners
+        .iter()
+        .map(|l| (l.slot, std::os::fd::AsFd::as_fd(l)))
+        .collect();
+    dataplane.set_proxy_sockets(&slots)?;
+    drop(slots);
     dataplane.attach_steering()?;
     let registry_tx = match egress_maps {
         Some(maps) => {
@@ -327,15 +332,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         let bind = listener.bind.map_or("*".to_string(), |ip| ip.to_string());
         log::info!("listener {bind}:{} {:?}", listener.port, listener.kind);
     }
-    let listeners: Vec<proxy::BoundListener> =
-        std::iter::once(socket_v4).chain(socket_v6).collect();
     log::info!(
         "listener connections are steered (sk_lookup) to the proxy's sockets {}",
         listeners
             .iter()
             .map(|l| l.local_addr.to_string())
             .collect::<Vec<_>>()
-            .join(" and ")
+            .join(", ")
     );
     let limits = proxy_gate.limits;
     log::info!(

@@ -3,9 +3,12 @@
 //! address family, everything else takes the kernel's own lookup, and
 //! with the proxy's socket gone a listener's connection is refused rather
 //! than handed to another socket on that port.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
+    os::fd::AsFd,
+};
 
-use gateway_common::{IPPROTO_TCP, IPPROTO_UDP, Settings};
+use gateway_common::{IPPROTO_TCP, IPPROTO_UDP, Settings, proxy_socket_slot};
 use gateway_tests::{
     fixtures::hosts_plan,
     require_root,
@@ -29,8 +32,12 @@ const SK_DROP: u32 = 0;
 
 struct Harness {
     dataplane: Dataplane,
+    /// The client-first sockets (HTTP, TLS listeners).
     v4: Option<TcpListener>,
     v6: TcpListener,
+    /// The sockets of the other listeners (opaque TCP) and egress.
+    v4_other: TcpListener,
+    v6_other: TcpListener,
 }
 
 impl Harness {
@@ -42,13 +49,22 @@ impl Harness {
             .expect("apply plan");
         let v4 = TcpListener::bind("127.0.0.1:0").expect("v4 socket");
         let v6 = TcpListener::bind("[::1]:0").expect("v6 socket");
+        let v4_other = TcpListener::bind("127.0.0.1:0").expect("v4 socket");
+        let v6_other = TcpListener::bind("[::1]:0").expect("v6 socket");
         dataplane
-            .set_proxy_sockets(&v4, Some(&v6))
+            .set_proxy_sockets(&[
+                (proxy_socket_slot(false, true), v4.as_fd()),
+                (proxy_socket_slot(true, true), v6.as_fd()),
+                (proxy_socket_slot(false, false), v4_other.as_fd()),
+                (proxy_socket_slot(true, false), v6_other.as_fd()),
+            ])
             .expect("proxy sockets");
         Harness {
             dataplane,
             v4: Some(v4),
             v6,
+            v4_other,
+            v6_other,
         }
     }
 
@@ -85,6 +101,16 @@ impl Harness {
             cookie: steer::cookie(&self.v6).expect("cookie"),
         }
     }
+
+    /// To the socket of `family` for listeners whose clients do not speak
+    /// first.
+    fn to_other(&self, ipv6: bool) -> Steered {
+        let socket = if ipv6 { &self.v6_other } else { &self.v4_other };
+        Steered {
+            verdict: SK_PASS,
+            cookie: steer::cookie(socket).expect("cookie"),
+        }
+    }
 }
 
 /// The kernel's own lookup: passed on, no socket chosen.
@@ -96,12 +122,16 @@ fn not_steered() -> Steered {
 }
 
 #[test]
-fn every_listener_reaches_the_proxy_socket_of_its_family() {
+fn every_listener_reaches_the_proxy_socket_of_its_family_and_kind() {
     let h = Harness::new(&hosts_plan(&[GW_V4.into(), GW_V6.into()]));
-    for port in [80, 443, 9000] {
+    // HTTP and TLS: clients speak first, to the sockets that defer accept.
+    for port in [80, 443] {
         assert_eq!(h.tcp(GW_V4.into(), port), h.to_v4(), "IPv4 port {port}");
         assert_eq!(h.tcp(GW_V6.into(), port), h.to_v6(), "IPv6 port {port}");
     }
+    // Opaque TCP: the server may speak first.
+    assert_eq!(h.tcp(GW_V4.into(), 9000), h.to_other(false), "IPv4 TCP");
+    assert_eq!(h.tcp(GW_V6.into(), 9000), h.to_other(true), "IPv6 TCP");
 }
 
 #[test]

@@ -777,9 +777,17 @@ fn websocket_h2c_and_tcp_pass_through_the_gateway() {
         &format!("{BACKEND_V4}:7000"),
         &["--echo"],
     );
+    let _greeter = backend(
+        &topology,
+        "greeter",
+        &format!("{BACKEND_V4}:7001"),
+        &["--banner"],
+    );
     let scratch = Scratch::new();
     let yaml = gateway_yaml(
         "  - port: {number: 9000, name: tcp, protocol: TCP}
+    hosts: ['*']
+  - port: {number: 9001, name: tcp-greeter, protocol: TCP}
     hosts: ['*']",
         &format!(
             "apiVersion: networking.istio.io/v1
@@ -793,11 +801,20 @@ spec:
   tcp:
   - match: [{{port: 9000}}]
     route: [{{destination: {{host: echo.backend}}}}]
+  - match: [{{port: 9001}}]
+    route: [{{destination: {{host: greeter.backend}}}}]
 ---
+{}---
 {}---
 {}",
             service_entry("web", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]")),
-            service_entry("echo", 7000, "TCP", &format!("[{{address: {BACKEND_V4}}}]"))
+            service_entry("echo", 7000, "TCP", &format!("[{{address: {BACKEND_V4}}}]")),
+            service_entry(
+                "greeter",
+                7001,
+                "TCP",
+                &format!("[{{address: {BACKEND_V4}}}]")
+            )
         ),
     );
     let daemon = start(&topology, &scratch, &yaml, &[]);
@@ -831,6 +848,22 @@ spec:
         "echo:ping",
         "{}",
         text(&tcp)
+    );
+    // A server that speaks first: its greeting reaches a client that sends
+    // nothing, at once (TCP listeners are accepted without waiting for
+    // data, unlike HTTP and TLS ones, which the kernel holds until their
+    // first bytes or about a second).
+    let greeted = topology.client(&[
+        "bash",
+        "-c",
+        &format!("exec 3<>/dev/tcp/{GATEWAY_V4}/9001; timeout 0.5 head -c 14 <&3"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&greeted.stdout),
+        "greeter:hello\n",
+        "{}\n{}",
+        text(&greeted),
+        daemon.log()
     );
 }
 

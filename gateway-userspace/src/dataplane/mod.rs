@@ -8,7 +8,7 @@ pub mod pins;
 
 use std::{
     collections::BTreeMap,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -19,8 +19,8 @@ use aya::{
 };
 use gateway_common::{
     ALLOWED_PORT_WORDS, Counter, HostBucket, HostClass, HostKey, HostValue, ListenerKey,
-    ListenerValue, LocalAddrList, LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, PortValue, Reason,
-    Settings, host_class_index, map_names,
+    ListenerValue, LocalAddrList, LocalAddrValue, MAX_HOSTS, MAX_LISTENERS, PROXY_SOCKET_SLOTS,
+    PortValue, Reason, Settings, host_class_index, map_names,
 };
 
 pub use self::{
@@ -404,26 +404,27 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Puts the proxy's listening sockets (`v4`, and `v6` when IPv6 is
-    /// available) where the socket-lookup program hands listener
-    /// connections (`PROXY_SOCKETS`).
+    /// Puts the proxy's listening sockets in their `PROXY_SOCKETS` slots
+    /// (`gateway_common::proxy_socket_slot`), where the socket-lookup
+    /// program hands listener connections; slots with no socket (no IPv6
+    /// on the host) are cleared, so their connections are refused.
     pub fn set_proxy_sockets(
         &mut self,
-        v4: &impl AsRawFd,
-        v6: Option<&impl AsRawFd>,
+        sockets: &[(u32, std::os::fd::BorrowedFd<'_>)],
     ) -> Result<(), DataplaneError> {
-        let mut sockets: SockMap<&mut MapData> = map(&mut self.ebpf, map_names::PROXY_SOCKETS)?;
+        let mut map: SockMap<&mut MapData> = map(&mut self.ebpf, map_names::PROXY_SOCKETS)?;
         let error = |source| DataplaneError::Map {
             name: map_names::PROXY_SOCKETS,
             source,
         };
-        sockets.set(0, v4, 0).map_err(error)?;
-        match v6 {
-            Some(v6) => sockets.set(1, v6, 0).map_err(error)?,
-            None => match sockets.clear_index(&1) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => return Err(error(source)),
-            },
+        for slot in 0..PROXY_SOCKET_SLOTS {
+            match sockets.iter().find(|(s, _)| *s == slot) {
+                Some((_, fd)) => map.set(slot, fd, 0).map_err(error)?,
+                None => match map.clear_index(&slot) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(source) => return Err(error(source)),
+                },
+            }
         }
         Ok(())
     }

@@ -24,14 +24,18 @@ use super::{
     stream::Probed,
 };
 use crate::connection::{Acceptor, Activity, Admitted, Gate};
+use gateway_common::proxy_socket_slot;
 
 const LISTEN_BACKLOG: u32 = 1024;
 
 /// A listening socket of the proxy. The kernel's socket-lookup program
-/// hands it every connection to every listener of the address family;
-/// each connection's listener is read from the address it was made to.
+/// hands it every connection to every listener of its address family and
+/// kind (`gateway_common::proxy_socket_slot`); each connection's listener
+/// is read from the address it was made to.
 pub struct BoundListener {
     pub local_addr: SocketAddr,
+    /// Its `PROXY_SOCKETS` slot.
+    pub slot: u32,
     listener: TcpListener,
 }
 
@@ -41,8 +45,17 @@ impl AsRawFd for BoundListener {
     }
 }
 
-/// The proxy's two listening sockets, IPv4 and IPv6 (`None` where the
-/// host has no IPv6), on loopback ports the system picks: the proxy binds
+impl std::os::fd::AsFd for BoundListener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+}
+
+/// The proxy's listening sockets, on loopback ports the system picks: for
+/// IPv4 and IPv6 (none where the host has no IPv6), each once for
+/// listeners whose clients speak first (HTTP, TLS), accepted only once the
+/// first data has arrived (`TCP_DEFER_ACCEPT`, as nginx's `deferred` and
+/// HAProxy's `defer-accept`), and once for the others. The proxy binds
 /// nothing per listener, so ports below 1024 need no privilege to bind,
 /// and a listener added or removed is only a map update.
 ///
@@ -50,29 +63,65 @@ impl AsRawFd for BoundListener {
 /// that are not the node's (a workload's original destination), as a
 /// TPROXY socket does (`IP_TRANSPARENT`); without it the kernel refuses
 /// to route the SYN-ACK from a foreign source address.
-pub fn steering_sockets(
-    transparent: bool,
-) -> Result<(BoundListener, Option<BoundListener>), ProxyError> {
-    let open = |addr: SocketAddr| {
-        let socket =
-            listen(addr, transparent).map_err(|source| ProxyError::Bind { addr, source })?;
+pub fn steering_sockets(transparent: bool) -> Result<Vec<BoundListener>, ProxyError> {
+    let open = |addr: SocketAddr, client_first: bool| {
+        let socket = listen(addr, transparent, client_first)
+            .map_err(|source| ProxyError::Bind { addr, source })?;
         Ok::<_, ProxyError>(BoundListener {
             local_addr: socket.local_addr().unwrap_or(addr),
+            slot: proxy_socket_slot(addr.is_ipv6(), client_first),
             listener: socket,
         })
     };
-    let v4 = open(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-    let v6 = match open(SocketAddr::from((Ipv6Addr::LOCALHOST, 0))) {
-        Ok(v6) => Some(v6),
-        Err(err) => {
-            log::warn!("no IPv6 listening socket ({err}); IPv6 listeners are not served");
-            None
+    let mut sockets = Vec::new();
+    for client_first in [true, false] {
+        sockets.push(open(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            client_first,
+        )?);
+    }
+    for client_first in [true, false] {
+        match open(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)), client_first) {
+            Ok(v6) => sockets.push(v6),
+            Err(err) => {
+                log::warn!("no IPv6 listening socket ({err}); IPv6 listeners are not served");
+                break;
+            }
         }
-    };
-    Ok((v4, v6))
+    }
+    Ok(sockets)
 }
 
-fn listen(addr: SocketAddr, transparent: bool) -> io::Result<TcpListener> {
+/// Seconds a connection to a client-first listener may stay unaccepted
+/// without data: after that the kernel accepts it anyway (at the next
+/// retransmitted SYN-ACK, about one second), and the request-head deadline
+/// takes over.
+const DEFER_ACCEPT_SECONDS: libc::c_int = 1;
+
+/// Sets `TCP_DEFER_ACCEPT` (which nix does not wrap) to
+/// [`DEFER_ACCEPT_SECONDS`].
+#[allow(unsafe_code)]
+fn defer_accept(socket: &TcpSocket) -> io::Result<()> {
+    let seconds: libc::c_int = DEFER_ACCEPT_SECONDS;
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int that
+    // lives across the call, with its size.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const seconds).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn listen(addr: SocketAddr, transparent: bool, client_first: bool) -> io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -81,6 +130,12 @@ fn listen(addr: SocketAddr, transparent: bool) -> io::Result<TcpListener> {
         use nix::sys::socket::{setsockopt, sockopt};
         // IP_TRANSPARENT sets the same socket flag as IPV6_TRANSPARENT.
         setsockopt(&socket, sockopt::IpTransparent, &true)?;
+    }
+    if client_first {
+        // The connection reaches accept(2) with its first request (or
+        // ClientHello) already in: one wake-up of the proxy instead of two,
+        // and the data read at once.
+        defer_accept(&socket)?;
     }
     // Restarting the daemon must not wait for TIME_WAIT sockets of the old one.
     socket.set_reuseaddr(true)?;
@@ -262,9 +317,42 @@ async fn serve_connection(
 mod tests {
     use super::*;
 
+    /// `TCP_DEFER_ACCEPT` of `listener`, in seconds as the kernel reports it.
+    #[allow(unsafe_code)]
+    fn defer_accept_of(listener: &TcpListener) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid socket and an out-pointer to a c_int with its size.
+        let done = unsafe {
+            libc::getsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&raw mut value).cast(),
+                &raw mut len,
+            )
+        };
+        assert_eq!(done, 0, "{}", io::Error::last_os_error());
+        value
+    }
+
+    #[tokio::test]
+    async fn only_client_first_sockets_defer_accept_and_slots_differ() {
+        let sockets = steering_sockets(false).expect("sockets");
+        let mut slots: Vec<u32> = sockets.iter().map(|s| s.slot).collect();
+        slots.sort();
+        slots.dedup();
+        assert_eq!(slots.len(), sockets.len(), "one socket per slot");
+        for socket in &sockets {
+            let client_first = socket.slot == proxy_socket_slot(socket.local_addr.is_ipv6(), true);
+            let deferred = defer_accept_of(&socket.listener) > 0;
+            assert_eq!(deferred, client_first, "slot {}", socket.slot);
+        }
+    }
+
     #[tokio::test]
     async fn accepted_connections_have_nagle_off() {
-        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0)), false).unwrap();
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0)), false, false).unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();

@@ -30,8 +30,11 @@ fn main() -> anyhow::Result<()> {
     let mut dataplane = Dataplane::load()?;
     // The proxy's listening socket the lookup hands connections to.
     let proxy = TcpListener::bind("127.0.0.1:0")?;
-    // Both slots: only the IPv4 one is looked up here.
-    dataplane.set_proxy_sockets(&proxy, Some(&proxy))?;
+    // Every slot: only an IPv4 one is looked up here.
+    let slots: Vec<_> = (0..gateway_common::PROXY_SOCKET_SLOTS)
+        .map(|slot| (slot, std::os::fd::AsFd::as_fd(&proxy)))
+        .collect();
+    dataplane.set_proxy_sockets(&slots)?;
     // Test runs of a socket lookup cannot set the interface the SYN came
     // in on (the kernel wants it zero): index 0 stands for the captured
     // interface here, so the lookup takes the egress path in full.

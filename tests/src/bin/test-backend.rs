@@ -1,6 +1,6 @@
 //! A backend for the end-to-end tests, run inside a backend namespace.
 //!
-//! `test-backend --name NAME --listen ADDR:PORT [--tls CERT KEY] [--echo]`
+//! `test-backend --name NAME --listen ADDR:PORT [--tls CERT KEY] [--echo | --banner]`
 //!
 //! HTTP (HTTP/1.1 and h2c, or h2/http1.1 over TLS): answers 200 with a
 //! text body describing the request (`backend=`, `peer=` (the connection it
@@ -8,7 +8,8 @@
 //! `version=`, then `header <name>: <value>` lines), so a test can see
 //! exactly what the gateway forwarded. `Upgrade: websocket` gets a 101 and
 //! the upgraded bytes are echoed; `/delay/<ms>` answers that much later. `--echo`: raw TCP echo prefixed with
-//! `NAME:` (for TCP and passthrough tests).
+//! `NAME:` (for TCP and passthrough tests); `--banner`: the same, after a
+//! greeting `NAME:hello` sent first (a server that speaks first).
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
@@ -28,6 +29,7 @@ struct Args {
     listen: Vec<SocketAddr>,
     tls: Option<(String, String)>,
     echo: bool,
+    banner: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +38,7 @@ fn parse_args() -> Result<Args, String> {
         listen: Vec::new(),
         tls: None,
         echo: false,
+        banner: false,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -53,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
                 args.tls = Some((cert, key));
             }
             "--echo" => args.echo = true,
+            "--banner" => args.banner = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -137,8 +141,8 @@ async fn serve<S>(stream: S, args: Arc<Args>, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if args.echo {
-        echo(stream, &args.name).await;
+    if args.echo || args.banner {
+        echo(stream, &args.name, args.banner).await;
         return;
     }
     let service = service_fn(move |req| {
@@ -161,7 +165,16 @@ where
         .await;
 }
 
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, name: &str) {
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, name: &str, banner: bool) {
+    // A server that speaks first (SMTP, MySQL): its greeting before any read.
+    if banner
+        && stream
+            .write_all(format!("{name}:hello\n").as_bytes())
+            .await
+            .is_err()
+    {
+        return;
+    }
     let mut buf = [0u8; 16 * 1024];
     loop {
         match stream.read(&mut buf).await {
