@@ -91,6 +91,12 @@ pub struct ProxyArgs {
     /// two builds of ours, run each in turn).
     #[arg(long, value_name = "PATH")]
     pub gateway: Option<PathBuf>,
+    /// Give nginx, HAProxy and Envoy the deferred accept the gateway has by
+    /// default on HTTP and TLS listeners (`listen ... deferred`,
+    /// `defer-accept`, the TCP_DEFER_ACCEPT socket option), which their
+    /// default configurations do not set: like settings against like.
+    #[arg(long)]
+    pub defer_accept_all: bool,
 }
 
 /// One load run's job.
@@ -159,7 +165,7 @@ impl Contender {
     }
 
     /// Writes the contender's configuration under `scratch`; returns its path.
-    fn write_config(self, scratch: &Path, cert: &Cert) -> anyhow::Result<PathBuf> {
+    fn write_config(self, scratch: &Path, cert: &Cert, defer: bool) -> anyhow::Result<PathBuf> {
         let dir = self.dir(scratch);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let (file, text) = match self {
@@ -170,14 +176,14 @@ impl Contender {
                 fs::copy(&cert.key, creds.join("tls.key"))?;
                 ("gateway.yaml", gateway_yaml())
             }
-            Contender::Nginx => ("nginx.conf", nginx_conf(&dir, cert)),
+            Contender::Nginx => ("nginx.conf", nginx_conf(&dir, cert, defer)),
             Contender::Haproxy => {
                 let pem = dir.join("bench.pem");
                 let both = fs::read_to_string(&cert.crt)? + &fs::read_to_string(&cert.key)?;
                 fs::write(&pem, both)?;
-                ("haproxy.cfg", haproxy_cfg(&pem))
+                ("haproxy.cfg", haproxy_cfg(&pem, defer))
             }
-            Contender::Envoy => ("envoy.yaml", envoy_yaml(cert)),
+            Contender::Envoy => ("envoy.yaml", envoy_yaml(cert, defer)),
         };
         let path = dir.join(file);
         fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -299,19 +305,20 @@ pub(crate) fn nginx_common(dir: &Path) -> String {
 
 /// nginx's `return 301 URL` sends an HTML body; the `error_page` to an
 /// internal empty 200 keeps the 301 status and Location with an empty body.
-fn nginx_conf(dir: &Path, cert: &Cert) -> String {
+fn nginx_conf(dir: &Path, cert: &Cert, defer: bool) -> String {
+    let deferred = if defer { " deferred" } else { "" };
     nginx_common(dir)
         + &format!(
             "  upstream backend {{ server {BACKEND_IP}:{BACKEND_PORT}; keepalive 64; keepalive_requests 1000000; }}
   server {{
-    listen {SERVER_IP}:80;
+    listen {SERVER_IP}:80{deferred};
     server_name {HOST};
     location / {{ return 301 https://$host$request_uri; }}
     error_page 301 /__empty301;
     location = /__empty301 {{ internal; return 200 \"\"; }}
   }}
   server {{
-    listen {SERVER_IP}:443 ssl;
+    listen {SERVER_IP}:443 ssl{deferred};
     server_name {HOST};
     ssl_certificate {};
     ssl_certificate_key {};
@@ -342,7 +349,8 @@ fn backend_conf(dir: &Path) -> String {
         )
 }
 
-fn haproxy_cfg(pem: &Path) -> String {
+fn haproxy_cfg(pem: &Path, defer: bool) -> String {
+    let deferred = if defer { " defer-accept" } else { "" };
     format!(
         "global
   nbthread 1
@@ -354,10 +362,10 @@ defaults
   timeout server 30s
   timeout http-keep-alive 30s
 frontend plain
-  bind {SERVER_IP}:80
+  bind {SERVER_IP}:80{deferred}
   http-request redirect scheme https code 301
 frontend tls
-  bind {SERVER_IP}:443 ssl crt {} ssl-min-ver TLSv1.3
+  bind {SERVER_IP}:443 ssl crt {} ssl-min-ver TLSv1.3{deferred}
   http-request return status 200 content-type text/plain string ok if {{ path {HANDSHAKE_PATH} }}
   default_backend trivial
 backend trivial
@@ -373,7 +381,13 @@ backend trivial
     )
 }
 
-fn envoy_yaml(cert: &Cert) -> String {
+fn envoy_yaml(cert: &Cert, defer: bool) -> String {
+    // TCP_DEFER_ACCEPT (IPPROTO_TCP 6, option 9), one second, as the others.
+    let deferred = if defer {
+        "\n    socket_options: [{level: 6, name: 9, int_value: 1, state: STATE_PREBIND}]"
+    } else {
+        ""
+    };
     let hcm = |prefix: &str, routes: &str| {
         format!(
             "      - name: envoy.filters.network.http_connection_manager
@@ -408,12 +422,12 @@ fn envoy_yaml(cert: &Cert) -> String {
 static_resources:
   listeners:
   - name: plain
-    address: {{socket_address: {{address: {SERVER_IP}, port_value: 80}}}}
+    address: {{socket_address: {{address: {SERVER_IP}, port_value: 80}}}}{deferred}
     filter_chains:
     - filters:
 {}
   - name: tls
-    address: {{socket_address: {{address: {SERVER_IP}, port_value: 443}}}}
+    address: {{socket_address: {{address: {SERVER_IP}, port_value: 443}}}}{deferred}
     filter_chains:
     - transport_socket:
         name: envoy.transport_sockets.tls
@@ -1292,6 +1306,15 @@ fn table(r: &Results, args: &ProxyArgs, notes: &str) -> String {
     }
     out.push('\n');
     out.push_str(notes);
+    let _ = writeln!(
+        out,
+        "- Deferred accept (TCP_DEFER_ACCEPT): ours on its HTTP and TLS listeners, by default; {}.",
+        if args.defer_accept_all {
+            "nginx (`deferred`), HAProxy (`defer-accept`) and Envoy (socket option) too, in this run (`--defer-accept-all`)"
+        } else {
+            "nginx, HAProxy and Envoy not (their defaults; `--defer-accept-all` gives them the same)"
+        }
+    );
     out
 }
 
@@ -1492,7 +1515,7 @@ pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
     let cert = make_cert(&scratch)?;
     let mut configs = BTreeMap::new();
     for c in CONTENDERS {
-        configs.insert(c, c.write_config(&scratch, &cert)?);
+        configs.insert(c, c.write_config(&scratch, &cert, args.defer_accept_all)?);
     }
     let backend_dir = scratch.join("backend");
     fs::create_dir_all(backend_dir.join("tmp"))?;
