@@ -59,7 +59,9 @@ pub enum BucketLookup {
 }
 
 /// The bucket of `key`: its name hash mixed with its listener and kind
-/// (Fibonacci hashing), top bits.
+/// (Fibonacci hashing), top bits. A daemon adopts the pinned buckets of
+/// the one before it, so a change here must change the map's shape too
+/// (its size or value), which makes the loader replace them.
 #[inline(always)]
 pub fn host_bucket(key: &HostKey) -> u32 {
     const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
