@@ -17,12 +17,12 @@ use super::Changes;
 /// without the lost keys: a slot is never rewritten from one key to
 /// another in a single write, which a kernel reading it meanwhile could
 /// see half done.
-pub fn bucket_writes(
+pub fn bucket_writes<E>(
     changes: &Changes<'_, HostKey, HostValue>,
     wanted: &BTreeMap<HostKey, HostValue>,
     rebuild: bool,
-    mut current: impl FnMut(u32) -> HostBucket,
-) -> Vec<(u32, HostBucket)> {
+    mut current: impl FnMut(u32) -> Result<HostBucket, E>,
+) -> Result<Vec<(u32, HostBucket)>, E> {
     type Touched<'a> = (Vec<&'a HostKey>, Vec<(&'a HostKey, &'a HostValue)>);
     let mut touched: BTreeMap<u32, Touched<'_>> = BTreeMap::new();
     for key in &changes.removals {
@@ -42,7 +42,7 @@ pub fn bucket_writes(
     }
     let mut writes = Vec::new();
     for (index, (removed, upserted)) in touched {
-        let old = current(index);
+        let old = current(index)?;
         if rebuild {
             // Built afresh; keys may move, which only an upgrade does.
             let new = HostBucket::default().with_changes([], upserted);
@@ -60,7 +60,7 @@ pub fn bucket_writes(
             writes.push((index, new));
         }
     }
-    writes
+    Ok(writes)
 }
 
 #[cfg(test)]
@@ -101,8 +101,9 @@ mod tests {
         let new = BTreeMap::from([(b, HostValue { id: 2, pad: 0 })]);
         let mut buckets = BTreeMap::new();
         let first = bucket_writes(&diff(&BTreeMap::new(), &old), &old, false, |i| {
-            buckets.get(&i).copied().unwrap_or_default()
-        });
+            Ok::<_, ()>(buckets.get(&i).copied().unwrap_or_default())
+        })
+        .expect("reads");
         apply(&mut buckets, &first);
         let index = host_bucket(&a);
         assert!(matches!(
@@ -112,8 +113,9 @@ mod tests {
         // a leaves and b arrives in the same bucket: two writes, the first
         // holding neither, so the slot is never rewritten from a to b.
         let writes = bucket_writes(&diff(&old, &new), &new, false, |i| {
-            buckets.get(&i).copied().unwrap_or_default()
-        });
+            Ok::<_, ()>(buckets.get(&i).copied().unwrap_or_default())
+        })
+        .expect("reads");
         assert_eq!(writes.len(), 2, "{writes:?}");
         assert_eq!(writes[0].1.find(&a), gateway_common::BucketLookup::Absent);
         assert_eq!(writes[0].1.find(&b), gateway_common::BucketLookup::Absent);
@@ -124,8 +126,9 @@ mod tests {
         ));
         // Nothing changes: nothing is written.
         let none = bucket_writes(&diff(&new, &new), &new, false, |i| {
-            buckets.get(&i).copied().unwrap_or_default()
-        });
+            Ok::<_, ()>(buckets.get(&i).copied().unwrap_or_default())
+        })
+        .expect("reads");
         assert!(none.is_empty());
     }
 
@@ -148,8 +151,9 @@ mod tests {
         let stale = HostBucket::default().with_changes([], [(&gone, &adopted[&gone])]);
         let mut buckets = BTreeMap::from([(host_bucket(&gone), stale)]);
         let writes = bucket_writes(&diff(&adopted, &hosts), &hosts, true, |i| {
-            buckets.get(&i).copied().unwrap_or_default()
-        });
+            Ok::<_, ()>(buckets.get(&i).copied().unwrap_or_default())
+        })
+        .expect("reads");
         apply(&mut buckets, &writes);
         assert_ne!(
             buckets[&host_bucket(&gone)].find(&gone),

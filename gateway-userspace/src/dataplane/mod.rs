@@ -301,9 +301,13 @@ impl Dataplane {
         }
         let mut buckets: Array<&mut MapData, HostBucket> =
             map(&mut self.ebpf, map_names::HOST_BUCKETS)?;
+        // A bucket that cannot be read is an error, not an empty bucket:
+        // rewriting it from the changes alone would drop its other keys.
         let writes = buckets::bucket_writes(&changes, wanted, self.rebuild_fronts, |index| {
-            buckets.get(&index, 0).unwrap_or_default()
-        });
+            buckets
+                .get(&index, 0)
+                .map_err(error(map_names::HOST_BUCKETS))
+        })?;
         for (index, bucket) in writes {
             buckets
                 .set(index, bucket, 0)
@@ -339,7 +343,7 @@ impl Dataplane {
         }
         let mut list: Array<&mut MapData, LocalAddrList> =
             map(&mut self.ebpf, map_names::LOCAL_ADDR_LIST)?;
-        let old = list.get(&0, 0).unwrap_or_default();
+        let old = list.get(&0, 0).map_err(error(map_names::LOCAL_ADDR_LIST))?;
         let mut writes = Vec::new();
         if self.rebuild_fronts {
             writes.push(LocalAddrList::default().with_changes([], wanted.keys()));
