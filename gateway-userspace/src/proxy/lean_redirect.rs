@@ -95,10 +95,15 @@ async fn answer_redirects(
     // turn reports the new socket readable.
     read_now(stream, buffer)?;
     loop {
+        // Where the search for the head's end resumes: each read only
+        // looks at what it added (a head dribbled in small segments would
+        // otherwise be scanned again from the start after every read).
+        let mut searched = 0;
         let head_len = loop {
-            if let Some(len) = head_length(buffer) {
+            if let Some(len) = head_length(buffer, searched) {
                 break len;
             }
+            searched = buffer.len();
             if buffer.len() >= MAX_REQUEST_HEAD {
                 return Ok(Next::HandOver);
             }
@@ -177,12 +182,14 @@ fn read_now(stream: &TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<()> {
     }
 }
 
-/// The length of the request head at the start of `buffer`, once whole.
-fn head_length(buffer: &[u8]) -> Option<usize> {
-    buffer
+/// The length of the request head at the start of `buffer`, once whole;
+/// the first `searched` bytes are known to hold no complete `\r\n\r\n`.
+fn head_length(buffer: &[u8], searched: usize) -> Option<usize> {
+    let from = searched.saturating_sub(3);
+    buffer[from..]
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .map(|at| at + 4)
+        .map(|at| from + at + 4)
 }
 
 /// Headers whose handling is hyper's: a chunked body, a protocol upgrade,

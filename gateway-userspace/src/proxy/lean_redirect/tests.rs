@@ -88,10 +88,19 @@ fn anything_but_a_plain_redirect_goes_to_hyper() {
 #[test]
 fn a_head_is_whole_at_its_blank_line_and_not_before() {
     assert_eq!(
-        head_length(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET"),
+        head_length(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET", 0),
         Some(27)
     );
-    assert_eq!(head_length(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+    assert_eq!(head_length(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
+}
+
+#[test]
+fn the_search_resumes_where_the_last_read_ended() {
+    // The blank line split across two reads: the first 25 bytes were
+    // searched, and the end is still found.
+    let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(head_length(&head[..25], 0), None);
+    assert_eq!(head_length(head, 25), Some(27));
 }
 
 #[test]
