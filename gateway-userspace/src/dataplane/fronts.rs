@@ -1,9 +1,10 @@
-//! The writes that keep `HOST_BUCKETS` in step with `HOSTS` (see
-//! gateway-common's `host_buckets.rs`); pure, so the order is tested
-//! without a kernel.
+//! The writes that keep the array fronts in step with the hash maps
+//! behind them: `HOST_BUCKETS` with `HOSTS`, `LOCAL_ADDR_LIST` with
+//! `LOCAL_ADDRS` (see gateway-common's `host_buckets.rs` and
+//! `local_addrs.rs`); pure, so the order is tested without a kernel.
 use std::collections::BTreeMap;
 
-use gateway_common::{HostBucket, HostKey, HostValue, host_bucket};
+use gateway_common::{HostBucket, HostKey, HostValue, LocalAddrList, LocalAddrValue, host_bucket};
 
 use super::Changes;
 
@@ -53,14 +54,34 @@ pub fn bucket_writes<E>(
         }
         let without = old.with_changes(removed, []);
         let new = without.with_changes([], upserted);
-        if without != old && new != without {
-            writes.push((index, without));
-        }
-        if new != old {
-            writes.push((index, new));
-        }
+        writes.extend(staged(old, without, new).map(|bucket| (index, bucket)));
     }
     Ok(writes)
+}
+
+/// The writes of `LOCAL_ADDR_LIST`, from `old`, for `changes` to
+/// `LOCAL_ADDRS`; with `rebuild`, the list of every `wanted` address.
+pub fn list_writes(
+    old: LocalAddrList,
+    changes: &Changes<'_, [u8; 16], LocalAddrValue>,
+    wanted: &BTreeMap<[u8; 16], LocalAddrValue>,
+    rebuild: bool,
+) -> Vec<LocalAddrList> {
+    if rebuild {
+        return vec![LocalAddrList::default().with_changes([], wanted.keys())];
+    }
+    let without = old.with_changes(changes.removals.iter().copied(), []);
+    let new = without.with_changes([], changes.upserts.iter().map(|(key, _)| *key));
+    staged(old, without, new).collect()
+}
+
+/// The writes that take a front entry from `old` to `new` through
+/// `without` (`old` less what leaves): `without` first when it differs
+/// from both, so no slot goes from one entry to another in one write.
+fn staged<T: PartialEq + Copy>(old: T, without: T, new: T) -> impl Iterator<Item = T> {
+    let first = (without != old && new != without).then_some(without);
+    let second = (new != old).then_some(new);
+    first.into_iter().chain(second)
 }
 
 #[cfg(test)]
@@ -165,5 +186,52 @@ mod tests {
                 gateway_common::BucketLookup::Found(*v)
             );
         }
+    }
+
+    fn addr(last: u8) -> [u8; 16] {
+        let mut addr = [0u8; 16];
+        addr[15] = last;
+        addr
+    }
+
+    #[test]
+    fn the_address_list_swaps_in_two_writes_and_rebuilds_whole() {
+        let value = LocalAddrValue { flags: 0 };
+        let old_set = BTreeMap::from([(addr(1), value), (addr(2), value)]);
+        let new_set = BTreeMap::from([(addr(2), value), (addr(3), value)]);
+        let old = LocalAddrList::default().with_changes([], old_set.keys());
+        // 1 leaves and 3 takes its slot: first a list with neither.
+        let writes = list_writes(old, &diff(&old_set, &new_set), &new_set, false);
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        let words = |a| gateway_common::addr_words(&a);
+        assert_eq!(
+            writes[0].find(words(addr(1))),
+            gateway_common::LocalLookup::NotLocal
+        );
+        assert_eq!(
+            writes[0].find(words(addr(3))),
+            gateway_common::LocalLookup::NotLocal
+        );
+        assert_eq!(
+            writes[1].find(words(addr(3))),
+            gateway_common::LocalLookup::Local
+        );
+        assert_eq!(
+            writes[1].find(words(addr(2))),
+            gateway_common::LocalLookup::Local
+        );
+        // Nothing changes: nothing written; a rebuild writes the whole set.
+        assert!(list_writes(writes[1], &diff(&new_set, &new_set), &new_set, false).is_empty());
+        let rebuilt = list_writes(
+            LocalAddrList::default(),
+            &diff(&new_set, &new_set),
+            &new_set,
+            true,
+        );
+        assert_eq!(rebuilt.len(), 1);
+        assert_eq!(
+            rebuilt[0].find(words(addr(3))),
+            gateway_common::LocalLookup::Local
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! The only module that talks to the kernel's BPF side: loads the embedded
 //! XDP object, applies a [`Plan`] to its maps as a diff, attaches it to an
 //! interface and reads the counters. It never decides what is served.
-mod buckets;
 mod egress;
 mod error;
+mod fronts;
 pub mod pins;
 
 use std::{
@@ -303,7 +303,7 @@ impl Dataplane {
             map(&mut self.ebpf, map_names::HOST_BUCKETS)?;
         // A bucket that cannot be read is an error, not an empty bucket:
         // rewriting it from the changes alone would drop its other keys.
-        let writes = buckets::bucket_writes(&changes, wanted, self.rebuild_fronts, |index| {
+        let writes = fronts::bucket_writes(&changes, wanted, self.rebuild_fronts, |index| {
             buckets
                 .get(&index, 0)
                 .map_err(error(map_names::HOST_BUCKETS))
@@ -344,19 +344,7 @@ impl Dataplane {
         let mut list: Array<&mut MapData, LocalAddrList> =
             map(&mut self.ebpf, map_names::LOCAL_ADDR_LIST)?;
         let old = list.get(&0, 0).map_err(error(map_names::LOCAL_ADDR_LIST))?;
-        let mut writes = Vec::new();
-        if self.rebuild_fronts {
-            writes.push(LocalAddrList::default().with_changes([], wanted.keys()));
-        } else {
-            let without = old.with_changes(changes.removals.iter().copied(), []);
-            let new = without.with_changes([], changes.upserts.iter().map(|(key, _)| *key));
-            if without != old && new != without {
-                writes.push(without);
-            }
-            if new != old {
-                writes.push(new);
-            }
-        }
+        let writes = fronts::list_writes(old, &changes, wanted, self.rebuild_fronts);
         for value in writes {
             list.set(0, value, 0)
                 .map_err(error(map_names::LOCAL_ADDR_LIST))?;

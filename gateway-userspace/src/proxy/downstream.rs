@@ -146,7 +146,6 @@ pub(super) const REQUEST_TIMEOUT: &[u8] =
 /// head but not all of it in time; a silent client (or an HTTP/2 one, which
 /// has no such answer) is closed without a word.
 fn request_timeout(raw: Option<RawFd>, probe: &Probe) {
-    const ANSWER: &[u8] = REQUEST_TIMEOUT;
     let Some(fd) = raw else {
         return;
     };
@@ -159,8 +158,8 @@ fn request_timeout(raw: Option<RawFd>, probe: &Probe) {
     unsafe {
         libc::send(
             fd,
-            ANSWER.as_ptr().cast(),
-            ANSWER.len(),
+            REQUEST_TIMEOUT.as_ptr().cast(),
+            REQUEST_TIMEOUT.len(),
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         );
     }
