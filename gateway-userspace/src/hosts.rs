@@ -143,7 +143,13 @@ impl HostTable {
 
     /// The index in [`HostTable::hosts`] of the virtual host serving `authority`.
     pub fn position(&self, authority: &str) -> Option<usize> {
-        let host = strip_port(authority).to_ascii_lowercase();
+        let host = strip_port(authority);
+        // Copied only when it has capitals: clients send lowercase names.
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(host)
+        };
         self.hosts.iter().position(|vh| vh.pattern.matches(&host))
     }
 

@@ -3,6 +3,7 @@
 //! the route's action (forward, redirect, direct response), with one
 //! access-log entry per request.
 use std::{
+    borrow::Cow,
     net::SocketAddr,
     pin::Pin,
     sync::{
@@ -398,17 +399,15 @@ async fn forward(
     };
     entry.upstream_cluster = Some(cluster.name.clone());
 
-    let mut new_path = target.path_and_query.to_string();
+    // Copied only when a rewrite changes it.
+    let mut new_path = Cow::Borrowed(target.path_and_query);
     if let Some(rewrite) = rewrite_uri {
-        new_path = rewrite::rewrite_uri(&new_path, target.matched_uri, rewrite);
+        new_path = Cow::Owned(rewrite::rewrite_uri(&new_path, target.matched_uri, rewrite));
     }
     if let Some(regex) = target.regex_rewrite {
-        new_path = regex.apply(&new_path);
+        new_path = Cow::Owned(regex.apply(&new_path));
     }
-    let authority = rewrite_authority
-        .as_deref()
-        .unwrap_or(target.authority)
-        .to_string();
+    let authority = rewrite_authority.as_deref().unwrap_or(target.authority);
 
     let version = match cluster.protocol {
         UpstreamProtocol::Http2 => Version::HTTP_2,
@@ -417,7 +416,7 @@ async fn forward(
         UpstreamProtocol::SameAsClient => Version::HTTP_11,
     };
     let (upstream_req, downstream_upgrade) =
-        match upstream_request(req, &authority, &new_path, version, received) {
+        match upstream_request(req, authority, &new_path, version, received) {
             Ok(parts) => parts,
             Err(reason) => {
                 log::debug!("400: {reason}");
@@ -540,23 +539,35 @@ fn upstream_request(
     let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, websocket);
-    parts.uri = if version == Version::HTTP_2 {
-        Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path_and_query)
-            .build()
-    } else {
-        Uri::builder().path_and_query(path_and_query).build()
+    // The client's origin-form URI goes on as it came when routing left
+    // its path as it was (the usual case): building a new one allocates.
+    let unchanged = version != Version::HTTP_2
+        && parts.uri.scheme().is_none()
+        && parts.uri.authority().is_none()
+        && parts.uri.path_and_query().map(|p| p.as_str()) == Some(path_and_query);
+    if !unchanged {
+        parts.uri = if version == Version::HTTP_2 {
+            Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path_and_query)
+                .build()
+        } else {
+            Uri::builder().path_and_query(path_and_query).build()
+        }
+        .map_err(|err| format!("cannot forward {path_and_query:?}: {err}"))?;
     }
-    .map_err(|err| format!("cannot forward {path_and_query:?}: {err}"))?;
     parts.version = version;
-    parts.headers.remove(header::HOST);
-    if version != Version::HTTP_2 {
+    if version == Version::HTTP_2 {
+        parts.headers.remove(header::HOST);
+    } else if !is_only_host(&parts.headers, authority) {
+        parts.headers.remove(header::HOST);
         let host = HeaderValue::from_str(authority).map_err(|err| err.to_string())?;
         parts.headers.insert(header::HOST, host);
     }
+    // A body that has ended already (a GET) is not counted: nothing passes.
     let body = match received {
+        _ if body.is_end_stream() => empty(),
         Some(count) => Counted {
             inner: body,
             count: Arc::clone(count),
@@ -565,6 +576,16 @@ fn upstream_request(
         None => body.boxed_unsync(),
     };
     Ok((Request::from_parts(parts, body), downstream_upgrade))
+}
+
+/// Whether the request's only `Host` is `authority` already (kept as it
+/// is, in its place, without a new value).
+fn is_only_host(headers: &HeaderMap, authority: &str) -> bool {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    matches!(
+        (hosts.next(), hosts.next()),
+        (Some(host), None) if host.as_bytes() == authority.as_bytes()
+    )
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -735,8 +756,23 @@ fn protocol_name(version: Version) -> &'static str {
     }
 }
 
+/// `x-envoy-upstream-service-time`. Times under 100 ms, nearly all of
+/// them, are slices of one static text: no allocation per response.
 fn millis_header(elapsed: Duration) -> HeaderValue {
-    HeaderValue::from(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+    const SMALL: &str = "0123456789\
+        10111213141516171819202122232425262728293031323334353637383940414243444546474849\
+        50515253545556575859606162636465666768697071727374757677787980818283848586878889\
+        90919293949596979899";
+    let millis = elapsed.as_millis();
+    let small = match usize::try_from(millis) {
+        Ok(digit @ 0..=9) => SMALL.get(digit..=digit),
+        Ok(two @ 10..=99) => SMALL.get(10 + 2 * (two - 10)..12 + 2 * (two - 10)),
+        _ => None,
+    };
+    match small {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
+    }
 }
 
 fn empty() -> ProxyBody {
@@ -1021,6 +1057,23 @@ mod tests {
         assert_eq!(h.get_all("a").iter().collect::<Vec<_>>(), ["2"]);
         assert_eq!(h.get_all("b").iter().collect::<Vec<_>>(), ["1", "2"]);
         assert!(h.get("c").is_none());
+    }
+
+    #[test]
+    fn service_time_is_the_whole_milliseconds() {
+        for millis in [0, 1, 9, 10, 11, 42, 99, 100, 101, 12_345] {
+            let value = millis_header(Duration::from_micros(millis * 1000 + 999));
+            assert_eq!(value.to_str().ok(), Some(millis.to_string().as_str()));
+        }
+    }
+
+    #[test]
+    fn the_host_is_kept_only_when_it_is_the_single_one_wanted() {
+        assert!(is_only_host(&headers(&[("host", "a.test")]), "a.test"));
+        assert!(!is_only_host(&headers(&[("host", "a.test")]), "b.test"));
+        assert!(!is_only_host(&headers(&[]), "a.test"));
+        let two = headers(&[("host", "a.test"), ("host", "a.test")]);
+        assert!(!is_only_host(&two, "a.test"));
     }
 
     #[test]

@@ -223,11 +223,14 @@ impl UpstreamCluster {
 
     /// The endpoint the next request goes to.
     pub async fn pick(&self) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
-        let endpoints = match &self.endpoints {
-            Endpoints::Static(endpoints) => endpoints.clone(),
-            Endpoints::Dns { names, cache } => resolved(names, cache).await?,
+        let chosen = match &self.endpoints {
+            // Chosen in place: no copy of the list per request.
+            Endpoints::Static(endpoints) => choose(endpoints, self.balance, &self.next),
+            Endpoints::Dns { names, cache } => {
+                choose(&resolved(names, cache).await?, self.balance, &self.next)
+            }
         };
-        choose(&endpoints, self.balance, &self.next).ok_or(UpstreamError::NoEndpoint)
+        chosen.ok_or(UpstreamError::NoEndpoint)
     }
 }
 
