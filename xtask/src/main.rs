@@ -366,6 +366,9 @@ fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
             .arg("-rss_limit_mb=1024")
             .arg("-timeout=10")
             .env("GATEWAY_SKIP_EBPF", "1")
+            // cargo fuzz builds the release profile, whose fat LTO (there for
+            // the daemon's speed) drops the sanitizer-coverage symbols.
+            .env("CARGO_PROFILE_RELEASE_LTO", "false")
             .env_remove("RUSTC")
             .env_remove("RUSTC_WORKSPACE_WRAPPER");
         run(&mut cmd)?;
