@@ -108,6 +108,20 @@ mod tests {
         (first, second)
     }
 
+    /// The writes taking `buckets` (absent ones empty) from the hosts
+    /// `old` to `new`, with or without a `rebuild`.
+    fn writes_for(
+        buckets: &BTreeMap<u32, HostBucket>,
+        old: &BTreeMap<HostKey, HostValue>,
+        new: &BTreeMap<HostKey, HostValue>,
+        rebuild: bool,
+    ) -> Vec<(u32, HostBucket)> {
+        bucket_writes(&diff(old, new), new, rebuild, |i| {
+            Ok::<_, ()>(buckets.get(&i).copied().unwrap_or_default())
+        })
+        .expect("reads")
+    }
+
     /// Applies `writes` to `buckets`.
     fn apply(buckets: &mut BTreeMap<u32, HostBucket>, writes: &[(u32, HostBucket)]) {
         for (index, bucket) in writes {
@@ -121,10 +135,7 @@ mod tests {
         let old = BTreeMap::from([(a, HostValue { id: 1, pad: 0 })]);
         let new = BTreeMap::from([(b, HostValue { id: 2, pad: 0 })]);
         let mut buckets = BTreeMap::new();
-        let first = bucket_writes(&diff(&BTreeMap::new(), &old), &old, false, |i| {
-            Ok::<_, ()>(buckets.get(&i).copied().unwrap_or_default())
-        })
-        .expect("reads");
+        let first = writes_for(&buckets, &BTreeMap::new(), &old, false);
         apply(&mut buckets, &first);
         let index = host_bucket(&a);
         assert!(matches!(
@@ -133,10 +144,7 @@ mod tests {
         ));
         // a leaves and b arrives in the same bucket: two writes, the first
         // holding neither, so the slot is never rewritten from a to b.
-        let writes = bucket_writes(&diff(&old, &new), &new, false, |i| {
-            Ok::<_, ()>(buckets.get(&i).copied().unwrap_or_default())
-        })
-        .expect("reads");
+        let writes = writes_for(&buckets, &old, &new, false);
         assert_eq!(writes.len(), 2, "{writes:?}");
         assert_eq!(writes[0].1.find(&a), gateway_common::BucketLookup::Absent);
         assert_eq!(writes[0].1.find(&b), gateway_common::BucketLookup::Absent);
@@ -146,10 +154,7 @@ mod tests {
             gateway_common::BucketLookup::Found(HostValue { id: 2, .. })
         ));
         // Nothing changes: nothing is written.
-        let none = bucket_writes(&diff(&new, &new), &new, false, |i| {
-            Ok::<_, ()>(buckets.get(&i).copied().unwrap_or_default())
-        })
-        .expect("reads");
+        let none = writes_for(&buckets, &new, &new, false);
         assert!(none.is_empty());
     }
 
@@ -171,10 +176,7 @@ mod tests {
         };
         let stale = HostBucket::default().with_changes([], [(&gone, &adopted[&gone])]);
         let mut buckets = BTreeMap::from([(host_bucket(&gone), stale)]);
-        let writes = bucket_writes(&diff(&adopted, &hosts), &hosts, true, |i| {
-            Ok::<_, ()>(buckets.get(&i).copied().unwrap_or_default())
-        })
-        .expect("reads");
+        let writes = writes_for(&buckets, &adopted, &hosts, true);
         apply(&mut buckets, &writes);
         assert_ne!(
             buckets[&host_bucket(&gone)].find(&gone),

@@ -271,90 +271,75 @@ impl Dataplane {
         name: &'static str,
         wanted: &BTreeMap<K, V>,
     ) -> Result<(), DataplaneError> {
+        self.sync_around(name, wanted, |_, _| Ok(()))
+    }
+
+    /// [`Dataplane::sync`], with `front` run between the hash map's new
+    /// and changed entries and its removals: it writes the array in front
+    /// of the map from the changes, so the front never names an entry
+    /// the map lacks while the front may overflow into it.
+    fn sync_around<K: Pod + Ord, V: Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        wanted: &BTreeMap<K, V>,
+        front: impl FnOnce(&mut Ebpf, &Changes<'_, K, V>) -> Result<(), DataplaneError>,
+    ) -> Result<(), DataplaneError> {
+        let error = |source| DataplaneError::Map { name, source };
         let mut table: HashMap<&mut MapData, K, V> = map(&mut self.ebpf, name)?;
         let current: BTreeMap<K, V> = table.iter().filter_map(Result::ok).collect();
-        let error = |source| DataplaneError::Map { name, source };
         let changes = diff(&current, wanted);
-        for (key, value) in changes.upserts {
-            table.insert(key, value, 0).map_err(error)?;
+        for (key, value) in &changes.upserts {
+            table.insert(*key, *value, 0).map_err(error)?;
         }
+        front(&mut self.ebpf, &changes)?;
+        let mut table: HashMap<&mut MapData, K, V> = map(&mut self.ebpf, name)?;
         for key in changes.removals {
             table.remove(key).map_err(error)?;
         }
         Ok(())
     }
 
-    /// Makes `HOSTS` hold exactly `wanted` and `HOST_BUCKETS` agree with
-    /// it: new and changed hosts go into the hash map first, then the
-    /// buckets are written, then the hosts that left are removed, so a
-    /// bucket never names a host the map lacks while it may overflow.
+    /// Makes `HOSTS` hold exactly `wanted` and `HOST_BUCKETS` agree with it.
     fn sync_hosts(&mut self, wanted: &BTreeMap<HostKey, HostValue>) -> Result<(), DataplaneError> {
-        let error = |name| move |source| DataplaneError::Map { name, source };
-        let mut table: HashMap<&mut MapData, HostKey, HostValue> =
-            map(&mut self.ebpf, map_names::HOSTS)?;
-        let current: BTreeMap<HostKey, HostValue> = table.iter().filter_map(Result::ok).collect();
-        let changes = diff(&current, wanted);
-        for (key, value) in &changes.upserts {
-            table
-                .insert(*key, *value, 0)
-                .map_err(error(map_names::HOSTS))?;
-        }
-        let mut buckets: Array<&mut MapData, HostBucket> =
-            map(&mut self.ebpf, map_names::HOST_BUCKETS)?;
-        // A bucket that cannot be read is an error, not an empty bucket:
-        // rewriting it from the changes alone would drop its other keys.
-        let writes = fronts::bucket_writes(&changes, wanted, self.rebuild_fronts, |index| {
-            buckets
-                .get(&index, 0)
-                .map_err(error(map_names::HOST_BUCKETS))
-        })?;
-        for (index, bucket) in writes {
-            buckets
-                .set(index, bucket, 0)
-                .map_err(error(map_names::HOST_BUCKETS))?;
-        }
-        let mut table: HashMap<&mut MapData, HostKey, HostValue> =
-            map(&mut self.ebpf, map_names::HOSTS)?;
-        for key in changes.removals {
-            table.remove(key).map_err(error(map_names::HOSTS))?;
-        }
-        Ok(())
+        let rebuild = self.rebuild_fronts;
+        self.sync_around(map_names::HOSTS, wanted, |ebpf, changes| {
+            let error = |source| DataplaneError::Map {
+                name: map_names::HOST_BUCKETS,
+                source,
+            };
+            let mut buckets: Array<&mut MapData, HostBucket> = map(ebpf, map_names::HOST_BUCKETS)?;
+            // A bucket that cannot be read is an error, not an empty bucket:
+            // rewriting it from the changes alone would drop its other keys.
+            let writes = fronts::bucket_writes(changes, wanted, rebuild, |index| {
+                buckets.get(&index, 0).map_err(error)
+            })?;
+            for (index, bucket) in writes {
+                buckets.set(index, bucket, 0).map_err(error)?;
+            }
+            Ok(())
+        })
     }
 
     /// Makes `LOCAL_ADDRS` hold exactly `wanted` and `LOCAL_ADDR_LIST`
-    /// agree with it, in the order of [`Dataplane::sync_hosts`]; a list
-    /// that loses addresses and gains others is written twice, first
-    /// without the lost ones, so no slot goes from one address to another
-    /// in a single write.
+    /// agree with it.
     fn sync_local_addrs(
         &mut self,
         wanted: &BTreeMap<[u8; 16], LocalAddrValue>,
     ) -> Result<(), DataplaneError> {
-        let error = |name| move |source| DataplaneError::Map { name, source };
-        let mut table: HashMap<&mut MapData, [u8; 16], LocalAddrValue> =
-            map(&mut self.ebpf, map_names::LOCAL_ADDRS)?;
-        let current: BTreeMap<[u8; 16], LocalAddrValue> =
-            table.iter().filter_map(Result::ok).collect();
-        let changes = diff(&current, wanted);
-        for (key, value) in &changes.upserts {
-            table
-                .insert(**key, *value, 0)
-                .map_err(error(map_names::LOCAL_ADDRS))?;
-        }
-        let mut list: Array<&mut MapData, LocalAddrList> =
-            map(&mut self.ebpf, map_names::LOCAL_ADDR_LIST)?;
-        let old = list.get(&0, 0).map_err(error(map_names::LOCAL_ADDR_LIST))?;
-        let writes = fronts::list_writes(old, &changes, wanted, self.rebuild_fronts);
-        for value in writes {
-            list.set(0, value, 0)
-                .map_err(error(map_names::LOCAL_ADDR_LIST))?;
-        }
-        let mut table: HashMap<&mut MapData, [u8; 16], LocalAddrValue> =
-            map(&mut self.ebpf, map_names::LOCAL_ADDRS)?;
-        for key in changes.removals {
-            table.remove(key).map_err(error(map_names::LOCAL_ADDRS))?;
-        }
-        Ok(())
+        let rebuild = self.rebuild_fronts;
+        self.sync_around(map_names::LOCAL_ADDRS, wanted, |ebpf, changes| {
+            let error = |source| DataplaneError::Map {
+                name: map_names::LOCAL_ADDR_LIST,
+                source,
+            };
+            let mut list: Array<&mut MapData, LocalAddrList> =
+                map(ebpf, map_names::LOCAL_ADDR_LIST)?;
+            let old = list.get(&0, 0).map_err(error)?;
+            for value in fronts::list_writes(old, changes, wanted, rebuild) {
+                list.set(0, value, 0).map_err(error)?;
+            }
+            Ok(())
+        })
     }
 
     /// Makes `PORTS` hold `wanted` (zero elsewhere), writing only the
