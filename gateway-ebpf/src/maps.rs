@@ -24,8 +24,8 @@ pub static LISTENERS: HashMap<ListenerKey, ListenerValue> =
 #[map]
 pub static PORTS: Array<PortValue> = Array::with_max_entries(PORT_SLOTS, 0);
 
-/// The proxy's listening sockets, IPv4 in slot 0 and IPv6 in slot 1
-/// (`sk_lookup.rs`); filled by the daemon.
+/// The proxy's listening sockets, in the slots `proxy_socket_slot` gives
+/// (address family and listener kind, `sk_lookup.rs`); filled by the daemon.
 #[map]
 pub static PROXY_SOCKETS: SockMap = SockMap::with_max_entries(PROXY_SOCKET_SLOTS, 0);
 

@@ -14,9 +14,10 @@ const AF_INET6: u32 = 10;
 
 /// The verdict for one socket lookup: a TCP connection to a listener goes
 /// to the proxy's socket of its address family and of the listener's kind
-/// (`proxy_socket_slot`); everything else takes the kernel's own lookup. With no proxy socket in the slot (the daemon is
-/// gone or restarting), a listener's connection is refused rather than
-/// handed to whatever else listens on that port.
+/// (`proxy_socket_slot`); everything else takes the kernel's own lookup.
+/// With no proxy socket in the slot (the daemon is gone or restarting), a
+/// listener's connection is refused rather than handed to whatever else
+/// listens on that port.
 #[inline(always)]
 pub fn steer(ctx: &SkLookupContext) -> u32 {
     // SAFETY: the context pointer is the kernel's, valid for this run.

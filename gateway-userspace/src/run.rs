@@ -251,9 +251,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     } = build(&config, &args, &instance, &addresses, &options, None)?;
     drop(config);
     // The proxy's sockets on loopback ports (per address family and per
-    // listener kind); the kernel steers every
-    // listener's connections into them (sk_lookup), so nothing is bound
-    // per listener and no listener port can be taken by another process.
+    // listener kind); the kernel steers every listener's connections into
+    // them (sk_lookup), so nothing is bound per listener and no listener
+    // port can be taken by another process.
     let listeners = proxy::steering_sockets(!args.egress_from.is_empty()).map_err(|err| {
         anyhow::anyhow!(
             "{err}: {}",
@@ -265,12 +265,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
 
     dataplane.apply(&plan, ephemeral_range())?;
     dataplane.set_allowed_ports(&management::allowed_port_words(&allowed))?;
-    let slots: Vec<(u32, std::os::fd::BorrowedFd<'_>)> = listeners
-        .iter()
-        .map(|l| (l.slot, std::os::fd::AsFd::as_fd(l)))
-        .collect();
-    dataplane.set_proxy_sockets(&slots)?;
-    drop(slots);
+    dataplane.set_proxy_sockets(
+        &listeners
+            .iter()
+            .map(|l| (l.slot, std::os::fd::AsFd::as_fd(l)))
+            .collect::<Vec<_>>(),
+    )?;
     dataplane.attach_steering()?;
     let registry_tx = match egress_maps {
         Some(maps) => {
