@@ -1417,3 +1417,158 @@ fn scrapes_carry_request_metrics(extra: &[&str]) {
             >= 4.0
     );
 }
+
+/// Raw exchanges the hardening test makes from the client namespace: each
+/// prints one line, `repr()` of what came back or a verdict, so the test
+/// reads them in order.
+const HARDENING: &str = r#"
+import socket, struct, sys, time
+host = sys.argv[1]
+
+def exchange(data):
+    s = socket.create_connection((host, 80), timeout=5)
+    try:
+        s.sendall(data)
+    except OSError:
+        pass  # the gateway may answer and close before it has read it all
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    s.close()
+    return out
+
+def frame(kind, flags, stream, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"")
+# :method GET, :scheme http, :path /, then :authority web.test (a literal
+# without indexing, name index 1): a valid header block for any stream.
+BLOCK = b"\x82\x86\x84\x01\x08web.test"
+
+def goaway_after(frames, limit):
+    """Sends `frames` after the preface (stopping once the server closes),
+    then reads frames until the server closes: the GOAWAY error code, or
+    None, and the bytes sent."""
+    s = socket.create_connection((host, 80), timeout=5)
+    sent = 0
+    try:
+        s.sendall(PREFACE)
+        for f in frames:
+            s.sendall(f)
+            sent += len(f)
+            if sent >= limit:
+                break
+    except OSError:
+        pass
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    s.close()
+    code, at = None, 0
+    while at + 9 <= len(data):
+        length = int.from_bytes(data[at:at + 3], "big")
+        if data[at + 3] == 7 and at + 17 <= len(data):
+            code = int.from_bytes(data[at + 13:at + 17], "big")
+        at += 9 + length
+    return code, sent
+
+# A request head past the 60 KB limit.
+print(repr(exchange(b"GET / HTTP/1.1\r\nHost: web.test\r\nX-Big: " + b"a" * 64 * 1024 + b"\r\n\r\n")[:40]))
+# Malformed heads: a space in a header name; two different Content-Lengths.
+print(repr(exchange(b"GET / HTTP/1.1\r\nHost: web.test\r\nBad Name: x\r\n\r\n")[:40]))
+print(repr(exchange(b"POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")[:40]))
+
+# HTTP/2 rapid reset: streams opened and cancelled at once, 2,000 of them.
+def rapid():
+    for n in range(2000):
+        stream = 2 * n + 1
+        yield frame(1, 0x5, stream, BLOCK) + frame(3, 0, stream, struct.pack(">I", 8))
+code, sent = goaway_after(rapid(), 1 << 30)
+print("rapid-reset", code, sent)
+
+# HTTP/2 CONTINUATION flood: one header block that never ends, 16 KB a frame.
+def continuation():
+    yield frame(1, 0x1, 1, BLOCK)
+    for _ in range(1024):
+        yield frame(9, 0, 1, b"\x00" * 16384)
+code, sent = goaway_after(continuation(), 16 << 20)
+print("continuation", code, sent)
+"#;
+
+#[test]
+fn oversized_and_malformed_requests_and_http2_floods_are_refused_before_any_backend() {
+    require_root();
+    let topology = topology();
+    let _web = backend(&topology, "web", &format!("{BACKEND_V4}:8080"), &[]);
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml(
+        "",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: istio-system}}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: web.backend}}}}]
+---
+{}",
+            service_entry("web", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
+        ),
+    );
+    let daemon = start(&topology, &scratch, &yaml, &[]);
+    let out = topology.client(&["timeout", "60", PYTHON, "-c", HARDENING, GATEWAY_V4]);
+    let seen = text(&out);
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines.len(), 5, "{seen}\n{}", daemon.log());
+    assert!(
+        lines[0].starts_with("b'HTTP/1.1 431 Request Header Fields Too L"),
+        "{seen}"
+    );
+    // 400 from the gateway itself: a backend's answer would be a 200.
+    assert!(lines[1].starts_with("b'HTTP/1.1 400 Bad Request"), "{seen}");
+    assert!(lines[2].starts_with("b'HTTP/1.1 400 Bad Request"), "{seen}");
+    // Both floods end in a GOAWAY with ENHANCE_YOUR_CALM (0xb) from the
+    // HTTP/2 server's limits (pending reset streams, the header list size),
+    // the CONTINUATION flood long before the client has sent its 16 MB.
+    let verdict = |line: &str| -> (Option<u32>, u64) {
+        let mut words = line.split_whitespace().skip(1);
+        let code = words.next().and_then(|w| w.parse().ok());
+        let sent = words
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(u64::MAX);
+        (code, sent)
+    };
+    let (code, _) = verdict(lines[3]);
+    assert_eq!(code, Some(0xb), "rapid reset: {seen}");
+    let (code, sent) = verdict(lines[4]);
+    assert_eq!(code, Some(0xb), "CONTINUATION flood: {seen}");
+    assert!(sent < 8 << 20, "CONTINUATION flood: {seen}");
+    // Nothing of it reached the backend, and service goes on.
+    let ok = text(&curl(
+        &topology,
+        &[
+            "-s",
+            "-i",
+            "http://web.test/after",
+            "--resolve",
+            &format!("web.test:80:{GATEWAY_V4}"),
+        ],
+    ));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}\n{}", daemon.log());
+    assert!(ok.contains("backend=web"), "{ok}");
+}
