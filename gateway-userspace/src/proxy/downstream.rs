@@ -38,8 +38,21 @@ use crate::{
     connection::{Activity, Expiry, Gate, with_deadlines},
 };
 
-/// Largest request head accepted; Envoy's default `max_request_headers_kb` is 60.
-const MAX_REQUEST_HEAD: usize = 60 * 1024;
+/// Largest request head accepted; Envoy's default `max_request_headers_kb`
+/// is 60. Every reader of request heads (hyper, the lean redirect path,
+/// egress's read-ahead) stops here.
+pub(super) const MAX_REQUEST_HEAD: usize = 60 * 1024;
+
+/// The length of the request head at the start of `buffer`, once whole;
+/// the first `searched` bytes are known to hold no complete `\r\n\r\n`,
+/// so a head read in many pieces is not searched again from its start.
+pub(super) fn head_length(buffer: &[u8], searched: usize) -> Option<usize> {
+    let from = searched.saturating_sub(3);
+    buffer[from..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| from + at + 4)
+}
 /// Concurrent HTTP/2 streams per connection (Envoy's default is 2^31-1;
 /// bounded here so one client cannot hold unbounded work).
 const MAX_CONCURRENT_STREAMS: u32 = 1024;

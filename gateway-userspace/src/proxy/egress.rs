@@ -16,7 +16,7 @@ use tokio::{io::AsyncReadExt, net::TcpStream};
 
 use super::{
     access_log::Entry,
-    downstream::{Conn, serve_http},
+    downstream::{Conn, MAX_REQUEST_HEAD, head_length, serve_http},
     http::{Downstream, Shared, VirtualHosts},
     stream::{Probed, Rewind},
     tcp,
@@ -188,9 +188,6 @@ pub async fn pass_through(
     shared.finished(&entry);
 }
 
-/// Largest request head read ahead for ALLOW_ANY (Envoy's default limit).
-const MAX_REQUEST_HEAD: usize = 60 * 1024;
-
 /// ALLOW_ANY on an HTTP port: reads the first request head ahead; a
 /// `Host` no virtual host serves (or none at all) sends the whole
 /// connection to its original destination, as Istio's sidecar does for
@@ -226,9 +223,10 @@ async fn read_request_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut buffer = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
+        let searched = buffer.len();
         let read = stream.read(&mut chunk).await?;
         buffer.extend_from_slice(&chunk[..read]);
-        let complete = buffer.windows(4).any(|w| w == b"\r\n\r\n");
+        let complete = head_length(&buffer, searched).is_some();
         if read == 0 || complete || buffer.len() >= MAX_REQUEST_HEAD {
             return Ok(buffer);
         }

@@ -25,16 +25,14 @@ use tokio::{
 
 use super::{
     access_log::Entry,
-    downstream::{Conn, draining, serve_http},
+    // A head longer than the limit goes to hyper, which answers it (431).
+    downstream::{Conn, MAX_REQUEST_HEAD, draining, head_length, serve_http},
     http::{Downstream, SERVER_HEADER, VirtualHosts},
     redirect::{self, Answer, RequestHead},
     stream::{Probed, Rewind},
 };
 use crate::connection::{Expiry, with_deadlines};
 
-/// Largest request head read here (Envoy's default limit); a longer one
-/// goes to hyper, which answers it as it does.
-const MAX_REQUEST_HEAD: usize = 60 * 1024;
 /// Headers looked at per request; a request with more goes to hyper.
 const MAX_HEADERS: usize = 32;
 /// Bytes asked for per read: a whole ordinary request head.
@@ -180,16 +178,6 @@ fn read_now(stream: &TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<()> {
         Err(Errno::EAGAIN | Errno::EINTR) => Ok(()),
         Err(errno) => Err(errno.into()),
     }
-}
-
-/// The length of the request head at the start of `buffer`, once whole;
-/// the first `searched` bytes are known to hold no complete `\r\n\r\n`.
-fn head_length(buffer: &[u8], searched: usize) -> Option<usize> {
-    let from = searched.saturating_sub(3);
-    buffer[from..]
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| from + at + 4)
 }
 
 /// Headers whose handling is hyper's: a chunked body, a protocol upgrade,
