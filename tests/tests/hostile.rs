@@ -230,15 +230,22 @@ fn silent_connections_are_closed_by_the_deadline_while_service_goes_on() {
 /// Open-file limit the flood tests start the daemon with.
 const LOW_OPEN_FILES: u64 = 256;
 
-/// Holds `count` silent connections for `hold`, checking meanwhile that
-/// `keep` (a connection opened before the flood) is still served.
+/// A request head begun and never finished.
+const PARTIAL_HEAD: &[u8] = b"GET / HTTP/1.1\r\n";
+
+/// Holds `count` connections that send the start of a request head and no
+/// more, for `hold`, checking meanwhile that `keep` (a connection opened
+/// before the flood) is still served. The first bytes make the kernel's
+/// deferred accept hand each one to the proxy at once; silent ones would
+/// reach it a second or three later (the retransmitted SYN-ACKs), some
+/// after the checks.
 fn flood(topology: &Topology, count: usize, hold: Duration) -> (usize, Vec<Duration>) {
     let mut keep = in_netns(&topology.client_ns, || {
         std::net::TcpStream::connect(gateway_addr(80)).expect("connect before the flood")
     });
     keep_alive_round_trips(&mut keep, HOST, 1).expect("served before the flood");
     let streams = in_netns(&topology.client_ns, move || {
-        open_connections(gateway_addr(80), count, b"")
+        open_connections(gateway_addr(80), count, PARTIAL_HEAD)
     });
     let started = Instant::now();
     let mut kept_served = Vec::new();
