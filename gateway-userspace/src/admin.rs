@@ -19,7 +19,10 @@ use hyper::{Method, Response, StatusCode, header, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch, task::LocalSet, time::Instant};
 
-use crate::connection::{Acceptor, Activity, Admitted, Gate, with_deadlines};
+use crate::{
+    connection::{Acceptor, Activity, Admitted, Gate, with_deadlines},
+    readiness::Readiness,
+};
 
 /// Renders the current counters in a format. Called on the admin thread only.
 pub type RenderFn = Box<dyn FnMut(StatsFormat) -> Result<String, String> + Send>;
@@ -48,6 +51,7 @@ const ADMIN_NICE: libc::c_int = 10;
 pub fn spawn(
     listener: std::net::TcpListener,
     render: RenderFn,
+    readiness: Arc<Readiness>,
     gate: Arc<Gate>,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<JoinHandle<()>> {
@@ -68,7 +72,7 @@ pub fn spawn(
             };
             LocalSet::new().block_on(&runtime, async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => serve(listener, render, gate, shutdown).await,
+                    Ok(listener) => serve(listener, render, readiness, gate, shutdown).await,
                     Err(err) => log::error!("admin endpoint not started: {err}"),
                 }
             });
@@ -95,6 +99,7 @@ fn lower_priority() {
 async fn serve(
     listener: TcpListener,
     render: RenderFn,
+    readiness: Arc<Readiness>,
     gate: Arc<Gate>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -109,6 +114,7 @@ async fn serve(
                 tokio::task::spawn_local(serve_connection(
                     stream,
                     Rc::clone(&cache),
+                    Arc::clone(&readiness),
                     Arc::clone(&gate),
                     admitted,
                 ));
@@ -121,6 +127,7 @@ async fn serve(
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     cache: Rc<RefCell<StatsCache>>,
+    readiness: Arc<Readiness>,
     gate: Arc<Gate>,
     _admitted: Admitted,
 ) {
@@ -129,7 +136,13 @@ async fn serve_connection(
         let activity = Arc::clone(&activity);
         move |req: hyper::Request<hyper::body::Incoming>| {
             let _request = activity.begin();
-            let response = respond(req.method(), req.uri().path(), Instant::now(), &cache);
+            let response = respond(
+                req.method(),
+                req.uri().path(),
+                Instant::now(),
+                &cache,
+                &readiness,
+            );
             async move { Ok::<_, Infallible>(response) }
         }
     });
@@ -149,6 +162,7 @@ fn respond(
     path: &str,
     now: Instant,
     cache: &RefCell<StatsCache>,
+    readiness: &Readiness,
 ) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         let mut response = text(
@@ -161,7 +175,13 @@ fn respond(
         return response;
     }
     match path {
-        "/ready" => text(StatusCode::OK, Bytes::from_static(b"LIVE\n")),
+        "/ready" => match readiness.check(now.into_std()) {
+            Ok(()) => text(StatusCode::OK, Bytes::from_static(b"LIVE\n")),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from(format!("NOT READY: {why}\n")),
+            ),
+        },
         "/stats" | "/stats/prometheus" => {
             let format = if path == "/stats" {
                 StatsFormat::Text
@@ -238,6 +258,12 @@ mod tests {
 
     use super::*;
 
+    fn ready() -> Readiness {
+        let readiness = Readiness::default();
+        readiness.beat(std::time::Instant::now());
+        readiness
+    }
+
     fn counting_cache() -> (RefCell<StatsCache>, Arc<AtomicUsize>) {
         let reads = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&reads);
@@ -254,7 +280,7 @@ mod tests {
         let start = Instant::now();
         for i in 0..1_000u32 {
             let now = start + STATS_MAX_AGE * i / 1_000;
-            let response = respond(&Method::GET, "/stats", now, &cache);
+            let response = respond(&Method::GET, "/stats", now, &cache, &ready());
             assert_eq!(response.status(), StatusCode::OK);
         }
         assert_eq!(reads.load(Ordering::SeqCst), 1);
@@ -269,12 +295,26 @@ mod tests {
     fn only_get_and_head_are_allowed() {
         let (cache, reads) = counting_cache();
         for method in [Method::POST, Method::PUT, Method::DELETE] {
-            let response = respond(&method, "/stats", Instant::now(), &cache);
+            let response = respond(&method, "/stats", Instant::now(), &cache, &ready());
             assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
             assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
         }
         assert_eq!(reads.load(Ordering::SeqCst), 0);
-        let response = respond(&Method::HEAD, "/ready", Instant::now(), &cache);
+        let response = respond(&Method::HEAD, "/ready", Instant::now(), &cache, &ready());
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn ready_fails_while_the_instance_cannot_serve() {
+        let (cache, _) = counting_cache();
+        let readiness = ready();
+        readiness.set_attached(false);
+        let response = respond(&Method::GET, "/ready", Instant::now(), &cache, &readiness);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // A heartbeat that stopped (the workers are stuck).
+        let stale = Readiness::default();
+        let later = Instant::now() + crate::readiness::HEARTBEAT_STALE * 2;
+        let response = respond(&Method::GET, "/ready", later, &cache, &stale);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -306,9 +306,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let daemon = matches!(cli.command, Command::Run(_));
     if let Command::Run(args) = &cli.command {
         // The kernel programs' events carry their crate's target.
         logger.filter_module("gateway_xdp", args.ebpf_log.filter());
+        // The daemon never waits on its log: a stalled reader of stderr
+        // costs dropped, counted lines (`log_pipe`), not service.
+        use std::io::IsTerminal as _;
+        logger
+            .target(env_logger::Target::Pipe(Box::new(
+                gateway_userspace::log_pipe::StderrWriter,
+            )))
+            .write_style(if std::io::stderr().is_terminal() {
+                env_logger::WriteStyle::Auto
+            } else {
+                env_logger::WriteStyle::Never
+            });
     }
     logger.init();
     let result = match cli.command {
@@ -326,13 +339,28 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
+        Err(err) if daemon => {
+            let line = format!("error: {err:#}\n");
+            match gateway_userspace::log_pipe::stderr() {
+                Some(pipe) => {
+                    pipe.push(line.as_bytes());
+                }
+                None => eprint!("{line}"),
+            }
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    };
+    if daemon {
+        // The last lines go out if anyone reads them; the exit does not wait longer.
+        gateway_userspace::log_pipe::flush_all(run::LOG_FLUSH_ON_EXIT);
     }
+    code
 }
 
 #[cfg(test)]

@@ -20,9 +20,10 @@ use gateway_userspace::{
         refusal_log,
         registry::{Registry, host_cidr, registry},
     },
-    management,
+    log_pipe, management,
     model::Instance,
     proxy::{self, egress::OutboundPolicy},
+    readiness::{self, Readiness},
     stats,
     watch::Watcher,
 };
@@ -47,7 +48,42 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let (runtime, workers) = runtime(args.workers).context("cannot start the async runtime")?;
     log::info!("serving on {workers} worker thread(s)");
-    runtime.block_on(serve(args))
+    let result = runtime.block_on(serve(args));
+    // Whatever is still running (a task stuck on something outside us)
+    // does not hold the exit.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
+}
+
+/// How long the runtime's leftover tasks get at exit, after the drain.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
+/// How long the exit waits for the log's readers to take the last lines.
+pub const LOG_FLUSH_ON_EXIT: Duration = Duration::from_secs(1);
+/// How often lines dropped for a stalled log reader are reported.
+const LOG_DROP_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Reports, once per interval, the log lines dropped because nobody read
+/// stdout or stderr fast enough (the report itself goes to stderr, so a
+/// stalled stderr shows it once its reader is back).
+async fn report_dropped_log_lines() {
+    let mut interval = tokio::time::interval(LOG_DROP_REPORT_INTERVAL);
+    let mut report = log_pipe::DropReport::default();
+    loop {
+        interval.tick().await;
+        let [stdout, stderr] = report.since_last(log_pipe::dropped_totals());
+        if stdout > 0 {
+            log::error!(
+                "access log: {stdout} line(s) dropped in the last {}s: stdout's reader is not keeping up (log.stdout.dropped_lines)",
+                LOG_DROP_REPORT_INTERVAL.as_secs()
+            );
+        }
+        if stderr > 0 {
+            log::error!(
+                "daemon log: {stderr} line(s) dropped in the last {}s: stderr's reader is not keeping up (log.stderr.dropped_lines)",
+                LOG_DROP_REPORT_INTERVAL.as_secs()
+            );
+        }
+    }
 }
 
 /// The scheduler for `--workers` (default: the CPUs this process may run
@@ -354,9 +390,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         Arc::clone(&admin_gate.counters),
     );
     let reloads = Arc::new(stats::ReloadCounters::default());
+    let daemon_counters = Arc::new(stats::DaemonCounters::default());
+    let readiness = Arc::new(Readiness::default());
     // The plan the counters are read for: a reload replaces it.
     let (plan_tx, plan_rx) = watch::channel(Arc::new(plan));
     let render_reloads = Arc::clone(&reloads);
+    let render_daemon = Arc::clone(&daemon_counters);
     let workloads = options.egress.as_ref().and_then(|e| e.workloads.clone());
     let captured_names = captured.clone();
     let render: admin::RenderFn = Box::new(move |format| {
@@ -377,6 +416,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         if let Some(workloads) = &workloads {
             samples.extend(stats::workload_samples(&workloads.all(), &captured_names));
         }
+        samples.extend(stats::daemon_samples(
+            log_pipe::dropped_totals(),
+            &render_daemon,
+        ));
         Ok(match format {
             admin::StatsFormat::Text => stats::render(&samples),
             admin::StatsFormat::Prometheus => stats::render_prometheus(&samples),
@@ -393,6 +436,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(return_memory_after_bursts(Arc::clone(&proxy_gate.counters)));
+    tokio::spawn(report_dropped_log_lines());
+    readiness.beat(std::time::Instant::now());
+    tokio::spawn(readiness::heartbeat(Arc::clone(&readiness)));
     // The sender stays here: a configuration reload replaces what is served.
     let (served_tx, served_rx) = watch::channel(Arc::new(served));
     let proxy_task = tokio::spawn(proxy::serve(
@@ -401,8 +447,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         proxy_gate,
         shutdown_rx.clone(),
     ));
-    let admin_thread = admin::spawn(admin_listener, render, admin_gate, shutdown_rx)
-        .context("cannot start the admin thread")?;
+    let admin_thread = admin::spawn(
+        admin_listener,
+        render,
+        Arc::clone(&readiness),
+        admin_gate,
+        shutdown_rx,
+    )
+    .context("cannot start the admin thread")?;
     log::info!("admin on http://{}/stats", args.admin_address);
     // Loading the program parses the kernel's BTF (tens of MB at peak, all
     // freed by now): give that memory back instead of idling on it.

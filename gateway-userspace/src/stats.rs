@@ -94,7 +94,56 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "counter",
         "Connection attempts of each captured workload refused in the kernel (no registry entry for the address).",
     ),
+    (
+        "gateway_log_dropped_lines_total",
+        "counter",
+        "Log lines dropped because the reader of the output (stdout: access log, stderr: daemon log) stalled.",
+    ),
+    (
+        "gateway_dataplane_pins_restored_total",
+        "counter",
+        "Pinned maps and links found removed from the bpffs and pinned again.",
+    ),
+    (
+        "gateway_dataplane_attachments_restored_total",
+        "counter",
+        "Kernel programs found detached (XDP, steering) and attached again.",
+    ),
 ];
+
+/// What the daemon repaired in its own kernel state.
+#[derive(Debug, Default)]
+pub struct DaemonCounters {
+    pub pins_restored: AtomicU64,
+    pub attachments_restored: AtomicU64,
+}
+
+/// The daemon's own losses and repairs: log lines dropped per output
+/// (`log_dropped`: stdout, stderr) and what `daemon` counts.
+pub fn daemon_samples(log_dropped: [u64; 2], daemon: &DaemonCounters) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for (output, dropped) in ["stdout", "stderr"].into_iter().zip(log_dropped) {
+        out.push(sample(
+            format!("log.{output}.dropped_lines"),
+            "gateway_log_dropped_lines_total",
+            vec![("output", output.to_string())],
+            dropped,
+        ));
+    }
+    out.push(sample(
+        "dataplane.pins_restored".into(),
+        "gateway_dataplane_pins_restored_total",
+        vec![],
+        daemon.pins_restored.load(Ordering::Relaxed),
+    ));
+    out.push(sample(
+        "dataplane.attachments_restored".into(),
+        "gateway_dataplane_attachments_restored_total",
+        vec![],
+        daemon.attachments_restored.load(Ordering::Relaxed),
+    ));
+    out
+}
 
 /// The egress guard's per-workload counters, by workload address and
 /// captured interface (`interfaces` names them).

@@ -23,6 +23,15 @@ pub fn gateway_bin() -> PathBuf {
     }
 }
 
+/// Where a daemon's stdout (its access log) or stderr (its log) goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The file [`Daemon::log`] reads.
+    LogFile,
+    /// A pipe the test holds open and never reads: a stalled log reader.
+    UnreadPipe,
+}
+
 /// A running daemon.
 pub struct Daemon {
     child: Option<Child>,
@@ -44,8 +53,40 @@ impl Daemon {
         args: &[&str],
         open_files: Option<u64>,
     ) -> Self {
+        Self::spawn(
+            topology,
+            args,
+            open_files,
+            &[],
+            (Output::LogFile, Output::LogFile),
+        )
+    }
+
+    /// As [`Daemon::start`], with stdout and stderr sent where given.
+    /// and `env` added to its environment.
+    pub fn start_with_outputs(
+        topology: &Topology,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdout: Output,
+        stderr: Output,
+    ) -> Self {
+        Self::spawn(topology, args, None, env, (stdout, stderr))
+    }
+
+    fn spawn(
+        topology: &Topology,
+        args: &[&str],
+        open_files: Option<u64>,
+        env: &[(&str, &str)],
+        (stdout, stderr): (Output, Output),
+    ) -> Self {
         let log = std::env::temp_dir().join(format!("{}-gateway.log", topology.gateway_ns));
         let log_file = fs::File::create(&log).expect("create daemon log");
+        let stdio = |output: Output| match output {
+            Output::LogFile => Stdio::from(log_file.try_clone().expect("clone log handle")),
+            Output::UnreadPipe => Stdio::piped(),
+        };
         let mut command = topology.exec(&topology.gateway_ns, &[]);
         if let Some(limit) = open_files {
             limit_before_exec(&mut command, libc::RLIMIT_NOFILE, limit);
@@ -54,9 +95,10 @@ impl Daemon {
             .arg(gateway_bin())
             .arg("run")
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("clone log handle"))
-            .stderr(log_file)
+            .stdout(stdio(stdout))
+            .stderr(stdio(stderr))
             .spawn()
             .expect("spawn gateway");
         let mut daemon = Daemon {
@@ -148,6 +190,13 @@ pub const CREDENTIALS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/
 /// gateway addresses, with `extra` arguments and optionally a lower
 /// open-file limit.
 pub fn start_example(topology: &Topology, extra: &[&str], open_files: Option<u64>) -> Daemon {
+    let args = example_args(topology, extra);
+    Daemon::start_with_open_files(topology, &args, open_files)
+}
+
+/// `gateway run` arguments serving [`EXAMPLE`] on the topology's interface
+/// and both gateway addresses, then `extra`.
+pub fn example_args<'a>(topology: &'a Topology, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "--config",
         EXAMPLE,
@@ -163,7 +212,7 @@ pub fn start_example(topology: &Topology, extra: &[&str], open_files: Option<u64
         CREDENTIALS,
     ];
     args.extend_from_slice(extra);
-    Daemon::start_with_open_files(topology, &args, open_files)
+    args
 }
 
 /// Sets resource limit `resource` (soft and hard) to `value` in the child

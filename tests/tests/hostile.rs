@@ -461,3 +461,130 @@ fn read_response(reader: &mut impl std::io::BufRead) -> std::io::Result<()> {
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)
 }
+
+// ---------------------------------------------------------------- log readers
+
+/// Sends `per_connection` redirects on each of `connections` keep-alive
+/// connections at once from the client namespace; returns the slowest
+/// round trip. Fails the test if any request is not answered within the
+/// client's 5 s read timeout.
+fn parallel_redirects(topology: &Topology, connections: usize, per_connection: usize) -> Duration {
+    let streams = in_netns(&topology.client_ns, move || {
+        (0..connections)
+            .map(|_| std::net::TcpStream::connect(gateway_addr(80)).expect("connect"))
+            .collect::<Vec<_>>()
+    });
+    let clients: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            thread::spawn(move || keep_alive_round_trips(&mut stream, HOST, per_connection))
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for client in clients {
+        let times = client
+            .join()
+            .expect("client thread")
+            .expect("every request is answered");
+        slowest = slowest.max(times.into_iter().max().unwrap_or_default());
+    }
+    slowest
+}
+
+/// `/ready`'s status code, from the gateway namespace.
+fn ready_status(topology: &Topology) -> String {
+    let out = topology.gateway(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "2",
+        &format!("http://{ADMIN}/ready"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stops the daemon and fails unless it exited cleanly within the drain
+/// deadline (5 s) and its log flush (1 s); returns how long it took.
+fn stops_within_the_drain_deadline(daemon: &mut Daemon) -> Duration {
+    let asked = Instant::now();
+    let status = daemon.stop().expect("the daemon was running");
+    let took = asked.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(7), "exit took {took:?}");
+    took
+}
+
+#[test]
+fn a_stalled_access_log_reader_costs_counted_lines_not_service() {
+    require_root();
+    let topology = Topology::new();
+    // stdout (the access log) is a pipe nobody reads: it is full after
+    // about 400 lines. Every request below writes one line.
+    let args = gateway_tests::daemon::example_args(&topology, &[]);
+    let mut daemon = Daemon::start_with_outputs(
+        &topology,
+        &args,
+        &[],
+        gateway_tests::daemon::Output::UnreadPipe,
+        gateway_tests::daemon::Output::LogFile,
+    );
+    // 48,000 lines of about 170 bytes: twice what the pipe and the daemon's
+    // 4 MiB buffer hold together.
+    let slowest = parallel_redirects(&topology, 6, 8_000);
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest request {slowest:?}"
+    );
+    let dropped = stat(&topology, "log.stdout.dropped_lines");
+    assert!(
+        (1..48_000).contains(&dropped),
+        "{dropped} access-log lines dropped"
+    );
+    assert_eq!(ready_status(&topology), "200");
+    // The drops are reported on stderr, once per 5 s interval.
+    let reported = Instant::now();
+    while !daemon.log().contains("access log:") {
+        assert!(
+            reported.elapsed() < Duration::from_secs(7),
+            "no drop report:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let took = stops_within_the_drain_deadline(&mut daemon);
+    eprintln!(
+        "stalled stdout: 48,000 requests, slowest {slowest:?}, {dropped} lines dropped, exit in {took:?}"
+    );
+}
+
+#[test]
+fn a_stalled_daemon_log_reader_costs_counted_lines_not_service() {
+    require_root();
+    let topology = Topology::new();
+    // stderr is a pipe nobody reads, and every connection below writes a
+    // debug line there (a malformed ClientHello): the pipe is full after
+    // about 600 of them.
+    let args = gateway_tests::daemon::example_args(&topology, &["--access-log", "off"]);
+    let mut daemon = Daemon::start_with_outputs(
+        &topology,
+        &args,
+        &[("RUST_LOG", "debug")],
+        gateway_tests::daemon::Output::LogFile,
+        gateway_tests::daemon::Output::UnreadPipe,
+    );
+    const NOT_A_CLIENT_HELLO: &[u8] = b"\x16\x03\x01\x00\x04\x02\x00\x00\x00";
+    for _ in 0..6 {
+        let refused = in_netns(&topology.client_ns, || {
+            open_connections(gateway_addr(443), 500, NOT_A_CLIENT_HELLO)
+        });
+        assert_eq!(refused.len(), 500);
+        let took = probe(&topology).expect("a redirect is answered");
+        assert!(took < Duration::from_secs(1), "redirect took {took:?}");
+    }
+    assert_eq!(ready_status(&topology), "200");
+    stops_within_the_drain_deadline(&mut daemon);
+}

@@ -2,11 +2,12 @@
 //! Istio's default Envoy text format or as one JSON object per line, so
 //! existing log pipelines keep parsing them.
 use std::{
-    io::Write,
     net::SocketAddr,
     sync::Mutex,
     time::{Duration, SystemTime},
 };
+
+use crate::log_pipe::{self, LogPipe};
 
 /// `--access-log` and `--access-log-format` together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,13 +55,14 @@ pub struct Entry {
     pub workload_interface: Option<std::sync::Arc<str>>,
 }
 
-/// The log sink: lines are buffered and written at most every second or
+/// The log sink: lines are buffered and handed on at most every second or
 /// every 32 KiB, like Envoy's access-log flush, so logging costs no
-/// syscall per request.
+/// syscall per request; the hand-over never waits for the reader
+/// ([`LogPipe`]: a stalled one costs dropped, counted lines, not service).
 pub struct AccessLog {
     format: Format,
     buffer: Mutex<Vec<u8>>,
-    out: Mutex<Box<dyn Write + Send>>,
+    out: Option<LogPipe>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -78,15 +80,19 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 impl AccessLog {
     /// A sink writing `format` to stdout.
     pub fn new(format: Format) -> Self {
-        Self::to(format, Box::new(std::io::stdout()))
+        let out = match format {
+            Format::Off => None,
+            Format::Text | Format::Json => log_pipe::stdout().cloned(),
+        };
+        Self::to(format, out)
     }
 
-    /// A sink writing `format` to `out` (stdout but in tests).
-    fn to(format: Format, out: Box<dyn Write + Send>) -> Self {
+    /// A sink writing `format` to `out` (stdout's pipe but in tests).
+    fn to(format: Format, out: Option<LogPipe>) -> Self {
         AccessLog {
             format,
             buffer: Mutex::new(Vec::with_capacity(FLUSH_BYTES)),
-            out: Mutex::new(out),
+            out,
         }
     }
 
@@ -115,15 +121,15 @@ impl AccessLog {
         }
     }
 
-    /// Writes what is buffered.
+    /// Hands what is buffered to the output, without waiting for it.
     pub fn flush(&self) {
-        let pending = match self.buffer.lock() {
-            Ok(mut buffer) if !buffer.is_empty() => std::mem::take(&mut *buffer),
-            _ => return,
+        let Some(out) = &self.out else { return };
+        let Ok(mut buffer) = self.buffer.lock() else {
+            return;
         };
-        if let Ok(mut out) = self.out.lock() {
-            let _ = out.write_all(&pending);
-            let _ = out.flush();
+        if !buffer.is_empty() {
+            out.push(&buffer);
+            buffer.clear();
         }
     }
 }
@@ -326,7 +332,7 @@ mod tests {
     #[derive(Clone, Default)]
     struct Shared(std::sync::Arc<Mutex<(Vec<u8>, usize)>>);
 
-    impl Write for Shared {
+    impl std::io::Write for Shared {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().0.extend_from_slice(buf);
             Ok(buf.len())
@@ -339,7 +345,15 @@ mod tests {
     }
 
     impl Shared {
-        fn written(&self) -> (String, usize) {
+        /// A log of `format` into this writer, and its pipe.
+        fn log(&self, format: Format) -> (AccessLog, LogPipe) {
+            let pipe = LogPipe::spawn("test-access-log", Box::new(self.clone()), 1 << 20).unwrap();
+            (AccessLog::to(format, Some(pipe.clone())), pipe)
+        }
+
+        /// What reached the writer once the pipe has caught up.
+        fn written(&self, pipe: &LogPipe) -> (String, usize) {
+            assert!(pipe.flush(Duration::from_secs(5)));
             let inner = self.0.lock().unwrap();
             (String::from_utf8(inner.0.clone()).unwrap(), inner.1)
         }
@@ -348,7 +362,7 @@ mod tests {
     #[test]
     fn lines_wait_in_the_buffer_until_a_flush_or_32_kib() {
         let out = Shared::default();
-        let log = AccessLog::to(Format::Text, Box::new(out.clone()));
+        let (log, pipe) = out.log(Format::Text);
         assert!(log.enabled());
         let line = text(&entry());
         assert!(format!("{log:?}").contains("Text"));
@@ -357,19 +371,19 @@ mod tests {
         for _ in 0..fit {
             log.log(&entry());
         }
-        assert_eq!(out.written(), (String::new(), 0));
+        assert_eq!(out.written(&pipe), (String::new(), 0));
         log.flush();
-        let (written, flushes) = out.written();
+        let (written, flushes) = out.written(&pipe);
         assert_eq!(written, format!("{line}\n").repeat(fit));
         assert_eq!(flushes, 1);
         // An empty buffer writes nothing, not even a flush.
         log.flush();
-        assert_eq!(out.written().1, 1);
+        assert_eq!(out.written(&pipe).1, 1);
         // The line that reaches 32 KiB takes the whole buffer out.
         for _ in 0..=fit {
             log.log(&entry());
         }
-        let (written, flushes) = out.written();
+        let (written, flushes) = out.written(&pipe);
         assert_eq!(written.len(), (2 * fit + 1) * (line.len() + 1));
         assert_eq!(flushes, 2);
     }
@@ -377,18 +391,18 @@ mod tests {
     #[test]
     fn json_sink_writes_json_and_off_writes_nothing() {
         let out = Shared::default();
-        let log = AccessLog::to(Format::Json, Box::new(out.clone()));
+        let (log, pipe) = out.log(Format::Json);
         log.log(&entry());
         log.flush();
-        let (written, _) = out.written();
+        let (written, _) = out.written(&pipe);
         assert_eq!(written, format!("{}\n", json(&entry())));
 
         let out = Shared::default();
-        let log = AccessLog::to(Format::Off, Box::new(out.clone()));
+        let (log, pipe) = out.log(Format::Off);
         assert!(!log.enabled());
         log.log(&entry());
         log.flush();
-        assert_eq!(out.written(), (String::new(), 0));
+        assert_eq!(out.written(&pipe), (String::new(), 0));
     }
 
     #[test]
