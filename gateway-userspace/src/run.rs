@@ -339,6 +339,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         log::warn!("{warning}");
     }
     dataplane.attach(&args.interface, args.xdp_mode)?;
+    // From here on the daemon's own descriptors hold the links: removing
+    // the pins takes nothing away (`repair` pins them again).
+    dataplane.hold_pins()?;
     // Written once this instance owns the interface; `gateway reload` reads it.
     write_layout(&args.interface, &plan);
     let _pid_file = match gateway_userspace::pidfile::PidFile::create(&args.interface) {
@@ -479,6 +482,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break }
             _ = sighup.recv() => "SIGHUP",
             _ = poll.tick() => {
+                repair_dataplane(&mut dataplane, &daemon_counters, &readiness);
                 if !watcher.poll() {
                     continue;
                 }
@@ -512,6 +516,45 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let _ = proxy_task.await;
     let _ = tokio::task::spawn_blocking(move || admin_thread.join()).await;
     Ok(())
+}
+
+/// Puts back kernel state taken from under the daemon (pins removed,
+/// links detached from outside), logging each as the error it is and
+/// counting it; `/ready` fails while the programs cannot be attached.
+fn repair_dataplane(
+    dataplane: &mut Dataplane,
+    counters: &stats::DaemonCounters,
+    readiness: &Readiness,
+) {
+    match dataplane.repair() {
+        Ok(repair) => {
+            if repair.pins_restored > 0 {
+                log::error!(
+                    "{} pinned map(s) and link(s) were removed from {} by something else; pinned them again (the daemon's own descriptors kept everything attached meanwhile)",
+                    repair.pins_restored,
+                    dataplane
+                        .pin_dir()
+                        .map_or(String::new(), |dir| dir.display().to_string())
+                );
+                counters
+                    .pins_restored
+                    .fetch_add(repair.pins_restored as u64, Ordering::Relaxed);
+            }
+            for link in &repair.reattached {
+                log::error!("the {link} program was detached by something else; attached it again");
+                counters
+                    .attachments_restored
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            readiness.set_attached(true);
+        }
+        Err(err) => {
+            log::error!(
+                "the kernel programs cannot be attached again ({err:#}); not ready until they are"
+            );
+            readiness.set_attached(false);
+        }
+    }
 }
 
 /// The `--egress-from` interfaces by index.

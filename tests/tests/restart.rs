@@ -176,3 +176,99 @@ fn keep_attached_leaves_xdp_on_a_clean_stop_and_the_default_removes_everything()
     // Nothing steers any more: the port is closed, not refused by us.
     assert_eq!(redirect(&topology), Err(Some(7)));
 }
+
+/// The names in the pin directory, sorted.
+fn pinned(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Whether a connection to an unlisted port times out (dropped in XDP)
+/// rather than being refused by the host.
+fn unlisted_port_dropped(topology: &Topology) -> bool {
+    let url = format!("http://{GATEWAY_V4}:8081/");
+    curl(topology, &url, &["--connect-timeout", "1"])
+        .status
+        .code()
+        == Some(28)
+}
+
+/// Waits up to 3 s for `done`; returns how long it took.
+fn within_3s(what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(3), "{what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn removed_pins_take_nothing_away_and_are_pinned_again_within_a_second() {
+    require_root();
+    let topology = Topology::new();
+    let pins = Pins::of(&topology);
+    let daemon = start_example(&topology, &[], None);
+    let before = pinned(&pins.0);
+    assert!(before.contains(&"link_xdp".to_string()), "{before:?}");
+    std::fs::remove_dir_all(&pins.0).expect("remove the pins");
+    let removed = Instant::now();
+    // The daemon's descriptors hold the links: served and filtered as before.
+    assert_eq!(redirect(&topology), Ok(()));
+    assert!(unlisted_port_dropped(&topology), "XDP still drops");
+    assert!(xdp_attached(&topology));
+    within_3s("pinned again", || pinned(&pins.0) == before);
+    let took = removed.elapsed();
+    assert_eq!(
+        stat(&topology, "dataplane.pins_restored"),
+        before.len() as u64
+    );
+    assert!(
+        daemon.log().contains("were removed from"),
+        "{}",
+        daemon.log()
+    );
+    eprintln!("{} pins removed, pinned again after {took:?}", before.len());
+}
+
+#[test]
+fn links_detached_from_outside_are_attached_again_within_a_second() {
+    require_root();
+    let topology = Topology::new();
+    let pins = Pins::of(&topology);
+    let daemon = start_example(&topology, &[], None);
+    let detach = |link: &str| {
+        let out = std::process::Command::new("bpftool")
+            .args(["link", "detach", "pinned"])
+            .arg(pins.0.join(link))
+            .output()
+            .expect("bpftool");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    detach("link_xdp");
+    let took = within_3s("XDP attached again", || {
+        stat(&topology, "dataplane.attachments_restored") == 1
+    });
+    assert!(unlisted_port_dropped(&topology), "XDP drops again");
+    detach("link_sk_lookup");
+    within_3s("steering attached again", || {
+        stat(&topology, "dataplane.attachments_restored") == 2
+    });
+    assert_eq!(redirect(&topology), Ok(()));
+    let log = daemon.log();
+    assert!(log.contains("the XDP program was detached"), "{log}");
+    assert!(log.contains("the sk_lookup program was detached"), "{log}");
+    eprintln!("XDP attached again after {took:?}");
+}

@@ -70,6 +70,20 @@ pub struct Dataplane {
     /// pinned it): the next `apply` fills them from every host and
     /// address, not just from the changed ones.
     rebuild_fronts: bool,
+    /// In pinned mode, once attached: a descriptor of every pinned object,
+    /// which keeps the links attached whatever happens to the pins.
+    held: Option<pins::HeldPins>,
+    /// The XDP mode `attach` was asked for, to attach again in.
+    xdp_mode: XdpMode,
+}
+
+/// What [`Dataplane::repair`] found gone and put back.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Repair {
+    /// Pins removed from the bpffs and pinned again.
+    pub pins_restored: usize,
+    /// Links found detached and attached again (`XDP`, `sk_lookup`).
+    pub reattached: Vec<&'static str>,
 }
 
 impl Drop for Dataplane {
@@ -149,6 +163,8 @@ impl Dataplane {
             pinned_interface: None,
             fresh_pins: false,
             rebuild_fronts: false,
+            held: None,
+            xdp_mode: XdpMode::Default,
         })
     }
 
@@ -182,6 +198,8 @@ impl Dataplane {
             pinned_interface: None,
             fresh_pins,
             rebuild_fronts,
+            held: None,
+            xdp_mode: XdpMode::Default,
         };
         // What an adopted PORTS array holds follows from LISTENERS.
         let listeners: HashMap<&MapData, ListenerKey, ListenerValue> = dataplane
@@ -463,34 +481,44 @@ impl Dataplane {
                 source: Box::new(source),
             }
         })?;
-        let program = steering_program(&mut self.ebpf)?;
-        if let Some(dir) = &self.pins {
+        if let Some(dir) = self.pins.clone() {
             let path = dir.join(pins::STEER_LINK);
+            let program = steering_program(&mut self.ebpf)?;
             if adopt_link(
                 &path,
                 program.fd().map_err(link_error("sk_lookup"))?.as_fd(),
             )? {
                 return Ok(());
             }
-            let link_id =
-                program
-                    .attach(netns)
-                    .map_err(|source| DataplaneError::AttachSteering {
-                        source: Box::new(source),
-                    })?;
-            let link = program
-                .take_link(link_id)
-                .map_err(link_error("sk_lookup"))?;
-            FdLink::from(link)
-                .pin(&path)
-                .map_err(link_error("sk_lookup"))?;
-            return Ok(());
+            return self.attach_steering_pinned(netns, &path);
         }
-        program
+        steering_program(&mut self.ebpf)?
             .attach(netns)
             .map_err(|source| DataplaneError::AttachSteering {
                 source: Box::new(source),
             })?;
+        Ok(())
+    }
+
+    /// Attaches the socket-lookup program to `netns` with a new link
+    /// pinned at `path`.
+    fn attach_steering_pinned(
+        &mut self,
+        netns: std::fs::File,
+        path: &Path,
+    ) -> Result<(), DataplaneError> {
+        let program = steering_program(&mut self.ebpf)?;
+        let link_id = program
+            .attach(netns)
+            .map_err(|source| DataplaneError::AttachSteering {
+                source: Box::new(source),
+            })?;
+        let link = program
+            .take_link(link_id)
+            .map_err(link_error("sk_lookup"))?;
+        FdLink::from(link)
+            .pin(path)
+            .map_err(link_error("sk_lookup"))?;
         Ok(())
     }
 
@@ -504,22 +532,17 @@ impl Dataplane {
             AttachMode::Native => XdpMode::Driver,
             AttachMode::Generic => XdpMode::Skb,
         };
-        let pins = self.pins.clone();
-        let program = xdp_program(&mut self.ebpf)?;
-        if let Some(dir) = pins {
+        self.xdp_mode = xdp_mode;
+        if let Some(dir) = self.pins.clone() {
             let path = dir.join(pins::XDP_LINK);
+            let program = xdp_program(&mut self.ebpf)?;
             if !adopt_link(&path, program.fd().map_err(link_error("XDP"))?.as_fd())? {
-                let link_id = program
-                    .attach(interface, xdp_mode)
-                    .map_err(|source| DataplaneError::from_attach(interface, source))?;
-                let link = program.take_link(link_id).map_err(link_error("XDP"))?;
-                let link = FdLink::try_from(link).map_err(link_error("XDP"))?;
-                link.pin(&path).map_err(link_error("XDP"))?;
+                self.attach_xdp_pinned(interface, &path)?;
             }
             self.pinned_interface = Some(interface.to_string());
             return Ok(());
         }
-        let link = program
+        let link = xdp_program(&mut self.ebpf)?
             .attach(interface, xdp_mode)
             .map_err(|source| DataplaneError::from_attach(interface, source))?;
         self.attached = Some(Attachment {
@@ -527,6 +550,87 @@ impl Dataplane {
             link,
         });
         Ok(())
+    }
+
+    /// Attaches XDP to `interface` with a new link pinned at `path`.
+    fn attach_xdp_pinned(&mut self, interface: &str, path: &Path) -> Result<(), DataplaneError> {
+        let program = xdp_program(&mut self.ebpf)?;
+        let link_id = program
+            .attach(interface, self.xdp_mode)
+            .map_err(|source| DataplaneError::from_attach(interface, source))?;
+        let link = program.take_link(link_id).map_err(link_error("XDP"))?;
+        let link = FdLink::try_from(link).map_err(link_error("XDP"))?;
+        link.pin(path).map_err(link_error("XDP"))?;
+        Ok(())
+    }
+
+    /// In pinned mode, once attached: holds a descriptor of every pinned
+    /// map and link, so that the links stay attached (and [`Self::repair`]
+    /// can pin them again) whatever happens to the pin directory.
+    pub fn hold_pins(&mut self) -> Result<(), DataplaneError> {
+        let (Some(dir), Some(interface)) = (&self.pins, &self.pinned_interface) else {
+            return Ok(());
+        };
+        let held = pins::HeldPins::hold(interface, dir).map_err(|source| DataplaneError::Pins {
+            path: dir.clone(),
+            source,
+        })?;
+        self.held = Some(held);
+        Ok(())
+    }
+
+    /// Puts back what was taken from under the daemon: a link detached
+    /// from outside is attached again (a new link, pinned in its place),
+    /// and pins removed from the bpffs are pinned again. Cheap enough to
+    /// run every second: one `stat` of the pin directory's entries and
+    /// one info query per link.
+    pub fn repair(&mut self) -> Result<Repair, DataplaneError> {
+        let mut repair = Repair::default();
+        let (Some(held), Some(interface)) = (&self.held, self.pinned_interface.clone()) else {
+            return Ok(repair);
+        };
+        let attached = |name: &str| {
+            held.get(name)
+                .is_none_or(|fd| pins::link_attached(fd).unwrap_or(true))
+        };
+        let xdp_lost = !attached(pins::XDP_LINK);
+        let steering_lost = !attached(pins::STEER_LINK);
+        if xdp_lost || steering_lost {
+            let dir = pins::pin_dir(&interface)?;
+            let reopen = |name: &str| {
+                let path = dir.join(name);
+                pins::object_get(&path).map_err(|source| DataplaneError::Pins { path, source })
+            };
+            if xdp_lost {
+                let path = dir.join(pins::XDP_LINK);
+                let _ = std::fs::remove_file(&path);
+                self.attach_xdp_pinned(&interface, &path)?;
+                let fd = reopen(pins::XDP_LINK)?;
+                if let Some(held) = self.held.as_mut() {
+                    held.replace(pins::XDP_LINK, fd);
+                }
+                repair.reattached.push("XDP");
+            }
+            if steering_lost {
+                let path = dir.join(pins::STEER_LINK);
+                let _ = std::fs::remove_file(&path);
+                let netns = std::fs::File::open("/proc/self/ns/net").map_err(|source| {
+                    DataplaneError::AttachSteering {
+                        source: Box::new(source),
+                    }
+                })?;
+                self.attach_steering_pinned(netns, &path)?;
+                let fd = reopen(pins::STEER_LINK)?;
+                if let Some(held) = self.held.as_mut() {
+                    held.replace(pins::STEER_LINK, fd);
+                }
+                repair.reattached.push("sk_lookup");
+            }
+        }
+        if let Some(held) = &self.held {
+            repair.pins_restored = held.restore()?;
+        }
+        Ok(repair)
     }
 
     /// Whether the maps and links are pinned.
@@ -539,6 +643,8 @@ impl Dataplane {
     /// maps pinned (XDP keeps filtering; with no proxy socket, listener
     /// connections are refused); otherwise links and pins are removed.
     pub fn detach(&mut self, keep_attached: bool) -> Result<Option<String>, DataplaneError> {
+        // Without the descriptors, the pins are all that holds the links.
+        self.held = None;
         if let Some(dir) = &self.pins {
             if keep_attached {
                 return Ok(None);

@@ -287,3 +287,153 @@ pub fn object_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: the kernel returned a new file descriptor we now own.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
+
+/// Pins the object behind `fd` at `path` (`BPF_OBJ_PIN`).
+#[allow(unsafe_code)]
+pub fn object_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    /// The `obj_pin` member of `union bpf_attr`, zero-padded.
+    #[repr(C)]
+    struct ObjPin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        pad: [u64; 14],
+    }
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    let path = c_path(path)?;
+    let attr = ObjPin {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd() as u32,
+        file_flags: 0,
+        pad: [0; 14],
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` and `path` outlives the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &attr as *const ObjPin,
+            std::mem::size_of::<ObjPin>(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the link behind `fd` is still attached to its interface or
+/// network namespace. A link detached from outside (`BPF_LINK_DETACH`,
+/// the interface deleted) lives on, defunct, with its target cleared.
+#[allow(unsafe_code)]
+pub fn link_attached(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    /// The head of `struct bpf_link_info`: type, id, prog_id, then the
+    /// union (8-byte aligned), whose first word is the target for XDP
+    /// (`ifindex`), netns (`netns_ino`) and TCX links alike; zero once
+    /// the link is detached.
+    #[repr(C)]
+    #[derive(Default)]
+    struct LinkInfo {
+        link_type: u32,
+        id: u32,
+        prog_id: u32,
+        pad: u32,
+        target: u32,
+        rest: [u32; 27],
+    }
+    /// The `info` member of `union bpf_attr`, zero-padded.
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+        pad: [u64; 14],
+    }
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let mut info = LinkInfo::default();
+    let attr = InfoByFd {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<LinkInfo>() as u32,
+        info: &mut info as *mut LinkInfo as u64,
+        pad: [0; 14],
+    };
+    // SAFETY: `attr` is a valid `bpf_attr`; `info` is writable for the
+    // length given and outlives the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &attr as *const InfoByFd,
+            std::mem::size_of::<InfoByFd>(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info.target != 0)
+}
+
+/// A descriptor of every object a daemon pinned (maps and links). The
+/// descriptors, not the pins, keep the links attached: removing the pin
+/// directory (a clean-up job, a tmpfiles rule, an unmount) takes nothing
+/// away from the running daemon, which pins everything again.
+pub struct HeldPins {
+    interface: String,
+    objects: Vec<(std::ffi::OsString, std::os::fd::OwnedFd)>,
+}
+
+impl HeldPins {
+    /// Opens every object pinned in `dir`, the pin directory of the daemon on `interface`.
+    pub fn hold(interface: &str, dir: &Path) -> io::Result<Self> {
+        let mut objects = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            objects.push((entry.file_name(), object_get(&entry.path())?));
+        }
+        objects.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(HeldPins {
+            interface: interface.to_string(),
+            objects,
+        })
+    }
+
+    /// The descriptor held for the object pinned as `name`.
+    pub fn get(&self, name: &str) -> Option<BorrowedFd<'_>> {
+        use std::os::fd::AsFd as _;
+        self.objects
+            .iter()
+            .find(|(held, _)| held == name)
+            .map(|(_, fd)| fd.as_fd())
+    }
+
+    /// Holds `fd` as the object pinned as `name`, in place of any before.
+    pub fn replace(&mut self, name: &str, fd: std::os::fd::OwnedFd) {
+        self.objects.retain(|(held, _)| held != name);
+        self.objects.push((name.into(), fd));
+        self.objects.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+
+    /// Pins again every held object whose pin is gone (the directory, and
+    /// the bpffs, made again if need be); returns how many were.
+    pub fn restore(&self) -> Result<usize, super::DataplaneError> {
+        use std::os::fd::AsFd as _;
+        let missing: Vec<_> = match existing_pin_dir(&self.interface) {
+            Some(dir) => self
+                .objects
+                .iter()
+                .filter(|(name, _)| !dir.join(name).exists())
+                .collect(),
+            None => self.objects.iter().collect(),
+        };
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        let dir = pin_dir(&self.interface)?;
+        for (name, fd) in &missing {
+            let path = dir.join(name);
+            object_pin(fd.as_fd(), &path)
+                .map_err(|source| super::DataplaneError::Pins { path, source })?;
+        }
+        Ok(missing.len())
+    }
+}
