@@ -1,8 +1,19 @@
 //! What every accepted connection is held to, proxy and admin alike: a cap
-//! on how many are served at once, a deadline from accept to the first
-//! complete request head whatever the protocol turns out to be, an idle
-//! timeout between requests, and accept loops that back off when the
-//! process runs out of file descriptors instead of spinning.
+//! on how many are served at once, three deadlines, and accept loops that
+//! back off when the process runs out of file descriptors instead of
+//! spinning. Each deadline means one thing (Envoy's names in brackets):
+//!
+//! - request head (`request_headers_timeout`): from accept to the first
+//!   complete request head whatever the protocol turns out to be, and on a
+//!   kept-alive connection from the first byte of a later head to its end;
+//!   an HTTP/1 client that sent part of a head gets 408.
+//! - connection idle (`idle_timeout`): no request in progress (the last
+//!   response body has ended) and nothing of a next one received; the
+//!   connection is closed gracefully, counted, never with an answer.
+//! - stream idle (`stream_idle_timeout`): a request in progress but no
+//!   bytes moving either way: neither request body read nor response
+//!   frame sent. Per connection, so on HTTP/2 it is every stream of the
+//!   connection that must be quiet (Envoy times each stream alone).
 use std::{
     future::Future,
     io,
@@ -26,8 +37,11 @@ use tokio::{
 pub struct Limits {
     /// From accept to the first complete request head.
     pub request_head_timeout: Duration,
-    /// With no request in progress, between the end of one and the head of the next.
+    /// With no request in progress, between the end of one response and the
+    /// first byte of the next request.
     pub idle_timeout: Duration,
+    /// With a request in progress, no byte moving either way.
+    pub stream_idle_timeout: Duration,
     /// Connections served at once; past it new ones are closed at once.
     pub max_connections: usize,
 }
@@ -59,6 +73,8 @@ pub struct Counters {
     pub head_timeouts: AtomicU64,
     /// Closed after `idle_timeout` without a request.
     pub idle_timeouts: AtomicU64,
+    /// Closed after `stream_idle_timeout` with a request in progress and no bytes moving.
+    pub stream_idle_timeouts: AtomicU64,
     /// Failed `accept` calls (EMFILE and friends).
     pub accept_errors: AtomicU64,
 }
@@ -130,9 +146,16 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Requests seen so far.
     requests: AtomicU64,
-    /// Milliseconds after `accepted` of the last request start or end.
+    /// Milliseconds after `accepted` of the last request start or end, or
+    /// of the last byte moved while a request is in progress.
     last_change_ms: AtomicU64,
+    /// Milliseconds after `accepted` of the first byte of a request head
+    /// that has not yet completed, after the first request ([`NO_HEAD`]: none).
+    head_began_ms: AtomicU64,
 }
+
+/// `head_began_ms` when no later request head has begun.
+const NO_HEAD: u64 = u64::MAX;
 
 /// A request in progress; ends when dropped.
 #[derive(Debug)]
@@ -154,6 +177,8 @@ pub enum Expiry {
     Head,
     /// No request for `idle_timeout` after the last one ended.
     Idle,
+    /// A request in progress, but no byte moved for `stream_idle_timeout`.
+    StreamIdle,
 }
 
 impl Default for Activity {
@@ -170,6 +195,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             last_change_ms: AtomicU64::new(0),
+            head_began_ms: AtomicU64::new(NO_HEAD),
         }
     }
 
@@ -178,29 +204,58 @@ impl Activity {
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.head_began_ms.store(NO_HEAD, Ordering::Relaxed);
         self.touch();
         InFlight {
             activity: Arc::clone(self),
         }
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_change_ms.store(ms, Ordering::Relaxed);
+    /// Bytes moved for a request in progress (a response frame sent): the
+    /// stream is not idle.
+    pub fn moved(&self) {
+        self.touch();
     }
 
-    /// When the connection must be closed if nothing changes, and why;
-    /// `None` while a request is in progress.
-    fn deadline(&self, limits: &Limits) -> Option<(Instant, Expiry)> {
+    /// Bytes arrived from the client: a request in progress is not idle,
+    /// and between requests a next request head has begun.
+    pub fn received(&self) {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
+            self.touch();
+        } else if self.requests.load(Ordering::Relaxed) > 0
+            && self.head_began_ms.load(Ordering::Relaxed) == NO_HEAD
+        {
+            self.head_began_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn touch(&self) {
+        self.last_change_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn at(&self, ms: &AtomicU64) -> Instant {
+        self.accepted + Duration::from_millis(ms.load(Ordering::Relaxed))
+    }
+
+    /// When the connection must be closed if nothing changes, and why.
+    fn deadline(&self, limits: &Limits) -> (Instant, Expiry) {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            let last = self.at(&self.last_change_ms);
+            return (last + limits.stream_idle_timeout, Expiry::StreamIdle);
         }
         if self.requests.load(Ordering::Relaxed) == 0 {
-            return Some((self.accepted + limits.request_head_timeout, Expiry::Head));
+            return (self.accepted + limits.request_head_timeout, Expiry::Head);
         }
-        let last =
-            self.accepted + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
-        Some((last + limits.idle_timeout, Expiry::Idle))
+        if self.head_began_ms.load(Ordering::Relaxed) != NO_HEAD {
+            let began = self.at(&self.head_began_ms);
+            return (began + limits.request_head_timeout, Expiry::Head);
+        }
+        let last = self.at(&self.last_change_ms);
+        (last + limits.idle_timeout, Expiry::Idle)
     }
 }
 
@@ -215,19 +270,18 @@ pub async fn with_deadlines<F: Future>(
 ) -> Result<F::Output, Expiry> {
     let (limits, counters) = (&gate.limits, &gate.counters);
     loop {
-        // With a request in progress, look again after an idle period: the
-        // request's end moves the deadline anyway.
-        let wake_at = activity
-            .deadline(limits)
-            .map_or(Instant::now() + limits.idle_timeout, |(due, _)| due);
+        // Activity moves the deadline later; the sleep ends at the one in
+        // force when it began, and the deadline is looked at again then.
+        let (wake_at, _) = activity.deadline(limits);
         tokio::select! {
             output = connection.as_mut() => return Ok(output),
             () = tokio::time::sleep_until(wake_at) => {
-                let passed = activity.deadline(limits).filter(|(due, _)| *due <= Instant::now());
-                if let Some((_, expiry)) = passed {
+                let (due, expiry) = activity.deadline(limits);
+                if due <= Instant::now() {
                     let counter = match expiry {
                         Expiry::Head => &counters.head_timeouts,
                         Expiry::Idle => &counters.idle_timeouts,
+                        Expiry::StreamIdle => &counters.stream_idle_timeouts,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
                     return Err(expiry);
@@ -360,6 +414,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         request_head_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
+        stream_idle_timeout: Duration::from_secs(300),
         max_connections: 2,
     };
 
@@ -373,15 +428,89 @@ mod tests {
     #[test]
     fn the_head_deadline_counts_from_accept_until_the_first_request() {
         let activity = Arc::new(Activity::new());
-        let (due, expiry) = activity.deadline(&LIMITS).unwrap();
+        let (due, expiry) = activity.deadline(&LIMITS);
         assert_eq!(expiry, Expiry::Head);
         assert_eq!(due, activity.accepted + LIMITS.request_head_timeout);
+        // Bytes of the first head change nothing: it is still due from accept.
+        activity.received();
+        assert_eq!(activity.deadline(&LIMITS), (due, Expiry::Head));
         let request = activity.begin();
-        assert_eq!(activity.deadline(&LIMITS), None);
+        assert_eq!(activity.deadline(&LIMITS).1, Expiry::StreamIdle);
         drop(request);
-        let (due, expiry) = activity.deadline(&LIMITS).unwrap();
+        let (due, expiry) = activity.deadline(&LIMITS);
         assert_eq!(expiry, Expiry::Idle);
         assert!(due >= activity.accepted + LIMITS.idle_timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_kept_alive_connection_is_idle_and_a_begun_head_is_due_from_its_first_byte() {
+        let activity = Arc::new(Activity::new());
+        drop(activity.begin());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        // Quiet after a response: the idle timeout, not the head deadline.
+        let (due, expiry) = activity.deadline(&LIMITS);
+        assert_eq!(expiry, Expiry::Idle);
+        assert_eq!(due, activity.accepted + LIMITS.idle_timeout);
+        // The next head begins: due a head timeout after its first byte.
+        activity.received();
+        let began = Instant::now();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        activity.received();
+        assert_eq!(
+            activity.deadline(&LIMITS),
+            (began + LIMITS.request_head_timeout, Expiry::Head)
+        );
+        // It completes: a request again, then idle from its end.
+        drop(activity.begin());
+        assert_eq!(activity.deadline(&LIMITS).1, Expiry::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_kept_alive_connection_closes_at_the_idle_timeout() {
+        let activity = Arc::new(Activity::new());
+        let gate = Gate::new(LIMITS);
+        drop(activity.begin());
+        let never = std::future::pending::<()>();
+        tokio::pin!(never);
+        let started = Instant::now();
+        let result = with_deadlines(never.as_mut(), &activity, &gate).await;
+        assert_eq!(result, Err(Expiry::Idle));
+        assert_eq!(started.elapsed(), LIMITS.idle_timeout);
+        assert_eq!(gate.counters.idle_timeouts.load(Ordering::Relaxed), 1);
+        assert_eq!(gate.counters.head_timeouts.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_moving_bytes_lives_on_and_a_stalled_one_ends_at_the_stream_idle_timeout() {
+        let activity = Arc::new(Activity::new());
+        let gate = Gate::new(LIMITS);
+        // A response streaming a frame a second for twice the stream idle timeout.
+        let streaming = async {
+            let _request = activity.begin();
+            for _ in 0..LIMITS.stream_idle_timeout.as_secs() * 2 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                activity.moved();
+            }
+        };
+        tokio::pin!(streaming);
+        assert_eq!(
+            with_deadlines(streaming.as_mut(), &activity, &gate).await,
+            Ok(())
+        );
+        // Then one whose bytes stop.
+        let stalled = async {
+            let _request = activity.begin();
+            std::future::pending::<()>().await;
+        };
+        tokio::pin!(stalled);
+        let started = Instant::now();
+        let result = with_deadlines(stalled.as_mut(), &activity, &gate).await;
+        assert_eq!(result, Err(Expiry::StreamIdle));
+        assert_eq!(started.elapsed(), LIMITS.stream_idle_timeout);
+        assert_eq!(
+            gate.counters.stream_idle_timeouts.load(Ordering::Relaxed),
+            1
+        );
     }
 
     #[tokio::test(start_paused = true)]

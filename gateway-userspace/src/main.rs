@@ -218,9 +218,21 @@ pub struct RunArgs {
     /// clients, a partial HTTP/2 preface, slowloris).
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub request_head_timeout: Duration,
-    /// A connection with no request in progress for this long is closed.
+    /// An HTTP connection with no request in progress (the last response
+    /// ended, nothing of a next request received) for this long is closed
+    /// gracefully (Envoy's connection `idle_timeout`).
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
+    /// An HTTP connection with a request in progress but no byte moving
+    /// either way (request body, response) for this long is closed (Envoy's
+    /// `stream_idle_timeout`, whose default this is).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub stream_idle_timeout: Duration,
+    /// An opaque TCP, TLS passthrough or TLS-terminated TCP connection that
+    /// moves no byte either way for this long is closed (the idle timeout
+    /// of Envoy's TCP proxy, one hour by default under Istio).
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub tcp_idle_timeout: Duration,
     /// Most client connections served at once; past it new connections are
     /// reset at accept. Default: half the open-file limit left after a
     /// reserve of 128, since a proxied connection needs two descriptors (the

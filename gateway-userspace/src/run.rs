@@ -246,6 +246,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let proxy_gate = Arc::new(Gate::new(Limits {
         request_head_timeout: args.request_head_timeout,
         idle_timeout: args.idle_timeout,
+        stream_idle_timeout: args.stream_idle_timeout,
         max_connections: args.max_connections.map_or_else(
             || connection::default_max_connections(open_files),
             |n| usize::try_from(n).unwrap_or(usize::MAX),
@@ -263,6 +264,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     };
     let options = proxy::Options {
         trusted_proxies: args.trusted_proxies,
+        tcp_idle_timeout: args.tcp_idle_timeout,
         access_log: match (args.access_log.as_str(), args.access_log_format) {
             ("off", _) => proxy::access_log::Format::Off,
             (_, LogFormat::Json) => proxy::access_log::Format::Json,
@@ -381,10 +383,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     );
     let limits = proxy_gate.limits;
     log::info!(
-        "connections: at most {} at once (open-file limit {open_files}); request head within {:?} of accept; idle timeout {:?}",
+        "connections: at most {} at once (open-file limit {open_files}); request head within {:?}; HTTP idle timeout {:?}, stream idle timeout {:?}; TCP idle timeout {:?}",
         limits.max_connections,
         limits.request_head_timeout,
-        limits.idle_timeout
+        limits.idle_timeout,
+        limits.stream_idle_timeout,
+        args.tcp_idle_timeout
     );
 
     let stats_reader = dataplane.take_stats_reader()?;

@@ -222,6 +222,10 @@ pub fn samples(
             ("rejected_over_limit", load(&counters.rejected)),
             ("closed_head_timeout", load(&counters.head_timeouts)),
             ("closed_idle_timeout", load(&counters.idle_timeouts)),
+            (
+                "closed_stream_idle_timeout",
+                load(&counters.stream_idle_timeouts),
+            ),
             ("accept_errors", load(&counters.accept_errors)),
         ];
         for (event, value) in events {

@@ -1572,3 +1572,201 @@ spec:
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}\n{}", daemon.log());
     assert!(ok.contains("backend=web"), "{ok}");
 }
+
+/// The gateway routing `a.test` on port 80 to test-backend `web`, and TCP
+/// port 9000 to an echo backend, with `extra` flags.
+fn start_deadlines(
+    topology: &Topology,
+    scratch: &Scratch,
+    extra: &[&str],
+) -> (Vec<Backend>, Daemon) {
+    let backends = vec![
+        backend(topology, "web", &format!("{BACKEND_V4}:8080"), &[]),
+        backend(topology, "echo", &format!("{BACKEND_V4}:7000"), &["--echo"]),
+    ];
+    let yaml = gateway_yaml(
+        "  - port: {number: 9000, name: tcp, protocol: TCP}
+    hosts: ['*']",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: istio-system}}
+spec:
+  hosts: ['a.test']
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: web.backend}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: istio-system}}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  tcp:
+  - match: [{{port: 9000}}]
+    route: [{{destination: {{host: echo.backend}}}}]
+---
+{}---
+{}",
+            service_entry("web", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]")),
+            service_entry("echo", 7000, "TCP", &format!("[{{address: {BACKEND_V4}}}]")),
+        ),
+    );
+    let daemon = start(topology, scratch, &yaml, extra);
+    (backends, daemon)
+}
+
+/// Python in the client namespace; returns its stdout lines.
+fn python_lines(topology: &Topology, script: &str) -> Vec<String> {
+    let out = topology.client(&["timeout", "30", PYTHON, "-c", script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text(&out).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn request_head_connection_idle_and_stream_idle_deadlines_each_mean_one_thing() {
+    require_root();
+    let topology = topology();
+    let scratch = Scratch::new();
+    let (_backends, daemon) = start_deadlines(
+        &topology,
+        &scratch,
+        &[
+            "--request-head-timeout",
+            "1s",
+            "--idle-timeout",
+            "2s",
+            "--stream-idle-timeout",
+            "2s",
+        ],
+    );
+    // A download that streams for 4 s (a chunk every 0.5 s) outlives the
+    // 2 s idle timeout: bytes are moving.
+    let out = curl(
+        &topology,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            "--resolve",
+            &resolve("a.test:80"),
+            "http://a.test/drip/8/500",
+        ],
+    );
+    assert_eq!(text(&out), "200 8192", "{}", daemon.log());
+    // A response whose bytes stop after its head ends at the stream idle
+    // timeout, about 2 s in.
+    let started = std::time::Instant::now();
+    let out = curl(
+        &topology,
+        &[
+            "--resolve",
+            &resolve("a.test:80"),
+            "http://a.test/drip/1/8000",
+        ],
+    );
+    let took = started.elapsed();
+    assert!(!out.status.success(), "the stalled response was cut");
+    assert!(
+        (1_500..3_500).contains(&took.as_millis()),
+        "stalled response cut after {took:?}"
+    );
+    // A kept-alive connection quiet after its response: closed at the idle
+    // timeout (2 s), not the request-head deadline (1 s), and without a 408.
+    // A next head begun and not finished: 408 a head timeout after its start.
+    let script = format!(
+        r#"
+import socket, time
+def exchange(then):
+    s = socket.create_connection(("{GATEWAY_V4}", 80), timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    got = b""
+    while b"backend=web" not in got:
+        got += s.recv(65536)
+    if then: s.sendall(then)
+    answered = time.monotonic()
+    after = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk: break
+        after += chunk
+    print("%.2f %r" % (time.monotonic() - answered, after[:30]))
+exchange(b"")
+exchange(b"GET / HTTP/1.1\r\nHost: a.test\r\n")
+"#
+    );
+    let lines = python_lines(&topology, &script);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let (quiet, after) = lines[0].split_once(' ').expect("two fields");
+    let quiet: f64 = quiet.parse().expect("seconds");
+    assert!((1.8..3.2).contains(&quiet), "idle close after {quiet} s");
+    assert_eq!(after, "b''", "nothing sent to a quiet connection");
+    let (partial, after) = lines[1].split_once(' ').expect("two fields");
+    let partial: f64 = partial.parse().expect("seconds");
+    assert!((0.8..1.8).contains(&partial), "408 after {partial} s");
+    assert!(after.starts_with("b'HTTP/1.1 408"), "{after}");
+    let counters = topology.gateway(&["curl", "-sf", &format!("http://{ADMIN}/stats")]);
+    let counters = text(&counters);
+    for (name, least) in [
+        ("proxy.connections.closed_idle_timeout", 1),
+        ("proxy.connections.closed_stream_idle_timeout", 1),
+    ] {
+        let value: u64 = counters
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {counters}"));
+        assert!(value >= least, "{name} {value}");
+    }
+}
+
+#[test]
+fn tcp_connections_moving_no_bytes_close_at_the_tcp_idle_timeout() {
+    require_root();
+    let topology = topology();
+    let scratch = Scratch::new();
+    let (_backends, daemon) = start_deadlines(&topology, &scratch, &["--tcp-idle-timeout", "2s"]);
+    let script = format!(
+        r#"
+import socket, time
+talk = socket.create_connection(("{GATEWAY_V4}", 9000), timeout=10)
+quiet = socket.create_connection(("{GATEWAY_V4}", 9000), timeout=10)
+opened = time.monotonic()
+for i in range(8):
+    talk.sendall(b"x")
+    assert talk.recv(100) == b"echo:x", "echoed"
+    time.sleep(0.5)
+print("talking %.2f" % (time.monotonic() - opened))
+quiet.settimeout(10)
+print("quiet %.2f %r" % (time.monotonic() - opened, quiet.recv(100)))
+"#
+    );
+    let lines = python_lines(&topology, &script);
+    assert_eq!(lines.len(), 2, "{lines:?}\n{}", daemon.log());
+    // The talking connection lived 4 s, twice the timeout; the quiet one
+    // had been closed (EOF) by then, 2 s after it opened.
+    assert!(lines[0].starts_with("talking 4."), "{lines:?}");
+    assert!(lines[1].ends_with("b''"), "{lines:?}");
+    let script = format!(
+        r#"
+import socket, time
+quiet = socket.create_connection(("{GATEWAY_V4}", 9000), timeout=10)
+opened = time.monotonic()
+quiet.recv(100)
+print("%.2f" % (time.monotonic() - opened))
+"#
+    );
+    let closed: f64 = python_lines(&topology, &script)[0]
+        .parse()
+        .expect("seconds");
+    assert!(
+        (1.8..3.0).contains(&closed),
+        "quiet TCP closed after {closed} s"
+    );
+}

@@ -30,7 +30,7 @@ use super::{
     http::{self, Downstream, Shared, VirtualHosts},
     served::{TlsAction, TlsEntry},
     stream::{Probe, Probed, Rewind},
-    tcp,
+    tcp::{self, CopyEnd},
     tls::{self, AlertDescription},
 };
 use crate::{
@@ -95,23 +95,32 @@ pub(super) async fn serve_http<I>(
         let (hosts, shared) = (Arc::clone(hosts), Arc::clone(shared));
         move |req| {
             let request = activity.begin();
-            let (hosts, shared, downstream) = (
+            let (hosts, shared, downstream, activity) = (
                 Arc::clone(&hosts),
                 Arc::clone(&shared),
                 Arc::clone(&downstream),
+                Arc::clone(&activity),
             );
             async move {
                 let response = http::handle(shared, hosts, downstream, req).await;
-                drop(request);
-                Ok::<_, Infallible>(response)
+                // The request is in progress until its response body has
+                // ended: the connection is not idle while it streams.
+                Ok::<_, Infallible>(response.map(|body| InFlightBody {
+                    inner: body,
+                    activity,
+                    _request: request,
+                }))
             }
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No header timer of hyper's: the connection's deadlines tell a
+    // request head that is late (408) from a kept-alive connection that
+    // is quiet (the idle timeout), which one timer for every head cannot.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(gate.limits.request_head_timeout)
+        .header_read_timeout(None)
         .max_buf_size(MAX_REQUEST_HEAD);
     builder
         .http2()
@@ -145,9 +154,48 @@ pub(super) async fn serve_http<I>(
         }
         Err(Expiry::Head) => request_timeout(raw, &probe),
         Err(Expiry::Idle) => {
+            log::debug!("connection idle for {:?}: closed", gate.limits.idle_timeout);
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(GRACEFUL_CLOSE, connection).await;
         }
+        // Nothing moves in the request in progress: the connection goes,
+        // and the request's log line with it (`DC`).
+        Err(Expiry::StreamIdle) => log::debug!(
+            "no bytes moved for {:?} with a request in progress: closed",
+            gate.limits.stream_idle_timeout
+        ),
+    }
+}
+
+/// A response body that keeps its request in progress until it ends (or
+/// is dropped) and tells the connection's deadlines of every frame sent.
+struct InFlightBody {
+    inner: http::ProxyBody,
+    activity: Arc<Activity>,
+    _request: crate::connection::InFlight,
+}
+
+impl hyper::body::Body for InFlightBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
+            self.activity.moved();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -244,7 +292,7 @@ pub(super) async fn serve_tls(
             match port.plaintext {
                 Some(hosts) => {
                     let raw = Some(stream.as_raw_fd());
-                    let stream = Probed::new(Rewind::new(prefix, stream));
+                    let stream = Probed::new(Rewind::new(prefix, stream), activity);
                     serve_http(stream, raw, downstream, hosts, conn).await;
                 }
                 None => log::debug!("{}: not TLS on a TLS port", downstream.remote),
@@ -302,7 +350,14 @@ pub(super) async fn serve_tls(
             };
             downstream.tls = true;
             // A 408 would have to be encrypted: a slow TLS client is just closed.
-            serve_http(Probed::new(tls_stream), None, downstream, hosts, conn).await;
+            serve_http(
+                Probed::new(tls_stream, activity),
+                None,
+                downstream,
+                hosts,
+                conn,
+            )
+            .await;
         }
         TlsAction::TerminateTcp { config, forward } => {
             let Some(tls_stream) = handshake(stream, prefix, config, activity, gate).await else {
@@ -376,12 +431,22 @@ pub(super) async fn forward_tcp<D>(
             entry.upstream_host = Some(upstream.addr);
             entry.upstream_cluster = Some(upstream.cluster.clone());
             super::metrics::tcp_opened(&entry);
-            match tcp::copy_both_ways(&mut client, prefix, &mut upstream.stream).await {
-                Ok((received, sent)) => {
-                    entry.bytes_received = received;
-                    entry.bytes_sent = sent;
-                }
-                Err(err) => {
+            let copied = tcp::copy_both_ways(
+                &mut client,
+                prefix,
+                &mut upstream.stream,
+                shared.tcp_idle_timeout,
+            )
+            .await;
+            (entry.bytes_received, entry.bytes_sent) = copied.moved;
+            match copied.end {
+                CopyEnd::Closed => {}
+                CopyEnd::Idle => log::debug!(
+                    "{}: no bytes moved for {:?}: closed",
+                    downstream.remote,
+                    shared.tcp_idle_timeout
+                ),
+                CopyEnd::Failed(err) => {
                     log::debug!("{}: forwarding ended: {err}", downstream.remote);
                     entry.flags.push("UC");
                 }

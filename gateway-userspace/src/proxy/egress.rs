@@ -166,12 +166,12 @@ pub async fn pass_through(
             let _ = upstream.set_nodelay(true);
             entry.upstream_host = Some(target);
             super::metrics::tcp_opened(&entry);
-            match tcp::copy_both_ways(&mut client, prefix, &mut upstream).await {
-                Ok((received, sent)) => {
-                    entry.bytes_received = received;
-                    entry.bytes_sent = sent;
-                }
-                Err(_) => entry.flags.push("UC"),
+            let copied =
+                tcp::copy_both_ways(&mut client, prefix, &mut upstream, shared.tcp_idle_timeout)
+                    .await;
+            (entry.bytes_received, entry.bytes_sent) = copied.moved;
+            if let tcp::CopyEnd::Failed(_) = copied.end {
+                entry.flags.push("UC");
             }
         }
         Ok(Err(err)) => {
@@ -213,7 +213,7 @@ pub(super) async fn serve_http_or_pass(
         return;
     }
     let raw = Some(stream.as_raw_fd());
-    let stream = Probed::new(Rewind::new(prefix, stream));
+    let stream = Probed::new(Rewind::new(prefix, stream), conn.activity);
     serve_http(stream, raw, downstream, hosts, conn).await;
 }
 

@@ -50,6 +50,8 @@ pub struct Shared {
     /// `--trusted-proxies`: hops in front of the gateway whose
     /// `X-Forwarded-Proto`/`X-Forwarded-For` are believed (Istio's `numTrustedProxies`).
     pub trusted_proxies: u32,
+    /// Opaque TCP and passthrough connections moving no bytes this long are closed.
+    pub tcp_idle_timeout: std::time::Duration,
 }
 
 impl Shared {

@@ -63,10 +63,10 @@ pub(super) async fn serve(
     match outcome {
         Ok(Ok(Next::HandOver)) => {
             let raw = Some(stream.as_raw_fd());
-            let stream = Probed::new(Rewind::new(buffer, stream));
+            let stream = Probed::new(Rewind::new(buffer, stream), activity);
             serve_http(stream, raw, downstream, hosts, conn).await;
         }
-        Ok(Ok(Next::Close)) | Ok(Err(_)) | Err(Expiry::Idle) => {}
+        Ok(Ok(Next::Close)) | Ok(Err(_)) | Err(Expiry::Idle | Expiry::StreamIdle) => {}
         Err(Expiry::Head) => {
             // Part of an HTTP/1 head, not all of it in time: Envoy's 408
             // (a partial HTTP/2 preface is closed without a word, as by hyper).
@@ -114,6 +114,8 @@ async fn answer_redirects(
                 // have refused the same way: nothing to answer.
                 return Ok(Next::Close);
             }
+            // A next request has begun: its head is due, not the idle timeout.
+            conn.activity.received();
         };
         let started = Instant::now();
         let logging = conn.shared.access_log.enabled();

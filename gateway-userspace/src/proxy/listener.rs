@@ -284,7 +284,7 @@ async fn serve_connection(
             }
             let raw = Some(stream.as_raw_fd());
             Box::pin(serve_http(
-                Probed::new(stream),
+                Probed::new(stream, &activity),
                 raw,
                 downstream,
                 hosts,

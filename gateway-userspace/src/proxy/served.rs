@@ -116,6 +116,9 @@ pub struct Options {
     pub access_log: access_log::Format,
     /// The egress capture, on an egress instance.
     pub egress: Option<super::egress::Egress>,
+    /// `--tcp-idle-timeout`: an opaque TCP or passthrough connection that
+    /// moves no byte either way this long is closed.
+    pub tcp_idle_timeout: std::time::Duration,
 }
 
 impl Served {
@@ -126,6 +129,7 @@ impl Served {
             access_log: access_log::AccessLog::new(options.access_log),
             trusted_proxies: options.trusted_proxies,
             egress: options.egress,
+            tcp_idle_timeout: options.tcp_idle_timeout,
         });
         let mut ports = HashMap::new();
         for listener in &plan.http {

@@ -14,6 +14,8 @@ use tokio::{
     net::TcpStream,
 };
 
+use crate::connection::Activity;
+
 /// What a connection sent before its request head was complete.
 #[derive(Debug, Default)]
 pub(super) struct Probe {
@@ -63,21 +65,28 @@ const FIRST_READ: usize = 4096;
 pub(super) struct Probed<I> {
     inner: I,
     pub(super) probe: Arc<Probe>,
+    /// Told of every byte received: it moves the connection's deadlines.
+    activity: Arc<Activity>,
     /// What the first read got beyond the caller's buffer.
     surplus: Pending,
 }
 
 impl<I> Probed<I> {
-    pub(super) fn new(inner: I) -> Self {
+    pub(super) fn new(inner: I, activity: &Arc<Activity>) -> Self {
         Probed {
             inner,
             probe: Arc::new(Probe::default()),
+            activity: Arc::clone(activity),
             surplus: Pending::default(),
         }
     }
 
     fn note(&self, fresh: &[u8]) {
-        if !fresh.is_empty() && !self.probe.received.swap(true, Ordering::Relaxed) {
+        if fresh.is_empty() {
+            return;
+        }
+        self.activity.received();
+        if !self.probe.received.swap(true, Ordering::Relaxed) {
             self.probe
                 .http2
                 .store(fresh.starts_with(b"PRI "), Ordering::Relaxed);
@@ -254,10 +263,13 @@ mod tests {
     #[tokio::test]
     async fn a_small_first_read_takes_the_whole_head_in_one_read() {
         let head = b"GET /some/path HTTP/1.1\r\nhost: dataengine.com\r\n\r\n".to_vec();
-        let mut probed = Probed::new(Counted {
-            data: head.clone(),
-            reads: 0,
-        });
+        let mut probed = Probed::new(
+            Counted {
+                data: head.clone(),
+                reads: 0,
+            },
+            &Arc::new(Activity::new()),
+        );
         let mut preface = [0u8; 24];
         probed.read_exact(&mut preface).await.unwrap();
         let mut rest = vec![0u8; 8192];
@@ -277,10 +289,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_http2_preface_is_noted_through_the_first_read() {
-        let mut probed = Probed::new(Counted {
-            data: b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
-            reads: 0,
-        });
+        let mut probed = Probed::new(
+            Counted {
+                data: b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+                reads: 0,
+            },
+            &Arc::new(Activity::new()),
+        );
         let mut first = [0u8; 4];
         probed.read_exact(&mut first).await.unwrap();
         assert!(!probed.probe.partial_http1());

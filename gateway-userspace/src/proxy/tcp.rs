@@ -3,9 +3,21 @@
 //!
 //! [`copy_both_ways`] is the one place bytes are copied in userspace; the
 //! planned in-kernel splice (sockmap) replaces it for raw TCP streams.
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
+    time::Instant,
+};
 
 use super::{
     origination::UpstreamIo,
@@ -74,19 +86,143 @@ fn cluster<'a>(
 /// Bytes moved by [`copy_both_ways`]: (client to backend, backend to client).
 pub type Moved = (u64, u64);
 
+/// How a forwarded connection ended, with the bytes it moved either way.
+#[derive(Debug)]
+pub struct Copied {
+    pub moved: Moved,
+    pub end: CopyEnd,
+}
+
+#[derive(Debug)]
+pub enum CopyEnd {
+    /// Both sides closed.
+    Closed,
+    /// No byte moved either way for the idle timeout (Envoy's TCP proxy
+    /// `idle_timeout`; Istio's default is one hour).
+    Idle,
+    Failed(std::io::Error),
+}
+
 /// Sends `prefix` (bytes already read from the client, such as a peeked
 /// ClientHello) to the backend, then copies both directions until both
-/// sides have closed. Half-closes are passed on.
+/// sides have closed, or until no byte has moved either way for `idle`.
+/// Half-closes are passed on.
 pub async fn copy_both_ways<D, U>(
     downstream: &mut D,
     prefix: &[u8],
     upstream: &mut U,
-) -> std::io::Result<Moved>
+    idle: Duration,
+) -> Copied
 where
     D: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    upstream.write_all(prefix).await?;
-    let (up, down) = tokio::io::copy_bidirectional(downstream, upstream).await?;
-    Ok((up + prefix.len() as u64, down))
+    if let Err(err) = upstream.write_all(prefix).await {
+        return Copied {
+            moved: (0, 0),
+            end: CopyEnd::Failed(err),
+        };
+    }
+    let counts = Counts {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+        up: AtomicU64::new(prefix.len() as u64),
+        down: AtomicU64::new(0),
+    };
+    let mut client = Watched {
+        inner: downstream,
+        counts: &counts,
+    };
+    let end = {
+        let copy = tokio::io::copy_bidirectional(&mut client, upstream);
+        tokio::pin!(copy);
+        loop {
+            let due = counts.last() + idle;
+            tokio::select! {
+                copied = copy.as_mut() => {
+                    break match copied {
+                        Ok(_) => CopyEnd::Closed,
+                        Err(err) => CopyEnd::Failed(err),
+                    };
+                }
+                () = tokio::time::sleep_until(due) => {
+                    if counts.last() + idle <= Instant::now() {
+                        break CopyEnd::Idle;
+                    }
+                }
+            }
+        }
+    };
+    Copied {
+        moved: (
+            counts.up.load(Ordering::Relaxed),
+            counts.down.load(Ordering::Relaxed),
+        ),
+        end,
+    }
+}
+
+/// What moved through the client's side of a forward, and when last.
+struct Counts {
+    start: Instant,
+    last_ms: AtomicU64,
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Counts {
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    fn add(&self, count: &AtomicU64, n: usize) {
+        if n > 0 {
+            count.fetch_add(n as u64, Ordering::Relaxed);
+            let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The client's stream, counting what is read from it (to the backend)
+/// and written to it (from the backend): every byte moves through it.
+struct Watched<'a, D: ?Sized> {
+    inner: &'a mut D,
+    counts: &'a Counts,
+}
+
+impl<D: AsyncRead + Unpin + ?Sized> AsyncRead for Watched<'_, D> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        self.counts
+            .add(&self.counts.up, buf.filled().len() - before);
+        polled
+    }
+}
+
+impl<D: AsyncWrite + Unpin + ?Sized> AsyncWrite for Watched<'_, D> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut *self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.counts.add(&self.counts.down, *n);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
 }

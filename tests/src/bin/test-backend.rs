@@ -7,14 +7,22 @@
 //! came on), `method=`, `path=`,
 //! `version=`, then `header <name>: <value>` lines), so a test can see
 //! exactly what the gateway forwarded. `Upgrade: websocket` gets a 101 and
-//! the upgraded bytes are echoed; `/delay/<ms>` answers that much later. `--echo`: raw TCP echo prefixed with
+//! the upgraded bytes are echoed; `/delay/<ms>` answers that much later;
+//! `/drip/<chunks>/<ms>` answers at once and sends its body as `<chunks>`
+//! chunks of 1 KiB, one every `<ms>` (a slow download, or with one chunk
+//! and a long wait, a response that stalls after its head). `--echo`: raw TCP echo prefixed with
 //! `NAME:` (for TCP and passthrough tests); `--banner`: the same, after a
 //! greeting `NAME:hello` sent first (a server that speaks first).
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, body::Incoming, header, service::service_fn};
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Request, Response,
+    body::{Body, Frame, Incoming},
+    header,
+    service::service_fn,
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
@@ -157,7 +165,10 @@ where
             if let Some(ms) = delay {
                 tokio::time::sleep(std::time::Duration::from_millis(ms.min(30_000))).await;
             }
-            Ok::<_, Infallible>(answer(req, &name, peer))
+            if let Some(drip) = Drip::of(req.uri().path()) {
+                return Ok::<_, Infallible>(Response::new(drip.boxed()));
+            }
+            Ok::<_, Infallible>(answer(req, &name, peer).map(BodyExt::boxed))
         }
     });
     let _ = auto::Builder::new(TokioExecutor::new())
@@ -187,6 +198,49 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, name: &str, bann
                 }
             }
         }
+    }
+}
+
+/// A body sent as 1 KiB chunks at an interval (`/drip/<chunks>/<ms>`, at
+/// most 10,000 chunks and 60 s apart).
+struct Drip {
+    left: u32,
+    every: std::time::Duration,
+    next: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Drip {
+    fn of(path: &str) -> Option<Self> {
+        let (chunks, ms) = path.strip_prefix("/drip/")?.split_once('/')?;
+        let every = std::time::Duration::from_millis(ms.parse::<u64>().ok()?.min(60_000));
+        Some(Drip {
+            left: chunks.parse::<u32>().ok()?.min(10_000),
+            every,
+            next: Box::pin(tokio::time::sleep(every)),
+        })
+    }
+}
+
+impl Body for Drip {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.next.as_mut().poll(cx));
+        self.left -= 1;
+        let at = tokio::time::Instant::now() + self.every;
+        self.next.as_mut().reset(at);
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; 1024])))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
     }
 }
 
