@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch, task::LocalSet, time::Instant};
 
 use crate::{
-    connection::{Acceptor, Activity, Admitted, Gate, with_deadlines},
+    connection::{Acceptor, Activity, Admitted, Gate, Place, with_deadlines},
     readiness::Readiness,
 };
 
@@ -110,7 +110,7 @@ async fn serve(
     let mut acceptor = Acceptor::new(format!("admin {addr}"));
     loop {
         tokio::select! {
-            (stream, _, admitted) = acceptor.admitted(&listener, &gate) => {
+            (stream, _, admitted) = acceptor.admitted(&listener, &gate, |_| Place::ONLY) => {
                 tokio::task::spawn_local(serve_connection(
                     stream,
                     Rc::clone(&cache),

@@ -15,12 +15,13 @@
 //!   frame sent. Per connection, so on HTTP/2 it is every stream of the
 //!   connection that must be quiet (Envoy times each stream alone).
 use std::{
+    collections::HashMap,
     future::Future,
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -44,6 +45,14 @@ pub struct Limits {
     pub stream_idle_timeout: Duration,
     /// Connections served at once; past it new ones are closed at once.
     pub max_connections: usize,
+    /// Connections served at once from one source (an IPv4 address, an
+    /// IPv6 /64): one client cannot fill the cap for everyone.
+    pub max_per_source: usize,
+}
+
+/// The default per-source cap: an eighth of the connection cap, at least 8.
+pub fn default_max_per_source(max_connections: usize) -> usize {
+    (max_connections / 8).max(8).min(max_connections)
 }
 
 /// Descriptors kept back from the connection cap for listeners, maps,
@@ -69,6 +78,11 @@ pub struct Counters {
     pub peak: AtomicUsize,
     /// Closed at accept because `max_connections` were being served.
     pub rejected: AtomicU64,
+    /// Closed at accept because their source had `max_per_source` open.
+    pub rejected_per_source: AtomicU64,
+    /// Closed at accept because their listener had used its reserve and the
+    /// shared part of the cap was taken.
+    pub rejected_listener_share: AtomicU64,
     /// Closed because no complete request head came in time.
     pub head_timeouts: AtomicU64,
     /// Closed after `idle_timeout` without a request.
@@ -89,21 +103,94 @@ impl Counters {
 
 /// Admission of connections against the cap, shared by every accept loop
 /// of one kind.
+///
+/// Fair to listeners by reserve: of the cap, each of the `L` listeners
+/// has `max_connections / (2 L)` slots no other listener can take, and the
+/// rest is shared, first come; so a flood on one listener leaves every
+/// other its reserve. And fair to clients: one source holds at most
+/// `max_per_source` connections at once.
 #[derive(Debug)]
 pub struct Gate {
     pub limits: Limits,
     pub counters: Arc<Counters>,
+    shares: Arc<Mutex<Shares>>,
+}
+
+/// Who holds the connections being served.
+#[derive(Debug, Default)]
+struct Shares {
+    by_source: HashMap<IpAddr, usize>,
+    by_listener: HashMap<u32, usize>,
+    /// Connections beyond their listener's reserve.
+    pooled: usize,
+}
+
+/// Where a connection was made to: its listener and how many listeners
+/// share the cap now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub listener: u32,
+    pub listeners: usize,
+}
+
+impl Place {
+    /// For a gate with one kind of connection (the admin endpoint).
+    pub const ONLY: Place = Place {
+        listener: 0,
+        listeners: 1,
+    };
+}
+
+/// Why a connection was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    Cap,
+    Source,
+    ListenerShare,
 }
 
 /// A connection being served; counted until dropped.
 #[derive(Debug)]
 pub struct Admitted {
     counters: Arc<Counters>,
+    shares: Arc<Mutex<Shares>>,
+    source: IpAddr,
+    listener: u32,
+    pooled: bool,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.counters.active.fetch_sub(1, Ordering::Relaxed);
+        let Ok(mut shares) = self.shares.lock() else {
+            return;
+        };
+        release(&mut shares.by_source, self.source);
+        release(&mut shares.by_listener, self.listener);
+        if self.pooled {
+            shares.pooled = shares.pooled.saturating_sub(1);
+        }
+    }
+}
+
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
+    if let std::collections::hash_map::Entry::Occupied(mut entry) = counts.entry(key) {
+        *entry.get_mut() -= 1;
+        if *entry.get() == 0 {
+            entry.remove();
+        }
+    }
+}
+
+/// The key a client's connections are counted under: its IPv4 address,
+/// or its IPv6 /64 (one host is given a whole /64 to pick addresses from).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
     }
 }
 
@@ -113,28 +200,61 @@ impl Gate {
         Gate {
             limits,
             counters: Arc::default(),
+            shares: Arc::default(),
         }
     }
 
-    /// Admits `stream` if fewer than `max_connections` are served, and
-    /// otherwise closes it with a reset (no TIME_WAIT, and the client learns
-    /// at once rather than waiting for a timeout).
-    pub fn admit(&self, stream: TcpStream) -> Option<(TcpStream, Admitted)> {
+    /// Admits a connection from `source` to `place` if the cap, the
+    /// source's cap and the listener's share allow it, and says why not otherwise.
+    pub fn admit(&self, source: IpAddr, place: Place) -> Result<Admitted, Refused> {
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        let previous = self.counters.active.fetch_add(1, Ordering::Relaxed);
-        let admitted = Admitted {
-            counters: Arc::clone(&self.counters),
+        let refused = |counter: &AtomicU64, why| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Err(why)
         };
-        if previous < self.limits.max_connections {
-            self.counters
-                .peak
-                .fetch_max(previous + 1, Ordering::Relaxed);
-            return Some((stream, admitted));
+        let max = self.limits.max_connections;
+        let source = source_key(source);
+        let Ok(mut shares) = self.shares.lock() else {
+            return refused(&self.counters.rejected, Refused::Cap);
+        };
+        let active = self.counters.active.load(Ordering::Relaxed);
+        if active >= max {
+            return refused(&self.counters.rejected, Refused::Cap);
         }
-        drop(admitted);
-        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.set_zero_linger();
-        None
+        let from_source = shares.by_source.get(&source).copied().unwrap_or(0);
+        if from_source >= self.limits.max_per_source {
+            return refused(&self.counters.rejected_per_source, Refused::Source);
+        }
+        let listeners = place.listeners.max(1);
+        let reserve = max / (2 * listeners);
+        let pool = max.saturating_sub(reserve * listeners);
+        let on_listener = shares
+            .by_listener
+            .get(&place.listener)
+            .copied()
+            .unwrap_or(0);
+        let pooled = on_listener >= reserve;
+        if pooled && shares.pooled >= pool {
+            return refused(
+                &self.counters.rejected_listener_share,
+                Refused::ListenerShare,
+            );
+        }
+        *shares.by_source.entry(source).or_default() += 1;
+        *shares.by_listener.entry(place.listener).or_default() += 1;
+        shares.pooled += usize::from(pooled);
+        drop(shares);
+        let previous = self.counters.active.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .peak
+            .fetch_max(previous + 1, Ordering::Relaxed);
+        Ok(Admitted {
+            counters: Arc::clone(&self.counters),
+            shares: Arc::clone(&self.shares),
+            source,
+            listener: place.listener,
+            pooled,
+        })
     }
 }
 
@@ -347,17 +467,23 @@ impl Acceptor {
         }
     }
 
-    /// The next connection `gate` admits, with its peer address; those
-    /// past its cap are reset and skipped.
+    /// The next connection `gate` admits, with its peer address; `place`
+    /// says which listener a connection was made to. Those refused are
+    /// reset (no TIME_WAIT, and the client learns at once rather than
+    /// waiting for a timeout) and skipped.
     pub async fn admitted(
         &mut self,
         listener: &TcpListener,
         gate: &Gate,
+        place: impl Fn(&TcpStream) -> Place,
     ) -> (TcpStream, SocketAddr, Admitted) {
         loop {
             let (stream, peer) = self.accept(listener, &gate.counters).await;
-            if let Some((stream, admitted)) = gate.admit(stream) {
-                return (stream, peer, admitted);
+            match gate.admit(peer.ip(), place(&stream)) {
+                Ok(admitted) => return (stream, peer, admitted),
+                Err(_) => {
+                    let _ = stream.set_zero_linger();
+                }
             }
         }
     }
@@ -416,6 +542,7 @@ mod tests {
         idle_timeout: Duration::from_secs(60),
         stream_idle_timeout: Duration::from_secs(300),
         max_connections: 2,
+        max_per_source: 2,
     };
 
     #[test]
@@ -572,16 +699,15 @@ mod tests {
         assert_eq!(acceptor.suppressed, 0);
     }
 
-    #[tokio::test]
-    async fn connections_past_the_cap_are_closed_and_counted() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    #[test]
+    fn connections_past_the_cap_are_refused_and_counted() {
         let gate = Gate::new(LIMITS);
         let mut kept = Vec::new();
-        for _ in 0..3 {
-            let _client = TcpStream::connect(addr).await.unwrap();
-            let (stream, _) = listener.accept().await.unwrap();
-            if let Some(admitted) = gate.admit(stream) {
+        for i in 0..3u8 {
+            let client = IpAddr::from([192, 0, 2, i]);
+            if let Ok(admitted) = gate.admit(client, Place::ONLY) {
                 kept.push(admitted);
             }
         }
@@ -590,5 +716,110 @@ mod tests {
         assert_eq!(gate.counters.active.load(Ordering::Relaxed), 2);
         kept.pop();
         assert_eq!(gate.counters.active.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn one_source_holds_at_most_its_share_and_gets_it_back_as_connections_end() {
+        let gate = Gate::new(Limits {
+            max_connections: 100,
+            max_per_source: 12,
+            ..LIMITS
+        });
+        let held: Vec<_> = (0..100)
+            .filter_map(|_| gate.admit(CLIENT, Place::ONLY).ok())
+            .collect();
+        assert_eq!(held.len(), 12);
+        assert_eq!(
+            gate.counters.rejected_per_source.load(Ordering::Relaxed),
+            88
+        );
+        assert_eq!(gate.admit(CLIENT, Place::ONLY).err(), Some(Refused::Source));
+        // Another client is served; an IPv6 client's whole /64 is one source.
+        assert!(
+            gate.admit(IpAddr::from([192, 0, 2, 3]), Place::ONLY)
+                .is_ok()
+        );
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, last]);
+        let from_64: Vec<_> = (1..=20)
+            .filter_map(|i| gate.admit(v6(i), Place::ONLY).ok())
+            .collect();
+        assert_eq!(from_64.len(), 12);
+        assert_eq!(source_key(v6(7)), v6(0));
+        // An IPv4-mapped address is its IPv4 source.
+        let mapped = IpAddr::V6(std::net::Ipv4Addr::new(192, 0, 2, 2).to_ipv6_mapped());
+        assert_eq!(gate.admit(mapped, Place::ONLY).err(), Some(Refused::Source));
+        drop(held);
+        assert!(gate.admit(CLIENT, Place::ONLY).is_ok());
+    }
+
+    #[test]
+    fn a_flooded_listener_leaves_every_other_its_reserve() {
+        // Cap 100 over 4 listeners: 12 reserved for each, 52 shared.
+        let gate = Gate::new(Limits {
+            max_connections: 100,
+            max_per_source: 100,
+            ..LIMITS
+        });
+        let on = |listener| Place {
+            listener,
+            listeners: 4,
+        };
+        let client = |i: usize| IpAddr::from([198, 51, 100, u8::try_from(i % 250).unwrap()]);
+        let flood: Vec<_> = (0..100)
+            .filter_map(|i| gate.admit(client(i), on(0)).ok())
+            .collect();
+        assert_eq!(flood.len(), 12 + 52, "its reserve and the shared part");
+        assert_eq!(
+            gate.counters
+                .rejected_listener_share
+                .load(Ordering::Relaxed),
+            36
+        );
+        let mut others = Vec::new();
+        for listener in 1..4 {
+            let reserve: Vec<_> = (0..12)
+                .filter_map(|i| gate.admit(client(i), on(listener)).ok())
+                .collect();
+            assert_eq!(reserve.len(), 12, "listener {listener} has its reserve");
+            // Beyond it, the shared part is taken (and, for the last
+            // listener's, the whole cap is in use).
+            assert!(gate.admit(client(99), on(listener)).is_err());
+            others.extend(reserve);
+        }
+        assert_eq!(
+            gate.counters
+                .rejected_listener_share
+                .load(Ordering::Relaxed),
+            36 + 2
+        );
+        assert_eq!(gate.counters.rejected.load(Ordering::Relaxed), 1);
+        // The flood's connections end: the shared part is free again.
+        drop(flood);
+        assert!(gate.admit(client(1), on(2)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn refused_connections_are_reset_and_skipped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gate = Gate::new(Limits {
+            max_connections: 1,
+            ..LIMITS
+        });
+        let _first = TcpStream::connect(addr).await.unwrap();
+        let mut acceptor = Acceptor::new("test".into());
+        let (_stream, _, _admitted) = acceptor.admitted(&listener, &gate, |_| Place::ONLY).await;
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let accept = acceptor.admitted(&listener, &gate, |_| Place::ONLY);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), accept)
+                .await
+                .is_err(),
+            "the second connection is not handed out"
+        );
+        let mut byte = [0u8; 1];
+        let read = tokio::io::AsyncReadExt::read(&mut second, &mut byte).await;
+        assert!(read.is_err(), "reset, not closed: {read:?}");
+        assert_eq!(gate.counters.rejected.load(Ordering::Relaxed), 1);
     }
 }

@@ -239,6 +239,12 @@ pub struct RunArgs {
     /// figure is logged at start).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// Most connections served at once from one client (an IPv4 address or
+    /// an IPv6 /64), so one client cannot fill the cap for everyone; past
+    /// it its new connections are reset at accept. Default: an eighth of
+    /// `--max-connections`, at least 8.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_source: Option<u64>,
     /// Proxies in front of the gateway whose `X-Forwarded-Proto` and
     /// `X-Forwarded-For` are believed (Istio's `numTrustedProxies`). With 0,
     /// the scheme is the connection's own; behind a TLS-terminating load

@@ -243,17 +243,23 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         args.address.clone()
     };
     let open_files = raise_open_file_limit();
+    let max_connections = args.max_connections.map_or_else(
+        || connection::default_max_connections(open_files),
+        |n| usize::try_from(n).unwrap_or(usize::MAX),
+    );
     let proxy_gate = Arc::new(Gate::new(Limits {
         request_head_timeout: args.request_head_timeout,
         idle_timeout: args.idle_timeout,
         stream_idle_timeout: args.stream_idle_timeout,
-        max_connections: args.max_connections.map_or_else(
-            || connection::default_max_connections(open_files),
+        max_connections,
+        max_per_source: args.max_connections_per_source.map_or_else(
+            || connection::default_max_per_source(max_connections),
             |n| usize::try_from(n).unwrap_or(usize::MAX),
         ),
     }));
     let admin_gate = Arc::new(Gate::new(Limits {
         max_connections: ADMIN_MAX_CONNECTIONS,
+        max_per_source: ADMIN_MAX_CONNECTIONS,
         ..proxy_gate.limits
     }));
     let captured = captured_interfaces(&args.egress_from)?;
@@ -383,8 +389,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     );
     let limits = proxy_gate.limits;
     log::info!(
-        "connections: at most {} at once (open-file limit {open_files}); request head within {:?}; HTTP idle timeout {:?}, stream idle timeout {:?}; TCP idle timeout {:?}",
+        "connections: at most {} at once (open-file limit {open_files}), {} from one client, each listener keeping a reserve of 1/(2 x listeners) of them; request head within {:?}; HTTP idle timeout {:?}, stream idle timeout {:?}; TCP idle timeout {:?}",
         limits.max_connections,
+        limits.max_per_source,
         limits.request_head_timeout,
         limits.idle_timeout,
         limits.stream_idle_timeout,

@@ -220,6 +220,11 @@ pub fn samples(
             ("accepted", load(&counters.accepted)),
             ("active", counters.active.load(Ordering::Relaxed) as u64),
             ("rejected_over_limit", load(&counters.rejected)),
+            ("rejected_per_source", load(&counters.rejected_per_source)),
+            (
+                "rejected_listener_share",
+                load(&counters.rejected_listener_share),
+            ),
             ("closed_head_timeout", load(&counters.head_timeouts)),
             ("closed_idle_timeout", load(&counters.idle_timeouts)),
             (

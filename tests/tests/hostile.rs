@@ -299,7 +299,12 @@ fn a_flood_past_the_connection_cap_is_reset_and_service_returns_when_it_ends() {
     require_root();
     let topology = Topology::new();
     // With 256 descriptors the default cap is (256 - 128) / 2 = 64.
-    let daemon = start(&topology, &[], Some(LOW_OPEN_FILES));
+    // One client floods, so its own cap must not stop it first.
+    let daemon = start(
+        &topology,
+        &["--max-connections-per-source", "10000"],
+        Some(LOW_OPEN_FILES),
+    );
     assert!(
         daemon
             .log()
@@ -311,14 +316,94 @@ fn a_flood_past_the_connection_cap_is_reset_and_service_returns_when_it_ends() {
     let (held, kept) = flood(&topology, 1_000, Duration::from_secs(3));
     assert!(!kept.is_empty());
     assert!(held <= 1_000);
-    assert!(stat(&topology, "proxy.connections.rejected_over_limit") >= 900);
+    // Past the cap, or past the flooded listener's share of it (the
+    // other listener keeps its reserve).
+    let reset = || {
+        stat(&topology, "proxy.connections.rejected_over_limit")
+            + stat(&topology, "proxy.connections.rejected_listener_share")
+    };
+    assert!(reset() >= 900, "{} reset", reset());
     // Service returns as soon as the flood ends.
     let back = service_back_within(&topology, &daemon, Duration::from_secs(2));
     eprintln!(
         "cap flood: {held} connections, {} reset at accept, service back {back:?} after the flood ended",
-        stat(&topology, "proxy.connections.rejected_over_limit")
+        reset()
     );
     assert_log_grew_at_most(&daemon, ready_lines, 5);
+}
+
+/// Whether an HTTPS request to the example's port 443 gets any HTTP answer.
+fn https_answered(topology: &Topology) -> bool {
+    let resolve = format!("{HOST}:443:{GATEWAY_V4}");
+    let out = topology.client(&[
+        "curl",
+        "-sk",
+        "--max-time",
+        "3",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--resolve",
+        &resolve,
+        &format!("https://{HOST}/"),
+    ]);
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    code.len() == 3 && code != "000"
+}
+
+#[test]
+fn one_client_cannot_fill_the_cap_and_a_flooded_listener_leaves_the_others_their_reserve() {
+    require_root();
+    let topology = Topology::new();
+    // Cap 100: 12 per client (an eighth); 2 listeners and connections no
+    // listener serves, each keeping 100 / 6 = 16 of the cap, 52 shared.
+    let daemon = start(&topology, &["--max-connections", "100"], None);
+    let flood = in_netns(&topology.client_ns, || {
+        open_connections(gateway_addr(80), 100, PARTIAL_HEAD)
+    });
+    thread::sleep(Duration::from_millis(300));
+    let open = flood.iter().filter(|s| !closed_by_peer(s)).count();
+    assert_eq!(open, 12, "connections the one client kept");
+    assert_eq!(stat(&topology, "proxy.connections.rejected_per_source"), 88);
+    // Another client (the IPv6 address: another source) is served at once.
+    let v6 = SocketAddr::new(
+        gateway_tests::netns::GATEWAY_V6.parse().expect("address"),
+        80,
+    );
+    in_netns(&topology.client_ns, move || fresh_round_trip(v6, HOST))
+        .unwrap_or_else(|err| panic!("another client refused: {err}\n{}", daemon.log()));
+    drop(flood);
+    drop(daemon);
+
+    // Many clients (no per-source cap) flood port 80: it takes its reserve
+    // and the shared part, 68, and port 443 keeps its 16.
+    let daemon = start(
+        &topology,
+        &[
+            "--max-connections",
+            "100",
+            "--max-connections-per-source",
+            "1000",
+        ],
+        None,
+    );
+    let flood = in_netns(&topology.client_ns, || {
+        open_connections(gateway_addr(80), 100, PARTIAL_HEAD)
+    });
+    thread::sleep(Duration::from_millis(300));
+    let open = flood.iter().filter(|s| !closed_by_peer(s)).count();
+    assert_eq!(open, 68, "connections the flooded listener kept");
+    assert_eq!(
+        stat(&topology, "proxy.connections.rejected_listener_share"),
+        32
+    );
+    assert!(
+        https_answered(&topology),
+        "port 443 refused:\n{}",
+        daemon.log()
+    );
+    drop(flood);
 }
 
 #[test]

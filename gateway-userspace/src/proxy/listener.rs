@@ -23,7 +23,7 @@ use super::{
     served::{PortService, Served},
     stream::Probed,
 };
-use crate::connection::{Acceptor, Activity, Admitted, Gate};
+use crate::connection::{Acceptor, Activity, Admitted, Gate, Place};
 use gateway_common::proxy_socket_slot;
 
 const LISTEN_BACKLOG: u32 = 1024;
@@ -189,7 +189,7 @@ async fn accept_loop(
     let mut acceptor = Acceptor::new(format!("proxy {}", bound.local_addr));
     loop {
         tokio::select! {
-            (stream, remote, admitted) = acceptor.admitted(&bound.listener, &gate) => {
+            (stream, remote, admitted) = acceptor.admitted(&bound.listener, &gate, |stream| place(stream, &served.borrow())) => {
                 let current = Arc::clone(&served.borrow());
                 // Detached: nothing wakes this loop when a connection ends;
                 // `Admitted` counts it on the gate until then.
@@ -205,6 +205,21 @@ async fn accept_loop(
     let grace = Instant::now() + SHUTDOWN_GRACE;
     while gate.counters.active.load(Ordering::Relaxed) > 0 && Instant::now() < grace {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The listener a connection was made to, for the gate's listener shares;
+/// connections no listener serves (captured egress, a reload in flight)
+/// share one slot of their own.
+fn place(stream: &TcpStream, served: &Served) -> Place {
+    let listener = stream
+        .local_addr()
+        .ok()
+        .and_then(|local| served.listeners.listener_at(local))
+        .unwrap_or(u32::MAX);
+    Place {
+        listener,
+        listeners: served.ports.len() + 1,
     }
 }
 
