@@ -7,7 +7,7 @@ use super::{
     decode::{Decoder, field, join},
     diagnostic::Severity,
     rules,
-    yaml::Node,
+    yaml::{Node, Value},
 };
 use crate::model::{
     ClientTls, ConnectionPool, DestinationRule, HashKey, LoadBalancer, OutlierDetection, Subset,
@@ -135,17 +135,25 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
     );
     let tls = field(entries, "tls").and_then(|node| {
         let tls = client_tls(d, node, &join(path, "tls"))?;
-        let not_applied = match tls.mode.as_str() {
-            "ISTIO_MUTUAL" => Some(
-                "TLS origination (ISTIO_MUTUAL) needs mesh identities this gateway does not have: it connects to this host in plaintext",
-            ),
-            _ if tls.insecure_skip_verify => Some(
-                "insecureSkipVerify is not applied: the server certificate is always verified",
-            ),
-            _ => None,
-        };
-        if let Some(message) = not_applied {
-            d.report(Severity::Warning, node, &join(path, "tls"), message.to_string());
+        if tls.mode == "ISTIO_MUTUAL" {
+            // Istio would encrypt and authenticate with the mesh's workload
+            // certificates; without them the only alternative is plaintext.
+            let at = field(node_entries(node), "mode").unwrap_or(node);
+            d.error(
+                at,
+                &join(path, "tls.mode"),
+                "TLS origination with ISTIO_MUTUAL needs the mesh's workload certificates, which this gateway does not have: refused, never sent in plaintext (use SIMPLE or MUTUAL with certificates)",
+            );
+            return None;
+        }
+        if tls.insecure_skip_verify {
+            d.report(
+                Severity::Warning,
+                node,
+                &join(path, "tls"),
+                "insecureSkipVerify is not applied: the server certificate is always verified"
+                    .to_string(),
+            );
         }
         Some(tls)
     });
@@ -357,6 +365,14 @@ fn connection_pool(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Conne
         );
     }
     Some(pool)
+}
+
+/// The entries of a mapping node (none for anything else).
+fn node_entries(node: &Node) -> &[(Node, Node)] {
+    match &node.value {
+        Value::Map(entries) => entries,
+        _ => &[],
+    }
 }
 
 /// Fields that are valid and decoded but not acted on by the proxy yet:
