@@ -52,12 +52,89 @@ fn virtual_service_is_decoded_with_resolved_gateways() {
 
 #[test]
 fn virtual_service_needs_hosts() {
+    // Without hosts it is a delegate, which may not name gateways.
     let config = vs(&format!("  gateways: [gw]\n{ROUTE}"));
     assert_has(
         &config,
         Severity::Error,
-        "spec.hosts",
-        "virtual service must have at least one host",
+        "spec.gateways",
+        "delegate virtual service must have no gateways specified",
+    );
+}
+
+const DELEGATE_WARNING: &str = "no hosts: a delegate VirtualService, which only another VirtualService's http[].delegate can use, and delegation is not served by this gateway yet: it serves nothing";
+
+#[test]
+fn a_virtual_service_without_hosts_is_an_accepted_delegate_said_to_serve_nothing() {
+    let config = vs(ROUTE);
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    assert_eq!(config.model.virtual_services.len(), 1);
+    assert!(config.model.virtual_services[0].gateways.is_empty());
+    assert_has(&config, Severity::Warning, "spec.hosts", DELEGATE_WARNING);
+}
+
+#[test]
+fn a_delegate_may_not_have_tls_or_tcp_rules() {
+    let tcp = "  tcp:\n  - route:\n    - destination: {host: db}\n";
+    let tls = "  tls:\n  - match: [{sniHosts: [a.example.com]}]\n    route:\n    - destination: {host: web}\n";
+    let config = vs(&format!("{ROUTE}{tcp}{tls}"));
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.tcp",
+        "delegate virtual service must have no tcp route specified",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.tls",
+        "delegate virtual service must have no tls route specified",
+    );
+}
+
+#[test]
+fn a_root_route_with_delegate_follows_istio_and_is_not_served() {
+    let delegate =
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - delegate: {name: reviews}\n";
+    let config = vs(delegate);
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0]",
+        "delegation is not served by this gateway yet, and this rule has no directResponse of its own to serve",
+    );
+    let with_route = vs(&format!(
+        "{delegate}    route:\n    - destination: {{host: web}}\n"
+    ));
+    assert_has(
+        &with_route,
+        Severity::Error,
+        "spec.http[0].route",
+        "a root HTTP route with delegate must not specify route",
+    );
+}
+
+#[test]
+fn an_invalid_gateway_name_is_not_taken_for_the_mesh() {
+    let config = vs(&format!(
+        "  hosts: [\"*\"]\n  gateways: [Not_A_Name]\n{ROUTE}"
+    ));
+    let errors: Vec<&str> = config
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(errors, ["invalid gateway \"Not_A_Name\""]);
+    // Written `mesh` still is the mesh, next to a gateway.
+    let with_mesh = vs(&format!(
+        "  hosts: [\"*\"]\n  gateways: [gw, mesh]\n{ROUTE}"
+    ));
+    assert_has(
+        &with_mesh,
+        Severity::Error,
+        "spec.hosts[0]",
+        "wildcard host * is not allowed for virtual services bound to the mesh gateway",
     );
 }
 

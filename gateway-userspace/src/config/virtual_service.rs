@@ -7,7 +7,7 @@ use super::{
     decode::{Decoder, field, join},
     diagnostic::Severity,
     headers, rules,
-    yaml::Node,
+    yaml::{Node, Value},
 };
 use crate::{
     hosts::{HostPattern, intersect},
@@ -72,8 +72,16 @@ pub fn decode(
     };
     let entries = d.mapping(spec, "spec", SPEC_FIELDS)?;
 
+    let gateway_items = d.items(entries, "gateways", "spec");
+    // Istio judges mesh binding by the names as written, valid or not: an
+    // invalid gateway name is its own error, not a reason to treat the
+    // VirtualService as bound to the mesh.
+    let bound_to_mesh = gateway_items.is_empty()
+        || gateway_items
+            .iter()
+            .any(|(_, item)| matches!(&item.value, Value::Str(name) if name == "mesh"));
     let mut gateways = Vec::new();
-    for (item_path, item) in d.items(entries, "gateways", "spec") {
+    for (item_path, item) in gateway_items {
         let Some(reference) = d.string(item, &item_path) else {
             continue;
         };
@@ -87,16 +95,11 @@ pub fn decode(
             Err(message) => d.error(item, &item_path, message),
         }
     }
-    let bound_to_mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
 
     let mut hosts: Vec<String> = Vec::new();
     let host_items = d.items(entries, "hosts", "spec");
     if host_items.is_empty() {
-        d.error(
-            spec,
-            "spec.hosts",
-            "virtual service must have at least one host",
-        );
+        delegate_rules(d, spec, entries);
     }
     for (item_path, item) in host_items {
         let Some(host) = d.string(item, &item_path) else {
@@ -165,6 +168,40 @@ pub fn decode(
         tls,
         tcp,
     })
+}
+
+/// A VirtualService without hosts is a delegate: Istio allows it only as
+/// the target of another VirtualService's `http[].delegate`, so with no
+/// gateways and no tls or tcp rules. Delegation is not served yet: the
+/// delegate is accepted (Istio accepts it) and said to serve nothing.
+fn delegate_rules(d: &mut Decoder<'_>, spec: &Node, entries: &[(Node, Node)]) {
+    for (name, message) in [
+        (
+            "gateways",
+            "delegate virtual service must have no gateways specified",
+        ),
+        (
+            "tls",
+            "delegate virtual service must have no tls route specified",
+        ),
+        (
+            "tcp",
+            "delegate virtual service must have no tcp route specified",
+        ),
+    ] {
+        let present = field(entries, name)
+            .is_some_and(|n| !matches!(&n.value, Value::Null) && n.value != Value::Seq(Vec::new()));
+        if present {
+            let at = field(entries, name).unwrap_or(spec);
+            d.error(at, &join("spec", name), message);
+        }
+    }
+    d.report(
+        Severity::Warning,
+        spec,
+        "spec.hosts",
+        "no hosts: a delegate VirtualService, which only another VirtualService's http[].delegate can use, and delegation is not served by this gateway yet: it serves nothing".into(),
+    );
 }
 
 /// `match[].gateways`, resolved against the VirtualService's namespace as
@@ -267,7 +304,32 @@ fn decode_http_route(
         field(entries, "redirect").is_some(),
         field(entries, "directResponse").is_some(),
     ];
+    let delegating = field(entries, "delegate").is_some();
+    if delegating {
+        // Istio's root-route rules; the rule itself cannot be served (the
+        // warning for `delegate` says so, and without an action of its own
+        // the error below refuses it).
+        for (name, message) in [
+            (
+                "route",
+                "a root HTTP route with delegate must not specify route",
+            ),
+            (
+                "redirect",
+                "a root HTTP route with delegate must not specify redirect",
+            ),
+        ] {
+            if let Some(at) = field(entries, name) {
+                d.error(at, &join(path, name), message);
+            }
+        }
+    }
     match actions.iter().filter(|a| **a).count() {
+        0 if delegating => d.error(
+            node,
+            path,
+            "delegation is not served by this gateway yet, and this rule has no directResponse of its own to serve",
+        ),
         0 => d.error(
             node,
             path,
