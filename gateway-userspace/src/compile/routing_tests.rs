@@ -639,6 +639,30 @@ fn service_entry_with_resolution_none_is_a_503_route() {
 }
 
 #[test]
+fn service_entries_without_ports_or_with_dynamic_dns_are_503_routes_saying_why() {
+    let route = vs(
+        "r",
+        "apps",
+        "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: api.example.com, port: {number: 443}}\n",
+    );
+    let no_ports = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api, namespace: apps}\nspec:\n  hosts: [api.example.com]\n  resolution: DNS\n";
+    let plan = compile_yaml(&[GATEWAY, no_ports, &route]);
+    assert_eq!(
+        first_forward(&plan, "a.example.com").0[0]
+            .target
+            .clone()
+            .map_err(|e| e.to_string()),
+        Err("ServiceEntry apps/api declares no ports".to_string())
+    );
+    let dynamic = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api, namespace: apps}\nspec:\n  hosts: [\"*.example.com\"]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: DYNAMIC_DNS\n";
+    let plan = compile_yaml(&[GATEWAY, dynamic, &route]);
+    assert_eq!(
+        first_forward(&plan, "a.example.com").0[0].target.clone().map_err(|e| e.to_string()),
+        Err("ServiceEntry apps/api has resolution DYNAMIC_DNS, which this gateway does not serve yet".to_string())
+    );
+}
+
+#[test]
 fn header_operations_rewrites_and_timeouts_reach_every_route_kind() {
     let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{uri: {prefix: /old}}]\n    redirect: {uri: /new}\n    headers: {response: {set: {x-moved: \"yes\"}}}\n  - route:\n    - destination: {host: web}\n    timeout: 2s\n    rewrite: {uriRegexRewrite: {match: \"^/api/(.*)\", rewrite: \"/\\\\1\"}}\n    headers: {request: {remove: [cookie]}, response: {add: {x-served-by: gw}}}\n";
     let plan = compile_yaml(&[GATEWAY, BACKENDS, &vs("r", "apps", spec)]);

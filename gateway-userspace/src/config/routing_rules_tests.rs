@@ -540,7 +540,7 @@ fn invalid_resolution_is_named() {
         &config,
         Severity::Error,
         "spec.resolution",
-        "invalid resolution \"dns\", supported values are NONE, STATIC, DNS, DNS_ROUND_ROBIN",
+        "invalid resolution \"dns\", supported values are NONE, STATIC, DNS, DNS_ROUND_ROBIN, DYNAMIC_DNS",
     );
 }
 
@@ -1171,4 +1171,181 @@ fn istio_mutual_origination_is_an_error_never_plaintext() {
         );
         assert!(config.model.destination_rules.is_empty());
     }
+}
+
+/// A ServiceEntry `apps/r` with `spec` as written (no default ports).
+fn bare_service_entry(spec: &str) -> Config {
+    load_kind("ServiceEntry", spec)
+}
+
+fn errors(config: &Config) -> Vec<(String, String)> {
+    config
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| (d.field.clone(), d.message.clone()))
+        .collect()
+}
+
+#[test]
+fn service_entry_ports_are_optional() {
+    let config = bare_service_entry("  hosts: [api.example.com]\n  resolution: DNS\n");
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    assert!(config.model.service_entries[0].ports.is_empty());
+}
+
+#[test]
+fn a_partial_wildcard_service_entry_host_is_a_warning() {
+    let config = bare_service_entry(&format!("  hosts: [\"*x\"]\n{SE_PORTS}"));
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.hosts[0]",
+        "partial wildcard \"*x\": Istio only warns; it matches every name that ends in \"x\"",
+    );
+    assert_eq!(config.model.service_entries[0].hosts, ["*x"]);
+}
+
+#[test]
+fn a_unix_socket_endpoint_is_a_warning_and_left_out() {
+    let config = service_entry(
+        "  resolution: STATIC\n  endpoints:\n  - address: unix:///var/run/web.sock\n  - address: 192.0.2.10\n",
+    );
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.endpoints[0].address",
+        "unix domain socket endpoints are not supported by this gateway: unix:///var/run/web.sock is left out",
+    );
+    let endpoints = &config.model.service_entries[0].endpoints;
+    assert_eq!(
+        endpoints
+            .iter()
+            .map(|e| e.address.clone())
+            .collect::<Vec<_>>(),
+        [EndpointAddress::Ip("192.0.2.10".parse().unwrap())]
+    );
+    // Istio's rules for them still hold.
+    let relative = service_entry(
+        "  resolution: STATIC\n  endpoints:\n  - {address: \"unix://run/web.sock\", ports: {http: 80}}\n",
+    );
+    assert_eq!(
+        errors(&relative),
+        [
+            (
+                "spec.endpoints[0].address".to_string(),
+                "run/web.sock is not an absolute path to a file".to_string()
+            ),
+            (
+                "spec.endpoints[0].ports".to_string(),
+                "unix endpoint unix://run/web.sock must not include ports".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_wildcard_label_in_workload_selector_is_an_error() {
+    let config =
+        service_entry("  resolution: STATIC\n  workloadSelector:\n    labels: {app: \"*\"}\n");
+    assert_eq!(
+        errors(&config),
+        [(
+            "spec.workloadSelector.labels".to_string(),
+            "wildcard is not supported in selector: \"app=*\"".to_string()
+        )]
+    );
+    // A valid selector is accepted (and warned: not applied).
+    let valid =
+        service_entry("  resolution: STATIC\n  workloadSelector:\n    labels: {app: web}\n");
+    assert!(!valid.has_errors(), "{:?}", valid.diagnostics);
+    assert_has(
+        &valid,
+        Severity::Warning,
+        "spec.workloadSelector",
+        "workloadSelector needs a Kubernetes workload registry; ignored",
+    );
+}
+
+#[test]
+fn workload_selector_and_endpoints_together_are_an_error() {
+    let config = service_entry(
+        "  resolution: STATIC\n  workloadSelector:\n    labels: {app: web}\n  endpoints:\n  - address: 192.0.2.10\n",
+    );
+    assert_eq!(
+        errors(&config),
+        [(
+            "spec.endpoints".to_string(),
+            "only one of workloadSelector or endpoints is allowed in a service entry".to_string()
+        )]
+    );
+}
+
+#[test]
+fn a_cidr_address_needs_none_or_static_resolution() {
+    let config = service_entry("  addresses: [192.0.2.0/24]\n  resolution: DNS\n");
+    assert_eq!(
+        errors(&config),
+        [(
+            "spec.addresses".to_string(),
+            "CIDR addresses are allowed only for NONE/STATIC resolution types".to_string()
+        )]
+    );
+    for ok in ["NONE", "STATIC\n  endpoints: [{address: 192.0.2.10}]"] {
+        let config = service_entry(&format!(
+            "  addresses: [192.0.2.0/24]\n  resolution: {ok}\n"
+        ));
+        assert!(!config.has_errors(), "{ok}: {:?}", config.diagnostics);
+    }
+}
+
+#[test]
+fn none_resolution_takes_no_endpoints() {
+    let config = service_entry("  resolution: NONE\n  endpoints:\n  - address: 192.0.2.10\n");
+    assert_eq!(
+        errors(&config),
+        [(
+            "spec.endpoints".to_string(),
+            "no endpoints should be provided for resolution type NONE".to_string()
+        )]
+    );
+}
+
+#[test]
+fn dns_round_robin_takes_at_most_one_endpoint() {
+    let two = "  resolution: DNS_ROUND_ROBIN\n  endpoints:\n  - address: a.example.com\n  - address: b.example.com\n";
+    assert_eq!(
+        errors(&service_entry(two)),
+        [(
+            "spec.endpoints".to_string(),
+            "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN".to_string()
+        )]
+    );
+    let one = "  resolution: DNS_ROUND_ROBIN\n  endpoints:\n  - address: a.example.com\n";
+    assert!(service_entry(one).diagnostics.is_empty());
+}
+
+#[test]
+fn dynamic_dns_is_valid_istio_checked_and_warned_as_not_served() {
+    let config = bare_service_entry(
+        "  hosts: [\"*.example.com\"]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: DYNAMIC_DNS\n",
+    );
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    assert_eq!(
+        config.model.service_entries[0].resolution,
+        Resolution::DynamicDns
+    );
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.resolution",
+        "DYNAMIC_DNS is not served by this gateway yet: destinations this entry resolves get 503",
+    );
+    let bad = bare_service_entry(
+        "  hosts: [api.example.com]\n  addresses: [192.0.2.1]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n  resolution: DYNAMIC_DNS\n",
+    );
+    let fields: Vec<String> = errors(&bad).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["spec.hosts", "spec.addresses", "spec.ports"]);
 }

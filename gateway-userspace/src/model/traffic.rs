@@ -205,6 +205,8 @@ pub enum Resolution {
     Static,
     Dns,
     DnsRoundRobin,
+    /// A dynamic forward proxy for wildcard hosts: valid, not served.
+    DynamicDns,
 }
 
 /// A `ServiceEntry` port.
