@@ -1349,3 +1349,17 @@ fn dynamic_dns_is_valid_istio_checked_and_warned_as_not_served() {
     let fields: Vec<String> = errors(&bad).into_iter().map(|(f, _)| f).collect();
     assert_eq!(fields, ["spec.hosts", "spec.addresses", "spec.ports"]);
 }
+
+#[test]
+fn flow_style_addresses_with_an_ipv6_ending_in_colons_are_read_as_kubernetes_reads_them() {
+    let config = service_entry(
+        "  addresses: [1.2.3.4, 001:db8::]\n  resolution: STATIC\n  endpoints: [{address: 192.0.2.10}]\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let addresses: Vec<String> = config.model.service_entries[0]
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(addresses, ["1.2.3.4/32", "1:db8::/128"]);
+}
