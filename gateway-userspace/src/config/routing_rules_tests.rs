@@ -1363,3 +1363,119 @@ fn flow_style_addresses_with_an_ipv6_ending_in_colons_are_read_as_kubernetes_rea
         .collect();
     assert_eq!(addresses, ["1.2.3.4/32", "1:db8::/128"]);
 }
+
+fn load_balancer(lb: &str) -> Config {
+    load_kind(
+        "DestinationRule",
+        &format!("  host: web\n  trafficPolicy:\n    loadBalancer: {lb}\n"),
+    )
+}
+
+#[test]
+fn warmup_ranges_istio_rejects_are_errors() {
+    for (warmup, field, message) in [
+        (
+            "{duration: 60s, minimumPercent: 101}",
+            "minimumPercent",
+            "minimumPercent 101 must be between 0 and 100",
+        ),
+        ("{minimumPercent: 10}", "duration", "duration is required"),
+        (
+            "{duration: 60s, aggression: -1.5}",
+            "aggression",
+            "aggression -1.5 must be greater than 0",
+        ),
+        (
+            "{duration: 60s, aggression: 0}",
+            "aggression",
+            "aggression 0 must be greater than 0",
+        ),
+    ] {
+        let config = load_balancer(&format!("{{simple: ROUND_ROBIN, warmup: {warmup}}}"));
+        assert_eq!(
+            errors(&config),
+            [(
+                format!("spec.trafficPolicy.loadBalancer.warmup.{field}"),
+                message.to_string()
+            )],
+            "{warmup}"
+        );
+    }
+    let valid = load_balancer("{warmup: {duration: 60s, minimumPercent: 10, aggression: 1.5}}");
+    assert!(!valid.has_errors(), "{:?}", valid.diagnostics);
+    assert_has(
+        &valid,
+        Severity::Warning,
+        "spec.trafficPolicy.loadBalancer.warmup",
+        "warmup is not applied by this gateway yet",
+    );
+}
+
+#[test]
+fn zone_aware_lb_setting_is_decoded_and_exclusive_with_locality() {
+    let zone = load_balancer("{zoneAwareLbSetting: {enabled: true, minClusterSize: 3}}");
+    assert!(!zone.has_errors(), "{:?}", zone.diagnostics);
+    assert_has(
+        &zone,
+        Severity::Warning,
+        "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
+        "zoneAwareLbSetting is not applied by this gateway yet",
+    );
+    let both =
+        load_balancer("{localityLbSetting: {enabled: true}, zoneAwareLbSetting: {enabled: true}}");
+    assert_eq!(
+        errors(&both),
+        [(
+            "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting".to_string(),
+            "only one of localityLbSetting and zoneAwareLbSetting can be set".to_string()
+        )]
+    );
+}
+
+fn http_pool(http: &str) -> Config {
+    load_kind(
+        "DestinationRule",
+        &format!("  host: web\n  trafficPolicy:\n    connectionPool:\n      http: {http}\n"),
+    )
+}
+
+#[test]
+fn http2_keep_alive_is_decoded_validated_and_said_not_applied() {
+    let config = http_pool("{http2KeepAlive: {interval: 30s, timeout: 5s}}");
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    let about: Vec<&str> = config
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(about, ["http2KeepAlive is not applied by this gateway yet"]);
+    assert_eq!(
+        errors(&http_pool("{http2KeepAlive: {interval: 30s}}")),
+        [(
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout".to_string(),
+            "http2 keepalive timeout is required".to_string()
+        )]
+    );
+    assert_eq!(
+        errors(&http_pool("{http2KeepAlive: {interval: 0s, timeout: 5s}}")),
+        [(
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive.interval".to_string(),
+            "must be a valid duration greater than 1ms".to_string()
+        )]
+    );
+}
+
+#[test]
+fn outlier_detection_error_codes_are_http_statuses() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    outlierDetection: {outlierDetectionHttpErrorCodes: [503, 600]}\n",
+    );
+    assert_eq!(
+        errors(&config),
+        [(
+            "spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes[1]".to_string(),
+            "600 is not an HTTP status code (100..599)".to_string()
+        )]
+    );
+}
