@@ -693,6 +693,28 @@ fn header_operations_rewrites_and_timeouts_reach_every_route_kind() {
 }
 
 #[test]
+fn a_redirect_prefix_rewrite_reaches_the_plan_and_the_location() {
+    // istio/api's HTTPRedirect example.
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{uri: {prefix: /foo/}}]\n    redirect: {authority: foo.example.com, prefixRewrite: /}\n";
+    let plan = compile_yaml(&[GATEWAY, &vs("r", "apps", spec)]);
+    let routes = &plan.http[0].hosts.lookup("a.example.com").unwrap().routes;
+    let RouteAction::Redirect(redirect) = &routes[0].action else {
+        panic!("not a redirect: {:?}", routes[0].action)
+    };
+    assert_eq!(redirect.prefix_rewrite.as_deref(), Some("/"));
+    let request = crate::proxy::rewrite::RedirectRequest {
+        scheme: "http",
+        authority: "a.example.com",
+        path_and_query: "/foo/bar?x=1",
+        matched_uri: routes[0].matches[0].uri.as_ref(),
+    };
+    assert_eq!(
+        crate::proxy::rewrite::redirect_location(redirect, request, false),
+        "http://foo.example.com/bar?x=1"
+    );
+}
+
+#[test]
 fn destination_subnets_do_not_change_which_tcp_rule_a_gateway_takes() {
     let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tcp, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 9000, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n";
     let spec = "  hosts: [\"*\"]\n  gateways: [istio-system/tcp]\n  tcp:\n  - match: [{destinationSubnets: [198.51.100.0/24]}]\n    route:\n    - destination: {host: web, subset: v1}\n  - route:\n    - destination: {host: web, subset: v2}\n";

@@ -1479,3 +1479,52 @@ fn outlier_detection_error_codes_are_http_statuses() {
         )]
     );
 }
+
+#[test]
+fn redirect_prefix_rewrite_is_decoded_with_istios_rules() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  http:\n  - match: [{uri: {prefix: /foo/}}]\n    redirect: {authority: foo.example.com, prefixRewrite: /}\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let HttpAction::Redirect(redirect) = &config.model.virtual_services[0].http[0].action else {
+        panic!("not a redirect")
+    };
+    assert_eq!(redirect.prefix_rewrite.as_deref(), Some("/"));
+    assert_eq!(redirect.uri, None);
+    for (rule, message) in [
+        (
+            "  - match: [{uri: {prefix: /a}}]\n    redirect: {uri: /b, prefixRewrite: /c}\n",
+            "redirect may only specify one of uri or prefixRewrite",
+        ),
+        (
+            "  - match: [{uri: {prefix: /a}}, {uri: {exact: /b}}]\n    redirect: {prefixRewrite: /c}\n",
+            "redirect prefixRewrite requires all URI matches to use prefix match type",
+        ),
+    ] {
+        let config = vs(&format!("  hosts: [a.example.com]\n  http:\n{rule}"));
+        assert_has(
+            &config,
+            Severity::Error,
+            "spec.http[0].redirect.prefixRewrite",
+            message,
+        );
+    }
+}
+
+#[test]
+fn a_redirect_must_change_something_and_name_a_known_scheme() {
+    let config = vs("  hosts: [a.example.com]\n  http:\n  - redirect: {redirectCode: 302}\n");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].redirect",
+        "redirect must specify uri, prefixRewrite, authority, scheme, or port",
+    );
+    let config = vs("  hosts: [a.example.com]\n  http:\n  - redirect: {scheme: ftp}\n");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].redirect.scheme",
+        "invalid redirect scheme, must be \"http\" or \"https\"",
+    );
+}

@@ -288,8 +288,8 @@ fn decode_http_route(
         .filter_map(|(match_path, item)| decode_http_match(d, item, &match_path, namespace))
         .collect();
     let route = destinations(d, entries, path);
-    let redirect =
-        field(entries, "redirect").and_then(|n| decode_redirect(d, n, &join(path, "redirect")));
+    let redirect = field(entries, "redirect")
+        .and_then(|n| decode_redirect(d, n, &join(path, "redirect"), &matches));
     let direct = field(entries, "directResponse")
         .and_then(|n| decode_direct_response(d, n, &join(path, "directResponse")));
     let rewrite = field(entries, "rewrite")
@@ -503,12 +503,20 @@ fn decode_keyed_matches(
     out
 }
 
-fn decode_redirect(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HttpRedirect> {
+/// `http[].redirect`, with Istio's `validateHTTPRedirect` rules; `matches`
+/// are the rule's, which `prefixRewrite` needs to be prefix matches.
+fn decode_redirect(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+    matches: &[HttpMatch],
+) -> Option<HttpRedirect> {
     let entries = d.mapping(
         node,
         path,
         &[
             "uri",
+            "prefixRewrite",
             "authority",
             "port",
             "scheme",
@@ -516,6 +524,58 @@ fn decode_redirect(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HttpR
             "derivePort",
         ],
     )?;
+    let uri = d.opt_string(entries, "uri", path);
+    let prefix_rewrite = d.opt_string(entries, "prefixRewrite", path);
+    if let (Some(_), Some(at)) = (&uri, field(entries, "prefixRewrite")) {
+        if prefix_rewrite.is_some() {
+            d.error(
+                at,
+                &join(path, "prefixRewrite"),
+                "redirect may only specify one of uri or prefixRewrite",
+            );
+            return None;
+        }
+    }
+    if let (Some(_), Some(at)) = (&prefix_rewrite, field(entries, "prefixRewrite")) {
+        let all_prefix = matches
+            .iter()
+            .all(|m| matches!(m.uri, None | Some(StringMatch::Prefix(_))));
+        if !all_prefix {
+            d.error(
+                at,
+                &join(path, "prefixRewrite"),
+                "redirect prefixRewrite requires all URI matches to use prefix match type",
+            );
+            return None;
+        }
+    }
+    let scheme = d.opt_string(entries, "scheme", path);
+    if let (Some(scheme), Some(at)) = (&scheme, field(entries, "scheme")) {
+        if scheme != "http" && scheme != "https" {
+            d.error(
+                at,
+                &join(path, "scheme"),
+                "invalid redirect scheme, must be \"http\" or \"https\"",
+            );
+            return None;
+        }
+    }
+    let targets = [
+        "uri",
+        "prefixRewrite",
+        "authority",
+        "scheme",
+        "port",
+        "derivePort",
+    ];
+    if !targets.iter().any(|name| field(entries, name).is_some()) {
+        d.error(
+            node,
+            path,
+            "redirect must specify uri, prefixRewrite, authority, scheme, or port",
+        );
+        return None;
+    }
     let code = match field(entries, "redirectCode") {
         Some(n) => match d.integer(n, &join(path, "redirectCode")) {
             Some(code) if REDIRECT_CODES.contains(&code) => u16::try_from(code).ok()?,
@@ -540,10 +600,11 @@ fn decode_redirect(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HttpR
         );
     }
     Some(HttpRedirect {
-        uri: d.opt_string(entries, "uri", path),
+        uri,
+        prefix_rewrite,
         authority: d.opt_string(entries, "authority", path),
         port: field(entries, "port").and_then(|n| port_number(d, n, &join(path, "port"))),
-        scheme: d.opt_string(entries, "scheme", path),
+        scheme,
         code,
     })
 }
