@@ -1528,3 +1528,40 @@ fn a_redirect_must_change_something_and_name_a_known_scheme() {
         "invalid redirect scheme, must be \"http\" or \"https\"",
     );
 }
+
+#[test]
+fn current_crd_fields_are_known_and_said_not_applied_never_unknown() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {host: web}\n      headers: {request: {set: {x-a: b}}}\n    mirror: {host: shadow}\n    mirror_percent: 5\n  tcp:\n  - match: [{port: 5432, sourceSubnet: 10.0.0.0/8}]\n    route:\n    - destination: {host: db}\n",
+    );
+    let warnings: Vec<(String, String)> = config
+        .diagnostics
+        .iter()
+        .map(|d| (d.field.clone(), d.message.clone()))
+        .collect();
+    assert!(!config.has_errors(), "{warnings:#?}");
+    assert!(
+        warnings.iter().all(|(_, m)| m != "unknown field, ignored"),
+        "{warnings:#?}"
+    );
+    for field in [
+        "spec.http[0].route[0].headers",
+        "spec.http[0].mirror_percent",
+        "spec.tcp[0].match[0].sourceSubnet",
+    ] {
+        assert!(
+            warnings.iter().any(|(f, _)| f == field),
+            "{field}: {warnings:#?}"
+        );
+    }
+    // A tcp destination has no headers in Istio's schema.
+    let tcp = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  tcp:\n  - route:\n    - destination: {host: db}\n      headers: {}\n",
+    );
+    assert_has(
+        &tcp,
+        Severity::Warning,
+        "spec.tcp[0].route[0].headers",
+        "unknown field, ignored",
+    );
+}

@@ -36,6 +36,8 @@ const NOT_APPLIED_YET: &[&str] = &[
     "mirrors",
     "mirrorPercentage",
     "mirrorPercent",
+    // The deprecated field's other spelling, which the CRD also accepts.
+    "mirror_percent",
     "corsPolicy",
     "delegate",
     "internalActiveRedirect",
@@ -254,7 +256,7 @@ fn required_route(
     path: &str,
     kind: &str,
 ) -> Vec<Destination> {
-    let route = destinations(d, entries, path);
+    let route = destinations(d, entries, path, false);
     if route.is_empty() {
         d.error(
             node,
@@ -287,7 +289,7 @@ fn decode_http_route(
         .into_iter()
         .filter_map(|(match_path, item)| decode_http_match(d, item, &match_path, namespace))
         .collect();
-    let route = destinations(d, entries, path);
+    let route = destinations(d, entries, path, true);
     let redirect = field(entries, "redirect")
         .and_then(|n| decode_redirect(d, n, &join(path, "redirect"), &matches));
     let direct = field(entries, "directResponse")
@@ -732,10 +734,19 @@ fn decode_tcp_route(
                 "destinationSubnets",
                 "sourceLabels",
                 "sourceNamespace",
+                "sourceSubnet",
             ],
         ) else {
             continue;
         };
+        if let Some(at) = field(m, "sourceSubnet") {
+            d.report(
+                Severity::Warning,
+                at,
+                &join(&match_path, "sourceSubnet"),
+                "sourceSubnet is applied neither by Istio (a hidden field it never reads) nor by this gateway; ignored".into(),
+            );
+        }
         matches.push(TcpMatch {
             port: field(m, "port").and_then(|n| port_number(d, n, &join(&match_path, "port"))),
             gateways: match_gateways(d, m, &match_path, namespace),
