@@ -208,6 +208,7 @@ pub fn request(data: &[u8]) {
                 scheme: "http",
                 authority: "a.example:80",
                 path_and_query: &normalized,
+                matched_uri: matched,
             };
             let location = rewrite::redirect_location(redirect, request, false);
             assert!(location.starts_with("https://"), "{location}");

@@ -100,6 +100,13 @@ pub struct SourceArgs {
     /// with a K, M or G suffix (powers of 1024).
     #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
     pub max_config_bytes: u64,
+    /// Accept resources of this kind though the gateway does not enforce
+    /// them (AuthorizationPolicy, RequestAuthentication, PeerAuthentication,
+    /// EnvoyFilter, Sidecar, WasmPlugin, TrafficExtension): a note instead
+    /// of the error that refuses the configuration, and what they would
+    /// deny is served. Repeatable.
+    #[arg(long = "ignore-kind", value_name = "KIND")]
+    pub ignore_kind: Vec<config::IgnoredKind>,
 }
 
 impl SourceArgs {
@@ -109,6 +116,7 @@ impl SourceArgs {
             paths,
             self.credentials_dir.as_deref(),
             self.max_config_bytes,
+            &self.ignore_kind,
         )
     }
 }
@@ -418,6 +426,25 @@ mod tests {
         assert!(help.contains("beside the configuration"), "{help}");
         assert!(help.contains(config::SYSTEM_CREDENTIALS_DIR), "{help}");
         assert_eq!(arg.get_default_values(), &[] as &[clap::builder::OsStr]);
+    }
+
+    #[test]
+    fn ignore_kind_help_names_every_refused_kind() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let check = cli.find_subcommand_mut("check").unwrap();
+        let arg = check
+            .get_arguments()
+            .find(|a| a.get_id() == "ignore_kind")
+            .unwrap();
+        let help = arg.get_long_help().or(arg.get_help()).unwrap().to_string();
+        for refused in config::REFUSED_KINDS {
+            assert!(
+                help.contains(refused.kind),
+                "{} missing: {help}",
+                refused.kind
+            );
+        }
     }
 
     #[test]

@@ -314,3 +314,98 @@ fn check_reports_a_file_over_the_size_limit_by_name() {
         "{stdout}"
     );
 }
+
+/// A Gateway and an AuthorizationPolicy that denies everything on it.
+const GATEWAY_AND_DENY_ALL: &str = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [a.example.com]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-all, namespace: istio-system}
+spec: {}
+";
+
+#[test]
+fn check_strict_fails_on_an_authorization_policy_unless_its_kind_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "deny.yaml", GATEWAY_AND_DENY_ALL);
+    let out = gateway(&["check", "--strict", &path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{path}:10:1: error: AuthorizationPolicy istio-system/deny-all: AuthorizationPolicy (security.istio.io/v1) is not enforced by this gateway")),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("1 error(s), 0 warning(s)\n"), "{stdout}");
+
+    let out = gateway(&[
+        "check",
+        "--strict",
+        "--ignore-kind",
+        "AuthorizationPolicy",
+        &path,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("note: AuthorizationPolicy istio-system/deny-all: AuthorizationPolicy (security.istio.io/v1) is not enforced by this gateway (which requests are allowed or denied): ignored as --ignore-kind AuthorizationPolicy asks"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("0 error(s), 0 warning(s)\n"), "{stdout}");
+}
+
+#[test]
+fn run_refuses_an_authorization_policy_naming_it_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "deny.yaml", GATEWAY_AND_DENY_ALL);
+    let out = gateway(&["run", "--config", &path, "--interface", "lo"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: AuthorizationPolicy istio-system/deny-all: AuthorizationPolicy (security.istio.io/v1) is not enforced by this gateway"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: 1 error(s) in the configuration; nothing was started"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ignore_kind_takes_only_a_refused_kind() {
+    let out = gateway(&["check", "--ignore-kind", "ConfigMap", "x.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("\"ConfigMap\" is not a kind the gateway refuses; those are AuthorizationPolicy, RequestAuthentication, PeerAuthentication, EnvoyFilter, Sidecar, WasmPlugin, TrafficExtension"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_reads_the_items_of_a_kubectl_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "list.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.istio.io/v1\n  kind: Gateway\n  metadata: {name: web}\n  spec:\n    servers:\n    - port: {number: 80, name: http, protocol: SMTP}\n      hosts: [a.example.com]\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: settings}\n",
+    );
+    let out = gateway(&["check", &path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        format!(
+            "{path}:9:48: error: Gateway default/web: spec.servers[0].port.protocol: invalid protocol \"SMTP\", supported protocols are HTTP, HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, TCP, MONGO, REDIS, MYSQL, UDP\n\
+             {path}:11:3: warning: ConfigMap default/settings: ConfigMap (v1) is not read by this gateway; skipped\n\
+             1 error(s), 1 warning(s)\n"
+        )
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

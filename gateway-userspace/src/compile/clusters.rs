@@ -40,6 +40,12 @@ pub enum Unresolved {
     PortRequired { host: String, ports: usize },
     #[error("ServiceEntry {entry} has no port {port}")]
     NoSuchPort { entry: String, port: u16 },
+    #[error("ServiceEntry {entry} declares no ports")]
+    NoPorts { entry: String },
+    #[error(
+        "ServiceEntry {entry} has resolution DYNAMIC_DNS, which this gateway does not serve yet"
+    )]
+    DynamicDns { entry: String },
     #[error("subset {subset} needs a DestinationRule for {host}")]
     SubsetWithoutRule { subset: String, host: String },
     #[error("subset {subset} is not defined in DestinationRule {rule}")]
@@ -119,6 +125,12 @@ impl<'m> Clusters<'m> {
                 )
             })
             .ok_or_else(|| Unresolved::NoServiceEntry { host: host.clone() })?;
+        let entry_name = || format!("{}/{}", entry.namespace, entry.name);
+        if entry.ports.is_empty() {
+            return Err(Unresolved::NoPorts {
+                entry: entry_name(),
+            });
+        }
         let port = match (dest.port, entry.ports.as_slice()) {
             (Some(port), _) => port,
             (None, [only]) => only.number,
@@ -176,7 +188,12 @@ impl<'m> Clusters<'m> {
         let endpoints: Vec<Endpoint> = match entry.resolution {
             Resolution::None => {
                 return Err(Unresolved::ResolutionNone {
-                    entry: format!("{}/{}", entry.namespace, entry.name),
+                    entry: entry_name(),
+                });
+            }
+            Resolution::DynamicDns => {
+                return Err(Unresolved::DynamicDns {
+                    entry: entry_name(),
                 });
             }
             _ if entry.endpoints.is_empty() && !host.starts_with('*') => vec![Endpoint {

@@ -639,6 +639,30 @@ fn service_entry_with_resolution_none_is_a_503_route() {
 }
 
 #[test]
+fn service_entries_without_ports_or_with_dynamic_dns_are_503_routes_saying_why() {
+    let route = vs(
+        "r",
+        "apps",
+        "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: api.example.com, port: {number: 443}}\n",
+    );
+    let no_ports = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api, namespace: apps}\nspec:\n  hosts: [api.example.com]\n  resolution: DNS\n";
+    let plan = compile_yaml(&[GATEWAY, no_ports, &route]);
+    assert_eq!(
+        first_forward(&plan, "a.example.com").0[0]
+            .target
+            .clone()
+            .map_err(|e| e.to_string()),
+        Err("ServiceEntry apps/api declares no ports".to_string())
+    );
+    let dynamic = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api, namespace: apps}\nspec:\n  hosts: [\"*.example.com\"]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: DYNAMIC_DNS\n";
+    let plan = compile_yaml(&[GATEWAY, dynamic, &route]);
+    assert_eq!(
+        first_forward(&plan, "a.example.com").0[0].target.clone().map_err(|e| e.to_string()),
+        Err("ServiceEntry apps/api has resolution DYNAMIC_DNS, which this gateway does not serve yet".to_string())
+    );
+}
+
+#[test]
 fn header_operations_rewrites_and_timeouts_reach_every_route_kind() {
     let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{uri: {prefix: /old}}]\n    redirect: {uri: /new}\n    headers: {response: {set: {x-moved: \"yes\"}}}\n  - route:\n    - destination: {host: web}\n    timeout: 2s\n    rewrite: {uriRegexRewrite: {match: \"^/api/(.*)\", rewrite: \"/\\\\1\"}}\n    headers: {request: {remove: [cookie]}, response: {add: {x-served-by: gw}}}\n";
     let plan = compile_yaml(&[GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
@@ -665,6 +689,28 @@ fn header_operations_rewrites_and_timeouts_reach_every_route_kind() {
     assert_eq!(
         rewrite_uri_regex.as_ref(),
         Some(&("^/api/(.*)".to_string(), "/\\1".to_string()))
+    );
+}
+
+#[test]
+fn a_redirect_prefix_rewrite_reaches_the_plan_and_the_location() {
+    // istio/api's HTTPRedirect example.
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{uri: {prefix: /foo/}}]\n    redirect: {authority: foo.example.com, prefixRewrite: /}\n";
+    let plan = compile_yaml(&[GATEWAY, &vs("r", "apps", spec)]);
+    let routes = &plan.http[0].hosts.lookup("a.example.com").unwrap().routes;
+    let RouteAction::Redirect(redirect) = &routes[0].action else {
+        panic!("not a redirect: {:?}", routes[0].action)
+    };
+    assert_eq!(redirect.prefix_rewrite.as_deref(), Some("/"));
+    let request = crate::proxy::rewrite::RedirectRequest {
+        scheme: "http",
+        authority: "a.example.com",
+        path_and_query: "/foo/bar?x=1",
+        matched_uri: routes[0].matches[0].uri.as_ref(),
+    };
+    assert_eq!(
+        crate::proxy::rewrite::redirect_location(redirect, request, false),
+        "http://foo.example.com/bar?x=1"
     );
 }
 

@@ -176,13 +176,32 @@ pub fn duration(
     Some(text)
 }
 
-/// One `route[]` / `destination` pair of an http, tls or tcp rule.
-pub fn destinations(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> Vec<Destination> {
+/// One `route[]` / `destination` pair of an http, tls or tcp rule; only
+/// an http rule's (`http: true`) may carry `headers`.
+pub fn destinations(
+    d: &mut Decoder<'_>,
+    entries: &[(Node, Node)],
+    path: &str,
+    http: bool,
+) -> Vec<Destination> {
     let mut out = Vec::new();
+    let known: &[&str] = if http {
+        &["destination", "weight", "headers"]
+    } else {
+        &["destination", "weight"]
+    };
     for (item_path, item) in d.items(entries, "route", path) {
-        let Some(route) = d.mapping(item, &item_path, &["destination", "weight", "headers"]) else {
+        let Some(route) = d.mapping(item, &item_path, known) else {
             continue;
         };
+        if let (true, Some(at)) = (http, field(route, "headers")) {
+            d.report(
+                super::diagnostic::Severity::Warning,
+                at,
+                &join(&item_path, "headers"),
+                "headers of one destination are not applied by this gateway yet (the rule's headers are)".into(),
+            );
+        }
         let weight = count(d, route, "weight", &item_path);
         let Some(dest) = field(route, "destination") else {
             d.error(

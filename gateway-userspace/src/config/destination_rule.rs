@@ -7,7 +7,7 @@ use super::{
     decode::{Decoder, field, join},
     diagnostic::Severity,
     rules,
-    yaml::Node,
+    yaml::{Node, Value},
 };
 use crate::model::{
     ClientTls, ConnectionPool, DestinationRule, HashKey, LoadBalancer, OutlierDetection, Subset,
@@ -135,17 +135,25 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
     );
     let tls = field(entries, "tls").and_then(|node| {
         let tls = client_tls(d, node, &join(path, "tls"))?;
-        let not_applied = match tls.mode.as_str() {
-            "ISTIO_MUTUAL" => Some(
-                "TLS origination (ISTIO_MUTUAL) needs mesh identities this gateway does not have: it connects to this host in plaintext",
-            ),
-            _ if tls.insecure_skip_verify => Some(
-                "insecureSkipVerify is not applied: the server certificate is always verified",
-            ),
-            _ => None,
-        };
-        if let Some(message) = not_applied {
-            d.report(Severity::Warning, node, &join(path, "tls"), message.to_string());
+        if tls.mode == "ISTIO_MUTUAL" {
+            // Istio would encrypt and authenticate with the mesh's workload
+            // certificates; without them the only alternative is plaintext.
+            let at = field(node_entries(node), "mode").unwrap_or(node);
+            d.error(
+                at,
+                &join(path, "tls.mode"),
+                "TLS origination with ISTIO_MUTUAL needs the mesh's workload certificates, which this gateway does not have: refused, never sent in plaintext (use SIMPLE or MUTUAL with certificates)",
+            );
+            return None;
+        }
+        if tls.insecure_skip_verify {
+            d.report(
+                Severity::Warning,
+                node,
+                &join(path, "tls"),
+                "insecureSkipVerify is not applied: the server certificate is always verified"
+                    .to_string(),
+            );
         }
         Some(tls)
     });
@@ -169,6 +177,7 @@ fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<LoadBal
             "simple",
             "consistentHash",
             "localityLbSetting",
+            "zoneAwareLbSetting",
             "warmupDurationSecs",
             "warmup",
         ],
@@ -180,10 +189,24 @@ fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<LoadBal
         &[
             "consistentHash",
             "localityLbSetting",
+            "zoneAwareLbSetting",
             "warmupDurationSecs",
             "warmup",
         ],
     );
+    if let (Some(_), Some(at)) = (
+        field(entries, "localityLbSetting"),
+        field(entries, "zoneAwareLbSetting"),
+    ) {
+        d.error(
+            at,
+            &join(path, "zoneAwareLbSetting"),
+            "only one of localityLbSetting and zoneAwareLbSetting can be set",
+        );
+    }
+    if let Some(node) = field(entries, "warmup") {
+        warmup(d, node, &join(path, "warmup"));
+    }
     match (field(entries, "simple"), field(entries, "consistentHash")) {
         (Some(simple), None) => {
             let text = d.string(simple, &join(path, "simple"))?;
@@ -316,9 +339,13 @@ fn connection_pool(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Conne
                     "h2UpgradePolicy",
                     "useClientProtocol",
                     "maxConcurrentStreams",
+                    "http2KeepAlive",
                 ],
             )
             .unwrap_or_default();
+        if let Some(node) = field(h, "http2KeepAlive") {
+            http2_keep_alive(d, node, &join(&http_path, "http2KeepAlive"));
+        }
         pool.http1_max_pending_requests = positive(d, h, "http1MaxPendingRequests", &http_path);
         pool.http2_max_requests = positive(d, h, "http2MaxRequests", &http_path);
         pool.max_requests_per_connection = count(d, h, "maxRequestsPerConnection", &http_path);
@@ -353,10 +380,106 @@ fn connection_pool(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Conne
                 "maxRetries",
                 "idleTimeout",
                 "maxConcurrentStreams",
+                "http2KeepAlive",
             ],
         );
     }
     Some(pool)
+}
+
+/// `loadBalancer.warmup`: checked as Istio checks it
+/// (`validateLoadBalancer`: `duration` required, `minimumPercent` at most
+/// 100, `aggression` above 0; the CRD also bounds `minimumPercent` below by
+/// 0 and `duration` by 1ms). Warned as not applied by the caller.
+fn warmup(d: &mut Decoder<'_>, node: &Node, path: &str) {
+    let Some(entries) = d.mapping(node, path, &["duration", "minimumPercent", "aggression"]) else {
+        return;
+    };
+    match field(entries, "duration") {
+        None => d.error(node, &join(path, "duration"), "duration is required"),
+        Some(_) => at_least_a_millisecond(d, entries, "duration", path),
+    }
+    if let Some((at, percent)) = number(d, entries, "minimumPercent", path) {
+        if !(0.0..=100.0).contains(&percent) {
+            d.error(
+                at,
+                &join(path, "minimumPercent"),
+                format!("minimumPercent {percent} must be between 0 and 100"),
+            );
+        }
+    }
+    if let Some((at, aggression)) = number(d, entries, "aggression", path) {
+        if aggression <= 0.0 || aggression.is_nan() {
+            d.error(
+                at,
+                &join(path, "aggression"),
+                format!("aggression {aggression} must be greater than 0"),
+            );
+        }
+    }
+}
+
+/// `connectionPool.http.http2KeepAlive` (new in Istio 1.31): `interval` and
+/// `timeout` are both required, each a duration of at least 1ms. Warned as
+/// not applied by the caller.
+fn http2_keep_alive(d: &mut Decoder<'_>, node: &Node, path: &str) {
+    let Some(entries) = d.mapping(node, path, &["interval", "timeout"]) else {
+        return;
+    };
+    for name in ["interval", "timeout"] {
+        match field(entries, name) {
+            None => d.error(
+                node,
+                &join(path, name),
+                format!("http2 keepalive {name} is required"),
+            ),
+            Some(_) => at_least_a_millisecond(d, entries, name, path),
+        }
+    }
+}
+
+/// A duration field the CRD holds to at least 1ms.
+fn at_least_a_millisecond(d: &mut Decoder<'_>, entries: &[(Node, Node)], name: &str, path: &str) {
+    let millis = duration(d, entries, name, path).and_then(|text| rules::duration_millis(&text));
+    if let (Some(ms), Some(at)) = (millis, field(entries, name)) {
+        if ms < 1.0 {
+            d.error(
+                at,
+                &join(path, name),
+                "must be a valid duration greater than 1ms",
+            );
+        }
+    }
+}
+
+/// A number field (protobuf `double`), integer or not, with its node.
+fn number<'n>(
+    d: &mut Decoder<'_>,
+    entries: &'n [(Node, Node)],
+    name: &str,
+    path: &str,
+) -> Option<(&'n Node, f64)> {
+    let node = field(entries, name)?;
+    match node.value {
+        Value::Int(i) => Some((node, i as f64)),
+        Value::Float(f) => Some((node, f)),
+        _ => {
+            d.error(
+                node,
+                &join(path, name),
+                format!("expected a number, found {}", node.type_name()),
+            );
+            None
+        }
+    }
+}
+
+/// The entries of a mapping node (none for anything else).
+fn node_entries(node: &Node) -> &[(Node, Node)] {
+    match &node.value {
+        Value::Map(entries) => entries,
+        _ => &[],
+    }
 }
 
 /// Fields that are valid and decoded but not acted on by the proxy yet:
@@ -404,8 +527,19 @@ fn outlier_detection(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Out
             "maxEjectionPercent",
             "minHealthPercent",
             "consecutiveErrors",
+            "outlierDetectionHttpErrorCodes",
         ],
     )?;
+    for (item_path, item) in d.items(entries, "outlierDetectionHttpErrorCodes", path) {
+        match d.integer(item, &item_path) {
+            Some(100..=599) | None => {}
+            Some(code) => d.error(
+                item,
+                &item_path,
+                format!("{code} is not an HTTP status code (100..599)"),
+            ),
+        }
+    }
     let max_ejection_percent = count(d, entries, "maxEjectionPercent", path);
     if let (Some(percent), Some(at)) = (max_ejection_percent, field(entries, "maxEjectionPercent"))
     {

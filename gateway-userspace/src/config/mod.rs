@@ -1,6 +1,10 @@
 //! Reading Istio YAML: the only module that knows YAML. Produces
 //! [`model`](crate::model) values plus every diagnostic, each pinned to
 //! `PATH:LINE:COL`.
+//!
+//! Fields and rules follow Istio 1.31 (master): the CRDs of `istio/api` at
+//! `b8f8791` (2026-07-21, `kubernetes/customresourcedefinitions.gen.yaml`)
+//! and `pkg/config/validation` of `istio/istio` at `86c9f01` (2026-08-22).
 mod certs;
 mod cipher_suites;
 mod common;
@@ -9,6 +13,7 @@ mod destination_rule;
 mod diagnostic;
 mod gateway;
 mod headers;
+mod kinds;
 mod kube_service;
 mod rules;
 mod service_entry;
@@ -24,21 +29,11 @@ use std::{
 
 pub use certs::{Disk, Environment, FileSource, MemoryFiles, SYSTEM_CREDENTIALS_DIR};
 pub use diagnostic::{Diagnostic, Severity};
+pub use kinds::{IgnoredKind, REFUSED as REFUSED_KINDS, Refused};
 pub use rules::duration_millis;
 
 use self::{decode::Decoder, yaml::Value};
 use crate::model::Model;
-
-/// Kinds of `networking.istio.io` the gateway reads.
-const KINDS: &[&str] = &[
-    "Gateway",
-    "VirtualService",
-    "DestinationRule",
-    "ServiceEntry",
-];
-/// API group whose `v1`, `v1beta1` and `v1alpha3` versions are read alike.
-const ISTIO_NETWORKING: &str = "networking.istio.io";
-const ISTIO_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 
 /// Failure to read the configuration at all (as opposed to problems in it,
 /// which are [`Diagnostic`]s).
@@ -75,12 +70,14 @@ impl Config {
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// `load_paths` on the real file system, with credentials under
-/// `credentials_dir` (`None`: the default search, see [`Environment`]) and
-/// files up to `max_file_bytes`.
+/// `credentials_dir` (`None`: the default search, see [`Environment`]),
+/// files up to `max_file_bytes`, and the refused kinds in `ignored`
+/// accepted unenforced (`--ignore-kind`).
 pub fn load_from_disk(
     paths: &[PathBuf],
     credentials_dir: Option<&Path>,
     max_file_bytes: u64,
+    ignored: &[IgnoredKind],
 ) -> Result<Config, ConfigError> {
     load_paths(
         paths,
@@ -89,6 +86,7 @@ pub fn load_from_disk(
             files: &Disk,
             credentials_dir,
         },
+        ignored,
     )
 }
 
@@ -97,11 +95,13 @@ pub fn load_from_disk(
 /// certificate files they name through `env`. A path on the command line
 /// that does not exist is an error; every other problem with a file (not a
 /// regular file, too large, unreadable, not UTF-8) is a diagnostic and the
-/// file is skipped.
+/// file is skipped. Resources of a kind in `ignored` are a note instead of
+/// an error.
 pub fn load_paths(
     paths: &[PathBuf],
     max_file_bytes: u64,
     env: &Environment<'_>,
+    ignored: &[IgnoredKind],
 ) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let files = walk::yaml_files(paths, &mut problems)?;
@@ -116,7 +116,7 @@ pub fn load_paths(
             }),
         }
     }
-    let mut config = load_sources_with(&sources, Some(env));
+    let mut config = load_sources_ignoring(&sources, Some(env), ignored);
     let file_diagnostics = problems.into_iter().map(|problem| Diagnostic {
         // Named on the command line (or chosen by the walk and then
         // unreadable): the operator expects it served, so it is an error.
@@ -140,17 +140,30 @@ pub fn load_paths(
 /// Decodes already-read sources without reading any other file (no
 /// certificate checks); the seam for tests of the rules.
 pub fn load_sources(sources: &[(PathBuf, String)]) -> Config {
-    load_sources_with(sources, None)
+    load_sources_ignoring(sources, None, &[])
 }
 
 /// Decodes already-read sources, checking certificate files through `env` if given.
 pub fn load_sources_with(sources: &[(PathBuf, String)], env: Option<&Environment<'_>>) -> Config {
+    load_sources_ignoring(sources, env, &[])
+}
+
+/// [`load_sources_with`], with the refused kinds in `ignored` accepted
+/// unenforced.
+pub fn load_sources_ignoring(
+    sources: &[(PathBuf, String)],
+    env: Option<&Environment<'_>>,
+    ignored: &[IgnoredKind],
+) -> Config {
     let mut config = Config::default();
-    // (kind, namespace, name) -> where it was first defined.
-    let mut seen: BTreeMap<(String, String, String), (PathBuf, usize, usize)> = BTreeMap::new();
+    let mut loader = Loader {
+        env,
+        ignored,
+        seen: BTreeMap::new(),
+    };
     for (file, text) in sources {
         let parsed = yaml::for_each_document(text, |doc| {
-            load_document(file, &doc, env, &mut seen, &mut config);
+            loader.document(file, &doc, &mut config);
         });
         if let Err(err) = parsed {
             config.diagnostics.push(Diagnostic {
@@ -168,105 +181,157 @@ pub fn load_sources_with(sources: &[(PathBuf, String)], env: Option<&Environment
     config
 }
 
-fn load_document(
-    file: &Path,
-    doc: &yaml::Node,
-    env: Option<&Environment<'_>>,
-    seen: &mut BTreeMap<(String, String, String), (PathBuf, usize, usize)>,
-    config: &mut Config,
-) {
-    if doc.value == Value::Null {
-        return;
-    }
-    let mut d = Decoder::new(file, env);
-    let (Some(api_version), Some(kind)) = (doc.get("apiVersion"), doc.get("kind")) else {
-        d.error(
-            doc,
-            "",
-            "not a Kubernetes resource: apiVersion and kind are required",
-        );
-        config.diagnostics.append(&mut d.diagnostics);
-        return;
-    };
-    let (Some(api_version), Some(kind)) =
-        (d.string(api_version, "apiVersion"), d.string(kind, "kind"))
-    else {
-        config.diagnostics.append(&mut d.diagnostics);
-        return;
-    };
-    let istio = api_version.split_once('/').is_some_and(|(group, version)| {
-        group == ISTIO_NETWORKING && ISTIO_VERSIONS.contains(&version)
-    });
-    if api_version == "v1" && kind == "Service" {
-        d.report(Severity::Warning, doc, "", kube_service::warning(doc));
-        config.diagnostics.append(&mut d.diagnostics);
-        return;
-    }
-    if !istio || !KINDS.contains(&kind.as_str()) {
-        d.report(
-            Severity::Note,
-            doc,
-            "",
-            format!("{kind} ({api_version}) is not served by this gateway yet; skipped"),
-        );
-        config.diagnostics.append(&mut d.diagnostics);
-        return;
-    }
-    let Some((namespace, name)) = gateway::identity(&mut d, doc) else {
-        config.diagnostics.append(&mut d.diagnostics);
-        return;
-    };
-    d.resource = format!("{kind} {namespace}/{name}");
-    let key = (kind.clone(), namespace.clone(), name.clone());
-    let name_node = doc
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .unwrap_or(doc);
-    // A duplicate is an error, but its content is still validated so every
-    // problem in it shows at once; it never reaches the model.
-    if let Some((first_file, line, col)) = seen.get(&key) {
-        let message = format!(
-            "duplicate {kind} {namespace}/{name}: first defined at {}:{line}:{col}",
-            first_file.display()
-        );
-        d.error(name_node, "metadata.name", message);
-    } else {
-        seen.insert(key, (file.to_path_buf(), name_node.line, name_node.col));
-    }
-    let mut model = Model::default();
-    match kind.as_str() {
-        "Gateway" => {
-            model
-                .gateways
-                .extend(gateway::decode(&mut d, doc, namespace, name));
+/// State across the documents of one load.
+struct Loader<'a> {
+    env: Option<&'a Environment<'a>>,
+    ignored: &'a [IgnoredKind],
+    /// (kind, namespace, name) -> where it was first defined.
+    seen: BTreeMap<(String, String, String), (PathBuf, usize, usize)>,
+}
+
+impl Loader<'_> {
+    fn document(&mut self, file: &Path, doc: &yaml::Node, config: &mut Config) {
+        if doc.value == Value::Null {
+            return;
         }
-        "VirtualService" => {
-            let created = gateway::creation_timestamp(&mut d, doc);
-            model.virtual_services.extend(virtual_service::decode(
-                &mut d, doc, namespace, name, created,
-            ));
+        let mut d = Decoder::new(file, self.env);
+        let (Some(api_version), Some(kind)) = (doc.get("apiVersion"), doc.get("kind")) else {
+            d.error(
+                doc,
+                "",
+                "not a Kubernetes resource: apiVersion and kind are required",
+            );
+            config.diagnostics.append(&mut d.diagnostics);
+            return;
+        };
+        let (Some(api_version), Some(kind)) =
+            (d.string(api_version, "apiVersion"), d.string(kind, "kind"))
+        else {
+            config.diagnostics.append(&mut d.diagnostics);
+            return;
+        };
+        match kinds::disposition(&api_version, &kind) {
+            kinds::Disposition::Served => self.served(&mut d, doc, kind, config),
+            kinds::Disposition::List => {
+                // A list's items are documents of their own (and may be
+                // lists: bounded by the YAML depth limit).
+                match doc.get("items") {
+                    Some(items) => {
+                        for item in d.sequence(items, "items").unwrap_or_default() {
+                            self.document(file, item, config);
+                        }
+                    }
+                    None => d.report(
+                        Severity::Warning,
+                        doc,
+                        "items",
+                        format!("{kind} ({api_version}) has no items; nothing read"),
+                    ),
+                }
+            }
+            kinds::Disposition::Refused(refused) => {
+                let ignored = self.ignored.iter().any(|k| k.name() == refused.kind);
+                d.resource = loose_identity(&kind, doc);
+                let severity = if ignored {
+                    Severity::Note
+                } else {
+                    Severity::Error
+                };
+                let message = kinds::refused_message(refused, &api_version, ignored);
+                d.report(severity, doc, "", message);
+            }
+            kinds::Disposition::Warned if api_version == "v1" && kind == "Service" => {
+                d.report(Severity::Warning, doc, "", kube_service::warning(doc));
+            }
+            kinds::Disposition::Warned => {
+                d.resource = loose_identity(&kind, doc);
+                d.report(
+                    Severity::Warning,
+                    doc,
+                    "",
+                    format!("{kind} ({api_version}) is not read by this gateway; skipped"),
+                );
+            }
         }
-        "DestinationRule" => {
-            model
+        config.diagnostics.append(&mut d.diagnostics);
+    }
+
+    /// Decodes one of the served kinds into `config.model` (only if it has no errors).
+    fn served(&mut self, d: &mut Decoder<'_>, doc: &yaml::Node, kind: String, config: &mut Config) {
+        let Some((namespace, name)) = gateway::identity(d, doc) else {
+            return;
+        };
+        d.resource = format!("{kind} {namespace}/{name}");
+        let key = (kind.clone(), namespace.clone(), name.clone());
+        let name_node = doc
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .unwrap_or(doc);
+        // A duplicate is an error, but its content is still validated so every
+        // problem in it shows at once; it never reaches the model.
+        if let Some((first_file, line, col)) = self.seen.get(&key) {
+            let message = format!(
+                "duplicate {kind} {namespace}/{name}: first defined at {}:{line}:{col}",
+                first_file.display()
+            );
+            d.error(name_node, "metadata.name", message);
+        } else {
+            self.seen
+                .insert(key, (d.file().to_path_buf(), name_node.line, name_node.col));
+        }
+        let mut model = Model::default();
+        match kind.as_str() {
+            "Gateway" => {
+                model
+                    .gateways
+                    .extend(gateway::decode(d, doc, namespace, name));
+            }
+            "VirtualService" => {
+                let created = gateway::creation_timestamp(d, doc);
+                model
+                    .virtual_services
+                    .extend(virtual_service::decode(d, doc, namespace, name, created));
+            }
+            "DestinationRule" => {
+                model
+                    .destination_rules
+                    .extend(destination_rule::decode(d, doc, namespace, name));
+            }
+            _ => {
+                model
+                    .service_entries
+                    .extend(service_entry::decode(d, doc, namespace, name));
+            }
+        }
+        if !d.has_errors() {
+            let target = &mut config.model;
+            target.gateways.append(&mut model.gateways);
+            target.virtual_services.append(&mut model.virtual_services);
+            target
                 .destination_rules
-                .extend(destination_rule::decode(&mut d, doc, namespace, name));
-        }
-        _ => {
-            model
-                .service_entries
-                .extend(service_entry::decode(&mut d, doc, namespace, name));
+                .append(&mut model.destination_rules);
+            target.service_entries.append(&mut model.service_entries);
         }
     }
-    if !d.has_errors() {
-        let target = &mut config.model;
-        target.gateways.append(&mut model.gateways);
-        target.virtual_services.append(&mut model.virtual_services);
-        target
-            .destination_rules
-            .append(&mut model.destination_rules);
-        target.service_entries.append(&mut model.service_entries);
+}
+
+/// `<Kind> <namespace>/<name>` of a resource that is not decoded, as far
+/// as its metadata can be read; the kind alone otherwise.
+fn loose_identity(kind: &str, doc: &yaml::Node) -> String {
+    let text = |key: &str| match doc.get("metadata").and_then(|m| m.get(key)) {
+        Some(yaml::Node {
+            value: Value::Str(s),
+            ..
+        }) => Some(s.clone()),
+        _ => None,
+    };
+    match text("name") {
+        Some(name) => {
+            let namespace = text("namespace").unwrap_or_else(|| gateway::DEFAULT_NAMESPACE.into());
+            format!("{kind} {namespace}/{name}")
+        }
+        None => kind.to_string(),
     }
-    config.diagnostics.append(&mut d.diagnostics);
 }
 
 #[cfg(test)]

@@ -52,12 +52,89 @@ fn virtual_service_is_decoded_with_resolved_gateways() {
 
 #[test]
 fn virtual_service_needs_hosts() {
+    // Without hosts it is a delegate, which may not name gateways.
     let config = vs(&format!("  gateways: [gw]\n{ROUTE}"));
     assert_has(
         &config,
         Severity::Error,
-        "spec.hosts",
-        "virtual service must have at least one host",
+        "spec.gateways",
+        "delegate virtual service must have no gateways specified",
+    );
+}
+
+const DELEGATE_WARNING: &str = "no hosts: a delegate VirtualService, which only another VirtualService's http[].delegate can use, and delegation is not served by this gateway yet: it serves nothing";
+
+#[test]
+fn a_virtual_service_without_hosts_is_an_accepted_delegate_said_to_serve_nothing() {
+    let config = vs(ROUTE);
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    assert_eq!(config.model.virtual_services.len(), 1);
+    assert!(config.model.virtual_services[0].gateways.is_empty());
+    assert_has(&config, Severity::Warning, "spec.hosts", DELEGATE_WARNING);
+}
+
+#[test]
+fn a_delegate_may_not_have_tls_or_tcp_rules() {
+    let tcp = "  tcp:\n  - route:\n    - destination: {host: db}\n";
+    let tls = "  tls:\n  - match: [{sniHosts: [a.example.com]}]\n    route:\n    - destination: {host: web}\n";
+    let config = vs(&format!("{ROUTE}{tcp}{tls}"));
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.tcp",
+        "delegate virtual service must have no tcp route specified",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.tls",
+        "delegate virtual service must have no tls route specified",
+    );
+}
+
+#[test]
+fn a_root_route_with_delegate_follows_istio_and_is_not_served() {
+    let delegate =
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - delegate: {name: reviews}\n";
+    let config = vs(delegate);
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0]",
+        "delegation is not served by this gateway yet, and this rule has no directResponse of its own to serve",
+    );
+    let with_route = vs(&format!(
+        "{delegate}    route:\n    - destination: {{host: web}}\n"
+    ));
+    assert_has(
+        &with_route,
+        Severity::Error,
+        "spec.http[0].route",
+        "a root HTTP route with delegate must not specify route",
+    );
+}
+
+#[test]
+fn an_invalid_gateway_name_is_not_taken_for_the_mesh() {
+    let config = vs(&format!(
+        "  hosts: [\"*\"]\n  gateways: [Not_A_Name]\n{ROUTE}"
+    ));
+    let errors: Vec<&str> = config
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(errors, ["invalid gateway \"Not_A_Name\""]);
+    // Written `mesh` still is the mesh, next to a gateway.
+    let with_mesh = vs(&format!(
+        "  hosts: [\"*\"]\n  gateways: [gw, mesh]\n{ROUTE}"
+    ));
+    assert_has(
+        &with_mesh,
+        Severity::Error,
+        "spec.hosts[0]",
+        "wildcard host * is not allowed for virtual services bound to the mesh gateway",
     );
 }
 
@@ -463,7 +540,7 @@ fn invalid_resolution_is_named() {
         &config,
         Severity::Error,
         "spec.resolution",
-        "invalid resolution \"dns\", supported values are NONE, STATIC, DNS, DNS_ROUND_ROBIN",
+        "invalid resolution \"dns\", supported values are NONE, STATIC, DNS, DNS_ROUND_ROBIN, DYNAMIC_DNS",
     );
 }
 
@@ -729,7 +806,7 @@ fn assert_no_errors(config: &Config) {
 fn traffic_policy_the_proxy_does_not_apply_yet_is_warned_field_by_field() {
     let config = load_kind(
         "DestinationRule",
-        "  host: web\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n    connectionPool: {tcp: {maxConnections: 5, connectTimeout: 1s}, http: {maxRetries: 2, h2UpgradePolicy: UPGRADE}}\n    outlierDetection: {consecutive5xxErrors: 5}\n    tls: {mode: ISTIO_MUTUAL}\n",
+        "  host: web\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n    connectionPool: {tcp: {maxConnections: 5, connectTimeout: 1s}, http: {maxRetries: 2, h2UpgradePolicy: UPGRADE}}\n    outlierDetection: {consecutive5xxErrors: 5}\n    tls: {mode: DISABLE, insecureSkipVerify: true}\n",
     );
     let warned: Vec<&str> = config
         .diagnostics
@@ -747,12 +824,7 @@ fn traffic_policy_the_proxy_does_not_apply_yet_is_warned_field_by_field() {
             "spec.trafficPolicy.tls",
         ]
     );
-    assert!(
-        config.diagnostics.iter().any(|d| d.message
-            == "TLS origination (ISTIO_MUTUAL) needs mesh identities this gateway does not have: it connects to this host in plaintext"),
-        "{:?}",
-        config.diagnostics
-    );
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
     // Applied: connectTimeout, h2UpgradePolicy, and DISABLE origination;
     // SIMPLE and MUTUAL origination too (no warning).
     let simple = load_kind(
@@ -1076,5 +1148,420 @@ fn header_operation_maps_may_be_null_but_not_lists() {
         error.message.starts_with("expected a mapping"),
         "{}",
         error.message
+    );
+}
+
+#[test]
+fn istio_mutual_origination_is_an_error_never_plaintext() {
+    for policy in [
+        "  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n",
+        "  subsets:\n  - name: v1\n    trafficPolicy:\n      tls: {mode: ISTIO_MUTUAL, sni: web.example}\n",
+    ] {
+        let config = load_kind("DestinationRule", &format!("  host: web\n{policy}"));
+        let field = if policy.contains("subsets") {
+            "spec.subsets[0].trafficPolicy.tls.mode"
+        } else {
+            "spec.trafficPolicy.tls.mode"
+        };
+        assert_has(
+            &config,
+            Severity::Error,
+            field,
+            "TLS origination with ISTIO_MUTUAL needs the mesh's workload certificates, which this gateway does not have: refused, never sent in plaintext (use SIMPLE or MUTUAL with certificates)",
+        );
+        assert!(config.model.destination_rules.is_empty());
+    }
+}
+
+/// A ServiceEntry `apps/r` with `spec` as written (no default ports).
+fn bare_service_entry(spec: &str) -> Config {
+    load_kind("ServiceEntry", spec)
+}
+
+fn errors(config: &Config) -> Vec<(String, String)> {
+    config
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| (d.field.clone(), d.message.clone()))
+        .collect()
+}
+
+#[test]
+fn service_entry_ports_are_optional() {
+    let config = bare_service_entry("  hosts: [api.example.com]\n  resolution: DNS\n");
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    assert!(config.model.service_entries[0].ports.is_empty());
+}
+
+#[test]
+fn a_partial_wildcard_service_entry_host_is_a_warning() {
+    let config = bare_service_entry(&format!("  hosts: [\"*x\"]\n{SE_PORTS}"));
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.hosts[0]",
+        "partial wildcard \"*x\": Istio only warns; it matches every name that ends in \"x\"",
+    );
+    assert_eq!(config.model.service_entries[0].hosts, ["*x"]);
+}
+
+#[test]
+fn a_unix_socket_endpoint_is_a_warning_and_left_out() {
+    let config = service_entry(
+        "  resolution: STATIC\n  endpoints:\n  - address: unix:///var/run/web.sock\n  - address: 192.0.2.10\n",
+    );
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.endpoints[0].address",
+        "unix domain socket endpoints are not supported by this gateway: unix:///var/run/web.sock is left out",
+    );
+    let endpoints = &config.model.service_entries[0].endpoints;
+    assert_eq!(
+        endpoints
+            .iter()
+            .map(|e| e.address.clone())
+            .collect::<Vec<_>>(),
+        [EndpointAddress::Ip("192.0.2.10".parse().unwrap())]
+    );
+    // Istio's rules for them still hold.
+    let relative = service_entry(
+        "  resolution: STATIC\n  endpoints:\n  - {address: \"unix://run/web.sock\", ports: {http: 80}}\n",
+    );
+    assert_eq!(
+        errors(&relative),
+        [
+            (
+                "spec.endpoints[0].address".to_string(),
+                "run/web.sock is not an absolute path to a file".to_string()
+            ),
+            (
+                "spec.endpoints[0].ports".to_string(),
+                "unix endpoint unix://run/web.sock must not include ports".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_wildcard_label_in_workload_selector_is_an_error() {
+    let config =
+        service_entry("  resolution: STATIC\n  workloadSelector:\n    labels: {app: \"*\"}\n");
+    assert_eq!(
+        errors(&config),
+        [(
+            "spec.workloadSelector.labels".to_string(),
+            "wildcard is not supported in selector: \"app=*\"".to_string()
+        )]
+    );
+    // A valid selector is accepted (and warned: not applied).
+    let valid =
+        service_entry("  resolution: STATIC\n  workloadSelector:\n    labels: {app: web}\n");
+    assert!(!valid.has_errors(), "{:?}", valid.diagnostics);
+    assert_has(
+        &valid,
+        Severity::Warning,
+        "spec.workloadSelector",
+        "workloadSelector needs a Kubernetes workload registry; ignored",
+    );
+}
+
+#[test]
+fn workload_selector_and_endpoints_together_are_an_error() {
+    let config = service_entry(
+        "  resolution: STATIC\n  workloadSelector:\n    labels: {app: web}\n  endpoints:\n  - address: 192.0.2.10\n",
+    );
+    assert_eq!(
+        errors(&config),
+        [(
+            "spec.endpoints".to_string(),
+            "only one of workloadSelector or endpoints is allowed in a service entry".to_string()
+        )]
+    );
+}
+
+#[test]
+fn a_cidr_address_needs_none_or_static_resolution() {
+    let config = service_entry("  addresses: [192.0.2.0/24]\n  resolution: DNS\n");
+    assert_eq!(
+        errors(&config),
+        [(
+            "spec.addresses".to_string(),
+            "CIDR addresses are allowed only for NONE/STATIC resolution types".to_string()
+        )]
+    );
+    for ok in ["NONE", "STATIC\n  endpoints: [{address: 192.0.2.10}]"] {
+        let config = service_entry(&format!(
+            "  addresses: [192.0.2.0/24]\n  resolution: {ok}\n"
+        ));
+        assert!(!config.has_errors(), "{ok}: {:?}", config.diagnostics);
+    }
+}
+
+#[test]
+fn none_resolution_takes_no_endpoints() {
+    let config = service_entry("  resolution: NONE\n  endpoints:\n  - address: 192.0.2.10\n");
+    assert_eq!(
+        errors(&config),
+        [(
+            "spec.endpoints".to_string(),
+            "no endpoints should be provided for resolution type NONE".to_string()
+        )]
+    );
+}
+
+#[test]
+fn dns_round_robin_takes_at_most_one_endpoint() {
+    let two = "  resolution: DNS_ROUND_ROBIN\n  endpoints:\n  - address: a.example.com\n  - address: b.example.com\n";
+    assert_eq!(
+        errors(&service_entry(two)),
+        [(
+            "spec.endpoints".to_string(),
+            "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN".to_string()
+        )]
+    );
+    let one = "  resolution: DNS_ROUND_ROBIN\n  endpoints:\n  - address: a.example.com\n";
+    assert!(service_entry(one).diagnostics.is_empty());
+}
+
+#[test]
+fn dynamic_dns_is_valid_istio_checked_and_warned_as_not_served() {
+    let config = bare_service_entry(
+        "  hosts: [\"*.example.com\"]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: DYNAMIC_DNS\n",
+    );
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    assert_eq!(
+        config.model.service_entries[0].resolution,
+        Resolution::DynamicDns
+    );
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.resolution",
+        "DYNAMIC_DNS is not served by this gateway yet: destinations this entry resolves get 503",
+    );
+    let bad = bare_service_entry(
+        "  hosts: [api.example.com]\n  addresses: [192.0.2.1]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n  resolution: DYNAMIC_DNS\n",
+    );
+    let fields: Vec<String> = errors(&bad).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["spec.hosts", "spec.addresses", "spec.ports"]);
+}
+
+#[test]
+fn flow_style_addresses_with_an_ipv6_ending_in_colons_are_read_as_kubernetes_reads_them() {
+    let config = service_entry(
+        "  addresses: [1.2.3.4, 001:db8::]\n  resolution: STATIC\n  endpoints: [{address: 192.0.2.10}]\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let addresses: Vec<String> = config.model.service_entries[0]
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(addresses, ["1.2.3.4/32", "1:db8::/128"]);
+}
+
+fn load_balancer(lb: &str) -> Config {
+    load_kind(
+        "DestinationRule",
+        &format!("  host: web\n  trafficPolicy:\n    loadBalancer: {lb}\n"),
+    )
+}
+
+#[test]
+fn warmup_ranges_istio_rejects_are_errors() {
+    for (warmup, field, message) in [
+        (
+            "{duration: 60s, minimumPercent: 101}",
+            "minimumPercent",
+            "minimumPercent 101 must be between 0 and 100",
+        ),
+        ("{minimumPercent: 10}", "duration", "duration is required"),
+        (
+            "{duration: 60s, aggression: -1.5}",
+            "aggression",
+            "aggression -1.5 must be greater than 0",
+        ),
+        (
+            "{duration: 60s, aggression: 0}",
+            "aggression",
+            "aggression 0 must be greater than 0",
+        ),
+    ] {
+        let config = load_balancer(&format!("{{simple: ROUND_ROBIN, warmup: {warmup}}}"));
+        assert_eq!(
+            errors(&config),
+            [(
+                format!("spec.trafficPolicy.loadBalancer.warmup.{field}"),
+                message.to_string()
+            )],
+            "{warmup}"
+        );
+    }
+    let valid = load_balancer("{warmup: {duration: 60s, minimumPercent: 10, aggression: 1.5}}");
+    assert!(!valid.has_errors(), "{:?}", valid.diagnostics);
+    assert_has(
+        &valid,
+        Severity::Warning,
+        "spec.trafficPolicy.loadBalancer.warmup",
+        "warmup is not applied by this gateway yet",
+    );
+}
+
+#[test]
+fn zone_aware_lb_setting_is_decoded_and_exclusive_with_locality() {
+    let zone = load_balancer("{zoneAwareLbSetting: {enabled: true, minClusterSize: 3}}");
+    assert!(!zone.has_errors(), "{:?}", zone.diagnostics);
+    assert_has(
+        &zone,
+        Severity::Warning,
+        "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
+        "zoneAwareLbSetting is not applied by this gateway yet",
+    );
+    let both =
+        load_balancer("{localityLbSetting: {enabled: true}, zoneAwareLbSetting: {enabled: true}}");
+    assert_eq!(
+        errors(&both),
+        [(
+            "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting".to_string(),
+            "only one of localityLbSetting and zoneAwareLbSetting can be set".to_string()
+        )]
+    );
+}
+
+fn http_pool(http: &str) -> Config {
+    load_kind(
+        "DestinationRule",
+        &format!("  host: web\n  trafficPolicy:\n    connectionPool:\n      http: {http}\n"),
+    )
+}
+
+#[test]
+fn http2_keep_alive_is_decoded_validated_and_said_not_applied() {
+    let config = http_pool("{http2KeepAlive: {interval: 30s, timeout: 5s}}");
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    let about: Vec<&str> = config
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(about, ["http2KeepAlive is not applied by this gateway yet"]);
+    assert_eq!(
+        errors(&http_pool("{http2KeepAlive: {interval: 30s}}")),
+        [(
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout".to_string(),
+            "http2 keepalive timeout is required".to_string()
+        )]
+    );
+    assert_eq!(
+        errors(&http_pool("{http2KeepAlive: {interval: 0s, timeout: 5s}}")),
+        [(
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive.interval".to_string(),
+            "must be a valid duration greater than 1ms".to_string()
+        )]
+    );
+}
+
+#[test]
+fn outlier_detection_error_codes_are_http_statuses() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    outlierDetection: {outlierDetectionHttpErrorCodes: [503, 600]}\n",
+    );
+    assert_eq!(
+        errors(&config),
+        [(
+            "spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes[1]".to_string(),
+            "600 is not an HTTP status code (100..599)".to_string()
+        )]
+    );
+}
+
+#[test]
+fn redirect_prefix_rewrite_is_decoded_with_istios_rules() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  http:\n  - match: [{uri: {prefix: /foo/}}]\n    redirect: {authority: foo.example.com, prefixRewrite: /}\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let HttpAction::Redirect(redirect) = &config.model.virtual_services[0].http[0].action else {
+        panic!("not a redirect")
+    };
+    assert_eq!(redirect.prefix_rewrite.as_deref(), Some("/"));
+    assert_eq!(redirect.uri, None);
+    for (rule, message) in [
+        (
+            "  - match: [{uri: {prefix: /a}}]\n    redirect: {uri: /b, prefixRewrite: /c}\n",
+            "redirect may only specify one of uri or prefixRewrite",
+        ),
+        (
+            "  - match: [{uri: {prefix: /a}}, {uri: {exact: /b}}]\n    redirect: {prefixRewrite: /c}\n",
+            "redirect prefixRewrite requires all URI matches to use prefix match type",
+        ),
+    ] {
+        let config = vs(&format!("  hosts: [a.example.com]\n  http:\n{rule}"));
+        assert_has(
+            &config,
+            Severity::Error,
+            "spec.http[0].redirect.prefixRewrite",
+            message,
+        );
+    }
+}
+
+#[test]
+fn a_redirect_must_change_something_and_name_a_known_scheme() {
+    let config = vs("  hosts: [a.example.com]\n  http:\n  - redirect: {redirectCode: 302}\n");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].redirect",
+        "redirect must specify uri, prefixRewrite, authority, scheme, or port",
+    );
+    let config = vs("  hosts: [a.example.com]\n  http:\n  - redirect: {scheme: ftp}\n");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].redirect.scheme",
+        "invalid redirect scheme, must be \"http\" or \"https\"",
+    );
+}
+
+#[test]
+fn current_crd_fields_are_known_and_said_not_applied_never_unknown() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {host: web}\n      headers: {request: {set: {x-a: b}}}\n    mirror: {host: shadow}\n    mirror_percent: 5\n  tcp:\n  - match: [{port: 5432, sourceSubnet: 10.0.0.0/8}]\n    route:\n    - destination: {host: db}\n",
+    );
+    let warnings: Vec<(String, String)> = config
+        .diagnostics
+        .iter()
+        .map(|d| (d.field.clone(), d.message.clone()))
+        .collect();
+    assert!(!config.has_errors(), "{warnings:#?}");
+    assert!(
+        warnings.iter().all(|(_, m)| m != "unknown field, ignored"),
+        "{warnings:#?}"
+    );
+    for field in [
+        "spec.http[0].route[0].headers",
+        "spec.http[0].mirror_percent",
+        "spec.tcp[0].match[0].sourceSubnet",
+    ] {
+        assert!(
+            warnings.iter().any(|(f, _)| f == field),
+            "{field}: {warnings:#?}"
+        );
+    }
+    // A tcp destination has no headers in Istio's schema.
+    let tcp = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  tcp:\n  - route:\n    - destination: {host: db}\n      headers: {}\n",
+    );
+    assert_has(
+        &tcp,
+        Severity::Warning,
+        "spec.tcp[0].route[0].headers",
+        "unknown field, ignored",
     );
 }

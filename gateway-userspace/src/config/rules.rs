@@ -128,17 +128,62 @@ pub enum Bind {
 /// Parses and checks `bind` (§10.4).
 pub fn bind(text: &str) -> Result<Bind, String> {
     if let Some(path) = text.strip_prefix("unix://") {
-        if path.is_empty() {
-            return Err("unix address must not be empty".into());
-        }
-        if !path.starts_with('@') && (!path.starts_with('/') || path.ends_with('/')) {
-            return Err(format!("{path} is not an absolute path to a file"));
-        }
+        unix_address(path)?;
         return Ok(Bind::Unix(path.to_string()));
     }
     text.parse()
         .map(Bind::Ip)
         .map_err(|_| format!("{text} is not a valid IP"))
+}
+
+/// The part of a `unix://` address after the scheme: an abstract name
+/// (`@name`) or an absolute path to a file (Istio's `ValidateUnixAddress`).
+pub fn unix_address(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("unix address must not be empty".into());
+    }
+    if !path.starts_with('@') && (!path.starts_with('/') || path.ends_with('/')) {
+        return Err(format!("{path} is not an absolute path to a file"));
+    }
+    Ok(())
+}
+
+/// A ServiceEntry host, as Istio checks it (`ValidateWildcardDomain`, then
+/// `ValidatePartialWildCard` as a warning): a first label that is a
+/// partial wildcard (`*x`, `*-x`) is valid, with the warning returned.
+/// Everything else as [`service_host`]; `*` alone is the caller's to refuse.
+pub fn service_entry_host(host: &str) -> Result<Option<String>, String> {
+    let (first, rest) = match host.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (host, None),
+    };
+    if first == "*" || !first.starts_with('*') {
+        return service_host(host).map(|()| None);
+    }
+    // Istio's wildcard label: `*` then an optional `-`, then a DNS-1123 label.
+    let label = first
+        .strip_prefix("*-")
+        .or_else(|| first.strip_prefix('*'))
+        .unwrap_or(first);
+    let label_ok = first.len() <= 63
+        && !label.is_empty()
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-');
+    if !label_ok {
+        return Err(format!(
+            "domain name {host:?} invalid (label {first:?} invalid)"
+        ));
+    }
+    if let Some(rest) = rest {
+        fqdn(rest).map_err(|why| format!("domain name {host:?} invalid ({why})"))?;
+    }
+    Ok(Some(format!(
+        "partial wildcard {host:?}: Istio only warns; it matches every name that ends in {:?}",
+        host.strip_prefix('*').unwrap_or(host)
+    )))
 }
 
 /// Milliseconds of a protobuf/Go duration (`1h`, `5m`, `1.5s`, `100ms`, `10us`);
@@ -353,6 +398,29 @@ mod tests {
         );
         assert!(bind("unix://relative/path").is_err());
         assert!(bind("unix:///dir/").is_err());
+    }
+
+    #[test]
+    fn service_entry_hosts_may_have_a_partial_wildcard_with_a_warning() {
+        for (host, suffix) in [("*x", "x"), ("*-api.example.com", "-api.example.com")] {
+            let warning = service_entry_host(host).unwrap().unwrap();
+            assert!(
+                warning.starts_with(&format!("partial wildcard {host:?}")),
+                "{warning}"
+            );
+            assert!(warning.ends_with(&format!("{suffix:?}")), "{warning}");
+        }
+        assert_eq!(service_entry_host("*.example.com"), Ok(None));
+        assert_eq!(service_entry_host("web.example.com"), Ok(None));
+        for bad in [
+            "*-",
+            "**.example.com",
+            "*x_y.example.com",
+            "*x.*.com",
+            "*x.example.123",
+        ] {
+            assert!(service_entry_host(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

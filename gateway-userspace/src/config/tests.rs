@@ -185,7 +185,7 @@ fn duplicate_gateway_names_both_locations() {
 }
 
 #[test]
-fn routing_kinds_are_read_and_others_skipped_with_a_note() {
+fn routing_kinds_are_read() {
     let routing = load(
         "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: d}\nspec: {host: web}\n",
     );
@@ -194,9 +194,14 @@ fn routing_kinds_are_read_and_others_skipped_with_a_note() {
 }
 
 #[test]
-fn other_kinds_are_skipped_with_a_note() {
+fn other_kinds_are_warnings_counted_in_the_summary() {
     let config = load("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n");
-    assert_eq!(config.diagnostics[0].severity, Severity::Note);
+    assert_eq!(
+        messages(&config),
+        vec![
+            "gw.yaml:1:1: warning: ConfigMap default/x: ConfigMap (v1) is not read by this gateway; skipped"
+        ]
+    );
     assert!(!config.has_errors());
 }
 
@@ -266,6 +271,7 @@ fn directories_are_read_recursively_in_sorted_order() {
         &[dir.path().to_path_buf()],
         DEFAULT_MAX_FILE_BYTES,
         &disk_env(),
+        &[],
     )
     .unwrap();
     let names: Vec<_> = config
@@ -283,6 +289,7 @@ fn unreadable_path_is_an_error_naming_it() {
         &[PathBuf::from("/nonexistent/gw.yaml")],
         DEFAULT_MAX_FILE_BYTES,
         &disk_env(),
+        &[],
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "cannot read /nonexistent/gw.yaml");
@@ -312,7 +319,7 @@ fn write_gateway(dir: &std::path::Path, file: &str, name: &str) {
 }
 
 fn load_dir(paths: &[PathBuf]) -> Config {
-    load_paths(paths, DEFAULT_MAX_FILE_BYTES, &disk_env()).unwrap()
+    load_paths(paths, DEFAULT_MAX_FILE_BYTES, &disk_env(), &[]).unwrap()
 }
 
 fn mkfifo(path: &std::path::Path) {
@@ -385,7 +392,7 @@ fn files_over_the_size_limit_are_errors_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     write_gateway(dir.path(), "gw.yaml", "a");
     let size = std::fs::metadata(dir.path().join("gw.yaml")).unwrap().len();
-    let config = load_paths(&[dir.path().to_path_buf()], size - 1, &disk_env()).unwrap();
+    let config = load_paths(&[dir.path().to_path_buf()], size - 1, &disk_env(), &[]).unwrap();
     assert_eq!(
         messages(&config),
         vec![format!(
@@ -394,7 +401,7 @@ fn files_over_the_size_limit_are_errors_naming_the_limit() {
             size - 1
         )]
     );
-    let config = load_paths(&[dir.path().to_path_buf()], size, &disk_env()).unwrap();
+    let config = load_paths(&[dir.path().to_path_buf()], size, &disk_env(), &[]).unwrap();
     assert_eq!(config.model.gateways.len(), 1);
 }
 
@@ -424,9 +431,10 @@ fn only_istio_networking_api_versions_are_read() {
         let config = load(&REDIRECT.replace("networking.istio.io/v1", api_version));
         assert!(config.model.gateways.is_empty(), "{api_version}");
         assert_eq!(
-            config.diagnostics[0].severity,
-            Severity::Note,
-            "{api_version}"
+            messages(&config),
+            vec![format!(
+                "gw.yaml:1:1: warning: Gateway istio-system/web: Gateway ({api_version}) is not read by this gateway; skipped"
+            )]
         );
     }
 }
@@ -439,6 +447,7 @@ fn load_from_disk_reads_the_given_paths() {
         &[dir.path().to_path_buf()],
         Some(std::path::Path::new("/nonexistent")),
         DEFAULT_MAX_FILE_BYTES,
+        &[],
     )
     .unwrap();
     assert_eq!(config.model.gateways.len(), 1);
@@ -483,5 +492,136 @@ fn reading_a_fifo_directly_is_refused_without_waiting() {
     assert_eq!(
         result,
         Err("not a regular file (a FIFO); skipped".to_string())
+    );
+}
+
+const AUTHORIZATION_POLICY: &str = "\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-all
+  namespace: istio-system
+spec: {}
+";
+
+#[test]
+fn an_authorization_policy_is_an_error_naming_the_kind() {
+    let config = load(AUTHORIZATION_POLICY);
+    assert_eq!(
+        messages(&config),
+        vec![
+            "gw.yaml:1:1: error: AuthorizationPolicy istio-system/deny-all: AuthorizationPolicy (security.istio.io/v1) is not enforced by this gateway (which requests are allowed or denied): serving without it would let through what it denies, so the configuration is refused; --ignore-kind AuthorizationPolicy accepts that risk"
+        ]
+    );
+}
+
+#[test]
+fn every_security_control_kind_is_an_error() {
+    for (api_version, kind) in [
+        ("security.istio.io/v1beta1", "AuthorizationPolicy"),
+        ("security.istio.io/v1", "RequestAuthentication"),
+        ("security.istio.io/v1", "PeerAuthentication"),
+        ("networking.istio.io/v1alpha3", "EnvoyFilter"),
+        ("networking.istio.io/v1", "Sidecar"),
+        ("extensions.istio.io/v1alpha1", "WasmPlugin"),
+        ("extensions.istio.io/v1alpha1", "TrafficExtension"),
+    ] {
+        let config = load(&format!(
+            "apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: x}}\nspec: {{}}\n"
+        ));
+        assert!(config.has_errors(), "{kind}: {:?}", messages(&config));
+        assert_eq!(config.diagnostics[0].resource, format!("{kind} default/x"));
+    }
+}
+
+#[test]
+fn an_ignored_kind_is_a_note_saying_what_is_served() {
+    let ignored: Vec<IgnoredKind> = vec!["AuthorizationPolicy".parse().unwrap()];
+    let sources = [(PathBuf::from("gw.yaml"), AUTHORIZATION_POLICY.to_string())];
+    let config = load_sources_ignoring(&sources, None, &ignored);
+    assert!(!config.has_errors(), "{:?}", messages(&config));
+    assert_eq!(
+        messages(&config),
+        vec![
+            "gw.yaml:1:1: note: AuthorizationPolicy istio-system/deny-all: AuthorizationPolicy (security.istio.io/v1) is not enforced by this gateway (which requests are allowed or denied): ignored as --ignore-kind AuthorizationPolicy asks, so what it would deny is served"
+        ]
+    );
+    // Ignoring one kind leaves the others refused.
+    let other = AUTHORIZATION_POLICY.replace("AuthorizationPolicy", "RequestAuthentication");
+    let config = load_sources_ignoring(&[(PathBuf::from("gw.yaml"), other)], None, &ignored);
+    assert!(config.has_errors(), "{:?}", messages(&config));
+}
+
+/// What `kubectl get gateways,authorizationpolicies -o yaml` prints.
+const KUBECTL_LIST: &str = "\
+apiVersion: v1
+kind: List
+metadata:
+  resourceVersion: \"\"
+items:
+- apiVersion: networking.istio.io/v1
+  kind: Gateway
+  metadata:
+    name: web
+    namespace: istio-system
+  spec:
+    servers:
+    - port: {number: 80, name: http, protocol: HTTP}
+      hosts: [a.example.com]
+- apiVersion: security.istio.io/v1
+  kind: AuthorizationPolicy
+  metadata:
+    name: deny-all
+    namespace: istio-system
+  spec: {}
+";
+
+#[test]
+fn a_kubectl_list_is_unwrapped_and_each_item_read() {
+    let config = load(KUBECTL_LIST);
+    assert_eq!(config.model.gateways.len(), 1, "{:?}", messages(&config));
+    assert_eq!(config.model.gateways[0].name, "web");
+    let errors: Vec<String> = config
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| format!("{}:{} {}", d.line, d.col, d.resource))
+        .collect();
+    assert_eq!(
+        errors,
+        vec!["15:3 AuthorizationPolicy istio-system/deny-all"],
+        "the item is refused where it is written"
+    );
+}
+
+#[test]
+fn typed_and_nested_lists_are_unwrapped_and_an_empty_one_warns() {
+    let typed = KUBECTL_LIST.replace("kind: List", "kind: GatewayList");
+    assert_eq!(load(&typed).model.gateways.len(), 1);
+    let nested = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: List\n  items:\n  - apiVersion: networking.istio.io/v1\n    kind: DestinationRule\n    metadata: {name: d}\n    spec: {host: web}\n";
+    let config = load(nested);
+    assert_eq!(
+        config.model.destination_rules.len(),
+        1,
+        "{:?}",
+        messages(&config)
+    );
+    assert!(config.diagnostics.is_empty(), "{:?}", messages(&config));
+    let empty = load("apiVersion: v1\nkind: List\n");
+    assert_eq!(
+        messages(&empty),
+        vec!["gw.yaml:1:1: warning: items: List (v1) has no items; nothing read"]
+    );
+}
+
+#[test]
+fn a_duplicate_across_a_list_and_a_document_is_found() {
+    let config = load(&format!("{KUBECTL_LIST}---\n{}", REDIRECT));
+    assert!(
+        messages(&config).iter().any(
+            |m| m.contains("duplicate Gateway istio-system/web: first defined at gw.yaml:9:11")
+        ),
+        "{:?}",
+        messages(&config)
     );
 }

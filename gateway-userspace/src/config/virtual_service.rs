@@ -7,7 +7,7 @@ use super::{
     decode::{Decoder, field, join},
     diagnostic::Severity,
     headers, rules,
-    yaml::Node,
+    yaml::{Node, Value},
 };
 use crate::{
     hosts::{HostPattern, intersect},
@@ -36,6 +36,8 @@ const NOT_APPLIED_YET: &[&str] = &[
     "mirrors",
     "mirrorPercentage",
     "mirrorPercent",
+    // The deprecated field's other spelling, which the CRD also accepts.
+    "mirror_percent",
     "corsPolicy",
     "delegate",
     "internalActiveRedirect",
@@ -72,8 +74,16 @@ pub fn decode(
     };
     let entries = d.mapping(spec, "spec", SPEC_FIELDS)?;
 
+    let gateway_items = d.items(entries, "gateways", "spec");
+    // Istio judges mesh binding by the names as written, valid or not: an
+    // invalid gateway name is its own error, not a reason to treat the
+    // VirtualService as bound to the mesh.
+    let bound_to_mesh = gateway_items.is_empty()
+        || gateway_items
+            .iter()
+            .any(|(_, item)| matches!(&item.value, Value::Str(name) if name == "mesh"));
     let mut gateways = Vec::new();
-    for (item_path, item) in d.items(entries, "gateways", "spec") {
+    for (item_path, item) in gateway_items {
         let Some(reference) = d.string(item, &item_path) else {
             continue;
         };
@@ -87,16 +97,11 @@ pub fn decode(
             Err(message) => d.error(item, &item_path, message),
         }
     }
-    let bound_to_mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
 
     let mut hosts: Vec<String> = Vec::new();
     let host_items = d.items(entries, "hosts", "spec");
     if host_items.is_empty() {
-        d.error(
-            spec,
-            "spec.hosts",
-            "virtual service must have at least one host",
-        );
+        delegate_rules(d, spec, entries);
     }
     for (item_path, item) in host_items {
         let Some(host) = d.string(item, &item_path) else {
@@ -167,6 +172,40 @@ pub fn decode(
     })
 }
 
+/// A VirtualService without hosts is a delegate: Istio allows it only as
+/// the target of another VirtualService's `http[].delegate`, so with no
+/// gateways and no tls or tcp rules. Delegation is not served yet: the
+/// delegate is accepted (Istio accepts it) and said to serve nothing.
+fn delegate_rules(d: &mut Decoder<'_>, spec: &Node, entries: &[(Node, Node)]) {
+    for (name, message) in [
+        (
+            "gateways",
+            "delegate virtual service must have no gateways specified",
+        ),
+        (
+            "tls",
+            "delegate virtual service must have no tls route specified",
+        ),
+        (
+            "tcp",
+            "delegate virtual service must have no tcp route specified",
+        ),
+    ] {
+        let present = field(entries, name)
+            .is_some_and(|n| !matches!(&n.value, Value::Null) && n.value != Value::Seq(Vec::new()));
+        if present {
+            let at = field(entries, name).unwrap_or(spec);
+            d.error(at, &join("spec", name), message);
+        }
+    }
+    d.report(
+        Severity::Warning,
+        spec,
+        "spec.hosts",
+        "no hosts: a delegate VirtualService, which only another VirtualService's http[].delegate can use, and delegation is not served by this gateway yet: it serves nothing".into(),
+    );
+}
+
 /// `match[].gateways`, resolved against the VirtualService's namespace as
 /// the top-level `gateways` are, so binding compares like with like.
 fn match_gateways(
@@ -217,7 +256,7 @@ fn required_route(
     path: &str,
     kind: &str,
 ) -> Vec<Destination> {
-    let route = destinations(d, entries, path);
+    let route = destinations(d, entries, path, false);
     if route.is_empty() {
         d.error(
             node,
@@ -250,9 +289,9 @@ fn decode_http_route(
         .into_iter()
         .filter_map(|(match_path, item)| decode_http_match(d, item, &match_path, namespace))
         .collect();
-    let route = destinations(d, entries, path);
-    let redirect =
-        field(entries, "redirect").and_then(|n| decode_redirect(d, n, &join(path, "redirect")));
+    let route = destinations(d, entries, path, true);
+    let redirect = field(entries, "redirect")
+        .and_then(|n| decode_redirect(d, n, &join(path, "redirect"), &matches));
     let direct = field(entries, "directResponse")
         .and_then(|n| decode_direct_response(d, n, &join(path, "directResponse")));
     let rewrite = field(entries, "rewrite")
@@ -267,7 +306,32 @@ fn decode_http_route(
         field(entries, "redirect").is_some(),
         field(entries, "directResponse").is_some(),
     ];
+    let delegating = field(entries, "delegate").is_some();
+    if delegating {
+        // Istio's root-route rules; the rule itself cannot be served (the
+        // warning for `delegate` says so, and without an action of its own
+        // the error below refuses it).
+        for (name, message) in [
+            (
+                "route",
+                "a root HTTP route with delegate must not specify route",
+            ),
+            (
+                "redirect",
+                "a root HTTP route with delegate must not specify redirect",
+            ),
+        ] {
+            if let Some(at) = field(entries, name) {
+                d.error(at, &join(path, name), message);
+            }
+        }
+    }
     match actions.iter().filter(|a| **a).count() {
+        0 if delegating => d.error(
+            node,
+            path,
+            "delegation is not served by this gateway yet, and this rule has no directResponse of its own to serve",
+        ),
         0 => d.error(
             node,
             path,
@@ -441,12 +505,20 @@ fn decode_keyed_matches(
     out
 }
 
-fn decode_redirect(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HttpRedirect> {
+/// `http[].redirect`, with Istio's `validateHTTPRedirect` rules; `matches`
+/// are the rule's, which `prefixRewrite` needs to be prefix matches.
+fn decode_redirect(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+    matches: &[HttpMatch],
+) -> Option<HttpRedirect> {
     let entries = d.mapping(
         node,
         path,
         &[
             "uri",
+            "prefixRewrite",
             "authority",
             "port",
             "scheme",
@@ -454,6 +526,58 @@ fn decode_redirect(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HttpR
             "derivePort",
         ],
     )?;
+    let uri = d.opt_string(entries, "uri", path);
+    let prefix_rewrite = d.opt_string(entries, "prefixRewrite", path);
+    if let (Some(_), Some(at)) = (&uri, field(entries, "prefixRewrite")) {
+        if prefix_rewrite.is_some() {
+            d.error(
+                at,
+                &join(path, "prefixRewrite"),
+                "redirect may only specify one of uri or prefixRewrite",
+            );
+            return None;
+        }
+    }
+    if let (Some(_), Some(at)) = (&prefix_rewrite, field(entries, "prefixRewrite")) {
+        let all_prefix = matches
+            .iter()
+            .all(|m| matches!(m.uri, None | Some(StringMatch::Prefix(_))));
+        if !all_prefix {
+            d.error(
+                at,
+                &join(path, "prefixRewrite"),
+                "redirect prefixRewrite requires all URI matches to use prefix match type",
+            );
+            return None;
+        }
+    }
+    let scheme = d.opt_string(entries, "scheme", path);
+    if let (Some(scheme), Some(at)) = (&scheme, field(entries, "scheme")) {
+        if scheme != "http" && scheme != "https" {
+            d.error(
+                at,
+                &join(path, "scheme"),
+                "invalid redirect scheme, must be \"http\" or \"https\"",
+            );
+            return None;
+        }
+    }
+    let targets = [
+        "uri",
+        "prefixRewrite",
+        "authority",
+        "scheme",
+        "port",
+        "derivePort",
+    ];
+    if !targets.iter().any(|name| field(entries, name).is_some()) {
+        d.error(
+            node,
+            path,
+            "redirect must specify uri, prefixRewrite, authority, scheme, or port",
+        );
+        return None;
+    }
     let code = match field(entries, "redirectCode") {
         Some(n) => match d.integer(n, &join(path, "redirectCode")) {
             Some(code) if REDIRECT_CODES.contains(&code) => u16::try_from(code).ok()?,
@@ -478,10 +602,11 @@ fn decode_redirect(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HttpR
         );
     }
     Some(HttpRedirect {
-        uri: d.opt_string(entries, "uri", path),
+        uri,
+        prefix_rewrite,
         authority: d.opt_string(entries, "authority", path),
         port: field(entries, "port").and_then(|n| port_number(d, n, &join(path, "port"))),
-        scheme: d.opt_string(entries, "scheme", path),
+        scheme,
         code,
     })
 }
@@ -609,10 +734,19 @@ fn decode_tcp_route(
                 "destinationSubnets",
                 "sourceLabels",
                 "sourceNamespace",
+                "sourceSubnet",
             ],
         ) else {
             continue;
         };
+        if let Some(at) = field(m, "sourceSubnet") {
+            d.report(
+                Severity::Warning,
+                at,
+                &join(&match_path, "sourceSubnet"),
+                "sourceSubnet is applied neither by Istio (a hidden field it never reads) nor by this gateway; ignored".into(),
+            );
+        }
         matches.push(TcpMatch {
             port: field(m, "port").and_then(|n| port_number(d, n, &join(&match_path, "port"))),
             gateways: match_gateways(d, m, &match_path, namespace),

@@ -179,13 +179,35 @@ enum Frame {
         node: Node,
         anchor: usize,
         size: Size,
+        /// Written `[...]`, not as a block.
+        flow: bool,
     },
     Map {
         node: Node,
         anchor: usize,
         size: Size,
         key: Option<Node>,
+        /// Set for the implicit one-pair mapping of a flow sequence entry.
+        pair: Option<FlowPair>,
     },
+}
+
+/// An entry `[a: b]` of a flow sequence, which YAML 1.2 reads as a
+/// one-pair mapping, watched for the one case Kubernetes' YAML library
+/// (go-yaml, YAML 1.1) reads otherwise: a plain scalar followed by a colon
+/// and straight away by `,`, `]` or `}`. There YAML 1.2 ends the scalar
+/// and takes the colon as a mapping with an empty value, and go-yaml, whose
+/// colon only ends a plain scalar before a space, keeps it as text. So
+/// `addresses: [1.2.3.4, 001:db8::]` (in Istio's own test data) is two
+/// strings for `kubectl` and here too; `[a: b]`, `[a: ]` and `["a":]` are
+/// mappings for both.
+#[derive(Debug, Default)]
+struct FlowPair {
+    /// The key as written, when plain, untagged and unanchored, and the
+    /// character index it ends at (the colon's).
+    plain_key: Option<(String, usize)>,
+    /// The value is an empty plain scalar at the colon (nothing written).
+    empty_value: bool,
 }
 
 struct Builder<F> {
@@ -272,6 +294,24 @@ impl<F: FnMut(Node)> Builder<F> {
         match event {
             Event::Scalar(text, style, anchor, tag) => {
                 self.count(1).map_err(positioned)?;
+                if let Some(Frame::Map {
+                    key,
+                    pair: Some(pair),
+                    ..
+                }) = self.stack.last_mut()
+                {
+                    let plain = style == ScalarStyle::Plain && anchor == 0 && tag.is_none();
+                    match (key, &pair.plain_key) {
+                        (None, _) if plain => {
+                            pair.plain_key = Some((text.to_string(), span.end.index()));
+                        }
+                        (Some(_), Some((_, colon))) => {
+                            pair.empty_value =
+                                plain && text.is_empty() && span.start.index() == *colon;
+                        }
+                        _ => {}
+                    }
+                }
                 let node = at(resolve_scalar(&text, style, tag.as_deref()));
                 self.complete(node, anchor, one(text.len()));
             }
@@ -281,28 +321,54 @@ impl<F: FnMut(Node)> Builder<F> {
                     node: at(Value::Seq(Vec::new())),
                     anchor,
                     size: one(0),
+                    // A flow sequence's start spans its `[`; a block one is empty.
+                    flow: span.end.index() > span.start.index(),
                 });
             }
             Event::MappingStart(anchor, _) => {
                 self.open().map_err(positioned)?;
+                // Straight in a flow sequence, only the implicit one-pair
+                // mapping starts with nothing written (`{` spans a character).
+                let in_flow_sequence =
+                    matches!(self.stack.last(), Some(Frame::Seq { flow: true, .. }));
+                let implicit = span.end.index() == span.start.index();
                 self.stack.push(Frame::Map {
                     node: at(Value::Map(Vec::new())),
                     anchor,
                     size: one(0),
                     key: None,
+                    pair: (in_flow_sequence && implicit && anchor == 0).then(FlowPair::default),
                 });
             }
-            Event::SequenceEnd | Event::MappingEnd => {
-                if let Some(
-                    Frame::Seq { node, anchor, size }
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Map {
+                    node,
+                    pair:
+                        Some(FlowPair {
+                            plain_key: Some((key, colon)),
+                            empty_value: true,
+                        }),
+                    ..
+                }) if span.start.index() == colon + 1 => {
+                    // `[key:]`, `[key:, ...]`: go-yaml's string `key:`.
+                    let bytes = key.len() + 1;
+                    let text = Node {
+                        value: Value::Str(format!("{key}:")),
+                        line: node.line,
+                        col: node.col,
+                    };
+                    self.complete(text, 0, one(bytes));
+                }
+                Some(
+                    Frame::Seq {
+                        node, anchor, size, ..
+                    }
                     | Frame::Map {
                         node, anchor, size, ..
                     },
-                ) = self.stack.pop()
-                {
-                    self.complete(node, anchor, size);
-                }
-            }
+                ) => self.complete(node, anchor, size),
+                None => {}
+            },
             Event::Alias(id) => {
                 // Every limit is checked before the anchored node is copied.
                 let size = self.anchors.get(&id).map_or(one(0), |(_, size)| *size);
@@ -500,6 +566,97 @@ mod tests {
                 Value::Str("1.2.3".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_colon_before_a_flow_indicator_stays_in_the_scalar_as_kubernetes_reads_it() {
+        // Istio's own test data: an IPv6 address ending in `::`.
+        let docs = parse_documents("addresses: [1.2.3.4, 001:db8::]\n").unwrap();
+        let Value::Seq(items) = &docs[0].get("addresses").unwrap().value else {
+            panic!("not a list")
+        };
+        assert_eq!(
+            items
+                .iter()
+                .map(|n| (n.value.clone(), n.col))
+                .collect::<Vec<_>>(),
+            [
+                (Value::Str("1.2.3.4".into()), 13),
+                (Value::Str("001:db8::".into()), 22),
+            ]
+        );
+        assert_eq!(
+            list_values("[a:, b, 80:, c::d:]"),
+            [
+                Value::Str("a:".into()),
+                Value::Str("b".into()),
+                Value::Str("80:".into()),
+                Value::Str("c::d:".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn real_flow_pairs_and_block_entries_stay_mappings() {
+        let pair = |key: &str, value: Value| {
+            Value::Map(vec![(
+                Node {
+                    value: Value::Str(key.into()),
+                    line: 0,
+                    col: 0,
+                },
+                Node {
+                    value,
+                    line: 0,
+                    col: 0,
+                },
+            )])
+        };
+        // Positions aside: a space or a line break after the colon, a
+        // quoted key, a value, and an explicit flow mapping (whose keys go-yaml
+        // would also read with the colon; not needed by any Istio field).
+        let strip = |value: Value| match value {
+            Value::Map(entries) => Value::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            Node {
+                                line: 0,
+                                col: 0,
+                                ..k
+                            },
+                            Node {
+                                line: 0,
+                                col: 0,
+                                ..v
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            other => other,
+        };
+        let values: Vec<Value> = list_values("[a: , \"b\":, c: d, {e:}, f:\n]")
+            .into_iter()
+            .map(strip)
+            .collect();
+        assert_eq!(
+            values,
+            [
+                pair("a", Value::Null),
+                pair("b", Value::Null),
+                pair("c", Value::Str("d".into())),
+                pair("e", Value::Null),
+                pair("f", Value::Null),
+            ]
+        );
+        // Block context: `- 001:db8::` is a mapping for go-yaml as well.
+        let docs = parse_documents("- 001:db8::\n").unwrap();
+        let Value::Seq(items) = &docs[0].value else {
+            panic!("not a list")
+        };
+        assert!(matches!(items[0].value, Value::Map(_)), "{items:?}");
     }
 
     #[test]

@@ -101,7 +101,12 @@ pub struct Destination {
 /// `http[].redirect`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpRedirect {
+    /// The whole path replaced (never together with `prefix_rewrite`).
     pub uri: Option<String>,
+    /// `prefixRewrite`: the part of the path the rule's `uri` match
+    /// matched (a prefix, or `/` without one) replaced, as Envoy's
+    /// `RedirectAction.prefix_rewrite`.
+    pub prefix_rewrite: Option<String>,
     pub authority: Option<String>,
     pub port: Option<u16>,
     pub scheme: Option<String>,
@@ -205,6 +210,8 @@ pub enum Resolution {
     Static,
     Dns,
     DnsRoundRobin,
+    /// A dynamic forward proxy for wildcard hosts: valid, not served.
+    DynamicDns,
 }
 
 /// A `ServiceEntry` port.

@@ -330,6 +330,7 @@ async fn route_request(
                 scheme,
                 authority: &authority,
                 path_and_query: &path_and_query,
+                matched_uri,
             };
             let location = rewrite::redirect_location(redirect, request, downstream.tls);
             entry.details = Some("direct_response");

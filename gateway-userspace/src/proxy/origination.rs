@@ -55,8 +55,10 @@ pub fn origination(cluster: &Cluster, alpn: &[u8]) -> Result<Option<Origination>
     let mutual = match tls.mode.as_str() {
         "SIMPLE" => false,
         "MUTUAL" => true,
-        // DISABLE, and ISTIO_MUTUAL (mesh identities this gateway does
-        // not have; `check` warns).
+        // Mesh identities this gateway does not have: `check` refuses it,
+        // and were it to get here, no connection rather than plaintext.
+        "ISTIO_MUTUAL" => return Err(TlsSetupError::NoMeshIdentity),
+        // DISABLE.
         _ => return Ok(None),
     };
     let sni = tls.sni.clone().unwrap_or_else(|| cluster.host.clone());
@@ -245,5 +247,41 @@ impl AsyncWrite for UpstreamIo {
             UpstreamIo::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
             UpstreamIo::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TrafficPolicy;
+
+    fn cluster(mode: &str) -> Cluster {
+        Cluster {
+            name: "outbound|443||web.example".into(),
+            host: "web.example".into(),
+            port: 443,
+            subset: None,
+            protocol: None,
+            endpoints: Vec::new(),
+            policy: TrafficPolicy {
+                tls: Some(ClientTls {
+                    mode: mode.into(),
+                    ..ClientTls::default()
+                }),
+                ..TrafficPolicy::default()
+            },
+        }
+    }
+
+    #[test]
+    fn istio_mutual_never_falls_back_to_plaintext() {
+        assert!(matches!(
+            origination(&cluster("ISTIO_MUTUAL"), b"http/1.1"),
+            Err(TlsSetupError::NoMeshIdentity)
+        ));
+        assert!(matches!(
+            origination(&cluster("DISABLE"), b"http/1.1"),
+            Ok(None)
+        ));
     }
 }

@@ -283,6 +283,9 @@ pub struct RedirectRequest<'a> {
     pub authority: &'a str,
     /// `:path`, query included.
     pub path_and_query: &'a str,
+    /// The `uri` of the match that selected the route: what
+    /// `prefixRewrite` replaces.
+    pub matched_uri: Option<&'a StringMatch>,
 }
 
 /// The status of a redirect: `redirectCode`, 301 when unset.
@@ -302,7 +305,10 @@ pub fn redirect_status(redirect: &HttpRedirect) -> u16 {
 ///   is dropped when a port is set, or when the scheme changes and the port
 ///   was the old scheme's default (`http://a:80` to `https://a`);
 /// - path: `uri`, keeping the request's query unless `uri` has its own;
-///   else the request's path and query; always starting with `/`.
+///   or the request's path and query with `prefixRewrite` in place of
+///   what the route's match matched ([`rewrite_uri`], as Envoy applies its
+///   `prefix_rewrite` to a redirect's path); else the request's path and
+///   query; always starting with `/`.
 pub fn redirect_location(
     redirect: &HttpRedirect,
     req: RedirectRequest<'_>,
@@ -320,13 +326,17 @@ pub fn redirect_location(
         Some(authority) => authority,
         None => request_host(req, scheme, !port.is_empty()),
     };
-    let path = match non_empty(&redirect.uri) {
-        Some(uri) if uri.contains('?') => uri.to_string(),
-        Some(uri) => match req.path_and_query.find('?') {
+    let path = match (
+        non_empty(&redirect.uri),
+        non_empty(&redirect.prefix_rewrite),
+    ) {
+        (Some(uri), _) if uri.contains('?') => uri.to_string(),
+        (Some(uri), _) => match req.path_and_query.find('?') {
             Some(at) => format!("{uri}{}", req.path_and_query.get(at..).unwrap_or_default()),
             None => uri.to_string(),
         },
-        None => req.path_and_query.to_string(),
+        (None, Some(prefix)) => rewrite_uri(req.path_and_query, req.matched_uri, prefix),
+        (None, None) => req.path_and_query.to_string(),
     };
     let slash = if path.starts_with('/') { "" } else { "/" };
     format!("{scheme}://{host}{port}{slash}{path}")
@@ -579,7 +589,43 @@ mod tests {
             scheme,
             authority,
             path_and_query: path,
+            matched_uri: None,
         }
+    }
+
+    #[test]
+    fn redirect_prefix_rewrite_replaces_the_matched_prefix_as_envoy_does() {
+        let prefix = |p: &str| StringMatch::Prefix(p.into());
+        let redirect = HttpRedirect {
+            authority: Some("foo.example.com".into()),
+            prefix_rewrite: Some("/".into()),
+            ..HttpRedirect::default()
+        };
+        let foo = prefix("/foo/");
+        let req = RedirectRequest {
+            matched_uri: Some(&foo),
+            ..request("http", "example.com", "/foo/bar?q=1")
+        };
+        // istio/api's example: /foo/bar on example.com to foo.example.com/bar.
+        assert_eq!(
+            location(redirect.clone(), req),
+            "http://foo.example.com/bar?q=1"
+        );
+        // Its other examples: `/bar` for prefix `/foo`, and `/` leaving `//baz`.
+        let to = |rewrite: &str| HttpRedirect {
+            prefix_rewrite: Some(rewrite.into()),
+            ..HttpRedirect::default()
+        };
+        let foo = prefix("/foo");
+        let req = RedirectRequest {
+            matched_uri: Some(&foo),
+            ..request("https", "a.com", "/foo/baz")
+        };
+        assert_eq!(location(to("/bar"), req), "https://a.com/bar/baz");
+        assert_eq!(location(to("/"), req), "https://a.com//baz");
+        // No uri match is Istio's default prefix `/`.
+        let req = request("http", "a.com", "/x");
+        assert_eq!(location(to("/v2/"), req), "http://a.com/v2/x");
     }
 
     fn location(redirect: HttpRedirect, req: RedirectRequest<'_>) -> String {

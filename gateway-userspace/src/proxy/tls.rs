@@ -40,6 +40,11 @@ pub enum TlsSetupError {
     NoVersion { min: String, max: String },
     #[error("client certificate verification: {0}")]
     ClientVerifier(String),
+    /// ISTIO_MUTUAL origination: the mesh's workload certificates are not here.
+    #[error(
+        "ISTIO_MUTUAL origination needs the mesh's workload certificates, which this gateway does not have"
+    )]
+    NoMeshIdentity,
     #[error(transparent)]
     Rustls(#[from] rustls::Error),
 }
