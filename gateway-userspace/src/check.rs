@@ -49,7 +49,10 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         }
         warnings += plan.dropped.len() + plan.warnings.len();
     }
-    let errors = count(&config, Severity::Error);
+    let mut errors = count(&config, Severity::Error);
+    if args.labels.is_none() && errors == 0 {
+        errors += kernel_limit_errors(&config, &args.namespace);
+    }
     println!("{errors} error(s), {warnings} warning(s)");
     let failed = errors > 0 || (args.strict && warnings > 0);
     Ok(if failed {
@@ -82,6 +85,30 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{:#}", report::json(&plan)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Compiles the plan of every gateway instance the Gateways' selectors
+/// describe and prints what no kernel could hold (too many listeners,
+/// hosts or addresses), which a reload would refuse; returns how many.
+fn kernel_limit_errors(config: &Config, namespace: &str) -> usize {
+    let selectors: std::collections::BTreeSet<_> =
+        config.model.gateways.iter().map(|g| &g.selector).collect();
+    let mut errors = 0;
+    for selector in selectors {
+        let instance = Instance {
+            labels: selector.clone(),
+            namespace: namespace.to_string(),
+        };
+        if let Err(err) = compile::plan(&config.model, &instance, &[]) {
+            let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!(
+                "error: the gateway instance labelled {}: {err}",
+                labels.join(",")
+            );
+            errors += 1;
+        }
+    }
+    errors
 }
 
 fn count(config: &Config, severity: Severity) -> usize {

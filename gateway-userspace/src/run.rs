@@ -667,12 +667,14 @@ struct Reload<'a> {
 
 impl Reload<'_> {
     /// Reads, validates and compiles the configuration again and, if all
-    /// of that succeeds, serves it: the proxy first (new connections take
-    /// the new listeners, hosts and certificates; established ones keep
-    /// what they had), then the kernel's maps as a diff (entries that do
-    /// not change are not touched). Any failure before that changes
-    /// nothing: the previous configuration keeps serving, the errors are
-    /// logged in the `check` format, and `config.reload_failures` counts it.
+    /// of that succeeds (every kernel table's capacity included), serves
+    /// it: the proxy first (new connections take the new listeners, hosts
+    /// and certificates; established ones keep what they had), then the
+    /// kernel's maps as a diff (entries that do not change are not
+    /// touched). All or nothing: a failure before the switch changes
+    /// nothing, and a map write that fails part way puts the proxy and the
+    /// maps back to the previous plan; either way the errors are logged in
+    /// the `check` format and `config.reload_failures` counts it.
     /// Returns the new plan and the certificate files it names.
     fn run(
         &self,
@@ -704,16 +706,29 @@ impl Reload<'_> {
             }
         };
         let compiled = started.elapsed();
+        // The proxy first, so a listener the maps make reachable is known
+        // to it; the previous one is kept to go back to.
+        let previous = Arc::clone(&served_tx.borrow());
         let _ = served_tx.send(Arc::new(built.served));
+        if let Err(err) = dataplane.apply(&built.plan, ephemeral_range()) {
+            // All or nothing: the proxy and the maps go back to the plan
+            // that was serving (the maps as a diff, so what the failed
+            // apply did not touch is not touched again).
+            let _ = served_tx.send(previous);
+            let rolled_back = dataplane.apply(current, ephemeral_range());
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            match rolled_back {
+                Ok(()) => log::error!(
+                    "configuration reload refused: updating the kernel maps failed ({err:#}); rolled back, still serving the previous configuration"
+                ),
+                Err(again) => log::error!(
+                    "configuration reload refused: updating the kernel maps failed ({err:#}), and so did restoring the previous plan's ({again:#}); the next reload writes them again"
+                ),
+            }
+            return None;
+        }
         if let Some(registry) = self.registry {
             let _ = registry.send(built.registry);
-        }
-        if let Err(err) = dataplane.apply(&built.plan, ephemeral_range()) {
-            // The proxy already serves the new plan; the kernel maps are
-            // part way. The next reload applies the difference again.
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
-            log::error!("configuration reload: updating the kernel maps failed: {err:#}");
-            return Some((built.plan, built.certificates));
         }
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
         log::info!(

@@ -235,6 +235,70 @@ fn an_invalid_configuration_changes_nothing_and_is_counted() {
 }
 
 #[test]
+fn a_configuration_over_a_kernel_limit_is_refused_whole_and_changes_nothing() {
+    require_root();
+    let topology = Topology::new();
+    let scratch = Scratch::new();
+    let config = scratch.path.join("gateway.yaml");
+    fs::write(&config, gateway(&[(80, "a.example")])).expect("write config");
+    let daemon = start(&topology, &config);
+    wait_served(&topology, &daemon, "a.example", 80);
+    // A new listener on 8081, and 16,385 hosts on port 80: one more than
+    // the kernel's host table holds.
+    let mut yaml = gateway(&[(80, "a.example"), (8081, "b.example")]);
+    let hosts: Vec<String> = (0..16_384).map(|i| format!("\"h{i}.example\"")).collect();
+    yaml = yaml.replacen(
+        "hosts: [\"a.example\"]",
+        &format!("hosts: [\"a.example\", {}]", hosts.join(", ")),
+        1,
+    );
+    // `check` and `compile` refuse it, naming the limit and the Gateway.
+    let staged = scratch.path.join("big.yaml");
+    fs::write(&staged, &yaml).expect("write");
+    for command in ["check", "compile"] {
+        let out = std::process::Command::new(gateway_bin())
+            .arg(command)
+            .arg(&staged)
+            .output()
+            .expect("run gateway");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{command} accepted it: {said}");
+        assert!(
+            said.contains("16386 server hosts exceed the kernel host table's 16384")
+                && said.contains("port 80 (16385 hosts, from Gateway istio-system/gw)"),
+            "{command}: {said}"
+        );
+    }
+    replace(&config, &yaml);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stat(&topology, "config.reload_failures") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no reload attempted: {}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing of it went live: no listener on 8081, the old one serves.
+    assert!(
+        get(&topology, "b.example", 8081).is_err(),
+        "the refused listener serves: {}",
+        daemon.log()
+    );
+    assert_eq!(get(&topology, "a.example", 80).as_deref(), Ok("a.example"));
+    assert_eq!(stat(&topology, "config.reloads"), 0);
+    assert!(
+        daemon.log().contains("16386 server hosts exceed"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
 fn gateway_reload_and_sighup_reread_the_configuration() {
     require_root();
     let topology = Topology::new();

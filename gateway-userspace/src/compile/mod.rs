@@ -17,8 +17,9 @@ pub use self::{
 
 use gateway_common::{
     ADDR_ANY, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostKey, HostValue, IPPROTO_TCP, IPPROTO_UDP,
-    LISTENER_RESET_UNKNOWN_HOSTS, ListenerKey, ListenerKind, ListenerValue, MAX_LISTENERS,
-    PORT_BOUND, PORT_WILDCARD, PortValue, host_hash, ipv4_mapped, port_index,
+    LISTENER_RESET_UNKNOWN_HOSTS, ListenerKey, ListenerKind, ListenerValue, MAX_HOSTS,
+    MAX_LISTENERS, MAX_LOCAL_ADDRS, PORT_BOUND, PORT_WILDCARD, PortValue, host_hash, ipv4_mapped,
+    port_index,
 };
 
 use crate::{
@@ -244,6 +245,20 @@ pub enum CompileError {
     /// More distinct (bind, port, protocol) listeners than the kernel map holds.
     #[error("{count} listeners exceed the limit of {limit}")]
     TooManyListeners { count: usize, limit: u32 },
+    /// More server hosts than the kernel's host table holds.
+    #[error(
+        "{count} server hosts exceed the kernel host table's {limit}; the most are on port {port} ({on_port} hosts, from {gateways}): split them across gateway instances or use wildcard hosts"
+    )]
+    TooManyHosts {
+        count: usize,
+        limit: u32,
+        port: u16,
+        on_port: usize,
+        gateways: String,
+    },
+    /// More gateway addresses than the kernel's address table holds.
+    #[error("{count} gateway addresses exceed the kernel's limit of {limit}")]
+    TooManyAddresses { count: usize, limit: u32 },
     /// `--reset-unknown-hosts` names a port no HTTP or TLS listener has.
     #[error(
         "--reset-unknown-hosts {port}: no HTTP or TLS server listens on port {port}, so no host could be checked there"
@@ -501,7 +516,13 @@ pub fn plan(
     let (clusters, mut warnings) = binder.finish();
     warnings.extend(udp_warnings);
     let local_addrs: BTreeSet<IpAddr> = local_addrs.iter().copied().collect();
-    Ok(Plan {
+    if local_addrs.len() > MAX_LOCAL_ADDRS as usize {
+        return Err(CompileError::TooManyAddresses {
+            count: local_addrs.len(),
+            limit: MAX_LOCAL_ADDRS,
+        });
+    }
+    let plan = Plan {
         listeners,
         local_addrs: local_addrs.into_iter().collect(),
         http,
@@ -511,6 +532,44 @@ pub fn plan(
         dropped,
         warnings,
         host_ids: BTreeMap::new(),
+    };
+    check_host_capacity(&plan, model)?;
+    Ok(plan)
+}
+
+/// Refuses a plan whose hosts the kernel's table cannot hold, naming the
+/// port with the most and the Gateways that put them there: checked here,
+/// so `check`, `compile` and a reload refuse it before anything switches.
+fn check_host_capacity(plan: &Plan, model: &Model) -> Result<(), CompileError> {
+    let hosts = plan.kernel_hosts();
+    if hosts.len() <= MAX_HOSTS as usize {
+        return Ok(());
+    }
+    let mut per_listener: BTreeMap<u32, usize> = BTreeMap::new();
+    for host in &hosts {
+        *per_listener.entry(host.listener_id).or_default() += 1;
+    }
+    let (listener_id, on_port) = per_listener
+        .into_iter()
+        .max_by_key(|(_, count)| *count)
+        .unwrap_or_default();
+    let port = plan
+        .listeners
+        .iter()
+        .find(|l| l.id == listener_id)
+        .map_or(0, |l| l.port);
+    let gateways: Vec<String> = model
+        .gateways
+        .iter()
+        .filter(|g| g.servers.iter().any(|s| s.port.number == port))
+        .map(|g| format!("Gateway {}/{}", g.namespace, g.name))
+        .collect();
+    Err(CompileError::TooManyHosts {
+        count: hosts.len(),
+        limit: MAX_HOSTS,
+        port,
+        on_port,
+        gateways: gateways.join(", "),
     })
 }
 

@@ -202,6 +202,45 @@ fn too_many_listeners_is_an_error() {
     );
 }
 
+#[test]
+fn more_hosts_than_the_kernel_table_holds_is_an_error_naming_the_port_and_gateway() {
+    let names: Vec<String> = (0..=MAX_HOSTS)
+        .map(|i| format!("h{i}.example.com"))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let fits = plan_of(
+        &[gateway(
+            "big",
+            vec![server(
+                80,
+                Protocol::Http,
+                &names[..MAX_HOSTS as usize],
+                false,
+            )],
+        )],
+        &[],
+    );
+    assert!(fits.is_ok(), "{fits:?}");
+    let err = plan_of(
+        &[gateway(
+            "big",
+            vec![server(80, Protocol::Http, &names, false)],
+        )],
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        CompileError::TooManyHosts {
+            count: MAX_HOSTS as usize + 1,
+            limit: MAX_HOSTS,
+            port: 80,
+            on_port: MAX_HOSTS as usize + 1,
+            gateways: "Gateway istio-system/big".into(),
+        }
+    );
+}
+
 // === Merge scenarios from Istio's TestMergeGateways / TestBuildGatewayListeners
 // (semantics doc §8.4), as golden plan tables.
 

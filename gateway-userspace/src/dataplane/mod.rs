@@ -244,6 +244,16 @@ impl Dataplane {
     /// removes what it no longer has; entries that do not change are not
     /// touched, so traffic to them never sees a gap.
     pub fn apply(&mut self, plan: &Plan, settings: Settings) -> Result<(), DataplaneError> {
+        // Before any write: a plan the tables cannot hold changes nothing
+        // (`compile::plan` refuses it first; this keeps the maps whole
+        // whatever hands a plan in).
+        let kernel_hosts = plan.kernel_hosts();
+        if kernel_hosts.len() > MAX_HOSTS as usize {
+            return Err(DataplaneError::TooManyHosts {
+                count: kernel_hosts.len(),
+                max: MAX_HOSTS as usize,
+            });
+        }
         let listeners: BTreeMap<ListenerKey, ListenerValue> = plan
             .listeners
             .iter()
@@ -257,13 +267,6 @@ impl Dataplane {
             .map(|addr| (addr_key(*addr), LocalAddrValue { flags: 0 }))
             .collect();
         self.sync_local_addrs(&local)?;
-        let kernel_hosts = plan.kernel_hosts();
-        if kernel_hosts.len() > MAX_HOSTS as usize {
-            return Err(DataplaneError::TooManyHosts {
-                count: kernel_hosts.len(),
-                max: MAX_HOSTS as usize,
-            });
-        }
         let hosts: BTreeMap<HostKey, HostValue> =
             kernel_hosts.iter().map(|h| (h.key(), h.value())).collect();
         self.sync_hosts(&hosts)?;
