@@ -92,6 +92,28 @@ fn wait_served(topology: &Topology, daemon: &Daemon, host: &str, port: u16) {
     }
 }
 
+/// A daemon serving `a.example` on port 80 from a config file in `scratch`.
+fn serving_a_example(topology: &Topology, scratch: &Scratch) -> (std::path::PathBuf, Daemon) {
+    let config = scratch.path.join("gateway.yaml");
+    fs::write(&config, gateway(&[(80, "a.example")])).expect("write config");
+    let daemon = start(topology, &config);
+    wait_served(topology, &daemon, "a.example", 80);
+    (config, daemon)
+}
+
+/// Waits up to 15 s for the daemon to count a refused reload.
+fn wait_reload_refused(topology: &Topology, daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stat(topology, "config.reload_failures") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no reload attempted: {}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The daemon's listening sockets, as `ss` prints their local addresses.
 fn listening(topology: &Topology, daemon: &Daemon) -> Vec<String> {
     let out = topology.gateway(&["ss", "-Hltnp"]);
@@ -150,10 +172,7 @@ fn an_edited_configuration_adds_a_listener_and_a_host_without_a_restart_or_a_fai
     require_root();
     let topology = Topology::new();
     let scratch = Scratch::new();
-    let config = scratch.path.join("gateway.yaml");
-    fs::write(&config, gateway(&[(80, "a.example")])).expect("write config");
-    let daemon = start(&topology, &config);
-    wait_served(&topology, &daemon, "a.example", 80);
+    let (config, daemon) = serving_a_example(&topology, &scratch);
     assert!(
         get(&topology, "b.example", 79).is_err(),
         "no listener on 79 yet"
@@ -204,23 +223,13 @@ fn an_invalid_configuration_changes_nothing_and_is_counted() {
     require_root();
     let topology = Topology::new();
     let scratch = Scratch::new();
-    let config = scratch.path.join("gateway.yaml");
-    fs::write(&config, gateway(&[(80, "a.example")])).expect("write config");
-    let daemon = start(&topology, &config);
-    wait_served(&topology, &daemon, "a.example", 80);
+    let (config, daemon) = serving_a_example(&topology, &scratch);
     // A port number Istio refuses.
     replace(
         &config,
         &gateway(&[(80, "a.example"), (70000, "b.example")]),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stat(&topology, "config.reload_failures") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no reload attempted: {}",
-            daemon.log()
-        );
-    }
+    wait_reload_refused(&topology, &daemon);
     assert_eq!(get(&topology, "a.example", 80).as_deref(), Ok("a.example"));
     assert_eq!(stat(&topology, "config.reloads"), 0);
     let log = daemon.log();
@@ -239,10 +248,7 @@ fn a_configuration_over_a_kernel_limit_is_refused_whole_and_changes_nothing() {
     require_root();
     let topology = Topology::new();
     let scratch = Scratch::new();
-    let config = scratch.path.join("gateway.yaml");
-    fs::write(&config, gateway(&[(80, "a.example")])).expect("write config");
-    let daemon = start(&topology, &config);
-    wait_served(&topology, &daemon, "a.example", 80);
+    let (config, daemon) = serving_a_example(&topology, &scratch);
     // A new listener on 8081, and 16,385 hosts on port 80: one more than
     // the kernel's host table holds.
     let mut yaml = gateway(&[(80, "a.example"), (8081, "b.example")]);
@@ -274,15 +280,7 @@ fn a_configuration_over_a_kernel_limit_is_refused_whole_and_changes_nothing() {
         );
     }
     replace(&config, &yaml);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while stat(&topology, "config.reload_failures") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no reload attempted: {}",
-            daemon.log()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait_reload_refused(&topology, &daemon);
     // Nothing of it went live: no listener on 8081, the old one serves.
     assert!(
         get(&topology, "b.example", 8081).is_err(),
@@ -303,10 +301,7 @@ fn gateway_reload_and_sighup_reread_the_configuration() {
     require_root();
     let topology = Topology::new();
     let scratch = Scratch::new();
-    let config = scratch.path.join("gateway.yaml");
-    fs::write(&config, gateway(&[(80, "a.example")])).expect("write config");
-    let daemon = start(&topology, &config);
-    wait_served(&topology, &daemon, "a.example", 80);
+    let (config, daemon) = serving_a_example(&topology, &scratch);
     let out = topology
         .exec(
             &topology.gateway_ns,
