@@ -241,6 +241,12 @@ pub struct RunArgs {
     /// of Envoy's TCP proxy, one hour by default under Istio).
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub tcp_idle_timeout: Duration,
+    /// A change to the configuration files is applied once they have not
+    /// changed for this long (a copy in progress is not read half
+    /// written); replacing a file by renaming a complete one over it is
+    /// safe at any setting.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub config_settle: Duration,
     /// Most client connections served at once; past it new connections are
     /// reset at accept. Default: half the open-file limit left after a
     /// reserve of 128, since a proxied connection needs two descriptors (the

@@ -477,7 +477,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let mut watcher = Watcher::new(args.config.clone(), certificates);
+    let mut watcher = Watcher::new(args.config.clone(), certificates, args.config_settle);
     let mut poll = tokio::time::interval(WATCH_INTERVAL);
     let reload = Reload {
         args: &args,
@@ -491,13 +491,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         let why = tokio::select! {
             _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break }
-            _ = sighup.recv() => "SIGHUP",
+            _ = sighup.recv() => Trigger::Asked,
             _ = poll.tick() => {
                 repair_dataplane(&mut dataplane, &daemon_counters, &readiness);
                 if !watcher.poll() {
                     continue;
                 }
-                "the configuration files changed"
+                Trigger::FilesChanged
             }
         };
         let current = Arc::clone(&plan_tx.borrow());
@@ -654,6 +654,15 @@ fn write_layout(interface: &str, plan: &compile::Plan) {
 /// once two looks agree on it (1 to 2 intervals after the last write).
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What started a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// SIGHUP (`gateway reload`): the operator asked for this configuration.
+    Asked,
+    /// The watched files changed and settled.
+    FilesChanged,
+}
+
 /// What a reload needs from the start-up.
 struct Reload<'a> {
     args: &'a RunArgs,
@@ -678,12 +687,18 @@ impl Reload<'_> {
     /// Returns the new plan and the certificate files it names.
     fn run(
         &self,
-        why: &str,
+        why: Trigger,
         current: &compile::Plan,
         dataplane: &mut Dataplane,
         served_tx: &watch::Sender<Arc<proxy::Served>>,
     ) -> Option<(compile::Plan, Vec<PathBuf>)> {
-        log::info!("{why}: reloading the configuration");
+        log::info!(
+            "{}: reloading the configuration",
+            match why {
+                Trigger::Asked => "SIGHUP",
+                Trigger::FilesChanged => "the configuration files changed",
+            }
+        );
         let started = std::time::Instant::now();
         let built = read_config(self.args, self.instance).and_then(|config| {
             build(
@@ -706,6 +721,17 @@ impl Reload<'_> {
             }
         };
         let compiled = started.elapsed();
+        if why == Trigger::FilesChanged {
+            let emptied = compile::route_loss::listeners_losing_every_route(current, &built.plan);
+            if !emptied.is_empty() {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    "configuration reload refused: listener {} is still declared but would answer nothing it answered before (a file read while half written?); `gateway reload` applies it anyway; still serving the previous configuration",
+                    emptied.join(", ")
+                );
+                return None;
+            }
+        }
         // The proxy first, so a listener the maps make reachable is known
         // to it; the previous one is kept to go back to.
         let previous = Arc::clone(&served_tx.borrow());

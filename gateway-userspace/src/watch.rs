@@ -4,12 +4,17 @@
 //! new file and rename it, Kubernetes' symlink swap of a mounted ConfigMap
 //! or Secret, and network filesystems that send no events. A poll reads
 //! the metadata of the configuration's files and of the certificate files
-//! it names; a change is reported once two polls in a row agree on it, so
-//! a file caught half written or a burst of edits makes one reload.
+//! it names; a change is reported once the files have stayed the same for
+//! the settle time (`--config-settle`), so a burst of edits makes one
+//! reload and a file being copied is not read half written (unless the
+//! copy stalls longer than that: replace files by renaming a complete
+//! one over them, as editors and `kubectl` do, and see
+//! `compile::route_loss` for the reload that would empty a listener).
 use std::{
     collections::BTreeMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 /// What a file looked like: (length, modification time in ns, inode), or
@@ -69,19 +74,23 @@ pub struct Watcher {
     roots: Vec<PathBuf>,
     files: Vec<PathBuf>,
     current: Fingerprint,
-    pending: Option<Fingerprint>,
+    /// A change seen, and since when the files have looked like this.
+    pending: Option<(Fingerprint, Instant)>,
+    settle: Duration,
 }
 
 impl Watcher {
     /// Watches `roots` (the configuration paths) and `files` (the
-    /// certificate files the configuration names), as they are now.
-    pub fn new(roots: Vec<PathBuf>, files: Vec<PathBuf>) -> Self {
+    /// certificate files the configuration names), as they are now; a
+    /// change counts once the files have not changed for `settle`.
+    pub fn new(roots: Vec<PathBuf>, files: Vec<PathBuf>, settle: Duration) -> Self {
         let current = fingerprint(&roots, &files);
         Watcher {
             roots,
             files,
             current,
             pending: None,
+            settle,
         }
     }
 
@@ -93,21 +102,33 @@ impl Watcher {
         self.pending = None;
     }
 
-    /// Looks once; true when the files differ from the last state and
-    /// the previous poll already saw them the same way.
+    /// Looks once; true when the files differ from the last state, an
+    /// earlier poll already saw them the same way, and they have stayed
+    /// so for the settle time.
     pub fn poll(&mut self) -> bool {
+        self.poll_at(Instant::now())
+    }
+
+    fn poll_at(&mut self, at: Instant) -> bool {
         let now = fingerprint(&self.roots, &self.files);
         if now == self.current {
             self.pending = None;
             return false;
         }
-        if self.pending.as_ref() == Some(&now) {
-            self.current = now;
-            self.pending = None;
-            return true;
+        match &self.pending {
+            Some((seen, since)) if *seen == now => {
+                if at.saturating_duration_since(*since) < self.settle {
+                    return false;
+                }
+                self.current = now;
+                self.pending = None;
+                true
+            }
+            _ => {
+                self.pending = Some((now, at));
+                false
+            }
         }
-        self.pending = Some(now);
-        false
     }
 }
 
@@ -129,7 +150,7 @@ mod tests {
         std::fs::write(&config, "a").unwrap();
         let cert = dir.join("tls.crt");
         std::fs::write(&cert, "c").unwrap();
-        let mut watcher = Watcher::new(vec![dir.join("sub")], vec![cert.clone()]);
+        let mut watcher = Watcher::new(vec![dir.join("sub")], vec![cert.clone()], Duration::ZERO);
         assert!(!watcher.poll(), "nothing changed");
         std::fs::write(&config, "ab").unwrap();
         assert!(!watcher.poll(), "first sight of a change waits");
@@ -152,11 +173,32 @@ mod tests {
     }
 
     #[test]
+    fn a_change_waits_until_the_files_have_settled() {
+        let dir = scratch("settle-time");
+        let config = dir.join("gw.yaml");
+        std::fs::write(&config, "a").unwrap();
+        let settle = Duration::from_secs(2);
+        let mut watcher = Watcher::new(vec![config.clone()], Vec::new(), settle);
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        std::fs::write(&config, "ab").unwrap();
+        assert!(!watcher.poll_at(at(0)), "first sight");
+        assert!(!watcher.poll_at(at(1)), "unchanged for 1 s of 2");
+        // Still being written: the clock starts again.
+        std::fs::write(&config, "abc").unwrap();
+        assert!(!watcher.poll_at(at(2)));
+        assert!(!watcher.poll_at(at(3)));
+        assert!(watcher.poll_at(at(4)), "unchanged for 2 s");
+        assert!(!watcher.poll_at(at(5)), "reported once");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn rebasing_takes_the_files_as_they_are() {
         let dir = scratch("rebase");
         let config = dir.join("gw.yaml");
         std::fs::write(&config, "a").unwrap();
-        let mut watcher = Watcher::new(vec![config.clone()], Vec::new());
+        let mut watcher = Watcher::new(vec![config.clone()], Vec::new(), Duration::ZERO);
         std::fs::write(&config, "ab").unwrap();
         watcher.rebase(Vec::new());
         assert!(!watcher.poll());

@@ -297,11 +297,93 @@ fn a_configuration_over_a_kernel_limit_is_refused_whole_and_changes_nothing() {
 }
 
 #[test]
-fn gateway_reload_and_sighup_reread_the_configuration() {
+fn a_half_written_file_that_empties_a_listener_is_not_applied_until_asked() {
     require_root();
     let topology = Topology::new();
     let scratch = Scratch::new();
     let (config, daemon) = serving_a_example(&topology, &scratch);
+    // A copy that stalls at a document boundary: the Gateway arrived, its
+    // VirtualService not yet. Written in place, not renamed.
+    let whole = gateway(&[(80, "a.example")]);
+    let cut = whole.split("---\n").next().expect("the Gateway document");
+    fs::write(&config, cut).expect("write the first part");
+    wait_reload_refused(&topology, &daemon);
+    assert_eq!(get(&topology, "a.example", 80).as_deref(), Ok("a.example"));
+    assert_eq!(stat(&topology, "config.reloads"), 0);
+    assert!(
+        daemon
+            .log()
+            .contains("listener *:80 is still declared but would answer nothing"),
+        "{}",
+        daemon.log()
+    );
+    // The operator asks for it: applied, the host has no route any more.
+    let out = topology
+        .exec(
+            &topology.gateway_ns,
+            &[
+                &gateway_bin().display().to_string(),
+                "reload",
+                "--interface",
+                &topology.gateway_if,
+            ],
+        )
+        .output()
+        .expect("gateway reload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(&topology, "config.reloads") == 0 {
+        assert!(Instant::now() < deadline, "not applied: {}", daemon.log());
+        thread::sleep(Duration::from_millis(100));
+    }
+    // No VirtualService: 404 with an empty body.
+    assert_eq!(get(&topology, "a.example", 80).as_deref(), Ok(""));
+}
+
+#[test]
+fn a_change_is_applied_only_once_the_files_have_settled() {
+    require_root();
+    let topology = Topology::new();
+    let scratch = Scratch::new();
+    let (config, daemon) = serving_a_example(&topology, &scratch);
+    // A copy writing a second server in pieces about 1.6 s apart: each
+    // piece is seen by two polls a second apart (which used to be enough
+    // to apply it), but none stays for the 2 s settle time.
+    let full = gateway(&[(80, "a.example"), (80, "b.example")]);
+    let written = Instant::now();
+    for end in [
+        full.len() / 4,
+        full.len() / 2,
+        3 * full.len() / 4,
+        full.len(),
+    ] {
+        fs::write(&config, &full[..end]).expect("write part");
+        assert_eq!(
+            stat(&topology, "config.reload_failures"),
+            0,
+            "{}",
+            daemon.log()
+        );
+        assert_eq!(stat(&topology, "config.reloads"), 0, "{}", daemon.log());
+        thread::sleep(Duration::from_millis(1_300));
+    }
+    wait_served(&topology, &daemon, "b.example", 80);
+    let took = written.elapsed();
+    assert_eq!(stat(&topology, "config.reloads"), 1);
+    assert_eq!(stat(&topology, "config.reload_failures"), 0);
+    eprintln!("written in 4 pieces, served {took:?} after the first");
+}
+
+#[test]
+fn gateway_reload_and_sighup_reread_the_configuration() {
+    require_root();
+    let topology = Topology::new();
+    let scratch = Scratch::new();
+    let (_config, daemon) = serving_a_example(&topology, &scratch);
     let out = topology
         .exec(
             &topology.gateway_ns,

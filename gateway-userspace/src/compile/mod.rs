@@ -573,6 +573,8 @@ fn check_host_capacity(plan: &Plan, model: &Model) -> Result<(), CompileError> {
     })
 }
 
+pub mod route_loss;
+
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
