@@ -1770,3 +1770,258 @@ print("%.2f" % (time.monotonic() - opened))
         "quiet TCP closed after {closed} s"
     );
 }
+
+/// A backend that breaks HTTP/1.1 on purpose, by path: 10,000 response
+/// headers, both `Content-Length` and chunked, a body cut short.
+const BAD_BACKEND: &str = r#"
+import socket, sys
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(64)
+answers = {
+    b"/many-headers": b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-h%d: v\r\n" % i for i in range(10000)) + b"content-length: 0\r\n\r\n",
+    b"/both-lengths": b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"/short-body": b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b",
+}
+while True:
+    conn, _ = srv.accept()
+    conn.settimeout(5)
+    head = b""
+    try:
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        parts = head.split(b" ")
+        path = parts[1] if len(parts) > 1 else b"/"
+        conn.sendall(answers.get(path, b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"))
+    except OSError:
+        pass
+    conn.close()
+"#;
+
+#[test]
+fn backend_faults_are_logged_as_upstream_ones_and_clients_that_give_up_as_downstream() {
+    require_root();
+    let topology = topology();
+    let _bad = Backend::start(
+        &topology,
+        backend_ns(&topology),
+        Path::new(PYTHON),
+        &["-c", BAD_BACKEND, BACKEND_V4, "8090"],
+        format!("{BACKEND_V4}:8090").parse().expect("addr"),
+    );
+    let _slow = backend(&topology, "slow", &format!("{BACKEND_V4}:8080"), &[]);
+    let scratch = Scratch::new();
+    let route = |name: &str, host: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: istio-system}}
+spec:
+  hosts: [{name}.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: {host}.backend}}}}]
+---
+"
+        )
+    };
+    let yaml = gateway_yaml(
+        "",
+        &format!(
+            "{}{}{}---\n{}",
+            route("bad", "bad"),
+            route("slow", "slow"),
+            service_entry("bad", 8090, "HTTP", &format!("[{{address: {BACKEND_V4}}}]")),
+            service_entry(
+                "slow",
+                8080,
+                "HTTP",
+                &format!("[{{address: {BACKEND_V4}}}]")
+            ),
+        ),
+    );
+    let daemon = start(&topology, &scratch, &yaml, &[]);
+    let get = |path: &str| {
+        status(
+            &topology,
+            &[
+                "--resolve",
+                &resolve("bad.test:80"),
+                &format!("http://bad.test{path}"),
+            ],
+        )
+    };
+    // A head the backend broke: 502, as Envoy answers it.
+    assert_eq!(get("/many-headers"), "502", "{}", daemon.log());
+    assert_eq!(get("/both-lengths"), "502", "{}", daemon.log());
+    get("/short-body");
+    // 20 clients that give up 0.2 s into a 2 s wait for the backend.
+    let script = format!(
+        r#"
+import socket, time
+for _ in range(20):
+    s = socket.create_connection(("{GATEWAY_V4}", 80), timeout=5)
+    s.sendall(b"GET /delay/2000 HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+    time.sleep(0.2)
+    s.close()
+print("gave up")
+"#
+    );
+    assert_eq!(
+        python_lines(&topology, &script),
+        vec!["gave up".to_string()]
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let log = daemon.log();
+    let line = |path: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("\"GET {path} HTTP/1.1\"")))
+            .unwrap_or_else(|| panic!("no access-log line for {path}:\n{log}"))
+            .to_string()
+    };
+    assert!(
+        line("/many-headers").contains("\" 502 UPE "),
+        "{}",
+        line("/many-headers")
+    );
+    assert!(
+        line("/both-lengths").contains("\" 502 UPE "),
+        "{}",
+        line("/both-lengths")
+    );
+    assert!(
+        line("/short-body").contains(" 200 UC "),
+        "{}",
+        line("/short-body")
+    );
+    let gave_up = log
+        .lines()
+        .filter(|l| l.contains("\"GET /delay/2000 HTTP/1.1\" 0 DC downstream_remote_disconnect"))
+        .count();
+    assert_eq!(gave_up, 20, "{log}");
+    // And they are counted: Istio's request counter with response code 0.
+    let scrape = prometheus(&topology);
+    let counted = sample(
+        &scrape,
+        "istio_requests_total",
+        &[("response_code", "0"), ("response_flags", "DC")],
+    );
+    assert_eq!(counted, Some(20.0));
+}
+
+/// Sends one ClientHello for SNI `argv[3]` padded to about `argv[4]` bytes
+/// (a padding extension; TLS 1.3 with an X25519 key share), split into
+/// records of at most 16 KiB, and prints the first 5 bytes answered (a
+/// record header: 0x16 handshake, 0x15 alert) and what followed them.
+const LARGE_HELLO: &str = r#"
+import os, socket, struct, sys
+host, port, sni, size = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), int(sys.argv[4])
+def ext(kind, body): return struct.pack("!HH", kind, len(body)) + body
+name = struct.pack("!BH", 0, len(sni)) + sni
+exts = ext(0, struct.pack("!H", len(name)) + name)
+exts += ext(43, b"\x02\x03\x04")
+exts += ext(10, b"\x00\x02\x00\x1d")
+exts += ext(13, b"\x00\x04\x08\x04\x04\x03")
+exts += ext(51, struct.pack("!H", 36) + b"\x00\x1d\x00\x20" + os.urandom(32))
+body = b"\x03\x03" + os.urandom(32) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+pad = min(max(0, size - len(body) - len(exts) - 2 - 4 - 4), 65535 - len(exts) - 4)
+exts += ext(21, b"\x00" * pad)
+body += struct.pack("!H", len(exts)) + exts
+message = b"\x01" + struct.pack("!I", len(body))[1:] + body
+wire = b"".join(b"\x16\x03\x01" + struct.pack("!H", len(message[i:i + 16384])) + message[i:i + 16384] for i in range(0, len(message), 16384))
+s = socket.create_connection((host, port), timeout=5)
+s.sendall(wire)
+answer = b""
+while len(answer) < 5:
+    chunk = s.recv(65536)
+    if not chunk: break
+    answer += chunk
+print(len(wire), answer[:5].hex(), answer[5:40])
+"#;
+
+#[test]
+fn client_hellos_up_to_64_kib_are_served_on_terminating_and_passthrough_listeners() {
+    require_root();
+    let topology = topology();
+    let _echo = backend(
+        &topology,
+        "echo",
+        &format!("{BACKEND_V4}:7000"),
+        &["--echo"],
+    );
+    let pki = Pki::new();
+    let credentials = pki.credential("big-cert", "DNS:big.test", false);
+    let scratch = Scratch::new();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8443, name: https, protocol: HTTPS}}
+    hosts: [big.test]
+    tls: {{mode: SIMPLE, credentialName: big-cert}}
+  - port: {{number: 443, name: tls, protocol: TLS}}
+    hosts: [big.pass.test]
+    tls: {{mode: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: pass, namespace: istio-system}}
+spec:
+  hosts: [big.pass.test]
+  gateways: [gw]
+  tls:
+  - match: [{{sniHosts: [big.pass.test]}}]
+    route: [{{destination: {{host: echo.backend}}}}]
+---
+{}",
+        service_entry("echo", 7000, "TLS", &format!("[{{address: {BACKEND_V4}}}]"))
+    );
+    let credentials = credentials.display().to_string();
+    let daemon = start(
+        &topology,
+        &scratch,
+        &yaml,
+        &["--credentials-dir", &credentials],
+    );
+    let hello = |port: &str, sni: &str, size: &str| {
+        let out = topology.client(&[
+            "timeout",
+            "20",
+            PYTHON,
+            "-c",
+            LARGE_HELLO,
+            GATEWAY_V4,
+            port,
+            sni,
+            size,
+        ]);
+        text(&out).trim().to_string()
+    };
+    // A 40 KB ClientHello (three records): the terminating listener
+    // answers with a handshake record (its ServerHello), not an alert.
+    let terminated = hello("8443", "big.test", "40000");
+    assert!(
+        terminated.contains(" 160303"),
+        "{terminated}\n{}",
+        daemon.log()
+    );
+    // On the passthrough listener the whole hello reaches the backend,
+    // which echoes it back behind its name.
+    let passed = hello("443", "big.pass.test", "40000");
+    assert!(
+        passed.contains(" 6563686f3a "),
+        "{passed}\n{}",
+        daemon.log()
+    );
+    // Past 64 KiB on the wire (the largest extensions block there is, in
+    // five records): the decode_error alert.
+    let refused = hello("8443", "big.test", "66000");
+    assert!(refused.contains(" 150303"), "{refused}");
+}

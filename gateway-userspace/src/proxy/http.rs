@@ -167,7 +167,7 @@ pub async fn handle(
     let logging = shared.access_log.enabled();
     // The text fields only when the log line is written; the metrics need
     // the rest, which every request fills in.
-    let mut entry = if logging {
+    let entry = if logging {
         Entry {
             start: Some(SystemTime::now()),
             method: Some(req.method().to_string()),
@@ -187,28 +187,33 @@ pub async fn handle(
         }
     };
     let received = Arc::new(AtomicU64::new(0));
+    let mut unanswered = Unanswered(Some(Pending {
+        entry,
+        started,
+        received: Arc::clone(&received),
+        shared,
+    }));
+    let Some(pending) = unanswered.0.as_mut() else {
+        return local(StatusCode::INTERNAL_SERVER_ERROR, "");
+    };
     let mut response = route_request(
-        &shared,
+        &pending.shared,
         &hosts,
         &downstream,
         req,
-        &mut entry,
+        &mut pending.entry,
         Some(&received),
     )
     .await;
+    pending.entry.status = response.status().as_u16();
     response
         .headers_mut()
         .insert(header::SERVER, HeaderValue::from_static(SERVER_HEADER));
-    entry.status = response.status().as_u16();
     let (parts, body) = response.into_parts();
     let logged = Logged {
         inner: body,
-        pending: Some(Pending {
-            entry,
-            started,
-            received,
-            shared,
-        }),
+        // Answered: the body's end writes the line from here on.
+        pending: unanswered.0.take(),
     };
     Response::from_parts(parts, logged.boxed_unsync())
 }
@@ -474,6 +479,18 @@ async fn forward(
         }
     }
     let (mut parts, body) = response.into_parts();
+    if parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        // Framed two ways (RFC 9112 §6.3 calls it an error a proxy must
+        // not pass on): Envoy refuses it as the backend's protocol error.
+        entry.flags.push("UPE");
+        entry.details = Some("upstream_reset_before_response_started{protocol_error}");
+        return local(
+            StatusCode::BAD_GATEWAY,
+            "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
+        );
+    }
     strip_hop_by_hop(&mut parts.headers, false);
     parts.headers.insert(
         HeaderName::from_static("x-envoy-upstream-service-time"),
@@ -515,6 +532,13 @@ fn upstream_failure(err: UpstreamError, entry: &mut Entry) -> Response<ProxyBody
             local(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error",
+            )
+        }
+        UpstreamError::Exchange { source, .. } if upstream::protocol_error(&source) => {
+            entry.details = Some("upstream_reset_before_response_started{protocol_error}");
+            local(
+                StatusCode::BAD_GATEWAY,
+                "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
             )
         }
         UpstreamError::Exchange { .. } => {
@@ -888,16 +912,50 @@ struct Logged {
     pending: Option<Pending>,
 }
 
+/// How a response body ended.
+#[derive(Clone, Copy)]
+enum BodyEnd {
+    Complete,
+    /// The client went away first (Envoy's `DC`).
+    Downstream,
+    /// The backend's body failed: cut short (`UC`) or malformed (`UPE`).
+    Upstream {
+        protocol: bool,
+    },
+}
+
 impl Logged {
-    fn finish(&mut self, complete: bool) {
+    fn finish(&mut self, end: BodyEnd) {
         if let Some(mut pending) = self.pending.take() {
-            if !complete {
-                pending.entry.flags.push("DC");
+            match end {
+                BodyEnd::Complete => {}
+                BodyEnd::Downstream => pending.entry.flags.push("DC"),
+                BodyEnd::Upstream { protocol } => {
+                    let (flag, details) = if protocol {
+                        (
+                            "UPE",
+                            "upstream_reset_after_response_started{protocol_error}",
+                        )
+                    } else {
+                        (
+                            "UC",
+                            "upstream_reset_after_response_started{connection_termination}",
+                        )
+                    };
+                    pending.entry.flags.push(flag);
+                    pending.entry.details = Some(details);
+                }
             }
-            pending.entry.duration = pending.started.elapsed();
-            pending.entry.bytes_received = pending.received.load(Ordering::Relaxed);
-            pending.shared.finished(&pending.entry);
+            pending.finish();
         }
+    }
+}
+
+impl Pending {
+    fn finish(mut self) {
+        self.entry.duration = self.started.elapsed();
+        self.entry.bytes_received = self.received.load(Ordering::Relaxed);
+        self.shared.finished(&self.entry);
     }
 }
 
@@ -916,11 +974,15 @@ impl Body for Logged {
                     pending.entry.bytes_sent += data.len() as u64;
                 }
                 if self.inner.is_end_stream() {
-                    self.finish(true);
+                    self.finish(BodyEnd::Complete);
                 }
             }
-            Poll::Ready(None) => self.finish(true),
-            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Ready(None) => self.finish(BodyEnd::Complete),
+            // Only a backend's body can fail: the gateway's own are whole.
+            Poll::Ready(Some(Err(err))) => {
+                let protocol = upstream::protocol_error(err);
+                self.finish(BodyEnd::Upstream { protocol });
+            }
             Poll::Pending => {}
         }
         polled
@@ -937,8 +999,28 @@ impl Body for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
-        let complete = self.inner.is_end_stream();
-        self.finish(complete);
+        let end = if self.inner.is_end_stream() {
+            BodyEnd::Complete
+        } else {
+            BodyEnd::Downstream
+        };
+        self.finish(end);
+    }
+}
+
+/// The log entry of a request not answered yet. A client that goes away
+/// first (the request's future is dropped) still gets its line and its
+/// metrics: status 0, `DC`, as Envoy logs it.
+struct Unanswered(Option<Pending>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(mut pending) = self.0.take() {
+            pending.entry.status = 0;
+            pending.entry.flags.push("DC");
+            pending.entry.details = Some("downstream_remote_disconnect");
+            pending.finish();
+        }
     }
 }
 

@@ -58,7 +58,8 @@ pub enum UpstreamError {
     /// The TLS handshake of origination failed (UF): a 503, never plaintext.
     #[error("upstream TLS to {addr} failed: {reason}")]
     Tls { addr: SocketAddr, reason: String },
-    /// The exchange failed after the connection was made (UC: reset before headers).
+    /// The exchange failed after the connection was made: the backend
+    /// broke the protocol (UPE, a 502) or the connection (UC, a 503).
     #[error("upstream {addr}: {source}")]
     Exchange {
         addr: SocketAddr,
@@ -78,9 +79,42 @@ impl UpstreamError {
         match self {
             UpstreamError::NoEndpoint | UpstreamError::Resolve { .. } => "UH",
             UpstreamError::Connect { .. } | UpstreamError::Tls { .. } => "UF",
+            UpstreamError::Exchange { source, .. } if protocol_error(source) => "UPE",
             UpstreamError::Exchange { .. } => "UC",
         }
     }
+}
+
+/// Whether a failed exchange was the backend breaking HTTP (a head that
+/// does not parse or is too large, both `Content-Length` and chunked, an
+/// HTTP/2 protocol, flow-control, frame-size or compression error), which
+/// Envoy answers 502 and flags `UPE`, rather than a connection that ended
+/// (`UC`).
+pub fn protocol_error(err: &hyper::Error) -> bool {
+    if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
+        return true;
+    }
+    http2_protocol_error(std::error::Error::source(err))
+}
+
+/// Whether an HTTP/2 error in the chain from `source` names a protocol
+/// violation (as opposed to a cancel or a refused stream).
+fn http2_protocol_error(mut source: Option<&(dyn std::error::Error + 'static)>) -> bool {
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return matches!(
+                h2.reason(),
+                Some(
+                    h2::Reason::PROTOCOL_ERROR
+                        | h2::Reason::FLOW_CONTROL_ERROR
+                        | h2::Reason::FRAME_SIZE_ERROR
+                        | h2::Reason::COMPRESSION_ERROR
+                )
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The protocol spoken to a backend.
@@ -559,6 +593,55 @@ impl Upstreams {
     /// The cluster a route names.
     pub fn get(&self, name: &str) -> Option<&Arc<UpstreamCluster>> {
         self.clusters.get(name)
+    }
+}
+
+#[cfg(test)]
+mod protocol_error_tests {
+    use super::http2_protocol_error;
+
+    /// An error whose cause is the HTTP/2 error, as hyper's is.
+    #[derive(Debug)]
+    struct Caused(h2::Error);
+
+    impl std::fmt::Display for Caused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("http2 error")
+        }
+    }
+
+    impl std::error::Error for Caused {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn http2_protocol_violations_are_protocol_errors_and_resets_are_not() {
+        for reason in [
+            h2::Reason::PROTOCOL_ERROR,
+            h2::Reason::FLOW_CONTROL_ERROR,
+            h2::Reason::FRAME_SIZE_ERROR,
+            h2::Reason::COMPRESSION_ERROR,
+        ] {
+            let err = h2::Error::from(reason);
+            assert!(http2_protocol_error(Some(&err)), "{reason:?}");
+            // Found as the cause of another error too (hyper's).
+            let wrapped = Caused(err);
+            assert!(http2_protocol_error(Some(&wrapped)), "{reason:?} wrapped");
+        }
+        for reason in [
+            h2::Reason::CANCEL,
+            h2::Reason::REFUSED_STREAM,
+            h2::Reason::NO_ERROR,
+        ] {
+            assert!(
+                !http2_protocol_error(Some(&h2::Error::from(reason))),
+                "{reason:?}"
+            );
+        }
+        assert!(!http2_protocol_error(Some(&std::io::Error::other("reset"))));
+        assert!(!http2_protocol_error(None));
     }
 }
 
