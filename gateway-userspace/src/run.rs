@@ -220,7 +220,9 @@ fn certificate_files(config: &Config) -> Vec<PathBuf> {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
-    let instance = args.instance.instance();
+    // Shared with the reloads, which compile on a blocking thread.
+    let args = Arc::new(args);
+    let instance = Arc::new(args.instance.instance());
     let config = read_config(&args, &instance)
         .map_err(|err| anyhow::anyhow!("{err:#}; nothing was started"))?;
     let allowed = management::allow_list(&args.allow_port).map_err(anyhow::Error::msg)?;
@@ -480,9 +482,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut watcher = Watcher::new(args.config.clone(), certificates, args.config_settle);
     let mut poll = tokio::time::interval(WATCH_INTERVAL);
     let reload = Reload {
-        args: &args,
-        instance: &instance,
-        addresses: &addresses,
+        args: Arc::clone(&args),
+        instance: Arc::clone(&instance),
+        addresses: Arc::from(addresses.as_slice()),
         options,
         counters: &reloads,
         registry: registry_tx.as_ref(),
@@ -501,7 +503,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             }
         };
         let current = Arc::clone(&plan_tx.borrow());
-        if let Some((plan, certificates)) = reload.run(why, &current, &mut dataplane, &served_tx) {
+        let reloaded = reload
+            .run(why, &current, &mut dataplane, &served_tx)
+            .await;
+        if let Some((plan, certificates)) = reloaded {
             watcher.rebase(certificates);
             write_layout(&args.interface, &plan);
             let _ = plan_tx.send(Arc::new(plan));
@@ -665,9 +670,9 @@ enum Trigger {
 
 /// What a reload needs from the start-up.
 struct Reload<'a> {
-    args: &'a RunArgs,
-    instance: &'a Instance,
-    addresses: &'a [IpAddr],
+    args: Arc<RunArgs>,
+    instance: Arc<Instance>,
+    addresses: Arc<[IpAddr]>,
     options: proxy::Options,
     counters: &'a stats::ReloadCounters,
     /// Where a new registry goes (egress only).
@@ -685,10 +690,10 @@ impl Reload<'_> {
     /// maps back to the previous plan; either way the errors are logged in
     /// the `check` format and `config.reload_failures` counts it.
     /// Returns the new plan and the certificate files it names.
-    fn run(
+    async fn run(
         &self,
         why: Trigger,
-        current: &compile::Plan,
+        current: &Arc<compile::Plan>,
         dataplane: &mut Dataplane,
         served_tx: &watch::Sender<Arc<proxy::Served>>,
     ) -> Option<(compile::Plan, Vec<PathBuf>)> {
@@ -700,16 +705,23 @@ impl Reload<'_> {
             }
         );
         let started = std::time::Instant::now();
-        let built = read_config(self.args, self.instance).and_then(|config| {
-            build(
-                &config,
-                self.args,
-                self.instance,
-                self.addresses,
-                &self.options,
-                Some(current),
-            )
-        });
+        // Reading and compiling take long for a large configuration (tens
+        // of milliseconds per thousand hosts): on a blocking thread, not
+        // on the runtime that serves connections.
+        let (args, instance, addresses, options, previous) = (
+            Arc::clone(&self.args),
+            Arc::clone(&self.instance),
+            Arc::clone(&self.addresses),
+            self.options.clone(),
+            Arc::clone(current),
+        );
+        let built = tokio::task::spawn_blocking(move || {
+            read_config(&args, &instance).and_then(|config| {
+                build(&config, &args, &instance, &addresses, &options, Some(&previous))
+            })
+        })
+        .await
+        .unwrap_or_else(|err| Err(anyhow::anyhow!("the compile task failed: {err}")));
         let built = match built {
             Ok(built) => built,
             Err(err) => {
