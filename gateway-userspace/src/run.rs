@@ -503,9 +503,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             }
         };
         let current = Arc::clone(&plan_tx.borrow());
-        let reloaded = reload
-            .run(why, &current, &mut dataplane, &served_tx)
-            .await;
+        let reloaded = reload.run(why, &current, &mut dataplane, &served_tx).await;
         if let Some((plan, certificates)) = reloaded {
             watcher.rebase(certificates);
             write_layout(&args.interface, &plan);
@@ -717,7 +715,14 @@ impl Reload<'_> {
         );
         let built = tokio::task::spawn_blocking(move || {
             read_config(&args, &instance).and_then(|config| {
-                build(&config, &args, &instance, &addresses, &options, Some(&previous))
+                build(
+                    &config,
+                    &args,
+                    &instance,
+                    &addresses,
+                    &options,
+                    Some(&previous),
+                )
             })
         })
         .await

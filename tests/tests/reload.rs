@@ -101,6 +101,36 @@ fn serving_a_example(topology: &Topology, scratch: &Scratch) -> (std::path::Path
     (config, daemon)
 }
 
+/// `gateway reload` for the topology's interface; fails the test if it fails.
+fn gateway_reload(topology: &Topology) {
+    let out = topology
+        .exec(
+            &topology.gateway_ns,
+            &[
+                &gateway_bin().display().to_string(),
+                "reload",
+                "--interface",
+                &topology.gateway_if,
+            ],
+        )
+        .output()
+        .expect("gateway reload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits up to 10 s for the daemon to count an applied reload.
+fn wait_reloaded(topology: &Topology, daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(topology, "config.reloads") == 0 {
+        assert!(Instant::now() < deadline, "no reload: {}", daemon.log());
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits up to 15 s for the daemon to count a refused reload.
 fn wait_reload_refused(topology: &Topology, daemon: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -318,28 +348,8 @@ fn a_half_written_file_that_empties_a_listener_is_not_applied_until_asked() {
         daemon.log()
     );
     // The operator asks for it: applied, the host has no route any more.
-    let out = topology
-        .exec(
-            &topology.gateway_ns,
-            &[
-                &gateway_bin().display().to_string(),
-                "reload",
-                "--interface",
-                &topology.gateway_if,
-            ],
-        )
-        .output()
-        .expect("gateway reload");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stat(&topology, "config.reloads") == 0 {
-        assert!(Instant::now() < deadline, "not applied: {}", daemon.log());
-        thread::sleep(Duration::from_millis(100));
-    }
+    gateway_reload(&topology);
+    wait_reloaded(&topology, &daemon);
     // No VirtualService: 404 with an empty body.
     assert_eq!(get(&topology, "a.example", 80).as_deref(), Ok(""));
 }
@@ -384,27 +394,8 @@ fn gateway_reload_and_sighup_reread_the_configuration() {
     let topology = Topology::new();
     let scratch = Scratch::new();
     let (_config, daemon) = serving_a_example(&topology, &scratch);
-    let out = topology
-        .exec(
-            &topology.gateway_ns,
-            &[
-                &gateway_bin().display().to_string(),
-                "reload",
-                "--interface",
-                &topology.gateway_if,
-            ],
-        )
-        .output()
-        .expect("gateway reload");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while stat(&topology, "config.reloads") == 0 {
-        assert!(Instant::now() < deadline, "no reload: {}", daemon.log());
-    }
+    gateway_reload(&topology);
+    wait_reloaded(&topology, &daemon);
     assert!(daemon.log().contains("SIGHUP: reloading the configuration"));
     // With no daemon on the interface, one clear sentence.
     let out = topology
