@@ -361,15 +361,27 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             None
         }
     };
+    // The maps' kernel memory, which no RSS shows: said at start, and a
+    // gauge on /stats.
+    let memlock = match dataplane.memlock() {
+        Some(Ok(memlock)) => Some(memlock),
+        Some(Err(err)) => {
+            log::warn!("cannot open the maps to read their kernel memory (memlock): {err}");
+            None
+        }
+        None => None,
+    };
+    let memlock_bytes = memlock.as_ref().and_then(|m| m.bytes().ok());
     log::info!(
-        "XDP attached to {} ({:?} mode); gateway addresses: {}",
+        "XDP attached to {} ({:?} mode); gateway addresses: {}; the maps hold {} of locked kernel memory (memlock, outside the RSS)",
         args.interface,
         args.xdp_mode,
         addresses
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        memlock_bytes.map_or("an unknown amount".to_string(), pins::human_bytes)
     );
     log::info!(
         "management ports passed on the gateway's addresses (--allow-port): {}",
@@ -433,6 +445,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         samples.extend(stats::daemon_samples(
             log_pipe::dropped_totals(),
             &render_daemon,
+            memlock.as_ref().and_then(|m| m.bytes().ok()),
         ));
         Ok(match format {
             admin::StatsFormat::Text => stats::render(&samples),

@@ -636,6 +636,17 @@ impl Dataplane {
         Ok(repair)
     }
 
+    /// The maps' locked kernel memory, read again at each
+    /// [`pins::Memlock::bytes`]: through the descriptors the daemon holds
+    /// once attached, else through the pins; `None` for a process-owned load.
+    pub fn memlock(&self) -> Option<std::io::Result<pins::Memlock>> {
+        match (&self.held, &self.pins) {
+            (Some(held), _) => Some(held.memlock()),
+            (None, Some(dir)) => Some(pins::Memlock::of_pins(dir)),
+            (None, None) => None,
+        }
+    }
+
     /// Whether the maps and links are pinned.
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pins.as_deref()
