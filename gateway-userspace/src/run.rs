@@ -232,6 +232,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             args.interface
         );
     }
+    // Pins no daemon can adopt any more (their interface or namespace is
+    // gone) hold kernel memory until removed: this start removes them.
+    prune_orphaned_pins();
     // Maps and links are pinned: a daemon killed outright leaves XDP in
     // place, and this one adopts what a previous one left.
     let mut dataplane = Dataplane::load_pinned(&args.interface, args.ebpf_log)?;
@@ -540,6 +543,43 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let _ = proxy_task.await;
     let _ = tokio::task::spawn_blocking(move || admin_thread.join()).await;
     Ok(())
+}
+
+/// Removes the pin sets whose interface or network namespace is gone,
+/// logging each with the kernel memory it held; a failure to look stops
+/// nothing.
+fn prune_orphaned_pins() {
+    let pruned = match gateway_userspace::dataplane::orphans::prune(false) {
+        Ok(pruned) => pruned,
+        Err(err) => {
+            let err = anyhow::Error::from(err);
+            log::warn!("cannot look for orphaned pins ({err:#}); none removed");
+            return;
+        }
+    };
+    for pruned in pruned {
+        let (surveyed, Some(removed)) = (&pruned.surveyed, pruned.removed) else {
+            continue;
+        };
+        let memlock = surveyed
+            .memlock
+            .map_or("an unknown amount".to_string(), pins::human_bytes);
+        match removed {
+            Ok(()) => log::info!(
+                "removed the orphaned pins {} (namespace {}, interface {}: {}): {memlock} of locked kernel memory freed",
+                surveyed.set.path().display(),
+                surveyed.set.netns,
+                surveyed.set.interface,
+                surveyed.verdict
+            ),
+            Err(err) => log::warn!(
+                "cannot remove the orphaned pins {} ({}; {memlock} of locked kernel memory): {:#}",
+                surveyed.set.path().display(),
+                surveyed.verdict,
+                anyhow::Error::from(err)
+            ),
+        }
+    }
 }
 
 /// Puts back kernel state taken from under the daemon (pins removed,

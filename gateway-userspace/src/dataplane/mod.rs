@@ -4,6 +4,7 @@
 mod egress;
 mod error;
 mod fronts;
+pub mod orphans;
 pub mod pins;
 
 use std::{

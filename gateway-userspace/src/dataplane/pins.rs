@@ -22,6 +22,8 @@ use super::DataplaneError;
 
 /// Where the daemon's bpffs is mounted.
 pub const BPFFS: &str = "/run/gateway/bpf";
+/// Where the daemons' pid files and counter layouts are, beside the bpffs.
+pub const RUN_DIR: &str = "/run/gateway";
 /// The pinned XDP link, in a pin directory.
 pub const XDP_LINK: &str = "link_xdp";
 /// The pinned socket-lookup link, in a pin directory.
@@ -66,7 +68,7 @@ fn ensure_bpffs() -> io::Result<()> {
 /// mount (`/proc/self/fd/N`).
 static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
-fn bpffs_root() -> PathBuf {
+pub(super) fn bpffs_root() -> PathBuf {
     ROOT.get().cloned().unwrap_or_else(|| PathBuf::from(BPFFS))
 }
 
@@ -97,7 +99,33 @@ pub fn existing_pin_dir(interface: &str) -> Option<PathBuf> {
 /// (`stats::Layout`), beside its pid file.
 pub fn layout_path(interface: &str) -> Option<PathBuf> {
     let netns = std::fs::metadata("/proc/self/ns/net").ok()?;
-    Some(Path::new("/run/gateway").join(format!("{}-{interface}.layout.json", netns.ino())))
+    Some(layout_path_of(netns.ino(), interface))
+}
+
+/// [`layout_path`] of the daemon on `interface` in network namespace `netns`.
+pub fn layout_path_of(netns: u64, interface: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{netns}-{interface}.layout.json"))
+}
+
+/// Every directory in the bpffs (the pin sets, by name); none when no
+/// bpffs is mounted.
+pub(super) fn pin_dirs() -> io::Result<Vec<(String, PathBuf)>> {
+    let root = bpffs_root();
+    if !is_bpffs(&root).unwrap_or(false) {
+        return Ok(Vec::new());
+    }
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(&root)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            dirs.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            ));
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
 }
 
 /// Where a map named `name` is pinned in `dir`.
@@ -106,7 +134,7 @@ pub fn map_path(dir: &Path, name: &str) -> PathBuf {
 }
 
 #[allow(unsafe_code)]
-fn is_bpffs(path: &Path) -> io::Result<bool> {
+pub(super) fn is_bpffs(path: &Path) -> io::Result<bool> {
     let path = c_path(path)?;
     // SAFETY: `stat` is a plain out-parameter, `path` a valid C string.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
