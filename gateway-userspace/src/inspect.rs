@@ -2,7 +2,11 @@
 //! read from its pinned maps (summed over CPUs), without talking to it, so
 //! they can be read while the daemon is busy, stopped with
 //! `--keep-attached`, or gone after `kill -9`.
-use std::{collections::BTreeMap, thread, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    thread,
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use gateway_userspace::{
@@ -14,6 +18,9 @@ use crate::StatsArgs;
 
 /// Prints the counters once, or every `--watch` seconds with rates.
 pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
+    if let Some(interval) = args.watch.filter(|i| !(*i > 0.0 && i.is_finite())) {
+        bail!("--watch takes a number of seconds above 0, not {interval}");
+    }
     let Some(dir) = pins::existing_pin_dir(&args.interface) else {
         bail!(
             "no gateway has pinned maps for interface {} in this network namespace",
@@ -28,7 +35,10 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     // The egress guard's per-workload counters (empty on an ingress instance).
     let workloads = Workloads::open_pinned(&dir).ok();
-    let read = || -> anyhow::Result<BTreeMap<String, u64>> {
+    // The maps' kernel memory, beside the counters.
+    let memlock = pins::Memlock::of_pins(&dir)
+        .with_context(|| format!("cannot open the pinned maps in {}", dir.display()))?;
+    let read = || -> anyhow::Result<Vec<stats::Sample>> {
         let snapshot = reader.read(
             layout.listeners.iter().map(|l| l.id),
             layout.hosts.iter().map(|h| h.id),
@@ -38,22 +48,32 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
             let all = workloads.all();
             samples.extend(stats::workload_samples(&all, &interface_names(&all)));
         }
-        Ok(samples.into_iter().map(|s| (s.name, s.value)).collect())
+        let bytes = memlock
+            .bytes()
+            .context("cannot read the maps' kernel memory (memlock)")?;
+        samples.push(stats::memlock_sample(bytes));
+        Ok(samples)
+    };
+    let first = read()?;
+    let gauges: BTreeSet<String> = first
+        .iter()
+        .filter(|s| stats::is_gauge(s.family))
+        .map(|s| s.name.clone())
+        .collect();
+    let values = |samples: Vec<stats::Sample>| -> BTreeMap<String, u64> {
+        samples.into_iter().map(|s| (s.name, s.value)).collect()
     };
     let Some(interval) = args.watch else {
-        print(&read()?, None, args.json);
+        print(&values(first), None, &gauges, args.json);
         return Ok(());
     };
-    if !(interval > 0.0 && interval.is_finite()) {
-        bail!("--watch takes a number of seconds above 0, not {interval}");
-    }
     let interval = Duration::from_secs_f64(interval);
-    let mut previous = read()?;
+    let mut previous = values(first);
     let mut reports = 0u64;
     loop {
         thread::sleep(interval);
-        let current = read()?;
-        print(&current, Some((&previous, interval)), args.json);
+        let current = values(read()?);
+        print(&current, Some((&previous, interval)), &gauges, args.json);
         previous = current;
         reports += 1;
         if args.count.is_some_and(|count| reports >= count) {
@@ -73,14 +93,16 @@ fn interface_names(workloads: &[Workload]) -> BTreeMap<u32, String> {
         .collect()
 }
 
-/// One report: `name value` lines (with `rate/s` under `--watch`), or one
-/// JSON object per report.
+/// One report: `name value` lines (with `rate/s` under `--watch`, for
+/// counters, not `gauges`), or one JSON object per report.
 fn print(
     current: &BTreeMap<String, u64>,
     previous: Option<(&BTreeMap<String, u64>, Duration)>,
+    gauges: &BTreeSet<String>,
     json: bool,
 ) {
     let rate = |name: &str, value: u64| {
+        let previous = previous.filter(|_| !gauges.contains(name));
         previous.map(|(before, interval)| {
             let delta = value.saturating_sub(before.get(name).copied().unwrap_or(0));
             delta as f64 / interval.as_secs_f64()

@@ -1,6 +1,7 @@
 //! `gateway`: command-line parsing and wiring only.
 mod check;
 mod inspect;
+mod prune;
 mod run;
 
 use std::{
@@ -39,6 +40,19 @@ enum Command {
     /// its pinned maps (no daemon needed: it may be busy, stopped with
     /// --keep-attached, or killed).
     Stats(StatsArgs),
+    /// Remove the pinned maps and links left by gateways whose interface or
+    /// network namespace no longer exists: nothing can adopt them, and each
+    /// set holds locked kernel memory until removed (`gateway run` does the
+    /// same at start). Lists every set with why it is kept or removed.
+    PrunePins(PruneArgs),
+}
+
+/// `gateway prune-pins`.
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// List what would be removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `gateway stats`.
@@ -361,6 +375,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::check(&args),
         Command::Compile(args) => check::compile(&args),
         Command::Stats(args) => inspect::stats(&args).map(|()| ExitCode::SUCCESS),
+        Command::PrunePins(args) => prune::prune_pins(&args),
         Command::Reload(args) => gateway_userspace::pidfile::signal_reload(&args.interface)
             .map(|pid| {
                 println!(

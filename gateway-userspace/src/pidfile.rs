@@ -8,7 +8,7 @@ use std::{
 };
 
 /// The directory of the pid files.
-const DIR: &str = "/run/gateway";
+const DIR: &str = crate::dataplane::pins::RUN_DIR;
 
 /// Why `gateway reload` could not signal a daemon.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,12 @@ pub enum PidFileError {
 /// The pid file of the daemon on `interface` in this network namespace.
 pub fn path(interface: &str) -> Result<PathBuf, PidFileError> {
     let netns = fs::metadata("/proc/self/ns/net").map_err(PidFileError::Namespace)?;
-    Ok(Path::new(DIR).join(format!("{}-{interface}.pid", netns.ino())))
+    Ok(path_of(netns.ino(), interface))
+}
+
+/// The pid file of the daemon on `interface` in network namespace `netns`.
+pub fn path_of(netns: u64, interface: &str) -> PathBuf {
+    Path::new(DIR).join(format!("{netns}-{interface}.pid"))
 }
 
 /// The daemon's pid file, removed when dropped.

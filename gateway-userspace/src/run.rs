@@ -234,6 +234,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             args.interface
         );
     }
+    // Pins no daemon can adopt any more (their interface or namespace is
+    // gone) hold kernel memory until removed: this start removes them.
+    prune_orphaned_pins();
     // Maps and links are pinned: a daemon killed outright leaves XDP in
     // place, and this one adopts what a previous one left.
     let mut dataplane = Dataplane::load_pinned(&args.interface, args.ebpf_log)?;
@@ -363,15 +366,27 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             None
         }
     };
+    // The maps' kernel memory, which no RSS shows: said at start, and a
+    // gauge on /stats.
+    let memlock = match dataplane.memlock() {
+        Some(Ok(memlock)) => Some(memlock),
+        Some(Err(err)) => {
+            log::warn!("cannot open the maps to read their kernel memory (memlock): {err}");
+            None
+        }
+        None => None,
+    };
+    let memlock_bytes = memlock.as_ref().and_then(|m| m.bytes().ok());
     log::info!(
-        "XDP attached to {} ({:?} mode); gateway addresses: {}",
+        "XDP attached to {} ({:?} mode); gateway addresses: {}; the maps hold {} of locked kernel memory (memlock, outside the RSS)",
         args.interface,
         args.xdp_mode,
         addresses
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        memlock_bytes.map_or("an unknown amount".to_string(), pins::human_bytes)
     );
     log::info!(
         "management ports passed on the gateway's addresses (--allow-port): {}",
@@ -435,6 +450,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         samples.extend(stats::daemon_samples(
             log_pipe::dropped_totals(),
             &render_daemon,
+            memlock.as_ref().and_then(|m| m.bytes().ok()),
         ));
         Ok(match format {
             admin::StatsFormat::Text => stats::render(&samples),
@@ -530,6 +546,43 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let _ = proxy_task.await;
     let _ = tokio::task::spawn_blocking(move || admin_thread.join()).await;
     Ok(())
+}
+
+/// Removes the pin sets whose interface or network namespace is gone,
+/// logging each with the kernel memory it held; a failure to look stops
+/// nothing.
+fn prune_orphaned_pins() {
+    let pruned = match gateway_userspace::dataplane::orphans::prune(false) {
+        Ok(pruned) => pruned,
+        Err(err) => {
+            let err = anyhow::Error::from(err);
+            log::warn!("cannot look for orphaned pins ({err:#}); none removed");
+            return;
+        }
+    };
+    for pruned in pruned {
+        let (surveyed, Some(removed)) = (&pruned.surveyed, pruned.removed) else {
+            continue;
+        };
+        let memlock = surveyed
+            .memlock
+            .map_or("an unknown amount".to_string(), pins::human_bytes);
+        match removed {
+            Ok(()) => log::info!(
+                "removed the orphaned pins {} (namespace {}, interface {}: {}): {memlock} of locked kernel memory freed",
+                surveyed.set.path().display(),
+                surveyed.set.netns,
+                surveyed.set.interface,
+                surveyed.verdict
+            ),
+            Err(err) => log::warn!(
+                "cannot remove the orphaned pins {} ({}; {memlock} of locked kernel memory): {:#}",
+                surveyed.set.path().display(),
+                surveyed.verdict,
+                anyhow::Error::from(err)
+            ),
+        }
+    }
 }
 
 /// Puts back kernel state taken from under the daemon (pins removed,

@@ -109,6 +109,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "counter",
         "Kernel programs found detached (XDP, steering) and attached again.",
     ),
+    (
+        "gateway_dataplane_maps_memlock_bytes",
+        "gauge",
+        "Locked kernel memory of this instance's BPF maps (their memlock), which the process's RSS does not show.",
+    ),
 ];
 
 /// What the daemon repaired in its own kernel state.
@@ -119,8 +124,13 @@ pub struct DaemonCounters {
 }
 
 /// The daemon's own losses and repairs: log lines dropped per output
-/// (`log_dropped`: stdout, stderr) and what `daemon` counts.
-pub fn daemon_samples(log_dropped: [u64; 2], daemon: &DaemonCounters) -> Vec<Sample> {
+/// (`log_dropped`: stdout, stderr) and what `daemon` counts; and the
+/// kernel memory of its maps (`memlock`), when it could be read.
+pub fn daemon_samples(
+    log_dropped: [u64; 2],
+    daemon: &DaemonCounters,
+    memlock: Option<u64>,
+) -> Vec<Sample> {
     let mut out = Vec::new();
     for (output, dropped) in ["stdout", "stderr"].into_iter().zip(log_dropped) {
         out.push(sample(
@@ -142,7 +152,25 @@ pub fn daemon_samples(log_dropped: [u64; 2], daemon: &DaemonCounters) -> Vec<Sam
         vec![],
         daemon.attachments_restored.load(Ordering::Relaxed),
     ));
+    out.extend(memlock.map(memlock_sample));
     out
+}
+
+/// The locked kernel memory of an instance's maps.
+pub fn memlock_sample(bytes: u64) -> Sample {
+    sample(
+        "dataplane.maps_memlock_bytes".into(),
+        "gateway_dataplane_maps_memlock_bytes",
+        vec![],
+        bytes,
+    )
+}
+
+/// Whether the samples of `family` are gauges (a level, not a count).
+pub fn is_gauge(family: &str) -> bool {
+    FAMILIES
+        .iter()
+        .any(|(name, kind, _)| *name == family && *kind == "gauge")
 }
 
 /// The egress guard's per-workload counters, by workload address and
@@ -561,5 +589,26 @@ mod tests {
             text.starts_with("config.servers_dropped 1\nconfig.route_warnings 2\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_maps_memlock_is_a_gauge_in_both_renderings() {
+        let samples = daemon_samples([0, 0], &DaemonCounters::default(), Some(6_659_304));
+        assert!(
+            render(&samples).contains("\ndataplane.maps_memlock_bytes 6659304\n"),
+            "{}",
+            render(&samples)
+        );
+        let prometheus = render_prometheus(&samples);
+        assert!(
+            prometheus.contains(
+                "# TYPE gateway_dataplane_maps_memlock_bytes gauge\ngateway_dataplane_maps_memlock_bytes 6659304\n"
+            ),
+            "{prometheus}"
+        );
+        assert!(is_gauge("gateway_dataplane_maps_memlock_bytes"));
+        assert!(!is_gauge("gateway_xdp_packets_total"));
+        let unread = daemon_samples([0, 0], &DaemonCounters::default(), None);
+        assert!(!render(&unread).contains("memlock"));
     }
 }

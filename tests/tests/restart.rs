@@ -16,7 +16,8 @@ use gateway_tests::{
 };
 
 /// The daemon's pin directory for the topology's interface; removed on
-/// drop, so a failing test leaves no pinned links behind.
+/// drop, with the pid file and counter layout a killed daemon leaves
+/// beside it, so a failing test leaves no pinned links behind.
 struct Pins(PathBuf);
 
 impl Pins {
@@ -30,9 +31,30 @@ impl Pins {
     }
 }
 
+impl Pins {
+    /// The pid file and counter layout of the daemon the pins are for.
+    fn leftovers(&self) -> [PathBuf; 2] {
+        let name = self.0.file_name().unwrap_or_default().to_string_lossy();
+        [
+            PathBuf::from(format!("/run/gateway/{name}.pid")),
+            PathBuf::from(format!("/run/gateway/{name}.layout.json")),
+        ]
+    }
+
+    /// The pins of the daemon on `interface` in the same namespace.
+    fn sibling(&self, interface: &str) -> Self {
+        let name = self.0.file_name().unwrap_or_default().to_string_lossy();
+        let netns = name.split_once('-').map_or("", |(netns, _)| netns);
+        Pins(self.0.with_file_name(format!("{netns}-{interface}")))
+    }
+}
+
 impl Drop for Pins {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        for file in self.leftovers() {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
@@ -271,4 +293,164 @@ fn links_detached_from_outside_are_attached_again_within_a_second() {
     assert!(log.contains("the XDP program was detached"), "{log}");
     assert!(log.contains("the sk_lookup program was detached"), "{log}");
     eprintln!("XDP attached again after {took:?}");
+}
+
+/// `gateway prune-pins <args>`, run on the host; its stdout.
+fn prune_pins(args: &[&str]) -> String {
+    let out = std::process::Command::new(gateway_bin())
+        .arg("prune-pins")
+        .args(args)
+        .output()
+        .expect("run gateway prune-pins");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The line `gateway prune-pins` printed for the pin directory `dir`.
+fn line_for<'a>(listing: &'a str, dir: &std::path::Path) -> &'a str {
+    let prefix = format!("{} ", dir.display());
+    listing
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no line for {}:\n{listing}", dir.display()))
+}
+
+/// The `memlock N` figure of a `gateway prune-pins` line.
+fn memlock_of(line: &str) -> u64 {
+    line.split_once("memlock ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no memlock in {line}"))
+}
+
+#[test]
+fn pins_whose_namespace_or_interface_is_gone_are_removed_and_a_killed_daemons_are_adopted() {
+    require_root();
+    let kept = Topology::new();
+    let gone = Topology::new();
+    let kept_pins = Pins::of(&kept);
+    let gone_pins = Pins::of(&gone);
+    // A second interface in the namespace that stays, deleted later.
+    let extra = format!("x{}", kept.gateway_if);
+    let peer = format!("y{}", kept.gateway_if);
+    let extra_addr = "203.0.113.1";
+    let extra_cidr = format!("{extra_addr}/24");
+    for argv in [
+        &[
+            "ip", "link", "add", &extra, "type", "veth", "peer", "name", &peer,
+        ][..],
+        &["ip", "addr", "add", &extra_cidr, "dev", &extra],
+        &["ip", "link", "set", &extra, "up"],
+    ] {
+        let out = kept.gateway(argv);
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let extra_pins = kept_pins.sibling(&extra);
+    // Each daemon killed outright leaves its pins, pid file and layout.
+    let extra_args = [
+        "--config",
+        gateway_tests::daemon::EXAMPLE,
+        "--interface",
+        &extra,
+        "--address",
+        extra_addr,
+        "--admin-address",
+        gateway_tests::daemon::ADMIN,
+        "--credentials-dir",
+        gateway_tests::daemon::CREDENTIALS,
+    ];
+    Daemon::start(&kept, &extra_args).kill();
+    start_example(&gone, &[], None).kill();
+    start_example(&kept, &[], None).kill();
+    for pins in [&kept_pins, &gone_pins, &extra_pins] {
+        assert!(
+            pins.0.join("map_LISTENERS").exists(),
+            "{}",
+            pins.0.display()
+        );
+        for file in pins.leftovers() {
+            assert!(file.exists(), "{}", file.display());
+        }
+    }
+    // A set with no links for an interface that exists (a daemon killed
+    // before it attached): only the interface keeps it.
+    let lo_pins = kept_pins.sibling("lo");
+    std::fs::create_dir(&lo_pins.0).expect("a pin directory for lo");
+
+    // The interface goes from the namespace that stays; the other
+    // namespace goes (its steering link is detached once the kernel has
+    // cleaned it up, a moment after `ip netns del`).
+    let out = kept.gateway(&["ip", "link", "del", &extra]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(gone);
+    within_3s("the deleted namespace's pins found orphaned", || {
+        line_for(&prune_pins(&["--dry-run"]), &gone_pins.0).contains("would remove")
+    });
+
+    // A dry run says what it would do and does nothing.
+    let listing = prune_pins(&["--dry-run"]);
+    let says = |pins: &Pins, what: &str| {
+        assert!(
+            line_for(&listing, &pins.0).contains(what),
+            "{what}:\n{listing}"
+        );
+    };
+    says(
+        &gone_pins,
+        "would remove: its network namespace no longer exists",
+    );
+    says(
+        &extra_pins,
+        "would remove: its network namespace no longer has an interface of that name",
+    );
+    says(&kept_pins, "kept: its XDP link is still attached");
+    says(&lo_pins, "kept: the interface exists");
+    let memlock = memlock_of(line_for(&listing, &gone_pins.0));
+    assert!(memlock > 1 << 20, "{listing}");
+    for pins in [&kept_pins, &gone_pins, &extra_pins, &lo_pins] {
+        assert!(pins.0.exists(), "dry run removed {}", pins.0.display());
+    }
+    eprintln!("{listing}");
+
+    // A daemon started removes the orphaned sets and their leftovers, and
+    // adopts the killed daemon's set on its interface.
+    let inode = |pins: &Pins| {
+        let meta = std::fs::metadata(pins.0.join("map_LISTENERS")).expect("pinned");
+        std::os::unix::fs::MetadataExt::ino(&meta)
+    };
+    let adopted = inode(&kept_pins);
+    let daemon = start_example(&kept, &[], None);
+    for pins in [&gone_pins, &extra_pins] {
+        assert!(!pins.0.exists(), "{} left", pins.0.display());
+        for file in pins.leftovers() {
+            assert!(!file.exists(), "{} left", file.display());
+        }
+    }
+    assert!(lo_pins.0.exists(), "a set whose interface exists removed");
+    assert_eq!(
+        inode(&kept_pins),
+        adopted,
+        "the killed daemon's maps adopted, not replaced"
+    );
+    assert_eq!(redirect(&kept), Ok(()));
+    let log = daemon.log();
+    let removed = format!("removed the orphaned pins {}", gone_pins.0.display());
+    assert!(log.contains(&removed), "{log}");
+    assert!(log.contains("of locked kernel memory freed"), "{log}");
+    assert!(log.contains("of locked kernel memory (memlock"), "{log}");
+    let own = stat(&kept, "dataplane.maps_memlock_bytes");
+    assert!(own > 1 << 20, "{own}");
+    eprintln!("memlock per pin set: {memlock} bytes (this daemon's: {own})");
 }

@@ -4,6 +4,7 @@
 mod egress;
 mod error;
 mod fronts;
+pub mod orphans;
 pub mod pins;
 
 use std::{
@@ -634,6 +635,17 @@ impl Dataplane {
             repair.pins_restored = held.restore()?;
         }
         Ok(repair)
+    }
+
+    /// The maps' locked kernel memory, read again at each
+    /// [`pins::Memlock::bytes`]: through the descriptors the daemon holds
+    /// once attached, else through the pins; `None` for a process-owned load.
+    pub fn memlock(&self) -> Option<std::io::Result<pins::Memlock>> {
+        match (&self.held, &self.pins) {
+            (Some(held), _) => Some(held.memlock()),
+            (None, Some(dir)) => Some(pins::Memlock::of_pins(dir)),
+            (None, None) => None,
+        }
     }
 
     /// Whether the maps and links are pinned.

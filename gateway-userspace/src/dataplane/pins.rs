@@ -22,6 +22,8 @@ use super::DataplaneError;
 
 /// Where the daemon's bpffs is mounted.
 pub const BPFFS: &str = "/run/gateway/bpf";
+/// Where the daemons' pid files and counter layouts are, beside the bpffs.
+pub const RUN_DIR: &str = "/run/gateway";
 /// The pinned XDP link, in a pin directory.
 pub const XDP_LINK: &str = "link_xdp";
 /// The pinned socket-lookup link, in a pin directory.
@@ -66,7 +68,7 @@ fn ensure_bpffs() -> io::Result<()> {
 /// mount (`/proc/self/fd/N`).
 static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
-fn bpffs_root() -> PathBuf {
+pub(super) fn bpffs_root() -> PathBuf {
     ROOT.get().cloned().unwrap_or_else(|| PathBuf::from(BPFFS))
 }
 
@@ -97,7 +99,33 @@ pub fn existing_pin_dir(interface: &str) -> Option<PathBuf> {
 /// (`stats::Layout`), beside its pid file.
 pub fn layout_path(interface: &str) -> Option<PathBuf> {
     let netns = std::fs::metadata("/proc/self/ns/net").ok()?;
-    Some(Path::new("/run/gateway").join(format!("{}-{interface}.layout.json", netns.ino())))
+    Some(layout_path_of(netns.ino(), interface))
+}
+
+/// [`layout_path`] of the daemon on `interface` in network namespace `netns`.
+pub fn layout_path_of(netns: u64, interface: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{netns}-{interface}.layout.json"))
+}
+
+/// Every directory in the bpffs (the pin sets, by name); none when no
+/// bpffs is mounted.
+pub(super) fn pin_dirs() -> io::Result<Vec<(String, PathBuf)>> {
+    let root = bpffs_root();
+    if !is_bpffs(&root).unwrap_or(false) {
+        return Ok(Vec::new());
+    }
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(&root)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            dirs.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            ));
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
 }
 
 /// Where a map named `name` is pinned in `dir`.
@@ -106,7 +134,7 @@ pub fn map_path(dir: &Path, name: &str) -> PathBuf {
 }
 
 #[allow(unsafe_code)]
-fn is_bpffs(path: &Path) -> io::Result<bool> {
+pub(super) fn is_bpffs(path: &Path) -> io::Result<bool> {
     let path = c_path(path)?;
     // SAFETY: `stat` is a plain out-parameter, `path` a valid C string.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
@@ -373,6 +401,65 @@ pub fn link_attached(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(info.target != 0)
 }
 
+/// The locked kernel memory of a set of BPF maps: what the kernel
+/// charges them (`memlock` in their descriptors' fdinfo: the maps' own
+/// memory, per-CPU ones once per possible CPU), which no process's RSS
+/// shows. Read again at each [`Memlock::bytes`], since maps that allocate
+/// per element (the LPM tries, for one) grow with their contents.
+pub struct Memlock {
+    maps: Vec<std::os::fd::OwnedFd>,
+}
+
+impl Memlock {
+    /// Opens every map pinned in the pin directory `dir`.
+    pub fn of_pins(dir: &Path) -> io::Result<Self> {
+        let mut maps = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with("map_") {
+                maps.push(object_get(&entry.path())?);
+            }
+        }
+        Ok(Memlock { maps })
+    }
+
+    /// The maps' locked kernel memory now, in bytes.
+    pub fn bytes(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for map in &self.maps {
+            let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", map.as_raw_fd()))?;
+            total += memlock_of_fdinfo(&fdinfo).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "no memlock line in a map's fdinfo",
+                )
+            })?;
+        }
+        Ok(total)
+    }
+}
+
+/// The `memlock:` figure of a BPF map's `/proc/<pid>/fdinfo/<fd>`.
+fn memlock_of_fdinfo(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("memlock:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// `bytes` for people: `6.4 MiB`, `52.0 KiB`, `0 B`.
+pub fn human_bytes(bytes: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let value = bytes as f64;
+    if value >= KIB * KIB {
+        format!("{:.1} MiB", value / (KIB * KIB))
+    } else if value >= KIB {
+        format!("{:.1} KiB", value / KIB)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
 /// A descriptor of every object a daemon pinned (maps and links). The
 /// descriptors, not the pins, keep the links attached: removing the pin
 /// directory (a clean-up job, a tmpfiles rule, an unmount) takes nothing
@@ -395,6 +482,17 @@ impl HeldPins {
             interface: interface.to_string(),
             objects,
         })
+    }
+
+    /// The held maps, for their locked kernel memory.
+    pub fn memlock(&self) -> io::Result<Memlock> {
+        let maps = self
+            .objects
+            .iter()
+            .filter(|(name, _)| name.to_string_lossy().starts_with("map_"))
+            .map(|(_, fd)| fd.try_clone())
+            .collect::<io::Result<_>>()?;
+        Ok(Memlock { maps })
     }
 
     /// The descriptor held for the object pinned as `name`.
@@ -435,5 +533,27 @@ impl HeldPins {
                 .map_err(|source| super::DataplaneError::Pins { path, source })?;
         }
         Ok(missing.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_maps_memlock_is_read_from_its_fdinfo() {
+        let fdinfo = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nmap_type:\t6\n\
+                      key_size:\t4\nvalue_size:\t16\nmax_entries:\t1024\nmap_flags:\t0x0\n\
+                      map_extra:\t0x0\nmemlock:\t41272\nmap_id:\t12\nfrozen:\t0\n";
+        assert_eq!(memlock_of_fdinfo(fdinfo), Some(41272));
+        // A link's fdinfo has none.
+        assert_eq!(memlock_of_fdinfo("link_type:\txdp\nlink_id:\t3\n"), None);
+    }
+
+    #[test]
+    fn sizes_are_said_in_binary_units() {
+        assert_eq!(human_bytes(6_659_304), "6.4 MiB");
+        assert_eq!(human_bytes(41_272), "40.3 KiB");
+        assert_eq!(human_bytes(320), "320 B");
     }
 }
