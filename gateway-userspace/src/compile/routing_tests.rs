@@ -295,6 +295,32 @@ fn short_destination_hosts_resolve_in_the_virtual_service_namespace() {
 }
 
 #[test]
+fn service_entries_and_destination_rules_not_exported_to_the_gateway_are_not_used() {
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web, subset: v1}\n";
+    let route = vs("r", "apps", spec);
+    let hidden_entry = BACKENDS.replace(
+        "  resolution: STATIC\n",
+        "  resolution: STATIC\n  exportTo: [\".\"]\n",
+    );
+    let plan = compile_yaml(&[GATEWAY, &hidden_entry, &route]);
+    assert!(plan.clusters.is_empty());
+    assert!(
+        plan.warnings[0].contains("no ServiceEntry declares host web.apps.svc.cluster.local"),
+        "{:?}",
+        plan.warnings
+    );
+    let hidden_rule = BACKENDS.replace("  host: web\n", "  host: web\n  exportTo: [\".\"]\n");
+    let plan = compile_yaml(&[GATEWAY, &hidden_rule, &route]);
+    assert!(plan.clusters.is_empty());
+    assert!(
+        plan.warnings[0]
+            .contains("subset v1 needs a DestinationRule for web.apps.svc.cluster.local"),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
 fn subsets_select_endpoints_by_destination_rule_labels() {
     let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web, subset: v1}\n      weight: 90\n    - destination: {host: web, subset: v2}\n      weight: 10\n";
     let plan = compile_yaml(&[GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
