@@ -256,27 +256,26 @@ impl HostTable {
     pub fn new(hosts: impl IntoIterator<Item = VirtualHost>) -> Self {
         let mut merged: Vec<VirtualHost> = Vec::new();
         let mut index: HashMap<HostPattern, usize> = HashMap::new();
-        // A merged host's route positions by source, built when it first
-        // merges: a route bound again is looked for among those with its
-        // source only (a scan of every route was quadratic in the
-        // VirtualServices naming one host).
+        // The route positions by source of a host with many routes, so a
+        // route bound again is looked for among those with its source only
+        // (a scan of every route was quadratic in the VirtualServices
+        // naming one host); built when the host first outgrows a scan.
         let mut sources: HashMap<usize, HashMap<String, Vec<usize>>> = HashMap::new();
         for host in hosts {
             match index.get(&host.pattern) {
                 Some(&at) => {
                     let existing = &mut merged[at];
                     existing.https_redirect |= host.https_redirect;
-                    let by_source = sources.entry(at).or_insert_with(|| {
-                        let mut by_source: HashMap<String, Vec<usize>> = HashMap::new();
-                        for (position, route) in existing.routes.iter().enumerate() {
-                            by_source
-                                .entry(route.source.clone())
-                                .or_default()
-                                .push(position);
-                        }
-                        by_source
-                    });
                     for route in host.routes {
+                        if existing.routes.len() <= SCANNED_ROUTES {
+                            if !existing.routes.contains(&route) {
+                                existing.routes.push(route);
+                            }
+                            continue;
+                        }
+                        let by_source = sources
+                            .entry(at)
+                            .or_insert_with(|| positions_by_source(&existing.routes));
                         let same = by_source.entry(route.source.clone()).or_default();
                         if !same.iter().any(|&at| existing.routes[at] == route) {
                             same.push(existing.routes.len());
@@ -324,6 +323,22 @@ impl HostTable {
     pub fn hosts(&self) -> &[VirtualHost] {
         &self.hosts
     }
+}
+
+/// Up to this many routes, a host's routes are scanned for one bound
+/// again; past it, they are indexed by source.
+const SCANNED_ROUTES: usize = 8;
+
+/// The positions of `routes` by source.
+fn positions_by_source(routes: &[crate::compile::Route]) -> HashMap<String, Vec<usize>> {
+    let mut by_source: HashMap<String, Vec<usize>> = HashMap::new();
+    for (position, route) in routes.iter().enumerate() {
+        by_source
+            .entry(route.source.clone())
+            .or_default()
+            .push(position);
+    }
+    by_source
 }
 
 /// `example.com:8080` -> `example.com`; `[2001:db8::1]:80` -> `[2001:db8::1]`.
@@ -510,6 +525,38 @@ mod tests {
         let t = table(&[("a.example.com", false), ("a.example.com", true)]);
         assert_eq!(t.hosts().len(), 1);
         assert!(t.lookup("a.example.com").unwrap().https_redirect);
+    }
+
+    fn route(source: &str, status: u16) -> crate::compile::Route {
+        crate::compile::Route {
+            source: source.to_string(),
+            matches: Vec::new(),
+            action: crate::compile::RouteAction::DirectResponse { status, body: None },
+            catch_all: false,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_route_bound_again_is_kept_once_however_many_routes_the_host_has() {
+        // Below and past the number of routes scanned for a duplicate.
+        for count in [3, SCANNED_ROUTES * 3] {
+            let routes: Vec<_> = (0..count).map(|i| route(&format!("r{i}"), 200)).collect();
+            // The same source with another action is another route.
+            let other = route("r0", 404);
+            let mut again = routes.clone();
+            again.push(other.clone());
+            let host = |routes| VirtualHost {
+                pattern: HostPattern::from_server_host("a.example.com"),
+                https_redirect: false,
+                routes,
+            };
+            let table = HostTable::new([host(routes.clone()), host(again.clone()), host(again)]);
+            let mut expected = routes;
+            expected.push(other);
+            assert_eq!(table.hosts()[0].routes, expected, "{count} routes");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! building what each listener does with a request or connection
 //! (semantics doc §5, §9).
 use std::{
+    cell::OnceCell,
     collections::{BTreeSet, HashMap, HashSet},
     time::Duration,
 };
@@ -154,7 +155,7 @@ impl<'m> Binder<'m> {
                     .last()
                     .is_some_and(|last| std::ptr::eq(*last, vs))
                 {
-                    bound.add(vs);
+                    bound.services.push(vs);
                 }
             }
         }
@@ -465,40 +466,53 @@ type SniAt = (usize, usize, usize, usize);
 
 /// The VirtualServices that name one Gateway, with their hosts indexed so
 /// that a server finds the ones it binds without comparing each of its
-/// hosts with each of theirs (quadratic: issue 19).
+/// hosts with each of theirs (quadratic: issue 19). The indexes are built
+/// on first use: a Gateway this instance does not serve needs none.
 #[derive(Default)]
 struct Bound<'m> {
     /// In Istio's order.
     services: Vec<&'m VirtualService>,
     /// `spec.hosts`: (service, host) positions.
-    hosts: Scoped<'m, (usize, usize)>,
-    /// `spec.tls[].match[].sniHosts`.
-    sni_hosts: Scoped<'m, SniAt>,
-    /// Services with a tls match that names destination subnets: they are
-    /// warned about whether or not an SNI host binds.
-    tls_subnets: Vec<usize>,
+    hosts: OnceCell<Scoped<'m, (usize, usize)>>,
+    /// `spec.tls[].match[].sniHosts`, and the services with a tls match
+    /// that names destination subnets: they are warned about whether or
+    /// not an SNI host binds.
+    sni_hosts: OnceCell<(Scoped<'m, SniAt>, Vec<usize>)>,
 }
 
 impl<'m> Bound<'m> {
-    fn add(&mut self, vs: &'m VirtualService) {
-        let at = self.services.len();
-        self.services.push(vs);
-        for (host_index, host) in vs.hosts.iter().enumerate() {
-            self.hosts.push(&vs.namespace, host, (at, host_index));
-        }
-        let mut subnets = false;
-        for (rule_index, rule) in vs.tls.iter().enumerate() {
-            for (match_index, m) in rule.matches.iter().enumerate() {
-                subnets |= !m.destination_subnets.is_empty();
-                for (sni_index, sni) in m.sni_hosts.iter().enumerate() {
-                    let key = (at, rule_index, match_index, sni_index);
-                    self.sni_hosts.push(&vs.namespace, sni, key);
+    fn hosts(&self) -> &Scoped<'m, (usize, usize)> {
+        self.hosts.get_or_init(|| {
+            let mut hosts = Scoped::default();
+            for (at, vs) in self.services.iter().enumerate() {
+                for (host_index, host) in vs.hosts.iter().enumerate() {
+                    hosts.push(&vs.namespace, host, (at, host_index));
                 }
             }
-        }
-        if subnets {
-            self.tls_subnets.push(at);
-        }
+            hosts
+        })
+    }
+
+    fn sni_hosts(&self) -> &(Scoped<'m, SniAt>, Vec<usize>) {
+        self.sni_hosts.get_or_init(|| {
+            let mut sni_hosts = Scoped::default();
+            let mut subnets = Vec::new();
+            for (at, vs) in self.services.iter().enumerate() {
+                for (rule_index, rule) in vs.tls.iter().enumerate() {
+                    for (match_index, m) in rule.matches.iter().enumerate() {
+                        for (sni_index, sni) in m.sni_hosts.iter().enumerate() {
+                            let key = (at, rule_index, match_index, sni_index);
+                            sni_hosts.push(&vs.namespace, sni, key);
+                        }
+                    }
+                }
+                let mut matches = vs.tls.iter().flat_map(|rule| &rule.matches);
+                if matches.any(|m| !m.destination_subnets.is_empty()) {
+                    subnets.push(at);
+                }
+            }
+            (sni_hosts, subnets)
+        })
     }
 
     /// The services that bind to `accepted`, in order, each with its
@@ -506,7 +520,7 @@ impl<'m> Bound<'m> {
     /// it may bind to with one of its hosts (the more specific wins), in
     /// server host order, then its own host order, each name once.
     fn bindings(&self, accepted: &Accepted<'_>) -> Vec<(&'m VirtualService, Vec<HostPattern>)> {
-        let mut found = self.hosts.intersections(accepted);
+        let mut found = self.hosts().intersections(accepted);
         found.sort_by_key(|&((service, host), server_host, _)| (service, server_host, host));
         let mut out: Vec<(&'m VirtualService, Vec<HostPattern>)> = Vec::new();
         let mut last = None;
@@ -536,10 +550,11 @@ impl<'m> Bound<'m> {
         Vec<(usize, &'m VirtualService)>,
         HashMap<SniAt, HostPattern>,
     ) {
-        let mut found = self.sni_hosts.intersections(accepted);
+        let (sni_hosts, subnets) = self.sni_hosts();
+        let mut found = sni_hosts.intersections(accepted);
         found.sort_by_key(|&(sni, server_host, _)| (sni, server_host));
         let mut names = HashMap::new();
-        let mut services = self.tls_subnets.clone();
+        let mut services = subnets.clone();
         for (sni, _, name) in found {
             services.push(sni.0);
             names.entry(sni).or_insert(name);
@@ -559,26 +574,41 @@ impl<'m> Bound<'m> {
 /// `name` and `*/name` bind any.
 struct Scoped<'m, T> {
     all: HostIndex<T>,
-    by_namespace: HashMap<&'m str, HostIndex<T>>,
+    /// The namespace of each entry of `all`.
+    namespaces: Vec<&'m str>,
+    /// `all` split by namespace, built for the first `ns/name` server host
+    /// (most Gateways have none, and it would double the index).
+    by_namespace: OnceCell<HashMap<&'m str, HostIndex<T>>>,
 }
 
 impl<T> Default for Scoped<'_, T> {
     fn default() -> Self {
         Scoped {
             all: HostIndex::default(),
-            by_namespace: HashMap::new(),
+            namespaces: Vec::new(),
+            by_namespace: OnceCell::new(),
         }
     }
 }
 
 impl<'m, T: Copy> Scoped<'m, T> {
     fn push(&mut self, namespace: &'m str, host: &str, value: T) {
-        let pattern = HostPattern::from_server_host(host);
-        self.by_namespace
-            .entry(namespace)
-            .or_default()
-            .push(pattern.clone(), value);
-        self.all.push(pattern, value);
+        self.all.push(HostPattern::from_server_host(host), value);
+        self.namespaces.push(namespace);
+    }
+
+    fn in_namespace(&self, namespace: &str) -> Option<&HostIndex<T>> {
+        let by_namespace = self.by_namespace.get_or_init(|| {
+            let mut split: HashMap<&'m str, HostIndex<T>> = HashMap::new();
+            for ((pattern, value), namespace) in self.all.entries().iter().zip(&self.namespaces) {
+                split
+                    .entry(namespace)
+                    .or_default()
+                    .push(pattern.clone(), *value);
+            }
+            split
+        });
+        by_namespace.get(namespace)
     }
 
     /// Every (entry, server host position, intersection) of a host of
@@ -588,8 +618,8 @@ impl<'m, T: Copy> Scoped<'m, T> {
         for (position, host) in accepted.server.hosts.iter().enumerate() {
             let index = match host.split_once('/') {
                 Some(("*", _)) | None => Some(&self.all),
-                Some((".", _)) => self.by_namespace.get(accepted.gateway.namespace.as_str()),
-                Some((namespace, _)) => self.by_namespace.get(namespace),
+                Some((".", _)) => self.in_namespace(&accepted.gateway.namespace),
+                Some((namespace, _)) => self.in_namespace(namespace),
             };
             let Some(index) = index else {
                 continue;
