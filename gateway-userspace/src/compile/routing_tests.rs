@@ -170,6 +170,21 @@ fn dot_namespace_server_host_binds_the_gateways_own_namespace() {
 }
 
 #[test]
+fn star_namespace_server_host_binds_every_namespace() {
+    let gateway = GATEWAY.replace("hosts: [\"*.example.com\"]", "hosts: [\"*/*.example.com\"]");
+    let plan = compile_yaml(&[
+        &gateway,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            &format!("  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    assert_eq!(routes_of(&plan, "a.example.com").len(), 1);
+}
+
+#[test]
 fn export_to_dot_hides_a_virtual_service_from_the_gateway_namespace() {
     let plan = compile_yaml(&[
         GATEWAY,
