@@ -46,7 +46,8 @@ pub fn on_path(name: &str) -> bool {
 }
 
 /// Builds the release `gateway` binary (with its XDP object) that the
-/// benchmarks measure; returns its path under `root`.
+/// benchmarks measure; returns its path under the target directory
+/// (`CARGO_TARGET_DIR`, else `root/target`).
 pub fn build_release_gateway(root: &Path) -> anyhow::Result<PathBuf> {
     run(&mut cargo(&[
         "build",
@@ -56,5 +57,8 @@ pub fn build_release_gateway(root: &Path) -> anyhow::Result<PathBuf> {
         "--bin",
         "gateway",
     ]))?;
-    Ok(root.join("target/release/gateway"))
+    // A relative CARGO_TARGET_DIR is cargo's, from the same working directory.
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    Ok(target.join("release/gateway"))
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::clusters::{Clusters, qualify};
 use crate::{
-    hosts::{HostPattern, intersect},
+    hosts::{HostIndex, HostPattern},
     model::{Destination, Model, Resolution},
 };
 
@@ -26,6 +26,10 @@ pub fn reachable(
 ) -> (BTreeSet<String>, Vec<String>) {
     let mut names = BTreeSet::new();
     let mut warnings = Vec::new();
+    let mut covering = HostIndex::default();
+    for host in server_hosts {
+        covering.push(host.clone(), ());
+    }
     let entries = model.service_entries.iter().filter(|se| {
         se.mesh_internal
             && se.resolution != Resolution::None
@@ -34,11 +38,11 @@ pub fn reachable(
     for se in entries {
         for host in &se.hosts {
             let host = qualify(host, &se.namespace);
-            let exact = HostPattern::from_server_host(&host);
-            let covered = server_hosts
-                .iter()
-                .any(|h| intersect(h, &exact).is_some_and(|i| i == exact));
-            if host.contains('*') || !covered {
+            if host.contains('*')
+                || covering
+                    .covering(&HostPattern::from_server_host(&host))
+                    .is_empty()
+            {
                 continue;
             }
             let subsets = clusters.subset_names(&host);

@@ -2,7 +2,8 @@
 //! building what each listener does with a request or connection
 //! (semantics doc §5, §9).
 use std::{
-    collections::{BTreeSet, HashMap},
+    cell::OnceCell,
+    collections::{BTreeSet, HashMap, HashSet},
     time::Duration,
 };
 
@@ -11,7 +12,7 @@ use super::{
     clusters::{Clusters, Unresolved},
 };
 use crate::{
-    hosts::{HostPattern, HostTable, VirtualHost, intersect},
+    hosts::{HostIndex, HostPattern, HostTable, VirtualHost},
     model::{
         Destination, Gateway, HeaderOperations, HttpAction, HttpMatch, HttpRedirect, Instance,
         Model, Protocol, Server, ServerTls, Subnet, TcpMatch, TlsMode, VirtualService,
@@ -124,9 +125,8 @@ enum Layer {
 
 /// Binds VirtualServices and resolves their destinations.
 pub struct Binder<'m> {
-    /// Visible VirtualServices by the gateway (`namespace/name`) they name,
-    /// each list in Istio's order.
-    by_gateway: HashMap<&'m str, Vec<&'m VirtualService>>,
+    /// Visible VirtualServices by the gateway (`namespace/name`) they name.
+    by_gateway: HashMap<&'m str, Bound<'m>>,
     model: &'m Model,
     /// The gateway workload's namespace, which resources must be exported to.
     namespace: &'m str,
@@ -145,13 +145,17 @@ impl<'m> Binder<'m> {
             })
             .collect();
         visible.sort_by(|a, b| a.merge_order().cmp(&b.merge_order()));
-        let mut by_gateway: HashMap<&str, Vec<&VirtualService>> = HashMap::new();
+        let mut by_gateway: HashMap<&str, Bound<'_>> = HashMap::new();
         for vs in visible {
             for gateway in &vs.gateways {
-                let list = by_gateway.entry(gateway.as_str()).or_default();
+                let bound = by_gateway.entry(gateway.as_str()).or_default();
                 // A VirtualService naming the same gateway twice binds once.
-                if !list.last().is_some_and(|last| std::ptr::eq(*last, vs)) {
-                    list.push(vs);
+                if !bound
+                    .services
+                    .last()
+                    .is_some_and(|last| std::ptr::eq(*last, vs))
+                {
+                    bound.services.push(vs);
                 }
             }
         }
@@ -168,17 +172,26 @@ impl<'m> Binder<'m> {
     /// order first found (a VirtualService bound through two Gateways that
     /// merge into one listener is bound twice).
     pub fn finish(self) -> (Vec<super::Cluster>, Vec<String>) {
-        let mut warnings: Vec<String> = Vec::new();
-        for warning in self.warnings {
-            if !warnings.contains(&warning) {
-                warnings.push(warning);
-            }
-        }
+        let mut seen = HashSet::new();
+        let warnings = self
+            .warnings
+            .into_iter()
+            .filter(|warning| seen.insert(warning.clone()))
+            .collect();
         (self.clusters.into_clusters(), warnings)
     }
 
-    fn bound_to(&self, gateway: &str) -> Vec<&'m VirtualService> {
-        self.by_gateway.get(gateway).cloned().unwrap_or_default()
+    /// The VirtualServices bound to `gateway` that bind to the server
+    /// `accepted`, in Istio's order, each with its virtual host names.
+    fn bindings(
+        &self,
+        gateway: &str,
+        accepted: &Accepted<'_>,
+    ) -> Vec<(&'m VirtualService, Vec<HostPattern>)> {
+        self.by_gateway
+            .get(gateway)
+            .map(|bound| bound.bindings(accepted))
+            .unwrap_or_default()
     }
 
     /// The virtual hosts of an HTTP route table shared by `servers`.
@@ -201,11 +214,7 @@ impl<'m> Binder<'m> {
                 routes: Vec::new(),
             }));
             let gateway = accepted.gateway_ref();
-            for vs in self.bound_to(&gateway) {
-                let names = vhost_names(accepted, vs);
-                if names.is_empty() {
-                    continue;
-                }
+            for (vs, names) in self.bindings(&gateway, accepted) {
                 let routes = self.http_routes(vs, &gateway, port);
                 for pattern in names {
                     vhosts.push(VirtualHost {
@@ -360,14 +369,18 @@ impl<'m> Binder<'m> {
         seen: &mut BTreeSet<HostPattern>,
     ) -> Vec<SniRoute> {
         let gateway = accepted.gateway_ref();
+        let (services, names) = match self.by_gateway.get(gateway.as_str()) {
+            Some(bound) => bound.sni_names(accepted),
+            None => return Vec::new(),
+        };
         let mut routes = Vec::new();
-        for vs in self.bound_to(&gateway) {
+        for (at, vs) in services {
             for (index, rule) in vs.tls.iter().enumerate() {
                 let source = format!(
                     "VirtualService {}/{} spec.tls[{index}]",
                     vs.namespace, vs.name
                 );
-                for m in &rule.matches {
+                for (match_index, m) in rule.matches.iter().enumerate() {
                     if m.port.is_some_and(|p| p != port)
                         || !(m.gateways.is_empty() || m.gateways.contains(&gateway))
                     {
@@ -377,10 +390,8 @@ impl<'m> Binder<'m> {
                         self.warnings
                             .push(subnets_not_applied(&source, &m.destination_subnets));
                     }
-                    for sni in &m.sni_hosts {
-                        let sni = HostPattern::from_server_host(sni);
-                        let Some(name) =
-                            allowed_server_hosts(accepted, vs).find_map(|h| intersect(&h, &sni))
+                    for sni_index in 0..m.sni_hosts.len() {
+                        let Some(name) = names.get(&(at, index, match_index, sni_index)).cloned()
                         else {
                             continue;
                         };
@@ -406,10 +417,7 @@ impl<'m> Binder<'m> {
     pub fn tcp_route(&mut self, servers: &[Accepted<'m>], port: u16) -> Option<(Forward, String)> {
         for accepted in servers {
             let gateway = accepted.gateway_ref();
-            for vs in self.bound_to(&gateway) {
-                if vhost_names(accepted, vs).is_empty() {
-                    continue;
-                }
+            for (vs, _) in self.bindings(&gateway, accepted) {
                 for (index, rule) in vs.tcp.iter().enumerate() {
                     let matching: Vec<&TcpMatch> = rule
                         .matches
@@ -453,34 +461,174 @@ fn subnets_not_applied(source: &str, subnets: &[Subnet]) -> String {
     )
 }
 
-/// The server hosts a VirtualService in `vs.namespace` may bind to: a
-/// `ns/host` only binds VirtualServices of `ns` (`.` = the Gateway's own).
-fn allowed_server_hosts<'a>(
-    accepted: &'a Accepted<'_>,
-    vs: &'a VirtualService,
-) -> impl Iterator<Item = HostPattern> + 'a {
-    accepted.server.hosts.iter().filter_map(move |host| {
-        let allowed = match host.split_once('/') {
-            Some(("*", _)) | None => true,
-            Some((".", _)) => vs.namespace == accepted.gateway.namespace,
-            Some((namespace, _)) => vs.namespace == namespace,
-        };
-        allowed.then(|| HostPattern::from_server_host(host))
-    })
+/// A tls match's SNI host: (service, rule, match, SNI) positions.
+type SniAt = (usize, usize, usize, usize);
+
+/// The VirtualServices that name one Gateway, with their hosts indexed so
+/// that a server finds the ones it binds without comparing each of its
+/// hosts with each of theirs (quadratic: issue 19). The indexes are built
+/// on first use: a Gateway this instance does not serve needs none.
+#[derive(Default)]
+struct Bound<'m> {
+    /// In Istio's order.
+    services: Vec<&'m VirtualService>,
+    /// `spec.hosts`: (service, host) positions.
+    hosts: OnceCell<Scoped<'m, (usize, usize)>>,
+    /// `spec.tls[].match[].sniHosts`, and the services with a tls match
+    /// that names destination subnets: they are warned about whether or
+    /// not an SNI host binds.
+    sni_hosts: OnceCell<(Scoped<'m, SniAt>, Vec<usize>)>,
 }
 
-/// Virtual host names for `vs` on a server: every non-empty intersection of
-/// an allowed server host with a VirtualService host (the more specific wins).
-fn vhost_names(accepted: &Accepted<'_>, vs: &VirtualService) -> Vec<HostPattern> {
-    let mut names = Vec::new();
-    for server_host in allowed_server_hosts(accepted, vs) {
-        for vs_host in &vs.hosts {
-            if let Some(name) = intersect(&server_host, &HostPattern::from_server_host(vs_host)) {
-                if !names.contains(&name) {
+impl<'m> Bound<'m> {
+    fn hosts(&self) -> &Scoped<'m, (usize, usize)> {
+        self.hosts.get_or_init(|| {
+            let mut hosts = Scoped::default();
+            for (at, vs) in self.services.iter().enumerate() {
+                for (host_index, host) in vs.hosts.iter().enumerate() {
+                    hosts.push(&vs.namespace, host, (at, host_index));
+                }
+            }
+            hosts
+        })
+    }
+
+    fn sni_hosts(&self) -> &(Scoped<'m, SniAt>, Vec<usize>) {
+        self.sni_hosts.get_or_init(|| {
+            let mut sni_hosts = Scoped::default();
+            let mut subnets = Vec::new();
+            for (at, vs) in self.services.iter().enumerate() {
+                for (rule_index, rule) in vs.tls.iter().enumerate() {
+                    for (match_index, m) in rule.matches.iter().enumerate() {
+                        for (sni_index, sni) in m.sni_hosts.iter().enumerate() {
+                            let key = (at, rule_index, match_index, sni_index);
+                            sni_hosts.push(&vs.namespace, sni, key);
+                        }
+                    }
+                }
+                let mut matches = vs.tls.iter().flat_map(|rule| &rule.matches);
+                if matches.any(|m| !m.destination_subnets.is_empty()) {
+                    subnets.push(at);
+                }
+            }
+            (sni_hosts, subnets)
+        })
+    }
+
+    /// The services that bind to `accepted`, in order, each with its
+    /// virtual host names: every non-empty intersection of a server host
+    /// it may bind to with one of its hosts (the more specific wins), in
+    /// server host order, then its own host order, each name once.
+    fn bindings(&self, accepted: &Accepted<'_>) -> Vec<(&'m VirtualService, Vec<HostPattern>)> {
+        let mut found = self.hosts().intersections(accepted);
+        found.sort_by_key(|&((service, host), server_host, _)| (service, server_host, host));
+        let mut out: Vec<(&'m VirtualService, Vec<HostPattern>)> = Vec::new();
+        let mut last = None;
+        let mut seen = HashSet::new();
+        for ((service, _), _, name) in found {
+            if last != Some(service) {
+                last = Some(service);
+                seen.clear();
+                out.push((self.services[service], Vec::new()));
+            }
+            if seen.insert(name.clone()) {
+                if let Some((_, names)) = out.last_mut() {
                     names.push(name);
                 }
             }
         }
+        out
     }
-    names
+
+    /// The services whose tls routes `accepted` may take, in order, and the
+    /// name each SNI host gets there: its intersection with the first
+    /// server host, in order, it may bind to that it intersects.
+    fn sni_names(
+        &self,
+        accepted: &Accepted<'_>,
+    ) -> (
+        Vec<(usize, &'m VirtualService)>,
+        HashMap<SniAt, HostPattern>,
+    ) {
+        let (sni_hosts, subnets) = self.sni_hosts();
+        let mut found = sni_hosts.intersections(accepted);
+        found.sort_by_key(|&(sni, server_host, _)| (sni, server_host));
+        let mut names = HashMap::new();
+        let mut services = subnets.clone();
+        for (sni, _, name) in found {
+            services.push(sni.0);
+            names.entry(sni).or_insert(name);
+        }
+        services.sort_unstable();
+        services.dedup();
+        let services = services
+            .into_iter()
+            .map(|at| (at, self.services[at]))
+            .collect();
+        (services, names)
+    }
+}
+
+/// VirtualService hosts, indexed whole and per namespace: a server host
+/// `ns/name` binds only VirtualServices of `ns` (`.`: the Gateway's own),
+/// `name` and `*/name` bind any.
+struct Scoped<'m, T> {
+    all: HostIndex<T>,
+    /// The namespace of each entry of `all`.
+    namespaces: Vec<&'m str>,
+    /// `all` split by namespace, built for the first `ns/name` server host
+    /// (most Gateways have none, and it would double the index).
+    by_namespace: OnceCell<HashMap<&'m str, HostIndex<T>>>,
+}
+
+impl<T> Default for Scoped<'_, T> {
+    fn default() -> Self {
+        Scoped {
+            all: HostIndex::default(),
+            namespaces: Vec::new(),
+            by_namespace: OnceCell::new(),
+        }
+    }
+}
+
+impl<'m, T: Copy> Scoped<'m, T> {
+    fn push(&mut self, namespace: &'m str, host: &str, value: T) {
+        self.all.push(HostPattern::from_server_host(host), value);
+        self.namespaces.push(namespace);
+    }
+
+    fn in_namespace(&self, namespace: &str) -> Option<&HostIndex<T>> {
+        let by_namespace = self.by_namespace.get_or_init(|| {
+            let mut split: HashMap<&'m str, HostIndex<T>> = HashMap::new();
+            for ((pattern, value), namespace) in self.all.entries().iter().zip(&self.namespaces) {
+                split
+                    .entry(namespace)
+                    .or_default()
+                    .push(pattern.clone(), *value);
+            }
+            split
+        });
+        by_namespace.get(namespace)
+    }
+
+    /// Every (entry, server host position, intersection) of a host of
+    /// `accepted` with an entry it may bind to.
+    fn intersections(&self, accepted: &Accepted<'_>) -> Vec<(T, usize, HostPattern)> {
+        let mut out = Vec::new();
+        for (position, host) in accepted.server.hosts.iter().enumerate() {
+            let index = match host.split_once('/') {
+                Some(("*", _)) | None => Some(&self.all),
+                Some((".", _)) => self.in_namespace(&accepted.gateway.namespace),
+                Some((namespace, _)) => self.in_namespace(namespace),
+            };
+            let Some(index) = index else {
+                continue;
+            };
+            let pattern = HostPattern::from_server_host(host);
+            for (entry, name) in index.intersecting(&pattern) {
+                out.push((index.entries()[entry].1, position, name));
+            }
+        }
+        out
+    }
 }

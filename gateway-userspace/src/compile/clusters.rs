@@ -3,7 +3,7 @@
 use std::{cmp::Reverse, collections::BTreeMap};
 
 use crate::{
-    hosts::HostPattern,
+    hosts::{HostIndex, HostPattern},
     model::{Destination, EndpointAddress, Model, Resolution, TrafficPolicy},
 };
 
@@ -65,6 +65,12 @@ pub struct Clusters<'m> {
     model: &'m Model,
     namespace: &'m str,
     built: BTreeMap<String, Cluster>,
+    /// ServiceEntry hosts, qualified, to the entry's index: the entries
+    /// covering a destination are looked up, not scanned for (quadratic
+    /// in ServiceEntries when each route has its own).
+    entry_hosts: HostIndex<usize>,
+    /// DestinationRule hosts, likewise.
+    rule_hosts: HostIndex<usize>,
 }
 
 /// `name` -> `name.<namespace>.svc.cluster.local`; names with a dot stay.
@@ -82,23 +88,29 @@ pub fn qualify(host: &str, namespace: &str) -> String {
 /// How specific a matching host pattern is: smaller is more specific.
 type Rank = (u8, Reverse<usize>);
 
-/// The most specific pattern among `hosts` that covers `host`: exact, then longest wildcard.
-fn specificity(hosts: &[String], namespace: &str, host: &str) -> Option<Rank> {
-    hosts
-        .iter()
-        .filter_map(
-            |h| match HostPattern::from_server_host(&qualify(h, namespace)) {
-                HostPattern::Exact(name) if name == host => Some((0, Reverse(0))),
-                HostPattern::Suffix(suffix)
-                    if host.len() > suffix.len() && host.ends_with(&suffix) =>
-                {
-                    Some((1, Reverse(suffix.len())))
-                }
-                HostPattern::Any => Some((2, Reverse(0))),
-                _ => None,
-            },
-        )
-        .min()
+/// How specifically `pattern` covers `host`, if it does: exact, then
+/// longest wildcard, then `*`.
+fn specificity(pattern: &HostPattern, host: &str) -> Option<Rank> {
+    match pattern {
+        HostPattern::Exact(name) if name == host => Some((0, Reverse(0))),
+        HostPattern::Suffix(suffix) if host.len() > suffix.len() && host.ends_with(suffix) => {
+            Some((1, Reverse(suffix.len())))
+        }
+        HostPattern::Any => Some((2, Reverse(0))),
+        _ => None,
+    }
+}
+
+/// The hosts of resources (`hosts` of each, written in its `namespace`),
+/// qualified, indexed to the resource's position.
+fn index_hosts<'a>(resources: impl Iterator<Item = (&'a [String], &'a str)>) -> HostIndex<usize> {
+    let mut index = HostIndex::default();
+    for (at, (hosts, namespace)) in resources.enumerate() {
+        for host in hosts {
+            index.push(HostPattern::from_server_host(&qualify(host, namespace)), at);
+        }
+    }
+    index
 }
 
 impl<'m> Clusters<'m> {
@@ -108,6 +120,18 @@ impl<'m> Clusters<'m> {
             model,
             namespace,
             built: BTreeMap::new(),
+            entry_hosts: index_hosts(
+                model
+                    .service_entries
+                    .iter()
+                    .map(|se| (se.hosts.as_slice(), se.namespace.as_str())),
+            ),
+            rule_hosts: index_hosts(
+                model
+                    .destination_rules
+                    .iter()
+                    .map(|dr| (std::slice::from_ref(&dr.host), dr.namespace.as_str())),
+            ),
         }
     }
 
@@ -116,14 +140,18 @@ impl<'m> Clusters<'m> {
     pub fn resolve(&mut self, dest: &Destination, namespace: &str) -> Result<String, Unresolved> {
         let host = qualify(&dest.host, namespace);
         let entry = self
-            .best(&self.model.service_entries, &host, |se| {
-                (
-                    &se.hosts,
-                    &se.namespace,
-                    &se.name,
-                    se.export_to.visible_from(&se.namespace, self.namespace),
-                )
-            })
+            .best(
+                &self.model.service_entries,
+                &self.entry_hosts,
+                &host,
+                |se| {
+                    (
+                        &se.namespace,
+                        &se.name,
+                        se.export_to.visible_from(&se.namespace, self.namespace),
+                    )
+                },
+            )
             .ok_or_else(|| Unresolved::NoServiceEntry { host: host.clone() })?;
         let entry_name = || format!("{}/{}", entry.namespace, entry.name);
         if entry.ports.is_empty() {
@@ -149,14 +177,18 @@ impl<'m> Clusters<'m> {
                 entry: format!("{}/{}", entry.namespace, entry.name),
                 port,
             })?;
-        let rule = self.best(&self.model.destination_rules, &host, |dr| {
-            (
-                std::slice::from_ref(&dr.host),
-                &dr.namespace,
-                &dr.name,
-                dr.export_to.visible_from(&dr.namespace, self.namespace),
-            )
-        });
+        let rule = self.best(
+            &self.model.destination_rules,
+            &self.rule_hosts,
+            &host,
+            |dr| {
+                (
+                    &dr.namespace,
+                    &dr.name,
+                    dr.export_to.visible_from(&dr.namespace, self.namespace),
+                )
+            },
+        );
         let mut policy = rule.map(|dr| dr.traffic_policy.clone()).unwrap_or_default();
         let mut labels = BTreeMap::new();
         if let Some(subset_name) = &dest.subset {
@@ -242,35 +274,43 @@ impl<'m> Clusters<'m> {
 
     /// The subset names of the DestinationRule that applies to `host`.
     pub fn subset_names(&self, host: &str) -> Vec<String> {
-        self.best(&self.model.destination_rules, host, |dr| {
-            (
-                std::slice::from_ref(&dr.host),
-                &dr.namespace,
-                &dr.name,
-                dr.export_to.visible_from(&dr.namespace, self.namespace),
-            )
-        })
+        self.best(
+            &self.model.destination_rules,
+            &self.rule_hosts,
+            host,
+            |dr| {
+                (
+                    &dr.namespace,
+                    &dr.name,
+                    dr.export_to.visible_from(&dr.namespace, self.namespace),
+                )
+            },
+        )
         .map(|dr| dr.subsets.iter().map(|s| s.name.clone()).collect())
         .unwrap_or_default()
     }
 
     /// The visible resource whose host covers `host` most specifically;
-    /// ties go to the first by (namespace, name).
+    /// ties go to the first by (namespace, name), then position. `hosts`
+    /// indexes the hosts of `items`.
     fn best<T>(
         &self,
         items: &'m [T],
+        hosts: &HostIndex<usize>,
         host: &str,
-        view: impl Fn(&'m T) -> (&'m [String], &'m String, &'m String, bool),
+        view: impl Fn(&'m T) -> (&'m String, &'m String, bool),
     ) -> Option<&'m T> {
-        items
-            .iter()
-            .filter_map(|item| {
-                let (hosts, namespace, name, visible) = view(item);
-                let rank = specificity(hosts, namespace, host)?;
-                visible.then_some(((rank, namespace, name), item))
+        hosts
+            .matching(host)
+            .into_iter()
+            .filter_map(|at| {
+                let (pattern, item) = &hosts.entries()[at];
+                let rank = specificity(pattern, host)?;
+                let (namespace, name, visible) = view(&items[*item]);
+                visible.then_some((rank, namespace, name, *item))
             })
-            .min_by(|a, b| a.0.cmp(&b.0))
-            .map(|(_, item)| item)
+            .min()
+            .map(|(.., item)| &items[item])
     }
 
     /// Every cluster built, sorted by name.
@@ -283,9 +323,12 @@ impl<'m> Clusters<'m> {
 mod tests {
     use super::*;
 
+    /// The rank of the most specific of `hosts` (of a resource in `apps`) covering `host`.
     fn rank(hosts: &[&str], host: &str) -> Option<Rank> {
-        let hosts: Vec<String> = hosts.iter().map(ToString::to_string).collect();
-        specificity(&hosts, "apps", host)
+        hosts
+            .iter()
+            .filter_map(|h| specificity(&HostPattern::from_server_host(&qualify(h, "apps")), host))
+            .min()
     }
 
     #[test]

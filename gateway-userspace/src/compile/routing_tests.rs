@@ -170,6 +170,21 @@ fn dot_namespace_server_host_binds_the_gateways_own_namespace() {
 }
 
 #[test]
+fn star_namespace_server_host_binds_every_namespace() {
+    let gateway = GATEWAY.replace("hosts: [\"*.example.com\"]", "hosts: [\"*/*.example.com\"]");
+    let plan = compile_yaml(&[
+        &gateway,
+        BACKENDS,
+        &vs(
+            "r",
+            "apps",
+            &format!("  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n{ROUTE_WEB}"),
+        ),
+    ]);
+    assert_eq!(routes_of(&plan, "a.example.com").len(), 1);
+}
+
+#[test]
 fn export_to_dot_hides_a_virtual_service_from_the_gateway_namespace() {
     let plan = compile_yaml(&[
         GATEWAY,
@@ -199,6 +214,28 @@ fn routes_of_several_virtual_services_follow_creation_order_with_catch_alls_last
             "VirtualService apps/zz-first spec.http[0]"
         ],
         "zz-first is older, but its catch-all moves after aa-second's /api"
+    );
+}
+
+#[test]
+fn a_virtual_service_bound_through_two_merged_gateways_routes_once() {
+    let second_gateway = GATEWAY.replace("name: gw,", "name: gw2,");
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw, istio-system/gw2]\n  http:\n  - match: [{gateways: [istio-system/gw2], uri: {prefix: /two}}, {uri: {prefix: /both}}]\n    route:\n    - destination: {host: web}\n  - route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[GATEWAY, &second_gateway, BACKENDS, &vs("r", "apps", spec)]);
+    let vhost = plan.http[0].hosts.lookup("a.example.com").expect("host");
+    let routes: Vec<(&str, usize)> = vhost
+        .routes
+        .iter()
+        .map(|r| (r.source.as_str(), r.matches.len()))
+        .collect();
+    assert_eq!(
+        routes,
+        vec![
+            ("VirtualService apps/r spec.http[0]", 1),
+            ("VirtualService apps/r spec.http[0]", 2),
+            ("VirtualService apps/r spec.http[1]", 0),
+        ],
+        "the same rule bound through both servers is one route; as each server sees it differently, it is two"
     );
 }
 
@@ -269,6 +306,32 @@ fn short_destination_hosts_resolve_in_the_virtual_service_namespace() {
         endpoints,
         vec!["Ip(192.0.2.10):8080", "Ip(192.0.2.11):9080"],
         "endpoint port names override the service port"
+    );
+}
+
+#[test]
+fn service_entries_and_destination_rules_not_exported_to_the_gateway_are_not_used() {
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web, subset: v1}\n";
+    let route = vs("r", "apps", spec);
+    let hidden_entry = BACKENDS.replace(
+        "  resolution: STATIC\n",
+        "  resolution: STATIC\n  exportTo: [\".\"]\n",
+    );
+    let plan = compile_yaml(&[GATEWAY, &hidden_entry, &route]);
+    assert!(plan.clusters.is_empty());
+    assert!(
+        plan.warnings[0].contains("no ServiceEntry declares host web.apps.svc.cluster.local"),
+        "{:?}",
+        plan.warnings
+    );
+    let hidden_rule = BACKENDS.replace("  host: web\n", "  host: web\n  exportTo: [\".\"]\n");
+    let plan = compile_yaml(&[GATEWAY, &hidden_rule, &route]);
+    assert!(plan.clusters.is_empty());
+    assert!(
+        plan.warnings[0]
+            .contains("subset v1 needs a DestinationRule for web.apps.svc.cluster.local"),
+        "{:?}",
+        plan.warnings
     );
 }
 
@@ -738,6 +801,32 @@ fn destination_subnets_of_a_passthrough_match_are_reported_not_applied() {
         plan.warnings,
         vec!["VirtualService apps/r spec.tls[0]: destinationSubnets 2001:db8::/32 not applied: as in Istio, a gateway matches tls and tcp rules by SNI, port and gateway only, so the rule takes connections to any address".to_string()]
     );
+}
+
+#[test]
+fn destination_subnets_of_a_passthrough_match_are_reported_even_when_no_sni_binds() {
+    let spec = "  hosts: [\"*.example.org\"]\n  gateways: [istio-system/tls]\n  tls:\n  - match: [{sniHosts: [a.example.org], destinationSubnets: [\"2001:db8::/32\"]}]\n    route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[TLS_GATEWAY, BACKENDS, &vs("r", "apps", spec)]);
+    let TlsServerKind::Passthrough { routes } = &plan.tls[0].servers[0].kind else {
+        panic!("not passthrough")
+    };
+    assert!(routes.is_empty());
+    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+    assert!(plan.warnings[0].starts_with(
+        "VirtualService apps/r spec.tls[0]: destinationSubnets 2001:db8::/32 not applied"
+    ));
+}
+
+#[test]
+fn a_wildcard_sni_host_binds_once_through_the_first_server_host_it_intersects() {
+    let gateway = TLS_GATEWAY.replace("[\"*.example.com\"]", "[b.example.com, a.example.com]");
+    let spec = "  hosts: [\"*.example.com\"]\n  gateways: [istio-system/tls]\n  tls:\n  - match: [{sniHosts: [\"*.example.com\"]}]\n    route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[&gateway, BACKENDS, &vs("r", "apps", spec)]);
+    let TlsServerKind::Passthrough { routes } = &plan.tls[0].servers[0].kind else {
+        panic!("not passthrough")
+    };
+    let snis: Vec<String> = routes.iter().map(|r| r.sni.to_string()).collect();
+    assert_eq!(snis, vec!["b.example.com"]);
 }
 
 const AUTO_GATEWAY: &str = "\

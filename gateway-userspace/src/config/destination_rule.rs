@@ -1,5 +1,5 @@
 //! Decodes `DestinationRule` documents: subsets and traffic policy.
-use std::path::Path;
+use std::{collections::HashSet, path::Path};
 
 use super::{
     certs,
@@ -64,6 +64,7 @@ pub fn decode(
         .and_then(|n| decode_traffic_policy(d, n, "spec.trafficPolicy"))
         .unwrap_or_default();
     let mut subsets: Vec<Subset> = Vec::new();
+    let mut subset_names: HashSet<String> = HashSet::new();
     for (subset_path, item) in d.items(entries, "subsets", "spec") {
         let Some(s) = d.mapping(item, &subset_path, &["name", "labels", "trafficPolicy"]) else {
             continue;
@@ -79,7 +80,7 @@ pub fn decode(
                 &join(&subset_path, "name"),
                 format!("subset name {subset_name:?} must be a DNS-1123 label"),
             );
-        } else if subsets.iter().any(|existing| existing.name == subset_name) {
+        } else if !subset_names.insert(subset_name.clone()) {
             d.error(
                 at,
                 &join(&subset_path, "name"),

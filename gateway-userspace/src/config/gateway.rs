@@ -1,6 +1,6 @@
 //! Decodes `networking.istio.io` `Gateway` documents into [`model::Gateway`],
 //! applying Istio's validation rules (semantics doc §10) with positions.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use std::path::{Path, PathBuf};
 
@@ -126,7 +126,7 @@ pub fn decode(d: &mut Decoder<'_>, doc: &Node, namespace: String, name: String) 
                     "gateway must have at least one server",
                 );
             }
-            let mut port_names: Vec<String> = Vec::new();
+            let mut port_names: HashSet<String> = HashSet::new();
             for (index, item) in items.iter().enumerate() {
                 let path = format!("spec.servers[{index}]");
                 if let Some(server) = decode_server(d, item, &path) {
@@ -159,9 +159,9 @@ fn check_port_name_unique(
     server: &Node,
     path: &str,
     name: &str,
-    seen: &mut Vec<String>,
+    seen: &mut HashSet<String>,
 ) {
-    if seen.iter().any(|n| n == name) {
+    if seen.contains(name) {
         let node = server
             .get("port")
             .and_then(|p| p.get("name"))
@@ -172,7 +172,7 @@ fn check_port_name_unique(
             format!("port names in servers must be unique: duplicate name {name}"),
         );
     } else {
-        seen.push(name.to_string());
+        seen.insert(name.to_string());
     }
 }
 

@@ -498,6 +498,16 @@ fn service_entry_ports_must_be_unique() {
         "spec.ports[1].number",
         "port number 80 is declared twice",
     );
+    let config = load_kind(
+        "ServiceEntry",
+        "  hosts: [web.internal]\n  ports:\n  - {number: 80, name: a, protocol: HTTP}\n  - {number: 81, name: a, protocol: HTTP}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.ports[1].name",
+        "port name a is declared twice",
+    );
 }
 
 #[test]

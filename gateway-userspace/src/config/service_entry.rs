@@ -1,5 +1,5 @@
 //! Decodes `ServiceEntry` documents: the backends routes resolve to.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::{
     common::{count, export_to, port_number, string_map},
@@ -242,6 +242,9 @@ pub fn decode(
     // Optional in Istio: an entry without ports declares hosts (and
     // addresses) but no port a destination could name.
     let mut ports: Vec<ServicePort> = Vec::new();
+    // Numbers and names taken, so each port is checked without a scan.
+    let mut numbers: HashSet<u16> = HashSet::new();
+    let mut names: HashSet<String> = HashSet::new();
     let port_items = d.items(entries, "ports", "spec");
     for (port_path, item) in port_items {
         let Some(p) = d.mapping(
@@ -278,19 +281,21 @@ pub fn decode(
             }
             continue;
         };
-        if ports.iter().any(|existing| existing.number == number) {
+        if numbers.contains(&number) {
             d.error(
                 item,
                 &join(&port_path, "number"),
                 format!("port number {number} is declared twice"),
             );
-        } else if ports.iter().any(|existing| existing.name == name) {
+        } else if names.contains(&name) {
             d.error(
                 item,
                 &join(&port_path, "name"),
                 format!("port name {name} is declared twice"),
             );
         } else {
+            numbers.insert(number);
+            names.insert(name.clone());
             ports.push(ServicePort {
                 number,
                 name,
@@ -427,7 +432,7 @@ pub fn decode(
         if let Some(ports_node) = field(ep, "ports") {
             let ports_path = join(&ep_path, "ports");
             for (key, value) in string_map(d, ports_node, &ports_path) {
-                let declared = ports.iter().any(|p| p.name == key);
+                let declared = names.contains(&key);
                 match value.parse::<u16>() {
                     Ok(number) if number > 0 && declared => {
                         endpoint_ports.insert(key, number);

@@ -10,7 +10,7 @@ use super::{
     yaml::{Node, Value},
 };
 use crate::{
-    hosts::{HostPattern, intersect},
+    hosts::{HostIndex, HostPattern},
     model::{
         Destination, HttpAction, HttpMatch, HttpRedirect, HttpRoute, StringMatch, Subnet, TcpMatch,
         TcpRoute, TlsMatch, TlsRoute, VirtualService,
@@ -99,6 +99,9 @@ pub fn decode(
     }
 
     let mut hosts: Vec<String> = Vec::new();
+    // The hosts kept so far, indexed: each host is checked against all the
+    // earlier ones without comparing it with each (quadratic in the hosts).
+    let mut kept: HostIndex<()> = HostIndex::default();
     let host_items = d.items(entries, "hosts", "spec");
     if host_items.is_empty() {
         delegate_rules(d, spec, entries);
@@ -115,20 +118,19 @@ pub fn decode(
             );
         } else if let Err(message) = rules::service_host(&host) {
             d.error(item, &item_path, message);
-        } else if let Some(earlier) = hosts.iter().find(|h| {
+        } else if let Some(earlier) = kept
             // Istio's `host.Name.Matches`: `*.foo.com` and `*.com` overlap too.
-            intersect(
-                &HostPattern::from_server_host(h),
-                &HostPattern::from_server_host(&host),
-            )
-            .is_some()
-        }) {
+            .intersecting(&HostPattern::from_server_host(&host))
+            .first()
+            .map(|&(at, _)| &hosts[at])
+        {
             d.error(
                 item,
                 &item_path,
                 format!("duplicate hosts in virtual service: {earlier} & {host}"),
             );
         } else {
+            kept.push(HostPattern::from_server_host(&host), ());
             hosts.push(host);
         }
     }
@@ -141,7 +143,7 @@ pub fn decode(
     let tls: Vec<TlsRoute> = d
         .items(entries, "tls", "spec")
         .into_iter()
-        .filter_map(|(path, item)| decode_tls_route(d, item, &path, &hosts, &namespace))
+        .filter_map(|(path, item)| decode_tls_route(d, item, &path, &kept, &namespace))
         .collect();
     let tcp: Vec<TcpRoute> = d
         .items(entries, "tcp", "spec")
@@ -652,7 +654,7 @@ fn decode_tls_route(
     d: &mut Decoder<'_>,
     node: &Node,
     path: &str,
-    vs_hosts: &[String],
+    vs_hosts: &HostIndex<()>,
     namespace: &str,
 ) -> Option<TlsRoute> {
     let entries = d.mapping(node, path, &["match", "route"])?;
@@ -690,12 +692,10 @@ fn decode_tls_route(
             );
         }
         for (i, sni) in sni_hosts.iter().enumerate() {
-            let covered = vs_hosts.iter().any(|h| {
-                let vs = HostPattern::from_server_host(h);
-                let sni = HostPattern::from_server_host(sni);
-                intersect(&vs, &sni).is_some_and(|i| i == sni)
-            });
-            if !covered {
+            if vs_hosts
+                .covering(&HostPattern::from_server_host(sni))
+                .is_empty()
+            {
                 let at = field(m, "sniHosts").unwrap_or(item);
                 d.error(
                     at,
