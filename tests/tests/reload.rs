@@ -389,6 +389,84 @@ fn a_change_is_applied_only_once_the_files_have_settled() {
 }
 
 #[test]
+fn a_long_compile_runs_beside_the_proxy_not_on_its_only_worker() {
+    require_root();
+    let topology = Topology::new();
+    let scratch = Scratch::new();
+    let config = scratch.path.join("gateway.yaml");
+    fs::write(&config, gateway(&[(80, "a.example")])).expect("write config");
+    let daemon = Daemon::start(
+        &topology,
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            GATEWAY_V4,
+            "--admin-address",
+            ADMIN,
+            "--workers",
+            "1",
+        ],
+    );
+    wait_served(&topology, &daemon, "a.example", 80);
+    // 16,000 hosts, each with its own VirtualService: a compile of about
+    // two seconds in the debug build.
+    let mut servers = vec![(80, "a.example".to_string())];
+    servers.extend((0..16_000).map(|i| (80, format!("h{i}.example"))));
+    let servers: Vec<(u32, &str)> = servers.iter().map(|(p, h)| (*p, h.as_str())).collect();
+    replace(&config, &gateway(&servers));
+    // Redirect-free round trips on new connections while it compiles.
+    let mut slowest = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stat(&topology, "config.reloads") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never reloaded: {}",
+            daemon.log()
+        );
+        let addr = std::net::SocketAddr::new(GATEWAY_V4.parse().expect("address"), 80);
+        let took = gateway_tests::hostile::in_netns(&topology.client_ns, move || {
+            gateway_tests::hostile::fresh_round_trip(addr, "a.example")
+        })
+        .expect("served during the reload");
+        slowest = slowest.max(took);
+    }
+    // The reload's log line, once the log has caught up.
+    let compiled = |log: &str| -> Option<f64> {
+        log.lines().find_map(|line| {
+            let rest = line.split("read and compiled in ").nth(1)?;
+            rest.split(' ').next()?.parse().ok()
+        })
+    };
+    let logged = Instant::now();
+    let compiled_ms = loop {
+        if let Some(ms) = compiled(&daemon.log()) {
+            break ms;
+        }
+        assert!(
+            logged.elapsed() < Duration::from_secs(3),
+            "no reload line: {}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("reload compiled in {compiled_ms} ms; slowest request meanwhile {slowest:?}");
+    // Requests wait at most for the map writes (the one step left on the
+    // main loop: about a quarter second for 16,000 hosts in the debug
+    // build), never for the compile.
+    assert!(
+        compiled_ms > 800.0,
+        "the compile was too quick to tell ({compiled_ms} ms)"
+    );
+    assert!(
+        slowest.as_secs_f64() * 1000.0 < compiled_ms / 4.0,
+        "a request waited {slowest:?} while the reload compiled for {compiled_ms} ms"
+    );
+}
+
+#[test]
 fn gateway_reload_and_sighup_reread_the_configuration() {
     require_root();
     let topology = Topology::new();
