@@ -177,7 +177,7 @@ fn best_of(mut make: impl FnMut() -> Command) -> anyhow::Result<Duration> {
 fn scaling(dir: &Path, gateway: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     println!(
-        "compile scaling (gateway compile, best of {RUNS}; target: {} hosts in < {SCALING_TARGET_SECONDS} s):",
+        "compile scaling (gateway compile, best of {RUNS}; target: {} hosts in < {SCALING_TARGET_SECONDS} s; past 16,384 hosts the time is to the kernel-limit refusal, the whole plan built):",
         SCALING_HOSTS[SCALING_HOSTS.len() - 1]
     );
     for shape in Shape::ALL {
@@ -197,12 +197,7 @@ fn scaling(dir: &Path, gateway: &Path) -> anyhow::Result<()> {
                 cmd
             })?
             .as_secs_f64();
-            let seconds = best_of(|| {
-                let mut cmd = Command::new(gateway);
-                cmd.arg("compile").arg(&file);
-                cmd
-            })?
-            .as_secs_f64();
+            let seconds = compile_seconds(gateway, &file)?;
             let growth = previous.map_or("-".to_string(), |p| format!("{:.1}", seconds / p));
             let verdict = if n == SCALING_HOSTS[SCALING_HOSTS.len() - 1] {
                 format!("  target {}", pass(seconds < SCALING_TARGET_SECONDS))
@@ -217,6 +212,30 @@ fn scaling(dir: &Path, gateway: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Best wall time of `RUNS` runs of `gateway compile FILE`. Past the
+/// kernel's host table (16,384 hosts), compile refuses the plan after
+/// building it whole, so that refusal counts as a run; any other failure
+/// stops the benchmark.
+fn compile_seconds(gateway: &Path, file: &Path) -> anyhow::Result<f64> {
+    let mut best = Duration::MAX;
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let out = Command::new(gateway)
+            .arg("compile")
+            .arg(file)
+            .stdout(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", gateway.display()))?;
+        let took = start.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !stderr.contains("exceed the kernel host table") {
+            bail!("gateway compile {} failed: {stderr}", file.display());
+        }
+        best = best.min(took);
+    }
+    Ok(best.as_secs_f64())
 }
 
 fn pass(ok: bool) -> &'static str {

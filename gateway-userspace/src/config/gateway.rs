@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{
     certs, cipher_suites,
     common::string_map,
-    decode::{Decoder, field, join},
+    decode::{self, Decoder, field, join},
     diagnostic::Severity,
     rules,
     yaml::{Node, Value},
@@ -370,7 +370,7 @@ fn decode_hosts(
     }
     let mut hosts = Vec::new();
     for (index, host) in items.iter().enumerate() {
-        let host_path = format!("{hosts_path}[{index}]");
+        let host_path = decode::item(&hosts_path, index);
         let Some(text) = d.string(host, &host_path) else {
             continue;
         };
