@@ -312,8 +312,9 @@ impl<F: FnMut(Node)> Builder<F> {
                         _ => {}
                     }
                 }
-                let node = at(resolve_scalar(&text, style, tag.as_deref()));
-                self.complete(node, anchor, one(text.len()));
+                let length = text.len();
+                let node = at(resolve_scalar(text, style, tag.as_deref()));
+                self.complete(node, anchor, one(length));
             }
             Event::SequenceStart(anchor, _) => {
                 self.open().map_err(positioned)?;
@@ -393,13 +394,15 @@ impl<F: FnMut(Node)> Builder<F> {
 
 /// YAML 1.2 core schema resolution of a scalar; quoted and block scalars
 /// are strings, and `!!str` / `!!int` / `!!bool` / `!!null` tags are honoured.
-fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Value {
+/// Takes the parser's text (moved, not copied, when it owns it: one
+/// allocation less per string of a large configuration).
+fn resolve_scalar(text: std::borrow::Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> Value {
     if let Some(tag) = tag.filter(|t| t.handle == "tag:yaml.org,2002:" || t.handle == "!!") {
         let typed = match tag.suffix.as_str() {
             "str" => Some(Value::Str(text.to_string())),
-            "int" => parse_int(text).map(Value::Int),
-            "float" => parse_float(text).map(Value::Float),
-            "bool" => parse_bool(text).map(Value::Bool),
+            "int" => parse_int(&text).map(Value::Int),
+            "float" => parse_float(&text).map(Value::Float),
+            "bool" => parse_bool(&text).map(Value::Bool),
             "null" => Some(Value::Null),
             _ => None,
         };
@@ -408,21 +411,21 @@ fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Value {
         }
     }
     if style != ScalarStyle::Plain {
-        return Value::Str(text.to_string());
+        return Value::Str(text.into_owned());
     }
-    if matches!(text, "" | "~" | "null" | "Null" | "NULL") {
+    if matches!(&*text, "" | "~" | "null" | "Null" | "NULL") {
         return Value::Null;
     }
-    if let Some(b) = parse_bool(text) {
+    if let Some(b) = parse_bool(&text) {
         return Value::Bool(b);
     }
-    if let Some(i) = parse_int(text) {
+    if let Some(i) = parse_int(&text) {
         return Value::Int(i);
     }
-    if let Some(f) = parse_float(text) {
+    if let Some(f) = parse_float(&text) {
         return Value::Float(f);
     }
-    Value::Str(text.to_string())
+    Value::Str(text.into_owned())
 }
 
 fn parse_bool(text: &str) -> Option<bool> {
