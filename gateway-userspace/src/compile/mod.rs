@@ -181,22 +181,11 @@ impl Plan {
     /// plaintext servers sharing it. De-duplicated per listener; ids count
     /// up in (listener, pattern) order, so the same plan gives the same ids.
     pub fn kernel_hosts(&self) -> Vec<KernelHost> {
-        let mut wanted: BTreeSet<(u32, HostPattern)> = BTreeSet::new();
-        for listener in &self.http {
-            for host in listener.hosts.hosts() {
-                wanted.insert((listener.listener_id, host.pattern.clone()));
-            }
-        }
-        for listener in &self.tls {
-            for server in &listener.servers {
-                for pattern in &server.hosts {
-                    wanted.insert((listener.listener_id, pattern.clone()));
-                }
-            }
-            for host in listener.plaintext.iter().flat_map(HostTable::hosts) {
-                wanted.insert((listener.listener_id, host.pattern.clone()));
-            }
-        }
+        let wanted: BTreeSet<(u32, HostPattern)> = self
+            .kernel_host_keys()
+            .into_iter()
+            .map(|(listener, pattern)| (listener, pattern.clone()))
+            .collect();
         // Ids kept from the previous plan first, then the lowest free ones.
         let used: BTreeSet<u32> = wanted
             .iter()
@@ -217,6 +206,28 @@ impl Plan {
                 }
             })
             .collect()
+    }
+
+    /// The (listener, host pattern) pairs the kernel's host table holds,
+    /// borrowed: counting them copies no name.
+    fn kernel_host_keys(&self) -> BTreeSet<(u32, &HostPattern)> {
+        let mut wanted = BTreeSet::new();
+        for listener in &self.http {
+            for host in listener.hosts.hosts() {
+                wanted.insert((listener.listener_id, &host.pattern));
+            }
+        }
+        for listener in &self.tls {
+            for server in &listener.servers {
+                for pattern in &server.hosts {
+                    wanted.insert((listener.listener_id, pattern));
+                }
+            }
+            for host in listener.plaintext.iter().flat_map(HostTable::hosts) {
+                wanted.insert((listener.listener_id, &host.pattern));
+            }
+        }
+        wanted
     }
 }
 
@@ -541,13 +552,13 @@ pub fn plan(
 /// port with the most and the Gateways that put them there: checked here,
 /// so `check`, `compile` and a reload refuse it before anything switches.
 fn check_host_capacity(plan: &Plan, model: &Model) -> Result<(), CompileError> {
-    let hosts = plan.kernel_hosts();
+    let hosts = plan.kernel_host_keys();
     if hosts.len() <= MAX_HOSTS as usize {
         return Ok(());
     }
     let mut per_listener: BTreeMap<u32, usize> = BTreeMap::new();
-    for host in &hosts {
-        *per_listener.entry(host.listener_id).or_default() += 1;
+    for (listener_id, _) in &hosts {
+        *per_listener.entry(*listener_id).or_default() += 1;
     }
     let (listener_id, on_port) = per_listener
         .into_iter()
