@@ -243,6 +243,29 @@ fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
 }
 
+/// `bpf(cmd, attr, size of attr)`: the call's non-negative result, or
+/// its error.
+///
+/// # Safety
+/// `attr` must be the `union bpf_attr` member `cmd` takes, zero-padded,
+/// and every pointer in it valid for the call.
+#[allow(unsafe_code)]
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
+    // SAFETY: the caller's contract; the kernel reads `size_of::<T>()` bytes.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *const T,
+            std::mem::size_of::<T>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret)
+}
+
 /// Replaces the program of an existing link with `program`, atomically
 /// (`BPF_LINK_UPDATE`): the adopted links of a restarted daemon run its
 /// programs from the next packet on, with no moment without one.
@@ -265,18 +288,8 @@ pub fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<
         old_prog_fd: 0,
         pad: [0; 14],
     };
-    // SAFETY: `attr` is a valid, fully initialised `bpf_attr` of the size given.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_UPDATE,
-            &attr as *const LinkUpdate,
-            std::mem::size_of::<LinkUpdate>(),
-        )
-    };
-    if ret != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: `attr` is a valid, fully initialised `bpf_attr` member.
+    unsafe { bpf(BPF_LINK_UPDATE, &attr) }?;
     Ok(())
 }
 
@@ -300,18 +313,8 @@ pub fn object_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
         file_flags: 0,
         pad: [0; 14],
     };
-    // SAFETY: `attr` is a valid `bpf_attr` and `path` outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &attr as *const ObjGet,
-            std::mem::size_of::<ObjGet>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: `attr` is a valid `bpf_attr` member and `path` outlives the call.
+    let fd = unsafe { bpf(BPF_OBJ_GET, &attr) }?;
     // SAFETY: the kernel returned a new file descriptor we now own.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -335,18 +338,8 @@ pub fn object_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
         file_flags: 0,
         pad: [0; 14],
     };
-    // SAFETY: `attr` is a valid `bpf_attr` and `path` outlives the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_PIN,
-            &attr as *const ObjPin,
-            std::mem::size_of::<ObjPin>(),
-        )
-    };
-    if ret != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: `attr` is a valid `bpf_attr` member and `path` outlives the call.
+    unsafe { bpf(BPF_OBJ_PIN, &attr) }?;
     Ok(())
 }
 
@@ -385,19 +378,9 @@ pub fn link_attached(fd: BorrowedFd<'_>) -> io::Result<bool> {
         info: &mut info as *mut LinkInfo as u64,
         pad: [0; 14],
     };
-    // SAFETY: `attr` is a valid `bpf_attr`; `info` is writable for the
-    // length given and outlives the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &attr as *const InfoByFd,
-            std::mem::size_of::<InfoByFd>(),
-        )
-    };
-    if ret != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: `attr` is a valid `bpf_attr` member; `info` is writable for
+    // the length given and outlives the call.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
     Ok(info.target != 0)
 }
 
