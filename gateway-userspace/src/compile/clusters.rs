@@ -1,6 +1,9 @@
 //! Destinations -> clusters: a route's `host`/`port`/`subset` resolved
 //! through ServiceEntries and DestinationRules to concrete endpoints.
-use std::{cmp::Reverse, collections::BTreeMap};
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, HashMap},
+};
 
 use crate::{
     hosts::{HostIndex, HostPattern},
@@ -71,7 +74,13 @@ pub struct Clusters<'m> {
     entry_hosts: HostIndex<usize>,
     /// DestinationRule hosts, likewise.
     rule_hosts: HostIndex<usize>,
+    /// Destinations already resolved, by (host as written, port, subset,
+    /// namespace of the resource): routes name the same few backends
+    /// over and over, and each answer depends on nothing else.
+    resolved: HashMap<ResolveKey, Result<String, Unresolved>>,
 }
+
+type ResolveKey = (String, Option<u16>, Option<String>, String);
 
 /// `name` -> `name.<namespace>.svc.cluster.local`; names with a dot stay.
 pub fn qualify(host: &str, namespace: &str) -> String {
@@ -120,6 +129,7 @@ impl<'m> Clusters<'m> {
             model,
             namespace,
             built: BTreeMap::new(),
+            resolved: HashMap::new(),
             entry_hosts: index_hosts(
                 model
                     .service_entries
@@ -138,6 +148,21 @@ impl<'m> Clusters<'m> {
     /// The cluster name for `dest` (written in a resource of `namespace`),
     /// or why there is none.
     pub fn resolve(&mut self, dest: &Destination, namespace: &str) -> Result<String, Unresolved> {
+        let key = (
+            dest.host.clone(),
+            dest.port,
+            dest.subset.clone(),
+            namespace.to_string(),
+        );
+        if let Some(known) = self.resolved.get(&key) {
+            return known.clone();
+        }
+        let resolved = self.resolve_anew(dest, namespace);
+        self.resolved.insert(key, resolved.clone());
+        resolved
+    }
+
+    fn resolve_anew(&mut self, dest: &Destination, namespace: &str) -> Result<String, Unresolved> {
         let host = qualify(&dest.host, namespace);
         let entry = self
             .best(
