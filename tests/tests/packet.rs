@@ -50,6 +50,7 @@ fn test_plan() -> Plan {
         namespace: "istio-system".into(),
         name: "packet-test".into(),
         creation_timestamp: None,
+        defined_at: None,
         selector: Default::default(),
         servers: vec![
             server(80, Protocol::Http, None),
@@ -429,6 +430,7 @@ fn applying_a_new_plan_removes_listeners_it_no_longer_has() {
         namespace: "istio-system".into(),
         name: "reloaded".into(),
         creation_timestamp: None,
+        defined_at: None,
         selector: Default::default(),
         servers: vec![server(8080, Protocol::Http, None)],
     };

@@ -305,7 +305,10 @@ fn a_configuration_over_a_kernel_limit_is_refused_whole_and_changes_nothing() {
         assert!(!out.status.success(), "{command} accepted it: {said}");
         assert!(
             said.contains("16386 server hosts exceed the kernel host table's 16384")
-                && said.contains("port 80 (16385 hosts, from Gateway istio-system/gw)"),
+                && said.contains(&format!(
+                    "port 80 (16385 hosts, from Gateway istio-system/gw at {}:1)",
+                    staged.display()
+                )),
             "{command}: {said}"
         );
     }

@@ -573,7 +573,10 @@ fn check_host_capacity(plan: &Plan, model: &Model) -> Result<(), CompileError> {
         .gateways
         .iter()
         .filter(|g| g.servers.iter().any(|s| s.port.number == port))
-        .map(|g| format!("Gateway {}/{}", g.namespace, g.name))
+        .map(|g| match &g.defined_at {
+            Some(at) => format!("Gateway {}/{} at {at}", g.namespace, g.name),
+            None => format!("Gateway {}/{}", g.namespace, g.name),
+        })
         .collect();
     Err(CompileError::TooManyHosts {
         count: hosts.len(),

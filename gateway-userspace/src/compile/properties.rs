@@ -172,6 +172,7 @@ fn model() -> impl Strategy<Value = Model> {
             .into_iter()
             .enumerate()
             .map(|(i, (namespace, servers))| Gateway {
+                defined_at: None,
                 namespace: namespace.to_string(),
                 name: format!("gw{i}"),
                 creation_timestamp: Some(format!("2024-01-0{}T00:00:00Z", 1 + i % 3)),

@@ -28,6 +28,7 @@ fn server(port: u16, protocol: Protocol, hosts: &[&str], redirect: bool) -> Serv
 
 fn gateway(name: &str, servers: Vec<Server>) -> Gateway {
     Gateway {
+        defined_at: None,
         namespace: "istio-system".into(),
         name: name.into(),
         creation_timestamp: None,
@@ -626,4 +627,22 @@ fn a_tls_port_gets_plaintext_virtual_hosts_only_when_plaintext_servers_share_it(
     assert!(mixed.dropped.is_empty(), "{:?}", mixed.dropped);
     let plaintext = mixed.tls[0].plaintext.as_ref().expect("plaintext hosts");
     assert!(plaintext.lookup("a.example.com").is_some());
+}
+
+#[test]
+fn a_gateway_past_the_host_limit_is_named_with_where_it_is_defined() {
+    let hosts: Vec<String> = (0..=MAX_HOSTS)
+        .map(|i| format!("h{i}.example.com"))
+        .collect();
+    let text = format!(
+        "---\n# the only Gateway\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: big, namespace: istio-system}}\nspec:\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [{}]\n",
+        hosts.join(", ")
+    );
+    let config = crate::config::load_sources(&[(std::path::PathBuf::from("big.yaml"), text)]);
+    let err = plan(&config.model, &crate::model::Instance::default(), &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("on port 80 (16385 hosts, from Gateway istio-system/big at big.yaml:3)"),
+        "{err}"
+    );
 }

@@ -19,6 +19,11 @@ pub struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
+    /// `file:line` of `node`.
+    pub fn position(&self, node: &Node) -> String {
+        format!("{}:{}", self.file.display(), node.line)
+    }
+
     pub fn new(file: &'a Path, env: Option<&'a Environment<'a>>) -> Self {
         Decoder {
             file,

@@ -145,6 +145,7 @@ pub fn decode(d: &mut Decoder<'_>, doc: &Node, namespace: String, name: String) 
         return None;
     }
     Some(Gateway {
+        defined_at: Some(d.position(doc)),
         creation_timestamp: creation_timestamp(d, doc),
         namespace,
         name,

@@ -13,6 +13,9 @@ pub struct Gateway {
     /// Workload labels this Gateway applies to; empty applies to every gateway.
     pub selector: BTreeMap<String, String>,
     pub servers: Vec<Server>,
+    /// `file:line` of its document, for errors found after decoding (a plan
+    /// past the kernel's limits); `None` when built in code.
+    pub defined_at: Option<String>,
 }
 
 impl Gateway {
@@ -310,6 +313,7 @@ mod tests {
 
     fn gateway(selector: &[(&str, &str)]) -> Gateway {
         Gateway {
+            defined_at: None,
             namespace: "ns".into(),
             name: "gw".into(),
             creation_timestamp: None,
