@@ -44,19 +44,24 @@ fn replace(path: &Path, text: &str) {
 }
 
 fn start(topology: &Topology, config: &Path) -> Daemon {
-    Daemon::start(
-        topology,
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--interface",
-            &topology.gateway_if,
-            "--address",
-            GATEWAY_V4,
-            "--admin-address",
-            ADMIN,
-        ],
-    )
+    start_with(topology, config, &[])
+}
+
+/// [`start`] with `extra` flags.
+fn start_with(topology: &Topology, config: &Path, extra: &[&str]) -> Daemon {
+    let config = config.display().to_string();
+    let mut args = vec![
+        "--config",
+        &config,
+        "--interface",
+        &topology.gateway_if,
+        "--address",
+        GATEWAY_V4,
+        "--admin-address",
+        ADMIN,
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(topology, &args)
 }
 
 /// The body `host` gets on `port`, or curl's complaint.
@@ -398,21 +403,7 @@ fn a_long_compile_runs_beside_the_proxy_not_on_its_only_worker() {
     let scratch = Scratch::new();
     let config = scratch.path.join("gateway.yaml");
     fs::write(&config, gateway(&[(80, "a.example")])).expect("write config");
-    let daemon = Daemon::start(
-        &topology,
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--interface",
-            &topology.gateway_if,
-            "--address",
-            GATEWAY_V4,
-            "--admin-address",
-            ADMIN,
-            "--workers",
-            "1",
-        ],
-    );
+    let daemon = start_with(&topology, &config, &["--workers", "1"]);
     wait_served(&topology, &daemon, "a.example", 80);
     // 16,000 hosts, each with its own VirtualService: a compile of about
     // two seconds in the debug build.
