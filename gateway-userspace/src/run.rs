@@ -706,8 +706,9 @@ fn write_layout(interface: &str, plan: &compile::Plan) {
     }
 }
 
-/// How often the configuration files are looked at; a change is applied
-/// once two looks agree on it (1 to 2 intervals after the last write).
+/// How often the configuration files are looked at (a change is applied
+/// once they have not changed for `--config-settle`), and the daemon's
+/// kernel state checked (`Dataplane::repair`).
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What started a reload.

@@ -601,33 +601,21 @@ impl Dataplane {
         let steering_lost = !attached(pins::STEER_LINK);
         if xdp_lost || steering_lost {
             let dir = pins::pin_dir(&interface)?;
-            let reopen = |name: &str| {
-                let path = dir.join(name);
-                pins::object_get(&path).map_err(|source| DataplaneError::Pins { path, source })
-            };
             if xdp_lost {
-                let path = dir.join(pins::XDP_LINK);
-                let _ = std::fs::remove_file(&path);
-                self.attach_xdp_pinned(&interface, &path)?;
-                let fd = reopen(pins::XDP_LINK)?;
-                if let Some(held) = self.held.as_mut() {
-                    held.replace(pins::XDP_LINK, fd);
-                }
+                self.reattach(&dir, pins::XDP_LINK, |dataplane, path| {
+                    dataplane.attach_xdp_pinned(&interface, path)
+                })?;
                 repair.reattached.push("XDP");
             }
             if steering_lost {
-                let path = dir.join(pins::STEER_LINK);
-                let _ = std::fs::remove_file(&path);
-                let netns = std::fs::File::open("/proc/self/ns/net").map_err(|source| {
-                    DataplaneError::AttachSteering {
-                        source: Box::new(source),
-                    }
+                self.reattach(&dir, pins::STEER_LINK, |dataplane, path| {
+                    let netns = std::fs::File::open("/proc/self/ns/net").map_err(|source| {
+                        DataplaneError::AttachSteering {
+                            source: Box::new(source),
+                        }
+                    })?;
+                    dataplane.attach_steering_pinned(netns, path)
                 })?;
-                self.attach_steering_pinned(netns, &path)?;
-                let fd = reopen(pins::STEER_LINK)?;
-                if let Some(held) = self.held.as_mut() {
-                    held.replace(pins::STEER_LINK, fd);
-                }
                 repair.reattached.push("sk_lookup");
             }
         }
@@ -635,6 +623,27 @@ impl Dataplane {
             repair.pins_restored = held.restore()?;
         }
         Ok(repair)
+    }
+
+    /// Replaces the defunct link pinned as `link` in `dir`: `attach` makes
+    /// a new one pinned at its path, which the daemon then holds.
+    fn reattach(
+        &mut self,
+        dir: &Path,
+        link: &str,
+        attach: impl FnOnce(&mut Self, &Path) -> Result<(), DataplaneError>,
+    ) -> Result<(), DataplaneError> {
+        let path = dir.join(link);
+        let _ = std::fs::remove_file(&path);
+        attach(self, &path)?;
+        let fd = pins::object_get(&path).map_err(|source| DataplaneError::Pins {
+            path: path.clone(),
+            source,
+        })?;
+        if let Some(held) = self.held.as_mut() {
+            held.replace(link, fd);
+        }
+        Ok(())
     }
 
     /// The maps' locked kernel memory, read again at each

@@ -293,21 +293,23 @@ pub fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<
     Ok(())
 }
 
+/// The member of `union bpf_attr` that `BPF_OBJ_PIN` and `BPF_OBJ_GET`
+/// share, zero-padded.
+#[repr(C)]
+struct ObjPath {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    pad: [u64; 14],
+}
+
 /// Opens the object pinned at `path` (`BPF_OBJ_GET`).
 #[allow(unsafe_code)]
 pub fn object_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd as _;
-    /// The `obj_get` member of `union bpf_attr`, zero-padded.
-    #[repr(C)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        pad: [u64; 14],
-    }
     const BPF_OBJ_GET: libc::c_long = 7;
     let path = c_path(path)?;
-    let attr = ObjGet {
+    let attr = ObjPath {
         pathname: path.as_ptr() as u64,
         bpf_fd: 0,
         file_flags: 0,
@@ -322,17 +324,9 @@ pub fn object_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
 /// Pins the object behind `fd` at `path` (`BPF_OBJ_PIN`).
 #[allow(unsafe_code)]
 pub fn object_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
-    /// The `obj_pin` member of `union bpf_attr`, zero-padded.
-    #[repr(C)]
-    struct ObjPin {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        pad: [u64; 14],
-    }
     const BPF_OBJ_PIN: libc::c_long = 6;
     let path = c_path(path)?;
-    let attr = ObjPin {
+    let attr = ObjPath {
         pathname: path.as_ptr() as u64,
         bpf_fd: fd.as_raw_fd() as u32,
         file_flags: 0,
