@@ -215,6 +215,23 @@ pub fn example_args<'a>(topology: &'a Topology, extra: &[&'a str]) -> Vec<&'a st
     args
 }
 
+/// Starts the daemon on `config`, the topology's interface and its IPv4
+/// gateway address, with `extra` flags.
+pub fn start_on(topology: &Topology, config: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec![
+        "--config",
+        config,
+        "--interface",
+        &topology.gateway_if,
+        "--address",
+        GATEWAY_V4,
+        "--admin-address",
+        ADMIN,
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(topology, &args)
+}
+
 /// Sets resource limit `resource` (soft and hard) to `value` in the child
 /// `command` starts, between fork and exec.
 pub fn limit_before_exec(command: &mut Command, resource: libc::__rlimit_resource_t, value: u64) {

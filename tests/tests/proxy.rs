@@ -91,18 +91,7 @@ fn start(topology: &Topology, scratch: &Scratch, yaml: &str, extra: &[&str]) -> 
 /// The daemon on `config`, the topology's interface and IPv4 address, with
 /// `extra` flags.
 fn daemon_on(topology: &Topology, config: &str, extra: &[&str]) -> Daemon {
-    let mut args = vec![
-        "--config",
-        config,
-        "--interface",
-        &topology.gateway_if,
-        "--address",
-        GATEWAY_V4,
-        "--admin-address",
-        ADMIN,
-    ];
-    args.extend_from_slice(extra);
-    Daemon::start(topology, &args)
+    gateway_tests::daemon::start_on(topology, config, extra)
 }
 
 /// `curl -sS --max-time 5 <args>` in the client namespace.

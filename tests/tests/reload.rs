@@ -11,7 +11,7 @@ use std::{
 };
 
 use gateway_tests::{
-    daemon::{ADMIN, Daemon, gateway_bin, stat},
+    daemon::{Daemon, gateway_bin, stat},
     hostile::Scratch,
     netns::{GATEWAY_V4, Topology},
     require_root,
@@ -49,19 +49,7 @@ fn start(topology: &Topology, config: &Path) -> Daemon {
 
 /// [`start`] with `extra` flags.
 fn start_with(topology: &Topology, config: &Path, extra: &[&str]) -> Daemon {
-    let config = config.display().to_string();
-    let mut args = vec![
-        "--config",
-        &config,
-        "--interface",
-        &topology.gateway_if,
-        "--address",
-        GATEWAY_V4,
-        "--admin-address",
-        ADMIN,
-    ];
-    args.extend_from_slice(extra);
-    Daemon::start(topology, &args)
+    gateway_tests::daemon::start_on(topology, &config.display().to_string(), extra)
 }
 
 /// The body `host` gets on `port`, or curl's complaint.
