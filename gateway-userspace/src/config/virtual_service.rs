@@ -73,68 +73,8 @@ pub fn decode(
         return None;
     };
     let entries = d.mapping(spec, "spec", SPEC_FIELDS)?;
-
-    let gateway_items = d.items(entries, "gateways", "spec");
-    // Istio judges mesh binding by the names as written, valid or not: an
-    // invalid gateway name is its own error, not a reason to treat the
-    // VirtualService as bound to the mesh.
-    let bound_to_mesh = gateway_items.is_empty()
-        || gateway_items
-            .iter()
-            .any(|(_, item)| matches!(&item.value, Value::Str(name) if name == "mesh"));
-    let mut gateways = Vec::new();
-    for (item_path, item) in gateway_items {
-        let Some(reference) = d.string(item, &item_path) else {
-            continue;
-        };
-        match rules::gateway_reference(&reference, &namespace) {
-            Ok((resolved, warning)) => {
-                if let Some(warning) = warning {
-                    d.report(Severity::Warning, item, &item_path, warning);
-                }
-                gateways.push(resolved);
-            }
-            Err(message) => d.error(item, &item_path, message),
-        }
-    }
-
-    let mut hosts: Vec<String> = Vec::new();
-    // The hosts kept so far, indexed: each host is checked against all the
-    // earlier ones without comparing it with each (quadratic in the hosts).
-    let mut kept: HostIndex<()> = HostIndex::default();
-    let host_items = d.items(entries, "hosts", "spec");
-    if host_items.is_empty() {
-        delegate_rules(d, spec, entries);
-    }
-    for (item_path, item) in host_items {
-        let Some(host) = d.string(item, &item_path) else {
-            continue;
-        };
-        if host == "*" && bound_to_mesh {
-            d.error(
-                item,
-                &item_path,
-                "wildcard host * is not allowed for virtual services bound to the mesh gateway",
-            );
-        } else if let Err(message) = rules::service_host(&host) {
-            d.error(item, &item_path, message);
-        } else if let Some(earlier) = kept
-            // Istio's `host.Name.Matches`: `*.foo.com` and `*.com` overlap too.
-            .intersecting(&HostPattern::from_server_host(&host))
-            .first()
-            .map(|&(at, _)| &hosts[at])
-        {
-            d.error(
-                item,
-                &item_path,
-                format!("duplicate hosts in virtual service: {earlier} & {host}"),
-            );
-        } else {
-            kept.push(HostPattern::from_server_host(&host), ());
-            hosts.push(host);
-        }
-    }
-
+    let (gateways, bound_to_mesh) = decode_gateways(d, entries, &namespace);
+    let (hosts, kept) = decode_hosts(d, spec, entries, bound_to_mesh);
     let http: Vec<HttpRoute> = d
         .items(entries, "http", "spec")
         .into_iter()
@@ -172,6 +112,86 @@ pub fn decode(
         tls,
         tcp,
     })
+}
+
+/// `gateways`, each resolved against the VirtualService's namespace, and
+/// whether the VirtualService is bound to the mesh.
+fn decode_gateways(
+    d: &mut Decoder<'_>,
+    entries: &[(Node, Node)],
+    namespace: &str,
+) -> (Vec<String>, bool) {
+    let gateway_items = d.items(entries, "gateways", "spec");
+    // Istio judges mesh binding by the names as written, valid or not: an
+    // invalid gateway name is its own error, not a reason to treat the
+    // VirtualService as bound to the mesh.
+    let bound_to_mesh = gateway_items.is_empty()
+        || gateway_items
+            .iter()
+            .any(|(_, item)| matches!(&item.value, Value::Str(name) if name == "mesh"));
+    let mut gateways = Vec::new();
+    for (item_path, item) in gateway_items {
+        let Some(reference) = d.string(item, &item_path) else {
+            continue;
+        };
+        match rules::gateway_reference(&reference, namespace) {
+            Ok((resolved, warning)) => {
+                if let Some(warning) = warning {
+                    d.report(Severity::Warning, item, &item_path, warning);
+                }
+                gateways.push(resolved);
+            }
+            Err(message) => d.error(item, &item_path, message),
+        }
+    }
+    (gateways, bound_to_mesh)
+}
+
+/// `hosts`, none overlapping another (Istio's duplicate check), and the
+/// index of them that TLS routes' SNI hosts are checked against.
+fn decode_hosts(
+    d: &mut Decoder<'_>,
+    spec: &Node,
+    entries: &[(Node, Node)],
+    bound_to_mesh: bool,
+) -> (Vec<String>, HostIndex<()>) {
+    let mut hosts: Vec<String> = Vec::new();
+    // The hosts kept so far, indexed: each host is checked against all the
+    // earlier ones without comparing it with each (quadratic in the hosts).
+    let mut kept: HostIndex<()> = HostIndex::default();
+    let host_items = d.items(entries, "hosts", "spec");
+    if host_items.is_empty() {
+        delegate_rules(d, spec, entries);
+    }
+    for (item_path, item) in host_items {
+        let Some(host) = d.string(item, &item_path) else {
+            continue;
+        };
+        if host == "*" && bound_to_mesh {
+            d.error(
+                item,
+                &item_path,
+                "wildcard host * is not allowed for virtual services bound to the mesh gateway",
+            );
+        } else if let Err(message) = rules::service_host(&host) {
+            d.error(item, &item_path, message);
+        } else if let Some(earlier) = kept
+            // Istio's `host.Name.Matches`: `*.foo.com` and `*.com` overlap too.
+            .intersecting(&HostPattern::from_server_host(&host))
+            .first()
+            .map(|&(at, _)| &hosts[at])
+        {
+            d.error(
+                item,
+                &item_path,
+                format!("duplicate hosts in virtual service: {earlier} & {host}"),
+            );
+        } else {
+            kept.push(HostPattern::from_server_host(&host), ());
+            hosts.push(host);
+        }
+    }
+    (hosts, kept)
 }
 
 /// A VirtualService without hosts is a delegate: Istio allows it only as
@@ -276,16 +296,7 @@ fn decode_http_route(
     namespace: &str,
 ) -> Option<HttpRoute> {
     let entries = d.mapping(node, path, &[HTTP_FIELDS, NOT_APPLIED_YET].concat())?;
-    for name in NOT_APPLIED_YET {
-        if let Some(at) = field(entries, name) {
-            d.report(
-                Severity::Warning,
-                at,
-                &join(path, name),
-                format!("{name} is not applied by this gateway yet"),
-            );
-        }
-    }
+    warn_not_applied_yet(d, entries, path);
     let matches: Vec<HttpMatch> = d
         .items(entries, "match", path)
         .into_iter()
@@ -302,6 +313,44 @@ fn decode_http_route(
     let (request_headers, response_headers) = field(entries, "headers")
         .map(|n| headers::decode(d, n, &join(path, "headers")))
         .unwrap_or_default();
+    check_one_action(d, node, entries, path);
+    let timeout = route_timeout(d, entries, path);
+    let action = match (redirect, direct) {
+        (Some(redirect), _) => HttpAction::Redirect(redirect),
+        (None, Some((status, body))) => HttpAction::DirectResponse { status, body },
+        (None, None) => HttpAction::Route(route),
+    };
+    Some(HttpRoute {
+        name: d.opt_string(entries, "name", path),
+        matches,
+        action,
+        rewrite_uri: rewrite.uri,
+        rewrite_uri_regex: rewrite.uri_regex,
+        rewrite_authority: rewrite.authority,
+        timeout,
+        request_headers,
+        response_headers,
+    })
+}
+
+/// A warning for each field accepted but not applied yet, so nobody relies
+/// on it silently.
+fn warn_not_applied_yet(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) {
+    for name in NOT_APPLIED_YET {
+        if let Some(at) = field(entries, name) {
+            d.report(
+                Severity::Warning,
+                at,
+                &join(path, name),
+                format!("{name} is not applied by this gateway yet"),
+            );
+        }
+    }
+}
+
+/// Exactly one of route, redirect and directResponse (Istio's root-route
+/// rules for `delegate` included), and no rewrite with a redirect.
+fn check_one_action(d: &mut Decoder<'_>, node: &Node, entries: &[(Node, Node)], path: &str) {
     let has_route = field(entries, "route").is_some();
     let actions = [
         has_route,
@@ -349,27 +398,15 @@ fn decode_http_route(
     if field(entries, "redirect").is_some() && field(entries, "rewrite").is_some() {
         d.error(node, path, "rewrite and redirect cannot be used together");
     }
-    // `0s` disables the timeout, as Envoy reads a zero route timeout.
-    let timeout = duration(d, entries, "timeout", path)
+}
+
+/// `timeout`; `0s` disables the timeout, as Envoy reads a zero route
+/// timeout.
+fn route_timeout(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> Option<Duration> {
+    duration(d, entries, "timeout", path)
         .and_then(|text| rules::duration_millis(&text))
         .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
-        .filter(|t| !t.is_zero());
-    let action = match (redirect, direct) {
-        (Some(redirect), _) => HttpAction::Redirect(redirect),
-        (None, Some((status, body))) => HttpAction::DirectResponse { status, body },
-        (None, None) => HttpAction::Route(route),
-    };
-    Some(HttpRoute {
-        name: d.opt_string(entries, "name", path),
-        matches,
-        action,
-        rewrite_uri: rewrite.uri,
-        rewrite_uri_regex: rewrite.uri_regex,
-        rewrite_authority: rewrite.authority,
-        timeout,
-        request_headers,
-        response_headers,
-    })
+        .filter(|t| !t.is_zero())
 }
 
 /// `http[].rewrite`.
@@ -528,6 +565,51 @@ fn decode_redirect(
             "derivePort",
         ],
     )?;
+    let (uri, prefix_rewrite) = redirect_path(d, entries, path, matches)?;
+    let scheme = redirect_scheme(d, entries, path)?;
+    let targets = [
+        "uri",
+        "prefixRewrite",
+        "authority",
+        "scheme",
+        "port",
+        "derivePort",
+    ];
+    if !targets.iter().any(|name| field(entries, name).is_some()) {
+        d.error(
+            node,
+            path,
+            "redirect must specify uri, prefixRewrite, authority, scheme, or port",
+        );
+        return None;
+    }
+    let code = redirect_code(d, entries, path)?;
+    if let Some(at) = field(entries, "derivePort") {
+        d.report(
+            Severity::Warning,
+            at,
+            &join(path, "derivePort"),
+            "derivePort is not applied by this gateway yet".into(),
+        );
+    }
+    Some(HttpRedirect {
+        uri,
+        prefix_rewrite,
+        authority: d.opt_string(entries, "authority", path),
+        port: field(entries, "port").and_then(|n| port_number(d, n, &join(path, "port"))),
+        scheme,
+        code,
+    })
+}
+
+/// A redirect's `uri` or `prefixRewrite` (not both); `prefixRewrite` needs
+/// every URI match of the rule to be a prefix match.
+fn redirect_path(
+    d: &mut Decoder<'_>,
+    entries: &[(Node, Node)],
+    path: &str,
+    matches: &[HttpMatch],
+) -> Option<(Option<String>, Option<String>)> {
     let uri = d.opt_string(entries, "uri", path);
     let prefix_rewrite = d.opt_string(entries, "prefixRewrite", path);
     if let (Some(_), Some(at)) = (&uri, field(entries, "prefixRewrite")) {
@@ -553,6 +635,15 @@ fn decode_redirect(
             return None;
         }
     }
+    Some((uri, prefix_rewrite))
+}
+
+/// A redirect's `scheme`: `http` or `https` if set (`Some(None)` if not).
+fn redirect_scheme(
+    d: &mut Decoder<'_>,
+    entries: &[(Node, Node)],
+    path: &str,
+) -> Option<Option<String>> {
     let scheme = d.opt_string(entries, "scheme", path);
     if let (Some(scheme), Some(at)) = (&scheme, field(entries, "scheme")) {
         if scheme != "http" && scheme != "https" {
@@ -564,22 +655,11 @@ fn decode_redirect(
             return None;
         }
     }
-    let targets = [
-        "uri",
-        "prefixRewrite",
-        "authority",
-        "scheme",
-        "port",
-        "derivePort",
-    ];
-    if !targets.iter().any(|name| field(entries, name).is_some()) {
-        d.error(
-            node,
-            path,
-            "redirect must specify uri, prefixRewrite, authority, scheme, or port",
-        );
-        return None;
-    }
+    Some(scheme)
+}
+
+/// A redirect's `redirectCode`, 301 by default.
+fn redirect_code(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> Option<u16> {
     let code = match field(entries, "redirectCode") {
         Some(n) => match d.integer(n, &join(path, "redirectCode")) {
             Some(code) if REDIRECT_CODES.contains(&code) => u16::try_from(code).ok()?,
@@ -595,22 +675,7 @@ fn decode_redirect(
         },
         None => 301,
     };
-    if let Some(at) = field(entries, "derivePort") {
-        d.report(
-            Severity::Warning,
-            at,
-            &join(path, "derivePort"),
-            "derivePort is not applied by this gateway yet".into(),
-        );
-    }
-    Some(HttpRedirect {
-        uri,
-        prefix_rewrite,
-        authority: d.opt_string(entries, "authority", path),
-        port: field(entries, "port").and_then(|n| port_number(d, n, &join(path, "port"))),
-        scheme,
-        code,
-    })
+    Some(code)
 }
 
 fn decode_direct_response(
