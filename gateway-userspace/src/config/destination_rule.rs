@@ -209,78 +209,8 @@ fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<LoadBal
         warmup(d, node, &join(path, "warmup"));
     }
     match (field(entries, "simple"), field(entries, "consistentHash")) {
-        (Some(simple), None) => {
-            let text = d.string(simple, &join(path, "simple"))?;
-            if text == "PASSTHROUGH" {
-                d.report(
-                    Severity::Warning,
-                    simple,
-                    &join(path, "simple"),
-                    "PASSTHROUGH is not applied by this gateway yet: requests are balanced round robin".into(),
-                );
-            }
-            if !LB_SIMPLE.contains(&text.as_str()) {
-                d.error(
-                    simple,
-                    &join(path, "simple"),
-                    format!(
-                        "invalid load balancer {text:?}, supported values are {}",
-                        LB_SIMPLE.join(", ")
-                    ),
-                );
-                return None;
-            }
-            Some(LoadBalancer::Simple(text))
-        }
-        (None, Some(hash)) => {
-            let hash_path = join(path, "consistentHash");
-            let h = d.mapping(
-                hash,
-                &hash_path,
-                &[
-                    "httpHeaderName",
-                    "httpCookie",
-                    "useSourceIp",
-                    "httpQueryParameterName",
-                    "ringHash",
-                    "maglev",
-                    "minimumRingSize",
-                ],
-            )?;
-            let mut keys = Vec::new();
-            if let Some(name) = d.opt_string(h, "httpHeaderName", &hash_path) {
-                keys.push(HashKey::Header(name.to_ascii_lowercase()));
-            }
-            if let Some(cookie) = field(h, "httpCookie") {
-                let cookie_path = join(&hash_path, "httpCookie");
-                if let Some(c) =
-                    d.mapping(cookie, &cookie_path, &["name", "path", "ttl", "attributes"])
-                {
-                    match d.opt_string(c, "name", &cookie_path) {
-                        Some(name) => keys.push(HashKey::Cookie {
-                            name,
-                            ttl: duration(d, c, "ttl", &cookie_path),
-                        }),
-                        None => d.error(
-                            cookie,
-                            &join(&cookie_path, "name"),
-                            "cookie name is required",
-                        ),
-                    }
-                }
-            }
-            if d.flag(h, "useSourceIp", &hash_path) {
-                keys.push(HashKey::SourceIp);
-            }
-            if let Some(name) = d.opt_string(h, "httpQueryParameterName", &hash_path) {
-                keys.push(HashKey::QueryParameter(name));
-            }
-            if keys.len() != 1 {
-                d.error(hash, &hash_path, "consistentHash needs exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName");
-                return None;
-            }
-            keys.pop().map(LoadBalancer::ConsistentHash)
-        }
+        (Some(simple), None) => simple_load_balancer(d, simple, path),
+        (None, Some(hash)) => consistent_hash(d, hash, path),
         (None, None) => None,
         (Some(_), Some(_)) => {
             d.error(
@@ -291,6 +221,81 @@ fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<LoadBal
             None
         }
     }
+}
+
+/// `loadBalancer.simple`: one of Istio's policy names.
+fn simple_load_balancer(d: &mut Decoder<'_>, simple: &Node, path: &str) -> Option<LoadBalancer> {
+    let text = d.string(simple, &join(path, "simple"))?;
+    if text == "PASSTHROUGH" {
+        d.report(
+            Severity::Warning,
+            simple,
+            &join(path, "simple"),
+            "PASSTHROUGH is not applied by this gateway yet: requests are balanced round robin"
+                .into(),
+        );
+    }
+    if !LB_SIMPLE.contains(&text.as_str()) {
+        d.error(
+            simple,
+            &join(path, "simple"),
+            format!(
+                "invalid load balancer {text:?}, supported values are {}",
+                LB_SIMPLE.join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(LoadBalancer::Simple(text))
+}
+
+/// `loadBalancer.consistentHash`: exactly one hash key.
+fn consistent_hash(d: &mut Decoder<'_>, hash: &Node, path: &str) -> Option<LoadBalancer> {
+    let hash_path = join(path, "consistentHash");
+    let h = d.mapping(
+        hash,
+        &hash_path,
+        &[
+            "httpHeaderName",
+            "httpCookie",
+            "useSourceIp",
+            "httpQueryParameterName",
+            "ringHash",
+            "maglev",
+            "minimumRingSize",
+        ],
+    )?;
+    let mut keys = Vec::new();
+    if let Some(name) = d.opt_string(h, "httpHeaderName", &hash_path) {
+        keys.push(HashKey::Header(name.to_ascii_lowercase()));
+    }
+    if let Some(cookie) = field(h, "httpCookie") {
+        let cookie_path = join(&hash_path, "httpCookie");
+        if let Some(c) = d.mapping(cookie, &cookie_path, &["name", "path", "ttl", "attributes"]) {
+            match d.opt_string(c, "name", &cookie_path) {
+                Some(name) => keys.push(HashKey::Cookie {
+                    name,
+                    ttl: duration(d, c, "ttl", &cookie_path),
+                }),
+                None => d.error(
+                    cookie,
+                    &join(&cookie_path, "name"),
+                    "cookie name is required",
+                ),
+            }
+        }
+    }
+    if d.flag(h, "useSourceIp", &hash_path) {
+        keys.push(HashKey::SourceIp);
+    }
+    if let Some(name) = d.opt_string(h, "httpQueryParameterName", &hash_path) {
+        keys.push(HashKey::QueryParameter(name));
+    }
+    if keys.len() != 1 {
+        d.error(hash, &hash_path, "consistentHash needs exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName");
+        return None;
+    }
+    keys.pop().map(LoadBalancer::ConsistentHash)
 }
 
 fn connection_pool(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ConnectionPool> {
