@@ -1,9 +1,13 @@
 //! The only code that knows the YAML library: turns text into a small tree
 //! of [`Node`]s that remember where they were written, one document at a
 //! time, straight from the parser's events (no intermediate tree).
-use std::collections::HashMap;
+mod scalar;
+
+use std::{borrow::Cow, collections::HashMap};
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
+
+use self::scalar::resolve_scalar;
 
 /// A YAML value with the 1-based line and column it starts at.
 #[derive(Clone, Debug, PartialEq)]
@@ -167,6 +171,11 @@ struct Size {
 }
 
 impl Size {
+    /// One node holding `bytes` of scalar text.
+    fn one(bytes: usize) -> Self {
+        Size { nodes: 1, bytes }
+    }
+
     fn add(&mut self, other: Size) {
         self.nodes += other.nodes;
         self.bytes += other.bytes;
@@ -279,195 +288,157 @@ impl<F: FnMut(Node)> Builder<F> {
         self.count(1)
     }
 
+    /// Adds one parser event to the document being built, handing the
+    /// document over when it is complete.
     fn on_event(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {
-        let at = |value| Node {
-            value,
-            line: span.start.line(),
-            col: span.start.col() + 1,
-        };
-        let positioned = |message| SyntaxError {
-            line: span.start.line(),
-            col: span.start.col() + 1,
-            message,
-        };
-        let one = |bytes| Size { nodes: 1, bytes };
         match event {
             Event::Scalar(text, style, anchor, tag) => {
-                self.count(1).map_err(positioned)?;
-                if let Some(Frame::Map {
-                    key,
-                    pair: Some(pair),
-                    ..
-                }) = self.stack.last_mut()
-                {
-                    let plain = style == ScalarStyle::Plain && anchor == 0 && tag.is_none();
-                    match (key, &pair.plain_key) {
-                        (None, _) if plain => {
-                            pair.plain_key = Some((text.to_string(), span.end.index()));
-                        }
-                        (Some(_), Some((_, colon))) => {
-                            pair.empty_value =
-                                plain && text.is_empty() && span.start.index() == *colon;
-                        }
-                        _ => {}
-                    }
-                }
-                let length = text.len();
-                let node = at(resolve_scalar(text, style, tag.as_deref()));
-                self.complete(node, anchor, one(length));
+                self.on_scalar(text, style, anchor, tag.as_deref(), span)
             }
-            Event::SequenceStart(anchor, _) => {
-                self.open().map_err(positioned)?;
-                self.stack.push(Frame::Seq {
-                    node: at(Value::Seq(Vec::new())),
-                    anchor,
-                    size: one(0),
-                    // A flow sequence's start spans its `[`; a block one is empty.
-                    flow: span.end.index() > span.start.index(),
-                });
+            Event::SequenceStart(anchor, _) => self.on_sequence_start(anchor, span),
+            Event::MappingStart(anchor, _) => self.on_mapping_start(anchor, span),
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.on_collection_end(span);
+                Ok(())
             }
-            Event::MappingStart(anchor, _) => {
-                self.open().map_err(positioned)?;
-                // Straight in a flow sequence, only the implicit one-pair
-                // mapping starts with nothing written (`{` spans a character).
-                let in_flow_sequence =
-                    matches!(self.stack.last(), Some(Frame::Seq { flow: true, .. }));
-                let implicit = span.end.index() == span.start.index();
-                self.stack.push(Frame::Map {
-                    node: at(Value::Map(Vec::new())),
-                    anchor,
-                    size: one(0),
-                    key: None,
-                    pair: (in_flow_sequence && implicit && anchor == 0).then(FlowPair::default),
-                });
-            }
-            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Map {
-                    node,
-                    pair:
-                        Some(FlowPair {
-                            plain_key: Some((key, colon)),
-                            empty_value: true,
-                        }),
-                    ..
-                }) if span.start.index() == colon + 1 => {
-                    // `[key:]`, `[key:, ...]`: go-yaml's string `key:`.
-                    let bytes = key.len() + 1;
-                    let text = Node {
-                        value: Value::Str(format!("{key}:")),
-                        line: node.line,
-                        col: node.col,
-                    };
-                    self.complete(text, 0, one(bytes));
-                }
-                Some(
-                    Frame::Seq {
-                        node, anchor, size, ..
-                    }
-                    | Frame::Map {
-                        node, anchor, size, ..
-                    },
-                ) => self.complete(node, anchor, size),
-                None => {}
-            },
-            Event::Alias(id) => {
-                // Every limit is checked before the anchored node is copied.
-                let size = self.anchors.get(&id).map_or(one(0), |(_, size)| *size);
-                self.count(size.nodes).map_err(positioned)?;
-                self.aliases.spend(size, self.nodes).map_err(positioned)?;
-                let node = self
-                    .anchors
-                    .get(&id)
-                    .map_or_else(|| at(Value::Null), |(node, _)| node.clone());
-                self.complete(node, 0, size);
-            }
+            Event::Alias(id) => self.on_alias(id, span),
             Event::DocumentStart(_) => {
                 self.anchors.clear();
                 self.nodes = 0;
                 self.aliases.reset();
+                Ok(())
             }
-            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => Ok(()),
         }
+    }
+
+    fn on_scalar(
+        &mut self,
+        text: Cow<'_, str>,
+        style: ScalarStyle,
+        anchor: usize,
+        tag: Option<&Tag>,
+        span: Span,
+    ) -> Result<(), SyntaxError> {
+        self.count(1).map_err(|m| error_at(span, m))?;
+        if let Some(Frame::Map {
+            key,
+            pair: Some(pair),
+            ..
+        }) = self.stack.last_mut()
+        {
+            let plain = style == ScalarStyle::Plain && anchor == 0 && tag.is_none();
+            match (key, &pair.plain_key) {
+                (None, _) if plain => {
+                    pair.plain_key = Some((text.to_string(), span.end.index()));
+                }
+                (Some(_), Some((_, colon))) => {
+                    pair.empty_value = plain && text.is_empty() && span.start.index() == *colon;
+                }
+                _ => {}
+            }
+        }
+        let length = text.len();
+        let node = node_at(span, resolve_scalar(text, style, tag));
+        self.complete(node, anchor, Size::one(length));
+        Ok(())
+    }
+
+    fn on_sequence_start(&mut self, anchor: usize, span: Span) -> Result<(), SyntaxError> {
+        self.open().map_err(|m| error_at(span, m))?;
+        self.stack.push(Frame::Seq {
+            node: node_at(span, Value::Seq(Vec::new())),
+            anchor,
+            size: Size::one(0),
+            // A flow sequence's start spans its `[`; a block one is empty.
+            flow: span.end.index() > span.start.index(),
+        });
+        Ok(())
+    }
+
+    fn on_mapping_start(&mut self, anchor: usize, span: Span) -> Result<(), SyntaxError> {
+        self.open().map_err(|m| error_at(span, m))?;
+        // Straight in a flow sequence, only the implicit one-pair
+        // mapping starts with nothing written (`{` spans a character).
+        let in_flow_sequence = matches!(self.stack.last(), Some(Frame::Seq { flow: true, .. }));
+        let implicit = span.end.index() == span.start.index();
+        self.stack.push(Frame::Map {
+            node: node_at(span, Value::Map(Vec::new())),
+            anchor,
+            size: Size::one(0),
+            key: None,
+            pair: (in_flow_sequence && implicit && anchor == 0).then(FlowPair::default),
+        });
+        Ok(())
+    }
+
+    fn on_collection_end(&mut self, span: Span) {
+        match self.stack.pop() {
+            Some(Frame::Map {
+                node,
+                pair:
+                    Some(FlowPair {
+                        plain_key: Some((key, colon)),
+                        empty_value: true,
+                    }),
+                ..
+            }) if span.start.index() == colon + 1 => {
+                // `[key:]`, `[key:, ...]`: go-yaml's string `key:`.
+                let bytes = key.len() + 1;
+                let text = Node {
+                    value: Value::Str(format!("{key}:")),
+                    line: node.line,
+                    col: node.col,
+                };
+                self.complete(text, 0, Size::one(bytes));
+            }
+            Some(
+                Frame::Seq {
+                    node, anchor, size, ..
+                }
+                | Frame::Map {
+                    node, anchor, size, ..
+                },
+            ) => self.complete(node, anchor, size),
+            None => {}
+        }
+    }
+
+    fn on_alias(&mut self, id: usize, span: Span) -> Result<(), SyntaxError> {
+        // Every limit is checked before the anchored node is copied.
+        let size = self
+            .anchors
+            .get(&id)
+            .map_or(Size::one(0), |(_, size)| *size);
+        self.count(size.nodes).map_err(|m| error_at(span, m))?;
+        self.aliases
+            .spend(size, self.nodes)
+            .map_err(|m| error_at(span, m))?;
+        let node = self
+            .anchors
+            .get(&id)
+            .map_or_else(|| node_at(span, Value::Null), |(node, _)| node.clone());
+        self.complete(node, 0, size);
         Ok(())
     }
 }
 
-/// YAML 1.2 core schema resolution of a scalar; quoted and block scalars
-/// are strings, and `!!str` / `!!int` / `!!bool` / `!!null` tags are honoured.
-/// Takes the parser's text (moved, not copied, when it owns it: one
-/// allocation less per string of a large configuration).
-fn resolve_scalar(text: std::borrow::Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> Value {
-    if let Some(tag) = tag.filter(|t| t.handle == "tag:yaml.org,2002:" || t.handle == "!!") {
-        let typed = match tag.suffix.as_str() {
-            "str" => Some(Value::Str(text.to_string())),
-            "int" => parse_int(&text).map(Value::Int),
-            "float" => parse_float(&text).map(Value::Float),
-            "bool" => parse_bool(&text).map(Value::Bool),
-            "null" => Some(Value::Null),
-            _ => None,
-        };
-        if let Some(value) = typed {
-            return value;
-        }
-    }
-    if style != ScalarStyle::Plain {
-        return Value::Str(text.into_owned());
-    }
-    if matches!(&*text, "" | "~" | "null" | "Null" | "NULL") {
-        return Value::Null;
-    }
-    if let Some(b) = parse_bool(&text) {
-        return Value::Bool(b);
-    }
-    if let Some(i) = parse_int(&text) {
-        return Value::Int(i);
-    }
-    if let Some(f) = parse_float(&text) {
-        return Value::Float(f);
-    }
-    Value::Str(text.into_owned())
-}
-
-fn parse_bool(text: &str) -> Option<bool> {
-    match text {
-        "true" | "True" | "TRUE" => Some(true),
-        "false" | "False" | "FALSE" => Some(false),
-        _ => None,
+/// A node starting where `span` does.
+fn node_at(span: Span, value: Value) -> Node {
+    Node {
+        value,
+        line: span.start.line(),
+        col: span.start.col() + 1,
     }
 }
 
-fn parse_int(text: &str) -> Option<i64> {
-    if let Some(octal) = text.strip_prefix("0o") {
-        return i64::from_str_radix(octal, 8).ok();
+/// An error at the start of `span`.
+fn error_at(span: Span, message: String) -> SyntaxError {
+    SyntaxError {
+        line: span.start.line(),
+        col: span.start.col() + 1,
+        message,
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        return i64::from_str_radix(hex, 16).ok();
-    }
-    // Rust's parser takes exactly the core schema's `[-+]?[0-9]+`.
-    text.parse().ok()
-}
-
-fn parse_float(text: &str) -> Option<f64> {
-    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
-    match unsigned {
-        ".inf" | ".Inf" | ".INF" => {
-            return Some(if text.starts_with('-') {
-                f64::NEG_INFINITY
-            } else {
-                f64::INFINITY
-            });
-        }
-        ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
-        _ => {}
-    }
-    // Rust's parser takes the core schema's digits, fraction and exponent,
-    // and also "inf", "infinity" and "nan" spelled any way, which YAML reads
-    // as strings: a core-schema float starts with a digit or a dot, none of those do.
-    let numeric = unsigned
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_digit() || b == b'.');
-    if numeric { text.parse().ok() } else { None }
 }
 
 impl Node {
