@@ -14,12 +14,15 @@
 //!   bytes moving either way: neither request body read nor response
 //!   frame sent. Per connection, so on HTTP/2 it is every stream of the
 //!   connection that must be quiet (Envoy times each stream alone).
+//!
+//! The admission cap is here; the deadlines are in `deadlines` and the
+//! accept loop in `accept`.
+mod accept;
+mod deadlines;
+
 use std::{
     collections::HashMap,
-    future::Future,
-    io,
-    net::{IpAddr, SocketAddr},
-    pin::Pin,
+    net::IpAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -27,10 +30,9 @@ use std::{
     time::Duration,
 };
 
-// tokio's clock, so tests can pause time.
-use tokio::{
-    net::{TcpListener, TcpStream},
-    time::Instant,
+pub use self::{
+    accept::Acceptor,
+    deadlines::{Activity, Expiry, InFlight, with_deadlines},
 };
 
 /// Limits of one kind of listener.
@@ -258,286 +260,12 @@ impl Gate {
     }
 }
 
-/// When requests start and end on one connection, so the deadlines can be
-/// judged without knowing the protocol.
-#[derive(Debug)]
-pub struct Activity {
-    accepted: Instant,
-    in_flight: AtomicUsize,
-    /// Requests seen so far.
-    requests: AtomicU64,
-    /// Milliseconds after `accepted` of the last request start or end, or
-    /// of the last byte moved while a request is in progress.
-    last_change_ms: AtomicU64,
-    /// Milliseconds after `accepted` of the first byte of a request head
-    /// that has not yet completed, after the first request ([`NO_HEAD`]: none).
-    head_began_ms: AtomicU64,
-}
-
-/// `head_began_ms` when no later request head has begun.
-const NO_HEAD: u64 = u64::MAX;
-
-/// A request in progress; ends when dropped.
-#[derive(Debug)]
-pub struct InFlight {
-    activity: Arc<Activity>,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.activity.touch();
-        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Why a connection was closed by its deadline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expiry {
-    /// No complete request head within `request_head_timeout` of accept.
-    Head,
-    /// No request for `idle_timeout` after the last one ended.
-    Idle,
-    /// A request in progress, but no byte moved for `stream_idle_timeout`.
-    StreamIdle,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Activity {
-    /// Starts the clock at accept.
-    pub fn new() -> Self {
-        Activity {
-            accepted: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-            last_change_ms: AtomicU64::new(0),
-            head_began_ms: AtomicU64::new(NO_HEAD),
-        }
-    }
-
-    /// Called when a complete request head has arrived; the request is in
-    /// progress until the guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.head_began_ms.store(NO_HEAD, Ordering::Relaxed);
-        self.touch();
-        InFlight {
-            activity: Arc::clone(self),
-        }
-    }
-
-    /// Bytes moved for a request in progress (a response frame sent): the
-    /// stream is not idle.
-    pub fn moved(&self) {
-        self.touch();
-    }
-
-    /// Bytes arrived from the client: a request in progress is not idle,
-    /// and between requests a next request head has begun.
-    pub fn received(&self) {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            self.touch();
-        } else if self.requests.load(Ordering::Relaxed) > 0
-            && self.head_began_ms.load(Ordering::Relaxed) == NO_HEAD
-        {
-            self.head_began_ms.store(self.now_ms(), Ordering::Relaxed);
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
-    }
-
-    fn touch(&self) {
-        self.last_change_ms.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    fn at(&self, ms: &AtomicU64) -> Instant {
-        self.accepted + Duration::from_millis(ms.load(Ordering::Relaxed))
-    }
-
-    /// When the connection must be closed if nothing changes, and why.
-    fn deadline(&self, limits: &Limits) -> (Instant, Expiry) {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            let last = self.at(&self.last_change_ms);
-            return (last + limits.stream_idle_timeout, Expiry::StreamIdle);
-        }
-        if self.requests.load(Ordering::Relaxed) == 0 {
-            return (self.accepted + limits.request_head_timeout, Expiry::Head);
-        }
-        if self.head_began_ms.load(Ordering::Relaxed) != NO_HEAD {
-            let began = self.at(&self.head_began_ms);
-            return (began + limits.request_head_timeout, Expiry::Head);
-        }
-        let last = self.at(&self.last_change_ms);
-        (last + limits.idle_timeout, Expiry::Idle)
-    }
-}
-
-/// Drives `connection` until it ends or `activity` passes a deadline of
-/// the gate's limits, whichever is first, counting expiries on the gate. A
-/// timed-out connection is left to the caller to close (drop, or shut down
-/// gracefully first).
-pub async fn with_deadlines<F: Future>(
-    mut connection: Pin<&mut F>,
-    activity: &Activity,
-    gate: &Gate,
-) -> Result<F::Output, Expiry> {
-    let (limits, counters) = (&gate.limits, &gate.counters);
-    loop {
-        // Activity moves the deadline later; the sleep ends at the one in
-        // force when it began, and the deadline is looked at again then.
-        let (wake_at, _) = activity.deadline(limits);
-        tokio::select! {
-            output = connection.as_mut() => return Ok(output),
-            () = tokio::time::sleep_until(wake_at) => {
-                let (due, expiry) = activity.deadline(limits);
-                if due <= Instant::now() {
-                    let counter = match expiry {
-                        Expiry::Head => &counters.head_timeouts,
-                        Expiry::Idle => &counters.idle_timeouts,
-                        Expiry::StreamIdle => &counters.stream_idle_timeouts,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    return Err(expiry);
-                }
-            }
-        }
-    }
-}
-
-/// How long an accept loop sleeps after the first resource error, and at most.
-const BACKOFF_FIRST: Duration = Duration::from_millis(10);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// At most one log line per interval per listener for failed accepts.
-const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// `accept` that survives running out of descriptors: on any error but the
-/// ones that concern a single pending connection (EMFILE, ENFILE, ENOBUFS,
-/// ENOMEM and anything unexpected) it sleeps, 10 ms doubling to 1 s, so the
-/// loop never spins, and it logs failures at most once per 10 seconds with a
-/// count.
-#[derive(Debug)]
-pub struct Acceptor {
-    what: String,
-    backoff: Duration,
-    last_log: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Acceptor {
-    /// `what` names the listener in log lines (`proxy 0.0.0.0:80`).
-    pub fn new(what: String) -> Self {
-        Acceptor {
-            what,
-            backoff: BACKOFF_FIRST,
-            last_log: None,
-            suppressed: 0,
-        }
-    }
-
-    /// The next connection; errors are counted, logged (rate-limited) and
-    /// retried, never returned.
-    pub async fn accept(
-        &mut self,
-        listener: &TcpListener,
-        counters: &Counters,
-    ) -> (TcpStream, SocketAddr) {
-        loop {
-            match listener.accept().await {
-                Ok(accepted) => {
-                    self.backoff = BACKOFF_FIRST;
-                    return accepted;
-                }
-                Err(err) => {
-                    counters.accept_errors.fetch_add(1, Ordering::Relaxed);
-                    let transient = concerns_one_connection(&err);
-                    self.log(&err, !transient);
-                    if !transient {
-                        tokio::time::sleep(self.backoff).await;
-                        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The next connection `gate` admits, with its peer address; `place`
-    /// says which listener a connection was made to. Those refused are
-    /// reset (no TIME_WAIT, and the client learns at once rather than
-    /// waiting for a timeout) and skipped.
-    pub async fn admitted(
-        &mut self,
-        listener: &TcpListener,
-        gate: &Gate,
-        place: impl Fn(&TcpStream) -> Place,
-    ) -> (TcpStream, SocketAddr, Admitted) {
-        loop {
-            let (stream, peer) = self.accept(listener, &gate.counters).await;
-            match gate.admit(peer.ip(), place(&stream)) {
-                Ok(admitted) => return (stream, peer, admitted),
-                Err(_) => {
-                    let _ = stream.set_zero_linger();
-                }
-            }
-        }
-    }
-
-    fn log(&mut self, err: &io::Error, backing_off: bool) {
-        let now = Instant::now();
-        if self
-            .last_log
-            .is_some_and(|last| now.duration_since(last) < ACCEPT_LOG_INTERVAL)
-        {
-            self.suppressed += 1;
-            return;
-        }
-        let more = match self.suppressed {
-            0 => String::new(),
-            n => format!(" ({n} more since the last report)"),
-        };
-        let action = if backing_off {
-            "; backing off (if the process is out of descriptors: raise the open-file limit or lower --max-connections)"
-        } else {
-            ""
-        };
-        log::warn!("{}: accept failed: {err}{more}{action}", self.what);
-        self.last_log = Some(now);
-        self.suppressed = 0;
-    }
-}
-
-/// Errors accept(2) reports for one pending connection that failed (the
-/// man page says to retry them as EAGAIN); the next accept may well succeed.
-fn concerns_one_connection(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(
-            libc::ECONNABORTED
-                | libc::EINTR
-                | libc::EPROTO
-                | libc::EPERM
-                | libc::ENETDOWN
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::ENONET
-                | libc::EHOSTUNREACH
-                | libc::EOPNOTSUPP
-                | libc::ENETUNREACH
-        )
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
+    /// Limits the tests of every part of the module share.
+    pub(super) const LIMITS: Limits = Limits {
         request_head_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
         stream_idle_timeout: Duration::from_secs(300),
@@ -550,153 +278,6 @@ mod tests {
         assert_eq!(default_max_connections(1024), 448);
         assert_eq!(default_max_connections(1_048_576), 524_224);
         assert_eq!(default_max_connections(100), 16);
-    }
-
-    #[test]
-    fn the_head_deadline_counts_from_accept_until_the_first_request() {
-        let activity = Arc::new(Activity::new());
-        let (due, expiry) = activity.deadline(&LIMITS);
-        assert_eq!(expiry, Expiry::Head);
-        assert_eq!(due, activity.accepted + LIMITS.request_head_timeout);
-        // Bytes of the first head change nothing: it is still due from accept.
-        activity.received();
-        assert_eq!(activity.deadline(&LIMITS), (due, Expiry::Head));
-        let request = activity.begin();
-        assert_eq!(activity.deadline(&LIMITS).1, Expiry::StreamIdle);
-        drop(request);
-        let (due, expiry) = activity.deadline(&LIMITS);
-        assert_eq!(expiry, Expiry::Idle);
-        assert!(due >= activity.accepted + LIMITS.idle_timeout);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_quiet_kept_alive_connection_is_idle_and_a_begun_head_is_due_from_its_first_byte() {
-        let activity = Arc::new(Activity::new());
-        drop(activity.begin());
-        tokio::time::advance(Duration::from_secs(30)).await;
-        // Quiet after a response: the idle timeout, not the head deadline.
-        let (due, expiry) = activity.deadline(&LIMITS);
-        assert_eq!(expiry, Expiry::Idle);
-        assert_eq!(due, activity.accepted + LIMITS.idle_timeout);
-        // The next head begins: due a head timeout after its first byte.
-        activity.received();
-        let began = Instant::now();
-        tokio::time::advance(Duration::from_secs(5)).await;
-        activity.received();
-        assert_eq!(
-            activity.deadline(&LIMITS),
-            (began + LIMITS.request_head_timeout, Expiry::Head)
-        );
-        // It completes: a request again, then idle from its end.
-        drop(activity.begin());
-        assert_eq!(activity.deadline(&LIMITS).1, Expiry::Idle);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_quiet_kept_alive_connection_closes_at_the_idle_timeout() {
-        let activity = Arc::new(Activity::new());
-        let gate = Gate::new(LIMITS);
-        drop(activity.begin());
-        let never = std::future::pending::<()>();
-        tokio::pin!(never);
-        let started = Instant::now();
-        let result = with_deadlines(never.as_mut(), &activity, &gate).await;
-        assert_eq!(result, Err(Expiry::Idle));
-        assert_eq!(started.elapsed(), LIMITS.idle_timeout);
-        assert_eq!(gate.counters.idle_timeouts.load(Ordering::Relaxed), 1);
-        assert_eq!(gate.counters.head_timeouts.load(Ordering::Relaxed), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_stream_moving_bytes_lives_on_and_a_stalled_one_ends_at_the_stream_idle_timeout() {
-        let activity = Arc::new(Activity::new());
-        let gate = Gate::new(LIMITS);
-        // A response streaming a frame a second for twice the stream idle timeout.
-        let streaming = async {
-            let _request = activity.begin();
-            for _ in 0..LIMITS.stream_idle_timeout.as_secs() * 2 {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                activity.moved();
-            }
-        };
-        tokio::pin!(streaming);
-        assert_eq!(
-            with_deadlines(streaming.as_mut(), &activity, &gate).await,
-            Ok(())
-        );
-        // Then one whose bytes stop.
-        let stalled = async {
-            let _request = activity.begin();
-            std::future::pending::<()>().await;
-        };
-        tokio::pin!(stalled);
-        let started = Instant::now();
-        let result = with_deadlines(stalled.as_mut(), &activity, &gate).await;
-        assert_eq!(result, Err(Expiry::StreamIdle));
-        assert_eq!(started.elapsed(), LIMITS.stream_idle_timeout);
-        assert_eq!(
-            gate.counters.stream_idle_timeouts.load(Ordering::Relaxed),
-            1
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_connection_expires_at_the_head_deadline() {
-        let activity = Activity::new();
-        let gate = Gate::new(LIMITS);
-        let never = std::future::pending::<()>();
-        tokio::pin!(never);
-        let started = Instant::now();
-        let result = with_deadlines(never.as_mut(), &activity, &gate).await;
-        assert_eq!(result, Err(Expiry::Head));
-        assert_eq!(started.elapsed(), LIMITS.request_head_timeout);
-        assert_eq!(gate.counters.head_timeouts.load(Ordering::Relaxed), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_long_request_is_never_cut_by_the_idle_timeout() {
-        let activity = Arc::new(Activity::new());
-        let gate = Gate::new(LIMITS);
-        let work = async {
-            let _request = activity.begin();
-            tokio::time::sleep(LIMITS.idle_timeout * 3).await;
-        };
-        tokio::pin!(work);
-        let result = with_deadlines(work.as_mut(), &activity, &gate).await;
-        assert_eq!(result, Ok(()));
-    }
-
-    #[test]
-    fn only_errors_about_one_connection_are_retried_at_once() {
-        for errno in [libc::ECONNABORTED, libc::EPROTO, libc::EINTR] {
-            assert!(concerns_one_connection(&io::Error::from_raw_os_error(
-                errno
-            )));
-        }
-        for errno in [
-            libc::EMFILE,
-            libc::ENFILE,
-            libc::ENOBUFS,
-            libc::ENOMEM,
-            libc::EINVAL,
-        ] {
-            assert!(!concerns_one_connection(&io::Error::from_raw_os_error(
-                errno
-            )));
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn failed_accepts_are_logged_once_per_interval() {
-        let mut acceptor = Acceptor::new("test".into());
-        let err = io::Error::from_raw_os_error(libc::EMFILE);
-        for _ in 0..1_000 {
-            acceptor.log(&err, true);
-        }
-        assert_eq!(acceptor.suppressed, 999);
-        tokio::time::advance(ACCEPT_LOG_INTERVAL).await;
-        acceptor.log(&err, true);
-        assert_eq!(acceptor.suppressed, 0);
     }
 
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
@@ -796,30 +377,5 @@ mod tests {
         // The flood's connections end: the shared part is free again.
         drop(flood);
         assert!(gate.admit(client(1), on(2)).is_ok());
-    }
-
-    #[tokio::test]
-    async fn refused_connections_are_reset_and_skipped() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let gate = Gate::new(Limits {
-            max_connections: 1,
-            ..LIMITS
-        });
-        let _first = TcpStream::connect(addr).await.unwrap();
-        let mut acceptor = Acceptor::new("test".into());
-        let (_stream, _, _admitted) = acceptor.admitted(&listener, &gate, |_| Place::ONLY).await;
-        let mut second = TcpStream::connect(addr).await.unwrap();
-        let accept = acceptor.admitted(&listener, &gate, |_| Place::ONLY);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(300), accept)
-                .await
-                .is_err(),
-            "the second connection is not handed out"
-        );
-        let mut byte = [0u8; 1];
-        let read = tokio::io::AsyncReadExt::read(&mut second, &mut byte).await;
-        assert!(read.is_err(), "reset, not closed: {read:?}");
-        assert_eq!(gate.counters.rejected.load(Ordering::Relaxed), 1);
     }
 }
