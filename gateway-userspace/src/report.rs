@@ -150,87 +150,7 @@ fn address_text(address: &EndpointAddress) -> String {
 pub fn table(plan: &Plan) -> String {
     let mut out = String::from("listeners:\n");
     for listener in &plan.listeners {
-        let _ = writeln!(
-            out,
-            "  {}:{}/{}  {}  (id {})",
-            bind_text(listener.bind),
-            listener.port,
-            protocol_text(listener),
-            kind_text(listener.kind),
-            listener.id
-        );
-        if let Some(http) = plan.http.iter().find(|h| h.listener_id == listener.id) {
-            hosts_table(&mut out, &http.hosts, "    ");
-        }
-        if let Some(tls) = plan.tls.iter().find(|t| t.listener_id == listener.id) {
-            for server in &tls.servers {
-                let hosts: Vec<String> = server.hosts.iter().map(ToString::to_string).collect();
-                let what = match &server.kind {
-                    TlsServerKind::TerminateHttp { tls, .. } => {
-                        format!("terminate {} then HTTP", tls.mode.name())
-                    }
-                    TlsServerKind::TerminateTcp { tls, .. } => {
-                        format!("terminate {} then TCP", tls.mode.name())
-                    }
-                    TlsServerKind::Passthrough { .. } => "passthrough by SNI".to_string(),
-                    TlsServerKind::AutoPassthrough { .. } => {
-                        "auto passthrough (SNI names the mesh destination)".to_string()
-                    }
-                };
-                let _ = writeln!(
-                    out,
-                    "    sni {}: {what}  [{}]",
-                    hosts.join(", "),
-                    server.source
-                );
-                match &server.kind {
-                    TlsServerKind::TerminateHttp { hosts, .. } => {
-                        hosts_table(&mut out, hosts, "      ")
-                    }
-                    TlsServerKind::TerminateTcp {
-                        route: Some((forward, source)),
-                        ..
-                    } => {
-                        let _ = writeln!(
-                            out,
-                            "      -> {}  [{source}]",
-                            forward_text(forward, CONNECTION_UNRESOLVED)
-                        );
-                    }
-                    TlsServerKind::TerminateTcp { route: None, .. } => {
-                        let _ = writeln!(out, "      -> no tcp route: connections are closed");
-                    }
-                    TlsServerKind::Passthrough { routes } => {
-                        for route in routes {
-                            let _ = writeln!(
-                                out,
-                                "      sni {} -> {}  [{}]",
-                                route.sni,
-                                forward_text(&route.forward, CONNECTION_UNRESOLVED),
-                                route.source
-                            );
-                        }
-                    }
-                    TlsServerKind::AutoPassthrough { clusters } if clusters.is_empty() => {
-                        let _ =
-                            writeln!(out, "      -> no cluster to reach: connections are closed");
-                    }
-                    TlsServerKind::AutoPassthrough { clusters } => {
-                        for cluster in clusters {
-                            let _ = writeln!(out, "      may reach {cluster}");
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(tcp) = plan.tcp.iter().find(|t| t.listener_id == listener.id) {
-            let _ = writeln!(
-                out,
-                "    -> {}  [{}]",
-                forward_text(&tcp.route, CONNECTION_UNRESOLVED),
-                tcp.source
-            );
-        }
+        write_listener(&mut out, plan, listener);
     }
     if plan.listeners.is_empty() {
         out.push_str("  (none)\n");
@@ -263,6 +183,99 @@ pub fn table(plan: &Plan) -> String {
         }
     }
     out
+}
+
+/// One listener of [`table`] and what it serves: HTTP hosts, TLS servers
+/// by SNI, or a TCP forward.
+fn write_listener(out: &mut String, plan: &Plan, listener: &Listener) {
+    let _ = writeln!(
+        out,
+        "  {}:{}/{}  {}  (id {})",
+        bind_text(listener.bind),
+        listener.port,
+        protocol_text(listener),
+        kind_text(listener.kind),
+        listener.id
+    );
+    if let Some(http) = plan.http.iter().find(|h| h.listener_id == listener.id) {
+        hosts_table(out, &http.hosts, "    ");
+    }
+    if let Some(tls) = plan.tls.iter().find(|t| t.listener_id == listener.id) {
+        for server in &tls.servers {
+            let hosts: Vec<String> = server.hosts.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "    sni {}: {}  [{}]",
+                hosts.join(", "),
+                tls_server_text(&server.kind),
+                server.source
+            );
+            write_tls_server_routes(out, &server.kind);
+        }
+    }
+    if let Some(tcp) = plan.tcp.iter().find(|t| t.listener_id == listener.id) {
+        let _ = writeln!(
+            out,
+            "    -> {}  [{}]",
+            forward_text(&tcp.route, CONNECTION_UNRESOLVED),
+            tcp.source
+        );
+    }
+}
+
+/// What a TLS server does with a connection whose SNI it names.
+fn tls_server_text(kind: &TlsServerKind) -> String {
+    match kind {
+        TlsServerKind::TerminateHttp { tls, .. } => {
+            format!("terminate {} then HTTP", tls.mode.name())
+        }
+        TlsServerKind::TerminateTcp { tls, .. } => {
+            format!("terminate {} then TCP", tls.mode.name())
+        }
+        TlsServerKind::Passthrough { .. } => "passthrough by SNI".to_string(),
+        TlsServerKind::AutoPassthrough { .. } => {
+            "auto passthrough (SNI names the mesh destination)".to_string()
+        }
+    }
+}
+
+/// Where a TLS server's connections go, indented under it.
+fn write_tls_server_routes(out: &mut String, kind: &TlsServerKind) {
+    match kind {
+        TlsServerKind::TerminateHttp { hosts, .. } => hosts_table(out, hosts, "      "),
+        TlsServerKind::TerminateTcp {
+            route: Some((forward, source)),
+            ..
+        } => {
+            let _ = writeln!(
+                out,
+                "      -> {}  [{source}]",
+                forward_text(forward, CONNECTION_UNRESOLVED)
+            );
+        }
+        TlsServerKind::TerminateTcp { route: None, .. } => {
+            let _ = writeln!(out, "      -> no tcp route: connections are closed");
+        }
+        TlsServerKind::Passthrough { routes } => {
+            for route in routes {
+                let _ = writeln!(
+                    out,
+                    "      sni {} -> {}  [{}]",
+                    route.sni,
+                    forward_text(&route.forward, CONNECTION_UNRESOLVED),
+                    route.source
+                );
+            }
+        }
+        TlsServerKind::AutoPassthrough { clusters } if clusters.is_empty() => {
+            let _ = writeln!(out, "      -> no cluster to reach: connections are closed");
+        }
+        TlsServerKind::AutoPassthrough { clusters } => {
+            for cluster in clusters {
+                let _ = writeln!(out, "      may reach {cluster}");
+            }
+        }
+    }
 }
 
 fn forward_json(forward: &Forward) -> Value {
