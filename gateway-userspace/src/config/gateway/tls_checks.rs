@@ -1,6 +1,6 @@
-//! Istio's checks of a server's `tls` block (semantics doc §10.5 and
-//! §10.2), each rule a named step, plus the TLS versions this gateway can
-//! offer.
+//! Istio's checks of a server's `tls` block (istio/istio
+//! `pkg/config/validation`), each rule a named step, plus the TLS versions
+//! this gateway can offer. Rule numbers are labelled as in `rules.rs`.
 use crate::{
     config::{
         decode::{Decoder, field, join},
