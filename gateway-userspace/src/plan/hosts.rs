@@ -91,6 +91,11 @@ impl HostTable {
         self.hosts.iter().position(|vh| vh.pattern.matches(&host))
     }
 
+    /// Virtual hosts in precedence order, for compile to finish them.
+    pub(crate) fn hosts_mut(&mut self) -> &mut [VirtualHost] {
+        &mut self.hosts
+    }
+
     /// Virtual hosts in precedence order.
     pub fn hosts(&self) -> &[VirtualHost] {
         &self.hosts

@@ -29,10 +29,7 @@ use super::{
     route::{CompiledRoutes, RequestFacts, RouteError},
     upstream::{self, UpstreamError, UpstreamProtocol, Upstreams},
 };
-use crate::{
-    model::{HeaderOperations, StringMatch},
-    plan::{Backend, HostTable, Route, RouteAction},
-};
+use crate::plan::{Backend, HeaderOperations, HostTable, Route, RouteAction, StringMatch};
 
 /// Every body the proxy sends or forwards.
 pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -396,7 +393,7 @@ async fn forward(
         return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
     let cluster = match &backend.target {
-        Ok(name) => shared.upstreams.get(name),
+        Ok(id) => shared.upstreams.get(*id),
         Err(_) => None,
     };
     let Some(cluster) = cluster else {
@@ -1026,6 +1023,7 @@ impl Drop for Unanswered {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::ClusterId;
 
     fn downstream(tls: bool) -> Downstream {
         Downstream {
@@ -1165,17 +1163,16 @@ mod tests {
         let backends = [
             Backend {
                 weight: 90,
-                target: Ok("a".into()),
+                target: Ok(ClusterId(0)),
             },
             Backend {
                 weight: 10,
-                target: Ok("b".into()),
+                target: Ok(ClusterId(1)),
             },
         ];
         let a = (0..10_000)
             .filter(|_| {
-                pick_backend(&backends).and_then(|b| b.target.as_ref().ok())
-                    == Some(&"a".to_string())
+                pick_backend(&backends).and_then(|b| b.target.as_ref().ok()) == Some(&ClusterId(0))
             })
             .count();
         assert!((8_700..9_300).contains(&a), "{a}");

@@ -30,10 +30,7 @@ use std::borrow::Cow;
 use hyper::header::{HeaderMap, HeaderName};
 use regex::bytes::{Regex, RegexBuilder};
 
-use crate::{
-    model::{HttpMatch, StringMatch},
-    plan::Route,
-};
+use crate::plan::{HttpMatch, Route, StringMatch};
 
 /// The request facts routing depends on.
 #[derive(Clone, Copy, Debug)]
