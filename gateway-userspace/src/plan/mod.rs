@@ -23,7 +23,7 @@ pub use self::{
 pub use crate::model::{
     ClientTls, ClientTlsMode, EndpointAddress, H2UpgradePolicy, HeaderOperations, HostPattern,
     HttpMatch, HttpRedirect, LoadBalancer, Protocol, ServerTls, SimpleLb, StringMatch, TlsMode,
-    TlsVersion, TrafficPolicy, best_match,
+    TlsVersion, TrafficPolicy, authority_host, best_match,
 };
 
 /// What to program into the kernel and the proxy.
