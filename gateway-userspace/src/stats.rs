@@ -11,7 +11,7 @@ use std::{
 
 use gateway_common::HostClass;
 
-use crate::{compile::Plan, connection::Counters, dataplane::Stats};
+use crate::{connection::Counters, dataplane::Stats, plan::Plan};
 
 /// One counter: its `/stats` name, and its Prometheus family and labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -447,7 +447,7 @@ pub struct ReloadCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::DroppedServer;
+    use crate::plan::DroppedServer;
 
     #[test]
     fn dropped_servers_and_route_warnings_are_counted() {

@@ -1,73 +1,22 @@
 //! Destinations -> clusters: a route's `host`/`port`/`subset` resolved
 //! through ServiceEntries and DestinationRules to concrete endpoints.
-use std::{
-    cmp::Reverse,
-    collections::{BTreeMap, HashMap},
-};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::{
-    hosts::{HostIndex, HostPattern},
-    model::{Destination, EndpointAddress, Model, Resolution, TrafficPolicy},
+    model::{Destination, EndpointAddress, HostIndex, HostPattern, Model, Protocol, Resolution},
+    plan::{Cluster, ClusterId, Endpoint, Unresolved},
 };
-
-/// A backend service at one port (and subset), with its endpoints.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cluster {
-    /// Istio's name: `outbound|<port>|<subset>|<host>`.
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub subset: Option<String>,
-    /// The ServiceEntry port's protocol (`HTTP`, `HTTP2`, `GRPC`, `TCP`, ...).
-    pub protocol: Option<String>,
-    pub endpoints: Vec<Endpoint>,
-    /// The DestinationRule policy, with the subset's policy in its place if it has one.
-    pub policy: TrafficPolicy,
-}
-
-/// One address a cluster connects to.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Endpoint {
-    pub address: EndpointAddress,
-    pub port: u16,
-    pub weight: u32,
-}
-
-/// Why a destination resolves to no cluster. The route keeps it: requests
-/// routed there get 503 (HTTP), connections are closed (TCP, TLS).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Unresolved {
-    #[error("no ServiceEntry declares host {host}")]
-    NoServiceEntry { host: String },
-    #[error("destination port required: {host} has {ports} ports")]
-    PortRequired { host: String, ports: usize },
-    #[error("ServiceEntry {entry} has no port {port}")]
-    NoSuchPort { entry: String, port: u16 },
-    #[error("ServiceEntry {entry} declares no ports")]
-    NoPorts { entry: String },
-    #[error(
-        "ServiceEntry {entry} has resolution DYNAMIC_DNS, which this gateway does not serve yet"
-    )]
-    DynamicDns { entry: String },
-    #[error("subset {subset} needs a DestinationRule for {host}")]
-    SubsetWithoutRule { subset: String, host: String },
-    #[error("subset {subset} is not defined in DestinationRule {rule}")]
-    UnknownSubset { subset: String, rule: String },
-    #[error(
-        "ServiceEntry {entry} has resolution NONE: a gateway has no original destination to forward to"
-    )]
-    ResolutionNone { entry: String },
-    #[error("subset {subset} of {host} selects no endpoints")]
-    SubsetWithoutEndpoints { subset: String, host: String },
-    #[error("{host} has no endpoints")]
-    NoEndpoints { host: String },
-}
 
 /// Resolves destinations, building each cluster once.
 pub struct Clusters<'m> {
     model: &'m Model,
     namespace: &'m str,
     built: BTreeMap<String, Cluster>,
+    /// The clusters' ids while binding, in the order they were built
+    /// ([`Clusters::into_clusters`] renumbers them in name order).
+    ids: HashMap<String, ClusterId>,
+    /// The names of those ids, by id.
+    names: Vec<String>,
     /// ServiceEntry hosts, qualified, to the entry's index: the entries
     /// covering a destination are looked up, not scanned for (quadratic
     /// in ServiceEntries when each route has its own).
@@ -77,7 +26,7 @@ pub struct Clusters<'m> {
     /// Destinations already resolved, by (host as written, port, subset,
     /// namespace of the resource): routes name the same few backends
     /// over and over, and each answer depends on nothing else.
-    resolved: HashMap<ResolveKey, Result<String, Unresolved>>,
+    resolved: HashMap<ResolveKey, Result<ClusterId, Unresolved>>,
 }
 
 type ResolveKey = (String, Option<u16>, Option<String>, String);
@@ -94,20 +43,14 @@ pub fn qualify(host: &str, namespace: &str) -> String {
     }
 }
 
-/// How specific a matching host pattern is: smaller is more specific.
-type Rank = (u8, Reverse<usize>);
+/// How specific a matching host pattern is: smaller is more specific
+/// (Envoy's host precedence, [`HostPattern::rank`]).
+type Rank = gateway_common::HostRank;
 
 /// How specifically `pattern` covers `host`, if it does: exact, then
 /// longest wildcard, then `*`.
 fn specificity(pattern: &HostPattern, host: &str) -> Option<Rank> {
-    match pattern {
-        HostPattern::Exact(name) if name == host => Some((0, Reverse(0))),
-        HostPattern::Suffix(suffix) if host.len() > suffix.len() && host.ends_with(suffix) => {
-            Some((1, Reverse(suffix.len())))
-        }
-        HostPattern::Any => Some((2, Reverse(0))),
-        _ => None,
-    }
+    pattern.rank_for(host)
 }
 
 /// The hosts of resources (`hosts` of each, written in its `namespace`),
@@ -129,6 +72,8 @@ impl<'m> Clusters<'m> {
             model,
             namespace,
             built: BTreeMap::new(),
+            ids: HashMap::new(),
+            names: Vec::new(),
             resolved: HashMap::new(),
             entry_hosts: index_hosts(
                 model
@@ -145,9 +90,13 @@ impl<'m> Clusters<'m> {
         }
     }
 
-    /// The cluster name for `dest` (written in a resource of `namespace`),
-    /// or why there is none.
-    pub fn resolve(&mut self, dest: &Destination, namespace: &str) -> Result<String, Unresolved> {
+    /// The cluster for `dest` (written in a resource of `namespace`), or
+    /// why there is none; the id is the binding-time one.
+    pub fn resolve(
+        &mut self,
+        dest: &Destination,
+        namespace: &str,
+    ) -> Result<ClusterId, Unresolved> {
         let key = (
             dest.host.clone(),
             dest.port,
@@ -157,7 +106,9 @@ impl<'m> Clusters<'m> {
         if let Some(known) = self.resolved.get(&key) {
             return known.clone();
         }
-        let resolved = self.resolve_anew(dest, namespace);
+        let resolved = self
+            .resolve_anew(dest, namespace)
+            .map(|name| self.ids[&name]);
         self.resolved.insert(key, resolved.clone());
         resolved
     }
@@ -282,6 +233,9 @@ impl<'m> Clusters<'m> {
                 None => Unresolved::NoEndpoints { host },
             });
         }
+        let id = ClusterId(u32::try_from(self.ids.len()).unwrap_or(u32::MAX));
+        self.ids.insert(name.clone(), id);
+        self.names.push(name.clone());
         self.built.insert(
             name.clone(),
             Cluster {
@@ -289,7 +243,7 @@ impl<'m> Clusters<'m> {
                 host,
                 port,
                 subset: dest.subset.clone(),
-                protocol: service_port.protocol.clone(),
+                protocol: service_port.protocol.as_deref().and_then(Protocol::parse),
                 endpoints,
                 policy,
             },
@@ -338,9 +292,21 @@ impl<'m> Clusters<'m> {
             .map(|(.., item)| &items[item])
     }
 
-    /// Every cluster built, sorted by name.
-    pub fn into_clusters(self) -> Vec<Cluster> {
-        self.built.into_values().collect()
+    /// The name of the cluster a binding-time id stands for.
+    pub fn name(&self, id: ClusterId) -> &str {
+        self.names.get(id.index()).map_or("", String::as_str)
+    }
+
+    /// Every cluster built, sorted by name, and for each binding-time id
+    /// (its index) the cluster's id in that order.
+    pub fn into_clusters(self) -> (Vec<Cluster>, Vec<ClusterId>) {
+        let mut renumbered = vec![ClusterId(u32::MAX); self.ids.len()];
+        for (at, name) in self.built.keys().enumerate() {
+            if let Some(id) = self.ids.get(name) {
+                renumbered[id.index()] = ClusterId(u32::try_from(at).unwrap_or(u32::MAX));
+            }
+        }
+        (self.built.into_values().collect(), renumbered)
     }
 }
 

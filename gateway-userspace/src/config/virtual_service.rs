@@ -10,11 +10,9 @@ use super::{
     rules,
     yaml::{Node, Value},
 };
-use crate::{
-    hosts::{HostIndex, HostPattern},
-    model::{
-        Destination, HttpRoute, Subnet, TcpMatch, TcpRoute, TlsMatch, TlsRoute, VirtualService,
-    },
+use crate::model::{
+    Destination, HostIndex, HostPattern, HttpRoute, Subnet, TcpMatch, TcpRoute, TlsMatch, TlsRoute,
+    VirtualService,
 };
 
 const SPEC_FIELDS: &[&str] = &["hosts", "gateways", "http", "tls", "tcp", "exportTo"];

@@ -34,8 +34,8 @@ use super::{
     tls::{self, AlertDescription},
 };
 use crate::{
-    compile::Forward,
     connection::{Activity, Expiry, Gate, with_deadlines},
+    plan::Forward,
 };
 
 /// Largest request head accepted; Envoy's default `max_request_headers_kb`

@@ -206,7 +206,7 @@ pub(super) async fn serve_http_or_pass(
     let Ok(Ok(prefix)) = head else {
         return;
     };
-    let served = request_host(&prefix).is_some_and(|host| hosts.table.lookup(&host).is_some());
+    let served = request_host(&prefix).is_some_and(|host| hosts.lookup(&host).is_some());
     if !served {
         let _in_flight = conn.activity.begin();
         pass_through(stream, &prefix, &downstream, conn.shared).await;

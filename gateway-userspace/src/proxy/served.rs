@@ -2,7 +2,7 @@
 //! virtual hosts, TLS servers (with their rustls configurations) or TCP
 //! forward, and what every connection shares (upstreams, access log).
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
@@ -14,10 +14,7 @@ use super::{
     http::{Shared, VirtualHosts},
     tls, upstream,
 };
-use crate::{
-    compile::{Forward, Plan, SniRoute, TlsServerKind},
-    hosts::HostPattern,
-};
+use crate::plan::{ClusterId, Forward, HostPattern, Plan, SniRoute, TlsServerKind};
 
 /// What one listener serves.
 #[derive(Debug)]
@@ -57,7 +54,7 @@ pub enum TlsAction {
     Passthrough(Vec<SniRoute>),
     /// AUTO_PASSTHROUGH: the SNI names one of these clusters
     /// ([`auto_passthrough::forward`]); other connections are closed and logged.
-    AutoPassthrough(BTreeSet<String>),
+    AutoPassthrough(BTreeMap<String, ClusterId>),
 }
 
 /// Everything the proxy serves, built from one plan. Connections read it

@@ -2,7 +2,7 @@
 //! `gateway stats` can name the counters without asking the daemon.
 use gateway_common::{IPPROTO_TCP, ListenerKind};
 
-use crate::compile::Plan;
+use crate::plan::Plan;
 
 /// What the kernel's counter slots stand for: the listeners and server
 /// hosts of the plan, by id. The daemon writes it beside its pins, so
@@ -112,7 +112,7 @@ impl Layout {
 }
 
 /// A listener's name in counters: `<bind or *>_<port>_<tcp|udp>`.
-pub fn listener_label(listener: &crate::compile::Listener) -> String {
+pub fn listener_label(listener: &crate::plan::Listener) -> String {
     let bind = listener.bind.map_or("*".to_string(), |ip| ip.to_string());
     let proto = if listener.ip_protocol == gateway_common::IPPROTO_UDP {
         "udp"

@@ -9,7 +9,7 @@ use crate::{
         common::{destinations, duration, port_number, string_match},
         decode::{Decoder, field, join},
         diagnostic::Severity,
-        headers, rules,
+        headers,
         yaml::{Node, Value},
     },
     model::{HttpAction, HttpMatch, HttpRedirect, HttpRoute, StringMatch},
@@ -171,10 +171,7 @@ fn check_one_action(d: &mut Decoder<'_>, node: &Node, entries: &[(Node, Node)], 
 /// `timeout`; `0s` disables the timeout, as Envoy reads a zero route
 /// timeout.
 fn route_timeout(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> Option<Duration> {
-    duration(d, entries, "timeout", path)
-        .and_then(|text| rules::duration_millis(&text))
-        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
-        .filter(|t| !t.is_zero())
+    duration(d, entries, "timeout", path).filter(|t| !t.is_zero())
 }
 
 /// `http[].rewrite`.
