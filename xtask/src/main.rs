@@ -8,6 +8,7 @@ mod bench_proxy;
 mod demo;
 mod demo_egress;
 mod exec;
+mod layers;
 mod mutants;
 mod netns;
 mod provision;
@@ -49,8 +50,12 @@ enum Command {
     /// packet tests, netns end-to-end and proxy tests, hostile input and a
     /// fuzz smoke run (needs root).
     Test,
-    /// `cargo fmt --check` and clippy with `-D warnings` (host crates and the eBPF crate).
+    /// `cargo fmt --check`, the layering check, `cargo deny` and clippy
+    /// with `-D warnings` (host crates and the eBPF crate).
     Lint,
+    /// Check that gateway-userspace's top-level modules import each other
+    /// only downwards, in the layer order of ARCHITECTURE.md, with no cycle.
+    Layers,
     /// Run every fuzz target on the committed corpus (installs cargo-fuzz).
     Fuzz {
         /// Seconds per target.
@@ -149,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Test => test(),
+        Command::Layers => layers::run(&root),
         Command::Lint => {
             provision::toolchain()?;
             lint()
@@ -378,6 +384,8 @@ fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
 
 fn lint() -> anyhow::Result<()> {
     run(&mut cargo(&["fmt", "--all", "--check"]))?;
+    println!("== layers (module imports against the layer order of ARCHITECTURE.md)");
+    layers::run(&workspace_root())?;
     run(&mut cargo(&[
         "clippy",
         "--workspace",
