@@ -29,8 +29,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what the build and tests need: nightly rust-src, a bpf-linker
-    /// matching nightly's LLVM, and the Debian packages the tests use.
+    /// Install what the build, tests and lint need: nightly rust-src, a
+    /// bpf-linker matching nightly's LLVM, the Debian packages the tests
+    /// use, and cargo-deny.
     Setup,
     /// Provision, then build the gateway with its XDP program.
     Build,
@@ -117,7 +118,10 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root).context("cannot enter the workspace root")?;
     match Cli::parse().command {
-        Command::Setup => provision::all(),
+        Command::Setup => {
+            provision::all()?;
+            provision::cargo_deny()
+        }
         Command::Build => {
             provision::toolchain()?;
             build_gateway().map(|_| ())
@@ -157,6 +161,7 @@ fn main() -> anyhow::Result<()> {
         Command::Layers => layers::run(&root),
         Command::Lint => {
             provision::toolchain()?;
+            provision::cargo_deny()?;
             lint()
         }
         Command::Fuzz { seconds } => {
@@ -386,6 +391,17 @@ fn lint() -> anyhow::Result<()> {
     run(&mut cargo(&["fmt", "--all", "--check"]))?;
     println!("== layers (module imports against the layer order of ARCHITECTURE.md)");
     layers::run(&workspace_root())?;
+    println!("== cargo deny (licenses, duplicate versions, sources; see deny.toml)");
+    // Advisories are left out: their database is fetched from GitHub,
+    // which this machine and CI cannot reach (deny.toml says more).
+    run(std::process::Command::new("cargo").args([
+        "deny",
+        "--workspace",
+        "check",
+        "bans",
+        "licenses",
+        "sources",
+    ]))?;
     run(&mut cargo(&[
         "clippy",
         "--workspace",
