@@ -29,7 +29,7 @@ const ARCHITECTURE: &str = "ARCHITECTURE.md";
 const SOURCE: &str = "gateway-userspace/src";
 
 /// Checks the layering and prints every offending edge with its file and line.
-pub fn run(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let doc = std::fs::read_to_string(root.join(ARCHITECTURE))
         .with_context(|| format!("cannot read {ARCHITECTURE}"))?;
     let layers = parse_layers(&doc)?;
@@ -74,11 +74,11 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
 
 /// One path from a file of module `from` naming module `to`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Edge {
-    pub from: String,
-    pub to: String,
-    pub file: String,
-    pub line: usize,
+pub(crate) struct Edge {
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) file: String,
+    pub(crate) line: usize,
 }
 
 impl fmt::Display for Edge {
@@ -93,7 +93,7 @@ impl fmt::Display for Edge {
 
 /// What is wrong with the layering.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// A top-level module the table does not place.
     Unknown(String),
     /// An import of a module in the same or a higher layer.
@@ -147,7 +147,7 @@ impl fmt::Display for Problem {
 /// Module name -> layer number, from the first table after a heading that
 /// names "Layers": the first cell starts with the layer's number, the second
 /// lists its modules in backticks.
-pub fn parse_layers(doc: &str) -> anyhow::Result<BTreeMap<String, u32>> {
+pub(crate) fn parse_layers(doc: &str) -> anyhow::Result<BTreeMap<String, u32>> {
     let mut lines = doc.lines().skip_while(|line| {
         !(line.starts_with('#') && line.to_ascii_lowercase().contains("layers"))
     });
@@ -246,7 +246,7 @@ fn module_declarations(text: &str) -> Vec<String> {
 
 /// The top-level modules other than its own that a file of module
 /// `module_path` names, each with the line it is named on.
-pub fn imports(
+pub(crate) fn imports(
     text: &str,
     module_path: &[String],
     modules: &BTreeSet<String>,
@@ -425,7 +425,7 @@ fn use_paths(tokens: &[Token]) -> Vec<Vec<&Token>> {
 
 /// The edges' problems: unknown modules, imports against the layer order,
 /// and cycles.
-pub fn check(
+pub(crate) fn check(
     layers: &BTreeMap<String, u32>,
     modules: &BTreeSet<String>,
     edges: &[Edge],
