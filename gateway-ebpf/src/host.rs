@@ -12,7 +12,9 @@ use gateway_common::{
 };
 
 use crate::classify::ListenerData;
-use crate::maps::{FORGET, HOST_BUCKETS, HOST_PROGRAMS, HOSTS, RESET_FLOWS, SCRATCH, SEGMENT};
+use crate::maps::{
+    FORGET, HOST_BUCKETS, HOST_PROGRAMS, HOSTS, RESET_FLOWS, SCRATCH, SEGMENT, Segment,
+};
 
 /// The start of a segment's payload, copied out of the packet.
 ///
@@ -112,36 +114,6 @@ impl HostTable for Hosts {
         // SAFETY: copied out at once; userspace replaces entries whole.
         unsafe { HOSTS.get(key) }.copied()
     }
-}
-
-/// A listener's data segment as it goes from program to program:
-/// `xdp_ingress` fills in where the payload is, `xdp_host` the scratch
-/// copy's length and where the `Host` value starts, `xdp_host_value` or
-/// `xdp_host` where the name is.
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub struct Segment {
-    pub listener: u32,
-    /// A `ListenerKind` code.
-    pub kind: u32,
-    /// Payload start and end offsets in the frame.
-    pub payload: u32,
-    pub payload_end: u32,
-    pub frame_len: u64,
-    /// The scratch copy's length.
-    pub scratch_len: u32,
-    /// Where the HTTP `Host` header's value starts in the scratch copy.
-    pub value_start: u32,
-    /// The name's offset and length in the scratch copy.
-    pub name_offset: u32,
-    pub name_len: u32,
-    /// Offsets of the IP and TCP headers in the frame.
-    pub ip: u32,
-    pub tcp: u32,
-    /// 1 for IPv6, 0 for IPv4.
-    pub ipv6: u32,
-    /// The listener's `LISTENER_*` option bits.
-    pub flags: u32,
 }
 
 /// Slots of `HOST_PROGRAMS` (the loader fills them in this order).

@@ -1,6 +1,5 @@
 //! Every map of the program. Names must match `gateway_common::map_names`
 //! (the loader checks each one resolves).
-use crate::host::Segment;
 use aya_ebpf::{
     macros::map,
     maps::{
@@ -103,6 +102,36 @@ pub static SCRATCH: PerCpuArray<[u8; MAX_PAYLOAD_SCAN]> = PerCpuArray::with_max_
 /// The listener data segment `xdp_ingress` hands to `xdp_host`.
 #[map]
 pub static SEGMENT: PerCpuArray<Segment> = PerCpuArray::with_max_entries(1, 0);
+
+/// A listener's data segment as it goes from program to program:
+/// `xdp_ingress` fills in where the payload is, `xdp_host` the scratch
+/// copy's length and where the `Host` value starts, `xdp_host_value` or
+/// `xdp_host` where the name is.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Segment {
+    pub listener: u32,
+    /// A `ListenerKind` code.
+    pub kind: u32,
+    /// Payload start and end offsets in the frame.
+    pub payload: u32,
+    pub payload_end: u32,
+    pub frame_len: u64,
+    /// The scratch copy's length.
+    pub scratch_len: u32,
+    /// Where the HTTP `Host` header's value starts in the scratch copy.
+    pub value_start: u32,
+    /// The name's offset and length in the scratch copy.
+    pub name_offset: u32,
+    pub name_len: u32,
+    /// Offsets of the IP and TCP headers in the frame.
+    pub ip: u32,
+    pub tcp: u32,
+    /// 1 for IPv6, 0 for IPv4.
+    pub ipv6: u32,
+    /// The listener's `LISTENER_*` option bits.
+    pub flags: u32,
+}
 
 /// `xdp_host`, `xdp_host_value`, `xdp_host_match` and `xdp_host_reset`,
 /// the tail-call targets; filled by the loader.

@@ -2014,3 +2014,331 @@ spec:
     let refused = hello("8443", "big.test", "66000");
     assert!(refused.contains(" 150303"), "{refused}");
 }
+
+// Issue 20 item 8: behaviours that no test failed on when they broke.
+
+/// A DNS upstream's answer is used for the refresh interval (5 s, Envoy's
+/// `dns_refresh_rate` default: the system resolver gives no TTL) and then
+/// asked for again, so a name that moves is followed. A cache that never
+/// expires fails here.
+#[test]
+fn a_dns_upstream_is_resolved_again_after_the_refresh_interval() {
+    require_root();
+    let topology = topology();
+    let _first = backend(&topology, "first", &format!("{BACKEND_V4}:8080"), &[]);
+    let _second = Backend::start(
+        &topology,
+        &topology.gateway_ns,
+        Path::new(TEST_BACKEND),
+        &["--name", "second", "--listen", "127.0.0.1:8080"],
+        "127.0.0.1:8080".parse().expect("addr"),
+    );
+    // `ip netns exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts;
+    // the file is rewritten in place below, so the daemon sees the change.
+    let hosts_dir = Path::new("/etc/netns").join(&topology.gateway_ns);
+    fs::create_dir_all(&hosts_dir).expect("hosts dir");
+    let _hosts = RemoveOnDrop(hosts_dir.clone());
+    let hosts = hosts_dir.join("hosts");
+    let name_at = |address: &str| {
+        fs::write(
+            &hosts,
+            format!("127.0.0.1 localhost\n{address} svc.dns.test\n"),
+        )
+        .expect("write hosts");
+    };
+    name_at(BACKEND_V4);
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml(
+        "",
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: dns, namespace: istio-system}
+spec:
+  hosts: [app.test]
+  gateways: [gw]
+  http:
+  - route: [{destination: {host: svc.dns.test}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dns, namespace: istio-system}
+spec:
+  hosts: [svc.dns.test]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: DNS
+",
+    );
+    let daemon = start(&topology, &scratch, &yaml, &[]);
+    let resolve = resolve("app.test:80");
+    let ask = || {
+        text(&curl(
+            &topology,
+            &["--resolve", &resolve, "http://app.test/"],
+        ))
+    };
+    let before = ask();
+    assert!(
+        before.contains("backend=first"),
+        "{before}\n{}",
+        daemon.log()
+    );
+    name_at("127.0.0.1");
+    let cached = ask();
+    assert!(
+        cached.contains("backend=first"),
+        "within the refresh interval the last answer is used: {cached}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(6000));
+    let after = ask();
+    assert!(
+        after.contains("backend=second"),
+        "5 s on, the name is resolved again and its new address used: {after}\n{}",
+        daemon.log()
+    );
+}
+
+/// A Gateway whose port 80 server redirects `app.test` to HTTPS (the lean
+/// redirect path answers it), with a route for the HTTPS side.
+fn redirect_yaml() -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [app.test]
+    tls: {{httpsRedirect: true}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app, namespace: istio-system}}
+spec:
+  hosts: [app.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: app.backend}}}}]
+---
+{}",
+        service_entry("app", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
+    )
+}
+
+/// A TCP connection from the client namespace to the gateway's `port`.
+fn connect_from_client(topology: &Topology, port: u16) -> std::net::TcpStream {
+    let addr: SocketAddr = format!("{GATEWAY_V4}:{port}").parse().expect("addr");
+    let stream = gateway_tests::hostile::in_netns(&topology.client_ns, move || {
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+            .expect("connect")
+    });
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+}
+
+/// While the daemon drains (SIGTERM), a redirect the lean path answers says
+/// `connection: close`, and the connection then ends with a FIN, not a
+/// reset: the client knows not to send another request on it.
+#[test]
+fn a_redirect_answered_while_draining_says_connection_close_and_ends_cleanly() {
+    use std::io::{Read as _, Write as _};
+    require_root();
+    let topology = topology();
+    let scratch = Scratch::new();
+    let mut daemon = start(&topology, &scratch, &redirect_yaml(), &[]);
+    let mut stream = connect_from_client(&topology, 80);
+    stream
+        .write_all(b"GET /a HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .expect("send");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).expect("read"), 1, "closed early");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 301"), "{head}");
+    assert!(
+        !head.contains("connection: close"),
+        "kept alive before the drain: {head}"
+    );
+    // The next request's head is under way when the daemon is told to stop.
+    stream
+        .write_all(b"GET /b HTTP/1.1\r\nHost: app.test\r\n")
+        .expect("send");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill(2) on the pid of the daemon this test started and owns.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGTERM) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stream.write_all(b"\r\n").expect("finish the head");
+    let mut rest = Vec::new();
+    let end = stream.read_to_end(&mut rest);
+    let answer = String::from_utf8_lossy(&rest).to_ascii_lowercase();
+    assert!(
+        end.is_ok(),
+        "the connection ends with a FIN, not a reset or a stall: {end:?} after {answer:?}"
+    );
+    assert!(
+        answer.starts_with("http/1.1 301"),
+        "{answer:?}\n{}",
+        daemon.log()
+    );
+    assert!(
+        answer.contains("location: https://app.test/b"),
+        "{answer:?}"
+    );
+    assert!(
+        answer.contains("\r\nconnection: close\r\n"),
+        "a redirect while draining closes the connection: {answer:?}"
+    );
+    let exit = daemon.stop();
+    assert!(exit.is_some_and(|s| s.success()), "daemon exit: {exit:?}");
+}
+
+/// The connection idle timeout counts from the end of the last request,
+/// not from its start: a kept-alive connection whose request took longer
+/// than the idle timeout is still open for the next request just after.
+#[test]
+fn the_idle_timeout_counts_from_the_end_of_the_last_request() {
+    use std::io::Write as _;
+    require_root();
+    let topology = topology();
+    let _backend = backend(&topology, "slow", &format!("{BACKEND_V4}:8080"), &[]);
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml(
+        "",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: slow, namespace: istio-system}}
+spec:
+  hosts: [slow.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: slow.backend}}}}]
+---
+{}",
+            service_entry(
+                "slow",
+                8080,
+                "HTTP",
+                &format!("[{{address: {BACKEND_V4}}}]")
+            )
+        ),
+    );
+    // Deadlines are looked at when the one in force falls due: 1 s after
+    // accept (the head deadline), then 3 s after the request began (the
+    // stream idle deadline, while it is in progress).
+    let daemon = start(
+        &topology,
+        &scratch,
+        &yaml,
+        &[
+            "--request-head-timeout",
+            "1s",
+            "--idle-timeout",
+            "2s",
+            "--stream-idle-timeout",
+            "3s",
+        ],
+    );
+    let mut stream = connect_from_client(&topology, 80);
+    // 2.5 s, longer than the idle timeout. HEAD: the response has no body,
+    // so no body frame moves the clock at its end; only the request's end
+    // does.
+    stream
+        .write_all(b"HEAD /delay/2500 HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+        .expect("send");
+    let first = gateway_tests::hostile::read_head(&mut stream).expect("first response");
+    assert!(
+        first.starts_with("HTTP/1.1 200"),
+        "{first}\n{}",
+        daemon.log()
+    );
+    // 1 s after the request ended (1 s before the idle timeout counted from
+    // its end), and past the 3 s check, when counted from its start the
+    // connection would have been closed at once.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+        .expect("send");
+    let second = gateway_tests::hostile::read_head(&mut stream);
+    assert!(
+        second
+            .as_ref()
+            .is_ok_and(|status| status.starts_with("HTTP/1.1 200")),
+        "the connection is open 1 s after a 2.5 s request with a 2 s idle timeout: {second:?}\n{}",
+        daemon.log()
+    );
+}
+
+/// Each request counts in the series of its own status code: a 200 and
+/// then a 500 on one connection, to one service and with the same response
+/// flags (none), are two series of `istio_requests_total`.
+#[test]
+fn each_request_counts_in_the_series_of_its_own_status_code() {
+    require_root();
+    let topology = topology();
+    let _backend = backend(&topology, "web", &format!("{BACKEND_V4}:8080"), &[]);
+    let scratch = Scratch::new();
+    let yaml = gateway_yaml(
+        "",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: istio-system}}
+spec:
+  hosts: [web.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: web.backend}}}}]
+---
+{}",
+            service_entry("web", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
+        ),
+    );
+    let daemon = start(&topology, &scratch, &yaml, &[]);
+    // One curl, two URLs: the second request reuses the connection.
+    let out = curl(
+        &topology,
+        &[
+            "--resolve",
+            &resolve("web.test:80"),
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{num_connects}\n",
+            "http://web.test/status/200",
+            "http://web.test/status/500",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 1\n500 0\n",
+        "{}\n{}",
+        text(&out),
+        daemon.log()
+    );
+    let scrape = prometheus(&topology);
+    for code in ["200", "500"] {
+        assert_eq!(
+            sample(
+                &scrape,
+                "istio_requests_total",
+                &[("response_code", code), ("response_flags", "-")]
+            ),
+            Some(1.0),
+            "one request with status {code}: {:?}",
+            scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == "istio_requests_total")
+                .map(|s| (&s.labels, &s.value))
+                .collect::<Vec<_>>()
+        );
+    }
+}

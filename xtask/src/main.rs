@@ -8,6 +8,7 @@ mod bench_proxy;
 mod demo;
 mod demo_egress;
 mod exec;
+mod layers;
 mod mutants;
 mod netns;
 mod provision;
@@ -28,8 +29,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what the build and tests need: nightly rust-src, a bpf-linker
-    /// matching nightly's LLVM, and the Debian packages the tests use.
+    /// Install what the build, tests and lint need: nightly rust-src, a
+    /// bpf-linker matching nightly's LLVM, the Debian packages the tests
+    /// use, and cargo-deny.
     Setup,
     /// Provision, then build the gateway with its XDP program.
     Build,
@@ -49,8 +51,12 @@ enum Command {
     /// packet tests, netns end-to-end and proxy tests, hostile input and a
     /// fuzz smoke run (needs root).
     Test,
-    /// `cargo fmt --check` and clippy with `-D warnings` (host crates and the eBPF crate).
+    /// `cargo fmt --check`, the layering check, `cargo deny` and clippy
+    /// with `-D warnings` (host crates and the eBPF crate).
     Lint,
+    /// Check that gateway-userspace's top-level modules import each other
+    /// only downwards, in the layer order of ARCHITECTURE.md, with no cycle.
+    Layers,
     /// Run every fuzz target on the committed corpus (installs cargo-fuzz).
     Fuzz {
         /// Seconds per target.
@@ -112,7 +118,10 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root).context("cannot enter the workspace root")?;
     match Cli::parse().command {
-        Command::Setup => provision::all(),
+        Command::Setup => {
+            provision::all()?;
+            provision::cargo_deny()
+        }
         Command::Build => {
             provision::toolchain()?;
             build_gateway().map(|_| ())
@@ -149,8 +158,10 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Test => test(),
+        Command::Layers => layers::run(&root),
         Command::Lint => {
             provision::toolchain()?;
+            provision::cargo_deny()?;
             lint()
         }
         Command::Fuzz { seconds } => {
@@ -378,6 +389,19 @@ fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
 
 fn lint() -> anyhow::Result<()> {
     run(&mut cargo(&["fmt", "--all", "--check"]))?;
+    println!("== layers (module imports against the layer order of ARCHITECTURE.md)");
+    layers::run(&workspace_root())?;
+    println!("== cargo deny (licenses, duplicate versions, sources; see deny.toml)");
+    // Advisories are left out: their database is fetched from GitHub,
+    // which this machine and CI cannot reach (deny.toml says more).
+    run(std::process::Command::new("cargo").args([
+        "deny",
+        "--workspace",
+        "check",
+        "bans",
+        "licenses",
+        "sources",
+    ]))?;
     run(&mut cargo(&[
         "clippy",
         "--workspace",

@@ -13,6 +13,8 @@ const BPF_LINKER_FOR_LLVM: &[(u32, &str)] = &[(22, "0.10.2")];
 const CARGO_FUZZ: &str = "0.13.1";
 /// cargo-mutants release installed for `cargo xtask mutants` (needs rustc >= 1.88).
 const CARGO_MUTANTS: &str = "27.1.0";
+/// cargo-deny release installed for `cargo xtask lint` (needs rustc >= 1.88).
+const CARGO_DENY: &str = "0.20.2";
 
 /// (command, Debian package) the `run` demo needs.
 pub const RUN_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("curl", "curl")];
@@ -100,6 +102,11 @@ pub fn cargo_fuzz() -> anyhow::Result<()> {
 /// The pinned `cargo-mutants`, installed if missing or of another version.
 pub fn cargo_mutants() -> anyhow::Result<()> {
     cargo_subcommand("mutants", CARGO_MUTANTS)
+}
+
+/// The pinned `cargo-deny`, installed if missing or of another version.
+pub fn cargo_deny() -> anyhow::Result<()> {
+    cargo_subcommand("deny", CARGO_DENY)
 }
 
 /// Installs `cargo-<name>@<version>` unless `cargo <name> --version` says it is there.

@@ -168,7 +168,17 @@ where
             if let Some(drip) = Drip::of(req.uri().path()) {
                 return Ok::<_, Infallible>(Response::new(drip.boxed()));
             }
-            Ok::<_, Infallible>(answer(req, &name, peer).map(BodyExt::boxed))
+            // `/status/<code>` answers with that status, for metrics tests.
+            let status = req
+                .uri()
+                .path()
+                .strip_prefix("/status/")
+                .and_then(|code| hyper::StatusCode::from_bytes(code.as_bytes()).ok());
+            let mut response = answer(req, &name, peer);
+            if let Some(status) = status {
+                *response.status_mut() = status;
+            }
+            Ok::<_, Infallible>(response.map(BodyExt::boxed))
         }
     });
     let _ = auto::Builder::new(TokioExecutor::new())
