@@ -1,5 +1,6 @@
 //! Decodes `networking.istio.io` `Gateway` documents into [`model::Gateway`],
-//! applying Istio's validation rules (semantics doc §10) with positions.
+//! applying Istio's validation rules (istio/istio `pkg/config/validation`)
+//! with positions.
 use std::collections::{BTreeMap, HashSet};
 
 use std::path::{Path, PathBuf};
