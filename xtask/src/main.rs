@@ -7,6 +7,7 @@ mod bench_flood;
 mod bench_proxy;
 mod demo;
 mod demo_egress;
+mod docs;
 mod exec;
 mod layers;
 mod mutants;
@@ -52,19 +53,27 @@ enum Command {
     /// fuzz smoke run (needs root).
     Test,
     /// `cargo fmt --check`, the layering check, `cargo deny` and clippy
-    /// with `-D warnings` (host crates and the eBPF crate).
+    /// with `-D warnings` (host crates and the eBPF crate); docs/cli.md
+    /// current and every `gateway` flag the documents name real.
     Lint,
     /// Check that gateway-userspace's top-level modules import each other
     /// only downwards, in the layer order of ARCHITECTURE.md, with no cycle.
     Layers,
+    /// Write docs/cli.md from `gateway --help` and each subcommand's `--help`.
+    Docs {
+        /// Write nothing: check docs/cli.md is current and every flag the
+        /// documents name exists (what `cargo xtask lint` checks).
+        #[arg(long)]
+        check: bool,
+    },
     /// Run every fuzz target on the committed corpus (installs cargo-fuzz).
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Mutation testing (cargo-mutants) of the pure modules: config, compile,
-    /// hosts and the redirect answer. Needs no root.
+    /// Mutation testing (cargo-mutants) of the modules unit tests reach
+    /// (the `FILES` list in xtask/src/mutants.rs). Needs no root.
     Mutants {
         /// Only mutants on lines changed since this git revision.
         #[arg(long, value_name = "BASE")]
@@ -159,6 +168,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Test => test(),
         Command::Layers => layers::run(&root),
+        Command::Docs { check: false } => docs::write(&root),
+        Command::Docs { check: true } => docs::check(&root),
         Command::Lint => {
             provision::toolchain()?;
             provision::cargo_deny()?;
@@ -353,7 +364,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "certificate",
     "host",
 ];
-/// Dictionary of YAML tokens (anchors, aliases, nesting) both targets use.
+/// Dictionary of YAML tokens (anchors, aliases, nesting) every target runs with.
 const FUZZ_DICTIONARY: &str = "fuzz/yaml.dict";
 /// Length of the smoke run `cargo xtask test` does per target.
 const FUZZ_SMOKE_SECONDS: u64 = 15;
@@ -388,6 +399,7 @@ fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
 }
 
 fn lint() -> anyhow::Result<()> {
+    docs::check(&workspace_root())?;
     run(&mut cargo(&["fmt", "--all", "--check"]))?;
     println!("== layers (module imports against the layer order of ARCHITECTURE.md)");
     layers::run(&workspace_root())?;

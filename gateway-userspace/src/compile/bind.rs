@@ -1,6 +1,5 @@
 //! Binding VirtualServices to the servers that survived the merge, and
-//! building what each listener does with a request or connection
-//! (semantics doc §5, §9).
+//! building what each listener does with a request or connection.
 use std::{
     cell::OnceCell,
     collections::{BTreeSet, HashMap, HashSet},
@@ -118,7 +117,7 @@ impl<'m> Binder<'m> {
         for accepted in servers {
             // Only a plaintext server redirects: on one that terminates TLS
             // the request already came over HTTPS, and Istio routes it
-            // (semantics doc §6, simulation "httpsRedirect on https").
+            // (Istio's gateway simulation case "httpsRedirect on https").
             let https_redirect = accepted.server.port.protocol.is_http_family()
                 && accepted
                     .server

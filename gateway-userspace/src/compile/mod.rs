@@ -85,7 +85,7 @@ struct Slot<'m> {
 
 /// Compiles Gateways for an instance whose own addresses are `local_addrs`.
 ///
-/// Merges servers as Istio does (semantics doc §8.3), taking Gateways in
+/// Merges servers as Istio does, taking Gateways in
 /// Istio's order (creationTimestamp, name, namespace) and servers in list
 /// order; every server left out is reported with the one it lost to:
 /// - a server with a `tls` block whose host is already claimed on the same

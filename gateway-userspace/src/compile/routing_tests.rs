@@ -1,5 +1,5 @@
 //! VirtualService binding, route order and destination resolution, from
-//! YAML through the whole pipeline (semantics doc §5, §6, §7, §9).
+//! YAML through the whole pipeline.
 use std::path::PathBuf;
 
 use super::*;

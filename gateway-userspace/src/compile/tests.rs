@@ -244,8 +244,8 @@ fn more_hosts_than_the_kernel_table_holds_is_an_error_naming_the_port_and_gatewa
     );
 }
 
-// === Merge scenarios from Istio's TestMergeGateways / TestBuildGatewayListeners
-// (semantics doc §8.4), as golden plan tables.
+// === Merge scenarios from Istio's TestMergeGateways / TestBuildGatewayListeners,
+// as golden plan tables.
 
 fn tls_server(port: u16, protocol: Protocol, hosts: &[&str], mode: TlsMode) -> Server {
     let mut s = server(port, protocol, hosts, false);

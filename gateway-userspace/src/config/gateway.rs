@@ -1,5 +1,6 @@
 //! Decodes `networking.istio.io` `Gateway` documents into [`model::Gateway`],
-//! applying Istio's validation rules (semantics doc §10) with positions.
+//! applying Istio's validation rules (istio/istio `pkg/config/validation`)
+//! with positions.
 //!
 //! The `tls` block of a server is decoded in `tls`, checked against
 //! Istio's rules in `tls_checks`, and its certificate files found and

@@ -1,4 +1,4 @@
-//! One test per Istio Gateway validation rule (semantics doc §10), named after it.
+//! One test per Istio Gateway validation rule (istio/istio `pkg/config/validation`), named after it.
 use std::path::PathBuf;
 
 use super::*;

@@ -1,6 +1,6 @@
 //! Kubernetes `Service` documents found among the configuration: not read,
 //! but a warning, because in Istio a Service's `targetPort` moves where the
-//! gateway listens (semantics doc §8.2) and here it does not.
+//! gateway listens and here it does not.
 use super::yaml::{Node, Value};
 
 /// The warning for a `v1` `Service` document, naming its port mappings.

@@ -1,6 +1,10 @@
 //! Istio's Gateway validation rules as pure functions over the values as
-//! written (semantics doc §2.3 and §10). Each returns the message Istio
+//! written (istio/istio `pkg/config/validation`). Each returns the message Istio
 //! would give, so diagnostics read like `istioctl` but carry positions.
+//! The `§` and rule numbers here and in `gateway.rs` and `gateway/` label the rules as the
+//! notes this code was first written from numbered them; those notes are
+//! not in the repository, and the tests in `gateway_rules_tests.rs` state
+//! each rule in words.
 
 /// Ciphers Istio accepts in `tls.cipherSuites` (security.go `ValidCipherSuites`).
 const VALID_CIPHER_SUITES: &[&str] = &[
