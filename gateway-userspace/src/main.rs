@@ -2,7 +2,6 @@
 mod check;
 mod inspect;
 mod prune;
-mod run;
 
 use std::{
     collections::BTreeMap, net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode,
@@ -12,8 +11,10 @@ use std::{
 use clap::{Parser, Subcommand};
 use gateway_userspace::{
     config::{self, Config, ConfigError},
+    daemon::{self, ConfigSource},
     dataplane::AttachMode,
-    model::{Instance, parse_labels},
+    model::{Instance, Subnet, parse_labels},
+    proxy::access_log,
 };
 
 /// eBPF/XDP-accelerated Istio ingress gateway.
@@ -124,15 +125,25 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
+    /// Where and how the daemon reads the configuration at `paths`.
+    fn source(&self, paths: &[PathBuf]) -> ConfigSource {
+        ConfigSource {
+            paths: paths.to_vec(),
+            credentials_dir: self.credentials_dir.clone(),
+            max_config_bytes: self.max_config_bytes,
+            ignore_kind: self.ignore_kind.clone(),
+        }
+    }
+
     /// Loads and validates the configuration at `paths`.
     fn load(&self, paths: &[PathBuf]) -> Result<Config, ConfigError> {
-        config::load_from_disk(
-            paths,
-            self.credentials_dir.as_deref(),
-            self.max_config_bytes,
-            &self.ignore_kind,
-        )
+        self.source(paths).load()
     }
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32` or a bare address (a single host).
+fn parse_cidr(text: &str) -> Result<Subnet, String> {
+    text.parse::<Subnet>().map_err(|err| err.to_string())
 }
 
 /// `16M` style sizes for flags.
@@ -223,8 +234,8 @@ pub struct RunArgs {
     pub egress_from: Vec<String>,
     /// Egress: destinations never captured (`10.0.0.0/8`, `2001:db8::/32`,
     /// or one address); repeatable. The node's own addresses never are.
-    #[arg(long = "egress-exclude", value_parser = gateway_userspace::egress::parse_cidr, value_name = "CIDR")]
-    pub egress_exclude: Vec<gateway_userspace::egress::Cidr>,
+    #[arg(long = "egress-exclude", value_parser = parse_cidr, value_name = "CIDR")]
+    pub egress_exclude: Vec<Subnet>,
     /// Egress: Istio's `outboundTrafficPolicy` for the captured workloads.
     /// `registry-only` refuses, in the kernel, connections to addresses no
     /// ServiceEntry resolves to, and in the proxy hosts and ports the
@@ -295,6 +306,41 @@ pub struct RunArgs {
     pub source: SourceArgs,
     #[command(flatten)]
     pub instance: InstanceArgs,
+}
+
+impl RunArgs {
+    /// The daemon's options: the flags, parsed.
+    fn options(self) -> daemon::Options {
+        daemon::Options {
+            source: self.source.source(&self.config),
+            instance: self.instance.instance(),
+            interface: self.interface,
+            address: self.address,
+            xdp_mode: self.xdp_mode,
+            allow_port: self.allow_port,
+            reset_unknown_hosts: self.reset_unknown_hosts,
+            ebpf_log: self.ebpf_log,
+            keep_attached: self.keep_attached,
+            egress_from: self.egress_from,
+            egress_exclude: self.egress_exclude,
+            outbound_traffic_policy: self.outbound_traffic_policy,
+            admin_address: self.admin_address,
+            request_head_timeout: self.request_head_timeout,
+            idle_timeout: self.idle_timeout,
+            stream_idle_timeout: self.stream_idle_timeout,
+            tcp_idle_timeout: self.tcp_idle_timeout,
+            config_settle: self.config_settle,
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            trusted_proxies: self.trusted_proxies,
+            access_log: match (self.access_log.as_str(), self.access_log_format) {
+                ("off", _) => access_log::Format::Off,
+                (_, LogFormat::Json) => access_log::Format::Json,
+                (_, LogFormat::Text) => access_log::Format::Text,
+            },
+            workers: self.workers,
+        }
+    }
 }
 
 /// `--access-log-format`.
@@ -371,7 +417,7 @@ fn main() -> ExitCode {
     }
     logger.init();
     let result = match cli.command {
-        Command::Run(args) => run::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => daemon::run(args.options()).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check::check(&args),
         Command::Compile(args) => check::compile(&args),
         Command::Stats(args) => inspect::stats(&args).map(|()| ExitCode::SUCCESS),
@@ -405,7 +451,7 @@ fn main() -> ExitCode {
     };
     if daemon {
         // The last lines go out if anyone reads them; the exit does not wait longer.
-        gateway_userspace::log_pipe::flush_all(run::LOG_FLUSH_ON_EXIT);
+        gateway_userspace::log_pipe::flush_all(daemon::LOG_FLUSH_ON_EXIT);
     }
     code
 }
@@ -466,6 +512,20 @@ mod tests {
                 refused.kind
             );
         }
+    }
+
+    #[test]
+    fn cidrs_parse_with_and_without_a_prefix() {
+        assert_eq!(
+            parse_cidr("10.0.0.0/8"),
+            Ok(Subnet {
+                addr: "10.0.0.0".parse().unwrap(),
+                prefix: 8
+            })
+        );
+        assert_eq!(parse_cidr("2001:db8::1").map(|c| c.prefix), Ok(128));
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("example.com").is_err());
     }
 
     #[test]

@@ -16,3 +16,9 @@ pub struct Model {
     pub destination_rules: Vec<DestinationRule>,
     pub service_entries: Vec<ServiceEntry>,
 }
+
+/// How long a resolved DNS answer of a `resolution: DNS` host is used
+/// before it is resolved again, by the proxy's clusters and the egress
+/// guard's allow-list alike. The system resolver gives no TTL, so this is
+/// Envoy's `dns_refresh_rate` default.
+pub const DNS_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);

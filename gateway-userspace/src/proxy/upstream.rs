@@ -36,9 +36,7 @@ use crate::{
 
 /// Istio's default upstream connect timeout (`connectTimeout`).
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a resolved DNS answer is used. The system resolver gives no
-/// TTL, so this is Envoy's `dns_refresh_rate` default.
-pub const DNS_REFRESH: Duration = Duration::from_secs(5);
+pub use crate::model::DNS_REFRESH;
 /// Idle keep-alive connections kept per endpoint, and for how long.
 const MAX_IDLE_PER_ENDPOINT: usize = 128;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
