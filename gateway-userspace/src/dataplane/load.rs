@@ -157,7 +157,7 @@ fn load_object(pins: Option<&Path>, log: EbpfLog) -> Result<Ebpf, DataplaneError
     program.load().map_err(DataplaneError::from_load)?;
     load_host_programs(&mut ebpf)?;
     load_steering(&mut ebpf)?;
-    super::egress::load_guard(&mut ebpf)?;
+    super::guard::load_guard(&mut ebpf)?;
     Ok(ebpf)
 }
 

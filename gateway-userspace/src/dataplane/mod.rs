@@ -4,11 +4,11 @@
 mod attach;
 mod capture;
 mod diff;
-mod egress;
 mod error;
 #[cfg(test)]
 pub mod fake;
 mod fronts;
+mod guard;
 mod load;
 pub mod orphans;
 pub mod pins;
@@ -31,8 +31,8 @@ use gateway_common::Settings;
 pub use self::{
     capture::Capture,
     diff::{Changes, diff},
-    egress::{AllowedChange, EgressMaps, GUARD_PROGRAM_NAME, Workload, Workloads, key_addr},
     error::DataplaneError,
+    guard::{AllowedChange, EgressMaps, GUARD_PROGRAM_NAME, Workload, Workloads, key_addr},
     stats::{Stats, StatsReader},
     store::{EbpfStore, MapStore},
     sync::Synced,
