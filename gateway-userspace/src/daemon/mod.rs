@@ -1,5 +1,5 @@
-//! The daemon (`gateway run`): start-up as named steps ([`start`]), the
-//! reload ([`reload`]), the signal loop ([`signals`]), the egress guard
+//! The daemon (`gateway run`): start-up as named steps (`start`), the
+//! reload ([`reload`]), the signal loop (`signals`), the egress guard
 //! ([`egress_guard`]), the host facts it reads ([`host`]) and the memory
 //! it gives back ([`memory`]). The binary parses the command line into
 //! [`Options`] and calls [`run`]; everything else is here.
