@@ -45,6 +45,8 @@ pub async fn serve(args: Options) -> anyhow::Result<()> {
     } else {
         Some(dataplane.take_egress_maps()?)
     };
+    // The per-workload counters, for the stats page.
+    let workloads = egress_maps.as_ref().map(EgressMaps::workloads);
     let inputs = Arc::new(Inputs {
         source: args.source.clone(),
         instance: args.instance.clone(),
@@ -82,11 +84,7 @@ pub async fn serve(args: Options) -> anyhow::Result<()> {
         ..
     } = built;
     let egress = stats_page::Egress {
-        workloads: inputs
-            .proxy
-            .egress
-            .as_ref()
-            .and_then(|e| e.workloads.clone()),
+        workloads,
         captured,
     };
     let running = start_serving(
