@@ -10,7 +10,7 @@ use gateway_userspace::{
     report,
 };
 
-use crate::{CheckArgs, CompileArgs, Format};
+use crate::cli::{CheckArgs, CompileArgs, Format};
 
 /// Prints every diagnostic and a summary; exit 1 on errors (or warnings with --strict).
 pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {

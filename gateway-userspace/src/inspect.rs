@@ -14,7 +14,7 @@ use gateway_userspace::{
     stats::{self, Layout},
 };
 
-use crate::StatsArgs;
+use crate::cli::StatsArgs;
 
 /// Prints the counters once, or every `--watch` seconds with rates.
 pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {

@@ -1,15 +1,16 @@
 //! The gateway daemon's library: Istio config in, BPF maps and a proxy out.
 //!
 //! Pipeline: [`config::load_paths`] -> [`compile::plan`] ->
-//! [`dataplane::Dataplane::apply`] and [`proxy::serve`]. See ARCHITECTURE.md.
+//! [`dataplane::Dataplane::apply`] and [`proxy::serve`], run by
+//! [`daemon::run`]. See ARCHITECTURE.md.
 #![deny(unsafe_code)]
 
 pub mod admin;
 pub mod compile;
 pub mod config;
 pub mod connection;
+pub mod daemon;
 pub mod dataplane;
-pub mod egress;
 pub mod fuzzing;
 pub mod log_pipe;
 pub mod management;

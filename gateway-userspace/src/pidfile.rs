@@ -7,8 +7,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// Where the daemons' run-time state is: the pid files, and beside them
+/// the counter layouts and the bpffs of the pins (`dataplane::pins`).
+pub const RUN_DIR: &str = "/run/gateway";
+
 /// The directory of the pid files.
-const DIR: &str = crate::dataplane::pins::RUN_DIR;
+const DIR: &str = RUN_DIR;
 
 /// Why `gateway reload` could not signal a daemon.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use gateway_userspace::dataplane::{orphans, pins};
 
-use crate::PruneArgs;
+use crate::cli::PruneArgs;
 
 /// One line per pin set, then a summary; fails if a removal failed.
 pub fn prune_pins(args: &PruneArgs) -> anyhow::Result<ExitCode> {

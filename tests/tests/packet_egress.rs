@@ -11,8 +11,8 @@ use gateway_tests::{
     require_root,
 };
 use gateway_userspace::{
-    dataplane::{Dataplane, EgressMaps},
-    egress::{Cidr, refusal_log},
+    dataplane::{Dataplane, EgressMaps, refusal_log},
+    model::Subnet as Cidr,
 };
 
 const TC_ACT_OK: u32 = 0;

@@ -5,6 +5,7 @@
 mod auto_passthrough;
 mod bind;
 mod clusters;
+pub mod egress_registry;
 mod ids;
 
 use std::{

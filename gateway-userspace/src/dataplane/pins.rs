@@ -23,7 +23,7 @@ use super::DataplaneError;
 /// Where the daemon's bpffs is mounted.
 pub const BPFFS: &str = "/run/gateway/bpf";
 /// Where the daemons' pid files and counter layouts are, beside the bpffs.
-pub const RUN_DIR: &str = "/run/gateway";
+pub use crate::pidfile::RUN_DIR;
 /// The pinned XDP link, in a pin directory.
 pub const XDP_LINK: &str = "link_xdp";
 /// The pinned socket-lookup link, in a pin directory.

@@ -1,6 +1,12 @@
 //! Clusters: the backends routes send to, with their endpoints and policy.
 use crate::model::{EndpointAddress, Protocol, TrafficPolicy};
 
+/// How long a resolved DNS answer of a `resolution: DNS` host is used
+/// before it is resolved again, by the proxy's clusters and the egress
+/// guard's allow-list alike. The system resolver gives no TTL, so this is
+/// Envoy's `dns_refresh_rate` default.
+pub const DNS_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A cluster's index in [`super::Plan::clusters`]: what a route's backend
 /// names, so the proxy finds its cluster without a lookup by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

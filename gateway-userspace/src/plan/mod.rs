@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 pub use gateway_common::ListenerKind;
 
 pub use self::{
-    cluster::{Cluster, ClusterId, Endpoint, Unresolved},
+    cluster::{Cluster, ClusterId, DNS_REFRESH, Endpoint, Unresolved},
     hosts::{HostTable, VirtualHost},
     kernel::{KernelHost, addr_key, ports_of},
     route::{Backend, Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
@@ -22,8 +22,8 @@ pub use self::{
 /// import the model themselves).
 pub use crate::model::{
     ClientTls, ClientTlsMode, EndpointAddress, H2UpgradePolicy, HeaderOperations, HostPattern,
-    HttpMatch, HttpRedirect, LoadBalancer, Protocol, ServerTls, SimpleLb, StringMatch, TlsMode,
-    TlsVersion, TrafficPolicy, authority_host, best_match,
+    HttpMatch, HttpRedirect, LoadBalancer, Protocol, ServerTls, SimpleLb, StringMatch, Subnet,
+    TlsMode, TlsVersion, TrafficPolicy, authority_host, best_match,
 };
 
 /// What to program into the kernel and the proxy.

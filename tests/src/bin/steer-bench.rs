@@ -11,7 +11,7 @@ use gateway_tests::{
     frame::{ACK, Frame, SYN},
     steer::{Lookup, cookie, run_repeated},
 };
-use gateway_userspace::{dataplane::Dataplane, egress::Cidr};
+use gateway_userspace::{dataplane::Dataplane, model::Subnet as Cidr};
 
 const TC_ACT_OK: u32 = 0;
 const SK_PASS: u32 = 1;

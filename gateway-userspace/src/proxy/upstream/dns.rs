@@ -3,14 +3,12 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use super::{UpstreamEndpoint, UpstreamError};
 
-/// How long a resolved DNS answer is used. The system resolver gives no
-/// TTL, so this is Envoy's `dns_refresh_rate` default.
-pub const DNS_REFRESH: Duration = Duration::from_secs(5);
+pub use crate::plan::DNS_REFRESH;
 
 #[derive(Debug)]
 pub(super) enum Endpoints {

@@ -12,7 +12,7 @@ use aya::maps::{MapData, RingBuf};
 use gateway_common::{EgressRefusal, REFUSED_NOT_IN_REGISTRY};
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::dataplane::key_addr;
+use super::key_addr;
 
 /// Refusal lines logged per second at most.
 pub const LINES_PER_SECOND: u32 = 100;

@@ -14,12 +14,42 @@ use aya::{
 use gateway_common::{EgressPolicy, WorkloadCounters, WorkloadKey, map_names};
 
 use super::{Dataplane, DataplaneError};
-use crate::{egress::Cidr, plan::addr_key};
+use crate::plan::{Subnet, addr_key};
 
 /// Name of the TC program in the object (`gateway-ebpf/src/main.rs`).
 pub const GUARD_PROGRAM_NAME: &str = "tc_egress_guard";
 
 impl Dataplane {
+    /// Captures the outbound TCP connections arriving on `ifindexes` for
+    /// the egress proxy, except to `excludes` (`EGRESS_IFACES`,
+    /// `EGRESS_EXCLUDE`; the routing side is [`super::Capture`]).
+    pub fn set_egress(
+        &mut self,
+        ifindexes: &[u32],
+        excludes: &[Subnet],
+    ) -> Result<(), DataplaneError> {
+        let mut ifaces: HashMap<&mut MapData, u32, u32> =
+            super::map(&mut self.ebpf, map_names::EGRESS_IFACES)?;
+        for index in ifindexes {
+            ifaces
+                .insert(index, 1, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: map_names::EGRESS_IFACES,
+                    source,
+                })?;
+        }
+        let mut trie: aya::maps::lpm_trie::LpmTrie<&mut MapData, [u8; 16], u8> =
+            super::map(&mut self.ebpf, map_names::EGRESS_EXCLUDE)?;
+        for cidr in excludes {
+            trie.insert(&trie_key(cidr), 1, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: map_names::EGRESS_EXCLUDE,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Loads the guard and attaches it at TC ingress of each captured
     /// interface (TCX links on kernels that have them, a clsact filter
     /// otherwise). The links live as long as the `Dataplane`: a daemon
@@ -100,15 +130,15 @@ pub struct EgressMaps {
     workloads: Workloads,
     refusals: Option<RingBuf<MapData>>,
     /// What `allowed` and `open_ports` hold, as last written.
-    written: BTreeSet<Cidr>,
+    written: BTreeSet<Subnet>,
     written_ports: BTreeSet<u16>,
 }
 
 /// What one update of the registry's addresses changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AllowedChange {
-    pub added: Vec<Cidr>,
-    pub removed: Vec<Cidr>,
+    pub added: Vec<Subnet>,
+    pub removed: Vec<Subnet>,
 }
 
 impl EgressMaps {
@@ -130,7 +160,7 @@ impl EgressMaps {
     /// removed, so an address in both never sees a gap.
     pub fn set_allowed(
         &mut self,
-        cidrs: &BTreeSet<Cidr>,
+        cidrs: &BTreeSet<Subnet>,
         ports: &BTreeSet<u16>,
     ) -> Result<AllowedChange, DataplaneError> {
         let error = |source| DataplaneError::Map {
@@ -178,7 +208,7 @@ impl EgressMaps {
 }
 
 /// The LPM trie key of `cidr` (IPv4 mapped: 96 bits in front).
-fn trie_key(cidr: &Cidr) -> aya::maps::lpm_trie::Key<[u8; 16]> {
+fn trie_key(cidr: &Subnet) -> aya::maps::lpm_trie::Key<[u8; 16]> {
     let prefix = match cidr.addr {
         IpAddr::V4(_) => u32::from(cidr.prefix) + 96,
         IpAddr::V6(_) => u32::from(cidr.prefix),

@@ -7,9 +7,7 @@
 //! their own back to the main table. No iptables, nothing per workload.
 use std::process::{Command, Stdio};
 
-pub mod allow_list;
-pub mod refusal_log;
-pub mod registry;
+use crate::plan::Subnet;
 
 /// Copies of one rule removed before it is added: more than killed
 /// daemons could have left.
@@ -20,15 +18,6 @@ const TABLE: &str = "4711";
 /// Rule priorities: exclusions before the capture.
 const EXCLUDE_PRIORITY: &str = "4710";
 const CAPTURE_PRIORITY: &str = "4711";
-
-/// A destination range: one never captured (`--egress-exclude`), or one
-/// the registry allows. Istio's subnet syntax, as `destinationSubnets`.
-pub use crate::model::Subnet as Cidr;
-
-/// `10.0.0.0/8`, `2001:db8::/32` or a bare address (a single host).
-pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
-    text.parse::<Cidr>().map_err(|err| err.to_string())
-}
 
 /// The routing rules of the capture; removed on drop.
 pub struct Capture {
@@ -58,7 +47,7 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 impl Capture {
     /// Routes everything `interfaces` send as local, except `excludes`.
-    pub fn install(interfaces: &[String], excludes: &[Cidr]) -> Result<Self, String> {
+    pub fn install(interfaces: &[String], excludes: &[Subnet]) -> Result<Self, String> {
         let mut capture = Capture { undo: Vec::new() };
         for family in ["-4", "-6"] {
             let any = if family == "-4" { "0.0.0.0/0" } else { "::/0" };
@@ -133,24 +122,5 @@ impl Drop for Capture {
                 log::warn!("egress capture cleanup: {err}");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidrs_parse_with_and_without_a_prefix() {
-        assert_eq!(
-            parse_cidr("10.0.0.0/8"),
-            Ok(Cidr {
-                addr: "10.0.0.0".parse().unwrap(),
-                prefix: 8
-            })
-        );
-        assert_eq!(parse_cidr("2001:db8::1").map(|c| c.prefix), Ok(128));
-        assert!(parse_cidr("10.0.0.0/33").is_err());
-        assert!(parse_cidr("example.com").is_err());
     }
 }

@@ -1,18 +1,17 @@
 //! What the registry (the ServiceEntries) lets captured workloads reach,
-//! as the egress guard needs it: fixed addresses and ranges, names whose
+//! compiled for the egress guard: fixed addresses and ranges, names whose
 //! DNS answers count too, and ports left to the proxy because an entry
 //! on them has no address to know it by. Pure, so it is tested without
 //! a kernel or a resolver.
 use std::{collections::BTreeSet, net::IpAddr};
 
-use super::Cidr;
-use crate::model::{EndpointAddress, Model, Resolution};
+use crate::model::{EndpointAddress, Model, Resolution, Subnet};
 
 /// The registry's destinations for REGISTRY_ONLY.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registry {
     /// `spec.addresses` and IP endpoints.
-    pub fixed: BTreeSet<Cidr>,
+    pub fixed: BTreeSet<Subnet>,
     /// Hosts (DNS resolution without endpoints) and DNS endpoints whose
     /// current answers are allowed too.
     pub names: BTreeSet<String>,
@@ -22,8 +21,8 @@ pub struct Registry {
 }
 
 /// A single address as a range.
-pub fn host_cidr(addr: IpAddr) -> Cidr {
-    Cidr {
+pub fn host_cidr(addr: IpAddr) -> Subnet {
+    Subnet {
         addr,
         prefix: if addr.is_ipv4() { 32 } else { 128 },
     }

@@ -1,21 +1,91 @@
-//! Keeps the guard's registry addresses current: the fixed ones as soon
-//! as a configuration is applied, and the names' DNS answers refreshed as
-//! often as the proxy refreshes its own (so the kernel and the proxy
-//! follow a DNS change together). A name that stops resolving keeps its
-//! last answer, as the proxy's clusters do.
+//! The egress guard's start ([`start`]: what is never captured, the
+//! policy, the registry's addresses, the guard attached, the capture's
+//! routing rules installed) and the task that keeps the registry's
+//! addresses current: the fixed ones as soon as a configuration is
+//! applied, and the names' DNS answers refreshed as often as the proxy
+//! refreshes its own (so the kernel and the proxy follow a DNS change
+//! together). A name that stops resolving keeps its last answer, as the
+//! proxy's clusters do.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     time::Duration,
 };
 
+use anyhow::Context as _;
 use tokio::sync::watch;
 
-use super::{
-    Cidr,
-    registry::{Registry, host_cidr},
+use super::{Options, host::node_addresses};
+use crate::{
+    compile::egress_registry::{Registry, host_cidr},
+    dataplane::{Capture, Dataplane, EgressMaps, refusal_log},
+    model::Subnet,
+    plan::DNS_REFRESH,
+    proxy::egress::OutboundPolicy,
 };
-use crate::{dataplane::EgressMaps, proxy::upstream::DNS_REFRESH};
+
+/// The `--egress-from` interfaces by index.
+pub fn captured_interfaces(names: &[String]) -> anyhow::Result<BTreeMap<u32, String>> {
+    let mut captured = BTreeMap::new();
+    for name in names {
+        let index = nix::net::if_::if_nametoindex(name.as_str())
+            .with_context(|| format!("--egress-from {name}: no such interface (see `ip link`)"))?;
+        captured.insert(index, name.clone());
+    }
+    Ok(captured)
+}
+
+/// The egress guard: what is never captured (the excluded ranges and
+/// every address of the node), the policy, the registry's addresses
+/// written once before the guard is attached to the captured interfaces,
+/// then the tasks that keep them current and log the refusals. Returns
+/// where a reload sends the new registry.
+pub async fn start(
+    args: &Options,
+    dataplane: &mut Dataplane,
+    mut maps: EgressMaps,
+    captured: &BTreeMap<u32, String>,
+    registry: Registry,
+) -> anyhow::Result<watch::Sender<Registry>> {
+    let mut never = args.egress_exclude.clone();
+    never.extend(node_addresses(None)?.into_iter().map(host_cidr));
+    let ifindexes: Vec<u32> = captured.keys().copied().collect();
+    dataplane.set_egress(&ifindexes, &never)?;
+    maps.set_policy(args.outbound_traffic_policy == OutboundPolicy::AllowAny)?;
+    if let Some(refusals) = maps.take_refusals() {
+        tokio::spawn(refusal_log::log_refusals(refusals, captured.clone()));
+    }
+    let mut allow_list = AllowList::new(maps);
+    allow_list.refresh(&registry).await;
+    log::info!(
+        "egress: outboundTrafficPolicy {:?}; the registry allows {} fixed address range(s), the current addresses of {} name(s), and any address on {} port(s) left to the proxy",
+        args.outbound_traffic_policy,
+        registry.fixed.len(),
+        registry.names.len(),
+        registry.open_ports.len()
+    );
+    dataplane.attach_egress_guard(&args.egress_from)?;
+    let (registry_tx, registry_rx) = watch::channel(registry);
+    tokio::spawn(allow_list.keep_current(registry_rx));
+    Ok(registry_tx)
+}
+
+/// Installs the routing rules that capture the `--egress-from`
+/// interfaces' outbound TCP; removed when the result is dropped.
+pub fn capture(args: &Options) -> anyhow::Result<Capture> {
+    let capture =
+        Capture::install(&args.egress_from, &args.egress_exclude).map_err(anyhow::Error::msg)?;
+    log::info!(
+        "egress: capturing the outbound TCP of the workloads behind {} (excluded: {})",
+        args.egress_from.join(", "),
+        args.egress_exclude
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(capture)
+}
 
 /// How long one name may take to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,7 +94,7 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub type Answers = BTreeMap<String, BTreeSet<IpAddr>>;
 
 /// The addresses the guard lets through: the fixed ones and every answer.
-pub fn allowed(registry: &Registry, answers: &Answers) -> BTreeSet<Cidr> {
+pub fn allowed(registry: &Registry, answers: &Answers) -> BTreeSet<Subnet> {
     let resolved = answers
         .iter()
         .filter(|(name, _)| registry.names.contains(*name))

@@ -1,0 +1,199 @@
+//! Writing a plan into the maps, as a diff and in the order that keeps
+//! every reader of them right while it happens:
+//!
+//! 1. nothing is written when the plan's hosts do not fit the kernel's
+//!    table (`TooManyHosts`);
+//! 2. `LISTENERS` before `PORTS`, so a port never points at a bound
+//!    listener that is not there yet;
+//! 3. per hash map with an array in front of it (`HOSTS` behind
+//!    `HOST_BUCKETS`, `LOCAL_ADDRS` behind `LOCAL_ADDR_LIST`): the map's
+//!    new and changed entries, then the front, then the map's removals
+//!    ([`sync_around`]), so the front never names a key the map lacks.
+//!
+//! Every write goes through [`MapStore`], so the order is unit-tested
+//! against `fake::FakeMaps`.
+use std::collections::BTreeMap;
+
+use aya::Pod;
+use gateway_common::{
+    ALLOWED_PORT_WORDS, HostBucket, HostKey, HostValue, ListenerKey, ListenerValue, LocalAddrList,
+    LocalAddrValue, MAX_HOSTS, PortValue, Settings, map_names,
+};
+
+use super::{Changes, DataplaneError, MapStore, diff, fronts};
+use crate::plan::{KernelHost, Plan, addr_key};
+
+/// What applying a plan remembers between plans, besides the maps.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// The non-zero `PORTS` entries as last written: the array has 131072
+    /// slots, and reading them all back for every diff would cost as many
+    /// system calls.
+    pub ports: BTreeMap<u32, PortValue>,
+    /// `HOST_BUCKETS` or `LOCAL_ADDR_LIST` is new while the hash map
+    /// behind it may have been adopted (a daemon of an earlier build
+    /// pinned it): the next `apply` fills them from every host and
+    /// address, not just from the changed ones.
+    pub rebuild_fronts: bool,
+}
+
+/// Makes the maps equal to `plan`: inserts and updates what it has,
+/// removes what it no longer has; entries that do not change are not
+/// touched, so traffic to them never sees a gap.
+pub fn apply(
+    store: &mut impl MapStore,
+    synced: &mut Synced,
+    plan: &Plan,
+    settings: Settings,
+) -> Result<(), DataplaneError> {
+    // Before any write: a plan the tables cannot hold changes nothing
+    // (`compile::plan` refuses it first; this keeps the maps whole
+    // whatever hands a plan in).
+    let kernel_hosts = plan.kernel_hosts();
+    if kernel_hosts.len() > MAX_HOSTS as usize {
+        return Err(DataplaneError::TooManyHosts {
+            count: kernel_hosts.len(),
+            max: MAX_HOSTS as usize,
+        });
+    }
+    let written = write(store, synced, plan, &kernel_hosts, settings);
+    if written.is_err() {
+        // A front written part way may lack keys its map keeps, which the
+        // next diff (the rollback) would not see: rebuild the fronts then.
+        synced.rebuild_fronts = true;
+    }
+    written
+}
+
+/// The writes of [`apply`], in order.
+fn write(
+    store: &mut impl MapStore,
+    synced: &mut Synced,
+    plan: &Plan,
+    kernel_hosts: &[KernelHost],
+    settings: Settings,
+) -> Result<(), DataplaneError> {
+    let listeners: BTreeMap<ListenerKey, ListenerValue> = plan
+        .listeners
+        .iter()
+        .map(|l| (l.key(), l.value()))
+        .collect();
+    sync_around(store, map_names::LISTENERS, &listeners, |_, _| Ok(()))?;
+    sync_ports(store, synced, plan.ports())?;
+    let local: BTreeMap<[u8; 16], LocalAddrValue> = plan
+        .local_addrs
+        .iter()
+        .map(|addr| (addr_key(*addr), LocalAddrValue { flags: 0 }))
+        .collect();
+    sync_local_addrs(store, synced.rebuild_fronts, &local)?;
+    let hosts: BTreeMap<HostKey, HostValue> =
+        kernel_hosts.iter().map(|h| (h.key(), h.value())).collect();
+    sync_hosts(store, synced.rebuild_fronts, &hosts)?;
+    synced.rebuild_fronts = false;
+    if store.get_index::<Settings>(map_names::SETTINGS, 0).ok() != Some(settings) {
+        store.set_index(map_names::SETTINGS, 0, settings)?;
+    }
+    Ok(())
+}
+
+/// Makes the hash map `name` hold exactly `wanted`, writing only the
+/// difference ([`diff`]), with `front` run between the new and changed
+/// entries and the removals: it writes the array in front of the map from
+/// the changes, so the front never names an entry the map lacks while the
+/// front may overflow into it.
+pub fn sync_around<S: MapStore, K: Pod + Ord, V: Pod + PartialEq>(
+    store: &mut S,
+    name: &'static str,
+    wanted: &BTreeMap<K, V>,
+    front: impl FnOnce(&mut S, &Changes<'_, K, V>) -> Result<(), DataplaneError>,
+) -> Result<(), DataplaneError> {
+    let current: BTreeMap<K, V> = store.read_all(name)?;
+    let changes = diff(&current, wanted);
+    for (key, value) in &changes.upserts {
+        store.upsert(name, *key, **value)?;
+    }
+    front(store, &changes)?;
+    for key in &changes.removals {
+        store.remove::<K, V>(name, key)?;
+    }
+    Ok(())
+}
+
+/// Makes `HOSTS` hold exactly `wanted` and `HOST_BUCKETS` agree with it.
+fn sync_hosts(
+    store: &mut impl MapStore,
+    rebuild: bool,
+    wanted: &BTreeMap<HostKey, HostValue>,
+) -> Result<(), DataplaneError> {
+    sync_around(store, map_names::HOSTS, wanted, |store, changes| {
+        // A bucket that cannot be read is an error, not an empty bucket:
+        // rewriting it from the changes alone would drop its other keys.
+        let writes = fronts::bucket_writes(changes, wanted, rebuild, |index| {
+            store.get_index::<HostBucket>(map_names::HOST_BUCKETS, index)
+        })?;
+        for (index, bucket) in writes {
+            store.set_index(map_names::HOST_BUCKETS, index, bucket)?;
+        }
+        Ok(())
+    })
+}
+
+/// Makes `LOCAL_ADDRS` hold exactly `wanted` and `LOCAL_ADDR_LIST` agree
+/// with it.
+fn sync_local_addrs(
+    store: &mut impl MapStore,
+    rebuild: bool,
+    wanted: &BTreeMap<[u8; 16], LocalAddrValue>,
+) -> Result<(), DataplaneError> {
+    sync_around(store, map_names::LOCAL_ADDRS, wanted, |store, changes| {
+        let old = store.get_index::<LocalAddrList>(map_names::LOCAL_ADDR_LIST, 0)?;
+        for value in fronts::list_writes(old, changes, wanted, rebuild) {
+            store.set_index(map_names::LOCAL_ADDR_LIST, 0, value)?;
+        }
+        Ok(())
+    })
+}
+
+/// Makes `PORTS` hold `wanted` (zero elsewhere), writing only the
+/// difference from what was last written; removed entries are zeroed.
+/// Runs after `LISTENERS` is synced, so a port never points at a bound
+/// listener that is not there yet. `synced.ports` follows each write that
+/// succeeds, so after a failure part way the next apply (the rollback)
+/// diffs against what the array really holds.
+fn sync_ports(
+    store: &mut impl MapStore,
+    synced: &mut Synced,
+    wanted: BTreeMap<u32, PortValue>,
+) -> Result<(), DataplaneError> {
+    let current = synced.ports.clone();
+    let changes = diff(&current, &wanted);
+    for (index, value) in changes.upserts {
+        store.set_index(map_names::PORTS, *index, *value)?;
+        synced.ports.insert(*index, *value);
+    }
+    for index in changes.removals {
+        store.set_index(map_names::PORTS, *index, PortValue::default())?;
+        synced.ports.remove(index);
+    }
+    Ok(())
+}
+
+/// Makes the management allow-list bitmap equal to `words` (the non-zero
+/// words, from `management::allowed_port_words`); words that do not
+/// change are not written.
+pub fn set_allowed_ports(
+    store: &mut impl MapStore,
+    words: &BTreeMap<u32, u64>,
+) -> Result<(), DataplaneError> {
+    for index in 0..ALLOWED_PORT_WORDS {
+        let wanted = words.get(&index).copied().unwrap_or(0);
+        if store.get_index::<u64>(map_names::ALLOWED_PORTS, index)? != wanted {
+            store.set_index(map_names::ALLOWED_PORTS, index, wanted)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod tests;

@@ -1,0 +1,211 @@
+//! The write order of [`apply`], against the in-memory maps: each test
+//! fails when the rule it names is broken.
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
+
+use gateway_common::{
+    HostBucket, HostKey, HostValue, ListenerKey, ListenerValue, LocalAddrList, LocalAddrValue,
+    PortValue, Settings, map_names,
+};
+
+use super::*;
+use crate::{
+    compile,
+    dataplane::fake::{FakeMaps, Op},
+    model::Instance,
+    plan::Plan,
+};
+
+const SETTINGS: Settings = Settings {
+    ephemeral_first: 32768,
+    ephemeral_last: 60999,
+};
+
+/// The plan of one HTTP Gateway on `port` serving `hosts`, for a gateway
+/// whose addresses are `addrs`.
+fn plan(port: u16, hosts: &[&str], addrs: &[&str]) -> Plan {
+    let hosts = hosts.join(", ");
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: http, protocol: HTTP}}
+    hosts: [{hosts}]
+"
+    );
+    let config = crate::config::load_sources(&[(PathBuf::from("gw.yaml"), yaml)]);
+    let instance = Instance {
+        labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+        namespace: "istio-system".to_string(),
+    };
+    let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+    compile::plan(&config.model, &instance, &addrs).expect("compiles")
+}
+
+/// `maps` with `plan` applied, and its writes forgotten.
+fn applied(plan: &Plan) -> (FakeMaps, Synced) {
+    let mut maps = FakeMaps::default();
+    let mut synced = Synced::default();
+    apply(&mut maps, &mut synced, plan, SETTINGS).expect("applies");
+    maps.writes.clear();
+    (maps, synced)
+}
+
+/// Everything the maps hold, zeroed array slots left out (an array slot
+/// written back to zero is the same as one never written).
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    listeners: BTreeMap<ListenerKey, ListenerValue>,
+    ports: BTreeMap<u32, PortValue>,
+    local_addrs: BTreeMap<[u8; 16], LocalAddrValue>,
+    local_list: BTreeMap<u32, LocalAddrList>,
+    hosts: BTreeMap<HostKey, HostValue>,
+    buckets: BTreeMap<u32, HostBucket>,
+    settings: BTreeMap<u32, Settings>,
+}
+
+fn nonzero<V: PartialEq + Default>(map: BTreeMap<u32, V>) -> BTreeMap<u32, V> {
+    map.into_iter()
+        .filter(|(_, v)| *v != V::default())
+        .collect()
+}
+
+fn snapshot(maps: &FakeMaps) -> Snapshot {
+    Snapshot {
+        listeners: maps.contents(map_names::LISTENERS),
+        ports: nonzero(maps.contents(map_names::PORTS)),
+        local_addrs: maps.contents(map_names::LOCAL_ADDRS),
+        local_list: nonzero(maps.contents(map_names::LOCAL_ADDR_LIST)),
+        hosts: maps.contents(map_names::HOSTS),
+        buckets: nonzero(maps.contents(map_names::HOST_BUCKETS)),
+        settings: maps.contents(map_names::SETTINGS),
+    }
+}
+
+#[test]
+fn listeners_are_written_before_the_ports_that_point_at_them() {
+    let (mut maps, mut synced) = applied(&plan(8080, &["a.example"], &["192.0.2.1"]));
+    let next = plan(80, &["a.example"], &["192.0.2.1"]);
+    apply(&mut maps, &mut synced, &next, SETTINGS).unwrap();
+    let listener = maps
+        .last(map_names::LISTENERS, Op::Upsert)
+        .expect("a listener");
+    let port = maps.first(map_names::PORTS, Op::Set(0)).expect("a port");
+    assert!(listener < port, "{:?}", maps.writes);
+    assert_eq!(
+        snapshot(&maps).ports.len(),
+        1,
+        "the old port is zeroed, the new one set"
+    );
+}
+
+#[test]
+fn hosts_gain_keys_before_their_buckets_and_lose_them_after() {
+    let (mut maps, mut synced) = applied(&plan(80, &["a.example"], &["192.0.2.1"]));
+    apply(
+        &mut maps,
+        &mut synced,
+        &plan(80, &["b.example"], &["192.0.2.1"]),
+        SETTINGS,
+    )
+    .unwrap();
+    let upsert = maps.last(map_names::HOSTS, Op::Upsert).expect("b added");
+    let first_bucket = maps.first(map_names::HOST_BUCKETS, Op::Set(0));
+    let last_bucket = maps.last(map_names::HOST_BUCKETS, Op::Set(0));
+    let removal = maps.first(map_names::HOSTS, Op::Remove).expect("a removed");
+    let (Some(first_bucket), Some(last_bucket)) = (first_bucket, last_bucket) else {
+        panic!("no bucket written: {:?}", maps.writes);
+    };
+    assert!(
+        upsert < first_bucket && last_bucket < removal,
+        "{:?}",
+        maps.writes
+    );
+}
+
+#[test]
+fn addresses_gain_keys_before_their_list_and_lose_them_after() {
+    let (mut maps, mut synced) = applied(&plan(80, &["a.example"], &["192.0.2.1"]));
+    apply(
+        &mut maps,
+        &mut synced,
+        &plan(80, &["a.example"], &["192.0.2.2"]),
+        SETTINGS,
+    )
+    .unwrap();
+    let upsert = maps
+        .last(map_names::LOCAL_ADDRS, Op::Upsert)
+        .expect("added");
+    let list = maps.writes_to(map_names::LOCAL_ADDR_LIST);
+    assert_eq!(list.len(), 2, "one slot, emptied then refilled: {list:?}");
+    let first_list = maps.first(map_names::LOCAL_ADDR_LIST, Op::Set(0)).unwrap();
+    let last_list = maps.last(map_names::LOCAL_ADDR_LIST, Op::Set(0)).unwrap();
+    let removal = maps
+        .first(map_names::LOCAL_ADDRS, Op::Remove)
+        .expect("removed");
+    assert!(
+        upsert < first_list && last_list < removal,
+        "{:?}",
+        maps.writes
+    );
+}
+
+#[test]
+fn a_plan_past_the_host_table_writes_nothing() {
+    let (mut maps, mut synced) = applied(&plan(80, &["a.example"], &["192.0.2.1"]));
+    let before = snapshot(&maps);
+    // More listeners' hosts than the kernel holds (compile refuses such a
+    // plan; whatever hands one in, the maps stay whole).
+    let mut huge = plan(8080, &["b.example"], &["192.0.2.2"]);
+    let http = huge.http[0].clone();
+    huge.http = (0..=gateway_common::MAX_HOSTS)
+        .map(|id| crate::plan::HttpListener {
+            listener_id: id,
+            ..http.clone()
+        })
+        .collect();
+    let err = apply(&mut maps, &mut synced, &huge, SETTINGS).unwrap_err();
+    assert!(
+        matches!(err, DataplaneError::TooManyHosts { .. }),
+        "{err:?}"
+    );
+    assert!(maps.writes.is_empty(), "{:?}", maps.writes);
+    assert_eq!(snapshot(&maps), before);
+}
+
+#[test]
+fn a_write_that_fails_anywhere_is_undone_by_applying_the_previous_plan() {
+    let old = plan(8080, &["a.example", "c.example"], &["192.0.2.1"]);
+    let new = plan(80, &["b.example", "c.example"], &["192.0.2.2"]);
+    let (maps, _) = applied(&old);
+    let before = snapshot(&maps);
+    let writes = {
+        let (mut maps, mut synced) = applied(&old);
+        apply(&mut maps, &mut synced, &new, SETTINGS).unwrap();
+        maps.writes.len()
+    };
+    assert!(writes > 6, "the change touches every map");
+    for failing in 0..writes {
+        let (mut maps, mut synced) = applied(&old);
+        maps.fail_write = Some(failing);
+        assert!(apply(&mut maps, &mut synced, &new, SETTINGS).is_err());
+        maps.fail_write = None;
+        apply(&mut maps, &mut synced, &old, SETTINGS).expect("rolls back");
+        assert_eq!(
+            snapshot(&maps),
+            before,
+            "write {failing} ({:?}) failed",
+            maps.writes[failing]
+        );
+    }
+}
+
+#[test]
+fn applying_the_same_plan_again_writes_nothing() {
+    let old = plan(80, &["a.example"], &["192.0.2.1"]);
+    let (mut maps, mut synced) = applied(&old);
+    apply(&mut maps, &mut synced, &old, SETTINGS).unwrap();
+    assert!(maps.writes.is_empty(), "{:?}", maps.writes);
+}
