@@ -273,6 +273,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     } else {
         Some(dataplane.take_egress_maps()?)
     };
+    let workloads_for_stats = egress_maps.as_ref().map(|maps| maps.workloads());
     let options = proxy::Options {
         trusted_proxies: args.trusted_proxies,
         tcp_idle_timeout: args.tcp_idle_timeout,
@@ -288,7 +289,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|(index, name)| (*index, Arc::from(name.as_str())))
                 .collect(),
-            workloads: Some(maps.workloads()),
+            workloads: Some({
+                let workloads = maps.workloads();
+                Arc::new(move |addr, among: &mut dyn Iterator<Item = u32>| {
+                    workloads.interface_of(addr, among)
+                }) as proxy::egress::InterfaceLookup
+            }),
         }),
     };
     // Certificates and keys are loaded before anything is attached.
@@ -427,7 +433,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let (plan_tx, plan_rx) = watch::channel(Arc::new(plan));
     let render_reloads = Arc::clone(&reloads);
     let render_daemon = Arc::clone(&daemon_counters);
-    let workloads = options.egress.as_ref().and_then(|e| e.workloads.clone());
+    let workloads = workloads_for_stats;
     let captured_names = captured.clone();
     let render: admin::RenderFn = Box::new(move |format| {
         let plan = Arc::clone(&plan_rx.borrow());

@@ -4,10 +4,9 @@
 //! access-log entry per request.
 use std::{
     borrow::Cow,
-    net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -23,11 +22,12 @@ use hyper::{
 };
 
 use super::{
-    access_log::{AccessLog, Entry},
+    access_log::Entry,
+    context::{Downstream, Shared},
     redirect::{self, Answer, RequestHead},
     rewrite::{self, RedirectRequest, RegexRewrite, RewriteError},
     route::{CompiledRoutes, RequestFacts, RouteError},
-    upstream::{self, UpstreamError, UpstreamProtocol, Upstreams},
+    upstream::{self, UpstreamError, UpstreamProtocol},
 };
 use crate::{
     compile::{Backend, Route, RouteAction},
@@ -39,28 +39,6 @@ use crate::{
 pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 pub(super) const SERVER_HEADER: &str = "xdp-gateway";
-
-/// What every connection of the proxy shares.
-#[derive(Debug)]
-pub struct Shared {
-    pub upstreams: Upstreams,
-    /// The egress capture, on an egress instance.
-    pub egress: Option<super::egress::Egress>,
-    pub access_log: AccessLog,
-    /// `--trusted-proxies`: hops in front of the gateway whose
-    /// `X-Forwarded-Proto`/`X-Forwarded-For` are believed (Istio's `numTrustedProxies`).
-    pub trusted_proxies: u32,
-    /// Opaque TCP and passthrough connections moving no bytes this long are closed.
-    pub tcp_idle_timeout: std::time::Duration,
-}
-
-impl Shared {
-    /// A request or connection has finished: logged and counted.
-    pub fn finished(&self, entry: &super::access_log::Entry) {
-        self.access_log.log(entry);
-        super::metrics::record(entry);
-    }
-}
 
 /// The virtual hosts of one route table, their routes compiled for matching.
 #[derive(Debug)]
@@ -120,39 +98,6 @@ impl VirtualHosts {
             regex_rewrites,
             redirects,
         })
-    }
-}
-
-/// The connection a request arrived on.
-#[derive(Clone, Debug)]
-pub struct Downstream {
-    /// Terminated TLS (`https`) or plaintext.
-    pub tls: bool,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub sni: Option<String>,
-    /// Egress: the interface of the workload whose connection was captured.
-    pub workload_interface: Option<Arc<str>>,
-    /// `remote`'s address as a header value, made at the connection's
-    /// first forwarded request and reused by the others.
-    pub remote_ip: OnceLock<HeaderValue>,
-}
-
-impl Downstream {
-    /// Whether the egress capture brought this connection (a workload's,
-    /// to an address not the gateway's).
-    pub fn is_captured(&self) -> bool {
-        self.workload_interface.is_some()
-    }
-
-    /// The client's address as an `X-Forwarded-For` value.
-    fn remote_ip_header(&self) -> HeaderValue {
-        self.remote_ip
-            .get_or_init(|| {
-                HeaderValue::from_maybe_shared(bytes::Bytes::from(self.remote.ip().to_string()))
-                    .unwrap_or_else(|_| HeaderValue::from_static("-"))
-            })
-            .clone()
     }
 }
 
@@ -269,7 +214,7 @@ async fn route_request(
     };
     // The text fields only the log line (and egress metrics) read.
     let logging = shared.access_log.enabled();
-    if logging || downstream.is_captured() {
+    if logging || downstream.keeps_authority() {
         entry.authority = Some(authority.clone());
     }
 
@@ -955,7 +900,7 @@ impl Pending {
     fn finish(mut self) {
         self.entry.duration = self.started.elapsed();
         self.entry.bytes_received = self.received.load(Ordering::Relaxed);
-        self.shared.finished(&self.entry);
+        self.shared.finished(&mut self.entry);
     }
 }
 
@@ -1026,6 +971,8 @@ impl Drop for Unanswered {
 
 #[cfg(test)]
 mod tests {
+    use std::{net::SocketAddr, sync::OnceLock};
+
     use super::*;
 
     fn downstream(tls: bool) -> Downstream {

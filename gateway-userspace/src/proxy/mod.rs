@@ -2,15 +2,18 @@
 //! (HTTP/1.1 and h2c, as Envoy's codec AUTO), TLS termination with rustls,
 //! TLS passthrough by SNI and opaque TCP, all from the compiled plan.
 //!
-//! Per connection: accept ([`crate::connection`] caps and deadlines), then
-//! by listener kind: HTTP ([`http`]); TLS: read the ClientHello
-//! ([`client_hello`]), pick the server by SNI ([`tls::select`]), then
-//! terminate ([`tls`]) and serve HTTP or forward, or pass the bytes
-//! through ([`tcp`]); TCP: forward ([`tcp`]).
+//! A connection goes through named phases, listed and called in one file,
+//! [`phases`]: accept ([`listener`]), claim, listener kind, TLS/SNI, HTTP
+//! route, upstream, log. The gateway path serves what the plan's listeners
+//! name; the egress capture ([`egress`]) is a plug-in beside it, reached
+//! only through the narrow [`Hook`] (unserved port, unknown SNI, serve
+//! HTTP or pass, the log entry's verdict), as linkerd2-proxy's outbound
+//! stands beside its inbound.
 pub mod access_log;
 pub mod auto_passthrough;
 pub mod client_cert;
 pub mod client_hello;
+pub mod context;
 mod downstream;
 pub mod egress;
 pub mod http;
@@ -18,6 +21,7 @@ mod lean_redirect;
 mod listener;
 pub mod metrics;
 pub mod origination;
+mod phases;
 pub mod redirect;
 pub mod rewrite;
 pub mod route;
