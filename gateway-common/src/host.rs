@@ -38,6 +38,33 @@ pub const HOST_SUFFIX: u32 = 2;
 /// `HostKey::kind` of the catch-all server host `*` (hash 0).
 pub const HOST_ANY: u32 = 3;
 
+/// Envoy's host precedence, the one rule every host match follows (HTTP
+/// `Host` routing, TLS SNI selection, and the order [`match_host`] looks
+/// hosts up in, which a test holds to it): an exact name, then the longest
+/// `*.suffix`, then `*`. The smaller rank wins. `kind` is [`HOST_EXACT`],
+/// [`HOST_SUFFIX`] or [`HOST_ANY`]; `suffix_len` (of `.suffix`) counts for
+/// a wildcard only.
+#[inline(always)]
+pub const fn host_rank(kind: u32, suffix_len: usize) -> HostRank {
+    HostRank {
+        kind,
+        shorter: if kind == HOST_SUFFIX {
+            usize::MAX - suffix_len
+        } else {
+            0
+        },
+    }
+}
+
+/// A host pattern's place in Envoy's precedence ([`host_rank`]); ordered,
+/// the smaller first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostRank {
+    kind: u32,
+    /// For a wildcard, how much shorter than the longest possible suffix.
+    shorter: usize,
+}
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 

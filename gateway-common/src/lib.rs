@@ -25,10 +25,10 @@ pub use egress::{
     WorkloadCounters, WorkloadKey, egress_allowed, refusal_frame,
 };
 pub use host::{
-    Frame, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostClass, HostKey, HostTable, HostValue,
+    Frame, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostClass, HostKey, HostRank, HostTable, HostValue,
     MAX_FRAME_OFFSET, MAX_HOST_LEN, MAX_HTTP_SCAN, MAX_PAYLOAD_SCAN, MAX_TLS_EXTENSIONS,
-    MAX_WILDCARD_DEPTH, Name, classify_host, find_name, host_class_index, host_hash, host_value,
-    http_host, http_host_value_start, match_host, tls_server_name,
+    MAX_WILDCARD_DEPTH, Name, classify_host, find_name, host_class_index, host_hash, host_rank,
+    host_value, http_host, http_host_value_start, match_host, tls_server_name,
 };
 pub use host_buckets::{
     BucketLookup, HOST_BUCKET_SLOTS, HOST_BUCKETS, HostBucket, HostSlot, host_bucket,

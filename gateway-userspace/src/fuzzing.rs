@@ -93,12 +93,12 @@ pub fn client_hello(data: &[u8]) {
 
 /// A route table with every kind of match and rewrite, compiled once.
 fn fuzz_routes() -> &'static (
-    crate::hosts::HostTable,
+    crate::plan::HostTable,
     Vec<crate::proxy::route::CompiledRoutes>,
 ) {
     use std::sync::OnceLock;
     static ROUTES: OnceLock<(
-        crate::hosts::HostTable,
+        crate::plan::HostTable,
         Vec<crate::proxy::route::CompiledRoutes>,
     )> = OnceLock::new();
     ROUTES.get_or_init(|| {
@@ -148,7 +148,7 @@ spec:
 /// rewrites and redirect never panic, and what they produce is a path.
 pub fn request(data: &[u8]) {
     use crate::{
-        compile::RouteAction,
+        plan::RouteAction,
         proxy::{
             rewrite::{self, RedirectRequest, RegexRewrite},
             route::RequestFacts,

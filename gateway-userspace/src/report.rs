@@ -5,9 +5,8 @@ use gateway_common::{IPPROTO_UDP, ListenerKind};
 use serde_json::{Value, json};
 
 use crate::{
-    compile::{Forward, Listener, Plan, Route, RouteAction, TlsServerKind},
-    hosts::HostTable,
     model::{EndpointAddress, HttpMatch, StringMatch},
+    plan::{Forward, HostTable, Listener, Plan, Route, RouteAction, TlsServerKind},
 };
 
 /// What a client sees for an unresolvable destination of an HTTP route.

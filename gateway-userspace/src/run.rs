@@ -22,6 +22,7 @@ use gateway_userspace::{
     },
     log_pipe, management,
     model::Instance,
+    plan,
     proxy::{self, egress::OutboundPolicy},
     readiness::{self, Readiness},
     stats,
@@ -152,7 +153,7 @@ fn read_config(args: &RunArgs, instance: &Instance) -> anyhow::Result<Config> {
 
 /// A configuration compiled and ready to serve.
 struct Built {
-    plan: compile::Plan,
+    plan: plan::Plan,
     served: proxy::Served,
     /// What the registry lets captured workloads reach (egress).
     registry: Registry,
@@ -169,7 +170,7 @@ fn build(
     instance: &Instance,
     addresses: &[IpAddr],
     options: &proxy::Options,
-    previous: Option<&compile::Plan>,
+    previous: Option<&plan::Plan>,
 ) -> anyhow::Result<Built> {
     let mut plan = compile::plan(&config.model, instance, addresses)?;
     plan.reset_unknown_hosts(&args.reset_unknown_hosts)?;
@@ -697,7 +698,7 @@ async fn forward_kernel_events(logger: gateway_userspace::dataplane::EventLogger
 }
 
 /// Writes what the kernel's counter slots stand for, for `gateway stats`.
-fn write_layout(interface: &str, plan: &compile::Plan) {
+fn write_layout(interface: &str, plan: &plan::Plan) {
     let Some(path) = pins::layout_path(interface) else {
         return;
     };
@@ -751,10 +752,10 @@ impl Reload<'_> {
     async fn run(
         &self,
         why: Trigger,
-        current: &Arc<compile::Plan>,
+        current: &Arc<plan::Plan>,
         dataplane: &mut Dataplane,
         served_tx: &watch::Sender<Arc<proxy::Served>>,
-    ) -> Option<(compile::Plan, Vec<PathBuf>)> {
+    ) -> Option<(plan::Plan, Vec<PathBuf>)> {
         log::info!(
             "{}: reloading the configuration",
             match why {

@@ -6,7 +6,7 @@ use std::{
 
 use gateway_common::{HostClass, IPPROTO_TCP, ListenerKind};
 
-use crate::{compile::Plan, connection::Counters, dataplane::Stats};
+use crate::{connection::Counters, dataplane::Stats, plan::Plan};
 
 /// One counter: its `/stats` name, and its Prometheus family and labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -502,7 +502,7 @@ fn sample(
 }
 
 /// A listener's name in counters: `<bind or *>_<port>_<tcp|udp>`.
-pub fn listener_label(listener: &crate::compile::Listener) -> String {
+pub fn listener_label(listener: &crate::plan::Listener) -> String {
     let bind = listener.bind.map_or("*".to_string(), |ip| ip.to_string());
     let proto = if listener.ip_protocol == gateway_common::IPPROTO_UDP {
         "udp"
@@ -560,7 +560,7 @@ pub struct ReloadCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::DroppedServer;
+    use crate::plan::DroppedServer;
 
     #[test]
     fn dropped_servers_and_route_warnings_are_counted() {

@@ -1,11 +1,7 @@
 //! Configurations shared by the packet tests and the XDP benchmark.
 use std::{net::IpAddr, path::PathBuf};
 
-use gateway_userspace::{
-    compile::{self, Plan},
-    config,
-    model::Instance,
-};
+use gateway_userspace::{compile, config, model::Instance, plan::Plan};
 
 /// HTTP on 80 and TLS passthrough on 443, both for `dataengine.com` and
 /// `*.example.com`; TCP on 9000.

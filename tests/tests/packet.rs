@@ -10,13 +10,14 @@ use gateway_tests::{
     require_root,
 };
 use gateway_userspace::{
-    compile::{self, Plan},
+    compile,
     dataplane::{Dataplane, Stats, StatsReader},
     management,
     model::{
         Bind, Destination, EndpointAddress, ExportTo, Gateway, Instance, Model, Port, Protocol,
         Resolution, Server, ServiceEntry, ServicePort, TcpRoute, VirtualService, WorkloadEntry,
     },
+    plan::Plan,
 };
 
 const XDP_DROP: u32 = 1;

@@ -19,8 +19,8 @@ use gateway_tests::{
     rng::Rng,
 };
 use gateway_userspace::{
-    compile::{KernelHost, Plan},
     dataplane::{Dataplane, Stats, StatsReader},
+    plan::{KernelHost, Plan},
 };
 
 const XDP_PASS: u32 = 2;

@@ -20,8 +20,8 @@ use gateway_tests::{
     rng::Rng,
 };
 use gateway_userspace::{
-    compile::{Plan, addr_key},
     dataplane::{Dataplane, Stats, StatsReader},
+    plan::{Plan, addr_key},
 };
 
 const GW_V4: [u8; 4] = [192, 0, 2, 1];

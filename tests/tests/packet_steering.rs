@@ -14,12 +14,7 @@ use gateway_tests::{
     require_root,
     steer::{self, Steered},
 };
-use gateway_userspace::{
-    compile::{self, Plan},
-    config,
-    dataplane::Dataplane,
-    model::Instance,
-};
+use gateway_userspace::{compile, config, dataplane::Dataplane, model::Instance, plan::Plan};
 
 const GW_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const GW2_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);

@@ -562,3 +562,35 @@ fn the_word_wise_scan_agrees_with_the_byte_wise_one() {
         );
     }
 }
+
+/// The kernel looks a name's hosts up in [`host_rank`] order: with every
+/// kind of pattern that matches a name present, it finds the best ranked
+/// one, and with that one removed, the next.
+#[test]
+fn match_host_looks_hosts_up_in_host_rank_order() {
+    let patterns = [
+        "*",
+        "*.com",
+        "*.example.com",
+        "*.b.example.com",
+        "a.b.example.com",
+    ];
+    let rank = |pattern: &str| match pattern {
+        "*" => host_rank(HOST_ANY, 0),
+        wildcard if wildcard.starts_with('*') => host_rank(HOST_SUFFIX, wildcard.len() - 1),
+        _ => host_rank(HOST_EXACT, 0),
+    };
+    let mut left: Vec<&str> = patterns.to_vec();
+    while !left.is_empty() {
+        let hosts = table(1, &left);
+        let best = (0..left.len())
+            .min_by_key(|&at| rank(left[at]))
+            .expect("a pattern");
+        assert_eq!(
+            tls(&hello_for("a.b.example.com"), &hosts),
+            (HostClass::Known, Some(best as u32)),
+            "{left:?}"
+        );
+        left.remove(best);
+    }
+}

@@ -4,10 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::clusters::{Clusters, qualify};
-use crate::{
-    hosts::{HostIndex, HostPattern},
-    model::{Destination, Model, Resolution},
-};
+use crate::model::{Destination, HostIndex, HostPattern, Model, Resolution};
 
 /// The clusters an AUTO_PASSTHROUGH server with `server_hosts` may reach,
 /// and a warning for each one that cannot be built.

@@ -4,18 +4,17 @@
 use std::{
     cell::OnceCell,
     collections::{BTreeSet, HashMap, HashSet},
-    time::Duration,
 };
 
-use super::{
-    auto_passthrough,
-    clusters::{Clusters, Unresolved},
-};
+use super::{auto_passthrough, clusters::Clusters};
 use crate::{
-    hosts::{HostIndex, HostPattern, HostTable, VirtualHost},
     model::{
-        Destination, Gateway, HeaderOperations, HttpAction, HttpMatch, HttpRedirect, Instance,
-        Model, Protocol, Server, ServerTls, Subnet, TcpMatch, TlsMode, VirtualService,
+        Destination, Gateway, HostIndex, HostPattern, HttpAction, HttpMatch, Instance, Model,
+        Protocol, Server, Subnet, TcpMatch, TlsMode, VirtualService,
+    },
+    plan::{
+        Backend, Cluster, Forward, HostTable, Route, RouteAction, SniRoute, TlsServer,
+        TlsServerKind, VirtualHost,
     },
 };
 
@@ -31,88 +30,6 @@ impl Accepted<'_> {
     pub fn gateway_ref(&self) -> String {
         format!("{}/{}", self.gateway.namespace, self.gateway.name)
     }
-}
-
-/// Weighted backends. A share whose backend could not be resolved answers
-/// 503 on an HTTP route; on a TCP or TLS forward its connections are closed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Forward(pub Vec<Backend>);
-
-/// One weighted share of a [`Forward`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct Backend {
-    pub weight: u32,
-    /// A cluster name, or why there is none.
-    pub target: Result<String, Unresolved>,
-}
-
-/// One HTTP route of a virtual host, in evaluation order.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Route {
-    /// `VirtualService ns/name spec.http[i]`.
-    pub source: String,
-    /// OR'ed; empty matches every request.
-    pub matches: Vec<HttpMatch>,
-    pub action: RouteAction,
-    pub catch_all: bool,
-    /// `headers.request` of the rule, whatever the action.
-    pub request_headers: HeaderOperations,
-    /// `headers.response` of the rule, whatever the action.
-    pub response_headers: HeaderOperations,
-}
-
-/// What a matched HTTP route does.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RouteAction {
-    Forward {
-        backends: Forward,
-        rewrite_uri: Option<String>,
-        /// (RE2 pattern, substitution with `\1` groups) for the path.
-        rewrite_uri_regex: Option<(String, String)>,
-        rewrite_authority: Option<String>,
-        /// None: no timeout, as in Istio.
-        timeout: Option<Duration>,
-    },
-    Redirect(HttpRedirect),
-    DirectResponse {
-        status: u16,
-        body: Option<String>,
-    },
-}
-
-/// A passthrough SNI entry.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SniRoute {
-    pub sni: HostPattern,
-    pub source: String,
-    pub forward: Forward,
-}
-
-/// One server of a TLS listener.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TlsServer {
-    /// `Gateway ns/name spec.servers[i]`.
-    pub source: String,
-    /// SNI names this server answers (`*` answers clients without SNI too).
-    pub hosts: Vec<HostPattern>,
-    pub kind: TlsServerKind,
-}
-
-/// What happens on a TLS server after SNI picked it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TlsServerKind {
-    /// HTTPS terminated here, then HTTP routing.
-    TerminateHttp { tls: ServerTls, hosts: HostTable },
-    /// TLS terminated here, then the first VirtualService `tcp` route.
-    TerminateTcp {
-        tls: ServerTls,
-        route: Option<(Forward, String)>,
-    },
-    /// Not terminated: VirtualService `tls` routes pick the backend by SNI.
-    Passthrough { routes: Vec<SniRoute> },
-    /// AUTO_PASSTHROUGH: the SNI (`outbound_.<port>_.<subset>_.<host>`)
-    /// names the cluster; only these clusters can be named.
-    AutoPassthrough { clusters: BTreeSet<String> },
 }
 
 /// Where a forward's unresolvable share fails: an HTTP route can answer
@@ -171,7 +88,7 @@ impl<'m> Binder<'m> {
     /// The clusters built and the warnings collected, each once in the
     /// order first found (a VirtualService bound through two Gateways that
     /// merge into one listener is bound twice).
-    pub fn finish(self) -> (Vec<super::Cluster>, Vec<String>) {
+    pub fn finish(self) -> (Vec<Cluster>, Vec<String>) {
         let mut seen = HashSet::new();
         let warnings = self
             .warnings

@@ -1,67 +1,11 @@
 //! Destinations -> clusters: a route's `host`/`port`/`subset` resolved
 //! through ServiceEntries and DestinationRules to concrete endpoints.
-use std::{
-    cmp::Reverse,
-    collections::{BTreeMap, HashMap},
-};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::{
-    hosts::{HostIndex, HostPattern},
-    model::{Destination, EndpointAddress, Model, Resolution, TrafficPolicy},
+    model::{Destination, EndpointAddress, HostIndex, HostPattern, Model, Resolution},
+    plan::{Cluster, Endpoint, Unresolved},
 };
-
-/// A backend service at one port (and subset), with its endpoints.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cluster {
-    /// Istio's name: `outbound|<port>|<subset>|<host>`.
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub subset: Option<String>,
-    /// The ServiceEntry port's protocol (`HTTP`, `HTTP2`, `GRPC`, `TCP`, ...).
-    pub protocol: Option<String>,
-    pub endpoints: Vec<Endpoint>,
-    /// The DestinationRule policy, with the subset's policy in its place if it has one.
-    pub policy: TrafficPolicy,
-}
-
-/// One address a cluster connects to.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Endpoint {
-    pub address: EndpointAddress,
-    pub port: u16,
-    pub weight: u32,
-}
-
-/// Why a destination resolves to no cluster. The route keeps it: requests
-/// routed there get 503 (HTTP), connections are closed (TCP, TLS).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Unresolved {
-    #[error("no ServiceEntry declares host {host}")]
-    NoServiceEntry { host: String },
-    #[error("destination port required: {host} has {ports} ports")]
-    PortRequired { host: String, ports: usize },
-    #[error("ServiceEntry {entry} has no port {port}")]
-    NoSuchPort { entry: String, port: u16 },
-    #[error("ServiceEntry {entry} declares no ports")]
-    NoPorts { entry: String },
-    #[error(
-        "ServiceEntry {entry} has resolution DYNAMIC_DNS, which this gateway does not serve yet"
-    )]
-    DynamicDns { entry: String },
-    #[error("subset {subset} needs a DestinationRule for {host}")]
-    SubsetWithoutRule { subset: String, host: String },
-    #[error("subset {subset} is not defined in DestinationRule {rule}")]
-    UnknownSubset { subset: String, rule: String },
-    #[error(
-        "ServiceEntry {entry} has resolution NONE: a gateway has no original destination to forward to"
-    )]
-    ResolutionNone { entry: String },
-    #[error("subset {subset} of {host} selects no endpoints")]
-    SubsetWithoutEndpoints { subset: String, host: String },
-    #[error("{host} has no endpoints")]
-    NoEndpoints { host: String },
-}
 
 /// Resolves destinations, building each cluster once.
 pub struct Clusters<'m> {
@@ -94,20 +38,14 @@ pub fn qualify(host: &str, namespace: &str) -> String {
     }
 }
 
-/// How specific a matching host pattern is: smaller is more specific.
-type Rank = (u8, Reverse<usize>);
+/// How specific a matching host pattern is: smaller is more specific
+/// (Envoy's host precedence, [`HostPattern::rank`]).
+type Rank = gateway_common::HostRank;
 
 /// How specifically `pattern` covers `host`, if it does: exact, then
 /// longest wildcard, then `*`.
 fn specificity(pattern: &HostPattern, host: &str) -> Option<Rank> {
-    match pattern {
-        HostPattern::Exact(name) if name == host => Some((0, Reverse(0))),
-        HostPattern::Suffix(suffix) if host.len() > suffix.len() && host.ends_with(suffix) => {
-            Some((1, Reverse(suffix.len())))
-        }
-        HostPattern::Any => Some((2, Reverse(0))),
-        _ => None,
-    }
+    pattern.rank_for(host)
 }
 
 /// The hosts of resources (`hosts` of each, written in its `namespace`),

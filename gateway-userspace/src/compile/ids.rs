@@ -5,29 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gateway_common::ListenerKey;
 
-use super::Plan;
-use crate::hosts::HostPattern;
-
-/// The lowest ids not in use, in order.
-pub(super) struct FreeIds {
-    used: BTreeSet<u32>,
-    next: u32,
-}
-
-impl FreeIds {
-    pub(super) fn new(used: BTreeSet<u32>) -> Self {
-        FreeIds { used, next: 0 }
-    }
-
-    pub(super) fn take(&mut self) -> u32 {
-        while self.used.contains(&self.next) {
-            self.next += 1;
-        }
-        let id = self.next;
-        self.used.insert(id);
-        id
-    }
-}
+use crate::plan::{HostPattern, Plan, kernel::FreeIds};
 
 impl Plan {
     /// Gives the listeners and kernel hosts this plan shares with

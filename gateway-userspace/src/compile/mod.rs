@@ -1,5 +1,7 @@
-//! Model -> plan: a pure, deterministic function. The plan is everything
-//! the kernel maps and the proxy need; nothing else decides what is served.
+//! Model -> plan: a pure, deterministic function. The plan
+//! ([`crate::plan`]) is everything the kernel maps and the proxy need;
+//! nothing else decides what is served. This module holds only the
+//! functions that build it.
 mod auto_passthrough;
 mod bind;
 mod clusters;
@@ -10,153 +12,16 @@ use std::{
     net::IpAddr,
 };
 
-pub use self::{
-    bind::{Backend, Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
-    clusters::{Cluster, Endpoint, Unresolved},
-};
-
 use gateway_common::{
-    ADDR_ANY, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostKey, HostValue, IPPROTO_TCP, IPPROTO_UDP,
-    LISTENER_RESET_UNKNOWN_HOSTS, ListenerKey, ListenerKind, ListenerValue, MAX_HOSTS,
-    MAX_LISTENERS, MAX_LOCAL_ADDRS, PORT_BOUND, PORT_WILDCARD, PortValue, host_hash, ipv4_mapped,
-    port_index,
+    IPPROTO_TCP, IPPROTO_UDP, ListenerKind, MAX_HOSTS, MAX_LISTENERS, MAX_LOCAL_ADDRS,
 };
 
 use crate::{
-    hosts::{HostPattern, HostTable},
-    model::{Bind, Gateway, Instance, Model, Protocol},
+    model::{Bind, Gateway, HostPattern, Instance, Model, Protocol},
+    plan::{DroppedServer, HttpListener, Listener, Plan, TcpListener, TlsListener},
 };
 
-/// What to program into the kernel and the proxy.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Plan {
-    /// One per (bind, port, L4 protocol), sorted; `id` is the index.
-    pub listeners: Vec<Listener>,
-    /// The gateway's own addresses, sorted and de-duplicated.
-    pub local_addrs: Vec<IpAddr>,
-    /// Plaintext HTTP listeners the proxy serves, sorted by (bind, port).
-    pub http: Vec<HttpListener>,
-    /// TLS listeners: per server, its SNI hosts and what happens after the handshake.
-    pub tls: Vec<TlsListener>,
-    /// Opaque TCP listeners and where they forward.
-    pub tcp: Vec<TcpListener>,
-    /// Every backend a route refers to, by name.
-    pub clusters: Vec<Cluster>,
-    /// Servers left out, each with the reason; never silent.
-    pub dropped: Vec<DroppedServer>,
-    /// Problems found while binding routes (unresolvable destinations,
-    /// duplicate SNI hosts, ...): served, but not as written.
-    pub warnings: Vec<String>,
-    /// Kernel host ids kept from the plan this one replaces, by (listener
-    /// id, pattern) ([`Plan::keep_ids_from`]); empty for a first plan.
-    pub host_ids: BTreeMap<(u32, HostPattern), u32>,
-}
-
-/// A TLS port: one entry per server that shares it, matched by SNI.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TlsListener {
-    pub listener_id: u32,
-    pub bind: Option<IpAddr>,
-    pub port: u16,
-    pub servers: Vec<TlsServer>,
-    /// Plaintext HTTP servers sharing the port: connections that do not
-    /// start with a TLS record are served by these virtual hosts.
-    pub plaintext: Option<HostTable>,
-}
-
-/// An opaque TCP port.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TcpListener {
-    pub listener_id: u32,
-    pub bind: Option<IpAddr>,
-    pub port: u16,
-    /// Where connections go; from the first VirtualService `tcp` rule that binds.
-    pub route: Forward,
-    /// `VirtualService ns/name spec.tcp[i]` the route came from.
-    pub source: String,
-}
-
-/// A destination the kernel passes to the stack.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Listener {
-    pub id: u32,
-    /// `None` = every gateway address.
-    pub bind: Option<IpAddr>,
-    pub port: u16,
-    pub ip_protocol: u8,
-    pub kind: ListenerKind,
-    /// The kernel resets connections whose first data segment names a
-    /// host no server here accepts (`--reset-unknown-hosts`).
-    pub reset_unknown_hosts: bool,
-}
-
-impl Listener {
-    /// The `LISTENERS` map key.
-    pub fn key(&self) -> ListenerKey {
-        ListenerKey {
-            addr: self.bind.map_or(ADDR_ANY, addr_key),
-            port: self.port,
-            protocol: self.ip_protocol,
-            pad: 0,
-        }
-    }
-
-    /// The `LISTENERS` map value.
-    pub fn value(&self) -> ListenerValue {
-        ListenerValue {
-            id: self.id,
-            kind: self.kind as u32,
-            flags: if self.reset_unknown_hosts {
-                LISTENER_RESET_UNKNOWN_HOSTS
-            } else {
-                0
-            },
-        }
-    }
-}
-
-/// A server host of a listener, as the kernel classifies the listener's
-/// first data segments (TLS SNI, HTTP `Host`) against.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelHost {
-    /// Index into the kernel's per-host counters.
-    pub id: u32,
-    pub listener_id: u32,
-    pub pattern: HostPattern,
-}
-
-impl KernelHost {
-    /// The `HOSTS` map key.
-    pub fn key(&self) -> HostKey {
-        let (kind, hash) = match &self.pattern {
-            HostPattern::Exact(name) => (HOST_EXACT, host_hash(name.as_bytes())),
-            HostPattern::Suffix(suffix) => (HOST_SUFFIX, host_hash(suffix.as_bytes())),
-            HostPattern::Any => (HOST_ANY, 0),
-        };
-        HostKey {
-            listener: self.listener_id,
-            kind,
-            hash,
-        }
-    }
-
-    /// The `HOSTS` map value.
-    pub fn value(&self) -> HostValue {
-        HostValue {
-            id: self.id,
-            pad: 0,
-        }
-    }
-}
-
 impl Plan {
-    /// The `PORTS` entries: per (protocol, port), the listener on every
-    /// gateway address and whether address-bound listeners exist. Ports
-    /// without listeners are absent (zero in the kernel's array).
-    pub fn ports(&self) -> BTreeMap<u32, PortValue> {
-        ports_of(self.listeners.iter().map(|l| (l.key(), l.value())))
-    }
-
     /// Turns on the kernel's reset of unknown hosts for the HTTP and TLS
     /// listeners on each of `ports`. A port with no such listener is an
     /// error: the option would silently do nothing there.
@@ -175,79 +40,6 @@ impl Plan {
         }
         Ok(())
     }
-
-    /// Every listener's server hosts for the kernel: an HTTP port's
-    /// virtual hosts, a TLS port's SNI hosts and the virtual hosts of the
-    /// plaintext servers sharing it. De-duplicated per listener; ids count
-    /// up in (listener, pattern) order, so the same plan gives the same ids.
-    pub fn kernel_hosts(&self) -> Vec<KernelHost> {
-        let wanted: BTreeSet<(u32, HostPattern)> = self
-            .kernel_host_keys()
-            .into_iter()
-            .map(|(listener, pattern)| (listener, pattern.clone()))
-            .collect();
-        // Ids kept from the previous plan first, then the lowest free ones.
-        let used: BTreeSet<u32> = wanted
-            .iter()
-            .filter_map(|key| self.host_ids.get(key).copied())
-            .collect();
-        let mut free = ids::FreeIds::new(used);
-        wanted
-            .into_iter()
-            .map(|(listener_id, pattern)| {
-                let id = match self.host_ids.get(&(listener_id, pattern.clone())) {
-                    Some(id) => *id,
-                    None => free.take(),
-                };
-                KernelHost {
-                    id,
-                    listener_id,
-                    pattern,
-                }
-            })
-            .collect()
-    }
-
-    /// The (listener, host pattern) pairs the kernel's host table holds,
-    /// borrowed: counting them copies no name.
-    fn kernel_host_keys(&self) -> BTreeSet<(u32, &HostPattern)> {
-        let mut wanted = BTreeSet::new();
-        for listener in &self.http {
-            for host in listener.hosts.hosts() {
-                wanted.insert((listener.listener_id, &host.pattern));
-            }
-        }
-        for listener in &self.tls {
-            for server in &listener.servers {
-                for pattern in &server.hosts {
-                    wanted.insert((listener.listener_id, pattern));
-                }
-            }
-            for host in listener.plaintext.iter().flat_map(HostTable::hosts) {
-                wanted.insert((listener.listener_id, &host.pattern));
-            }
-        }
-        wanted
-    }
-}
-
-/// A plaintext HTTP port and the virtual hosts it serves.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HttpListener {
-    pub listener_id: u32,
-    pub bind: Option<IpAddr>,
-    pub port: u16,
-    pub hosts: HostTable,
-}
-
-/// A server that is not served, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DroppedServer {
-    /// `namespace/name` of the Gateway.
-    pub gateway: String,
-    /// Index in `spec.servers`.
-    pub server: usize,
-    pub reason: String,
 }
 
 /// Why a configuration cannot be compiled at all.
@@ -275,35 +67,6 @@ pub enum CompileError {
         "--reset-unknown-hosts {port}: no HTTP or TLS server listens on port {port}, so no host could be checked there"
     )]
     NoHostListener { port: u16 },
-}
-
-/// The `PORTS` entries for `LISTENERS` entries: what [`Plan::ports`]
-/// writes, and what a restarted daemon finds in the pinned maps it adopts.
-pub fn ports_of(
-    listeners: impl IntoIterator<Item = (ListenerKey, ListenerValue)>,
-) -> BTreeMap<u32, PortValue> {
-    let mut ports: BTreeMap<u32, PortValue> = BTreeMap::new();
-    for (key, value) in listeners {
-        let Some(index) = port_index(key.protocol, key.port) else {
-            continue;
-        };
-        let entry = ports.entry(index).or_default();
-        if key.addr == ADDR_ANY {
-            entry.wildcard = value;
-            entry.flags |= PORT_WILDCARD;
-        } else {
-            entry.flags |= PORT_BOUND;
-        }
-    }
-    ports
-}
-
-/// The 16-byte map form of an address (IPv4 mapped into IPv6).
-pub fn addr_key(addr: IpAddr) -> [u8; 16] {
-    match addr {
-        IpAddr::V4(v4) => ipv4_mapped(v4.octets()),
-        IpAddr::V6(v6) => v6.octets(),
-    }
 }
 
 /// One (bind, port, L4 protocol) while servers are being merged.

@@ -9,6 +9,8 @@ use crate::model::{
     Port, Resolution, Server, ServerTls, ServiceEntry, ServicePort, StringMatch, TcpRoute,
     TlsMatch, TlsMode, TlsRoute, VirtualService, WorkloadEntry,
 };
+#[allow(unused_imports)]
+use crate::plan::*;
 
 const HOSTS: &[&str] = &[
     "a.example.com",
@@ -226,7 +228,7 @@ fn model() -> impl Strategy<Value = Model> {
     })
 }
 
-fn host_backends<'a>(hosts: &'a HostTable, out: &mut Vec<&'a bind::Backend>) {
+fn host_backends<'a>(hosts: &'a HostTable, out: &mut Vec<&'a Backend>) {
     for vhost in hosts.hosts() {
         for route in &vhost.routes {
             if let RouteAction::Forward { backends, .. } = &route.action {
@@ -237,7 +239,7 @@ fn host_backends<'a>(hosts: &'a HostTable, out: &mut Vec<&'a bind::Backend>) {
 }
 
 /// Every backend of every route.
-fn backends(plan: &Plan) -> Vec<&bind::Backend> {
+fn backends(plan: &Plan) -> Vec<&Backend> {
     let mut out = Vec::new();
     for http in &plan.http {
         host_backends(&http.hosts, &mut out);

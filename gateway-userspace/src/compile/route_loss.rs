@@ -5,8 +5,7 @@
 //! refused when it does it; an explicit `gateway reload` applies it.
 use std::{collections::BTreeMap, net::IpAddr};
 
-use super::{Plan, TlsServerKind};
-use crate::hosts::HostTable;
+use crate::plan::{HostTable, Plan, TlsServerKind};
 
 /// The listeners (`bind:port`) that serve something in `previous` and
 /// nothing in `next`, while `next` still has them.

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use super::*;
+#[allow(unused_imports)]
+use crate::plan::*;
 use crate::{
     config::{Severity, load_sources},
     model::Instance,

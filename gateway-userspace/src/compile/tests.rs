@@ -8,6 +8,8 @@ use crate::model::{
     Resolution, Server, ServerTls, ServiceEntry, ServicePort, TcpRoute, TlsMode, VirtualService,
     WorkloadEntry,
 };
+#[allow(unused_imports)]
+use crate::plan::*;
 
 fn server(port: u16, protocol: Protocol, hosts: &[&str], redirect: bool) -> Server {
     Server {

@@ -9,12 +9,9 @@ use super::{
     headers, rules,
     yaml::{Node, Value},
 };
-use crate::{
-    hosts::{HostIndex, HostPattern},
-    model::{
-        Destination, HttpAction, HttpMatch, HttpRedirect, HttpRoute, StringMatch, Subnet, TcpMatch,
-        TcpRoute, TlsMatch, TlsRoute, VirtualService,
-    },
+use crate::model::{
+    Destination, HostIndex, HostPattern, HttpAction, HttpMatch, HttpRedirect, HttpRoute,
+    StringMatch, Subnet, TcpMatch, TcpRoute, TlsMatch, TlsRoute, VirtualService,
 };
 
 const SPEC_FIELDS: &[&str] = &["hosts", "gateways", "http", "tls", "tcp", "exportTo"];

@@ -14,7 +14,7 @@ use aya::{
 use gateway_common::{EgressPolicy, WorkloadCounters, WorkloadKey, map_names};
 
 use super::{Dataplane, DataplaneError};
-use crate::{compile::addr_key, egress::Cidr};
+use crate::{egress::Cidr, plan::addr_key};
 
 /// Name of the TC program in the object (`gateway-ebpf/src/main.rs`).
 pub const GUARD_PROGRAM_NAME: &str = "tc_egress_guard";

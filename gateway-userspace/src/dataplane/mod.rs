@@ -28,7 +28,7 @@ pub use self::{
     egress::{AllowedChange, EgressMaps, GUARD_PROGRAM_NAME, Workload, Workloads, key_addr},
     error::DataplaneError,
 };
-use crate::compile::{Plan, addr_key};
+use crate::plan::{Plan, addr_key};
 
 /// Name of the XDP function in the object (`gateway-ebpf/src/main.rs`).
 pub const PROGRAM_NAME: &str = "xdp_ingress";
@@ -214,7 +214,7 @@ impl Dataplane {
                 name: map_names::LISTENERS,
                 source,
             })?;
-        dataplane.ports = crate::compile::ports_of(listeners.iter().filter_map(Result::ok));
+        dataplane.ports = crate::plan::ports_of(listeners.iter().filter_map(Result::ok));
         Ok(dataplane)
     }
 

@@ -1,10 +1,12 @@
 //! The validated configuration the compiler works from: plain Rust values,
 //! no YAML, no kernel types beyond the listener kind.
 mod gateway;
+mod host;
 mod subnet;
 mod traffic;
 
 pub use gateway::*;
+pub use host::*;
 pub use subnet::*;
 pub use traffic::*;
 

@@ -3,10 +3,7 @@
 //! `model.BuildDNSSrvSubsetKey`) and the bytes go there unchanged.
 use std::collections::BTreeSet;
 
-use crate::{
-    compile::{Backend, Forward},
-    hosts::HostPattern,
-};
+use crate::plan::{Backend, Forward, HostPattern};
 
 /// The ALPN values an Istio mTLS client offers; Istio's auto-passthrough
 /// filter chains match only these (`listener.go::allIstioMtlsALPNs`), so

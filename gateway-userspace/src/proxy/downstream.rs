@@ -30,8 +30,8 @@ use super::{
     tcp::{self, CopyEnd},
 };
 use crate::{
-    compile::Forward,
     connection::{Activity, Expiry, Gate, with_deadlines},
+    plan::Forward,
 };
 
 /// Concurrent HTTP/2 streams per connection (Envoy's default is 2^31-1;

@@ -30,9 +30,8 @@ use super::{
     upstream::{self, UpstreamError, UpstreamProtocol},
 };
 use crate::{
-    compile::{Backend, Route, RouteAction},
-    hosts::HostTable,
     model::{HeaderOperations, StringMatch},
+    plan::{Backend, HostTable, Route, RouteAction},
 };
 
 /// Every body the proxy sends or forwards.

@@ -27,7 +27,7 @@ use tokio::{
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use super::tls::{TlsSetupError, read_chain, read_key};
-use crate::{compile::Cluster, model::ClientTls};
+use crate::{model::ClientTls, plan::Cluster};
 
 /// The system's trusted roots (Debian's `ca-certificates`).
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";

@@ -1,7 +1,7 @@
 //! What the gateway answers from the request head alone, before any route
 //! is looked at: bad heads, unknown hosts, the `tls.httpsRedirect` 301.
 //! Pure so the Istio/Envoy contract is pinned by unit tests.
-use crate::hosts::HostTable;
+use crate::plan::HostTable;
 
 /// The proxy's answer to one request head.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +104,7 @@ fn is_valid_authority(authority: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hosts::{HostPattern, VirtualHost};
+    use crate::plan::{HostPattern, VirtualHost};
 
     fn dataengine() -> HostTable {
         HostTable::new([VirtualHost {
@@ -250,7 +250,7 @@ mod tests {
     }
 
     fn routed() -> HostTable {
-        use crate::compile::{Route, RouteAction};
+        use crate::plan::{Route, RouteAction};
         HostTable::new([VirtualHost {
             pattern: HostPattern::from_server_host("dataengine.com"),
             https_redirect: true,

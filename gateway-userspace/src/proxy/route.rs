@@ -31,8 +31,8 @@ use hyper::header::{HeaderMap, HeaderName};
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::{
-    compile::Route,
     model::{HttpMatch, StringMatch},
+    plan::Route,
 };
 
 /// The request facts routing depends on.

@@ -17,10 +17,7 @@ use super::{
     http::VirtualHosts,
     tls, upstream,
 };
-use crate::{
-    compile::{Forward, Plan, SniRoute, TlsServerKind},
-    hosts::HostPattern,
-};
+use crate::plan::{Forward, HostPattern, Plan, SniRoute, TlsServerKind};
 
 /// What one listener serves.
 #[derive(Debug)]

@@ -23,7 +23,7 @@ use super::{
     origination::UpstreamIo,
     upstream::{UpstreamCluster, UpstreamError, Upstreams, random, weighted},
 };
-use crate::compile::{Backend, Forward};
+use crate::plan::{Backend, Forward};
 
 /// A connected backend and how it was chosen.
 #[derive(Debug)]

@@ -14,8 +14,8 @@ use rustls::{
 
 use super::client_cert::{PinnedVerifier, Pins};
 use crate::{
-    hosts::HostPattern,
     model::{ServerTls, TlsMode, TlsVersion},
+    plan::HostPattern,
 };
 
 /// ALPN offered on every terminating server, as Istio configures Envoy.
@@ -238,34 +238,14 @@ pub(super) fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsSetupErr
 
 /// The entry of `servers` whose hosts match `sni` most specifically, as
 /// Envoy's filter-chain match does: exact name, then longest `*.suffix`,
-/// then a `*` server, which also takes clients that send no SNI.
+/// then a `*` server, which also takes clients that send no SNI
+/// ([`crate::model::best_match`], the one host precedence rule).
 pub fn select<'a, T>(
     servers: &'a [T],
     hosts: impl Fn(&T) -> &[HostPattern],
     sni: Option<&str>,
 ) -> Option<&'a T> {
-    let mut best: Option<(u8, usize, &T)> = None;
-    for server in servers {
-        for pattern in hosts(server) {
-            let rank = match (pattern, sni) {
-                (HostPattern::Exact(name), Some(sni)) if name == sni => (0, usize::MAX),
-                (HostPattern::Suffix(suffix), Some(sni))
-                    if sni.len() > suffix.len() && sni.ends_with(suffix.as_str()) =>
-                {
-                    (1, suffix.len())
-                }
-                (HostPattern::Any, _) => (2, 0),
-                _ => continue,
-            };
-            // Lower class wins; within wildcards, the longer suffix; first server on ties.
-            let better = best
-                .is_none_or(|(class, len, _)| rank.0 < class || (rank.0 == class && rank.1 > len));
-            if better {
-                best = Some((rank.0, rank.1, server));
-            }
-        }
-    }
-    best.map(|(_, _, server)| server)
+    crate::model::best_match(servers, |server| hosts(server), sni)
 }
 
 /// A fatal TLS alert record, sent before any handshake message of ours.

@@ -30,8 +30,8 @@ use super::{
     origination::{Origination, UpstreamIo, origination},
 };
 use crate::{
-    compile::{Cluster, Endpoint},
     model::{EndpointAddress, LoadBalancer},
+    plan::{Cluster, Endpoint},
 };
 
 /// Istio's default upstream connect timeout (`connectTimeout`).

@@ -160,7 +160,7 @@ fn main() -> anyhow::Result<()> {
 /// buffer, which nobody reads here), interleaved in the same rounds.
 fn log_cost(
     off: &mut Dataplane,
-    plan: &gateway_userspace::compile::Plan,
+    plan: &gateway_userspace::plan::Plan,
     repeat: u32,
     rounds: usize,
 ) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 
 use super::*;
-use crate::hosts::{HostPattern, HostTable, VirtualHost};
+use crate::plan::{HostPattern, HostTable, VirtualHost};
 
 fn redirecting() -> VirtualHosts {
     VirtualHosts::new(HostTable::new([VirtualHost {

@@ -1,0 +1,103 @@
+//! The plan: the typed output of [`crate::compile`], everything the proxy
+//! and the dataplane read. Proxy and dataplane import this module (and
+//! `gateway-common`), never `config` or `compile`; the kernel's map keys
+//! and values are in [`kernel`], the only place besides the dataplane that
+//! knows the kernel's ABI.
+mod cluster;
+mod hosts;
+pub mod kernel;
+mod route;
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+pub use gateway_common::ListenerKind;
+
+pub use self::{
+    cluster::{Cluster, Endpoint, Unresolved},
+    hosts::{HostTable, VirtualHost},
+    kernel::{KernelHost, addr_key, ports_of},
+    route::{Backend, Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
+};
+pub use crate::model::HostPattern;
+
+/// What to program into the kernel and the proxy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// One per (bind, port, L4 protocol), sorted; `id` is the index.
+    pub listeners: Vec<Listener>,
+    /// The gateway's own addresses, sorted and de-duplicated.
+    pub local_addrs: Vec<IpAddr>,
+    /// Plaintext HTTP listeners the proxy serves, sorted by (bind, port).
+    pub http: Vec<HttpListener>,
+    /// TLS listeners: per server, its SNI hosts and what happens after the handshake.
+    pub tls: Vec<TlsListener>,
+    /// Opaque TCP listeners and where they forward.
+    pub tcp: Vec<TcpListener>,
+    /// Every backend a route refers to, by name.
+    pub clusters: Vec<Cluster>,
+    /// Servers left out, each with the reason; never silent.
+    pub dropped: Vec<DroppedServer>,
+    /// Problems found while binding routes (unresolvable destinations,
+    /// duplicate SNI hosts, ...): served, but not as written.
+    pub warnings: Vec<String>,
+    /// Kernel host ids kept from the plan this one replaces, by (listener
+    /// id, pattern) ([`Plan::keep_ids_from`]); empty for a first plan.
+    pub host_ids: BTreeMap<(u32, HostPattern), u32>,
+}
+
+/// A TLS port: one entry per server that shares it, matched by SNI.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsListener {
+    pub listener_id: u32,
+    pub bind: Option<IpAddr>,
+    pub port: u16,
+    pub servers: Vec<TlsServer>,
+    /// Plaintext HTTP servers sharing the port: connections that do not
+    /// start with a TLS record are served by these virtual hosts.
+    pub plaintext: Option<HostTable>,
+}
+
+/// An opaque TCP port.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TcpListener {
+    pub listener_id: u32,
+    pub bind: Option<IpAddr>,
+    pub port: u16,
+    /// Where connections go; from the first VirtualService `tcp` rule that binds.
+    pub route: Forward,
+    /// `VirtualService ns/name spec.tcp[i]` the route came from.
+    pub source: String,
+}
+
+/// A destination the kernel passes to the stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub id: u32,
+    /// `None` = every gateway address.
+    pub bind: Option<IpAddr>,
+    pub port: u16,
+    pub ip_protocol: u8,
+    pub kind: ListenerKind,
+    /// The kernel resets connections whose first data segment names a
+    /// host no server here accepts (`--reset-unknown-hosts`).
+    pub reset_unknown_hosts: bool,
+}
+
+/// A plaintext HTTP port and the virtual hosts it serves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpListener {
+    pub listener_id: u32,
+    pub bind: Option<IpAddr>,
+    pub port: u16,
+    pub hosts: HostTable,
+}
+
+/// A server that is not served, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedServer {
+    /// `namespace/name` of the Gateway.
+    pub gateway: String,
+    /// Index in `spec.servers`.
+    pub server: usize,
+    pub reason: String,
+}
