@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 
 use crate::{
     model::{EndpointAddress, HttpMatch, StringMatch},
-    plan::{Forward, HostTable, Listener, Plan, Route, RouteAction, TlsServerKind},
+    plan::{
+        Cluster, ClusterId, Forward, HostTable, Listener, Plan, Route, RouteAction, TlsServerKind,
+    },
 };
 
 /// What a client sees for an unresolvable destination of an HTTP route.
@@ -75,21 +77,26 @@ fn match_text(m: &HttpMatch) -> String {
 
 /// `unresolved` is what a client sees for a share without a backend:
 /// `503` on an HTTP route, `connection closed` on a TCP or TLS forward.
-fn forward_text(forward: &Forward, unresolved: &str) -> String {
+fn forward_text(forward: &Forward, unresolved: &str, clusters: &[Cluster]) -> String {
     forward
         .0
         .iter()
         .map(|b| match &b.target {
-            Ok(cluster) => format!("{cluster} ({})", b.weight),
+            Ok(id) => format!("{} ({})", cluster_name(clusters, *id), b.weight),
             Err(reason) => format!("{unresolved}: {reason} ({})", b.weight),
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-fn action_text(action: &RouteAction) -> String {
+/// The name of the cluster `id` names.
+fn cluster_name(clusters: &[Cluster], id: ClusterId) -> &str {
+    clusters.get(id.index()).map_or("?", |c| c.name.as_str())
+}
+
+fn action_text(action: &RouteAction, clusters: &[Cluster]) -> String {
     match action {
-        RouteAction::Forward { backends, .. } => forward_text(backends, HTTP_UNRESOLVED),
+        RouteAction::Forward { backends, .. } => forward_text(backends, HTTP_UNRESOLVED, clusters),
         RouteAction::Redirect(r) => format!(
             "{} to {}{}{}",
             r.code,
@@ -104,7 +111,7 @@ fn action_text(action: &RouteAction) -> String {
     }
 }
 
-fn route_text(route: &Route) -> String {
+fn route_text(route: &Route, clusters: &[Cluster]) -> String {
     let matches = if route.matches.is_empty() {
         "any".to_string()
     } else {
@@ -117,12 +124,12 @@ fn route_text(route: &Route) -> String {
     };
     format!(
         "{matches} -> {}  [{}]",
-        action_text(&route.action),
+        action_text(&route.action, clusters),
         route.source
     )
 }
 
-fn hosts_table(out: &mut String, hosts: &HostTable, indent: &str) {
+fn hosts_table(out: &mut String, hosts: &HostTable, indent: &str, clusters: &[Cluster]) {
     for host in hosts.hosts() {
         if host.https_redirect {
             let _ = writeln!(out, "{indent}host {}  -> 301 to https", host.pattern);
@@ -131,7 +138,7 @@ fn hosts_table(out: &mut String, hosts: &HostTable, indent: &str) {
         } else {
             let _ = writeln!(out, "{indent}host {}", host.pattern);
             for route in &host.routes {
-                let _ = writeln!(out, "{indent}  {}", route_text(route));
+                let _ = writeln!(out, "{indent}  {}", route_text(route, clusters));
             }
         }
     }
@@ -159,7 +166,7 @@ pub fn table(plan: &Plan) -> String {
             listener.id
         );
         if let Some(http) = plan.http.iter().find(|h| h.listener_id == listener.id) {
-            hosts_table(&mut out, &http.hosts, "    ");
+            hosts_table(&mut out, &http.hosts, "    ", &plan.clusters);
         }
         if let Some(tls) = plan.tls.iter().find(|t| t.listener_id == listener.id) {
             for server in &tls.servers {
@@ -184,7 +191,7 @@ pub fn table(plan: &Plan) -> String {
                 );
                 match &server.kind {
                     TlsServerKind::TerminateHttp { hosts, .. } => {
-                        hosts_table(&mut out, hosts, "      ")
+                        hosts_table(&mut out, hosts, "      ", &plan.clusters)
                     }
                     TlsServerKind::TerminateTcp {
                         route: Some((forward, source)),
@@ -193,7 +200,7 @@ pub fn table(plan: &Plan) -> String {
                         let _ = writeln!(
                             out,
                             "      -> {}  [{source}]",
-                            forward_text(forward, CONNECTION_UNRESOLVED)
+                            forward_text(forward, CONNECTION_UNRESOLVED, &plan.clusters)
                         );
                     }
                     TlsServerKind::TerminateTcp { route: None, .. } => {
@@ -205,7 +212,7 @@ pub fn table(plan: &Plan) -> String {
                                 out,
                                 "      sni {} -> {}  [{}]",
                                 route.sni,
-                                forward_text(&route.forward, CONNECTION_UNRESOLVED),
+                                forward_text(&route.forward, CONNECTION_UNRESOLVED, &plan.clusters),
                                 route.source
                             );
                         }
@@ -215,7 +222,7 @@ pub fn table(plan: &Plan) -> String {
                             writeln!(out, "      -> no cluster to reach: connections are closed");
                     }
                     TlsServerKind::AutoPassthrough { clusters } => {
-                        for cluster in clusters {
+                        for cluster in clusters.keys() {
                             let _ = writeln!(out, "      may reach {cluster}");
                         }
                     }
@@ -226,7 +233,7 @@ pub fn table(plan: &Plan) -> String {
             let _ = writeln!(
                 out,
                 "    -> {}  [{}]",
-                forward_text(&tcp.route, CONNECTION_UNRESOLVED),
+                forward_text(&tcp.route, CONNECTION_UNRESOLVED, &plan.clusters),
                 tcp.source
             );
         }
@@ -264,20 +271,20 @@ pub fn table(plan: &Plan) -> String {
     out
 }
 
-fn forward_json(forward: &Forward) -> Value {
+fn forward_json(forward: &Forward, clusters: &[Cluster]) -> Value {
     Value::Array(
         forward
             .0
             .iter()
             .map(|b| match &b.target {
-                Ok(cluster) => json!({"cluster": cluster, "weight": b.weight}),
+                Ok(id) => json!({"cluster": cluster_name(clusters, *id), "weight": b.weight}),
                 Err(reason) => json!({"unavailable": reason.to_string(), "weight": b.weight}),
             })
             .collect(),
     )
 }
 
-fn hosts_json(hosts: &HostTable) -> Value {
+fn hosts_json(hosts: &HostTable, clusters: &[Cluster]) -> Value {
     Value::Array(
         hosts
             .hosts()
@@ -286,7 +293,7 @@ fn hosts_json(hosts: &HostTable) -> Value {
                 let routes: Vec<Value> = host
                     .routes
                     .iter()
-                    .map(|r| json!({"source": r.source, "match": route_match_json(r), "action": action_text(&r.action), "catchAll": r.catch_all}))
+                    .map(|r| json!({"source": r.source, "match": route_match_json(r), "action": action_text(&r.action, clusters), "catchAll": r.catch_all}))
                     .collect();
                 json!({"host": host.pattern.to_string(), "httpsRedirect": host.https_redirect, "routes": routes})
             })
@@ -318,7 +325,7 @@ pub fn json(plan: &Plan) -> Value {
                 "kind": kind_text(listener.kind),
             });
             if let Some(http) = plan.http.iter().find(|h| h.listener_id == listener.id) {
-                value["hosts"] = hosts_json(&http.hosts);
+                value["hosts"] = hosts_json(&http.hosts, &plan.clusters);
             }
             if let Some(tls) = plan.tls.iter().find(|t| t.listener_id == listener.id) {
                 let servers: Vec<Value> = tls
@@ -327,13 +334,13 @@ pub fn json(plan: &Plan) -> Value {
                     .map(|s| {
                         let hosts: Vec<String> = s.hosts.iter().map(ToString::to_string).collect();
                         let detail = match &s.kind {
-                            TlsServerKind::TerminateHttp { tls, hosts } => json!({"terminate": tls.mode.name(), "hosts": hosts_json(hosts)}),
+                            TlsServerKind::TerminateHttp { tls, hosts } => json!({"terminate": tls.mode.name(), "hosts": hosts_json(hosts, &plan.clusters)}),
                             TlsServerKind::TerminateTcp { tls, route } => json!({
                                 "terminate": tls.mode.name(),
-                                "forward": route.as_ref().map(|(f, _)| forward_json(f)),
+                                "forward": route.as_ref().map(|(f, _)| forward_json(f, &plan.clusters)),
                             }),
-                            TlsServerKind::Passthrough { routes } => json!({"passthrough": routes.iter().map(|r| json!({"sni": r.sni.to_string(), "forward": forward_json(&r.forward), "source": r.source})).collect::<Vec<_>>()}),
-                            TlsServerKind::AutoPassthrough { clusters } => json!({"autoPassthrough": clusters}),
+                            TlsServerKind::Passthrough { routes } => json!({"passthrough": routes.iter().map(|r| json!({"sni": r.sni.to_string(), "forward": forward_json(&r.forward, &plan.clusters), "source": r.source})).collect::<Vec<_>>()}),
+                            TlsServerKind::AutoPassthrough { clusters } => json!({"autoPassthrough": clusters.keys().collect::<Vec<_>>()}),
                         };
                         json!({"source": s.source, "sni": hosts, "server": detail})
                     })
@@ -341,7 +348,7 @@ pub fn json(plan: &Plan) -> Value {
                 value["servers"] = Value::Array(servers);
             }
             if let Some(tcp) = plan.tcp.iter().find(|t| t.listener_id == listener.id) {
-                value["forward"] = forward_json(&tcp.route);
+                value["forward"] = forward_json(&tcp.route, &plan.clusters);
             }
             value
         })

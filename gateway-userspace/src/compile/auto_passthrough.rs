@@ -1,10 +1,13 @@
 //! AUTO_PASSTHROUGH: the clusters a server lets clients name by SNI
 //! (`outbound_.<port>_.<subset>_.<host>`), built as Istio's
 //! `gateway.go::builtAutoPassthroughFilterChains` builds its filter chains.
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use super::clusters::{Clusters, qualify};
-use crate::model::{Destination, HostIndex, HostPattern, Model, Resolution};
+use crate::{
+    model::{Destination, HostIndex, HostPattern, Model, Resolution},
+    plan::ClusterId,
+};
 
 /// The clusters an AUTO_PASSTHROUGH server with `server_hosts` may reach,
 /// and a warning for each one that cannot be built.
@@ -20,8 +23,8 @@ pub fn reachable(
     clusters: &mut Clusters<'_>,
     server_hosts: &[HostPattern],
     source: &str,
-) -> (BTreeSet<String>, Vec<String>) {
-    let mut names = BTreeSet::new();
+) -> (BTreeMap<String, ClusterId>, Vec<String>) {
+    let mut names = BTreeMap::new();
     let mut warnings = Vec::new();
     let mut covering = HostIndex::default();
     for host in server_hosts {
@@ -57,8 +60,8 @@ pub fn reachable(
                         weight: 1,
                     };
                     match clusters.resolve(&dest, &se.namespace) {
-                        Ok(name) => {
-                            names.insert(name);
+                        Ok(id) => {
+                            names.insert(clusters.name(id).to_string(), id);
                         }
                         Err(reason) => warnings.push(format!(
                             "{source}: AUTO_PASSTHROUGH cannot reach outbound_.{}_.{}_.{host}: {reason}; connections naming it are closed",

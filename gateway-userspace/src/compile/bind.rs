@@ -13,7 +13,7 @@ use crate::{
         Protocol, Server, Subnet, TcpMatch, TlsMode, VirtualService,
     },
     plan::{
-        Backend, Cluster, Forward, HostTable, Route, RouteAction, SniRoute, TlsServer,
+        Backend, Cluster, ClusterId, Forward, HostTable, Route, RouteAction, SniRoute, TlsServer,
         TlsServerKind, VirtualHost,
     },
 };
@@ -88,14 +88,15 @@ impl<'m> Binder<'m> {
     /// The clusters built and the warnings collected, each once in the
     /// order first found (a VirtualService bound through two Gateways that
     /// merge into one listener is bound twice).
-    pub fn finish(self) -> (Vec<Cluster>, Vec<String>) {
+    pub fn finish(self) -> (Vec<Cluster>, Vec<ClusterId>, Vec<String>) {
         let mut seen = HashSet::new();
         let warnings = self
             .warnings
             .into_iter()
             .filter(|warning| seen.insert(warning.clone()))
             .collect();
-        (self.clusters.into_clusters(), warnings)
+        let (clusters, renumbered) = self.clusters.into_clusters();
+        (clusters, renumbered, warnings)
     }
 
     /// The VirtualServices bound to `gateway` that bind to the server

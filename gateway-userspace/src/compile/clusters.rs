@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::{
-    model::{Destination, EndpointAddress, HostIndex, HostPattern, Model, Resolution},
-    plan::{Cluster, Endpoint, Unresolved},
+    model::{Destination, EndpointAddress, HostIndex, HostPattern, Model, Protocol, Resolution},
+    plan::{Cluster, ClusterId, Endpoint, Unresolved},
 };
 
 /// Resolves destinations, building each cluster once.
@@ -12,6 +12,11 @@ pub struct Clusters<'m> {
     model: &'m Model,
     namespace: &'m str,
     built: BTreeMap<String, Cluster>,
+    /// The clusters' ids while binding, in the order they were built
+    /// ([`Clusters::into_clusters`] renumbers them in name order).
+    ids: HashMap<String, ClusterId>,
+    /// The names of those ids, by id.
+    names: Vec<String>,
     /// ServiceEntry hosts, qualified, to the entry's index: the entries
     /// covering a destination are looked up, not scanned for (quadratic
     /// in ServiceEntries when each route has its own).
@@ -21,7 +26,7 @@ pub struct Clusters<'m> {
     /// Destinations already resolved, by (host as written, port, subset,
     /// namespace of the resource): routes name the same few backends
     /// over and over, and each answer depends on nothing else.
-    resolved: HashMap<ResolveKey, Result<String, Unresolved>>,
+    resolved: HashMap<ResolveKey, Result<ClusterId, Unresolved>>,
 }
 
 type ResolveKey = (String, Option<u16>, Option<String>, String);
@@ -67,6 +72,8 @@ impl<'m> Clusters<'m> {
             model,
             namespace,
             built: BTreeMap::new(),
+            ids: HashMap::new(),
+            names: Vec::new(),
             resolved: HashMap::new(),
             entry_hosts: index_hosts(
                 model
@@ -83,9 +90,13 @@ impl<'m> Clusters<'m> {
         }
     }
 
-    /// The cluster name for `dest` (written in a resource of `namespace`),
-    /// or why there is none.
-    pub fn resolve(&mut self, dest: &Destination, namespace: &str) -> Result<String, Unresolved> {
+    /// The cluster for `dest` (written in a resource of `namespace`), or
+    /// why there is none; the id is the binding-time one.
+    pub fn resolve(
+        &mut self,
+        dest: &Destination,
+        namespace: &str,
+    ) -> Result<ClusterId, Unresolved> {
         let key = (
             dest.host.clone(),
             dest.port,
@@ -95,7 +106,9 @@ impl<'m> Clusters<'m> {
         if let Some(known) = self.resolved.get(&key) {
             return known.clone();
         }
-        let resolved = self.resolve_anew(dest, namespace);
+        let resolved = self
+            .resolve_anew(dest, namespace)
+            .map(|name| self.ids[&name]);
         self.resolved.insert(key, resolved.clone());
         resolved
     }
@@ -220,6 +233,9 @@ impl<'m> Clusters<'m> {
                 None => Unresolved::NoEndpoints { host },
             });
         }
+        let id = ClusterId(u32::try_from(self.ids.len()).unwrap_or(u32::MAX));
+        self.ids.insert(name.clone(), id);
+        self.names.push(name.clone());
         self.built.insert(
             name.clone(),
             Cluster {
@@ -227,7 +243,7 @@ impl<'m> Clusters<'m> {
                 host,
                 port,
                 subset: dest.subset.clone(),
-                protocol: service_port.protocol.clone(),
+                protocol: service_port.protocol.as_deref().and_then(Protocol::parse),
                 endpoints,
                 policy,
             },
@@ -276,9 +292,21 @@ impl<'m> Clusters<'m> {
             .map(|(.., item)| &items[item])
     }
 
-    /// Every cluster built, sorted by name.
-    pub fn into_clusters(self) -> Vec<Cluster> {
-        self.built.into_values().collect()
+    /// The name of the cluster a binding-time id stands for.
+    pub fn name(&self, id: ClusterId) -> &str {
+        self.names.get(id.index()).map_or("", String::as_str)
+    }
+
+    /// Every cluster built, sorted by name, and for each binding-time id
+    /// (its index) the cluster's id in that order.
+    pub fn into_clusters(self) -> (Vec<Cluster>, Vec<ClusterId>) {
+        let mut renumbered = vec![ClusterId(u32::MAX); self.ids.len()];
+        for (at, name) in self.built.keys().enumerate() {
+            if let Some(id) = self.ids.get(name) {
+                renumbered[id.index()] = ClusterId(u32::try_from(at).unwrap_or(u32::MAX));
+            }
+        }
+        (self.built.into_values().collect(), renumbered)
     }
 }
 

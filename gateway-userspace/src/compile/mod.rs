@@ -18,7 +18,10 @@ use gateway_common::{
 
 use crate::{
     model::{Bind, Gateway, HostPattern, Instance, Model, Protocol},
-    plan::{DroppedServer, HttpListener, Listener, Plan, TcpListener, TlsListener},
+    plan::{
+        ClusterId, DroppedServer, Forward, HostTable, HttpListener, Listener, Plan, RouteAction,
+        TcpListener, TlsListener, TlsServerKind,
+    },
 };
 
 impl Plan {
@@ -287,7 +290,7 @@ pub fn plan(
             source,
         })
         .collect();
-    let (clusters, mut warnings) = binder.finish();
+    let (clusters, renumbered, mut warnings) = binder.finish();
     warnings.extend(udp_warnings);
     let local_addrs: BTreeSet<IpAddr> = local_addrs.iter().copied().collect();
     if local_addrs.len() > MAX_LOCAL_ADDRS as usize {
@@ -296,7 +299,7 @@ pub fn plan(
             limit: MAX_LOCAL_ADDRS,
         });
     }
-    let plan = Plan {
+    let mut plan = Plan {
         listeners,
         local_addrs: local_addrs.into_iter().collect(),
         http,
@@ -308,7 +311,65 @@ pub fn plan(
         host_ids: BTreeMap::new(),
     };
     check_host_capacity(&plan, model)?;
+    renumber_clusters(&mut plan, &renumbered);
     Ok(plan)
+}
+
+/// Gives every backend the id of its cluster in the plan's (name) order,
+/// from the id it was bound with (`renumbered[binding-time id]`).
+fn renumber_clusters(plan: &mut Plan, renumbered: &[ClusterId]) {
+    let id = |old: &mut ClusterId| {
+        if let Some(new) = renumbered.get(old.index()) {
+            *old = *new;
+        }
+    };
+    let forward = |forward: &mut Forward| {
+        for backend in &mut forward.0 {
+            if let Ok(cluster) = &mut backend.target {
+                id(cluster);
+            }
+        }
+    };
+    let hosts = |table: &mut HostTable| {
+        for host in table.hosts_mut() {
+            for route in &mut host.routes {
+                if let RouteAction::Forward { backends, .. } = &mut route.action {
+                    forward(backends);
+                }
+            }
+        }
+    };
+    for listener in &mut plan.http {
+        hosts(&mut listener.hosts);
+    }
+    for listener in &mut plan.tls {
+        if let Some(table) = &mut listener.plaintext {
+            hosts(table);
+        }
+        for server in &mut listener.servers {
+            match &mut server.kind {
+                TlsServerKind::TerminateHttp { hosts: table, .. } => hosts(table),
+                TlsServerKind::TerminateTcp { route, .. } => {
+                    if let Some((backends, _)) = route {
+                        forward(backends);
+                    }
+                }
+                TlsServerKind::Passthrough { routes } => {
+                    for route in routes {
+                        forward(&mut route.forward);
+                    }
+                }
+                TlsServerKind::AutoPassthrough { clusters } => {
+                    for cluster in clusters.values_mut() {
+                        id(cluster);
+                    }
+                }
+            }
+        }
+    }
+    for listener in &mut plan.tcp {
+        forward(&mut listener.route);
+    }
 }
 
 /// Refuses a plan whose hosts the kernel's table cannot hold, naming the

@@ -294,7 +294,7 @@ proptest! {
         let plan = plan(&model, &Instance::default(), &[]).unwrap();
         for backend in backends(&plan) {
             match &backend.target {
-                Ok(name) => prop_assert!(plan.clusters.iter().any(|c| &c.name == name), "missing cluster {}", name),
+                Ok(id) => prop_assert!(plan.cluster(*id).is_some(), "missing cluster {:?}", id),
                 Err(reason) => prop_assert!(plan.warnings.iter().any(|w| w.contains(&reason.to_string())), "unflagged: {}", reason),
             }
         }

@@ -160,10 +160,10 @@ pub fn duration(
     entries: &[(Node, Node)],
     name: &str,
     path: &str,
-) -> Option<String> {
+) -> Option<std::time::Duration> {
     let node = field(entries, name)?;
     let text = d.string(node, &join(path, name))?;
-    if rules::duration_millis(&text).is_none() {
+    let Some(millis) = rules::duration_millis(&text) else {
         d.error(
             node,
             &join(path, name),
@@ -172,8 +172,9 @@ pub fn duration(
             ),
         );
         return None;
-    }
-    Some(text)
+    };
+    // Parsed once, here: what reads a duration gets a `Duration`.
+    std::time::Duration::try_from_secs_f64(millis / 1000.0).ok()
 }
 
 /// One `route[]` / `destination` pair of an http, tls or tcp rule; only

@@ -10,8 +10,8 @@ use super::{
     yaml::{Node, Value},
 };
 use crate::model::{
-    ClientTls, ConnectionPool, DestinationRule, HashKey, LoadBalancer, OutlierDetection, Subset,
-    TrafficPolicy,
+    ClientTls, ClientTlsMode, ConnectionPool, DestinationRule, H2UpgradePolicy, HashKey,
+    LoadBalancer, OutlierDetection, SimpleLb, Subset, TrafficPolicy,
 };
 
 const LB_SIMPLE: &[&str] = &[
@@ -136,7 +136,7 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
     );
     let tls = field(entries, "tls").and_then(|node| {
         let tls = client_tls(d, node, &join(path, "tls"))?;
-        if tls.mode == "ISTIO_MUTUAL" {
+        if tls.mode == ClientTlsMode::IstioMutual {
             // Istio would encrypt and authenticate with the mesh's workload
             // certificates; without them the only alternative is plaintext.
             let at = field(node_entries(node), "mode").unwrap_or(node);
@@ -219,7 +219,7 @@ fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<LoadBal
                     "PASSTHROUGH is not applied by this gateway yet: requests are balanced round robin".into(),
                 );
             }
-            if !LB_SIMPLE.contains(&text.as_str()) {
+            let Some(simple_lb) = SimpleLb::parse(&text) else {
                 d.error(
                     simple,
                     &join(path, "simple"),
@@ -229,8 +229,8 @@ fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<LoadBal
                     ),
                 );
                 return None;
-            }
-            Some(LoadBalancer::Simple(text))
+            };
+            Some(LoadBalancer::Simple(simple_lb))
         }
         (None, Some(hash)) => {
             let hash_path = join(path, "consistentHash");
@@ -355,8 +355,8 @@ fn connection_pool(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Conne
         if let Some(node) = field(h, "h2UpgradePolicy") {
             let policy_path = join(&http_path, "h2UpgradePolicy");
             if let Some(policy) = d.string(node, &policy_path) {
-                if H2_UPGRADE_POLICIES.contains(&policy.as_str()) {
-                    pool.h2_upgrade_policy = Some(policy);
+                if let Some(parsed) = H2UpgradePolicy::parse(&policy) {
+                    pool.h2_upgrade_policy = Some(parsed);
                 } else {
                     d.error(
                         node,
@@ -441,9 +441,9 @@ fn http2_keep_alive(d: &mut Decoder<'_>, node: &Node, path: &str) {
 
 /// A duration field the CRD holds to at least 1ms.
 fn at_least_a_millisecond(d: &mut Decoder<'_>, entries: &[(Node, Node)], name: &str, path: &str) {
-    let millis = duration(d, entries, name, path).and_then(|text| rules::duration_millis(&text));
-    if let (Some(ms), Some(at)) = (millis, field(entries, name)) {
-        if ms < 1.0 {
+    let value = duration(d, entries, name, path);
+    if let (Some(value), Some(at)) = (value, field(entries, name)) {
+        if value < std::time::Duration::from_millis(1) {
             d.error(
                 at,
                 &join(path, name),
@@ -593,7 +593,7 @@ fn credential_files(
         Err(message) => return d.error(at, &field_path, message),
     };
     let (cert, key, ca) = certs::credential_files(&dir, &name);
-    if tls.mode == "MUTUAL" {
+    if tls.mode == ClientTlsMode::Mutual {
         if let Err(message) = certs::check_pair(env.files, &cert, &key) {
             return d.error(at, &field_path, message);
         }
@@ -624,21 +624,21 @@ fn client_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ClientTls>
             "caCrl",
         ],
     )?;
-    let mode = d
+    let mode_text = d
         .opt_string(entries, "mode", path)
         .unwrap_or_else(|| "DISABLE".into());
-    if !CLIENT_TLS_MODES.contains(&mode.as_str()) {
+    let Some(mode) = ClientTlsMode::parse(&mode_text) else {
         let at = field(entries, "mode").unwrap_or(node);
         d.error(
             at,
             &join(path, "mode"),
             format!(
-                "invalid TLS mode {mode:?}, supported modes are {}",
+                "invalid TLS mode {mode_text:?}, supported modes are {}",
                 CLIENT_TLS_MODES.join(", ")
             ),
         );
         return None;
-    }
+    };
     let mut tls = ClientTls {
         client_certificate: d.opt_string(entries, "clientCertificate", path),
         private_key: d.opt_string(entries, "privateKey", path),
@@ -649,7 +649,7 @@ fn client_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ClientTls>
         insecure_skip_verify: d.flag(entries, "insecureSkipVerify", path),
         mode,
     };
-    if tls.mode == "MUTUAL" && tls.credential_name.is_none() {
+    if tls.mode == ClientTlsMode::Mutual && tls.credential_name.is_none() {
         if tls.client_certificate.is_none() {
             d.error(
                 node,

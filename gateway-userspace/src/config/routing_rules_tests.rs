@@ -777,8 +777,8 @@ fn outlier_detection_is_decoded_and_max_ejection_percent_is_at_most_100() {
         policy.outlier_detection,
         Some(OutlierDetection {
             consecutive_5xx_errors: Some(5),
-            interval: Some("10s".into()),
-            base_ejection_time: Some("30s".into()),
+            interval: Some(std::time::Duration::from_secs(10)),
+            base_ejection_time: Some(std::time::Duration::from_secs(30)),
             max_ejection_percent: Some(100),
         })
     );
@@ -1124,7 +1124,10 @@ fn h2_upgrade_policy_and_use_client_protocol_are_decoded() {
     let pool = &config.model.destination_rules[0]
         .traffic_policy
         .connection_pool;
-    assert_eq!(pool.h2_upgrade_policy.as_deref(), Some("UPGRADE"));
+    assert_eq!(
+        pool.h2_upgrade_policy,
+        Some(crate::model::H2UpgradePolicy::Upgrade)
+    );
     assert!(pool.use_client_protocol);
     let bad = load_kind(
         "DestinationRule",

@@ -1,6 +1,6 @@
 //! Decodes `VirtualService` documents, applying Istio's validation rules
 //! (`ValidateVirtualService`) for what a gateway serves.
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use super::{
     common::{destinations, duration, export_to, port_number, string_match},
@@ -347,10 +347,7 @@ fn decode_http_route(
         d.error(node, path, "rewrite and redirect cannot be used together");
     }
     // `0s` disables the timeout, as Envoy reads a zero route timeout.
-    let timeout = duration(d, entries, "timeout", path)
-        .and_then(|text| rules::duration_millis(&text))
-        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
-        .filter(|t| !t.is_zero());
+    let timeout = duration(d, entries, "timeout", path).filter(|t| !t.is_zero());
     let action = match (redirect, direct) {
         (Some(redirect), _) => HttpAction::Redirect(redirect),
         (None, Some((status, body))) => HttpAction::DirectResponse { status, body },

@@ -271,6 +271,18 @@ fn starting_with<'a>(
         .map(|(_, at)| at)
 }
 
+/// The host name an authority (a Host header value or `:authority`) names,
+/// as virtual hosts match it: port removed, lower-cased (copied only when
+/// it has capitals: clients send lowercase names).
+pub fn authority_host(authority: &str) -> std::borrow::Cow<'_, str> {
+    let host = strip_port(authority);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
 /// `example.com:8080` -> `example.com`; `[2001:db8::1]:80` -> `[2001:db8::1]`.
 pub fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {

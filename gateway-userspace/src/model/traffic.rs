@@ -260,16 +260,85 @@ pub struct ServiceEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoadBalancer {
     /// `simple`: ROUND_ROBIN, LEAST_REQUEST, RANDOM, PASSTHROUGH, ...
-    Simple(String),
+    Simple(SimpleLb),
     /// `consistentHash` on one key.
     ConsistentHash(HashKey),
+}
+
+/// `loadBalancer.simple`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimpleLb {
+    Unspecified,
+    LeastConn,
+    Random,
+    Passthrough,
+    RoundRobin,
+    LeastRequest,
+}
+
+impl SimpleLb {
+    /// Parses the case-sensitive enum name Istio's CRD accepts.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "UNSPECIFIED" => Self::Unspecified,
+            "LEAST_CONN" => Self::LeastConn,
+            "RANDOM" => Self::Random,
+            "PASSTHROUGH" => Self::Passthrough,
+            "ROUND_ROBIN" => Self::RoundRobin,
+            "LEAST_REQUEST" => Self::LeastRequest,
+            _ => return None,
+        })
+    }
+}
+
+/// `connectionPool.http.h2UpgradePolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum H2UpgradePolicy {
+    Default,
+    DoNotUpgrade,
+    Upgrade,
+}
+
+impl H2UpgradePolicy {
+    /// Parses the case-sensitive enum name Istio's CRD accepts.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "DEFAULT" => Self::Default,
+            "DO_NOT_UPGRADE" => Self::DoNotUpgrade,
+            "UPGRADE" => Self::Upgrade,
+            _ => return None,
+        })
+    }
+}
+
+/// `trafficPolicy.tls.mode` (client side: TLS origination).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientTlsMode {
+    #[default]
+    Disable,
+    Simple,
+    Mutual,
+    IstioMutual,
+}
+
+impl ClientTlsMode {
+    /// Parses the case-sensitive enum name Istio's CRD accepts.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "DISABLE" => Self::Disable,
+            "SIMPLE" => Self::Simple,
+            "MUTUAL" => Self::Mutual,
+            "ISTIO_MUTUAL" => Self::IstioMutual,
+            _ => return None,
+        })
+    }
 }
 
 /// What `consistentHash` hashes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HashKey {
     Header(String),
-    Cookie { name: String, ttl: Option<String> },
+    Cookie { name: String, ttl: Option<Duration> },
     SourceIp,
     QueryParameter(String),
 }
@@ -278,15 +347,15 @@ pub enum HashKey {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConnectionPool {
     pub max_connections: Option<u32>,
-    pub connect_timeout: Option<String>,
+    pub connect_timeout: Option<Duration>,
     pub http1_max_pending_requests: Option<u32>,
     pub http2_max_requests: Option<u32>,
     pub max_requests_per_connection: Option<u32>,
     pub max_retries: Option<u32>,
-    pub idle_timeout: Option<String>,
+    pub idle_timeout: Option<Duration>,
     /// `http.h2UpgradePolicy`: DEFAULT, DO_NOT_UPGRADE or UPGRADE (HTTP/1.1
     /// upstream connections upgraded to HTTP/2).
-    pub h2_upgrade_policy: Option<String>,
+    pub h2_upgrade_policy: Option<H2UpgradePolicy>,
     /// `http.useClientProtocol`: speak the client's HTTP version upstream.
     pub use_client_protocol: bool,
 }
@@ -295,16 +364,15 @@ pub struct ConnectionPool {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutlierDetection {
     pub consecutive_5xx_errors: Option<u32>,
-    pub interval: Option<String>,
-    pub base_ejection_time: Option<String>,
+    pub interval: Option<Duration>,
+    pub base_ejection_time: Option<Duration>,
     pub max_ejection_percent: Option<u32>,
 }
 
 /// `trafficPolicy.tls`: TLS origination towards the backend.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientTls {
-    /// DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL.
-    pub mode: String,
+    pub mode: ClientTlsMode,
     pub client_certificate: Option<String>,
     pub private_key: Option<String>,
     pub ca_certificates: Option<String>,

@@ -1,5 +1,17 @@
 //! Clusters: the backends routes send to, with their endpoints and policy.
-use crate::model::{EndpointAddress, TrafficPolicy};
+use crate::model::{EndpointAddress, Protocol, TrafficPolicy};
+
+/// A cluster's index in [`super::Plan::clusters`]: what a route's backend
+/// names, so the proxy finds its cluster without a lookup by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClusterId(pub u32);
+
+impl ClusterId {
+    /// The index into the plan's clusters.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
 
 /// A backend service at one port (and subset), with its endpoints.
 #[derive(Clone, Debug, PartialEq)]
@@ -9,8 +21,9 @@ pub struct Cluster {
     pub host: String,
     pub port: u16,
     pub subset: Option<String>,
-    /// The ServiceEntry port's protocol (`HTTP`, `HTTP2`, `GRPC`, `TCP`, ...).
-    pub protocol: Option<String>,
+    /// The ServiceEntry port's protocol (`HTTP`, `HTTP2`, `GRPC`, `TCP`, ...);
+    /// `None` when it names none this gateway knows.
+    pub protocol: Option<Protocol>,
     pub endpoints: Vec<Endpoint>,
     /// The DestinationRule policy, with the subset's policy in its place if it has one.
     pub policy: TrafficPolicy,

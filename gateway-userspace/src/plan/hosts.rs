@@ -2,7 +2,7 @@
 use std::collections::HashMap;
 
 use super::Route;
-use crate::model::{HostPattern, strip_port};
+use crate::model::{HostPattern, authority_host};
 
 /// What the proxy does for requests to one virtual host.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,14 +81,18 @@ impl HostTable {
 
     /// The index in [`HostTable::hosts`] of the virtual host serving `authority`.
     pub fn position(&self, authority: &str) -> Option<usize> {
-        let host = strip_port(authority);
-        // Copied only when it has capitals: clients send lowercase names.
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            std::borrow::Cow::Owned(host.to_ascii_lowercase())
-        } else {
-            std::borrow::Cow::Borrowed(host)
-        };
+        let host = authority_host(authority);
         self.hosts.iter().position(|vh| vh.pattern.matches(&host))
+    }
+
+    /// The virtual hosts, in precedence order, for a reader to take over.
+    pub fn into_hosts(self) -> Vec<VirtualHost> {
+        self.hosts
+    }
+
+    /// Virtual hosts in precedence order, for compile to finish them.
+    pub(crate) fn hosts_mut(&mut self) -> &mut [VirtualHost] {
+        &mut self.hosts
     }
 
     /// Virtual hosts in precedence order.

@@ -13,12 +13,18 @@ use std::{collections::BTreeMap, net::IpAddr};
 pub use gateway_common::ListenerKind;
 
 pub use self::{
-    cluster::{Cluster, Endpoint, Unresolved},
+    cluster::{Cluster, ClusterId, Endpoint, Unresolved},
     hosts::{HostTable, VirtualHost},
     kernel::{KernelHost, addr_key, ports_of},
     route::{Backend, Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
 };
-pub use crate::model::HostPattern;
+/// The model's typed values a plan names, for its readers (who never
+/// import the model themselves).
+pub use crate::model::{
+    ClientTls, ClientTlsMode, EndpointAddress, H2UpgradePolicy, HeaderOperations, HostPattern,
+    HttpMatch, HttpRedirect, LoadBalancer, Protocol, ServerTls, SimpleLb, StringMatch, TlsMode,
+    TlsVersion, TrafficPolicy, authority_host, best_match,
+};
 
 /// What to program into the kernel and the proxy.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,7 +39,8 @@ pub struct Plan {
     pub tls: Vec<TlsListener>,
     /// Opaque TCP listeners and where they forward.
     pub tcp: Vec<TcpListener>,
-    /// Every backend a route refers to, by name.
+    /// Every backend a route refers to, sorted by name; a [`ClusterId`] is
+    /// an index here.
     pub clusters: Vec<Cluster>,
     /// Servers left out, each with the reason; never silent.
     pub dropped: Vec<DroppedServer>,
@@ -43,6 +50,13 @@ pub struct Plan {
     /// Kernel host ids kept from the plan this one replaces, by (listener
     /// id, pattern) ([`Plan::keep_ids_from`]); empty for a first plan.
     pub host_ids: BTreeMap<(u32, HostPattern), u32>,
+}
+
+impl Plan {
+    /// The cluster a backend names.
+    pub fn cluster(&self, id: ClusterId) -> Option<&Cluster> {
+        self.clusters.get(id.index())
+    }
 }
 
 /// A TLS port: one entry per server that shares it, matched by SNI.

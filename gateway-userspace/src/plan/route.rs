@@ -1,8 +1,8 @@
 //! What a listener does with a request or connection: HTTP routes and
 //! their actions, TLS servers, weighted backends.
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
-use super::{HostTable, Unresolved};
+use super::{ClusterId, HostTable, Unresolved};
 use crate::model::{HeaderOperations, HostPattern, HttpMatch, HttpRedirect, ServerTls};
 
 /// Weighted backends. A share whose backend could not be resolved answers
@@ -14,8 +14,8 @@ pub struct Forward(pub Vec<Backend>);
 #[derive(Clone, Debug, PartialEq)]
 pub struct Backend {
     pub weight: u32,
-    /// A cluster name, or why there is none.
-    pub target: Result<String, Unresolved>,
+    /// The cluster, or why there is none.
+    pub target: Result<ClusterId, Unresolved>,
 }
 
 /// One HTTP route of a virtual host, in evaluation order.
@@ -83,6 +83,8 @@ pub enum TlsServerKind {
     /// Not terminated: VirtualService `tls` routes pick the backend by SNI.
     Passthrough { routes: Vec<SniRoute> },
     /// AUTO_PASSTHROUGH: the SNI (`outbound_.<port>_.<subset>_.<host>`)
-    /// names the cluster; only these clusters can be named.
-    AutoPassthrough { clusters: BTreeSet<String> },
+    /// names the cluster; only these clusters (by name) can be named.
+    AutoPassthrough {
+        clusters: BTreeMap<String, ClusterId>,
+    },
 }

@@ -1,9 +1,9 @@
 //! AUTO_PASSTHROUGH at connection time: the ClientHello's SNI names the
 //! cluster as `outbound_.<port>_.<subset>_.<host>` (Istio's
 //! `model.BuildDNSSrvSubsetKey`) and the bytes go there unchanged.
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
-use crate::plan::{Backend, Forward, HostPattern};
+use crate::plan::{Backend, ClusterId, Forward, HostPattern};
 
 /// The ALPN values an Istio mTLS client offers; Istio's auto-passthrough
 /// filter chains match only these (`listener.go::allIstioMtlsALPNs`), so
@@ -73,9 +73,12 @@ pub fn sni_of(cluster: &str) -> Option<String> {
 /// names, the SNI of each cluster it reaches. Istio's filter chains match
 /// these SNIs exactly, so they beat other servers' wildcards and reach the
 /// server even when its hosts are exact service names.
-pub fn server_names(hosts: &[HostPattern], clusters: &BTreeSet<String>) -> Vec<HostPattern> {
+pub fn server_names(
+    hosts: &[HostPattern],
+    clusters: &BTreeMap<String, ClusterId>,
+) -> Vec<HostPattern> {
     let exact = clusters
-        .iter()
+        .keys()
         .filter_map(|c| sni_of(c))
         .map(HostPattern::Exact);
     hosts.iter().cloned().chain(exact).collect()
@@ -87,7 +90,7 @@ pub fn server_names(hosts: &[HostPattern], clusters: &BTreeSet<String>) -> Vec<H
 pub fn forward(
     sni: Option<&str>,
     alpn: &[Vec<u8>],
-    reachable: &BTreeSet<String>,
+    reachable: &BTreeMap<String, ClusterId>,
 ) -> Option<Forward> {
     if !alpn
         .iter()
@@ -96,12 +99,11 @@ pub fn forward(
         return None;
     }
     let name = cluster_name(sni?).ok()?;
-    reachable.contains(&name).then(|| {
-        Forward(vec![Backend {
-            weight: 1,
-            target: Ok(name),
-        }])
-    })
+    let id = *reachable.get(&name)?;
+    Some(Forward(vec![Backend {
+        weight: 1,
+        target: Ok(id),
+    }]))
 }
 
 #[cfg(test)]
@@ -180,7 +182,10 @@ mod tests {
 
     #[test]
     fn cluster_snis_pick_the_server_over_wildcards_and_despite_exact_hosts() {
-        let clusters = BTreeSet::from(["outbound|80||a.apps.svc.cluster.local".to_string()]);
+        let clusters = BTreeMap::from([(
+            "outbound|80||a.apps.svc.cluster.local".to_string(),
+            ClusterId(0),
+        )]);
         let servers = vec![
             vec![HostPattern::from_server_host("*.svc.cluster.local")],
             server_names(
@@ -202,13 +207,13 @@ mod tests {
 
     #[test]
     fn only_reachable_clusters_are_forwarded_to() {
-        let reachable = BTreeSet::from(["outbound|80|v1|a.local".to_string()]);
+        let reachable = BTreeMap::from([("outbound|80|v1|a.local".to_string(), ClusterId(0))]);
         let forward = forward(Some("outbound_.80_.v1_.a.local"), &istio(), &reachable);
         assert_eq!(
             forward,
             Some(Forward(vec![Backend {
                 weight: 1,
-                target: Ok("outbound|80|v1|a.local".into())
+                target: Ok(ClusterId(0))
             }]))
         );
         assert_eq!(
@@ -220,7 +225,7 @@ mod tests {
 
     #[test]
     fn clients_without_an_istio_mtls_alpn_are_not_forwarded() {
-        let reachable = BTreeSet::from(["outbound|80||a.local".to_string()]);
+        let reachable = BTreeMap::from([("outbound|80||a.local".to_string(), ClusterId(0))]);
         let sni = Some("outbound_.80_._.a.local");
         assert_eq!(forward(sni, &[b"h2".to_vec()], &reachable), None);
         assert_eq!(forward(sni, &[], &reachable), None);

@@ -12,7 +12,7 @@ use rustls::{
     server::danger::{ClientCertVerified, ClientCertVerifier},
 };
 
-use crate::model::ServerTls;
+use crate::plan::ServerTls;
 
 /// What a client certificate must also satisfy; empty lists check nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

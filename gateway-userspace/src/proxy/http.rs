@@ -25,80 +25,18 @@ use super::{
     access_log::Entry,
     context::{Downstream, Shared},
     redirect::{self, Answer, RequestHead},
-    rewrite::{self, RedirectRequest, RegexRewrite, RewriteError},
-    route::{CompiledRoutes, RequestFacts, RouteError},
+    rewrite::{self, RedirectRequest, RegexRewrite},
+    route::{RequestFacts, Routed},
     upstream::{self, UpstreamError, UpstreamProtocol},
 };
-use crate::{
-    model::{HeaderOperations, StringMatch},
-    plan::{Backend, HostTable, Route, RouteAction},
-};
+use crate::plan::{Backend, HeaderOperations, Route, RouteAction, StringMatch};
+
+pub use super::route::{RoutesError, VirtualHosts};
 
 /// Every body the proxy sends or forwards.
 pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 pub(super) const SERVER_HEADER: &str = "xdp-gateway";
-
-/// The virtual hosts of one route table, their routes compiled for matching.
-#[derive(Debug)]
-pub struct VirtualHosts {
-    pub table: HostTable,
-    /// `compiled[i]` matches the routes of `table.hosts()[i]`.
-    compiled: Vec<CompiledRoutes>,
-    /// `regex_rewrites[i][j]`: the compiled `uriRegexRewrite` of route `j` of host `i`.
-    regex_rewrites: Vec<Vec<Option<RegexRewrite>>>,
-    /// Some virtual host redirects to HTTPS (the lean path is worth trying).
-    pub redirects: bool,
-}
-
-/// A route whose regexes do not compile (validation at load makes this
-/// unreachable unless the two regex dialects disagree).
-#[derive(Debug, thiserror::Error)]
-pub enum RoutesError {
-    #[error(transparent)]
-    Match(#[from] RouteError),
-    #[error("{route}: uriRegexRewrite")]
-    Rewrite {
-        route: String,
-        #[source]
-        source: RewriteError,
-    },
-}
-
-impl VirtualHosts {
-    /// Compiles every virtual host's routes.
-    pub fn new(table: HostTable) -> Result<Self, RoutesError> {
-        let mut compiled = Vec::new();
-        let mut regex_rewrites = Vec::new();
-        for host in table.hosts() {
-            compiled.push(CompiledRoutes::new(&host.routes)?);
-            let rewrites = host
-                .routes
-                .iter()
-                .map(|route| match &route.action {
-                    RouteAction::Forward {
-                        rewrite_uri_regex: Some((pattern, substitution)),
-                        ..
-                    } => RegexRewrite::new(pattern, substitution)
-                        .map(Some)
-                        .map_err(|source| RoutesError::Rewrite {
-                            route: route.source.clone(),
-                            source,
-                        }),
-                    _ => Ok(None),
-                })
-                .collect::<Result<_, _>>()?;
-            regex_rewrites.push(rewrites);
-        }
-        let redirects = table.hosts().iter().any(|host| host.https_redirect);
-        Ok(VirtualHosts {
-            table,
-            compiled,
-            regex_rewrites,
-            redirects,
-        })
-    }
-}
 
 /// Answers one request.
 pub async fn handle(
@@ -185,7 +123,7 @@ async fn route_request(
         host_headers,
         path_and_query: req.uri().path_and_query().map(|p| p.as_str()),
     };
-    let answer = redirect::answer(&hosts.table, head, forwarded_https == "https");
+    let answer = redirect::answer(hosts, head, forwarded_https == "https");
     let (authority, host_index) = match answer {
         Answer::Proceed { authority, host } => (authority.to_string(), host),
         Answer::Redirect { location } => {
@@ -234,7 +172,7 @@ async fn route_request(
         entry.request_id = header_text(req.headers(), &X_REQUEST_ID);
     }
 
-    let Some(virtual_host) = hosts.table.hosts().get(host_index) else {
+    let Some(virtual_host) = hosts.hosts().get(host_index) else {
         return local(StatusCode::NOT_FOUND, "");
     };
     let scheme = if downstream.tls { "https" } else { "http" };
@@ -247,27 +185,16 @@ async fn route_request(
         headers: req.headers(),
         port: downstream.local.port(),
     };
-    let Some(selected) = hosts
-        .compiled
-        .get(host_index)
-        .and_then(|t| t.select(&facts))
+    let Some(Routed {
+        route,
+        matched_uri,
+        regex_rewrite,
+    }) = virtual_host.route(&facts)
     else {
         entry.flags.push("NR");
         entry.details = Some("route_not_found");
         return local(StatusCode::NOT_FOUND, "");
     };
-    let Some(route) = virtual_host.routes.get(selected.route) else {
-        return local(StatusCode::NOT_FOUND, "");
-    };
-    let matched_uri = selected
-        .matched
-        .and_then(|i| route.matches.get(i))
-        .and_then(|m| m.uri.as_ref());
-    let regex_rewrite = hosts
-        .regex_rewrites
-        .get(host_index)
-        .and_then(|r| r.get(selected.route))
-        .and_then(Option::as_ref);
     if logging {
         entry.route = Some(route.source.clone());
     }
@@ -341,7 +268,7 @@ async fn forward(
         return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
     let cluster = match &backend.target {
-        Ok(name) => shared.upstreams.get(name),
+        Ok(id) => shared.upstreams.get(*id),
         Err(_) => None,
     };
     let Some(cluster) = cluster else {
@@ -973,6 +900,7 @@ mod tests {
     use std::{net::SocketAddr, sync::OnceLock};
 
     use super::*;
+    use crate::plan::ClusterId;
 
     fn downstream(tls: bool) -> Downstream {
         Downstream {
@@ -1112,17 +1040,16 @@ mod tests {
         let backends = [
             Backend {
                 weight: 90,
-                target: Ok("a".into()),
+                target: Ok(ClusterId(0)),
             },
             Backend {
                 weight: 10,
-                target: Ok("b".into()),
+                target: Ok(ClusterId(1)),
             },
         ];
         let a = (0..10_000)
             .filter(|_| {
-                pick_backend(&backends).and_then(|b| b.target.as_ref().ok())
-                    == Some(&"a".to_string())
+                pick_backend(&backends).and_then(|b| b.target.as_ref().ok()) == Some(&ClusterId(0))
             })
             .count();
         assert!((8_700..9_300).contains(&a), "{a}");

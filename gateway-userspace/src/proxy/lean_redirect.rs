@@ -258,8 +258,7 @@ fn redirect_of(
         host_headers: &host_values[..hosts_seen.min(2)],
         path_and_query: Some(path),
     };
-    let Answer::Redirect { location } =
-        redirect::answer(&hosts.table, request_head, downstream.tls)
+    let Answer::Redirect { location } = redirect::answer(hosts, request_head, downstream.tls)
     else {
         return None;
     };

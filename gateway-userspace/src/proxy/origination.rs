@@ -27,7 +27,7 @@ use tokio::{
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use super::tls::{TlsSetupError, read_chain, read_key};
-use crate::{model::ClientTls, plan::Cluster};
+use crate::plan::{ClientTls, ClientTlsMode, Cluster};
 
 /// The system's trusted roots (Debian's `ca-certificates`).
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -52,14 +52,13 @@ pub fn origination(cluster: &Cluster, alpn: &[u8]) -> Result<Option<Origination>
     let Some(tls) = &cluster.policy.tls else {
         return Ok(None);
     };
-    let mutual = match tls.mode.as_str() {
-        "SIMPLE" => false,
-        "MUTUAL" => true,
+    let mutual = match tls.mode {
+        ClientTlsMode::Simple => false,
+        ClientTlsMode::Mutual => true,
         // Mesh identities this gateway does not have: `check` refuses it,
         // and were it to get here, no connection rather than plaintext.
-        "ISTIO_MUTUAL" => return Err(TlsSetupError::NoMeshIdentity),
-        // DISABLE.
-        _ => return Ok(None),
+        ClientTlsMode::IstioMutual => return Err(TlsSetupError::NoMeshIdentity),
+        ClientTlsMode::Disable => return Ok(None),
     };
     let sni = tls.sni.clone().unwrap_or_else(|| cluster.host.clone());
     let server_name = ServerName::try_from(sni.clone()).map_err(|_| TlsSetupError::Pem {
@@ -253,7 +252,7 @@ impl AsyncWrite for UpstreamIo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TrafficPolicy;
+    use crate::plan::TrafficPolicy;
 
     fn cluster(mode: &str) -> Cluster {
         Cluster {
@@ -265,7 +264,7 @@ mod tests {
             endpoints: Vec::new(),
             policy: TrafficPolicy {
                 tls: Some(ClientTls {
-                    mode: mode.into(),
+                    mode: crate::plan::ClientTlsMode::parse(mode).expect("a mode"),
                     ..ClientTls::default()
                 }),
                 ..TrafficPolicy::default()

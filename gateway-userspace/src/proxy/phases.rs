@@ -141,7 +141,7 @@ async fn serve_http_port(
 ) {
     let (stream, read_ahead) = match conn.shared.hook_of(&downstream) {
         Some(hook) => {
-            let serves = |host: &str| hosts.table.lookup(host).is_some();
+            let serves = |host: &str| hosts.lookup(host).is_some();
             match hook.http(stream, &serves, &downstream, &conn).await {
                 HttpChoice::Serve { stream, read_ahead } => (stream, read_ahead),
                 HttpChoice::Taken => return,

@@ -1,13 +1,13 @@
 //! What the gateway answers from the request head alone, before any route
 //! is looked at: bad heads, unknown hosts, the `tls.httpsRedirect` 301.
 //! Pure so the Istio/Envoy contract is pinned by unit tests.
-use crate::plan::HostTable;
+use super::route::VirtualHosts;
 
 /// The proxy's answer to one request head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer<'a> {
     /// Route the request within virtual host `host` (an index into
-    /// [`HostTable::hosts`]), for the validated `authority`.
+    /// [`VirtualHosts::hosts`]), for the validated `authority`.
     Proceed { authority: &'a str, host: usize },
     /// 301 with `Location`, empty body (Envoy's `require_tls: ALL`).
     Redirect { location: String },
@@ -36,7 +36,7 @@ pub struct RequestHead<'a> {
 /// Decides the answer for a request on a listener serving `hosts`;
 /// `already_https` is the request's effective scheme (TLS connection, or a
 /// trusted hop's `X-Forwarded-Proto: https`), which skips the redirect.
-pub fn answer<'a>(hosts: &HostTable, head: RequestHead<'a>, already_https: bool) -> Answer<'a> {
+pub fn answer<'a>(hosts: &VirtualHosts, head: RequestHead<'a>, already_https: bool) -> Answer<'a> {
     if head.http10 {
         return Answer::UpgradeRequired;
     }
@@ -104,14 +104,15 @@ fn is_valid_authority(authority: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{HostPattern, VirtualHost};
+    use crate::plan::{HostPattern, HostTable, VirtualHost};
 
-    fn dataengine() -> HostTable {
-        HostTable::new([VirtualHost {
+    fn dataengine() -> VirtualHosts {
+        VirtualHosts::new(HostTable::new([VirtualHost {
             pattern: HostPattern::from_server_host("dataengine.com"),
             https_redirect: true,
             routes: Vec::new(),
-        }])
+        }]))
+        .expect("hosts")
     }
 
     fn head<'a>(hosts: &'a [&'a [u8]], path: &'a str) -> RequestHead<'a> {
@@ -184,11 +185,12 @@ mod tests {
 
     #[test]
     fn host_with_path_characters_is_a_bad_request() {
-        let star = HostTable::new([VirtualHost {
+        let star = VirtualHosts::new(HostTable::new([VirtualHost {
             pattern: HostPattern::Any,
             https_redirect: true,
             routes: Vec::new(),
-        }]);
+        }]))
+        .expect("hosts");
         for bad in [&b"evil.com/x"[..], b"a@b.com", b"a b", b""] {
             assert!(
                 matches!(
@@ -209,11 +211,12 @@ mod tests {
 
     #[test]
     fn host_without_redirect_has_no_routes_yet() {
-        let plain = HostTable::new([VirtualHost {
+        let plain = VirtualHosts::new(HostTable::new([VirtualHost {
             pattern: HostPattern::from_server_host("plain.com"),
             https_redirect: false,
             routes: Vec::new(),
-        }]);
+        }]))
+        .expect("hosts");
         assert_eq!(
             answer(&plain, head(&[b"plain.com"], "/"), false),
             Answer::NotFound
@@ -222,11 +225,12 @@ mod tests {
 
     #[test]
     fn host_with_query_or_fragment_is_a_bad_request() {
-        let star = HostTable::new([VirtualHost {
+        let star = VirtualHosts::new(HostTable::new([VirtualHost {
             pattern: HostPattern::Any,
             https_redirect: true,
             routes: Vec::new(),
-        }]);
+        }]))
+        .expect("hosts");
         for bad in [&b"evil.com?x"[..], b"evil.com#x"] {
             assert_eq!(
                 answer(&star, head(&[bad], "/"), false),
@@ -249,9 +253,9 @@ mod tests {
         }
     }
 
-    fn routed() -> HostTable {
+    fn routed() -> VirtualHosts {
         use crate::plan::{Route, RouteAction};
-        HostTable::new([VirtualHost {
+        let table = HostTable::new([VirtualHost {
             pattern: HostPattern::from_server_host("dataengine.com"),
             https_redirect: true,
             routes: vec![Route {
@@ -265,7 +269,8 @@ mod tests {
                 request_headers: Default::default(),
                 response_headers: Default::default(),
             }],
-        }])
+        }]);
+        VirtualHosts::new(table).expect("hosts")
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! `RedirectAction`, built by Istio's `ApplyRedirect`).
 use regex::Regex;
 
-use crate::model::{HttpRedirect, StringMatch};
+use crate::plan::{HttpRedirect, StringMatch};
 
 /// A path the proxy must answer with 400 instead of routing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -3,7 +3,7 @@
 //! forward, and what every connection shares (upstreams, access log, the
 //! plug-in hook: the egress capture is plugged in here).
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
@@ -17,7 +17,7 @@ use super::{
     http::VirtualHosts,
     tls, upstream,
 };
-use crate::plan::{Forward, HostPattern, Plan, SniRoute, TlsServerKind};
+use crate::plan::{ClusterId, Forward, HostPattern, Plan, SniRoute, TlsServerKind};
 
 /// What one listener serves.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ pub enum TlsAction {
     Passthrough(Vec<SniRoute>),
     /// AUTO_PASSTHROUGH: the SNI names one of these clusters
     /// ([`auto_passthrough::forward`]); other connections are closed and logged.
-    AutoPassthrough(BTreeSet<String>),
+    AutoPassthrough(BTreeMap<String, ClusterId>),
 }
 
 /// Everything the proxy serves, built from one plan. Connections read it

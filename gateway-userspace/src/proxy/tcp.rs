@@ -76,9 +76,9 @@ fn cluster<'a>(
     let backend = weighted(backends, |b| u64::from(b.weight.max(1)), random())
         .ok_or_else(|| ForwardError::NoCluster("the route has no destination".into()))?;
     match &backend.target {
-        Ok(name) => upstreams
-            .get(name)
-            .ok_or_else(|| ForwardError::NoCluster(format!("cluster {name} is not built"))),
+        Ok(id) => upstreams.get(*id).ok_or_else(|| {
+            ForwardError::NoCluster(format!("cluster #{} is not built", id.index()))
+        }),
         Err(reason) => Err(ForwardError::NoCluster(reason.to_string())),
     }
 }

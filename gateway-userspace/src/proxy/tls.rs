@@ -13,10 +13,7 @@ use rustls::{
 };
 
 use super::client_cert::{PinnedVerifier, Pins};
-use crate::{
-    model::{ServerTls, TlsMode, TlsVersion},
-    plan::HostPattern,
-};
+use crate::plan::{HostPattern, ServerTls, TlsMode, TlsVersion};
 
 /// ALPN offered on every terminating server, as Istio configures Envoy.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -239,13 +236,13 @@ pub(super) fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsSetupErr
 /// The entry of `servers` whose hosts match `sni` most specifically, as
 /// Envoy's filter-chain match does: exact name, then longest `*.suffix`,
 /// then a `*` server, which also takes clients that send no SNI
-/// ([`crate::model::best_match`], the one host precedence rule).
+/// ([`crate::plan::best_match`], the one host precedence rule).
 pub fn select<'a, T>(
     servers: &'a [T],
     hosts: impl Fn(&T) -> &[HostPattern],
     sni: Option<&str>,
 ) -> Option<&'a T> {
-    crate::model::best_match(servers, |server| hosts(server), sni)
+    crate::plan::best_match(servers, |server| hosts(server), sni)
 }
 
 /// A fatal TLS alert record, sent before any handshake message of ours.

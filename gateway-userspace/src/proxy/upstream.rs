@@ -6,7 +6,6 @@
 //! the endpoint the balancer picked while its `Host`/`:authority` stays the
 //! one the client asked for; hyper-util keys its pool by the URI authority.
 use std::{
-    collections::HashMap,
     hash::{BuildHasher, Hasher},
     net::SocketAddr,
     sync::{
@@ -29,9 +28,9 @@ use super::{
     http::ProxyBody,
     origination::{Origination, UpstreamIo, origination},
 };
-use crate::{
-    model::{EndpointAddress, LoadBalancer},
-    plan::{Cluster, Endpoint},
+use crate::plan::{
+    Cluster, ClusterId, Endpoint, EndpointAddress, H2UpgradePolicy, LoadBalancer, Protocol,
+    SimpleLb,
 };
 
 /// Istio's default upstream connect timeout (`connectTimeout`).
@@ -191,10 +190,10 @@ impl UpstreamCluster {
     /// origination cannot be set up (a start or a reload fails, never a request).
     pub fn new(cluster: &Cluster) -> Result<Self, ProxyError> {
         let balance = match &cluster.policy.load_balancer {
-            Some(LoadBalancer::Simple(name)) if name == "LEAST_REQUEST" || name == "LEAST_CONN" => {
+            Some(LoadBalancer::Simple(SimpleLb::LeastRequest | SimpleLb::LeastConn)) => {
                 Balance::LeastRequest
             }
-            Some(LoadBalancer::Simple(name)) if name == "RANDOM" => Balance::Random,
+            Some(LoadBalancer::Simple(SimpleLb::Random)) => Balance::Random,
             _ => Balance::RoundRobin,
         };
         let mut fixed = Vec::new();
@@ -224,9 +223,6 @@ impl UpstreamCluster {
             .policy
             .connection_pool
             .connect_timeout
-            .as_deref()
-            .and_then(crate::config::duration_millis)
-            .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let protocol = upstream_protocol(cluster);
         // TLS to an HTTP/2 cluster negotiates h2; the others speak HTTP/1.1
@@ -275,13 +271,11 @@ fn upstream_protocol(cluster: &Cluster) -> UpstreamProtocol {
     if pool.use_client_protocol {
         return UpstreamProtocol::SameAsClient;
     }
-    let h2_port = cluster.protocol.as_deref().is_some_and(|p| {
-        matches!(
-            p.to_ascii_uppercase().as_str(),
-            "HTTP2" | "GRPC" | "GRPC-WEB"
-        )
-    });
-    if h2_port || pool.h2_upgrade_policy.as_deref() == Some("UPGRADE") {
+    let h2_port = matches!(
+        cluster.protocol,
+        Some(Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb)
+    );
+    if h2_port || pool.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade) {
         UpstreamProtocol::Http2
     } else {
         UpstreamProtocol::Http1
@@ -571,28 +565,25 @@ async fn send_http2(
         .map_err(exchange(endpoint.addr))
 }
 
-/// Every cluster of a plan, by name.
+/// Every cluster of a plan, indexed by [`ClusterId`].
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    clusters: HashMap<String, Arc<UpstreamCluster>>,
+    clusters: Vec<Arc<UpstreamCluster>>,
 }
 
 impl Upstreams {
     /// Builds the runtime clusters of a plan.
     pub fn new(clusters: &[Cluster]) -> Result<Self, ProxyError> {
-        let mut built = HashMap::new();
-        for cluster in clusters {
-            built.insert(
-                cluster.name.clone(),
-                Arc::new(UpstreamCluster::new(cluster)?),
-            );
-        }
+        let built = clusters
+            .iter()
+            .map(|cluster| UpstreamCluster::new(cluster).map(Arc::new))
+            .collect::<Result<_, _>>()?;
         Ok(Upstreams { clusters: built })
     }
 
-    /// The cluster a route names.
-    pub fn get(&self, name: &str) -> Option<&Arc<UpstreamCluster>> {
-        self.clusters.get(name)
+    /// The cluster a route's backend names.
+    pub fn get(&self, id: ClusterId) -> Option<&Arc<UpstreamCluster>> {
+        self.clusters.get(id.index())
     }
 }
 
