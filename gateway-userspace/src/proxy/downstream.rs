@@ -23,6 +23,7 @@ use tokio::{
 
 use super::{
     access_log::Entry,
+    body::ProxyBody,
     context::{Conn, Downstream, Shared},
     http::{self, VirtualHosts},
     metrics,
@@ -141,7 +142,7 @@ pub(super) async fn serve_http<I>(
 /// A response body that keeps its request in progress until it ends (or
 /// is dropped) and tells the connection's deadlines of every frame sent.
 struct InFlightBody {
-    inner: http::ProxyBody,
+    inner: ProxyBody,
     activity: Arc<Activity>,
     _request: crate::connection::InFlight,
 }

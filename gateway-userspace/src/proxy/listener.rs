@@ -15,7 +15,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::{ProxyError, access_log, phases::serve_connection, served::Served};
+use super::{access_log, error::ProxyError, phases::serve_connection, served::Served};
 use crate::connection::{Acceptor, Gate, Place};
 use gateway_common::proxy_socket_slot;
 

@@ -11,11 +11,13 @@
 //! stands beside its inbound.
 pub mod access_log;
 pub mod auto_passthrough;
+mod body;
 pub mod client_cert;
 pub mod client_hello;
 pub mod context;
 mod downstream;
 pub mod egress;
+mod error;
 pub mod http;
 mod lean_redirect;
 mod listener;
@@ -31,39 +33,9 @@ pub mod tcp;
 pub mod tls;
 pub mod upstream;
 
-use std::{io, net::SocketAddr};
-
 pub use self::{
+    error::ProxyError,
     listener::{BoundListener, serve, steering_sockets},
     served::{ListenerMap, Options, PortService, Served, TlsAction, TlsEntry},
     stream::Rewind,
 };
-
-/// Failure to open a listening socket or to build what it serves.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    /// `bind`/`listen` failed for this address.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
-    /// A route table whose regexes do not compile.
-    #[error("routes")]
-    Routes(#[from] http::RoutesError),
-    /// A cluster's TLS origination (DestinationRule `tls`) cannot be set up.
-    #[error("{cluster}: TLS origination")]
-    Origination {
-        cluster: String,
-        #[source]
-        source: tls::TlsSetupError,
-    },
-    /// A terminating server's certificate or settings cannot be used.
-    #[error("{server}: TLS")]
-    Tls {
-        server: String,
-        #[source]
-        source: tls::TlsSetupError,
-    },
-}

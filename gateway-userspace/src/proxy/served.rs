@@ -11,9 +11,10 @@ use std::{
 use rustls::ServerConfig;
 
 use super::{
-    ProxyError, access_log, auto_passthrough,
+    access_log, auto_passthrough,
     context::{Hook, Shared},
     egress::Egress,
+    error::ProxyError,
     http::VirtualHosts,
     tls, upstream,
 };

@@ -24,8 +24,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::{
-    ProxyError,
-    http::ProxyBody,
+    body::ProxyBody,
+    error::ProxyError,
     origination::{Origination, UpstreamIo, origination},
 };
 use crate::plan::{
