@@ -3,12 +3,13 @@
 //! the route's action (forward, redirect, direct response), with one
 //! access-log entry per request.
 //!
-//! Per request, in order ([`handle`]): the log entry opened, the host
-//! phase ([`redirect::answer`]: head checks, virtual host, the HTTPS
-//! redirect), the route phase (path normalisation, forwarding headers,
-//! the route's match), the action (redirect, direct response, or the
-//! upstream phase, [`forward`]), then the response's headers; the entry
-//! is written when the response body ends ([`bodies`]).
+//! Per request, in order ([`handle`]): the log entry opened; the host
+//! phase (`select_host`: head checks, the virtual host, the HTTPS
+//! redirect); the route phase (`route_request`: path normalisation,
+//! forwarding headers, the route's match); the action (`act`: redirect,
+//! direct response, or the upstream phase in `forward.rs`); the response's
+//! headers; and the log phase when the response body ends (`bodies.rs`).
+//! Header work is in `headers.rs`.
 mod bodies;
 mod forward;
 mod headers;
