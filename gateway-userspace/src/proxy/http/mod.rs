@@ -191,6 +191,10 @@ async fn route_request(
 
 /// The host phase: head checks, the virtual host the request names (its
 /// authority and index) and the HTTPS redirect; or the answer already.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the request's answer, returned once to the caller, never propagated"
+)]
 fn select_host(
     hosts: &VirtualHosts,
     req: &Request<Incoming>,
