@@ -242,7 +242,7 @@ pub fn select<'a, T>(
     hosts: impl Fn(&T) -> &[HostPattern],
     sni: Option<&str>,
 ) -> Option<&'a T> {
-    crate::plan::best_match(servers, |server| hosts(server), sni)
+    crate::plan::best_match(servers, hosts, sni)
 }
 
 /// A fatal TLS alert record, sent before any handshake message of ours.

@@ -1,0 +1,139 @@
+//! Why a request did not reach a backend, and Envoy's flag for each.
+use std::net::SocketAddr;
+
+/// Why a request did not reach a backend; each maps to Envoy's flag.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The cluster has no endpoint to try (UH).
+    #[error("no healthy upstream")]
+    NoEndpoint,
+    /// DNS gave no address (UH).
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    /// TCP connect failed or timed out (UF).
+    #[error("upstream connect error to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    /// The TLS handshake of origination failed (UF): a 503, never plaintext.
+    #[error("upstream TLS to {addr} failed: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
+    /// The exchange failed after the connection was made: the backend
+    /// broke the protocol (UPE, a 502) or the connection (UC, a 503).
+    #[error("upstream {addr}: {source}")]
+    Exchange {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// The error of a failed exchange with `addr`, for `map_err`.
+pub(super) fn exchange(addr: SocketAddr) -> impl FnOnce(hyper::Error) -> UpstreamError {
+    move |source| UpstreamError::Exchange { addr, source }
+}
+
+impl UpstreamError {
+    /// Envoy's response flag for this failure.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            UpstreamError::NoEndpoint | UpstreamError::Resolve { .. } => "UH",
+            UpstreamError::Connect { .. } | UpstreamError::Tls { .. } => "UF",
+            UpstreamError::Exchange { source, .. } if protocol_error(source) => "UPE",
+            UpstreamError::Exchange { .. } => "UC",
+        }
+    }
+}
+
+/// Whether a failed exchange was the backend breaking HTTP (a head that
+/// does not parse or is too large, both `Content-Length` and chunked, an
+/// HTTP/2 protocol, flow-control, frame-size or compression error), which
+/// Envoy answers 502 and flags `UPE`, rather than a connection that ended
+/// (`UC`).
+pub fn protocol_error(err: &hyper::Error) -> bool {
+    if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
+        return true;
+    }
+    http2_protocol_error(std::error::Error::source(err))
+}
+
+/// Whether an HTTP/2 error in the chain from `source` names a protocol
+/// violation (as opposed to a cancel or a refused stream).
+fn http2_protocol_error(mut source: Option<&(dyn std::error::Error + 'static)>) -> bool {
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return matches!(
+                h2.reason(),
+                Some(
+                    h2::Reason::PROTOCOL_ERROR
+                        | h2::Reason::FLOW_CONTROL_ERROR
+                        | h2::Reason::FRAME_SIZE_ERROR
+                        | h2::Reason::COMPRESSION_ERROR
+                )
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error whose cause is the HTTP/2 error, as hyper's is.
+    #[derive(Debug)]
+    struct Caused(h2::Error);
+
+    impl std::fmt::Display for Caused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("http2 error")
+        }
+    }
+
+    impl std::error::Error for Caused {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn http2_protocol_violations_are_protocol_errors_and_resets_are_not() {
+        for reason in [
+            h2::Reason::PROTOCOL_ERROR,
+            h2::Reason::FLOW_CONTROL_ERROR,
+            h2::Reason::FRAME_SIZE_ERROR,
+            h2::Reason::COMPRESSION_ERROR,
+        ] {
+            let err = h2::Error::from(reason);
+            assert!(http2_protocol_error(Some(&err)), "{reason:?}");
+            // Found as the cause of another error too (hyper's).
+            let wrapped = Caused(err);
+            assert!(http2_protocol_error(Some(&wrapped)), "{reason:?} wrapped");
+        }
+        for reason in [
+            h2::Reason::CANCEL,
+            h2::Reason::REFUSED_STREAM,
+            h2::Reason::NO_ERROR,
+        ] {
+            assert!(
+                !http2_protocol_error(Some(&h2::Error::from(reason))),
+                "{reason:?}"
+            );
+        }
+        assert!(!http2_protocol_error(Some(&std::io::Error::other("reset"))));
+        assert!(!http2_protocol_error(None));
+    }
+
+    #[test]
+    fn flags_name_the_failure() {
+        assert_eq!(UpstreamError::NoEndpoint.flag(), "UH");
+        let addr = SocketAddr::from(([192, 0, 2, 1], 80));
+        assert_eq!(
+            UpstreamError::Connect {
+                addr,
+                reason: String::new()
+            }
+            .flag(),
+            "UF"
+        );
+    }
+}

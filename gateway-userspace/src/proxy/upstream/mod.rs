@@ -1,0 +1,181 @@
+//! Backends: a cluster's endpoints (static, or resolved by DNS and
+//! refreshed: [`dns`]), load balancing across them ([`balance`]), and a
+//! keep-alive connection pool per endpoint for HTTP/1.1 and HTTP/2
+//! ([`pool`]).
+//!
+//! The pool is ours rather than hyper-util's because a request is sent to
+//! the endpoint the balancer picked while its `Host`/`:authority` stays the
+//! one the client asked for; hyper-util keys its pool by the URI authority.
+mod balance;
+mod dns;
+mod error;
+mod pool;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, atomic::AtomicUsize},
+    time::Duration,
+};
+
+use self::{
+    balance::choose,
+    dns::{Endpoints, resolved},
+};
+pub use self::{
+    balance::{Balance, random, weighted},
+    dns::DNS_REFRESH,
+    error::{UpstreamError, protocol_error},
+    pool::{ActiveRequest, UpstreamEndpoint, connect, send},
+};
+use super::{
+    error::ProxyError,
+    origination::{Origination, origination},
+};
+use crate::plan::{
+    Cluster, ClusterId, Endpoint, EndpointAddress, H2UpgradePolicy, LoadBalancer, Protocol,
+    SimpleLb,
+};
+
+/// Istio's default upstream connect timeout (`connectTimeout`).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The protocol spoken to a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+    /// HTTP/2 when the client spoke HTTP/2 (`useClientProtocol`).
+    SameAsClient,
+}
+
+/// A cluster ready to take requests.
+#[derive(Debug)]
+pub struct UpstreamCluster {
+    pub name: String,
+    balance: Balance,
+    endpoints: Endpoints,
+    next: AtomicUsize,
+    pub connect_timeout: Duration,
+    pub protocol: UpstreamProtocol,
+    /// TLS to the endpoints (DestinationRule `tls` SIMPLE or MUTUAL).
+    pub tls: Option<Origination>,
+}
+
+impl UpstreamCluster {
+    /// Builds the runtime form of a compiled cluster; fails when its TLS
+    /// origination cannot be set up (a start or a reload fails, never a request).
+    pub fn new(cluster: &Cluster) -> Result<Self, ProxyError> {
+        let balance = match &cluster.policy.load_balancer {
+            Some(LoadBalancer::Simple(SimpleLb::LeastRequest | SimpleLb::LeastConn)) => {
+                Balance::LeastRequest
+            }
+            Some(LoadBalancer::Simple(SimpleLb::Random)) => Balance::Random,
+            _ => Balance::RoundRobin,
+        };
+        let mut fixed = Vec::new();
+        let mut names = Vec::new();
+        for Endpoint {
+            address,
+            port,
+            weight,
+        } in &cluster.endpoints
+        {
+            match address {
+                EndpointAddress::Ip(ip) => {
+                    fixed.push(UpstreamEndpoint::new(SocketAddr::new(*ip, *port), *weight))
+                }
+                EndpointAddress::Dns(name) => names.push((name.clone(), *port, *weight)),
+            }
+        }
+        let endpoints = if names.is_empty() {
+            Endpoints::Static(fixed)
+        } else {
+            Endpoints::Dns {
+                names,
+                cache: Mutex::new(None),
+            }
+        };
+        let connect_timeout = cluster
+            .policy
+            .connection_pool
+            .connect_timeout
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let protocol = upstream_protocol(cluster);
+        // TLS to an HTTP/2 cluster negotiates h2; the others speak HTTP/1.1
+        // (a cluster that follows the client speaks HTTP/1.1 over TLS).
+        let alpn: &[u8] = if protocol == UpstreamProtocol::Http2 {
+            b"h2"
+        } else {
+            b"http/1.1"
+        };
+        let tls = origination(cluster, alpn).map_err(|source| ProxyError::Origination {
+            cluster: cluster.name.clone(),
+            source,
+        })?;
+        let protocol = match (&tls, protocol) {
+            (Some(_), UpstreamProtocol::SameAsClient) => UpstreamProtocol::Http1,
+            (_, protocol) => protocol,
+        };
+        Ok(UpstreamCluster {
+            name: cluster.name.clone(),
+            balance,
+            endpoints,
+            next: AtomicUsize::new(0),
+            connect_timeout,
+            protocol,
+            tls,
+        })
+    }
+
+    /// The endpoint the next request goes to.
+    pub async fn pick(&self) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
+        let chosen = match &self.endpoints {
+            // Chosen in place: no copy of the list per request.
+            Endpoints::Static(endpoints) => choose(endpoints, self.balance, &self.next),
+            Endpoints::Dns { names, cache } => {
+                choose(&resolved(names, cache).await?, self.balance, &self.next)
+            }
+        };
+        chosen.ok_or(UpstreamError::NoEndpoint)
+    }
+}
+
+/// HTTP/2 to backends whose port says so (HTTP2, GRPC, GRPC-WEB) or whose
+/// DestinationRule upgrades; otherwise HTTP/1.1, Istio's default.
+fn upstream_protocol(cluster: &Cluster) -> UpstreamProtocol {
+    let pool = &cluster.policy.connection_pool;
+    if pool.use_client_protocol {
+        return UpstreamProtocol::SameAsClient;
+    }
+    let h2_port = matches!(
+        cluster.protocol,
+        Some(Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb)
+    );
+    if h2_port || pool.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade) {
+        UpstreamProtocol::Http2
+    } else {
+        UpstreamProtocol::Http1
+    }
+}
+
+/// Every cluster of a plan, indexed by [`ClusterId`].
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    clusters: Vec<Arc<UpstreamCluster>>,
+}
+
+impl Upstreams {
+    /// Builds the runtime clusters of a plan.
+    pub fn new(clusters: &[Cluster]) -> Result<Self, ProxyError> {
+        let built = clusters
+            .iter()
+            .map(|cluster| UpstreamCluster::new(cluster).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Upstreams { clusters: built })
+    }
+
+    /// The cluster a route's backend names.
+    pub fn get(&self, id: ClusterId) -> Option<&Arc<UpstreamCluster>> {
+        self.clusters.get(id.index())
+    }
+}
