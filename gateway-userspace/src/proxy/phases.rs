@@ -4,9 +4,10 @@
 //!
 //! 1. **accept** ([`super::listener`]): the connection cap and deadlines
 //!    ([`crate::connection`]), then [`serve_connection`] here.
-//! 2. **claim**: a plug-in ([`super::context::Hook::claim`], the egress capture) may claim
-//!    a connection made to an address that is not the gateway's; it is
-//!    then asked at the three points below marked *hook*, and nowhere else.
+//! 2. **claim**: a plug-in ([`super::context::Hook::claim`], the egress
+//!    capture) may claim a connection made to an address that is not the
+//!    gateway's; it is then asked at the points below marked *hook*, and
+//!    nowhere else.
 //! 3. **listener**: the listener the connection was made to
 //!    ([`super::ListenerMap`]) and its kind: HTTP, TLS or TCP. No listener
 //!    on the port: [`unserved_port`] (*hook*: `unserved_port`).
@@ -16,11 +17,14 @@
 //!    ([`serve_tls_server`]).
 //! 5. **HTTP** ([`serve_http_port`]; *hook*: `http`, serve or take): hyper
 //!    ([`super::downstream::serve_http`]) or the lean 301 path
-//!    ([`super::lean_redirect`]); then per request **route**
-//!    ([`super::http::handle`]: head checks, virtual host, route, action).
-//! 6. **upstream**: [`super::http`]'s forward to a cluster
-//!    ([`super::upstream`]: endpoints, balancing, pools, origination), or
-//!    [`super::downstream::forward_tcp`] for opaque TCP and passthrough.
+//!    ([`super::lean_redirect`]); then per request ([`super::http::handle`])
+//!    the host phase (head checks, virtual host, HTTPS redirect) and the
+//!    **route** phase (the VirtualService route and its action).
+//! 6. **upstream**: `http/forward.rs` for a request (the cluster, the
+//!    request as the backend gets it, the exchange under the route's
+//!    timeout; endpoints, balancing, pools and origination in
+//!    [`super::upstream`]), or [`super::downstream::forward_tcp`] for
+//!    opaque TCP and passthrough.
 //! 7. **log** ([`super::context::Shared::finished`]): the claiming
 //!    plug-in completes the entry (*hook*: `log`, the verdict), then the
 //!    access log and the metrics.
