@@ -3,10 +3,10 @@
 //! TLS passthrough by SNI and opaque TCP, all from the compiled plan.
 //!
 //! A connection goes through named phases, listed and called in one file,
-//! [`phases`]: accept ([`listener`]), claim, listener kind, TLS/SNI, HTTP
+//! `phases.rs`: accept (`listener.rs`), claim, listener kind, TLS/SNI, HTTP
 //! route, upstream, log. The gateway path serves what the plan's listeners
 //! name; the egress capture ([`egress`]) is a plug-in beside it, reached
-//! only through the narrow [`Hook`] (unserved port, unknown SNI, serve
+//! only through the narrow [`context::Hook`] (unserved port, unknown SNI, serve
 //! HTTP or pass, the log entry's verdict), as linkerd2-proxy's outbound
 //! stands beside its inbound.
 pub mod access_log;

@@ -123,7 +123,7 @@ pub(super) async fn serve_connection(
 /// reload in flight), reset so the client fails at once instead of waiting.
 async fn unserved_port(stream: TcpStream, downstream: Downstream, conn: Conn<'_>) {
     if let Some(hook) = conn.shared.hook_of(&downstream) {
-        Box::pin(hook.unserved_port(stream, downstream, conn)).await;
+        hook.unserved_port(stream, downstream, conn).await;
         return;
     }
     log::debug!(

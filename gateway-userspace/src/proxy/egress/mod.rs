@@ -3,7 +3,7 @@
 //! behind the gateway path's one [`Hook`]. It names the workload's
 //! interface for the log, refuses what the egress Gateway does not serve
 //! under REGISTRY_ONLY, passes it to its original destination under
-//! ALLOW_ANY (Istio's `PassthroughCluster`, [`passthrough`]), and gives
+//! ALLOW_ANY (Istio's `PassthroughCluster`, `passthrough.rs`), and gives
 //! every claimed entry its verdict at the log phase. What the egress
 //! Gateway serves goes through the gateway path like any other traffic.
 mod passthrough;
