@@ -232,4 +232,57 @@ mod tests {
         entry.upstream_cluster = Some(PASSTHROUGH_CLUSTER.into());
         assert_eq!(verdict(&entry), "passthrough");
     }
+
+    fn egress(interfaces: &[(u32, &str)]) -> Egress {
+        Egress {
+            policy: OutboundPolicy::RegistryOnly,
+            gateway_addresses: vec!["192.0.2.1".parse().unwrap()],
+            interfaces: interfaces
+                .iter()
+                .map(|(index, name)| (*index, Arc::from(*name)))
+                .collect(),
+            workloads: None,
+        }
+    }
+
+    #[test]
+    fn only_connections_to_other_addresses_are_claimed_with_their_interface() {
+        let remote: SocketAddr = "10.0.0.2:40000".parse().unwrap();
+        let one = egress(&[(3, "veth-a")]);
+        assert_eq!(one.claim("192.0.2.1:80".parse().unwrap(), remote), None);
+        assert_eq!(
+            one.claim("[::ffff:192.0.2.1]:80".parse().unwrap(), remote),
+            None
+        );
+        let claimed = one.claim("203.0.113.9:443".parse().unwrap(), remote);
+        assert_eq!(claimed.as_deref(), Some("veth-a"));
+        // Two interfaces and no counters to tell them apart: claimed, as "-".
+        let two = egress(&[(3, "veth-a"), (4, "veth-b")]);
+        let claimed = two.claim("203.0.113.9:443".parse().unwrap(), remote);
+        assert_eq!(claimed.as_deref(), Some("-"));
+    }
+
+    #[test]
+    fn the_interface_lookup_the_daemon_passes_picks_among_the_captured_ones() {
+        let mut two = egress(&[(3, "veth-a"), (4, "veth-b")]);
+        two.workloads = Some(Arc::new(|_, mut among: &mut dyn Iterator<Item = u32>| {
+            Iterator::find(&mut among, |index| *index == 4)
+        }));
+        let claimed = two.claim(
+            "203.0.113.9:443".parse().unwrap(),
+            "10.0.0.2:40000".parse().unwrap(),
+        );
+        assert_eq!(claimed.as_deref(), Some("veth-b"));
+    }
+
+    #[test]
+    fn the_log_hook_gives_a_claimed_entry_its_verdict() {
+        let mut entry = Entry {
+            workload_interface: Some(Arc::from("veth-a")),
+            flags: vec!["NR"],
+            ..Entry::default()
+        };
+        egress(&[(3, "veth-a")]).log(&mut entry);
+        assert_eq!(entry.verdict, Some("refused"));
+    }
 }
