@@ -15,10 +15,11 @@ use crate::{exec::output, provision};
 const FILES: &[&str] = &[
     "gateway-userspace/src/config/**",
     "gateway-userspace/src/compile/**",
-    "gateway-userspace/src/hosts.rs",
+    "gateway-userspace/src/model/host.rs",
+    "gateway-userspace/src/plan/hosts.rs",
     "gateway-userspace/src/management.rs",
     "gateway-userspace/src/proxy/redirect.rs",
-    "gateway-userspace/src/proxy/route.rs",
+    "gateway-userspace/src/proxy/route/**",
     "gateway-userspace/src/proxy/rewrite.rs",
     "gateway-userspace/src/proxy/client_hello.rs",
     "gateway-userspace/src/proxy/client_cert.rs",

@@ -3,9 +3,10 @@
 //! slot, and a new one must take a free slot, never another's.
 use std::collections::{BTreeMap, BTreeSet};
 
-use gateway_common::ListenerKey;
-
-use crate::plan::{HostPattern, Plan, kernel::FreeIds};
+use crate::plan::{
+    HostPattern, Plan,
+    kernel::{FreeIds, ListenerKey},
+};
 
 impl Plan {
     /// Gives the listeners and kernel hosts this plan shares with

@@ -7,9 +7,10 @@ use std::{
 
 use gateway_common::{
     ADDR_ANY, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostKey, HostValue, LISTENER_RESET_UNKNOWN_HOSTS,
-    ListenerKey, ListenerValue, PORT_BOUND, PORT_WILDCARD, PortValue, host_hash, ipv4_mapped,
-    port_index,
+    ListenerValue, PORT_BOUND, PORT_WILDCARD, PortValue, host_hash, ipv4_mapped, port_index,
 };
+
+pub use gateway_common::ListenerKey;
 
 use super::{HostPattern, HostTable, Listener, Plan};
 

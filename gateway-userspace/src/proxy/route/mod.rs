@@ -1,7 +1,7 @@
 //! Routing a request within one route table: the virtual host its
 //! authority names ([`VirtualHosts::lookup`], Envoy's host precedence), then
 //! the first route of that host whose matches accept it
-//! ([`ServedHost::route`], the rules in [`matcher`]), with what the route's
+//! ([`ServedHost::route`], the rules in `matcher.rs`), with what the route's
 //! rewrites need. Everything is compiled once per route table.
 mod matcher;
 

@@ -1,7 +1,7 @@
 //! Backends: a cluster's endpoints (static, or resolved by DNS and
-//! refreshed: [`dns`]), load balancing across them ([`balance`]), and a
+//! refreshed: `dns.rs`), load balancing across them (`balance.rs`), and a
 //! keep-alive connection pool per endpoint for HTTP/1.1 and HTTP/2
-//! ([`pool`]).
+//! (`pool.rs`); why a request failed (`error.rs`).
 //!
 //! The pool is ours rather than hyper-util's because a request is sent to
 //! the endpoint the balancer picked while its `Host`/`:authority` stays the
