@@ -189,7 +189,12 @@ fn proxy_options(
                 .iter()
                 .map(|(index, name)| (*index, Arc::from(name.as_str())))
                 .collect(),
-            workloads: Some(maps.workloads()),
+            workloads: Some({
+                let workloads = maps.workloads();
+                Arc::new(move |addr, among: &mut dyn Iterator<Item = u32>| {
+                    workloads.interface_of(addr, among)
+                }) as proxy::egress::InterfaceLookup
+            }),
         }),
     }
 }

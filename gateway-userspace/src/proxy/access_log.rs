@@ -51,8 +51,11 @@ pub struct Entry {
     /// `VirtualService ns/name spec.http[i]` of the matched route.
     pub route: Option<String>,
     /// Egress: the captured interface the workload sent from; entries
-    /// with it carry the egress verdict too.
+    /// with it carry the verdict too.
     pub workload_interface: Option<std::sync::Arc<str>>,
+    /// What the plug-in that claimed the connection decided (egress:
+    /// `allowed`, `refused`, `passthrough`), filled in at the log phase.
+    pub verdict: Option<&'static str>,
 }
 
 /// The log sink: lines are buffered and handed on at most every second or
@@ -183,7 +186,7 @@ fn flags(entry: &Entry) -> String {
 pub fn text(entry: &Entry) -> String {
     let mut line = istio_text(entry);
     if let Some(interface) = &entry.workload_interface {
-        line.push_str(&format!(" {interface} {}", super::egress::verdict(entry)));
+        line.push_str(&format!(" {interface} {}", or_dash(entry.verdict)));
     }
     line
 }
@@ -243,7 +246,7 @@ pub fn json(entry: &Entry) -> String {
     });
     if let Some(interface) = &entry.workload_interface {
         value["workload_interface"] = serde_json::Value::from(interface.as_ref());
-        value["egress_verdict"] = serde_json::Value::from(super::egress::verdict(entry));
+        value["egress_verdict"] = text(entry.verdict.map(str::to_string));
     }
     value.to_string()
 }
@@ -291,8 +294,10 @@ mod tests {
     #[test]
     fn egress_lines_add_the_workloads_interface_and_the_verdict() {
         let plain = text(&entry());
+        // The verdict the egress plug-in gives an unrouted entry (`NR`).
         let egress = Entry {
             workload_interface: Some("veth-w".into()),
+            verdict: Some("refused"),
             ..entry()
         };
         assert_eq!(text(&egress), format!("{plain} veth-w refused"));

@@ -1,11 +1,10 @@
-//! One client connection after accept: HTTP served with hyper (plaintext
-//! or after TLS termination), TLS ports read up to the ClientHello and
-//! dispatched by SNI, TCP and passthrough forwarded; deadlines, drain on
-//! shutdown and the 408 for a stalled request head.
+//! Serving a connection once its phase is known ([`super::phases`]): HTTP
+//! with hyper (plaintext or after TLS termination) with its deadlines,
+//! drain on shutdown and the 408 for a stalled request head; the TLS
+//! handshake; TCP and passthrough forwarded, with their log entries.
 use std::{
     convert::Infallible,
-    io,
-    os::fd::{AsRawFd, RawFd},
+    os::fd::RawFd,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -17,42 +16,25 @@ use hyper_util::{
 };
 use rustls::ServerConfig;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite},
     net::TcpStream,
     sync::watch,
 };
 
 use super::{
     access_log::Entry,
-    auto_passthrough,
-    client_hello::{self, ClientHello, Inspection},
-    egress::{self, OutboundPolicy, Refusal},
-    http::{self, Downstream, Shared, VirtualHosts},
-    served::{TlsAction, TlsEntry},
-    stream::{Probe, Probed, Rewind},
+    body::ProxyBody,
+    context::{Conn, Downstream, Shared},
+    http::{self, VirtualHosts},
+    metrics,
+    stream::{MAX_REQUEST_HEAD, Probe, Probed, Rewind},
     tcp::{self, CopyEnd},
-    tls::{self, AlertDescription},
 };
 use crate::{
     connection::{Activity, Expiry, Gate, with_deadlines},
     plan::Forward,
 };
 
-/// Largest request head accepted; Envoy's default `max_request_headers_kb`
-/// is 60. Every reader of request heads (hyper, the lean redirect path,
-/// egress's read-ahead) stops here.
-pub(super) const MAX_REQUEST_HEAD: usize = 60 * 1024;
-
-/// The length of the request head at the start of `buffer`, once whole;
-/// the first `searched` bytes are known to hold no complete `\r\n\r\n`,
-/// so a head read in many pieces is not searched again from its start.
-pub(super) fn head_length(buffer: &[u8], searched: usize) -> Option<usize> {
-    let from = searched.saturating_sub(3);
-    buffer[from..]
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| from + at + 4)
-}
 /// Concurrent HTTP/2 streams per connection (Envoy's default is 2^31-1;
 /// bounded here so one client cannot hold unbounded work).
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
@@ -60,16 +42,6 @@ const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// How long an idle connection gets to close gracefully (HTTP/2 GOAWAY,
 /// HTTP/1 close after the current exchange) before it is dropped.
 const GRACEFUL_CLOSE: Duration = Duration::from_secs(1);
-
-/// What a connection is served with, whatever its kind.
-pub(super) struct Conn<'a> {
-    pub(super) shared: &'a Arc<Shared>,
-    pub(super) gate: &'a Gate,
-    pub(super) activity: &'a Arc<Activity>,
-    /// Flips to true when the daemon stops: HTTP connections finish the
-    /// request in progress and close (GOAWAY for HTTP/2).
-    pub(super) drain: watch::Receiver<bool>,
-}
 
 /// Serves HTTP/1.1 and HTTP/2 on `io` (plaintext or terminated TLS).
 /// `raw` is the plaintext socket under `io`, for the 408 Envoy sends to a
@@ -170,7 +142,7 @@ pub(super) async fn serve_http<I>(
 /// A response body that keeps its request in progress until it ends (or
 /// is dropped) and tells the connection's deadlines of every frame sent.
 struct InFlightBody {
-    inner: http::ProxyBody,
+    inner: ProxyBody,
     activity: Arc<Activity>,
     _request: crate::connection::InFlight,
 }
@@ -241,139 +213,8 @@ pub(super) async fn draining(drain: &mut watch::Receiver<bool>) {
 /// How long in-flight requests get to finish when the daemon stops.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// Reads from `stream` until the bytes are a whole ClientHello, something
-/// else, or too large.
-async fn read_client_hello(stream: &mut TcpStream) -> io::Result<(Vec<u8>, Inspection)> {
-    let mut buffer = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-        match client_hello::inspect(&buffer) {
-            Inspection::NeedMore => continue,
-            done => return Ok((buffer, done)),
-        }
-    }
-}
-
-/// What a TLS port serves, borrowed from [`PortService::Tls`].
-pub(super) struct TlsPort<'a> {
-    pub(super) servers: &'a [TlsEntry],
-    pub(super) plaintext: Option<&'a Arc<VirtualHosts>>,
-}
-
-pub(super) async fn serve_tls(
-    mut stream: TcpStream,
-    port: TlsPort<'_>,
-    mut downstream: Downstream,
-    conn: Conn<'_>,
-) {
-    let (shared, gate, activity) = (conn.shared, conn.gate, conn.activity);
-    // The ClientHello must arrive within the request-head deadline.
-    let hello = {
-        let read = read_client_hello(&mut stream);
-        tokio::pin!(read);
-        with_deadlines(read, activity, gate).await
-    };
-    let (prefix, hello) = match hello {
-        Ok(Ok((prefix, Inspection::Hello(hello)))) => (prefix, hello),
-        Ok(Ok((_, Inspection::Malformed(reason)))) => {
-            log::debug!("{}: malformed ClientHello: {reason}", downstream.remote);
-            let _ = stream
-                .write_all(&tls::alert(AlertDescription::DecodeError))
-                .await;
-            return;
-        }
-        Ok(Ok((prefix, _))) => {
-            // TLS detection: plaintext HTTP servers on this port take it.
-            match port.plaintext {
-                Some(hosts) => {
-                    let raw = Some(stream.as_raw_fd());
-                    let stream = Probed::new(Rewind::new(prefix, stream), activity);
-                    serve_http(stream, raw, downstream, hosts, conn).await;
-                }
-                None => log::debug!("{}: not TLS on a TLS port", downstream.remote),
-            }
-            return;
-        }
-        Ok(Err(_)) | Err(_) => return,
-    };
-    let ClientHello { sni, .. } = &hello;
-    downstream.sni = sni.clone();
-    let Some(entry) = tls::select(port.servers, |e| e.hosts.as_slice(), sni.as_deref()) else {
-        if let Some(egress) = shared.egress.as_ref().filter(|_| downstream.is_captured()) {
-            if egress.policy == OutboundPolicy::AllowAny {
-                let _in_flight = activity.begin();
-                egress::pass_through(stream, &prefix, &downstream, shared).await;
-                return;
-            }
-            egress::refused(shared, &downstream, &Refusal::UnknownSni(sni.clone()));
-        }
-        let alert = if sni.is_some() {
-            AlertDescription::UnrecognizedName
-        } else {
-            AlertDescription::HandshakeFailure
-        };
-        log::debug!(
-            "{}: no server for SNI {:?}; {alert:?} alert",
-            downstream.remote,
-            sni
-        );
-        let _ = stream.write_all(&tls::alert(alert)).await;
-        let _ = stream.shutdown().await;
-        return;
-    };
-    match &entry.action {
-        TlsAction::Passthrough(routes) => {
-            let route = tls::select(routes, |r| std::slice::from_ref(&r.sni), sni.as_deref());
-            let _in_flight = activity.begin();
-            match route {
-                Some(route) => {
-                    forward_tcp(stream, &prefix, &route.forward, downstream, shared).await
-                }
-                None => log_unrouted(&downstream, shared),
-            }
-        }
-        TlsAction::AutoPassthrough(clusters) => {
-            let _in_flight = activity.begin();
-            match auto_passthrough::forward(sni.as_deref(), &hello.alpn, clusters) {
-                Some(forward) => forward_tcp(stream, &prefix, &forward, downstream, shared).await,
-                None => log_unrouted(&downstream, shared),
-            }
-        }
-        TlsAction::TerminateHttp { config, hosts } => {
-            let Some(tls_stream) = handshake(stream, prefix, config, activity, gate).await else {
-                return;
-            };
-            downstream.tls = true;
-            // A 408 would have to be encrypted: a slow TLS client is just closed.
-            serve_http(
-                Probed::new(tls_stream, activity),
-                None,
-                downstream,
-                hosts,
-                conn,
-            )
-            .await;
-        }
-        TlsAction::TerminateTcp { config, forward } => {
-            let Some(tls_stream) = handshake(stream, prefix, config, activity, gate).await else {
-                return;
-            };
-            let _in_flight = activity.begin();
-            match forward {
-                Some(forward) => forward_tcp(tls_stream, &[], forward, downstream, shared).await,
-                None => log_unrouted(&downstream, shared),
-            }
-        }
-    }
-}
-
 /// Completes the handshake on bytes already read plus the rest of the stream.
-async fn handshake(
+pub(super) async fn handshake(
     stream: TcpStream,
     prefix: Vec<u8>,
     config: &Arc<ServerConfig>,
@@ -393,8 +234,8 @@ async fn handshake(
     }
 }
 
-fn log_unrouted(downstream: &Downstream, shared: &Shared) {
-    shared.finished(&Entry {
+pub(super) fn log_unrouted(downstream: &Downstream, shared: &Shared) {
+    shared.finished(&mut Entry {
         start: Some(SystemTime::now()),
         flags: vec!["NR"],
         details: Some("filter_chain_not_found"),
@@ -430,7 +271,7 @@ pub(super) async fn forward_tcp<D>(
         Ok(mut upstream) => {
             entry.upstream_host = Some(upstream.addr);
             entry.upstream_cluster = Some(upstream.cluster.clone());
-            super::metrics::tcp_opened(&entry);
+            metrics::tcp_opened(&entry);
             let copied = tcp::copy_both_ways(
                 &mut client,
                 prefix,
@@ -458,5 +299,5 @@ pub(super) async fn forward_tcp<D>(
         }
     }
     entry.duration = started.elapsed();
-    shared.finished(&entry);
+    shared.finished(&mut entry);
 }

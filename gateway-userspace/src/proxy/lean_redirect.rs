@@ -26,10 +26,11 @@ use tokio::{
 use super::{
     access_log::Entry,
     // A head longer than the limit goes to hyper, which answers it (431).
-    downstream::{Conn, MAX_REQUEST_HEAD, draining, head_length, serve_http},
-    http::{Downstream, SERVER_HEADER, VirtualHosts},
+    context::{Conn, Downstream},
+    downstream::{draining, serve_http},
+    http::{SERVER_HEADER, VirtualHosts},
     redirect::{self, Answer, RequestHead},
-    stream::{Probed, Rewind},
+    stream::{MAX_REQUEST_HEAD, Probed, Rewind, head_length},
 };
 use crate::connection::{Expiry, with_deadlines};
 
@@ -140,7 +141,7 @@ async fn answer_redirects(
         entry.downstream_remote = Some(downstream.remote);
         entry.workload_interface = downstream.workload_interface.clone();
         entry.duration = started.elapsed();
-        conn.shared.finished(&entry);
+        conn.shared.finished(&mut entry);
         buffer.drain(..head_len);
         if close {
             // Bytes the client sent after asking to close would turn the

@@ -1,5 +1,6 @@
-//! Listening sockets: one per listener and address, accept loops held to
-//! the connection cap, and the dispatch of each connection by listener kind.
+//! The accept phase: the proxy's listening sockets, and accept loops held
+//! to the connection cap; each connection then goes through
+//! [`super::phases`].
 use std::{
     io,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -14,16 +15,8 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::{
-    ProxyError, access_log,
-    downstream::{Conn, TlsPort, forward_tcp, serve_http, serve_tls},
-    egress::{self, OutboundPolicy, Refusal},
-    http::Downstream,
-    lean_redirect,
-    served::{PortService, Served},
-    stream::Probed,
-};
-use crate::connection::{Acceptor, Activity, Admitted, Gate, Place};
+use super::{access_log, error::ProxyError, phases::serve_connection, served::Served};
+use crate::connection::{Acceptor, Gate, Place};
 use gateway_common::proxy_socket_slot;
 
 const LISTEN_BACKLOG: u32 = 1024;
@@ -225,108 +218,6 @@ fn place(stream: &TcpStream, served: &Served) -> Place {
 
 /// How long the proxy waits for connections to finish when stopping.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-async fn serve_connection(
-    stream: TcpStream,
-    remote: SocketAddr,
-    served: Arc<Served>,
-    gate: Arc<Gate>,
-    _admitted: Admitted,
-    drain: watch::Receiver<bool>,
-) {
-    let activity = Arc::new(Activity::new());
-    let conn = Conn {
-        shared: &served.shared,
-        gate: &gate,
-        activity: &activity,
-        drain,
-    };
-    // The address the client connected to: the kernel steered it here
-    // from a listener's (address, port), which names the listener.
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
-    let egress = served.shared.egress.as_ref().filter(|e| e.captured(local));
-    let downstream = Downstream {
-        tls: false,
-        local,
-        remote,
-        sni: None,
-        // A captured connection always names its interface; "-" when the
-        // guard has not seen the workload.
-        workload_interface: egress.map(|e| {
-            e.interface_of(remote.ip())
-                .unwrap_or_else(|| Arc::from("-"))
-        }),
-        remote_ip: std::sync::OnceLock::new(),
-    };
-    let Some(service) = served
-        .listeners
-        .listener_at(local)
-        .and_then(|id| served.ports.get(&id).cloned())
-    else {
-        match egress {
-            Some(e) if e.policy == OutboundPolicy::AllowAny => {
-                let _in_flight = activity.begin();
-                egress::pass_through(stream, &[], &downstream, &served.shared).await;
-            }
-            Some(_) => {
-                egress::refused(&served.shared, &downstream, &Refusal::UnservedPort);
-                let _ = stream.set_zero_linger();
-            }
-            // No listener for the address: one steered by a plan this
-            // `Served` does not have yet (a reload in flight). A reset, so
-            // the client fails at once instead of waiting.
-            None => {
-                log::debug!("{remote} -> {local}: no listener; reset");
-                let _ = stream.set_zero_linger();
-            }
-        }
-        return;
-    };
-    // Each kind's future is boxed: the task's own future stays a few hundred
-    // bytes, which tokio moves at spawn and at completion, instead of the
-    // whole connection state (about 7 KiB).
-    match &*service {
-        PortService::Http(hosts) => {
-            if egress.is_some_and(|e| e.policy == OutboundPolicy::AllowAny) {
-                Box::pin(egress::serve_http_or_pass(stream, downstream, hosts, conn)).await;
-                return;
-            }
-            if hosts.redirects {
-                Box::pin(lean_redirect::serve(stream, downstream, hosts, conn)).await;
-                return;
-            }
-            let raw = Some(stream.as_raw_fd());
-            Box::pin(serve_http(
-                Probed::new(stream, &activity),
-                raw,
-                downstream,
-                hosts,
-                conn,
-            ))
-            .await
-        }
-        PortService::Tcp(forward) => {
-            let _in_flight = activity.begin();
-            Box::pin(forward_tcp(
-                stream,
-                &[],
-                forward,
-                downstream,
-                &served.shared,
-            ))
-            .await;
-        }
-        PortService::Tls { servers, plaintext } => {
-            let port = TlsPort {
-                servers,
-                plaintext: plaintext.as_ref(),
-            };
-            Box::pin(serve_tls(stream, port, downstream, conn)).await
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -163,14 +163,14 @@ pub fn record(entry: &Entry) {
     let Ok(mut series) = METRICS.lock() else {
         return;
     };
-    if let Some(interface) = &entry.workload_interface {
+    if let (Some(interface), Some(verdict)) = (&entry.workload_interface, entry.verdict) {
         let labels = EgressLabels {
             workload: entry
                 .downstream_remote
                 .map_or_else(|| "-".to_string(), |a| a.ip().to_canonical().to_string()),
             interface: interface.to_string(),
             host: external_host(entry),
-            verdict: super::egress::verdict(entry),
+            verdict,
         };
         *series.egress.entry(labels).or_default() += 1;
     }
@@ -269,6 +269,13 @@ pub fn render(out: &mut String) {
     let Ok(series) = METRICS.lock() else {
         return;
     };
+    render_requests(out, &series);
+    render_tcp(out, &series);
+    render_egress(out, &series);
+}
+
+/// The request counter and histogram families.
+fn render_requests(out: &mut String, series: &Series) {
     let request_labels = |labels: &RequestLabels| {
         format!(
             "reporter=\"source\",request_protocol=\"{}\",response_code=\"{}\",response_flags=\"{}\",destination_service=\"{}\"",
@@ -333,6 +340,10 @@ pub fn render(out: &mut String) {
             let _ = writeln!(out, "{name}_count{{{labels}}} {}", histogram.count);
         }
     }
+}
+
+/// The TCP connection families.
+fn render_tcp(out: &mut String, series: &Series) {
     let tcp: [TcpFamily; 4] = [
         (
             "istio_tcp_connections_opened_total",
@@ -368,7 +379,6 @@ pub fn render(out: &mut String) {
             );
         }
     }
-    render_egress(out, &series);
 }
 
 /// The egress family, only on an egress instance that has decided something.

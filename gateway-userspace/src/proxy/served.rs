@@ -1,6 +1,7 @@
 //! What the proxy serves, built once from a plan: per listener, its
 //! virtual hosts, TLS servers (with their rustls configurations) or TCP
-//! forward, and what every connection shares (upstreams, access log).
+//! forward, and what every connection shares (upstreams, access log, the
+//! plug-in hook: the egress capture is plugged in here).
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
@@ -10,8 +11,11 @@ use std::{
 use rustls::ServerConfig;
 
 use super::{
-    ProxyError, access_log, auto_passthrough,
-    http::{Shared, VirtualHosts},
+    access_log, auto_passthrough,
+    context::{Hook, Shared},
+    egress::Egress,
+    error::ProxyError,
+    http::VirtualHosts,
     tls, upstream,
 };
 use crate::plan::{ClusterId, Forward, HostPattern, Plan, SniRoute, TlsServerKind};
@@ -111,8 +115,9 @@ impl ListenerMap {
 pub struct Options {
     pub trusted_proxies: u32,
     pub access_log: access_log::Format,
-    /// The egress capture, on an egress instance.
-    pub egress: Option<super::egress::Egress>,
+    /// The egress capture, on an egress instance: the plug-in behind
+    /// the proxy's [`Hook`].
+    pub egress: Option<Egress>,
     /// `--tcp-idle-timeout`: an opaque TCP or passthrough connection that
     /// moves no byte either way this long is closed.
     pub tcp_idle_timeout: std::time::Duration,
@@ -125,7 +130,9 @@ impl Served {
             upstreams: upstream::Upstreams::new(&plan.clusters)?,
             access_log: access_log::AccessLog::new(options.access_log),
             trusted_proxies: options.trusted_proxies,
-            egress: options.egress,
+            hook: options
+                .egress
+                .map(|egress| Arc::new(egress) as Arc<dyn Hook>),
             tcp_idle_timeout: options.tcp_idle_timeout,
         });
         let mut ports = HashMap::new();

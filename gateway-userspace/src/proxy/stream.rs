@@ -1,6 +1,7 @@
 //! Stream wrappers under hyper and rustls: bytes already read put back in
 //! front ([`Rewind`]), and a note of what arrived before the request head
-//! was complete ([`Probed`]).
+//! was complete ([`Probed`]); where a request head ends ([`head_length`],
+//! [`MAX_REQUEST_HEAD`]).
 use std::{
     io,
     sync::{
@@ -15,6 +16,22 @@ use tokio::{
 };
 
 use crate::connection::Activity;
+
+/// Largest request head accepted; Envoy's default `max_request_headers_kb`
+/// is 60. Every reader of request heads (hyper, the lean redirect path,
+/// egress's read-ahead) stops here.
+pub const MAX_REQUEST_HEAD: usize = 60 * 1024;
+
+/// The length of the request head at the start of `buffer`, once whole;
+/// the first `searched` bytes are known to hold no complete `\r\n\r\n`,
+/// so a head read in many pieces is not searched again from its start.
+pub fn head_length(buffer: &[u8], searched: usize) -> Option<usize> {
+    let from = searched.saturating_sub(3);
+    buffer[from..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| from + at + 4)
+}
 
 /// What a connection sent before its request head was complete.
 #[derive(Debug, Default)]

@@ -28,7 +28,7 @@ pub use self::{
     pool::{ActiveRequest, UpstreamEndpoint, connect, send},
 };
 use super::{
-    ProxyError,
+    error::ProxyError,
     origination::{Origination, origination},
 };
 use crate::plan::{

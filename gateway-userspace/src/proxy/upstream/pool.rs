@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use super::{UpstreamCluster, UpstreamError, error::exchange};
 use crate::proxy::{
-    http::ProxyBody,
+    body::ProxyBody,
     origination::{Origination, UpstreamIo},
 };
 
