@@ -1,0 +1,92 @@
+//! HTTP binding: a listener's virtual hosts, and each bound
+//! VirtualService's `http` rules as routes.
+use super::{Accepted, Binder, Layer};
+use crate::{
+    model::{HostPattern, HttpAction, HttpMatch, VirtualService},
+    plan::{HostTable, Route, RouteAction, VirtualHost},
+};
+
+impl<'m> Binder<'m> {
+    /// The virtual hosts of an HTTP route table shared by `servers`.
+    pub fn http_hosts(&mut self, servers: &[Accepted<'m>], port: u16) -> HostTable {
+        let mut vhosts = Vec::new();
+        for accepted in servers {
+            // Only a plaintext server redirects: on one that terminates TLS
+            // the request already came over HTTPS, and Istio routes it
+            // (Istio's gateway simulation case "httpsRedirect on https").
+            let https_redirect = accepted.server.port.protocol.is_http_family()
+                && accepted
+                    .server
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.https_redirect);
+            // The server's own hosts: redirect-only, or 404 (no routes), when nothing binds.
+            vhosts.extend(accepted.server.hosts.iter().map(|host| VirtualHost {
+                pattern: HostPattern::from_server_host(host),
+                https_redirect,
+                routes: Vec::new(),
+            }));
+            let gateway = accepted.gateway_ref();
+            for (vs, names) in self.bindings(&gateway, accepted) {
+                let routes = self.http_routes(vs, &gateway, port);
+                for pattern in names {
+                    vhosts.push(VirtualHost {
+                        pattern,
+                        https_redirect,
+                        routes: routes.clone(),
+                    });
+                }
+            }
+        }
+        HostTable::new(vhosts)
+    }
+
+    /// A VirtualService's rules that apply to `gateway` on `port`, stopping
+    /// after the first catch-all (`route.go::BuildHTTPRoutesForVirtualService`).
+    fn http_routes(&mut self, vs: &VirtualService, gateway: &str, port: u16) -> Vec<Route> {
+        let mut routes = Vec::new();
+        for (index, rule) in vs.http.iter().enumerate() {
+            let matches: Vec<HttpMatch> = rule
+                .matches
+                .iter()
+                .filter(|m| m.port.is_none_or(|p| p == port))
+                .filter(|m| m.gateways.is_empty() || m.gateways.iter().any(|g| g == gateway))
+                .cloned()
+                .collect();
+            if !rule.matches.is_empty() && matches.is_empty() {
+                continue;
+            }
+            let source = format!(
+                "VirtualService {}/{} spec.http[{index}]",
+                vs.namespace, vs.name
+            );
+            let action = match &rule.action {
+                HttpAction::Route(destinations) => RouteAction::Forward {
+                    backends: self.forward(destinations, &vs.namespace, &source, Layer::Http),
+                    rewrite_uri: rule.rewrite_uri.clone(),
+                    rewrite_uri_regex: rule.rewrite_uri_regex.clone(),
+                    rewrite_authority: rule.rewrite_authority.clone(),
+                    timeout: rule.timeout,
+                },
+                HttpAction::Redirect(redirect) => RouteAction::Redirect(redirect.clone()),
+                HttpAction::DirectResponse { status, body } => RouteAction::DirectResponse {
+                    status: *status,
+                    body: body.clone(),
+                },
+            };
+            let catch_all = matches.is_empty() || matches.iter().any(HttpMatch::is_catch_all);
+            routes.push(Route {
+                source,
+                matches,
+                action,
+                catch_all,
+                request_headers: rule.request_headers.clone(),
+                response_headers: rule.response_headers.clone(),
+            });
+            if catch_all {
+                break;
+            }
+        }
+        routes
+    }
+}
