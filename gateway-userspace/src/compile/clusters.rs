@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::{
-    model::{Destination, EndpointAddress, HostIndex, HostPattern, Model, Protocol, Resolution},
+    model::{
+        Destination, DestinationRule, EndpointAddress, HostIndex, HostPattern, Model, Protocol,
+        Resolution, ServiceEntry, ServicePort, TrafficPolicy,
+    },
     plan::{Cluster, ClusterId, Endpoint, Unresolved},
 };
 
@@ -65,6 +68,103 @@ fn index_hosts<'a>(resources: impl Iterator<Item = (&'a [String], &'a str)>) -> 
     index
 }
 
+/// `namespace/name` of a ServiceEntry, as unresolved destinations name it.
+fn entry_name(entry: &ServiceEntry) -> String {
+    format!("{}/{}", entry.namespace, entry.name)
+}
+
+/// The port a destination takes on `entry` (`port`, or the entry's only
+/// one when none is named) and the entry's declaration of it.
+fn service_port<'e>(
+    entry: &'e ServiceEntry,
+    port: Option<u16>,
+    host: &str,
+) -> Result<(u16, &'e ServicePort), Unresolved> {
+    if entry.ports.is_empty() {
+        return Err(Unresolved::NoPorts {
+            entry: entry_name(entry),
+        });
+    }
+    let port = match (port, entry.ports.as_slice()) {
+        (Some(port), _) => port,
+        (None, [only]) => only.number,
+        (None, ports) => {
+            return Err(Unresolved::PortRequired {
+                host: host.to_string(),
+                ports: ports.len(),
+            });
+        }
+    };
+    let service_port = entry
+        .ports
+        .iter()
+        .find(|p| p.number == port)
+        .ok_or_else(|| Unresolved::NoSuchPort {
+            entry: entry_name(entry),
+            port,
+        })?;
+    Ok((port, service_port))
+}
+
+/// The endpoints of a cluster on `entry`'s `port`: the entry's endpoints
+/// the subset's `labels` select, each at its own number for the port's
+/// name, or, when the entry lists none and `host` is no wildcard, `host`
+/// itself resolved by DNS. None at all leaves the destination unresolved,
+/// as do the resolutions that are not served.
+fn endpoints(
+    entry: &ServiceEntry,
+    host: &str,
+    port: u16,
+    service_port: &ServicePort,
+    labels: &BTreeMap<String, String>,
+    subset: &Option<String>,
+) -> Result<Vec<Endpoint>, Unresolved> {
+    let default_port = service_port.target_port.unwrap_or(port);
+    let endpoints: Vec<Endpoint> = match entry.resolution {
+        Resolution::None => {
+            return Err(Unresolved::ResolutionNone {
+                entry: entry_name(entry),
+            });
+        }
+        Resolution::DynamicDns => {
+            return Err(Unresolved::DynamicDns {
+                entry: entry_name(entry),
+            });
+        }
+        _ if entry.endpoints.is_empty() && !host.starts_with('*') => vec![Endpoint {
+            address: EndpointAddress::Dns(host.to_string()),
+            port: default_port,
+            weight: 1,
+        }],
+        _ => entry
+            .endpoints
+            .iter()
+            .filter(|ep| labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)))
+            .map(|ep| Endpoint {
+                address: ep.address.clone(),
+                port: ep
+                    .ports
+                    .get(&service_port.name)
+                    .copied()
+                    .unwrap_or(default_port),
+                weight: ep.weight,
+            })
+            .collect(),
+    };
+    if endpoints.is_empty() {
+        return Err(match subset {
+            Some(subset) => Unresolved::SubsetWithoutEndpoints {
+                subset: subset.clone(),
+                host: host.to_string(),
+            },
+            None => Unresolved::NoEndpoints {
+                host: host.to_string(),
+            },
+        });
+    }
+    Ok(endpoints)
+}
+
 impl<'m> Clusters<'m> {
     /// Resolution as seen from the gateway workload's `namespace` (exportTo).
     pub fn new(model: &'m Model, namespace: &'m str) -> Self {
@@ -113,50 +213,56 @@ impl<'m> Clusters<'m> {
         resolved
     }
 
+    /// Builds the cluster `dest` names unless it is built already, in the
+    /// steps Istio's lookup takes: the ServiceEntry covering the host, the
+    /// port on it, the DestinationRule's policy and subset, the endpoints.
+    /// Each step's refusal is the reason the destination is unresolved.
     fn resolve_anew(&mut self, dest: &Destination, namespace: &str) -> Result<String, Unresolved> {
         let host = qualify(&dest.host, namespace);
-        let entry = self
-            .best(
-                &self.model.service_entries,
-                &self.entry_hosts,
-                &host,
-                |se| {
-                    (
-                        &se.namespace,
-                        &se.name,
-                        se.export_to.visible_from(&se.namespace, self.namespace),
-                    )
-                },
-            )
-            .ok_or_else(|| Unresolved::NoServiceEntry { host: host.clone() })?;
-        let entry_name = || format!("{}/{}", entry.namespace, entry.name);
-        if entry.ports.is_empty() {
-            return Err(Unresolved::NoPorts {
-                entry: entry_name(),
-            });
+        let entry = self.service_entry(&host)?;
+        let (port, service_port) = service_port(entry, dest.port, &host)?;
+        let (policy, labels) = self.policy_and_labels(dest, &host)?;
+        let name = format!(
+            "outbound|{port}|{}|{host}",
+            dest.subset.as_deref().unwrap_or("")
+        );
+        if self.built.contains_key(&name) {
+            return Ok(name);
         }
-        let port = match (dest.port, entry.ports.as_slice()) {
-            (Some(port), _) => port,
-            (None, [only]) => only.number,
-            (None, ports) => {
-                return Err(Unresolved::PortRequired {
-                    host,
-                    ports: ports.len(),
-                });
-            }
-        };
-        let service_port = entry
-            .ports
-            .iter()
-            .find(|p| p.number == port)
-            .ok_or_else(|| Unresolved::NoSuchPort {
-                entry: format!("{}/{}", entry.namespace, entry.name),
-                port,
-            })?;
-        let rule = self.best(
+        let endpoints = endpoints(entry, &host, port, service_port, &labels, &dest.subset)?;
+        self.insert(Cluster {
+            name: name.clone(),
+            host,
+            port,
+            subset: dest.subset.clone(),
+            protocol: service_port.protocol.as_deref().and_then(Protocol::parse),
+            endpoints,
+            policy,
+        });
+        Ok(name)
+    }
+
+    /// The visible ServiceEntry that covers `host` most specifically: a
+    /// destination no entry covers is not served.
+    fn service_entry(&self, host: &str) -> Result<&'m ServiceEntry, Unresolved> {
+        self.best(&self.model.service_entries, &self.entry_hosts, host, |se| {
+            (
+                &se.namespace,
+                &se.name,
+                se.export_to.visible_from(&se.namespace, self.namespace),
+            )
+        })
+        .ok_or_else(|| Unresolved::NoServiceEntry {
+            host: host.to_string(),
+        })
+    }
+
+    /// The visible DestinationRule that covers `host` most specifically.
+    fn destination_rule(&self, host: &str) -> Option<&'m DestinationRule> {
+        self.best(
             &self.model.destination_rules,
             &self.rule_hosts,
-            &host,
+            host,
             |dr| {
                 (
                     &dr.namespace,
@@ -164,13 +270,24 @@ impl<'m> Clusters<'m> {
                     dr.export_to.visible_from(&dr.namespace, self.namespace),
                 )
             },
-        );
+        )
+    }
+
+    /// The traffic policy of `dest` and the endpoint labels its subset
+    /// selects: the DestinationRule's policy, or its subset's when that has
+    /// one. A subset needs a rule that names it.
+    fn policy_and_labels(
+        &self,
+        dest: &Destination,
+        host: &str,
+    ) -> Result<(TrafficPolicy, BTreeMap<String, String>), Unresolved> {
+        let rule = self.destination_rule(host);
         let mut policy = rule.map(|dr| dr.traffic_policy.clone()).unwrap_or_default();
         let mut labels = BTreeMap::new();
         if let Some(subset_name) = &dest.subset {
             let dr = rule.ok_or_else(|| Unresolved::SubsetWithoutRule {
                 subset: subset_name.clone(),
-                host: host.clone(),
+                host: host.to_string(),
             })?;
             let subset = dr
                 .subsets
@@ -185,88 +302,22 @@ impl<'m> Clusters<'m> {
                 policy = subset_policy.clone();
             }
         }
-        let name = format!(
-            "outbound|{port}|{}|{host}",
-            dest.subset.as_deref().unwrap_or("")
-        );
-        if self.built.contains_key(&name) {
-            return Ok(name);
-        }
-        let default_port = service_port.target_port.unwrap_or(port);
-        let endpoints: Vec<Endpoint> = match entry.resolution {
-            Resolution::None => {
-                return Err(Unresolved::ResolutionNone {
-                    entry: entry_name(),
-                });
-            }
-            Resolution::DynamicDns => {
-                return Err(Unresolved::DynamicDns {
-                    entry: entry_name(),
-                });
-            }
-            _ if entry.endpoints.is_empty() && !host.starts_with('*') => vec![Endpoint {
-                address: EndpointAddress::Dns(host.clone()),
-                port: default_port,
-                weight: 1,
-            }],
-            _ => entry
-                .endpoints
-                .iter()
-                .filter(|ep| labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)))
-                .map(|ep| Endpoint {
-                    address: ep.address.clone(),
-                    port: ep
-                        .ports
-                        .get(&service_port.name)
-                        .copied()
-                        .unwrap_or(default_port),
-                    weight: ep.weight,
-                })
-                .collect(),
-        };
-        if endpoints.is_empty() {
-            return Err(match &dest.subset {
-                Some(subset) => Unresolved::SubsetWithoutEndpoints {
-                    subset: subset.clone(),
-                    host,
-                },
-                None => Unresolved::NoEndpoints { host },
-            });
-        }
+        Ok((policy, labels))
+    }
+
+    /// Keeps `cluster` under its name, with the next binding-time id.
+    fn insert(&mut self, cluster: Cluster) {
         let id = ClusterId(u32::try_from(self.ids.len()).unwrap_or(u32::MAX));
-        self.ids.insert(name.clone(), id);
-        self.names.push(name.clone());
-        self.built.insert(
-            name.clone(),
-            Cluster {
-                name: name.clone(),
-                host,
-                port,
-                subset: dest.subset.clone(),
-                protocol: service_port.protocol.as_deref().and_then(Protocol::parse),
-                endpoints,
-                policy,
-            },
-        );
-        Ok(name)
+        self.ids.insert(cluster.name.clone(), id);
+        self.names.push(cluster.name.clone());
+        self.built.insert(cluster.name.clone(), cluster);
     }
 
     /// The subset names of the DestinationRule that applies to `host`.
     pub fn subset_names(&self, host: &str) -> Vec<String> {
-        self.best(
-            &self.model.destination_rules,
-            &self.rule_hosts,
-            host,
-            |dr| {
-                (
-                    &dr.namespace,
-                    &dr.name,
-                    dr.export_to.visible_from(&dr.namespace, self.namespace),
-                )
-            },
-        )
-        .map(|dr| dr.subsets.iter().map(|s| s.name.clone()).collect())
-        .unwrap_or_default()
+        self.destination_rule(host)
+            .map(|dr| dr.subsets.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// The visible resource whose host covers `host` most specifically;
