@@ -73,6 +73,9 @@ pub enum CompileError {
     NoHostListener { port: u16 },
 }
 
+/// A listener's key while servers are merged: (bind, port, L4 protocol).
+type SlotKey = (Option<IpAddr>, u16, u8);
+
 /// One (bind, port, L4 protocol) while servers are being merged.
 struct Slot<'m> {
     kind: ListenerKind,
@@ -82,6 +85,17 @@ struct Slot<'m> {
     plaintext: Option<(Protocol, String)>,
     /// Hosts (namespace stripped, lower-cased) claimed by TLS-bearing servers: host -> who.
     tls_hosts: BTreeMap<String, String>,
+}
+
+/// The listeners built from the merged servers: the kernel's, and what
+/// the proxy serves on each (its `listener_id` set by [`number_listeners`]).
+struct Listeners {
+    kernel: Vec<Listener>,
+    http: Vec<HttpListener>,
+    tls: Vec<TlsListener>,
+    tcp: Vec<TcpListener>,
+    /// UDP ports a TCP route binds, which the proxy does not serve.
+    udp_warnings: Vec<String>,
 }
 
 /// Compiles Gateways for an instance whose own addresses are `local_addrs`.
@@ -96,115 +110,180 @@ struct Slot<'m> {
 /// - plaintext servers share a port only if both are HTTP-family;
 /// - a TLS server cannot join a port a plaintext server owns, while a
 ///   plaintext server may join a port TLS servers own (Istio's asymmetry).
+///
+/// The steps, in order; each capacity check refuses the whole plan.
 pub fn plan(
     model: &Model,
     instance: &Instance,
     local_addrs: &[IpAddr],
 ) -> Result<Plan, CompileError> {
+    let (slots, mut dropped) = merge_servers(&selected_gateways(model, instance));
+    let mut binder = bind::Binder::new(model, instance);
+    let mut listeners = bind_listeners(slots, &mut binder, &mut dropped);
+    number_listeners(&mut listeners)?;
+    let (clusters, renumbered, mut warnings) = binder.finish();
+    warnings.extend(listeners.udp_warnings);
+    let local_addrs = gateway_addresses(local_addrs)?;
+    let mut plan = Plan {
+        listeners: listeners.kernel,
+        local_addrs,
+        http: listeners.http,
+        tls: listeners.tls,
+        tcp: listeners.tcp,
+        clusters,
+        dropped,
+        warnings,
+        host_ids: BTreeMap::new(),
+    };
+    check_host_capacity(&plan, model)?;
+    renumber_clusters(&mut plan, &renumbered);
+    Ok(plan)
+}
+
+/// The Gateways that select this instance, in Istio's merge order: the
+/// order decides which of two conflicting servers is kept.
+fn selected_gateways<'m>(model: &'m Model, instance: &Instance) -> Vec<&'m Gateway> {
     let mut ordered: Vec<&Gateway> = model
         .gateways
         .iter()
         .filter(|g| g.selects(&instance.labels))
         .collect();
     ordered.sort_by(|a, b| a.merge_order().cmp(&b.merge_order()));
+    ordered
+}
 
-    let mut slots: BTreeMap<(Option<IpAddr>, u16, u8), Slot<'_>> = BTreeMap::new();
+/// Merges the servers of `gateways`, in order, into one slot per (bind,
+/// port, L4 protocol), by Istio's rules ([`Slot::admit`]); every server
+/// left out is returned with the reason.
+fn merge_servers<'m>(
+    gateways: &[&'m Gateway],
+) -> (BTreeMap<SlotKey, Slot<'m>>, Vec<DroppedServer>) {
+    let mut slots: BTreeMap<SlotKey, Slot<'_>> = BTreeMap::new();
     let mut dropped = Vec::new();
-    for gateway in ordered {
+    for &gateway in gateways {
         let gateway_id = format!("{}/{}", gateway.namespace, gateway.name);
         for (index, server) in gateway.servers.iter().enumerate() {
-            let who = format!("Gateway {gateway_id} spec.servers[{index}]");
-            let mut drop = |reason: String| {
+            let admitted = if let Bind::Unix(path) = &server.bind {
+                Err(format!("unix socket bind {path:?} is not served yet"))
+            } else {
+                let who = format!("Gateway {gateway_id} spec.servers[{index}]");
+                let protocol = server.port.protocol;
+                slots
+                    .entry((server.bind.ip(), server.port.number, protocol.ip_protocol()))
+                    .or_insert_with(|| Slot {
+                        kind: protocol.listener_kind(),
+                        servers: Vec::new(),
+                        plaintext: None,
+                        tls_hosts: BTreeMap::new(),
+                    })
+                    .admit(
+                        bind::Accepted {
+                            gateway,
+                            index,
+                            server,
+                        },
+                        who,
+                    )
+            };
+            if let Err(reason) = admitted {
                 dropped.push(DroppedServer {
                     gateway: gateway_id.clone(),
                     server: index,
                     reason,
                 });
-            };
-            if let Bind::Unix(path) = &server.bind {
-                drop(format!("unix socket bind {path:?} is not served yet"));
-                continue;
             }
-            let protocol = server.port.protocol;
-            let port = server.port.number;
-            let slot = slots
-                .entry((server.bind.ip(), port, protocol.ip_protocol()))
-                .or_insert_with(|| Slot {
-                    kind: protocol.listener_kind(),
-                    servers: Vec::new(),
-                    plaintext: None,
-                    tls_hosts: BTreeMap::new(),
-                });
-            let hosts: Vec<String> = server
-                .hosts
-                .iter()
-                .map(|h| HostPattern::from_server_host(h).to_string())
-                .collect();
-            if server.tls.is_some() {
-                if let Some((host, owner)) =
-                    hosts.iter().find_map(|h| slot.tls_hosts.get_key_value(h))
-                {
-                    drop(format!(
-                        "duplicate host {host} on port {port}: already served by {owner}"
-                    ));
-                    continue;
-                }
-            }
-            let is_tls = matches!(protocol, Protocol::Https | Protocol::Tls);
-            match (&slot.plaintext, is_tls) {
-                (Some((existing, owner)), true) => {
-                    drop(format!(
-                        "{protocol:?} cannot share port {port} with the {existing:?} server {owner}"
-                    ));
-                    continue;
-                }
-                (Some((existing, owner)), false)
-                    if !(existing.is_http_family() && protocol.is_http_family()) =>
-                {
-                    drop(format!(
-                        "{protocol:?} cannot share port {port} with the {existing:?} server {owner}"
-                    ));
-                    continue;
-                }
-                (None, false) if slot.kind == ListenerKind::Tls && !protocol.is_http_family() => {
-                    drop(format!(
-                        "plaintext {protocol:?} on port {port}, which TLS servers own, is not served: only HTTP is told apart from TLS there"
-                    ));
-                    continue;
-                }
-                // On a port TLS servers own, Istio accepts this too; the
-                // proxy tells TLS and plaintext apart per connection.
-                (None, false) => slot.plaintext = Some((protocol, who.clone())),
-                _ => {}
-            }
-            if server.tls.is_some() {
-                for host in &hosts {
-                    slot.tls_hosts.insert(host.clone(), who.clone());
-                }
-            }
-            if is_tls {
-                slot.kind = ListenerKind::Tls;
-            }
-            slot.servers.push(bind::Accepted {
-                gateway,
-                index,
-                server,
-            });
         }
     }
+    (slots, dropped)
+}
 
-    let mut binder = bind::Binder::new(model, instance);
-    let mut udp_warnings = Vec::new();
-    let mut listeners = Vec::new();
-    let mut http = Vec::new();
-    let mut tls = Vec::new();
-    let mut tcp = Vec::new();
+impl<'m> Slot<'m> {
+    /// Takes `accepted` (`who`, for the servers it wins over) into the
+    /// slot, or says why Istio leaves it out: a TLS host already claimed,
+    /// or a plaintext/TLS mix the port cannot serve.
+    fn admit(&mut self, accepted: bind::Accepted<'m>, who: String) -> Result<(), String> {
+        let server = accepted.server;
+        let protocol = server.port.protocol;
+        let port = server.port.number;
+        let hosts: Vec<String> = server
+            .hosts
+            .iter()
+            .map(|h| HostPattern::from_server_host(h).to_string())
+            .collect();
+        if server.tls.is_some() {
+            if let Some((host, owner)) = hosts.iter().find_map(|h| self.tls_hosts.get_key_value(h))
+            {
+                return Err(format!(
+                    "duplicate host {host} on port {port}: already served by {owner}"
+                ));
+            }
+        }
+        let is_tls = matches!(protocol, Protocol::Https | Protocol::Tls);
+        match (&self.plaintext, is_tls) {
+            (Some((existing, owner)), true) => {
+                return Err(format!(
+                    "{protocol:?} cannot share port {port} with the {existing:?} server {owner}"
+                ));
+            }
+            (Some((existing, owner)), false)
+                if !(existing.is_http_family() && protocol.is_http_family()) =>
+            {
+                return Err(format!(
+                    "{protocol:?} cannot share port {port} with the {existing:?} server {owner}"
+                ));
+            }
+            (None, false) if self.kind == ListenerKind::Tls && !protocol.is_http_family() => {
+                return Err(format!(
+                    "plaintext {protocol:?} on port {port}, which TLS servers own, is not served: only HTTP is told apart from TLS there"
+                ));
+            }
+            // On a port TLS servers own, Istio accepts this too; the
+            // proxy tells TLS and plaintext apart per connection.
+            (None, false) => self.plaintext = Some((protocol, who.clone())),
+            _ => {}
+        }
+        if server.tls.is_some() {
+            for host in &hosts {
+                self.tls_hosts.insert(host.clone(), who.clone());
+            }
+        }
+        if is_tls {
+            self.kind = ListenerKind::Tls;
+        }
+        self.servers.push(accepted);
+        Ok(())
+    }
+}
+
+/// Binds each slot's servers to what its listener serves (HTTP hosts, TLS
+/// servers, a TCP route). A TCP slot no VirtualService `tcp` rule binds
+/// opens no listener, as in Istio, and its servers are dropped; a UDP one
+/// is passed by the kernel and only warned about.
+fn bind_listeners<'m>(
+    slots: BTreeMap<SlotKey, Slot<'m>>,
+    binder: &mut bind::Binder<'m>,
+    dropped: &mut Vec<DroppedServer>,
+) -> Listeners {
+    let mut out = Listeners {
+        kernel: Vec::new(),
+        http: Vec::new(),
+        tls: Vec::new(),
+        tcp: Vec::new(),
+        udp_warnings: Vec::new(),
+    };
+    // Numbered by `number_listeners`, once every listener is known.
+    let listener_id = u32::MAX;
     for ((bind, port, ip_protocol), slot) in slots {
         let kind = slot.kind;
         match kind {
             ListenerKind::Http => {
                 let hosts = binder.http_hosts(&slot.servers, port);
-                http.push((bind, port, hosts));
+                out.http.push(HttpListener {
+                    listener_id,
+                    bind,
+                    port,
+                    hosts,
+                });
             }
             ListenerKind::Tls => {
                 let (encrypted, plaintext): (Vec<_>, Vec<_>) =
@@ -214,16 +293,28 @@ pub fn plan(
                 let servers = binder.tls_servers(&encrypted, port);
                 let plaintext =
                     (!plaintext.is_empty()).then(|| binder.http_hosts(&plaintext, port));
-                tls.push((bind, port, servers, plaintext));
+                out.tls.push(TlsListener {
+                    listener_id,
+                    bind,
+                    port,
+                    servers,
+                    plaintext,
+                });
             }
             ListenerKind::Tcp => match binder.tcp_route(&slot.servers, port) {
                 // XDP passes the port's UDP traffic to the host, but the
                 // proxy forwards TCP only (Istio's gateway would build a TCP
                 // listener for a UDP server): said, not served by the proxy.
-                Some(_) if ip_protocol == IPPROTO_UDP => udp_warnings.push(format!(
+                Some(_) if ip_protocol == IPPROTO_UDP => out.udp_warnings.push(format!(
                     "UDP on port {port}: XDP passes it to the host, but the proxy forwards TCP only; nothing serves it"
                 )),
-                Some((route, source)) => tcp.push((bind, port, route, source)),
+                Some((route, source)) => out.tcp.push(TcpListener {
+                    listener_id,
+                    bind,
+                    port,
+                    route,
+                    source,
+                }),
                 None => {
                     for accepted in &slot.servers {
                         dropped.push(DroppedServer {
@@ -236,7 +327,7 @@ pub fn plan(
                 }
             },
         }
-        listeners.push(Listener {
+        out.kernel.push(Listener {
             id: 0,
             bind,
             port,
@@ -245,54 +336,46 @@ pub fn plan(
             reset_unknown_hosts: false,
         });
     }
-    if listeners.len() > MAX_LISTENERS as usize {
+    out
+}
+
+/// Refuses more listeners than the kernel's table holds, gives the rest
+/// dense ids in key order, and each listener the proxy serves (all TCP)
+/// the id of its kernel listener.
+fn number_listeners(listeners: &mut Listeners) -> Result<(), CompileError> {
+    if listeners.kernel.len() > MAX_LISTENERS as usize {
         return Err(CompileError::TooManyListeners {
-            count: listeners.len(),
+            count: listeners.kernel.len(),
             limit: MAX_LISTENERS,
         });
     }
     // Dense ids in key order; the bound above makes every id fit.
-    for (id, listener) in listeners.iter_mut().enumerate() {
+    for (id, listener) in listeners.kernel.iter_mut().enumerate() {
         listener.id = u32::try_from(id).unwrap_or(u32::MAX);
     }
     // Every listener the proxy serves is TCP.
+    let kernel = &listeners.kernel;
     let id_of = |bind: Option<IpAddr>, port: u16| {
-        listeners
+        kernel
             .iter()
             .find(|l| l.bind == bind && l.port == port && l.ip_protocol == IPPROTO_TCP)
             .map_or(u32::MAX, |l| l.id)
     };
-    let http = http
-        .into_iter()
-        .map(|(bind, port, hosts)| HttpListener {
-            listener_id: id_of(bind, port),
-            bind,
-            port,
-            hosts,
-        })
-        .collect();
-    let tls = tls
-        .into_iter()
-        .map(|(bind, port, servers, plaintext)| TlsListener {
-            listener_id: id_of(bind, port),
-            bind,
-            port,
-            servers,
-            plaintext,
-        })
-        .collect();
-    let tcp = tcp
-        .into_iter()
-        .map(|(bind, port, route, source)| TcpListener {
-            listener_id: id_of(bind, port),
-            bind,
-            port,
-            route,
-            source,
-        })
-        .collect();
-    let (clusters, renumbered, mut warnings) = binder.finish();
-    warnings.extend(udp_warnings);
+    for listener in &mut listeners.http {
+        listener.listener_id = id_of(listener.bind, listener.port);
+    }
+    for listener in &mut listeners.tls {
+        listener.listener_id = id_of(listener.bind, listener.port);
+    }
+    for listener in &mut listeners.tcp {
+        listener.listener_id = id_of(listener.bind, listener.port);
+    }
+    Ok(())
+}
+
+/// The gateway's own addresses, sorted and de-duplicated; more than the
+/// kernel's address table holds refuses the plan.
+fn gateway_addresses(local_addrs: &[IpAddr]) -> Result<Vec<IpAddr>, CompileError> {
     let local_addrs: BTreeSet<IpAddr> = local_addrs.iter().copied().collect();
     if local_addrs.len() > MAX_LOCAL_ADDRS as usize {
         return Err(CompileError::TooManyAddresses {
@@ -300,20 +383,7 @@ pub fn plan(
             limit: MAX_LOCAL_ADDRS,
         });
     }
-    let mut plan = Plan {
-        listeners,
-        local_addrs: local_addrs.into_iter().collect(),
-        http,
-        tls,
-        tcp,
-        clusters,
-        dropped,
-        warnings,
-        host_ids: BTreeMap::new(),
-    };
-    check_host_capacity(&plan, model)?;
-    renumber_clusters(&mut plan, &renumbered);
-    Ok(plan)
+    Ok(local_addrs.into_iter().collect())
 }
 
 /// Gives every backend the id of its cluster in the plan's (name) order,
