@@ -5,9 +5,9 @@ use proptest::{prelude::*, sample::subsequence};
 
 use super::*;
 use crate::model::{
-    Destination, DestinationRule, EndpointAddress, ExportTo, HttpAction, HttpMatch, HttpRoute,
-    Port, Resolution, Server, ServerTls, ServiceEntry, ServicePort, StringMatch, TcpRoute,
-    TlsMatch, TlsMode, TlsRoute, VirtualService, WorkloadEntry,
+    Bind, Destination, DestinationRule, EndpointAddress, ExportTo, Gateway, HttpAction, HttpMatch,
+    HttpRoute, Port, Resolution, Server, ServerTls, ServiceEntry, ServicePort, StringMatch,
+    TcpRoute, TlsMatch, TlsMode, TlsRoute, VirtualService, WorkloadEntry,
 };
 #[allow(unused_imports)]
 use crate::plan::*;
