@@ -5,7 +5,8 @@
 //! `cargo xtask lint` checks that file is current, and that every `--flag`
 //! the documents name is a flag of `gateway` (of the very subcommand, when
 //! the line runs one), of `cargo xtask`, or of a tool listed in
-//! [`OTHER_TOOLS_FLAGS`] with its reason.
+//! [`OTHER_TOOLS_FLAGS`] with its reason; and that the code map of
+//! ARCHITECTURE.md names every product file ([`crate::code_map`]).
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
@@ -60,8 +61,8 @@ pub fn write(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lint's check: `docs/cli.md` is what `cargo xtask docs` writes, and
-/// every flag the documents name exists.
+/// The lint's check: `docs/cli.md` is what `cargo xtask docs` writes,
+/// every flag the documents name exists, and the code map is complete.
 pub fn check(root: &Path) -> anyhow::Result<()> {
     let help = Help::of(&gateway(root)?)?;
     let mut problems = Vec::new();
@@ -82,6 +83,7 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
             }
         }
     }
+    problems.extend(crate::code_map::check(root)?);
     if problems.is_empty() {
         return Ok(());
     }
@@ -89,7 +91,7 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
         eprintln!("{problem}");
     }
     bail!(
-        "{} problem(s) between the documents and `gateway --help`",
+        "{} problem(s) between the documents and `gateway --help` or the tree",
         problems.len()
     )
 }

@@ -232,7 +232,7 @@ fn library_files(src: &Path) -> anyhow::Result<(BTreeSet<String>, Vec<ModuleFile
 }
 
 /// The `mod x;` declarations of a file that are not test-only.
-fn module_declarations(text: &str) -> Vec<String> {
+pub(crate) fn module_declarations(text: &str) -> Vec<String> {
     let code = strip_tests(&blank_comments_and_literals(text));
     let tokens = tokenize(&code);
     let mut found = Vec::new();

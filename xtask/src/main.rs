@@ -5,6 +5,7 @@ mod bench;
 mod bench_egress;
 mod bench_flood;
 mod bench_proxy;
+mod code_map;
 mod demo;
 mod demo_egress;
 mod docs;
@@ -54,15 +55,17 @@ enum Command {
     Test,
     /// `cargo fmt --check`, the layering check, `cargo deny` and clippy
     /// with `-D warnings` (host crates and the eBPF crate); docs/cli.md
-    /// current and every `gateway` flag the documents name real.
+    /// current, every `gateway` flag the documents name real, and every
+    /// product file in ARCHITECTURE.md's code map.
     Lint,
     /// Check that gateway-userspace's top-level modules import each other
     /// only downwards, in the layer order of ARCHITECTURE.md, with no cycle.
     Layers,
     /// Write docs/cli.md from `gateway --help` and each subcommand's `--help`.
     Docs {
-        /// Write nothing: check docs/cli.md is current and every flag the
-        /// documents name exists (what `cargo xtask lint` checks).
+        /// Write nothing: check docs/cli.md is current, every flag the
+        /// documents name exists, and ARCHITECTURE.md's code map names every
+        /// product file and no missing one (what `cargo xtask lint` checks).
         #[arg(long)]
         check: bool,
     },
