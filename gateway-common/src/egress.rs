@@ -61,10 +61,10 @@ pub struct EgressPolicy {
     pub allow_any: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<WorkloadKey>() == 20);
-const _: () = assert!(core::mem::size_of::<WorkloadCounters>() == 16);
-const _: () = assert!(core::mem::size_of::<EgressRefusal>() == 40);
-const _: () = assert!(core::mem::size_of::<EgressPolicy>() == 4);
+const _: () = assert!(size_of::<WorkloadKey>() == 20);
+const _: () = assert!(size_of::<WorkloadCounters>() == 16);
+const _: () = assert!(size_of::<EgressRefusal>() == 40);
+const _: () = assert!(size_of::<EgressPolicy>() == 4);
 
 /// Whether a workload's connection attempt may go on. `registered`: some
 /// registry entry resolves to the destination address; `open_port`: the

@@ -99,8 +99,8 @@ pub struct HostValue {
     pub pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<HostKey>() == 16);
-const _: () = assert!(core::mem::size_of::<HostValue>() == 8);
+const _: () = assert!(size_of::<HostKey>() == 16);
+const _: () = assert!(size_of::<HostValue>() == 8);
 
 /// What the first data segment said about the host; the index (with the
 /// listener) of the per-listener host-class counters.
@@ -128,22 +128,22 @@ impl HostClass {
     pub const COUNT: u32 = 5;
 
     /// Every class, in code order.
-    pub const ALL: [HostClass; Self::COUNT as usize] = [
-        HostClass::Known,
-        HostClass::Unknown,
-        HostClass::NoHost,
-        HostClass::Partial,
-        HostClass::Unrecognised,
+    pub const ALL: [Self; Self::COUNT as usize] = [
+        Self::Known,
+        Self::Unknown,
+        Self::NoHost,
+        Self::Partial,
+        Self::Unrecognised,
     ];
 
     /// Stable snake_case name, used in logs and metrics labels.
     pub const fn name(self) -> &'static str {
         match self {
-            HostClass::Known => "known",
-            HostClass::Unknown => "unknown",
-            HostClass::NoHost => "no_host",
-            HostClass::Partial => "partial",
-            HostClass::Unrecognised => "unrecognised",
+            Self::Known => "known",
+            Self::Unknown => "unknown",
+            Self::NoHost => "no_host",
+            Self::Partial => "partial",
+            Self::Unrecognised => "unrecognised",
         }
     }
 }

@@ -44,8 +44,8 @@ pub struct HostBucket {
     pub pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<HostSlot>() == 24);
-const _: () = assert!(core::mem::size_of::<HostBucket>() == 104);
+const _: () = assert!(size_of::<HostSlot>() == 24);
+const _: () = assert!(size_of::<HostBucket>() == 104);
 
 /// What a bucket says about a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +99,7 @@ impl HostBucket {
         &self,
         removed: impl IntoIterator<Item = &'a HostKey>,
         upserted: impl IntoIterator<Item = (&'a HostKey, &'a HostValue)>,
-    ) -> HostBucket {
+    ) -> Self {
         let mut bucket = *self;
         for key in removed {
             for slot in bucket.slots.iter_mut().filter(|slot| slot.key == *key) {

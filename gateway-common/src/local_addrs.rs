@@ -36,8 +36,8 @@ pub struct LocalAddrList {
     pub overflow: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<LocalAddrSlot>() == 24);
-const _: () = assert!(core::mem::size_of::<LocalAddrList>() == 200);
+const _: () = assert!(size_of::<LocalAddrSlot>() == 24);
+const _: () = assert!(size_of::<LocalAddrList>() == 200);
 
 /// What the list says about an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +105,7 @@ impl LocalAddrList {
         &self,
         removed: impl IntoIterator<Item = &'a [u8; 16]>,
         added: impl IntoIterator<Item = &'a [u8; 16]>,
-    ) -> LocalAddrList {
+    ) -> Self {
         let mut list = *self;
         for addr in removed {
             let words = addr_words(addr);

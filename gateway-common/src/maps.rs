@@ -260,12 +260,12 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ListenerKey>() == 20);
-const _: () = assert!(core::mem::size_of::<ListenerValue>() == 12);
-const _: () = assert!(core::mem::size_of::<PortValue>() == 16);
-const _: () = assert!(core::mem::size_of::<LocalAddrValue>() == 4);
-const _: () = assert!(core::mem::size_of::<Settings>() == 4);
-const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+const _: () = assert!(size_of::<ListenerKey>() == 20);
+const _: () = assert!(size_of::<ListenerValue>() == 12);
+const _: () = assert!(size_of::<PortValue>() == 16);
+const _: () = assert!(size_of::<LocalAddrValue>() == 4);
+const _: () = assert!(size_of::<Settings>() == 4);
+const _: () = assert!(size_of::<Counter>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -45,24 +45,24 @@ impl Reason {
     pub const COUNT: u32 = 10;
 
     /// Every reason, in code order.
-    pub const ALL: [Reason; Self::COUNT as usize] = [
-        Reason::Listener,
-        Reason::NoListener,
-        Reason::NotLocal,
-        Reason::NotIp,
-        Reason::NotTcpUdp,
-        Reason::Fragment,
-        Reason::Malformed,
-        Reason::LocalReply,
-        Reason::Unparsed,
-        Reason::AllowedPort,
+    pub const ALL: [Self; Self::COUNT as usize] = [
+        Self::Listener,
+        Self::NoListener,
+        Self::NotLocal,
+        Self::NotIp,
+        Self::NotTcpUdp,
+        Self::Fragment,
+        Self::Malformed,
+        Self::LocalReply,
+        Self::Unparsed,
+        Self::AllowedPort,
     ];
 
     /// The verdict that goes with this reason.
     #[inline(always)]
     pub const fn verdict(self) -> Verdict {
         match self {
-            Reason::NoListener => Verdict::Drop,
+            Self::NoListener => Verdict::Drop,
             _ => Verdict::Pass,
         }
     }
@@ -70,16 +70,16 @@ impl Reason {
     /// Stable snake_case name, used in logs and metrics labels.
     pub const fn name(self) -> &'static str {
         match self {
-            Reason::Listener => "listener",
-            Reason::NoListener => "no_listener",
-            Reason::NotLocal => "not_local",
-            Reason::NotIp => "not_ip",
-            Reason::NotTcpUdp => "not_tcp_udp",
-            Reason::Fragment => "fragment",
-            Reason::Malformed => "malformed",
-            Reason::LocalReply => "local_reply",
-            Reason::Unparsed => "unparsed",
-            Reason::AllowedPort => "allowed_port",
+            Self::Listener => "listener",
+            Self::NoListener => "no_listener",
+            Self::NotLocal => "not_local",
+            Self::NotIp => "not_ip",
+            Self::NotTcpUdp => "not_tcp_udp",
+            Self::Fragment => "fragment",
+            Self::Malformed => "malformed",
+            Self::LocalReply => "local_reply",
+            Self::Unparsed => "unparsed",
+            Self::AllowedPort => "allowed_port",
         }
     }
 }

@@ -66,7 +66,7 @@ pub fn reset_flow(buf: &[u8; MAX_RESET_HEADERS], headers: ResetHeaders) -> Reset
     flow
 }
 
-const _: () = assert!(core::mem::size_of::<ResetFlow>() == 40);
+const _: () = assert!(size_of::<ResetFlow>() == 40);
 
 const TCP_RST_ACK: u8 = 0x04 | 0x10;
 const IPPROTO_TCP: u64 = 6;

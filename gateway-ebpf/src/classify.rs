@@ -15,7 +15,7 @@ use crate::{
 /// The decision for one packet: why, which listener it belongs to, and
 /// for a listener's TCP segment with payload, where that payload lies (the
 /// host classifier's input).
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub reason: Reason,
     pub listener: Option<u32>,
     pub data: Option<ListenerData>,
@@ -23,7 +23,7 @@ pub struct Outcome {
 
 /// A listener's TCP payload: the listener, the payload's start and end
 /// offsets in the frame, and where its IP and TCP headers are.
-pub struct ListenerData {
+pub(crate) struct ListenerData {
     pub listener: ListenerValue,
     pub payload: usize,
     pub payload_end: usize,
@@ -35,7 +35,7 @@ pub struct ListenerData {
 impl Outcome {
     #[inline(always)]
     fn reason(reason: Reason) -> Self {
-        Outcome {
+        Self {
             reason,
             listener: None,
             data: None,
@@ -55,7 +55,7 @@ impl Outcome {
                 tcp: packet.l4,
                 ipv6: packet.ipv6,
             });
-        Outcome {
+        Self {
             reason: Reason::Listener,
             listener: Some(listener.id),
             data,
@@ -66,7 +66,7 @@ impl Outcome {
 /// Parse, then find the destination's listener ([`find_listener`]), and
 /// for a gateway address that has none, apply the unlisted-port rule.
 #[inline(always)]
-pub fn classify(ctx: &XdpContext) -> Outcome {
+pub(crate) fn classify(ctx: &XdpContext) -> Outcome {
     let packet = match parse_packet(ctx) {
         Ok(packet) => packet,
         Err(reason) => return Outcome::reason(reason),
@@ -79,7 +79,7 @@ pub fn classify(ctx: &XdpContext) -> Outcome {
 }
 
 /// Whose a destination is.
-pub enum Destination {
+pub(crate) enum Destination {
     /// A listener's.
     Listener(ListenerValue),
     /// Not one of the gateway's addresses.
@@ -94,7 +94,7 @@ pub enum Destination {
 /// the gateway's at all, and the port's listener on every gateway address.
 /// XDP and sk_lookup decide with this same function.
 #[inline(always)]
-pub fn find_listener(dst: [u8; 16], port: u16, protocol: u8) -> Destination {
+pub(crate) fn find_listener(dst: [u8; 16], port: u16, protocol: u8) -> Destination {
     let entry = port_index(protocol, port)
         .and_then(|index| PORTS.get(index).copied())
         .unwrap_or_default();

@@ -28,7 +28,7 @@ use crate::{
 
 /// The verdict for one packet from a workload.
 #[inline(always)]
-pub fn guard(ctx: &TcContext) -> i32 {
+pub(crate) fn guard(ctx: &TcContext) -> i32 {
     // Fail open: what the guard cannot parse meets the proxy, which
     // still refuses hosts the egress Gateway does not serve.
     let Ok(packet) = parse_packet(ctx) else {

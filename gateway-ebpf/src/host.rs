@@ -33,7 +33,7 @@ impl Scratch {
     /// A frame over the first `len` bytes of `buf`.
     #[inline(always)]
     fn new(buf: *const [u8; MAX_PAYLOAD_SCAN], len: usize) -> Self {
-        Scratch { buf, len }
+        Self { buf, len }
     }
 }
 
@@ -140,7 +140,7 @@ const RESET_PROGRAM: u32 = 3;
 /// the step that finds it, before any step reads it. (Zeroing them here
 /// became a call to the object's byte-at-a-time `memset`, about 20 ns.)
 #[inline(always)]
-pub fn hand_over(ctx: &XdpContext, data: &ListenerData, frame_len: u64) {
+pub(crate) fn hand_over(ctx: &XdpContext, data: &ListenerData, frame_len: u64) {
     let Some(slot) = SEGMENT.get_ptr_mut(0) else {
         return;
     };
@@ -168,7 +168,7 @@ pub fn hand_over(ctx: &XdpContext, data: &ListenerData, frame_len: u64) {
 /// plaintext HTTP sees requests too: a segment that does not start a TLS
 /// record is read as HTTP.
 #[inline(always)]
-pub fn find_segment_name(ctx: &XdpContext) -> Option<(Segment, HostClass)> {
+pub(crate) fn find_segment_name(ctx: &XdpContext) -> Option<(Segment, HostClass)> {
     let slot = SEGMENT.get_ptr_mut(0)?;
     // SAFETY: a live per-CPU map value, copied out at once.
     let segment = unsafe { *slot };
@@ -220,7 +220,7 @@ pub fn find_segment_name(ctx: &XdpContext) -> Option<(Segment, HostClass)> {
 /// found, then tail-calls `xdp_host_match`. Returns the segment and its
 /// class when there is no name to match (or the tail call failed).
 #[inline(always)]
-pub fn read_host_value(ctx: &XdpContext) -> Option<(Segment, HostClass)> {
+pub(crate) fn read_host_value(ctx: &XdpContext) -> Option<(Segment, HostClass)> {
     let slot = SEGMENT.get_ptr_mut(0)?;
     // SAFETY: a live per-CPU map value, copied out at once.
     let segment = unsafe { *slot };
@@ -250,14 +250,14 @@ fn hand_name(ctx: &XdpContext, slot: *mut Segment, offset: usize, len: usize) ->
 /// Verifier rule: as a program of its own, the reset is verified once
 /// from a clean state instead of after each of the match's exits.
 #[inline(always)]
-pub fn hand_reset(ctx: &XdpContext) {
+pub(crate) fn hand_reset(ctx: &XdpContext) {
     // SAFETY: the slot holds a program of this object (the loader's).
     unsafe { HOST_PROGRAMS.tail_call(ctx, RESET_PROGRAM) };
 }
 
 /// The segment the previous program left, copied out.
 #[inline(always)]
-pub fn segment() -> Option<Segment> {
+pub(crate) fn segment() -> Option<Segment> {
     let slot = SEGMENT.get_ptr(0)?;
     // SAFETY: a live per-CPU map value, copied out at once.
     Some(unsafe { *slot })
@@ -268,7 +268,7 @@ pub fn segment() -> Option<Segment> {
 /// back, and the payload cut off. Returns whether it did; the segment is
 /// passed unchanged when it cannot be (headers too long, a helper failed).
 #[inline(always)]
-pub fn reset_segment(ctx: &XdpContext, segment: &Segment) -> bool {
+pub(crate) fn reset_segment(ctx: &XdpContext, segment: &Segment) -> bool {
     let (ip, tcp, payload) = (
         segment.ip as usize,
         segment.tcp as usize,
@@ -326,7 +326,7 @@ pub fn reset_segment(ctx: &XdpContext, segment: &Segment) -> bool {
 /// `xdp_host_match`: matches the name found before against the
 /// listener's hosts. Returns the segment, its class and the known host's id.
 #[inline(always)]
-pub fn match_segment_name() -> Option<(Segment, HostClass, Option<u32>)> {
+pub(crate) fn match_segment_name() -> Option<(Segment, HostClass, Option<u32>)> {
     let slot = SEGMENT.get_ptr(0)?;
     // SAFETY: a live per-CPU map value, copied out at once.
     let segment = unsafe { *slot };

@@ -27,7 +27,7 @@ use gateway_common::{HostClass, LISTENER_RESET_UNKNOWN_HOSTS};
 /// owns, and counts each outcome by reason and by listener. A listener's
 /// TCP segment with payload then goes on to `xdp_host` by tail call.
 #[xdp]
-pub fn xdp_ingress(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_ingress(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     let outcome = classify::classify(&ctx);
     let action = stats::record_verdict(&outcome, frame_len);
@@ -51,7 +51,7 @@ pub fn xdp_ingress(ctx: XdpContext) -> u32 {
 /// the packet and decided to pass it; goes on to `xdp_host_value` or
 /// `xdp_host_match`.
 #[xdp]
-pub fn xdp_host(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_host(ctx: XdpContext) -> u32 {
     if let Some((segment, class)) = host::find_segment_name(&ctx) {
         stats::record_host(segment.listener, class, None, segment.frame_len);
     }
@@ -61,7 +61,7 @@ pub fn xdp_host(ctx: XdpContext) -> u32 {
 /// Host classification of a plaintext HTTP segment, second step: read
 /// the `Host` value whose start `xdp_host` found.
 #[xdp]
-pub fn xdp_host_value(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_host_value(ctx: XdpContext) -> u32 {
     if let Some((segment, class)) = host::read_host_value(&ctx) {
         stats::record_host(segment.listener, class, None, segment.frame_len);
     }
@@ -72,7 +72,7 @@ pub fn xdp_host_value(ctx: XdpContext) -> u32 {
 /// listener's server hosts, and count it. A name no server accepts, on a
 /// listener that asks for it, turns the segment into a reset.
 #[xdp]
-pub fn xdp_host_match(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_host_match(ctx: XdpContext) -> u32 {
     if let Some((segment, class, host)) = host::match_segment_name() {
         stats::record_host(segment.listener, class, host, segment.frame_len);
         if matches!(class, HostClass::Unknown) {
@@ -91,7 +91,7 @@ pub fn xdp_host_match(ctx: XdpContext) -> u32 {
 /// Host classification, on a listener that asks for it: turn the data
 /// segment of an unknown host into a reset for the local stack.
 #[xdp]
-pub fn xdp_host_reset(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_host_reset(ctx: XdpContext) -> u32 {
     if let Some(segment) = host::segment() {
         if host::reset_segment(&ctx, &segment) {
             stats::record_reset(segment.listener);
@@ -107,7 +107,7 @@ pub fn xdp_host_reset(ctx: XdpContext) -> u32 {
 /// Hands every TCP connection to a listener's (address, port) to the
 /// proxy's listening socket (attached to the daemon's network namespace).
 #[sk_lookup]
-pub fn sk_lookup_steer(ctx: SkLookupContext) -> u32 {
+pub(crate) fn sk_lookup_steer(ctx: SkLookupContext) -> u32 {
     sk_lookup::steer(&ctx)
 }
 
@@ -115,13 +115,13 @@ pub fn sk_lookup_steer(ctx: SkLookupContext) -> u32 {
 /// REGISTRY_ONLY, refuses those to addresses no registry entry resolves
 /// to with a reset (TC ingress of each `--egress-from` interface).
 #[classifier]
-pub fn tc_egress_guard(ctx: TcContext) -> i32 {
+pub(crate) fn tc_egress_guard(ctx: TcContext) -> i32 {
     egress_guard::guard(&ctx)
 }
 
 #[cfg(not(test))]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     // The verifier rejects any program that could reach a panic, so this is unreachable.
     loop {}
 }

@@ -17,91 +17,97 @@ use gateway_common::{
 };
 
 #[map]
-pub static LISTENERS: HashMap<ListenerKey, ListenerValue> =
+pub(crate) static LISTENERS: HashMap<ListenerKey, ListenerValue> =
     HashMap::with_max_entries(MAX_LISTENERS, 0);
 
 #[map]
-pub static PORTS: Array<PortValue> = Array::with_max_entries(PORT_SLOTS, 0);
+pub(crate) static PORTS: Array<PortValue> = Array::with_max_entries(PORT_SLOTS, 0);
 
 /// The proxy's listening sockets, in the slots `proxy_socket_slot` gives
 /// (address family and listener kind, `sk_lookup.rs`); filled by the daemon.
 #[map]
-pub static PROXY_SOCKETS: SockMap = SockMap::with_max_entries(PROXY_SOCKET_SLOTS, 0);
+pub(crate) static PROXY_SOCKETS: SockMap = SockMap::with_max_entries(PROXY_SOCKET_SLOTS, 0);
 
 #[map]
-pub static EGRESS_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_EGRESS_IFACES, 0);
+pub(crate) static EGRESS_IFACES: HashMap<u32, u32> =
+    HashMap::with_max_entries(MAX_EGRESS_IFACES, 0);
 
 /// Flag 1: required by the kernel for LPM tries (BPF_F_NO_PREALLOC).
 #[map]
-pub static EGRESS_EXCLUDE: LpmTrie<[u8; 16], u8> =
+pub(crate) static EGRESS_EXCLUDE: LpmTrie<[u8; 16], u8> =
     LpmTrie::with_max_entries(MAX_EGRESS_EXCLUDES, 1);
 
 /// Flag 1: required by the kernel for LPM tries (BPF_F_NO_PREALLOC).
 #[map]
-pub static EGRESS_ALLOWED: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_EGRESS_ALLOWED, 1);
+pub(crate) static EGRESS_ALLOWED: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(MAX_EGRESS_ALLOWED, 1);
 
 #[map]
-pub static EGRESS_OPEN_PORTS: HashMap<u32, u8> =
+pub(crate) static EGRESS_OPEN_PORTS: HashMap<u32, u8> =
     HashMap::with_max_entries(MAX_EGRESS_OPEN_PORTS, 0);
 
 #[map]
-pub static EGRESS_POLICY: Array<EgressPolicy> = Array::with_max_entries(1, 0);
+pub(crate) static EGRESS_POLICY: Array<EgressPolicy> = Array::with_max_entries(1, 0);
 
 #[map]
-pub static EGRESS_WORKLOADS: LruPerCpuHashMap<WorkloadKey, WorkloadCounters> =
+pub(crate) static EGRESS_WORKLOADS: LruPerCpuHashMap<WorkloadKey, WorkloadCounters> =
     LruPerCpuHashMap::with_max_entries(MAX_EGRESS_WORKLOADS, 0);
 
 #[map]
-pub static EGRESS_REFUSALS: RingBuf = RingBuf::with_byte_size(EGRESS_REFUSALS_BYTES, 0);
+pub(crate) static EGRESS_REFUSALS: RingBuf = RingBuf::with_byte_size(EGRESS_REFUSALS_BYTES, 0);
 
 #[map]
-pub static LOCAL_ADDRS: HashMap<[u8; 16], LocalAddrValue> =
+pub(crate) static LOCAL_ADDRS: HashMap<[u8; 16], LocalAddrValue> =
     HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
 
 #[map]
-pub static LOCAL_ADDR_LIST: Array<LocalAddrList> = Array::with_max_entries(1, 0);
+pub(crate) static LOCAL_ADDR_LIST: Array<LocalAddrList> = Array::with_max_entries(1, 0);
 
 #[map]
-pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+pub(crate) static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 #[map]
-pub static REASON_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+pub(crate) static REASON_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(Reason::COUNT, 0);
 
 #[map]
-pub static LISTENER_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
+pub(crate) static LISTENER_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
 
 #[map]
-pub static ALLOWED_PORTS: Array<u64> = Array::with_max_entries(ALLOWED_PORT_WORDS, 0);
+pub(crate) static ALLOWED_PORTS: Array<u64> = Array::with_max_entries(ALLOWED_PORT_WORDS, 0);
 
 #[map]
-pub static HOSTS: HashMap<HostKey, HostValue> = HashMap::with_max_entries(MAX_HOSTS, 0);
+pub(crate) static HOSTS: HashMap<HostKey, HostValue> = HashMap::with_max_entries(MAX_HOSTS, 0);
 
 #[map]
-pub static HOST_BUCKETS: Array<HostBucket> = Array::with_max_entries(HOST_BUCKETS_LEN, 0);
+pub(crate) static HOST_BUCKETS: Array<HostBucket> = Array::with_max_entries(HOST_BUCKETS_LEN, 0);
 
 #[map]
-pub static HOST_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_HOSTS, 0);
+pub(crate) static HOST_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_HOSTS, 0);
 
 #[map]
-pub static HOST_CLASS_STATS: PerCpuArray<Counter> =
+pub(crate) static HOST_CLASS_STATS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(MAX_LISTENERS * HostClass::COUNT, 0);
 
 #[map]
-pub static HOST_RESETS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
+pub(crate) static HOST_RESETS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
 
 /// Connections `xdp_host_reset` reset towards the local stack, so the
 /// client's retransmission passes untouched and the stack resets the
 /// client too. Least recently used entries make room.
 #[map]
-pub static RESET_FLOWS: LruHashMap<ResetFlow, u8> = LruHashMap::with_max_entries(4096, 0);
+pub(crate) static RESET_FLOWS: LruHashMap<ResetFlow, u8> = LruHashMap::with_max_entries(4096, 0);
 
 /// Per-CPU copy of a segment's payload for the host parser (`host.rs`).
 #[map]
-pub static SCRATCH: PerCpuArray<[u8; MAX_PAYLOAD_SCAN]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<[u8; MAX_PAYLOAD_SCAN]> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// The listener data segment `xdp_ingress` hands to `xdp_host`.
 #[map]
-pub static SEGMENT: PerCpuArray<Segment> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SEGMENT: PerCpuArray<Segment> = PerCpuArray::with_max_entries(1, 0);
 
 /// A listener's data segment as it goes from program to program:
 /// `xdp_ingress` fills in where the payload is, `xdp_host` the scratch
@@ -109,7 +115,7 @@ pub static SEGMENT: PerCpuArray<Segment> = PerCpuArray::with_max_entries(1, 0);
 /// `xdp_host` where the name is.
 #[derive(Clone, Copy)]
 #[repr(C)]
-pub struct Segment {
+pub(crate) struct Segment {
     pub listener: u32,
     /// A `ListenerKind` code.
     pub kind: u32,
@@ -136,9 +142,9 @@ pub struct Segment {
 /// `xdp_host`, `xdp_host_value`, `xdp_host_match` and `xdp_host_reset`,
 /// the tail-call targets; filled by the loader.
 #[map]
-pub static HOST_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(4, 0);
+pub(crate) static HOST_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(4, 0);
 
 /// Per-CPU slot `host::forget` passes a value through to hide it from
 /// the verifier.
 #[map]
-pub static FORGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static FORGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -1,6 +1,5 @@
 //! Header parsing: one bounds-checked accessor and one `parse_<hdr>` step per
 //! header, each returning where the next header starts.
-use core::mem;
 
 use aya_ebpf::programs::{TcContext, XdpContext};
 use gateway_common::{IPPROTO_TCP, IPPROTO_UDP, Reason, ipv4_mapped};
@@ -29,7 +28,7 @@ const MAX_IPV6_EXT_HEADERS: usize = 4;
 
 /// A packet the parser can read directly: XDP's frame, or TC's socket
 /// buffer (whose linear part holds the headers of what the guard reads).
-pub trait PacketBytes {
+pub(crate) trait PacketBytes {
     /// Address of the first byte (the Ethernet header).
     fn start(&self) -> usize;
     /// Address one past the last directly readable byte.
@@ -59,7 +58,7 @@ impl PacketBytes for TcContext {
 }
 
 /// What the decision needs from a TCP or UDP packet.
-pub struct Packet {
+pub(crate) struct Packet {
     /// Destination address, IPv4 mapped into IPv6.
     pub dst: [u8; 16],
     /// Destination port, host byte order.
@@ -84,7 +83,7 @@ pub struct Packet {
 /// and extension headers), then TCP or UDP. Anything it cannot or need not
 /// classify comes back as the `Reason` to count it under.
 #[inline(always)]
-pub fn parse_packet<C: PacketBytes>(ctx: &C) -> Result<Packet, Reason> {
+pub(crate) fn parse_packet<C: PacketBytes>(ctx: &C) -> Result<Packet, Reason> {
     let (ether_type, l3) = parse_eth(ctx)?;
     let (dst, protocol, l4, ip_end) = match ether_type {
         ETH_P_IPV4 => parse_ipv4(ctx, l3)?,
@@ -137,12 +136,12 @@ pub fn parse_packet<C: PacketBytes>(ctx: &C) -> Result<Packet, Reason> {
 /// The one bounds-checked access to packet memory: a pointer to a `T` at
 /// `offset` from the start of the frame, or `Malformed` if it does not fit.
 #[inline(always)]
-pub fn header_at<T, C: PacketBytes>(ctx: &C, offset: usize) -> Result<*const T, Reason> {
+pub(crate) fn header_at<T, C: PacketBytes>(ctx: &C, offset: usize) -> Result<*const T, Reason> {
     let start = ctx.start();
     let end = ctx.end();
     // The verifier only accepts packet reads after a comparison of the
     // accessed range against data_end on this same path.
-    if start + offset + mem::size_of::<T>() > end {
+    if start + offset + size_of::<T>() > end {
         return Err(Reason::Malformed);
     }
     Ok((start + offset) as *const T)

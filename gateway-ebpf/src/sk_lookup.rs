@@ -19,7 +19,7 @@ const AF_INET6: u32 = 10;
 /// listener's connection is refused rather than handed to whatever else
 /// listens on that port.
 #[inline(always)]
-pub fn steer(ctx: &SkLookupContext) -> u32 {
+pub(crate) fn steer(ctx: &SkLookupContext) -> u32 {
     // SAFETY: the context pointer is the kernel's, valid for this run.
     let lookup = unsafe { &*ctx.lookup };
     if lookup.protocol != u32::from(IPPROTO_TCP) {

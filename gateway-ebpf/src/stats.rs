@@ -10,7 +10,7 @@ use crate::{
 /// Counts `outcome` by reason (and by listener when there is one) and turns
 /// it into an XDP action.
 #[inline(always)]
-pub fn record_verdict(outcome: &Outcome, frame_len: u64) -> u32 {
+pub(crate) fn record_verdict(outcome: &Outcome, frame_len: u64) -> u32 {
     let Some(reason_counter) = REASON_STATS.get_ptr_mut(outcome.reason as u32) else {
         // Every reason code is below the array size; a failed lookup means a
         // broken build, which XDP_ABORTED makes visible in xdp tracepoints.
@@ -30,7 +30,7 @@ pub fn record_verdict(outcome: &Outcome, frame_len: u64) -> u32 {
 
 /// Counts a listener's data segment by host class, and by host when known.
 #[inline(always)]
-pub fn record_host(listener: u32, class: HostClass, host: Option<u32>, frame_len: u64) {
+pub(crate) fn record_host(listener: u32, class: HostClass, host: Option<u32>, frame_len: u64) {
     if let Some(class_counter) = HOST_CLASS_STATS.get_ptr_mut(host_class_index(listener, class)) {
         bump(class_counter, frame_len);
     }
@@ -42,7 +42,7 @@ pub fn record_host(listener: u32, class: HostClass, host: Option<u32>, frame_len
 /// Counts a data segment of `listener` turned into a reset (its length
 /// is then the headers', so only packets are counted).
 #[inline(always)]
-pub fn record_reset(listener: u32) {
+pub(crate) fn record_reset(listener: u32) {
     if let Some(counter) = HOST_RESETS.get_ptr_mut(listener) {
         bump(counter, 0);
     }

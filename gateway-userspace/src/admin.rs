@@ -79,7 +79,10 @@ pub fn spawn(
         })
 }
 
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 fn lower_priority() {
     // Linux keeps a nice value per thread; PRIO_PROCESS with the thread id
     // sets this thread's alone.
@@ -231,7 +234,7 @@ struct StatsCache {
 
 impl StatsCache {
     fn new(render: RenderFn) -> Self {
-        StatsCache {
+        Self {
             render,
             latest: [None, None],
         }

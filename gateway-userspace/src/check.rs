@@ -13,7 +13,7 @@ use gateway_userspace::{
 use crate::cli::{CheckArgs, CompileArgs, Format};
 
 /// Prints every diagnostic and a summary; exit 1 on errors (or warnings with --strict).
-pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let config = args.source.load(&args.paths)?;
     for diagnostic in &config.diagnostics {
         println!("{diagnostic}");
@@ -63,7 +63,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints the plan for the Gateways that select the instance.
-pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     let config = args.source.load(&args.paths)?;
     let errors = count(&config, Severity::Error);
     for diagnostic in config

@@ -14,13 +14,13 @@ use gateway_userspace::{
 /// eBPF/XDP-accelerated Istio ingress gateway.
 #[derive(Parser)]
 #[command(name = "gateway", version)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve Istio Gateway resources on an interface (needs root).
     Run(Box<RunArgs>),
     /// Validate every resource in the paths; exit 1 on errors. Needs no root.
@@ -44,7 +44,7 @@ pub enum Command {
 
 /// `gateway prune-pins`.
 #[derive(clap::Args, Debug)]
-pub struct PruneArgs {
+pub(crate) struct PruneArgs {
     /// List what would be removed, and remove nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -52,7 +52,7 @@ pub struct PruneArgs {
 
 /// `gateway stats`.
 #[derive(clap::Args, Debug)]
-pub struct StatsArgs {
+pub(crate) struct StatsArgs {
     /// The interface the daemon serves (its `--interface`).
     #[arg(long, short = 'i', value_name = "IFNAME")]
     pub interface: String,
@@ -69,7 +69,7 @@ pub struct StatsArgs {
 
 /// `gateway reload`.
 #[derive(clap::Args, Debug)]
-pub struct ReloadArgs {
+pub(crate) struct ReloadArgs {
     /// The interface the daemon serves (its `--interface`).
     #[arg(long, short = 'i', value_name = "IFNAME")]
     pub interface: String,
@@ -77,7 +77,7 @@ pub struct ReloadArgs {
 
 /// Which gateway workload this is (Istio matches Gateway selectors against it).
 #[derive(clap::Args, Debug, Clone)]
-pub struct InstanceArgs {
+pub(crate) struct InstanceArgs {
     /// Workload labels, `k=v,k2=v2`; a Gateway applies when its selector is a subset.
     #[arg(long, value_parser = parse_labels, default_value = "istio=ingressgateway", value_name = "K=V,...")]
     pub labels: BTreeMap<String, String>,
@@ -87,7 +87,7 @@ pub struct InstanceArgs {
 }
 
 impl InstanceArgs {
-    pub fn instance(&self) -> Instance {
+    pub(crate) fn instance(&self) -> Instance {
         Instance {
             labels: self.labels.clone(),
             namespace: self.namespace.clone(),
@@ -98,7 +98,7 @@ impl InstanceArgs {
 /// How the configuration files and their secrets are read, the same for
 /// every command so `check` reads exactly what `run` would.
 #[derive(clap::Args, Debug, Clone)]
-pub struct SourceArgs {
+pub(crate) struct SourceArgs {
     /// `credentialName: X` reads `DIR/X/tls.crt`, `DIR/X/tls.key` and
     /// `DIR/X/ca.crt`. Default: `credentials/X` beside the configuration
     /// file that names X, then `/etc/gateway/credentials/X`; with this flag,
@@ -120,7 +120,7 @@ pub struct SourceArgs {
 
 impl SourceArgs {
     /// Where and how the daemon reads the configuration at `paths`.
-    pub fn source(&self, paths: &[PathBuf]) -> ConfigSource {
+    pub(crate) fn source(&self, paths: &[PathBuf]) -> ConfigSource {
         ConfigSource {
             paths: paths.to_vec(),
             credentials_dir: self.credentials_dir.clone(),
@@ -130,7 +130,7 @@ impl SourceArgs {
     }
 
     /// Loads and validates the configuration at `paths`.
-    pub fn load(&self, paths: &[PathBuf]) -> Result<Config, ConfigError> {
+    pub(crate) fn load(&self, paths: &[PathBuf]) -> Result<Config, ConfigError> {
         self.source(paths).load()
     }
 }
@@ -175,7 +175,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Options of `gateway run`.
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Istio YAML file or directory (searched recursively); repeatable.
     #[arg(long = "config", short = 'c', required = true, value_name = "PATH")]
     pub config: Vec<PathBuf>,
@@ -304,7 +304,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The daemon's options: the flags, parsed.
-    pub fn options(self) -> daemon::Options {
+    pub(crate) fn options(self) -> daemon::Options {
         daemon::Options {
             source: self.source.source(&self.config),
             instance: self.instance.instance(),
@@ -339,14 +339,14 @@ impl RunArgs {
 
 /// `--access-log-format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 /// Options of `gateway check`.
 #[derive(clap::Args, Debug)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Istio YAML files or directories.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -365,7 +365,7 @@ pub struct CheckArgs {
 
 /// Options of `gateway compile`.
 #[derive(clap::Args, Debug)]
-pub struct CompileArgs {
+pub(crate) struct CompileArgs {
     /// Istio YAML files or directories.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -383,7 +383,7 @@ pub struct CompileArgs {
 
 /// `gateway compile --format`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Json,
 }

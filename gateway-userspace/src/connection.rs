@@ -137,7 +137,7 @@ pub struct Place {
 
 impl Place {
     /// For a gate with one kind of connection (the admin endpoint).
-    pub const ONLY: Place = Place {
+    pub const ONLY: Self = Self {
         listener: 0,
         listeners: 1,
     };
@@ -199,7 +199,7 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 impl Gate {
     /// A gate with fresh counters.
     pub fn new(limits: Limits) -> Self {
-        Gate {
+        Self {
             limits,
             counters: Arc::default(),
             shares: Arc::default(),

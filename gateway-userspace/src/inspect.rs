@@ -17,7 +17,7 @@ use gateway_userspace::{
 use crate::cli::StatsArgs;
 
 /// Prints the counters once, or every `--watch` seconds with rates.
-pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
+pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<()> {
     if let Some(interval) = args.watch.filter(|i| !(*i > 0.0 && i.is_finite())) {
         bail!("--watch takes a number of seconds above 0, not {interval}");
     }

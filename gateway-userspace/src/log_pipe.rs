@@ -55,11 +55,7 @@ impl std::fmt::Debug for LogPipe {
 impl LogPipe {
     /// A pipe to `out`, emptied by a thread named `name` (which may block
     /// in `write` for as long as the reader stalls: nothing waits for it).
-    pub fn spawn(
-        name: &str,
-        out: Box<dyn Write + Send>,
-        capacity: usize,
-    ) -> std::io::Result<LogPipe> {
+    pub fn spawn(name: &str, out: Box<dyn Write + Send>, capacity: usize) -> std::io::Result<Self> {
         let inner = Arc::new(Inner {
             capacity,
             state: Mutex::new(State::default()),
@@ -71,7 +67,7 @@ impl LogPipe {
         std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || writer.write_forever(out))?;
-        Ok(LogPipe { inner })
+        Ok(Self { inner })
     }
 
     /// Queues `bytes` (whole lines) without waiting; drops and counts

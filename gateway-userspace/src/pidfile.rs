@@ -67,7 +67,7 @@ impl PidFile {
             path: path.clone(),
             source,
         })?;
-        Ok(PidFile { path })
+        Ok(Self { path })
     }
 }
 
@@ -85,7 +85,10 @@ pub fn running(interface: &str) -> Option<i32> {
     (pid != std::process::id() as i32 && alive(pid)).then_some(pid)
 }
 
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid, 0) == 0 }
@@ -115,7 +118,10 @@ pub fn signal_reload(interface: &str) -> Result<i32, PidFileError> {
     Ok(pid)
 }
 
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 fn send_hangup(pid: i32) -> io::Result<()> {
     // SAFETY: kill(2) has no memory preconditions.
     if unsafe { libc::kill(pid, libc::SIGHUP) } == 0 {

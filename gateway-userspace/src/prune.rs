@@ -8,7 +8,7 @@ use gateway_userspace::dataplane::{orphans, pins};
 use crate::cli::PruneArgs;
 
 /// One line per pin set, then a summary; fails if a removal failed.
-pub fn prune_pins(args: &PruneArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn prune_pins(args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let pruned = orphans::prune(args.dry_run)?;
     let sets = pruned.len();
     let (mut orphaned, mut freed, mut failed) = (0, 0, 0);

@@ -24,7 +24,7 @@ pub struct Readiness {
 
 impl Default for Readiness {
     fn default() -> Self {
-        Readiness {
+        Self {
             epoch: Instant::now(),
             last_beat_ms: AtomicU64::new(0),
             attached: AtomicBool::new(true),

@@ -85,7 +85,7 @@ impl Watcher {
     /// change counts once the files have not changed for `settle`.
     pub fn new(roots: Vec<PathBuf>, files: Vec<PathBuf>, settle: Duration) -> Self {
         let current = fingerprint(&roots, &files);
-        Watcher {
+        Self {
             roots,
             files,
             current,

@@ -33,7 +33,7 @@ impl Backend {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn test-backend");
-        let backend = Backend { child };
+        let backend = Self { child };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let probe = topology

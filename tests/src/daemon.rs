@@ -101,7 +101,7 @@ impl Daemon {
             .stderr(stdio(stderr))
             .spawn()
             .expect("spawn gateway");
-        let mut daemon = Daemon {
+        let mut daemon = Self {
             child: Some(child),
             log,
         };

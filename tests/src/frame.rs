@@ -58,7 +58,7 @@ fn udp_header(dport: u16) -> Vec<u8> {
 
 impl Frame {
     fn v4(dst: [u8; 4], protocol: u8, l4: Vec<u8>) -> Self {
-        Frame {
+        Self {
             vlans: Vec::new(),
             l3: L3::V4 {
                 dst,
@@ -74,7 +74,7 @@ impl Frame {
     }
 
     fn v6(dst: [u8; 16], protocol: u8, l4: Vec<u8>) -> Self {
-        Frame {
+        Self {
             vlans: Vec::new(),
             l3: L3::V6 {
                 dst,
@@ -114,7 +114,7 @@ impl Frame {
 
     /// An ARP request (not IP).
     pub fn arp() -> Self {
-        Frame {
+        Self {
             vlans: Vec::new(),
             l3: L3::Arp,
             protocol: 0,

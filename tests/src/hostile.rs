@@ -189,7 +189,7 @@ pub fn run_bounded(cmd: &mut Command, memory_cap: u64, time_cap: Duration) -> Bo
     let start = Instant::now();
     // Reaped with wait4 below, which reports its resource usage; std's
     // `wait` cannot.
-    #[allow(clippy::zombie_processes)]
+    #[allow(clippy::zombie_processes, reason = "reaped with wait4 below")]
     let child = cmd.spawn().expect("spawn bounded child");
     let pid = child.id() as libc::pid_t;
     let killer = thread::spawn(move || {
@@ -246,7 +246,7 @@ impl Scratch {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         fs::create_dir_all(&path).expect("create scratch dir");
-        Scratch { path }
+        Self { path }
     }
 }
 

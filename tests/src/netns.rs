@@ -42,7 +42,7 @@ impl Topology {
     pub fn new() -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}x{n}", std::process::id() % 100_000);
-        let topology = Topology {
+        let topology = Self {
             gateway_ns: format!("gwt-{tag}-gw"),
             client_ns: format!("gwt-{tag}-cl"),
             gateway_if: format!("gw{tag}"),

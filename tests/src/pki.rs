@@ -12,7 +12,7 @@ pub struct Pki {
 impl Pki {
     /// A fresh CA (`ca.crt`, `ca.key`).
     pub fn new() -> Self {
-        let pki = Pki {
+        let pki = Self {
             dir: Scratch::new(),
         };
         pki.openssl(&[

@@ -18,7 +18,7 @@ impl Rng {
                     | 1
             });
         println!("{variable}={seed}");
-        Rng(seed)
+        Self(seed)
     }
 
     pub fn next_u64(&mut self) -> u64 {

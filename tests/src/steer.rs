@@ -51,7 +51,7 @@ struct TestRunAttr {
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 /// `sizeof(struct bpf_sk_lookup)`, padded to 8 bytes.
-const CTX_SIZE: u32 = std::mem::size_of::<SkLookupCtx>() as u32;
+const CTX_SIZE: u32 = size_of::<SkLookupCtx>() as u32;
 
 /// What the program made of one lookup.
 #[derive(Debug, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub fn run_repeated(
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
             &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>(),
+            size_of::<TestRunAttr>(),
         )
     };
     if ret != 0 {
@@ -169,7 +169,7 @@ fn words(octets: [u8; 16]) -> [u32; 4] {
 pub fn cookie(socket: &impl AsRawFd) -> io::Result<u64> {
     let fd: RawFd = socket.as_raw_fd();
     let mut value = 0u64;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    let mut len = size_of::<u64>() as libc::socklen_t;
     // SAFETY: `value` and `len` are valid for the duration of the call.
     let ret = unsafe {
         libc::getsockopt(

@@ -23,7 +23,7 @@ impl NetnsHosts {
     fn new(ns: &str, lines: &str) -> Self {
         let dir = PathBuf::from("/etc/netns").join(ns);
         fs::create_dir_all(&dir).expect("/etc/netns dir");
-        let hosts = NetnsHosts(dir);
+        let hosts = Self(dir);
         hosts.update(lines);
         hosts
     }

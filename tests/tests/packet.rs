@@ -127,7 +127,7 @@ impl Harness {
         let plan = test_plan();
         dataplane.apply(&plan, EPHEMERAL).expect("apply plan");
         let counters = dataplane.take_stats_reader().expect("counter maps");
-        Harness {
+        Self {
             dataplane,
             counters,
             plan,

@@ -54,7 +54,7 @@ impl Guard {
         let allowed: BTreeSet<Cidr> = [cidr("198.51.100.10"), cidr("2001:db8:a::/48")].into();
         maps.set_allowed(&allowed, &[OPEN_PORT].into())
             .expect("registry");
-        Guard { dataplane, maps }
+        Self { dataplane, maps }
     }
 
     /// The verdict and the frame as the program left it.

@@ -75,7 +75,7 @@ impl Harness {
             .expect("apply plan");
         let counters = dataplane.take_stats_reader().expect("counter maps");
         let hosts = plan.kernel_hosts();
-        Harness {
+        Self {
             dataplane,
             counters,
             plan,

@@ -99,7 +99,7 @@ impl Harness {
             local: plan.local_addrs.iter().map(|a| addr_key(*a)).collect(),
             allowed,
         };
-        Harness {
+        Self {
             dataplane,
             counters,
             plan,

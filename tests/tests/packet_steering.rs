@@ -54,7 +54,7 @@ impl Harness {
                 (proxy_socket_slot(true, false), v6_other.as_fd()),
             ])
             .expect("proxy sockets");
-        Harness {
+        Self {
             dataplane,
             v4: Some(v4),
             v6,

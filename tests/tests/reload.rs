@@ -168,7 +168,7 @@ impl Loop {
             .stderr(Stdio::null())
             .spawn()
             .expect("client loop");
-        Loop { child }
+        Self { child }
     }
 
     /// Stops the loop and returns the status codes it saw.

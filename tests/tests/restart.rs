@@ -24,7 +24,7 @@ impl Pins {
     fn of(topology: &Topology) -> Self {
         let out = topology.gateway(&["stat", "-L", "-c", "%i", "/proc/self/ns/net"]);
         let netns = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Pins(PathBuf::from(format!(
+        Self(PathBuf::from(format!(
             "/run/gateway/bpf/{netns}-{}",
             topology.gateway_if
         )))
@@ -45,7 +45,7 @@ impl Pins {
     fn sibling(&self, interface: &str) -> Self {
         let name = self.0.file_name().unwrap_or_default().to_string_lossy();
         let netns = name.split_once('-').map_or("", |(netns, _)| netns);
-        Pins(self.0.with_file_name(format!("{netns}-{interface}")))
+        Self(self.0.with_file_name(format!("{netns}-{interface}")))
     }
 }
 

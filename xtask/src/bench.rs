@@ -28,7 +28,7 @@ const BACKENDS: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n
 
 /// Sizes of the generated configuration.
 #[derive(Clone, Copy, Debug, clap::Args)]
-pub struct ConfigSize {
+pub(crate) struct ConfigSize {
     /// Gateways to generate (every other one also has an HTTPS server).
     #[arg(long, default_value_t = 1000)]
     pub gateways: usize,
@@ -98,21 +98,21 @@ enum Shape {
 }
 
 impl Shape {
-    const ALL: [Shape; 3] = [Shape::ServerHosts, Shape::VirtualServices, Shape::Servers];
+    const ALL: [Self; 3] = [Self::ServerHosts, Self::VirtualServices, Self::Servers];
 
     fn description(self) -> &'static str {
         match self {
-            Shape::ServerHosts => "one server with N hosts, one VirtualService naming them all",
-            Shape::VirtualServices => "one server with N hosts, N one-host VirtualServices",
-            Shape::Servers => "N one-host servers on one port, N one-host VirtualServices",
+            Self::ServerHosts => "one server with N hosts, one VirtualService naming them all",
+            Self::VirtualServices => "one server with N hosts, N one-host VirtualServices",
+            Self::Servers => "N one-host servers on one port, N one-host VirtualServices",
         }
     }
 
     fn file_name(self, n: usize) -> String {
         let name = match self {
-            Shape::ServerHosts => "server-hosts",
-            Shape::VirtualServices => "virtual-services",
-            Shape::Servers => "servers",
+            Self::ServerHosts => "server-hosts",
+            Self::VirtualServices => "virtual-services",
+            Self::Servers => "servers",
         };
         format!("{name}-{n}.yaml")
     }
@@ -124,14 +124,14 @@ impl Shape {
             "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: ns0}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n",
         );
         match self {
-            Shape::ServerHosts | Shape::VirtualServices => {
+            Self::ServerHosts | Self::VirtualServices => {
                 let _ = write!(
                     text,
                     "  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [{}]\n",
                     all_hosts()
                 );
             }
-            Shape::Servers => {
+            Self::Servers => {
                 for i in 0..n {
                     let _ = write!(
                         text,
@@ -148,8 +148,8 @@ impl Shape {
             );
         };
         match self {
-            Shape::ServerHosts => service(&mut text, "all", &all_hosts()),
-            Shape::VirtualServices | Shape::Servers => {
+            Self::ServerHosts => service(&mut text, "all", &all_hosts()),
+            Self::VirtualServices | Self::Servers => {
                 for i in 0..n {
                     service(&mut text, &format!("vs{i}"), &host(i));
                 }
@@ -265,7 +265,7 @@ fn measure(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
 }
 
 /// Runs the config benchmark and prints the report.
-pub fn config(root: &Path, size: ConfigSize) -> anyhow::Result<()> {
+pub(crate) fn config(root: &Path, size: ConfigSize) -> anyhow::Result<()> {
     let dir = root.join("target/bench/config");
     let bytes = generate(&dir, size)?;
     let gateway = crate::exec::build_release_gateway(root)?;

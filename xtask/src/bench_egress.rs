@@ -54,7 +54,7 @@ const TARGET_VS_CONNECT: f64 = 1.0;
 /// Sizes of `cargo xtask bench egress`: the defaults take about three
 /// minutes on two cores; smaller ones are for trying the setup.
 #[derive(Clone, Debug, clap::Args)]
-pub struct EgressArgs {
+pub(crate) struct EgressArgs {
     /// Interleaved rounds (each measures every path); each cell is the
     /// median (and range) over them.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
@@ -89,10 +89,10 @@ const MODES: [Mode; 4] = [Mode::Direct, Mode::Steered, Mode::Explicit, Mode::Con
 impl Mode {
     fn name(self) -> &'static str {
         match self {
-            Mode::Direct => "direct (routed)",
-            Mode::Steered => "steered (--egress-from, passthrough)",
-            Mode::Explicit => "explicit (same gateway, workload connects to it)",
-            Mode::Connect => "CONNECT proxy (tinyproxy)",
+            Self::Direct => "direct (routed)",
+            Self::Steered => "steered (--egress-from, passthrough)",
+            Self::Explicit => "explicit (same gateway, workload connects to it)",
+            Self::Connect => "CONNECT proxy (tinyproxy)",
         }
     }
 
@@ -101,8 +101,8 @@ impl Mode {
     /// check before measuring proves which path was taken.
     fn peer(self) -> &'static str {
         match self {
-            Mode::Direct => WORKLOAD_IP,
-            Mode::Steered | Mode::Explicit | Mode::Connect => GATEWAY_OUT_IP,
+            Self::Direct => WORKLOAD_IP,
+            Self::Steered | Self::Explicit | Self::Connect => GATEWAY_OUT_IP,
         }
     }
 
@@ -114,23 +114,23 @@ impl Mode {
     /// direct path for up to a minute after a steered run.
     fn ports(self) -> &'static str {
         match self {
-            Mode::Direct => "1024 16999",
-            Mode::Steered => "17000 32999",
-            Mode::Explicit => "33000 48999",
-            Mode::Connect => "49000 65535",
+            Self::Direct => "1024 16999",
+            Self::Steered => "17000 32999",
+            Self::Explicit => "33000 48999",
+            Self::Connect => "49000 65535",
         }
     }
 
     /// The explicit proxy the client is told about (only for CONNECT: the
     /// other two paths are invisible to the workload).
     fn proxy(self) -> Option<String> {
-        (self == Mode::Connect).then(|| format!("http://{GATEWAY_IP}:{PROXY_PORT}"))
+        (self == Self::Connect).then(|| format!("http://{GATEWAY_IP}:{PROXY_PORT}"))
     }
 
     /// Where the client connects instead of the name's address (only for
     /// explicit: curl's and oha's `--connect-to`).
     fn connect_to(self) -> Option<String> {
-        (self == Mode::Explicit).then(|| format!("{HOST}:443:{GATEWAY_IP}:443"))
+        (self == Self::Explicit).then(|| format!("{HOST}:443:{GATEWAY_IP}:443"))
     }
 }
 
@@ -181,7 +181,7 @@ struct Setup {
 /// The issue's targets compare paths, so every path is measured in every
 /// round on the same topology, and the table and verdicts (also written to
 /// `target/bench-egress.md`) only ever relate figures of the same round.
-pub fn egress(root: &Path, args: &EgressArgs) -> anyhow::Result<()> {
+pub(crate) fn egress(root: &Path, args: &EgressArgs) -> anyhow::Result<()> {
     let setup = provision(root, args)?;
     write_files(&setup, args.mib)?;
     // Per round: each path's start, checks, both measurements and stop.
@@ -331,7 +331,7 @@ const NAMESPACES: [&str; 3] = [WORKLOAD_NS, GATEWAY_NS, OUTSIDE_NS];
 impl Network {
     fn create() -> anyhow::Result<Self> {
         remove_network(); // leftovers of a run killed with SIGKILL
-        let guard = Network;
+        let guard = Self;
         for ns in NAMESPACES {
             run(Command::new("ip").args(["netns", "add", ns]))?;
             ip(ns, &["link", "set", "lo", "up"])?;
@@ -799,7 +799,7 @@ fn notes(args: &EgressArgs) -> String {
          sparse file (page cache).\n\
          Kernel {}, {} CPUs, load average at the end: {}\n",
         kernel.trim(),
-        std::thread::available_parallelism().map_or(1, usize::from),
+        thread::available_parallelism().map_or(1, usize::from),
         load.trim()
     )
 }

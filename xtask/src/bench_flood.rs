@@ -36,11 +36,11 @@ enum Mode {
 impl Mode {
     fn name(self) -> &'static str {
         match self {
-            Mode::NoFilter => "no filter (the stack answers each SYN with a RST)",
-            Mode::Nftables => "nftables netdev ingress drop rule",
-            Mode::Xdp => "gateway XDP (native) on the receiving veth",
-            Mode::XdpGeneric => "gateway XDP (generic) on the receiving veth",
-            Mode::TrivialDrop => "a program that only returns XDP_DROP (native), for scale",
+            Self::NoFilter => "no filter (the stack answers each SYN with a RST)",
+            Self::Nftables => "nftables netdev ingress drop rule",
+            Self::Xdp => "gateway XDP (native) on the receiving veth",
+            Self::XdpGeneric => "gateway XDP (generic) on the receiving veth",
+            Self::TrivialDrop => "a program that only returns XDP_DROP (native), for scale",
         }
     }
 }
@@ -54,7 +54,7 @@ struct Net {
 impl Net {
     fn new() -> anyhow::Result<Self> {
         let tag = std::process::id() % 100_000;
-        let net = Net {
+        let net = Self {
             sender: format!("flood{tag}s"),
             receiver: format!("flood{tag}r"),
         };
@@ -148,7 +148,12 @@ fn busy_ticks() -> anyhow::Result<u64> {
 
 /// Floods `packets` SYNs in each mode, `rounds` times interleaved, and
 /// returns the Markdown table of µs of CPU per packet.
-pub fn flood(root: &Path, gateway: &Path, packets: u64, rounds: u32) -> anyhow::Result<String> {
+pub(crate) fn flood(
+    root: &Path,
+    gateway: &Path,
+    packets: u64,
+    rounds: u32,
+) -> anyhow::Result<String> {
     let net = Net::new()?;
     let scratch = root.join("target/bench/flood");
     std::fs::create_dir_all(&scratch)?;

@@ -68,7 +68,7 @@ const TARGET_HANDSHAKES_VS_NGINX: f64 = 2.0;
 
 /// Options of `cargo xtask bench proxy`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct ProxyArgs {
+pub(crate) struct ProxyArgs {
     /// Interleaved runs; each cell is the median (and range) over them.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=50))]
     pub runs: u64,
@@ -101,7 +101,7 @@ pub struct ProxyArgs {
 
 /// One load run's job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
-pub enum Measurement {
+pub(crate) enum Measurement {
     A,
     B,
     C,
@@ -111,16 +111,16 @@ pub enum Measurement {
 impl Measurement {
     fn title(self) -> &'static str {
         match self {
-            Measurement::A => "(a) HTTP 301, keep-alive",
-            Measurement::B => "(b) HTTP 301, Connection: close",
-            Measurement::C => "(c) TLS 1.3 full handshake (ECDSA P-256) + GET",
-            Measurement::D => "(d) TLS keep-alive, proxied to the backend",
+            Self::A => "(a) HTTP 301, keep-alive",
+            Self::B => "(b) HTTP 301, Connection: close",
+            Self::C => "(c) TLS 1.3 full handshake (ECDSA P-256) + GET",
+            Self::D => "(d) TLS keep-alive, proxied to the backend",
         }
     }
 
     fn unit(self) -> &'static str {
         match self {
-            Measurement::C => "handshake",
+            Self::C => "handshake",
             _ => "request",
         }
     }
@@ -128,7 +128,7 @@ impl Measurement {
 
 /// A server under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
-pub enum Contender {
+pub(crate) enum Contender {
     Ours,
     Nginx,
     Haproxy,
@@ -153,10 +153,10 @@ struct Tools {
 impl Contender {
     fn name(self) -> &'static str {
         match self {
-            Contender::Ours => "ours",
-            Contender::Nginx => "nginx",
-            Contender::Haproxy => "HAProxy",
-            Contender::Envoy => "Envoy",
+            Self::Ours => "ours",
+            Self::Nginx => "nginx",
+            Self::Haproxy => "HAProxy",
+            Self::Envoy => "Envoy",
         }
     }
 
@@ -169,21 +169,21 @@ impl Contender {
         let dir = self.dir(scratch);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let (file, text) = match self {
-            Contender::Ours => {
+            Self::Ours => {
                 let creds = dir.join("credentials/bench-cert");
                 fs::create_dir_all(&creds)?;
                 fs::copy(&cert.crt, creds.join("tls.crt"))?;
                 fs::copy(&cert.key, creds.join("tls.key"))?;
                 ("gateway.yaml", gateway_yaml())
             }
-            Contender::Nginx => ("nginx.conf", nginx_conf(&dir, cert, defer)),
-            Contender::Haproxy => {
+            Self::Nginx => ("nginx.conf", nginx_conf(&dir, cert, defer)),
+            Self::Haproxy => {
                 let pem = dir.join("bench.pem");
                 let both = fs::read_to_string(&cert.crt)? + &fs::read_to_string(&cert.key)?;
                 fs::write(&pem, both)?;
                 ("haproxy.cfg", haproxy_cfg(&pem, defer))
             }
-            Contender::Envoy => ("envoy.yaml", envoy_yaml(cert, defer)),
+            Self::Envoy => ("envoy.yaml", envoy_yaml(cert, defer)),
         };
         let path = dir.join(file);
         fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -194,7 +194,7 @@ impl Contender {
     fn command(self, tools: &Tools, config: &Path) -> Command {
         let mut cmd = in_netns(SRV_NS, SERVER_CORE);
         match self {
-            Contender::Ours => {
+            Self::Ours => {
                 cmd.arg(&tools.gateway)
                     .args(["run", "--config"])
                     .arg(config)
@@ -204,17 +204,17 @@ impl Contender {
                     // One worker, as every other contender gets.
                     .args(["--workers", "1"]);
             }
-            Contender::Nginx => {
+            Self::Nginx => {
                 cmd.args(["nginx", "-c"]).arg(config).arg("-p").arg(
                     config
                         .parent()
                         .expect("the config lies in the contender's directory"),
                 );
             }
-            Contender::Haproxy => {
+            Self::Haproxy => {
                 cmd.args(["haproxy", "-db", "-f"]).arg(config);
             }
-            Contender::Envoy => {
+            Self::Envoy => {
                 cmd.arg(&tools.envoy)
                     .arg("-c")
                     .arg(config)
@@ -470,7 +470,7 @@ struct Network;
 impl Network {
     fn create() -> anyhow::Result<Self> {
         remove_network(); // leftovers of a run killed with SIGKILL
-        let guard = Network;
+        let guard = Self;
         for ns in [SRV_NS, CLI_NS, BAK_NS] {
             run(Command::new("ip").args(["netns", "add", ns]))?;
             ip(ns, &["link", "set", "lo", "up"])?;
@@ -529,7 +529,7 @@ impl Server {
             .stderr(out)
             .spawn()
             .with_context(|| format!("cannot start {name}: {cmd:?}"))?;
-        Ok(Server {
+        Ok(Self {
             child,
             name: name.to_string(),
         })
@@ -577,7 +577,7 @@ impl XdpPass {
                 "link", "set", "dev", SRV_IF, "xdpdrv", "obj", &object, "sec", "xdp",
             ],
         )?;
-        Ok(XdpPass)
+        Ok(Self)
     }
 }
 
@@ -589,12 +589,16 @@ impl Drop for XdpPass {
 
 /// Compiles the trivial XDP_PASS program (LLVM IR) with `llc`: the
 /// baseline of both benchmarks that involve XDP.
-pub fn build_xdp_pass(scratch: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_xdp_pass(scratch: &Path) -> anyhow::Result<PathBuf> {
     build_trivial_xdp(scratch, "xdp_pass", 2)
 }
 
 /// A program `name` that only returns `action` (1 = XDP_DROP, 2 = XDP_PASS).
-pub fn build_trivial_xdp(scratch: &Path, name: &str, action: u32) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_trivial_xdp(
+    scratch: &Path,
+    name: &str,
+    action: u32,
+) -> anyhow::Result<PathBuf> {
     let source = scratch.join(format!("{name}.ll"));
     let object = scratch.join(format!("{name}.o"));
     fs::write(
@@ -722,7 +726,7 @@ impl RssSampler {
                 thread::sleep(Duration::from_millis(100));
             }
         });
-        RssSampler {
+        Self {
             stop,
             peak,
             thread: Some(thread),
@@ -1118,7 +1122,7 @@ enum Row {
 impl Row {
     fn label(self) -> String {
         match self {
-            Row::Rate(m) => format!(
+            Self::Rate(m) => format!(
                 "{} — {}s/s",
                 m.title(),
                 if m == Measurement::C {
@@ -1127,20 +1131,20 @@ impl Row {
                     "request"
                 }
             ),
-            Row::Process(m) => format!("{} — server CPU µs/{}", m.title(), m.unit()),
-            Row::Capacity(m) => format!(
+            Self::Process(m) => format!("{} — server CPU µs/{}", m.title(), m.unit()),
+            Self::Capacity(m) => format!(
                 "{} — capacity of one core, {}s/s (10⁶ / server CPU µs)",
                 m.title(),
                 m.unit()
             ),
-            Row::ServerBusy(m) => format!("{} — server processes busy, % of core 1", m.title()),
-            Row::ClientBusy(m) => format!("{} — load generator core 0 busy, %", m.title()),
-            Row::Busy(m) => format!(
+            Self::ServerBusy(m) => format!("{} — server processes busy, % of core 1", m.title()),
+            Self::ClientBusy(m) => format!("{} — load generator core 0 busy, %", m.title()),
+            Self::Busy(m) => format!(
                 "{} — busy %: server processes (of core 1) / core 0 (load generator)",
                 m.title()
             ),
-            Row::IdleRss => "(e) idle RSS, MB".to_string(),
-            Row::LoadedRss => "(e) peak RSS under load, MB".to_string(),
+            Self::IdleRss => "(e) idle RSS, MB".to_string(),
+            Self::LoadedRss => "(e) peak RSS under load, MB".to_string(),
         }
     }
 }
@@ -1494,7 +1498,7 @@ pub(crate) fn stop_requested() -> anyhow::Result<()> {
 }
 
 /// Runs the benchmark and prints (and writes) the table.
-pub fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
+pub(crate) fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
     args.only.sort();
     args.only.dedup();
     args.contenders.sort();

@@ -30,7 +30,7 @@ const BACKEND: &str = "127.0.0.1:18080";
 const CA: &str = "examples/credentials/dataengine-com-cert/tls.crt";
 
 /// Set by SIGINT/SIGTERM: the demo stops the gateway and cleans up.
-pub static STOP: AtomicBool = AtomicBool::new(false);
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn request_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
@@ -78,7 +78,7 @@ struct DemoNetwork;
 
 impl DemoNetwork {
     fn create(a: &Addresses) -> anyhow::Result<Self> {
-        let guard = DemoNetwork;
+        let guard = Self;
         run(Command::new("ip").args(["netns", "add", NAMESPACE]))?;
         run(Command::new("ip").args([
             "link", "add", HOST_IF, "type", "veth", "peer", "name", PEER_IF, "netns", NAMESPACE,
@@ -153,7 +153,7 @@ impl Drop for DemoBackend {
 /// Ctrl-C and SIGTERM set [`STOP`]. A handler (not SIG_IGN, which
 /// children would inherit) keeps xtask alive on Ctrl-C so it can clean up
 /// after the gateway exits.
-pub fn handle_stop_signals() {
+pub(crate) fn handle_stop_signals() {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(
@@ -169,7 +169,7 @@ pub fn handle_stop_signals() {
 
 /// Creates the demo network and backend, runs the gateway on it until
 /// Ctrl-C, cleans up.
-pub fn serve(gateway: &Path, backend: &Path) -> anyhow::Result<()> {
+pub(crate) fn serve(gateway: &Path, backend: &Path) -> anyhow::Result<()> {
     handle_stop_signals();
     remove(); // a previous demo killed with SIGKILL may have left them behind
     let a = free_addresses()?;

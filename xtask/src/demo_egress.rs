@@ -59,7 +59,7 @@ fn in_ns(ns: &str, argv: &[&str]) -> Command {
 impl EgressNetwork {
     fn create() -> anyhow::Result<Self> {
         remove(); // a demo killed outright may have left them behind
-        let guard = EgressNetwork;
+        let guard = Self;
         for ns in [WORKLOAD_NS, GATEWAY_NS, OUTSIDE_NS] {
             run(Command::new("ip").args(["netns", "add", ns]))?;
             run(&mut in_ns(ns, &["ip", "link", "set", "lo", "up"]))?;
@@ -132,7 +132,7 @@ impl Drop for Process {
 
 /// Creates the namespaces and the outside servers, runs the egress
 /// instance until Ctrl-C, shows what it does, cleans up.
-pub fn serve(gateway: &Path, backend: &Path) -> anyhow::Result<()> {
+pub(crate) fn serve(gateway: &Path, backend: &Path) -> anyhow::Result<()> {
     crate::demo::handle_stop_signals();
     let _network = EgressNetwork::create()?;
     let crt = format!("{CERT_DIR}/tls.crt");

@@ -51,7 +51,7 @@ const OTHER_TOOLS_FLAGS: &[(&str, &str)] = &[
 ];
 
 /// `cargo xtask docs`: writes `docs/cli.md`.
-pub fn write(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn write(root: &Path) -> anyhow::Result<()> {
     let help = Help::of(&gateway(root)?)?;
     let path = root.join(CLI_MD);
     std::fs::create_dir_all(root.join("docs"))?;
@@ -63,7 +63,7 @@ pub fn write(root: &Path) -> anyhow::Result<()> {
 
 /// The lint's check: `docs/cli.md` is what `cargo xtask docs` writes,
 /// every flag the documents name exists, and the code map is complete.
-pub fn check(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
     let help = Help::of(&gateway(root)?)?;
     let mut problems = Vec::new();
     let current = std::fs::read_to_string(root.join(CLI_MD)).unwrap_or_default();

@@ -8,14 +8,14 @@ use anyhow::{Context as _, bail};
 
 /// A `cargo` command that builds the XDP program or fails (never silently
 /// builds a gateway without it).
-pub fn cargo(args: &[&str]) -> Command {
+pub(crate) fn cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(args).env("GATEWAY_REQUIRE_EBPF", "1");
     cmd
 }
 
 /// Runs `cmd` with inherited stdio; an error names the command and its status.
-pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd
         .status()
@@ -27,7 +27,7 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 /// Runs `cmd` and returns its stdout if it succeeded.
-pub fn output(cmd: &mut Command) -> Option<String> {
+pub(crate) fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
     out.status
         .success()
@@ -35,7 +35,7 @@ pub fn output(cmd: &mut Command) -> Option<String> {
 }
 
 /// Whether `name` is an executable on PATH.
-pub fn on_path(name: &str) -> bool {
+pub(crate) fn on_path(name: &str) -> bool {
     let Some(path) = std::env::var_os("PATH") else {
         return false;
     };
@@ -48,7 +48,7 @@ pub fn on_path(name: &str) -> bool {
 /// Builds the release `gateway` binary (with its XDP object) that the
 /// benchmarks measure; returns its path under the target directory
 /// (`CARGO_TARGET_DIR`, else `root/target`).
-pub fn build_release_gateway(root: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_release_gateway(root: &Path) -> anyhow::Result<PathBuf> {
     run(&mut cargo(&[
         "build",
         "--release",

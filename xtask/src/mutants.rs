@@ -35,7 +35,7 @@ const TEST_TIMEOUT: &str = "15";
 /// Runs cargo-mutants on `FILES` from the workspace root; with `in_diff`,
 /// only on the lines `git diff <in_diff>` changes (tracked files: `git add
 /// -N` new ones first). Fails if a mutant was missed or timed out.
-pub fn run(in_diff: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn run(in_diff: Option<&str>) -> anyhow::Result<()> {
     provision::cargo_mutants()?;
     let mut cmd = Command::new("cargo");
     cmd.args(["mutants", "--package", "gateway-userspace", "--no-shuffle"])

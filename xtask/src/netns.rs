@@ -10,13 +10,13 @@ use std::{
 use crate::exec::run;
 
 /// `ip -n NS ARGS...`, failing with the command named.
-pub fn ip(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn ip(ns: &str, args: &[&str]) -> anyhow::Result<()> {
     run(Command::new("ip").args(["-n", ns]).args(args))
 }
 
 /// A command run inside `ns` (`ip netns exec` execs it, so the child's pid
 /// is the program's own).
-pub fn exec(ns: &str) -> Command {
+pub(crate) fn exec(ns: &str) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns]);
     cmd
@@ -28,14 +28,14 @@ fn files(ns: &str) -> PathBuf {
 }
 
 /// Makes `lines` the `/etc/hosts` of the processes started in `ns`.
-pub fn write_hosts(ns: &str, lines: &str) -> std::io::Result<()> {
+pub(crate) fn write_hosts(ns: &str, lines: &str) -> std::io::Result<()> {
     fs::create_dir_all(files(ns))?;
     fs::write(files(ns).join("hosts"), lines)
 }
 
 /// Deletes `namespaces` and their `/etc/netns` files, whatever is left of
 /// them (a run killed outright leaves them behind).
-pub fn remove(namespaces: &[&str]) {
+pub(crate) fn remove(namespaces: &[&str]) {
     for ns in namespaces {
         let _ = Command::new("ip")
             .args(["netns", "del", ns])

@@ -17,7 +17,7 @@ const CARGO_MUTANTS: &str = "27.1.0";
 const CARGO_DENY: &str = "0.20.2";
 
 /// (command, Debian package) the `run` demo needs.
-pub const RUN_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("curl", "curl")];
+pub(crate) const RUN_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("curl", "curl")];
 /// (command, Debian package) the end-to-end tests need.
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
@@ -35,13 +35,13 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 ];
 
 /// Toolchain and test packages.
-pub fn all() -> anyhow::Result<()> {
+pub(crate) fn all() -> anyhow::Result<()> {
     toolchain()?;
     debian_packages(TEST_PACKAGES)
 }
 
 /// The installed `nightly` with rust-src, and a matching bpf-linker.
-pub fn toolchain() -> anyhow::Result<()> {
+pub(crate) fn toolchain() -> anyhow::Result<()> {
     let Some(version) = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))
     else {
         bail!(
@@ -95,17 +95,17 @@ pub fn toolchain() -> anyhow::Result<()> {
 }
 
 /// The pinned `cargo-fuzz`, installed if missing or of another version.
-pub fn cargo_fuzz() -> anyhow::Result<()> {
+pub(crate) fn cargo_fuzz() -> anyhow::Result<()> {
     cargo_subcommand("fuzz", CARGO_FUZZ)
 }
 
 /// The pinned `cargo-mutants`, installed if missing or of another version.
-pub fn cargo_mutants() -> anyhow::Result<()> {
+pub(crate) fn cargo_mutants() -> anyhow::Result<()> {
     cargo_subcommand("mutants", CARGO_MUTANTS)
 }
 
 /// The pinned `cargo-deny`, installed if missing or of another version.
-pub fn cargo_deny() -> anyhow::Result<()> {
+pub(crate) fn cargo_deny() -> anyhow::Result<()> {
     cargo_subcommand("deny", CARGO_DENY)
 }
 
@@ -128,7 +128,7 @@ fn cargo_subcommand(name: &str, version: &str) -> anyhow::Result<()> {
 }
 
 /// Installs the Debian packages whose commands are missing.
-pub fn debian_packages(needed: &[(&str, &str)]) -> anyhow::Result<()> {
+pub(crate) fn debian_packages(needed: &[(&str, &str)]) -> anyhow::Result<()> {
     let mut missing: Vec<&str> = needed
         .iter()
         .filter(|(cmd, _)| !on_path(cmd))

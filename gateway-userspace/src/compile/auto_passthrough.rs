@@ -17,7 +17,7 @@ use crate::{
 /// service itself and every subset of its DestinationRule. Hosts with a
 /// wildcard and ServiceEntries with resolution NONE are left out: a
 /// standalone gateway has no address to send their connections to.
-pub fn reachable(
+pub(super) fn reachable(
     model: &Model,
     namespace: &str,
     clusters: &mut Clusters<'_>,

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// A server that survived the merge.
-pub struct Accepted<'m> {
+pub(super) struct Accepted<'m> {
     pub gateway: &'m Gateway,
     pub index: usize,
     pub server: &'m Server,
@@ -25,7 +25,7 @@ pub struct Accepted<'m> {
 
 impl Accepted<'_> {
     /// `namespace/name` of the Gateway, as VirtualServices reference it.
-    pub fn gateway_ref(&self) -> String {
+    pub(super) fn gateway_ref(&self) -> String {
         format!("{}/{}", self.gateway.namespace, self.gateway.name)
     }
 }
@@ -39,7 +39,7 @@ enum Layer {
 }
 
 /// Binds VirtualServices and resolves their destinations.
-pub struct Binder<'m> {
+pub(super) struct Binder<'m> {
     /// Visible VirtualServices by the gateway (`namespace/name`) they name.
     by_gateway: HashMap<&'m str, Bound<'m>>,
     model: &'m Model,
@@ -50,7 +50,7 @@ pub struct Binder<'m> {
 }
 
 impl<'m> Binder<'m> {
-    pub fn new(model: &'m Model, instance: &'m Instance) -> Self {
+    pub(super) fn new(model: &'m Model, instance: &'m Instance) -> Self {
         let mut visible: Vec<&VirtualService> = model
             .virtual_services
             .iter()
@@ -86,7 +86,7 @@ impl<'m> Binder<'m> {
     /// The clusters built and the warnings collected, each once in the
     /// order first found (a VirtualService bound through two Gateways that
     /// merge into one listener is bound twice).
-    pub fn finish(self) -> (Vec<Cluster>, Vec<ClusterId>, Vec<String>) {
+    pub(super) fn finish(self) -> (Vec<Cluster>, Vec<ClusterId>, Vec<String>) {
         let mut seen = HashSet::new();
         let warnings = self
             .warnings

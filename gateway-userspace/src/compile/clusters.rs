@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Resolves destinations, building each cluster once.
-pub struct Clusters<'m> {
+pub(super) struct Clusters<'m> {
     model: &'m Model,
     namespace: &'m str,
     built: BTreeMap<String, Cluster>,
@@ -35,7 +35,7 @@ pub struct Clusters<'m> {
 type ResolveKey = (String, Option<u16>, Option<String>, String);
 
 /// `name` -> `name.<namespace>.svc.cluster.local`; names with a dot stay.
-pub fn qualify(host: &str, namespace: &str) -> String {
+pub(super) fn qualify(host: &str, namespace: &str) -> String {
     if host.contains('.') || host == "*" {
         host.to_ascii_lowercase()
     } else {
@@ -167,7 +167,7 @@ fn endpoints(
 
 impl<'m> Clusters<'m> {
     /// Resolution as seen from the gateway workload's `namespace` (exportTo).
-    pub fn new(model: &'m Model, namespace: &'m str) -> Self {
+    pub(super) fn new(model: &'m Model, namespace: &'m str) -> Self {
         Clusters {
             model,
             namespace,
@@ -192,7 +192,7 @@ impl<'m> Clusters<'m> {
 
     /// The cluster for `dest` (written in a resource of `namespace`), or
     /// why there is none; the id is the binding-time one.
-    pub fn resolve(
+    pub(super) fn resolve(
         &mut self,
         dest: &Destination,
         namespace: &str,
@@ -314,7 +314,7 @@ impl<'m> Clusters<'m> {
     }
 
     /// The subset names of the DestinationRule that applies to `host`.
-    pub fn subset_names(&self, host: &str) -> Vec<String> {
+    pub(super) fn subset_names(&self, host: &str) -> Vec<String> {
         self.destination_rule(host)
             .map(|dr| dr.subsets.iter().map(|s| s.name.clone()).collect())
             .unwrap_or_default()
@@ -344,13 +344,13 @@ impl<'m> Clusters<'m> {
     }
 
     /// The name of the cluster a binding-time id stands for.
-    pub fn name(&self, id: ClusterId) -> &str {
+    pub(super) fn name(&self, id: ClusterId) -> &str {
         self.names.get(id.index()).map_or("", String::as_str)
     }
 
     /// Every cluster built, sorted by name, and for each binding-time id
     /// (its index) the cluster's id in that order.
-    pub fn into_clusters(self) -> (Vec<Cluster>, Vec<ClusterId>) {
+    pub(super) fn into_clusters(self) -> (Vec<Cluster>, Vec<ClusterId>) {
         let mut renumbered = vec![ClusterId(u32::MAX); self.ids.len()];
         for (at, name) in self.built.keys().enumerate() {
             if let Some(id) = self.ids.get(name) {

@@ -14,7 +14,7 @@ impl Plan {
     /// pattern) the ids they had there; the others take the lowest free
     /// ids. Ids stay below the larger of the two plans' counts, so within
     /// the kernel's limits when both plans are.
-    pub fn keep_ids_from(&mut self, previous: &Plan) {
+    pub fn keep_ids_from(&mut self, previous: &Self) {
         let old: BTreeMap<ListenerKey, u32> =
             previous.listeners.iter().map(|l| (l.key(), l.id)).collect();
         let kept: BTreeSet<u32> = self
@@ -118,7 +118,7 @@ mod tests {
         let served: Vec<u32> = after.http.iter().map(|l| l.listener_id).collect();
         let mut ids: Vec<u32> = new.values().copied().collect();
         ids.sort();
-        let mut served_sorted = served.clone();
+        let mut served_sorted = served;
         served_sorted.sort();
         assert_eq!(served_sorted, ids, "the served listeners follow");
         let (old_hosts, new_hosts) = (host_ids(&before), host_ids(&after));

@@ -9,7 +9,10 @@ use crate::model::{
     HttpRoute, Port, Resolution, Server, ServerTls, ServiceEntry, ServicePort, StringMatch,
     TcpRoute, TlsMatch, TlsMode, TlsRoute, VirtualService, WorkloadEntry,
 };
-#[allow(unused_imports)]
+#[allow(
+    unused_imports,
+    reason = "one import list shared by the test cases; not every case uses every name"
+)]
 use crate::plan::*;
 
 const HOSTS: &[&str] = &[

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use super::*;
-#[allow(unused_imports)]
+#[allow(
+    unused_imports,
+    reason = "one import list shared by the test cases; not every case uses every name"
+)]
 use crate::plan::*;
 use crate::{
     config::{Severity, load_sources},

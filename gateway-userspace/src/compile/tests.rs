@@ -8,7 +8,10 @@ use crate::model::{
     Resolution, Server, ServerTls, ServiceEntry, ServicePort, TcpRoute, TlsMode, VirtualService,
     WorkloadEntry,
 };
-#[allow(unused_imports)]
+#[allow(
+    unused_imports,
+    reason = "one import list shared by the test cases; not every case uses every name"
+)]
 use crate::plan::*;
 
 fn server(port: u16, protocol: Protocol, hosts: &[&str], redirect: bool) -> Server {
@@ -144,7 +147,7 @@ fn http_family_servers_on_one_port_share_a_host_table() {
 fn conflicting_later_server_is_dropped_and_reported() {
     let a = gateway("a", vec![server(80, Protocol::Http, &["a.com"], false)]);
     let b = gateway("b", vec![server(80, Protocol::Tcp, &["b.com"], false)]);
-    let plan = plan_of(&[b.clone(), a.clone()], &[]).unwrap();
+    let plan = plan_of(&[b, a], &[]).unwrap();
     assert_eq!(plan.listeners[0].kind, ListenerKind::Http);
     assert_eq!(plan.dropped.len(), 1);
     assert_eq!(plan.dropped[0].gateway, "istio-system/b");
@@ -165,7 +168,7 @@ fn plan_is_independent_of_input_order() {
     ];
     let addrs = [addr("2001:db8::1"), addr("192.0.2.1")];
     let forward = plan_of(&gws, &addrs).unwrap();
-    let mut reversed_gws = gws.clone();
+    let mut reversed_gws = gws;
     reversed_gws.reverse();
     let reversed_addrs = [addrs[1], addrs[0]];
     assert_eq!(forward, plan_of(&reversed_gws, &reversed_addrs).unwrap());

@@ -127,7 +127,11 @@ fn certificates(
 }
 
 /// A certificate chain and its private key: both parse and they match.
-pub fn check_pair(files: &dyn FileSource, cert_path: &Path, key_path: &Path) -> Result<(), String> {
+pub(super) fn check_pair(
+    files: &dyn FileSource,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), String> {
     let chain = certificates(files, cert_path)?;
     let key_pem = read(files, key_path)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
@@ -147,12 +151,12 @@ pub fn check_pair(files: &dyn FileSource, cert_path: &Path, key_path: &Path) -> 
 }
 
 /// A CA bundle: at least one PEM certificate.
-pub fn check_ca(files: &dyn FileSource, path: &Path) -> Result<(), String> {
+pub(super) fn check_ca(files: &dyn FileSource, path: &Path) -> Result<(), String> {
     certificates(files, path).map(|_| ())
 }
 
 /// A CRL file: at least one PEM `X509 CRL` block.
-pub fn check_crl(files: &dyn FileSource, path: &Path) -> Result<(), String> {
+pub(super) fn check_crl(files: &dyn FileSource, path: &Path) -> Result<(), String> {
     let pem = read(files, path)?;
     let crls: Vec<CertificateRevocationListDer<'static>> =
         CertificateRevocationListDer::pem_slice_iter(&pem)
@@ -168,7 +172,7 @@ pub fn check_crl(files: &dyn FileSource, path: &Path) -> Result<(), String> {
 }
 
 /// The files of credential `name` under `dir`: (tls.crt, tls.key, ca.crt).
-pub fn credential_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+pub(super) fn credential_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let base = dir.join(name);
     (
         base.join("tls.crt"),
@@ -178,17 +182,17 @@ pub fn credential_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 #[cfg(test)]
-pub mod test_pki {
+pub(super) mod test_pki {
     //! Fixed test certificates (generated once with openssl, committed).
     use super::*;
 
-    pub const CERT: &str = include_str!("testdata/a.example.com.crt");
-    pub const KEY: &str = include_str!("testdata/a.example.com.key");
-    pub const OTHER_KEY: &str = include_str!("testdata/other.key");
-    pub const CRL: &str = include_str!("testdata/ca.crl");
+    pub(crate) const CERT: &str = include_str!("testdata/a.example.com.crt");
+    pub(crate) const KEY: &str = include_str!("testdata/a.example.com.key");
+    pub(crate) const OTHER_KEY: &str = include_str!("testdata/other.key");
+    pub(crate) const CRL: &str = include_str!("testdata/ca.crl");
 
     /// An in-memory file system with `entries`.
-    pub fn files(entries: &[(&str, &str)]) -> MemoryFiles {
+    pub(crate) fn files(entries: &[(&str, &str)]) -> MemoryFiles {
         MemoryFiles(
             entries
                 .iter()

@@ -33,7 +33,7 @@ const OFFERED: &[(&str, CipherSuite)] = &[
 ];
 
 /// The rustls suite for one OpenSSL cipher name, if rustls offers it.
-pub fn rustls_suite(name: &str) -> Option<CipherSuite> {
+pub(super) fn rustls_suite(name: &str) -> Option<CipherSuite> {
     OFFERED
         .iter()
         .find(|(openssl, _)| *openssl == name)
@@ -43,7 +43,7 @@ pub fn rustls_suite(name: &str) -> Option<CipherSuite> {
 /// The suites of one `cipherSuites` entry: a name, or an equal-preference
 /// group `[A|B]` (rustls has no equal preference, so members keep their
 /// order). Names rustls does not offer come back in the second list.
-pub fn resolve_entry(entry: &str) -> (Vec<CipherSuite>, Vec<String>) {
+pub(super) fn resolve_entry(entry: &str) -> (Vec<CipherSuite>, Vec<String>) {
     let names: Vec<&str> = match entry
         .strip_prefix('[')
         .and_then(|rest| rest.strip_suffix(']'))

@@ -13,7 +13,7 @@ use crate::model::{Destination, ExportTo, StringMatch};
 const MAX_REGEX_LEN: usize = 1024;
 
 /// `exportTo`: `*`, `.`, or namespace names.
-pub fn export_to(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> ExportTo {
+pub(super) fn export_to(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> ExportTo {
     let Some(node) = field(entries, "exportTo") else {
         return ExportTo::default();
     };
@@ -31,7 +31,7 @@ pub fn export_to(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> E
 }
 
 /// A map of string keys to string values (`labels`, `selector`).
-pub fn string_map(d: &mut Decoder<'_>, node: &Node, path: &str) -> BTreeMap<String, String> {
+pub(super) fn string_map(d: &mut Decoder<'_>, node: &Node, path: &str) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
     let entries = match &node.value {
         Value::Map(entries) => entries,
@@ -64,7 +64,7 @@ pub fn string_map(d: &mut Decoder<'_>, node: &Node, path: &str) -> BTreeMap<Stri
 }
 
 /// A `StringMatch` (`exact`, `prefix` or `regex`, exactly one).
-pub fn string_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<StringMatch> {
+pub(super) fn string_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<StringMatch> {
     let entries = d.mapping(node, path, &["exact", "prefix", "regex"])?;
     let exact = d.opt_string(entries, "exact", path);
     let prefix = field(entries, "prefix").and_then(|n| d.string(n, &join(path, "prefix")));
@@ -123,7 +123,7 @@ fn first_line(text: &str) -> String {
 }
 
 /// A port number in 1..65535.
-pub fn port_number(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<u16> {
+pub(super) fn port_number(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<u16> {
     match d.integer(node, path)? {
         value @ 1..=65535 => u16::try_from(value).ok(),
         value => {
@@ -138,7 +138,12 @@ pub fn port_number(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<u16> 
 }
 
 /// A non-negative 32-bit count.
-pub fn count(d: &mut Decoder<'_>, entries: &[(Node, Node)], name: &str, path: &str) -> Option<u32> {
+pub(super) fn count(
+    d: &mut Decoder<'_>,
+    entries: &[(Node, Node)],
+    name: &str,
+    path: &str,
+) -> Option<u32> {
     let node = field(entries, name)?;
     let value = d.integer(node, &join(path, name))?;
     match u32::try_from(value) {
@@ -155,7 +160,7 @@ pub fn count(d: &mut Decoder<'_>, entries: &[(Node, Node)], name: &str, path: &s
 }
 
 /// A protobuf duration such as `5s`, `1.5s`, `100ms`, `1m`.
-pub fn duration(
+pub(super) fn duration(
     d: &mut Decoder<'_>,
     entries: &[(Node, Node)],
     name: &str,
@@ -179,7 +184,7 @@ pub fn duration(
 
 /// One `route[]` / `destination` pair of an http, tls or tcp rule; only
 /// an http rule's (`http: true`) may carry `headers`.
-pub fn destinations(
+pub(super) fn destinations(
     d: &mut Decoder<'_>,
     entries: &[(Node, Node)],
     path: &str,

@@ -9,7 +9,7 @@ use super::{
 };
 
 /// Decodes one resource, collecting diagnostics.
-pub struct Decoder<'a> {
+pub(super) struct Decoder<'a> {
     file: &'a Path,
     /// Certificate files and credentials; `None` skips file checks (pure decoding).
     pub env: Option<&'a Environment<'a>>,
@@ -20,11 +20,11 @@ pub struct Decoder<'a> {
 
 impl<'a> Decoder<'a> {
     /// `file:line` of `node`.
-    pub fn position(&self, node: &Node) -> String {
+    pub(super) fn position(&self, node: &Node) -> String {
         format!("{}:{}", self.file.display(), node.line)
     }
 
-    pub fn new(file: &'a Path, env: Option<&'a Environment<'a>>) -> Self {
+    pub(super) fn new(file: &'a Path, env: Option<&'a Environment<'a>>) -> Self {
         Decoder {
             file,
             env,
@@ -34,11 +34,11 @@ impl<'a> Decoder<'a> {
     }
 
     /// The configuration file being decoded.
-    pub fn file(&self) -> &'a Path {
+    pub(super) fn file(&self) -> &'a Path {
         self.file
     }
 
-    pub fn report(&mut self, severity: Severity, node: &Node, field: &str, message: String) {
+    pub(super) fn report(&mut self, severity: Severity, node: &Node, field: &str, message: String) {
         self.diagnostics.push(Diagnostic {
             severity,
             file: self.file.to_path_buf(),
@@ -50,20 +50,20 @@ impl<'a> Decoder<'a> {
         });
     }
 
-    pub fn error(&mut self, node: &Node, field: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, node: &Node, field: &str, message: impl Into<String>) {
         self.report(Severity::Error, node, field, message.into());
     }
 
     /// Number of errors reported so far; compare before and after a step
     /// to tell whether that step failed.
-    pub fn error_count(&self) -> usize {
+    pub(super) fn error_count(&self) -> usize {
         self.diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Error)
             .count()
     }
 
-    pub fn has_errors(&self) -> bool {
+    pub(super) fn has_errors(&self) -> bool {
         self.diagnostics
             .iter()
             .any(|d| d.severity == Severity::Error)
@@ -71,7 +71,7 @@ impl<'a> Decoder<'a> {
 
     /// The entries of a mapping; warns about keys not in `known` so typos
     /// do not pass silently. Null counts as an empty mapping.
-    pub fn mapping<'n>(
+    pub(super) fn mapping<'n>(
         &mut self,
         node: &'n Node,
         path: &str,
@@ -112,28 +112,28 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+    pub(super) fn string(&mut self, node: &Node, path: &str) -> Option<String> {
         match &node.value {
             Value::Str(s) => Some(s.clone()),
             _ => self.type_error(node, path, "a string"),
         }
     }
 
-    pub fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
+    pub(super) fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
         match &node.value {
             Value::Bool(b) => Some(*b),
             _ => self.type_error(node, path, "true or false"),
         }
     }
 
-    pub fn integer(&mut self, node: &Node, path: &str) -> Option<i64> {
+    pub(super) fn integer(&mut self, node: &Node, path: &str) -> Option<i64> {
         match &node.value {
             Value::Int(i) => Some(*i),
             _ => self.type_error(node, path, "an integer"),
         }
     }
 
-    pub fn sequence<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Node]> {
+    pub(super) fn sequence<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Node]> {
         match &node.value {
             Value::Seq(items) => Some(items),
             Value::Null => Some(&[]),
@@ -142,7 +142,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// An optional string field; empty counts as absent.
-    pub fn opt_string(
+    pub(super) fn opt_string(
         &mut self,
         entries: &[(Node, Node)],
         name: &str,
@@ -154,14 +154,19 @@ impl<'a> Decoder<'a> {
     }
 
     /// An optional boolean field, false when absent.
-    pub fn flag(&mut self, entries: &[(Node, Node)], name: &str, path: &str) -> bool {
+    pub(super) fn flag(&mut self, entries: &[(Node, Node)], name: &str, path: &str) -> bool {
         field(entries, name)
             .and_then(|n| self.boolean(n, &join(path, name)))
             .unwrap_or(false)
     }
 
     /// An optional list of strings.
-    pub fn string_list(&mut self, entries: &[(Node, Node)], name: &str, path: &str) -> Vec<String> {
+    pub(super) fn string_list(
+        &mut self,
+        entries: &[(Node, Node)],
+        name: &str,
+        path: &str,
+    ) -> Vec<String> {
         let Some(node) = field(entries, name) else {
             return Vec::new();
         };
@@ -175,7 +180,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// The items of an optional list field, each with its path.
-    pub fn items<'n>(
+    pub(super) fn items<'n>(
         &mut self,
         entries: &'n [(Node, Node)],
         name: &str,
@@ -205,7 +210,7 @@ impl<'a> Decoder<'a> {
 }
 
 /// `path.field`, or `field` at the top level.
-pub fn join(path: &str, field: &str) -> String {
+pub(super) fn join(path: &str, field: &str) -> String {
     if path.is_empty() {
         return field.to_string();
     }
@@ -219,7 +224,7 @@ pub fn join(path: &str, field: &str) -> String {
 }
 
 /// `path[index]`, the path of a list item.
-pub fn item(path: &str, index: usize) -> String {
+pub(super) fn item(path: &str, index: usize) -> String {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut rest = index;
@@ -242,7 +247,7 @@ pub fn item(path: &str, index: usize) -> String {
 }
 
 /// The value of `key` among mapping entries.
-pub fn field<'n>(entries: &'n [(Node, Node)], key: &str) -> Option<&'n Node> {
+pub(super) fn field<'n>(entries: &'n [(Node, Node)], key: &str) -> Option<&'n Node> {
     entries
         .iter()
         .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))

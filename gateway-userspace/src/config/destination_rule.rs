@@ -17,7 +17,7 @@ use super::{
 use crate::model::{ClientTlsMode, DestinationRule, OutlierDetection, Subset, TrafficPolicy};
 
 /// Decodes a DestinationRule whose identity is known; `None` on any error.
-pub fn decode(
+pub(super) fn decode(
     d: &mut Decoder<'_>,
     doc: &Node,
     namespace: String,

@@ -59,7 +59,7 @@ impl fmt::Display for Diagnostic {
 
 /// Orders diagnostics by (file, line, column) so they read top to bottom
 /// however the checks that found them were ordered; ties keep their order.
-pub fn sort_by_position(diagnostics: &mut [Diagnostic]) {
+pub(super) fn sort_by_position(diagnostics: &mut [Diagnostic]) {
     diagnostics.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
 }
 

@@ -42,17 +42,17 @@ const SERVER_FIELDS: &[&str] = &["port", "hosts", "bind", "tls", "name", "defaul
 const PORT_FIELDS: &[&str] = &["number", "protocol", "name", "targetPort"];
 
 /// The namespace of a resource whose `metadata.namespace` is absent.
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub(super) const DEFAULT_NAMESPACE: &str = "default";
 
 /// `metadata.creationTimestamp`, if present and a string.
-pub fn creation_timestamp(d: &mut Decoder<'_>, doc: &Node) -> Option<String> {
+pub(super) fn creation_timestamp(d: &mut Decoder<'_>, doc: &Node) -> Option<String> {
     let node = doc.get("metadata")?.get("creationTimestamp")?;
     d.string(node, "metadata.creationTimestamp")
 }
 
 /// Reads `metadata.name` and `metadata.namespace` so diagnostics can name
 /// the resource before the rest is decoded.
-pub fn identity(d: &mut Decoder<'_>, doc: &Node) -> Option<(String, String)> {
+pub(super) fn identity(d: &mut Decoder<'_>, doc: &Node) -> Option<(String, String)> {
     let Some(meta) = doc.get("metadata") else {
         d.error(doc, "metadata", "missing metadata");
         return None;
@@ -72,7 +72,12 @@ pub fn identity(d: &mut Decoder<'_>, doc: &Node) -> Option<(String, String)> {
 
 /// Decodes a Gateway document whose identity is already known. Returns
 /// `None` if any error was reported for it.
-pub fn decode(d: &mut Decoder<'_>, doc: &Node, namespace: String, name: String) -> Option<Gateway> {
+pub(super) fn decode(
+    d: &mut Decoder<'_>,
+    doc: &Node,
+    namespace: String,
+    name: String,
+) -> Option<Gateway> {
     if let (Err(message), Some(name_node)) = (
         rules::gateway_name(&name),
         doc.get("metadata").and_then(|m| m.get("name")),

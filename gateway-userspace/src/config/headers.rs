@@ -15,7 +15,7 @@ enum Use {
 }
 
 /// `headers.request` and `headers.response`.
-pub fn decode(
+pub(super) fn decode(
     d: &mut Decoder<'_>,
     node: &Node,
     path: &str,

@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// A kind served: (API group, kind). Versions are in [`SERVED_VERSIONS`].
-pub const SERVED: &[(&str, &str)] = &[
+pub(super) const SERVED: &[(&str, &str)] = &[
     ("networking.istio.io", "Gateway"),
     ("networking.istio.io", "VirtualService"),
     ("networking.istio.io", "DestinationRule"),
@@ -15,7 +15,7 @@ pub const SERVED: &[(&str, &str)] = &[
 
 /// Versions of `networking.istio.io` read alike (the CRDs serve one schema
 /// under all three).
-pub const SERVED_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+pub(super) const SERVED_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 
 /// A kind that controls who may reach what, which this gateway does not
 /// enforce yet.
@@ -71,7 +71,7 @@ pub const REFUSED: &[Refused] = &[
 
 /// What the gateway does with one document's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Disposition {
+pub(super) enum Disposition {
     /// Decoded and served.
     Served,
     /// Not enforced: an error unless ignored on request.
@@ -83,7 +83,7 @@ pub enum Disposition {
 }
 
 /// How `apiVersion` and `kind` are treated.
-pub fn disposition(api_version: &str, kind: &str) -> Disposition {
+pub(super) fn disposition(api_version: &str, kind: &str) -> Disposition {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     if SERVED.contains(&(group, kind)) && SERVED_VERSIONS.contains(&version) {
         return Disposition::Served;
@@ -124,7 +124,7 @@ impl std::str::FromStr for IgnoredKind {
         REFUSED
             .iter()
             .find(|r| r.kind == text)
-            .map(|r| IgnoredKind(r.kind))
+            .map(|r| Self(r.kind))
             .ok_or_else(|| {
                 let names: Vec<&str> = REFUSED.iter().map(|r| r.kind).collect();
                 format!(
@@ -136,7 +136,7 @@ impl std::str::FromStr for IgnoredKind {
 }
 
 /// The message for a refused kind (`ignored`: the operator accepted it).
-pub fn refused_message(refused: &Refused, api_version: &str, ignored: bool) -> String {
+pub(super) fn refused_message(refused: &Refused, api_version: &str, ignored: bool) -> String {
     let kind = refused.kind;
     if ignored {
         format!(

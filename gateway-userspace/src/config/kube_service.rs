@@ -4,7 +4,7 @@
 use super::yaml::{Node, Value};
 
 /// The warning for a `v1` `Service` document, naming its port mappings.
-pub fn warning(doc: &Node) -> String {
+pub(super) fn warning(doc: &Node) -> String {
     let name = doc
         .get("metadata")
         .and_then(|m| m.get("name"))

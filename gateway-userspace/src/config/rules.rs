@@ -27,7 +27,7 @@ const VALID_CIPHER_SUITES: &[&str] = &[
 
 /// A DNS-1123 label: lower-case alphanumerics and `-`, alphanumeric at both
 /// ends, at most 63 characters (Gateway `metadata.name`, namespaces).
-pub fn is_dns1123_label(text: &str) -> bool {
+pub(super) fn is_dns1123_label(text: &str) -> bool {
     let bytes = text.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
@@ -39,7 +39,7 @@ pub fn is_dns1123_label(text: &str) -> bool {
 }
 
 /// `metadata.name` of a Gateway.
-pub fn gateway_name(name: &str) -> Result<(), String> {
+pub(super) fn gateway_name(name: &str) -> Result<(), String> {
     if is_dns1123_label(name) {
         Ok(())
     } else {
@@ -48,7 +48,7 @@ pub fn gateway_name(name: &str) -> Result<(), String> {
 }
 
 /// A server host, `[namespace/]dnsName` (§2.3).
-pub fn server_host(host: &str) -> Result<(), String> {
+pub(super) fn server_host(host: &str) -> Result<(), String> {
     let dns_name = match host.split_once('/') {
         Some((namespace, dns_name)) => {
             if namespace.is_empty() || dns_name.is_empty() {
@@ -124,13 +124,13 @@ fn fqdn(name: &str) -> Result<(), &'static str> {
 }
 
 /// `bind`: an IP address or a Unix socket `unix:///abs/path` / `unix://@name`.
-pub enum Bind {
+pub(super) enum Bind {
     Ip(std::net::IpAddr),
     Unix(String),
 }
 
 /// Parses and checks `bind` (§10.4).
-pub fn bind(text: &str) -> Result<Bind, String> {
+pub(super) fn bind(text: &str) -> Result<Bind, String> {
     if let Some(path) = text.strip_prefix("unix://") {
         unix_address(path)?;
         return Ok(Bind::Unix(path.to_string()));
@@ -142,7 +142,7 @@ pub fn bind(text: &str) -> Result<Bind, String> {
 
 /// The part of a `unix://` address after the scheme: an abstract name
 /// (`@name`) or an absolute path to a file (Istio's `ValidateUnixAddress`).
-pub fn unix_address(path: &str) -> Result<(), String> {
+pub(super) fn unix_address(path: &str) -> Result<(), String> {
     if path.is_empty() {
         return Err("unix address must not be empty".into());
     }
@@ -156,7 +156,7 @@ pub fn unix_address(path: &str) -> Result<(), String> {
 /// `ValidatePartialWildCard` as a warning): a first label that is a
 /// partial wildcard (`*x`, `*-x`) is valid, with the warning returned.
 /// Everything else as [`service_host`]; `*` alone is the caller's to refuse.
-pub fn service_entry_host(host: &str) -> Result<Option<String>, String> {
+pub(super) fn service_entry_host(host: &str) -> Result<Option<String>, String> {
     let (first, rest) = match host.split_once('.') {
         Some((first, rest)) => (first, Some(rest)),
         None => (host, None),
@@ -210,7 +210,7 @@ pub fn duration_millis(text: &str) -> Option<f64> {
 
 /// A VirtualService / ServiceEntry / DestinationRule host: a DNS name that
 /// may start with a `*` label, `*` alone, a short name, or an IP address.
-pub fn service_host(host: &str) -> Result<(), String> {
+pub(super) fn service_host(host: &str) -> Result<(), String> {
     if host == "*" || host.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
     }
@@ -224,7 +224,7 @@ pub fn service_host(host: &str) -> Result<(), String> {
 
 /// A gateway reference in `VirtualService.spec.gateways`, resolved to
 /// `namespace/name` (or `mesh`); a legacy FQDN comes with a warning.
-pub fn gateway_reference(
+pub(super) fn gateway_reference(
     reference: &str,
     vs_namespace: &str,
 ) -> Result<(String, Option<String>), String> {
@@ -261,7 +261,7 @@ pub fn gateway_reference(
 }
 
 /// Warnings for `tls.cipherSuites` (§10.5 rule 3): unknown names and duplicates.
-pub fn cipher_suite_warnings(suites: &[&str]) -> Vec<String> {
+pub(super) fn cipher_suite_warnings(suites: &[&str]) -> Vec<String> {
     let mut warnings = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     for suite in suites {

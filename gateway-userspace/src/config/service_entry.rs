@@ -120,7 +120,7 @@ fn dynamic_dns_rules(
 }
 
 /// Decodes a ServiceEntry whose identity is known; `None` on any error.
-pub fn decode(
+pub(super) fn decode(
     d: &mut Decoder<'_>,
     doc: &Node,
     namespace: String,

@@ -6,7 +6,7 @@ use crate::model::{Protocol, TlsMode};
 fn disk_env() -> Environment<'static> {
     Environment {
         files: &Disk,
-        credentials_dir: Some(std::path::Path::new("/nonexistent")),
+        credentials_dir: Some(Path::new("/nonexistent")),
     }
 }
 
@@ -310,7 +310,7 @@ fn duplicate_keys_are_an_error_not_a_silent_override() {
     );
 }
 
-fn write_gateway(dir: &std::path::Path, file: &str, name: &str) {
+fn write_gateway(dir: &Path, file: &str, name: &str) {
     std::fs::write(
         dir.join(file),
         REDIRECT.replace("name: web", &format!("name: {name}")),
@@ -322,7 +322,7 @@ fn load_dir(paths: &[PathBuf]) -> Config {
     load_paths(paths, DEFAULT_MAX_FILE_BYTES, &disk_env(), &[]).unwrap()
 }
 
-fn mkfifo(path: &std::path::Path) {
+fn mkfifo(path: &Path) {
     let status = std::process::Command::new("mkfifo")
         .arg(path)
         .status()
@@ -445,7 +445,7 @@ fn load_from_disk_reads_the_given_paths() {
     write_gateway(dir.path(), "gw.yaml", "a");
     let config = load_from_disk(
         &[dir.path().to_path_buf()],
-        Some(std::path::Path::new("/nonexistent")),
+        Some(Path::new("/nonexistent")),
         DEFAULT_MAX_FILE_BYTES,
         &[],
     )

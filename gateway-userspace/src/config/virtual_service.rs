@@ -18,7 +18,7 @@ use crate::model::{
 const SPEC_FIELDS: &[&str] = &["hosts", "gateways", "http", "tls", "tcp", "exportTo"];
 
 /// Decodes a VirtualService whose identity is known; `None` on any error.
-pub fn decode(
+pub(super) fn decode(
     d: &mut Decoder<'_>,
     doc: &Node,
     namespace: String,

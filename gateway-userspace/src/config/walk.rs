@@ -15,7 +15,7 @@ use super::ConfigError;
 
 /// A path that was found but not read.
 #[derive(Debug)]
-pub struct Problem {
+pub(super) struct Problem {
     pub path: PathBuf,
     /// Named on the command line (an error) rather than met in a directory
     /// (a warning).
@@ -26,7 +26,7 @@ pub struct Problem {
 /// Every `*.yaml` / `*.yml` file under `paths`, in sorted order per
 /// directory, each once. A path given that does not exist is an error; what
 /// is found but cannot be read goes to `problems`.
-pub fn yaml_files(
+pub(super) fn yaml_files(
     paths: &[PathBuf],
     problems: &mut Vec<Problem>,
 ) -> Result<Vec<PathBuf>, ConfigError> {
@@ -142,7 +142,7 @@ fn kind(meta: &Metadata) -> &'static str {
 /// the file's place after the walk looked at it is refused, never waited on
 /// or read forever; the read itself stops one byte past the limit, so a file
 /// that grows (or lies about its size, as /proc does) cannot run past it.
-pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, String> {
+pub(super) fn read_text(path: &Path, max_bytes: u64) -> Result<String, String> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)

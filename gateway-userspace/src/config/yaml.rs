@@ -11,7 +11,7 @@ use self::scalar::resolve_scalar;
 
 /// A YAML value with the 1-based line and column it starts at.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Node {
+pub(crate) struct Node {
     pub value: Value,
     pub line: usize,
     pub col: usize,
@@ -19,7 +19,7 @@ pub struct Node {
 
 /// The YAML data model the config decoder works on.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Value {
+pub(crate) enum Value {
     Null,
     Bool(bool),
     Int(i64),
@@ -33,7 +33,7 @@ pub enum Value {
 /// Why a text could not be loaded, positioned: a syntax error, or a
 /// document past one of the limits below.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SyntaxError {
+pub(crate) struct SyntaxError {
     pub line: usize,
     pub col: usize,
     /// The whole message, e.g. `invalid YAML: ...` or `document nests deeper than ...`.
@@ -44,11 +44,11 @@ pub struct SyntaxError {
 /// about 10 levels and the deepest Kubernetes objects (CRD schemas) a few
 /// dozen; the bound keeps every recursive walk of the tree (decoding,
 /// cloning, dropping) far from the stack's end.
-pub const MAX_DEPTH: usize = 256;
+pub(crate) const MAX_DEPTH: usize = 256;
 /// Most nodes one document may hold, aliases expanded: about 60 MB of tree.
 /// The largest realistic resource (a VirtualService with 10,000 routes) is
 /// a few hundred thousand.
-pub const MAX_DOCUMENT_NODES: usize = 1_000_000;
+pub(crate) const MAX_DOCUMENT_NODES: usize = 1_000_000;
 /// Scalar bytes aliases may copy on top of a document's own text.
 const ALIAS_BYTES_ALLOWANCE: usize = 1 << 20;
 
@@ -60,7 +60,7 @@ const ALIAS_BYTES_ALLOWANCE: usize = 1 << 20;
 /// per nesting level and overflows the stack on deep block-style input), and
 /// every document is held to [`MAX_DEPTH`], [`MAX_DOCUMENT_NODES`] and the
 /// alias limits of [`AliasBudget`] before anything is copied.
-pub fn for_each_document(text: &str, each: impl FnMut(Node)) -> Result<(), SyntaxError> {
+pub(crate) fn for_each_document(text: &str, each: impl FnMut(Node)) -> Result<(), SyntaxError> {
     load(text, MAX_DOCUMENT_NODES, each)
 }
 
@@ -111,7 +111,7 @@ struct AliasBudget {
 
 impl AliasBudget {
     fn new(text_len: usize) -> Self {
-        AliasBudget {
+        Self {
             aliased_nodes: 0,
             aliased_bytes: 0,
             max_bytes: text_len.saturating_add(ALIAS_BYTES_ALLOWANCE),
@@ -173,10 +173,10 @@ struct Size {
 impl Size {
     /// One node holding `bytes` of scalar text.
     fn one(bytes: usize) -> Self {
-        Size { nodes: 1, bytes }
+        Self { nodes: 1, bytes }
     }
 
-    fn add(&mut self, other: Size) {
+    fn add(&mut self, other: Self) {
         self.nodes += other.nodes;
         self.bytes += other.bytes;
     }
@@ -443,7 +443,7 @@ fn error_at(span: Span, message: String) -> SyntaxError {
 
 impl Node {
     /// A short name of the node's type, for "expected X, found Y" messages.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self.value {
             Value::Null => "null",
             Value::Bool(_) => "a boolean",
@@ -456,17 +456,17 @@ impl Node {
     }
 
     /// The value of `key` in a mapping node.
-    pub fn get(&self, key: &str) -> Option<&Node> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Self> {
         self.entry(key).map(|(_, v)| v)
     }
 
     /// The key node of `key` in a mapping node: where to point at a field
     /// left empty (`name:`), whose null value has no text of its own.
-    pub fn key(&self, key: &str) -> Option<&Node> {
+    pub(crate) fn key(&self, key: &str) -> Option<&Self> {
         self.entry(key).map(|(k, _)| k)
     }
 
-    fn entry(&self, key: &str) -> Option<&(Node, Node)> {
+    fn entry(&self, key: &str) -> Option<&(Self, Self)> {
         match &self.value {
             Value::Map(entries) => entries
                 .iter()

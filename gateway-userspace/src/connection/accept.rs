@@ -33,7 +33,7 @@ pub struct Acceptor {
 impl Acceptor {
     /// `what` names the listener in log lines (`proxy 0.0.0.0:80`).
     pub fn new(what: String) -> Self {
-        Acceptor {
+        Self {
             what,
             backoff: BACKOFF_FIRST,
             last_log: None,

@@ -68,7 +68,7 @@ impl Default for Activity {
 impl Activity {
     /// Starts the clock at accept.
     pub fn new() -> Self {
-        Activity {
+        Self {
             accepted: Instant::now(),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),

@@ -110,7 +110,7 @@ pub struct AllowList {
 
 impl AllowList {
     pub fn new(maps: EgressMaps) -> Self {
-        AllowList {
+        Self {
             maps,
             answers: Answers::new(),
         }

@@ -13,7 +13,7 @@ use crate::{
 /// Removes the pin sets whose interface or network namespace is gone,
 /// logging each with the kernel memory it held; a failure to look stops
 /// nothing.
-pub fn prune_orphaned_pins() {
+pub(super) fn prune_orphaned_pins() {
     let pruned = match orphans::prune(false) {
         Ok(pruned) => pruned,
         Err(err) => {
@@ -50,7 +50,7 @@ pub fn prune_orphaned_pins() {
 /// Puts back kernel state taken from under the daemon (pins removed,
 /// links detached from outside), logging each as the error it is and
 /// counting it; `/ready` fails while the programs cannot be attached.
-pub fn repair_dataplane(
+pub(super) fn repair_dataplane(
     dataplane: &mut Dataplane,
     counters: &stats::DaemonCounters,
     readiness: &Readiness,
@@ -87,7 +87,7 @@ pub fn repair_dataplane(
 }
 
 /// Writes what the kernel's counter slots stand for, for `gateway stats`.
-pub fn write_layout(interface: &str, plan: &plan::Plan) {
+pub(super) fn write_layout(interface: &str, plan: &plan::Plan) {
     let Some(path) = pins::layout_path(interface) else {
         return;
     };

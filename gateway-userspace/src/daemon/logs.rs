@@ -10,7 +10,7 @@ const LOG_DROP_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// Reports, once per interval, the log lines dropped because nobody read
 /// stdout or stderr fast enough (the report itself goes to stderr, so a
 /// stalled stderr shows it once its reader is back).
-pub async fn report_dropped_log_lines() {
+pub(super) async fn report_dropped_log_lines() {
     let mut interval = tokio::time::interval(LOG_DROP_REPORT_INTERVAL);
     let mut report = log_pipe::DropReport::default();
     loop {
@@ -32,8 +32,11 @@ pub async fn report_dropped_log_lines() {
 }
 
 /// Forwards the kernel programs' diagnostic events to the log as they come.
-#[allow(unsafe_code)]
-pub async fn forward_kernel_events(logger: EventLogger) {
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
+pub(super) async fn forward_kernel_events(logger: EventLogger) {
     use tokio::io::{Interest, unix::AsyncFd};
     // SAFETY: the logger owns its ring buffer's descriptor, which stays
     // open and the same until the logger (owned here) is dropped.

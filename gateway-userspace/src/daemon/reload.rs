@@ -26,7 +26,7 @@ pub trait Kernel {
 
 impl Kernel for Dataplane {
     fn apply(&mut self, plan: &Plan, settings: Settings) -> Result<(), DataplaneError> {
-        Dataplane::apply(self, plan, settings)
+        Self::apply(self, plan, settings)
     }
 }
 

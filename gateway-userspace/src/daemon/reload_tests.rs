@@ -95,7 +95,7 @@ impl Daemon {
         kernel.apply(&built.plan, ephemeral_range()).unwrap();
         kernel.served_at_apply.clear();
         kernel.maps.writes.clear();
-        Daemon {
+        Self {
             inputs,
             plan: Arc::new(built.plan),
             kernel,

@@ -23,7 +23,7 @@ use crate::{dataplane::Dataplane, plan::Plan, proxy, readiness::Readiness, stats
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What is running once the daemon serves.
-pub struct Running {
+pub(super) struct Running {
     /// The plan being served (the counters are read for it).
     pub plan_tx: watch::Sender<Arc<Plan>>,
     /// What the proxy serves.
@@ -39,7 +39,7 @@ pub struct Running {
 
 /// Serves until SIGTERM or SIGINT, reloading on SIGHUP and on a settled
 /// change to the configuration files or the `certificates` they name.
-pub async fn until_stopped(
+pub(super) async fn until_stopped(
     args: &Options,
     dataplane: &mut Dataplane,
     reload: &Reload<'_>,

@@ -33,7 +33,7 @@ use crate::{
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Starts everything, serves until SIGTERM or SIGINT, and stops.
-pub async fn serve(args: Options) -> anyhow::Result<()> {
+pub(super) async fn serve(args: Options) -> anyhow::Result<()> {
     let config = read_config(&args.source, &args.instance)
         .map_err(|err| anyhow::anyhow!("{err:#}; nothing was started"))?;
     let allowed = management::allow_list(&args.allow_port).map_err(anyhow::Error::msg)?;
@@ -139,7 +139,7 @@ fn gateway_addresses(args: &Options) -> anyhow::Result<Vec<IpAddr>> {
 }
 
 /// The connection gates of the proxy and of the admin endpoint.
-pub struct Gates {
+pub(super) struct Gates {
     pub proxy: Arc<Gate>,
     pub admin: Arc<Gate>,
 }
@@ -167,7 +167,7 @@ impl Gates {
             max_per_source: ADMIN_MAX_CONNECTIONS,
             ..proxy.limits
         }));
-        (Gates { proxy, admin }, open_files)
+        (Self { proxy, admin }, open_files)
     }
 }
 
@@ -203,7 +203,7 @@ fn proxy_options(
 /// listener kind), which the kernel steers every listener's connections
 /// into (sk_lookup): nothing is bound per listener and no listener port
 /// can be taken by another process. And the admin endpoint's.
-pub struct Sockets {
+pub(super) struct Sockets {
     pub proxy: Vec<BoundListener>,
     pub admin: std::net::TcpListener,
 }
@@ -214,7 +214,7 @@ impl Sockets {
         let admin = std::net::TcpListener::bind(args.admin_address).with_context(|| {
             format!("cannot listen on the admin address {}", args.admin_address)
         })?;
-        Ok(Sockets { proxy, admin })
+        Ok(Self { proxy, admin })
     }
 }
 

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Everything the page reads, owned by the admin thread.
-pub struct Sources {
+pub(super) struct Sources {
     pub reader: StatsReader,
     /// The plan the counters are read for: a reload replaces it.
     pub plan: watch::Receiver<Arc<Plan>>,
@@ -28,7 +28,7 @@ pub struct Sources {
 }
 
 /// The egress side of the page (empty when nothing is captured).
-pub struct Egress {
+pub(super) struct Egress {
     /// The `--egress-from` interfaces by index.
     pub captured: BTreeMap<u32, String>,
     /// The guard's per-workload counters.
@@ -36,7 +36,7 @@ pub struct Egress {
 }
 
 /// The admin endpoint's renderer of `sources`.
-pub fn render(sources: Sources) -> admin::RenderFn {
+pub(super) fn render(sources: Sources) -> admin::RenderFn {
     Box::new(move |format| {
         let plan = Arc::clone(&sources.plan.borrow());
         let hosts = plan.kernel_hosts();

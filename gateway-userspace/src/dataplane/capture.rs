@@ -48,7 +48,7 @@ fn strings(args: &[&str]) -> Vec<String> {
 impl Capture {
     /// Routes everything `interfaces` send as local, except `excludes`.
     pub fn install(interfaces: &[String], excludes: &[Subnet]) -> Result<Self, String> {
-        let mut capture = Capture { undo: Vec::new() };
+        let mut capture = Self { undo: Vec::new() };
         for family in ["-4", "-6"] {
             let any = if family == "-4" { "0.0.0.0/0" } else { "::/0" };
             ip(&strings(&[

@@ -94,25 +94,25 @@ impl DataplaneError {
         // EPERM is a missing capability; the verifier rejects a program
         // with EACCES (or EINVAL), and its log is in the source chain.
         if io_errno(&err) == Some(libc::EPERM) {
-            return DataplaneError::PermissionDenied;
+            return Self::PermissionDenied;
         }
-        DataplaneError::KernelRejected {
+        Self::KernelRejected {
             source: Box::new(err),
         }
     }
 
     pub(super) fn from_attach(interface: &str, err: ProgramError) -> Self {
         match &err {
-            ProgramError::UnknownInterface { .. } => DataplaneError::UnknownInterface {
+            ProgramError::UnknownInterface { .. } => Self::UnknownInterface {
                 interface: interface.to_string(),
             },
             _ if io_errno(&err) == Some(libc::EBUSY) || io_errno(&err) == Some(libc::EEXIST) => {
-                DataplaneError::AlreadyAttached {
+                Self::AlreadyAttached {
                     interface: interface.to_string(),
                 }
             }
-            _ if is_permission_error(&err) => DataplaneError::PermissionDenied,
-            _ => DataplaneError::Attach {
+            _ if is_permission_error(&err) => Self::PermissionDenied,
+            _ => Self::Attach {
                 interface: interface.to_string(),
                 source: err,
             },

@@ -18,7 +18,7 @@ use super::Changes;
 /// without the lost keys: a slot is never rewritten from one key to
 /// another in a single write, which a kernel reading it meanwhile could
 /// see half done.
-pub fn bucket_writes<E>(
+pub(super) fn bucket_writes<E>(
     changes: &Changes<'_, HostKey, HostValue>,
     wanted: &BTreeMap<HostKey, HostValue>,
     rebuild: bool,
@@ -61,7 +61,7 @@ pub fn bucket_writes<E>(
 
 /// The writes of `LOCAL_ADDR_LIST`, from `old`, for `changes` to
 /// `LOCAL_ADDRS`; with `rebuild`, the list of every `wanted` address.
-pub fn list_writes(
+pub(super) fn list_writes(
     old: LocalAddrList,
     changes: &Changes<'_, [u8; 16], LocalAddrValue>,
     wanted: &BTreeMap<[u8; 16], LocalAddrValue>,

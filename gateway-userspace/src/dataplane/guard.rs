@@ -38,7 +38,7 @@ impl Dataplane {
                     source,
                 })?;
         }
-        let mut trie: aya::maps::lpm_trie::LpmTrie<&mut MapData, [u8; 16], u8> =
+        let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> =
             super::map(&mut self.ebpf, map_names::EGRESS_EXCLUDE)?;
         for cidr in excludes {
             trie.insert(&trie_key(cidr), 1, 0)
@@ -236,7 +236,7 @@ impl Workloads {
         let error = |source| DataplaneError::Map { name, source };
         let data = MapData::from_pin(super::pins::map_path(dir, name)).map_err(error)?;
         let map = PerCpuHashMap::try_from(aya::maps::Map::PerCpuLruHashMap(data)).map_err(error)?;
-        Ok(Workloads(Arc::new(Mutex::new(map))))
+        Ok(Self(Arc::new(Mutex::new(map))))
     }
 
     /// Every workload the guard has seen (the least recent make room).

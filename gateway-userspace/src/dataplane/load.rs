@@ -30,7 +30,7 @@ impl Dataplane {
     /// at `log` (for the benchmark of their cost).
     pub fn load_logging(log: EbpfLog) -> Result<Self, DataplaneError> {
         let ebpf = load_object(None, log)?;
-        Ok(Dataplane {
+        Ok(Self {
             ebpf,
             attached: None,
             synced: Synced::default(),
@@ -64,7 +64,7 @@ impl Dataplane {
                 load_object(Some(&dir), log)?
             }
         };
-        let mut dataplane = Dataplane {
+        let mut dataplane = Self {
             ebpf,
             attached: None,
             synced: Synced {

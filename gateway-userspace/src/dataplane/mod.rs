@@ -123,12 +123,12 @@ impl EbpfLog {
     /// The `log` filter that lets these events through.
     pub fn filter(self) -> log::LevelFilter {
         match self {
-            EbpfLog::Off => log::LevelFilter::Off,
-            EbpfLog::Error => log::LevelFilter::Error,
-            EbpfLog::Warn => log::LevelFilter::Warn,
-            EbpfLog::Info => log::LevelFilter::Info,
-            EbpfLog::Debug => log::LevelFilter::Debug,
-            EbpfLog::Trace => log::LevelFilter::Trace,
+            Self::Off => log::LevelFilter::Off,
+            Self::Error => log::LevelFilter::Error,
+            Self::Warn => log::LevelFilter::Warn,
+            Self::Info => log::LevelFilter::Info,
+            Self::Debug => log::LevelFilter::Debug,
+            Self::Trace => log::LevelFilter::Trace,
         }
     }
 }

@@ -35,7 +35,7 @@ impl PinSet {
         if interface.is_empty() || !netns.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        Some(PinSet {
+        Some(Self {
             netns: netns.parse().ok()?,
             interface: interface.to_string(),
         })
@@ -91,26 +91,26 @@ pub enum Verdict {
 impl Verdict {
     /// Whether nothing can ever adopt the set.
     pub fn is_orphaned(&self) -> bool {
-        matches!(self, Verdict::NamespaceGone | Verdict::InterfaceGone)
+        matches!(self, Self::NamespaceGone | Self::InterfaceGone)
     }
 }
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Verdict::HeldByDaemon { pid } => write!(f, "a running gateway (process {pid}) holds it"),
-            Verdict::XdpAttached => f.write_str("its XDP link is still attached to an interface"),
-            Verdict::NamespaceUnreachable => f.write_str(
+            Self::HeldByDaemon { pid } => write!(f, "a running gateway (process {pid}) holds it"),
+            Self::XdpAttached => f.write_str("its XDP link is still attached to an interface"),
+            Self::NamespaceUnreachable => f.write_str(
                 "its namespace is alive (its steering link is attached) but no process or mount here leads to it",
             ),
-            Verdict::NamespaceUnreadable => {
+            Self::NamespaceUnreadable => {
                 f.write_str("its namespace exists but could not be entered to check the interface")
             }
-            Verdict::InterfaceExists => {
+            Self::InterfaceExists => {
                 f.write_str("the interface exists; a gateway started on it adopts the pins")
             }
-            Verdict::NamespaceGone => f.write_str("its network namespace no longer exists"),
-            Verdict::InterfaceGone => {
+            Self::NamespaceGone => f.write_str("its network namespace no longer exists"),
+            Self::InterfaceGone => {
                 f.write_str("its network namespace no longer has an interface of that name")
             }
         }
@@ -360,7 +360,10 @@ fn unescape_octal(field: &str) -> String {
 /// made in the namespace the thread is in. Simpler than netlink, which
 /// would need a socket in that namespace too, and then a dump to parse,
 /// to answer a yes or no per name.
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 fn interfaces_present(namespace: &Path, names: &BTreeSet<String>) -> io::Result<BTreeSet<String>> {
     let file = std::fs::File::open(namespace)?;
     std::thread::scope(|scope| {

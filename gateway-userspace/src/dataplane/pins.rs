@@ -119,7 +119,7 @@ impl HeldPins {
             objects.push((entry.file_name(), object_get(&entry.path())?));
         }
         objects.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(HeldPins {
+        Ok(Self {
             interface: interface.to_string(),
             objects,
         })
@@ -154,7 +154,7 @@ impl HeldPins {
 
     /// Pins again every held object whose pin is gone (the directory, and
     /// the bpffs, made again if need be); returns how many were.
-    pub fn restore(&self) -> Result<usize, super::DataplaneError> {
+    pub fn restore(&self) -> Result<usize, DataplaneError> {
         use std::os::fd::AsFd as _;
         let missing: Vec<_> = match existing_pin_dir(&self.interface) {
             Some(dir) => self
@@ -171,7 +171,7 @@ impl HeldPins {
         for (name, fd) in &missing {
             let path = dir.join(name);
             object_pin(fd.as_fd(), &path)
-                .map_err(|source| super::DataplaneError::Pins { path, source })?;
+                .map_err(|source| DataplaneError::Pins { path, source })?;
         }
         Ok(missing.len())
     }

@@ -51,7 +51,10 @@ pub fn decode(bytes: &[u8]) -> Option<EgressRefusal> {
 }
 
 /// Reads the guard's refusals until the ring buffer fails, logging each.
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 pub async fn log_refusals(ring: RingBuf<MapData>, interfaces: InterfaceNames) {
     // SAFETY: the ring buffer owns its descriptor, which stays open and
     // the same until the ring buffer (owned by the `AsyncFd`) is dropped.

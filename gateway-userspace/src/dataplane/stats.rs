@@ -50,7 +50,7 @@ impl StatsReader {
             PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))
                 .map_err(|source| DataplaneError::Map { name, source })
         };
-        Ok(StatsReader {
+        Ok(Self {
             reasons: open(map_names::REASON_STATS)?,
             listeners: open(map_names::LISTENER_STATS)?,
             hosts: open(map_names::HOST_STATS)?,

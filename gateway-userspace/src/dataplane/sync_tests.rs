@@ -160,7 +160,7 @@ fn a_plan_past_the_host_table_writes_nothing() {
     // plan; whatever hands one in, the maps stay whole).
     let mut huge = plan(8080, &["b.example"], &["192.0.2.2"]);
     let http = huge.http[0].clone();
-    huge.http = (0..=gateway_common::MAX_HOSTS)
+    huge.http = (0..=MAX_HOSTS)
         .map(|id| crate::plan::HttpListener {
             listener_id: id,
             ..http.clone()

@@ -49,7 +49,7 @@ pub struct Instance {
 impl Default for Instance {
     /// Istio's default ingress gateway: `istio=ingressgateway` in `istio-system`.
     fn default() -> Self {
-        Instance {
+        Self {
             labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
             namespace: "istio-system".to_string(),
         }
@@ -95,8 +95,8 @@ impl Bind {
     /// The IP a listener is keyed by: `None` for every address.
     pub fn ip(&self) -> Option<IpAddr> {
         match self {
-            Bind::Ip(ip) => Some(*ip),
-            Bind::Any | Bind::Unix(_) => None,
+            Self::Ip(ip) => Some(*ip),
+            Self::Any | Self::Unix(_) => None,
         }
     }
 }

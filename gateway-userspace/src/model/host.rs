@@ -28,22 +28,20 @@ impl HostPattern {
         let name = host.split_once('/').map_or(host, |(_, name)| name);
         let name = name.to_ascii_lowercase();
         if name == "*" {
-            HostPattern::Any
+            Self::Any
         } else if let Some(suffix) = name.strip_prefix('*') {
-            HostPattern::Suffix(suffix.to_string())
+            Self::Suffix(suffix.to_string())
         } else {
-            HostPattern::Exact(name)
+            Self::Exact(name)
         }
     }
 
     /// Whether this pattern serves `host` (lower-case, without port).
     pub fn matches(&self, host: &str) -> bool {
         match self {
-            HostPattern::Exact(name) => name == host,
-            HostPattern::Suffix(suffix) => {
-                host.len() > suffix.len() && host.ends_with(suffix.as_str())
-            }
-            HostPattern::Any => true,
+            Self::Exact(name) => name == host,
+            Self::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+            Self::Any => true,
         }
     }
 
@@ -51,9 +49,9 @@ impl HostPattern {
     /// wildcard, longer wildcard before shorter, `*` last.
     pub fn rank(&self) -> HostRank {
         match self {
-            HostPattern::Exact(_) => host_rank(HOST_EXACT, 0),
-            HostPattern::Suffix(suffix) => host_rank(HOST_SUFFIX, suffix.len()),
-            HostPattern::Any => host_rank(HOST_ANY, 0),
+            Self::Exact(_) => host_rank(HOST_EXACT, 0),
+            Self::Suffix(suffix) => host_rank(HOST_SUFFIX, suffix.len()),
+            Self::Any => host_rank(HOST_ANY, 0),
         }
     }
 
@@ -96,9 +94,9 @@ where
 impl fmt::Display for HostPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HostPattern::Exact(name) => f.write_str(name),
-            HostPattern::Suffix(suffix) => write!(f, "*{suffix}"),
-            HostPattern::Any => f.write_str("*"),
+            Self::Exact(name) => f.write_str(name),
+            Self::Suffix(suffix) => write!(f, "*{suffix}"),
+            Self::Any => f.write_str("*"),
         }
     }
 }
@@ -152,7 +150,7 @@ pub struct HostIndex<T> {
 
 impl<T> Default for HostIndex<T> {
     fn default() -> Self {
-        HostIndex {
+        Self {
             entries: Vec::new(),
             exact: BTreeMap::new(),
             suffix: BTreeMap::new(),

@@ -40,7 +40,7 @@ impl FromStr for Subnet {
             if prefix > max_prefix(addr) {
                 return Err(cidr());
             }
-            return Ok(Subnet { addr, prefix });
+            return Ok(Self { addr, prefix });
         }
         let ip = || SubnetError::Ip(text.to_string());
         let addr: IpAddr = match text.split_once('%') {
@@ -51,7 +51,7 @@ impl FromStr for Subnet {
             Some(_) => return Err(ip()),
             None => text.parse().map_err(|_| ip())?,
         };
-        Ok(Subnet {
+        Ok(Self {
             addr,
             prefix: max_prefix(addr),
         })

@@ -248,7 +248,7 @@ pub struct ServiceEntry {
     pub name: String,
     pub hosts: Vec<String>,
     /// `spec.addresses`: the entry's virtual IPs or CIDR blocks.
-    pub addresses: Vec<super::Subnet>,
+    pub addresses: Vec<Subnet>,
     pub ports: Vec<ServicePort>,
     pub resolution: Resolution,
     pub endpoints: Vec<WorkloadEntry>,
@@ -435,7 +435,7 @@ mod tests {
         assert!(prefix_root.is_catch_all());
         let with_header = HttpMatch {
             headers: BTreeMap::from([("x".into(), None)]),
-            ..prefix_root.clone()
+            ..prefix_root
         };
         assert!(!with_header.is_catch_all());
         let exact = HttpMatch {

@@ -71,7 +71,7 @@ impl HostTable {
                 .cmp(&b.pattern.rank())
                 .then_with(|| a.pattern.cmp(&b.pattern))
         });
-        HostTable { hosts: merged }
+        Self { hosts: merged }
     }
 
     /// The virtual host serving a Host header value (or :authority).
@@ -211,8 +211,8 @@ mod tests {
         assert!(t.lookup("a.example.com").unwrap().https_redirect);
     }
 
-    fn route(source: &str, status: u16) -> crate::plan::Route {
-        crate::plan::Route {
+    fn route(source: &str, status: u16) -> Route {
+        Route {
             source: source.to_string(),
             matches: Vec::new(),
             action: crate::plan::RouteAction::DirectResponse { status, body: None },

@@ -173,7 +173,7 @@ pub(crate) struct FreeIds {
 
 impl FreeIds {
     pub(crate) fn new(used: BTreeSet<u32>) -> Self {
-        FreeIds { used, next: 0 }
+        Self { used, next: 0 }
     }
 
     pub(crate) fn take(&mut self) -> u32 {

@@ -8,14 +8,14 @@ use hyper::{
 };
 
 /// Every body the proxy sends or forwards.
-pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 pub(super) fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// A response the proxy makes itself; a body gets `text/plain` as from Envoy.
-pub fn local(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+pub(super) fn local(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     let body: Bytes = body.into();
     let length = body.len();
     let has_body = !body.is_empty();

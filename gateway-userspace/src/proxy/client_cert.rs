@@ -27,7 +27,7 @@ pub struct Pins {
 impl Pins {
     /// The pins a Gateway server's `tls` block asks for.
     pub fn from_tls(tls: &ServerTls) -> Self {
-        Pins {
+        Self {
             subject_alt_names: tls.subject_alt_names.clone(),
             spki: tls.verify_certificate_spki.clone(),
             hashes: tls
@@ -155,7 +155,7 @@ fn base64(bytes: &[u8]) -> String {
 /// The few X.509 fields the pins need, read with a bounds-checked DER walk.
 mod der {
     /// Fields of one certificate; slices borrow the DER.
-    pub struct Certificate<'a> {
+    pub(super) struct Certificate<'a> {
         /// SubjectPublicKeyInfo, tag and length included.
         pub spki: &'a [u8],
         /// dNSName, rfc822Name, URI and IP SANs as text.
@@ -197,7 +197,7 @@ mod der {
     const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11];
 
     /// Parses `Certificate ::= SEQUENCE { tbsCertificate, ... }`.
-    pub fn certificate(der: &[u8]) -> Option<Certificate<'_>> {
+    pub(super) fn certificate(der: &[u8]) -> Option<Certificate<'_>> {
         let (SEQUENCE, _, cert, _) = element(der)? else {
             return None;
         };

@@ -131,7 +131,7 @@ enum Stop {
 
 impl From<Malformed> for Stop {
     fn from(malformed: Malformed) -> Self {
-        Stop::Malformed(malformed)
+        Self::Malformed(malformed)
     }
 }
 
@@ -382,7 +382,7 @@ pub(crate) mod samples {
     use rustls::{ClientConfig, ClientConnection, RootCertStore, pki_types::ServerName};
 
     /// The first flight rustls sends for `server_name` offering `alpn`.
-    pub fn rustls_hello(server_name: ServerName<'static>, alpn: &[&[u8]]) -> Vec<u8> {
+    pub(crate) fn rustls_hello(server_name: ServerName<'static>, alpn: &[&[u8]]) -> Vec<u8> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -398,19 +398,19 @@ pub(crate) mod samples {
     }
 
     /// A rustls ClientHello for `api.example.com` offering h2 and http/1.1.
-    pub fn with_sni() -> Vec<u8> {
+    pub(crate) fn with_sni() -> Vec<u8> {
         let name = ServerName::try_from("api.example.com").expect("valid name");
         rustls_hello(name, &[b"h2", b"http/1.1"])
     }
 
     /// A rustls ClientHello to an IP address: no SNI, no ALPN.
-    pub fn without_sni() -> Vec<u8> {
+    pub(crate) fn without_sni() -> Vec<u8> {
         let ip = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
         rustls_hello(ip, &[])
     }
 
     /// [`with_sni`]'s handshake message re-cut into two TLS records.
-    pub fn split_in_two_records() -> Vec<u8> {
+    pub(crate) fn split_in_two_records() -> Vec<u8> {
         let wire = with_sni();
         let message = wire.get(5..).expect("a record header");
         let (first, second) = message.split_at(message.len() / 2);

@@ -187,7 +187,10 @@ fn request_timeout(raw: Option<RawFd>, probe: &Probe) {
     }
     // SAFETY: `fd` belongs to the connection, which the caller still holds,
     // so it is open; a non-blocking send of a static buffer touches nothing else.
-    #[allow(unsafe_code)]
+    #[allow(
+        unsafe_code,
+        reason = "FFI: the SAFETY comments state each call's contract"
+    )]
     unsafe {
         libc::send(
             fd,

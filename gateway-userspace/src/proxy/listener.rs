@@ -93,7 +93,10 @@ const DEFER_ACCEPT_SECONDS: libc::c_int = 1;
 
 /// Sets `TCP_DEFER_ACCEPT` (which nix does not wrap) to
 /// [`DEFER_ACCEPT_SECONDS`].
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 fn defer_accept(socket: &TcpSocket) -> io::Result<()> {
     let seconds: libc::c_int = DEFER_ACCEPT_SECONDS;
     // SAFETY: a valid socket descriptor, and a pointer to a c_int that
@@ -104,7 +107,7 @@ fn defer_accept(socket: &TcpSocket) -> io::Result<()> {
             libc::IPPROTO_TCP,
             libc::TCP_DEFER_ACCEPT,
             (&raw const seconds).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if done == 0 {
@@ -224,10 +227,13 @@ mod tests {
     use super::*;
 
     /// `TCP_DEFER_ACCEPT` of `listener`, in seconds as the kernel reports it.
-    #[allow(unsafe_code)]
+    #[allow(
+        unsafe_code,
+        reason = "FFI: the SAFETY comments state each call's contract"
+    )]
     fn defer_accept_of(listener: &TcpListener) -> libc::c_int {
         let mut value: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: a valid socket and an out-pointer to a c_int with its size.
         let done = unsafe {
             libc::getsockopt(

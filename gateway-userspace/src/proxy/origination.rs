@@ -126,7 +126,7 @@ impl SanVerifier {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(SanVerifier { inner, names })
+        Ok(Self { inner, names })
     }
 }
 
@@ -198,8 +198,8 @@ impl AsyncRead for UpstreamIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpstreamIo::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            UpstreamIo::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -211,8 +211,8 @@ impl AsyncWrite for UpstreamIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            UpstreamIo::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            UpstreamIo::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -222,29 +222,29 @@ impl AsyncWrite for UpstreamIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            UpstreamIo::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            UpstreamIo::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+            Self::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            UpstreamIo::Plain(stream) => stream.is_write_vectored(),
-            UpstreamIo::Tls(stream) => stream.is_write_vectored(),
+            Self::Plain(stream) => stream.is_write_vectored(),
+            Self::Tls(stream) => stream.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpstreamIo::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            UpstreamIo::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpstreamIo::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            UpstreamIo::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -264,7 +264,7 @@ mod tests {
             endpoints: Vec::new(),
             policy: TrafficPolicy {
                 tls: Some(ClientTls {
-                    mode: crate::plan::ClientTlsMode::parse(mode).expect("a mode"),
+                    mode: ClientTlsMode::parse(mode).expect("a mode"),
                     ..ClientTls::default()
                 }),
                 ..TrafficPolicy::default()

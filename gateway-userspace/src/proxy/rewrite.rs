@@ -255,7 +255,7 @@ impl RegexRewrite {
                 c => replacement.push(c),
             }
         }
-        Ok(RegexRewrite { regex, replacement })
+        Ok(Self { regex, replacement })
     }
 
     /// The rewritten `path_and_query`; unchanged when the rewrite would
@@ -607,10 +607,7 @@ mod tests {
             ..request("http", "example.com", "/foo/bar?q=1")
         };
         // istio/api's example: /foo/bar on example.com to foo.example.com/bar.
-        assert_eq!(
-            location(redirect.clone(), req),
-            "http://foo.example.com/bar?q=1"
-        );
+        assert_eq!(location(redirect, req), "http://foo.example.com/bar?q=1");
         // Its other examples: `/bar` for prefix `/foo`, and `/` leaving `//baz`.
         let to = |rewrite: &str| HttpRedirect {
             prefix_rewrite: Some(rewrite.into()),

@@ -84,7 +84,7 @@ pub struct ListenerMap {
 
 impl ListenerMap {
     fn new(plan: &Plan) -> Self {
-        let mut map = ListenerMap::default();
+        let mut map = Self::default();
         let served = plan
             .http
             .iter()
@@ -193,7 +193,7 @@ impl Served {
                 Arc::new(PortService::Tcp(listener.route.clone())),
             );
         }
-        Ok(Served {
+        Ok(Self {
             shared,
             ports,
             listeners: ListenerMap::new(plan),

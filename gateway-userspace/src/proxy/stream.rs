@@ -20,12 +20,12 @@ use crate::connection::Activity;
 /// Largest request head accepted; Envoy's default `max_request_headers_kb`
 /// is 60. Every reader of request heads (hyper, the lean redirect path,
 /// egress's read-ahead) stops here.
-pub const MAX_REQUEST_HEAD: usize = 60 * 1024;
+pub(super) const MAX_REQUEST_HEAD: usize = 60 * 1024;
 
 /// The length of the request head at the start of `buffer`, once whole;
 /// the first `searched` bytes are known to hold no complete `\r\n\r\n`,
 /// so a head read in many pieces is not searched again from its start.
-pub fn head_length(buffer: &[u8], searched: usize) -> Option<usize> {
+pub(super) fn head_length(buffer: &[u8], searched: usize) -> Option<usize> {
     let from = searched.saturating_sub(3);
     buffer[from..]
         .windows(4)
@@ -65,7 +65,7 @@ impl Pending {
         buf.put_slice(&rest[..n]);
         self.offset += n;
         if self.offset == self.bytes.len() {
-            *self = Pending::default();
+            *self = Self::default();
         }
         true
     }
@@ -90,7 +90,7 @@ pub(super) struct Probed<I> {
 
 impl<I> Probed<I> {
     pub(super) fn new(inner: I, activity: &Arc<Activity>) -> Self {
-        Probed {
+        Self {
             inner,
             probe: Arc::new(Probe::default()),
             activity: Arc::clone(activity),
@@ -189,7 +189,7 @@ pub struct Rewind {
 impl Rewind {
     /// `prefix` comes first, then the rest of `inner`.
     pub fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
-        Rewind {
+        Self {
             prefix: Pending {
                 bytes: prefix,
                 offset: 0,

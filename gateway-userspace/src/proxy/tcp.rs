@@ -48,8 +48,8 @@ impl ForwardError {
     /// Envoy's response flag.
     pub fn flag(&self) -> &'static str {
         match self {
-            ForwardError::NoCluster(_) => "NC",
-            ForwardError::Upstream(err) => err.flag(),
+            Self::NoCluster(_) => "NC",
+            Self::Upstream(err) => err.flag(),
         }
     }
 }

@@ -36,7 +36,7 @@ pub struct LayoutHost {
 impl Layout {
     /// The layout of `plan`'s counters.
     pub fn of(plan: &Plan) -> Self {
-        Layout {
+        Self {
             listeners: plan
                 .listeners
                 .iter()
@@ -107,7 +107,7 @@ impl Layout {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(Layout { listeners, hosts })
+        Some(Self { listeners, hosts })
     }
 }
 

@@ -223,7 +223,7 @@ impl Drip {
     fn of(path: &str) -> Option<Self> {
         let (chunks, ms) = path.strip_prefix("/drip/")?.split_once('/')?;
         let every = std::time::Duration::from_millis(ms.parse::<u64>().ok()?.min(60_000));
-        Some(Drip {
+        Some(Self {
             left: chunks.parse::<u32>().ok()?.min(10_000),
             every,
             next: Box::pin(tokio::time::sleep(every)),

@@ -71,7 +71,7 @@ fn cases() -> Vec<Case> {
 }
 
 /// Average ns per run of `program` on `frame` over `repeat` runs.
-fn time(program: &mut Xdp, frame: &[u8], repeat: u32, expect: u32) -> anyhow::Result<f64> {
+fn time(program: &Xdp, frame: &[u8], repeat: u32, expect: u32) -> anyhow::Result<f64> {
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),

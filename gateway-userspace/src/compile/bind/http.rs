@@ -8,7 +8,7 @@ use crate::{
 
 impl<'m> Binder<'m> {
     /// The virtual hosts of an HTTP route table shared by `servers`.
-    pub fn http_hosts(&mut self, servers: &[Accepted<'m>], port: u16) -> HostTable {
+    pub(crate) fn http_hosts(&mut self, servers: &[Accepted<'m>], port: u16) -> HostTable {
         let mut vhosts = Vec::new();
         for accepted in servers {
             // Only a plaintext server redirects: on one that terminates TLS

@@ -8,7 +8,11 @@ use crate::{
 
 impl<'m> Binder<'m> {
     /// The first VirtualService `tcp` rule that binds one of `servers` on `port`.
-    pub fn tcp_route(&mut self, servers: &[Accepted<'m>], port: u16) -> Option<(Forward, String)> {
+    pub(crate) fn tcp_route(
+        &mut self,
+        servers: &[Accepted<'m>],
+        port: u16,
+    ) -> Option<(Forward, String)> {
         for accepted in servers {
             let gateway = accepted.gateway_ref();
             for (vs, _) in self.bindings(&gateway, accepted) {

@@ -12,7 +12,7 @@ use crate::{
 impl<'m> Binder<'m> {
     /// The servers of a TLS listener, with passthrough SNI routes unique
     /// across the listener.
-    pub fn tls_servers(&mut self, servers: &[Accepted<'m>], port: u16) -> Vec<TlsServer> {
+    pub(crate) fn tls_servers(&mut self, servers: &[Accepted<'m>], port: u16) -> Vec<TlsServer> {
         let mut seen_sni: BTreeSet<HostPattern> = BTreeSet::new();
         let mut out = Vec::new();
         for accepted in servers {

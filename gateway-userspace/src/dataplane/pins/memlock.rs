@@ -23,7 +23,7 @@ impl Memlock {
                 maps.push(object_get(&entry.path())?);
             }
         }
-        Ok(Memlock { maps })
+        Ok(Self { maps })
     }
 
     /// The maps' locked kernel memory now, in bytes.

@@ -35,7 +35,10 @@ pub(super) fn bpffs_root() -> PathBuf {
 }
 
 /// An exclusive lock on `path` (created if missing), held until dropped.
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 fn lock(path: &Path) -> io::Result<std::fs::File> {
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -49,7 +52,14 @@ fn lock(path: &Path) -> io::Result<std::fs::File> {
     Ok(file)
 }
 
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
+#[allow(
+    trivial_numeric_casts,
+    reason = "statfs's f_type is i64 here but narrower on other architectures"
+)]
 pub(super) fn is_bpffs(path: &Path) -> io::Result<bool> {
     let path = c_path(path)?;
     // SAFETY: `stat` is a plain out-parameter, `path` a valid C string.
@@ -76,7 +86,10 @@ fn mount_bpffs(path: &Path) -> io::Result<()> {
 /// `ip netns exec` made them; pins go through the open descriptor. Must
 /// run before the process starts threads (`setns` refuses otherwise).
 /// Returns the process whose namespace holds the bpffs.
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 pub fn prepare_outer_bpffs() -> io::Result<Option<u32>> {
     if is_bpffs(Path::new(BPFFS)).unwrap_or(false) {
         return Ok(None);
@@ -134,7 +147,10 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 fn mount_here(path: &Path) -> io::Result<()> {
     let target = c_path(path)?;
     let fstype = c"bpf";

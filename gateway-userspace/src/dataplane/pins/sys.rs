@@ -19,17 +19,13 @@ pub(super) fn c_path(path: &Path) -> io::Result<CString> {
 /// # Safety
 /// `attr` must be the `union bpf_attr` member `cmd` takes, zero-padded,
 /// and every pointer in it valid for the call.
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
     // SAFETY: the caller's contract; the kernel reads `size_of::<T>()` bytes.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *const T,
-            std::mem::size_of::<T>(),
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const T, size_of::<T>()) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -39,7 +35,10 @@ unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
 /// Replaces the program of an existing link with `program`, atomically
 /// (`BPF_LINK_UPDATE`): the adopted links of a restarted daemon run its
 /// programs from the next packet on, with no moment without one.
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 pub fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
     /// The `link_update` member of `union bpf_attr`, zero-padded.
     #[repr(C)]
@@ -74,7 +73,10 @@ struct ObjPath {
 }
 
 /// Opens the object pinned at `path` (`BPF_OBJ_GET`).
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 pub fn object_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd as _;
     const BPF_OBJ_GET: libc::c_long = 7;
@@ -92,7 +94,10 @@ pub fn object_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
 }
 
 /// Pins the object behind `fd` at `path` (`BPF_OBJ_PIN`).
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 pub fn object_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     const BPF_OBJ_PIN: libc::c_long = 6;
     let path = c_path(path)?;
@@ -110,7 +115,10 @@ pub fn object_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
 /// Whether the link behind `fd` is still attached to its interface or
 /// network namespace. A link detached from outside (`BPF_LINK_DETACH`,
 /// the interface deleted) lives on, defunct, with its target cleared.
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the SAFETY comments state each call's contract"
+)]
 pub fn link_attached(fd: BorrowedFd<'_>) -> io::Result<bool> {
     /// The head of `struct bpf_link_info`: type, id, prog_id, then the
     /// union (8-byte aligned), whose first word is the target for XDP
@@ -138,7 +146,7 @@ pub fn link_attached(fd: BorrowedFd<'_>) -> io::Result<bool> {
     let mut info = LinkInfo::default();
     let attr = InfoByFd {
         bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of::<LinkInfo>() as u32,
+        info_len: size_of::<LinkInfo>() as u32,
         info: &mut info as *mut LinkInfo as u64,
         pad: [0; 14],
     };

@@ -115,11 +115,11 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::UnservedPort => write!(f, "no egress Gateway server on this port"),
-            Refusal::UnknownSni(Some(sni)) => {
+            Self::UnservedPort => write!(f, "no egress Gateway server on this port"),
+            Self::UnknownSni(Some(sni)) => {
                 write!(f, "SNI {sni} is not a host of the egress Gateway")
             }
-            Refusal::UnknownSni(None) => write!(f, "no SNI, and no default server"),
+            Self::UnknownSni(None) => write!(f, "no SNI, and no default server"),
         }
     }
 }

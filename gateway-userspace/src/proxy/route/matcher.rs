@@ -82,7 +82,7 @@ impl CompiledRoutes {
             .into_iter()
             .map(|(source, matches)| compile_matches(source, matches))
             .collect::<Result<_, _>>()?;
-        Ok(CompiledRoutes { routes })
+        Ok(Self { routes })
     }
 
     /// The first route that accepts `req`, in Istio's order.
@@ -181,7 +181,7 @@ impl CompiledMatch {
                 })
             })
             .collect::<Result<_, CompileError>>()?;
-        Ok(CompiledMatch {
+        Ok(Self {
             uri,
             headers,
             query,
@@ -206,9 +206,9 @@ enum Value {
 impl Value {
     fn new(m: &StringMatch) -> Result<Self, CompileError> {
         Ok(match m {
-            StringMatch::Exact(s) => Value::Exact(s.clone()),
-            StringMatch::Prefix(s) => Value::Prefix(s.clone()),
-            StringMatch::Regex(re) => Value::Regex(
+            StringMatch::Exact(s) => Self::Exact(s.clone()),
+            StringMatch::Prefix(s) => Self::Prefix(s.clone()),
+            StringMatch::Regex(re) => Self::Regex(
                 RegexBuilder::new(&format!(r"\A(?:{re})\z"))
                     .build()
                     .map_err(|err| (re.clone(), err))?,
@@ -218,9 +218,9 @@ impl Value {
 
     fn accepts(&self, value: &[u8]) -> bool {
         match self {
-            Value::Exact(s) => value == s.as_bytes(),
-            Value::Prefix(s) => value.starts_with(s.as_bytes()),
-            Value::Regex(re) => re.is_match(value),
+            Self::Exact(s) => value == s.as_bytes(),
+            Self::Prefix(s) => value.starts_with(s.as_bytes()),
+            Self::Regex(re) => re.is_match(value),
         }
     }
 }
@@ -270,25 +270,25 @@ enum Source {
 impl Source {
     fn named(name: &str) -> Self {
         match name {
-            ":method" => Source::Method,
-            ":scheme" => Source::Scheme,
-            ":authority" => Source::Authority,
-            ":path" => Source::Path,
-            _ => HeaderName::from_bytes(name.as_bytes()).map_or(Source::Never, Source::Header),
+            ":method" => Self::Method,
+            ":scheme" => Self::Scheme,
+            ":authority" => Self::Authority,
+            ":path" => Self::Path,
+            _ => HeaderName::from_bytes(name.as_bytes()).map_or(Self::Never, Source::Header),
         }
     }
 
     /// The value Envoy would match: all values joined with `,`; `None` when absent.
     fn value<'r>(&self, req: &RequestFacts<'r>) -> Option<Cow<'r, [u8]>> {
         match self {
-            Source::Method => Some(Cow::Borrowed(req.method.as_bytes())),
-            Source::Scheme => Some(Cow::Borrowed(req.scheme.as_bytes())),
-            Source::Authority => Some(Cow::Borrowed(req.authority.as_bytes())),
-            Source::Path => Some(match req.query {
+            Self::Method => Some(Cow::Borrowed(req.method.as_bytes())),
+            Self::Scheme => Some(Cow::Borrowed(req.scheme.as_bytes())),
+            Self::Authority => Some(Cow::Borrowed(req.authority.as_bytes())),
+            Self::Path => Some(match req.query {
                 Some(query) => Cow::Owned(format!("{}?{query}", req.path).into_bytes()),
                 None => Cow::Borrowed(req.path.as_bytes()),
             }),
-            Source::Header(name) => {
+            Self::Header(name) => {
                 let mut values = req.headers.get_all(name).iter();
                 let first = values.next()?;
                 let mut joined = Cow::Borrowed(first.as_bytes());
@@ -299,7 +299,7 @@ impl Source {
                 }
                 Some(joined)
             }
-            Source::Never => None,
+            Self::Never => None,
         }
     }
 }
@@ -317,7 +317,7 @@ struct HeaderRule {
 
 impl HeaderRule {
     fn new(source: Source, m: Option<&StringMatch>, invert: bool) -> Result<Self, CompileError> {
-        Ok(HeaderRule {
+        Ok(Self {
             source,
             value: presence_or(m)?,
             invert,

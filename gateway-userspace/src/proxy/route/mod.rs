@@ -105,7 +105,7 @@ impl VirtualHosts {
             })
             .collect::<Result<Vec<_>, RoutesError>>()?;
         let redirects = hosts.iter().any(|host| host.https_redirect);
-        Ok(VirtualHosts { hosts, redirects })
+        Ok(Self { hosts, redirects })
     }
 
     /// Virtual hosts in precedence order.
@@ -159,7 +159,7 @@ impl ServedRoute {
             })?),
             _ => None,
         };
-        Ok(ServedRoute {
+        Ok(Self {
             route,
             matches,
             regex_rewrite,

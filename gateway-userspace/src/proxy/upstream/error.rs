@@ -35,10 +35,10 @@ impl UpstreamError {
     /// Envoy's response flag for this failure.
     pub fn flag(&self) -> &'static str {
         match self {
-            UpstreamError::NoEndpoint | UpstreamError::Resolve { .. } => "UH",
-            UpstreamError::Connect { .. } | UpstreamError::Tls { .. } => "UF",
-            UpstreamError::Exchange { source, .. } if protocol_error(source) => "UPE",
-            UpstreamError::Exchange { .. } => "UC",
+            Self::NoEndpoint | Self::Resolve { .. } => "UH",
+            Self::Connect { .. } | Self::Tls { .. } => "UF",
+            Self::Exchange { source, .. } if protocol_error(source) => "UPE",
+            Self::Exchange { .. } => "UC",
         }
     }
 }

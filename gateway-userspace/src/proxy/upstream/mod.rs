@@ -116,7 +116,7 @@ impl UpstreamCluster {
             (Some(_), UpstreamProtocol::SameAsClient) => UpstreamProtocol::Http1,
             (_, protocol) => protocol,
         };
-        Ok(UpstreamCluster {
+        Ok(Self {
             name: cluster.name.clone(),
             balance,
             endpoints,
@@ -171,7 +171,7 @@ impl Upstreams {
             .iter()
             .map(|cluster| UpstreamCluster::new(cluster).map(Arc::new))
             .collect::<Result<_, _>>()?;
-        Ok(Upstreams { clusters: built })
+        Ok(Self { clusters: built })
     }
 
     /// The cluster a route's backend names.

@@ -44,7 +44,7 @@ pub(super) struct Pool {
 
 impl UpstreamEndpoint {
     pub(super) fn new(addr: SocketAddr, weight: u32) -> Arc<Self> {
-        Arc::new(UpstreamEndpoint {
+        Arc::new(Self {
             addr,
             weight: weight.max(1),
             active: AtomicUsize::new(0),
