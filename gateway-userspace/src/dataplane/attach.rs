@@ -12,7 +12,7 @@ use gateway_common::{PROXY_SOCKET_SLOTS, map_names};
 
 use super::{
     AttachMode, Attachment, Dataplane, DataplaneError, PROGRAM_NAME, Repair, STEER_PROGRAM_NAME,
-    load::remove_pins, map, pins,
+    map, pins,
 };
 
 impl Dataplane {
@@ -234,7 +234,7 @@ impl Dataplane {
             if keep_attached {
                 return Ok(None);
             }
-            remove_pins(dir, true);
+            pins::remove_pins(dir, true);
             return Ok(self.pinned_interface.take());
         }
         let Some(attachment) = self.attached.take() else {

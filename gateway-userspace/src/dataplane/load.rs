@@ -60,7 +60,7 @@ impl Dataplane {
                     "the pinned maps in {} do not fit this build ({err}); replacing them",
                     dir.display()
                 );
-                remove_pins(&dir, false);
+                pins::remove_pins(&dir, false);
                 load_object(Some(&dir), log)?
             }
         };
@@ -159,24 +159,6 @@ fn load_object(pins: Option<&Path>, log: EbpfLog) -> Result<Ebpf, DataplaneError
     load_steering(&mut ebpf)?;
     super::guard::load_guard(&mut ebpf)?;
     Ok(ebpf)
-}
-
-/// Removes the pinned maps in `dir`, and with `links` the pinned links
-/// (which detaches them, as nothing else holds them) and the directory.
-pub(super) fn remove_pins(dir: &Path, links: bool) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let is_link = name.to_string_lossy().starts_with("link_");
-        if links || !is_link {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-    if links {
-        let _ = std::fs::remove_dir(dir);
-    }
 }
 
 /// Loads the socket-lookup program (attached later, by `attach_steering`).

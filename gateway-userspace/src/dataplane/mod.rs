@@ -93,7 +93,7 @@ impl Drop for Dataplane {
     fn drop(&mut self) {
         if let Some(dir) = &self.pins {
             if self.fresh_pins && self.pinned_interface.is_none() {
-                load::remove_pins(dir, true);
+                pins::remove_pins(dir, true);
             }
         }
     }

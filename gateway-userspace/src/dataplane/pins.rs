@@ -176,3 +176,21 @@ impl HeldPins {
         Ok(missing.len())
     }
 }
+
+/// Removes the pinned maps in `dir`, and with `links` the pinned links
+/// (which detaches them, as nothing else holds them) and the directory.
+pub(super) fn remove_pins(dir: &Path, links: bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_link = name.to_string_lossy().starts_with("link_");
+        if links || !is_link {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    if links {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
