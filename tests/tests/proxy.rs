@@ -862,29 +862,7 @@ fn trusted_proxies_decide_whether_x_forwarded_proto_skips_the_redirect() {
     let topology = topology();
     let _backend = backend(&topology, "app", &format!("{BACKEND_V4}:8080"), &[]);
     let scratch = Scratch::new();
-    let yaml = format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: [app.test]
-    tls: {{httpsRedirect: true}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: app, namespace: istio-system}}
-spec:
-  hosts: [app.test]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: app.backend}}}}]
----
-{}",
-        service_entry("app", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
-    );
+    let yaml = redirect_yaml();
     let resolve = resolve("app.test:80");
     let args = [
         "--resolve",

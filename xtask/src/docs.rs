@@ -16,8 +16,6 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::CommandFactory as _;
 
-use crate::exec::{cargo, run};
-
 /// The generated reference, relative to the workspace root.
 const CLI_MD: &str = "docs/cli.md";
 
@@ -135,16 +133,7 @@ fn gateway(root: &Path) -> anyhow::Result<PathBuf> {
     if let Some(bin) = std::env::var_os("GATEWAY_BIN") {
         return Ok(PathBuf::from(bin));
     }
-    run(&mut cargo(&[
-        "build",
-        "--package",
-        "gateway-userspace",
-        "--bin",
-        "gateway",
-    ]))?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("debug/gateway"))
+    crate::exec::build_gateway(root, false)
 }
 
 /// Every long flag of `cargo xtask` and its subcommands, read from its own

@@ -45,20 +45,24 @@ pub(crate) fn on_path(name: &str) -> bool {
     })
 }
 
-/// Builds the release `gateway` binary (with its XDP object) that the
-/// benchmarks measure; returns its path under the target directory
-/// (`CARGO_TARGET_DIR`, else `root/target`).
-pub(crate) fn build_release_gateway(root: &Path) -> anyhow::Result<PathBuf> {
-    run(&mut cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "gateway-userspace",
-        "--bin",
-        "gateway",
-    ]))?;
+/// Builds the `gateway` binary, in the release profile with `release`,
+/// and returns its path (under `CARGO_TARGET_DIR`, else `root/target`).
+pub(crate) fn build_gateway(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
+    let mut args = vec!["build"];
+    if release {
+        args.push("--release");
+    }
+    args.extend(["--package", "gateway-userspace", "--bin", "gateway"]);
+    run(&mut cargo(&args))?;
     // A relative CARGO_TARGET_DIR is cargo's, from the same working directory.
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("release/gateway"))
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("gateway"))
+}
+
+/// [`build_gateway`] in the release profile (the benchmarks' build).
+pub(crate) fn build_release_gateway(root: &Path) -> anyhow::Result<PathBuf> {
+    build_gateway(root, true)
 }

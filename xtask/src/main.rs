@@ -296,14 +296,7 @@ fn workspace_root() -> PathBuf {
 
 /// Builds the `gateway` binary (debug) with its XDP object, which must be built.
 fn build_gateway() -> anyhow::Result<PathBuf> {
-    run(&mut cargo(&[
-        "build",
-        "--package",
-        "gateway-userspace",
-        "--bin",
-        "gateway",
-    ]))?;
-    Ok(workspace_root().join("target/debug/gateway"))
+    exec::build_gateway(&workspace_root(), false)
 }
 
 /// Runs one test file of `gateway-tests` against the `gateway` binary; with
