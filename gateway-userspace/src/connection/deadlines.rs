@@ -215,6 +215,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn bytes_from_the_client_keep_a_request_in_progress_from_going_idle() {
+        let activity = Arc::new(Activity::new());
+        let _request = activity.begin();
+        tokio::time::advance(Duration::from_secs(7)).await;
+        // A request body arriving: the stream idle timeout runs from now.
+        activity.received();
+        assert_eq!(
+            activity.deadline(&LIMITS),
+            (
+                Instant::now() + LIMITS.stream_idle_timeout,
+                Expiry::StreamIdle
+            )
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_quiet_kept_alive_connection_closes_at_the_idle_timeout() {
         let activity = Arc::new(Activity::new());
         let gate = Gate::new(LIMITS);
