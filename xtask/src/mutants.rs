@@ -24,6 +24,7 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/proxy/client_hello.rs",
     "gateway-userspace/src/proxy/client_cert.rs",
     "gateway-userspace/src/proxy/access_log.rs",
+    "gateway-userspace/src/proxy/tls.rs",
     "gateway-userspace/src/connection/deadlines.rs",
 ];
 /// Test files among them.

@@ -414,6 +414,167 @@ mod tests {
         ));
     }
 
+    const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/proxy/testdata/");
+
+    #[test]
+    fn tls12_suites_follow_boringssl_preference_aes128_then_aes256_then_chacha() {
+        use rustls::CipherSuite as C;
+        let tls12: Vec<C> = provider(&[])
+            .cipher_suites
+            .iter()
+            .skip(3)
+            .map(|s| s.suite())
+            .collect();
+        let rank = |suite: &C| {
+            [
+                (C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, 0),
+                (C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, 0),
+                (C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, 1),
+                (C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, 1),
+                (C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, 2),
+                (C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, 2),
+            ]
+            .iter()
+            .find(|(s, _)| s == suite)
+            .map(|(_, rank)| *rank)
+        };
+        let ranks: Vec<_> = tls12.iter().map(rank).collect();
+        assert_eq!(
+            ranks,
+            [Some(0), Some(0), Some(1), Some(1), Some(2), Some(2)]
+        );
+    }
+
+    #[test]
+    fn a_chain_file_gives_every_certificate_it_holds() {
+        assert_eq!(
+            read_chain(&format!("{TESTDATA}rsa.crt"))
+                .expect("chain")
+                .len(),
+            1
+        );
+        let dir = std::env::temp_dir().join(format!("gateway-tls-chain-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let both = dir.join("both.crt");
+        let pem = [
+            fs::read(format!("{TESTDATA}rsa.crt")).expect("rsa"),
+            fs::read(format!("{TESTDATA}ec.crt")).expect("ec"),
+        ]
+        .concat();
+        fs::write(&both, pem).expect("write");
+        let chain = read_chain(&both.to_string_lossy()).expect("chain");
+        let not_pem = dir.join("key-only.pem");
+        fs::write(&not_pem, "no certificate here\n").expect("write");
+        let refused = read_chain(&not_pem.to_string_lossy());
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(chain.len(), 2);
+        assert!(matches!(refused, Err(TlsSetupError::Pem { .. })));
+    }
+
+    #[test]
+    fn only_optional_mutual_lets_a_client_without_a_certificate_in() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ca = format!("{TESTDATA}ec.crt");
+        let mutual = client_verifier(&ca, TlsMode::Mutual, &provider).expect("verifier");
+        let optional = client_verifier(&ca, TlsMode::OptionalMutual, &provider).expect("verifier");
+        assert!(mutual.client_auth_mandatory());
+        assert!(!optional.client_auth_mandatory());
+    }
+
+    /// A server of `mode` with the RSA test certificate (and the EC one as
+    /// the client CA), handshaking with a client that offers no certificate.
+    fn handshake_without_client_certificate(mode: TlsMode) -> Result<(), rustls::Error> {
+        let tls = ServerTls {
+            mode,
+            certificates: vec![crate::model::CertificateFiles {
+                certificate: format!("{TESTDATA}rsa.crt"),
+                private_key: format!("{TESTDATA}rsa.key"),
+            }],
+            client_ca: Some(format!("{TESTDATA}ec.crt")),
+            ..ServerTls::default()
+        };
+        let server_config = server_config(&tls).expect("server config");
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer))
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("app.test").expect("name");
+        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name)?;
+        let mut server = rustls::ServerConnection::new(server_config)?;
+        for _ in 0..10 {
+            let mut flight = Vec::new();
+            client.write_tls(&mut flight).expect("client flight");
+            server.read_tls(&mut flight.as_slice()).expect("to server");
+            server.process_new_packets()?;
+            let mut flight = Vec::new();
+            server.write_tls(&mut flight).expect("server flight");
+            client.read_tls(&mut flight.as_slice()).expect("to client");
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish in ten flights");
+    }
+
+    /// Accepts any server certificate: these tests are about the server's
+    /// side of the handshake.
+    #[derive(Debug)]
+    struct AnyServer;
+
+    impl rustls::client::danger::ServerCertVerifier for AnyServer {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    #[test]
+    fn a_server_presents_its_certificate_and_mutual_tls_demands_the_clients() {
+        assert_eq!(
+            handshake_without_client_certificate(TlsMode::Simple),
+            Ok(())
+        );
+        assert_eq!(
+            handshake_without_client_certificate(TlsMode::OptionalMutual),
+            Ok(())
+        );
+        assert!(handshake_without_client_certificate(TlsMode::Mutual).is_err());
+    }
+
     #[test]
     fn unrecognized_name_alert_is_a_fatal_alert_record() {
         assert_eq!(
