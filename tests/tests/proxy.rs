@@ -1079,27 +1079,7 @@ fn shutdown_finishes_requests_in_flight_and_closes_idle_connections() {
     let topology = topology();
     let _backend = backend(&topology, "slow", &format!("{BACKEND_V4}:8080"), &[]);
     let scratch = Scratch::new();
-    let yaml = gateway_yaml(
-        "",
-        &format!(
-            "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: slow, namespace: istio-system}}
-spec:
-  hosts: [slow.test]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: slow.backend}}}}]
----
-{}",
-            service_entry(
-                "slow",
-                8080,
-                "HTTP",
-                &format!("[{{address: {BACKEND_V4}}}]")
-            )
-        ),
-    );
+    let yaml = slow_yaml();
     let mut daemon = start(&topology, &scratch, &yaml, &[]);
     let resolve = resolve("slow.test:80");
     let in_flight = std::thread::spawn({
@@ -2075,6 +2055,32 @@ spec:
     );
 }
 
+/// The gateway with one route, `slow.test`, to the backend named `slow`
+/// (which answers `/delay/<ms>` late).
+fn slow_yaml() -> String {
+    gateway_yaml(
+        "",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: slow, namespace: istio-system}}
+spec:
+  hosts: [slow.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: slow.backend}}}}]
+---
+{}",
+            service_entry(
+                "slow",
+                8080,
+                "HTTP",
+                &format!("[{{address: {BACKEND_V4}}}]")
+            )
+        ),
+    )
+}
+
 /// A Gateway whose port 80 server redirects `app.test` to HTTPS (the lean
 /// redirect path answers it), with a route for the HTTPS side.
 fn redirect_yaml() -> String {
@@ -2185,27 +2191,7 @@ fn the_idle_timeout_counts_from_the_end_of_the_last_request() {
     let topology = topology();
     let _backend = backend(&topology, "slow", &format!("{BACKEND_V4}:8080"), &[]);
     let scratch = Scratch::new();
-    let yaml = gateway_yaml(
-        "",
-        &format!(
-            "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: slow, namespace: istio-system}}
-spec:
-  hosts: [slow.test]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: slow.backend}}}}]
----
-{}",
-            service_entry(
-                "slow",
-                8080,
-                "HTTP",
-                &format!("[{{address: {BACKEND_V4}}}]")
-            )
-        ),
-    );
+    let yaml = slow_yaml();
     // Deadlines are looked at when the one in force falls due: 1 s after
     // accept (the head deadline), then 3 s after the request began (the
     // stream idle deadline, while it is in progress).
