@@ -30,6 +30,8 @@ pub mod route;
 mod served;
 mod stream;
 pub mod tcp;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tls;
 pub mod upstream;
 
