@@ -26,6 +26,8 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/proxy/access_log.rs",
     "gateway-userspace/src/proxy/tls.rs",
     "gateway-userspace/src/connection/deadlines.rs",
+    "gateway-userspace/src/proxy/egress/mod.rs",
+    "gateway-userspace/src/proxy/egress/passthrough.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];
