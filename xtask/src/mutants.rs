@@ -26,6 +26,8 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/proxy/access_log.rs",
     "gateway-userspace/src/proxy/tls.rs",
     "gateway-userspace/src/connection/deadlines.rs",
+    "gateway-userspace/src/proxy/metrics.rs",
+    "gateway-userspace/src/proxy/lean_redirect.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];
