@@ -28,6 +28,8 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/connection/deadlines.rs",
     "gateway-userspace/src/proxy/egress/mod.rs",
     "gateway-userspace/src/proxy/egress/passthrough.rs",
+    "gateway-userspace/src/proxy/metrics.rs",
+    "gateway-userspace/src/proxy/lean_redirect.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];

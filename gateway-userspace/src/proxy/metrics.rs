@@ -414,7 +414,7 @@ pub fn escape(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{net::SocketAddr, sync::Arc, time::Duration};
 
     use super::*;
 
@@ -498,6 +498,266 @@ mod tests {
                 .requests
                 .iter()
                 .all(|(l, _)| l.destination_service == "web")
+        );
+    }
+
+    /// The value of the sample `series` (a name and its labels, as
+    /// rendered) in the metrics now; `None` when it is not rendered.
+    fn sample(series: &str) -> Option<String> {
+        let mut out = String::new();
+        render(&mut out);
+        out.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(str::to_string)
+    }
+
+    /// Asserts each series has its value (`None`: not rendered).
+    fn assert_samples(expected: &[(String, Option<&str>)]) {
+        let found: Vec<_> = expected
+            .iter()
+            .map(|(series, _)| (series.as_str(), sample(series)))
+            .collect();
+        let wanted: Vec<_> = expected
+            .iter()
+            .map(|(series, value)| (series.as_str(), value.map(str::to_string)))
+            .collect();
+        assert_eq!(found, wanted);
+    }
+
+    // The registry is the process's: each test below records under a
+    // service or interface of its own, which no other test uses.
+
+    #[test]
+    fn a_request_is_counted_timed_and_sized_in_the_series_of_its_labels() {
+        let cluster = "outbound|80||metrics-request-series.test";
+        record(&Entry {
+            protocol: Some("HTTP/1.1"),
+            status: 200,
+            upstream_cluster: Some(cluster.into()),
+            duration: Duration::from_millis(250),
+            bytes_received: 50,
+            bytes_sent: 5000,
+            ..Entry::default()
+        });
+        // HTTP/2 is `http` too: the same series.
+        record(&Entry {
+            protocol: Some("HTTP/2"),
+            status: 200,
+            upstream_cluster: Some(cluster.into()),
+            duration: Duration::from_millis(1500),
+            bytes_received: 0,
+            bytes_sent: 7,
+            ..Entry::default()
+        });
+        let labels = "reporter=\"source\",request_protocol=\"http\",response_code=\"200\",response_flags=\"-\",destination_service=\"metrics-request-series.test\"";
+        let expected = [
+            (format!("istio_requests_total{{{labels}}}"), Some("2")),
+            // Buckets are cumulative; 250 ms is in `le="250"`.
+            (
+                format!("istio_request_duration_milliseconds_bucket{{{labels},le=\"100\"}}"),
+                Some("0"),
+            ),
+            (
+                format!("istio_request_duration_milliseconds_bucket{{{labels},le=\"250\"}}"),
+                Some("1"),
+            ),
+            (
+                format!("istio_request_duration_milliseconds_bucket{{{labels},le=\"1000\"}}"),
+                Some("1"),
+            ),
+            (
+                format!("istio_request_duration_milliseconds_bucket{{{labels},le=\"2500\"}}"),
+                Some("2"),
+            ),
+            (
+                format!("istio_request_duration_milliseconds_bucket{{{labels},le=\"+Inf\"}}"),
+                Some("2"),
+            ),
+            (
+                format!("istio_request_duration_milliseconds_sum{{{labels}}}"),
+                Some("1750"),
+            ),
+            (
+                format!("istio_request_duration_milliseconds_count{{{labels}}}"),
+                Some("2"),
+            ),
+            (
+                format!("istio_request_bytes_bucket{{{labels},le=\"1\"}}"),
+                Some("1"),
+            ),
+            (
+                format!("istio_request_bytes_bucket{{{labels},le=\"10\"}}"),
+                Some("1"),
+            ),
+            (
+                format!("istio_request_bytes_bucket{{{labels},le=\"100\"}}"),
+                Some("2"),
+            ),
+            (format!("istio_request_bytes_sum{{{labels}}}"), Some("50")),
+            (format!("istio_request_bytes_count{{{labels}}}"), Some("2")),
+            (
+                format!("istio_response_bytes_bucket{{{labels},le=\"1\"}}"),
+                Some("0"),
+            ),
+            (
+                format!("istio_response_bytes_bucket{{{labels},le=\"10\"}}"),
+                Some("1"),
+            ),
+            (
+                format!("istio_response_bytes_bucket{{{labels},le=\"1000\"}}"),
+                Some("1"),
+            ),
+            (
+                format!("istio_response_bytes_bucket{{{labels},le=\"10000\"}}"),
+                Some("2"),
+            ),
+            (
+                format!("istio_response_bytes_sum{{{labels}}}"),
+                Some("5007"),
+            ),
+            (format!("istio_response_bytes_count{{{labels}}}"), Some("2")),
+        ];
+        assert_samples(&expected);
+    }
+
+    #[test]
+    fn a_tcp_connection_is_counted_open_and_closed_with_its_bytes() {
+        let forwarded = Entry {
+            upstream_cluster: Some("outbound|9000||metrics-tcp-series.test".into()),
+            ..Entry::default()
+        };
+        // Counted open when it reaches its backend, closed when it ends.
+        tcp_opened(&forwarded);
+        record(&Entry {
+            upstream_host: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
+            bytes_sent: 1000,
+            bytes_received: 3,
+            ..forwarded.clone()
+        });
+        // One that reached no backend opens and closes at its end.
+        record(&Entry {
+            bytes_sent: 100,
+            bytes_received: 20,
+            ..forwarded
+        });
+        let labels = "reporter=\"source\",destination_service=\"metrics-tcp-series.test\",response_flags=\"-\"";
+        let expected = [
+            (
+                format!("istio_tcp_connections_opened_total{{{labels}}}"),
+                Some("2"),
+            ),
+            (
+                format!("istio_tcp_connections_closed_total{{{labels}}}"),
+                Some("2"),
+            ),
+            (
+                format!("istio_tcp_sent_bytes_total{{{labels}}}"),
+                Some("1100"),
+            ),
+            (
+                format!("istio_tcp_received_bytes_total{{{labels}}}"),
+                Some("23"),
+            ),
+        ];
+        assert_samples(&expected);
+    }
+
+    #[test]
+    fn egress_decisions_count_by_workload_interface_host_and_verdict() {
+        let interface: Arc<str> = Arc::from("metrics-egress0");
+        let decision = |verdict: &'static str| Entry {
+            workload_interface: Some(Arc::clone(&interface)),
+            verdict: Some(verdict),
+            downstream_remote: Some("[::ffff:10.0.0.7]:5555".parse().expect("an address")),
+            upstream_cluster: Some("outbound|443||metrics-egress.test".into()),
+            ..Entry::default()
+        };
+        // The SNI names the host before the authority does.
+        let by_sni = Entry {
+            sni: Some("api.example".into()),
+            authority: Some("ignored.example".into()),
+            ..decision("allowed")
+        };
+        record(&by_sni);
+        record(&by_sni);
+        record(&Entry {
+            authority: Some("web.example".into()),
+            ..decision("allowed")
+        });
+        // Neither: the address the workload connected to.
+        record(&Entry {
+            downstream_local: Some("[::ffff:203.0.113.9]:443".parse().expect("an address")),
+            ..decision("refused")
+        });
+        record(&Entry {
+            downstream_remote: None,
+            ..decision("refused")
+        });
+        // No verdict: not a decision.
+        record(&Entry {
+            verdict: None,
+            authority: Some("undecided.example".into()),
+            ..decision("allowed")
+        });
+        let series = |workload: &str, host: &str, verdict: &str| {
+            format!(
+                "gateway_egress_decisions_total{{workload=\"{workload}\",interface=\"metrics-egress0\",host=\"{host}\",verdict=\"{verdict}\"}}"
+            )
+        };
+        let expected = [
+            (series("10.0.0.7", "api.example", "allowed"), Some("2")),
+            (series("10.0.0.7", "ignored.example", "allowed"), None),
+            (series("10.0.0.7", "web.example", "allowed"), Some("1")),
+            (series("10.0.0.7", "203.0.113.9", "refused"), Some("1")),
+            (series("-", "-", "refused"), Some("1")),
+            (series("10.0.0.7", "undecided.example", "allowed"), None),
+        ];
+        assert_samples(&expected);
+    }
+
+    #[test]
+    fn a_request_unlike_the_last_in_one_label_gets_a_series_of_its_own() {
+        let mut series = Series::default();
+        let request = |status: u16, flags: Vec<&'static str>, service: &str| Entry {
+            status,
+            flags,
+            upstream_cluster: Some(format!("outbound|80||{service}")),
+            ..Entry::default()
+        };
+        // Each request differs from the one before in one label only.
+        let plan = [
+            ("HTTP/1.1", request(200, vec![], "web")),
+            ("HTTP/1.1", request(200, vec![], "web")),
+            ("HTTP/1.1", request(404, vec![], "web")),
+            ("HTTP/1.1", request(404, vec!["NR"], "web")),
+            ("HTTP/1.1", request(404, vec!["NR"], "api")),
+            ("grpc", request(404, vec!["NR"], "api")),
+        ];
+        for (protocol, entry) in &plan {
+            request_series(&mut series, entry, protocol).total += 1;
+        }
+        let totals: Vec<_> = series
+            .requests
+            .iter()
+            .map(|(labels, s)| {
+                (
+                    labels.request_protocol,
+                    labels.response_code,
+                    labels.response_flags.as_str(),
+                    labels.destination_service.as_str(),
+                    s.total,
+                )
+            })
+            .collect();
+        assert_eq!(
+            totals,
+            [
+                ("http", 200, "-", "web", 2),
+                ("http", 404, "-", "web", 1),
+                ("http", 404, "NR", "web", 1),
+                ("http", 404, "NR", "api", 1),
+                ("grpc", 404, "NR", "api", 1),
+            ]
         );
     }
 }
