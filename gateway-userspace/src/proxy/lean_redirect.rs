@@ -39,6 +39,19 @@ const MAX_HEADERS: usize = 32;
 /// Bytes asked for per read: a whole ordinary request head.
 const READ_SIZE: usize = 4096;
 
+/// Whether a line of `buffer` past `searched` ends in a bare LF. Hyper
+/// accepts such heads (RFC 9112 §2.2 lets a recipient), but the search for
+/// `\r\n\r\n` here would never find their end and the client would wait
+/// for the head timeout: they go to hyper.
+fn bare_line_feed(buffer: &[u8], searched: usize) -> bool {
+    if searched == 0 && buffer.first() == Some(&b'\n') {
+        return true;
+    }
+    buffer[searched.saturating_sub(1)..]
+        .windows(2)
+        .any(|pair| pair == [pair[0], b'\n'] && pair[0] != b'\r')
+}
+
 /// How the lean loop ended.
 enum Next {
     /// The connection is done (closed by the client, or `Connection: close`).
@@ -101,6 +114,9 @@ async fn answer_redirects(
         let head_len = loop {
             if let Some(len) = head_length(buffer, searched) {
                 break len;
+            }
+            if bare_line_feed(buffer, searched) {
+                return Ok(Next::HandOver);
             }
             searched = buffer.len();
             if buffer.len() >= MAX_REQUEST_HEAD {

@@ -448,3 +448,30 @@ async fn the_last_answer_and_the_close_leave_in_one_segment() {
     read_to_close(&mut closed).await;
     assert_eq!(segments_in(&closed), segments_in(&kept));
 }
+
+#[test]
+fn a_line_ending_in_a_bare_lf_is_found_where_the_last_search_stopped() {
+    assert!(bare_line_feed(b"\n", 0));
+    assert!(bare_line_feed(b"GET / HTTP/1.1\nHost", 0));
+    assert!(!bare_line_feed(b"GET / HTTP/1.1\r\nHost", 0));
+    // The LF of a CRLF split across reads is not bare.
+    assert!(!bare_line_feed(b"GET / HTTP/1.1\r\n", 15));
+    assert!(bare_line_feed(b"GET / HTTP/1.1 \n", 15));
+    assert!(!bare_line_feed(b"\nGET", 1));
+}
+
+#[tokio::test]
+async fn a_head_with_bare_lf_line_ends_is_answered_by_hyper_without_waiting() {
+    let proxy = impatient_proxy().await;
+    let answer = exchange(
+        proxy.addr,
+        b"GET /lf HTTP/1.1\nHost: lean.test\nConnection: close\n\n",
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 301"), "{answer}");
+    assert!(
+        answer.contains("location: https://lean.test/lf\r\n"),
+        "{answer}"
+    );
+}
