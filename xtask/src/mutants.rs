@@ -28,6 +28,7 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/connection/deadlines.rs",
     "gateway-userspace/src/proxy/upstream/error.rs",
     "gateway-userspace/src/proxy/upstream/balance.rs",
+    "gateway-userspace/src/proxy/upstream/dns.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];
