@@ -29,6 +29,7 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/proxy/upstream/error.rs",
     "gateway-userspace/src/proxy/upstream/balance.rs",
     "gateway-userspace/src/proxy/upstream/dns.rs",
+    "gateway-userspace/src/proxy/upstream/pool.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];
