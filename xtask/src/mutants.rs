@@ -30,6 +30,7 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/proxy/upstream/balance.rs",
     "gateway-userspace/src/proxy/upstream/dns.rs",
     "gateway-userspace/src/proxy/upstream/pool.rs",
+    "gateway-userspace/src/proxy/upstream/mod.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];
