@@ -30,6 +30,11 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/proxy/egress/passthrough.rs",
     "gateway-userspace/src/proxy/metrics.rs",
     "gateway-userspace/src/proxy/lean_redirect.rs",
+    "gateway-userspace/src/proxy/upstream/error.rs",
+    "gateway-userspace/src/proxy/upstream/balance.rs",
+    "gateway-userspace/src/proxy/upstream/dns.rs",
+    "gateway-userspace/src/proxy/upstream/pool.rs",
+    "gateway-userspace/src/proxy/upstream/mod.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];

@@ -25,13 +25,23 @@ pub(super) fn choose(
     balance: Balance,
     next: &AtomicUsize,
 ) -> Option<Arc<UpstreamEndpoint>> {
+    choose_drawing(endpoints, balance, next, random)
+}
+
+/// [`choose`] with its random numbers taken from `draw`.
+fn choose_drawing(
+    endpoints: &[Arc<UpstreamEndpoint>],
+    balance: Balance,
+    next: &AtomicUsize,
+    mut draw: impl FnMut() -> u64,
+) -> Option<Arc<UpstreamEndpoint>> {
     let at = |ticket: u64| weighted(endpoints, |ep| u64::from(ep.weight), ticket).cloned();
     match balance {
         Balance::RoundRobin => at(next.fetch_add(1, Ordering::Relaxed) as u64),
-        Balance::Random => at(random()),
+        Balance::Random => at(draw()),
         Balance::LeastRequest => {
-            let a = at(random())?;
-            let b = at(random())?;
+            let a = at(draw())?;
+            let b = at(draw())?;
             let load = |ep: &UpstreamEndpoint| ep.active.load(Ordering::Relaxed);
             Some(if load(&b) < load(&a) { b } else { a })
         }
@@ -68,13 +78,17 @@ pub fn random() -> u64 {
         });
     }
     STATE.with(|state| {
-        // splitmix64
-        let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
         state.set(z);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        splitmix64(z)
     })
+}
+
+/// splitmix64's output for the state `z`.
+fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -124,6 +138,59 @@ mod tests {
         let c = counts(&eps, Balance::LeastRequest, 1_000);
         // P2C picks the busy one only when both draws land on it (~1/4).
         assert!(c[1] > 650, "{c:?}");
+    }
+
+    #[test]
+    fn least_request_takes_the_less_loaded_draw_and_the_first_on_a_tie() {
+        let eps = endpoints(&[1, 1]);
+        let pick = |draws: [u64; 2]| {
+            let mut draws = draws.into_iter();
+            let draw = || draws.next().expect("two draws");
+            let ep = choose_drawing(&eps, Balance::LeastRequest, &AtomicUsize::new(0), draw)
+                .expect("an endpoint");
+            eps.iter().position(|e| Arc::ptr_eq(e, &ep)).expect("known")
+        };
+        assert_eq!(pick([0, 1]), 0, "a tie keeps the first draw");
+        assert_eq!(pick([1, 0]), 1, "a tie keeps the first draw");
+        eps[0].active.store(3, Ordering::Relaxed);
+        assert_eq!(pick([0, 1]), 1);
+        assert_eq!(pick([1, 0]), 1);
+    }
+
+    #[test]
+    fn random_lands_where_its_draw_does() {
+        let eps = endpoints(&[1, 2]);
+        let pick = |draw: u64| {
+            let ep = choose_drawing(&eps, Balance::Random, &AtomicUsize::new(0), || draw)
+                .expect("an endpoint");
+            eps.iter().position(|e| Arc::ptr_eq(e, &ep)).expect("known")
+        };
+        assert_eq!([0, 1, 2, 3].map(pick), [0, 1, 1, 0]);
+    }
+
+    #[test]
+    fn each_ticket_lands_on_the_item_owning_it() {
+        let items = [("a", 2), ("b", 0), ("c", 1), ("d", 3)];
+        let landed: Vec<&str> = (0..8)
+            .map(|ticket| weighted(&items, |(_, w)| *w, ticket).expect("an item").0)
+            .collect();
+        assert_eq!(landed, ["a", "a", "c", "d", "d", "d", "a", "a"]);
+        assert_eq!(weighted(&[0_u64, 0], |w| *w, 0), None);
+    }
+
+    #[test]
+    fn random_numbers_are_splitmix64s() {
+        // The reference outputs of splitmix64 seeded with 0.
+        let gamma: u64 = 0x9e37_79b9_7f4a_7c15;
+        let outputs: Vec<u64> = (1..=3).map(|n| splitmix64(gamma.wrapping_mul(n))).collect();
+        assert_eq!(
+            outputs,
+            [
+                0xe220_a839_7b1d_cdaf,
+                0x6e78_9e6a_a1b9_65f4,
+                0x06c4_5d18_8009_454f
+            ]
+        );
     }
 
     #[test]

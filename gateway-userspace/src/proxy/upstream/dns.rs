@@ -3,8 +3,9 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Instant,
 };
+
+use tokio::time::Instant;
 
 use super::{UpstreamEndpoint, UpstreamError};
 
@@ -78,4 +79,71 @@ fn reuse(cache: &DnsCache, addr: SocketAddr, weight: u32) -> Arc<UpstreamEndpoin
             .and_then(|(_, eps)| eps.iter().find(|ep| ep.addr == addr).cloned())
     });
     known.unwrap_or_else(|| UpstreamEndpoint::new(addr, weight))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// `localhost` at `port`: resolved from the hosts file, no network.
+    fn localhost(port: u16) -> Vec<(String, u16, u32)> {
+        vec![("localhost".to_string(), port, 3)]
+    }
+
+    async fn resolve(names: &[(String, u16, u32)], cache: &DnsCache) -> Vec<Arc<UpstreamEndpoint>> {
+        let answer = tokio::time::timeout(Duration::from_secs(5), resolved(names, cache));
+        answer
+            .await
+            .expect("resolved in time")
+            .expect("localhost resolves")
+    }
+
+    #[tokio::test]
+    async fn a_name_resolves_to_endpoints_at_its_port_and_weight() {
+        let endpoints = resolve(&localhost(8080), &Mutex::new(None)).await;
+        assert!(!endpoints.is_empty());
+        for ep in &endpoints {
+            assert!(ep.addr.ip().is_loopback(), "{ep:?}");
+            assert_eq!((ep.addr.port(), ep.weight), (8080, 3));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_is_used_until_the_refresh_interval_has_passed() {
+        let names = localhost(8080);
+        let cache = Mutex::new(None);
+        resolve(&names, &cache).await;
+        // Mark the cached answer, so a new resolution shows.
+        let marker = UpstreamEndpoint::new(SocketAddr::from(([192, 0, 2, 1], 80)), 1);
+        if let Some((_, endpoints)) = cache.lock().expect("the cache").as_mut() {
+            *endpoints = vec![Arc::clone(&marker)];
+        }
+        tokio::time::advance(DNS_REFRESH - Duration::from_nanos(1)).await;
+        let cached = resolve(&names, &cache).await;
+        assert!(
+            cached.len() == 1 && Arc::ptr_eq(&cached[0], &marker),
+            "{cached:?}"
+        );
+        tokio::time::advance(Duration::from_nanos(1)).await;
+        let fresh = resolve(&names, &cache).await;
+        assert!(
+            fresh.iter().all(|ep| ep.addr.ip().is_loopback()),
+            "{fresh:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resolved_again_address_keeps_its_endpoint_and_pool() {
+        let names = localhost(8080);
+        let cache = Mutex::new(None);
+        let first = resolve(&names, &cache).await;
+        tokio::time::advance(DNS_REFRESH).await;
+        let again = resolve(&names, &cache).await;
+        assert_eq!(first.len(), again.len());
+        for (a, b) in first.iter().zip(&again) {
+            assert!(Arc::ptr_eq(a, b), "{a:?} {b:?}");
+        }
+    }
 }

@@ -123,6 +123,57 @@ mod tests {
         assert!(!http2_protocol_error(None));
     }
 
+    /// The error hyper's HTTP/1.1 client gives when the backend reads the
+    /// request, writes `answer` and closes (in memory, no socket).
+    async fn exchange_error(answer: &'static [u8]) -> hyper::Error {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut backend) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let _ = backend.read(&mut request).await;
+            let _ = backend.write_all(answer).await;
+        });
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client))
+                .await
+                .expect("an in-memory handshake");
+        tokio::spawn(connection);
+        let request = hyper::Request::new(http_body_util::Empty::<bytes::Bytes>::new());
+        let answered = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            sender.send_request(request),
+        )
+        .await
+        .expect("the exchange ends in time");
+        answered.expect_err("the backend gave no valid response")
+    }
+
+    fn exchange_flag(source: hyper::Error) -> &'static str {
+        let addr = SocketAddr::from(([192, 0, 2, 1], 80));
+        UpstreamError::Exchange { addr, source }.flag()
+    }
+
+    #[tokio::test]
+    async fn a_backend_breaking_http1_is_a_protocol_error_flagged_upe() {
+        // A header line that is no header (a parse error of no other kind).
+        let err = exchange_error(b"HTTP/1.1 200 OK\r\nnot a header\r\n\r\n").await;
+        assert!(err.is_parse() && !err.is_parse_status() && !err.is_parse_too_large());
+        assert!(protocol_error(&err), "{err}");
+        assert_eq!(exchange_flag(err), "UPE");
+        // A status that is no number.
+        let err = exchange_error(b"HTTP/1.1 2x0 OK\r\n\r\n").await;
+        assert!(protocol_error(&err), "{err}");
+        assert_eq!(exchange_flag(err), "UPE");
+    }
+
+    #[tokio::test]
+    async fn a_backend_closing_before_its_answer_is_a_connection_termination_flagged_uc() {
+        let err = exchange_error(b"").await;
+        assert!(err.is_incomplete_message(), "{err}");
+        assert!(!protocol_error(&err), "{err}");
+        assert_eq!(exchange_flag(err), "UC");
+    }
+
     #[test]
     fn flags_name_the_failure() {
         assert_eq!(UpstreamError::NoEndpoint.flag(), "UH");

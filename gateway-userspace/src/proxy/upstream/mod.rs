@@ -10,6 +10,8 @@ mod balance;
 mod dns;
 mod error;
 mod pool;
+#[cfg(test)]
+mod tests;
 
 use std::{
     net::SocketAddr,

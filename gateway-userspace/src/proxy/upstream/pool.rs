@@ -6,7 +6,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hyper::{
@@ -15,13 +15,16 @@ use hyper::{
     client::conn::{http1, http2},
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, time::Instant};
 
 use super::{UpstreamCluster, UpstreamError, error::exchange};
 use crate::proxy::{
     body::ProxyBody,
     origination::{Origination, UpstreamIo},
 };
+
+#[cfg(test)]
+mod tests;
 
 /// Idle keep-alive connections kept per endpoint, and for how long.
 const MAX_IDLE_PER_ENDPOINT: usize = 128;

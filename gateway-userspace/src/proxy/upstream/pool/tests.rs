@@ -1,0 +1,194 @@
+//! The pool against loopback backends (hyper's server, counting the
+//! connections it accepts) and in-memory connections.
+use std::{convert::Infallible, future::Future};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    StatusCode,
+    server::conn::{http1 as server1, http2 as server2},
+    service::service_fn,
+};
+use tokio::{io::DuplexStream, net::TcpListener, task::JoinHandle};
+
+use super::*;
+use crate::proxy::{
+    body::empty,
+    testing::LOOPBACK,
+    upstream::{Balance, UpstreamProtocol, dns::Endpoints},
+};
+
+/// Awaits `future`, failing the test after five seconds.
+async fn within<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(5), future)
+        .await
+        .expect("done in time")
+}
+
+/// A loopback backend answering `200 ok` over HTTP/1.1 (or HTTP/2),
+/// counting the connections it accepts.
+struct Counted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Counted {
+    async fn start(h2: bool) -> Self {
+        let listener = TcpListener::bind((LOOPBACK, 0))
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let io = TokioIo::new(stream);
+                let ok = service_fn(|_| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                if h2 {
+                    let served =
+                        server2::Builder::new(TokioExecutor::new()).serve_connection(io, ok);
+                    tokio::spawn(served);
+                } else {
+                    tokio::spawn(server1::Builder::new().serve_connection(io, ok));
+                }
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn cluster() -> UpstreamCluster {
+    UpstreamCluster {
+        name: "test".to_string(),
+        balance: Balance::RoundRobin,
+        endpoints: Endpoints::Static(Vec::new()),
+        next: AtomicUsize::new(0),
+        connect_timeout: Duration::from_secs(5),
+        protocol: UpstreamProtocol::Http1,
+        tls: None,
+    }
+}
+
+fn get(uri: &str, version: Version) -> Request<ProxyBody> {
+    let mut request = Request::new(empty());
+    *request.uri_mut() = uri.parse().expect("a URI");
+    *request.version_mut() = version;
+    request
+}
+
+/// An HTTP/1.1 connection to an in-memory peer that never answers (kept
+/// open while the peer is).
+async fn in_memory_connection() -> (http1::SendRequest<ProxyBody>, DuplexStream) {
+    let (ours, peer) = tokio::io::duplex(1024);
+    let (sender, connection) = http1::handshake(TokioIo::new(ours))
+        .await
+        .expect("an in-memory handshake");
+    tokio::spawn(connection);
+    (sender, peer)
+}
+
+fn idle(endpoint: &UpstreamEndpoint) -> usize {
+    endpoint.pool.lock().expect("the pool").http1.len()
+}
+
+#[tokio::test]
+async fn an_http1_connection_is_reused_once_its_response_is_done() {
+    let backend = Counted::start(false).await;
+    let endpoint = UpstreamEndpoint::new(backend.addr, 1);
+    let cluster = cluster();
+    for _ in 0..2 {
+        let request = get("/", Version::HTTP_11);
+        let (response, mut active) = within(send(&endpoint, &cluster, Version::HTTP_11, request))
+            .await
+            .expect("a response");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(endpoint.active.load(Ordering::Relaxed), 1, "in flight");
+        let body = within(response.into_body().collect())
+            .await
+            .expect("the body");
+        assert_eq!(body.to_bytes(), "ok");
+        let sender = active.http1.as_mut().expect("an HTTP/1.1 connection");
+        within(sender.ready())
+            .await
+            .expect("ready for the next request");
+        drop(active);
+        assert_eq!(endpoint.active.load(Ordering::Relaxed), 0, "done");
+        assert_eq!(idle(&endpoint), 1, "pooled");
+    }
+    assert_eq!(backend.accepted(), 1, "one connection for both requests");
+}
+
+#[tokio::test]
+async fn http2_requests_share_one_connection() {
+    let backend = Counted::start(true).await;
+    let endpoint = UpstreamEndpoint::new(backend.addr, 1);
+    let cluster = cluster();
+    for _ in 0..2 {
+        let request = get("http://backend.test/", Version::HTTP_2);
+        let (response, active) = within(send(&endpoint, &cluster, Version::HTTP_2, request))
+            .await
+            .expect("a response");
+        assert_eq!(response.version(), Version::HTTP_2);
+        assert!(active.http1.is_none(), "nothing to give back to the pool");
+        let body = within(response.into_body().collect())
+            .await
+            .expect("the body");
+        assert_eq!(body.to_bytes(), "ok");
+    }
+    assert_eq!(backend.accepted(), 1, "one connection for both requests");
+}
+
+#[tokio::test]
+async fn the_pool_keeps_at_most_its_idle_limit_of_connections() {
+    let endpoint = UpstreamEndpoint::new(SocketAddr::from((LOOPBACK, 9)), 1);
+    let mut peers = Vec::new();
+    let mut requests = Vec::new();
+    for _ in 0..=MAX_IDLE_PER_ENDPOINT {
+        let (sender, peer) = in_memory_connection().await;
+        peers.push(peer);
+        endpoint.active.fetch_add(1, Ordering::Relaxed);
+        requests.push(ActiveRequest {
+            endpoint: Arc::clone(&endpoint),
+            http1: Some(sender),
+        });
+    }
+    drop(requests);
+    assert_eq!(endpoint.active.load(Ordering::Relaxed), 0);
+    assert_eq!(idle(&endpoint), MAX_IDLE_PER_ENDPOINT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_expires_at_the_pool_idle_timeout() {
+    let endpoint = UpstreamEndpoint::new(SocketAddr::from((LOOPBACK, 9)), 1);
+    let (mut sender, _peer) = in_memory_connection().await;
+    within(sender.ready()).await.expect("ready");
+    let pool = |since: Instant, sender| {
+        let mut pool = endpoint.pool.lock().expect("the pool");
+        pool.http1.push((since, sender));
+    };
+    // The clock stands still: the ages below are exact.
+    let now = Instant::now();
+    pool(now - POOL_IDLE_TIMEOUT + Duration::from_nanos(1), sender);
+    let sender = take_idle_http1(&endpoint).expect("idle for just under the timeout");
+    pool(now - POOL_IDLE_TIMEOUT, sender);
+    assert!(take_idle_http1(&endpoint).is_none());
+    assert_eq!(idle(&endpoint), 0, "the expired connection is dropped");
+}

@@ -1,0 +1,110 @@
+//! Clusters as the proxy builds them from the plan.
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+use crate::model::{ConnectionPool, TrafficPolicy};
+
+fn cluster(protocol: Option<Protocol>, pool: ConnectionPool, endpoints: Vec<Endpoint>) -> Cluster {
+    Cluster {
+        name: "outbound|80||backend.test".to_string(),
+        host: "backend.test".to_string(),
+        port: 80,
+        subset: None,
+        protocol,
+        endpoints,
+        policy: TrafficPolicy {
+            connection_pool: pool,
+            ..TrafficPolicy::default()
+        },
+    }
+}
+
+fn upgrade(policy: H2UpgradePolicy) -> ConnectionPool {
+    ConnectionPool {
+        h2_upgrade_policy: Some(policy),
+        ..ConnectionPool::default()
+    }
+}
+
+#[test]
+fn http2_ports_and_upgraded_clusters_speak_http2_and_the_others_http1() {
+    let speaks = |protocol, pool| upstream_protocol(&cluster(protocol, pool, Vec::new()));
+    for protocol in [Protocol::Http2, Protocol::Grpc, Protocol::GrpcWeb] {
+        assert_eq!(
+            speaks(Some(protocol), ConnectionPool::default()),
+            UpstreamProtocol::Http2,
+            "{protocol:?}"
+        );
+    }
+    for protocol in [None, Some(Protocol::Http), Some(Protocol::Tcp)] {
+        assert_eq!(
+            speaks(protocol, ConnectionPool::default()),
+            UpstreamProtocol::Http1,
+            "{protocol:?}"
+        );
+        assert_eq!(
+            speaks(protocol, upgrade(H2UpgradePolicy::Upgrade)),
+            UpstreamProtocol::Http2,
+            "{protocol:?} upgraded"
+        );
+        for policy in [H2UpgradePolicy::Default, H2UpgradePolicy::DoNotUpgrade] {
+            assert_eq!(
+                speaks(protocol, upgrade(policy)),
+                UpstreamProtocol::Http1,
+                "{protocol:?} {policy:?}"
+            );
+        }
+    }
+    let follow = ConnectionPool {
+        use_client_protocol: true,
+        ..ConnectionPool::default()
+    };
+    assert_eq!(
+        speaks(Some(Protocol::Grpc), follow),
+        UpstreamProtocol::SameAsClient
+    );
+}
+
+#[test]
+fn a_cluster_is_found_by_its_id() {
+    let fixed = Endpoint {
+        address: EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        port: 8080,
+        weight: 1,
+    };
+    let clusters = [cluster(None, ConnectionPool::default(), vec![fixed])];
+    let upstreams = Upstreams::new(&clusters).expect("plain clusters build");
+    let found = upstreams.get(ClusterId(0)).expect("the first cluster");
+    assert_eq!(found.name, clusters[0].name);
+    assert!(upstreams.get(ClusterId(1)).is_none());
+}
+
+#[tokio::test]
+async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
+    let fixed = Endpoint {
+        address: EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+        port: 8080,
+        weight: 1,
+    };
+    let built = UpstreamCluster::new(&cluster(None, ConnectionPool::default(), vec![fixed]))
+        .expect("a plain cluster builds");
+    let picked = built.pick().await.expect("an endpoint");
+    assert_eq!(picked.addr, SocketAddr::from(([192, 0, 2, 1], 8080)));
+    // `localhost` resolves from the hosts file, with no network.
+    let named = Endpoint {
+        address: EndpointAddress::Dns("localhost".to_string()),
+        port: 8080,
+        weight: 1,
+    };
+    let built = UpstreamCluster::new(&cluster(None, ConnectionPool::default(), vec![named]))
+        .expect("a plain cluster builds");
+    let picked = tokio::time::timeout(Duration::from_secs(5), built.pick())
+        .await
+        .expect("resolved in time")
+        .expect("an endpoint");
+    assert!(picked.addr.ip().is_loopback(), "{picked:?}");
+    assert_eq!(picked.addr.port(), 8080);
+    let empty = UpstreamCluster::new(&cluster(None, ConnectionPool::default(), Vec::new()))
+        .expect("a plain cluster builds");
+    assert!(matches!(empty.pick().await, Err(UpstreamError::NoEndpoint)));
+}
