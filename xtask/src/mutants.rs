@@ -10,8 +10,9 @@ use anyhow::{Context as _, bail};
 
 use crate::{exec::output, provision};
 
-/// Files to mutate (package gateway-userspace): the pure modules, which
-/// their unit tests cover without root, kernel or network.
+/// Files to mutate (package gateway-userspace): the modules their unit
+/// tests cover without root or kernel (the per-request proxy modules through
+/// `proxy::testing`, on loopback).
 const FILES: &[&str] = &[
     "gateway-userspace/src/config/**",
     "gateway-userspace/src/compile/**",
