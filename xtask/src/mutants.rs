@@ -27,6 +27,7 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/proxy/tls.rs",
     "gateway-userspace/src/connection/deadlines.rs",
     "gateway-userspace/src/proxy/http/headers.rs",
+    "gateway-userspace/src/proxy/http/forward.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];

@@ -12,6 +12,8 @@
 //! Header work is in `headers.rs`.
 mod bodies;
 mod forward;
+#[cfg(test)]
+mod forward_tests;
 mod headers;
 #[cfg(test)]
 mod tests;
