@@ -28,6 +28,7 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/connection/deadlines.rs",
     "gateway-userspace/src/proxy/http/headers.rs",
     "gateway-userspace/src/proxy/http/forward.rs",
+    "gateway-userspace/src/proxy/http/mod.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];

@@ -14,6 +14,8 @@ mod bodies;
 mod forward;
 #[cfg(test)]
 mod forward_tests;
+#[cfg(test)]
+mod handle_tests;
 mod headers;
 #[cfg(test)]
 mod tests;
