@@ -29,6 +29,7 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/proxy/http/headers.rs",
     "gateway-userspace/src/proxy/http/forward.rs",
     "gateway-userspace/src/proxy/http/mod.rs",
+    "gateway-userspace/src/proxy/http/bodies.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];

@@ -11,6 +11,8 @@
 //! headers; and the log phase when the response body ends (`bodies.rs`).
 //! Header work is in `headers.rs`.
 mod bodies;
+#[cfg(test)]
+mod bodies_tests;
 mod forward;
 #[cfg(test)]
 mod forward_tests;
