@@ -223,6 +223,21 @@ fn a_blank_forwarded_for_is_replaced_by_the_peer() {
 }
 
 #[test]
+fn every_request_id_has_version_4_and_the_rfc_4122_variant() {
+    // Each id has random bits beside the fixed ones: 64 ids leave a wrong
+    // bit a chance of 2^-64 to look right every time.
+    for _ in 0..64 {
+        let id = uuid_v4();
+        assert_eq!(id[14], b'4', "{}", String::from_utf8_lossy(&id));
+        assert!(
+            matches!(id[19], b'8' | b'9' | b'a' | b'b'),
+            "{}",
+            String::from_utf8_lossy(&id)
+        );
+    }
+}
+
+#[test]
 fn request_ids_are_random_in_both_halves() {
     let (first, second) = (uuid_v4(), uuid_v4());
     // After the variant's two bits, the second half is random too.
