@@ -36,6 +36,10 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/proxy/upstream/dns.rs",
     "gateway-userspace/src/proxy/upstream/pool.rs",
     "gateway-userspace/src/proxy/upstream/mod.rs",
+    "gateway-userspace/src/proxy/http/headers.rs",
+    "gateway-userspace/src/proxy/http/forward.rs",
+    "gateway-userspace/src/proxy/http/mod.rs",
+    "gateway-userspace/src/proxy/http/bodies.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];

@@ -91,7 +91,7 @@ impl AccessLog {
     }
 
     /// A sink writing `format` to `out` (stdout's pipe but in tests).
-    fn to(format: Format, out: Option<LogPipe>) -> Self {
+    pub(super) fn to(format: Format, out: Option<LogPipe>) -> Self {
         Self {
             format,
             buffer: Mutex::new(Vec::with_capacity(FLUSH_BYTES)),

@@ -11,7 +11,13 @@
 //! headers; and the log phase when the response body ends (`bodies.rs`).
 //! Header work is in `headers.rs`.
 mod bodies;
+#[cfg(test)]
+mod bodies_tests;
 mod forward;
+#[cfg(test)]
+mod forward_tests;
+#[cfg(test)]
+mod handle_tests;
 mod headers;
 #[cfg(test)]
 mod tests;

@@ -164,3 +164,120 @@ fn weighted_backends_split_by_weight() {
         .count();
     assert!((8_700..9_300).contains(&a), "{a}");
 }
+
+#[test]
+fn an_upgrade_needs_both_the_upgrade_header_and_the_connection_token() {
+    let both = headers(&[
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "websocket"),
+    ]);
+    assert!(is_upgrade(&both));
+    assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
+    assert!(!is_upgrade(&headers(&[("connection", "upgrade")])));
+    let other_token = headers(&[("connection", "keep-alive"), ("upgrade", "websocket")]);
+    assert!(!is_upgrade(&other_token));
+}
+
+#[test]
+fn a_websocket_handshake_still_drops_what_connection_names_besides_upgrade() {
+    let mut ws = headers(&[
+        ("connection", "Upgrade, x-secret"),
+        ("upgrade", "websocket"),
+        ("x-secret", "1"),
+    ]);
+    strip_hop_by_hop(&mut ws, true);
+    assert!(ws.get("x-secret").is_none());
+    assert_eq!(ws["upgrade"], "websocket");
+}
+
+#[test]
+fn each_hop_by_hop_header_goes_without_connection_naming_it() {
+    for name in [
+        "transfer-encoding",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "trailer",
+        "keep-alive",
+        "proxy-connection",
+    ] {
+        let mut h = headers(&[(name, "x"), ("x-kept", "1")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get(name).is_none(), "{name} crossed");
+        assert_eq!(h["x-kept"], "1");
+    }
+}
+
+#[test]
+fn a_trusted_forwarded_proto_of_http_or_nonsense_is_read_as_such() {
+    let http = headers(&[("x-forwarded-proto", "HTTP")]);
+    assert_eq!(forwarded_proto(&http, &downstream(true), 1), "http");
+    let odd = headers(&[("x-forwarded-proto", "gopher")]);
+    assert_eq!(forwarded_proto(&odd, &downstream(true), 1), "https");
+}
+
+#[test]
+fn a_blank_forwarded_for_is_replaced_by_the_peer() {
+    let mut h = headers(&[("x-forwarded-for", " ")]);
+    set_forwarding_headers(&mut h, &downstream(false), "http");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.2");
+}
+
+#[test]
+fn every_request_id_has_version_4_and_the_rfc_4122_variant() {
+    // Each id has random bits beside the fixed ones: 64 ids leave a wrong
+    // bit a chance of 2^-64 to look right every time.
+    for _ in 0..64 {
+        let id = uuid_v4();
+        assert_eq!(id[14], b'4', "{}", String::from_utf8_lossy(&id));
+        assert!(
+            matches!(id[19], b'8' | b'9' | b'a' | b'b'),
+            "{}",
+            String::from_utf8_lossy(&id)
+        );
+    }
+}
+
+#[test]
+fn request_ids_are_random_in_both_halves() {
+    let (first, second) = (uuid_v4(), uuid_v4());
+    // After the variant's two bits, the second half is random too.
+    assert_ne!(first[20..], second[20..]);
+    assert_ne!(first[..18], second[..18]);
+}
+
+#[test]
+fn the_logged_authority_is_the_uri_s_else_the_single_host() {
+    let head = |uri_authority, host_headers| RequestHead {
+        http10: false,
+        uri_authority,
+        host_headers,
+        path_and_query: Some("/"),
+    };
+    assert_eq!(
+        authority_of(&head(Some("uri.test"), &[b"host.test"])).as_deref(),
+        Some("uri.test")
+    );
+    assert_eq!(
+        authority_of(&head(None, &[b"host.test"])).as_deref(),
+        Some("host.test")
+    );
+    assert_eq!(authority_of(&head(None, &[b"a.test", b"b.test"])), None);
+    assert_eq!(authority_of(&head(None, &[])), None);
+}
+
+#[test]
+fn header_text_is_a_headers_value_when_it_is_text() {
+    let h = headers(&[("user-agent", "curl/8")]);
+    assert_eq!(
+        header_text(&h, &header::USER_AGENT).as_deref(),
+        Some("curl/8")
+    );
+    assert_eq!(header_text(&h, &header::ACCEPT), None);
+}
+
+#[test]
+fn protocols_are_named_as_envoy_logs_them() {
+    assert_eq!(protocol_name(Version::HTTP_10), "HTTP/1.0");
+    assert_eq!(protocol_name(Version::HTTP_11), "HTTP/1.1");
+    assert_eq!(protocol_name(Version::HTTP_2), "HTTP/2");
+}
