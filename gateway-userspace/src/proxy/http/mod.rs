@@ -11,13 +11,7 @@
 //! headers; and the log phase when the response body ends (`bodies.rs`).
 //! Header work is in `headers.rs`.
 mod bodies;
-#[cfg(test)]
-mod bodies_tests;
 mod forward;
-#[cfg(test)]
-mod forward_tests;
-#[cfg(test)]
-mod handle_tests;
 mod headers;
 #[cfg(test)]
 mod tests;
@@ -81,8 +75,15 @@ pub async fn handle(
             ..Entry::default()
         }
     } else {
+        // A claimed connection's requests are counted in the egress
+        // metrics, by workload, interface and host, log or no log.
+        let claimed = downstream.keeps_authority();
         Entry {
             protocol: Some(protocol_name(req.version())),
+            workload_interface: downstream.workload_interface.clone(),
+            downstream_remote: claimed.then_some(downstream.remote),
+            downstream_local: claimed.then_some(downstream.local),
+            sni: downstream.sni.clone().filter(|_| claimed),
             ..Entry::default()
         }
     };

@@ -15,15 +15,15 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::{
-    VirtualHosts,
-    forward_tests::{metric, route_to, yaml},
-    handle,
+    super::{VirtualHosts, handle},
+    upstream_phase::{metric, route_to, yaml},
 };
 use crate::{
     log_pipe::LogPipe,
     proxy::{
         access_log::{AccessLog, Format},
-        context::{Downstream, Shared},
+        context::{Downstream, Hook, Shared},
+        egress::{Egress, OutboundPolicy},
         testing::{self, Backend},
         upstream::Upstreams,
     },
@@ -66,12 +66,17 @@ impl Harness {
     /// `claimed` labels the connection as a plug-in's (its log lines
     /// carry the interface `veth-test`); the SNI is `sni.test`.
     pub(super) fn new(yaml: &str, format: Format, claimed: bool) -> Self {
+        Self::with_hook(yaml, format, claimed, None)
+    }
+
+    /// [`Harness::new`] with the plug-in `hook` (the egress capture).
+    fn with_hook(yaml: &str, format: Format, claimed: bool, hook: Option<Arc<dyn Hook>>) -> Self {
         let plan = testing::plan(yaml);
         let sink = Sink::default();
         let pipe = LogPipe::spawn("handle-tests", Box::new(sink.clone()), 1 << 20).expect("a pipe");
         let shared = Arc::new(Shared {
             upstreams: Upstreams::new(&plan.clusters).expect("the clusters"),
-            hook: None,
+            hook,
             access_log: AccessLog::to(format, Some(pipe.clone())),
             trusted_proxies: 0,
             tcp_idle_timeout: Duration::from_secs(60),
@@ -281,4 +286,47 @@ async fn a_direct_response_is_answered_with_its_length_and_header_operations() {
     let entry = harness.entry().await;
     assert_eq!(entry["response_code"], 418);
     assert_eq!(entry["bytes_sent"], 6);
+}
+
+/// `gateway_egress_decisions_total` for the harness's claimed connection
+/// to `sni.test` with `verdict`, 0 before the first.
+fn egress_decisions(verdict: &str) -> f64 {
+    let series = format!(
+        "gateway_egress_decisions_total{{workload=\"{}\",interface=\"veth-test\",host=\"sni.test\",verdict=\"{verdict}\"}} ",
+        CLIENT.ip()
+    );
+    let mut out = String::new();
+    crate::proxy::metrics::render(&mut out);
+    out.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0.0, |value| value.parse().expect("a number"))
+}
+
+#[tokio::test]
+async fn a_claimed_connections_requests_are_counted_as_egress_decisions_with_the_log_off() {
+    let egress = Egress {
+        policy: OutboundPolicy::AllowAny,
+        gateway_addresses: Vec::new(),
+        interfaces: std::collections::BTreeMap::from([(7, Arc::from("veth-test"))]),
+        workloads: None,
+    };
+    let backend = Backend::ok().await;
+    let harness = Harness::with_hook(
+        &to_backend("egress-decisions.test", backend.addr),
+        Format::Off,
+        true,
+        Some(Arc::new(egress)),
+    );
+    let before = egress_decisions("allowed");
+    let answer = harness
+        .ask("GET / HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n")
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for _ in 0..500 {
+        if egress_decisions("allowed") > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no egress decision counted");
 }

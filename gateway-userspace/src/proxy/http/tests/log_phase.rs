@@ -8,7 +8,7 @@ use tokio::{
     sync::Notify,
 };
 
-use super::handle_tests::{Harness, to_backend};
+use super::handle_phase::{Harness, to_backend};
 use crate::proxy::{access_log::Format, testing::Backend};
 
 #[tokio::test]
@@ -193,9 +193,9 @@ async fn a_forwarded_body_ends_with_its_last_http2_data_frame() {
         // Held open until the test ends.
         std::future::pending::<()>().await;
     });
-    let routes = super::forward_tests::route_to("h2-body.test", backend, "");
+    let routes = super::upstream_phase::route_to("h2-body.test", backend, "");
     let proxy = crate::proxy::testing::Proxy::start(|port| {
-        super::forward_tests::yaml(port, &routes, &[("h2-body.test", backend, "HTTP2")], "")
+        super::upstream_phase::yaml(port, &routes, &[("h2-body.test", backend, "HTTP2")], "")
     })
     .await;
     let mut client = tokio::net::TcpStream::connect(proxy.addr)
