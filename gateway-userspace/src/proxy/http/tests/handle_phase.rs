@@ -66,11 +66,18 @@ impl Harness {
     /// `claimed` labels the connection as a plug-in's (its log lines
     /// carry the interface `veth-test`); the SNI is `sni.test`.
     pub(super) fn new(yaml: &str, format: Format, claimed: bool) -> Self {
-        Self::with_hook(yaml, format, claimed, None)
+        Self::with_hook(yaml, format, claimed, None, Some("sni.test"))
     }
 
-    /// [`Harness::new`] with the plug-in `hook` (the egress capture).
-    fn with_hook(yaml: &str, format: Format, claimed: bool, hook: Option<Arc<dyn Hook>>) -> Self {
+    /// [`Harness::new`] with the plug-in `hook` (the egress capture) and
+    /// the connection's SNI.
+    fn with_hook(
+        yaml: &str,
+        format: Format,
+        claimed: bool,
+        hook: Option<Arc<dyn Hook>>,
+        sni: Option<&str>,
+    ) -> Self {
         let plan = testing::plan(yaml);
         let sink = Sink::default();
         let pipe = LogPipe::spawn("handle-tests", Box::new(sink.clone()), 1 << 20).expect("a pipe");
@@ -87,7 +94,7 @@ impl Harness {
             tls: false,
             local: SocketAddr::new(testing::LOOPBACK, PORT),
             remote: CLIENT,
-            sni: Some("sni.test".to_string()),
+            sni: sni.map(str::to_string),
             workload_interface: claimed.then(|| Arc::from("veth-test")),
             remote_ip: OnceLock::new(),
         });
@@ -289,10 +296,10 @@ async fn a_direct_response_is_answered_with_its_length_and_header_operations() {
 }
 
 /// `gateway_egress_decisions_total` for the harness's claimed connection
-/// to `sni.test` with `verdict`, 0 before the first.
-fn egress_decisions(verdict: &str) -> f64 {
+/// to `host` with `verdict`, 0 before the first.
+fn egress_decisions(host: &str, verdict: &str) -> f64 {
     let series = format!(
-        "gateway_egress_decisions_total{{workload=\"{}\",interface=\"veth-test\",host=\"sni.test\",verdict=\"{verdict}\"}} ",
+        "gateway_egress_decisions_total{{workload=\"{}\",interface=\"veth-test\",host=\"{host}\",verdict=\"{verdict}\"}} ",
         CLIENT.ip()
     );
     let mut out = String::new();
@@ -302,31 +309,50 @@ fn egress_decisions(verdict: &str) -> f64 {
         .map_or(0.0, |value| value.parse().expect("a number"))
 }
 
-#[tokio::test]
-async fn a_claimed_connections_requests_are_counted_as_egress_decisions_with_the_log_off() {
+/// Asks `request` on a claimed connection with `sni`, the access log off,
+/// and waits until the egress decision for `host` is counted.
+async fn counted_as_egress(sni: Option<&str>, request: &str, host: &str, verdict: &str) {
+    let backend = Backend::ok().await;
     let egress = Egress {
         policy: OutboundPolicy::AllowAny,
         gateway_addresses: Vec::new(),
         interfaces: std::collections::BTreeMap::from([(7, Arc::from("veth-test"))]),
         workloads: None,
     };
-    let backend = Backend::ok().await;
     let harness = Harness::with_hook(
         &to_backend("egress-decisions.test", backend.addr),
         Format::Off,
         true,
         Some(Arc::new(egress)),
+        sni,
     );
-    let before = egress_decisions("allowed");
-    let answer = harness
-        .ask("GET / HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n")
-        .await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let before = egress_decisions(host, verdict);
+    let answer = harness.ask(request).await;
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
     for _ in 0..500 {
-        if egress_decisions("allowed") > before {
+        if egress_decisions(host, verdict) > before {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("no egress decision counted");
+    panic!("no egress decision for {host} counted");
+}
+
+#[tokio::test]
+async fn a_claimed_connections_requests_are_counted_as_egress_decisions_with_the_log_off() {
+    counted_as_egress(
+        Some("sni.test"),
+        "GET / HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n",
+        "sni.test",
+        "allowed",
+    )
+    .await;
+    // No SNI and no Host: the decision is labelled by the address connected to.
+    counted_as_egress(
+        None,
+        "GET / HTTP/1.1\r\nconnection: close\r\n\r\n",
+        &testing::LOOPBACK.to_string(),
+        "allowed",
+    )
+    .await;
 }
