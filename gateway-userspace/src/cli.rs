@@ -7,6 +7,7 @@ use gateway_userspace::{
     config::{self, Config, ConfigError},
     daemon::{self, ConfigSource},
     dataplane::AttachMode,
+    kubernetes,
     model::{Instance, Subnet, parse_labels},
     proxy::access_log,
 };
@@ -126,6 +127,7 @@ impl SourceArgs {
             credentials_dir: self.credentials_dir.clone(),
             max_config_bytes: self.max_config_bytes,
             ignore_kind: self.ignore_kind.clone(),
+            kubernetes: None,
         }
     }
 
@@ -177,8 +179,32 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(clap::Args, Debug)]
 pub(crate) struct RunArgs {
     /// Istio YAML file or directory (searched recursively); repeatable.
-    #[arg(long = "config", short = 'c', required = true, value_name = "PATH")]
+    #[arg(
+        long = "config",
+        short = 'c',
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes",
+        value_name = "PATH"
+    )]
     pub config: Vec<PathBuf>,
+    /// Read Gateway, VirtualService, DestinationRule and ServiceEntry from
+    /// the Kubernetes API server and watch them, instead of files: as the
+    /// pod's service account, or with `--kubeconfig` or `KUBECONFIG`. A
+    /// resource with errors is skipped (and logged); the rest is served.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// The kubeconfig for `--kubernetes` (default: `KUBECONFIG`, then the
+    /// in-cluster service account).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With `--kubernetes`, watch only this namespace; repeatable. Default:
+    /// every namespace.
+    #[arg(
+        long = "watch-namespace",
+        value_name = "NAMESPACE",
+        requires = "kubernetes"
+    )]
+    pub watch_namespace: Vec<String>,
     /// Interface to attach the XDP program to.
     #[arg(long, short = 'i', value_name = "IFNAME")]
     pub interface: String,
@@ -304,9 +330,18 @@ pub(crate) struct RunArgs {
 
 impl RunArgs {
     /// The daemon's options: the flags, parsed.
-    pub(crate) fn options(self) -> daemon::Options {
-        daemon::Options {
+    pub(crate) fn options(self) -> anyhow::Result<daemon::Options> {
+        // clap counts a `bool` flag as given even when it is not, so its
+        // `requires` cannot say this.
+        if !self.kubernetes && (self.kubeconfig.is_some() || !self.watch_namespace.is_empty()) {
+            anyhow::bail!("--kubeconfig and --watch-namespace need --kubernetes");
+        }
+        Ok(daemon::Options {
             source: self.source.source(&self.config),
+            kubernetes: self.kubernetes.then(|| kubernetes::Options {
+                kubeconfig: self.kubeconfig.clone(),
+                namespaces: self.watch_namespace.clone(),
+            }),
             instance: self.instance.instance(),
             interface: self.interface,
             address: self.address,
@@ -333,7 +368,7 @@ impl RunArgs {
                 (_, LogFormat::Text) => access_log::Format::Text,
             },
             workers: self.workers,
-        }
+        })
     }
 }
 

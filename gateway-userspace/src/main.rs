@@ -35,7 +35,10 @@ fn main() -> ExitCode {
     }
     logger.init();
     let result = match cli.command {
-        Command::Run(args) => daemon::run(args.options()).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => args
+            .options()
+            .and_then(daemon::run)
+            .map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check::check(&args),
         Command::Compile(args) => check::compile(&args),
         Command::Stats(args) => inspect::stats(&args).map(|()| ExitCode::SUCCESS),

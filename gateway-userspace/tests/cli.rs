@@ -409,3 +409,30 @@ fn check_reads_the_items_of_a_kubectl_list() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn kubernetes_flags_need_kubernetes_mode_and_exclude_files() {
+    let out = gateway(&[
+        "run",
+        "--watch-namespace",
+        "shop",
+        "-c",
+        "x.yaml",
+        "-i",
+        "lo",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--kubeconfig and --watch-namespace need --kubernetes"),
+        "{stderr}"
+    );
+    let out = gateway(&["run", "--kubernetes", "-c", "x.yaml", "-i", "lo"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let out = gateway(&["run", "-i", "lo"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--config <PATH>"), "{stderr}");
+}

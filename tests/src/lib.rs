@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod frame;
 pub mod hello;
 pub mod hostile;
+pub mod kube;
 pub mod netns;
 pub mod pki;
 pub mod rng;

@@ -10,6 +10,7 @@ mod demo;
 mod demo_egress;
 mod docs;
 mod exec;
+mod kube_server;
 mod layers;
 mod mutants;
 mod netns;
@@ -345,6 +346,15 @@ fn test() -> anyhow::Result<()> {
     println!("== hostile input (alias bombs, deep nesting, FIFOs, silent and flooding clients)");
     // One at a time: the load tests measure latency and CPU time.
     gateway_tests("hostile", &gateway, true)?;
+    println!(
+        "== Kubernetes (a real kube-apiserver {} and etcd; the apiserver is built once per machine)",
+        kube_server::VERSION
+    );
+    let apiserver = kube_server::provision()?;
+    let mut cmd = cargo(&["test", "--package", "gateway-tests", "--test", "kubernetes"]);
+    cmd.env("GATEWAY_BIN", &gateway)
+        .env("GATEWAY_KUBE_APISERVER", &apiserver);
+    run(&mut cmd)?;
     println!("== fuzz smoke ({FUZZ_SMOKE_SECONDS} s per target)");
     fuzz(&workspace_root(), FUZZ_SMOKE_SECONDS)?;
     println!("== all test levels passed");

@@ -104,6 +104,26 @@ pub fn read_config(source: &ConfigSource, instance: &Instance) -> anyhow::Result
         .iter()
         .filter(|d| d.severity == Severity::Error)
         .count();
+    if source.kubernetes.is_some() {
+        // A cluster's objects are each someone's: one with an error is
+        // left out (its errors logged above), the others are served.
+        if errors > 0 {
+            log::warn!(
+                "{errors} error(s) in the cluster's resources: the resources they are in are skipped, the rest is served"
+            );
+        }
+        if !config
+            .model
+            .gateways
+            .iter()
+            .any(|g| g.selects(&instance.labels))
+        {
+            log::warn!(
+                "no Gateway in the cluster selects this instance yet: nothing is served until one does"
+            );
+        }
+        return Ok(config);
+    }
     if errors > 0 {
         bail!("{errors} error(s) in the configuration");
     }

@@ -25,6 +25,7 @@ use anyhow::Context as _;
 use crate::{
     config::{self, Config, ConfigError, IgnoredKind},
     dataplane::{AttachMode, EbpfLog, pins},
+    kubernetes::{self, IstioObjects},
     management::AllowPort,
     model::{Instance, Subnet},
     proxy::{access_log, egress::OutboundPolicy},
@@ -47,11 +48,19 @@ pub struct ConfigSource {
     pub max_config_bytes: u64,
     /// `--ignore-kind`.
     pub ignore_kind: Vec<IgnoredKind>,
+    /// `--kubernetes`, once its watches run: the cluster's objects are
+    /// read instead of `paths`.
+    pub kubernetes: Option<IstioObjects>,
 }
 
 impl ConfigSource {
     /// Loads and validates the configuration.
     pub fn load(&self) -> Result<Config, ConfigError> {
+        if let Some(objects) = &self.kubernetes {
+            return Ok(config::load_sources(&kubernetes::sources::sources(
+                &objects.snapshot(),
+            )));
+        }
         config::load_from_disk(
             &self.paths,
             self.credentials_dir.as_deref(),
@@ -65,6 +74,8 @@ impl ConfigSource {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub source: ConfigSource,
+    /// `--kubernetes` and its flags: where the watches connect.
+    pub kubernetes: Option<kubernetes::Options>,
     pub instance: Instance,
     pub interface: String,
     /// `--address`; empty: the interface's addresses.

@@ -37,6 +37,8 @@ pub enum Trigger {
     Asked,
     /// The watched files changed and settled.
     FilesChanged,
+    /// The cluster's Istio resources changed and settled (`--kubernetes`).
+    ResourcesChanged,
 }
 
 /// What a reload needs from the start-up.
@@ -70,6 +72,7 @@ impl Reload<'_> {
             match why {
                 Trigger::Asked => "SIGHUP",
                 Trigger::FilesChanged => "the configuration files changed",
+                Trigger::ResourcesChanged => "the cluster's Istio resources changed",
             }
         );
         let started = std::time::Instant::now();

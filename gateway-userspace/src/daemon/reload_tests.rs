@@ -68,6 +68,7 @@ impl Daemon {
                 credentials_dir: None,
                 max_config_bytes: 1 << 20,
                 ignore_kind: Vec::new(),
+                kubernetes: None,
             },
             instance: Instance {
                 labels: [("istio".to_string(), "ingressgateway".to_string())].into(),

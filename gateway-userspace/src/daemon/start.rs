@@ -21,6 +21,7 @@ use crate::{
     compile::egress_registry::Registry,
     connection::{self, Gate, Limits},
     dataplane::{Capture, Dataplane, EbpfLog, EgressMaps, pins},
+    kubernetes::{self, IstioObjects},
     management::{self, AllowedPort},
     pidfile::{self, PidFile},
     plan::Plan,
@@ -33,7 +34,10 @@ use crate::{
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Starts everything, serves until SIGTERM or SIGINT, and stops.
-pub(super) async fn serve(args: Options) -> anyhow::Result<()> {
+pub(super) async fn serve(mut args: Options) -> anyhow::Result<()> {
+    if let Some(options) = &args.kubernetes {
+        args.source.kubernetes = Some(watch_cluster(options).await?);
+    }
     let config = read_config(&args.source, &args.instance)
         .map_err(|err| anyhow::anyhow!("{err:#}; nothing was started"))?;
     let allowed = management::allow_list(&args.allow_port).map_err(anyhow::Error::msg)?;
@@ -105,6 +109,17 @@ pub(super) async fn serve(args: Options) -> anyhow::Result<()> {
     };
     signals::until_stopped(&args, &mut dataplane, &reload, &running, certificates).await?;
     stop(&args, &mut dataplane, running).await
+}
+
+/// Starts the watches of the cluster's Istio objects and waits for their
+/// first complete list: the first plan is the cluster's whole configuration.
+async fn watch_cluster(options: &kubernetes::Options) -> anyhow::Result<IstioObjects> {
+    let objects = IstioObjects::start(options)
+        .await
+        .map_err(|err| anyhow::anyhow!("{err}; nothing was started"))?;
+    objects.ready().await?;
+    log::info!("listed the cluster's Istio resources");
+    Ok(objects)
 }
 
 /// Loads the kernel programs, adopting the maps and links a previous

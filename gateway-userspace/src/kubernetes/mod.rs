@@ -1,0 +1,293 @@
+//! Kubernetes mode (`gateway run --kubernetes`): the Istio objects of a
+//! cluster, listed and watched through the API server, in place of files.
+//!
+//! Each kind is watched at the newest version the server serves (v1, then
+//! v1beta1, then v1alpha3: Istio's CRDs serve all three) by kube-rs's
+//! watcher into a reflector store. A store swaps in a relist only once it
+//! is complete (kube-rs buffers `InitApply` until `InitDone`), so a watch
+//! that restarts (410 Gone, an API server restart) keeps the last complete
+//! set, and with it the plan, until the new one is whole. Every change
+//! bumps one counter the daemon waits on; it then decodes a snapshot of
+//! the stores through the same loader as files ([`sources`]).
+pub mod sources;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use futures_util::StreamExt as _;
+use kube::{
+    Client, Config,
+    api::{Api, ApiResource, DynamicObject},
+    config::{KubeConfigOptions, Kubeconfig},
+    discovery,
+    runtime::{
+        WatchStreamExt as _,
+        reflector::{self, Store},
+        utils::Backoff,
+        watcher,
+    },
+};
+use tokio::sync::watch;
+
+use self::sources::Object;
+
+/// The API group of the kinds read.
+const GROUP: &str = "networking.istio.io";
+/// The kinds read, by their `kind`.
+const KINDS: &[&str] = &[
+    "Gateway",
+    "VirtualService",
+    "DestinationRule",
+    "ServiceEntry",
+];
+/// The versions Istio's CRDs serve, the preferred first.
+const VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+
+/// A change is applied once no other came for this long, as istiod
+/// debounces (`PILOT_DEBOUNCE_AFTER`): a `kubectl apply` of many objects
+/// is one reload. Objects are written whole, so no longer wait is needed.
+pub const DEBOUNCE_AFTER: Duration = Duration::from_millis(100);
+/// ... but never later than this after the first change
+/// (`PILOT_DEBOUNCE_MAX`), however often the objects change.
+pub const DEBOUNCE_MAX: Duration = Duration::from_secs(10);
+
+/// The first wait before a failed watch is tried again; it doubles up to
+/// [`RETRY_MAX`], and a watch that works again starts over. client-go's
+/// reflector waits up to 30 s, which leaves a gateway blind to changes for
+/// that long after an API server restart; a list or watch request every
+/// 5 s per kind while the server is away costs it nothing.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between two tries of a failed watch.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The back-off of a failed watch.
+#[derive(Debug)]
+struct Retry {
+    next: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { next: RETRY_FIRST }
+    }
+}
+
+impl Iterator for Retry {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        self.next = (self.next * 2).min(RETRY_MAX);
+        Some(wait)
+    }
+}
+
+impl Backoff for Retry {
+    fn reset(&mut self) {
+        self.next = RETRY_FIRST;
+    }
+}
+
+/// Where the objects are read from (`gateway run` flags).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `--kubeconfig`; without it `KUBECONFIG`, then the pod's service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--watch-namespace`; empty: every namespace.
+    pub namespaces: Vec<String>,
+}
+
+/// Why the objects cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("cannot read the kubeconfig {path}: {message}")]
+    Kubeconfig { path: PathBuf, message: String },
+    #[error("no Kubernetes client configuration: {0}")]
+    Config(String),
+    #[error(
+        "the API server does not serve {GROUP}: {0} (install Istio's CRDs, or deploy/kubernetes/crds.yaml)"
+    )]
+    NoIstioGroup(String),
+    #[error("the API server serves no {kind} in {GROUP} at {VERSIONS:?}")]
+    NoVersion { kind: &'static str },
+    #[error("the watches stopped before their first complete list")]
+    Stopped,
+}
+
+/// The Istio objects of the cluster, kept current by one watch per kind
+/// and namespace.
+#[derive(Clone)]
+pub struct IstioObjects {
+    stores: Vec<(ApiResource, Store<DynamicObject>)>,
+    changes: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for IstioObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IstioObjects")
+            .field("watches", &self.stores.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IstioObjects {
+    /// Connects, finds the version of each kind, and starts the watches
+    /// on the current runtime.
+    pub async fn start(options: &Options) -> Result<Self, KubeError> {
+        let client = client(options).await?;
+        let group = discovery::group(&client, GROUP)
+            .await
+            .map_err(|err| KubeError::NoIstioGroup(err.to_string()))?;
+        let (changed, changes) = watch::channel(0);
+        let changed = Arc::new(changed);
+        let mut stores = Vec::new();
+        for kind in KINDS {
+            let resource = VERSIONS
+                .iter()
+                .filter(|version| group.versions().any(|served| served == **version))
+                .find_map(|version| {
+                    group
+                        .versioned_resources(version)
+                        .into_iter()
+                        .find(|(resource, _)| resource.kind == *kind)
+                })
+                .map(|(resource, _)| resource)
+                .ok_or(KubeError::NoVersion { kind })?;
+            log::info!(
+                "watching {kind} at {} in {}",
+                resource.api_version,
+                namespaces_text(&options.namespaces)
+            );
+            let apis: Vec<Api<DynamicObject>> = if options.namespaces.is_empty() {
+                vec![Api::all_with(client.clone(), &resource)]
+            } else {
+                options
+                    .namespaces
+                    .iter()
+                    .map(|ns| Api::namespaced_with(client.clone(), ns, &resource))
+                    .collect()
+            };
+            for api in apis {
+                let store = spawn_watch(api, resource.clone(), Arc::clone(&changed));
+                stores.push((resource.clone(), store));
+            }
+        }
+        Ok(Self { stores, changes })
+    }
+
+    /// Waits until every watch has its first complete list.
+    pub async fn ready(&self) -> Result<(), KubeError> {
+        for (_, store) in &self.stores {
+            store
+                .wait_until_ready()
+                .await
+                .map_err(|_| KubeError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// A counter bumped on every change (and every complete relist).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    /// Every object the watches hold now.
+    pub fn snapshot(&self) -> Vec<Object> {
+        let mut objects = Vec::new();
+        for (resource, store) in &self.stores {
+            for object in store.state() {
+                objects.push(Object {
+                    api_version: resource.api_version.clone(),
+                    kind: resource.kind.clone(),
+                    namespace: object.metadata.namespace.clone().unwrap_or_default(),
+                    name: object.metadata.name.clone().unwrap_or_default(),
+                    metadata: serde_json::to_value(&object.metadata).unwrap_or_default(),
+                    spec: object.data.get("spec").cloned().unwrap_or_default(),
+                });
+            }
+        }
+        objects
+    }
+}
+
+/// `--kubeconfig`, else kube-rs's inference: `KUBECONFIG` (or
+/// `~/.kube/config`), then the in-cluster service account.
+async fn client(options: &Options) -> Result<Client, KubeError> {
+    let config = match &options.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|err| KubeError::Kubeconfig {
+                path: path.clone(),
+                message: err.to_string(),
+            })?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|err| KubeError::Kubeconfig {
+                    path: path.clone(),
+                    message: err.to_string(),
+                })?
+        }
+        None => Config::infer()
+            .await
+            .map_err(|err| KubeError::Config(err.to_string()))?,
+    };
+    Client::try_from(config).map_err(|err| KubeError::Config(err.to_string()))
+}
+
+/// One watch into a store of its own, retried after [`Retry`]'s back-off
+/// for as long as the process runs.
+fn spawn_watch(
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+    changed: Arc<watch::Sender<u64>>,
+) -> Store<DynamicObject> {
+    let writer = reflector::store::Writer::new(resource.clone());
+    let store = writer.as_reader();
+    tokio::spawn(async move {
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .backoff(Retry::default());
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(
+                    watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
+                ) => {
+                    changed.send_modify(|count| *count += 1);
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Err(err) => log::warn!(
+                    "watch of {} failed: {err}; retrying (the last complete list stays served)",
+                    resource.kind
+                ),
+            }
+        }
+    });
+    store
+}
+
+fn namespaces_text(namespaces: &[String]) -> String {
+    if namespaces.is_empty() {
+        "every namespace".to_string()
+    } else {
+        format!("namespaces {}", namespaces.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kube::runtime::utils::Backoff as _;
+
+    use super::Retry;
+
+    #[test]
+    fn a_failed_watch_waits_twice_as_long_each_time_up_to_five_seconds_and_starts_over() {
+        let mut retry = Retry::default();
+        let waits: Vec<Duration> = retry.by_ref().take(7).collect();
+        assert_eq!(
+            waits,
+            [250, 500, 1000, 2000, 4000, 5000, 5000].map(Duration::from_millis)
+        );
+        retry.reset();
+        assert_eq!(retry.next(), Some(Duration::from_millis(250)));
+    }
+}

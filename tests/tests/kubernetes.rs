@@ -1,0 +1,359 @@
+//! The Kubernetes level: a real kube-apiserver and etcd in a test
+//! namespace, the deployment's manifests applied to it, and requests made
+//! with the gateway service account's own permissions.
+use std::{
+    fs,
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use gateway_tests::{
+    daemon::{ADMIN, Daemon},
+    kube::{ApiServer, GATEWAY_ACCOUNT, GATEWAY_NAMESPACE, Identity},
+    netns::{GATEWAY_V4, Topology},
+    require_root,
+};
+
+fn manifest(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/kubernetes")
+        .join(name);
+    fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+/// A server with the CRDs and the gateway's RBAC applied.
+fn cluster(topology: &Topology) -> ApiServer {
+    let server = ApiServer::start(topology, &topology.gateway_ns);
+    server.apply(topology, &manifest("crds.yaml"));
+    server.apply(topology, &manifest("rbac.yaml"));
+    // CRDs are served a moment after they are created.
+    let out = server.kubectl(
+        topology,
+        Identity::Admin,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd",
+            "--all",
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn the_manifests_apply_to_a_real_api_server_and_serve_every_istio_version() {
+    require_root();
+    let topology = Topology::new();
+    let server = cluster(&topology);
+    // Written at one version, read at each of the three Istio serves.
+    server.apply(
+        &topology,
+        "apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [\"*\"]
+",
+    );
+    for version in ["v1", "v1beta1", "v1alpha3"] {
+        let out = server.kubectl(
+            &topology,
+            Identity::Gateway,
+            &[
+                "get",
+                &format!("gateways.{version}.networking.istio.io"),
+                "-A",
+                "-o",
+                "jsonpath={.items[*].spec.servers[0].port.number}",
+            ],
+            "",
+        );
+        assert!(out.status.success(), "{version}: {}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "80", "{version}");
+    }
+    // The DaemonSet's own namespace and the dry run of everything shipped.
+    for file in ["crds.yaml", "rbac.yaml", "daemonset.yaml"] {
+        let out = server.kubectl(
+            &topology,
+            Identity::Admin,
+            &["apply", "--dry-run=server", "-f", "-"],
+            &manifest(file),
+        );
+        assert!(out.status.success(), "{file}: {}", text(&out));
+    }
+}
+
+#[test]
+fn the_gateway_account_reads_secrets_only_in_its_own_namespace() {
+    require_root();
+    let topology = Topology::new();
+    let server = cluster(&topology);
+    for namespace in [GATEWAY_NAMESPACE, "default"] {
+        server.apply(
+            &topology,
+            &format!(
+                "apiVersion: v1
+kind: Secret
+metadata: {{name: cert, namespace: {namespace}}}
+type: kubernetes.io/tls
+data: {{tls.crt: \"\", tls.key: \"\"}}
+"
+            ),
+        );
+    }
+    let read = |namespace: &str| {
+        server.kubectl(
+            &topology,
+            Identity::Gateway,
+            &["get", "secret", "cert", "-n", namespace, "-o", "name"],
+            "",
+        )
+    };
+    let own = read(GATEWAY_NAMESPACE);
+    assert!(own.status.success(), "{}", text(&own));
+    let other = read("default");
+    assert!(!other.status.success());
+    let refusal = text(&other);
+    assert!(
+        refusal.contains("Forbidden")
+            && refusal.contains(&format!(
+                "system:serviceaccount:{GATEWAY_NAMESPACE}:{GATEWAY_ACCOUNT}"
+            )),
+        "{refusal}"
+    );
+    // Nor may it write what it only reads, but for the status.
+    let status_only = server.kubectl(
+        &topology,
+        Identity::Gateway,
+        &[
+            "auth",
+            "can-i",
+            "update",
+            "gateways.networking.istio.io",
+            "-A",
+        ],
+        "",
+    );
+    assert_eq!(String::from_utf8_lossy(&status_only.stdout).trim(), "no");
+    let status = server.kubectl(
+        &topology,
+        Identity::Gateway,
+        &[
+            "auth",
+            "can-i",
+            "update",
+            "gateways.networking.istio.io",
+            "--subresource=status",
+            "-A",
+        ],
+        "",
+    );
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "yes");
+}
+
+/// A Gateway on port 80 for `app.test` and a VirtualService answering
+/// `body` there, in `namespace` (the Gateway is named `istio-system/gw`).
+fn routed(namespace: &str, body: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: {GATEWAY_NAMESPACE}}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [\"*/app.test\"]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {{name: app, namespace: {namespace}}}
+spec:
+  hosts: [app.test]
+  gateways: [{GATEWAY_NAMESPACE}/gw]
+  http:
+  - directResponse: {{status: 200, body: {{string: \"{body}\"}}}}
+"
+    )
+}
+
+/// The daemon in Kubernetes mode as the gateway's service account.
+fn start_daemon(topology: &Topology, server: &ApiServer) -> Daemon {
+    let kubeconfig = server.kubeconfig(Identity::Gateway);
+    Daemon::start(
+        topology,
+        &[
+            "--kubernetes",
+            "--kubeconfig",
+            &kubeconfig.to_string_lossy(),
+            "--interface",
+            &topology.gateway_if,
+            "--address",
+            GATEWAY_V4,
+            "--admin-address",
+            ADMIN,
+        ],
+    )
+}
+
+/// What `app.test` answers (status and body), or curl's complaint.
+fn get(topology: &Topology) -> Result<String, String> {
+    let resolve = format!("app.test:80:{GATEWAY_V4}");
+    let out = topology.client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "2",
+        "--resolve",
+        &resolve,
+        "-w",
+        " %{http_code}",
+        "http://app.test/",
+    ]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Requests in a loop until `app.test` answers `want`; every answer on the
+/// way must be `was` or `want` (no failed request). Returns how long it took.
+fn until_answer(topology: &Topology, daemon: &Daemon, was: &str, want: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let answer = get(topology);
+        match answer.as_deref() {
+            Ok(body) if body == want => return started.elapsed(),
+            Ok(body) if body == was => {}
+            _ => panic!(
+                "a request failed on the way from {was:?} to {want:?}: {answer:?}\n{}",
+                daemon.log()
+            ),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still {was:?} after 10 s:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn resources_applied_with_kubectl_are_served_and_edits_and_deletes_follow_within_a_second() {
+    require_root();
+    let topology = Topology::new();
+    let server = cluster(&topology);
+    server.apply(&topology, &routed("default", "one"));
+    let daemon = start_daemon(&topology, &server);
+    assert_eq!(get(&topology).as_deref(), Ok("one 200"), "{}", daemon.log());
+
+    server.apply(&topology, &routed("default", "two"));
+    let edited = until_answer(&topology, &daemon, "one 200", "two 200");
+    assert!(edited < Duration::from_secs(1), "an edit took {edited:?}");
+
+    let out = server.kubectl(
+        &topology,
+        Identity::Admin,
+        &["delete", "virtualservice", "app", "-n", "default"],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let deleted = until_answer(&topology, &daemon, "two 200", " 404");
+    assert!(
+        deleted < Duration::from_secs(1),
+        "a delete took {deleted:?}"
+    );
+    println!("edit served after {edited:?}, delete after {deleted:?}");
+}
+
+#[test]
+fn an_invalid_resource_is_skipped_and_the_others_are_served() {
+    require_root();
+    let topology = Topology::new();
+    let server = cluster(&topology);
+    server.apply(&topology, &routed("default", "one"));
+    // A second Gateway whose port is out of range: skipped, logged by name.
+    server.apply(
+        &topology,
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: broken, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 70000, name: http, protocol: HTTP}
+    hosts: [\"*\"]
+",
+    );
+    let daemon = start_daemon(&topology, &server);
+    assert_eq!(get(&topology).as_deref(), Ok("one 200"), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.contains("kubernetes/Gateway/default/broken"), "{log}");
+    // An edit of the good one still applies beside the broken one.
+    server.apply(&topology, &routed("default", "two"));
+    until_answer(&topology, &daemon, "one 200", "two 200");
+}
+
+#[test]
+fn the_last_plan_serves_while_the_api_server_is_away_and_changes_are_caught_up_after() {
+    require_root();
+    let topology = Topology::new();
+    let mut server = cluster(&topology);
+    server.apply(&topology, &routed("default", "one"));
+    let daemon = start_daemon(&topology, &server);
+    assert_eq!(get(&topology).as_deref(), Ok("one 200"), "{}", daemon.log());
+
+    server.stop_apiserver();
+    let away = Instant::now();
+    while away.elapsed() < Duration::from_secs(30) {
+        assert_eq!(
+            get(&topology).as_deref(),
+            Ok("one 200"),
+            "while the API server is away:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    server.start_apiserver(&topology);
+    server.apply(&topology, &routed("default", "two"));
+    // The watch comes back on its back-off (client-go's: 0.8 s doubling
+    // to 30 s), relists, and the change is served.
+    let started = Instant::now();
+    loop {
+        match get(&topology).as_deref() {
+            Ok("two 200") => break,
+            Ok("one 200") => {}
+            other => panic!("{other:?}:\n{}", daemon.log()),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the change made after the API server came back is not served:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "caught up {:?} after the API server came back",
+        started.elapsed()
+    );
+}
