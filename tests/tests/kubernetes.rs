@@ -357,3 +357,28 @@ fn the_last_plan_serves_while_the_api_server_is_away_and_changes_are_caught_up_a
         started.elapsed()
     );
 }
+
+#[test]
+fn a_daemon_started_before_any_gateway_serves_the_first_one_applied() {
+    require_root();
+    let topology = Topology::new();
+    let server = cluster(&topology);
+    let daemon = start_daemon(&topology, &server);
+    assert!(
+        daemon
+            .log()
+            .contains("no Gateway in the cluster selects this instance yet"),
+        "{}",
+        daemon.log()
+    );
+    server.apply(&topology, &routed("default", "one"));
+    let started = Instant::now();
+    while get(&topology).as_deref() != Ok("one 200") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the first Gateway is not served:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -36,7 +36,6 @@ const PACKAGES: &[(&str, &str)] = &[
     ("make", "make"),
     // Kubernetes' build copies its outputs with rsync.
     ("rsync", "rsync"),
-    ("dpkg-source", "dpkg-dev"),
     ("kubectl", "kubernetes-client"),
 ];
 /// The apt source list that adds source packages for the suites the

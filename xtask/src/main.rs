@@ -351,7 +351,18 @@ fn test() -> anyhow::Result<()> {
         kube_server::VERSION
     );
     let apiserver = kube_server::provision()?;
-    let mut cmd = cargo(&["test", "--package", "gateway-tests", "--test", "kubernetes"]);
+    // One at a time: each test runs its own API server, and two measure
+    // how soon an edit is served.
+    let mut cmd = cargo(&[
+        "test",
+        "--package",
+        "gateway-tests",
+        "--test",
+        "kubernetes",
+        "--",
+        "--test-threads",
+        "1",
+    ]);
     cmd.env("GATEWAY_BIN", &gateway)
         .env("GATEWAY_KUBE_APISERVER", &apiserver);
     run(&mut cmd)?;
