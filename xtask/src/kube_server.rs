@@ -52,7 +52,7 @@ pub(crate) fn provision() -> anyhow::Result<PathBuf> {
         return Ok(binary);
     }
     println!(
-        "== building kube-apiserver {VERSION} from Debian's source package (once per machine; about 6 minutes on 2 cores)"
+        "== building kube-apiserver {VERSION} from Debian's source package (once per machine; about 3.5 minutes on 2 cores)"
     );
     let started = std::time::Instant::now();
     let build = cache.join("build");

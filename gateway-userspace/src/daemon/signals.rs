@@ -9,6 +9,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::watch,
     task::JoinHandle,
+    time::Instant,
 };
 
 use super::{
@@ -30,24 +31,46 @@ use crate::{
 /// kernel state checked (`Dataplane::repair`).
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Returns once the cluster's resources changed and then no further change
-/// came for [`DEBOUNCE_AFTER`] (or [`DEBOUNCE_MAX`] passed since the
-/// first); never without `--kubernetes`, or once the watches are gone.
-async fn settled(changes: Option<&mut watch::Receiver<u64>>) {
+/// The cluster's changes waiting to be applied: due once no other came
+/// for [`DEBOUNCE_AFTER`], or [`DEBOUNCE_MAX`] after the first. Kept
+/// outside the signal loop's `select!`, whose other branches (the 1 s
+/// poll) would otherwise drop a wait in progress and the change with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Debounce {
+    /// The first and the last change not yet applied.
+    pending: Option<(Instant, Instant)>,
+}
+
+impl Debounce {
+    fn changed(&mut self, now: Instant) {
+        let first = self.pending.map_or(now, |(first, _)| first);
+        self.pending = Some((first, now));
+    }
+
+    /// When the pending changes are to be applied, if there are any.
+    fn due(&self) -> Option<Instant> {
+        self.pending
+            .map(|(first, last)| (last + DEBOUNCE_AFTER).min(first + DEBOUNCE_MAX))
+    }
+}
+
+/// The next change of the cluster's resources; never without
+/// `--kubernetes` or once the watches are gone. Cancel-safe: a change
+/// is marked seen only when this returns.
+async fn next_change(changes: Option<&mut watch::Receiver<u64>>) {
     let Some(changes) = changes else {
         return std::future::pending().await;
     };
     if changes.changed().await.is_err() {
-        return std::future::pending().await;
+        std::future::pending::<()>().await;
     }
-    let latest = tokio::time::Instant::now() + DEBOUNCE_MAX;
-    loop {
-        let quiet =
-            DEBOUNCE_AFTER.min(latest.saturating_duration_since(tokio::time::Instant::now()));
-        match tokio::time::timeout(quiet, changes.changed()).await {
-            Ok(Ok(())) if tokio::time::Instant::now() < latest => {}
-            _ => return,
-        }
+}
+
+/// Until `due`, or forever without one.
+async fn until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -81,12 +104,20 @@ pub(super) async fn until_stopped(
     let mut watcher = Watcher::new(args.source.paths.clone(), certificates, args.config_settle);
     let mut poll = tokio::time::interval(WATCH_INTERVAL);
     let mut resources = args.source.kubernetes.as_ref().map(IstioObjects::changes);
+    let mut debounce = Debounce::default();
     loop {
         let why = tokio::select! {
             _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break }
             _ = sighup.recv() => Trigger::Asked,
-            () = settled(resources.as_mut()) => Trigger::ResourcesChanged,
+            () = next_change(resources.as_mut()) => {
+                debounce.changed(Instant::now());
+                continue;
+            }
+            () = until(debounce.due()) => {
+                debounce = Debounce::default();
+                Trigger::ResourcesChanged
+            }
             _ = poll.tick() => {
                 kernel_state::repair_dataplane(dataplane, &running.daemon_counters, &running.readiness);
                 if !watcher.poll() {
@@ -114,50 +145,51 @@ mod tests {
 
     use tokio::{sync::watch, time::Instant};
 
-    use super::{DEBOUNCE_AFTER, DEBOUNCE_MAX, settled};
+    use super::{DEBOUNCE_AFTER, DEBOUNCE_MAX, Debounce, next_change};
 
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_of_changes_settles_once_quiet_for_the_debounce() {
-        let (tx, mut rx) = watch::channel(0u64);
-        let started = Instant::now();
-        let burst = tokio::spawn(async move {
-            for _ in 0..5 {
-                tx.send_modify(|n| *n += 1);
-                tokio::time::sleep(DEBOUNCE_AFTER / 2).await;
-            }
-            tx
-        });
-        settled(Some(&mut rx)).await;
-        // The last change came at 2 debounces; quiet one more after it.
-        assert_eq!(started.elapsed(), DEBOUNCE_AFTER * 3);
-        drop(burst.await);
+    #[test]
+    fn changes_are_due_once_quiet_for_the_debounce() {
+        let start = Instant::now();
+        let mut debounce = Debounce::default();
+        assert_eq!(debounce.due(), None);
+        for step in 0..5 {
+            debounce.changed(start + DEBOUNCE_AFTER / 2 * step);
+        }
+        // The last change came at 2 debounces; due one more after it.
+        assert_eq!(debounce.due(), Some(start + DEBOUNCE_AFTER * 3));
+    }
+
+    #[test]
+    fn changes_that_never_stop_are_due_at_the_most_after_the_first() {
+        let start = Instant::now();
+        let mut debounce = Debounce::default();
+        let mut now = start;
+        while now < start + DEBOUNCE_MAX * 2 {
+            debounce.changed(now);
+            now += DEBOUNCE_AFTER / 2;
+        }
+        assert_eq!(debounce.due(), Some(start + DEBOUNCE_MAX));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn changes_that_never_stop_settle_at_the_most_after_the_first() {
+    async fn a_change_waited_for_and_dropped_is_still_seen_by_the_next_wait() {
         let (tx, mut rx) = watch::channel(0u64);
-        let started = Instant::now();
-        let _flapping = tokio::spawn(async move {
-            loop {
-                tx.send_modify(|n| *n += 1);
-                tokio::time::sleep(DEBOUNCE_AFTER / 2).await;
-            }
-        });
-        settled(Some(&mut rx)).await;
-        let waited = started.elapsed();
-        assert!(
-            waited >= DEBOUNCE_MAX && waited < DEBOUNCE_MAX + DEBOUNCE_AFTER,
-            "{waited:?}"
-        );
+        // Another branch of the loop wins while the wait is pending.
+        let dropped = tokio::time::timeout(Duration::from_millis(10), next_change(Some(&mut rx)));
+        assert!(dropped.await.is_err());
+        tx.send_modify(|n| *n += 1);
+        let seen = tokio::time::timeout(Duration::from_secs(1), next_change(Some(&mut rx)));
+        assert!(seen.await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn without_watches_it_never_returns() {
-        let waited = tokio::time::timeout(Duration::from_secs(3600), settled(None)).await;
+    async fn without_watches_there_is_never_a_change() {
+        let waited = tokio::time::timeout(Duration::from_secs(3600), next_change(None)).await;
         assert!(waited.is_err());
         let (tx, mut rx) = watch::channel(0u64);
         drop(tx);
-        let gone = tokio::time::timeout(Duration::from_secs(3600), settled(Some(&mut rx))).await;
+        let gone =
+            tokio::time::timeout(Duration::from_secs(3600), next_change(Some(&mut rx))).await;
         assert!(gone.is_err());
     }
 }
