@@ -112,12 +112,7 @@ pub fn read_config(source: &ConfigSource, instance: &Instance) -> anyhow::Result
                 "{errors} error(s) in the cluster's resources: the resources they are in are skipped, the rest is served"
             );
         }
-        if !config
-            .model
-            .gateways
-            .iter()
-            .any(|g| g.selects(&instance.labels))
-        {
+        if !selects(&config, instance) {
             log::warn!(
                 "no Gateway in the cluster selects this instance yet: nothing is served until one does"
             );
@@ -131,12 +126,7 @@ pub fn read_config(source: &ConfigSource, instance: &Instance) -> anyhow::Result
         bail!("no Gateway resources found in the configuration paths");
     }
     let read = config.model.gateways.len();
-    if !config
-        .model
-        .gateways
-        .iter()
-        .any(|g| g.selects(&instance.labels))
-    {
+    if !selects(&config, instance) {
         let labels: Vec<String> = instance
             .labels
             .iter()
@@ -148,6 +138,15 @@ pub fn read_config(source: &ConfigSource, instance: &Instance) -> anyhow::Result
         );
     }
     Ok(config)
+}
+
+/// Whether a Gateway of `config` selects this instance.
+fn selects(config: &Config, instance: &Instance) -> bool {
+    config
+        .model
+        .gateways
+        .iter()
+        .any(|g| g.selects(&instance.labels))
 }
 
 /// Every certificate, key and CA file the configuration names.

@@ -44,12 +44,10 @@ const READ_SIZE: usize = 4096;
 /// `\r\n\r\n` here would never find their end and the client would wait
 /// for the head timeout: they go to hyper.
 fn bare_line_feed(buffer: &[u8], searched: usize) -> bool {
-    if searched == 0 && buffer.first() == Some(&b'\n') {
-        return true;
-    }
-    buffer[searched.saturating_sub(1)..]
-        .windows(2)
-        .any(|pair| pair == [pair[0], b'\n'] && pair[0] != b'\r')
+    // Each LF with the byte before it (none before the first byte).
+    (searched..buffer.len())
+        .filter(|&at| buffer[at] == b'\n')
+        .any(|at| at == 0 || buffer[at - 1] != b'\r')
 }
 
 /// How the lean loop ended.
