@@ -8,7 +8,7 @@ use gateway_userspace::{
     daemon::{self, ConfigSource},
     dataplane::AttachMode,
     kubernetes,
-    model::{Instance, Subnet, parse_labels},
+    model::{DEFAULT_CLUSTER_DOMAIN, Instance, Subnet, parse_labels},
     proxy::access_log,
 };
 
@@ -205,6 +205,11 @@ pub(crate) struct RunArgs {
         requires = "kubernetes"
     )]
     pub watch_namespace: Vec<String>,
+    /// With `--kubernetes`, the cluster's DNS domain: a route's `reviews`
+    /// in namespace `prod` is the Service `reviews.prod.svc.<DOMAIN>`.
+    /// Default: cluster.local.
+    #[arg(long = "cluster-domain", value_name = "DOMAIN", value_parser = cluster_domain)]
+    pub cluster_domain: Option<String>,
     /// Interface to attach the XDP program to.
     #[arg(long, short = 'i', value_name = "IFNAME")]
     pub interface: String,
@@ -328,19 +333,45 @@ pub(crate) struct RunArgs {
     pub instance: InstanceArgs,
 }
 
+/// `--cluster-domain`: DNS labels of letters, digits and `-`, lower-cased.
+fn cluster_domain(text: &str) -> Result<String, String> {
+    let domain = text.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if domain.split('.').all(label_ok) {
+        Ok(domain)
+    } else {
+        Err(format!(
+            "{text:?} is not a DNS domain (labels of letters, digits and '-', separated by '.')"
+        ))
+    }
+}
+
 impl RunArgs {
     /// The daemon's options: the flags, parsed.
     pub(crate) fn options(self) -> anyhow::Result<daemon::Options> {
         // clap counts a `bool` flag as given even when it is not, so its
         // `requires` cannot say this.
-        if !self.kubernetes && (self.kubeconfig.is_some() || !self.watch_namespace.is_empty()) {
-            anyhow::bail!("--kubeconfig and --watch-namespace need --kubernetes");
+        let kubernetes_flags = self.kubeconfig.is_some()
+            || !self.watch_namespace.is_empty()
+            || self.cluster_domain.is_some();
+        if !self.kubernetes && kubernetes_flags {
+            anyhow::bail!("--kubeconfig, --watch-namespace and --cluster-domain need --kubernetes");
         }
         Ok(daemon::Options {
             source: self.source.source(&self.config),
             kubernetes: self.kubernetes.then(|| kubernetes::Options {
                 kubeconfig: self.kubeconfig.clone(),
                 namespaces: self.watch_namespace.clone(),
+                cluster_domain: self
+                    .cluster_domain
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CLUSTER_DOMAIN.to_string()),
             }),
             instance: self.instance.instance(),
             interface: self.interface,

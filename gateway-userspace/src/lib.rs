@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod dataplane;
+pub mod discovery;
 pub mod fuzzing;
 pub mod kubernetes;
 pub mod log_pipe;

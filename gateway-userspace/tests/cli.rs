@@ -424,7 +424,33 @@ fn kubernetes_flags_need_kubernetes_mode_and_exclude_files() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--kubeconfig and --watch-namespace need --kubernetes"),
+        stderr.contains("--kubeconfig, --watch-namespace and --cluster-domain need --kubernetes"),
+        "{stderr}"
+    );
+    let out = gateway(&[
+        "run",
+        "--cluster-domain",
+        "corp.example",
+        "-c",
+        "x.yaml",
+        "-i",
+        "lo",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("need --kubernetes"), "{stderr}");
+    let out = gateway(&[
+        "run",
+        "--kubernetes",
+        "--cluster-domain",
+        "corp..example",
+        "-i",
+        "lo",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"corp..example\" is not a DNS domain"),
         "{stderr}"
     );
     let out = gateway(&["run", "--kubernetes", "-c", "x.yaml", "-i", "lo"]);

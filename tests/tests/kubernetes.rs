@@ -9,9 +9,10 @@ use std::{
 };
 
 use gateway_tests::{
+    backend::Backend,
     daemon::{ADMIN, Daemon},
     kube::{ApiServer, GATEWAY_ACCOUNT, GATEWAY_NAMESPACE, Identity},
-    netns::{GATEWAY_V4, Topology},
+    netns::{BACKEND_V4, GATEWAY_V4, Topology},
     require_root,
 };
 
@@ -381,4 +382,240 @@ fn a_daemon_started_before_any_gateway_serves_the_first_one_applied() {
         );
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+const TEST_BACKEND: &str = env!("CARGO_BIN_EXE_test-backend");
+
+/// The second backend address, on the backend namespace's loopback (the
+/// namespace answers ARP for it on its veth).
+const BACKEND_B: &str = "198.51.100.3";
+
+/// Two test-backends, `a` at [`BACKEND_V4`] and `b` at [`BACKEND_B`],
+/// both on port 8080.
+fn two_backends(topology: &mut Topology) -> Vec<Backend> {
+    let ns = topology.add_backend_namespace().to_string();
+    let out = topology
+        .exec(
+            &ns,
+            &["ip", "addr", "add", &format!("{BACKEND_B}/32"), "dev", "lo"],
+        )
+        .output()
+        .expect("ip");
+    assert!(out.status.success(), "{}", text(&out));
+    [("a", BACKEND_V4), ("b", BACKEND_B)]
+        .into_iter()
+        .map(|(name, ip)| {
+            let listen = format!("{ip}:8080");
+            Backend::start(
+                topology,
+                &ns,
+                std::path::Path::new(TEST_BACKEND),
+                &["--name", name, "--listen", &listen],
+                listen.parse().expect("an address"),
+            )
+        })
+        .collect()
+}
+
+/// Pods `web-a` (version v1) and `web-b` (version v2) that will never run
+/// (there is no kubelet): only their labels are read. A Service `name`
+/// whose port 80 (`http`) targets 8080, and its EndpointSlice, written as
+/// the endpoint controller would, with `endpoints` (address, Pod).
+fn service_yaml(name: &str, endpoints: &[(&str, &str)]) -> String {
+    let endpoints: String = endpoints
+        .iter()
+        .map(|(ip, pod)| {
+            format!(
+                "- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: {pod}, namespace: default}}\n"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1beta1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+endpoints:
+{endpoints}"
+    )
+}
+
+const PODS: &str = "apiVersion: v1
+kind: ServiceAccount
+metadata: {name: default, namespace: default}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-a, namespace: default, labels: {app: web, version: v1}}
+spec: {automountServiceAccountToken: false, containers: [{name: c, image: none}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-b, namespace: default, labels: {app: web, version: v2}}
+spec: {automountServiceAccountToken: false, containers: [{name: c, image: none}]}
+";
+
+/// A Gateway for `app.test` whose VirtualService sends `/v2` to the
+/// subset v2 of `web` and the rest to `default_to` (a Service name).
+fn routes_to(default_to: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: {GATEWAY_NAMESPACE}}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [\"*/app.test\"]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web, namespace: default}}
+spec:
+  host: web
+  subsets: [{{name: v2, labels: {{version: v2}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app, namespace: default}}
+spec:
+  hosts: [app.test]
+  gateways: [{GATEWAY_NAMESPACE}/gw]
+  http:
+  - match: [{{uri: {{prefix: /v2}}}}]
+    route: [{{destination: {{host: web, subset: v2}}}}]
+  - route: [{{destination: {{host: {default_to}}}}}]
+"
+    )
+}
+
+/// Which backend answered `path` of `app.test` (`backend=NAME`), or why none did.
+fn backend_of(topology: &Topology, path: &str) -> Result<String, String> {
+    let resolve = format!("app.test:80:{GATEWAY_V4}");
+    let url = format!("http://app.test{path}");
+    let out = topology.client(&[
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "2",
+        "--resolve",
+        &resolve,
+        &url,
+    ]);
+    let body = String::from_utf8_lossy(&out.stdout);
+    match body.lines().next().and_then(|l| l.strip_prefix("backend=")) {
+        Some(name) if out.status.success() => Ok(name.to_string()),
+        _ => Err(format!("{body}{}", String::from_utf8_lossy(&out.stderr))),
+    }
+}
+
+/// Requests until `path` has answered from `want` only, `settled` times in
+/// a row; every answer on the way must come from a backend in `allowed`.
+/// Returns how long until the first of that run.
+fn until_only(
+    topology: &Topology,
+    daemon: &Daemon,
+    path: &str,
+    allowed: &[&str],
+    want: &str,
+) -> Duration {
+    let started = Instant::now();
+    let (mut run, mut run_began) = (0, started);
+    while run < 10 {
+        let answer = backend_of(topology, path);
+        match answer.as_deref() {
+            Ok(name) if name == want => {
+                if run == 0 {
+                    run_began = Instant::now();
+                }
+                run += 1;
+            }
+            Ok(name) if allowed.contains(&name) => run = 0,
+            _ => panic!("{path}: a request failed: {answer:?}\n{}", daemon.log()),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{path} still not only {want} after 10 s:\n{}",
+            daemon.log()
+        );
+    }
+    run_began - started
+}
+
+fn reloads(daemon: &Daemon) -> usize {
+    daemon.log().matches("configuration reloaded").count()
+}
+
+#[test]
+fn a_services_ready_endpoints_serve_its_routes_and_follow_its_slices_without_a_reload() {
+    require_root();
+    let mut topology = Topology::new();
+    let _backends = two_backends(&mut topology);
+    let server = cluster(&topology);
+    server.apply(&topology, PODS);
+    server.apply(
+        &topology,
+        &service_yaml("web", &[(BACKEND_V4, "web-a"), (BACKEND_B, "web-b")]),
+    );
+    server.apply(&topology, &routes_to("web"));
+    let daemon = start_daemon(&topology, &server);
+
+    // Both endpoints take requests; the subset only the Pod labelled v2.
+    let mut seen: Vec<String> = (0..6)
+        .map(|_| backend_of(&topology, "/").unwrap_or_else(|err| panic!("{err}\n{}", daemon.log())))
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["a", "b"], "{}", daemon.log());
+    for _ in 0..4 {
+        assert_eq!(backend_of(&topology, "/v2").as_deref(), Ok("b"));
+    }
+
+    // An endpoint removed from the slice gets no new request, with no reload
+    // and no failed request on the way.
+    let before = reloads(&daemon);
+    server.apply(&topology, &service_yaml("web", &[(BACKEND_V4, "web-a")]));
+    let removed = until_only(&topology, &daemon, "/", &["a", "b"], "a");
+    assert!(removed < Duration::from_secs(1), "took {removed:?}");
+    assert_eq!(reloads(&daemon), before, "{}", daemon.log());
+    // The subset has no endpoint left: 503, not another Pod's endpoint.
+    let out = topology.client(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "2",
+        "--resolve",
+        &format!("app.test:80:{GATEWAY_V4}"),
+        "http://app.test/v2",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "503",
+        "{}",
+        daemon.log()
+    );
+
+    // A route moved to a Service no route named before: its watch starts
+    // and lists before the new plan is served, so no request fails.
+    server.apply(&topology, &service_yaml("api", &[(BACKEND_B, "web-b")]));
+    server.apply(&topology, &routes_to("api"));
+    let moved = until_only(&topology, &daemon, "/", &["a"], "b");
+    assert!(moved < Duration::from_secs(1), "took {moved:?}");
+    println!("endpoint removal served after {removed:?}, a route to a new Service after {moved:?}");
 }

@@ -37,7 +37,7 @@ pub(super) fn reachable(
     });
     for se in entries {
         for host in &se.hosts {
-            let host = qualify(host, &se.namespace);
+            let host = qualify(host, &se.namespace, &model.kubernetes.domain);
             if host.contains('*')
                 || covering
                     .covering(&HostPattern::from_server_host(&host))

@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::{
     model::{
-        Destination, DestinationRule, EndpointAddress, HostIndex, HostPattern, Model, Protocol,
-        Resolution, ServiceEntry, ServicePort, TrafficPolicy,
+        Destination, DestinationRule, EndpointAddress, HostIndex, HostPattern, KubeService,
+        KubeServicePort, Model, Protocol, Resolution, ServiceEntry, ServicePort, TrafficPolicy,
     },
-    plan::{Cluster, ClusterId, Endpoint, Unresolved},
+    plan::{Cluster, ClusterId, DiscoveredEndpoints, Endpoint, Unresolved},
 };
 
 /// Resolves destinations, building each cluster once.
@@ -34,15 +34,13 @@ pub(super) struct Clusters<'m> {
 
 type ResolveKey = (String, Option<u16>, Option<String>, String);
 
-/// `name` -> `name.<namespace>.svc.cluster.local`; names with a dot stay.
-pub(super) fn qualify(host: &str, namespace: &str) -> String {
+/// `name` -> `name.<namespace>.svc.<domain>` (Istio's
+/// `ResolveShortnameToFQDN`); names with a dot stay.
+pub(super) fn qualify(host: &str, namespace: &str, domain: &str) -> String {
     if host.contains('.') || host == "*" {
         host.to_ascii_lowercase()
     } else {
-        format!(
-            "{}.{namespace}.svc.cluster.local",
-            host.to_ascii_lowercase()
-        )
+        format!("{}.{namespace}.svc.{domain}", host.to_ascii_lowercase())
     }
 }
 
@@ -58,11 +56,17 @@ fn specificity(pattern: &HostPattern, host: &str) -> Option<Rank> {
 
 /// The hosts of resources (`hosts` of each, written in its `namespace`),
 /// qualified, indexed to the resource's position.
-fn index_hosts<'a>(resources: impl Iterator<Item = (&'a [String], &'a str)>) -> HostIndex<usize> {
+fn index_hosts<'a>(
+    resources: impl Iterator<Item = (&'a [String], &'a str)>,
+    domain: &str,
+) -> HostIndex<usize> {
     let mut index = HostIndex::default();
     for (at, (hosts, namespace)) in resources.enumerate() {
         for host in hosts {
-            index.push(HostPattern::from_server_host(&qualify(host, namespace)), at);
+            index.push(
+                HostPattern::from_server_host(&qualify(host, namespace, domain)),
+                at,
+            );
         }
     }
     index
@@ -104,6 +108,48 @@ fn service_port<'e>(
             port,
         })?;
     Ok((port, service_port))
+}
+
+/// The port of `service` a destination takes: `port`, or the Service's
+/// only one when none is named.
+fn service_port_of<'s>(
+    service: &'s KubeService,
+    port: Option<u16>,
+    host: &str,
+) -> Result<&'s KubeServicePort, Unresolved> {
+    match (port, service.ports.as_slice()) {
+        (_, []) => Err(Unresolved::NoServicePorts {
+            service: service.key.to_string(),
+        }),
+        (None, [only]) => Ok(only),
+        (None, ports) => Err(Unresolved::PortRequired {
+            host: host.to_string(),
+            ports: ports.len(),
+        }),
+        (Some(number), ports) => {
+            ports
+                .iter()
+                .find(|p| p.port == number)
+                .ok_or_else(|| Unresolved::NoSuchServicePort {
+                    service: service.key.to_string(),
+                    port: number,
+                })
+        }
+    }
+}
+
+/// A Service port's protocol as Istio's `kube.ConvertProtocol` reads it:
+/// UDP is UDP; then `appProtocol`; then the name's prefix before `-`
+/// (`http-web`, `grpc`); else none (TCP, as Istio's sniffing-off default).
+fn kubernetes_protocol(port: &KubeServicePort) -> Option<Protocol> {
+    if port.transport.eq_ignore_ascii_case("UDP") {
+        return Some(Protocol::Udp);
+    }
+    let from_app = port.app_protocol.as_deref().and_then(Protocol::parse);
+    from_app.or_else(|| {
+        let prefix = port.name.split('-').next().unwrap_or_default();
+        Protocol::parse(prefix)
+    })
 }
 
 /// The endpoints of a cluster on `entry`'s `port`: the entry's endpoints
@@ -180,12 +226,14 @@ impl<'m> Clusters<'m> {
                     .service_entries
                     .iter()
                     .map(|se| (se.hosts.as_slice(), se.namespace.as_str())),
+                &model.kubernetes.domain,
             ),
             rule_hosts: index_hosts(
                 model
                     .destination_rules
                     .iter()
                     .map(|dr| (std::slice::from_ref(&dr.host), dr.namespace.as_str())),
+                &model.kubernetes.domain,
             ),
         }
     }
@@ -218,8 +266,29 @@ impl<'m> Clusters<'m> {
     /// port on it, the DestinationRule's policy and subset, the endpoints.
     /// Each step's refusal is the reason the destination is unresolved.
     fn resolve_anew(&mut self, dest: &Destination, namespace: &str) -> Result<String, Unresolved> {
-        let host = qualify(&dest.host, namespace);
-        let entry = self.service_entry(&host)?;
+        let host = qualify(&dest.host, namespace, &self.model.kubernetes.domain);
+        if let Some(service) = self
+            .kubernetes_service(&host)
+            .filter(|_| host.contains(".svc."))
+        {
+            return self.resolve_service(dest, &host, service);
+        }
+        let entry = match self.service_entry(&host) {
+            Ok(entry) => entry,
+            Err(unresolved) => {
+                let kubernetes = &self.model.kubernetes;
+                return match self.kubernetes_service(&host) {
+                    Some(service) => self.resolve_service(dest, &host, service),
+                    None if kubernetes.read
+                        && host.contains(".svc.")
+                        && kubernetes.service_key(&host).is_some() =>
+                    {
+                        Err(Unresolved::NoService { host })
+                    }
+                    None => Err(unresolved),
+                };
+            }
+        };
         let (port, service_port) = service_port(entry, dest.port, &host)?;
         let (policy, labels) = self.policy_and_labels(dest, &host)?;
         let name = format!(
@@ -237,6 +306,72 @@ impl<'m> Clusters<'m> {
             subset: dest.subset.clone(),
             protocol: service_port.protocol.as_deref().and_then(Protocol::parse),
             endpoints,
+            discovered: None,
+            policy,
+        });
+        Ok(name)
+    }
+
+    /// The Kubernetes Service `host` names, if the cluster has it.
+    fn kubernetes_service(&self, host: &str) -> Option<&'m KubeService> {
+        let kubernetes = &self.model.kubernetes;
+        kubernetes
+            .service_key(host)
+            .and_then(|key| kubernetes.service(&key))
+    }
+
+    /// Builds the cluster of a Kubernetes Service as Istio does: the
+    /// Service port by number (or its only port), the protocol from
+    /// `appProtocol` or the port name's prefix, the endpoints those of its
+    /// EndpointSlices (read by the proxy as they change), or the
+    /// `externalName` resolved by DNS. Named `outbound|port|subset|FQDN`
+    /// whichever form the route wrote.
+    fn resolve_service(
+        &mut self,
+        dest: &Destination,
+        host: &str,
+        service: &'m KubeService,
+    ) -> Result<String, Unresolved> {
+        let fqdn = format!(
+            "{}.{}.svc.{}",
+            service.key.name, service.key.namespace, self.model.kubernetes.domain
+        );
+        let port = service_port_of(service, dest.port, host)?;
+        let (policy, labels) = self.policy_and_labels(dest, &fqdn)?;
+        let name = format!(
+            "outbound|{}|{}|{fqdn}",
+            port.port,
+            dest.subset.as_deref().unwrap_or("")
+        );
+        if self.built.contains_key(&name) {
+            return Ok(name);
+        }
+        let (endpoints, discovered) = match &service.external_name {
+            Some(external) => (
+                vec![Endpoint {
+                    address: EndpointAddress::Dns(external.clone()),
+                    port: port.port,
+                    weight: 1,
+                }],
+                None,
+            ),
+            None => (
+                Vec::new(),
+                Some(DiscoveredEndpoints {
+                    service: service.key.clone(),
+                    port_name: port.name.clone(),
+                    labels,
+                }),
+            ),
+        };
+        self.insert(Cluster {
+            name: name.clone(),
+            host: fqdn,
+            port: port.port,
+            subset: dest.subset.clone(),
+            protocol: kubernetes_protocol(port),
+            endpoints,
+            discovered,
             policy,
         });
         Ok(name)
@@ -369,7 +504,12 @@ mod tests {
     fn rank(hosts: &[&str], host: &str) -> Option<Rank> {
         hosts
             .iter()
-            .filter_map(|h| specificity(&HostPattern::from_server_host(&qualify(h, "apps")), host))
+            .filter_map(|h| {
+                specificity(
+                    &HostPattern::from_server_host(&qualify(h, "apps", "cluster.local")),
+                    host,
+                )
+            })
             .min()
     }
 

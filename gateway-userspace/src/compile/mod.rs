@@ -8,6 +8,7 @@ mod clusters;
 pub mod egress_registry;
 mod ids;
 mod merge;
+pub mod references;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -357,6 +358,8 @@ fn check_host_capacity(plan: &Plan, model: &Model) -> Result<(), CompileError> {
 
 pub mod route_loss;
 
+#[cfg(test)]
+mod kubernetes_tests;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]

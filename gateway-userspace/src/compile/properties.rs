@@ -228,6 +228,7 @@ fn model() -> impl Strategy<Value = Model> {
             mesh_internal: false,
             export_to: ExportTo::default(),
         }],
+        kubernetes: Default::default(),
     })
 }
 

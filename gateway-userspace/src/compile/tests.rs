@@ -92,6 +92,7 @@ fn plan_of(gateways: &[Gateway], addrs: &[IpAddr]) -> Result<Plan, CompileError>
             mesh_internal: false,
             export_to: ExportTo::default(),
         }],
+        kubernetes: Default::default(),
     };
     plan(&model, &Instance::default(), addrs)
 }

@@ -54,12 +54,14 @@ pub struct ConfigSource {
 }
 
 impl ConfigSource {
-    /// Loads and validates the configuration.
+    /// Loads and validates the configuration. In Kubernetes mode it may
+    /// wait for newly routed Services: call it off the runtime.
     pub fn load(&self) -> Result<Config, ConfigError> {
         if let Some(objects) = &self.kubernetes {
-            return Ok(config::load_sources(&kubernetes::sources::sources(
-                &objects.snapshot(),
-            )));
+            let mut config =
+                config::load_sources(&kubernetes::sources::sources(&objects.snapshot()));
+            objects.add_services(&mut config.model);
+            return Ok(config);
         }
         config::load_from_disk(
             &self.paths,

@@ -81,6 +81,7 @@ impl Daemon {
                 access_log: proxy::access_log::Format::Off,
                 egress: None,
                 tcp_idle_timeout: std::time::Duration::from_secs(60),
+                discovery: Default::default(),
             },
         });
         let built = inputs

@@ -21,6 +21,7 @@ use crate::{
     compile::egress_registry::Registry,
     connection::{self, Gate, Limits},
     dataplane::{Capture, Dataplane, EbpfLog, EgressMaps, pins},
+    discovery::Discovery,
     kubernetes::{self, IstioObjects},
     management::{self, AllowedPort},
     pidfile::{self, PidFile},
@@ -35,10 +36,14 @@ const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Starts everything, serves until SIGTERM or SIGINT, and stops.
 pub(super) async fn serve(mut args: Options) -> anyhow::Result<()> {
+    let discovery = Arc::new(Discovery::default());
     if let Some(options) = &args.kubernetes {
-        args.source.kubernetes = Some(watch_cluster(options).await?);
+        args.source.kubernetes = Some(watch_cluster(options, Arc::clone(&discovery)).await?);
     }
-    let config = read_config(&args.source, &args.instance)
+    let (source, instance) = (args.source.clone(), args.instance.clone());
+    let config = tokio::task::spawn_blocking(move || read_config(&source, &instance))
+        .await
+        .unwrap_or_else(|err| Err(anyhow::anyhow!("the configuration task failed: {err}")))
         .map_err(|err| anyhow::anyhow!("{err:#}; nothing was started"))?;
     let allowed = management::allow_list(&args.allow_port).map_err(anyhow::Error::msg)?;
     let mut dataplane = load(&args)?;
@@ -57,7 +62,13 @@ pub(super) async fn serve(mut args: Options) -> anyhow::Result<()> {
         instance: args.instance.clone(),
         reset_unknown_hosts: args.reset_unknown_hosts.clone(),
         addresses: addresses.clone(),
-        proxy: proxy_options(&args, &addresses, &captured, egress_maps.as_ref()),
+        proxy: proxy_options(
+            &args,
+            &addresses,
+            &captured,
+            egress_maps.as_ref(),
+            discovery,
+        ),
     });
     // Certificates and keys are loaded before anything is attached.
     let built = inputs.build(&config, None)?;
@@ -113,8 +124,11 @@ pub(super) async fn serve(mut args: Options) -> anyhow::Result<()> {
 
 /// Starts the watches of the cluster's Istio objects and waits for their
 /// first complete list: the first plan is the cluster's whole configuration.
-async fn watch_cluster(options: &kubernetes::Options) -> anyhow::Result<IstioObjects> {
-    let objects = IstioObjects::start(options)
+async fn watch_cluster(
+    options: &kubernetes::Options,
+    discovery: Arc<Discovery>,
+) -> anyhow::Result<IstioObjects> {
+    let objects = IstioObjects::start(options, discovery)
         .await
         .map_err(|err| anyhow::anyhow!("{err}; nothing was started"))?;
     objects.ready().await?;
@@ -192,8 +206,10 @@ fn proxy_options(
     addresses: &[IpAddr],
     captured: &BTreeMap<u32, String>,
     egress_maps: Option<&EgressMaps>,
+    discovery: Arc<Discovery>,
 ) -> proxy::Options {
     proxy::Options {
+        discovery,
         trusted_proxies: args.trusted_proxies,
         tcp_idle_timeout: args.tcp_idle_timeout,
         access_log: args.access_log,

@@ -9,6 +9,12 @@
 //! set, and with it the plan, until the new one is whole. Every change
 //! bumps one counter the daemon waits on; it then decodes a snapshot of
 //! the stores through the same loader as files ([`sources`]).
+//!
+//! The Kubernetes Services routes name are watched beside them
+//! ([`services`]): their ports go into the model, their endpoints to the
+//! proxy through [`Discovery`].
+pub mod endpoints;
+pub mod services;
 pub mod sources;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -28,7 +34,8 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use self::sources::Object;
+use self::{services::ServiceWatches, sources::Object};
+use crate::{compile::references, discovery::Discovery, model::Model};
 
 /// The API group of the kinds read.
 const GROUP: &str = "networking.istio.io";
@@ -39,6 +46,11 @@ const KINDS: &[&str] = &[
     "DestinationRule",
     "ServiceEntry",
 ];
+/// How long a reload waits for the first list of a newly routed
+/// Service's watches before it compiles without them (the route then
+/// answers 503 until they arrive and start another reload).
+const SERVICE_LIST_WAIT: Duration = Duration::from_secs(5);
+
 /// The versions Istio's CRDs serve, the preferred first.
 const VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 
@@ -94,6 +106,8 @@ pub struct Options {
     pub kubeconfig: Option<PathBuf>,
     /// `--watch-namespace`; empty: every namespace.
     pub namespaces: Vec<String>,
+    /// `--cluster-domain`: `name.namespace.svc.<domain>`.
+    pub cluster_domain: String,
 }
 
 /// Why the objects cannot be read.
@@ -119,6 +133,8 @@ pub enum KubeError {
 pub struct IstioObjects {
     stores: Vec<(ApiResource, Store<DynamicObject>)>,
     changes: watch::Receiver<u64>,
+    services: Arc<ServiceWatches>,
+    cluster_domain: String,
 }
 
 impl std::fmt::Debug for IstioObjects {
@@ -131,8 +147,9 @@ impl std::fmt::Debug for IstioObjects {
 
 impl IstioObjects {
     /// Connects, finds the version of each kind, and starts the watches
-    /// on the current runtime.
-    pub async fn start(options: &Options) -> Result<Self, KubeError> {
+    /// on the current runtime; routed Services' endpoints are published
+    /// to `discovery`.
+    pub async fn start(options: &Options, discovery: Arc<Discovery>) -> Result<Self, KubeError> {
         let client = client(options).await?;
         let group = discovery::group(&client, GROUP)
             .await
@@ -171,7 +188,32 @@ impl IstioObjects {
                 stores.push((resource.clone(), store));
             }
         }
-        Ok(Self { stores, changes })
+        let services = ServiceWatches::new(client, discovery, changed).await;
+        Ok(Self {
+            stores,
+            changes,
+            services: Arc::new(services),
+            cluster_domain: options.cluster_domain.clone(),
+        })
+    }
+
+    /// Adds to `model` the Kubernetes Services its routes name, watching
+    /// them from now on (and no longer those no route names). Waits, up to
+    /// [`SERVICE_LIST_WAIT`], for a newly routed Service's first list, so
+    /// a route to it is served from the first plan that has it. Call it
+    /// from a thread outside the runtime.
+    pub fn add_services(&self, model: &mut Model) {
+        model.kubernetes.read = true;
+        model.kubernetes.domain = self.cluster_domain.clone();
+        self.services
+            .set_interest(references::kubernetes_services(model));
+        if !self.services.ready_blocking(SERVICE_LIST_WAIT) {
+            log::warn!(
+                "the routed Services and their endpoints are not all listed after {} s; routes to those missing answer 503 until they are",
+                SERVICE_LIST_WAIT.as_secs()
+            );
+        }
+        model.kubernetes.services = self.services.services();
     }
 
     /// Waits until every watch has its first complete list.

@@ -2,11 +2,13 @@
 //! no YAML, no kernel types beyond the listener kind.
 mod gateway;
 mod host;
+mod service;
 mod subnet;
 mod traffic;
 
 pub use gateway::*;
 pub use host::*;
+pub use service::*;
 pub use subnet::*;
 pub use traffic::*;
 
@@ -17,4 +19,6 @@ pub struct Model {
     pub virtual_services: Vec<VirtualService>,
     pub destination_rules: Vec<DestinationRule>,
     pub service_entries: Vec<ServiceEntry>,
+    /// Kubernetes Services (Kubernetes mode), read beside the Istio kinds.
+    pub kubernetes: KubernetesView,
 }

@@ -1,5 +1,7 @@
 //! Clusters: the backends routes send to, with their endpoints and policy.
-use crate::model::{EndpointAddress, Protocol, TrafficPolicy};
+use std::collections::BTreeMap;
+
+use crate::model::{EndpointAddress, Protocol, ServiceKey, TrafficPolicy};
 
 /// How long a resolved DNS answer of a `resolution: DNS` host is used
 /// before it is resolved again, by the proxy's clusters and the egress
@@ -30,7 +32,13 @@ pub struct Cluster {
     /// The ServiceEntry port's protocol (`HTTP`, `HTTP2`, `GRPC`, `TCP`, ...);
     /// `None` when it names none this gateway knows.
     pub protocol: Option<Protocol>,
+    /// The endpoints known when the plan was compiled: a ServiceEntry's.
+    /// Empty for a Kubernetes Service's cluster, whose endpoints are
+    /// [`Cluster::discovered`].
     pub endpoints: Vec<Endpoint>,
+    /// A Kubernetes Service's endpoints, read by the proxy as its
+    /// EndpointSlices change (no reload).
+    pub discovered: Option<DiscoveredEndpoints>,
     /// The DestinationRule policy, with the subset's policy in its place if it has one.
     pub policy: TrafficPolicy,
 }
@@ -41,6 +49,18 @@ pub struct Endpoint {
     pub address: EndpointAddress,
     pub port: u16,
     pub weight: u32,
+}
+
+/// Which of a Kubernetes Service's discovered endpoints a cluster sends
+/// to, and at which port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoveredEndpoints {
+    pub service: ServiceKey,
+    /// The Service port's name: each endpoint's port is the one its
+    /// EndpointSlice gives under this name (the resolved `targetPort`).
+    pub port_name: String,
+    /// The subset's labels, matched against each endpoint's Pod labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Why a destination resolves to no cluster. The route keeps it: requests
@@ -69,6 +89,12 @@ pub enum Unresolved {
     ResolutionNone { entry: String },
     #[error("subset {subset} of {host} selects no endpoints")]
     SubsetWithoutEndpoints { subset: String, host: String },
+    #[error("no Kubernetes Service or ServiceEntry declares host {host}")]
+    NoService { host: String },
+    #[error("Service {service} has no port {port}")]
+    NoSuchServicePort { service: String, port: u16 },
+    #[error("Service {service} declares no ports")]
+    NoServicePorts { service: String },
     #[error("{host} has no endpoints")]
     NoEndpoints { host: String },
 }

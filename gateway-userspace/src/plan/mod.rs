@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 pub use gateway_common::ListenerKind;
 
 pub use self::{
-    cluster::{Cluster, ClusterId, DNS_REFRESH, Endpoint, Unresolved},
+    cluster::{Cluster, ClusterId, DNS_REFRESH, DiscoveredEndpoints, Endpoint, Unresolved},
     hosts::{HostTable, VirtualHost},
     kernel::{KernelHost, addr_key, ports_of},
     route::{Backend, Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},

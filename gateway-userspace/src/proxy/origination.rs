@@ -262,6 +262,7 @@ mod tests {
             subset: None,
             protocol: None,
             endpoints: Vec::new(),
+            discovered: None,
             policy: TrafficPolicy {
                 tls: Some(ClientTls {
                     mode: ClientTlsMode::parse(mode).expect("a mode"),

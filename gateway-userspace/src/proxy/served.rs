@@ -121,13 +121,16 @@ pub struct Options {
     /// `--tcp-idle-timeout`: an opaque TCP or passthrough connection that
     /// moves no byte either way this long is closed.
     pub tcp_idle_timeout: std::time::Duration,
+    /// Kubernetes Services' endpoints as discovered (Kubernetes mode;
+    /// empty otherwise).
+    pub discovery: Arc<crate::discovery::Discovery>,
 }
 
 impl Served {
     /// Builds what every listener of `plan` serves, loading certificates.
     pub fn new(plan: &Plan, options: Options) -> Result<Self, ProxyError> {
         let shared = Arc::new(Shared {
-            upstreams: upstream::Upstreams::new(&plan.clusters)?,
+            upstreams: upstream::Upstreams::new(&plan.clusters, &options.discovery)?,
             access_log: access_log::AccessLog::new(options.access_log),
             trusted_proxies: options.trusted_proxies,
             hook: options

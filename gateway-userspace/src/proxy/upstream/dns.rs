@@ -11,16 +11,6 @@ use super::{UpstreamEndpoint, UpstreamError};
 
 pub use crate::plan::DNS_REFRESH;
 
-#[derive(Debug)]
-pub(super) enum Endpoints {
-    Static(Vec<Arc<UpstreamEndpoint>>),
-    /// Names resolved with the system resolver, each at its port.
-    Dns {
-        names: Vec<(String, u16, u32)>,
-        cache: DnsCache,
-    },
-}
-
 /// The last DNS answer and when it was taken.
 pub(super) type DnsCache = Mutex<Option<(Instant, Vec<Arc<UpstreamEndpoint>>)>>;
 

@@ -7,6 +7,7 @@
 //! the endpoint the balancer picked while its `Host`/`:authority` stays the
 //! one the client asked for; hyper-util keys its pool by the URI authority.
 mod balance;
+mod discovered;
 mod dns;
 mod error;
 mod pool;
@@ -21,7 +22,8 @@ use std::{
 
 use self::{
     balance::choose,
-    dns::{Endpoints, resolved},
+    discovered::Discovered,
+    dns::{DnsCache, resolved},
 };
 pub use self::{
     balance::{Balance, random, weighted},
@@ -33,9 +35,12 @@ use super::{
     error::ProxyError,
     origination::{Origination, origination},
 };
-use crate::plan::{
-    Cluster, ClusterId, Endpoint, EndpointAddress, H2UpgradePolicy, LoadBalancer, Protocol,
-    SimpleLb,
+use crate::{
+    discovery::Discovery,
+    plan::{
+        Cluster, ClusterId, Endpoint, EndpointAddress, H2UpgradePolicy, LoadBalancer, Protocol,
+        SimpleLb,
+    },
 };
 
 /// Istio's default upstream connect timeout (`connectTimeout`).
@@ -48,6 +53,19 @@ pub enum UpstreamProtocol {
     Http2,
     /// HTTP/2 when the client spoke HTTP/2 (`useClientProtocol`).
     SameAsClient,
+}
+
+/// Where a cluster's endpoints come from.
+#[derive(Debug)]
+pub(super) enum Endpoints {
+    Static(Vec<Arc<UpstreamEndpoint>>),
+    /// Names resolved with the system resolver, each at its port.
+    Dns {
+        names: Vec<(String, u16, u32)>,
+        cache: DnsCache,
+    },
+    /// A Kubernetes Service's, as its EndpointSlices change.
+    Discovered(Discovered),
 }
 
 /// A cluster ready to take requests.
@@ -65,8 +83,9 @@ pub struct UpstreamCluster {
 
 impl UpstreamCluster {
     /// Builds the runtime form of a compiled cluster; fails when its TLS
-    /// origination cannot be set up (a start or a reload fails, never a request).
-    pub fn new(cluster: &Cluster) -> Result<Self, ProxyError> {
+    /// origination cannot be set up (a start or a reload fails, never a
+    /// request). A Kubernetes Service's endpoints are followed in `discovery`.
+    pub fn new(cluster: &Cluster, discovery: &Discovery) -> Result<Self, ProxyError> {
         let balance = match &cluster.policy.load_balancer {
             Some(LoadBalancer::Simple(SimpleLb::LeastRequest | SimpleLb::LeastConn)) => {
                 Balance::LeastRequest
@@ -89,7 +108,9 @@ impl UpstreamCluster {
                 EndpointAddress::Dns(name) => names.push((name.clone(), *port, *weight)),
             }
         }
-        let endpoints = if names.is_empty() {
+        let endpoints = if let Some(selection) = &cluster.discovered {
+            Endpoints::Discovered(Discovered::new(selection, discovery))
+        } else if names.is_empty() {
             Endpoints::Static(fixed)
         } else {
             Endpoints::Dns {
@@ -137,6 +158,9 @@ impl UpstreamCluster {
             Endpoints::Dns { names, cache } => {
                 choose(&resolved(names, cache).await?, self.balance, &self.next)
             }
+            Endpoints::Discovered(discovered) => {
+                discovered.with_current(|endpoints| choose(endpoints, self.balance, &self.next))
+            }
         };
         chosen.ok_or(UpstreamError::NoEndpoint)
     }
@@ -167,11 +191,12 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Builds the runtime clusters of a plan.
-    pub fn new(clusters: &[Cluster]) -> Result<Self, ProxyError> {
+    /// Builds the runtime clusters of a plan; Kubernetes Services'
+    /// endpoints are followed in `discovery`.
+    pub fn new(clusters: &[Cluster], discovery: &Discovery) -> Result<Self, ProxyError> {
         let built = clusters
             .iter()
-            .map(|cluster| UpstreamCluster::new(cluster).map(Arc::new))
+            .map(|cluster| UpstreamCluster::new(cluster, discovery).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Self { clusters: built })
     }

@@ -12,6 +12,7 @@ fn cluster(protocol: Option<Protocol>, pool: ConnectionPool, endpoints: Vec<Endp
         subset: None,
         protocol,
         endpoints,
+        discovered: None,
         policy: TrafficPolicy {
             connection_pool: pool,
             ..TrafficPolicy::default()
@@ -73,7 +74,7 @@ fn a_cluster_is_found_by_its_id() {
         weight: 1,
     };
     let clusters = [cluster(None, ConnectionPool::default(), vec![fixed])];
-    let upstreams = Upstreams::new(&clusters).expect("plain clusters build");
+    let upstreams = Upstreams::new(&clusters, &Default::default()).expect("plain clusters build");
     let found = upstreams.get(ClusterId(0)).expect("the first cluster");
     assert_eq!(found.name, clusters[0].name);
     assert!(upstreams.get(ClusterId(1)).is_none());
@@ -86,8 +87,11 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
         port: 8080,
         weight: 1,
     };
-    let built = UpstreamCluster::new(&cluster(None, ConnectionPool::default(), vec![fixed]))
-        .expect("a plain cluster builds");
+    let built = UpstreamCluster::new(
+        &cluster(None, ConnectionPool::default(), vec![fixed]),
+        &Default::default(),
+    )
+    .expect("a plain cluster builds");
     let picked = built.pick().await.expect("an endpoint");
     assert_eq!(picked.addr, SocketAddr::from(([192, 0, 2, 1], 8080)));
     // `localhost` resolves from the hosts file, with no network.
@@ -96,15 +100,21 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
         port: 8080,
         weight: 1,
     };
-    let built = UpstreamCluster::new(&cluster(None, ConnectionPool::default(), vec![named]))
-        .expect("a plain cluster builds");
+    let built = UpstreamCluster::new(
+        &cluster(None, ConnectionPool::default(), vec![named]),
+        &Default::default(),
+    )
+    .expect("a plain cluster builds");
     let picked = tokio::time::timeout(Duration::from_secs(5), built.pick())
         .await
         .expect("resolved in time")
         .expect("an endpoint");
     assert!(picked.addr.ip().is_loopback(), "{picked:?}");
     assert_eq!(picked.addr.port(), 8080);
-    let empty = UpstreamCluster::new(&cluster(None, ConnectionPool::default(), Vec::new()))
-        .expect("a plain cluster builds");
+    let empty = UpstreamCluster::new(
+        &cluster(None, ConnectionPool::default(), Vec::new()),
+        &Default::default(),
+    )
+    .expect("a plain cluster builds");
     assert!(matches!(empty.pick().await, Err(UpstreamError::NoEndpoint)));
 }

@@ -15,7 +15,7 @@ use super::*;
 use crate::proxy::{
     body::empty,
     testing::LOOPBACK,
-    upstream::{Balance, UpstreamProtocol, dns::Endpoints},
+    upstream::{Balance, Endpoints, UpstreamProtocol},
 };
 
 /// Awaits `future`, failing the test after five seconds.
