@@ -82,17 +82,23 @@ pub(crate) struct InstanceArgs {
     /// Workload labels, `k=v,k2=v2`; a Gateway applies when its selector is a subset.
     #[arg(long, value_parser = parse_labels, default_value = "istio=ingressgateway", value_name = "K=V,...")]
     pub labels: BTreeMap<String, String>,
-    /// Namespace of the gateway workload.
-    #[arg(long, default_value = "istio-system")]
-    pub namespace: String,
+    /// Namespace of the gateway workload (with `--kubernetes`, also where
+    /// `credentialName` Secrets are read). Default: istio-system; with
+    /// `--kubernetes` in a pod, the pod's own.
+    #[arg(long)]
+    pub namespace: Option<String>,
 }
 
 impl InstanceArgs {
     pub(crate) fn instance(&self) -> Instance {
-        Instance {
+        let mut instance = Instance {
             labels: self.labels.clone(),
-            namespace: self.namespace.clone(),
+            ..Instance::default()
+        };
+        if let Some(namespace) = &self.namespace {
+            instance.namespace = namespace.clone();
         }
+        instance
     }
 }
 
@@ -363,6 +369,12 @@ impl RunArgs {
         if !self.kubernetes && kubernetes_flags {
             anyhow::bail!("--kubeconfig, --watch-namespace and --cluster-domain need --kubernetes");
         }
+        let mut instance = self.instance.instance();
+        if self.kubernetes && self.instance.namespace.is_none() {
+            if let Some(own) = kubernetes::pod_namespace() {
+                instance.namespace = own;
+            }
+        }
         Ok(daemon::Options {
             source: self.source.source(&self.config),
             kubernetes: self.kubernetes.then(|| kubernetes::Options {
@@ -372,8 +384,9 @@ impl RunArgs {
                     .cluster_domain
                     .clone()
                     .unwrap_or_else(|| DEFAULT_CLUSTER_DOMAIN.to_string()),
+                namespace: instance.namespace.clone(),
             }),
-            instance: self.instance.instance(),
+            instance,
             interface: self.interface,
             address: self.address,
             xdp_mode: self.xdp_mode,

@@ -17,6 +17,7 @@ pub fn config(data: &[u8]) {
     let env = Environment {
         files: &files,
         credentials_dir: Some(Path::new("/credentials")),
+        unreadable_credential_drops_server: false,
     };
     let loaded = config::load_sources_with(&[(PathBuf::from("fuzz.yaml"), text)], Some(&env));
     for diagnostic in &loaded.diagnostics {

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod daemon;
 pub mod dataplane;
 pub mod discovery;
+pub mod files;
 pub mod fuzzing;
 pub mod kubernetes;
 pub mod log_pipe;

@@ -13,6 +13,7 @@ pub mod netns;
 pub mod pki;
 pub mod rng;
 pub mod steer;
+pub mod tls_clients;
 
 /// Fails fast, with the reason, when the tests are not run as root.
 pub fn require_root() {

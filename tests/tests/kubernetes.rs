@@ -13,7 +13,7 @@ use gateway_tests::{
     daemon::{ADMIN, Daemon},
     kube::{ApiServer, GATEWAY_ACCOUNT, GATEWAY_NAMESPACE, Identity},
     netns::{BACKEND_V4, GATEWAY_V4, Topology},
-    require_root,
+    require_root, tls_clients,
 };
 
 fn manifest(name: &str) -> String {
@@ -583,6 +583,9 @@ fn a_services_ready_endpoints_serve_its_routes_and_follow_its_slices_without_a_r
         assert_eq!(backend_of(&topology, "/v2").as_deref(), Ok("b"));
     }
 
+    // The first lists are in the first plan: they start no reload.
+    assert_eq!(reloads(&daemon), 0, "{}", daemon.log());
+
     // An endpoint removed from the slice gets no new request, with no reload
     // and no failed request on the way.
     let before = reloads(&daemon);
@@ -618,4 +621,221 @@ fn a_services_ready_endpoints_serve_its_routes_and_follow_its_slices_without_a_r
     let moved = until_only(&topology, &daemon, "/", &["a"], "b");
     assert!(moved < Duration::from_secs(1), "took {moved:?}");
     println!("endpoint removal served after {removed:?}, a route to a new Service after {moved:?}");
+}
+
+/// A Gateway with an HTTPS server for `secure.test` (credential
+/// `secure-cert`), one on 8443 for `broken.test` (credential `broken`), and
+/// plaintext `app.test`; every host answers `served`.
+const SECURE_GATEWAY: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [secure.test]
+    tls: {mode: SIMPLE, credentialName: secure-cert}
+  - port: {number: 8443, name: https-broken, protocol: HTTPS}
+    hosts: [broken.test]
+    tls: {mode: SIMPLE, credentialName: broken}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [app.test]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: all, namespace: istio-system}
+spec:
+  hosts: [secure.test, broken.test, app.test]
+  gateways: [gw]
+  http:
+  - directResponse: {status: 200, body: {string: served}}
+";
+
+/// `kubectl create secret tls NAME` from files, as YAML to apply (so a
+/// second one replaces the first: a rotation).
+fn tls_secret(server: &ApiServer, topology: &Topology, name: &str, crt: &str, key: &str) -> String {
+    let cert = format!("--cert={crt}");
+    let key = format!("--key={key}");
+    let out = server.kubectl(
+        topology,
+        Identity::Admin,
+        &[
+            "create",
+            "secret",
+            "tls",
+            name,
+            "-n",
+            GATEWAY_NAMESPACE,
+            &cert,
+            &key,
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The subject name of the certificate a new connection to `secure.test` gets.
+fn new_connection(topology: &Topology, ca: &str) -> Result<String, String> {
+    let out = topology.client(&[
+        "/usr/bin/python3",
+        "-c",
+        tls_clients::NEW_CONNECTION,
+        "secure.test",
+        GATEWAY_V4,
+        ca,
+    ]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Tries new connections until one gets `want`; returns how long it took.
+fn until_certificate(topology: &Topology, daemon: &Daemon, ca: &str, want: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        if new_connection(topology, ca).as_deref() == Ok(want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no new connection got {want} in 15 s: {:?}\n{}",
+            new_connection(topology, ca),
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_secret_created_after_its_gateway_turns_its_server_on_and_a_rotated_one_reaches_new_connections()
+ {
+    require_root();
+    let topology = Topology::new();
+    let server = cluster(&topology);
+    let pki = gateway_tests::pki::Pki::new();
+    let (crt_a, key_a) = pki.issue("cert-a", "DNS:secure.test");
+    let (crt_b, key_b) = pki.issue("cert-b", "DNS:secure.test");
+    let ca = pki.path("ca.crt");
+    server.apply(&topology, SECURE_GATEWAY);
+    // A generic Secret (Istio's `cert`/`key`) whose key is not its
+    // certificate's: only its server is off.
+    let (cert, key) = (
+        format!("--from-file=cert={crt_a}"),
+        format!("--from-file=key={key_b}"),
+    );
+    let out = server.kubectl(
+        &topology,
+        Identity::Admin,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "broken",
+            "-n",
+            GATEWAY_NAMESPACE,
+            &cert,
+            &key,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let daemon = start_daemon(&topology, &server);
+
+    // No Secret yet: that server is not served, the others are.
+    let log = daemon.log();
+    assert!(
+        log.contains("server not served")
+            && log.contains("Secret istio-system/secure-cert not found"),
+        "{log}"
+    );
+    assert!(
+        log.contains("private key secret://istio-system/broken/tls.key does not match"),
+        "{log}"
+    );
+    let resolve = format!("app.test:80:{GATEWAY_V4}");
+    let plain = topology.client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "2",
+        "--resolve",
+        &resolve,
+        "http://app.test/",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout),
+        "served",
+        "{}",
+        daemon.log()
+    );
+    assert!(new_connection(&topology, &ca).is_err());
+
+    // The Secret created: the server turns on.
+    server.apply(
+        &topology,
+        &tls_secret(&server, &topology, "secure-cert", &crt_a, &key_a),
+    );
+    let created = until_certificate(&topology, &daemon, &ca, "cert-a");
+
+    // A connection held across the rotation keeps its certificate and
+    // works; new connections get the rotated one.
+    let flag = pki.path("go");
+    let held = topology
+        .exec(
+            &topology.client_ns,
+            &[
+                "timeout",
+                "30",
+                "/usr/bin/python3",
+                "-c",
+                tls_clients::KEEP_OPEN,
+                "secure.test",
+                GATEWAY_V4,
+                &ca,
+                &flag,
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("held client");
+    thread::sleep(Duration::from_millis(500));
+    server.apply(
+        &topology,
+        &tls_secret(&server, &topology, "secure-cert", &crt_b, &key_b),
+    );
+    let rotated = until_certificate(&topology, &daemon, &ca, "cert-b");
+    fs::write(&flag, "go").expect("flag");
+    let out = held.wait_with_output().expect("held client");
+    let held_text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        held_text.contains("held connection certificate: cert-a"),
+        "{held_text}"
+    );
+    assert!(
+        held_text.contains("second request on the held connection: served"),
+        "{held_text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The broken one is still off, and said so on every reload.
+    let resolve = format!("broken.test:8443:{GATEWAY_V4}");
+    let broken = topology.client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "2",
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        "https://broken.test:8443/",
+    ]);
+    assert!(!broken.status.success(), "{}", text(&broken));
+    println!("a created Secret served after {created:?}, a rotated one after {rotated:?}");
 }

@@ -14,7 +14,7 @@ use gateway_tests::{
     daemon::{Daemon, gateway_bin, stat},
     hostile::Scratch,
     netns::{GATEWAY_V4, Topology},
-    require_root,
+    require_root, tls_clients,
 };
 
 /// An HTTP server on `port` for `hosts`, answering each with its name.
@@ -478,42 +478,6 @@ fn gateway_reload_and_sighup_reread_the_configuration() {
     );
 }
 
-/// A TLS client that keeps one connection open across a certificate
-/// change: prints the certificate's subject, makes a request, waits for
-/// the file `argv[4]`, then makes a second request on the same connection.
-const KEEP_OPEN: &str = r#"
-import os, socket, ssl, sys, time
-host, ip, ca, flag = sys.argv[1:5]
-context = ssl.create_default_context(cafile=ca)
-conn = context.wrap_socket(socket.create_connection((ip, 443), timeout=5), server_hostname=host)
-def get():
-    conn.sendall(("GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host).encode())
-    data = b""
-    while not data.endswith(b"served"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            raise SystemExit("connection closed")
-        data += chunk
-subject = dict(x[0] for x in conn.getpeercert()["subject"])
-print("held connection certificate:", subject["commonName"], flush=True)
-get()
-for _ in range(400):
-    if os.path.exists(flag):
-        break
-    time.sleep(0.05)
-get()
-print("second request on the held connection: served", flush=True)
-"#;
-
-/// Prints the certificate a new connection gets.
-const NEW_CONNECTION: &str = r#"
-import socket, ssl, sys
-host, ip, ca = sys.argv[1:4]
-context = ssl.create_default_context(cafile=ca)
-conn = context.wrap_socket(socket.create_connection((ip, 443), timeout=5), server_hostname=host)
-print(dict(x[0] for x in conn.getpeercert()["subject"])["commonName"])
-"#;
-
 #[test]
 fn a_renewed_certificate_is_served_to_new_connections_and_held_ones_stay_up() {
     require_root();
@@ -547,7 +511,7 @@ fn a_renewed_certificate_is_served_to_new_connections_and_held_ones_stay_up() {
                 "30",
                 python,
                 "-c",
-                KEEP_OPEN,
+                tls_clients::KEEP_OPEN,
                 "tls.example",
                 GATEWAY_V4,
                 &ca,
@@ -569,7 +533,14 @@ fn a_renewed_certificate_is_served_to_new_connections_and_held_ones_stay_up() {
     while stat(&topology, "config.reloads") == 0 {
         assert!(Instant::now() < deadline, "no reload: {}", daemon.log());
     }
-    let fresh = topology.client(&[python, "-c", NEW_CONNECTION, "tls.example", GATEWAY_V4, &ca]);
+    let fresh = topology.client(&[
+        python,
+        "-c",
+        tls_clients::NEW_CONNECTION,
+        "tls.example",
+        GATEWAY_V4,
+        &ca,
+    ]);
     assert_eq!(
         String::from_utf8_lossy(&fresh.stdout).trim(),
         "cert-b",

@@ -437,6 +437,12 @@ impl<'m> Clusters<'m> {
                 policy = subset_policy.clone();
             }
         }
+        if let Some(reason) = policy.tls.as_ref().and_then(|tls| tls.unavailable.clone()) {
+            return Err(Unresolved::OriginationUnavailable {
+                host: host.to_string(),
+                reason,
+            });
+        }
         Ok((policy, labels))
     }
 

@@ -229,3 +229,78 @@ spec:
     assert_eq!(cluster.discovered, None, "the ServiceEntry");
     assert_eq!(cluster.name, "outbound|80||web.apps");
 }
+
+#[test]
+fn a_server_or_origination_whose_credential_cannot_be_read_is_dropped_and_says_why() {
+    use crate::{
+        config::{Environment, MemoryFiles, load_sources_with},
+        plan::Unresolved,
+    };
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [\"*\"]
+    tls: {mode: SIMPLE, credentialName: missing}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [\"*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: apps}
+spec:
+  host: web
+  trafficPolicy: {tls: {mode: MUTUAL, credentialName: gone}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: apps}
+spec:
+  hosts: [\"*\"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: web, port: {number: 80}}}]
+";
+    let files = MemoryFiles::default();
+    let env = Environment {
+        files: &files,
+        credentials_dir: Some(std::path::Path::new("/creds")),
+        unreadable_credential_drops_server: true,
+    };
+    let mut config = load_sources_with(&[(PathBuf::from("t.yaml"), text.into())], Some(&env));
+    config.model.kubernetes = KubernetesView {
+        read: true,
+        domain: "cluster.local".into(),
+        services: web(),
+    };
+    let plan = plan(&config.model, &Instance::default(), &[]).expect("plan");
+    assert_eq!(plan.dropped.len(), 1, "{:?}", plan.dropped);
+    assert_eq!(
+        (plan.dropped[0].gateway.as_str(), plan.dropped[0].server),
+        ("istio-system/gw", 0)
+    );
+    assert!(
+        plan.dropped[0]
+            .reason
+            .contains("server not served: cannot read /creds/missing/tls.crt")
+    );
+    assert_eq!(plan.http.len(), 1, "the plaintext server is served");
+    assert!(
+        plan.clusters.is_empty(),
+        "no plaintext cluster in place of TLS"
+    );
+    let unresolved = Unresolved::OriginationUnavailable {
+        host: "web.apps.svc.cluster.local".into(),
+        reason: String::new(),
+    };
+    let prefix = unresolved.to_string();
+    assert!(
+        plan.warnings.iter().any(|w| w.contains(prefix.trim_end())),
+        "{:?}",
+        plan.warnings
+    );
+}

@@ -48,8 +48,11 @@ pub(super) fn merge_servers<'m>(
     for &gateway in gateways {
         let gateway_id = format!("{}/{}", gateway.namespace, gateway.name);
         for (index, server) in gateway.servers.iter().enumerate() {
+            let unavailable = server.tls.as_ref().and_then(|tls| tls.unavailable.clone());
             let admitted = if let Bind::Unix(path) = &server.bind {
                 Err(format!("unix socket bind {path:?} is not served yet"))
+            } else if let Some(reason) = unavailable {
+                Err(reason)
             } else {
                 let who = format!("Gateway {gateway_id} spec.servers[{index}]");
                 let protocol = server.port.protocol;

@@ -2,7 +2,6 @@
 //! and a private key must match its certificate. Files are read through
 //! [`FileSource`] so tests can supply them from memory.
 use std::{
-    collections::BTreeMap,
     io,
     path::{Path, PathBuf},
     sync::Arc,
@@ -14,33 +13,7 @@ use rustls::{
     sign::CertifiedKey,
 };
 
-/// Where certificate files come from.
-pub trait FileSource: Sync {
-    /// The whole file at `path`.
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
-}
-
-/// The real file system.
-pub struct Disk;
-
-impl FileSource for Disk {
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        std::fs::read(path)
-    }
-}
-
-/// Files held in memory, for tests and fuzzing.
-#[derive(Default)]
-pub struct MemoryFiles(pub BTreeMap<PathBuf, Vec<u8>>);
-
-impl FileSource for MemoryFiles {
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.0
-            .get(path)
-            .cloned()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "No such file or directory"))
-    }
-}
+pub use crate::files::{Disk, FileSource, MemoryFiles};
 
 /// Where credentials live when no directory is given and the configuration
 /// file has no `credentials/` directory beside it.
@@ -54,6 +27,11 @@ pub struct Environment<'a> {
     /// `credentials/` beside the file naming X, then in
     /// [`SYSTEM_CREDENTIALS_DIR`], so a checkout's examples work as they are.
     pub credentials_dir: Option<&'a Path>,
+    /// A credential that cannot be read, or does not parse, makes only the
+    /// server naming it unavailable (a warning, the server dropped by
+    /// compile) instead of an error that refuses the resource: Kubernetes
+    /// mode, where a Secret may arrive after its Gateway.
+    pub unreadable_credential_drops_server: bool,
 }
 
 impl Environment<'_> {

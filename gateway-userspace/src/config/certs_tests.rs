@@ -7,6 +7,7 @@ fn load_with(text: &str, files: &MemoryFiles) -> Config {
     let env = Environment {
         files,
         credentials_dir: Some(Path::new("/creds")),
+        unreadable_credential_drops_server: false,
     };
     load_sources_with(&[(PathBuf::from("gw.yaml"), text.to_string())], Some(&env))
 }
@@ -90,6 +91,7 @@ fn load_without_dir(text: &str, files: &MemoryFiles) -> Config {
     let env = Environment {
         files,
         credentials_dir: None,
+        unreadable_credential_drops_server: false,
     };
     load_sources_with(
         &[(PathBuf::from("/cfg/gw.yaml"), text.to_string())],
@@ -265,6 +267,7 @@ fn certificate_files_are_read_from_disk() {
     let env = Environment {
         files: &Disk,
         credentials_dir: Some(Path::new("/nonexistent")),
+        unreadable_credential_drops_server: false,
     };
     let tls = format!(
         "{{mode: SIMPLE, serverCertificate: {}, privateKey: {}}}",
@@ -301,4 +304,84 @@ fn a_separate_ca_credential_found_nowhere_is_an_error_of_its_own() {
     let errors = errors(&config);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("other-ca"), "{errors:?}");
+}
+
+/// Loads `text` as Kubernetes mode does: credentials under `/creds`, and
+/// one that cannot be read disables only what names it.
+fn load_dropping(text: &str, files: &MemoryFiles) -> Config {
+    let env = Environment {
+        files,
+        credentials_dir: Some(Path::new("/creds")),
+        unreadable_credential_drops_server: true,
+    };
+    load_sources_with(&[(PathBuf::from("gw.yaml"), text.to_string())], Some(&env))
+}
+
+fn warnings(config: &Config) -> Vec<String> {
+    config
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn in_kubernetes_mode_a_missing_or_bad_credential_disables_only_its_server() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  servers:\n  - port: {number: 443, name: a, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, credentialName: good}\n  - port: {number: 443, name: b, protocol: HTTPS}\n    hosts: [b.example.com]\n    tls: {mode: SIMPLE, credentialName: missing}\n  - port: {number: 443, name: c, protocol: HTTPS}\n    hosts: [c.example.com]\n    tls: {mode: SIMPLE, credentialName: mismatched}\n";
+    let fs = files(&[
+        ("/creds/good/tls.crt", CERT),
+        ("/creds/good/tls.key", KEY),
+        ("/creds/mismatched/tls.crt", CERT),
+        ("/creds/mismatched/tls.key", OTHER_KEY),
+    ]);
+    let config = load_dropping(text, &fs);
+    assert_eq!(errors(&config), Vec::<String>::new());
+    assert_eq!(
+        warnings(&config),
+        [
+            "gw.yaml:11:41: warning: Gateway default/gw: spec.servers[1].tls.credentialName: server not served: cannot read /creds/missing/tls.crt: No such file or directory",
+            "gw.yaml:14:41: warning: Gateway default/gw: spec.servers[2].tls.credentialName: server not served: private key /creds/mismatched/tls.key does not match certificate /creds/mismatched/tls.crt",
+        ]
+    );
+    let unavailable: Vec<Option<&str>> = config.model.gateways[0]
+        .servers
+        .iter()
+        .map(|s| s.tls.as_ref().and_then(|t| t.unavailable.as_deref()))
+        .collect();
+    assert_eq!(unavailable[0], None);
+    assert!(unavailable[1].is_some_and(|r| r.contains("/creds/missing/tls.crt")));
+    assert!(unavailable[2].is_some_and(|r| r.contains("does not match")));
+    // A settings error is still an error of the resource.
+    let bad_mode = load_dropping(
+        &https("{mode: SIMPLE, credentialName: good, minProtocolVersion: TLSV9}"),
+        &fs,
+    );
+    assert_eq!(errors(&bad_mode).len(), 1, "{:?}", errors(&bad_mode));
+}
+
+#[test]
+fn in_kubernetes_mode_a_missing_origination_credential_disables_the_origination_not_the_rule() {
+    let config = load_dropping(
+        &origination("{mode: MUTUAL, credentialName: gone}"),
+        &files(&[]),
+    );
+    assert_eq!(errors(&config), Vec::<String>::new());
+    let tls = config.model.destination_rules[0]
+        .traffic_policy
+        .tls
+        .as_ref()
+        .expect("tls");
+    assert!(
+        tls.unavailable.as_deref().is_some_and(
+            |r| r.starts_with("TLS origination not served: cannot read /creds/gone/tls.crt")
+        ),
+        "{tls:?}"
+    );
+    // Files named beside the credential are still a mistake in the rule.
+    let both = load_dropping(
+        &origination("{mode: SIMPLE, credentialName: client, caCertificates: /ca.pem}"),
+        &files(&[]),
+    );
+    assert_eq!(errors(&both).len(), 1, "{:?}", errors(&both));
 }

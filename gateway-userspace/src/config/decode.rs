@@ -63,6 +63,24 @@ impl<'a> Decoder<'a> {
             .count()
     }
 
+    /// Turns the errors reported since there were `before` into warnings
+    /// that `what` is not served, returning the first one's message: a
+    /// credential that cannot be read yet disables what names it, not the
+    /// resource (Kubernetes mode, where a Secret may come later).
+    pub(super) fn demote_errors_since(&mut self, before: usize, what: &str) -> Option<String> {
+        let mut reason = None;
+        let errors = self
+            .diagnostics
+            .iter_mut()
+            .filter(|d| d.severity == Severity::Error);
+        for diagnostic in errors.skip(before) {
+            diagnostic.severity = Severity::Warning;
+            diagnostic.message = format!("{what} not served: {}", diagnostic.message);
+            reason.get_or_insert_with(|| diagnostic.message.clone());
+        }
+        reason
+    }
+
     pub(super) fn has_errors(&self) -> bool {
         self.diagnostics
             .iter()

@@ -85,6 +85,7 @@ pub fn load_from_disk(
         &Environment {
             files: &Disk,
             credentials_dir,
+            unreadable_credential_drops_server: false,
         },
         ignored,
     )

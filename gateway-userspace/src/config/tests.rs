@@ -7,6 +7,7 @@ fn disk_env() -> Environment<'static> {
     Environment {
         files: &Disk,
         credentials_dir: Some(Path::new("/nonexistent")),
+        unreadable_credential_drops_server: false,
     }
 }
 

@@ -74,7 +74,12 @@ impl Inputs {
             plan,
             served,
             registry: registry(&config.model),
-            certificates: certificate_files(config),
+            // A cluster's Secrets are watched, not polled as files.
+            certificates: if self.source.kubernetes.is_some() {
+                Vec::new()
+            } else {
+                certificate_files(config)
+            },
         })
     }
 }

@@ -23,7 +23,7 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    config::{self, Config, ConfigError, IgnoredKind},
+    config::{self, Config, ConfigError, Environment, IgnoredKind},
     dataplane::{AttachMode, EbpfLog, pins},
     kubernetes::{self, IstioObjects},
     management::AllowPort,
@@ -58,8 +58,15 @@ impl ConfigSource {
     /// wait for newly routed Services: call it off the runtime.
     pub fn load(&self) -> Result<Config, ConfigError> {
         if let Some(objects) = &self.kubernetes {
-            let mut config =
-                config::load_sources(&kubernetes::sources::sources(&objects.snapshot()));
+            let secrets = objects.secret_files();
+            let root = secrets.root();
+            let env = Environment {
+                files: &secrets,
+                credentials_dir: Some(&root),
+                unreadable_credential_drops_server: true,
+            };
+            let sources = kubernetes::sources::sources(&objects.snapshot());
+            let mut config = config::load_sources_with(&sources, Some(&env));
             objects.add_services(&mut config.model);
             return Ok(config);
         }

@@ -82,6 +82,7 @@ impl Daemon {
                 egress: None,
                 tcp_idle_timeout: std::time::Duration::from_secs(60),
                 discovery: Default::default(),
+                files: Arc::new(crate::files::Disk),
             },
         });
         let built = inputs

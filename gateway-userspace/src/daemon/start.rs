@@ -128,10 +128,12 @@ async fn watch_cluster(
     options: &kubernetes::Options,
     discovery: Arc<Discovery>,
 ) -> anyhow::Result<IstioObjects> {
-    let objects = IstioObjects::start(options, discovery)
+    let mut objects = IstioObjects::start(options, discovery)
         .await
         .map_err(|err| anyhow::anyhow!("{err}; nothing was started"))?;
     objects.ready().await?;
+    // The first plan is read from here on: what came before is in it.
+    objects.mark_read();
     log::info!("listed the cluster's Istio resources");
     Ok(objects)
 }
@@ -210,6 +212,10 @@ fn proxy_options(
 ) -> proxy::Options {
     proxy::Options {
         discovery,
+        files: match &args.source.kubernetes {
+            Some(objects) => Arc::new(objects.secret_files()),
+            None => Arc::new(crate::files::Disk),
+        },
         trusted_proxies: args.trusted_proxies,
         tcp_idle_timeout: args.tcp_idle_timeout,
         access_log: args.access_log,

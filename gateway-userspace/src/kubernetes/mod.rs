@@ -14,6 +14,7 @@
 //! ([`services`]): their ports go into the model, their endpoints to the
 //! proxy through [`Discovery`].
 pub mod endpoints;
+pub mod secrets;
 pub mod services;
 pub mod sources;
 
@@ -34,7 +35,11 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use self::{services::ServiceWatches, sources::Object};
+use self::{
+    secrets::{SecretFiles, SecretWatch},
+    services::ServiceWatches,
+    sources::Object,
+};
 use crate::{compile::references, discovery::Discovery, model::Model};
 
 /// The API group of the kinds read.
@@ -108,6 +113,9 @@ pub struct Options {
     pub namespaces: Vec<String>,
     /// `--cluster-domain`: `name.namespace.svc.<domain>`.
     pub cluster_domain: String,
+    /// The gateway's namespace (`--namespace`), whose Secrets
+    /// `credentialName` reads.
+    pub namespace: String,
 }
 
 /// Why the objects cannot be read.
@@ -134,6 +142,7 @@ pub struct IstioObjects {
     stores: Vec<(ApiResource, Store<DynamicObject>)>,
     changes: watch::Receiver<u64>,
     services: Arc<ServiceWatches>,
+    secrets: SecretWatch,
     cluster_domain: String,
 }
 
@@ -188,16 +197,19 @@ impl IstioObjects {
                 stores.push((resource.clone(), store));
             }
         }
+        let secrets = SecretWatch::start(client.clone(), &options.namespace, Arc::clone(&changed));
         let services = ServiceWatches::new(client, discovery, changed).await;
         Ok(Self {
             stores,
             changes,
             services: Arc::new(services),
+            secrets,
             cluster_domain: options.cluster_domain.clone(),
         })
     }
 
-    /// Adds to `model` the Kubernetes Services its routes name, watching
+    /// Adds to `model` the Kubernetes Services its routes name (and notes
+    /// the Secrets its credentials read, whose changes reload), watching
     /// them from now on (and no longer those no route names). Waits, up to
     /// [`SERVICE_LIST_WAIT`], for a newly routed Service's first list, so
     /// a route to it is served from the first plan that has it. Call it
@@ -214,6 +226,7 @@ impl IstioObjects {
             );
         }
         model.kubernetes.services = self.services.services();
+        self.secrets.follow(model);
     }
 
     /// Waits until every watch has its first complete list.
@@ -224,12 +237,28 @@ impl IstioObjects {
                 .await
                 .map_err(|_| KubeError::Stopped)?;
         }
+        if !self.secrets.ready().await {
+            return Err(KubeError::Stopped);
+        }
         Ok(())
     }
 
-    /// A counter bumped on every change (and every complete relist).
+    /// The gateway namespace's Secrets as the files credentials name.
+    pub fn secret_files(&self) -> SecretFiles {
+        self.secrets.files()
+    }
+
+    /// A counter bumped on every change (and every complete relist),
+    /// with the changes before [`IstioObjects::mark_read`] seen.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.clone()
+    }
+
+    /// Marks every change so far as read: call it before taking the
+    /// snapshot the first plan is built from, so the first lists do not
+    /// start a reload of what that plan already has.
+    pub fn mark_read(&mut self) {
+        self.changes.borrow_and_update();
     }
 
     /// Every object the watches hold now.
@@ -249,6 +278,16 @@ impl IstioObjects {
         }
         objects
     }
+}
+
+/// Where a pod's service account names the pod's namespace.
+const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The namespace of the pod this runs in, if it runs in one.
+pub fn pod_namespace() -> Option<String> {
+    let text = std::fs::read_to_string(POD_NAMESPACE_FILE).ok()?;
+    let namespace = text.trim();
+    (!namespace.is_empty()).then(|| namespace.to_string())
 }
 
 /// `--kubeconfig`, else kube-rs's inference: `KUBECONFIG` (or

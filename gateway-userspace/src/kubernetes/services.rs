@@ -74,6 +74,9 @@ impl Debug for ServiceWatches {
 
 #[derive(Default)]
 struct Shared {
+    /// Whether a load is waiting for new watches' first lists (it then
+    /// reads them itself, so they need not start a reload).
+    awaited: Arc<AtomicBool>,
     /// Each routed Service, with whether a route names a subset of it.
     interest: BTreeMap<ServiceKey, bool>,
     namespaces: BTreeMap<String, Namespace>,
@@ -120,7 +123,10 @@ where
 /// Which change a watch saw.
 enum Seen<'a, K> {
     Object(&'a K),
-    Relisted,
+    /// A complete list; `first` for the watch's first one.
+    Relisted {
+        first: bool,
+    },
 }
 
 impl ServiceWatches {
@@ -212,12 +218,20 @@ impl ServiceWatches {
                 .flatten()
                 .collect()
         };
+        let awaited = {
+            let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(&shared.awaited)
+        };
+        awaited.store(true, Ordering::Release);
         let all = async {
             while !listed.iter().all(|l| l.load(Ordering::Acquire)) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
-        tokio::time::timeout(within, all).await.is_ok()
+        let ready = tokio::time::timeout(within, all).await.is_ok();
+        // A list that comes after this starts a reload of its own.
+        awaited.store(false, Ordering::Release);
+        ready
     }
 
     /// [`ServiceWatches::ready`] from a thread outside the runtime (the
@@ -262,13 +276,13 @@ impl ServiceWatches {
             String::new(),
             format!("Services in {ns}"),
             move |seen| {
+                let shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
                 let routed = match seen {
-                    Seen::Relisted => true,
-                    Seen::Object(service) => {
-                        let shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                        service_key(&service.metadata)
-                            .is_some_and(|key| shared.interest.contains_key(&key))
-                    }
+                    // The first list of a watch a load waits for is read
+                    // by that load; a relist after a restart is news.
+                    Seen::Relisted { first } => !(first && shared.awaited.load(Ordering::Acquire)),
+                    Seen::Object(service) => service_key(&service.metadata)
+                        .is_some_and(|key| shared.interest.contains_key(&key)),
                 };
                 if routed {
                     changed.send_modify(|count| *count += 1);
@@ -299,7 +313,7 @@ impl ServiceWatches {
             format!("endpoints in {ns}"),
             move |seen| {
                 let only = match seen {
-                    Seen::Relisted => None,
+                    Seen::Relisted { .. } => None,
                     Seen::Object(object) => Some(owning_service(object, &kind)),
                 };
                 let shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
@@ -356,8 +370,8 @@ impl ServiceWatches {
                         seen(Seen::Object(&object))
                     }
                     Ok(watcher::Event::InitDone) => {
-                        done.store(true, Ordering::Release);
-                        seen(Seen::Relisted)
+                        let first = !done.swap(true, Ordering::AcqRel);
+                        seen(Seen::Relisted { first })
                     }
                     Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                     Err(err) => log::warn!(

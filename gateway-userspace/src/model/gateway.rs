@@ -138,6 +138,10 @@ pub struct ServerTls {
     pub certificates: Vec<CertificateFiles>,
     /// Client CA bundle for MUTUAL / OPTIONAL_MUTUAL, resolved likewise.
     pub client_ca: Option<String>,
+    /// Why the server cannot be served although its resource is valid: a
+    /// credential (Kubernetes Secret) missing or malformed. Compile drops
+    /// the server with this reason; the other servers are served.
+    pub unavailable: Option<String>,
 }
 
 /// A certificate chain and its private key on disk.

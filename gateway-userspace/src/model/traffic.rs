@@ -380,6 +380,10 @@ pub struct ClientTls {
     pub sni: Option<String>,
     pub subject_alt_names: Vec<String>,
     pub insecure_skip_verify: bool,
+    /// Why TLS to this destination cannot be set up although the rule is
+    /// valid: its credential (Kubernetes Secret) missing or malformed.
+    /// Clusters with this policy answer 503 rather than go plaintext.
+    pub unavailable: Option<String>,
 }
 
 /// `trafficPolicy`.

@@ -95,6 +95,8 @@ pub enum Unresolved {
     NoSuchServicePort { service: String, port: u16 },
     #[error("Service {service} declares no ports")]
     NoServicePorts { service: String },
+    #[error("TLS to {host} cannot be set up: {reason}")]
+    OriginationUnavailable { host: String, reason: String },
     #[error("{host} has no endpoints")]
     NoEndpoints { host: String },
 }

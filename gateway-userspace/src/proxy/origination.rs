@@ -27,7 +27,10 @@ use tokio::{
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use super::tls::{TlsSetupError, read_chain, read_key};
-use crate::plan::{ClientTls, ClientTlsMode, Cluster};
+use crate::{
+    files::FileSource,
+    plan::{ClientTls, ClientTlsMode, Cluster},
+};
 
 /// The system's trusted roots (Debian's `ca-certificates`).
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -47,8 +50,13 @@ impl std::fmt::Debug for Origination {
 }
 
 /// The origination `cluster`'s policy asks for (`None` for plaintext);
-/// `alpn` is the protocol the cluster speaks (`h2` or `http/1.1`).
-pub fn origination(cluster: &Cluster, alpn: &[u8]) -> Result<Option<Origination>, TlsSetupError> {
+/// `alpn` is the protocol the cluster speaks (`h2` or `http/1.1`);
+/// certificates are read from `files`.
+pub fn origination(
+    cluster: &Cluster,
+    alpn: &[u8],
+    files: &dyn FileSource,
+) -> Result<Option<Origination>, TlsSetupError> {
     let Some(tls) = &cluster.policy.tls else {
         return Ok(None);
     };
@@ -68,7 +76,7 @@ pub fn origination(cluster: &Cluster, alpn: &[u8]) -> Result<Option<Origination>
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     let ca = tls.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS);
-    for cert in read_chain(ca)? {
+    for cert in read_chain(files, ca)? {
         roots.add(cert)?;
     }
     let webpki =
@@ -82,7 +90,7 @@ pub fn origination(cluster: &Cluster, alpn: &[u8]) -> Result<Option<Origination>
         .with_custom_certificate_verifier(verifier);
     let mut config = match (mutual, &tls.client_certificate, &tls.private_key) {
         (true, Some(cert), Some(key)) => {
-            builder.with_client_auth_cert(read_chain(cert)?, read_key(key)?)?
+            builder.with_client_auth_cert(read_chain(files, cert)?, read_key(files, key)?)?
         }
         (true, _, _) => return Err(TlsSetupError::NoCertificate),
         (false, _, _) => builder.with_no_client_auth(),
@@ -252,7 +260,7 @@ impl AsyncWrite for UpstreamIo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::TrafficPolicy;
+    use crate::{files::Disk, plan::TrafficPolicy};
 
     fn cluster(mode: &str) -> Cluster {
         Cluster {
@@ -276,11 +284,11 @@ mod tests {
     #[test]
     fn istio_mutual_never_falls_back_to_plaintext() {
         assert!(matches!(
-            origination(&cluster("ISTIO_MUTUAL"), b"http/1.1"),
+            origination(&cluster("ISTIO_MUTUAL"), b"http/1.1", &Disk),
             Err(TlsSetupError::NoMeshIdentity)
         ));
         assert!(matches!(
-            origination(&cluster("DISABLE"), b"http/1.1"),
+            origination(&cluster("DISABLE"), b"http/1.1", &Disk),
             Ok(None)
         ));
     }

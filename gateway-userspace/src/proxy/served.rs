@@ -124,13 +124,20 @@ pub struct Options {
     /// Kubernetes Services' endpoints as discovered (Kubernetes mode;
     /// empty otherwise).
     pub discovery: Arc<crate::discovery::Discovery>,
+    /// Where certificates and keys are read: the file system, or in
+    /// Kubernetes mode the Secrets `credentialName` names.
+    pub files: Arc<dyn crate::files::FileSource>,
 }
 
 impl Served {
     /// Builds what every listener of `plan` serves, loading certificates.
     pub fn new(plan: &Plan, options: Options) -> Result<Self, ProxyError> {
         let shared = Arc::new(Shared {
-            upstreams: upstream::Upstreams::new(&plan.clusters, &options.discovery)?,
+            upstreams: upstream::Upstreams::new(
+                &plan.clusters,
+                &options.discovery,
+                options.files.as_ref(),
+            )?,
             access_log: access_log::AccessLog::new(options.access_log),
             trusted_proxies: options.trusted_proxies,
             hook: options
@@ -147,9 +154,11 @@ impl Served {
             let mut entries = Vec::new();
             for server in &listener.servers {
                 let config = |tls| {
-                    tls::server_config(tls).map_err(|source| ProxyError::Tls {
-                        server: server.source.clone(),
-                        source,
+                    tls::server_config(tls, options.files.as_ref()).map_err(|source| {
+                        ProxyError::Tls {
+                            server: server.source.clone(),
+                            source,
+                        }
                     })
                 };
                 let action = match &server.kind {

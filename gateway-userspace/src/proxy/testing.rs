@@ -61,6 +61,7 @@ pub(crate) fn options() -> ServedOptions {
         egress: None,
         tcp_idle_timeout: Duration::from_secs(60),
         discovery: Default::default(),
+        files: Arc::new(crate::files::Disk),
     }
 }
 

@@ -1,7 +1,7 @@
 //! TLS termination with rustls: one server configuration per Gateway
 //! server (certificate, versions, client verification, ALPN), chosen by SNI
 //! before the handshake starts, as Envoy picks a filter chain.
-use std::{fs, io, sync::Arc};
+use std::{io, path::Path, sync::Arc};
 
 use rustls::{
     ProtocolVersion, RootCertStore, ServerConfig, SupportedProtocolVersion,
@@ -13,7 +13,10 @@ use rustls::{
 };
 
 use super::client_cert::{PinnedVerifier, Pins};
-use crate::plan::{HostPattern, ServerTls, TlsMode, TlsVersion};
+use crate::{
+    files::FileSource,
+    plan::{HostPattern, ServerTls, TlsMode, TlsVersion},
+};
 
 /// ALPN offered on every terminating server, as Istio configures Envoy.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -46,8 +49,12 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
 }
 
-/// Builds the rustls configuration for one terminating server.
-pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsSetupError> {
+/// Builds the rustls configuration for one terminating server, reading
+/// its certificates from `files`.
+pub fn server_config(
+    tls: &ServerTls,
+    files: &dyn FileSource,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let provider = Arc::new(provider(&tls.cipher_suites_resolved));
     let versions = versions(tls.min_protocol_version, tls.max_protocol_version)?;
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -55,17 +62,17 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsSetupError
     let mutual = matches!(tls.mode, TlsMode::Mutual | TlsMode::OptionalMutual);
     let builder = match (&tls.client_ca, mutual) {
         (Some(ca), true) => builder.with_client_cert_verifier(Arc::new(PinnedVerifier {
-            inner: client_verifier(ca, tls.mode, &provider)?,
+            inner: client_verifier(files, ca, tls.mode, &provider)?,
             pins: Pins::from_tls(tls),
         })),
         _ => builder.with_no_client_auth(),
     };
     let mut keys = Vec::new();
-    for files in &tls.certificates {
-        let chain = read_chain(&files.certificate)?;
+    for pair in &tls.certificates {
+        let chain = read_chain(files, &pair.certificate)?;
         let key = provider
             .key_provider
-            .load_private_key(read_key(&files.private_key)?)?;
+            .load_private_key(read_key(files, &pair.private_key)?)?;
         let certified = CertifiedKey::new(chain, key);
         certified.keys_match()?;
         keys.push(Arc::new(certified));
@@ -179,12 +186,13 @@ fn versions(
 }
 
 fn client_verifier(
+    files: &dyn FileSource,
     ca_path: &str,
     mode: TlsMode,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, TlsSetupError> {
     let mut roots = RootCertStore::empty();
-    for cert in read_chain(ca_path)? {
+    for cert in read_chain(files, ca_path)? {
         roots
             .add(cert)
             .map_err(|err| TlsSetupError::ClientVerifier(format!("{ca_path}: {err}")))?;
@@ -201,15 +209,20 @@ fn client_verifier(
         .map_err(|err| TlsSetupError::ClientVerifier(err.to_string()))
 }
 
-fn read(path: &str) -> Result<Vec<u8>, TlsSetupError> {
-    fs::read(path).map_err(|source| TlsSetupError::Read {
-        path: path.to_string(),
-        source,
-    })
+fn read(files: &dyn FileSource, path: &str) -> Result<Vec<u8>, TlsSetupError> {
+    files
+        .read(Path::new(path))
+        .map_err(|source| TlsSetupError::Read {
+            path: path.to_string(),
+            source,
+        })
 }
 
-pub(super) fn read_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let pem = read(path)?;
+pub(super) fn read_chain(
+    files: &dyn FileSource,
+    path: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let pem = read(files, path)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|err| TlsSetupError::Pem {
@@ -225,8 +238,11 @@ pub(super) fn read_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, Tls
     Ok(chain)
 }
 
-pub(super) fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    let pem = read(path)?;
+pub(super) fn read_key(
+    files: &dyn FileSource,
+    path: &str,
+) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    let pem = read(files, path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|err| TlsSetupError::Pem {
         path: path.to_string(),
         reason: err.to_string(),
@@ -266,6 +282,9 @@ pub enum AlertDescription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    use crate::files::Disk;
 
     fn patterns(hosts: &[&str]) -> Vec<HostPattern> {
         hosts
@@ -365,10 +384,10 @@ mod tests {
 
     fn certified(cert: &str, key: &str) -> Arc<CertifiedKey> {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/proxy/testdata/");
-        let chain = read_chain(&format!("{dir}{cert}")).expect("chain");
+        let chain = read_chain(&Disk, &format!("{dir}{cert}")).expect("chain");
         let key = rustls::crypto::ring::default_provider()
             .key_provider
-            .load_private_key(read_key(&format!("{dir}{key}")).expect("key"))
+            .load_private_key(read_key(&Disk, &format!("{dir}{key}")).expect("key"))
             .expect("signing key");
         Arc::new(CertifiedKey::new(chain, key))
     }
@@ -448,7 +467,7 @@ mod tests {
     #[test]
     fn a_chain_file_gives_every_certificate_it_holds() {
         assert_eq!(
-            read_chain(&format!("{TESTDATA}rsa.crt"))
+            read_chain(&Disk, &format!("{TESTDATA}rsa.crt"))
                 .expect("chain")
                 .len(),
             1
@@ -462,10 +481,10 @@ mod tests {
         ]
         .concat();
         fs::write(&both, pem).expect("write");
-        let chain = read_chain(&both.to_string_lossy()).expect("chain");
+        let chain = read_chain(&Disk, &both.to_string_lossy()).expect("chain");
         let not_pem = dir.join("key-only.pem");
         fs::write(&not_pem, "no certificate here\n").expect("write");
-        let refused = read_chain(&not_pem.to_string_lossy());
+        let refused = read_chain(&Disk, &not_pem.to_string_lossy());
         let _ = fs::remove_dir_all(&dir);
         assert_eq!(chain.len(), 2);
         assert!(matches!(refused, Err(TlsSetupError::Pem { .. })));
@@ -475,8 +494,9 @@ mod tests {
     fn only_optional_mutual_lets_a_client_without_a_certificate_in() {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let ca = format!("{TESTDATA}ec.crt");
-        let mutual = client_verifier(&ca, TlsMode::Mutual, &provider).expect("verifier");
-        let optional = client_verifier(&ca, TlsMode::OptionalMutual, &provider).expect("verifier");
+        let mutual = client_verifier(&Disk, &ca, TlsMode::Mutual, &provider).expect("verifier");
+        let optional =
+            client_verifier(&Disk, &ca, TlsMode::OptionalMutual, &provider).expect("verifier");
         assert!(mutual.client_auth_mandatory());
         assert!(!optional.client_auth_mandatory());
     }
@@ -493,7 +513,7 @@ mod tests {
             client_ca: Some(format!("{TESTDATA}ec.crt")),
             ..ServerTls::default()
         };
-        let server_config = server_config(&tls).expect("server config");
+        let server_config = server_config(&tls, &Disk).expect("server config");
         let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

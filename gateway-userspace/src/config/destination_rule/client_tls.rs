@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::{
     config::{
-        certs,
+        certs::{self, Environment},
         decode::{Decoder, field, join},
         yaml::Node,
     },
@@ -54,6 +54,7 @@ pub(super) fn client_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         subject_alt_names: d.string_list(entries, "subjectAltNames", path),
         insecure_skip_verify: d.flag(entries, "insecureSkipVerify", path),
         mode,
+        unavailable: None,
     };
     if tls.mode == ClientTlsMode::Mutual && tls.credential_name.is_none() {
         if tls.client_certificate.is_none() {
@@ -118,21 +119,37 @@ fn credential_files(
     let (Some(env), Some(name)) = (d.env, tls.credential_name.clone()) else {
         return;
     };
-    let dir = match env.credential_dir(d.file(), &name) {
+    let before = d.error_count();
+    read_credential(d, env, at, &field_path, &name, tls);
+    if env.unreadable_credential_drops_server {
+        tls.unavailable = d.demote_errors_since(before, "TLS origination");
+    }
+}
+
+/// The credential's files, checked, into `tls`.
+fn read_credential(
+    d: &mut Decoder<'_>,
+    env: &Environment<'_>,
+    at: &Node,
+    field_path: &str,
+    name: &str,
+    tls: &mut ClientTls,
+) {
+    let dir = match env.credential_dir(d.file(), name) {
         Ok(dir) => dir,
-        Err(message) => return d.error(at, &field_path, message),
+        Err(message) => return d.error(at, field_path, message),
     };
-    let (cert, key, ca) = certs::credential_files(&dir, &name);
+    let (cert, key, ca) = certs::credential_files(&dir, name);
     if tls.mode == ClientTlsMode::Mutual {
         if let Err(message) = certs::check_pair(env.files, &cert, &key) {
-            return d.error(at, &field_path, message);
+            return d.error(at, field_path, message);
         }
         tls.client_certificate = Some(cert.display().to_string());
         tls.private_key = Some(key.display().to_string());
     }
     if env.files.read(&ca).is_ok() {
         if let Err(message) = certs::check_ca(env.files, &ca) {
-            return d.error(at, &field_path, message);
+            return d.error(at, field_path, message);
         }
         tls.ca_certificates = Some(ca.display().to_string());
     }

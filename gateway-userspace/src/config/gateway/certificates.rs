@@ -46,6 +46,7 @@ pub(super) fn resolve_certificates(
         return;
     }
     let mutual = tls.mode != TlsMode::Simple;
+    let errors_before = d.error_count();
     let named = if !tls.credential_names.is_empty() {
         let Some(env) = d.env else { return };
         from_credentials(d, env, node, entries, path, tls, mutual)
@@ -69,6 +70,9 @@ pub(super) fn resolve_certificates(
     };
     let Some(env) = d.env else { return };
     check_files(d, env, entries, path, tls, &named, mutual);
+    if env.unreadable_credential_drops_server && !tls.credential_names.is_empty() {
+        tls.unavailable = d.demote_errors_since(errors_before, "server");
+    }
 }
 
 /// `credentialName`/`credentialNames`: `tls.crt` and `tls.key` in each

@@ -37,6 +37,7 @@ use super::{
 };
 use crate::{
     discovery::Discovery,
+    files::FileSource,
     plan::{
         Cluster, ClusterId, Endpoint, EndpointAddress, H2UpgradePolicy, LoadBalancer, Protocol,
         SimpleLb,
@@ -84,8 +85,13 @@ pub struct UpstreamCluster {
 impl UpstreamCluster {
     /// Builds the runtime form of a compiled cluster; fails when its TLS
     /// origination cannot be set up (a start or a reload fails, never a
-    /// request). A Kubernetes Service's endpoints are followed in `discovery`.
-    pub fn new(cluster: &Cluster, discovery: &Discovery) -> Result<Self, ProxyError> {
+    /// request). A Kubernetes Service's endpoints are followed in
+    /// `discovery`; certificates are read from `files`.
+    pub fn new(
+        cluster: &Cluster,
+        discovery: &Discovery,
+        files: &dyn FileSource,
+    ) -> Result<Self, ProxyError> {
         let balance = match &cluster.policy.load_balancer {
             Some(LoadBalancer::Simple(SimpleLb::LeastRequest | SimpleLb::LeastConn)) => {
                 Balance::LeastRequest
@@ -131,7 +137,7 @@ impl UpstreamCluster {
         } else {
             b"http/1.1"
         };
-        let tls = origination(cluster, alpn).map_err(|source| ProxyError::Origination {
+        let tls = origination(cluster, alpn, files).map_err(|source| ProxyError::Origination {
             cluster: cluster.name.clone(),
             source,
         })?;
@@ -192,11 +198,15 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Builds the runtime clusters of a plan; Kubernetes Services'
-    /// endpoints are followed in `discovery`.
-    pub fn new(clusters: &[Cluster], discovery: &Discovery) -> Result<Self, ProxyError> {
+    /// endpoints are followed in `discovery`, certificates read from `files`.
+    pub fn new(
+        clusters: &[Cluster],
+        discovery: &Discovery,
+        files: &dyn FileSource,
+    ) -> Result<Self, ProxyError> {
         let built = clusters
             .iter()
-            .map(|cluster| UpstreamCluster::new(cluster, discovery).map(Arc::new))
+            .map(|cluster| UpstreamCluster::new(cluster, discovery, files).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Self { clusters: built })
     }

@@ -74,7 +74,8 @@ fn a_cluster_is_found_by_its_id() {
         weight: 1,
     };
     let clusters = [cluster(None, ConnectionPool::default(), vec![fixed])];
-    let upstreams = Upstreams::new(&clusters, &Default::default()).expect("plain clusters build");
+    let upstreams = Upstreams::new(&clusters, &Default::default(), &crate::files::Disk)
+        .expect("plain clusters build");
     let found = upstreams.get(ClusterId(0)).expect("the first cluster");
     assert_eq!(found.name, clusters[0].name);
     assert!(upstreams.get(ClusterId(1)).is_none());
@@ -90,6 +91,7 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
     let built = UpstreamCluster::new(
         &cluster(None, ConnectionPool::default(), vec![fixed]),
         &Default::default(),
+        &crate::files::Disk,
     )
     .expect("a plain cluster builds");
     let picked = built.pick().await.expect("an endpoint");
@@ -103,6 +105,7 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
     let built = UpstreamCluster::new(
         &cluster(None, ConnectionPool::default(), vec![named]),
         &Default::default(),
+        &crate::files::Disk,
     )
     .expect("a plain cluster builds");
     let picked = tokio::time::timeout(Duration::from_secs(5), built.pick())
@@ -114,6 +117,7 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
     let empty = UpstreamCluster::new(
         &cluster(None, ConnectionPool::default(), Vec::new()),
         &Default::default(),
+        &crate::files::Disk,
     )
     .expect("a plain cluster builds");
     assert!(matches!(empty.pick().await, Err(UpstreamError::NoEndpoint)));

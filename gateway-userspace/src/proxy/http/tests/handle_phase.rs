@@ -82,7 +82,8 @@ impl Harness {
         let sink = Sink::default();
         let pipe = LogPipe::spawn("handle-tests", Box::new(sink.clone()), 1 << 20).expect("a pipe");
         let shared = Arc::new(Shared {
-            upstreams: Upstreams::new(&plan.clusters, &Default::default()).expect("the clusters"),
+            upstreams: Upstreams::new(&plan.clusters, &Default::default(), &crate::files::Disk)
+                .expect("the clusters"),
             hook,
             access_log: AccessLog::to(format, Some(pipe.clone())),
             trusted_proxies: 0,
