@@ -216,6 +216,13 @@ pub(crate) struct RunArgs {
     /// Default: cluster.local.
     #[arg(long = "cluster-domain", value_name = "DOMAIN", value_parser = cluster_domain)]
     pub cluster_domain: Option<String>,
+    /// With `--kubernetes`, protect the node's own addresses on the
+    /// interface too (its unlisted ports dropped but `--allow-port`'s).
+    /// Without it, Kubernetes mode protects only the `--address` VIPs, and
+    /// kubelet, NodePorts and the CNI's overlay on the node's addresses are
+    /// never touched.
+    #[arg(long = "protect-node-addresses")]
+    pub protect_node_addresses: bool,
     /// Interface to attach the XDP program to.
     #[arg(long, short = 'i', value_name = "IFNAME")]
     pub interface: String,
@@ -228,13 +235,13 @@ pub(crate) struct RunArgs {
     pub xdp_mode: AttachMode,
     /// A port no listener owns that still reaches the host on the gateway's
     /// addresses (SSH and other management): `22` for TCP and UDP, `22/tcp`,
-    /// `161/udp`; repeatable. Ports given replace the default 22 (name it
-    /// again to keep SSH); `none` allows nothing.
+    /// `161/udp`, a range `30000-32767/tcp`; repeatable. Ports given replace
+    /// the default 22 (name it again to keep SSH); `none` allows nothing.
     #[arg(
         long = "allow-port",
         default_value = "22",
         value_parser = gateway_userspace::management::parse_allow_port,
-        value_name = "PORT[/tcp|/udp]|none"
+        value_name = "PORT[-LAST][/tcp|/udp]|none"
     )]
     pub allow_port: Vec<gateway_userspace::management::AllowPort>,
     /// Have the kernel reset connections on this port whose first data
@@ -365,9 +372,18 @@ impl RunArgs {
         // `requires` cannot say this.
         let kubernetes_flags = self.kubeconfig.is_some()
             || !self.watch_namespace.is_empty()
-            || self.cluster_domain.is_some();
+            || self.cluster_domain.is_some()
+            || self.protect_node_addresses;
         if !self.kubernetes && kubernetes_flags {
-            anyhow::bail!("--kubeconfig, --watch-namespace and --cluster-domain need --kubernetes");
+            anyhow::bail!(
+                "--kubeconfig, --watch-namespace, --cluster-domain and --protect-node-addresses need --kubernetes"
+            );
+        }
+        if self.kubernetes && self.address.is_empty() && !self.protect_node_addresses {
+            anyhow::bail!(
+                "in Kubernetes mode the gateway protects only its own addresses: name its VIPs with --address; the node's addresses on {} carry kubelet, NodePorts and the CNI's overlay, and are protected only with --protect-node-addresses and an --allow-port list for them",
+                self.interface
+            );
         }
         let mut instance = self.instance.instance();
         if self.kubernetes && self.instance.namespace.is_none() {
@@ -389,6 +405,7 @@ impl RunArgs {
             instance,
             interface: self.interface,
             address: self.address,
+            protect_node_addresses: self.protect_node_addresses,
             xdp_mode: self.xdp_mode,
             allow_port: self.allow_port,
             reset_unknown_hosts: self.reset_unknown_hosts,

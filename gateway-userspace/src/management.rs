@@ -15,36 +15,55 @@ pub enum AllowPort {
     Port(AllowedPort),
 }
 
-/// A port that passes XDP although no listener owns it.
+/// Ports that pass XDP although no listener owns them: `port` to `last`
+/// (the same for one port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AllowedPort {
     pub port: u16,
+    pub last: u16,
     pub tcp: bool,
     pub udp: bool,
 }
 
 /// Parses `22` (TCP and UDP, as firewall tools read a bare port), `22/tcp`,
-/// `161/udp` or `none`.
+/// `161/udp`, a range such as `30000-32767/tcp` (a node's NodePorts), or
+/// `none`.
 pub fn parse_allow_port(text: &str) -> Result<AllowPort, String> {
     if text == "none" {
         return Ok(AllowPort::None);
     }
-    let (number, protocol) = match text.split_once('/') {
-        Some((number, protocol)) => (number, Some(protocol)),
+    let (numbers, protocol) = match text.split_once('/') {
+        Some((numbers, protocol)) => (numbers, Some(protocol)),
         None => (text, None),
     };
-    let port: u16 = number
-        .parse()
-        .ok()
-        .filter(|port| *port != 0)
-        .ok_or_else(|| format!("{number:?} is not a port number (1-65535)"))?;
+    let number = |number: &str| {
+        number
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| format!("{number:?} is not a port number (1-65535)"))
+    };
+    let (port, last) = match numbers.split_once('-') {
+        Some((first, last)) => (number(first)?, number(last)?),
+        None => (number(numbers)?, number(numbers)?),
+    };
+    if last < port {
+        return Err(format!(
+            "{numbers:?} is not a range: {last} comes before {port}"
+        ));
+    }
     let (tcp, udp) = match protocol {
         None => (true, true),
         Some("tcp") => (true, false),
         Some("udp") => (false, true),
         Some(other) => return Err(format!("unknown protocol {other:?}: use tcp or udp")),
     };
-    Ok(AllowPort::Port(AllowedPort { port, tcp, udp }))
+    Ok(AllowPort::Port(AllowedPort {
+        port,
+        last,
+        tcp,
+        udp,
+    }))
 }
 
 /// The allow-list the `--allow-port` values name; `none` stands alone.
@@ -70,8 +89,10 @@ pub fn allowed_port_words(ports: &[AllowedPort]) -> BTreeMap<u32, u64> {
             if !wanted {
                 continue;
             }
-            if let Some((word, mask)) = allowed_port_bit(protocol, port.port) {
-                *words.entry(word).or_insert(0) |= mask;
+            for number in port.port..=port.last {
+                if let Some((word, mask)) = allowed_port_bit(protocol, number) {
+                    *words.entry(word).or_insert(0) |= mask;
+                }
             }
         }
     }
@@ -83,10 +104,17 @@ pub fn describe(ports: &[AllowedPort]) -> String {
     if ports.is_empty() {
         return "none".to_string();
     }
-    let one = |p: &AllowedPort| match (p.tcp, p.udp) {
-        (true, false) => format!("{}/tcp", p.port),
-        (false, true) => format!("{}/udp", p.port),
-        _ => p.port.to_string(),
+    let one = |p: &AllowedPort| {
+        let numbers = if p.last == p.port {
+            p.port.to_string()
+        } else {
+            format!("{}-{}", p.port, p.last)
+        };
+        match (p.tcp, p.udp) {
+            (true, false) => format!("{numbers}/tcp"),
+            (false, true) => format!("{numbers}/udp"),
+            _ => numbers,
+        }
     };
     ports.iter().map(one).collect::<Vec<_>>().join(", ")
 }
@@ -136,7 +164,12 @@ mod tests {
     use super::*;
 
     fn port(port: u16, tcp: bool, udp: bool) -> AllowedPort {
-        AllowedPort { port, tcp, udp }
+        AllowedPort {
+            port,
+            last: port,
+            tcp,
+            udp,
+        }
     }
 
     #[test]
@@ -158,7 +191,22 @@ mod tests {
             Ok(AllowPort::Port(port(65535, true, false)))
         );
         assert_eq!(parse_allow_port("none"), Ok(AllowPort::None));
-        for bad in ["0", "65536", "ssh", "", "22/sctp", "22/", "/tcp", "-1"] {
+        assert_eq!(
+            parse_allow_port("30000-32767/tcp"),
+            Ok(AllowPort::Port(AllowedPort {
+                port: 30000,
+                last: 32767,
+                tcp: true,
+                udp: false
+            }))
+        );
+        assert_eq!(
+            parse_allow_port("20-10"),
+            Err("\"20-10\" is not a range: 10 comes before 20".to_string())
+        );
+        for bad in [
+            "0", "65536", "ssh", "", "22/sctp", "22/", "/tcp", "-1", "1-", "-5", "1-0", "1-2-3",
+        ] {
             assert!(parse_allow_port(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
@@ -185,6 +233,16 @@ mod tests {
         );
         let words = allowed_port_words(&[port(161, false, true), port(64, true, false)]);
         assert_eq!(words, BTreeMap::from([(1, 1), (1026, 1 << 33)]));
+        let range = AllowedPort {
+            port: 62,
+            last: 129,
+            tcp: true,
+            udp: false,
+        };
+        assert_eq!(
+            allowed_port_words(&[range]),
+            BTreeMap::from([(0, 0b11 << 62), (1, u64::MAX), (2, 0b11)])
+        );
         assert!(allowed_port_words(&[]).is_empty());
     }
 
@@ -194,8 +252,14 @@ mod tests {
             port(22, true, false),
             port(161, false, true),
             port(2222, true, true),
+            AllowedPort {
+                port: 30000,
+                last: 32767,
+                tcp: true,
+                udp: true,
+            },
         ];
-        assert_eq!(describe(&ports), "22/tcp, 161/udp, 2222");
+        assert_eq!(describe(&ports), "22/tcp, 161/udp, 2222, 30000-32767");
         assert_eq!(describe(&[]), "none");
     }
 

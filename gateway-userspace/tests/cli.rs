@@ -424,7 +424,7 @@ fn kubernetes_flags_need_kubernetes_mode_and_exclude_files() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--kubeconfig, --watch-namespace and --cluster-domain need --kubernetes"),
+        stderr.contains("--kubeconfig, --watch-namespace, --cluster-domain and --protect-node-addresses need --kubernetes"),
         "{stderr}"
     );
     let out = gateway(&[
@@ -453,6 +453,24 @@ fn kubernetes_flags_need_kubernetes_mode_and_exclude_files() {
         stderr.contains("\"corp..example\" is not a DNS domain"),
         "{stderr}"
     );
+    let out = gateway(&["run", "--kubernetes", "-i", "eth9"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in Kubernetes mode the gateway protects only its own addresses: name its VIPs with --address; the node's addresses on eth9 carry kubelet"),
+        "{stderr}"
+    );
+    let out = gateway(&[
+        "run",
+        "--protect-node-addresses",
+        "-c",
+        "x.yaml",
+        "-i",
+        "lo",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("need --kubernetes"), "{stderr}");
     let out = gateway(&["run", "--kubernetes", "-c", "x.yaml", "-i", "lo"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -198,21 +198,24 @@ spec:
 
 /// The daemon in Kubernetes mode as the gateway's service account.
 fn start_daemon(topology: &Topology, server: &ApiServer) -> Daemon {
+    start_daemon_with(topology, server, &["--address", GATEWAY_V4])
+}
+
+/// The daemon in Kubernetes mode with `addressing` (its `--address`,
+/// `--allow-port` and `--protect-node-addresses` flags).
+fn start_daemon_with(topology: &Topology, server: &ApiServer, addressing: &[&str]) -> Daemon {
     let kubeconfig = server.kubeconfig(Identity::Gateway);
-    Daemon::start(
-        topology,
-        &[
-            "--kubernetes",
-            "--kubeconfig",
-            &kubeconfig.to_string_lossy(),
-            "--interface",
-            &topology.gateway_if,
-            "--address",
-            GATEWAY_V4,
-            "--admin-address",
-            ADMIN,
-        ],
-    )
+    let mut args = vec![
+        "--kubernetes",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap_or_default(),
+        "--interface",
+        &topology.gateway_if,
+        "--admin-address",
+        ADMIN,
+    ];
+    args.extend_from_slice(addressing);
+    Daemon::start(topology, &args)
 }
 
 /// What `app.test` answers (status and body), or curl's complaint.
@@ -838,4 +841,176 @@ fn a_secret_created_after_its_gateway_turns_its_server_on_and_a_rotated_one_reac
     ]);
     assert!(!broken.status.success(), "{}", text(&broken));
     println!("a created Secret served after {created:?}, a rotated one after {rotated:?}");
+}
+
+/// The gateway's VIP on its interface, beside the node's own address
+/// ([`GATEWAY_V4`]).
+const VIP: &str = "192.0.2.10";
+
+/// A process killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A UDP echo on `port` of every address of the gateway's namespace: a
+/// stand-in for the CNI's overlay (VXLAN's 4789).
+const UDP_ECHO: &str = "import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+";
+
+/// Sends one datagram to `ip:port` and prints the answer, or `no answer`.
+const UDP_ASK: &str = "import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+s.sendto(b'overlay', (sys.argv[1], int(sys.argv[2])))
+try:
+    print(s.recvfrom(2048)[0].decode())
+except socket.timeout:
+    print('no answer')
+";
+
+/// Node services: TCP echoes on 10250 (kubelet) and 10255, a UDP echo on 4789.
+fn node_services(topology: &Topology) -> Vec<Running> {
+    let mut running = Vec::new();
+    for port in ["10250", "10255"] {
+        let listen = format!("0.0.0.0:{port}");
+        let child = topology
+            .exec(
+                &topology.gateway_ns,
+                &[
+                    TEST_BACKEND,
+                    "--name",
+                    "node",
+                    "--listen",
+                    &listen,
+                    "--echo",
+                ],
+            )
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("a TCP echo");
+        running.push(Running(child));
+    }
+    let child = topology
+        .exec(
+            &topology.gateway_ns,
+            &["/usr/bin/python3", "-c", UDP_ECHO, "4789"],
+        )
+        .spawn()
+        .expect("a UDP echo");
+    running.push(Running(child));
+    thread::sleep(Duration::from_millis(500));
+    running
+}
+
+/// Whether a TCP connection to `ip:port` from the client is accepted
+/// within a second.
+fn tcp_open(topology: &Topology, ip: &str, port: u16) -> bool {
+    let probe = format!("exec 3<>/dev/tcp/{ip}/{port}");
+    topology
+        .client(&["timeout", "1", "bash", "-c", &probe])
+        .status
+        .success()
+}
+
+fn udp_answer(topology: &Topology, ip: &str, port: u16) -> String {
+    let out = topology.client(&["/usr/bin/python3", "-c", UDP_ASK, ip, &port.to_string()]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn on_a_node_the_gateway_protects_its_vips_and_leaves_kubelet_and_the_overlay_alone() {
+    require_root();
+    let topology = Topology::new();
+    let vip = format!("{VIP}/24");
+    let out = topology
+        .exec(
+            &topology.gateway_ns,
+            &["ip", "addr", "add", &vip, "dev", &topology.gateway_if],
+        )
+        .output()
+        .expect("ip");
+    assert!(out.status.success(), "{}", text(&out));
+    let _node = node_services(&topology);
+    let server = cluster(&topology);
+    server.apply(&topology, &routed("default", "one"));
+
+    // The VIP only: the node's address is not the gateway's.
+    let mut daemon = start_daemon_with(&topology, &server, &["--address", VIP]);
+    let resolve = format!("app.test:80:{VIP}");
+    let answer = topology.client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "2",
+        "--resolve",
+        &resolve,
+        "http://app.test/",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&answer.stdout),
+        "one",
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        tcp_open(&topology, GATEWAY_V4, 10250),
+        "kubelet:\n{}",
+        daemon.log()
+    );
+    assert!(tcp_open(&topology, GATEWAY_V4, 10255));
+    assert_eq!(udp_answer(&topology, GATEWAY_V4, 4789), "overlay");
+    // On the VIP, a port no listener owns is dropped.
+    assert!(!tcp_open(&topology, VIP, 10250));
+    assert_eq!(udp_answer(&topology, VIP, 4789), "no answer");
+    daemon.stop();
+
+    // The node's address protected too, when asked, with the allow-list
+    // the DaemonSet fills: kubelet and the overlay pass, 10255 does not.
+    let daemon = start_daemon_with(
+        &topology,
+        &server,
+        &[
+            "--address",
+            VIP,
+            "--protect-node-addresses",
+            "--allow-port",
+            "10250/tcp",
+            "--allow-port",
+            "4789/udp",
+            "--allow-port",
+            "30000-32767",
+        ],
+    );
+    assert!(
+        tcp_open(&topology, GATEWAY_V4, 10250),
+        "kubelet:\n{}",
+        daemon.log()
+    );
+    assert_eq!(udp_answer(&topology, GATEWAY_V4, 4789), "overlay");
+    assert!(!tcp_open(&topology, GATEWAY_V4, 10255), "{}", daemon.log());
+    let answer = topology.client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "2",
+        "--resolve",
+        &resolve,
+        "http://app.test/",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&answer.stdout),
+        "one",
+        "{}",
+        daemon.log()
+    );
 }

@@ -24,6 +24,8 @@ const CLI_MD: &str = "docs/cli.md";
 const OTHER_TOOLS_FLAGS: &[(&str, &str)] = &[
     // cargo and the test harness, in the commands CONTRIBUTING and tests/README give.
     ("--release", "cargo build"),
+    // kube-apiserver's NodePort range, named in docs/kubernetes.md.
+    ("--service-node-port-range", "kube-apiserver"),
     ("--package", "cargo"),
     ("--bin", "cargo"),
     ("--test", "cargo test"),

@@ -89,6 +89,9 @@ pub struct Options {
     pub interface: String,
     /// `--address`; empty: the interface's addresses.
     pub address: Vec<IpAddr>,
+    /// `--protect-node-addresses` (Kubernetes mode): the interface's own
+    /// addresses are the gateway's too.
+    pub protect_node_addresses: bool,
     pub xdp_mode: AttachMode,
     pub allow_port: Vec<AllowPort>,
     pub reset_unknown_hosts: Vec<u16>,

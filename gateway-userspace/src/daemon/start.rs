@@ -162,11 +162,20 @@ fn load(args: &Options) -> anyhow::Result<Dataplane> {
 /// interface's own addresses.
 fn gateway_addresses(args: &Options) -> anyhow::Result<Vec<IpAddr>> {
     let interface_addrs = host::interface_addresses(&args.interface)?;
+    // Kubernetes mode without --address needs --protect-node-addresses
+    // (`gateway run` refuses otherwise): then the interface's addresses.
+    let on_a_node = args.kubernetes.is_some();
     if args.address.is_empty() {
         return Ok(interface_addrs);
     }
     host::check_addresses_on_interface(&args.address, &interface_addrs, &args.interface)?;
-    Ok(args.address.clone())
+    let mut addresses = args.address.clone();
+    if on_a_node && args.protect_node_addresses {
+        addresses.extend(interface_addrs);
+        addresses.sort();
+        addresses.dedup();
+    }
+    Ok(addresses)
 }
 
 /// The connection gates of the proxy and of the admin endpoint.
