@@ -316,6 +316,88 @@ spec:
     // An edit of the good one still applies beside the broken one.
     server.apply(&topology, &routed("default", "two"));
     until_answer(&topology, &daemon, "one 200", "two 200");
+
+    // Each resource says on itself what was made of it.
+    let broken = status_until(
+        &server,
+        &topology,
+        &daemon,
+        "gateway",
+        "default",
+        "broken",
+        |s| s["conditions"][0]["status"] == "False",
+    );
+    assert_eq!(broken["conditions"][0]["reason"], "Invalid");
+    let message = broken["validationMessages"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("spec.servers[0].port.number:"),
+        "{broken}"
+    );
+    assert_eq!(broken["validationMessages"][0]["level"], "ERROR");
+    let generation =
+        object(&server, &topology, "gateway", "default", "broken")["metadata"]["generation"]
+            .clone();
+    assert_eq!(broken["observedGeneration"], generation);
+    let good = status_until(
+        &server,
+        &topology,
+        &daemon,
+        "virtualservice",
+        "default",
+        "app",
+        |s| s["conditions"][0]["status"] == "True",
+    );
+    assert_eq!(good["conditions"][0]["reason"], "Accepted", "{good}");
+    // The status writes are not configuration changes: no reload for them.
+    thread::sleep(Duration::from_millis(500));
+    let reloads_now = reloads(&daemon);
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(reloads(&daemon), reloads_now, "{}", daemon.log());
+}
+
+/// The object as the admin reads it.
+fn object(
+    server: &ApiServer,
+    topology: &Topology,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> serde_json::Value {
+    let out = server.kubectl(
+        topology,
+        Identity::Admin,
+        &["get", kind, name, "-n", namespace, "-o", "json"],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// The object's `status` once `done` says it is what the test waits for.
+fn status_until(
+    server: &ApiServer,
+    topology: &Topology,
+    daemon: &Daemon,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let status = object(server, topology, kind, namespace, name)["status"].clone();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the status of {kind} {namespace}/{name} is still {status}:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -778,6 +860,25 @@ fn a_secret_created_after_its_gateway_turns_its_server_on_and_a_rotated_one_reac
         daemon.log()
     );
     assert!(new_connection(&topology, &ca).is_err());
+    let said = status_until(
+        &server,
+        &topology,
+        &daemon,
+        "gateway",
+        GATEWAY_NAMESPACE,
+        "gw",
+        |s| {
+            s["validationMessages"]
+                .as_array()
+                .is_some_and(|m| m.len() == 2)
+        },
+    );
+    let messages = said["validationMessages"].to_string();
+    assert!(
+        messages.contains("server not served")
+            && messages.contains("Secret istio-system/secure-cert not found"),
+        "{said}"
+    );
 
     // The Secret created: the server turns on.
     server.apply(
@@ -785,6 +886,20 @@ fn a_secret_created_after_its_gateway_turns_its_server_on_and_a_rotated_one_reac
         &tls_secret(&server, &topology, "secure-cert", &crt_a, &key_a),
     );
     let created = until_certificate(&topology, &daemon, &ca, "cert-a");
+    // The status now names only the broken one.
+    status_until(
+        &server,
+        &topology,
+        &daemon,
+        "gateway",
+        GATEWAY_NAMESPACE,
+        "gw",
+        |s| {
+            s["validationMessages"]
+                .as_array()
+                .is_some_and(|m| m.len() == 1)
+        },
+    );
 
     // A connection held across the rotation keeps its certificate and
     // works; new connections get the rotated one.
@@ -1013,4 +1128,94 @@ fn on_a_node_the_gateway_protects_its_vips_and_leaves_kubelet_and_the_overlay_al
         "{}",
         daemon.log()
     );
+}
+
+#[test]
+fn one_replica_writes_status_and_another_takes_over_when_it_stops() {
+    require_root();
+    let mut topology = Topology::new();
+    let second_if = {
+        topology.add_backend_namespace();
+        let out = topology.gateway(&["ip", "-o", "link", "show"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_string())
+            .find(|name| name.starts_with("gb"))
+            .expect("the backend-facing interface")
+    };
+    let server = cluster(&topology);
+    server.apply(&topology, &routed("default", "one"));
+    let mut first = start_daemon(&topology, &server);
+    // A second replica (on the other interface of the namespace).
+    let kubeconfig = server.kubeconfig(Identity::Gateway);
+    let second = Daemon::start(
+        &topology,
+        &[
+            "--kubernetes",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap_or_default(),
+            "--interface",
+            &second_if,
+            "--address",
+            gateway_tests::netns::GATEWAY_TO_BACKEND_V4,
+            "--admin-address",
+            "127.0.0.1:15001",
+        ],
+    );
+    let lease = |server: &ApiServer| {
+        object(
+            server,
+            &topology,
+            "lease",
+            GATEWAY_NAMESPACE,
+            "xdp-gateway-status",
+        )["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let holder = lease(&server);
+    assert!(
+        holder.ends_with(&format!("/{}", first.pid())),
+        "{holder}:\n{}",
+        first.log()
+    );
+    assert!(
+        !second.log().contains("now the status writer"),
+        "{}",
+        second.log()
+    );
+
+    // The writer stops: the other takes the Lease once it expires, and
+    // writes the status of what changed meanwhile.
+    first.stop();
+    server.apply(
+        &topology,
+        &routed("default", "two").replace(
+            "directResponse: {status: 200",
+            "directResponse: {status: 700",
+        ),
+    );
+    let started = Instant::now();
+    while !lease(&server).ends_with(&format!("/{}", second.pid())) {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the Lease was not taken over:\n{}",
+            second.log()
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    let taken_over = started.elapsed();
+    let status = status_until(
+        &server,
+        &topology,
+        &second,
+        "virtualservice",
+        "default",
+        "app",
+        |s| s["conditions"][0]["status"] == "False",
+    );
+    assert!(status.to_string().contains("700"), "{status}");
+    println!("the Lease was taken over {taken_over:?} after its holder stopped");
 }

@@ -40,6 +40,9 @@ pub struct Built {
     pub registry: Registry,
     /// The certificate files it names, watched for changes.
     pub certificates: Vec<PathBuf>,
+    /// What the load said about the resources (Kubernetes mode writes it
+    /// into their status).
+    pub diagnostics: Vec<crate::config::Diagnostic>,
 }
 
 impl Inputs {
@@ -80,6 +83,7 @@ impl Inputs {
             } else {
                 certificate_files(config)
             },
+            diagnostics: config.diagnostics.clone(),
         })
     }
 }

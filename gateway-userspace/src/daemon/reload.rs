@@ -82,6 +82,10 @@ impl Reload<'_> {
             return None;
         }
         self.switch(current, kernel, served_tx, built.served, &built.plan)?;
+        // What is served now, said on the resources (Kubernetes mode).
+        if let Some(objects) = &self.inputs.source.kubernetes {
+            objects.report(&built.diagnostics, Some(&built.plan));
+        }
         if let Some(registry) = self.registry {
             let _ = registry.send(built.registry);
         }

@@ -84,6 +84,10 @@ pub(super) async fn serve(mut args: Options) -> anyhow::Result<()> {
         &captured,
     )
     .await?;
+    // What is served now, said on the resources (Kubernetes mode).
+    if let Some(objects) = &inputs.source.kubernetes {
+        objects.report(&built.diagnostics, Some(&built.plan));
+    }
     let memlock = log_started(
         &args,
         &dataplane,

@@ -14,11 +14,19 @@
 //! ([`services`]): their ports go into the model, their endpoints to the
 //! proxy through [`Discovery`].
 pub mod endpoints;
+pub mod lease;
 pub mod secrets;
 pub mod services;
 pub mod sources;
+pub mod status;
+pub mod status_writer;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use futures_util::StreamExt as _;
 use kube::{
@@ -39,8 +47,12 @@ use self::{
     secrets::{SecretFiles, SecretWatch},
     services::ServiceWatches,
     sources::Object,
+    status::ResourceKey,
+    status_writer::{CurrentStatus, StatusWriter},
 };
-use crate::{compile::references, discovery::Discovery, model::Model};
+use crate::{
+    compile::references, config::Diagnostic, discovery::Discovery, model::Model, plan::Plan,
+};
 
 /// The API group of the kinds read.
 const GROUP: &str = "networking.istio.io";
@@ -144,6 +156,9 @@ pub struct IstioObjects {
     services: Arc<ServiceWatches>,
     secrets: SecretWatch,
     cluster_domain: String,
+    /// The generation of each object the last snapshot read.
+    read: Arc<Mutex<BTreeMap<ResourceKey, Option<i64>>>>,
+    status: StatusWriter,
 }
 
 impl std::fmt::Debug for IstioObjects {
@@ -198,6 +213,17 @@ impl IstioObjects {
             }
         }
         let secrets = SecretWatch::start(client.clone(), &options.namespace, Arc::clone(&changed));
+        let leader = lease::elect(client.clone(), &options.namespace, lease::identity());
+        let resources: BTreeMap<String, ApiResource> = stores
+            .iter()
+            .map(|(resource, _)| (resource.kind.clone(), resource.clone()))
+            .collect();
+        let status = StatusWriter::start(
+            client.clone(),
+            resources,
+            current_status(stores.clone()),
+            leader,
+        );
         let services = ServiceWatches::new(client, discovery, changed).await;
         Ok(Self {
             stores,
@@ -205,6 +231,8 @@ impl IstioObjects {
             services: Arc::new(services),
             secrets,
             cluster_domain: options.cluster_domain.clone(),
+            read: Arc::default(),
+            status,
         })
     }
 
@@ -261,11 +289,34 @@ impl IstioObjects {
         self.changes.borrow_and_update();
     }
 
-    /// Every object the watches hold now.
+    /// Has each object of the last snapshot told, in its `status`, what
+    /// the load said about it (`diagnostics`) and what the plan left out
+    /// of it (`plan`); written by the replica holding the status Lease.
+    pub fn report(&self, diagnostics: &[Diagnostic], plan: Option<&Plan>) {
+        let read = self
+            .read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.status
+            .publish(status::reports(&read, diagnostics, plan));
+    }
+
+    /// Every object the watches hold now (remembered, with its generation,
+    /// for [`IstioObjects::report`]).
     pub fn snapshot(&self) -> Vec<Object> {
         let mut objects = Vec::new();
+        let mut read = BTreeMap::new();
         for (resource, store) in &self.stores {
             for object in store.state() {
+                read.insert(
+                    ResourceKey {
+                        kind: resource.kind.clone(),
+                        namespace: object.metadata.namespace.clone().unwrap_or_default(),
+                        name: object.metadata.name.clone().unwrap_or_default(),
+                    },
+                    object.metadata.generation,
+                );
                 objects.push(Object {
                     api_version: resource.api_version.clone(),
                     kind: resource.kind.clone(),
@@ -276,8 +327,24 @@ impl IstioObjects {
                 });
             }
         }
+        *self.read.lock().unwrap_or_else(PoisonError::into_inner) = read;
         objects
     }
+}
+
+/// The `status` each object has in the watches' stores.
+fn current_status(stores: Vec<(ApiResource, Store<DynamicObject>)>) -> CurrentStatus {
+    Arc::new(move |key: &ResourceKey| {
+        stores
+            .iter()
+            .filter(|(resource, _)| resource.kind == key.kind)
+            .find_map(|(resource, store)| {
+                let at = reflector::ObjectRef::new_with(&key.name, resource.clone())
+                    .within(&key.namespace);
+                store.get(&at)
+            })
+            .and_then(|object| object.data.get("status").cloned())
+    })
 }
 
 /// Where a pod's service account names the pod's namespace.
@@ -326,14 +393,41 @@ fn spawn_watch(
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .backoff(Retry::default());
         let mut stream = std::pin::pin!(stream);
+        // The generation each object had when last applied: a change that
+        // leaves it (our own status writes, label edits) is not a change
+        // of configuration, and must not start a reload.
+        let mut generations: HashMap<(String, String), Option<i64>> = HashMap::new();
         while let Some(event) = stream.next().await {
             match event {
-                Ok(
-                    watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
-                ) => {
+                Ok(watcher::Event::Apply(object)) => {
+                    let key = (
+                        object.metadata.namespace.clone().unwrap_or_default(),
+                        object.metadata.name.clone().unwrap_or_default(),
+                    );
+                    let generation = object.metadata.generation;
+                    let known = generations.insert(key, generation);
+                    if generation.is_none() || known != Some(generation) {
+                        changed.send_modify(|count| *count += 1);
+                    }
+                }
+                Ok(watcher::Event::InitApply(object)) => {
+                    let key = (
+                        object.metadata.namespace.clone().unwrap_or_default(),
+                        object.metadata.name.clone().unwrap_or_default(),
+                    );
+                    generations.insert(key, object.metadata.generation);
+                }
+                Ok(watcher::Event::Delete(object)) => {
+                    generations.remove(&(
+                        object.metadata.namespace.clone().unwrap_or_default(),
+                        object.metadata.name.clone().unwrap_or_default(),
+                    ));
                     changed.send_modify(|count| *count += 1);
                 }
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(watcher::Event::InitDone) => {
+                    changed.send_modify(|count| *count += 1);
+                }
+                Ok(watcher::Event::Init) => {}
                 Err(err) => log::warn!(
                     "watch of {} failed: {err}; retrying (the last complete list stays served)",
                     resource.kind

@@ -27,7 +27,7 @@ pub use crate::model::{
 };
 
 /// What to program into the kernel and the proxy.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     /// One per (bind, port, L4 protocol), sorted; `id` is the index.
     pub listeners: Vec<Listener>,
