@@ -8,7 +8,7 @@ use gateway_userspace::{
     daemon::{self, ConfigSource},
     dataplane::AttachMode,
     kubernetes,
-    model::{DEFAULT_CLUSTER_DOMAIN, Instance, Subnet, parse_labels},
+    model::{DEFAULT_CLUSTER_DOMAIN, Instance, ServiceKey, Subnet, parse_labels},
     proxy::access_log,
 };
 
@@ -223,6 +223,12 @@ pub(crate) struct RunArgs {
     /// never touched.
     #[arg(long = "protect-node-addresses")]
     pub protect_node_addresses: bool,
+    /// With `--kubernetes`, the gateway's own Service: a Gateway server on
+    /// one of its ports listens on that port's `targetPort`, as Istio's
+    /// gateway does. Default: the Services of the gateway's namespace that
+    /// select its `--labels`.
+    #[arg(long = "service", value_name = "NAMESPACE/NAME", value_parser = service_name)]
+    pub service: Option<ServiceKey>,
     /// Interface to attach the XDP program to.
     #[arg(long, short = 'i', value_name = "IFNAME")]
     pub interface: String,
@@ -346,6 +352,21 @@ pub(crate) struct RunArgs {
     pub instance: InstanceArgs,
 }
 
+/// `--service`: `namespace/name`.
+fn service_name(text: &str) -> Result<ServiceKey, String> {
+    match text.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok(ServiceKey {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+        }
+        _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+    }
+}
+
 /// `--cluster-domain`: DNS labels of letters, digits and `-`, lower-cased.
 fn cluster_domain(text: &str) -> Result<String, String> {
     let domain = text.trim_end_matches('.').to_ascii_lowercase();
@@ -373,10 +394,11 @@ impl RunArgs {
         let kubernetes_flags = self.kubeconfig.is_some()
             || !self.watch_namespace.is_empty()
             || self.cluster_domain.is_some()
-            || self.protect_node_addresses;
+            || self.protect_node_addresses
+            || self.service.is_some();
         if !self.kubernetes && kubernetes_flags {
             anyhow::bail!(
-                "--kubeconfig, --watch-namespace, --cluster-domain and --protect-node-addresses need --kubernetes"
+                "--kubeconfig, --watch-namespace, --cluster-domain, --protect-node-addresses and --service need --kubernetes"
             );
         }
         if self.kubernetes && self.address.is_empty() && !self.protect_node_addresses {
@@ -401,6 +423,7 @@ impl RunArgs {
                     .clone()
                     .unwrap_or_else(|| DEFAULT_CLUSTER_DOMAIN.to_string()),
                 namespace: instance.namespace.clone(),
+                service: self.service.clone(),
             }),
             instance,
             interface: self.interface,

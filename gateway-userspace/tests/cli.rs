@@ -424,7 +424,7 @@ fn kubernetes_flags_need_kubernetes_mode_and_exclude_files() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--kubeconfig, --watch-namespace, --cluster-domain and --protect-node-addresses need --kubernetes"),
+        stderr.contains("--kubeconfig, --watch-namespace, --cluster-domain, --protect-node-addresses and --service need --kubernetes"),
         "{stderr}"
     );
     let out = gateway(&[

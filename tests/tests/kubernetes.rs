@@ -1219,3 +1219,65 @@ fn one_replica_writes_status_and_another_takes_over_when_it_stops() {
     assert!(status.to_string().contains("700"), "{status}");
     println!("the Lease was taken over {taken_over:?} after its holder stopped");
 }
+
+/// The gateway's own Service, selecting its labels, mapping port 80 to `target`.
+fn gateway_service(target: u16) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: {GATEWAY_NAMESPACE}}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports: [{{name: http2, port: 80, targetPort: {target}}}]
+"
+    )
+}
+
+/// What `app.test` answers on `port` of the gateway, or why not.
+fn get_on(topology: &Topology, port: u16) -> Result<String, String> {
+    let resolve = format!("app.test:{port}:{GATEWAY_V4}");
+    let url = format!("http://app.test:{port}/");
+    let out = topology.client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "1",
+        "--resolve",
+        &resolve,
+        &url,
+    ]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn a_server_on_the_gateway_services_port_listens_on_its_target_port() {
+    require_root();
+    let topology = Topology::new();
+    let server = cluster(&topology);
+    server.apply(&topology, &gateway_service(8080));
+    server.apply(&topology, &routed("default", "one"));
+    let daemon = start_daemon(&topology, &server);
+    assert_eq!(
+        get_on(&topology, 8080).as_deref(),
+        Ok("one"),
+        "{}",
+        daemon.log()
+    );
+    assert!(get_on(&topology, 80).is_err(), "{}", daemon.log());
+    // The Service's targetPort moves: so does the listener.
+    server.apply(&topology, &gateway_service(9080));
+    let started = Instant::now();
+    while get_on(&topology, 9080).as_deref() != Ok("one") {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not moved to 9080:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(get_on(&topology, 8080).is_err());
+}

@@ -35,6 +35,7 @@ fn port(name: &str, number: u16, app_protocol: Option<&str>) -> KubeServicePort 
         port: number,
         transport: "TCP".into(),
         app_protocol: app_protocol.map(Into::into),
+        target_port: None,
     }
 }
 
@@ -46,6 +47,8 @@ fn service(namespace: &str, name: &str, ports: Vec<KubeServicePort>) -> KubeServ
         },
         ports,
         external_name: None,
+        selector: BTreeMap::new(),
+        port_translation: true,
     }
 }
 
@@ -67,6 +70,7 @@ fn compile(dest: &str, services: Vec<KubeService>, domain: &str, extra: &str) ->
         read: true,
         domain: domain.into(),
         services,
+        ..KubernetesView::default()
     };
     plan(&config.model, &Instance::default(), &[]).expect("plan")
 }
@@ -276,6 +280,7 @@ spec:
         read: true,
         domain: "cluster.local".into(),
         services: web(),
+        ..KubernetesView::default()
     };
     let plan = plan(&config.model, &Instance::default(), &[]).expect("plan");
     assert_eq!(plan.dropped.len(), 1, "{:?}", plan.dropped);
@@ -303,4 +308,40 @@ spec:
         "{:?}",
         plan.warnings
     );
+}
+
+#[test]
+fn a_gateway_server_on_its_services_port_listens_on_the_target_port() {
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [\"*\"]
+  - port: {number: 9000, name: other, protocol: HTTP}
+    hosts: [\"*\"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  ports: [{name: http2, port: 80, targetPort: 8080}]
+";
+    let config = load_sources(&[(PathBuf::from("t.yaml"), text.into())]);
+    let served = plan(&config.model, &Instance::default(), &[]).expect("plan");
+    let ports: Vec<u16> = served.http.iter().map(|l| l.port).collect();
+    assert_eq!(ports, [8080, 9000], "{:?}", served.warnings);
+    // A Service in another namespace does not front this gateway.
+    let elsewhere = text.replace(
+        "metadata: {name: istio-ingressgateway, namespace: istio-system}",
+        "metadata: {name: istio-ingressgateway, namespace: apps}",
+    );
+    let config = load_sources(&[(PathBuf::from("t.yaml"), elsewhere)]);
+    let served = plan(&config.model, &Instance::default(), &[]).expect("plan");
+    let ports: Vec<u16> = served.http.iter().map(|l| l.port).collect();
+    assert_eq!(ports, [80, 9000]);
 }

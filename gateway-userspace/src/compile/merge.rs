@@ -39,9 +39,12 @@ pub(super) fn selected_gateways<'m>(model: &'m Model, instance: &Instance) -> Ve
 
 /// Merges the servers of `gateways`, in order, into one slot per (bind,
 /// port, L4 protocol), by Istio's rules ([`Slot::admit`]); every server
-/// left out is returned with the reason.
+/// left out is returned with the reason. A server's port is looked up in
+/// `listen_ports` (the gateway Service's translation) for the port its
+/// listener takes.
 pub(super) fn merge_servers<'m>(
     gateways: &[&'m Gateway],
+    listen_ports: &BTreeMap<u16, u16>,
 ) -> (BTreeMap<SlotKey, Slot<'m>>, Vec<DroppedServer>) {
     let mut slots: BTreeMap<SlotKey, Slot<'_>> = BTreeMap::new();
     let mut dropped = Vec::new();
@@ -56,8 +59,10 @@ pub(super) fn merge_servers<'m>(
             } else {
                 let who = format!("Gateway {gateway_id} spec.servers[{index}]");
                 let protocol = server.port.protocol;
+                let number = server.port.number;
+                let listen_port = listen_ports.get(&number).copied().unwrap_or(number);
                 slots
-                    .entry((server.bind.ip(), server.port.number, protocol.ip_protocol()))
+                    .entry((server.bind.ip(), listen_port, protocol.ip_protocol()))
                     .or_insert_with(|| Slot {
                         kind: protocol.listener_kind(),
                         servers: Vec::new(),

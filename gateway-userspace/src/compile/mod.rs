@@ -6,6 +6,7 @@ mod auto_passthrough;
 mod bind;
 mod clusters;
 pub mod egress_registry;
+mod gateway_ports;
 mod ids;
 mod merge;
 pub mod references;
@@ -106,11 +107,13 @@ pub fn plan(
     instance: &Instance,
     local_addrs: &[IpAddr],
 ) -> Result<Plan, CompileError> {
-    let (slots, mut dropped) = merge_servers(&selected_gateways(model, instance));
+    let (listen_ports, port_warnings) = gateway_ports::listen_ports(model, instance);
+    let (slots, mut dropped) = merge_servers(&selected_gateways(model, instance), &listen_ports);
     let mut binder = bind::Binder::new(model, instance);
     let mut listeners = bind_listeners(slots, &mut binder, &mut dropped);
     number_listeners(&mut listeners)?;
     let (clusters, renumbered, mut warnings) = binder.finish();
+    warnings.extend(port_warnings);
     warnings.extend(listeners.udp_warnings);
     let local_addrs = gateway_addresses(local_addrs)?;
     let mut plan = Plan {

@@ -1,44 +1,94 @@
-//! Kubernetes `Service` documents found among the configuration: not read,
-//! but a warning, because in Istio a Service's `targetPort` moves where the
-//! gateway listens and here it does not.
-use super::yaml::{Node, Value};
+//! Kubernetes `Service` documents among the configuration: read for
+//! Istio's gateway port translation only (a Service that selects the
+//! gateway workload moves a server's port to its `targetPort`; compile
+//! decides which Services select it). Services are not route backends in
+//! file mode: that needs their endpoints, which only Kubernetes mode has.
+use std::collections::BTreeMap;
 
-/// The warning for a `v1` `Service` document, naming its port mappings.
-pub(super) fn warning(doc: &Node) -> String {
-    let name = doc
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(text)
-        .unwrap_or_default();
-    let mappings: Vec<String> = match doc.get("spec").and_then(|s| s.get("ports")) {
+use super::yaml::{Node, Value};
+use crate::model::{
+    KubeService, KubeServicePort, NO_PORT_TRANSLATION_LABEL, ServiceKey, TargetPort,
+};
+
+/// The Service a `v1` `Service` document declares, as far as port
+/// translation needs it; ports that are not numbers are left out.
+pub(super) fn decode(doc: &Node) -> KubeService {
+    let metadata = doc.get("metadata");
+    let text_at = |node: Option<&Node>, key: &str| node.and_then(|n| n.get(key)).and_then(text);
+    let spec = doc.get("spec");
+    let ports = match spec.and_then(|s| s.get("ports")) {
         Some(Node {
             value: Value::Seq(ports),
             ..
-        }) => ports.iter().filter_map(mapping).collect(),
+        }) => ports.iter().filter_map(port).collect(),
         _ => Vec::new(),
     };
-    let mut message = format!(
-        "Kubernetes Service {name} is not read: the gateway listens on each Gateway server's port number, not on a Service's targetPort"
-    );
-    if !mappings.is_empty() {
-        message.push_str(&format!(
-            " (this Service maps {}; the gateway does not)",
-            mappings.join(", ")
-        ));
+    let labels = string_map(metadata.and_then(|m| m.get("labels")));
+    KubeService {
+        key: ServiceKey {
+            namespace: text_at(metadata, "namespace").unwrap_or_else(|| "default".into()),
+            name: text_at(metadata, "name").unwrap_or_default(),
+        },
+        ports,
+        external_name: None,
+        selector: string_map(spec.and_then(|s| s.get("selector"))),
+        port_translation: !labels.contains_key(NO_PORT_TRANSLATION_LABEL),
     }
-    message
 }
 
-/// `port 443 (https) to targetPort 8443` for a port whose targetPort is set.
-fn mapping(port: &Node) -> Option<String> {
-    let number = port.get("port").and_then(text)?;
-    let target = port.get("targetPort").and_then(text)?;
-    let name = port
-        .get("name")
-        .and_then(text)
-        .map(|n| format!(" ({n})"))
-        .unwrap_or_default();
-    Some(format!("port {number}{name} to targetPort {target}"))
+/// `port 443 (https) to targetPort 8443` for each port whose targetPort is set.
+pub(super) fn mappings(service: &KubeService) -> Vec<String> {
+    service
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let target = match p.target_port.as_ref()? {
+                TargetPort::Number(n) => n.to_string(),
+                TargetPort::Name(name) => name.clone(),
+            };
+            let name = if p.name.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", p.name)
+            };
+            Some(format!("port {}{name} to targetPort {target}", p.port))
+        })
+        .collect()
+}
+
+fn port(node: &Node) -> Option<KubeServicePort> {
+    let number = match node.get("port")?.value {
+        Value::Int(n) => u16::try_from(n).ok()?,
+        _ => return None,
+    };
+    let target_port = node.get("targetPort").and_then(|t| match &t.value {
+        Value::Int(n) => u16::try_from(*n).ok().map(TargetPort::Number),
+        Value::Str(name) => Some(TargetPort::Name(name.clone())),
+        _ => None,
+    });
+    Some(KubeServicePort {
+        name: node.get("name").and_then(text).unwrap_or_default(),
+        port: number,
+        transport: node
+            .get("protocol")
+            .and_then(text)
+            .unwrap_or_else(|| "TCP".into()),
+        app_protocol: node.get("appProtocol").and_then(text),
+        target_port,
+    })
+}
+
+fn string_map(node: Option<&Node>) -> BTreeMap<String, String> {
+    match node {
+        Some(Node {
+            value: Value::Map(entries),
+            ..
+        }) => entries
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
 }
 
 /// A scalar as text: ports and targetPorts are numbers or names.

@@ -242,7 +242,17 @@ impl Loader<'_> {
                 d.report(severity, doc, "", message);
             }
             kinds::Disposition::Warned if api_version == "v1" && kind == "Service" => {
-                d.report(Severity::Warning, doc, "", kube_service::warning(doc));
+                let service = kube_service::decode(doc);
+                let mappings = kube_service::mappings(&service);
+                let mut message = format!(
+                    "Service {} is read for the gateway's port translation only: when it selects the gateway workload, a server on one of its ports listens on that port's targetPort",
+                    service.key
+                );
+                if !mappings.is_empty() {
+                    message.push_str(&format!(" (it maps {})", mappings.join(", ")));
+                }
+                d.report(Severity::Note, doc, "", message);
+                config.model.kubernetes.workload_services.push(service);
             }
             kinds::Disposition::Warned => {
                 d.resource = loose_identity(&kind, doc);

@@ -207,21 +207,27 @@ fn other_kinds_are_warnings_counted_in_the_summary() {
 }
 
 #[test]
-fn a_kubernetes_service_warns_that_its_target_ports_are_not_applied() {
+fn a_kubernetes_service_is_read_for_the_gateway_port_translation() {
     let config = load(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: istio-ingressgateway}\nspec:\n  ports:\n  - {name: http2, port: 80, targetPort: 8080}\n  - {port: 443, targetPort: https}\n  - {name: status, port: 15021}\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: istio-ingressgateway, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  ports:\n  - {name: http2, port: 80, targetPort: 8080}\n  - {port: 443, targetPort: https}\n  - {name: status, port: 15021}\n",
     );
     assert_eq!(
         messages(&config),
         vec![
-            "gw.yaml:1:1: warning: Kubernetes Service istio-ingressgateway is not read: the gateway listens on each Gateway server's port number, not on a Service's targetPort (this Service maps port 80 (http2) to targetPort 8080, port 443 to targetPort https; the gateway does not)"
+            "gw.yaml:1:1: note: Service istio-system/istio-ingressgateway is read for the gateway's port translation only: when it selects the gateway workload, a server on one of its ports listens on that port's targetPort (it maps port 80 (http2) to targetPort 8080, port 443 to targetPort https)"
         ]
+    );
+    let service = &config.model.kubernetes.workload_services[0];
+    assert_eq!(service.ports.len(), 3);
+    assert_eq!(
+        service.selector.get("istio").map(String::as_str),
+        Some("ingressgateway")
     );
     let bare = load("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n");
     assert_eq!(
         messages(&bare),
         vec![
-            "gw.yaml:1:1: warning: Kubernetes Service web is not read: the gateway listens on each Gateway server's port number, not on a Service's targetPort"
+            "gw.yaml:1:1: note: Service default/web is read for the gateway's port translation only: when it selects the gateway workload, a server on one of its ports listens on that port's targetPort"
         ]
     );
 }

@@ -17,11 +17,14 @@ use std::{
     net::IpAddr,
 };
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::{api::core::v1::Service, apimachinery::pkg::util::intstr::IntOrString};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::model::{DiscoveredEndpoint, EndpointState, KubeService, KubeServicePort, ServiceKey};
+use crate::model::{
+    DiscoveredEndpoint, EndpointState, KubeService, KubeServicePort, NO_PORT_TRANSLATION_LABEL,
+    ServiceKey, TargetPort,
+};
 
 /// The label a slice names its Service in.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -43,16 +46,26 @@ pub fn service(service: &Service) -> Option<KubeService> {
                 port: u16::try_from(port.port).ok()?,
                 transport: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
                 app_protocol: port.app_protocol.clone(),
+                target_port: match &port.target_port {
+                    Some(IntOrString::Int(n)) => u16::try_from(*n).ok().map(TargetPort::Number),
+                    Some(IntOrString::String(name)) => Some(TargetPort::Name(name.clone())),
+                    None => None,
+                },
             })
         })
         .collect();
     let external_name = spec
         .filter(|spec| spec.type_.as_deref() == Some("ExternalName"))
         .and_then(|spec| spec.external_name.clone());
+    let labels = service.metadata.labels.as_ref();
     Some(KubeService {
         key,
         ports,
         external_name,
+        selector: spec
+            .and_then(|spec| spec.selector.clone())
+            .unwrap_or_default(),
+        port_translation: !labels.is_some_and(|l| l.contains_key(NO_PORT_TRANSLATION_LABEL)),
     })
 }
 
@@ -328,12 +341,14 @@ mod tests {
                     port: 80,
                     transport: "TCP".into(),
                     app_protocol: None,
+                    target_port: Some(TargetPort::Name("web".into())),
                 },
                 KubeServicePort {
                     name: String::new(),
                     port: 9000,
                     transport: "UDP".into(),
                     app_protocol: Some("dns".into()),
+                    target_port: None,
                 },
             ]
         );

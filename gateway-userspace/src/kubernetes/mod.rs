@@ -14,6 +14,7 @@
 //! ([`services`]): their ports go into the model, their endpoints to the
 //! proxy through [`Discovery`].
 pub mod endpoints;
+pub mod gateway_service;
 pub mod lease;
 pub mod secrets;
 pub mod services;
@@ -44,6 +45,7 @@ use kube::{
 use tokio::sync::watch;
 
 use self::{
+    gateway_service::WorkloadServices,
     secrets::{SecretFiles, SecretWatch},
     services::ServiceWatches,
     sources::Object,
@@ -51,7 +53,11 @@ use self::{
     status_writer::{CurrentStatus, StatusWriter},
 };
 use crate::{
-    compile::references, config::Diagnostic, discovery::Discovery, model::Model, plan::Plan,
+    compile::references,
+    config::Diagnostic,
+    discovery::Discovery,
+    model::{Model, ServiceKey},
+    plan::Plan,
 };
 
 /// The API group of the kinds read.
@@ -128,6 +134,9 @@ pub struct Options {
     /// The gateway's namespace (`--namespace`), whose Secrets
     /// `credentialName` reads.
     pub namespace: String,
+    /// `--service`: the gateway's own Service; without it, the Services of
+    /// `namespace` that select the gateway's labels.
+    pub service: Option<ServiceKey>,
 }
 
 /// Why the objects cannot be read.
@@ -155,6 +164,8 @@ pub struct IstioObjects {
     changes: watch::Receiver<u64>,
     services: Arc<ServiceWatches>,
     secrets: SecretWatch,
+    workload: WorkloadServices,
+    gateway_service: Option<ServiceKey>,
     cluster_domain: String,
     /// The generation of each object the last snapshot read.
     read: Arc<Mutex<BTreeMap<ResourceKey, Option<i64>>>>,
@@ -213,6 +224,12 @@ impl IstioObjects {
             }
         }
         let secrets = SecretWatch::start(client.clone(), &options.namespace, Arc::clone(&changed));
+        let workload_namespace = options
+            .service
+            .as_ref()
+            .map_or(options.namespace.as_str(), |s| s.namespace.as_str());
+        let workload =
+            WorkloadServices::start(client.clone(), workload_namespace, Arc::clone(&changed));
         let leader = lease::elect(client.clone(), &options.namespace, lease::identity());
         let resources: BTreeMap<String, ApiResource> = stores
             .iter()
@@ -230,6 +247,8 @@ impl IstioObjects {
             changes,
             services: Arc::new(services),
             secrets,
+            workload,
+            gateway_service: options.service.clone(),
             cluster_domain: options.cluster_domain.clone(),
             read: Arc::default(),
             status,
@@ -254,6 +273,8 @@ impl IstioObjects {
             );
         }
         model.kubernetes.services = self.services.services();
+        model.kubernetes.workload_services = self.workload.services();
+        model.kubernetes.gateway_service = self.gateway_service.clone();
         self.secrets.follow(model);
     }
 
@@ -265,7 +286,7 @@ impl IstioObjects {
                 .await
                 .map_err(|_| KubeError::Stopped)?;
         }
-        if !self.secrets.ready().await {
+        if !self.secrets.ready().await || !self.workload.ready().await {
             return Err(KubeError::Stopped);
         }
         Ok(())

@@ -16,6 +16,13 @@ pub struct KubernetesView {
     /// `--cluster-domain`: `name.namespace.svc.<domain>`.
     pub domain: String,
     pub services: Vec<KubeService>,
+    /// Services that may front the gateway workload itself: a server's
+    /// port found on one of them is that Service's port, and the proxy
+    /// listens on its `targetPort` (Istio's gateway port translation).
+    /// Those selecting the instance are used, or only `gateway_service`.
+    pub workload_services: Vec<KubeService>,
+    /// `--service`: the gateway's own Service, named.
+    pub gateway_service: Option<ServiceKey>,
 }
 
 impl Default for KubernetesView {
@@ -24,6 +31,8 @@ impl Default for KubernetesView {
             read: false,
             domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
             services: Vec::new(),
+            workload_services: Vec::new(),
+            gateway_service: None,
         }
     }
 }
@@ -76,6 +85,32 @@ pub struct KubeService {
     pub ports: Vec<KubeServicePort>,
     /// `spec.type: ExternalName`: a DNS alias, `spec.externalName`.
     pub external_name: Option<String>,
+    /// `spec.selector`: the Pods it fronts.
+    pub selector: BTreeMap<String, String>,
+    /// False when labelled `experimental.istio.io/disable-gateway-port-translation`.
+    pub port_translation: bool,
+}
+
+/// The label with which a Service opts out of gateway port translation.
+pub const NO_PORT_TRANSLATION_LABEL: &str =
+    "experimental.istio.io/disable-gateway-port-translation";
+
+impl KubeService {
+    /// Whether it fronts a workload with `labels` in `namespace`: a
+    /// non-empty selector all of whose labels the workload has.
+    pub fn selects(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.key.namespace == namespace
+            && !self.selector.is_empty()
+            && self.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// A Service port's `targetPort`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPort {
+    Number(u16),
+    /// A container port's name, resolved only by the Pod's spec.
+    Name(String),
 }
 
 /// One `spec.ports[]` entry.
@@ -89,6 +124,8 @@ pub struct KubeServicePort {
     pub transport: String,
     /// `appProtocol`, which Istio reads before the name's prefix.
     pub app_protocol: Option<String>,
+    /// `targetPort`; unset means the port itself.
+    pub target_port: Option<TargetPort>,
 }
 
 /// One address of a Service, as its EndpointSlices (or Endpoints) say.
@@ -127,7 +164,7 @@ mod tests {
         let view = KubernetesView {
             read: true,
             domain: "corp.example".into(),
-            services: Vec::new(),
+            ..KubernetesView::default()
         };
         assert_eq!(
             view.service_key("reviews.prod.svc.corp.example"),

@@ -1,0 +1,75 @@
+//! The Services that may front the gateway workload itself, for Istio's
+//! port translation: every Service of the gateway's namespace (compile
+//! keeps those whose selector picks the workload), or of the namespace of
+//! the one `--service` names. A change to one starts a reload.
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::Service;
+use kube::{
+    Client,
+    api::Api,
+    runtime::{
+        WatchStreamExt as _,
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+use super::{Retry, endpoints};
+use crate::model::KubeService;
+
+/// The Services of one namespace, watched.
+#[derive(Clone)]
+pub struct WorkloadServices {
+    store: Store<Service>,
+}
+
+impl std::fmt::Debug for WorkloadServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadServices").finish_non_exhaustive()
+    }
+}
+
+impl WorkloadServices {
+    /// Starts the watch of `namespace`'s Services on the current runtime.
+    pub fn start(client: Client, namespace: &str, changed: Arc<watch::Sender<u64>>) -> Self {
+        let api: Api<Service> = Api::namespaced(client, namespace);
+        let writer = reflector::store::Writer::default();
+        let store = writer.as_reader();
+        let what = format!("Services in {namespace}");
+        tokio::spawn(async move {
+            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+                .backoff(Retry::default());
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(
+                        watcher::Event::Apply(_)
+                        | watcher::Event::Delete(_)
+                        | watcher::Event::InitDone,
+                    ) => changed.send_modify(|count| *count += 1),
+                    Ok(_) => {}
+                    Err(err) => {
+                        log::warn!("watch of {what} (the gateway's own) failed: {err}; retrying")
+                    }
+                }
+            }
+        });
+        Self { store }
+    }
+
+    /// Waits for the first complete list.
+    pub async fn ready(&self) -> bool {
+        self.store.wait_until_ready().await.is_ok()
+    }
+
+    /// The namespace's Services as the model holds them.
+    pub fn services(&self) -> Vec<KubeService> {
+        self.store
+            .state()
+            .iter()
+            .filter_map(|service| endpoints::service(service))
+            .collect()
+    }
+}
