@@ -1281,3 +1281,32 @@ fn a_server_on_the_gateway_services_port_listens_on_its_target_port() {
     }
     assert!(get_on(&topology, 8080).is_err());
 }
+
+#[test]
+fn a_restarted_daemon_serves_within_two_seconds() {
+    require_root();
+    let topology = Topology::new();
+    let server = cluster(&topology);
+    server.apply(&topology, &routed("default", "one"));
+    let mut daemon = start_daemon(&topology, &server);
+    assert_eq!(get(&topology).as_deref(), Ok("one 200"), "{}", daemon.log());
+    daemon.stop();
+    // From the new process's start (connect, discover, list every kind,
+    // build, attach) to its first request served.
+    let started = Instant::now();
+    let daemon = start_daemon(&topology, &server);
+    while get(&topology).as_deref() != Ok("one 200") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not served after a restart:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let served = started.elapsed();
+    assert!(
+        served < Duration::from_secs(2),
+        "served {served:?} after the restart began"
+    );
+    println!("a restarted daemon served {served:?} after it was started");
+}
