@@ -264,9 +264,10 @@ impl IstioObjects {
     pub fn add_services(&self, model: &mut Model) {
         model.kubernetes.read = true;
         model.kubernetes.domain = self.cluster_domain.clone();
-        self.services
+        let started = self
+            .services
             .set_interest(references::kubernetes_services(model));
-        if !self.services.ready_blocking(SERVICE_LIST_WAIT) {
+        if !self.services.ready_blocking(&started, SERVICE_LIST_WAIT) {
             log::warn!(
                 "the routed Services and their endpoints are not all listed after {} s; routes to those missing answer 503 until they are",
                 SERVICE_LIST_WAIT.as_secs()

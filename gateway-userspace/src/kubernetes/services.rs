@@ -120,6 +120,27 @@ where
     }
 }
 
+/// The first-list flags of the watches one [`ServiceWatches::set_interest`]
+/// started.
+#[derive(Debug, Default)]
+pub struct Started(Vec<Arc<AtomicBool>>);
+
+impl Started {
+    /// Notes the watches of `namespace` not listed yet.
+    fn note(&mut self, namespace: &Namespace) {
+        let flags = [
+            Some(&namespace.services.listed),
+            Some(&namespace.endpoints.listed),
+            namespace.pods.as_ref().map(|p| &p.listed),
+        ];
+        for flag in flags.into_iter().flatten() {
+            if !flag.load(Ordering::Acquire) {
+                self.0.push(Arc::clone(flag));
+            }
+        }
+    }
+}
+
 /// Which change a watch saw.
 enum Seen<'a, K> {
     Object(&'a K),
@@ -159,10 +180,11 @@ impl ServiceWatches {
     /// Watches what `interest` names (Service to "a route names a subset
     /// of it") and stops watching the rest. The endpoints of a Service
     /// that stays routed stay published while a watch is replaced.
-    pub fn set_interest(&self, interest: BTreeMap<ServiceKey, bool>) {
+    /// Returns the watches it started, for [`ServiceWatches::ready`].
+    pub fn set_interest(&self, interest: BTreeMap<ServiceKey, bool>) -> Started {
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         if shared.interest == interest {
-            return;
+            return Started::default();
         }
         let keep: BTreeSet<ServiceKey> = interest.keys().cloned().collect();
         shared.interest = interest;
@@ -173,6 +195,7 @@ impl ServiceWatches {
             entry.1 |= labelled;
         }
         shared.namespaces.retain(|ns, _| wanted.contains_key(ns));
+        let mut started = Started::default();
         for (ns, (names, labelled)) in wanted {
             let selector = self.endpoint_selector(&names);
             let current = shared.namespaces.remove(&ns);
@@ -194,30 +217,22 @@ impl ServiceWatches {
                     pods: labelled.then(|| self.watch_pods(&ns)),
                 },
             };
+            started.note(&namespace);
             shared.namespaces.insert(ns.clone(), namespace);
             publish(&shared, &ns, None, &self.kind, &self.discovery);
         }
         self.discovery.retain(&keep);
+        started
     }
 
-    /// Waits, at most `within`, until every watch has its first list;
-    /// returns whether all have.
-    pub async fn ready(&self, within: Duration) -> bool {
-        let listed: Vec<Arc<AtomicBool>> = {
-            let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-            shared
-                .namespaces
-                .values()
-                .flat_map(|ns| {
-                    [
-                        Some(Arc::clone(&ns.services.listed)),
-                        Some(Arc::clone(&ns.endpoints.listed)),
-                        ns.pods.as_ref().map(|p| Arc::clone(&p.listed)),
-                    ]
-                })
-                .flatten()
-                .collect()
-        };
+    /// Waits, at most `within`, until the watches `started` have their
+    /// first list (a watch that cannot list, a 403 say, delays only the
+    /// load that started it); returns whether all have.
+    pub async fn ready(&self, started: &Started, within: Duration) -> bool {
+        let listed = &started.0;
+        if listed.is_empty() {
+            return true;
+        }
         let awaited = {
             let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(&shared.awaited)
@@ -236,8 +251,8 @@ impl ServiceWatches {
 
     /// [`ServiceWatches::ready`] from a thread outside the runtime (the
     /// reload's compile thread).
-    pub fn ready_blocking(&self, within: Duration) -> bool {
-        self.runtime.block_on(self.ready(within))
+    pub fn ready_blocking(&self, started: &Started, within: Duration) -> bool {
+        self.runtime.block_on(self.ready(started, within))
     }
 
     /// The routed Services the API server has, as the model holds them.
