@@ -412,71 +412,46 @@ fn check_reads_the_items_of_a_kubectl_list() {
 
 #[test]
 fn kubernetes_flags_need_kubernetes_mode_and_exclude_files() {
-    let out = gateway(&[
-        "run",
-        "--watch-namespace",
-        "shop",
-        "-c",
-        "x.yaml",
-        "-i",
-        "lo",
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--kubeconfig, --watch-namespace, --cluster-domain, --protect-node-addresses and --service need --kubernetes"),
-        "{stderr}"
+    /// `gateway run ARGS` fails and says `needle`.
+    fn refused(args: &[&str], needle: &str) {
+        let out = gateway(&[&["run"], args].concat());
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    let need = "--kubeconfig, --watch-namespace, --cluster-domain, --protect-node-addresses and --service need --kubernetes";
+    let file = ["-c", "x.yaml", "-i", "lo"];
+    refused(&[&["--watch-namespace", "shop"][..], &file].concat(), need);
+    refused(
+        &[&["--cluster-domain", "corp.example"][..], &file].concat(),
+        need,
     );
-    let out = gateway(&[
-        "run",
-        "--cluster-domain",
-        "corp.example",
-        "-c",
-        "x.yaml",
-        "-i",
-        "lo",
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("need --kubernetes"), "{stderr}");
-    let out = gateway(&[
-        "run",
-        "--kubernetes",
-        "--cluster-domain",
-        "corp..example",
-        "-i",
-        "lo",
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("\"corp..example\" is not a DNS domain"),
-        "{stderr}"
+    refused(&[&["--protect-node-addresses"][..], &file].concat(), need);
+    refused(
+        &[&["--service", "istio-system/ingress"][..], &file].concat(),
+        need,
     );
-    let out = gateway(&["run", "--kubernetes", "-i", "eth9"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("in Kubernetes mode the gateway protects only its own addresses: name its VIPs with --address; the node's addresses on eth9 carry kubelet"),
-        "{stderr}"
+    refused(
+        &[
+            "--kubernetes",
+            "--cluster-domain",
+            "corp..example",
+            "-i",
+            "lo",
+        ],
+        "\"corp..example\" is not a DNS domain",
     );
-    let out = gateway(&[
-        "run",
-        "--protect-node-addresses",
-        "-c",
-        "x.yaml",
-        "-i",
-        "lo",
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("need --kubernetes"), "{stderr}");
-    let out = gateway(&["run", "--kubernetes", "-c", "x.yaml", "-i", "lo"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot be used with"), "{stderr}");
-    let out = gateway(&["run", "-i", "lo"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--config <PATH>"), "{stderr}");
+    refused(
+        &["--kubernetes", "--service", "ingress", "-i", "lo"],
+        "\"ingress\" is not NAMESPACE/NAME",
+    );
+    refused(
+        &["--kubernetes", "-i", "eth9"],
+        "in Kubernetes mode the gateway protects only its own addresses: name its VIPs with --address; the node's addresses on eth9 carry kubelet",
+    );
+    refused(
+        &["--kubernetes", "-c", "x.yaml", "-i", "lo"],
+        "cannot be used with",
+    );
+    refused(&["-i", "lo"], "--config <PATH>");
 }

@@ -143,6 +143,28 @@ impl Topology {
         output(&mut self.exec(&self.client_ns, argv))
     }
 
+    /// The body of `http://host:port/` fetched from the client namespace
+    /// at `ip` (curl, 3 s at most), or curl's complaint.
+    pub fn http_body(&self, ip: &str, port: u16, host: &str) -> Result<String, String> {
+        let resolve = format!("{host}:{port}:{ip}");
+        let url = format!("http://{host}:{port}/");
+        let argv = [
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+            "--resolve",
+            &resolve,
+            &url,
+        ];
+        let out = self.client(&argv);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// Runs `argv` in the gateway namespace and returns its output.
     pub fn gateway(&self, argv: &[&str]) -> Output {
         output(&mut self.exec(&self.gateway_ns, argv))

@@ -171,19 +171,22 @@ data: {{tls.crt: \"\", tls.key: \"\"}}
     assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "yes");
 }
 
-/// A Gateway on port 80 for `app.test` and a VirtualService answering
-/// `body` there, in `namespace` (the Gateway is named `istio-system/gw`).
+/// The Gateway `istio-system/gw`: port 80 for `app.test`.
+const APP_GATEWAY: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [\"*/app.test\"]
+";
+
+/// [`APP_GATEWAY`] and a VirtualService answering `body` for `app.test`,
+/// in `namespace`.
 fn routed(namespace: &str, body: &str) -> String {
     format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: {GATEWAY_NAMESPACE}}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: [\"*/app.test\"]
----
+        "{APP_GATEWAY}---
 apiVersion: networking.istio.io/v1alpha3
 kind: VirtualService
 metadata: {{name: app, namespace: {namespace}}}
@@ -555,15 +558,7 @@ spec: {automountServiceAccountToken: false, containers: [{name: c, image: none}]
 /// subset v2 of `web` and the rest to `default_to` (a Service name).
 fn routes_to(default_to: &str) -> String {
     format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: {GATEWAY_NAMESPACE}}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: [\"*/app.test\"]
----
+        "{APP_GATEWAY}---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: web, namespace: default}}
@@ -843,19 +838,9 @@ fn a_secret_created_after_its_gateway_turns_its_server_on_and_a_rotated_one_reac
         log.contains("private key secret://istio-system/broken/tls.key does not match"),
         "{log}"
     );
-    let resolve = format!("app.test:80:{GATEWAY_V4}");
-    let plain = topology.client(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "2",
-        "--resolve",
-        &resolve,
-        "http://app.test/",
-    ]);
     assert_eq!(
-        String::from_utf8_lossy(&plain.stdout),
-        "served",
+        topology.http_body(GATEWAY_V4, 80, "app.test").as_deref(),
+        Ok("served"),
         "{}",
         daemon.log()
     );
@@ -1061,19 +1046,9 @@ fn on_a_node_the_gateway_protects_its_vips_and_leaves_kubelet_and_the_overlay_al
 
     // The VIP only: the node's address is not the gateway's.
     let mut daemon = start_daemon_with(&topology, &server, &["--address", VIP]);
-    let resolve = format!("app.test:80:{VIP}");
-    let answer = topology.client(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "2",
-        "--resolve",
-        &resolve,
-        "http://app.test/",
-    ]);
     assert_eq!(
-        String::from_utf8_lossy(&answer.stdout),
-        "one",
+        topology.http_body(VIP, 80, "app.test").as_deref(),
+        Ok("one"),
         "{}",
         daemon.log()
     );
@@ -1113,18 +1088,9 @@ fn on_a_node_the_gateway_protects_its_vips_and_leaves_kubelet_and_the_overlay_al
     );
     assert_eq!(udp_answer(&topology, GATEWAY_V4, 4789), "overlay");
     assert!(!tcp_open(&topology, GATEWAY_V4, 10255), "{}", daemon.log());
-    let answer = topology.client(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "2",
-        "--resolve",
-        &resolve,
-        "http://app.test/",
-    ]);
     assert_eq!(
-        String::from_utf8_lossy(&answer.stdout),
-        "one",
+        topology.http_body(VIP, 80, "app.test").as_deref(),
+        Ok("one"),
         "{}",
         daemon.log()
     );
@@ -1235,22 +1201,7 @@ spec:
 
 /// What `app.test` answers on `port` of the gateway, or why not.
 fn get_on(topology: &Topology, port: u16) -> Result<String, String> {
-    let resolve = format!("app.test:{port}:{GATEWAY_V4}");
-    let url = format!("http://app.test:{port}/");
-    let out = topology.client(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "1",
-        "--resolve",
-        &resolve,
-        &url,
-    ]);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    topology.http_body(GATEWAY_V4, port, "app.test")
 }
 
 #[test]

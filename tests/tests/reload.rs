@@ -54,22 +54,7 @@ fn start_with(topology: &Topology, config: &Path, extra: &[&str]) -> Daemon {
 
 /// The body `host` gets on `port`, or curl's complaint.
 fn get(topology: &Topology, host: &str, port: u16) -> Result<String, String> {
-    let resolve = format!("{host}:{port}:{GATEWAY_V4}");
-    let url = format!("http://{host}:{port}/");
-    let out = topology.client(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "3",
-        "--resolve",
-        &resolve,
-        &url,
-    ]);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    topology.http_body(GATEWAY_V4, port, host)
 }
 
 /// Waits until `host` on `port` answers with its name; panics after 10 s.
