@@ -363,5 +363,25 @@ mod tests {
             super::service(&external).and_then(|s| s.external_name),
             Some("db.example.com".into())
         );
+        assert!(read.port_translation);
+        let opted_out: Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {
+                "name": "knative", "namespace": "apps",
+                "labels": {NO_PORT_TRANSLATION_LABEL: "true"}
+            },
+            "spec": {"selector": {"app": "gw"}, "ports": [{"port": 80, "targetPort": 8080}]}
+        }))
+        .expect("a Service");
+        let opted_out = super::service(&opted_out).expect("named");
+        assert!(!opted_out.port_translation);
+        assert_eq!(
+            opted_out.selector.get("app").map(String::as_str),
+            Some("gw")
+        );
+        assert_eq!(
+            opted_out.ports[0].target_port,
+            Some(TargetPort::Number(8080))
+        );
     }
 }

@@ -72,12 +72,8 @@ impl Report {
 
     /// The `status` object; `since` is when `Accepted` last changed.
     pub fn status(&self, since: &str) -> Value {
-        let errors = self
-            .findings
-            .iter()
-            .filter(|f| f.level == Level::Error)
-            .count();
-        let warnings = self.findings.len() - errors;
+        let count = |level| self.findings.iter().filter(|f| f.level == level).count();
+        let (errors, warnings) = (count(Level::Error), count(Level::Warning));
         let (status, reason, message) = if errors > 0 {
             (
                 "False",
@@ -363,7 +359,25 @@ mod tests {
             findings: Vec::new(),
         };
         assert_eq!(clean.status("t")["conditions"][0]["reason"], "Accepted");
+        assert_eq!(clean.status("t")["conditions"][0]["message"], "served");
         assert_eq!(clean.status("t")["validationMessages"], json!([]));
+        let warned = Report {
+            generation: Some(1),
+            findings: vec![Finding {
+                level: Level::Warning,
+                type_name: "ConfigWarning",
+                message: "spec.hosts[0]: unusual".into(),
+            }],
+        };
+        let status = warned.status("t");
+        assert_eq!(status["conditions"][0]["status"], "True");
+        assert_eq!(status["conditions"][0]["reason"], "AcceptedWithWarnings");
+        assert_eq!(
+            status["conditions"][0]["message"],
+            "served, with 1 warning(s)"
+        );
+        assert_eq!(status["validationMessages"][0]["level"], "WARNING");
+        assert_eq!(key("Gateway", "ns", "gw").to_string(), "Gateway ns/gw");
     }
 
     #[test]
