@@ -16,7 +16,7 @@ use kube::{
 use std::sync::Arc;
 use tokio::sync::watch;
 
-use super::{Retry, endpoints};
+use super::{Retry, endpoints, trim};
 use crate::model::KubeService;
 
 /// The Services of one namespace, watched.
@@ -39,8 +39,8 @@ impl WorkloadServices {
         let store = writer.as_reader();
         let what = format!("Services in {namespace}");
         tokio::spawn(async move {
-            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-                .backoff(Retry::default());
+            let watch = watcher(api, watcher::Config::default()).modify(trim);
+            let stream = reflector::reflector(writer, watch).backoff(Retry::default());
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 match event {

@@ -369,6 +369,14 @@ fn current_status(stores: Vec<(ApiResource, Store<DynamicObject>)>) -> CurrentSt
     })
 }
 
+/// Drops what the server keeps for its own bookkeeping before an object
+/// is stored (managed fields, kubectl's whole last-applied copy): they are
+/// most of a small object's size, and nothing here reads them.
+pub(crate) fn trim<K: kube::ResourceExt>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    object.annotations_mut().remove(sources::LAST_APPLIED);
+}
+
 /// Where a pod's service account names the pod's namespace.
 const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
@@ -412,8 +420,8 @@ fn spawn_watch(
     let writer = reflector::store::Writer::new(resource.clone());
     let store = writer.as_reader();
     tokio::spawn(async move {
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .backoff(Retry::default());
+        let watch = watcher(api, watcher::Config::default()).modify(trim);
+        let stream = reflector::reflector(writer, watch).backoff(Retry::default());
         let mut stream = std::pin::pin!(stream);
         // The generation each object had when last applied: a change that
         // leaves it (our own status writes, label edits) is not a change
@@ -475,6 +483,36 @@ mod tests {
     use kube::runtime::utils::Backoff as _;
 
     use super::Retry;
+
+    #[test]
+    fn a_stored_object_keeps_its_own_fields_but_not_the_servers_bookkeeping() {
+        let mut object: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "metadata": {
+                "name": "gw", "namespace": "istio-system", "generation": 3,
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                    "team": "edge"
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}]
+            },
+            "spec": {"servers": []}
+        }))
+        .expect("an object");
+        super::trim(&mut object);
+        assert!(
+            object
+                .metadata
+                .managed_fields
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+        );
+        let annotations = object.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"]);
+        assert_eq!(object.metadata.generation, Some(3));
+        assert!(object.data.get("spec").is_some());
+    }
 
     #[test]
     fn a_failed_watch_waits_twice_as_long_each_time_up_to_five_seconds_and_starts_over() {

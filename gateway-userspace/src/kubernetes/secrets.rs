@@ -33,7 +33,7 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use super::Retry;
+use super::{Retry, trim};
 use crate::{
     files::{Disk, FileSource},
     model::Model,
@@ -193,8 +193,8 @@ impl SecretWatch {
         log::info!("watching {what} for credentialName");
         tokio::spawn(async move {
             let config = watcher::Config::default().fields(FIELD_SELECTOR);
-            let stream =
-                reflector::reflector(writer, watcher(api, config)).backoff(Retry::default());
+            let stream = reflector::reflector(writer, watcher(api, config).modify(trim))
+                .backoff(Retry::default());
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 let relevant = match &event {

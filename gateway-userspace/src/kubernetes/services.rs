@@ -39,6 +39,7 @@ use tokio::{runtime::Handle, sync::watch, task::AbortHandle};
 use super::{
     Retry,
     endpoints::{self, PodLabels, SERVICE_NAME_LABEL},
+    trim,
 };
 use crate::{
     discovery::Discovery,
@@ -286,7 +287,7 @@ impl ServiceWatches {
         let shared = Arc::clone(&self.shared);
         let changed = Arc::clone(&self.changed);
         self.spawn(
-            watcher(api, watcher::Config::default()),
+            watcher(api, watcher::Config::default()).modify(trim),
             (),
             String::new(),
             format!("Services in {ns}"),
@@ -322,7 +323,7 @@ impl ServiceWatches {
         );
         let namespace = ns.to_string();
         self.spawn(
-            watcher(api, config),
+            watcher(api, config).modify(trim),
             resource,
             selector,
             format!("endpoints in {ns}"),
@@ -346,7 +347,7 @@ impl ServiceWatches {
         );
         let namespace = ns.to_string();
         self.spawn(
-            watcher::metadata_watcher(api, watcher::Config::default()),
+            watcher::metadata_watcher(api, watcher::Config::default()).modify(trim),
             (),
             String::new(),
             format!("Pod labels in {ns}"),
