@@ -16,13 +16,14 @@ use kube::{
 use std::sync::Arc;
 use tokio::sync::watch;
 
-use super::{Retry, endpoints, trim};
+use super::{FirstList, Retry, endpoints, trim};
 use crate::model::KubeService;
 
 /// The Services of one namespace, watched.
 #[derive(Clone)]
 pub struct WorkloadServices {
     store: Store<Service>,
+    first_list: FirstList,
 }
 
 impl std::fmt::Debug for WorkloadServices {
@@ -38,17 +39,21 @@ impl WorkloadServices {
         let writer = reflector::store::Writer::default();
         let store = writer.as_reader();
         let what = format!("Services in {namespace}");
+        let first_list = FirstList::default();
+        let listed = first_list.clone();
         tokio::spawn(async move {
             let watch = watcher(api, watcher::Config::default()).modify(trim);
             let stream = reflector::reflector(writer, watch).backoff(Retry::default());
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(
-                        watcher::Event::Apply(_)
-                        | watcher::Event::Delete(_)
-                        | watcher::Event::InitDone,
-                    ) => changed.send_modify(|count| *count += 1),
+                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                        changed.send_modify(|count| *count += 1)
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        changed.send_modify(|count| *count += 1);
+                        listed.done();
+                    }
                     Ok(_) => {}
                     Err(err) => {
                         log::warn!("watch of {what} (the gateway's own) failed: {err}; retrying")
@@ -56,12 +61,12 @@ impl WorkloadServices {
                 }
             }
         });
-        Self { store }
+        Self { store, first_list }
     }
 
-    /// Waits for the first complete list.
-    pub async fn ready(&self) -> bool {
-        self.store.wait_until_ready().await.is_ok()
+    /// Waits for the first complete list (counted as a change).
+    pub async fn ready(&self) {
+        self.first_list.wait().await;
     }
 
     /// The namespace's Services as the model holds them.

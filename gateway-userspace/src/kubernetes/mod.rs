@@ -162,6 +162,8 @@ pub enum KubeError {
 pub struct IstioObjects {
     stores: Vec<(ApiResource, Store<DynamicObject>)>,
     changes: watch::Receiver<u64>,
+    /// Each Istio kind's watch's first complete list, counted.
+    first_lists: Vec<FirstList>,
     services: Arc<ServiceWatches>,
     secrets: SecretWatch,
     workload: WorkloadServices,
@@ -192,6 +194,7 @@ impl IstioObjects {
         let (changed, changes) = watch::channel(0);
         let changed = Arc::new(changed);
         let mut stores = Vec::new();
+        let mut first_lists = Vec::new();
         for kind in KINDS {
             let resource = VERSIONS
                 .iter()
@@ -219,7 +222,9 @@ impl IstioObjects {
                     .collect()
             };
             for api in apis {
-                let store = spawn_watch(api, resource.clone(), Arc::clone(&changed));
+                let first = FirstList::default();
+                let store = spawn_watch(api, resource.clone(), Arc::clone(&changed), first.clone());
+                first_lists.push(first);
                 stores.push((resource.clone(), store));
             }
         }
@@ -244,6 +249,7 @@ impl IstioObjects {
         let services = ServiceWatches::new(client, discovery, changed).await;
         Ok(Self {
             stores,
+            first_lists,
             changes,
             services: Arc::new(services),
             secrets,
@@ -280,16 +286,14 @@ impl IstioObjects {
     }
 
     /// Waits until every watch has its first complete list.
+    /// Each watch counts its first list as a change before this returns,
+    /// so [`IstioObjects::mark_read`] after it marks those read too.
     pub async fn ready(&self) -> Result<(), KubeError> {
-        for (_, store) in &self.stores {
-            store
-                .wait_until_ready()
-                .await
-                .map_err(|_| KubeError::Stopped)?;
+        for first in &self.first_lists {
+            first.wait().await;
         }
-        if !self.secrets.ready().await || !self.workload.ready().await {
-            return Err(KubeError::Stopped);
-        }
+        self.secrets.ready().await;
+        self.workload.ready().await;
         Ok(())
     }
 
@@ -369,6 +373,26 @@ fn current_status(stores: Vec<(ApiResource, Store<DynamicObject>)>) -> CurrentSt
     })
 }
 
+/// Whether a watch has taken its first complete list, and counted it as a
+/// change: set after the count, so a wait for it sees the count too (a
+/// store's own readiness comes before its watch's loop counts the list).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FirstList(Arc<std::sync::atomic::AtomicBool>);
+
+impl FirstList {
+    pub(crate) fn done(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Waits for it; a watch that never lists keeps the start waiting, as
+    /// a first plan without the cluster's resources would be wrong.
+    pub(crate) async fn wait(&self) {
+        while !self.0.load(std::sync::atomic::Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// Drops what the server keeps for its own bookkeeping before an object
 /// is stored (managed fields, kubectl's whole last-applied copy): they are
 /// most of a small object's size, and nothing here reads them.
@@ -416,6 +440,7 @@ fn spawn_watch(
     api: Api<DynamicObject>,
     resource: ApiResource,
     changed: Arc<watch::Sender<u64>>,
+    listed: FirstList,
 ) -> Store<DynamicObject> {
     let writer = reflector::store::Writer::new(resource.clone());
     let store = writer.as_reader();
@@ -456,6 +481,7 @@ fn spawn_watch(
                 }
                 Ok(watcher::Event::InitDone) => {
                     changed.send_modify(|count| *count += 1);
+                    listed.done();
                 }
                 Ok(watcher::Event::Init) => {}
                 Err(err) => log::warn!(

@@ -33,7 +33,7 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use super::{Retry, trim};
+use super::{FirstList, Retry, trim};
 use crate::{
     files::{Disk, FileSource},
     model::Model,
@@ -169,6 +169,7 @@ fn keys(data: &BTreeMap<String, ByteString>) -> String {
 #[derive(Clone)]
 pub struct SecretWatch {
     files: SecretFiles,
+    first_list: FirstList,
     /// The Secret names the configuration's credentials read.
     named: Arc<Mutex<BTreeSet<String>>>,
 }
@@ -190,6 +191,8 @@ impl SecretWatch {
         let named: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let watched = Arc::clone(&named);
         let what = format!("Secrets in {namespace}");
+        let first_list = FirstList::default();
+        let listed = first_list.clone();
         log::info!("watching {what} for credentialName");
         tokio::spawn(async move {
             let config = watcher::Config::default().fields(FIELD_SELECTOR);
@@ -215,6 +218,9 @@ impl SecretWatch {
                 if relevant {
                     changed.send_modify(|count| *count += 1);
                 }
+                if matches!(event, Ok(watcher::Event::InitDone)) {
+                    listed.done();
+                }
             }
         });
         Self {
@@ -223,12 +229,13 @@ impl SecretWatch {
                 store,
             },
             named,
+            first_list,
         }
     }
 
-    /// Waits for the first complete list.
-    pub async fn ready(&self) -> bool {
-        self.files.store.wait_until_ready().await.is_ok()
+    /// Waits for the first complete list (counted as a change).
+    pub async fn ready(&self) {
+        self.first_list.wait().await;
     }
 
     /// The Secrets as files, for the loader and the proxy.

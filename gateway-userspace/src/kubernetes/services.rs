@@ -100,6 +100,9 @@ where
     selector: String,
     /// Set once its first complete list is in the store.
     listed: Arc<AtomicBool>,
+    /// Set once that first list has been acted on (published, or counted
+    /// as a change): what a load waiting for the watch waits for.
+    judged: Arc<AtomicBool>,
     task: AbortHandle,
 }
 
@@ -130,9 +133,9 @@ impl Started {
     /// Notes the watches of `namespace` not listed yet.
     fn note(&mut self, namespace: &Namespace) {
         let flags = [
-            Some(&namespace.services.listed),
-            Some(&namespace.endpoints.listed),
-            namespace.pods.as_ref().map(|p| &p.listed),
+            Some(&namespace.services.judged),
+            Some(&namespace.endpoints.judged),
+            namespace.pods.as_ref().map(|p| &p.judged),
         ];
         for flag in flags.into_iter().flatten() {
             if !flag.load(Ordering::Acquire) {
@@ -376,7 +379,8 @@ impl ServiceWatches {
         let writer = reflector::store::Writer::new(dyntype);
         let store = writer.as_reader();
         let listed = Arc::new(AtomicBool::new(false));
-        let done = Arc::clone(&listed);
+        let judged = Arc::new(AtomicBool::new(false));
+        let (done, acted) = (Arc::clone(&listed), Arc::clone(&judged));
         let task = self.runtime.spawn(async move {
             let stream = reflector::reflector(writer, stream).backoff(Retry::default());
             let mut stream = std::pin::pin!(stream);
@@ -387,7 +391,10 @@ impl ServiceWatches {
                     }
                     Ok(watcher::Event::InitDone) => {
                         let first = !done.swap(true, Ordering::AcqRel);
-                        seen(Seen::Relisted { first })
+                        seen(Seen::Relisted { first });
+                        // Only now: a load waiting for this list must see
+                        // what `seen` did with it (published, not counted).
+                        acted.store(true, Ordering::Release);
                     }
                     Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                     Err(err) => log::warn!(
@@ -400,6 +407,7 @@ impl ServiceWatches {
             store,
             selector,
             listed,
+            judged,
             task: task.abort_handle(),
         }
     }
