@@ -3,7 +3,8 @@
 //! and caches), with the same configuration from files as the baseline.
 //! Builds the release `gateway`, `kube-bench` (tests/src/bin/kube-bench.rs)
 //! and `test-backend`, runs the bench, and writes its tables to
-//! `target/bench-kubernetes.md` under a heading naming the commit.
+//! `target/bench-kubernetes.md` under a heading naming the commit (the
+//! Kubernetes-mode daemon's log to `target/bench/kubernetes-daemon.log`).
 use std::{
     path::Path,
     process::{Command, Stdio},
@@ -44,6 +45,8 @@ pub(crate) fn kubernetes(root: &Path, args: &KubeArgs) -> anyhow::Result<()> {
     let release = gateway
         .parent()
         .context("the release gateway has no directory")?;
+    let scratch = root.join("target/bench");
+    std::fs::create_dir_all(&scratch)?;
     let mut bench = Command::new(release.join("kube-bench"));
     if args.quick {
         bench.arg("--quick");
@@ -52,6 +55,10 @@ pub(crate) fn kubernetes(root: &Path, args: &KubeArgs) -> anyhow::Result<()> {
         .env("GATEWAY_BIN", &gateway)
         .env("GATEWAY_KUBE_APISERVER", &apiserver)
         .env("GATEWAY_TEST_BACKEND", release.join("test-backend"))
+        .env(
+            "GATEWAY_BENCH_DAEMON_LOG",
+            scratch.join("kubernetes-daemon.log"),
+        )
         .stderr(Stdio::inherit())
         .output()
         .context("cannot start kube-bench")?;

@@ -132,6 +132,10 @@ fn main() -> anyhow::Result<()> {
     let phase = Instant::now();
     let steady = window(&topology, &server, Some(daemon.pid()), size.window)?;
     report.phase("4d. steady-state window", phase);
+    // Kept for reading what the daemon did (the guard removes its log).
+    if let Some(path) = std::env::var_os("GATEWAY_BENCH_DAEMON_LOG") {
+        fs::write(&path, daemon.log()).context("cannot keep the daemon's log")?;
+    }
     drop(daemon);
 
     let phase = Instant::now();
