@@ -1,6 +1,6 @@
 //! What a benchmark reads of the machine and of the API server: the whole
-//! machine's CPU time from /proc/stat, and sums over the API server's
-//! Prometheus `/metrics` text. (A process's CPU time and memory:
+//! machine's CPU time from /proc/stat, a process's children, and sums over
+//! the API server's Prometheus `/metrics` text. (A process's CPU time and memory:
 //! `hostile::cpu_time` and `hostile::rss_kib`.)
 use std::{collections::BTreeMap, fs};
 
@@ -24,6 +24,26 @@ pub fn machine_busy_seconds() -> Option<f64> {
     let total: u64 = fields.iter().take(8).sum();
     let idle = fields.get(3)? + fields.get(4)?;
     Some(total.saturating_sub(idle) as f64 / ticks_per_second())
+}
+
+/// The processes whose parent is `parent`: what a bench started (`ip
+/// netns exec` runs its command in place, so those are the servers).
+pub fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+/// The parent of `pid`, from the field after the state in /proc/PID/stat.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// One sample of a Prometheus text exposition: its labels and value.
@@ -118,6 +138,18 @@ up 1
         let by = sum_by(TEXT, "apiserver_longrunning_gauge", &["resource"], &[]);
         assert_eq!(by.get("pods"), Some(&9.0));
         assert_eq!(sum(TEXT, "up", &[]), 1.0);
+    }
+
+    #[test]
+    fn a_spawned_process_is_a_child() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep runs");
+        let found = children(std::process::id()).contains(&child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found);
     }
 
     #[test]

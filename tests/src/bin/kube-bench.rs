@@ -116,13 +116,6 @@ fn main() -> anyhow::Result<()> {
         "Reloads from the first create until settled: {}; the last: `{}`.",
         reloads.count, reloads.last
     ));
-    let rss = hostile::rss_kib(daemon.pid());
-    report.row(
-        "(b) daemon RSS, settled",
-        &format!("{:.0} MiB", rss as f64 / 1024.0),
-        "",
-        "",
-    );
     report.phase("4a-b. served and settled", phase);
 
     let phase = Instant::now();
@@ -406,6 +399,8 @@ struct Edits {
     failed: usize,
     /// The daemon's reloads meanwhile: (read + compile ms, kernel maps ms).
     reloads: Vec<(f64, f64)>,
+    /// The daemon's resident memory before the edits (once settled).
+    rss_kib: u64,
 }
 
 /// Edits VirtualService 0 of Gateway 0 (a direct response) [`EDITS`] times
@@ -419,6 +414,7 @@ fn edits(
         took: Vec::new(),
         failed: 0,
         reloads: Vec::new(),
+        rss_kib: hostile::rss_kib(daemon.pid()),
     };
     let before = reloads(daemon).count;
     if get(topology, 0, 0).as_deref() != Some(kube_load::body(0, 0, 0).as_str()) {
@@ -531,6 +527,8 @@ fn edit_files(topology: &Topology, dir: &Path, size: &Size) -> anyhow::Result<Ed
             tail(&daemon.log())
         );
     }
+    // Its RSS is read once it has settled, as in Kubernetes mode.
+    settle(&daemon)?;
     edits(topology, &daemon, write).with_context(|| tail(&daemon.log()))
 }
 
@@ -540,6 +538,8 @@ struct Window {
     watches: f64,
     watches_by_resource: std::collections::BTreeMap<String, f64>,
     requests: f64,
+    /// CPU seconds of the API server and etcd (and the idle backend).
+    cluster_cpu: f64,
     /// The requests by `verb resource`.
     requests_by: std::collections::BTreeMap<String, f64>,
     machine_cpu: f64,
@@ -557,16 +557,22 @@ fn window(
     let before = metrics(topology, server)?;
     let machine = usage::machine_busy_seconds().context("/proc/stat")?;
     let own = daemon.map(hostile::cpu_time);
+    let cluster = cluster_cpu(daemon);
     thread::sleep(length);
     let machine_cpu = usage::machine_busy_seconds().context("/proc/stat")? - machine;
     let daemon_cpu = daemon
         .map(hostile::cpu_time)
         .zip(own)
         .map(|(after, before)| after.saturating_sub(before).as_secs_f64());
+    let cluster_cpu = cluster_cpu(daemon).saturating_sub(cluster).as_secs_f64();
     let after = metrics(topology, server)?;
     let watch = [("verb", "WATCH")];
-    let requests = |text: &str| usage::sum(text, "apiserver_request_total", &[]);
-    // The first /metrics read is counted in the second; the second in neither.
+    // Requests for resources only: the bench's own /metrics reads are
+    // not resource requests (the 1.20 server does not count them at all).
+    let requests = |text: &str| {
+        usage::sum(text, "apiserver_request_total", &[])
+            - usage::sum(text, "apiserver_request_total", &[("resource", "")])
+    };
     Ok(Window {
         watches: usage::sum(&after, "apiserver_longrunning_gauge", &watch),
         watches_by_resource: usage::sum_by(
@@ -575,7 +581,7 @@ fn window(
             &["resource"],
             &watch,
         ),
-        requests: requests(&after) - requests(&before) - 1.0,
+        requests: requests(&after) - requests(&before),
         requests_by: {
             let by = |text: &str| {
                 usage::sum_by(text, "apiserver_request_total", &["verb", "resource"], &[])
@@ -590,7 +596,17 @@ fn window(
         },
         machine_cpu,
         daemon_cpu,
+        cluster_cpu,
     })
+}
+
+/// CPU time so far of the bench's servers (every child but the daemon).
+fn cluster_cpu(daemon: Option<u32>) -> Duration {
+    usage::children(std::process::id())
+        .into_iter()
+        .filter(|pid| Some(*pid) != daemon)
+        .map(hostile::cpu_time)
+        .sum()
 }
 
 fn metrics(topology: &Topology, server: &ApiServer) -> anyhow::Result<String> {
@@ -642,6 +658,8 @@ impl Report {
     }
 
     fn edits(&mut self, kube: &Edits, file: &Edits) {
+        let mib = |edits: &Edits| format!("{:.0} MiB", edits.rss_kib as f64 / 1024.0);
+        self.row("(b) daemon RSS, settled", &mib(kube), &mib(file), "");
         let (k, f) = (percentiles(&kube.took), percentiles(&file.took));
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let ratio = |a: Duration, b: Duration| ms(a) / ms(b).max(0.001);
@@ -736,18 +754,20 @@ impl Report {
                 .join(", ")
         };
         self.note(format!(
-            "Requests the API server completed in the quiet windows, by verb and resource (the bench's first /metrics read among them): with the daemon: {}; without: {}.",
+            "Requests the API server completed in the quiet windows, by verb and resource (a watch counts when it ends; the rest are the API server's own loops): with the daemon: {}; without: {}.",
             list(steady),
             list(idle)
         ));
         self.row(
             "(d) whole-machine CPU over the quiet window: daemon running vs idle (API server and etcd up, no daemon)",
             &format!(
-                "{:.2} s vs {:.2} s (+{:.2} s); the daemon's own {:.2} s",
+                "{:.2} s vs {:.2} s ({:+.2} s); of which the daemon's own {:.2} s, the API server's and etcd's {:.2} s vs {:.2} s",
                 steady.machine_cpu,
                 idle.machine_cpu,
                 steady.machine_cpu - idle.machine_cpu,
-                steady.daemon_cpu.unwrap_or(f64::NAN)
+                steady.daemon_cpu.unwrap_or(f64::NAN),
+                steady.cluster_cpu,
+                idle.cluster_cpu
             ),
             "",
             "",
