@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
 
     let phase = Instant::now();
     let daemon = start_kubernetes_daemon(&topology, &server);
+    let empty_rss = hostile::rss_kib(daemon.pid());
     report.phase("2. daemon started (no objects yet)", phase);
 
     let phase = Instant::now();
@@ -125,6 +126,20 @@ fn main() -> anyhow::Result<()> {
     let phase = Instant::now();
     let steady = window(&topology, &server, Some(daemon.pid()), size.window)?;
     report.phase("4d. steady-state window", phase);
+    let phase = Instant::now();
+    report.row(
+        "(b) daemon RSS before any object existed",
+        &format!("{:.0} MiB", empty_rss as f64 / 1024.0),
+        "",
+        "",
+    );
+    report.row(
+        "(b) the watched objects as the API server serves them (`kubectl get -A -o json`)",
+        &served_json(&topology, &server)?,
+        "",
+        "",
+    );
+    report.phase("4e. sizes of the watched objects", phase);
     // Kept for reading what the daemon did (the guard removes its log).
     if let Some(path) = std::env::var_os("GATEWAY_BENCH_DAEMON_LOG") {
         fs::write(&path, daemon.log()).context("cannot keep the daemon's log")?;
@@ -598,6 +613,38 @@ fn window(
         daemon_cpu,
         cluster_cpu,
     })
+}
+
+/// The JSON size of the kinds the daemon watches here, as `kubectl get -A
+/// -o json` returns them (what a list or watch carries, `managedFields`
+/// included): a figure to set the daemon's memory against.
+fn served_json(topology: &Topology, server: &ApiServer) -> anyhow::Result<String> {
+    let mut sizes = Vec::new();
+    for kind in [
+        "gateways.networking.istio.io",
+        "virtualservices.networking.istio.io",
+        "services",
+        "endpointslices.discovery.k8s.io",
+    ] {
+        let out = server.kubectl(
+            topology,
+            Identity::Admin,
+            &[REQUEST_TIMEOUT, "get", kind, "-A", "-o", "json"],
+            "",
+        );
+        if !out.status.success() {
+            bail!(
+                "cannot list {kind}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let short = kind.split('.').next().unwrap_or(kind);
+        sizes.push(format!(
+            "{short} {:.1} MB",
+            out.stdout.len() as f64 / 1_000_000.0
+        ));
+    }
+    Ok(sizes.join(", "))
 }
 
 /// CPU time so far of the bench's servers (every child but the daemon).
