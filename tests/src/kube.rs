@@ -138,8 +138,9 @@ impl ApiServer {
                     &self.path("sa.key"),
                     "--service-account-issuer",
                     "https://kubernetes.default.svc",
+                    // Room for the ClusterIPs of `bench kubernetes`' 1,000 Services.
                     "--service-cluster-ip-range",
-                    "10.96.0.0/24",
+                    "10.96.0.0/16",
                 ],
             )
             .stdin(Stdio::null())

@@ -9,11 +9,13 @@ pub mod frame;
 pub mod hello;
 pub mod hostile;
 pub mod kube;
+pub mod kube_load;
 pub mod netns;
 pub mod pki;
 pub mod rng;
 pub mod steer;
 pub mod tls_clients;
+pub mod usage;
 
 /// Fails fast, with the reason, when the tests are not run as root.
 pub fn require_root() {

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_egress;
 mod bench_flood;
+mod bench_kube;
 mod bench_proxy;
 mod code_map;
 mod demo;
@@ -111,6 +112,11 @@ enum Bench {
     /// (tinyproxy): CPU per connection and throughput, in network
     /// namespaces it creates (needs root; installs tinyproxy, nginx, oha).
     Egress(bench_egress::EgressArgs),
+    /// The Kubernetes mode at scale against a real kube-apiserver: 1,000
+    /// Gateways, 10,000 VirtualServices and 1,000 Services created, the
+    /// time to serve them, memory, edit latency against file mode, and
+    /// the watches, requests and CPU of the steady state (needs root).
+    Kubernetes(bench_kube::KubeArgs),
 }
 
 #[derive(clap::Args)]
@@ -212,6 +218,13 @@ fn main() -> anyhow::Result<()> {
                         "it creates network namespaces and attaches XDP and steering programs",
                     )?;
                     bench_egress::egress(&root, &args)
+                }
+                Bench::Kubernetes(args) => {
+                    require_root(
+                        "cargo xtask bench kubernetes",
+                        "it creates network namespaces and attaches XDP programs",
+                    )?;
+                    bench_kube::kubernetes(&root, &args)
                 }
             }
         }
