@@ -731,6 +731,28 @@ spec:
   - directResponse: {status: 200, body: {string: served}}
 ";
 
+/// The status of `istio-system/gw` once it holds `count` messages.
+fn gateway_messages(
+    server: &ApiServer,
+    topology: &Topology,
+    daemon: &Daemon,
+    count: usize,
+) -> serde_json::Value {
+    status_until(
+        server,
+        topology,
+        daemon,
+        "gateway",
+        GATEWAY_NAMESPACE,
+        "gw",
+        |s| {
+            s["validationMessages"]
+                .as_array()
+                .is_some_and(|m| m.len() == count)
+        },
+    )
+}
+
 /// `kubectl create secret tls NAME` from files, as YAML to apply (so a
 /// second one replaces the first: a rotation).
 fn tls_secret(server: &ApiServer, topology: &Topology, name: &str, crt: &str, key: &str) -> String {
@@ -845,19 +867,7 @@ fn a_secret_created_after_its_gateway_turns_its_server_on_and_a_rotated_one_reac
         daemon.log()
     );
     assert!(new_connection(&topology, &ca).is_err());
-    let said = status_until(
-        &server,
-        &topology,
-        &daemon,
-        "gateway",
-        GATEWAY_NAMESPACE,
-        "gw",
-        |s| {
-            s["validationMessages"]
-                .as_array()
-                .is_some_and(|m| m.len() == 2)
-        },
-    );
+    let said = gateway_messages(&server, &topology, &daemon, 2);
     let messages = said["validationMessages"].to_string();
     assert!(
         messages.contains("server not served")
@@ -872,19 +882,7 @@ fn a_secret_created_after_its_gateway_turns_its_server_on_and_a_rotated_one_reac
     );
     let created = until_certificate(&topology, &daemon, &ca, "cert-a");
     // The status now names only the broken one.
-    status_until(
-        &server,
-        &topology,
-        &daemon,
-        "gateway",
-        GATEWAY_NAMESPACE,
-        "gw",
-        |s| {
-            s["validationMessages"]
-                .as_array()
-                .is_some_and(|m| m.len() == 1)
-        },
-    );
+    gateway_messages(&server, &topology, &daemon, 1);
 
     // A connection held across the rotation keeps its certificate and
     // works; new connections get the rotated one.
