@@ -53,9 +53,12 @@ impl Discovery {
         let mut services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
         services.retain(|key, _| keep.contains(key));
     }
+}
 
-    /// The Services with endpoints known, for the stats page and tests.
-    pub fn services(&self) -> Vec<ServiceKey> {
+#[cfg(test)]
+impl Discovery {
+    /// The Services with endpoints known.
+    fn services(&self) -> Vec<ServiceKey> {
         let services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
         let mut keys: Vec<ServiceKey> = services.keys().cloned().collect();
         keys.sort();

@@ -135,7 +135,7 @@ async fn watch_cluster(
     let mut objects = IstioObjects::start(options, discovery)
         .await
         .map_err(|err| anyhow::anyhow!("{err}; nothing was started"))?;
-    objects.ready().await?;
+    objects.ready().await;
     // The first plan is read from here on: what came before is in it.
     objects.mark_read();
     log::info!("listed the cluster's Istio resources");

@@ -152,8 +152,6 @@ pub enum KubeError {
     NoIstioGroup(String),
     #[error("the API server serves no {kind} in {GROUP} at {VERSIONS:?}")]
     NoVersion { kind: &'static str },
-    #[error("the watches stopped before their first complete list")]
-    Stopped,
 }
 
 /// The Istio objects of the cluster, kept current by one watch per kind
@@ -288,13 +286,12 @@ impl IstioObjects {
     /// Waits until every watch has its first complete list.
     /// Each watch counts its first list as a change before this returns,
     /// so [`IstioObjects::mark_read`] after it marks those read too.
-    pub async fn ready(&self) -> Result<(), KubeError> {
+    pub async fn ready(&self) {
         for first in &self.first_lists {
             first.wait().await;
         }
         self.secrets.ready().await;
         self.workload.ready().await;
-        Ok(())
     }
 
     /// The gateway namespace's Secrets as the files credentials name.
