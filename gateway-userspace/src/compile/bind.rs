@@ -112,6 +112,11 @@ impl<'m> Binder<'m> {
 
     /// A rule's destinations as backends; an unresolvable one is warned
     /// about, saying what `layer` does with the share routed there.
+    /// Whether a cluster balances by consistent hash.
+    fn hashes(&self, id: ClusterId) -> bool {
+        self.clusters.hashes(id)
+    }
+
     fn forward(
         &mut self,
         destinations: &[Destination],

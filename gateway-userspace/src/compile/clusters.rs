@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use crate::{
     model::{
         Destination, DestinationRule, EndpointAddress, HostIndex, HostPattern, KubeService,
-        KubeServicePort, Model, Protocol, Resolution, ServiceEntry, ServicePort, TrafficPolicy,
+        KubeServicePort, LoadBalancer, Model, Protocol, Resolution, ServiceEntry, ServicePort,
+        TrafficPolicy,
     },
     plan::{Cluster, ClusterId, DiscoveredEndpoints, Endpoint, Unresolved},
 };
@@ -482,6 +483,17 @@ impl<'m> Clusters<'m> {
             })
             .min()
             .map(|(.., item)| &items[item])
+    }
+
+    /// Whether the cluster a binding-time id stands for balances by
+    /// consistent hash.
+    pub(super) fn hashes(&self, id: ClusterId) -> bool {
+        self.built.get(self.name(id)).is_some_and(|c| {
+            matches!(
+                c.policy.load_balancer,
+                Some(LoadBalancer::ConsistentHash(_))
+            )
+        })
     }
 
     /// The name of the cluster a binding-time id stands for.

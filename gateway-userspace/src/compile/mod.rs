@@ -10,6 +10,7 @@ mod gateway_ports;
 mod ids;
 mod merge;
 pub mod references;
+mod retry;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -110,6 +110,7 @@ fn http_route() -> impl Strategy<Value = HttpRoute> {
             rewrite_uri_regex: None,
             rewrite_authority: None,
             timeout: None,
+            retries: None,
             request_headers: Default::default(),
             response_headers: Default::default(),
         })

@@ -362,13 +362,13 @@ fn redirect_code_must_be_a_redirect_status() {
 #[test]
 fn unsupported_http_features_warn_instead_of_passing_silently() {
     let config = vs(
-        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - redirect: {uri: /x}\n    retries: {attempts: 3}\n",
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - redirect: {uri: /x}\n    mirror: {host: b.example.com}\n",
     );
     assert_has(
         &config,
         Severity::Warning,
-        "spec.http[0].retries",
-        "retries is not applied by this gateway yet",
+        "spec.http[0].mirror",
+        "mirror is not applied by this gateway yet",
     );
     assert_eq!(config.model.virtual_services.len(), 1);
 }
@@ -1576,5 +1576,98 @@ fn current_crd_fields_are_known_and_said_not_applied_never_unknown() {
         Severity::Warning,
         "spec.tcp[0].route[0].headers",
         "unknown field, ignored",
+    );
+}
+
+fn retries_of(spec_retries: &str) -> (Config, Option<crate::model::HttpRetry>) {
+    let config = vs(&format!(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n{ROUTE}    retries: {spec_retries}\n"
+    ));
+    let retries = config
+        .model
+        .virtual_services
+        .first()
+        .and_then(|vs| vs.http.first())
+        .and_then(|rule| rule.retries.clone());
+    (config, retries)
+}
+
+#[test]
+fn retries_are_decoded_with_every_field() {
+    let (config, retries) = retries_of(
+        "{attempts: 3, perTryTimeout: 2s, retryOn: \"5xx,503,cancelled\", retryRemoteLocalities: true, retryIgnorePreviousHosts: false, backoff: 50ms}",
+    );
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    let retries = retries.expect("retries");
+    assert_eq!(retries.attempts, 3);
+    assert_eq!(
+        retries.per_try_timeout,
+        Some(std::time::Duration::from_secs(2))
+    );
+    assert_eq!(retries.retry_on.as_deref(), Some("5xx,503,cancelled"));
+    assert_eq!(retries.retry_remote_localities, Some(true));
+    assert_eq!(retries.retry_ignore_previous_hosts, Some(false));
+    assert_eq!(retries.backoff, Some(std::time::Duration::from_millis(50)));
+}
+
+#[test]
+fn retry_attempts_cannot_be_negative() {
+    let (config, _) = retries_of("{attempts: -1}");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].retries.attempts",
+        "attempts cannot be negative",
+    );
+}
+
+#[test]
+fn a_retry_policy_with_zero_attempts_may_set_nothing_else() {
+    let (config, _) = retries_of("{retryOn: 5xx}");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].retries",
+        "http retry policy configured when attempts are set to 0 (disabled)",
+    );
+    let (config, retries) = retries_of("{attempts: 0}");
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    assert_eq!(retries.map(|r| r.attempts), Some(0));
+}
+
+#[test]
+fn retry_on_takes_envoy_policy_names_and_known_status_codes_only() {
+    let (config, _) = retries_of("{attempts: 2, retryOn: \"gateway-error,429,retriable-4xx\"}");
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    for (written, bad) in [
+        ("\"5xx,bogus\"", "\"bogus\""),
+        ("\"5xx, reset\"", "\" reset\""),
+        ("\"599\"", "\"599\""),
+    ] {
+        let (config, _) = retries_of(&format!("{{attempts: 2, retryOn: {written}}}"));
+        assert_has(
+            &config,
+            Severity::Error,
+            "spec.http[0].retries.retryOn",
+            &format!("{bad} is not a valid retryOn policy"),
+        );
+    }
+}
+
+#[test]
+fn retry_durations_must_be_whole_milliseconds_of_at_least_one() {
+    let (config, _) = retries_of("{attempts: 2, perTryTimeout: 0.5ms}");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].retries.perTryTimeout",
+        "duration must be greater than 1ms",
+    );
+    let (config, _) = retries_of("{attempts: 2, backoff: 1.5ms}");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].retries.backoff",
+        "only durations to ms precision are supported",
     );
 }

@@ -2,6 +2,7 @@
 //! (`ValidateVirtualService`) for what a gateway serves. The `http` rules
 //! are decoded in `http_route`.
 mod http_route;
+mod retries;
 
 use super::{
     common::{destinations, export_to, port_number},

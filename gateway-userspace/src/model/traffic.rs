@@ -140,6 +140,33 @@ pub struct HttpRoute {
     pub request_headers: HeaderOperations,
     /// `headers.response`: applied before the response goes back.
     pub response_headers: HeaderOperations,
+    /// `retries`; `None` when the rule sets none (Istio's default policy
+    /// then applies).
+    pub retries: Option<HttpRetry>,
+}
+
+/// `http[].retries`, validated as Istio validates it (`ValidateHTTPRetry`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpRetry {
+    /// `attempts`: retries after the first try; 0 disables retries.
+    pub attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    /// `retryOn` as written: Envoy policy names and status codes.
+    pub retry_on: Option<String>,
+    pub retry_remote_localities: Option<bool>,
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// `backoff`: the base interval of the exponential back-off.
+    pub backoff: Option<Duration>,
+}
+
+/// Whether Go's `http.StatusText` names `code` (the codes of its table).
+pub fn known_status_code(code: u16) -> bool {
+    matches!(code,
+        100..=103
+        | 200..=208 | 226
+        | 300..=305 | 307 | 308
+        | 400..=418 | 421..=426 | 428 | 429 | 431 | 451
+        | 500..=508 | 510 | 511)
 }
 
 /// `headers.request` or `headers.response` of an HTTP rule: validated, names

@@ -6,6 +6,7 @@
 mod cluster;
 mod hosts;
 pub mod kernel;
+mod retry;
 mod route;
 
 use std::{collections::BTreeMap, net::IpAddr};
@@ -16,6 +17,7 @@ pub use self::{
     cluster::{Cluster, ClusterId, DNS_REFRESH, DiscoveredEndpoints, Endpoint, Unresolved},
     hosts::{HostTable, VirtualHost},
     kernel::{KernelHost, addr_key, ports_of},
+    retry::{DEFAULT_BACKOFF_BASE, HOST_SELECTION_ATTEMPTS, RetryOn, RetryPolicy},
     route::{Backend, Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
 };
 /// The model's typed values a plan names, for its readers (who never

@@ -2,7 +2,7 @@
 //! their actions, TLS servers, weighted backends.
 use std::{collections::BTreeMap, time::Duration};
 
-use super::{ClusterId, HostTable, Unresolved};
+use super::{ClusterId, HostTable, RetryPolicy, Unresolved};
 use crate::model::{HeaderOperations, HostPattern, HttpMatch, HttpRedirect, ServerTls};
 
 /// Weighted backends. A share whose backend could not be resolved answers
@@ -42,8 +42,10 @@ pub enum RouteAction {
         /// (RE2 pattern, substitution with `\1` groups) for the path.
         rewrite_uri_regex: Option<(String, String)>,
         rewrite_authority: Option<String>,
-        /// None: no timeout, as in Istio.
+        /// None: no timeout, as in Istio. Bounds all tries together.
         timeout: Option<Duration>,
+        /// None: a single try (`attempts: 0`).
+        retry: Option<RetryPolicy>,
     },
     Redirect(HttpRedirect),
     DirectResponse {

@@ -2,6 +2,7 @@
 //! VirtualService's `http` rules as routes.
 use super::{Accepted, Binder, Layer};
 use crate::{
+    compile::retry::retry_policy,
     model::{HostPattern, HttpAction, HttpMatch, VirtualService},
     plan::{HostTable, Route, RouteAction, VirtualHost},
 };
@@ -61,13 +62,23 @@ impl<'m> Binder<'m> {
                 vs.namespace, vs.name
             );
             let action = match &rule.action {
-                HttpAction::Route(destinations) => RouteAction::Forward {
-                    backends: self.forward(destinations, &vs.namespace, &source, Layer::Http),
-                    rewrite_uri: rule.rewrite_uri.clone(),
-                    rewrite_uri_regex: rule.rewrite_uri_regex.clone(),
-                    rewrite_authority: rule.rewrite_authority.clone(),
-                    timeout: rule.timeout,
-                },
+                HttpAction::Route(destinations) => {
+                    let backends = self.forward(destinations, &vs.namespace, &source, Layer::Http);
+                    // Istio looks for a consistent hash only when the rule
+                    // has one destination (`route.go::applyHTTPRouteDestination`).
+                    let hashing = match backends.0.as_slice() {
+                        [only] => only.target.as_ref().is_ok_and(|id| self.hashes(*id)),
+                        _ => false,
+                    };
+                    RouteAction::Forward {
+                        backends,
+                        rewrite_uri: rule.rewrite_uri.clone(),
+                        rewrite_uri_regex: rule.rewrite_uri_regex.clone(),
+                        rewrite_authority: rule.rewrite_authority.clone(),
+                        timeout: rule.timeout,
+                        retry: retry_policy(rule.retries.as_ref(), hashing),
+                    }
+                }
                 HttpAction::Redirect(redirect) => RouteAction::Redirect(redirect.clone()),
                 HttpAction::DirectResponse { status, body } => RouteAction::DirectResponse {
                     status: *status,

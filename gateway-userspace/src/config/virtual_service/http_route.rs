@@ -3,7 +3,7 @@
 //! Istio's `validateHTTPRoute` rules.
 use std::{collections::BTreeMap, time::Duration};
 
-use super::match_gateways;
+use super::{match_gateways, retries};
 use crate::{
     config::{
         common::{destinations, duration, port_number, string_match},
@@ -24,10 +24,10 @@ const HTTP_FIELDS: &[&str] = &[
     "rewrite",
     "timeout",
     "headers",
+    "retries",
 ];
 /// Accepted, not applied yet: each gets a warning so nobody relies on it silently.
 const NOT_APPLIED_YET: &[&str] = &[
-    "retries",
     "fault",
     "mirror",
     "mirrors",
@@ -83,6 +83,8 @@ pub(super) fn decode_http_route(
         .unwrap_or_default();
     check_one_action(d, node, entries, path);
     let timeout = route_timeout(d, entries, path);
+    let retries = field(entries, "retries")
+        .and_then(|n| retries::decode_retries(d, n, &join(path, "retries")));
     let action = match (redirect, direct) {
         (Some(redirect), _) => HttpAction::Redirect(redirect),
         (None, Some((status, body))) => HttpAction::DirectResponse { status, body },
@@ -98,6 +100,7 @@ pub(super) fn decode_http_route(
         timeout,
         request_headers,
         response_headers,
+        retries,
     })
 }
 
