@@ -11,7 +11,7 @@ use std::{
 
 use gateway_common::HostClass;
 
-use crate::{connection::Counters, dataplane::Stats, plan::Plan};
+use crate::{connection::Counters, dataplane::Stats, plan::Plan, proxy::upstream::ClusterCounter};
 
 /// One counter: its `/stats` name, and its Prometheus family and labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +118,36 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "gateway_dataplane_maps_memlock_bytes",
         "gauge",
         "Locked kernel memory of this instance's BPF maps (their memlock), which the process's RSS does not show.",
+    ),
+    (
+        "envoy_cluster_upstream_rq_retry",
+        "counter",
+        "Retries sent to each cluster.",
+    ),
+    (
+        "envoy_cluster_upstream_rq_retry_success",
+        "counter",
+        "Requests to each cluster that succeeded after a retry.",
+    ),
+    (
+        "envoy_cluster_upstream_rq_retry_overflow",
+        "counter",
+        "Retries not sent: the cluster's maxRetries were in flight.",
+    ),
+    (
+        "envoy_cluster_upstream_rq_retry_limit_exceeded",
+        "counter",
+        "Requests that failed retriably with no retries left.",
+    ),
+    (
+        "envoy_cluster_upstream_rq_per_try_timeout",
+        "counter",
+        "Tries that ran out of their perTryTimeout.",
+    ),
+    (
+        "envoy_cluster_upstream_rq_timeout",
+        "counter",
+        "Requests that ran out of their route's timeout.",
     ),
 ];
 
@@ -385,6 +415,34 @@ pub fn kernel_samples(stats: &Stats, layout: &Layout) -> Vec<Sample> {
 }
 
 /// One sample (the arguments in [`Sample`]'s field order).
+/// The proxy's per-cluster counters under Envoy's names:
+/// `cluster.<name>.<stat>`, and `envoy_cluster_<stat>{cluster_name}`.
+pub fn cluster_samples(clusters: &[(String, Vec<(ClusterCounter, u64)>)]) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for (cluster, values) in clusters {
+        for (counter, value) in values {
+            let Some(family) = cluster_family(*counter) else {
+                continue;
+            };
+            out.push(sample(
+                format!("cluster.{cluster}.{}", counter.name()),
+                family,
+                vec![("cluster_name", cluster.clone())],
+                *value,
+            ));
+        }
+    }
+    out
+}
+
+/// The Prometheus family of a cluster counter.
+fn cluster_family(counter: ClusterCounter) -> Option<&'static str> {
+    FAMILIES
+        .iter()
+        .map(|(name, ..)| *name)
+        .find(|name| name.strip_prefix("envoy_cluster_") == Some(counter.name()))
+}
+
 fn sample(
     name: String,
     family: &'static str,

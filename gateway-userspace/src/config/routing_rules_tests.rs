@@ -829,7 +829,6 @@ fn traffic_policy_the_proxy_does_not_apply_yet_is_warned_field_by_field() {
         [
             "spec.trafficPolicy.loadBalancer.consistentHash",
             "spec.trafficPolicy.connectionPool.tcp.maxConnections",
-            "spec.trafficPolicy.connectionPool.http.maxRetries",
             "spec.trafficPolicy.outlierDetection",
             "spec.trafficPolicy.tls",
         ]

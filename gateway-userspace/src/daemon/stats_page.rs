@@ -11,7 +11,7 @@ use crate::{
     dataplane::{StatsReader, Workloads, pins::Memlock},
     log_pipe,
     plan::Plan,
-    stats,
+    proxy, stats,
 };
 
 /// Everything the page reads, owned by the admin thread.
@@ -59,6 +59,7 @@ pub(super) fn render(sources: Sources) -> admin::RenderFn {
                 &sources.egress.captured,
             ));
         }
+        samples.extend(stats::cluster_samples(&proxy::upstream::cluster_counts()));
         samples.extend(stats::daemon_samples(
             log_pipe::dropped_totals(),
             &sources.daemon,

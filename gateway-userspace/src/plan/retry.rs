@@ -59,12 +59,12 @@ impl RetryOn {
     }
 
     /// Whether any of `other`'s conditions is set.
-    pub fn any(self, other: Self) -> bool {
+    pub const fn any(self, other: Self) -> bool {
         self.0 & other.0 != 0
     }
 
     /// Both sets of conditions.
-    pub fn with(self, other: Self) -> Self {
+    pub const fn with(self, other: Self) -> Self {
         Self(self.0 | other.0)
     }
 }

@@ -103,7 +103,6 @@ pub(super) fn connection_pool(
                 "http1MaxPendingRequests",
                 "http2MaxRequests",
                 "maxRequestsPerConnection",
-                "maxRetries",
                 "idleTimeout",
                 "maxConcurrentStreams",
                 "http2KeepAlive",

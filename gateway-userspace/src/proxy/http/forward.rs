@@ -1,12 +1,14 @@
 //! The upstream phase of a request: the route's backend and its cluster,
 //! the request as the backend gets it (rewrites, `Host`, hop-by-hop
 //! headers), the exchange under the route's timeout, upgrades, and
-//! Envoy's answers when the upstream fails. `forward` is the one place a
-//! request is sent (where retries and mirrors will wrap it).
+//! Envoy's answers when the upstream fails, and the tries of a request
+//! under its route's retry policy. `forward` is the one place a request is
+//! sent (where mirrors will wrap it).
 use std::{
     borrow::Cow,
+    net::SocketAddr,
     sync::{Arc, atomic::AtomicU64},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use http_body_util::BodyExt;
@@ -14,20 +16,25 @@ use hyper::{
     Request, Response, StatusCode, Uri, Version,
     body::{Body, Incoming},
     header::{self, HeaderName, HeaderValue},
+    http::request::Parts,
 };
 
 use super::{
     bodies::{Counted, Holding},
     headers::{is_only_host, is_upgrade, millis_header, strip_hop_by_hop},
+    replay::{RETRY_BUFFER_LIMIT, Replay},
+    retry::{NoResponse, backoff, retries_no_response, retries_response},
 };
 use crate::{
-    plan::{Backend, Route, RouteAction, StringMatch},
+    plan::{Backend, RetryPolicy, Route, RouteAction, StringMatch},
     proxy::{
         access_log::Entry,
         body::{ProxyBody, empty, local},
         context::Shared,
         rewrite::{self, RegexRewrite},
-        upstream::{self, UpstreamError, UpstreamProtocol},
+        upstream::{
+            self, ClusterCounter, RetryInFlight, UpstreamCluster, UpstreamError, UpstreamProtocol,
+        },
     },
 };
 
@@ -55,6 +62,7 @@ pub(super) async fn forward(
         rewrite_uri,
         rewrite_authority,
         timeout,
+        retry,
         ..
     } = &route.action
     else {
@@ -102,29 +110,217 @@ pub(super) async fn forward(
             }
         };
 
-    let endpoint = match cluster.pick().await {
-        Ok(endpoint) => endpoint,
-        Err(err) => return upstream_failure(err, entry),
-    };
-    entry.upstream_host = Some(endpoint.addr);
-    let sent = Instant::now();
-    let exchange = upstream::send(&endpoint, cluster, version, upstream_req);
-    let result = match timeout {
-        Some(limit) => match tokio::time::timeout(*limit, exchange).await {
-            Ok(result) => result,
-            Err(_) => {
-                entry.flags.push("UT");
-                entry.details = Some("upstream_response_timeout");
-                return local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+    let Some(policy) = retry.as_ref().filter(|_| downstream_upgrade.is_none()) else {
+        // One try: no policy (`attempts: 0`), or an upgrade (its client
+        // side cannot be replayed).
+        let endpoint = match cluster.pick().await {
+            Ok(endpoint) => endpoint,
+            Err(err) => return upstream_failure(err, entry),
+        };
+        entry.upstream_host = Some(endpoint.addr);
+        let sent = Instant::now();
+        let exchange = upstream::send(&endpoint, cluster, version, upstream_req);
+        let result = match timeout {
+            Some(limit) => match tokio::time::timeout(*limit, exchange).await {
+                Ok(result) => result,
+                Err(_) => return route_timeout(cluster, entry),
+            },
+            None => exchange.await,
+        };
+        return match result {
+            Ok((response, active)) => {
+                upstream_response(response, active, downstream_upgrade, sent.elapsed(), entry)
             }
-        },
-        None => exchange.await,
+            Err(err) => upstream_failure(err, entry),
+        };
     };
-    let (response, active) = match result {
-        Ok(ok) => ok,
-        Err(err) => return upstream_failure(err, entry),
+    let deadline = timeout.map(|limit| Instant::now() + limit);
+    let tries = Tries {
+        cluster,
+        version,
+        policy,
+        deadline,
     };
-    upstream_response(response, active, downstream_upgrade, sent.elapsed(), entry)
+    tries.run(upstream_req, entry).await
+}
+
+/// The tries of one request under a retry policy, all within the route's
+/// timeout (Envoy's router with a `RetryPolicy`).
+struct Tries<'a> {
+    cluster: &'a Arc<UpstreamCluster>,
+    version: Version,
+    policy: &'a RetryPolicy,
+    deadline: Option<Instant>,
+}
+
+/// How one try ended.
+enum Outcome {
+    Response(Response<Incoming>, upstream::ActiveRequest, Duration),
+    Failed(UpstreamError),
+    PerTryTimeout,
+    RouteTimeout,
+}
+
+impl Tries<'_> {
+    async fn run(self, req: Request<ProxyBody>, entry: &mut Entry) -> Response<ProxyBody> {
+        let (parts, body) = req.into_parts();
+        // A body that has ended already (a GET) needs no keeping.
+        let replay = (!body.is_end_stream()).then(|| Replay::new(body, RETRY_BUFFER_LIMIT));
+        let counters = &self.cluster.counters;
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut retries_left = self.policy.num_retries;
+        let mut retrying: Option<RetryInFlight> = None;
+        for attempt in 1u32.. {
+            let req = try_request(&parts, attempt, replay.as_ref());
+            let outcome = self.attempt(req, &mut tried, entry).await;
+            let retriable = match &outcome {
+                Outcome::Response(response, ..) => {
+                    retries_response(self.policy, response.status(), response.headers())
+                }
+                Outcome::Failed(err) => {
+                    retries_no_response(self.policy, NoResponse::Failed(err.kind()))
+                }
+                Outcome::PerTryTimeout => {
+                    counters.add(ClusterCounter::PerTryTimeout);
+                    retries_no_response(self.policy, NoResponse::PerTryTimeout)
+                }
+                Outcome::RouteTimeout => false,
+            };
+            let retried_before = retrying.take().is_some() || attempt > 1;
+            if !retriable {
+                if retried_before && matches!(outcome, Outcome::Response(..)) {
+                    counters.add(ClusterCounter::RetrySuccess);
+                }
+                return self.answer(outcome, entry);
+            }
+            if retries_left == 0 {
+                counters.add(ClusterCounter::RetryLimitExceeded);
+                // After the try's own flag, in Envoy's order of flags.
+                let answer = self.answer(outcome, entry);
+                entry.flags.push("URX");
+                return answer;
+            }
+            if !replay.as_ref().is_none_or(Replay::replayable) {
+                // Too large to send again: Envoy does not retry it either.
+                return self.answer(outcome, entry);
+            }
+            retries_left -= 1;
+            let Some(in_flight) = self.cluster.start_retry() else {
+                counters.add(ClusterCounter::RetryOverflow);
+                let answer = self.answer(outcome, entry);
+                entry.flags.push("UO");
+                return answer;
+            };
+            retrying = Some(in_flight);
+            counters.add(ClusterCounter::Retry);
+            // The failed try's response (and its connection) is let go here.
+            drop(outcome);
+            let wait = backoff(self.policy, attempt, upstream::random());
+            if !self.sleep_within_deadline(wait).await {
+                return route_timeout(self.cluster, entry);
+            }
+        }
+        local(StatusCode::INTERNAL_SERVER_ERROR, "")
+    }
+
+    /// One try, on an endpoint not tried before when the policy asks for one.
+    async fn attempt(
+        &self,
+        req: Request<ProxyBody>,
+        tried: &mut Vec<SocketAddr>,
+        entry: &mut Entry,
+    ) -> Outcome {
+        let endpoint = match self
+            .cluster
+            .pick_untried(tried, self.policy.other_host)
+            .await
+        {
+            Ok(endpoint) => endpoint,
+            Err(err) => return Outcome::Failed(err),
+        };
+        tried.push(endpoint.addr);
+        entry.upstream_host = Some(endpoint.addr);
+        let now = Instant::now();
+        let left = self.deadline.map(|d| d.saturating_duration_since(now));
+        let (limit, per_try) = match (self.policy.per_try_timeout, left) {
+            (Some(per_try), Some(left)) if per_try < left => (Some(per_try), true),
+            (Some(per_try), None) => (Some(per_try), true),
+            (_, left) => (left, false),
+        };
+        let exchange = upstream::send(&endpoint, self.cluster, self.version, req);
+        let result = match limit {
+            Some(limit) => match tokio::time::timeout(limit, exchange).await {
+                Ok(result) => result,
+                Err(_) if per_try => return Outcome::PerTryTimeout,
+                Err(_) => return Outcome::RouteTimeout,
+            },
+            None => exchange.await,
+        };
+        match result {
+            Ok((response, active)) => Outcome::Response(response, active, now.elapsed()),
+            Err(err) => Outcome::Failed(err),
+        }
+    }
+
+    /// Waits `wait`, unless the route's timeout comes first (false).
+    async fn sleep_within_deadline(&self, wait: Duration) -> bool {
+        let now = Instant::now();
+        match self.deadline {
+            Some(deadline) if now + wait >= deadline => {
+                tokio::time::sleep_until(deadline.into()).await;
+                false
+            }
+            _ => {
+                tokio::time::sleep(wait).await;
+                true
+            }
+        }
+    }
+
+    /// What the client gets for the last try.
+    fn answer(&self, outcome: Outcome, entry: &mut Entry) -> Response<ProxyBody> {
+        match outcome {
+            Outcome::Response(response, active, service_time) => {
+                upstream_response(response, active, None, service_time, entry)
+            }
+            Outcome::Failed(err) => upstream_failure(err, entry),
+            Outcome::PerTryTimeout => {
+                entry.flags.push("UT");
+                entry.details = Some("upstream_per_try_timeout");
+                local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+            }
+            Outcome::RouteTimeout => route_timeout(self.cluster, entry),
+        }
+    }
+}
+
+/// The route's `timeout` ran out: Envoy's 504.
+fn route_timeout(cluster: &UpstreamCluster, entry: &mut Entry) -> Response<ProxyBody> {
+    cluster.counters.add(ClusterCounter::Timeout);
+    entry.flags.push("UT");
+    entry.details = Some("upstream_response_timeout");
+    local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+}
+
+/// The request of try `attempt`: the same head, with
+/// `x-envoy-attempt-count` (Istio turns on `include_request_attempt_count`),
+/// and a copy of the kept body.
+fn try_request(parts: &Parts, attempt: u32, replay: Option<&Replay>) -> Request<ProxyBody> {
+    let body = match replay {
+        Some(replay) => replay.copy().boxed_unsync(),
+        None => empty(),
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    let headers = req.headers_mut();
+    headers.clone_from(&parts.headers);
+    headers.insert(
+        HeaderName::from_static("x-envoy-attempt-count"),
+        HeaderValue::from(attempt),
+    );
+    req
 }
 
 /// The backend's response as the client gets it: an upgrade joined to
@@ -135,7 +331,7 @@ fn upstream_response(
     mut response: Response<Incoming>,
     active: upstream::ActiveRequest,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    service_time: std::time::Duration,
+    service_time: Duration,
     entry: &mut Entry,
 ) -> Response<ProxyBody> {
     entry.upstream_service_time = Some(service_time);

@@ -13,6 +13,8 @@
 mod bodies;
 mod forward;
 mod headers;
+mod replay;
+mod retry;
 #[cfg(test)]
 mod tests;
 

@@ -31,7 +31,35 @@ pub(super) fn exchange(addr: SocketAddr) -> impl FnOnce(hyper::Error) -> Upstrea
     move |source| UpstreamError::Exchange { addr, source }
 }
 
+/// How a failure looks to a retry policy (Envoy's reset reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No endpoint to try: never retried.
+    NoHost,
+    /// The connection (or its TLS handshake) could not be made.
+    ConnectFailure,
+    /// An HTTP/2 backend refused the stream (REFUSED_STREAM).
+    RefusedStream,
+    /// The connection ended before the request was written.
+    ResetBeforeRequest,
+    /// The connection ended, or was reset, after the request was written.
+    Reset,
+}
+
 impl UpstreamError {
+    /// What a retry policy sees of this failure.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::NoEndpoint | Self::Resolve { .. } => FailureKind::NoHost,
+            Self::Connect { .. } | Self::Tls { .. } => FailureKind::ConnectFailure,
+            Self::Exchange { source, .. } if refused_stream(source) => FailureKind::RefusedStream,
+            Self::Exchange { source, .. } if source.is_canceled() => {
+                FailureKind::ResetBeforeRequest
+            }
+            Self::Exchange { .. } => FailureKind::Reset,
+        }
+    }
+
     /// Envoy's response flag for this failure.
     pub fn flag(&self) -> &'static str {
         match self {
@@ -53,6 +81,18 @@ pub fn protocol_error(err: &hyper::Error) -> bool {
         return true;
     }
     http2_protocol_error(std::error::Error::source(err))
+}
+
+/// Whether an HTTP/2 backend refused the stream (it never processed it).
+fn refused_stream(err: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Whether an HTTP/2 error in the chain from `source` names a protocol

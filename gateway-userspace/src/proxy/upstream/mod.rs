@@ -7,6 +7,7 @@
 //! the endpoint the balancer picked while its `Host`/`:authority` stays the
 //! one the client asked for; hyper-util keys its pool by the URI authority.
 mod balance;
+mod counters;
 mod discovered;
 mod dns;
 mod error;
@@ -16,7 +17,10 @@ mod tests;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex, atomic::AtomicUsize},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -27,8 +31,9 @@ use self::{
 };
 pub use self::{
     balance::{Balance, random, weighted},
+    counters::{ClusterCounter, ClusterCounters, cluster_counts},
     dns::DNS_REFRESH,
-    error::{UpstreamError, protocol_error},
+    error::{FailureKind, UpstreamError, protocol_error},
     pool::{ActiveRequest, UpstreamEndpoint, connect, send},
 };
 use super::{
@@ -80,6 +85,26 @@ pub struct UpstreamCluster {
     pub protocol: UpstreamProtocol,
     /// TLS to the endpoints (DestinationRule `tls` SIMPLE or MUTUAL).
     pub tls: Option<Origination>,
+    pub counters: Arc<ClusterCounters>,
+    /// `connectionPool.http.maxRetries`: retries in flight at once
+    /// (Envoy's `max_retries` circuit breaker; unbounded by default, as
+    /// Istio sets it).
+    max_retries: u32,
+    retries_in_flight: AtomicU32,
+}
+
+/// A retry counted against its cluster's `maxRetries` until dropped.
+#[derive(Debug)]
+pub struct RetryInFlight {
+    cluster: Arc<UpstreamCluster>,
+}
+
+impl Drop for RetryInFlight {
+    fn drop(&mut self) {
+        self.cluster
+            .retries_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl UpstreamCluster {
@@ -153,7 +178,49 @@ impl UpstreamCluster {
             connect_timeout,
             protocol,
             tls,
+            counters: counters::counters_for(&cluster.name),
+            max_retries: cluster
+                .policy
+                .connection_pool
+                .max_retries
+                .filter(|n| *n > 0)
+                .unwrap_or(u32::MAX),
+            retries_in_flight: AtomicU32::new(0),
         })
+    }
+
+    /// A retry, unless the cluster's `maxRetries` are in flight already.
+    pub fn start_retry(self: &Arc<Self>) -> Option<RetryInFlight> {
+        let started =
+            self.retries_in_flight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < self.max_retries).then_some(n + 1)
+                });
+        started.ok().map(|_| RetryInFlight {
+            cluster: Arc::clone(self),
+        })
+    }
+
+    /// The endpoint for a try, drawn again (up to Envoy's host selection
+    /// attempts) while it is one of `tried` when `other_host` asks for
+    /// another (Envoy's `previous_hosts` predicate); the last draw when
+    /// every draw was tried before.
+    pub async fn pick_untried(
+        &self,
+        tried: &[SocketAddr],
+        other_host: bool,
+    ) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
+        let mut endpoint = self.pick().await?;
+        if !other_host {
+            return Ok(endpoint);
+        }
+        for _ in 1..crate::plan::HOST_SELECTION_ATTEMPTS {
+            if !tried.contains(&endpoint.addr) {
+                break;
+            }
+            endpoint = self.pick().await?;
+        }
+        Ok(endpoint)
     }
 
     /// The endpoint the next request goes to.

@@ -145,23 +145,30 @@ async fn send_http1(
     tls: Option<&Origination>,
     req: Request<ProxyBody>,
 ) -> Result<(Response<Incoming>, http1::SendRequest<ProxyBody>), UpstreamError> {
-    let pooled = take_idle_http1(endpoint);
-    let mut sender = match pooled {
-        Some(sender) => sender,
-        None => {
-            let stream = connect(endpoint.addr, connect_timeout, tls).await?;
-            let (sender, connection) = http1::Builder::new()
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(exchange(endpoint.addr))?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.with_upgrades().await {
-                    log::debug!("upstream connection ended: {err}");
-                }
-            });
-            sender
-        }
+    let req = match take_idle_http1(endpoint) {
+        Some(mut sender) => match sender.try_send_request(req).await {
+            Ok(response) => return Ok((response, sender)),
+            // The pooled connection closed before the request was written
+            // (the backend's idle close racing the request): a new
+            // connection takes it, as Envoy's pool never hands out a
+            // connection it saw close.
+            Err(mut unsent) => match unsent.take_message() {
+                Some(req) => req,
+                None => return Err(exchange(endpoint.addr)(unsent.into_error())),
+            },
+        },
+        None => req,
     };
+    let stream = connect(endpoint.addr, connect_timeout, tls).await?;
+    let (mut sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(exchange(endpoint.addr))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.with_upgrades().await {
+            log::debug!("upstream connection ended: {err}");
+        }
+    });
     let response = sender
         .send_request(req)
         .await

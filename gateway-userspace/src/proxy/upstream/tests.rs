@@ -122,3 +122,61 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
     .expect("a plain cluster builds");
     assert!(matches!(empty.pick().await, Err(UpstreamError::NoEndpoint)));
 }
+
+fn two_endpoints(pool: ConnectionPool) -> Arc<UpstreamCluster> {
+    let endpoints = [1, 2]
+        .map(|last| Endpoint {
+            address: EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))),
+            port: 80,
+            weight: 1,
+        })
+        .to_vec();
+    let built = UpstreamCluster::new(
+        &cluster(None, pool, endpoints),
+        &Discovery::default(),
+        &crate::files::Disk,
+    )
+    .expect("a cluster");
+    Arc::new(built)
+}
+
+#[tokio::test]
+async fn a_retry_draws_another_endpoint_unless_told_any_will_do() {
+    let cluster = two_endpoints(ConnectionPool::default());
+    let first = cluster.pick().await.expect("an endpoint").addr;
+    // Round robin: the next plain draw would be the other endpoint, and
+    // the one after it `first` again.
+    let other = cluster.pick().await.expect("an endpoint").addr;
+    assert_ne!(first, other);
+    let untried = cluster
+        .pick_untried(&[first], true)
+        .await
+        .expect("an endpoint");
+    assert_eq!(untried.addr, other, "drawn again past the tried one");
+    // The next draw falls on `first`: without the predicate it stands.
+    let any = cluster
+        .pick_untried(&[first], false)
+        .await
+        .expect("an endpoint");
+    assert_eq!(any.addr, first, "the draw as it fell");
+    let every = cluster
+        .pick_untried(&[first, other], true)
+        .await
+        .expect("an endpoint");
+    assert!([first, other].contains(&every.addr), "the last draw");
+}
+
+#[test]
+fn max_retries_in_flight_are_a_limit_and_unset_means_none() {
+    let limited = two_endpoints(ConnectionPool {
+        max_retries: Some(1),
+        ..ConnectionPool::default()
+    });
+    let first = limited.start_retry().expect("the first retry");
+    assert!(limited.start_retry().is_none(), "over the limit");
+    drop(first);
+    assert!(limited.start_retry().is_some(), "room again");
+    let unlimited = two_endpoints(ConnectionPool::default());
+    let many: Vec<_> = (0..100).filter_map(|_| unlimited.start_retry()).collect();
+    assert_eq!(many.len(), 100);
+}

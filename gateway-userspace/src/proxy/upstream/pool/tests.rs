@@ -84,6 +84,9 @@ fn cluster() -> UpstreamCluster {
         connect_timeout: Duration::from_secs(5),
         protocol: UpstreamProtocol::Http1,
         tls: None,
+        counters: Default::default(),
+        max_retries: u32::MAX,
+        retries_in_flight: Default::default(),
     }
 }
 
