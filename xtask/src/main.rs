@@ -356,6 +356,11 @@ fn test() -> anyhow::Result<()> {
     );
     // One at a time: the slow-client and drain scenarios measure time.
     gateway_tests("proxy", &gateway, true)?;
+    println!(
+        "== traffic policy end to end (retries, timeouts; killed, failing and hanging backends)"
+    );
+    // One at a time: the scenarios measure time and kill backends mid-run.
+    gateway_tests("traffic_policy", &gateway, true)?;
     println!("== hostile input (alias bombs, deep nesting, FIFOs, silent and flooding clients)");
     // One at a time: the load tests measure latency and CPU time.
     gateway_tests("hostile", &gateway, true)?;

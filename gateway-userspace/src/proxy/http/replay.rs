@@ -67,8 +67,8 @@ impl Replay {
     }
 
     /// A body for the next try.
-    pub(super) fn copy(&self) -> Copy {
-        Copy {
+    pub(super) fn copy(&self) -> TryBody {
+        TryBody {
             kept: Arc::clone(&self.kept),
             replayed: 0,
             trailers_sent: false,
@@ -78,7 +78,7 @@ impl Replay {
 }
 
 /// One try's body.
-pub(super) struct Copy {
+pub(super) struct TryBody {
     kept: Arc<Mutex<Kept>>,
     /// Kept frames this copy has sent.
     replayed: usize,
@@ -87,7 +87,7 @@ pub(super) struct Copy {
     reading: Option<ProxyBody>,
 }
 
-impl Drop for Copy {
+impl Drop for TryBody {
     fn drop(&mut self) {
         if let (Some(source), Ok(mut kept)) = (self.reading.take(), self.kept.lock()) {
             kept.source = Some(source);
@@ -95,7 +95,7 @@ impl Drop for Copy {
     }
 }
 
-impl Body for Copy {
+impl Body for TryBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -174,10 +174,7 @@ impl Body for Copy {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.kept
-            .lock()
-            .map(|kept| kept.hint.clone())
-            .unwrap_or_default()
+        self.kept.lock().map(|kept| kept.hint).unwrap_or_default()
     }
 }
 
@@ -200,7 +197,7 @@ mod tests {
         StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
     }
 
-    async fn read(copy: Copy) -> (String, Option<HeaderMap>) {
+    async fn read(copy: TryBody) -> (String, Option<HeaderMap>) {
         let collected = copy.collect().await.expect("a body");
         let trailers = collected.trailers().cloned();
         let bytes = collected.to_bytes();

@@ -1,0 +1,204 @@
+//! End to end through the proxy: Istio's traffic policy as the gateway
+//! applies it, with real clients in the client namespace and test-backends
+//! that can be killed, made to fail or to hang in the backend namespace.
+use std::{fs, net::SocketAddr, path::Path, process::Output, time::Duration};
+
+use gateway_tests::{
+    backend::Backend,
+    daemon::Daemon,
+    hostile::Scratch,
+    netns::{BACKEND_V4, GATEWAY_V4, Topology},
+    require_root,
+};
+
+const TEST_BACKEND: &str = env!("CARGO_BIN_EXE_test-backend");
+/// Debian's Python, which the scripts below use (stdlib only).
+const PYTHON: &str = "/usr/bin/python3";
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn topology() -> Topology {
+    let mut topology = Topology::new();
+    topology.add_backend_namespace();
+    topology
+}
+
+/// A test-backend named `name` on `addr` in the backend namespace.
+fn backend(topology: &Topology, name: &str, addr: &str) -> Backend {
+    let addr: SocketAddr = addr.parse().expect("backend address");
+    let ns = topology.backend_ns.as_deref().unwrap_or_default();
+    Backend::start(
+        topology,
+        ns,
+        Path::new(TEST_BACKEND),
+        &["--name", name, "--listen", &addr.to_string()],
+        addr,
+    )
+}
+
+/// The daemon serving `yaml`.
+fn start(topology: &Topology, scratch: &Scratch, yaml: &str) -> Daemon {
+    let config = scratch.path.join("config.yaml");
+    fs::write(&config, yaml).expect("write config");
+    gateway_tests::daemon::start_on(topology, &config.display().to_string(), &[])
+}
+
+/// A Gateway for `app.test` on port 80, a VirtualService routing it to
+/// `web.backend` with `more` (YAML lines of the rule, four spaces in), and
+/// a ServiceEntry for `web.backend` with one endpoint per port of `ports`
+/// on the backend address.
+fn config(more: &str, ports: &[u16]) -> String {
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|port| format!("{{address: {BACKEND_V4}, ports: {{http: {port}}}}}"))
+        .collect();
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [app.test]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app, namespace: istio-system}}
+spec:
+  hosts: [app.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: web.backend, port: {{number: 80}}}}}}]
+{more}---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web, namespace: istio-system}}
+spec:
+  hosts: [web.backend]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{}]
+",
+        endpoints.join(", ")
+    )
+}
+
+/// Sends `count` requests for `app.test` to the gateway, one at a time
+/// about `pause_ms` apart, on keep-alive connections (a new one after any
+/// error), and prints how many got each status (`-1`: no answer). After
+/// `pause_at` requests it creates the file `marker` and pauses a second.
+const LOAD: &str = r#"
+import http.client, json, sys, time
+host, count, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]) / 1000
+pause_at, marker = int(sys.argv[4]), sys.argv[5]
+seen, conn = {}, None
+deadline = time.monotonic() + 30
+for n in range(count):
+    if time.monotonic() > deadline: break
+    if n == pause_at:
+        open(marker, "w").close()
+        time.sleep(1)
+    try:
+        if conn is None: conn = http.client.HTTPConnection(host, 80, timeout=5)
+        conn.request("GET", "/", headers={"Host": "app.test"})
+        response = conn.getresponse(); response.read()
+        status = response.status
+    except Exception:
+        status, conn = -1, None
+    seen[status] = seen.get(status, 0) + 1
+    time.sleep(pause)
+print(json.dumps(seen))
+"#;
+
+#[test]
+fn a_killed_endpoint_costs_the_client_nothing_under_the_default_retry_policy() {
+    require_root();
+    let topology = topology();
+    let first = backend(&topology, "first", &format!("{BACKEND_V4}:8081"));
+    let _second = backend(&topology, "second", &format!("{BACKEND_V4}:8082"));
+    let scratch = Scratch::new();
+    let daemon = start(&topology, &scratch, &config("", &[8081, 8082]));
+    let marker = scratch.path.join("paused");
+    let marker_text = marker.display().to_string();
+    let outcome = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            topology.client(&[
+                PYTHON,
+                "-c",
+                LOAD,
+                GATEWAY_V4,
+                "300",
+                "5",
+                "100",
+                &marker_text,
+            ])
+        });
+        // The endpoint dies between two requests: the client's pause.
+        // Every later request round robin gives it is refused, and retried.
+        // (A request in flight at the instant of death is lost, as under
+        // Envoy: the default policy does not retry a reset.)
+        let waited = std::time::Instant::now();
+        while !marker.exists() && waited.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(first);
+        load.join().expect("the load ran")
+    });
+    let counts = String::from_utf8_lossy(&outcome.stdout).trim().to_string();
+    let log = daemon.log();
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains("\" 503 ")).collect();
+    assert_eq!(counts, "{\"200\": 300}", "{}\n{failed:#?}", text(&outcome));
+    let retries = gateway_tests::daemon::stat(
+        &topology,
+        "cluster.outbound|80||web.backend.upstream_rq_retry",
+    );
+    assert!(retries > 50, "retries {retries}");
+}
+
+#[test]
+fn per_try_timeouts_and_the_route_timeout_bound_a_hanging_backend() {
+    require_root();
+    let topology = topology();
+    let _slow = backend(&topology, "slow", &format!("{BACKEND_V4}:8081"));
+    let scratch = Scratch::new();
+    let yaml = config(
+        "    match: [{uri: {prefix: /delay}}]\n    timeout: 1s\n    retries: {attempts: 5, perTryTimeout: 300ms, retryOn: reset}\n",
+        &[8081],
+    );
+    let daemon = start(&topology, &scratch, &yaml);
+    let curl = |path: &str| {
+        topology.client(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{time_total}",
+            "--resolve",
+            &format!("app.test:80:{GATEWAY_V4}"),
+            &format!("http://app.test{path}"),
+        ])
+    };
+    // Each try hangs past its 300 ms; the third or fourth is cut by the
+    // route's 1 s.
+    let hanging = String::from_utf8_lossy(&curl("/delay/5000").stdout).into_owned();
+    let (code, took) = hanging.split_once(' ').expect("code and time");
+    let took: f64 = took.parse().expect("seconds");
+    assert_eq!(code, "504", "{hanging}\n{}", daemon.log());
+    assert!((1.0..2.0).contains(&took), "{took}");
+    // A try that answers within its time is not retried.
+    let quick = String::from_utf8_lossy(&curl("/delay/100").stdout).into_owned();
+    assert!(quick.starts_with("200 "), "{quick}");
+    std::thread::sleep(Duration::from_millis(1300));
+    let log = daemon.log();
+    assert!(log.contains("\" 504 UT "), "{log}");
+}
