@@ -149,6 +149,31 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "counter",
         "Requests that ran out of their route's timeout.",
     ),
+    (
+        "envoy_cluster_upstream_rq_pending_overflow",
+        "counter",
+        "Requests refused at once (503 UO): http1MaxPendingRequests waiting or http2MaxRequests in flight.",
+    ),
+    (
+        "envoy_cluster_upstream_cx_overflow",
+        "counter",
+        "Connections not opened: the cluster's maxConnections were open.",
+    ),
+    (
+        "envoy_cluster_upstream_cx_max_requests",
+        "counter",
+        "Connections closed after maxRequestsPerConnection requests.",
+    ),
+    (
+        "envoy_cluster_upstream_cx_max_duration_reached",
+        "counter",
+        "Connections closed at maxConnectionDuration.",
+    ),
+    (
+        "envoy_cluster_upstream_cx_idle_timeout",
+        "counter",
+        "Connections closed after their idle timeout.",
+    ),
 ];
 
 /// What the daemon repaired in its own kernel state.

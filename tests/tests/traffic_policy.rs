@@ -202,3 +202,61 @@ fn per_try_timeouts_and_the_route_timeout_bound_a_hanging_backend() {
     let log = daemon.log();
     assert!(log.contains("\" 504 UT "), "{log}");
 }
+
+#[test]
+fn pool_overflow_gets_503_uo_while_requests_within_the_limit_succeed() {
+    require_root();
+    let topology = topology();
+    let _slow = backend(&topology, "slow", &format!("{BACKEND_V4}:8081"));
+    let scratch = Scratch::new();
+    let rule = "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: istio-system}
+spec:
+  host: web.backend
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1}
+";
+    let yaml = config("", &[8081]) + rule;
+    let daemon = start(&topology, &scratch, &yaml);
+    let curl = |path: &str| {
+        let out = topology.client(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            &format!("app.test:80:{GATEWAY_V4}"),
+            &format!("http://app.test{path}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // One request holds the one connection for a second, one waits for
+    // it; the two after find the pending queue full.
+    let codes = std::thread::scope(|scope| {
+        let first = scope.spawn(|| curl("/delay/1000"));
+        std::thread::sleep(Duration::from_millis(300));
+        let second = scope.spawn(|| curl("/delay/10"));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut late: Vec<String> = (0..2).map(|_| curl("/delay/10")).collect();
+        let mut codes = vec![first.join().expect("first"), second.join().expect("second")];
+        codes.append(&mut late);
+        codes
+    });
+    assert_eq!(codes, ["200", "200", "503", "503"], "{}", daemon.log());
+    std::thread::sleep(Duration::from_millis(300));
+    let log = daemon.log();
+    assert_eq!(log.matches("\" 503 UO ").count(), 2, "{log}");
+    let overflowed = gateway_tests::daemon::stat(
+        &topology,
+        "cluster.outbound|80||web.backend.upstream_rq_pending_overflow",
+    );
+    assert_eq!(overflowed, 2);
+}

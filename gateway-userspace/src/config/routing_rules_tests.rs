@@ -828,7 +828,6 @@ fn traffic_policy_the_proxy_does_not_apply_yet_is_warned_field_by_field() {
         warned,
         [
             "spec.trafficPolicy.loadBalancer.consistentHash",
-            "spec.trafficPolicy.connectionPool.tcp.maxConnections",
             "spec.trafficPolicy.outlierDetection",
             "spec.trafficPolicy.tls",
         ]
@@ -1452,15 +1451,19 @@ fn http_pool(http: &str) -> Config {
 }
 
 #[test]
-fn http2_keep_alive_is_decoded_validated_and_said_not_applied() {
+fn http2_keep_alive_is_decoded_and_validated() {
     let config = http_pool("{http2KeepAlive: {interval: 30s, timeout: 5s}}");
-    assert!(!config.has_errors(), "{:?}", config.diagnostics);
-    let about: Vec<&str> = config
-        .diagnostics
-        .iter()
-        .map(|d| d.message.as_str())
-        .collect();
-    assert_eq!(about, ["http2KeepAlive is not applied by this gateway yet"]);
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let pool = &config.model.destination_rules[0]
+        .traffic_policy
+        .connection_pool;
+    assert_eq!(
+        pool.http2_keepalive,
+        Some((
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(5)
+        ))
+    );
     assert_eq!(
         errors(&http_pool("{http2KeepAlive: {interval: 30s}}")),
         [(
@@ -1668,5 +1671,51 @@ fn retry_durations_must_be_whole_milliseconds_of_at_least_one() {
         Severity::Error,
         "spec.http[0].retries.backoff",
         "only durations to ms precision are supported",
+    );
+}
+
+#[test]
+fn connection_pool_limits_timeouts_and_keepalives_are_decoded() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 5, connectTimeout: 2s, maxConnectionDuration: 1m, idleTimeout: 0s, tcpKeepalive: {probes: 3, time: 10s, interval: 2s}}\n      http: {http1MaxPendingRequests: 7, http2MaxRequests: 9, maxRequestsPerConnection: 11, maxRetries: 4, idleTimeout: 30s, maxConcurrentStreams: 13}\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    let pool = &config.model.destination_rules[0]
+        .traffic_policy
+        .connection_pool;
+    let secs = std::time::Duration::from_secs;
+    assert_eq!(pool.max_connections, Some(5));
+    assert_eq!(pool.connect_timeout, Some(secs(2)));
+    assert_eq!(pool.max_connection_duration, Some(secs(60)));
+    assert_eq!(pool.tcp_idle_timeout, Some(secs(0)));
+    assert_eq!(
+        pool.tcp_keepalive,
+        Some(crate::model::TcpKeepalive {
+            probes: Some(3),
+            time: Some(secs(10)),
+            interval: Some(secs(2)),
+        })
+    );
+    assert_eq!(pool.http1_max_pending_requests, Some(7));
+    assert_eq!(pool.http2_max_requests, Some(9));
+    assert_eq!(pool.max_requests_per_connection, Some(11));
+    assert_eq!(pool.max_retries, Some(4));
+    assert_eq!(pool.idle_timeout, Some(secs(30)));
+    assert_eq!(pool.max_concurrent_streams, Some(13));
+}
+
+#[test]
+fn tcp_keepalive_durations_are_at_least_a_millisecond() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    connectionPool:\n      tcp: {tcpKeepalive: {time: 0s}}\n",
+    );
+    assert_eq!(
+        errors(&config),
+        [(
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time".to_string(),
+            "must be a valid duration greater than 1ms".to_string()
+        )]
     );
 }

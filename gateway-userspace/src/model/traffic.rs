@@ -370,11 +370,29 @@ pub enum HashKey {
     QueryParameter(String),
 }
 
+/// `connectionPool.tcp.tcpKeepalive`: SO_KEEPALIVE with these settings
+/// (each unset one the system's default).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpKeepalive {
+    pub probes: Option<u32>,
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
+}
+
 /// `trafficPolicy.connectionPool`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConnectionPool {
     pub max_connections: Option<u32>,
     pub connect_timeout: Option<Duration>,
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// `tcp.maxConnectionDuration`: an upstream connection's lifetime.
+    pub max_connection_duration: Option<Duration>,
+    /// `tcp.idleTimeout`: idle upstream connections (HTTP, when
+    /// `http.idleTimeout` is unset) and TCP forwards; `0s` disables it.
+    pub tcp_idle_timeout: Option<Duration>,
+    pub max_concurrent_streams: Option<u32>,
+    /// `http.http2KeepAlive`: (interval, timeout) of HTTP/2 PINGs.
+    pub http2_keepalive: Option<(Duration, Duration)>,
     pub http1_max_pending_requests: Option<u32>,
     pub http2_max_requests: Option<u32>,
     pub max_requests_per_connection: Option<u32>,

@@ -23,9 +23,9 @@ pub use self::{
 /// The model's typed values a plan names, for its readers (who never
 /// import the model themselves).
 pub use crate::model::{
-    ClientTls, ClientTlsMode, EndpointAddress, H2UpgradePolicy, HeaderOperations, HostPattern,
-    HttpMatch, HttpRedirect, LoadBalancer, Protocol, ServerTls, SimpleLb, StringMatch, Subnet,
-    TlsMode, TlsVersion, TrafficPolicy, authority_host, best_match,
+    ClientTls, ClientTlsMode, ConnectionPool, EndpointAddress, H2UpgradePolicy, HeaderOperations,
+    HostPattern, HttpMatch, HttpRedirect, LoadBalancer, Protocol, ServerTls, SimpleLb, StringMatch,
+    Subnet, TcpKeepalive, TlsMode, TlsVersion, TrafficPolicy, authority_host, best_match,
 };
 
 /// What to program into the kernel and the proxy.

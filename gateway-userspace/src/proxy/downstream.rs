@@ -275,21 +275,14 @@ pub(super) async fn forward_tcp<D>(
             entry.upstream_host = Some(upstream.addr);
             entry.upstream_cluster = Some(upstream.cluster.clone());
             metrics::tcp_opened(&entry);
-            let copied = tcp::copy_both_ways(
-                &mut client,
-                prefix,
-                &mut upstream.stream,
-                shared.tcp_idle_timeout,
-            )
-            .await;
+            let idle = upstream.idle_timeout.unwrap_or(shared.tcp_idle_timeout);
+            let copied = tcp::copy_both_ways(&mut client, prefix, &mut upstream.stream, idle).await;
             (entry.bytes_received, entry.bytes_sent) = copied.moved;
             match copied.end {
                 CopyEnd::Closed => {}
-                CopyEnd::Idle => log::debug!(
-                    "{}: no bytes moved for {:?}: closed",
-                    downstream.remote,
-                    shared.tcp_idle_timeout
-                ),
+                CopyEnd::Idle => {
+                    log::debug!("{}: no bytes moved for {idle:?}: closed", downstream.remote)
+                }
                 CopyEnd::Failed(err) => {
                     log::debug!("{}: forwarding ended: {err}", downstream.remote);
                     entry.flags.push("UC");

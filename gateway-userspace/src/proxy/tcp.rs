@@ -21,7 +21,7 @@ use tokio::{
 
 use super::{
     origination::UpstreamIo,
-    upstream::{UpstreamCluster, UpstreamError, Upstreams, random, weighted},
+    upstream::{ConnectionSlot, UpstreamCluster, UpstreamError, Upstreams, random, weighted},
 };
 use crate::plan::{Backend, Forward};
 
@@ -31,6 +31,10 @@ pub struct Connected {
     pub stream: UpstreamIo,
     pub addr: SocketAddr,
     pub cluster: String,
+    /// The cluster's `tcp.idleTimeout`, when its DestinationRule sets one.
+    pub idle_timeout: Option<Duration>,
+    /// Counts the connection against the cluster's `maxConnections`.
+    _counted: ConnectionSlot,
 }
 
 /// Why a connection could not be forwarded; the client sees its
@@ -58,14 +62,27 @@ impl ForwardError {
 pub async fn connect(forward: &Forward, upstreams: &Upstreams) -> Result<Connected, ForwardError> {
     let cluster = cluster(&forward.0, upstreams)?;
     let endpoint = cluster.pick().await?;
+    // Envoy's TCP proxy has no pending queue: over `maxConnections` the
+    // connection is refused at once (UO).
+    let counted = cluster
+        .load
+        .open(&endpoint)
+        .ok_or(UpstreamError::Overflow)?;
     // TLS when the cluster originates it, as for HTTP.
-    let stream =
-        super::upstream::connect(endpoint.addr, cluster.connect_timeout, cluster.tls.as_ref())
-            .await?;
+    let limits = &cluster.load.limits;
+    let stream = super::upstream::connect(
+        endpoint.addr,
+        cluster.connect_timeout,
+        cluster.tls.as_ref(),
+        limits.keepalive.as_ref(),
+    )
+    .await?;
     Ok(Connected {
         stream,
         addr: endpoint.addr,
         cluster: cluster.name.clone(),
+        idle_timeout: limits.tcp_idle_timeout,
+        _counted: counted,
     })
 }
 

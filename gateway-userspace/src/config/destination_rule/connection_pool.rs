@@ -1,13 +1,15 @@
-//! A traffic policy's `connectionPool`: the TCP and HTTP limits applied,
-//! the rest checked and warned as not applied.
-use super::{at_least_a_millisecond, not_applied_yet, positive};
+//! A traffic policy's `connectionPool`: the TCP and HTTP limits, timeouts
+//! and keepalives, checked as Istio's `validateConnectionPool` checks them.
+use std::time::Duration;
+
+use super::{at_least_a_millisecond, positive};
 use crate::{
     config::{
         common::{count, duration},
         decode::{Decoder, field, join},
         yaml::Node,
     },
-    model::{ConnectionPool, H2UpgradePolicy},
+    model::{ConnectionPool, H2UpgradePolicy, TcpKeepalive},
 };
 
 /// `connectionPool.http.h2UpgradePolicy` values (case-sensitive enum).
@@ -38,17 +40,10 @@ pub(super) fn connection_pool(
             .unwrap_or_default();
         pool.max_connections = positive(d, t, "maxConnections", &tcp_path);
         pool.connect_timeout = duration(d, t, "connectTimeout", &tcp_path);
-        not_applied_yet(
-            d,
-            t,
-            &tcp_path,
-            &[
-                "maxConnections",
-                "tcpKeepalive",
-                "maxConnectionDuration",
-                "idleTimeout",
-            ],
-        );
+        pool.max_connection_duration = duration(d, t, "maxConnectionDuration", &tcp_path);
+        pool.tcp_idle_timeout = duration(d, t, "idleTimeout", &tcp_path);
+        pool.tcp_keepalive = field(t, "tcpKeepalive")
+            .and_then(|n| tcp_keepalive(d, n, &join(&tcp_path, "tcpKeepalive")));
     }
     if let Some(http) = field(entries, "http") {
         let http_path = join(path, "http");
@@ -69,14 +64,14 @@ pub(super) fn connection_pool(
                 ],
             )
             .unwrap_or_default();
-        if let Some(node) = field(h, "http2KeepAlive") {
-            http2_keep_alive(d, node, &join(&http_path, "http2KeepAlive"));
-        }
+        pool.http2_keepalive = field(h, "http2KeepAlive")
+            .and_then(|node| http2_keep_alive(d, node, &join(&http_path, "http2KeepAlive")));
         pool.http1_max_pending_requests = positive(d, h, "http1MaxPendingRequests", &http_path);
         pool.http2_max_requests = positive(d, h, "http2MaxRequests", &http_path);
         pool.max_requests_per_connection = count(d, h, "maxRequestsPerConnection", &http_path);
         pool.max_retries = count(d, h, "maxRetries", &http_path);
         pool.idle_timeout = duration(d, h, "idleTimeout", &http_path);
+        pool.max_concurrent_streams = count(d, h, "maxConcurrentStreams", &http_path);
         if let Some(node) = field(h, "h2UpgradePolicy") {
             let policy_path = join(&http_path, "h2UpgradePolicy");
             if let Some(policy) = d.string(node, &policy_path) {
@@ -95,30 +90,15 @@ pub(super) fn connection_pool(
             }
         }
         pool.use_client_protocol = d.flag(h, "useClientProtocol", &http_path);
-        not_applied_yet(
-            d,
-            h,
-            &http_path,
-            &[
-                "http1MaxPendingRequests",
-                "http2MaxRequests",
-                "maxRequestsPerConnection",
-                "idleTimeout",
-                "maxConcurrentStreams",
-                "http2KeepAlive",
-            ],
-        );
     }
     Some(pool)
 }
 
 /// `connectionPool.http.http2KeepAlive` (new in Istio 1.31): `interval` and
-/// `timeout` are both required, each a duration of at least 1ms. Warned as
-/// not applied by the caller.
-fn http2_keep_alive(d: &mut Decoder<'_>, node: &Node, path: &str) {
-    let Some(entries) = d.mapping(node, path, &["interval", "timeout"]) else {
-        return;
-    };
+/// `timeout` are both required, each a duration of at least 1ms.
+fn http2_keep_alive(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<(Duration, Duration)> {
+    let entries = d.mapping(node, path, &["interval", "timeout"])?;
+    let mut both = Vec::new();
     for name in ["interval", "timeout"] {
         match field(entries, name) {
             None => d.error(
@@ -126,7 +106,30 @@ fn http2_keep_alive(d: &mut Decoder<'_>, node: &Node, path: &str) {
                 &join(path, name),
                 format!("http2 keepalive {name} is required"),
             ),
-            Some(_) => at_least_a_millisecond(d, entries, name, path),
+            Some(_) => {
+                at_least_a_millisecond(d, entries, name, path);
+                both.extend(duration(d, entries, name, path));
+            }
         }
     }
+    match both[..] {
+        [interval, timeout] => Some((interval, timeout)),
+        _ => None,
+    }
+}
+
+/// `connectionPool.tcp.tcpKeepalive`: `probes`, `time`, `interval`
+/// (durations of at least 1ms, as Istio validates them).
+fn tcp_keepalive(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<TcpKeepalive> {
+    let entries = d.mapping(node, path, &["probes", "time", "interval"])?;
+    for name in ["time", "interval"] {
+        if field(entries, name).is_some() {
+            at_least_a_millisecond(d, entries, name, path);
+        }
+    }
+    Some(TcpKeepalive {
+        probes: count(d, entries, "probes", path).filter(|n| *n > 0),
+        time: duration(d, entries, "time", path),
+        interval: duration(d, entries, "interval", path),
+    })
 }

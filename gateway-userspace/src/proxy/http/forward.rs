@@ -396,6 +396,13 @@ pub(super) fn upstream_failure(err: UpstreamError, entry: &mut Entry) -> Respons
             entry.details = Some("no_healthy_upstream");
             local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
         }
+        UpstreamError::Overflow => {
+            entry.details = Some("upstream_reset_before_response_started{overflow}");
+            local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            )
+        }
         UpstreamError::Connect { .. } => {
             entry.details = Some("upstream_reset_before_response_started{connection_failure}");
             local(

@@ -28,7 +28,7 @@ const ON_ANY_RESET: RetryOn = RetryOn::FIVE_XX
 pub(super) fn retries_no_response(policy: &RetryPolicy, why: NoResponse) -> bool {
     let on = policy.retry_on;
     match why {
-        NoResponse::Failed(FailureKind::NoHost) => false,
+        NoResponse::Failed(FailureKind::NoHost | FailureKind::Overflow) => false,
         NoResponse::PerTryTimeout | NoResponse::Failed(FailureKind::Reset) => on.any(ON_ANY_RESET),
         NoResponse::Failed(FailureKind::ResetBeforeRequest) => {
             on.any(ON_ANY_RESET.with(RetryOn::RESET_BEFORE_REQUEST))

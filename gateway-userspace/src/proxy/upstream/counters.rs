@@ -25,16 +25,32 @@ pub enum ClusterCounter {
     PerTryTimeout,
     /// Requests that ran out of the route's `timeout`.
     Timeout,
+    /// Requests refused: `http1MaxPendingRequests` waiting, or
+    /// `http2MaxRequests` in flight.
+    PendingOverflow,
+    /// Connections not opened: `maxConnections` open.
+    ConnectionOverflow,
+    /// Connections closed after `maxRequestsPerConnection`.
+    ConnectionMaxRequests,
+    /// Connections closed at `maxConnectionDuration`.
+    ConnectionMaxDuration,
+    /// Connections closed idle.
+    ConnectionIdleTimeout,
 }
 
 impl ClusterCounter {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 11] = [
         Self::Retry,
         Self::RetrySuccess,
         Self::RetryOverflow,
         Self::RetryLimitExceeded,
         Self::PerTryTimeout,
         Self::Timeout,
+        Self::PendingOverflow,
+        Self::ConnectionOverflow,
+        Self::ConnectionMaxRequests,
+        Self::ConnectionMaxDuration,
+        Self::ConnectionIdleTimeout,
     ];
 
     /// Envoy's stat name.
@@ -46,6 +62,11 @@ impl ClusterCounter {
             Self::RetryLimitExceeded => "upstream_rq_retry_limit_exceeded",
             Self::PerTryTimeout => "upstream_rq_per_try_timeout",
             Self::Timeout => "upstream_rq_timeout",
+            Self::PendingOverflow => "upstream_rq_pending_overflow",
+            Self::ConnectionOverflow => "upstream_cx_overflow",
+            Self::ConnectionMaxRequests => "upstream_cx_max_requests",
+            Self::ConnectionMaxDuration => "upstream_cx_max_duration_reached",
+            Self::ConnectionIdleTimeout => "upstream_cx_idle_timeout",
         }
     }
 }

@@ -16,6 +16,10 @@ pub enum UpstreamError {
     /// The TLS handshake of origination failed (UF): a 503, never plaintext.
     #[error("upstream TLS to {addr} failed: {reason}")]
     Tls { addr: SocketAddr, reason: String },
+    /// The cluster's pool limits were reached (UO): `maxConnections` with
+    /// `http1MaxPendingRequests` waiting, or `http2MaxRequests` in flight.
+    #[error("upstream overflow: the cluster's connection pool limits are reached")]
+    Overflow,
     /// The exchange failed after the connection was made: the backend
     /// broke the protocol (UPE, a 502) or the connection (UC, a 503).
     #[error("upstream {addr}: {source}")]
@@ -36,6 +40,9 @@ pub(super) fn exchange(addr: SocketAddr) -> impl FnOnce(hyper::Error) -> Upstrea
 pub enum FailureKind {
     /// No endpoint to try: never retried.
     NoHost,
+    /// The pool limits were reached: never retried (Envoy's `Overflow`
+    /// reset reason).
+    Overflow,
     /// The connection (or its TLS handshake) could not be made.
     ConnectFailure,
     /// An HTTP/2 backend refused the stream (REFUSED_STREAM).
@@ -51,6 +58,7 @@ impl UpstreamError {
     pub fn kind(&self) -> FailureKind {
         match self {
             Self::NoEndpoint | Self::Resolve { .. } => FailureKind::NoHost,
+            Self::Overflow => FailureKind::Overflow,
             Self::Connect { .. } | Self::Tls { .. } => FailureKind::ConnectFailure,
             Self::Exchange { source, .. } if refused_stream(source) => FailureKind::RefusedStream,
             Self::Exchange { source, .. } if source.is_canceled() => {
@@ -64,6 +72,7 @@ impl UpstreamError {
     pub fn flag(&self) -> &'static str {
         match self {
             Self::NoEndpoint | Self::Resolve { .. } => "UH",
+            Self::Overflow => "UO",
             Self::Connect { .. } | Self::Tls { .. } => "UF",
             Self::Exchange { source, .. } if protocol_error(source) => "UPE",
             Self::Exchange { .. } => "UC",

@@ -11,6 +11,7 @@ mod counters;
 mod discovered;
 mod dns;
 mod error;
+mod limits;
 mod pool;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,7 @@ pub use self::{
     counters::{ClusterCounter, ClusterCounters, cluster_counts},
     dns::DNS_REFRESH,
     error::{FailureKind, UpstreamError, protocol_error},
+    limits::{ClusterLoad, ConnectionSlot, DEFAULT_IDLE_TIMEOUT, PoolLimits, RequestSlot},
     pool::{ActiveRequest, UpstreamEndpoint, connect, send},
 };
 use super::{
@@ -86,6 +88,8 @@ pub struct UpstreamCluster {
     /// TLS to the endpoints (DestinationRule `tls` SIMPLE or MUTUAL).
     pub tls: Option<Origination>,
     pub counters: Arc<ClusterCounters>,
+    /// The pool limits, and what is open, waiting and in flight.
+    pub load: Arc<ClusterLoad>,
     /// `connectionPool.http.maxRetries`: retries in flight at once
     /// (Envoy's `max_retries` circuit breaker; unbounded by default, as
     /// Istio sets it).
@@ -170,6 +174,7 @@ impl UpstreamCluster {
             (Some(_), UpstreamProtocol::SameAsClient) => UpstreamProtocol::Http1,
             (_, protocol) => protocol,
         };
+        let counters = counters::counters_for(&cluster.name);
         Ok(Self {
             name: cluster.name.clone(),
             balance,
@@ -178,7 +183,11 @@ impl UpstreamCluster {
             connect_timeout,
             protocol,
             tls,
-            counters: counters::counters_for(&cluster.name),
+            counters: Arc::clone(&counters),
+            load: Arc::new(ClusterLoad::new(
+                PoolLimits::of(&cluster.policy.connection_pool),
+                counters,
+            )),
             max_retries: cluster
                 .policy
                 .connection_pool
