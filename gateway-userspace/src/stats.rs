@@ -174,6 +174,36 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "counter",
         "Connections closed after their idle timeout.",
     ),
+    (
+        "envoy_cluster_outlier_detection_ejections_active",
+        "gauge",
+        "Endpoints ejected by outlier detection now.",
+    ),
+    (
+        "envoy_cluster_outlier_detection_ejections_enforced_total",
+        "counter",
+        "Endpoints ejected by outlier detection.",
+    ),
+    (
+        "envoy_cluster_outlier_detection_ejections_enforced_consecutive_5xx",
+        "counter",
+        "Ejections for consecutive 5xx (or listed) errors.",
+    ),
+    (
+        "envoy_cluster_outlier_detection_ejections_enforced_consecutive_gateway_failure",
+        "counter",
+        "Ejections for consecutive 502, 503 or 504.",
+    ),
+    (
+        "envoy_cluster_outlier_detection_ejections_enforced_consecutive_local_origin_failure",
+        "counter",
+        "Ejections for consecutive connect failures, timeouts or resets.",
+    ),
+    (
+        "envoy_cluster_outlier_detection_ejections_overflow",
+        "counter",
+        "Ejections not made: maxEjectionPercent of the endpoints were out.",
+    ),
 ];
 
 /// What the daemon repaired in its own kernel state.
@@ -462,10 +492,9 @@ pub fn cluster_samples(clusters: &[(String, Vec<(ClusterCounter, u64)>)]) -> Vec
 
 /// The Prometheus family of a cluster counter.
 fn cluster_family(counter: ClusterCounter) -> Option<&'static str> {
-    FAMILIES
-        .iter()
-        .map(|(name, ..)| *name)
-        .find(|name| name.strip_prefix("envoy_cluster_") == Some(counter.name()))
+    FAMILIES.iter().map(|(name, ..)| *name).find(|name| {
+        name.strip_prefix("envoy_cluster_") == Some(counter.name().replace('.', "_").as_str())
+    })
 }
 
 fn sample(

@@ -357,7 +357,7 @@ fn test() -> anyhow::Result<()> {
     // One at a time: the slow-client and drain scenarios measure time.
     gateway_tests("proxy", &gateway, true)?;
     println!(
-        "== traffic policy end to end (retries, timeouts; killed, failing and hanging backends)"
+        "== traffic policy end to end (retries, timeouts, pool limits, outlier detection; killed, failing and hanging backends)"
     );
     // One at a time: the scenarios measure time and kill backends mid-run.
     gateway_tests("traffic_policy", &gateway, true)?;

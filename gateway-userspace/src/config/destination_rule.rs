@@ -117,7 +117,6 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         entries,
         path,
         &[
-            "outlierDetection",
             "portLevelSettings",
             "tunnel",
             "proxyProtocol",
@@ -235,6 +234,8 @@ fn positive(d: &mut Decoder<'_>, entries: &[(Node, Node)], name: &str, path: &st
     Some(value)
 }
 
+/// `trafficPolicy.outlierDetection`, checked as Istio's
+/// `validateOutlierDetection` checks it.
 fn outlier_detection(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<OutlierDetection> {
     let entries = d.mapping(
         node,
@@ -252,9 +253,11 @@ fn outlier_detection(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Out
             "outlierDetectionHttpErrorCodes",
         ],
     )?;
+    let mut error_codes = Vec::new();
     for (item_path, item) in d.items(entries, "outlierDetectionHttpErrorCodes", path) {
         match d.integer(item, &item_path) {
-            Some(100..=599) | None => {}
+            Some(code @ 100..=599) => error_codes.extend(u16::try_from(code).ok()),
+            None => {}
             Some(code) => d.error(
                 item,
                 &item_path,
@@ -262,21 +265,59 @@ fn outlier_detection(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Out
             ),
         }
     }
-    let max_ejection_percent = count(d, entries, "maxEjectionPercent", path);
-    if let (Some(percent), Some(at)) = (max_ejection_percent, field(entries, "maxEjectionPercent"))
-    {
-        if percent > 100 {
-            d.error(
+    if let Some(at) = field(entries, "consecutiveErrors") {
+        if d.integer(at, &join(path, "consecutiveErrors")) != Some(0) {
+            d.report(
+                Severity::Warning,
                 at,
-                &join(path, "maxEjectionPercent"),
-                format!("maxEjectionPercent {percent} must be between 0 and 100"),
+                &join(path, "consecutiveErrors"),
+                "outlier detection consecutive errors is deprecated, use consecutiveGatewayErrors or consecutive5xxErrors instead (Istio gives it no effect)".into(),
             );
+        }
+    }
+    let percent = |d: &mut Decoder<'_>, name: &str| {
+        let value = count(d, entries, name, path);
+        if let (Some(percent), Some(at)) = (value, field(entries, name)) {
+            if percent > 100 {
+                d.error(
+                    at,
+                    &join(path, name),
+                    format!("{name} {percent} must be between 0 and 100"),
+                );
+                return None;
+            }
+        }
+        value
+    };
+    let max_ejection_percent = percent(d, "maxEjectionPercent");
+    let min_health_percent = percent(d, "minHealthPercent");
+    let split_external_local_origin_errors =
+        d.flag(entries, "splitExternalLocalOriginErrors", path);
+    let consecutive_local_origin_failures =
+        count(d, entries, "consecutiveLocalOriginFailures", path);
+    if !split_external_local_origin_errors
+        && consecutive_local_origin_failures.is_some_and(|n| n > 0)
+    {
+        d.error(
+            node,
+            path,
+            "outlier detection consecutive local origin failures is specified, but split external local origin errors is set to false",
+        );
+    }
+    for name in ["interval", "baseEjectionTime"] {
+        if field(entries, name).is_some() {
+            at_least_a_millisecond(d, entries, name, path);
         }
     }
     Some(OutlierDetection {
         consecutive_5xx_errors: count(d, entries, "consecutive5xxErrors", path),
+        consecutive_gateway_errors: count(d, entries, "consecutiveGatewayErrors", path),
+        consecutive_local_origin_failures,
+        split_external_local_origin_errors,
         interval: duration(d, entries, "interval", path),
         base_ejection_time: duration(d, entries, "baseEjectionTime", path),
         max_ejection_percent,
+        min_health_percent,
+        error_codes,
     })
 }

@@ -780,6 +780,7 @@ fn outlier_detection_is_decoded_and_max_ejection_percent_is_at_most_100() {
             interval: Some(std::time::Duration::from_secs(10)),
             base_ejection_time: Some(std::time::Duration::from_secs(30)),
             max_ejection_percent: Some(100),
+            ..OutlierDetection::default()
         })
     );
     assert_has(
@@ -828,7 +829,6 @@ fn traffic_policy_the_proxy_does_not_apply_yet_is_warned_field_by_field() {
         warned,
         [
             "spec.trafficPolicy.loadBalancer.consistentHash",
-            "spec.trafficPolicy.outlierDetection",
             "spec.trafficPolicy.tls",
         ]
     );
@@ -1717,5 +1717,68 @@ fn tcp_keepalive_durations_are_at_least_a_millisecond() {
             "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time".to_string(),
             "must be a valid duration greater than 1ms".to_string()
         )]
+    );
+}
+
+#[test]
+fn outlier_detection_is_decoded_with_every_field() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 2, consecutiveLocalOriginFailures: 4, splitExternalLocalOriginErrors: true, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 50, minHealthPercent: 30, outlierDetectionHttpErrorCodes: [500, 429]}\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    let outlier = config.model.destination_rules[0]
+        .traffic_policy
+        .outlier_detection
+        .clone()
+        .expect("outlier detection");
+    let secs = std::time::Duration::from_secs;
+    assert_eq!(
+        outlier,
+        OutlierDetection {
+            consecutive_5xx_errors: Some(3),
+            consecutive_gateway_errors: Some(2),
+            consecutive_local_origin_failures: Some(4),
+            split_external_local_origin_errors: true,
+            interval: Some(secs(1)),
+            base_ejection_time: Some(secs(2)),
+            max_ejection_percent: Some(50),
+            min_health_percent: Some(30),
+            error_codes: vec![500, 429],
+        }
+    );
+}
+
+#[test]
+fn local_origin_failures_need_split_external_local_origin_errors() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    outlierDetection: {consecutiveLocalOriginFailures: 4}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.trafficPolicy.outlierDetection",
+        "outlier detection consecutive local origin failures is specified, but split external local origin errors is set to false",
+    );
+}
+
+#[test]
+fn min_health_percent_is_a_percentage_and_consecutive_errors_is_deprecated() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    outlierDetection: {minHealthPercent: 101, consecutiveErrors: 5}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.trafficPolicy.outlierDetection.minHealthPercent",
+        "minHealthPercent 101 must be between 0 and 100",
+    );
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.trafficPolicy.outlierDetection.consecutiveErrors",
+        "outlier detection consecutive errors is deprecated, use consecutiveGatewayErrors or consecutive5xxErrors instead (Istio gives it no effect)",
     );
 }

@@ -409,9 +409,19 @@ pub struct ConnectionPool {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutlierDetection {
     pub consecutive_5xx_errors: Option<u32>,
+    pub consecutive_gateway_errors: Option<u32>,
+    pub consecutive_local_origin_failures: Option<u32>,
+    /// Connect failures, timeouts and resets counted apart from responses.
+    pub split_external_local_origin_errors: bool,
     pub interval: Option<Duration>,
     pub base_ejection_time: Option<Duration>,
     pub max_ejection_percent: Option<u32>,
+    /// Below this share of healthy endpoints, balance over all (Envoy's
+    /// panic threshold); unset is 0, as Istio sets it: never.
+    pub min_health_percent: Option<u32>,
+    /// `outlierDetectionHttpErrorCodes`: the responses counted as errors
+    /// instead of 5xx.
+    pub error_codes: Vec<u16>,
 }
 
 /// `trafficPolicy.tls`: TLS origination towards the backend.

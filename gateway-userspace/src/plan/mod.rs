@@ -24,8 +24,9 @@ pub use self::{
 /// import the model themselves).
 pub use crate::model::{
     ClientTls, ClientTlsMode, ConnectionPool, EndpointAddress, H2UpgradePolicy, HeaderOperations,
-    HostPattern, HttpMatch, HttpRedirect, LoadBalancer, Protocol, ServerTls, SimpleLb, StringMatch,
-    Subnet, TcpKeepalive, TlsMode, TlsVersion, TrafficPolicy, authority_host, best_match,
+    HostPattern, HttpMatch, HttpRedirect, LoadBalancer, OutlierDetection, Protocol, ServerTls,
+    SimpleLb, StringMatch, Subnet, TcpKeepalive, TlsMode, TlsVersion, TrafficPolicy,
+    authority_host, best_match,
 };
 
 /// What to program into the kernel and the proxy.

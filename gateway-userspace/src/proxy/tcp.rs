@@ -21,7 +21,9 @@ use tokio::{
 
 use super::{
     origination::UpstreamIo,
-    upstream::{ConnectionSlot, UpstreamCluster, UpstreamError, Upstreams, random, weighted},
+    upstream::{
+        ConnectionSlot, TryResult, UpstreamCluster, UpstreamError, Upstreams, random, weighted,
+    },
 };
 use crate::plan::{Backend, Forward};
 
@@ -70,13 +72,22 @@ pub async fn connect(forward: &Forward, upstreams: &Upstreams) -> Result<Connect
         .ok_or(UpstreamError::Overflow)?;
     // TLS when the cluster originates it, as for HTTP.
     let limits = &cluster.load.limits;
-    let stream = super::upstream::connect(
+    let connected = super::upstream::connect(
         endpoint.addr,
         cluster.connect_timeout,
         cluster.tls.as_ref(),
         limits.keepalive.as_ref(),
     )
-    .await?;
+    .await;
+    // Envoy's TCP proxy tells outlier detection of connects alone.
+    cluster.observe(
+        &endpoint,
+        match &connected {
+            Ok(_) => TryResult::Connected,
+            Err(_) => TryResult::ConnectFailed,
+        },
+    );
+    let stream = connected?;
     Ok(Connected {
         stream,
         addr: endpoint.addr,

@@ -1,6 +1,6 @@
 //! A backend for the end-to-end tests, run inside a backend namespace.
 //!
-//! `test-backend --name NAME --listen ADDR:PORT [--tls CERT KEY] [--echo | --banner]`
+//! `test-backend --name NAME --listen ADDR:PORT [--tls CERT KEY] [--echo | --banner] [--status CODE]`
 //!
 //! HTTP (HTTP/1.1 and h2c, or h2/http1.1 over TLS): answers 200 with a
 //! text body describing the request (`backend=`, `peer=` (the connection it
@@ -13,6 +13,7 @@
 //! and a long wait, a response that stalls after its head). `--echo`: raw TCP echo prefixed with
 //! `NAME:` (for TCP and passthrough tests); `--banner`: the same, after a
 //! greeting `NAME:hello` sent first (a server that speaks first).
+//! `--status CODE`: every HTTP answer gets that status (a failing backend).
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
@@ -38,6 +39,8 @@ struct Args {
     tls: Option<(String, String)>,
     echo: bool,
     banner: bool,
+    /// Every HTTP answer gets this status (a backend that keeps failing).
+    status: Option<hyper::StatusCode>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -47,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         tls: None,
         echo: false,
         banner: false,
+        status: None,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -65,6 +69,13 @@ fn parse_args() -> Result<Args, String> {
             }
             "--echo" => args.echo = true,
             "--banner" => args.banner = true,
+            "--status" => {
+                let code = value("--status")?;
+                args.status = Some(
+                    hyper::StatusCode::from_bytes(code.as_bytes())
+                        .map_err(|e| format!("--status: {e}"))?,
+                );
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -155,6 +166,7 @@ where
     }
     let service = service_fn(move |req| {
         let name = args.name.clone();
+        let fixed_status = args.status;
         async move {
             // `/delay/<ms>` answers late, for timeout tests.
             let delay = req
@@ -175,7 +187,7 @@ where
                 .strip_prefix("/status/")
                 .and_then(|code| hyper::StatusCode::from_bytes(code.as_bytes()).ok());
             let mut response = answer(req, &name, peer);
-            if let Some(status) = status {
+            if let Some(status) = status.or(fixed_status) {
                 *response.status_mut() = status;
             }
             Ok::<_, Infallible>(response.map(BodyExt::boxed))

@@ -33,7 +33,8 @@ use crate::{
         context::Shared,
         rewrite::{self, RegexRewrite},
         upstream::{
-            self, ClusterCounter, RetryInFlight, UpstreamCluster, UpstreamError, UpstreamProtocol,
+            self, ClusterCounter, FailureKind, RetryInFlight, TryResult, UpstreamCluster,
+            UpstreamEndpoint, UpstreamError, UpstreamProtocol,
         },
     },
 };
@@ -123,10 +124,14 @@ pub(super) async fn forward(
         let result = match timeout {
             Some(limit) => match tokio::time::timeout(*limit, exchange).await {
                 Ok(result) => result,
-                Err(_) => return route_timeout(cluster, entry),
+                Err(_) => {
+                    cluster.observe(&endpoint, TryResult::TimedOut);
+                    return route_timeout(cluster, entry);
+                }
             },
             None => exchange.await,
         };
+        observe(cluster, &endpoint, &result);
         return match result {
             Ok((response, active)) => {
                 upstream_response(response, active, downstream_upgrade, sent.elapsed(), entry)
@@ -251,11 +256,18 @@ impl Tries<'_> {
         let result = match limit {
             Some(limit) => match tokio::time::timeout(limit, exchange).await {
                 Ok(result) => result,
-                Err(_) if per_try => return Outcome::PerTryTimeout,
-                Err(_) => return Outcome::RouteTimeout,
+                Err(_) => {
+                    self.cluster.observe(&endpoint, TryResult::TimedOut);
+                    return if per_try {
+                        Outcome::PerTryTimeout
+                    } else {
+                        Outcome::RouteTimeout
+                    };
+                }
             },
             None => exchange.await,
         };
+        observe(self.cluster, &endpoint, &result);
         match result {
             Ok((response, active)) => Outcome::Response(response, active, now.elapsed()),
             Err(err) => Outcome::Failed(err),
@@ -291,6 +303,29 @@ impl Tries<'_> {
             }
             Outcome::RouteTimeout => route_timeout(self.cluster, entry),
         }
+    }
+}
+
+/// Tells outlier detection how a try went: a response (after a
+/// connection that worked), a failed connect, or a reset. Failures before
+/// any endpoint was tried (no endpoint, overflow) say nothing of one.
+fn observe(
+    cluster: &UpstreamCluster,
+    endpoint: &UpstreamEndpoint,
+    result: &Result<(Response<Incoming>, upstream::ActiveRequest), UpstreamError>,
+) {
+    match result {
+        Ok((response, _)) => {
+            cluster.observe(endpoint, TryResult::Connected);
+            cluster.observe(endpoint, TryResult::Response(response.status().as_u16()));
+        }
+        Err(err) => match err.kind() {
+            FailureKind::ConnectFailure => cluster.observe(endpoint, TryResult::ConnectFailed),
+            FailureKind::Reset | FailureKind::ResetBeforeRequest | FailureKind::RefusedStream => {
+                cluster.observe(endpoint, TryResult::Reset)
+            }
+            FailureKind::NoHost | FailureKind::Overflow => {}
+        },
     }
 }
 

@@ -36,10 +36,19 @@ pub enum ClusterCounter {
     ConnectionMaxDuration,
     /// Connections closed idle.
     ConnectionIdleTimeout,
+    /// Endpoints ejected now (a gauge).
+    EjectionsActive,
+    /// Ejections, for any reason.
+    EjectionsEnforced,
+    EjectionsConsecutive5xx,
+    EjectionsConsecutiveGateway,
+    EjectionsConsecutiveLocalOrigin,
+    /// Ejections not made: `maxEjectionPercent` were out.
+    EjectionsOverflow,
 }
 
 impl ClusterCounter {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 17] = [
         Self::Retry,
         Self::RetrySuccess,
         Self::RetryOverflow,
@@ -51,6 +60,12 @@ impl ClusterCounter {
         Self::ConnectionMaxRequests,
         Self::ConnectionMaxDuration,
         Self::ConnectionIdleTimeout,
+        Self::EjectionsActive,
+        Self::EjectionsEnforced,
+        Self::EjectionsConsecutive5xx,
+        Self::EjectionsConsecutiveGateway,
+        Self::EjectionsConsecutiveLocalOrigin,
+        Self::EjectionsOverflow,
     ];
 
     /// Envoy's stat name.
@@ -67,6 +82,16 @@ impl ClusterCounter {
             Self::ConnectionMaxRequests => "upstream_cx_max_requests",
             Self::ConnectionMaxDuration => "upstream_cx_max_duration_reached",
             Self::ConnectionIdleTimeout => "upstream_cx_idle_timeout",
+            Self::EjectionsActive => "outlier_detection.ejections_active",
+            Self::EjectionsEnforced => "outlier_detection.ejections_enforced_total",
+            Self::EjectionsConsecutive5xx => "outlier_detection.ejections_enforced_consecutive_5xx",
+            Self::EjectionsConsecutiveGateway => {
+                "outlier_detection.ejections_enforced_consecutive_gateway_failure"
+            }
+            Self::EjectionsConsecutiveLocalOrigin => {
+                "outlier_detection.ejections_enforced_consecutive_local_origin_failure"
+            }
+            Self::EjectionsOverflow => "outlier_detection.ejections_overflow",
         }
     }
 }
@@ -80,6 +105,11 @@ pub struct ClusterCounters {
 impl ClusterCounters {
     pub fn add(&self, counter: ClusterCounter) {
         self.values[counter as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// For a gauge: one less.
+    pub fn sub(&self, counter: ClusterCounter) {
+        self.values[counter as usize].fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn get(&self, counter: ClusterCounter) -> u64 {

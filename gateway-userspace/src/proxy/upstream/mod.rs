@@ -12,6 +12,7 @@ mod discovered;
 mod dns;
 mod error;
 mod limits;
+mod outlier;
 mod pool;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ pub use self::{
     dns::DNS_REFRESH,
     error::{FailureKind, UpstreamError, protocol_error},
     limits::{ClusterLoad, ConnectionSlot, DEFAULT_IDLE_TIMEOUT, PoolLimits, RequestSlot},
+    outlier::{Detector, HostHealth, OutlierPolicy, TryResult},
     pool::{ActiveRequest, UpstreamEndpoint, connect, send},
 };
 use super::{
@@ -95,6 +97,8 @@ pub struct UpstreamCluster {
     /// Istio sets it).
     max_retries: u32,
     retries_in_flight: AtomicU32,
+    /// Outlier detection, when the DestinationRule asks for it.
+    pub outlier: Option<Detector>,
 }
 
 /// A retry counted against its cluster's `maxRetries` until dropped.
@@ -195,7 +199,60 @@ impl UpstreamCluster {
                 .filter(|n| *n > 0)
                 .unwrap_or(u32::MAX),
             retries_in_flight: AtomicU32::new(0),
+            outlier: cluster
+                .policy
+                .outlier_detection
+                .as_ref()
+                .map(|outlier| Detector::new(OutlierPolicy::of(outlier))),
         })
+    }
+
+    /// Counts a try's result against its endpoint (outlier detection).
+    pub fn observe(&self, endpoint: &UpstreamEndpoint, result: TryResult) {
+        let Some(detector) = &self.outlier else {
+            return;
+        };
+        let hosts = self.with_endpoints(<[_]>::len).unwrap_or(1);
+        detector.observe(
+            &endpoint.health,
+            endpoint.addr,
+            hosts,
+            result,
+            &self.name,
+            &self.counters,
+        );
+    }
+
+    /// The endpoints known now, without resolving (a DNS cluster's last
+    /// answer); `None` before a DNS cluster's first answer.
+    fn with_endpoints<R>(&self, f: impl FnOnce(&[Arc<UpstreamEndpoint>]) -> R) -> Option<R> {
+        match &self.endpoints {
+            Endpoints::Static(endpoints) => Some(f(endpoints)),
+            Endpoints::Dns { cache, .. } => {
+                let cached = cache.lock().ok()?.as_ref().map(|(_, eps)| eps.clone())?;
+                Some(f(&cached))
+            }
+            Endpoints::Discovered(discovered) => Some(discovered.with_current(f)),
+        }
+    }
+
+    /// Outlier detection's interval: ejections that are over end.
+    fn outlier_tick(&self) {
+        let Some(detector) = &self.outlier else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        self.with_endpoints(|endpoints| {
+            for endpoint in endpoints {
+                detector.tick(
+                    &endpoint.health,
+                    endpoint.addr,
+                    now,
+                    &self.name,
+                    &self.counters,
+                );
+            }
+        });
     }
 
     /// A retry, unless the cluster's `maxRetries` are in flight already.
@@ -236,15 +293,30 @@ impl UpstreamCluster {
     pub async fn pick(&self) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
         let chosen = match &self.endpoints {
             // Chosen in place: no copy of the list per request.
-            Endpoints::Static(endpoints) => choose(endpoints, self.balance, &self.next),
-            Endpoints::Dns { names, cache } => {
-                choose(&resolved(names, cache).await?, self.balance, &self.next)
-            }
+            Endpoints::Static(endpoints) => self.choose_healthy(endpoints),
+            Endpoints::Dns { names, cache } => self.choose_healthy(&resolved(names, cache).await?),
             Endpoints::Discovered(discovered) => {
-                discovered.with_current(|endpoints| choose(endpoints, self.balance, &self.next))
+                discovered.with_current(|endpoints| self.choose_healthy(endpoints))
             }
         };
         chosen.ok_or(UpstreamError::NoEndpoint)
+    }
+
+    /// Balances over the endpoints outlier detection has not ejected (all
+    /// of them below the panic threshold); none when every one is out.
+    fn choose_healthy(&self, endpoints: &[Arc<UpstreamEndpoint>]) -> Option<Arc<UpstreamEndpoint>> {
+        let Some(detector) = self.outlier.as_ref().filter(|d| d.ejected() > 0) else {
+            return choose(endpoints, self.balance, &self.next);
+        };
+        let healthy: Vec<Arc<UpstreamEndpoint>> = endpoints
+            .iter()
+            .filter(|endpoint| !endpoint.health.is_ejected())
+            .cloned()
+            .collect();
+        if outlier::panics(&detector.policy, healthy.len(), endpoints.len()) {
+            return choose(endpoints, self.balance, &self.next);
+        }
+        choose(&healthy, self.balance, &self.next)
     }
 }
 
@@ -280,10 +352,13 @@ impl Upstreams {
         discovery: &Discovery,
         files: &dyn FileSource,
     ) -> Result<Self, ProxyError> {
-        let built = clusters
+        let built: Vec<Arc<UpstreamCluster>> = clusters
             .iter()
             .map(|cluster| UpstreamCluster::new(cluster, discovery, files).map(Arc::new))
             .collect::<Result<_, _>>()?;
+        for cluster in built.iter().filter(|c| c.outlier.is_some()) {
+            watch_outliers(cluster);
+        }
         Ok(Self { clusters: built })
     }
 
@@ -291,4 +366,26 @@ impl Upstreams {
     pub fn get(&self, id: ClusterId) -> Option<&Arc<UpstreamCluster>> {
         self.clusters.get(id.index())
     }
+}
+
+/// Runs outlier detection's interval for `cluster` while it is served.
+fn watch_outliers(cluster: &Arc<UpstreamCluster>) {
+    let Some(interval) = cluster.outlier.as_ref().map(|d| d.policy.interval) else {
+        return;
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    let cluster = Arc::downgrade(cluster);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(cluster) = cluster.upgrade() else {
+                return;
+            };
+            cluster.outlier_tick();
+        }
+    });
 }

@@ -28,6 +28,7 @@ use super::{
     ClusterCounter, UpstreamCluster, UpstreamError,
     error::exchange,
     limits::{ClusterLoad, ConnectionSlot, PendingSlot, PoolLimits, RequestSlot},
+    outlier::HostHealth,
 };
 use crate::{
     plan::TcpKeepalive,
@@ -55,6 +56,8 @@ pub struct UpstreamEndpoint {
     pub(super) pool: Mutex<Pool>,
     /// A reaper task watches the idle connections.
     reaping: AtomicBool,
+    /// Its outlier-detection record.
+    pub(super) health: HostHealth,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +102,7 @@ impl UpstreamEndpoint {
             connections: AtomicUsize::new(0),
             pool: Mutex::new(Pool::default()),
             reaping: AtomicBool::new(false),
+            health: HostHealth::default(),
         })
     }
 }

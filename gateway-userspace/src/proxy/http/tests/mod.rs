@@ -1,9 +1,10 @@
 //! The HTTP phase's tests: pure ones of its headers and forwarding here,
 //! and through live requests the route phase (`handle_phase`), the
-//! upstream phase (`upstream_phase`), its retries (`retry_phase`) and the
-//! log phase (`log_phase`).
+//! upstream phase (`upstream_phase`), its retries (`retry_phase`), outlier
+//! detection (`outlier_phase`) and the log phase (`log_phase`).
 mod handle_phase;
 mod log_phase;
+mod outlier_phase;
 mod retry_phase;
 mod upstream_phase;
 

@@ -18,13 +18,13 @@ use crate::proxy::{
     upstream::{ClusterCounter, cluster_counts},
 };
 
-const GET: &str = "GET /x HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n";
+pub(super) const GET: &str = "GET /x HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n";
 
 /// A Gateway on `port`, a VirtualService for `app.test` routing to
 /// `service` with `more` (YAML lines of the rule, four spaces in), and a
 /// ServiceEntry declaring `service` on port 80 with one loopback endpoint
 /// per address of `endpoints`.
-fn yaml(port: u16, service: &str, endpoints: &[SocketAddr], more: &str) -> String {
+pub(super) fn yaml(port: u16, service: &str, endpoints: &[SocketAddr], more: &str) -> String {
     let endpoints: Vec<String> = endpoints
         .iter()
         .map(|e| format!("{{address: \"{}\", ports: {{http: {}}}}}", e.ip(), e.port()))
@@ -74,7 +74,7 @@ async fn closed_port() -> SocketAddr {
 }
 
 /// A cluster counter's value (clusters are named `outbound|80||<service>`).
-fn counted(service: &str, counter: ClusterCounter) -> u64 {
+pub(super) fn counted(service: &str, counter: ClusterCounter) -> u64 {
     let name = format!("outbound|80||{service}");
     cluster_counts()
         .into_iter()
@@ -84,7 +84,7 @@ fn counted(service: &str, counter: ClusterCounter) -> u64 {
 }
 
 /// A backend answering 503 to its first `failing` requests, 200 after.
-async fn failing_first(failing: usize) -> Backend {
+pub(super) async fn failing_first(failing: usize) -> Backend {
     let seen = Arc::new(AtomicUsize::new(0));
     Backend::start(move |_| {
         let nth = seen.fetch_add(1, Ordering::Relaxed);

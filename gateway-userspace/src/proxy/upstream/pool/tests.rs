@@ -95,6 +95,7 @@ fn limited(limits: PoolLimits) -> UpstreamCluster {
         load: Arc::new(ClusterLoad::new(limits, counters)),
         max_retries: u32::MAX,
         retries_in_flight: Default::default(),
+        outlier: None,
     }
 }
 
