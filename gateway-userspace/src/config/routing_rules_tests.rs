@@ -564,9 +564,10 @@ fn destination_rule_subsets_and_policy_are_decoded() {
     let dr = &config.model.destination_rules[0];
     assert_eq!(
         dr.traffic_policy.load_balancer,
-        Some(LoadBalancer::ConsistentHash(HashKey::Header(
-            "x-user".into()
-        )))
+        Some(LoadBalancer::ConsistentHash(crate::model::ConsistentHash {
+            key: HashKey::Header("x-user".into()),
+            table: crate::model::HashTable::Ring { minimum_size: 1024 },
+        }))
     );
     assert_eq!(dr.traffic_policy.connection_pool.max_connections, Some(100));
     assert_eq!(
@@ -825,13 +826,7 @@ fn traffic_policy_the_proxy_does_not_apply_yet_is_warned_field_by_field() {
         .filter(|d| d.severity == Severity::Warning)
         .map(|d| d.field.as_str())
         .collect();
-    assert_eq!(
-        warned,
-        [
-            "spec.trafficPolicy.loadBalancer.consistentHash",
-            "spec.trafficPolicy.tls",
-        ]
-    );
+    assert_eq!(warned, ["spec.trafficPolicy.tls",]);
     assert!(!config.has_errors(), "{:?}", config.diagnostics);
     // Applied: connectTimeout, h2UpgradePolicy, and DISABLE origination;
     // SIMPLE and MUTUAL origination too (no warning).
@@ -1780,5 +1775,107 @@ fn min_health_percent_is_a_percentage_and_consecutive_errors_is_deprecated() {
         Severity::Warning,
         "spec.trafficPolicy.outlierDetection.consecutiveErrors",
         "outlier detection consecutive errors is deprecated, use consecutiveGatewayErrors or consecutive5xxErrors instead (Istio gives it no effect)",
+    );
+}
+
+fn hashing(consistent_hash: &str) -> Config {
+    load_kind(
+        "DestinationRule",
+        &format!(
+            "  host: web\n  trafficPolicy:\n    loadBalancer: {{consistentHash: {consistent_hash}}}\n"
+        ),
+    )
+}
+
+fn table_of(config: &Config) -> Option<crate::model::HashTable> {
+    match &config
+        .model
+        .destination_rules
+        .first()?
+        .traffic_policy
+        .load_balancer
+    {
+        Some(LoadBalancer::ConsistentHash(hash)) => Some(hash.table),
+        _ => None,
+    }
+}
+
+#[test]
+fn consistent_hash_tables_are_ring_by_default_ring_or_maglev_as_written() {
+    use crate::model::HashTable;
+    assert_eq!(
+        table_of(&hashing("{useSourceIp: true}")),
+        Some(HashTable::Ring { minimum_size: 1024 })
+    );
+    assert_eq!(
+        table_of(&hashing(
+            "{useSourceIp: true, ringHash: {minimumRingSize: 4096}}"
+        )),
+        Some(HashTable::Ring { minimum_size: 4096 })
+    );
+    assert_eq!(
+        table_of(&hashing("{useSourceIp: true, maglev: {tableSize: 65537}}")),
+        Some(HashTable::Maglev { table_size: 65537 })
+    );
+    let deprecated = hashing("{useSourceIp: true, minimumRingSize: 2048}");
+    assert_eq!(
+        table_of(&deprecated),
+        Some(HashTable::Ring { minimum_size: 2048 })
+    );
+    assert_has(
+        &deprecated,
+        Severity::Warning,
+        "spec.trafficPolicy.loadBalancer.consistentHash.minimumRingSize",
+        "consistent hash MinimumRingSize is deprecated, use ConsistentHashLB's RingHash configuration instead",
+    );
+}
+
+#[test]
+fn a_maglev_table_size_is_a_prime_below_5000011() {
+    for (size, message) in [
+        ("0", "tableSize must be set for maglev"),
+        ("65536", "tableSize must be a prime number for maglev"),
+        ("5000011", "tableSize must be less than 5000011 for maglev"),
+    ] {
+        assert_has(
+            &hashing(&format!(
+                "{{useSourceIp: true, maglev: {{tableSize: {size}}}}}"
+            )),
+            Severity::Error,
+            "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize",
+            message,
+        );
+    }
+}
+
+#[test]
+fn a_hash_cookie_needs_a_name_and_unique_attribute_names() {
+    let config = hashing(
+        "{httpCookie: {name: session, path: /, ttl: 60s, attributes: [{name: SameSite, value: Strict}, {name: Secure}]}}",
+    );
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    let Some(LoadBalancer::ConsistentHash(hash)) = &config.model.destination_rules[0]
+        .traffic_policy
+        .load_balancer
+    else {
+        panic!("a consistent hash");
+    };
+    assert_eq!(
+        hash.key,
+        HashKey::Cookie {
+            name: "session".into(),
+            ttl: Some(std::time::Duration::from_secs(60)),
+            path: Some("/".into()),
+            attributes: vec![
+                ("SameSite".into(), "Strict".into()),
+                ("Secure".into(), String::new())
+            ],
+        }
+    );
+    assert_has(
+        &hashing("{httpCookie: {name: s, attributes: [{name: A}, {name: A}]}}"),
+        Severity::Error,
+        "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[1]",
+        "duplicate cookie attribute name: A",
     );
 }

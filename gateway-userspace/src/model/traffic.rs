@@ -289,7 +289,23 @@ pub enum LoadBalancer {
     /// `simple`: ROUND_ROBIN, LEAST_REQUEST, RANDOM, PASSTHROUGH, ...
     Simple(SimpleLb),
     /// `consistentHash` on one key.
-    ConsistentHash(HashKey),
+    ConsistentHash(ConsistentHash),
+}
+
+/// `loadBalancer.consistentHash`: what is hashed, and into which table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsistentHash {
+    pub key: HashKey,
+    pub table: HashTable,
+}
+
+/// Envoy's consistent-hash balancers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashTable {
+    /// Ketama: each endpoint at many points of a ring of at least this size.
+    Ring { minimum_size: u64 },
+    /// Maglev's lookup table of this (prime) size.
+    Maglev { table_size: u64 },
 }
 
 /// `loadBalancer.simple`.
@@ -365,7 +381,14 @@ impl ClientTlsMode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HashKey {
     Header(String),
-    Cookie { name: String, ttl: Option<Duration> },
+    /// Absent from a request and with a `ttl`, the gateway sets it.
+    Cookie {
+        name: String,
+        ttl: Option<Duration>,
+        path: Option<String>,
+        /// `attributes`: (name, value) added to a cookie the gateway sets.
+        attributes: Vec<(String, String)>,
+    },
     SourceIp,
     QueryParameter(String),
 }

@@ -9,7 +9,7 @@ use crate::{
         diagnostic::Severity,
         yaml::Node,
     },
-    model::{HashKey, LoadBalancer, SimpleLb},
+    model::{ConsistentHash, HashKey, HashTable, LoadBalancer, SimpleLb},
 };
 
 const LB_SIMPLE: &[&str] = &[
@@ -41,7 +41,6 @@ pub(super) fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Opt
         entries,
         path,
         &[
-            "consistentHash",
             "localityLbSetting",
             "zoneAwareLbSetting",
             "warmupDurationSecs",
@@ -102,7 +101,16 @@ fn simple_load_balancer(d: &mut Decoder<'_>, simple: &Node, path: &str) -> Optio
     Some(LoadBalancer::Simple(simple_lb))
 }
 
-/// `loadBalancer.consistentHash`: exactly one hash key.
+/// Envoy's default ring size, Istio's when nothing names one.
+const DEFAULT_RING_SIZE: u64 = 1024;
+/// Envoy's largest ring (`maximum_ring_size`).
+const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+/// Istio's bound on a Maglev table (exclusive).
+const MAX_MAGLEV_TABLE: u64 = 5_000_011;
+
+/// `loadBalancer.consistentHash`: exactly one hash key, and the table
+/// (`ringHash`, `maglev`, or the deprecated `minimumRingSize`), checked as
+/// Istio's `validateLoadBalancer` checks them.
 fn consistent_hash(d: &mut Decoder<'_>, hash: &Node, path: &str) -> Option<LoadBalancer> {
     let hash_path = join(path, "consistentHash");
     let h = d.mapping(
@@ -123,20 +131,7 @@ fn consistent_hash(d: &mut Decoder<'_>, hash: &Node, path: &str) -> Option<LoadB
         keys.push(HashKey::Header(name.to_ascii_lowercase()));
     }
     if let Some(cookie) = field(h, "httpCookie") {
-        let cookie_path = join(&hash_path, "httpCookie");
-        if let Some(c) = d.mapping(cookie, &cookie_path, &["name", "path", "ttl", "attributes"]) {
-            match d.opt_string(c, "name", &cookie_path) {
-                Some(name) => keys.push(HashKey::Cookie {
-                    name,
-                    ttl: duration(d, c, "ttl", &cookie_path),
-                }),
-                None => d.error(
-                    cookie,
-                    &join(&cookie_path, "name"),
-                    "cookie name is required",
-                ),
-            }
-        }
+        keys.extend(http_cookie(d, cookie, &join(&hash_path, "httpCookie")));
     }
     if d.flag(h, "useSourceIp", &hash_path) {
         keys.push(HashKey::SourceIp);
@@ -144,11 +139,142 @@ fn consistent_hash(d: &mut Decoder<'_>, hash: &Node, path: &str) -> Option<LoadB
     if let Some(name) = d.opt_string(h, "httpQueryParameterName", &hash_path) {
         keys.push(HashKey::QueryParameter(name));
     }
+    let table = hash_table(d, h, &hash_path);
     if keys.len() != 1 {
         d.error(hash, &hash_path, "consistentHash needs exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName");
         return None;
     }
-    keys.pop().map(LoadBalancer::ConsistentHash)
+    let key = keys.pop()?;
+    Some(LoadBalancer::ConsistentHash(ConsistentHash {
+        key,
+        table: table?,
+    }))
+}
+
+/// `httpCookie`: a name is required; attribute names unique and not empty.
+fn http_cookie(d: &mut Decoder<'_>, cookie: &Node, path: &str) -> Option<HashKey> {
+    let c = d.mapping(cookie, path, &["name", "path", "ttl", "attributes"])?;
+    let mut attributes: Vec<(String, String)> = Vec::new();
+    for (item_path, item) in d.items(c, "attributes", path) {
+        let Some(entries) = d.mapping(item, &item_path, &["name", "value"]) else {
+            continue;
+        };
+        let name = d
+            .opt_string(entries, "name", &item_path)
+            .unwrap_or_default();
+        let value = d
+            .opt_string(entries, "value", &item_path)
+            .unwrap_or_default();
+        if name.is_empty() {
+            d.error(item, &item_path, "cookie attribute name cannot be empty");
+        } else if attributes.iter().any(|(seen, _)| *seen == name) {
+            d.error(
+                item,
+                &item_path,
+                format!("duplicate cookie attribute name: {name}"),
+            );
+        } else {
+            attributes.push((name, value));
+        }
+    }
+    let Some(name) = d.opt_string(c, "name", path) else {
+        d.error(cookie, &join(path, "name"), "name required for HttpCookie");
+        return None;
+    };
+    Some(HashKey::Cookie {
+        name,
+        ttl: duration(d, c, "ttl", path),
+        path: d.opt_string(c, "path", path),
+        attributes,
+    })
+}
+
+/// The table: `maglev` (a prime `tableSize` below 5000011), `ringHash`
+/// (`minimumRingSize`, Envoy's 1024 when 0), or the deprecated top-level
+/// `minimumRingSize` (a warning, as in Istio).
+fn hash_table(d: &mut Decoder<'_>, h: &[(Node, Node)], path: &str) -> Option<HashTable> {
+    let deprecated = field(h, "minimumRingSize")
+        .and_then(|n| d.integer(n, &join(path, "minimumRingSize")))
+        .filter(|n| *n != 0);
+    if let (Some(_), Some(at)) = (deprecated, field(h, "minimumRingSize")) {
+        d.report(
+            Severity::Warning,
+            at,
+            &join(path, "minimumRingSize"),
+            "consistent hash MinimumRingSize is deprecated, use ConsistentHashLB's RingHash configuration instead".into(),
+        );
+        if field(h, "maglev").is_some() || field(h, "ringHash").is_some() {
+            d.error(
+                at,
+                path,
+                "only one of MinimumRingSize or Maglev/Ringhash can be specified",
+            );
+        }
+    }
+    let ring_size = |d: &mut Decoder<'_>, at: &Node, size: i64, at_path: &str| match u64::try_from(
+        size,
+    ) {
+        Ok(0) => Some(DEFAULT_RING_SIZE),
+        Ok(size) if size <= MAX_RING_SIZE => Some(size),
+        _ => {
+            d.error(
+                    at,
+                    at_path,
+                    format!("minimumRingSize {size} must be between 0 and {MAX_RING_SIZE} (Envoy's largest ring)"),
+                );
+            None
+        }
+    };
+    if let Some(maglev) = field(h, "maglev") {
+        let maglev_path = join(path, "maglev");
+        let m = d.mapping(maglev, &maglev_path, &["tableSize"])?;
+        let size_path = join(&maglev_path, "tableSize");
+        let size = field(m, "tableSize")
+            .and_then(|n| d.integer(n, &size_path))
+            .unwrap_or(0);
+        let size = u64::try_from(size).unwrap_or(0);
+        if size == 0 {
+            d.error(maglev, &size_path, "tableSize must be set for maglev");
+            return None;
+        }
+        if size >= MAX_MAGLEV_TABLE {
+            d.error(
+                maglev,
+                &size_path,
+                "tableSize must be less than 5000011 for maglev",
+            );
+            return None;
+        }
+        if !is_prime(size) {
+            d.error(
+                maglev,
+                &size_path,
+                "tableSize must be a prime number for maglev",
+            );
+            return None;
+        }
+        return Some(HashTable::Maglev { table_size: size });
+    }
+    if let Some(ring) = field(h, "ringHash") {
+        let ring_path = join(path, "ringHash");
+        let r = d.mapping(ring, &ring_path, &["minimumRingSize"])?;
+        let size_path = join(&ring_path, "minimumRingSize");
+        let size = field(r, "minimumRingSize")
+            .and_then(|n| d.integer(n, &size_path))
+            .unwrap_or(0);
+        return ring_size(d, ring, size, &size_path)
+            .map(|minimum_size| HashTable::Ring { minimum_size });
+    }
+    let minimum_size = match (deprecated, field(h, "minimumRingSize")) {
+        (Some(size), Some(at)) => ring_size(d, at, size, &join(path, "minimumRingSize"))?,
+        _ => DEFAULT_RING_SIZE,
+    };
+    Some(HashTable::Ring { minimum_size })
+}
+
+/// Trial division: table sizes are below 5000011.
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
 }
 
 /// `loadBalancer.warmup`: checked as Istio checks it

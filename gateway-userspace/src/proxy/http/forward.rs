@@ -21,6 +21,7 @@ use hyper::{
 
 use super::{
     bodies::{Counted, Holding},
+    hash_key::{Ends, request_hash},
     headers::{is_only_host, is_upgrade, millis_header, strip_hop_by_hop},
     replay::{RETRY_BUFFER_LIMIT, Replay},
     retry::{NoResponse, backoff, retries_no_response, retries_response},
@@ -47,6 +48,8 @@ pub(super) struct Target<'a> {
     /// The `uri` of the match that selected the route (what `rewrite.uri` replaces).
     pub(super) matched_uri: Option<&'a StringMatch>,
     pub(super) regex_rewrite: Option<&'a RegexRewrite>,
+    /// The client and the connection, for a consistent-hash key.
+    pub(super) ends: Ends,
 }
 
 /// Sends the request to one of the route's backends.
@@ -101,52 +104,105 @@ pub(super) async fn forward(
         UpstreamProtocol::SameAsClient if req.version() == Version::HTTP_2 => Version::HTTP_2,
         UpstreamProtocol::SameAsClient => Version::HTTP_11,
     };
-    let (upstream_req, downstream_upgrade) =
-        match upstream_request(req, authority, &new_path, version, received) {
-            Ok(parts) => parts,
-            Err(reason) => {
-                log::debug!("400: {reason}");
-                entry.details = Some("invalid_path_rewrite");
-                return local(StatusCode::BAD_REQUEST, "");
-            }
-        };
-
-    let Some(policy) = retry.as_ref().filter(|_| downstream_upgrade.is_none()) else {
-        // One try: no policy (`attempts: 0`), or an upgrade (its client
-        // side cannot be replayed).
-        let endpoint = match cluster.pick().await {
-            Ok(endpoint) => endpoint,
-            Err(err) => return upstream_failure(err, entry),
-        };
-        entry.upstream_host = Some(endpoint.addr);
-        let sent = Instant::now();
-        let exchange = upstream::send(&endpoint, cluster, version, upstream_req);
-        let result = match timeout {
-            Some(limit) => match tokio::time::timeout(*limit, exchange).await {
-                Ok(result) => result,
-                Err(_) => {
-                    cluster.observe(&endpoint, TryResult::TimedOut);
-                    return route_timeout(cluster, entry);
-                }
-            },
-            None => exchange.await,
-        };
-        observe(cluster, &endpoint, &result);
-        return match result {
-            Ok((response, active)) => {
-                upstream_response(response, active, downstream_upgrade, sent.elapsed(), entry)
-            }
-            Err(err) => upstream_failure(err, entry),
-        };
-    };
-    let deadline = timeout.map(|limit| Instant::now() + limit);
-    let tries = Tries {
+    let hashed = cluster.hash_key().map(|key| {
+        let query = req.uri().query();
+        request_hash(key, req.headers(), query, &target.ends)
+    });
+    let (hash, set_cookie) = hashed.map_or((None, None), |h| (h.hash, h.set_cookie));
+    let sending = Sending {
         cluster,
+        authority,
+        path: &new_path,
         version,
-        policy,
-        deadline,
+        timeout: *timeout,
+        retry: retry.as_ref(),
+        hash,
     };
-    tries.run(upstream_req, entry).await
+    let mut response = sending.send(req, received, entry).await;
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// How a routed request is sent: where, over what, under which policy.
+struct Sending<'a> {
+    cluster: &'a Arc<UpstreamCluster>,
+    authority: &'a str,
+    /// The path and query after the route's rewrites.
+    path: &'a str,
+    version: Version,
+    timeout: Option<Duration>,
+    retry: Option<&'a RetryPolicy>,
+    /// The consistent-hash key, when the cluster hashes.
+    hash: Option<u64>,
+}
+
+impl Sending<'_> {
+    /// The request sent, under the route's retry policy and timeout.
+    async fn send(
+        self,
+        req: Request<Incoming>,
+        received: Option<&Arc<AtomicU64>>,
+        entry: &mut Entry,
+    ) -> Response<ProxyBody> {
+        let Sending {
+            cluster,
+            authority,
+            path,
+            version,
+            timeout,
+            retry,
+            hash,
+        } = self;
+        let (upstream_req, downstream_upgrade) =
+            match upstream_request(req, authority, path, version, received) {
+                Ok(parts) => parts,
+                Err(reason) => {
+                    log::debug!("400: {reason}");
+                    entry.details = Some("invalid_path_rewrite");
+                    return local(StatusCode::BAD_REQUEST, "");
+                }
+            };
+
+        let Some(policy) = retry.filter(|_| downstream_upgrade.is_none()) else {
+            // One try: no policy (`attempts: 0`), or an upgrade (its client
+            // side cannot be replayed).
+            let endpoint = match cluster.pick_hashed(hash).await {
+                Ok(endpoint) => endpoint,
+                Err(err) => return upstream_failure(err, entry),
+            };
+            entry.upstream_host = Some(endpoint.addr);
+            let sent = Instant::now();
+            let exchange = upstream::send(&endpoint, cluster, version, upstream_req);
+            let result = match timeout {
+                Some(limit) => match tokio::time::timeout(limit, exchange).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        cluster.observe(&endpoint, TryResult::TimedOut);
+                        return route_timeout(cluster, entry);
+                    }
+                },
+                None => exchange.await,
+            };
+            observe(cluster, &endpoint, &result);
+            return match result {
+                Ok((response, active)) => {
+                    upstream_response(response, active, downstream_upgrade, sent.elapsed(), entry)
+                }
+                Err(err) => upstream_failure(err, entry),
+            };
+        };
+        let deadline = timeout.map(|limit| Instant::now() + limit);
+        let tries = Tries {
+            cluster,
+            version,
+            policy,
+            deadline,
+            hash,
+        };
+        tries.run(upstream_req, entry).await
+    }
 }
 
 /// The tries of one request under a retry policy, all within the route's
@@ -156,6 +212,8 @@ struct Tries<'a> {
     version: Version,
     policy: &'a RetryPolicy,
     deadline: Option<Instant>,
+    /// The request's consistent-hash key, when its cluster hashes.
+    hash: Option<u64>,
 }
 
 /// How one try ended.
@@ -237,7 +295,7 @@ impl Tries<'_> {
     ) -> Outcome {
         let endpoint = match self
             .cluster
-            .pick_untried(tried, self.policy.other_host)
+            .pick_untried(tried, self.policy.other_host, self.hash)
             .await
         {
             Ok(endpoint) => endpoint,

@@ -2,7 +2,7 @@
 //! headers, `X-Forwarded-For`/`-Proto` and `X-Request-Id`, a route's header
 //! operations, `x-envoy-upstream-service-time`, and the texts the log
 //! entry takes from a request's head.
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use hyper::{
     HeaderMap, Version,
@@ -108,6 +108,28 @@ pub(super) fn forwarded_proto(
         Some(v) if v.eq_ignore_ascii_case(b"http") => "http",
         _ => own,
     }
+}
+
+/// The client's address as Envoy takes it at a gateway: the peer, or with
+/// `trusted` proxies in front, the address that many hops before the peer
+/// in `X-Forwarded-For` (after the peer was appended to it); the peer when
+/// the header is shorter or unreadable.
+pub(super) fn client_address(headers: &HeaderMap, downstream: &Downstream, trusted: u32) -> IpAddr {
+    if trusted == 0 {
+        return downstream.remote.ip();
+    }
+    let hops: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    usize::try_from(trusted)
+        .ok()
+        .and_then(|n| hops.len().checked_sub(n + 1))
+        .and_then(|at| hops.get(at)?.parse().ok())
+        .unwrap_or_else(|| downstream.remote.ip())
 }
 
 /// What Envoy sets at an Istio gateway: `X-Forwarded-For` gains the peer

@@ -12,6 +12,7 @@
 //! Header work is in `headers.rs`.
 mod bodies;
 mod forward;
+mod hash_key;
 mod headers;
 mod replay;
 mod retry;
@@ -33,9 +34,10 @@ use hyper::{
 use self::{
     bodies::{Logged, Pending, Unanswered},
     forward::{Target, forward},
+    hash_key::Ends,
     headers::{
-        X_FORWARDED_FOR, X_REQUEST_ID, apply_header_operations, authority_of, forwarded_proto,
-        header_text, protocol_name, set_forwarding_headers,
+        X_FORWARDED_FOR, X_REQUEST_ID, apply_header_operations, authority_of, client_address,
+        forwarded_proto, header_text, protocol_name, set_forwarding_headers,
     },
 };
 use super::{
@@ -186,16 +188,7 @@ async fn route_request(
         path_and_query: &path_and_query,
         matched_uri: routed.matched_uri,
     };
-    act(
-        shared,
-        routed,
-        req,
-        request,
-        downstream.tls,
-        entry,
-        received,
-    )
-    .await
+    act(shared, routed, req, request, downstream, entry, received).await
 }
 
 /// The host phase: head checks, the virtual host the request names (its
@@ -258,7 +251,7 @@ async fn act(
     routed: Routed<'_>,
     mut req: Request<Incoming>,
     request: RedirectRequest<'_>,
-    tls: bool,
+    downstream: &Downstream,
     entry: &mut Entry,
     received: Option<&Arc<AtomicU64>>,
 ) -> Response<ProxyBody> {
@@ -266,7 +259,7 @@ async fn act(
     apply_header_operations(req.headers_mut(), &route.request_headers);
     let mut response = match &route.action {
         RouteAction::Redirect(redirect) => {
-            let location = rewrite::redirect_location(redirect, request, tls);
+            let location = rewrite::redirect_location(redirect, request, downstream.tls);
             entry.details = Some("direct_response");
             let code = StatusCode::from_u16(rewrite::redirect_status(redirect))
                 .unwrap_or(StatusCode::MOVED_PERMANENTLY);
@@ -283,6 +276,11 @@ async fn act(
                 path_and_query: request.path_and_query,
                 matched_uri: routed.matched_uri,
                 regex_rewrite: routed.regex_rewrite,
+                ends: Ends {
+                    client: client_address(req.headers(), downstream, shared.trusted_proxies),
+                    remote: downstream.remote,
+                    local: downstream.local,
+                },
             };
             forward(shared, route, req, target, entry, received).await
         }

@@ -11,6 +11,7 @@ mod counters;
 mod discovered;
 mod dns;
 mod error;
+mod hashing;
 mod limits;
 mod outlier;
 mod pool;
@@ -36,6 +37,7 @@ pub use self::{
     counters::{ClusterCounter, ClusterCounters, cluster_counts},
     dns::DNS_REFRESH,
     error::{FailureKind, UpstreamError, protocol_error},
+    hashing::{HashBalancer, stable_hash},
     limits::{ClusterLoad, ConnectionSlot, DEFAULT_IDLE_TIMEOUT, PoolLimits, RequestSlot},
     outlier::{Detector, HostHealth, OutlierPolicy, TryResult},
     pool::{ActiveRequest, UpstreamEndpoint, connect, send},
@@ -48,8 +50,8 @@ use crate::{
     discovery::Discovery,
     files::FileSource,
     plan::{
-        Cluster, ClusterId, Endpoint, EndpointAddress, H2UpgradePolicy, LoadBalancer, Protocol,
-        SimpleLb,
+        Cluster, ClusterId, Endpoint, EndpointAddress, H2UpgradePolicy, HashKey, LoadBalancer,
+        Protocol, SimpleLb,
     },
 };
 
@@ -99,6 +101,8 @@ pub struct UpstreamCluster {
     retries_in_flight: AtomicU32,
     /// Outlier detection, when the DestinationRule asks for it.
     pub outlier: Option<Detector>,
+    /// Consistent hashing: what a request's key is, and the table.
+    hashing: Option<(HashKey, HashBalancer)>,
 }
 
 /// A retry counted against its cluster's `maxRetries` until dropped.
@@ -125,12 +129,20 @@ impl UpstreamCluster {
         discovery: &Discovery,
         files: &dyn FileSource,
     ) -> Result<Self, ProxyError> {
+        // Istio's default is LEAST_REQUEST (`defaultLBAlgorithm`); a
+        // consistent hash draws at random when a request has no key.
         let balance = match &cluster.policy.load_balancer {
-            Some(LoadBalancer::Simple(SimpleLb::LeastRequest | SimpleLb::LeastConn)) => {
-                Balance::LeastRequest
+            Some(LoadBalancer::Simple(SimpleLb::RoundRobin)) => Balance::RoundRobin,
+            Some(LoadBalancer::Simple(SimpleLb::Random) | LoadBalancer::ConsistentHash(_)) => {
+                Balance::Random
             }
-            Some(LoadBalancer::Simple(SimpleLb::Random)) => Balance::Random,
-            _ => Balance::RoundRobin,
+            _ => Balance::LeastRequest,
+        };
+        let hashing = match &cluster.policy.load_balancer {
+            Some(LoadBalancer::ConsistentHash(hash)) => {
+                Some((hash.key.clone(), HashBalancer::new(hash.table)))
+            }
+            _ => None,
         };
         let mut fixed = Vec::new();
         let mut names = Vec::new();
@@ -204,7 +216,13 @@ impl UpstreamCluster {
                 .outlier_detection
                 .as_ref()
                 .map(|outlier| Detector::new(OutlierPolicy::of(outlier))),
+            hashing,
         })
+    }
+
+    /// What a request's hash is made of, when the cluster hashes.
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        self.hashing.as_ref().map(|(key, _)| key)
     }
 
     /// Counts a try's result against its endpoint (outlier detection).
@@ -275,8 +293,9 @@ impl UpstreamCluster {
         &self,
         tried: &[SocketAddr],
         other_host: bool,
+        hash: Option<u64>,
     ) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
-        let mut endpoint = self.pick().await?;
+        let mut endpoint = self.pick_hashed(hash).await?;
         if !other_host {
             return Ok(endpoint);
         }
@@ -284,19 +303,31 @@ impl UpstreamCluster {
             if !tried.contains(&endpoint.addr) {
                 break;
             }
-            endpoint = self.pick().await?;
+            endpoint = self.pick_hashed(hash).await?;
         }
         Ok(endpoint)
     }
 
-    /// The endpoint the next request goes to.
+    /// The endpoint the next request (or connection) without a hash key
+    /// goes to.
     pub async fn pick(&self) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
+        self.pick_hashed(None).await
+    }
+
+    /// The endpoint a request with hash `hash` goes to (under consistent
+    /// hashing; otherwise by the balancing policy).
+    pub async fn pick_hashed(
+        &self,
+        hash: Option<u64>,
+    ) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
         let chosen = match &self.endpoints {
             // Chosen in place: no copy of the list per request.
-            Endpoints::Static(endpoints) => self.choose_healthy(endpoints),
-            Endpoints::Dns { names, cache } => self.choose_healthy(&resolved(names, cache).await?),
+            Endpoints::Static(endpoints) => self.choose_healthy(endpoints, hash),
+            Endpoints::Dns { names, cache } => {
+                self.choose_healthy(&resolved(names, cache).await?, hash)
+            }
             Endpoints::Discovered(discovered) => {
-                discovered.with_current(|endpoints| self.choose_healthy(endpoints))
+                discovered.with_current(|endpoints| self.choose_healthy(endpoints, hash))
             }
         };
         chosen.ok_or(UpstreamError::NoEndpoint)
@@ -304,9 +335,13 @@ impl UpstreamCluster {
 
     /// Balances over the endpoints outlier detection has not ejected (all
     /// of them below the panic threshold); none when every one is out.
-    fn choose_healthy(&self, endpoints: &[Arc<UpstreamEndpoint>]) -> Option<Arc<UpstreamEndpoint>> {
+    fn choose_healthy(
+        &self,
+        endpoints: &[Arc<UpstreamEndpoint>],
+        hash: Option<u64>,
+    ) -> Option<Arc<UpstreamEndpoint>> {
         let Some(detector) = self.outlier.as_ref().filter(|d| d.ejected() > 0) else {
-            return choose(endpoints, self.balance, &self.next);
+            return self.choose_among(endpoints, hash);
         };
         let healthy: Vec<Arc<UpstreamEndpoint>> = endpoints
             .iter()
@@ -314,9 +349,20 @@ impl UpstreamCluster {
             .cloned()
             .collect();
         if outlier::panics(&detector.policy, healthy.len(), endpoints.len()) {
-            return choose(endpoints, self.balance, &self.next);
+            return self.choose_among(endpoints, hash);
         }
-        choose(&healthy, self.balance, &self.next)
+        self.choose_among(&healthy, hash)
+    }
+
+    fn choose_among(
+        &self,
+        endpoints: &[Arc<UpstreamEndpoint>],
+        hash: Option<u64>,
+    ) -> Option<Arc<UpstreamEndpoint>> {
+        match (&self.hashing, hash) {
+            (Some((_, table)), Some(hash)) => table.choose(endpoints, hash),
+            _ => choose(endpoints, self.balance, &self.next),
+        }
     }
 }
 

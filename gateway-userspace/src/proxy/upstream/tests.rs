@@ -131,8 +131,10 @@ fn two_endpoints(pool: ConnectionPool) -> Arc<UpstreamCluster> {
             weight: 1,
         })
         .to_vec();
+    let mut round_robin = cluster(None, pool, endpoints);
+    round_robin.policy.load_balancer = Some(LoadBalancer::Simple(SimpleLb::RoundRobin));
     let built = UpstreamCluster::new(
-        &cluster(None, pool, endpoints),
+        &round_robin,
         &Discovery::default(),
         &crate::files::Disk,
     )
@@ -149,18 +151,18 @@ async fn a_retry_draws_another_endpoint_unless_told_any_will_do() {
     let other = cluster.pick().await.expect("an endpoint").addr;
     assert_ne!(first, other);
     let untried = cluster
-        .pick_untried(&[first], true)
+        .pick_untried(&[first], true, None)
         .await
         .expect("an endpoint");
     assert_eq!(untried.addr, other, "drawn again past the tried one");
     // The next draw falls on `first`: without the predicate it stands.
     let any = cluster
-        .pick_untried(&[first], false)
+        .pick_untried(&[first], false, None)
         .await
         .expect("an endpoint");
     assert_eq!(any.addr, first, "the draw as it fell");
     let every = cluster
-        .pick_untried(&[first, other], true)
+        .pick_untried(&[first, other], true, None)
         .await
         .expect("an endpoint");
     assert!([first, other].contains(&every.addr), "the last draw");

@@ -113,27 +113,26 @@ async fn istios_default_policy_retries_a_refused_connection_on_another_endpoint(
     let mut live = Backend::ok().await;
     let service = "default-retry.test";
     let proxy = proxy(service, &[dead, live.addr], "").await;
-    for _ in 0..10 {
+    for _ in 0..20 {
         let answer = ask(&proxy, GET).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
     let mut attempts = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..20 {
         let request = live.request().await;
         attempts.push(header(&request, "x-envoy-attempt-count").map(String::from));
     }
-    // Round robin sends every other request to the dead endpoint first.
-    let retried = attempts
+    // Least request (Istio's default) draws the dead endpoint first for
+    // about half the requests; a retry draws again up to five times to
+    // find another, so a third try is rare but possible, as in Envoy.
+    let tries: Vec<u64> = attempts
         .iter()
-        .filter(|a| a.as_deref() == Some("2"))
-        .count();
-    assert!(retried >= 4, "{attempts:?}");
-    assert!(
-        attempts
-            .iter()
-            .all(|a| matches!(a.as_deref(), Some("1" | "2")))
-    );
-    assert_eq!(counted(service, ClusterCounter::Retry), retried as u64);
+        .map(|a| a.as_deref().and_then(|n| n.parse().ok()).unwrap_or(0))
+        .collect();
+    assert!(tries.iter().all(|n| (1..=3).contains(n)), "{tries:?}");
+    let retries: u64 = tries.iter().map(|n| n - 1).sum();
+    assert!(retries >= 1, "{tries:?}");
+    assert_eq!(counted(service, ClusterCounter::Retry), retries);
 }
 
 #[tokio::test]

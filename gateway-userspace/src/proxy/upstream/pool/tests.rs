@@ -96,6 +96,7 @@ fn limited(limits: PoolLimits) -> UpstreamCluster {
         max_retries: u32::MAX,
         retries_in_flight: Default::default(),
         outlier: None,
+        hashing: None,
     }
 }
 
