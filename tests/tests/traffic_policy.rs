@@ -341,3 +341,186 @@ spec:
     assert!(log.contains("returned"), "{log}");
     assert_eq!(log.matches("ejected for").count(), 2, "{log}");
 }
+
+/// A ServiceEntry `NAME.backend` over the three hashing backends, and a
+/// DestinationRule hashing it by `consistent_hash`.
+fn hashed_service(name: &str, consistent_hash: &str, ports: &[u16]) -> String {
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|port| format!("{{address: {BACKEND_V4}, ports: {{http: {port}}}}}"))
+        .collect();
+    format!(
+        "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: istio-system}}
+spec:
+  hosts: [{name}.backend]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: istio-system}}
+spec:
+  host: {name}.backend
+  trafficPolicy:
+    loadBalancer: {{consistentHash: {consistent_hash}}}
+",
+        endpoints.join(", ")
+    )
+}
+
+/// Routes `/<name>` to `<name>.backend` for the four hash keys.
+fn hashing_config(ports: &[u16]) -> String {
+    let routes: String = ["header", "cookie", "source", "query"]
+        .iter()
+        .map(|name| {
+            format!(
+                "  - match: [{{uri: {{prefix: /{name}}}}}]\n    route: [{{destination: {{host: {name}.backend, port: {{number: 80}}}}}}]\n"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [app.test]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app, namespace: istio-system}}
+spec:
+  hosts: [app.test]
+  gateways: [gw]
+  http:
+{routes}{}{}{}{}",
+        hashed_service("header", "{httpHeaderName: x-user}", ports),
+        hashed_service(
+            "cookie",
+            "{httpCookie: {name: session, ttl: 3600s, path: /}}",
+            ports
+        ),
+        hashed_service("source", "{useSourceIp: true}", ports),
+        hashed_service(
+            "query",
+            "{httpQueryParameterName: user, maglev: {tableSize: 65537}}",
+            ports
+        ),
+    )
+}
+
+#[test]
+fn hashed_keys_keep_their_endpoint_and_about_a_third_move_when_one_of_three_goes() {
+    require_root();
+    let topology = topology();
+    let _backends: Vec<Backend> = [8081, 8082, 8083]
+        .iter()
+        .map(|port| {
+            backend(
+                &topology,
+                &format!("b{port}"),
+                &format!("{BACKEND_V4}:{port}"),
+            )
+        })
+        .collect();
+    let scratch = Scratch::new();
+    let daemon = start(&topology, &scratch, &hashing_config(&[8081, 8082, 8083]));
+    let resolve = format!("app.test:80:{GATEWAY_V4}");
+    // The backend that answered (`backend=NAME` in its body), and the
+    // response headers when asked.
+    let ask = |path: &str, extra: &[&str]| -> (String, String) {
+        let mut argv = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-D",
+            "-",
+            "--resolve",
+            &resolve,
+        ];
+        argv.extend_from_slice(extra);
+        let url = format!("http://app.test{path}");
+        argv.push(&url);
+        let out = text(&topology.client(&argv));
+        let backend = out
+            .lines()
+            .find_map(|l| l.strip_prefix("backend="))
+            .unwrap_or("none")
+            .to_string();
+        (backend, out)
+    };
+    let keys: Vec<String> = (0..30).map(|k| format!("user-{k}")).collect();
+    let by_header = |key: &str| ask("/header", &["-H", &format!("x-user: {key}")]).0;
+    let by_query = |key: &str| ask(&format!("/query?user={key}"), &[]).0;
+    let header_before: Vec<String> = keys.iter().map(|k| by_header(k)).collect();
+    let query_before: Vec<String> = keys.iter().map(|k| by_query(k)).collect();
+    for placed in [&header_before, &query_before] {
+        let used: std::collections::BTreeSet<&String> = placed.iter().collect();
+        assert!(used.len() >= 2, "keys spread: {placed:?}");
+        assert!(
+            !used.contains(&"none".to_string()),
+            "{placed:?}\n{}",
+            daemon.log()
+        );
+    }
+    // The same key, the same endpoint.
+    assert_eq!(
+        keys.iter().map(|k| by_header(k)).collect::<Vec<_>>(),
+        header_before
+    );
+    assert_eq!(
+        keys.iter().map(|k| by_query(k)).collect::<Vec<_>>(),
+        query_before
+    );
+    // One client address: one endpoint, every time.
+    let sources: std::collections::BTreeSet<String> =
+        (0..6).map(|_| ask("/source", &[]).0).collect();
+    assert_eq!(sources.len(), 1, "{sources:?}");
+    // No cookie: the gateway sets one; sent back, it keeps the endpoint.
+    let (first, head) = ask("/cookie", &[]);
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a Set-Cookie")
+        .to_string();
+    assert!(cookie.starts_with("session=\""), "{cookie}");
+    for _ in 0..5 {
+        assert_eq!(
+            ask("/cookie", &["-H", &format!("cookie: {cookie}")]).0,
+            first
+        );
+    }
+    // The third endpoint goes (a reload without it): only its keys move.
+    let config = scratch.path.join("config.yaml");
+    fs::write(&config, hashing_config(&[8081, 8082])).expect("rewrite config");
+    let waited = std::time::Instant::now();
+    while gateway_tests::daemon::stat(&topology, "config.reloads") == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (before, lookup) in [
+        (&header_before, &by_header as &dyn Fn(&str) -> String),
+        (&query_before, &by_query),
+    ] {
+        let after: Vec<String> = keys.iter().map(|k| lookup(k)).collect();
+        for ((before, after), key) in before.iter().zip(&after).zip(&keys) {
+            if before != "b8083" {
+                assert_eq!(before, after, "{key} moved off a live endpoint");
+            } else {
+                assert_ne!(after, "b8083", "{key}");
+            }
+        }
+    }
+}

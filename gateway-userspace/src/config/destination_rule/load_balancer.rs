@@ -83,7 +83,7 @@ fn simple_load_balancer(d: &mut Decoder<'_>, simple: &Node, path: &str) -> Optio
             Severity::Warning,
             simple,
             &join(path, "simple"),
-            "PASSTHROUGH is not applied by this gateway yet: requests are balanced round robin"
+            "PASSTHROUGH is not applied by this gateway yet: requests are balanced by least request"
                 .into(),
         );
     }
@@ -274,7 +274,10 @@ fn hash_table(d: &mut Decoder<'_>, h: &[(Node, Node)], path: &str) -> Option<Has
 
 /// Trial division: table sizes are below 5000011.
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// `loadBalancer.warmup`: checked as Istio checks it

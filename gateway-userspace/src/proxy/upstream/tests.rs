@@ -133,12 +133,8 @@ fn two_endpoints(pool: ConnectionPool) -> Arc<UpstreamCluster> {
         .to_vec();
     let mut round_robin = cluster(None, pool, endpoints);
     round_robin.policy.load_balancer = Some(LoadBalancer::Simple(SimpleLb::RoundRobin));
-    let built = UpstreamCluster::new(
-        &round_robin,
-        &Discovery::default(),
-        &crate::files::Disk,
-    )
-    .expect("a cluster");
+    let built = UpstreamCluster::new(&round_robin, &Discovery::default(), &crate::files::Disk)
+        .expect("a cluster");
     Arc::new(built)
 }
 
