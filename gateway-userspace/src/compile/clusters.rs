@@ -11,6 +11,10 @@ use crate::{
     plan::{Cluster, ClusterId, DiscoveredEndpoints, Endpoint, Unresolved},
 };
 
+/// Istio's root configuration namespace (`meshConfig.rootNamespace`'s
+/// default), whose exported DestinationRules apply mesh-wide.
+const ROOT_NAMESPACE: &str = "istio-system";
+
 /// Resolves destinations, building each cluster once.
 pub(super) struct Clusters<'m> {
     model: &'m Model,
@@ -291,7 +295,7 @@ impl<'m> Clusters<'m> {
             }
         };
         let (port, service_port) = service_port(entry, dest.port, &host)?;
-        let (policy, labels) = self.policy_and_labels(dest, &host)?;
+        let (policy, labels) = self.policy_and_labels(dest, &host, port, Some(&entry.namespace))?;
         let name = format!(
             "outbound|{port}|{}|{host}",
             dest.subset.as_deref().unwrap_or("")
@@ -338,7 +342,8 @@ impl<'m> Clusters<'m> {
             service.key.name, service.key.namespace, self.model.kubernetes.domain
         );
         let port = service_port_of(service, dest.port, host)?;
-        let (policy, labels) = self.policy_and_labels(dest, &fqdn)?;
+        let (policy, labels) =
+            self.policy_and_labels(dest, &fqdn, port.port, Some(&service.key.namespace))?;
         let name = format!(
             "outbound|{}|{}|{fqdn}",
             port.port,
@@ -393,20 +398,54 @@ impl<'m> Clusters<'m> {
         })
     }
 
-    /// The visible DestinationRule that covers `host` most specifically.
-    fn destination_rule(&self, host: &str) -> Option<&'m DestinationRule> {
-        self.best(
-            &self.model.destination_rules,
-            &self.rule_hosts,
-            host,
-            |dr| {
-                (
-                    &dr.namespace,
-                    &dr.name,
-                    dr.export_to.visible_from(&dr.namespace, self.namespace),
-                )
-            },
-        )
+    /// The DestinationRule that applies to `host` (a service of
+    /// `service_namespace`), found as Istio finds it
+    /// (`PushContext::destinationRule`): the most specific one in the
+    /// gateway's own namespace (in the root namespace only those exported
+    /// to `.`); else one in the service's namespace exported to the
+    /// gateway's; else one in the root namespace exported to it. A rule in
+    /// any other namespace never applies.
+    fn destination_rule(
+        &self,
+        host: &str,
+        service_namespace: Option<&str>,
+    ) -> Option<&'m DestinationRule> {
+        let own = self.namespace;
+        let in_namespace = |namespace: &str, local_only: bool| {
+            self.best(
+                &self.model.destination_rules,
+                &self.rule_hosts,
+                host,
+                move |dr| {
+                    let private =
+                        dr.export_to.0.iter().all(|to| to == ".") && !dr.export_to.0.is_empty();
+                    let visible = if local_only {
+                        private
+                    } else {
+                        dr.export_to.visible_from(&dr.namespace, own)
+                    };
+                    (
+                        &dr.namespace,
+                        &dr.name,
+                        dr.namespace == namespace && visible,
+                    )
+                },
+            )
+        };
+        let from_own = if own == ROOT_NAMESPACE {
+            in_namespace(own, true)
+        } else {
+            // Every rule in the gateway's namespace is visible to it.
+            self.best(
+                &self.model.destination_rules,
+                &self.rule_hosts,
+                host,
+                |dr| (&dr.namespace, &dr.name, dr.namespace == own),
+            )
+        };
+        from_own
+            .or_else(|| service_namespace.and_then(|ns| in_namespace(ns, false)))
+            .or_else(|| in_namespace(ROOT_NAMESPACE, false))
     }
 
     /// The traffic policy of `dest` and the endpoint labels its subset
@@ -416,9 +455,11 @@ impl<'m> Clusters<'m> {
         &self,
         dest: &Destination,
         host: &str,
+        port: u16,
+        service_namespace: Option<&str>,
     ) -> Result<(TrafficPolicy, BTreeMap<String, String>), Unresolved> {
-        let rule = self.destination_rule(host);
-        let mut policy = rule.map(|dr| dr.traffic_policy.clone()).unwrap_or_default();
+        let rule = self.destination_rule(host, service_namespace);
+        let mut subset_policy = None;
         let mut labels = BTreeMap::new();
         if let Some(subset_name) = &dest.subset {
             let dr = rule.ok_or_else(|| Unresolved::SubsetWithoutRule {
@@ -434,10 +475,12 @@ impl<'m> Clusters<'m> {
                     rule: format!("{}/{}", dr.namespace, dr.name),
                 })?;
             labels = subset.labels.clone();
-            if let Some(subset_policy) = &subset.traffic_policy {
-                policy = subset_policy.clone();
-            }
+            subset_policy = subset.traffic_policy.as_ref();
         }
+        let policy = rule
+            .map(|dr| dr.traffic_policy.with_subset(subset_policy, port))
+            .or_else(|| subset_policy.map(|p| p.for_port(port).0))
+            .unwrap_or_default();
         if let Some(reason) = policy.tls.as_ref().and_then(|tls| tls.unavailable.clone()) {
             return Err(Unresolved::OriginationUnavailable {
                 host: host.to_string(),
@@ -457,7 +500,8 @@ impl<'m> Clusters<'m> {
 
     /// The subset names of the DestinationRule that applies to `host`.
     pub(super) fn subset_names(&self, host: &str) -> Vec<String> {
-        self.destination_rule(host)
+        let service_namespace = self.service_entry(host).ok().map(|e| e.namespace.as_str());
+        self.destination_rule(host, service_namespace)
             .map(|dr| dr.subsets.iter().map(|s| s.name.clone()).collect())
             .unwrap_or_default()
     }

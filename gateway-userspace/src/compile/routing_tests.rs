@@ -927,3 +927,103 @@ fn auto_passthrough_warns_about_a_subset_without_endpoints() {
         vec!["Gateway istio-system/east-west spec.servers[0]: AUTO_PASSTHROUGH cannot reach outbound_.8080_.v3_.web.apps.svc.cluster.local: subset v3 of web.apps.svc.cluster.local selects no endpoints; connections naming it are closed".to_string()]
     );
 }
+
+/// A DestinationRule `name` in `namespace` for `web` with a load balancer.
+fn rule_with(name: &str, namespace: &str, simple: &str, export: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  host: web.apps.svc.cluster.local\n{export}  trafficPolicy:\n    loadBalancer: {{simple: {simple}}}\n"
+    )
+}
+
+/// The load balancer of the plan's only cluster.
+fn balancer(plan: &Plan) -> Option<LoadBalancer> {
+    plan.clusters.first()?.policy.load_balancer.clone()
+}
+
+#[test]
+fn a_destination_rule_applies_from_the_services_namespace_then_the_root_never_another() {
+    let entry = BACKENDS.split("---").next().expect("the entry").to_string();
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web.apps.svc.cluster.local}\n";
+    let route = vs("r", "apps", spec);
+    let random = Some(LoadBalancer::Simple(SimpleLb::Random));
+    let round_robin = Some(LoadBalancer::Simple(SimpleLb::RoundRobin));
+    // A rule in a third namespace never applies, exported or not.
+    let elsewhere = rule_with("x", "elsewhere", "RANDOM", "");
+    let plan = compile_yaml(&[GATEWAY, &entry, &elsewhere, &route]);
+    assert_eq!(balancer(&plan), None);
+    // The root namespace's exported rule applies when the service's
+    // namespace has none; the service's namespace's wins over it.
+    let root = rule_with("root", "istio-system", "RANDOM", "");
+    let plan = compile_yaml(&[GATEWAY, &entry, &root, &route]);
+    assert_eq!(balancer(&plan), random);
+    let own = rule_with("own", "apps", "ROUND_ROBIN", "");
+    let plan = compile_yaml(&[GATEWAY, &entry, &root, &own, &route]);
+    assert_eq!(balancer(&plan), round_robin);
+    // A root-namespace rule exported to `.` is the root gateway's own:
+    // it comes first.
+    let private = rule_with("private", "istio-system", "RANDOM", "  exportTo: [\".\"]\n");
+    let plan = compile_yaml(&[GATEWAY, &entry, &own, &private, &route]);
+    assert_eq!(balancer(&plan), random);
+}
+
+#[test]
+fn a_subsets_policy_merges_over_the_rules_and_port_level_settings_pick_by_port() {
+    let rule = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: apps}
+spec:
+  host: web
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 7}}
+    outlierDetection: {consecutive5xxErrors: 2}
+    portLevelSettings:
+    - port: {number: 9090}
+      loadBalancer: {simple: ROUND_ROBIN}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer: {simple: RANDOM}
+";
+    let entry = BACKENDS
+        .split("---")
+        .next()
+        .expect("the entry")
+        .replace(
+            "  ports: [{number: 8080, name: http, protocol: HTTP}]",
+            "  ports: [{number: 8080, name: http, protocol: HTTP}, {number: 9090, name: http2, protocol: HTTP}]",
+        );
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{uri: {prefix: /v1}}]\n    route:\n    - destination: {host: web, subset: v1, port: {number: 8080}}\n  - route:\n    - destination: {host: web, port: {number: 9090}}\n";
+    let route = vs("r", "apps", spec);
+    let plan = compile_yaml(&[GATEWAY, &entry, rule, &route]);
+    let cluster = |name: &str| {
+        plan.clusters
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("{name} in {:?}", plan.clusters))
+    };
+    let subset = cluster("outbound|8080|v1|web.apps.svc.cluster.local");
+    assert_eq!(
+        subset.policy.load_balancer,
+        Some(LoadBalancer::Simple(SimpleLb::Random))
+    );
+    assert_eq!(
+        subset.policy.pool().max_connections,
+        Some(7),
+        "kept from the rule"
+    );
+    assert!(
+        subset.policy.outlier_detection.is_some(),
+        "kept from the rule"
+    );
+    let port = cluster("outbound|9090||web.apps.svc.cluster.local");
+    assert_eq!(
+        port.policy.load_balancer,
+        Some(LoadBalancer::Simple(SimpleLb::RoundRobin))
+    );
+    assert_eq!(
+        port.policy.connection_pool, None,
+        "port level replaces the whole"
+    );
+    assert_eq!(port.policy.outlier_detection, None);
+}

@@ -8,13 +8,16 @@ mod load_balancer;
 use std::collections::HashSet;
 
 use super::{
-    common::{count, duration, export_to, string_map},
+    common::{count, duration, export_to, port_number, string_map},
     decode::{Decoder, field, join},
     diagnostic::Severity,
     rules,
     yaml::{Node, Value},
 };
-use crate::model::{ClientTlsMode, DestinationRule, OutlierDetection, Subset, TrafficPolicy};
+use crate::model::{
+    ClientTls, ClientTlsMode, ConnectionPool, DestinationRule, LoadBalancer, OutlierDetection,
+    PortTrafficPolicy, Subset, TrafficPolicy,
+};
 
 /// Decodes a DestinationRule whose identity is known; `None` on any error.
 pub(super) fn decode(
@@ -116,13 +119,96 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         d,
         entries,
         path,
-        &[
-            "portLevelSettings",
-            "tunnel",
-            "proxyProtocol",
-            "retryBudget",
-        ],
+        &["tunnel", "proxyProtocol", "retryBudget"],
     );
+    // `trafficPolicy:` with nothing is null, which Istio reads as unset.
+    if entries.is_empty() && !matches!(node.value, Value::Null) {
+        d.error(node, path, "traffic policy must have at least one field");
+    }
+    let mut port_level: Vec<PortTrafficPolicy> = Vec::new();
+    for (item_path, item) in d.items(entries, "portLevelSettings", path) {
+        let Some(level) = decode_port_policy(d, item, &item_path) else {
+            continue;
+        };
+        // Istio takes the first entry for a port; a second one is dead.
+        if port_level.iter().any(|p| p.port == level.port) {
+            d.report(
+                Severity::Warning,
+                item,
+                &item_path,
+                format!(
+                    "port {} already has port level settings: these are never used",
+                    level.port
+                ),
+            );
+            continue;
+        }
+        port_level.push(level);
+    }
+    let fields = decode_policy_fields(d, entries, path);
+    Some(TrafficPolicy {
+        load_balancer: fields.load_balancer,
+        connection_pool: fields.connection_pool,
+        outlier_detection: fields.outlier_detection,
+        tls: fields.tls,
+        port_level,
+    })
+}
+
+/// One `portLevelSettings` entry: a port and at least one of the four
+/// fields (Istio's `validatePortTrafficPolicies`).
+fn decode_port_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<PortTrafficPolicy> {
+    let entries = d.mapping(
+        node,
+        path,
+        &[
+            "port",
+            "loadBalancer",
+            "connectionPool",
+            "outlierDetection",
+            "tls",
+        ],
+    )?;
+    let port = match field(entries, "port") {
+        Some(port) => {
+            let port_path = join(path, "port");
+            let numbers = d.mapping(port, &port_path, &["number"]).unwrap_or_default();
+            field(numbers, "number").and_then(|n| port_number(d, n, &join(&port_path, "number")))
+        }
+        None => {
+            d.error(node, path, "portTrafficPolicy must have valid port");
+            None
+        }
+    };
+    if entries
+        .iter()
+        .all(|(key, _)| matches!(&key.value, Value::Str(k) if k == "port"))
+    {
+        d.error(
+            node,
+            path,
+            "port traffic policy must have at least one field",
+        );
+    }
+    let fields = decode_policy_fields(d, entries, path);
+    Some(PortTrafficPolicy {
+        port: port?,
+        load_balancer: fields.load_balancer,
+        connection_pool: fields.connection_pool,
+        outlier_detection: fields.outlier_detection,
+        tls: fields.tls,
+    })
+}
+
+/// The four fields a traffic policy and a port-level entry share.
+struct PolicyFields {
+    load_balancer: Option<LoadBalancer>,
+    connection_pool: Option<ConnectionPool>,
+    outlier_detection: Option<OutlierDetection>,
+    tls: Option<ClientTls>,
+}
+
+fn decode_policy_fields(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> PolicyFields {
     let tls = field(entries, "tls").and_then(|node| {
         let tls = client_tls::client_tls(d, node, &join(path, "tls"))?;
         if tls.mode == ClientTlsMode::IstioMutual {
@@ -147,16 +233,15 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         }
         Some(tls)
     });
-    Some(TrafficPolicy {
+    PolicyFields {
         load_balancer: field(entries, "loadBalancer")
             .and_then(|n| load_balancer::load_balancer(d, n, &join(path, "loadBalancer"))),
         connection_pool: field(entries, "connectionPool")
-            .and_then(|n| connection_pool::connection_pool(d, n, &join(path, "connectionPool")))
-            .unwrap_or_default(),
+            .and_then(|n| connection_pool::connection_pool(d, n, &join(path, "connectionPool"))),
         outlier_detection: field(entries, "outlierDetection")
             .and_then(|n| outlier_detection(d, n, &join(path, "outlierDetection"))),
         tls,
-    })
+    }
 }
 
 /// A duration field the CRD holds to at least 1ms.

@@ -569,7 +569,7 @@ fn destination_rule_subsets_and_policy_are_decoded() {
             table: crate::model::HashTable::Ring { minimum_size: 1024 },
         }))
     );
-    assert_eq!(dr.traffic_policy.connection_pool.max_connections, Some(100));
+    assert_eq!(dr.traffic_policy.pool().max_connections, Some(100));
     assert_eq!(
         dr.subsets[0].labels.get("version").map(String::as_str),
         Some("v1")
@@ -1114,9 +1114,7 @@ fn h2_upgrade_policy_and_use_client_protocol_are_decoded() {
         "  host: web\n  trafficPolicy:\n    connectionPool: {http: {h2UpgradePolicy: UPGRADE, useClientProtocol: true}}\n",
     );
     assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
-    let pool = &config.model.destination_rules[0]
-        .traffic_policy
-        .connection_pool;
+    let pool = &config.model.destination_rules[0].traffic_policy.pool();
     assert_eq!(
         pool.h2_upgrade_policy,
         Some(crate::model::H2UpgradePolicy::Upgrade)
@@ -1449,9 +1447,7 @@ fn http_pool(http: &str) -> Config {
 fn http2_keep_alive_is_decoded_and_validated() {
     let config = http_pool("{http2KeepAlive: {interval: 30s, timeout: 5s}}");
     assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
-    let pool = &config.model.destination_rules[0]
-        .traffic_policy
-        .connection_pool;
+    let pool = &config.model.destination_rules[0].traffic_policy.pool();
     assert_eq!(
         pool.http2_keepalive,
         Some((
@@ -1676,9 +1672,7 @@ fn connection_pool_limits_timeouts_and_keepalives_are_decoded() {
         "  host: web\n  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 5, connectTimeout: 2s, maxConnectionDuration: 1m, idleTimeout: 0s, tcpKeepalive: {probes: 3, time: 10s, interval: 2s}}\n      http: {http1MaxPendingRequests: 7, http2MaxRequests: 9, maxRequestsPerConnection: 11, maxRetries: 4, idleTimeout: 30s, maxConcurrentStreams: 13}\n",
     );
     assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
-    let pool = &config.model.destination_rules[0]
-        .traffic_policy
-        .connection_pool;
+    let pool = &config.model.destination_rules[0].traffic_policy.pool();
     let secs = std::time::Duration::from_secs;
     assert_eq!(pool.max_connections, Some(5));
     assert_eq!(pool.connect_timeout, Some(secs(2)));
@@ -1877,5 +1871,37 @@ fn a_hash_cookie_needs_a_name_and_unique_attribute_names() {
         Severity::Error,
         "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[1]",
         "duplicate cookie attribute name: A",
+    );
+}
+
+#[test]
+fn port_level_settings_are_decoded_and_need_a_port_and_a_field() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 5}}\n    portLevelSettings:\n    - port: {number: 8080}\n      loadBalancer: {simple: RANDOM}\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    let policy = &config.model.destination_rules[0].traffic_policy;
+    assert_eq!(policy.port_level.len(), 1);
+    assert_eq!(policy.port_level[0].port, 8080);
+    let errors_of = |spec: &str| {
+        errors(&load_kind(
+            "DestinationRule",
+            &format!("  host: web\n  trafficPolicy:\n    portLevelSettings:\n    - {spec}\n"),
+        ))
+    };
+    assert_eq!(
+        errors_of("{loadBalancer: {simple: RANDOM}}"),
+        [(
+            "spec.trafficPolicy.portLevelSettings[0]".to_string(),
+            "portTrafficPolicy must have valid port".to_string()
+        )]
+    );
+    assert_eq!(
+        errors_of("{port: {number: 80}}"),
+        [(
+            "spec.trafficPolicy.portLevelSettings[0]".to_string(),
+            "port traffic policy must have at least one field".to_string()
+        )]
     );
 }

@@ -468,9 +468,79 @@ pub struct ClientTls {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrafficPolicy {
     pub load_balancer: Option<LoadBalancer>,
-    pub connection_pool: ConnectionPool,
+    /// `None` when unset: a subset's policy then keeps the rule's.
+    pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
     pub tls: Option<ClientTls>,
+    /// `portLevelSettings`: the policy for one port, in place of this one.
+    pub port_level: Vec<PortTrafficPolicy>,
+}
+
+/// One `portLevelSettings` entry: its port and its four fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortTrafficPolicy {
+    pub port: u16,
+    pub load_balancer: Option<LoadBalancer>,
+    pub connection_pool: Option<ConnectionPool>,
+    pub outlier_detection: Option<OutlierDetection>,
+    pub tls: Option<ClientTls>,
+}
+
+impl TrafficPolicy {
+    /// The policy for `port` (Istio's `GetPortLevelTrafficPolicy`): a
+    /// port-level entry replaces the whole policy (a field it leaves out
+    /// is unset, never inherited); `true` when one did.
+    pub fn for_port(&self, port: u16) -> (TrafficPolicy, bool) {
+        match self.port_level.iter().find(|p| p.port == port) {
+            Some(level) => (
+                TrafficPolicy {
+                    load_balancer: level.load_balancer.clone(),
+                    connection_pool: level.connection_pool.clone(),
+                    outlier_detection: level.outlier_detection.clone(),
+                    tls: level.tls.clone(),
+                    port_level: Vec::new(),
+                },
+                true,
+            ),
+            None => (
+                TrafficPolicy {
+                    port_level: Vec::new(),
+                    ..self.clone()
+                },
+                false,
+            ),
+        }
+    }
+
+    /// A subset's policy over the rule's, for `port` (Istio's
+    /// `MergeSubsetTrafficPolicy`): each of the four fields the subset
+    /// sets replaces the rule's whole field; when the subset has a
+    /// port-level entry for the port, all four are the subset's.
+    pub fn with_subset(&self, subset: Option<&TrafficPolicy>, port: u16) -> TrafficPolicy {
+        let (mut merged, _) = self.for_port(port);
+        let Some(subset) = subset else {
+            return merged;
+        };
+        let (subset, port_level) = subset.for_port(port);
+        if subset.connection_pool.is_some() || port_level {
+            merged.connection_pool = subset.connection_pool;
+        }
+        if subset.outlier_detection.is_some() || port_level {
+            merged.outlier_detection = subset.outlier_detection;
+        }
+        if subset.load_balancer.is_some() || port_level {
+            merged.load_balancer = subset.load_balancer;
+        }
+        if subset.tls.is_some() || port_level {
+            merged.tls = subset.tls;
+        }
+        merged
+    }
+
+    /// The connection pool, its defaults when unset.
+    pub fn pool(&self) -> ConnectionPool {
+        self.connection_pool.clone().unwrap_or_default()
+    }
 }
 
 /// A `DestinationRule` subset.
@@ -525,5 +595,112 @@ mod tests {
             ..Default::default()
         };
         assert!(!exact.is_catch_all());
+    }
+
+    fn pool(max: u32) -> Option<ConnectionPool> {
+        Some(ConnectionPool {
+            max_connections: Some(max),
+            ..ConnectionPool::default()
+        })
+    }
+
+    fn random() -> Option<LoadBalancer> {
+        Some(LoadBalancer::Simple(SimpleLb::Random))
+    }
+
+    fn outlier() -> Option<OutlierDetection> {
+        Some(OutlierDetection {
+            consecutive_5xx_errors: Some(1),
+            ..OutlierDetection::default()
+        })
+    }
+
+    #[test]
+    fn a_port_level_entry_replaces_the_whole_policy_for_its_port_only() {
+        let policy = TrafficPolicy {
+            connection_pool: pool(5),
+            outlier_detection: outlier(),
+            port_level: vec![PortTrafficPolicy {
+                port: 8080,
+                load_balancer: random(),
+                ..PortTrafficPolicy::default()
+            }],
+            ..TrafficPolicy::default()
+        };
+        let (on_port, replaced) = policy.for_port(8080);
+        assert!(replaced);
+        assert_eq!(on_port.load_balancer, random());
+        assert_eq!(on_port.connection_pool, None, "not inherited");
+        assert_eq!(on_port.outlier_detection, None, "not inherited");
+        let (elsewhere, replaced) = policy.for_port(80);
+        assert!(!replaced);
+        assert_eq!(elsewhere.connection_pool, pool(5));
+        assert_eq!(elsewhere.load_balancer, None);
+    }
+
+    #[test]
+    fn a_subset_replaces_only_the_fields_it_sets() {
+        let rule = TrafficPolicy {
+            connection_pool: pool(5),
+            outlier_detection: outlier(),
+            ..TrafficPolicy::default()
+        };
+        let subset = TrafficPolicy {
+            load_balancer: random(),
+            connection_pool: pool(9),
+            ..TrafficPolicy::default()
+        };
+        let merged = rule.with_subset(Some(&subset), 80);
+        assert_eq!(merged.connection_pool, pool(9), "the subset's, whole");
+        assert_eq!(merged.load_balancer, random());
+        assert_eq!(merged.outlier_detection, outlier(), "kept from the rule");
+        assert_eq!(rule.with_subset(None, 80), rule);
+    }
+
+    #[test]
+    fn a_subsets_port_level_entry_replaces_all_four_fields() {
+        let rule = TrafficPolicy {
+            connection_pool: pool(5),
+            outlier_detection: outlier(),
+            ..TrafficPolicy::default()
+        };
+        let subset = TrafficPolicy {
+            port_level: vec![PortTrafficPolicy {
+                port: 80,
+                load_balancer: random(),
+                ..PortTrafficPolicy::default()
+            }],
+            ..TrafficPolicy::default()
+        };
+        let merged = rule.with_subset(Some(&subset), 80);
+        assert_eq!(merged.load_balancer, random());
+        assert_eq!(merged.connection_pool, None);
+        assert_eq!(merged.outlier_detection, None);
+        // On another port the subset has nothing of its own: the rule's.
+        assert_eq!(
+            rule.with_subset(Some(&subset), 81).outlier_detection,
+            outlier()
+        );
+    }
+
+    #[test]
+    fn the_rules_port_level_entry_applies_before_the_subset_merges() {
+        let rule = TrafficPolicy {
+            connection_pool: pool(5),
+            port_level: vec![PortTrafficPolicy {
+                port: 80,
+                outlier_detection: outlier(),
+                ..PortTrafficPolicy::default()
+            }],
+            ..TrafficPolicy::default()
+        };
+        let subset = TrafficPolicy {
+            load_balancer: random(),
+            ..TrafficPolicy::default()
+        };
+        let merged = rule.with_subset(Some(&subset), 80);
+        assert_eq!(merged.connection_pool, None, "the port entry replaced it");
+        assert_eq!(merged.outlier_detection, outlier());
+        assert_eq!(merged.load_balancer, random());
     }
 }

@@ -169,11 +169,8 @@ impl UpstreamCluster {
                 cache: Mutex::new(None),
             }
         };
-        let connect_timeout = cluster
-            .policy
-            .connection_pool
-            .connect_timeout
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let pool = cluster.policy.pool();
+        let connect_timeout = pool.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let protocol = upstream_protocol(cluster);
         // TLS to an HTTP/2 cluster negotiates h2; the others speak HTTP/1.1
         // (a cluster that follows the client speaks HTTP/1.1 over TLS).
@@ -200,16 +197,8 @@ impl UpstreamCluster {
             protocol,
             tls,
             counters: Arc::clone(&counters),
-            load: Arc::new(ClusterLoad::new(
-                PoolLimits::of(&cluster.policy.connection_pool),
-                counters,
-            )),
-            max_retries: cluster
-                .policy
-                .connection_pool
-                .max_retries
-                .filter(|n| *n > 0)
-                .unwrap_or(u32::MAX),
+            load: Arc::new(ClusterLoad::new(PoolLimits::of(&pool), counters)),
+            max_retries: pool.max_retries.filter(|n| *n > 0).unwrap_or(u32::MAX),
             retries_in_flight: AtomicU32::new(0),
             outlier: cluster
                 .policy
@@ -369,7 +358,7 @@ impl UpstreamCluster {
 /// HTTP/2 to backends whose port says so (HTTP2, GRPC, GRPC-WEB) or whose
 /// DestinationRule upgrades; otherwise HTTP/1.1, Istio's default.
 fn upstream_protocol(cluster: &Cluster) -> UpstreamProtocol {
-    let pool = &cluster.policy.connection_pool;
+    let pool = cluster.policy.pool();
     if pool.use_client_protocol {
         return UpstreamProtocol::SameAsClient;
     }

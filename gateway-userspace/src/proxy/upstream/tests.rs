@@ -14,7 +14,7 @@ fn cluster(protocol: Option<Protocol>, pool: ConnectionPool, endpoints: Vec<Endp
         endpoints,
         discovered: None,
         policy: TrafficPolicy {
-            connection_pool: pool,
+            connection_pool: Some(pool),
             ..TrafficPolicy::default()
         },
     }
