@@ -490,10 +490,10 @@ impl TrafficPolicy {
     /// The policy for `port` (Istio's `GetPortLevelTrafficPolicy`): a
     /// port-level entry replaces the whole policy (a field it leaves out
     /// is unset, never inherited); `true` when one did.
-    pub fn for_port(&self, port: u16) -> (TrafficPolicy, bool) {
+    pub fn for_port(&self, port: u16) -> (Self, bool) {
         match self.port_level.iter().find(|p| p.port == port) {
             Some(level) => (
-                TrafficPolicy {
+                Self {
                     load_balancer: level.load_balancer.clone(),
                     connection_pool: level.connection_pool.clone(),
                     outlier_detection: level.outlier_detection.clone(),
@@ -503,7 +503,7 @@ impl TrafficPolicy {
                 true,
             ),
             None => (
-                TrafficPolicy {
+                Self {
                     port_level: Vec::new(),
                     ..self.clone()
                 },
@@ -516,7 +516,7 @@ impl TrafficPolicy {
     /// `MergeSubsetTrafficPolicy`): each of the four fields the subset
     /// sets replaces the rule's whole field; when the subset has a
     /// port-level entry for the port, all four are the subset's.
-    pub fn with_subset(&self, subset: Option<&TrafficPolicy>, port: u16) -> TrafficPolicy {
+    pub fn with_subset(&self, subset: Option<&Self>, port: u16) -> Self {
         let (mut merged, _) = self.for_port(port);
         let Some(subset) = subset else {
             return merged;
