@@ -112,6 +112,7 @@ fn http_route() -> impl Strategy<Value = HttpRoute> {
             timeout: None,
             request_headers: Default::default(),
             response_headers: Default::default(),
+            written: Default::default(),
         })
 }
 

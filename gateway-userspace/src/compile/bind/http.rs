@@ -2,6 +2,7 @@
 //! VirtualService's `http` rules as routes.
 use super::{Accepted, Binder, Layer};
 use crate::{
+    compile::delegate,
     model::{HostPattern, HttpAction, HttpMatch, VirtualService},
     plan::{HostTable, Route, RouteAction, VirtualHost},
 };
@@ -41,11 +42,17 @@ impl<'m> Binder<'m> {
         HostTable::new(vhosts)
     }
 
-    /// A VirtualService's rules that apply to `gateway` on `port`, stopping
+    /// A VirtualService's rules that apply to `gateway` on `port` (a
+    /// delegating rule replaced by its delegate's rules, merged), stopping
     /// after the first catch-all (`route.go::BuildHTTPRoutesForVirtualService`).
-    fn http_routes(&mut self, vs: &VirtualService, gateway: &str, port: u16) -> Vec<Route> {
+    fn http_routes(&mut self, vs: &'m VirtualService, gateway: &str, port: u16) -> Vec<Route> {
         let mut routes = Vec::new();
-        for (index, rule) in vs.http.iter().enumerate() {
+        for rule in delegate::http_rules(vs, &self.delegates, &mut self.warnings) {
+            let delegate::Rule {
+                route: rule,
+                source,
+                namespace,
+            } = rule;
             let matches: Vec<HttpMatch> = rule
                 .matches
                 .iter()
@@ -56,13 +63,9 @@ impl<'m> Binder<'m> {
             if !rule.matches.is_empty() && matches.is_empty() {
                 continue;
             }
-            let source = format!(
-                "VirtualService {}/{} spec.http[{index}]",
-                vs.namespace, vs.name
-            );
             let action = match &rule.action {
                 HttpAction::Route(destinations) => RouteAction::Forward {
-                    backends: self.forward(destinations, &vs.namespace, &source, Layer::Http),
+                    backends: self.forward(destinations, namespace, &source, Layer::Http),
                     rewrite_uri: rule.rewrite_uri.clone(),
                     rewrite_uri_regex: rule.rewrite_uri_regex.clone(),
                     rewrite_authority: rule.rewrite_authority.clone(),
@@ -73,6 +76,9 @@ impl<'m> Binder<'m> {
                     status: *status,
                     body: body.clone(),
                 },
+                // Validation keeps delegation one level deep; a rule left
+                // delegating serves nothing.
+                HttpAction::Delegate { .. } => continue,
             };
             let catch_all = matches.is_empty() || matches.iter().any(HttpMatch::is_catch_all);
             routes.push(Route {
