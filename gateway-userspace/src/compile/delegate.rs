@@ -258,18 +258,12 @@ fn string_match_conflict(
     let (Some(root), Some(leaf)) = (root, leaf) else {
         return false;
     };
-    let (root_exact, root_prefix, root_regex) = parts(root);
-    let (leaf_exact, leaf_prefix, leaf_regex) = parts(leaf);
-    if !root_regex.is_empty()
-        && (!leaf_regex.is_empty() || !leaf_prefix.is_empty() || !leaf_exact.is_empty())
-    {
-        return true;
-    }
-    if !leaf_regex.is_empty()
-        && (!root_regex.is_empty() || !root_prefix.is_empty() || !root_exact.is_empty())
-    {
-        return true;
-    }
+    // Istio first answers "conflict" for a regex on either side facing any
+    // other match; the rules below give that same answer (a regex is
+    // neither exact nor prefix, so it ends in the last line), so the
+    // regex itself is never read.
+    let (root_exact, root_prefix) = parts(root);
+    let (leaf_exact, leaf_prefix) = parts(leaf);
     if !root_exact.is_empty() {
         return !leaf_prefix.is_empty() || leaf_exact != root_exact;
     }
@@ -284,14 +278,13 @@ fn string_match_conflict(
     true
 }
 
-/// (exact, prefix, regex) of a match, each `""` when it is not that kind:
-/// Go's `GetExact`, `GetPrefix`, `GetRegex`.
-fn parts(m: Option<&StringMatch>) -> (&str, &str, &str) {
+/// (exact, prefix) of a match, each `""` when it is not that kind: Go's
+/// `GetExact`, `GetPrefix`.
+fn parts(m: Option<&StringMatch>) -> (&str, &str) {
     match m {
-        Some(StringMatch::Exact(s)) => (s, "", ""),
-        Some(StringMatch::Prefix(s)) => ("", s, ""),
-        Some(StringMatch::Regex(s)) => ("", "", s),
-        None => ("", "", ""),
+        Some(StringMatch::Exact(s)) => (s, ""),
+        Some(StringMatch::Prefix(s)) => ("", s),
+        Some(StringMatch::Regex(_)) | None => ("", ""),
     }
 }
 

@@ -177,6 +177,9 @@ fn the_root_gateways_must_include_the_delegates() {
     assert!(has_conflict(&on(&["ns/a"]), &on(&["ns/a", "ns/b"])));
     assert!(has_conflict(&on(&["ns/a"]), &on(&["ns/b"])));
     assert!(!has_conflict(&on(&["ns/a", "ns/b"]), &on(&["ns/b"])));
+    assert!(!has_conflict(&on(&["ns/a"]), &on(&["ns/a"])));
+    // Istio compares the counts first: a repeated gateway is one too many.
+    assert!(has_conflict(&on(&["ns/a"]), &on(&["ns/a", "ns/a"])));
     assert!(!has_conflict(&on(&[]), &on(&["ns/b"])));
 }
 
@@ -407,6 +410,29 @@ fn a_field_the_delegate_writes_even_empty_or_zero_is_its_own() {
     assert_eq!(
         rule.response_headers.set,
         [("y".to_string(), "leaf".to_string())]
+    );
+}
+
+#[test]
+fn a_field_written_null_is_unset_and_inherited() {
+    let model = load(&[
+        &vs(
+            "root",
+            "apps",
+            &format!(
+                "{ROOT_HEAD}  - delegate: {{name: d}}\n    headers: {{request: {{set: {{x: root}}}}}}\n"
+            ),
+        ),
+        &vs(
+            "d",
+            "apps",
+            "  http:\n  - headers: null\n    route:\n    - destination: {host: web}\n",
+        ),
+    ]);
+    let (rules, _) = merged(&model);
+    assert_eq!(
+        rules[0].1.request_headers.set,
+        [("x".to_string(), "root".to_string())]
     );
 }
 

@@ -84,7 +84,7 @@ pub(super) fn decode_http_route(
     let (request_headers, response_headers) = field(entries, "headers")
         .map(|n| headers::decode(d, n, &join(path, "headers")))
         .unwrap_or_default();
-    let delegate = field(entries, "delegate")
+    let delegate = set(entries, "delegate")
         .and_then(|n| decode_delegate(d, n, &join(path, "delegate"), namespace));
     check_one_action(d, node, entries, path, in_delegate);
     let timeout = route_timeout(d, entries, path);
@@ -98,9 +98,9 @@ pub(super) fn decode_http_route(
         (None, None, None) => HttpAction::Route(route),
     };
     let written = Written {
-        rewrite: field(entries, "rewrite").is_some(),
-        timeout: field(entries, "timeout").is_some(),
-        headers: field(entries, "headers").is_some(),
+        rewrite: set(entries, "rewrite").is_some(),
+        timeout: set(entries, "timeout").is_some(),
+        headers: set(entries, "headers").is_some(),
     };
     Some(HttpRoute {
         name: d.opt_string(entries, "name", path),
@@ -114,6 +114,12 @@ pub(super) fn decode_http_route(
         response_headers,
         written,
     })
+}
+
+/// A field written with a value: `null` is unset, as Istio reads it (a nil
+/// message), which matters for what a delegate rule inherits.
+fn set<'n>(entries: &'n [(Node, Node)], name: &str) -> Option<&'n Node> {
+    field(entries, name).filter(|n| n.value != Value::Null)
 }
 
 /// `http[].delegate`: `name`, and `namespace` (the VirtualService's own
@@ -163,7 +169,7 @@ fn check_one_action(
     path: &str,
     in_delegate: bool,
 ) {
-    if let Some(at) = field(entries, "delegate") {
+    if let Some(at) = set(entries, "delegate") {
         if in_delegate {
             d.error(
                 at,
