@@ -2307,3 +2307,126 @@ spec:
         );
     }
 }
+
+/// The root of `delegation_serves_the_delegates_rules_and_drops_a_missing_one`:
+/// `/api` to the delegate team/api, `/missing` to one that does not exist,
+/// `/web` to its own backend.
+fn delegation_yaml() -> String {
+    gateway_yaml(
+        "",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: root, namespace: istio-system}}
+spec:
+  hosts: [shop.test]
+  gateways: [gw]
+  http:
+  - match: [{{uri: {{prefix: /api}}}}]
+    delegate: {{name: api, namespace: team}}
+    headers: {{request: {{set: {{x-root: inherited}}}}}}
+  - match: [{{uri: {{prefix: /missing}}}}]
+    delegate: {{name: gone, namespace: team}}
+  - match: [{{uri: {{prefix: /web}}}}]
+    route: [{{destination: {{host: web.backend}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: team}}
+spec:
+  http:
+  - match: [{{uri: {{prefix: /api/v1}}}}]
+    route: [{{destination: {{host: api}}}}]
+  - match: [{{uri: {{prefix: /web}}}}]
+    route: [{{destination: {{host: api}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: team}}
+spec:
+  hosts: [api.team.svc.cluster.local]
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {BACKEND_V4}, ports: {{http: 8081}}}}]
+---
+{}",
+            service_entry(
+                "web",
+                8080,
+                "HTTP",
+                &format!("[{{address: {BACKEND_V4}, ports: {{p: 8082}}}}]")
+            )
+        ),
+    )
+}
+
+#[test]
+fn delegation_serves_the_delegates_rules_and_drops_a_missing_one() {
+    require_root();
+    let topology = topology();
+    let _api = backend(&topology, "api", &format!("{BACKEND_V4}:8081"), &[]);
+    let _web = backend(&topology, "web", &format!("{BACKEND_V4}:8082"), &[]);
+    let scratch = Scratch::new();
+    let yaml = delegation_yaml();
+    // `check` names the missing delegate where the root names it, and the
+    // delegate rule that conflicts with the root's match.
+    let config = scratch.path.join("config.yaml");
+    fs::write(&config, &yaml).expect("write config");
+    let check = Command::new(gateway_tests::daemon::gateway_bin())
+        .args(["check", "--labels", "istio=ingressgateway"])
+        .arg(&config)
+        .output()
+        .expect("run gateway check");
+    let said = text(&check);
+    assert!(
+        said.contains(&format!(
+            "{}:22:15: warning: VirtualService istio-system/root: spec.http[1].delegate: delegate VirtualService team/gone not found: as in Istio, this rule is dropped",
+            config.display()
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("warning: VirtualService istio-system/root spec.http[0] -> team/api spec.http[1]: match[0] conflicts with every match of the root rule"),
+        "{said}"
+    );
+    // `compile` shows the merged route under both names.
+    let compiled = Command::new(gateway_tests::daemon::gateway_bin())
+        .args(["compile", "--labels", "istio=ingressgateway"])
+        .arg(&config)
+        .output()
+        .expect("run gateway compile");
+    assert!(
+        text(&compiled)
+            .contains("VirtualService istio-system/root spec.http[0] -> team/api spec.http[0]"),
+        "{}",
+        text(&compiled)
+    );
+    let daemon = daemon_on(&topology, &config.display().to_string(), &[]);
+    let get = |path: &str| {
+        let url = format!("http://shop.test{path}");
+        let out = curl(
+            &topology,
+            &["-i", "--resolve", &resolve("shop.test:80"), &url],
+        );
+        text(&out)
+    };
+    let delegated = get("/api/v1/x");
+    assert!(
+        delegated.starts_with("HTTP/1.1 200"),
+        "{delegated}\n{}",
+        daemon.log()
+    );
+    assert!(delegated.contains("backend=api"), "{delegated}");
+    assert!(delegated.contains("path=/api/v1/x"), "{delegated}");
+    assert!(
+        delegated.contains("header x-root: inherited"),
+        "the root rule's headers go to the delegate's rules that set none: {delegated}"
+    );
+    // Under /api but matched by no delegate rule: nothing else serves it.
+    assert!(get("/api/other").starts_with("HTTP/1.1 404"));
+    // The missing delegate's rule is dropped: its match is not served.
+    let missing = get("/missing/x");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    let web = get("/web");
+    assert!(web.contains("backend=web"), "{web}");
+}

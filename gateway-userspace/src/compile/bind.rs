@@ -12,7 +12,10 @@ use std::collections::{HashMap, HashSet};
 use self::index::Bound;
 use super::clusters::Clusters;
 use crate::{
-    model::{Destination, Gateway, HostPattern, Instance, Model, Server, Subnet, VirtualService},
+    model::{
+        Delegates, Destination, Gateway, HostPattern, Instance, Model, Server, Subnet,
+        VirtualService,
+    },
     plan::{Backend, Cluster, ClusterId, Forward},
 };
 
@@ -46,6 +49,8 @@ pub(super) struct Binder<'m> {
     /// The gateway workload's namespace, which resources must be exported to.
     namespace: &'m str,
     clusters: Clusters<'m>,
+    /// Every VirtualService by name, where root rules find their delegates.
+    delegates: Delegates<'m>,
     warnings: Vec<String>,
 }
 
@@ -79,6 +84,7 @@ impl<'m> Binder<'m> {
             model,
             namespace: &instance.namespace,
             clusters: Clusters::new(model, &instance.namespace),
+            delegates: Delegates::new(&model.virtual_services),
             warnings: Vec::new(),
         }
     }

@@ -5,6 +5,7 @@
 mod auto_passthrough;
 mod bind;
 mod clusters;
+mod delegate;
 pub mod egress_registry;
 mod gateway_ports;
 mod ids;

@@ -113,6 +113,7 @@ fn http_route() -> impl Strategy<Value = HttpRoute> {
             retries: None,
             request_headers: Default::default(),
             response_headers: Default::default(),
+            written: Default::default(),
         })
 }
 

@@ -4,20 +4,43 @@
 use std::collections::BTreeMap;
 
 use super::clusters::qualify;
-use crate::model::{Destination, HttpAction, Model, ServiceKey};
+use crate::model::{Delegates, Destination, HttpAction, Model, ServiceKey};
 
 /// Every Service a gateway-bound VirtualService routes to, each with
 /// whether a route names a subset of it (its endpoints then need their
 /// Pods' labels). Hosts are read as compile reads them: a short name in
 /// the VirtualService's namespace, `name.namespace`, or the cluster name.
-/// VirtualServices bound only to `mesh` route sidecars, not gateways.
+/// VirtualServices bound only to `mesh` route sidecars, not gateways; a
+/// delegate's routes count when a gateway-bound root delegates to it, its
+/// hosts read in its own namespace.
 pub fn kubernetes_services(model: &Model) -> BTreeMap<ServiceKey, bool> {
     let mut services = BTreeMap::new();
     let kubernetes = &model.kubernetes;
+    let delegates = Delegates::new(&model.virtual_services);
+    let mut add = |dest: &Destination, namespace: &str| {
+        let host = qualify(&dest.host, namespace, &kubernetes.domain);
+        if let Some(key) = kubernetes.service_key(&host) {
+            *services.entry(key).or_insert(false) |= names_subset(dest);
+        }
+    };
     for vs in &model.virtual_services {
         // No `gateways` means `mesh` only, as in Istio.
         if !vs.gateways.iter().any(|g| g != "mesh") {
             continue;
+        }
+        for route in &vs.http {
+            if let HttpAction::Delegate { to, .. } = &route.action {
+                let Ok(delegate) = delegates.find(to, &vs.namespace) else {
+                    continue;
+                };
+                for rule in &delegate.http {
+                    if let HttpAction::Route(destinations) = &rule.action {
+                        for dest in destinations {
+                            add(dest, &delegate.namespace);
+                        }
+                    }
+                }
+            }
         }
         let http = vs.http.iter().flat_map(|route| match &route.action {
             HttpAction::Route(destinations) => destinations.as_slice(),
@@ -26,10 +49,7 @@ pub fn kubernetes_services(model: &Model) -> BTreeMap<ServiceKey, bool> {
         let tls = vs.tls.iter().flat_map(|route| route.route.iter());
         let tcp = vs.tcp.iter().flat_map(|route| route.route.iter());
         for dest in http.chain(tls).chain(tcp) {
-            let host = qualify(&dest.host, &vs.namespace, &kubernetes.domain);
-            if let Some(key) = kubernetes.service_key(&host) {
-                *services.entry(key).or_insert(false) |= names_subset(dest);
-            }
+            add(dest, &vs.namespace);
         }
     }
     services
@@ -114,6 +134,41 @@ spec:
                 (key("data", "db"), true),
                 (key("prod", "api"), true),
             ])
+        );
+    }
+
+    #[test]
+    fn a_delegates_services_count_in_its_namespace_once_a_gateway_bound_root_delegates_to_it() {
+        let model = model(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root, namespace: apps}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    delegate: {name: api, namespace: team}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: team}
+spec:
+  http:
+  - route: [{destination: {host: api, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: unused, namespace: team}
+spec:
+  http:
+  - route: [{destination: {host: nobody-delegates-here}}]
+"#,
+        );
+        assert_eq!(
+            kubernetes_services(&model),
+            BTreeMap::from([(key("team", "api"), true)])
         );
     }
 }

@@ -161,6 +161,7 @@ pub fn load_sources_ignoring(
         env,
         ignored,
         seen: BTreeMap::new(),
+        delegate_sites: Vec::new(),
     };
     for (file, text) in sources {
         let parsed = yaml::for_each_document(text, |doc| {
@@ -178,6 +179,9 @@ pub fn load_sources_ignoring(
             });
         }
     }
+    // Delegates may come after their roots, in any file: checked once all are read.
+    let missing = virtual_service::check_delegates(&config.model, &loader.delegate_sites);
+    config.diagnostics.extend(missing);
     diagnostic::sort_by_position(&mut config.diagnostics);
     config
 }
@@ -188,6 +192,8 @@ struct Loader<'a> {
     ignored: &'a [IgnoredKind],
     /// (kind, namespace, name) -> where it was first defined.
     seen: BTreeMap<(String, String, String), (PathBuf, usize, usize)>,
+    /// Every root rule's `delegate`, checked once all documents are read.
+    delegate_sites: Vec<virtual_service::DelegateSite>,
 }
 
 impl Loader<'_> {
@@ -315,6 +321,10 @@ impl Loader<'_> {
             }
         }
         if !d.has_errors() {
+            for vs in &model.virtual_services {
+                let sites = virtual_service::delegate_sites(d, doc, vs);
+                self.delegate_sites.extend(sites);
+            }
             let target = &mut config.model;
             target.gateways.append(&mut model.gateways);
             target.virtual_services.append(&mut model.virtual_services);

@@ -3,8 +3,8 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::model::{
-    EndpointAddress, HashKey, HeaderOperations, HttpAction, LoadBalancer, OutlierDetection,
-    Resolution, StringMatch,
+    DelegateRef, EndpointAddress, HashKey, HeaderOperations, HttpAction, LoadBalancer,
+    OutlierDetection, Resolution, StringMatch,
 };
 
 fn load_kind(kind: &str, spec: &str) -> Config {
@@ -62,15 +62,12 @@ fn virtual_service_needs_hosts() {
     );
 }
 
-const DELEGATE_WARNING: &str = "no hosts: a delegate VirtualService, which only another VirtualService's http[].delegate can use, and delegation is not served by this gateway yet: it serves nothing";
-
 #[test]
-fn a_virtual_service_without_hosts_is_an_accepted_delegate_said_to_serve_nothing() {
+fn a_virtual_service_without_hosts_is_an_accepted_delegate() {
     let config = vs(ROUTE);
-    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
     assert_eq!(config.model.virtual_services.len(), 1);
     assert!(config.model.virtual_services[0].gateways.is_empty());
-    assert_has(&config, Severity::Warning, "spec.hosts", DELEGATE_WARNING);
 }
 
 #[test]
@@ -92,25 +89,115 @@ fn a_delegate_may_not_have_tls_or_tcp_rules() {
     );
 }
 
+const ROOT: &str =
+    "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - delegate: {name: reviews}\n";
+
 #[test]
-fn a_root_route_with_delegate_follows_istio_and_is_not_served() {
-    let delegate =
-        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - delegate: {name: reviews}\n";
-    let config = vs(delegate);
-    assert_has(
-        &config,
-        Severity::Error,
-        "spec.http[0]",
-        "delegation is not served by this gateway yet, and this rule has no directResponse of its own to serve",
+fn a_root_route_with_delegate_needs_no_action_and_names_its_delegate() {
+    let config = load_sources(&[(
+        PathBuf::from("r.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: apps}}\nspec:\n{ROUTE}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r, namespace: apps}}\nspec:\n{ROOT}    directResponse: {{status: 418}}\n"
+        ),
+    )]);
+    assert!(config.diagnostics.is_empty(), "{:?}", config.diagnostics);
+    let root = &config.model.virtual_services[1];
+    assert_eq!(
+        root.http[0].action,
+        HttpAction::Delegate {
+            to: DelegateRef {
+                name: "reviews".into(),
+                namespace: "apps".into()
+            },
+            direct_response: Some((418, None)),
+        }
     );
+}
+
+#[test]
+fn a_root_route_with_delegate_must_not_specify_route_or_redirect() {
     let with_route = vs(&format!(
-        "{delegate}    route:\n    - destination: {{host: web}}\n"
+        "{ROOT}    route:\n    - destination: {{host: web}}\n"
     ));
     assert_has(
         &with_route,
         Severity::Error,
         "spec.http[0].route",
         "a root HTTP route with delegate must not specify route",
+    );
+    let with_redirect = vs(&format!("{ROOT}    redirect: {{uri: /x}}\n"));
+    assert_has(
+        &with_redirect,
+        Severity::Error,
+        "spec.http[0].redirect",
+        "a root HTTP route with delegate must not specify redirect",
+    );
+}
+
+#[test]
+fn a_delegate_http_route_cannot_contain_delegate() {
+    // No chain of delegates, so no cycle either.
+    let config =
+        vs("  http:\n  - delegate: {name: other}\n    route:\n    - destination: {host: web}\n");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].delegate",
+        "delegate HTTP route cannot contain delegate",
+    );
+}
+
+const DROPPED: &str = "as in Istio, this rule is dropped, so the requests it matches go to the rules after it (404 if none matches)";
+
+#[test]
+fn a_missing_delegate_is_reported_where_the_root_names_it() {
+    let config = vs(ROOT);
+    assert!(!config.has_errors(), "Istio accepts the root");
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.http[0].delegate",
+        &format!("delegate VirtualService apps/reviews not found: {DROPPED}"),
+    );
+    let diagnostic = config
+        .diagnostics
+        .iter()
+        .find(|d| d.field == "spec.http[0].delegate")
+        .expect("reported");
+    assert_eq!(
+        (diagnostic.line, diagnostic.resource.as_str()),
+        (10, "VirtualService apps/r")
+    );
+}
+
+#[test]
+fn a_delegate_with_hosts_or_not_exported_to_the_root_is_reported() {
+    let doc = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: team}}\nspec:\n{spec}"
+        )
+    };
+    let root = ROOT.replace("{name: reviews}", "{name: reviews, namespace: team}");
+    let root = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r, namespace: apps}}\nspec:\n{root}"
+    );
+    let with_hosts = doc("reviews", &format!("  hosts: [b.example.com]\n{ROUTE}"));
+    let config = load_sources(&[(PathBuf::from("r.yaml"), format!("{root}---\n{with_hosts}"))]);
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.http[0].delegate",
+        &format!("VirtualService team/reviews has hosts, so it is not a delegate: {DROPPED}"),
+    );
+    let private = doc("reviews", &format!("  exportTo: [.]\n{ROUTE}"));
+    let config = load_sources(&[(PathBuf::from("r.yaml"), format!("{private}---\n{root}"))]);
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.http[0].delegate",
+        &format!(
+            "delegate VirtualService team/reviews is not exported to namespace apps: {DROPPED}"
+        ),
     );
 }
 

@@ -4,16 +4,18 @@
 mod http_route;
 mod retries;
 
+use std::path::PathBuf;
+
 use super::{
     common::{destinations, export_to, port_number},
-    decode::{Decoder, field, join},
-    diagnostic::Severity,
+    decode::{Decoder, field, item, join},
+    diagnostic::{Diagnostic, Severity},
     rules,
     yaml::{Node, Value},
 };
 use crate::model::{
-    Destination, HostIndex, HostPattern, HttpRoute, Subnet, TcpMatch, TcpRoute, TlsMatch, TlsRoute,
-    VirtualService,
+    DelegateRef, Delegates, Destination, HostIndex, HostPattern, HttpAction, HttpRoute, Model,
+    Subnet, TcpMatch, TcpRoute, TlsMatch, TlsRoute, VirtualService,
 };
 
 const SPEC_FIELDS: &[&str] = &["hosts", "gateways", "http", "tls", "tcp", "exportTo"];
@@ -32,11 +34,13 @@ pub(super) fn decode(
     };
     let entries = d.mapping(spec, "spec", SPEC_FIELDS)?;
     let (gateways, bound_to_mesh) = decode_gateways(d, entries, &namespace);
-    let (hosts, kept) = decode_hosts(d, spec, entries, bound_to_mesh);
+    let (hosts, kept, is_delegate) = decode_hosts(d, spec, entries, bound_to_mesh);
     let http: Vec<HttpRoute> = d
         .items(entries, "http", "spec")
         .into_iter()
-        .filter_map(|(path, item)| http_route::decode_http_route(d, item, &path, &namespace))
+        .filter_map(|(path, item)| {
+            http_route::decode_http_route(d, item, &path, &namespace, is_delegate)
+        })
         .collect();
     let tls: Vec<TlsRoute> = d
         .items(entries, "tls", "spec")
@@ -105,20 +109,88 @@ fn decode_gateways(
     (gateways, bound_to_mesh)
 }
 
-/// `hosts`, none overlapping another (Istio's duplicate check), and the
-/// index of them that TLS routes' SNI hosts are checked against.
+/// Where a root rule's `delegate` was written, so that a delegate not
+/// found once every document is read is reported there.
+pub(super) struct DelegateSite {
+    file: PathBuf,
+    line: usize,
+    col: usize,
+    resource: String,
+    field: String,
+    root_namespace: String,
+    to: DelegateRef,
+}
+
+/// The `delegate` of each of `vs`'s rules, where `doc` wrote it (`vs`
+/// decoded from `doc` without errors, so its rules are the document's, in
+/// order).
+pub(super) fn delegate_sites(
+    d: &Decoder<'_>,
+    doc: &Node,
+    vs: &VirtualService,
+) -> Vec<DelegateSite> {
+    let rules = doc.get("spec").and_then(|spec| spec.get("http"));
+    let Some(Value::Seq(items)) = rules.map(|n| &n.value) else {
+        return Vec::new();
+    };
+    let mut sites = Vec::new();
+    for (index, (rule, node)) in vs.http.iter().zip(items).enumerate() {
+        if let (HttpAction::Delegate { to, .. }, Some(at)) = (&rule.action, node.get("delegate")) {
+            sites.push(DelegateSite {
+                file: d.file().to_path_buf(),
+                line: at.line,
+                col: at.col,
+                resource: format!("VirtualService {}/{}", vs.namespace, vs.name),
+                field: join(&item("spec.http", index), "delegate"),
+                root_namespace: vs.namespace.clone(),
+                to: to.clone(),
+            });
+        }
+    }
+    sites
+}
+
+/// A warning at each site whose delegate `model` does not hold (or holds
+/// as a root, or does not export to the root's namespace): Istio accepts
+/// the root and drops only that rule, so its matches fall through to the
+/// root's later rules, and a request no rule matches gets 404.
+pub(super) fn check_delegates(model: &Model, sites: &[DelegateSite]) -> Vec<Diagnostic> {
+    let delegates = Delegates::new(&model.virtual_services);
+    sites
+        .iter()
+        .filter_map(|site| {
+            let missing = delegates.find(&site.to, &site.root_namespace).err()?;
+            Some(Diagnostic {
+                severity: Severity::Warning,
+                file: site.file.clone(),
+                line: site.line,
+                col: site.col,
+                resource: site.resource.clone(),
+                field: site.field.clone(),
+                message: format!(
+                    "{missing}: as in Istio, this rule is dropped, so the requests it matches go to the rules after it (404 if none matches)"
+                ),
+            })
+        })
+        .collect()
+}
+
+/// `hosts`, none overlapping another (Istio's duplicate check), the
+/// index of them that TLS routes' SNI hosts are checked against, and
+/// whether none is written (a delegate).
 fn decode_hosts(
     d: &mut Decoder<'_>,
     spec: &Node,
     entries: &[(Node, Node)],
     bound_to_mesh: bool,
-) -> (Vec<String>, HostIndex<()>) {
+) -> (Vec<String>, HostIndex<()>, bool) {
     let mut hosts: Vec<String> = Vec::new();
     // The hosts kept so far, indexed: each host is checked against all the
     // earlier ones without comparing it with each (quadratic in the hosts).
     let mut kept: HostIndex<()> = HostIndex::default();
     let host_items = d.items(entries, "hosts", "spec");
-    if host_items.is_empty() {
+    let is_delegate = host_items.is_empty();
+    if is_delegate {
         delegate_rules(d, spec, entries);
     }
     for (item_path, item) in host_items {
@@ -149,13 +221,12 @@ fn decode_hosts(
             hosts.push(host);
         }
     }
-    (hosts, kept)
+    (hosts, kept, is_delegate)
 }
 
 /// A VirtualService without hosts is a delegate: Istio allows it only as
 /// the target of another VirtualService's `http[].delegate`, so with no
-/// gateways and no tls or tcp rules. Delegation is not served yet: the
-/// delegate is accepted (Istio accepts it) and said to serve nothing.
+/// gateways and no tls or tcp rules (`ValidateVirtualService`).
 fn delegate_rules(d: &mut Decoder<'_>, spec: &Node, entries: &[(Node, Node)]) {
     for (name, message) in [
         (
@@ -178,12 +249,6 @@ fn delegate_rules(d: &mut Decoder<'_>, spec: &Node, entries: &[(Node, Node)]) {
             d.error(at, &join("spec", name), message);
         }
     }
-    d.report(
-        Severity::Warning,
-        spec,
-        "spec.hosts",
-        "no hosts: a delegate VirtualService, which only another VirtualService's http[].delegate can use, and delegation is not served by this gateway yet: it serves nothing".into(),
-    );
 }
 
 /// `match[].gateways`, resolved against the VirtualService's namespace as

@@ -67,6 +67,11 @@ pub struct HttpMatch {
     pub ignore_uri_case: bool,
     pub port: Option<u16>,
     pub gateways: Vec<String>,
+    /// `sourceLabels` and `sourceNamespace`: not matched by this gateway,
+    /// but kept because Istio's delegate merge drops a delegate rule whose
+    /// match conflicts with the root's on them (`virtualservice.go::hasConflict`).
+    pub source_labels: BTreeMap<String, String>,
+    pub source_namespace: Option<String>,
 }
 
 impl HttpMatch {
@@ -119,7 +124,100 @@ pub struct HttpRedirect {
 pub enum HttpAction {
     Route(Vec<Destination>),
     Redirect(HttpRedirect),
-    DirectResponse { status: u16, body: Option<String> },
+    DirectResponse {
+        status: u16,
+        body: Option<String>,
+    },
+    /// `delegate`: the rule's matches are served by the rules of another
+    /// VirtualService, merged with this rule at compile time
+    /// (`compile/delegate.rs`). `direct_response` is the root rule's own,
+    /// which Istio lets it set and gives to every delegate rule that sets
+    /// none (and a direct response wins over a route).
+    Delegate {
+        to: DelegateRef,
+        direct_response: Option<(u16, Option<String>)>,
+    },
+}
+
+/// `http[].delegate`: which VirtualService serves a root rule's matches.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DelegateRef {
+    pub name: String,
+    /// The root VirtualService's namespace when not written, as in Istio.
+    pub namespace: String,
+}
+
+impl std::fmt::Display for DelegateRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Why a root rule's `delegate` names no usable delegate: Istio then
+/// drops the rule, and its matches are answered as if it were not there
+/// (`virtualservice_controller.go::mergeVirtualServices`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DelegateMissing {
+    /// No VirtualService of that namespace and name.
+    #[error("delegate VirtualService {to} not found")]
+    NotFound { to: DelegateRef },
+    /// It has hosts, so it is a root of its own, never a delegate (Istio
+    /// looks delegates up among the VirtualServices without hosts).
+    #[error("VirtualService {to} has hosts, so it is not a delegate")]
+    NotADelegate { to: DelegateRef },
+    /// Its `exportTo` leaves out the root's namespace.
+    #[error("delegate VirtualService {to} is not exported to namespace {namespace}")]
+    NotExported { to: DelegateRef, namespace: String },
+}
+
+/// The VirtualServices by namespace and name, to find the delegate a root
+/// rule names by Istio's rules; `config` (to report a missing delegate)
+/// and `compile` (to merge) both look delegates up here.
+pub struct Delegates<'m> {
+    by_name: std::collections::HashMap<(&'m str, &'m str), &'m VirtualService>,
+}
+
+impl<'m> Delegates<'m> {
+    pub fn new(services: &'m [VirtualService]) -> Self {
+        let by_name = services
+            .iter()
+            .map(|vs| ((vs.namespace.as_str(), vs.name.as_str()), vs))
+            .collect();
+        Delegates { by_name }
+    }
+
+    /// The delegate `to` names for a root in `root_namespace`: a
+    /// VirtualService without hosts, exported to the root's namespace.
+    pub fn find(
+        &self,
+        to: &DelegateRef,
+        root_namespace: &str,
+    ) -> Result<&'m VirtualService, DelegateMissing> {
+        let Some(&vs) = self.by_name.get(&(to.namespace.as_str(), to.name.as_str())) else {
+            return Err(DelegateMissing::NotFound { to: to.clone() });
+        };
+        if !vs.hosts.is_empty() {
+            return Err(DelegateMissing::NotADelegate { to: to.clone() });
+        }
+        if !vs.export_to.visible_from(&vs.namespace, root_namespace) {
+            return Err(DelegateMissing::NotExported {
+                to: to.clone(),
+                namespace: root_namespace.to_string(),
+            });
+        }
+        Ok(vs)
+    }
+}
+
+/// Which of a rule's fields that a delegate rule inherits were written at
+/// all, even empty (`rewrite: {}`, `headers: {}`) or zero (`timeout: 0s`):
+/// Istio's merge gives a delegate rule the root rule's value only where
+/// the delegate left the field unset (`virtualservice.go::mergeHTTPRoute`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    pub rewrite: bool,
+    pub timeout: bool,
+    pub headers: bool,
 }
 
 /// One `http[]` rule.
@@ -143,6 +241,8 @@ pub struct HttpRoute {
     /// `retries`; `None` when the rule sets none (Istio's default policy
     /// then applies).
     pub retries: Option<HttpRetry>,
+    /// Which inheritable fields were written, for the delegate merge.
+    pub written: Written,
 }
 
 /// `http[].retries`, validated as Istio validates it (`ValidateHTTPRetry`).

@@ -21,7 +21,8 @@ pub struct Backend {
 /// One HTTP route of a virtual host, in evaluation order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Route {
-    /// `VirtualService ns/name spec.http[i]`.
+    /// `VirtualService ns/name spec.http[i]`, followed by ` -> ns/delegate
+    /// spec.http[j]` for a delegate's rule merged with the root's.
     pub source: String,
     /// OR'ed; empty matches every request.
     pub matches: Vec<HttpMatch>,

@@ -2,7 +2,7 @@
 //! VirtualService's `http` rules as routes.
 use super::{Accepted, Binder, Layer};
 use crate::{
-    compile::retry::retry_policy,
+    compile::{delegate, retry::retry_policy},
     model::{HostPattern, HttpAction, HttpMatch, VirtualService},
     plan::{HostTable, Route, RouteAction, VirtualHost},
 };
@@ -42,11 +42,17 @@ impl<'m> Binder<'m> {
         HostTable::new(vhosts)
     }
 
-    /// A VirtualService's rules that apply to `gateway` on `port`, stopping
+    /// A VirtualService's rules that apply to `gateway` on `port` (a
+    /// delegating rule replaced by its delegate's rules, merged), stopping
     /// after the first catch-all (`route.go::BuildHTTPRoutesForVirtualService`).
-    fn http_routes(&mut self, vs: &VirtualService, gateway: &str, port: u16) -> Vec<Route> {
+    fn http_routes(&mut self, vs: &'m VirtualService, gateway: &str, port: u16) -> Vec<Route> {
         let mut routes = Vec::new();
-        for (index, rule) in vs.http.iter().enumerate() {
+        for rule in delegate::http_rules(vs, &self.delegates, &mut self.warnings) {
+            let delegate::Rule {
+                route: rule,
+                source,
+                namespace,
+            } = rule;
             let matches: Vec<HttpMatch> = rule
                 .matches
                 .iter()
@@ -57,13 +63,9 @@ impl<'m> Binder<'m> {
             if !rule.matches.is_empty() && matches.is_empty() {
                 continue;
             }
-            let source = format!(
-                "VirtualService {}/{} spec.http[{index}]",
-                vs.namespace, vs.name
-            );
             let action = match &rule.action {
                 HttpAction::Route(destinations) => {
-                    let backends = self.forward(destinations, &vs.namespace, &source, Layer::Http);
+                    let backends = self.forward(destinations, namespace, &source, Layer::Http);
                     // Istio looks for a consistent hash only when the rule
                     // has one destination (`route.go::applyHTTPRouteDestination`).
                     let hashing = match backends.0.as_slice() {
@@ -84,6 +86,9 @@ impl<'m> Binder<'m> {
                     status: *status,
                     body: body.clone(),
                 },
+                // Validation keeps delegation one level deep; a rule left
+                // delegating serves nothing.
+                HttpAction::Delegate { .. } => continue,
             };
             let catch_all = matches.is_empty() || matches.iter().any(HttpMatch::is_catch_all);
             routes.push(Route {

@@ -12,7 +12,7 @@ use crate::{
         headers,
         yaml::{Node, Value},
     },
-    model::{HttpAction, HttpMatch, HttpRedirect, HttpRoute, StringMatch},
+    model::{DelegateRef, HttpAction, HttpMatch, HttpRedirect, HttpRoute, StringMatch, Written},
 };
 
 const HTTP_FIELDS: &[&str] = &[
@@ -25,6 +25,7 @@ const HTTP_FIELDS: &[&str] = &[
     "timeout",
     "headers",
     "retries",
+    "delegate",
 ];
 /// Accepted, not applied yet: each gets a warning so nobody relies on it silently.
 const NOT_APPLIED_YET: &[&str] = &[
@@ -36,7 +37,6 @@ const NOT_APPLIED_YET: &[&str] = &[
     // The deprecated field's other spelling, which the CRD also accepts.
     "mirror_percent",
     "corsPolicy",
-    "delegate",
     "internalActiveRedirect",
 ];
 const HTTP_MATCH_FIELDS: &[&str] = &[
@@ -57,11 +57,14 @@ const HTTP_MATCH_FIELDS: &[&str] = &[
 ];
 const REDIRECT_CODES: &[i64] = &[301, 302, 303, 307, 308];
 
+/// One `http[]` rule of a VirtualService in `namespace`; `in_delegate`:
+/// the VirtualService is a delegate (it has no hosts).
 pub(super) fn decode_http_route(
     d: &mut Decoder<'_>,
     node: &Node,
     path: &str,
     namespace: &str,
+    in_delegate: bool,
 ) -> Option<HttpRoute> {
     let entries = d.mapping(node, path, &[HTTP_FIELDS, NOT_APPLIED_YET].concat())?;
     warn_not_applied_yet(d, entries, path);
@@ -81,14 +84,25 @@ pub(super) fn decode_http_route(
     let (request_headers, response_headers) = field(entries, "headers")
         .map(|n| headers::decode(d, n, &join(path, "headers")))
         .unwrap_or_default();
-    check_one_action(d, node, entries, path);
+    let delegate = set(entries, "delegate")
+        .and_then(|n| decode_delegate(d, n, &join(path, "delegate"), namespace));
+    check_one_action(d, node, entries, path, in_delegate);
     let timeout = route_timeout(d, entries, path);
-    let retries = field(entries, "retries")
-        .and_then(|n| retries::decode_retries(d, n, &join(path, "retries")));
-    let action = match (redirect, direct) {
-        (Some(redirect), _) => HttpAction::Redirect(redirect),
-        (None, Some((status, body))) => HttpAction::DirectResponse { status, body },
-        (None, None) => HttpAction::Route(route),
+    let retries =
+        set(entries, "retries").and_then(|n| retries::decode_retries(d, n, &join(path, "retries")));
+    let action = match (redirect, direct, delegate) {
+        (Some(redirect), _, _) => HttpAction::Redirect(redirect),
+        (None, direct, Some(to)) => HttpAction::Delegate {
+            to,
+            direct_response: direct,
+        },
+        (None, Some((status, body)), None) => HttpAction::DirectResponse { status, body },
+        (None, None, None) => HttpAction::Route(route),
+    };
+    let written = Written {
+        rewrite: set(entries, "rewrite").is_some(),
+        timeout: set(entries, "timeout").is_some(),
+        headers: set(entries, "headers").is_some(),
     };
     Some(HttpRoute {
         name: d.opt_string(entries, "name", path),
@@ -101,6 +115,32 @@ pub(super) fn decode_http_route(
         request_headers,
         response_headers,
         retries,
+        written,
+    })
+}
+
+/// A field written with a value: `null` is unset, as Istio reads it (a nil
+/// message), which matters for what a delegate rule inherits.
+fn set<'n>(entries: &'n [(Node, Node)], name: &str) -> Option<&'n Node> {
+    field(entries, name).filter(|n| n.value != Value::Null)
+}
+
+/// `http[].delegate`: `name`, and `namespace` (the VirtualService's own
+/// when not written). Istio validates neither: a name that finds no
+/// delegate is reported once every VirtualService is read.
+fn decode_delegate(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+    namespace: &str,
+) -> Option<DelegateRef> {
+    let entries = d.mapping(node, path, &["name", "namespace"])?;
+    Some(DelegateRef {
+        name: d.opt_string(entries, "name", path).unwrap_or_default(),
+        namespace: d
+            .opt_string(entries, "namespace", path)
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| namespace.to_string()),
     })
 }
 
@@ -119,41 +159,49 @@ fn warn_not_applied_yet(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &st
     }
 }
 
-/// Exactly one of route, redirect and directResponse (Istio's root-route
-/// rules for `delegate` included), and no rewrite with a redirect.
-fn check_one_action(d: &mut Decoder<'_>, node: &Node, entries: &[(Node, Node)], path: &str) {
-    let has_route = field(entries, "route").is_some();
-    let actions = [
-        has_route,
-        field(entries, "redirect").is_some(),
-        field(entries, "directResponse").is_some(),
-    ];
-    let delegating = field(entries, "delegate").is_some();
-    if delegating {
-        // Istio's root-route rules; the rule itself cannot be served (the
-        // warning for `delegate` says so, and without an action of its own
-        // the error below refuses it).
-        for (name, message) in [
-            (
-                "route",
-                "a root HTTP route with delegate must not specify route",
-            ),
-            (
-                "redirect",
-                "a root HTTP route with delegate must not specify redirect",
-            ),
-        ] {
-            if let Some(at) = field(entries, name) {
-                d.error(at, &join(path, name), message);
+/// Exactly one of route, redirect and directResponse, and no rewrite with
+/// a redirect; Istio's `validateHTTPRouteConflict`: a root rule (one with
+/// `delegate`) may set neither route nor redirect and is checked for
+/// nothing else (its directResponse, if any, goes to the delegate rules
+/// that set none); a delegate's rule may not delegate again, so no chain
+/// or cycle of delegation can form.
+fn check_one_action(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    entries: &[(Node, Node)],
+    path: &str,
+    in_delegate: bool,
+) {
+    if let Some(at) = set(entries, "delegate") {
+        if in_delegate {
+            d.error(
+                at,
+                &join(path, "delegate"),
+                "delegate HTTP route cannot contain delegate",
+            );
+        } else {
+            for (name, message) in [
+                (
+                    "route",
+                    "a root HTTP route with delegate must not specify route",
+                ),
+                (
+                    "redirect",
+                    "a root HTTP route with delegate must not specify redirect",
+                ),
+            ] {
+                if let Some(at) = field(entries, name) {
+                    d.error(at, &join(path, name), message);
+                }
             }
+            return;
         }
     }
-    match actions.iter().filter(|a| **a).count() {
-        0 if delegating => d.error(
-            node,
-            path,
-            "delegation is not served by this gateway yet, and this rule has no directResponse of its own to serve",
-        ),
+    let actions = ["route", "redirect", "directResponse"]
+        .iter()
+        .filter(|name| field(entries, name).is_some())
+        .count();
+    match actions {
         0 => d.error(
             node,
             path,
@@ -273,6 +321,15 @@ fn decode_http_match(
             );
         }
     }
+    // Kept for the delegate merge's conflict rules only.
+    if let Some(Value::Map(labels)) = field(entries, "sourceLabels").map(|n| &n.value) {
+        for (key, value) in labels {
+            if let (Value::Str(k), Value::Str(v)) = (&key.value, &value.value) {
+                m.source_labels.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    m.source_namespace = d.opt_string(entries, "sourceNamespace", path);
     Some(m)
 }
 
