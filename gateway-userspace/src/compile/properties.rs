@@ -112,6 +112,8 @@ fn http_route() -> impl Strategy<Value = HttpRoute> {
             timeout: None,
             request_headers: Default::default(),
             response_headers: Default::default(),
+            fault: None,
+            cors: None,
         })
 }
 

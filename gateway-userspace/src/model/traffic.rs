@@ -140,6 +140,10 @@ pub struct HttpRoute {
     pub request_headers: HeaderOperations,
     /// `headers.response`: applied before the response goes back.
     pub response_headers: HeaderOperations,
+    /// `fault`: delays and aborts injected before the action.
+    pub fault: Option<super::HttpFault>,
+    /// `corsPolicy`.
+    pub cors: Option<super::CorsPolicy>,
 }
 
 /// `headers.request` or `headers.response` of an HTTP rule: validated, names

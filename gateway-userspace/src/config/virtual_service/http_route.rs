@@ -3,7 +3,7 @@
 //! Istio's `validateHTTPRoute` rules.
 use std::{collections::BTreeMap, time::Duration};
 
-use super::match_gateways;
+use super::{cors::decode_cors, fault::decode_fault, match_gateways};
 use crate::{
     config::{
         common::{destinations, duration, port_number, string_match},
@@ -24,18 +24,18 @@ const HTTP_FIELDS: &[&str] = &[
     "rewrite",
     "timeout",
     "headers",
+    "fault",
+    "corsPolicy",
 ];
 /// Accepted, not applied yet: each gets a warning so nobody relies on it silently.
 const NOT_APPLIED_YET: &[&str] = &[
     "retries",
-    "fault",
     "mirror",
     "mirrors",
     "mirrorPercentage",
     "mirrorPercent",
     // The deprecated field's other spelling, which the CRD also accepts.
     "mirror_percent",
-    "corsPolicy",
     "delegate",
     "internalActiveRedirect",
 ];
@@ -81,6 +81,9 @@ pub(super) fn decode_http_route(
     let (request_headers, response_headers) = field(entries, "headers")
         .map(|n| headers::decode(d, n, &join(path, "headers")))
         .unwrap_or_default();
+    let fault = field(entries, "fault").and_then(|n| decode_fault(d, n, &join(path, "fault")));
+    let cors =
+        field(entries, "corsPolicy").and_then(|n| decode_cors(d, n, &join(path, "corsPolicy")));
     check_one_action(d, node, entries, path);
     let timeout = route_timeout(d, entries, path);
     let action = match (redirect, direct) {
@@ -98,6 +101,8 @@ pub(super) fn decode_http_route(
         timeout,
         request_headers,
         response_headers,
+        fault,
+        cors,
     })
 }
 
