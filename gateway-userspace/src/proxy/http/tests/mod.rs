@@ -1,6 +1,7 @@
 //! The HTTP phase's tests: pure ones of its headers and forwarding here,
 //! and through live requests the route phase (`handle_phase`), the
 //! upstream phase (`upstream_phase`) and the log phase (`log_phase`).
+mod filter_phase;
 mod handle_phase;
 mod log_phase;
 mod upstream_phase;
