@@ -117,13 +117,25 @@ fn harness_with(backend: &Backend, more: &str) -> Harness {
     )
 }
 
-/// Envoy's `http.*.fault.aborts_injected` as rendered now.
-fn aborts_injected() -> u64 {
+/// Envoy's fault counter `name` as rendered now.
+fn counter(name: &str) -> u64 {
     let mut out = String::new();
     crate::proxy::metrics::render(&mut out);
     out.lines()
-        .find_map(|line| line.strip_prefix("envoy_http_fault_aborts_injected "))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .map_or(0, |value| value.parse().expect("a number"))
+}
+
+/// Whether the counter `name` goes past `before` within a second (it is
+/// recorded as the log phase runs).
+async fn counted_past(name: &str, before: u64) -> bool {
+    for _ in 0..100 {
+        if counter(name) > before {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
 
 #[tokio::test]
@@ -133,7 +145,7 @@ async fn an_abort_is_answered_by_the_gateway_flagged_fi_and_counted() {
         &backend,
         "    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}\n    headers: {response: {set: {x-route: yes}}}\n",
     );
-    let before = aborts_injected();
+    let before = counter("envoy_http_fault_aborts_injected");
     let answer = harness.ask(GET).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
@@ -147,7 +159,7 @@ async fn an_abort_is_answered_by_the_gateway_flagged_fi_and_counted() {
     assert_eq!(entry["response_flags"], "FI", "{entry}");
     assert_eq!(entry["response_code_details"], "fault_filter_abort");
     assert!(backend.requests.try_recv().is_err(), "the backend saw it");
-    assert!(aborts_injected() > before);
+    assert!(counted_past("envoy_http_fault_aborts_injected", before).await);
 }
 
 #[tokio::test]
@@ -157,6 +169,7 @@ async fn a_delay_holds_the_request_then_lets_it_through_flagged_di() {
         &backend,
         "    fault: {delay: {fixedDelay: 300ms, percentage: {value: 100}}}\n",
     );
+    let before = counter("envoy_http_fault_delays_injected");
     let started = Instant::now();
     let answer = harness.ask(GET).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -164,6 +177,7 @@ async fn a_delay_holds_the_request_then_lets_it_through_flagged_di() {
     backend.request().await;
     let entry = harness.entry().await;
     assert_eq!(entry["response_flags"], "DI", "{entry}");
+    assert!(counted_past("envoy_http_fault_delays_injected", before).await);
 }
 
 #[tokio::test]
