@@ -26,9 +26,9 @@ const FIELDS: &[&str] = &[
     "unmatchedPreflights",
 ];
 
-/// `corsPolicy`; `None` when something in it is invalid.
+/// `corsPolicy` (a VirtualService with any error is left out whole, so
+/// what an invalid policy decodes to is never served).
 pub(super) fn decode_cors(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<CorsPolicy> {
-    let before = d.error_count();
     let entries = d.mapping(node, path, FIELDS)?;
     let mut allow_origins: Vec<StringMatch> = d
         .items(entries, "allowOrigins", path)
@@ -87,9 +87,6 @@ pub(super) fn decode_cors(d: &mut Decoder<'_>, node: &Node, path: &str) -> Optio
             }
         }
     };
-    if d.error_count() > before {
-        return None;
-    }
     Some(CorsPolicy {
         allow_origins,
         allow_methods: allow_methods.join(","),

@@ -161,3 +161,22 @@ fn cors_policy_is_no_longer_said_not_applied() {
     let config = with_cors("      allowOrigins: [{exact: https://a.example}]\n");
     assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
 }
+
+#[test]
+fn a_bad_list_item_is_pointed_at_where_it_is_written() {
+    let config = with_cors(
+        "      allowMethods:\n      - GET\n      - get\n      exposeHeaders:\n      - 'x y'\n",
+    );
+    let line_of = |field: &str| {
+        config
+            .diagnostics
+            .iter()
+            .find(|d| d.field == field)
+            .map(|d| d.line)
+    };
+    assert_eq!(line_of("spec.http[0].corsPolicy.allowMethods[1]"), Some(15));
+    assert_eq!(
+        line_of("spec.http[0].corsPolicy.exposeHeaders[0]"),
+        Some(17)
+    );
+}
