@@ -248,13 +248,13 @@ pub(super) fn milliseconds(
         d.error(node, path, "duration must be greater than 1ms");
         return None;
     }
-    // `1.1s` is 1100.0000000000002 ms in binary: judged to a nanosecond.
-    let whole = millis.round();
-    if (millis - whole).abs() > 1e-6 {
+    // Judged in whole nanoseconds: `1.1s` is 1100.0000000000002 ms in binary.
+    let nanos = (millis * 1e6).round() as u64;
+    if nanos % 1_000_000 != 0 {
         d.error(node, path, "only durations to ms precision are supported");
         return None;
     }
-    Some(std::time::Duration::from_millis(whole as u64))
+    Some(std::time::Duration::from_nanos(nanos))
 }
 
 #[cfg(test)]

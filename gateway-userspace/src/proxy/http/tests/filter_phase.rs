@@ -88,7 +88,18 @@ async fn a_grpc_abort_is_a_trailers_only_answer_with_its_status() {
 
 #[tokio::test]
 async fn an_http_abort_of_a_grpc_request_maps_its_status_as_envoy_does() {
-    for (http, grpc) in [(503, "14"), (404, "12"), (400, "13"), (418, "2")] {
+    for (http, grpc) in [
+        (400, "13"),
+        (401, "16"),
+        (403, "7"),
+        (404, "12"),
+        (429, "14"),
+        (502, "14"),
+        (503, "14"),
+        (504, "14"),
+        (418, "2"),
+        (500, "2"),
+    ] {
         let response = fault::abort_response(AbortStatus::Http(http), true);
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["grpc-status"], grpc, "{http}");
