@@ -250,7 +250,7 @@ pub(super) fn milliseconds(
     }
     // Judged in whole nanoseconds: `1.1s` is 1100.0000000000002 ms in binary.
     let nanos = (millis * 1e6).round() as u64;
-    if nanos % 1_000_000 != 0 {
+    if !nanos.is_multiple_of(1_000_000) {
         d.error(node, path, "only durations to ms precision are supported");
         return None;
     }
