@@ -2430,3 +2430,269 @@ fn delegation_serves_the_delegates_rules_and_drops_a_missing_one() {
     let web = get("/web");
     assert!(web.contains("backend=web"), "{web}");
 }
+
+/// A VirtualService `name` for `name.test` with the `http` rules given
+/// (YAML flow items at list indentation), all to `name.backend`.
+fn policy_yaml(name: &str, http: &str) -> String {
+    gateway_yaml(
+        "",
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: istio-system}}
+spec:
+  hosts: [{name}.test]
+  gateways: [gw]
+  http:
+{http}
+---
+{}",
+            service_entry(name, 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
+        ),
+    )
+}
+
+#[test]
+fn fault_aborts_hold_their_share_delays_wait_and_both_are_flagged_and_counted() {
+    require_root();
+    let topology = topology();
+    let _backend = backend(&topology, "faulty", &format!("{BACKEND_V4}:8080"), &[]);
+    let scratch = Scratch::new();
+    let yaml = policy_yaml(
+        "faulty",
+        "  - match: [{uri: {prefix: /abort}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 50}}}
+    route: [{destination: {host: faulty.backend}}]
+  - match: [{uri: {prefix: /delay}}]
+    fault: {delay: {fixedDelay: 300ms, percentage: {value: 100}}}
+    route: [{destination: {host: faulty.backend}}]
+  - match: [{uri: {prefix: /grpc}}]
+    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}
+    route: [{destination: {host: faulty.backend}}]
+  - route: [{destination: {host: faulty.backend}}]",
+    );
+    let daemon = start(&topology, &scratch, &yaml, &["--access-log-format", "json"]);
+    let resolve = resolve("faulty.test:80");
+
+    // 50% over 400 requests: mean 200, sd 10; ±32 (8 points) is 3.2 sd.
+    const N: usize = 400;
+    let url = "http://faulty.test/abort";
+    let mut args = vec!["-w", "%{http_code}\\n", "--resolve", &resolve];
+    // Each URL gets its own `-o`: curl writes the others' bodies to stdout.
+    for _ in 0..N {
+        args.extend(["-o", "/dev/null", url]);
+    }
+    let out = curl(&topology, &args);
+    let codes = String::from_utf8_lossy(&out.stdout).into_owned();
+    let aborted = codes.lines().filter(|c| *c == "503").count();
+    let passed = codes.lines().filter(|c| *c == "200").count();
+    assert_eq!(aborted + passed, N, "{codes}\n{}", daemon.log());
+    eprintln!("{aborted} of {N} requests aborted");
+    assert!(
+        (168..=232).contains(&aborted),
+        "aborted {aborted} of {N}: outside 50% ± 8 points"
+    );
+
+    let abort_body = text(&curl(
+        &topology,
+        &["-i", "--resolve", &resolve, "http://faulty.test/grpc"],
+    ));
+    assert!(abort_body.starts_with("HTTP/1.1 200"), "{abort_body}");
+    assert!(abort_body.contains("fault filter abort"), "{abort_body}");
+    let grpc = text(&curl(
+        &topology,
+        &[
+            "-i",
+            "--http2-prior-knowledge",
+            "-H",
+            "content-type: application/grpc",
+            "--data-binary",
+            "",
+            "--resolve",
+            &resolve,
+            "http://faulty.test/grpc/Svc/M",
+        ],
+    ))
+    .to_ascii_lowercase();
+    assert!(grpc.starts_with("http/2 200"), "{grpc}");
+    assert!(grpc.contains("\ngrpc-status: 14\r"), "{grpc}");
+    assert!(
+        grpc.contains("\ngrpc-message: fault filter abort\r"),
+        "{grpc}"
+    );
+    assert!(!grpc.contains("x-backend"), "the backend answered: {grpc}");
+
+    // A fixed delay, measured: each request takes at least the delay.
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let out = curl(
+            &topology,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{time_total}",
+                "--resolve",
+                &resolve,
+                "http://faulty.test/delay",
+            ],
+        );
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (code, seconds) = line.split_once(' ').expect("code and time");
+        assert_eq!(code, "200", "{line}");
+        times.push(seconds.parse::<f64>().expect("seconds"));
+    }
+    let undelayed = curl(
+        &topology,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{time_total}",
+            "--resolve",
+            &resolve,
+            "http://faulty.test/plain",
+        ],
+    );
+    let undelayed: f64 = String::from_utf8_lossy(&undelayed.stdout)
+        .parse()
+        .expect("seconds");
+    eprintln!("delayed requests took {times:?} s; one without the fault {undelayed} s");
+    assert!(times.iter().all(|t| (0.3..1.3).contains(t)), "{times:?}");
+    assert!(undelayed < 0.3, "{undelayed}");
+
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let log = daemon.log();
+    let flags_of = |path: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.starts_with('{') && l.contains(&format!("\"path\":\"{path}\"")))
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON");
+                format!(
+                    "{} {}",
+                    v["response_code"],
+                    v["response_flags"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let abort_lines = flags_of("/abort");
+    assert_eq!(abort_lines.len(), N, "{log}");
+    assert_eq!(
+        abort_lines.iter().filter(|l| *l == "503 FI").count(),
+        aborted
+    );
+    assert_eq!(abort_lines.iter().filter(|l| *l == "200 -").count(), passed);
+    assert!(flags_of("/delay").iter().all(|l| l == "200 DI"), "{log}");
+    assert_eq!(flags_of("/delay").len(), 5);
+
+    let scrape = prometheus(&topology);
+    assert_eq!(
+        sample(&scrape, "envoy_http_fault_aborts_injected", &[]),
+        Some((aborted + 2) as f64)
+    );
+    assert_eq!(
+        sample(&scrape, "envoy_http_fault_delays_injected", &[]),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "istio_requests_total",
+            &[("response_flags", "FI"), ("response_code", "503")]
+        ),
+        Some(aborted as f64)
+    );
+}
+
+#[test]
+fn a_cors_preflight_from_an_allowed_origin_is_answered_and_another_origins_is_not() {
+    require_root();
+    let topology = topology();
+    let _backend = backend(&topology, "cors", &format!("{BACKEND_V4}:8080"), &[]);
+    let scratch = Scratch::new();
+    let yaml = policy_yaml(
+        "cors",
+        "  - corsPolicy:
+      allowOrigins: [{exact: 'https://app.example'}, {regex: 'https://[a-z]+\\.dev\\.example'}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-token]
+      exposeHeaders: [x-backend]
+      maxAge: 1h
+      allowCredentials: true
+    route: [{destination: {host: cors.backend}}]",
+    );
+    let daemon = start(&topology, &scratch, &yaml, &["--access-log-format", "json"]);
+    let resolve = resolve("cors.test:80");
+    let ask = |method: &str, origin: &str| {
+        let origin = format!("origin: {origin}");
+        let mut args = vec!["-i", "-X", method, "-H", &origin, "--resolve", &resolve];
+        if method == "OPTIONS" {
+            args.extend(["-H", "access-control-request-method: POST"]);
+        }
+        args.push("http://cors.test/things");
+        text(&curl(&topology, &args)).to_ascii_lowercase()
+    };
+
+    let allowed = ask("OPTIONS", "https://app.example");
+    assert!(
+        allowed.starts_with("http/1.1 200"),
+        "{allowed}\n{}",
+        daemon.log()
+    );
+    for line in [
+        "access-control-allow-origin: https://app.example",
+        "access-control-allow-methods: get,post",
+        "access-control-allow-headers: x-token",
+        "access-control-max-age: 3600",
+        "access-control-allow-credentials: true",
+        "content-length: 0",
+    ] {
+        assert!(
+            allowed.contains(&format!("\n{line}\r")),
+            "{line}: {allowed}"
+        );
+    }
+    assert!(
+        !allowed.contains("x-backend"),
+        "the backend answered: {allowed}"
+    );
+    let by_regex = ask("OPTIONS", "https://team.dev.example");
+    assert!(
+        by_regex.contains("\naccess-control-allow-origin: https://team.dev.example\r"),
+        "{by_regex}"
+    );
+
+    let other = ask("OPTIONS", "https://evil.example");
+    assert!(
+        other.contains("\nx-backend: cors\r"),
+        "not forwarded: {other}"
+    );
+    assert!(!other.contains("access-control-allow"), "{other}");
+
+    let actual = ask("GET", "https://app.example");
+    assert!(actual.contains("\nx-backend: cors\r"), "{actual}");
+    assert!(
+        actual.contains("\naccess-control-allow-origin: https://app.example\r"),
+        "{actual}"
+    );
+    assert!(
+        actual.contains("\naccess-control-expose-headers: x-backend\r"),
+        "{actual}"
+    );
+    assert!(
+        actual.contains("\naccess-control-allow-credentials: true\r"),
+        "{actual}"
+    );
+
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let log = daemon.log();
+    let answered = log
+        .lines()
+        .filter(|l| {
+            l.contains("\"method\":\"OPTIONS\"")
+                && l.contains("\"response_code_details\":\"cors_response\"")
+        })
+        .count();
+    assert_eq!(answered, 2, "{log}");
+}

@@ -44,6 +44,9 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/proxy/http/headers.rs",
     "gateway-userspace/src/proxy/http/forward.rs",
     "gateway-userspace/src/proxy/http/mod.rs",
+    "gateway-userspace/src/proxy/http/fault.rs",
+    "gateway-userspace/src/proxy/http/cors.rs",
+    "gateway-userspace/src/model/fault.rs",
     "gateway-userspace/src/proxy/http/bodies.rs",
 ];
 /// Test files among them.

@@ -103,6 +103,13 @@ fn merge_route(
     if delegate.retries.is_none() {
         out.retries.clone_from(&root.retries);
     }
+    // Likewise `fault` and `corsPolicy` (`mergeHTTPRoute`).
+    if delegate.fault.is_none() {
+        out.fault.clone_from(&root.fault);
+    }
+    if delegate.cors.is_none() {
+        out.cors.clone_from(&root.cors);
+    }
     if !delegate.written.headers {
         out.request_headers = root.request_headers.clone();
         out.response_headers = root.response_headers.clone();

@@ -114,6 +114,8 @@ fn http_route() -> impl Strategy<Value = HttpRoute> {
             request_headers: Default::default(),
             response_headers: Default::default(),
             written: Default::default(),
+            fault: None,
+            cors: None,
         })
 }
 

@@ -1,6 +1,8 @@
 //! Decodes `VirtualService` documents, applying Istio's validation rules
 //! (`ValidateVirtualService`) for what a gateway serves. The `http` rules
 //! are decoded in `http_route`.
+mod cors;
+mod fault;
 mod http_route;
 mod retries;
 

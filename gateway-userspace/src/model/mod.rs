@@ -1,11 +1,15 @@
 //! The validated configuration the compiler works from: plain Rust values,
 //! no YAML, no kernel types beyond the listener kind.
+mod cors;
+mod fault;
 mod gateway;
 mod host;
 mod service;
 mod subnet;
 mod traffic;
 
+pub use cors::*;
+pub use fault::*;
 pub use gateway::*;
 pub use host::*;
 pub use service::*;

@@ -241,6 +241,10 @@ pub struct HttpRoute {
     /// `retries`; `None` when the rule sets none (Istio's default policy
     /// then applies).
     pub retries: Option<HttpRetry>,
+    /// `fault`: delays and aborts injected before the action.
+    pub fault: Option<super::HttpFault>,
+    /// `corsPolicy`.
+    pub cors: Option<super::CorsPolicy>,
     /// Which inheritable fields were written, for the delegate merge.
     pub written: Written,
 }

@@ -219,6 +219,8 @@ mod tests {
             catch_all: false,
             request_headers: Default::default(),
             response_headers: Default::default(),
+            fault: None,
+            cors: None,
         }
     }
 

@@ -20,6 +20,8 @@ pub use self::{
     retry::{DEFAULT_BACKOFF_BASE, HOST_SELECTION_ATTEMPTS, RetryOn, RetryPolicy},
     route::{Backend, Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
 };
+/// A route's fault injection and CORS policy, as the model holds them.
+pub use crate::model::{AbortStatus, CorsPolicy, FaultAbort, FaultDelay, HttpFault, PerMillion};
 /// The model's typed values a plan names, for its readers (who never
 /// import the model themselves).
 pub use crate::model::{

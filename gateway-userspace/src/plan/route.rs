@@ -3,7 +3,9 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use super::{ClusterId, HostTable, RetryPolicy, Unresolved};
-use crate::model::{HeaderOperations, HostPattern, HttpMatch, HttpRedirect, ServerTls};
+use crate::model::{
+    CorsPolicy, HeaderOperations, HostPattern, HttpFault, HttpMatch, HttpRedirect, ServerTls,
+};
 
 /// Weighted backends. A share whose backend could not be resolved answers
 /// 503 on an HTTP route; on a TCP or TLS forward its connections are closed.
@@ -32,6 +34,14 @@ pub struct Route {
     pub request_headers: HeaderOperations,
     /// `headers.response` of the rule, whatever the action.
     pub response_headers: HeaderOperations,
+    /// `fault` of the rule, whatever the action: Istio puts it in the
+    /// route's per-filter config and Envoy's fault filter reads it from
+    /// the route, a redirect or direct response included.
+    pub fault: Option<HttpFault>,
+    /// `corsPolicy` of a forwarding rule only: Envoy's CORS filter does
+    /// nothing on a route without a route entry (redirect, direct
+    /// response), so the binder leaves it out there.
+    pub cors: Option<CorsPolicy>,
 }
 
 /// What a matched HTTP route does.

@@ -106,6 +106,14 @@ struct EgressLabels {
     verdict: &'static str,
 }
 
+/// Envoy's fault filter counters (`http.<prefix>.fault.delays_injected`,
+/// `aborts_injected`), counted from the flags of finished requests.
+#[derive(Debug, Default)]
+struct FaultCounts {
+    delays_injected: u64,
+    aborts_injected: u64,
+}
+
 #[derive(Debug, Default)]
 struct Series {
     /// Request series in the order they first appeared, found through
@@ -118,6 +126,8 @@ struct Series {
     tcp: BTreeMap<(String, String), TcpSeries>,
     /// Egress decisions (connections and HTTP requests) by workload and host.
     egress: BTreeMap<EgressLabels, u64>,
+    /// Requests a route's `fault` delayed (`DI`) and aborted (`FI`).
+    faults: FaultCounts,
 }
 
 /// Everything recorded since start.
@@ -176,6 +186,13 @@ pub fn record(entry: &Entry) {
     }
     match entry.protocol {
         Some(protocol) => {
+            for flag in &entry.flags {
+                match *flag {
+                    "DI" => series.faults.delays_injected += 1,
+                    "FI" => series.faults.aborts_injected += 1,
+                    _ => {}
+                }
+            }
             let request = request_series(&mut series, entry, protocol);
             request.total += 1;
             let millis = entry.duration.as_secs_f64() * 1000.0;
@@ -272,6 +289,28 @@ pub fn render(out: &mut String) {
     render_requests(out, &series);
     render_tcp(out, &series);
     render_egress(out, &series);
+    render_faults(out, &series.faults);
+}
+
+/// The fault filter's counters, under the names Envoy's Prometheus
+/// output gives them.
+fn render_faults(out: &mut String, faults: &FaultCounts) {
+    for (name, help, value) in [
+        (
+            "envoy_http_fault_delays_injected",
+            "Requests a route's fault delayed.",
+            faults.delays_injected,
+        ),
+        (
+            "envoy_http_fault_aborts_injected",
+            "Requests a route's fault aborted.",
+            faults.aborts_injected,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 /// The request counter and histogram families.

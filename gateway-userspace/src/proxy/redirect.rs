@@ -268,6 +268,8 @@ mod tests {
                 catch_all: true,
                 request_headers: Default::default(),
                 response_headers: Default::default(),
+                fault: None,
+                cors: None,
             }],
         }]);
         VirtualHosts::new(table).expect("hosts")

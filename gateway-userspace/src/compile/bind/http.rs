@@ -90,6 +90,7 @@ impl<'m> Binder<'m> {
                 // delegating serves nothing.
                 HttpAction::Delegate { .. } => continue,
             };
+            let forwards = matches!(action, RouteAction::Forward { .. });
             let catch_all = matches.is_empty() || matches.iter().any(HttpMatch::is_catch_all);
             routes.push(Route {
                 source,
@@ -98,6 +99,8 @@ impl<'m> Binder<'m> {
                 catch_all,
                 request_headers: rule.request_headers.clone(),
                 response_headers: rule.response_headers.clone(),
+                fault: rule.fault.clone(),
+                cors: rule.cors.clone().filter(|_| forwards),
             });
             if catch_all {
                 break;

@@ -3,7 +3,7 @@
 //! Istio's `validateHTTPRoute` rules.
 use std::{collections::BTreeMap, time::Duration};
 
-use super::{match_gateways, retries};
+use super::{cors::decode_cors, fault::decode_fault, match_gateways, retries};
 use crate::{
     config::{
         common::{destinations, duration, port_number, string_match},
@@ -26,17 +26,17 @@ const HTTP_FIELDS: &[&str] = &[
     "headers",
     "retries",
     "delegate",
+    "fault",
+    "corsPolicy",
 ];
 /// Accepted, not applied yet: each gets a warning so nobody relies on it silently.
 const NOT_APPLIED_YET: &[&str] = &[
-    "fault",
     "mirror",
     "mirrors",
     "mirrorPercentage",
     "mirrorPercent",
     // The deprecated field's other spelling, which the CRD also accepts.
     "mirror_percent",
-    "corsPolicy",
     "internalActiveRedirect",
 ];
 const HTTP_MATCH_FIELDS: &[&str] = &[
@@ -86,6 +86,9 @@ pub(super) fn decode_http_route(
         .unwrap_or_default();
     let delegate = set(entries, "delegate")
         .and_then(|n| decode_delegate(d, n, &join(path, "delegate"), namespace));
+    let fault = set(entries, "fault").and_then(|n| decode_fault(d, n, &join(path, "fault")));
+    let cors =
+        set(entries, "corsPolicy").and_then(|n| decode_cors(d, n, &join(path, "corsPolicy")));
     check_one_action(d, node, entries, path, in_delegate);
     let timeout = route_timeout(d, entries, path);
     let retries =
@@ -115,6 +118,8 @@ pub(super) fn decode_http_route(
         request_headers,
         response_headers,
         retries,
+        fault,
+        cors,
         written,
     })
 }

@@ -11,6 +11,8 @@
 //! headers; and the log phase when the response body ends (`bodies.rs`).
 //! Header work is in `headers.rs`.
 mod bodies;
+mod cors;
+mod fault;
 mod forward;
 mod hash_key;
 mod headers;
@@ -245,7 +247,9 @@ fn select_host(
 }
 
 /// The route's action (redirect, direct response, or the upstream phase),
-/// between its request and response header operations.
+/// between its request and response header operations; before them, in
+/// the order of the filters Istio gives a gateway (fault, CORS, router),
+/// the route's fault injection (`fault.rs`) and CORS policy (`cors.rs`).
 async fn act(
     shared: &Shared,
     routed: Routed<'_>,
@@ -256,6 +260,29 @@ async fn act(
     received: Option<&Arc<AtomicU64>>,
 ) -> Response<ProxyBody> {
     let route = routed.route;
+    let forwards = matches!(route.action, RouteAction::Forward { .. });
+    if let Some(fault) = &route.fault {
+        if let Some(mut aborted) = fault::inject(fault, req.headers(), entry).await {
+            // Envoy's local replies get the response headers of a route
+            // with a route entry (a forwarding one) only.
+            if forwards {
+                apply_header_operations(aborted.headers_mut(), &route.response_headers);
+            }
+            return aborted;
+        }
+    }
+    let latched = match cors::on_request(
+        route.cors.as_ref(),
+        routed.cors_origins,
+        req.method(),
+        req.headers(),
+    ) {
+        cors::Step::Answer(preflight) => {
+            entry.details = Some("cors_response");
+            return preflight;
+        }
+        cors::Step::Continue(latched) => latched,
+    };
     apply_header_operations(req.headers_mut(), &route.request_headers);
     let mut response = match &route.action {
         RouteAction::Redirect(redirect) => {
@@ -286,5 +313,6 @@ async fn act(
         }
     };
     apply_header_operations(response.headers_mut(), &route.response_headers);
+    cors::on_response(latched, response.headers_mut());
     response
 }

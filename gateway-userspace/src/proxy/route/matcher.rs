@@ -197,14 +197,14 @@ impl CompiledMatch {
 
 /// A compiled `StringMatch`.
 #[derive(Debug)]
-enum Value {
+pub(super) enum Value {
     Exact(String),
     Prefix(String),
     Regex(Regex),
 }
 
 impl Value {
-    fn new(m: &StringMatch) -> Result<Self, CompileError> {
+    pub(super) fn new(m: &StringMatch) -> Result<Self, CompileError> {
         Ok(match m {
             StringMatch::Exact(s) => Self::Exact(s.clone()),
             StringMatch::Prefix(s) => Self::Prefix(s.clone()),
@@ -216,7 +216,7 @@ impl Value {
         })
     }
 
-    fn accepts(&self, value: &[u8]) -> bool {
+    pub(super) fn accepts(&self, value: &[u8]) -> bool {
         match self {
             Self::Exact(s) => value == s.as_bytes(),
             Self::Prefix(s) => value.starts_with(s.as_bytes()),

@@ -7,7 +7,7 @@ mod matcher;
 
 use hyper::header::HeaderMap;
 
-use self::matcher::{CompiledMatch, compile_matches, first_accepting};
+use self::matcher::{CompiledMatch, Value, compile_matches, first_accepting};
 pub use self::matcher::{CompiledRoutes, RouteError, Selected};
 use super::rewrite::{RegexRewrite, RewriteError};
 use crate::plan::{HostPattern, HostTable, Route, RouteAction, StringMatch, authority_host};
@@ -74,6 +74,20 @@ pub struct ServedRoute {
     matches: Vec<CompiledMatch>,
     /// The compiled `uriRegexRewrite`, if the route forwards with one.
     regex_rewrite: Option<RegexRewrite>,
+    /// The compiled `corsPolicy.allowOrigins`, if the route has a policy.
+    cors_origins: StringMatches,
+}
+
+/// Compiled string matches (a CORS policy's origins), each as the
+/// route matches' own (`matcher.rs`: a regex matches the whole value).
+#[derive(Debug, Default)]
+pub struct StringMatches(Vec<Value>);
+
+impl StringMatches {
+    /// Whether any of the matches accepts `value`.
+    pub fn any_accepts(&self, value: &[u8]) -> bool {
+        self.0.iter().any(|m| m.accepts(value))
+    }
 }
 
 /// The route a request takes within a virtual host, and what its rewrites need.
@@ -83,6 +97,8 @@ pub struct Routed<'a> {
     /// The `uri` of the match that selected the route (what `rewrite.uri` replaces).
     pub matched_uri: Option<&'a StringMatch>,
     pub regex_rewrite: Option<&'a RegexRewrite>,
+    /// The route's CORS origins (empty without a policy).
+    pub cors_origins: &'a StringMatches,
 }
 
 impl VirtualHosts {
@@ -140,6 +156,7 @@ impl ServedHost {
             route: &served.route,
             matched_uri,
             regex_rewrite: served.regex_rewrite.as_ref(),
+            cors_origins: &served.cors_origins,
         })
     }
 }
@@ -159,10 +176,23 @@ impl ServedRoute {
             })?),
             _ => None,
         };
+        let cors_origins = route
+            .cors
+            .iter()
+            .flat_map(|cors| &cors.allow_origins)
+            .map(Value::new)
+            .collect::<Result<_, _>>()
+            .map(StringMatches)
+            .map_err(|(pattern, source)| RouteError {
+                route: route.source.clone(),
+                pattern,
+                source,
+            })?;
         Ok(Self {
             route,
             matches,
             regex_rewrite,
+            cors_origins,
         })
     }
 }

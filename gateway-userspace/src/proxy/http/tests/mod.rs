@@ -1,7 +1,9 @@
 //! The HTTP phase's tests: pure ones of its headers and forwarding here,
 //! and through live requests the route phase (`handle_phase`), the
 //! upstream phase (`upstream_phase`), its retries (`retry_phase`), outlier
-//! detection (`outlier_phase`) and the log phase (`log_phase`).
+//! detection (`outlier_phase`), the fault and CORS filters (`filter_phase`)
+//! and the log phase (`log_phase`).
+mod filter_phase;
 mod handle_phase;
 mod log_phase;
 mod outlier_phase;
