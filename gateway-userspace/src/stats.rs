@@ -200,6 +200,16 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Ejections for consecutive connect failures, timeouts or resets.",
     ),
     (
+        "envoy_cluster_upstream_rq_mirrored",
+        "counter",
+        "Copies of requests sent to the cluster as a mirror.",
+    ),
+    (
+        "envoy_cluster_upstream_rq_mirror_overflow",
+        "counter",
+        "Mirror copies not sent: the cluster had its most in flight.",
+    ),
+    (
         "envoy_cluster_outlier_detection_ejections_overflow",
         "counter",
         "Ejections not made: maxEjectionPercent of the endpoints were out.",

@@ -524,3 +524,51 @@ fn hashed_keys_keep_their_endpoint_and_about_a_third_move_when_one_of_three_goes
         }
     }
 }
+
+#[test]
+fn a_mirror_gets_its_share_and_a_dead_mirror_costs_the_client_nothing() {
+    require_root();
+    let topology = topology();
+    let _web = backend(&topology, "web", &format!("{BACKEND_V4}:8081"));
+    let _shadow = backend(&topology, "shadow", &format!("{BACKEND_V4}:8082"));
+    let scratch = Scratch::new();
+    let mirrors = "    mirrors:
+    - destination: {host: shadow.backend, port: {number: 80}}
+      percentage: {value: 50}
+    - destination: {host: dead.backend, port: {number: 80}}
+";
+    let entry = |name: &str, port: u16| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: istio-system}}
+spec:
+  hosts: [{name}.backend]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {BACKEND_V4}, ports: {{http: {port}}}}}]
+"
+        )
+    };
+    // Nothing listens on 8099: every copy to `dead` fails.
+    let yaml = config(mirrors, &[8081]) + &entry("shadow", 8082) + &entry("dead", 8099);
+    let daemon = start(&topology, &scratch, &yaml);
+    let marker = scratch.path.join("unused").display().to_string();
+    let out = topology.client(&[
+        PYTHON, "-c", LOAD, GATEWAY_V4, "200", "2", "100000", &marker,
+    ]);
+    let counts = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(counts, "{\"200\": 200}", "{}\n{}", text(&out), daemon.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let stat = |cluster: &str| {
+        gateway_tests::daemon::stat(
+            &topology,
+            &format!("cluster.outbound|80||{cluster}.backend.upstream_rq_mirrored"),
+        )
+    };
+    // 50% of 200: a binomial's 4 sigma is about 28.
+    let shadowed = stat("shadow");
+    assert!((72..=128).contains(&shadowed), "{shadowed}");
+    assert_eq!(stat("dead"), 200);
+}

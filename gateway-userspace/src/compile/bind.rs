@@ -39,6 +39,8 @@ impl Accepted<'_> {
 enum Layer {
     Http,
     Connection,
+    /// A route's mirror: an unresolved one copies nothing.
+    Mirror,
 }
 
 /// Binds VirtualServices and resolves their destinations.
@@ -137,6 +139,7 @@ impl<'m> Binder<'m> {
                 if let Err(reason) = &target {
                     let outcome = match layer {
                         Layer::Http => "requests routed there get 503",
+                        Layer::Mirror => "nothing is copied there",
                         Layer::Connection => "connections routed there are closed",
                     };
                     self.warnings.push(format!("{source}: {reason}; {outcome}"));

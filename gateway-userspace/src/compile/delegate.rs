@@ -110,6 +110,9 @@ fn merge_route(
     if delegate.cors.is_none() {
         out.cors.clone_from(&root.cors);
     }
+    if delegate.mirrors.is_empty() {
+        out.mirrors.clone_from(&root.mirrors);
+    }
     if !delegate.written.headers {
         out.request_headers = root.request_headers.clone();
         out.response_headers = root.response_headers.clone();

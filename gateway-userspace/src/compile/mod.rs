@@ -283,8 +283,16 @@ fn renumber_clusters(plan: &mut Plan, renumbered: &[ClusterId]) {
     let hosts = |table: &mut HostTable| {
         for host in table.hosts_mut() {
             for route in &mut host.routes {
-                if let RouteAction::Forward { backends, .. } = &mut route.action {
+                if let RouteAction::Forward {
+                    backends, mirrors, ..
+                } = &mut route.action
+                {
                     forward(backends);
+                    for mirror in mirrors {
+                        if let Ok(cluster) = &mut mirror.target {
+                            id(cluster);
+                        }
+                    }
                 }
             }
         }

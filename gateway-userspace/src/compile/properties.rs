@@ -115,6 +115,7 @@ fn http_route() -> impl Strategy<Value = HttpRoute> {
             response_headers: Default::default(),
             written: Default::default(),
             fault: None,
+            mirrors: Vec::new(),
             cors: None,
         })
 }

@@ -217,37 +217,9 @@ pub(super) fn destinations(
             );
             continue;
         };
-        let dest_path = join(&item_path, "destination");
-        let Some(dest_entries) = d.mapping(dest, &dest_path, &["host", "subset", "port"]) else {
+        let Some((host, subset, port)) = destination(d, dest, &join(&item_path, "destination"))
+        else {
             continue;
-        };
-        let Some(host) = d.opt_string(dest_entries, "host", &dest_path) else {
-            d.error(
-                dest,
-                &join(&dest_path, "host"),
-                "destination.host is required",
-            );
-            continue;
-        };
-        let subset = d.opt_string(dest_entries, "subset", &dest_path);
-        if let Some(subset) = &subset {
-            if !rules::is_dns1123_label(subset) {
-                let at = field(dest_entries, "subset").unwrap_or(dest);
-                d.error(
-                    at,
-                    &join(&dest_path, "subset"),
-                    format!("subset name {subset:?} must be a DNS-1123 label"),
-                );
-            }
-        }
-        let port = match field(dest_entries, "port") {
-            Some(port) => {
-                let port_path = join(&dest_path, "port");
-                d.mapping(port, &port_path, &["number"])
-                    .and_then(|p| field(p, "number"))
-                    .and_then(|n| port_number(d, n, &join(&port_path, "number")))
-            }
-            None => None,
         };
         out.push(Destination {
             host,
@@ -269,4 +241,43 @@ pub(super) fn destinations(
         out[0].weight = 100;
     }
     out
+}
+
+/// One `destination` (host, subset, port), checked as Istio checks it;
+/// `None` (with the error) when it has no host.
+pub(super) fn destination(
+    d: &mut Decoder<'_>,
+    dest: &Node,
+    dest_path: &str,
+) -> Option<(String, Option<String>, Option<u16>)> {
+    let dest_entries = d.mapping(dest, dest_path, &["host", "subset", "port"])?;
+    let Some(host) = d.opt_string(dest_entries, "host", dest_path) else {
+        d.error(
+            dest,
+            &join(dest_path, "host"),
+            "destination.host is required",
+        );
+        return None;
+    };
+    let subset = d.opt_string(dest_entries, "subset", dest_path);
+    if let Some(subset) = &subset {
+        if !rules::is_dns1123_label(subset) {
+            let at = field(dest_entries, "subset").unwrap_or(dest);
+            d.error(
+                at,
+                &join(dest_path, "subset"),
+                format!("subset name {subset:?} must be a DNS-1123 label"),
+            );
+        }
+    }
+    let port = match field(dest_entries, "port") {
+        Some(port) => {
+            let port_path = join(dest_path, "port");
+            d.mapping(port, &port_path, &["number"])
+                .and_then(|p| field(p, "number"))
+                .and_then(|n| port_number(d, n, &join(&port_path, "number")))
+        }
+        None => None,
+    };
+    Some((host, subset, port))
 }

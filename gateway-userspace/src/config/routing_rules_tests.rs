@@ -449,13 +449,13 @@ fn redirect_code_must_be_a_redirect_status() {
 #[test]
 fn unsupported_http_features_warn_instead_of_passing_silently() {
     let config = vs(
-        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - redirect: {uri: /x}\n    mirror: {host: b.example.com}\n",
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - redirect: {uri: /x}\n    internalActiveRedirect: {maxInternalRedirects: 1}\n",
     );
     assert_has(
         &config,
         Severity::Warning,
-        "spec.http[0].mirror",
-        "mirror is not applied by this gateway yet",
+        "spec.http[0].internalActiveRedirect",
+        "internalActiveRedirect is not applied by this gateway yet",
     );
     assert_eq!(config.model.virtual_services.len(), 1);
 }
@@ -1990,5 +1990,73 @@ fn port_level_settings_are_decoded_and_need_a_port_and_a_field() {
             "spec.trafficPolicy.portLevelSettings[0]".to_string(),
             "port traffic policy must have at least one field".to_string()
         )]
+    );
+}
+
+fn mirrors_of(rule: &str) -> (Config, Vec<crate::model::HttpMirror>) {
+    let config = vs(&format!(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n{ROUTE}{rule}"
+    ));
+    let mirrors = config
+        .model
+        .virtual_services
+        .first()
+        .and_then(|vs| vs.http.first())
+        .map(|rule| rule.mirrors.clone())
+        .unwrap_or_default();
+    (config, mirrors)
+}
+
+#[test]
+fn a_mirror_takes_all_requests_unless_a_share_says_otherwise_and_zero_is_none() {
+    use crate::model::PerMillion;
+    let (config, mirrors) = mirrors_of("    mirror: {host: shadow}\n");
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    assert_eq!(mirrors.len(), 1);
+    assert_eq!(mirrors[0].share, PerMillion::ALL);
+    assert_eq!(mirrors[0].destination.host, "shadow");
+    let (_, mirrors) =
+        mirrors_of("    mirror: {host: shadow}\n    mirrorPercentage: {value: 12.5}\n");
+    assert_eq!(mirrors[0].share, PerMillion(125_000));
+    let (_, mirrors) = mirrors_of("    mirror: {host: shadow}\n    mirrorPercentage: {value: 0}\n");
+    assert!(mirrors.is_empty(), "an explicit 0 mirrors nothing");
+    let (config, mirrors) = mirrors_of("    mirror: {host: shadow}\n    mirrorPercent: 30\n");
+    assert_eq!(mirrors[0].share, PerMillion(300_000));
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.http[0].mirrorPercent",
+        "using deprecated setting \"mirrorPercent\", use \"mirrorPercentage\" instead",
+    );
+    let (_, mirrors) = mirrors_of(
+        "    mirrors:\n    - destination: {host: one}\n    - destination: {host: two}\n      percentage: {value: 50}\n",
+    );
+    let shares: Vec<u32> = mirrors.iter().map(|m| m.share.0).collect();
+    assert_eq!(shares, [1_000_000, 500_000]);
+}
+
+#[test]
+fn mirror_and_mirrors_are_exclusive_and_shares_stay_within_0_and_100() {
+    let (config, _) =
+        mirrors_of("    mirror: {host: a}\n    mirrors:\n    - destination: {host: b}\n");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0]",
+        "HTTP route cannot contain both mirror and mirrors",
+    );
+    let (config, _) = mirrors_of("    mirror: {host: a}\n    mirrorPercentage: {value: 101}\n");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].mirrorPercentage.value",
+        "mirror_percentage must have a max value of 100 (it has 101.000000)",
+    );
+    let (config, _) = mirrors_of("    mirrors:\n    - percentage: {value: 5}\n");
+    assert_has(
+        &config,
+        Severity::Error,
+        "spec.http[0].mirrors[0]",
+        "destination is required for mirrors",
     );
 }

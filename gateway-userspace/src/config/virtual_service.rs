@@ -4,6 +4,7 @@
 mod cors;
 mod fault;
 mod http_route;
+mod mirror;
 mod retries;
 
 use std::path::PathBuf;

@@ -245,8 +245,18 @@ pub struct HttpRoute {
     pub fault: Option<super::HttpFault>,
     /// `corsPolicy`.
     pub cors: Option<super::CorsPolicy>,
+    /// `mirror`/`mirrors`: where copies of the requests go, each with its
+    /// share (none with a share of 0).
+    pub mirrors: Vec<HttpMirror>,
     /// Which inheritable fields were written, for the delegate merge.
     pub written: Written,
+}
+
+/// One mirror of an http rule: a destination and its share of requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpMirror {
+    pub destination: Destination,
+    pub share: super::PerMillion,
 }
 
 /// `http[].retries`, validated as Istio validates it (`ValidateHTTPRetry`).

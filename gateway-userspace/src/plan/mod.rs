@@ -18,7 +18,7 @@ pub use self::{
     hosts::{HostTable, VirtualHost},
     kernel::{KernelHost, addr_key, ports_of},
     retry::{DEFAULT_BACKOFF_BASE, HOST_SELECTION_ATTEMPTS, RetryOn, RetryPolicy},
-    route::{Backend, Forward, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
+    route::{Backend, Forward, Mirror, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
 };
 /// A route's fault injection and CORS policy, as the model holds them.
 pub use crate::model::{AbortStatus, CorsPolicy, FaultAbort, FaultDelay, HttpFault, PerMillion};

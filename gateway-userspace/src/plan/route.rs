@@ -2,7 +2,7 @@
 //! their actions, TLS servers, weighted backends.
 use std::{collections::BTreeMap, time::Duration};
 
-use super::{ClusterId, HostTable, RetryPolicy, Unresolved};
+use super::{ClusterId, HostTable, PerMillion, RetryPolicy, Unresolved};
 use crate::model::{
     CorsPolicy, HeaderOperations, HostPattern, HttpFault, HttpMatch, HttpRedirect, ServerTls,
 };
@@ -57,12 +57,22 @@ pub enum RouteAction {
         timeout: Option<Duration>,
         /// None: a single try (`attempts: 0`).
         retry: Option<RetryPolicy>,
+        /// Where copies of the requests go (`mirror`, `mirrors`).
+        mirrors: Vec<Mirror>,
     },
     Redirect(HttpRedirect),
     DirectResponse {
         status: u16,
         body: Option<String>,
     },
+}
+
+/// One mirror of a route: its cluster (or why there is none) and the
+/// share of requests copied to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mirror {
+    pub target: Result<ClusterId, Unresolved>,
+    pub share: PerMillion,
 }
 
 /// A passthrough SNI entry.

@@ -3,8 +3,8 @@
 use super::{Accepted, Binder, Layer};
 use crate::{
     compile::{delegate, retry::retry_policy},
-    model::{HostPattern, HttpAction, HttpMatch, VirtualService},
-    plan::{HostTable, Route, RouteAction, VirtualHost},
+    model::{HostPattern, HttpAction, HttpMatch, HttpMirror, VirtualService},
+    plan::{HostTable, Mirror, Route, RouteAction, Unresolved, VirtualHost},
 };
 
 impl<'m> Binder<'m> {
@@ -45,6 +45,34 @@ impl<'m> Binder<'m> {
     /// A VirtualService's rules that apply to `gateway` on `port` (a
     /// delegating rule replaced by its delegate's rules, merged), stopping
     /// after the first catch-all (`route.go::BuildHTTPRoutesForVirtualService`).
+    /// A rule's mirrors, each resolved to its cluster (an unresolved one
+    /// is a plan warning, and copies nothing).
+    fn mirrors(&mut self, mirrors: &[HttpMirror], namespace: &str, source: &str) -> Vec<Mirror> {
+        mirrors
+            .iter()
+            .map(|mirror| {
+                let mirror_source = format!("{source} mirror");
+                let resolved = self.forward(
+                    std::slice::from_ref(&mirror.destination),
+                    namespace,
+                    &mirror_source,
+                    Layer::Mirror,
+                );
+                Mirror {
+                    target: resolved.0.into_iter().next().map_or_else(
+                        || {
+                            Err(Unresolved::NoServiceEntry {
+                                host: mirror.destination.host.clone(),
+                            })
+                        },
+                        |backend| backend.target,
+                    ),
+                    share: mirror.share,
+                }
+            })
+            .collect()
+    }
+
     fn http_routes(&mut self, vs: &'m VirtualService, gateway: &str, port: u16) -> Vec<Route> {
         let mut routes = Vec::new();
         for rule in delegate::http_rules(vs, &self.delegates, &mut self.warnings) {
@@ -79,6 +107,7 @@ impl<'m> Binder<'m> {
                         rewrite_authority: rule.rewrite_authority.clone(),
                         timeout: rule.timeout,
                         retry: retry_policy(rule.retries.as_ref(), hashing),
+                        mirrors: self.mirrors(&rule.mirrors, namespace, &source),
                     }
                 }
                 HttpAction::Redirect(redirect) => RouteAction::Redirect(redirect.clone()),

@@ -3,7 +3,7 @@
 //! Istio's `validateHTTPRoute` rules.
 use std::{collections::BTreeMap, time::Duration};
 
-use super::{cors::decode_cors, fault::decode_fault, match_gateways, retries};
+use super::{cors::decode_cors, fault::decode_fault, match_gateways, mirror, retries};
 use crate::{
     config::{
         common::{destinations, duration, port_number, string_match},
@@ -28,17 +28,15 @@ const HTTP_FIELDS: &[&str] = &[
     "delegate",
     "fault",
     "corsPolicy",
-];
-/// Accepted, not applied yet: each gets a warning so nobody relies on it silently.
-const NOT_APPLIED_YET: &[&str] = &[
     "mirror",
     "mirrors",
     "mirrorPercentage",
     "mirrorPercent",
     // The deprecated field's other spelling, which the CRD also accepts.
     "mirror_percent",
-    "internalActiveRedirect",
 ];
+/// Accepted, not applied yet: each gets a warning so nobody relies on it silently.
+const NOT_APPLIED_YET: &[&str] = &["internalActiveRedirect"];
 const HTTP_MATCH_FIELDS: &[&str] = &[
     "name",
     "uri",
@@ -90,6 +88,7 @@ pub(super) fn decode_http_route(
     let cors =
         set(entries, "corsPolicy").and_then(|n| decode_cors(d, n, &join(path, "corsPolicy")));
     check_one_action(d, node, entries, path, in_delegate);
+    let mirrors = mirror::decode_mirrors(d, node, entries, path);
     let timeout = route_timeout(d, entries, path);
     let retries =
         set(entries, "retries").and_then(|n| retries::decode_retries(d, n, &join(path, "retries")));
@@ -120,6 +119,7 @@ pub(super) fn decode_http_route(
         retries,
         fault,
         cors,
+        mirrors,
         written,
     })
 }

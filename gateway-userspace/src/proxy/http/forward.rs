@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{
     Request, Response, StatusCode, Uri, Version,
@@ -23,6 +24,7 @@ use super::{
     bodies::{Counted, Holding},
     hash_key::{Ends, request_hash},
     headers::{is_only_host, is_upgrade, millis_header, strip_hop_by_hop},
+    mirror::{self, Kept, Shadow},
     replay::{RETRY_BUFFER_LIMIT, Replay},
     retry::{NoResponse, backoff, retries_no_response, retries_response},
 };
@@ -67,6 +69,7 @@ pub(super) async fn forward(
         rewrite_authority,
         timeout,
         retry,
+        mirrors,
         ..
     } = &route.action
     else {
@@ -118,7 +121,39 @@ pub(super) async fn forward(
         retry: retry.as_ref(),
         hash,
     };
-    let mut response = sending.send(req, received, entry).await;
+    let mirrors = mirror::chosen(shared, mirrors);
+    let mut response = if mirrors.is_empty() {
+        sending.send(req, received, entry).await
+    } else {
+        let shadow = Shadow {
+            method: req.method().clone(),
+            path: new_path.to_string(),
+            authority: authority.to_string(),
+            headers: req.headers().clone(),
+            timeout: *timeout,
+        };
+        if req.body().is_end_stream() {
+            mirror::send_copies(mirrors, &shadow, &Bytes::new());
+            sending.send(req, received, entry).await
+        } else {
+            let (parts, body) = req.into_parts();
+            let body = match mirror::keep(body, RETRY_BUFFER_LIMIT).await {
+                Kept::Whole(bytes) => {
+                    mirror::send_copies(mirrors, &shadow, &bytes);
+                    mirror::full(bytes)
+                }
+                // Too large to keep whole: the route alone gets it.
+                Kept::TooLarge(body) => body,
+                Kept::Broken => {
+                    entry.flags.push("DC");
+                    return local(StatusCode::BAD_REQUEST, "");
+                }
+            };
+            sending
+                .send(Request::from_parts(parts, body), received, entry)
+                .await
+        }
+    };
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
@@ -140,12 +175,15 @@ struct Sending<'a> {
 
 impl Sending<'_> {
     /// The request sent, under the route's retry policy and timeout.
-    async fn send(
+    async fn send<B>(
         self,
-        req: Request<Incoming>,
+        req: Request<B>,
         received: Option<&Arc<AtomicU64>>,
         entry: &mut Entry,
-    ) -> Response<ProxyBody> {
+    ) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
+    {
         let Sending {
             cluster,
             authority,
@@ -533,13 +571,16 @@ pub(super) fn upstream_failure(err: UpstreamError, entry: &mut Entry) -> Respons
 /// side of the upgraded connection.
 pub(super) type UpstreamParts = (Request<ProxyBody>, Option<hyper::upgrade::OnUpgrade>);
 
-pub(super) fn upstream_request(
-    mut req: Request<Incoming>,
+pub(super) fn upstream_request<B>(
+    mut req: Request<B>,
     authority: &str,
     path_and_query: &str,
     version: Version,
     received: Option<&Arc<AtomicU64>>,
-) -> Result<UpstreamParts, String> {
+) -> Result<UpstreamParts, String>
+where
+    B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
+{
     let websocket = version == Version::HTTP_11 && is_upgrade(req.headers());
     let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();

@@ -16,6 +16,7 @@ mod fault;
 mod forward;
 mod hash_key;
 mod headers;
+mod mirror;
 mod replay;
 mod retry;
 #[cfg(test)]

@@ -45,10 +45,14 @@ pub enum ClusterCounter {
     EjectionsConsecutiveLocalOrigin,
     /// Ejections not made: `maxEjectionPercent` were out.
     EjectionsOverflow,
+    /// Copies of requests sent here as a mirror.
+    Mirrored,
+    /// Copies not sent: this mirror had its most in flight.
+    MirrorOverflow,
 }
 
 impl ClusterCounter {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 19] = [
         Self::Retry,
         Self::RetrySuccess,
         Self::RetryOverflow,
@@ -66,6 +70,8 @@ impl ClusterCounter {
         Self::EjectionsConsecutiveGateway,
         Self::EjectionsConsecutiveLocalOrigin,
         Self::EjectionsOverflow,
+        Self::Mirrored,
+        Self::MirrorOverflow,
     ];
 
     /// Envoy's stat name.
@@ -92,6 +98,8 @@ impl ClusterCounter {
                 "outlier_detection.ejections_enforced_consecutive_local_origin_failure"
             }
             Self::EjectionsOverflow => "outlier_detection.ejections_overflow",
+            Self::Mirrored => "upstream_rq_mirrored",
+            Self::MirrorOverflow => "upstream_rq_mirror_overflow",
         }
     }
 }

@@ -55,6 +55,10 @@ use crate::{
     },
 };
 
+/// Mirror copies in flight to one cluster at most: a slow mirror cannot
+/// pile up more.
+pub const MAX_MIRRORS_IN_FLIGHT: u32 = 1024;
+
 /// Istio's default upstream connect timeout (`connectTimeout`).
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -103,6 +107,22 @@ pub struct UpstreamCluster {
     pub outlier: Option<Detector>,
     /// Consistent hashing: what a request's key is, and the table.
     hashing: Option<(HashKey, HashBalancer)>,
+    /// Mirror copies in flight to this cluster.
+    mirrors_in_flight: AtomicU32,
+}
+
+/// A mirror copy counted against its cluster until dropped.
+#[derive(Debug)]
+pub struct MirrorInFlight {
+    cluster: Arc<UpstreamCluster>,
+}
+
+impl Drop for MirrorInFlight {
+    fn drop(&mut self) {
+        self.cluster
+            .mirrors_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A retry counted against its cluster's `maxRetries` until dropped.
@@ -206,7 +226,21 @@ impl UpstreamCluster {
                 .as_ref()
                 .map(|outlier| Detector::new(OutlierPolicy::of(outlier))),
             hashing,
+            mirrors_in_flight: AtomicU32::new(0),
         })
+    }
+
+    /// A mirror copy, unless this cluster has its most in flight.
+    pub fn start_mirror(self: &Arc<Self>) -> Option<MirrorInFlight> {
+        let most = MAX_MIRRORS_IN_FLIGHT;
+        self.mirrors_in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < most).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| MirrorInFlight {
+                cluster: Arc::clone(self),
+            })
     }
 
     /// What a request's hash is made of, when the cluster hashes.

@@ -1,11 +1,12 @@
 //! The HTTP phase's tests: pure ones of its headers and forwarding here,
 //! and through live requests the route phase (`handle_phase`), the
 //! upstream phase (`upstream_phase`), its retries (`retry_phase`), outlier
-//! detection (`outlier_phase`), the fault and CORS filters (`filter_phase`)
-//! and the log phase (`log_phase`).
+//! detection (`outlier_phase`), mirrors (`mirror_phase`), the fault and
+//! CORS filters (`filter_phase`) and the log phase (`log_phase`).
 mod filter_phase;
 mod handle_phase;
 mod log_phase;
+mod mirror_phase;
 mod outlier_phase;
 mod retry_phase;
 mod upstream_phase;

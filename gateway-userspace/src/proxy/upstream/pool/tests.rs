@@ -97,6 +97,7 @@ fn limited(limits: PoolLimits) -> UpstreamCluster {
         retries_in_flight: Default::default(),
         outlier: None,
         hashing: None,
+        mirrors_in_flight: Default::default(),
     }
 }
 
