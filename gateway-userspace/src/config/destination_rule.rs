@@ -16,7 +16,7 @@ use super::{
 };
 use crate::model::{
     ClientTls, ClientTlsMode, ConnectionPool, DestinationRule, LoadBalancer, OutlierDetection,
-    PortTrafficPolicy, Subset, TrafficPolicy,
+    PortTrafficPolicy, RetryBudget, Subset, TrafficPolicy,
 };
 
 /// Decodes a DestinationRule whose identity is known; `None` on any error.
@@ -115,12 +115,7 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             "retryBudget",
         ],
     )?;
-    not_applied_yet(
-        d,
-        entries,
-        path,
-        &["tunnel", "proxyProtocol", "retryBudget"],
-    );
+    not_applied_yet(d, entries, path, &["tunnel", "proxyProtocol"]);
     // `trafficPolicy:` with nothing is null, which Istio reads as unset.
     if entries.is_empty() && !matches!(node.value, Value::Null) {
         d.error(node, path, "traffic policy must have at least one field");
@@ -146,12 +141,46 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         port_level.push(level);
     }
     let fields = decode_policy_fields(d, entries, path);
+    let retry_budget =
+        field(entries, "retryBudget").and_then(|n| retry_budget(d, n, &join(path, "retryBudget")));
     Some(TrafficPolicy {
         load_balancer: fields.load_balancer,
         connection_pool: fields.connection_pool,
         outlier_detection: fields.outlier_detection,
         tls: fields.tls,
         port_level,
+        retry_budget,
+    })
+}
+
+/// `retryBudget`: `percent` (0..100, Istio's default 20) and
+/// `minRetryConcurrency` (default 3, as Istio's `applyRetryBudget`);
+/// `budgetInterval` is warned as not applied (only the requests in flight
+/// count, Envoy's behaviour with a zero interval).
+fn retry_budget(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetryBudget> {
+    let entries = d.mapping(
+        node,
+        path,
+        &["percent", "minRetryConcurrency", "budgetInterval"],
+    )?;
+    not_applied_yet(d, entries, path, &["budgetInterval"]);
+    let percent = match number(d, entries, "percent", path) {
+        Some((at, value)) if !(0.0..=100.0).contains(&value) => {
+            d.error(
+                at,
+                &join(path, "percent"),
+                format!("percent {value} must be between 0 and 100"),
+            );
+            return None;
+        }
+        Some((_, value)) => value,
+        None => 20.0,
+    };
+    Some(RetryBudget {
+        percent,
+        min_retry_concurrency: count(d, entries, "minRetryConcurrency", path)
+            .filter(|n| *n > 0)
+            .unwrap_or(3),
     })
 }
 

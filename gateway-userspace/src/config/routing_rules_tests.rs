@@ -2060,3 +2060,39 @@ fn mirror_and_mirrors_are_exclusive_and_shares_stay_within_0_and_100() {
         "destination is required for mirrors",
     );
 }
+
+#[test]
+fn a_retry_budget_is_decoded_with_istios_defaults() {
+    let budget = |spec: &str| {
+        load_kind(
+            "DestinationRule",
+            &format!("  host: web\n  trafficPolicy:\n    retryBudget: {spec}\n"),
+        )
+    };
+    let config = budget("{percent: 50, minRetryConcurrency: 7}");
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    assert_eq!(
+        config.model.destination_rules[0]
+            .traffic_policy
+            .retry_budget,
+        Some(crate::model::RetryBudget {
+            percent: 50.0,
+            min_retry_concurrency: 7
+        })
+    );
+    assert_eq!(
+        budget("{}").model.destination_rules[0]
+            .traffic_policy
+            .retry_budget,
+        Some(crate::model::RetryBudget {
+            percent: 20.0,
+            min_retry_concurrency: 3
+        })
+    );
+    assert_has(
+        &budget("{percent: 150}"),
+        Severity::Error,
+        "spec.trafficPolicy.retryBudget.percent",
+        "percent 150 must be between 0 and 100",
+    );
+}

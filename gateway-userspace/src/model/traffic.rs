@@ -588,7 +588,19 @@ pub struct TrafficPolicy {
     pub tls: Option<ClientTls>,
     /// `portLevelSettings`: the policy for one port, in place of this one.
     pub port_level: Vec<PortTrafficPolicy>,
+    pub retry_budget: Option<RetryBudget>,
 }
+
+/// `trafficPolicy.retryBudget`: retries in flight at most `percent` of the
+/// requests in flight and waiting, and never fewer than
+/// `min_retry_concurrency` (Envoy's retry budget, replacing `maxRetries`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryBudget {
+    pub percent: f64,
+    pub min_retry_concurrency: u32,
+}
+
+impl Eq for RetryBudget {}
 
 /// One `portLevelSettings` entry: its port and its four fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -613,6 +625,8 @@ impl TrafficPolicy {
                     outlier_detection: level.outlier_detection.clone(),
                     tls: level.tls.clone(),
                     port_level: Vec::new(),
+                    // Istio's port-level copy keeps the four fields only.
+                    retry_budget: None,
                 },
                 true,
             ),
@@ -647,6 +661,9 @@ impl TrafficPolicy {
         }
         if subset.tls.is_some() || port_level {
             merged.tls = subset.tls;
+        }
+        if subset.retry_budget.is_some() {
+            merged.retry_budget = subset.retry_budget;
         }
         merged
     }

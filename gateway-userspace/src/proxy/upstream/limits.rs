@@ -143,6 +143,12 @@ impl ClusterLoad {
         })
     }
 
+    /// Requests in flight and waiting for a connection: what a retry
+    /// budget is a share of.
+    pub fn active_and_pending(&self) -> u32 {
+        self.requests.load(Ordering::Relaxed) + self.pending.load(Ordering::Relaxed)
+    }
+
     /// Connections open now.
     pub fn connections(&self) -> u32 {
         self.connections.load(Ordering::Relaxed)

@@ -102,6 +102,8 @@ pub struct UpstreamCluster {
     /// (Envoy's `max_retries` circuit breaker; unbounded by default, as
     /// Istio sets it).
     max_retries: u32,
+    /// `retryBudget` (percent, minimum), which replaces `maxRetries`.
+    retry_budget: Option<(f64, u32)>,
     retries_in_flight: AtomicU32,
     /// Outlier detection, when the DestinationRule asks for it.
     pub outlier: Option<Detector>,
@@ -219,6 +221,11 @@ impl UpstreamCluster {
             counters: Arc::clone(&counters),
             load: Arc::new(ClusterLoad::new(PoolLimits::of(&pool), counters)),
             max_retries: pool.max_retries.filter(|n| *n > 0).unwrap_or(u32::MAX),
+            retry_budget: cluster
+                .policy
+                .retry_budget
+                .as_ref()
+                .map(|budget| (budget.percent, budget.min_retry_concurrency)),
             retries_in_flight: AtomicU32::new(0),
             outlier: cluster
                 .policy
@@ -296,12 +303,22 @@ impl UpstreamCluster {
         });
     }
 
-    /// A retry, unless the cluster's `maxRetries` are in flight already.
+    /// A retry, unless the cluster's `maxRetries` (or, with a retry
+    /// budget, its share of the requests in flight and waiting, at least
+    /// its minimum) are in flight already.
     pub fn start_retry(self: &Arc<Self>) -> Option<RetryInFlight> {
+        let most = match self.retry_budget {
+            Some((percent, minimum)) => {
+                let share = f64::from(self.load.active_and_pending()) * percent / 100.0;
+                // Whole retries only: the share's floor.
+                (share.floor() as u32).max(minimum)
+            }
+            None => self.max_retries,
+        };
         let started =
             self.retries_in_flight
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    (n < self.max_retries).then_some(n + 1)
+                    (n < most).then_some(n + 1)
                 });
         started.ok().map(|_| RetryInFlight {
             cluster: Arc::clone(self),

@@ -178,3 +178,26 @@ fn max_retries_in_flight_are_a_limit_and_unset_means_none() {
     let many: Vec<_> = (0..100).filter_map(|_| unlimited.start_retry()).collect();
     assert_eq!(many.len(), 100);
 }
+
+#[test]
+fn a_retry_budget_allows_its_share_of_requests_in_flight_and_at_least_its_minimum() {
+    let mut rule = cluster(None, ConnectionPool::default(), Vec::new());
+    rule.policy.retry_budget = Some(crate::model::RetryBudget {
+        percent: 20.0,
+        min_retry_concurrency: 2,
+    });
+    let built = Arc::new(
+        UpstreamCluster::new(&rule, &Discovery::default(), &crate::files::Disk).expect("a cluster"),
+    );
+    // No request in flight: the minimum.
+    let held: Vec<_> = (0..5).filter_map(|_| built.start_retry()).collect();
+    assert_eq!(held.len(), 2);
+    drop(held);
+    // 25 in flight: 20% is 5.
+    let requests: Vec<_> = (0..25)
+        .map(|_| built.load.admit_request().expect("admitted"))
+        .collect();
+    let held: Vec<_> = (0..10).filter_map(|_| built.start_retry()).collect();
+    assert_eq!(held.len(), 5);
+    drop(requests);
+}

@@ -94,6 +94,7 @@ fn limited(limits: PoolLimits) -> UpstreamCluster {
         counters: Arc::clone(&counters),
         load: Arc::new(ClusterLoad::new(limits, counters)),
         max_retries: u32::MAX,
+        retry_budget: None,
         retries_in_flight: Default::default(),
         outlier: None,
         hashing: None,
