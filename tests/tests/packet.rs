@@ -78,6 +78,7 @@ fn test_plan() -> Plan {
                     subset: None,
                     port: None,
                     weight: 100,
+                    headers: Default::default(),
                 }],
             }],
         }],

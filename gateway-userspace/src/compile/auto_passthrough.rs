@@ -58,6 +58,7 @@ pub(super) fn reachable(
                         subset: subset.clone(),
                         port: Some(port.number),
                         weight: 1,
+                        headers: Default::default(),
                     };
                     match clusters.resolve(&dest, &se.namespace) {
                         Ok(id) => {

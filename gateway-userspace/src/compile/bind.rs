@@ -147,6 +147,7 @@ impl<'m> Binder<'m> {
                 Backend {
                     weight: dest.weight,
                     target,
+                    headers: dest.headers.clone(),
                 }
             })
             .collect();

@@ -87,6 +87,7 @@ fn destination() -> impl Strategy<Value = Destination> {
             subset: subset.map(str::to_string),
             port: None,
             weight,
+            headers: Default::default(),
         })
 }
 
@@ -152,6 +153,7 @@ fn virtual_service(index: usize, gateways: Vec<String>) -> impl Strategy<Value =
                             subset: None,
                             port: None,
                             weight: 100,
+                            headers: Default::default(),
                         }],
                     }]
                 } else {

@@ -67,6 +67,7 @@ fn plan_of(gateways: &[Gateway], addrs: &[IpAddr]) -> Result<Plan, CompileError>
                     subset: None,
                     port: None,
                     weight: 100,
+                    headers: Default::default(),
                 }],
             }],
         }],

@@ -7,7 +7,7 @@ use super::{
     rules,
     yaml::{Node, Value},
 };
-use crate::model::{Destination, ExportTo, StringMatch};
+use crate::model::{Destination, DestinationHeaders, ExportTo, StringMatch};
 
 /// Longest regular expression Istio accepts in a match.
 const MAX_REGEX_LEN: usize = 1024;
@@ -200,14 +200,14 @@ pub(super) fn destinations(
         let Some(route) = d.mapping(item, &item_path, known) else {
             continue;
         };
-        if let (true, Some(at)) = (http, field(route, "headers")) {
-            d.report(
-                super::diagnostic::Severity::Warning,
-                at,
-                &join(&item_path, "headers"),
-                "headers of one destination are not applied by this gateway yet (the rule's headers are)".into(),
-            );
-        }
+        let headers = match (http, field(route, "headers")) {
+            (true, Some(at)) => {
+                let (request, response) =
+                    super::headers::decode(d, at, &join(&item_path, "headers"));
+                DestinationHeaders { request, response }
+            }
+            _ => DestinationHeaders::default(),
+        };
         let weight = count(d, route, "weight", &item_path);
         let Some(dest) = field(route, "destination") else {
             d.error(
@@ -226,6 +226,7 @@ pub(super) fn destinations(
             subset,
             port,
             weight: weight.unwrap_or(0),
+            headers,
         });
     }
     if let Some(at) = field(entries, "route") {

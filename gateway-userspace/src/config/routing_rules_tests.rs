@@ -1623,7 +1623,7 @@ fn a_redirect_must_change_something_and_name_a_known_scheme() {
 }
 
 #[test]
-fn current_crd_fields_are_known_and_said_not_applied_never_unknown() {
+fn current_crd_fields_are_known_never_unknown() {
     let config = vs(
         "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {host: web}\n      headers: {request: {set: {x-a: b}}}\n    mirror: {host: shadow}\n    mirror_percent: 5\n  tcp:\n  - match: [{port: 5432, sourceSubnet: 10.0.0.0/8}]\n    route:\n    - destination: {host: db}\n",
     );
@@ -1637,8 +1637,9 @@ fn current_crd_fields_are_known_and_said_not_applied_never_unknown() {
         warnings.iter().all(|(_, m)| m != "unknown field, ignored"),
         "{warnings:#?}"
     );
+    // A destination's headers and `mirror_percent` are applied now; the
+    // deprecated spelling is still warned, and `sourceSubnet` is ignored.
     for field in [
-        "spec.http[0].route[0].headers",
         "spec.http[0].mirror_percent",
         "spec.tcp[0].match[0].sourceSubnet",
     ] {
@@ -2095,4 +2096,20 @@ fn a_retry_budget_is_decoded_with_istios_defaults() {
         "spec.trafficPolicy.retryBudget.percent",
         "percent 150 must be between 0 and 100",
     );
+}
+
+#[test]
+fn a_destinations_headers_are_decoded_with_the_rules_checks() {
+    let config = vs(
+        "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {host: web}\n      headers: {request: {set: {x-a: b}}, response: {remove: [server]}}\n",
+    );
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    let HttpAction::Route(destinations) = &config.model.virtual_services[0].http[0].action else {
+        panic!("a route");
+    };
+    assert_eq!(
+        destinations[0].headers.request.set,
+        [("x-a".to_string(), "b".to_string())]
+    );
+    assert_eq!(destinations[0].headers.response.remove, ["server"]);
 }

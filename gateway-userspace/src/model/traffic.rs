@@ -101,6 +101,16 @@ pub struct Destination {
     pub port: Option<u16>,
     /// Relative weight; a single destination gets all traffic.
     pub weight: u32,
+    /// `route[].headers`: this destination's header operations, after the
+    /// rule's.
+    pub headers: DestinationHeaders,
+}
+
+/// A destination's `headers.request` and `headers.response`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DestinationHeaders {
+    pub request: HeaderOperations,
+    pub response: HeaderOperations,
 }
 
 /// `http[].redirect`.

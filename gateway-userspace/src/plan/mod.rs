@@ -25,10 +25,10 @@ pub use crate::model::{AbortStatus, CorsPolicy, FaultAbort, FaultDelay, HttpFaul
 /// The model's typed values a plan names, for its readers (who never
 /// import the model themselves).
 pub use crate::model::{
-    ClientTls, ClientTlsMode, ConnectionPool, ConsistentHash, EndpointAddress, H2UpgradePolicy,
-    HashKey, HashTable, HeaderOperations, HostPattern, HttpMatch, HttpRedirect, LoadBalancer,
-    OutlierDetection, Protocol, ServerTls, SimpleLb, StringMatch, Subnet, TcpKeepalive, TlsMode,
-    TlsVersion, TrafficPolicy, authority_host, best_match,
+    ClientTls, ClientTlsMode, ConnectionPool, ConsistentHash, DestinationHeaders, EndpointAddress,
+    H2UpgradePolicy, HashKey, HashTable, HeaderOperations, HostPattern, HttpMatch, HttpRedirect,
+    LoadBalancer, OutlierDetection, Protocol, ServerTls, SimpleLb, StringMatch, Subnet,
+    TcpKeepalive, TlsMode, TlsVersion, TrafficPolicy, authority_host, best_match,
 };
 
 /// What to program into the kernel and the proxy.

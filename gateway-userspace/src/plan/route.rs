@@ -4,7 +4,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use super::{ClusterId, HostTable, PerMillion, RetryPolicy, Unresolved};
 use crate::model::{
-    CorsPolicy, HeaderOperations, HostPattern, HttpFault, HttpMatch, HttpRedirect, ServerTls,
+    CorsPolicy, DestinationHeaders, HeaderOperations, HostPattern, HttpFault, HttpMatch,
+    HttpRedirect, ServerTls,
 };
 
 /// Weighted backends. A share whose backend could not be resolved answers
@@ -18,6 +19,8 @@ pub struct Backend {
     pub weight: u32,
     /// The cluster, or why there is none.
     pub target: Result<ClusterId, Unresolved>,
+    /// The destination's own header operations (HTTP routes only).
+    pub headers: DestinationHeaders,
 }
 
 /// One HTTP route of a virtual host, in evaluation order.

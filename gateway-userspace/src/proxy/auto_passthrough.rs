@@ -103,6 +103,7 @@ pub fn forward(
     Some(Forward(vec![Backend {
         weight: 1,
         target: Ok(id),
+        headers: Default::default(),
     }]))
 }
 
@@ -213,7 +214,8 @@ mod tests {
             forward,
             Some(Forward(vec![Backend {
                 weight: 1,
-                target: Ok(ClusterId(0))
+                target: Ok(ClusterId(0)),
+                headers: Default::default(),
             }]))
         );
         assert_eq!(

@@ -144,5 +144,6 @@ fn to(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Destination> {
         subset,
         port,
         weight: 100,
+        headers: Default::default(),
     })
 }

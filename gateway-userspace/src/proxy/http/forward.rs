@@ -23,13 +23,13 @@ use hyper::{
 use super::{
     bodies::{Counted, Holding},
     hash_key::{Ends, request_hash},
-    headers::{is_only_host, is_upgrade, millis_header, strip_hop_by_hop},
+    headers::{apply_header_operations, is_only_host, is_upgrade, millis_header, strip_hop_by_hop},
     mirror::{self, Kept, Shadow},
     replay::{RETRY_BUFFER_LIMIT, Replay},
     retry::{NoResponse, backoff, retries_no_response, retries_response},
 };
 use crate::{
-    plan::{Backend, RetryPolicy, Route, RouteAction, StringMatch},
+    plan::{Backend, HeaderOperations, RetryPolicy, Route, RouteAction, StringMatch},
     proxy::{
         access_log::Entry,
         body::{ProxyBody, empty, local},
@@ -58,7 +58,7 @@ pub(super) struct Target<'a> {
 pub(super) async fn forward(
     shared: &Shared,
     route: &Route,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     target: Target<'_>,
     entry: &mut Entry,
     received: Option<&Arc<AtomicU64>>,
@@ -99,7 +99,14 @@ pub(super) async fn forward(
     if let Some(regex) = target.regex_rewrite {
         new_path = Cow::Owned(regex.apply(&new_path));
     }
-    let authority = rewrite_authority.as_deref().unwrap_or(target.authority);
+    // The destination's own header operations follow the rule's; an
+    // authority it sets applies when the rule rewrites none (Istio's
+    // `processDestination`).
+    apply_header_operations(req.headers_mut(), &backend.headers.request);
+    let authority = rewrite_authority
+        .as_deref()
+        .or_else(|| written_authority(&backend.headers.request))
+        .unwrap_or(target.authority);
 
     let version = match cluster.protocol {
         UpstreamProtocol::Http2 => Version::HTTP_2,
@@ -157,6 +164,7 @@ pub(super) async fn forward(
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
+    apply_header_operations(response.headers_mut(), &backend.headers.response);
     response
 }
 
@@ -511,6 +519,18 @@ fn upstream_response(
         _active: active,
     };
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// The authority a destination's request `set` (else `add`) writes as
+/// `:authority` or `host`.
+fn written_authority(ops: &HeaderOperations) -> Option<&str> {
+    fn named((name, value): &(String, String)) -> Option<&str> {
+        (name == ":authority" || name == "host").then_some(value.as_str())
+    }
+    ops.set
+        .iter()
+        .find_map(named)
+        .or_else(|| ops.add.iter().find_map(named))
 }
 
 /// Weighted random choice among the route's backends (Envoy weighted_clusters).

@@ -164,10 +164,12 @@ fn weighted_backends_split_by_weight() {
         Backend {
             weight: 90,
             target: Ok(ClusterId(0)),
+            headers: Default::default(),
         },
         Backend {
             weight: 10,
             target: Ok(ClusterId(1)),
+            headers: Default::default(),
         },
     ];
     let a = (0..10_000)

@@ -373,3 +373,27 @@ async fn the_backends_body_reaches_the_client() {
         "{head}"
     );
 }
+
+#[tokio::test]
+async fn a_destinations_own_headers_follow_the_rules_and_its_authority_applies() {
+    let mut backend = Backend::ok().await;
+    let more = "      headers:\n        request: {set: {x-dest: one, host: dest.test}, remove: [x-rule]}\n        response: {add: {x-dest-reply: one}}\n    headers: {request: {set: {x-rule: yes, x-both: rule}}}\n";
+    let proxy = proxy_to("dest-headers.test", backend.addr, more).await;
+    let answer = ask(&proxy, GET).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nx-dest-reply: one\r\n"),
+        "{answer}"
+    );
+    let request = backend.request().await.to_ascii_lowercase();
+    assert!(request.contains("\r\nx-dest: one\r\n"), "{request}");
+    assert!(request.contains("\r\nx-both: rule\r\n"), "{request}");
+    assert!(
+        !request.contains("x-rule"),
+        "the destination's remove runs after the rule's set: {request}"
+    );
+    let hosts: Vec<&str> = request.lines().filter(|l| l.starts_with("host:")).collect();
+    assert_eq!(hosts, ["host: dest.test"], "{request}");
+}
