@@ -7,7 +7,7 @@ mod index;
 mod tcp;
 mod tls;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use self::index::Bound;
 use super::clusters::Clusters;
@@ -54,6 +54,8 @@ pub(super) struct Binder<'m> {
     /// Every VirtualService by name, where root rules find their delegates.
     delegates: Delegates<'m>,
     warnings: Vec<String>,
+    /// The gateway workload's labels, which a match's `sourceLabels` select.
+    labels: &'m BTreeMap<String, String>,
 }
 
 impl<'m> Binder<'m> {
@@ -85,6 +87,7 @@ impl<'m> Binder<'m> {
             by_gateway,
             model,
             namespace: &instance.namespace,
+            labels: &instance.labels,
             clusters: Clusters::new(model, &instance.namespace),
             delegates: Delegates::new(&model.virtual_services),
             warnings: Vec::new(),

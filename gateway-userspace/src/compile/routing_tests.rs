@@ -1027,3 +1027,17 @@ spec:
     );
     assert_eq!(port.policy.outlier_detection, None);
 }
+
+#[test]
+fn source_labels_and_namespace_select_the_gateway_workload_as_istio_matches_them() {
+    let entry = BACKENDS.split("---").next().expect("the entry").to_string();
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{uri: {prefix: /ours}, sourceLabels: {istio: ingressgateway}, sourceNamespace: istio-system}]\n    route: [{destination: {host: web}}]\n  - match: [{uri: {prefix: /theirs}, sourceLabels: {app: sidecar}}]\n    route: [{destination: {host: web}}]\n  - match: [{uri: {prefix: /elsewhere}, sourceNamespace: apps}]\n    route: [{destination: {host: web}}]\n";
+    let plan = compile_yaml(&[GATEWAY, &entry, &vs("r", "apps", spec)]);
+    let vhost = plan.http[0].hosts.lookup("a.example.com").expect("virtual host");
+    let prefixes: Vec<Option<StringMatch>> = vhost
+        .routes
+        .iter()
+        .flat_map(|r| r.matches.iter().map(|m| m.uri.clone()))
+        .collect();
+    assert_eq!(prefixes, [Some(StringMatch::Prefix("/ours".into()))]);
+}

@@ -85,7 +85,22 @@ impl<'m> Binder<'m> {
                 .matches
                 .iter()
                 .filter(|m| m.port.is_none_or(|p| p == port))
-                .filter(|m| m.gateways.is_empty() || m.gateways.iter().any(|g| g == gateway))
+                .filter(|m| {
+                    // Istio's `sourceMatchHTTP`: a match naming gateways
+                    // takes this one if named; one naming none takes it
+                    // when its `sourceLabels` are the workload's and its
+                    // `sourceNamespace` the workload's namespace.
+                    if m.gateways.is_empty() {
+                        m.source_labels
+                            .iter()
+                            .all(|(k, v)| self.labels.get(k) == Some(v))
+                            && m.source_namespace
+                                .as_deref()
+                                .is_none_or(|ns| ns == self.namespace)
+                    } else {
+                        m.gateways.iter().any(|g| g == gateway)
+                    }
+                })
                 .cloned()
                 .collect();
             if !rule.matches.is_empty() && matches.is_empty() {

@@ -316,17 +316,8 @@ fn decode_http_match(
     m.ignore_uri_case = d.flag(entries, "ignoreUriCase", path);
     m.port = field(entries, "port").and_then(|n| port_number(d, n, &join(path, "port")));
     m.gateways = match_gateways(d, entries, path, namespace);
-    for name in ["sourceLabels", "sourceNamespace"] {
-        if let Some(at) = field(entries, name) {
-            d.report(
-                Severity::Warning,
-                at,
-                &join(path, name),
-                format!("{name} only applies to sidecars (mesh); ignored at a gateway"),
-            );
-        }
-    }
-    // Kept for the delegate merge's conflict rules only.
+    // Istio matches these against the gateway workload's own labels and
+    // namespace (`route.go::sourceMatchHTTP`): the binder does the same.
     if let Some(Value::Map(labels)) = field(entries, "sourceLabels").map(|n| &n.value) {
         for (key, value) in labels {
             if let (Value::Str(k), Value::Str(v)) = (&key.value, &value.value) {
