@@ -88,7 +88,7 @@ impl<'m> Binder<'m> {
             model,
             namespace: &instance.namespace,
             labels: &instance.labels,
-            clusters: Clusters::new(model, &instance.namespace),
+            clusters: Clusters::new(model, instance),
             delegates: Delegates::new(&model.virtual_services),
             warnings: Vec::new(),
         }

@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::{
     model::{
-        Destination, DestinationRule, EndpointAddress, HostIndex, HostPattern, KubeService,
-        KubeServicePort, LoadBalancer, Model, Protocol, Resolution, ServiceEntry, ServicePort,
-        TrafficPolicy,
+        Destination, DestinationRule, EndpointAddress, HostIndex, HostPattern, Instance,
+        KubeService, KubeServicePort, LoadBalancer, Model, Protocol, Resolution, ServiceEntry,
+        ServicePort, TrafficPolicy,
     },
     plan::{Cluster, ClusterId, DiscoveredEndpoints, Endpoint, Unresolved},
 };
@@ -19,6 +19,8 @@ const ROOT_NAMESPACE: &str = "istio-system";
 pub(super) struct Clusters<'m> {
     model: &'m Model,
     namespace: &'m str,
+    /// The gateway workload's labels, for a rule's `workloadSelector`.
+    labels: &'m BTreeMap<String, String>,
     built: BTreeMap<String, Cluster>,
     /// The clusters' ids while binding, in the order they were built
     /// ([`Clusters::into_clusters`] renumbers them in name order).
@@ -218,10 +220,11 @@ fn endpoints(
 
 impl<'m> Clusters<'m> {
     /// Resolution as seen from the gateway workload's `namespace` (exportTo).
-    pub(super) fn new(model: &'m Model, namespace: &'m str) -> Self {
+    pub(super) fn new(model: &'m Model, instance: &'m Instance) -> Self {
         Clusters {
             model,
-            namespace,
+            namespace: &instance.namespace,
+            labels: &instance.labels,
             built: BTreeMap::new(),
             ids: HashMap::new(),
             names: Vec::new(),
@@ -411,6 +414,13 @@ impl<'m> Clusters<'m> {
         service_namespace: Option<&str>,
     ) -> Option<&'m DestinationRule> {
         let own = self.namespace;
+        // A rule with a workload selector applies only to the workloads it
+        // selects, in its own namespace (Istio's `workloadSelector`).
+        let selects_us = |dr: &DestinationRule| {
+            dr.workload_selector.as_ref().is_none_or(|labels| {
+                dr.namespace == own && labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+            })
+        };
         let in_namespace = |namespace: &str, local_only: bool| {
             self.best(
                 &self.model.destination_rules,
@@ -427,7 +437,7 @@ impl<'m> Clusters<'m> {
                     (
                         &dr.namespace,
                         &dr.name,
-                        dr.namespace == namespace && visible,
+                        dr.namespace == namespace && visible && selects_us(dr),
                     )
                 },
             )
@@ -440,7 +450,13 @@ impl<'m> Clusters<'m> {
                 &self.model.destination_rules,
                 &self.rule_hosts,
                 host,
-                |dr| (&dr.namespace, &dr.name, dr.namespace == own),
+                |dr| {
+                    (
+                        &dr.namespace,
+                        &dr.name,
+                        dr.namespace == own && selects_us(dr),
+                    )
+                },
             )
         };
         from_own

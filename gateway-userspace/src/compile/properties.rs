@@ -213,6 +213,7 @@ fn model() -> impl Strategy<Value = Model> {
                 traffic_policy: None,
             }],
             export_to: ExportTo::default(),
+            workload_selector: None,
         }],
         service_entries: vec![ServiceEntry {
             namespace: "apps".into(),

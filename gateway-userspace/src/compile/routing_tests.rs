@@ -1033,11 +1033,39 @@ fn source_labels_and_namespace_select_the_gateway_workload_as_istio_matches_them
     let entry = BACKENDS.split("---").next().expect("the entry").to_string();
     let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{uri: {prefix: /ours}, sourceLabels: {istio: ingressgateway}, sourceNamespace: istio-system}]\n    route: [{destination: {host: web}}]\n  - match: [{uri: {prefix: /theirs}, sourceLabels: {app: sidecar}}]\n    route: [{destination: {host: web}}]\n  - match: [{uri: {prefix: /elsewhere}, sourceNamespace: apps}]\n    route: [{destination: {host: web}}]\n";
     let plan = compile_yaml(&[GATEWAY, &entry, &vs("r", "apps", spec)]);
-    let vhost = plan.http[0].hosts.lookup("a.example.com").expect("virtual host");
+    let vhost = plan.http[0]
+        .hosts
+        .lookup("a.example.com")
+        .expect("virtual host");
     let prefixes: Vec<Option<StringMatch>> = vhost
         .routes
         .iter()
         .flat_map(|r| r.matches.iter().map(|m| m.uri.clone()))
         .collect();
     assert_eq!(prefixes, [Some(StringMatch::Prefix("/ours".into()))]);
+}
+
+#[test]
+fn a_rule_with_a_workload_selector_applies_only_to_the_workloads_it_selects() {
+    let entry = BACKENDS.split("---").next().expect("the entry").to_string();
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web.apps.svc.cluster.local}\n";
+    let route = vs("r", "apps", spec);
+    let selecting = |labels: &str| {
+        rule_with("sel", "istio-system", "RANDOM", "").replace(
+            "spec:\n",
+            &format!("spec:\n  workloadSelector: {{matchLabels: {labels}}}\n"),
+        )
+    };
+    let ours = compile_yaml(&[
+        GATEWAY,
+        &entry,
+        &selecting("{istio: ingressgateway}"),
+        &route,
+    ]);
+    assert_eq!(
+        balancer(&ours),
+        Some(LoadBalancer::Simple(SimpleLb::Random))
+    );
+    let theirs = compile_yaml(&[GATEWAY, &entry, &selecting("{app: other}"), &route]);
+    assert_eq!(balancer(&theirs), None);
 }

@@ -90,6 +90,14 @@ pub(super) fn decode(
         });
     }
     let export_to = export_to(d, entries, "spec");
+    let workload_selector = field(entries, "workloadSelector").and_then(|n| {
+        let selector = d.mapping(n, "spec.workloadSelector", &["matchLabels"])?;
+        Some(
+            field(selector, "matchLabels")
+                .map(|m| string_map(d, m, "spec.workloadSelector.matchLabels"))
+                .unwrap_or_default(),
+        )
+    });
     Some(DestinationRule {
         namespace,
         name,
@@ -97,6 +105,7 @@ pub(super) fn decode(
         traffic_policy,
         subsets,
         export_to,
+        workload_selector,
     })
 }
 

@@ -701,6 +701,9 @@ pub struct DestinationRule {
     pub traffic_policy: TrafficPolicy,
     pub subsets: Vec<Subset>,
     pub export_to: ExportTo,
+    /// `workloadSelector.matchLabels`: the rule applies only to workloads
+    /// with these labels in its own namespace.
+    pub workload_selector: Option<BTreeMap<String, String>>,
 }
 
 #[cfg(test)]
