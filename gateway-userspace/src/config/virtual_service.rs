@@ -421,3 +421,30 @@ fn decode_tcp_route(
     let route = required_route(d, node, entries, path, "TCP");
     (d.error_count() == errors_before).then_some(TcpRoute { matches, route })
 }
+
+/// A `Percent` message (`{value: 12.5}`): its `value` node, path and
+/// number; `Some(None)` when it has no value (0), `None` after an error.
+fn percent_value<'n>(
+    d: &mut Decoder<'_>,
+    node: &'n Node,
+    path: &str,
+) -> Option<Option<(&'n Node, String, f64)>> {
+    let entries = d.mapping(node, path, &["value"])?;
+    let Some(at) = field(entries, "value") else {
+        return Some(None);
+    };
+    let value_path = join(path, "value");
+    let value = match at.value {
+        Value::Int(i) => i as f64,
+        Value::Float(f) => f,
+        _ => {
+            d.error(
+                at,
+                &value_path,
+                format!("expected a number, found {}", at.type_name()),
+            );
+            return None;
+        }
+    };
+    Some(Some((at, value_path, value)))
+}

@@ -173,22 +173,8 @@ pub(super) fn decode_percentage(
     node: &Node,
     path: &str,
 ) -> Option<PerMillion> {
-    let entries = d.mapping(node, path, &["value"])?;
-    let Some(at) = field(entries, "value") else {
+    let Some((at, value_path, value)) = super::percent_value(d, node, path)? else {
         return Some(PerMillion(0));
-    };
-    let value_path = join(path, "value");
-    let value = match at.value {
-        Value::Int(i) => i as f64,
-        Value::Float(f) => f,
-        _ => {
-            d.error(
-                at,
-                &value_path,
-                format!("expected a number, found {}", at.type_name()),
-            );
-            return None;
-        }
     };
     if !(0.0..=100.0).contains(&value) || (value > 0.0 && value < 0.0001) {
         d.error(

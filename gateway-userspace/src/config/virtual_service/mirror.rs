@@ -100,22 +100,8 @@ fn single_share(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> Op
 
 /// A `Percent` `{value}` between 0 and 100, in millionths.
 fn percentage(d: &mut Decoder<'_>, node: &Node, path: &str, what: &str) -> Option<PerMillion> {
-    let entries = d.mapping(node, path, &["value"])?;
-    let Some(at) = field(entries, "value") else {
+    let Some((at, value_path, value)) = super::percent_value(d, node, path)? else {
         return Some(PerMillion(0));
-    };
-    let value_path = join(path, "value");
-    let value = match at.value {
-        Value::Int(i) => i as f64,
-        Value::Float(f) => f,
-        _ => {
-            d.error(
-                at,
-                &value_path,
-                format!("expected a number, found {}", at.type_name()),
-            );
-            return None;
-        }
     };
     if value > 100.0 {
         d.error(

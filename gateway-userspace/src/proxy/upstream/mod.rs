@@ -326,7 +326,7 @@ impl UpstreamCluster {
     }
 
     /// The endpoint for a try, drawn again (up to Envoy's host selection
-    /// attempts) while it is one of `tried` when `other_host` asks for
+    /// attempts, six draws in all) while it is one of `tried` when `other_host` asks for
     /// another (Envoy's `previous_hosts` predicate); the last draw when
     /// every draw was tried before.
     pub async fn pick_untried(
@@ -339,7 +339,7 @@ impl UpstreamCluster {
         if !other_host {
             return Ok(endpoint);
         }
-        for _ in 1..crate::plan::HOST_SELECTION_ATTEMPTS {
+        for _ in 0..crate::plan::HOST_SELECTION_ATTEMPTS {
             if !tried.contains(&endpoint.addr) {
                 break;
             }

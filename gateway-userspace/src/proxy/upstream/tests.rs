@@ -201,3 +201,18 @@ fn a_retry_budget_allows_its_share_of_requests_in_flight_and_at_least_its_minimu
     assert_eq!(held.len(), 5);
     drop(requests);
 }
+
+#[tokio::test]
+async fn a_retry_draws_six_times_in_all_before_it_takes_a_tried_endpoint() {
+    let cluster = two_endpoints(ConnectionPool::default());
+    let first = cluster.pick().await.expect("an endpoint").addr;
+    let other = cluster.pick().await.expect("an endpoint").addr;
+    // Both tried: every draw is refused, and the round-robin ring's
+    // position counts them.
+    let before = cluster.next.load(Ordering::Relaxed);
+    let _ = cluster
+        .pick_untried(&[first, other], true, None)
+        .await
+        .expect("an endpoint");
+    assert_eq!(cluster.next.load(Ordering::Relaxed) - before, 6);
+}
