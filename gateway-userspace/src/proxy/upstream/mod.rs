@@ -277,8 +277,9 @@ impl UpstreamCluster {
         match &self.endpoints {
             Endpoints::Static(endpoints) => Some(f(endpoints)),
             Endpoints::Dns { cache, .. } => {
-                let cached = cache.lock().ok()?.as_ref().map(|(_, eps)| eps.clone())?;
-                Some(f(&cached))
+                // Read in place: no copy of the list per observed try.
+                let cached = cache.lock().ok()?;
+                cached.as_ref().map(|(_, endpoints)| f(endpoints))
             }
             Endpoints::Discovered(discovered) => Some(discovered.with_current(f)),
         }
