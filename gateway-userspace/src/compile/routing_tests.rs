@@ -1069,3 +1069,22 @@ fn a_rule_with_a_workload_selector_applies_only_to_the_workloads_it_selects() {
     let theirs = compile_yaml(&[GATEWAY, &entry, &selecting("{app: other}"), &route]);
     assert_eq!(balancer(&theirs), None);
 }
+
+#[test]
+fn a_redirect_deriving_its_port_from_the_request_gets_the_servers_port() {
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{uri: {prefix: /req}}]\n    redirect: {authority: b.example.com, derivePort: FROM_REQUEST_PORT}\n  - redirect: {authority: b.example.com, derivePort: FROM_PROTOCOL_DEFAULT}\n";
+    let plan = compile_yaml(&[GATEWAY, &vs("r", "apps", spec)]);
+    let vhost = plan.http[0]
+        .hosts
+        .lookup("a.example.com")
+        .expect("virtual host");
+    let ports: Vec<Option<u16>> = vhost
+        .routes
+        .iter()
+        .map(|r| match &r.action {
+            RouteAction::Redirect(redirect) => redirect.port,
+            other => panic!("not a redirect: {other:?}"),
+        })
+        .collect();
+    assert_eq!(ports, [Some(80), None]);
+}

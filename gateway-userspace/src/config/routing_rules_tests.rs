@@ -2113,3 +2113,29 @@ fn a_destinations_headers_are_decoded_with_the_rules_checks() {
     );
     assert_eq!(destinations[0].headers.response.remove, ["server"]);
 }
+
+#[test]
+fn derive_port_is_one_of_two_values_and_excludes_port() {
+    let redirect = |spec: &str| {
+        vs(&format!(
+            "  hosts: [a.example.com]\n  gateways: [gw]\n  http:\n  - redirect: {spec}\n"
+        ))
+    };
+    assert!(
+        redirect("{authority: b, derivePort: FROM_REQUEST_PORT}")
+            .diagnostics
+            .is_empty()
+    );
+    assert_has(
+        &redirect("{authority: b, derivePort: FROM_SOMEWHERE}"),
+        Severity::Error,
+        "spec.http[0].redirect.derivePort",
+        "invalid derivePort \"FROM_SOMEWHERE\", supported are FROM_PROTOCOL_DEFAULT, FROM_REQUEST_PORT",
+    );
+    assert_has(
+        &redirect("{authority: b, port: 8080, derivePort: FROM_REQUEST_PORT}"),
+        Severity::Error,
+        "spec.http[0].redirect.derivePort",
+        "only one of port and derivePort may be set",
+    );
+}

@@ -124,6 +124,9 @@ pub struct HttpRedirect {
     pub prefix_rewrite: Option<String>,
     pub authority: Option<String>,
     pub port: Option<u16>,
+    /// `derivePort: FROM_REQUEST_PORT`: the port of the server the request
+    /// came to (the compiler makes it `port`, as Istio does).
+    pub derive_port_from_request: bool,
     pub scheme: Option<String>,
     /// 301 unless set (301, 302, 303, 307, 308).
     pub code: u16,

@@ -125,7 +125,13 @@ impl<'m> Binder<'m> {
                         mirrors: self.mirrors(&rule.mirrors, namespace, &source),
                     }
                 }
-                HttpAction::Redirect(redirect) => RouteAction::Redirect(redirect.clone()),
+                HttpAction::Redirect(redirect) => {
+                    let mut redirect = redirect.clone();
+                    if redirect.derive_port_from_request {
+                        redirect.port = Some(port);
+                    }
+                    RouteAction::Redirect(redirect)
+                }
                 HttpAction::DirectResponse { status, body } => RouteAction::DirectResponse {
                     status: *status,
                     body: body.clone(),

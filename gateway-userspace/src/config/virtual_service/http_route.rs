@@ -405,19 +405,38 @@ fn decode_redirect(
         return None;
     }
     let code = redirect_code(d, entries, path)?;
-    if let Some(at) = field(entries, "derivePort") {
-        d.report(
-            Severity::Warning,
-            at,
-            &join(path, "derivePort"),
-            "derivePort is not applied by this gateway yet".into(),
-        );
-    }
+    // `port` and `derivePort` are one oneof: FROM_PROTOCOL_DEFAULT is
+    // Envoy's default (no port), FROM_REQUEST_PORT the server's port
+    // (`route.go::ApplyRedirect`).
+    let derive_port_from_request = match field(entries, "derivePort") {
+        None => false,
+        Some(at) => {
+            let at_path = join(path, "derivePort");
+            if field(entries, "port").is_some() {
+                d.error(at, &at_path, "only one of port and derivePort may be set");
+            }
+            match d.string(at, &at_path).as_deref() {
+                Some("FROM_REQUEST_PORT") => true,
+                Some("FROM_PROTOCOL_DEFAULT") | None => false,
+                Some(other) => {
+                    d.error(
+                        at,
+                        &at_path,
+                        format!(
+                            "invalid derivePort {other:?}, supported are FROM_PROTOCOL_DEFAULT, FROM_REQUEST_PORT"
+                        ),
+                    );
+                    false
+                }
+            }
+        }
+    };
     Some(HttpRedirect {
         uri,
         prefix_rewrite,
         authority: d.opt_string(entries, "authority", path),
         port: field(entries, "port").and_then(|n| port_number(d, n, &join(path, "port"))),
+        derive_port_from_request,
         scheme,
         code,
     })
