@@ -2474,7 +2474,9 @@ fn fault_aborts_hold_their_share_delays_wait_and_both_are_flagged_and_counted() 
     let daemon = start(&topology, &scratch, &yaml, &["--access-log-format", "json"]);
     let resolve = resolve("faulty.test:80");
 
-    // 50% over 400 requests: mean 200, sd 10; ±32 (8 points) is 3.2 sd.
+    // 50% over 400 requests: mean 200, sd 10; ±40 (10 points) is 4 sd, a
+    // false failure about once in 16,000 runs (±8 points, 3.2 sd, failed
+    // once in CI with 233).
     const N: usize = 400;
     let url = "http://faulty.test/abort";
     let mut args = vec!["-w", "%{http_code}\\n", "--resolve", &resolve];
@@ -2489,8 +2491,8 @@ fn fault_aborts_hold_their_share_delays_wait_and_both_are_flagged_and_counted() 
     assert_eq!(aborted + passed, N, "{codes}\n{}", daemon.log());
     eprintln!("{aborted} of {N} requests aborted");
     assert!(
-        (168..=232).contains(&aborted),
-        "aborted {aborted} of {N}: outside 50% ± 8 points"
+        (160..=240).contains(&aborted),
+        "aborted {aborted} of {N}: outside 50% ± 10 points"
     );
 
     let abort_body = text(&curl(

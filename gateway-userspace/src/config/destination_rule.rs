@@ -16,7 +16,7 @@ use super::{
 };
 use crate::model::{
     ClientTls, ClientTlsMode, ConnectionPool, DestinationRule, LoadBalancer, OutlierDetection,
-    PortTrafficPolicy, RetryBudget, Subset, TrafficPolicy,
+    PortTrafficPolicy, RetryBudget, Subset, TrafficPolicy, Warmup,
 };
 
 /// Decodes a DestinationRule whose identity is known; `None` on any error.
@@ -154,6 +154,7 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         field(entries, "retryBudget").and_then(|n| retry_budget(d, n, &join(path, "retryBudget")));
     Some(TrafficPolicy {
         load_balancer: fields.load_balancer,
+        warmup: fields.warmup,
         connection_pool: fields.connection_pool,
         outlier_detection: fields.outlier_detection,
         tls: fields.tls,
@@ -232,6 +233,7 @@ fn decode_port_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Po
     Some(PortTrafficPolicy {
         port: port?,
         load_balancer: fields.load_balancer,
+        warmup: fields.warmup,
         connection_pool: fields.connection_pool,
         outlier_detection: fields.outlier_detection,
         tls: fields.tls,
@@ -241,12 +243,16 @@ fn decode_port_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Po
 /// The four fields a traffic policy and a port-level entry share.
 struct PolicyFields {
     load_balancer: Option<LoadBalancer>,
+    warmup: Option<Warmup>,
     connection_pool: Option<ConnectionPool>,
     outlier_detection: Option<OutlierDetection>,
     tls: Option<ClientTls>,
 }
 
 fn decode_policy_fields(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> PolicyFields {
+    let (load_balancer, warmup) = field(entries, "loadBalancer")
+        .map(|n| load_balancer::load_balancer(d, n, &join(path, "loadBalancer")))
+        .unwrap_or_default();
     let tls = field(entries, "tls").and_then(|node| {
         let tls = client_tls::client_tls(d, node, &join(path, "tls"))?;
         if tls.mode == ClientTlsMode::IstioMutual {
@@ -272,8 +278,8 @@ fn decode_policy_fields(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &st
         Some(tls)
     });
     PolicyFields {
-        load_balancer: field(entries, "loadBalancer")
-            .and_then(|n| load_balancer::load_balancer(d, n, &join(path, "loadBalancer"))),
+        load_balancer,
+        warmup,
         connection_pool: field(entries, "connectionPool")
             .and_then(|n| connection_pool::connection_pool(d, n, &join(path, "connectionPool"))),
         outlier_detection: field(entries, "outlierDetection")

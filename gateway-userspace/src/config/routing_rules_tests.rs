@@ -1493,13 +1493,7 @@ fn warmup_ranges_istio_rejects_are_errors() {
         );
     }
     let valid = load_balancer("{warmup: {duration: 60s, minimumPercent: 10, aggression: 1.5}}");
-    assert!(!valid.has_errors(), "{:?}", valid.diagnostics);
-    assert_has(
-        &valid,
-        Severity::Warning,
-        "spec.trafficPolicy.loadBalancer.warmup",
-        "warmup is not applied by this gateway yet",
-    );
+    assert!(valid.diagnostics.is_empty(), "{:?}", valid.diagnostics);
 }
 
 #[test]
@@ -2137,5 +2131,36 @@ fn derive_port_is_one_of_two_values_and_excludes_port() {
         Severity::Error,
         "spec.http[0].redirect.derivePort",
         "only one of port and derivePort may be set",
+    );
+}
+
+#[test]
+fn warmup_and_the_deprecated_warmup_duration_secs_are_decoded() {
+    let lb = |spec: &str| {
+        load_kind(
+            "DestinationRule",
+            &format!("  host: web\n  trafficPolicy:\n    loadBalancer: {spec}\n"),
+        )
+    };
+    let config =
+        lb("{simple: ROUND_ROBIN, warmup: {duration: 60s, minimumPercent: 20, aggression: 2}}");
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    assert_eq!(
+        config.model.destination_rules[0].traffic_policy.warmup,
+        Some(crate::model::Warmup {
+            window: std::time::Duration::from_secs(60),
+            minimum_percent: 20.0,
+            aggression: 2.0,
+        })
+    );
+    let old = lb("{warmupDurationSecs: 30s}");
+    assert!(old.diagnostics.is_empty(), "{:#?}", old.diagnostics);
+    assert_eq!(
+        old.model.destination_rules[0].traffic_policy.warmup,
+        Some(crate::model::Warmup {
+            window: std::time::Duration::from_secs(30),
+            minimum_percent: 10.0,
+            aggression: 1.0,
+        })
     );
 }

@@ -419,6 +419,19 @@ pub enum LoadBalancer {
     ConsistentHash(ConsistentHash),
 }
 
+/// `loadBalancer.warmup` (or the deprecated `warmupDurationSecs`): Envoy's
+/// slow start, an endpoint's weight scaled by
+/// `max(minimum_percent / 100, (age / window) ^ (1 / aggression))` while
+/// it is younger than `window`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Warmup {
+    pub window: Duration,
+    pub minimum_percent: f64,
+    pub aggression: f64,
+}
+
+impl Eq for Warmup {}
+
 /// `loadBalancer.consistentHash`: what is hashed, and into which table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsistentHash {
@@ -602,6 +615,8 @@ pub struct TrafficPolicy {
     /// `portLevelSettings`: the policy for one port, in place of this one.
     pub port_level: Vec<PortTrafficPolicy>,
     pub retry_budget: Option<RetryBudget>,
+    /// `loadBalancer.warmup`: it moves with `load_balancer` in merges.
+    pub warmup: Option<Warmup>,
 }
 
 /// `trafficPolicy.retryBudget`: retries in flight at most `percent` of the
@@ -620,6 +635,7 @@ impl Eq for RetryBudget {}
 pub struct PortTrafficPolicy {
     pub port: u16,
     pub load_balancer: Option<LoadBalancer>,
+    pub warmup: Option<Warmup>,
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
     pub tls: Option<ClientTls>,
@@ -634,6 +650,7 @@ impl TrafficPolicy {
             Some(level) => (
                 Self {
                     load_balancer: level.load_balancer.clone(),
+                    warmup: level.warmup,
                     connection_pool: level.connection_pool.clone(),
                     outlier_detection: level.outlier_detection.clone(),
                     tls: level.tls.clone(),
@@ -669,8 +686,10 @@ impl TrafficPolicy {
         if subset.outlier_detection.is_some() || port_level {
             merged.outlier_detection = subset.outlier_detection;
         }
-        if subset.load_balancer.is_some() || port_level {
+        // `loadBalancer` is one block in Istio: its warmup goes with it.
+        if subset.load_balancer.is_some() || subset.warmup.is_some() || port_level {
             merged.load_balancer = subset.load_balancer;
+            merged.warmup = subset.warmup;
         }
         if subset.tls.is_some() || port_level {
             merged.tls = subset.tls;

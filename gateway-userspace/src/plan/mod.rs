@@ -28,7 +28,7 @@ pub use crate::model::{
     ClientTls, ClientTlsMode, ConnectionPool, ConsistentHash, DestinationHeaders, EndpointAddress,
     H2UpgradePolicy, HashKey, HashTable, HeaderOperations, HostPattern, HttpMatch, HttpRedirect,
     LoadBalancer, OutlierDetection, Protocol, ServerTls, SimpleLb, StringMatch, Subnet,
-    TcpKeepalive, TlsMode, TlsVersion, TrafficPolicy, authority_host, best_match,
+    TcpKeepalive, TlsMode, TlsVersion, TrafficPolicy, Warmup, authority_host, best_match,
 };
 
 /// What to program into the kernel and the proxy.

@@ -1,6 +1,6 @@
 //! A traffic policy's `loadBalancer`: a simple policy or a consistent
-//! hash on one key; locality, zone-aware and warmup settings are checked
-//! and warned as not applied.
+//! hash on one key, and warmup (slow start); locality and zone-aware
+//! settings are checked and warned as not applied.
 use super::{at_least_a_millisecond, not_applied_yet, number};
 use crate::{
     config::{
@@ -9,7 +9,7 @@ use crate::{
         diagnostic::Severity,
         yaml::Node,
     },
-    model::{ConsistentHash, HashKey, HashTable, LoadBalancer, SimpleLb},
+    model::{ConsistentHash, HashKey, HashTable, LoadBalancer, SimpleLb, Warmup},
 };
 
 const LB_SIMPLE: &[&str] = &[
@@ -21,10 +21,14 @@ const LB_SIMPLE: &[&str] = &[
     "LEAST_REQUEST",
 ];
 
-/// `trafficPolicy.loadBalancer`; `None` when it sets no policy or has an
-/// error.
-pub(super) fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<LoadBalancer> {
-    let entries = d.mapping(
+/// `trafficPolicy.loadBalancer`: its policy (`None` when it sets none or
+/// has an error) and its warmup.
+pub(super) fn load_balancer(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+) -> (Option<LoadBalancer>, Option<Warmup>) {
+    let Some(entries) = d.mapping(
         node,
         path,
         &[
@@ -35,17 +39,38 @@ pub(super) fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Opt
             "warmupDurationSecs",
             "warmup",
         ],
-    )?;
+    ) else {
+        return (None, None);
+    };
+    let warmup = match (
+        field(entries, "warmup"),
+        field(entries, "warmupDurationSecs"),
+    ) {
+        (Some(node), _) => warmup(d, node, &join(path, "warmup")),
+        (None, Some(_)) => duration(d, entries, "warmupDurationSecs", path).map(|window| Warmup {
+            window,
+            minimum_percent: DEFAULT_WARMUP_MINIMUM_PERCENT,
+            aggression: 1.0,
+        }),
+        (None, None) => None,
+    };
+    (policy(d, node, entries, path), warmup)
+}
+
+/// Envoy's `min_weight_percent` default, which Istio keeps.
+const DEFAULT_WARMUP_MINIMUM_PERCENT: f64 = 10.0;
+
+fn policy(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    entries: &[(Node, Node)],
+    path: &str,
+) -> Option<LoadBalancer> {
     not_applied_yet(
         d,
         entries,
         path,
-        &[
-            "localityLbSetting",
-            "zoneAwareLbSetting",
-            "warmupDurationSecs",
-            "warmup",
-        ],
+        &["localityLbSetting", "zoneAwareLbSetting"],
     );
     if let (Some(_), Some(at)) = (
         field(entries, "localityLbSetting"),
@@ -56,9 +81,6 @@ pub(super) fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Opt
             &join(path, "zoneAwareLbSetting"),
             "only one of localityLbSetting and zoneAwareLbSetting can be set",
         );
-    }
-    if let Some(node) = field(entries, "warmup") {
-        warmup(d, node, &join(path, "warmup"));
     }
     match (field(entries, "simple"), field(entries, "consistentHash")) {
         (Some(simple), None) => simple_load_balancer(d, simple, path),
@@ -284,14 +306,13 @@ fn is_prime(n: u64) -> bool {
 /// (`validateLoadBalancer`: `duration` required, `minimumPercent` at most
 /// 100, `aggression` above 0; the CRD also bounds `minimumPercent` below by
 /// 0 and `duration` by 1ms). Warned as not applied by the caller.
-fn warmup(d: &mut Decoder<'_>, node: &Node, path: &str) {
-    let Some(entries) = d.mapping(node, path, &["duration", "minimumPercent", "aggression"]) else {
-        return;
-    };
+fn warmup(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Warmup> {
+    let entries = d.mapping(node, path, &["duration", "minimumPercent", "aggression"])?;
     match field(entries, "duration") {
         None => d.error(node, &join(path, "duration"), "duration is required"),
         Some(_) => at_least_a_millisecond(d, entries, "duration", path),
     }
+    let mut minimum_percent = DEFAULT_WARMUP_MINIMUM_PERCENT;
     if let Some((at, percent)) = number(d, entries, "minimumPercent", path) {
         if !(0.0..=100.0).contains(&percent) {
             d.error(
@@ -300,14 +321,22 @@ fn warmup(d: &mut Decoder<'_>, node: &Node, path: &str) {
                 format!("minimumPercent {percent} must be between 0 and 100"),
             );
         }
+        minimum_percent = percent;
     }
-    if let Some((at, aggression)) = number(d, entries, "aggression", path) {
-        if aggression <= 0.0 || aggression.is_nan() {
+    let mut aggression = 1.0;
+    if let Some((at, value)) = number(d, entries, "aggression", path) {
+        if value <= 0.0 || value.is_nan() {
             d.error(
                 at,
                 &join(path, "aggression"),
-                format!("aggression {aggression} must be greater than 0"),
+                format!("aggression {value} must be greater than 0"),
             );
         }
+        aggression = value;
     }
+    Some(Warmup {
+        window: duration(d, entries, "duration", path)?,
+        minimum_percent,
+        aggression,
+    })
 }

@@ -25,17 +25,28 @@ pub(super) fn choose(
     balance: Balance,
     next: &AtomicUsize,
 ) -> Option<Arc<UpstreamEndpoint>> {
-    choose_drawing(endpoints, balance, next, random)
+    choose_weighted(endpoints, balance, next, &|ep| u64::from(ep.weight))
 }
 
-/// [`choose`] with its random numbers taken from `draw`.
+/// [`choose`] with each endpoint's weight from `weight` (slow start).
+pub(super) fn choose_weighted(
+    endpoints: &[Arc<UpstreamEndpoint>],
+    balance: Balance,
+    next: &AtomicUsize,
+    weight: &dyn Fn(&UpstreamEndpoint) -> u64,
+) -> Option<Arc<UpstreamEndpoint>> {
+    choose_drawing(endpoints, balance, next, random, weight)
+}
+
+/// [`choose_weighted`] with its random numbers taken from `draw`.
 fn choose_drawing(
     endpoints: &[Arc<UpstreamEndpoint>],
     balance: Balance,
     next: &AtomicUsize,
     mut draw: impl FnMut() -> u64,
+    weight: &dyn Fn(&UpstreamEndpoint) -> u64,
 ) -> Option<Arc<UpstreamEndpoint>> {
-    let at = |ticket: u64| weighted(endpoints, |ep| u64::from(ep.weight), ticket).cloned();
+    let at = |ticket: u64| weighted(endpoints, |ep| weight(ep), ticket).cloned();
     match balance {
         Balance::RoundRobin => at(next.fetch_add(1, Ordering::Relaxed) as u64),
         Balance::Random => at(draw()),
@@ -107,6 +118,10 @@ mod tests {
             .collect()
     }
 
+    fn plain(ep: &UpstreamEndpoint) -> u64 {
+        u64::from(ep.weight)
+    }
+
     fn counts(eps: &[Arc<UpstreamEndpoint>], balance: Balance, n: usize) -> Vec<usize> {
         let next = AtomicUsize::new(0);
         let mut counts = vec![0; eps.len()];
@@ -146,8 +161,14 @@ mod tests {
         let pick = |draws: [u64; 2]| {
             let mut draws = draws.into_iter();
             let draw = || draws.next().expect("two draws");
-            let ep = choose_drawing(&eps, Balance::LeastRequest, &AtomicUsize::new(0), draw)
-                .expect("an endpoint");
+            let ep = choose_drawing(
+                &eps,
+                Balance::LeastRequest,
+                &AtomicUsize::new(0),
+                draw,
+                &plain,
+            )
+            .expect("an endpoint");
             eps.iter().position(|e| Arc::ptr_eq(e, &ep)).expect("known")
         };
         assert_eq!(pick([0, 1]), 0, "a tie keeps the first draw");
@@ -161,7 +182,7 @@ mod tests {
     fn random_lands_where_its_draw_does() {
         let eps = endpoints(&[1, 2]);
         let pick = |draw: u64| {
-            let ep = choose_drawing(&eps, Balance::Random, &AtomicUsize::new(0), || draw)
+            let ep = choose_drawing(&eps, Balance::Random, &AtomicUsize::new(0), || draw, &plain)
                 .expect("an endpoint");
             eps.iter().position(|e| Arc::ptr_eq(e, &ep)).expect("known")
         };

@@ -27,11 +27,6 @@ use std::{
     time::Duration,
 };
 
-use self::{
-    balance::choose,
-    discovered::Discovered,
-    dns::{DnsCache, resolved},
-};
 pub use self::{
     balance::{Balance, random, weighted},
     counters::{ClusterCounter, ClusterCounters, cluster_counts},
@@ -42,6 +37,11 @@ pub use self::{
     outlier::{Detector, HostHealth, OutlierPolicy, TryResult},
     pool::{ActiveRequest, UpstreamEndpoint, connect, send},
 };
+use self::{
+    balance::{choose, choose_weighted},
+    discovered::Discovered,
+    dns::{DnsCache, resolved},
+};
 use super::{
     error::ProxyError,
     origination::{Origination, origination},
@@ -51,7 +51,7 @@ use crate::{
     files::FileSource,
     plan::{
         Cluster, ClusterId, Endpoint, EndpointAddress, H2UpgradePolicy, HashKey, LoadBalancer,
-        Protocol, SimpleLb,
+        Protocol, SimpleLb, Warmup,
     },
 };
 
@@ -111,6 +111,8 @@ pub struct UpstreamCluster {
     hashing: Option<(HashKey, HashBalancer)>,
     /// Mirror copies in flight to this cluster.
     mirrors_in_flight: AtomicU32,
+    /// Slow start (`warmup`), for round robin and least request only.
+    slow_start: Option<Warmup>,
 }
 
 /// A mirror copy counted against its cluster until dropped.
@@ -234,6 +236,12 @@ impl UpstreamCluster {
                 .map(|outlier| Detector::new(OutlierPolicy::of(outlier))),
             hashing,
             mirrors_in_flight: AtomicU32::new(0),
+            // Envoy's slow start applies to round robin and least request.
+            slow_start: cluster
+                .policy
+                .warmup
+                // (A hashing cluster balances at random: no slow start.)
+                .filter(|_| matches!(balance, Balance::RoundRobin | Balance::LeastRequest)),
         })
     }
 
@@ -400,8 +408,15 @@ impl UpstreamCluster {
         endpoints: &[Arc<UpstreamEndpoint>],
         hash: Option<u64>,
     ) -> Option<Arc<UpstreamEndpoint>> {
-        match (&self.hashing, hash) {
-            (Some((_, table)), Some(hash)) => table.choose(endpoints, hash),
+        match (&self.hashing, hash, &self.slow_start) {
+            (Some((_, table)), Some(hash), _) => table.choose(endpoints, hash),
+            (_, _, Some(warmup)) => {
+                let now = tokio::time::Instant::now();
+                let weight = |ep: &UpstreamEndpoint| {
+                    slow_start_weight(ep.weight, now.saturating_duration_since(ep.joined), warmup)
+                };
+                choose_weighted(endpoints, self.balance, &self.next, &weight)
+            }
             _ => choose(endpoints, self.balance, &self.next),
         }
     }
@@ -453,6 +468,22 @@ impl Upstreams {
     pub fn get(&self, id: ClusterId) -> Option<&Arc<UpstreamCluster>> {
         self.clusters.get(id.index())
     }
+}
+
+/// An endpoint's weight in thousandths during slow start (Envoy's
+/// `weight * max(min_weight_percent, time_factor ^ (1 / aggression))`,
+/// the time factor `max(age, 1 s) / window`), its whole weight after.
+fn slow_start_weight(weight: u32, age: Duration, warmup: &Warmup) -> u64 {
+    let whole = u64::from(weight) * 1000;
+    if age >= warmup.window || warmup.window.is_zero() {
+        return whole;
+    }
+    let factor = age.max(Duration::from_secs(1)).as_secs_f64() / warmup.window.as_secs_f64();
+    let scale = factor
+        .powf(1.0 / warmup.aggression)
+        .max(warmup.minimum_percent / 100.0)
+        .min(1.0);
+    ((whole as f64) * scale).max(1.0) as u64
 }
 
 /// Runs outlier detection's interval for `cluster` while it is served.

@@ -58,6 +58,8 @@ pub struct UpstreamEndpoint {
     reaping: AtomicBool,
     /// Its outlier-detection record.
     pub(super) health: HostHealth,
+    /// When it joined its cluster, for slow start.
+    pub(super) joined: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -103,7 +105,18 @@ impl UpstreamEndpoint {
             pool: Mutex::new(Pool::default()),
             reaping: AtomicBool::new(false),
             health: HostHealth::default(),
+            joined: Instant::now(),
         })
+    }
+
+    /// An endpoint that joined its cluster at `joined`.
+    #[cfg(test)]
+    pub(super) fn joined_at(addr: SocketAddr, weight: u32, joined: Instant) -> Arc<Self> {
+        let mut endpoint = Self::new(addr, weight);
+        if let Some(fresh) = Arc::get_mut(&mut endpoint) {
+            fresh.joined = joined;
+        }
+        endpoint
     }
 }
 

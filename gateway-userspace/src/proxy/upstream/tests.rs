@@ -216,3 +216,72 @@ async fn a_retry_draws_six_times_in_all_before_it_takes_a_tried_endpoint() {
         .expect("an endpoint");
     assert_eq!(cluster.next.load(Ordering::Relaxed) - before, 6);
 }
+
+fn warmup(window: u64, minimum_percent: f64, aggression: f64) -> Warmup {
+    Warmup {
+        window: Duration::from_secs(window),
+        minimum_percent,
+        aggression,
+    }
+}
+
+#[test]
+fn slow_start_scales_a_young_endpoints_weight_by_its_age_over_the_window() {
+    let secs = Duration::from_secs;
+    let linear = warmup(100, 10.0, 1.0);
+    // 50 s into 100 s: half the weight (in thousandths).
+    assert_eq!(slow_start_weight(2, secs(50), &linear), 1000);
+    // The first second counts as one, and never below the minimum share.
+    assert_eq!(slow_start_weight(1, Duration::ZERO, &linear), 100);
+    assert_eq!(slow_start_weight(1, secs(5), &linear), 100);
+    assert_eq!(slow_start_weight(1, secs(20), &linear), 200);
+    // Past the window: the whole weight.
+    assert_eq!(slow_start_weight(3, secs(100), &linear), 3000);
+    // Aggression 2: the square root of the time factor.
+    assert_eq!(slow_start_weight(1, secs(25), &warmup(100, 10.0, 2.0)), 500);
+}
+
+#[test]
+fn during_slow_start_a_new_endpoint_gets_its_share_of_requests_ramped() {
+    let mut rule = cluster(
+        None,
+        ConnectionPool::default(),
+        [1, 2]
+            .map(|last| Endpoint {
+                address: EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))),
+                port: 80,
+                weight: 1,
+            })
+            .to_vec(),
+    );
+    rule.policy.load_balancer = Some(LoadBalancer::Simple(SimpleLb::RoundRobin));
+    rule.policy.warmup = Some(warmup(3600, 10.0, 1.0));
+    let built =
+        UpstreamCluster::new(&rule, &Discovery::default(), &crate::files::Disk).expect("a cluster");
+    let Endpoints::Static(endpoints) = &built.endpoints else {
+        panic!("static endpoints");
+    };
+    // Both joined just now: equal weights (10% each), an even split.
+    let now = tokio::time::Instant::now();
+    let weight = |ep: &UpstreamEndpoint| {
+        slow_start_weight(
+            ep.weight,
+            now.saturating_duration_since(ep.joined),
+            &warmup(3600, 10.0, 1.0),
+        )
+    };
+    assert_eq!(weight(&endpoints[0]), weight(&endpoints[1]));
+    // An old endpoint beside a new one: the new one gets about a tenth.
+    let old = UpstreamEndpoint::joined_at(endpoints[0].addr, 1, now - Duration::from_secs(7200));
+    let young = Arc::clone(&endpoints[1]);
+    let pair = [old, young];
+    let mut young_picks = 0;
+    for _ in 0..1100 {
+        let picked = built.choose_among(&pair, None).expect("an endpoint");
+        if Arc::ptr_eq(&picked, &pair[1]) {
+            young_picks += 1;
+        }
+    }
+    // Weights 1000 and 100: 100 of every 1100 round-robin tickets.
+    assert_eq!(young_picks, 100);
+}

@@ -99,6 +99,7 @@ fn limited(limits: PoolLimits) -> UpstreamCluster {
         outlier: None,
         hashing: None,
         mirrors_in_flight: Default::default(),
+        slow_start: None,
     }
 }
 
