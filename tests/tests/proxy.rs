@@ -992,7 +992,8 @@ http {{
         &topology,
         backend_ns(&topology),
         Path::new("nginx"),
-        &["-c", &conf, "-g", "daemon off;"],
+        // One process: a worker would outlive the master the guard kills.
+        &["-c", &conf, "-g", "daemon off; master_process off;"],
         format!("{BACKEND_V4}:8088").parse().expect("addr"),
     );
     let yaml = gateway_yaml(
