@@ -23,6 +23,7 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         let instance = Instance {
             labels: labels.clone(),
             namespace: args.namespace.clone(),
+            ..Instance::default()
         };
         let selected = config
             .model
@@ -98,6 +99,7 @@ fn kernel_limit_errors(config: &Config, namespace: &str) -> usize {
         let instance = Instance {
             labels: selector.clone(),
             namespace: namespace.to_string(),
+            ..Instance::default()
         };
         if let Err(err) = compile::plan(&config.model, &instance, &[]) {
             let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -8,7 +8,7 @@ use gateway_userspace::{
     daemon::{self, ConfigSource},
     dataplane::AttachMode,
     kubernetes,
-    model::{DEFAULT_CLUSTER_DOMAIN, Instance, ServiceKey, Subnet, parse_labels},
+    model::{DEFAULT_CLUSTER_DOMAIN, Instance, Locality, ServiceKey, Subnet, parse_labels},
     proxy::access_log,
 };
 
@@ -87,6 +87,20 @@ pub(crate) struct InstanceArgs {
     /// `--kubernetes` in a pod, the pod's own.
     #[arg(long)]
     pub namespace: Option<String>,
+    /// Where this gateway runs, `region/zone/subzone` (Istio's locality):
+    /// locality load balancing prefers endpoints near it.
+    #[arg(long, value_parser = parse_locality, value_name = "REGION/ZONE/SUBZONE")]
+    pub locality: Option<Locality>,
+}
+
+/// `--locality`: up to three `/`-separated parts, none empty.
+fn parse_locality(text: &str) -> Result<Locality, String> {
+    if text.split('/').count() > 3 || text.split('/').any(str::is_empty) {
+        return Err(format!(
+            "{text:?} is not a locality: expected region, region/zone or region/zone/subzone"
+        ));
+    }
+    Ok(Locality::parse(text))
 }
 
 impl InstanceArgs {
@@ -97,6 +111,9 @@ impl InstanceArgs {
         };
         if let Some(namespace) = &self.namespace {
             instance.namespace = namespace.clone();
+        }
+        if let Some(locality) = &self.locality {
+            instance.locality = locality.clone();
         }
         instance
     }

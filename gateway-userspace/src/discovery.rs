@@ -86,6 +86,7 @@ mod tests {
             ports: BTreeMap::from([("http".to_string(), 8080)]),
             state: EndpointState::Ready,
             labels: BTreeMap::new(),
+            locality: Default::default(),
         }
     }
 

@@ -100,6 +100,7 @@ fn test_plan() -> Plan {
                 ports: Default::default(),
                 labels: Default::default(),
                 weight: 1,
+                locality: Default::default(),
             }],
             mesh_internal: false,
             export_to: ExportTo::default(),

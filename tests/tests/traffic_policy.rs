@@ -572,3 +572,139 @@ spec:
     assert!((72..=128).contains(&shadowed), "{shadowed}");
     assert_eq!(stat("dead"), 200);
 }
+
+/// Sends `count` requests for `app.test` to the gateway one after another
+/// on keep-alive connections, and prints in order which backend answered
+/// each (`x-backend`), or its status, or `-1` for no answer.
+const WHO_ANSWERS: &str = r#"
+import http.client, json, sys, time
+host, count = sys.argv[1], int(sys.argv[2])
+seen, conn = [], None
+deadline = time.monotonic() + 30
+for n in range(count):
+    if time.monotonic() > deadline: break
+    try:
+        if conn is None: conn = http.client.HTTPConnection(host, 80, timeout=5)
+        conn.request("GET", "/", headers={"Host": "app.test"})
+        response = conn.getresponse(); response.read()
+        who = response.getheader("x-backend") if response.status == 200 else str(response.status)
+    except Exception:
+        who, conn = "-1", None
+    seen.append(who)
+print(json.dumps(seen))
+"#;
+
+/// Who answered `count` requests, in order.
+fn who_answers(topology: &Topology, count: usize) -> Vec<String> {
+    let out = topology.client(&[PYTHON, "-c", WHO_ANSWERS, GATEWAY_V4, &count.to_string()]);
+    let line = String::from_utf8_lossy(&out.stdout);
+    let mut answers = Vec::new();
+    for item in line.trim().trim_matches(['[', ']']).split(", ") {
+        answers.push(item.trim_matches('"').to_string());
+    }
+    answers
+}
+
+/// Three endpoints of `web.backend` in three localities (`us/1a` on 8081,
+/// `us/1b` on 8082, `eu/1a` on 8083), routed with no retries, and a
+/// DestinationRule with `policy` (YAML lines of its trafficPolicy).
+fn locality_config(policy: &str) -> String {
+    let endpoints = [(8081, "us/1a"), (8082, "us/1b"), (8083, "eu/1a")]
+        .iter()
+        .map(|(port, locality)| {
+            format!("{{address: {BACKEND_V4}, ports: {{http: {port}}}, locality: {locality}}}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut yaml = config("    retries: {attempts: 0}\n", &[]);
+    yaml = yaml.replace("endpoints: []", &format!("endpoints: [{endpoints}]"));
+    yaml + &format!(
+        "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web, namespace: istio-system}}
+spec:
+  host: web.backend
+  trafficPolicy:
+{policy}"
+    )
+}
+
+fn locality_backends(topology: &Topology) -> Vec<Backend> {
+    [("near", 8081), ("zone", 8082), ("region", 8083)]
+        .iter()
+        .map(|(name, port)| backend(topology, name, &format!("{BACKEND_V4}:{port}")))
+        .collect()
+}
+
+/// How many of `answers` are `who`.
+fn share(answers: &[String], who: &str) -> usize {
+    answers.iter().filter(|a| *a == who).count()
+}
+
+#[test]
+fn locality_failover_prefers_the_gateways_zone_then_its_region_then_elsewhere() {
+    require_root();
+    let topology = topology();
+    let mut backends = locality_backends(&topology);
+    let scratch = Scratch::new();
+    let yaml = locality_config(
+        "    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}\n",
+    );
+    let path = scratch.path.join("config.yaml");
+    fs::write(&path, yaml).expect("write config");
+    let daemon = gateway_tests::daemon::start_on(
+        &topology,
+        &path.display().to_string(),
+        &["--locality", "us/1a"],
+    );
+    let all = who_answers(&topology, 30);
+    assert_eq!(share(&all, "near"), 30, "{all:?}\n{}", daemon.log());
+    // The gateway's own zone dies: its three failures eject it, and the
+    // rest of its region (priority 1) takes over, never the other region.
+    drop(backends.remove(0));
+    let after = who_answers(&topology, 30);
+    let failed = after.iter().take_while(|a| *a != "zone").count();
+    assert!((3..=4).contains(&failed), "{after:?}\n{}", daemon.log());
+    assert_eq!(share(&after, "zone"), 30 - failed, "{after:?}");
+    // Then the region dies: the other region (priority 2) serves.
+    drop(backends.remove(0));
+    let last = who_answers(&topology, 30);
+    let failed = last.iter().take_while(|a| *a != "region").count();
+    assert!((3..=4).contains(&failed), "{last:?}\n{}", daemon.log());
+    assert_eq!(share(&last, "region"), 30 - failed, "{last:?}");
+}
+
+#[test]
+fn locality_distribute_sends_each_locality_its_share_and_none_to_unlisted_ones() {
+    require_root();
+    let topology = topology();
+    let _backends = locality_backends(&topology);
+    let scratch = Scratch::new();
+    let yaml = locality_config(
+        "    loadBalancer:
+      localityLbSetting:
+        distribute:
+        - from: us/*
+          to: {us/1a: 80, eu/*: 20}
+",
+    );
+    let path = scratch.path.join("config.yaml");
+    fs::write(&path, yaml).expect("write config");
+    let daemon = gateway_tests::daemon::start_on(
+        &topology,
+        &path.display().to_string(),
+        &["--locality", "us/1a"],
+    );
+    let answers = who_answers(&topology, 500);
+    assert_eq!(answers.len(), 500, "{answers:?}");
+    let (near, zone, region) = (
+        share(&answers, "near"),
+        share(&answers, "zone"),
+        share(&answers, "region"),
+    );
+    // 20 % of 500 is 100 with a standard deviation of 8.9: within 4 sd.
+    assert_eq!(near + region, 500, "{answers:?}\n{}", daemon.log());
+    assert_eq!(zone, 0, "us/1b is in no `to` locality");
+    assert!((64..=136).contains(&region), "eu/1a got {region} of 500");
+}

@@ -8,7 +8,7 @@ use crate::{
         KubeService, KubeServicePort, LoadBalancer, Model, Protocol, Resolution, ServiceEntry,
         ServicePort, TrafficPolicy,
     },
-    plan::{Cluster, ClusterId, DiscoveredEndpoints, Endpoint, Unresolved},
+    plan::{Cluster, ClusterId, DiscoveredEndpoints, Endpoint, LocalityPlan, Placed, Unresolved},
 };
 
 /// Istio's root configuration namespace (`meshConfig.rootNamespace`'s
@@ -21,6 +21,8 @@ pub(super) struct Clusters<'m> {
     namespace: &'m str,
     /// The gateway workload's labels, for a rule's `workloadSelector`.
     labels: &'m BTreeMap<String, String>,
+    /// The gateway workload, for locality load balancing.
+    instance: &'m Instance,
     built: BTreeMap<String, Cluster>,
     /// The clusters' ids while binding, in the order they were built
     /// ([`Clusters::into_clusters`] renumbers them in name order).
@@ -163,7 +165,8 @@ fn kubernetes_protocol(port: &KubeServicePort) -> Option<Protocol> {
 /// the subset's `labels` select, each at its own number for the port's
 /// name, or, when the entry lists none and `host` is no wildcard, `host`
 /// itself resolved by DNS. None at all leaves the destination unresolved,
-/// as do the resolutions that are not served.
+/// as do the resolutions that are not served. Each is placed by
+/// `locality`; one `distribute` leaves out is dropped.
 fn endpoints(
     entry: &ServiceEntry,
     host: &str,
@@ -171,6 +174,7 @@ fn endpoints(
     service_port: &ServicePort,
     labels: &BTreeMap<String, String>,
     subset: &Option<String>,
+    locality: &LocalityPlan,
 ) -> Result<Vec<Endpoint>, Unresolved> {
     let default_port = service_port.target_port.unwrap_or(port);
     let endpoints: Vec<Endpoint> = match entry.resolution {
@@ -184,25 +188,49 @@ fn endpoints(
                 entry: entry_name(entry),
             });
         }
-        _ if entry.endpoints.is_empty() && !host.starts_with('*') => vec![Endpoint {
-            address: EndpointAddress::Dns(host.to_string()),
-            port: default_port,
-            weight: 1,
-        }],
-        _ => entry
-            .endpoints
-            .iter()
-            .filter(|ep| labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)))
-            .map(|ep| Endpoint {
-                address: ep.address.clone(),
-                port: ep
-                    .ports
-                    .get(&service_port.name)
-                    .copied()
-                    .unwrap_or(default_port),
-                weight: ep.weight,
-            })
-            .collect(),
+        _ if entry.endpoints.is_empty() && !host.starts_with('*') => vec![Endpoint::new(
+            EndpointAddress::Dns(host.to_string()),
+            default_port,
+            1,
+        )],
+        _ => {
+            let selected: Vec<_> = entry
+                .endpoints
+                .iter()
+                .filter(|ep| labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)))
+                .collect();
+            let topology: Vec<BTreeMap<String, String>> = selected
+                .iter()
+                .map(|ep| crate::plan::with_topology(&ep.labels, &ep.locality))
+                .collect();
+            let placed: Vec<Placed<'_>> = selected
+                .iter()
+                .zip(&topology)
+                .map(|(ep, labels)| Placed {
+                    locality: &ep.locality,
+                    labels,
+                    weight: ep.weight,
+                })
+                .collect();
+            let placements = locality.place(&placed);
+            selected
+                .iter()
+                .zip(placements)
+                .filter_map(|(ep, placement)| {
+                    Some(Endpoint {
+                        address: ep.address.clone(),
+                        port: ep
+                            .ports
+                            .get(&service_port.name)
+                            .copied()
+                            .unwrap_or(default_port),
+                        weight: ep.weight,
+                        locality: ep.locality.clone(),
+                        placement: placement?,
+                    })
+                })
+                .collect()
+        }
     };
     if endpoints.is_empty() {
         return Err(match subset {
@@ -225,6 +253,7 @@ impl<'m> Clusters<'m> {
             model,
             namespace: &instance.namespace,
             labels: &instance.labels,
+            instance,
             built: BTreeMap::new(),
             ids: HashMap::new(),
             names: Vec::new(),
@@ -306,7 +335,16 @@ impl<'m> Clusters<'m> {
         if self.built.contains_key(&name) {
             return Ok(name);
         }
-        let endpoints = endpoints(entry, &host, port, service_port, &labels, &dest.subset)?;
+        let locality = LocalityPlan::of(&policy, self.instance);
+        let endpoints = endpoints(
+            entry,
+            &host,
+            port,
+            service_port,
+            &labels,
+            &dest.subset,
+            &locality,
+        )?;
         self.insert(Cluster {
             name: name.clone(),
             host,
@@ -316,6 +354,7 @@ impl<'m> Clusters<'m> {
             endpoints,
             discovered: None,
             policy,
+            locality,
         });
         Ok(name)
     }
@@ -357,11 +396,11 @@ impl<'m> Clusters<'m> {
         }
         let (endpoints, discovered) = match &service.external_name {
             Some(external) => (
-                vec![Endpoint {
-                    address: EndpointAddress::Dns(external.clone()),
-                    port: port.port,
-                    weight: 1,
-                }],
+                vec![Endpoint::new(
+                    EndpointAddress::Dns(external.clone()),
+                    port.port,
+                    1,
+                )],
                 None,
             ),
             None => (
@@ -381,6 +420,7 @@ impl<'m> Clusters<'m> {
             protocol: kubernetes_protocol(port),
             endpoints,
             discovered,
+            locality: LocalityPlan::of(&policy, self.instance),
             policy,
         });
         Ok(name)

@@ -232,6 +232,7 @@ fn model() -> impl Strategy<Value = Model> {
                 ports: Default::default(),
                 labels: [("version".to_string(), "v1".to_string())].into(),
                 weight: 1,
+                locality: Default::default(),
             }],
             mesh_internal: false,
             export_to: ExportTo::default(),

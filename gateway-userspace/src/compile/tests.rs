@@ -89,6 +89,7 @@ fn plan_of(gateways: &[Gateway], addrs: &[IpAddr]) -> Result<Plan, CompileError>
                 ports: Default::default(),
                 labels: Default::default(),
                 weight: 1,
+                locality: Default::default(),
             }],
             mesh_internal: false,
             export_to: ExportTo::default(),

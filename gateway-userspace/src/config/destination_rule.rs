@@ -4,6 +4,7 @@
 mod client_tls;
 mod connection_pool;
 mod load_balancer;
+mod locality;
 
 use std::collections::HashSet;
 
@@ -15,8 +16,8 @@ use super::{
     yaml::{Node, Value},
 };
 use crate::model::{
-    ClientTls, ClientTlsMode, ConnectionPool, DestinationRule, LoadBalancer, OutlierDetection,
-    PortTrafficPolicy, RetryBudget, Subset, TrafficPolicy, Warmup,
+    ClientTls, ClientTlsMode, ConnectionPool, DestinationRule, LoadBalancer, LocalitySetting,
+    OutlierDetection, PortTrafficPolicy, RetryBudget, Subset, TrafficPolicy, Warmup,
 };
 
 /// Decodes a DestinationRule whose identity is known; `None` on any error.
@@ -155,6 +156,7 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
     Some(TrafficPolicy {
         load_balancer: fields.load_balancer,
         warmup: fields.warmup,
+        locality: fields.locality,
         connection_pool: fields.connection_pool,
         outlier_detection: fields.outlier_detection,
         tls: fields.tls,
@@ -234,6 +236,7 @@ fn decode_port_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Po
         port: port?,
         load_balancer: fields.load_balancer,
         warmup: fields.warmup,
+        locality: fields.locality,
         connection_pool: fields.connection_pool,
         outlier_detection: fields.outlier_detection,
         tls: fields.tls,
@@ -244,13 +247,14 @@ fn decode_port_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Po
 struct PolicyFields {
     load_balancer: Option<LoadBalancer>,
     warmup: Option<Warmup>,
+    locality: Option<LocalitySetting>,
     connection_pool: Option<ConnectionPool>,
     outlier_detection: Option<OutlierDetection>,
     tls: Option<ClientTls>,
 }
 
 fn decode_policy_fields(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> PolicyFields {
-    let (load_balancer, warmup) = field(entries, "loadBalancer")
+    let balancer = field(entries, "loadBalancer")
         .map(|n| load_balancer::load_balancer(d, n, &join(path, "loadBalancer")))
         .unwrap_or_default();
     let tls = field(entries, "tls").and_then(|node| {
@@ -277,12 +281,27 @@ fn decode_policy_fields(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &st
         }
         Some(tls)
     });
+    let outlier = field(entries, "outlierDetection");
+    if let (Some(setting), None, Some(at)) =
+        (&balancer.locality, outlier, field(entries, "loadBalancer"))
+    {
+        if setting.fails_over_by_rule() {
+            // Istio's warning: without ejections nothing ever fails over.
+            d.report(
+                Severity::Warning,
+                at,
+                &join(path, "loadBalancer"),
+                "outlier detection policy must be provided for failover".to_string(),
+            );
+        }
+    }
     PolicyFields {
-        load_balancer,
-        warmup,
+        load_balancer: balancer.policy,
+        warmup: balancer.warmup,
+        locality: balancer.locality,
         connection_pool: field(entries, "connectionPool")
             .and_then(|n| connection_pool::connection_pool(d, n, &join(path, "connectionPool"))),
-        outlier_detection: field(entries, "outlierDetection")
+        outlier_detection: outlier
             .and_then(|n| outlier_detection(d, n, &join(path, "outlierDetection"))),
         tls,
     }

@@ -1499,13 +1499,12 @@ fn warmup_ranges_istio_rejects_are_errors() {
 #[test]
 fn zone_aware_lb_setting_is_decoded_and_exclusive_with_locality() {
     let zone = load_balancer("{zoneAwareLbSetting: {enabled: true, minClusterSize: 3}}");
-    assert!(!zone.has_errors(), "{:?}", zone.diagnostics);
-    assert_has(
-        &zone,
-        Severity::Warning,
-        "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
-        "zoneAwareLbSetting is not applied by this gateway yet",
-    );
+    assert!(zone.diagnostics.is_empty(), "{:?}", zone.diagnostics);
+    let policy = &zone.model.destination_rules[0].traffic_policy;
+    assert!(matches!(
+        &policy.locality,
+        Some(crate::model::LocalitySetting::ZoneAware(z)) if z.min_cluster_size == Some(3)
+    ));
     let both =
         load_balancer("{localityLbSetting: {enabled: true}, zoneAwareLbSetting: {enabled: true}}");
     assert_eq!(
@@ -1514,6 +1513,108 @@ fn zone_aware_lb_setting_is_decoded_and_exclusive_with_locality() {
             "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting".to_string(),
             "only one of localityLbSetting and zoneAwareLbSetting can be set".to_string()
         )]
+    );
+}
+
+#[test]
+fn locality_lb_setting_is_decoded_with_enabled_false_as_disabled() {
+    let on = load_balancer(
+        "{localityLbSetting: {distribute: [{from: us/*, to: {us/*: 80, eu/*: 20}}]}}",
+    );
+    assert!(on.diagnostics.is_empty(), "{:?}", on.diagnostics);
+    let Some(crate::model::LocalitySetting::Locality(lb)) =
+        &on.model.destination_rules[0].traffic_policy.locality
+    else {
+        panic!("a locality setting")
+    };
+    assert_eq!(lb.distribute[0].to.get("eu/*"), Some(&20));
+    let off = load_balancer("{localityLbSetting: {enabled: false}}");
+    assert_eq!(
+        off.model.destination_rules[0].traffic_policy.locality,
+        Some(crate::model::LocalitySetting::Disabled)
+    );
+}
+
+#[test]
+fn locality_lb_settings_istio_rejects_are_errors() {
+    let at = "spec.trafficPolicy.loadBalancer.localityLbSetting";
+    for (setting, field, message) in [
+        (
+            "{distribute: [{from: us/*, to: {us/*: 80}}]}",
+            format!("{at}.distribute[0].to"),
+            "total locality weight 80 != 100",
+        ),
+        (
+            "{distribute: [{from: us/*, to: {us/*: 0, eu/*: 100}}]}",
+            format!("{at}.distribute[0].to.us/*"),
+            "locality weight must be in range [1, 100]",
+        ),
+        (
+            "{distribute: [{from: us/*, to: {us/*: 50, us/1a: 50}}]}",
+            format!("{at}.distribute[0].to"),
+            "locality us/1a overlap with previous specified ones",
+        ),
+        (
+            "{distribute: [{from: us, to: {us: 100}}, {from: us/1a, to: {us: 100}}]}",
+            format!("{at}.distribute"),
+            "locality us/1a overlap with previous specified ones",
+        ),
+        (
+            "{distribute: [{from: us/*/x, to: {us: 100}}]}",
+            format!("{at}.distribute"),
+            "locality us/*/x wildcard '*' number can not exceed 1 and must be in the end",
+        ),
+        (
+            "{failover: [{from: us, to: us}]}",
+            format!("{at}.failover[0]"),
+            "locality lb failover settings must specify different regions",
+        ),
+        (
+            "{failover: [{from: us/1a, to: eu}]}",
+            format!("{at}.failover[0]"),
+            "locality lb failover only specify region",
+        ),
+        (
+            "{failover: [{from: us, to: eu}], distribute: [{from: us, to: {eu: 100}}]}",
+            at.to_string(),
+            "can not simultaneously specify 'distribute' and 'failover'",
+        ),
+        (
+            "{failover: [{from: us, to: eu}], failoverPriority: [topology.kubernetes.io/zone]}",
+            format!("{at}.failoverPriority"),
+            "can not simultaneously set 'failover' and topology label 'topology.kubernetes.io/zone' in 'failover_priority'",
+        ),
+    ] {
+        let config = load_balancer(&format!("{{localityLbSetting: {setting}}}"));
+        assert_has(&config, Severity::Error, &field, message);
+    }
+    let zone =
+        load_balancer("{zoneAwareLbSetting: {failoverPriority: [topology.kubernetes.io/region]}}");
+    assert_has(
+        &zone,
+        Severity::Error,
+        "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting.failoverPriority",
+        "'failover_priority' for zone aware lb must not use topology label 'topology.kubernetes.io/region'; region- and zone-level routing are handled automatically",
+    );
+}
+
+#[test]
+fn failover_without_outlier_detection_is_warned_as_istio_warns() {
+    let config = load_balancer("{localityLbSetting: {failover: [{from: us, to: eu}]}}");
+    assert_has(
+        &config,
+        Severity::Warning,
+        "spec.trafficPolicy.loadBalancer",
+        "outlier detection policy must be provided for failover",
+    );
+    let with_outlier = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    loadBalancer: {localityLbSetting: {failover: [{from: us, to: eu}]}}\n    outlierDetection: {consecutive5xxErrors: 1}\n",
+    );
+    assert!(
+        with_outlier.diagnostics.is_empty(),
+        "{:?}",
+        with_outlier.diagnostics
     );
 }
 

@@ -73,6 +73,7 @@ impl Daemon {
             instance: Instance {
                 labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
                 namespace: "istio-system".to_string(),
+                locality: Default::default(),
             },
             reset_unknown_hosts: Vec::new(),
             addresses: vec!["192.0.2.1".parse().unwrap()],

@@ -39,6 +39,7 @@ spec:
     let instance = Instance {
         labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
         namespace: "istio-system".to_string(),
+        locality: Default::default(),
     };
     let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
     compile::plan(&config.model, &instance, &addrs).expect("compiles")

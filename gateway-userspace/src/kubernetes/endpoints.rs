@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::{
-    DiscoveredEndpoint, EndpointState, KubeService, KubeServicePort, NO_PORT_TRANSLATION_LABEL,
-    ServiceKey, TargetPort,
+    DiscoveredEndpoint, EndpointState, KubeService, KubeServicePort, LOCALITY_LABEL, Locality,
+    NO_PORT_TRANSLATION_LABEL, ServiceKey, TargetPort,
 };
 
 /// The label a slice names its Service in.
@@ -89,6 +89,9 @@ struct SliceEndpoint {
     conditions: Conditions,
     #[serde(default)]
     target_ref: Option<TargetRef>,
+    /// The zone of the node it runs on.
+    #[serde(default)]
+    zone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +138,7 @@ pub fn slice_endpoints(slice: &Value, pods: &PodLabels) -> Vec<DiscoveredEndpoin
             continue;
         };
         let labels = pod_labels(endpoint.target_ref.as_ref(), pods);
+        let locality = endpoint_locality(&labels, endpoint.zone.as_deref());
         for address in &endpoint.addresses {
             let Ok(address) = address.parse::<IpAddr>() else {
                 continue;
@@ -144,10 +148,24 @@ pub fn slice_endpoints(slice: &Value, pods: &PodLabels) -> Vec<DiscoveredEndpoin
                 ports: ports.clone(),
                 state,
                 labels: labels.clone(),
+                locality: locality.clone(),
             });
         }
     }
     out
+}
+
+/// An endpoint's locality: its Pod's `istio-locality` label (Istio's
+/// override), else the slice's `zone` with region and subzone unknown
+/// (Istio reads those from the Node's labels, which are not watched).
+fn endpoint_locality(labels: &BTreeMap<String, String>, zone: Option<&str>) -> Locality {
+    match labels.get(LOCALITY_LABEL) {
+        Some(label) => Locality::from_label(label),
+        None => Locality {
+            zone: zone.unwrap_or_default().to_string(),
+            ..Locality::default()
+        },
+    }
 }
 
 /// Whether an endpoint takes requests, and when.
@@ -225,11 +243,13 @@ pub fn endpoints_object(object: &Value, pods: &PodLabels) -> Vec<DiscoveredEndpo
             let Ok(ip) = address.ip.parse::<IpAddr>() else {
                 continue;
             };
+            let labels = pod_labels(address.target_ref.as_ref(), pods);
             out.push(DiscoveredEndpoint {
                 address: ip,
                 ports: ports.clone(),
                 state: EndpointState::Ready,
-                labels: pod_labels(address.target_ref.as_ref(), pods),
+                locality: endpoint_locality(&labels, None),
+                labels,
             });
         }
     }

@@ -44,6 +44,9 @@ impl Gateway {
 pub struct Instance {
     pub labels: BTreeMap<String, String>,
     pub namespace: String,
+    /// Where the gateway runs (`--locality`): locality load balancing
+    /// prefers endpoints near it.
+    pub locality: super::Locality,
 }
 
 impl Default for Instance {
@@ -52,6 +55,7 @@ impl Default for Instance {
         Self {
             labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
             namespace: "istio-system".to_string(),
+            locality: super::Locality::default(),
         }
     }
 }

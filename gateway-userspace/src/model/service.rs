@@ -138,6 +138,8 @@ pub struct DiscoveredEndpoint {
     /// The labels of the Pod the endpoint's `targetRef` names, for
     /// DestinationRule subsets; empty when unknown.
     pub labels: BTreeMap<String, String>,
+    /// Where it runs: the slice's `zone`, or the Pod's `istio-locality`.
+    pub locality: super::Locality,
 }
 
 /// Which endpoints take requests: the ready ones, or, when none is ready,

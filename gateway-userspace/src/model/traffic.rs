@@ -393,6 +393,8 @@ pub struct WorkloadEntry {
     pub ports: BTreeMap<String, u16>,
     pub labels: BTreeMap<String, String>,
     pub weight: u32,
+    /// `locality`: where it runs, for locality load balancing.
+    pub locality: super::Locality,
 }
 
 /// An Istio `ServiceEntry`.
@@ -617,6 +619,9 @@ pub struct TrafficPolicy {
     pub retry_budget: Option<RetryBudget>,
     /// `loadBalancer.warmup`: it moves with `load_balancer` in merges.
     pub warmup: Option<Warmup>,
+    /// `loadBalancer.localityLbSetting` / `zoneAwareLbSetting`: they move
+    /// with `load_balancer` in merges too.
+    pub locality: Option<super::LocalitySetting>,
 }
 
 /// `trafficPolicy.retryBudget`: retries in flight at most `percent` of the
@@ -636,6 +641,7 @@ pub struct PortTrafficPolicy {
     pub port: u16,
     pub load_balancer: Option<LoadBalancer>,
     pub warmup: Option<Warmup>,
+    pub locality: Option<super::LocalitySetting>,
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
     pub tls: Option<ClientTls>,
@@ -651,6 +657,7 @@ impl TrafficPolicy {
                 Self {
                     load_balancer: level.load_balancer.clone(),
                     warmup: level.warmup,
+                    locality: level.locality.clone(),
                     connection_pool: level.connection_pool.clone(),
                     outlier_detection: level.outlier_detection.clone(),
                     tls: level.tls.clone(),
@@ -687,9 +694,12 @@ impl TrafficPolicy {
             merged.outlier_detection = subset.outlier_detection;
         }
         // `loadBalancer` is one block in Istio: its warmup goes with it.
-        if subset.load_balancer.is_some() || subset.warmup.is_some() || port_level {
+        let sets_load_balancer =
+            subset.load_balancer.is_some() || subset.warmup.is_some() || subset.locality.is_some();
+        if sets_load_balancer || port_level {
             merged.load_balancer = subset.load_balancer;
             merged.warmup = subset.warmup;
+            merged.locality = subset.locality;
         }
         if subset.tls.is_some() || port_level {
             merged.tls = subset.tls;

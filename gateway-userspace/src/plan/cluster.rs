@@ -1,7 +1,8 @@
 //! Clusters: the backends routes send to, with their endpoints and policy.
 use std::collections::BTreeMap;
 
-use crate::model::{EndpointAddress, Protocol, ServiceKey, TrafficPolicy};
+use super::{LocalityPlan, Placement};
+use crate::model::{EndpointAddress, Locality, Protocol, ServiceKey, TrafficPolicy};
 
 /// How long a resolved DNS answer of a `resolution: DNS` host is used
 /// before it is resolved again, by the proxy's clusters and the egress
@@ -41,6 +42,9 @@ pub struct Cluster {
     pub discovered: Option<DiscoveredEndpoints>,
     /// The DestinationRule policy, with the subset's policy in its place if it has one.
     pub policy: TrafficPolicy,
+    /// How endpoints are ordered by locality: [`Cluster::endpoints`] are
+    /// placed already; discovered ones are placed as they change.
+    pub locality: LocalityPlan,
 }
 
 /// One address a cluster connects to.
@@ -49,6 +53,22 @@ pub struct Endpoint {
     pub address: EndpointAddress,
     pub port: u16,
     pub weight: u32,
+    pub locality: Locality,
+    /// Its priority and locality weight ([`LocalityPlan::place`]).
+    pub placement: Placement,
+}
+
+impl Endpoint {
+    /// An endpoint with no locality, at priority 0.
+    pub fn new(address: EndpointAddress, port: u16, weight: u32) -> Self {
+        Self {
+            address,
+            port,
+            weight,
+            locality: Locality::default(),
+            placement: Placement::default(),
+        }
+    }
 }
 
 /// Which of a Kubernetes Service's discovered endpoints a cluster sends

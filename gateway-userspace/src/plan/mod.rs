@@ -6,6 +6,7 @@
 mod cluster;
 mod hosts;
 pub mod kernel;
+mod locality;
 mod retry;
 mod route;
 
@@ -17,6 +18,7 @@ pub use self::{
     cluster::{Cluster, ClusterId, DNS_REFRESH, DiscoveredEndpoints, Endpoint, Unresolved},
     hosts::{HostTable, VirtualHost},
     kernel::{KernelHost, addr_key, ports_of},
+    locality::{FailoverPlan, LocalityPlan, Placed, Placement, with_topology},
     retry::{DEFAULT_BACKOFF_BASE, HOST_SELECTION_ATTEMPTS, RetryOn, RetryPolicy},
     route::{Backend, Forward, Mirror, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
 };
@@ -27,7 +29,7 @@ pub use crate::model::{AbortStatus, CorsPolicy, FaultAbort, FaultDelay, HttpFaul
 pub use crate::model::{
     ClientTls, ClientTlsMode, ConnectionPool, ConsistentHash, DestinationHeaders, EndpointAddress,
     H2UpgradePolicy, HashKey, HashTable, HeaderOperations, HostPattern, HttpMatch, HttpRedirect,
-    LoadBalancer, OutlierDetection, Protocol, ServerTls, SimpleLb, StringMatch, Subnet,
+    LoadBalancer, Locality, OutlierDetection, Protocol, ServerTls, SimpleLb, StringMatch, Subnet,
     TcpKeepalive, TlsMode, TlsVersion, TrafficPolicy, Warmup, authority_host, best_match,
 };
 

@@ -1,7 +1,7 @@
 //! A traffic policy's `loadBalancer`: a simple policy or a consistent
-//! hash on one key, and warmup (slow start); locality and zone-aware
-//! settings are checked and warned as not applied.
-use super::{at_least_a_millisecond, not_applied_yet, number};
+//! hash on one key, warmup (slow start), and the locality or zone-aware
+//! setting (`locality.rs`).
+use super::{at_least_a_millisecond, locality, number};
 use crate::{
     config::{
         common::duration,
@@ -9,7 +9,7 @@ use crate::{
         diagnostic::Severity,
         yaml::Node,
     },
-    model::{ConsistentHash, HashKey, HashTable, LoadBalancer, SimpleLb, Warmup},
+    model::{ConsistentHash, HashKey, HashTable, LoadBalancer, LocalitySetting, SimpleLb, Warmup},
 };
 
 const LB_SIMPLE: &[&str] = &[
@@ -21,13 +21,18 @@ const LB_SIMPLE: &[&str] = &[
     "LEAST_REQUEST",
 ];
 
-/// `trafficPolicy.loadBalancer`: its policy (`None` when it sets none or
-/// has an error) and its warmup.
-pub(super) fn load_balancer(
-    d: &mut Decoder<'_>,
-    node: &Node,
-    path: &str,
-) -> (Option<LoadBalancer>, Option<Warmup>) {
+/// `trafficPolicy.loadBalancer` as decoded: each part `None` when unset
+/// or in error.
+#[derive(Default)]
+pub(super) struct LoadBalancerBlock {
+    pub policy: Option<LoadBalancer>,
+    pub warmup: Option<Warmup>,
+    pub locality: Option<LocalitySetting>,
+}
+
+/// `trafficPolicy.loadBalancer`: its policy, its warmup and its locality
+/// setting.
+pub(super) fn load_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> LoadBalancerBlock {
     let Some(entries) = d.mapping(
         node,
         path,
@@ -40,7 +45,7 @@ pub(super) fn load_balancer(
             "warmup",
         ],
     ) else {
-        return (None, None);
+        return LoadBalancerBlock::default();
     };
     let warmup = match (
         field(entries, "warmup"),
@@ -54,7 +59,27 @@ pub(super) fn load_balancer(
         }),
         (None, None) => None,
     };
-    (policy(d, node, entries, path), warmup)
+    let locality = match (
+        field(entries, "localityLbSetting"),
+        field(entries, "zoneAwareLbSetting"),
+    ) {
+        (Some(_), Some(at)) => {
+            d.error(
+                at,
+                &join(path, "zoneAwareLbSetting"),
+                "only one of localityLbSetting and zoneAwareLbSetting can be set",
+            );
+            None
+        }
+        (Some(n), None) => locality::locality_lb(d, n, &join(path, "localityLbSetting")),
+        (None, Some(n)) => locality::zone_aware_lb(d, n, &join(path, "zoneAwareLbSetting")),
+        (None, None) => None,
+    };
+    LoadBalancerBlock {
+        policy: policy(d, node, entries, path),
+        warmup,
+        locality,
+    }
 }
 
 /// Envoy's `min_weight_percent` default, which Istio keeps.
@@ -66,22 +91,6 @@ fn policy(
     entries: &[(Node, Node)],
     path: &str,
 ) -> Option<LoadBalancer> {
-    not_applied_yet(
-        d,
-        entries,
-        path,
-        &["localityLbSetting", "zoneAwareLbSetting"],
-    );
-    if let (Some(_), Some(at)) = (
-        field(entries, "localityLbSetting"),
-        field(entries, "zoneAwareLbSetting"),
-    ) {
-        d.error(
-            at,
-            &join(path, "zoneAwareLbSetting"),
-            "only one of localityLbSetting and zoneAwareLbSetting can be set",
-        );
-    }
     match (field(entries, "simple"), field(entries, "consistentHash")) {
         (Some(simple), None) => simple_load_balancer(d, simple, path),
         (None, Some(hash)) => consistent_hash(d, hash, path),

@@ -10,7 +10,7 @@ use crate::{
         rules,
         yaml::Node,
     },
-    model::{EndpointAddress, Resolution, ServicePort, WorkloadEntry},
+    model::{EndpointAddress, LOCALITY_LABEL, Locality, Resolution, ServicePort, WorkloadEntry},
 };
 
 /// `endpoints` items that decode without error, in order.
@@ -63,8 +63,14 @@ pub(super) fn decode_endpoints(
         endpoints.push(WorkloadEntry {
             address,
             ports: endpoint_ports,
-            labels,
             weight: count(d, ep, "weight", &ep_path).unwrap_or(1),
+            // Istio's `locality`, else the `istio-locality` label's.
+            locality: d
+                .opt_string(ep, "locality", &ep_path)
+                .map(|text| Locality::parse(&text))
+                .or_else(|| labels.get(LOCALITY_LABEL).map(|l| Locality::from_label(l)))
+                .unwrap_or_default(),
+            labels,
         });
     }
     endpoints

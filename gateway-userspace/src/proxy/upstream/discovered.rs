@@ -13,14 +13,16 @@ use tokio::sync::watch;
 use super::UpstreamEndpoint;
 use crate::{
     discovery::{Discovery, EndpointList},
-    model::{DiscoveredEndpoint, EndpointState},
-    plan::DiscoveredEndpoints,
+    model::DiscoveredEndpoint,
+    plan::{DiscoveredEndpoints, LocalityPlan, Placed, with_topology},
 };
 
 #[derive(Debug)]
 pub(in crate::proxy) struct Discovered {
     port_name: String,
     labels: BTreeMap<String, String>,
+    /// Where each endpoint stands by locality, placed on every change.
+    locality: LocalityPlan,
     current: Mutex<Current>,
 }
 
@@ -31,13 +33,19 @@ struct Current {
 }
 
 impl Discovered {
-    pub(super) fn new(selection: &DiscoveredEndpoints, discovery: &Discovery) -> Self {
+    pub(super) fn new(
+        selection: &DiscoveredEndpoints,
+        discovery: &Discovery,
+        locality: &LocalityPlan,
+    ) -> Self {
         let mut changes = discovery.subscribe(&selection.service);
         let list = changes.borrow_and_update().clone();
-        let endpoints = select(&list, &selection.port_name, &selection.labels, &[]);
+        let found = select(&list, &selection.port_name, &selection.labels, &[]);
+        let endpoints = place(found, locality);
         Self {
             port_name: selection.port_name.clone(),
             labels: selection.labels.clone(),
+            locality: locality.clone(),
             current: Mutex::new(Current { changes, endpoints }),
         }
     }
@@ -49,10 +57,44 @@ impl Discovered {
         // A closed channel (the Service is no longer routed to) keeps its last list.
         if current.changes.has_changed().unwrap_or(false) {
             let list = current.changes.borrow_and_update().clone();
-            current.endpoints = select(&list, &self.port_name, &self.labels, &current.endpoints);
+            let found = select(&list, &self.port_name, &self.labels, &current.endpoints);
+            current.endpoints = place(found, &self.locality);
         }
         f(&current.endpoints)
     }
+}
+
+/// Places each endpoint by its locality and labels; those `distribute`
+/// leaves out are dropped.
+fn place(
+    found: Vec<(Arc<UpstreamEndpoint>, &DiscoveredEndpoint)>,
+    plan: &LocalityPlan,
+) -> Vec<Arc<UpstreamEndpoint>> {
+    if *plan == LocalityPlan::Flat {
+        return found.into_iter().map(|(ep, _)| ep).collect();
+    }
+    let labels: Vec<BTreeMap<String, String>> = found
+        .iter()
+        .map(|(_, d)| with_topology(&d.labels, &d.locality))
+        .collect();
+    let placed: Vec<Placed<'_>> = found
+        .iter()
+        .zip(&labels)
+        .map(|((ep, d), labels)| Placed {
+            locality: &d.locality,
+            labels,
+            weight: ep.weight,
+        })
+        .collect();
+    let placements = plan.place(&placed);
+    found
+        .iter()
+        .zip(placements)
+        .filter_map(|((ep, d), placement)| {
+            ep.place.set(placement?, &d.locality);
+            Some(Arc::clone(ep))
+        })
+        .collect()
 }
 
 /// The endpoints a cluster sends to: those carrying every subset label
@@ -60,36 +102,36 @@ impl Discovered {
 /// those still serving while they terminate (Envoy under Istio sends to
 /// draining endpoints only when no healthy one is left). An address in
 /// `known` keeps its endpoint and pool.
-fn select(
-    list: &[DiscoveredEndpoint],
+fn select<'a>(
+    list: &'a [DiscoveredEndpoint],
     port_name: &str,
     labels: &BTreeMap<String, String>,
     known: &[Arc<UpstreamEndpoint>],
-) -> Vec<Arc<UpstreamEndpoint>> {
-    let usable: Vec<(SocketAddr, EndpointState)> = list
+) -> Vec<(Arc<UpstreamEndpoint>, &'a DiscoveredEndpoint)> {
+    let usable: Vec<(SocketAddr, &DiscoveredEndpoint)> = list
         .iter()
         .filter(|ep| labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)))
         .filter_map(|ep| {
             let port = *ep.ports.get(port_name)?;
-            Some((SocketAddr::new(ep.address, port), ep.state))
+            Some((SocketAddr::new(ep.address, port), ep))
         })
         .collect();
-    let best = usable.iter().map(|(_, state)| *state).min();
-    let mut addresses: Vec<SocketAddr> = usable
-        .iter()
-        .filter(|(_, state)| Some(*state) == best)
-        .map(|(addr, _)| *addr)
-        .collect();
-    addresses.sort();
-    addresses.dedup();
-    addresses
+    let best = usable.iter().map(|(_, ep)| ep.state).min();
+    let mut chosen: Vec<(SocketAddr, &DiscoveredEndpoint)> = usable
         .into_iter()
-        .map(|addr| {
-            known
+        .filter(|(_, ep)| Some(ep.state) == best)
+        .collect();
+    chosen.sort_by_key(|(addr, _)| *addr);
+    chosen.dedup_by_key(|(addr, _)| *addr);
+    chosen
+        .into_iter()
+        .map(|(addr, ep)| {
+            let endpoint = known
                 .iter()
-                .find(|ep| ep.addr == addr)
+                .find(|known| known.addr == addr)
                 .cloned()
-                .unwrap_or_else(|| UpstreamEndpoint::new(addr, 1))
+                .unwrap_or_else(|| UpstreamEndpoint::new(addr, 1));
+            (endpoint, ep)
         })
         .collect()
 }
@@ -99,6 +141,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
+    use crate::model::EndpointState;
     use crate::model::ServiceKey;
 
     fn endpoint(address: &str, state: EndpointState, version: &str) -> DiscoveredEndpoint {
@@ -107,11 +150,19 @@ mod tests {
             ports: BTreeMap::from([("http".to_string(), 8080), ("admin".to_string(), 9901)]),
             state,
             labels: BTreeMap::from([("version".to_string(), version.to_string())]),
+            locality: Default::default(),
         }
     }
 
-    fn addrs(endpoints: &[Arc<UpstreamEndpoint>]) -> Vec<String> {
+    fn urls(endpoints: &[Arc<UpstreamEndpoint>]) -> Vec<String> {
         endpoints.iter().map(|ep| ep.addr.to_string()).collect()
+    }
+
+    fn addrs<T>(endpoints: &[(Arc<UpstreamEndpoint>, T)]) -> Vec<String> {
+        endpoints
+            .iter()
+            .map(|(ep, _)| ep.addr.to_string())
+            .collect()
     }
 
     fn selection(port_name: &str, labels: &[(&str, &str)]) -> DiscoveredEndpoints {
@@ -175,9 +226,9 @@ mod tests {
             &web.service,
             vec![endpoint("192.0.2.1", EndpointState::Ready, "v1")],
         );
-        let cluster = Discovered::new(&web, &discovery);
+        let cluster = Discovered::new(&web, &discovery, &LocalityPlan::Flat);
         let first = cluster.with_current(|eps| eps.to_vec());
-        assert_eq!(addrs(&first), ["192.0.2.1:8080"]);
+        assert_eq!(urls(&first), ["192.0.2.1:8080"]);
         discovery.publish(
             &web.service,
             vec![
@@ -186,7 +237,7 @@ mod tests {
             ],
         );
         let second = cluster.with_current(|eps| eps.to_vec());
-        assert_eq!(addrs(&second), ["192.0.2.1:8080", "192.0.2.5:8080"]);
+        assert_eq!(urls(&second), ["192.0.2.1:8080", "192.0.2.5:8080"]);
         assert!(Arc::ptr_eq(&first[0], &second[0]));
         discovery.publish(&web.service, Vec::new());
         assert!(cluster.with_current(<[_]>::is_empty));

@@ -8,14 +8,25 @@ use std::{
 use tokio::time::Instant;
 
 use super::{UpstreamEndpoint, UpstreamError};
+use crate::plan::{Locality, Placement};
 
 pub use crate::plan::DNS_REFRESH;
+
+/// A name to resolve, and what each of its addresses inherits.
+#[derive(Debug)]
+pub(in crate::proxy) struct DnsName {
+    pub name: String,
+    pub port: u16,
+    pub weight: u32,
+    pub locality: Locality,
+    pub placement: Placement,
+}
 
 /// The last DNS answer and when it was taken.
 pub(super) type DnsCache = Mutex<Option<(Instant, Vec<Arc<UpstreamEndpoint>>)>>;
 
 pub(super) async fn resolved(
-    names: &[(String, u16, u32)],
+    names: &[DnsName],
     cache: &DnsCache,
 ) -> Result<Vec<Arc<UpstreamEndpoint>>, UpstreamError> {
     if let Ok(guard) = cache.lock() {
@@ -27,14 +38,16 @@ pub(super) async fn resolved(
     }
     let mut fresh: Vec<Arc<UpstreamEndpoint>> = Vec::new();
     let mut last_error = None;
-    for (name, port, weight) in names {
-        match tokio::net::lookup_host((name.as_str(), *port)).await {
+    for named in names {
+        match tokio::net::lookup_host((named.name.as_str(), named.port)).await {
             Ok(addrs) => {
                 for addr in addrs {
-                    fresh.push(reuse(cache, addr, *weight));
+                    let endpoint = reuse(cache, addr, named.weight);
+                    endpoint.place.set(named.placement, &named.locality);
+                    fresh.push(endpoint);
                 }
             }
-            Err(err) => last_error = Some((name.clone(), err.to_string())),
+            Err(err) => last_error = Some((named.name.clone(), err.to_string())),
         }
     }
     if fresh.is_empty() {
@@ -53,10 +66,10 @@ pub(super) async fn resolved(
     Ok(fresh)
 }
 
-fn names_text(names: &[(String, u16, u32)]) -> String {
+fn names_text(names: &[DnsName]) -> String {
     names
         .iter()
-        .map(|(n, _, _)| n.as_str())
+        .map(|n| n.name.as_str())
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -78,11 +91,17 @@ mod tests {
     use super::*;
 
     /// `localhost` at `port`: resolved from the hosts file, no network.
-    fn localhost(port: u16) -> Vec<(String, u16, u32)> {
-        vec![("localhost".to_string(), port, 3)]
+    fn localhost(port: u16) -> Vec<DnsName> {
+        vec![DnsName {
+            name: "localhost".to_string(),
+            port,
+            weight: 3,
+            locality: Locality::default(),
+            placement: Placement::default(),
+        }]
     }
 
-    async fn resolve(names: &[(String, u16, u32)], cache: &DnsCache) -> Vec<Arc<UpstreamEndpoint>> {
+    async fn resolve(names: &[DnsName], cache: &DnsCache) -> Vec<Arc<UpstreamEndpoint>> {
         let answer = tokio::time::timeout(Duration::from_secs(5), resolved(names, cache));
         answer
             .await

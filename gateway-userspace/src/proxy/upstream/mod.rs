@@ -15,6 +15,7 @@ mod hashing;
 mod limits;
 mod outlier;
 mod pool;
+mod priority;
 #[cfg(test)]
 mod tests;
 
@@ -40,7 +41,7 @@ pub use self::{
 use self::{
     balance::{choose, choose_weighted},
     discovered::Discovered,
-    dns::{DnsCache, resolved},
+    dns::{DnsCache, DnsName, resolved},
 };
 use super::{
     error::ProxyError,
@@ -51,7 +52,7 @@ use crate::{
     files::FileSource,
     plan::{
         Cluster, ClusterId, Endpoint, EndpointAddress, H2UpgradePolicy, HashKey, LoadBalancer,
-        Protocol, SimpleLb, Warmup,
+        LocalityPlan, Protocol, SimpleLb, Warmup,
     },
 };
 
@@ -77,7 +78,7 @@ pub(super) enum Endpoints {
     Static(Vec<Arc<UpstreamEndpoint>>),
     /// Names resolved with the system resolver, each at its port.
     Dns {
-        names: Vec<(String, u16, u32)>,
+        names: Vec<DnsName>,
         cache: DnsCache,
     },
     /// A Kubernetes Service's, as its EndpointSlices change.
@@ -113,6 +114,11 @@ pub struct UpstreamCluster {
     mirrors_in_flight: AtomicU32,
     /// Slow start (`warmup`), for round robin and least request only.
     slow_start: Option<Warmup>,
+    /// Endpoints are placed at priorities by locality (failover or
+    /// `distribute`): picks go through `priority.rs`.
+    by_locality: bool,
+    /// `distribute`: a locality is drawn by weight before an endpoint.
+    weights_localities: bool,
 }
 
 /// A mirror copy counted against its cluster until dropped.
@@ -174,17 +180,27 @@ impl UpstreamCluster {
             address,
             port,
             weight,
+            locality,
+            placement,
         } in &cluster.endpoints
         {
             match address {
                 EndpointAddress::Ip(ip) => {
-                    fixed.push(UpstreamEndpoint::new(SocketAddr::new(*ip, *port), *weight))
+                    let endpoint = UpstreamEndpoint::new(SocketAddr::new(*ip, *port), *weight);
+                    endpoint.place.set(*placement, locality);
+                    fixed.push(endpoint);
                 }
-                EndpointAddress::Dns(name) => names.push((name.clone(), *port, *weight)),
+                EndpointAddress::Dns(name) => names.push(DnsName {
+                    name: name.clone(),
+                    port: *port,
+                    weight: *weight,
+                    locality: locality.clone(),
+                    placement: *placement,
+                }),
             }
         }
         let endpoints = if let Some(selection) = &cluster.discovered {
-            Endpoints::Discovered(Discovered::new(selection, discovery))
+            Endpoints::Discovered(Discovered::new(selection, discovery, &cluster.locality))
         } else if names.is_empty() {
             Endpoints::Static(fixed)
         } else {
@@ -242,6 +258,8 @@ impl UpstreamCluster {
                 .warmup
                 // (A hashing cluster balances at random: no slow start.)
                 .filter(|_| matches!(balance, Balance::RoundRobin | Balance::LeastRequest)),
+            by_locality: placed_by_locality(cluster),
+            weights_localities: cluster.locality.weights_localities(),
         })
     }
 
@@ -384,11 +402,27 @@ impl UpstreamCluster {
 
     /// Balances over the endpoints outlier detection has not ejected (all
     /// of them below the panic threshold); none when every one is out.
+    /// Endpoints placed by locality go through their priority levels.
     fn choose_healthy(
         &self,
         endpoints: &[Arc<UpstreamEndpoint>],
         hash: Option<u64>,
     ) -> Option<Arc<UpstreamEndpoint>> {
+        if self.by_locality {
+            let panic_percent = self.outlier.as_ref().map_or(0, |d| d.policy.panic_percent);
+            // Envoy picks a hashed request's level by its hash, and
+            // scales a hash table by locality weight instead of drawing a
+            // locality (not done here: a hashed request skips the draw).
+            let weighted = self.weights_localities && hash.is_none();
+            let candidates = priority::candidates(
+                endpoints,
+                panic_percent,
+                weighted,
+                hash.unwrap_or_else(random),
+                random(),
+            );
+            return self.choose_among(&candidates, hash);
+        }
         let Some(detector) = self.outlier.as_ref().filter(|d| d.ejected() > 0) else {
             return self.choose_among(endpoints, hash);
         };
@@ -418,6 +452,20 @@ impl UpstreamCluster {
                 choose_weighted(endpoints, self.balance, &self.next, &weight)
             }
             _ => choose(endpoints, self.balance, &self.next),
+        }
+    }
+}
+
+/// Whether picks must go through priority levels: a cluster whose
+/// endpoints all sit at priority 0 unweighted balances as before (the
+/// common case of outlier detection with no localities costs nothing).
+fn placed_by_locality(cluster: &Cluster) -> bool {
+    match &cluster.locality {
+        LocalityPlan::Flat => false,
+        LocalityPlan::Distribute(_) => true,
+        LocalityPlan::Failover(_) => {
+            cluster.discovered.is_some()
+                || cluster.endpoints.iter().any(|ep| ep.placement.priority > 0)
         }
     }
 }

@@ -153,6 +153,12 @@ impl HostHealth {
         self.ejected.load(Ordering::Relaxed)
     }
 
+    /// Marks the host ejected, as a test's setup.
+    #[cfg(test)]
+    pub(super) fn eject_for_test(&self) {
+        self.ejected.store(true, Ordering::Relaxed);
+    }
+
     /// Counts `result`; the threshold it reaches, if any.
     fn count(&self, policy: &OutlierPolicy, result: TryResult) -> Option<Ejection> {
         let mut record = self.record.lock().ok()?;
@@ -306,9 +312,12 @@ impl Detector {
 }
 
 /// Whether a cluster with `healthy` of `total` endpoints balances over all
-/// of them (Envoy's panic mode; a threshold of 0 never panics).
+/// of them (Envoy's panic mode; a threshold of 0 never panics). Envoy
+/// looks at the threshold only when the healthy share times the
+/// overprovisioning factor (1.4) is under 100 %.
 pub(super) fn panics(policy: &OutlierPolicy, healthy: usize, total: usize) -> bool {
-    policy.panic_percent > 0 && healthy * 100 < total * policy.panic_percent as usize
+    let covered = healthy * 140 >= total * 100;
+    !covered && healthy * 100 < total * policy.panic_percent as usize
 }
 
 #[cfg(test)]
@@ -529,5 +538,10 @@ mod tests {
         assert!(panics(&p, 1, 3));
         assert!(!panics(&p, 2, 4));
         assert!(!panics(&policy(|_| {}), 0, 3));
+        // 3 of 4 healthy is 75 % under a threshold of 80, but 75 x 1.4
+        // covers 100 %: no panic, as in Envoy.
+        let high = policy(|o| o.min_health_percent = Some(80));
+        assert!(!panics(&high, 3, 4));
+        assert!(panics(&high, 2, 4));
     }
 }

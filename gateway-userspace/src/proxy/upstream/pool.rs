@@ -60,6 +60,8 @@ pub struct UpstreamEndpoint {
     pub(super) health: HostHealth,
     /// When it joined its cluster, for slow start.
     pub(super) joined: Instant,
+    /// Its priority and locality weight.
+    pub(super) place: super::priority::Place,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +108,7 @@ impl UpstreamEndpoint {
             reaping: AtomicBool::new(false),
             health: HostHealth::default(),
             joined: Instant::now(),
+            place: super::priority::Place::default(),
         })
     }
 

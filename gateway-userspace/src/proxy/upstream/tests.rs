@@ -13,6 +13,7 @@ fn cluster(protocol: Option<Protocol>, pool: ConnectionPool, endpoints: Vec<Endp
         protocol,
         endpoints,
         discovered: None,
+        locality: Default::default(),
         policy: TrafficPolicy {
             connection_pool: Some(pool),
             ..TrafficPolicy::default()
@@ -68,11 +69,11 @@ fn http2_ports_and_upgraded_clusters_speak_http2_and_the_others_http1() {
 
 #[test]
 fn a_cluster_is_found_by_its_id() {
-    let fixed = Endpoint {
-        address: EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        port: 8080,
-        weight: 1,
-    };
+    let fixed = Endpoint::new(
+        EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        8080,
+        1,
+    );
     let clusters = [cluster(None, ConnectionPool::default(), vec![fixed])];
     let upstreams = Upstreams::new(&clusters, &Default::default(), &crate::files::Disk)
         .expect("plain clusters build");
@@ -83,11 +84,11 @@ fn a_cluster_is_found_by_its_id() {
 
 #[tokio::test]
 async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
-    let fixed = Endpoint {
-        address: EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
-        port: 8080,
-        weight: 1,
-    };
+    let fixed = Endpoint::new(
+        EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+        8080,
+        1,
+    );
     let built = UpstreamCluster::new(
         &cluster(None, ConnectionPool::default(), vec![fixed]),
         &Default::default(),
@@ -97,11 +98,7 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
     let picked = built.pick().await.expect("an endpoint");
     assert_eq!(picked.addr, SocketAddr::from(([192, 0, 2, 1], 8080)));
     // `localhost` resolves from the hosts file, with no network.
-    let named = Endpoint {
-        address: EndpointAddress::Dns("localhost".to_string()),
-        port: 8080,
-        weight: 1,
-    };
+    let named = Endpoint::new(EndpointAddress::Dns("localhost".to_string()), 8080, 1);
     let built = UpstreamCluster::new(
         &cluster(None, ConnectionPool::default(), vec![named]),
         &Default::default(),
@@ -125,10 +122,12 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
 
 fn two_endpoints(pool: ConnectionPool) -> Arc<UpstreamCluster> {
     let endpoints = [1, 2]
-        .map(|last| Endpoint {
-            address: EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))),
-            port: 80,
-            weight: 1,
+        .map(|last| {
+            Endpoint::new(
+                EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))),
+                80,
+                1,
+            )
         })
         .to_vec();
     let mut round_robin = cluster(None, pool, endpoints);
@@ -247,10 +246,12 @@ fn during_slow_start_a_new_endpoint_gets_its_share_of_requests_ramped() {
         None,
         ConnectionPool::default(),
         [1, 2]
-            .map(|last| Endpoint {
-                address: EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))),
-                port: 80,
-                weight: 1,
+            .map(|last| {
+                Endpoint::new(
+                    EndpointAddress::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))),
+                    80,
+                    1,
+                )
             })
             .to_vec(),
     );

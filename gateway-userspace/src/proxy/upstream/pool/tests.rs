@@ -100,6 +100,8 @@ fn limited(limits: PoolLimits) -> UpstreamCluster {
         hashing: None,
         mirrors_in_flight: Default::default(),
         slow_start: None,
+        by_locality: false,
+        weights_localities: false,
     }
 }
 
