@@ -23,7 +23,11 @@ pub enum LocalityPlan {
     Failover(FailoverPlan),
     /// `distribute`: the matching rule's `to` shares; endpoints in no
     /// listed locality take no traffic.
-    Distribute(BTreeMap<String, u32>),
+    Distribute {
+        to: BTreeMap<String, u32>,
+        /// The gateway's region, for endpoints known by zone alone.
+        gateway_region: String,
+    },
 }
 
 /// What failover priorities are computed from.
@@ -81,7 +85,10 @@ impl LocalityPlan {
                 .distribute
                 .iter()
                 .find(|rule| instance.locality.matches(&rule.from))
-                .map_or(Self::Flat, |rule| Self::Distribute(rule.to.clone())),
+                .map_or(Self::Flat, |rule| Self::Distribute {
+                    to: rule.to.clone(),
+                    gateway_region: instance.locality.region.clone(),
+                }),
             // Failover needs outlier detection: without it nothing is ever
             // ejected, so Istio leaves every endpoint at priority 0.
             Some(LocalitySetting::Locality(lb)) if outlier => {
@@ -94,7 +101,28 @@ impl LocalityPlan {
 
     /// Whether endpoints are picked by locality weight first.
     pub fn weights_localities(&self) -> bool {
-        matches!(self, Self::Distribute(_))
+        matches!(self, Self::Distribute { .. })
+    }
+
+    /// The locality to place a Kubernetes endpoint known by its
+    /// EndpointSlice `zone` alone at: in the gateway's region. Istio reads
+    /// the region from the Node's labels, which are not watched here; a
+    /// cluster's zones are its region's in every provider's naming, so
+    /// this is that region unless one cluster spans regions.
+    pub fn zone_in_gateway_region(&self, locality: &Locality) -> Locality {
+        let region = match self {
+            Self::Flat => return locality.clone(),
+            Self::Failover(plan) => &plan.gateway.region,
+            Self::Distribute { gateway_region, .. } => gateway_region,
+        };
+        if locality.region.is_empty() && !locality.zone.is_empty() {
+            Locality {
+                region: region.clone(),
+                ..locality.clone()
+            }
+        } else {
+            locality.clone()
+        }
     }
 
     /// Each endpoint's placement, `None` for one that takes no traffic.
@@ -102,7 +130,7 @@ impl LocalityPlan {
         match self {
             Self::Flat => vec![Some(Placement::default()); endpoints.len()],
             Self::Failover(plan) => plan.place(endpoints),
-            Self::Distribute(to) => distribute(to, endpoints),
+            Self::Distribute { to, .. } => distribute(to, endpoints),
         }
     }
 }

@@ -14,7 +14,7 @@ use super::UpstreamEndpoint;
 use crate::{
     discovery::{Discovery, EndpointList},
     model::DiscoveredEndpoint,
-    plan::{DiscoveredEndpoints, LocalityPlan, Placed, with_topology},
+    plan::{DiscoveredEndpoints, Locality, LocalityPlan, Placed, with_topology},
 };
 
 #[derive(Debug)]
@@ -73,15 +73,20 @@ fn place(
     if *plan == LocalityPlan::Flat {
         return found.into_iter().map(|(ep, _)| ep).collect();
     }
+    let localities: Vec<Locality> = found
+        .iter()
+        .map(|(_, d)| plan.zone_in_gateway_region(&d.locality))
+        .collect();
     let labels: Vec<BTreeMap<String, String>> = found
         .iter()
-        .map(|(_, d)| with_topology(&d.labels, &d.locality))
+        .zip(&localities)
+        .map(|((_, d), locality)| with_topology(&d.labels, locality))
         .collect();
     let placed: Vec<Placed<'_>> = found
         .iter()
-        .zip(&labels)
-        .map(|((ep, d), labels)| Placed {
-            locality: &d.locality,
+        .zip(localities.iter().zip(&labels))
+        .map(|((ep, _), (locality, labels))| Placed {
+            locality,
             labels,
             weight: ep.weight,
         })
@@ -89,9 +94,9 @@ fn place(
     let placements = plan.place(&placed);
     found
         .iter()
-        .zip(placements)
-        .filter_map(|((ep, d), placement)| {
-            ep.place.set(placement?, &d.locality);
+        .zip(placements.into_iter().zip(&localities))
+        .filter_map(|((ep, _), (placement, locality))| {
+            ep.place.set(placement?, locality);
             Some(Arc::clone(ep))
         })
         .collect()
@@ -241,5 +246,54 @@ mod tests {
         assert!(Arc::ptr_eq(&first[0], &second[0]));
         discovery.publish(&web.service, Vec::new());
         assert!(cluster.with_current(<[_]>::is_empty));
+    }
+
+    #[test]
+    fn discovered_endpoints_are_placed_by_zone_in_the_gateways_region_as_they_change() {
+        let discovery = Discovery::default();
+        let web = selection("http", &[]);
+        let zoned = |address: &str, zone: &str| DiscoveredEndpoint {
+            locality: Locality {
+                zone: zone.into(),
+                ..Locality::default()
+            },
+            ..endpoint(address, EndpointState::Ready, "v1")
+        };
+        let gateway = crate::model::Instance {
+            locality: Locality::parse("us/1a"),
+            ..crate::model::Instance::default()
+        };
+        let policy = crate::model::TrafficPolicy {
+            outlier_detection: Some(Default::default()),
+            ..Default::default()
+        };
+        let plan = LocalityPlan::of(&policy, &gateway);
+        discovery.publish(&web.service, vec![zoned("192.0.2.1", "1b")]);
+        let cluster = Discovered::new(&web, &discovery, &plan);
+        let priorities = || {
+            cluster.with_current(|eps| {
+                eps.iter()
+                    .map(|ep| (ep.addr.ip().to_string(), ep.place.priority()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(priorities(), [("192.0.2.1".to_string(), 0)]);
+        // A Pod in the gateway's zone arrives: it comes first, the other
+        // zone of the region (not another region) second.
+        discovery.publish(
+            &web.service,
+            vec![zoned("192.0.2.1", "1b"), zoned("192.0.2.2", "1a")],
+        );
+        assert_eq!(
+            priorities(),
+            [("192.0.2.1".to_string(), 1), ("192.0.2.2".to_string(), 0)]
+        );
+        assert_eq!(
+            plan.zone_in_gateway_region(&Locality {
+                zone: "1b".into(),
+                ..Locality::default()
+            }),
+            Locality::parse("us/1b")
+        );
     }
 }

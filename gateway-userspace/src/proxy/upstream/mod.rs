@@ -462,7 +462,7 @@ impl UpstreamCluster {
 fn placed_by_locality(cluster: &Cluster) -> bool {
     match &cluster.locality {
         LocalityPlan::Flat => false,
-        LocalityPlan::Distribute(_) => true,
+        LocalityPlan::Distribute { .. } => true,
         LocalityPlan::Failover(_) => {
             cluster.discovered.is_some()
                 || cluster.endpoints.iter().any(|ep| ep.placement.priority > 0)

@@ -39,7 +39,7 @@ impl Place {
             .store(locality_key(locality), Ordering::Relaxed);
     }
 
-    fn priority(&self) -> u32 {
+    pub(super) fn priority(&self) -> u32 {
         self.priority.load(Ordering::Relaxed)
     }
 }
