@@ -102,6 +102,26 @@ impl Pki {
         self.dir.path.join("credentials")
     }
 
+    /// Revokes `<name>.crt` (issued by [`Pki::issue`]) and writes the
+    /// CA's revocation list, `ca.crl`, listing every certificate revoked
+    /// so far; returns its path.
+    pub fn revoke(&self, name: &str) -> String {
+        let config = self.dir.path.join("ca.cnf");
+        if !config.exists() {
+            std::fs::write(
+                &config,
+                "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\ncertificate = ca.crt\nprivate_key = ca.key\n",
+            )
+            .expect("write ca.cnf");
+            std::fs::write(self.dir.path.join("index.txt"), "").expect("write index.txt");
+            std::fs::write(self.dir.path.join("crlnumber"), "01\n").expect("write crlnumber");
+        }
+        let crt = format!("{name}.crt");
+        self.openssl(&["ca", "-config", "ca.cnf", "-revoke", &crt]);
+        self.openssl(&["ca", "-config", "ca.cnf", "-gencrl", "-out", "ca.crl"]);
+        self.path("ca.crl")
+    }
+
     fn openssl(&self, args: &[&str]) {
         let out = Command::new("openssl")
             .args(args)

@@ -286,10 +286,14 @@ fn plain_http_leaves_the_egress_gateway_as_verified_tls() {
     );
     let _hosts = NetnsHosts::new(
         &topology.gateway_ns,
-        &format!("{BACKEND_V4} api.external.test bad.external.test\n"),
+        &format!(
+            "{BACKEND_V4} api.external.test bad.external.test revoked.external.test any.external.test\n"
+        ),
     );
     let ca = pki.path("ca.crt");
     let wrong_ca = other_ca.path("ca.crt");
+    // The same server certificate, revoked in a list only one rule names.
+    let crl = pki.revoke("external-api");
     let mut yaml = String::from(
         "apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -298,10 +302,21 @@ spec:
   selector: {istio: egressgateway}
   servers:
   - port: {number: 80, name: http, protocol: HTTP}
-    hosts: [api.external.test, bad.external.test]
+    hosts: [api.external.test, bad.external.test, revoked.external.test, any.external.test]
 ",
     );
-    for (host, ca) in [("api.external.test", &ca), ("bad.external.test", &wrong_ca)] {
+    let trusted = format!("caCertificates: {ca}");
+    let untrusted = format!("caCertificates: {wrong_ca}");
+    let revoked = format!("caCertificates: {ca}, caCrl: {crl}");
+    // Signed by a CA neither named nor a system root: only not verifying
+    // lets it through.
+    let unverified = "insecureSkipVerify: true".to_string();
+    for (host, verify) in [
+        ("api.external.test", &trusted),
+        ("bad.external.test", &untrusted),
+        ("revoked.external.test", &revoked),
+        ("any.external.test", &unverified),
+    ] {
         yaml.push_str(&format!(
             "---
 apiVersion: networking.istio.io/v1
@@ -328,7 +343,7 @@ metadata: {{name: {host}, namespace: istio-system}}
 spec:
   host: {host}
   trafficPolicy:
-    tls: {{mode: SIMPLE, sni: api.external.test, caCertificates: {ca}}}
+    tls: {{mode: SIMPLE, sni: api.external.test, {verify}}}
 "
         ));
     }
@@ -368,6 +383,14 @@ spec:
         "{}",
         daemon.log()
     );
+    // Revoked in the rule's caCrl: refused like an untrusted one.
+    let body = String::from_utf8_lossy(&get("revoked.external.test").stdout).to_string();
+    assert!(body.contains("status=503"), "{body}");
+    assert!(!body.contains("backend=external-api"), "{body}");
+    // insecureSkipVerify: served although no CA vouches for it.
+    let body = String::from_utf8_lossy(&get("any.external.test").stdout).to_string();
+    assert!(body.contains("status=200"), "{body}\n{}", daemon.log());
+    assert!(body.contains("backend=external-api"), "{body}");
 }
 
 #[test]

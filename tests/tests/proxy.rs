@@ -322,6 +322,88 @@ spec:
     assert_eq!(status(&topology, &none), "000", "no client certificate");
 }
 
+#[test]
+fn mutual_tls_refuses_a_client_certificate_the_ca_crl_revokes() {
+    require_root();
+    let topology = topology();
+    let pki = Pki::new();
+    let credentials = pki.credential("api-cert", "DNS:api.test", true);
+    let (kept_crt, kept_key) = pki.issue("kept", "URI:spiffe://test/kept");
+    let (revoked_crt, revoked_key) = pki.issue("revoked", "URI:spiffe://test/revoked");
+    let crl = pki.revoke("revoked");
+    let _backend = backend(&topology, "api", &format!("{BACKEND_V4}:8080"), &[]);
+    let scratch = Scratch::new();
+    let server = |port: u16, crl_line: &str| {
+        format!(
+            "  - port: {{number: {port}, name: https-{port}, protocol: HTTPS}}
+    hosts: [api.test]
+    tls:
+      mode: MUTUAL
+      credentialName: api-cert
+{crl_line}"
+        )
+    };
+    // 443 names the file; 8443 takes the credential's own `ca.crl`.
+    let servers = server(443, &format!("      caCrl: {crl}\n")) + &server(8443, "");
+    fs::copy(&crl, credentials.join("api-cert").join("ca.crl")).expect("copy ca.crl");
+    let yaml = gateway_yaml(
+        servers.trim_end(),
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: istio-system}}
+spec:
+  hosts: [api.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: api.backend}}}}]
+---
+{}",
+            service_entry("api", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
+        ),
+    );
+    let credentials = credentials.display().to_string();
+    let daemon = start(
+        &topology,
+        &scratch,
+        &yaml,
+        &["--credentials-dir", &credentials],
+    );
+    let ca = pki.path("ca.crt");
+    for port in ["443", "8443"] {
+        let host = format!("api.test:{port}");
+        let resolve = resolve(&host);
+        let url = format!("https://{host}/");
+        let with = |crt: &str, key: &str| {
+            status(
+                &topology,
+                &[
+                    "--cacert",
+                    &ca,
+                    "--resolve",
+                    &resolve,
+                    "--cert",
+                    crt,
+                    "--key",
+                    key,
+                    &url,
+                ],
+            )
+        };
+        assert_eq!(
+            with(&kept_crt, &kept_key),
+            "200",
+            "{port}: {}",
+            daemon.log()
+        );
+        assert_eq!(
+            with(&revoked_crt, &revoked_key),
+            "000",
+            "{port}: a revoked certificate must fail the handshake"
+        );
+    }
+}
+
 /// Sends a TLS ClientHello for `sni` in `pieces` separate TCP segments
 /// (50 ms apart), completes the handshake trusting `ca`, sends an HTTP
 /// request and prints the response.

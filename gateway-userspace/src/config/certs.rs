@@ -149,6 +149,12 @@ pub(super) fn check_crl(files: &dyn FileSource, path: &Path) -> Result<(), Strin
     Ok(())
 }
 
+/// A credential's certificate revocation list, `<dir>/<name>/ca.crl`
+/// (Istio reads the Secret key `ca.crl`).
+pub(super) fn credential_crl(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name).join("ca.crl")
+}
+
 /// The files of credential `name` under `dir`: (tls.crt, tls.key, ca.crt).
 pub(super) fn credential_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let base = dir.join(name);

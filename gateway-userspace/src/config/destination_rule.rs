@@ -270,15 +270,6 @@ fn decode_policy_fields(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &st
             );
             return None;
         }
-        if tls.insecure_skip_verify {
-            d.report(
-                Severity::Warning,
-                node,
-                &join(path, "tls"),
-                "insecureSkipVerify is not applied: the server certificate is always verified"
-                    .to_string(),
-            );
-        }
         Some(tls)
     });
     let outlier = field(entries, "outlierDetection");

@@ -902,7 +902,7 @@ fn assert_no_errors(config: &Config) {
 }
 
 #[test]
-fn traffic_policy_the_proxy_does_not_apply_yet_is_warned_field_by_field() {
+fn traffic_policy_fields_the_proxy_applies_get_no_warning() {
     let config = load_kind(
         "DestinationRule",
         "  host: web\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n    connectionPool: {tcp: {maxConnections: 5, connectTimeout: 1s}, http: {maxRetries: 2, h2UpgradePolicy: UPGRADE}}\n    outlierDetection: {consecutive5xxErrors: 5}\n    tls: {mode: DISABLE, insecureSkipVerify: true}\n",
@@ -913,7 +913,7 @@ fn traffic_policy_the_proxy_does_not_apply_yet_is_warned_field_by_field() {
         .filter(|d| d.severity == Severity::Warning)
         .map(|d| d.field.as_str())
         .collect();
-    assert_eq!(warned, ["spec.trafficPolicy.tls",]);
+    assert!(warned.is_empty(), "{warned:?}");
     assert!(!config.has_errors(), "{:?}", config.diagnostics);
     // Applied: connectTimeout, h2UpgradePolicy, and DISABLE origination;
     // SIMPLE and MUTUAL origination too (no warning).
@@ -2263,5 +2263,39 @@ fn warmup_and_the_deprecated_warmup_duration_secs_are_decoded() {
             minimum_percent: 10.0,
             aggression: 1.0,
         })
+    );
+}
+
+#[test]
+fn insecure_skip_verify_with_something_to_verify_by_is_an_error_as_in_istio() {
+    let tls = |tls: &str| {
+        load_kind(
+            "DestinationRule",
+            &format!("  host: web\n  trafficPolicy:\n    tls: {tls}\n"),
+        )
+    };
+    let at = "spec.trafficPolicy.tls.insecureSkipVerify";
+    assert_has(
+        &tls("{mode: SIMPLE, insecureSkipVerify: true, subjectAltNames: [web]}"),
+        Severity::Error,
+        at,
+        "cannot specify CaCertificates or CredentialName or SubjectAltNames when InsecureSkipVerify is set true",
+    );
+    assert_has(
+        &tls(
+            "{mode: MUTUAL, insecureSkipVerify: true, caCertificates: /ca.pem, clientCertificate: /c.pem, privateKey: /k.pem}",
+        ),
+        Severity::Error,
+        at,
+        "cannot specify CaCertificates or SubjectAltNames when InsecureSkipVerify is set true",
+    );
+    let alone = tls("{mode: SIMPLE, insecureSkipVerify: true}");
+    assert!(alone.diagnostics.is_empty(), "{:?}", alone.diagnostics);
+    assert!(
+        alone.model.destination_rules[0]
+            .traffic_policy
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.insecure_skip_verify)
     );
 }

@@ -104,6 +104,15 @@ impl FileSource for SecretFiles {
                 let secret = separate.or(own).ok_or_else(|| self.not_found(name))?;
                 Ok(root(data(&secret))?.to_vec())
             }
+            // Istio's key for the revocation list, beside the CA.
+            "ca.crl" => {
+                let own = self.secret(name);
+                let separate = self.secret(&format!("{name}{CA_SUFFIX}"));
+                let secret = separate.or(own).ok_or_else(|| self.not_found(name))?;
+                value(data(&secret), "ca.crl")
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no ca.crl"))
+            }
             _ => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 "not a credential file",

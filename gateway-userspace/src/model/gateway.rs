@@ -142,6 +142,9 @@ pub struct ServerTls {
     pub certificates: Vec<CertificateFiles>,
     /// Client CA bundle for MUTUAL / OPTIONAL_MUTUAL, resolved likewise.
     pub client_ca: Option<String>,
+    /// Revoked client certificates for MUTUAL / OPTIONAL_MUTUAL: `caCrl`,
+    /// else the CA credential's `ca.crl` when it has one.
+    pub client_crl: Option<String>,
     /// Why the server cannot be served although its resource is valid: a
     /// credential (Kubernetes Secret) missing or malformed. Compile drops
     /// the server with this reason; the other servers are served.

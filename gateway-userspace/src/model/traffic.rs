@@ -600,6 +600,9 @@ pub struct ClientTls {
     pub sni: Option<String>,
     pub subject_alt_names: Vec<String>,
     pub insecure_skip_verify: bool,
+    /// `caCrl` (or the credential's `ca.crl`): revoked server
+    /// certificates, refused.
+    pub ca_crl: Option<String>,
     /// Why TLS to this destination cannot be set up although the rule is
     /// valid: its credential (Kubernetes Secret) missing or malformed.
     /// Clusters with this policy answer 503 rather than go plaintext.

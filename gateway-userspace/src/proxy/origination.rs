@@ -3,8 +3,10 @@
 //! TLS origination"), so a workload sends plain HTTP and the request leaves
 //! encrypted. The server is verified against `caCertificates` or, without
 //! it, the system's roots; by `subjectAltNames` when given, else by the SNI
-//! (`sni`, else the host). A failure is the request's 503, never a
-//! fallback to plaintext.
+//! (`sni`, else the host); revoked certificates refused with `caCrl`. With
+//! `insecureSkipVerify` the certificate is not verified, as Istio then sets
+//! no validation context (the handshake is still signed by its key). A
+//! failure is the request's 503, never a fallback to plaintext.
 use std::{
     io,
     pin::Pin,
@@ -18,6 +20,7 @@ use rustls::{
         WebPkiServerVerifier,
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     },
+    crypto::WebPkiSupportedAlgorithms,
     pki_types::{CertificateDer, ServerName, UnixTime},
 };
 use tokio::{
@@ -26,7 +29,7 @@ use tokio::{
 };
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
-use super::tls::{TlsSetupError, read_chain, read_key};
+use super::tls::{TlsSetupError, read_chain, read_crls, read_key};
 use crate::{
     files::FileSource,
     plan::{ClientTls, ClientTlsMode, Cluster},
@@ -74,16 +77,25 @@ pub fn origination(
         reason: format!("{sni:?} is not a server name"),
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    let ca = tls.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS);
-    for cert in read_chain(files, ca)? {
-        roots.add(cert)?;
-    }
-    let webpki =
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+    let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
+        Arc::new(Unverified(provider.signature_verification_algorithms))
+    } else {
+        let mut roots = RootCertStore::empty();
+        let ca = tls.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS);
+        for cert in read_chain(files, ca)? {
+            roots.add(cert)?;
+        }
+        let builder =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+        let builder = match &tls.ca_crl {
+            Some(crl) => builder.with_crls(read_crls(files, crl)?),
+            None => builder,
+        };
+        let webpki = builder
             .build()
             .map_err(|err| TlsSetupError::ClientVerifier(err.to_string()))?;
-    let verifier = Arc::new(SanVerifier::new(webpki, tls)?);
+        Arc::new(SanVerifier::new(webpki, tls)?)
+    };
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -189,6 +201,46 @@ impl ServerCertVerifier for SanVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+/// `insecureSkipVerify`: any certificate and name are taken; the
+/// handshake's signature is still checked against the certificate's key.
+#[derive(Debug)]
+struct Unverified(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
     }
 }
 

@@ -53,6 +53,7 @@ pub(super) fn client_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         sni: d.opt_string(entries, "sni", path),
         subject_alt_names: d.string_list(entries, "subjectAltNames", path),
         insecure_skip_verify: d.flag(entries, "insecureSkipVerify", path),
+        ca_crl: d.opt_string(entries, "caCrl", path),
         mode,
         unavailable: None,
     };
@@ -72,6 +73,7 @@ pub(super) fn client_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             );
         }
     }
+    insecure_skip_verify_alone(d, node, path, &tls);
     if tls.credential_name.is_some() {
         credential_files(d, node, entries, path, &mut tls);
     } else if let Some(env) = d.env {
@@ -88,7 +90,41 @@ pub(super) fn client_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             }
         }
     }
+    if let (Some(env), Some(crl), Some(at)) = (d.env, &tls.ca_crl, field(entries, "caCrl")) {
+        if let Err(message) = certs::check_crl(env.files, Path::new(crl)) {
+            d.error(at, &join(path, "caCrl"), message);
+        }
+    }
     Some(tls)
+}
+
+/// Istio's rule: skipping verification leaves nothing to verify with, so
+/// naming a CA, a credential (SIMPLE) or SANs beside it is an error.
+fn insecure_skip_verify_alone(d: &mut Decoder<'_>, node: &Node, path: &str, tls: &ClientTls) {
+    if !tls.insecure_skip_verify {
+        return;
+    }
+    let sans = !tls.subject_alt_names.is_empty();
+    let at = &join(path, "insecureSkipVerify");
+    match tls.mode {
+        ClientTlsMode::Simple
+            if tls.ca_certificates.is_some() || tls.credential_name.is_some() || sans =>
+        {
+            d.error(
+                node,
+                at,
+                "cannot specify CaCertificates or CredentialName or SubjectAltNames when InsecureSkipVerify is set true",
+            );
+        }
+        ClientTlsMode::Mutual if tls.ca_certificates.is_some() || sans => {
+            d.error(
+                node,
+                at,
+                "cannot specify CaCertificates or SubjectAltNames when InsecureSkipVerify is set true",
+            );
+        }
+        _ => {}
+    }
 }
 
 /// `credentialName: X` for origination: the client certificate and key
@@ -147,10 +183,17 @@ fn read_credential(
         tls.client_certificate = Some(cert.display().to_string());
         tls.private_key = Some(key.display().to_string());
     }
-    if env.files.read(&ca).is_ok() {
+    if env.files.read(&ca).is_ok() && !tls.insecure_skip_verify {
         if let Err(message) = certs::check_ca(env.files, &ca) {
             return d.error(at, field_path, message);
         }
         tls.ca_certificates = Some(ca.display().to_string());
+    }
+    let crl = certs::credential_crl(&dir, name);
+    if env.files.read(&crl).is_ok() && tls.ca_crl.is_none() {
+        if let Err(message) = certs::check_crl(env.files, &crl) {
+            return d.error(at, field_path, message);
+        }
+        tls.ca_crl = Some(crl.display().to_string());
     }
 }

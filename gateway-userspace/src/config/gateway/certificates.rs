@@ -68,6 +68,18 @@ pub(super) fn resolve_certificates(
     } else {
         None
     };
+    tls.client_crl = match (mutual, &tls.ca_crl, d.env) {
+        (false, _, _) => None,
+        (true, Some(crl), _) => Some(crl.clone()),
+        // A credential's own `ca.crl`, beside the `ca.crt` it gives.
+        (true, None, Some(env)) => named
+            .ca
+            .as_ref()
+            .map(|ca| Path::new(&ca.file).with_file_name("ca.crl"))
+            .filter(|crl| env.files.read(crl).is_ok() && !tls.credential_names.is_empty())
+            .map(|crl| crl.display().to_string()),
+        (true, None, None) => None,
+    };
     let Some(env) = d.env else { return };
     check_files(d, env, entries, path, tls, &named, mutual);
     if env.unreadable_credential_drops_server && !tls.credential_names.is_empty() {
@@ -249,6 +261,15 @@ fn check_files(
     if let (Some(crl), Some(at)) = (&tls.ca_crl, field(entries, "caCrl")) {
         if let Err(message) = certs::check_crl(env.files, Path::new(crl)) {
             d.error(at, &join(path, "caCrl"), message);
+        }
+    }
+    let credential_crl = tls
+        .client_crl
+        .as_ref()
+        .filter(|crl| tls.ca_crl.as_ref() != Some(*crl));
+    if let (Some(crl), Some(ca)) = (credential_crl, &named.ca) {
+        if let Err(message) = certs::check_crl(env.files, Path::new(crl)) {
+            d.error(ca.at, &ca.field_path, message);
         }
     }
 }

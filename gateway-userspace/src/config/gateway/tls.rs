@@ -81,6 +81,7 @@ pub(super) fn decode_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         cipher_suites_resolved: Vec::new(),
         certificates: Vec::new(),
         client_ca: None,
+        client_crl: None,
         unavailable: None,
     };
     let credential_name = d.opt_string(entries, "credentialName", path);
