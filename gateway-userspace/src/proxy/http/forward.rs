@@ -220,23 +220,12 @@ impl Sending<'_> {
             };
             entry.upstream_host = Some(endpoint.addr);
             let sent = Instant::now();
-            let exchange = upstream::send(&endpoint, cluster, version, upstream_req);
-            let result = match timeout {
-                Some(limit) => match tokio::time::timeout(limit, exchange).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        cluster.observe(&endpoint, TryResult::TimedOut);
-                        return route_timeout(cluster, entry);
-                    }
-                },
-                None => exchange.await,
-            };
-            observe(cluster, &endpoint, &result);
-            return match result {
-                Ok((response, active)) => {
+            return match exchange_within(cluster, &endpoint, version, upstream_req, timeout).await {
+                Ok(Ok((response, active))) => {
                     upstream_response(response, active, downstream_upgrade, sent.elapsed(), entry)
                 }
-                Err(err) => upstream_failure(err, entry),
+                Ok(Err(err)) => upstream_failure(err, entry),
+                Err(TimedOut) => route_timeout(cluster, entry),
             };
         };
         let deadline = timeout.map(|limit| Instant::now() + limit);
@@ -356,25 +345,11 @@ impl Tries<'_> {
             (Some(per_try), None) => (Some(per_try), true),
             (_, left) => (left, false),
         };
-        let exchange = upstream::send(&endpoint, self.cluster, self.version, req);
-        let result = match limit {
-            Some(limit) => match tokio::time::timeout(limit, exchange).await {
-                Ok(result) => result,
-                Err(_) => {
-                    self.cluster.observe(&endpoint, TryResult::TimedOut);
-                    return if per_try {
-                        Outcome::PerTryTimeout
-                    } else {
-                        Outcome::RouteTimeout
-                    };
-                }
-            },
-            None => exchange.await,
-        };
-        observe(self.cluster, &endpoint, &result);
-        match result {
-            Ok((response, active)) => Outcome::Response(response, active, now.elapsed()),
-            Err(err) => Outcome::Failed(err),
+        match exchange_within(self.cluster, &endpoint, self.version, req, limit).await {
+            Ok(Ok((response, active))) => Outcome::Response(response, active, now.elapsed()),
+            Ok(Err(err)) => Outcome::Failed(err),
+            Err(TimedOut) if per_try => Outcome::PerTryTimeout,
+            Err(TimedOut) => Outcome::RouteTimeout,
         }
     }
 
@@ -408,6 +383,34 @@ impl Tries<'_> {
             Outcome::RouteTimeout => route_timeout(self.cluster, entry),
         }
     }
+}
+
+/// A try that ran out of time before the response head came.
+struct TimedOut;
+
+/// One exchange with `endpoint`, within `limit` when there is one, its
+/// result told to outlier detection (a timeout too): what a single try
+/// and each try under a retry policy share.
+async fn exchange_within(
+    cluster: &UpstreamCluster,
+    endpoint: &Arc<UpstreamEndpoint>,
+    version: Version,
+    req: Request<ProxyBody>,
+    limit: Option<Duration>,
+) -> Result<Result<(Response<Incoming>, upstream::ActiveRequest), UpstreamError>, TimedOut> {
+    let exchange = upstream::send(endpoint, cluster, version, req);
+    let result = match limit {
+        Some(limit) => match tokio::time::timeout(limit, exchange).await {
+            Ok(result) => result,
+            Err(_) => {
+                cluster.observe(endpoint, TryResult::TimedOut);
+                return Err(TimedOut);
+            }
+        },
+        None => exchange.await,
+    };
+    observe(cluster, endpoint, &result);
+    Ok(result)
 }
 
 /// Tells outlier detection how a try went: a response (after a
