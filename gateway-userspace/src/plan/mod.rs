@@ -19,7 +19,7 @@ pub use self::{
     hosts::{HostTable, VirtualHost},
     kernel::{KernelHost, addr_key, ports_of},
     locality::{FailoverPlan, LocalityPlan, Placed, Placement, with_topology},
-    retry::{DEFAULT_BACKOFF_BASE, HOST_SELECTION_ATTEMPTS, RetryOn, RetryPolicy},
+    retry::{DEFAULT_BACKOFF_BASE, RetryOn, RetryPolicy},
     route::{Backend, Forward, Mirror, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
 };
 /// A route's fault injection and CORS policy, as the model holds them.

@@ -72,11 +72,6 @@ impl RetryOn {
 /// Envoy's default back-off base interval (`upstream.base_retry_backoff_ms`).
 pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
 
-/// How many times Envoy draws again when the draw is a host tried before
-/// (Istio's `HostSelectionRetryMaxAttempts`): with the first, six draws
-/// (Envoy's `chooseHost` loops this count plus one).
-pub const HOST_SELECTION_ATTEMPTS: u32 = 5;
-
 /// A route's retries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {

@@ -251,6 +251,31 @@ struct Tries<'a> {
     hash: Option<u64>,
 }
 
+/// The endpoints a request's tries went to.
+#[derive(Default)]
+struct Tried {
+    hosts: Vec<SocketAddr>,
+    levels: Vec<u32>,
+    /// Envoy's `previous_priorities` with Istio's update frequency of 2:
+    /// after every second try, the levels tried so far take no more.
+    excluded_levels: Vec<u32>,
+}
+
+/// Istio's `PreviousPrioritiesConfig.UpdateFrequency`.
+const PRIORITY_UPDATE_FREQUENCY: usize = 2;
+
+impl Tried {
+    fn note(&mut self, endpoint: &UpstreamEndpoint, remote_localities: bool) {
+        self.hosts.push(endpoint.addr);
+        self.levels.push(endpoint.priority());
+        if remote_localities && self.hosts.len().is_multiple_of(PRIORITY_UPDATE_FREQUENCY) {
+            self.excluded_levels = self.levels.clone();
+            self.excluded_levels.sort_unstable();
+            self.excluded_levels.dedup();
+        }
+    }
+}
+
 /// How one try ended.
 enum Outcome {
     Response(Response<Incoming>, upstream::ActiveRequest, Duration),
@@ -265,7 +290,7 @@ impl Tries<'_> {
         // A body that has ended already (a GET) needs no keeping.
         let replay = (!body.is_end_stream()).then(|| Replay::new(body, RETRY_BUFFER_LIMIT));
         let counters = &self.cluster.counters;
-        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut tried = Tried::default();
         let mut retries_left = self.policy.num_retries;
         let mut retrying: Option<RetryInFlight> = None;
         for attempt in 1u32.. {
@@ -321,22 +346,28 @@ impl Tries<'_> {
         local(StatusCode::INTERNAL_SERVER_ERROR, "")
     }
 
-    /// One try, on an endpoint not tried before when the policy asks for one.
+    /// One try, on an endpoint not tried before when the policy asks for
+    /// one, and off the levels tried before under `retryRemoteLocalities`.
     async fn attempt(
         &self,
         req: Request<ProxyBody>,
-        tried: &mut Vec<SocketAddr>,
+        tried: &mut Tried,
         entry: &mut Entry,
     ) -> Outcome {
+        let hosts: &[SocketAddr] = if self.policy.other_host {
+            &tried.hosts
+        } else {
+            &[]
+        };
         let endpoint = match self
             .cluster
-            .pick_untried(tried, self.policy.other_host, self.hash)
+            .pick_avoiding(hosts, &tried.excluded_levels, self.hash)
             .await
         {
             Ok(endpoint) => endpoint,
             Err(err) => return Outcome::Failed(err),
         };
-        tried.push(endpoint.addr);
+        tried.note(&endpoint, self.policy.remote_localities);
         entry.upstream_host = Some(endpoint.addr);
         let now = Instant::now();
         let left = self.deadline.map(|d| d.saturating_duration_since(now));

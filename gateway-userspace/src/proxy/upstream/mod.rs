@@ -352,27 +352,34 @@ impl UpstreamCluster {
         })
     }
 
-    /// The endpoint for a try, drawn again (up to Envoy's host selection
-    /// attempts, six draws in all) while it is one of `tried` when `other_host` asks for
-    /// another (Envoy's `previous_hosts` predicate); the last draw when
-    /// every draw was tried before.
-    pub async fn pick_untried(
+    /// The endpoint for a try: one not among `hosts` (the endpoints tried
+    /// before, when the policy asks for another) whenever there is one,
+    /// and outside the priority levels in `levels` (`retryRemoteLocalities`)
+    /// unless those are all there is. Envoy's `previous_hosts` predicate
+    /// draws again up to five times and may land on a tried endpoint;
+    /// leaving the tried ones out keeps a retry off them for certain.
+    pub async fn pick_avoiding(
         &self,
-        tried: &[SocketAddr],
-        other_host: bool,
+        hosts: &[SocketAddr],
+        levels: &[u32],
         hash: Option<u64>,
     ) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
-        let mut endpoint = self.pick_hashed(hash).await?;
-        if !other_host {
-            return Ok(endpoint);
+        if hosts.is_empty() && levels.is_empty() {
+            return self.pick_hashed(hash).await;
         }
-        for _ in 0..crate::plan::HOST_SELECTION_ATTEMPTS {
-            if !tried.contains(&endpoint.addr) {
-                break;
-            }
-            endpoint = self.pick_hashed(hash).await?;
+        if let Endpoints::Dns { names, cache } = &self.endpoints {
+            resolved(names, cache).await?;
         }
-        Ok(endpoint)
+        let chosen = self.with_endpoints(|endpoints| {
+            let untried: Vec<Arc<UpstreamEndpoint>> = endpoints
+                .iter()
+                .filter(|ep| !hosts.contains(&ep.addr))
+                .cloned()
+                .collect();
+            self.choose_healthy(&untried, hash, levels)
+                .or_else(|| self.choose_healthy(endpoints, hash, levels))
+        });
+        chosen.flatten().ok_or(UpstreamError::NoEndpoint)
     }
 
     /// The endpoint the next request (or connection) without a hash key
@@ -387,17 +394,12 @@ impl UpstreamCluster {
         &self,
         hash: Option<u64>,
     ) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
-        let chosen = match &self.endpoints {
-            // Chosen in place: no copy of the list per request.
-            Endpoints::Static(endpoints) => self.choose_healthy(endpoints, hash),
-            Endpoints::Dns { names, cache } => {
-                self.choose_healthy(&resolved(names, cache).await?, hash)
-            }
-            Endpoints::Discovered(discovered) => {
-                discovered.with_current(|endpoints| self.choose_healthy(endpoints, hash))
-            }
-        };
-        chosen.ok_or(UpstreamError::NoEndpoint)
+        if let Endpoints::Dns { names, cache } = &self.endpoints {
+            resolved(names, cache).await?;
+        }
+        // Chosen in place: no copy of the list per request.
+        let chosen = self.with_endpoints(|endpoints| self.choose_healthy(endpoints, hash, &[]));
+        chosen.flatten().ok_or(UpstreamError::NoEndpoint)
     }
 
     /// Balances over the endpoints outlier detection has not ejected (all
@@ -407,6 +409,7 @@ impl UpstreamCluster {
         &self,
         endpoints: &[Arc<UpstreamEndpoint>],
         hash: Option<u64>,
+        excluded_levels: &[u32],
     ) -> Option<Arc<UpstreamEndpoint>> {
         if self.by_locality {
             let panic_percent = self.outlier.as_ref().map_or(0, |d| d.policy.panic_percent);
@@ -420,6 +423,7 @@ impl UpstreamCluster {
                 weighted,
                 hash.unwrap_or_else(random),
                 random(),
+                excluded_levels,
             );
             return self.choose_among(&candidates, hash);
         }

@@ -44,6 +44,13 @@ impl Place {
     }
 }
 
+impl UpstreamEndpoint {
+    /// Its priority level (0 is tried first).
+    pub fn priority(&self) -> u32 {
+        self.place.priority()
+    }
+}
+
 fn locality_key(locality: &Locality) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     locality.hash(&mut hasher);
@@ -62,17 +69,25 @@ fn availability(healthy: usize, total: usize) -> u64 {
 /// The endpoints a request balances over: those of the level `draw`
 /// lands on (its healthy ones, or all of them in panic), and under
 /// locality weights those of one locality drawn with `locality_draw`.
-/// Empty when nothing is healthy and the threshold does not panic.
+/// Levels in `excluded` take no load unless every level is (a retry's
+/// `previous_priorities`). Empty when nothing is healthy and the
+/// threshold does not panic.
 pub(super) fn candidates(
     endpoints: &[Arc<UpstreamEndpoint>],
     panic_percent: u32,
     weighted: bool,
     draw: u64,
     locality_draw: u64,
+    excluded: &[u32],
 ) -> Vec<Arc<UpstreamEndpoint>> {
+    let all_excluded = endpoints
+        .iter()
+        .all(|ep| excluded.contains(&ep.place.priority()));
+    let considered =
+        |ep: &&Arc<UpstreamEndpoint>| all_excluded || !excluded.contains(&ep.place.priority());
     // Per level: (total, healthy).
     let mut levels: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
-    for ep in endpoints {
+    for ep in endpoints.iter().filter(considered) {
         let level = levels.entry(ep.place.priority()).or_default();
         level.0 += 1;
         level.1 += usize::from(!ep.health.is_ejected());
@@ -210,7 +225,7 @@ mod tests {
     fn shares(eps: &[Arc<UpstreamEndpoint>], panic: u32) -> BTreeMap<u32, u32> {
         let mut out = BTreeMap::new();
         for ticket in 0..100 {
-            let got = candidates(eps, panic, false, ticket, 0);
+            let got = candidates(eps, panic, false, ticket, 0, &[]);
             if let Some(ep) = got.first() {
                 *out.entry(ep.place.priority()).or_default() += 1;
             }
@@ -222,7 +237,7 @@ mod tests {
     fn a_healthy_first_level_takes_every_request() {
         let eps = endpoints(&[(0, "a", 0), (0, "a", 0), (1, "b", 0)]);
         assert_eq!(shares(&eps, 0), BTreeMap::from([(0, 100)]));
-        assert_eq!(last_octets(&candidates(&eps, 0, false, 7, 0)), [1, 2]);
+        assert_eq!(last_octets(&candidates(&eps, 0, false, 7, 0, &[])), [1, 2]);
     }
 
     #[test]
@@ -255,7 +270,7 @@ mod tests {
         let eps = endpoints(&[(0, "a", 0), (1, "b", 0), (2, "c", 0)]);
         eject(&eps[0]);
         assert_eq!(shares(&eps, 0), BTreeMap::from([(1, 100)]));
-        assert_eq!(last_octets(&candidates(&eps, 0, false, 0, 0)), [2]);
+        assert_eq!(last_octets(&candidates(&eps, 0, false, 0, 0, &[])), [2]);
     }
 
     #[test]
@@ -274,12 +289,12 @@ mod tests {
         }
         assert_eq!(shares(&eps, 50), BTreeMap::from([(0, 100)]));
         assert_eq!(
-            candidates(&eps, 50, false, 3, 0).len(),
+            candidates(&eps, 50, false, 3, 0, &[]).len(),
             4,
             "panic: all of level 0"
         );
         assert_eq!(
-            last_octets(&candidates(&eps, 0, false, 3, 0)),
+            last_octets(&candidates(&eps, 0, false, 3, 0, &[])),
             [1],
             "no threshold: healthy only"
         );
@@ -290,11 +305,22 @@ mod tests {
         let eps = endpoints(&[(0, "a", 0), (1, "b", 0)]);
         eject(&eps[0]);
         eject(&eps[1]);
-        assert!(candidates(&eps, 0, false, 5, 0).is_empty());
+        assert!(candidates(&eps, 0, false, 5, 0, &[]).is_empty());
         assert_eq!(
-            candidates(&eps, 10, false, 5, 0).len(),
+            candidates(&eps, 10, false, 5, 0, &[]).len(),
             1,
             "panic in level 0"
+        );
+    }
+
+    #[test]
+    fn excluded_levels_take_no_load_unless_every_level_is_excluded() {
+        let eps = endpoints(&[(0, "a", 0), (1, "b", 0), (2, "c", 0)]);
+        assert_eq!(last_octets(&candidates(&eps, 0, false, 5, 0, &[0])), [2]);
+        assert_eq!(last_octets(&candidates(&eps, 0, false, 5, 0, &[0, 1])), [3]);
+        assert_eq!(
+            last_octets(&candidates(&eps, 0, false, 5, 0, &[0, 1, 2])),
+            [1]
         );
     }
 
@@ -304,7 +330,7 @@ mod tests {
         let mut us = 0;
         // Tickets spread over the total weight, 80 x 100 + 20 x 100.
         for draw in (0..100).map(|d| d * 100) {
-            let got = candidates(&eps, 0, true, 0, draw);
+            let got = candidates(&eps, 0, true, 0, draw, &[]);
             let octets = last_octets(&got);
             if octets == [1, 2] {
                 us += 1;
@@ -317,7 +343,7 @@ mod tests {
         eject(&eps[0]);
         let us = (0..76)
             .map(|d| d * 100)
-            .filter(|draw| last_octets(&candidates(&eps, 0, true, 0, *draw)) == [2])
+            .filter(|draw| last_octets(&candidates(&eps, 0, true, 0, *draw, &[])) == [2])
             .count();
         assert_eq!(us, 56);
     }

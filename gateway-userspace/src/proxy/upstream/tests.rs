@@ -138,29 +138,36 @@ fn two_endpoints(pool: ConnectionPool) -> Arc<UpstreamCluster> {
 }
 
 #[tokio::test]
-async fn a_retry_draws_another_endpoint_unless_told_any_will_do() {
+async fn a_retry_takes_an_untried_endpoint_whenever_there_is_one() {
     let cluster = two_endpoints(ConnectionPool::default());
     let first = cluster.pick().await.expect("an endpoint").addr;
-    // Round robin: the next plain draw would be the other endpoint, and
-    // the one after it `first` again.
     let other = cluster.pick().await.expect("an endpoint").addr;
     assert_ne!(first, other);
-    let untried = cluster
-        .pick_untried(&[first], true, None)
+    // Round robin would give `first` next: avoiding it gives `other`,
+    // every time.
+    for _ in 0..10 {
+        let untried = cluster
+            .pick_avoiding(&[first], &[], None)
+            .await
+            .expect("an endpoint");
+        assert_eq!(untried.addr, other, "never the tried one");
+    }
+    // Nothing to avoid: the draw as it falls, both endpoints in turn.
+    let a = cluster
+        .pick_avoiding(&[], &[], None)
         .await
         .expect("an endpoint");
-    assert_eq!(untried.addr, other, "drawn again past the tried one");
-    // The next draw falls on `first`: without the predicate it stands.
-    let any = cluster
-        .pick_untried(&[first], false, None)
+    let b = cluster
+        .pick_avoiding(&[], &[], None)
         .await
         .expect("an endpoint");
-    assert_eq!(any.addr, first, "the draw as it fell");
+    assert_ne!(a.addr, b.addr);
+    // Every endpoint tried: one of them all the same.
     let every = cluster
-        .pick_untried(&[first, other], true, None)
+        .pick_avoiding(&[first, other], &[], None)
         .await
         .expect("an endpoint");
-    assert!([first, other].contains(&every.addr), "the last draw");
+    assert!([first, other].contains(&every.addr));
 }
 
 #[test]
@@ -199,21 +206,6 @@ fn a_retry_budget_allows_its_share_of_requests_in_flight_and_at_least_its_minimu
     let held: Vec<_> = (0..10).filter_map(|_| built.start_retry()).collect();
     assert_eq!(held.len(), 5);
     drop(requests);
-}
-
-#[tokio::test]
-async fn a_retry_draws_six_times_in_all_before_it_takes_a_tried_endpoint() {
-    let cluster = two_endpoints(ConnectionPool::default());
-    let first = cluster.pick().await.expect("an endpoint").addr;
-    let other = cluster.pick().await.expect("an endpoint").addr;
-    // Both tried: every draw is refused, and the round-robin ring's
-    // position counts them.
-    let before = cluster.next.load(Ordering::Relaxed);
-    let _ = cluster
-        .pick_untried(&[first, other], true, None)
-        .await
-        .expect("an endpoint");
-    assert_eq!(cluster.next.load(Ordering::Relaxed) - before, 6);
 }
 
 fn warmup(window: u64, minimum_percent: f64, aggression: f64) -> Warmup {

@@ -273,3 +273,53 @@ spec:
     assert_eq!(counted(service, ClusterCounter::Retry), 1);
     assert_eq!(counted(service, ClusterCounter::RetryOverflow), 2);
 }
+
+#[tokio::test]
+async fn retry_remote_localities_sends_the_third_try_to_the_next_priority_level() {
+    // Three failing endpoints at priority 0 (no locality, as the gateway),
+    // one good one in another region (priority 1); outlier detection so
+    // locality priorities apply, set never to eject here.
+    let failing = [
+        failing_first(usize::MAX).await,
+        failing_first(usize::MAX).await,
+        failing_first(usize::MAX).await,
+    ];
+    let good = Backend::ok().await;
+    let mut addrs: Vec<SocketAddr> = failing.iter().map(|b| b.addr).collect();
+    addrs.push(good.addr);
+    let rule = |service: &str| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {service}, namespace: istio-system}}
+spec:
+  host: {service}
+  trafficPolicy:
+    outlierDetection: {{consecutive5xxErrors: 1000}}
+"
+        )
+    };
+    let remote = |port: u16, service: &str, remote_localities: bool| {
+        let more = format!(
+            "    retries: {{attempts: 2, retryOn: 5xx, retryRemoteLocalities: {remote_localities}}}\n"
+        );
+        let good_at = format!("ports: {{http: {}}}}}", good.addr.port());
+        yaml(port, service, &addrs, &more).replace(
+            &good_at,
+            &format!("ports: {{http: {}}}, locality: eu/1}}", good.addr.port()),
+        ) + &rule(service)
+    };
+    // Tries 1 and 2 on two of level 0; after two tries, level 0 is left out.
+    let with = Proxy::start(|port| remote(port, "remote.test", true)).await;
+    for _ in 0..5 {
+        let answer = ask(&with, GET).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    // Without it the third try takes level 0's untried endpoint.
+    let without = Proxy::start(|port| remote(port, "local.test", false)).await;
+    for _ in 0..5 {
+        let answer = ask(&without, GET).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    }
+}
