@@ -2072,7 +2072,8 @@ fn a_retry_budget_is_decoded_with_istios_defaults() {
             .retry_budget,
         Some(crate::model::RetryBudget {
             percent: 50.0,
-            min_retry_concurrency: 7
+            min_retry_concurrency: 7,
+            budget_interval: std::time::Duration::ZERO,
         })
     );
     assert_eq!(
@@ -2081,7 +2082,8 @@ fn a_retry_budget_is_decoded_with_istios_defaults() {
             .retry_budget,
         Some(crate::model::RetryBudget {
             percent: 20.0,
-            min_retry_concurrency: 3
+            min_retry_concurrency: 3,
+            budget_interval: std::time::Duration::ZERO,
         })
     );
     assert_has(
@@ -2089,6 +2091,32 @@ fn a_retry_budget_is_decoded_with_istios_defaults() {
         Severity::Error,
         "spec.trafficPolicy.retryBudget.percent",
         "percent 150 must be between 0 and 100",
+    );
+}
+
+#[test]
+fn a_retry_budgets_interval_is_a_duration_applied_without_a_warning() {
+    let budget = |spec: &str| {
+        load_kind(
+            "DestinationRule",
+            &format!("  host: web\n  trafficPolicy:\n    retryBudget: {spec}\n"),
+        )
+    };
+    let config = budget("{budgetInterval: 10s}");
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    assert_eq!(
+        config.model.destination_rules[0]
+            .traffic_policy
+            .retry_budget
+            .as_ref()
+            .map(|b| b.budget_interval),
+        Some(std::time::Duration::from_secs(10))
+    );
+    assert_has(
+        &budget("{budgetInterval: ten}"),
+        Severity::Error,
+        "spec.trafficPolicy.retryBudget.budgetInterval",
+        "invalid duration \"ten\": expected a number with a unit such as 5s, 100ms or 1m",
     );
 }
 

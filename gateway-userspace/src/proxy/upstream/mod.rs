@@ -7,6 +7,7 @@
 //! the endpoint the balancer picked while its `Host`/`:authority` stays the
 //! one the client asked for; hyper-util keys its pool by the URI authority.
 mod balance;
+mod budget;
 mod counters;
 mod discovered;
 mod dns;
@@ -221,7 +222,15 @@ impl UpstreamCluster {
             protocol,
             tls,
             counters: Arc::clone(&counters),
-            load: Arc::new(ClusterLoad::new(PoolLimits::of(&pool), counters)),
+            load: Arc::new(
+                ClusterLoad::new(PoolLimits::of(&pool), counters).with_budget_interval(
+                    cluster
+                        .policy
+                        .retry_budget
+                        .as_ref()
+                        .map_or(Duration::ZERO, |budget| budget.budget_interval),
+                ),
+            ),
             max_retries: pool.max_retries.filter(|n| *n > 0).unwrap_or(u32::MAX),
             retry_budget: cluster
                 .policy
@@ -313,14 +322,15 @@ impl UpstreamCluster {
     }
 
     /// A retry, unless the cluster's `maxRetries` (or, with a retry
-    /// budget, its share of the requests in flight and waiting, at least
-    /// its minimum) are in flight already.
+    /// budget, its share of the requests in flight and waiting, or of
+    /// those started within its `budgetInterval`, at least its minimum)
+    /// are in flight already.
     pub fn start_retry(self: &Arc<Self>) -> Option<RetryInFlight> {
         let most = match self.retry_budget {
             Some((percent, minimum)) => {
-                let share = f64::from(self.load.active_and_pending()) * percent / 100.0;
+                let share = self.load.budget_base() as f64 * percent / 100.0;
                 // Whole retries only: the share's floor.
-                (share.floor() as u32).max(minimum)
+                (share.floor().min(f64::from(u32::MAX)) as u32).max(minimum)
             }
             None => self.max_retries,
         };

@@ -185,6 +185,7 @@ fn a_retry_budget_allows_its_share_of_requests_in_flight_and_at_least_its_minimu
     rule.policy.retry_budget = Some(crate::model::RetryBudget {
         percent: 20.0,
         min_retry_concurrency: 2,
+        budget_interval: Duration::ZERO,
     });
     let built = Arc::new(
         UpstreamCluster::new(&rule, &Discovery::default(), &crate::files::Disk).expect("a cluster"),
@@ -200,6 +201,30 @@ fn a_retry_budget_allows_its_share_of_requests_in_flight_and_at_least_its_minimu
     let held: Vec<_> = (0..10).filter_map(|_| built.start_retry()).collect();
     assert_eq!(held.len(), 5);
     drop(requests);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_budget_with_an_interval_is_a_share_of_the_requests_started_within_it() {
+    let mut rule = cluster(None, ConnectionPool::default(), Vec::new());
+    rule.policy.retry_budget = Some(crate::model::RetryBudget {
+        percent: 20.0,
+        min_retry_concurrency: 2,
+        budget_interval: Duration::from_secs(10),
+    });
+    let built = Arc::new(
+        UpstreamCluster::new(&rule, &Discovery::default(), &crate::files::Disk).expect("a cluster"),
+    );
+    // 25 requests started and done: none in flight, yet 20% of 25 is 5.
+    for _ in 0..25 {
+        drop(built.load.admit_request().expect("admitted"));
+    }
+    let held: Vec<_> = (0..10).filter_map(|_| built.start_retry()).collect();
+    assert_eq!(held.len(), 5);
+    drop(held);
+    // Ten seconds on, they have left the window: the minimum again.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let held: Vec<_> = (0..10).filter_map(|_| built.start_retry()).collect();
+    assert_eq!(held.len(), 2);
 }
 
 #[tokio::test]
