@@ -2192,3 +2192,24 @@ fn warmup_and_the_deprecated_warmup_duration_secs_are_decoded() {
         })
     );
 }
+
+#[test]
+fn passthrough_load_balancing_is_decoded_with_a_note_saying_where_it_has_an_original_destination() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Note,
+        "spec.trafficPolicy.loadBalancer.simple",
+        "PASSTHROUGH sends each connection to its original destination (Envoy's ORIGINAL_DST): only connections captured from workloads (an egress instance's --egress-from) have one; on a gateway's own addresses requests get 503 UH and connections are closed",
+    );
+    assert_eq!(config.diagnostics.len(), 1, "{:#?}", config.diagnostics);
+    assert_eq!(
+        config.model.destination_rules[0]
+            .traffic_policy
+            .load_balancer,
+        Some(LoadBalancer::Simple(crate::model::SimpleLb::Passthrough))
+    );
+}

@@ -14,7 +14,10 @@ use std::{collections::BTreeMap, net::IpAddr};
 pub use gateway_common::ListenerKind;
 
 pub use self::{
-    cluster::{Cluster, ClusterId, DNS_REFRESH, DiscoveredEndpoints, Endpoint, Unresolved},
+    cluster::{
+        Cluster, ClusterId, DNS_REFRESH, DiscoveredEndpoints, Endpoint, OriginalDestination,
+        Unresolved,
+    },
     hosts::{HostTable, VirtualHost},
     kernel::{KernelHost, addr_key, ports_of},
     retry::{DEFAULT_BACKOFF_BASE, HOST_SELECTION_ATTEMPTS, RetryOn, RetryPolicy},

@@ -271,6 +271,7 @@ mod tests {
             protocol: None,
             endpoints: Vec::new(),
             discovered: None,
+            original_destination: None,
             policy: TrafficPolicy {
                 tls: Some(ClientTls {
                     mode: ClientTlsMode::parse(mode).expect("a mode"),

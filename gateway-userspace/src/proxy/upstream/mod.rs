@@ -14,6 +14,7 @@ mod dns;
 mod error;
 mod hashing;
 mod limits;
+mod original;
 mod outlier;
 mod pool;
 #[cfg(test)]
@@ -23,7 +24,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -35,6 +36,7 @@ pub use self::{
     error::{FailureKind, UpstreamError, protocol_error},
     hashing::{HashBalancer, stable_hash},
     limits::{ClusterLoad, ConnectionSlot, DEFAULT_IDLE_TIMEOUT, PoolLimits, RequestSlot},
+    original::Origin,
     outlier::{Detector, HostHealth, OutlierPolicy, TryResult},
     pool::{ActiveRequest, UpstreamEndpoint, connect, send},
 };
@@ -42,6 +44,7 @@ use self::{
     balance::{choose, choose_weighted},
     discovered::Discovered,
     dns::{DnsCache, resolved},
+    original::OriginalHosts,
 };
 use super::{
     error::ProxyError,
@@ -83,6 +86,8 @@ pub(super) enum Endpoints {
     },
     /// A Kubernetes Service's, as its EndpointSlices change.
     Discovered(Discovered),
+    /// One per original destination (`loadBalancer.simple: PASSTHROUGH`).
+    Original(OriginalHosts),
 }
 
 /// A cluster ready to take requests.
@@ -114,6 +119,8 @@ pub struct UpstreamCluster {
     mirrors_in_flight: AtomicU32,
     /// Slow start (`warmup`), for round robin and least request only.
     slow_start: Option<Warmup>,
+    /// Whether the first request with no original destination was logged.
+    warned_loop: AtomicBool,
 }
 
 /// A mirror copy counted against its cluster until dropped.
@@ -184,7 +191,9 @@ impl UpstreamCluster {
                 EndpointAddress::Dns(name) => names.push((name.clone(), *port, *weight)),
             }
         }
-        let endpoints = if let Some(selection) = &cluster.discovered {
+        let endpoints = if let Some(original) = &cluster.original_destination {
+            Endpoints::Original(OriginalHosts::new(original.port_override))
+        } else if let Some(selection) = &cluster.discovered {
             Endpoints::Discovered(Discovered::new(selection, discovery))
         } else if names.is_empty() {
             Endpoints::Static(fixed)
@@ -251,6 +260,7 @@ impl UpstreamCluster {
                 .warmup
                 // (A hashing cluster balances at random: no slow start.)
                 .filter(|_| matches!(balance, Balance::RoundRobin | Balance::LeastRequest)),
+            warned_loop: AtomicBool::new(false),
         })
     }
 
@@ -299,6 +309,7 @@ impl UpstreamCluster {
                 cached.as_ref().map(|(_, endpoints)| f(endpoints))
             }
             Endpoints::Discovered(discovered) => Some(discovered.with_current(f)),
+            Endpoints::Original(hosts) => Some(hosts.with_current(f)),
         }
     }
 
@@ -353,8 +364,9 @@ impl UpstreamCluster {
         tried: &[SocketAddr],
         other_host: bool,
         hash: Option<u64>,
+        origin: Origin,
     ) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
-        let mut endpoint = self.pick_hashed(hash).await?;
+        let mut endpoint = self.pick_hashed(hash, origin).await?;
         if !other_host {
             return Ok(endpoint);
         }
@@ -362,24 +374,27 @@ impl UpstreamCluster {
             if !tried.contains(&endpoint.addr) {
                 break;
             }
-            endpoint = self.pick_hashed(hash).await?;
+            endpoint = self.pick_hashed(hash, origin).await?;
         }
         Ok(endpoint)
     }
 
     /// The endpoint the next request (or connection) without a hash key
     /// goes to.
-    pub async fn pick(&self) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
-        self.pick_hashed(None).await
+    pub async fn pick(&self, origin: Origin) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
+        self.pick_hashed(None, origin).await
     }
 
     /// The endpoint a request with hash `hash` goes to (under consistent
-    /// hashing; otherwise by the balancing policy).
+    /// hashing; otherwise by the balancing policy); for an
+    /// original-destination cluster, the host of `origin`'s destination.
     pub async fn pick_hashed(
         &self,
         hash: Option<u64>,
+        origin: Origin,
     ) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
         let chosen = match &self.endpoints {
+            Endpoints::Original(hosts) => return self.original_host(hosts, origin),
             // Chosen in place: no copy of the list per request.
             Endpoints::Static(endpoints) => self.choose_healthy(endpoints, hash),
             Endpoints::Dns { names, cache } => {
@@ -390,6 +405,30 @@ impl UpstreamCluster {
             }
         };
         chosen.ok_or(UpstreamError::NoEndpoint)
+    }
+
+    /// The host of a captured connection's original destination. A
+    /// connection to the gateway's own address has none (Envoy's
+    /// ORIGINAL_DST answers `no healthy upstream` when the listener
+    /// restored no original destination): connecting there would loop.
+    fn original_host(
+        &self,
+        hosts: &OriginalHosts,
+        origin: Origin,
+    ) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
+        match origin {
+            Origin::Captured(original) => Ok(hosts.host(original, tokio::time::Instant::now())),
+            Origin::Listener(local) => {
+                if !self.warned_loop.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "cluster {}: PASSTHROUGH has no original destination for a connection to the gateway's own address {local} (forwarding there would loop): answered 503 UH, closed for TCP; only connections captured from workloads have one",
+                        self.name
+                    );
+                }
+                Err(UpstreamError::NoOriginalDestination { local: Some(local) })
+            }
+            Origin::Unknown => Err(UpstreamError::NoOriginalDestination { local: None }),
+        }
     }
 
     /// Balances over the endpoints outlier detection has not ejected (all

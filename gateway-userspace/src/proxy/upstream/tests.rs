@@ -13,6 +13,7 @@ fn cluster(protocol: Option<Protocol>, pool: ConnectionPool, endpoints: Vec<Endp
         protocol,
         endpoints,
         discovered: None,
+        original_destination: None,
         policy: TrafficPolicy {
             connection_pool: Some(pool),
             ..TrafficPolicy::default()
@@ -94,7 +95,7 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
         &crate::files::Disk,
     )
     .expect("a plain cluster builds");
-    let picked = built.pick().await.expect("an endpoint");
+    let picked = built.pick(Origin::Unknown).await.expect("an endpoint");
     assert_eq!(picked.addr, SocketAddr::from(([192, 0, 2, 1], 8080)));
     // `localhost` resolves from the hosts file, with no network.
     let named = Endpoint {
@@ -108,7 +109,7 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
         &crate::files::Disk,
     )
     .expect("a plain cluster builds");
-    let picked = tokio::time::timeout(Duration::from_secs(5), built.pick())
+    let picked = tokio::time::timeout(Duration::from_secs(5), built.pick(Origin::Unknown))
         .await
         .expect("resolved in time")
         .expect("an endpoint");
@@ -120,7 +121,10 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
         &crate::files::Disk,
     )
     .expect("a plain cluster builds");
-    assert!(matches!(empty.pick().await, Err(UpstreamError::NoEndpoint)));
+    assert!(matches!(
+        empty.pick(Origin::Unknown).await,
+        Err(UpstreamError::NoEndpoint)
+    ));
 }
 
 fn two_endpoints(pool: ConnectionPool) -> Arc<UpstreamCluster> {
@@ -141,24 +145,32 @@ fn two_endpoints(pool: ConnectionPool) -> Arc<UpstreamCluster> {
 #[tokio::test]
 async fn a_retry_draws_another_endpoint_unless_told_any_will_do() {
     let cluster = two_endpoints(ConnectionPool::default());
-    let first = cluster.pick().await.expect("an endpoint").addr;
+    let first = cluster
+        .pick(Origin::Unknown)
+        .await
+        .expect("an endpoint")
+        .addr;
     // Round robin: the next plain draw would be the other endpoint, and
     // the one after it `first` again.
-    let other = cluster.pick().await.expect("an endpoint").addr;
+    let other = cluster
+        .pick(Origin::Unknown)
+        .await
+        .expect("an endpoint")
+        .addr;
     assert_ne!(first, other);
     let untried = cluster
-        .pick_untried(&[first], true, None)
+        .pick_untried(&[first], true, None, Origin::Unknown)
         .await
         .expect("an endpoint");
     assert_eq!(untried.addr, other, "drawn again past the tried one");
     // The next draw falls on `first`: without the predicate it stands.
     let any = cluster
-        .pick_untried(&[first], false, None)
+        .pick_untried(&[first], false, None, Origin::Unknown)
         .await
         .expect("an endpoint");
     assert_eq!(any.addr, first, "the draw as it fell");
     let every = cluster
-        .pick_untried(&[first, other], true, None)
+        .pick_untried(&[first, other], true, None, Origin::Unknown)
         .await
         .expect("an endpoint");
     assert!([first, other].contains(&every.addr), "the last draw");
@@ -230,13 +242,21 @@ async fn a_retry_budget_with_an_interval_is_a_share_of_the_requests_started_with
 #[tokio::test]
 async fn a_retry_draws_six_times_in_all_before_it_takes_a_tried_endpoint() {
     let cluster = two_endpoints(ConnectionPool::default());
-    let first = cluster.pick().await.expect("an endpoint").addr;
-    let other = cluster.pick().await.expect("an endpoint").addr;
+    let first = cluster
+        .pick(Origin::Unknown)
+        .await
+        .expect("an endpoint")
+        .addr;
+    let other = cluster
+        .pick(Origin::Unknown)
+        .await
+        .expect("an endpoint")
+        .addr;
     // Both tried: every draw is refused, and the round-robin ring's
     // position counts them.
     let before = cluster.next.load(Ordering::Relaxed);
     let _ = cluster
-        .pick_untried(&[first, other], true, None)
+        .pick_untried(&[first, other], true, None, Origin::Unknown)
         .await
         .expect("an endpoint");
     assert_eq!(cluster.next.load(Ordering::Relaxed) - before, 6);
@@ -309,4 +329,41 @@ fn during_slow_start_a_new_endpoint_gets_its_share_of_requests_ramped() {
     }
     // Weights 1000 and 100: 100 of every 1100 round-robin tickets.
     assert_eq!(young_picks, 100);
+}
+
+#[tokio::test]
+async fn an_original_destination_cluster_sends_a_captured_connection_to_its_destination_and_a_listeners_nowhere()
+ {
+    let mut rule = cluster(None, ConnectionPool::default(), Vec::new());
+    rule.original_destination = Some(crate::plan::OriginalDestination {
+        port_override: None,
+    });
+    let built =
+        UpstreamCluster::new(&rule, &Discovery::default(), &crate::files::Disk).expect("a cluster");
+    let original: SocketAddr = "198.51.100.3:80".parse().expect("addr");
+    let host = built
+        .pick(Origin::Captured(original))
+        .await
+        .expect("the original destination");
+    assert_eq!(host.addr, original);
+    // Retries take the same host: there is no other.
+    let again = built
+        .pick_untried(&[original], true, None, Origin::Captured(original))
+        .await
+        .expect("the original destination");
+    assert!(Arc::ptr_eq(&host, &again));
+    // The gateway's own address: no host, never a connection to itself.
+    let own: SocketAddr = "192.0.2.1:80".parse().expect("addr");
+    let refused = built.pick(Origin::Listener(own)).await;
+    let Err(err) = refused else {
+        panic!("a host for the gateway's own address: {refused:?}");
+    };
+    assert_eq!(err.flag(), "UH");
+    assert_eq!(err.kind(), FailureKind::NoHost);
+    assert_eq!(
+        err.to_string(),
+        "no original destination: the connection was made to the gateway's own address 192.0.2.1:80"
+    );
+    // Outlier detection sees the hosts made so far.
+    assert_eq!(built.with_endpoints(<[_]>::len), Some(1));
 }

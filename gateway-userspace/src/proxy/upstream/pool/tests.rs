@@ -100,6 +100,7 @@ fn limited(limits: PoolLimits) -> UpstreamCluster {
         hashing: None,
         mirrors_in_flight: Default::default(),
         slow_start: None,
+        warned_loop: Default::default(),
     }
 }
 
