@@ -690,7 +690,8 @@ fn allow_any_passes_unknown_addresses_hosts_and_ports_to_their_original_destinat
 /// An egress Gateway whose destinations are PASSTHROUGH (Envoy's
 /// ORIGINAL_DST): passthru.example, a STATIC entry whose endpoint (the
 /// decoy) Istio wipes, and none.example, a NONE entry whose port 81 has
-/// `targetPort: 8081`; and tcp.example, a NONE entry on TCP port 9000.
+/// `targetPort: 8081`; tcp.example and tls.example, NONE entries on TCP
+/// port 9000 and, passed through by SNI, TLS port 443.
 const PASSTHROUGH: &str = "apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: egress, namespace: istio-system}
@@ -703,6 +704,36 @@ spec:
     hosts: [none.example]
   - port: {number: 9000, name: tcp, protocol: TCP}
     hosts: [tcp.example]
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [tls.example]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tls, namespace: istio-system}
+spec:
+  hosts: [tls.example]
+  gateways: [egress]
+  tls:
+  - match: [{port: 443, sniHosts: [tls.example]}]
+    route: [{destination: {host: tls.example, port: {number: 443}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tls, namespace: istio-system}
+spec:
+  hosts: [tls.example]
+  location: MESH_EXTERNAL
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tls, namespace: istio-system}
+spec:
+  host: tls.example
+  trafficPolicy:
+    loadBalancer: {simple: PASSTHROUGH}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -819,9 +850,19 @@ fn passthrough_sends_a_captured_request_to_its_original_destination_and_a_listen
         &format!("{UNKNOWN_V4}:9000"),
         None,
     );
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("tls-example", "DNS:tls.example");
+    let _tls = outside_server_at(
+        &topology,
+        &outside_ns,
+        "original-443",
+        &format!("{UNKNOWN_V4}:443"),
+        Some((&crt, &key)),
+    );
+    let ca = pki.path("ca.crt");
     let _workload_hosts = NetnsHosts::new(
         &topology.client_ns,
-        &format!("{UNKNOWN_V4} passthru.example none.example\n"),
+        &format!("{UNKNOWN_V4} passthru.example none.example tls.example\n"),
     );
     route_outside_via_gateway(&topology);
     let scratch = gateway_tests::hostile::Scratch::new();
@@ -830,6 +871,12 @@ fn passthrough_sends_a_captured_request_to_its_original_destination_and_a_listen
     let config = config.display().to_string();
     let daemon = egress_daemon(&topology, &config, &["--egress-from", &topology.gateway_if]);
     // Captured: the workload's own destination, not the entry's endpoint.
+    // TLS passed through by SNI: the server's own certificate, at the
+    // workload's destination.
+    let (code, body, stderr) =
+        workload_curl(&topology, &["--cacert", &ca, "https://tls.example/d"]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", daemon.log());
+    assert!(body.contains("backend=original-443"), "{body}");
     for (url, backend) in [
         ("http://passthru.example/a", "original-80"),
         // NONE's `targetPort`: the original address at port 8081.
