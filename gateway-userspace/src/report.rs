@@ -164,11 +164,17 @@ pub fn table(plan: &Plan) -> String {
     if !plan.clusters.is_empty() {
         out.push_str("clusters:\n");
         for cluster in &plan.clusters {
-            let endpoints: Vec<String> = cluster
+            let mut endpoints: Vec<String> = cluster
                 .endpoints
                 .iter()
                 .map(|e| format!("{}:{}", address_text(&e.address), e.port))
                 .collect();
+            // PASSTHROUGH: no endpoints, each connection's own destination.
+            match cluster.original_destination.map(|o| o.port_override) {
+                Some(Some(port)) => endpoints.push(format!("(original destination, port {port})")),
+                Some(None) => endpoints.push("(original destination)".to_string()),
+                None => {}
+            }
             let _ = writeln!(out, "  {}  {}", cluster.name, endpoints.join(", "));
         }
     }
@@ -375,7 +381,11 @@ pub fn json(plan: &Plan) -> Value {
                 .iter()
                 .map(|e| format!("{}:{}", address_text(&e.address), e.port))
                 .collect();
-            json!({"name": c.name, "endpoints": endpoints})
+            let mut value = json!({"name": c.name, "endpoints": endpoints});
+            if let Some(original) = c.original_destination {
+                value["original_destination"] = json!({"port_override": original.port_override});
+            }
+            value
         })
         .collect();
     let dropped: Vec<Value> = plan

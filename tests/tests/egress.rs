@@ -710,6 +710,262 @@ fn allow_any_passes_unknown_addresses_hosts_and_ports_to_their_original_destinat
     assert_eq!(passthrough, 3, "{log}");
 }
 
+/// An egress Gateway whose destinations are PASSTHROUGH (Envoy's
+/// ORIGINAL_DST): passthru.example, a STATIC entry whose endpoint (the
+/// decoy) Istio wipes, and none.example, a NONE entry whose port 81 has
+/// `targetPort: 8081`; tcp.example and tls.example, NONE entries on TCP
+/// port 9000 and, passed through by SNI, TLS port 443.
+const PASSTHROUGH: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [passthru.example]
+  - port: {number: 81, name: http-none, protocol: HTTP}
+    hosts: [none.example]
+  - port: {number: 9000, name: tcp, protocol: TCP}
+    hosts: [tcp.example]
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [tls.example]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tls, namespace: istio-system}
+spec:
+  hosts: [tls.example]
+  gateways: [egress]
+  tls:
+  - match: [{port: 443, sniHosts: [tls.example]}]
+    route: [{destination: {host: tls.example, port: {number: 443}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tls, namespace: istio-system}
+spec:
+  hosts: [tls.example]
+  location: MESH_EXTERNAL
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tls, namespace: istio-system}
+spec:
+  host: tls.example
+  trafficPolicy:
+    loadBalancer: {simple: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp, namespace: istio-system}
+spec:
+  hosts: [tcp.example]
+  gateways: [egress]
+  tcp:
+  - match: [{port: 9000}]
+    route: [{destination: {host: tcp.example, port: {number: 9000}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp, namespace: istio-system}
+spec:
+  hosts: [tcp.example]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp, namespace: istio-system}
+spec:
+  host: tcp.example
+  trafficPolicy:
+    loadBalancer: {simple: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: passthru, namespace: istio-system}
+spec:
+  hosts: [passthru.example]
+  gateways: [egress]
+  http:
+  - route: [{destination: {host: passthru.example, port: {number: 80}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: none, namespace: istio-system}
+spec:
+  hosts: [none.example]
+  gateways: [egress]
+  http:
+  - route: [{destination: {host: none.example, port: {number: 81}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: passthru, namespace: istio-system}
+spec:
+  hosts: [passthru.example]
+  addresses: [198.51.100.3]
+  location: MESH_EXTERNAL
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 198.51.100.2}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: passthru, namespace: istio-system}
+spec:
+  host: passthru.example
+  trafficPolicy:
+    loadBalancer: {simple: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: none, namespace: istio-system}
+spec:
+  hosts: [none.example]
+  location: MESH_EXTERNAL
+  ports: [{number: 81, name: http, protocol: HTTP, targetPort: 8081}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: none, namespace: istio-system}
+spec:
+  host: none.example
+  trafficPolicy:
+    loadBalancer: {simple: PASSTHROUGH}
+";
+
+#[test]
+fn passthrough_sends_a_captured_request_to_its_original_destination_and_a_listeners_gets_503() {
+    require_root();
+    let (topology, outside_ns) = with_outside();
+    add_unknown_address(&topology, &outside_ns);
+    let _decoy = outside_server_at(
+        &topology,
+        &outside_ns,
+        "decoy",
+        &format!("{BACKEND_V4}:80"),
+        None,
+    );
+    let _original = outside_server_at(
+        &topology,
+        &outside_ns,
+        "original-80",
+        &format!("{UNKNOWN_V4}:80"),
+        None,
+    );
+    let _target = outside_server_at(
+        &topology,
+        &outside_ns,
+        "original-8081",
+        &format!("{UNKNOWN_V4}:8081"),
+        None,
+    );
+    let _tcp = outside_server_at(
+        &topology,
+        &outside_ns,
+        "original-9000",
+        &format!("{UNKNOWN_V4}:9000"),
+        None,
+    );
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("tls-example", "DNS:tls.example");
+    let _tls = outside_server_at(
+        &topology,
+        &outside_ns,
+        "original-443",
+        &format!("{UNKNOWN_V4}:443"),
+        Some((&crt, &key)),
+    );
+    let ca = pki.path("ca.crt");
+    let _workload_hosts = NetnsHosts::new(
+        &topology.client_ns,
+        &format!("{UNKNOWN_V4} passthru.example none.example tls.example\n"),
+    );
+    route_outside_via_gateway(&topology);
+    let scratch = gateway_tests::hostile::Scratch::new();
+    let config = scratch.path.join("passthrough.yaml");
+    fs::write(&config, PASSTHROUGH).expect("config");
+    let config = config.display().to_string();
+    let daemon = egress_daemon(&topology, &config, &["--egress-from", &topology.gateway_if]);
+    // Captured: the workload's own destination, not the entry's endpoint.
+    // TLS passed through by SNI: the server's own certificate, at the
+    // workload's destination.
+    let (code, body, stderr) =
+        workload_curl(&topology, &["--cacert", &ca, "https://tls.example/d"]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", daemon.log());
+    assert!(body.contains("backend=original-443"), "{body}");
+    for (url, backend) in [
+        ("http://passthru.example/a", "original-80"),
+        // NONE's `targetPort`: the original address at port 8081.
+        ("http://none.example:81/b", "original-8081"),
+        // A TCP route: the connection, forwarded as bytes.
+        ("http://198.51.100.3:9000/c", "original-9000"),
+    ] {
+        let (code, body, stderr) = workload_curl(&topology, &["-w", "\nstatus=%{http_code}", url]);
+        assert_eq!(code, Some(0), "{url}: {stderr}\n{}", daemon.log());
+        assert!(
+            body.contains(&format!("backend={backend}")) && body.contains("status=200"),
+            "{url}: {body}\n{}",
+            daemon.log()
+        );
+        // Through the gateway's proxy: the server saw the gateway's address.
+        assert!(body.contains("peer=198.51.100.1:"), "{body}");
+    }
+    // The gateway's own address: no original destination, a 503 at once,
+    // never a connection to itself.
+    let own = format!("passthru.example:80:{GATEWAY_V4}");
+    let started = std::time::Instant::now();
+    let (code, body, stderr) = workload_curl(
+        &topology,
+        &[
+            "-w",
+            "\nstatus=%{http_code}",
+            "--resolve",
+            &own,
+            "http://passthru.example/own",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}\n{}", daemon.log());
+    assert!(
+        body.contains("status=503") && body.contains("no healthy upstream"),
+        "{body}\n{}",
+        daemon.log()
+    );
+    assert!(!body.contains("backend="), "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // TCP to the gateway's own address: closed, nothing forwarded.
+    let (code, body, _) = workload_curl(&topology, &[&format!("http://{GATEWAY_V4}:9000/own-tcp")]);
+    assert_ne!(code, Some(0), "{body}");
+    assert!(!body.contains("backend="), "{body}");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let log = daemon.log();
+    let tcp_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"- - -\"") && l.contains(&format!(" {GATEWAY_V4}:9000 ")))
+        .collect();
+    assert_eq!(tcp_lines.len(), 1, "{log}");
+    assert!(tcp_lines[0].contains(" 0 UH "), "{log}");
+    assert!(
+        log.contains(&format!(
+            "cluster outbound|80||passthru.example: PASSTHROUGH has no original destination for a connection to the gateway's own address {GATEWAY_V4}:80"
+        )),
+        "{log}"
+    );
+    let own_lines: Vec<&str> = log.lines().filter(|l| l.contains("/own")).collect();
+    assert_eq!(own_lines.len(), 1, "one request, no loop: {log}");
+    assert!(own_lines[0].contains("\" 503 UH "), "{log}");
+}
+
 #[test]
 fn a_dns_change_is_followed_by_the_kernel_and_the_proxy() {
     require_root();

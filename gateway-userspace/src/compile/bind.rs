@@ -147,6 +147,22 @@ impl<'m> Binder<'m> {
                     };
                     self.warnings.push(format!("{source}: {reason}; {outcome}"));
                 }
+                let original = target
+                    .as_ref()
+                    .ok()
+                    .copied()
+                    .filter(|id| self.clusters.original_destination(*id));
+                if let Some(id) = original {
+                    let outcome = match layer {
+                        Layer::Http => "requests get 503 UH",
+                        Layer::Mirror => "nothing is copied",
+                        Layer::Connection => "connections are closed",
+                    };
+                    self.warnings.push(format!(
+                        "{source}: {} is PASSTHROUGH (Envoy's ORIGINAL_DST): only a connection captured from a workload (`--egress-from`) has an original destination; on the gateway's own addresses {outcome}, as Envoy answers when the listener restored no original destination",
+                        self.clusters.name(id)
+                    ));
+                }
                 Backend {
                     weight: dest.weight,
                     target,

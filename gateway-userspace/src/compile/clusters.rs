@@ -6,9 +6,12 @@ use crate::{
     model::{
         Destination, DestinationRule, EndpointAddress, HostIndex, HostPattern, Instance,
         KubeService, KubeServicePort, LoadBalancer, Model, Protocol, Resolution, ServiceEntry,
-        ServicePort, TrafficPolicy,
+        ServicePort, SimpleLb, TrafficPolicy,
     },
-    plan::{Cluster, ClusterId, DiscoveredEndpoints, Endpoint, LocalityPlan, Placed, Unresolved},
+    plan::{
+        Cluster, ClusterId, DiscoveredEndpoints, Endpoint, LocalityPlan, OriginalDestination,
+        Placed, Unresolved,
+    },
 };
 
 /// Istio's root configuration namespace (`meshConfig.rootNamespace`'s
@@ -159,6 +162,17 @@ fn kubernetes_protocol(port: &KubeServicePort) -> Option<Protocol> {
         let prefix = port.name.split('-').next().unwrap_or_default();
         Protocol::parse(prefix)
     })
+}
+
+/// Whether a cluster's effective policy (after the port-level and subset
+/// merges) is `loadBalancer.simple: PASSTHROUGH`, which Istio's
+/// `applyLoadBalancer` (and `buildSubsetCluster` for a subset) turns into
+/// an ORIGINAL_DST cluster whatever the service's resolution.
+fn passthrough(policy: &TrafficPolicy) -> bool {
+    matches!(
+        policy.load_balancer,
+        Some(LoadBalancer::Simple(SimpleLb::Passthrough))
+    )
 }
 
 /// The endpoints of a cluster on `entry`'s `port`: the entry's endpoints
@@ -336,15 +350,25 @@ impl<'m> Clusters<'m> {
             return Ok(name);
         }
         let locality = LocalityPlan::of(&policy, self.instance);
-        let endpoints = endpoints(
-            entry,
-            &host,
-            port,
-            service_port,
-            &labels,
-            &dest.subset,
-            &locality,
-        )?;
+        let original_destination = passthrough(&policy).then(|| OriginalDestination {
+            // Istio's `PassthroughTargetPorts`: NONE entries' target ports.
+            port_override: service_port
+                .target_port
+                .filter(|_| entry.resolution == Resolution::None),
+        });
+        // An ORIGINAL_DST cluster has no endpoints (Istio wipes them).
+        let endpoints = match original_destination {
+            Some(_) => Vec::new(),
+            None => endpoints(
+                entry,
+                &host,
+                port,
+                service_port,
+                &labels,
+                &dest.subset,
+                &locality,
+            )?,
+        };
         self.insert(Cluster {
             name: name.clone(),
             host,
@@ -355,6 +379,7 @@ impl<'m> Clusters<'m> {
             discovered: None,
             policy,
             locality,
+            original_destination,
         });
         Ok(name)
     }
@@ -394,7 +419,11 @@ impl<'m> Clusters<'m> {
         if self.built.contains_key(&name) {
             return Ok(name);
         }
+        let original_destination = passthrough(&policy).then_some(OriginalDestination {
+            port_override: None,
+        });
         let (endpoints, discovered) = match &service.external_name {
+            _ if original_destination.is_some() => (Vec::new(), None),
             Some(external) => (
                 vec![Endpoint::new(
                     EndpointAddress::Dns(external.clone()),
@@ -422,6 +451,7 @@ impl<'m> Clusters<'m> {
             discovered,
             locality: LocalityPlan::of(&policy, self.instance),
             policy,
+            original_destination,
         });
         Ok(name)
     }
@@ -594,6 +624,13 @@ impl<'m> Clusters<'m> {
                 Some(LoadBalancer::ConsistentHash(_))
             )
         })
+    }
+
+    /// Whether a cluster sends to each connection's original destination.
+    pub(super) fn original_destination(&self, id: ClusterId) -> bool {
+        self.built
+            .get(self.name(id))
+            .is_some_and(|c| c.original_destination.is_some())
     }
 
     /// The name of the cluster a binding-time id stands for.

@@ -707,7 +707,7 @@ fn service_entry_with_resolution_none_is_a_503_route() {
     let plan = compile_yaml(&[GATEWAY, &none, &route]);
     assert_eq!(
         first_forward(&plan, "a.example.com").0[0].target.clone().map(|id| plan.clusters[id.index()].name.clone()).map_err(|e| e.to_string()),
-        Err("ServiceEntry apps/api has resolution NONE: a gateway has no original destination to forward to".to_string())
+        Err("ServiceEntry apps/api has resolution NONE: at a gateway Istio builds its cluster from endpoints (EDS) and it has none; loadBalancer.simple PASSTHROUGH in a DestinationRule sends to the original destination".to_string())
     );
 }
 
@@ -1087,4 +1087,98 @@ fn a_redirect_deriving_its_port_from_the_request_gets_the_servers_port() {
         })
         .collect();
     assert_eq!(ports, [Some(80), None]);
+}
+
+/// A DestinationRule for api.example.com with `policy` under `spec:`.
+fn api_rule(policy: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api, namespace: apps}}\nspec:\n  host: api.example.com\n{policy}"
+    )
+}
+
+const ROUTE_API: &str = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: api.example.com}\n      weight: 50\n    - destination: {host: api.example.com, subset: v1}\n      weight: 50\n";
+
+#[test]
+fn passthrough_makes_an_original_destination_cluster_without_endpoints_and_a_warning() {
+    let entry = service_entry("api", "api.example.com", "192.0.2.21")
+        .replace("protocol: HTTP}", "protocol: HTTP, targetPort: 8080}");
+    let rule = api_rule(
+        "  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n  subsets:\n  - name: v1\n",
+    );
+    let plan = compile_yaml(&[GATEWAY, &entry, &rule, &vs("r", "apps", ROUTE_API)]);
+    for cluster in &plan.clusters {
+        // Istio wipes a STATIC entry's endpoints for ORIGINAL_DST, and
+        // applies no target port override (the entry is not NONE), though
+        // its port names one.
+        assert!(cluster.endpoints.is_empty(), "{cluster:?}");
+        assert_eq!(
+            cluster.original_destination,
+            Some(OriginalDestination {
+                port_override: None
+            }),
+            "{}",
+            cluster.name
+        );
+    }
+    assert_eq!(plan.clusters.len(), 2);
+    assert!(
+        plan.warnings.iter().any(|w| w.contains(
+            "outbound|80||api.example.com is PASSTHROUGH (Envoy's ORIGINAL_DST): only a connection captured from a workload (`--egress-from`) has an original destination; on the gateway's own addresses requests get 503 UH"
+        )),
+        "{:#?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn a_subsets_passthrough_makes_only_its_cluster_an_original_destination() {
+    let entry = service_entry("api", "api.example.com", "192.0.2.21");
+    let rule = api_rule(
+        "  subsets:\n  - name: v1\n    trafficPolicy:\n      loadBalancer: {simple: PASSTHROUGH}\n",
+    );
+    let plan = compile_yaml(&[GATEWAY, &entry, &rule, &vs("r", "apps", ROUTE_API)]);
+    let kinds: Vec<(String, bool)> = plan
+        .clusters
+        .iter()
+        .map(|c| (c.name.clone(), c.original_destination.is_some()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("outbound|80|v1|api.example.com".to_string(), true),
+            ("outbound|80||api.example.com".to_string(), false),
+        ]
+    );
+}
+
+#[test]
+fn resolution_none_with_passthrough_connects_to_the_ports_target_port() {
+    let none = service_entry("api", "api.example.com", "192.0.2.21").replace(
+        "ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 192.0.2.21}]\n",
+        "ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]\n  resolution: NONE\n",
+    );
+    let rule = api_rule("  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n");
+    let route = vs(
+        "r",
+        "apps",
+        "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: api.example.com}\n",
+    );
+    let plan = compile_yaml(&[GATEWAY, &none, &rule, &route]);
+    assert_eq!(
+        plan.clusters[0].original_destination,
+        Some(OriginalDestination {
+            port_override: Some(8080)
+        })
+    );
+    // `gateway compile` shows it in place of endpoints.
+    assert!(
+        crate::report::table(&plan)
+            .contains("  outbound|80||api.example.com  (original destination, port 8080)\n"),
+        "{}",
+        crate::report::table(&plan)
+    );
+    assert_eq!(
+        crate::report::json(&plan)["clusters"][0]["original_destination"]["port_override"],
+        8080
+    );
 }

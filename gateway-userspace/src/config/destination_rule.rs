@@ -166,16 +166,16 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
 }
 
 /// `retryBudget`: `percent` (0..100, Istio's default 20) and
-/// `minRetryConcurrency` (default 3, as Istio's `applyRetryBudget`);
-/// `budgetInterval` is warned as not applied (only the requests in flight
-/// count, Envoy's behaviour with a zero interval).
+/// `minRetryConcurrency` (default 3, as Istio's `applyRetryBudget`) and
+/// `budgetInterval` (default 0s: the requests in flight count), which
+/// Istio passes to Envoy unvalidated beyond being a duration.
 fn retry_budget(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetryBudget> {
     let entries = d.mapping(
         node,
         path,
         &["percent", "minRetryConcurrency", "budgetInterval"],
     )?;
-    not_applied_yet(d, entries, path, &["budgetInterval"]);
+    let budget_interval = duration(d, entries, "budgetInterval", path).unwrap_or_default();
     let percent = match number(d, entries, "percent", path) {
         Some((at, value)) if !(0.0..=100.0).contains(&value) => {
             d.error(
@@ -193,6 +193,7 @@ fn retry_budget(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetryBud
         min_retry_concurrency: count(d, entries, "minRetryConcurrency", path)
             .filter(|n| *n > 0)
             .unwrap_or(3),
+        budget_interval,
     })
 }
 

@@ -2173,7 +2173,8 @@ fn a_retry_budget_is_decoded_with_istios_defaults() {
             .retry_budget,
         Some(crate::model::RetryBudget {
             percent: 50.0,
-            min_retry_concurrency: 7
+            min_retry_concurrency: 7,
+            budget_interval: std::time::Duration::ZERO,
         })
     );
     assert_eq!(
@@ -2182,7 +2183,8 @@ fn a_retry_budget_is_decoded_with_istios_defaults() {
             .retry_budget,
         Some(crate::model::RetryBudget {
             percent: 20.0,
-            min_retry_concurrency: 3
+            min_retry_concurrency: 3,
+            budget_interval: std::time::Duration::ZERO,
         })
     );
     assert_has(
@@ -2190,6 +2192,32 @@ fn a_retry_budget_is_decoded_with_istios_defaults() {
         Severity::Error,
         "spec.trafficPolicy.retryBudget.percent",
         "percent 150 must be between 0 and 100",
+    );
+}
+
+#[test]
+fn a_retry_budgets_interval_is_a_duration_applied_without_a_warning() {
+    let budget = |spec: &str| {
+        load_kind(
+            "DestinationRule",
+            &format!("  host: web\n  trafficPolicy:\n    retryBudget: {spec}\n"),
+        )
+    };
+    let config = budget("{budgetInterval: 10s}");
+    assert!(config.diagnostics.is_empty(), "{:#?}", config.diagnostics);
+    assert_eq!(
+        config.model.destination_rules[0]
+            .traffic_policy
+            .retry_budget
+            .as_ref()
+            .map(|b| b.budget_interval),
+        Some(std::time::Duration::from_secs(10))
+    );
+    assert_has(
+        &budget("{budgetInterval: ten}"),
+        Severity::Error,
+        "spec.trafficPolicy.retryBudget.budgetInterval",
+        "invalid duration \"ten\": expected a number with a unit such as 5s, 100ms or 1m",
     );
 }
 
@@ -2297,5 +2325,26 @@ fn insecure_skip_verify_with_something_to_verify_by_is_an_error_as_in_istio() {
             .tls
             .as_ref()
             .is_some_and(|t| t.insecure_skip_verify)
+    );
+}
+
+#[test]
+fn passthrough_load_balancing_is_decoded_with_a_note_saying_where_it_has_an_original_destination() {
+    let config = load_kind(
+        "DestinationRule",
+        "  host: web\n  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n",
+    );
+    assert_has(
+        &config,
+        Severity::Note,
+        "spec.trafficPolicy.loadBalancer.simple",
+        "PASSTHROUGH sends each connection to its original destination (Envoy's ORIGINAL_DST): only connections captured from workloads (an egress instance's --egress-from) have one; on a gateway's own addresses requests get 503 UH and connections are closed",
+    );
+    assert_eq!(config.diagnostics.len(), 1, "{:#?}", config.diagnostics);
+    assert_eq!(
+        config.model.destination_rules[0]
+            .traffic_policy
+            .load_balancer,
+        Some(LoadBalancer::Simple(crate::model::SimpleLb::Passthrough))
     );
 }

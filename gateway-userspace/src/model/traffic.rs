@@ -628,12 +628,15 @@ pub struct TrafficPolicy {
 }
 
 /// `trafficPolicy.retryBudget`: retries in flight at most `percent` of the
-/// requests in flight and waiting, and never fewer than
+/// requests in flight and waiting (or, with a `budget_interval`, of the
+/// requests started within it), and never fewer than
 /// `min_retry_concurrency` (Envoy's retry budget, replacing `maxRetries`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryBudget {
     pub percent: f64,
     pub min_retry_concurrency: u32,
+    /// `budgetInterval`; zero (the default) counts the requests in flight.
+    pub budget_interval: Duration,
 }
 
 impl Eq for RetryBudget {}

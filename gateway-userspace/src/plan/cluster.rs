@@ -45,6 +45,19 @@ pub struct Cluster {
     /// How endpoints are ordered by locality: [`Cluster::endpoints`] are
     /// placed already; discovered ones are placed as they change.
     pub locality: LocalityPlan,
+    /// Set when the effective `loadBalancer.simple` is PASSTHROUGH (Istio
+    /// makes it Envoy's ORIGINAL_DST cluster): no endpoints, each
+    /// connection goes to its own original destination.
+    pub original_destination: Option<OriginalDestination>,
+}
+
+/// An original-destination cluster's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginalDestination {
+    /// The port connected to in place of the original one: the
+    /// ServiceEntry port's `targetPort` when its resolution is NONE
+    /// (Istio's `PassthroughTargetPorts`, Envoy's `upstream_port_override`).
+    pub port_override: Option<u16>,
 }
 
 /// One address a cluster connects to.
@@ -104,7 +117,7 @@ pub enum Unresolved {
     #[error("subset {subset} is not defined in DestinationRule {rule}")]
     UnknownSubset { subset: String, rule: String },
     #[error(
-        "ServiceEntry {entry} has resolution NONE: a gateway has no original destination to forward to"
+        "ServiceEntry {entry} has resolution NONE: at a gateway Istio builds its cluster from endpoints (EDS) and it has none; loadBalancer.simple PASSTHROUGH in a DestinationRule sends to the original destination"
     )]
     ResolutionNone { entry: String },
     #[error("subset {subset} of {host} selects no endpoints")]

@@ -15,7 +15,10 @@ use std::{collections::BTreeMap, net::IpAddr};
 pub use gateway_common::ListenerKind;
 
 pub use self::{
-    cluster::{Cluster, ClusterId, DNS_REFRESH, DiscoveredEndpoints, Endpoint, Unresolved},
+    cluster::{
+        Cluster, ClusterId, DNS_REFRESH, DiscoveredEndpoints, Endpoint, OriginalDestination,
+        Unresolved,
+    },
     hosts::{HostTable, VirtualHost},
     kernel::{KernelHost, addr_key, ports_of},
     locality::{FailoverPlan, LocalityPlan, Placed, Placement, with_topology},

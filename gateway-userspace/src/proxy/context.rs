@@ -16,7 +16,7 @@ use tokio::{net::TcpStream, sync::watch};
 use super::{
     access_log::{AccessLog, Entry},
     metrics,
-    upstream::Upstreams,
+    upstream::{Origin, Upstreams},
 };
 use crate::connection::{Activity, Gate};
 
@@ -72,6 +72,15 @@ pub struct Downstream {
 }
 
 impl Downstream {
+    /// Where the connection was going: a captured workload's original
+    /// destination (a plug-in claimed it), else the gateway's own address.
+    pub(super) fn origin(&self) -> Origin {
+        match self.workload_interface {
+            Some(_) => Origin::Captured(self.local),
+            None => Origin::Listener(self.local),
+        }
+    }
+
     /// The client's address as an `X-Forwarded-For` value.
     pub(super) fn remote_ip_header(&self) -> HeaderValue {
         self.remote_ip

@@ -270,7 +270,7 @@ pub(super) async fn forward_tcp<D>(
         workload_interface: downstream.workload_interface.clone(),
         ..Entry::default()
     };
-    match tcp::connect(forward, &shared.upstreams).await {
+    match tcp::connect(forward, &shared.upstreams, downstream.origin()).await {
         Ok(mut upstream) => {
             entry.upstream_host = Some(upstream.addr);
             entry.upstream_cluster = Some(upstream.cluster.clone());

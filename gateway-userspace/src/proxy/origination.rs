@@ -324,6 +324,7 @@ mod tests {
             endpoints: Vec::new(),
             discovered: None,
             locality: Default::default(),
+            original_destination: None,
             policy: TrafficPolicy {
                 tls: Some(ClientTls {
                     mode: ClientTlsMode::parse(mode).expect("a mode"),

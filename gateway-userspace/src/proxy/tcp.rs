@@ -22,7 +22,8 @@ use tokio::{
 use super::{
     origination::UpstreamIo,
     upstream::{
-        ConnectionSlot, TryResult, UpstreamCluster, UpstreamError, Upstreams, random, weighted,
+        ConnectionSlot, Origin, TryResult, UpstreamCluster, UpstreamError, Upstreams, random,
+        weighted,
     },
 };
 use crate::plan::{Backend, Forward};
@@ -61,9 +62,13 @@ impl ForwardError {
 }
 
 /// Picks a weighted backend of `forward` and connects to one of its endpoints.
-pub async fn connect(forward: &Forward, upstreams: &Upstreams) -> Result<Connected, ForwardError> {
+pub async fn connect(
+    forward: &Forward,
+    upstreams: &Upstreams,
+    origin: Origin,
+) -> Result<Connected, ForwardError> {
     let cluster = cluster(&forward.0, upstreams)?;
-    let endpoint = cluster.pick().await?;
+    let endpoint = cluster.pick(origin).await?;
     // Envoy's TCP proxy has no pending queue: over `maxConnections` the
     // connection is refused at once (UO).
     let counted = cluster

@@ -111,10 +111,10 @@ fn simple_load_balancer(d: &mut Decoder<'_>, simple: &Node, path: &str) -> Optio
     let text = d.string(simple, &join(path, "simple"))?;
     if text == "PASSTHROUGH" {
         d.report(
-            Severity::Warning,
+            Severity::Note,
             simple,
             &join(path, "simple"),
-            "PASSTHROUGH is not applied by this gateway yet: requests are balanced by least request"
+            "PASSTHROUGH sends each connection to its original destination (Envoy's ORIGINAL_DST): only connections captured from workloads (an egress instance's --egress-from) have one; on a gateway's own addresses requests get 503 UH and connections are closed"
                 .into(),
         );
     }

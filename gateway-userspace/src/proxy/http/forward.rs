@@ -36,7 +36,7 @@ use crate::{
         context::Shared,
         rewrite::{self, RegexRewrite},
         upstream::{
-            self, ClusterCounter, FailureKind, RetryInFlight, TryResult, UpstreamCluster,
+            self, ClusterCounter, FailureKind, Origin, RetryInFlight, TryResult, UpstreamCluster,
             UpstreamEndpoint, UpstreamError, UpstreamProtocol,
         },
     },
@@ -52,6 +52,8 @@ pub(super) struct Target<'a> {
     pub(super) regex_rewrite: Option<&'a RegexRewrite>,
     /// The client and the connection, for a consistent-hash key.
     pub(super) ends: Ends,
+    /// Where the connection was going (original-destination clusters).
+    pub(super) origin: Origin,
 }
 
 /// Sends the request to one of the route's backends.
@@ -127,6 +129,7 @@ pub(super) async fn forward(
         timeout: *timeout,
         retry: retry.as_ref(),
         hash,
+        origin: target.origin,
     };
     let mirrors = mirror::chosen(shared, mirrors);
     let mut response = if mirrors.is_empty() {
@@ -138,6 +141,7 @@ pub(super) async fn forward(
             authority: authority.to_string(),
             headers: req.headers().clone(),
             timeout: *timeout,
+            origin: target.origin,
         };
         if req.body().is_end_stream() {
             mirror::send_copies(mirrors, &shadow, &Bytes::new());
@@ -179,6 +183,7 @@ struct Sending<'a> {
     retry: Option<&'a RetryPolicy>,
     /// The consistent-hash key, when the cluster hashes.
     hash: Option<u64>,
+    origin: Origin,
 }
 
 impl Sending<'_> {
@@ -200,6 +205,7 @@ impl Sending<'_> {
             timeout,
             retry,
             hash,
+            origin,
         } = self;
         let (upstream_req, downstream_upgrade) =
             match upstream_request(req, authority, path, version, received) {
@@ -214,7 +220,7 @@ impl Sending<'_> {
         let Some(policy) = retry.filter(|_| downstream_upgrade.is_none()) else {
             // One try: no policy (`attempts: 0`), or an upgrade (its client
             // side cannot be replayed).
-            let endpoint = match cluster.pick_hashed(hash).await {
+            let endpoint = match cluster.pick_hashed(hash, origin).await {
                 Ok(endpoint) => endpoint,
                 Err(err) => return upstream_failure(err, entry),
             };
@@ -235,6 +241,7 @@ impl Sending<'_> {
             policy,
             deadline,
             hash,
+            origin,
         };
         tries.run(upstream_req, entry).await
     }
@@ -249,6 +256,7 @@ struct Tries<'a> {
     deadline: Option<Instant>,
     /// The request's consistent-hash key, when its cluster hashes.
     hash: Option<u64>,
+    origin: Origin,
 }
 
 /// The endpoints a request's tries went to.
@@ -361,7 +369,7 @@ impl Tries<'_> {
         };
         let endpoint = match self
             .cluster
-            .pick_avoiding(hosts, &tried.excluded_levels, self.hash)
+            .pick_avoiding(hosts, &tried.excluded_levels, self.hash, self.origin)
             .await
         {
             Ok(endpoint) => endpoint,
@@ -577,7 +585,9 @@ pub(super) fn upstream_failure(err: UpstreamError, entry: &mut Entry) -> Respons
     log::debug!("503: {err}");
     entry.flags.push(err.flag());
     match err {
-        UpstreamError::NoEndpoint | UpstreamError::Resolve { .. } => {
+        UpstreamError::NoEndpoint
+        | UpstreamError::NoOriginalDestination { .. }
+        | UpstreamError::Resolve { .. } => {
             entry.details = Some("no_healthy_upstream");
             local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
         }

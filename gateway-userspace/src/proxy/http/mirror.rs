@@ -23,7 +23,7 @@ use crate::{
     proxy::{
         body::ProxyBody,
         context::Shared,
-        upstream::{self, ClusterCounter, UpstreamCluster, UpstreamProtocol},
+        upstream::{self, ClusterCounter, Origin, UpstreamCluster, UpstreamProtocol},
     },
 };
 
@@ -48,6 +48,10 @@ pub(super) struct Shadow {
     pub(super) authority: String,
     pub(super) headers: HeaderMap,
     pub(super) timeout: Option<Duration>,
+    /// Where the connection was going: a copy to an original-destination
+    /// cluster goes to the same place (Envoy's shadow shares the
+    /// downstream connection).
+    pub(super) origin: Origin,
 }
 
 /// Sends a copy of the request to each of `clusters`, in the background.
@@ -61,11 +65,12 @@ pub(super) fn send_copies(clusters: Vec<Arc<UpstreamCluster>>, copy: &Shadow, bo
             continue;
         };
         let limit = copy.timeout.unwrap_or(MIRROR_TIMEOUT);
+        let origin = copy.origin;
         tokio::spawn(async move {
             let _in_flight = in_flight;
             cluster.counters.add(ClusterCounter::Mirrored);
             let sent = async {
-                let endpoint = cluster.pick().await.ok()?;
+                let endpoint = cluster.pick(origin).await.ok()?;
                 let version = req.version();
                 let (response, active) = upstream::send(&endpoint, &cluster, version, req)
                     .await

@@ -309,6 +309,7 @@ async fn act(
                     remote: downstream.remote,
                     local: downstream.local,
                 },
+                origin: downstream.origin(),
             };
             forward(shared, route, req, target, entry, received).await
         }

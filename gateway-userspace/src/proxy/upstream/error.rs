@@ -7,6 +7,11 @@ pub enum UpstreamError {
     /// The cluster has no endpoint to try (UH).
     #[error("no healthy upstream")]
     NoEndpoint,
+    /// An original-destination cluster, for a connection that has no
+    /// original destination: one made to the gateway's own `local`
+    /// address (UH, as Envoy's ORIGINAL_DST balancer answers).
+    #[error("no original destination{}", local.map(|l| format!(": the connection was made to the gateway's own address {l}")).unwrap_or_default())]
+    NoOriginalDestination { local: Option<SocketAddr> },
     /// DNS gave no address (UH).
     #[error("cannot resolve {host}: {reason}")]
     Resolve { host: String, reason: String },
@@ -57,7 +62,9 @@ impl UpstreamError {
     /// What a retry policy sees of this failure.
     pub fn kind(&self) -> FailureKind {
         match self {
-            Self::NoEndpoint | Self::Resolve { .. } => FailureKind::NoHost,
+            Self::NoEndpoint | Self::NoOriginalDestination { .. } | Self::Resolve { .. } => {
+                FailureKind::NoHost
+            }
             Self::Overflow => FailureKind::Overflow,
             Self::Connect { .. } | Self::Tls { .. } => FailureKind::ConnectFailure,
             Self::Exchange { source, .. } if refused_stream(source) => FailureKind::RefusedStream,
@@ -71,7 +78,7 @@ impl UpstreamError {
     /// Envoy's response flag for this failure.
     pub fn flag(&self) -> &'static str {
         match self {
-            Self::NoEndpoint | Self::Resolve { .. } => "UH",
+            Self::NoEndpoint | Self::NoOriginalDestination { .. } | Self::Resolve { .. } => "UH",
             Self::Overflow => "UO",
             Self::Connect { .. } | Self::Tls { .. } => "UF",
             Self::Exchange { source, .. } if protocol_error(source) => "UPE",

@@ -13,7 +13,9 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::{ClusterCounter, ClusterCounters, UpstreamEndpoint, UpstreamError};
+use super::{
+    ClusterCounter, ClusterCounters, UpstreamEndpoint, UpstreamError, budget::RequestWindow,
+};
 use crate::plan::{ConnectionPool, TcpKeepalive};
 
 /// How long an idle upstream connection is kept when the DestinationRule
@@ -85,6 +87,9 @@ pub struct ClusterLoad {
     /// Woken when a connection closes, goes idle, or a stream ends: a
     /// pending request looks again.
     pub(super) freed: Notify,
+    /// With a retry budget's `budgetInterval`: the requests admitted
+    /// within it (Envoy counts each as its `requests` resource is taken).
+    pub(super) window: Option<RequestWindow>,
 }
 
 impl ClusterLoad {
@@ -96,7 +101,16 @@ impl ClusterLoad {
             pending: AtomicU32::new(0),
             requests: AtomicU32::new(0),
             freed: Notify::new(),
+            window: None,
         }
+    }
+
+    /// The same load, also counting requests over `interval` (a retry
+    /// budget's `budgetInterval`; zero counts nothing, as in Envoy).
+    pub fn with_budget_interval(mut self, interval: Duration) -> Self {
+        self.window = (!interval.is_zero())
+            .then(|| RequestWindow::new(interval, tokio::time::Instant::now()));
+        self
     }
 
     /// A request in flight, unless `http2MaxRequests` are (Envoy's
@@ -105,6 +119,9 @@ impl ClusterLoad {
         if !take(&self.requests, self.limits.max_requests) {
             self.counters.add(ClusterCounter::PendingOverflow);
             return Err(UpstreamError::Overflow);
+        }
+        if let Some(window) = &self.window {
+            window.record(tokio::time::Instant::now());
         }
         Ok(RequestSlot {
             load: Arc::clone(self),
@@ -143,10 +160,17 @@ impl ClusterLoad {
         })
     }
 
-    /// Requests in flight and waiting for a connection: what a retry
-    /// budget is a share of.
-    pub fn active_and_pending(&self) -> u32 {
-        self.requests.load(Ordering::Relaxed) + self.pending.load(Ordering::Relaxed)
+    /// What a retry budget is a share of: the requests admitted within its
+    /// `budgetInterval` when it has one, else those in flight and waiting
+    /// for a connection (Envoy's `RetryBudgetImpl::max`).
+    pub fn budget_base(&self) -> u64 {
+        match &self.window {
+            Some(window) => window.requests(tokio::time::Instant::now()),
+            None => {
+                u64::from(self.requests.load(Ordering::Relaxed))
+                    + u64::from(self.pending.load(Ordering::Relaxed))
+            }
+        }
     }
 
     /// Connections open now.

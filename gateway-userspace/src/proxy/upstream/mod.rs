@@ -7,12 +7,14 @@
 //! the endpoint the balancer picked while its `Host`/`:authority` stays the
 //! one the client asked for; hyper-util keys its pool by the URI authority.
 mod balance;
+mod budget;
 mod counters;
 mod discovered;
 mod dns;
 mod error;
 mod hashing;
 mod limits;
+mod original;
 mod outlier;
 mod pool;
 mod priority;
@@ -23,7 +25,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -35,6 +37,7 @@ pub use self::{
     error::{FailureKind, UpstreamError, protocol_error},
     hashing::{HashBalancer, stable_hash},
     limits::{ClusterLoad, ConnectionSlot, DEFAULT_IDLE_TIMEOUT, PoolLimits, RequestSlot},
+    original::Origin,
     outlier::{Detector, HostHealth, OutlierPolicy, TryResult},
     pool::{ActiveRequest, UpstreamEndpoint, connect, send},
 };
@@ -42,6 +45,7 @@ use self::{
     balance::{choose, choose_weighted},
     discovered::Discovered,
     dns::{DnsCache, DnsName, resolved},
+    original::OriginalHosts,
 };
 use super::{
     error::ProxyError,
@@ -83,6 +87,8 @@ pub(super) enum Endpoints {
     },
     /// A Kubernetes Service's, as its EndpointSlices change.
     Discovered(Discovered),
+    /// One per original destination (`loadBalancer.simple: PASSTHROUGH`).
+    Original(OriginalHosts),
 }
 
 /// A cluster ready to take requests.
@@ -119,6 +125,8 @@ pub struct UpstreamCluster {
     by_locality: bool,
     /// `distribute`: a locality is drawn by weight before an endpoint.
     weights_localities: bool,
+    /// Whether the first request with no original destination was logged.
+    warned_loop: AtomicBool,
 }
 
 /// A mirror copy counted against its cluster until dropped.
@@ -199,7 +207,9 @@ impl UpstreamCluster {
                 }),
             }
         }
-        let endpoints = if let Some(selection) = &cluster.discovered {
+        let endpoints = if let Some(original) = &cluster.original_destination {
+            Endpoints::Original(OriginalHosts::new(original.port_override))
+        } else if let Some(selection) = &cluster.discovered {
             Endpoints::Discovered(Discovered::new(selection, discovery, &cluster.locality))
         } else if names.is_empty() {
             Endpoints::Static(fixed)
@@ -237,7 +247,15 @@ impl UpstreamCluster {
             protocol,
             tls,
             counters: Arc::clone(&counters),
-            load: Arc::new(ClusterLoad::new(PoolLimits::of(&pool), counters)),
+            load: Arc::new(
+                ClusterLoad::new(PoolLimits::of(&pool), counters).with_budget_interval(
+                    cluster
+                        .policy
+                        .retry_budget
+                        .as_ref()
+                        .map_or(Duration::ZERO, |budget| budget.budget_interval),
+                ),
+            ),
             max_retries: pool.max_retries.filter(|n| *n > 0).unwrap_or(u32::MAX),
             retry_budget: cluster
                 .policy
@@ -260,6 +278,7 @@ impl UpstreamCluster {
                 .filter(|_| matches!(balance, Balance::RoundRobin | Balance::LeastRequest)),
             by_locality: placed_by_locality(cluster),
             weights_localities: cluster.locality.weights_localities(),
+            warned_loop: AtomicBool::new(false),
         })
     }
 
@@ -308,6 +327,7 @@ impl UpstreamCluster {
                 cached.as_ref().map(|(_, endpoints)| f(endpoints))
             }
             Endpoints::Discovered(discovered) => Some(discovered.with_current(f)),
+            Endpoints::Original(hosts) => Some(hosts.with_current(f)),
         }
     }
 
@@ -331,14 +351,15 @@ impl UpstreamCluster {
     }
 
     /// A retry, unless the cluster's `maxRetries` (or, with a retry
-    /// budget, its share of the requests in flight and waiting, at least
-    /// its minimum) are in flight already.
+    /// budget, its share of the requests in flight and waiting, or of
+    /// those started within its `budgetInterval`, at least its minimum)
+    /// are in flight already.
     pub fn start_retry(self: &Arc<Self>) -> Option<RetryInFlight> {
         let most = match self.retry_budget {
             Some((percent, minimum)) => {
-                let share = f64::from(self.load.active_and_pending()) * percent / 100.0;
+                let share = self.load.budget_base() as f64 * percent / 100.0;
                 // Whole retries only: the share's floor.
-                (share.floor() as u32).max(minimum)
+                (share.floor().min(f64::from(u32::MAX)) as u32).max(minimum)
             }
             None => self.max_retries,
         };
@@ -363,12 +384,18 @@ impl UpstreamCluster {
         hosts: &[SocketAddr],
         levels: &[u32],
         hash: Option<u64>,
+        origin: Origin,
     ) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
         if hosts.is_empty() && levels.is_empty() {
-            return self.pick_hashed(hash).await;
+            return self.pick_hashed(hash, origin).await;
         }
-        if let Endpoints::Dns { names, cache } = &self.endpoints {
-            resolved(names, cache).await?;
+        match &self.endpoints {
+            // One host per destination: nothing else to go to.
+            Endpoints::Original(original) => return self.original_host(original, origin),
+            Endpoints::Dns { names, cache } => {
+                resolved(names, cache).await?;
+            }
+            Endpoints::Static(_) | Endpoints::Discovered(_) => {}
         }
         let chosen = self.with_endpoints(|endpoints| {
             let untried: Vec<Arc<UpstreamEndpoint>> = endpoints
@@ -384,22 +411,52 @@ impl UpstreamCluster {
 
     /// The endpoint the next request (or connection) without a hash key
     /// goes to.
-    pub async fn pick(&self) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
-        self.pick_hashed(None).await
+    pub async fn pick(&self, origin: Origin) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
+        self.pick_hashed(None, origin).await
     }
 
     /// The endpoint a request with hash `hash` goes to (under consistent
-    /// hashing; otherwise by the balancing policy).
+    /// hashing; otherwise by the balancing policy); for an
+    /// original-destination cluster, the host of `origin`'s destination.
     pub async fn pick_hashed(
         &self,
         hash: Option<u64>,
+        origin: Origin,
     ) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
-        if let Endpoints::Dns { names, cache } = &self.endpoints {
-            resolved(names, cache).await?;
+        match &self.endpoints {
+            Endpoints::Original(hosts) => return self.original_host(hosts, origin),
+            Endpoints::Dns { names, cache } => {
+                resolved(names, cache).await?;
+            }
+            Endpoints::Static(_) | Endpoints::Discovered(_) => {}
         }
         // Chosen in place: no copy of the list per request.
         let chosen = self.with_endpoints(|endpoints| self.choose_healthy(endpoints, hash, &[]));
         chosen.flatten().ok_or(UpstreamError::NoEndpoint)
+    }
+
+    /// The host of a captured connection's original destination. A
+    /// connection to the gateway's own address has none (Envoy's
+    /// ORIGINAL_DST answers `no healthy upstream` when the listener
+    /// restored no original destination): connecting there would loop.
+    fn original_host(
+        &self,
+        hosts: &OriginalHosts,
+        origin: Origin,
+    ) -> Result<Arc<UpstreamEndpoint>, UpstreamError> {
+        match origin {
+            Origin::Captured(original) => Ok(hosts.host(original, tokio::time::Instant::now())),
+            Origin::Listener(local) => {
+                if !self.warned_loop.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "cluster {}: PASSTHROUGH has no original destination for a connection to the gateway's own address {local} (forwarding there would loop): answered 503 UH, closed for TCP; only connections captured from workloads have one",
+                        self.name
+                    );
+                }
+                Err(UpstreamError::NoOriginalDestination { local: Some(local) })
+            }
+            Origin::Unknown => Err(UpstreamError::NoOriginalDestination { local: None }),
+        }
     }
 
     /// Balances over the endpoints outlier detection has not ejected (all

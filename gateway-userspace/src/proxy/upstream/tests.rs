@@ -14,6 +14,7 @@ fn cluster(protocol: Option<Protocol>, pool: ConnectionPool, endpoints: Vec<Endp
         endpoints,
         discovered: None,
         locality: Default::default(),
+        original_destination: None,
         policy: TrafficPolicy {
             connection_pool: Some(pool),
             ..TrafficPolicy::default()
@@ -95,7 +96,7 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
         &crate::files::Disk,
     )
     .expect("a plain cluster builds");
-    let picked = built.pick().await.expect("an endpoint");
+    let picked = built.pick(Origin::Unknown).await.expect("an endpoint");
     assert_eq!(picked.addr, SocketAddr::from(([192, 0, 2, 1], 8080)));
     // `localhost` resolves from the hosts file, with no network.
     let named = Endpoint::new(EndpointAddress::Dns("localhost".to_string()), 8080, 1);
@@ -105,7 +106,7 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
         &crate::files::Disk,
     )
     .expect("a plain cluster builds");
-    let picked = tokio::time::timeout(Duration::from_secs(5), built.pick())
+    let picked = tokio::time::timeout(Duration::from_secs(5), built.pick(Origin::Unknown))
         .await
         .expect("resolved in time")
         .expect("an endpoint");
@@ -117,7 +118,10 @@ async fn a_cluster_picks_among_its_fixed_or_resolved_endpoints() {
         &crate::files::Disk,
     )
     .expect("a plain cluster builds");
-    assert!(matches!(empty.pick().await, Err(UpstreamError::NoEndpoint)));
+    assert!(matches!(
+        empty.pick(Origin::Unknown).await,
+        Err(UpstreamError::NoEndpoint)
+    ));
 }
 
 fn two_endpoints(pool: ConnectionPool) -> Arc<UpstreamCluster> {
@@ -140,31 +144,39 @@ fn two_endpoints(pool: ConnectionPool) -> Arc<UpstreamCluster> {
 #[tokio::test]
 async fn a_retry_takes_an_untried_endpoint_whenever_there_is_one() {
     let cluster = two_endpoints(ConnectionPool::default());
-    let first = cluster.pick().await.expect("an endpoint").addr;
-    let other = cluster.pick().await.expect("an endpoint").addr;
+    let first = cluster
+        .pick(Origin::Unknown)
+        .await
+        .expect("an endpoint")
+        .addr;
+    let other = cluster
+        .pick(Origin::Unknown)
+        .await
+        .expect("an endpoint")
+        .addr;
     assert_ne!(first, other);
     // Round robin would give `first` next: avoiding it gives `other`,
     // every time.
     for _ in 0..10 {
         let untried = cluster
-            .pick_avoiding(&[first], &[], None)
+            .pick_avoiding(&[first], &[], None, Origin::Unknown)
             .await
             .expect("an endpoint");
         assert_eq!(untried.addr, other, "never the tried one");
     }
     // Nothing to avoid: the draw as it falls, both endpoints in turn.
     let a = cluster
-        .pick_avoiding(&[], &[], None)
+        .pick_avoiding(&[], &[], None, Origin::Unknown)
         .await
         .expect("an endpoint");
     let b = cluster
-        .pick_avoiding(&[], &[], None)
+        .pick_avoiding(&[], &[], None, Origin::Unknown)
         .await
         .expect("an endpoint");
     assert_ne!(a.addr, b.addr);
     // Every endpoint tried: one of them all the same.
     let every = cluster
-        .pick_avoiding(&[first, other], &[], None)
+        .pick_avoiding(&[first, other], &[], None, Origin::Unknown)
         .await
         .expect("an endpoint");
     assert!([first, other].contains(&every.addr));
@@ -191,6 +203,7 @@ fn a_retry_budget_allows_its_share_of_requests_in_flight_and_at_least_its_minimu
     rule.policy.retry_budget = Some(crate::model::RetryBudget {
         percent: 20.0,
         min_retry_concurrency: 2,
+        budget_interval: Duration::ZERO,
     });
     let built = Arc::new(
         UpstreamCluster::new(&rule, &Discovery::default(), &crate::files::Disk).expect("a cluster"),
@@ -206,6 +219,30 @@ fn a_retry_budget_allows_its_share_of_requests_in_flight_and_at_least_its_minimu
     let held: Vec<_> = (0..10).filter_map(|_| built.start_retry()).collect();
     assert_eq!(held.len(), 5);
     drop(requests);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_budget_with_an_interval_is_a_share_of_the_requests_started_within_it() {
+    let mut rule = cluster(None, ConnectionPool::default(), Vec::new());
+    rule.policy.retry_budget = Some(crate::model::RetryBudget {
+        percent: 20.0,
+        min_retry_concurrency: 2,
+        budget_interval: Duration::from_secs(10),
+    });
+    let built = Arc::new(
+        UpstreamCluster::new(&rule, &Discovery::default(), &crate::files::Disk).expect("a cluster"),
+    );
+    // 25 requests started and done: none in flight, yet 20% of 25 is 5.
+    for _ in 0..25 {
+        drop(built.load.admit_request().expect("admitted"));
+    }
+    let held: Vec<_> = (0..10).filter_map(|_| built.start_retry()).collect();
+    assert_eq!(held.len(), 5);
+    drop(held);
+    // Ten seconds on, they have left the window: the minimum again.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let held: Vec<_> = (0..10).filter_map(|_| built.start_retry()).collect();
+    assert_eq!(held.len(), 2);
 }
 
 fn warmup(window: u64, minimum_percent: f64, aggression: f64) -> Warmup {
@@ -277,4 +314,41 @@ fn during_slow_start_a_new_endpoint_gets_its_share_of_requests_ramped() {
     }
     // Weights 1000 and 100: 100 of every 1100 round-robin tickets.
     assert_eq!(young_picks, 100);
+}
+
+#[tokio::test]
+async fn an_original_destination_cluster_sends_a_captured_connection_to_its_destination_and_a_listeners_nowhere()
+ {
+    let mut rule = cluster(None, ConnectionPool::default(), Vec::new());
+    rule.original_destination = Some(crate::plan::OriginalDestination {
+        port_override: None,
+    });
+    let built =
+        UpstreamCluster::new(&rule, &Discovery::default(), &crate::files::Disk).expect("a cluster");
+    let original: SocketAddr = "198.51.100.3:80".parse().expect("addr");
+    let host = built
+        .pick(Origin::Captured(original))
+        .await
+        .expect("the original destination");
+    assert_eq!(host.addr, original);
+    // Retries take the same host: there is no other.
+    let again = built
+        .pick_avoiding(&[original], &[], None, Origin::Captured(original))
+        .await
+        .expect("the original destination");
+    assert!(Arc::ptr_eq(&host, &again));
+    // The gateway's own address: no host, never a connection to itself.
+    let own: SocketAddr = "192.0.2.1:80".parse().expect("addr");
+    let refused = built.pick(Origin::Listener(own)).await;
+    let Err(err) = refused else {
+        panic!("a host for the gateway's own address: {refused:?}");
+    };
+    assert_eq!(err.flag(), "UH");
+    assert_eq!(err.kind(), FailureKind::NoHost);
+    assert_eq!(
+        err.to_string(),
+        "no original destination: the connection was made to the gateway's own address 192.0.2.1:80"
+    );
+    // Outlier detection sees the hosts made so far.
+    assert_eq!(built.with_endpoints(<[_]>::len), Some(1));
 }

@@ -102,6 +102,7 @@ fn limited(limits: PoolLimits) -> UpstreamCluster {
         slow_start: None,
         by_locality: false,
         weights_localities: false,
+        warned_loop: Default::default(),
     }
 }
 
