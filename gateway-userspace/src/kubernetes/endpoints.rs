@@ -318,6 +318,37 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoints_locality_is_its_pods_istio_locality_else_its_slice_zone() {
+        let slice = json!({
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["192.0.2.1"], "zone": "us-east-1a"},
+                {"addresses": ["192.0.2.2"], "zone": "us-east-1a",
+                 "targetRef": {"kind": "Pod", "name": "placed"}},
+                {"addresses": ["192.0.2.3"]}
+            ]
+        });
+        let pods = PodLabels::from([(
+            "placed".to_string(),
+            BTreeMap::from([(
+                LOCALITY_LABEL.to_string(),
+                "eu.eu-west-1b.rack2".to_string(),
+            )]),
+        )]);
+        let localities: Vec<String> = slice_endpoints(&slice, &pods)
+            .iter()
+            .map(|ep| {
+                format!(
+                    "{}|{}|{}",
+                    ep.locality.region, ep.locality.zone, ep.locality.subzone
+                )
+            })
+            .collect();
+        assert_eq!(localities, ["|us-east-1a|", "eu|eu-west-1b|rack2", "||"]);
+    }
+
+    #[test]
     fn an_fqdn_slice_or_one_that_is_no_slice_gives_nothing() {
         let fqdn = json!({"addressType": "FQDN", "endpoints": [{"addresses": ["db.example.com"]}]});
         assert!(slice_endpoints(&fqdn, &pods()).is_empty());
