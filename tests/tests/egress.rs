@@ -715,7 +715,9 @@ fn allow_any_passes_unknown_addresses_hosts_and_ports_to_their_original_destinat
 /// decoy) Istio wipes, and none.example, a NONE entry whose port 81 has
 /// `targetPort: 8081`; tcp.example and tls.example, NONE entries on TCP
 /// port 9000 and, passed through by SNI, TLS port 443.
-const PASSTHROUGH: &str = "apiVersion: networking.istio.io/v1
+fn passthrough_config() -> String {
+    let mut yaml = String::from(
+        "apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: egress, namespace: istio-system}
 spec:
@@ -730,115 +732,62 @@ spec:
   - port: {number: 443, name: tls, protocol: TLS}
     hosts: [tls.example]
     tls: {mode: PASSTHROUGH}
----
+",
+    );
+    // (name, the VirtualService's rules, the ServiceEntry's spec lines)
+    let destinations = [
+        (
+            "passthru",
+            "http:\n  - route: [{destination: {host: passthru.example, port: {number: 80}}}]",
+            "addresses: [198.51.100.3]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 198.51.100.2}]",
+        ),
+        (
+            "none",
+            "http:\n  - route: [{destination: {host: none.example, port: {number: 81}}}]",
+            "ports: [{number: 81, name: http, protocol: HTTP, targetPort: 8081}]\n  resolution: NONE",
+        ),
+        (
+            "tcp",
+            "tcp:\n  - match: [{port: 9000}]\n    route: [{destination: {host: tcp.example, port: {number: 9000}}}]",
+            "ports: [{number: 9000, name: tcp, protocol: TCP}]\n  resolution: NONE",
+        ),
+        (
+            "tls",
+            "tls:\n  - match: [{port: 443, sniHosts: [tls.example]}]\n    route: [{destination: {host: tls.example, port: {number: 443}}}]",
+            "ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: NONE",
+        ),
+    ];
+    for (name, rules, entry) in destinations {
+        yaml.push_str(&format!(
+            "---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {name: tls, namespace: istio-system}
+metadata: {{name: {name}, namespace: istio-system}}
 spec:
-  hosts: [tls.example]
+  hosts: [{name}.example]
   gateways: [egress]
-  tls:
-  - match: [{port: 443, sniHosts: [tls.example]}]
-    route: [{destination: {host: tls.example, port: {number: 443}}}]
+  {rules}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {name: tls, namespace: istio-system}
+metadata: {{name: {name}, namespace: istio-system}}
 spec:
-  hosts: [tls.example]
+  hosts: [{name}.example]
   location: MESH_EXTERNAL
-  ports: [{number: 443, name: tls, protocol: TLS}]
-  resolution: NONE
+  {entry}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {name: tls, namespace: istio-system}
+metadata: {{name: {name}, namespace: istio-system}}
 spec:
-  host: tls.example
+  host: {name}.example
   trafficPolicy:
-    loadBalancer: {simple: PASSTHROUGH}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: tcp, namespace: istio-system}
-spec:
-  hosts: [tcp.example]
-  gateways: [egress]
-  tcp:
-  - match: [{port: 9000}]
-    route: [{destination: {host: tcp.example, port: {number: 9000}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: tcp, namespace: istio-system}
-spec:
-  hosts: [tcp.example]
-  location: MESH_EXTERNAL
-  ports: [{number: 9000, name: tcp, protocol: TCP}]
-  resolution: NONE
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: tcp, namespace: istio-system}
-spec:
-  host: tcp.example
-  trafficPolicy:
-    loadBalancer: {simple: PASSTHROUGH}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: passthru, namespace: istio-system}
-spec:
-  hosts: [passthru.example]
-  gateways: [egress]
-  http:
-  - route: [{destination: {host: passthru.example, port: {number: 80}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: none, namespace: istio-system}
-spec:
-  hosts: [none.example]
-  gateways: [egress]
-  http:
-  - route: [{destination: {host: none.example, port: {number: 81}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: passthru, namespace: istio-system}
-spec:
-  hosts: [passthru.example]
-  addresses: [198.51.100.3]
-  location: MESH_EXTERNAL
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 198.51.100.2}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: passthru, namespace: istio-system}
-spec:
-  host: passthru.example
-  trafficPolicy:
-    loadBalancer: {simple: PASSTHROUGH}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: none, namespace: istio-system}
-spec:
-  hosts: [none.example]
-  location: MESH_EXTERNAL
-  ports: [{number: 81, name: http, protocol: HTTP, targetPort: 8081}]
-  resolution: NONE
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: none, namespace: istio-system}
-spec:
-  host: none.example
-  trafficPolicy:
-    loadBalancer: {simple: PASSTHROUGH}
-";
+    loadBalancer: {{simple: PASSTHROUGH}}
+"
+        ));
+    }
+    yaml
+}
 
 #[test]
 fn passthrough_sends_a_captured_request_to_its_original_destination_and_a_listeners_gets_503() {
@@ -890,7 +839,7 @@ fn passthrough_sends_a_captured_request_to_its_original_destination_and_a_listen
     route_outside_via_gateway(&topology);
     let scratch = gateway_tests::hostile::Scratch::new();
     let config = scratch.path.join("passthrough.yaml");
-    fs::write(&config, PASSTHROUGH).expect("config");
+    fs::write(&config, passthrough_config()).expect("config");
     let config = config.display().to_string();
     let daemon = egress_daemon(&topology, &config, &["--egress-from", &topology.gateway_if]);
     // Captured: the workload's own destination, not the entry's endpoint.

@@ -266,6 +266,29 @@ fn unknown_host_is_404_and_unknown_sni_gets_an_unrecognized_name_alert() {
     );
 }
 
+/// `NAME.test` routed (bound to `gw`) to `NAME.backend`, a ServiceEntry
+/// port of `protocol` with one endpoint on the backend address at 8080.
+fn routes_to(name: &str, protocol: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: istio-system}}
+spec:
+  hosts: [{name}.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: {name}.backend}}}}]
+---
+{}",
+        service_entry(
+            name,
+            8080,
+            protocol,
+            &format!("[{{address: {BACKEND_V4}}}]")
+        )
+    )
+}
+
 #[test]
 fn mutual_tls_accepts_the_pinned_client_and_refuses_others() {
     require_root();
@@ -283,19 +306,7 @@ fn mutual_tls_accepts_the_pinned_client_and_refuses_others() {
       mode: MUTUAL
       credentialName: api-cert
       subjectAltNames: [spiffe://test/client]",
-        &format!(
-            "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: api, namespace: istio-system}}
-spec:
-  hosts: [api.test]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: api.backend}}}}]
----
-{}",
-            service_entry("api", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
-        ),
+        &routes_to("api", "HTTP"),
     );
     let credentials = credentials.display().to_string();
     let daemon = start(
@@ -346,22 +357,7 @@ fn mutual_tls_refuses_a_client_certificate_the_ca_crl_revokes() {
     // 443 names the file; 8443 takes the credential's own `ca.crl`.
     let servers = server(443, &format!("      caCrl: {crl}\n")) + &server(8443, "");
     fs::copy(&crl, credentials.join("api-cert").join("ca.crl")).expect("copy ca.crl");
-    let yaml = gateway_yaml(
-        servers.trim_end(),
-        &format!(
-            "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: api, namespace: istio-system}}
-spec:
-  hosts: [api.test]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: api.backend}}}}]
----
-{}",
-            service_entry("api", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
-        ),
-    );
+    let yaml = gateway_yaml(servers.trim_end(), &routes_to("api", "HTTP"));
     let credentials = credentials.display().to_string();
     let daemon = start(
         &topology,
@@ -1280,22 +1276,7 @@ fn http2_backends_get_http2_and_the_access_log_can_be_json() {
     let topology = topology();
     let _backend = backend(&topology, "h2", &format!("{BACKEND_V4}:8080"), &[]);
     let scratch = Scratch::new();
-    let yaml = gateway_yaml(
-        "",
-        &format!(
-            "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: h2, namespace: istio-system}}
-spec:
-  hosts: [h2.test]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: h2.backend}}}}]
----
-{}",
-            service_entry("h2", 8080, "HTTP2", &format!("[{{address: {BACKEND_V4}}}]"))
-        ),
-    );
+    let yaml = gateway_yaml("", &routes_to("h2", "HTTP2"));
     let daemon = start(&topology, &scratch, &yaml, &["--access-log-format", "json"]);
     let body = text(&curl(
         &topology,
@@ -2331,22 +2312,7 @@ fn each_request_counts_in_the_series_of_its_own_status_code() {
     let topology = topology();
     let _backend = backend(&topology, "web", &format!("{BACKEND_V4}:8080"), &[]);
     let scratch = Scratch::new();
-    let yaml = gateway_yaml(
-        "",
-        &format!(
-            "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web, namespace: istio-system}}
-spec:
-  hosts: [web.test]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: web.backend}}}}]
----
-{}",
-            service_entry("web", 8080, "HTTP", &format!("[{{address: {BACKEND_V4}}}]"))
-        ),
-    );
+    let yaml = gateway_yaml("", &routes_to("web", "HTTP"));
     let daemon = start(&topology, &scratch, &yaml, &[]);
     // One curl, two URLs: the second request reuses the connection.
     let out = curl(

@@ -44,9 +44,14 @@ fn backend(topology: &Topology, name: &str, addr: &str) -> Backend {
 
 /// The daemon serving `yaml`.
 fn start(topology: &Topology, scratch: &Scratch, yaml: &str) -> Daemon {
+    start_with(topology, scratch, yaml, &[])
+}
+
+/// The daemon serving `yaml`, with more flags.
+fn start_with(topology: &Topology, scratch: &Scratch, yaml: &str, flags: &[&str]) -> Daemon {
     let config = scratch.path.join("config.yaml");
     fs::write(&config, yaml).expect("write config");
-    gateway_tests::daemon::start_on(topology, &config.display().to_string(), &[])
+    gateway_tests::daemon::start_on(topology, &config.display().to_string(), flags)
 }
 
 /// A Gateway for `app.test` on port 80, a VirtualService routing it to
@@ -651,13 +656,7 @@ fn locality_failover_prefers_the_gateways_zone_then_its_region_then_elsewhere() 
     let yaml = locality_config(
         "    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}\n",
     );
-    let path = scratch.path.join("config.yaml");
-    fs::write(&path, yaml).expect("write config");
-    let daemon = gateway_tests::daemon::start_on(
-        &topology,
-        &path.display().to_string(),
-        &["--locality", "us/1a"],
-    );
+    let daemon = start_with(&topology, &scratch, &yaml, &["--locality", "us/1a"]);
     let all = who_answers(&topology, 30);
     assert_eq!(share(&all, "near"), 30, "{all:?}\n{}", daemon.log());
     // The gateway's own zone dies: its three failures eject it, and the
@@ -689,13 +688,7 @@ fn locality_distribute_sends_each_locality_its_share_and_none_to_unlisted_ones()
           to: {us/1a: 80, eu/*: 20}
 ",
     );
-    let path = scratch.path.join("config.yaml");
-    fs::write(&path, yaml).expect("write config");
-    let daemon = gateway_tests::daemon::start_on(
-        &topology,
-        &path.display().to_string(),
-        &["--locality", "us/1a"],
-    );
+    let daemon = start_with(&topology, &scratch, &yaml, &["--locality", "us/1a"]);
     let answers = who_answers(&topology, 500);
     assert_eq!(answers.len(), 500, "{answers:?}");
     let (near, zone, region) = (

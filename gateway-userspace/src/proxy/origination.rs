@@ -77,8 +77,9 @@ pub fn origination(
         reason: format!("{sni:?} is not a server name"),
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
-        Arc::new(Unverified(provider.signature_verification_algorithms))
+    // `insecureSkipVerify`: no chain and no name checked.
+    let webpki = if tls.insecure_skip_verify {
+        None
     } else {
         let mut roots = RootCertStore::empty();
         let ca = tls.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS);
@@ -91,11 +92,17 @@ pub fn origination(
             Some(crl) => builder.with_crls(read_crls(files, crl)?),
             None => builder,
         };
-        let webpki = builder
-            .build()
-            .map_err(|err| TlsSetupError::ClientVerifier(err.to_string()))?;
-        Arc::new(SanVerifier::new(webpki, tls)?)
+        Some(
+            builder
+                .build()
+                .map_err(|err| TlsSetupError::ClientVerifier(err.to_string()))?,
+        )
     };
+    let verifier = Arc::new(SanVerifier::new(
+        webpki,
+        provider.signature_verification_algorithms,
+        tls,
+    )?);
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -127,15 +134,22 @@ impl Origination {
 
 /// Verifies the server's chain with webpki, and its name against the
 /// DestinationRule's `subjectAltNames` when it has any (Istio's rule),
-/// else against the SNI.
+/// else against the SNI; with no webpki verifier (`insecureSkipVerify`)
+/// neither. The handshake's signature is checked against the
+/// certificate's key either way.
 #[derive(Debug)]
 struct SanVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+    inner: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
     names: Vec<ServerName<'static>>,
 }
 
 impl SanVerifier {
-    fn new(inner: Arc<WebPkiServerVerifier>, tls: &ClientTls) -> Result<Self, TlsSetupError> {
+    fn new(
+        inner: Option<Arc<WebPkiServerVerifier>>,
+        algorithms: WebPkiSupportedAlgorithms,
+        tls: &ClientTls,
+    ) -> Result<Self, TlsSetupError> {
         let names = tls
             .subject_alt_names
             .iter()
@@ -146,7 +160,11 @@ impl SanVerifier {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { inner, names })
+        Ok(Self {
+            inner,
+            algorithms,
+            names,
+        })
     }
 }
 
@@ -159,21 +177,15 @@ impl ServerCertVerifier for SanVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(inner) = &self.inner else {
+            return Ok(ServerCertVerified::assertion());
+        };
         if self.names.is_empty() {
-            return self.inner.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp,
-                now,
-            );
+            return inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
         }
         let mut last = None;
         for name in &self.names {
-            match self
-                .inner
-                .verify_server_cert(end_entity, intermediates, name, ocsp, now)
-            {
+            match inner.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
                 Ok(verified) => return Ok(verified),
                 Err(err) => last = Some(err),
             }
@@ -187,7 +199,7 @@ impl ServerCertVerifier for SanVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -196,51 +208,11 @@ impl ServerCertVerifier for SanVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `insecureSkipVerify`: any certificate and name are taken; the
-/// handshake's signature is still checked against the certificate's key.
-#[derive(Debug)]
-struct Unverified(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
