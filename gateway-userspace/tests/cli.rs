@@ -455,3 +455,53 @@ fn kubernetes_flags_need_kubernetes_mode_and_exclude_files() {
     );
     refused(&["-i", "lo"], "--config <PATH>");
 }
+
+#[test]
+fn check_with_labels_says_a_tunnel_is_not_applied_to_an_http_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "tunnel.yaml",
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [a.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [a.example.com]
+  gateways: [gw]
+  http:
+  - route: [{destination: {host: web.example.org}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web}
+spec:
+  hosts: [web.example.org]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 192.0.2.10}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web-tunnel}
+spec:
+  host: web.example.org
+  trafficPolicy:
+    tunnel: {targetHost: web.example.org, targetPort: 443}
+",
+    );
+    let out = gateway(&["check", "--labels", "istio=ingressgateway", &path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warning: VirtualService default/web spec.http[0]: DestinationRule default/web-tunnel sets tunnel for web.example.org, which Istio applies to TCP and TLS routes only"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 error(s), 1 warning(s)"), "{stdout}");
+}

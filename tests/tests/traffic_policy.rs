@@ -7,7 +7,7 @@ use gateway_tests::{
     backend::Backend,
     daemon::Daemon,
     hostile::Scratch,
-    netns::{BACKEND_V4, GATEWAY_V4, Topology},
+    netns::{BACKEND_V4, CLIENT_V4, GATEWAY_V4, Topology},
     require_root,
 };
 
@@ -700,4 +700,216 @@ fn locality_distribute_sends_each_locality_its_share_and_none_to_unlisted_ones()
     assert_eq!(near + region, 500, "{answers:?}\n{}", daemon.log());
     assert_eq!(zone, 0, "us/1b is in no `to` locality");
     assert!((64..=136).contains(&region), "eu/1a got {region} of 500");
+}
+
+/// A test-backend named `name` on `addr` with `flags`.
+fn backend_with(topology: &Topology, name: &str, addr: &str, flags: &[&str]) -> Backend {
+    let addr: SocketAddr = addr.parse().expect("backend address");
+    let ns = topology.backend_ns.as_deref().unwrap_or_default();
+    let listen = addr.to_string();
+    let mut args = vec!["--name", name, "--listen", &listen];
+    args.extend_from_slice(flags);
+    Backend::start(topology, ns, Path::new(TEST_BACKEND), &args, addr)
+}
+
+/// A Gateway with an HTTP server for `app.test` on 80 and TCP servers on
+/// 9000 and 9001; `app.test` routed to `web.backend`, 9000 to
+/// `tcp1.backend`, 9001 to `tcp2.backend`; each host a ServiceEntry on
+/// the backend address at its port; then `more` documents.
+fn l4_config(web: u16, tcp1: u16, tcp2: u16, more: &str) -> String {
+    let entry = |name: &str, port: u16, protocol: &str| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: istio-system}}
+spec:
+  hosts: [{name}.backend]
+  ports: [{{number: {port}, name: p{port}, protocol: {protocol}}}]
+  resolution: STATIC
+  endpoints: [{{address: {BACKEND_V4}}}]
+"
+        )
+    };
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [app.test]
+  - port: {{number: 9000, name: tcp1, protocol: TCP}}
+    hosts: ['*']
+  - port: {{number: 9001, name: tcp2, protocol: TCP}}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app, namespace: istio-system}}
+spec:
+  hosts: [app.test]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: web.backend}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: l4, namespace: istio-system}}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  tcp:
+  - match: [{{port: 9000}}]
+    route: [{{destination: {{host: tcp1.backend}}}}]
+  - match: [{{port: 9001}}]
+    route: [{{destination: {{host: tcp2.backend}}}}]
+{}{}{}{more}",
+        entry("web", web, "HTTP"),
+        entry("tcp1", tcp1, "TCP"),
+        entry("tcp2", tcp2, "TCP"),
+    )
+}
+
+/// A DestinationRule for `host` with `policy` (YAML lines four spaces in).
+fn rule(name: &str, policy: &str) -> String {
+    format!(
+        "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: istio-system}}
+spec:
+  host: {name}.backend
+  trafficPolicy:
+{policy}"
+    )
+}
+
+/// What a client connection to `port` of the gateway that sends `send`
+/// reads back within `wait` seconds (and whether the read ended before it).
+fn tcp_exchange(topology: &Topology, port: u16, send: &str, wait: &str) -> String {
+    let out = topology.client(&[
+        "bash",
+        "-c",
+        &format!("exec 3<>/dev/tcp/{GATEWAY_V4}/{port}; printf '{send}' >&3; timeout {wait} cat <&3; echo \"[exit $?]\""),
+    ]);
+    text(&out)
+}
+
+#[test]
+fn proxy_protocol_names_the_client_to_the_backend_over_http_and_tcp() {
+    require_root();
+    let topology = topology();
+    let _web = backend_with(
+        &topology,
+        "web",
+        &format!("{BACKEND_V4}:8081"),
+        &["--proxy-protocol"],
+    );
+    let _v1 = backend_with(
+        &topology,
+        "tcp1",
+        &format!("{BACKEND_V4}:7001"),
+        &["--echo", "--proxy-protocol"],
+    );
+    let _v2 = backend_with(
+        &topology,
+        "tcp2",
+        &format!("{BACKEND_V4}:7002"),
+        &["--echo", "--proxy-protocol"],
+    );
+    let scratch = Scratch::new();
+    let more = rule("web", "    proxyProtocol: {}\n")
+        + &rule("tcp1", "    proxyProtocol: {version: V1}\n")
+        + &rule("tcp2", "    proxyProtocol: {version: V2}\n");
+    let daemon = start(&topology, &scratch, &l4_config(8081, 7001, 7002, &more));
+    // Two requests on one client connection, then one on another.
+    let curl = |urls: &[&str]| {
+        let resolve = format!("app.test:80:{GATEWAY_V4}");
+        let mut argv = vec!["curl", "-sS", "--max-time", "5", "--resolve", &resolve];
+        argv.extend_from_slice(urls);
+        text(&topology.client(&argv))
+    };
+    let proxied = |body: &str| -> Vec<String> {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("proxy="))
+            .map(str::to_string)
+            .collect()
+    };
+    let same = proxied(&curl(&["http://app.test/a", "http://app.test/b"]));
+    let other = proxied(&curl(&["http://app.test/c"]));
+    assert_eq!(same.len(), 2, "{same:?}\n{}", daemon.log());
+    assert_eq!(
+        same[0], same[1],
+        "one client connection, one upstream connection"
+    );
+    assert!(
+        same[0].starts_with(&format!("{CLIENT_V4}:"))
+            && same[0].ends_with(&format!(" {GATEWAY_V4}:80")),
+        "{same:?}"
+    );
+    assert_eq!(other.len(), 1, "{other:?}");
+    assert_ne!(
+        other[0], same[0],
+        "another client connection: its own header"
+    );
+    for (port, version) in [(9000, "v1"), (9001, "v2")] {
+        let seen = tcp_exchange(&topology, port, "ping", "1");
+        let name = if port == 9000 { "tcp1" } else { "tcp2" };
+        assert!(
+            seen.contains(&format!("{name}:proxy={CLIENT_V4}:"))
+                && seen.contains(&format!(" {GATEWAY_V4}:{port}\n{name}:ping")),
+            "{version}: {seen}\n{}",
+            daemon.log()
+        );
+    }
+}
+
+#[test]
+fn a_tcp_route_tunnels_through_a_connect_proxy_and_a_refusal_closes_the_client() {
+    require_root();
+    let topology = topology();
+    let _echo = backend_with(
+        &topology,
+        "echo",
+        &format!("{BACKEND_V4}:7000"),
+        &["--echo"],
+    );
+    let _proxy = backend_with(
+        &topology,
+        "proxy",
+        &format!("{BACKEND_V4}:3128"),
+        &["--connect-proxy"],
+    );
+    let _refusing = backend_with(
+        &topology,
+        "refusing",
+        &format!("{BACKEND_V4}:3129"),
+        &["--connect-proxy", "--status", "403"],
+    );
+    let scratch = Scratch::new();
+    let tunnel = format!("    tunnel: {{targetHost: {BACKEND_V4}, targetPort: 7000}}\n");
+    let more = rule("tcp1", &tunnel) + &rule("tcp2", &tunnel);
+    let daemon = start(&topology, &scratch, &l4_config(8080, 3128, 3129, &more));
+    // Only the proxy's CONNECT reaches the echo backend's port: the bytes
+    // coming back prove the tunnel.
+    let seen = tcp_exchange(&topology, 9000, "ping", "1");
+    assert!(seen.starts_with("echo:ping"), "{seen}\n{}", daemon.log());
+    // The refusing proxy: the client's connection is closed with nothing
+    // (a reset when the unread `ping` is still queued), well before the
+    // 3 s the client waits (`timeout` exits 124).
+    let refused = tcp_exchange(&topology, 9001, "ping", "3");
+    assert!(
+        !refused.contains("[exit 124]") && !refused.contains("echo:"),
+        "{refused}"
+    );
+    // The access log reaches stdout within a second.
+    std::thread::sleep(Duration::from_millis(1300));
+    let log = daemon.log();
+    assert!(
+        log.contains("tunnel through") && log.contains("refused with 403 Forbidden"),
+        "{log}"
+    );
+    assert!(log.contains("\"- - -\" 0 UF "), "{log}");
 }

@@ -14,7 +14,7 @@ use super::clusters::Clusters;
 use crate::{
     model::{
         Delegates, Destination, Gateway, HostPattern, Instance, Model, Server, Subnet,
-        VirtualService,
+        TunnelSettings, VirtualService,
     },
     plan::{Backend, Cluster, ClusterId, Forward},
 };
@@ -135,6 +135,14 @@ impl<'m> Binder<'m> {
         source: &str,
         layer: Layer,
     ) -> Forward {
+        let tunnel = match layer {
+            Layer::Connection => self.tunnel(destinations, namespace),
+            Layer::Http => {
+                self.warn_tunnel_on_http(destinations, namespace, source);
+                None
+            }
+            Layer::Mirror => None,
+        };
         let backends = destinations
             .iter()
             .map(|dest| {
@@ -167,10 +175,56 @@ impl<'m> Binder<'m> {
                     weight: dest.weight,
                     target,
                     headers: dest.headers.clone(),
+                    tunnel: tunnel.clone(),
                 }
             })
             .collect();
         Forward(backends)
+    }
+
+    /// The tunnel of a TCP or TLS route, as Istio's `tunnelingconfig.Apply`
+    /// sets it on the route's `tcp_proxy`: for one destination, its
+    /// subset's `tunnel` when it names a subset (the rule's top level is
+    /// not consulted then), else the rule's; for weighted destinations,
+    /// the top-level `tunnel` of the first destination's rule, for all of
+    /// them (`buildOutboundNetworkFiltersWithWeightedClusters`).
+    fn tunnel(&self, destinations: &[Destination], namespace: &str) -> Option<TunnelSettings> {
+        let first = destinations.first()?;
+        let rule = self.clusters.rule_of(first, namespace)?;
+        match (destinations, &first.subset) {
+            ([_], Some(subset)) => rule
+                .subsets
+                .iter()
+                .find(|s| &s.name == subset)
+                .and_then(|s| s.traffic_policy.as_ref())
+                .and_then(|p| p.tunnel.clone()),
+            _ => rule.traffic_policy.tunnel.clone(),
+        }
+    }
+
+    /// Istio sets `tunnel` on TCP proxies only: an HTTP route's requests
+    /// to a destination whose rule has one are sent without it (`finish`
+    /// keeps each warning once).
+    fn warn_tunnel_on_http(&mut self, destinations: &[Destination], namespace: &str, source: &str) {
+        for dest in destinations {
+            let Some(rule) = self.clusters.rule_of(dest, namespace) else {
+                continue;
+            };
+            let subset_tunnel = dest.subset.as_ref().and_then(|name| {
+                rule.subsets
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .and_then(|s| s.traffic_policy.as_ref())
+                    .and_then(|p| p.tunnel.as_ref())
+            });
+            if subset_tunnel.is_some() || rule.traffic_policy.tunnel.is_some() {
+                let warning = format!(
+                    "{source}: DestinationRule {}/{} sets tunnel for {}, which Istio applies to TCP and TLS routes only: this HTTP route's requests are sent without it",
+                    rule.namespace, rule.name, dest.host
+                );
+                self.warnings.push(warning);
+            }
+        }
     }
 }
 

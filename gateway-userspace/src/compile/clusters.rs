@@ -456,6 +456,30 @@ impl<'m> Clusters<'m> {
         Ok(name)
     }
 
+    /// The DestinationRule that applies to the service `dest` names, found
+    /// as `resolve` finds the service (Istio's `ServiceForHostname`, then
+    /// the sidecar scope's rule for it); none when no service is found.
+    pub(super) fn rule_of(
+        &self,
+        dest: &Destination,
+        namespace: &str,
+    ) -> Option<&'m DestinationRule> {
+        let host = qualify(&dest.host, namespace, &self.model.kubernetes.domain);
+        let service = self.kubernetes_service(&host);
+        let (host, service_namespace) = match (service, self.service_entry(&host)) {
+            (Some(service), entry) if host.contains(".svc.") || entry.is_err() => (
+                format!(
+                    "{}.{}.svc.{}",
+                    service.key.name, service.key.namespace, self.model.kubernetes.domain
+                ),
+                service.key.namespace.as_str(),
+            ),
+            (_, Ok(entry)) => (host, entry.namespace.as_str()),
+            (_, Err(_)) => return None,
+        };
+        self.destination_rule(&host, Some(service_namespace))
+    }
+
     /// The visible ServiceEntry that covers `host` most specifically: a
     /// destination no entry covers is not served.
     fn service_entry(&self, host: &str) -> Result<&'m ServiceEntry, Unresolved> {

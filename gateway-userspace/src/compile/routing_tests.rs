@@ -1182,3 +1182,89 @@ fn resolution_none_with_passthrough_connects_to_the_ports_target_port() {
         8080
     );
 }
+
+/// `web` with a top-level tunnel and subsets with and without their own.
+const TUNNELED: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web, namespace: apps}
+spec:
+  hosts: [web.apps.svc.cluster.local]
+  ports: [{number: 8080, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 192.0.2.10, labels: {version: v1}}
+  - {address: 192.0.2.11, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: apps}
+spec:
+  host: web
+  trafficPolicy:
+    tunnel: {targetHost: top.example.test, targetPort: 443}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      tunnel: {protocol: POST, targetHost: v1.example.test, targetPort: 8443}
+  - {name: v2, labels: {version: v2}}
+";
+
+/// The tunnel targets of the TCP route of port 9000 to `destinations`.
+fn tcp_tunnels(destinations: &str) -> Vec<Option<String>> {
+    let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tcp, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 9000, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n";
+    let spec = format!(
+        "  hosts: [\"*\"]\n  gateways: [istio-system/tcp]\n  tcp:\n  - route:\n{destinations}"
+    );
+    let plan = compile_yaml(&[gateway, TUNNELED, &vs("t", "apps", &spec)]);
+    plan.tcp[0]
+        .route
+        .0
+        .iter()
+        .map(|backend| backend.tunnel.as_ref().map(TunnelSettings::authority))
+        .collect()
+}
+
+#[test]
+fn a_tcp_routes_tunnel_is_its_subsets_alone_or_the_rules_as_istio_applies_it() {
+    let top = Some("top.example.test:443".to_string());
+    let v1 = Some("v1.example.test:8443".to_string());
+    assert_eq!(
+        tcp_tunnels("    - destination: {host: web}\n"),
+        vec![top.clone()]
+    );
+    assert_eq!(
+        tcp_tunnels("    - destination: {host: web, subset: v1}\n"),
+        vec![v1]
+    );
+    // A subset without its own tunnel gets none: `tunnelingconfig.Apply`
+    // reads the subset's policy alone.
+    assert_eq!(
+        tcp_tunnels("    - destination: {host: web, subset: v2}\n"),
+        vec![None]
+    );
+    // Weighted: the first destination's rule, top level, for every share.
+    assert_eq!(
+        tcp_tunnels(
+            "    - destination: {host: web, subset: v1}\n      weight: 50\n    - destination: {host: web, subset: v2}\n      weight: 50\n"
+        ),
+        vec![top.clone(), top]
+    );
+}
+
+#[test]
+fn an_http_route_to_a_tunneled_destination_is_warned_and_not_tunneled() {
+    let spec = "  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: web}\n";
+    let plan = compile_yaml(&[GATEWAY, TUNNELED, &vs("h", "apps", spec)]);
+    assert_eq!(
+        plan.warnings,
+        vec![
+            "VirtualService apps/h spec.http[0]: DestinationRule apps/web sets tunnel for web, which Istio applies to TCP and TLS routes only: this HTTP route's requests are sent without it"
+        ]
+    );
+    assert!(
+        first_forward(&plan, "a.example.com").0[0].tunnel.is_none(),
+        "never tunneled"
+    );
+}

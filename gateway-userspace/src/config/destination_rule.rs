@@ -1,10 +1,12 @@
 //! Decodes `DestinationRule` documents: subsets and traffic policy. The
 //! policy's load balancer, connection pool and client TLS are decoded in
-//! `load_balancer`, `connection_pool` and `client_tls`.
+//! `load_balancer`, `connection_pool` and `client_tls`; its `proxyProtocol`
+//! and `tunnel` in `tunnel`.
 mod client_tls;
 mod connection_pool;
 mod load_balancer;
 mod locality;
+mod tunnel;
 
 use std::collections::HashSet;
 
@@ -125,7 +127,16 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             "retryBudget",
         ],
     )?;
-    not_applied_yet(d, entries, path, &["tunnel", "proxyProtocol"]);
+    let proxy_protocol = field(entries, "proxyProtocol")
+        .and_then(|n| tunnel::proxy_protocol(d, n, &join(path, "proxyProtocol")));
+    let tunnel = field(entries, "tunnel").and_then(|n| tunnel::tunnel(d, n, &join(path, "tunnel")));
+    if proxy_protocol.is_some() && tunnel.is_some() {
+        d.error(
+            node,
+            path,
+            "tunnel and proxyProtocol must not be set together",
+        );
+    }
     // `trafficPolicy:` with nothing is null, which Istio reads as unset.
     if entries.is_empty() && !matches!(node.value, Value::Null) {
         d.error(node, path, "traffic policy must have at least one field");
@@ -162,6 +173,8 @@ fn decode_traffic_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         tls: fields.tls,
         port_level,
         retry_budget,
+        proxy_protocol,
+        tunnel,
     })
 }
 
@@ -340,21 +353,6 @@ fn node_entries(node: &Node) -> &[(Node, Node)] {
     match &node.value {
         Value::Map(entries) => entries,
         _ => &[],
-    }
-}
-
-/// Fields that are valid and decoded but not acted on by the proxy yet:
-/// each present one gets a warning, so nobody relies on it silently.
-fn not_applied_yet(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str, names: &[&str]) {
-    for name in names {
-        if let Some(node) = field(entries, name) {
-            d.report(
-                Severity::Warning,
-                node,
-                &join(path, name),
-                format!("{name} is not applied by this gateway yet"),
-            );
-        }
     }
 }
 

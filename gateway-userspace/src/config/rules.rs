@@ -123,6 +123,23 @@ fn fqdn(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// `tunnel.targetHost`: an FQDN or an IP address (Istio's
+/// `validateTunnelSettings`, with `ValidateFQDN` and `ValidateIPAddress`).
+pub(super) fn tunnel_target_host(host: &str) -> Result<(), String> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.is_empty() {
+        return Err(
+            "tunnel target host must be valid FQDN or IP address: empty domain name not allowed"
+                .into(),
+        );
+    }
+    fqdn(host).map_err(|why| {
+        format!("tunnel target host must be valid FQDN or IP address: {host:?} ({why})")
+    })
+}
+
 /// `bind`: an IP address or a Unix socket `unix:///abs/path` / `unix://@name`.
 pub(super) enum Bind {
     Ip(std::net::IpAddr),

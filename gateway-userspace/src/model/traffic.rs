@@ -625,6 +625,54 @@ pub struct TrafficPolicy {
     /// `loadBalancer.localityLbSetting` / `zoneAwareLbSetting`: they move
     /// with `load_balancer` in merges too.
     pub locality: Option<super::LocalitySetting>,
+    /// `proxyProtocol`: each new connection to the cluster starts with a
+    /// PROXY header (Envoy's `upstream_proxy_protocol` transport socket).
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+    /// `tunnel`: TCP and TLS routes to the destination tunnel each
+    /// connection through the endpoint with HTTP CONNECT or POST. A
+    /// route reads it from the rule itself (Istio's
+    /// `tunnelingconfig.Apply`), not from the merged cluster policy.
+    pub tunnel: Option<TunnelSettings>,
+}
+
+/// `trafficPolicy.proxyProtocol.version` (Istio's default `V1`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyProtocolVersion {
+    /// The text header (`PROXY TCP4 ...\r\n`).
+    #[default]
+    V1,
+    /// The binary header.
+    V2,
+}
+
+/// `trafficPolicy.tunnel`: how a forwarded connection is tunneled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelSettings {
+    pub protocol: TunnelProtocol,
+    /// An FQDN or an IP address (Istio's validation).
+    pub target_host: String,
+    pub target_port: u16,
+}
+
+/// `tunnel.protocol` (default `CONNECT`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TunnelProtocol {
+    #[default]
+    Connect,
+    /// Envoy's `use_post`: `POST /` and the raw bytes after the head.
+    Post,
+}
+
+impl TunnelSettings {
+    /// `targetHost:targetPort`, an IPv6 address in brackets (Go's
+    /// `net.JoinHostPort`, as Istio builds Envoy's `hostname`).
+    pub fn authority(&self) -> String {
+        if self.target_host.contains(':') {
+            format!("[{}]:{}", self.target_host, self.target_port)
+        } else {
+            format!("{}:{}", self.target_host, self.target_port)
+        }
+    }
 }
 
 /// `trafficPolicy.retryBudget`: retries in flight at most `percent` of the
@@ -668,8 +716,12 @@ impl TrafficPolicy {
                     outlier_detection: level.outlier_detection.clone(),
                     tls: level.tls.clone(),
                     port_level: Vec::new(),
-                    // Istio's port-level copy keeps the four fields only.
+                    // Istio's port-level copy keeps the four fields only
+                    // (`shadowCopyPortTrafficPolicy`): a port-level entry
+                    // drops the rule's retry budget, PROXY protocol and tunnel.
                     retry_budget: None,
+                    proxy_protocol: None,
+                    tunnel: None,
                 },
                 true,
             ),
@@ -712,6 +764,14 @@ impl TrafficPolicy {
         }
         if subset.retry_budget.is_some() {
             merged.retry_budget = subset.retry_budget;
+        }
+        // Istio's `MergeTrafficPolicy`: set on the subset, they replace
+        // the rule's, whatever the port level.
+        if subset.proxy_protocol.is_some() {
+            merged.proxy_protocol = subset.proxy_protocol;
+        }
+        if subset.tunnel.is_some() {
+            merged.tunnel = subset.tunnel;
         }
         merged
     }
@@ -884,5 +944,52 @@ mod tests {
         assert_eq!(merged.connection_pool, None, "the port entry replaced it");
         assert_eq!(merged.outlier_detection, outlier());
         assert_eq!(merged.load_balancer, random());
+    }
+
+    #[test]
+    fn proxy_protocol_is_the_subsets_when_set_and_a_port_level_entry_drops_it() {
+        let rule = TrafficPolicy {
+            proxy_protocol: Some(ProxyProtocolVersion::V1),
+            port_level: vec![PortTrafficPolicy {
+                port: 81,
+                connection_pool: pool(1),
+                ..PortTrafficPolicy::default()
+            }],
+            ..TrafficPolicy::default()
+        };
+        let v2 = TrafficPolicy {
+            proxy_protocol: Some(ProxyProtocolVersion::V2),
+            ..TrafficPolicy::default()
+        };
+        assert_eq!(
+            rule.with_subset(Some(&v2), 80).proxy_protocol,
+            Some(ProxyProtocolVersion::V2)
+        );
+        let silent = TrafficPolicy {
+            connection_pool: pool(2),
+            ..TrafficPolicy::default()
+        };
+        assert_eq!(
+            rule.with_subset(Some(&silent), 80).proxy_protocol,
+            Some(ProxyProtocolVersion::V1),
+            "inherited from the rule"
+        );
+        // Istio's port-level copy has the four fields only.
+        assert_eq!(rule.with_subset(None, 81).proxy_protocol, None);
+        assert_eq!(
+            rule.with_subset(Some(&v2), 81).proxy_protocol,
+            Some(ProxyProtocolVersion::V2)
+        );
+    }
+
+    #[test]
+    fn a_tunnels_authority_brackets_an_ipv6_target() {
+        let tunnel = |host: &str| TunnelSettings {
+            protocol: TunnelProtocol::Connect,
+            target_host: host.into(),
+            target_port: 8443,
+        };
+        assert_eq!(tunnel("example.test").authority(), "example.test:8443");
+        assert_eq!(tunnel("2001:db8::5").authority(), "[2001:db8::5]:8443");
     }
 }

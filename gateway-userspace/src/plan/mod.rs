@@ -32,8 +32,9 @@ pub use crate::model::{AbortStatus, CorsPolicy, FaultAbort, FaultDelay, HttpFaul
 pub use crate::model::{
     ClientTls, ClientTlsMode, ConnectionPool, ConsistentHash, DestinationHeaders, EndpointAddress,
     H2UpgradePolicy, HashKey, HashTable, HeaderOperations, HostPattern, HttpMatch, HttpRedirect,
-    LoadBalancer, Locality, OutlierDetection, Protocol, ServerTls, SimpleLb, StringMatch, Subnet,
-    TcpKeepalive, TlsMode, TlsVersion, TrafficPolicy, Warmup, authority_host, best_match,
+    LoadBalancer, Locality, OutlierDetection, Protocol, ProxyProtocolVersion, ServerTls, SimpleLb,
+    StringMatch, Subnet, TcpKeepalive, TlsMode, TlsVersion, TrafficPolicy, TunnelProtocol,
+    TunnelSettings, Warmup, authority_host, best_match,
 };
 
 /// What to program into the kernel and the proxy.

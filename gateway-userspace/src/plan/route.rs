@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use super::{ClusterId, HostTable, PerMillion, RetryPolicy, Unresolved};
 use crate::model::{
     CorsPolicy, DestinationHeaders, HeaderOperations, HostPattern, HttpFault, HttpMatch,
-    HttpRedirect, ServerTls,
+    HttpRedirect, ServerTls, TunnelSettings,
 };
 
 /// Weighted backends. A share whose backend could not be resolved answers
@@ -21,6 +21,10 @@ pub struct Backend {
     pub target: Result<ClusterId, Unresolved>,
     /// The destination's own header operations (HTTP routes only).
     pub headers: DestinationHeaders,
+    /// TCP and TLS routes only: each connection is tunneled through the
+    /// endpoint (DestinationRule `tunnel`, as Istio's
+    /// `tunnelingconfig.Apply` picks it for the route).
+    pub tunnel: Option<TunnelSettings>,
 }
 
 /// One HTTP route of a virtual host, in evaluation order.

@@ -104,6 +104,8 @@ pub fn forward(
         weight: 1,
         target: Ok(id),
         headers: Default::default(),
+        // Istio builds AUTO_PASSTHROUGH chains with `tunnelingconfig.Skip`.
+        tunnel: None,
     }]))
 }
 
@@ -216,6 +218,7 @@ mod tests {
                 weight: 1,
                 target: Ok(ClusterId(0)),
                 headers: Default::default(),
+                tunnel: None,
             }]))
         );
         assert_eq!(

@@ -27,6 +27,7 @@ use super::{
     context::{Conn, Downstream, Shared},
     http::{self, VirtualHosts},
     metrics,
+    proxy_protocol::Ends,
     stream::{MAX_REQUEST_HEAD, Probe, Probed, Rewind},
     tcp::{self, CopyEnd},
 };
@@ -251,13 +252,16 @@ pub(super) fn log_unrouted(downstream: &Downstream, shared: &Shared) {
 }
 
 /// Forwards a connection (after `prefix`, bytes already read from it) and
-/// logs it when it ends.
+/// logs it when it ends. `named` says whether a cluster's PROXY header
+/// may name it: not on AUTO_PASSTHROUGH, whose SNI-DNAT clusters Istio
+/// builds without `proxyProtocol` (`cluster_traffic_policy.go`).
 pub(super) async fn forward_tcp<D>(
     mut client: D,
     prefix: &[u8],
     forward: &Forward,
     downstream: Downstream,
     shared: &Shared,
+    named: bool,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
 {
@@ -270,7 +274,11 @@ pub(super) async fn forward_tcp<D>(
         workload_interface: downstream.workload_interface.clone(),
         ..Entry::default()
     };
-    match tcp::connect(forward, &shared.upstreams, downstream.origin()).await {
+    let ends = named.then_some(Ends {
+        source: downstream.remote,
+        destination: downstream.local,
+    });
+    match tcp::connect(forward, &shared.upstreams, downstream.origin(), ends).await {
         Ok(mut upstream) => {
             entry.upstream_host = Some(upstream.addr);
             entry.upstream_cluster = Some(upstream.cluster.clone());
@@ -288,6 +296,10 @@ pub(super) async fn forward_tcp<D>(
                     entry.flags.push("UC");
                 }
             }
+        }
+        Err(err @ tcp::ForwardError::Tunnel { .. }) => {
+            log::info!("{}: connection closed: {err}", downstream.remote);
+            entry.flags.push(err.flag());
         }
         Err(err) => {
             log::debug!("{}: cannot forward: {err}", downstream.remote);

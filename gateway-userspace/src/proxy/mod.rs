@@ -24,6 +24,7 @@ mod listener;
 pub mod metrics;
 pub mod origination;
 mod phases;
+pub mod proxy_protocol;
 pub mod redirect;
 pub mod rewrite;
 pub mod route;
@@ -33,6 +34,7 @@ pub mod tcp;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 pub use self::{

@@ -105,6 +105,7 @@ pub(super) async fn serve_connection(
                 forward,
                 downstream,
                 &served.shared,
+                true,
             ))
             .await;
         }
@@ -278,7 +279,7 @@ async fn serve_tls_server(
             let _in_flight = activity.begin();
             match route {
                 Some(route) => {
-                    forward_tcp(stream, &prefix, &route.forward, downstream, shared).await
+                    forward_tcp(stream, &prefix, &route.forward, downstream, shared, true).await
                 }
                 None => log_unrouted(&downstream, shared),
             }
@@ -286,7 +287,9 @@ async fn serve_tls_server(
         TlsAction::AutoPassthrough(clusters) => {
             let _in_flight = activity.begin();
             match auto_passthrough::forward(sni, &hello.alpn, clusters) {
-                Some(forward) => forward_tcp(stream, &prefix, &forward, downstream, shared).await,
+                Some(forward) => {
+                    forward_tcp(stream, &prefix, &forward, downstream, shared, false).await
+                }
                 None => log_unrouted(&downstream, shared),
             }
         }
@@ -305,7 +308,9 @@ async fn serve_tls_server(
             };
             let _in_flight = activity.begin();
             match forward {
-                Some(forward) => forward_tcp(tls_stream, &[], forward, downstream, shared).await,
+                Some(forward) => {
+                    forward_tcp(tls_stream, &[], forward, downstream, shared, true).await
+                }
                 None => log_unrouted(&downstream, shared),
             }
         }

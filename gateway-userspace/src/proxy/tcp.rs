@@ -1,5 +1,7 @@
 //! Opaque forwarding for TCP servers, TLS passthrough and TLS-terminated
-//! TCP: pick a backend, connect, then copy bytes both ways.
+//! TCP: pick a backend, connect (a PROXY header first when the cluster
+//! has `proxyProtocol`; through a tunnel when the route has `tunnel`),
+//! then copy bytes both ways.
 //!
 //! [`copy_both_ways`] is the one place bytes are copied in userspace; the
 //! planned in-kernel splice (sockmap) replaces it for raw TCP streams.
@@ -20,7 +22,8 @@ use tokio::{
 };
 
 use super::{
-    origination::UpstreamIo,
+    proxy_protocol::Ends,
+    tunnel::{self, Duplex, TunnelError},
     upstream::{
         ConnectionSlot, Origin, TryResult, UpstreamCluster, UpstreamError, Upstreams, random,
         weighted,
@@ -29,15 +32,24 @@ use super::{
 use crate::plan::{Backend, Forward};
 
 /// A connected backend and how it was chosen.
-#[derive(Debug)]
 pub struct Connected {
-    pub stream: UpstreamIo,
+    /// The endpoint's connection, or the tunnel through it.
+    pub stream: Box<dyn Duplex>,
     pub addr: SocketAddr,
     pub cluster: String,
     /// The cluster's `tcp.idleTimeout`, when its DestinationRule sets one.
     pub idle_timeout: Option<Duration>,
     /// Counts the connection against the cluster's `maxConnections`.
     _counted: ConnectionSlot,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("addr", &self.addr)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a connection could not be forwarded; the client sees its
@@ -49,6 +61,13 @@ pub enum ForwardError {
     NoCluster(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The endpoint would not open the route's tunnel (`UF`, as Envoy's
+    /// TCP proxy reports a failed tunnel: a pool failure).
+    #[error("tunnel through {addr} not opened: {reason}")]
+    Tunnel {
+        addr: SocketAddr,
+        reason: TunnelError,
+    },
 }
 
 impl ForwardError {
@@ -57,17 +76,22 @@ impl ForwardError {
         match self {
             Self::NoCluster(_) => "NC",
             Self::Upstream(err) => err.flag(),
+            Self::Tunnel { .. } => "UF",
         }
     }
 }
 
-/// Picks a weighted backend of `forward` and connects to one of its endpoints.
+/// Picks a weighted backend of `forward` and connects to one of its
+/// endpoints, for the `downstream` connection a cluster's PROXY header
+/// names (`None`: no header whatever the cluster says, as Istio writes
+/// none on AUTO_PASSTHROUGH's SNI-DNAT clusters).
 pub async fn connect(
     forward: &Forward,
     upstreams: &Upstreams,
     origin: Origin,
+    downstream: Option<Ends>,
 ) -> Result<Connected, ForwardError> {
-    let cluster = cluster(&forward.0, upstreams)?;
+    let (backend, cluster) = cluster(&forward.0, upstreams)?;
     let endpoint = cluster.pick(origin).await?;
     // Envoy's TCP proxy has no pending queue: over `maxConnections` the
     // connection is refused at once (UO).
@@ -82,6 +106,10 @@ pub async fn connect(
         cluster.connect_timeout,
         cluster.tls.as_ref(),
         limits.keepalive.as_ref(),
+        cluster
+            .proxy_protocol
+            .zip(downstream)
+            .map(|(version, ends)| (version, Some(ends))),
     )
     .await;
     // Envoy's TCP proxy tells outlier detection of connects alone.
@@ -93,6 +121,15 @@ pub async fn connect(
         },
     );
     let stream = connected?;
+    let stream: Box<dyn Duplex> = match &backend.tunnel {
+        None => Box::new(stream),
+        Some(settings) => tunnel::open(stream, settings, cluster.connect_timeout)
+            .await
+            .map_err(|reason| ForwardError::Tunnel {
+                addr: endpoint.addr,
+                reason,
+            })?,
+    };
     Ok(Connected {
         stream,
         addr: endpoint.addr,
@@ -102,14 +139,14 @@ pub async fn connect(
     })
 }
 
-fn cluster<'a>(
-    backends: &[Backend],
+fn cluster<'a, 'b>(
+    backends: &'b [Backend],
     upstreams: &'a Upstreams,
-) -> Result<&'a Arc<UpstreamCluster>, ForwardError> {
+) -> Result<(&'b Backend, &'a Arc<UpstreamCluster>), ForwardError> {
     let backend = weighted(backends, |b| u64::from(b.weight.max(1)), random())
         .ok_or_else(|| ForwardError::NoCluster("the route has no destination".into()))?;
     match &backend.target {
-        Ok(id) => upstreams.get(*id).ok_or_else(|| {
+        Ok(id) => upstreams.get(*id).map(|c| (backend, c)).ok_or_else(|| {
             ForwardError::NoCluster(format!("cluster #{} is not built", id.index()))
         }),
         Err(reason) => Err(ForwardError::NoCluster(reason.to_string())),

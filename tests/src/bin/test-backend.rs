@@ -14,6 +14,13 @@
 //! `NAME:` (for TCP and passthrough tests); `--banner`: the same, after a
 //! greeting `NAME:hello` sent first (a server that speaks first).
 //! `--status CODE`: every HTTP answer gets that status (a failing backend).
+//! `--proxy-protocol`: each connection starts with a PROXY header (v1 or
+//! v2), read first: HTTP answers say `proxy=<source> <destination>` and
+//! `peer=` is the header's source; `--echo` and `--banner` greet with
+//! `NAME:proxy=<source> <destination>` first.
+//! `--connect-proxy`: a minimal HTTP/1.1 CONNECT proxy: `CONNECT host:port`
+//! is answered 200 and relayed to that address (with `--status CODE`,
+//! answered CODE and closed instead).
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
@@ -41,6 +48,10 @@ struct Args {
     banner: bool,
     /// Every HTTP answer gets this status (a backend that keeps failing).
     status: Option<hyper::StatusCode>,
+    /// Connections start with a PROXY header.
+    proxy_protocol: bool,
+    /// A CONNECT proxy rather than a backend.
+    connect_proxy: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -51,6 +62,8 @@ fn parse_args() -> Result<Args, String> {
         echo: false,
         banner: false,
         status: None,
+        proxy_protocol: false,
+        connect_proxy: false,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -69,6 +82,8 @@ fn parse_args() -> Result<Args, String> {
             }
             "--echo" => args.echo = true,
             "--banner" => args.banner = true,
+            "--proxy-protocol" => args.proxy_protocol = true,
+            "--connect-proxy" => args.connect_proxy = true,
             "--status" => {
                 let code = value("--status")?;
                 args.status = Some(
@@ -156,17 +171,38 @@ async fn main() {
     }
 }
 
-async fn serve<S>(stream: S, args: Arc<Args>, peer: SocketAddr)
+async fn serve<S>(mut stream: S, args: Arc<Args>, mut peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if args.connect_proxy {
+        connect_proxy(stream, args.status).await;
+        return;
+    }
+    let mut proxied = None;
+    if args.proxy_protocol {
+        let Some((source, destination)) = read_proxy_header(&mut stream).await else {
+            return;
+        };
+        if let Ok(addr) = source.parse() {
+            peer = addr;
+        }
+        proxied = Some(format!("{source} {destination}"));
+    }
     if args.echo || args.banner {
+        if let Some(proxied) = &proxied {
+            let greeting = format!("{}:proxy={proxied}\n", args.name);
+            if stream.write_all(greeting.as_bytes()).await.is_err() {
+                return;
+            }
+        }
         echo(stream, &args.name, args.banner).await;
         return;
     }
     let service = service_fn(move |req| {
         let name = args.name.clone();
         let fixed_status = args.status;
+        let proxied = proxied.clone();
         async move {
             // `/delay/<ms>` answers late, for timeout tests.
             let delay = req
@@ -186,7 +222,7 @@ where
                 .path()
                 .strip_prefix("/status/")
                 .and_then(|code| hyper::StatusCode::from_bytes(code.as_bytes()).ok());
-            let mut response = answer(req, &name, peer);
+            let mut response = answer(req, &name, peer, proxied.as_deref());
             if let Some(status) = status.or(fixed_status) {
                 *response.status_mut() = status;
             }
@@ -266,7 +302,12 @@ impl Body for Drip {
     }
 }
 
-fn answer(mut req: Request<Incoming>, name: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
+fn answer(
+    mut req: Request<Incoming>,
+    name: &str,
+    peer: SocketAddr,
+    proxied: Option<&str>,
+) -> Response<Full<Bytes>> {
     if let Some(key) = req.headers().get("sec-websocket-key").cloned() {
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -300,6 +341,9 @@ fn answer(mut req: Request<Incoming>, name: &str, peer: SocketAddr) -> Response<
     if let Some(authority) = req.uri().authority() {
         body.push_str(&format!("authority={authority}\n"));
     }
+    if let Some(proxied) = proxied {
+        body.push_str(&format!("proxy={proxied}\n"));
+    }
     for (name, value) in req.headers() {
         body.push_str(&format!(
             "header {name}: {}\n",
@@ -332,4 +376,119 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Reads a PROXY header (v1 text or v2 binary) and gives its source and
+/// destination (`source:port`, `destination:port`; `unknown` for v1
+/// UNKNOWN, `local` for a v2 LOCAL header).
+async fn read_proxy_header<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(String, String)> {
+    const V2: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+    let mut start = [0u8; 12];
+    stream.read_exact(&mut start[..6]).await.ok()?;
+    if &start[..6] == b"PROXY " {
+        let mut line = b"PROXY ".to_vec();
+        while !line.ends_with(b"\r\n") {
+            if line.len() > 107 {
+                return None;
+            }
+            line.push(stream.read_u8().await.ok()?);
+        }
+        let text = String::from_utf8(line).ok()?;
+        let fields: Vec<&str> = text.trim_end().split(' ').collect();
+        return match fields.as_slice() {
+            ["PROXY", "UNKNOWN", ..] => Some(("unknown".into(), "unknown".into())),
+            ["PROXY", "TCP4" | "TCP6", src, dst, sport, dport] => {
+                let join = |ip: &str, port: &str| match ip.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SocketAddr::new(ip, port.parse().unwrap_or(0)).to_string(),
+                    Err(_) => format!("{ip}:{port}"),
+                };
+                Some((join(src, sport), join(dst, dport)))
+            }
+            _ => None,
+        };
+    }
+    stream.read_exact(&mut start[6..]).await.ok()?;
+    if &start != V2 {
+        return None;
+    }
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).await.ok()?;
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let mut rest = vec![0u8; len];
+    stream.read_exact(&mut rest).await.ok()?;
+    if head[0] == 0x20 {
+        return Some(("local".into(), "local".into()));
+    }
+    let addr = |ip: std::net::IpAddr, port: &[u8]| {
+        SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]])).to_string()
+    };
+    match head[1] {
+        0x11 if len >= 12 => {
+            let src: [u8; 4] = rest[0..4].try_into().ok()?;
+            let dst: [u8; 4] = rest[4..8].try_into().ok()?;
+            Some((
+                addr(src.into(), &rest[8..10]),
+                addr(dst.into(), &rest[10..12]),
+            ))
+        }
+        0x21 if len >= 36 => {
+            let src: [u8; 16] = rest[0..16].try_into().ok()?;
+            let dst: [u8; 16] = rest[16..32].try_into().ok()?;
+            Some((
+                addr(src.into(), &rest[32..34]),
+                addr(dst.into(), &rest[34..36]),
+            ))
+        }
+        _ => Some(("unspec".into(), "unspec".into())),
+    }
+}
+
+/// A minimal CONNECT proxy: the request head (at most 8 KiB), then 200 and
+/// a relay to its target, or `refuse` and a close.
+async fn connect_proxy<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    refuse: Option<hyper::StatusCode>,
+) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 {
+            return;
+        }
+        let Ok(byte) = stream.read_u8().await else {
+            return;
+        };
+        head.push(byte);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let target = match text.split(' ').collect::<Vec<_>>().as_slice() {
+        ["CONNECT", target, ..] => (*target).to_string(),
+        _ => {
+            let _ = stream
+                .write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            return;
+        }
+    };
+    if let Some(status) = refuse {
+        let answer = format!(
+            "HTTP/1.1 {} Refused\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            status.as_u16()
+        );
+        let _ = stream.write_all(answer.as_bytes()).await;
+        return;
+    }
+    let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+        let _ = stream
+            .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        return;
+    };
+    if stream
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
 }

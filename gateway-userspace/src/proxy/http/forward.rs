@@ -34,6 +34,7 @@ use crate::{
         access_log::Entry,
         body::{ProxyBody, empty, local},
         context::Shared,
+        proxy_protocol,
         rewrite::{self, RegexRewrite},
         upstream::{
             self, ClusterCounter, FailureKind, Origin, RetryInFlight, TryResult, UpstreamCluster,
@@ -123,6 +124,11 @@ pub(super) async fn forward(
     let (hash, set_cookie) = hashed.map_or((None, None), |h| (h.hash, h.set_cookie));
     let sending = Sending {
         cluster,
+        // The connection a PROXY header names (`proxyProtocol`).
+        downstream: proxy_protocol::Ends {
+            source: target.ends.remote,
+            destination: target.ends.local,
+        },
         authority,
         path: &new_path,
         version,
@@ -175,6 +181,7 @@ pub(super) async fn forward(
 /// How a routed request is sent: where, over what, under which policy.
 struct Sending<'a> {
     cluster: &'a Arc<UpstreamCluster>,
+    downstream: proxy_protocol::Ends,
     authority: &'a str,
     /// The path and query after the route's rewrites.
     path: &'a str,
@@ -199,6 +206,7 @@ impl Sending<'_> {
     {
         let Sending {
             cluster,
+            downstream,
             authority,
             path,
             version,
@@ -226,7 +234,16 @@ impl Sending<'_> {
             };
             entry.upstream_host = Some(endpoint.addr);
             let sent = Instant::now();
-            return match exchange_within(cluster, &endpoint, version, upstream_req, timeout).await {
+            return match exchange_within(
+                cluster,
+                &endpoint,
+                version,
+                upstream_req,
+                timeout,
+                downstream,
+            )
+            .await
+            {
                 Ok(Ok((response, active))) => {
                     upstream_response(response, active, downstream_upgrade, sent.elapsed(), entry)
                 }
@@ -237,6 +254,7 @@ impl Sending<'_> {
         let deadline = timeout.map(|limit| Instant::now() + limit);
         let tries = Tries {
             cluster,
+            downstream,
             version,
             policy,
             deadline,
@@ -251,6 +269,7 @@ impl Sending<'_> {
 /// timeout (Envoy's router with a `RetryPolicy`).
 struct Tries<'a> {
     cluster: &'a Arc<UpstreamCluster>,
+    downstream: proxy_protocol::Ends,
     version: Version,
     policy: &'a RetryPolicy,
     deadline: Option<Instant>,
@@ -286,7 +305,8 @@ impl Tried {
 
 /// How one try ended.
 enum Outcome {
-    Response(Response<Incoming>, upstream::ActiveRequest, Duration),
+    /// The request in flight boxed: the variant stays near the others' size.
+    Response(Response<Incoming>, Box<upstream::ActiveRequest>, Duration),
     Failed(UpstreamError),
     PerTryTimeout,
     RouteTimeout,
@@ -384,8 +404,19 @@ impl Tries<'_> {
             (Some(per_try), None) => (Some(per_try), true),
             (_, left) => (left, false),
         };
-        match exchange_within(self.cluster, &endpoint, self.version, req, limit).await {
-            Ok(Ok((response, active))) => Outcome::Response(response, active, now.elapsed()),
+        match exchange_within(
+            self.cluster,
+            &endpoint,
+            self.version,
+            req,
+            limit,
+            self.downstream,
+        )
+        .await
+        {
+            Ok(Ok((response, active))) => {
+                Outcome::Response(response, Box::new(active), now.elapsed())
+            }
             Ok(Err(err)) => Outcome::Failed(err),
             Err(TimedOut) if per_try => Outcome::PerTryTimeout,
             Err(TimedOut) => Outcome::RouteTimeout,
@@ -411,7 +442,7 @@ impl Tries<'_> {
     fn answer(&self, outcome: Outcome, entry: &mut Entry) -> Response<ProxyBody> {
         match outcome {
             Outcome::Response(response, active, service_time) => {
-                upstream_response(response, active, None, service_time, entry)
+                upstream_response(response, *active, None, service_time, entry)
             }
             Outcome::Failed(err) => upstream_failure(err, entry),
             Outcome::PerTryTimeout => {
@@ -436,8 +467,9 @@ async fn exchange_within(
     version: Version,
     req: Request<ProxyBody>,
     limit: Option<Duration>,
+    downstream: proxy_protocol::Ends,
 ) -> Result<Result<(Response<Incoming>, upstream::ActiveRequest), UpstreamError>, TimedOut> {
-    let exchange = upstream::send(endpoint, cluster, version, req);
+    let exchange = upstream::send_for(endpoint, cluster, version, req, Some(downstream));
     let result = match limit {
         Some(limit) => match tokio::time::timeout(limit, exchange).await {
             Ok(result) => result,

@@ -39,7 +39,7 @@ pub use self::{
     limits::{ClusterLoad, ConnectionSlot, DEFAULT_IDLE_TIMEOUT, PoolLimits, RequestSlot},
     original::Origin,
     outlier::{Detector, HostHealth, OutlierPolicy, TryResult},
-    pool::{ActiveRequest, UpstreamEndpoint, connect, send},
+    pool::{ActiveRequest, UpstreamEndpoint, connect, send, send_for},
 };
 use self::{
     balance::{choose, choose_weighted},
@@ -56,7 +56,7 @@ use crate::{
     files::FileSource,
     plan::{
         Cluster, ClusterId, Endpoint, EndpointAddress, H2UpgradePolicy, HashKey, LoadBalancer,
-        LocalityPlan, Protocol, SimpleLb, Warmup,
+        LocalityPlan, Protocol, ProxyProtocolVersion, SimpleLb, Warmup,
     },
 };
 
@@ -127,6 +127,8 @@ pub struct UpstreamCluster {
     weights_localities: bool,
     /// Whether the first request with no original destination was logged.
     warned_loop: AtomicBool,
+    /// `proxyProtocol`: each new connection starts with a PROXY header.
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
 }
 
 /// A mirror copy counted against its cluster until dropped.
@@ -270,6 +272,7 @@ impl UpstreamCluster {
                 .map(|outlier| Detector::new(OutlierPolicy::of(outlier))),
             hashing,
             mirrors_in_flight: AtomicU32::new(0),
+            proxy_protocol: cluster.policy.proxy_protocol,
             // Envoy's slow start applies to round robin and least request.
             slow_start: cluster
                 .policy

@@ -6,7 +6,10 @@
 //! for one to come free. Connections are closed after
 //! `maxRequestsPerConnection` requests, at `maxConnectionDuration`, and
 //! idle at the idle timeout (a reaper per endpoint while it has idle
-//! connections).
+//! connections). A cluster with `proxyProtocol` starts each connection
+//! with a PROXY header naming one downstream connection, and reuses it
+//! for that downstream connection's requests only (Envoy's pool hash
+//! includes the header's addresses).
 use std::{
     net::SocketAddr,
     sync::{
@@ -22,7 +25,7 @@ use hyper::{
     client::conn::{http1, http2},
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::{net::TcpStream, time::Instant};
+use tokio::{io::AsyncWriteExt, net::TcpStream, time::Instant};
 
 use super::{
     ClusterCounter, UpstreamCluster, UpstreamError,
@@ -31,10 +34,11 @@ use super::{
     outlier::HostHealth,
 };
 use crate::{
-    plan::TcpKeepalive,
+    plan::{ProxyProtocolVersion, TcpKeepalive},
     proxy::{
         body::ProxyBody,
         origination::{Origination, UpstreamIo},
+        proxy_protocol::{self, Ends},
     },
 };
 
@@ -74,6 +78,9 @@ pub(super) struct Pool {
 #[derive(Debug)]
 pub(super) struct Http1Connection {
     sender: http1::SendRequest<ProxyBody>,
+    /// The downstream connection its PROXY header named (`proxyProtocol`;
+    /// boxed, so a request in flight stays small).
+    owner: Option<Arc<Ends>>,
     opened: Instant,
     /// When it last went idle.
     idle_since: Instant,
@@ -85,6 +92,8 @@ pub(super) struct Http1Connection {
 #[derive(Debug)]
 struct Http2Connection {
     sender: http2::SendRequest<ProxyBody>,
+    /// The downstream connection its PROXY header named (`proxyProtocol`).
+    owner: Option<Arc<Ends>>,
     opened: Instant,
     served: u32,
     use_: Arc<StreamUse>,
@@ -190,13 +199,30 @@ fn outlived(opened: Instant, limits: &PoolLimits) -> bool {
 
 /// Sends `req` (origin-form URI, headers ready) to `endpoint` of
 /// `cluster` over `version`, reusing a pooled connection when one is
-/// free, opening one when the limits allow, else waiting for one.
+/// free, opening one when the limits allow, else waiting for one. With no
+/// downstream connection (a mirror's copy).
 pub async fn send(
     endpoint: &Arc<UpstreamEndpoint>,
     cluster: &UpstreamCluster,
     version: Version,
     req: Request<ProxyBody>,
 ) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
+    send_for(endpoint, cluster, version, req, None).await
+}
+
+/// [`send`] for a request of the `downstream` connection, which a
+/// cluster's PROXY header names.
+pub async fn send_for(
+    endpoint: &Arc<UpstreamEndpoint>,
+    cluster: &UpstreamCluster,
+    version: Version,
+    req: Request<ProxyBody>,
+    downstream: Option<Ends>,
+) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
+    let opening = Opening {
+        header: cluster.proxy_protocol.map(|version| (version, downstream)),
+        owner: cluster.proxy_protocol.and(downstream),
+    };
     let load = &cluster.load;
     let request = load.admit_request()?;
     endpoint.active.fetch_add(1, Ordering::Relaxed);
@@ -208,29 +234,40 @@ pub async fn send(
         _request: Some(request),
     };
     let response = if version == Version::HTTP_2 {
-        let (response, stream) = send_http2(endpoint, cluster, req).await?;
+        let (response, stream) = send_http2(endpoint, cluster, req, opening).await?;
         active.stream = Some(stream);
         response
     } else {
-        let (response, connection) = send_http1(endpoint, cluster, req).await?;
+        let (response, connection) = send_http1(endpoint, cluster, req, opening).await?;
         active.http1 = Some(connection);
         response
     };
     Ok((response, active))
 }
 
-/// Connects to `addr`, with TCP keepalive when asked, wrapped in TLS when
-/// the cluster originates it (the handshake within the same connect
-/// timeout).
+/// How a new connection starts, and whose requests it may carry.
+#[derive(Clone, Copy, Debug, Default)]
+struct Opening {
+    /// The PROXY header's version and the downstream connection it names.
+    header: Option<(ProxyProtocolVersion, Option<Ends>)>,
+    /// The pool key: the named downstream connection (`proxyProtocol` only).
+    owner: Option<Ends>,
+}
+
+/// Connects to `addr`, with TCP keepalive when asked, then writes the
+/// PROXY header when `header` asks for one (for the downstream
+/// connection it names, or for none), then TLS when the cluster
+/// originates it (all within the same connect timeout).
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<&Origination>,
     keepalive: Option<&TcpKeepalive>,
+    header: Option<(ProxyProtocolVersion, Option<Ends>)>,
 ) -> Result<UpstreamIo, UpstreamError> {
     let failed = |reason: String| UpstreamError::Connect { addr, reason };
     let connecting = async {
-        let stream = TcpStream::connect(addr)
+        let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|err| failed(err.to_string()))?;
         let _ = stream.set_nodelay(true);
@@ -238,6 +275,17 @@ pub async fn connect(
             if let Err(err) = set_keepalive(&stream, keepalive) {
                 log::debug!("upstream {addr}: TCP keepalive not set: {err}");
             }
+        }
+        if let Some((version, downstream)) = header {
+            let own = Ends {
+                source: stream.local_addr().map_err(|err| failed(err.to_string()))?,
+                destination: addr,
+            };
+            let bytes = proxy_protocol::header(version, downstream, own);
+            stream
+                .write_all(&bytes)
+                .await
+                .map_err(|err| failed(format!("PROXY header not sent: {err}")))?;
         }
         match tls {
             None => Ok(UpstreamIo::Plain(stream)),
@@ -311,10 +359,14 @@ async fn send_http1(
     endpoint: &Arc<UpstreamEndpoint>,
     cluster: &UpstreamCluster,
     mut req: Request<ProxyBody>,
+    opening: Opening,
 ) -> Result<(Response<Incoming>, Http1Connection), UpstreamError> {
     let load = &cluster.load;
     loop {
-        let ready = reuse_or_open(endpoint, load, || take_idle_http1(endpoint, load)).await?;
+        let ready = reuse_or_open(endpoint, load, || {
+            take_idle_http1(endpoint, load, opening.owner)
+        })
+        .await?;
         let slot = match ready {
             Ready::Reuse(mut connection) => match connection.sender.try_send_request(req).await {
                 Ok(response) => {
@@ -340,6 +392,7 @@ async fn send_http1(
             cluster.connect_timeout,
             cluster.tls.as_ref(),
             load.limits.keepalive.as_ref(),
+            opening.header,
         )
         .await?;
         let (mut sender, connection) = http1::Builder::new()
@@ -359,6 +412,7 @@ async fn send_http1(
         let opened = Instant::now();
         let connection = Http1Connection {
             sender,
+            owner: opening.owner.map(Arc::new),
             opened,
             idle_since: opened,
             served: 1,
@@ -367,16 +421,19 @@ async fn send_http1(
     }
 }
 
-/// The most recently returned connection that is ready for a request.
-/// Closed, idle-expired and outlived ones are dropped; one whose last
-/// response is still being finished stays pooled for a later request.
-fn take_idle_http1(endpoint: &UpstreamEndpoint, load: &ClusterLoad) -> Option<Http1Connection> {
+/// The most recently returned connection of `owner` that is ready for a
+/// request. Closed, idle-expired and outlived ones are dropped; one whose
+/// last response is still being finished stays pooled for a later request.
+fn take_idle_http1(
+    endpoint: &UpstreamEndpoint,
+    load: &ClusterLoad,
+    owner: Option<Ends>,
+) -> Option<Http1Connection> {
     let mut pool = endpoint.pool.lock().ok()?;
     prune_http1(&mut pool, load);
-    let at = pool
-        .http1
-        .iter()
-        .rposition(|connection| connection.sender.is_ready())?;
+    let at = pool.http1.iter().rposition(|connection| {
+        connection.owner.as_deref() == owner.as_ref() && connection.sender.is_ready()
+    })?;
     Some(pool.http1.swap_remove(at))
 }
 
@@ -399,18 +456,19 @@ fn prune_http1(pool: &mut Pool, load: &ClusterLoad) {
     });
 }
 
-/// An HTTP/2 connection with a stream free (counted as taken), or none.
+/// An HTTP/2 connection of `owner` with a stream free (counted as
+/// taken), or none.
 fn take_http2(
     endpoint: &UpstreamEndpoint,
     load: &ClusterLoad,
+    owner: Option<Ends>,
 ) -> Option<(http2::SendRequest<ProxyBody>, Arc<StreamUse>)> {
     let mut pool = endpoint.pool.lock().ok()?;
     prune_http2(&mut pool, load);
     let most = load.limits.max_concurrent_streams.unwrap_or(u32::MAX);
-    let connection = pool
-        .http2
-        .iter_mut()
-        .find(|c| c.use_.active.load(Ordering::Relaxed) < most)?;
+    let connection = pool.http2.iter_mut().find(|c| {
+        c.owner.as_deref() == owner.as_ref() && c.use_.active.load(Ordering::Relaxed) < most
+    })?;
     connection.use_.active.fetch_add(1, Ordering::Relaxed);
     connection.served += 1;
     let taken = (connection.sender.clone(), Arc::clone(&connection.use_));
@@ -457,9 +515,10 @@ async fn send_http2(
     endpoint: &Arc<UpstreamEndpoint>,
     cluster: &UpstreamCluster,
     req: Request<ProxyBody>,
+    opening: Opening,
 ) -> Result<(Response<Incoming>, Arc<StreamUse>), UpstreamError> {
     let load = &cluster.load;
-    let ready = reuse_or_open(endpoint, load, || take_http2(endpoint, load)).await?;
+    let ready = reuse_or_open(endpoint, load, || take_http2(endpoint, load, opening.owner)).await?;
     let (mut sender, use_) = match ready {
         Ready::Reuse(found) => found,
         Ready::Open(slot) => {
@@ -468,6 +527,7 @@ async fn send_http2(
                 cluster.connect_timeout,
                 cluster.tls.as_ref(),
                 load.limits.keepalive.as_ref(),
+                opening.header,
             )
             .await?;
             let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -497,6 +557,7 @@ async fn send_http2(
                 if !last {
                     pool.http2.push(Http2Connection {
                         sender: sender.clone(),
+                        owner: opening.owner.map(Arc::new),
                         opened: Instant::now(),
                         served: 1,
                         use_: Arc::clone(&use_),

@@ -165,11 +165,13 @@ fn weighted_backends_split_by_weight() {
             weight: 90,
             target: Ok(ClusterId(0)),
             headers: Default::default(),
+            tunnel: None,
         },
         Backend {
             weight: 10,
             target: Ok(ClusterId(1)),
             headers: Default::default(),
+            tunnel: None,
         },
     ];
     let a = (0..10_000)

@@ -103,6 +103,7 @@ fn limited(limits: PoolLimits) -> UpstreamCluster {
         by_locality: false,
         weights_localities: false,
         warned_loop: Default::default(),
+        proxy_protocol: None,
     }
 }
 
@@ -179,6 +180,7 @@ async fn http2_requests_share_one_connection() {
 fn pooled(sender: http1::SendRequest<ProxyBody>, idle_since: Instant) -> Http1Connection {
     Http1Connection {
         sender,
+        owner: None,
         opened: idle_since,
         idle_since,
         served: 1,
@@ -222,9 +224,9 @@ async fn an_idle_connection_expires_at_the_idle_timeout() {
     let now = Instant::now();
     pool(now - DEFAULT_IDLE_TIMEOUT + Duration::from_nanos(1), sender);
     let connection =
-        take_idle_http1(&endpoint, &cluster.load).expect("idle for just under the timeout");
+        take_idle_http1(&endpoint, &cluster.load, None).expect("idle for just under the timeout");
     pool(now - DEFAULT_IDLE_TIMEOUT, connection.sender);
-    assert!(take_idle_http1(&endpoint, &cluster.load).is_none());
+    assert!(take_idle_http1(&endpoint, &cluster.load, None).is_none());
     assert_eq!(idle(&endpoint), 0, "the expired connection is dropped");
     assert_eq!(
         cluster.counters.get(ClusterCounter::ConnectionIdleTimeout),
@@ -379,4 +381,145 @@ async fn http2_opens_another_connection_past_max_concurrent_streams() {
         .await
         .expect("the body");
     assert_eq!(backend.accepted(), 2, "a free stream is reused");
+}
+
+/// A loopback HTTP/1.1 and HTTP/2 backend whose connections start with a
+/// PROXY v1 line: it answers each request with the line its connection
+/// began with.
+async fn proxy_protocol_backend() -> (SocketAddr, Arc<AtomicUsize>, JoinHandle<()>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind((LOOPBACK, 0))
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local address");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut line = Vec::new();
+                while !line.ends_with(b"\r\n") && line.len() < 108 {
+                    let Ok(byte) = stream.read_u8().await else {
+                        return;
+                    };
+                    line.push(byte);
+                }
+                let line = Bytes::from(line);
+                let answer = service_fn(move |_| {
+                    let line = line.clone();
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(line))) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), answer)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted, task)
+}
+
+#[tokio::test]
+async fn with_proxy_protocol_a_connection_carries_one_downstream_connections_requests() {
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        one_connection_per_downstream_connection(version).await;
+    }
+}
+
+async fn one_connection_per_downstream_connection(version: Version) {
+    let (addr, accepted, task) = proxy_protocol_backend().await;
+    let endpoint = UpstreamEndpoint::new(addr, 1);
+    let mut cluster = cluster();
+    cluster.proxy_protocol = Some(ProxyProtocolVersion::V1);
+    let downstream = |port: u16| Ends {
+        source: SocketAddr::from(([192, 0, 2, 2], port)),
+        destination: SocketAddr::from(([192, 0, 2, 1], 80)),
+    };
+    let mut seen = Vec::new();
+    for port in [50000, 50000, 50001, 50000] {
+        let request = get("http://web.example/", version);
+        let (response, active) = within(send_for(
+            &endpoint,
+            &cluster,
+            version,
+            request,
+            Some(downstream(port)),
+        ))
+        .await
+        .expect("a response");
+        let body = within(response.into_body().collect())
+            .await
+            .expect("a body");
+        drop(active);
+        seen.push(String::from_utf8_lossy(&body.to_bytes()).into_owned());
+    }
+    assert_eq!(
+        seen,
+        [
+            "PROXY TCP4 192.0.2.2 192.0.2.1 50000 80\r\n",
+            "PROXY TCP4 192.0.2.2 192.0.2.1 50000 80\r\n",
+            "PROXY TCP4 192.0.2.2 192.0.2.1 50001 80\r\n",
+            "PROXY TCP4 192.0.2.2 192.0.2.1 50000 80\r\n",
+        ]
+    );
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        2,
+        "{version:?}: one connection per downstream connection, each reused"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn the_proxy_header_comes_before_tls_originations_client_hello() {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind((LOOPBACK, 0))
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local address");
+    // SIMPLE origination verified against the system's roots: the
+    // handshake never completes here, only its first bytes matter.
+    let cluster = crate::plan::Cluster {
+        name: "outbound|443||web.example".into(),
+        host: "web.example".into(),
+        port: 443,
+        subset: None,
+        protocol: None,
+        endpoints: Vec::new(),
+        discovered: None,
+        locality: Default::default(),
+        original_destination: None,
+        policy: crate::plan::TrafficPolicy {
+            tls: Some(crate::plan::ClientTls {
+                mode: crate::plan::ClientTlsMode::Simple,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    };
+    let tls = crate::proxy::origination::origination(&cluster, b"http/1.1", &crate::files::Disk)
+        .expect("an origination")
+        .expect("TLS");
+    let ends = Ends {
+        source: SocketAddr::from(([192, 0, 2, 2], 50000)),
+        destination: SocketAddr::from(([192, 0, 2, 1], 443)),
+    };
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut first = vec![0u8; 42];
+        stream.read_exact(&mut first).await.expect("header");
+        let record = stream.read_u8().await.expect("a record");
+        (first, record)
+    });
+    let connecting = connect(
+        addr,
+        Duration::from_millis(500),
+        Some(&tls),
+        None,
+        Some((ProxyProtocolVersion::V1, Some(ends))),
+    );
+    let (_, seen) = tokio::join!(connecting, within(server));
+    let (first, record) = seen.expect("the server's side");
+    assert_eq!(first, b"PROXY TCP4 192.0.2.2 192.0.2.1 50000 443\r\n");
+    assert_eq!(record, 0x16, "then a TLS handshake record");
 }
