@@ -48,6 +48,13 @@ const FILES: &[&str] = &[
     "gateway-userspace/src/proxy/http/cors.rs",
     "gateway-userspace/src/model/fault.rs",
     "gateway-userspace/src/proxy/http/bodies.rs",
+    "gateway-userspace/src/model/locality.rs",
+    "gateway-userspace/src/plan/locality.rs",
+    "gateway-userspace/src/proxy/upstream/priority.rs",
+    "gateway-userspace/src/proxy/upstream/budget.rs",
+    "gateway-userspace/src/proxy/upstream/original.rs",
+    "gateway-userspace/src/proxy/proxy_protocol.rs",
+    "gateway-userspace/src/proxy/tunnel.rs",
 ];
 /// Test files among them.
 const EXCLUDE: &[&str] = &["*_tests.rs", "tests.rs", "properties.rs"];
