@@ -124,19 +124,17 @@ pub(super) fn candidates(
 }
 
 /// The level `ticket` (0..100) lands on: each level's load is its
-/// availability, capped by what the levels before it left; below 100 in
-/// all, the loads are scaled up to 100 (Envoy's normalized load).
+/// availability, capped by what the levels before it left (a ticket past
+/// 100 never comes, so the running sum is the cap); below 100 in all, the
+/// loads are scaled up to 100 (Envoy's normalized load).
 fn pick_level(available: &[(u32, u64)], sum: u64, ticket: u64) -> u32 {
-    let mut left = 100;
     let mut covered = 0;
     for (level, availability) in available {
-        let load = if sum >= 100 {
-            (*availability).min(left)
+        covered += if sum >= 100 {
+            *availability
         } else {
             availability * 100 / sum
         };
-        left -= load.min(left);
-        covered += load;
         if ticket < covered {
             return *level;
         }
@@ -298,6 +296,61 @@ mod tests {
             [1],
             "no threshold: healthy only"
         );
+    }
+
+    #[test]
+    fn a_level_panics_only_below_the_threshold_and_only_when_the_levels_cover_under_100() {
+        let eps = endpoints(&[(0, "a", 0); 4]);
+        // 3 of 4 healthy (75 %) under a threshold of 80: 75 x 1.4 covers
+        // 100 %, so no panic (Envoy's rule).
+        eject(&eps[0]);
+        assert_eq!(candidates(&eps, 80, false, 1, 0, &[]).len(), 3);
+        // 2 of 4 (50 %): at a threshold of 50 not below it, at 51 below.
+        eject(&eps[1]);
+        assert_eq!(candidates(&eps, 50, false, 1, 0, &[]).len(), 2);
+        assert_eq!(candidates(&eps, 51, false, 1, 0, &[]).len(), 4);
+    }
+
+    #[test]
+    fn under_100_in_all_each_levels_share_is_scaled_up() {
+        // Levels 0 and 1 each 1 of 4 healthy (35 %): 70 in all, so each
+        // takes 35 / 70 of the load.
+        let eps = endpoints(&[
+            (0, "a", 0),
+            (0, "a", 0),
+            (0, "a", 0),
+            (0, "a", 0),
+            (1, "b", 0),
+            (1, "b", 0),
+            (1, "b", 0),
+            (1, "b", 0),
+        ]);
+        for ep in eps[1..4].iter().chain(&eps[5..]) {
+            eject(ep);
+        }
+        assert_eq!(shares(&eps, 0), BTreeMap::from([(0, 50), (1, 50)]));
+    }
+
+    #[test]
+    fn a_ticket_rounding_leaves_over_goes_to_the_last_level_with_load() {
+        // 35 % and 46 % (1 of 3 x 1.4): 81 in all, scaled to 43 and 56;
+        // ticket 99 is past both, and lands on level 1.
+        let eps = endpoints(&[
+            (0, "a", 0),
+            (0, "a", 0),
+            (0, "a", 0),
+            (0, "a", 0),
+            (1, "b", 0),
+            (1, "b", 0),
+            (1, "b", 0),
+            (2, "c", 0),
+        ]);
+        for ep in eps[1..4].iter().chain(&eps[5..7]).chain(&eps[7..]) {
+            eject(ep);
+        }
+        assert_eq!(last_octets(&candidates(&eps, 0, false, 99, 0, &[])), [5]);
+        assert_eq!(last_octets(&candidates(&eps, 0, false, 42, 0, &[])), [1]);
+        assert_eq!(last_octets(&candidates(&eps, 0, false, 43, 0, &[])), [5]);
     }
 
     #[test]
