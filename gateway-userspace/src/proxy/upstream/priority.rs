@@ -206,6 +206,16 @@ mod tests {
             .collect()
     }
 
+    /// `counts[i]` endpoints at priority `i`, unweighted, one locality per level.
+    fn per_level(counts: &[usize]) -> Vec<Arc<UpstreamEndpoint>> {
+        let places: Vec<(u32, &str, u32)> = counts
+            .iter()
+            .enumerate()
+            .flat_map(|(level, n)| std::iter::repeat_n((level as u32, "l", 0), *n))
+            .collect();
+        endpoints(&places)
+    }
+
     fn eject(ep: &UpstreamEndpoint) {
         ep.health.eject_for_test();
     }
@@ -251,13 +261,7 @@ mod tests {
         eject(&eps[0]);
         assert_eq!(shares(&eps, 0), BTreeMap::from([(0, 100)]));
         // 2 of 4 healthy: 70 % to level 0, 30 % spills to level 1.
-        let eps = endpoints(&[
-            (0, "a", 0),
-            (0, "a", 0),
-            (0, "a", 0),
-            (0, "a", 0),
-            (1, "b", 0),
-        ]);
+        let eps = per_level(&[4, 1]);
         eject(&eps[0]);
         eject(&eps[1]);
         assert_eq!(shares(&eps, 0), BTreeMap::from([(0, 70), (1, 30)]));
@@ -275,13 +279,7 @@ mod tests {
     fn below_100_in_all_loads_are_normalized_and_a_level_under_the_threshold_panics() {
         // Level 0: 1 of 4 healthy (35 %); level 1: 0 of 1 (0 %): sum 35,
         // all of it to level 0, which at 25 % healthy is under 50: panic.
-        let eps = endpoints(&[
-            (0, "a", 0),
-            (0, "a", 0),
-            (0, "a", 0),
-            (0, "a", 0),
-            (1, "b", 0),
-        ]);
+        let eps = per_level(&[4, 1]);
         for ep in &eps[1..] {
             eject(ep);
         }
@@ -315,16 +313,7 @@ mod tests {
     fn under_100_in_all_each_levels_share_is_scaled_up() {
         // Levels 0 and 1 each 1 of 4 healthy (35 %): 70 in all, so each
         // takes 35 / 70 of the load.
-        let eps = endpoints(&[
-            (0, "a", 0),
-            (0, "a", 0),
-            (0, "a", 0),
-            (0, "a", 0),
-            (1, "b", 0),
-            (1, "b", 0),
-            (1, "b", 0),
-            (1, "b", 0),
-        ]);
+        let eps = per_level(&[4, 4]);
         for ep in eps[1..4].iter().chain(&eps[5..]) {
             eject(ep);
         }
@@ -335,16 +324,7 @@ mod tests {
     fn a_ticket_rounding_leaves_over_goes_to_the_last_level_with_load() {
         // 35 % and 46 % (1 of 3 x 1.4): 81 in all, scaled to 43 and 56;
         // ticket 99 is past both, and lands on level 1.
-        let eps = endpoints(&[
-            (0, "a", 0),
-            (0, "a", 0),
-            (0, "a", 0),
-            (0, "a", 0),
-            (1, "b", 0),
-            (1, "b", 0),
-            (1, "b", 0),
-            (2, "c", 0),
-        ]);
+        let eps = per_level(&[4, 3, 1]);
         for ep in eps[1..4].iter().chain(&eps[5..7]).chain(&eps[7..]) {
             eject(ep);
         }
