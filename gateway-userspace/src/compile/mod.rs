@@ -2,6 +2,7 @@
 //! ([`crate::plan`]) is everything the kernel maps and the proxy need;
 //! nothing else decides what is served. This module holds only the
 //! functions that build it.
+pub(crate) mod authz;
 mod auto_passthrough;
 mod bind;
 mod clusters;

@@ -238,6 +238,7 @@ fn model() -> impl Strategy<Value = Model> {
             export_to: ExportTo::default(),
         }],
         kubernetes: Default::default(),
+        authorization_policies: Vec::new(),
     })
 }
 

@@ -95,6 +95,7 @@ fn plan_of(gateways: &[Gateway], addrs: &[IpAddr]) -> Result<Plan, CompileError>
             export_to: ExportTo::default(),
         }],
         kubernetes: Default::default(),
+        authorization_policies: Vec::new(),
     };
     plan(&model, &Instance::default(), addrs)
 }

@@ -1,5 +1,6 @@
 //! The validated configuration the compiler works from: plain Rust values,
 //! no YAML, no kernel types beyond the listener kind.
+mod authz;
 mod cors;
 mod fault;
 mod gateway;
@@ -9,6 +10,7 @@ mod service;
 mod subnet;
 mod traffic;
 
+pub use authz::*;
 pub use cors::*;
 pub use fault::*;
 pub use gateway::*;
@@ -25,6 +27,9 @@ pub struct Model {
     pub virtual_services: Vec<VirtualService>,
     pub destination_rules: Vec<DestinationRule>,
     pub service_entries: Vec<ServiceEntry>,
+    /// `security.istio.io` AuthorizationPolicies, every namespace: compile
+    /// keeps those that apply to this gateway.
+    pub authorization_policies: Vec<AuthorizationPolicy>,
     /// Kubernetes Services (Kubernetes mode), read beside the Istio kinds.
     pub kubernetes: KubernetesView,
 }
