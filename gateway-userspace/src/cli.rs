@@ -327,6 +327,12 @@ pub(crate) struct RunArgs {
     /// of Envoy's TCP proxy, one hour by default under Istio).
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub tcp_idle_timeout: Duration,
+    /// How often the key sets of RequestAuthentication rules that name a
+    /// `jwksUri` (or only an `issuer`: OpenID discovery) are fetched again
+    /// (istiod's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL); after a failed fetch,
+    /// again after 1 minute (at most this), doubling up to 60 minutes.
+    #[arg(long, default_value = "20m", value_parser = parse_duration, value_name = "DURATION")]
+    pub jwks_refresh: Duration,
     /// A change to the configuration files is applied once they have not
     /// changed for this long (a copy in progress is not read half
     /// written); replacing a file by renaming a complete one over it is
@@ -459,6 +465,7 @@ impl RunArgs {
             idle_timeout: self.idle_timeout,
             stream_idle_timeout: self.stream_idle_timeout,
             tcp_idle_timeout: self.tcp_idle_timeout,
+            jwks_refresh: self.jwks_refresh,
             config_settle: self.config_settle,
             max_connections: self.max_connections,
             max_connections_per_source: self.max_connections_per_source,

@@ -10,6 +10,7 @@ mod delegate;
 pub mod egress_registry;
 mod gateway_ports;
 mod ids;
+mod jwt;
 mod merge;
 pub mod references;
 mod retry;
@@ -129,6 +130,7 @@ pub fn plan(
         dropped,
         warnings,
         host_ids: BTreeMap::new(),
+        jwt: jwt::providers(model, instance),
     };
     check_host_capacity(&plan, model)?;
     renumber_clusters(&mut plan, &renumbered);

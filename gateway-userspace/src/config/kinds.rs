@@ -13,6 +13,13 @@ pub(super) const SERVED: &[(&str, &str)] = &[
     ("networking.istio.io", "ServiceEntry"),
 ];
 
+/// `security.istio.io` kinds served, in the versions of
+/// [`SECURITY_VERSIONS`].
+pub(super) const SERVED_SECURITY: &[(&str, &str)] = &[("security.istio.io", "RequestAuthentication")];
+
+/// Versions of `security.istio.io` read alike (one schema under both).
+pub(super) const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
 /// Versions of `networking.istio.io` read alike (the CRDs serve one schema
 /// under all three).
 pub(super) const SERVED_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
@@ -36,11 +43,6 @@ pub const REFUSED: &[Refused] = &[
         group: "security.istio.io",
         kind: "AuthorizationPolicy",
         enforces: "which requests are allowed or denied",
-    },
-    Refused {
-        group: "security.istio.io",
-        kind: "RequestAuthentication",
-        enforces: "JWT validation of requests",
     },
     Refused {
         group: "security.istio.io",
@@ -86,6 +88,9 @@ pub(super) enum Disposition {
 pub(super) fn disposition(api_version: &str, kind: &str) -> Disposition {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     if SERVED.contains(&(group, kind)) && SERVED_VERSIONS.contains(&version) {
+        return Disposition::Served;
+    }
+    if SERVED_SECURITY.contains(&(group, kind)) && SECURITY_VERSIONS.contains(&version) {
         return Disposition::Served;
     }
     if let Some(refused) = REFUSED.iter().find(|r| r.group == group && r.kind == kind) {
@@ -181,7 +186,6 @@ mod tests {
         };
         assert_eq!(refused.kind, "AuthorizationPolicy");
         for (api, kind) in [
-            ("security.istio.io/v1", "RequestAuthentication"),
             ("security.istio.io/v1", "PeerAuthentication"),
             ("networking.istio.io/v1alpha3", "EnvoyFilter"),
             ("networking.istio.io/v1", "Sidecar"),
@@ -221,7 +225,7 @@ mod tests {
         let err = "ConfigMap".parse::<IgnoredKind>().unwrap_err();
         assert!(err.starts_with("\"ConfigMap\" is not a kind"), "{err}");
         assert!(
-            err.contains("AuthorizationPolicy, RequestAuthentication"),
+            err.contains("AuthorizationPolicy, PeerAuthentication"),
             "{err}"
         );
         assert!("authorizationpolicy".parse::<IgnoredKind>().is_err());

@@ -15,6 +15,7 @@ mod gateway;
 mod headers;
 mod kinds;
 mod kube_service;
+mod request_authentication;
 mod rules;
 mod service_entry;
 mod virtual_service;
@@ -309,6 +310,11 @@ impl Loader<'_> {
                     .virtual_services
                     .extend(virtual_service::decode(d, doc, namespace, name, created));
             }
+            "RequestAuthentication" => {
+                model
+                    .request_authentications
+                    .extend(request_authentication::decode(d, doc, namespace, name));
+            }
             "DestinationRule" => {
                 model
                     .destination_rules
@@ -332,6 +338,9 @@ impl Loader<'_> {
                 .destination_rules
                 .append(&mut model.destination_rules);
             target.service_entries.append(&mut model.service_entries);
+            target
+                .request_authentications
+                .append(&mut model.request_authentications);
         }
     }
 }

@@ -526,7 +526,6 @@ fn an_authorization_policy_is_an_error_naming_the_kind() {
 fn every_security_control_kind_is_an_error() {
     for (api_version, kind) in [
         ("security.istio.io/v1beta1", "AuthorizationPolicy"),
-        ("security.istio.io/v1", "RequestAuthentication"),
         ("security.istio.io/v1", "PeerAuthentication"),
         ("networking.istio.io/v1alpha3", "EnvoyFilter"),
         ("networking.istio.io/v1", "Sidecar"),
@@ -554,7 +553,7 @@ fn an_ignored_kind_is_a_note_saying_what_is_served() {
         ]
     );
     // Ignoring one kind leaves the others refused.
-    let other = AUTHORIZATION_POLICY.replace("AuthorizationPolicy", "RequestAuthentication");
+    let other = AUTHORIZATION_POLICY.replace("AuthorizationPolicy", "PeerAuthentication");
     let config = load_sources_ignoring(&[(PathBuf::from("gw.yaml"), other)], None, &ignored);
     assert!(config.has_errors(), "{:?}", messages(&config));
 }

@@ -105,6 +105,7 @@ pub struct Options {
     pub idle_timeout: Duration,
     pub stream_idle_timeout: Duration,
     pub tcp_idle_timeout: Duration,
+    pub jwks_refresh: Duration,
     pub config_settle: Duration,
     pub max_connections: Option<u64>,
     pub max_connections_per_source: Option<u64>,

@@ -82,6 +82,7 @@ impl Daemon {
                 access_log: proxy::access_log::Format::Off,
                 egress: None,
                 tcp_idle_timeout: std::time::Duration::from_secs(60),
+                jwks_refresh: proxy::jwks::DEFAULT_REFRESH,
                 discovery: Default::default(),
                 files: Arc::new(crate::files::Disk),
             },

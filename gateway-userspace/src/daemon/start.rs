@@ -231,6 +231,7 @@ fn proxy_options(
         },
         trusted_proxies: args.trusted_proxies,
         tcp_idle_timeout: args.tcp_idle_timeout,
+        jwks_refresh: args.jwks_refresh,
         access_log: args.access_log,
         egress: egress_maps.map(|maps| proxy::egress::Egress {
             policy: args.outbound_traffic_policy,

@@ -5,7 +5,9 @@ mod cors;
 mod fault;
 mod gateway;
 mod host;
+mod jwks;
 mod locality;
+mod request_auth;
 mod service;
 mod subnet;
 mod traffic;
@@ -15,7 +17,9 @@ pub use cors::*;
 pub use fault::*;
 pub use gateway::*;
 pub use host::*;
+pub use jwks::*;
 pub use locality::*;
+pub use request_auth::*;
 pub use service::*;
 pub use subnet::*;
 pub use traffic::*;
@@ -30,6 +34,9 @@ pub struct Model {
     /// `security.istio.io` AuthorizationPolicies, every namespace: compile
     /// keeps those that apply to this gateway.
     pub authorization_policies: Vec<AuthorizationPolicy>,
+    /// `security.istio.io` RequestAuthentications, every namespace: compile
+    /// keeps those that apply to this gateway.
+    pub request_authentications: Vec<RequestAuthentication>,
     /// Kubernetes Services (Kubernetes mode), read beside the Istio kinds.
     pub kubernetes: KubernetesView,
 }

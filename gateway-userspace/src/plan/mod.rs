@@ -5,6 +5,7 @@
 //! knows the kernel's ABI.
 mod cluster;
 mod hosts;
+mod jwt;
 pub mod kernel;
 mod locality;
 mod retry;
@@ -20,6 +21,7 @@ pub use self::{
         Unresolved,
     },
     hosts::{HostTable, VirtualHost},
+    jwt::{ClaimToHeader, Jwk, JwkKey, Jwks, JwksSource, JwtProvider, TokenLocation, Verified, default_locations},
     kernel::{KernelHost, addr_key, ports_of},
     locality::{FailoverPlan, LocalityPlan, Placed, Placement, with_topology},
     retry::{DEFAULT_BACKOFF_BASE, RetryOn, RetryPolicy},
@@ -61,6 +63,9 @@ pub struct Plan {
     /// Kernel host ids kept from the plan this one replaces, by (listener
     /// id, pattern) ([`Plan::keep_ids_from`]); empty for a first plan.
     pub host_ids: BTreeMap<(u32, HostPattern), u32>,
+    /// JWT providers (RequestAuthentication), in Istio's order; empty: no
+    /// JWT phase.
+    pub jwt: Vec<JwtProvider>,
 }
 
 impl Plan {

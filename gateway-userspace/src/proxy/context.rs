@@ -33,6 +33,10 @@ pub struct Shared {
     pub trusted_proxies: u32,
     /// Opaque TCP and passthrough connections moving no bytes this long are closed.
     pub tcp_idle_timeout: std::time::Duration,
+    /// The JWT phase (RequestAuthentication); `None`: no provider.
+    pub jwt: Option<super::http::jwt::JwtAuthn>,
+    /// Fetches the JWT providers' key sets; dropped with this, which stops it.
+    pub jwks_fetch: Option<super::jwks::Fetchers>,
 }
 
 impl Shared {

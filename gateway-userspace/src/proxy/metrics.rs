@@ -290,6 +290,37 @@ pub fn render(out: &mut String) {
     render_tcp(out, &series);
     render_egress(out, &series);
     render_faults(out, &series.faults);
+    render_jwt(out);
+}
+
+/// JWT phase outcomes (Envoy's `jwt_authn.allowed` / `jwt_authn.denied`):
+/// counted apart from the series, per request the phase checked.
+static JWT_OUTCOMES: [std::sync::atomic::AtomicU64; 2] =
+    [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+
+/// Counts one request through the JWT phase.
+pub fn jwt_outcome(allowed: bool) {
+    JWT_OUTCOMES[usize::from(!allowed)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn render_jwt(out: &mut String) {
+    for (name, help, index) in [
+        (
+            "envoy_http_jwt_authn_allowed",
+            "Requests the JWT phase let through (no token, or a valid one).",
+            0,
+        ),
+        (
+            "envoy_http_jwt_authn_denied",
+            "Requests the JWT phase refused.",
+            1,
+        ),
+    ] {
+        let value = JWT_OUTCOMES[index].load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 /// The fault filter's counters, under the names Envoy's Prometheus

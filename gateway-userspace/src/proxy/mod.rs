@@ -18,6 +18,7 @@ pub mod context;
 mod downstream;
 pub mod egress;
 mod error;
+pub mod jwks;
 pub mod http;
 mod lean_redirect;
 mod listener;

@@ -121,6 +121,8 @@ pub struct Options {
     /// `--tcp-idle-timeout`: an opaque TCP or passthrough connection that
     /// moves no byte either way this long is closed.
     pub tcp_idle_timeout: std::time::Duration,
+    /// `--jwks-refresh`: how often JWT providers' key sets are fetched again.
+    pub jwks_refresh: std::time::Duration,
     /// Kubernetes Services' endpoints as discovered (Kubernetes mode;
     /// empty otherwise).
     pub discovery: Arc<crate::discovery::Discovery>,
@@ -132,6 +134,10 @@ pub struct Options {
 impl Served {
     /// Builds what every listener of `plan` serves, loading certificates.
     pub fn new(plan: &Plan, options: Options) -> Result<Self, ProxyError> {
+        let jwt = super::http::jwt::JwtAuthn::new(&plan.jwt);
+        let jwks_fetch = jwt.as_ref().and_then(|authn| {
+            super::jwks::start(authn, options.jwks_refresh, Arc::clone(&options.files))
+        });
         let shared = Arc::new(Shared {
             upstreams: upstream::Upstreams::new(
                 &plan.clusters,
@@ -144,6 +150,8 @@ impl Served {
                 .egress
                 .map(|egress| Arc::new(egress) as Arc<dyn Hook>),
             tcp_idle_timeout: options.tcp_idle_timeout,
+            jwt,
+            jwks_fetch,
         });
         let mut ports = HashMap::new();
         for listener in &plan.http {

@@ -60,6 +60,7 @@ pub(crate) fn options() -> ServedOptions {
         access_log: access_log::Format::Off,
         egress: None,
         tcp_idle_timeout: Duration::from_secs(60),
+        jwks_refresh: super::jwks::DEFAULT_REFRESH,
         discovery: Default::default(),
         files: Arc::new(crate::files::Disk),
     }

@@ -16,6 +16,7 @@ mod fault;
 mod forward;
 mod hash_key;
 mod headers;
+pub mod jwt;
 mod mirror;
 mod replay;
 mod retry;
@@ -159,6 +160,7 @@ async fn route_request(
     };
 
     set_forwarding_headers(req.headers_mut(), downstream, forwarded_https);
+    let _claims = match jwt::phase(shared, &mut req, forwarded_https, entry) { Ok(claims) => claims, Err(answer) => return answer };
     if logging {
         entry.x_forwarded_for = header_text(req.headers(), &X_FORWARDED_FOR);
         entry.request_id = header_text(req.headers(), &X_REQUEST_ID);
