@@ -239,6 +239,7 @@ fn model() -> impl Strategy<Value = Model> {
         }],
         kubernetes: Default::default(),
         authorization_policies: Vec::new(),
+        request_authentications: Vec::new(),
     })
 }
 

@@ -96,6 +96,7 @@ fn plan_of(gateways: &[Gateway], addrs: &[IpAddr]) -> Result<Plan, CompileError>
         }],
         kubernetes: Default::default(),
         authorization_policies: Vec::new(),
+        request_authentications: Vec::new(),
     };
     plan(&model, &Instance::default(), addrs)
 }

@@ -15,7 +15,8 @@ pub(super) const SERVED: &[(&str, &str)] = &[
 
 /// `security.istio.io` kinds served, in the versions of
 /// [`SECURITY_VERSIONS`].
-pub(super) const SERVED_SECURITY: &[(&str, &str)] = &[("security.istio.io", "RequestAuthentication")];
+pub(super) const SERVED_SECURITY: &[(&str, &str)] =
+    &[("security.istio.io", "RequestAuthentication")];
 
 /// Versions of `security.istio.io` read alike (one schema under both).
 pub(super) const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];

@@ -179,7 +179,11 @@ fn jwt_rule(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<JwtRule> {
     let issuer = text(d, "issuer");
     let audiences = d.string_list(entries, "audiences", path);
     if audiences.iter().any(String::is_empty) {
-        d.error(node, &join(path, "audiences"), "audience must be non-empty string");
+        d.error(
+            node,
+            &join(path, "audiences"),
+            "audience must be non-empty string",
+        );
     }
     let jwks_uri = text(d, "jwksUri");
     if issuer.is_empty() && jwks_uri.is_empty() {
@@ -197,11 +201,19 @@ fn jwt_rule(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<JwtRule> {
             Ok((jwks, problems)) if problems.is_empty() => inline = Some(jwks),
             Ok((_, problems)) => {
                 for problem in problems {
-                    d.error(node, &join(path, "jwks"), format!("jwks parse error: {problem}"));
+                    d.error(
+                        node,
+                        &join(path, "jwks"),
+                        format!("jwks parse error: {problem}"),
+                    );
                 }
             }
             Err(problem) => {
-                d.error(node, &join(path, "jwks"), format!("jwks parse error: {problem}"));
+                d.error(
+                    node,
+                    &join(path, "jwks"),
+                    format!("jwks parse error: {problem}"),
+                );
             }
         }
         for (i, key) in inline.iter().flat_map(|j| j.keys.iter()).enumerate() {
@@ -218,11 +230,19 @@ fn jwt_rule(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<JwtRule> {
     let from_headers = from_headers(d, entries, path);
     let from_params = d.string_list(entries, "fromParams", path);
     if from_params.iter().any(String::is_empty) {
-        d.error(node, &join(path, "fromParams"), "location query must be non-empty string");
+        d.error(
+            node,
+            &join(path, "fromParams"),
+            "location query must be non-empty string",
+        );
     }
     let from_cookies = d.string_list(entries, "fromCookies", path);
     if from_cookies.iter().any(String::is_empty) {
-        d.error(node, &join(path, "fromCookies"), "cookie name must be non-empty string");
+        d.error(
+            node,
+            &join(path, "fromCookies"),
+            "cookie name must be non-empty string",
+        );
     }
     let output_payload_to_header = d.opt_string(entries, "outputPayloadToHeader", path);
     if let Some(header) = &output_payload_to_header {
@@ -285,7 +305,11 @@ fn from_headers(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> Ve
         let name = d.opt_string(e, "name", &at).unwrap_or_default();
         let prefix = d.opt_string(e, "prefix", &at).unwrap_or_default();
         if name.is_empty() {
-            d.error(node, &join(&at, "name"), "location header name must be non-empty string");
+            d.error(
+                node,
+                &join(&at, "name"),
+                "location header name must be non-empty string",
+            );
             continue;
         }
         if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -304,7 +328,11 @@ fn from_headers(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> Ve
     headers
 }
 
-fn claim_to_headers(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> Vec<ClaimToHeader> {
+fn claim_to_headers(
+    d: &mut Decoder<'_>,
+    entries: &[(Node, Node)],
+    path: &str,
+) -> Vec<ClaimToHeader> {
     let mut out = Vec::new();
     for (at, node) in d.items(entries, "outputClaimToHeaders", path) {
         if is_null(node) {
@@ -347,7 +375,13 @@ fn timeout(d: &mut Decoder<'_>, entries: &[(Node, Node)], path: &str) -> Option<
     let at = join(path, "timeout");
     let text = d.string(node, &at)?;
     let Some(millis) = super::rules::duration_millis(&text) else {
-        d.error(node, &at, format!("invalid duration {text:?}: expected a number with a unit such as 5s, 100ms or 1m"));
+        d.error(
+            node,
+            &at,
+            format!(
+                "invalid duration {text:?}: expected a number with a unit such as 5s, 100ms or 1m"
+            ),
+        );
         return None;
     };
     if millis < 1.0 {

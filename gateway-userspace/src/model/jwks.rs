@@ -104,14 +104,23 @@ impl Jwks {
             }
         }
         if set.keys.is_empty() {
-            return Err(problems.into_iter().next().unwrap_or(JwksError::NoValidKeys));
+            return Err(problems
+                .into_iter()
+                .next()
+                .unwrap_or(JwksError::NoValidKeys));
         }
         Ok((set, problems))
     }
 
     /// Checks `signature` over `signed` (`header.payload` as sent) with
     /// each key whose `kid` and `alg` agree with the token's, in order.
-    pub fn verify(&self, alg: &str, kid: Option<&str>, signed: &[u8], signature: &[u8]) -> Verified {
+    pub fn verify(
+        &self,
+        alg: &str,
+        kid: Option<&str>,
+        signed: &[u8],
+        signature: &[u8],
+    ) -> Verified {
         let mut matched = false;
         for jwk in &self.keys {
             if let (Some(want), Some(have)) = (kid, jwk.kid.as_deref()) {
@@ -203,9 +212,18 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, &'static str> {
         Some(serde_json::Value::String(s)) => Ok(s.as_str()),
         Some(_) => Err(bad),
     };
-    let optional = |name: &str| object.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    let optional = |name: &str| {
+        object
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
     let bytes = |s: &str, bad: &'static str| BASE64URL.decode(s).map_err(|_| bad);
-    let kty = text("kty", "[kty] is missing in [keys]", "[kty] is bad in [keys]")?;
+    let kty = text(
+        "kty",
+        "[kty] is missing in [keys]",
+        "[kty] is bad in [keys]",
+    )?;
     let alg = optional("alg");
     let has_private = object.contains_key("d");
     let alg_starts = |prefix: &str| alg.as_deref().is_none_or(|a| a.starts_with(prefix));
@@ -214,8 +232,16 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, &'static str> {
             if !alg_starts("RS") && !alg_starts("PS") {
                 return Err("[alg] is not started with [RS] or [PS] for an RSA key");
             }
-            let n = text("n", "[n] field is missing for a RSA key", "[n] field is not string for a RSA key")?;
-            let e = text("e", "[e] field is missing for a RSA key", "[e] field is not string for a RSA key")?;
+            let n = text(
+                "n",
+                "[n] field is missing for a RSA key",
+                "[n] field is not string for a RSA key",
+            )?;
+            let e = text(
+                "e",
+                "[e] field is missing for a RSA key",
+                "[e] field is not string for a RSA key",
+            )?;
             let error = "Jwks RSA [n] or [e] field is missing or has a parse error";
             JwkKey::Rsa {
                 n: bytes(n, error)?,
@@ -242,8 +268,16 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, &'static str> {
                 }
                 _ => return Err("[crv] or [alg] field is not supported for an EC key"),
             };
-            let x = text("x", "[x] field is missing for an EC key", "[x] field is not string for an EC key")?;
-            let y = text("y", "[y] field is missing for an EC key", "[y] field is not string for an EC key")?;
+            let x = text(
+                "x",
+                "[x] field is missing for an EC key",
+                "[x] field is not string for an EC key",
+            )?;
+            let y = text(
+                "y",
+                "[y] field is missing for an EC key",
+                "[y] field is not string for an EC key",
+            )?;
             let bad = "Jwks EC [x] or [y] field is an invalid Base64.";
             let mut point = vec![4];
             point.extend(bytes(x, bad)?);
@@ -254,7 +288,11 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, &'static str> {
             if !alg_starts("HS") {
                 return Err("[alg] does not start with [HS] for an HMAC key");
             }
-            let k = text("k", "[k] field is missing for an HMAC key", "[k] field is not string for an HMAC key")?;
+            let k = text(
+                "k",
+                "[k] field is missing for an HMAC key",
+                "[k] field is not string for an HMAC key",
+            )?;
             JwkKey::Oct {
                 k: bytes(k, "Jwks Oct key is an invalid Base64")?,
             }
@@ -263,11 +301,19 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, &'static str> {
             if alg.as_deref().is_some_and(|a| a != "EdDSA") {
                 return Err("[alg] is not [EdDSA] for an OKP key");
             }
-            let crv = text("crv", "[crv] field is missing for an OKP key", "[crv] field is not string for an OKP key")?;
+            let crv = text(
+                "crv",
+                "[crv] field is missing for an OKP key",
+                "[crv] field is not string for an OKP key",
+            )?;
             if crv != "Ed25519" {
                 return Err("[crv] field is not supported for an OKP key");
             }
-            let x = text("x", "[x] field is missing for an OKP key", "[x] field is not string for an OKP key")?;
+            let x = text(
+                "x",
+                "[x] field is missing for an OKP key",
+                "[x] field is not string for an OKP key",
+            )?;
             let x = bytes(x, "Jwks OKP [x] field is an invalid Base64.")?;
             if x.len() != 32 {
                 return Err("Jwks OKP [x] field is wrong length.");
@@ -285,5 +331,7 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, &'static str> {
     })
 }
 
+#[cfg(test)]
+pub(crate) mod test_keys;
 #[cfg(test)]
 mod tests;

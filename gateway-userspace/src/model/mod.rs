@@ -17,6 +17,8 @@ pub use cors::*;
 pub use fault::*;
 pub use gateway::*;
 pub use host::*;
+#[cfg(test)]
+pub(crate) use jwks::test_keys;
 pub use jwks::*;
 pub use locality::*;
 pub use request_auth::*;

@@ -31,7 +31,10 @@ pub struct JwtProvider {
 pub enum TokenLocation {
     /// A header (lower case); the token follows `prefix` when one is set,
     /// and the header is skipped when the prefix is not in its value.
-    Header { name: String, prefix: String },
+    Header {
+        name: String,
+        prefix: String,
+    },
     /// A query parameter.
     Param(String),
     Cookie(String),

@@ -21,7 +21,10 @@ pub use self::{
         Unresolved,
     },
     hosts::{HostTable, VirtualHost},
-    jwt::{ClaimToHeader, Jwk, JwkKey, Jwks, JwksSource, JwtProvider, TokenLocation, Verified, default_locations},
+    jwt::{
+        ClaimToHeader, Jwk, JwkKey, Jwks, JwksSource, JwtProvider, TokenLocation, Verified,
+        default_locations,
+    },
     kernel::{KernelHost, addr_key, ports_of},
     locality::{FailoverPlan, LocalityPlan, Placed, Placement, with_topology},
     retry::{DEFAULT_BACKOFF_BASE, RetryOn, RetryPolicy},

@@ -71,7 +71,11 @@ pub fn start(authn: &JwtAuthn, refresh: Duration, files: Arc<dyn FileSource>) ->
             crate::plan::JwksSource::Uri(uri) => Target::Uri(uri.clone()),
             _ => Target::Discovery(provider.issuer.clone()),
         };
-        if let Some(jwks) = LAST_FETCHED.lock().ok().and_then(|c| c.get(&target.key()).cloned()) {
+        if let Some(jwks) = LAST_FETCHED
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&target.key()).cloned())
+        {
             set(cell, jwks);
         }
         let fetch = Fetch {
@@ -255,4 +259,130 @@ fn tls_connector(files: &dyn FileSource) -> Result<tokio_rustls::TlsConnector, S
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::TcpListener,
+    };
+
+    use super::start;
+    use crate::{
+        model::test_keys::{TestKey, jwks},
+        plan::{JwksSource, JwtProvider, default_locations},
+        proxy::http::jwt::JwtAuthn,
+    };
+
+    /// A loopback server answering every request with `body` (as it is at
+    /// the time), or the OpenID document when the path asks for it.
+    async fn serve(body: Arc<Mutex<String>>) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let body = Arc::clone(&body);
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 4096];
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let text = if head.starts_with("GET /.well-known/openid-configuration") {
+                        format!("{{\"jwks_uri\": \"http://{addr}/keys\"}}")
+                    } else {
+                        body.lock().unwrap().clone()
+                    };
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn provider(issuer: String, jwks: JwksSource) -> JwtProvider {
+        JwtProvider {
+            issuer,
+            audiences: Vec::new(),
+            jwks,
+            timeout: Duration::from_secs(2),
+            locations: default_locations(),
+            output_payload_to_header: None,
+            forward: false,
+            claim_to_headers: Vec::new(),
+            space_delimited_claims: Vec::new(),
+        }
+    }
+
+    /// The kid of the provider's keys once they are `want` (bounded wait).
+    async fn wait_for_kid(authn: &JwtAuthn, want: &str) {
+        for _ in 0..200 {
+            let (_, cell) = authn.fetched().next().unwrap();
+            let kid = cell
+                .read()
+                .unwrap()
+                .as_ref()
+                .and_then(|k| k.keys[0].kid.clone());
+            if kid.as_deref() == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("keys never became {want}");
+    }
+
+    #[tokio::test]
+    async fn keys_are_fetched_and_replaced_on_refresh() {
+        let body = Arc::new(Mutex::new(jwks(&[&TestKey::es256("first")])));
+        let addr = serve(Arc::clone(&body)).await;
+        let uri = format!("http://{addr}/keys");
+        let authn = JwtAuthn::new(&[provider("i".into(), JwksSource::Uri(uri))]).unwrap();
+        let _fetchers = start(
+            &authn,
+            Duration::from_millis(100),
+            Arc::new(crate::files::Disk),
+        );
+        wait_for_kid(&authn, "first").await;
+        *body.lock().unwrap() = jwks(&[&TestKey::es256("second")]);
+        wait_for_kid(&authn, "second").await;
+    }
+
+    #[tokio::test]
+    async fn an_issuer_alone_is_discovered() {
+        let body = Arc::new(Mutex::new(jwks(&[&TestKey::ed25519("found")])));
+        let addr = serve(body).await;
+        let issuer = format!("http://{addr}/");
+        let authn = JwtAuthn::new(&[provider(issuer, JwksSource::Discovery)]).unwrap();
+        let _fetchers = start(
+            &authn,
+            Duration::from_secs(60),
+            Arc::new(crate::files::Disk),
+        );
+        wait_for_kid(&authn, "found").await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_document_leaves_the_previous_keys() {
+        let body = Arc::new(Mutex::new(jwks(&[&TestKey::es256("good")])));
+        let addr = serve(Arc::clone(&body)).await;
+        let uri = format!("http://{addr}/bad-keys");
+        let authn = JwtAuthn::new(&[provider("i".into(), JwksSource::Uri(uri))]).unwrap();
+        let _fetchers = start(
+            &authn,
+            Duration::from_millis(50),
+            Arc::new(crate::files::Disk),
+        );
+        wait_for_kid(&authn, "good").await;
+        *body.lock().unwrap() = "{\"keys\": []}".into();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_for_kid(&authn, "good").await;
+    }
 }

@@ -295,8 +295,10 @@ pub fn render(out: &mut String) {
 
 /// JWT phase outcomes (Envoy's `jwt_authn.allowed` / `jwt_authn.denied`):
 /// counted apart from the series, per request the phase checked.
-static JWT_OUTCOMES: [std::sync::atomic::AtomicU64; 2] =
-    [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+static JWT_OUTCOMES: [std::sync::atomic::AtomicU64; 2] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
 
 /// Counts one request through the JWT phase.
 pub fn jwt_outcome(allowed: bool) {

@@ -12,11 +12,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use base64::Engine as _;
 use hyper::{
     HeaderMap, Method, Request, Response, StatusCode,
     header::{self, HeaderName, HeaderValue},
 };
-use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use super::super::{
@@ -115,7 +115,10 @@ impl JwtStatus {
                 "Jwt header is an invalid Base64url encoded",
                 "Jwt_header_is_an_invalid_Base64url_encoded"
             ),
-            Self::HeaderBadJson => s!("Jwt header is an invalid JSON", "Jwt_header_is_an_invalid_JSON"),
+            Self::HeaderBadJson => s!(
+                "Jwt header is an invalid JSON",
+                "Jwt_header_is_an_invalid_JSON"
+            ),
             Self::HeaderBadAlg => s!(
                 "Jwt header [alg] field is required and must be a string",
                 "Jwt_header_[alg]_field_is_required_and_must_be_a_string"
@@ -132,7 +135,10 @@ impl JwtStatus {
                 "Jwt payload is an invalid Base64url encoded",
                 "Jwt_payload_is_an_invalid_Base64url_encoded"
             ),
-            Self::PayloadBadJson => s!("Jwt payload is an invalid JSON", "Jwt_payload_is_an_invalid_JSON"),
+            Self::PayloadBadJson => s!(
+                "Jwt payload is an invalid JSON",
+                "Jwt_payload_is_an_invalid_JSON"
+            ),
             Self::IssNotString => s!(
                 "Jwt payload [iss] field is not a string",
                 "Jwt_payload_[iss]_field_is_not_a_string"
@@ -177,7 +183,10 @@ impl JwtStatus {
                 "Jwt signature is an invalid Base64url encoded",
                 "Jwt_signature_is_an_invalid_Base64url_encoded"
             ),
-            Self::UnknownIssuer => s!("Jwt issuer is not configured", "Jwt_issuer_is_not_configured"),
+            Self::UnknownIssuer => s!(
+                "Jwt issuer is not configured",
+                "Jwt_issuer_is_not_configured"
+            ),
             Self::NotYetValid => s!("Jwt not yet valid", "Jwt_not_yet_valid"),
             Self::Expired => s!("Jwt is expired", "Jwt_is_expired"),
             Self::AudienceNotAllowed => s!(
@@ -417,7 +426,10 @@ impl JwtAuthn {
         }
         // `origins-i`: a provider whose every token verifies passes the request.
         for (index, provider) in self.providers.iter().enumerate() {
-            let found = extract(req, [(provider.plan.issuer.as_str(), &provider.plan.locations)]);
+            let found = extract(
+                req,
+                [(provider.plan.issuer.as_str(), &provider.plan.locations)],
+            );
             if found.is_empty() {
                 continue;
             }
@@ -441,7 +453,10 @@ impl JwtAuthn {
         // one verified decides (Envoy's allow_missing authenticator).
         let mut payload = None;
         for provider in &self.providers {
-            let found = extract(req, [(provider.plan.issuer.as_str(), &provider.plan.locations)]);
+            let found = extract(
+                req,
+                [(provider.plan.issuer.as_str(), &provider.plan.locations)],
+            );
             let mut last = Ok(());
             for token in found.iter().rev() {
                 match self.verify(req, token, None, now) {

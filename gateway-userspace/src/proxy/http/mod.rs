@@ -160,7 +160,10 @@ async fn route_request(
     };
 
     set_forwarding_headers(req.headers_mut(), downstream, forwarded_https);
-    let _claims = match jwt::phase(shared, &mut req, forwarded_https, entry) { Ok(claims) => claims, Err(answer) => return answer };
+    let _claims = match jwt::phase(shared, &mut req, forwarded_https, entry) {
+        Ok(claims) => claims,
+        Err(answer) => return answer,
+    };
     if logging {
         entry.x_forwarded_for = header_text(req.headers(), &X_FORWARDED_FOR);
         entry.request_id = header_text(req.headers(), &X_REQUEST_ID);
