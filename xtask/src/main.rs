@@ -361,6 +361,8 @@ fn test() -> anyhow::Result<()> {
     );
     // One at a time: the scenarios measure time and kill backends mid-run.
     gateway_tests("traffic_policy", &gateway, true)?;
+    println!("== JWT validation end to end (RequestAuthentication; keys fetched, rotated)");
+    gateway_tests("jwt", &gateway, true)?;
     println!("== hostile input (alias bombs, deep nesting, FIFOs, silent and flooding clients)");
     // One at a time: the load tests measure latency and CPU time.
     gateway_tests("hostile", &gateway, true)?;
