@@ -384,7 +384,7 @@ fn ignore_kind_takes_only_a_refused_kind() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("\"ConfigMap\" is not a kind the gateway refuses; those are AuthorizationPolicy, RequestAuthentication, PeerAuthentication, EnvoyFilter, Sidecar, WasmPlugin, TrafficExtension"),
+        stderr.contains("\"ConfigMap\" is not a kind the gateway refuses; those are AuthorizationPolicy, PeerAuthentication, EnvoyFilter, Sidecar, WasmPlugin, TrafficExtension"),
         "{stderr}"
     );
 }
