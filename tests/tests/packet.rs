@@ -82,6 +82,8 @@ fn test_plan() -> Plan {
                 }],
             }],
         }],
+        authorization_policies: Vec::new(),
+        request_authentications: Vec::new(),
         destination_rules: Vec::new(),
         service_entries: vec![ServiceEntry {
             namespace: "istio-system".into(),

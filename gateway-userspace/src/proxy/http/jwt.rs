@@ -386,6 +386,10 @@ impl JwtAuthn {
 
     /// The phase: `Ok` with the verified payload (or none: no token, a CORS
     /// preflight), or Envoy's answer.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error is the request's answer, returned once to the caller, never propagated"
+    )]
     pub fn authenticate<B>(
         &self,
         req: &mut Request<B>,
@@ -555,6 +559,10 @@ impl JwtAuthn {
 }
 
 /// The phase as the request path calls it: nothing to do without providers.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the request's answer, returned once to the caller, never propagated"
+)]
 pub(super) fn phase<B>(
     shared: &Shared,
     req: &mut Request<B>,
