@@ -217,7 +217,7 @@ impl JwtStatus {
 /// A token as parsed (`Jwt::parseFromString`).
 #[derive(Debug)]
 struct Jwt<'t> {
-    signed: &'t str,
+    signed: String,
     payload_b64: &'t str,
     alg: String,
     kid: Option<String>,
@@ -270,13 +270,19 @@ fn parse(token: &str) -> Result<Jwt<'_>, JwtStatus> {
     };
     let iss = string("iss", JwtStatus::IssNotString)?;
     string("sub", JwtStatus::SubNotString)?;
+    // `StructUtils::GetUInt64`: JSON numbers are doubles; negative or past
+    // u64 is out of range, a fraction is dropped.
     let number = |name: &str, not_integer, out_of_range| match payload.get(name) {
         None => Ok(0),
         Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
             (Some(v), _) => Ok(v),
-            // protobuf reads JSON numbers as doubles: a whole number out
-            // of u64 range, or negative, is out of range.
-            (None, Some(f)) if f.fract() == 0.0 => Err(out_of_range),
+            (None, Some(f)) if f < 0.0 || f >= u64::MAX as f64 => Err(out_of_range),
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "checked in range above; the fraction is dropped as Envoy's cast drops it"
+            )]
+            (None, Some(f)) => Ok(f as u64),
             _ => Err(not_integer),
         },
         Some(_) => Err(not_integer),
@@ -298,12 +304,9 @@ fn parse(token: &str) -> Result<Jwt<'_>, JwtStatus> {
     let signature = BASE64URL
         .decode(signature_b64)
         .map_err(|_| JwtStatus::SignatureBadBase64)?;
-    let signed_len = header_b64.len() + 1 + payload_b64.len();
-    let start = header_b64.as_ptr() as usize - token.as_ptr() as usize;
-    // With empty sections skipped, `header.payload` is taken as written.
-    let signed = token.get(start..start + signed_len).unwrap_or(token);
     Ok(Jwt {
-        signed,
+        // Envoy rebuilds it from the parts (empty sections were skipped).
+        signed: format!("{header_b64}.{payload_b64}"),
         payload_b64,
         alg: alg.clone(),
         kid,

@@ -138,6 +138,12 @@ fn exp_and_nbf_allow_sixty_seconds_of_skew() {
         at(json!({"iss": ISSUER, "exp": "soon"})),
         Err(JwtStatus::ExpNotInteger)
     );
+    assert_eq!(
+        at(json!({"iss": ISSUER, "exp": -1})),
+        Err(JwtStatus::ExpOutOfRange)
+    );
+    // A fraction is dropped, as Envoy's cast drops it.
+    assert!(at(json!({"iss": ISSUER, "nbf": (NOW + 60) as f64 + 0.5})).is_ok());
 }
 
 #[test]
