@@ -356,6 +356,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_uses_the_system_roots() {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+        let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/src/proxy/testdata/");
+        let chain = CertificateDer::pem_file_iter(format!("{testdata}jwks-localhost.crt"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(format!("{testdata}jwks-localhost.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = jwks(&[&TestKey::es256("tls")]);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, body) = (acceptor.clone(), body.clone());
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut buf = vec![0; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        let url = format!("https://localhost:{port}/keys");
+        // The test CA stands in for the system's bundle.
+        let roots = |file: &str| {
+            let pem = std::fs::read(format!("{testdata}{file}")).unwrap();
+            crate::files::MemoryFiles(std::collections::BTreeMap::from([(
+                super::SYSTEM_ROOTS.into(),
+                pem,
+            )]))
+        };
+        let fetched = super::get(&url, &roots("jwks-ca.crt")).await.unwrap();
+        let text = String::from_utf8_lossy(&fetched);
+        assert!(text.contains("\"kid\":\"tls\""), "{text}");
+        // A server no root vouches for is not trusted.
+        assert!(matches!(
+            super::get(&url, &roots("rsa.crt")).await,
+            Err(super::FetchError::Tls(..))
+        ));
+    }
+
+    #[tokio::test]
     async fn an_issuer_alone_is_discovered() {
         let body = Arc::new(Mutex::new(jwks(&[&TestKey::ed25519("found")])));
         let addr = serve(body).await;
