@@ -587,6 +587,7 @@ mod tests {
             }],
             warnings: vec!["a".into(), "b".into()],
             host_ids: Default::default(),
+            authorization: Default::default(),
         };
         let text = render(&samples(
             &Stats::default(),

@@ -3,6 +3,7 @@
 //! `gateway-common`), never `config` or `compile`; the kernel's map keys
 //! and values are in [`kernel`], the only place besides the dataplane that
 //! knows the kernel's ABI.
+pub mod authz;
 mod cluster;
 mod hosts;
 pub mod kernel;
@@ -61,6 +62,8 @@ pub struct Plan {
     /// Kernel host ids kept from the plan this one replaces, by (listener
     /// id, pattern) ([`Plan::keep_ids_from`]); empty for a first plan.
     pub host_ids: BTreeMap<(u32, HostPattern), u32>,
+    /// The AuthorizationPolicies that apply to this gateway.
+    pub authorization: authz::Authorization,
 }
 
 impl Plan {

@@ -33,6 +33,8 @@ pub struct Shared {
     pub trusted_proxies: u32,
     /// Opaque TCP and passthrough connections moving no bytes this long are closed.
     pub tcp_idle_timeout: std::time::Duration,
+    /// The AuthorizationPolicies' RBAC engines, per chain.
+    pub authorizer: super::authz::Authorizer,
 }
 
 impl Shared {

@@ -290,6 +290,7 @@ pub fn render(out: &mut String) {
     render_tcp(out, &series);
     render_egress(out, &series);
     render_faults(out, &series.faults);
+    super::authz::metrics::render(out);
 }
 
 /// The fault filter's counters, under the names Envoy's Prometheus

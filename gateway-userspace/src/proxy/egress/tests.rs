@@ -167,6 +167,7 @@ impl Harness {
             access_log: AccessLog::new(Format::Off),
             trusted_proxies: 0,
             tcp_idle_timeout: Duration::from_secs(60),
+            authorizer: Default::default(),
         });
         let (draining, drain) = watch::channel(false);
         Self {

@@ -88,6 +88,8 @@ impl Harness {
             access_log: AccessLog::to(format, Some(pipe.clone())),
             trusted_proxies: 0,
             tcp_idle_timeout: Duration::from_secs(60),
+            authorizer: crate::proxy::authz::Authorizer::new(&plan.authorization)
+                .expect("the policies"),
         });
         let listener = plan.http.first().expect("an HTTP listener");
         let hosts = Arc::new(VirtualHosts::new(listener.hosts.clone()).expect("the hosts"));
