@@ -134,10 +134,10 @@ pub(crate) struct SourceArgs {
     #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
     pub max_config_bytes: u64,
     /// Accept resources of this kind though the gateway does not enforce
-    /// them (AuthorizationPolicy, RequestAuthentication, PeerAuthentication,
-    /// EnvoyFilter, Sidecar, WasmPlugin, TrafficExtension): a note instead
-    /// of the error that refuses the configuration, and what they would
-    /// deny is served. Repeatable.
+    /// them (RequestAuthentication, PeerAuthentication, EnvoyFilter,
+    /// Sidecar, WasmPlugin, TrafficExtension): a note instead of the error
+    /// that refuses the configuration, and what they would deny is served.
+    /// Repeatable.
     #[arg(long = "ignore-kind", value_name = "KIND")]
     pub ignore_kind: Vec<config::IgnoredKind>,
 }
