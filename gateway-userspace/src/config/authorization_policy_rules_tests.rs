@@ -323,12 +323,26 @@ fn from_source_must_not_be_empty() {
 
 #[test]
 fn service_accounts_cannot_be_set_with_namespaces_or_principals() {
-    let config =
-        policy("  rules:\n  - from: [{source: {serviceAccounts: [ns/sa], notPrincipals: [x]}}]\n");
-    assert_error(
-        &config,
-        "spec.rules[0].from[0].source",
-        "cannot set serviceAccounts with namespaces or principals, found at rule 0",
+    for source in [
+        "serviceAccounts: [ns/sa], notPrincipals: [x]",
+        "notServiceAccounts: [sa], namespaces: [ns]",
+    ] {
+        let config = policy(&format!("  rules:\n  - from: [{{source: {{{source}}}}}]\n"));
+        assert_error(
+            &config,
+            "spec.rules[0].from[0].source",
+            "cannot set serviceAccounts with namespaces or principals, found at rule 0",
+        );
+    }
+    // Either alone is only refused as a mesh identity.
+    let config = policy("  rules:\n  - from: [{source: {notServiceAccounts: [sa]}}]\n");
+    assert!(
+        !config
+            .diagnostics
+            .iter()
+            .any(|d| d.message.starts_with("cannot set serviceAccounts")),
+        "{:#?}",
+        config.diagnostics
     );
 }
 
