@@ -68,12 +68,9 @@ pub(super) fn decode(
     name: String,
 ) -> Option<AuthorizationPolicy> {
     let creation_timestamp = gateway::creation_timestamp(d, doc);
-    let spec = match doc.get("spec") {
-        Some(spec) => spec,
-        None => {
-            d.error(doc, "spec", "missing spec");
-            return None;
-        }
+    let Some(spec) = doc.get("spec") else {
+        d.error(doc, "spec", "missing spec");
+        return None;
     };
     let entries = d.mapping(spec, "spec", SPEC_FIELDS)?;
     let target = target::decode(d, spec, entries);
