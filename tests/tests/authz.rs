@@ -8,7 +8,7 @@ use gateway_tests::{
     backend::Backend,
     daemon::{ADMIN, Daemon},
     hostile::Scratch,
-    netns::{BACKEND_V4, GATEWAY_V4, Topology},
+    netns::{BACKEND_V4, Topology},
     require_root,
 };
 
@@ -111,6 +111,13 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// The daemon's output once the access log's buffer reached it (flushed
+/// at least every second).
+fn flushed_log(daemon: &Daemon) -> String {
+    std::thread::sleep(std::time::Duration::from_millis(1_300));
+    daemon.log()
+}
+
 fn prometheus(topology: &Topology) -> String {
     std::thread::sleep(std::time::Duration::from_millis(150));
     let out = topology.gateway(&[
@@ -179,7 +186,7 @@ spec:
     );
     assert_eq!(allowed_redirect.0, "301");
 
-    let log = daemon.log();
+    let log = flushed_log(&daemon);
     assert!(
         log.contains(" 403 - rbac_access_denied_matched_policy[none] "),
         "{log}"
@@ -208,7 +215,7 @@ metadata: {name: no-admin-writes, namespace: istio-system}
 spec:
   action: DENY
   rules:
-  - to: [{operation: {methods: [POST, DELETE], paths: [/admin/*, /api/{*}/secrets]}}]
+  - to: [{operation: {methods: [POST, DELETE], paths: [/admin/*, '/api/{*}/secrets']}}]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -257,7 +264,7 @@ spec:
             daemon.log()
         );
     }
-    let log = daemon.log();
+    let log = flushed_log(&daemon);
     assert!(
         log.contains(
             "rbac_access_denied_matched_policy[ns[istio-system]-policy[no-admin-writes]-rule[0]]"
@@ -289,7 +296,7 @@ spec:
 ";
     let daemon = start(&topology, &scratch, &config(policy), &[]);
     assert_eq!(curl(&topology, "GET", "http://app.test/", &[]).0, "200");
-    let log = daemon.log();
+    let log = flushed_log(&daemon);
     assert!(
         log.contains("would be denied by ns[istio-system]-policy[deny-everything]-rule[0]"),
         "{log}"
