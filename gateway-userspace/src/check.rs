@@ -51,6 +51,26 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         warnings += plan.dropped.len() + plan.warnings.len();
     }
     let mut errors = count(&config, Severity::Error);
+    if let (Some(request), 0) = (&args.explain_request, errors) {
+        let instance = Instance {
+            labels: args
+                .labels
+                .clone()
+                .unwrap_or_else(|| Instance::default().labels),
+            namespace: args.namespace.clone(),
+            ..Instance::default()
+        };
+        let plan = compile::plan(&config.model, &instance, &[])?;
+        print!(
+            "{}",
+            crate::explain::explain(
+                &plan,
+                request,
+                &args.explain_header,
+                args.explain_claims.as_deref()
+            )?
+        );
+    }
     if args.labels.is_none() && errors == 0 {
         errors += kernel_limit_errors(&config, &args.namespace);
     }

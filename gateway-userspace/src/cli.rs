@@ -134,10 +134,9 @@ pub(crate) struct SourceArgs {
     #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
     pub max_config_bytes: u64,
     /// Accept resources of this kind though the gateway does not enforce
-    /// them (AuthorizationPolicy, PeerAuthentication, EnvoyFilter, Sidecar,
-    /// WasmPlugin, TrafficExtension): a note instead
-    /// of the error that refuses the configuration, and what they would
-    /// deny is served. Repeatable.
+    /// them (PeerAuthentication, EnvoyFilter, Sidecar, WasmPlugin,
+    /// TrafficExtension): a note instead of the error that refuses the
+    /// configuration, and what they would deny is served. Repeatable.
     #[arg(long = "ignore-kind", value_name = "KIND")]
     pub ignore_kind: Vec<config::IgnoredKind>,
 }
@@ -502,6 +501,18 @@ pub(crate) struct CheckArgs {
     /// Namespace of the gateway workload for the merge analysis.
     #[arg(long, default_value = "istio-system")]
     pub namespace: String,
+    /// Explain which AuthorizationPolicy rule allows or denies one request
+    /// at the instance (`--labels`, else Istio's default ingress gateway):
+    /// 'METHOD SCHEME://HOST[:PORT]/PATH from CLIENT_IP [via PEER_IP]',
+    /// SCHEME http, https, tcp or tls.
+    #[arg(long, value_name = "REQUEST")]
+    pub explain_request: Option<crate::explain::ExplainRequest>,
+    /// A request header for --explain-request, 'Name: value'; repeatable.
+    #[arg(long, value_parser = crate::explain::parse_header, value_name = "HEADER")]
+    pub explain_header: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    /// The verified JWT payload for --explain-request, a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub explain_claims: Option<String>,
     #[command(flatten)]
     pub source: SourceArgs,
 }

@@ -2,6 +2,7 @@
 //! library (`daemon::run`) or a thin command wrapper.
 mod check;
 mod cli;
+mod explain;
 mod inspect;
 mod prune;
 

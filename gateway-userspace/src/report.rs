@@ -1,4 +1,6 @@
 //! Human and machine renderings of a compiled [`Plan`] (`gateway compile`).
+mod authz;
+
 use std::fmt::Write as _;
 
 use gateway_common::{IPPROTO_UDP, ListenerKind};
@@ -178,6 +180,7 @@ pub fn table(plan: &Plan) -> String {
             let _ = writeln!(out, "  {}  {}", cluster.name, endpoints.join(", "));
         }
     }
+    out.push_str(&authz::table(&plan.authorization));
     if !plan.dropped.is_empty() {
         out.push_str("dropped servers:\n");
         for dropped in &plan.dropped {
@@ -394,5 +397,5 @@ pub fn json(plan: &Plan) -> Value {
         .map(|d| json!({"gateway": d.gateway, "server": d.server, "reason": d.reason}))
         .collect();
     let addresses: Vec<String> = plan.local_addrs.iter().map(ToString::to_string).collect();
-    json!({"listeners": listeners, "clusters": clusters, "dropped": dropped, "warnings": plan.warnings, "addresses": addresses})
+    json!({"listeners": listeners, "clusters": clusters, "dropped": dropped, "warnings": plan.warnings, "addresses": addresses, "authorization": authz::json(&plan.authorization)})
 }

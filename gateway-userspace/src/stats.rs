@@ -588,6 +588,7 @@ mod tests {
             warnings: vec!["a".into(), "b".into()],
             host_ids: Default::default(),
             jwt: Vec::new(),
+            authorization: Default::default(),
         };
         let text = render(&samples(
             &Stats::default(),

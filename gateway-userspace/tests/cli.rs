@@ -315,8 +315,71 @@ fn check_reports_a_file_over_the_size_limit_by_name() {
     );
 }
 
-/// A Gateway and an AuthorizationPolicy that denies everything on it.
-const GATEWAY_AND_DENY_ALL: &str = "\
+/// A Gateway and a PeerAuthentication (a kind still refused) for it.
+const GATEWAY_AND_PEER_AUTHENTICATION: &str = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [a.example.com]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+";
+
+#[test]
+fn check_strict_fails_on_a_refused_kind_unless_it_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "peer.yaml", GATEWAY_AND_PEER_AUTHENTICATION);
+    let out = gateway(&["check", "--strict", &path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{path}:10:1: error: PeerAuthentication istio-system/strict: PeerAuthentication (security.istio.io/v1) is not enforced by this gateway")),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("1 error(s), 0 warning(s)\n"), "{stdout}");
+
+    let out = gateway(&[
+        "check",
+        "--strict",
+        "--ignore-kind",
+        "PeerAuthentication",
+        &path,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("note: PeerAuthentication istio-system/strict: PeerAuthentication (security.istio.io/v1) is not enforced by this gateway (mutual TLS required of clients): ignored as --ignore-kind PeerAuthentication asks"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("0 error(s), 0 warning(s)\n"), "{stdout}");
+}
+
+#[test]
+fn run_refuses_a_refused_kind_naming_it_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "peer.yaml", GATEWAY_AND_PEER_AUTHENTICATION);
+    let out = gateway(&["run", "--config", &path, "--interface", "lo"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: PeerAuthentication istio-system/strict: PeerAuthentication (security.istio.io/v1) is not enforced by this gateway"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: 1 error(s) in the configuration; nothing was started"),
+        "{stderr}"
+    );
+}
+
+/// A Gateway and an AuthorizationPolicy that allows nothing on it.
+const GATEWAY_AND_ALLOW_NOTHING: &str = "\
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: web, namespace: istio-system}
@@ -328,52 +391,44 @@ spec:
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
-metadata: {name: deny-all, namespace: istio-system}
+metadata: {name: allow-nothing, namespace: istio-system}
 spec: {}
 ";
 
 #[test]
-fn check_strict_fails_on_an_authorization_policy_unless_its_kind_is_ignored() {
+fn check_strict_accepts_an_authorization_policy() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "deny.yaml", GATEWAY_AND_DENY_ALL);
+    let path = write(&dir, "authz.yaml", GATEWAY_AND_ALLOW_NOTHING);
     let out = gateway(&["check", "--strict", &path]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains(&format!("{path}:10:1: error: AuthorizationPolicy istio-system/deny-all: AuthorizationPolicy (security.istio.io/v1) is not enforced by this gateway")),
-        "{stdout}"
-    );
-    assert!(stdout.ends_with("1 error(s), 0 warning(s)\n"), "{stdout}");
-
-    let out = gateway(&[
-        "check",
-        "--strict",
-        "--ignore-kind",
-        "AuthorizationPolicy",
-        &path,
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(
-        stdout.contains("note: AuthorizationPolicy istio-system/deny-all: AuthorizationPolicy (security.istio.io/v1) is not enforced by this gateway (which requests are allowed or denied): ignored as --ignore-kind AuthorizationPolicy asks"),
-        "{stdout}"
-    );
     assert!(stdout.ends_with("0 error(s), 0 warning(s)\n"), "{stdout}");
 }
 
 #[test]
-fn run_refuses_an_authorization_policy_naming_it_and_starts_nothing() {
+fn check_reports_authorization_policy_errors_with_their_field() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "deny.yaml", GATEWAY_AND_DENY_ALL);
-    let out = gateway(&["run", "--config", &path, "--interface", "lo"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("error: AuthorizationPolicy istio-system/deny-all: AuthorizationPolicy (security.istio.io/v1) is not enforced by this gateway"),
-        "{stderr}"
+    let text = GATEWAY_AND_ALLOW_NOTHING.replace(
+        "spec: {}\n",
+        "spec:\n  action: CUSTOM\n  provider: {name: ext-authz}\n  rules: [{}]\n",
     );
+    let path = write(&dir, "custom.yaml", &text);
+    let out = gateway(&["check", &path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stderr.contains("error: 1 error(s) in the configuration; nothing was started"),
+        stdout.contains(&format!("{path}:14:11: error: AuthorizationPolicy istio-system/allow-nothing: spec.action: CUSTOM (external authorization) is not supported by this gateway")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn ignore_kind_authorization_policy_is_refused_as_enforced() {
+    let out = gateway(&["check", "--ignore-kind", "AuthorizationPolicy", "x.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("AuthorizationPolicy (security.istio.io) is enforced by this gateway: it needs no --ignore-kind"),
         "{stderr}"
     );
 }
@@ -384,7 +439,7 @@ fn ignore_kind_takes_only_a_refused_kind() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("\"ConfigMap\" is not a kind the gateway refuses; those are AuthorizationPolicy, PeerAuthentication, EnvoyFilter, Sidecar, WasmPlugin, TrafficExtension"),
+        stderr.contains("\"ConfigMap\" is not a kind the gateway refuses; those are PeerAuthentication, EnvoyFilter, Sidecar, WasmPlugin, TrafficExtension"),
         "{stderr}"
     );
 }

@@ -294,6 +294,48 @@ fn resources_applied_with_kubectl_are_served_and_edits_and_deletes_follow_within
 }
 
 #[test]
+fn an_authorization_policy_applied_with_kubectl_is_enforced_and_its_delete_lifts_it() {
+    require_root();
+    let topology = Topology::new();
+    let server = cluster(&topology);
+    let deny = format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: deny-all, namespace: {GATEWAY_NAMESPACE}}}
+spec:
+  action: DENY
+  rules: [{{}}]
+"
+    );
+    server.apply(&topology, &routed("default", "one"));
+    server.apply(&topology, &deny);
+    // Present before the daemon starts: its first plan enforces it.
+    let daemon = start_daemon(&topology, &server);
+    assert_eq!(
+        get(&topology).as_deref(),
+        Ok("RBAC: access denied 403"),
+        "{}",
+        daemon.log()
+    );
+    let out = server.kubectl(
+        &topology,
+        Identity::Admin,
+        &[
+            "delete",
+            "authorizationpolicy",
+            "deny-all",
+            "-n",
+            GATEWAY_NAMESPACE,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    until_answer(&topology, &daemon, "RBAC: access denied 403", "one 200");
+    server.apply(&topology, &deny);
+    until_answer(&topology, &daemon, "one 200", "RBAC: access denied 403");
+}
+
+#[test]
 fn an_invalid_resource_is_skipped_and_the_others_are_served() {
     require_root();
     let topology = Topology::new();

@@ -107,7 +107,7 @@ fn test_plan() -> Plan {
             mesh_internal: false,
             export_to: ExportTo::default(),
         }],
-        kubernetes: Default::default(),
+        ..Default::default()
     };
     let plan = compile::plan(
         &model,

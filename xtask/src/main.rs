@@ -361,6 +361,10 @@ fn test() -> anyhow::Result<()> {
     );
     // One at a time: the scenarios measure time and kill backends mid-run.
     gateway_tests("traffic_policy", &gateway, true)?;
+    println!(
+        "== security policy end to end (AuthorizationPolicy: IP allow-lists behind a trusted hop, paths, methods, headers, dry-run, reload)"
+    );
+    gateway_tests("authz", &gateway, false)?;
     println!("== JWT validation end to end (RequestAuthentication; keys fetched, rotated)");
     gateway_tests("jwt", &gateway, true)?;
     println!("== hostile input (alias bombs, deep nesting, FIFOs, silent and flooding clients)");

@@ -131,7 +131,13 @@ pub fn plan(
         warnings,
         host_ids: BTreeMap::new(),
         jwt: jwt::providers(model, instance),
+        authorization: Default::default(),
     };
+    let (authorization, authz_warnings) = authz::authorization(model, instance);
+    if !plan.tcp.is_empty() || !plan.tls.is_empty() {
+        plan.warnings.extend(authz_warnings);
+    }
+    plan.authorization = authorization;
     check_host_capacity(&plan, model)?;
     renumber_clusters(&mut plan, &renumbered);
     Ok(plan)

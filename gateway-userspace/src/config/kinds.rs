@@ -1,29 +1,36 @@
 //! What the gateway does with each kind of resource it finds: the four
-//! routing kinds are served; kinds whose absence would let through traffic
-//! Istio denies are refused until they are enforced (an error, unless the
+//! routing kinds, AuthorizationPolicy and RequestAuthentication are served; kinds whose absence
+//! would let through traffic Istio denies are refused until they are enforced (an error, unless the
 //! operator accepts the risk with `--ignore-kind`); every other kind is a
 //! warning, so `check --strict` fails on configuration it does not read.
 use std::fmt;
 
-/// A kind served: (API group, kind). Versions are in [`SERVED_VERSIONS`].
+/// A kind served: (API group, kind). Versions are in [`SERVED_VERSIONS`]
+/// and, for `security.istio.io`, [`SECURITY_VERSIONS`].
 pub(super) const SERVED: &[(&str, &str)] = &[
     ("networking.istio.io", "Gateway"),
     ("networking.istio.io", "VirtualService"),
     ("networking.istio.io", "DestinationRule"),
     ("networking.istio.io", "ServiceEntry"),
+    ("security.istio.io", "AuthorizationPolicy"),
+    ("security.istio.io", "RequestAuthentication"),
 ];
-
-/// `security.istio.io` kinds served, in the versions of
-/// [`SECURITY_VERSIONS`].
-pub(super) const SERVED_SECURITY: &[(&str, &str)] =
-    &[("security.istio.io", "RequestAuthentication")];
-
-/// Versions of `security.istio.io` read alike (one schema under both).
-pub(super) const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 /// Versions of `networking.istio.io` read alike (the CRDs serve one schema
 /// under all three).
 pub(super) const SERVED_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+
+/// Versions of `security.istio.io` the CRDs serve (one schema).
+pub(super) const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+/// The versions served of `group`.
+fn served_versions(group: &str) -> &'static [&'static str] {
+    if group == "security.istio.io" {
+        SECURITY_VERSIONS
+    } else {
+        SERVED_VERSIONS
+    }
+}
 
 /// A kind that controls who may reach what, which this gateway does not
 /// enforce yet.
@@ -40,11 +47,6 @@ pub struct Refused {
 /// and the examples in their own API documentation are authentication
 /// filters on an ingress gateway.
 pub const REFUSED: &[Refused] = &[
-    Refused {
-        group: "security.istio.io",
-        kind: "AuthorizationPolicy",
-        enforces: "which requests are allowed or denied",
-    },
     Refused {
         group: "security.istio.io",
         kind: "PeerAuthentication",
@@ -77,6 +79,9 @@ pub const REFUSED: &[Refused] = &[
 pub(super) enum Disposition {
     /// Decoded and served.
     Served,
+    /// A served security kind in a version its CRD does not serve: an
+    /// error, as skipping it would let through what it denies.
+    UnservedVersion(&'static [&'static str]),
     /// Not enforced: an error unless ignored on request.
     Refused(&'static Refused),
     /// A list (`kind: List`, `kind: GatewayList`, ...): its items are read.
@@ -88,11 +93,14 @@ pub(super) enum Disposition {
 /// How `apiVersion` and `kind` are treated.
 pub(super) fn disposition(api_version: &str, kind: &str) -> Disposition {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    if SERVED.contains(&(group, kind)) && SERVED_VERSIONS.contains(&version) {
-        return Disposition::Served;
-    }
-    if SERVED_SECURITY.contains(&(group, kind)) && SECURITY_VERSIONS.contains(&version) {
-        return Disposition::Served;
+    if SERVED.contains(&(group, kind)) {
+        let versions = served_versions(group);
+        if versions.contains(&version) {
+            return Disposition::Served;
+        }
+        if group == "security.istio.io" {
+            return Disposition::UnservedVersion(versions);
+        }
     }
     if let Some(refused) = REFUSED.iter().find(|r| r.group == group && r.kind == kind) {
         return Disposition::Refused(refused);
@@ -125,8 +133,17 @@ impl fmt::Display for IgnoredKind {
 impl std::str::FromStr for IgnoredKind {
     type Err = String;
 
-    /// Only a refused kind may be ignored; anything else is an error naming them.
+    /// Only a refused kind may be ignored; anything else is an error naming
+    /// them (a security kind now served, saying it needs no ignoring).
     fn from_str(text: &str) -> Result<Self, String> {
+        if let Some((group, kind)) = SERVED
+            .iter()
+            .find(|(group, kind)| *group == "security.istio.io" && *kind == text)
+        {
+            return Err(format!(
+                "{kind} ({group}) is enforced by this gateway: it needs no --ignore-kind"
+            ));
+        }
         REFUSED
             .iter()
             .find(|r| r.kind == text)
@@ -179,13 +196,29 @@ mod tests {
     }
 
     #[test]
+    fn authorization_policy_is_served_in_v1_and_v1beta1_only() {
+        for version in ["v1", "v1beta1"] {
+            let api = format!("security.istio.io/{version}");
+            assert_eq!(
+                disposition(&api, "AuthorizationPolicy"),
+                Disposition::Served
+            );
+        }
+        // Skipping it would let through what it denies: an error.
+        assert_eq!(
+            disposition("security.istio.io/v1alpha1", "AuthorizationPolicy"),
+            Disposition::UnservedVersion(SECURITY_VERSIONS)
+        );
+        // The routing kinds are not served under the security versions'
+        // rule, nor the other way round.
+        assert_eq!(
+            disposition("networking.istio.io/v1alpha3", "AuthorizationPolicy"),
+            Disposition::Warned
+        );
+    }
+
+    #[test]
     fn security_kinds_are_refused_in_any_version_of_their_group() {
-        let Disposition::Refused(refused) =
-            disposition("security.istio.io/v1beta1", "AuthorizationPolicy")
-        else {
-            panic!("not refused")
-        };
-        assert_eq!(refused.kind, "AuthorizationPolicy");
         for (api, kind) in [
             ("security.istio.io/v1", "PeerAuthentication"),
             ("networking.istio.io/v1alpha3", "EnvoyFilter"),
@@ -218,17 +251,28 @@ mod tests {
     #[test]
     fn only_refused_kinds_may_be_ignored() {
         assert_eq!(
-            "AuthorizationPolicy"
+            "PeerAuthentication"
                 .parse::<IgnoredKind>()
                 .map(|k| k.name()),
-            Ok("AuthorizationPolicy")
+            Ok("PeerAuthentication")
         );
         let err = "ConfigMap".parse::<IgnoredKind>().unwrap_err();
         assert!(err.starts_with("\"ConfigMap\" is not a kind"), "{err}");
         assert!(
-            err.contains("AuthorizationPolicy, PeerAuthentication"),
+            err.contains("those are PeerAuthentication, EnvoyFilter"),
             "{err}"
         );
-        assert!("authorizationpolicy".parse::<IgnoredKind>().is_err());
+        assert!("peerauthentication".parse::<IgnoredKind>().is_err());
+    }
+
+    #[test]
+    fn ignoring_an_enforced_security_kind_is_an_error_saying_it_is_enforced() {
+        assert_eq!(
+            "AuthorizationPolicy".parse::<IgnoredKind>(),
+            Err(
+                "AuthorizationPolicy (security.istio.io) is enforced by this gateway: it needs no --ignore-kind"
+                    .to_string()
+            )
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! Fields and rules follow Istio 1.31 (master): the CRDs of `istio/api` at
 //! `b8f8791` (2026-07-21, `kubernetes/customresourcedefinitions.gen.yaml`)
 //! and `pkg/config/validation` of `istio/istio` at `86c9f01` (2026-08-22).
+mod authorization_policy;
 mod certs;
 mod cipher_suites;
 mod common;
@@ -237,6 +238,17 @@ impl Loader<'_> {
                     ),
                 }
             }
+            kinds::Disposition::UnservedVersion(versions) => {
+                d.resource = loose_identity(&kind, doc);
+                d.error(
+                    doc,
+                    "apiVersion",
+                    format!(
+                        "{kind} ({api_version}) is not a version this gateway reads ({}): serving without it would let through what it denies, so the configuration is refused",
+                        versions.join(", ")
+                    ),
+                );
+            }
             kinds::Disposition::Refused(refused) => {
                 let ignored = self.ignored.iter().any(|k| k.name() == refused.kind);
                 d.resource = loose_identity(&kind, doc);
@@ -320,6 +332,11 @@ impl Loader<'_> {
                     .destination_rules
                     .extend(destination_rule::decode(d, doc, namespace, name));
             }
+            "AuthorizationPolicy" => {
+                model
+                    .authorization_policies
+                    .extend(authorization_policy::decode(d, doc, namespace, name));
+            }
             _ => {
                 model
                     .service_entries
@@ -341,6 +358,9 @@ impl Loader<'_> {
             target
                 .request_authentications
                 .append(&mut model.request_authentications);
+            target
+                .authorization_policies
+                .append(&mut model.authorization_policies);
         }
     }
 }
@@ -364,6 +384,8 @@ fn loose_identity(kind: &str, doc: &yaml::Node) -> String {
     }
 }
 
+#[cfg(test)]
+mod authorization_policy_rules_tests;
 #[cfg(test)]
 mod certs_tests;
 #[cfg(test)]

@@ -502,22 +502,22 @@ fn reading_a_fifo_directly_is_refused_without_waiting() {
     );
 }
 
-const AUTHORIZATION_POLICY: &str = "\
+const PEER_AUTHENTICATION: &str = "\
 apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
+kind: PeerAuthentication
 metadata:
-  name: deny-all
+  name: strict
   namespace: istio-system
 spec: {}
 ";
 
 #[test]
-fn an_authorization_policy_is_an_error_naming_the_kind() {
-    let config = load(AUTHORIZATION_POLICY);
+fn a_refused_kind_is_an_error_naming_the_kind() {
+    let config = load(PEER_AUTHENTICATION);
     assert_eq!(
         messages(&config),
         vec![
-            "gw.yaml:1:1: error: AuthorizationPolicy istio-system/deny-all: AuthorizationPolicy (security.istio.io/v1) is not enforced by this gateway (which requests are allowed or denied): serving without it would let through what it denies, so the configuration is refused; --ignore-kind AuthorizationPolicy accepts that risk"
+            "gw.yaml:1:1: error: PeerAuthentication istio-system/strict: PeerAuthentication (security.istio.io/v1) is not enforced by this gateway (mutual TLS required of clients): serving without it would let through what it denies, so the configuration is refused; --ignore-kind PeerAuthentication accepts that risk"
         ]
     );
 }
@@ -525,7 +525,8 @@ fn an_authorization_policy_is_an_error_naming_the_kind() {
 #[test]
 fn every_security_control_kind_is_an_error() {
     for (api_version, kind) in [
-        ("security.istio.io/v1beta1", "AuthorizationPolicy"),
+        ("security.istio.io/v1alpha1", "AuthorizationPolicy"),
+        ("security.istio.io/v1alpha1", "RequestAuthentication"),
         ("security.istio.io/v1", "PeerAuthentication"),
         ("networking.istio.io/v1alpha3", "EnvoyFilter"),
         ("networking.istio.io/v1", "Sidecar"),
@@ -541,24 +542,39 @@ fn every_security_control_kind_is_an_error() {
 }
 
 #[test]
+fn an_authorization_policy_in_a_version_istio_does_not_serve_is_an_error() {
+    let config = load(
+        "apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: x}\nspec: {}\n",
+    );
+    assert_eq!(
+        messages(&config),
+        vec![
+            "gw.yaml:1:1: error: AuthorizationPolicy default/x: apiVersion: AuthorizationPolicy (security.istio.io/v1alpha1) is not a version this gateway reads (v1, v1beta1): serving without it would let through what it denies, so the configuration is refused"
+        ]
+    );
+}
+
+#[test]
 fn an_ignored_kind_is_a_note_saying_what_is_served() {
-    let ignored: Vec<IgnoredKind> = vec!["AuthorizationPolicy".parse().unwrap()];
-    let sources = [(PathBuf::from("gw.yaml"), AUTHORIZATION_POLICY.to_string())];
+    let ignored: Vec<IgnoredKind> = vec!["PeerAuthentication".parse().unwrap()];
+    let sources = [(PathBuf::from("gw.yaml"), PEER_AUTHENTICATION.to_string())];
     let config = load_sources_ignoring(&sources, None, &ignored);
     assert!(!config.has_errors(), "{:?}", messages(&config));
     assert_eq!(
         messages(&config),
         vec![
-            "gw.yaml:1:1: note: AuthorizationPolicy istio-system/deny-all: AuthorizationPolicy (security.istio.io/v1) is not enforced by this gateway (which requests are allowed or denied): ignored as --ignore-kind AuthorizationPolicy asks, so what it would deny is served"
+            "gw.yaml:1:1: note: PeerAuthentication istio-system/strict: PeerAuthentication (security.istio.io/v1) is not enforced by this gateway (mutual TLS required of clients): ignored as --ignore-kind PeerAuthentication asks, so what it would deny is served"
         ]
     );
     // Ignoring one kind leaves the others refused.
-    let other = AUTHORIZATION_POLICY.replace("AuthorizationPolicy", "PeerAuthentication");
+    let other =
+        "apiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: x}\nspec: {}\n"
+            .to_string();
     let config = load_sources_ignoring(&[(PathBuf::from("gw.yaml"), other)], None, &ignored);
     assert!(config.has_errors(), "{:?}", messages(&config));
 }
 
-/// What `kubectl get gateways,authorizationpolicies -o yaml` prints.
+/// What `kubectl get gateways,peerauthentications -o yaml` prints.
 const KUBECTL_LIST: &str = "\
 apiVersion: v1
 kind: List
@@ -575,7 +591,7 @@ items:
     - port: {number: 80, name: http, protocol: HTTP}
       hosts: [a.example.com]
 - apiVersion: security.istio.io/v1
-  kind: AuthorizationPolicy
+  kind: PeerAuthentication
   metadata:
     name: deny-all
     namespace: istio-system
@@ -595,7 +611,7 @@ fn a_kubectl_list_is_unwrapped_and_each_item_read() {
         .collect();
     assert_eq!(
         errors,
-        vec!["15:3 AuthorizationPolicy istio-system/deny-all"],
+        vec!["15:3 PeerAuthentication istio-system/deny-all"],
         "the item is refused where it is written"
     );
 }

@@ -60,7 +60,7 @@ use crate::{
     plan::Plan,
 };
 
-/// The API group of the kinds read.
+/// The API group of the routing kinds, which must be served.
 const GROUP: &str = "networking.istio.io";
 /// The kinds read, by their `kind`.
 const KINDS: &[&str] = &[
@@ -69,6 +69,15 @@ const KINDS: &[&str] = &[
     "DestinationRule",
     "ServiceEntry",
 ];
+/// The security kinds' group. A cluster without its CRDs can hold no
+/// policy, so it may be absent; when served, its kinds are watched like
+/// the routing kinds, and the gateway serves nothing before their first
+/// complete list (a policy the gateway cannot read is never skipped).
+const SECURITY_GROUP: &str = "security.istio.io";
+/// The security kinds read.
+const SECURITY_KINDS: &[&str] = &["AuthorizationPolicy", "RequestAuthentication"];
+/// The versions the security CRDs serve, the preferred first.
+const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 /// How long a reload waits for the first list of a newly routed
 /// Service's watches before it compiles without them (the route then
 /// answers 503 until they arrive and start another reload).
@@ -193,18 +202,28 @@ impl IstioObjects {
         let changed = Arc::new(changed);
         let mut stores = Vec::new();
         let mut first_lists = Vec::new();
+        let mut resources = Vec::new();
         for kind in KINDS {
-            let resource = VERSIONS
-                .iter()
-                .filter(|version| group.versions().any(|served| served == **version))
-                .find_map(|version| {
-                    group
-                        .versioned_resources(version)
-                        .into_iter()
-                        .find(|(resource, _)| resource.kind == *kind)
-                })
-                .map(|(resource, _)| resource)
-                .ok_or(KubeError::NoVersion { kind })?;
+            let resource =
+                served_resource(&group, kind, VERSIONS).ok_or(KubeError::NoVersion { kind })?;
+            resources.push((*kind, resource));
+        }
+        match discovery::group(&client, SECURITY_GROUP).await {
+            Ok(security) => {
+                for kind in SECURITY_KINDS {
+                    match served_resource(&security, kind, SECURITY_VERSIONS) {
+                        Some(resource) => resources.push((*kind, resource)),
+                        None => log::info!(
+                            "{SECURITY_GROUP} serves no {kind} at {SECURITY_VERSIONS:?}: there are none to enforce"
+                        ),
+                    }
+                }
+            }
+            Err(err) => log::info!(
+                "the API server does not serve {SECURITY_GROUP} ({err}): no AuthorizationPolicy or RequestAuthentication can exist, none is enforced"
+            ),
+        }
+        for (kind, resource) in resources {
             log::info!(
                 "watching {kind} at {} in {}",
                 resource.api_version,
@@ -489,6 +508,24 @@ fn spawn_watch(
         }
     });
     store
+}
+
+/// The resource of `kind` at the first of `versions` the group serves.
+fn served_resource(
+    group: &discovery::ApiGroup,
+    kind: &str,
+    versions: &[&str],
+) -> Option<ApiResource> {
+    versions
+        .iter()
+        .filter(|version| group.versions().any(|served| served == **version))
+        .find_map(|version| {
+            group
+                .versioned_resources(version)
+                .into_iter()
+                .find(|(resource, _)| resource.kind == kind)
+        })
+        .map(|(resource, _)| resource)
 }
 
 fn namespaces_text(namespaces: &[String]) -> String {

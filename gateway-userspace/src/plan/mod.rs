@@ -3,6 +3,7 @@
 //! `gateway-common`), never `config` or `compile`; the kernel's map keys
 //! and values are in [`kernel`], the only place besides the dataplane that
 //! knows the kernel's ABI.
+pub mod authz;
 mod cluster;
 mod hosts;
 mod jwt;
@@ -69,6 +70,8 @@ pub struct Plan {
     /// JWT providers (RequestAuthentication), in Istio's order; empty: no
     /// JWT phase.
     pub jwt: Vec<JwtProvider>,
+    /// The AuthorizationPolicies that apply to this gateway.
+    pub authorization: authz::Authorization,
 }
 
 impl Plan {

@@ -34,6 +34,10 @@ pub struct Entry {
     pub flags: Vec<&'static str>,
     /// Envoy's `%RESPONSE_CODE_DETAILS%` (`via_upstream`, `route_not_found`, ...).
     pub details: Option<&'static str>,
+    /// The RBAC rule id (or `none`) that denied: the details become
+    /// `rbac_access_denied_matched_policy[<id>]` (HTTP) or the connection
+    /// termination details (TCP), as Envoy logs them.
+    pub rbac_denied: Option<String>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub duration: Duration,
@@ -193,14 +197,15 @@ pub fn text(entry: &Entry) -> String {
 
 fn istio_text(entry: &Entry) -> String {
     format!(
-        "[{}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}",
+        "[{}] \"{} {} {}\" {} {} {} {} \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}",
         start_time(entry),
         or_dash(entry.method.as_deref()),
         or_dash(entry.path.as_deref()),
         or_dash(entry.protocol),
         entry.status,
         flags(entry),
-        or_dash(entry.details),
+        or_dash(response_code_details(entry)),
+        or_dash(termination_details(entry)),
         entry.bytes_received,
         entry.bytes_sent,
         entry.duration.as_millis(),
@@ -218,6 +223,31 @@ fn istio_text(entry: &Entry) -> String {
     )
 }
 
+/// `%RESPONSE_CODE_DETAILS%`: an HTTP RBAC denial names its rule.
+fn response_code_details(entry: &Entry) -> Option<String> {
+    match (&entry.rbac_denied, entry.protocol) {
+        (Some(id), Some(_)) => Some(rbac_denial(id)),
+        _ => entry.details.map(str::to_string),
+    }
+}
+
+/// `%CONNECTION_TERMINATION_DETAILS%`: a TCP connection's RBAC denial.
+fn termination_details(entry: &Entry) -> Option<String> {
+    match (&entry.rbac_denied, entry.protocol) {
+        (Some(id), None) => Some(rbac_denial(id)),
+        _ => None,
+    }
+}
+
+/// Envoy's `responseDetail`: whitespace in the id becomes `_`.
+fn rbac_denial(id: &str) -> String {
+    let id: String = id
+        .chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect();
+    format!("rbac_access_denied_matched_policy[{id}]")
+}
+
 /// Istio's JSON access-log field names, absent values as `null`.
 pub fn json(entry: &Entry) -> String {
     let text = |v: Option<String>| v.map_or(serde_json::Value::Null, serde_json::Value::from);
@@ -228,7 +258,8 @@ pub fn json(entry: &Entry) -> String {
         "protocol": text(entry.protocol.map(str::to_string)),
         "response_code": entry.status,
         "response_flags": flags(entry),
-        "response_code_details": text(entry.details.map(str::to_string)),
+        "response_code_details": text(response_code_details(entry)),
+        "connection_termination_details": text(termination_details(entry)),
         "bytes_received": entry.bytes_received,
         "bytes_sent": entry.bytes_sent,
         "duration": u64::try_from(entry.duration.as_millis()).unwrap_or(u64::MAX),

@@ -37,6 +37,8 @@ pub struct Shared {
     pub jwt: Option<super::http::jwt::JwtAuthn>,
     /// Fetches the JWT providers' key sets; dropped with this, which stops it.
     pub jwks_fetch: Option<super::jwks::Fetchers>,
+    /// The AuthorizationPolicies' RBAC engines, per chain.
+    pub authorizer: super::authz::Authorizer,
 }
 
 impl Shared {

@@ -23,6 +23,7 @@ use tokio::{
 
 use super::{
     access_log::Entry,
+    authz,
     body::ProxyBody,
     context::{Conn, Downstream, Shared},
     http::{self, VirtualHosts},
@@ -251,6 +252,29 @@ pub(super) fn log_unrouted(downstream: &Downstream, shared: &Shared) {
     });
 }
 
+/// The TCP chain's RBAC decision for a connection: the rule id (or
+/// `none`) that denies it. A TCP connection has no forwarded headers, so
+/// its original client is its peer.
+fn tcp_denial(shared: &Shared, downstream: &Downstream) -> Option<String> {
+    let engine = &shared.authorizer.tcp;
+    if engine.is_empty() {
+        return None;
+    }
+    let attributes = authz::Attributes {
+        peer: downstream.remote.ip(),
+        remote: downstream.remote.ip(),
+        local: downstream.local,
+        sni: downstream.sni.as_deref(),
+        http: None,
+    };
+    let decision = engine.decide(&attributes);
+    authz::metrics::record("tcp", &decision);
+    authz::log_shadow(&decision, || {
+        format!("TCP {} -> {}", downstream.remote, downstream.local)
+    });
+    decision.denied.map(|matched| matched.id)
+}
+
 /// Forwards a connection (after `prefix`, bytes already read from it) and
 /// logs it when it ends. `named` says whether a cluster's PROXY header
 /// may name it: not on AUTO_PASSTHROUGH, whose SNI-DNAT clusters Istio
@@ -274,6 +298,16 @@ pub(super) async fn forward_tcp<D>(
         workload_interface: downstream.workload_interface.clone(),
         ..Entry::default()
     };
+    if let Some(denied) = tcp_denial(shared, &downstream) {
+        // Envoy's network RBAC closes without a byte; unlike Envoy, which
+        // lets tcp_proxy connect upstream before the first data is judged,
+        // the backend never sees a denied connection.
+        log::debug!("{}: connection denied by {denied}", downstream.remote);
+        entry.rbac_denied = Some(denied);
+        entry.duration = started.elapsed();
+        shared.finished(&mut entry);
+        return;
+    }
     let ends = named.then_some(Ends {
         source: downstream.remote,
         destination: downstream.local,

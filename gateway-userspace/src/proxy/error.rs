@@ -13,6 +13,9 @@ pub enum ProxyError {
         #[source]
         source: io::Error,
     },
+    /// An AuthorizationPolicy path template whose regex does not compile.
+    #[error("AuthorizationPolicy path template")]
+    Authorization(#[source] regex::Error),
     /// A route table whose regexes do not compile.
     #[error("routes")]
     Routes(#[from] RoutesError),

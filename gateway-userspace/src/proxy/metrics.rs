@@ -291,6 +291,7 @@ pub fn render(out: &mut String) {
     render_egress(out, &series);
     render_faults(out, &series.faults);
     render_jwt(out);
+    super::authz::metrics::render(out);
 }
 
 /// JWT phase outcomes (Envoy's `jwt_authn.allowed` / `jwt_authn.denied`):

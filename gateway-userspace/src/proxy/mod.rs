@@ -10,6 +10,7 @@
 //! HTTP or pass, the log entry's verdict), as linkerd2-proxy's outbound
 //! stands beside its inbound.
 pub mod access_log;
+pub mod authz;
 pub mod auto_passthrough;
 mod body;
 pub mod client_cert;

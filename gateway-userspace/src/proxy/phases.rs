@@ -160,7 +160,11 @@ async fn serve_http_port(
             let stream = Probed::new(Rewind::new(prefix, stream), conn.activity);
             serve_http(stream, raw, downstream, hosts, conn).await;
         }
-        None if hosts.redirects => lean_redirect::serve(stream, downstream, hosts, conn).await,
+        // The lean path answers from the head alone: never with security
+        // filters to run first.
+        None if hosts.redirects && conn.shared.authorizer.http.is_empty() => {
+            lean_redirect::serve(stream, downstream, hosts, conn).await
+        }
         None => {
             let stream = Probed::new(stream, conn.activity);
             serve_http(stream, raw, downstream, hosts, conn).await;

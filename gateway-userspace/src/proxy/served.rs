@@ -11,7 +11,7 @@ use std::{
 use rustls::ServerConfig;
 
 use super::{
-    access_log, auto_passthrough,
+    access_log, authz, auto_passthrough,
     context::{Hook, Shared},
     egress::Egress,
     error::ProxyError,
@@ -152,6 +152,8 @@ impl Served {
             tcp_idle_timeout: options.tcp_idle_timeout,
             jwt,
             jwks_fetch,
+            authorizer: authz::Authorizer::new(&plan.authorization)
+                .map_err(ProxyError::Authorization)?,
         });
         let mut ports = HashMap::new();
         for listener in &plan.http {

@@ -169,6 +169,7 @@ impl Harness {
             tcp_idle_timeout: Duration::from_secs(60),
             jwt: None,
             jwks_fetch: None,
+            authorizer: Default::default(),
         });
         let (draining, drain) = watch::channel(false);
         Self {

@@ -18,6 +18,7 @@ mod hash_key;
 mod headers;
 pub mod jwt;
 mod mirror;
+mod rbac;
 mod replay;
 mod retry;
 #[cfg(test)]
@@ -138,13 +139,21 @@ async fn route_request(
     received: Option<&Arc<AtomicU64>>,
 ) -> Response<ProxyBody> {
     let forwarded_https = forwarded_proto(req.headers(), downstream, shared.trusted_proxies);
-    let (authority, host_index) = match select_host(hosts, &req, forwarded_https, entry) {
-        Ok(host) => host,
-        Err(response) => return response,
-    };
+    // The router's own answers (the HTTPS redirect, 404) wait for the
+    // security filters, which come before the router in Envoy's chain.
+    let filtered = !shared.authorizer.http.is_empty();
+    let (authority, host_index, router_answer) =
+        match select_host(hosts, &req, forwarded_https, entry) {
+            Ok((authority, index)) => (authority, Some(index), None),
+            Err(Early::Router {
+                authority,
+                response,
+            }) if filtered => (authority.unwrap_or_default(), None, Some(response)),
+            Err(Early::Router { response, .. } | Early::Codec(response)) => return response,
+        };
     // The text fields only the log line (and egress metrics) read.
     let logging = shared.access_log.enabled();
-    if logging || downstream.keeps_authority() {
+    if host_index.is_some() && (logging || downstream.keeps_authority()) {
         entry.authority = Some(authority.clone());
     }
 
@@ -169,7 +178,13 @@ async fn route_request(
         entry.request_id = header_text(req.headers(), &X_REQUEST_ID);
     }
 
-    let Some(virtual_host) = hosts.hosts().get(host_index) else {
+    if let Some(denied) = rbac::authorize(shared, downstream, &req, &authority, path, None, entry) {
+        return denied;
+    }
+    if let Some(response) = router_answer {
+        return response;
+    }
+    let Some(virtual_host) = host_index.and_then(|index| hosts.hosts().get(index)) else {
         return local(StatusCode::NOT_FOUND, "");
     };
     let scheme = if downstream.tls { "https" } else { "http" };
@@ -199,6 +214,17 @@ async fn route_request(
     act(shared, routed, req, request, downstream, entry, received).await
 }
 
+/// A request answered before routing: by the codec (a bad head, served
+/// before any filter) or by the router (the HTTPS redirect, an unknown
+/// host), which answers only after the security filters allowed it.
+enum Early {
+    Codec(Response<ProxyBody>),
+    Router {
+        authority: Option<String>,
+        response: Response<ProxyBody>,
+    },
+}
+
 /// The host phase: head checks, the virtual host the request names (its
 /// authority and index) and the HTTPS redirect; or the answer already.
 #[expect(
@@ -210,7 +236,7 @@ fn select_host(
     req: &Request<Incoming>,
     forwarded_https: &str,
     entry: &mut Entry,
-) -> Result<(String, usize), Response<ProxyBody>> {
+) -> Result<(String, usize), Early> {
     // At most two Host values matter (none, one, or too many): no allocation.
     let mut hosts_sent = req.headers().get_all(header::HOST).iter();
     let host_values = [hosts_sent.next(), hosts_sent.next()].map(|v| v.map(HeaderValue::as_bytes));
@@ -232,22 +258,28 @@ fn select_host(
             if entry.start.is_some() {
                 entry.authority = authority_of(&head);
             }
-            Err(redirect_response(StatusCode::MOVED_PERMANENTLY, &location))
+            Err(Early::Router {
+                authority: authority_of(&head),
+                response: redirect_response(StatusCode::MOVED_PERMANENTLY, &location),
+            })
         }
         Answer::NotFound => {
             entry.flags.push("NR");
             entry.details = Some("route_not_found");
             entry.authority = authority_of(&head);
-            Err(local(StatusCode::NOT_FOUND, ""))
+            Err(Early::Router {
+                authority: authority_of(&head),
+                response: local(StatusCode::NOT_FOUND, ""),
+            })
         }
         Answer::BadRequest { reason } => {
             log::debug!("400 for {}: {reason}", req.uri());
             entry.details = Some("http1.codec_error");
-            Err(local(StatusCode::BAD_REQUEST, ""))
+            Err(Early::Codec(local(StatusCode::BAD_REQUEST, "")))
         }
         Answer::UpgradeRequired => {
             entry.details = Some("low_version");
-            Err(local(StatusCode::UPGRADE_REQUIRED, ""))
+            Err(Early::Codec(local(StatusCode::UPGRADE_REQUIRED, "")))
         }
     }
 }

@@ -90,6 +90,8 @@ impl Harness {
             tcp_idle_timeout: Duration::from_secs(60),
             jwt: None,
             jwks_fetch: None,
+            authorizer: crate::proxy::authz::Authorizer::new(&plan.authorization)
+                .expect("the policies"),
         });
         let listener = plan.http.first().expect("an HTTP listener");
         let hosts = Arc::new(VirtualHosts::new(listener.hosts.clone()).expect("the hosts"));
