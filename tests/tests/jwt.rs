@@ -90,6 +90,11 @@ fn publish(dir: &Path, keys: &[&Key]) {
 }
 
 fn config_yaml() -> String {
+    config_with("")
+}
+
+/// The configuration with `more` (YAML documents) after it.
+fn config_with(more: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -128,7 +133,7 @@ spec:
     audiences: [app]
     jwksUri: http://{JWKS_ADDR}/jwks.json
     outputClaimToHeaders: [{{header: x-jwt-sub, claim: sub}}]
-"
+{more}"
     )
 }
 
@@ -174,6 +179,111 @@ fn until_status(topology: &Topology, token: &str, want: &str, limit: Duration) -
         );
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// What one test serves: the backend, the key set's server, the daemon.
+struct Served {
+    _backend: Backend,
+    _jwks_server: Backend,
+    _daemon: Daemon,
+}
+
+/// The backend, a key set holding `key` served in the gateway's
+/// namespace from `keys_dir`, and the daemon serving `yaml`.
+fn serve(topology: &mut Topology, scratch: &Scratch, key: &Key, yaml: &str) -> Served {
+    topology.add_backend_namespace();
+    let backend_ns = topology.backend_ns.clone().unwrap_or_default();
+    let backend = Backend::start(
+        topology,
+        &backend_ns,
+        Path::new(TEST_BACKEND),
+        &["--name", "app", "--listen", &format!("{BACKEND_V4}:8080")],
+        format!("{BACKEND_V4}:8080").parse().expect("addr"),
+    );
+    let keys_dir = scratch.path.join("keys");
+    fs::create_dir_all(&keys_dir).expect("keys dir");
+    publish(&keys_dir, &[key]);
+    let server = format!(
+        "exec {PYTHON} -m http.server --bind 127.0.0.1 --directory {} 18081 2>/dev/null",
+        keys_dir.display()
+    );
+    let jwks_server = Backend::start(
+        topology,
+        &topology.gateway_ns,
+        Path::new("/bin/sh"),
+        &["-c", &server],
+        JWKS_ADDR.parse().expect("addr"),
+    );
+    let config = scratch.path.join("config.yaml");
+    fs::write(&config, yaml).expect("write config");
+    let daemon = gateway_tests::daemon::start_on(
+        topology,
+        &config.display().to_string(),
+        &["--jwks-refresh", "2s"],
+    );
+    Served {
+        _backend: backend,
+        _jwks_server: jwks_server,
+        _daemon: daemon,
+    }
+}
+
+#[test]
+fn an_authorization_policy_requiring_request_principals_and_a_claim_answers_403_without_them() {
+    require_root();
+    let mut topology = Topology::new();
+    let scratch = Scratch::new();
+    let key = Key::new("k1");
+    // Istio's own example: a JWT required everywhere but /healthz.
+    let policy = format!(
+        "---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: require-jwt, namespace: istio-system}}
+spec:
+  action: ALLOW
+  rules:
+  - from: [{{source: {{requestPrincipals: [\"{ISSUER}/*\"]}}}}]
+    when: [{{key: 'request.auth.claims[groups]', values: [admins]}}]
+  - to: [{{operation: {{paths: [/healthz]}}}}]
+"
+    );
+    let _served = serve(&mut topology, &scratch, &key, &config_with(&policy));
+    let admin = json!({"iss": ISSUER, "sub": "alice", "aud": "app", "groups": ["dev", "admins"], "exp": now() + 3600});
+    until_status(
+        &topology,
+        &key.token(&admin),
+        "200",
+        Duration::from_secs(10),
+    );
+
+    // No token: passes JWT validation, then no principal: 403, not 401.
+    let (code, text) = request(&topology, &[]);
+    assert_eq!(code, "403", "{text}");
+    assert!(text.ends_with("RBAC: access denied"), "{text}");
+    // A valid token without the claim.
+    let (code, _) = with_token(&topology, &key.token(&claims("bob")));
+    assert_eq!(code, "403");
+    // A token without `sub` never matches requestPrincipals.
+    let no_sub = json!({"iss": ISSUER, "aud": "app", "groups": "admins", "exp": now() + 3600});
+    let (code, _) = with_token(&topology, &key.token(&no_sub));
+    assert_eq!(code, "403");
+    // The exempt path needs no token.
+    let resolve = format!("app.test:80:{GATEWAY_V4}");
+    let out = topology.client(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+        "--resolve",
+        &resolve,
+        "http://app.test/healthz",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }
 
 #[test]

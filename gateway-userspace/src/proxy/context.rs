@@ -52,6 +52,13 @@ impl Shared {
         metrics::record(entry);
     }
 
+    /// Whether security filters (JWT validation, authorization) run on
+    /// HTTP requests: then the router's own answers wait for them and the
+    /// lean redirect path, which answers from the head alone, is not used.
+    pub fn filters_requests(&self) -> bool {
+        self.jwt.is_some() || !self.authorizer.http.is_empty()
+    }
+
     /// The plug-in that claimed `downstream`, if one did.
     pub fn hook_of(&self, downstream: &Downstream) -> Option<&dyn Hook> {
         downstream

@@ -162,7 +162,7 @@ async fn serve_http_port(
         }
         // The lean path answers from the head alone: never with security
         // filters to run first.
-        None if hosts.redirects && conn.shared.authorizer.http.is_empty() => {
+        None if hosts.redirects && !conn.shared.filters_requests() => {
             lean_redirect::serve(stream, downstream, hosts, conn).await
         }
         None => {

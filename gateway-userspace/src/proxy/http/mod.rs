@@ -141,7 +141,7 @@ async fn route_request(
     let forwarded_https = forwarded_proto(req.headers(), downstream, shared.trusted_proxies);
     // The router's own answers (the HTTPS redirect, 404) wait for the
     // security filters, which come before the router in Envoy's chain.
-    let filtered = !shared.authorizer.http.is_empty();
+    let filtered = shared.filters_requests();
     let (authority, host_index, router_answer) =
         match select_host(hosts, &req, forwarded_https, entry) {
             Ok((authority, index)) => (authority, Some(index), None),
@@ -169,7 +169,7 @@ async fn route_request(
     };
 
     set_forwarding_headers(req.headers_mut(), downstream, forwarded_https);
-    let _claims = match jwt::phase(shared, &mut req, forwarded_https, entry) {
+    let claims = match jwt::phase(shared, &mut req, forwarded_https, entry) {
         Ok(claims) => claims,
         Err(answer) => return answer,
     };
@@ -178,7 +178,15 @@ async fn route_request(
         entry.request_id = header_text(req.headers(), &X_REQUEST_ID);
     }
 
-    if let Some(denied) = rbac::authorize(shared, downstream, &req, &authority, path, None, entry) {
+    if let Some(denied) = rbac::authorize(
+        shared,
+        downstream,
+        &req,
+        &authority,
+        path,
+        claims.as_deref(),
+        entry,
+    ) {
         return denied;
     }
     if let Some(response) = router_answer {
