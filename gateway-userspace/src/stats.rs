@@ -589,6 +589,7 @@ mod tests {
             host_ids: Default::default(),
             jwt: Vec::new(),
             authorization: Default::default(),
+            ip_policy: Default::default(),
         };
         let text = render(&samples(
             &Stats::default(),

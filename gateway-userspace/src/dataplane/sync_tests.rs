@@ -40,6 +40,7 @@ spec:
         labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
         namespace: "istio-system".to_string(),
         locality: Default::default(),
+        trusted_proxies: 0,
     };
     let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
     compile::plan(&config.model, &instance, &addrs).expect("compiles")
