@@ -545,3 +545,37 @@ fn the_listener_flags_follow_the_ports_policy() {
         vec![(80, true, true), (443, false, true), (5353, false, false)]
     );
 }
+
+#[test]
+fn deny_policies_keep_their_counter_slots_across_a_reload() {
+    let deny = |name: &str, block: &str| {
+        policy(
+            name,
+            AuthzAction::Deny,
+            vec![rule(from_ips(&[block]), None)],
+        )
+    };
+    let plan_of = |policies: &[AuthorizationPolicy]| crate::plan::Plan {
+        listeners: listeners(),
+        ip_policy: compile(policies, 0),
+        ..Default::default()
+    };
+    let old = plan_of(&[deny("a", "192.0.2.0/24"), deny("b", "198.51.100.0/24")]);
+    let mut new = plan_of(&[deny("c", "203.0.113.0/24"), deny("b", "198.51.100.0/24")]);
+    // Alone, c would take slot 1 and b slot 2 again; a's slot 1 is free.
+    new.keep_ids_from(&old);
+    assert_eq!(
+        new.ip_policy.policies,
+        BTreeMap::from([(1, "istio-system/c".into()), (2, "istio-system/b".into())])
+    );
+    let mut swapped = plan_of(&[deny("b", "198.51.100.0/24")]);
+    swapped.keep_ids_from(&old);
+    assert_eq!(
+        swapped.ip_policy.policies,
+        BTreeMap::from([(2, "istio-system/b".into())])
+    );
+    assert_eq!(
+        deny_of(&swapped.ip_policy, 80),
+        BTreeMap::from([("198.51.100.0/24".into(), 2)])
+    );
+}
