@@ -676,9 +676,16 @@ fn an_ipv4_slash_0_allow_list_passes_every_ipv4_source_and_no_ipv6_one() {
         XDP_DROP,
         Reason::PolicyDenied,
     );
-    // An IPv6 packet from an IPv4-mapped source is left to the proxy.
+    // An IPv6 packet from an IPv4-mapped source is left to the proxy,
+    // even when the IPv4 address it maps is denied (Envoy never matches
+    // an IPv6 peer against IPv4 blocks).
     h.expect(
         Frame::tcp6(GW_V6, 82, SYN).src6(v6("::ffff:1.2.3.4")),
+        XDP_PASS,
+        Reason::Listener,
+    );
+    h.expect(
+        Frame::tcp6(GW_V6, 80, SYN).src6(v6("::ffff:198.51.100.1")),
         XDP_PASS,
         Reason::Listener,
     );
