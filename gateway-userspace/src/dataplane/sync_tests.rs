@@ -230,7 +230,7 @@ fn with_policy(mut plan: Plan, allow: &[&str], deny: &[&str]) -> Plan {
 fn policy_entries_are_written_before_the_port_flags_turn_on() {
     let before = plan(80, &["a.example"], &["192.0.2.1"]);
     let (mut maps, mut synced) = applied(&before);
-    let after = with_policy(before.clone(), &["198.51.100.0/24"], &["203.0.113.0/24"]);
+    let after = with_policy(before, &["198.51.100.0/24"], &["203.0.113.0/24"]);
     apply(&mut maps, &mut synced, &after, SETTINGS).expect("applies");
     let flags = maps.first(map_names::LISTENERS, Op::Upsert).expect("flags");
     for trie in [map_names::POLICY_ALLOW, map_names::POLICY_DENY] {
