@@ -1,7 +1,10 @@
 //! End to end through the proxy: AuthorizationPolicy as Istio's gateway
 //! enforces it, with curl in the client namespace, a test-backend behind.
 //! The rules here are ones the kernel cannot decide (a trusted proxy hop,
-//! paths, methods, headers), so every denial is the proxy's 403.
+//! paths, methods, headers), so every denial is the proxy's 403; except
+//! the last test's, a DENY on a source block and a port, which XDP drops
+//! before the proxy sees a connection (docs/security-policy.md, "In the
+//! kernel").
 use std::{fs, net::SocketAddr, path::Path, process::Output};
 
 use gateway_tests::{
