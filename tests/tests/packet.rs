@@ -723,3 +723,48 @@ fn a_reload_that_removes_the_policy_passes_what_it_dropped() {
     h.dataplane.apply(&plain, EPHEMERAL).expect("apply");
     h.expect(denied, XDP_PASS, Reason::Listener);
 }
+
+/// Max entries of the map pinned at `path`, from bpftool.
+fn pinned_max_entries(path: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(path)
+        .output()
+        .expect("bpftool");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    info["max_entries"].as_u64().expect("max_entries")
+}
+
+#[test]
+fn reason_counters_pinned_by_a_build_with_fewer_reasons_are_made_anew() {
+    require_root();
+    use gateway_userspace::dataplane::{EbpfLog, pins};
+    let interface = format!("xpol{}", std::process::id() % 100_000);
+    let dir = pins::pin_dir(&interface).expect("pin dir");
+    let path = pins::map_path(&dir, gateway_common::map_names::REASON_STATS);
+    // What a daemon of the build before `PolicyDenied` pinned: 10 reasons.
+    let made = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&path)
+        .args([
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            "16",
+            "entries",
+            "10",
+            "name",
+            "REASON_STATS",
+        ])
+        .status()
+        .expect("bpftool");
+    assert!(made.success());
+    assert_eq!(pinned_max_entries(&path), 10);
+    let loaded = Dataplane::load_pinned(&interface, EbpfLog::Off);
+    let entries = pinned_max_entries(&path);
+    drop(loaded);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(entries, u64::from(Reason::COUNT));
+}
