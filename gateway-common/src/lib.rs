@@ -12,6 +12,7 @@ mod decide;
 mod egress;
 mod host;
 mod host_buckets;
+mod ip_policy;
 mod local_addrs;
 mod maps;
 mod reason;
@@ -32,6 +33,11 @@ pub use host::{
 };
 pub use host_buckets::{
     BucketLookup, HOST_BUCKET_SLOTS, HOST_BUCKETS, HostBucket, HostSlot, host_bucket,
+};
+pub use ip_policy::{
+    LISTENER_POLICY, LISTENER_POLICY_ALLOW_LIST, LISTENER_POLICY_DENY, MAX_POLICIES,
+    MAX_POLICY_ENTRIES, POLICY_ALLOW_LIST, POLICY_PORT_BITS, POLICY_VERDICT_ALLOW,
+    POLICY_VERDICT_DENY, PolicyData, PolicyKey, PolicyValue, is_ipv4_mapped, policy_decision,
 };
 pub use local_addrs::{LOCAL_ADDR_SLOTS, LocalAddrList, LocalAddrSlot, LocalLookup, addr_words};
 pub use maps::{

@@ -67,12 +67,23 @@ pub mod map_names {
     /// `ProgramArray`: `xdp_host`, `xdp_host_value`, `xdp_host_match`,
     /// `xdp_host_reset`, the tail-call targets for a listener's data segment.
     pub const HOST_PROGRAMS: &str = "HOST_PROGRAMS";
+    /// `LpmTrie<PolicyData, PolicyValue>`: (port, source block) pairs
+    /// AuthorizationPolicy DENY rules deny, looked up for a SYN to a
+    /// listener with `LISTENER_POLICY_DENY`.
+    pub const POLICY_DENY: &str = "POLICY_DENY";
+    /// `LpmTrie<PolicyData, PolicyValue>`: the source blocks an
+    /// allow-listed port (`LISTENER_POLICY_ALLOW_LIST`) accepts SYNs from.
+    pub const POLICY_ALLOW: &str = "POLICY_ALLOW";
+    /// `PerCpuArray<Counter>` of `MAX_POLICIES`: SYNs dropped by policy, by
+    /// the slot the plan gives each DENY policy (`POLICY_ALLOW_LIST`: the
+    /// allow-lists).
+    pub const POLICY_STATS: &str = "POLICY_STATS";
     /// The kernel programs' own maps (scratch copies, the segment handed
     /// between tail calls, the reset flows): pinned with the others so a
     /// restarted daemon's programs and the running ones share them.
     pub const INTERNAL: [&str; 4] = ["SCRATCH", "SEGMENT", "FORGET", "RESET_FLOWS"];
     /// Every map name, for the loader's self-check.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 25] = [
         LISTENERS,
         PORTS,
         PROXY_SOCKETS,
@@ -95,6 +106,9 @@ pub mod map_names {
         HOST_CLASS_STATS,
         HOST_RESETS,
         HOST_PROGRAMS,
+        POLICY_DENY,
+        POLICY_ALLOW,
+        POLICY_STATS,
     ];
 }
 
@@ -223,6 +237,7 @@ pub struct ListenerValue {
 /// `ListenerValue::flags`: reset connections whose first data segment
 /// names a host no server on the listener accepts (off by default).
 pub const LISTENER_RESET_UNKNOWN_HOSTS: u32 = 1;
+// Bits 2 and 4 are the AuthorizationPolicy flags (`ip_policy.rs`).
 
 /// Value of `LOCAL_ADDRS`; the key's presence is what matters.
 #[repr(C)]
@@ -285,6 +300,9 @@ mod pod {
     unsafe impl aya::Pod for crate::WorkloadKey {}
     unsafe impl aya::Pod for crate::WorkloadCounters {}
     unsafe impl aya::Pod for crate::EgressPolicy {}
+    unsafe impl aya::Pod for crate::PolicyData {}
+    unsafe impl aya::Pod for crate::PolicyKey {}
+    unsafe impl aya::Pod for crate::PolicyValue {}
 }
 
 #[cfg(test)]

@@ -29,6 +29,10 @@ pub enum Reason {
     /// Addressed to the gateway on an unlisted port of the management
     /// allow-list (`--allow-port`, SSH by default): passed.
     AllowedPort = 9,
+    /// A listener's connection attempt (SYN) from a source an
+    /// AuthorizationPolicy certainly denies (a DENY rule on source blocks
+    /// and ports, or outside an allow-listed port's blocks): dropped.
+    PolicyDenied = 10,
 }
 
 /// What the XDP program does with a packet.
@@ -42,7 +46,7 @@ pub enum Verdict {
 
 impl Reason {
     /// Number of reason codes; the size of the reason counter array.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 
     /// Every reason, in code order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -56,13 +60,14 @@ impl Reason {
         Self::LocalReply,
         Self::Unparsed,
         Self::AllowedPort,
+        Self::PolicyDenied,
     ];
 
     /// The verdict that goes with this reason.
     #[inline(always)]
     pub const fn verdict(self) -> Verdict {
         match self {
-            Self::NoListener => Verdict::Drop,
+            Self::NoListener | Self::PolicyDenied => Verdict::Drop,
             _ => Verdict::Pass,
         }
     }
@@ -80,6 +85,7 @@ impl Reason {
             Self::LocalReply => "local_reply",
             Self::Unparsed => "unparsed",
             Self::AllowedPort => "allowed_port",
+            Self::PolicyDenied => "policy_denied",
         }
     }
 }
@@ -90,7 +96,7 @@ mod tests {
 
     #[test]
     fn reason_codes_are_never_renumbered() {
-        let codes: [(Reason, u32); 10] = [
+        let codes: [(Reason, u32); 11] = [
             (Reason::Listener, 0),
             (Reason::NoListener, 1),
             (Reason::NotLocal, 2),
@@ -101,6 +107,7 @@ mod tests {
             (Reason::LocalReply, 7),
             (Reason::Unparsed, 8),
             (Reason::AllowedPort, 9),
+            (Reason::PolicyDenied, 10),
         ];
         for (reason, code) in codes {
             assert_eq!(reason as u32, code, "{}", reason.name());
@@ -115,9 +122,9 @@ mod tests {
     }
 
     #[test]
-    fn only_no_listener_drops() {
+    fn only_no_listener_and_policy_denied_drop() {
         for reason in Reason::ALL {
-            let expected = if reason == Reason::NoListener {
+            let expected = if matches!(reason, Reason::NoListener | Reason::PolicyDenied) {
                 Verdict::Drop
             } else {
                 Verdict::Pass

@@ -4,10 +4,11 @@
 //! fixtures and on tens of thousands of random and mutated frames. The
 //! kernel reads packet memory through the verifier's pointer rules, which
 //! this code cannot share; what it shares is every decision after the
-//! parse ([`find_listener_in`], `unlisted_local_verdict`).
+//! parse ([`find_listener_in`], `unlisted_local_verdict`, `policy_decision`).
 use crate::{
-    IPPROTO_TCP, IPPROTO_UDP, ListenerKey, ListenerValue, PORT_BOUND, PORT_WILDCARD, PortValue,
-    Reason, Settings, TCP_ACK, TCP_SYN, allowed_port_bit, ipv4_mapped, port_index,
+    IPPROTO_TCP, IPPROTO_UDP, LISTENER_POLICY, ListenerKey, ListenerValue, PORT_BOUND,
+    PORT_WILDCARD, PolicyKey, PolicyValue, PortValue, Reason, Settings, TCP_ACK, TCP_SYN,
+    allowed_port_bit, ipv4_mapped, is_ipv4_mapped, policy_decision, port_index,
     unlisted_local_verdict,
 };
 
@@ -23,6 +24,15 @@ pub trait Tables {
     fn settings(&self) -> Settings;
     /// `ALLOWED_PORTS[word]`.
     fn allowed_word(&self, word: u32) -> u64;
+    /// `POLICY_DENY`'s longest-prefix match for `key`; none by default
+    /// (tables without AuthorizationPolicy).
+    fn policy_deny(&self, _key: &PolicyKey) -> Option<PolicyValue> {
+        None
+    }
+    /// Whether `POLICY_ALLOW` holds a prefix of `key`.
+    fn policy_allowed(&self, _key: &PolicyKey) -> bool {
+        false
+    }
 }
 
 /// What the classifier decides for a frame: the reason it is counted
@@ -60,8 +70,17 @@ fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-/// (destination, protocol, L4 offset, destination port, TCP flags).
-type Parsed = ([u8; 16], u8, u16, u8);
+/// What the decision reads of a frame.
+struct Parsed {
+    dst: [u8; 16],
+    /// IPv4 mapped.
+    src: [u8; 16],
+    ipv6: bool,
+    protocol: u8,
+    port: u16,
+    /// SYN and ACK only.
+    flags: u8,
+}
 
 fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
     let eth = bytes(frame, 0, ETH_LEN)?;
@@ -76,7 +95,7 @@ fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
         offset += VLAN_LEN;
         tags += 1;
     }
-    let (dst, protocol, l4) = match ether_type {
+    let (dst, src, protocol, l4) = match ether_type {
         ETH_P_IPV4 => {
             let ip = bytes(frame, offset, IPV4_LEN)?;
             let ihl = usize::from(ip[0] & 0x0f);
@@ -87,7 +106,8 @@ fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
                 return Err(Reason::Fragment);
             }
             let dst = ipv4_mapped([ip[16], ip[17], ip[18], ip[19]]);
-            (dst, ip[9], offset + ihl * 4)
+            let src = ipv4_mapped([ip[12], ip[13], ip[14], ip[15]]);
+            (dst, src, ip[9], offset + ihl * 4)
         }
         ETH_P_IPV6 => {
             let ip = bytes(frame, offset, IPV6_LEN)?;
@@ -96,6 +116,8 @@ fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
             }
             let mut dst = [0u8; 16];
             dst.copy_from_slice(&ip[24..40]);
+            let mut src = [0u8; 16];
+            src.copy_from_slice(&ip[8..24]);
             let mut next = ip[6];
             let mut offset = offset + IPV6_LEN;
             let mut walked = 0;
@@ -129,19 +151,27 @@ fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
                 offset += len;
                 walked += 1;
             }
-            (dst, next, offset)
+            (dst, src, next, offset)
         }
         _ => return Err(Reason::NotIp),
+    };
+    let parsed = |port: u16, flags: u8| Parsed {
+        dst,
+        src,
+        ipv6: ether_type == ETH_P_IPV6,
+        protocol,
+        port,
+        flags,
     };
     match protocol {
         IPPROTO_TCP => {
             let tcp = bytes(frame, l4, TCP_LEN)?;
             let flags = tcp[13] & (TCP_SYN | TCP_ACK);
-            Ok((dst, protocol, be16(tcp, 2), flags))
+            Ok(parsed(be16(tcp, 2), flags))
         }
         IPPROTO_UDP => {
             let udp = bytes(frame, l4, UDP_LEN)?;
-            Ok((dst, protocol, be16(udp, 2), 0))
+            Ok(parsed(be16(udp, 2), 0))
         }
         _ => Err(Reason::NotTcpUdp),
     }
@@ -177,7 +207,14 @@ pub fn find_listener_in<T: Tables + ?Sized>(
 
 /// The classifier's decision for `frame` with the maps in `tables`.
 pub fn classify_frame<T: Tables + ?Sized>(frame: &[u8], tables: &T) -> Decision {
-    let (dst, protocol, port, flags) = match parse(frame) {
+    let Parsed {
+        dst,
+        src,
+        ipv6,
+        protocol,
+        port,
+        flags,
+    } = match parse(frame) {
         Ok(parsed) => parsed,
         Err(reason) => {
             return Decision {
@@ -187,10 +224,26 @@ pub fn classify_frame<T: Tables + ?Sized>(frame: &[u8], tables: &T) -> Decision 
         }
     };
     match find_listener_in(tables, dst, port, protocol) {
-        Ok(listener) => Decision {
-            reason: Reason::Listener,
-            listener: Some(listener.id),
-        },
+        Ok(listener) => {
+            let checked = listener.flags & LISTENER_POLICY != 0
+                && protocol == IPPROTO_TCP
+                && flags == TCP_SYN
+                && !(ipv6 && is_ipv4_mapped(&src));
+            let key = PolicyKey::lookup(port, src);
+            if checked {
+                let deny = tables.policy_deny(&key);
+                if policy_decision(listener.flags, deny, tables.policy_allowed(&key)).is_some() {
+                    return Decision {
+                        reason: Reason::PolicyDenied,
+                        listener: None,
+                    };
+                }
+            }
+            Decision {
+                reason: Reason::Listener,
+                listener: Some(listener.id),
+            }
+        }
         Err(false) => Decision {
             reason: Reason::NotLocal,
             listener: None,

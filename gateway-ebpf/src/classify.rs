@@ -1,15 +1,20 @@
 //! Decide what a parsed packet is: listener traffic, someone else's
 //! traffic, or an unwanted packet to the gateway. Reads maps, never writes
 //! packet bytes.
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use gateway_common::{
-    IPPROTO_TCP, ListenerKey, ListenerValue, LocalLookup, PORT_BOUND, PORT_WILDCARD, Reason,
-    Settings, addr_words, allowed_port_bit, port_index, unlisted_local_verdict,
+    IPPROTO_TCP, LISTENER_POLICY, LISTENER_POLICY_ALLOW_LIST, LISTENER_POLICY_DENY, ListenerKey,
+    ListenerValue, LocalLookup, PORT_BOUND, PORT_WILDCARD, PolicyKey, Reason, Settings, TCP_ACK,
+    TCP_SYN, addr_words, allowed_port_bit, is_ipv4_mapped, policy_decision, port_index,
+    unlisted_local_verdict,
 };
 
 use crate::{
-    maps::{ALLOWED_PORTS, LISTENERS, LOCAL_ADDR_LIST, LOCAL_ADDRS, PORTS, SETTINGS},
-    parse::{Packet, parse_packet},
+    maps::{
+        ALLOWED_PORTS, LISTENERS, LOCAL_ADDR_LIST, LOCAL_ADDRS, POLICY_ALLOW, POLICY_DENY, PORTS,
+        SETTINGS,
+    },
+    parse::{Packet, parse_packet, source_address},
 };
 
 /// The decision for one packet: why, which listener it belongs to, and
@@ -19,6 +24,8 @@ pub(crate) struct Outcome {
     pub reason: Reason,
     pub listener: Option<u32>,
     pub data: Option<ListenerData>,
+    /// The `POLICY_STATS` slot of a SYN an AuthorizationPolicy denies.
+    pub policy: Option<u32>,
 }
 
 /// A listener's TCP payload: the listener, the payload's start and end
@@ -39,6 +46,20 @@ impl Outcome {
             reason,
             listener: None,
             data: None,
+            policy: None,
+        }
+    }
+
+    /// A listener's SYN dropped by policy: counted under the reason and
+    /// the policy's slot, not as the listener's traffic (it never gets
+    /// there).
+    #[inline(always)]
+    fn policy_denied(slot: u32) -> Self {
+        Self {
+            reason: Reason::PolicyDenied,
+            listener: None,
+            data: None,
+            policy: Some(slot),
         }
     }
 
@@ -59,6 +80,7 @@ impl Outcome {
             reason: Reason::Listener,
             listener: Some(listener.id),
             data,
+            policy: None,
         }
     }
 }
@@ -72,10 +94,46 @@ pub(crate) fn classify(ctx: &XdpContext) -> Outcome {
         Err(reason) => return Outcome::reason(reason),
     };
     match find_listener(packet.dst, packet.dst_port, packet.protocol) {
-        Destination::Listener(listener) => Outcome::listener(&packet, listener),
+        Destination::Listener(listener) => {
+            // One flag test for ports without policy; then only a
+            // connection attempt (SYN without ACK) is checked: the proxy
+            // re-evaluates every request of an established connection.
+            if listener.flags & LISTENER_POLICY != 0
+                && packet.protocol == IPPROTO_TCP
+                && packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+            {
+                if let Some(slot) = policy_denies(ctx, &packet, listener.flags) {
+                    return Outcome::policy_denied(slot);
+                }
+            }
+            Outcome::listener(&packet, listener)
+        }
         Destination::NotLocal => Outcome::reason(Reason::NotLocal),
         Destination::Unlisted => Outcome::reason(unlisted(&packet)),
     }
+}
+
+/// The `POLICY_STATS` slot if an AuthorizationPolicy the listener's port
+/// carries (`flags`) denies this SYN's source: a `POLICY_DENY` entry for
+/// (port, source), or an allow-listed port whose `POLICY_ALLOW` set lacks
+/// it (`gateway_common::policy_decision`). An IPv6 source in the
+/// IPv4-mapped range is left to the proxy: the tries would take it for an
+/// IPv4 source, which Envoy does not.
+#[inline(always)]
+fn policy_denies(ctx: &XdpContext, packet: &Packet, flags: u32) -> Option<u32> {
+    let src = source_address(ctx, packet)?;
+    if packet.ipv6 && is_ipv4_mapped(&src) {
+        return None;
+    }
+    let lookup = PolicyKey::lookup(packet.dst_port, src);
+    let key = Key::new(lookup.prefixlen, lookup.data);
+    let deny = if flags & LISTENER_POLICY_DENY != 0 {
+        POLICY_DENY.get(&key).copied()
+    } else {
+        None
+    };
+    let allowed = flags & LISTENER_POLICY_ALLOW_LIST == 0 || POLICY_ALLOW.get(&key).is_some();
+    policy_decision(flags, deny, allowed)
 }
 
 /// Whose a destination is.

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use gateway_common::{
     EgressRefusal, IPPROTO_TCP, REFUSAL_V4_LEN, REFUSAL_V6_LEN, REFUSED_NOT_IN_REGISTRY, Syn,
-    TCP_SYN, WorkloadCounters, WorkloadKey, egress_allowed, ipv4_mapped, refusal_frame,
+    TCP_SYN, WorkloadCounters, WorkloadKey, egress_allowed, refusal_frame,
 };
 use network_types::{eth::EthHdr, tcp::TcpHdr};
 
@@ -23,7 +23,7 @@ use crate::{
         EGRESS_ALLOWED, EGRESS_EXCLUDE, EGRESS_OPEN_PORTS, EGRESS_POLICY, EGRESS_REFUSALS,
         EGRESS_WORKLOADS, LOCAL_ADDRS,
     },
-    parse::{Packet, header_at, parse_packet},
+    parse::{Packet, header_at, parse_packet, source_address},
 };
 
 /// The verdict for one packet from a workload.
@@ -87,15 +87,7 @@ fn captured(dst: [u8; 16]) -> bool {
 fn read_syn(ctx: &TcContext, packet: &Packet) -> Option<Syn> {
     let eth: *const EthHdr = header_at(ctx, 0).ok()?;
     let tcp: *const TcpHdr = header_at(ctx, packet.l4).ok()?;
-    let src = if packet.ipv6 {
-        let src: *const [u8; 16] = header_at(ctx, packet.ip + 8).ok()?;
-        // SAFETY: bounds checked by `header_at`.
-        unsafe { *src }
-    } else {
-        let src: *const [u8; 4] = header_at(ctx, packet.ip + 12).ok()?;
-        // SAFETY: bounds checked by `header_at`.
-        ipv4_mapped(unsafe { *src })
-    };
+    let src = source_address(ctx, packet)?;
     // SAFETY: bounds checked by `header_at`.
     unsafe {
         Some(Syn {

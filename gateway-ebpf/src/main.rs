@@ -34,10 +34,17 @@ pub(crate) fn xdp_ingress(ctx: XdpContext) -> u32 {
     if action == xdp_action::XDP_DROP {
         // Diagnostic event, off unless the daemon runs with --ebpf-log:
         // the level is a load-time constant, so the verifier removes it.
-        debug!(
-            &ctx,
-            "dropped: a connection attempt to a port no listener owns"
-        );
+        if let Some(slot) = outcome.policy {
+            debug!(
+                &ctx,
+                "dropped: a connection attempt AuthorizationPolicy slot {} denies", slot
+            );
+        } else {
+            debug!(
+                &ctx,
+                "dropped: a connection attempt to a port no listener owns"
+            );
+        }
     }
     if let Some(data) = outcome.data {
         host::hand_over(&ctx, &data, frame_len);

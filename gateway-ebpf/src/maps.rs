@@ -12,8 +12,9 @@ use gateway_common::{
     HOST_BUCKETS as HOST_BUCKETS_LEN, HostBucket, HostClass, HostKey, HostValue, ListenerKey,
     ListenerValue, LocalAddrList, LocalAddrValue, MAX_EGRESS_ALLOWED, MAX_EGRESS_EXCLUDES,
     MAX_EGRESS_IFACES, MAX_EGRESS_OPEN_PORTS, MAX_EGRESS_WORKLOADS, MAX_HOSTS, MAX_LISTENERS,
-    MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, PORT_SLOTS, PROXY_SOCKET_SLOTS, PortValue, Reason,
-    ResetFlow, Settings, WorkloadCounters, WorkloadKey,
+    MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, MAX_POLICIES, MAX_POLICY_ENTRIES, PORT_SLOTS,
+    PROXY_SOCKET_SLOTS, PolicyData, PolicyValue, PortValue, Reason, ResetFlow, Settings,
+    WorkloadCounters, WorkloadKey,
 };
 
 #[map]
@@ -73,6 +74,21 @@ pub(crate) static REASON_STATS: PerCpuArray<Counter> =
 #[map]
 pub(crate) static LISTENER_STATS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
+
+/// Flag 1: required by the kernel for LPM tries (BPF_F_NO_PREALLOC).
+#[map]
+pub(crate) static POLICY_DENY: LpmTrie<PolicyData, PolicyValue> =
+    LpmTrie::with_max_entries(MAX_POLICY_ENTRIES, 1);
+
+/// Flag 1: required by the kernel for LPM tries (BPF_F_NO_PREALLOC).
+/// A trie of its own, so a longest match here never hides a DENY entry.
+#[map]
+pub(crate) static POLICY_ALLOW: LpmTrie<PolicyData, PolicyValue> =
+    LpmTrie::with_max_entries(MAX_POLICY_ENTRIES, 1);
+
+#[map]
+pub(crate) static POLICY_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(MAX_POLICIES, 0);
 
 #[map]
 pub(crate) static ALLOWED_PORTS: Array<u64> = Array::with_max_entries(ALLOWED_PORT_WORDS, 0);

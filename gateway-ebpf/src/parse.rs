@@ -133,6 +133,21 @@ pub(crate) fn parse_packet<C: PacketBytes>(ctx: &C) -> Result<Packet, Reason> {
     }
 }
 
+/// The packet's source address (IPv4 mapped), read only by the steps that
+/// need it (a policy check, the egress guard's reset), through `header_at`.
+#[inline(always)]
+pub(crate) fn source_address<C: PacketBytes>(ctx: &C, packet: &Packet) -> Option<[u8; 16]> {
+    if packet.ipv6 {
+        let src: *const [u8; 16] = header_at(ctx, packet.ip + 8).ok()?;
+        // SAFETY: bounds checked by `header_at`.
+        Some(unsafe { *src })
+    } else {
+        let src: *const [u8; 4] = header_at(ctx, packet.ip + 12).ok()?;
+        // SAFETY: bounds checked by `header_at`.
+        Some(ipv4_mapped(unsafe { *src }))
+    }
+}
+
 /// The one bounds-checked access to packet memory: a pointer to a `T` at
 /// `offset` from the start of the frame, or `Malformed` if it does not fit.
 #[inline(always)]

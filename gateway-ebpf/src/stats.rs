@@ -4,7 +4,7 @@ use gateway_common::{Counter, HostClass, Verdict, host_class_index};
 
 use crate::{
     classify::Outcome,
-    maps::{HOST_CLASS_STATS, HOST_RESETS, HOST_STATS, LISTENER_STATS, REASON_STATS},
+    maps::{HOST_CLASS_STATS, HOST_RESETS, HOST_STATS, LISTENER_STATS, POLICY_STATS, REASON_STATS},
 };
 
 /// Counts `outcome` by reason (and by listener when there is one) and turns
@@ -20,6 +20,11 @@ pub(crate) fn record_verdict(outcome: &Outcome, frame_len: u64) -> u32 {
     if let Some(id) = outcome.listener {
         if let Some(listener_counter) = LISTENER_STATS.get_ptr_mut(id) {
             bump(listener_counter, frame_len);
+        }
+    }
+    if let Some(slot) = outcome.policy {
+        if let Some(policy_counter) = POLICY_STATS.get_ptr_mut(slot) {
+            bump(policy_counter, frame_len);
         }
     }
     match outcome.reason.verdict() {

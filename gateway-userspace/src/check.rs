@@ -23,6 +23,7 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         let instance = Instance {
             labels: labels.clone(),
             namespace: args.namespace.clone(),
+            trusted_proxies: args.trusted_proxies,
             ..Instance::default()
         };
         let selected = config
@@ -72,7 +73,7 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if args.labels.is_none() && errors == 0 {
-        errors += kernel_limit_errors(&config, &args.namespace);
+        errors += kernel_limit_errors(&config, &args.namespace, args.trusted_proxies);
     }
     println!("{errors} error(s), {warnings} warning(s)");
     let failed = errors > 0 || (args.strict && warnings > 0);
@@ -111,7 +112,7 @@ pub(crate) fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
 /// Compiles the plan of every gateway instance the Gateways' selectors
 /// describe and prints what no kernel could hold (too many listeners,
 /// hosts or addresses), which a reload would refuse; returns how many.
-fn kernel_limit_errors(config: &Config, namespace: &str) -> usize {
+fn kernel_limit_errors(config: &Config, namespace: &str, trusted_proxies: u32) -> usize {
     let selectors: std::collections::BTreeSet<_> =
         config.model.gateways.iter().map(|g| &g.selector).collect();
     let mut errors = 0;
@@ -119,6 +120,7 @@ fn kernel_limit_errors(config: &Config, namespace: &str) -> usize {
         let instance = Instance {
             labels: selector.clone(),
             namespace: namespace.to_string(),
+            trusted_proxies,
             ..Instance::default()
         };
         if let Err(err) = compile::plan(&config.model, &instance, &[]) {

@@ -91,6 +91,13 @@ pub(crate) struct InstanceArgs {
     /// locality load balancing prefers endpoints near it.
     #[arg(long, value_parser = parse_locality, value_name = "REGION/ZONE/SUBZONE")]
     pub locality: Option<Locality>,
+    /// Proxies in front of the gateway whose `X-Forwarded-Proto` and
+    /// `X-Forwarded-For` are believed (Istio's `numTrustedProxies`). With 0,
+    /// the scheme is the connection's own; behind a TLS-terminating load
+    /// balancer use 1, so `httpsRedirect` does not loop. With 0 the
+    /// kernel also enforces AuthorizationPolicy `remoteIpBlocks`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub trusted_proxies: u32,
 }
 
 /// `--locality`: up to three `/`-separated parts, none empty.
@@ -107,6 +114,7 @@ impl InstanceArgs {
     pub(crate) fn instance(&self) -> Instance {
         let mut instance = Instance {
             labels: self.labels.clone(),
+            trusted_proxies: self.trusted_proxies,
             ..Instance::default()
         };
         if let Some(namespace) = &self.namespace {
@@ -350,12 +358,6 @@ pub(crate) struct RunArgs {
     /// `--max-connections`, at least 8.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections_per_source: Option<u64>,
-    /// Proxies in front of the gateway whose `X-Forwarded-Proto` and
-    /// `X-Forwarded-For` are believed (Istio's `numTrustedProxies`). With 0,
-    /// the scheme is the connection's own; behind a TLS-terminating load
-    /// balancer use 1, so `httpsRedirect` does not loop.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub trusted_proxies: u32,
     /// Access log on stdout, one line per request or TCP connection: `on` or `off`.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub access_log: String,
@@ -468,7 +470,6 @@ impl RunArgs {
             config_settle: self.config_settle,
             max_connections: self.max_connections,
             max_connections_per_source: self.max_connections_per_source,
-            trusted_proxies: self.trusted_proxies,
             access_log: match (self.access_log.as_str(), self.access_log_format) {
                 ("off", _) => access_log::Format::Off,
                 (_, LogFormat::Json) => access_log::Format::Json,
@@ -513,6 +514,10 @@ pub(crate) struct CheckArgs {
     /// The verified JWT payload for --explain-request, a JSON object.
     #[arg(long, value_name = "JSON")]
     pub explain_claims: Option<String>,
+    /// As for `gateway run`: what the kernel may enforce of
+    /// AuthorizationPolicy `remoteIpBlocks` depends on it.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub trusted_proxies: u32,
     #[command(flatten)]
     pub source: SourceArgs,
 }

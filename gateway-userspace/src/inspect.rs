@@ -39,10 +39,11 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<()> {
     let memlock = pins::Memlock::of_pins(&dir)
         .with_context(|| format!("cannot open the pinned maps in {}", dir.display()))?;
     let read = || -> anyhow::Result<Vec<stats::Sample>> {
-        let snapshot = reader.read(
+        let mut snapshot = reader.read(
             layout.listeners.iter().map(|l| l.id),
             layout.hosts.iter().map(|h| h.id),
         )?;
+        snapshot.policies = reader.read_policies(layout.policies.iter().map(|(slot, _)| *slot))?;
         let mut samples = stats::kernel_samples(&snapshot, &layout);
         if let Some(workloads) = &workloads {
             let all = workloads.all();

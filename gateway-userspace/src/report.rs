@@ -212,6 +212,9 @@ fn write_listener(out: &mut String, plan: &Plan, listener: &Listener) {
         kind_text(listener.kind),
         listener.id
     );
+    if let Some(text) = kernel_policy_text(plan, listener) {
+        let _ = writeln!(out, "    kernel policy: {text}");
+    }
     if let Some(http) = plan.http.iter().find(|h| h.listener_id == listener.id) {
         hosts_table(out, &http.hosts, "    ", &plan.clusters);
     }
@@ -236,6 +239,24 @@ fn write_listener(out: &mut String, plan: &Plan, listener: &Listener) {
             tcp.source
         );
     }
+}
+
+/// What the kernel enforces of AuthorizationPolicy on a listener's SYNs:
+/// how many source blocks are denied, and whether the port is
+/// allow-listed (and to how many blocks); `None` without any.
+fn kernel_policy_text(plan: &Plan, listener: &Listener) -> Option<String> {
+    if !listener.policy_deny && !listener.policy_allow_list {
+        return None;
+    }
+    let entry = plan.ip_policy.ports.get(&listener.port)?;
+    let allow = match &entry.allow {
+        Some(blocks) => format!("allow-listed to {} source blocks", blocks.len()),
+        None => "not allow-listed".to_string(),
+    };
+    Some(format!(
+        "{} source blocks denied, {allow}",
+        entry.deny.len()
+    ))
 }
 
 /// What a TLS server does with a connection whose SNI it names.
@@ -346,6 +367,18 @@ pub fn json(plan: &Plan) -> Value {
                 "protocol": protocol_text(listener),
                 "kind": kind_text(listener.kind),
             });
+            if let Some(entry) = plan
+                .ip_policy
+                .ports
+                .get(&listener.port)
+                .filter(|_| listener.policy_deny || listener.policy_allow_list)
+            {
+                value["kernel_policy"] = json!({
+                    "denied_blocks": entry.deny.len(),
+                    "allow_listed": entry.allow.is_some(),
+                    "allowed_blocks": entry.allow.as_ref().map(|b| b.len()),
+                });
+            }
             if let Some(http) = plan.http.iter().find(|h| h.listener_id == listener.id) {
                 value["hosts"] = hosts_json(&http.hosts, &plan.clusters);
             }
@@ -398,4 +431,63 @@ pub fn json(plan: &Plan) -> Value {
         .collect();
     let addresses: Vec<String> = plan.local_addrs.iter().map(ToString::to_string).collect();
     json!({"listeners": listeners, "clusters": clusters, "dropped": dropped, "warnings": plan.warnings, "addresses": addresses, "authorization": authz::json(&plan.authorization)})
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_common::IPPROTO_TCP;
+
+    use super::*;
+    use crate::plan::PortPolicy;
+
+    #[test]
+    fn a_port_with_kernel_policy_shows_its_denied_blocks_and_allow_list() {
+        let mut plan = Plan {
+            listeners: vec![
+                Listener {
+                    id: 0,
+                    bind: None,
+                    port: 80,
+                    ip_protocol: IPPROTO_TCP,
+                    kind: ListenerKind::Http,
+                    reset_unknown_hosts: false,
+                    policy_deny: false,
+                    policy_allow_list: false,
+                },
+                Listener {
+                    id: 1,
+                    bind: None,
+                    port: 443,
+                    ip_protocol: IPPROTO_TCP,
+                    kind: ListenerKind::Tls,
+                    reset_unknown_hosts: false,
+                    policy_deny: false,
+                    policy_allow_list: false,
+                },
+            ],
+            ..Plan::default()
+        };
+        plan.ip_policy.ports.insert(
+            80,
+            PortPolicy {
+                deny: [("192.0.2.0/24".parse().unwrap(), 1)].into(),
+                allow: Some(["198.51.100.0/24".parse().unwrap()].into()),
+            },
+        );
+        plan.set_policy_flags();
+        let text = table(&plan);
+        assert!(
+            text.contains(
+                "  *:80/tcp  http  (id 0)\n    kernel policy: 1 source blocks denied, allow-listed to 1 source blocks\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("kernel policy").count(), 1, "{text}");
+        let value = json(&plan);
+        assert_eq!(
+            value["listeners"][0]["kernel_policy"],
+            json!({"denied_blocks": 1, "allow_listed": true, "allowed_blocks": 1})
+        );
+        assert!(value["listeners"][1].get("kernel_policy").is_none());
+    }
 }

@@ -75,6 +75,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Connections the kernel reset for an unknown host.",
     ),
     (
+        "gateway_xdp_policy_denied_total",
+        "counter",
+        "Connection attempts (SYNs) XDP dropped for an AuthorizationPolicy, by policy (`allow-list`: outside an allow-listed port's source blocks).",
+    ),
+    (
         "gateway_xdp_host_packets_total",
         "counter",
         "Data segments naming each server host.",
@@ -390,6 +395,20 @@ pub fn samples(
 /// The kernel's counters (`stats`), named by `layout`.
 pub fn kernel_samples(stats: &Stats, layout: &Layout) -> Vec<Sample> {
     let mut out = Vec::new();
+    for (slot, name) in &layout.policies {
+        let counter = stats
+            .policies
+            .iter()
+            .find(|(s, _)| s == slot)
+            .map(|(_, c)| *c)
+            .unwrap_or_default();
+        out.push(sample(
+            format!("xdp.policy.{name}.denied"),
+            "gateway_xdp_policy_denied_total",
+            vec![("policy", name.clone())],
+            counter.packets,
+        ));
+    }
     for (reason, counter) in &stats.reasons {
         let name = reason.name();
         let labels = vec![("reason", name.to_string())];
@@ -589,6 +608,7 @@ mod tests {
             host_ids: Default::default(),
             jwt: Vec::new(),
             authorization: Default::default(),
+            ip_policy: Default::default(),
         };
         let text = render(&samples(
             &Stats::default(),
@@ -621,5 +641,46 @@ mod tests {
         assert!(!is_gauge("gateway_xdp_packets_total"));
         let unread = daemon_samples([0, 0], &DaemonCounters::default(), None);
         assert!(!render(&unread).contains("memlock"));
+    }
+
+    #[test]
+    fn policy_drops_are_counted_per_policy_in_both_renderings_and_survive_the_layout_file() {
+        let layout = Layout {
+            policies: vec![
+                (0, "allow-list".into()),
+                (1, "istio-system/deny-bad".into()),
+            ],
+            ..Layout::default()
+        };
+        let layout = Layout::from_json(&layout.to_json()).expect("round trip");
+        let stats = Stats {
+            policies: vec![(
+                1,
+                gateway_common::Counter {
+                    packets: 3,
+                    bytes: 180,
+                },
+            )],
+            ..Stats::default()
+        };
+        let samples = kernel_samples(&stats, &layout);
+        let text = render(&samples);
+        assert!(
+            text.contains("xdp.policy.istio-system/deny-bad.denied 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("xdp.policy.allow-list.denied 0\n"), "{text}");
+        let prometheus = render_prometheus(&samples);
+        assert!(
+            prometheus
+                .contains("gateway_xdp_policy_denied_total{policy=\"istio-system/deny-bad\"} 3\n"),
+            "{prometheus}"
+        );
+    }
+
+    #[test]
+    fn a_layout_file_without_policies_still_reads() {
+        let old = r#"{"listeners": [], "hosts": []}"#;
+        assert_eq!(Layout::from_json(old), Some(Layout::default()));
     }
 }

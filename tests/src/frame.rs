@@ -20,7 +20,13 @@ pub struct Frame {
     l4: Vec<u8>,
     padding: usize,
     truncate_to: Option<usize>,
+    /// The IPv4 or IPv6 source address (192.0.2.2, 2001:db8::2 unless set).
+    src4: [u8; 4],
+    src6: [u8; 16],
 }
+
+const SRC_V4: [u8; 4] = [192, 0, 2, 2];
+const SRC_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 #[derive(Clone, Debug)]
 enum L3 {
@@ -70,6 +76,8 @@ impl Frame {
             l4,
             padding: 0,
             truncate_to: None,
+            src4: SRC_V4,
+            src6: SRC_V6,
         }
     }
 
@@ -84,6 +92,8 @@ impl Frame {
             l4,
             padding: 0,
             truncate_to: None,
+            src4: SRC_V4,
+            src6: SRC_V6,
         }
     }
 
@@ -121,7 +131,21 @@ impl Frame {
             l4: Vec::new(),
             padding: 0,
             truncate_to: None,
+            src4: SRC_V4,
+            src6: SRC_V6,
         }
+    }
+
+    /// Sets the IPv4 source address.
+    pub fn src4(mut self, src: [u8; 4]) -> Self {
+        self.src4 = src;
+        self
+    }
+
+    /// Sets the IPv6 source address.
+    pub fn src6(mut self, src: [u8; 16]) -> Self {
+        self.src6 = src;
+        self
     }
 
     /// Adds an 802.1Q tag (outermost first).
@@ -237,7 +261,7 @@ impl Frame {
                 ip.extend_from_slice(&[0x12, 0x34]);
                 ip.extend_from_slice(&frag_offset.to_be_bytes());
                 ip.extend_from_slice(&[64, self.protocol, 0, 0]);
-                ip.extend_from_slice(&[192, 0, 2, 2]);
+                ip.extend_from_slice(&self.src4);
                 ip.extend_from_slice(dst);
                 ip.extend_from_slice(options);
                 let checksum = ipv4_checksum(&ip);
@@ -253,9 +277,7 @@ impl Frame {
                 out.extend_from_slice(&payload.to_be_bytes());
                 let first = ext.first().map_or(self.protocol, |(kind, _)| *kind);
                 out.extend_from_slice(&[first, 64]);
-                out.extend_from_slice(&[
-                    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
-                ]);
+                out.extend_from_slice(&self.src6);
                 out.extend_from_slice(dst);
                 for (index, (_, header)) in ext.iter().enumerate() {
                     let next = ext.get(index + 1).map_or(self.protocol, |(kind, _)| *kind);

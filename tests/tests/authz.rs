@@ -1,7 +1,10 @@
 //! End to end through the proxy: AuthorizationPolicy as Istio's gateway
 //! enforces it, with curl in the client namespace, a test-backend behind.
 //! The rules here are ones the kernel cannot decide (a trusted proxy hop,
-//! paths, methods, headers), so every denial is the proxy's 403.
+//! paths, methods, headers), so every denial is the proxy's 403; except
+//! the last test's, a DENY on a source block and a port, which XDP drops
+//! before the proxy sees a connection (docs/security-policy.md, "In the
+//! kernel").
 use std::{fs, net::SocketAddr, path::Path, process::Output};
 
 use gateway_tests::{
@@ -333,4 +336,79 @@ spec:
     }
     assert_eq!(code, "403", "{}", daemon.log());
     assert_eq!(curl(&topology, "GET", "http://app.test/y", &[]).0, "200");
+}
+
+/// The value of the Prometheus sample whose line starts with `series`.
+fn sample_value(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn a_deny_on_a_source_block_drops_the_connection_attempt_in_xdp_and_counts_it() {
+    require_root();
+    let topology = topology();
+    let _backend = backend(&topology);
+    let scratch = Scratch::new();
+    // A second client address, the one the policy denies.
+    let client_if = format!("cl{}", &topology.gateway_if[2..]);
+    let added = topology.client(&["ip", "addr", "add", "192.0.2.3/24", "dev", &client_if]);
+    assert!(added.status.success(), "{}", text(&added));
+    let policy = "---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: block-one, namespace: istio-system}
+spec:
+  action: DENY
+  rules:
+  - from: [{source: {ipBlocks: [192.0.2.3/32]}}]
+    to: [{operation: {ports: ['80']}}]
+";
+    let daemon = start(&topology, &scratch, &config(policy), &[]);
+    let fetch = |source: &str| {
+        topology.client(&[
+            "curl",
+            "-sS",
+            "--connect-timeout",
+            "2",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            source,
+            "--resolve",
+            "app.test:80:192.0.2.1",
+            "http://app.test/",
+        ])
+    };
+    let allowed = fetch("192.0.2.2");
+    assert_eq!(
+        String::from_utf8_lossy(&allowed.stdout),
+        "200",
+        "{}\n{}",
+        text(&allowed),
+        daemon.log()
+    );
+    // Dropped in XDP: no answer at all, so curl's connect times out (28),
+    // where the proxy would have closed or answered 403.
+    let denied = fetch("192.0.2.3");
+    assert_eq!(denied.status.code(), Some(28), "{}", text(&denied));
+    let metrics = prometheus(&topology);
+    let drops = sample_value(
+        &metrics,
+        "gateway_xdp_policy_denied_total{policy=\"istio-system/block-one\"}",
+    );
+    assert!(drops.is_some_and(|n| n >= 1), "{metrics}");
+    let reason = sample_value(
+        &metrics,
+        "gateway_xdp_packets_total{reason=\"policy_denied\"}",
+    );
+    assert_eq!(reason, drops, "{metrics}");
+    // The proxy never saw the denied client: no access-log line for it.
+    let log = flushed_log(&daemon);
+    assert!(!log.contains("192.0.2.3"), "{log}");
 }

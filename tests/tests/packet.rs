@@ -17,7 +17,7 @@ use gateway_userspace::{
         Bind, Destination, EndpointAddress, ExportTo, Gateway, Instance, Model, Port, Protocol,
         Resolution, Server, ServiceEntry, ServicePort, TcpRoute, VirtualService, WorkloadEntry,
     },
-    plan::Plan,
+    plan::{Plan, PortPolicy, Subnet},
 };
 
 const XDP_DROP: u32 = 1;
@@ -127,9 +127,12 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_plan(test_plan())
+    }
+
+    fn with_plan(plan: Plan) -> Self {
         require_root();
         let mut dataplane = Dataplane::load().expect("load XDP program");
-        let plan = test_plan();
         dataplane.apply(&plan, EPHEMERAL).expect("apply plan");
         let counters = dataplane.take_stats_reader().expect("counter maps");
         Self {
@@ -450,4 +453,318 @@ fn applying_a_new_plan_removes_listeners_it_no_longer_has() {
     h.expect(Frame::tcp4(GW_V4, 8080, SYN), XDP_PASS, Reason::Listener);
     // The IPv6 address is no longer the gateway's.
     h.expect(Frame::tcp6(GW_V6, 8081, SYN), XDP_PASS, Reason::NotLocal);
+}
+
+/// HTTP on ports 80 to 83 of every gateway address, with kernel policy:
+/// 80 denies 198.51.100.0/24 and 2001:db8:bad::/48 (slot 1), 203.0.113.7
+/// and 2001:db8::dead (slot 2); 81 is allow-listed to 192.0.2.0/24 and
+/// 2001:db8:1::/64; 82 is allow-listed to 0.0.0.0/0 only; 83 has none.
+fn policy_plan() -> Plan {
+    let servers: String = (80..=83)
+        .map(|port| {
+            format!(
+                "  - port: {{number: {port}, name: http{port}, protocol: HTTP}}\n    hosts: ['*']\n"
+            )
+        })
+        .collect();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+{servers}"
+    );
+    let mut plan =
+        gateway_tests::fixtures::plan_of(&yaml, &[IpAddr::from(GW_V4), IpAddr::from(GW_V6)]);
+    let net = |text: &str| -> Subnet { text.parse().expect("block") };
+    plan.ip_policy.policies = [
+        (1, "istio-system/deny-a".into()),
+        (2, "istio-system/deny-b".into()),
+    ]
+    .into();
+    plan.ip_policy.ports.insert(
+        80,
+        PortPolicy {
+            deny: [
+                (net("198.51.100.0/24"), 1),
+                (net("2001:db8:bad::/48"), 1),
+                (net("203.0.113.7"), 2),
+                (net("2001:db8::dead"), 2),
+            ]
+            .into(),
+            allow: None,
+        },
+    );
+    plan.ip_policy.ports.insert(
+        81,
+        PortPolicy {
+            deny: Default::default(),
+            allow: Some([net("192.0.2.0/24"), net("2001:db8:1::/64")].into()),
+        },
+    );
+    plan.ip_policy.ports.insert(
+        82,
+        PortPolicy {
+            deny: Default::default(),
+            allow: Some([net("0.0.0.0/0")].into()),
+        },
+    );
+    plan.set_policy_flags();
+    plan
+}
+
+fn v6(text: &str) -> [u8; 16] {
+    text.parse::<std::net::Ipv6Addr>().expect("IPv6").octets()
+}
+
+impl Harness {
+    /// The drop counter of policy slot `slot`.
+    fn policy_drops(&self, slot: u32) -> u64 {
+        self.counters
+            .read_policies([slot])
+            .expect("policy counters")
+            .first()
+            .map_or(0, |(_, c)| c.packets)
+    }
+}
+
+#[test]
+fn a_syn_from_a_denied_ipv4_block_is_dropped_at_both_ends_of_the_block_and_counted_per_policy() {
+    let mut h = Harness::with_plan(policy_plan());
+    for src in [[198, 51, 100, 0], [198, 51, 100, 255]] {
+        h.expect(
+            Frame::tcp4(GW_V4, 80, SYN).src4(src),
+            XDP_DROP,
+            Reason::PolicyDenied,
+        );
+    }
+    assert_eq!(h.policy_drops(1), 2);
+    for src in [[198, 51, 99, 255], [198, 51, 101, 0]] {
+        h.expect(
+            Frame::tcp4(GW_V4, 80, SYN).src4(src),
+            XDP_PASS,
+            Reason::Listener,
+        );
+    }
+    // A /32: only that address.
+    h.expect(
+        Frame::tcp4(GW_V4, 80, SYN).src4([203, 0, 113, 7]),
+        XDP_DROP,
+        Reason::PolicyDenied,
+    );
+    assert_eq!(h.policy_drops(2), 1);
+    for src in [[203, 0, 113, 6], [203, 0, 113, 8]] {
+        h.expect(
+            Frame::tcp4(GW_V4, 80, SYN).src4(src),
+            XDP_PASS,
+            Reason::Listener,
+        );
+    }
+    assert_eq!(h.policy_drops(1), 2, "passes count nothing");
+    assert_eq!(
+        h.listener_packets(80),
+        4,
+        "drops are not the listener's traffic"
+    );
+}
+
+#[test]
+fn a_syn_from_a_denied_ipv6_block_is_dropped_at_both_ends_of_the_block() {
+    let mut h = Harness::with_plan(policy_plan());
+    for src in ["2001:db8:bad::", "2001:db8:bad:ffff:ffff:ffff:ffff:ffff"] {
+        h.expect(
+            Frame::tcp6(GW_V6, 80, SYN).src6(v6(src)),
+            XDP_DROP,
+            Reason::PolicyDenied,
+        );
+    }
+    assert_eq!(h.policy_drops(1), 2);
+    for src in ["2001:db8:bac:ffff:ffff:ffff:ffff:ffff", "2001:db8:bae::"] {
+        h.expect(
+            Frame::tcp6(GW_V6, 80, SYN).src6(v6(src)),
+            XDP_PASS,
+            Reason::Listener,
+        );
+    }
+    // A /128.
+    h.expect(
+        Frame::tcp6(GW_V6, 80, SYN).src6(v6("2001:db8::dead")),
+        XDP_DROP,
+        Reason::PolicyDenied,
+    );
+    h.expect(
+        Frame::tcp6(GW_V6, 80, SYN).src6(v6("2001:db8::deae")),
+        XDP_PASS,
+        Reason::Listener,
+    );
+    assert_eq!(h.policy_drops(2), 1);
+}
+
+#[test]
+fn only_a_syn_without_ack_is_checked_established_traffic_passes() {
+    let mut h = Harness::with_plan(policy_plan());
+    let denied = [198, 51, 100, 1];
+    h.expect(
+        Frame::tcp4(GW_V4, 80, ACK).src4(denied),
+        XDP_PASS,
+        Reason::Listener,
+    );
+    h.expect(
+        Frame::tcp4(GW_V4, 80, SYN | ACK).src4(denied),
+        XDP_PASS,
+        Reason::Listener,
+    );
+    h.expect(
+        Frame::tcp4(GW_V4, 81, ACK).src4([192, 0, 3, 0]),
+        XDP_PASS,
+        Reason::Listener,
+    );
+    h.expect(
+        Frame::tcp4(GW_V4, 80, SYN).src4(denied),
+        XDP_DROP,
+        Reason::PolicyDenied,
+    );
+    assert_eq!(h.policy_drops(1), 1);
+}
+
+#[test]
+fn an_allow_listed_port_drops_a_syn_from_outside_its_blocks_under_the_allow_list_slot() {
+    let mut h = Harness::with_plan(policy_plan());
+    for src in [[192, 0, 2, 0], [192, 0, 2, 255]] {
+        h.expect(
+            Frame::tcp4(GW_V4, 81, SYN).src4(src),
+            XDP_PASS,
+            Reason::Listener,
+        );
+    }
+    for src in [[192, 0, 1, 255], [192, 0, 3, 0]] {
+        h.expect(
+            Frame::tcp4(GW_V4, 81, SYN).src4(src),
+            XDP_DROP,
+            Reason::PolicyDenied,
+        );
+    }
+    for src in ["2001:db8:1::", "2001:db8:1:0:ffff:ffff:ffff:ffff"] {
+        h.expect(
+            Frame::tcp6(GW_V6, 81, SYN).src6(v6(src)),
+            XDP_PASS,
+            Reason::Listener,
+        );
+    }
+    h.expect(
+        Frame::tcp6(GW_V6, 81, SYN).src6(v6("2001:db8:1:1::")),
+        XDP_DROP,
+        Reason::PolicyDenied,
+    );
+    assert_eq!(h.policy_drops(gateway_common::POLICY_ALLOW_LIST), 3);
+}
+
+#[test]
+fn an_ipv4_slash_0_allow_list_passes_every_ipv4_source_and_no_ipv6_one() {
+    let mut h = Harness::with_plan(policy_plan());
+    for src in [[0, 0, 0, 0], [1, 2, 3, 4], [255, 255, 255, 255]] {
+        h.expect(
+            Frame::tcp4(GW_V4, 82, SYN).src4(src),
+            XDP_PASS,
+            Reason::Listener,
+        );
+    }
+    h.expect(
+        Frame::tcp6(GW_V6, 82, SYN).src6(v6("2001:db8::2")),
+        XDP_DROP,
+        Reason::PolicyDenied,
+    );
+    // An IPv6 packet from an IPv4-mapped source is left to the proxy,
+    // even when the IPv4 address it maps is denied (Envoy never matches
+    // an IPv6 peer against IPv4 blocks).
+    h.expect(
+        Frame::tcp6(GW_V6, 82, SYN).src6(v6("::ffff:1.2.3.4")),
+        XDP_PASS,
+        Reason::Listener,
+    );
+    h.expect(
+        Frame::tcp6(GW_V6, 80, SYN).src6(v6("::ffff:198.51.100.1")),
+        XDP_PASS,
+        Reason::Listener,
+    );
+}
+
+#[test]
+fn a_port_without_policy_is_untouched_by_the_others_policy() {
+    let mut h = Harness::with_plan(policy_plan());
+    h.expect(
+        Frame::tcp4(GW_V4, 83, SYN).src4([198, 51, 100, 1]),
+        XDP_PASS,
+        Reason::Listener,
+    );
+    h.expect(
+        Frame::tcp4(GW_V4, 83, SYN).src4([192, 0, 3, 0]),
+        XDP_PASS,
+        Reason::Listener,
+    );
+    h.expect(
+        Frame::tcp6(GW_V6, 83, SYN).src6(v6("2001:db8:bad::1")),
+        XDP_PASS,
+        Reason::Listener,
+    );
+    assert_eq!(h.policy_drops(1) + h.policy_drops(0), 0);
+}
+
+#[test]
+fn a_reload_that_removes_the_policy_passes_what_it_dropped() {
+    let mut h = Harness::with_plan(policy_plan());
+    let denied = Frame::tcp4(GW_V4, 80, SYN).src4([198, 51, 100, 1]);
+    h.expect(denied.clone(), XDP_DROP, Reason::PolicyDenied);
+    let mut plain = policy_plan();
+    plain.ip_policy = Default::default();
+    plain.set_policy_flags();
+    h.dataplane.apply(&plain, EPHEMERAL).expect("apply");
+    h.expect(denied, XDP_PASS, Reason::Listener);
+}
+
+/// Max entries of the map pinned at `path`, from bpftool.
+fn pinned_max_entries(path: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(path)
+        .output()
+        .expect("bpftool");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    info["max_entries"].as_u64().expect("max_entries")
+}
+
+#[test]
+fn reason_counters_pinned_by_a_build_with_fewer_reasons_are_made_anew() {
+    require_root();
+    use gateway_userspace::dataplane::{EbpfLog, pins};
+    let interface = format!("xpol{}", std::process::id() % 100_000);
+    let dir = pins::pin_dir(&interface).expect("pin dir");
+    let path = pins::map_path(&dir, gateway_common::map_names::REASON_STATS);
+    // What a daemon of the build before `PolicyDenied` pinned: 10 reasons.
+    let made = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&path)
+        .args([
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            "16",
+            "entries",
+            "10",
+            "name",
+            "REASON_STATS",
+        ])
+        .status()
+        .expect("bpftool");
+    assert!(made.success());
+    assert_eq!(pinned_max_entries(&path), 10);
+    let loaded = Dataplane::load_pinned(&interface, EbpfLog::Off);
+    let entries = pinned_max_entries(&path);
+    drop(loaded);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(entries, u64::from(Reason::COUNT));
 }

@@ -9,8 +9,8 @@ use std::{
 
 use aya::programs::{TestRun, TestRunOptions};
 use gateway_common::{
-    IPPROTO_TCP, IPPROTO_UDP, LOCAL_ADDR_SLOTS, ListenerKey, ListenerValue, PortValue, Reason,
-    Settings, allowed_port_bit,
+    IPPROTO_TCP, IPPROTO_UDP, LOCAL_ADDR_SLOTS, ListenerKey, ListenerValue, PolicyKey, PolicyValue,
+    PortValue, Reason, Settings, allowed_port_bit,
     reference::{Decision, Tables, classify_frame},
 };
 use gateway_tests::{
@@ -21,7 +21,7 @@ use gateway_tests::{
 };
 use gateway_userspace::{
     dataplane::{Dataplane, Stats, StatsReader},
-    plan::{Plan, addr_key},
+    plan::{Plan, PortPolicy, addr_key},
 };
 
 const GW_V4: [u8; 4] = [192, 0, 2, 1];
@@ -43,6 +43,30 @@ struct Reference {
     listeners: BTreeMap<ListenerKey, ListenerValue>,
     local: BTreeSet<[u8; 16]>,
     allowed: BTreeMap<u32, u64>,
+    deny: BTreeMap<PolicyKey, PolicyValue>,
+    allow: BTreeMap<PolicyKey, PolicyValue>,
+}
+
+/// The longest entry of `trie` whose prefix `key` starts with: an LPM
+/// trie's lookup, by scanning.
+fn longest_match(trie: &BTreeMap<PolicyKey, PolicyValue>, key: &PolicyKey) -> Option<PolicyValue> {
+    let bytes = |k: &PolicyKey| -> [u8; 18] {
+        let mut b = [0u8; 18];
+        b[..2].copy_from_slice(&k.data.port);
+        b[2..].copy_from_slice(&k.data.addr);
+        b
+    };
+    let starts_with = |entry: &PolicyKey| {
+        let (e, k) = (bytes(entry), bytes(key));
+        (0..entry.prefixlen as usize).all(|bit| {
+            let mask = 0x80u8 >> (bit % 8);
+            e[bit / 8] & mask == k[bit / 8] & mask
+        })
+    };
+    trie.iter()
+        .filter(|(entry, _)| starts_with(entry))
+        .max_by_key(|(entry, _)| entry.prefixlen)
+        .map(|(_, value)| *value)
 }
 
 impl Tables for Reference {
@@ -61,6 +85,34 @@ impl Tables for Reference {
     fn allowed_word(&self, word: u32) -> u64 {
         self.allowed.get(&word).copied().unwrap_or(0)
     }
+    fn policy_deny(&self, key: &PolicyKey) -> Option<PolicyValue> {
+        longest_match(&self.deny, key)
+    }
+    fn policy_allowed(&self, key: &PolicyKey) -> bool {
+        longest_match(&self.allow, key).is_some()
+    }
+}
+
+/// [`hosts_plan`] with kernel policy on port 9000: 192.0.2.0/30 (the
+/// frames' IPv4 source) denied, and allow-listed to 192.0.2.0/24 and
+/// 2001:db8::/64 (the IPv6 source), so mutated sources reach both drops.
+fn policy_plan(addresses: &[IpAddr]) -> Plan {
+    let mut plan = hosts_plan(addresses);
+    plan.ip_policy.policies = [(1, "istio-system/deny".to_string())].into();
+    plan.ip_policy.ports.insert(
+        9000,
+        PortPolicy {
+            deny: [("192.0.2.0/30".parse().expect("block"), 1)].into(),
+            allow: Some(
+                ["192.0.2.0/24", "2001:db8::/64"]
+                    .iter()
+                    .map(|b| b.parse().expect("block"))
+                    .collect(),
+            ),
+        },
+    );
+    plan.set_policy_flags();
+    plan
 }
 
 struct Harness {
@@ -78,7 +130,7 @@ impl Harness {
     /// A harness whose gateway owns `addresses`.
     fn with_addresses(addresses: &[IpAddr]) -> Self {
         require_root();
-        let plan = hosts_plan(addresses);
+        let plan = policy_plan(addresses);
         let mut allowed: BTreeMap<u32, u64> = BTreeMap::new();
         for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
             if let Some((word, mask)) = allowed_port_bit(protocol, 22) {
@@ -98,6 +150,8 @@ impl Harness {
                 .collect(),
             local: plan.local_addrs.iter().map(|a| addr_key(*a)).collect(),
             allowed,
+            deny: plan.ip_policy.deny_entries(),
+            allow: plan.ip_policy.allow_entries(),
         };
         Self {
             dataplane,
@@ -161,7 +215,7 @@ impl Harness {
         let expected = classify_frame(frame, &self.reference);
         let (action, got) = self.kernel(frame);
         assert_eq!(got, expected, "{what}: {frame:02x?}");
-        let verdict = if expected.reason == Reason::NoListener {
+        let verdict = if expected.reason.verdict() == gateway_common::Verdict::Drop {
             XDP_DROP
         } else {
             XDP_PASS

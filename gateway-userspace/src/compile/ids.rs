@@ -3,8 +3,10 @@
 //! slot, and a new one must take a free slot, never another's.
 use std::collections::{BTreeMap, BTreeSet};
 
+use gateway_common::POLICY_ALLOW_LIST;
+
 use crate::plan::{
-    HostPattern, Plan,
+    HostPattern, IpPolicy, Plan,
     kernel::{FreeIds, ListenerKey},
 };
 
@@ -61,6 +63,44 @@ impl Plan {
             };
             if let Some(id) = old_hosts.get(&(*key, host.pattern.clone())) {
                 self.host_ids.insert((host.listener_id, host.pattern), *id);
+            }
+        }
+        self.keep_policy_slots_from(&previous.ip_policy);
+    }
+
+    /// The DENY policies `previous` counted keep their `POLICY_STATS`
+    /// slots (by `ns/name`); the others take the lowest free ones.
+    fn keep_policy_slots_from(&mut self, previous: &IpPolicy) {
+        let old: BTreeMap<&str, u32> = previous
+            .policies
+            .iter()
+            .map(|(slot, name)| (name.as_str(), *slot))
+            .collect();
+        let mut used: BTreeSet<u32> = self
+            .ip_policy
+            .policies
+            .values()
+            .filter_map(|name| old.get(name.as_str()).copied())
+            .collect();
+        used.insert(POLICY_ALLOW_LIST);
+        let mut free = FreeIds::new(used);
+        let renumbered: BTreeMap<u32, u32> = self
+            .ip_policy
+            .policies
+            .iter()
+            .map(|(slot, name)| {
+                let new = old.get(name.as_str()).copied();
+                (*slot, new.unwrap_or_else(|| free.take()))
+            })
+            .collect();
+        let slot_of = |slot: u32| renumbered.get(&slot).copied().unwrap_or(slot);
+        self.ip_policy.policies = std::mem::take(&mut self.ip_policy.policies)
+            .into_iter()
+            .map(|(slot, name)| (slot_of(slot), name))
+            .collect();
+        for entry in self.ip_policy.ports.values_mut() {
+            for slot in entry.deny.values_mut() {
+                *slot = slot_of(*slot);
             }
         }
     }

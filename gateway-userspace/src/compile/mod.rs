@@ -10,6 +10,7 @@ mod delegate;
 pub mod egress_registry;
 mod gateway_ports;
 mod ids;
+mod ip_policy;
 mod jwt;
 mod merge;
 pub mod references;
@@ -71,6 +72,23 @@ pub enum CompileError {
         on_port: usize,
         gateways: String,
     },
+    /// More AuthorizationPolicy (port, source block) entries than a kernel
+    /// policy trie holds.
+    #[error(
+        "{count} AuthorizationPolicy {trie} entries (port x source block) exceed the kernel's {limit}; the most are on port {port} ({on_port}): merge blocks into wider CIDRs or split the ports across gateway instances"
+    )]
+    TooManyPolicyEntries {
+        trie: &'static str,
+        count: usize,
+        limit: u32,
+        port: u16,
+        on_port: usize,
+    },
+    /// More DENY policies with kernel entries than the kernel counts.
+    #[error(
+        "more than {limit} AuthorizationPolicy DENY policies with source blocks: the kernel counts at most {limit}"
+    )]
+    TooManyKernelPolicies { limit: u32 },
     /// More gateway addresses than the kernel's address table holds.
     #[error("{count} gateway addresses exceed the kernel's limit of {limit}")]
     TooManyAddresses { count: usize, limit: u32 },
@@ -132,6 +150,7 @@ pub fn plan(
         host_ids: BTreeMap::new(),
         jwt: jwt::providers(model, instance),
         authorization: Default::default(),
+        ip_policy: Default::default(),
     };
     let (authorization, authz_warnings) = authz::authorization(model, instance);
     if !plan.tcp.is_empty() || !plan.tls.is_empty() {
@@ -139,6 +158,12 @@ pub fn plan(
     }
     plan.authorization = authorization;
     check_host_capacity(&plan, model)?;
+    plan.ip_policy = ip_policy::ip_policy(
+        &authz::applicable(model, instance),
+        &plan.listeners,
+        instance,
+    )?;
+    plan.set_policy_flags();
     renumber_clusters(&mut plan, &renumbered);
     Ok(plan)
 }
@@ -222,6 +247,8 @@ fn bind_listeners<'m>(
             ip_protocol,
             kind,
             reset_unknown_hosts: false,
+            policy_deny: false,
+            policy_allow_list: false,
         });
     }
     out

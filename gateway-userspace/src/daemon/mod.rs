@@ -109,7 +109,6 @@ pub struct Options {
     pub config_settle: Duration,
     pub max_connections: Option<u64>,
     pub max_connections_per_source: Option<u64>,
-    pub trusted_proxies: u32,
     pub access_log: access_log::Format,
     pub workers: Option<u16>,
 }

@@ -74,6 +74,7 @@ impl Daemon {
                 labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
                 namespace: "istio-system".to_string(),
                 locality: Default::default(),
+                trusted_proxies: 0,
             },
             reset_unknown_hosts: Vec::new(),
             addresses: vec!["192.0.2.1".parse().unwrap()],

@@ -229,7 +229,7 @@ fn proxy_options(
             Some(objects) => Arc::new(objects.secret_files()),
             None => Arc::new(crate::files::Disk),
         },
-        trusted_proxies: args.trusted_proxies,
+        trusted_proxies: args.instance.trusted_proxies,
         tcp_idle_timeout: args.tcp_idle_timeout,
         jwks_refresh: args.jwks_refresh,
         access_log: args.access_log,

@@ -40,11 +40,18 @@ pub(super) fn render(sources: Sources) -> admin::RenderFn {
     Box::new(move |format| {
         let plan = Arc::clone(&sources.plan.borrow());
         let hosts = plan.kernel_hosts();
-        let snapshot = sources
+        let mut snapshot = sources
             .reader
             .read(
                 plan.listeners.iter().map(|l| l.id),
                 hosts.iter().map(|h| h.id),
+            )
+            .map_err(|err| err.to_string())?;
+        snapshot.policies = sources
+            .reader
+            .read_policies(
+                std::iter::once(gateway_common::POLICY_ALLOW_LIST)
+                    .chain(plan.ip_policy.policies.keys().copied()),
             )
             .map_err(|err| err.to_string())?;
         let mut samples = stats::samples(

@@ -29,6 +29,15 @@ pub enum DataplaneError {
         "the configuration has {count} server hosts over all listeners; the kernel's host table holds {max}"
     )]
     TooManyHosts { count: usize, max: usize },
+    /// More AuthorizationPolicy entries than a policy trie holds.
+    #[error(
+        "the configuration has {count} AuthorizationPolicy entries for the kernel's {trie} trie; it holds {max}"
+    )]
+    TooManyPolicyEntries {
+        trie: &'static str,
+        count: usize,
+        max: usize,
+    },
     /// The object lacks the program: a build mismatch.
     #[error("the XDP object has no program named {name}; rebuild the gateway")]
     MissingProgram { name: &'static str },

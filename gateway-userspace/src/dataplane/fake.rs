@@ -5,6 +5,7 @@
 use std::{any::Any, collections::BTreeMap};
 
 use aya::{Pod, maps::MapError};
+use gateway_common::{PolicyKey, PolicyValue};
 
 use super::{DataplaneError, MapStore};
 
@@ -151,5 +152,25 @@ impl MapStore for FakeMaps {
         self.record(name, Op::Set(index))?;
         self.table::<u32, V>(name).insert(index, value);
         Ok(())
+    }
+
+    fn read_policy(
+        &mut self,
+        name: &'static str,
+    ) -> Result<BTreeMap<PolicyKey, PolicyValue>, DataplaneError> {
+        self.read_all(name)
+    }
+
+    fn upsert_policy(
+        &mut self,
+        name: &'static str,
+        key: &PolicyKey,
+        value: PolicyValue,
+    ) -> Result<(), DataplaneError> {
+        self.upsert(name, key, value)
+    }
+
+    fn remove_policy(&mut self, name: &'static str, key: &PolicyKey) -> Result<(), DataplaneError> {
+        self.remove::<PolicyKey, PolicyValue>(name, key)
     }
 }

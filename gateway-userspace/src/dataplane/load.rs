@@ -11,7 +11,7 @@ use aya::{
     maps::{HashMap, MapData, ProgramArray},
     programs::{ProgramError, Xdp, XdpMode},
 };
-use gateway_common::{ListenerKey, ListenerValue, map_names};
+use gateway_common::{ListenerKey, ListenerValue, Reason, map_names};
 
 use super::{
     Dataplane, DataplaneError, EbpfLog, HOST_PROGRAM_NAMES, Synced, XDP_OBJECT,
@@ -53,6 +53,7 @@ impl Dataplane {
         let rebuild_fronts = [map_names::HOST_BUCKETS, map_names::LOCAL_ADDR_LIST]
             .iter()
             .any(|name| !pins::map_path(&dir, name).exists());
+        drop_outgrown_reasons(&dir);
         let ebpf = match load_object(Some(&dir), log) {
             Ok(ebpf) => ebpf,
             Err(err) => {
@@ -91,6 +92,30 @@ impl Dataplane {
             })?;
         dataplane.synced.ports = crate::plan::ports_of(listeners.iter().filter_map(Result::ok));
         Ok(dataplane)
+    }
+}
+
+/// Removes a pinned `REASON_STATS` smaller than this build's: a daemon of
+/// an earlier build pinned it before a `Reason` code was appended (10
+/// before `PolicyDenied`). Adopted, the new code's counter would be
+/// missing (`record_verdict` aborts on it, the stats reader fails); made
+/// anew, only the reason counters restart. aya adopts a pin without
+/// comparing sizes, hence this check.
+fn drop_outgrown_reasons(dir: &Path) {
+    let path = pins::map_path(dir, map_names::REASON_STATS);
+    let Ok(pinned) = MapData::from_pin(&path) else {
+        return;
+    };
+    let outgrown = pinned
+        .info()
+        .is_ok_and(|info| info.max_entries() < Reason::COUNT);
+    drop(pinned);
+    if outgrown {
+        log::warn!(
+            "the pinned reason counters in {} are from a build with fewer reasons; starting them anew",
+            dir.display()
+        );
+        let _ = std::fs::remove_file(&path);
     }
 }
 

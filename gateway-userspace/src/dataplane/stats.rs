@@ -1,10 +1,10 @@
-//! The kernel's counters, read: `REASON_STATS` and the per-listener and
-//! per-host counter arrays, summed over CPUs.
+//! The kernel's counters, read: `REASON_STATS` and the per-listener,
+//! per-host and per-policy counter arrays, summed over CPUs.
 use std::path::Path;
 
 use aya::maps::{MapData, PerCpuArray};
 use gateway_common::{
-    Counter, HostClass, MAX_HOSTS, MAX_LISTENERS, Reason, host_class_index, map_names,
+    Counter, HostClass, MAX_HOSTS, MAX_LISTENERS, MAX_POLICIES, Reason, host_class_index, map_names,
 };
 
 use super::{Dataplane, DataplaneError, pins};
@@ -27,6 +27,7 @@ impl Dataplane {
             hosts: take(map_names::HOST_STATS)?,
             host_classes: take(map_names::HOST_CLASS_STATS)?,
             resets: take(map_names::HOST_RESETS)?,
+            policies: Some(take(map_names::POLICY_STATS)?),
         })
     }
 }
@@ -38,6 +39,8 @@ pub struct StatsReader {
     hosts: PerCpuArray<MapData, Counter>,
     host_classes: PerCpuArray<MapData, Counter>,
     resets: PerCpuArray<MapData, Counter>,
+    /// `None` for the pins of a build before AuthorizationPolicy counters.
+    policies: Option<PerCpuArray<MapData, Counter>>,
 }
 
 impl StatsReader {
@@ -56,7 +59,26 @@ impl StatsReader {
             hosts: open(map_names::HOST_STATS)?,
             host_classes: open(map_names::HOST_CLASS_STATS)?,
             resets: open(map_names::HOST_RESETS)?,
+            policies: open(map_names::POLICY_STATS).ok(),
         })
+    }
+
+    /// The policy drop counters of `slots` (`POLICY_STATS`), those not zero.
+    pub fn read_policies(
+        &self,
+        slots: impl IntoIterator<Item = u32>,
+    ) -> Result<Vec<(u32, Counter)>, DataplaneError> {
+        let Some(policies) = &self.policies else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for slot in slots.into_iter().filter(|slot| *slot < MAX_POLICIES) {
+            let counter = sum(policies, slot, map_names::POLICY_STATS)?;
+            if counter.packets != 0 {
+                out.push((slot, counter));
+            }
+        }
+        Ok(out)
     }
 
     /// Counters summed over CPUs: every reason code, the listeners in
@@ -132,6 +154,9 @@ pub struct Stats {
     pub hosts: Vec<(u32, Counter)>,
     /// Listeners that reset connections for an unknown host, and how many.
     pub resets: Vec<(u32, Counter)>,
+    /// SYNs dropped by AuthorizationPolicy, by `POLICY_STATS` slot (filled
+    /// by [`StatsReader::read_policies`]), those seen.
+    pub policies: Vec<(u32, Counter)>,
 }
 
 impl Stats {

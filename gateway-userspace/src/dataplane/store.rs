@@ -8,8 +8,12 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, Pod,
-    maps::{Array, HashMap, MapData},
+    maps::{
+        Array, HashMap, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
+use gateway_common::{PolicyData, PolicyKey, PolicyValue};
 
 use super::{DataplaneError, map};
 
@@ -51,6 +55,23 @@ pub trait MapStore {
         index: u32,
         value: V,
     ) -> Result<(), DataplaneError>;
+
+    /// Every entry of the policy LPM trie `name` (`POLICY_DENY`, `POLICY_ALLOW`).
+    fn read_policy(
+        &mut self,
+        name: &'static str,
+    ) -> Result<BTreeMap<PolicyKey, PolicyValue>, DataplaneError>;
+
+    /// Inserts or overwrites `key` in the policy trie `name`.
+    fn upsert_policy(
+        &mut self,
+        name: &'static str,
+        key: &PolicyKey,
+        value: PolicyValue,
+    ) -> Result<(), DataplaneError>;
+
+    /// Removes `key` from the policy trie `name`.
+    fn remove_policy(&mut self, name: &'static str, key: &PolicyKey) -> Result<(), DataplaneError>;
 }
 
 /// The loaded object's maps, written with BPF syscalls through aya.
@@ -105,5 +126,40 @@ impl MapStore for EbpfStore<'_> {
     ) -> Result<(), DataplaneError> {
         let mut array: Array<&mut MapData, V> = map(self.0, name)?;
         array.set(index, value, 0).map_err(error(name))
+    }
+
+    fn read_policy(
+        &mut self,
+        name: &'static str,
+    ) -> Result<BTreeMap<PolicyKey, PolicyValue>, DataplaneError> {
+        let trie: LpmTrie<&mut MapData, PolicyData, PolicyValue> = map(self.0, name)?;
+        Ok(trie
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, value)| {
+                let key = PolicyKey {
+                    prefixlen: key.prefix_len(),
+                    data: key.data(),
+                };
+                (key, value)
+            })
+            .collect())
+    }
+
+    fn upsert_policy(
+        &mut self,
+        name: &'static str,
+        key: &PolicyKey,
+        value: PolicyValue,
+    ) -> Result<(), DataplaneError> {
+        let mut trie: LpmTrie<&mut MapData, PolicyData, PolicyValue> = map(self.0, name)?;
+        trie.insert(&Key::new(key.prefixlen, key.data), value, 0)
+            .map_err(error(name))
+    }
+
+    fn remove_policy(&mut self, name: &'static str, key: &PolicyKey) -> Result<(), DataplaneError> {
+        let mut trie: LpmTrie<&mut MapData, PolicyData, PolicyValue> = map(self.0, name)?;
+        trie.remove(&Key::new(key.prefixlen, key.data))
+            .map_err(error(name))
     }
 }

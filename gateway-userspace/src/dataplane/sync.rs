@@ -8,7 +8,12 @@
 //! 3. per hash map with an array in front of it (`HOSTS` behind
 //!    `HOST_BUCKETS`, `LOCAL_ADDRS` behind `LOCAL_ADDR_LIST`): the map's
 //!    new and changed entries, then the front, then the map's removals
-//!    ([`sync_around`]), so the front never names a key the map lacks.
+//!    ([`sync_around`]), so the front never names a key the map lacks;
+//! 4. the AuthorizationPolicy tries around the listeners: their new and
+//!    changed entries before `LISTENERS` and `PORTS` (so a port turned
+//!    allow-listed finds its set, and a new allow block is in before an
+//!    old one goes), their removals after (so a port's flags are off
+//!    before its entries go).
 //!
 //! Every write goes through [`MapStore`], so the order is unit-tested
 //! against `fake::FakeMaps`.
@@ -17,7 +22,8 @@ use std::collections::BTreeMap;
 use aya::Pod;
 use gateway_common::{
     ALLOWED_PORT_WORDS, HostBucket, HostKey, HostValue, ListenerKey, ListenerValue, LocalAddrList,
-    LocalAddrValue, MAX_HOSTS, PortValue, Settings, map_names,
+    LocalAddrValue, MAX_HOSTS, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue, PortValue, Settings,
+    map_names,
 };
 
 use super::{Changes, DataplaneError, MapStore, diff, fronts};
@@ -56,7 +62,20 @@ pub fn apply(
             max: MAX_HOSTS as usize,
         });
     }
-    let written = write(store, synced, plan, &kernel_hosts, settings);
+    let policy = [
+        (map_names::POLICY_DENY, plan.ip_policy.deny_entries()),
+        (map_names::POLICY_ALLOW, plan.ip_policy.allow_entries()),
+    ];
+    for (trie, entries) in &policy {
+        if entries.len() > MAX_POLICY_ENTRIES as usize {
+            return Err(DataplaneError::TooManyPolicyEntries {
+                trie,
+                count: entries.len(),
+                max: MAX_POLICY_ENTRIES as usize,
+            });
+        }
+    }
+    let written = write(store, synced, plan, &kernel_hosts, &policy, settings);
     if written.is_err() {
         // A front written part way may lack keys its map keeps, which the
         // next diff (the rollback) would not see: rebuild the fronts then.
@@ -71,8 +90,17 @@ fn write(
     synced: &mut Synced,
     plan: &Plan,
     kernel_hosts: &[KernelHost],
+    policy: &[(&'static str, BTreeMap<PolicyKey, PolicyValue>)],
     settings: Settings,
 ) -> Result<(), DataplaneError> {
+    let mut current = Vec::new();
+    for (trie, wanted) in policy {
+        let held = store.read_policy(trie)?;
+        for (key, value) in diff(&held, wanted).upserts {
+            store.upsert_policy(trie, key, *value)?;
+        }
+        current.push((*trie, held));
+    }
     let listeners: BTreeMap<ListenerKey, ListenerValue> = plan
         .listeners
         .iter()
@@ -80,6 +108,11 @@ fn write(
         .collect();
     sync_around(store, map_names::LISTENERS, &listeners, |_, _| Ok(()))?;
     sync_ports(store, synced, plan.ports())?;
+    for ((trie, held), (_, wanted)) in current.iter().zip(policy) {
+        for key in diff(held, wanted).removals {
+            store.remove_policy(trie, key)?;
+        }
+    }
     let local: BTreeMap<[u8; 16], LocalAddrValue> = plan
         .local_addrs
         .iter()

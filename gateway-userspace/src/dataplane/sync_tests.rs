@@ -40,6 +40,7 @@ spec:
         labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
         namespace: "istio-system".to_string(),
         locality: Default::default(),
+        trusted_proxies: 0,
     };
     let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
     compile::plan(&config.model, &instance, &addrs).expect("compiles")
@@ -209,4 +210,67 @@ fn applying_the_same_plan_again_writes_nothing() {
     let (mut maps, mut synced) = applied(&old);
     apply(&mut maps, &mut synced, &old, SETTINGS).unwrap();
     assert!(maps.writes.is_empty(), "{:?}", maps.writes);
+}
+
+/// `plan(80, ...)` with port 80 allow-listed to `allow` and denying `deny`.
+fn with_policy(mut plan: Plan, allow: &[&str], deny: &[&str]) -> Plan {
+    let entry = crate::plan::PortPolicy {
+        deny: deny.iter().map(|b| (b.parse().unwrap(), 1)).collect(),
+        allow: Some(allow.iter().map(|b| b.parse().unwrap()).collect()),
+    };
+    plan.ip_policy.ports.insert(80, entry);
+    plan.ip_policy
+        .policies
+        .insert(1, "istio-system/deny".into());
+    plan.set_policy_flags();
+    plan
+}
+
+#[test]
+fn policy_entries_are_written_before_the_port_flags_turn_on() {
+    let before = plan(80, &["a.example"], &["192.0.2.1"]);
+    let (mut maps, mut synced) = applied(&before);
+    let after = with_policy(before, &["198.51.100.0/24"], &["203.0.113.0/24"]);
+    apply(&mut maps, &mut synced, &after, SETTINGS).expect("applies");
+    let flags = maps.first(map_names::LISTENERS, Op::Upsert).expect("flags");
+    for trie in [map_names::POLICY_ALLOW, map_names::POLICY_DENY] {
+        let entry = maps.first(trie, Op::Upsert).expect("entries");
+        assert!(entry < flags, "{trie} entry written after the flags");
+    }
+    let value: BTreeMap<ListenerKey, ListenerValue> = maps.contents(map_names::LISTENERS);
+    assert!(
+        value
+            .values()
+            .all(|v| v.flags & gateway_common::LISTENER_POLICY != 0)
+    );
+}
+
+#[test]
+fn policy_entries_are_removed_after_the_port_flags_turn_off() {
+    let base = plan(80, &["a.example"], &["192.0.2.1"]);
+    let on = with_policy(base.clone(), &["198.51.100.0/24"], &["203.0.113.0/24"]);
+    let (mut maps, mut synced) = applied(&on);
+    apply(&mut maps, &mut synced, &base, SETTINGS).expect("applies");
+    let flags = maps.last(map_names::LISTENERS, Op::Upsert).expect("flags");
+    for trie in [map_names::POLICY_ALLOW, map_names::POLICY_DENY] {
+        let removal = maps.first(trie, Op::Remove).expect("removal");
+        assert!(removal > flags, "{trie} entry removed before the flags");
+        let left: BTreeMap<PolicyKey, PolicyValue> = maps.contents(trie);
+        assert!(left.is_empty());
+    }
+}
+
+#[test]
+fn a_new_allow_block_is_written_before_the_old_one_is_removed() {
+    let base = plan(80, &["a.example"], &["192.0.2.1"]);
+    let old = with_policy(base.clone(), &["198.51.100.0/24"], &[]);
+    let new = with_policy(base, &["203.0.113.0/24"], &[]);
+    let (mut maps, mut synced) = applied(&old);
+    apply(&mut maps, &mut synced, &new, SETTINGS).expect("applies");
+    assert_eq!(
+        maps.writes_to(map_names::POLICY_ALLOW),
+        vec![Op::Upsert, Op::Remove]
+    );
+    // The flags did not change, so the listener is not written at all.
+    assert!(maps.writes_to(map_names::LISTENERS).is_empty());
 }

@@ -47,6 +47,11 @@ pub struct Instance {
     /// Where the gateway runs (`--locality`): locality load balancing
     /// prefers endpoints near it.
     pub locality: super::Locality,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` is believed
+    /// (`--trusted-proxies`, Istio's `gatewayTopology.numTrustedProxies`,
+    /// default 0): with 0, a client's remote address is its peer, which is
+    /// what lets the kernel enforce `remoteIpBlocks` too.
+    pub trusted_proxies: u32,
 }
 
 impl Default for Instance {
@@ -56,6 +61,7 @@ impl Default for Instance {
             labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
             namespace: "istio-system".to_string(),
             locality: super::Locality::default(),
+            trusted_proxies: 0,
         }
     }
 }

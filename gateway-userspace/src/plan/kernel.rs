@@ -6,13 +6,15 @@ use std::{
 };
 
 use gateway_common::{
-    ADDR_ANY, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostKey, HostValue, LISTENER_RESET_UNKNOWN_HOSTS,
-    ListenerValue, PORT_BOUND, PORT_WILDCARD, PortValue, host_hash, ipv4_mapped, port_index,
+    ADDR_ANY, HOST_ANY, HOST_EXACT, HOST_SUFFIX, HostKey, HostValue, IPPROTO_TCP,
+    LISTENER_POLICY_ALLOW_LIST, LISTENER_POLICY_DENY, LISTENER_RESET_UNKNOWN_HOSTS, ListenerValue,
+    POLICY_VERDICT_ALLOW, POLICY_VERDICT_DENY, PORT_BOUND, PORT_WILDCARD, PolicyKey, PolicyValue,
+    PortValue, host_hash, ipv4_mapped, port_index,
 };
 
 pub use gateway_common::ListenerKey;
 
-use super::{HostPattern, HostTable, Listener, Plan};
+use super::{HostPattern, HostTable, Listener, Plan, Subnet};
 
 impl Listener {
     /// The `LISTENERS` map key.
@@ -30,13 +32,91 @@ impl Listener {
         ListenerValue {
             id: self.id,
             kind: self.kind as u32,
-            flags: if self.reset_unknown_hosts {
-                LISTENER_RESET_UNKNOWN_HOSTS
-            } else {
-                0
-            },
+            flags: flag(self.reset_unknown_hosts, LISTENER_RESET_UNKNOWN_HOSTS)
+                | flag(self.policy_deny, LISTENER_POLICY_DENY)
+                | flag(self.policy_allow_list, LISTENER_POLICY_ALLOW_LIST),
         }
     }
+}
+
+fn flag(on: bool, bit: u32) -> u32 {
+    if on { bit } else { 0 }
+}
+
+/// The AuthorizationPolicy rules the kernel enforces on listeners'
+/// connection attempts (built by `compile/ip_policy.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpPolicy {
+    /// The DENY policies with kernel entries, `ns/name` by their
+    /// `POLICY_STATS` slot (from 1; slot 0 counts the allow-lists).
+    pub policies: BTreeMap<u32, String>,
+    /// What each TCP listener port with any policy enforces.
+    pub ports: BTreeMap<u16, PortPolicy>,
+}
+
+/// One listener port's kernel policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortPolicy {
+    /// Source blocks whose SYNs are dropped, each with the slot of the
+    /// first DENY policy (Istio's order) denying it.
+    pub deny: BTreeMap<Subnet, u32>,
+    /// `Some`: allow-listed, and the only source blocks whose SYNs pass
+    /// (empty: none do).
+    pub allow: Option<BTreeSet<Subnet>>,
+}
+
+impl IpPolicy {
+    /// The `POLICY_DENY` entries.
+    pub fn deny_entries(&self) -> BTreeMap<PolicyKey, PolicyValue> {
+        let mut out = BTreeMap::new();
+        for (port, entry) in &self.ports {
+            for (block, slot) in &entry.deny {
+                let value = PolicyValue {
+                    verdict: POLICY_VERDICT_DENY,
+                    policy: *slot,
+                };
+                out.entry(block_key(*port, block)).or_insert(value);
+            }
+        }
+        out
+    }
+
+    /// The `POLICY_ALLOW` entries.
+    pub fn allow_entries(&self) -> BTreeMap<PolicyKey, PolicyValue> {
+        let mut out = BTreeMap::new();
+        for (port, entry) in &self.ports {
+            for block in entry.allow.iter().flatten() {
+                let value = PolicyValue {
+                    verdict: POLICY_VERDICT_ALLOW,
+                    policy: 0,
+                };
+                out.insert(block_key(*port, block), value);
+            }
+        }
+        out
+    }
+}
+
+impl Plan {
+    /// Sets each TCP listener's policy flags from `ip_policy`.
+    pub fn set_policy_flags(&mut self) {
+        for listener in &mut self.listeners {
+            let entry = (listener.ip_protocol == IPPROTO_TCP)
+                .then(|| self.ip_policy.ports.get(&listener.port))
+                .flatten();
+            listener.policy_deny = entry.is_some_and(|e| !e.deny.is_empty());
+            listener.policy_allow_list = entry.is_some_and(|e| e.allow.is_some());
+        }
+    }
+}
+
+/// The trie key of `block` on `port` (IPv4 mapped: 96 bits in front).
+fn block_key(port: u16, block: &Subnet) -> PolicyKey {
+    let bits = match block.addr {
+        IpAddr::V4(_) => 96 + u32::from(block.prefix),
+        IpAddr::V6(_) => u32::from(block.prefix),
+    };
+    PolicyKey::block(port, addr_key(block.addr), bits)
 }
 
 /// A server host of a listener, as the kernel classifies the listener's

@@ -26,7 +26,7 @@ pub use self::{
         ClaimToHeader, Jwk, JwkKey, Jwks, JwksSource, JwtProvider, TokenLocation, Verified,
         default_locations,
     },
-    kernel::{KernelHost, addr_key, ports_of},
+    kernel::{IpPolicy, KernelHost, PortPolicy, addr_key, ports_of},
     locality::{FailoverPlan, LocalityPlan, Placed, Placement, with_topology},
     retry::{DEFAULT_BACKOFF_BASE, RetryOn, RetryPolicy},
     route::{Backend, Forward, Mirror, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
@@ -72,6 +72,9 @@ pub struct Plan {
     pub jwt: Vec<JwtProvider>,
     /// The AuthorizationPolicies that apply to this gateway.
     pub authorization: authz::Authorization,
+    /// The AuthorizationPolicy source-block rules the kernel enforces on
+    /// listeners' connection attempts (`compile/ip_policy.rs`).
+    pub ip_policy: IpPolicy,
 }
 
 impl Plan {
@@ -117,6 +120,11 @@ pub struct Listener {
     /// The kernel resets connections whose first data segment names a
     /// host no server here accepts (`--reset-unknown-hosts`).
     pub reset_unknown_hosts: bool,
+    /// The port has AuthorizationPolicy DENY entries in the kernel.
+    pub policy_deny: bool,
+    /// The port is allow-listed: the kernel drops SYNs from outside its
+    /// ALLOW rules' source blocks.
+    pub policy_allow_list: bool,
 }
 
 /// A plaintext HTTP port and the virtual hosts it serves.

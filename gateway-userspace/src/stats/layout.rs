@@ -1,6 +1,6 @@
 //! What the kernel's counter slots stand for, written beside the pins so
 //! `gateway stats` can name the counters without asking the daemon.
-use gateway_common::{IPPROTO_TCP, ListenerKind};
+use gateway_common::{IPPROTO_TCP, ListenerKind, POLICY_ALLOW_LIST};
 
 use crate::plan::Plan;
 
@@ -11,7 +11,13 @@ use crate::plan::Plan;
 pub struct Layout {
     pub listeners: Vec<LayoutListener>,
     pub hosts: Vec<LayoutHost>,
+    /// The AuthorizationPolicy drop counters: (`POLICY_STATS` slot,
+    /// `ns/name`, or `allow-list` for slot 0).
+    pub policies: Vec<(u32, String)>,
 }
+
+/// The name slot `POLICY_ALLOW_LIST` is counted under.
+const ALLOW_LIST: &str = "allow-list";
 
 /// One listener's counter slots.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +62,7 @@ impl Layout {
                     pattern: h.pattern.to_string(),
                 })
                 .collect(),
+            policies: policy_slots(plan),
         }
     }
 
@@ -73,7 +80,13 @@ impl Layout {
             .iter()
             .map(|h| serde_json::json!({"id": h.id, "listener_id": h.listener_id, "pattern": h.pattern}))
             .collect();
-        serde_json::json!({"listeners": listeners, "hosts": hosts}).to_string()
+        let policies: Vec<serde_json::Value> = self
+            .policies
+            .iter()
+            .map(|(slot, name)| serde_json::json!({"slot": slot, "name": name}))
+            .collect();
+        serde_json::json!({"listeners": listeners, "hosts": hosts, "policies": policies})
+            .to_string()
     }
 
     /// Reads [`Layout::to_json`]'s output; `None` if it is not that.
@@ -107,8 +120,36 @@ impl Layout {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(Self { listeners, hosts })
+        // Absent in the layout of a build before AuthorizationPolicy counters.
+        let policies = match value.get("policies").and_then(|p| p.as_array()) {
+            Some(policies) => policies
+                .iter()
+                .map(|p| Some((id(p, "slot")?, p.get("name")?.as_str()?.to_string())))
+                .collect::<Option<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        Some(Self {
+            listeners,
+            hosts,
+            policies,
+        })
     }
+}
+
+/// The policy counters `plan` uses: slot 0 when a port is allow-listed,
+/// then each DENY policy with kernel entries.
+fn policy_slots(plan: &Plan) -> Vec<(u32, String)> {
+    let allow_listed = plan.ip_policy.ports.values().any(|p| p.allow.is_some());
+    allow_listed
+        .then(|| (POLICY_ALLOW_LIST, ALLOW_LIST.to_string()))
+        .into_iter()
+        .chain(
+            plan.ip_policy
+                .policies
+                .iter()
+                .map(|(slot, name)| (*slot, name.clone())),
+        )
+        .collect()
 }
 
 /// A listener's name in counters: `<bind or *>_<port>_<tcp|udp>`.

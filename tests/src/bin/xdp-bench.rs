@@ -3,6 +3,9 @@
 //! same rounds (interleaved), on the paths a packet can take.
 //!
 //! Usage: `xdp-bench <xdp_pass.o> [repeat] [rounds]`; prints a Markdown table.
+//! The AuthorizationPolicy rows run the same object with a second set of
+//! maps (a plan whose port 443 carries 10,000 DENY and 10,000 ALLOW
+//! blocks), in the same rounds, against the rows without policy.
 use std::{net::IpAddr, path::PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -15,14 +18,26 @@ use gateway_tests::{
     fixtures::hosts_plan,
     frame::{ACK, Frame, SYN},
     hello::client_hello,
+    rng::Rng,
 };
-use gateway_userspace::dataplane::{Dataplane, EbpfLog};
+use gateway_userspace::{
+    dataplane::{Dataplane, EbpfLog},
+    plan::{Plan, PortPolicy, Subnet},
+};
 
 const GW_V4: [u8; 4] = [192, 0, 2, 1];
 const OTHER_V4: [u8; 4] = [198, 51, 100, 9];
 const PSH_ACK: u8 = ACK | 0x08;
 /// Targets from issue 8.
 const L4_TARGET_NS: f64 = 90.0;
+/// The policy check's target over the listener hit without policy.
+const POLICY_DELTA_TARGET_NS: f64 = 30.0;
+/// Blocks per policy trie on the benchmark's port.
+const POLICY_BLOCKS: usize = 10_000;
+/// The frames' default source, which the allow set holds.
+const SRC_V4: [u8; 4] = [192, 0, 2, 2];
+/// A source inside one of the DENY blocks.
+const DENIED_V4: [u8; 4] = [203, 0, 113, 9];
 const HOST_TARGET_NS: f64 = 200.0;
 
 struct Case {
@@ -150,7 +165,209 @@ fn main() -> anyhow::Result<()> {
     println!(
         "\n{rounds} interleaved rounds of BPF_PROG_TEST_RUN with repeat {repeat} per program and path; median (min-max)."
     );
+    policy_cost(&mut dataplane, &plan, &baseline_object, repeat, rounds)?;
     log_cost(&mut dataplane, &plan, repeat, rounds)?;
+    Ok(())
+}
+
+/// `plan` with port 443 carrying `POLICY_BLOCKS` random DENY blocks
+/// (IPv4 /24 to /32 in 10.0.0.0/8, one in ten IPv6 /48 to /128 in
+/// 2001:db8::/32, one holding `DENIED_V4`) and as many ALLOW blocks (the
+/// same mix, plus `SRC_V4`/32); and two sources deep in 10.0.0.0/8, where
+/// the tries branch most: the first address of an ALLOW block no DENY
+/// block holds (it passes), and of a DENY block (it is dropped).
+fn policy_plan(plan: &Plan) -> (Plan, [u8; 4], [u8; 4]) {
+    let mut rng = Rng(0x5eed_1234_5678_9abc);
+    let block = |rng: &mut Rng| -> Subnet {
+        let bits = rng.next_u64();
+        if rng.below(10) == 0 {
+            let mut addr = [0u8; 16];
+            addr[..8].copy_from_slice(&bits.to_be_bytes());
+            addr[8..].copy_from_slice(&rng.next_u64().to_be_bytes());
+            addr[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+            Subnet {
+                addr: IpAddr::from(addr),
+                prefix: 48 + rng.below(81) as u8,
+            }
+        } else {
+            // 10.0.0.0/8 only: never the sources measured.
+            let addr = [
+                10,
+                (bits >> 8) as u8,
+                (bits >> 16) as u8,
+                (bits >> 24) as u8,
+            ];
+            Subnet {
+                addr: IpAddr::from(addr),
+                prefix: 24 + rng.below(9) as u8,
+            }
+        }
+    };
+    let mut deny = std::collections::BTreeMap::new();
+    while deny.len() < POLICY_BLOCKS - 1 {
+        let b = block(&mut rng);
+        deny.insert(masked(b), 1);
+    }
+    deny.insert(
+        masked(Subnet {
+            addr: IpAddr::from(DENIED_V4),
+            prefix: 28,
+        }),
+        1,
+    );
+    let mut allow = std::collections::BTreeSet::new();
+    while allow.len() < POLICY_BLOCKS - 1 {
+        allow.insert(masked(block(&mut rng)));
+    }
+    let deep_allowed = allow
+        .iter()
+        .filter_map(|b| match b.addr {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .find(|v4| {
+            !deny.keys().any(|d| match d.addr {
+                IpAddr::V4(net) => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(d.prefix)).unwrap_or(0);
+                    u32::from(*v4) & mask == u32::from(net)
+                }
+                IpAddr::V6(_) => false,
+            })
+        })
+        .map(|v4| v4.octets())
+        .unwrap_or(SRC_V4);
+    let v4_denied: Vec<[u8; 4]> = deny
+        .keys()
+        .filter_map(|b| match b.addr {
+            IpAddr::V4(v4) if v4.octets()[0] == 10 => Some(v4.octets()),
+            _ => None,
+        })
+        .collect();
+    let deep_denied = v4_denied[v4_denied.len() / 2];
+    allow.insert(Subnet {
+        addr: IpAddr::from(SRC_V4),
+        prefix: 32,
+    });
+    let mut with = plan.clone();
+    with.ip_policy.policies = [(1, "bench/deny".to_string())].into();
+    with.ip_policy.ports.insert(
+        443,
+        PortPolicy {
+            deny,
+            allow: Some(allow),
+        },
+    );
+    with.set_policy_flags();
+    (with, deep_allowed, deep_denied)
+}
+
+/// `block` with its host bits cleared, so no two blocks are one entry.
+fn masked(block: Subnet) -> Subnet {
+    let addr = match block.addr {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(block.prefix))
+                .unwrap_or(0);
+            IpAddr::from((u32::from(v4) & mask).to_be_bytes())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(block.prefix))
+                .unwrap_or(0);
+            IpAddr::from((u128::from(v6) & mask).to_be_bytes())
+        }
+    };
+    Subnet {
+        addr,
+        prefix: block.prefix,
+    }
+}
+
+/// The AuthorizationPolicy check's cost: a listener SYN through 10,000
+/// DENY and 10,000 ALLOW blocks (passed) against the same SYN without
+/// policy, and a SYN from a denied source against today's unlisted-port
+/// drop, interleaved in the same rounds, with the XDP_PASS baseline.
+fn policy_cost(
+    plain: &mut Dataplane,
+    plan: &Plan,
+    baseline_object: &std::path::Path,
+    repeat: u32,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let mut policy = Dataplane::load()?;
+    let (with_policy, deep_allowed, deep_denied) = policy_plan(plan);
+    policy.apply(&with_policy, Settings::default())?;
+    let mut baseline = Ebpf::load_file(baseline_object)?;
+    let pass: &mut Xdp = baseline
+        .program_mut("xdp_pass")
+        .context("baseline")?
+        .try_into()?;
+    pass.load()?;
+    let allowed = Frame::tcp4(GW_V4, 443, SYN).build();
+    let denied = Frame::tcp4(GW_V4, 443, SYN).src4(DENIED_V4).build();
+    let allowed_deep = Frame::tcp4(GW_V4, 443, SYN).src4(deep_allowed).build();
+    let denied_deep = Frame::tcp4(GW_V4, 443, SYN).src4(deep_denied).build();
+    let unlisted = Frame::tcp4(GW_V4, 8081, SYN).build();
+    let (mut hit, mut hit_policy, mut drop, mut drop_policy, mut base) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut hit_deep, mut drop_deep) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        hit.push(time(plain.program()?, &allowed, repeat, 2)?);
+        hit_policy.push(time(policy.program()?, &allowed, repeat, 2)?);
+        drop.push(time(plain.program()?, &unlisted, repeat, 1)?);
+        drop_policy.push(time(policy.program()?, &denied, repeat, 1)?);
+        hit_deep.push(time(policy.program()?, &allowed_deep, repeat, 2)?);
+        drop_deep.push(time(policy.program()?, &denied_deep, repeat, 1)?);
+        let pass: &mut Xdp = baseline
+            .program_mut("xdp_pass")
+            .context("baseline")?
+            .try_into()?;
+        base.push(time(pass, &allowed, repeat, 2)?);
+    }
+    let (hit, hit_policy) = (median(&mut hit), median(&mut hit_policy));
+    let (drop, drop_policy) = (median(&mut drop), median(&mut drop_policy));
+    let base = median(&mut base);
+    let (hit_deep, drop_deep) = (median(&mut hit_deep), median(&mut drop_deep));
+    let delta = hit_policy - hit;
+    let delta_deep = hit_deep - hit;
+    println!(
+        "\nAuthorizationPolicy in XDP ({POLICY_BLOCKS} DENY and {POLICY_BLOCKS} ALLOW blocks on the port, IPv4 /24-/32 and one in ten IPv6 /48-/128; XDP_PASS {base:.1} ns/packet):\n"
+    );
+    println!("| path | ns/packet | against | ns/packet | delta | ratio | target | |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| listener SYN, source allowed (both tries walked) | {hit_policy:.1} | listener hit, no policy | {hit:.1} | {delta:+.1} | {:.2}x | < +{POLICY_DELTA_TARGET_NS} ns | {} |",
+        hit_policy / hit,
+        if delta < POLICY_DELTA_TARGET_NS {
+            "PASS"
+        } else {
+            "MISS"
+        }
+    );
+    println!(
+        "| listener SYN, source allowed deep in 10.0.0.0/8 ({}) | {hit_deep:.1} | listener hit, no policy | {hit:.1} | {delta_deep:+.1} | {:.2}x | < +{POLICY_DELTA_TARGET_NS} ns | {} |",
+        IpAddr::from(deep_allowed),
+        hit_deep / hit,
+        if delta_deep < POLICY_DELTA_TARGET_NS {
+            "PASS"
+        } else {
+            "MISS"
+        }
+    );
+    let within = |ratio: f64| if ratio <= 1.05 { "PASS" } else { "MISS" };
+    println!(
+        "| listener SYN, source denied (dropped) | {drop_policy:.1} | unlisted-port SYN drop | {drop:.1} | {:+.1} | {:.2}x | <= 1.0x within noise | {} |",
+        drop_policy - drop,
+        drop_policy / drop,
+        within(drop_policy / drop)
+    );
+    println!(
+        "| listener SYN, source denied deep in 10.0.0.0/8 ({}) | {drop_deep:.1} | unlisted-port SYN drop | {drop:.1} | {:+.1} | {:.2}x | <= 1.0x within noise | {} |",
+        IpAddr::from(deep_denied),
+        drop_deep - drop,
+        drop_deep / drop,
+        within(drop_deep / drop)
+    );
     Ok(())
 }
 
@@ -158,12 +375,7 @@ fn main() -> anyhow::Result<()> {
 /// (which has one): logging off, as the daemon runs by default, against
 /// the same object with the events on at debug (written to the ring
 /// buffer, which nobody reads here), interleaved in the same rounds.
-fn log_cost(
-    off: &mut Dataplane,
-    plan: &gateway_userspace::plan::Plan,
-    repeat: u32,
-    rounds: usize,
-) -> anyhow::Result<()> {
+fn log_cost(off: &mut Dataplane, plan: &Plan, repeat: u32, rounds: usize) -> anyhow::Result<()> {
     let mut on = Dataplane::load_logging(EbpfLog::Debug)?;
     on.apply(plan, Settings::default())?;
     let frame = Frame::tcp4(GW_V4, 8081, SYN).build();
