@@ -406,6 +406,42 @@ fn check_strict_accepts_an_authorization_policy() {
 }
 
 #[test]
+fn check_explains_which_rule_allows_or_denies_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GATEWAY_AND_ALLOW_NOTHING.replace(
+        "spec: {}\n",
+        "spec:\n  rules:\n  - from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-admin, namespace: istio-system}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [/admin*]}}]}]\n",
+    );
+    let path = write(&dir, "explain.yaml", &text);
+    let explain = |request: &str| {
+        let out = gateway(&["check", "--explain-request", request, &path]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let allowed = explain("GET http://a.example.com/ from 203.0.113.7");
+    assert!(
+        allowed.contains("allowed (HTTP) by ALLOW rule ns[istio-system]-policy[allow-nothing]-rule[0] of istio-system/allow-nothing"),
+        "{allowed}"
+    );
+    let denied = explain("POST http://a.example.com/admin/x from 203.0.113.7");
+    assert!(
+        denied.contains("denied (HTTP) by DENY rule ns[istio-system]-policy[no-admin]-rule[0] of istio-system/no-admin: 403 RBAC: access denied"),
+        "{denied}"
+    );
+    let outside = explain("GET http://a.example.com/ from 192.0.2.9 via 203.0.113.7");
+    assert!(
+        outside.contains("denied (HTTP): ALLOW policies apply and none of their rules matches"),
+        "{outside}"
+    );
+    let bad = gateway(&["check", "--explain-request", "GET nowhere", &path]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("expected 'METHOD SCHEME://HOST[:PORT]/PATH from CLIENT_IP [via PEER_IP]'")
+    );
+}
+
+#[test]
 fn check_reports_authorization_policy_errors_with_their_field() {
     let dir = tempfile::tempdir().unwrap();
     let text = GATEWAY_AND_ALLOW_NOTHING.replace(

@@ -6,7 +6,7 @@
 //! program in native mode on the receiving veth. Modes are interleaved in
 //! every round; trafgen's own cost is in all three alike.
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -31,6 +31,9 @@ enum Mode {
     Xdp,
     XdpGeneric,
     TrivialDrop,
+    /// The flooded port is a listener whose AuthorizationPolicy denies the
+    /// sender among 10,000 blocks of its /8: every SYN walks the trie deep.
+    XdpPolicyDenied,
 }
 
 impl Mode {
@@ -41,6 +44,9 @@ impl Mode {
             Self::Xdp => "gateway XDP (native) on the receiving veth",
             Self::XdpGeneric => "gateway XDP (generic) on the receiving veth",
             Self::TrivialDrop => "a program that only returns XDP_DROP (native), for scale",
+            Self::XdpPolicyDenied => {
+                "gateway XDP (native), the port a listener whose AuthorizationPolicy denies the sender among 10,000 DENY blocks in its /8"
+            }
         }
     }
 }
@@ -180,7 +186,11 @@ pub(crate) fn flood(
         Mode::Xdp,
         Mode::XdpGeneric,
         Mode::TrivialDrop,
+        Mode::XdpPolicyDenied,
     ];
+    let policy_config = scratch.join("policy.yaml");
+    std::fs::write(&policy_config, policy_yaml())?;
+    let seed = root.join("examples/seed.yaml");
     let drop_object = crate::bench_proxy::build_trivial_xdp(&scratch, "xdp_drop", 1)?;
     let mut cost: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for _ in 0..rounds {
@@ -191,8 +201,11 @@ pub(crate) fn flood(
                     run(net.exec(&net.receiver, &["nft", "-f"]).arg(&nft_conf))?;
                     None
                 }
-                Mode::Xdp => Some(start_gateway(&net, root, gateway, "native")?),
-                Mode::XdpGeneric => Some(start_gateway(&net, root, gateway, "generic")?),
+                Mode::Xdp => Some(start_gateway(&net, &seed, gateway, "native")?),
+                Mode::XdpGeneric => Some(start_gateway(&net, &seed, gateway, "generic")?),
+                Mode::XdpPolicyDenied => {
+                    Some(start_gateway(&net, &policy_config, gateway, "native")?)
+                }
                 Mode::TrivialDrop => {
                     run(net
                         .exec(
@@ -254,6 +267,10 @@ pub(crate) fn flood(
         let verdict = match mode {
             Mode::Xdp | Mode::XdpGeneric if medians[index] <= nft => "PASS (<= nftables)",
             Mode::Xdp | Mode::XdpGeneric => "MISS (> nftables)",
+            Mode::XdpPolicyDenied if medians[index] <= medians[2] => {
+                "PASS (<= the unlisted-port drop, native)"
+            }
+            Mode::XdpPolicyDenied => "MISS (> the unlisted-port drop, native)",
             _ => "",
         };
         table.push_str(&format!(
@@ -269,15 +286,64 @@ pub(crate) fn flood(
     Ok(table)
 }
 
-/// Starts the gateway on the receiving veth with native XDP and waits
-/// until its admin endpoint answers.
-fn start_gateway(net: &Net, root: &Path, gateway: &Path, mode: &str) -> anyhow::Result<Daemon> {
-    let examples: PathBuf = root.join("examples");
+/// A listener on the flooded port and a DENY AuthorizationPolicy of
+/// 10,000 source blocks (/24 to /32) in the sender's /8, the sender's own
+/// /32 among them: the kernel's trie walk for the sender is a deep one.
+fn policy_yaml() -> String {
+    let mut blocks = std::collections::BTreeSet::new();
+    blocks.insert(format!("{SENDER}/32"));
+    // A fixed LCG: the same blocks every run.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    while blocks.len() < 10_000 {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let bits = 24 + (state >> 60) % 9;
+        let addr = 0xc000_0000u32 | ((state >> 8) as u32 & 0x00ff_ffff);
+        let masked = addr & (u32::MAX << (32 - bits));
+        let [a, b, c, d] = masked.to_be_bytes();
+        blocks.insert(format!("{a}.{b}.{c}.{d}/{bits}"));
+    }
+    let list: Vec<String> = blocks.into_iter().collect();
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: flood, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {PORT}, name: http, protocol: HTTP}}
+    hosts: [\"*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: flood, namespace: istio-system}}
+spec:
+  hosts: [\"*\"]
+  gateways: [flood]
+  http:
+  - directResponse: {{status: 200}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: deny-blocks, namespace: istio-system}}
+spec:
+  action: DENY
+  rules:
+  - from: [{{source: {{ipBlocks: [{}]}}}}]
+",
+        list.join(", ")
+    )
+}
+
+/// Starts the gateway serving `config` on the receiving veth in XDP
+/// `mode` and waits until its admin endpoint answers.
+fn start_gateway(net: &Net, config: &Path, gateway: &Path, mode: &str) -> anyhow::Result<Daemon> {
     let child = net
         .exec(&net.receiver, &[])
         .arg(gateway)
         .args(["run", "--config"])
-        .arg(examples.join("seed.yaml"))
+        .arg(config)
         .args([
             "--interface",
             "rcv0",

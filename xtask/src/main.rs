@@ -404,6 +404,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "request",
     "certificate",
     "host",
+    "jwt",
 ];
 /// Dictionary of YAML tokens (anchors, aliases, nesting) every target runs with.
 const FUZZ_DICTIONARY: &str = "fuzz/yaml.dict";
