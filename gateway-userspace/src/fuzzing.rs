@@ -308,6 +308,86 @@ pub fn host(data: &[u8]) {
     }
 }
 
+/// Any bytes as a JWT (first byte even) or as a fetched JSON Web Key Set
+/// (first byte odd), both untrusted: the token through the JWT phase of a
+/// provider with an ES256 key (from the `Authorization` header and the
+/// `access_token` parameter), the key set through its parser. Neither may
+/// panic; a token the key did not sign is never accepted.
+pub fn jwt(data: &[u8]) {
+    use std::sync::{Arc, OnceLock};
+
+    use crate::{
+        plan::{Jwks, JwksSource, JwtProvider, default_locations},
+        proxy::{access_log::Entry, http::jwt::JwtAuthn},
+    };
+    static PHASE: OnceLock<Option<JwtAuthn>> = OnceLock::new();
+    let Some((first, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    if first % 2 == 1 {
+        let _ = Jwks::parse(&text);
+        return;
+    }
+    let phase = PHASE.get_or_init(|| {
+        let (set, _) = Jwks::parse(&fuzz_jwks()).ok()?;
+        JwtAuthn::new(&[JwtProvider {
+            issuer: "https://issuer.example".into(),
+            audiences: vec!["app".into()],
+            jwks: JwksSource::Inline(Arc::new(set)),
+            timeout: std::time::Duration::from_secs(5),
+            locations: default_locations(),
+            output_payload_to_header: Some("x-payload".into()),
+            forward: false,
+            claim_to_headers: Vec::new(),
+            space_delimited_claims: vec!["permission".into(), "scope".into()],
+        }])
+    });
+    let Some(phase) = phase else {
+        panic!("the fuzz key set does not parse");
+    };
+    let query: String = text
+        .bytes()
+        .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b))
+        .map(char::from)
+        .collect();
+    for request in [
+        hyper::Request::get("/").header("authorization", format!("Bearer {text}")),
+        hyper::Request::get(format!("/?access_token={query}")),
+    ] {
+        let Ok(mut request) = request.header("host", "a.example").body(()) else {
+            continue;
+        };
+        let mut entry = Entry::default();
+        if let Ok(Some(_)) = phase.authenticate(&mut request, "http", &mut entry) {
+            panic!("a token no key of the set signed was accepted: {text:?}");
+        }
+    }
+}
+
+/// A key set with one fresh ES256 public key (its private half dropped):
+/// nothing the fuzzer writes can carry a valid signature.
+fn fuzz_jwks() -> String {
+    use base64::Engine as _;
+    use ring::{
+        rand::SystemRandom,
+        signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _},
+    };
+    let rng = SystemRandom::new();
+    let Ok(pkcs8) = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng) else {
+        return String::new();
+    };
+    let Ok(pair) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+    else {
+        return String::new();
+    };
+    let point = pair.public_key().as_ref();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "fuzz",
+        "x": b64(&point[1..33]), "y": b64(&point[33..])}]})
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     /// Runs `target` on every seed of `fuzz/corpus/<name>`; returns how many.
@@ -441,84 +521,4 @@ mod tests {
             );
         }
     }
-}
-
-/// Any bytes as a JWT (first byte even) or as a fetched JSON Web Key Set
-/// (first byte odd), both untrusted: the token through the JWT phase of a
-/// provider with an ES256 key (from the `Authorization` header and the
-/// `access_token` parameter), the key set through its parser. Neither may
-/// panic; a token the key did not sign is never accepted.
-pub fn jwt(data: &[u8]) {
-    use std::sync::{Arc, OnceLock};
-
-    use crate::{
-        plan::{Jwks, JwksSource, JwtProvider, default_locations},
-        proxy::{access_log::Entry, http::jwt::JwtAuthn},
-    };
-    static PHASE: OnceLock<Option<JwtAuthn>> = OnceLock::new();
-    let Some((first, rest)) = data.split_first() else {
-        return;
-    };
-    let text = String::from_utf8_lossy(rest);
-    if first % 2 == 1 {
-        let _ = Jwks::parse(&text);
-        return;
-    }
-    let phase = PHASE.get_or_init(|| {
-        let (set, _) = Jwks::parse(&fuzz_jwks()).ok()?;
-        JwtAuthn::new(&[JwtProvider {
-            issuer: "https://issuer.example".into(),
-            audiences: vec!["app".into()],
-            jwks: JwksSource::Inline(Arc::new(set)),
-            timeout: std::time::Duration::from_secs(5),
-            locations: default_locations(),
-            output_payload_to_header: Some("x-payload".into()),
-            forward: false,
-            claim_to_headers: Vec::new(),
-            space_delimited_claims: vec!["permission".into(), "scope".into()],
-        }])
-    });
-    let Some(phase) = phase else {
-        panic!("the fuzz key set does not parse");
-    };
-    let query: String = text
-        .bytes()
-        .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b))
-        .map(char::from)
-        .collect();
-    for request in [
-        hyper::Request::get("/").header("authorization", format!("Bearer {text}")),
-        hyper::Request::get(format!("/?access_token={query}")),
-    ] {
-        let Ok(mut request) = request.header("host", "a.example").body(()) else {
-            continue;
-        };
-        let mut entry = Entry::default();
-        if let Ok(Some(_)) = phase.authenticate(&mut request, "http", &mut entry) {
-            panic!("a token no key of the set signed was accepted: {text:?}");
-        }
-    }
-}
-
-/// A key set with one fresh ES256 public key (its private half dropped):
-/// nothing the fuzzer writes can carry a valid signature.
-fn fuzz_jwks() -> String {
-    use base64::Engine as _;
-    use ring::{
-        rand::SystemRandom,
-        signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _},
-    };
-    let rng = SystemRandom::new();
-    let Ok(pkcs8) = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng) else {
-        return String::new();
-    };
-    let Ok(pair) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-    else {
-        return String::new();
-    };
-    let point = pair.public_key().as_ref();
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "fuzz",
-        "x": b64(&point[1..33]), "y": b64(&point[33..])}]})
-    .to_string()
 }
