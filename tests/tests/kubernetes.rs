@@ -304,9 +304,11 @@ kind: AuthorizationPolicy
 metadata: {{name: deny-all, namespace: {GATEWAY_NAMESPACE}}}
 spec:
   action: DENY
-  rules: [{{}}]
+  rules: [{{to: [{{operation: {{methods: [GET]}}}}]}}]
 "
     );
+    // A rule on the method: the proxy's to decide (403). A rule on the
+    // source alone would be the kernel's, and the SYN would be dropped.
     server.apply(&topology, &routed("default", "one"));
     server.apply(&topology, &deny);
     // Present before the daemon starts: its first plan enforces it.
