@@ -10,10 +10,12 @@ use std::{
 
 use super::{Decision, NO_POLICY};
 
-/// (family, chain, policy, dry-run result) -> count.
-type Key = (&'static str, &'static str, String, &'static str);
+/// (family, chain, dry-run result) -> policy -> count. The policy is the
+/// inner key so a request whose series exists allocates nothing.
+type Series = (&'static str, &'static str, &'static str);
 
-static COUNTS: LazyLock<Mutex<BTreeMap<Key, u64>>> = LazyLock::new(Default::default);
+static COUNTS: LazyLock<Mutex<BTreeMap<Series, BTreeMap<String, u64>>>> =
+    LazyLock::new(Default::default);
 
 /// Counts one decision on `chain` (`http` or `tcp`).
 pub fn record(chain: &'static str, decision: &Decision) {
@@ -21,9 +23,13 @@ pub fn record(chain: &'static str, decision: &Decision) {
         return;
     };
     let mut add = |family, policy: &str, result| {
-        *counts
-            .entry((family, chain, policy.to_string(), result))
-            .or_insert(0) += 1;
+        let by_policy = counts.entry((family, chain, result)).or_default();
+        match by_policy.get_mut(policy) {
+            Some(count) => *count += 1,
+            None => {
+                by_policy.insert(policy.to_string(), 1);
+            }
+        }
     };
     match (&decision.denied, &decision.allowed_by) {
         (Some(denied), _) => add("denied", &denied.policy, ""),
@@ -65,10 +71,10 @@ pub fn render(out: &mut String) {
     ] {
         let name = format!("gateway_authorization_{family}_total");
         let mut header = false;
-        for ((f, chain, policy, result), value) in counts.iter() {
-            if *f != family {
-                continue;
-            }
+        let series = counts.iter().filter(|((f, _, _), _)| *f == family);
+        let lines =
+            series.flat_map(|(key, by_policy)| by_policy.iter().map(move |(p, v)| (key, p, v)));
+        for ((_, chain, result), policy, value) in lines {
             if !header {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
                 header = true;
