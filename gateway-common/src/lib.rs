@@ -7,12 +7,16 @@
 //! lets host unit tests pin it down without a kernel.
 #![no_std]
 
+#[cfg(feature = "user")]
+extern crate alloc;
+
 mod addr;
 mod decide;
 mod egress;
 mod host;
 mod host_buckets;
 mod ip_policy;
+mod ip_policy_v4;
 mod local_addrs;
 mod maps;
 mod reason;
@@ -38,6 +42,11 @@ pub use ip_policy::{
     LISTENER_POLICY, LISTENER_POLICY_ALLOW_LIST, LISTENER_POLICY_DENY, MAX_POLICIES,
     MAX_POLICY_ENTRIES, POLICY_ALLOW_LIST, POLICY_PORT_BITS, POLICY_VERDICT_ALLOW,
     POLICY_VERDICT_DENY, PolicyData, PolicyKey, PolicyValue, is_ipv4_mapped, policy_decision,
+};
+pub use ip_policy_v4::{
+    LISTENER_POLICY_V4, MAX_POLICY_TABLES, MAX_POLICY_TABLES_IN_USE, POLICY_TABLE_SHIFT,
+    PolicyV4Table, V4_CODE_MASK, V4_LEAF, V4_POOL_LEN, V4_ROOTS, V4_SEARCH_STEPS, code_slot,
+    policy_table_flags, policy_table_slot, slot_code, v4_code,
 };
 pub use local_addrs::{LOCAL_ADDR_SLOTS, LocalAddrList, LocalAddrSlot, LocalLookup, addr_words};
 pub use maps::{

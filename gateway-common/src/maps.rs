@@ -74,6 +74,10 @@ pub mod map_names {
     /// `LpmTrie<PolicyData, PolicyValue>`: the source blocks an
     /// allow-listed port (`LISTENER_POLICY_ALLOW_LIST`) accepts SYNs from.
     pub const POLICY_ALLOW: &str = "POLICY_ALLOW";
+    /// `Array<PolicyV4Table>` of `MAX_POLICY_TABLES`: the IPv4 sources'
+    /// decision per distinct port policy, for listeners with
+    /// `LISTENER_POLICY_V4` (`ip_policy_v4.rs`).
+    pub const POLICY_V4: &str = "POLICY_V4";
     /// `PerCpuArray<Counter>` of `MAX_POLICIES`: SYNs dropped by policy, by
     /// the slot the plan gives each DENY policy (`POLICY_ALLOW_LIST`: the
     /// allow-lists).
@@ -83,7 +87,7 @@ pub mod map_names {
     /// restarted daemon's programs and the running ones share them.
     pub const INTERNAL: [&str; 4] = ["SCRATCH", "SEGMENT", "FORGET", "RESET_FLOWS"];
     /// Every map name, for the loader's self-check.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         LISTENERS,
         PORTS,
         PROXY_SOCKETS,
@@ -108,6 +112,7 @@ pub mod map_names {
         HOST_PROGRAMS,
         POLICY_DENY,
         POLICY_ALLOW,
+        POLICY_V4,
         POLICY_STATS,
     ];
 }
@@ -237,7 +242,8 @@ pub struct ListenerValue {
 /// `ListenerValue::flags`: reset connections whose first data segment
 /// names a host no server on the listener accepts (off by default).
 pub const LISTENER_RESET_UNKNOWN_HOSTS: u32 = 1;
-// Bits 2 and 4 are the AuthorizationPolicy flags (`ip_policy.rs`).
+// Bits 2 and 4 are the AuthorizationPolicy flags (`ip_policy.rs`), bit 8
+// and bits 16-18 the IPv4 policy table's (`ip_policy_v4.rs`).
 
 /// Value of `LOCAL_ADDRS`; the key's presence is what matters.
 #[repr(C)]
@@ -303,6 +309,7 @@ mod pod {
     unsafe impl aya::Pod for crate::PolicyData {}
     unsafe impl aya::Pod for crate::PolicyKey {}
     unsafe impl aya::Pod for crate::PolicyValue {}
+    unsafe impl aya::Pod for crate::PolicyV4Table {}
 }
 
 #[cfg(test)]

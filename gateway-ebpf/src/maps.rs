@@ -12,9 +12,9 @@ use gateway_common::{
     HOST_BUCKETS as HOST_BUCKETS_LEN, HostBucket, HostClass, HostKey, HostValue, ListenerKey,
     ListenerValue, LocalAddrList, LocalAddrValue, MAX_EGRESS_ALLOWED, MAX_EGRESS_EXCLUDES,
     MAX_EGRESS_IFACES, MAX_EGRESS_OPEN_PORTS, MAX_EGRESS_WORKLOADS, MAX_HOSTS, MAX_LISTENERS,
-    MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, MAX_POLICIES, MAX_POLICY_ENTRIES, PORT_SLOTS,
-    PROXY_SOCKET_SLOTS, PolicyData, PolicyValue, PortValue, Reason, ResetFlow, Settings,
-    WorkloadCounters, WorkloadKey,
+    MAX_LOCAL_ADDRS, MAX_PAYLOAD_SCAN, MAX_POLICIES, MAX_POLICY_ENTRIES, MAX_POLICY_TABLES,
+    PORT_SLOTS, PROXY_SOCKET_SLOTS, PolicyData, PolicyV4Table, PolicyValue, PortValue, Reason,
+    ResetFlow, Settings, WorkloadCounters, WorkloadKey,
 };
 
 #[map]
@@ -85,6 +85,11 @@ pub(crate) static POLICY_DENY: LpmTrie<PolicyData, PolicyValue> =
 #[map]
 pub(crate) static POLICY_ALLOW: LpmTrie<PolicyData, PolicyValue> =
     LpmTrie::with_max_entries(MAX_POLICY_ENTRIES, 1);
+
+/// 512 KiB per slot, preallocated like every array (4 MiB in all): the
+/// price of an IPv4 lookup that does not walk the trie.
+#[map]
+pub(crate) static POLICY_V4: Array<PolicyV4Table> = Array::with_max_entries(MAX_POLICY_TABLES, 0);
 
 #[map]
 pub(crate) static POLICY_STATS: PerCpuArray<Counter> =

@@ -724,6 +724,75 @@ fn a_reload_that_removes_the_policy_passes_what_it_dropped() {
     h.expect(denied, XDP_PASS, Reason::Listener);
 }
 
+#[test]
+fn a_reload_that_changes_a_ports_blocks_drops_by_the_new_table_only() {
+    let mut h = Harness::with_plan(policy_plan());
+    let old = Frame::tcp4(GW_V4, 80, SYN).src4([198, 51, 100, 1]);
+    let new = Frame::tcp4(GW_V4, 80, SYN).src4([192, 0, 2, 200]);
+    h.expect(old.clone(), XDP_DROP, Reason::PolicyDenied);
+    h.expect(new.clone(), XDP_PASS, Reason::Listener);
+    let mut moved = policy_plan();
+    let port80 = moved.ip_policy.ports.get_mut(&80).expect("port 80");
+    port80.deny = [("192.0.2.192/26".parse().expect("block"), 2)].into();
+    h.dataplane.apply(&moved, EPHEMERAL).expect("apply");
+    h.expect(old, XDP_PASS, Reason::Listener);
+    h.expect(new, XDP_DROP, Reason::PolicyDenied);
+    assert_eq!(h.policy_drops(2), 1);
+}
+
+#[test]
+fn ipv4_sources_on_a_port_beyond_the_tables_are_decided_by_the_tries() {
+    // One more port with a policy of its own than a plan has tables for:
+    // the last port (`plan::V4Tables` fills them in port order) keeps the
+    // tries for its IPv4 sources.
+    let ports = 90..=(90 + gateway_common::MAX_POLICY_TABLES_IN_USE as u16);
+    let servers: String = ports
+        .clone()
+        .map(|port| {
+            format!(
+                "  - port: {{number: {port}, name: http{port}, protocol: HTTP}}\n    hosts: ['*']\n"
+            )
+        })
+        .collect();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+{servers}"
+    );
+    let mut plan = gateway_tests::fixtures::plan_of(&yaml, &[IpAddr::from(GW_V4)]);
+    plan.ip_policy.policies = [(1, "istio-system/deny".into())].into();
+    for port in ports.clone() {
+        let block = format!("198.51.100.{}/32", port - 90);
+        plan.ip_policy.ports.insert(
+            port,
+            PortPolicy {
+                deny: [(block.parse().expect("block"), 1)].into(),
+                allow: None,
+            },
+        );
+    }
+    plan.set_policy_flags();
+    assert!(!plan.ip_policy.v4_tables().ports.contains_key(ports.end()));
+    let mut h = Harness::with_plan(plan);
+    for port in ports {
+        let denied = [198, 51, 100, (port - 90) as u8];
+        h.expect(
+            Frame::tcp4(GW_V4, port, SYN).src4(denied),
+            XDP_DROP,
+            Reason::PolicyDenied,
+        );
+        h.expect(
+            Frame::tcp4(GW_V4, port, SYN).src4([198, 51, 100, 99]),
+            XDP_PASS,
+            Reason::Listener,
+        );
+    }
+}
+
 /// Max entries of the map pinned at `path`, from bpftool.
 fn pinned_max_entries(path: &std::path::Path) -> u64 {
     let out = std::process::Command::new("bpftool")

@@ -5,7 +5,7 @@
 use std::{any::Any, collections::BTreeMap};
 
 use aya::{Pod, maps::MapError};
-use gateway_common::{PolicyKey, PolicyValue};
+use gateway_common::{PolicyKey, PolicyV4Table, PolicyValue, map_names};
 
 use super::{DataplaneError, MapStore};
 
@@ -36,6 +36,8 @@ pub struct FakeMaps {
     pub writes: Vec<Write>,
     /// The write (counted from 0 over all maps) that fails, if any.
     pub fail_write: Option<usize>,
+    /// `POLICY_V4` by slot (boxed: a value is 512 KiB).
+    pub policy_tables: BTreeMap<u32, Box<PolicyV4Table>>,
 }
 
 impl FakeMaps {
@@ -172,5 +174,18 @@ impl MapStore for FakeMaps {
 
     fn remove_policy(&mut self, name: &'static str, key: &PolicyKey) -> Result<(), DataplaneError> {
         self.remove::<PolicyKey, PolicyValue>(name, key)
+    }
+
+    fn write_policy_table(
+        &mut self,
+        slot: u32,
+        table: &PolicyV4Table,
+    ) -> Result<(), DataplaneError> {
+        self.record(map_names::POLICY_V4, Op::Set(slot))?;
+        let mut copy = PolicyV4Table::zeroed();
+        copy.roots.copy_from_slice(&table.roots);
+        copy.pool.copy_from_slice(&table.pool);
+        self.policy_tables.insert(slot, copy);
+        Ok(())
     }
 }

@@ -71,6 +71,7 @@ impl Dataplane {
             synced: Synced {
                 ports: BTreeMap::new(),
                 rebuild_fronts,
+                policy_tables: BTreeMap::new(),
             },
             pins: Some(dir),
             pinned_interface: None,

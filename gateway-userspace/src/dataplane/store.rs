@@ -13,7 +13,7 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
 };
-use gateway_common::{PolicyData, PolicyKey, PolicyValue};
+use gateway_common::{PolicyData, PolicyKey, PolicyV4Table, PolicyValue, map_names};
 
 use super::{DataplaneError, map};
 
@@ -72,6 +72,13 @@ pub trait MapStore {
 
     /// Removes `key` from the policy trie `name`.
     fn remove_policy(&mut self, name: &'static str, key: &PolicyKey) -> Result<(), DataplaneError>;
+
+    /// Writes `POLICY_V4` slot `slot` (by reference: the value is 512 KiB).
+    fn write_policy_table(
+        &mut self,
+        slot: u32,
+        table: &PolicyV4Table,
+    ) -> Result<(), DataplaneError>;
 }
 
 /// The loaded object's maps, written with BPF syscalls through aya.
@@ -161,5 +168,15 @@ impl MapStore for EbpfStore<'_> {
         let mut trie: LpmTrie<&mut MapData, PolicyData, PolicyValue> = map(self.0, name)?;
         trie.remove(&Key::new(key.prefixlen, key.data))
             .map_err(error(name))
+    }
+
+    fn write_policy_table(
+        &mut self,
+        slot: u32,
+        table: &PolicyV4Table,
+    ) -> Result<(), DataplaneError> {
+        let name = map_names::POLICY_V4;
+        let mut array: Array<&mut MapData, PolicyV4Table> = map(self.0, name)?;
+        array.set(slot, table, 0).map_err(error(name))
     }
 }

@@ -13,21 +13,25 @@
 //!    changed entries before `LISTENERS` and `PORTS` (so a port turned
 //!    allow-listed finds its set, and a new allow block is in before an
 //!    old one goes), their removals after (so a port's flags are off
-//!    before its entries go).
+//!    before its entries go);
+//! 5. the IPv4 policy tables before `LISTENERS`: a table is written to a
+//!    `POLICY_V4` slot no listener points at, then the listeners are
+//!    pointed at it, so the kernel never reads a table being written.
 //!
 //! Every write goes through [`MapStore`], so the order is unit-tested
 //! against `fake::FakeMaps`.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::Pod;
 use gateway_common::{
-    ALLOWED_PORT_WORDS, HostBucket, HostKey, HostValue, ListenerKey, ListenerValue, LocalAddrList,
-    LocalAddrValue, MAX_HOSTS, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue, PortValue, Settings,
-    map_names,
+    ALLOWED_PORT_WORDS, HostBucket, HostKey, HostValue, IPPROTO_TCP, LISTENER_POLICY_V4,
+    ListenerKey, ListenerValue, LocalAddrList, LocalAddrValue, MAX_HOSTS, MAX_POLICY_ENTRIES,
+    MAX_POLICY_TABLES, PolicyKey, PolicyValue, PortValue, Settings, map_names, policy_table_flags,
+    policy_table_slot,
 };
 
 use super::{Changes, DataplaneError, MapStore, diff, fronts};
-use crate::plan::{KernelHost, Plan, addr_key};
+use crate::plan::{KernelHost, Plan, V4Table, V4Tables, addr_key, ports_of};
 
 /// What applying a plan remembers between plans, besides the maps.
 #[derive(Debug, Default)]
@@ -41,6 +45,11 @@ pub struct Synced {
     /// pinned it): the next `apply` fills them from every host and
     /// address, not just from the changed ones.
     pub rebuild_fronts: bool,
+    /// The IPv4 policy tables written, by `POLICY_V4` slot, so a table the
+    /// next plan keeps is not written again. Empty after a restart: the
+    /// slots the pinned listeners point at are then left alone and the
+    /// plan's tables go to the others.
+    pub policy_tables: BTreeMap<u32, V4Table>,
 }
 
 /// Makes the maps equal to `plan`: inserts and updates what it has,
@@ -101,13 +110,14 @@ fn write(
         }
         current.push((*trie, held));
     }
+    let tables = place_policy_tables(store, synced, &plan.ip_policy.v4_tables())?;
     let listeners: BTreeMap<ListenerKey, ListenerValue> = plan
         .listeners
         .iter()
-        .map(|l| (l.key(), l.value()))
+        .map(|l| (l.key(), with_policy_table(l.key(), l.value(), &tables)))
         .collect();
     sync_around(store, map_names::LISTENERS, &listeners, |_, _| Ok(()))?;
-    sync_ports(store, synced, plan.ports())?;
+    sync_ports(store, synced, ports_of(listeners.clone()))?;
     for ((trie, held), (_, wanted)) in current.iter().zip(policy) {
         for key in diff(held, wanted).removals {
             store.remove_policy(trie, key)?;
@@ -127,6 +137,70 @@ fn write(
         store.set_index(map_names::SETTINGS, 0, settings)?;
     }
     Ok(())
+}
+
+/// Puts each of the plan's IPv4 policy tables in a `POLICY_V4` slot: one
+/// known to hold it already, else one no listener points at now (in
+/// `LISTENERS`, or in `PORTS` as last written), written here, before any
+/// listener is pointed at it. A slot left by the plan before last is
+/// free: a program that read a listener pointing at it finished long ago.
+/// Returns the slot per port; a port whose table finds none keeps the
+/// tries, which hold its IPv4 blocks too.
+fn place_policy_tables(
+    store: &mut impl MapStore,
+    synced: &mut Synced,
+    tables: &V4Tables,
+) -> Result<BTreeMap<u16, u32>, DataplaneError> {
+    let current: BTreeMap<ListenerKey, ListenerValue> = store.read_all(map_names::LISTENERS)?;
+    let in_use: BTreeSet<u32> = current
+        .values()
+        .chain(synced.ports.values().map(|port| &port.wildcard))
+        .filter(|value| value.flags & LISTENER_POLICY_V4 != 0)
+        .map(|value| policy_table_slot(value.flags))
+        .collect();
+    let mut placed: Vec<Option<u32>> = vec![None; tables.tables.len()];
+    for (index, table) in tables.tables.iter().enumerate() {
+        placed[index] = synced
+            .policy_tables
+            .iter()
+            .find(|(slot, held)| *held == table && !placed.contains(&Some(**slot)))
+            .map(|(slot, _)| *slot);
+    }
+    for (index, table) in tables.tables.iter().enumerate() {
+        if placed[index].is_some() {
+            continue;
+        }
+        let free = (0..MAX_POLICY_TABLES)
+            .find(|slot| !in_use.contains(slot) && !placed.contains(&Some(*slot)));
+        let Some(slot) = free else {
+            log::warn!("no free IPv4 policy table slot: its ports use the LPM tries");
+            continue;
+        };
+        // Forgotten first: a write that fails part way leaves it unknown.
+        synced.policy_tables.remove(&slot);
+        store.write_policy_table(slot, &table.to_kernel())?;
+        synced.policy_tables.insert(slot, table.clone());
+        placed[index] = Some(slot);
+    }
+    Ok(tables
+        .ports
+        .iter()
+        .filter_map(|(port, index)| Some((*port, placed[*index]?)))
+        .collect())
+}
+
+/// `value` pointed at its port's IPv4 policy table, if the port has one.
+fn with_policy_table(
+    key: ListenerKey,
+    mut value: ListenerValue,
+    tables: &BTreeMap<u16, u32>,
+) -> ListenerValue {
+    if key.protocol == IPPROTO_TCP {
+        if let Some(slot) = tables.get(&key.port) {
+            value.flags |= policy_table_flags(*slot);
+        }
+    }
+    value
 }
 
 /// Makes the hash map `name` hold exactly `wanted`, writing only the

@@ -271,6 +271,75 @@ fn a_new_allow_block_is_written_before_the_old_one_is_removed() {
         maps.writes_to(map_names::POLICY_ALLOW),
         vec![Op::Upsert, Op::Remove]
     );
-    // The flags did not change, so the listener is not written at all.
-    assert!(maps.writes_to(map_names::LISTENERS).is_empty());
+}
+
+/// The `POLICY_V4` slot each listener points at, by port.
+fn table_slots(maps: &FakeMaps) -> BTreeMap<u16, Option<u32>> {
+    let listeners: BTreeMap<ListenerKey, ListenerValue> = maps.contents(map_names::LISTENERS);
+    listeners
+        .iter()
+        .map(|(key, value)| {
+            let slot = (value.flags & gateway_common::LISTENER_POLICY_V4 != 0)
+                .then(|| gateway_common::policy_table_slot(value.flags));
+            (key.port, slot)
+        })
+        .collect()
+}
+
+#[test]
+fn a_changed_ipv4_table_goes_to_a_free_slot_before_the_listener_points_at_it() {
+    let base = plan(80, &["a.example"], &["192.0.2.1"]);
+    let old = with_policy(base.clone(), &["198.51.100.0/24"], &[]);
+    let new = with_policy(base, &["203.0.113.0/24"], &[]);
+    let (mut maps, mut synced) = applied(&old);
+    let old_slot = table_slots(&maps)[&80].expect("a table");
+    apply(&mut maps, &mut synced, &new, SETTINGS).expect("applies");
+    let new_slot = table_slots(&maps)[&80].expect("a table");
+    assert_ne!(new_slot, old_slot, "the table being read was rewritten");
+    assert_eq!(
+        maps.writes_to(map_names::POLICY_V4),
+        vec![Op::Set(new_slot)]
+    );
+    let table = maps.first(map_names::POLICY_V4, Op::Set(0)).expect("table");
+    let pointed = maps
+        .first(map_names::LISTENERS, Op::Upsert)
+        .expect("listener");
+    assert!(
+        table < pointed,
+        "the listener pointed at an unwritten table"
+    );
+    let kernel = &maps.policy_tables[&new_slot];
+    let code = |src: [u8; 4]| gateway_common::v4_code(kernel, u32::from_be_bytes(src));
+    assert_eq!(code([203, 0, 113, 9]), 0);
+    assert_eq!(
+        code([198, 51, 100, 9]),
+        gateway_common::slot_code(gateway_common::POLICY_ALLOW_LIST)
+    );
+}
+
+#[test]
+fn an_unchanged_ipv4_table_is_not_written_again() {
+    let base = plan(80, &["a.example"], &["192.0.2.1"]);
+    let policy = with_policy(base, &["198.51.100.0/24"], &["203.0.113.0/24"]);
+    let (mut maps, mut synced) = applied(&policy);
+    apply(&mut maps, &mut synced, &policy, SETTINGS).expect("applies");
+    assert!(maps.writes.is_empty(), "{:?}", maps.writes);
+}
+
+#[test]
+fn after_a_restart_the_tables_the_pinned_listeners_read_are_left_alone() {
+    let base = plan(80, &["a.example"], &["192.0.2.1"]);
+    let old = with_policy(base.clone(), &["198.51.100.0/24"], &[]);
+    let (mut maps, _) = applied(&old);
+    let pinned = table_slots(&maps)[&80].expect("a table");
+    // A new daemon knows no tables, and its first plan is another.
+    let mut synced = Synced::default();
+    let new = with_policy(base, &["203.0.113.0/24"], &[]);
+    apply(&mut maps, &mut synced, &new, SETTINGS).expect("applies");
+    assert!(
+        !maps
+            .writes_to(map_names::POLICY_V4)
+            .contains(&Op::Set(pinned))
+    );
+    assert_ne!(table_slots(&maps)[&80], Some(pinned));
 }

@@ -9,6 +9,7 @@ mod hosts;
 mod jwt;
 pub mod kernel;
 mod locality;
+mod policy_table;
 mod retry;
 mod route;
 
@@ -28,6 +29,7 @@ pub use self::{
     },
     kernel::{IpPolicy, KernelHost, PortPolicy, addr_key, ports_of},
     locality::{FailoverPlan, LocalityPlan, Placed, Placement, with_topology},
+    policy_table::{V4Table, V4Tables},
     retry::{DEFAULT_BACKOFF_BASE, RetryOn, RetryPolicy},
     route::{Backend, Forward, Mirror, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
 };

@@ -1,0 +1,309 @@
+use std::net::Ipv4Addr;
+
+use gateway_common::{MAX_POLICY_TABLES_IN_USE, POLICY_ALLOW_LIST, code_slot};
+
+use super::*;
+
+fn v4(text: &str) -> Subnet {
+    let (addr, prefix) = text.split_once('/').expect("a/len");
+    Subnet {
+        addr: IpAddr::V4(addr.parse().expect("IPv4")),
+        prefix: prefix.parse().expect("prefix"),
+    }
+}
+
+fn v6(text: &str) -> Subnet {
+    let (addr, prefix) = text.split_once('/').expect("a/len");
+    Subnet {
+        addr: IpAddr::V6(addr.parse().expect("IPv6")),
+        prefix: prefix.parse().expect("prefix"),
+    }
+}
+
+fn addr(text: &str) -> u32 {
+    u32::from(text.parse::<Ipv4Addr>().expect("IPv4"))
+}
+
+/// What the tries answer for `src` (`gateway_common::policy_decision`
+/// over a longest match), by brute force: the reference the table must
+/// equal at every address.
+fn reference(policy: &PortPolicy, src: u32) -> Option<u32> {
+    let holds = |block: &Subnet| Range::of(block).is_some_and(|r| r.start <= src && src <= r.end);
+    let deny = policy
+        .deny
+        .iter()
+        .filter(|(block, _)| holds(block))
+        .map(|(block, slot)| (block.prefix, *slot))
+        // The longest; of equal blocks, the first (`max_by_key` keeps the last).
+        .rev()
+        .max_by_key(|(prefix, _)| *prefix)
+        .map(|(_, slot)| slot);
+    if deny.is_some() {
+        return deny;
+    }
+    match &policy.allow {
+        Some(allow) if !allow.iter().any(holds) => Some(POLICY_ALLOW_LIST),
+        _ => None,
+    }
+}
+
+fn decision(table: &PolicyV4Table, src: u32) -> Option<u32> {
+    code_slot(gateway_common::v4_code(table, src))
+}
+
+/// The kernel's value of `policy`'s table.
+fn table(policy: &PortPolicy) -> Box<PolicyV4Table> {
+    V4Table::build(policy).expect("fits the pool").to_kernel()
+}
+
+/// xorshift64: the same blocks on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn the_table_answers_as_the_tries_at_every_block_edge_and_between_them() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..40 {
+        let mut policy = PortPolicy::default();
+        // Blocks crowded into two /16s (so runs share a /16) plus a few
+        // wide ones that nest around them.
+        let block = |rng: &mut Rng| {
+            let base =
+                [addr("10.1.0.0"), addr("10.2.0.0"), addr("192.0.2.0")][rng.below(3) as usize];
+            let start = base | rng.below(1 << 16) as u32;
+            let prefix = match rng.below(4) {
+                0 => rng.below(17) as u8,
+                _ => 16 + rng.below(17) as u8,
+            };
+            Subnet {
+                addr: IpAddr::V4(Ipv4Addr::from(start)),
+                prefix,
+            }
+        };
+        for _ in 0..rng.below(60) {
+            let b = block(&mut rng);
+            policy.deny.insert(b, 1 + rng.below(4) as u32);
+        }
+        if round % 2 == 0 {
+            let mut allow = BTreeSet::new();
+            for _ in 0..rng.below(60) {
+                allow.insert(block(&mut rng));
+            }
+            policy.allow = Some(allow);
+        }
+        let table = table(&policy);
+        let mut probes: Vec<u32> = vec![0, u32::MAX];
+        for b in policy.deny.keys().chain(policy.allow.iter().flatten()) {
+            let r = Range::of(b).expect("IPv4");
+            probes.extend([
+                r.start,
+                r.end,
+                r.start.wrapping_sub(1),
+                r.end.wrapping_add(1),
+            ]);
+        }
+        probes.extend((0..2000).map(|_| rng.next() as u32));
+        probes.extend((0..2000).map(|_| addr("10.1.0.0") | rng.below(1 << 17) as u32));
+        for src in probes {
+            assert_eq!(
+                decision(&table, src),
+                reference(&policy, src),
+                "round {round}, source {}",
+                Ipv4Addr::from(src)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_longest_deny_block_names_the_slot_that_counts_the_drop() {
+    let policy = PortPolicy {
+        deny: [
+            (v4("10.0.0.0/8"), 1),
+            (v4("10.1.2.0/24"), 2),
+            (v4("10.1.2.128/25"), 3),
+        ]
+        .into(),
+        allow: None,
+    };
+    let table = table(&policy);
+    assert_eq!(decision(&table, addr("10.9.9.9")), Some(1));
+    assert_eq!(decision(&table, addr("10.1.2.0")), Some(2));
+    assert_eq!(decision(&table, addr("10.1.2.127")), Some(2));
+    assert_eq!(decision(&table, addr("10.1.2.128")), Some(3));
+    assert_eq!(decision(&table, addr("10.1.2.255")), Some(3));
+    assert_eq!(decision(&table, addr("10.1.3.0")), Some(1));
+    assert_eq!(decision(&table, addr("11.0.0.0")), None);
+    assert_eq!(decision(&table, addr("9.255.255.255")), None);
+}
+
+#[test]
+fn deny_is_evaluated_before_the_allow_list_as_in_istio() {
+    let policy = PortPolicy {
+        deny: [(v4("192.0.2.7/32"), 4)].into(),
+        allow: Some([v4("192.0.2.0/24")].into()),
+    };
+    let table = table(&policy);
+    assert_eq!(decision(&table, addr("192.0.2.7")), Some(4));
+    assert_eq!(decision(&table, addr("192.0.2.8")), None);
+    assert_eq!(
+        decision(&table, addr("198.51.100.1")),
+        Some(POLICY_ALLOW_LIST)
+    );
+}
+
+#[test]
+fn an_allow_list_with_no_blocks_drops_every_ipv4_source() {
+    let policy = PortPolicy {
+        deny: BTreeMap::new(),
+        allow: Some(BTreeSet::new()),
+    };
+    let table = table(&policy);
+    for src in [0, addr("192.0.2.1"), u32::MAX] {
+        assert_eq!(decision(&table, src), Some(POLICY_ALLOW_LIST));
+    }
+}
+
+#[test]
+fn blocks_at_both_ends_of_the_address_space_hold_their_edges() {
+    let policy = PortPolicy {
+        deny: [
+            (v4("0.0.0.0/32"), 1),
+            (v4("255.255.255.255/32"), 2),
+            (v4("0.0.0.0/0"), 3),
+        ]
+        .into(),
+        allow: None,
+    };
+    let table = table(&policy);
+    assert_eq!(decision(&table, 0), Some(1));
+    assert_eq!(decision(&table, 1), Some(3));
+    assert_eq!(decision(&table, u32::MAX), Some(2));
+    assert_eq!(decision(&table, u32::MAX - 1), Some(3));
+}
+
+#[test]
+fn ipv6_blocks_hold_no_ipv4_source_as_in_envoy() {
+    let policy = PortPolicy {
+        deny: [(v6("2001:db8::/32"), 1)].into(),
+        allow: Some([v6("::/0"), v6("::ffff:0:0/96")].into()),
+    };
+    let table = table(&policy);
+    assert_eq!(decision(&table, addr("192.0.2.1")), Some(POLICY_ALLOW_LIST));
+}
+
+#[test]
+fn host_bits_of_a_block_are_ignored_and_a_block_written_twice_keeps_its_first_slot() {
+    let policy = PortPolicy {
+        deny: [(v4("10.0.0.0/8"), 5), (v4("10.0.0.1/8"), 6)].into(),
+        allow: None,
+    };
+    let table = table(&policy);
+    assert_eq!(decision(&table, addr("10.200.0.1")), Some(5));
+    assert_eq!(
+        decision(&table, addr("10.200.0.1")),
+        reference(&policy, addr("10.200.0.1"))
+    );
+}
+
+#[test]
+fn a_slash16_crowded_with_blocks_is_searched_to_its_last_interval() {
+    // 16,384 blocks, one every fourth address: 32,768 runs in one /16,
+    // the deepest search a table that fits can hold but one.
+    let deny = (0..16_384u32)
+        .map(|i| {
+            let start = addr("198.51.0.0") | (i * 4);
+            (
+                Subnet {
+                    addr: IpAddr::V4(Ipv4Addr::from(start)),
+                    prefix: 32,
+                },
+                1 + i % 3,
+            )
+        })
+        .collect();
+    let policy = PortPolicy { deny, allow: None };
+    let table = table(&policy);
+    for low in 0..=0xffffu32 {
+        let src = addr("198.51.0.0") | low;
+        let expected = (low % 4 == 0).then_some(1 + (low / 4) % 3);
+        assert_eq!(decision(&table, src), expected, "{low}");
+    }
+    assert_eq!(decision(&table, addr("198.50.255.255")), None);
+    assert_eq!(decision(&table, addr("198.52.0.0")), None);
+}
+
+#[test]
+fn a_policy_whose_runs_overflow_the_pool_has_no_table() {
+    // A /32 in each of 17,000 /16s: four pool entries apiece.
+    let deny = (0..17_000u32)
+        .map(|i| {
+            let block = Subnet {
+                addr: IpAddr::V4(Ipv4Addr::from((i << 16) | 1)),
+                prefix: 32,
+            };
+            (block, 1)
+        })
+        .collect();
+    assert_eq!(V4Table::build(&PortPolicy { deny, allow: None }), None);
+}
+
+#[test]
+fn ports_with_equal_policies_share_one_table() {
+    let same = PortPolicy {
+        deny: [(v4("192.0.2.0/24"), 1)].into(),
+        allow: None,
+    };
+    let other = PortPolicy {
+        deny: [(v4("198.51.100.0/24"), 1)].into(),
+        allow: None,
+    };
+    let policy = IpPolicy {
+        policies: [(1, "ns/deny".to_string())].into(),
+        ports: [(80, same.clone()), (443, same), (8443, other)].into(),
+    };
+    let tables = policy.v4_tables();
+    assert_eq!(tables.tables.len(), 2);
+    assert_eq!(tables.ports[&80], tables.ports[&443]);
+    assert_ne!(tables.ports[&80], tables.ports[&8443]);
+}
+
+#[test]
+fn ports_beyond_the_distinct_tables_a_plan_may_use_keep_the_tries() {
+    let ports = (0..=MAX_POLICY_TABLES_IN_USE as u16)
+        .map(|i| {
+            let block = Subnet {
+                addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, i as u8)),
+                prefix: 32,
+            };
+            (
+                8000 + i,
+                PortPolicy {
+                    deny: [(block, 1)].into(),
+                    allow: None,
+                },
+            )
+        })
+        .collect();
+    let policy = IpPolicy {
+        policies: [(1, "ns/deny".to_string())].into(),
+        ports,
+    };
+    let tables = policy.v4_tables();
+    assert_eq!(tables.tables.len(), MAX_POLICY_TABLES_IN_USE);
+    let last = 8000 + MAX_POLICY_TABLES_IN_USE as u16;
+    assert!(!tables.ports.contains_key(&last));
+    assert_eq!(tables.ports.len(), MAX_POLICY_TABLES_IN_USE);
+}
