@@ -16,7 +16,7 @@ mod egress;
 mod host;
 mod host_buckets;
 mod ip_policy;
-mod ip_policy_v4;
+mod ip_policy_table;
 mod local_addrs;
 mod maps;
 mod reason;
@@ -43,10 +43,10 @@ pub use ip_policy::{
     MAX_POLICY_ENTRIES, POLICY_ALLOW_LIST, POLICY_PORT_BITS, POLICY_VERDICT_ALLOW,
     POLICY_VERDICT_DENY, PolicyData, PolicyKey, PolicyValue, is_ipv4_mapped, policy_decision,
 };
-pub use ip_policy_v4::{
-    LISTENER_POLICY_V4, MAX_POLICY_TABLES, MAX_POLICY_TABLES_IN_USE, POLICY_TABLE_SHIFT,
-    PolicyV4Table, V4_CODE_MASK, V4_LEAF, V4_POOL_LEN, V4_ROOTS, V4_SEARCH_STEPS, code_slot,
-    policy_table_flags, policy_table_slot, slot_code, v4_code,
+pub use ip_policy_table::{
+    LISTENER_POLICY_TABLE, MAX_POLICY_TABLES, MAX_POLICY_TABLES_IN_USE, POLICY_TABLE_SHIFT,
+    PolicyTable, TABLE_CODE_MASK, V4_LEAF, V4_POOL_LEN, V4_ROOTS, V4_SEARCH_STEPS, V6_INTERVALS,
+    V6_SEARCH_STEPS, code_slot, policy_table_flags, policy_table_slot, slot_code, v4_code, v6_code,
 };
 pub use local_addrs::{LOCAL_ADDR_SLOTS, LocalAddrList, LocalAddrSlot, LocalLookup, addr_words};
 pub use maps::{

@@ -74,10 +74,10 @@ pub mod map_names {
     /// `LpmTrie<PolicyData, PolicyValue>`: the source blocks an
     /// allow-listed port (`LISTENER_POLICY_ALLOW_LIST`) accepts SYNs from.
     pub const POLICY_ALLOW: &str = "POLICY_ALLOW";
-    /// `Array<PolicyV4Table>` of `MAX_POLICY_TABLES`: the IPv4 sources'
+    /// `Array<PolicyTable>` of `MAX_POLICY_TABLES`: the IPv4 sources'
     /// decision per distinct port policy, for listeners with
-    /// `LISTENER_POLICY_V4` (`ip_policy_v4.rs`).
-    pub const POLICY_V4: &str = "POLICY_V4";
+    /// `LISTENER_POLICY_TABLE` (`ip_policy_table.rs`).
+    pub const POLICY_TABLES: &str = "POLICY_TABLES";
     /// `PerCpuArray<Counter>` of `MAX_POLICIES`: SYNs dropped by policy, by
     /// the slot the plan gives each DENY policy (`POLICY_ALLOW_LIST`: the
     /// allow-lists).
@@ -112,7 +112,7 @@ pub mod map_names {
         HOST_PROGRAMS,
         POLICY_DENY,
         POLICY_ALLOW,
-        POLICY_V4,
+        POLICY_TABLES,
         POLICY_STATS,
     ];
 }
@@ -243,7 +243,7 @@ pub struct ListenerValue {
 /// names a host no server on the listener accepts (off by default).
 pub const LISTENER_RESET_UNKNOWN_HOSTS: u32 = 1;
 // Bits 2 and 4 are the AuthorizationPolicy flags (`ip_policy.rs`), bit 8
-// and bits 16-18 the IPv4 policy table's (`ip_policy_v4.rs`).
+// and bits 16-18 the IPv4 policy table's (`ip_policy_table.rs`).
 
 /// Value of `LOCAL_ADDRS`; the key's presence is what matters.
 #[repr(C)]
@@ -309,7 +309,7 @@ mod pod {
     unsafe impl aya::Pod for crate::PolicyData {}
     unsafe impl aya::Pod for crate::PolicyKey {}
     unsafe impl aya::Pod for crate::PolicyValue {}
-    unsafe impl aya::Pod for crate::PolicyV4Table {}
+    unsafe impl aya::Pod for crate::PolicyTable {}
 }
 
 #[cfg(test)]

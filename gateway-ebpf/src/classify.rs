@@ -4,16 +4,16 @@
 use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use gateway_common::{
     IPPROTO_TCP, LISTENER_POLICY, LISTENER_POLICY_ALLOW_LIST, LISTENER_POLICY_DENY,
-    LISTENER_POLICY_V4, ListenerKey, ListenerValue, LocalLookup, PORT_BOUND, PORT_WILDCARD,
+    LISTENER_POLICY_TABLE, ListenerKey, ListenerValue, LocalLookup, PORT_BOUND, PORT_WILDCARD,
     PolicyKey, Reason, Settings, TCP_ACK, TCP_SYN, addr_words, allowed_port_bit, code_slot,
     is_ipv4_mapped, policy_decision, policy_table_slot, port_index, unlisted_local_verdict,
-    v4_code,
+    v4_code, v6_code,
 };
 
 use crate::{
     maps::{
         ALLOWED_PORTS, LISTENERS, LOCAL_ADDR_LIST, LOCAL_ADDRS, POLICY_ALLOW, POLICY_DENY,
-        POLICY_V4, PORTS, SETTINGS,
+        POLICY_TABLES, PORTS, SETTINGS,
     },
     parse::{Packet, parse_packet, source_address},
 };
@@ -117,23 +117,29 @@ pub(crate) fn classify(ctx: &XdpContext) -> Outcome {
 /// The `POLICY_STATS` slot if an AuthorizationPolicy the listener's port
 /// carries (`flags`) denies this SYN's source: a `POLICY_DENY` entry for
 /// (port, source), or an allow-listed port whose `POLICY_ALLOW` set lacks
-/// it (`gateway_common::policy_decision`). An IPv4 source on a port
-/// with a `POLICY_V4` table is decided by the table alone (the same
-/// answer, precomputed). An IPv6 source in the IPv4-mapped range is left
-/// to the proxy: the tries would take it for an IPv4 source, which Envoy
-/// does not.
+/// it (`gateway_common::policy_decision`). On a port with a
+/// `POLICY_TABLES` table, the table gives the same answer, precomputed
+/// (for IPv6, if it holds IPv6 intervals). An IPv6 source in the
+/// IPv4-mapped range is left to the proxy: the tries would take it for an
+/// IPv4 source, which Envoy does not.
 #[inline(always)]
 fn policy_denies(ctx: &XdpContext, packet: &Packet, flags: u32) -> Option<u32> {
     let src = source_address(ctx, packet)?;
-    if !packet.ipv6 && flags & LISTENER_POLICY_V4 != 0 {
-        // A slot the daemon has not written reads as zeroes: a pass, as
-        // for a port without policy (the proxy still decides).
-        let table = POLICY_V4.get(policy_table_slot(flags))?;
-        let v4 = u32::from_be_bytes([src[12], src[13], src[14], src[15]]);
-        return code_slot(v4_code(table, v4));
-    }
     if packet.ipv6 && is_ipv4_mapped(&src) {
         return None;
+    }
+    if flags & LISTENER_POLICY_TABLE != 0 {
+        // A slot the daemon has not written reads as zeroes: a pass for
+        // IPv4, the tries for IPv6 (the proxy decides again either way).
+        if let Some(table) = POLICY_TABLES.get(policy_table_slot(flags)) {
+            if !packet.ipv6 {
+                let v4 = u32::from_be_bytes([src[12], src[13], src[14], src[15]]);
+                return code_slot(v4_code(table, v4));
+            }
+            if let Some(code) = v6_code(table, &src) {
+                return code_slot(code);
+            }
+        }
     }
     let lookup = PolicyKey::lookup(packet.dst_port, src);
     let key = Key::new(lookup.prefixlen, lookup.data);

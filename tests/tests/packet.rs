@@ -741,10 +741,10 @@ fn a_reload_that_changes_a_ports_blocks_drops_by_the_new_table_only() {
 }
 
 #[test]
-fn ipv4_sources_on_a_port_beyond_the_tables_are_decided_by_the_tries() {
+fn sources_on_a_port_beyond_the_tables_are_decided_by_the_tries() {
     // One more port with a policy of its own than a plan has tables for:
-    // the last port (`plan::V4Tables` fills them in port order) keeps the
-    // tries for its IPv4 sources.
+    // the last port (`plan::PolicyTables` fills them in port order) keeps
+    // the tries for both families.
     let ports = 90..=(90 + gateway_common::MAX_POLICY_TABLES_IN_USE as u16);
     let servers: String = ports
         .clone()
@@ -763,25 +763,31 @@ spec:
   servers:
 {servers}"
     );
-    let mut plan = gateway_tests::fixtures::plan_of(&yaml, &[IpAddr::from(GW_V4)]);
+    let mut plan =
+        gateway_tests::fixtures::plan_of(&yaml, &[IpAddr::from(GW_V4), IpAddr::from(GW_V6)]);
     plan.ip_policy.policies = [(1, "istio-system/deny".into())].into();
     for port in ports.clone() {
-        let block = format!("198.51.100.{}/32", port - 90);
+        let v4 = format!("198.51.100.{}/32", port - 90);
+        let v6 = format!("2001:db8:bad::{}/128", port - 90);
         plan.ip_policy.ports.insert(
             port,
             PortPolicy {
-                deny: [(block.parse().expect("block"), 1)].into(),
+                deny: [
+                    (v4.parse().expect("block"), 1),
+                    (v6.parse().expect("block"), 1),
+                ]
+                .into(),
                 allow: None,
             },
         );
     }
     plan.set_policy_flags();
-    assert!(!plan.ip_policy.v4_tables().ports.contains_key(ports.end()));
+    assert!(!plan.ip_policy.tables().ports.contains_key(ports.end()));
     let mut h = Harness::with_plan(plan);
     for port in ports {
-        let denied = [198, 51, 100, (port - 90) as u8];
+        let n = (port - 90) as u8;
         h.expect(
-            Frame::tcp4(GW_V4, port, SYN).src4(denied),
+            Frame::tcp4(GW_V4, port, SYN).src4([198, 51, 100, n]),
             XDP_DROP,
             Reason::PolicyDenied,
         );
@@ -790,7 +796,59 @@ spec:
             XDP_PASS,
             Reason::Listener,
         );
+        h.expect(
+            Frame::tcp6(GW_V6, port, SYN).src6(v6(&format!("2001:db8:bad::{n}"))),
+            XDP_DROP,
+            Reason::PolicyDenied,
+        );
+        h.expect(
+            Frame::tcp6(GW_V6, port, SYN).src6(v6("2001:db8:bad::99")),
+            XDP_PASS,
+            Reason::Listener,
+        );
     }
+}
+
+#[test]
+fn ipv6_sources_past_the_tables_room_are_decided_by_the_tries_and_ipv4_by_the_table() {
+    // /128 blocks two apart, two intervals each: one more than a table's
+    // IPv6 room.
+    let base = u128::from_be_bytes(v6("2001:db8:bad::"));
+    let mut plan = policy_plan();
+    let port80 = plan.ip_policy.ports.get_mut(&80).expect("port 80");
+    for i in 0..=(gateway_common::V6_INTERVALS as u128 / 2) {
+        let block = gateway_userspace::plan::Subnet {
+            addr: IpAddr::from((base + 2 * i + 1).to_be_bytes()),
+            prefix: 128,
+        };
+        port80.deny.insert(block, 2);
+    }
+    assert!(plan.ip_policy.tables().ports.contains_key(&80));
+    let mut h = Harness::with_plan(plan);
+    h.expect(
+        Frame::tcp6(GW_V6, 80, SYN).src6((base + 2 * 700 + 1).to_be_bytes()),
+        XDP_DROP,
+        Reason::PolicyDenied,
+    );
+    // Inside the /48 that `policy_plan` denies under slot 1: the trie's
+    // longest match is that block, as between the /128s.
+    h.expect(
+        Frame::tcp6(GW_V6, 80, SYN).src6((base + 2 * 700).to_be_bytes()),
+        XDP_DROP,
+        Reason::PolicyDenied,
+    );
+    h.expect(
+        Frame::tcp6(GW_V6, 80, SYN).src6(v6("2001:db8:bac::1")),
+        XDP_PASS,
+        Reason::Listener,
+    );
+    h.expect(
+        Frame::tcp4(GW_V4, 80, SYN).src4([198, 51, 100, 7]),
+        XDP_DROP,
+        Reason::PolicyDenied,
+    );
+    assert_eq!(h.policy_drops(2), 1);
+    assert_eq!(h.policy_drops(1), 2);
 }
 
 /// Max entries of the map pinned at `path`, from bpftool.

@@ -124,8 +124,8 @@ struct XdpArgs {
     /// Runs of each program on each path per measurement (the kernel reports their mean).
     #[arg(long, default_value_t = 1_000_000)]
     repeat: u32,
-    /// Interleaved rounds; each cell is the median (and range) over them
-    /// (the flood runs at most 3).
+    /// Interleaved rounds, of the table and of the flood; each cell is the
+    /// median (and range) over them.
     #[arg(long, default_value_t = 5)]
     rounds: u32,
     /// SYNs sent per flood measurement.
@@ -259,7 +259,7 @@ fn bench_xdp(root: &Path, args: &XdpArgs) -> anyhow::Result<()> {
     let table = String::from_utf8_lossy(&bench.stdout);
     provision::debian_packages(&[("trafgen", "netsniff-ng"), ("nft", "nftables")])?;
     let gateway = exec::build_release_gateway(root)?;
-    let flood = bench_flood::flood(root, &gateway, args.flood_packets, args.rounds.min(3))?;
+    let flood = bench_flood::flood(root, &gateway, args.flood_packets, args.rounds)?;
     let machine = exec::output(std::process::Command::new("uname").arg("-r")).unwrap_or_default();
     let report = format!(
         "{table}\n{flood}\nKernel {}, {} CPUs.\n",

@@ -5,7 +5,7 @@
 use std::{any::Any, collections::BTreeMap};
 
 use aya::{Pod, maps::MapError};
-use gateway_common::{PolicyKey, PolicyV4Table, PolicyValue, map_names};
+use gateway_common::{PolicyKey, PolicyTable, PolicyValue, map_names};
 
 use super::{DataplaneError, MapStore};
 
@@ -36,8 +36,8 @@ pub struct FakeMaps {
     pub writes: Vec<Write>,
     /// The write (counted from 0 over all maps) that fails, if any.
     pub fail_write: Option<usize>,
-    /// `POLICY_V4` by slot (boxed: a value is 512 KiB).
-    pub policy_tables: BTreeMap<u32, Box<PolicyV4Table>>,
+    /// `POLICY_TABLES` by slot (boxed: a value is 512 KiB).
+    pub policy_tables: BTreeMap<u32, Box<PolicyTable>>,
 }
 
 impl FakeMaps {
@@ -176,13 +176,9 @@ impl MapStore for FakeMaps {
         self.remove::<PolicyKey, PolicyValue>(name, key)
     }
 
-    fn write_policy_table(
-        &mut self,
-        slot: u32,
-        table: &PolicyV4Table,
-    ) -> Result<(), DataplaneError> {
-        self.record(map_names::POLICY_V4, Op::Set(slot))?;
-        let mut copy = PolicyV4Table::zeroed();
+    fn write_policy_table(&mut self, slot: u32, table: &PolicyTable) -> Result<(), DataplaneError> {
+        self.record(map_names::POLICY_TABLES, Op::Set(slot))?;
+        let mut copy = PolicyTable::zeroed();
         copy.roots.copy_from_slice(&table.roots);
         copy.pool.copy_from_slice(&table.pool);
         self.policy_tables.insert(slot, copy);

@@ -13,7 +13,7 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
 };
-use gateway_common::{PolicyData, PolicyKey, PolicyV4Table, PolicyValue, map_names};
+use gateway_common::{PolicyData, PolicyKey, PolicyTable, PolicyValue, map_names};
 
 use super::{DataplaneError, map};
 
@@ -73,12 +73,8 @@ pub trait MapStore {
     /// Removes `key` from the policy trie `name`.
     fn remove_policy(&mut self, name: &'static str, key: &PolicyKey) -> Result<(), DataplaneError>;
 
-    /// Writes `POLICY_V4` slot `slot` (by reference: the value is 512 KiB).
-    fn write_policy_table(
-        &mut self,
-        slot: u32,
-        table: &PolicyV4Table,
-    ) -> Result<(), DataplaneError>;
+    /// Writes `POLICY_TABLES` slot `slot` (by reference: the value is 512 KiB).
+    fn write_policy_table(&mut self, slot: u32, table: &PolicyTable) -> Result<(), DataplaneError>;
 }
 
 /// The loaded object's maps, written with BPF syscalls through aya.
@@ -170,13 +166,9 @@ impl MapStore for EbpfStore<'_> {
             .map_err(error(name))
     }
 
-    fn write_policy_table(
-        &mut self,
-        slot: u32,
-        table: &PolicyV4Table,
-    ) -> Result<(), DataplaneError> {
-        let name = map_names::POLICY_V4;
-        let mut array: Array<&mut MapData, PolicyV4Table> = map(self.0, name)?;
+    fn write_policy_table(&mut self, slot: u32, table: &PolicyTable) -> Result<(), DataplaneError> {
+        let name = map_names::POLICY_TABLES;
+        let mut array: Array<&mut MapData, PolicyTable> = map(self.0, name)?;
         array.set(slot, table, 0).map_err(error(name))
     }
 }

@@ -15,7 +15,7 @@
 //!    old one goes), their removals after (so a port's flags are off
 //!    before its entries go);
 //! 5. the IPv4 policy tables before `LISTENERS`: a table is written to a
-//!    `POLICY_V4` slot no listener points at, then the listeners are
+//!    `POLICY_TABLES` slot no listener points at, then the listeners are
 //!    pointed at it, so the kernel never reads a table being written.
 //!
 //! Every write goes through [`MapStore`], so the order is unit-tested
@@ -24,14 +24,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aya::Pod;
 use gateway_common::{
-    ALLOWED_PORT_WORDS, HostBucket, HostKey, HostValue, IPPROTO_TCP, LISTENER_POLICY_V4,
+    ALLOWED_PORT_WORDS, HostBucket, HostKey, HostValue, IPPROTO_TCP, LISTENER_POLICY_TABLE,
     ListenerKey, ListenerValue, LocalAddrList, LocalAddrValue, MAX_HOSTS, MAX_POLICY_ENTRIES,
     MAX_POLICY_TABLES, PolicyKey, PolicyValue, PortValue, Settings, map_names, policy_table_flags,
     policy_table_slot,
 };
 
 use super::{Changes, DataplaneError, MapStore, diff, fronts};
-use crate::plan::{KernelHost, Plan, V4Table, V4Tables, addr_key, ports_of};
+use crate::plan::{KernelHost, Plan, PolicyTables, PortTable, addr_key, ports_of};
 
 /// What applying a plan remembers between plans, besides the maps.
 #[derive(Debug, Default)]
@@ -45,11 +45,11 @@ pub struct Synced {
     /// pinned it): the next `apply` fills them from every host and
     /// address, not just from the changed ones.
     pub rebuild_fronts: bool,
-    /// The IPv4 policy tables written, by `POLICY_V4` slot, so a table the
+    /// The IPv4 policy tables written, by `POLICY_TABLES` slot, so a table the
     /// next plan keeps is not written again. Empty after a restart: the
     /// slots the pinned listeners point at are then left alone and the
     /// plan's tables go to the others.
-    pub policy_tables: BTreeMap<u32, V4Table>,
+    pub policy_tables: BTreeMap<u32, PortTable>,
 }
 
 /// Makes the maps equal to `plan`: inserts and updates what it has,
@@ -110,7 +110,7 @@ fn write(
         }
         current.push((*trie, held));
     }
-    let tables = place_policy_tables(store, synced, &plan.ip_policy.v4_tables())?;
+    let tables = place_policy_tables(store, synced, &plan.ip_policy.tables())?;
     let listeners: BTreeMap<ListenerKey, ListenerValue> = plan
         .listeners
         .iter()
@@ -139,7 +139,7 @@ fn write(
     Ok(())
 }
 
-/// Puts each of the plan's IPv4 policy tables in a `POLICY_V4` slot: one
+/// Puts each of the plan's IPv4 policy tables in a `POLICY_TABLES` slot: one
 /// known to hold it already, else one no listener points at now (in
 /// `LISTENERS`, or in `PORTS` as last written), written here, before any
 /// listener is pointed at it. A slot left by the plan before last is
@@ -149,13 +149,13 @@ fn write(
 fn place_policy_tables(
     store: &mut impl MapStore,
     synced: &mut Synced,
-    tables: &V4Tables,
+    tables: &PolicyTables,
 ) -> Result<BTreeMap<u16, u32>, DataplaneError> {
     let current: BTreeMap<ListenerKey, ListenerValue> = store.read_all(map_names::LISTENERS)?;
     let in_use: BTreeSet<u32> = current
         .values()
         .chain(synced.ports.values().map(|port| &port.wildcard))
-        .filter(|value| value.flags & LISTENER_POLICY_V4 != 0)
+        .filter(|value| value.flags & LISTENER_POLICY_TABLE != 0)
         .map(|value| policy_table_slot(value.flags))
         .collect();
     let mut placed: Vec<Option<u32>> = vec![None; tables.tables.len()];

@@ -273,14 +273,14 @@ fn a_new_allow_block_is_written_before_the_old_one_is_removed() {
     );
 }
 
-/// The `POLICY_V4` slot each listener points at, by port.
+/// The `POLICY_TABLES` slot each listener points at, by port.
 fn table_slots(maps: &FakeMaps) -> BTreeMap<u16, Option<u32>> {
     let listeners: BTreeMap<ListenerKey, ListenerValue> = maps.contents(map_names::LISTENERS);
     listeners
         .iter()
         .map(|(key, value)| {
-            let slot = (value.flags & gateway_common::LISTENER_POLICY_V4 != 0)
-                .then(|| gateway_common::policy_table_slot(value.flags));
+            let slot =
+                (value.flags & LISTENER_POLICY_TABLE != 0).then(|| policy_table_slot(value.flags));
             (key.port, slot)
         })
         .collect()
@@ -297,10 +297,12 @@ fn a_changed_ipv4_table_goes_to_a_free_slot_before_the_listener_points_at_it() {
     let new_slot = table_slots(&maps)[&80].expect("a table");
     assert_ne!(new_slot, old_slot, "the table being read was rewritten");
     assert_eq!(
-        maps.writes_to(map_names::POLICY_V4),
+        maps.writes_to(map_names::POLICY_TABLES),
         vec![Op::Set(new_slot)]
     );
-    let table = maps.first(map_names::POLICY_V4, Op::Set(0)).expect("table");
+    let table = maps
+        .first(map_names::POLICY_TABLES, Op::Set(0))
+        .expect("table");
     let pointed = maps
         .first(map_names::LISTENERS, Op::Upsert)
         .expect("listener");
@@ -338,7 +340,7 @@ fn after_a_restart_the_tables_the_pinned_listeners_read_are_left_alone() {
     apply(&mut maps, &mut synced, &new, SETTINGS).expect("applies");
     assert!(
         !maps
-            .writes_to(map_names::POLICY_V4)
+            .writes_to(map_names::POLICY_TABLES)
             .contains(&Op::Set(pinned))
     );
     assert_ne!(table_slots(&maps)[&80], Some(pinned));

@@ -29,7 +29,7 @@ pub use self::{
     },
     kernel::{IpPolicy, KernelHost, PortPolicy, addr_key, ports_of},
     locality::{FailoverPlan, LocalityPlan, Placed, Placement, with_topology},
-    policy_table::{V4Table, V4Tables},
+    policy_table::{PolicyTables, PortTable},
     retry::{DEFAULT_BACKOFF_BASE, RetryOn, RetryPolicy},
     route::{Backend, Forward, Mirror, Route, RouteAction, SniRoute, TlsServer, TlsServerKind},
 };

@@ -1,7 +1,7 @@
-//! The IPv4 policy tables (`gateway_common::PolicyV4Table`): each port's
-//! kernel policy ([`PortPolicy`]) answered in advance for every IPv4
-//! source, so the kernel decides with one root load and a short binary
-//! search instead of walking two LPM tries.
+//! The policy tables (`gateway_common::PolicyTable`): each port's kernel
+//! policy ([`PortPolicy`]) answered in advance for every source, so the
+//! kernel decides with a short binary search (behind one root load for
+//! IPv4) instead of walking two LPM tries.
 //!
 //! A port's answer for a source is what the tries give
 //! (`gateway_common::policy_decision`): the slot of the longest DENY block
@@ -16,30 +16,33 @@ use std::{
 };
 
 use gateway_common::{
-    MAX_POLICY_TABLES_IN_USE, POLICY_ALLOW_LIST, PolicyV4Table, V4_LEAF, V4_POOL_LEN, V4_ROOTS,
-    slot_code,
+    MAX_POLICY_TABLES_IN_USE, POLICY_ALLOW_LIST, PolicyTable, V4_LEAF, V4_POOL_LEN, V4_ROOTS,
+    V6_INTERVALS, slot_code,
 };
 
 use super::{IpPolicy, PortPolicy, Subnet};
 
 /// One port policy's table as the kernel reads it, without the unused
-/// tail of the pool.
+/// tails.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct V4Table {
+pub struct PortTable {
     /// One entry per /16 (`V4_ROOTS`).
     roots: Vec<u32>,
     /// The intervals of the /16s that are not one code, each run led by
     /// its count; at most `V4_POOL_LEN`.
     pool: Vec<u32>,
+    /// IPv6's (start, code) intervals, at most `V6_INTERVALS`; `None`:
+    /// too many, IPv6 sources keep the tries.
+    v6: Option<Vec<(u128, u32)>>,
 }
 
 /// The tables of a plan and which ports use which.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct V4Tables {
+pub struct PolicyTables {
     /// Distinct tables, at most `MAX_POLICY_TABLES_IN_USE`.
-    pub tables: Vec<V4Table>,
+    pub tables: Vec<PortTable>,
     /// Index into `tables` by TCP port; a port with policy that is not
-    /// here keeps the tries for its IPv4 sources too.
+    /// here keeps the tries.
     pub ports: BTreeMap<u16, usize>,
 }
 
@@ -47,10 +50,10 @@ impl IpPolicy {
     /// Each port's table, shared by ports whose tables are equal; in port
     /// order, until the distinct tables reach `MAX_POLICY_TABLES_IN_USE`
     /// or one does not fit the pool.
-    pub fn v4_tables(&self) -> V4Tables {
-        let mut out = V4Tables::default();
+    pub fn tables(&self) -> PolicyTables {
+        let mut out = PolicyTables::default();
         for (port, policy) in &self.ports {
-            let Some(table) = V4Table::build(policy) else {
+            let Some(table) = PortTable::build(policy) else {
                 continue;
             };
             let index = match out.tables.iter().position(|t| *t == table) {
@@ -67,22 +70,43 @@ impl IpPolicy {
     }
 }
 
-/// An IPv4 block as the range of addresses it holds.
+/// The two address families, each its own range of keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The last address, as a key.
+    fn last(self) -> u128 {
+        match self {
+            Self::V4 => u128::from(u32::MAX),
+            Self::V6 => u128::MAX,
+        }
+    }
+}
+
+/// A block as the range of addresses it holds, in its family's keys.
 #[derive(Clone, Copy, Debug)]
 struct Range {
-    start: u32,
+    start: u128,
     /// Inclusive.
-    end: u32,
+    end: u128,
 }
 
 impl Range {
-    fn of(block: &Subnet) -> Option<Self> {
-        let IpAddr::V4(v4) = block.addr else {
-            return None;
+    /// `block`'s range if it is of `family` (an IPv6 block holds no IPv4
+    /// source, as in Envoy, and an IPv4 block no IPv6 one).
+    fn of(block: &Subnet, family: Family) -> Option<Self> {
+        let (value, bits) = match (block.addr, family) {
+            (IpAddr::V4(v4), Family::V4) => (u128::from(u32::from(v4)), 32),
+            (IpAddr::V6(v6), Family::V6) => (u128::from(v6), 128),
+            _ => return None,
         };
-        let prefix = u32::from(block.prefix.min(32));
-        let host_bits = u32::MAX.checked_shr(prefix).unwrap_or(0);
-        let start = u32::from(v4) & !host_bits;
+        let prefix = u32::from(block.prefix).min(bits);
+        let host_bits = family.last().checked_shr(prefix).unwrap_or(0);
+        let start = value & !host_bits;
         Some(Self {
             start,
             end: start | host_bits,
@@ -90,90 +114,107 @@ impl Range {
     }
 
     /// The sweep's order: by start, then the wider first.
-    fn order(self) -> (u32, Reverse<u32>) {
+    fn order(self) -> (u128, Reverse<u128>) {
         (self.start, Reverse(self.end))
     }
 }
 
-impl V4Table {
-    /// The table of `policy`, or `None` if its intervals overflow the pool.
+impl PortTable {
+    /// The table of `policy`, or `None` if its IPv4 intervals overflow the
+    /// pool. IPv6 intervals past `V6_INTERVALS` leave IPv6 to the tries.
     pub fn build(policy: &PortPolicy) -> Option<Self> {
-        let intervals = intervals(policy);
-        let mut roots = Vec::with_capacity(V4_ROOTS);
-        let mut pool = Vec::new();
-        let mut next = 0;
-        for high in 0..V4_ROOTS as u32 {
-            let first = high << 16;
-            let last = first | 0xffff;
-            // `intervals[next]` is the one holding `first`.
-            while next + 1 < intervals.len() && intervals[next + 1].0 <= first {
-                next += 1;
-            }
-            let mut end = next + 1;
-            while end < intervals.len() && intervals[end].0 <= last {
-                end += 1;
-            }
-            if end == next + 1 {
-                roots.push(V4_LEAF | intervals[next].1);
-                continue;
-            }
-            roots.push(pool.len() as u32);
-            pool.push((end - next) as u32);
-            pool.push(intervals[next].1);
-            for (start, code) in &intervals[next + 1..end] {
-                pool.push(((start & 0xffff) << 16) | code);
-            }
-            if pool.len() > V4_POOL_LEN {
-                return None;
-            }
-        }
-        Some(Self { roots, pool })
+        let v4: Vec<(u32, u32)> = intervals(policy, Family::V4)
+            .into_iter()
+            .map(|(start, code)| (start as u32, code))
+            .collect();
+        let (roots, pool) = v4_roots_and_pool(&v4)?;
+        let v6 = Some(intervals(policy, Family::V6)).filter(|v6| v6.len() <= V6_INTERVALS);
+        Some(Self { roots, pool, v6 })
     }
 
-    /// The kernel's value: this table, its pool padded with zeroes.
-    pub fn to_kernel(&self) -> Box<PolicyV4Table> {
-        let mut table = PolicyV4Table::zeroed();
+    /// The kernel's value: this table, padded with zeroes.
+    pub fn to_kernel(&self) -> Box<PolicyTable> {
+        let mut table = PolicyTable::zeroed();
         table.roots.copy_from_slice(&self.roots);
         table.pool[..self.pool.len()].copy_from_slice(&self.pool);
+        if let Some(v6) = &self.v6 {
+            table.v6_count = v6.len() as u32;
+            for (index, (start, code)) in v6.iter().enumerate() {
+                table.v6_starts[index] = [(start >> 64) as u64, *start as u64];
+                table.v6_codes[index] = *code;
+            }
+        }
         table
     }
 }
 
-/// The port's code for every IPv4 address, as sorted (start, code) runs
-/// from address 0, adjacent runs differing. IPv6 blocks hold no IPv4
-/// source, as in Envoy (the proxy matches an IPv4 peer, mapped or not,
-/// against IPv4 blocks only).
-fn intervals(policy: &PortPolicy) -> Vec<(u32, u32)> {
+/// IPv4's `roots` and `pool` from its intervals, or `None` if the pool
+/// overflows.
+fn v4_roots_and_pool(intervals: &[(u32, u32)]) -> Option<(Vec<u32>, Vec<u32>)> {
+    let mut roots = Vec::with_capacity(V4_ROOTS);
+    let mut pool = Vec::new();
+    let mut next = 0;
+    for high in 0..V4_ROOTS as u32 {
+        let first = high << 16;
+        let last = first | 0xffff;
+        // `intervals[next]` is the one holding `first`.
+        while next + 1 < intervals.len() && intervals[next + 1].0 <= first {
+            next += 1;
+        }
+        let mut end = next + 1;
+        while end < intervals.len() && intervals[end].0 <= last {
+            end += 1;
+        }
+        if end == next + 1 {
+            roots.push(V4_LEAF | intervals[next].1);
+            continue;
+        }
+        roots.push(pool.len() as u32);
+        pool.push((end - next) as u32);
+        pool.push(intervals[next].1);
+        for (start, code) in &intervals[next + 1..end] {
+            pool.push(((start & 0xffff) << 16) | code);
+        }
+        if pool.len() > V4_POOL_LEN {
+            return None;
+        }
+    }
+    Some((roots, pool))
+}
+
+/// The port's code for every address of `family`, as sorted (start,
+/// code) runs from the family's first address, adjacent runs differing.
+fn intervals(policy: &PortPolicy, family: Family) -> Vec<(u128, u32)> {
     // Sorted by start, then the wider first, so that in the sweep the
     // innermost open block is on top; a block written twice (`10.0.0.1/8`
     // and `10.0.0.0/8`) keeps its first slot, as its trie entry does.
-    let mut deny: BTreeMap<(u32, Reverse<u32>), u32> = BTreeMap::new();
+    let mut deny: BTreeMap<(u128, Reverse<u128>), u32> = BTreeMap::new();
     for (block, slot) in &policy.deny {
-        if let Some(range) = Range::of(block) {
+        if let Some(range) = Range::of(block, family) {
             deny.entry(range.order()).or_insert(*slot);
         }
     }
-    let allow: BTreeSet<(u32, Reverse<u32>)> = policy
+    let allow: BTreeSet<(u128, Reverse<u128>)> = policy
         .allow
         .iter()
         .flatten()
-        .filter_map(Range::of)
+        .filter_map(|block| Range::of(block, family))
         .map(Range::order)
         .collect();
     let allow_list = policy.allow.is_some();
     // Every address where the answer may change.
-    let mut edges: BTreeSet<u32> = [0].into();
+    let mut edges: BTreeSet<u128> = [0].into();
     for (start, Reverse(end)) in deny.keys().chain(&allow) {
         edges.insert(*start);
-        if let Some(after) = end.checked_add(1) {
-            edges.insert(after);
+        if *end < family.last() {
+            edges.insert(end + 1);
         }
     }
     let mut deny_blocks = deny.iter().peekable();
     let mut allow_blocks = allow.iter().peekable();
-    let mut open_deny: Vec<(u32, u32)> = Vec::new();
-    let mut open_allow: Vec<u32> = Vec::new();
-    let mut out: Vec<(u32, u32)> = Vec::new();
+    let mut open_deny: Vec<(u128, u32)> = Vec::new();
+    let mut open_allow: Vec<u128> = Vec::new();
+    let mut out: Vec<(u128, u32)> = Vec::new();
     for edge in edges {
         open_deny.retain(|(end, _)| *end >= edge);
         while let Some(((_, Reverse(end)), slot)) = deny_blocks.next_if(|((s, _), _)| *s == edge) {

@@ -1,6 +1,8 @@
 use std::net::Ipv4Addr;
 
-use gateway_common::{MAX_POLICY_TABLES_IN_USE, POLICY_ALLOW_LIST, code_slot};
+use std::net::Ipv6Addr;
+
+use gateway_common::{MAX_POLICY_TABLES_IN_USE, POLICY_ALLOW_LIST, V6_INTERVALS, code_slot};
 
 use super::*;
 
@@ -28,7 +30,13 @@ fn addr(text: &str) -> u32 {
 /// over a longest match), by brute force: the reference the table must
 /// equal at every address.
 fn reference(policy: &PortPolicy, src: u32) -> Option<u32> {
-    let holds = |block: &Subnet| Range::of(block).is_some_and(|r| r.start <= src && src <= r.end);
+    reference_in(policy, Family::V4, u128::from(src))
+}
+
+/// [`reference`] for a source of `family`.
+fn reference_in(policy: &PortPolicy, family: Family, src: u128) -> Option<u32> {
+    let holds =
+        |block: &Subnet| Range::of(block, family).is_some_and(|r| r.start <= src && src <= r.end);
     let deny = policy
         .deny
         .iter()
@@ -47,13 +55,23 @@ fn reference(policy: &PortPolicy, src: u32) -> Option<u32> {
     }
 }
 
-fn decision(table: &PolicyV4Table, src: u32) -> Option<u32> {
+fn decision(table: &PolicyTable, src: u32) -> Option<u32> {
     code_slot(gateway_common::v4_code(table, src))
 }
 
+/// The table's decision for an IPv6 source (panics if it left IPv6 to
+/// the tries).
+fn decision6(table: &PolicyTable, src: u128) -> Option<u32> {
+    code_slot(gateway_common::v6_code(table, &src.to_be_bytes()).expect("IPv6 intervals"))
+}
+
+fn addr6(text: &str) -> u128 {
+    u128::from(text.parse::<Ipv6Addr>().expect("IPv6"))
+}
+
 /// The kernel's value of `policy`'s table.
-fn table(policy: &PortPolicy) -> Box<PolicyV4Table> {
-    V4Table::build(policy).expect("fits the pool").to_kernel()
+fn table(policy: &PortPolicy) -> Box<PolicyTable> {
+    PortTable::build(policy).expect("fits the pool").to_kernel()
 }
 
 /// xorshift64: the same blocks on every run.
@@ -106,13 +124,9 @@ fn the_table_answers_as_the_tries_at_every_block_edge_and_between_them() {
         let table = table(&policy);
         let mut probes: Vec<u32> = vec![0, u32::MAX];
         for b in policy.deny.keys().chain(policy.allow.iter().flatten()) {
-            let r = Range::of(b).expect("IPv4");
-            probes.extend([
-                r.start,
-                r.end,
-                r.start.wrapping_sub(1),
-                r.end.wrapping_add(1),
-            ]);
+            let r = Range::of(b, Family::V4).expect("IPv4");
+            let (start, end) = (r.start as u32, r.end as u32);
+            probes.extend([start, end, start.wrapping_sub(1), end.wrapping_add(1)]);
         }
         probes.extend((0..2000).map(|_| rng.next() as u32));
         probes.extend((0..2000).map(|_| addr("10.1.0.0") | rng.below(1 << 17) as u32));
@@ -195,13 +209,94 @@ fn blocks_at_both_ends_of_the_address_space_hold_their_edges() {
 }
 
 #[test]
-fn ipv6_blocks_hold_no_ipv4_source_as_in_envoy() {
+fn ipv6_blocks_hold_no_ipv4_source_and_ipv4_blocks_no_ipv6_one_as_in_envoy() {
     let policy = PortPolicy {
-        deny: [(v6("2001:db8::/32"), 1)].into(),
+        deny: [(v6("2001:db8::/32"), 1), (v4("0.0.0.0/0"), 2)].into(),
         allow: Some([v6("::/0"), v6("::ffff:0:0/96")].into()),
     };
     let table = table(&policy);
-    assert_eq!(decision(&table, addr("192.0.2.1")), Some(POLICY_ALLOW_LIST));
+    assert_eq!(decision(&table, addr("192.0.2.1")), Some(2));
+    assert_eq!(decision6(&table, addr6("2001:db8::1")), Some(1));
+    assert_eq!(decision6(&table, addr6("2001:db9::1")), None);
+    assert_eq!(decision6(&table, addr6("::ffff:192.0.2.1")), None);
+}
+
+#[test]
+fn the_ipv6_intervals_answer_as_the_tries_at_every_block_edge_and_between_them() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for round in 0..20 {
+        let mut policy = PortPolicy::default();
+        let block = |rng: &mut Rng| {
+            let base = [
+                addr6("2001:db8::"),
+                addr6("2001:db8:ff00::"),
+                addr6("fe80::"),
+            ][rng.below(3) as usize];
+            let start = base | (u128::from(rng.next()) << 32) >> rng.below(64);
+            Subnet {
+                addr: IpAddr::V6(Ipv6Addr::from(start)),
+                prefix: match rng.below(4) {
+                    0 => rng.below(33) as u8,
+                    _ => 32 + rng.below(97) as u8,
+                },
+            }
+        };
+        for _ in 0..rng.below(60) {
+            let b = block(&mut rng);
+            policy.deny.insert(b, 1 + rng.below(4) as u32);
+        }
+        if round % 2 == 0 {
+            let mut allow = BTreeSet::new();
+            for _ in 0..rng.below(60) {
+                allow.insert(block(&mut rng));
+            }
+            policy.allow = Some(allow);
+        }
+        let table = table(&policy);
+        let mut probes: Vec<u128> = vec![0, u128::MAX];
+        for b in policy.deny.keys().chain(policy.allow.iter().flatten()) {
+            let r = Range::of(b, Family::V6).expect("IPv6");
+            probes.extend([
+                r.start,
+                r.end,
+                r.start.wrapping_sub(1),
+                r.end.wrapping_add(1),
+            ]);
+        }
+        probes.extend((0..500).map(|_| addr6("2001:db8::") | u128::from(rng.next()) << 16));
+        for src in probes {
+            assert_eq!(
+                decision6(&table, src),
+                reference_in(&policy, Family::V6, src),
+                "round {round}, source {}",
+                Ipv6Addr::from(src)
+            );
+        }
+    }
+}
+
+#[test]
+fn ipv6_intervals_past_the_tables_room_leave_ipv6_to_the_tries() {
+    // /128 blocks two apart: two intervals each.
+    let deny = (0..=V6_INTERVALS as u128 / 2)
+        .map(|i| {
+            let block = Subnet {
+                addr: IpAddr::V6(Ipv6Addr::from(addr6("2001:db8::") + 2 * i + 1)),
+                prefix: 128,
+            };
+            (block, 1)
+        })
+        .collect();
+    let table = table(&PortPolicy { deny, allow: None });
+    assert_eq!(
+        gateway_common::v6_code(&table, &addr6("2001:db8::1").to_be_bytes()),
+        None
+    );
+    assert_eq!(
+        decision(&table, addr("192.0.2.1")),
+        None,
+        "IPv4 keeps its table"
+    );
 }
 
 #[test]
@@ -257,7 +352,7 @@ fn a_policy_whose_runs_overflow_the_pool_has_no_table() {
             (block, 1)
         })
         .collect();
-    assert_eq!(V4Table::build(&PortPolicy { deny, allow: None }), None);
+    assert_eq!(PortTable::build(&PortPolicy { deny, allow: None }), None);
 }
 
 #[test]
@@ -274,7 +369,7 @@ fn ports_with_equal_policies_share_one_table() {
         policies: [(1, "ns/deny".to_string())].into(),
         ports: [(80, same.clone()), (443, same), (8443, other)].into(),
     };
-    let tables = policy.v4_tables();
+    let tables = policy.tables();
     assert_eq!(tables.tables.len(), 2);
     assert_eq!(tables.ports[&80], tables.ports[&443]);
     assert_ne!(tables.ports[&80], tables.ports[&8443]);
@@ -301,7 +396,7 @@ fn ports_beyond_the_distinct_tables_a_plan_may_use_keep_the_tries() {
         policies: [(1, "ns/deny".to_string())].into(),
         ports,
     };
-    let tables = policy.v4_tables();
+    let tables = policy.tables();
     assert_eq!(tables.tables.len(), MAX_POLICY_TABLES_IN_USE);
     let last = 8000 + MAX_POLICY_TABLES_IN_USE as u16;
     assert!(!tables.ports.contains_key(&last));
