@@ -243,7 +243,7 @@ pub struct ListenerValue {
 /// names a host no server on the listener accepts (off by default).
 pub const LISTENER_RESET_UNKNOWN_HOSTS: u32 = 1;
 // Bits 2 and 4 are the AuthorizationPolicy flags (`ip_policy.rs`), bit 8
-// and bits 16-18 the IPv4 policy table's (`ip_policy_table.rs`).
+// and bits 16-18 the policy table's (`ip_policy_table.rs`).
 
 /// Value of `LOCAL_ADDRS`; the key's presence is what matters.
 #[repr(C)]

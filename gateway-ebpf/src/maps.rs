@@ -87,7 +87,7 @@ pub(crate) static POLICY_ALLOW: LpmTrie<PolicyData, PolicyValue> =
     LpmTrie::with_max_entries(MAX_POLICY_ENTRIES, 1);
 
 /// 1.1 MiB per slot, preallocated like every array (9 MiB in all): the
-/// price of an IPv4 lookup that does not walk the trie.
+/// price of a lookup that does not walk the trie.
 #[map]
 pub(crate) static POLICY_TABLES: Array<PolicyTable> = Array::with_max_entries(MAX_POLICY_TABLES, 0);
 

@@ -14,7 +14,7 @@
 //!    allow-listed finds its set, and a new allow block is in before an
 //!    old one goes), their removals after (so a port's flags are off
 //!    before its entries go);
-//! 5. the IPv4 policy tables before `LISTENERS`: a table is written to a
+//! 5. the policy tables before `LISTENERS`: a table is written to a
 //!    `POLICY_TABLES` slot no listener points at, then the listeners are
 //!    pointed at it, so the kernel never reads a table being written.
 //!
@@ -45,7 +45,7 @@ pub struct Synced {
     /// pinned it): the next `apply` fills them from every host and
     /// address, not just from the changed ones.
     pub rebuild_fronts: bool,
-    /// The IPv4 policy tables written, by `POLICY_TABLES` slot, so a table the
+    /// The policy tables written, by `POLICY_TABLES` slot, so a table the
     /// next plan keeps is not written again. Empty after a restart: the
     /// slots the pinned listeners point at are then left alone and the
     /// plan's tables go to the others.
@@ -139,7 +139,7 @@ fn write(
     Ok(())
 }
 
-/// Puts each of the plan's IPv4 policy tables in a `POLICY_TABLES` slot: one
+/// Puts each of the plan's policy tables in a `POLICY_TABLES` slot: one
 /// known to hold it already, else one no listener points at now (in
 /// `LISTENERS`, or in `PORTS` as last written), written here, before any
 /// listener is pointed at it. A slot left by the plan before last is
@@ -173,7 +173,7 @@ fn place_policy_tables(
         let free = (0..MAX_POLICY_TABLES)
             .find(|slot| !in_use.contains(slot) && !placed.contains(&Some(*slot)));
         let Some(slot) = free else {
-            log::warn!("no free IPv4 policy table slot: its ports use the LPM tries");
+            log::warn!("no free policy table slot: its ports use the LPM tries");
             continue;
         };
         // Forgotten first: a write that fails part way leaves it unknown.
@@ -189,7 +189,7 @@ fn place_policy_tables(
         .collect())
 }
 
-/// `value` pointed at its port's IPv4 policy table, if the port has one.
+/// `value` pointed at its port's policy table, if the port has one.
 fn with_policy_table(
     key: ListenerKey,
     mut value: ListenerValue,

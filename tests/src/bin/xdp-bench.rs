@@ -425,7 +425,7 @@ fn policy_cost(
         ),
         (
             format!(
-                "listener SYN, IPv6 source allowed ({}, LPM tries)",
+                "listener SYN, IPv6 source allowed ({})",
                 IpAddr::from(v6_allowed)
             ),
             Frame::tcp6(GW_V6, 443, SYN).src6(v6_allowed).build(),
@@ -433,9 +433,19 @@ fn policy_cost(
             usize::MAX,
             2,
         ),
+        (
+            format!(
+                "worst case: IPv6 source between 10,000 /128 DENY blocks in its /64 ({})",
+                IpAddr::from(crowded_source6)
+            ),
+            Frame::tcp6(GW_V6, 443, SYN).src6(crowded_source6).build(),
+            Which::Crowded,
+            usize::MAX,
+            2,
+        ),
     ];
-    // The IPv6 row's own reference: an IPv6 SYN to a port without policy,
-    // on the same maps.
+    // The IPv6 rows' own reference: an IPv6 SYN to a port without
+    // policy, on the same maps.
     let v6_plain = Frame::tcp6(GW_V6, 9000, SYN).src6(v6_allowed).build();
     let mut samples = vec![Vec::new(); rows.len() + 2];
     for _ in 0..rounds {
