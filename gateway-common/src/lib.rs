@@ -45,8 +45,9 @@ pub use ip_policy::{
 };
 pub use ip_policy_table::{
     LISTENER_POLICY_TABLE, MAX_POLICY_TABLES, MAX_POLICY_TABLES_IN_USE, POLICY_TABLE_SHIFT,
-    PolicyTable, TABLE_CODE_MASK, V4_LEAF, V4_POOL_LEN, V4_ROOTS, V4_SEARCH_STEPS, V6_INTERVALS,
-    V6_SEARCH_STEPS, code_slot, policy_table_flags, policy_table_slot, slot_code, v4_code, v6_code,
+    PolicyTable, TABLE_CODE_MASK, V4_COUNT_MASK, V4_LEAF, V4_POOL_LEN, V4_ROOTS, V4_SEARCH_STEPS,
+    V4_SPLIT, V4_SPLIT_OVER, V6_BUCKETS, V6_INDEX_BITS, V6_INTERVALS, V6_SEARCH_STEPS, bits_at,
+    code_slot, policy_table_flags, policy_table_slot, slot_code, v4_code, v6_code,
 };
 pub use local_addrs::{LOCAL_ADDR_SLOTS, LocalAddrList, LocalAddrSlot, LocalLookup, addr_words};
 pub use maps::{

@@ -17,7 +17,7 @@ use std::{
 
 use gateway_common::{
     MAX_POLICY_TABLES_IN_USE, POLICY_ALLOW_LIST, PolicyTable, V4_LEAF, V4_POOL_LEN, V4_ROOTS,
-    V6_INTERVALS, slot_code,
+    V4_SPLIT, V4_SPLIT_OVER, V6_INDEX_BITS, V6_INTERVALS, slot_code,
 };
 
 use super::{IpPolicy, PortPolicy, Subnet};
@@ -140,11 +140,75 @@ impl PortTable {
         if let Some(v6) = &self.v6 {
             table.v6_count = v6.len() as u32;
             for (index, (start, code)) in v6.iter().enumerate() {
-                table.v6_starts[index] = [(start >> 64) as u64, *start as u64];
+                table.v6_starts[index] = halves(*start);
                 table.v6_codes[index] = *code;
             }
+            let index = V6Index::of(v6);
+            table.v6_region = halves(index.region);
+            table.v6_region_mask = halves(index.mask);
+            table.v6_region_bits = index.region_bits;
+            table.v6_index_bits = index.index_bits;
+            table.v6_index[..index.buckets.len()].copy_from_slice(&index.buckets);
         }
         table
+    }
+}
+
+/// A 128-bit key as the kernel's (high, low) halves.
+fn halves(value: u128) -> [u64; 2] {
+    [(value >> 64) as u64, value as u64]
+}
+
+/// The IPv6 index: the prefix every interval edge shares, and per bucket
+/// of the `index_bits` bits after it, the intervals holding its addresses.
+struct V6Index {
+    region: u128,
+    mask: u128,
+    region_bits: u32,
+    index_bits: u32,
+    /// First interval << 16 | count, per bucket.
+    buckets: Vec<u32>,
+}
+
+impl V6Index {
+    fn of(intervals: &[(u128, u32)]) -> Self {
+        // The edges are the starts after the first (which is `::`).
+        let (Some((first_edge, _)), Some((last_edge, _))) = (intervals.get(1), intervals.last())
+        else {
+            return Self {
+                region: 0,
+                mask: 0,
+                region_bits: 0,
+                index_bits: 0,
+                buckets: vec![1],
+            };
+        };
+        let region_bits = (first_edge ^ last_edge).leading_zeros();
+        let mask = u128::MAX.checked_shl(128 - region_bits).unwrap_or(0);
+        let region = first_edge & mask;
+        let index_bits = V6_INDEX_BITS.min(128 - region_bits);
+        let width = 128 - region_bits - index_bits;
+        let mut buckets = Vec::with_capacity(1 << index_bits);
+        let mut first = 0;
+        for bucket in 0..1u128 << index_bits {
+            let start = region | bucket.checked_shl(width).unwrap_or(0);
+            let last = start | u128::MAX.checked_shr(128 - width).unwrap_or(0);
+            while first + 1 < intervals.len() && intervals[first + 1].0 <= start {
+                first += 1;
+            }
+            let mut end = first + 1;
+            while end < intervals.len() && intervals[end].0 <= last {
+                end += 1;
+            }
+            buckets.push(((first as u32) << 16) | (end - first) as u32);
+        }
+        Self {
+            region,
+            mask,
+            region_bits,
+            index_bits,
+            buckets,
+        }
     }
 }
 
@@ -170,16 +234,42 @@ fn v4_roots_and_pool(intervals: &[(u32, u32)]) -> Option<(Vec<u32>, Vec<u32>)> {
             continue;
         }
         roots.push(pool.len() as u32);
-        pool.push((end - next) as u32);
-        pool.push(intervals[next].1);
-        for (start, code) in &intervals[next + 1..end] {
-            pool.push(((start & 0xffff) << 16) | code);
-        }
+        push_slash16(&mut pool, &intervals[next..end]);
         if pool.len() > V4_POOL_LEN {
             return None;
         }
     }
     Some((roots, pool))
+}
+
+/// A /16's intervals into `pool`: its header, the /24 index if there are
+/// more than `V4_SPLIT_OVER`, then the intervals (the first from the /16's
+/// first address, whatever its start).
+fn push_slash16(pool: &mut Vec<u32>, intervals: &[(u32, u32)]) {
+    let count = intervals.len() as u32;
+    let entry = |index: usize| {
+        let (start, code) = intervals[index];
+        let start = if index == 0 { 0 } else { start & 0xffff };
+        (start << 16) | code
+    };
+    if intervals.len() <= V4_SPLIT_OVER {
+        pool.push(count);
+    } else {
+        pool.push(V4_SPLIT | count);
+        let mut first = 0;
+        for slash24 in 0..256u32 {
+            let (start, last) = (slash24 << 8, (slash24 << 8) | 0xff);
+            while first + 1 < intervals.len() && intervals[first + 1].0 & 0xffff <= start {
+                first += 1;
+            }
+            let mut end = first + 1;
+            while end < intervals.len() && intervals[end].0 & 0xffff <= last {
+                end += 1;
+            }
+            pool.push(((first as u32) << 16) | (end - first) as u32);
+        }
+    }
+    pool.extend((0..intervals.len()).map(entry));
 }
 
 /// The port's code for every address of `family`, as sorted (start,

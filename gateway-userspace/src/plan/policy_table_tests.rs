@@ -142,6 +142,43 @@ fn the_table_answers_as_the_tries_at_every_block_edge_and_between_them() {
 }
 
 #[test]
+fn a_slash16_split_by_slash24_answers_as_the_tries_at_every_address() {
+    // Enough nested and adjacent blocks in one /16 to pass
+    // `V4_SPLIT_OVER`, with an allow list, so the /24 index is used.
+    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    for _ in 0..3 {
+        let mut policy = PortPolicy {
+            deny: BTreeMap::new(),
+            allow: Some(BTreeSet::new()),
+        };
+        for _ in 0..400 {
+            let block = Subnet {
+                addr: IpAddr::V4(Ipv4Addr::from(addr("10.7.0.0") | rng.below(1 << 16) as u32)),
+                prefix: 18 + rng.below(15) as u8,
+            };
+            if rng.below(3) == 0 {
+                policy.allow.as_mut().expect("allow list").insert(block);
+            } else {
+                policy.deny.insert(block, 1 + rng.below(5) as u32);
+            }
+        }
+        let built = PortTable::build(&policy).expect("fits");
+        let root = built.roots[usize::from(10u16 << 8 | 7)];
+        assert_ne!(built.pool[root as usize] & V4_SPLIT, 0, "not split");
+        let table = built.to_kernel();
+        for low in 0..=0xffffu32 {
+            let src = addr("10.7.0.0") | low;
+            assert_eq!(
+                decision(&table, src),
+                reference(&policy, src),
+                "{}",
+                Ipv4Addr::from(src)
+            );
+        }
+    }
+}
+
+#[test]
 fn the_longest_deny_block_names_the_slot_that_counts_the_drop() {
     let policy = PortPolicy {
         deny: [
@@ -273,6 +310,104 @@ fn the_ipv6_intervals_answer_as_the_tries_at_every_block_edge_and_between_them()
             );
         }
     }
+}
+
+#[test]
+fn ipv6_blocks_packed_in_one_slash64_are_found_through_the_index_at_every_address() {
+    // 10,000 /128s six apart (the benchmark's worst case), and sources
+    // before, between, on and after them.
+    let base = addr6("2001:db8:0:bad::");
+    let deny = (0..10_000u128)
+        .map(|i| {
+            let block = Subnet {
+                addr: IpAddr::V6(Ipv6Addr::from(base + 6 * i)),
+                prefix: 128,
+            };
+            (block, 1 + (i % 3) as u32)
+        })
+        .collect();
+    let policy = PortPolicy { deny, allow: None };
+    let table = table(&policy);
+    for offset in 0..60_010u128 {
+        let src = base + offset;
+        let expected =
+            (offset % 6 == 0 && offset < 60_000).then_some(1 + ((offset / 6) % 3) as u32);
+        assert_eq!(decision6(&table, src), expected, "{}", Ipv6Addr::from(src));
+    }
+    assert_eq!(decision6(&table, base - 1), None);
+    assert_eq!(decision6(&table, 0), None);
+    assert_eq!(decision6(&table, u128::MAX), None);
+}
+
+#[test]
+fn ipv6_clusters_far_apart_share_a_bucket_and_are_still_searched_right() {
+    // Edges with no common prefix: the index spreads nothing, the search
+    // within one bucket does the work.
+    let policy = PortPolicy {
+        deny: [
+            (v6("2001:db8:1::/48"), 1),
+            (v6("2001:db8:1:2::/64"), 2),
+            (v6("2001:db8:9::1/128"), 3),
+            (v6("fe80::/10"), 4),
+            (v6("::1/128"), 5),
+        ]
+        .into(),
+        allow: Some([v6("2001:db8::/32")].into()),
+    };
+    let table = table(&policy);
+    for (src, expected) in [
+        ("::", Some(POLICY_ALLOW_LIST)),
+        ("::1", Some(5)),
+        ("::2", Some(POLICY_ALLOW_LIST)),
+        ("2001:db8::1", None),
+        ("2001:db8:1::", Some(1)),
+        ("2001:db8:1:2::5", Some(2)),
+        ("2001:db8:1:3::", Some(1)),
+        ("2001:db8:9::1", Some(3)),
+        ("2001:db8:9::2", None),
+        ("2001:db9::", Some(POLICY_ALLOW_LIST)),
+        ("fe80::1", Some(4)),
+        ("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(4)),
+        ("fec0::", Some(POLICY_ALLOW_LIST)),
+    ] {
+        assert_eq!(decision6(&table, addr6(src)), expected, "{src}");
+        assert_eq!(
+            reference_in(&policy, Family::V6, addr6(src)),
+            expected,
+            "{src}"
+        );
+    }
+}
+
+#[test]
+fn an_ipv6_policy_of_one_block_decides_on_both_sides_of_it() {
+    let policy = PortPolicy {
+        deny: [(v6("2001:db8::7/128"), 1)].into(),
+        allow: None,
+    };
+    let table = table(&policy);
+    assert_eq!(decision6(&table, addr6("2001:db8::6")), None);
+    assert_eq!(decision6(&table, addr6("2001:db8::7")), Some(1));
+    assert_eq!(decision6(&table, addr6("2001:db8::8")), None);
+    // One edge, 8000::, the whole region: the sources after it are in
+    // the last interval, those before in the first, which differ.
+    let from_zero = PortPolicy {
+        deny: [(v6("::/1"), 1)].into(),
+        allow: None,
+    };
+    let half = PortTable::build(&from_zero).expect("fits").to_kernel();
+    assert_eq!(decision6(&half, addr6("7fff::")), Some(1));
+    assert_eq!(decision6(&half, addr6("8000::")), None);
+    assert_eq!(decision6(&half, addr6("8000::5")), None);
+    let none = PortPolicy {
+        deny: [(v4("192.0.2.0/24"), 1)].into(),
+        allow: Some(BTreeSet::new()),
+    };
+    let table = PortTable::build(&none).expect("fits").to_kernel();
+    assert_eq!(
+        decision6(&table, addr6("2001:db8::6")),
+        Some(POLICY_ALLOW_LIST)
+    );
 }
 
 #[test]

@@ -166,7 +166,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "\n{rounds} interleaved rounds of BPF_PROG_TEST_RUN with repeat {repeat} per program and path; median (min-max)."
     );
-    policy_cost(&mut dataplane, &plan, &baseline_object, repeat, rounds)?;
+    policy_cost(&mut dataplane, &baseline_object, repeat, rounds)?;
     log_cost(&mut dataplane, &plan, repeat, rounds)?;
     Ok(())
 }
@@ -343,7 +343,6 @@ fn masked(block: Subnet) -> Subnet {
 /// IPv4 sources are decided by the port's table, IPv6 ones by the tries.
 fn policy_cost(
     plain: &mut Dataplane,
-    plan: &Plan,
     baseline_object: &std::path::Path,
     repeat: u32,
     rounds: usize,
