@@ -119,10 +119,19 @@ impl PolicyTable {
     /// An all-zero table made on the heap: at 1.1 MiB it would not fit a
     /// thread's stack.
     pub fn zeroed() -> alloc::boxed::Box<Self> {
-        let table = alloc::boxed::Box::<Self>::new_zeroed();
-        // SAFETY: integers and arrays of integers, for which all zeroes
-        // is a value.
-        unsafe { table.assume_init() }
+        let layout = core::alloc::Layout::new::<Self>();
+        // SAFETY: the layout is this type's, which is not zero-sized; all
+        // zeroes is a value of it (integers and arrays of integers), and
+        // memory from the global allocator with this layout is what
+        // `Box::from_raw` takes back. (`Box::new_zeroed` would do this
+        // without `unsafe`, from Rust 1.92, past the MSRV.)
+        unsafe {
+            let memory = alloc::alloc::alloc_zeroed(layout).cast::<Self>();
+            if memory.is_null() {
+                alloc::alloc::handle_alloc_error(layout);
+            }
+            alloc::boxed::Box::from_raw(memory)
+        }
     }
 }
 

@@ -817,7 +817,7 @@ fn ipv6_sources_past_the_tables_room_are_decided_by_the_tries_and_ipv4_by_the_ta
     let mut plan = policy_plan();
     let port80 = plan.ip_policy.ports.get_mut(&80).expect("port 80");
     for i in 0..=(gateway_common::V6_INTERVALS as u128 / 2) {
-        let block = gateway_userspace::plan::Subnet {
+        let block = Subnet {
             addr: IpAddr::from((base + 2 * i + 1).to_be_bytes()),
             prefix: 128,
         };
