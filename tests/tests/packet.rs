@@ -455,12 +455,10 @@ fn applying_a_new_plan_removes_listeners_it_no_longer_has() {
     h.expect(Frame::tcp6(GW_V6, 8081, SYN), XDP_PASS, Reason::NotLocal);
 }
 
-/// HTTP on ports 80 to 83 of every gateway address, with kernel policy:
-/// 80 denies 198.51.100.0/24 and 2001:db8:bad::/48 (slot 1), 203.0.113.7
-/// and 2001:db8::dead (slot 2); 81 is allow-listed to 192.0.2.0/24 and
-/// 2001:db8:1::/64; 82 is allow-listed to 0.0.0.0/0 only; 83 has none.
-fn policy_plan() -> Plan {
-    let servers: String = (80..=83)
+/// The plan of one Gateway serving HTTP on `ports` of both gateway
+/// addresses, without policy.
+fn http_ports_plan(ports: std::ops::RangeInclusive<u16>) -> Plan {
+    let servers: String = ports
         .map(|port| {
             format!(
                 "  - port: {{number: {port}, name: http{port}, protocol: HTTP}}\n    hosts: ['*']\n"
@@ -476,8 +474,15 @@ spec:
   servers:
 {servers}"
     );
-    let mut plan =
-        gateway_tests::fixtures::plan_of(&yaml, &[IpAddr::from(GW_V4), IpAddr::from(GW_V6)]);
+    gateway_tests::fixtures::plan_of(&yaml, &[IpAddr::from(GW_V4), IpAddr::from(GW_V6)])
+}
+
+/// HTTP on ports 80 to 83 of every gateway address, with kernel policy:
+/// 80 denies 198.51.100.0/24 and 2001:db8:bad::/48 (slot 1), 203.0.113.7
+/// and 2001:db8::dead (slot 2); 81 is allow-listed to 192.0.2.0/24 and
+/// 2001:db8:1::/64; 82 is allow-listed to 0.0.0.0/0 only; 83 has none.
+fn policy_plan() -> Plan {
+    let mut plan = http_ports_plan(80..=83);
     let net = |text: &str| -> Subnet { text.parse().expect("block") };
     plan.ip_policy.policies = [
         (1, "istio-system/deny-a".into()),
@@ -746,25 +751,7 @@ fn sources_on_a_port_beyond_the_tables_are_decided_by_the_tries() {
     // the last port (`plan::PolicyTables` fills them in port order) keeps
     // the tries for both families.
     let ports = 90..=(90 + gateway_common::MAX_POLICY_TABLES_IN_USE as u16);
-    let servers: String = ports
-        .clone()
-        .map(|port| {
-            format!(
-                "  - port: {{number: {port}, name: http{port}, protocol: HTTP}}\n    hosts: ['*']\n"
-            )
-        })
-        .collect();
-    let yaml = format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-{servers}"
-    );
-    let mut plan =
-        gateway_tests::fixtures::plan_of(&yaml, &[IpAddr::from(GW_V4), IpAddr::from(GW_V6)]);
+    let mut plan = http_ports_plan(ports.clone());
     plan.ip_policy.policies = [(1, "istio-system/deny".into())].into();
     for port in ports.clone() {
         let v4 = format!("198.51.100.{}/32", port - 90);

@@ -90,55 +90,81 @@ impl Rng {
     }
 }
 
-#[test]
-fn the_table_answers_as_the_tries_at_every_block_edge_and_between_them() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for round in 0..40 {
+/// `rounds` random policies of blocks from `block` (an allow list every
+/// other round), each table checked against [`reference_in`] at every
+/// block's edges, one address either side, the family's ends, and
+/// `random` more sources.
+fn check_random_policies(
+    family: Family,
+    rounds: usize,
+    rng: &mut Rng,
+    block: impl Fn(&mut Rng) -> Subnet,
+    random: impl Fn(&mut Rng) -> u128,
+) {
+    for round in 0..rounds {
         let mut policy = PortPolicy::default();
-        // Blocks crowded into two /16s (so runs share a /16) plus a few
-        // wide ones that nest around them.
-        let block = |rng: &mut Rng| {
-            let base =
-                [addr("10.1.0.0"), addr("10.2.0.0"), addr("192.0.2.0")][rng.below(3) as usize];
-            let start = base | rng.below(1 << 16) as u32;
-            let prefix = match rng.below(4) {
-                0 => rng.below(17) as u8,
-                _ => 16 + rng.below(17) as u8,
-            };
-            Subnet {
-                addr: IpAddr::V4(Ipv4Addr::from(start)),
-                prefix,
-            }
-        };
         for _ in 0..rng.below(60) {
-            let b = block(&mut rng);
+            let b = block(rng);
             policy.deny.insert(b, 1 + rng.below(4) as u32);
         }
         if round % 2 == 0 {
             let mut allow = BTreeSet::new();
             for _ in 0..rng.below(60) {
-                allow.insert(block(&mut rng));
+                allow.insert(block(rng));
             }
             policy.allow = Some(allow);
         }
         let table = table(&policy);
-        let mut probes: Vec<u32> = vec![0, u32::MAX];
+        let mut probes: Vec<u128> = vec![0, family.last()];
         for b in policy.deny.keys().chain(policy.allow.iter().flatten()) {
-            let r = Range::of(b, Family::V4).expect("IPv4");
-            let (start, end) = (r.start as u32, r.end as u32);
-            probes.extend([start, end, start.wrapping_sub(1), end.wrapping_add(1)]);
+            let r = Range::of(b, family).expect("the family's block");
+            probes.extend([
+                r.start,
+                r.end,
+                r.start.saturating_sub(1),
+                r.end.saturating_add(1),
+            ]);
         }
-        probes.extend((0..2000).map(|_| rng.next() as u32));
-        probes.extend((0..2000).map(|_| addr("10.1.0.0") | rng.below(1 << 17) as u32));
-        for src in probes {
+        probes.extend((0..2000).map(|_| random(rng)));
+        for src in probes.into_iter().filter(|src| *src <= family.last()) {
+            let got = match family {
+                Family::V4 => decision(&table, src as u32),
+                Family::V6 => decision6(&table, src),
+            };
+            let shown = match family {
+                Family::V4 => IpAddr::V4(Ipv4Addr::from(src as u32)),
+                Family::V6 => IpAddr::V6(Ipv6Addr::from(src)),
+            };
             assert_eq!(
-                decision(&table, src),
-                reference(&policy, src),
-                "round {round}, source {}",
-                Ipv4Addr::from(src)
+                got,
+                reference_in(&policy, family, src),
+                "round {round}, source {shown}"
             );
         }
     }
+}
+
+#[test]
+fn the_table_answers_as_the_tries_at_every_block_edge_and_between_them() {
+    // Blocks crowded into two /16s (so runs share a /16) plus a few wide
+    // ones that nest around them.
+    let block = |rng: &mut Rng| {
+        let base = [addr("10.1.0.0"), addr("10.2.0.0"), addr("192.0.2.0")][rng.below(3) as usize];
+        let prefix = match rng.below(4) {
+            0 => rng.below(17) as u8,
+            _ => 16 + rng.below(17) as u8,
+        };
+        Subnet {
+            addr: IpAddr::V4(Ipv4Addr::from(base | rng.below(1 << 16) as u32)),
+            prefix,
+        }
+    };
+    let random = |rng: &mut Rng| match rng.below(2) {
+        0 => u128::from(rng.next() as u32),
+        _ => u128::from(addr("10.1.0.0") | rng.below(1 << 17) as u32),
+    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    check_random_policies(Family::V4, 40, &mut rng, block, random);
 }
 
 #[test]
@@ -260,56 +286,24 @@ fn ipv6_blocks_hold_no_ipv4_source_and_ipv4_blocks_no_ipv6_one_as_in_envoy() {
 
 #[test]
 fn the_ipv6_intervals_answer_as_the_tries_at_every_block_edge_and_between_them() {
+    let block = |rng: &mut Rng| {
+        let base = [
+            addr6("2001:db8::"),
+            addr6("2001:db8:ff00::"),
+            addr6("fe80::"),
+        ][rng.below(3) as usize];
+        let start = base | (u128::from(rng.next()) << 32) >> rng.below(64);
+        Subnet {
+            addr: IpAddr::V6(Ipv6Addr::from(start)),
+            prefix: match rng.below(4) {
+                0 => rng.below(33) as u8,
+                _ => 32 + rng.below(97) as u8,
+            },
+        }
+    };
+    let random = |rng: &mut Rng| addr6("2001:db8::") | u128::from(rng.next()) << 16;
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    for round in 0..20 {
-        let mut policy = PortPolicy::default();
-        let block = |rng: &mut Rng| {
-            let base = [
-                addr6("2001:db8::"),
-                addr6("2001:db8:ff00::"),
-                addr6("fe80::"),
-            ][rng.below(3) as usize];
-            let start = base | (u128::from(rng.next()) << 32) >> rng.below(64);
-            Subnet {
-                addr: IpAddr::V6(Ipv6Addr::from(start)),
-                prefix: match rng.below(4) {
-                    0 => rng.below(33) as u8,
-                    _ => 32 + rng.below(97) as u8,
-                },
-            }
-        };
-        for _ in 0..rng.below(60) {
-            let b = block(&mut rng);
-            policy.deny.insert(b, 1 + rng.below(4) as u32);
-        }
-        if round % 2 == 0 {
-            let mut allow = BTreeSet::new();
-            for _ in 0..rng.below(60) {
-                allow.insert(block(&mut rng));
-            }
-            policy.allow = Some(allow);
-        }
-        let table = table(&policy);
-        let mut probes: Vec<u128> = vec![0, u128::MAX];
-        for b in policy.deny.keys().chain(policy.allow.iter().flatten()) {
-            let r = Range::of(b, Family::V6).expect("IPv6");
-            probes.extend([
-                r.start,
-                r.end,
-                r.start.wrapping_sub(1),
-                r.end.wrapping_add(1),
-            ]);
-        }
-        probes.extend((0..500).map(|_| addr6("2001:db8::") | u128::from(rng.next()) << 16));
-        for src in probes {
-            assert_eq!(
-                decision6(&table, src),
-                reference_in(&policy, Family::V6, src),
-                "round {round}, source {}",
-                Ipv6Addr::from(src)
-            );
-        }
-    }
+    check_random_policies(Family::V6, 20, &mut rng, block, random);
 }
 
 #[test]
