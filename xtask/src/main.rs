@@ -349,7 +349,9 @@ fn test() -> anyhow::Result<()> {
     println!("== end-to-end tests (network namespaces, real clients)");
     gateway_tests("e2e", &gateway, false)?;
     gateway_tests("reload", &gateway, false)?;
-    gateway_tests("restart", &gateway, false)?;
+    // Serial: every daemon started prunes the orphaned pin sets of all
+    // namespaces, including the ones another restart test is inspecting.
+    gateway_tests("restart", &gateway, true)?;
     gateway_tests("egress", &gateway, false)?;
     println!(
         "== proxy end to end (TLS, mTLS, passthrough, routing, upstreams, websocket, TCP; curl, openssl, nginx)"
