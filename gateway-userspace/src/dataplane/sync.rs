@@ -145,7 +145,7 @@ fn write(
 /// listener is pointed at it. A slot left by the plan before last is
 /// free: a program that read a listener pointing at it finished long ago.
 /// Returns the slot per port; a port whose table finds none keeps the
-/// tries, which hold its IPv4 blocks too.
+/// tries, which hold all its blocks too.
 fn place_policy_tables(
     store: &mut impl MapStore,
     synced: &mut Synced,
