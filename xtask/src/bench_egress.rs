@@ -1,9 +1,13 @@
 //! `cargo xtask bench egress`: a workload's outbound HTTPS through the
 //! steered path (the egress instance capturing with `--egress-from`, TLS
 //! passed through by SNI) against the same workload going direct (routed
-//! through the same namespace, nothing capturing) and against the same
-//! workload using an explicit HTTP CONNECT proxy (Debian's tinyproxy) in
-//! that namespace, measured interleaved in the same run.
+//! through the same namespace, nothing capturing), against the comparators
+//! that do the same job as an egress gateway the workload connects to
+//! (Envoy's `tls_inspector` + `tcp_proxy`, which is what an Istio egress
+//! gateway is; HAProxy `mode tcp` routing on `req.ssl_sni`; nginx `stream`
+//! with `ssl_preread`), and against an explicit HTTP CONNECT proxy
+//! (Debian's tinyproxy, the reference for a client that is told), all in
+//! that namespace and measured interleaved in the same run.
 //!
 //! Topology (created here, removed on exit, also on failure): the workload
 //! runs in `egb-wl` on 192.0.2.2, default route via `egb-gw` (192.0.2.1 on
@@ -24,10 +28,11 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
+    bench_memory::{bpf_map_memlock_bytes, pss_kib},
     bench_proxy::{
-        Cert, HOST, Server, core_ticks, fmt, install_oha, make_cert, median, nginx_common,
-        parse_oha, run_bounded, stop_on_signals, stop_requested, ticks_per_second, tree_cpu_ticks,
-        verdict,
+        Cert, HOST, Server, TLS13_SUITE, children_cpu_us, core_ticks, fmt, install_envoy,
+        install_oha, make_cert, median, nginx_common, parse_oha, process_tree, run_bounded,
+        stop_on_signals, stop_requested, ticks_per_second, tree_cpu_ticks, verdict,
     },
     exec::{output, run},
     netns::{self, ip},
@@ -46,6 +51,7 @@ const GATEWAY_IP: &str = "192.0.2.1";
 const GATEWAY_OUT_IP: &str = "198.51.100.1";
 const SERVER_IP: &str = "198.51.100.2";
 const PROXY_PORT: u16 = 8888;
+const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 const ADMIN: &str = "127.0.0.1:15000";
 /// Targets from the issue.
 const TARGET_OVERHEAD_US: f64 = 5.0;
@@ -81,17 +87,40 @@ enum Mode {
     /// The same gateway and passthrough, the workload connecting to the
     /// gateway's address itself: steered minus this is the capture alone.
     Explicit,
+    /// Envoy with `tls_inspector` and one filter chain per SNI name into
+    /// `tcp_proxy`: the listener an Istio egress gateway gets for a
+    /// PASSTHROUGH server, the workload connecting to it as to `Explicit`.
+    Envoy,
+    /// HAProxy `mode tcp`, the backend chosen by `req.ssl_sni`.
+    Haproxy,
+    /// nginx `stream` with `ssl_preread`, the upstream mapped from the SNI.
+    NginxStream,
     Connect,
 }
 
-const MODES: [Mode; 4] = [Mode::Direct, Mode::Steered, Mode::Explicit, Mode::Connect];
+const MODES: [Mode; 7] = [
+    Mode::Direct,
+    Mode::Steered,
+    Mode::Explicit,
+    Mode::Envoy,
+    Mode::Haproxy,
+    Mode::NginxStream,
+    Mode::Connect,
+];
+
+/// The SNI proxies that do the egress gateway's job with the workload
+/// connecting to them: ours (`Explicit`) and the three comparators.
+const SNI_PROXIES: [Mode; 3] = [Mode::Envoy, Mode::Haproxy, Mode::NginxStream];
 
 impl Mode {
     fn name(self) -> &'static str {
         match self {
             Self::Direct => "direct (routed)",
             Self::Steered => "steered (--egress-from, passthrough)",
-            Self::Explicit => "explicit (same gateway, workload connects to it)",
+            Self::Explicit => "ours explicit (same gateway, workload connects to it)",
+            Self::Envoy => "Envoy (tls_inspector + tcp_proxy)",
+            Self::Haproxy => "HAProxy (mode tcp, req.ssl_sni)",
+            Self::NginxStream => "nginx (stream, ssl_preread)",
             Self::Connect => "CONNECT proxy (tinyproxy)",
         }
     }
@@ -102,7 +131,12 @@ impl Mode {
     fn peer(self) -> &'static str {
         match self {
             Self::Direct => WORKLOAD_IP,
-            Self::Steered | Self::Explicit | Self::Connect => GATEWAY_OUT_IP,
+            Self::Steered
+            | Self::Explicit
+            | Self::Envoy
+            | Self::Haproxy
+            | Self::NginxStream
+            | Self::Connect => GATEWAY_OUT_IP,
         }
     }
 
@@ -114,10 +148,13 @@ impl Mode {
     /// direct path for up to a minute after a steered run.
     fn ports(self) -> &'static str {
         match self {
-            Self::Direct => "1024 16999",
-            Self::Steered => "17000 32999",
-            Self::Explicit => "33000 48999",
-            Self::Connect => "49000 65535",
+            Self::Direct => "1024 9999",
+            Self::Steered => "10000 18999",
+            Self::Explicit => "19000 27999",
+            Self::Envoy => "28000 36999",
+            Self::Haproxy => "37000 45999",
+            Self::NginxStream => "46000 54999",
+            Self::Connect => "55000 65535",
         }
     }
 
@@ -127,10 +164,11 @@ impl Mode {
         (self == Self::Connect).then(|| format!("http://{GATEWAY_IP}:{PROXY_PORT}"))
     }
 
-    /// Where the client connects instead of the name's address (only for
-    /// explicit: curl's and oha's `--connect-to`).
+    /// Where the client connects instead of the name's address (for the
+    /// SNI proxies it is told about: curl's and oha's `--connect-to`).
     fn connect_to(self) -> Option<String> {
-        (self == Self::Explicit).then(|| format!("{HOST}:443:{GATEWAY_IP}:443"))
+        (self == Self::Explicit || SNI_PROXIES.contains(&self))
+            .then(|| format!("{HOST}:443:{GATEWAY_IP}:443"))
     }
 }
 
@@ -142,6 +180,11 @@ enum Metric {
     ProcessesUs,
     MiddleUs,
     Gbps,
+    /// All cores' non-idle CPU seconds per GiB downloaded.
+    MachineSecondsPerGib,
+    /// The middle's PSS after the connection-rate run, plus (ours) its BPF
+    /// maps' `memlock`, in MiB.
+    MiddleMib,
 }
 
 /// Per (path, figure), one value per round, in round order.
@@ -173,6 +216,7 @@ impl Results {
 /// Paths of what the benchmark runs and serves.
 struct Setup {
     gateway: PathBuf,
+    envoy: PathBuf,
     oha: PathBuf,
     scratch: PathBuf,
     cert: Cert,
@@ -223,8 +267,14 @@ fn provision(root: &Path, args: &EgressArgs) -> anyhow::Result<Setup> {
         ("openssl", "openssl"),
         ("nginx", "nginx-light"),
         ("tinyproxy", "tinyproxy"),
+        ("haproxy", "haproxy"),
+        ("python3", "python3"),
+        // nginx's `stream` module (with `ssl_preread`) is a package of its own.
+        (NGINX_STREAM_MODULE, "libnginx-mod-stream"),
     ])?;
-    let oha = install_oha(&root.join("target/bench-tools"))?;
+    let tools = root.join("target/bench-tools");
+    let oha = install_oha(&tools)?;
+    let envoy = install_envoy(&tools)?;
     let gateway = match &args.gateway {
         Some(gateway) => fs::canonicalize(gateway)
             .with_context(|| format!("no gateway binary at {}", gateway.display()))?,
@@ -239,6 +289,7 @@ fn provision(root: &Path, args: &EgressArgs) -> anyhow::Result<Setup> {
     let cert = make_cert(&scratch)?;
     Ok(Setup {
         gateway,
+        envoy,
         oha,
         scratch,
         cert,
@@ -260,6 +311,7 @@ fn write_files(setup: &Setup, mib: u64) -> anyhow::Result<()> {
     ssl_certificate {};
     ssl_certificate_key {};
     ssl_protocols TLSv1.3;
+    ssl_conf_command Ciphersuites {TLS13_SUITE};
     root {};
     location = /tiny {{ return 200 \"ok\"; }}
     location = /peer {{ return 200 \"$remote_addr\"; }}
@@ -273,7 +325,99 @@ fn write_files(setup: &Setup, mib: u64) -> anyhow::Result<()> {
     fs::write(dir.join("nginx.conf"), nginx)?;
     fs::write(dir.join("egress.yaml"), gateway_yaml())?;
     fs::write(dir.join("tinyproxy.conf"), tinyproxy_conf(dir))?;
+    fs::write(dir.join("envoy.yaml"), envoy_yaml())?;
+    fs::write(dir.join("haproxy.cfg"), haproxy_cfg())?;
+    fs::create_dir_all(dir.join("stream"))?;
+    fs::write(
+        dir.join("stream/nginx.conf"),
+        nginx_stream_conf(&dir.join("stream")),
+    )?;
     Ok(())
+}
+
+/// What Istio gives an egress gateway's PASSTHROUGH server: a listener
+/// with `tls_inspector`, a filter chain matching the SNI name, and
+/// `tcp_proxy` to the external service's cluster. One worker, as every
+/// middle gets; no access log, as the others.
+fn envoy_yaml() -> String {
+    format!(
+        "static_resources:
+  listeners:
+  - name: egress
+    address: {{socket_address: {{address: {GATEWAY_IP}, port_value: 443}}}}
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {{\"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}
+    filter_chains:
+    - filter_chain_match: {{server_names: [{HOST}]}}
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: egress
+          cluster: external
+  clusters:
+  - name: external
+    type: STATIC
+    connect_timeout: 5s
+    load_assignment:
+      cluster_name: external
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {SERVER_IP}, port_value: 443}}}}}}
+"
+    )
+}
+
+/// HAProxy routing on the ClientHello's SNI without terminating TLS, with
+/// kernel splicing where it helps (`splice-auto`): its best for this job.
+fn haproxy_cfg() -> String {
+    format!(
+        "global
+  nbthread 1
+  # Pipes for splicing need descriptors too: 4000 fits the process's limit.
+  maxconn 4000
+defaults
+  mode tcp
+  option splice-auto
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend egress
+  bind {GATEWAY_IP}:443
+  tcp-request inspect-delay 5s
+  tcp-request content accept if {{ req.ssl_hello_type 1 }}
+  use_backend external if {{ req.ssl_sni -i {HOST} }}
+backend external
+  server s1 {SERVER_IP}:443
+"
+    )
+}
+
+/// nginx `stream` reading the SNI with `ssl_preread` and mapping it to
+/// the upstream; any other name goes nowhere (a closed local port).
+fn nginx_stream_conf(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "load_module {NGINX_STREAM_MODULE};
+daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 8192; }}
+stream {{
+  map $ssl_preread_server_name $upstream {{
+    {HOST} {SERVER_IP}:443;
+    default 127.0.0.1:9;
+  }}
+  server {{
+    listen {GATEWAY_IP}:443;
+    ssl_preread on;
+    proxy_pass $upstream;
+  }}
+}}
+"
+    )
 }
 
 /// The seed's egress shape (Gateway with a PASSTHROUGH server, a TLS route
@@ -424,11 +568,34 @@ fn start_middle(mode: Mode, setup: &Setup) -> anyhow::Result<Option<Server>> {
                 .args(["run", "--labels", "istio=egressgateway", "--config"])
                 .arg(dir.join("egress.yaml"))
                 .args(["--interface", GATEWAY_IF, "--address", GATEWAY_IP])
-                .args(["--admin-address", ADMIN, "--access-log", "off"]);
+                .args(["--admin-address", ADMIN, "--access-log", "off"])
+                // One worker, as every other middle gets.
+                .args(["--workers", "1"]);
             if mode == Mode::Steered {
                 cmd.args(["--egress-from", GATEWAY_IF]);
             }
             "gateway"
+        }
+        Mode::Envoy => {
+            cmd.arg(&setup.envoy)
+                .arg("-c")
+                .arg(dir.join("envoy.yaml"))
+                .args(["--concurrency", "1", "--disable-hot-restart"])
+                .args(["--log-level", "warn"]);
+            "envoy"
+        }
+        Mode::Haproxy => {
+            cmd.args(["haproxy", "-db", "-f"])
+                .arg(dir.join("haproxy.cfg"));
+            "haproxy"
+        }
+        Mode::NginxStream => {
+            let stream = dir.join("stream");
+            cmd.args(["nginx", "-c"])
+                .arg(stream.join("nginx.conf"))
+                .arg("-p")
+                .arg(&stream);
+            "nginx-stream"
         }
         Mode::Connect => {
             cmd.args(["tinyproxy", "-d", "-c"])
@@ -519,9 +686,13 @@ fn bench_mode(
         "   {:.0} connections/s; CPU per connection: machine {:.1} µs, benchmark processes {:.1} µs, middle process {:.1} µs; {} errors",
         c.rate, c.machine_us, c.processes_us, c.middle_us, c.errors
     );
+    let middle_mib = middle.as_ref().map(|m| middle_memory_mib(m.pid()));
+    if let Some(mib) = middle_mib {
+        println!("   middle's memory after the connection run: {mib:.1} MiB (PSS + BPF maps)");
+    }
     stop_requested()?;
-    let gbps = throughput(mode, setup, args.mib)?;
-    println!("   download: {gbps:.2} Gbit/s");
+    let (gbps, machine_s_per_gib) = throughput(mode, setup, args.mib)?;
+    println!("   download: {gbps:.2} Gbit/s, machine CPU {machine_s_per_gib:.2} s/GiB");
     if let Some(m) = middle.as_mut() {
         m.alive()?;
     }
@@ -530,7 +701,18 @@ fn bench_mode(
     results.push(mode, Metric::ProcessesUs, c.processes_us);
     results.push(mode, Metric::MiddleUs, c.middle_us);
     results.push(mode, Metric::Gbps, gbps);
+    results.push(mode, Metric::MachineSecondsPerGib, machine_s_per_gib);
+    if let Some(mib) = middle_mib {
+        results.push(mode, Metric::MiddleMib, mib);
+    }
     Ok(())
+}
+
+/// The middle's PSS plus the `memlock` of the BPF maps it holds (ours'
+/// only; kernel memory that no PSS shows), in MiB.
+fn middle_memory_mib(pid: u32) -> f64 {
+    let tree = process_tree(pid);
+    pss_kib(&tree) as f64 / 1024.0 + bpf_map_memlock_bytes(&tree) as f64 / f64::from(1 << 20)
 }
 
 /// The long-running processes whose CPU time a measurement counts.
@@ -603,21 +785,9 @@ fn connections(
     })
 }
 
-/// User and system CPU time of this process's reaped children, in µs: oha
-/// (`ip netns exec` execs it) is one once `run_bounded` has waited for it.
-fn children_cpu_us() -> f64 {
-    // SAFETY: all-zero bytes are a valid `rusage` (integers only).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes only into the `rusage` it is given.
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
-        return 0.0;
-    }
-    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
-    us(usage.ru_utime) + us(usage.ru_stime)
-}
-
-/// One TLS download of the whole file over `mode`'s path, in Gbit/s.
-fn throughput(mode: Mode, setup: &Setup, mib: u64) -> anyhow::Result<f64> {
+/// One TLS download of the whole file over `mode`'s path: Gbit/s, and the
+/// machine's CPU seconds (all cores) per GiB.
+fn throughput(mode: Mode, setup: &Setup, mib: u64) -> anyhow::Result<(f64, f64)> {
     let seconds = 30 + mib / 16;
     let mut cmd = curl(mode, &setup.cert.crt, seconds);
     cmd.args([
@@ -628,8 +798,12 @@ fn throughput(mode: Mode, setup: &Setup, mib: u64) -> anyhow::Result<f64> {
     ])
     .arg(format!("https://{HOST}/big"));
     let limit = Duration::from_secs(seconds + 10);
+    let before = core_ticks("").0;
     let text = run_bounded(&mut cmd, limit, &setup.scratch.join("curl.log"))?;
-    parse_download(&text, mib << 20)
+    let machine_ticks = core_ticks("").0.saturating_sub(before);
+    let gbps = parse_download(&text, mib << 20)?;
+    let seconds_per_gib = machine_ticks as f64 / ticks_per_second() / (mib as f64 / 1024.0);
+    Ok((gbps, seconds_per_gib))
 }
 
 /// curl's `%{http_code} %{size_download} %{speed_download}` (bytes/s) ->
@@ -714,14 +888,14 @@ fn table(r: &Results, args: &EgressArgs, kernel: &KernelSteering) -> String {
         "# cargo xtask bench egress\n\n{} rounds, paths interleaved in each; median (min–max) over rounds, \
          ratios against direct taken round by round. Connection rate: {} new TLS 1.3 connections \
          (full handshake, GET /tiny) per measurement, {} at a time. Throughput: one {} MiB download.\n\n\
-         | path | connections/s | machine CPU µs/connection | × direct | benchmark processes µs/connection | × direct | middle process µs/connection | Gbit/s | × direct |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         | path | connections/s | machine CPU µs/connection | × direct | benchmark processes µs/connection | × direct | middle process µs/connection | Gbit/s | × direct | machine CPU s/GiB | middle memory, MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
         args.rounds, args.connections, args.concurrency, args.mib
     );
     for mode in MODES {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             mode.name(),
             cell(r.values(mode, Metric::Rate)),
             cell(r.values(mode, Metric::MachineUs)),
@@ -731,9 +905,41 @@ fn table(r: &Results, args: &EgressArgs, kernel: &KernelSteering) -> String {
             cell(r.values(mode, Metric::MiddleUs)),
             cell(r.values(mode, Metric::Gbps)),
             ratio_cell(&r.ratios(Metric::Gbps, mode, Mode::Direct)),
+            cell(r.values(mode, Metric::MachineSecondsPerGib)),
+            cell(r.values(mode, Metric::MiddleMib)),
         );
     }
-    out + "\n" + &verdicts(r, kernel) + "\n" + &kernel.table + "\n" + &notes(args)
+    out + "\n"
+        + &comparison(r)
+        + "\n"
+        + &verdicts(r, kernel)
+        + "\n"
+        + &kernel.table
+        + "\n"
+        + &notes(args)
+}
+
+/// Ours (explicit and steered) against each SNI proxy that does the same
+/// job, round by round: their CPU per connection over ours (above 1: ours
+/// is cheaper), ours' throughput over theirs, their memory over ours.
+fn comparison(r: &Results) -> String {
+    let mut out = String::from(
+        "| against | their machine CPU/connection ÷ ours explicit | ÷ ours steered | ours explicit Gbit/s ÷ theirs | their machine CPU/GiB ÷ ours explicit | their memory ÷ ours |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for them in SNI_PROXIES {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            them.name(),
+            ratio_cell(&r.ratios(Metric::MachineUs, them, Mode::Explicit)),
+            ratio_cell(&r.ratios(Metric::MachineUs, them, Mode::Steered)),
+            ratio_cell(&r.ratios(Metric::Gbps, Mode::Explicit, them)),
+            ratio_cell(&r.ratios(Metric::MachineSecondsPerGib, them, Mode::Explicit)),
+            ratio_cell(&r.ratios(Metric::MiddleMib, them, Mode::Explicit)),
+        );
+    }
+    out
 }
 
 fn verdicts(r: &Results, kernel: &KernelSteering) -> String {
@@ -775,15 +981,25 @@ fn notes(args: &EgressArgs) -> String {
     format!(
         "Method:\n\
          - Namespaces egb-wl (workload, {WORKLOAD_IP}, default route via {GATEWAY_IP}), egb-gw \
-         (forwarding; the gateway or tinyproxy when their path is measured) and egb-out (nginx, \
-         one worker, TLS 1.3, ECDSA P-256, {SERVER_IP}:443). Before each path is measured, the \
+         (forwarding; the middle when its path is measured) and egb-out (nginx, \
+         one worker, TLS 1.3 with one suite, {TLS13_SUITE} (`ssl_conf_command Ciphersuites`; \
+         oha offers only it, curl gets it), ECDSA P-256, {SERVER_IP}:443). Every middle has one \
+         worker (ours `--workers 1`, Envoy `--concurrency 1`, HAProxy `nbthread 1`, nginx \
+         `worker_processes 1`) and no access log. Before each path is measured, the \
          server's view of the peer proves the path ({WORKLOAD_IP} direct, {GATEWAY_OUT_IP} \
          through the middle).\n\
          - Direct: nothing in egb-gw but forwarding (no XDP). Steered: `gateway run --labels \
          istio=egressgateway --egress-from {GATEWAY_IF} --access-log off` (XDP on {GATEWAY_IF}), \
          the workload unaware. Explicit: the same gateway without `--egress-from`, the workload \
-         connecting to {GATEWAY_IP}:443 (`--connect-to`): the same proxy work, no capture. CONNECT: tinyproxy on {GATEWAY_IP}:{PROXY_PORT}, the client told \
-         (`oha -x`, `curl -x`). Each path has its own range of workload source ports: the \
+         connecting to {GATEWAY_IP}:443 (`--connect-to`): the same proxy work, no capture. \
+         The SNI proxies that do the same job, the workload connecting to {GATEWAY_IP}:443 as to \
+         ours explicit: Envoy 1.40 with `tls_inspector` and a filter chain matching the name into \
+         `tcp_proxy` (the listener Istio gives an egress gateway's PASSTHROUGH server), HAProxy \
+         `mode tcp` with `req.ssl_sni` and `option splice-auto`, nginx `stream` with `ssl_preread` \
+         and a `map` of the name; the three are given the server's address, ours resolves the \
+         name (a DNS ServiceEntry, /etc/hosts here). CONNECT: tinyproxy on \
+         {GATEWAY_IP}:{PROXY_PORT}, the client told (`oha -x`, `curl -x`): the reference for \
+         an explicit proxy, not the same job. Each path has its own range of workload source ports: the \
          gateway leaves the workload's 4-tuples in TIME_WAIT in egb-gw, and a routed SYN that \
          reuses one is dropped there.\n\
          - Machine CPU = all non-idle time of all cores (/proc/stat `cpu`, so kernel and softirq \
@@ -792,11 +1008,13 @@ fn notes(args: &EgressArgs) -> String {
          cancels only if it is steady. One clock tick of CPU time is {tick_us:.2} µs per \
          connection here, and tick sampling scatters each figure by several ticks. Benchmark \
          processes = utime+stime of oha, nginx and the middle (blind to other work, and to \
-         softirq run outside them). Middle process = the gateway's or tinyproxy's alone.\n\
+         softirq run outside them). Middle process = the middle's own processes alone.\n\
          - Connections: oha -n/-c --disable-keepalive, built without TLS resumption \
          (full handshake each), certificate not verified by oha (the same for every path). \
          Throughput: curl -o /dev/null with --cacert, `speed_download` of one download of a \
-         sparse file (page cache).\n\
+         sparse file (page cache); machine CPU s/GiB = all cores' non-idle time during it. \
+         Middle memory = the middle's PSS (summed over its processes, /proc/PID/smaps_rollup) \
+         after the connection-rate run, plus for ours the `memlock` of its BPF maps.\n\
          Kernel {}, {} CPUs, load average at the end: {}\n",
         kernel.trim(),
         thread::available_parallelism().map_or(1, usize::from),
@@ -823,6 +1041,38 @@ mod tests {
         assert!(parse_download("200 1000 250000000", 1 << 30).is_err());
         assert!(parse_download("502 1073741824 1", 1 << 30).is_err());
         assert!(parse_download("", 1 << 30).is_err());
+    }
+
+    #[test]
+    fn each_sni_proxy_is_compared_with_ours_round_by_round() {
+        let mut r = Results::default();
+        for (mode, us, gbps) in [
+            (Mode::Explicit, [40.0, 50.0], [4.0, 3.0]),
+            (Mode::Steered, [40.0, 50.0], [4.0, 3.0]),
+            (Mode::Envoy, [80.0, 100.0], [2.0, 3.0]),
+            (Mode::Haproxy, [60.0, 50.0], [4.0, 3.0]),
+        ] {
+            for (u, g) in us.into_iter().zip(gbps) {
+                r.push(mode, Metric::MachineUs, u);
+                r.push(mode, Metric::Gbps, g);
+            }
+        }
+        let table = comparison(&r);
+        let row = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name}")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        // Envoy costs twice ours per connection in both rounds; ours moves
+        // 2× and 1× its bytes.
+        assert!(
+            row("Envoy").starts_with("| Envoy (tls_inspector + tcp_proxy) | 2.00× (2.00–2.00) | 2.00× (2.00–2.00) | 1.50× (1.00–2.00) |"),
+            "{table}"
+        );
+        assert!(row("HAProxy").contains("| 1.25× (1.00–1.50) |"), "{table}");
+        assert!(row("nginx").contains("| – |"), "{table}");
     }
 
     #[test]

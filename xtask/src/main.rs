@@ -5,6 +5,7 @@ mod bench;
 mod bench_egress;
 mod bench_flood;
 mod bench_kube;
+mod bench_memory;
 mod bench_proxy;
 mod code_map;
 mod demo;

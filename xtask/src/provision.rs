@@ -131,7 +131,14 @@ fn cargo_subcommand(name: &str, version: &str) -> anyhow::Result<()> {
 pub(crate) fn debian_packages(needed: &[(&str, &str)]) -> anyhow::Result<()> {
     let mut missing: Vec<&str> = needed
         .iter()
-        .filter(|(cmd, _)| !on_path(cmd))
+        .filter(|(cmd, _)| {
+            // An absolute path is a file the package installs (a module, not a command).
+            !if cmd.starts_with('/') {
+                std::path::Path::new(cmd).exists()
+            } else {
+                on_path(cmd)
+            }
+        })
         .map(|(_, pkg)| *pkg)
         .collect();
     missing.dedup();
