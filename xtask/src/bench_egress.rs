@@ -31,8 +31,8 @@ use crate::{
     bench_memory::{bpf_map_memlock_bytes, pss_kib},
     bench_proxy::{
         Cert, HOST, Server, TLS13_SUITE, children_cpu_us, core_ticks, fmt, install_envoy,
-        install_oha, make_cert, median, nginx_common, parse_oha, process_tree, run_bounded,
-        stop_on_signals, stop_requested, ticks_per_second, tree_cpu_ticks, verdict,
+        install_oha, make_cert, median, nginx_common, parse_oha, process_tree, ratio_only,
+        run_bounded, stop_on_signals, stop_requested, ticks_per_second, tree_cpu_ticks, verdict,
     },
     exec::{output, run},
     netns::{self, ip},
@@ -833,16 +833,6 @@ fn cell(values: &[f64]) -> String {
     format!("{} ({}–{})", fmt(med), fmt(min), fmt(max))
 }
 
-/// Ratios as `median× (min–max)`.
-fn ratio_cell(ratios: &[f64]) -> String {
-    let Some(med) = median(ratios) else {
-        return "–".to_string();
-    };
-    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{med:.2}× ({min:.2}–{max:.2})")
-}
-
 /// The kernel's part of the capture, from `steer-bench`
 /// (BPF_PROG_TEST_RUN): its table, and the nanoseconds per connection.
 struct KernelSteering {
@@ -899,12 +889,12 @@ fn table(r: &Results, args: &EgressArgs, kernel: &KernelSteering) -> String {
             mode.name(),
             cell(r.values(mode, Metric::Rate)),
             cell(r.values(mode, Metric::MachineUs)),
-            ratio_cell(&r.ratios(Metric::MachineUs, mode, Mode::Direct)),
+            ratio_only(&r.ratios(Metric::MachineUs, mode, Mode::Direct)),
             cell(r.values(mode, Metric::ProcessesUs)),
-            ratio_cell(&r.ratios(Metric::ProcessesUs, mode, Mode::Direct)),
+            ratio_only(&r.ratios(Metric::ProcessesUs, mode, Mode::Direct)),
             cell(r.values(mode, Metric::MiddleUs)),
             cell(r.values(mode, Metric::Gbps)),
-            ratio_cell(&r.ratios(Metric::Gbps, mode, Mode::Direct)),
+            ratio_only(&r.ratios(Metric::Gbps, mode, Mode::Direct)),
             cell(r.values(mode, Metric::MachineSecondsPerGib)),
             cell(r.values(mode, Metric::MiddleMib)),
         );
@@ -932,11 +922,11 @@ fn comparison(r: &Results) -> String {
             out,
             "| {} | {} | {} | {} | {} | {} |",
             them.name(),
-            ratio_cell(&r.ratios(Metric::MachineUs, them, Mode::Explicit)),
-            ratio_cell(&r.ratios(Metric::MachineUs, them, Mode::Steered)),
-            ratio_cell(&r.ratios(Metric::Gbps, Mode::Explicit, them)),
-            ratio_cell(&r.ratios(Metric::MachineSecondsPerGib, them, Mode::Explicit)),
-            ratio_cell(&r.ratios(Metric::MiddleMib, them, Mode::Explicit)),
+            ratio_only(&r.ratios(Metric::MachineUs, them, Mode::Explicit)),
+            ratio_only(&r.ratios(Metric::MachineUs, them, Mode::Steered)),
+            ratio_only(&r.ratios(Metric::Gbps, Mode::Explicit, them)),
+            ratio_only(&r.ratios(Metric::MachineSecondsPerGib, them, Mode::Explicit)),
+            ratio_only(&r.ratios(Metric::MiddleMib, them, Mode::Explicit)),
         );
     }
     out

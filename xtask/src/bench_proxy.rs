@@ -1650,8 +1650,8 @@ pub(crate) fn verdict(ratios: &[f64], target: f64) -> String {
     )
 }
 
-/// The median and range of `ratios`, where no target applies.
-fn ratio_only(ratios: &[f64]) -> String {
+/// The median and range of `ratios`, where no target applies: `median× (min–max)`.
+pub(crate) fn ratio_only(ratios: &[f64]) -> String {
     let Some(ratio) = median(ratios) else {
         return "–".to_string();
     };
