@@ -28,11 +28,11 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    bench_memory::{bpf_map_memlock_bytes, pss_kib},
+    bench_memory::memory_mib,
     bench_proxy::{
-        Cert, HOST, Server, TLS13_SUITE, children_cpu_us, core_ticks, fmt, install_envoy,
-        install_oha, make_cert, median, nginx_common, parse_oha, process_tree, ratio_only,
-        run_bounded, stop_on_signals, stop_requested, ticks_per_second, tree_cpu_ticks, verdict,
+        Cert, HOST, Server, TLS13_SUITE, cell, children_cpu_us, core_ticks, install_envoy,
+        install_oha, make_cert, nginx_common, parse_oha, process_tree, ratio_only, run_bounded,
+        stop_on_signals, stop_requested, ticks_per_second, tree_cpu_ticks, verdict,
     },
     exec::{output, run},
     netns::{self, ip},
@@ -711,8 +711,8 @@ fn bench_mode(
 /// The middle's PSS plus the `memlock` of the BPF maps it holds (ours'
 /// only; kernel memory that no PSS shows), in MiB.
 fn middle_memory_mib(pid: u32) -> f64 {
-    let tree = process_tree(pid);
-    pss_kib(&tree) as f64 / 1024.0 + bpf_map_memlock_bytes(&tree) as f64 / f64::from(1 << 20)
+    let (pss, maps) = memory_mib(&process_tree(pid));
+    pss + maps
 }
 
 /// The long-running processes whose CPU time a measurement counts.
@@ -821,16 +821,6 @@ fn parse_download(text: &str, bytes: u64) -> anyhow::Result<f64> {
         bail!("download answered {code} with {size} of {bytes} bytes");
     }
     Ok(speed * 8.0 / 1e9)
-}
-
-/// `median (min–max)` of `values`.
-fn cell(values: &[f64]) -> String {
-    let Some(med) = median(values) else {
-        return "–".to_string();
-    };
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{} ({}–{})", fmt(med), fmt(min), fmt(max))
 }
 
 /// The kernel's part of the capture, from `steer-bench`

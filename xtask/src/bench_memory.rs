@@ -5,6 +5,14 @@
 //! process's PSS shows; their `memlock` is added for the contender holding them.
 use std::{collections::BTreeMap, fs};
 
+/// (PSS, BPF maps' `memlock`) of `pids`, in MiB.
+pub(crate) fn memory_mib(pids: &[u32]) -> (f64, f64) {
+    (
+        pss_kib(pids) as f64 / 1024.0,
+        bpf_map_memlock_bytes(pids) as f64 / f64::from(1 << 20),
+    )
+}
+
 /// Summed `Pss` of `pids` (/proc/PID/smaps_rollup), in KiB.
 pub(crate) fn pss_kib(pids: &[u32]) -> u64 {
     pids.iter()

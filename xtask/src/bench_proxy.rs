@@ -36,7 +36,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    bench_memory::{bpf_map_memlock_bytes, pss_kib},
+    bench_memory::{memory_mib, pss_kib},
     exec::{output, run},
     netns::{self, ip},
 };
@@ -1609,20 +1609,29 @@ impl Results {
                 return "–".to_string();
             };
             let failed = self.errors.get(&(m, c)).copied().unwrap_or(0);
-            let v = &self.cells[&(row, c)];
-            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let med = self.median(row, c).unwrap_or(f64::NAN);
+            let (med, min, max) =
+                spread(&self.cells[&(row, c)]).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
             return format!("{med:.4} ({min:.4}–{max:.4}); {failed} of {all}");
         }
-        let Some(v) = self.cells.get(&(row, c)) else {
-            return "–".to_string();
-        };
-        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let med = self.median(row, c).unwrap_or(f64::NAN);
-        format!("{} ({}–{})", fmt(med), fmt(min), fmt(max))
+        self.cells
+            .get(&(row, c))
+            .map_or("–".to_string(), |v| cell(v))
     }
+}
+
+/// The median, smallest and largest of `values`; `None` without any.
+pub(crate) fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let med = median(values)?;
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((med, min, max))
+}
+
+/// `median (min–max)` of `values`, three significant figures each.
+pub(crate) fn cell(values: &[f64]) -> String {
+    spread(values).map_or("–".to_string(), |(med, min, max)| {
+        format!("{} ({}–{})", fmt(med), fmt(min), fmt(max))
+    })
 }
 
 /// Three significant figures, no exponent.
@@ -1639,11 +1648,9 @@ pub(crate) fn fmt(v: f64) -> String {
 
 /// The median and range of `ratios` against `target`; empty without ratios.
 pub(crate) fn verdict(ratios: &[f64], target: f64) -> String {
-    let Some(ratio) = median(ratios) else {
+    let Some((ratio, min, max)) = spread(ratios) else {
         return "–".to_string();
     };
-    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!(
         "{ratio:.2}× ({min:.2}–{max:.2}) (target ≥ {target}×) {}",
         if ratio >= target { "PASS" } else { "MISS" }
@@ -1652,21 +1659,16 @@ pub(crate) fn verdict(ratios: &[f64], target: f64) -> String {
 
 /// The median and range of `ratios`, where no target applies: `median× (min–max)`.
 pub(crate) fn ratio_only(ratios: &[f64]) -> String {
-    let Some(ratio) = median(ratios) else {
-        return "–".to_string();
-    };
-    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{ratio:.2}× ({min:.2}–{max:.2})")
+    spread(ratios).map_or("–".to_string(), |(ratio, min, max)| {
+        format!("{ratio:.2}× ({min:.2}–{max:.2})")
+    })
 }
 
 /// As [`verdict`], for a ratio that must stay at or below `target`.
 fn verdict_at_most(ratios: &[f64], target: f64) -> String {
-    let Some(ratio) = median(ratios) else {
+    let Some((ratio, min, max)) = spread(ratios) else {
         return "–".to_string();
     };
-    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!(
         "{ratio:.3}× ({min:.3}–{max:.3}) (target ≤ {target}×) {}",
         if ratio <= target { "PASS" } else { "MISS" }
@@ -2166,15 +2168,10 @@ fn bench_contender(
     wait_ready(c, &mut server)?;
     verify(c, cert, &tools.openssl_conf)?;
     thread::sleep(Duration::from_millis(500));
-    let tree = process_tree(server.pid());
     // Ours' maps: held by its descriptors, in no process's PSS.
-    let memlock_mib = bpf_map_memlock_bytes(&tree) as f64 / (1 << 20) as f64;
+    let (pss_mib, memlock_mib) = memory_mib(&process_tree(server.pid()));
     results.push(Row::IdleRss, c, tree_rss_kib(server.pid()) as f64 / 1024.0);
-    results.push(
-        Row::IdleMemory,
-        c,
-        pss_kib(&tree) as f64 / 1024.0 + memlock_mib,
-    );
+    results.push(Row::IdleMemory, c, pss_mib + memlock_mib);
     if c == Contender::Ours {
         results.push(Row::MapMemlock, c, memlock_mib);
     }
